@@ -1,0 +1,114 @@
+//! gRPC adapters: decode, authorize, call the store, map errors.
+
+use kit::access::RequestContext;
+use kit::migrate::Migrator;
+use kit::outbox::{Actor, AuditRecord, Outcome};
+use kit::tenancy::TenantStatus;
+use kit::{ApiError, Db, Tenant, TenantSlug};
+use proto::auth::v1 as pb;
+use tonic::{Request, Response, Status};
+
+use crate::{SERVICE, store};
+
+fn tenant_pb(t: &Tenant) -> pb::Tenant {
+    pb::Tenant {
+        id: t.id.to_string(),
+        slug: t.slug.to_string(),
+        status: match t.status {
+            TenantStatus::Active => pb::TenantStatus::Active,
+            TenantStatus::Suspended => pb::TenantStatus::Suspended,
+            TenantStatus::Terminated => pb::TenantStatus::Terminated,
+        } as i32,
+        create_time: Some(prost_types::Timestamp { seconds: t.created_at.timestamp(), nanos: 0 }),
+    }
+}
+
+/// `strongroom.auth.v1.TenantService` (operator only).
+#[derive(Debug, Clone)]
+pub struct Tenants {
+    pub db: Db,
+    pub migrator: Migrator,
+}
+
+#[tonic::async_trait]
+impl pb::tenant_service_server::TenantService for Tenants {
+    async fn create_tenant(
+        &self,
+        request: Request<pb::CreateTenantRequest>,
+    ) -> Result<Response<pb::CreateTenantResponse>, Status> {
+        let ctx = RequestContext::of(&request)?;
+        let req = request.into_inner();
+        let slug = TenantSlug::parse(&req.slug)
+            .map_err(|_| ApiError::invalid_field("slug", "must match ^[a-z][a-z0-9_]{2,39}$"))?;
+        let (tenant, created) = self.db.register_tenant(&slug).await?;
+        let audit = AuditRecord::new(
+            SERVICE,
+            Actor::Service(ctx.caller.identity.name().to_owned()),
+            "tenant.create",
+            &format!("tenant/{slug}"),
+            Outcome::Success,
+        )
+        .request_id((!req.request_id.is_empty()).then_some(req.request_id).or(ctx.request_id));
+        self.migrator.provision(&tenant, Some(audit)).await.map_err(|e| ApiError::internal(&e))?;
+        tracing::info!(tenant = %slug, created, "tenant registered");
+        Ok(Response::new(pb::CreateTenantResponse { tenant: Some(tenant_pb(&tenant)), created }))
+    }
+
+    async fn get_tenant(
+        &self,
+        request: Request<pb::GetTenantRequest>,
+    ) -> Result<Response<pb::GetTenantResponse>, Status> {
+        let slug = TenantSlug::parse(&request.get_ref().slug)
+            .map_err(|_| ApiError::invalid_field("slug", "must match ^[a-z][a-z0-9_]{2,39}$"))?;
+        let tenant = self.db.tenant(&slug).await?;
+        Ok(Response::new(pb::GetTenantResponse { tenant: Some(tenant_pb(&tenant)) }))
+    }
+}
+
+/// `strongroom.auth.v1.KeysService`: the JWKS.
+#[derive(Debug, Clone)]
+pub struct Keys {
+    pub db: Db,
+}
+
+#[tonic::async_trait]
+impl pb::keys_service_server::KeysService for Keys {
+    async fn get_jwks(&self, _request: Request<pb::GetJwksRequest>) -> Result<Response<pb::GetJwksResponse>, Status> {
+        let text = |v: &serde_json::Value, k: &str| v.get(k).and_then(|x| x.as_str()).unwrap_or_default().to_owned();
+        let keys = store::jwks(&self.db)
+            .await?
+            .iter()
+            .map(|jwk| pb::Jwk {
+                kid: text(jwk, "kid"),
+                kty: text(jwk, "kty"),
+                crv: text(jwk, "crv"),
+                alg: text(jwk, "alg"),
+                x: text(jwk, "x"),
+                y: text(jwk, "y"),
+            })
+            .collect();
+        Ok(Response::new(pb::GetJwksResponse { keys }))
+    }
+}
+
+/// `strongroom.auth.v1.IdentityService`.
+#[derive(Debug, Clone)]
+pub struct IdentityApi {
+    pub db: Db,
+}
+
+#[tonic::async_trait]
+impl pb::identity_service_server::IdentityService for IdentityApi {
+    async fn who_am_i(&self, request: Request<pb::WhoAmIRequest>) -> Result<Response<pb::WhoAmIResponse>, Status> {
+        let ctx = RequestContext::of(&request)?;
+        let principal = ctx.require_principal()?;
+        let tenant = self.db.authorize_tenant(&ctx.tenant_slug()?, Some(principal)).await?;
+        Ok(Response::new(pb::WhoAmIResponse {
+            tenant_id: tenant.id.to_string(),
+            subject: principal.subject.clone(),
+            session_id: principal.session_id.clone().unwrap_or_default(),
+            permissions: principal.permissions.clone(),
+            amr: principal.amr.clone(),
+        }))
+    }
+}

@@ -1,0 +1,404 @@
+//! `strongroom dev up`: the whole constellation on this machine. It owns every process it starts
+//! (a throw-away PostgreSQL cluster and Redis when none is configured, the five services) and
+//! stops all of them, and removes the throw-away cluster, on SIGINT/SIGTERM or on any failure.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, anyhow, bail};
+use kit::config::TlsConfig;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use serde_json::json;
+
+use crate::ops::{Endpoints, create_tenant};
+
+const SERVICES: [&str; 4] = ["auth", "vault", "audit", "ledger"];
+
+/// Everything `dev up` started; stopped in reverse order when dropped.
+#[derive(Default)]
+struct Stack {
+    services: Vec<(String, Child)>,
+    redis: Option<(Child, tempfile::TempDir)>,
+    postgres: Option<Postgres>,
+}
+
+struct Postgres {
+    dir: tempfile::TempDir,
+    pg_ctl: PathBuf,
+    as_postgres_user: bool,
+}
+
+fn running_as_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+fn terminate(name: &str, child: &mut Child) {
+    if let Ok(Some(_)) = child.try_wait() {
+        return;
+    }
+    let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    eprintln!("{name} did not stop within 15 s; killing it");
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+impl Stack {
+    fn shutdown(&mut self) {
+        while let Some((name, mut child)) = self.services.pop() {
+            terminate(&name, &mut child);
+        }
+        if let Some((mut child, _dir)) = self.redis.take() {
+            terminate("redis-server", &mut child);
+        }
+        if let Some(pg) = self.postgres.take() {
+            let data = pg.dir.path().join("data");
+            let status = pg_command(&pg.pg_ctl, pg.as_postgres_user)
+                .arg("stop")
+                .arg("-D")
+                .arg(&data)
+                .args(["-m", "fast", "-w"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+            if !matches!(status, Ok(s) if s.success()) {
+                eprintln!("pg_ctl stop failed for {}", data.display());
+            }
+            drop(pg.dir);
+        }
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// A PostgreSQL server binary: on PATH, or in Debian's versioned directory.
+fn pg_binary(name: &str) -> anyhow::Result<PathBuf> {
+    if let Some(path) = std::env::var_os("PATH") {
+        for dir in std::env::split_paths(&path) {
+            let candidate = dir.join(name);
+            if candidate.is_file() {
+                return Ok(candidate);
+            }
+        }
+    }
+    let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .map(|rd| rd.filter_map(Result::ok).map(|e| e.path().join("bin").join(name)).filter(|p| p.is_file()).collect())
+        .unwrap_or_default();
+    versions.sort();
+    versions.pop().ok_or_else(|| anyhow!("{name} not found: install PostgreSQL (deploy/setup.sh) or set DATABASE_URL"))
+}
+
+/// initdb and pg_ctl refuse to run as root; run them as `postgres` then.
+fn pg_command(binary: &Path, as_postgres_user: bool) -> Command {
+    if as_postgres_user {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(binary);
+        c
+    } else {
+        Command::new(binary)
+    }
+}
+
+fn start_postgres(stack: &mut Stack) -> anyhow::Result<String> {
+    let initdb = pg_binary("initdb")?;
+    let pg_ctl = pg_binary("pg_ctl")?;
+    let dir = tempfile::Builder::new().prefix("strongroom-pg-").tempdir().context("temporary cluster directory")?;
+    let as_postgres_user = running_as_root();
+    if as_postgres_user {
+        let out = Command::new("id").args(["-u", "postgres"]).output().context("id -u postgres")?;
+        let uid: u32 = String::from_utf8_lossy(&out.stdout).trim().parse().context("no postgres user")?;
+        let out = Command::new("id").args(["-g", "postgres"]).output().context("id -g postgres")?;
+        let gid: u32 = String::from_utf8_lossy(&out.stdout).trim().parse().context("no postgres group")?;
+        std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid))?;
+    }
+    let data = dir.path().join("data");
+    let port = free_port()?;
+    let status = pg_command(&initdb, as_postgres_user)
+        .arg("-D")
+        .arg(&data)
+        .args(["-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-sync"])
+        .current_dir(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .context("initdb")?;
+    if !status.status.success() {
+        bail!("initdb failed: {}", String::from_utf8_lossy(&status.stderr).trim());
+    }
+    let options = format!(
+        "-p {port} -k {} -c listen_addresses=127.0.0.1 -c max_connections=200 -c fsync=off -c synchronous_commit=off",
+        dir.path().display()
+    );
+    let log = dir.path().join("postgres.log");
+    stack.postgres = Some(Postgres { dir, pg_ctl: pg_ctl.clone(), as_postgres_user });
+    let started = pg_command(&pg_ctl, as_postgres_user)
+        .arg("-D")
+        .arg(&data)
+        .arg("-o")
+        .arg(&options)
+        .arg("-l")
+        .arg(&log)
+        .args(["-w", "-t", "60", "start"])
+        .current_dir("/")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .context("pg_ctl start")?;
+    if !started.status.success() {
+        let tail = std::fs::read_to_string(&log).unwrap_or_default();
+        bail!(
+            "PostgreSQL did not start: {} {}",
+            String::from_utf8_lossy(&started.stderr).trim(),
+            tail.lines().last().unwrap_or("")
+        );
+    }
+    Ok(format!("postgres://postgres@127.0.0.1:{port}/postgres"))
+}
+
+fn start_redis(stack: &mut Stack) -> anyhow::Result<String> {
+    let dir = tempfile::Builder::new().prefix("strongroom-redis-").tempdir()?;
+    let port = free_port()?;
+    let child = Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        .arg("--dir")
+        .arg(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("redis-server not found: install Redis (deploy/setup.sh) or set REDIS_URL")?;
+    stack.redis = Some((child, dir));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Ok(format!("redis://127.0.0.1:{port}"));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    bail!("redis-server did not start on port {port}")
+}
+
+fn with_user(admin_url: &str, user: &str) -> anyhow::Result<String> {
+    let mut url = url::Url::parse(admin_url).context("DATABASE_URL")?;
+    url.set_username(user).map_err(|()| anyhow!("DATABASE_URL cannot carry a user"))?;
+    url.set_password(None).map_err(|()| anyhow!("DATABASE_URL cannot carry a password"))?;
+    Ok(url.to_string())
+}
+
+fn tls(pki: &Path, name: &str) -> serde_json::Value {
+    json!({
+        "ca": pki.join("ca.pem"),
+        "cert": pki.join(format!("{name}.pem")),
+        "key": pki.join(format!("{name}-key.pem")),
+    })
+}
+
+fn spawn(stack: &mut Stack, bin_dir: &Path, name: &str, config: &Path, logs: &Path) -> anyhow::Result<()> {
+    let binary = bin_dir.join(if name == "gateway" { "gateway".to_owned() } else { format!("{name}-svc") });
+    if !binary.is_file() {
+        bail!("{} not found: build the workspace first (cargo build --workspace --bins)", binary.display());
+    }
+    let log = std::fs::File::create(logs.join(format!("{name}.log")))?;
+    let mut cmd = Command::new(&binary);
+    cmd.arg("--config").arg(config).stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
+    // Our own STRONGROOM_* variables (the CLI's, a test's) are no configuration of the services.
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("STRONGROOM_") {
+            cmd.env_remove(key);
+        }
+    }
+    let child = cmd.spawn().with_context(|| format!("starting {}", binary.display()))?;
+    stack.services.push((name.to_owned(), child));
+    Ok(())
+}
+
+fn check_children(stack: &mut Stack) -> anyhow::Result<()> {
+    for (name, child) in &mut stack.services {
+        if let Some(status) = child.try_wait()? {
+            bail!("{name} exited ({status}); see its log");
+        }
+    }
+    Ok(())
+}
+
+async fn wait_ready(stack: &mut Stack, endpoints: &Endpoints, gateway: &str, ca: &Path) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let certs = kit::tls::CertStore::load(&endpoints.tls)?;
+    for (name, url) in [
+        ("auth", &endpoints.auth),
+        ("vault", &endpoints.vault),
+        ("audit", &endpoints.audit),
+        ("ledger", &endpoints.ledger),
+    ] {
+        let channel = kit::client::channel(&certs, url, &kit::Identity::new(name)?, Duration::from_secs(5))?;
+        let mut client = tonic_health::pb::health_client::HealthClient::new(channel);
+        loop {
+            check_children(stack)?;
+            let serving =
+                client.check(tonic_health::pb::HealthCheckRequest { service: String::new() }).await.is_ok_and(|r| {
+                    r.get_ref().status == tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+                });
+            if serving {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("{name} is not serving after 120 s");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    let ca_pem = std::fs::read(ca)?;
+    loop {
+        check_children(stack)?;
+        let config = kit::tls::ca_only_client_config(&ca_pem, &[b"http/1.1"])?;
+        if let Ok((status, _, _)) =
+            kit::tls::https_request(config, http::Method::GET, &format!("{gateway}/readyz"), &[], Vec::new()).await
+        {
+            if status.is_success() {
+                return Ok(());
+            }
+        }
+        if Instant::now() > deadline {
+            bail!("gateway is not ready after 120 s");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+pub async fn up(dir: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let dir = dir.canonicalize()?;
+    let pki = dir.join("pki");
+    kit::pki::init_dir(&pki).context("development PKI")?;
+    let (configs, logs) = (dir.join("config"), dir.join("logs"));
+    std::fs::create_dir_all(&configs)?;
+    std::fs::create_dir_all(&logs)?;
+    let bin_dir =
+        std::env::current_exe()?.parent().map(Path::to_path_buf).ok_or_else(|| anyhow!("no binary directory"))?;
+
+    let mut stack = Stack::default();
+    let admin_url = match std::env::var("DATABASE_URL") {
+        Ok(url) if !url.is_empty() => url,
+        _ => start_postgres(&mut stack)?,
+    };
+    let redis_url = match std::env::var("REDIS_URL") {
+        Ok(url) if !url.is_empty() => url,
+        _ => start_redis(&mut stack)?,
+    };
+
+    let mut grpc = Vec::new();
+    for _ in SERVICES {
+        grpc.push(free_port()?);
+    }
+    let url = |i: usize| format!("https://127.0.0.1:{}", grpc[i]);
+    let upstreams = json!({ "auth": url(0), "vault": url(1), "audit": url(2), "ledger": url(3) });
+    let telemetry = match std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT") {
+        Ok(endpoint) => json!({ "log": "info", "otlp_endpoint": endpoint }),
+        Err(_) => json!({ "log": "info" }),
+    };
+    for (i, name) in SERVICES.iter().enumerate() {
+        let config = json!({
+            "env": "development",
+            "grpc": { "listen": format!("127.0.0.1:{}", grpc[i]) },
+            "admin": { "listen": format!("127.0.0.1:{}", free_port()?) },
+            "tls": tls(&pki, name),
+            "database": { "url": with_user(&admin_url, &format!("strongroom_{name}"))?, "admin_url": admin_url, "max_connections": 5 },
+            "upstreams": upstreams,
+            "telemetry": telemetry,
+        });
+        let path = configs.join(format!("{name}.toml"));
+        std::fs::write(&path, toml::to_string(&config)?)?;
+        spawn(&mut stack, &bin_dir, name, &path, &logs)?;
+    }
+    let gateway_port = free_port()?;
+    let gateway_config = json!({
+        "env": "development",
+        "http": { "listen": format!("127.0.0.1:{gateway_port}") },
+        "admin": { "listen": format!("127.0.0.1:{}", free_port()?) },
+        "tls": tls(&pki, "gateway"),
+        "upstreams": upstreams,
+        "redis": { "url": redis_url },
+        "telemetry": telemetry,
+    });
+    let gateway_path = configs.join("gateway.toml");
+    std::fs::write(&gateway_path, toml::to_string(&gateway_config)?)?;
+    spawn(&mut stack, &bin_dir, "gateway", &gateway_path, &logs)?;
+
+    let endpoints = Endpoints {
+        tls: TlsConfig {
+            ca: pki.join("ca.pem"),
+            cert: pki.join("operator.pem"),
+            key: pki.join("operator-key.pem"),
+            reload_interval_ms: 60_000,
+        },
+        auth: url(0),
+        vault: url(1),
+        audit: url(2),
+        ledger: url(3),
+    };
+    let gateway = format!("https://127.0.0.1:{gateway_port}");
+    let ca = pki.join("ca.pem");
+    let result = async {
+        wait_ready(&mut stack, &endpoints, &gateway, &ca).await?;
+        create_tenant(&endpoints, "demo").await.context("provisioning tenant demo")?;
+        let doc =
+            json!({ "gateway": gateway, "auth": url(0), "vault": url(1), "audit": url(2), "ledger": url(3), "ca": ca });
+        std::fs::write(dir.join("endpoints.json"), serde_json::to_string_pretty(&doc)?)?;
+        let state = json!({
+            "pids": stack.services.iter().map(|(n, c)| json!({ "name": n, "pid": c.id() })).collect::<Vec<_>>(),
+            "redis_pid": stack.redis.as_ref().map(|(c, _)| c.id()),
+            "postgres_dir": stack.postgres.as_ref().map(|p| p.dir.path().to_path_buf()),
+        });
+        std::fs::write(dir.join("dev-state.json"), serde_json::to_string_pretty(&state)?)?;
+        println!("strongroom dev up: tenant demo provisioned");
+        println!("  gateway  {gateway}");
+        for (i, name) in SERVICES.iter().enumerate() {
+            println!("  {name:<8} {}", url(i));
+        }
+        println!("  ca       {}", ca.display());
+        println!("  logs     {}", logs.display());
+        println!("ready");
+        use std::io::Write;
+        std::io::stdout().flush()?;
+        Ok::<_, anyhow::Error>(())
+    }
+    .await;
+    if let Err(e) = result {
+        stack.shutdown();
+        return Err(e);
+    }
+
+    let signal = kit::server::shutdown_signal();
+    tokio::pin!(signal);
+    let outcome = loop {
+        tokio::select! {
+            () = &mut signal => break Ok(()),
+            () = tokio::time::sleep(Duration::from_millis(500)) => {
+                if let Err(e) = check_children(&mut stack) {
+                    break Err(e);
+                }
+            }
+        }
+    };
+    println!("stopping");
+    stack.shutdown();
+    let _ = std::fs::remove_file(dir.join("endpoints.json"));
+    println!("stopped");
+    outcome
+}

@@ -1,0 +1,102 @@
+//! `strongroom`, the operator's CLI: development PKI, the whole constellation on one machine, and
+//! tenant administration over mTLS with the operator certificate.
+#![forbid(unsafe_code)]
+
+mod dev;
+mod ops;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(name = "strongroom", version, about = "Strongroom operator CLI")]
+struct Cli {
+    #[command(flatten)]
+    conn: ops::ConnectArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Development certificate authority and workload certificates.
+    Pki {
+        #[command(subcommand)]
+        command: PkiCommand,
+    },
+    /// Local development.
+    Dev {
+        #[command(subcommand)]
+        command: DevCommand,
+    },
+    /// Tenant administration.
+    Tenant {
+        #[command(subcommand)]
+        command: TenantCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum PkiCommand {
+    /// Writes a development CA and one certificate per service (plus `operator`) under DIR.
+    Init {
+        #[arg(long)]
+        dir: PathBuf,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum DevCommand {
+    /// Brings the whole constellation up on this machine until SIGINT/SIGTERM.
+    Up {
+        #[arg(long, default_value = ".strongroom/dev")]
+        dir: PathBuf,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum TenantCommand {
+    /// Registers a tenant and provisions every service for it (idempotent).
+    Create { slug: String },
+}
+
+fn main() -> ExitCode {
+    kit::tls::install_crypto_provider();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("strongroom: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Pki { command: PkiCommand::Init { dir } } => {
+                kit::pki::init_dir(&dir)?;
+                println!(
+                    "wrote development CA and certificates for {} to {}",
+                    kit::pki::DEV_IDENTITIES.join(", "),
+                    dir.display()
+                );
+                Ok(())
+            }
+            Command::Dev { command: DevCommand::Up { dir } } => dev::up(&dir).await,
+            Command::Tenant { command: TenantCommand::Create { slug } } => {
+                let endpoints = cli.conn.resolve()?;
+                let tenant = ops::create_tenant(&endpoints, &slug).await?;
+                println!("{}", serde_json::to_string(&tenant)?);
+                Ok(())
+            }
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("strongroom: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,106 @@
+//! Operator calls over mTLS with the `operator` certificate.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, anyhow};
+use clap::Args;
+use kit::Identity;
+use kit::config::TlsConfig;
+use kit::tls::CertStore;
+
+/// Where the services are and which certificate to present. Without flags, the files written by
+/// `strongroom dev up` in `--dev-dir` are used.
+#[derive(Args, Debug, Clone)]
+pub struct ConnectArgs {
+    /// CA certificate (PEM).
+    #[arg(long, global = true, env = "STRONGROOM_CLI_CA")]
+    pub ca: Option<PathBuf>,
+    /// Operator certificate (PEM).
+    #[arg(long, global = true, env = "STRONGROOM_CLI_CERT")]
+    pub cert: Option<PathBuf>,
+    /// Operator private key (PEM).
+    #[arg(long, global = true, env = "STRONGROOM_CLI_KEY")]
+    pub key: Option<PathBuf>,
+    #[arg(long, global = true)]
+    pub auth: Option<String>,
+    #[arg(long, global = true)]
+    pub vault: Option<String>,
+    #[arg(long, global = true)]
+    pub audit: Option<String>,
+    #[arg(long, global = true)]
+    pub ledger: Option<String>,
+    /// The directory of a running `strongroom dev up`.
+    #[arg(long, global = true, default_value = ".strongroom/dev")]
+    pub dev_dir: PathBuf,
+}
+
+/// Resolved connection settings.
+#[derive(Debug, Clone)]
+pub struct Endpoints {
+    pub tls: TlsConfig,
+    pub auth: String,
+    pub vault: String,
+    pub audit: String,
+    pub ledger: String,
+}
+
+impl ConnectArgs {
+    pub fn resolve(&self) -> anyhow::Result<Endpoints> {
+        let dev: Option<serde_json::Value> = std::fs::read_to_string(self.dev_dir.join("endpoints.json"))
+            .ok()
+            .and_then(|s| serde_json::from_str(&s).ok());
+        let from_dev = |key: &str| dev.as_ref().and_then(|d| d[key].as_str()).map(str::to_owned);
+        let pick = |flag: &Option<String>, key: &str| {
+            flag.clone()
+                .or_else(|| from_dev(key))
+                .ok_or_else(|| anyhow!("--{key} is required (no {}/endpoints.json)", self.dev_dir.display()))
+        };
+        let pki = self.dev_dir.join("pki");
+        let ca = self.ca.clone().or_else(|| from_dev("ca").map(PathBuf::from)).unwrap_or_else(|| pki.join("ca.pem"));
+        Ok(Endpoints {
+            tls: TlsConfig {
+                ca,
+                cert: self.cert.clone().unwrap_or_else(|| pki.join("operator.pem")),
+                key: self.key.clone().unwrap_or_else(|| pki.join("operator-key.pem")),
+                reload_interval_ms: 60_000,
+            },
+            auth: pick(&self.auth, "auth")?,
+            vault: pick(&self.vault, "vault")?,
+            audit: pick(&self.audit, "audit")?,
+            ledger: pick(&self.ledger, "ledger")?,
+        })
+    }
+}
+
+fn channel(certs: &CertStore, url: &str, name: &str) -> anyhow::Result<kit::client::Channel> {
+    kit::client::channel(certs, url, &Identity::new(name)?, Duration::from_secs(30))
+        .with_context(|| format!("{name} at {url}"))
+}
+
+/// Registers `slug` with auth-svc, then provisions vault, audit and ledger for it.
+pub async fn create_tenant(endpoints: &Endpoints, slug: &str) -> anyhow::Result<serde_json::Value> {
+    let certs = CertStore::load(&endpoints.tls).context("operator certificate")?;
+    let request_id = uuid::Uuid::new_v4().to_string();
+    let mut tenants =
+        proto::auth::v1::tenant_service_client::TenantServiceClient::new(channel(&certs, &endpoints.auth, "auth")?);
+    let created = tenants
+        .create_tenant(proto::auth::v1::CreateTenantRequest { slug: slug.to_owned(), request_id: request_id.clone() })
+        .await
+        .map_err(|s| anyhow!("auth: {}", kit::ApiError::from_status(&s)))?
+        .into_inner();
+    let tenant = created.tenant.ok_or_else(|| anyhow!("auth returned no tenant"))?;
+    for (name, url) in [("vault", &endpoints.vault), ("audit", &endpoints.audit), ("ledger", &endpoints.ledger)] {
+        let mut client = proto::common::v1::tenant_provisioning_service_client::TenantProvisioningServiceClient::new(
+            channel(&certs, url, name)?,
+        );
+        client
+            .provision_tenant(proto::common::v1::ProvisionTenantRequest {
+                tenant_slug: slug.to_owned(),
+                request_id: request_id.clone(),
+            })
+            .await
+            .map_err(|s| anyhow!("{name}: {}", kit::ApiError::from_status(&s)))?;
+    }
+    Ok(serde_json::json!({ "id": tenant.id, "slug": tenant.slug, "created": created.created }))
+}

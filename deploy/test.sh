@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# THE test command (README's second command; .ci/run calls it).
+#
+# Installs what is missing, finds or starts PostgreSQL and Redis, then runs
+# format check, clippy, a build of every binary (the e2e tests start them)
+# and the whole test suite. Extra arguments go to `cargo nextest run`, e.g.
+#   deploy/test.sh -p vault-svc
+#   deploy/test.sh -E 'test(mfa)'
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+
+bash deploy/setup.sh
+
+# shellcheck source=deploy/lib.sh
+source deploy/lib.sh
+sr_load_cargo_env
+ensure_postgres
+ensure_redis
+
+export STRONGROOM_TEST_DATABASE_URL=$DATABASE_URL
+export STRONGROOM_TEST_REDIS_URL=$REDIS_URL
+
+step() { printf '\n==> %s\n' "$*" >&2; }
+
+# Not `exec`: the EXIT trap from lib.sh must run afterwards to stop any
+# throw-away PostgreSQL/Redis. set -e stops at the first failing step and the
+# script exits with that step's status.
+step "cargo fmt --all -- --check"
+cargo fmt --all -- --check
+
+step "cargo clippy --workspace --all-targets --locked -- -D warnings"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "cargo build --workspace --bins --locked"
+cargo build --workspace --bins --locked
+
+step "cargo nextest run --workspace --locked --no-fail-fast $*"
+cargo nextest run --workspace --locked --no-fail-fast "$@"

@@ -1,0 +1,94 @@
+//! The gateway's configuration.
+
+use std::net::SocketAddr;
+
+use kit::config::{Environment, JwtConfig, ListenConfig, TelemetryConfig, TlsConfig, UpstreamsConfig};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// The public HTTPS listener.
+    pub listen: SocketAddr,
+    /// Largest accepted request body.
+    #[serde(default = "default_body_limit")]
+    pub body_limit_bytes: usize,
+}
+
+fn default_body_limit() -> usize {
+    1024 * 1024
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisConfig {
+    pub url: SecretString,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayConfig {
+    #[serde(default)]
+    pub env: Environment,
+    pub http: HttpConfig,
+    pub admin: ListenConfig,
+    /// The gateway's certificate: served to browsers and presented to the services (mTLS).
+    pub tls: TlsConfig,
+    pub upstreams: UpstreamsConfig,
+    pub redis: RedisConfig,
+    #[serde(default)]
+    pub telemetry: TelemetryConfig,
+    #[serde(default)]
+    pub jwt: JwtConfig,
+    #[serde(default = "default_shutdown_ms")]
+    pub shutdown_grace_ms: u64,
+}
+
+fn default_shutdown_ms() -> u64 {
+    20_000
+}
+
+impl GatewayConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        self.upstreams.validate()?;
+        let u = &self.upstreams;
+        if u.auth.is_none() || u.vault.is_none() || u.audit.is_none() || u.ledger.is_none() {
+            return Err("upstreams.auth, .vault, .audit and .ledger are all required".into());
+        }
+        let redis = url::Url::parse(self.redis.url.expose_secret()).map_err(|_| "redis.url is not a URL".to_owned())?;
+        if !matches!(redis.scheme(), "redis" | "rediss") {
+            return Err("redis.url must be redis:// or rediss://".into());
+        }
+        if self.http.body_limit_bytes == 0 {
+            return Err("http.body_limit_bytes must be positive".into());
+        }
+        Ok(())
+    }
+}
+
+/// The gateway's bound listeners.
+#[derive(Debug)]
+pub struct GatewayListeners {
+    pub http: tokio::net::TcpListener,
+    pub admin: tokio::net::TcpListener,
+}
+
+impl kit::bin::BinConfig for GatewayConfig {
+    type Listeners = GatewayListeners;
+
+    fn validate(&self) -> Result<(), String> {
+        GatewayConfig::validate(self)
+    }
+
+    fn telemetry(&self) -> &TelemetryConfig {
+        &self.telemetry
+    }
+
+    async fn bind(&self) -> std::io::Result<GatewayListeners> {
+        Ok(GatewayListeners {
+            http: tokio::net::TcpListener::bind(self.http.listen).await?,
+            admin: tokio::net::TcpListener::bind(self.admin.listen).await?,
+        })
+    }
+}

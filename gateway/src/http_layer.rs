@@ -1,0 +1,120 @@
+//! Cross-cutting HTTP behaviour: request ids, the request span (continuing a W3C trace),
+//! RED metrics, security headers, and one JSON shape for every error.
+
+use axum::extract::{MatchedPath, Request};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use http::{HeaderValue, StatusCode, header};
+use kit::ErrorCode;
+use kit::error::ApiError;
+use kit::metrics::{HttpLabels, Metrics};
+use tracing::Instrument;
+
+/// The request id of the current request (set by [`observe`]).
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
+fn valid_request_id(v: &str) -> bool {
+    (1..=128).contains(&v.len()) && v.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+/// An error answered as `{"error":{"code","reason","message","request_id"}}`.
+#[derive(Debug)]
+pub struct JsonError(pub ApiError, pub String);
+
+impl IntoResponse for JsonError {
+    fn into_response(self) -> Response {
+        let mut resp = (self.0.code.http(), axum::Json(self.0.to_json(&self.1))).into_response();
+        if self.0.code == ErrorCode::Unauthenticated {
+            resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        resp
+    }
+}
+
+const SECURITY_HEADERS: [(&str, &str); 7] = [
+    ("strict-transport-security", "max-age=63072000; includeSubDomains; preload"),
+    ("content-security-policy", "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"),
+    ("x-content-type-options", "nosniff"),
+    ("x-frame-options", "DENY"),
+    ("referrer-policy", "no-referrer"),
+    ("cache-control", "no-store"),
+    ("cross-origin-resource-policy", "same-origin"),
+];
+
+/// Request id, span, metrics, security headers and JSON errors around every request.
+pub async fn observe(mut req: Request, next: Next) -> Response {
+    let request_id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| valid_request_id(v))
+        .map(str::to_owned)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    req.extensions_mut().insert(RequestId(request_id.clone()));
+    let method = req.method().as_str().to_owned();
+    let route =
+        req.extensions().get::<MatchedPath>().map(|m| m.as_str().to_owned()).unwrap_or_else(|| "unmatched".into());
+    let span = tracing::info_span!(
+        "http.server",
+        otel.name = %format!("{method} {route}"),
+        otel.kind = "server",
+        http.request.method = %method,
+        http.route = %route,
+        http.response.status_code = tracing::field::Empty,
+        request_id = %request_id,
+        trace_id = tracing::field::Empty,
+    );
+    kit::telemetry::adopt_parent(&span, req.headers());
+    let started = std::time::Instant::now();
+    let mut resp = next.run(req).instrument(span.clone()).await;
+
+    let status = resp.status();
+    if status.is_client_error() || status.is_server_error() {
+        let is_json = resp
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("application/json"));
+        if !is_json {
+            // Keep the framework's status (a 405 stays a 405); only the body is made uniform.
+            resp = JsonError(error_for_status(status), request_id.clone()).into_response();
+            *resp.status_mut() = status;
+        }
+    }
+    span.record(kit::telemetry::semconv::HTTP_RESPONSE_STATUS_CODE, status.as_u16());
+    let headers = resp.headers_mut();
+    for (name, value) in SECURITY_HEADERS {
+        headers.insert(name, HeaderValue::from_static(value));
+    }
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        headers.insert("x-request-id", v);
+    }
+    Metrics::global()
+        .http_server
+        .get_or_create(&HttpLabels {
+            http_request_method: method,
+            http_route: route,
+            http_response_status_code: status.as_u16().to_string(),
+        })
+        .observe(started.elapsed().as_secs_f64());
+    resp
+}
+
+/// The error of a response produced by the framework rather than a handler.
+fn error_for_status(status: StatusCode) -> ApiError {
+    match status {
+        StatusCode::NOT_FOUND => ApiError::not_found("ROUTE_NOT_FOUND", "no such route"),
+        StatusCode::METHOD_NOT_ALLOWED => {
+            ApiError::new(ErrorCode::InvalidArgument, "METHOD_NOT_ALLOWED", "method not allowed on this route")
+        }
+        StatusCode::PAYLOAD_TOO_LARGE => {
+            ApiError::new(ErrorCode::PayloadTooLarge, "BODY_TOO_LARGE", "request body too large")
+        }
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => {
+            ApiError::new(ErrorCode::InvalidArgument, "UNSUPPORTED_MEDIA_TYPE", "expected application/json")
+        }
+        s if s.is_client_error() => ApiError::new(ErrorCode::InvalidArgument, "BAD_REQUEST", "malformed request"),
+        _ => ApiError::new(ErrorCode::Internal, "INTERNAL", "internal error"),
+    }
+}

@@ -1,0 +1,117 @@
+//! The gateway: the HTTP/JSON API for frontends (backend-for-frontend over typed tonic clients).
+//! It authenticates, sets security headers, limits bodies, answers errors with one JSON shape and
+//! documents itself at `/openapi.json`. It holds no business state and never forwards a request it
+//! has not authenticated.
+
+mod config;
+mod http_layer;
+pub mod openapi;
+mod routes;
+
+use std::sync::Arc;
+
+pub use config::{GatewayConfig, GatewayListeners, HttpConfig, RedisConfig};
+use kit::Identity;
+use kit::principal::{JwksClient, TokenVerifier};
+use kit::server::Shutdown;
+use kit::tls::CertStore;
+pub use openapi::document as openapi_document;
+
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("config: {0}")]
+    Config(String),
+    #[error("tls: {0}")]
+    Tls(#[from] kit::tls::TlsError),
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Typed clients of the services, over mTLS.
+#[derive(Clone, Debug)]
+pub struct Upstreams {
+    pub auth: kit::client::Channel,
+    pub vault: kit::client::Channel,
+    pub audit: kit::client::Channel,
+    pub ledger: kit::client::Channel,
+}
+
+impl Upstreams {
+    /// `(name, channel)` of every upstream.
+    pub fn all(&self) -> [(&'static str, &kit::client::Channel); 4] {
+        [("auth", &self.auth), ("vault", &self.vault), ("audit", &self.audit), ("ledger", &self.ledger)]
+    }
+}
+
+/// Shared state of the handlers.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    pub upstreams: Upstreams,
+    pub verifier: TokenVerifier,
+    pub redis: Arc<redis::Client>,
+}
+
+fn upstream(
+    certs: &CertStore,
+    url: &Option<String>,
+    name: &str,
+    cfg: &GatewayConfig,
+) -> Result<kit::client::Channel, GatewayError> {
+    let url = url.as_deref().ok_or_else(|| GatewayError::Config(format!("upstreams.{name} is required")))?;
+    kit::client::channel(certs, url, &Identity::new(name)?, cfg.upstreams.timeout())
+        .map_err(|e| GatewayError::Config(e.to_string()))
+}
+
+/// Runs the gateway until `shutdown`; in-flight requests get the grace period to finish.
+pub async fn run(
+    config: GatewayConfig,
+    listeners: GatewayListeners,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), GatewayError> {
+    use secrecy::ExposeSecret;
+    kit::tls::install_crypto_provider();
+    kit::error::set_domain("gateway");
+    config.validate().map_err(GatewayError::Config)?;
+    let certs = CertStore::load(&config.tls)?;
+    let reloader = certs.spawn_reloader(config.tls.reload_interval());
+    let u = &config.upstreams;
+    let upstreams = Upstreams {
+        auth: upstream(&certs, &u.auth, Identity::AUTH, &config)?,
+        vault: upstream(&certs, &u.vault, Identity::VAULT, &config)?,
+        audit: upstream(&certs, &u.audit, Identity::AUDIT, &config)?,
+        ledger: upstream(&certs, &u.ledger, Identity::LEDGER, &config)?,
+    };
+    let verifier = TokenVerifier::new(config.jwt.clone(), JwksClient::new(upstreams.auth.clone()));
+    let redis = redis::Client::open(config.redis.url.expose_secret())
+        .map_err(|_| GatewayError::Config("redis.url cannot be used".into()))?;
+    let state = AppState { upstreams, verifier, redis: Arc::new(redis) };
+    let app = routes::router(state, config.http.body_limit_bytes);
+
+    let shutdown = Shutdown::from_future(shutdown);
+    let admin = tokio::spawn(kit::metrics::serve_admin(listeners.admin, shutdown.clone().wait()));
+    let tls = certs.public_server_config(&[b"h2", b"http/1.1"])?;
+    let handle = axum_server::Handle::new();
+    {
+        let handle = handle.clone();
+        let grace = std::time::Duration::from_millis(config.shutdown_grace_ms);
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            shutdown.wait().await;
+            tracing::info!("gateway draining in-flight requests");
+            handle.graceful_shutdown(Some(grace));
+        });
+    }
+    let local = listeners.http.local_addr()?;
+    tracing::info!(addr = %local, "gateway serving https");
+    let server = axum_server::from_tcp_rustls(
+        listeners.http.into_std()?,
+        axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(tls)),
+    )?
+    .handle(handle)
+    .serve(app.into_make_service_with_connect_info::<std::net::SocketAddr>());
+    let result = server.await;
+    reloader.abort();
+    let _ = admin.await;
+    tracing::info!("gateway stopped");
+    result.map_err(GatewayError::from)
+}

@@ -1,0 +1,313 @@
+//! Typed, layered configuration: an optional TOML file, then `STRONGROOM_*` environment variables
+//! (nested keys joined by `__`, e.g. `STRONGROOM_DATABASE__URL`). Unknown keys are refused. Loading
+//! never binds a port; a bad configuration ends the process with one line and exit code 64.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+
+/// `EX_CONFIG` from sysexits.h.
+pub const EXIT_BAD_CONFIG: i32 = 64;
+
+/// Loads `T` from `file` (if given) overlaid with `STRONGROOM_*` variables.
+pub fn load<T: DeserializeOwned>(file: Option<&Path>) -> Result<T, String> {
+    let mut figment = Figment::new();
+    if let Some(file) = file {
+        if !file.exists() {
+            return Err(format!("config file {} does not exist", file.display()));
+        }
+        figment = figment.merge(Toml::file(file));
+    }
+    figment = figment.merge(Env::prefixed("STRONGROOM_").split("__"));
+    figment.extract::<T>().map_err(|e| one_line(&e.to_string()))
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Prints `bad config: <reason>` to stderr and exits with 64.
+pub fn exit_bad_config(reason: &str) -> ! {
+    eprintln!("bad config: {}", one_line(reason));
+    std::process::exit(EXIT_BAD_CONFIG)
+}
+
+/// Reads `--config <file>` (or `--config=<file>`) from the process arguments; anything else is an error.
+pub fn config_path_from_args() -> Result<Option<PathBuf>, String> {
+    let mut args = std::env::args().skip(1);
+    let mut path = None;
+    while let Some(arg) = args.next() {
+        if arg == "--config" {
+            path = Some(PathBuf::from(args.next().ok_or("--config needs a file")?));
+        } else if let Some(p) = arg.strip_prefix("--config=") {
+            path = Some(PathBuf::from(p));
+        } else {
+            return Err(format!("unknown argument {arg:?} (usage: --config <file>)"));
+        }
+    }
+    Ok(path)
+}
+
+/// Deployment environment. `production` forbids development-only shortcuts.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Environment {
+    #[default]
+    Development,
+    Production,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenConfig {
+    pub listen: SocketAddr,
+}
+
+/// The service's certificate, key and the CA that every peer must chain to.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// How often the three files are checked for changes.
+    #[serde(default = "default_reload_ms")]
+    pub reload_interval_ms: u64,
+}
+
+fn default_reload_ms() -> u64 {
+    2_000
+}
+
+impl TlsConfig {
+    pub fn reload_interval(&self) -> Duration {
+        Duration::from_millis(self.reload_interval_ms.max(50))
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// The service's own login role (`strongroom_<service>`); used for every request.
+    pub url: SecretString,
+    /// A role allowed to create schemas and roles; used for migrations and provisioning only.
+    pub admin_url: SecretString,
+    #[serde(default = "default_max_connections")]
+    pub max_connections: u32,
+}
+
+fn default_max_connections() -> u32 {
+    8
+}
+
+impl DatabaseConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        for (key, url) in [("database.url", &self.url), ("database.admin_url", &self.admin_url)] {
+            let parsed = url::Url::parse(url.expose_secret()).map_err(|_| format!("{key} is not a URL"))?;
+            if !matches!(parsed.scheme(), "postgres" | "postgresql") {
+                return Err(format!("{key} must be a postgres:// URL"));
+            }
+        }
+        if self.max_connections == 0 {
+            return Err("database.max_connections must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetryConfig {
+    /// OTLP/gRPC collector, e.g. `http://otel-collector:4317`; spans are not exported without it.
+    pub otlp_endpoint: Option<String>,
+    /// `tracing` filter, e.g. `info,kit=debug`.
+    #[serde(default = "default_log")]
+    pub log: String,
+}
+
+fn default_log() -> String {
+    "info".into()
+}
+
+/// Where the other services listen (`https://host:port`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamsConfig {
+    pub auth: Option<String>,
+    pub vault: Option<String>,
+    pub audit: Option<String>,
+    pub ledger: Option<String>,
+    /// Deadline of each call to an upstream.
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+fn default_timeout_ms() -> u64 {
+    5_000
+}
+
+impl UpstreamsConfig {
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout_ms.max(1))
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        for (key, url) in [
+            ("upstreams.auth", &self.auth),
+            ("upstreams.vault", &self.vault),
+            ("upstreams.audit", &self.audit),
+            ("upstreams.ledger", &self.ledger),
+        ] {
+            if let Some(url) = url {
+                let parsed = url::Url::parse(url).map_err(|_| format!("{key} is not a URL"))?;
+                if parsed.scheme() != "https" || parsed.host_str().is_none() {
+                    return Err(format!("{key} must be https://host:port"));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// How access tokens are verified.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwtConfig {
+    #[serde(default = "default_issuer")]
+    pub issuer: String,
+    #[serde(default = "default_audience")]
+    pub audience: String,
+    /// Accepted clock skew.
+    #[serde(default = "default_leeway")]
+    pub leeway_secs: u64,
+}
+
+impl Default for JwtConfig {
+    fn default() -> Self {
+        Self { issuer: default_issuer(), audience: default_audience(), leeway_secs: default_leeway() }
+    }
+}
+
+fn default_issuer() -> String {
+    "https://auth.strongroom.local".into()
+}
+
+fn default_audience() -> String {
+    "strongroom".into()
+}
+
+fn default_leeway() -> u64 {
+    30
+}
+
+/// The configuration of a backend service (auth, vault, audit, ledger).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceConfig {
+    #[serde(default)]
+    pub env: Environment,
+    pub grpc: ListenConfig,
+    pub admin: ListenConfig,
+    pub tls: TlsConfig,
+    pub database: DatabaseConfig,
+    #[serde(default)]
+    pub telemetry: TelemetryConfig,
+    #[serde(default)]
+    pub upstreams: UpstreamsConfig,
+    #[serde(default)]
+    pub jwt: JwtConfig,
+    /// Grace period for in-flight calls after SIGTERM.
+    #[serde(default = "default_shutdown_ms")]
+    pub shutdown_grace_ms: u64,
+}
+
+fn default_shutdown_ms() -> u64 {
+    20_000
+}
+
+impl ServiceConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        self.database.validate()?;
+        self.upstreams.validate()?;
+        if self.upstreams.auth.is_none() {
+            return Err("upstreams.auth is required (access tokens are verified against its JWKS)".into());
+        }
+        Ok(())
+    }
+
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_millis(self.shutdown_grace_ms)
+    }
+}
+
+/// Hides a URL's password for logs.
+pub fn redact_url(url: &SecretString) -> String {
+    match url::Url::parse(url.expose_secret()) {
+        Ok(mut u) => {
+            if u.password().is_some() {
+                let _ = u.set_password(Some("***"));
+            }
+            u.to_string()
+        }
+        Err(_) => "<invalid url>".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+        [grpc]
+        listen = "127.0.0.1:7101"
+        [admin]
+        listen = "127.0.0.1:9101"
+        [tls]
+        ca = "ca.pem"
+        cert = "auth.pem"
+        key = "auth-key.pem"
+        [database]
+        url = "postgres://strongroom_auth@127.0.0.1/strongroom"
+        admin_url = "postgres://postgres@127.0.0.1/strongroom"
+        [upstreams]
+        auth = "https://127.0.0.1:7101"
+    "#;
+
+    fn from_str(s: &str) -> Result<ServiceConfig, String> {
+        Figment::new().merge(Toml::string(s)).extract().map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn minimal_config_loads_and_validates() {
+        let cfg = from_str(MINIMAL).expect("loads");
+        cfg.validate().expect("valid");
+        assert_eq!(cfg.env, Environment::Development);
+        assert_eq!(cfg.jwt.audience, "strongroom");
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let err = from_str(&format!("{MINIMAL}\n[grpc2]\nlisten = \"x\"")).expect_err("refused");
+        assert!(err.contains("grpc2"), "{err}");
+        let err = from_str(&MINIMAL.replace("reload", "x").replace("[tls]", "[tls]\nbogus = 1")).expect_err("refused");
+        assert!(err.contains("bogus"), "{err}");
+    }
+
+    #[test]
+    fn plain_http_upstreams_are_refused() {
+        let cfg = from_str(&MINIMAL.replace("https://127.0.0.1:7101", "http://127.0.0.1:7101")).expect("loads");
+        assert!(cfg.validate().is_err());
+    }
+
+    #[test]
+    fn passwords_are_redacted() {
+        let url = SecretString::from("postgres://u:hunter2@db/x");
+        assert!(!redact_url(&url).contains("hunter2"));
+    }
+}

@@ -1,0 +1,28 @@
+//! kit: the foundation every Strongroom service stands on.
+//!
+//! It owns configuration, mutual TLS and peer identities, end-user principals (JWT), tenancy-aware
+//! PostgreSQL access (`TenantTx`), per-tenant migrations, the audit outbox, telemetry and the gRPC
+//! server bootstrap. It must never hand out a tenant-scoped database connection without a
+//! `TenantTx`, and never put a secret into a log, span or error.
+
+pub mod access;
+pub mod bin;
+pub mod client;
+pub mod config;
+pub mod error;
+pub mod metrics;
+pub mod migrate;
+pub mod outbox;
+pub mod pki;
+pub mod principal;
+pub mod server;
+pub mod telemetry;
+pub mod tenancy;
+pub mod tls;
+
+#[cfg(feature = "testing")]
+pub mod testing;
+
+pub use error::{ApiError, ErrorCode};
+pub use tenancy::{Db, Tenant, TenantId, TenantSlug, TenantTx};
+pub use tls::Identity;

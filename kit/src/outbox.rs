@@ -1,0 +1,152 @@
+//! The audit outbox writer: `tx.record(AuditRecord)` inserts into the tenant's `audit_outbox` in the
+//! caller's transaction, so a change and its audit record commit or fail together. audit-svc
+//! drains the outbox into the chained log. Details must never carry secrets: keys that name one
+//! are refused.
+
+use chrono::{DateTime, Utc};
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use crate::error::ApiError;
+use crate::tenancy::{TenantTx, db_error};
+
+/// Who acted: a user, an API key or a service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Actor {
+    User(String),
+    ApiKey(String),
+    Service(String),
+    Anonymous,
+}
+
+impl Actor {
+    pub fn as_string(&self) -> String {
+        match self {
+            Self::User(id) => format!("user:{id}"),
+            Self::ApiKey(id) => format!("api_key:{id}"),
+            Self::Service(name) => format!("service:{name}"),
+            Self::Anonymous => "anonymous".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Success,
+    Failure,
+    Denied,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Success => "success",
+            Self::Failure => "failure",
+            Self::Denied => "denied",
+        }
+    }
+}
+
+/// One audit event.
+#[derive(Debug, Clone)]
+pub struct AuditRecord {
+    pub event_id: Uuid,
+    pub occurred_at: DateTime<Utc>,
+    pub service: String,
+    pub actor: Actor,
+    /// Dotted verb, e.g. `tenant.provision`.
+    pub action: String,
+    /// What was acted upon, e.g. `tenant/demo`.
+    pub resource: String,
+    pub outcome: Outcome,
+    pub request_id: Option<String>,
+    /// Filled from the current span when left empty.
+    pub trace_id: Option<String>,
+    pub details: Map<String, Value>,
+}
+
+/// Substrings of detail keys that would name a secret.
+const SECRET_KEYS: [&str; 7] = ["password", "secret", "token", "private", "seed", "plaintext", "credential"];
+
+impl AuditRecord {
+    pub fn new(service: &str, actor: Actor, action: &str, resource: &str, outcome: Outcome) -> Self {
+        Self {
+            event_id: Uuid::now_v7(),
+            occurred_at: Utc::now(),
+            service: service.to_owned(),
+            actor,
+            action: action.to_owned(),
+            resource: resource.to_owned(),
+            outcome,
+            request_id: None,
+            trace_id: None,
+            details: Map::new(),
+        }
+    }
+
+    pub fn request_id(mut self, id: Option<String>) -> Self {
+        self.request_id = id;
+        self
+    }
+
+    /// Adds a non-secret detail.
+    pub fn detail(mut self, key: &str, value: impl Into<Value>) -> Self {
+        self.details.insert(key.to_owned(), value.into());
+        self
+    }
+
+    fn check(&self) -> Result<(), ApiError> {
+        if let Some(key) = self.details.keys().find(|k| SECRET_KEYS.iter().any(|s| k.to_ascii_lowercase().contains(s)))
+        {
+            tracing::error!(key = %key, action = %self.action, "audit detail key names a secret; record refused");
+            return Err(ApiError::new(crate::ErrorCode::Internal, "INTERNAL", "internal error"));
+        }
+        Ok(())
+    }
+}
+
+impl TenantTx {
+    /// Inserts `record` into this tenant's outbox, inside this transaction.
+    pub async fn record(&mut self, record: AuditRecord) -> Result<(), ApiError> {
+        insert(self.conn(), record).await
+    }
+}
+
+/// Inserts into `audit_outbox` of the schema and tenant scope `conn` is set to.
+pub(crate) async fn insert(conn: &mut sqlx::PgConnection, mut record: AuditRecord) -> Result<(), ApiError> {
+    record.check()?;
+    if record.trace_id.is_none() {
+        record.trace_id = crate::telemetry::current_trace_id();
+    }
+    sqlx::query(
+        "INSERT INTO audit_outbox (event_id, occurred_at, service, actor, action, resource, outcome, request_id, trace_id, details) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (event_id) DO NOTHING",
+    )
+    .bind(record.event_id)
+    .bind(record.occurred_at)
+    .bind(&record.service)
+    .bind(record.actor.as_string())
+    .bind(&record.action)
+    .bind(&record.resource)
+    .bind(record.outcome.as_str())
+    .bind(&record.request_id)
+    .bind(&record.trace_id)
+    .bind(Value::Object(record.details))
+    .execute(conn)
+    .await
+    .map_err(db_error)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_detail_keys_are_refused() {
+        let ok = AuditRecord::new("vault", Actor::Anonymous, "x.y", "r", Outcome::Success).detail("path", "a/b");
+        assert!(ok.check().is_ok());
+        let bad = AuditRecord::new("vault", Actor::Anonymous, "x.y", "r", Outcome::Success).detail("api_Token", "x");
+        assert!(bad.check().is_err());
+    }
+}

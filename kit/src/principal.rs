@@ -1,0 +1,204 @@
+//! End-user principals: verification of access tokens (JWT) against auth-svc's JWKS.
+//!
+//! Only EdDSA and ES256 are accepted; `alg=none`, HMAC and RSA are refused before any key is
+//! touched (an HMAC token "signed" with a public key is the classic confusion attack). The `kid`
+//! must name a key of the JWKS whose algorithm equals the header's; `typ` must be `at+jwt`;
+//! `iss`, `aud`, `exp`, `nbf` are checked. An unknown `kid` triggers one rate-limited refresh.
+//! Tokens are never logged.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::Deserialize;
+use tokio::sync::{Mutex, RwLock};
+
+use crate::config::JwtConfig;
+use crate::error::ApiError;
+use crate::tenancy::TenantId;
+
+/// A verified end user (or machine agent) acting through a token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    pub tenant_id: TenantId,
+    pub subject: String,
+    pub session_id: Option<String>,
+    pub token_id: String,
+    pub permissions: Vec<String>,
+    pub roles: Vec<String>,
+    /// Authentication methods (RFC 8176), e.g. `pwd`, `otp`.
+    pub amr: Vec<String>,
+    pub expires_at: i64,
+}
+
+impl Principal {
+    pub fn has_permission(&self, permission: &str) -> bool {
+        self.permissions.iter().any(|p| p == permission)
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct Claims {
+    sub: String,
+    tid: String,
+    #[serde(default)]
+    sid: Option<String>,
+    jti: String,
+    exp: i64,
+    #[serde(default)]
+    amr: Vec<String>,
+    #[serde(default)]
+    permissions: Vec<String>,
+    #[serde(default)]
+    roles: Vec<String>,
+}
+
+/// Fetches the current JWKS (the `proto` form) from auth-svc.
+#[derive(Clone)]
+pub struct JwksClient(proto::auth::v1::keys_service_client::KeysServiceClient<crate::client::Channel>);
+
+impl JwksClient {
+    pub fn new(channel: crate::client::Channel) -> Self {
+        Self(proto::auth::v1::keys_service_client::KeysServiceClient::new(channel))
+    }
+
+    async fn fetch(&self) -> Result<Vec<proto::auth::v1::Jwk>, tonic::Status> {
+        let mut client = self.0.clone();
+        Ok(client.get_jwks(proto::auth::v1::GetJwksRequest {}).await?.into_inner().keys)
+    }
+}
+
+struct Key {
+    alg: Algorithm,
+    key: DecodingKey,
+}
+
+/// Verifies access tokens; cheap to clone.
+#[derive(Clone)]
+pub struct TokenVerifier {
+    cfg: Arc<JwtConfig>,
+    source: JwksClient,
+    keys: Arc<RwLock<HashMap<String, Arc<Key>>>>,
+    last_refresh: Arc<Mutex<Option<Instant>>>,
+}
+
+impl std::fmt::Debug for TokenVerifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenVerifier").field("issuer", &self.cfg.issuer).finish_non_exhaustive()
+    }
+}
+
+/// Minimum time between two JWKS fetches triggered by unknown `kid`s (a flood of forged tokens
+/// must not become a flood of fetches).
+const REFRESH_COOLDOWN: Duration = Duration::from_millis(500);
+
+fn algorithm(alg: &str) -> Option<Algorithm> {
+    match alg {
+        "EdDSA" => Some(Algorithm::EdDSA),
+        "ES256" => Some(Algorithm::ES256),
+        _ => None,
+    }
+}
+
+fn decoding_key(jwk: &proto::auth::v1::Jwk) -> Option<Key> {
+    let alg = algorithm(&jwk.alg)?;
+    let mut json = serde_json::json!({ "kty": jwk.kty, "crv": jwk.crv, "x": jwk.x, "kid": jwk.kid, "alg": jwk.alg });
+    if !jwk.y.is_empty() {
+        json["y"] = serde_json::Value::String(jwk.y.clone());
+    }
+    let parsed: jsonwebtoken::jwk::Jwk = serde_json::from_value(json).ok()?;
+    let key = DecodingKey::from_jwk(&parsed).ok()?;
+    Some(Key { alg, key })
+}
+
+fn invalid(reason: &'static str) -> ApiError {
+    ApiError::unauthenticated(reason, "invalid access token")
+}
+
+impl TokenVerifier {
+    pub fn new(cfg: JwtConfig, source: JwksClient) -> Self {
+        Self { cfg: Arc::new(cfg), source, keys: Arc::default(), last_refresh: Arc::default() }
+    }
+
+    /// Re-fetches the JWKS unless that happened within the cooldown.
+    async fn refresh(&self) -> Result<(), ApiError> {
+        let mut last = self.last_refresh.lock().await;
+        if last.is_some_and(|at| at.elapsed() < REFRESH_COOLDOWN) {
+            return Ok(());
+        }
+        let jwks = self.source.fetch().await.map_err(|e| {
+            tracing::warn!(error = %e, "jwks fetch failed");
+            ApiError::unavailable("JWKS_UNAVAILABLE", "token keys unavailable, retry later")
+        })?;
+        let keys: HashMap<String, Arc<Key>> =
+            jwks.iter().filter_map(|jwk| decoding_key(jwk).map(|k| (jwk.kid.clone(), Arc::new(k)))).collect();
+        tracing::debug!(keys = keys.len(), "jwks refreshed");
+        *self.keys.write().await = keys;
+        *last = Some(Instant::now());
+        Ok(())
+    }
+
+    async fn key(&self, kid: &str) -> Result<Arc<Key>, ApiError> {
+        if let Some(key) = self.keys.read().await.get(kid) {
+            return Ok(key.clone());
+        }
+        self.refresh().await?;
+        self.keys.read().await.get(kid).cloned().ok_or_else(|| invalid("UNKNOWN_SIGNING_KEY"))
+    }
+
+    /// Verifies `token` and returns the principal it proves.
+    pub async fn verify(&self, token: &str) -> Result<Principal, ApiError> {
+        let header = jsonwebtoken::decode_header(token).map_err(|_| invalid("MALFORMED_TOKEN"))?;
+        if !matches!(header.alg, Algorithm::EdDSA | Algorithm::ES256) {
+            return Err(invalid("ALGORITHM_NOT_ALLOWED"));
+        }
+        let typ_ok = header
+            .typ
+            .as_deref()
+            .is_some_and(|t| t.eq_ignore_ascii_case("at+jwt") || t.eq_ignore_ascii_case("application/at+jwt"));
+        if !typ_ok {
+            return Err(invalid("WRONG_TOKEN_TYPE"));
+        }
+        let kid = header.kid.ok_or_else(|| invalid("MISSING_KEY_ID"))?;
+        let key = self.key(&kid).await?;
+        if key.alg != header.alg {
+            return Err(invalid("ALGORITHM_MISMATCH"));
+        }
+        let mut validation = Validation::new(key.alg);
+        validation.set_issuer(&[&self.cfg.issuer]);
+        validation.set_audience(&[&self.cfg.audience]);
+        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        validation.validate_nbf = true;
+        validation.leeway = self.cfg.leeway_secs;
+        let data = jsonwebtoken::decode::<Claims>(token, &key.key, &validation).map_err(|e| {
+            use jsonwebtoken::errors::ErrorKind;
+            match e.kind() {
+                ErrorKind::ExpiredSignature => invalid("TOKEN_EXPIRED"),
+                ErrorKind::ImmatureSignature => invalid("TOKEN_NOT_YET_VALID"),
+                ErrorKind::InvalidAudience => invalid("WRONG_AUDIENCE"),
+                ErrorKind::InvalidIssuer => invalid("WRONG_ISSUER"),
+                ErrorKind::InvalidSignature => invalid("BAD_SIGNATURE"),
+                _ => invalid("INVALID_TOKEN"),
+            }
+        })?;
+        let claims = data.claims;
+        let tenant = uuid::Uuid::parse_str(&claims.tid).map_err(|_| invalid("INVALID_TENANT_CLAIM"))?;
+        Ok(Principal {
+            tenant_id: TenantId(tenant),
+            subject: claims.sub,
+            session_id: claims.sid,
+            token_id: claims.jti,
+            permissions: claims.permissions,
+            roles: claims.roles,
+            amr: claims.amr,
+            expires_at: claims.exp,
+        })
+    }
+}
+
+/// The bearer token of an `authorization` header value, if it is one.
+pub fn bearer(value: &str) -> Option<&str> {
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
+}

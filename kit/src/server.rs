@@ -1,0 +1,367 @@
+//! Server bootstrap shared by the four backend services: mTLS listener, access policy, token
+//! verification, telemetry, `grpc.health.v1` (NOT_SERVING while the database is unreachable or
+//! migrations have not run), reflection, the `ProvisionTenant` admin RPC, `/metrics`, schema
+//! bootstrap with retries, and graceful shutdown that drains in-flight calls.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tonic::server::NamedService;
+use tonic::service::Routes;
+use tonic_health::ServingStatus;
+
+use crate::access::{AccessLayer, AccessPolicy, RequestContext};
+use crate::client;
+use crate::config::ServiceConfig;
+use crate::error::ApiError;
+use crate::migrate::{MigrationSet, Migrator};
+use crate::outbox::{Actor, AuditRecord, Outcome};
+use crate::principal::{JwksClient, TokenVerifier};
+use crate::telemetry::GrpcServerLayer;
+use crate::tenancy::{Db, TenantSlug};
+use crate::tls::{CertStore, Identity};
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        () = term => {},
+    }
+    tracing::info!("shutdown signal received");
+}
+
+/// A shutdown signal that many tasks can wait for.
+#[derive(Clone, Debug)]
+pub struct Shutdown(watch::Receiver<bool>);
+
+impl Shutdown {
+    /// Fires when `trigger` completes.
+    pub fn from_future(trigger: impl Future<Output = ()> + Send + 'static) -> Self {
+        let (tx, rx) = watch::channel(false);
+        tokio::spawn(async move {
+            trigger.await;
+            let _ = tx.send(true);
+        });
+        Self(rx)
+    }
+
+    pub async fn wait(mut self) {
+        let _ = self.0.wait_for(|fired| *fired).await;
+    }
+
+    pub fn fired(&self) -> bool {
+        *self.0.borrow()
+    }
+}
+
+/// The service's gRPC surface: its tonic services and who may call each RPC.
+pub struct Api {
+    routes: Routes,
+    names: Vec<&'static str>,
+    policy: AccessPolicy,
+}
+
+impl Api {
+    pub fn new() -> Self {
+        Self { routes: Routes::default(), names: Vec::new(), policy: AccessPolicy::new() }
+    }
+
+    /// Adds a tonic service; its RPCs stay unreachable until allowed.
+    pub fn add<S>(mut self, svc: S) -> Self
+    where
+        S: tower::Service<http::Request<tonic::body::Body>, Error = Infallible>
+            + NamedService
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Response: axum::response::IntoResponse,
+        S::Future: Send + 'static,
+    {
+        self.names.push(S::NAME);
+        self.routes = self.routes.add_service(svc);
+        self
+    }
+
+    /// Allows `identities` to call `path` (`/package.Service/Method` or `/package.Service/*`).
+    pub fn allow(mut self, path: &str, identities: &[&str]) -> Self {
+        self.policy = self.policy.allow(path, identities);
+        self
+    }
+
+    pub fn allow_any_peer(mut self, path: &str) -> Self {
+        self.policy = self.policy.allow_any_peer(path);
+        self
+    }
+}
+
+impl Default for Api {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// What a service needs to build its API.
+#[derive(Clone, Debug)]
+pub struct ServiceContext {
+    pub name: &'static str,
+    pub config: ServiceConfig,
+    pub db: Db,
+    pub migrator: Migrator,
+    pub certs: CertStore,
+    pub verifier: TokenVerifier,
+}
+
+impl ServiceContext {
+    /// An mTLS channel to another service of the constellation.
+    pub fn channel(&self, url: &str, identity: &str) -> Result<client::Channel, String> {
+        let id = Identity::new(identity).map_err(|e| e.to_string())?;
+        client::channel(&self.certs, url, &id, self.config.upstreams.timeout()).map_err(|e| e.to_string())
+    }
+}
+
+/// Listeners bound by the caller (tests bind port 0).
+#[derive(Debug)]
+pub struct Listeners {
+    pub grpc: TcpListener,
+    pub admin: TcpListener,
+}
+
+impl Listeners {
+    pub async fn bind(cfg: &ServiceConfig) -> std::io::Result<Self> {
+        Ok(Self { grpc: TcpListener::bind(cfg.grpc.listen).await?, admin: TcpListener::bind(cfg.admin.listen).await? })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("tls: {0}")]
+    Tls(#[from] crate::tls::TlsError),
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("config: {0}")]
+    Config(String),
+    #[error("grpc server: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// Runs a backend service until `shutdown`; returns once in-flight calls drained (or the grace
+/// period elapsed).
+pub async fn run_service(
+    name: &'static str,
+    migrations: MigrationSet,
+    config: ServiceConfig,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    build: impl FnOnce(&ServiceContext) -> Result<Api, String>,
+) -> Result<(), ServeError> {
+    crate::tls::install_crypto_provider();
+    crate::error::set_domain(name);
+    config.validate().map_err(ServeError::Config)?;
+    let certs = CertStore::load(&config.tls)?;
+    let reloader = certs.spawn_reloader(config.tls.reload_interval());
+    let db = Db::connect_lazy(&config.database.url, config.database.max_connections)?;
+    let migrator = Migrator::connect_lazy(&config.database.admin_url, migrations)?;
+    let auth_url =
+        config.upstreams.auth.clone().ok_or_else(|| ServeError::Config("upstreams.auth is required".into()))?;
+    let jwks_channel = client::channel(&certs, &auth_url, &Identity::new(Identity::AUTH)?, config.upstreams.timeout())
+        .map_err(|e| ServeError::Config(e.to_string()))?;
+    let verifier = TokenVerifier::new(config.jwt.clone(), JwksClient::new(jwks_channel));
+    let ctx = ServiceContext {
+        name,
+        config: config.clone(),
+        db: db.clone(),
+        migrator: migrator.clone(),
+        certs: certs.clone(),
+        verifier,
+    };
+    let api = build(&ctx).map_err(ServeError::Config)?;
+    let provisioning = TenantProvisioning { service: name, db: db.clone(), migrator: migrator.clone() };
+    let api = api
+        .add(proto::common::v1::tenant_provisioning_service_server::TenantProvisioningServiceServer::new(provisioning))
+        .allow("/strongroom.common.v1.TenantProvisioningService/ProvisionTenant", &[Identity::OPERATOR]);
+
+    let shutdown = Shutdown::from_future(shutdown);
+    let ready = watch::channel(false);
+    tokio::spawn(bootstrap_until_done(migrator.clone(), config.database.url.clone(), ready.0, shutdown.clone()));
+    let admin = tokio::spawn(crate::metrics::serve_admin(listeners.admin, shutdown.clone().wait()));
+    let result = serve_grpc(
+        name,
+        &ctx.certs,
+        api,
+        Some((db, ready.1)),
+        Some(ctx.verifier.clone()),
+        listeners.grpc,
+        shutdown,
+        config.shutdown_grace(),
+    )
+    .await;
+    reloader.abort();
+    let _ = admin.await;
+    result
+}
+
+async fn bootstrap_until_done(
+    migrator: Migrator,
+    runtime_url: secrecy::SecretString,
+    ready: watch::Sender<bool>,
+    shutdown: Shutdown,
+) {
+    let mut delay = Duration::from_millis(200);
+    loop {
+        let attempt = async {
+            migrator.bootstrap(&runtime_url).await?;
+            migrator.provision_all().await
+        };
+        match attempt.await {
+            Ok(tenants) => {
+                tracing::info!(tenants, "schemas current");
+                let _ = ready.send(true);
+                return;
+            }
+            Err(e) => tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "database bootstrap failed"),
+        }
+        if shutdown.fired() {
+            return;
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// Serves `api` (plus health and reflection) over mTLS on `listener` until `shutdown`, then
+/// drains in-flight calls for at most `grace`.
+#[allow(clippy::too_many_arguments)]
+pub async fn serve_grpc(
+    name: &'static str,
+    certs: &CertStore,
+    api: Api,
+    db: Option<(Db, watch::Receiver<bool>)>,
+    verifier: Option<TokenVerifier>,
+    listener: TcpListener,
+    shutdown: Shutdown,
+    grace: Duration,
+) -> Result<(), ServeError> {
+    let (reporter, health) = tonic_health::server::health_reporter();
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| ServeError::Config(format!("reflection: {e}")))?;
+    let Api { routes, mut names, policy } = api;
+    let policy =
+        policy.allow_any_peer("/grpc.health.v1.Health/*").allow_any_peer("/grpc.reflection.v1.ServerReflection/*");
+    let routes = routes.add_service(health).add_service(reflection);
+    names.push("");
+    let watcher = tokio::spawn(watch_health(reporter, names, db, shutdown.clone()));
+
+    let tls = certs.server_config(&[b"h2"])?;
+    let local = listener.local_addr().ok();
+    let incoming = crate::tls::incoming(listener, tls);
+    tracing::info!(service = name, addr = ?local, "serving grpc over mtls");
+    let layers =
+        tower::ServiceBuilder::new().layer(GrpcServerLayer::new(name)).layer(AccessLayer::new(policy, verifier));
+    let (drained_tx, drained_rx) = tokio::sync::oneshot::channel::<()>();
+    let signal = {
+        let shutdown = shutdown.clone();
+        async move {
+            shutdown.wait().await;
+            let _ = drained_tx.send(());
+            tracing::info!(service = name, "draining in-flight calls");
+        }
+    };
+    let server =
+        tonic::transport::Server::builder().layer(layers).serve_with_incoming_shutdown(routes, incoming, signal);
+    tokio::pin!(server);
+    let result = tokio::select! {
+        r = &mut server => r.map_err(ServeError::from),
+        () = async { let _ = drained_rx.await; tokio::time::sleep(grace).await } => {
+            tracing::warn!(service = name, grace_ms = grace.as_millis() as u64, "grace period over; dropping remaining calls");
+            Ok(())
+        }
+    };
+    watcher.abort();
+    tracing::info!(service = name, "stopped");
+    result
+}
+
+async fn watch_health(
+    reporter: tonic_health::server::HealthReporter,
+    names: Vec<&'static str>,
+    db: Option<(Db, watch::Receiver<bool>)>,
+    shutdown: Shutdown,
+) {
+    let mut last = None;
+    loop {
+        let serving = match &db {
+            None => true,
+            Some((db, ready)) => *ready.borrow() && db.ping().await,
+        };
+        let serving = serving && !shutdown.fired();
+        if last != Some(serving) {
+            let status = if serving { ServingStatus::Serving } else { ServingStatus::NotServing };
+            for name in &names {
+                reporter.set_service_status(*name, status).await;
+            }
+            if last.is_some() || !serving {
+                tracing::info!(serving, "health changed");
+            }
+            last = Some(serving);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// `strongroom.common.v1.TenantProvisioningService`, the same for every service.
+#[derive(Debug, Clone)]
+pub struct TenantProvisioning {
+    service: &'static str,
+    db: Db,
+    migrator: Migrator,
+}
+
+#[tonic::async_trait]
+impl proto::common::v1::tenant_provisioning_service_server::TenantProvisioningService for TenantProvisioning {
+    async fn provision_tenant(
+        &self,
+        request: tonic::Request<proto::common::v1::ProvisionTenantRequest>,
+    ) -> Result<tonic::Response<proto::common::v1::ProvisionTenantResponse>, tonic::Status> {
+        let ctx = RequestContext::of(&request)?;
+        let req = request.into_inner();
+        let slug = TenantSlug::parse(&req.tenant_slug)?;
+        let _ = &self.db;
+        let tenant = self.migrator.registered_tenant(&slug).await.map_err(|e| match e {
+            crate::migrate::MigrateError::UnknownTenant(_) => {
+                ApiError::not_found("TENANT_NOT_FOUND", format!("tenant {slug} is not registered"))
+            }
+            other => ApiError::internal(&other),
+        })?;
+        let request_id = (!req.request_id.is_empty()).then_some(req.request_id);
+        let audit = AuditRecord::new(
+            self.service,
+            Actor::Service(ctx.caller.identity.name().to_owned()),
+            "tenant.provision",
+            &format!("tenant/{slug}"),
+            Outcome::Success,
+        )
+        .request_id(request_id.or(ctx.request_id));
+        let applied = self.migrator.provision(&tenant, Some(audit)).await.map_err(|e| ApiError::internal(&e))?;
+        tracing::info!(tenant = %slug, ?applied, "tenant provisioned");
+        Ok(tonic::Response::new(proto::common::v1::ProvisionTenantResponse {
+            tenant_id: tenant.id.to_string(),
+            service: self.service.to_owned(),
+            applied_migrations: applied,
+        }))
+    }
+}

@@ -1,0 +1,315 @@
+//! Tenancy-aware PostgreSQL access. Owns the tenant registry reads and [`TenantTx`], the only way
+//! Rust code reaches tenant data: every transaction starts with `SET LOCAL search_path` and
+//! `SET LOCAL strongroom.tenant_id`, so the schema and the row-level-security policies of the
+//! tenant apply to everything that follows. A missing setting matches no row. Slugs are validated
+//! before they reach SQL text; ids are UUIDs, formatted by us, never by the caller.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use secrecy::{ExposeSecret, SecretString};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{PgConnection, PgPool, Postgres, Transaction};
+use tokio::sync::RwLock;
+use uuid::Uuid;
+
+use crate::error::{ApiError, ErrorCode};
+use crate::migrate::exec;
+use crate::principal::Principal;
+
+/// A validated tenant slug, `^[a-z][a-z0-9_]{2,39}$`.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TenantSlug(String);
+
+impl TenantSlug {
+    pub fn parse(raw: &str) -> Result<Self, ApiError> {
+        let bytes = raw.as_bytes();
+        let ok = (3..=40).contains(&bytes.len())
+            && bytes[0].is_ascii_lowercase()
+            && bytes.iter().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'_');
+        if ok {
+            Ok(Self(raw.to_owned()))
+        } else {
+            Err(ApiError::invalid_field("tenant_slug", "must match ^[a-z][a-z0-9_]{2,39}$"))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The tenant's schema, `t_<slug>`; safe to splice into SQL because the slug was validated.
+    pub fn schema(&self) -> String {
+        format!("t_{}", self.0)
+    }
+}
+
+impl fmt::Display for TenantSlug {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for TenantSlug {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "TenantSlug({})", self.0)
+    }
+}
+
+/// A tenant's id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+pub struct TenantId(pub Uuid);
+
+impl fmt::Display for TenantId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TenantStatus {
+    Active,
+    Suspended,
+    Terminated,
+}
+
+impl TenantStatus {
+    fn parse(s: &str) -> Self {
+        match s {
+            "active" => Self::Active,
+            "suspended" => Self::Suspended,
+            _ => Self::Terminated,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Suspended => "suspended",
+            Self::Terminated => "terminated",
+        }
+    }
+}
+
+/// A registered tenant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tenant {
+    pub id: TenantId,
+    pub slug: TenantSlug,
+    pub status: TenantStatus,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+}
+
+#[derive(sqlx::FromRow)]
+struct TenantRow {
+    id: Uuid,
+    slug: String,
+    status: String,
+    created_at: chrono::DateTime<chrono::Utc>,
+}
+
+impl TryFrom<TenantRow> for Tenant {
+    type Error = ApiError;
+
+    fn try_from(row: TenantRow) -> Result<Self, ApiError> {
+        Ok(Tenant {
+            id: TenantId(row.id),
+            slug: TenantSlug::parse(&row.slug)?,
+            status: TenantStatus::parse(&row.status),
+            created_at: row.created_at,
+        })
+    }
+}
+
+const REGISTRY_TTL: Duration = Duration::from_secs(10);
+
+/// The service's runtime connection pool (its own role), reachable only through [`TenantTx`] and
+/// the registry reads below.
+#[derive(Clone)]
+pub struct Db {
+    pool: PgPool,
+    registry: Arc<RwLock<HashMap<TenantSlug, (Tenant, Instant)>>>,
+}
+
+impl fmt::Debug for Db {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Db").finish_non_exhaustive()
+    }
+}
+
+/// Connection options from a URL; the URL (with its password) never reaches a log or an error.
+pub fn connect_options(url: &SecretString) -> Result<PgConnectOptions, sqlx::Error> {
+    url.expose_secret()
+        .parse::<PgConnectOptions>()
+        .map_err(|_| sqlx::Error::Configuration("database url cannot be parsed".into()))
+}
+
+impl Db {
+    /// Opens the pool lazily: the service starts (and reports NOT_SERVING) while PostgreSQL is down.
+    pub fn connect_lazy(url: &SecretString, max_connections: u32) -> Result<Self, sqlx::Error> {
+        let options = connect_options(url)?.application_name("strongroom");
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections)
+            .min_connections(0)
+            .acquire_timeout(Duration::from_secs(5))
+            .idle_timeout(Duration::from_secs(60))
+            .connect_lazy_with(options);
+        Ok(Self { pool, registry: Arc::default() })
+    }
+
+    /// The pool, for tables of the `control` schema only. Tenant tables stay unreachable through
+    /// it: without `SET LOCAL strongroom.tenant_id` their row-level security matches no row.
+    pub fn control_pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// True when a connection can be had and answers.
+    pub async fn ping(&self) -> bool {
+        let check = async {
+            let mut conn = self.pool.acquire().await?;
+            sqlx::query_scalar::<_, i32>("SELECT 1").fetch_one(&mut *conn).await
+        };
+        matches!(tokio::time::timeout(Duration::from_secs(3), check).await, Ok(Ok(1)))
+    }
+
+    /// Looks a tenant up in `control.tenants` (cached for a few seconds).
+    pub async fn tenant(&self, slug: &TenantSlug) -> Result<Tenant, ApiError> {
+        if let Some((tenant, at)) = self.registry.read().await.get(slug) {
+            if at.elapsed() < REGISTRY_TTL {
+                return Ok(tenant.clone());
+            }
+        }
+        let row: Option<TenantRow> =
+            sqlx::query_as("SELECT id, slug, status, created_at FROM control.tenants WHERE slug = $1")
+                .bind(slug.as_str())
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db_error)?;
+        let tenant: Tenant = row
+            .ok_or_else(|| ApiError::not_found("TENANT_NOT_FOUND", format!("tenant {slug} does not exist")))?
+            .try_into()?;
+        self.registry.write().await.insert(slug.clone(), (tenant.clone(), Instant::now()));
+        Ok(tenant)
+    }
+
+    /// Resolves the tenant a request names and checks that the caller's token (if any) belongs to
+    /// it: a token of tenant A is worthless against tenant B.
+    pub async fn authorize_tenant(&self, slug: &TenantSlug, principal: Option<&Principal>) -> Result<Tenant, ApiError> {
+        let tenant = self.tenant(slug).await?;
+        if let Some(p) = principal {
+            if p.tenant_id != tenant.id {
+                tracing::warn!(tenant = %slug, subject = %p.subject, "token of another tenant refused");
+                return Err(ApiError::permission_denied("TENANT_MISMATCH", "token does not belong to this tenant"));
+            }
+        }
+        if tenant.status == TenantStatus::Terminated {
+            return Err(ApiError::new(ErrorCode::FailedPrecondition, "TENANT_TERMINATED", "tenant is terminated"));
+        }
+        Ok(tenant)
+    }
+
+    /// Registers a tenant (auth-svc's role only holds the grant). Idempotent by slug.
+    pub async fn register_tenant(&self, slug: &TenantSlug) -> Result<(Tenant, bool), ApiError> {
+        let inserted: Option<TenantRow> = sqlx::query_as(
+            "INSERT INTO control.tenants (slug) VALUES ($1) ON CONFLICT (slug) DO NOTHING \
+             RETURNING id, slug, status, created_at",
+        )
+        .bind(slug.as_str())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_error)?;
+        match inserted {
+            Some(row) => Ok((row.try_into()?, true)),
+            None => {
+                self.registry.write().await.remove(slug);
+                Ok((self.tenant(slug).await?, false))
+            }
+        }
+    }
+
+    /// Starts a transaction scoped to `tenant`.
+    pub async fn begin(&self, tenant: &Tenant) -> Result<TenantTx, ApiError> {
+        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        // SET LOCAL (not set_config) so the scope ends with the transaction and Citus forwards it.
+        let scope = format!(
+            "SET LOCAL search_path TO {}; SET LOCAL strongroom.tenant_id TO '{}'",
+            tenant.slug.schema(),
+            tenant.id.0.hyphenated()
+        );
+        exec(&mut *tx, &scope).await.map_err(db_error)?;
+        Ok(TenantTx { tx, tenant: tenant.clone() })
+    }
+}
+
+/// A transaction bound to one tenant's schema and row-level-security scope.
+pub struct TenantTx {
+    tx: Transaction<'static, Postgres>,
+    tenant: Tenant,
+}
+
+impl fmt::Debug for TenantTx {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TenantTx").field("tenant", &self.tenant.slug).finish()
+    }
+}
+
+impl TenantTx {
+    pub fn tenant(&self) -> &Tenant {
+        &self.tenant
+    }
+
+    /// The connection, for queries inside this tenant's scope.
+    pub fn conn(&mut self) -> &mut PgConnection {
+        &mut self.tx
+    }
+
+    pub async fn commit(self) -> Result<(), ApiError> {
+        self.tx.commit().await.map_err(db_error)
+    }
+
+    pub async fn rollback(self) -> Result<(), ApiError> {
+        self.tx.rollback().await.map_err(db_error)
+    }
+}
+
+/// Classifies a database error: unavailability is retryable, the rest is internal (logged, not
+/// shown).
+pub fn db_error(e: sqlx::Error) -> ApiError {
+    match &e {
+        sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
+            tracing::warn!(error = %e, "database unavailable");
+            ApiError::unavailable("DATABASE_UNAVAILABLE", "database unavailable, retry later")
+        }
+        _ => ApiError::internal(&e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slugs_are_validated() {
+        for good in ["demo", "abc", "a_1_b", "tenant_number_0000000000000000000000001"] {
+            assert!(TenantSlug::parse(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "a; drop schema control",
+            "../x",
+            "Demo",
+            "ab",
+            "1abc",
+            "_abc",
+            "abc-def",
+            "abc def",
+            "abcdefghijklmnopqrstuvwxyzabcdefghijklmno",
+            "tést",
+            "",
+        ] {
+            assert!(TenantSlug::parse(bad).is_err(), "{bad}");
+        }
+        assert_eq!("abcdefghijklmnopqrstuvwxyzabcdefghijklmno".len(), 41);
+    }
+}

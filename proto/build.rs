@@ -1,0 +1,26 @@
+//! Compiles the contracts with protox (pure Rust), so no system `protoc` is needed.
+
+use std::{env, fs, path::PathBuf};
+
+use prost::Message;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let files = [
+        "strongroom/common/v1/tenancy.proto",
+        "strongroom/auth/v1/tenants.proto",
+        "strongroom/auth/v1/keys.proto",
+        "strongroom/auth/v1/identity.proto",
+    ];
+    for file in files {
+        println!("cargo:rerun-if-changed={file}");
+    }
+    let descriptors = protox::compile(files, ["."])?;
+    let out = PathBuf::from(env::var("OUT_DIR")?);
+    let descriptor_path = out.join("strongroom_descriptor.bin");
+    fs::write(&descriptor_path, descriptors.encode_to_vec())?;
+    tonic_prost_build::configure()
+        .file_descriptor_set_path(&descriptor_path)
+        .skip_protoc_run()
+        .compile_protos(&files, &["."])?;
+    Ok(())
+}
