@@ -26,6 +26,12 @@ pub enum ClientError {
 
 /// A channel to `url` (`https://host:port`) whose server must be `expected`.
 pub fn channel(store: &CertStore, url: &str, expected: &Identity, timeout: Duration) -> Result<Channel, ClientError> {
+    let config = store.client_config(Some(expected.clone()), &[b"h2"])?;
+    channel_with_config(config, url, timeout)
+}
+
+/// A channel over an explicit rustls client config (tests use it to play hostile clients).
+pub fn channel_with_config(config: rustls::ClientConfig, url: &str, timeout: Duration) -> Result<Channel, ClientError> {
     let parsed = url::Url::parse(url).map_err(|_| ClientError::BadUrl(url.to_owned()))?;
     let host = match parsed.host() {
         Some(url::Host::Ipv6(ip)) => ip.to_string(),
@@ -37,7 +43,6 @@ pub fn channel(store: &CertStore, url: &str, expected: &Identity, timeout: Durat
         return Err(ClientError::BadUrl(url.to_owned()));
     }
     let server_name = ServerName::try_from(host.clone()).map_err(|_| ClientError::BadUrl(url.to_owned()))?;
-    let config = store.client_config(Some(expected.clone()), &[b"h2"])?;
     let connector = TlsConnector::from(Arc::new(config));
     // TLS is done by our connector, so tonic sees a plain URI.
     let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{}", authority(&host, port)))

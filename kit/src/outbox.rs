@@ -120,7 +120,7 @@ pub(crate) async fn insert(conn: &mut sqlx::PgConnection, mut record: AuditRecor
     }
     sqlx::query(
         "INSERT INTO audit_outbox (event_id, occurred_at, service, actor, action, resource, outcome, request_id, trace_id, details) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (event_id) DO NOTHING",
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
     )
     .bind(record.event_id)
     .bind(record.occurred_at)

@@ -1,0 +1,226 @@
+//! Tenancy, proven in PostgreSQL itself: row-level security, per-service grants, concurrent
+//! provisioning and hostile slugs.
+
+use e2e::{Constellation, reason};
+use kit::outbox::{Actor, AuditRecord, Outcome};
+use kit::{Db, TenantSlug};
+
+#[tokio::test]
+async fn a_tenant_transaction_cannot_see_another_tenants_rows() {
+    let c = Constellation::start(false).await;
+    c.create_tenant("alpha").await;
+    c.create_tenant("bravo").await;
+    let db = Db::connect_lazy(&c.db.runtime_url("vault"), 2).expect("pool");
+    let alpha = db.tenant(&TenantSlug::parse("alpha").expect("slug")).await.expect("alpha");
+
+    let mut tx = db.begin(&alpha).await.expect("tx");
+    let own: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM vault_settings").fetch_one(tx.conn()).await.expect("own rows");
+    assert_eq!(own, 1, "the tenant sees its own row");
+    // A hand-written query naming the other tenant's schema: the grant allows it, RLS hides every row.
+    let other: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM t_bravo.vault_settings").fetch_one(tx.conn()).await.expect("query");
+    assert_eq!(other, 0, "tenant B's rows are invisible inside tenant A's transaction");
+    // Writing into B's table from A's scope is refused by the policy's WITH CHECK.
+    let forged = uuid::Uuid::new_v4();
+    let err = sqlx::query("INSERT INTO t_bravo.vault_settings (tenant_id) VALUES ($1)")
+        .bind(forged)
+        .execute(tx.conn())
+        .await
+        .expect_err("cross-tenant insert refused");
+    assert!(err.to_string().contains("row-level security"), "{err}");
+    tx.rollback().await.expect("rollback");
+
+    // Outside any TenantTx (no tenant setting) nothing matches.
+    let pool = c.db.pool_as("strongroom_vault").await;
+    let none: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM t_alpha.vault_settings").fetch_one(&pool).await.expect("query");
+    assert_eq!(none, 0, "a missing tenant setting matches no row");
+    c.stop().await;
+}
+
+#[tokio::test]
+async fn a_service_role_cannot_read_another_services_tables() {
+    let c = Constellation::start(false).await;
+    c.create_tenant("alpha").await;
+    let vault = c.db.pool_as("strongroom_vault").await;
+    for table in [
+        "t_alpha.tenant_policy",
+        "t_alpha.retention_policy",
+        "t_alpha.ledgers",
+        "control.signing_keys",
+        "control.schema_migrations",
+    ] {
+        let err = sqlx::query(&format!("SELECT 1 FROM {table}")).execute(&vault).await.expect_err(table);
+        assert!(err.to_string().contains("permission denied"), "{table}: {err}");
+    }
+    // Nobody but auth-svc writes the registry; vault's role may not.
+    let err =
+        sqlx::query("UPDATE control.tenants SET status = 'terminated'").execute(&vault).await.expect_err("update");
+    assert!(err.to_string().contains("permission denied"), "{err}");
+    // No service role owns a table or bypasses RLS.
+    let admin = c.db.admin_pool().await;
+    let owners: Vec<String> = sqlx::query_scalar(
+        "SELECT DISTINCT tableowner::text FROM pg_tables WHERE schemaname IN ('control', 't_alpha')",
+    )
+    .fetch_all(&admin)
+    .await
+    .expect("owners");
+    assert_eq!(owners, vec!["strongroom_owner".to_owned()]);
+    let bypass: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_roles WHERE rolname LIKE 'strongroom_%' AND (rolbypassrls OR rolsuper)",
+    )
+    .fetch_one(&admin)
+    .await
+    .expect("roles");
+    assert_eq!(bypass, 0);
+    c.stop().await;
+}
+
+#[tokio::test]
+async fn concurrent_provisionings_apply_each_migration_once() {
+    let c = Constellation::start(false).await;
+    // A second vault replica, started before the tenant exists so its start-up migrates nothing.
+    let replica = c.start_replica("vault").await;
+    let mut auth = proto::auth::v1::tenant_service_client::TenantServiceClient::new(c.channel_as("operator", "auth"));
+    auth.create_tenant(proto::auth::v1::CreateTenantRequest { slug: "gamma".into(), request_id: String::new() })
+        .await
+        .expect("create");
+    let other = kit::testing::channel(&c.pki, "operator", replica.grpc, "vault");
+    let mut replica_client =
+        proto::common::v1::tenant_provisioning_service_client::TenantProvisioningServiceClient::new(other);
+    let req = || proto::common::v1::ProvisionTenantRequest { tenant_slug: "gamma".into(), request_id: String::new() };
+    let (a, b, d) = tokio::join!(
+        c.provision("vault", "gamma"),
+        replica_client.provision_tenant(req()),
+        c.provision("vault", "gamma")
+    );
+    let applied: Vec<Vec<String>> = vec![
+        a.expect("first").applied_migrations,
+        b.expect("second").into_inner().applied_migrations,
+        d.expect("third").applied_migrations,
+    ];
+    let total: usize = applied.iter().map(Vec::len).sum();
+    let vault_migrations = vault_svc::MIGRATIONS.tenant.len();
+    // The tenant's kit migrations were applied by auth's CreateTenant already.
+    assert_eq!(total, vault_migrations, "each migration applied exactly once: {applied:?}");
+    let admin = c.db.admin_pool().await;
+    let rows: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM control.schema_migrations WHERE schema_name = 't_gamma' AND service = 'vault'",
+    )
+    .fetch_one(&admin)
+    .await
+    .expect("bookkeeping");
+    assert_eq!(rows as usize, vault_migrations);
+    let _ = replica.stop().await;
+    c.stop().await;
+}
+
+#[tokio::test]
+async fn every_start_rolls_migrations_through_all_tenants() {
+    let c = Constellation::start(false).await;
+    // Registered with auth only: ledger was "down" for it.
+    let mut auth = proto::auth::v1::tenant_service_client::TenantServiceClient::new(c.channel_as("operator", "auth"));
+    auth.create_tenant(proto::auth::v1::CreateTenantRequest { slug: "delta".into(), request_id: String::new() })
+        .await
+        .expect("create");
+    let admin = c.db.admin_pool().await;
+    let exists = || sqlx::query_scalar::<_, bool>("SELECT to_regclass('t_delta.ledgers') IS NOT NULL");
+    assert!(!exists().fetch_one(&admin).await.expect("check"));
+    let replica = c.start_replica("ledger").await;
+    assert!(exists().fetch_one(&admin).await.expect("check"), "ledger's start migrated the new tenant");
+    let _ = replica.stop().await;
+    c.stop().await;
+}
+
+#[tokio::test]
+async fn hostile_slugs_are_refused_before_sql() {
+    let c = Constellation::start(false).await;
+    let admin = c.db.admin_pool().await;
+    let schemas_before: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM pg_namespace").fetch_one(&admin).await.expect("count");
+    let long = "a".repeat(41);
+    let mut auth = proto::auth::v1::tenant_service_client::TenantServiceClient::new(c.channel_as("operator", "auth"));
+    for slug in ["a; drop schema control", "../x", "Upper", long.as_str(), "x'); DROP TABLE control.tenants; --", ""] {
+        let err = auth
+            .create_tenant(proto::auth::v1::CreateTenantRequest { slug: slug.into(), request_id: String::new() })
+            .await
+            .expect_err(slug);
+        assert_eq!(err.code(), tonic::Code::InvalidArgument, "{slug}");
+        let err = c.provision("vault", slug).await.expect_err(slug);
+        assert_eq!(err.code(), tonic::Code::InvalidArgument, "{slug}");
+        assert_eq!(reason(&err), "INVALID_FIELD");
+    }
+    let schemas_after: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM pg_namespace").fetch_one(&admin).await.expect("count");
+    assert_eq!(schemas_before, schemas_after);
+    let tenants: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM control.tenants").fetch_one(&admin).await.expect("registry intact");
+    assert_eq!(tenants, 0);
+    // An unregistered (but well-formed) tenant is NOT_FOUND, and nothing is created for it.
+    let err = c.provision("vault", "ghost").await.expect_err("unregistered");
+    assert_eq!(err.code(), tonic::Code::NotFound);
+    let ghost: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = 't_ghost')")
+        .fetch_one(&admin)
+        .await
+        .expect("q");
+    assert!(!ghost);
+    c.stop().await;
+}
+
+#[tokio::test]
+async fn audit_records_commit_with_the_change_and_stay_in_their_tenant() {
+    let c = Constellation::start(false).await;
+    c.create_tenant("alpha").await;
+    c.create_tenant("bravo").await;
+    let db = Db::connect_lazy(&c.db.runtime_url("vault"), 2).expect("pool");
+    let alpha = db.tenant(&TenantSlug::parse("alpha").expect("slug")).await.expect("alpha");
+    let bravo = db.tenant(&TenantSlug::parse("bravo").expect("slug")).await.expect("bravo");
+
+    // Rolled back: the record disappears with the change.
+    let mut tx = db.begin(&alpha).await.expect("tx");
+    let dropped =
+        AuditRecord::new("vault", Actor::User("u1".into()), "settings.update", "vault_settings", Outcome::Success);
+    let dropped_id = dropped.event_id;
+    tx.record(dropped).await.expect("record");
+    sqlx::query("UPDATE vault_settings SET key_cache_ttl_secs = 60").execute(tx.conn()).await.expect("change");
+    tx.rollback().await.expect("rollback");
+
+    // Committed: both are there.
+    let mut tx = db.begin(&alpha).await.expect("tx");
+    let kept =
+        AuditRecord::new("vault", Actor::User("u1".into()), "settings.update", "vault_settings", Outcome::Success)
+            .detail("ttl", 60);
+    let kept_id = kept.event_id;
+    tx.record(kept).await.expect("record");
+    sqlx::query("UPDATE vault_settings SET key_cache_ttl_secs = 60").execute(tx.conn()).await.expect("change");
+    tx.commit().await.expect("commit");
+
+    // Secrets in details are refused.
+    let mut tx = db.begin(&alpha).await.expect("tx");
+    let leaky = AuditRecord::new("vault", Actor::Anonymous, "x", "y", Outcome::Success).detail("password", "hunter2");
+    assert!(tx.record(leaky).await.is_err());
+    tx.rollback().await.expect("rollback");
+
+    let audit = Db::connect_lazy(&c.db.runtime_url("audit"), 2).expect("pool");
+    let mut tx = audit.begin(&alpha).await.expect("tx");
+    let ids: Vec<uuid::Uuid> = sqlx::query_scalar("SELECT event_id FROM audit_outbox WHERE action = 'settings.update'")
+        .fetch_all(tx.conn())
+        .await
+        .expect("q");
+    assert_eq!(ids, vec![kept_id]);
+    assert!(!ids.contains(&dropped_id));
+    let provisioned: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM audit_outbox WHERE action IN ('tenant.create', 'tenant.provision')")
+            .fetch_one(tx.conn())
+            .await
+            .expect("q");
+    assert!(provisioned >= 4, "provisioning is audited ({provisioned})");
+    tx.rollback().await.expect("rollback");
+    let mut tx = audit.begin(&bravo).await.expect("tx");
+    let leaked: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM t_alpha.audit_outbox").fetch_one(tx.conn()).await.expect("q");
+    assert_eq!(leaked, 0);
+    tx.rollback().await.expect("rollback");
+    c.stop().await;
+}
