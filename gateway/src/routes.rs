@@ -22,9 +22,10 @@ pub fn router(state: AppState, body_limit: usize) -> Router {
         .route("/openapi.json", get(openapi))
         .route("/v1/whoami", get(whoami))
         .fallback(not_found)
-        .layer(axum::middleware::from_fn(observe))
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(tower_http::limit::RequestBodyLimitLayer::new(body_limit))
+        // Outermost, so that framework rejections (413, 405) get the JSON body and headers too.
+        .layer(axum::middleware::from_fn(observe))
         .with_state(state)
 }
 

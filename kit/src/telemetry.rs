@@ -15,6 +15,7 @@ use tower::{Layer, Service};
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::Layer as _;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
@@ -82,11 +83,10 @@ pub fn init(service: &str, cfg: &TelemetryConfig) -> Result<Guard, String> {
         .with_span_list(true)
         .with_target(true)
         .with_writer(std::io::stderr);
-    let _ = tracing_subscriber::registry()
-        .with(filter)
-        .with(fmt)
-        .with(tracing_opentelemetry::layer().with_tracer(tracer))
-        .try_init();
+    // Spans are exported at INFO whatever the log level, so quiet logs do not break traces.
+    let spans =
+        tracing_opentelemetry::layer().with_tracer(tracer).with_filter(tracing_subscriber::filter::LevelFilter::INFO);
+    let _ = tracing_subscriber::registry().with(fmt.with_filter(filter)).with(spans).try_init();
     Ok(GUARD.get_or_init(|| Guard { provider }).clone())
 }
 

@@ -1,0 +1,87 @@
+//! The gateway's HTTP surface: security headers, one JSON error shape, body limits, request ids,
+//! readiness that follows the upstreams, and an OpenAPI document that matches the routes.
+
+use e2e::Constellation;
+
+fn assert_security_headers(headers: &http::HeaderMap) {
+    assert!(headers["strict-transport-security"].to_str().expect("hsts").contains("max-age="));
+    assert!(headers["content-security-policy"].to_str().expect("csp").contains("default-src 'none'"));
+    assert!(headers["content-security-policy"].to_str().expect("csp").contains("frame-ancestors 'none'"));
+    assert_eq!(headers["x-content-type-options"], "nosniff");
+    assert_eq!(headers["referrer-policy"], "no-referrer");
+    assert_eq!(headers["cache-control"], "no-store");
+}
+
+fn assert_error(body: &serde_json::Value, code: &str, reason: &str) {
+    let e = &body["error"];
+    assert_eq!(e["code"], code, "{body}");
+    assert_eq!(e["reason"], reason, "{body}");
+    assert!(e["message"].is_string() && e["request_id"].is_string(), "{body}");
+}
+
+#[tokio::test]
+async fn errors_headers_limits_and_request_ids() {
+    let c = Constellation::start(true).await;
+    let (status, headers, body) = c.gateway_get("/healthz", &[]).await.expect("healthz");
+    assert_eq!(status, 200);
+    assert_eq!(body["status"], "ok");
+    assert_security_headers(&headers);
+
+    let (status, headers, body) = c.gateway_get("/v1/nope", &[]).await.expect("404");
+    assert_eq!(status, 404);
+    assert_error(&body, "NOT_FOUND", "ROUTE_NOT_FOUND");
+    assert_security_headers(&headers);
+
+    let (status, _, body) = c.gateway_request(http::Method::DELETE, "/readyz", &[], Vec::new()).await.expect("405");
+    assert_eq!(status, 405);
+    assert_error(&body, "INVALID_ARGUMENT", "METHOD_NOT_ALLOWED");
+
+    let big = vec![b'x'; 65 * 1024];
+    let (status, _, body) = c
+        .gateway_request(http::Method::POST, "/v1/whoami", &[("content-type", "application/json")], big)
+        .await
+        .expect("413");
+    assert_eq!(status, 413);
+    assert_error(&body, "OUT_OF_RANGE", "BODY_TOO_LARGE");
+
+    let (_, headers, _) = c.gateway_get("/healthz", &[("x-request-id", "trace-me-42")]).await.expect("id");
+    assert_eq!(headers["x-request-id"], "trace-me-42");
+    let (_, headers, _) = c.gateway_get("/healthz", &[("x-request-id", "<script>")]).await.expect("id");
+    assert_ne!(headers["x-request-id"], "<script>");
+    let (_, _, body) =
+        c.gateway_get("/v1/whoami", &[("x-request-id", "req-7"), ("x-strongroom-tenant", "acme")]).await.expect("401");
+    assert_eq!(body["error"]["request_id"], "req-7");
+    c.stop().await;
+}
+
+#[tokio::test]
+async fn the_openapi_document_matches_the_routes() {
+    let c = Constellation::start(true).await;
+    let (status, _, doc) = c.gateway_get("/openapi.json", &[]).await.expect("openapi");
+    assert_eq!(status, 200);
+    assert_eq!(doc["openapi"], "3.1.0");
+    assert_eq!(doc, gateway::openapi_document());
+    for (method, path) in gateway::openapi::OPERATIONS {
+        let method = http::Method::from_bytes(method.to_uppercase().as_bytes()).expect("method");
+        let (status, _, body) = c.gateway_request(method, path, &[], Vec::new()).await.expect("request");
+        assert!(status != 404 && status != 405, "{path}: {status} {body}");
+        assert!(doc["paths"][path].is_object());
+    }
+    c.stop().await;
+}
+
+#[tokio::test]
+async fn readiness_follows_the_upstreams() {
+    let mut c = Constellation::start(true).await;
+    let (status, _, body) = c.gateway_get("/readyz", &[]).await.expect("readyz");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["upstreams"]["ledger"], "serving");
+    let ledger = c.services.remove("ledger").expect("ledger");
+    ledger.stop().await.expect("stop");
+    let (status, _, body) = c.gateway_get("/readyz", &[]).await.expect("readyz");
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["status"], "not_ready");
+    assert_eq!(body["upstreams"]["ledger"], "unreachable");
+    assert_eq!(body["upstreams"]["vault"], "serving");
+    c.stop().await;
+}

@@ -1,0 +1,104 @@
+//! Server lifecycle: graceful shutdown drains in-flight calls; health follows the database.
+
+use std::time::Duration;
+
+use e2e::Constellation;
+use kit::TenantSlug;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+
+#[tokio::test]
+async fn graceful_shutdown_finishes_an_in_flight_call() {
+    let c = Constellation::start(false).await;
+    let mut auth = proto::auth::v1::tenant_service_client::TenantServiceClient::new(c.channel_as("operator", "auth"));
+    auth.create_tenant(proto::auth::v1::CreateTenantRequest { slug: "slow".into(), request_id: String::new() })
+        .await
+        .expect("create");
+
+    // Hold the tenant's provisioning lock so vault's ProvisionTenant stays in flight.
+    let admin = c.db.admin_pool().await;
+    let mut holder = admin.acquire().await.expect("connection");
+    let slug = TenantSlug::parse("slow").expect("slug");
+    sqlx::query(&kit::migrate::tenant_lock_sql(&slug, true)).execute(&mut *holder).await.expect("lock");
+    let channel = c.channel_as("operator", "vault");
+    let call = tokio::spawn(async move {
+        let mut client =
+            proto::common::v1::tenant_provisioning_service_client::TenantProvisioningServiceClient::new(channel);
+        client
+            .provision_tenant(proto::common::v1::ProvisionTenantRequest {
+                tenant_slug: "slow".into(),
+                request_id: String::new(),
+            })
+            .await
+    });
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let waiting: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")
+                .fetch_one(&admin)
+                .await
+                .expect("locks");
+        if waiting > 0 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the call never reached the lock");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let mut services = c.services;
+    let mut vault = services.remove("vault").expect("vault");
+    vault.trigger_stop();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!vault.is_finished(), "the server must wait for the in-flight call");
+    assert!(!call.is_finished());
+
+    sqlx::query("SELECT pg_advisory_unlock_all()").execute(&mut *holder).await.expect("unlock");
+    let response = tokio::time::timeout(Duration::from_secs(10), call)
+        .await
+        .expect("call finished")
+        .expect("join")
+        .expect("call succeeded");
+    assert_eq!(response.into_inner().applied_migrations, vec!["0001_create_vault_settings".to_owned()]);
+    tokio::time::timeout(Duration::from_secs(10), vault.stop()).await.expect("server stopped").expect("clean stop");
+    for (_, s) in services {
+        let _ = s.stop().await;
+    }
+}
+
+async fn status(c: &Constellation) -> Option<i32> {
+    let mut client = HealthClient::new(c.channel_as("operator", "vault"));
+    client
+        .check(HealthCheckRequest { service: "strongroom.common.v1.TenantProvisioningService".into() })
+        .await
+        .ok()
+        .map(|r| r.into_inner().status)
+}
+
+#[tokio::test]
+async fn health_is_not_serving_while_the_database_is_unreachable() {
+    let c = Constellation::start(false).await;
+    assert_eq!(status(&c).await, Some(ServingStatus::Serving as i32));
+    let base = sqlx::PgPool::connect(&kit::testing::base_database_url()).await.expect("base");
+    let name = c.db.name.clone();
+    sqlx::query(&format!("ALTER DATABASE {name} WITH ALLOW_CONNECTIONS false")).execute(&base).await.expect("block");
+    sqlx::query(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
+    )
+    .bind(&name)
+    .execute(&base)
+    .await
+    .expect("terminate");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while status(&c).await != Some(ServingStatus::NotServing as i32) {
+        assert!(tokio::time::Instant::now() < deadline, "still serving without a database");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    sqlx::query(&format!("ALTER DATABASE {name} WITH ALLOW_CONNECTIONS true")).execute(&base).await.expect("unblock");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while status(&c).await != Some(ServingStatus::Serving as i32) {
+        assert!(tokio::time::Instant::now() < deadline, "did not recover");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    c.stop().await;
+}
