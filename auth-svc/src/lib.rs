@@ -33,11 +33,11 @@ pub async fn run(
         let keys = api::Keys { db: ctx.db.clone() };
         let identity = api::IdentityApi { db: ctx.db.clone() };
         Ok(Api::new()
-            .add(TenantServiceServer::new(tenants))
+            .service(TenantServiceServer::new(tenants))
             .allow("/strongroom.auth.v1.TenantService/*", &[Identity::OPERATOR])
-            .add(KeysServiceServer::new(keys))
+            .service(KeysServiceServer::new(keys))
             .allow_any_peer("/strongroom.auth.v1.KeysService/GetJwks")
-            .add(IdentityServiceServer::new(identity))
+            .service(IdentityServiceServer::new(identity))
             .allow(
                 "/strongroom.auth.v1.IdentityService/WhoAmI",
                 &[Identity::GATEWAY, Identity::OPERATOR, Identity::VAULT, Identity::AUDIT, Identity::LEDGER],

@@ -152,11 +152,10 @@ impl Constellation {
         self.gateway = Some(Running { grpc: http_addr, admin: admin_addr, stop: Some(stop), task });
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         loop {
-            if let Ok((status, _, _)) = self.gateway_get("/readyz", &[]).await {
-                if status == http::StatusCode::OK {
+            if let Ok((status, _, _)) = self.gateway_get("/readyz", &[]).await
+                && status == http::StatusCode::OK {
                     return;
                 }
-            }
             assert!(tokio::time::Instant::now() < deadline, "gateway not ready");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }

@@ -148,7 +148,7 @@ impl Migrator {
             }
         }
         let mut tx = self.admin.begin().await?;
-        exec(&mut *tx, &lock_key("control")).await?;
+        exec(&mut tx, &lock_key("control")).await?;
         let roles = SERVICES.map(service_role).join(", ");
         let ddl = format!(
             "DO $$ BEGIN EXECUTE format('GRANT CREATE, CONNECT ON DATABASE %I TO {OWNER_ROLE}', current_database()); END $$;
@@ -166,7 +166,7 @@ impl Migrator {
              );
              SET LOCAL search_path TO control;"
         );
-        exec(&mut *tx, &ddl).await?;
+        exec(&mut tx, &ddl).await?;
         for set in [&KIT, &self.set] {
             apply(&mut tx, "control", set.service, set.control).await?;
         }
@@ -188,12 +188,12 @@ impl Migrator {
                     "DO $$ BEGIN CREATE ROLE {role} NOLOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOBYPASSRLS; \
                      EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$"
                 );
-                exec(&mut *conn, &create).await?;
+                exec(&mut conn, &create).await?;
             }
         }
         // The administrative user must be able to act as the owner (a superuser already can).
         exec(
-            &mut *conn,
+            &mut conn,
             &format!(
                 "DO $$ BEGIN IF NOT (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) \
              AND NOT pg_has_role(current_user, '{OWNER_ROLE}', 'MEMBER') THEN \
@@ -209,7 +209,7 @@ impl Migrator {
             .fetch_one(&mut *conn)
             .await?;
         if !can_login {
-            exec(&mut *conn, &format!("ALTER ROLE {login} LOGIN")).await?;
+            exec(&mut conn, &format!("ALTER ROLE {login} LOGIN")).await?;
         }
         if let Some(password) = password {
             // format(%L) quotes the password server-side; it never becomes part of our SQL text.
@@ -218,7 +218,7 @@ impl Migrator {
                 .bind(password)
                 .fetch_one(&mut *conn)
                 .await?;
-            exec(&mut *conn, &stmt).await?;
+            exec(&mut conn, &stmt).await?;
         }
         Ok(())
     }
@@ -229,7 +229,7 @@ impl Migrator {
     pub async fn provision(&self, tenant: &Tenant, audit: Option<AuditRecord>) -> Result<Vec<String>, MigrateError> {
         let schema = tenant.slug.schema();
         let mut tx = self.admin.begin().await?;
-        exec(&mut *tx, &lock_key(&schema)).await?;
+        exec(&mut tx, &lock_key(&schema)).await?;
         let roles = SERVICES.map(service_role).join(", ");
         let scope = format!(
             "SET LOCAL ROLE {OWNER_ROLE};
@@ -239,7 +239,7 @@ impl Migrator {
              SET LOCAL strongroom.tenant_id TO '{}';",
             tenant.id.0.hyphenated()
         );
-        exec(&mut *tx, &scope).await?;
+        exec(&mut tx, &scope).await?;
         let mut applied = apply(&mut tx, &schema, KIT.service, KIT.tenant).await?;
         applied.extend(apply(&mut tx, &schema, self.set.service, self.set.tenant).await?);
         verify_rls(&mut tx, &schema).await?;

@@ -78,7 +78,7 @@ impl Api {
     }
 
     /// Adds a tonic service; its RPCs stay unreachable until allowed.
-    pub fn add<S>(mut self, svc: S) -> Self
+    pub fn service<S>(mut self, svc: S) -> Self
     where
         S: tower::Service<http::Request<tonic::body::Body>, Error = Infallible>
             + NamedService
@@ -189,7 +189,7 @@ pub async fn run_service(
     let api = build(&ctx).map_err(ServeError::Config)?;
     let provisioning = TenantProvisioning { service: name, db: db.clone(), migrator: migrator.clone() };
     let api = api
-        .add(proto::common::v1::tenant_provisioning_service_server::TenantProvisioningServiceServer::new(provisioning))
+        .service(proto::common::v1::tenant_provisioning_service_server::TenantProvisioningServiceServer::new(provisioning))
         .allow("/strongroom.common.v1.TenantProvisioningService/ProvisionTenant", &[Identity::OPERATOR]);
 
     let shutdown = Shutdown::from_future(shutdown);

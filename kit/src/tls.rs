@@ -522,20 +522,6 @@ pub fn incoming(
     tokio_stream::wrappers::ReceiverStream::new(rx)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn identities_are_strict() {
-        assert_eq!(Identity::from_uri("spiffe://strongroom/vault").expect("valid").name(), "vault");
-        assert!(Identity::from_uri("spiffe://other/vault").is_err());
-        assert!(Identity::from_uri("spiffe://strongroom/Vault").is_err());
-        assert!(Identity::from_uri("spiffe://strongroom/").is_err());
-        assert!(Identity::from_uri("spiffe://strongroom/a/b").is_err());
-    }
-}
-
 /// A client config trusting only the CA in `ca_pem` and presenting no certificate: what a browser
 /// or `curl --cacert` does.
 pub fn ca_only_client_config(ca_pem: &[u8], alpn: &[&[u8]]) -> Result<rustls::ClientConfig, TlsError> {
@@ -591,4 +577,18 @@ pub async fn https_request(
 
 fn bytes_from(v: Vec<u8>) -> hyper::body::Bytes {
     hyper::body::Bytes::from(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identities_are_strict() {
+        assert_eq!(Identity::from_uri("spiffe://strongroom/vault").expect("valid").name(), "vault");
+        assert!(Identity::from_uri("spiffe://other/vault").is_err());
+        assert!(Identity::from_uri("spiffe://strongroom/Vault").is_err());
+        assert!(Identity::from_uri("spiffe://strongroom/").is_err());
+        assert!(Identity::from_uri("spiffe://strongroom/a/b").is_err());
+    }
 }
