@@ -269,9 +269,10 @@ async fn wait_ready(stack: &mut Stack, endpoints: &Endpoints, gateway: &str, ca:
         let config = kit::tls::ca_only_client_config(&ca_pem, &[b"http/1.1"])?;
         if let Ok((status, _, _)) =
             kit::tls::https_request(config, http::Method::GET, &format!("{gateway}/readyz"), &[], Vec::new()).await
-            && status.is_success() {
-                return Ok(());
-            }
+            && status.is_success()
+        {
+            return Ok(());
+        }
         if Instant::now() > deadline {
             bail!("gateway is not ready after 120 s");
         }

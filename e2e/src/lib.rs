@@ -153,9 +153,10 @@ impl Constellation {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         loop {
             if let Ok((status, _, _)) = self.gateway_get("/readyz", &[]).await
-                && status == http::StatusCode::OK {
-                    return;
-                }
+                && status == http::StatusCode::OK
+            {
+                return;
+            }
             assert!(tokio::time::Instant::now() < deadline, "gateway not ready");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }

@@ -189,7 +189,9 @@ pub async fn run_service(
     let api = build(&ctx).map_err(ServeError::Config)?;
     let provisioning = TenantProvisioning { service: name, db: db.clone(), migrator: migrator.clone() };
     let api = api
-        .service(proto::common::v1::tenant_provisioning_service_server::TenantProvisioningServiceServer::new(provisioning))
+        .service(proto::common::v1::tenant_provisioning_service_server::TenantProvisioningServiceServer::new(
+            provisioning,
+        ))
         .allow("/strongroom.common.v1.TenantProvisioningService/ProvisionTenant", &[Identity::OPERATOR]);
 
     let shutdown = Shutdown::from_future(shutdown);

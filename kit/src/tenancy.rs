@@ -177,9 +177,10 @@ impl Db {
     /// Looks a tenant up in `control.tenants` (cached for a few seconds).
     pub async fn tenant(&self, slug: &TenantSlug) -> Result<Tenant, ApiError> {
         if let Some((tenant, at)) = self.registry.read().await.get(slug)
-            && at.elapsed() < REGISTRY_TTL {
-                return Ok(tenant.clone());
-            }
+            && at.elapsed() < REGISTRY_TTL
+        {
+            return Ok(tenant.clone());
+        }
         let row: Option<TenantRow> =
             sqlx::query_as("SELECT id, slug, status, created_at FROM control.tenants WHERE slug = $1")
                 .bind(slug.as_str())
@@ -198,10 +199,11 @@ impl Db {
     pub async fn authorize_tenant(&self, slug: &TenantSlug, principal: Option<&Principal>) -> Result<Tenant, ApiError> {
         let tenant = self.tenant(slug).await?;
         if let Some(p) = principal
-            && p.tenant_id != tenant.id {
-                tracing::warn!(tenant = %slug, subject = %p.subject, "token of another tenant refused");
-                return Err(ApiError::permission_denied("TENANT_MISMATCH", "token does not belong to this tenant"));
-            }
+            && p.tenant_id != tenant.id
+        {
+            tracing::warn!(tenant = %slug, subject = %p.subject, "token of another tenant refused");
+            return Err(ApiError::permission_denied("TENANT_MISMATCH", "token does not belong to this tenant"));
+        }
         if tenant.status == TenantStatus::Terminated {
             return Err(ApiError::new(ErrorCode::FailedPrecondition, "TENANT_TERMINATED", "tenant is terminated"));
         }
