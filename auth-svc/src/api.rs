@@ -78,13 +78,14 @@ impl pb::keys_service_server::KeysService for Keys {
         let keys = store::jwks(&self.db)
             .await?
             .iter()
-            .map(|jwk| pb::Jwk {
+            .map(|(jwk, tenant)| pb::Jwk {
                 kid: text(jwk, "kid"),
                 kty: text(jwk, "kty"),
                 crv: text(jwk, "crv"),
                 alg: text(jwk, "alg"),
                 x: text(jwk, "x"),
                 y: text(jwk, "y"),
+                tenant_id: tenant.map(|t| t.to_string()).unwrap_or_default(),
             })
             .collect();
         Ok(Response::new(pb::GetJwksResponse { keys }))

@@ -281,6 +281,9 @@ async fn wait_ready(stack: &mut Stack, endpoints: &Endpoints, gateway: &str, ca:
 }
 
 pub async fn up(dir: &Path) -> anyhow::Result<()> {
+    // Installed before anything starts, so SIGTERM during start-up still stops what was started.
+    let signal = kit::server::shutdown_signal();
+    tokio::pin!(signal);
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let dir = dir.canonicalize()?;
     let pki = dir.join("pki");
@@ -322,7 +325,7 @@ pub async fn up(dir: &Path) -> anyhow::Result<()> {
             "telemetry": telemetry,
         });
         let path = configs.join(format!("{name}.toml"));
-        std::fs::write(&path, toml::to_string(&config)?)?;
+        kit::pki::write_private(&path, &toml::to_string(&config)?)?;
         spawn(&mut stack, &bin_dir, name, &path, &logs)?;
     }
     let gateway_port = free_port()?;
@@ -336,7 +339,7 @@ pub async fn up(dir: &Path) -> anyhow::Result<()> {
         "telemetry": telemetry,
     });
     let gateway_path = configs.join("gateway.toml");
-    std::fs::write(&gateway_path, toml::to_string(&gateway_config)?)?;
+    kit::pki::write_private(&gateway_path, &toml::to_string(&gateway_config)?)?;
     spawn(&mut stack, &bin_dir, "gateway", &gateway_path, &logs)?;
 
     let endpoints = Endpoints {
@@ -353,7 +356,7 @@ pub async fn up(dir: &Path) -> anyhow::Result<()> {
     };
     let gateway = format!("https://127.0.0.1:{gateway_port}");
     let ca = pki.join("ca.pem");
-    let result = async {
+    let startup = async {
         wait_ready(&mut stack, &endpoints, &gateway, &ca).await?;
         create_tenant(&endpoints, "demo").await.context("provisioning tenant demo")?;
         let doc =
@@ -376,15 +379,16 @@ pub async fn up(dir: &Path) -> anyhow::Result<()> {
         use std::io::Write;
         std::io::stdout().flush()?;
         Ok::<_, anyhow::Error>(())
-    }
-    .await;
+    };
+    let result = tokio::select! {
+        r = startup => r,
+        () = &mut signal => Err(anyhow!("interrupted during start-up")),
+    };
     if let Err(e) = result {
         stack.shutdown();
         return Err(e);
     }
 
-    let signal = kit::server::shutdown_signal();
-    tokio::pin!(signal);
     let outcome = loop {
         tokio::select! {
             () = &mut signal => break Ok(()),

@@ -14,13 +14,13 @@ use kit::tls::CertStore;
 #[derive(Args, Debug, Clone)]
 pub struct ConnectArgs {
     /// CA certificate (PEM).
-    #[arg(long, global = true, env = "STRONGROOM_CLI_CA")]
+    #[arg(long, global = true)]
     pub ca: Option<PathBuf>,
     /// Operator certificate (PEM).
-    #[arg(long, global = true, env = "STRONGROOM_CLI_CERT")]
+    #[arg(long, global = true)]
     pub cert: Option<PathBuf>,
     /// Operator private key (PEM).
-    #[arg(long, global = true, env = "STRONGROOM_CLI_KEY")]
+    #[arg(long, global = true)]
     pub key: Option<PathBuf>,
     #[arg(long, global = true)]
     pub auth: Option<String>,

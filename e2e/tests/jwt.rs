@@ -113,7 +113,35 @@ async fn forged_and_misaddressed_tokens_are_refused() {
     let err = who_am_i(&c, "bravo", &good).await.expect_err("cross-tenant");
     assert_eq!(err.code(), tonic::Code::PermissionDenied);
     assert_eq!(reason(&err), "TENANT_MISMATCH");
-    let _ = bravo;
+
+    // A tenant-bound key cannot sign another tenant's tokens.
+    let bound = TestSigner::generate();
+    bound.publish(&c.db.admin_pool().await).await;
+    sqlx::query("UPDATE control.signing_keys SET tenant_id = $1 WHERE kid = $2")
+        .bind(bravo)
+        .bind(&bound.kid)
+        .execute(&c.db.admin_pool().await)
+        .await
+        .expect("bind key");
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    assert_refused(&c, &bound.sign(&TestSigner::claims(alpha, "user-1")), "KEY_TENANT_MISMATCH").await;
+    who_am_i(&c, "bravo", &bound.sign(&TestSigner::claims(bravo, "user-9"))).await.expect("own tenant");
+
+    // A token holder cannot tell unknown tenants from foreign ones.
+    let err = who_am_i(&c, "nosuchtenant", &good).await.expect_err("unknown tenant");
+    assert_eq!(reason(&err), "TENANT_MISMATCH");
+
+    // A suspended tenant's tokens stop working.
+    let charlie = c.create_tenant("charlie").await;
+    sqlx::query("UPDATE control.tenants SET status = 'suspended' WHERE id = $1")
+        .bind(charlie)
+        .execute(&c.db.admin_pool().await)
+        .await
+        .expect("suspend");
+    let err =
+        who_am_i(&c, "charlie", &signer.sign(&TestSigner::claims(charlie, "user-3"))).await.expect_err("suspended");
+    assert_eq!(err.code(), tonic::Code::PermissionDenied);
+    assert_eq!(reason(&err), "TENANT_SUSPENDED");
 
     // A key published after the verifier cached the JWKS is found (refresh on unknown kid).
     let next = TestSigner::generate();

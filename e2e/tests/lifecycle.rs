@@ -102,3 +102,24 @@ async fn health_is_not_serving_while_the_database_is_unreachable() {
     }
     c.stop().await;
 }
+
+#[tokio::test]
+async fn a_service_refuses_to_serve_through_a_role_that_bypasses_rls() {
+    let c = Constellation::start(false).await;
+    let (grpc, grpc_addr) = kit::testing::listener().await;
+    let (admin, admin_addr) = kit::testing::listener().await;
+    let mut cfg = kit::testing::service_config("vault", grpc_addr, admin_addr, &c.db, &c.pki, Default::default());
+    cfg.upstreams.auth = Some(kit::testing::https(c.addr("auth")));
+    // The operator's slip: the superuser URL as the runtime URL.
+    cfg.database.url = c.db.admin_url();
+    let (stop, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(vault_svc::run(cfg, kit::server::Listeners { grpc, admin }, async move {
+        let _ = rx.await;
+    }));
+    let channel = kit::testing::channel(&c.pki, "operator", grpc_addr, "vault");
+    let err = kit::testing::wait_serving(channel, "", Duration::from_secs(3)).await.expect_err("must not serve");
+    assert!(err.contains("status 2"), "{err}");
+    let _ = stop.send(());
+    let _ = task.await;
+    c.stop().await;
+}

@@ -196,6 +196,20 @@ async fn audit_records_commit_with_the_change_and_stay_in_their_tenant() {
     sqlx::query("UPDATE vault_settings SET key_cache_ttl_secs = 60").execute(tx.conn()).await.expect("change");
     tx.commit().await.expect("commit");
 
+    // A service writes in its own name only: the `service` column is stamped from the login role.
+    let mut tx = db.begin(&alpha).await.expect("tx");
+    let spoofed = AuditRecord::new("auth", Actor::User("u1".into()), "login.success", "user/u1", Outcome::Success);
+    let spoofed_id = spoofed.event_id;
+    tx.record(spoofed).await.expect("record");
+    tx.commit().await.expect("commit");
+    let admin = c.db.admin_pool().await;
+    let stamped: String = sqlx::query_scalar("SELECT service FROM t_alpha.audit_outbox WHERE event_id = $1")
+        .bind(spoofed_id)
+        .fetch_one(&admin)
+        .await
+        .expect("row");
+    assert_eq!(stamped, "vault");
+
     // Secrets in details are refused.
     let mut tx = db.begin(&alpha).await.expect("tx");
     let leaky = AuditRecord::new("vault", Actor::Anonymous, "x", "y", Outcome::Success).detail("password", "hunter2");

@@ -50,6 +50,8 @@ async fn one_trace_spans_the_gateway_request_and_the_service_calls() {
     .expect("telemetry");
 
     let c = Constellation::start(true).await;
+    // /readyz answers from a one-second cache; let the start-up probe's answer expire.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
     let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
     let traceparent = format!("00-{trace_id}-00f067aa0ba902b7-01");
     let (status, _, _) = c.gateway_get("/readyz", &[("traceparent", &traceparent)]).await.expect("readyz");
@@ -74,6 +76,7 @@ async fn one_trace_spans_the_gateway_request_and_the_service_calls() {
 
     // Without an incoming traceparent, the gateway starts a trace that the services continue.
     receiver.0.lock().expect("lock").clear();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
     c.gateway_get("/readyz", &[]).await.expect("readyz");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {

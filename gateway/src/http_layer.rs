@@ -52,7 +52,17 @@ pub async fn observe(mut req: Request, next: Next) -> Response {
         .map(str::to_owned)
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     req.extensions_mut().insert(RequestId(request_id.clone()));
-    let method = req.method().as_str().to_owned();
+    // Unknown methods share one label, so nobody can mint metric series (OTel's `_OTHER`).
+    let method = match *req.method() {
+        http::Method::GET
+        | http::Method::HEAD
+        | http::Method::POST
+        | http::Method::PUT
+        | http::Method::PATCH
+        | http::Method::DELETE
+        | http::Method::OPTIONS => req.method().as_str().to_owned(),
+        _ => "_OTHER".to_owned(),
+    };
     let route =
         req.extensions().get::<MatchedPath>().map(|m| m.as_str().to_owned()).unwrap_or_else(|| "unmatched".into());
     let span = tracing::info_span!(

@@ -49,6 +49,8 @@ pub struct AppState {
     pub upstreams: Upstreams,
     pub verifier: TokenVerifier,
     pub redis: Arc<redis::Client>,
+    /// The last readiness answer and when it was computed.
+    pub readiness: Arc<tokio::sync::Mutex<Option<(std::time::Instant, http::StatusCode, serde_json::Value)>>>,
 }
 
 fn upstream(
@@ -84,7 +86,7 @@ pub async fn run(
     let verifier = TokenVerifier::new(config.jwt.clone(), JwksClient::new(upstreams.auth.clone()));
     let redis = redis::Client::open(config.redis.url.expose_secret())
         .map_err(|_| GatewayError::Config("redis.url cannot be used".into()))?;
-    let state = AppState { upstreams, verifier, redis: Arc::new(redis) };
+    let state = AppState { upstreams, verifier, redis: Arc::new(redis), readiness: Arc::default() };
     let app = routes::router(state, config.http.body_limit_bytes);
 
     let shutdown = Shutdown::from_future(shutdown);

@@ -38,8 +38,23 @@ async fn healthz() -> Json<serde_json::Value> {
     Json(json!({ "status": "ok" }))
 }
 
-/// Readiness: 200 only when every upstream reports SERVING over mTLS.
+/// Readiness: 200 only when every upstream reports SERVING over mTLS. The answer is computed at
+/// most once a second (single flight), so the public endpoint cannot amplify load upstream.
 async fn readyz(State(state): State<AppState>) -> Response {
+    let mut cached = state.readiness.lock().await;
+    let fresh = match cached.as_ref() {
+        Some((at, status, body)) if at.elapsed() < Duration::from_secs(1) => (*status, body.clone()),
+        _ => {
+            let (status, body) = check_readiness(&state).await;
+            *cached = Some((std::time::Instant::now(), status, body.clone()));
+            (status, body)
+        }
+    };
+    drop(cached);
+    (fresh.0, Json(fresh.1)).into_response()
+}
+
+async fn check_readiness(state: &AppState) -> (http::StatusCode, serde_json::Value) {
     let checks = state.upstreams.all().map(|(name, channel)| {
         let channel = channel.clone();
         async move {
@@ -64,7 +79,7 @@ async fn readyz(State(state): State<AppState>) -> Response {
         results.into_iter().map(|(n, s)| (n.to_owned(), json!(s))).collect();
     let body = json!({ "status": if ready { "ready" } else { "not_ready" }, "upstreams": upstreams, "redis": redis });
     let status = if ready { http::StatusCode::OK } else { http::StatusCode::SERVICE_UNAVAILABLE };
-    (status, Json(body)).into_response()
+    (status, body)
 }
 
 async fn redis_status(client: &redis::Client) -> &'static str {

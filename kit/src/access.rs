@@ -175,6 +175,7 @@ where
                 reason = %e.reason,
                 "call refused"
             );
+            crate::metrics::Metrics::global().event("call_refused");
             return Box::pin(std::future::ready(Ok(e.to_status().into_http())));
         }
         let Some(identity) = identity else {
@@ -213,6 +214,7 @@ where
                     }
                     Err(e) => {
                         tracing::warn!(rpc = %path, reason = %e.reason, "access token refused");
+                        crate::metrics::Metrics::global().event("token_refused");
                         return Ok(e.to_status().into_http());
                     }
                 },

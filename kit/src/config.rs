@@ -28,8 +28,31 @@ pub fn load<T: DeserializeOwned>(file: Option<&Path>) -> Result<T, String> {
     figment.extract::<T>().map_err(|e| one_line(&e.to_string()))
 }
 
+/// One line, with any `scheme://user:password@` credentials masked (figment echoes values).
 fn one_line(s: &str) -> String {
-    s.split_whitespace().collect::<Vec<_>>().join(" ")
+    let joined = s.split_whitespace().collect::<Vec<_>>().join(" ");
+    let mut out = String::with_capacity(joined.len());
+    let mut rest = joined.as_str();
+    while let Some(i) = rest.find("://") {
+        let (head, tail) = rest.split_at(i + 3);
+        out.push_str(head);
+        let end = tail.find(|c: char| c.is_whitespace() || c == '"' || c == '`' || c == '\'').unwrap_or(tail.len());
+        let authority_end = tail[..end].find('/').unwrap_or(end);
+        match tail[..authority_end].rfind('@') {
+            Some(at) => {
+                let userinfo = &tail[..at];
+                let user = userinfo.split(':').next().unwrap_or("");
+                out.push_str(user);
+                if userinfo.contains(':') {
+                    out.push_str(":***");
+                }
+                rest = &tail[at..];
+            }
+            None => rest = tail,
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Prints `bad config: <reason>` to stderr and exits with 64.
@@ -54,7 +77,8 @@ pub fn config_path_from_args() -> Result<Option<PathBuf>, String> {
     Ok(path)
 }
 
-/// Deployment environment. `production` forbids development-only shortcuts.
+/// Deployment environment. Services that have development-only shortcuts (e.g. the vault's local key
+/// file) refuse them in `production`.
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum Environment {
@@ -303,6 +327,13 @@ mod tests {
     fn plain_http_upstreams_are_refused() {
         let cfg = from_str(&MINIMAL.replace("https://127.0.0.1:7101", "http://127.0.0.1:7101")).expect("loads");
         assert!(cfg.validate().is_err());
+    }
+
+    #[test]
+    fn errors_never_echo_passwords() {
+        let line = one_line("invalid type: found string \"postgres://u:hunter2@db/x\", expected a map");
+        assert!(!line.contains("hunter2"), "{line}");
+        assert!(line.contains("postgres://u:***@db/x"), "{line}");
     }
 
     #[test]

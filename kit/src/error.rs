@@ -198,8 +198,21 @@ impl ApiError {
             })
             .unwrap_or_default();
         let code = ErrorCode::from_grpc(status.code());
-        let message =
-            if code == ErrorCode::Internal { "internal error".to_owned() } else { status.message().to_owned() };
+        // Only our services' classified errors are shown to clients; a transport error
+        // ("connection refused", certificate details) stays in the logs.
+        let ours = details
+            .error_info()
+            .is_some_and(|info| info.domain.ends_with(".strongroom") || info.domain == "strongroom");
+        if code == ErrorCode::Internal || !ours {
+            tracing::warn!(code = ?status.code(), message = %status.message(), "upstream error");
+            let (code, reason, message) = match code {
+                ErrorCode::Internal => (ErrorCode::Internal, "INTERNAL", "internal error"),
+                ErrorCode::DeadlineExceeded => (ErrorCode::DeadlineExceeded, "UPSTREAM_TIMEOUT", "service timed out"),
+                _ => (ErrorCode::Unavailable, "UPSTREAM_UNAVAILABLE", "service temporarily unavailable"),
+            };
+            return Self { code, reason: Cow::Borrowed(reason), message: message.to_owned(), violations: Vec::new() };
+        }
+        let message = status.message().to_owned();
         Self { code, reason, message, violations }
     }
 
@@ -243,6 +256,14 @@ mod tests {
         assert_eq!(back.reason, "INVALID_FIELD");
         assert_eq!(back.violations, err.violations);
         assert_eq!(back.code.http(), http::StatusCode::BAD_REQUEST);
+    }
+
+    #[test]
+    fn transport_errors_are_not_forwarded() {
+        let status = tonic::Status::unavailable("tcp connect error: Connection refused (os error 111)");
+        let back = ApiError::from_status(&status);
+        assert_eq!(back.reason, "UPSTREAM_UNAVAILABLE");
+        assert!(!back.message.contains("111"));
     }
 
     #[test]

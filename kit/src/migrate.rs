@@ -268,27 +268,42 @@ impl Migrator {
     }
 
     /// Brings every registered tenant up to date (run at every start, so upgrades roll through).
-    pub async fn provision_all(&self) -> Result<usize, MigrateError> {
+    /// A tenant that fails is logged and counted and does not hold the others back. Returns
+    /// `(tenants current, tenants failed)`.
+    pub async fn provision_all(&self) -> Result<(usize, usize), MigrateError> {
         let slugs: Vec<String> =
             sqlx::query_scalar("SELECT slug FROM control.tenants WHERE status <> 'terminated' ORDER BY slug")
                 .fetch_all(&self.admin)
                 .await?;
+        let (mut current, mut failed) = (0, 0);
         for slug in &slugs {
             let Ok(slug) = TenantSlug::parse(slug) else { continue };
-            let tenant = self.registered_tenant(&slug).await?;
-            let audit = AuditRecord::new(
-                self.set.service,
-                Actor::Service(self.set.service.to_owned()),
-                "tenant.migrate",
-                &format!("tenant/{slug}"),
-                Outcome::Success,
-            );
-            let applied = self.provision(&tenant, Some(audit)).await?;
-            if !applied.is_empty() {
-                tracing::info!(tenant = %slug, ?applied, "tenant migrated");
+            let result = async {
+                let tenant = self.registered_tenant(&slug).await?;
+                let audit = AuditRecord::new(
+                    self.set.service,
+                    Actor::Service(self.set.service.to_owned()),
+                    "tenant.migrate",
+                    &format!("tenant/{slug}"),
+                    Outcome::Success,
+                );
+                self.provision(&tenant, Some(audit)).await
+            };
+            match result.await {
+                Ok(applied) => {
+                    current += 1;
+                    if !applied.is_empty() {
+                        tracing::info!(tenant = %slug, ?applied, "tenant migrated");
+                    }
+                }
+                Err(e) => {
+                    failed += 1;
+                    crate::metrics::Metrics::global().event("tenant_migration_failed");
+                    tracing::error!(tenant = %slug, error = %e, "tenant migration failed");
+                }
             }
         }
-        Ok(slugs.len())
+        Ok((current, failed))
     }
 }
 
@@ -332,7 +347,8 @@ async fn apply(
 }
 
 /// Every table of a tenant schema must carry `tenant_id` and enabled, forced row-level security
-/// with a policy; a migration that forgets it fails provisioning instead of leaking rows.
+/// with at least one policy; a migration that forgets them fails provisioning instead of leaking rows.
+/// (Whether the policy itself is right is for review and the tenancy tests, not for this check.)
 async fn verify_rls(conn: &mut PgConnection, schema: &str) -> Result<(), MigrateError> {
     let bad: Vec<String> = sqlx::query_scalar(
         "SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace

@@ -72,6 +72,8 @@ impl JwksClient {
 struct Key {
     alg: Algorithm,
     key: DecodingKey,
+    /// A tenant key signs only that tenant's tokens.
+    tenant: Option<uuid::Uuid>,
 }
 
 /// Verifies access tokens; cheap to clone.
@@ -79,8 +81,14 @@ struct Key {
 pub struct TokenVerifier {
     cfg: Arc<JwtConfig>,
     source: JwksClient,
-    keys: Arc<RwLock<HashMap<String, Arc<Key>>>>,
+    keys: Arc<RwLock<Keys>>,
     last_refresh: Arc<Mutex<Option<Instant>>>,
+}
+
+#[derive(Default)]
+struct Keys {
+    by_kid: HashMap<String, Arc<Key>>,
+    fetched_at: Option<Instant>,
 }
 
 impl std::fmt::Debug for TokenVerifier {
@@ -92,6 +100,8 @@ impl std::fmt::Debug for TokenVerifier {
 /// Minimum time between two JWKS fetches triggered by unknown `kid`s (a flood of forged tokens
 /// must not become a flood of fetches).
 const REFRESH_COOLDOWN: Duration = Duration::from_millis(500);
+/// How long a fetched JWKS is trusted: a key withdrawn by auth-svc stops verifying within this.
+const JWKS_TTL: Duration = Duration::from_secs(300);
 
 fn algorithm(alg: &str) -> Option<Algorithm> {
     match alg {
@@ -109,7 +119,8 @@ fn decoding_key(jwk: &proto::auth::v1::Jwk) -> Option<Key> {
     }
     let parsed: jsonwebtoken::jwk::Jwk = serde_json::from_value(json).ok()?;
     let key = DecodingKey::from_jwk(&parsed).ok()?;
-    Some(Key { alg, key })
+    let tenant = if jwk.tenant_id.is_empty() { None } else { Some(uuid::Uuid::parse_str(&jwk.tenant_id).ok()?) };
+    Some(Key { alg, key, tenant })
 }
 
 fn invalid(reason: &'static str) -> ApiError {
@@ -131,20 +142,32 @@ impl TokenVerifier {
             tracing::warn!(error = %e, "jwks fetch failed");
             ApiError::unavailable("JWKS_UNAVAILABLE", "token keys unavailable, retry later")
         })?;
-        let keys: HashMap<String, Arc<Key>> =
+        let by_kid: HashMap<String, Arc<Key>> =
             jwks.iter().filter_map(|jwk| decoding_key(jwk).map(|k| (jwk.kid.clone(), Arc::new(k)))).collect();
-        tracing::debug!(keys = keys.len(), "jwks refreshed");
-        *self.keys.write().await = keys;
+        tracing::debug!(keys = by_kid.len(), "jwks refreshed");
+        *self.keys.write().await = Keys { by_kid, fetched_at: Some(Instant::now()) };
         *last = Some(Instant::now());
         Ok(())
     }
 
     async fn key(&self, kid: &str) -> Result<Arc<Key>, ApiError> {
-        if let Some(key) = self.keys.read().await.get(kid) {
-            return Ok(key.clone());
+        {
+            let keys = self.keys.read().await;
+            let fresh = keys.fetched_at.is_some_and(|at| at.elapsed() < JWKS_TTL);
+            if let (true, Some(key)) = (fresh, keys.by_kid.get(kid)) {
+                return Ok(key.clone());
+            }
         }
-        self.refresh().await?;
-        self.keys.read().await.get(kid).cloned().ok_or_else(|| invalid("UNKNOWN_SIGNING_KEY"))
+        if let Err(e) = self.refresh().await {
+            // auth-svc unreachable: a key fetched recently enough keeps working for a while.
+            let keys = self.keys.read().await;
+            let usable = keys.fetched_at.is_some_and(|at| at.elapsed() < 3 * JWKS_TTL);
+            return match (usable, keys.by_kid.get(kid)) {
+                (true, Some(key)) => Ok(key.clone()),
+                _ => Err(e),
+            };
+        }
+        self.keys.read().await.by_kid.get(kid).cloned().ok_or_else(|| invalid("UNKNOWN_SIGNING_KEY"))
     }
 
     /// Verifies `token` and returns the principal it proves.
@@ -184,6 +207,9 @@ impl TokenVerifier {
         })?;
         let claims = data.claims;
         let tenant = uuid::Uuid::parse_str(&claims.tid).map_err(|_| invalid("INVALID_TENANT_CLAIM"))?;
+        if key.tenant.is_some_and(|t| t != tenant) {
+            return Err(invalid("KEY_TENANT_MISMATCH"));
+        }
         Ok(Principal {
             tenant_id: TenantId(tenant),
             subject: claims.sub,

@@ -24,21 +24,27 @@ use crate::telemetry::GrpcServerLayer;
 use crate::tenancy::{Db, TenantSlug};
 use crate::tls::{CertStore, Identity};
 
-/// Resolves on SIGTERM or SIGINT.
-pub async fn shutdown_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+/// Resolves on SIGTERM or SIGINT. The handlers are installed when this is called (not when the
+/// future is first polled), so a signal arriving during start-up is not lost.
+pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
+    use tokio::signal::unix::{SignalKind, signal};
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    async move {
+        let wait = |s: std::io::Result<tokio::signal::unix::Signal>| async move {
+            match s {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
             }
-            Err(_) => std::future::pending::<()>().await,
+        };
+        tokio::select! {
+            () = wait(term) => {},
+            () = wait(int) => {},
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {},
-        () = term => {},
+        tracing::info!("shutdown signal received");
     }
-    tracing::info!("shutdown signal received");
 }
 
 /// A shutdown signal that many tasks can wait for.
@@ -196,7 +202,14 @@ pub async fn run_service(
 
     let shutdown = Shutdown::from_future(shutdown);
     let ready = watch::channel(false);
-    tokio::spawn(bootstrap_until_done(migrator.clone(), config.database.url.clone(), ready.0, shutdown.clone()));
+    tokio::spawn(bootstrap_until_done(
+        name,
+        db.clone(),
+        migrator.clone(),
+        config.database.url.clone(),
+        ready.0,
+        shutdown.clone(),
+    ));
     let admin = tokio::spawn(crate::metrics::serve_admin(listeners.admin, shutdown.clone().wait()));
     let result = serve_grpc(
         name,
@@ -215,6 +228,8 @@ pub async fn run_service(
 }
 
 async fn bootstrap_until_done(
+    name: &'static str,
+    db: Db,
     migrator: Migrator,
     runtime_url: secrecy::SecretString,
     ready: watch::Sender<bool>,
@@ -223,16 +238,17 @@ async fn bootstrap_until_done(
     let mut delay = Duration::from_millis(200);
     loop {
         let attempt = async {
-            migrator.bootstrap(&runtime_url).await?;
-            migrator.provision_all().await
+            migrator.bootstrap(&runtime_url).await.map_err(|e| e.to_string())?;
+            db.check_runtime_role(name).await?;
+            migrator.provision_all().await.map_err(|e| e.to_string())
         };
         match attempt.await {
-            Ok(tenants) => {
-                tracing::info!(tenants, "schemas current");
+            Ok((current, failed)) => {
+                tracing::info!(tenants = current, failed, "schemas current");
                 let _ = ready.send(true);
                 return;
             }
-            Err(e) => tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "database bootstrap failed"),
+            Err(e) => tracing::error!(error = %e, retry_in_ms = delay.as_millis() as u64, "database bootstrap failed"),
         }
         if shutdown.fired() {
             return;
@@ -272,8 +288,10 @@ pub async fn serve_grpc(
     let local = listener.local_addr().ok();
     let incoming = crate::tls::incoming(listener, tls);
     tracing::info!(service = name, addr = ?local, "serving grpc over mtls");
+    // Access control first: a refused call is logged and counted there and never creates a metric
+    // series of its own (a peer could otherwise mint one per random path).
     let layers =
-        tower::ServiceBuilder::new().layer(GrpcServerLayer::new(name)).layer(AccessLayer::new(policy, verifier));
+        tower::ServiceBuilder::new().layer(AccessLayer::new(policy, verifier)).layer(GrpcServerLayer::new(name));
     let (drained_tx, drained_rx) = tokio::sync::oneshot::channel::<()>();
     let signal = {
         let shutdown = shutdown.clone();
@@ -283,8 +301,13 @@ pub async fn serve_grpc(
             tracing::info!(service = name, "draining in-flight calls");
         }
     };
-    let server =
-        tonic::transport::Server::builder().layer(layers).serve_with_incoming_shutdown(routes, incoming, signal);
+    // Long-lived HTTP/2 connections would keep a peer authenticated after its certificate or the
+    // CA was rotated; recycle them.
+    let server = tonic::transport::Server::builder()
+        .max_connection_age(Duration::from_secs(600))
+        .max_connection_age_grace(Duration::from_secs(30))
+        .layer(layers)
+        .serve_with_incoming_shutdown(routes, incoming, signal);
     tokio::pin!(server);
     let result = tokio::select! {
         r = &mut server => r.map_err(ServeError::from),

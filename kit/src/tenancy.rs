@@ -130,6 +130,7 @@ const REGISTRY_TTL: Duration = Duration::from_secs(10);
 #[derive(Clone)]
 pub struct Db {
     pool: PgPool,
+    health: PgPool,
     registry: Arc<RwLock<HashMap<TenantSlug, (Tenant, Instant)>>>,
 }
 
@@ -155,8 +156,15 @@ impl Db {
             .min_connections(0)
             .acquire_timeout(Duration::from_secs(5))
             .idle_timeout(Duration::from_secs(60))
+            .connect_lazy_with(options.clone());
+        // Health checks use a connection of their own, so a busy pool does not read as an outage.
+        let health = PgPoolOptions::new()
+            .max_connections(1)
+            .min_connections(0)
+            .acquire_timeout(Duration::from_secs(3))
+            .idle_timeout(Duration::from_secs(60))
             .connect_lazy_with(options);
-        Ok(Self { pool, registry: Arc::default() })
+        Ok(Self { pool, health, registry: Arc::default() })
     }
 
     /// The pool, for tables of the `control` schema only. Tenant tables stay unreachable through
@@ -165,10 +173,31 @@ impl Db {
         &self.pool
     }
 
+    /// Refuses to serve through a login role that could bypass row-level security: it must be
+    /// `strongroom_<service>`, not a superuser, without BYPASSRLS and not a member of the owner.
+    pub async fn check_runtime_role(&self, service: &str) -> Result<(), String> {
+        let expected = crate::migrate::service_role(service);
+        let (user, unsafe_role): (String, bool) = sqlx::query_as(
+            "SELECT current_user::text, rolsuper OR rolbypassrls OR pg_has_role(current_user, $1, 'MEMBER') \
+             FROM pg_roles WHERE rolname = current_user",
+        )
+        .bind(crate::migrate::OWNER_ROLE)
+        .fetch_one(&self.health)
+        .await
+        .map_err(|e| format!("cannot inspect the runtime role: {e}"))?;
+        if user != expected {
+            return Err(format!("database.url logs in as {user}, expected {expected}"));
+        }
+        if unsafe_role {
+            return Err(format!("{user} is a superuser, has BYPASSRLS or is a member of the owner role"));
+        }
+        Ok(())
+    }
+
     /// True when a connection can be had and answers.
     pub async fn ping(&self) -> bool {
         let check = async {
-            let mut conn = self.pool.acquire().await?;
+            let mut conn = self.health.acquire().await?;
             sqlx::query_scalar::<_, i32>("SELECT 1").fetch_one(&mut *conn).await
         };
         matches!(tokio::time::timeout(Duration::from_secs(3), check).await, Ok(Ok(1)))
@@ -197,17 +226,25 @@ impl Db {
     /// Resolves the tenant a request names and checks that the caller's token (if any) belongs to
     /// it: a token of tenant A is worthless against tenant B.
     pub async fn authorize_tenant(&self, slug: &TenantSlug, principal: Option<&Principal>) -> Result<Tenant, ApiError> {
-        let tenant = self.tenant(slug).await?;
+        let mismatch = || ApiError::permission_denied("TENANT_MISMATCH", "token does not belong to this tenant");
+        let tenant = match (self.tenant(slug).await, principal) {
+            // A token holder learns nothing about which other tenants exist.
+            (Err(e), Some(_)) if e.code == ErrorCode::NotFound => return Err(mismatch()),
+            (result, _) => result?,
+        };
         if let Some(p) = principal
             && p.tenant_id != tenant.id
         {
             tracing::warn!(tenant = %slug, subject = %p.subject, "token of another tenant refused");
-            return Err(ApiError::permission_denied("TENANT_MISMATCH", "token does not belong to this tenant"));
+            return Err(mismatch());
         }
-        if tenant.status == TenantStatus::Terminated {
-            return Err(ApiError::new(ErrorCode::FailedPrecondition, "TENANT_TERMINATED", "tenant is terminated"));
+        match tenant.status {
+            TenantStatus::Active => Ok(tenant),
+            TenantStatus::Suspended => Err(ApiError::permission_denied("TENANT_SUSPENDED", "tenant is suspended")),
+            TenantStatus::Terminated => {
+                Err(ApiError::new(ErrorCode::FailedPrecondition, "TENANT_TERMINATED", "tenant is terminated"))
+            }
         }
-        Ok(tenant)
     }
 
     /// Registers a tenant (auth-svc's role only holds the grant). Idempotent by slug.

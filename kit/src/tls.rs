@@ -513,8 +513,14 @@ pub fn incoming(
                         let conn = TlsConn { inner: stream, info: PeerInfo { remote_addr: Some(remote), identity } };
                         let _ = tx.send(Ok(conn)).await;
                     }
-                    Ok(Err(e)) => tracing::warn!(peer = %remote, error = %e, "tls handshake refused"),
-                    Err(_) => tracing::warn!(peer = %remote, "tls handshake timed out"),
+                    Ok(Err(e)) => {
+                        tracing::warn!(peer = %remote, error = %e, "tls handshake refused");
+                        crate::metrics::Metrics::global().event("tls_handshake_refused");
+                    }
+                    Err(_) => {
+                        tracing::warn!(peer = %remote, "tls handshake timed out");
+                        crate::metrics::Metrics::global().event("tls_handshake_timeout");
+                    }
                 }
             });
         }

@@ -22,6 +22,9 @@ CREATE POLICY tenant_isolation ON audit_outbox
     USING (tenant_id = NULLIF(current_setting('strongroom.tenant_id', true), '')::uuid)
     WITH CHECK (tenant_id = NULLIF(current_setting('strongroom.tenant_id', true), '')::uuid);
 
+-- A service writes records in its own name only: `service` is stamped from the login role.
+CREATE TRIGGER audit_outbox_stamp_service BEFORE INSERT ON audit_outbox
+    FOR EACH ROW EXECUTE FUNCTION control.audit_outbox_stamp_service();
+
 GRANT INSERT ON audit_outbox TO strongroom_auth, strongroom_vault, strongroom_audit, strongroom_ledger;
-GRANT USAGE ON SEQUENCE audit_outbox_position_seq TO strongroom_auth, strongroom_vault, strongroom_audit, strongroom_ledger;
 GRANT SELECT, DELETE ON audit_outbox TO strongroom_audit;
