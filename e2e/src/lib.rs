@@ -42,6 +42,22 @@ impl Running {
     }
 }
 
+/// Runs service `name`'s real `run` on `listeners` in a task.
+fn spawn_run(name: &'static str, cfg: kit::config::ServiceConfig, listeners: Listeners) -> Running {
+    let (grpc, admin) = (cfg.grpc.listen, cfg.admin.listen);
+    let (stop, shutdown) = shutdown_pair();
+    let task = tokio::spawn(async move {
+        let r = match name {
+            "auth" => auth_svc::run(cfg, listeners, shutdown).await,
+            "vault" => vault_svc::run(cfg, listeners, shutdown).await,
+            "audit" => audit_svc::run(cfg, listeners, shutdown).await,
+            _ => ledger_svc::run(cfg, listeners, shutdown).await,
+        };
+        r.map_err(|e| e.to_string())
+    });
+    Running { grpc, admin, stop: Some(stop), task }
+}
+
 /// The whole constellation (or a part of it).
 pub struct Constellation {
     pub db: TestDb,
@@ -95,17 +111,7 @@ impl Constellation {
 
     fn spawn_service(&mut self, name: &'static str, listeners: Listeners, grpc: SocketAddr, admin: SocketAddr) {
         let cfg = service_config(name, grpc, admin, &self.db, &self.pki, self.upstreams.clone());
-        let (stop, shutdown) = shutdown_pair();
-        let task = tokio::spawn(async move {
-            let r = match name {
-                "auth" => auth_svc::run(cfg, listeners, shutdown).await,
-                "vault" => vault_svc::run(cfg, listeners, shutdown).await,
-                "audit" => audit_svc::run(cfg, listeners, shutdown).await,
-                _ => ledger_svc::run(cfg, listeners, shutdown).await,
-            };
-            r.map_err(|e| e.to_string())
-        });
-        self.services.insert(name, Running { grpc, admin, stop: Some(stop), task });
+        self.services.insert(name, spawn_run(name, cfg, listeners));
     }
 
     /// Starts another replica of `name` on new ports (same database); returns it.
@@ -113,18 +119,7 @@ impl Constellation {
         let (grpc, grpc_addr) = listener().await;
         let (admin, admin_addr) = listener().await;
         let cfg = service_config(name, grpc_addr, admin_addr, &self.db, &self.pki, self.upstreams.clone());
-        let (stop, shutdown) = shutdown_pair();
-        let listeners = Listeners { grpc, admin };
-        let task = tokio::spawn(async move {
-            let r = match name {
-                "auth" => auth_svc::run(cfg, listeners, shutdown).await,
-                "vault" => vault_svc::run(cfg, listeners, shutdown).await,
-                "audit" => audit_svc::run(cfg, listeners, shutdown).await,
-                _ => ledger_svc::run(cfg, listeners, shutdown).await,
-            };
-            r.map_err(|e| e.to_string())
-        });
-        let running = Running { grpc: grpc_addr, admin: admin_addr, stop: Some(stop), task };
+        let running = spawn_run(name, cfg, Listeners { grpc, admin });
         wait_serving(channel(&self.pki, "operator", grpc_addr, name), "", Duration::from_secs(60))
             .await
             .expect("replica serving");
