@@ -209,7 +209,72 @@ fn tls(pki: &Path, name: &str) -> serde_json::Value {
     })
 }
 
-fn spawn(stack: &mut Stack, bin_dir: &Path, name: &str, config: &Path, logs: &Path) -> anyhow::Result<()> {
+/// The SoftHSM2 library, if installed.
+fn softhsm_module() -> Option<PathBuf> {
+    [
+        "/usr/lib/softhsm/libsofthsm2.so",
+        "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so",
+        "/usr/lib/aarch64-linux-gnu/softhsm/libsofthsm2.so",
+        "/usr/local/lib/softhsm/libsofthsm2.so",
+    ]
+    .iter()
+    .map(PathBuf::from)
+    .find(|p| p.is_file())
+}
+
+/// The vault's master key for development: a SoftHSM2 token under `dir/softhsm` (created once,
+/// kept across runs), or — when SoftHSM2 is not installed — a local key file, with a warning.
+/// Returns the `[service]` settings and the environment vault-svc needs.
+fn vault_kms(dir: &Path) -> anyhow::Result<(serde_json::Value, Vec<(String, PathBuf)>)> {
+    let hsm = dir.join("softhsm");
+    let Some(module) = softhsm_module() else {
+        eprintln!("warning: SoftHSM2 is not installed (deploy/setup.sh installs it); the vault uses a local key file");
+        let settings =
+            json!({ "kms": { "provider": "local", "key_file": dir.join("vault-master.key"), "create": true } });
+        return Ok((settings, Vec::new()));
+    };
+    let conf = hsm.join("softhsm2.conf");
+    let token_file = hsm.join("token.json");
+    if !token_file.exists() {
+        std::fs::create_dir_all(hsm.join("tokens"))?;
+        std::fs::write(
+            &conf,
+            format!(
+                "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
+                hsm.join("tokens").display()
+            ),
+        )?;
+        let (pin, so_pin) = (uuid::Uuid::new_v4().simple().to_string(), uuid::Uuid::new_v4().simple().to_string());
+        let out = Command::new("softhsm2-util")
+            .args(["--init-token", "--free", "--label", "strongroom-dev", "--so-pin", &so_pin, "--pin", &pin])
+            .env("SOFTHSM2_CONF", &conf)
+            .output()
+            .context("softhsm2-util")?;
+        if !out.status.success() {
+            bail!("softhsm2-util --init-token failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+        }
+        kit::pki::write_private(&token_file, &json!({ "label": "strongroom-dev", "pin": pin }).to_string())?;
+    }
+    let token: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&token_file)?)?;
+    let settings = json!({ "kms": {
+        "provider": "pkcs11",
+        "module": module,
+        "token_label": token["label"],
+        "pin": token["pin"],
+        "key_label": "strongroom-master",
+        "create_key": true,
+    } });
+    Ok((settings, vec![("SOFTHSM2_CONF".to_owned(), conf)]))
+}
+
+fn spawn(
+    stack: &mut Stack,
+    bin_dir: &Path,
+    name: &str,
+    config: &Path,
+    logs: &Path,
+    env: &[(String, PathBuf)],
+) -> anyhow::Result<()> {
     let binary = bin_dir.join(if name == "gateway" { "gateway".to_owned() } else { format!("{name}-svc") });
     if !binary.is_file() {
         bail!("{} not found: build the workspace first (cargo build --workspace --bins)", binary.display());
@@ -222,6 +287,9 @@ fn spawn(stack: &mut Stack, bin_dir: &Path, name: &str, config: &Path, logs: &Pa
         if key.to_string_lossy().starts_with("STRONGROOM_") {
             cmd.env_remove(key);
         }
+    }
+    for (key, value) in env {
+        cmd.env(key, value);
     }
     let child = cmd.spawn().with_context(|| format!("starting {}", binary.display()))?;
     stack.services.push((name.to_owned(), child));
@@ -314,8 +382,9 @@ pub async fn up(dir: &Path) -> anyhow::Result<()> {
         Ok(endpoint) => json!({ "log": "info", "otlp_endpoint": endpoint }),
         Err(_) => json!({ "log": "info" }),
     };
+    let (vault_settings, vault_env) = vault_kms(&dir)?;
     for (i, name) in SERVICES.iter().enumerate() {
-        let config = json!({
+        let mut config = json!({
             "env": "development",
             "grpc": { "listen": format!("127.0.0.1:{}", grpc[i]) },
             "admin": { "listen": format!("127.0.0.1:{}", free_port()?) },
@@ -324,9 +393,15 @@ pub async fn up(dir: &Path) -> anyhow::Result<()> {
             "upstreams": upstreams,
             "telemetry": telemetry,
         });
+        let env = if *name == "vault" {
+            config["service"] = vault_settings.clone();
+            vault_env.clone()
+        } else {
+            Vec::new()
+        };
         let path = configs.join(format!("{name}.toml"));
         kit::pki::write_private(&path, &toml::to_string(&config)?)?;
-        spawn(&mut stack, &bin_dir, name, &path, &logs)?;
+        spawn(&mut stack, &bin_dir, name, &path, &logs, &env)?;
     }
     let gateway_port = free_port()?;
     let gateway_config = json!({
@@ -340,7 +415,7 @@ pub async fn up(dir: &Path) -> anyhow::Result<()> {
     });
     let gateway_path = configs.join("gateway.toml");
     kit::pki::write_private(&gateway_path, &toml::to_string(&gateway_config)?)?;
-    spawn(&mut stack, &bin_dir, "gateway", &gateway_path, &logs)?;
+    spawn(&mut stack, &bin_dir, "gateway", &gateway_path, &logs, &[])?;
 
     let endpoints = Endpoints {
         tls: TlsConfig {

@@ -42,14 +42,91 @@ impl Running {
     }
 }
 
+/// A SoftHSM2 token of the test's own (in the token store `SOFTHSM2_CONF` names, set for every
+/// cargo command by `.cargo/config.toml`), deleted afterwards.
+pub struct SoftHsm {
+    pub label: String,
+    pub pin: String,
+}
+
+#[allow(clippy::expect_used, clippy::panic)]
+impl SoftHsm {
+    /// The SoftHSM2 PKCS#11 library.
+    pub fn module() -> std::path::PathBuf {
+        for candidate in [
+            "/usr/lib/softhsm/libsofthsm2.so",
+            "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so",
+            "/usr/lib/aarch64-linux-gnu/softhsm/libsofthsm2.so",
+            "/usr/local/lib/softhsm/libsofthsm2.so",
+        ] {
+            if std::path::Path::new(candidate).is_file() {
+                return candidate.into();
+            }
+        }
+        panic!("libsofthsm2.so not found: install softhsm2 (deploy/setup.sh)");
+    }
+
+    pub fn create() -> Self {
+        let conf = std::path::PathBuf::from(
+            std::env::var("SOFTHSM2_CONF").expect("SOFTHSM2_CONF (set by .cargo/config.toml)"),
+        );
+        let dir = conf.parent().expect("conf dir").to_path_buf();
+        std::fs::create_dir_all(dir.join("tokens")).expect("token dir");
+        if !conf.exists() {
+            let tmp = dir.join(format!("softhsm2.conf.{}", std::process::id()));
+            let text = format!(
+                "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
+                dir.join("tokens").display()
+            );
+            std::fs::write(&tmp, text).expect("write conf");
+            std::fs::rename(&tmp, &conf).expect("install conf");
+        }
+        let label = format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..24]);
+        let pin = uuid::Uuid::new_v4().simple().to_string();
+        let so_pin = uuid::Uuid::new_v4().simple().to_string();
+        let out = std::process::Command::new("softhsm2-util")
+            .args(["--init-token", "--free", "--label", &label, "--so-pin", &so_pin, "--pin", &pin])
+            .output()
+            .expect("softhsm2-util (install softhsm2)");
+        assert!(out.status.success(), "softhsm2-util: {}", String::from_utf8_lossy(&out.stderr));
+        Self { label, pin }
+    }
+
+    /// The vault settings that use this token, generating the master key in it.
+    pub fn vault_settings(&self) -> vault_svc::VaultSettings {
+        vault_svc::VaultSettings {
+            kms: Some(vault_svc::KmsConfig::Pkcs11 {
+                module: Self::module(),
+                token_label: self.label.clone(),
+                pin: self.pin.clone().into(),
+                key_label: "strongroom-master".into(),
+                create_key: true,
+            }),
+            key_cache_ttl_secs: 300,
+            key_cache_size: 1000,
+        }
+    }
+}
+
+impl Drop for SoftHsm {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("softhsm2-util")
+            .args(["--delete-token", "--token", &self.label])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+}
+
 /// Runs service `name`'s real `run` on `listeners` in a task.
-fn spawn_run(name: &'static str, cfg: kit::config::ServiceConfig, listeners: Listeners) -> Running {
+fn spawn_run(name: &'static str, cfg: kit::config::ServiceConfig, listeners: Listeners, hsm: &SoftHsm) -> Running {
     let (grpc, admin) = (cfg.grpc.listen, cfg.admin.listen);
     let (stop, shutdown) = shutdown_pair();
+    let vault_settings = hsm.vault_settings();
     let task = tokio::spawn(async move {
         let r = match name {
             "auth" => auth_svc::run(cfg, listeners, shutdown).await,
-            "vault" => vault_svc::run(cfg, listeners, shutdown).await,
+            "vault" => vault_svc::run(cfg.with_settings(vault_settings), listeners, shutdown).await,
             "audit" => audit_svc::run(cfg, listeners, shutdown).await,
             _ => ledger_svc::run(cfg, listeners, shutdown).await,
         };
@@ -64,6 +141,7 @@ pub struct Constellation {
     pub pki: TestPki,
     pub services: HashMap<&'static str, Running>,
     pub gateway: Option<Running>,
+    pub hsm: SoftHsm,
     upstreams: UpstreamsConfig,
 }
 
@@ -96,7 +174,8 @@ impl Constellation {
             ledger: addr("ledger"),
             timeout_ms: 10_000,
         };
-        let mut c = Constellation { db, pki, services: HashMap::new(), gateway: None, upstreams };
+        let mut c =
+            Constellation { db, pki, services: HashMap::new(), gateway: None, hsm: SoftHsm::create(), upstreams };
         for (name, listeners, grpc, admin) in bound {
             c.spawn_service(name, listeners, grpc, admin);
         }
@@ -111,7 +190,7 @@ impl Constellation {
 
     fn spawn_service(&mut self, name: &'static str, listeners: Listeners, grpc: SocketAddr, admin: SocketAddr) {
         let cfg = service_config(name, grpc, admin, &self.db, &self.pki, self.upstreams.clone());
-        self.services.insert(name, spawn_run(name, cfg, listeners));
+        self.services.insert(name, spawn_run(name, cfg, listeners, &self.hsm));
     }
 
     /// Starts another replica of `name` on new ports (same database); returns it.
@@ -119,10 +198,12 @@ impl Constellation {
         let (grpc, grpc_addr) = listener().await;
         let (admin, admin_addr) = listener().await;
         let cfg = service_config(name, grpc_addr, admin_addr, &self.db, &self.pki, self.upstreams.clone());
-        let running = spawn_run(name, cfg, Listeners { grpc, admin });
-        wait_serving(channel(&self.pki, "operator", grpc_addr, name), "", Duration::from_secs(60))
-            .await
-            .expect("replica serving");
+        let mut running = spawn_run(name, cfg, Listeners { grpc, admin }, &self.hsm);
+        let serving = wait_serving(channel(&self.pki, "operator", grpc_addr, name), "", Duration::from_secs(60));
+        tokio::select! {
+            r = serving => r.expect("replica serving"),
+            r = &mut running.task => panic!("replica {name} stopped: {r:?}"),
+        }
         running
     }
 

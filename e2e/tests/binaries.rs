@@ -80,6 +80,15 @@ fn bad_configuration_exits_64_with_one_line() {
         "listen",
     );
     assert_bad_config(clean_command("gateway").output().expect("run"), "missing field");
+    // The vault needs a master key, and a local key file is refused in production.
+    assert_bad_config(clean_command("vault-svc").arg("--config").arg(&file).output().expect("run"), "service.kms");
+    let local = dir.path().join("local.toml");
+    std::fs::write(
+        &local,
+        format!("env = \"production\"\n{VALID}\n[service.kms]\nprovider = \"local\"\nkey_file = \"/tmp/x.key\"\n"),
+    )
+    .expect("write");
+    assert_bad_config(clean_command("vault-svc").arg("--config").arg(&local).output().expect("run"), "production");
     assert_bad_config(clean_command("auth-svc").arg("--frobnicate").output().expect("run"), "unknown argument");
 }
 

@@ -59,7 +59,8 @@ async fn graceful_shutdown_finishes_an_in_flight_call() {
         .expect("call finished")
         .expect("join")
         .expect("call succeeded");
-    assert_eq!(response.into_inner().applied_migrations, vec!["0001_create_vault_settings".to_owned()]);
+    let expected: Vec<String> = vault_svc::MIGRATIONS.tenant.iter().map(|m| m.name.to_owned()).collect();
+    assert_eq!(response.into_inner().applied_migrations, expected);
     tokio::time::timeout(Duration::from_secs(10), vault.stop()).await.expect("server stopped").expect("clean stop");
     for (_, s) in services {
         let _ = s.stop().await;
@@ -113,9 +114,13 @@ async fn a_service_refuses_to_serve_through_a_role_that_bypasses_rls() {
     // The operator's slip: the superuser URL as the runtime URL.
     cfg.database.url = c.db.admin_url();
     let (stop, rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(vault_svc::run(cfg, kit::server::Listeners { grpc, admin }, async move {
-        let _ = rx.await;
-    }));
+    let task = tokio::spawn(vault_svc::run(
+        cfg.with_settings(c.hsm.vault_settings()),
+        kit::server::Listeners { grpc, admin },
+        async move {
+            let _ = rx.await;
+        },
+    ));
     let channel = kit::testing::channel(&c.pki, "operator", grpc_addr, "vault");
     let err = kit::testing::wait_serving(channel, "", Duration::from_secs(3)).await.expect_err("must not serve");
     assert!(err.contains("status 2"), "{err}");

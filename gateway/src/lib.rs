@@ -7,6 +7,7 @@ mod config;
 mod http_layer;
 pub mod openapi;
 mod routes;
+mod secrets;
 
 use std::sync::Arc;
 

@@ -21,6 +21,11 @@ pub fn router(state: AppState, body_limit: usize) -> Router {
         .route("/readyz", get(readyz))
         .route("/openapi.json", get(openapi))
         .route("/v1/whoami", get(whoami))
+        .route("/v1/secrets", get(crate::secrets::list))
+        .route(
+            "/v1/secrets/{*path}",
+            get(crate::secrets::get).put(crate::secrets::put).delete(crate::secrets::delete).post(crate::secrets::post),
+        )
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(tower_http::limit::RequestBodyLimitLayer::new(body_limit))
@@ -98,7 +103,7 @@ async fn openapi() -> Json<serde_json::Value> {
 }
 
 /// Verifies the bearer token of a request at the gateway.
-async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<(Principal, String), ApiError> {
+pub(crate) async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<(Principal, String), ApiError> {
     let value = headers
         .get(http::header::AUTHORIZATION)
         .ok_or_else(|| ApiError::unauthenticated("TOKEN_REQUIRED", "an access token is required"))?;
@@ -110,7 +115,7 @@ async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<(Principa
     Ok((principal, token.to_owned()))
 }
 
-fn tenant_header(headers: &HeaderMap) -> Result<String, ApiError> {
+pub(crate) fn tenant_header(headers: &HeaderMap) -> Result<String, ApiError> {
     let raw = headers
         .get(kit::access::TENANT_HEADER)
         .and_then(|v| v.to_str().ok())

@@ -19,7 +19,7 @@ pub trait BinConfig: DeserializeOwned {
     fn bind(&self) -> impl Future<Output = std::io::Result<Self::Listeners>>;
 }
 
-impl BinConfig for ServiceConfig {
+impl<X: DeserializeOwned + Default + config::ServiceSettings> BinConfig for ServiceConfig<X> {
     type Listeners = Listeners;
 
     fn validate(&self) -> Result<(), String> {
@@ -91,11 +91,12 @@ where
 }
 
 /// Runs a backend service binary.
-pub fn service_main<F, Fut, E>(name: &'static str, run: F) -> ExitCode
+pub fn service_main<X, F, Fut, E>(name: &'static str, run: F) -> ExitCode
 where
-    F: FnOnce(ServiceConfig, Listeners, ShutdownFuture) -> Fut,
+    X: DeserializeOwned + Default + config::ServiceSettings,
+    F: FnOnce(ServiceConfig<X>, Listeners, ShutdownFuture) -> Fut,
     Fut: Future<Output = Result<(), E>>,
     E: std::fmt::Display,
 {
-    server_main::<ServiceConfig, F, Fut, E>(name, run)
+    server_main::<ServiceConfig<X>, F, Fut, E>(name, run)
 }

@@ -230,10 +230,36 @@ fn default_leeway() -> u64 {
     30
 }
 
-/// The configuration of a backend service (auth, vault, audit, ledger).
+/// A service's own `[service]` settings.
+pub trait ServiceSettings {
+    /// Checks the settings for `env` (a development-only setting is refused in production).
+    fn validate(&self, env: Environment) -> Result<(), String>;
+}
+
+/// Settings of a service that has none of its own (the `[service]` section must then be empty).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NoSettings {}
+
+impl ServiceSettings for NoSettings {
+    fn validate(&self, _env: Environment) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+impl<X: ServiceSettings> ServiceConfig<X> {
+    /// Checks everything, the service's own settings included.
+    pub fn validate(&self) -> Result<(), String> {
+        self.validate_common()?;
+        self.service.validate(self.env)
+    }
+}
+
+/// The configuration of a backend service (auth, vault, audit, ledger); `X` is the service's own
+/// `[service]` section.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ServiceConfig {
+pub struct ServiceConfig<X = NoSettings> {
     #[serde(default)]
     pub env: Environment,
     pub grpc: ListenConfig,
@@ -249,14 +275,55 @@ pub struct ServiceConfig {
     /// Grace period for in-flight calls after SIGTERM.
     #[serde(default = "default_shutdown_ms")]
     pub shutdown_grace_ms: u64,
+    /// The service's own settings (`[service]`, `STRONGROOM_SERVICE__*`).
+    #[serde(default)]
+    pub service: X,
 }
 
 fn default_shutdown_ms() -> u64 {
     20_000
 }
 
-impl ServiceConfig {
-    pub fn validate(&self) -> Result<(), String> {
+impl<X> ServiceConfig<X> {
+    /// Separates the common part from the service's own settings.
+    pub fn split(self) -> (ServiceConfig, X) {
+        let ServiceConfig { env, grpc, admin, tls, database, telemetry, upstreams, jwt, shutdown_grace_ms, service } =
+            self;
+        let base = ServiceConfig {
+            env,
+            grpc,
+            admin,
+            tls,
+            database,
+            telemetry,
+            upstreams,
+            jwt,
+            shutdown_grace_ms,
+            service: NoSettings {},
+        };
+        (base, service)
+    }
+
+    /// Attaches a service's own settings.
+    pub fn with_settings<Y>(self, settings: Y) -> ServiceConfig<Y> {
+        let (base, _) = self.split();
+        let ServiceConfig { env, grpc, admin, tls, database, telemetry, upstreams, jwt, shutdown_grace_ms, .. } = base;
+        ServiceConfig {
+            env,
+            grpc,
+            admin,
+            tls,
+            database,
+            telemetry,
+            upstreams,
+            jwt,
+            shutdown_grace_ms,
+            service: settings,
+        }
+    }
+
+    /// Checks the common part.
+    pub fn validate_common(&self) -> Result<(), String> {
         self.database.validate()?;
         self.upstreams.validate()?;
         if self.upstreams.auth.is_none() {

@@ -145,7 +145,7 @@ pub struct Listeners {
 }
 
 impl Listeners {
-    pub async fn bind(cfg: &ServiceConfig) -> std::io::Result<Self> {
+    pub async fn bind<X>(cfg: &ServiceConfig<X>) -> std::io::Result<Self> {
         Ok(Self { grpc: TcpListener::bind(cfg.grpc.listen).await?, admin: TcpListener::bind(cfg.admin.listen).await? })
     }
 }

@@ -183,6 +183,7 @@ pub fn service_config(
         upstreams,
         jwt: JwtConfig::default(),
         shutdown_grace_ms: 10_000,
+        service: Default::default(),
     }
 }
 

@@ -17,3 +17,9 @@ pub mod auth {
         tonic::include_proto!("strongroom.auth.v1");
     }
 }
+
+pub mod vault {
+    pub mod v1 {
+        tonic::include_proto!("strongroom.vault.v1");
+    }
+}

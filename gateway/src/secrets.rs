@@ -1,0 +1,232 @@
+//! `/v1/secrets`: the vault's stored secrets for frontends. The gateway authenticates, checks the
+//! route's permission, then calls vault-svc with the caller's token (vault-svc checks again).
+
+use std::collections::BTreeMap;
+
+use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use kit::ApiError;
+use proto::vault::v1 as pb;
+use proto::vault::v1::secrets_service_client::SecretsServiceClient;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::AppState;
+use crate::http_layer::{JsonError, RequestId};
+use crate::routes::{authenticate, tenant_header};
+
+/// Who is calling, checked at the gateway.
+struct Caller {
+    tenant: String,
+    token: String,
+}
+
+async fn caller(state: &AppState, headers: &HeaderMap, permission: &str) -> Result<Caller, ApiError> {
+    let tenant = tenant_header(headers)?;
+    let (principal, token) = authenticate(state, headers).await?;
+    if !principal.has_permission(permission) {
+        return Err(ApiError::permission_denied("MISSING_PERMISSION", format!("requires {permission}")));
+    }
+    Ok(Caller { tenant, token })
+}
+
+fn request<T>(c: &Caller, id: &RequestId, msg: T) -> tonic::Request<T> {
+    kit::client::with_context(tonic::Request::new(msg), Some(&c.tenant), Some(&id.0), Some(&c.token))
+}
+
+fn rfc3339(t: &Option<prost_types::Timestamp>) -> Value {
+    t.as_ref()
+        .and_then(|t| chrono::DateTime::from_timestamp(t.seconds, t.nanos.max(0) as u32))
+        .map(|t| json!(t.to_rfc3339()))
+        .unwrap_or(Value::Null)
+}
+
+fn parse_time(field: &str, raw: &Option<String>) -> Result<Option<prost_types::Timestamp>, ApiError> {
+    raw.as_deref()
+        .map(|s| {
+            chrono::DateTime::parse_from_rfc3339(s)
+                .map(|t| prost_types::Timestamp { seconds: t.timestamp(), nanos: t.timestamp_subsec_nanos() as i32 })
+                .map_err(|_| ApiError::invalid_field(field, "an RFC 3339 timestamp"))
+        })
+        .transpose()
+}
+
+pub fn metadata_json(m: &pb::SecretMetadata) -> Value {
+    let labels: BTreeMap<&String, &String> = m.labels.iter().collect();
+    json!({
+        "path": m.path,
+        "current_version": m.current_version,
+        "labels": labels,
+        "rotate_after": rfc3339(&m.rotate_after),
+        "expires_at": rfc3339(&m.expires_at),
+        "created_at": rfc3339(&m.create_time),
+        "updated_at": rfc3339(&m.update_time),
+        "deleted_at": rfc3339(&m.delete_time),
+    })
+}
+
+fn upstream(s: tonic::Status) -> ApiError {
+    ApiError::from_status(&s)
+}
+
+fn respond(result: Result<Value, ApiError>, id: RequestId) -> Response {
+    match result {
+        Ok(body) => Json(body).into_response(),
+        Err(e) => JsonError(e, id.0).into_response(),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PutBody {
+    /// The secret as UTF-8 text; or `value_base64` for binary values.
+    value: Option<String>,
+    value_base64: Option<String>,
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+    rotate_after: Option<String>,
+    expires_at: Option<String>,
+    expected_version: Option<u32>,
+    request_id: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RevealBody {
+    reason: String,
+    #[serde(default)]
+    version: u32,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    #[serde(default)]
+    prefix: String,
+    #[serde(default)]
+    page_token: String,
+    #[serde(default)]
+    page_size: u32,
+}
+
+/// `PUT /v1/secrets/{path}`
+pub async fn put(
+    State(state): State<AppState>,
+    Extension(id): Extension<RequestId>,
+    Path(path): Path<String>,
+    headers: HeaderMap,
+    Json(body): Json<PutBody>,
+) -> Response {
+    let result = async {
+        let c = caller(&state, &headers, "vault.secrets.write").await?;
+        let value = match (body.value, body.value_base64) {
+            (Some(v), None) => v.into_bytes(),
+            (None, Some(b)) => B64.decode(b).map_err(|_| ApiError::invalid_field("value_base64", "not base64"))?,
+            _ => return Err(ApiError::invalid_field("value", "give exactly one of value and value_base64")),
+        };
+        let msg = pb::PutSecretRequest {
+            path,
+            value,
+            labels: body.labels.into_iter().collect(),
+            rotate_after: parse_time("rotate_after", &body.rotate_after)?,
+            expires_at: parse_time("expires_at", &body.expires_at)?,
+            expected_version: body.expected_version,
+            request_id: body.request_id.unwrap_or_default(),
+        };
+        let mut client = SecretsServiceClient::new(state.upstreams.vault.clone());
+        let resp = client.put_secret(request(&c, &id, msg)).await.map_err(upstream)?.into_inner();
+        Ok(json!({ "version": resp.version, "secret": resp.secret.as_ref().map(metadata_json) }))
+    }
+    .await;
+    respond(result, id)
+}
+
+/// `GET /v1/secrets?prefix=&page_token=&page_size=`
+pub async fn list(
+    State(state): State<AppState>,
+    Extension(id): Extension<RequestId>,
+    Query(q): Query<ListQuery>,
+    headers: HeaderMap,
+) -> Response {
+    let result = async {
+        let c = caller(&state, &headers, "vault.secrets.read").await?;
+        let msg = pb::ListSecretsRequest { prefix: q.prefix, page_size: q.page_size, page_token: q.page_token };
+        let mut client = SecretsServiceClient::new(state.upstreams.vault.clone());
+        let resp = client.list_secrets(request(&c, &id, msg)).await.map_err(upstream)?.into_inner();
+        Ok(json!({
+            "secrets": resp.secrets.iter().map(metadata_json).collect::<Vec<_>>(),
+            "next_page_token": resp.next_page_token,
+        }))
+    }
+    .await;
+    respond(result, id)
+}
+
+/// `GET /v1/secrets/{path}`: metadata only.
+pub async fn get(
+    State(state): State<AppState>,
+    Extension(id): Extension<RequestId>,
+    Path(path): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let result = async {
+        let c = caller(&state, &headers, "vault.secrets.read").await?;
+        let mut client = SecretsServiceClient::new(state.upstreams.vault.clone());
+        let resp =
+            client.get_secret(request(&c, &id, pb::GetSecretRequest { path })).await.map_err(upstream)?.into_inner();
+        Ok(resp.secret.as_ref().map(metadata_json).unwrap_or(Value::Null))
+    }
+    .await;
+    respond(result, id)
+}
+
+/// `DELETE /v1/secrets/{path}`: soft delete.
+pub async fn delete(
+    State(state): State<AppState>,
+    Extension(id): Extension<RequestId>,
+    Path(path): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let result = async {
+        let c = caller(&state, &headers, "vault.secrets.write").await?;
+        let mut client = SecretsServiceClient::new(state.upstreams.vault.clone());
+        let msg = pb::DeleteSecretRequest { path, request_id: String::new() };
+        let resp = client.delete_secret(request(&c, &id, msg)).await.map_err(upstream)?.into_inner();
+        Ok(resp.secret.as_ref().map(metadata_json).unwrap_or(Value::Null))
+    }
+    .await;
+    respond(result, id)
+}
+
+/// `POST /v1/secrets/{path}:reveal` with `{"reason": ..., "version": 0}`.
+pub async fn post(
+    State(state): State<AppState>,
+    Extension(id): Extension<RequestId>,
+    Path(path): Path<String>,
+    headers: HeaderMap,
+    Json(body): Json<RevealBody>,
+) -> Response {
+    let result = async {
+        let path = path
+            .strip_suffix(":reveal")
+            .ok_or_else(|| ApiError::not_found("ROUTE_NOT_FOUND", "POST is only defined for {path}:reveal"))?
+            .to_owned();
+        let c = caller(&state, &headers, "vault.secrets.reveal").await?;
+        let mut client = SecretsServiceClient::new(state.upstreams.vault.clone());
+        let msg = pb::RevealSecretRequest { path, version: body.version, reason: body.reason };
+        let resp = client.reveal_secret(request(&c, &id, msg)).await.map_err(upstream)?.into_inner();
+        let text = String::from_utf8(resp.value.clone()).ok();
+        Ok(json!({
+            "path": resp.path,
+            "version": resp.version,
+            "value": text,
+            "value_base64": B64.encode(&resp.value),
+        }))
+    }
+    .await;
+    respond(result, id)
+}

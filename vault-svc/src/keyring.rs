@@ -1,0 +1,188 @@
+//! Tenant keys: created on first need (and at provisioning), stored only wrapped by the master
+//! key, unwrapped on demand and cached for a bounded time. A destroyed version answers
+//! `FAILED_PRECONDITION`/`KEY_DESTROYED`.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use kit::tenancy::db_error;
+use kit::{ApiError, ErrorCode, TenantTx};
+use uuid::Uuid;
+
+use crate::domain::crypto::{Aad, Key256};
+use crate::kms::{KeyProvider, KmsError};
+
+/// Associated data of a tenant key wrapped by the master key: a wrapped key copied to another
+/// tenant or version does not unwrap.
+fn wrap_aad(tenant: Uuid, version: u32) -> Aad {
+    Aad::new("strongroom.vault.tenant-key").with("tenant", tenant.as_bytes()).with("version", &version.to_be_bytes())
+}
+
+pub fn key_destroyed() -> ApiError {
+    ApiError::new(ErrorCode::FailedPrecondition, "KEY_DESTROYED", "the key protecting this data was destroyed")
+}
+
+fn kms_error(e: KmsError) -> ApiError {
+    match e {
+        KmsError::Unauthentic => ApiError::internal(&"a wrapped tenant key does not authenticate under the master key"),
+        other => {
+            tracing::error!(error = %other, "key provider failure");
+            ApiError::unavailable("KMS_UNAVAILABLE", "the key management service is unavailable")
+        }
+    }
+}
+
+struct Cached {
+    key: Key256,
+    at: Instant,
+}
+
+/// Unwrapped tenant keys, shared by every request of this process.
+#[derive(Clone)]
+pub struct Keyring {
+    provider: Arc<dyn KeyProvider>,
+    keys: Arc<Mutex<HashMap<(Uuid, u32), Cached>>>,
+    active: Arc<Mutex<HashMap<Uuid, (u32, Instant)>>>,
+    ttl: Duration,
+    max: usize,
+}
+
+impl std::fmt::Debug for Keyring {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Keyring").field("master", &self.provider.key_id()).finish_non_exhaustive()
+    }
+}
+
+impl Keyring {
+    pub fn new(provider: Arc<dyn KeyProvider>, ttl: Duration, max: usize) -> Self {
+        Self { provider, keys: Arc::default(), active: Arc::default(), ttl, max: max.max(1) }
+    }
+
+    pub fn provider(&self) -> &Arc<dyn KeyProvider> {
+        &self.provider
+    }
+
+    /// Forgets every cached key of `tenant` (after rotation or shredding, on every replica).
+    pub fn invalidate(&self, tenant: Uuid) {
+        if let Ok(mut keys) = self.keys.lock() {
+            keys.retain(|(t, _), _| *t != tenant);
+        }
+        if let Ok(mut active) = self.active.lock() {
+            active.remove(&tenant);
+        }
+    }
+
+    /// The active version and key if both are cached.
+    pub fn active_cached(&self, tenant: Uuid) -> Option<(u32, Key256)> {
+        let version =
+            self.active.lock().ok()?.get(&tenant).filter(|(_, at)| at.elapsed() < self.ttl).map(|(v, _)| *v)?;
+        Some((version, self.cached(tenant, version)?))
+    }
+
+    /// A version's key if cached.
+    pub fn cached_version(&self, tenant: Uuid, version: u32) -> Option<Key256> {
+        self.cached(tenant, version)
+    }
+
+    fn cached(&self, tenant: Uuid, version: u32) -> Option<Key256> {
+        let keys = self.keys.lock().ok()?;
+        keys.get(&(tenant, version)).filter(|c| c.at.elapsed() < self.ttl).map(|c| c.key.clone())
+    }
+
+    fn remember(&self, tenant: Uuid, version: u32, key: &Key256) {
+        if let Ok(mut keys) = self.keys.lock() {
+            if keys.len() >= self.max {
+                let ttl = self.ttl;
+                keys.retain(|_, c| c.at.elapsed() < ttl);
+                if keys.len() >= self.max {
+                    keys.clear();
+                }
+            }
+            keys.insert((tenant, version), Cached { key: key.clone(), at: Instant::now() });
+        }
+    }
+
+    /// The tenant's active key version and key, creating version 1 when the tenant has none.
+    pub async fn active(&self, tx: &mut TenantTx) -> Result<(u32, Key256), ApiError> {
+        let tenant = tx.tenant().id.0;
+        let hit = self
+            .active
+            .lock()
+            .ok()
+            .and_then(|a| a.get(&tenant).filter(|(_, at)| at.elapsed() < self.ttl).map(|(v, _)| *v));
+        if let Some(version) = hit
+            && let Some(key) = self.cached(tenant, version)
+        {
+            return Ok((version, key));
+        }
+        let row: Option<(i32,)> = sqlx::query_as("SELECT version FROM tenant_keys WHERE state = 'active'")
+            .fetch_optional(tx.conn())
+            .await
+            .map_err(db_error)?;
+        let version = match row {
+            Some((v,)) => v as u32,
+            None => self.create_first(tx).await?,
+        };
+        let key = self.version(tx, version).await?;
+        if let Ok(mut active) = self.active.lock() {
+            active.insert(tenant, (version, Instant::now()));
+        }
+        Ok((version, key))
+    }
+
+    /// Creates version 1 if no key exists yet (idempotent under concurrency).
+    pub async fn create_first(&self, tx: &mut TenantTx) -> Result<u32, ApiError> {
+        let tenant = tx.tenant().id.0;
+        let key = Key256::generate().map_err(|e| ApiError::internal(&e))?;
+        let wrapped = self.wrap(tenant, 1, key).await?;
+        sqlx::query(
+            "INSERT INTO tenant_keys (version, state, master_key_id, wrapped) VALUES (1, 'active', $1, $2) \
+             ON CONFLICT (tenant_id, version) DO NOTHING",
+        )
+        .bind(self.provider.key_id())
+        .bind(wrapped)
+        .execute(tx.conn())
+        .await
+        .map_err(db_error)?;
+        let (v,): (i32,) = sqlx::query_as("SELECT version FROM tenant_keys WHERE state = 'active'")
+            .fetch_one(tx.conn())
+            .await
+            .map_err(db_error)?;
+        Ok(v as u32)
+    }
+
+    async fn wrap(&self, tenant: Uuid, version: u32, key: Key256) -> Result<Vec<u8>, ApiError> {
+        let provider = self.provider.clone();
+        tokio::task::spawn_blocking(move || provider.wrap(wrap_aad(tenant, version).bytes(), &key))
+            .await
+            .map_err(|e| ApiError::internal(&e))?
+            .map_err(kms_error)
+    }
+
+    /// The tenant key of `version` (cached, else unwrapped by the master key).
+    pub async fn version(&self, tx: &mut TenantTx, version: u32) -> Result<Key256, ApiError> {
+        let tenant = tx.tenant().id.0;
+        if let Some(key) = self.cached(tenant, version) {
+            return Ok(key);
+        }
+        let row: Option<(String, Option<Vec<u8>>)> =
+            sqlx::query_as("SELECT state, wrapped FROM tenant_keys WHERE version = $1")
+                .bind(version as i32)
+                .fetch_optional(tx.conn())
+                .await
+                .map_err(db_error)?;
+        let wrapped = match row {
+            Some((state, Some(wrapped))) if state != "destroyed" => wrapped,
+            Some(_) => return Err(key_destroyed()),
+            None => return Err(ApiError::new(ErrorCode::FailedPrecondition, "KEY_NOT_FOUND", "no such key version")),
+        };
+        let provider = self.provider.clone();
+        let key = tokio::task::spawn_blocking(move || provider.unwrap(wrap_aad(tenant, version).bytes(), &wrapped))
+            .await
+            .map_err(|e| ApiError::internal(&e))?
+            .map_err(kms_error)?;
+        self.remember(tenant, version, &key);
+        Ok(key)
+    }
+}

@@ -1,0 +1,203 @@
+//! SQL of vault-svc's tenant tables. Every function runs inside a `TenantTx`.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use kit::tenancy::db_error;
+use kit::{ApiError, TenantTx};
+use uuid::Uuid;
+
+use crate::domain::path::SecretPath;
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct SecretRow {
+    pub path: String,
+    pub current_version: i32,
+    #[sqlx(json)]
+    pub labels: BTreeMap<String, String>,
+    pub rotate_after: Option<DateTime<Utc>>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub deleted_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct VersionRow {
+    pub version: i32,
+    pub key_version: i32,
+    pub ciphertext: Option<Vec<u8>>,
+    pub created_at: DateTime<Utc>,
+    pub destroyed_at: Option<DateTime<Utc>>,
+}
+
+const SECRET_COLUMNS: &str =
+    "path, current_version, labels, rotate_after, expires_at, created_at, updated_at, deleted_at";
+
+pub async fn secret(tx: &mut TenantTx, path: &SecretPath) -> Result<Option<SecretRow>, ApiError> {
+    sqlx::query_as(&format!("SELECT {SECRET_COLUMNS} FROM secrets WHERE path = $1"))
+        .bind(path.as_str())
+        .fetch_optional(tx.conn())
+        .await
+        .map_err(db_error)
+}
+
+/// The secret's row, locked for this transaction (writers of one path serialize here).
+pub async fn lock_secret(tx: &mut TenantTx, path: &SecretPath) -> Result<Option<SecretRow>, ApiError> {
+    sqlx::query_as(&format!("SELECT {SECRET_COLUMNS} FROM secrets WHERE path = $1 FOR UPDATE"))
+        .bind(path.as_str())
+        .fetch_optional(tx.conn())
+        .await
+        .map_err(db_error)
+}
+
+/// Inserts version `version` and makes it current (creating the secret for version 1).
+#[allow(clippy::too_many_arguments)]
+pub async fn write_version(
+    tx: &mut TenantTx,
+    path: &SecretPath,
+    version: u32,
+    key_version: u32,
+    ciphertext: &[u8],
+    labels: &BTreeMap<String, String>,
+    rotate_after: Option<DateTime<Utc>>,
+    expires_at: Option<DateTime<Utc>>,
+) -> Result<SecretRow, ApiError> {
+    let labels = serde_json::to_value(labels).map_err(|e| ApiError::internal(&e))?;
+    // Two first writers race on the primary key; the loser gets a clean conflict.
+    let row: SecretRow = sqlx::query_as(&format!(
+        "INSERT INTO secrets (path, current_version, labels, rotate_after, expires_at) VALUES ($1, $2, $3, $4, $5) \
+         ON CONFLICT (tenant_id, path) DO UPDATE SET current_version = EXCLUDED.current_version, labels = EXCLUDED.labels, \
+         rotate_after = EXCLUDED.rotate_after, expires_at = EXCLUDED.expires_at, updated_at = now() \
+         WHERE secrets.current_version = EXCLUDED.current_version - 1 \
+         RETURNING {SECRET_COLUMNS}"
+    ))
+    .bind(path.as_str())
+    .bind(version as i32)
+    .bind(labels)
+    .bind(rotate_after)
+    .bind(expires_at)
+    .fetch_optional(tx.conn())
+    .await
+    .map_err(db_error)?
+    .ok_or_else(|| ApiError::new(kit::ErrorCode::Aborted, "VERSION_CONFLICT", "the secret changed concurrently; retry"))?;
+    sqlx::query("INSERT INTO secret_versions (path, version, key_version, ciphertext) VALUES ($1, $2, $3, $4)")
+        .bind(path.as_str())
+        .bind(version as i32)
+        .bind(key_version as i32)
+        .bind(ciphertext)
+        .execute(tx.conn())
+        .await
+        .map_err(db_error)?;
+    Ok(row)
+}
+
+pub async fn list(
+    tx: &mut TenantTx,
+    prefix: &str,
+    after: Option<&str>,
+    limit: i64,
+) -> Result<Vec<SecretRow>, ApiError> {
+    sqlx::query_as(&format!(
+        "SELECT {SECRET_COLUMNS} FROM secrets WHERE deleted_at IS NULL AND starts_with(path, $1) AND ($2::text IS NULL OR path > $2) \
+         ORDER BY path LIMIT $3"
+    ))
+    .bind(prefix)
+    .bind(after)
+    .bind(limit)
+    .fetch_all(tx.conn())
+    .await
+    .map_err(db_error)
+}
+
+pub async fn versions(tx: &mut TenantTx, path: &SecretPath) -> Result<Vec<VersionRow>, ApiError> {
+    sqlx::query_as(
+        "SELECT version, key_version, NULL::bytea AS ciphertext, created_at, destroyed_at FROM secret_versions \
+         WHERE path = $1 ORDER BY version",
+    )
+    .bind(path.as_str())
+    .fetch_all(tx.conn())
+    .await
+    .map_err(db_error)
+}
+
+pub async fn version(tx: &mut TenantTx, path: &SecretPath, version: u32) -> Result<Option<VersionRow>, ApiError> {
+    sqlx::query_as("SELECT version, key_version, ciphertext, created_at, destroyed_at FROM secret_versions WHERE path = $1 AND version = $2")
+        .bind(path.as_str())
+        .bind(version as i32)
+        .fetch_optional(tx.conn())
+        .await
+        .map_err(db_error)
+}
+
+pub async fn set_deleted(tx: &mut TenantTx, path: &SecretPath, deleted: bool) -> Result<SecretRow, ApiError> {
+    sqlx::query_as(&format!(
+        "UPDATE secrets SET deleted_at = CASE WHEN $2 THEN now() ELSE NULL END, updated_at = now() WHERE path = $1 RETURNING {SECRET_COLUMNS}"
+    ))
+    .bind(path.as_str())
+    .bind(deleted)
+    .fetch_one(tx.conn())
+    .await
+    .map_err(db_error)
+}
+
+/// Destroys the ciphertext (and with it the wrapped data key) of the given versions; returns
+/// those destroyed by this call.
+pub async fn destroy_versions(tx: &mut TenantTx, path: &SecretPath, versions: &[u32]) -> Result<Vec<u32>, ApiError> {
+    let versions: Vec<i32> = versions.iter().map(|v| *v as i32).collect();
+    let destroyed: Vec<i32> = sqlx::query_scalar(
+        "UPDATE secret_versions SET ciphertext = NULL, destroyed_at = now() \
+         WHERE path = $1 AND version = ANY($2) AND destroyed_at IS NULL RETURNING version",
+    )
+    .bind(path.as_str())
+    .bind(&versions)
+    .fetch_all(tx.conn())
+    .await
+    .map_err(db_error)?;
+    let mut destroyed: Vec<u32> = destroyed.into_iter().map(|v| v as u32).collect();
+    destroyed.sort_unstable();
+    Ok(destroyed)
+}
+
+/// The stored response of an earlier call with this request id, if its request was the same;
+/// a different request under the same id is refused.
+pub async fn idempotent_response(
+    tx: &mut TenantTx,
+    id: Uuid,
+    operation: &str,
+    digest: &[u8],
+) -> Result<Option<Vec<u8>>, ApiError> {
+    let row: Option<(String, Vec<u8>, Vec<u8>)> =
+        sqlx::query_as("SELECT operation, digest, response FROM idempotency_keys WHERE request_id = $1")
+            .bind(id)
+            .fetch_optional(tx.conn())
+            .await
+            .map_err(db_error)?;
+    match row {
+        None => Ok(None),
+        Some((op, d, response)) if op == operation && d == digest => Ok(Some(response)),
+        Some(_) => Err(ApiError::new(
+            kit::ErrorCode::AlreadyExists,
+            "REQUEST_ID_REUSED",
+            "this request_id was used for a different request",
+        )),
+    }
+}
+
+pub async fn remember_response(
+    tx: &mut TenantTx,
+    id: Uuid,
+    operation: &str,
+    digest: &[u8],
+    response: &[u8],
+) -> Result<(), ApiError> {
+    sqlx::query("INSERT INTO idempotency_keys (request_id, operation, digest, response) VALUES ($1, $2, $3, $4)")
+        .bind(id)
+        .bind(operation)
+        .bind(digest)
+        .bind(response)
+        .execute(tx.conn())
+        .await
+        .map_err(db_error)?;
+    Ok(())
+}
