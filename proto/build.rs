@@ -12,6 +12,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "strongroom/auth/v1/identity.proto",
         "strongroom/vault/v1/secrets.proto",
         "strongroom/vault/v1/transit.proto",
+        "strongroom/vault/v1/keys.proto",
+        "strongroom/vault/v1/signing.proto",
     ];
     for file in files {
         println!("cargo:rerun-if-changed={file}");

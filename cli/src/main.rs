@@ -2,6 +2,7 @@
 //! tenant administration over mTLS with the operator certificate.
 #![forbid(unsafe_code)]
 
+mod bench;
 mod dev;
 mod ops;
 
@@ -35,6 +36,28 @@ enum Command {
     Tenant {
         #[command(subcommand)]
         command: TenantCommand,
+    },
+    /// Benchmarks against a running `strongroom dev up` (loopback only, bounded in time).
+    Bench {
+        #[command(subcommand)]
+        command: BenchCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum BenchCommand {
+    /// Transit encrypt/decrypt over mTLS gRPC, next to the in-process AEAD rate.
+    Vault {
+        #[arg(long, default_value = "demo")]
+        tenant: String,
+        #[arg(long, default_value_t = 32)]
+        concurrency: usize,
+        /// Seconds per phase (1–120).
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Payload size in bytes.
+        #[arg(long, default_value_t = 1024)]
+        size: usize,
     },
 }
 
@@ -84,6 +107,16 @@ fn main() -> ExitCode {
                 Ok(())
             }
             Command::Dev { command: DevCommand::Up { dir } } => dev::up(&dir).await,
+            Command::Bench { command: BenchCommand::Vault { tenant, concurrency, seconds, size } } => {
+                let opts = bench::Options {
+                    dev_dir: cli.conn.dev_dir.clone(),
+                    tenant,
+                    concurrency: concurrency.clamp(1, 1024),
+                    duration: std::time::Duration::from_secs(seconds.clamp(1, 120)),
+                    size: size.clamp(1, 1024 * 1024),
+                };
+                bench::vault(&opts).await
+            }
             Command::Tenant { command: TenantCommand::Create { slug } } => {
                 let endpoints = cli.conn.resolve()?;
                 let tenant = ops::create_tenant(&endpoints, &slug).await?;

@@ -255,7 +255,11 @@ async fn a_database_dump_holds_no_plaintext_and_the_master_key_stays_in_the_toke
     let mut transit = TransitServiceClient::new(f.c.channel_as("auth", "vault"));
     transit
         .encrypt(kit::client::with_context(
-            tonic::Request::new(pb::EncryptRequest { plaintext: value.as_bytes().to_vec(), context: HashMap::new() }),
+            tonic::Request::new(pb::EncryptRequest {
+                plaintext: value.as_bytes().to_vec(),
+                context: HashMap::new(),
+                ..Default::default()
+            }),
             Some("alpha"),
             None,
             None,
@@ -412,14 +416,17 @@ async fn transit_binds_tenant_caller_and_context() {
     let ct = auth
         .encrypt(transit_req(
             "alpha",
-            pb::EncryptRequest { plaintext: b"JBSWY3DPEHPK3PXP".to_vec(), context: ctx.clone() },
+            pb::EncryptRequest { plaintext: b"JBSWY3DPEHPK3PXP".to_vec(), context: ctx.clone(), ..Default::default() },
         ))
         .await
         .expect("encrypt")
         .into_inner();
     assert!(ct.ciphertext.starts_with("srv1:"));
     let back = auth
-        .decrypt(transit_req("alpha", pb::DecryptRequest { ciphertext: ct.ciphertext.clone(), context: ctx.clone() }))
+        .decrypt(transit_req(
+            "alpha",
+            pb::DecryptRequest { ciphertext: ct.ciphertext.clone(), context: ctx.clone(), ..Default::default() },
+        ))
         .await
         .expect("decrypt")
         .into_inner();
@@ -428,36 +435,52 @@ async fn transit_binds_tenant_caller_and_context() {
     let mut wrong_ctx = ctx.clone();
     wrong_ctx.insert("user".into(), "u-2".into());
     let err = auth
-        .decrypt(transit_req("alpha", pb::DecryptRequest { ciphertext: ct.ciphertext.clone(), context: wrong_ctx }))
+        .decrypt(transit_req(
+            "alpha",
+            pb::DecryptRequest { ciphertext: ct.ciphertext.clone(), context: wrong_ctx, ..Default::default() },
+        ))
         .await
         .expect_err("context");
     assert_eq!(reason(&err), "DECRYPTION_FAILED");
     let err = auth
-        .decrypt(transit_req("bravo", pb::DecryptRequest { ciphertext: ct.ciphertext.clone(), context: ctx.clone() }))
+        .decrypt(transit_req(
+            "bravo",
+            pb::DecryptRequest { ciphertext: ct.ciphertext.clone(), context: ctx.clone(), ..Default::default() },
+        ))
         .await
         .expect_err("tenant");
     assert_eq!(reason(&err), "DECRYPTION_FAILED");
     let mut ledger = TransitServiceClient::new(f.c.channel_as("ledger", "vault"));
     let err = ledger
-        .decrypt(transit_req("alpha", pb::DecryptRequest { ciphertext: ct.ciphertext.clone(), context: ctx.clone() }))
+        .decrypt(transit_req(
+            "alpha",
+            pb::DecryptRequest { ciphertext: ct.ciphertext.clone(), context: ctx.clone(), ..Default::default() },
+        ))
         .await
         .expect_err("caller");
     assert_eq!(reason(&err), "DECRYPTION_FAILED");
     let mut gateway = TransitServiceClient::new(f.c.channel_as("gateway", "vault"));
     let err = gateway
-        .decrypt(transit_req("alpha", pb::DecryptRequest { ciphertext: ct.ciphertext.clone(), context: ctx.clone() }))
+        .decrypt(transit_req(
+            "alpha",
+            pb::DecryptRequest { ciphertext: ct.ciphertext.clone(), context: ctx.clone(), ..Default::default() },
+        ))
         .await
         .expect_err("gateway");
     assert_eq!(reason(&err), "CALLER_NOT_ALLOWED");
     let err = auth
-        .decrypt(transit_req("alpha", pb::DecryptRequest { ciphertext: "srv1:AAAA".into(), context: ctx.clone() }))
+        .decrypt(transit_req(
+            "alpha",
+            pb::DecryptRequest { ciphertext: "srv1:AAAA".into(), context: ctx.clone(), ..Default::default() },
+        ))
         .await
         .expect_err("garbage");
     assert_eq!(reason(&err), "MALFORMED_CIPHERTEXT");
 
     // Batches keep input order and report item errors in place.
-    let items: Vec<pb::EncryptRequest> =
-        (0..5).map(|i| pb::EncryptRequest { plaintext: vec![i; 8], context: HashMap::new() }).collect();
+    let items: Vec<pb::EncryptRequest> = (0..5)
+        .map(|i| pb::EncryptRequest { plaintext: vec![i; 8], context: HashMap::new(), ..Default::default() })
+        .collect();
     let enc =
         auth.encrypt_batch(transit_req("alpha", pb::EncryptBatchRequest { items })).await.expect("batch").into_inner();
     let mut cts: Vec<String> = enc
@@ -473,7 +496,10 @@ async fn transit_binds_tenant_caller_and_context() {
         .decrypt_batch(transit_req(
             "alpha",
             pb::DecryptBatchRequest {
-                items: cts.into_iter().map(|c| pb::DecryptRequest { ciphertext: c, context: HashMap::new() }).collect(),
+                items: cts
+                    .into_iter()
+                    .map(|c| pb::DecryptRequest { ciphertext: c, context: HashMap::new(), ..Default::default() })
+                    .collect(),
             },
         ))
         .await
@@ -497,13 +523,19 @@ async fn transit_binds_tenant_caller_and_context() {
 
     // Data keys: the wrapped form decrypts back to the plaintext key.
     let dk = auth
-        .generate_data_key(transit_req("alpha", pb::GenerateDataKeyRequest { context: ctx.clone() }))
+        .generate_data_key(transit_req(
+            "alpha",
+            pb::GenerateDataKeyRequest { context: ctx.clone(), ..Default::default() },
+        ))
         .await
         .expect("data key")
         .into_inner();
     assert_eq!(dk.plaintext_key.len(), 32);
     let unwrapped = auth
-        .decrypt(transit_req("alpha", pb::DecryptRequest { ciphertext: dk.wrapped_key, context: ctx }))
+        .decrypt(transit_req(
+            "alpha",
+            pb::DecryptRequest { ciphertext: dk.wrapped_key, context: ctx, ..Default::default() },
+        ))
         .await
         .expect("unwrap")
         .into_inner();

@@ -73,7 +73,7 @@ pub fn metadata(row: &SecretRow) -> pb::SecretMetadata {
 }
 
 /// Associated data of a stored secret version: tenant, path and version.
-fn secret_aad(tenant: &Tenant, path: &SecretPath, version: u32) -> Aad {
+pub(crate) fn secret_aad(tenant: &Tenant, path: &SecretPath, version: u32) -> Aad {
     Aad::new("strongroom.vault.secret")
         .with("tenant", tenant.id.0.as_bytes())
         .with("path", path.as_str().as_bytes())
@@ -440,11 +440,24 @@ pub struct Transit {
     pub keyring: Keyring,
 }
 
-fn transit_aad(tenant: &Tenant, caller: &str, context: &std::collections::HashMap<String, String>) -> Aad {
+fn transit_aad(
+    tenant: &Tenant,
+    caller: &str,
+    subject: &str,
+    context: &std::collections::HashMap<String, String>,
+) -> Aad {
     Aad::new("strongroom.vault.transit")
         .with("tenant", tenant.id.0.as_bytes())
         .with("caller", caller.as_bytes())
+        .with("subject", subject.as_bytes())
         .with_context(context)
+}
+
+fn check_subject(subject: &str) -> Result<(), ApiError> {
+    if subject.chars().count() > 128 || subject.chars().any(char::is_control) {
+        return Err(ApiError::invalid_field("subject", "at most 128 characters, no control characters"));
+    }
+    Ok(())
 }
 
 fn check_context(context: &std::collections::HashMap<String, String>) -> Result<(), ApiError> {
@@ -490,15 +503,19 @@ impl Transit {
             return Err(ApiError::invalid_field("plaintext", "at most 1 MiB"));
         }
         check_context(&item.context)?;
-        let (version, key) = self.active_key(tenant).await?;
-        let envelope = Envelope::seal(
-            KeyKind::Tenant,
-            version,
-            &key,
-            &transit_aad(tenant, caller, &item.context),
-            &item.plaintext,
-        )
-        .map_err(|e| ApiError::internal(&e))?;
+        check_subject(&item.subject)?;
+        let (kind, version, key) = if item.subject.is_empty() {
+            let (version, key) = self.active_key(tenant).await?;
+            (KeyKind::Tenant, version, key)
+        } else {
+            let mut tx = self.db.begin(tenant).await?;
+            let (version, key) = self.keyring.subject_key(&mut tx, &item.subject, true).await?;
+            tx.commit().await?;
+            (KeyKind::Subject, version, key)
+        };
+        let aad = transit_aad(tenant, caller, &item.subject, &item.context);
+        let envelope =
+            Envelope::seal(kind, version, &key, &aad, &item.plaintext).map_err(|e| ApiError::internal(&e))?;
         Ok(pb::EncryptResponse { ciphertext: envelope.to_text(), key_version: version })
     }
 
@@ -509,19 +526,24 @@ impl Transit {
         item: &pb::DecryptRequest,
     ) -> Result<zeroize::Zeroizing<Vec<u8>>, ApiError> {
         check_context(&item.context)?;
+        check_subject(&item.subject)?;
         let envelope = Envelope::from_text(&item.ciphertext).map_err(envelope_error)?;
-        if envelope.kind != KeyKind::Tenant {
-            return Err(envelope_error(EnvelopeError::Unsupported));
-        }
-        let key = self.key(tenant, envelope.key_version).await.map_err(|e| {
+        let foreign = || envelope_error(EnvelopeError::Crypto(crate::domain::crypto::CryptoError::Unauthentic));
+        let key = match (envelope.kind, item.subject.is_empty()) {
             // A version this tenant never had means the ciphertext is not this tenant's.
-            if e.reason == "KEY_NOT_FOUND" {
-                envelope_error(EnvelopeError::Crypto(crate::domain::crypto::CryptoError::Unauthentic))
-            } else {
-                e
+            (KeyKind::Tenant, true) => self
+                .key(tenant, envelope.key_version)
+                .await
+                .map_err(|e| if e.reason == "KEY_NOT_FOUND" { foreign() } else { e })?,
+            (KeyKind::Subject, false) => {
+                let mut tx = self.db.begin(tenant).await?;
+                let key = self.keyring.subject_key_version(&mut tx, &item.subject, envelope.key_version).await?;
+                tx.commit().await?;
+                key
             }
-        })?;
-        envelope.open(&key, &transit_aad(tenant, caller, &item.context)).map_err(envelope_error)
+            _ => return Err(foreign()),
+        };
+        envelope.open(&key, &transit_aad(tenant, caller, &item.subject, &item.context)).map_err(envelope_error)
     }
 }
 
@@ -553,11 +575,19 @@ impl pb::transit_service_server::TransitService for Transit {
             .decrypt_one(
                 &tenant,
                 caller,
-                &pb::DecryptRequest { ciphertext: req.ciphertext, context: req.context.clone() },
+                &pb::DecryptRequest {
+                    ciphertext: req.ciphertext,
+                    context: req.context.clone(),
+                    subject: req.subject.clone(),
+                },
             )
             .await?;
         let out = self
-            .encrypt_one(&tenant, caller, pb::EncryptRequest { plaintext: plaintext.to_vec(), context: req.context })
+            .encrypt_one(
+                &tenant,
+                caller,
+                pb::EncryptRequest { plaintext: plaintext.to_vec(), context: req.context, subject: req.subject },
+            )
             .await?;
         Ok(Response::new(pb::RewrapResponse { ciphertext: out.ciphertext, key_version: out.key_version }))
     }
@@ -574,7 +604,7 @@ impl pb::transit_service_server::TransitService for Transit {
             .encrypt_one(
                 &tenant,
                 ctx.caller.identity.name(),
-                pb::EncryptRequest { plaintext: dek.expose().to_vec(), context: req.context },
+                pb::EncryptRequest { plaintext: dek.expose().to_vec(), context: req.context, subject: req.subject },
             )
             .await?;
         Ok(Response::new(pb::GenerateDataKeyResponse {

@@ -122,7 +122,16 @@ impl Keyring {
             .map_err(db_error)?;
         let version = match row {
             Some((v,)) => v as u32,
-            None => self.create_first(tx).await?,
+            None => {
+                // No active key: either the tenant never had one, or it was shredded — which
+                // must never silently start a fresh key.
+                let (any,): (i64,) =
+                    sqlx::query_as("SELECT count(*) FROM tenant_keys").fetch_one(tx.conn()).await.map_err(db_error)?;
+                if any > 0 {
+                    return Err(key_destroyed());
+                }
+                self.create_first(tx).await?
+            }
         };
         let key = self.version(tx, version).await?;
         if let Ok(mut active) = self.active.lock() {
@@ -184,5 +193,180 @@ impl Keyring {
             .map_err(kms_error)?;
         self.remember(tenant, version, &key);
         Ok(key)
+    }
+
+    /// Creates the next tenant key version and makes it the one new encryptions use.
+    pub async fn rotate(&self, tx: &mut TenantTx) -> Result<u32, ApiError> {
+        self.active(tx).await?;
+        let (current,): (i32,) = sqlx::query_as("SELECT version FROM tenant_keys WHERE state = 'active' FOR UPDATE")
+            .fetch_one(tx.conn())
+            .await
+            .map_err(db_error)?;
+        let next = current as u32 + 1;
+        let tenant = tx.tenant().id.0;
+        let wrapped = self.wrap(tenant, next, Key256::generate().map_err(|e| ApiError::internal(&e))?).await?;
+        sqlx::query("UPDATE tenant_keys SET state = 'decrypt_only', retired_at = now() WHERE version = $1")
+            .bind(current)
+            .execute(tx.conn())
+            .await
+            .map_err(db_error)?;
+        sqlx::query("INSERT INTO tenant_keys (version, state, master_key_id, wrapped) VALUES ($1, 'active', $2, $3)")
+            .bind(next as i32)
+            .bind(self.provider.key_id())
+            .bind(wrapped)
+            .execute(tx.conn())
+            .await
+            .map_err(db_error)?;
+        notify(tx).await?;
+        Ok(next)
+    }
+
+    /// Seals 32 bytes of key material under the tenant key `version` (nonce ‖ ciphertext).
+    pub fn seal_key(tenant_key: &Key256, aad: &Aad, material: &Key256) -> Result<Vec<u8>, ApiError> {
+        let (nonce, ct) = tenant_key.seal(aad.bytes(), material.expose()).map_err(|e| ApiError::internal(&e))?;
+        Ok([nonce.as_slice(), &ct].concat())
+    }
+
+    pub fn open_key(tenant_key: &Key256, aad: &Aad, sealed: &[u8]) -> Result<Key256, ApiError> {
+        use crate::domain::crypto::NONCE_LEN;
+        if sealed.len() < NONCE_LEN + 16 {
+            return Err(ApiError::internal(&"sealed key too short"));
+        }
+        let (nonce, ct) = sealed.split_at(NONCE_LEN);
+        let nonce: [u8; NONCE_LEN] = nonce.try_into().map_err(|_| ApiError::internal(&"nonce"))?;
+        let raw = tenant_key
+            .open(&nonce, aad.bytes(), ct)
+            .map_err(|_| ApiError::internal(&"a sealed key does not authenticate"))?;
+        Key256::from_slice(&raw).map_err(|e| ApiError::internal(&e))
+    }
+}
+
+/// Associated data of a subject key sealed by a tenant key.
+pub fn subject_aad(tenant: Uuid, subject: &str, version: u32) -> Aad {
+    Aad::new("strongroom.vault.subject-key")
+        .with("tenant", tenant.as_bytes())
+        .with("subject", subject.as_bytes())
+        .with("version", &version.to_be_bytes())
+}
+
+/// Tells every replica (after commit) to forget the tenant's cached keys.
+pub async fn notify(tx: &mut TenantTx) -> Result<(), ApiError> {
+    let tenant = tx.tenant().id.0.to_string();
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(INVALIDATION_CHANNEL)
+        .bind(tenant)
+        .execute(tx.conn())
+        .await
+        .map_err(db_error)?;
+    Ok(())
+}
+
+/// The LISTEN/NOTIFY channel of key invalidations.
+pub const INVALIDATION_CHANNEL: &str = "strongroom_vault_keys";
+
+impl Keyring {
+    /// Forgets every cached key (after a lost listener connection, when notifications may be lost).
+    pub fn clear(&self) {
+        if let Ok(mut keys) = self.keys.lock() {
+            keys.clear();
+        }
+        if let Ok(mut active) = self.active.lock() {
+            active.clear();
+        }
+    }
+
+    /// Listens for invalidations from every replica until the process ends.
+    pub fn spawn_listener(&self, pool: sqlx::PgPool) -> tokio::task::JoinHandle<()> {
+        let keyring = self.clone();
+        tokio::spawn(async move {
+            loop {
+                let listen = async {
+                    let mut listener = sqlx::postgres::PgListener::connect_with(&pool).await?;
+                    listener.listen(INVALIDATION_CHANNEL).await?;
+                    // Anything cached before the listener was up may be stale.
+                    keyring.clear();
+                    loop {
+                        let n = listener.recv().await?;
+                        match Uuid::parse_str(n.payload()) {
+                            Ok(tenant) => keyring.invalidate(tenant),
+                            Err(_) => keyring.clear(),
+                        }
+                    }
+                    #[allow(unreachable_code)]
+                    Ok::<(), sqlx::Error>(())
+                };
+                if let Err(e) = listen.await {
+                    tracing::warn!(error = %e, "key invalidation listener lost; clearing caches and reconnecting");
+                    keyring.clear();
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        })
+    }
+
+    /// The subject's active key, created on first use when `create`.
+    pub async fn subject_key(&self, tx: &mut TenantTx, subject: &str, create: bool) -> Result<(u32, Key256), ApiError> {
+        let row: Option<(i32, i32, Option<Vec<u8>>)> =
+            sqlx::query_as("SELECT version, tenant_key_version, wrapped FROM subject_keys WHERE subject = $1 ORDER BY version DESC LIMIT 1")
+                .bind(subject)
+                .fetch_optional(tx.conn())
+                .await
+                .map_err(db_error)?;
+        let tenant = tx.tenant().id.0;
+        match row {
+            Some((version, tkv, Some(wrapped))) => {
+                let tenant_key = self.version(tx, tkv as u32).await?;
+                Ok((
+                    version as u32,
+                    Self::open_key(&tenant_key, &subject_aad(tenant, subject, version as u32), &wrapped)?,
+                ))
+            }
+            Some((_, _, None)) => Err(key_destroyed()),
+            None if create => {
+                let (tkv, tenant_key) = self.active(tx).await?;
+                let key = Key256::generate().map_err(|e| ApiError::internal(&e))?;
+                let sealed = Self::seal_key(&tenant_key, &subject_aad(tenant, subject, 1), &key)?;
+                let inserted = sqlx::query(
+                    "INSERT INTO subject_keys (subject, version, state, tenant_key_version, wrapped) VALUES ($1, 1, 'active', $2, $3) \
+                     ON CONFLICT (tenant_id, subject, version) DO NOTHING",
+                )
+                .bind(subject)
+                .bind(tkv as i32)
+                .bind(sealed)
+                .execute(tx.conn())
+                .await
+                .map_err(db_error)?;
+                if inserted.rows_affected() == 1 {
+                    Ok((1, key))
+                } else {
+                    Box::pin(self.subject_key(tx, subject, false)).await
+                }
+            }
+            None => Err(ApiError::new(ErrorCode::InvalidArgument, "DECRYPTION_FAILED", "no key for this subject")),
+        }
+    }
+
+    /// The subject key of `version` (for decryption).
+    pub async fn subject_key_version(
+        &self,
+        tx: &mut TenantTx,
+        subject: &str,
+        version: u32,
+    ) -> Result<Key256, ApiError> {
+        let row: Option<(i32, Option<Vec<u8>>)> =
+            sqlx::query_as("SELECT tenant_key_version, wrapped FROM subject_keys WHERE subject = $1 AND version = $2")
+                .bind(subject)
+                .bind(version as i32)
+                .fetch_optional(tx.conn())
+                .await
+                .map_err(db_error)?;
+        match row {
+            Some((tkv, Some(wrapped))) => {
+                let tenant_key = self.version(tx, tkv as u32).await?;
+                Self::open_key(&tenant_key, &subject_aad(tx.tenant().id.0, subject, version), &wrapped)
+            }
+            Some((_, None)) => Err(key_destroyed()),
+            None => Err(ApiError::new(ErrorCode::InvalidArgument, "DECRYPTION_FAILED", "no key for this subject")),
+        }
     }
 }

@@ -3,11 +3,13 @@
 //! unwrapped, never writes a credential unencrypted, and never reveals stored data without an
 //! audit record committed in the same transaction.
 
+pub mod admin;
 pub mod api;
 pub mod config;
 pub mod domain;
 pub mod keyring;
 pub mod kms;
+pub mod signing;
 pub mod store;
 
 use std::future::Future;
@@ -29,6 +31,7 @@ pub const MIGRATIONS: MigrationSet = MigrationSet {
     tenant: &[
         kit::migration!("tenant", "0001_create_vault_settings"),
         kit::migration!("tenant", "0002_create_key_hierarchy"),
+        kit::migration!("tenant", "0003_create_subject_and_signing_keys"),
     ],
 };
 
@@ -67,15 +70,27 @@ pub async fn run(
     );
     kit::server::run_service(SERVICE, MIGRATIONS, config, listeners, shutdown, move |ctx| {
         use proto::vault::v1::{
-            secrets_service_server::SecretsServiceServer, transit_service_server::TransitServiceServer,
+            key_management_service_server::KeyManagementServiceServer, secrets_service_server::SecretsServiceServer,
+            signing_service_server::SigningServiceServer, transit_service_server::TransitServiceServer,
         };
+        // Rotation and shredding on any replica reach this one's caches.
+        keyring.spawn_listener(ctx.db.control_pool().clone());
         let secrets = api::Secrets { db: ctx.db.clone(), keyring: keyring.clone() };
-        let transit = api::Transit { db: ctx.db.clone(), keyring };
+        let transit = api::Transit { db: ctx.db.clone(), keyring: keyring.clone() };
+        let admin = admin::KeyManagement { db: ctx.db.clone(), keyring: keyring.clone() };
+        let signing = signing::Signing { db: ctx.db.clone(), keyring };
+        let verifiers = [Identity::AUDIT, Identity::LEDGER, Identity::GATEWAY, Identity::OPERATOR];
         Ok(Api::new()
             .service(SecretsServiceServer::new(secrets))
             .allow("/strongroom.vault.v1.SecretsService/*", &[Identity::GATEWAY, Identity::OPERATOR])
             .service(TransitServiceServer::new(transit))
-            .allow("/strongroom.vault.v1.TransitService/*", &[Identity::AUTH, Identity::AUDIT, Identity::LEDGER]))
+            .allow("/strongroom.vault.v1.TransitService/*", &[Identity::AUTH, Identity::AUDIT, Identity::LEDGER])
+            .service(KeyManagementServiceServer::new(admin))
+            .allow("/strongroom.vault.v1.KeyManagementService/*", &[Identity::OPERATOR])
+            .service(SigningServiceServer::new(signing))
+            .allow("/strongroom.vault.v1.SigningService/Sign", &[Identity::AUDIT, Identity::LEDGER])
+            .allow("/strongroom.vault.v1.SigningService/GetPublicKey", &verifiers)
+            .allow("/strongroom.vault.v1.SigningService/RotateSigningKey", &[Identity::OPERATOR]))
     })
     .await
 }

@@ -71,6 +71,23 @@ impl Envelope {
         Ok(dek.open(&self.nonce, aad.bytes(), &self.ciphertext)?)
     }
 
+    /// The same data under another key: only the data key is re-wrapped, the data ciphertext
+    /// stays as it is.
+    pub fn rewrap(&self, old: &Key256, new: &Key256, new_version: u32, aad: &Aad) -> Result<Self, EnvelopeError> {
+        let dek = self.unwrap_dek(old, aad)?;
+        let (dek_nonce, dek_ct) = new.seal(aad.bytes(), dek.expose())?;
+        let mut wrapped_dek = Vec::with_capacity(NONCE_LEN + dek_ct.len());
+        wrapped_dek.extend_from_slice(&dek_nonce);
+        wrapped_dek.extend_from_slice(&dek_ct);
+        Ok(Self {
+            kind: self.kind,
+            key_version: new_version,
+            nonce: self.nonce,
+            wrapped_dek,
+            ciphertext: self.ciphertext.clone(),
+        })
+    }
+
     fn unwrap_dek(&self, key: &Key256, aad: &Aad) -> Result<Key256, EnvelopeError> {
         if self.wrapped_dek.len() < NONCE_LEN {
             return Err(EnvelopeError::Malformed);
@@ -148,6 +165,18 @@ mod tests {
         assert_eq!(back.key_version, 3);
         assert_eq!(back.open(&key, &aad).expect("open").as_slice(), b"s3cr3t");
         assert!(back.open(&key, &Aad::new("secret").with("path", b"brokers/other")).is_err());
+    }
+
+    #[test]
+    fn rewrap_moves_to_the_new_key_without_touching_the_data() {
+        let (old, new) = (Key256::generate().expect("key"), Key256::generate().expect("key"));
+        let aad = Aad::new("secret").with("path", b"p");
+        let env = Envelope::seal(KeyKind::Tenant, 1, &old, &aad, b"payload").expect("seal");
+        let moved = env.rewrap(&old, &new, 2, &aad).expect("rewrap");
+        assert_eq!(moved.key_version, 2);
+        assert_eq!(moved.ciphertext, env.ciphertext);
+        assert_eq!(moved.open(&new, &aad).expect("open").as_slice(), b"payload");
+        assert!(moved.open(&old, &aad).is_err());
     }
 
     #[test]

@@ -1,0 +1,196 @@
+//! `strongroom.vault.v1.SigningService`: per-tenant Ed25519 keys (ed25519-dalek). The private key
+//! is sealed by the tenant key in the database and unsealed only in this process to sign.
+
+use ed25519_dalek::{Signer, SigningKey};
+use kit::access::RequestContext;
+use kit::outbox::{Actor, AuditRecord, Outcome};
+use kit::tenancy::db_error;
+use kit::{ApiError, Db, ErrorCode, Tenant, TenantTx};
+use proto::vault::v1 as pb;
+use tonic::{Request, Response, Status};
+
+use crate::SERVICE;
+use crate::domain::crypto::{Aad, Key256};
+use crate::keyring::{Keyring, key_destroyed};
+
+pub const MAX_MESSAGE: usize = 1024 * 1024;
+
+#[derive(Debug, Clone)]
+pub struct Signing {
+    pub db: Db,
+    pub keyring: Keyring,
+}
+
+fn check_name(name: &str) -> Result<(), ApiError> {
+    let mut b = name.bytes();
+    let ok = matches!(b.next(), Some(c) if c.is_ascii_lowercase())
+        && name.len() <= 32
+        && b.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-');
+    if ok { Ok(()) } else { Err(ApiError::invalid_field("key_name", "[a-z][a-z0-9-]{0,31}")) }
+}
+
+fn seal_aad(tenant: uuid::Uuid, name: &str, version: u32) -> Aad {
+    Aad::new("strongroom.vault.signing-key")
+        .with("tenant", tenant.as_bytes())
+        .with("name", name.as_bytes())
+        .with("version", &version.to_be_bytes())
+}
+
+struct Active {
+    version: u32,
+    key: SigningKey,
+}
+
+impl Signing {
+    async fn tenant(&self, ctx: &RequestContext) -> Result<Tenant, ApiError> {
+        self.db.authorize_tenant(&ctx.tenant_slug()?, ctx.principal.as_ref()).await
+    }
+
+    /// Creates version `version` of `name`, sealed under the active tenant key.
+    async fn create(&self, tx: &mut TenantTx, name: &str, version: u32) -> Result<bool, ApiError> {
+        let (tkv, tenant_key) = self.keyring.active(tx).await?;
+        let seed = Key256::generate().map_err(|e| ApiError::internal(&e))?;
+        let public = SigningKey::from_bytes(seed.expose()).verifying_key().to_bytes();
+        let sealed = Keyring::seal_key(&tenant_key, &seal_aad(tx.tenant().id.0, name, version), &seed)?;
+        let inserted = sqlx::query(
+            "INSERT INTO signing_keys (name, version, state, public_key, tenant_key_version, wrapped_private) \
+             VALUES ($1, $2, 'active', $3, $4, $5) ON CONFLICT DO NOTHING",
+        )
+        .bind(name)
+        .bind(version as i32)
+        .bind(public.as_slice())
+        .bind(tkv as i32)
+        .bind(sealed)
+        .execute(tx.conn())
+        .await
+        .map_err(db_error)?;
+        Ok(inserted.rows_affected() == 1)
+    }
+
+    async fn active(&self, tx: &mut TenantTx, name: &str) -> Result<Active, ApiError> {
+        for _ in 0..2 {
+            let row: Option<(i32, i32, Vec<u8>)> =
+                sqlx::query_as("SELECT version, tenant_key_version, wrapped_private FROM signing_keys WHERE name = $1 AND state = 'active'")
+                    .bind(name)
+                    .fetch_optional(tx.conn())
+                    .await
+                    .map_err(db_error)?;
+            match row {
+                Some((version, tkv, sealed)) => {
+                    let tenant_key = self.keyring.version(tx, tkv as u32).await?;
+                    let seed =
+                        Keyring::open_key(&tenant_key, &seal_aad(tx.tenant().id.0, name, version as u32), &sealed)?;
+                    return Ok(Active { version: version as u32, key: SigningKey::from_bytes(seed.expose()) });
+                }
+                None => {
+                    self.create(tx, name, 1).await?;
+                }
+            }
+        }
+        Err(key_destroyed())
+    }
+}
+
+#[tonic::async_trait]
+impl pb::signing_service_server::SigningService for Signing {
+    async fn sign(&self, request: Request<pb::SignRequest>) -> Result<Response<pb::SignResponse>, Status> {
+        let ctx = RequestContext::of(&request)?;
+        let req = request.into_inner();
+        check_name(&req.key_name)?;
+        if req.message.len() > MAX_MESSAGE {
+            return Err(ApiError::invalid_field("message", "at most 1 MiB").into());
+        }
+        let tenant = self.tenant(&ctx).await?;
+        let mut tx = self.db.begin(&tenant).await?;
+        let active = self.active(&mut tx, &req.key_name).await?;
+        tx.commit().await?;
+        let signature = active.key.sign(&req.message);
+        Ok(Response::new(pb::SignResponse {
+            signature: signature.to_bytes().to_vec(),
+            key_version: active.version,
+            public_key: active.key.verifying_key().to_bytes().to_vec(),
+        }))
+    }
+
+    async fn get_public_key(
+        &self,
+        request: Request<pb::GetPublicKeyRequest>,
+    ) -> Result<Response<pb::GetPublicKeyResponse>, Status> {
+        let ctx = RequestContext::of(&request)?;
+        let req = request.into_inner();
+        check_name(&req.key_name)?;
+        let tenant = self.tenant(&ctx).await?;
+        let mut tx = self.db.begin(&tenant).await?;
+        let row: Option<(i32, Vec<u8>)> = if req.version == 0 {
+            if self.active(&mut tx, &req.key_name).await.is_err() {
+                None
+            } else {
+                sqlx::query_as("SELECT version, public_key FROM signing_keys WHERE name = $1 AND state = 'active'")
+                    .bind(&req.key_name)
+                    .fetch_optional(tx.conn())
+                    .await
+                    .map_err(db_error)?
+            }
+        } else {
+            sqlx::query_as("SELECT version, public_key FROM signing_keys WHERE name = $1 AND version = $2")
+                .bind(&req.key_name)
+                .bind(req.version as i32)
+                .fetch_optional(tx.conn())
+                .await
+                .map_err(db_error)?
+        };
+        tx.commit().await?;
+        let (version, public_key) =
+            row.ok_or_else(|| ApiError::not_found("SIGNING_KEY_NOT_FOUND", "no such signing key version"))?;
+        Ok(Response::new(pb::GetPublicKeyResponse {
+            public_key,
+            key_version: version as u32,
+            algorithm: "Ed25519".into(),
+        }))
+    }
+
+    async fn rotate_signing_key(
+        &self,
+        request: Request<pb::RotateSigningKeyRequest>,
+    ) -> Result<Response<pb::RotateSigningKeyResponse>, Status> {
+        let ctx = RequestContext::of(&request)?;
+        let name = request.into_inner().key_name;
+        check_name(&name)?;
+        let tenant = self.tenant(&ctx).await?;
+        let mut tx = self.db.begin(&tenant).await?;
+        let current = self.active(&mut tx, &name).await?;
+        sqlx::query("UPDATE signing_keys SET state = 'retired', retired_at = now() WHERE name = $1 AND version = $2")
+            .bind(&name)
+            .bind(current.version as i32)
+            .execute(tx.conn())
+            .await
+            .map_err(db_error)?;
+        let next = current.version + 1;
+        if !self.create(&mut tx, &name, next).await? {
+            return Err(ApiError::new(
+                ErrorCode::Aborted,
+                "CONCURRENT_ROTATION",
+                "the key was rotated concurrently; retry",
+            )
+            .into());
+        }
+        let fresh = self.active(&mut tx, &name).await?;
+        tx.record(
+            AuditRecord::new(
+                SERVICE,
+                Actor::Service(ctx.caller.identity.name().to_owned()),
+                "vault.signing_key.rotate",
+                &format!("signing_key/{name}"),
+                Outcome::Success,
+            )
+            .request_id(ctx.request_id.clone())
+            .detail("version", next),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(Response::new(pb::RotateSigningKeyResponse {
+            public_key: fresh.key.verifying_key().to_bytes().to_vec(),
+            key_version: fresh.version,
+        }))
+    }
+}
