@@ -84,32 +84,59 @@ impl SoftHsm {
         let label = format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..24]);
         let pin = uuid::Uuid::new_v4().simple().to_string();
         let so_pin = uuid::Uuid::new_v4().simple().to_string();
-        let out = std::process::Command::new("softhsm2-util")
-            .args(["--init-token", "--free", "--label", &label, "--so-pin", &so_pin, "--pin", &pin])
-            .output()
-            .expect("softhsm2-util (install softhsm2)");
-        assert!(out.status.success(), "softhsm2-util: {}", String::from_utf8_lossy(&out.stderr));
-        Self { label, pin }
+        // SoftHSM's file store is not safe against concurrent token creation by several
+        // processes (tests run one per process): take a file lock, and retry a failed attempt.
+        let _guard = store_lock(&dir);
+        let mut last = String::new();
+        for _ in 0..5 {
+            let out = std::process::Command::new("softhsm2-util")
+                .args(["--init-token", "--free", "--label", &label, "--so-pin", &so_pin, "--pin", &pin])
+                .output()
+                .expect("softhsm2-util (install softhsm2)");
+            if out.status.success() {
+                return Self { label, pin };
+            }
+            last = String::from_utf8_lossy(&out.stderr).into_owned();
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        panic!("softhsm2-util: {last}");
     }
 
     /// The vault settings that use this token, generating the master key in it.
     pub fn vault_settings(&self) -> vault_svc::VaultSettings {
         vault_svc::VaultSettings {
-            kms: Some(vault_svc::KmsConfig::Pkcs11 {
-                module: Self::module(),
-                token_label: self.label.clone(),
-                pin: self.pin.clone().into(),
-                key_label: "strongroom-master".into(),
-                create_key: true,
-            }),
+            kms: Some(self.kms("strongroom-master")),
+            previous_kms: Vec::new(),
             key_cache_ttl_secs: 300,
             key_cache_size: 1000,
         }
     }
+
+    /// The master key labelled `key_label` in this token (generated if missing).
+    pub fn kms(&self, key_label: &str) -> vault_svc::KmsConfig {
+        vault_svc::KmsConfig::Pkcs11 {
+            module: Self::module(),
+            token_label: self.label.clone(),
+            pin: self.pin.clone().into(),
+            key_label: key_label.into(),
+            create_key: true,
+        }
+    }
+}
+
+/// An exclusive lock on the token store, released when dropped.
+fn store_lock(dir: &std::path::Path) -> Option<std::fs::File> {
+    let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(dir.join(".lock")).ok()?;
+    file.lock().ok()?;
+    Some(file)
 }
 
 impl Drop for SoftHsm {
     fn drop(&mut self) {
+        let dir = std::env::var("SOFTHSM2_CONF")
+            .ok()
+            .and_then(|c| std::path::Path::new(&c).parent().map(|p| p.to_path_buf()));
+        let _guard = dir.as_deref().and_then(store_lock);
         let _ = std::process::Command::new("softhsm2-util")
             .args(["--delete-token", "--token", &self.label])
             .stdout(std::process::Stdio::null())
@@ -120,9 +147,17 @@ impl Drop for SoftHsm {
 
 /// Runs service `name`'s real `run` on `listeners` in a task.
 fn spawn_run(name: &'static str, cfg: kit::config::ServiceConfig, listeners: Listeners, hsm: &SoftHsm) -> Running {
+    spawn_with(name, cfg, listeners, hsm.vault_settings())
+}
+
+fn spawn_with(
+    name: &'static str,
+    cfg: kit::config::ServiceConfig,
+    listeners: Listeners,
+    vault_settings: vault_svc::VaultSettings,
+) -> Running {
     let (grpc, admin) = (cfg.grpc.listen, cfg.admin.listen);
     let (stop, shutdown) = shutdown_pair();
-    let vault_settings = hsm.vault_settings();
     let task = tokio::spawn(async move {
         let r = match name {
             "auth" => auth_svc::run(cfg, listeners, shutdown).await,
@@ -195,10 +230,15 @@ impl Constellation {
 
     /// Starts another replica of `name` on new ports (same database); returns it.
     pub async fn start_replica(&self, name: &'static str) -> Running {
+        self.start_replica_with(name, self.hsm.vault_settings()).await
+    }
+
+    /// Starts another replica; a vault replica gets `vault_settings`.
+    pub async fn start_replica_with(&self, name: &'static str, vault_settings: vault_svc::VaultSettings) -> Running {
         let (grpc, grpc_addr) = listener().await;
         let (admin, admin_addr) = listener().await;
         let cfg = service_config(name, grpc_addr, admin_addr, &self.db, &self.pki, self.upstreams.clone());
-        let mut running = spawn_run(name, cfg, Listeners { grpc, admin }, &self.hsm);
+        let mut running = spawn_with(name, cfg, Listeners { grpc, admin }, vault_settings);
         let serving = wait_serving(channel(&self.pki, "operator", grpc_addr, name), "", Duration::from_secs(60));
         tokio::select! {
             r = serving => r.expect("replica serving"),

@@ -20,6 +20,7 @@ struct Fixture {
 
 impl Fixture {
     async fn new() -> Self {
+        let _ = kit::telemetry::init("e2e", &kit::config::TelemetryConfig { otlp_endpoint: None, log: "error".into() });
         let c = Constellation::start(false).await;
         let alpha = c.create_tenant("alpha").await;
         let bravo = c.create_tenant("bravo").await;
@@ -658,4 +659,23 @@ async fn the_gateway_serves_secrets_over_http() {
     .await;
     assert_eq!(status, 404, "{body}");
     c.stop().await;
+}
+
+#[tokio::test]
+async fn concurrent_first_use_creates_one_tenant_key() {
+    let f = Fixture::new().await;
+    let calls = (0..24).map(|i| {
+        let mut client = TransitServiceClient::new(f.c.channel_as("auth", "vault"));
+        async move {
+            client.encrypt(transit_req("bravo", pb::EncryptRequest { plaintext: vec![i], ..Default::default() })).await
+        }
+    });
+    let results = futures::future::join_all(calls).await;
+    assert!(results.iter().all(Result::is_ok), "{:?}", results.iter().filter(|r| r.is_err()).collect::<Vec<_>>());
+    let keys: i64 = sqlx::query_scalar("SELECT count(*) FROM t_bravo.tenant_keys")
+        .fetch_one(&f.c.db.admin_pool().await)
+        .await
+        .expect("count");
+    assert_eq!(keys, 1);
+    f.c.stop().await;
 }

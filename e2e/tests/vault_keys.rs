@@ -368,3 +368,74 @@ async fn signing_keys_sign_rotate_and_stay_verifiable() {
     assert!(stored.iter().all(|w| w.len() == 12 + 32 + 16));
     f.c.stop().await;
 }
+
+#[tokio::test]
+async fn the_master_key_rotates_without_losing_data() {
+    let f = F::new().await;
+    f.put("keep/me", "KEEP-ME").await;
+    let ct = f.encrypt(b"transit survives", "").await;
+
+    // A vault configured with a new master key, and the old one as previous.
+    let mut rotating = f.c.hsm.vault_settings();
+    rotating.kms = Some(f.c.hsm.kms("strongroom-master-2"));
+    rotating.previous_kms = vec![f.c.hsm.kms("strongroom-master")];
+    let replica = f.c.start_replica_with("vault", rotating).await;
+    let mut admin = KeyManagementServiceClient::new(kit::testing::channel(&f.c.pki, "operator", replica.grpc, "vault"));
+    let done = admin
+        .rotate_master_key(tonic::Request::new(pb::RotateMasterKeyRequest {}))
+        .await
+        .expect("rotate master")
+        .into_inner();
+    assert!(done.tenants >= 2);
+    assert_eq!(done.tenant_keys_rewrapped, 1);
+    assert!(done.master_key_id.ends_with("/strongroom-master-2"), "{}", done.master_key_id);
+    let again = admin
+        .rotate_master_key(tonic::Request::new(pb::RotateMasterKeyRequest {}))
+        .await
+        .expect("idempotent")
+        .into_inner();
+    assert_eq!(again.tenant_keys_rewrapped, 0);
+    let ids: Vec<String> = sqlx::query_scalar("SELECT DISTINCT master_key_id FROM t_alpha.tenant_keys")
+        .fetch_all(&f.c.db.admin_pool().await)
+        .await
+        .expect("ids");
+    assert_eq!(ids, vec![done.master_key_id.clone()]);
+
+    // A vault that only knows the new master key reads everything.
+    let mut only_new = f.c.hsm.vault_settings();
+    only_new.kms = Some(f.c.hsm.kms("strongroom-master-2"));
+    let fresh = f.c.start_replica_with("vault", only_new).await;
+    let mut secrets = SecretsServiceClient::new(kit::testing::channel(&f.c.pki, "gateway", fresh.grpc, "vault"));
+    let msg = pb::RevealSecretRequest { path: "keep/me".into(), version: 0, reason: "after master rotation".into() };
+    assert_eq!(
+        secrets.reveal_secret(req("alpha", Some(&f.token), msg)).await.expect("reveal").into_inner().value,
+        b"KEEP-ME"
+    );
+    let mut transit = TransitServiceClient::new(kit::testing::channel(&f.c.pki, "auth", fresh.grpc, "vault"));
+    let msg = pb::DecryptRequest { ciphertext: ct.ciphertext, context: HashMap::new(), subject: String::new() };
+    assert_eq!(
+        transit.decrypt(req("alpha", None, msg)).await.expect("decrypt").into_inner().plaintext,
+        b"transit survives"
+    );
+
+    // Retried tenant-key rotations with one request id rotate once.
+    let id = uuid::Uuid::new_v4().to_string();
+    let mut keys = KeyManagementServiceClient::new(kit::testing::channel(&f.c.pki, "operator", fresh.grpc, "vault"));
+    let a = keys
+        .rotate_tenant_key(req("alpha", None, pb::RotateTenantKeyRequest { request_id: id.clone() }))
+        .await
+        .expect("rotate")
+        .into_inner();
+    let b = keys
+        .rotate_tenant_key(req("alpha", None, pb::RotateTenantKeyRequest { request_id: id }))
+        .await
+        .expect("retry")
+        .into_inner();
+    assert_eq!(a, b);
+    let versions =
+        keys.list_tenant_keys(req("alpha", None, pb::ListTenantKeysRequest {})).await.expect("list").into_inner().keys;
+    assert_eq!(versions.len(), 2);
+    let _ = replica.stop().await;
+    let _ = fresh.stop().await;
+    f.c.stop().await;
+}

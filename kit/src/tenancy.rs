@@ -223,6 +223,17 @@ impl Db {
         Ok(tenant)
     }
 
+    /// Every registered tenant that is not terminated.
+    pub async fn tenants(&self) -> Result<Vec<Tenant>, ApiError> {
+        let rows: Vec<TenantRow> = sqlx::query_as(
+            "SELECT id, slug, status, created_at FROM control.tenants WHERE status <> 'terminated' ORDER BY slug",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_error)?;
+        rows.into_iter().map(Tenant::try_from).collect()
+    }
+
     /// Resolves the tenant a request names and checks that the caller's token (if any) belongs to
     /// it: a token of tenant A is worthless against tenant B.
     pub async fn authorize_tenant(&self, slug: &TenantSlug, principal: Option<&Principal>) -> Result<Tenant, ApiError> {

@@ -130,14 +130,26 @@ impl pb::key_management_service_server::KeyManagementService for KeyManagement {
         &self,
         request: Request<pb::RotateTenantKeyRequest>,
     ) -> Result<Response<pb::RotateTenantKeyResponse>, Status> {
+        use prost::Message;
         let ctx = RequestContext::of(&request)?;
+        let request_id = match request.get_ref().request_id.as_str() {
+            "" => None,
+            raw => {
+                Some(uuid::Uuid::parse_str(raw).map_err(|_| ApiError::invalid_field("request_id", "must be a UUID"))?)
+            }
+        };
         let tenant = self.tenant(&ctx).await?;
         let mut tx = self.db.begin(&tenant).await?;
+        // A retried rotation must not rotate twice.
+        if let Some(id) = request_id
+            && let Some(previous) = crate::store::idempotent_response(&mut tx, id, "rotate_tenant_key", b"").await?
+        {
+            return Ok(Response::new(
+                pb::RotateTenantKeyResponse::decode(previous.as_slice()).map_err(|e| ApiError::internal(&e))?,
+            ));
+        }
         let version = self.keyring.rotate(&mut tx).await?;
-        tx.record(audit(&ctx, "vault.tenant_key.rotate", &tenant).detail("version", version)).await?;
-        tx.commit().await?;
-        self.keyring.invalidate(tenant.id.0);
-        Ok(Response::new(pb::RotateTenantKeyResponse {
+        let resp = pb::RotateTenantKeyResponse {
             key: Some(pb::TenantKeyVersion {
                 version,
                 state: "active".into(),
@@ -145,6 +157,47 @@ impl pb::key_management_service_server::KeyManagementService for KeyManagement {
                 create_time: ts(Some(chrono::Utc::now())),
                 destroy_time: None,
             }),
+        };
+        if let Some(id) = request_id {
+            crate::store::remember_response(&mut tx, id, "rotate_tenant_key", b"", &resp.encode_to_vec()).await?;
+        }
+        tx.record(audit(&ctx, "vault.tenant_key.rotate", &tenant).detail("version", version)).await?;
+        tx.commit().await?;
+        self.keyring.invalidate(tenant.id.0);
+        Ok(Response::new(resp))
+    }
+
+    async fn rotate_master_key(
+        &self,
+        request: Request<pb::RotateMasterKeyRequest>,
+    ) -> Result<Response<pb::RotateMasterKeyResponse>, Status> {
+        let ctx = RequestContext::of(&request)?;
+        let tenants = self.db.tenants().await?;
+        let mut rewrapped = 0;
+        for tenant in &tenants {
+            let mut tx = self.db.begin(tenant).await?;
+            let n = self.keyring.rewrap_under_current_master(&mut tx).await?;
+            if n > 0 {
+                tx.record(
+                    audit(&ctx, "vault.master_key.rewrap", tenant)
+                        .detail("tenant_keys", n)
+                        .detail("master_key_id", self.keyring.provider().key_id()),
+                )
+                .await?;
+            }
+            tx.commit().await?;
+            rewrapped += n;
+        }
+        tracing::info!(
+            tenants = tenants.len(),
+            rewrapped,
+            master_key = self.keyring.provider().key_id(),
+            "master key rotation done"
+        );
+        Ok(Response::new(pb::RotateMasterKeyResponse {
+            tenants: tenants.len() as u32,
+            tenant_keys_rewrapped: rewrapped,
+            master_key_id: self.keyring.provider().key_id().to_owned(),
         }))
     }
 

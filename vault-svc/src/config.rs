@@ -10,6 +10,10 @@ use serde::Deserialize;
 pub struct VaultSettings {
     /// Where the master key lives. Required.
     pub kms: Option<KmsConfig>,
+    /// Earlier master keys, still needed to unwrap tenant keys until `RotateMasterKey` has
+    /// re-wrapped them under `kms`.
+    #[serde(default)]
+    pub previous_kms: Vec<KmsConfig>,
     /// How long unwrapped tenant keys stay cached (seconds, ≤ 3600).
     #[serde(default = "default_cache_ttl")]
     pub key_cache_ttl_secs: u64,
@@ -56,6 +60,11 @@ impl kit::config::ServiceSettings for VaultSettings {
             Some(KmsConfig::Local { .. }) if env == kit::config::Environment::Production => {
                 Err("service.kms.provider = \"local\" keeps the master key on this machine; refused in production"
                     .into())
+            }
+            _ if env == kit::config::Environment::Production
+                && self.previous_kms.iter().any(|k| matches!(k, KmsConfig::Local { .. })) =>
+            {
+                Err("service.previous_kms holds a local key file; refused in production".into())
             }
             Some(KmsConfig::Pkcs11 { create_key: true, .. }) if env == kit::config::Environment::Production => {
                 Err("service.kms.create_key is for development; provision the master key in the HSM".into())

@@ -42,6 +42,8 @@ struct Cached {
 #[derive(Clone)]
 pub struct Keyring {
     provider: Arc<dyn KeyProvider>,
+    /// Earlier master keys, kept to unwrap what they protect until it is re-wrapped.
+    previous: Arc<Vec<Arc<dyn KeyProvider>>>,
     keys: Arc<Mutex<HashMap<(Uuid, u32), Cached>>>,
     active: Arc<Mutex<HashMap<Uuid, (u32, Instant)>>>,
     ttl: Duration,
@@ -55,8 +57,15 @@ impl std::fmt::Debug for Keyring {
 }
 
 impl Keyring {
-    pub fn new(provider: Arc<dyn KeyProvider>, ttl: Duration, max: usize) -> Self {
-        Self { provider, keys: Arc::default(), active: Arc::default(), ttl, max: max.max(1) }
+    pub fn new(provider: Arc<dyn KeyProvider>, previous: Vec<Arc<dyn KeyProvider>>, ttl: Duration, max: usize) -> Self {
+        Self {
+            provider,
+            previous: Arc::new(previous),
+            keys: Arc::default(),
+            active: Arc::default(),
+            ttl,
+            max: max.max(1),
+        }
     }
 
     pub fn provider(&self) -> &Arc<dyn KeyProvider> {
@@ -116,22 +125,23 @@ impl Keyring {
         {
             return Ok((version, key));
         }
-        let row: Option<(i32,)> = sqlx::query_as("SELECT version FROM tenant_keys WHERE state = 'active'")
-            .fetch_optional(tx.conn())
-            .await
-            .map_err(db_error)?;
-        let version = match row {
-            Some((v,)) => v as u32,
-            None => {
-                // No active key: either the tenant never had one, or it was shredded — which
-                // must never silently start a fresh key.
-                let (any,): (i64,) =
-                    sqlx::query_as("SELECT count(*) FROM tenant_keys").fetch_one(tx.conn()).await.map_err(db_error)?;
-                if any > 0 {
-                    return Err(key_destroyed());
-                }
-                self.create_first(tx).await?
-            }
+        // One statement, one snapshot: "no active version" and "no version at all" are told
+        // apart consistently even while another transaction creates the first key.
+        let (active, any): (Option<i32>, i64) =
+            sqlx::query_as("SELECT max(version) FILTER (WHERE state = 'active'), count(*) FROM tenant_keys")
+                .fetch_one(tx.conn())
+                .await
+                .map_err(db_error)?;
+        let version = match (active, any) {
+            (Some(v), _) => v as u32,
+            // Shredded or retired: a fresh key must never be started silently.
+            (None, n) if n > 0 => return Err(key_destroyed()),
+            (None, _) => match self.create_first(tx).await? {
+                // Created by this (uncommitted) transaction: used, but not cached, since the
+                // transaction may still roll back.
+                (v, Some(key)) => return Ok((v, key)),
+                (v, None) => v,
+            },
         };
         let key = self.version(tx, version).await?;
         if let Ok(mut active) = self.active.lock() {
@@ -140,25 +150,30 @@ impl Keyring {
         Ok((version, key))
     }
 
-    /// Creates version 1 if no key exists yet (idempotent under concurrency).
-    pub async fn create_first(&self, tx: &mut TenantTx) -> Result<u32, ApiError> {
+    /// Creates version 1 if no key exists yet (idempotent under concurrency). Returns the
+    /// version, and the key when this transaction created it.
+    pub async fn create_first(&self, tx: &mut TenantTx) -> Result<(u32, Option<Key256>), ApiError> {
         let tenant = tx.tenant().id.0;
         let key = Key256::generate().map_err(|e| ApiError::internal(&e))?;
-        let wrapped = self.wrap(tenant, 1, key).await?;
-        sqlx::query(
+        let wrapped = self.wrap(tenant, 1, key.clone()).await?;
+        let inserted = sqlx::query(
             "INSERT INTO tenant_keys (version, state, master_key_id, wrapped) VALUES (1, 'active', $1, $2) \
-             ON CONFLICT (tenant_id, version) DO NOTHING",
+             ON CONFLICT DO NOTHING",
         )
         .bind(self.provider.key_id())
         .bind(wrapped)
         .execute(tx.conn())
         .await
         .map_err(db_error)?;
+        if inserted.rows_affected() == 1 {
+            return Ok((1, Some(key)));
+        }
         let (v,): (i32,) = sqlx::query_as("SELECT version FROM tenant_keys WHERE state = 'active'")
-            .fetch_one(tx.conn())
+            .fetch_optional(tx.conn())
             .await
-            .map_err(db_error)?;
-        Ok(v as u32)
+            .map_err(db_error)?
+            .ok_or_else(key_destroyed)?;
+        Ok((v as u32, None))
     }
 
     async fn wrap(&self, tenant: Uuid, version: u32, key: Key256) -> Result<Vec<u8>, ApiError> {
@@ -175,24 +190,71 @@ impl Keyring {
         if let Some(key) = self.cached(tenant, version) {
             return Ok(key);
         }
-        let row: Option<(String, Option<Vec<u8>>)> =
-            sqlx::query_as("SELECT state, wrapped FROM tenant_keys WHERE version = $1")
+        let row: Option<(String, String, Option<Vec<u8>>)> =
+            sqlx::query_as("SELECT state, master_key_id, wrapped FROM tenant_keys WHERE version = $1")
                 .bind(version as i32)
                 .fetch_optional(tx.conn())
                 .await
                 .map_err(db_error)?;
-        let wrapped = match row {
-            Some((state, Some(wrapped))) if state != "destroyed" => wrapped,
+        let (master_key_id, wrapped) = match row {
+            Some((state, master, Some(wrapped))) if state != "destroyed" => (master, wrapped),
             Some(_) => return Err(key_destroyed()),
             None => return Err(ApiError::new(ErrorCode::FailedPrecondition, "KEY_NOT_FOUND", "no such key version")),
         };
-        let provider = self.provider.clone();
-        let key = tokio::task::spawn_blocking(move || provider.unwrap(wrap_aad(tenant, version).bytes(), &wrapped))
-            .await
-            .map_err(|e| ApiError::internal(&e))?
-            .map_err(kms_error)?;
+        let key = self.unwrap_tenant_key(tenant, version, &master_key_id, wrapped).await?;
         self.remember(tenant, version, &key);
         Ok(key)
+    }
+
+    /// The provider holding master key `id`: the current one or a previous one.
+    fn provider_for(&self, id: &str) -> Result<Arc<dyn KeyProvider>, ApiError> {
+        std::iter::once(&self.provider).chain(self.previous.iter()).find(|p| p.key_id() == id).cloned().ok_or_else(
+            || {
+                tracing::error!(master_key = id, "a tenant key is wrapped by a master key that is not configured");
+                ApiError::unavailable("MASTER_KEY_UNAVAILABLE", "the master key of this data is not available")
+            },
+        )
+    }
+
+    async fn unwrap_tenant_key(
+        &self,
+        tenant: Uuid,
+        version: u32,
+        master_key_id: &str,
+        wrapped: Vec<u8>,
+    ) -> Result<Key256, ApiError> {
+        let provider = self.provider_for(master_key_id)?;
+        tokio::task::spawn_blocking(move || provider.unwrap(wrap_aad(tenant, version).bytes(), &wrapped))
+            .await
+            .map_err(|e| ApiError::internal(&e))?
+            .map_err(kms_error)
+    }
+
+    /// Re-wraps every live tenant key of this tenant that a previous master key protects under
+    /// the current one (master key rotation). Returns how many were re-wrapped.
+    pub async fn rewrap_under_current_master(&self, tx: &mut TenantTx) -> Result<u32, ApiError> {
+        let tenant = tx.tenant().id.0;
+        let rows: Vec<(i32, String, Vec<u8>)> = sqlx::query_as(
+            "SELECT version, master_key_id, wrapped FROM tenant_keys WHERE wrapped IS NOT NULL AND master_key_id <> $1 ORDER BY version FOR UPDATE",
+        )
+        .bind(self.provider.key_id())
+        .fetch_all(tx.conn())
+        .await
+        .map_err(db_error)?;
+        let mut moved = 0;
+        for (version, master, wrapped) in rows {
+            let key = self.unwrap_tenant_key(tenant, version as u32, &master, wrapped).await?;
+            let rewrapped = self.wrap(tenant, version as u32, key).await?;
+            sqlx::query("UPDATE tenant_keys SET wrapped = $2, master_key_id = $3 WHERE version = $1")
+                .bind(version)
+                .bind(rewrapped)
+                .bind(self.provider.key_id())
+                .execute(tx.conn())
+                .await
+                .map_err(db_error)?;
+            moved += 1;
+        }
+        Ok(moved)
     }
 
     /// Creates the next tenant key version and makes it the one new encryptions use.
@@ -328,7 +390,7 @@ impl Keyring {
                 let sealed = Self::seal_key(&tenant_key, &subject_aad(tenant, subject, 1), &key)?;
                 let inserted = sqlx::query(
                     "INSERT INTO subject_keys (subject, version, state, tenant_key_version, wrapped) VALUES ($1, 1, 'active', $2, $3) \
-                     ON CONFLICT (tenant_id, subject, version) DO NOTHING",
+                     ON CONFLICT DO NOTHING",
                 )
                 .bind(subject)
                 .bind(tkv as i32)

@@ -70,7 +70,14 @@ impl LocalKeyFile {
         );
         let key = Key256::from_slice(&raw).map_err(|_| KmsError::Setup("key file must hold 32 bytes".into()))?;
         tracing::warn!(file = %path.display(), "master key read from a local file: development only, never in production");
-        Ok(Self { key, id: "local".into() })
+        // The id names the key by a short fingerprint, so two local keys are told apart.
+        let fingerprint = {
+            use sha2::Digest;
+            hex::encode(
+                &sha2::Sha256::digest(Aad::new("strongroom.vault.master-id").with("key", key.expose()).bytes())[..6],
+            )
+        };
+        Ok(Self { key, id: format!("local:{fingerprint}") })
     }
 }
 
@@ -129,9 +136,15 @@ impl Pkcs11Provider {
         }
         let mut slot = None;
         for s in context.get_slots_with_token().map_err(p11)? {
-            if context.get_token_info(s).map_err(p11)?.label() == token_label {
-                slot = Some(s);
-                break;
+            // A token that cannot describe itself (another tenant's token being created or
+            // removed in a shared store) is not ours; skip it rather than fail.
+            match context.get_token_info(s) {
+                Ok(info) if info.label() == token_label => {
+                    slot = Some(s);
+                    break;
+                }
+                Ok(_) => {}
+                Err(e) => tracing::debug!(error = %e, "skipping a PKCS#11 slot that does not answer"),
             }
         }
         let slot = slot.ok_or_else(|| KmsError::Setup(format!("no PKCS#11 token labelled {token_label:?}")))?;

@@ -44,27 +44,15 @@ pub async fn run(
     config.validate().map_err(ServeError::Config)?;
     let (config, settings) = config.split();
     let kms = settings.kms.clone().ok_or_else(|| ServeError::Config("service.kms is required".into()))?;
-    // A token that is briefly unavailable at boot (an HSM restarting, another process writing
-    // SoftHSM's token store) gets a few more tries before the service gives up.
-    let mut attempt = 0;
-    let provider = loop {
-        let cfg = kms.clone();
-        match tokio::task::spawn_blocking(move || kms::open(&cfg))
-            .await
-            .map_err(|e| ServeError::Config(e.to_string()))?
-        {
-            Ok(p) => break p,
-            Err(e) if attempt < 5 => {
-                attempt += 1;
-                tracing::warn!(error = %e, attempt, "master key provider not ready; retrying");
-                tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
-            }
-            Err(e) => return Err(ServeError::Config(e.to_string())),
-        }
-    };
+    let provider = open_provider(&kms).await?;
+    let mut previous = Vec::new();
+    for cfg in &settings.previous_kms {
+        previous.push(Arc::from(open_provider(cfg).await?));
+    }
     tracing::info!(master_key = provider.key_id(), "master key provider ready");
     let keyring = keyring::Keyring::new(
         Arc::from(provider),
+        previous,
         Duration::from_secs(settings.key_cache_ttl_secs),
         settings.key_cache_size,
     );
@@ -93,6 +81,27 @@ pub async fn run(
             .allow("/strongroom.vault.v1.SigningService/RotateSigningKey", &[Identity::OPERATOR]))
     })
     .await
+}
+
+/// Opens a master key provider. A token that is briefly unavailable at boot (an HSM restarting,
+/// another process writing SoftHSM's token store) gets a few more tries.
+async fn open_provider(cfg: &KmsConfig) -> Result<Box<dyn kms::KeyProvider>, ServeError> {
+    let mut attempt = 0;
+    loop {
+        let owned = cfg.clone();
+        match tokio::task::spawn_blocking(move || kms::open(&owned))
+            .await
+            .map_err(|e| ServeError::Config(e.to_string()))?
+        {
+            Ok(p) => return Ok(p),
+            Err(e) if attempt < 5 => {
+                attempt += 1;
+                tracing::warn!(error = %e, attempt, "master key provider not ready; retrying");
+                tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
+            }
+            Err(e) => return Err(ServeError::Config(e.to_string())),
+        }
+    }
 }
 
 #[cfg(test)]
