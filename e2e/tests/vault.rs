@@ -679,3 +679,21 @@ async fn concurrent_first_use_creates_one_tenant_key() {
     assert_eq!(keys, 1);
     f.c.stop().await;
 }
+
+#[tokio::test]
+async fn expired_secrets_are_not_revealed() {
+    let f = Fixture::new().await;
+    let token = f.token(f.alpha, &ALL);
+    let past = prost_types::Timestamp { seconds: chrono::Utc::now().timestamp() - 60, nanos: 0 };
+    let msg = pb::PutSecretRequest {
+        path: "old/api-key".into(),
+        value: b"stale".to_vec(),
+        expires_at: Some(past),
+        ..Default::default()
+    };
+    f.secrets().put_secret(f.req("alpha", &token, msg)).await.expect("put");
+    let err = f.reveal("alpha", &token, "old/api-key", 0).await.expect_err("expired");
+    assert_eq!(reason(&err), "SECRET_EXPIRED");
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition);
+    f.c.stop().await;
+}

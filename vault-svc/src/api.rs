@@ -296,6 +296,10 @@ impl pb::secrets_service_server::SecretsService for Secrets {
         let tenant = self.authorize_audited(&ctx, "vault.secrets.reveal", "vault.secret.reveal", &resource).await?;
         let mut tx = self.db.begin(&tenant).await?;
         let secret = store::secret(&mut tx, &path).await?.filter(|s| s.deleted_at.is_none()).ok_or_else(not_found)?;
+        // An expired secret is kept (for audit and undelete) but no longer served.
+        if secret.expires_at.is_some_and(|t| t <= chrono::Utc::now()) {
+            return Err(ApiError::new(ErrorCode::FailedPrecondition, "SECRET_EXPIRED", "the secret has expired").into());
+        }
         let version = if req.version == 0 { secret.current_version as u32 } else { req.version };
         let stored = store::version(&mut tx, &path, version).await?.ok_or_else(|| {
             ApiError::not_found(
