@@ -1,4 +1,11 @@
-//! audit-svc owns each tenant's append-only, hash-chained audit log. Nobody updates or deletes an entry. Today it serves its tenant provisioning, health and reflection; the Audit issue adds sequencing, proofs and queries.
+//! audit-svc owns each tenant's append-only, hash-chained audit log: it drains every service's
+//! outbox into contiguous, RFC 9162 Merkle-hashed entries. Nobody updates or deletes an entry (the
+//! database refuses it). Checkpoints, proofs over gRPC, queries and the gateway routes are the rest
+//! of the Audit issue.
+
+pub mod domain;
+pub mod sequencer;
+pub mod verify;
 
 use std::future::Future;
 
@@ -10,7 +17,10 @@ pub const SERVICE: &str = "audit";
 pub const MIGRATIONS: MigrationSet = MigrationSet {
     service: SERVICE,
     control: &[],
-    tenant: &[kit::migration!("tenant", "0001_create_retention_policy")],
+    tenant: &[
+        kit::migration!("tenant", "0001_create_retention_policy"),
+        kit::migration!("tenant", "0002_create_audit_log"),
+    ],
 };
 
 /// Runs audit-svc until `shutdown`.
@@ -19,7 +29,11 @@ pub async fn run(
     listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
-    kit::server::run_service(SERVICE, MIGRATIONS, config, listeners, shutdown, |_ctx| Ok(Api::new())).await
+    kit::server::run_service(SERVICE, MIGRATIONS, config, listeners, shutdown, |ctx| {
+        sequencer::spawn(ctx.db.clone(), ctx.shutdown.clone());
+        Ok(Api::new())
+    })
+    .await
 }
 
 #[cfg(test)]

@@ -203,7 +203,7 @@ async fn audit_records_commit_with_the_change_and_stay_in_their_tenant() {
     tx.record(spoofed).await.expect("record");
     tx.commit().await.expect("commit");
     let admin = c.db.admin_pool().await;
-    let stamped: String = sqlx::query_scalar("SELECT service FROM t_alpha.audit_outbox WHERE event_id = $1")
+    let stamped: String = sqlx::query_scalar("SELECT service FROM (SELECT event_id, service, action, outcome, details FROM t_alpha.audit_outbox UNION ALL SELECT event_id, service, action, outcome, details FROM t_alpha.audit_log) AS records WHERE event_id = $1")
         .bind(spoofed_id)
         .fetch_one(&admin)
         .await
@@ -218,14 +218,14 @@ async fn audit_records_commit_with_the_change_and_stay_in_their_tenant() {
 
     let audit = Db::connect_lazy(&c.db.runtime_url("audit"), 2).expect("pool");
     let mut tx = audit.begin(&alpha).await.expect("tx");
-    let ids: Vec<uuid::Uuid> = sqlx::query_scalar("SELECT event_id FROM audit_outbox WHERE action = 'settings.update'")
+    let ids: Vec<uuid::Uuid> = sqlx::query_scalar("SELECT event_id FROM (SELECT event_id, service, action, outcome, details FROM audit_outbox UNION ALL SELECT event_id, service, action, outcome, details FROM audit_log) AS records WHERE action = 'settings.update'")
         .fetch_all(tx.conn())
         .await
         .expect("q");
     assert_eq!(ids, vec![kept_id]);
     assert!(!ids.contains(&dropped_id));
     let provisioned: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM audit_outbox WHERE action IN ('tenant.create', 'tenant.provision')")
+        sqlx::query_scalar("SELECT count(*) FROM (SELECT event_id, service, action, outcome, details FROM audit_outbox UNION ALL SELECT event_id, service, action, outcome, details FROM audit_log) AS records WHERE action IN ('tenant.create', 'tenant.provision')")
             .fetch_one(tx.conn())
             .await
             .expect("q");
@@ -233,7 +233,7 @@ async fn audit_records_commit_with_the_change_and_stay_in_their_tenant() {
     tx.rollback().await.expect("rollback");
     let mut tx = audit.begin(&bravo).await.expect("tx");
     let leaked: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM t_alpha.audit_outbox").fetch_one(tx.conn()).await.expect("q");
+        sqlx::query_scalar("SELECT count(*) FROM (SELECT event_id, service, action, outcome, details FROM t_alpha.audit_outbox UNION ALL SELECT event_id, service, action, outcome, details FROM t_alpha.audit_log) AS records").fetch_one(tx.conn()).await.expect("q");
     assert_eq!(leaked, 0);
     tx.rollback().await.expect("rollback");
     c.stop().await;

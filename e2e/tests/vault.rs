@@ -72,7 +72,7 @@ impl Fixture {
     }
 
     async fn outbox_count(&self, schema: &str, action: &str, outcome: &str) -> i64 {
-        sqlx::query_scalar(&format!("SELECT count(*) FROM {schema}.audit_outbox WHERE action = $1 AND outcome = $2"))
+        sqlx::query_scalar(&format!("SELECT count(*) FROM (SELECT action, outcome FROM {schema}.audit_outbox UNION ALL SELECT action, outcome FROM {schema}.audit_log) AS r WHERE action = $1 AND outcome = $2"))
             .bind(action)
             .bind(outcome)
             .fetch_one(&self.c.db.admin_pool().await)
@@ -121,7 +121,7 @@ async fn secrets_round_trip_with_one_audit_record_per_reveal() {
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
 
     // Audit details never carry the value.
-    let details: Vec<serde_json::Value> = sqlx::query_scalar("SELECT details FROM t_alpha.audit_outbox")
+    let details: Vec<serde_json::Value> = sqlx::query_scalar("SELECT details FROM (SELECT event_id, service, action, outcome, details FROM t_alpha.audit_outbox UNION ALL SELECT event_id, service, action, outcome, details FROM t_alpha.audit_log) AS records")
         .fetch_all(&f.c.db.admin_pool().await)
         .await
         .expect("details");

@@ -221,7 +221,7 @@ async fn shredding_a_subject_makes_its_data_unreadable() {
             .expect("row");
     assert!(wrapped.is_none());
     let audit: Vec<serde_json::Value> =
-        sqlx::query_scalar("SELECT details FROM t_alpha.audit_outbox WHERE action = 'vault.subject.shred'")
+        sqlx::query_scalar("SELECT details FROM (SELECT event_id, service, action, outcome, details FROM t_alpha.audit_outbox UNION ALL SELECT event_id, service, action, outcome, details FROM t_alpha.audit_log) AS records WHERE action = 'vault.subject.shred'")
             .fetch_all(&f.c.db.admin_pool().await)
             .await
             .expect("audit");

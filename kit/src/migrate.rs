@@ -68,8 +68,8 @@ pub struct MigrationSet {
 /// kit's own tables: the tenant registry and each tenant's audit outbox.
 pub const KIT: MigrationSet = MigrationSet {
     service: "kit",
-    control: &[migration!("control", "0001_create_tenants")],
-    tenant: &[migration!("tenant", "0001_create_audit_outbox")],
+    control: &[migration!("control", "0001_create_tenants"), migration!("control", "0002_create_outbox_notify")],
+    tenant: &[migration!("tenant", "0001_create_audit_outbox"), migration!("tenant", "0002_notify_audit_outbox")],
 };
 
 #[derive(Debug, thiserror::Error)]

@@ -127,6 +127,8 @@ pub struct ServiceContext {
     pub migrator: Migrator,
     pub certs: CertStore,
     pub verifier: TokenVerifier,
+    /// Fires when the service begins to shut down; background tasks stop on it.
+    pub shutdown: Shutdown,
 }
 
 impl ServiceContext {
@@ -184,7 +186,9 @@ pub async fn run_service(
     let jwks_channel = client::channel(&certs, &auth_url, &Identity::new(Identity::AUTH)?, config.upstreams.timeout())
         .map_err(|e| ServeError::Config(e.to_string()))?;
     let verifier = TokenVerifier::new(config.jwt.clone(), JwksClient::new(jwks_channel));
+    let shutdown = Shutdown::from_future(shutdown);
     let ctx = ServiceContext {
+        shutdown: shutdown.clone(),
         name,
         config: config.clone(),
         db: db.clone(),
@@ -200,7 +204,6 @@ pub async fn run_service(
         ))
         .allow("/strongroom.common.v1.TenantProvisioningService/ProvisionTenant", &[Identity::OPERATOR]);
 
-    let shutdown = Shutdown::from_future(shutdown);
     let ready = watch::channel(false);
     tokio::spawn(bootstrap_until_done(
         name,

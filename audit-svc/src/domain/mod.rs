@@ -1,0 +1,4 @@
+//! Pure audit rules: RFC 9162 Merkle hashing and proofs, the hash chain, canonical entry bytes.
+
+pub mod entry;
+pub mod merkle;

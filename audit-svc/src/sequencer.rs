@@ -1,0 +1,310 @@
+//! Drains each tenant's `audit_outbox` into its log: at-least-once, de-duplicated by event id,
+//! contiguous sequence numbers from 0, in batches, woken by LISTEN/NOTIFY and a poll. One
+//! sequencer per tenant at a time (a transaction-scoped advisory lock), so replicas share tenants.
+//! A batch — entries, Merkle nodes and the outbox rows it consumed — commits as one transaction:
+//! a crash loses and duplicates nothing.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use kit::tenancy::db_error;
+use kit::{ApiError, Db, Tenant, TenantTx};
+use uuid::Uuid;
+
+use crate::domain::entry::Entry;
+use crate::domain::merkle::{Hash, node_hash};
+
+/// Most outbox rows one transaction takes.
+pub const BATCH: i64 = 1000;
+/// The channel kit's outbox trigger notifies.
+pub const CHANNEL: &str = "strongroom_audit_outbox";
+const POLL: Duration = Duration::from_secs(1);
+
+#[derive(sqlx::FromRow)]
+struct OutboxRow {
+    event_id: Uuid,
+    occurred_at: DateTime<Utc>,
+    service: String,
+    actor: String,
+    action: String,
+    resource: String,
+    outcome: String,
+    request_id: Option<String>,
+    trace_id: Option<String>,
+    details: serde_json::Value,
+}
+
+fn hash32(bytes: &[u8]) -> Result<Hash, ApiError> {
+    bytes.try_into().map_err(|_| ApiError::internal(&"stored hash is not 32 bytes"))
+}
+
+/// Moves up to [`BATCH`] records of `tenant`'s outbox into its log. Returns how many outbox rows
+/// it consumed and how many entries it appended, or `None` when another sequencer holds the tenant.
+pub async fn drain_once(db: &Db, tenant: &Tenant) -> Result<Option<(usize, usize)>, ApiError> {
+    let mut tx = db.begin(tenant).await?;
+    let (locked,): (bool,) =
+        sqlx::query_as("SELECT pg_try_advisory_xact_lock(hashtext('strongroom.audit.sequencer'), hashtext(current_setting('strongroom.tenant_id')))")
+            .fetch_one(tx.conn())
+            .await
+            .map_err(db_error)?;
+    if !locked {
+        tx.rollback().await?;
+        return Ok(None);
+    }
+    let rows: Vec<OutboxRow> = sqlx::query_as(
+        "SELECT event_id, occurred_at, service, actor, action, resource, outcome, request_id, trace_id, details \
+         FROM audit_outbox ORDER BY position LIMIT $1",
+    )
+    .bind(BATCH)
+    .fetch_all(tx.conn())
+    .await
+    .map_err(db_error)?;
+    if rows.is_empty() {
+        tx.rollback().await?;
+        return Ok(Some((0, 0)));
+    }
+    let consumed = rows.len();
+    let ids: Vec<Uuid> = rows.iter().map(|r| r.event_id).collect();
+    let already: Vec<Uuid> = sqlx::query_scalar("SELECT event_id FROM audit_log WHERE event_id = ANY($1)")
+        .bind(&ids)
+        .fetch_all(tx.conn())
+        .await
+        .map_err(db_error)?;
+    let last: Option<(i64, Vec<u8>)> =
+        sqlx::query_as("SELECT seq, chain_hash FROM audit_log ORDER BY seq DESC LIMIT 1")
+            .fetch_optional(tx.conn())
+            .await
+            .map_err(db_error)?;
+    let (mut next, mut chain) = match last {
+        Some((seq, chain)) => (seq as u64 + 1, hash32(&chain)?),
+        None => (0, [0u8; 32]),
+    };
+    let first = next;
+
+    let mut seen: std::collections::HashSet<Uuid> = already.into_iter().collect();
+    let mut entries = Vec::new();
+    for row in rows {
+        // At-least-once in, exactly once in the log.
+        if !seen.insert(row.event_id) {
+            continue;
+        }
+        let entry = Entry {
+            seq: next,
+            event_id: row.event_id,
+            occurred_at: row.occurred_at,
+            service: row.service,
+            actor: row.actor,
+            action: row.action,
+            resource: row.resource,
+            outcome: row.outcome,
+            request_id: row.request_id,
+            trace_id: row.trace_id,
+            details: row.details,
+        };
+        let (canonical, leaf, link) = entry.seal(&chain);
+        chain = link;
+        next += 1;
+        entries.push((entry, canonical, leaf, link));
+    }
+
+    // Merkle nodes completed by the new leaves; left siblings may come from earlier batches.
+    let mut nodes: HashMap<(u8, u64), Hash> = HashMap::new();
+    let mut needed = Vec::new();
+    for i in first..next {
+        let mut level = 1u8;
+        while level < 64 && (i + 1) % (1u64 << level) == 0 {
+            let left = (level - 1, ((i + 1) >> level) * 2 - 2);
+            if left.1 << (level - 1) < first {
+                needed.push(left);
+            }
+            level += 1;
+        }
+    }
+    if !needed.is_empty() {
+        let levels: Vec<i16> = needed.iter().map(|(l, _)| *l as i16).collect();
+        let idxs: Vec<i64> = needed.iter().map(|(_, i)| *i as i64).collect();
+        let found: Vec<(i16, i64, Vec<u8>)> = sqlx::query_as(
+            "SELECT n.level, n.idx, n.hash FROM merkle_nodes n JOIN unnest($1::smallint[], $2::bigint[]) AS w(level, idx) \
+             ON n.level = w.level AND n.idx = w.idx",
+        )
+        .bind(&levels)
+        .bind(&idxs)
+        .fetch_all(tx.conn())
+        .await
+        .map_err(db_error)?;
+        for (l, i, h) in found {
+            nodes.insert((l as u8, i as u64), hash32(&h)?);
+        }
+    }
+    let mut new_nodes: Vec<(u8, u64, Hash)> = Vec::new();
+    for (entry, _, leaf, _) in &entries {
+        let i = entry.seq;
+        nodes.insert((0, i), *leaf);
+        new_nodes.push((0, i, *leaf));
+        let mut level = 1u8;
+        while level < 64 && (i + 1) % (1u64 << level) == 0 {
+            let idx = ((i + 1) >> level) - 1;
+            let left =
+                nodes.get(&(level - 1, idx * 2)).copied().ok_or_else(|| ApiError::internal(&"merkle node missing"))?;
+            let right = nodes
+                .get(&(level - 1, idx * 2 + 1))
+                .copied()
+                .ok_or_else(|| ApiError::internal(&"merkle node missing"))?;
+            let h = node_hash(&left, &right);
+            nodes.insert((level, idx), h);
+            new_nodes.push((level, idx, h));
+            level += 1;
+        }
+    }
+
+    insert_entries(&mut tx, &entries).await?;
+    insert_nodes(&mut tx, &new_nodes).await?;
+    sqlx::query("DELETE FROM audit_outbox WHERE event_id = ANY($1)")
+        .bind(&ids)
+        .execute(tx.conn())
+        .await
+        .map_err(db_error)?;
+    tx.commit().await?;
+    Ok(Some((consumed, entries.len())))
+}
+
+async fn insert_entries(tx: &mut TenantTx, entries: &[(Entry, Vec<u8>, Hash, Hash)]) -> Result<(), ApiError> {
+    if entries.is_empty() {
+        return Ok(());
+    }
+    let seq: Vec<i64> = entries.iter().map(|e| e.0.seq as i64).collect();
+    let event_id: Vec<Uuid> = entries.iter().map(|e| e.0.event_id).collect();
+    let occurred_at: Vec<DateTime<Utc>> = entries.iter().map(|e| e.0.occurred_at).collect();
+    let service: Vec<&str> = entries.iter().map(|e| e.0.service.as_str()).collect();
+    let actor: Vec<&str> = entries.iter().map(|e| e.0.actor.as_str()).collect();
+    let action: Vec<&str> = entries.iter().map(|e| e.0.action.as_str()).collect();
+    let resource: Vec<&str> = entries.iter().map(|e| e.0.resource.as_str()).collect();
+    let outcome: Vec<&str> = entries.iter().map(|e| e.0.outcome.as_str()).collect();
+    let request_id: Vec<Option<String>> = entries.iter().map(|e| e.0.request_id.clone()).collect();
+    let trace_id: Vec<Option<String>> = entries.iter().map(|e| e.0.trace_id.clone()).collect();
+    let details: Vec<serde_json::Value> = entries.iter().map(|e| e.0.details.clone()).collect();
+    let canonical: Vec<Vec<u8>> = entries.iter().map(|e| e.1.clone()).collect();
+    let leaf: Vec<Vec<u8>> = entries.iter().map(|e| e.2.to_vec()).collect();
+    let chain: Vec<Vec<u8>> = entries.iter().map(|e| e.3.to_vec()).collect();
+    sqlx::query(
+        "INSERT INTO audit_log (seq, event_id, occurred_at, service, actor, action, resource, outcome, request_id, trace_id, details, canonical, leaf_hash, chain_hash) \
+         SELECT * FROM unnest($1::bigint[], $2::uuid[], $3::timestamptz[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], \
+                              $9::text[], $10::text[], $11::jsonb[], $12::bytea[], $13::bytea[], $14::bytea[])",
+    )
+    .bind(seq)
+    .bind(event_id)
+    .bind(occurred_at)
+    .bind(service)
+    .bind(actor)
+    .bind(action)
+    .bind(resource)
+    .bind(outcome)
+    .bind(request_id)
+    .bind(trace_id)
+    .bind(details)
+    .bind(canonical)
+    .bind(leaf)
+    .bind(chain)
+    .execute(tx.conn())
+    .await
+    .map_err(db_error)?;
+    Ok(())
+}
+
+async fn insert_nodes(tx: &mut TenantTx, nodes: &[(u8, u64, Hash)]) -> Result<(), ApiError> {
+    let level: Vec<i16> = nodes.iter().map(|n| n.0 as i16).collect();
+    let idx: Vec<i64> = nodes.iter().map(|n| n.1 as i64).collect();
+    let hash: Vec<Vec<u8>> = nodes.iter().map(|n| n.2.to_vec()).collect();
+    sqlx::query(
+        "INSERT INTO merkle_nodes (level, idx, hash) SELECT * FROM unnest($1::smallint[], $2::bigint[], $3::bytea[])",
+    )
+    .bind(level)
+    .bind(idx)
+    .bind(hash)
+    .execute(tx.conn())
+    .await
+    .map_err(db_error)?;
+    Ok(())
+}
+
+/// Drains `tenant` until its outbox is empty (or another sequencer holds it).
+pub async fn drain(db: &Db, tenant: &Tenant) -> Result<usize, ApiError> {
+    let mut appended = 0;
+    while let Some((consumed, n)) = drain_once(db, tenant).await? {
+        appended += n;
+        if consumed == 0 {
+            break;
+        }
+    }
+    Ok(appended)
+}
+
+/// Runs the sequencer until `shutdown`: woken by notifications, and polling every second. A batch
+/// in progress at shutdown either commits or rolls back whole.
+pub fn spawn(db: Db, shutdown: kit::server::Shutdown) -> tokio::task::JoinHandle<()> {
+    let stop = shutdown.clone();
+    let task = tokio::spawn(async move {
+        let (wake_tx, mut wake_rx) = tokio::sync::mpsc::channel::<Option<Uuid>>(1024);
+        let listener_db = db.clone();
+        let listener = tokio::spawn(async move {
+            loop {
+                let listen = async {
+                    let mut listener = sqlx::postgres::PgListener::connect_with(listener_db.control_pool()).await?;
+                    listener.listen(CHANNEL).await?;
+                    loop {
+                        let n = listener.recv().await?;
+                        if let Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) =
+                            wake_tx.try_send(Uuid::parse_str(n.payload()).ok())
+                        {
+                            return Ok(());
+                        }
+                    }
+                    #[allow(unreachable_code)]
+                    Ok::<(), sqlx::Error>(())
+                };
+                match listen.await {
+                    Ok(()) => return,
+                    Err(e) => tracing::debug!(error = %e, "audit outbox listener reconnecting"),
+                }
+                if wake_tx.is_closed() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        });
+        loop {
+            if stop.fired() {
+                listener.abort();
+                return;
+            }
+            let woken = tokio::time::timeout(POLL, wake_rx.recv()).await;
+            let tenants = match db.tenants().await {
+                Ok(t) => t,
+                Err(e) => {
+                    tracing::debug!(reason = %e.reason, "sequencer cannot list tenants");
+                    continue;
+                }
+            };
+            let only = match woken {
+                Ok(Some(Some(id))) => Some(id),
+                _ => None,
+            };
+            for tenant in tenants.iter().filter(|t| only.is_none_or(|id| t.id.0 == id)) {
+                match drain(&db, tenant).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::debug!(tenant = %tenant.slug, entries = n, "audit entries sequenced"),
+                    Err(e) => tracing::warn!(tenant = %tenant.slug, reason = %e.reason, "audit sequencing failed"),
+                }
+            }
+        }
+    });
+    let abort = task.abort_handle();
+    tokio::spawn(async move {
+        shutdown.wait().await;
+        // Dropping a batch mid-way rolls its transaction back: nothing is lost or doubled.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        abort.abort();
+    });
+    task
+}
