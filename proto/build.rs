@@ -14,6 +14,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "strongroom/vault/v1/transit.proto",
         "strongroom/vault/v1/keys.proto",
         "strongroom/vault/v1/signing.proto",
+        "strongroom/audit/v1/log.proto",
     ];
     for file in files {
         println!("cargo:rerun-if-changed={file}");

@@ -3,6 +3,8 @@
 //! database refuses it). Checkpoints, proofs over gRPC, queries and the gateway routes are the rest
 //! of the Audit issue.
 
+pub mod api;
+pub mod checkpoint;
 pub mod domain;
 pub mod sequencer;
 pub mod verify;
@@ -20,6 +22,7 @@ pub const MIGRATIONS: MigrationSet = MigrationSet {
     tenant: &[
         kit::migration!("tenant", "0001_create_retention_policy"),
         kit::migration!("tenant", "0002_create_audit_log"),
+        kit::migration!("tenant", "0003_create_checkpoints"),
     ],
 };
 
@@ -30,8 +33,19 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     kit::server::run_service(SERVICE, MIGRATIONS, config, listeners, shutdown, |ctx| {
-        sequencer::spawn(ctx.db.clone(), ctx.shutdown.clone());
-        Ok(Api::new())
+        use proto::audit::v1::audit_log_service_server::AuditLogServiceServer;
+        use proto::vault::v1::signing_service_client::SigningServiceClient;
+        let signer = match &ctx.config.upstreams.vault {
+            Some(url) => Some(SigningServiceClient::new(ctx.channel(url, kit::Identity::VAULT)?)),
+            None => {
+                tracing::warn!("upstreams.vault is not configured: checkpoints are not signed");
+                None
+            }
+        };
+        sequencer::spawn(ctx.db.clone(), ctx.shutdown.clone(), signer.clone());
+        Ok(Api::new()
+            .service(AuditLogServiceServer::new(api::AuditLog { db: ctx.db.clone(), signer }))
+            .allow("/strongroom.audit.v1.AuditLogService/*", &[kit::Identity::GATEWAY, kit::Identity::OPERATOR]))
     })
     .await
 }

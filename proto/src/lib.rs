@@ -23,3 +23,9 @@ pub mod vault {
         tonic::include_proto!("strongroom.vault.v1");
     }
 }
+
+pub mod audit {
+    pub mod v1 {
+        tonic::include_proto!("strongroom.audit.v1");
+    }
+}

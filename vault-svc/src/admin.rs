@@ -108,13 +108,39 @@ impl KeyManagement {
             .map_err(db_error)?;
             moved_subjects += 1;
         }
+        // Signing keys, sealed by the tenant key like subject keys.
+        let signing: Vec<(String, i32, i32, Vec<u8>)> = sqlx::query_as(
+            "SELECT name, version, tenant_key_version, wrapped_private FROM signing_keys \
+             WHERE tenant_key_version < $1 ORDER BY name, version LIMIT $2 FOR UPDATE SKIP LOCKED",
+        )
+        .bind(active as i32)
+        .bind(batch)
+        .fetch_all(tx.conn())
+        .await
+        .map_err(db_error)?;
+        for (name, version, tkv, sealed) in signing {
+            let old_key = self.keyring.version(tx, tkv as u32).await?;
+            let aad = crate::signing::seal_aad(tenant.id.0, &name, version as u32);
+            let seed = Keyring::open_key(&old_key, &aad, &sealed)?;
+            let resealed = Keyring::seal_key(&active_key, &aad, &seed)?;
+            sqlx::query("UPDATE signing_keys SET wrapped_private = $3, tenant_key_version = $4 WHERE name = $1 AND version = $2")
+                .bind(&name)
+                .bind(version)
+                .bind(resealed)
+                .bind(active as i32)
+                .execute(tx.conn())
+                .await
+                .map_err(db_error)?;
+            moved_subjects += 1;
+        }
         Ok((secrets, moved_subjects))
     }
 
     async fn remaining(&self, tx: &mut TenantTx, active: u32) -> Result<u64, ApiError> {
         let (n,): (i64,) = sqlx::query_as(
             "SELECT (SELECT count(*) FROM secret_versions WHERE key_version < $1 AND ciphertext IS NOT NULL) \
-                  + (SELECT count(*) FROM subject_keys WHERE tenant_key_version < $1 AND wrapped IS NOT NULL)",
+                  + (SELECT count(*) FROM subject_keys WHERE tenant_key_version < $1 AND wrapped IS NOT NULL) \
+                  + (SELECT count(*) FROM signing_keys WHERE tenant_key_version < $1)",
         )
         .bind(active as i32)
         .fetch_one(tx.conn())
@@ -254,19 +280,11 @@ impl pb::key_management_service_server::KeyManagementService for KeyManagement {
         let mut tx = self.db.begin(&tenant).await?;
         let (active, _) = self.keyring.active(&mut tx).await?;
         let remaining = self.remaining(&mut tx, active).await?;
-        let (signing,): (i64,) = sqlx::query_as("SELECT count(*) FROM signing_keys WHERE tenant_key_version < $1")
-            .bind(active as i32)
-            .fetch_one(tx.conn())
-            .await
-            .map_err(db_error)?;
-        if remaining > 0 || signing > 0 {
+        if remaining > 0 {
             return Err(ApiError::new(
                 ErrorCode::FailedPrecondition,
                 "REWRAP_INCOMPLETE",
-                format!(
-                    "{} stored items still use older key versions; run RewrapTenant first",
-                    remaining + signing as u64
-                ),
+                format!("{} stored items still use older key versions; run RewrapTenant first", remaining),
             )
             .into());
         }

@@ -29,7 +29,7 @@ fn check_name(name: &str) -> Result<(), ApiError> {
     if ok { Ok(()) } else { Err(ApiError::invalid_field("key_name", "[a-z][a-z0-9-]{0,31}")) }
 }
 
-fn seal_aad(tenant: uuid::Uuid, name: &str, version: u32) -> Aad {
+pub(crate) fn seal_aad(tenant: uuid::Uuid, name: &str, version: u32) -> Aad {
     Aad::new("strongroom.vault.signing-key")
         .with("tenant", tenant.as_bytes())
         .with("name", name.as_bytes())

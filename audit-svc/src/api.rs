@@ -1,0 +1,200 @@
+//! `strongroom.audit.v1.AuditLogService`: read-only access to a tenant's log, its checkpoints and
+//! proofs. Callers: the gateway with a token holding `audit.events.read`, or the operator.
+
+use kit::access::RequestContext;
+use kit::tenancy::db_error;
+use kit::{ApiError, Db, ErrorCode, Tenant, TenantTx};
+use proto::audit::v1 as pb;
+use tonic::{Request, Response, Status};
+
+use crate::checkpoint::{self, Signer};
+use crate::domain::merkle;
+use crate::domain::note;
+
+pub const READ_PERMISSION: &str = "audit.events.read";
+
+#[derive(Clone)]
+pub struct AuditLog {
+    pub db: Db,
+    pub signer: Option<Signer>,
+}
+
+impl std::fmt::Debug for AuditLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditLog").finish_non_exhaustive()
+    }
+}
+
+fn checkpoint_pb(c: &checkpoint::Stored) -> pb::Checkpoint {
+    pb::Checkpoint { tree_size: c.tree_size as u64, root_hash: c.root_hash.clone(), signed_note: c.signed_note.clone() }
+}
+
+fn no_checkpoint() -> ApiError {
+    ApiError::new(ErrorCode::FailedPrecondition, "NO_CHECKPOINT", "the log has no signed checkpoint yet")
+}
+
+impl AuditLog {
+    /// A principal needs `audit.events.read` in this tenant; without one only the operator reads.
+    async fn tenant(&self, ctx: &RequestContext) -> Result<Tenant, ApiError> {
+        let tenant = self.db.authorize_tenant(&ctx.tenant_slug()?, ctx.principal.as_ref()).await?;
+        match &ctx.principal {
+            Some(p) if p.has_permission(READ_PERMISSION) => Ok(tenant),
+            Some(_) => Err(ApiError::permission_denied("MISSING_PERMISSION", format!("requires {READ_PERMISSION}"))),
+            None if ctx.caller.identity.name() == kit::Identity::OPERATOR => Ok(tenant),
+            None => Err(ApiError::unauthenticated("TOKEN_REQUIRED", "an access token is required")),
+        }
+    }
+
+    async fn begin(&self, ctx: &RequestContext) -> Result<(Tenant, TenantTx), ApiError> {
+        let tenant = self.tenant(ctx).await?;
+        let tx = self.db.begin(&tenant).await?;
+        Ok((tenant, tx))
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct EntryRow {
+    seq: i64,
+    canonical: Vec<u8>,
+    leaf_hash: Vec<u8>,
+    chain_hash: Vec<u8>,
+}
+
+fn entry_pb(r: EntryRow) -> pb::Entry {
+    pb::Entry { seq: r.seq as u64, canonical: r.canonical, leaf_hash: r.leaf_hash, chain_hash: r.chain_hash }
+}
+
+#[tonic::async_trait]
+impl pb::audit_log_service_server::AuditLogService for AuditLog {
+    async fn get_latest_checkpoint(
+        &self,
+        request: Request<pb::GetLatestCheckpointRequest>,
+    ) -> Result<Response<pb::Checkpoint>, Status> {
+        let ctx = RequestContext::of(&request)?;
+        let (_, mut tx) = self.begin(&ctx).await?;
+        let latest = checkpoint::latest(&mut tx).await?.ok_or_else(no_checkpoint)?;
+        tx.commit().await?;
+        Ok(Response::new(checkpoint_pb(&latest)))
+    }
+
+    async fn get_entry(&self, request: Request<pb::GetEntryRequest>) -> Result<Response<pb::GetEntryResponse>, Status> {
+        let ctx = RequestContext::of(&request)?;
+        let seq = request.get_ref().seq;
+        let (_, mut tx) = self.begin(&ctx).await?;
+        let latest = checkpoint::latest(&mut tx).await?.ok_or_else(no_checkpoint)?;
+        let size = latest.tree_size as u64;
+        if seq >= size {
+            return Err(ApiError::not_found(
+                "ENTRY_NOT_FOUND",
+                format!("no entry {seq} in the latest checkpoint (size {size})"),
+            )
+            .into());
+        }
+        let row: EntryRow =
+            sqlx::query_as("SELECT seq, canonical, leaf_hash, chain_hash FROM audit_log WHERE seq = $1")
+                .bind(seq as i64)
+                .fetch_optional(tx.conn())
+                .await
+                .map_err(db_error)?
+                .ok_or_else(|| ApiError::not_found("ENTRY_NOT_FOUND", "no such entry"))?;
+        let keys = merkle::required_nodes(|n| merkle::inclusion_proof(seq, size, &n));
+        let nodes = checkpoint::load_nodes(&mut tx, &keys).await?;
+        let proof = merkle::inclusion_proof(seq, size, &|l, i| nodes.get(&(l, i)).copied())
+            .map_err(|e| ApiError::internal(&e))?;
+        tx.commit().await?;
+        Ok(Response::new(pb::GetEntryResponse {
+            entry: Some(entry_pb(row)),
+            checkpoint: Some(checkpoint_pb(&latest)),
+            inclusion_proof: proof.iter().map(|h| h.to_vec()).collect(),
+        }))
+    }
+
+    async fn list_entries(
+        &self,
+        request: Request<pb::ListEntriesRequest>,
+    ) -> Result<Response<pb::ListEntriesResponse>, Status> {
+        let ctx = RequestContext::of(&request)?;
+        let req = request.into_inner();
+        let page = match req.page_size {
+            0 => 100,
+            n @ 1..=1000 => n,
+            _ => return Err(ApiError::invalid_field("page_size", "1–1000").into()),
+        } as i64;
+        let (_, mut tx) = self.begin(&ctx).await?;
+        let mut rows: Vec<EntryRow> = sqlx::query_as(
+            "SELECT seq, canonical, leaf_hash, chain_hash FROM audit_log WHERE seq >= $1 ORDER BY seq LIMIT $2",
+        )
+        .bind(req.from_seq.min(i64::MAX as u64) as i64)
+        .bind(page + 1)
+        .fetch_all(tx.conn())
+        .await
+        .map_err(db_error)?;
+        tx.commit().await?;
+        let more = rows.len() as i64 > page;
+        rows.truncate(page as usize);
+        let next_seq = if more { rows.last().map_or(0, |r| r.seq as u64 + 1) } else { 0 };
+        Ok(Response::new(pb::ListEntriesResponse { entries: rows.into_iter().map(entry_pb).collect(), next_seq, more }))
+    }
+
+    async fn get_consistency_proof(
+        &self,
+        request: Request<pb::GetConsistencyProofRequest>,
+    ) -> Result<Response<pb::ConsistencyProof>, Status> {
+        let ctx = RequestContext::of(&request)?;
+        let req = request.into_inner();
+        let (_, mut tx) = self.begin(&ctx).await?;
+        let size = checkpoint::log_size(&mut tx).await?;
+        if req.from_size == 0 || req.from_size > req.to_size || req.to_size > size {
+            return Err(ApiError::invalid_field("from_size", format!("need 0 < from_size ≤ to_size ≤ {size}")).into());
+        }
+        let (from, to) = (req.from_size, req.to_size);
+        let keys = merkle::required_nodes(|n| merkle::consistency_proof(from, to, &n));
+        let nodes = checkpoint::load_nodes(&mut tx, &keys).await?;
+        let proof = merkle::consistency_proof(from, to, &|l, i| nodes.get(&(l, i)).copied())
+            .map_err(|e| ApiError::internal(&e))?;
+        tx.commit().await?;
+        Ok(Response::new(pb::ConsistencyProof {
+            from_size: from,
+            to_size: to,
+            proof: proof.iter().map(|h| h.to_vec()).collect(),
+        }))
+    }
+
+    async fn get_verifier_key(
+        &self,
+        request: Request<pb::GetVerifierKeyRequest>,
+    ) -> Result<Response<pb::GetVerifierKeyResponse>, Status> {
+        let ctx = RequestContext::of(&request)?;
+        let tenant = self.tenant(&ctx).await?;
+        let mut signer =
+            self.signer.clone().ok_or_else(|| ApiError::unavailable("NO_SIGNER", "no vault configured"))?;
+        let req = kit::client::with_context(
+            tonic::Request::new(proto::vault::v1::GetPublicKeyRequest {
+                key_name: checkpoint::KEY_NAME.into(),
+                version: 0,
+            }),
+            Some(tenant.slug.as_str()),
+            ctx.request_id.as_deref(),
+            None,
+        );
+        let key = signer.get_public_key(req).await.map_err(|s| ApiError::from_status(&s))?.into_inner();
+        Ok(Response::new(pb::GetVerifierKeyResponse {
+            verifier_key: note::verifier_key(&checkpoint::origin(&tenant), &key.public_key),
+        }))
+    }
+
+    async fn verify_log(
+        &self,
+        request: Request<pb::VerifyLogRequest>,
+    ) -> Result<Response<pb::VerifyLogResponse>, Status> {
+        let ctx = RequestContext::of(&request)?;
+        let tenant = self.tenant(&ctx).await?;
+        let report = crate::verify::verify(&self.db, &tenant).await?;
+        Ok(Response::new(pb::VerifyLogResponse {
+            checked: report.checked,
+            ok: report.first_mismatch.is_none(),
+            first_mismatch_seq: report.first_mismatch.map_or(0, |m| m.0),
+            mismatch: report.first_mismatch.map(|m| m.1.to_owned()).unwrap_or_default(),
+        }))
+    }
+}
