@@ -353,3 +353,53 @@ async fn checkpoints_are_signed_and_proofs_verify_independently() {
 fn hex_of(id: &[u8; 4]) -> String {
     id.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+#[tokio::test]
+async fn the_gateway_serves_the_audit_trail() {
+    let c = Constellation::start(true).await;
+    let alpha = c.create_tenant("alpha").await;
+    write_records(&c, "alpha", 12, "g").await;
+    let n = log_len(&c, "t_alpha").await;
+    wait_drained(&c, "t_alpha", n).await;
+    let total = log_len(&c, "t_alpha").await as u64;
+    latest_checkpoint(&c, total).await;
+    let signer = kit::testing::TestSigner::generate();
+    signer.publish(&c.db.admin_pool().await).await;
+    let mut claims = kit::testing::TestSigner::claims(alpha, "auditor");
+    claims["permissions"] = serde_json::json!(["audit.events.read"]);
+    let auditor = format!("Bearer {}", signer.sign(&claims));
+    claims["permissions"] = serde_json::json!(["vault.secrets.read"]);
+    let other = format!("Bearer {}", signer.sign(&claims));
+    let get = |path: &'static str, token: &str| {
+        let token = token.to_owned();
+        let c = &c;
+        async move {
+            c.gateway_get(path, &[("x-strongroom-tenant", "alpha"), ("authorization", &token)]).await.expect("request")
+        }
+    };
+
+    let (status, _, cp) = get("/v1/audit/checkpoint", &auditor).await;
+    assert_eq!(status, 200, "{cp}");
+    assert!(cp["signed_note"].as_str().expect("note").starts_with("strongroom.audit/alpha\n"));
+    let (status, _, page) = get("/v1/audit/events?from=0&page_size=5", &auditor).await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(page["events"].as_array().expect("events").len(), 5);
+    assert_eq!(page["next_from"], 5);
+    assert_eq!(page["events"][0]["fields"]["seq"], 0);
+    let (status, _, entry) = get("/v1/audit/events/3", &auditor).await;
+    assert_eq!(status, 200, "{entry}");
+    assert_eq!(entry["inclusion_proof"]["leaf_index"], 3);
+    assert!(entry["inclusion_proof"]["hashes"].as_array().is_some_and(|h| !h.is_empty()));
+    assert_eq!(entry["checkpoint"]["signed_note"], cp["signed_note"]);
+    let (status, _, vk) = get("/v1/audit/verifier-key", &auditor).await;
+    assert_eq!(status, 200, "{vk}");
+    assert!(vk["verifier_key"].as_str().expect("key").starts_with("strongroom.audit/alpha+"));
+    let (status, _, proof) = get("/v1/audit/proofs/consistency?from=1&to=3", &auditor).await;
+    assert_eq!(status, 200, "{proof}");
+    let (status, _, body) = get("/v1/audit/proofs/consistency?from=3&to=1", &auditor).await;
+    assert_eq!(status, 400, "{body}");
+    let (status, _, body) = get("/v1/audit/checkpoint", &other).await;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(body["error"]["reason"], "MISSING_PERMISSION");
+    c.stop().await;
+}

@@ -3,6 +3,7 @@
 //! documents itself at `/openapi.json`. It holds no business state and never forwards a request it
 //! has not authenticated.
 
+mod audit;
 mod config;
 mod http_layer;
 pub mod openapi;

@@ -4,7 +4,12 @@
 use serde_json::{Value, json};
 
 /// `(method, path)` of every operation the gateway serves.
-pub const OPERATIONS: [(&str, &str); 9] = [
+pub const OPERATIONS: [(&str, &str); 14] = [
+    ("get", "/v1/audit/events"),
+    ("get", "/v1/audit/events/{seq}"),
+    ("get", "/v1/audit/checkpoint"),
+    ("get", "/v1/audit/proofs/consistency"),
+    ("get", "/v1/audit/verifier-key"),
     ("get", "/healthz"),
     ("get", "/readyz"),
     ("get", "/openapi.json"),
@@ -54,6 +59,51 @@ pub fn document() -> Value {
                     "403": error_response("token of another tenant"),
                     "404": error_response("unknown tenant")
                 }
+            }},
+            "/v1/audit/events": { "get": {
+                "operationId": "listAuditEvents", "summary": "Audit entries in sequence order; requires audit.events.read",
+                "parameters": [
+                    { "$ref": "#/components/parameters/Tenant" },
+                    { "name": "from", "in": "query", "schema": { "type": "integer", "minimum": 0 } },
+                    { "name": "page_size", "in": "query", "schema": { "type": "integer", "minimum": 1, "maximum": 1000 } }
+                ],
+                "responses": {
+                    "200": { "description": "a page", "content": { "application/json": { "schema": { "type": "object", "properties": {
+                        "events": { "type": "array", "items": { "$ref": "#/components/schemas/AuditEntry" } },
+                        "next_from": { "type": ["integer", "null"] } } } } } },
+                    "401": error_response("not authenticated"), "403": error_response("missing permission or other tenant")
+                }
+            }},
+            "/v1/audit/events/{seq}": { "get": {
+                "operationId": "getAuditEvent", "summary": "One entry with its inclusion proof in the latest checkpoint",
+                "parameters": [ { "$ref": "#/components/parameters/Tenant" }, { "name": "seq", "in": "path", "required": true, "schema": { "type": "integer", "minimum": 0 } } ],
+                "responses": {
+                    "200": { "description": "the entry", "content": { "application/json": { "schema": { "allOf": [ { "$ref": "#/components/schemas/AuditEntry" }, { "type": "object", "properties": {
+                        "inclusion_proof": { "$ref": "#/components/schemas/Proof" }, "checkpoint": { "$ref": "#/components/schemas/Checkpoint" } } } ] } } } },
+                    "401": error_response("not authenticated"), "403": error_response("missing permission"), "404": error_response("no such entry in the latest checkpoint"),
+                    "412": error_response("no checkpoint yet")
+                }
+            }},
+            "/v1/audit/checkpoint": { "get": {
+                "operationId": "getAuditCheckpoint", "summary": "The latest signed checkpoint (C2SP signed note)",
+                "parameters": [ { "$ref": "#/components/parameters/Tenant" } ],
+                "responses": { "200": { "description": "checkpoint", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Checkpoint" } } } },
+                    "401": error_response("not authenticated"), "403": error_response("missing permission"), "412": error_response("no checkpoint yet") }
+            }},
+            "/v1/audit/proofs/consistency": { "get": {
+                "operationId": "getAuditConsistencyProof", "summary": "RFC 9162 consistency proof between two tree sizes",
+                "parameters": [ { "$ref": "#/components/parameters/Tenant" },
+                    { "name": "from", "in": "query", "required": true, "schema": { "type": "integer", "minimum": 1 } },
+                    { "name": "to", "in": "query", "required": true, "schema": { "type": "integer", "minimum": 1 } } ],
+                "responses": { "200": { "description": "proof", "content": { "application/json": { "schema": { "type": "object", "properties": {
+                        "from_size": { "type": "integer" }, "tree_size": { "type": "integer" }, "hashes": { "type": "array", "items": { "type": "string", "contentEncoding": "base64" } } } } } } },
+                    "400": error_response("bad sizes"), "401": error_response("not authenticated"), "403": error_response("missing permission") }
+            }},
+            "/v1/audit/verifier-key": { "get": {
+                "operationId": "getAuditVerifierKey", "summary": "The C2SP verifier key of the tenant's checkpoints",
+                "parameters": [ { "$ref": "#/components/parameters/Tenant" } ],
+                "responses": { "200": { "description": "key", "content": { "application/json": { "schema": { "type": "object", "properties": { "verifier_key": { "type": "string" } } } } } },
+                    "401": error_response("not authenticated"), "403": error_response("missing permission") }
             }},
             "/v1/secrets": { "get": {
                 "operationId": "listSecrets", "summary": "List secrets (metadata) by path prefix; requires vault.secrets.read",
@@ -134,6 +184,19 @@ pub fn document() -> Value {
                         "redis": { "enum": ["ok", "unavailable"] }
                     }
                 },
+                "AuditEntry": {
+                    "type": "object",
+                    "properties": {
+                        "seq": { "type": "integer" },
+                        "fields": { "type": "object", "description": "the entry's fields (event_id, occurred_at, service, actor, action, resource, outcome, request_id, trace_id, details)" },
+                        "canonical": { "type": "string", "contentEncoding": "base64", "description": "RFC 8785 bytes; the Merkle leaf is SHA-256(0x00 ‖ canonical)" },
+                        "leaf_hash": { "type": "string", "contentEncoding": "base64" }, "chain_hash": { "type": "string", "contentEncoding": "base64" }
+                    }
+                },
+                "Proof": { "type": "object", "properties": { "leaf_index": { "type": "integer" }, "tree_size": { "type": "integer" },
+                    "hashes": { "type": "array", "items": { "type": "string", "contentEncoding": "base64" } } } },
+                "Checkpoint": { "type": "object", "properties": { "tree_size": { "type": "integer" }, "root_hash": { "type": "string", "contentEncoding": "base64" },
+                    "signed_note": { "type": "string", "description": "C2SP tlog-checkpoint signed note" } } },
                 "SecretMetadata": {
                     "type": "object",
                     "properties": {

@@ -21,6 +21,11 @@ pub fn router(state: AppState, body_limit: usize) -> Router {
         .route("/readyz", get(readyz))
         .route("/openapi.json", get(openapi))
         .route("/v1/whoami", get(whoami))
+        .route("/v1/audit/events", get(crate::audit::list))
+        .route("/v1/audit/events/{seq}", get(crate::audit::get))
+        .route("/v1/audit/checkpoint", get(crate::audit::checkpoint))
+        .route("/v1/audit/proofs/consistency", get(crate::audit::consistency))
+        .route("/v1/audit/verifier-key", get(crate::audit::verifier_key))
         .route("/v1/secrets", get(crate::secrets::list))
         .route(
             "/v1/secrets/{*path}",

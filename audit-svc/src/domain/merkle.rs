@@ -297,12 +297,11 @@ mod tests {
     }
 
     fn vectors(kind: &str) -> Vec<serde_json::Value> {
-        let dir =
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/testdata/transparency-dev-merkle").join(kind);
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("testdata/transparency-dev-merkle").join(kind);
         let mut out = Vec::new();
         let mut stack = vec![dir];
         while let Some(d) = stack.pop() {
-            for e in std::fs::read_dir(&d).expect("testdata (../shared/testdata)").flatten() {
+            for e in std::fs::read_dir(&d).expect("testdata/transparency-dev-merkle").flatten() {
                 let p = e.path();
                 if p.is_dir() {
                     stack.push(p);
