@@ -43,6 +43,13 @@ fn hash32(bytes: &[u8]) -> Result<Hash, ApiError> {
 /// it consumed and how many entries it appended, or `None` when another sequencer holds the tenant.
 pub async fn drain_once(db: &Db, tenant: &Tenant) -> Result<Option<(usize, usize)>, ApiError> {
     let mut tx = db.begin(tenant).await?;
+    // A tenant registered but not yet provisioned for audit-svc has nothing to drain into yet.
+    let (provisioned,): (bool,) =
+        sqlx::query_as("SELECT to_regclass('audit_log') IS NOT NULL").fetch_one(tx.conn()).await.map_err(db_error)?;
+    if !provisioned {
+        tx.rollback().await?;
+        return Ok(Some((0, 0)));
+    }
     let (locked,): (bool,) =
         sqlx::query_as("SELECT pg_try_advisory_xact_lock(hashtext('strongroom.audit.sequencer'), hashtext(current_setting('strongroom.tenant_id')))")
             .fetch_one(tx.conn())

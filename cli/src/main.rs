@@ -2,6 +2,7 @@
 //! tenant administration over mTLS with the operator certificate.
 #![forbid(unsafe_code)]
 
+mod audit;
 mod bench;
 mod dev;
 mod ops;
@@ -37,10 +38,33 @@ enum Command {
         #[command(subcommand)]
         command: TenantCommand,
     },
+    /// The audit trail: export, and offline verification of an export.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
     /// Benchmarks against a running `strongroom dev up` (loopback only, bounded in time).
     Bench {
         #[command(subcommand)]
         command: BenchCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum AuditCommand {
+    /// Writes a tenant's log up to its latest checkpoint as JSON Lines.
+    Export {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Verifies an export offline against the tenant's verifier key (`GET /v1/audit/verifier-key`).
+    Verify {
+        #[arg(long)]
+        export: PathBuf,
+        #[arg(long)]
+        verifier_key: String,
     },
 }
 
@@ -107,6 +131,24 @@ fn main() -> ExitCode {
                 Ok(())
             }
             Command::Dev { command: DevCommand::Up { dir } } => dev::up(&dir).await,
+            Command::Audit { command: AuditCommand::Export { tenant, out } } => {
+                kit::TenantSlug::parse(&tenant).map_err(|e| anyhow::anyhow!("{e}"))?;
+                let endpoints = cli.conn.resolve()?;
+                let n = audit::export(&endpoints, &tenant, &out).await?;
+                println!("exported {n} entries and the latest checkpoint to {}", out.display());
+                Ok(())
+            }
+            Command::Audit { command: AuditCommand::Verify { export, verifier_key } } => {
+                match audit::verify(&export, &verifier_key)? {
+                    audit::Verdict::Valid { entries } => {
+                        println!("valid: {entries} entries, chain, Merkle root and checkpoint signature verified");
+                        Ok(())
+                    }
+                    audit::Verdict::Mismatch { seq, reason } => {
+                        Err(anyhow::anyhow!("first mismatch at seq {seq}: {reason}"))
+                    }
+                }
+            }
             Command::Bench { command: BenchCommand::Vault { tenant, concurrency, seconds, size } } => {
                 let opts = bench::Options {
                     dev_dir: cli.conn.dev_dir.clone(),

@@ -403,3 +403,89 @@ async fn the_gateway_serves_the_audit_trail() {
     assert_eq!(body["error"]["reason"], "MISSING_PERMISSION");
     c.stop().await;
 }
+
+// Multi-threaded: the CLI runs as a blocking child process while this process serves it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_export_verifies_offline_and_tampering_is_found() {
+    let _ = kit::telemetry::init("e2e", &kit::config::TelemetryConfig { otlp_endpoint: None, log: "error".into() });
+    let c = Constellation::start(false).await;
+    c.create_tenant("alpha").await;
+    write_records(&c, "alpha", 25, "e").await;
+    let n = log_len(&c, "t_alpha").await;
+    wait_drained(&c, "t_alpha", n).await;
+    latest_checkpoint(&c, log_len(&c, "t_alpha").await as u64).await;
+    let mut log =
+        proto::audit::v1::audit_log_service_client::AuditLogServiceClient::new(c.channel_as("operator", "audit"));
+    let vk = log
+        .get_verifier_key(req("alpha", None, proto::audit::v1::GetVerifierKeyRequest {}))
+        .await
+        .expect("verifier key")
+        .into_inner()
+        .verifier_key;
+
+    let exe = std::env::current_exe().expect("exe");
+    let cli = exe.parent().and_then(|p| p.parent()).expect("target").join("strongroom");
+    assert!(cli.is_file(), "build the binaries first (cargo build --workspace --bins)");
+    let dir = tempfile::tempdir().expect("tmp");
+    let export = dir.path().join("alpha.jsonl");
+    let url = |name: &str| kit::testing::https(c.addr(name));
+    let out = std::process::Command::new(&cli)
+        .args(["--ca"])
+        .arg(c.pki.path("ca.pem"))
+        .args(["--cert"])
+        .arg(c.pki.path("operator.pem"))
+        .args(["--key"])
+        .arg(c.pki.path("operator-key.pem"))
+        .args(["--auth", &url("auth"), "--vault", &url("vault"), "--audit", &url("audit"), "--ledger", &url("ledger")])
+        .args(["audit", "export", "--tenant", "alpha", "--out"])
+        .arg(&export)
+        .output()
+        .expect("export");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let verify = |file: &std::path::Path| {
+        std::process::Command::new(&cli)
+            .args(["audit", "verify", "--export"])
+            .arg(file)
+            .args(["--verifier-key", &vk])
+            .output()
+            .expect("verify")
+    };
+    let ok = verify(&export);
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    assert!(String::from_utf8_lossy(&ok.stdout).starts_with("valid"));
+
+    // Rewrite one entry's canonical bytes (and even its hashes): the chain breaks at that entry.
+    let text = std::fs::read_to_string(&export).expect("read");
+    let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+    let mut entry: serde_json::Value = serde_json::from_str(&lines[4]).expect("json");
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let mut canonical: serde_json::Value =
+        serde_json::from_slice(&b64.decode(entry["canonical"].as_str().expect("c")).expect("b64")).expect("json");
+    canonical["outcome"] = serde_json::json!("failure");
+    let bytes = serde_json::to_vec(&canonical).expect("json");
+    entry["canonical"] = serde_json::json!(b64.encode(&bytes));
+    entry["leaf_hash"] = serde_json::json!(b64.encode(merkle::leaf_hash(&bytes)));
+    lines[4] = entry.to_string();
+    let tampered = dir.path().join("tampered.jsonl");
+    std::fs::write(&tampered, lines.join("\n")).expect("write");
+    let bad = verify(&tampered);
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("first mismatch at seq 4"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+
+    // Another tenant's verifier key does not verify this export.
+    let other = vk.replace("alpha", "bravo");
+    let out = std::process::Command::new(&cli)
+        .args(["audit", "verify", "--export"])
+        .arg(&export)
+        .args(["--verifier-key", &other])
+        .output()
+        .expect("verify");
+    assert!(!out.status.success());
+    c.stop().await;
+}
