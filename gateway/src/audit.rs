@@ -1,51 +1,25 @@
 //! `/v1/audit`: a tenant's audit trail for auditors (permission `audit.events.read`), served from
 //! audit-svc with the caller's token.
 
+use axum::Extension;
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
-use axum::response::{IntoResponse, Response};
-use axum::{Extension, Json};
+use axum::response::Response;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
-use kit::ApiError;
 use proto::audit::v1 as pb;
 use proto::audit::v1::audit_log_service_client::AuditLogServiceClient;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::AppState;
-use crate::http_layer::{JsonError, RequestId};
-use crate::routes::{authenticate, tenant_header};
+use crate::http_layer::RequestId;
+use crate::upstream::{caller, request, respond, upstream};
 
 const PERMISSION: &str = "audit.events.read";
 
-struct Caller {
-    tenant: String,
-    token: String,
-}
-
-async fn caller(state: &AppState, headers: &HeaderMap) -> Result<Caller, ApiError> {
-    let tenant = tenant_header(headers)?;
-    let (principal, token) = authenticate(state, headers).await?;
-    if !principal.has_permission(PERMISSION) {
-        return Err(ApiError::permission_denied("MISSING_PERMISSION", format!("requires {PERMISSION}")));
-    }
-    Ok(Caller { tenant, token })
-}
-
-fn request<T>(c: &Caller, id: &RequestId, msg: T) -> tonic::Request<T> {
-    kit::client::with_context(tonic::Request::new(msg), Some(&c.tenant), Some(&id.0), Some(&c.token))
-}
-
 fn client(state: &AppState) -> AuditLogServiceClient<kit::client::Channel> {
     AuditLogServiceClient::new(state.upstreams.audit.clone())
-}
-
-fn respond(result: Result<Value, ApiError>, id: RequestId) -> Response {
-    match result {
-        Ok(body) => Json(body).into_response(),
-        Err(e) => JsonError(e, id.0).into_response(),
-    }
 }
 
 fn entry_json(e: &pb::Entry) -> Value {
@@ -61,10 +35,6 @@ fn entry_json(e: &pb::Entry) -> Value {
 
 fn checkpoint_json(c: &pb::Checkpoint) -> Value {
     json!({ "tree_size": c.tree_size, "root_hash": B64.encode(&c.root_hash), "signed_note": c.signed_note })
-}
-
-fn upstream(s: tonic::Status) -> ApiError {
-    ApiError::from_status(&s)
 }
 
 #[derive(Debug, Deserialize)]
@@ -84,7 +54,7 @@ pub async fn list(
     headers: HeaderMap,
 ) -> Response {
     let result = async {
-        let c = caller(&state, &headers).await?;
+        let c = caller(&state, &headers, PERMISSION).await?;
         let msg = pb::ListEntriesRequest { from_seq: q.from, page_size: q.page_size };
         let resp = client(&state).list_entries(request(&c, &id, msg)).await.map_err(upstream)?.into_inner();
         Ok(json!({
@@ -104,7 +74,7 @@ pub async fn get(
     headers: HeaderMap,
 ) -> Response {
     let result = async {
-        let c = caller(&state, &headers).await?;
+        let c = caller(&state, &headers, PERMISSION).await?;
         let resp = client(&state)
             .get_entry(request(&c, &id, pb::GetEntryRequest { seq }))
             .await
@@ -131,7 +101,7 @@ pub async fn checkpoint(
     headers: HeaderMap,
 ) -> Response {
     let result = async {
-        let c = caller(&state, &headers).await?;
+        let c = caller(&state, &headers, PERMISSION).await?;
         let cp = client(&state)
             .get_latest_checkpoint(request(&c, &id, pb::GetLatestCheckpointRequest {}))
             .await
@@ -158,7 +128,7 @@ pub async fn consistency(
     headers: HeaderMap,
 ) -> Response {
     let result = async {
-        let c = caller(&state, &headers).await?;
+        let c = caller(&state, &headers, PERMISSION).await?;
         let msg = pb::GetConsistencyProofRequest { from_size: q.from, to_size: q.to };
         let p = client(&state).get_consistency_proof(request(&c, &id, msg)).await.map_err(upstream)?.into_inner();
         Ok(json!({ "from_size": p.from_size, "tree_size": p.to_size, "hashes": p.proof.iter().map(|h| B64.encode(h)).collect::<Vec<_>>() }))
@@ -174,7 +144,7 @@ pub async fn verifier_key(
     headers: HeaderMap,
 ) -> Response {
     let result = async {
-        let c = caller(&state, &headers).await?;
+        let c = caller(&state, &headers, PERMISSION).await?;
         let k = client(&state)
             .get_verifier_key(request(&c, &id, pb::GetVerifierKeyRequest {}))
             .await

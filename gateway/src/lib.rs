@@ -9,6 +9,7 @@ mod http_layer;
 pub mod openapi;
 mod routes;
 mod secrets;
+mod upstream;
 
 use std::sync::Arc;
 

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::{Extension, Json};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -16,27 +16,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::AppState;
-use crate::http_layer::{JsonError, RequestId};
-use crate::routes::{authenticate, tenant_header};
-
-/// Who is calling, checked at the gateway.
-struct Caller {
-    tenant: String,
-    token: String,
-}
-
-async fn caller(state: &AppState, headers: &HeaderMap, permission: &str) -> Result<Caller, ApiError> {
-    let tenant = tenant_header(headers)?;
-    let (principal, token) = authenticate(state, headers).await?;
-    if !principal.has_permission(permission) {
-        return Err(ApiError::permission_denied("MISSING_PERMISSION", format!("requires {permission}")));
-    }
-    Ok(Caller { tenant, token })
-}
-
-fn request<T>(c: &Caller, id: &RequestId, msg: T) -> tonic::Request<T> {
-    kit::client::with_context(tonic::Request::new(msg), Some(&c.tenant), Some(&id.0), Some(&c.token))
-}
+use crate::http_layer::RequestId;
+use crate::upstream::{caller, request, respond, upstream};
 
 fn rfc3339(t: &Option<prost_types::Timestamp>) -> Value {
     t.as_ref()
@@ -67,17 +48,6 @@ pub fn metadata_json(m: &pb::SecretMetadata) -> Value {
         "updated_at": rfc3339(&m.update_time),
         "deleted_at": rfc3339(&m.delete_time),
     })
-}
-
-fn upstream(s: tonic::Status) -> ApiError {
-    ApiError::from_status(&s)
-}
-
-fn respond(result: Result<Value, ApiError>, id: RequestId) -> Response {
-    match result {
-        Ok(body) => Json(body).into_response(),
-        Err(e) => JsonError(e, id.0).into_response(),
-    }
 }
 
 #[derive(Debug, Deserialize)]

@@ -1,0 +1,46 @@
+//! What every forwarding route does: authenticate the caller at the gateway, check the route's
+//! permission, pass tenant, request id and token on to the service, and answer its result (or a
+//! uniform JSON error).
+
+use axum::Json;
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use kit::ApiError;
+use serde_json::Value;
+
+use crate::AppState;
+use crate::http_layer::{JsonError, RequestId};
+use crate::routes::{authenticate, tenant_header};
+
+/// An authenticated caller with the route's permission.
+pub struct Caller {
+    pub tenant: String,
+    pub token: String,
+}
+
+/// Authenticates the request and checks `permission` (the service checks again).
+pub async fn caller(state: &AppState, headers: &HeaderMap, permission: &str) -> Result<Caller, ApiError> {
+    let tenant = tenant_header(headers)?;
+    let (principal, token) = authenticate(state, headers).await?;
+    if !principal.has_permission(permission) {
+        return Err(ApiError::permission_denied("MISSING_PERMISSION", format!("requires {permission}")));
+    }
+    Ok(Caller { tenant, token })
+}
+
+/// A gRPC request carrying the caller's tenant, the request id and the caller's token.
+pub fn request<T>(c: &Caller, id: &RequestId, msg: T) -> tonic::Request<T> {
+    kit::client::with_context(tonic::Request::new(msg), Some(&c.tenant), Some(&id.0), Some(&c.token))
+}
+
+/// A service's error, as the gateway shows it.
+pub fn upstream(s: tonic::Status) -> ApiError {
+    ApiError::from_status(&s)
+}
+
+pub fn respond(result: Result<Value, ApiError>, id: RequestId) -> Response {
+    match result {
+        Ok(body) => Json(body).into_response(),
+        Err(e) => JsonError(e, id.0).into_response(),
+    }
+}
