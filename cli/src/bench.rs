@@ -148,6 +148,11 @@ pub async fn vault(opts: &Options) -> anyhow::Result<()> {
     })
     .await;
     report.push(dec.report());
+
+    match reveal_phase(opts, &pki, &url).await {
+        Ok(mut phase) => report.push(phase.report()),
+        Err(e) => println!("secret reveal: skipped ({e:#})"),
+    }
     println!("{}", json!({ "bench": "vault", "concurrency": opts.concurrency, "size": opts.size, "results": report }));
     Ok(())
 }
@@ -173,11 +178,26 @@ where
     F: Fn(Client, String) -> Fut + Clone + Send + Sync + 'static,
     Fut: std::future::Future<Output = Result<Option<String>, tonic::Status>> + Send,
 {
+    run_phase_with(name, opts, channels, TransitServiceClient::new, op).await
+}
+
+async fn run_phase_with<C, F, Fut>(
+    name: &'static str,
+    opts: &Options,
+    channels: &[kit::client::Channel],
+    make: fn(kit::client::Channel) -> C,
+    op: F,
+) -> (Phase, Vec<String>)
+where
+    C: Clone + Send + 'static,
+    F: Fn(C, String) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<Option<String>, tonic::Status>> + Send,
+{
     let started = Instant::now();
     let deadline = started + opts.duration;
     let mut workers = Vec::new();
     for w in 0..opts.concurrency {
-        let client = TransitServiceClient::new(channels[w % channels.len()].clone());
+        let client = make(channels[w % channels.len()].clone());
         let op = op.clone();
         let tenant = opts.tenant.clone();
         workers.push(tokio::spawn(async move {
@@ -209,4 +229,74 @@ where
     }
     phase.elapsed = started.elapsed();
     (phase, outputs)
+}
+
+/// Secret reveal through the secrets API, as the gateway calls it: each reveal reads, decrypts and
+/// commits its audit record. The end-user token is minted with a key the bench publishes in the
+/// development database (`dev up` only: it reads the admin URL from the generated configuration).
+async fn reveal_phase(opts: &Options, pki: &Path, url: &str) -> anyhow::Result<Phase> {
+    use proto::vault::v1::secrets_service_client::SecretsServiceClient;
+    let cfg: toml::Value =
+        toml::from_str(&std::fs::read_to_string(opts.dev_dir.join("config/auth.toml")).context("dev config")?)?;
+    let admin_url = cfg["database"]["admin_url"].as_str().ok_or_else(|| anyhow!("no admin_url in the dev config"))?;
+    let pool = sqlx::PgPool::connect(admin_url).await.context("dev database")?;
+    let (tenant_id,): (uuid::Uuid,) = sqlx::query_as("SELECT id FROM control.tenants WHERE slug = $1")
+        .bind(&opts.tenant)
+        .fetch_one(&pool)
+        .await
+        .context("tenant")?;
+    let signer = kit::testing::TestSigner::generate();
+    sqlx::query("INSERT INTO control.signing_keys (kid, alg, public_jwk, expires_at) VALUES ($1, 'EdDSA', $2, now() + interval '1 hour')")
+        .bind(&signer.kid)
+        .bind(signer.jwk())
+        .execute(&pool)
+        .await
+        .context("publish bench key")?;
+    pool.close().await;
+    let mut claims = kit::testing::TestSigner::claims(tenant_id, "bench");
+    claims["exp"] = json!(chrono::Utc::now().timestamp() + 600);
+    claims["permissions"] = json!(["vault.secrets.write", "vault.secrets.reveal"]);
+    let token = signer.sign(&claims);
+    let certs = CertStore::load(&tls(pki, "gateway"))?;
+    let channels: Vec<_> = (0..4)
+        .map(|_| {
+            kit::client::channel(&certs, url, &Identity::new("vault")?, Duration::from_secs(10))
+                .map_err(|e| anyhow!("{e}"))
+        })
+        .collect::<Result<_, _>>()?;
+    let mut setup = SecretsServiceClient::new(channels[0].clone());
+    let put = pb::PutSecretRequest {
+        path: "bench/broker-key".into(),
+        value: vec![b'k'; opts.size.min(64 * 1024)],
+        ..Default::default()
+    };
+    setup
+        .put_secret(kit::client::with_context(tonic::Request::new(put), Some(&opts.tenant), None, Some(&token)))
+        .await
+        .map_err(|s| anyhow!("put: {}", kit::ApiError::from_status(&s)))?;
+    let token = Arc::new(token);
+    let (phase, _) = run_phase_with(
+        "secret reveal (gRPC)",
+        opts,
+        &channels,
+        SecretsServiceClient::new,
+        move |mut client, tenant| {
+            let token = token.clone();
+            async move {
+                let msg =
+                    pb::RevealSecretRequest { path: "bench/broker-key".into(), version: 0, reason: "benchmark".into() };
+                client
+                    .reveal_secret(kit::client::with_context(
+                        tonic::Request::new(msg),
+                        Some(&tenant),
+                        None,
+                        Some(&token),
+                    ))
+                    .await?;
+                Ok(None)
+            }
+        },
+    )
+    .await;
+    Ok(phase)
 }
