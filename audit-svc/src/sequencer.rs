@@ -21,9 +21,10 @@ pub const BATCH: i64 = 1000;
 pub const CHANNEL: &str = "strongroom_audit_outbox";
 const POLL: Duration = Duration::from_secs(1);
 
+/// The recorded fields of an audit event, as the outbox and the log both store them.
 #[derive(sqlx::FromRow)]
-struct OutboxRow {
-    event_id: Uuid,
+pub(crate) struct RecordFields {
+    pub(crate) event_id: Uuid,
     occurred_at: DateTime<Utc>,
     service: String,
     actor: String,
@@ -33,6 +34,25 @@ struct OutboxRow {
     request_id: Option<String>,
     trace_id: Option<String>,
     details: serde_json::Value,
+}
+
+impl RecordFields {
+    /// The entry these fields make at sequence number `seq`.
+    pub(crate) fn entry(self, seq: u64) -> Entry {
+        Entry {
+            seq,
+            event_id: self.event_id,
+            occurred_at: self.occurred_at,
+            service: self.service,
+            actor: self.actor,
+            action: self.action,
+            resource: self.resource,
+            outcome: self.outcome,
+            request_id: self.request_id,
+            trace_id: self.trace_id,
+            details: self.details,
+        }
+    }
 }
 
 fn hash32(bytes: &[u8]) -> Result<Hash, ApiError> {
@@ -59,7 +79,7 @@ pub async fn drain_once(db: &Db, tenant: &Tenant) -> Result<Option<(usize, usize
         tx.rollback().await?;
         return Ok(None);
     }
-    let rows: Vec<OutboxRow> = sqlx::query_as(
+    let rows: Vec<RecordFields> = sqlx::query_as(
         "SELECT event_id, occurred_at, service, actor, action, resource, outcome, request_id, trace_id, details \
          FROM audit_outbox ORDER BY position LIMIT $1",
     )
@@ -96,19 +116,7 @@ pub async fn drain_once(db: &Db, tenant: &Tenant) -> Result<Option<(usize, usize
         if !seen.insert(row.event_id) {
             continue;
         }
-        let entry = Entry {
-            seq: next,
-            event_id: row.event_id,
-            occurred_at: row.occurred_at,
-            service: row.service,
-            actor: row.actor,
-            action: row.action,
-            resource: row.resource,
-            outcome: row.outcome,
-            request_id: row.request_id,
-            trace_id: row.trace_id,
-            details: row.details,
-        };
+        let entry = row.entry(next);
         let (canonical, leaf, link) = entry.seal(&chain);
         chain = link;
         next += 1;

@@ -4,9 +4,7 @@
 
 use kit::tenancy::db_error;
 use kit::{ApiError, Db, Tenant};
-use uuid::Uuid;
 
-use crate::domain::entry::Entry;
 use crate::domain::merkle::{Hash, leaf_hash, node_hash};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,16 +17,8 @@ pub struct Report {
 #[derive(sqlx::FromRow)]
 struct Row {
     seq: i64,
-    event_id: Uuid,
-    occurred_at: chrono::DateTime<chrono::Utc>,
-    service: String,
-    actor: String,
-    action: String,
-    resource: String,
-    outcome: String,
-    request_id: Option<String>,
-    trace_id: Option<String>,
-    details: serde_json::Value,
+    #[sqlx(flatten)]
+    fields: crate::sequencer::RecordFields,
     canonical: Vec<u8>,
     leaf_hash: Vec<u8>,
     chain_hash: Vec<u8>,
@@ -59,19 +49,7 @@ pub async fn verify(db: &Db, tenant: &Tenant) -> Result<Report, ApiError> {
             if seq != expected_seq {
                 return Ok(Report { checked: expected_seq, first_mismatch: Some((expected_seq, "sequence gap")) });
             }
-            let entry = Entry {
-                seq,
-                event_id: row.event_id,
-                occurred_at: row.occurred_at,
-                service: row.service,
-                actor: row.actor,
-                action: row.action,
-                resource: row.resource,
-                outcome: row.outcome,
-                request_id: row.request_id,
-                trace_id: row.trace_id,
-                details: row.details,
-            };
+            let entry = row.fields.entry(seq);
             let canonical = entry.canonical();
             if canonical != row.canonical {
                 return Ok(Report {
