@@ -12,6 +12,7 @@ pub mod ratelimit;
 mod routes;
 mod secrets;
 mod upstream;
+mod verified;
 
 use std::sync::Arc;
 

@@ -330,13 +330,17 @@ struct MemoryLimiter {
     epoch: Instant,
     tats: HashMap<String, u64>,
     max_keys: usize,
+    next_sweep_us: u64,
 }
 
 impl MemoryLimiter {
     fn check(&mut self, buckets: &[Bucket]) -> Decision {
         let now = u64::try_from(self.epoch.elapsed().as_micros()).unwrap_or(u64::MAX);
-        if self.tats.len() + buckets.len() > self.max_keys {
+        // Sweeping is O(n): at most once a second, or a flood of new clients would make every
+        // request pay for it.
+        if self.tats.len() + buckets.len() > self.max_keys && now >= self.next_sweep_us {
             self.tats.retain(|_, tat| *tat > now);
+            self.next_sweep_us = now.saturating_add(1_000_000);
         }
         // Still full (a flood of distinct clients): new clients share one bucket per limit
         // rather than growing memory without bound.
@@ -397,7 +401,12 @@ enum RedisFailure {
 
 impl RateLimiter {
     pub fn new(cfg: RateLimitConfig, redis: Arc<redis::Client>) -> Self {
-        let memory = MemoryLimiter { epoch: Instant::now(), tats: HashMap::new(), max_keys: cfg.fallback_max_keys };
+        let memory = MemoryLimiter {
+            epoch: Instant::now(),
+            tats: HashMap::new(),
+            max_keys: cfg.fallback_max_keys,
+            next_sweep_us: 0,
+        };
         Self {
             cfg,
             redis,
@@ -534,12 +543,14 @@ pub async fn limit(State(state): State<AppState>, req: Request, next: Next) -> R
     let ip = client_ip(peer, req.headers(), &limiter.cfg.trusted_proxies);
     // Only a verified token names a principal; an invalid one is limited by IP alone (and
     // refused by the handler).
-    let principal = match crate::browser::request_token(req.headers()) {
-        Some(token) => state.verifier.verify(token).await.ok().map(|p| format!("{}:{}", p.tenant_id.0, p.subject)),
+    let verified = match crate::browser::request_token(req.headers()) {
+        Some(token) => state.verifier.verify(token).await.ok().map(|p| (token.to_owned(), p)),
         None => None,
     };
+    let principal = verified.as_ref().map(|(_, p)| format!("{}:{}", p.tenant_id.0, p.subject));
     match limiter.check(class, ip, principal.as_deref()).await {
-        Decision::Allowed => next.run(req).await,
+        // The handler reuses this verification instead of verifying the token again.
+        Decision::Allowed => crate::verified::scope(verified, next.run(req)).await,
         Decision::Limited { retry_after } => {
             kit::metrics::Metrics::global().event("rate_limited");
             tracing::info!(class = class.name(), client = %ip, "rate limited");
@@ -589,7 +600,7 @@ mod tests {
 
     #[test]
     fn memory_limiter_limits_and_stays_bounded() {
-        let mut m = MemoryLimiter { epoch: Instant::now(), tats: HashMap::new(), max_keys: 4 };
+        let mut m = MemoryLimiter { epoch: Instant::now(), tats: HashMap::new(), max_keys: 4, next_sweep_us: 0 };
         let b = |k: &str| Bucket { key: k.into(), gcra: g(1, 3600, 2) };
         assert_eq!(m.check(&[b("a")]), Decision::Allowed);
         assert_eq!(m.check(&[b("a")]), Decision::Allowed);

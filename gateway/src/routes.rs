@@ -121,7 +121,10 @@ pub(crate) async fn authenticate(state: &AppState, headers: &HeaderMap) -> Resul
         None => crate::browser::session_token(headers)
             .ok_or_else(|| ApiError::unauthenticated("TOKEN_REQUIRED", "an access token is required"))?,
     };
-    let principal = state.verifier.verify(token).await?;
+    let principal = match crate::verified::lookup(token) {
+        Some(principal) => principal,
+        None => state.verifier.verify(token).await?,
+    };
     Ok((principal, token.to_owned()))
 }
 
