@@ -417,10 +417,10 @@ pub async fn up(dir: &Path) -> anyhow::Result<()> {
         "http": { "listen": format!("127.0.0.1:{gateway_port}") },
         "admin": { "listen": format!("127.0.0.1:{}", free_port()?) },
         "tls": tls(&pki, "gateway"),
+        "browser": { "csrf_key": csrf_key()?, "allowed_origins": [format!("https://127.0.0.1:{gateway_port}")] },
         "upstreams": upstreams,
         "redis": { "url": redis_url },
         "telemetry": telemetry,
-        "browser": { "csrf_key": csrf_key()?, "allowed_origins": [format!("https://127.0.0.1:{gateway_port}")] },
     });
     let gateway_path = configs.join("gateway.toml");
     kit::pki::write_private(&gateway_path, &toml::to_string(&gateway_config)?)?;

@@ -257,15 +257,6 @@ impl Constellation {
         let (http, http_addr) = listener().await;
         let (admin, admin_addr) = listener().await;
         let mut cfg = gateway::GatewayConfig {
-            env: kit::config::Environment::Development,
-            http: gateway::HttpConfig { listen: http_addr, body_limit_bytes: 64 * 1024 },
-            admin: kit::config::ListenConfig { listen: admin_addr },
-            tls: self.pki.tls("gateway"),
-            upstreams: self.upstreams.clone(),
-            redis: gateway::RedisConfig { url: kit::testing::redis_url().into() },
-            telemetry: Default::default(),
-            jwt: Default::default(),
-            shutdown_grace_ms: 5_000,
             // Its own Redis keys, so that tests running in parallel do not share buckets.
             rate_limits: gateway::RateLimitConfig {
                 key_prefix: format!("strongroom:test:{}:rl:", uuid::Uuid::new_v4().simple()),
@@ -275,6 +266,15 @@ impl Constellation {
                 csrf_key: Some(gateway::browser::generate_csrf_key().expect("csrf key").into()),
                 allowed_origins: vec![https(http_addr)],
             },
+            env: kit::config::Environment::Development,
+            http: gateway::HttpConfig { listen: http_addr, body_limit_bytes: 64 * 1024 },
+            admin: kit::config::ListenConfig { listen: admin_addr },
+            tls: self.pki.tls("gateway"),
+            upstreams: self.upstreams.clone(),
+            redis: gateway::RedisConfig { url: kit::testing::redis_url().into() },
+            telemetry: Default::default(),
+            jwt: Default::default(),
+            shutdown_grace_ms: 5_000,
         };
         adjust(&mut cfg);
         let (stop, shutdown) = shutdown_pair();
