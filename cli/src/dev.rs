@@ -87,6 +87,14 @@ impl Drop for Stack {
     }
 }
 
+/// A fresh `browser.csrf_key` for the gateway: standard base64 of 32 random bytes.
+fn csrf_key() -> anyhow::Result<String> {
+    use base64::Engine;
+    let mut key = [0u8; 32];
+    getrandom::fill(&mut key).map_err(|e| anyhow!("random csrf key: {e}"))?;
+    Ok(base64::engine::general_purpose::STANDARD.encode(key))
+}
+
 fn free_port() -> anyhow::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
@@ -416,6 +424,7 @@ pub async fn up(dir: &Path) -> anyhow::Result<()> {
         "http": { "listen": format!("127.0.0.1:{gateway_port}") },
         "admin": { "listen": format!("127.0.0.1:{}", free_port()?) },
         "tls": tls(&pki, "gateway"),
+        "browser": { "csrf_key": csrf_key()?, "allowed_origins": [format!("https://127.0.0.1:{gateway_port}")] },
         "upstreams": upstreams,
         "redis": { "url": redis_url },
         "telemetry": telemetry,

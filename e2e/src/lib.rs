@@ -258,9 +258,24 @@ impl Constellation {
     }
 
     async fn start_gateway(&mut self) {
+        self.start_gateway_with(|_| {}).await;
+    }
+
+    /// Starts the gateway with its test configuration changed by `adjust` (for a constellation
+    /// started without one), and waits until it is ready.
+    pub async fn start_gateway_with(&mut self, adjust: impl FnOnce(&mut gateway::GatewayConfig)) {
         let (http, http_addr) = listener().await;
         let (admin, admin_addr) = listener().await;
-        let cfg = gateway::GatewayConfig {
+        let mut cfg = gateway::GatewayConfig {
+            // Its own Redis keys, so that tests running in parallel do not share buckets.
+            rate_limits: gateway::RateLimitConfig {
+                key_prefix: format!("strongroom:test:{}:rl:", uuid::Uuid::new_v4().simple()),
+                ..Default::default()
+            },
+            browser: gateway::BrowserConfig {
+                csrf_key: Some(gateway::browser::generate_csrf_key().expect("csrf key").into()),
+                allowed_origins: vec![https(http_addr)],
+            },
             env: kit::config::Environment::Development,
             http: gateway::HttpConfig { listen: http_addr, body_limit_bytes: 64 * 1024 },
             admin: kit::config::ListenConfig { listen: admin_addr },
@@ -274,6 +289,7 @@ impl Constellation {
             },
             shutdown_grace_ms: 5_000,
         };
+        adjust(&mut cfg);
         let (stop, shutdown) = shutdown_pair();
         let task = tokio::spawn(async move {
             gateway::run(cfg, gateway::GatewayListeners { http, admin }, shutdown).await.map_err(|e| e.to_string())

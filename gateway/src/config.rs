@@ -43,6 +43,10 @@ pub struct GatewayConfig {
     pub jwt: JwtConfig,
     #[serde(default = "default_shutdown_ms")]
     pub shutdown_grace_ms: u64,
+    #[serde(default)]
+    pub rate_limits: crate::ratelimit::RateLimitConfig,
+    #[serde(default)]
+    pub browser: crate::browser::BrowserConfig,
 }
 
 fn default_shutdown_ms() -> u64 {
@@ -64,6 +68,8 @@ impl GatewayConfig {
         if self.http.body_limit_bytes == 0 {
             return Err("http.body_limit_bytes must be positive".into());
         }
+        self.rate_limits.validate()?;
+        self.browser.validate(self.env)?;
         Ok(())
     }
 }

@@ -34,6 +34,9 @@ pub fn router(state: AppState, body_limit: usize) -> Router {
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(tower_http::limit::RequestBodyLimitLayer::new(body_limit))
+        // Then, from the inside out: CSRF defence of cookie sessions, rate limits.
+        .layer(axum::middleware::from_fn_with_state(state.clone(), crate::browser::csrf))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), crate::ratelimit::limit))
         // Outermost, so that framework rejections (413, 405) get the JSON body and headers too.
         .layer(axum::middleware::from_fn(observe))
         .with_state(state)
@@ -107,16 +110,21 @@ async fn openapi() -> Json<serde_json::Value> {
     Json(crate::openapi::document())
 }
 
-/// Verifies the bearer token of a request at the gateway.
+/// Verifies the access token of a request at the gateway: the bearer token, or, when there is no
+/// `Authorization` header, the browser's session cookie (whose unsafe requests passed the CSRF
+/// middleware).
 pub(crate) async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<(Principal, String), ApiError> {
-    let value = headers
-        .get(http::header::AUTHORIZATION)
-        .ok_or_else(|| ApiError::unauthenticated("TOKEN_REQUIRED", "an access token is required"))?;
-    let token =
-        value.to_str().ok().and_then(bearer).ok_or_else(|| {
+    let token = match headers.get(http::header::AUTHORIZATION) {
+        Some(value) => value.to_str().ok().and_then(bearer).ok_or_else(|| {
             ApiError::unauthenticated("MALFORMED_AUTHORIZATION", "authorization must be a bearer token")
-        })?;
-    let principal = state.verifier.verify(token).await?;
+        })?,
+        None => crate::browser::session_token(headers)
+            .ok_or_else(|| ApiError::unauthenticated("TOKEN_REQUIRED", "an access token is required"))?,
+    };
+    let principal = match crate::verified::lookup(token) {
+        Some(principal) => principal,
+        None => state.verifier.verify(token).await?,
+    };
     Ok((principal, token.to_owned()))
 }
 
