@@ -852,6 +852,73 @@ impl pb::access_service_server::AccessService for Access {
         let allowed = active == Some(true) && permissions.contains(&request.get_ref().permission);
         Ok(Response::new(pb::CheckPermissionResponse { allowed }))
     }
+
+    async fn get_policy(&self, request: Request<pb::GetPolicyRequest>) -> Result<Response<pb::Policy>, Status> {
+        let me = self.core.authed(&request).await?;
+        let mut tx = self.core.db.begin(&me.tenant).await?;
+        let p = crate::core::policy(&mut tx).await?;
+        tx.commit().await?;
+        Ok(Response::new(policy_pb(p)))
+    }
+
+    async fn update_policy(&self, request: Request<pb::Policy>) -> Result<Response<pb::Policy>, Status> {
+        let me = self.core.authed(&request).await?;
+        me.require("tenant.policy.write")?;
+        let p = request.into_inner();
+        if !(1..=100).contains(&p.lockout_threshold) {
+            return Err(ApiError::invalid_field("lockout_threshold", "1 to 100").into());
+        }
+        if !(60..=86_400).contains(&p.lockout_window_secs) {
+            return Err(ApiError::invalid_field("lockout_window_secs", "60 to 86400").into());
+        }
+        if !(300..=900).contains(&p.access_token_ttl_secs) {
+            return Err(ApiError::invalid_field("access_token_ttl_secs", "300 to 900").into());
+        }
+        if !(3_600..=90 * 86_400).contains(&p.refresh_token_ttl_secs) {
+            return Err(ApiError::invalid_field("refresh_token_ttl_secs", "3600 to 7776000").into());
+        }
+        let mut tx = self.core.db.begin(&me.tenant).await?;
+        for role in &p.mfa_required_roles {
+            role_by_name(&mut tx, role).await?;
+        }
+        // Dropping a role from the MFA list weakens the tenant: only with every permission it grants.
+        let current = crate::core::policy(&mut tx).await?;
+        for dropped in current.mfa_required_roles.iter().filter(|r| !p.mfa_required_roles.contains(r)) {
+            let (_, perms) = role_by_name(&mut tx, dropped).await?;
+            rbac::check_subset(&perms, &me.principal.permissions)?;
+        }
+        let updated: crate::core::Policy = sqlx::query_as(
+            "UPDATE tenant_policy SET lockout_threshold = $1, lockout_window_secs = $2, access_token_ttl_secs = $3,
+                    refresh_token_ttl_secs = $4, mfa_required_roles = $5, updated_at = now()
+             RETURNING lockout_threshold, lockout_window_secs, access_token_ttl_secs, refresh_token_ttl_secs, mfa_required_roles",
+        )
+        .bind(p.lockout_threshold as i32)
+        .bind(p.lockout_window_secs as i32)
+        .bind(p.access_token_ttl_secs as i32)
+        .bind(p.refresh_token_ttl_secs as i32)
+        .bind(&p.mfa_required_roles)
+        .fetch_one(tx.conn())
+        .await
+        .map_err(db_error)?;
+        tx.record(
+            audit(me.actor(), "tenant.policy_update", "tenant/policy", Outcome::Success, me.request_id.clone())
+                .detail("lockout_threshold", p.lockout_threshold)
+                .detail("mfa_required_roles", p.mfa_required_roles.clone()),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(Response::new(policy_pb(updated)))
+    }
+}
+
+fn policy_pb(p: crate::core::Policy) -> pb::Policy {
+    pb::Policy {
+        lockout_threshold: p.lockout_threshold.unsigned_abs(),
+        lockout_window_secs: p.lockout_window_secs.unsigned_abs(),
+        access_token_ttl_secs: p.access_token_ttl_secs.unsigned_abs(),
+        refresh_token_ttl_secs: p.refresh_token_ttl_secs.unsigned_abs(),
+        mfa_required_roles: p.mfa_required_roles,
+    }
 }
 
 /// Creates a tenant's first owner with a generated password, if the tenant has no user yet.

@@ -430,6 +430,12 @@ pub async fn up(dir: &Path) -> anyhow::Result<()> {
         "telemetry": telemetry,
         "jwt": { "revocations_url": redis_url },
     });
+    // Benchmarks from one loopback address would only measure the per-IP limits.
+    let mut gateway_config = gateway_config;
+    if std::env::var("STRONGROOM_DEV_RATE_LIMITS").is_ok_and(|v| v == "off") {
+        gateway_config["rate_limits"] = json!({ "enabled": false });
+        println!("strongroom dev up: gateway rate limits are OFF (STRONGROOM_DEV_RATE_LIMITS=off)");
+    }
     let gateway_path = configs.join("gateway.toml");
     kit::pki::write_private(&gateway_path, &toml::to_string(&gateway_config)?)?;
     spawn(&mut stack, &bin_dir, "gateway", &gateway_path, &logs, &[])?;

@@ -4,6 +4,7 @@
 
 mod audit;
 mod bench;
+mod bench_auth;
 mod dev;
 mod ops;
 
@@ -70,6 +71,16 @@ enum AuditCommand {
 
 #[derive(Subcommand, Debug)]
 enum BenchCommand {
+    /// Password logins next to the raw argon2id rate, refresh grants, and `GET /v1/me` through the
+    /// gateway (start `dev up` with `STRONGROOM_DEV_RATE_LIMITS=off`, or the gateway's per-IP limits
+    /// are what gets measured).
+    Auth {
+        #[arg(long, default_value_t = 32)]
+        concurrency: usize,
+        /// Seconds per phase (1–120).
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+    },
     /// Transit encrypt/decrypt over mTLS gRPC, next to the in-process AEAD rate.
     Vault {
         #[arg(long, default_value = "demo")]
@@ -154,6 +165,17 @@ fn main() -> ExitCode {
                         Err(anyhow::anyhow!("first mismatch at seq {seq}: {reason}"))
                     }
                 }
+            }
+            Command::Bench { command: BenchCommand::Auth { concurrency, seconds } } => {
+                let endpoints = cli.conn.resolve()?;
+                let opts = bench::Options {
+                    dev_dir: cli.conn.dev_dir.clone(),
+                    tenant: String::new(),
+                    concurrency: concurrency.clamp(1, 256),
+                    duration: std::time::Duration::from_secs(seconds.clamp(1, 120)),
+                    size: 0,
+                };
+                bench_auth::auth(&opts, &endpoints).await
             }
             Command::Bench { command: BenchCommand::Vault { tenant, concurrency, seconds, size } } => {
                 let opts = bench::Options {

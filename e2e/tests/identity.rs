@@ -518,3 +518,73 @@ async fn another_tenants_token_is_refused_and_jwks_verifies_tokens_independently
     assert!(claims["exp"].as_i64().expect("exp") - claims["iat"].as_i64().expect("iat") <= 900);
     fx.c.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tenant_policy_and_tenant_suspension() {
+    let fx = Fx::new().await;
+    let (owner, _, _) = fx.owner_with_totp().await;
+    let mut policy = fx
+        .access()
+        .get_policy(req("alpha", Some(&owner.access_token), pb::GetPolicyRequest {}))
+        .await
+        .expect("policy")
+        .into_inner();
+    assert_eq!(policy.lockout_threshold, 5);
+    policy.lockout_threshold = 3;
+    policy.access_token_ttl_secs = 300;
+    let updated = fx
+        .access()
+        .update_policy(req("alpha", Some(&owner.access_token), policy.clone()))
+        .await
+        .expect("update")
+        .into_inner();
+    assert_eq!(updated.lockout_threshold, 3);
+    policy.access_token_ttl_secs = 3600;
+    let err = fx.access().update_policy(req("alpha", Some(&owner.access_token), policy)).await.expect_err("too long");
+    assert_eq!(reason(&err), "INVALID_FIELD");
+    // A viewer may read but not change it.
+    fx.create_user(&owner.access_token, "vic@alpha.example", &["viewer"]).await.expect("vic");
+    let vic = tokens(fx.login("vic@alpha.example", "a long enough password").await.expect("login"));
+    let p = fx
+        .access()
+        .get_policy(req("alpha", Some(&vic.access_token), pb::GetPolicyRequest {}))
+        .await
+        .expect("read")
+        .into_inner();
+    assert_eq!(p.access_token_ttl_secs, 300);
+    let err = fx.access().update_policy(req("alpha", Some(&vic.access_token), p)).await.expect_err("viewer");
+    assert_eq!(reason(&err), "MISSING_PERMISSION");
+
+    // The operator suspends the tenant: its tokens stop working everywhere; reactivation restores them.
+    let mut tenants =
+        proto::auth::v1::tenant_service_client::TenantServiceClient::new(fx.c.channel_as("operator", "auth"));
+    tenants
+        .suspend_tenant(pb::SuspendTenantRequest { slug: "alpha".into(), reason: "unpaid invoice".into() })
+        .await
+        .expect("suspend");
+    // Services cache the tenant registry for a few seconds.
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let mut vault =
+            proto::vault::v1::secrets_service_client::SecretsServiceClient::new(fx.c.channel_as("gateway", "vault"));
+        let at_vault = vault
+            .list_secrets(req("alpha", Some(&vic.access_token), proto::vault::v1::ListSecretsRequest::default()))
+            .await;
+        let at_auth = fx.whoami("auth", &vic.access_token).await;
+        let reasons = (at_vault.err().map(|e| reason(&e)), at_auth.err().map(|e| reason(&e)));
+        if reasons == (Some("TENANT_SUSPENDED".into()), Some("TENANT_SUSPENDED".into())) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "still served after suspension: {reasons:?}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let err = fx.login("vic@alpha.example", "a long enough password").await.expect_err("suspended tenant");
+    assert_eq!(reason(&err), "INVALID_CREDENTIALS");
+    tenants.reactivate_tenant(pb::GetTenantRequest { slug: "alpha".into() }).await.expect("reactivate");
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while fx.whoami("auth", &vic.access_token).await.is_err() {
+        assert!(std::time::Instant::now() < deadline, "not served again after reactivation");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    fx.c.stop().await;
+}

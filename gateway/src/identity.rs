@@ -911,3 +911,61 @@ pub async fn revoke_api_key(
     .await;
     respond(result, id)
 }
+
+fn policy_json(p: &pb::Policy) -> Value {
+    json!({
+        "lockout_threshold": p.lockout_threshold,
+        "lockout_window_secs": p.lockout_window_secs,
+        "access_token_ttl_secs": p.access_token_ttl_secs,
+        "refresh_token_ttl_secs": p.refresh_token_ttl_secs,
+        "mfa_required_roles": p.mfa_required_roles,
+    })
+}
+
+/// `GET /v1/tenant/policy`
+pub async fn get_policy(
+    State(state): State<AppState>,
+    Extension(id): Extension<RequestId>,
+    headers: HeaderMap,
+) -> Response {
+    let result = async {
+        let c = authenticated(&state, &headers).await?;
+        let p = access(&state).get_policy(request(&c, &id, pb::GetPolicyRequest {})).await.map_err(upstream)?;
+        Ok(policy_json(p.get_ref()))
+    }
+    .await;
+    respond(result, id)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyBody {
+    lockout_threshold: u32,
+    lockout_window_secs: u32,
+    access_token_ttl_secs: u32,
+    refresh_token_ttl_secs: u32,
+    mfa_required_roles: Vec<String>,
+}
+
+/// `PUT /v1/tenant/policy`
+pub async fn put_policy(
+    State(state): State<AppState>,
+    Extension(id): Extension<RequestId>,
+    headers: HeaderMap,
+    Json(b): Json<PolicyBody>,
+) -> Response {
+    let result = async {
+        let c = caller(&state, &headers, "tenant.policy.write").await?;
+        let msg = pb::Policy {
+            lockout_threshold: b.lockout_threshold,
+            lockout_window_secs: b.lockout_window_secs,
+            access_token_ttl_secs: b.access_token_ttl_secs,
+            refresh_token_ttl_secs: b.refresh_token_ttl_secs,
+            mfa_required_roles: b.mfa_required_roles,
+        };
+        let p = access(&state).update_policy(request(&c, &id, msg)).await.map_err(upstream)?;
+        Ok(policy_json(p.get_ref()))
+    }
+    .await;
+    respond(result, id)
+}

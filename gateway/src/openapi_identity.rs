@@ -4,7 +4,7 @@
 use serde_json::{Value, json};
 
 /// `(method, path)` of every identity operation.
-pub const OPERATIONS: [(&str, &str); 33] = [
+pub const OPERATIONS: [(&str, &str); 35] = [
     ("get", "/.well-known/jwks.json"),
     ("get", "/.well-known/openid-configuration"),
     ("post", "/v1/auth/login"),
@@ -38,6 +38,8 @@ pub const OPERATIONS: [(&str, &str); 33] = [
     ("get", "/v1/api-keys"),
     ("post", "/v1/api-keys"),
     ("delete", "/v1/api-keys/{id}"),
+    ("get", "/v1/tenant/policy"),
+    ("put", "/v1/tenant/policy"),
 ];
 
 fn err(description: &str) -> Value {
@@ -101,6 +103,22 @@ pub fn paths(doc: &mut Value) {
     let user = json!({ "$ref": "#/components/schemas/User" });
     let s = |v: &str| json!({ "type": "string", "description": v });
     let strings = json!({ "type": "array", "items": { "type": "string" } });
+    let policy = obj(
+        &[
+            "lockout_threshold",
+            "lockout_window_secs",
+            "access_token_ttl_secs",
+            "refresh_token_ttl_secs",
+            "mfa_required_roles",
+        ],
+        json!({
+            "lockout_threshold": { "type": "integer", "minimum": 1, "maximum": 100 },
+            "lockout_window_secs": { "type": "integer", "minimum": 60, "maximum": 86400 },
+            "access_token_ttl_secs": { "type": "integer", "minimum": 300, "maximum": 900 },
+            "refresh_token_ttl_secs": { "type": "integer", "minimum": 3600, "maximum": 7776000 },
+            "mfa_required_roles": { "type": "array", "items": { "type": "string" } }
+        }),
+    );
     let login_answer = json!({ "oneOf": [
         tokens.clone(),
         obj(&["mfa_required", "mfa_token"], json!({ "mfa_required": { "const": true }, "mfa_token": { "type": "string" }, "expires_in": { "type": "integer" }, "methods": strings })),
@@ -181,7 +199,11 @@ pub fn paths(doc: &mut Value) {
             "post": op("createApiKey", "An API key for a machine agent, scoped to a subset of the caller's permissions, 1–365 days; the key is in the answer once; requires api_keys.create",
                 Some(obj(&["name", "scopes"], json!({ "name": { "type": "string" }, "scopes": strings, "ttl_days": { "type": "integer", "minimum": 1, "maximum": 365 } }))), ok("the key", any_object()), &[])
         },
-        "/v1/api-keys/{id}": { "delete": op("revokeApiKey", "Revokes a key at once (another's with api_keys.revoke)", None, ok("revoked", any_object()), &["id"]) }
+        "/v1/api-keys/{id}": { "delete": op("revokeApiKey", "Revokes a key at once (another's with api_keys.revoke)", None, ok("revoked", any_object()), &["id"]) },
+        "/v1/tenant/policy": {
+            "get": op("getPolicy", "The tenant's identity policy", None, ok("policy", policy.clone()), &[]),
+            "put": op("putPolicy", "Changes the policy; dropping a role from mfa_required_roles needs every permission of that role; requires tenant.policy.write", Some(policy.clone()), ok("policy", policy), &[])
+        }
     });
     if let (Some(paths), Some(new)) = (doc["paths"].as_object_mut(), p.as_object()) {
         for (k, v) in new {

@@ -53,6 +53,7 @@ pub fn router(state: AppState, body_limit: usize) -> Router {
         )
         .route("/v1/api-keys", get(crate::identity::list_api_keys).post(crate::identity::create_api_key))
         .route("/v1/api-keys/{id}", delete(crate::identity::revoke_api_key))
+        .route("/v1/tenant/policy", get(crate::identity::get_policy).put(crate::identity::put_policy))
         .route("/v1/audit/events", get(crate::audit::list))
         .route("/v1/audit/events/{seq}", get(crate::audit::get))
         .route("/v1/audit/checkpoint", get(crate::audit::checkpoint))

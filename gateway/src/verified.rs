@@ -42,6 +42,7 @@ mod tests {
             roles: vec![],
             amr: vec![],
             expires_at: 0,
+            mfa_time: None,
         }
     }
 

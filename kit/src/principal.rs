@@ -31,11 +31,33 @@ pub struct Principal {
     /// Authentication methods (RFC 8176), e.g. `pwd`, `otp`.
     pub amr: Vec<String>,
     pub expires_at: i64,
+    /// When the session last passed a second factor (Unix seconds), for step-up.
+    pub mfa_time: Option<i64>,
 }
+
+/// How recent a second factor must be for a sensitive operation.
+pub const STEP_UP_MAX_AGE_SECS: i64 = 600;
 
 impl Principal {
     pub fn has_permission(&self, permission: &str) -> bool {
         self.permissions.iter().any(|p| p == permission)
+    }
+
+    /// Requires a second factor within [`STEP_UP_MAX_AGE_SECS`] for a sensitive operation
+    /// (FAILED_PRECONDITION `STEP_UP_REQUIRED`; the client calls `POST /v1/auth/step-up`).
+    /// API keys pass: creating one required a full session, and its scopes bound it.
+    pub fn require_recent_mfa(&self) -> Result<(), ApiError> {
+        if self.amr.iter().any(|m| m == "api_key") {
+            return Ok(());
+        }
+        let now = chrono::Utc::now().timestamp();
+        match self.mfa_time {
+            Some(t) if now - t <= STEP_UP_MAX_AGE_SECS => Ok(()),
+            _ => Err(ApiError::failed_precondition(
+                "STEP_UP_REQUIRED",
+                "this operation needs a second factor within the last 10 minutes: POST /v1/auth/step-up",
+            )),
+        }
     }
 }
 
@@ -53,6 +75,8 @@ struct Claims {
     permissions: Vec<String>,
     #[serde(default)]
     roles: Vec<String>,
+    #[serde(default)]
+    mfa_time: Option<i64>,
 }
 
 /// Fetches the current JWKS (the `proto` form) from auth-svc and resolves API keys.
@@ -213,6 +237,7 @@ impl TokenVerifier {
                     roles: Vec::new(),
                     amr: vec!["api_key".into()],
                     expires_at: resolved.expires_at,
+                    mfa_time: None,
                 };
                 let mut cache = self.api_keys.write().await;
                 if cache.len() >= API_KEY_CACHE_MAX {
@@ -322,6 +347,7 @@ impl TokenVerifier {
             roles: claims.roles,
             amr: claims.amr,
             expires_at: claims.exp,
+            mfa_time: claims.mfa_time,
         })
     }
 }

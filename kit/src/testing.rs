@@ -258,12 +258,14 @@ impl TestSigner {
     }
 
     /// Claims of a valid five-minute token for `subject` in `tenant_id`.
+    /// Claims of a session that passed a second factor just now.
     pub fn claims(tenant_id: uuid::Uuid, subject: &str) -> serde_json::Value {
         let now = chrono::Utc::now().timestamp();
         serde_json::json!({
             "iss": TEST_ISSUER, "aud": TEST_AUDIENCE, "sub": subject, "tid": tenant_id.to_string(),
             "sid": uuid::Uuid::new_v4().to_string(), "jti": uuid::Uuid::new_v4().to_string(),
-            "iat": now, "nbf": now, "exp": now + 300, "amr": ["pwd"], "permissions": ["audit.events.read"],
+            "iat": now, "nbf": now, "exp": now + 300, "amr": ["pwd", "otp"], "mfa_time": now,
+            "permissions": ["audit.events.read"],
         })
     }
 
