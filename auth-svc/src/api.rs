@@ -28,6 +28,7 @@ fn tenant_pb(t: &Tenant) -> pb::Tenant {
 pub struct Tenants {
     pub db: Db,
     pub migrator: Migrator,
+    pub core: crate::core::Core,
 }
 
 #[tonic::async_trait]
@@ -51,7 +52,21 @@ impl pb::tenant_service_server::TenantService for Tenants {
         .request_id((!req.request_id.is_empty()).then_some(req.request_id).or(ctx.request_id));
         self.migrator.provision(&tenant, Some(audit)).await.map_err(|e| ApiError::internal(&e))?;
         tracing::info!(tenant = %slug, created, "tenant registered");
-        Ok(Response::new(pb::CreateTenantResponse { tenant: Some(tenant_pb(&tenant)), created }))
+        let (mut owner_id, mut owner_password) = (String::new(), String::new());
+        if !req.owner_email.is_empty() {
+            let mut tx = self.db.begin(&tenant).await?;
+            if let Some((id, password)) = crate::directory::create_owner(&self.core, &mut tx, &req.owner_email).await? {
+                owner_id = id.to_string();
+                owner_password = password.to_string();
+            }
+            tx.commit().await?;
+        }
+        Ok(Response::new(pb::CreateTenantResponse {
+            tenant: Some(tenant_pb(&tenant)),
+            created,
+            owner_password,
+            owner_id,
+        }))
     }
 
     async fn get_tenant(

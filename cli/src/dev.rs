@@ -15,6 +15,9 @@ use serde_json::json;
 
 use crate::ops::{Endpoints, create_tenant};
 
+/// The demo tenant's first owner; the generated password goes to `D/demo-owner.json` (0600).
+const DEMO_OWNER: &str = "owner@demo.example";
+
 const SERVICES: [&str; 4] = ["auth", "vault", "audit", "ledger"];
 
 /// Everything `dev up` started; stopped in reverse order when dropped.
@@ -400,11 +403,15 @@ pub async fn up(dir: &Path) -> anyhow::Result<()> {
             "database": { "url": with_user(&admin_url, &format!("strongroom_{name}"))?, "admin_url": admin_url, "max_connections": 5 },
             "upstreams": upstreams,
             "telemetry": telemetry,
+            "jwt": { "revocations_url": redis_url },
         });
         let env = if *name == "vault" {
             config["service"] = vault_settings.clone();
             vault_env.clone()
         } else {
+            if *name == "auth" {
+                config["service"] = json!({ "redis_url": redis_url });
+            }
             Vec::new()
         };
         let path = configs.join(format!("{name}.toml"));
@@ -421,6 +428,7 @@ pub async fn up(dir: &Path) -> anyhow::Result<()> {
         "upstreams": upstreams,
         "redis": { "url": redis_url },
         "telemetry": telemetry,
+        "jwt": { "revocations_url": redis_url },
     });
     let gateway_path = configs.join("gateway.toml");
     kit::pki::write_private(&gateway_path, &toml::to_string(&gateway_config)?)?;
@@ -442,7 +450,11 @@ pub async fn up(dir: &Path) -> anyhow::Result<()> {
     let ca = pki.join("ca.pem");
     let startup = async {
         wait_ready(&mut stack, &endpoints, &gateway, &ca).await?;
-        create_tenant(&endpoints, "demo").await.context("provisioning tenant demo")?;
+        let demo = create_tenant(&endpoints, "demo", Some(DEMO_OWNER)).await.context("provisioning tenant demo")?;
+        if let Some(password) = demo["owner"]["password"].as_str() {
+            let owner = json!({ "tenant": "demo", "email": DEMO_OWNER, "password": password });
+            kit::pki::write_private(&dir.join("demo-owner.json"), &serde_json::to_string_pretty(&owner)?)?;
+        }
         let doc =
             json!({ "gateway": gateway, "auth": url(0), "vault": url(1), "audit": url(2), "ledger": url(3), "ca": ca });
         std::fs::write(dir.join("endpoints.json"), serde_json::to_string_pretty(&doc)?)?;

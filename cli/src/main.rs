@@ -105,8 +105,14 @@ enum DevCommand {
 
 #[derive(Subcommand, Debug)]
 enum TenantCommand {
-    /// Registers a tenant and provisions every service for it (idempotent).
-    Create { slug: String },
+    /// Registers a tenant and provisions every service for it (idempotent). With
+    /// `--owner-email`, also creates the tenant's first owner and prints their generated password
+    /// once (only when the tenant has no user yet).
+    Create {
+        slug: String,
+        #[arg(long)]
+        owner_email: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -159,9 +165,9 @@ fn main() -> ExitCode {
                 };
                 bench::vault(&opts).await
             }
-            Command::Tenant { command: TenantCommand::Create { slug } } => {
+            Command::Tenant { command: TenantCommand::Create { slug, owner_email } } => {
                 let endpoints = cli.conn.resolve()?;
-                let tenant = ops::create_tenant(&endpoints, &slug).await?;
+                let tenant = ops::create_tenant(&endpoints, &slug, owner_email.as_deref()).await?;
                 println!("{}", serde_json::to_string(&tenant)?);
                 Ok(())
             }

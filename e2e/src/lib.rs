@@ -160,7 +160,17 @@ fn spawn_with(
     let (stop, shutdown) = shutdown_pair();
     let task = tokio::spawn(async move {
         let r = match name {
-            "auth" => auth_svc::run(cfg, listeners, shutdown).await,
+            "auth" => {
+                let settings = auth_svc::AuthSettings {
+                    redis_url: Some(kit::testing::redis_url().into()),
+                    // Tests see keys rotate without waiting out the JWKS cache.
+                    signing_key_publish_ahead_secs: 0,
+                    // Short, so tests see a reuse after the grace window quickly.
+                    refresh_grace_secs: 2,
+                    ..Default::default()
+                };
+                auth_svc::run(cfg.with_settings(settings), listeners, shutdown).await
+            }
             "vault" => vault_svc::run(cfg.with_settings(vault_settings), listeners, shutdown).await,
             "audit" => audit_svc::run(cfg, listeners, shutdown).await,
             _ => ledger_svc::run(cfg, listeners, shutdown).await,
@@ -273,7 +283,10 @@ impl Constellation {
             upstreams: self.upstreams.clone(),
             redis: gateway::RedisConfig { url: kit::testing::redis_url().into() },
             telemetry: Default::default(),
-            jwt: Default::default(),
+            jwt: kit::config::JwtConfig {
+                revocations_url: Some(kit::testing::redis_url().into()),
+                ..Default::default()
+            },
             shutdown_grace_ms: 5_000,
         };
         adjust(&mut cfg);
@@ -309,12 +322,22 @@ impl Constellation {
 
     /// Registers `slug` with auth-svc and provisions the other services; returns the tenant id.
     pub async fn create_tenant(&self, slug: &str) -> uuid::Uuid {
+        self.register(slug, "").await.0
+    }
+
+    /// Registers `slug` with a first owner `email`; returns `(tenant id, owner id, password)`.
+    pub async fn create_tenant_with_owner(&self, slug: &str, email: &str) -> (uuid::Uuid, String, String) {
+        self.register(slug, email).await
+    }
+
+    async fn register(&self, slug: &str, owner_email: &str) -> (uuid::Uuid, String, String) {
         let mut auth =
             proto::auth::v1::tenant_service_client::TenantServiceClient::new(self.channel_as("operator", "auth"));
         let created = auth
             .create_tenant(proto::auth::v1::CreateTenantRequest {
                 slug: slug.into(),
                 request_id: uuid::Uuid::new_v4().to_string(),
+                owner_email: owner_email.into(),
             })
             .await
             .expect("create tenant")
@@ -322,7 +345,8 @@ impl Constellation {
         for name in ["vault", "audit", "ledger"] {
             self.provision(name, slug).await.expect("provision");
         }
-        uuid::Uuid::parse_str(&created.tenant.expect("tenant").id).expect("uuid")
+        let id = uuid::Uuid::parse_str(&created.tenant.expect("tenant").id).expect("uuid");
+        (id, created.owner_id, created.owner_password)
     }
 
     pub async fn provision(

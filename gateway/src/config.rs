@@ -56,6 +56,7 @@ fn default_shutdown_ms() -> u64 {
 impl GatewayConfig {
     pub fn validate(&self) -> Result<(), String> {
         self.upstreams.validate()?;
+        self.jwt.validate(self.env)?;
         let u = &self.upstreams;
         if u.auth.is_none() || u.vault.is_none() || u.audit.is_none() || u.ledger.is_none() {
             return Err("upstreams.auth, .vault, .audit and .ledger are all required".into());

@@ -94,7 +94,8 @@ pub async fn run(
         audit: upstream(&certs, &u.audit, Identity::AUDIT, &config)?,
         ledger: upstream(&certs, &u.ledger, Identity::LEDGER, &config)?,
     };
-    let verifier = TokenVerifier::new(config.jwt.clone(), JwksClient::new(upstreams.auth.clone()));
+    let verifier = TokenVerifier::new(config.jwt.clone(), JwksClient::new(upstreams.auth.clone()))
+        .map_err(GatewayError::Config)?;
     let redis = redis::Client::open(config.redis.url.expose_secret())
         .map_err(|_| GatewayError::Config("redis.url cannot be used".into()))?;
     let redis = Arc::new(redis);

@@ -181,7 +181,7 @@ pub fn service_config(
         database: DatabaseConfig { url: db.runtime_url(name), admin_url: db.admin_url(), max_connections: 4 },
         telemetry: TelemetryConfig::default(),
         upstreams,
-        jwt: JwtConfig::default(),
+        jwt: JwtConfig { revocations_url: Some(redis_url().into()), ..Default::default() },
         shutdown_grace_ms: 10_000,
         service: Default::default(),
     }
