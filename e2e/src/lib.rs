@@ -277,7 +277,7 @@ impl Constellation {
                 allowed_origins: vec![https(http_addr)],
             },
             env: kit::config::Environment::Development,
-            http: gateway::HttpConfig { listen: http_addr, body_limit_bytes: 64 * 1024 },
+            http: gateway::HttpConfig { listen: http_addr, body_limit_bytes: 64 * 1024, public_url: None },
             admin: kit::config::ListenConfig { listen: admin_addr },
             tls: self.pki.tls("gateway"),
             upstreams: self.upstreams.clone(),

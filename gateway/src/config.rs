@@ -14,6 +14,10 @@ pub struct HttpConfig {
     /// Largest accepted request body.
     #[serde(default = "default_body_limit")]
     pub body_limit_bytes: usize,
+    /// The gateway's public base URL (e.g. `https://api.example.com`), for
+    /// `/.well-known/openid-configuration`; default: the token issuer.
+    #[serde(default)]
+    pub public_url: Option<String>,
 }
 
 fn default_body_limit() -> usize {

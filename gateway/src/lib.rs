@@ -7,7 +7,9 @@ mod audit;
 pub mod browser;
 mod config;
 mod http_layer;
+mod identity;
 pub mod openapi;
+mod openapi_identity;
 pub mod ratelimit;
 mod routes;
 mod secrets;
@@ -62,6 +64,9 @@ pub struct AppState {
     pub limits: Arc<ratelimit::RateLimiter>,
     /// Browser sessions: cookies and the CSRF key.
     pub browser: Arc<browser::Browser>,
+    /// The access tokens' issuer, and the gateway's public base URL (discovery document).
+    pub issuer: String,
+    pub public_url: String,
 }
 
 fn upstream(
@@ -101,7 +106,9 @@ pub async fn run(
     let redis = Arc::new(redis);
     let limits = Arc::new(ratelimit::RateLimiter::new(config.rate_limits.clone(), redis.clone()));
     let browser = Arc::new(browser::Browser::new(&config.browser, config.env).map_err(GatewayError::Config)?);
-    let state = AppState { upstreams, verifier, redis, readiness: Arc::default(), limits, browser };
+    let issuer = config.jwt.issuer.clone();
+    let public_url = config.http.public_url.clone().unwrap_or_else(|| issuer.clone());
+    let state = AppState { upstreams, verifier, redis, readiness: Arc::default(), limits, browser, issuer, public_url };
     let app = routes::router(state, config.http.body_limit_bytes);
 
     let shutdown = Shutdown::from_future(shutdown);

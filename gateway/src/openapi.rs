@@ -21,6 +21,11 @@ pub const OPERATIONS: [(&str, &str); 14] = [
     ("post", "/v1/secrets/{path}:reveal"),
 ];
 
+/// Every operation of the document: the ones above and the identity ones.
+pub fn operations() -> Vec<(&'static str, &'static str)> {
+    OPERATIONS.iter().chain(crate::openapi_identity::OPERATIONS.iter()).copied().collect()
+}
+
 fn error_response(description: &str) -> Value {
     json!({ "description": description, "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } })
 }
@@ -232,6 +237,7 @@ pub fn document() -> Value {
         },
         "security": [ { "bearer": [] } ]
     });
+    crate::openapi_identity::paths(&mut doc);
     browser_and_rate_limits(&mut doc);
     doc
 }
@@ -290,7 +296,7 @@ mod tests {
             .collect();
         documented.sort();
         let mut listed: Vec<(String, String)> =
-            OPERATIONS.iter().map(|(m, p)| ((*m).to_owned(), (*p).to_owned())).collect();
+            operations().iter().map(|(m, p)| ((*m).to_owned(), (*p).to_owned())).collect();
         listed.sort();
         assert_eq!(documented, listed);
         assert_eq!(doc["openapi"], "3.1.0");

@@ -400,6 +400,11 @@ enum RedisFailure {
 }
 
 impl RateLimiter {
+    /// The proxies whose `X-Forwarded-For` is believed.
+    pub fn trusted_proxies(&self) -> &[Cidr] {
+        &self.cfg.trusted_proxies
+    }
+
     pub fn new(cfg: RateLimitConfig, redis: Arc<redis::Client>) -> Self {
         let memory = MemoryLimiter {
             epoch: Instant::now(),
