@@ -258,3 +258,33 @@ async fn without_redis_the_in_process_limiter_still_limits() {
     assert_eq!(ready["redis"], "unavailable", "{ready}");
     c.stop().await;
 }
+
+#[tokio::test]
+async fn forwarded_for_counts_only_behind_a_trusted_proxy() {
+    let limit = Limit { requests: 2, period_secs: 3600, burst: Some(2) };
+    // Not trusted: a client cannot escape its bucket by writing X-Forwarded-For.
+    let mut c = Constellation::start(false).await;
+    c.start_gateway_with(only_reads(limit, false)).await;
+    for (i, spoof) in ["203.0.113.1", "203.0.113.2"].iter().enumerate() {
+        let (status, _, body) = c.gateway_get("/v1/whoami", &[("x-forwarded-for", spoof)]).await.expect("request");
+        assert_ne!(status, 429, "request {i}: {body}");
+    }
+    let (status, _, _) = c.gateway_get("/v1/whoami", &[("x-forwarded-for", "203.0.113.3")]).await.expect("request");
+    assert_eq!(status, 429, "the TCP peer is the client");
+
+    // Behind a trusted proxy (the test's loopback peer), each forwarded client has its own bucket:
+    // the right-most address that is not a trusted proxy. (A new gateway: new buckets.)
+    c.gateway.take().expect("gateway").stop().await.expect("stop");
+    c.start_gateway_with(|cfg| {
+        only_reads(limit, false)(cfg);
+        cfg.rate_limits.trusted_proxies = vec!["127.0.0.0/8".parse().expect("cidr")];
+    })
+    .await;
+    let alice = [("x-forwarded-for", "6.6.6.6, 198.51.100.7, 127.0.0.2")];
+    assert_limited(&c, &alice, 2, 1800).await;
+    let (status, _, body) = c.gateway_get("/v1/whoami", &[("x-forwarded-for", "198.51.100.8")]).await.expect("bob");
+    assert_ne!(status, 429, "another forwarded client: {body}");
+    let (status, _, _) = c.gateway_get("/v1/whoami", &[("x-forwarded-for", "1.1.1.1, 198.51.100.7")]).await.expect("x");
+    assert_eq!(status, 429, "a spoofed left part does not change the client");
+    c.stop().await;
+}

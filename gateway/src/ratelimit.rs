@@ -558,7 +558,8 @@ pub async fn limit(State(state): State<AppState>, req: Request, next: Next) -> R
         Decision::Allowed => crate::verified::scope(verified, next.run(req)).await,
         Decision::Limited { retry_after } => {
             kit::metrics::Metrics::global().event("rate_limited");
-            tracing::info!(class = class.name(), client = %ip, "rate limited");
+            // Debug: under a flood, one line per refused request would be the next flood.
+            tracing::debug!(class = class.name(), client = %ip, "rate limited");
             let id = req.extensions().get::<RequestId>().map(|r| r.0.clone()).unwrap_or_default();
             limited(retry_after, id)
         }
