@@ -1,0 +1,557 @@
+//! ledger-svc over real mTLS against real PostgreSQL: transfers with TigerBeetle semantics,
+//! idempotency, escrow and expiry, owner scope enforced by row-level security, the invariants under
+//! 64 concurrent clients on hot accounts, audit records in the same transaction, the receipt chain
+//! and its tamper detection, and a model-based property test against an in-memory reference.
+
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+
+use std::time::Duration;
+
+use e2e::{Constellation, reason};
+use kit::testing::TestSigner;
+use proto::ledger::v1 as pb;
+use proto::ledger::v1::ledger_service_client::LedgerServiceClient;
+use uuid::Uuid;
+
+const ALL: [&str; 7] = [
+    "ledger.ledgers.create",
+    "ledger.accounts.create",
+    "ledger.accounts.read",
+    "ledger.transfers.create",
+    "ledger.transfers.read",
+    "ledger.receipts.verify",
+    "ledger.accounts.read.own",
+];
+
+struct Fixture {
+    c: Constellation,
+    signer: TestSigner,
+    tenant: Uuid,
+    token: String,
+}
+
+#[derive(Clone, Copy, Default)]
+struct Flags {
+    dmnec: bool,
+    cmned: bool,
+    history: bool,
+}
+
+impl Fixture {
+    async fn new() -> Self {
+        let _ = kit::telemetry::init("e2e", &kit::config::TelemetryConfig { otlp_endpoint: None, log: "error".into() });
+        let c = Constellation::start(false).await;
+        let tenant = c.create_tenant("alpha").await;
+        let signer = TestSigner::generate();
+        signer.publish(&c.db.admin_pool().await).await;
+        let token = token_for(&signer, tenant, "alice", &ALL);
+        let f = Self { c, signer, tenant, token };
+        f.client()
+            .create_ledger(f.req(pb::CreateLedgerRequest {
+                ledger: Some(pb::Ledger { code: "USD".into(), scale: 2, description: "US dollar".into() }),
+                request_id: Uuid::new_v4().to_string(),
+            }))
+            .await
+            .expect("ledger");
+        f
+    }
+
+    fn client(&self) -> LedgerServiceClient<kit::client::Channel> {
+        LedgerServiceClient::new(self.c.channel_as("gateway", "ledger")).max_decoding_message_size(64 * 1024 * 1024)
+    }
+
+    fn req<T>(&self, msg: T) -> tonic::Request<T> {
+        self.req_as(&self.token, msg)
+    }
+
+    fn req_as<T>(&self, token: &str, msg: T) -> tonic::Request<T> {
+        kit::client::with_context(tonic::Request::new(msg), Some("alpha"), Some("req-1"), Some(token))
+    }
+
+    async fn account(&self, owner: &str, flags: Flags) -> Uuid {
+        let id = Uuid::new_v4();
+        self.client()
+            .create_account(self.req(pb::CreateAccountRequest {
+                account: Some(pb::Account {
+                    id: id.to_string(),
+                    ledger: "USD".into(),
+                    code: 1,
+                    owner: owner.into(),
+                    flags: Some(pb::AccountFlags {
+                        debits_must_not_exceed_credits: flags.dmnec,
+                        credits_must_not_exceed_debits: flags.cmned,
+                        history: flags.history,
+                    }),
+                    ..Default::default()
+                }),
+                request_id: Uuid::new_v4().to_string(),
+            }))
+            .await
+            .expect("account");
+        id
+    }
+
+    async fn get(&self, id: Uuid) -> pb::Balances {
+        self.client()
+            .get_account(self.req(pb::GetAccountRequest { id: id.to_string() }))
+            .await
+            .expect("get account")
+            .into_inner()
+            .balances
+            .expect("balances")
+    }
+
+    async fn transfer(&self, t: pb::Transfer) -> Result<pb::CreateTransferResponse, tonic::Status> {
+        self.client()
+            .create_transfer(
+                self.req(pb::CreateTransferRequest { transfer: Some(t), request_id: Uuid::new_v4().to_string() }),
+            )
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
+    async fn batch(&self, transfers: Vec<pb::Transfer>) -> Vec<pb::TransferResult> {
+        self.client()
+            .create_transfers(
+                self.req(pb::CreateTransfersRequest { transfers, request_id: Uuid::new_v4().to_string() }),
+            )
+            .await
+            .expect("batch")
+            .into_inner()
+            .results
+    }
+
+    async fn verify(&self) -> pb::VerifyReceiptsResponse {
+        self.client()
+            .verify_receipts(self.req(pb::VerifyReceiptsRequest { from_seq: 0 }))
+            .await
+            .expect("verify")
+            .into_inner()
+    }
+
+    async fn audit_count(&self, resource_like: &str, outcome: &str) -> i64 {
+        sqlx::query_scalar(
+            "SELECT count(*) FROM (SELECT resource, outcome, service FROM t_alpha.audit_outbox UNION ALL \
+             SELECT resource, outcome, service FROM t_alpha.audit_log) AS r \
+             WHERE service = 'ledger' AND resource LIKE $1 AND outcome = $2",
+        )
+        .bind(resource_like)
+        .bind(outcome)
+        .fetch_one(&self.c.db.admin_pool().await)
+        .await
+        .expect("audit count")
+    }
+}
+
+fn token_for(signer: &TestSigner, tenant: Uuid, subject: &str, permissions: &[&str]) -> String {
+    let mut claims = TestSigner::claims(tenant, subject);
+    claims["permissions"] = serde_json::json!(permissions);
+    signer.sign(&claims)
+}
+
+fn t(dr: Uuid, cr: Uuid, amount: u128) -> pb::Transfer {
+    pb::Transfer {
+        id: Uuid::new_v4().to_string(),
+        debit_account_id: dr.to_string(),
+        credit_account_id: cr.to_string(),
+        amount: amount.to_string(),
+        ledger: "USD".into(),
+        code: 7,
+        ..Default::default()
+    }
+}
+
+fn flags(f: impl FnOnce(&mut pb::TransferFlags)) -> Option<pb::TransferFlags> {
+    let mut flags = pb::TransferFlags::default();
+    f(&mut flags);
+    Some(flags)
+}
+
+fn n(s: &str) -> u128 {
+    s.parse().expect("amount")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn transfers_escrow_idempotency_history_and_receipts() {
+    let f = Fixture::new().await;
+    let a = f.account("alice", Flags { dmnec: true, history: true, ..Default::default() }).await;
+    let b = f.account("", Flags::default()).await;
+    let c = f.account("", Flags::default()).await;
+
+    // Funding, then a limit: debits (posted + pending) may not exceed posted credits.
+    let fund = f.transfer(t(b, a, 1000)).await.expect("fund").transfer.expect("t");
+    let spend = t(a, c, 600);
+    let spent = f.transfer(spend.clone()).await.expect("spend");
+    assert!(!spent.replayed);
+    let too_much = t(a, c, 500);
+    let err = f.transfer(too_much.clone()).await.expect_err("limit");
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition);
+    assert_eq!(reason(&err), "EXCEEDS_CREDITS");
+
+    // Idempotency: the same content replays; a failed id stays failed; other content is named.
+    let again = f.transfer(spend.clone()).await.expect("replay");
+    assert!(again.replayed);
+    assert_eq!(again.transfer.as_ref().map(|t| t.timestamp), spent.transfer.as_ref().map(|t| t.timestamp));
+    let err = f.transfer(too_much.clone()).await.expect_err("still failed");
+    assert_eq!(reason(&err), "EXCEEDS_CREDITS");
+    let mut changed = spend.clone();
+    changed.amount = "601".into();
+    let err = f.transfer(changed).await.expect_err("conflict");
+    assert_eq!(err.code(), tonic::Code::AlreadyExists);
+    assert_eq!(reason(&err), "EXISTS_WITH_DIFFERENT_AMOUNT");
+    assert!(err.message().contains("amount"), "{}", err.message());
+    let mut changed = spend.clone();
+    changed.credit_account_id = b.to_string();
+    assert_eq!(reason(&f.transfer(changed).await.expect_err("conflict")), "EXISTS_WITH_DIFFERENT_CREDIT_ACCOUNT_ID");
+    let balances = f.get(a).await;
+    assert_eq!((n(&balances.debits_posted), n(&balances.credits_posted)), (600, 1000));
+
+    // Escrow: reserve 300, post 100 of it, once.
+    let mut hold = t(a, c, 300);
+    hold.flags = flags(|f| f.pending = true);
+    let held = f.transfer(hold.clone()).await.expect("hold");
+    assert_eq!(held.transfer.as_ref().map(|t| t.state), Some(pb::TransferState::Pending as i32));
+    assert_eq!(n(&f.get(a).await.debits_pending), 300);
+    // Limits count pending: 600 + 300 + 101 > 1000.
+    assert_eq!(reason(&f.transfer(t(a, c, 101)).await.expect_err("limit")), "EXCEEDS_CREDITS");
+    let post = pb::Transfer {
+        id: Uuid::new_v4().to_string(),
+        pending_id: hold.id.clone(),
+        amount: "100".into(),
+        flags: flags(|f| f.post_pending = true),
+        ..Default::default()
+    };
+    f.transfer(post.clone()).await.expect("post");
+    let balances = f.get(a).await;
+    assert_eq!((n(&balances.debits_pending), n(&balances.debits_posted)), (0, 700));
+    let mut post_again = post.clone();
+    post_again.id = Uuid::new_v4().to_string();
+    assert_eq!(reason(&f.transfer(post_again).await.expect_err("twice")), "PENDING_TRANSFER_ALREADY_POSTED");
+    let void = pb::Transfer {
+        id: Uuid::new_v4().to_string(),
+        pending_id: hold.id.clone(),
+        flags: flags(|f| f.void_pending = true),
+        ..Default::default()
+    };
+    assert_eq!(reason(&f.transfer(void).await.expect_err("posted")), "PENDING_TRANSFER_ALREADY_POSTED");
+    let stored = f.client().get_transfer(f.req(pb::GetTransferRequest { id: hold.id.clone() })).await.expect("get");
+    assert_eq!(stored.into_inner().state, pb::TransferState::PendingPosted as i32);
+
+    // Expiry: a pending transfer with a timeout is voided by the sweeper.
+    let mut short = t(a, c, 50);
+    short.flags = flags(|f| f.pending = true);
+    short.timeout_seconds = 1;
+    f.transfer(short.clone()).await.expect("short hold");
+    assert_eq!(n(&f.get(a).await.debits_pending), 50);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let got = f.client().get_transfer(f.req(pb::GetTransferRequest { id: short.id.clone() })).await.expect("get");
+        if got.into_inner().state == pb::TransferState::PendingExpired as i32 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "pending transfer never expired");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(n(&f.get(a).await.debits_pending), 0);
+    let void = pb::Transfer {
+        id: Uuid::new_v4().to_string(),
+        pending_id: short.id.clone(),
+        flags: flags(|f| f.void_pending = true),
+        ..Default::default()
+    };
+    assert_eq!(reason(&f.transfer(void).await.expect_err("expired")), "PENDING_TRANSFER_EXPIRED");
+    assert_eq!(f.audit_count(&format!("transfer/{}", short.id), "success").await, 2, "reserve and expiry audited");
+
+    // A linked chain fails together; failed members are remembered.
+    let mut first = t(b, c, 5);
+    first.flags = flags(|f| f.linked = true);
+    let second = t(a, c, 100_000);
+    let results = f.batch(vec![first.clone(), second.clone(), t(b, c, 1)]).await;
+    let reasons: Vec<&str> = results.iter().map(|r| r.reason.as_str()).collect();
+    assert_eq!(reasons, ["LINKED_EVENT_FAILED", "EXCEEDS_CREDITS", ""]);
+    let results = f.batch(vec![first.clone(), second.clone()]).await;
+    assert!(results.iter().all(|r| r.replayed && r.outcome == pb::TransferOutcome::Failed as i32));
+
+    // Bad input never reaches the engine.
+    let mut float = t(b, c, 1);
+    float.amount = "1.5".into();
+    let err = f.transfer(float).await.expect_err("float");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    let dup = t(b, c, 1);
+    let err = f
+        .client()
+        .create_transfers(
+            f.req(pb::CreateTransfersRequest { transfers: vec![dup.clone(), dup], request_id: String::new() }),
+        )
+        .await
+        .expect_err("duplicate");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+
+    // History: the balance at the instant of the funding transfer.
+    let at = f
+        .client()
+        .get_account_balances(f.req(pb::GetAccountBalancesRequest {
+            account_id: a.to_string(),
+            at: fund.timestamp,
+            page_size: 3,
+            page_token: String::new(),
+        }))
+        .await
+        .expect("balances at")
+        .into_inner();
+    let then = at.balances.expect("balances");
+    assert_eq!((n(&then.credits_posted), n(&then.debits_posted)), (1000, 0));
+    assert_eq!(at.as_of, fund.timestamp);
+    let now = f
+        .client()
+        .get_account_balances(f.req(pb::GetAccountBalancesRequest {
+            account_id: a.to_string(),
+            at: u64::MAX / 2,
+            page_size: 2,
+            page_token: String::new(),
+        }))
+        .await
+        .expect("balances now")
+        .into_inner();
+    assert_eq!(n(&now.balances.expect("b").debits_posted), 700);
+    assert_eq!(now.changes.len(), 2);
+    assert!(!now.next_page_token.is_empty());
+
+    // Account transfers, paginated.
+    let mut seen = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = f
+            .client()
+            .list_account_transfers(f.req(pb::ListAccountTransfersRequest {
+                account_id: a.to_string(),
+                page_size: 2,
+                page_token: token.clone(),
+            }))
+            .await
+            .expect("list")
+            .into_inner();
+        seen.extend(page.transfers.into_iter().map(|t| t.id));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    // fund, spend, hold, post, short hold.
+    assert_eq!(seen.len(), 5, "{seen:?}");
+    assert_eq!(seen[0], fund.id);
+
+    // Every created transfer has its audit record.
+    let created: i64 = sqlx::query_scalar("SELECT count(*) FROM t_alpha.transfers")
+        .fetch_one(&f.c.db.admin_pool().await)
+        .await
+        .expect("count");
+    assert_eq!(f.audit_count("transfer/%", "success").await, created + 1, "one per transfer, plus the expiry");
+
+    // Receipts verify and get signed; an edited row breaks its receipt.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    let verified = loop {
+        let v = f.verify().await;
+        assert!(v.ok, "{}", v.problem);
+        if v.unsigned == 0 {
+            break v;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "receipts never signed");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(verified.checked >= 6);
+    let seq: i64 = sqlx::query_scalar("SELECT receipt_seq FROM t_alpha.transfers WHERE id = $1")
+        .bind(Uuid::parse_str(&spend.id).expect("id"))
+        .fetch_one(&f.c.db.admin_pool().await)
+        .await
+        .expect("seq");
+    sqlx::query("UPDATE t_alpha.transfers SET amount = amount - 1 WHERE id = $1")
+        .bind(Uuid::parse_str(&spend.id).expect("id"))
+        .execute(&f.c.db.admin_pool().await)
+        .await
+        .expect("tamper");
+    let v = f.verify().await;
+    assert!(!v.ok);
+    assert_eq!(v.first_bad_seq, seq as u64, "{}", v.problem);
+
+    // Without the permission: refused.
+    let reader = token_for(&f.signer, f.tenant, "alice", &["ledger.accounts.read"]);
+    let err = f
+        .client()
+        .create_transfer(
+            f.req_as(&reader, pb::CreateTransferRequest { transfer: Some(t(b, c, 1)), request_id: String::new() }),
+        )
+        .await
+        .expect_err("no permission");
+    assert_eq!(err.code(), tonic::Code::PermissionDenied);
+    f.c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn owner_scoped_principals_see_and_move_only_their_accounts() {
+    let f = Fixture::new().await;
+    let alice = f.account("alice", Flags::default()).await;
+    let bob = f.account("bob", Flags::default()).await;
+    let bobs = f.transfer(t(bob, alice, 10)).await.expect("t").transfer.expect("t");
+    let other = f.account("carol", Flags::default()).await;
+    let dave = f.account("dave", Flags::default()).await;
+    let unrelated = f.transfer(t(other, dave, 3)).await.expect("t").transfer.expect("t");
+
+    let own = token_for(
+        &f.signer,
+        f.tenant,
+        "alice",
+        &["ledger.accounts.read.own", "ledger.transfers.read.own", "ledger.transfers.create.own"],
+    );
+    let get = |id: Uuid| {
+        let mut client = f.client();
+        let req = f.req_as(&own, pb::GetAccountRequest { id: id.to_string() });
+        async move { client.get_account(req).await }
+    };
+    assert!(get(alice).await.is_ok());
+    assert_eq!(get(bob).await.expect_err("hidden").code(), tonic::Code::NotFound);
+    // A transfer touching alice's account is visible to her; one between others is not.
+    let get_t = |id: String| {
+        let mut client = f.client();
+        let req = f.req_as(&own, pb::GetTransferRequest { id });
+        async move { client.get_transfer(req).await }
+    };
+    assert!(get_t(bobs.id.clone()).await.is_ok());
+    assert_eq!(get_t(unrelated.id.clone()).await.expect_err("hidden").code(), tonic::Code::NotFound);
+    // She may move money out of her account only.
+    let mine = f
+        .client()
+        .create_transfer(
+            f.req_as(&own, pb::CreateTransferRequest { transfer: Some(t(alice, bob, 4)), request_id: String::new() }),
+        )
+        .await;
+    assert!(mine.is_ok(), "{mine:?}");
+    let err = f
+        .client()
+        .create_transfer(
+            f.req_as(&own, pb::CreateTransferRequest { transfer: Some(t(bob, alice, 4)), request_id: String::new() }),
+        )
+        .await
+        .expect_err("not hers");
+    assert_eq!(err.code(), tonic::Code::PermissionDenied);
+
+    // Row-level security itself narrows the runtime role's view, whatever the code asks.
+    let pool = f.c.db.pool_as("strongroom_ledger").await;
+    let mut tx = pool.begin().await.expect("tx");
+    sqlx::query("SET LOCAL search_path TO t_alpha").execute(&mut *tx).await.expect("schema");
+    sqlx::query(&format!("SET LOCAL strongroom.tenant_id TO '{}'", f.tenant)).execute(&mut *tx).await.expect("scope");
+    let all: i64 = sqlx::query_scalar("SELECT count(*) FROM accounts").fetch_one(&mut *tx).await.expect("count");
+    sqlx::query("SET LOCAL strongroom.owner_subject TO 'alice'").execute(&mut *tx).await.expect("owner");
+    let owners: Vec<String> = sqlx::query_scalar("SELECT owner FROM accounts").fetch_all(&mut *tx).await.expect("rows");
+    assert_eq!(all, 4);
+    assert_eq!(owners, ["alice"]);
+    tx.rollback().await.expect("rollback");
+    f.c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sixty_four_clients_on_hot_accounts_keep_every_invariant() {
+    let f = Fixture::new().await;
+    let treasury = f.account("", Flags::default()).await;
+    let mut hot = Vec::new();
+    for _ in 0..3 {
+        let id = f.account("", Flags { dmnec: true, ..Default::default() }).await;
+        f.transfer(t(treasury, id, 5_000)).await.expect("fund");
+        hot.push(id);
+    }
+    let mut cold = Vec::new();
+    for _ in 0..8 {
+        cold.push(f.account("", Flags::default()).await);
+    }
+    let client = f.client();
+    let token = f.token.clone();
+    let mut tasks = Vec::new();
+    for worker in 0..64u64 {
+        let (client, token, hot, cold) = (client.clone(), token.clone(), hot.clone(), cold.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut acked = Vec::new();
+            let mut client = client;
+            for i in 0..40u64 {
+                let x = worker * 1000 + i;
+                let (dr, cr) = if x % 3 == 0 {
+                    (cold[(x % 8) as usize], hot[(x % 3) as usize])
+                } else {
+                    (hot[(x % 3) as usize], cold[(x % 8) as usize])
+                };
+                let transfer = t(dr, cr, u128::from(x % 97 + 1));
+                let req = kit::client::with_context(
+                    tonic::Request::new(pb::CreateTransferRequest {
+                        transfer: Some(transfer.clone()),
+                        request_id: String::new(),
+                    }),
+                    Some("alpha"),
+                    None,
+                    Some(&token),
+                );
+                match client.create_transfer(req).await {
+                    Ok(r) => acked.push(r.into_inner().transfer.expect("t").id),
+                    Err(e) => assert_eq!(reason(&e), "EXCEEDS_CREDITS", "{e:?}"),
+                }
+            }
+            acked
+        }));
+    }
+    let mut acked = Vec::new();
+    for task in tasks {
+        acked.extend(task.await.expect("worker"));
+    }
+    assert!(acked.len() > 500, "only {} transfers went through", acked.len());
+    let admin = f.c.db.admin_pool().await;
+
+    // Money is neither created nor destroyed.
+    let (debits, credits): (String, String) = sqlx::query_as(
+        "SELECT sum(debits_posted + debits_pending)::text, sum(credits_posted + credits_pending)::text FROM t_alpha.accounts",
+    )
+    .fetch_one(&admin)
+    .await
+    .expect("sums");
+    assert_eq!(debits, credits);
+    // No limit was exceeded, and balances equal the sum of their transfers.
+    let over: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM t_alpha.accounts WHERE flags & 1 = 1 AND debits_posted + debits_pending > credits_posted",
+    )
+    .fetch_one(&admin)
+    .await
+    .expect("limits");
+    assert_eq!(over, 0);
+    let mismatched: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM t_alpha.accounts a WHERE a.debits_posted <> \
+         (SELECT coalesce(sum(amount), 0) FROM t_alpha.transfers t WHERE t.debit_account_id = a.id) \
+         OR a.credits_posted <> (SELECT coalesce(sum(amount), 0) FROM t_alpha.transfers t WHERE t.credit_account_id = a.id)",
+    )
+    .fetch_one(&admin)
+    .await
+    .expect("recompute");
+    assert_eq!(mismatched, 0);
+    // Each acknowledged transfer exactly once, with exactly one audit record.
+    let ids: Vec<Uuid> = acked.iter().map(|s| Uuid::parse_str(s).expect("id")).collect();
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM t_alpha.transfers WHERE id = ANY($1)")
+        .bind(&ids)
+        .fetch_one(&admin)
+        .await
+        .expect("stored");
+    assert_eq!(stored as usize, ids.len());
+    let resources: Vec<String> = ids.iter().map(|id| format!("transfer/{id}")).collect();
+    let audited: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT resource, count(*) FROM (SELECT resource, outcome FROM t_alpha.audit_outbox UNION ALL \
+         SELECT resource, outcome FROM t_alpha.audit_log) AS r WHERE resource = ANY($1) AND outcome = 'success' \
+         GROUP BY resource",
+    )
+    .bind(&resources)
+    .fetch_all(&admin)
+    .await
+    .expect("audit");
+    assert_eq!(audited.len(), ids.len());
+    assert!(audited.iter().all(|(_, n)| *n == 1));
+    // Batching happened: fewer receipts than transfers.
+    let receipts: i64 = sqlx::query_scalar("SELECT count(*) FROM t_alpha.receipts").fetch_one(&admin).await.expect("r");
+    assert!(receipts < stored, "{receipts} receipts for {stored} transfers");
+    let v = f.verify().await;
+    assert!(v.ok, "{}", v.problem);
+    f.c.stop().await;
+}
