@@ -555,3 +555,332 @@ async fn sixty_four_clients_on_hot_accounts_keep_every_invariant() {
     assert!(v.ok, "{}", v.problem);
     f.c.stop().await;
 }
+
+/// The reference model: a deliberately naive restatement of the rules (clone the whole state
+/// before a linked chain, put it back when the chain fails), for the property test.
+mod model {
+    use std::collections::HashMap;
+
+    use proto::ledger::v1 as pb;
+
+    #[derive(Clone, Default, Debug)]
+    pub struct Acc {
+        pub dmnec: bool,
+        pub cmned: bool,
+        pub dp: u128,
+        pub dpo: u128,
+        pub cp: u128,
+        pub cpo: u128,
+    }
+
+    #[derive(Clone, Copy, PartialEq, Eq, Debug)]
+    enum Pend {
+        Open,
+        Posted,
+        Voided,
+    }
+
+    #[derive(Clone, Debug)]
+    struct Created {
+        content: pb::Transfer,
+        amount: u128,
+        dr: usize,
+        cr: usize,
+        state: Option<Pend>,
+    }
+
+    /// (created, reason, replayed, amount)
+    pub type R = (bool, String, bool, Option<u128>);
+
+    fn fail(reason: &str, replayed: bool) -> R {
+        (false, reason.to_owned(), replayed, None)
+    }
+
+    #[derive(Clone, Default)]
+    pub struct Model {
+        pub acc: Vec<Acc>,
+        pub index: HashMap<String, usize>,
+        created: HashMap<String, Created>,
+        failed: HashMap<String, (pb::Transfer, String)>,
+    }
+
+    fn flags(t: &pb::Transfer) -> pb::TransferFlags {
+        t.flags.unwrap_or_default()
+    }
+
+    impl Model {
+        fn existing(&self, t: &pb::Transfer) -> Option<R> {
+            if let Some(c) = self.created.get(&t.id) {
+                return Some(if c.content == *t {
+                    (true, String::new(), true, Some(c.amount))
+                } else {
+                    fail("EXISTS_WITH_DIFFERENT_AMOUNT", false)
+                });
+            }
+            self.failed.get(&t.id).map(|(content, reason)| {
+                if content == t { fail(reason, true) } else { fail("EXISTS_WITH_DIFFERENT_AMOUNT", false) }
+            })
+        }
+
+        fn apply(&mut self, t: &pb::Transfer) -> R {
+            if let Some(r) = self.existing(t) {
+                return r;
+            }
+            match self.apply_new(t) {
+                Ok(amount) => (true, String::new(), false, Some(amount)),
+                Err(reason) => fail(reason, false),
+            }
+        }
+
+        fn apply_new(&mut self, t: &pb::Transfer) -> Result<u128, &'static str> {
+            let f = flags(t);
+            let amount: u128 = if t.amount.is_empty() { 0 } else { t.amount.parse().unwrap_or(0) };
+            if f.post_pending || f.void_pending {
+                let Some(p) = self.created.get(&t.pending_id).cloned() else {
+                    return Err("PENDING_TRANSFER_NOT_FOUND");
+                };
+                if !flags(&p.content).pending {
+                    return Err("PENDING_TRANSFER_NOT_PENDING");
+                }
+                let applied = if f.post_pending {
+                    match amount {
+                        0 => p.amount,
+                        a if a > p.amount => return Err("EXCEEDS_PENDING_TRANSFER_AMOUNT"),
+                        a => a,
+                    }
+                } else {
+                    if amount != 0 && amount != p.amount {
+                        return Err("PENDING_TRANSFER_HAS_DIFFERENT_AMOUNT");
+                    }
+                    p.amount
+                };
+                match p.state {
+                    Some(Pend::Posted) => return Err("PENDING_TRANSFER_ALREADY_POSTED"),
+                    Some(Pend::Voided) => return Err("PENDING_TRANSFER_ALREADY_VOIDED"),
+                    _ => {}
+                }
+                self.acc[p.dr].dp -= p.amount;
+                self.acc[p.cr].cp -= p.amount;
+                if f.post_pending {
+                    self.acc[p.dr].dpo += applied;
+                    self.acc[p.cr].cpo += applied;
+                }
+                if let Some(target) = self.created.get_mut(&t.pending_id) {
+                    target.state = Some(if f.post_pending { Pend::Posted } else { Pend::Voided });
+                }
+                let created = Created { content: t.clone(), amount: applied, dr: p.dr, cr: p.cr, state: None };
+                self.created.insert(t.id.clone(), created);
+                return Ok(applied);
+            }
+            let (dr, cr) = (self.index[&t.debit_account_id], self.index[&t.credit_account_id]);
+            if dr == cr {
+                return Err("ACCOUNTS_MUST_BE_DIFFERENT");
+            }
+            let (d, c) = (self.acc[dr].clone(), self.acc[cr].clone());
+            let mut amount = amount;
+            if f.balancing_debit {
+                amount = amount.min(d.cpo.saturating_sub(d.dpo + d.dp));
+            }
+            if f.balancing_credit {
+                amount = amount.min(c.dpo.saturating_sub(c.cpo + c.cp));
+            }
+            if amount == 0 && !(f.balancing_debit || f.balancing_credit) {
+                return Err("AMOUNT_MUST_NOT_BE_ZERO");
+            }
+            if d.dmnec && d.dp + d.dpo + amount > d.cpo {
+                return Err("EXCEEDS_CREDITS");
+            }
+            if c.cmned && c.cp + c.cpo + amount > c.dpo {
+                return Err("EXCEEDS_DEBITS");
+            }
+            if f.pending {
+                self.acc[dr].dp += amount;
+                self.acc[cr].cp += amount;
+            } else {
+                self.acc[dr].dpo += amount;
+                self.acc[cr].cpo += amount;
+            }
+            let state = f.pending.then_some(Pend::Open);
+            self.created.insert(t.id.clone(), Created { content: t.clone(), amount, dr, cr, state });
+            Ok(amount)
+        }
+
+        /// One request of transfers (unique ids), as the service applies it.
+        pub fn batch(&mut self, ts: &[pb::Transfer]) -> Vec<R> {
+            let n = ts.len();
+            let mut out: Vec<Option<R>> = vec![None; n];
+            let linked = |k: usize| flags(&ts[k]).linked;
+            let mut i = 0;
+            while i < n {
+                let mut j = i;
+                while j < n && linked(j) {
+                    j += 1;
+                }
+                if j == n {
+                    for (k, slot) in out.iter_mut().enumerate().skip(i) {
+                        let open = if k == n - 1 { "LINKED_EVENT_CHAIN_OPEN" } else { "LINKED_EVENT_FAILED" };
+                        *slot = Some(self.existing(&ts[k]).unwrap_or_else(|| fail(open, false)));
+                    }
+                    break;
+                }
+                let before = self.clone();
+                let mut broke = None;
+                for (k, t) in ts.iter().enumerate().take(j + 1).skip(i) {
+                    let r = self.apply(t);
+                    let failed = !r.0;
+                    out[k] = Some(r);
+                    if failed && j > i {
+                        broke = Some(k);
+                        break;
+                    }
+                }
+                if let Some(b) = broke {
+                    *self = before;
+                    for (k, slot) in out.iter_mut().enumerate().take(j + 1).skip(i) {
+                        if k != b {
+                            *slot = Some(self.existing(&ts[k]).unwrap_or_else(|| fail("LINKED_EVENT_FAILED", false)));
+                        }
+                    }
+                }
+                i = j + 1;
+            }
+            let out: Vec<R> =
+                out.into_iter().map(|r| r.unwrap_or_else(|| fail("LINKED_EVENT_FAILED", false))).collect();
+            for (t, r) in ts.iter().zip(&out) {
+                if !r.0 && !r.2 && !r.1.starts_with("EXISTS_WITH_DIFFERENT") {
+                    self.failed.insert(t.id.clone(), (t.clone(), r.1.clone()));
+                }
+            }
+            out
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Spec {
+    kind: u8,
+    dr: usize,
+    cr: usize,
+    amount: u128,
+    linked: bool,
+    target: usize,
+    retry: u8,
+}
+
+fn spec() -> impl proptest::strategy::Strategy<Value = Spec> {
+    use proptest::prelude::*;
+    (0u8..8, 0usize..4, 0usize..4, 0u128..300, prop::bool::weighted(0.25), 0usize..64, 0u8..10)
+        .prop_map(|(kind, dr, cr, amount, linked, target, retry)| Spec { kind, dr, cr, amount, linked, target, retry })
+}
+
+async fn model_case(f: &Fixture, batches: Vec<Vec<Spec>>) -> Result<(), proptest::test_runner::TestCaseError> {
+    use proptest::prop_assert_eq;
+    let account_flags = [
+        Flags { dmnec: true, ..Default::default() },
+        Flags { cmned: true, ..Default::default() },
+        Flags::default(),
+        Flags::default(),
+    ];
+    let mut ids = Vec::new();
+    let mut m = model::Model::default();
+    for (i, fl) in account_flags.iter().enumerate() {
+        let id = f.account("", *fl).await;
+        m.index.insert(id.to_string(), i);
+        m.acc.push(model::Acc { dmnec: fl.dmnec, cmned: fl.cmned, ..Default::default() });
+        ids.push(id);
+    }
+    let mut submitted: Vec<pb::Transfer> = Vec::new();
+    let mut pendings: Vec<String> = Vec::new();
+    for batch in batches {
+        let mut transfers: Vec<pb::Transfer> = Vec::new();
+        for s in batch {
+            let earlier = (!submitted.is_empty()).then(|| submitted[s.target % submitted.len()].clone());
+            let t = match (s.retry, earlier) {
+                (0, Some(orig)) => orig,
+                (1, Some(mut orig)) => {
+                    orig.amount = (orig.amount.parse::<u128>().unwrap_or(0) + 1).to_string();
+                    orig
+                }
+                _ => {
+                    let mut t = t(ids[s.dr], ids[s.cr], s.amount);
+                    let mut fl = pb::TransferFlags { linked: s.linked, ..Default::default() };
+                    match s.kind {
+                        3 => fl.pending = true,
+                        4 => fl.balancing_debit = true,
+                        5 => fl.balancing_credit = true,
+                        6 | 7 => {
+                            t.debit_account_id.clear();
+                            t.credit_account_id.clear();
+                            t.ledger.clear();
+                            t.code = 0;
+                            t.pending_id = if pendings.is_empty() {
+                                Uuid::new_v4().to_string()
+                            } else {
+                                pendings[s.target % pendings.len()].clone()
+                            };
+                            if s.kind == 6 {
+                                fl.post_pending = true;
+                            } else {
+                                fl.void_pending = true;
+                                t.amount = if s.amount % 2 == 0 { String::new() } else { s.amount.to_string() };
+                            }
+                        }
+                        _ => {}
+                    }
+                    t.flags = Some(fl);
+                    t
+                }
+            };
+            if transfers.iter().any(|x| x.id == t.id) {
+                continue;
+            }
+            transfers.push(t);
+        }
+        let got = f.batch(transfers.clone()).await;
+        let want = m.batch(&transfers);
+        let got: Vec<model::R> = got
+            .iter()
+            .map(|r| {
+                let created = r.outcome == pb::TransferOutcome::Created as i32;
+                let amount = r.transfer.as_ref().map(|t| t.amount.parse::<u128>().unwrap_or(u128::MAX));
+                (created, r.reason.clone(), r.replayed, amount)
+            })
+            .collect();
+        prop_assert_eq!(got, want, "batch {:?}", transfers);
+        for t in transfers {
+            if !submitted.iter().any(|s| s.id == t.id) {
+                if t.flags.is_some_and(|f| f.pending) {
+                    pendings.push(t.id.clone());
+                }
+                submitted.push(t);
+            }
+        }
+    }
+    for (i, id) in ids.iter().enumerate() {
+        let b = f.get(*id).await;
+        let a = &m.acc[i];
+        prop_assert_eq!(
+            (n(&b.debits_pending), n(&b.debits_posted), n(&b.credits_pending), n(&b.credits_posted)),
+            (a.dp, a.dpo, a.cp, a.cpo),
+            "account {}",
+            i
+        );
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_ledger_matches_a_reference_model() {
+    use proptest::test_runner::{Config, TestRunner};
+    let f = Fixture::new().await;
+    let cases: u32 = std::env::var("LEDGER_MODEL_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(24);
+    let mut runner = TestRunner::new(Config { cases, failure_persistence: None, ..Config::default() });
+    let strategy = proptest::collection::vec(proptest::collection::vec(spec(), 1..6), 1..16);
+    let handle = tokio::runtime::Handle::current();
+    let result =
+        tokio::task::block_in_place(|| runner.run(&strategy, |batches| handle.block_on(model_case(&f, batches))));
+    if let Err(e) = result {
+        panic!("{e}");
+    }
+    f.c.stop().await;
+}
