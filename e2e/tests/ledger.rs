@@ -39,8 +39,12 @@ struct Flags {
 
 impl Fixture {
     async fn new() -> Self {
+        Self::start(false).await
+    }
+
+    async fn start(with_gateway: bool) -> Self {
         let _ = kit::telemetry::init("e2e", &kit::config::TelemetryConfig { otlp_endpoint: None, log: "error".into() });
-        let c = Constellation::start(false).await;
+        let c = Constellation::start(with_gateway).await;
         let tenant = c.create_tenant("alpha").await;
         let signer = TestSigner::generate();
         signer.publish(&c.db.admin_pool().await).await;
@@ -882,5 +886,117 @@ async fn the_ledger_matches_a_reference_model() {
     if let Err(e) = result {
         panic!("{e}");
     }
+    f.c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_gateway_speaks_ledger_in_json_with_decimal_strings() {
+    let f = Fixture::start(true).await;
+    let bearer = format!("Bearer {}", f.token);
+    let headers =
+        [("authorization", bearer.as_str()), ("x-strongroom-tenant", "alpha"), ("content-type", "application/json")];
+    let call = |method: http::Method, path: String, body: serde_json::Value| {
+        let c = &f.c;
+        let headers = headers;
+        async move {
+            let bytes = if body.is_null() { Vec::new() } else { serde_json::to_vec(&body).expect("json") };
+            c.gateway_request(method, &path, &headers, bytes).await.expect("request")
+        }
+    };
+    let (status, _, a) = call(
+        http::Method::POST,
+        "/v1/ledger/accounts".into(),
+        serde_json::json!({ "ledger": "USD", "code": 1, "flags": { "debits_must_not_exceed_credits": true, "history": true } }),
+    )
+    .await;
+    assert_eq!(status, 200, "{a}");
+    let a = a["id"].as_str().expect("id").to_owned();
+    let (_, _, b) =
+        call(http::Method::POST, "/v1/ledger/accounts".into(), serde_json::json!({ "ledger": "USD", "code": 1 })).await;
+    let b = b["id"].as_str().expect("id").to_owned();
+
+    // A JSON number as an amount is refused: it may have passed through a float.
+    let (status, _, body) = call(
+        http::Method::POST,
+        "/v1/ledger/transfers".into(),
+        serde_json::json!({ "id": Uuid::new_v4(), "debit_account_id": b, "credit_account_id": a, "amount": 10.5, "ledger": "USD", "code": 1 }),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body["error"]["message"].as_str().unwrap_or("").contains("decimal strings"), "{body}");
+
+    let fund = serde_json::json!({ "id": Uuid::new_v4(), "debit_account_id": b, "credit_account_id": a, "amount": "100000000000000000000000", "ledger": "USD", "code": 1 });
+    let (status, _, body) = call(http::Method::POST, "/v1/ledger/transfers".into(), fund.clone()).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["transfer"]["amount"], "100000000000000000000000");
+    assert_eq!(body["replayed"], false);
+    let (_, _, body) = call(http::Method::POST, "/v1/ledger/transfers".into(), fund.clone()).await;
+    assert_eq!(body["replayed"], true);
+    let mut changed = fund.clone();
+    changed["amount"] = "1".into();
+    let (status, _, body) = call(http::Method::POST, "/v1/ledger/transfers".into(), changed).await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["error"]["reason"], "EXISTS_WITH_DIFFERENT_AMOUNT");
+
+    // Escrow over HTTP: hold, post part of it (repeatable), void refused afterwards.
+    let hold = Uuid::new_v4();
+    let (status, _, body) = call(
+        http::Method::POST,
+        "/v1/ledger/transfers".into(),
+        serde_json::json!({ "id": hold, "debit_account_id": a, "credit_account_id": b, "amount": "500", "ledger": "USD", "code": 1, "flags": { "pending": true } }),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["transfer"]["state"], "pending");
+    let (status, _, body) =
+        call(http::Method::POST, format!("/v1/ledger/transfers/{hold}:post"), serde_json::json!({ "amount": "200" }))
+            .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["transfer"]["amount"], "200");
+    let (_, _, again) =
+        call(http::Method::POST, format!("/v1/ledger/transfers/{hold}:post"), serde_json::json!({ "amount": "200" }))
+            .await;
+    assert_eq!(again["replayed"], true, "{again}");
+    let (status, _, body) =
+        call(http::Method::POST, format!("/v1/ledger/transfers/{hold}:void"), serde_json::Value::Null).await;
+    assert_eq!(status, 412, "{body}");
+    assert_eq!(body["error"]["reason"], "PENDING_TRANSFER_ALREADY_POSTED");
+    let (_, _, got) = call(http::Method::GET, format!("/v1/ledger/transfers/{hold}"), serde_json::Value::Null).await;
+    assert_eq!(got["state"], "pending_posted");
+
+    // A batch, with one result each.
+    let (status, _, body) = call(
+        http::Method::POST,
+        "/v1/ledger/transfers".into(),
+        serde_json::json!({ "transfers": [
+            { "id": Uuid::new_v4(), "debit_account_id": a, "credit_account_id": b, "amount": "5", "ledger": "USD", "code": 1 },
+            { "id": Uuid::new_v4(), "debit_account_id": a, "credit_account_id": a, "amount": "5", "ledger": "USD", "code": 1 }
+        ] }),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["results"][0]["outcome"], "created");
+    assert_eq!(body["results"][1]["reason"], "ACCOUNTS_MUST_BE_DIFFERENT");
+
+    let (status, _, acct) = call(http::Method::GET, format!("/v1/ledger/accounts/{a}"), serde_json::Value::Null).await;
+    assert_eq!(status, 200, "{acct}");
+    assert_eq!(acct["balances"]["debits_posted"], "205");
+    assert_eq!(acct["balances"]["credits_posted"], "100000000000000000000000");
+    let (status, _, hist) = call(
+        http::Method::GET,
+        format!("/v1/ledger/accounts/{a}/balances?at=2000-01-01T00:00:00Z"),
+        serde_json::Value::Null,
+    )
+    .await;
+    assert_eq!(status, 200, "{hist}");
+    assert_eq!(hist["balances"]["credits_posted"], "0");
+    let (status, _, list) =
+        call(http::Method::GET, format!("/v1/ledger/accounts/{a}/transfers?page_size=10"), serde_json::Value::Null)
+            .await;
+    assert_eq!(status, 200, "{list}");
+    assert_eq!(list["transfers"].as_array().map(Vec::len), Some(4));
+    let (status, _, v) = call(http::Method::GET, "/v1/ledger/receipts/verify".into(), serde_json::Value::Null).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["ok"], true, "{v}");
     f.c.stop().await;
 }

@@ -6,6 +6,7 @@
 mod audit;
 mod config;
 mod http_layer;
+mod ledger;
 pub mod openapi;
 mod routes;
 mod secrets;

@@ -4,7 +4,7 @@
 use serde_json::{Value, json};
 
 /// `(method, path)` of every operation the gateway serves.
-pub const OPERATIONS: [(&str, &str); 14] = [
+pub const OPERATIONS: [(&str, &str); 23] = [
     ("get", "/v1/audit/events"),
     ("get", "/v1/audit/events/{seq}"),
     ("get", "/v1/audit/checkpoint"),
@@ -19,6 +19,15 @@ pub const OPERATIONS: [(&str, &str); 14] = [
     ("put", "/v1/secrets/{path}"),
     ("delete", "/v1/secrets/{path}"),
     ("post", "/v1/secrets/{path}:reveal"),
+    ("post", "/v1/ledger/accounts"),
+    ("get", "/v1/ledger/accounts/{id}"),
+    ("get", "/v1/ledger/accounts/{id}/balances"),
+    ("get", "/v1/ledger/accounts/{id}/transfers"),
+    ("post", "/v1/ledger/transfers"),
+    ("get", "/v1/ledger/transfers/{id}"),
+    ("post", "/v1/ledger/transfers/{id}:post"),
+    ("post", "/v1/ledger/transfers/{id}:void"),
+    ("get", "/v1/ledger/receipts/verify"),
 ];
 
 fn error_response(description: &str) -> Value {
@@ -26,7 +35,7 @@ fn error_response(description: &str) -> Value {
 }
 
 pub fn document() -> Value {
-    json!({
+    let mut doc = json!({
         "openapi": "3.1.0",
         "info": {
             "title": "Strongroom gateway",
@@ -231,7 +240,9 @@ pub fn document() -> Value {
             }
         },
         "security": [ { "bearer": [] } ]
-    })
+    });
+    crate::ledger::document(&mut doc);
+    doc
 }
 
 #[cfg(test)]
