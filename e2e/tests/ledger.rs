@@ -897,7 +897,6 @@ async fn the_gateway_speaks_ledger_in_json_with_decimal_strings() {
         [("authorization", bearer.as_str()), ("x-strongroom-tenant", "alpha"), ("content-type", "application/json")];
     let call = |method: http::Method, path: String, body: serde_json::Value| {
         let c = &f.c;
-        let headers = headers;
         async move {
             let bytes = if body.is_null() { Vec::new() } else { serde_json::to_vec(&body).expect("json") };
             c.gateway_request(method, &path, &headers, bytes).await.expect("request")
