@@ -999,3 +999,201 @@ async fn the_gateway_speaks_ledger_in_json_with_decimal_strings() {
     assert_eq!(v["ok"], true, "{v}");
     f.c.stop().await;
 }
+
+/// The `ledger-svc` binary built by `cargo build --workspace --bins`.
+fn ledger_binary() -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("test exe");
+    let dir = exe.parent().and_then(|p| p.parent()).expect("target dir");
+    let path = dir.join("ledger-svc");
+    assert!(path.is_file(), "{} missing: run `cargo build --workspace --bins` first", path.display());
+    path
+}
+
+fn spawn_ledger(config: &std::path::Path) -> std::process::Child {
+    std::process::Command::new(ledger_binary())
+        .arg("--config")
+        .arg(config)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn ledger-svc")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigkill_and_dropped_connections_mid_load_apply_nothing_twice() {
+    use secrecy::ExposeSecret;
+    let f = Fixture::new().await;
+    // A ledger-svc process of its own (same database), to be killed with SIGKILL under load.
+    let free = || std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr");
+    let (grpc, admin) = (free(), free());
+    let tls = f.c.pki.tls("ledger");
+    let config = format!(
+        "env = \"development\"\n[grpc]\nlisten = \"{grpc}\"\n[admin]\nlisten = \"{admin}\"\n\
+         [tls]\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n\
+         [database]\nurl = \"{}\"\nadmin_url = \"{}\"\nmax_connections = 4\n\
+         [upstreams]\nauth = \"https://{}\"\nvault = \"https://{}\"\n",
+        tls.ca.display(),
+        tls.cert.display(),
+        tls.key.display(),
+        f.c.db.runtime_url("ledger").expose_secret(),
+        f.c.db.admin_url().expose_secret(),
+        f.c.addr("auth"),
+        f.c.addr("vault"),
+    );
+    let dir = tempfile::tempdir().expect("tmp");
+    let path = dir.path().join("ledger.toml");
+    std::fs::write(&path, config).expect("config");
+    let mut child = spawn_ledger(&path);
+    let serving = || {
+        kit::testing::wait_serving(
+            kit::testing::channel(&f.c.pki, "operator", grpc, "ledger"),
+            "",
+            Duration::from_secs(60),
+        )
+    };
+    serving().await.expect("child serving");
+
+    let treasury = f.account("", Flags::default()).await;
+    let mut hot = Vec::new();
+    for _ in 0..3 {
+        let id = f.account("", Flags { dmnec: true, ..Default::default() }).await;
+        f.transfer(t(treasury, id, 2_000)).await.expect("fund");
+        hot.push(id);
+    }
+    let mut cold = Vec::new();
+    for _ in 0..6 {
+        cold.push(f.account("", Flags::default()).await);
+    }
+    let channel = kit::testing::channel(&f.c.pki, "gateway", grpc, "ledger");
+    let mut workers = Vec::new();
+    for w in 0..32u64 {
+        let (channel, token, hot, cold) = (channel.clone(), f.token.clone(), hot.clone(), cold.clone());
+        workers.push(tokio::spawn(async move {
+            let mut client = LedgerServiceClient::new(channel);
+            let (mut acked, mut failed, mut retries) = (Vec::new(), 0, 0);
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+            for i in 0..30u64 {
+                let x = w * 100 + i;
+                let (dr, cr) = if x % 2 == 0 {
+                    (hot[(x % 3) as usize], cold[(x % 6) as usize])
+                } else {
+                    (cold[(x % 6) as usize], hot[(x % 3) as usize])
+                };
+                let transfer = t(dr, cr, u128::from(x % 50 + 1));
+                // Retry the same transfer (same id) until it has an answer.
+                loop {
+                    let req = kit::client::with_context(
+                        tonic::Request::new(pb::CreateTransferRequest {
+                            transfer: Some(transfer.clone()),
+                            request_id: String::new(),
+                        }),
+                        Some("alpha"),
+                        None,
+                        Some(&token),
+                    );
+                    match client.create_transfer(req).await {
+                        Ok(r) => {
+                            acked.push((transfer.clone(), r.into_inner().transfer.expect("t").timestamp));
+                            break;
+                        }
+                        Err(e) if reason(&e) == "EXCEEDS_CREDITS" => {
+                            failed += 1;
+                            break;
+                        }
+                        Err(_) => {
+                            retries += 1;
+                            assert!(tokio::time::Instant::now() < deadline, "no answer within 90 s");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                    }
+                }
+            }
+            (acked, failed, retries)
+        }));
+    }
+    // SIGKILL mid-load, then restart on the same ports.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    child.kill().expect("SIGKILL");
+    let _ = child.wait();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut child = spawn_ledger(&path);
+    serving().await.expect("restarted");
+    // Then every database connection of the service is cut, as a PostgreSQL restart would.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let admin = f.c.db.admin_pool().await;
+    let cut: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'strongroom_ledger' AND datname = current_database()",
+    )
+    .fetch_all(&admin)
+    .await
+    .expect("terminate");
+    let mut acked = Vec::new();
+    let mut retries = 0;
+    for w in workers {
+        let (a, _, r) = w.await.expect("worker");
+        acked.extend(a);
+        retries += r;
+    }
+    assert!(!acked.is_empty());
+    eprintln!("{} acknowledged, {retries} retries, {} connections cut", acked.len(), cut.len());
+
+    // Retrying every acknowledged transfer now replays it: nothing applies twice.
+    let mut client = LedgerServiceClient::new(channel.clone());
+    for (transfer, ts) in &acked {
+        let r = client
+            .create_transfer(
+                f.req(pb::CreateTransferRequest { transfer: Some(transfer.clone()), request_id: String::new() }),
+            )
+            .await
+            .expect("replay")
+            .into_inner();
+        assert!(r.replayed);
+        assert_eq!(r.transfer.expect("t").timestamp, *ts);
+    }
+    let ids: Vec<Uuid> = acked.iter().map(|(t, _)| Uuid::parse_str(&t.id).expect("id")).collect();
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM t_alpha.transfers WHERE id = ANY($1)")
+        .bind(&ids)
+        .fetch_one(&admin)
+        .await
+        .expect("n");
+    assert_eq!(stored as usize, ids.len());
+    let (debits, credits): (String, String) = sqlx::query_as(
+        "SELECT sum(debits_posted + debits_pending)::text, sum(credits_posted + credits_pending)::text FROM t_alpha.accounts",
+    )
+    .fetch_one(&admin)
+    .await
+    .expect("sums");
+    assert_eq!(debits, credits);
+    let over: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM t_alpha.accounts WHERE flags & 1 = 1 AND debits_posted + debits_pending > credits_posted",
+    )
+    .fetch_one(&admin)
+    .await
+    .expect("limits");
+    assert_eq!(over, 0);
+    let mismatched: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM t_alpha.accounts a WHERE a.debits_posted <> \
+         (SELECT coalesce(sum(amount), 0) FROM t_alpha.transfers t WHERE t.debit_account_id = a.id) \
+         OR a.credits_posted <> (SELECT coalesce(sum(amount), 0) FROM t_alpha.transfers t WHERE t.credit_account_id = a.id)",
+    )
+    .fetch_one(&admin)
+    .await
+    .expect("recompute");
+    assert_eq!(mismatched, 0);
+    let unaudited: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM t_alpha.transfers t WHERE (SELECT count(*) FROM (SELECT resource, outcome FROM t_alpha.audit_outbox \
+         UNION ALL SELECT resource, outcome FROM t_alpha.audit_log) r WHERE r.resource = 'transfer/' || t.id AND r.outcome = 'success') <> 1",
+    )
+    .fetch_one(&admin)
+    .await
+    .expect("audit");
+    assert_eq!(unaudited, 0, "every stored transfer has exactly one audit record");
+    let v = f.verify().await;
+    assert!(v.ok, "{}", v.problem);
+    let _ = child.kill();
+    let _ = child.wait();
+    f.c.stop().await;
+}
