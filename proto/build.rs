@@ -17,6 +17,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "strongroom/vault/v1/keys.proto",
         "strongroom/vault/v1/signing.proto",
         "strongroom/audit/v1/log.proto",
+        "strongroom/ledger/v1/ledger.proto",
     ];
     for file in files {
         println!("cargo:rerun-if-changed={file}");

@@ -6,6 +6,7 @@ mod audit;
 mod bench;
 mod bench_auth;
 mod dev;
+mod ledger;
 mod ops;
 
 use std::path::PathBuf;
@@ -44,6 +45,11 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// The ledger: verification of a tenant's receipt chain.
+    Ledger {
+        #[command(subcommand)]
+        command: LedgerCommand,
+    },
     /// Benchmarks against a running `strongroom dev up` (loopback only, bounded in time).
     Bench {
         #[command(subcommand)]
@@ -70,6 +76,17 @@ enum AuditCommand {
 }
 
 #[derive(Subcommand, Debug)]
+enum LedgerCommand {
+    /// Recomputes every receipt from the stored transfers and checks the chain and signatures.
+    Verify {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long, default_value_t = 0)]
+        from_seq: u64,
+    },
+}
+
+#[derive(Subcommand, Debug)]
 enum BenchCommand {
     /// Password logins next to the raw argon2id rate, refresh grants, and `GET /v1/me` through the
     /// gateway (start `dev up` with `STRONGROOM_DEV_RATE_LIMITS=off`, or the gateway's per-IP limits
@@ -80,6 +97,20 @@ enum BenchCommand {
         /// Seconds per phase (1–120).
         #[arg(long, default_value_t = 10)]
         seconds: u64,
+    },
+    /// Ledger transfers/s and latency: single transfers over gRPC and the gateway, 8,190-transfer
+    /// batches, uniform and hot-account, next to a pgbench simple-update ceiling.
+    Ledger {
+        #[arg(long, default_value = "demo")]
+        tenant: String,
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+        /// Seconds per phase (1–120).
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Accounts of the uniform workload.
+        #[arg(long, default_value_t = 1000)]
+        accounts: usize,
     },
     /// Transit encrypt/decrypt over mTLS gRPC, next to the in-process AEAD rate.
     Vault {
@@ -186,6 +217,21 @@ fn main() -> ExitCode {
                     size: size.clamp(1, 1024 * 1024),
                 };
                 bench::vault(&opts).await
+            }
+            Command::Ledger { command: LedgerCommand::Verify { tenant, from_seq } } => {
+                kit::TenantSlug::parse(&tenant).map_err(|e| anyhow::anyhow!("{e}"))?;
+                let endpoints = cli.conn.resolve()?;
+                ledger::verify(&endpoints, &tenant, from_seq).await
+            }
+            Command::Bench { command: BenchCommand::Ledger { tenant, concurrency, seconds, accounts } } => {
+                let opts = ledger::BenchOptions {
+                    dev_dir: cli.conn.dev_dir.clone(),
+                    tenant,
+                    concurrency: concurrency.clamp(1, 1024),
+                    duration: std::time::Duration::from_secs(seconds.clamp(1, 120)),
+                    accounts: accounts.clamp(2, 100_000),
+                };
+                ledger::bench(&opts).await
             }
             Command::Tenant { command: TenantCommand::Create { slug, owner_email } } => {
                 let endpoints = cli.conn.resolve()?;

@@ -29,6 +29,12 @@ fn code_at(secret_b32: &str, at: u64) -> String {
     t.generate(at)
 }
 
+/// Verifiers reuse a "not revoked" answer for up to `kit::principal::REVOCATION_RECHECK`: a
+/// revocation is seen everywhere within that time.
+async fn settle() {
+    tokio::time::sleep(kit::principal::REVOCATION_RECHECK + Duration::from_millis(100)).await;
+}
+
 fn now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs()
 }
@@ -278,6 +284,7 @@ async fn refresh_rotation_grace_retry_and_reuse_revokes_the_family_everywhere() 
     tokio::time::sleep(Duration::from_millis(2_600)).await;
     let err = fx.refresh(&t0.refresh_token).await.expect_err("reuse");
     assert_eq!(reason(&err), "REFRESH_TOKEN_REUSED");
+    settle().await;
     // The whole family is gone: the successor and the access token, at every service at once.
     let err = fx.refresh(&t1.refresh_token).await.expect_err("family revoked");
     assert_eq!(reason(&err), "SESSION_ENDED");
@@ -290,6 +297,7 @@ async fn refresh_rotation_grace_retry_and_reuse_revokes_the_family_everywhere() 
     // Logout ends a session the same way.
     let t = tokens(fx.login("carol@alpha.example", "a long enough password").await.expect("login"));
     fx.authn().logout(req("alpha", Some(&t.access_token), pb::LogoutRequest::default())).await.expect("logout");
+    settle().await;
     let err = fx.probe("vault", &t.access_token).await.expect_err("logged out");
     assert_eq!(reason(&err), "SESSION_REVOKED");
     fx.c.stop().await;
@@ -304,6 +312,7 @@ async fn suspension_reason_only_after_the_right_password_and_sessions_end() {
     let msg = pb::SuspendUserRequest { id: dave.id.clone(), reason: "KYC documents expired".into() };
     let suspended = fx.users().suspend_user(req("alpha", Some(&owner.access_token), msg)).await.expect("suspend");
     assert_eq!(suspended.into_inner().status, pb::UserStatus::Suspended as i32);
+    settle().await;
     let err = fx.probe("audit", &session.access_token).await.expect_err("session ended");
     assert_eq!(reason(&err), "SESSION_REVOKED");
     let err = fx.login("dave@alpha.example", "the wrong password!").await.expect_err("wrong password");
@@ -415,6 +424,7 @@ async fn privilege_escalation_through_roles_groups_and_api_keys_is_refused() {
         .revoke_api_key(req("alpha", Some(&erin_t.access_token), pb::RevokeApiKeyRequest { id: key_id }))
         .await
         .expect("revoke");
+    settle().await;
     let err = fx.probe("vault", &created.api_key).await.expect_err("revoked key");
     assert_eq!(reason(&err), "API_KEY_REVOKED");
     // A mistyped key is refused without a lookup.
@@ -452,6 +462,7 @@ async fn export_holds_only_the_users_data_and_deletion_shreds_it() {
         .delete_user(req("alpha", Some(&owner.access_token), pb::DeleteUserRequest { id: frank.id.clone() }))
         .await
         .expect("delete");
+    settle().await;
     let pool = fx.c.db.admin_pool().await;
     let (email, name, hash): (Option<String>, Option<String>, Option<String>) =
         sqlx::query_as("SELECT email, display_name, password_hash FROM t_alpha.users WHERE id = $1::uuid")

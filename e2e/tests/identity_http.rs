@@ -149,6 +149,7 @@ async fn bearer_and_cookie_sessions_over_https() {
     let (s, headers, _) = call(&c, Method::POST, "/v1/auth/logout", &with_csrf, Value::Null).await;
     assert_eq!(s, 204);
     assert!(set_cookies(&headers).iter().all(|c| c.contains("Max-Age=0")));
+    tokio::time::sleep(kit::principal::REVOCATION_RECHECK + std::time::Duration::from_millis(100)).await;
     let (s, _, e) = call(&c, Method::GET, "/v1/me", &browser, Value::Null).await;
     assert_eq!((s, e["error"]["reason"].as_str()), (401, Some("SESSION_REVOKED")));
 

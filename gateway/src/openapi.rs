@@ -4,7 +4,7 @@
 use serde_json::{Value, json};
 
 /// `(method, path)` of every operation the gateway serves.
-pub const OPERATIONS: [(&str, &str); 14] = [
+pub const OPERATIONS: [(&str, &str); 23] = [
     ("get", "/v1/audit/events"),
     ("get", "/v1/audit/events/{seq}"),
     ("get", "/v1/audit/checkpoint"),
@@ -19,6 +19,15 @@ pub const OPERATIONS: [(&str, &str); 14] = [
     ("put", "/v1/secrets/{path}"),
     ("delete", "/v1/secrets/{path}"),
     ("post", "/v1/secrets/{path}:reveal"),
+    ("post", "/v1/ledger/accounts"),
+    ("get", "/v1/ledger/accounts/{id}"),
+    ("get", "/v1/ledger/accounts/{id}/balances"),
+    ("get", "/v1/ledger/accounts/{id}/transfers"),
+    ("post", "/v1/ledger/transfers"),
+    ("get", "/v1/ledger/transfers/{id}"),
+    ("post", "/v1/ledger/transfers/{id}:post"),
+    ("post", "/v1/ledger/transfers/{id}:void"),
+    ("get", "/v1/ledger/receipts/verify"),
 ];
 
 /// Every operation of the document: the ones above and the identity ones.
@@ -238,6 +247,7 @@ pub fn document() -> Value {
         "security": [ { "bearer": [] } ]
     });
     crate::openapi_identity::paths(&mut doc);
+    crate::ledger::document(&mut doc);
     browser_and_rate_limits(&mut doc);
     doc
 }

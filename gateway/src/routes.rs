@@ -64,6 +64,13 @@ pub fn router(state: AppState, body_limit: usize) -> Router {
             "/v1/secrets/{*path}",
             get(crate::secrets::get).put(crate::secrets::put).delete(crate::secrets::delete).post(crate::secrets::post),
         )
+        .route("/v1/ledger/accounts", axum::routing::post(crate::ledger::create_account))
+        .route("/v1/ledger/accounts/{id}", get(crate::ledger::get_account))
+        .route("/v1/ledger/accounts/{id}/balances", get(crate::ledger::balances))
+        .route("/v1/ledger/accounts/{id}/transfers", get(crate::ledger::account_transfers))
+        .route("/v1/ledger/transfers", axum::routing::post(crate::ledger::create_transfers))
+        .route("/v1/ledger/transfers/{id}", get(crate::ledger::get_transfer).post(crate::ledger::resolve))
+        .route("/v1/ledger/receipts/verify", get(crate::ledger::verify))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(tower_http::limit::RequestBodyLimitLayer::new(body_limit))

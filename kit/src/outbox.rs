@@ -110,6 +110,68 @@ impl TenantTx {
     pub async fn record(&mut self, record: AuditRecord) -> Result<(), ApiError> {
         insert(self.conn(), record).await
     }
+
+    /// Inserts `records` into this tenant's outbox with one statement, inside this transaction.
+    pub async fn record_all(&mut self, records: Vec<AuditRecord>) -> Result<(), ApiError> {
+        insert_many(self.conn(), records).await
+    }
+}
+
+/// Inserts many records with one statement (`UNNEST`), inside the caller's transaction: a batch of
+/// thousands of ledger transfers costs one round trip, not thousands.
+pub async fn insert_many(conn: &mut sqlx::PgConnection, records: Vec<AuditRecord>) -> Result<(), ApiError> {
+    if records.is_empty() {
+        return Ok(());
+    }
+    let trace = crate::telemetry::current_trace_id();
+    let n = records.len();
+    let (mut ids, mut at, mut service, mut actor, mut action) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    let (mut resource, mut outcome, mut request, mut traces, mut details) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    for r in records {
+        r.check()?;
+        ids.push(r.event_id);
+        at.push(r.occurred_at);
+        service.push(r.service);
+        actor.push(r.actor.as_string());
+        action.push(r.action);
+        resource.push(r.resource);
+        outcome.push(r.outcome.as_str());
+        request.push(r.request_id);
+        traces.push(r.trace_id.or_else(|| trace.clone()));
+        details.push(Value::Object(r.details).to_string());
+    }
+    sqlx::query(
+        "INSERT INTO audit_outbox (event_id, occurred_at, service, actor, action, resource, outcome, request_id, trace_id, details) \
+         SELECT u.e, u.o, u.s, u.a, u.ac, u.r, u.out, u.req, u.tr, u.d::jsonb \
+         FROM UNNEST($1::uuid[], $2::timestamptz[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], \
+         $9::text[], $10::text[]) AS u(e, o, s, a, ac, r, out, req, tr, d)",
+    )
+    .bind(ids)
+    .bind(at)
+    .bind(service)
+    .bind(actor)
+    .bind(action)
+    .bind(resource)
+    .bind(outcome)
+    .bind(request)
+    .bind(traces)
+    .bind(details)
+    .execute(conn)
+    .await
+    .map_err(db_error)?;
+    Ok(())
 }
 
 /// Inserts into `audit_outbox` of the schema and tenant scope `conn` is set to.

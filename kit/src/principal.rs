@@ -111,6 +111,9 @@ impl JwksClient {
 const API_KEY_TTL: Duration = Duration::from_secs(30);
 const API_KEY_CACHE_MAX: usize = 10_000;
 
+/// How long a "not revoked" answer is reused: a revocation takes effect everywhere within this.
+pub const REVOCATION_RECHECK: Duration = Duration::from_millis(500);
+
 /// Resolved API keys by SHA-256, with when they were resolved.
 type ApiKeyCache = HashMap<[u8; 32], (Principal, Instant)>;
 
@@ -130,6 +133,9 @@ pub struct TokenVerifier {
     last_refresh: Arc<Mutex<Option<Instant>>>,
     revocations: Option<Revocations>,
     api_keys: Arc<RwLock<ApiKeyCache>>,
+    /// Sessions and keys recently found NOT revoked, and when: each is asked again after
+    /// [`REVOCATION_RECHECK`], so a revocation takes effect within that time.
+    not_revoked: Arc<RwLock<HashMap<String, Instant>>>,
 }
 
 #[derive(Default)]
@@ -188,6 +194,7 @@ impl TokenVerifier {
             last_refresh: Arc::default(),
             revocations,
             api_keys: Arc::default(),
+            not_revoked: Arc::default(),
         })
     }
 
@@ -197,18 +204,26 @@ impl TokenVerifier {
     }
 
     async fn check_revoked(&self, kind: Revoked, id: &str) -> Result<(), ApiError> {
-        if let Some(list) = &self.revocations
-            && list.is_revoked(kind, id).await?
-        {
-            return Err(ApiError::unauthenticated(
-                match kind {
-                    Revoked::Session => "SESSION_REVOKED",
-                    Revoked::ApiKey => "API_KEY_REVOKED",
-                },
-                "the credential has been revoked",
-            ));
+        let Some(list) = &self.revocations else { return Ok(()) };
+        let key = format!("{kind:?}:{id}");
+        if self.not_revoked.read().await.get(&key).is_some_and(|at| at.elapsed() < REVOCATION_RECHECK) {
+            return Ok(());
         }
-        Ok(())
+        if !list.is_revoked(kind, id).await? {
+            let mut seen = self.not_revoked.write().await;
+            if seen.len() >= API_KEY_CACHE_MAX * 10 {
+                seen.retain(|_, at| at.elapsed() < REVOCATION_RECHECK);
+            }
+            seen.insert(key, Instant::now());
+            return Ok(());
+        }
+        Err(ApiError::unauthenticated(
+            match kind {
+                Revoked::Session => "SESSION_REVOKED",
+                Revoked::ApiKey => "API_KEY_REVOKED",
+            },
+            "the credential has been revoked",
+        ))
     }
 
     /// Resolves an API key through auth-svc (cached briefly), then checks its revocation.

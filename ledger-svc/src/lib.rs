@@ -1,14 +1,35 @@
-//! ledger-svc owns double-entry accounts and transfers; it never uses floats and never commits a transfer without its audit record. Today it serves its tenant provisioning, health and reflection; the Ledger issue adds accounts and transfers.
+//! ledger-svc owns double-entry accounts and transfers (TigerBeetle semantics: linked chains,
+//! two-phase pending/post/void with expiry, balancing transfers, limits), idempotency and the
+//! receipt chain. It never uses floats and never commits a transfer without its audit record and
+//! receipt in the same transaction.
+
+pub mod api;
+pub mod batcher;
+pub mod domain;
+pub mod receipts;
+pub mod store;
+pub mod sweeper;
 
 use std::future::Future;
+use std::time::Duration;
 
+use kit::Identity;
 use kit::migrate::MigrationSet;
 use kit::server::{Api, Listeners, ServeError};
 
 pub const SERVICE: &str = "ledger";
 
-pub const MIGRATIONS: MigrationSet =
-    MigrationSet { service: SERVICE, control: &[], tenant: &[kit::migration!("tenant", "0001_create_ledgers")] };
+/// How long the batcher waits for more submissions before committing what it has.
+pub const BATCH_WINDOW: Duration = Duration::from_micros(500);
+
+pub const MIGRATIONS: MigrationSet = MigrationSet {
+    service: SERVICE,
+    control: &[],
+    tenant: &[
+        kit::migration!("tenant", "0001_create_ledgers"),
+        kit::migration!("tenant", "0002_create_accounts_and_transfers"),
+    ],
+};
 
 /// Runs ledger-svc until `shutdown`.
 pub async fn run(
@@ -16,7 +37,23 @@ pub async fn run(
     listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
-    kit::server::run_service(SERVICE, MIGRATIONS, config, listeners, shutdown, |_ctx| Ok(Api::new())).await
+    kit::server::run_service(SERVICE, MIGRATIONS, config, listeners, shutdown, |ctx| {
+        use proto::ledger::v1::ledger_service_server::LedgerServiceServer;
+        use proto::vault::v1::signing_service_client::SigningServiceClient;
+        let signer = match &ctx.config.upstreams.vault {
+            Some(url) => Some(SigningServiceClient::new(ctx.channel(url, Identity::VAULT)?)),
+            None => None,
+        };
+        let unsigned = batcher::Unsigned::default();
+        let batcher = batcher::Batcher::new(ctx.db.clone(), BATCH_WINDOW, unsigned.clone());
+        receipts::spawn_signer(ctx.db.clone(), signer.clone(), unsigned, ctx.shutdown.clone());
+        sweeper::spawn(ctx.db.clone(), batcher.clone(), ctx.shutdown.clone());
+        let ledger = api::Ledger { db: ctx.db.clone(), batcher, signer };
+        Ok(Api::new()
+            .service(LedgerServiceServer::new(ledger).max_decoding_message_size(16 * 1024 * 1024))
+            .allow("/strongroom.ledger.v1.LedgerService/*", &[Identity::GATEWAY, Identity::OPERATOR]))
+    })
+    .await
 }
 
 #[cfg(test)]

@@ -29,3 +29,9 @@ pub mod audit {
         tonic::include_proto!("strongroom.audit.v1");
     }
 }
+
+pub mod ledger {
+    pub mod v1 {
+        tonic::include_proto!("strongroom.ledger.v1");
+    }
+}

@@ -1,0 +1,465 @@
+//! `strongroom ledger verify` (the receipt chain of a tenant, recomputed by ledger-svc from the
+//! stored transfers, signatures checked against vault-svc's public key) and `strongroom bench
+//! ledger`: transfers/s and latency over gRPC and over the gateway, single transfers from 64
+//! clients and 8,190-transfer batches, uniform and hot-account, next to a `pgbench` simple-update
+//! ceiling measured on the same PostgreSQL in the same run. Traffic goes only to the endpoints of
+//! a running `strongroom dev up`; every phase is bounded in time.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, anyhow, bail};
+use kit::Identity;
+use kit::config::TlsConfig;
+use kit::tls::CertStore;
+use proto::ledger::v1 as pb;
+use proto::ledger::v1::ledger_service_client::LedgerServiceClient;
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::ops::Endpoints;
+
+type Client = LedgerServiceClient<kit::client::Channel>;
+
+fn status(s: tonic::Status) -> anyhow::Error {
+    anyhow!("ledger: {}", kit::ApiError::from_status(&s))
+}
+
+/// Verifies a tenant's receipts as the operator; an error names the first bad receipt.
+pub async fn verify(endpoints: &Endpoints, tenant: &str, from_seq: u64) -> anyhow::Result<()> {
+    let certs = CertStore::load(&endpoints.tls).context("operator certificate")?;
+    let channel = kit::client::channel(&certs, &endpoints.ledger, &Identity::new("ledger")?, Duration::from_secs(300))?;
+    let v = LedgerServiceClient::new(channel)
+        .verify_receipts(kit::client::with_context(
+            tonic::Request::new(pb::VerifyReceiptsRequest { from_seq }),
+            Some(tenant),
+            None,
+            None,
+        ))
+        .await
+        .map_err(status)?
+        .into_inner();
+    if !v.ok {
+        bail!("receipt {} does not verify: {} ({} receipts checked before it)", v.first_bad_seq, v.problem, v.checked);
+    }
+    println!(
+        "valid: {} receipts recomputed from the stored transfers; chain head {}; {} newest not yet signed",
+        v.checked,
+        hex::encode(&v.head_hash),
+        v.unsigned
+    );
+    Ok(())
+}
+
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    pub dev_dir: std::path::PathBuf,
+    pub tenant: String,
+    pub concurrency: usize,
+    pub duration: Duration,
+    pub accounts: usize,
+}
+
+struct Phase {
+    name: String,
+    transfers: u64,
+    elapsed: Duration,
+    latencies: Vec<Duration>,
+    errors: u64,
+}
+
+impl Phase {
+    fn report(&mut self) -> serde_json::Value {
+        self.latencies.sort_unstable();
+        let pct = |p: f64| {
+            if self.latencies.is_empty() {
+                return 0.0;
+            }
+            let i = ((self.latencies.len() as f64 - 1.0) * p).round() as usize;
+            self.latencies[i].as_secs_f64() * 1000.0
+        };
+        let rate = self.transfers as f64 / self.elapsed.as_secs_f64();
+        println!(
+            "{:<44} {:>9.0} transfers/s   p50 {:>8.2} ms   p99 {:>8.2} ms   ({} transfers, {} errors, {:.1} s)",
+            self.name,
+            rate,
+            pct(0.50),
+            pct(0.99),
+            self.transfers,
+            self.errors,
+            self.elapsed.as_secs_f64()
+        );
+        json!({ "phase": self.name, "transfers_per_sec": rate.round(), "p50_ms": pct(0.50), "p99_ms": pct(0.99),
+                "transfers": self.transfers, "errors": self.errors })
+    }
+}
+
+fn tls(pki: &Path, name: &str) -> TlsConfig {
+    TlsConfig {
+        ca: pki.join("ca.pem"),
+        cert: pki.join(format!("{name}.pem")),
+        key: pki.join(format!("{name}-key.pem")),
+        reload_interval_ms: 60_000,
+    }
+}
+
+/// Which accounts a transfer moves money between.
+#[derive(Clone, Copy)]
+enum Workload {
+    Uniform,
+    /// One account on one side of every transfer.
+    Hot,
+}
+
+#[derive(Clone)]
+struct Accounts {
+    ids: Arc<Vec<String>>,
+    hot: String,
+    counter: Arc<AtomicU64>,
+}
+
+impl Accounts {
+    fn pick(&self, w: Workload) -> (String, String) {
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        // A cheap spread over the accounts (splitmix64 of a counter); no randomness needed.
+        let mut z = n.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        let len = self.ids.len() as u64;
+        let a = (z % len) as usize;
+        let b = ((z / len) % (len - 1)) as usize;
+        let b = if b >= a { b + 1 } else { b };
+        match w {
+            Workload::Uniform => (self.ids[a].clone(), self.ids[b].clone()),
+            Workload::Hot if n.is_multiple_of(2) => (self.ids[a].clone(), self.hot.clone()),
+            Workload::Hot => (self.hot.clone(), self.ids[a].clone()),
+        }
+    }
+
+    fn transfer(&self, w: Workload) -> pb::Transfer {
+        let (dr, cr) = self.pick(w);
+        pb::Transfer {
+            id: Uuid::now_v7().to_string(),
+            debit_account_id: dr,
+            credit_account_id: cr,
+            amount: "1".into(),
+            ledger: "BENCH".into(),
+            code: 1,
+            ..Default::default()
+        }
+    }
+}
+
+fn req<T>(tenant: &str, token: &str, msg: T) -> tonic::Request<T> {
+    kit::client::with_context(tonic::Request::new(msg), Some(tenant), None, Some(token))
+}
+
+/// A token for the bench, minted with a key published in the development database (`dev up`
+/// only: the admin URL comes from its generated configuration).
+async fn bench_token(opts: &BenchOptions) -> anyhow::Result<(String, String)> {
+    let cfg: toml::Value =
+        toml::from_str(&std::fs::read_to_string(opts.dev_dir.join("config/auth.toml")).context("dev config")?)?;
+    let admin_url =
+        cfg["database"]["admin_url"].as_str().ok_or_else(|| anyhow!("no admin_url in the dev config"))?.to_owned();
+    let pool = sqlx::PgPool::connect(&admin_url).await.context("dev database")?;
+    let (tenant_id,): (Uuid,) = sqlx::query_as("SELECT id FROM control.tenants WHERE slug = $1")
+        .bind(&opts.tenant)
+        .fetch_one(&pool)
+        .await
+        .context("tenant")?;
+    let signer = kit::testing::TestSigner::generate();
+    sqlx::query("INSERT INTO control.signing_keys (kid, alg, public_jwk, expires_at) VALUES ($1, 'EdDSA', $2, now() + interval '1 hour')")
+        .bind(&signer.kid)
+        .bind(signer.jwk())
+        .execute(&pool)
+        .await
+        .context("publish bench key")?;
+    pool.close().await;
+    let mut claims = kit::testing::TestSigner::claims(tenant_id, "bench");
+    claims["exp"] = json!(chrono::Utc::now().timestamp() + 1800);
+    claims["permissions"] = json!([
+        "ledger.ledgers.create",
+        "ledger.accounts.create",
+        "ledger.accounts.read",
+        "ledger.transfers.create",
+        "ledger.receipts.verify"
+    ]);
+    Ok((signer.sign(&claims), admin_url))
+}
+
+async fn setup(client: &mut Client, opts: &BenchOptions, token: &str) -> anyhow::Result<Accounts> {
+    let ledger = pb::Ledger { code: "BENCH".into(), scale: 2, description: "benchmark".into() };
+    client
+        .create_ledger(req(
+            &opts.tenant,
+            token,
+            pb::CreateLedgerRequest { ledger: Some(ledger), request_id: String::new() },
+        ))
+        .await
+        .map_err(status)?;
+    let mut ids = Vec::new();
+    for _ in 0..=opts.accounts {
+        let id = Uuid::new_v4().to_string();
+        let account = pb::Account { id: id.clone(), ledger: "BENCH".into(), code: 1, ..Default::default() };
+        client
+            .create_account(req(
+                &opts.tenant,
+                token,
+                pb::CreateAccountRequest { account: Some(account), request_id: String::new() },
+            ))
+            .await
+            .map_err(status)?;
+        ids.push(id);
+    }
+    let hot = ids.pop().ok_or_else(|| anyhow!("no accounts"))?;
+    Ok(Accounts { ids: Arc::new(ids), hot, counter: Arc::default() })
+}
+
+/// Runs `op` from `concurrency` workers until the phase's time is up; `op` returns how many
+/// transfers it applied.
+async fn run<F, Fut>(name: String, concurrency: usize, duration: Duration, op: F) -> Phase
+where
+    F: Fn(usize) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<u64>> + Send,
+{
+    let started = Instant::now();
+    let deadline = started + duration;
+    let mut workers = Vec::new();
+    for w in 0..concurrency {
+        let op = op.clone();
+        workers.push(tokio::spawn(async move {
+            let (mut lat, mut n, mut errors) = (Vec::new(), 0u64, 0u64);
+            while Instant::now() < deadline {
+                let t = Instant::now();
+                match op(w).await {
+                    Ok(k) => {
+                        lat.push(t.elapsed());
+                        n += k;
+                    }
+                    Err(e) => {
+                        if errors == 0 {
+                            eprintln!("  first error: {e:#}");
+                        }
+                        errors += 1;
+                    }
+                }
+            }
+            (lat, n, errors)
+        }));
+    }
+    let mut phase = Phase { name, transfers: 0, elapsed: Duration::ZERO, latencies: Vec::new(), errors: 0 };
+    for w in workers {
+        if let Ok((lat, n, errors)) = w.await {
+            phase.latencies.extend(lat);
+            phase.transfers += n;
+            phase.errors += errors;
+        }
+    }
+    phase.elapsed = started.elapsed();
+    phase
+}
+
+/// A kept-alive HTTP/1.1 connection to the gateway (one per worker, as a browser would hold).
+struct Http {
+    sender: hyper::client::conn::http1::SendRequest<http_body_util::Full<hyper::body::Bytes>>,
+    host: String,
+}
+
+impl Http {
+    async fn connect(gateway: &str, ca: &[u8]) -> anyhow::Result<Self> {
+        let url = url::Url::parse(gateway)?;
+        let host = url.host_str().ok_or_else(|| anyhow!("gateway url has no host"))?.to_owned();
+        let port = url.port_or_known_default().unwrap_or(443);
+        let config = kit::tls::ca_only_client_config(ca, &[b"http/1.1"]).map_err(|e| anyhow!("{e}"))?;
+        let tcp = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
+        tcp.set_nodelay(true)?;
+        let name = rustls_pki_types::ServerName::try_from(host.clone())?;
+        let tls = tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp).await?;
+        let (sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls)).await?;
+        tokio::spawn(conn);
+        Ok(Self { sender, host })
+    }
+
+    async fn post(&mut self, path: &str, headers: &[(&str, &str)], body: Vec<u8>) -> anyhow::Result<http::StatusCode> {
+        use http_body_util::BodyExt;
+        self.sender.ready().await?;
+        let mut req =
+            http::Request::builder().method(http::Method::POST).uri(path).header(http::header::HOST, &self.host);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let resp = self.sender.send_request(req.body(http_body_util::Full::new(body.into()))?).await?;
+        let status = resp.status();
+        resp.into_body().collect().await?;
+        Ok(status)
+    }
+}
+
+/// `pgbench` simple-update (`-N`) with the same number of clients, on a scratch database of the
+/// same server: what PostgreSQL itself commits per second on this machine.
+fn pgbench(admin_url: &str, concurrency: usize, duration: Duration) -> anyhow::Result<Phase> {
+    let url = url::Url::parse(admin_url)?;
+    let db = "strongroom_pgbench";
+    let mut scratch = url.clone();
+    scratch.set_path(&format!("/{db}"));
+    let psql = |sql: &str| std::process::Command::new("psql").arg(url.as_str()).args(["-qAt", "-c", sql]).output();
+    psql(&format!("DROP DATABASE IF EXISTS {db}")).context("psql")?;
+    psql(&format!("CREATE DATABASE {db}")).context("psql")?;
+    let init = std::process::Command::new("pgbench").args(["-q", "-i", "-s", "10"]).arg(scratch.as_str()).output()?;
+    if !init.status.success() {
+        bail!("pgbench -i: {}", String::from_utf8_lossy(&init.stderr));
+    }
+    let out = std::process::Command::new("pgbench")
+        .args(["-N", "-c", &concurrency.to_string(), "-j", "2", "-T", &duration.as_secs().max(1).to_string(), "-r"])
+        .arg(scratch.as_str())
+        .output()?;
+    let _ = psql(&format!("DROP DATABASE IF EXISTS {db}"));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    if !out.status.success() {
+        bail!("pgbench: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let tps = text
+        .lines()
+        .find(|l| l.starts_with("tps ="))
+        .and_then(|l| l.split_whitespace().nth(2))
+        .and_then(|v| v.parse::<f64>().ok())
+        .ok_or_else(|| anyhow!("cannot read tps from pgbench: {text}"))?;
+    let latency = text
+        .lines()
+        .find(|l| l.starts_with("latency average"))
+        .and_then(|l| l.split_whitespace().nth(3))
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(0.0);
+    let transfers = (tps * duration.as_secs_f64()) as u64;
+    let mut phase = Phase {
+        name: format!("pgbench simple-update ({concurrency} clients)"),
+        transfers,
+        elapsed: duration,
+        latencies: vec![Duration::from_secs_f64(latency / 1000.0)],
+        errors: 0,
+    };
+    phase.name.push_str(" [tx/s; avg latency]");
+    Ok(phase)
+}
+
+pub async fn bench(opts: &BenchOptions) -> anyhow::Result<()> {
+    let endpoints: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(opts.dev_dir.join("endpoints.json"))
+            .context("endpoints.json: is `strongroom dev up` running?")?,
+    )?;
+    let ledger_url = endpoints["ledger"].as_str().ok_or_else(|| anyhow!("no ledger endpoint"))?.to_owned();
+    let gateway = endpoints["gateway"].as_str().ok_or_else(|| anyhow!("no gateway endpoint"))?.to_owned();
+    let pki = opts.dev_dir.join("pki");
+    let ca = std::fs::read(pki.join("ca.pem"))?;
+    // As the gateway would call it: the gateway's certificate and an end user's token.
+    let certs = CertStore::load(&tls(&pki, "gateway"))?;
+    let (token, admin_url) = bench_token(opts).await?;
+    let channels: Vec<_> = (0..4)
+        .map(|_| {
+            kit::client::channel(&certs, &ledger_url, &Identity::new("ledger")?, Duration::from_secs(60))
+                .map_err(|e| anyhow!("{e}"))
+        })
+        .collect::<Result<_, _>>()?;
+    let client = |i: usize| {
+        LedgerServiceClient::new(channels[i % channels.len()].clone())
+            .max_decoding_message_size(64 << 20)
+            .max_encoding_message_size(64 << 20)
+    };
+    let accounts = setup(&mut client(0), opts, &token).await?;
+    println!(
+        "strongroom bench ledger: {} clients, {} accounts (+1 hot), {} s per phase, tenant {}",
+        opts.concurrency,
+        opts.accounts,
+        opts.duration.as_secs(),
+        opts.tenant
+    );
+    let mut report = Vec::new();
+    let token = Arc::new(token);
+    let tenant = Arc::new(opts.tenant.clone());
+    for (label, w) in [("uniform", Workload::Uniform), ("hot account", Workload::Hot)] {
+        let (accounts, token, tenant) = (accounts.clone(), token.clone(), tenant.clone());
+        let clients: Arc<Vec<Client>> = Arc::new((0..opts.concurrency).map(client).collect());
+        let mut phase = run(format!("single, gRPC, {label}"), opts.concurrency, opts.duration, move |i| {
+            let (accounts, token, tenant, clients) = (accounts.clone(), token.clone(), tenant.clone(), clients.clone());
+            async move {
+                let msg = pb::CreateTransferRequest { transfer: Some(accounts.transfer(w)), request_id: String::new() };
+                clients[i].clone().create_transfer(req(&tenant, &token, msg)).await.map_err(status)?;
+                Ok(1)
+            }
+        })
+        .await;
+        report.push(phase.report());
+    }
+    for (label, w) in [("uniform", Workload::Uniform), ("hot account", Workload::Hot)] {
+        let (accounts, token, tenant) = (accounts.clone(), token.clone(), tenant.clone());
+        let mut conns = Vec::new();
+        for _ in 0..opts.concurrency {
+            conns.push(Arc::new(tokio::sync::Mutex::new(Http::connect(&gateway, &ca).await?)));
+        }
+        let conns = Arc::new(conns);
+        let mut phase = run(format!("single, gateway HTTPS, {label}"), opts.concurrency, opts.duration, move |i| {
+            let (accounts, token, tenant, conns) = (accounts.clone(), token.clone(), tenant.clone(), conns.clone());
+            async move {
+                let t = accounts.transfer(w);
+                let body = serde_json::to_vec(&json!({
+                    "id": t.id, "debit_account_id": t.debit_account_id, "credit_account_id": t.credit_account_id,
+                    "amount": t.amount, "ledger": t.ledger, "code": t.code,
+                }))?;
+                let bearer = format!("Bearer {token}");
+                let headers = [
+                    ("authorization", bearer.as_str()),
+                    ("x-strongroom-tenant", tenant.as_str()),
+                    ("content-type", "application/json"),
+                ];
+                let status = conns[i].lock().await.post("/v1/ledger/transfers", &headers, body).await?;
+                if status != http::StatusCode::OK {
+                    bail!("gateway answered {status}");
+                }
+                Ok(1)
+            }
+        })
+        .await;
+        report.push(phase.report());
+    }
+    let batchers = 4.min(opts.concurrency);
+    for (label, w) in [("uniform", Workload::Uniform), ("hot account", Workload::Hot)] {
+        let (accounts, token, tenant) = (accounts.clone(), token.clone(), tenant.clone());
+        let clients: Arc<Vec<Client>> = Arc::new((0..batchers).map(client).collect());
+        let mut phase =
+            run(format!("batches of 8190, gRPC, {label} ({batchers} clients)"), batchers, opts.duration, move |i| {
+                let (accounts, token, tenant, clients) =
+                    (accounts.clone(), token.clone(), tenant.clone(), clients.clone());
+                async move {
+                    let transfers: Vec<pb::Transfer> = (0..8190).map(|_| accounts.transfer(w)).collect();
+                    let msg = pb::CreateTransfersRequest { transfers, request_id: String::new() };
+                    let r = clients[i]
+                        .clone()
+                        .create_transfers(req(&tenant, &token, msg))
+                        .await
+                        .map_err(status)?
+                        .into_inner();
+                    let created = r.results.iter().filter(|r| r.outcome == pb::TransferOutcome::Created as i32).count();
+                    if created != r.results.len() {
+                        bail!("{} of {} transfers failed", r.results.len() - created, r.results.len());
+                    }
+                    Ok(created as u64)
+                }
+            })
+            .await;
+        report.push(phase.report());
+    }
+    match tokio::task::spawn_blocking({
+        let (url, c, d) = (admin_url.clone(), opts.concurrency, opts.duration);
+        move || pgbench(&url, c, d)
+    })
+    .await?
+    {
+        Ok(mut phase) => report.push(phase.report()),
+        Err(e) => println!("pgbench ceiling: skipped ({e:#})"),
+    }
+    println!("{}", json!({ "bench": "ledger", "concurrency": opts.concurrency, "results": report }));
+    Ok(())
+}

@@ -1,0 +1,1199 @@
+//! ledger-svc over real mTLS against real PostgreSQL: transfers with TigerBeetle semantics,
+//! idempotency, escrow and expiry, owner scope enforced by row-level security, the invariants under
+//! 64 concurrent clients on hot accounts, audit records in the same transaction, the receipt chain
+//! and its tamper detection, and a model-based property test against an in-memory reference.
+
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+
+use std::time::Duration;
+
+use e2e::{Constellation, reason};
+use kit::testing::TestSigner;
+use proto::ledger::v1 as pb;
+use proto::ledger::v1::ledger_service_client::LedgerServiceClient;
+use uuid::Uuid;
+
+const ALL: [&str; 7] = [
+    "ledger.ledgers.create",
+    "ledger.accounts.create",
+    "ledger.accounts.read",
+    "ledger.transfers.create",
+    "ledger.transfers.read",
+    "ledger.receipts.verify",
+    "ledger.accounts.read.own",
+];
+
+struct Fixture {
+    c: Constellation,
+    signer: TestSigner,
+    tenant: Uuid,
+    token: String,
+}
+
+#[derive(Clone, Copy, Default)]
+struct Flags {
+    dmnec: bool,
+    cmned: bool,
+    history: bool,
+}
+
+impl Fixture {
+    async fn new() -> Self {
+        Self::start(false).await
+    }
+
+    async fn start(with_gateway: bool) -> Self {
+        let _ = kit::telemetry::init("e2e", &kit::config::TelemetryConfig { otlp_endpoint: None, log: "error".into() });
+        let c = Constellation::start(with_gateway).await;
+        let tenant = c.create_tenant("alpha").await;
+        let signer = TestSigner::generate();
+        signer.publish(&c.db.admin_pool().await).await;
+        let token = token_for(&signer, tenant, "alice", &ALL);
+        let f = Self { c, signer, tenant, token };
+        f.client()
+            .create_ledger(f.req(pb::CreateLedgerRequest {
+                ledger: Some(pb::Ledger { code: "USD".into(), scale: 2, description: "US dollar".into() }),
+                request_id: Uuid::new_v4().to_string(),
+            }))
+            .await
+            .expect("ledger");
+        f
+    }
+
+    fn client(&self) -> LedgerServiceClient<kit::client::Channel> {
+        LedgerServiceClient::new(self.c.channel_as("gateway", "ledger")).max_decoding_message_size(64 * 1024 * 1024)
+    }
+
+    fn req<T>(&self, msg: T) -> tonic::Request<T> {
+        self.req_as(&self.token, msg)
+    }
+
+    fn req_as<T>(&self, token: &str, msg: T) -> tonic::Request<T> {
+        kit::client::with_context(tonic::Request::new(msg), Some("alpha"), Some("req-1"), Some(token))
+    }
+
+    async fn account(&self, owner: &str, flags: Flags) -> Uuid {
+        let id = Uuid::new_v4();
+        self.client()
+            .create_account(self.req(pb::CreateAccountRequest {
+                account: Some(pb::Account {
+                    id: id.to_string(),
+                    ledger: "USD".into(),
+                    code: 1,
+                    owner: owner.into(),
+                    flags: Some(pb::AccountFlags {
+                        debits_must_not_exceed_credits: flags.dmnec,
+                        credits_must_not_exceed_debits: flags.cmned,
+                        history: flags.history,
+                    }),
+                    ..Default::default()
+                }),
+                request_id: Uuid::new_v4().to_string(),
+            }))
+            .await
+            .expect("account");
+        id
+    }
+
+    async fn get(&self, id: Uuid) -> pb::Balances {
+        self.client()
+            .get_account(self.req(pb::GetAccountRequest { id: id.to_string() }))
+            .await
+            .expect("get account")
+            .into_inner()
+            .balances
+            .expect("balances")
+    }
+
+    async fn transfer(&self, t: pb::Transfer) -> Result<pb::CreateTransferResponse, tonic::Status> {
+        self.client()
+            .create_transfer(
+                self.req(pb::CreateTransferRequest { transfer: Some(t), request_id: Uuid::new_v4().to_string() }),
+            )
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
+    async fn batch(&self, transfers: Vec<pb::Transfer>) -> Vec<pb::TransferResult> {
+        self.client()
+            .create_transfers(
+                self.req(pb::CreateTransfersRequest { transfers, request_id: Uuid::new_v4().to_string() }),
+            )
+            .await
+            .expect("batch")
+            .into_inner()
+            .results
+    }
+
+    async fn verify(&self) -> pb::VerifyReceiptsResponse {
+        self.client()
+            .verify_receipts(self.req(pb::VerifyReceiptsRequest { from_seq: 0 }))
+            .await
+            .expect("verify")
+            .into_inner()
+    }
+
+    async fn audit_count(&self, resource_like: &str, outcome: &str) -> i64 {
+        sqlx::query_scalar(
+            "SELECT count(*) FROM (SELECT resource, outcome, service FROM t_alpha.audit_outbox UNION ALL \
+             SELECT resource, outcome, service FROM t_alpha.audit_log) AS r \
+             WHERE service = 'ledger' AND resource LIKE $1 AND outcome = $2",
+        )
+        .bind(resource_like)
+        .bind(outcome)
+        .fetch_one(&self.c.db.admin_pool().await)
+        .await
+        .expect("audit count")
+    }
+}
+
+fn token_for(signer: &TestSigner, tenant: Uuid, subject: &str, permissions: &[&str]) -> String {
+    let mut claims = TestSigner::claims(tenant, subject);
+    claims["permissions"] = serde_json::json!(permissions);
+    signer.sign(&claims)
+}
+
+fn t(dr: Uuid, cr: Uuid, amount: u128) -> pb::Transfer {
+    pb::Transfer {
+        id: Uuid::new_v4().to_string(),
+        debit_account_id: dr.to_string(),
+        credit_account_id: cr.to_string(),
+        amount: amount.to_string(),
+        ledger: "USD".into(),
+        code: 7,
+        ..Default::default()
+    }
+}
+
+fn flags(f: impl FnOnce(&mut pb::TransferFlags)) -> Option<pb::TransferFlags> {
+    let mut flags = pb::TransferFlags::default();
+    f(&mut flags);
+    Some(flags)
+}
+
+fn n(s: &str) -> u128 {
+    s.parse().expect("amount")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn transfers_escrow_idempotency_history_and_receipts() {
+    let f = Fixture::new().await;
+    let a = f.account("alice", Flags { dmnec: true, history: true, ..Default::default() }).await;
+    let b = f.account("", Flags::default()).await;
+    let c = f.account("", Flags::default()).await;
+
+    // Funding, then a limit: debits (posted + pending) may not exceed posted credits.
+    let fund = f.transfer(t(b, a, 1000)).await.expect("fund").transfer.expect("t");
+    let spend = t(a, c, 600);
+    let spent = f.transfer(spend.clone()).await.expect("spend");
+    assert!(!spent.replayed);
+    let too_much = t(a, c, 500);
+    let err = f.transfer(too_much.clone()).await.expect_err("limit");
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition);
+    assert_eq!(reason(&err), "EXCEEDS_CREDITS");
+
+    // Idempotency: the same content replays; a failed id stays failed; other content is named.
+    let again = f.transfer(spend.clone()).await.expect("replay");
+    assert!(again.replayed);
+    assert_eq!(again.transfer.as_ref().map(|t| t.timestamp), spent.transfer.as_ref().map(|t| t.timestamp));
+    let err = f.transfer(too_much.clone()).await.expect_err("still failed");
+    assert_eq!(reason(&err), "EXCEEDS_CREDITS");
+    let mut changed = spend.clone();
+    changed.amount = "601".into();
+    let err = f.transfer(changed).await.expect_err("conflict");
+    assert_eq!(err.code(), tonic::Code::AlreadyExists);
+    assert_eq!(reason(&err), "EXISTS_WITH_DIFFERENT_AMOUNT");
+    assert!(err.message().contains("amount"), "{}", err.message());
+    let mut changed = spend.clone();
+    changed.credit_account_id = b.to_string();
+    assert_eq!(reason(&f.transfer(changed).await.expect_err("conflict")), "EXISTS_WITH_DIFFERENT_CREDIT_ACCOUNT_ID");
+    let balances = f.get(a).await;
+    assert_eq!((n(&balances.debits_posted), n(&balances.credits_posted)), (600, 1000));
+
+    // Escrow: reserve 300, post 100 of it, once.
+    let mut hold = t(a, c, 300);
+    hold.flags = flags(|f| f.pending = true);
+    let held = f.transfer(hold.clone()).await.expect("hold");
+    assert_eq!(held.transfer.as_ref().map(|t| t.state), Some(pb::TransferState::Pending as i32));
+    assert_eq!(n(&f.get(a).await.debits_pending), 300);
+    // Limits count pending: 600 + 300 + 101 > 1000.
+    assert_eq!(reason(&f.transfer(t(a, c, 101)).await.expect_err("limit")), "EXCEEDS_CREDITS");
+    let post = pb::Transfer {
+        id: Uuid::new_v4().to_string(),
+        pending_id: hold.id.clone(),
+        amount: "100".into(),
+        flags: flags(|f| f.post_pending = true),
+        ..Default::default()
+    };
+    f.transfer(post.clone()).await.expect("post");
+    let balances = f.get(a).await;
+    assert_eq!((n(&balances.debits_pending), n(&balances.debits_posted)), (0, 700));
+    let mut post_again = post.clone();
+    post_again.id = Uuid::new_v4().to_string();
+    assert_eq!(reason(&f.transfer(post_again).await.expect_err("twice")), "PENDING_TRANSFER_ALREADY_POSTED");
+    let void = pb::Transfer {
+        id: Uuid::new_v4().to_string(),
+        pending_id: hold.id.clone(),
+        flags: flags(|f| f.void_pending = true),
+        ..Default::default()
+    };
+    assert_eq!(reason(&f.transfer(void).await.expect_err("posted")), "PENDING_TRANSFER_ALREADY_POSTED");
+    let stored = f.client().get_transfer(f.req(pb::GetTransferRequest { id: hold.id.clone() })).await.expect("get");
+    assert_eq!(stored.into_inner().state, pb::TransferState::PendingPosted as i32);
+
+    // Expiry: a pending transfer with a timeout is voided by the sweeper.
+    let mut short = t(a, c, 50);
+    short.flags = flags(|f| f.pending = true);
+    short.timeout_seconds = 1;
+    f.transfer(short.clone()).await.expect("short hold");
+    assert_eq!(n(&f.get(a).await.debits_pending), 50);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let got = f.client().get_transfer(f.req(pb::GetTransferRequest { id: short.id.clone() })).await.expect("get");
+        if got.into_inner().state == pb::TransferState::PendingExpired as i32 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "pending transfer never expired");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(n(&f.get(a).await.debits_pending), 0);
+    let void = pb::Transfer {
+        id: Uuid::new_v4().to_string(),
+        pending_id: short.id.clone(),
+        flags: flags(|f| f.void_pending = true),
+        ..Default::default()
+    };
+    assert_eq!(reason(&f.transfer(void).await.expect_err("expired")), "PENDING_TRANSFER_EXPIRED");
+    assert_eq!(f.audit_count(&format!("transfer/{}", short.id), "success").await, 2, "reserve and expiry audited");
+
+    // A linked chain fails together; failed members are remembered.
+    let mut first = t(b, c, 5);
+    first.flags = flags(|f| f.linked = true);
+    let second = t(a, c, 100_000);
+    let results = f.batch(vec![first.clone(), second.clone(), t(b, c, 1)]).await;
+    let reasons: Vec<&str> = results.iter().map(|r| r.reason.as_str()).collect();
+    assert_eq!(reasons, ["LINKED_EVENT_FAILED", "EXCEEDS_CREDITS", ""]);
+    let results = f.batch(vec![first.clone(), second.clone()]).await;
+    assert!(results.iter().all(|r| r.replayed && r.outcome == pb::TransferOutcome::Failed as i32));
+
+    // Bad input never reaches the engine.
+    let mut float = t(b, c, 1);
+    float.amount = "1.5".into();
+    let err = f.transfer(float).await.expect_err("float");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    let dup = t(b, c, 1);
+    let err = f
+        .client()
+        .create_transfers(
+            f.req(pb::CreateTransfersRequest { transfers: vec![dup.clone(), dup], request_id: String::new() }),
+        )
+        .await
+        .expect_err("duplicate");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+
+    // History: the balance at the instant of the funding transfer.
+    let at = f
+        .client()
+        .get_account_balances(f.req(pb::GetAccountBalancesRequest {
+            account_id: a.to_string(),
+            at: fund.timestamp,
+            page_size: 3,
+            page_token: String::new(),
+        }))
+        .await
+        .expect("balances at")
+        .into_inner();
+    let then = at.balances.expect("balances");
+    assert_eq!((n(&then.credits_posted), n(&then.debits_posted)), (1000, 0));
+    assert_eq!(at.as_of, fund.timestamp);
+    let now = f
+        .client()
+        .get_account_balances(f.req(pb::GetAccountBalancesRequest {
+            account_id: a.to_string(),
+            at: u64::MAX / 2,
+            page_size: 2,
+            page_token: String::new(),
+        }))
+        .await
+        .expect("balances now")
+        .into_inner();
+    assert_eq!(n(&now.balances.expect("b").debits_posted), 700);
+    assert_eq!(now.changes.len(), 2);
+    assert!(!now.next_page_token.is_empty());
+
+    // Account transfers, paginated.
+    let mut seen = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = f
+            .client()
+            .list_account_transfers(f.req(pb::ListAccountTransfersRequest {
+                account_id: a.to_string(),
+                page_size: 2,
+                page_token: token.clone(),
+            }))
+            .await
+            .expect("list")
+            .into_inner();
+        seen.extend(page.transfers.into_iter().map(|t| t.id));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    // fund, spend, hold, post, short hold.
+    assert_eq!(seen.len(), 5, "{seen:?}");
+    assert_eq!(seen[0], fund.id);
+
+    // Every created transfer has its audit record.
+    let created: i64 = sqlx::query_scalar("SELECT count(*) FROM t_alpha.transfers")
+        .fetch_one(&f.c.db.admin_pool().await)
+        .await
+        .expect("count");
+    assert_eq!(f.audit_count("transfer/%", "success").await, created + 1, "one per transfer, plus the expiry");
+
+    // Receipts verify and get signed; an edited row breaks its receipt.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    let verified = loop {
+        let v = f.verify().await;
+        assert!(v.ok, "{}", v.problem);
+        if v.unsigned == 0 {
+            break v;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "receipts never signed");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(verified.checked >= 6);
+    let seq: i64 = sqlx::query_scalar("SELECT receipt_seq FROM t_alpha.transfers WHERE id = $1")
+        .bind(Uuid::parse_str(&spend.id).expect("id"))
+        .fetch_one(&f.c.db.admin_pool().await)
+        .await
+        .expect("seq");
+    sqlx::query("UPDATE t_alpha.transfers SET amount = amount - 1 WHERE id = $1")
+        .bind(Uuid::parse_str(&spend.id).expect("id"))
+        .execute(&f.c.db.admin_pool().await)
+        .await
+        .expect("tamper");
+    let v = f.verify().await;
+    assert!(!v.ok);
+    assert_eq!(v.first_bad_seq, seq as u64, "{}", v.problem);
+
+    // Without the permission: refused.
+    let reader = token_for(&f.signer, f.tenant, "alice", &["ledger.accounts.read"]);
+    let err = f
+        .client()
+        .create_transfer(
+            f.req_as(&reader, pb::CreateTransferRequest { transfer: Some(t(b, c, 1)), request_id: String::new() }),
+        )
+        .await
+        .expect_err("no permission");
+    assert_eq!(err.code(), tonic::Code::PermissionDenied);
+    f.c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn owner_scoped_principals_see_and_move_only_their_accounts() {
+    let f = Fixture::new().await;
+    let alice = f.account("alice", Flags::default()).await;
+    let bob = f.account("bob", Flags::default()).await;
+    let bobs = f.transfer(t(bob, alice, 10)).await.expect("t").transfer.expect("t");
+    let other = f.account("carol", Flags::default()).await;
+    let dave = f.account("dave", Flags::default()).await;
+    let unrelated = f.transfer(t(other, dave, 3)).await.expect("t").transfer.expect("t");
+
+    let own = token_for(
+        &f.signer,
+        f.tenant,
+        "alice",
+        &["ledger.accounts.read.own", "ledger.transfers.read.own", "ledger.transfers.create.own"],
+    );
+    let get = |id: Uuid| {
+        let mut client = f.client();
+        let req = f.req_as(&own, pb::GetAccountRequest { id: id.to_string() });
+        async move { client.get_account(req).await }
+    };
+    assert!(get(alice).await.is_ok());
+    assert_eq!(get(bob).await.expect_err("hidden").code(), tonic::Code::NotFound);
+    // A transfer touching alice's account is visible to her; one between others is not.
+    let get_t = |id: String| {
+        let mut client = f.client();
+        let req = f.req_as(&own, pb::GetTransferRequest { id });
+        async move { client.get_transfer(req).await }
+    };
+    assert!(get_t(bobs.id.clone()).await.is_ok());
+    assert_eq!(get_t(unrelated.id.clone()).await.expect_err("hidden").code(), tonic::Code::NotFound);
+    // She may move money out of her account only.
+    let mine = f
+        .client()
+        .create_transfer(
+            f.req_as(&own, pb::CreateTransferRequest { transfer: Some(t(alice, bob, 4)), request_id: String::new() }),
+        )
+        .await;
+    assert!(mine.is_ok(), "{mine:?}");
+    let err = f
+        .client()
+        .create_transfer(
+            f.req_as(&own, pb::CreateTransferRequest { transfer: Some(t(bob, alice, 4)), request_id: String::new() }),
+        )
+        .await
+        .expect_err("not hers");
+    assert_eq!(err.code(), tonic::Code::PermissionDenied);
+
+    // Row-level security itself narrows the runtime role's view, whatever the code asks.
+    let pool = f.c.db.pool_as("strongroom_ledger").await;
+    let mut tx = pool.begin().await.expect("tx");
+    sqlx::query("SET LOCAL search_path TO t_alpha").execute(&mut *tx).await.expect("schema");
+    sqlx::query(&format!("SET LOCAL strongroom.tenant_id TO '{}'", f.tenant)).execute(&mut *tx).await.expect("scope");
+    let all: i64 = sqlx::query_scalar("SELECT count(*) FROM accounts").fetch_one(&mut *tx).await.expect("count");
+    sqlx::query("SET LOCAL strongroom.owner_subject TO 'alice'").execute(&mut *tx).await.expect("owner");
+    let owners: Vec<String> = sqlx::query_scalar("SELECT owner FROM accounts").fetch_all(&mut *tx).await.expect("rows");
+    assert_eq!(all, 4);
+    assert_eq!(owners, ["alice"]);
+    tx.rollback().await.expect("rollback");
+    f.c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sixty_four_clients_on_hot_accounts_keep_every_invariant() {
+    let f = Fixture::new().await;
+    let treasury = f.account("", Flags::default()).await;
+    let mut hot = Vec::new();
+    for _ in 0..3 {
+        let id = f.account("", Flags { dmnec: true, ..Default::default() }).await;
+        f.transfer(t(treasury, id, 5_000)).await.expect("fund");
+        hot.push(id);
+    }
+    let mut cold = Vec::new();
+    for _ in 0..8 {
+        cold.push(f.account("", Flags::default()).await);
+    }
+    let client = f.client();
+    let token = f.token.clone();
+    let mut tasks = Vec::new();
+    for worker in 0..64u64 {
+        let (client, token, hot, cold) = (client.clone(), token.clone(), hot.clone(), cold.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut acked = Vec::new();
+            let mut client = client;
+            for i in 0..40u64 {
+                let x = worker * 1000 + i;
+                let (dr, cr) = if x % 3 == 0 {
+                    (cold[(x % 8) as usize], hot[(x % 3) as usize])
+                } else {
+                    (hot[(x % 3) as usize], cold[(x % 8) as usize])
+                };
+                let transfer = t(dr, cr, u128::from(x % 97 + 1));
+                let req = kit::client::with_context(
+                    tonic::Request::new(pb::CreateTransferRequest {
+                        transfer: Some(transfer.clone()),
+                        request_id: String::new(),
+                    }),
+                    Some("alpha"),
+                    None,
+                    Some(&token),
+                );
+                match client.create_transfer(req).await {
+                    Ok(r) => acked.push(r.into_inner().transfer.expect("t").id),
+                    Err(e) => assert_eq!(reason(&e), "EXCEEDS_CREDITS", "{e:?}"),
+                }
+            }
+            acked
+        }));
+    }
+    let mut acked = Vec::new();
+    for task in tasks {
+        acked.extend(task.await.expect("worker"));
+    }
+    assert!(acked.len() > 500, "only {} transfers went through", acked.len());
+    let admin = f.c.db.admin_pool().await;
+
+    // Money is neither created nor destroyed.
+    let (debits, credits): (String, String) = sqlx::query_as(
+        "SELECT sum(debits_posted + debits_pending)::text, sum(credits_posted + credits_pending)::text FROM t_alpha.accounts",
+    )
+    .fetch_one(&admin)
+    .await
+    .expect("sums");
+    assert_eq!(debits, credits);
+    // No limit was exceeded, and balances equal the sum of their transfers.
+    let over: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM t_alpha.accounts WHERE flags & 1 = 1 AND debits_posted + debits_pending > credits_posted",
+    )
+    .fetch_one(&admin)
+    .await
+    .expect("limits");
+    assert_eq!(over, 0);
+    let mismatched: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM t_alpha.accounts a WHERE a.debits_posted <> \
+         (SELECT coalesce(sum(amount), 0) FROM t_alpha.transfers t WHERE t.debit_account_id = a.id) \
+         OR a.credits_posted <> (SELECT coalesce(sum(amount), 0) FROM t_alpha.transfers t WHERE t.credit_account_id = a.id)",
+    )
+    .fetch_one(&admin)
+    .await
+    .expect("recompute");
+    assert_eq!(mismatched, 0);
+    // Each acknowledged transfer exactly once, with exactly one audit record.
+    let ids: Vec<Uuid> = acked.iter().map(|s| Uuid::parse_str(s).expect("id")).collect();
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM t_alpha.transfers WHERE id = ANY($1)")
+        .bind(&ids)
+        .fetch_one(&admin)
+        .await
+        .expect("stored");
+    assert_eq!(stored as usize, ids.len());
+    let resources: Vec<String> = ids.iter().map(|id| format!("transfer/{id}")).collect();
+    let audited: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT resource, count(*) FROM (SELECT resource, outcome FROM t_alpha.audit_outbox UNION ALL \
+         SELECT resource, outcome FROM t_alpha.audit_log) AS r WHERE resource = ANY($1) AND outcome = 'success' \
+         GROUP BY resource",
+    )
+    .bind(&resources)
+    .fetch_all(&admin)
+    .await
+    .expect("audit");
+    assert_eq!(audited.len(), ids.len());
+    assert!(audited.iter().all(|(_, n)| *n == 1));
+    // Batching happened: fewer receipts than transfers.
+    let receipts: i64 = sqlx::query_scalar("SELECT count(*) FROM t_alpha.receipts").fetch_one(&admin).await.expect("r");
+    assert!(receipts < stored, "{receipts} receipts for {stored} transfers");
+    let v = f.verify().await;
+    assert!(v.ok, "{}", v.problem);
+    f.c.stop().await;
+}
+
+/// The reference model: a deliberately naive restatement of the rules (clone the whole state
+/// before a linked chain, put it back when the chain fails), for the property test.
+mod model {
+    use std::collections::HashMap;
+
+    use proto::ledger::v1 as pb;
+
+    #[derive(Clone, Default, Debug)]
+    pub struct Acc {
+        pub dmnec: bool,
+        pub cmned: bool,
+        pub dp: u128,
+        pub dpo: u128,
+        pub cp: u128,
+        pub cpo: u128,
+    }
+
+    #[derive(Clone, Copy, PartialEq, Eq, Debug)]
+    enum Pend {
+        Open,
+        Posted,
+        Voided,
+    }
+
+    #[derive(Clone, Debug)]
+    struct Created {
+        content: pb::Transfer,
+        amount: u128,
+        dr: usize,
+        cr: usize,
+        state: Option<Pend>,
+    }
+
+    /// (created, reason, replayed, amount)
+    pub type R = (bool, String, bool, Option<u128>);
+
+    fn fail(reason: &str, replayed: bool) -> R {
+        (false, reason.to_owned(), replayed, None)
+    }
+
+    #[derive(Clone, Default)]
+    pub struct Model {
+        pub acc: Vec<Acc>,
+        pub index: HashMap<String, usize>,
+        created: HashMap<String, Created>,
+        failed: HashMap<String, (pb::Transfer, String)>,
+    }
+
+    fn flags(t: &pb::Transfer) -> pb::TransferFlags {
+        t.flags.unwrap_or_default()
+    }
+
+    impl Model {
+        fn existing(&self, t: &pb::Transfer) -> Option<R> {
+            if let Some(c) = self.created.get(&t.id) {
+                return Some(if c.content == *t {
+                    (true, String::new(), true, Some(c.amount))
+                } else {
+                    fail("EXISTS_WITH_DIFFERENT_AMOUNT", false)
+                });
+            }
+            self.failed.get(&t.id).map(|(content, reason)| {
+                if content == t { fail(reason, true) } else { fail("EXISTS_WITH_DIFFERENT_AMOUNT", false) }
+            })
+        }
+
+        fn apply(&mut self, t: &pb::Transfer) -> R {
+            if let Some(r) = self.existing(t) {
+                return r;
+            }
+            match self.apply_new(t) {
+                Ok(amount) => (true, String::new(), false, Some(amount)),
+                Err(reason) => fail(reason, false),
+            }
+        }
+
+        fn apply_new(&mut self, t: &pb::Transfer) -> Result<u128, &'static str> {
+            let f = flags(t);
+            let amount: u128 = if t.amount.is_empty() { 0 } else { t.amount.parse().unwrap_or(0) };
+            if f.post_pending || f.void_pending {
+                let Some(p) = self.created.get(&t.pending_id).cloned() else {
+                    return Err("PENDING_TRANSFER_NOT_FOUND");
+                };
+                if !flags(&p.content).pending {
+                    return Err("PENDING_TRANSFER_NOT_PENDING");
+                }
+                let applied = if f.post_pending {
+                    match amount {
+                        0 => p.amount,
+                        a if a > p.amount => return Err("EXCEEDS_PENDING_TRANSFER_AMOUNT"),
+                        a => a,
+                    }
+                } else {
+                    if amount != 0 && amount != p.amount {
+                        return Err("PENDING_TRANSFER_HAS_DIFFERENT_AMOUNT");
+                    }
+                    p.amount
+                };
+                match p.state {
+                    Some(Pend::Posted) => return Err("PENDING_TRANSFER_ALREADY_POSTED"),
+                    Some(Pend::Voided) => return Err("PENDING_TRANSFER_ALREADY_VOIDED"),
+                    _ => {}
+                }
+                self.acc[p.dr].dp -= p.amount;
+                self.acc[p.cr].cp -= p.amount;
+                if f.post_pending {
+                    self.acc[p.dr].dpo += applied;
+                    self.acc[p.cr].cpo += applied;
+                }
+                if let Some(target) = self.created.get_mut(&t.pending_id) {
+                    target.state = Some(if f.post_pending { Pend::Posted } else { Pend::Voided });
+                }
+                let created = Created { content: t.clone(), amount: applied, dr: p.dr, cr: p.cr, state: None };
+                self.created.insert(t.id.clone(), created);
+                return Ok(applied);
+            }
+            let (dr, cr) = (self.index[&t.debit_account_id], self.index[&t.credit_account_id]);
+            if dr == cr {
+                return Err("ACCOUNTS_MUST_BE_DIFFERENT");
+            }
+            let (d, c) = (self.acc[dr].clone(), self.acc[cr].clone());
+            let mut amount = amount;
+            if f.balancing_debit {
+                amount = amount.min(d.cpo.saturating_sub(d.dpo + d.dp));
+            }
+            if f.balancing_credit {
+                amount = amount.min(c.dpo.saturating_sub(c.cpo + c.cp));
+            }
+            if amount == 0 && !(f.balancing_debit || f.balancing_credit) {
+                return Err("AMOUNT_MUST_NOT_BE_ZERO");
+            }
+            if d.dmnec && d.dp + d.dpo + amount > d.cpo {
+                return Err("EXCEEDS_CREDITS");
+            }
+            if c.cmned && c.cp + c.cpo + amount > c.dpo {
+                return Err("EXCEEDS_DEBITS");
+            }
+            if f.pending {
+                self.acc[dr].dp += amount;
+                self.acc[cr].cp += amount;
+            } else {
+                self.acc[dr].dpo += amount;
+                self.acc[cr].cpo += amount;
+            }
+            let state = f.pending.then_some(Pend::Open);
+            self.created.insert(t.id.clone(), Created { content: t.clone(), amount, dr, cr, state });
+            Ok(amount)
+        }
+
+        /// One request of transfers (unique ids), as the service applies it.
+        pub fn batch(&mut self, ts: &[pb::Transfer]) -> Vec<R> {
+            let n = ts.len();
+            let mut out: Vec<Option<R>> = vec![None; n];
+            let linked = |k: usize| flags(&ts[k]).linked;
+            let mut i = 0;
+            while i < n {
+                let mut j = i;
+                while j < n && linked(j) {
+                    j += 1;
+                }
+                if j == n {
+                    for (k, slot) in out.iter_mut().enumerate().skip(i) {
+                        let open = if k == n - 1 { "LINKED_EVENT_CHAIN_OPEN" } else { "LINKED_EVENT_FAILED" };
+                        *slot = Some(self.existing(&ts[k]).unwrap_or_else(|| fail(open, false)));
+                    }
+                    break;
+                }
+                let before = self.clone();
+                let mut broke = None;
+                for (k, t) in ts.iter().enumerate().take(j + 1).skip(i) {
+                    let r = self.apply(t);
+                    let failed = !r.0;
+                    out[k] = Some(r);
+                    if failed && j > i {
+                        broke = Some(k);
+                        break;
+                    }
+                }
+                if let Some(b) = broke {
+                    *self = before;
+                    for (k, slot) in out.iter_mut().enumerate().take(j + 1).skip(i) {
+                        if k != b {
+                            *slot = Some(self.existing(&ts[k]).unwrap_or_else(|| fail("LINKED_EVENT_FAILED", false)));
+                        }
+                    }
+                }
+                i = j + 1;
+            }
+            let out: Vec<R> =
+                out.into_iter().map(|r| r.unwrap_or_else(|| fail("LINKED_EVENT_FAILED", false))).collect();
+            for (t, r) in ts.iter().zip(&out) {
+                if !r.0 && !r.2 && !r.1.starts_with("EXISTS_WITH_DIFFERENT") {
+                    self.failed.insert(t.id.clone(), (t.clone(), r.1.clone()));
+                }
+            }
+            out
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Spec {
+    kind: u8,
+    dr: usize,
+    cr: usize,
+    amount: u128,
+    linked: bool,
+    target: usize,
+    retry: u8,
+}
+
+fn spec() -> impl proptest::strategy::Strategy<Value = Spec> {
+    use proptest::prelude::*;
+    (0u8..8, 0usize..4, 0usize..4, 0u128..300, prop::bool::weighted(0.25), 0usize..64, 0u8..10)
+        .prop_map(|(kind, dr, cr, amount, linked, target, retry)| Spec { kind, dr, cr, amount, linked, target, retry })
+}
+
+async fn model_case(f: &Fixture, batches: Vec<Vec<Spec>>) -> Result<(), proptest::test_runner::TestCaseError> {
+    use proptest::prop_assert_eq;
+    let account_flags = [
+        Flags { dmnec: true, ..Default::default() },
+        Flags { cmned: true, ..Default::default() },
+        Flags::default(),
+        Flags::default(),
+    ];
+    let mut ids = Vec::new();
+    let mut m = model::Model::default();
+    for (i, fl) in account_flags.iter().enumerate() {
+        let id = f.account("", *fl).await;
+        m.index.insert(id.to_string(), i);
+        m.acc.push(model::Acc { dmnec: fl.dmnec, cmned: fl.cmned, ..Default::default() });
+        ids.push(id);
+    }
+    let mut submitted: Vec<pb::Transfer> = Vec::new();
+    let mut pendings: Vec<String> = Vec::new();
+    for batch in batches {
+        let mut transfers: Vec<pb::Transfer> = Vec::new();
+        for s in batch {
+            let earlier = (!submitted.is_empty()).then(|| submitted[s.target % submitted.len()].clone());
+            let t = match (s.retry, earlier) {
+                (0, Some(orig)) => orig,
+                (1, Some(mut orig)) => {
+                    orig.amount = (orig.amount.parse::<u128>().unwrap_or(0) + 1).to_string();
+                    orig
+                }
+                _ => {
+                    let mut t = t(ids[s.dr], ids[s.cr], s.amount);
+                    let mut fl = pb::TransferFlags { linked: s.linked, ..Default::default() };
+                    match s.kind {
+                        3 => fl.pending = true,
+                        4 => fl.balancing_debit = true,
+                        5 => fl.balancing_credit = true,
+                        6 | 7 => {
+                            t.debit_account_id.clear();
+                            t.credit_account_id.clear();
+                            t.ledger.clear();
+                            t.code = 0;
+                            t.pending_id = if pendings.is_empty() {
+                                Uuid::new_v4().to_string()
+                            } else {
+                                pendings[s.target % pendings.len()].clone()
+                            };
+                            if s.kind == 6 {
+                                fl.post_pending = true;
+                            } else {
+                                fl.void_pending = true;
+                                t.amount = if s.amount % 2 == 0 { String::new() } else { s.amount.to_string() };
+                            }
+                        }
+                        _ => {}
+                    }
+                    t.flags = Some(fl);
+                    t
+                }
+            };
+            if transfers.iter().any(|x| x.id == t.id) {
+                continue;
+            }
+            transfers.push(t);
+        }
+        let got = f.batch(transfers.clone()).await;
+        let want = m.batch(&transfers);
+        let got: Vec<model::R> = got
+            .iter()
+            .map(|r| {
+                let created = r.outcome == pb::TransferOutcome::Created as i32;
+                let amount = r.transfer.as_ref().map(|t| t.amount.parse::<u128>().unwrap_or(u128::MAX));
+                (created, r.reason.clone(), r.replayed, amount)
+            })
+            .collect();
+        prop_assert_eq!(got, want, "batch {:?}", transfers);
+        for t in transfers {
+            if !submitted.iter().any(|s| s.id == t.id) {
+                if t.flags.is_some_and(|f| f.pending) {
+                    pendings.push(t.id.clone());
+                }
+                submitted.push(t);
+            }
+        }
+    }
+    for (i, id) in ids.iter().enumerate() {
+        let b = f.get(*id).await;
+        let a = &m.acc[i];
+        prop_assert_eq!(
+            (n(&b.debits_pending), n(&b.debits_posted), n(&b.credits_pending), n(&b.credits_posted)),
+            (a.dp, a.dpo, a.cp, a.cpo),
+            "account {}",
+            i
+        );
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_ledger_matches_a_reference_model() {
+    use proptest::test_runner::{Config, TestRunner};
+    let f = Fixture::new().await;
+    let cases: u32 = std::env::var("LEDGER_MODEL_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(24);
+    let mut runner = TestRunner::new(Config { cases, failure_persistence: None, ..Config::default() });
+    let strategy = proptest::collection::vec(proptest::collection::vec(spec(), 1..6), 1..16);
+    let handle = tokio::runtime::Handle::current();
+    let result =
+        tokio::task::block_in_place(|| runner.run(&strategy, |batches| handle.block_on(model_case(&f, batches))));
+    if let Err(e) = result {
+        panic!("{e}");
+    }
+    f.c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_gateway_speaks_ledger_in_json_with_decimal_strings() {
+    let f = Fixture::start(true).await;
+    let bearer = format!("Bearer {}", f.token);
+    let headers =
+        [("authorization", bearer.as_str()), ("x-strongroom-tenant", "alpha"), ("content-type", "application/json")];
+    let call = |method: http::Method, path: String, body: serde_json::Value| {
+        let c = &f.c;
+        async move {
+            let bytes = if body.is_null() { Vec::new() } else { serde_json::to_vec(&body).expect("json") };
+            c.gateway_request(method, &path, &headers, bytes).await.expect("request")
+        }
+    };
+    let (status, _, a) = call(
+        http::Method::POST,
+        "/v1/ledger/accounts".into(),
+        serde_json::json!({ "ledger": "USD", "code": 1, "flags": { "debits_must_not_exceed_credits": true, "history": true } }),
+    )
+    .await;
+    assert_eq!(status, 200, "{a}");
+    let a = a["id"].as_str().expect("id").to_owned();
+    let (_, _, b) =
+        call(http::Method::POST, "/v1/ledger/accounts".into(), serde_json::json!({ "ledger": "USD", "code": 1 })).await;
+    let b = b["id"].as_str().expect("id").to_owned();
+
+    // A JSON number as an amount is refused: it may have passed through a float.
+    let (status, _, body) = call(
+        http::Method::POST,
+        "/v1/ledger/transfers".into(),
+        serde_json::json!({ "id": Uuid::new_v4(), "debit_account_id": b, "credit_account_id": a, "amount": 10.5, "ledger": "USD", "code": 1 }),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body["error"]["message"].as_str().unwrap_or("").contains("decimal strings"), "{body}");
+
+    let fund = serde_json::json!({ "id": Uuid::new_v4(), "debit_account_id": b, "credit_account_id": a, "amount": "100000000000000000000000", "ledger": "USD", "code": 1 });
+    let (status, _, body) = call(http::Method::POST, "/v1/ledger/transfers".into(), fund.clone()).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["transfer"]["amount"], "100000000000000000000000");
+    assert_eq!(body["replayed"], false);
+    let (_, _, body) = call(http::Method::POST, "/v1/ledger/transfers".into(), fund.clone()).await;
+    assert_eq!(body["replayed"], true);
+    let mut changed = fund.clone();
+    changed["amount"] = "1".into();
+    let (status, _, body) = call(http::Method::POST, "/v1/ledger/transfers".into(), changed).await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["error"]["reason"], "EXISTS_WITH_DIFFERENT_AMOUNT");
+
+    // Escrow over HTTP: hold, post part of it (repeatable), void refused afterwards.
+    let hold = Uuid::new_v4();
+    let (status, _, body) = call(
+        http::Method::POST,
+        "/v1/ledger/transfers".into(),
+        serde_json::json!({ "id": hold, "debit_account_id": a, "credit_account_id": b, "amount": "500", "ledger": "USD", "code": 1, "flags": { "pending": true } }),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["transfer"]["state"], "pending");
+    let (status, _, body) =
+        call(http::Method::POST, format!("/v1/ledger/transfers/{hold}:post"), serde_json::json!({ "amount": "200" }))
+            .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["transfer"]["amount"], "200");
+    let (_, _, again) =
+        call(http::Method::POST, format!("/v1/ledger/transfers/{hold}:post"), serde_json::json!({ "amount": "200" }))
+            .await;
+    assert_eq!(again["replayed"], true, "{again}");
+    let (status, _, body) =
+        call(http::Method::POST, format!("/v1/ledger/transfers/{hold}:void"), serde_json::Value::Null).await;
+    assert_eq!(status, 412, "{body}");
+    assert_eq!(body["error"]["reason"], "PENDING_TRANSFER_ALREADY_POSTED");
+    let (_, _, got) = call(http::Method::GET, format!("/v1/ledger/transfers/{hold}"), serde_json::Value::Null).await;
+    assert_eq!(got["state"], "pending_posted");
+
+    // A batch, with one result each.
+    let (status, _, body) = call(
+        http::Method::POST,
+        "/v1/ledger/transfers".into(),
+        serde_json::json!({ "transfers": [
+            { "id": Uuid::new_v4(), "debit_account_id": a, "credit_account_id": b, "amount": "5", "ledger": "USD", "code": 1 },
+            { "id": Uuid::new_v4(), "debit_account_id": a, "credit_account_id": a, "amount": "5", "ledger": "USD", "code": 1 }
+        ] }),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["results"][0]["outcome"], "created");
+    assert_eq!(body["results"][1]["reason"], "ACCOUNTS_MUST_BE_DIFFERENT");
+
+    let (status, _, acct) = call(http::Method::GET, format!("/v1/ledger/accounts/{a}"), serde_json::Value::Null).await;
+    assert_eq!(status, 200, "{acct}");
+    assert_eq!(acct["balances"]["debits_posted"], "205");
+    assert_eq!(acct["balances"]["credits_posted"], "100000000000000000000000");
+    let (status, _, hist) = call(
+        http::Method::GET,
+        format!("/v1/ledger/accounts/{a}/balances?at=2000-01-01T00:00:00Z"),
+        serde_json::Value::Null,
+    )
+    .await;
+    assert_eq!(status, 200, "{hist}");
+    assert_eq!(hist["balances"]["credits_posted"], "0");
+    let (status, _, list) =
+        call(http::Method::GET, format!("/v1/ledger/accounts/{a}/transfers?page_size=10"), serde_json::Value::Null)
+            .await;
+    assert_eq!(status, 200, "{list}");
+    assert_eq!(list["transfers"].as_array().map(Vec::len), Some(4));
+    let (status, _, v) = call(http::Method::GET, "/v1/ledger/receipts/verify".into(), serde_json::Value::Null).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["ok"], true, "{v}");
+    f.c.stop().await;
+}
+
+/// The `ledger-svc` binary built by `cargo build --workspace --bins`.
+fn ledger_binary() -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("test exe");
+    let dir = exe.parent().and_then(|p| p.parent()).expect("target dir");
+    let path = dir.join("ledger-svc");
+    assert!(path.is_file(), "{} missing: run `cargo build --workspace --bins` first", path.display());
+    path
+}
+
+fn spawn_ledger(config: &std::path::Path) -> std::process::Child {
+    std::process::Command::new(ledger_binary())
+        .arg("--config")
+        .arg(config)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn ledger-svc")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigkill_and_dropped_connections_mid_load_apply_nothing_twice() {
+    use secrecy::ExposeSecret;
+    let f = Fixture::new().await;
+    // A ledger-svc process of its own (same database), to be killed with SIGKILL under load.
+    let free = || std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr");
+    let (grpc, admin) = (free(), free());
+    let tls = f.c.pki.tls("ledger");
+    let config = format!(
+        "env = \"development\"\n[grpc]\nlisten = \"{grpc}\"\n[admin]\nlisten = \"{admin}\"\n\
+         [tls]\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n\
+         [database]\nurl = \"{}\"\nadmin_url = \"{}\"\nmax_connections = 4\n\
+         [upstreams]\nauth = \"https://{}\"\nvault = \"https://{}\"\n",
+        tls.ca.display(),
+        tls.cert.display(),
+        tls.key.display(),
+        f.c.db.runtime_url("ledger").expose_secret(),
+        f.c.db.admin_url().expose_secret(),
+        f.c.addr("auth"),
+        f.c.addr("vault"),
+    );
+    let dir = tempfile::tempdir().expect("tmp");
+    let path = dir.path().join("ledger.toml");
+    std::fs::write(&path, config).expect("config");
+    let mut child = spawn_ledger(&path);
+    let serving = || {
+        kit::testing::wait_serving(
+            kit::testing::channel(&f.c.pki, "operator", grpc, "ledger"),
+            "",
+            Duration::from_secs(60),
+        )
+    };
+    serving().await.expect("child serving");
+
+    let treasury = f.account("", Flags::default()).await;
+    let mut hot = Vec::new();
+    for _ in 0..3 {
+        let id = f.account("", Flags { dmnec: true, ..Default::default() }).await;
+        f.transfer(t(treasury, id, 2_000)).await.expect("fund");
+        hot.push(id);
+    }
+    let mut cold = Vec::new();
+    for _ in 0..6 {
+        cold.push(f.account("", Flags::default()).await);
+    }
+    let channel = kit::testing::channel(&f.c.pki, "gateway", grpc, "ledger");
+    let mut workers = Vec::new();
+    for w in 0..32u64 {
+        let (channel, token, hot, cold) = (channel.clone(), f.token.clone(), hot.clone(), cold.clone());
+        workers.push(tokio::spawn(async move {
+            let mut client = LedgerServiceClient::new(channel);
+            let (mut acked, mut failed, mut retries) = (Vec::new(), 0, 0);
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+            for i in 0..30u64 {
+                let x = w * 100 + i;
+                let (dr, cr) = if x % 2 == 0 {
+                    (hot[(x % 3) as usize], cold[(x % 6) as usize])
+                } else {
+                    (cold[(x % 6) as usize], hot[(x % 3) as usize])
+                };
+                let transfer = t(dr, cr, u128::from(x % 50 + 1));
+                // Retry the same transfer (same id) until it has an answer.
+                loop {
+                    let req = kit::client::with_context(
+                        tonic::Request::new(pb::CreateTransferRequest {
+                            transfer: Some(transfer.clone()),
+                            request_id: String::new(),
+                        }),
+                        Some("alpha"),
+                        None,
+                        Some(&token),
+                    );
+                    match client.create_transfer(req).await {
+                        Ok(r) => {
+                            acked.push((transfer.clone(), r.into_inner().transfer.expect("t").timestamp));
+                            break;
+                        }
+                        Err(e) if reason(&e) == "EXCEEDS_CREDITS" => {
+                            failed += 1;
+                            break;
+                        }
+                        Err(_) => {
+                            retries += 1;
+                            assert!(tokio::time::Instant::now() < deadline, "no answer within 90 s");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                    }
+                }
+            }
+            (acked, failed, retries)
+        }));
+    }
+    // SIGKILL mid-load, then restart on the same ports.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    child.kill().expect("SIGKILL");
+    let _ = child.wait();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut child = spawn_ledger(&path);
+    serving().await.expect("restarted");
+    // Then every database connection of the service is cut, as a PostgreSQL restart would.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let admin = f.c.db.admin_pool().await;
+    let cut: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'strongroom_ledger' AND datname = current_database()",
+    )
+    .fetch_all(&admin)
+    .await
+    .expect("terminate");
+    let mut acked = Vec::new();
+    let mut retries = 0;
+    for w in workers {
+        let (a, _, r) = w.await.expect("worker");
+        acked.extend(a);
+        retries += r;
+    }
+    assert!(!acked.is_empty());
+    eprintln!("{} acknowledged, {retries} retries, {} connections cut", acked.len(), cut.len());
+
+    // Retrying every acknowledged transfer now replays it: nothing applies twice.
+    let mut client = LedgerServiceClient::new(channel.clone());
+    for (transfer, ts) in &acked {
+        let r = client
+            .create_transfer(
+                f.req(pb::CreateTransferRequest { transfer: Some(transfer.clone()), request_id: String::new() }),
+            )
+            .await
+            .expect("replay")
+            .into_inner();
+        assert!(r.replayed);
+        assert_eq!(r.transfer.expect("t").timestamp, *ts);
+    }
+    let ids: Vec<Uuid> = acked.iter().map(|(t, _)| Uuid::parse_str(&t.id).expect("id")).collect();
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM t_alpha.transfers WHERE id = ANY($1)")
+        .bind(&ids)
+        .fetch_one(&admin)
+        .await
+        .expect("n");
+    assert_eq!(stored as usize, ids.len());
+    let (debits, credits): (String, String) = sqlx::query_as(
+        "SELECT sum(debits_posted + debits_pending)::text, sum(credits_posted + credits_pending)::text FROM t_alpha.accounts",
+    )
+    .fetch_one(&admin)
+    .await
+    .expect("sums");
+    assert_eq!(debits, credits);
+    let over: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM t_alpha.accounts WHERE flags & 1 = 1 AND debits_posted + debits_pending > credits_posted",
+    )
+    .fetch_one(&admin)
+    .await
+    .expect("limits");
+    assert_eq!(over, 0);
+    let mismatched: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM t_alpha.accounts a WHERE a.debits_posted <> \
+         (SELECT coalesce(sum(amount), 0) FROM t_alpha.transfers t WHERE t.debit_account_id = a.id) \
+         OR a.credits_posted <> (SELECT coalesce(sum(amount), 0) FROM t_alpha.transfers t WHERE t.credit_account_id = a.id)",
+    )
+    .fetch_one(&admin)
+    .await
+    .expect("recompute");
+    assert_eq!(mismatched, 0);
+    let unaudited: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM t_alpha.transfers t WHERE (SELECT count(*) FROM (SELECT resource, outcome FROM t_alpha.audit_outbox \
+         UNION ALL SELECT resource, outcome FROM t_alpha.audit_log) r WHERE r.resource = 'transfer/' || t.id AND r.outcome = 'success') <> 1",
+    )
+    .fetch_one(&admin)
+    .await
+    .expect("audit");
+    assert_eq!(unaudited, 0, "every stored transfer has exactly one audit record");
+    let v = f.verify().await;
+    assert!(v.ok, "{}", v.problem);
+    let _ = child.kill();
+    let _ = child.wait();
+    f.c.stop().await;
+}

@@ -1,0 +1,651 @@
+//! `/v1/ledger`: accounts, transfers and receipts for frontends. The gateway authenticates, checks
+//! the route's permission, then calls ledger-svc with the caller's token (ledger-svc checks again,
+//! and narrows owner-scoped callers with row-level security). Amounts and timestamps travel as
+//! decimal strings: a JSON number (which a client may have rounded through a float) is refused.
+
+use std::collections::BTreeMap;
+
+use axum::Extension;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
+use axum::response::Response;
+use kit::ApiError;
+use proto::ledger::v1 as pb;
+use proto::ledger::v1::ledger_service_client::LedgerServiceClient;
+use serde::de::Error as _;
+use serde::{Deserialize, Deserializer};
+use serde_json::{Value, json};
+
+use crate::AppState;
+use crate::http_layer::RequestId;
+use crate::routes::{authenticate, tenant_header};
+use crate::upstream::{Caller, request, respond, upstream};
+
+/// A decimal string; JSON numbers are refused.
+#[derive(Debug, Clone, Default)]
+struct Decimal(String);
+
+impl<'de> Deserialize<'de> for Decimal {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match Value::deserialize(d)? {
+            Value::String(s) => Ok(Decimal(s)),
+            _ => Err(D::Error::custom("amounts are decimal strings of minor units; JSON numbers are refused")),
+        }
+    }
+}
+
+fn parse_body<T: for<'de> Deserialize<'de>>(body: &Bytes) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| ApiError::invalid_field("body", e.to_string()))
+}
+
+/// Authenticates and checks that the caller holds one of `permissions`.
+async fn caller_any(state: &AppState, headers: &HeaderMap, permissions: &[&str]) -> Result<Caller, ApiError> {
+    let tenant = tenant_header(headers)?;
+    let (principal, token) = authenticate(state, headers).await?;
+    if !permissions.iter().any(|p| principal.has_permission(p)) {
+        return Err(ApiError::permission_denied(
+            "MISSING_PERMISSION",
+            format!("requires {}", permissions.join(" or ")),
+        ));
+    }
+    Ok(Caller { tenant, token })
+}
+
+fn client(state: &AppState) -> LedgerServiceClient<kit::client::Channel> {
+    LedgerServiceClient::new(state.upstreams.ledger.clone()).max_decoding_message_size(64 * 1024 * 1024)
+}
+
+fn balances_json(b: &Option<pb::Balances>) -> Value {
+    let b = b.clone().unwrap_or_default();
+    json!({
+        "debits_pending": b.debits_pending,
+        "debits_posted": b.debits_posted,
+        "credits_pending": b.credits_pending,
+        "credits_posted": b.credits_posted,
+    })
+}
+
+fn account_json(a: &pb::Account) -> Value {
+    let f = a.flags.unwrap_or_default();
+    let metadata: BTreeMap<&String, &String> = a.metadata.iter().collect();
+    json!({
+        "id": a.id,
+        "ledger": a.ledger,
+        "code": a.code,
+        "owner": a.owner,
+        "flags": {
+            "debits_must_not_exceed_credits": f.debits_must_not_exceed_credits,
+            "credits_must_not_exceed_debits": f.credits_must_not_exceed_debits,
+            "history": f.history,
+        },
+        "metadata": metadata,
+        "balances": balances_json(&a.balances),
+        "timestamp": a.timestamp.to_string(),
+    })
+}
+
+fn state_name(s: i32) -> &'static str {
+    match pb::TransferState::try_from(s) {
+        Ok(pb::TransferState::Posted) => "posted",
+        Ok(pb::TransferState::Pending) => "pending",
+        Ok(pb::TransferState::PendingPosted) => "pending_posted",
+        Ok(pb::TransferState::PendingVoided) => "pending_voided",
+        Ok(pb::TransferState::PendingExpired) => "pending_expired",
+        _ => "unspecified",
+    }
+}
+
+fn transfer_json(t: &pb::Transfer) -> Value {
+    let f = t.flags.unwrap_or_default();
+    let metadata: BTreeMap<&String, &String> = t.metadata.iter().collect();
+    json!({
+        "id": t.id,
+        "debit_account_id": t.debit_account_id,
+        "credit_account_id": t.credit_account_id,
+        "amount": t.amount,
+        "pending_id": if t.pending_id.is_empty() { Value::Null } else { json!(t.pending_id) },
+        "timeout_seconds": t.timeout_seconds,
+        "ledger": t.ledger,
+        "code": t.code,
+        "flags": {
+            "linked": f.linked, "pending": f.pending, "post_pending": f.post_pending, "void_pending": f.void_pending,
+            "balancing_debit": f.balancing_debit, "balancing_credit": f.balancing_credit,
+        },
+        "metadata": metadata,
+        "timestamp": t.timestamp.to_string(),
+        "state": state_name(t.state),
+        "receipt_seq": t.receipt_seq.to_string(),
+    })
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AccountFlagsBody {
+    #[serde(default)]
+    debits_must_not_exceed_credits: bool,
+    #[serde(default)]
+    credits_must_not_exceed_debits: bool,
+    #[serde(default)]
+    history: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AccountBody {
+    id: Option<String>,
+    ledger: String,
+    code: u32,
+    #[serde(default)]
+    owner: String,
+    #[serde(default)]
+    flags: AccountFlagsBody,
+    #[serde(default)]
+    metadata: BTreeMap<String, String>,
+    request_id: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TransferFlagsBody {
+    #[serde(default)]
+    linked: bool,
+    #[serde(default)]
+    pending: bool,
+    #[serde(default)]
+    post_pending: bool,
+    #[serde(default)]
+    void_pending: bool,
+    #[serde(default)]
+    balancing_debit: bool,
+    #[serde(default)]
+    balancing_credit: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TransferBody {
+    id: String,
+    #[serde(default)]
+    debit_account_id: String,
+    #[serde(default)]
+    credit_account_id: String,
+    #[serde(default)]
+    amount: Decimal,
+    #[serde(default)]
+    pending_id: String,
+    #[serde(default)]
+    timeout_seconds: u32,
+    #[serde(default)]
+    ledger: String,
+    #[serde(default)]
+    code: u32,
+    #[serde(default)]
+    flags: TransferFlagsBody,
+    #[serde(default)]
+    metadata: BTreeMap<String, String>,
+}
+
+impl TransferBody {
+    fn into_pb(self) -> pb::Transfer {
+        let f = self.flags;
+        pb::Transfer {
+            id: self.id,
+            debit_account_id: self.debit_account_id,
+            credit_account_id: self.credit_account_id,
+            amount: self.amount.0,
+            pending_id: self.pending_id,
+            timeout_seconds: self.timeout_seconds,
+            ledger: self.ledger,
+            code: self.code,
+            flags: Some(pb::TransferFlags {
+                linked: f.linked,
+                pending: f.pending,
+                post_pending: f.post_pending,
+                void_pending: f.void_pending,
+                balancing_debit: f.balancing_debit,
+                balancing_credit: f.balancing_credit,
+            }),
+            metadata: self.metadata.into_iter().collect(),
+            ..Default::default()
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BatchBody {
+    transfers: Vec<TransferBody>,
+    #[serde(default)]
+    request_id: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ResolveBody {
+    /// The id of the post/void transfer; by default derived from the pending id, so repeating
+    /// the call is idempotent.
+    id: Option<String>,
+    #[serde(default)]
+    amount: Decimal,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PageQuery {
+    #[serde(default)]
+    page_size: u32,
+    #[serde(default)]
+    page_token: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BalancesQuery {
+    at: Option<String>,
+    #[serde(default)]
+    page_size: u32,
+    #[serde(default)]
+    page_token: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyQuery {
+    #[serde(default)]
+    from_seq: u64,
+}
+
+/// `at`: RFC 3339, or nanoseconds since the Unix epoch.
+fn parse_at(raw: &Option<String>) -> Result<u64, ApiError> {
+    let Some(raw) = raw.as_deref() else { return Ok(0) };
+    if let Ok(ns) = raw.parse::<u64>() {
+        return Ok(ns);
+    }
+    chrono::DateTime::parse_from_rfc3339(raw)
+        .ok()
+        .and_then(|t| t.timestamp_nanos_opt())
+        .and_then(|ns| u64::try_from(ns).ok())
+        .ok_or_else(|| ApiError::invalid_field("at", "an RFC 3339 timestamp or nanoseconds since the Unix epoch"))
+}
+
+/// `POST /v1/ledger/accounts`
+pub async fn create_account(
+    State(state): State<AppState>,
+    Extension(id): Extension<RequestId>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let result = async {
+        let c = caller_any(&state, &headers, &["ledger.accounts.create"]).await?;
+        let b: AccountBody = parse_body(&body)?;
+        let msg = pb::CreateAccountRequest {
+            account: Some(pb::Account {
+                id: b.id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+                ledger: b.ledger,
+                code: b.code,
+                owner: b.owner,
+                flags: Some(pb::AccountFlags {
+                    debits_must_not_exceed_credits: b.flags.debits_must_not_exceed_credits,
+                    credits_must_not_exceed_debits: b.flags.credits_must_not_exceed_debits,
+                    history: b.flags.history,
+                }),
+                metadata: b.metadata.into_iter().collect(),
+                ..Default::default()
+            }),
+            request_id: b.request_id.unwrap_or_default(),
+        };
+        let a = client(&state).create_account(request(&c, &id, msg)).await.map_err(upstream)?.into_inner();
+        Ok(account_json(&a))
+    }
+    .await;
+    respond(result, id)
+}
+
+/// `GET /v1/ledger/accounts/{id}`
+pub async fn get_account(
+    State(state): State<AppState>,
+    Extension(id): Extension<RequestId>,
+    Path(account): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let result = async {
+        let c = caller_any(&state, &headers, &["ledger.accounts.read", "ledger.accounts.read.own"]).await?;
+        let msg = pb::GetAccountRequest { id: account };
+        let a = client(&state).get_account(request(&c, &id, msg)).await.map_err(upstream)?.into_inner();
+        Ok(account_json(&a))
+    }
+    .await;
+    respond(result, id)
+}
+
+/// `GET /v1/ledger/accounts/{id}/balances?at=&page_size=&page_token=`
+pub async fn balances(
+    State(state): State<AppState>,
+    Extension(id): Extension<RequestId>,
+    Path(account): Path<String>,
+    Query(q): Query<BalancesQuery>,
+    headers: HeaderMap,
+) -> Response {
+    let result = async {
+        let c = caller_any(&state, &headers, &["ledger.accounts.read", "ledger.accounts.read.own"]).await?;
+        let msg = pb::GetAccountBalancesRequest {
+            account_id: account,
+            at: parse_at(&q.at)?,
+            page_size: q.page_size,
+            page_token: q.page_token,
+        };
+        let r = client(&state).get_account_balances(request(&c, &id, msg)).await.map_err(upstream)?.into_inner();
+        let changes: Vec<Value> = r
+            .changes
+            .iter()
+            .map(|ch| {
+                json!({ "timestamp": ch.timestamp.to_string(), "transfer_id": ch.transfer_id, "balances": balances_json(&ch.balances) })
+            })
+            .collect();
+        Ok(json!({
+            "balances": balances_json(&r.balances),
+            "as_of": r.as_of.to_string(),
+            "changes": changes,
+            "next_page_token": if r.next_page_token.is_empty() { Value::Null } else { json!(r.next_page_token) },
+        }))
+    }
+    .await;
+    respond(result, id)
+}
+
+/// `GET /v1/ledger/accounts/{id}/transfers?page_size=&page_token=`
+pub async fn account_transfers(
+    State(state): State<AppState>,
+    Extension(id): Extension<RequestId>,
+    Path(account): Path<String>,
+    Query(q): Query<PageQuery>,
+    headers: HeaderMap,
+) -> Response {
+    let result = async {
+        let c = caller_any(&state, &headers, &["ledger.accounts.read", "ledger.accounts.read.own"]).await?;
+        let msg =
+            pb::ListAccountTransfersRequest { account_id: account, page_size: q.page_size, page_token: q.page_token };
+        let r = client(&state).list_account_transfers(request(&c, &id, msg)).await.map_err(upstream)?.into_inner();
+        Ok(json!({
+            "transfers": r.transfers.iter().map(transfer_json).collect::<Vec<_>>(),
+            "next_page_token": if r.next_page_token.is_empty() { Value::Null } else { json!(r.next_page_token) },
+        }))
+    }
+    .await;
+    respond(result, id)
+}
+
+/// `POST /v1/ledger/transfers`: one transfer, or `{"transfers": [...]}` (up to 8,190).
+pub async fn create_transfers(
+    State(state): State<AppState>,
+    Extension(id): Extension<RequestId>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let result = async {
+        let c = caller_any(&state, &headers, &["ledger.transfers.create", "ledger.transfers.create.own"]).await?;
+        let value: Value = parse_body(&body)?;
+        if value.get("transfers").is_none() {
+            let t: TransferBody =
+                serde_json::from_value(value).map_err(|e| ApiError::invalid_field("body", e.to_string()))?;
+            {
+                let msg = pb::CreateTransferRequest { transfer: Some(t.into_pb()), request_id: String::new() };
+                let r = client(&state).create_transfer(request(&c, &id, msg)).await.map_err(upstream)?.into_inner();
+                Ok(json!({ "transfer": r.transfer.as_ref().map(transfer_json), "replayed": r.replayed }))
+            }
+        } else {
+            let BatchBody { transfers, request_id } =
+                serde_json::from_value(value).map_err(|e| ApiError::invalid_field("body", e.to_string()))?;
+            {
+                let msg = pb::CreateTransfersRequest {
+                    transfers: transfers.into_iter().map(TransferBody::into_pb).collect(),
+                    request_id: request_id.unwrap_or_default(),
+                };
+                let r = client(&state).create_transfers(request(&c, &id, msg)).await.map_err(upstream)?.into_inner();
+                let results: Vec<Value> = r
+                    .results
+                    .iter()
+                    .map(|x| {
+                        let created = x.outcome == pb::TransferOutcome::Created as i32;
+                        json!({
+                            "id": x.id,
+                            "outcome": if created { "created" } else { "failed" },
+                            "reason": if x.reason.is_empty() { Value::Null } else { json!(x.reason) },
+                            "replayed": x.replayed,
+                            "transfer": x.transfer.as_ref().map(transfer_json),
+                        })
+                    })
+                    .collect();
+                Ok(json!({ "results": results }))
+            }
+        }
+    }
+    .await;
+    respond(result, id)
+}
+
+/// `GET /v1/ledger/transfers/{id}`
+pub async fn get_transfer(
+    State(state): State<AppState>,
+    Extension(id): Extension<RequestId>,
+    Path(transfer): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let result = async {
+        let c = caller_any(&state, &headers, &["ledger.transfers.read", "ledger.transfers.read.own"]).await?;
+        let t = client(&state)
+            .get_transfer(request(&c, &id, pb::GetTransferRequest { id: transfer }))
+            .await
+            .map_err(upstream)?
+            .into_inner();
+        Ok(transfer_json(&t))
+    }
+    .await;
+    respond(result, id)
+}
+
+/// A deterministic id for `pending:action`, so that repeating a post or void replays it.
+fn derived_id(pending: &str, action: &str) -> String {
+    use sha2::{Digest, Sha256};
+    // Stable across gateway replicas and versions (a SHA-256 prefix with UUID v4 bits).
+    let digest = Sha256::digest(format!("strongroom.ledger.resolve\n{pending}\n{action}").as_bytes());
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    uuid::Builder::from_random_bytes(bytes).into_uuid().to_string()
+}
+
+/// `POST /v1/ledger/transfers/{id}:post` and `:void`
+pub async fn resolve(
+    State(state): State<AppState>,
+    Extension(id): Extension<RequestId>,
+    Path(target): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let result = async {
+        let (pending, post) = match (target.strip_suffix(":post"), target.strip_suffix(":void")) {
+            (Some(p), _) => (p.to_owned(), true),
+            (_, Some(p)) => (p.to_owned(), false),
+            _ => return Err(ApiError::not_found("ROUTE_NOT_FOUND", "no such route")),
+        };
+        let c = caller_any(&state, &headers, &["ledger.transfers.create", "ledger.transfers.create.own"]).await?;
+        let b: ResolveBody = if body.is_empty() { ResolveBody::default() } else { parse_body(&body)? };
+        let transfer = pb::Transfer {
+            id: b.id.unwrap_or_else(|| derived_id(&pending, if post { "post" } else { "void" })),
+            pending_id: pending,
+            amount: b.amount.0,
+            flags: Some(pb::TransferFlags { post_pending: post, void_pending: !post, ..Default::default() }),
+            ..Default::default()
+        };
+        let msg = pb::CreateTransferRequest { transfer: Some(transfer), request_id: String::new() };
+        let r = client(&state).create_transfer(request(&c, &id, msg)).await.map_err(upstream)?.into_inner();
+        Ok(json!({ "transfer": r.transfer.as_ref().map(transfer_json), "replayed": r.replayed }))
+    }
+    .await;
+    respond(result, id)
+}
+
+/// `GET /v1/ledger/receipts/verify?from_seq=`
+pub async fn verify(
+    State(state): State<AppState>,
+    Extension(id): Extension<RequestId>,
+    Query(q): Query<VerifyQuery>,
+    headers: HeaderMap,
+) -> Response {
+    let result = async {
+        let c = caller_any(&state, &headers, &["ledger.receipts.verify"]).await?;
+        let r = client(&state)
+            .verify_receipts(request(&c, &id, pb::VerifyReceiptsRequest { from_seq: q.from_seq }))
+            .await
+            .map_err(upstream)?
+            .into_inner();
+        let head: String = r.head_hash.iter().map(|b| format!("{b:02x}")).collect();
+        Ok(json!({
+            "ok": r.ok,
+            "checked": r.checked,
+            "first_bad_seq": if r.first_bad_seq == 0 { Value::Null } else { json!(r.first_bad_seq) },
+            "problem": if r.problem.is_empty() { Value::Null } else { json!(r.problem) },
+            "unsigned": r.unsigned,
+            "head_hash": head,
+        }))
+    }
+    .await;
+    respond(result, id)
+}
+
+fn err(description: &str) -> Value {
+    json!({ "description": description, "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } })
+}
+
+fn ok(description: &str, schema: Value) -> Value {
+    json!({ "description": description, "content": { "application/json": { "schema": schema } } })
+}
+
+/// Adds the ledger's paths and schemas to the OpenAPI document.
+pub fn document(doc: &mut Value) {
+    let tenant = json!({ "$ref": "#/components/parameters/Tenant" });
+    let id = |name: &str| json!({ "name": name, "in": "path", "required": true, "schema": { "type": "string", "format": "uuid" } });
+    let page = [
+        json!({ "name": "page_size", "in": "query", "schema": { "type": "integer", "minimum": 0, "maximum": 1000 } }),
+        json!({ "name": "page_token", "in": "query", "schema": { "type": "string" } }),
+    ];
+    let common = |ok_resp: Value| {
+        json!({
+            "200": ok_resp,
+            "400": err("malformed input (a JSON number as an amount, a bad UUID)"),
+            "401": err("not authenticated"),
+            "403": err("missing permission, other tenant, or an account that is not the caller's"),
+            "404": err("no such account or transfer (or not visible to an owner-scoped caller)"),
+            "409": err("the id exists with different content (reason EXISTS_WITH_DIFFERENT_<FIELD>)"),
+            "412": err("the transfer failed; reason is the result, e.g. EXCEEDS_CREDITS")
+        })
+    };
+    let account = json!({ "$ref": "#/components/schemas/LedgerAccount" });
+    let transfer = json!({ "$ref": "#/components/schemas/LedgerTransfer" });
+    let created =
+        json!({ "type": "object", "properties": { "transfer": transfer, "replayed": { "type": "boolean" } } });
+    let paths = json!({
+        "/v1/ledger/accounts": { "post": {
+            "operationId": "createLedgerAccount", "summary": "Create an account; requires ledger.accounts.create. Idempotent by id.",
+            "parameters": [tenant],
+            "requestBody": { "required": true, "content": { "application/json": { "schema": { "$ref": "#/components/schemas/LedgerAccountCreate" } } } },
+            "responses": common(ok("the account", account.clone()))
+        }},
+        "/v1/ledger/accounts/{id}": { "get": {
+            "operationId": "getLedgerAccount", "summary": "An account with its balances; ledger.accounts.read (or .read.own for own accounts)",
+            "parameters": [tenant, id("id")],
+            "responses": common(ok("the account", account.clone()))
+        }},
+        "/v1/ledger/accounts/{id}/balances": { "get": {
+            "operationId": "getLedgerAccountBalances", "summary": "Balances at an instant (accounts with history) and the changes before it",
+            "parameters": [tenant, id("id"),
+                { "name": "at", "in": "query", "schema": { "type": "string" }, "description": "RFC 3339 or nanoseconds since the epoch; default now" },
+                page[0], page[1]],
+            "responses": common(ok("balances", json!({ "type": "object", "properties": {
+                "balances": { "$ref": "#/components/schemas/LedgerBalances" }, "as_of": { "type": "string" },
+                "changes": { "type": "array", "items": { "type": "object" } }, "next_page_token": { "type": ["string", "null"] } } })))
+        }},
+        "/v1/ledger/accounts/{id}/transfers": { "get": {
+            "operationId": "listLedgerAccountTransfers", "summary": "Transfers of an account, oldest first",
+            "parameters": [tenant, id("id"), page[0], page[1]],
+            "responses": common(ok("a page", json!({ "type": "object", "properties": {
+                "transfers": { "type": "array", "items": transfer }, "next_page_token": { "type": ["string", "null"] } } })))
+        }},
+        "/v1/ledger/transfers": { "post": {
+            "operationId": "createLedgerTransfers", "summary": "One transfer, or {\"transfers\": [...]} (up to 8,190, one result each); requires ledger.transfers.create (or .create.own: debit account must be the caller's)",
+            "parameters": [tenant],
+            "requestBody": { "required": true, "content": { "application/json": { "schema": { "oneOf": [
+                { "$ref": "#/components/schemas/LedgerTransferCreate" },
+                { "type": "object", "required": ["transfers"], "properties": {
+                    "transfers": { "type": "array", "maxItems": 8190, "items": { "$ref": "#/components/schemas/LedgerTransferCreate" } },
+                    "request_id": { "type": "string" } } } ] } } } },
+            "responses": common(ok("the transfer, or one result per transfer", json!({ "type": "object" })))
+        }},
+        "/v1/ledger/transfers/{id}": { "get": {
+            "operationId": "getLedgerTransfer", "summary": "One transfer; ledger.transfers.read (or .read.own)",
+            "parameters": [tenant, id("id")],
+            "responses": common(ok("the transfer", transfer.clone()))
+        }},
+        "/v1/ledger/transfers/{id}:post": { "post": {
+            "operationId": "postLedgerTransfer", "summary": "Post a pending transfer (in full, or `amount` of it)",
+            "parameters": [tenant, id("id")],
+            "requestBody": { "required": false, "content": { "application/json": { "schema": { "$ref": "#/components/schemas/LedgerResolve" } } } },
+            "responses": common(ok("the posting transfer", created.clone()))
+        }},
+        "/v1/ledger/transfers/{id}:void": { "post": {
+            "operationId": "voidLedgerTransfer", "summary": "Void a pending transfer",
+            "parameters": [tenant, id("id")],
+            "requestBody": { "required": false, "content": { "application/json": { "schema": { "$ref": "#/components/schemas/LedgerResolve" } } } },
+            "responses": common(ok("the voiding transfer", created))
+        }},
+        "/v1/ledger/receipts/verify": { "get": {
+            "operationId": "verifyLedgerReceipts", "summary": "Recompute the receipt chain from the stored transfers and check signatures; requires ledger.receipts.verify",
+            "parameters": [tenant, { "name": "from_seq", "in": "query", "schema": { "type": "integer", "minimum": 0 } }],
+            "responses": common(ok("the verification", json!({ "type": "object", "properties": {
+                "ok": { "type": "boolean" }, "checked": { "type": "integer" }, "first_bad_seq": { "type": ["integer", "null"] },
+                "problem": { "type": ["string", "null"] }, "unsigned": { "type": "integer" }, "head_hash": { "type": "string" } } })))
+        }}
+    });
+    let amount = json!({ "type": "string", "pattern": "^[0-9]{1,39}$", "description": "unsigned 128-bit integer of minor units, as a string" });
+    let uuid = json!({ "type": "string", "format": "uuid" });
+    let schemas = json!({
+        "LedgerBalances": { "type": "object", "properties": {
+            "debits_pending": amount, "debits_posted": amount, "credits_pending": amount, "credits_posted": amount } },
+        "LedgerAccountFlags": { "type": "object", "additionalProperties": false, "properties": {
+            "debits_must_not_exceed_credits": { "type": "boolean" }, "credits_must_not_exceed_debits": { "type": "boolean" },
+            "history": { "type": "boolean" } } },
+        "LedgerAccountCreate": { "type": "object", "additionalProperties": false, "required": ["ledger", "code"], "properties": {
+            "id": uuid, "ledger": { "type": "string" }, "code": { "type": "integer", "minimum": 1 }, "owner": { "type": "string" },
+            "flags": { "$ref": "#/components/schemas/LedgerAccountFlags" },
+            "metadata": { "type": "object", "additionalProperties": { "type": "string" } }, "request_id": { "type": "string" } } },
+        "LedgerAccount": { "type": "object", "properties": {
+            "id": uuid, "ledger": { "type": "string" }, "code": { "type": "integer" }, "owner": { "type": "string" },
+            "flags": { "$ref": "#/components/schemas/LedgerAccountFlags" },
+            "metadata": { "type": "object", "additionalProperties": { "type": "string" } },
+            "balances": { "$ref": "#/components/schemas/LedgerBalances" }, "timestamp": { "type": "string" } } },
+        "LedgerTransferFlags": { "type": "object", "additionalProperties": false, "properties": {
+            "linked": { "type": "boolean" }, "pending": { "type": "boolean" }, "post_pending": { "type": "boolean" },
+            "void_pending": { "type": "boolean" }, "balancing_debit": { "type": "boolean" }, "balancing_credit": { "type": "boolean" } } },
+        "LedgerTransferCreate": { "type": "object", "additionalProperties": false, "required": ["id"], "properties": {
+            "id": uuid, "debit_account_id": uuid, "credit_account_id": uuid, "amount": amount, "pending_id": uuid,
+            "timeout_seconds": { "type": "integer", "minimum": 0 }, "ledger": { "type": "string" }, "code": { "type": "integer" },
+            "flags": { "$ref": "#/components/schemas/LedgerTransferFlags" },
+            "metadata": { "type": "object", "additionalProperties": { "type": "string" } } } },
+        "LedgerTransfer": { "type": "object", "properties": {
+            "id": uuid, "debit_account_id": uuid, "credit_account_id": uuid, "amount": amount, "pending_id": { "type": ["string", "null"] },
+            "timeout_seconds": { "type": "integer" }, "ledger": { "type": "string" }, "code": { "type": "integer" },
+            "flags": { "$ref": "#/components/schemas/LedgerTransferFlags" },
+            "metadata": { "type": "object", "additionalProperties": { "type": "string" } }, "timestamp": { "type": "string" },
+            "state": { "enum": ["posted", "pending", "pending_posted", "pending_voided", "pending_expired"] },
+            "receipt_seq": { "type": "string" } } },
+        "LedgerResolve": { "type": "object", "additionalProperties": false, "properties": {
+            "id": uuid, "amount": amount } }
+    });
+    if let (Some(p), Some(new)) = (doc["paths"].as_object_mut(), paths.as_object()) {
+        p.extend(new.clone());
+    }
+    if let (Some(s), Some(new)) = (doc["components"]["schemas"].as_object_mut(), schemas.as_object()) {
+        s.extend(new.clone());
+    }
+}

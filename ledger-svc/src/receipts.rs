@@ -1,0 +1,192 @@
+//! Receipt signing and verification. A receipt's hash is written in the batch's own transaction;
+//! its Ed25519 signature (vault-svc key `ledger`, which never leaves vault-svc) follows within a
+//! moment, off the commit path: the signer signs the newest unsigned receipt of a tenant, and
+//! through the chain that signature vouches for every earlier receipt. Verification recomputes
+//! every receipt from the stored transfers and resolutions, so an edited, inserted or deleted row
+//! breaks the receipt that covered it.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use ed25519_dalek::{Signature, Verifier, VerifyingKey};
+use kit::client::{Channel, with_context};
+use kit::server::Shutdown;
+use kit::{ApiError, Db, Tenant};
+use proto::vault::v1 as vault;
+use proto::vault::v1::signing_service_client::SigningServiceClient;
+
+use crate::batcher::Unsigned;
+use crate::domain::receipt;
+use crate::store;
+
+pub const KEY_NAME: &str = "ledger";
+
+fn upstream(e: tonic::Status) -> ApiError {
+    ApiError::from_status(&e)
+}
+
+/// Signs receipts as they are committed (and, at start, whatever was left unsigned).
+pub fn spawn_signer(db: Db, signer: Option<SigningServiceClient<Channel>>, unsigned: Unsigned, shutdown: Shutdown) {
+    let Some(signer) = signer else {
+        tracing::warn!("upstreams.vault is not configured: receipts stay unsigned");
+        return;
+    };
+    tokio::spawn(async move {
+        if let Ok(tenants) = db.tenants().await {
+            for t in tenants {
+                unsigned.tenants.lock().unwrap_or_else(|e| e.into_inner()).insert(t.id, t);
+            }
+        }
+        loop {
+            for tenant in unsigned.take() {
+                if let Err(e) = sign_newest(&db, &signer, &tenant).await {
+                    tracing::warn!(tenant = %tenant.slug, reason = %e.reason, "receipt not signed yet");
+                    // Try again on the next round.
+                    unsigned.tenants.lock().unwrap_or_else(|e| e.into_inner()).insert(tenant.id, tenant);
+                }
+            }
+            tokio::select! {
+                () = shutdown.clone().wait() => return,
+                () = unsigned.notify.notified() => {}
+                () = tokio::time::sleep(Duration::from_secs(5)) => {}
+            }
+            // At most ten signing rounds a second: under load one signature covers many receipts.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+}
+
+async fn sign_newest(db: &Db, signer: &SigningServiceClient<Channel>, tenant: &Tenant) -> Result<(), ApiError> {
+    let mut tx = db.begin(tenant).await?;
+    let newest = if store::has_tables(&mut tx).await? { store::newest_unsigned(&mut tx).await? } else { None };
+    tx.commit().await?;
+    let Some((seq, hash)) = newest else { return Ok(()) };
+    let req = with_context(
+        tonic::Request::new(vault::SignRequest { key_name: KEY_NAME.into(), message: receipt::signed_message(&hash) }),
+        Some(tenant.slug.as_str()),
+        None,
+        None,
+    );
+    let signed = signer.clone().sign(req).await.map_err(upstream)?.into_inner();
+    let mut tx = db.begin(tenant).await?;
+    store::set_signature(&mut tx, seq, &signed.signature, signed.key_version as i32).await?;
+    tx.commit().await
+}
+
+/// The outcome of a verification.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Verification {
+    pub checked: u64,
+    pub first_bad_seq: u64,
+    pub problem: String,
+    pub unsigned: u64,
+    pub head_hash: Vec<u8>,
+}
+
+/// Recomputes receipts `from_seq..=head` and checks their chain and signatures.
+pub async fn verify(
+    db: &Db,
+    signer: Option<&SigningServiceClient<Channel>>,
+    tenant: &Tenant,
+    from_seq: u64,
+) -> Result<Verification, ApiError> {
+    const PAGE: i64 = 500;
+    let mut tx = db.begin(tenant).await?;
+    let mut out = Verification::default();
+    let Some((head_seq, head_hash)) = store::head(&mut tx).await? else {
+        tx.commit().await?;
+        return Ok(out);
+    };
+    let mut seq = (from_seq as i64).max(1);
+    let mut prev = if seq == 1 {
+        receipt::GENESIS.to_vec()
+    } else {
+        store::receipts(&mut tx, seq - 1, 1).await?.first().map(|r| r.hash.clone()).unwrap_or_default()
+    };
+    let mut keys: HashMap<i32, VerifyingKey> = HashMap::new();
+    let bad = |out: &mut Verification, seq: i64, problem: &str| {
+        if out.first_bad_seq == 0 {
+            out.first_bad_seq = seq as u64;
+            out.problem = problem.to_owned();
+        }
+    };
+    while seq <= head_seq {
+        let rows = store::receipts(&mut tx, seq, PAGE).await?;
+        let Some(last) = rows.last().map(|r| r.seq.min(head_seq)) else {
+            bad(&mut out, seq, "receipt is missing");
+            break;
+        };
+        let entries = store::receipt_entries(&mut tx, seq, last).await?;
+        for r in rows.iter().filter(|r| r.seq <= head_seq) {
+            if r.seq != seq {
+                bad(&mut out, seq, "receipt is missing");
+                break;
+            }
+            if r.prev_hash != prev {
+                bad(&mut out, seq, "previous hash does not match the previous receipt");
+            }
+            let (transfers, resolutions) = entries.get(&seq).cloned().unwrap_or_default();
+            let content = receipt::content_hash(&transfers, &resolutions);
+            if content != r.content_hash || (transfers.len() + resolutions.len()) as i32 != r.entries {
+                bad(&mut out, seq, "stored transfers do not match the receipt");
+            }
+            let hash = receipt::chain_hash(seq, &prev, &content);
+            if hash != r.hash {
+                bad(&mut out, seq, "receipt hash does not match");
+            }
+            match (&r.signature, r.key_version, signer) {
+                (Some(sig), Some(version), Some(signer)) => {
+                    let key = match keys.get(&version) {
+                        Some(k) => *k,
+                        None => {
+                            let k = public_key(signer, tenant, version).await?;
+                            keys.insert(version, k);
+                            k
+                        }
+                    };
+                    let ok = Signature::from_slice(sig)
+                        .ok()
+                        .is_some_and(|s| key.verify(&receipt::signed_message(&r.hash), &s).is_ok());
+                    if !ok {
+                        bad(&mut out, seq, "signature does not verify");
+                    }
+                    out.unsigned = 0;
+                }
+                (Some(_), _, _) => bad(&mut out, seq, "signature cannot be checked"),
+                (None, _, _) => out.unsigned += 1,
+            }
+            prev = hash;
+            out.checked += 1;
+            seq += 1;
+        }
+        if out.first_bad_seq != 0 {
+            break;
+        }
+    }
+    if out.first_bad_seq == 0 && seq > head_seq && prev != head_hash {
+        bad(&mut out, head_seq, "chain head does not match the newest receipt");
+    }
+    out.head_hash = prev;
+    tx.commit().await?;
+    Ok(out)
+}
+
+async fn public_key(
+    signer: &SigningServiceClient<Channel>,
+    tenant: &Tenant,
+    version: i32,
+) -> Result<VerifyingKey, ApiError> {
+    let req = with_context(
+        tonic::Request::new(vault::GetPublicKeyRequest { key_name: KEY_NAME.into(), version: version as u32 }),
+        Some(tenant.slug.as_str()),
+        None,
+        None,
+    );
+    let key = signer.clone().get_public_key(req).await.map_err(upstream)?.into_inner();
+    let bytes: [u8; 32] = key
+        .public_key
+        .as_slice()
+        .try_into()
+        .map_err(|_| ApiError::internal(&"vault returned a malformed public key"))?;
+    VerifyingKey::from_bytes(&bytes).map_err(|e| ApiError::internal(&e))
+}

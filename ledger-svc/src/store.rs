@@ -1,0 +1,661 @@
+//! SQL of ledger-svc's tenant tables. Every function runs inside a `TenantTx`. Amounts cross the
+//! wire as decimal text (`::text` out, `::numeric` in): exact, and no float ever appears. Batch
+//! writes are set-based (`UNNEST` of arrays): a batch costs the same dozen statements whether it
+//! holds one transfer or 8,190.
+
+use std::collections::{BTreeMap, HashMap};
+
+use kit::tenancy::db_error;
+use kit::{ApiError, TenantTx};
+use uuid::Uuid;
+
+use crate::domain::engine::{Effects, Prior, Resolution, ResolutionKind};
+use crate::domain::{Account, Balances, Transfer, TransferInput, TransferState};
+
+fn amount(raw: &str) -> Result<u128, ApiError> {
+    raw.parse::<u128>().map_err(|e| ApiError::internal(&format!("stored amount {raw:?}: {e}")))
+}
+
+#[derive(sqlx::FromRow)]
+struct AccountRow {
+    id: Uuid,
+    ledger: String,
+    code: i32,
+    owner: String,
+    flags: i32,
+    #[sqlx(json)]
+    metadata: BTreeMap<String, String>,
+    debits_pending: String,
+    debits_posted: String,
+    credits_pending: String,
+    credits_posted: String,
+    ts: i64,
+}
+
+impl TryFrom<AccountRow> for Account {
+    type Error = ApiError;
+    fn try_from(r: AccountRow) -> Result<Self, ApiError> {
+        Ok(Account {
+            id: r.id,
+            ledger: r.ledger,
+            code: r.code as u32,
+            owner: r.owner,
+            flags: r.flags,
+            metadata: r.metadata,
+            balances: Balances {
+                debits_pending: amount(&r.debits_pending)?,
+                debits_posted: amount(&r.debits_posted)?,
+                credits_pending: amount(&r.credits_pending)?,
+                credits_posted: amount(&r.credits_posted)?,
+            },
+            ts: r.ts,
+        })
+    }
+}
+
+const ACCOUNT_COLUMNS: &str = "id, ledger, code, owner, flags, metadata, debits_pending::text AS debits_pending, \
+     debits_posted::text AS debits_posted, credits_pending::text AS credits_pending, \
+     credits_posted::text AS credits_posted, ts";
+
+#[derive(sqlx::FromRow)]
+struct TransferRow {
+    id: Uuid,
+    debit_account_id: Uuid,
+    credit_account_id: Uuid,
+    amount: String,
+    pending_id: Option<Uuid>,
+    timeout_seconds: i32,
+    ledger: String,
+    code: i32,
+    flags: i32,
+    #[sqlx(json)]
+    metadata: BTreeMap<String, String>,
+    ts: i64,
+    state: String,
+    expires_at: Option<i64>,
+    receipt_seq: i64,
+    content_hash: Vec<u8>,
+}
+
+impl TransferRow {
+    fn into_transfer(self) -> Result<(Transfer, Vec<u8>), ApiError> {
+        Ok((
+            Transfer {
+                id: self.id,
+                debit_account_id: self.debit_account_id,
+                credit_account_id: self.credit_account_id,
+                amount: amount(&self.amount)?,
+                pending_id: self.pending_id,
+                timeout_seconds: self.timeout_seconds as u32,
+                ledger: self.ledger,
+                code: self.code as u32,
+                flags: self.flags,
+                metadata: self.metadata,
+                ts: self.ts,
+                state: TransferState::parse(&self.state),
+                expires_at: self.expires_at,
+                receipt_seq: self.receipt_seq,
+            },
+            self.content_hash,
+        ))
+    }
+}
+
+const TRANSFER_COLUMNS: &str = "id, debit_account_id, credit_account_id, amount::text AS amount, pending_id, \
+     timeout_seconds, ledger, code, flags, metadata, ts, state, expires_at, receipt_seq, content_hash";
+
+/// Serialises the tenant's batches and returns the chain head `(seq, hash, last_ts)`.
+pub async fn lock_head(tx: &mut TenantTx) -> Result<(i64, Vec<u8>, i64), ApiError> {
+    for _ in 0..2 {
+        let head: Option<(i64, Vec<u8>, i64)> =
+            sqlx::query_as("SELECT seq, hash, last_ts FROM receipt_head FOR UPDATE")
+                .fetch_optional(tx.conn())
+                .await
+                .map_err(db_error)?;
+        if let Some(head) = head {
+            return Ok(head);
+        }
+        sqlx::query("INSERT INTO receipt_head (seq, hash, last_ts) VALUES (0, $1, 0) ON CONFLICT DO NOTHING")
+            .bind(crate::domain::receipt::GENESIS.as_slice())
+            .execute(tx.conn())
+            .await
+            .map_err(db_error)?;
+    }
+    Err(ApiError::internal(&"receipt head cannot be created"))
+}
+
+/// What the ids already stand for (created or failed).
+pub async fn prior(tx: &mut TenantTx, ids: &[Uuid]) -> Result<HashMap<Uuid, Prior>, ApiError> {
+    let mut out = HashMap::new();
+    if ids.is_empty() {
+        return Ok(out);
+    }
+    let rows: Vec<TransferRow> =
+        sqlx::query_as(&format!("SELECT {TRANSFER_COLUMNS} FROM transfers WHERE id = ANY($1)"))
+            .bind(ids)
+            .fetch_all(tx.conn())
+            .await
+            .map_err(db_error)?;
+    for row in rows {
+        let (transfer, content_hash) = row.into_transfer()?;
+        out.insert(transfer.id, Prior::Created { transfer, content_hash });
+    }
+    let failures: Vec<(Uuid, String, serde_json::Value, Vec<u8>)> =
+        sqlx::query_as("SELECT id, reason, content, content_hash FROM transfer_failures WHERE id = ANY($1)")
+            .bind(ids)
+            .fetch_all(tx.conn())
+            .await
+            .map_err(db_error)?;
+    for (id, reason, content, content_hash) in failures {
+        let content = input_from_json(&content)?;
+        out.insert(id, Prior::Failed { reason, content, content_hash });
+    }
+    Ok(out)
+}
+
+/// Transfers by id (pending transfers a batch resolves).
+pub async fn transfers(tx: &mut TenantTx, ids: &[Uuid]) -> Result<Vec<Transfer>, ApiError> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rows: Vec<TransferRow> =
+        sqlx::query_as(&format!("SELECT {TRANSFER_COLUMNS} FROM transfers WHERE id = ANY($1)"))
+            .bind(ids)
+            .fetch_all(tx.conn())
+            .await
+            .map_err(db_error)?;
+    rows.into_iter().map(|r| r.into_transfer().map(|(t, _)| t)).collect()
+}
+
+/// Locks the accounts in one global order (by id), so concurrent batches never deadlock.
+pub async fn lock_accounts(tx: &mut TenantTx, ids: &[Uuid]) -> Result<HashMap<Uuid, Account>, ApiError> {
+    if ids.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let rows: Vec<AccountRow> =
+        sqlx::query_as(&format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id = ANY($1) ORDER BY id FOR UPDATE"))
+            .bind(ids)
+            .fetch_all(tx.conn())
+            .await
+            .map_err(db_error)?;
+    rows.into_iter().map(|r| Account::try_from(r).map(|a| (a.id, a))).collect()
+}
+
+pub async fn account(tx: &mut TenantTx, id: Uuid) -> Result<Option<Account>, ApiError> {
+    let row: Option<AccountRow> = sqlx::query_as(&format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id = $1"))
+        .bind(id)
+        .fetch_optional(tx.conn())
+        .await
+        .map_err(db_error)?;
+    row.map(Account::try_from).transpose()
+}
+
+/// Inserts an account; `false` when the id exists.
+pub async fn insert_account(tx: &mut TenantTx, a: &Account) -> Result<bool, ApiError> {
+    let metadata = serde_json::to_value(&a.metadata).map_err(|e| ApiError::internal(&e))?;
+    let done = sqlx::query(
+        "INSERT INTO accounts (id, ledger, code, owner, flags, metadata, ts) VALUES ($1, $2, $3, $4, $5, $6, $7) \
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(a.id)
+    .bind(&a.ledger)
+    .bind(a.code as i32)
+    .bind(&a.owner)
+    .bind(a.flags)
+    .bind(metadata)
+    .bind(a.ts)
+    .execute(tx.conn())
+    .await
+    .map_err(|e| match &e {
+        sqlx::Error::Database(d) if d.code().as_deref() == Some("23503") => {
+            ApiError::new(kit::ErrorCode::FailedPrecondition, "LEDGER_NOT_FOUND", "ledger does not exist")
+        }
+        _ => db_error(e),
+    })?;
+    Ok(done.rows_affected() == 1)
+}
+
+pub async fn transfer(tx: &mut TenantTx, id: Uuid) -> Result<Option<Transfer>, ApiError> {
+    let row: Option<TransferRow> = sqlx::query_as(&format!("SELECT {TRANSFER_COLUMNS} FROM transfers WHERE id = $1"))
+        .bind(id)
+        .fetch_optional(tx.conn())
+        .await
+        .map_err(db_error)?;
+    row.map(|r| r.into_transfer().map(|(t, _)| t)).transpose()
+}
+
+/// Transfers of an account after timestamp `after`, oldest first.
+pub async fn account_transfers(
+    tx: &mut TenantTx,
+    account: Uuid,
+    after: i64,
+    limit: i64,
+) -> Result<Vec<Transfer>, ApiError> {
+    let rows: Vec<TransferRow> = sqlx::query_as(&format!(
+        "SELECT {TRANSFER_COLUMNS} FROM ( \
+           (SELECT * FROM transfers WHERE debit_account_id = $1 AND ts > $2 ORDER BY ts LIMIT $3) \
+           UNION ALL \
+           (SELECT * FROM transfers WHERE credit_account_id = $1 AND ts > $2 ORDER BY ts LIMIT $3) \
+         ) AS t ORDER BY ts LIMIT $3"
+    ))
+    .bind(account)
+    .bind(after)
+    .bind(limit)
+    .fetch_all(tx.conn())
+    .await
+    .map_err(db_error)?;
+    rows.into_iter().map(|r| r.into_transfer().map(|(t, _)| t)).collect()
+}
+
+/// Balance changes of an account at or before `at`, newest first, starting before `before`.
+pub async fn balance_history(
+    tx: &mut TenantTx,
+    account: Uuid,
+    at: i64,
+    limit: i64,
+) -> Result<Vec<(i64, Uuid, Balances)>, ApiError> {
+    let rows: Vec<(i64, Uuid, String, String, String, String)> = sqlx::query_as(
+        "SELECT ts, transfer_id, debits_pending::text, debits_posted::text, credits_pending::text, credits_posted::text \
+         FROM balance_history WHERE account_id = $1 AND ts <= $2 ORDER BY ts DESC LIMIT $3",
+    )
+    .bind(account)
+    .bind(at)
+    .bind(limit)
+    .fetch_all(tx.conn())
+    .await
+    .map_err(db_error)?;
+    rows.into_iter()
+        .map(|(ts, id, a, b, c, d)| {
+            Ok((
+                ts,
+                id,
+                Balances {
+                    debits_pending: amount(&a)?,
+                    debits_posted: amount(&b)?,
+                    credits_pending: amount(&c)?,
+                    credits_posted: amount(&d)?,
+                },
+            ))
+        })
+        .collect()
+}
+
+/// True once this service's migrations created its tables in the tenant's schema.
+pub async fn has_tables(tx: &mut TenantTx) -> Result<bool, ApiError> {
+    sqlx::query_scalar("SELECT to_regclass('transfers') IS NOT NULL").fetch_one(tx.conn()).await.map_err(db_error)
+}
+
+/// Ids of pending transfers whose timeout passed at `now`.
+pub async fn expired_pending(tx: &mut TenantTx, now: i64, limit: i64) -> Result<Vec<Uuid>, ApiError> {
+    sqlx::query_scalar(
+        "SELECT id FROM transfers WHERE state = 'pending' AND expires_at IS NOT NULL AND expires_at <= $1 \
+         ORDER BY expires_at LIMIT $2",
+    )
+    .bind(now)
+    .bind(limit)
+    .fetch_all(tx.conn())
+    .await
+    .map_err(db_error)
+}
+
+pub fn input_to_json(t: &TransferInput) -> serde_json::Value {
+    serde_json::json!({
+        "id": t.id,
+        "debit_account_id": t.debit_account_id,
+        "credit_account_id": t.credit_account_id,
+        "amount": t.amount.to_string(),
+        "pending_id": t.pending_id,
+        "timeout_seconds": t.timeout_seconds,
+        "ledger": t.ledger,
+        "code": t.code,
+        "flags": t.flags,
+        "metadata": t.metadata,
+    })
+}
+
+fn input_from_json(v: &serde_json::Value) -> Result<TransferInput, ApiError> {
+    #[derive(serde::Deserialize)]
+    struct Stored {
+        id: Uuid,
+        debit_account_id: Uuid,
+        credit_account_id: Uuid,
+        amount: String,
+        pending_id: Option<Uuid>,
+        timeout_seconds: u32,
+        ledger: String,
+        code: u32,
+        flags: i32,
+        metadata: BTreeMap<String, String>,
+    }
+    let s: Stored = serde_json::from_value(v.clone()).map_err(|e| ApiError::internal(&e))?;
+    Ok(TransferInput {
+        id: s.id,
+        debit_account_id: s.debit_account_id,
+        credit_account_id: s.credit_account_id,
+        amount: amount(&s.amount)?,
+        pending_id: s.pending_id,
+        timeout_seconds: s.timeout_seconds,
+        ledger: s.ledger,
+        code: s.code,
+        flags: s.flags,
+        metadata: s.metadata,
+    })
+}
+
+/// Writes a batch's effects with one statement per table. `hashes` maps new transfer ids to the
+/// content hash of their request.
+pub async fn write_effects(
+    tx: &mut TenantTx,
+    fx: &Effects,
+    hashes: &HashMap<Uuid, Vec<u8>>,
+    owners: &HashMap<Uuid, String>,
+    receipt_seq: i64,
+) -> Result<(), ApiError> {
+    let conn = tx.conn();
+    if !fx.created.is_empty() {
+        let n = fx.created.len();
+        let (mut ids, mut drs, mut crs, mut amounts, mut pids, mut timeouts) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
+        let (
+            mut ledgers,
+            mut codes,
+            mut flags,
+            mut metas,
+            mut tss,
+            mut states,
+            mut expires,
+            mut chs,
+            mut downers,
+            mut cowners,
+        ) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
+        for t in &fx.created {
+            ids.push(t.id);
+            drs.push(t.debit_account_id);
+            crs.push(t.credit_account_id);
+            amounts.push(t.amount.to_string());
+            pids.push(t.pending_id);
+            timeouts.push(t.timeout_seconds as i32);
+            ledgers.push(t.ledger.clone());
+            codes.push(t.code as i32);
+            flags.push(t.flags);
+            metas.push(serde_json::to_string(&t.metadata).map_err(|e| ApiError::internal(&e))?);
+            tss.push(t.ts);
+            states.push(t.state.as_str());
+            expires.push(t.expires_at);
+            chs.push(hashes.get(&t.id).cloned().unwrap_or_default());
+            downers.push(owners.get(&t.debit_account_id).cloned().unwrap_or_default());
+            cowners.push(owners.get(&t.credit_account_id).cloned().unwrap_or_default());
+        }
+        sqlx::query(
+            "INSERT INTO transfers (id, debit_account_id, credit_account_id, amount, pending_id, timeout_seconds, ledger, \
+             code, flags, metadata, ts, state, expires_at, receipt_seq, content_hash, debit_owner, credit_owner) \
+             SELECT u.id, u.dr, u.cr, u.amount::numeric, u.pid, u.timeout, u.ledger, u.code, u.flags, u.meta::jsonb, u.ts, \
+             u.state, u.expires, $14, u.ch, u.downer, u.cowner \
+             FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::uuid[], $6::int[], $7::text[], $8::int[], \
+             $9::int[], $10::text[], $11::bigint[], $12::text[], $13::bigint[], $15::bytea[], $16::text[], $17::text[]) \
+             AS u(id, dr, cr, amount, pid, timeout, ledger, code, flags, meta, ts, state, expires, ch, downer, cowner)",
+        )
+        .bind(&ids)
+        .bind(&drs)
+        .bind(&crs)
+        .bind(&amounts)
+        .bind(&pids)
+        .bind(&timeouts)
+        .bind(&ledgers)
+        .bind(&codes)
+        .bind(&flags)
+        .bind(&metas)
+        .bind(&tss)
+        .bind(&states)
+        .bind(&expires)
+        .bind(receipt_seq)
+        .bind(&chs)
+        .bind(&downers)
+        .bind(&cowners)
+        .execute(&mut *conn)
+        .await
+        .map_err(db_error)?;
+    }
+    if !fx.failures.is_empty() {
+        let ids: Vec<Uuid> = fx.failures.iter().map(|f| f.input.id).collect();
+        let reasons: Vec<&str> = fx.failures.iter().map(|f| f.reason.as_str()).collect();
+        let contents: Vec<String> = fx.failures.iter().map(|f| input_to_json(&f.input).to_string()).collect();
+        let hashes: Vec<Vec<u8>> = fx.failures.iter().map(|f| f.input.content_hash()).collect();
+        let tss: Vec<i64> = fx.failures.iter().map(|f| f.ts).collect();
+        sqlx::query(
+            "INSERT INTO transfer_failures (id, reason, content, content_hash, ts) \
+             SELECT u.id, u.reason, u.content::jsonb, u.ch, u.ts \
+             FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::bytea[], $5::bigint[]) AS u(id, reason, content, ch, ts)",
+        )
+        .bind(&ids)
+        .bind(&reasons)
+        .bind(&contents)
+        .bind(&hashes)
+        .bind(&tss)
+        .execute(&mut *conn)
+        .await
+        .map_err(db_error)?;
+    }
+    if !fx.accounts.is_empty() {
+        let ids: Vec<Uuid> = fx.accounts.iter().map(|a| a.0).collect();
+        let b = |f: fn(&Balances) -> u128| fx.accounts.iter().map(|a| f(&a.1).to_string()).collect::<Vec<_>>();
+        sqlx::query(
+            "UPDATE accounts SET debits_pending = u.dp::numeric, debits_posted = u.dpo::numeric, \
+             credits_pending = u.cp::numeric, credits_posted = u.cpo::numeric \
+             FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[]) AS u(id, dp, dpo, cp, cpo) \
+             WHERE accounts.id = u.id",
+        )
+        .bind(&ids)
+        .bind(b(|b| b.debits_pending))
+        .bind(b(|b| b.debits_posted))
+        .bind(b(|b| b.credits_pending))
+        .bind(b(|b| b.credits_posted))
+        .execute(&mut *conn)
+        .await
+        .map_err(db_error)?;
+    }
+    if !fx.history.is_empty() {
+        let h = &fx.history;
+        let ids: Vec<Uuid> = h.iter().map(|r| r.account_id).collect();
+        let tss: Vec<i64> = h.iter().map(|r| r.ts).collect();
+        let tids: Vec<Uuid> = h.iter().map(|r| r.transfer_id).collect();
+        let owners: Vec<&str> = h.iter().map(|r| r.owner.as_str()).collect();
+        let b = |f: fn(&Balances) -> u128| h.iter().map(|r| f(&r.balances).to_string()).collect::<Vec<_>>();
+        sqlx::query(
+            "INSERT INTO balance_history (account_id, ts, transfer_id, debits_pending, debits_posted, credits_pending, \
+             credits_posted, owner) \
+             SELECT u.id, u.ts, u.tid, u.dp::numeric, u.dpo::numeric, u.cp::numeric, u.cpo::numeric, u.owner \
+             FROM UNNEST($1::uuid[], $2::bigint[], $3::uuid[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[]) \
+             AS u(id, ts, tid, dp, dpo, cp, cpo, owner)",
+        )
+        .bind(&ids)
+        .bind(&tss)
+        .bind(&tids)
+        .bind(b(|b| b.debits_pending))
+        .bind(b(|b| b.debits_posted))
+        .bind(b(|b| b.credits_pending))
+        .bind(b(|b| b.credits_posted))
+        .bind(&owners)
+        .execute(&mut *conn)
+        .await
+        .map_err(db_error)?;
+    }
+    if !fx.state_changes.is_empty() {
+        let ids: Vec<Uuid> = fx.state_changes.iter().map(|s| s.0).collect();
+        let states: Vec<&str> = fx.state_changes.iter().map(|s| s.1.as_str()).collect();
+        sqlx::query(
+            "UPDATE transfers SET state = u.state FROM UNNEST($1::uuid[], $2::text[]) AS u(id, state) \
+             WHERE transfers.id = u.id AND transfers.state = 'pending'",
+        )
+        .bind(&ids)
+        .bind(&states)
+        .execute(&mut *conn)
+        .await
+        .map_err(db_error)?;
+    }
+    if !fx.resolutions.is_empty() {
+        let r = &fx.resolutions;
+        let pids: Vec<Uuid> = r.iter().map(|r| r.pending_id).collect();
+        let kinds: Vec<&str> = r.iter().map(|r| r.kind.as_str()).collect();
+        let tids: Vec<Option<Uuid>> = r.iter().map(|r| r.transfer_id).collect();
+        let amounts: Vec<String> = r.iter().map(|r| r.amount.to_string()).collect();
+        let tss: Vec<i64> = r.iter().map(|r| r.ts).collect();
+        sqlx::query(
+            "INSERT INTO pending_resolutions (pending_id, kind, transfer_id, amount, ts, receipt_seq) \
+             SELECT u.pid, u.kind, u.tid, u.amount::numeric, u.ts, $6 \
+             FROM UNNEST($1::uuid[], $2::text[], $3::uuid[], $4::text[], $5::bigint[]) AS u(pid, kind, tid, amount, ts)",
+        )
+        .bind(&pids)
+        .bind(&kinds)
+        .bind(&tids)
+        .bind(&amounts)
+        .bind(&tss)
+        .bind(receipt_seq)
+        .execute(&mut *conn)
+        .await
+        .map_err(db_error)?;
+    }
+    Ok(())
+}
+
+/// Appends a receipt.
+#[allow(clippy::too_many_arguments)]
+pub async fn append_receipt(
+    tx: &mut TenantTx,
+    seq: i64,
+    prev_hash: &[u8],
+    content_hash: &[u8],
+    hash: &[u8],
+    entries: i32,
+    first_ts: i64,
+    last_ts: i64,
+) -> Result<(), ApiError> {
+    sqlx::query(
+        "INSERT INTO receipts (seq, prev_hash, content_hash, hash, entries, first_ts, last_ts) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(seq)
+    .bind(prev_hash)
+    .bind(content_hash)
+    .bind(hash)
+    .bind(entries)
+    .bind(first_ts)
+    .bind(last_ts)
+    .execute(tx.conn())
+    .await
+    .map_err(db_error)?;
+    Ok(())
+}
+
+pub async fn move_head(tx: &mut TenantTx, seq: i64, hash: &[u8], last_ts: i64) -> Result<(), ApiError> {
+    sqlx::query("UPDATE receipt_head SET seq = $1, hash = $2, last_ts = $3")
+        .bind(seq)
+        .bind(hash)
+        .bind(last_ts)
+        .execute(tx.conn())
+        .await
+        .map_err(db_error)?;
+    Ok(())
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ReceiptRow {
+    pub seq: i64,
+    pub prev_hash: Vec<u8>,
+    pub content_hash: Vec<u8>,
+    pub hash: Vec<u8>,
+    pub entries: i32,
+    pub signature: Option<Vec<u8>>,
+    pub key_version: Option<i32>,
+}
+
+pub async fn receipts(tx: &mut TenantTx, from: i64, limit: i64) -> Result<Vec<ReceiptRow>, ApiError> {
+    sqlx::query_as(
+        "SELECT seq, prev_hash, content_hash, hash, entries, signature, key_version FROM receipts \
+         WHERE seq >= $1 ORDER BY seq LIMIT $2",
+    )
+    .bind(from)
+    .bind(limit)
+    .fetch_all(tx.conn())
+    .await
+    .map_err(db_error)
+}
+
+/// The transfers and resolutions of receipts `from..=to`, grouped by receipt, in timestamp order.
+pub async fn receipt_entries(
+    tx: &mut TenantTx,
+    from: i64,
+    to: i64,
+) -> Result<HashMap<i64, (Vec<Transfer>, Vec<Resolution>)>, ApiError> {
+    let rows: Vec<TransferRow> = sqlx::query_as(&format!(
+        "SELECT {TRANSFER_COLUMNS} FROM transfers WHERE receipt_seq BETWEEN $1 AND $2 ORDER BY receipt_seq, ts"
+    ))
+    .bind(from)
+    .bind(to)
+    .fetch_all(tx.conn())
+    .await
+    .map_err(db_error)?;
+    let mut out: HashMap<i64, (Vec<Transfer>, Vec<Resolution>)> = HashMap::new();
+    for row in rows {
+        let (t, _) = row.into_transfer()?;
+        out.entry(t.receipt_seq).or_default().0.push(t);
+    }
+    let res: Vec<(Uuid, String, Option<Uuid>, String, i64, i64)> = sqlx::query_as(
+        "SELECT pending_id, kind, transfer_id, amount::text, ts, receipt_seq FROM pending_resolutions \
+         WHERE receipt_seq BETWEEN $1 AND $2 ORDER BY receipt_seq, ts",
+    )
+    .bind(from)
+    .bind(to)
+    .fetch_all(tx.conn())
+    .await
+    .map_err(db_error)?;
+    for (pending_id, kind, transfer_id, a, ts, seq) in res {
+        let kind = match kind.as_str() {
+            "posted" => ResolutionKind::Posted,
+            "voided" => ResolutionKind::Voided,
+            _ => ResolutionKind::Expired,
+        };
+        out.entry(seq).or_default().1.push(Resolution { pending_id, kind, transfer_id, amount: amount(&a)?, ts });
+    }
+    Ok(out)
+}
+
+/// The newest unsigned receipt, if any.
+pub async fn newest_unsigned(tx: &mut TenantTx) -> Result<Option<(i64, Vec<u8>)>, ApiError> {
+    sqlx::query_as("SELECT seq, hash FROM receipts WHERE signature IS NULL ORDER BY seq DESC LIMIT 1")
+        .fetch_optional(tx.conn())
+        .await
+        .map_err(db_error)
+}
+
+pub async fn set_signature(tx: &mut TenantTx, seq: i64, signature: &[u8], key_version: i32) -> Result<(), ApiError> {
+    sqlx::query("UPDATE receipts SET signature = $2, key_version = $3 WHERE seq = $1 AND signature IS NULL")
+        .bind(seq)
+        .bind(signature)
+        .bind(key_version)
+        .execute(tx.conn())
+        .await
+        .map_err(db_error)?;
+    Ok(())
+}
+
+pub async fn head(tx: &mut TenantTx) -> Result<Option<(i64, Vec<u8>)>, ApiError> {
+    sqlx::query_as("SELECT seq, hash FROM receipt_head").fetch_optional(tx.conn()).await.map_err(db_error)
+}
