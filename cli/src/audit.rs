@@ -28,36 +28,37 @@ pub async fn export(endpoints: &Endpoints, tenant: &str, out: &Path) -> anyhow::
     let certs = CertStore::load(&endpoints.tls).context("operator certificate")?;
     let channel = kit::client::channel(&certs, &endpoints.audit, &Identity::new("audit")?, Duration::from_secs(30))?;
     let mut client = pb::audit_log_service_client::AuditLogServiceClient::new(channel);
-    let checkpoint = client
-        .get_latest_checkpoint(req(tenant, pb::GetLatestCheckpointRequest {}))
+    // One server stream: the entries up to the latest checkpoint, then that checkpoint.
+    let mut items = client
+        .export_entries(req(tenant, pb::ExportEntriesRequest { from_seq: 0, to_seq: 0 }))
         .await
         .map_err(|s| anyhow!("audit: {} ({:?}: {})", kit::ApiError::from_status(&s), s.code(), s.message()))?
         .into_inner();
     let mut file = std::io::BufWriter::new(std::fs::File::create(out).with_context(|| out.display().to_string())?);
-    let mut from = 0;
     let mut written = 0;
-    while from < checkpoint.tree_size {
-        let page = client
-            .list_entries(req(tenant, pb::ListEntriesRequest { from_seq: from, page_size: 1000 }))
-            .await
-            .map_err(|s| anyhow!("audit: {} ({:?}: {})", kit::ApiError::from_status(&s), s.code(), s.message()))?
-            .into_inner();
-        if page.entries.is_empty() {
-            break;
+    let mut checkpoint = None;
+    while let Some(item) = items
+        .message()
+        .await
+        .map_err(|s| anyhow!("audit: {} ({:?}: {})", kit::ApiError::from_status(&s), s.code(), s.message()))?
+    {
+        match item.item {
+            Some(pb::stream_item::Item::Entry(e)) => {
+                let line = json!({
+                    "seq": e.seq,
+                    "canonical": B64.encode(&e.canonical),
+                    "leaf_hash": B64.encode(&e.leaf_hash),
+                    "chain_hash": B64.encode(&e.chain_hash),
+                });
+                writeln!(file, "{line}")?;
+                written += 1;
+            }
+            Some(pb::stream_item::Item::Checkpoint(c)) => checkpoint = Some(c.signed_note),
+            None => {}
         }
-        for e in page.entries.iter().filter(|e| e.seq < checkpoint.tree_size) {
-            let line = json!({
-                "seq": e.seq,
-                "canonical": B64.encode(&e.canonical),
-                "leaf_hash": B64.encode(&e.leaf_hash),
-                "chain_hash": B64.encode(&e.chain_hash),
-            });
-            writeln!(file, "{line}")?;
-            written += 1;
-        }
-        from = page.entries.last().map_or(checkpoint.tree_size, |e| e.seq + 1);
     }
-    writeln!(file, "{}", json!({ "checkpoint": checkpoint.signed_note }))?;
+    let checkpoint = checkpoint.ok_or_else(|| anyhow!("audit: the export ended without its checkpoint"))?;
+    writeln!(file, "{}", json!({ "checkpoint": checkpoint }))?;
     file.flush()?;
     Ok(written)
 }
