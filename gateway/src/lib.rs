@@ -7,6 +7,7 @@ mod audit;
 mod config;
 mod http_layer;
 pub mod openapi;
+mod recorder;
 mod routes;
 mod secrets;
 mod upstream;
@@ -90,7 +91,10 @@ pub async fn run(
     let redis = redis::Client::open(config.redis.url.expose_secret())
         .map_err(|_| GatewayError::Config("redis.url cannot be used".into()))?;
     let state = AppState { upstreams, verifier, redis: Arc::new(redis), readiness: Arc::default() };
-    let app = routes::router(state, config.http.body_limit_bytes);
+    // Outermost: records every state-changing or refused request, whatever answered it.
+    let (recorder, recording) = recorder::Recorder::spawn(state.upstreams.audit.clone(), state.verifier.clone());
+    let app = routes::router(state, config.http.body_limit_bytes)
+        .layer(axum::middleware::from_fn_with_state(recorder, recorder::record));
 
     let shutdown = Shutdown::from_future(shutdown);
     let admin = tokio::spawn(kit::metrics::serve_admin(listeners.admin, shutdown.clone().wait()));
@@ -115,6 +119,8 @@ pub async fn run(
     .handle(handle)
     .serve(app.into_make_service_with_connect_info::<std::net::SocketAddr>());
     let result = server.await;
+    // Requests already answered are still recorded.
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), recording).await;
     reloader.abort();
     let _ = admin.await;
     tracing::info!("gateway stopped");
