@@ -112,7 +112,13 @@ impl Filter {
 }
 
 fn entry_pb(r: EntryRow) -> pb::Entry {
-    pb::Entry { seq: r.seq as u64, canonical: r.canonical, leaf_hash: r.leaf_hash, chain_hash: r.chain_hash }
+    pb::Entry {
+        seq: r.seq as u64,
+        canonical: r.canonical,
+        leaf_hash: r.leaf_hash,
+        chain_hash: r.chain_hash,
+        pruned: false,
+    }
 }
 
 #[tonic::async_trait]

@@ -98,7 +98,13 @@ async fn page(db: &Db, tenant: &Tenant, from: u64, to: u64) -> Result<Vec<pb::En
     tx.commit().await?;
     Ok(rows
         .into_iter()
-        .map(|(seq, canonical, leaf_hash, chain_hash)| pb::Entry { seq: seq as u64, canonical, leaf_hash, chain_hash })
+        .map(|(seq, canonical, leaf_hash, chain_hash)| pb::Entry {
+            seq: seq as u64,
+            canonical,
+            leaf_hash,
+            chain_hash,
+            pruned: false,
+        })
         .collect())
 }
 
@@ -123,11 +129,64 @@ async fn checkpoint_between(
     Ok(c)
 }
 
-/// Entries `[from, to)` then `last` (the checkpoint they are proved in).
+/// Leaves `[from, to)` of entries pruned beyond retention (below `below`), from the stored level-0
+/// nodes; the last pruned entry also carries the chain link of the prune mark.
+async fn pruned_page(db: &Db, tenant: &Tenant, from: u64, to: u64) -> Result<Vec<pb::Entry>, ApiError> {
+    let mut tx = db.begin(tenant).await?;
+    let mark: Option<(i64, Vec<u8>)> =
+        sqlx::query_as("SELECT pruned_below, chain_hash FROM prune_marks ORDER BY pruned_below DESC LIMIT 1")
+            .fetch_optional(tx.conn())
+            .await
+            .map_err(db_error)?;
+    let Some((below, link)) = mark else {
+        tx.commit().await?;
+        return Ok(Vec::new());
+    };
+    let to = to.min(below as u64);
+    let rows: Vec<(i64, Vec<u8>)> = sqlx::query_as(
+        "SELECT idx, hash FROM merkle_nodes WHERE level = 0 AND idx >= $1 AND idx < $2 ORDER BY idx LIMIT $3",
+    )
+    .bind(from.min(i64::MAX as u64) as i64)
+    .bind(to.min(i64::MAX as u64) as i64)
+    .bind(PAGE)
+    .fetch_all(tx.conn())
+    .await
+    .map_err(db_error)?;
+    tx.commit().await?;
+    Ok(rows
+        .into_iter()
+        .map(|(idx, leaf_hash)| pb::Entry {
+            seq: idx as u64,
+            canonical: Vec::new(),
+            leaf_hash,
+            chain_hash: if idx + 1 == below { link.clone() } else { Vec::new() },
+            pruned: true,
+        })
+        .collect())
+}
+
+/// Entries `[from, to)` then `last` (the checkpoint they are proved in). Entries pruned beyond
+/// retention come as leaves only (`pruned`), so the export still proves into the checkpoint.
 pub fn export(db: Db, tenant: Tenant, from: u64, to: u64, last: checkpoint::Stored) -> Items {
     let (tx, rx) = mpsc::channel(4);
     tokio::spawn(async move {
         let mut next = from;
+        loop {
+            let leaves = match pruned_page(&db, &tenant, next, to).await {
+                Ok(l) => l,
+                Err(e) => {
+                    let _ = tx.send(Err(e.into())).await;
+                    return;
+                }
+            };
+            let Some(last_seq) = leaves.last().map(|e| e.seq) else { break };
+            for e in leaves {
+                if tx.send(Ok(entry_item(e))).await.is_err() {
+                    return;
+                }
+            }
+            next = last_seq + 1;
+        }
         while next < to {
             let entries = match page(&db, &tenant, next, to).await {
                 Ok(e) => e,

@@ -44,12 +44,21 @@ pub async fn export(endpoints: &Endpoints, tenant: &str, out: &Path) -> anyhow::
     {
         match item.item {
             Some(pb::stream_item::Item::Entry(e)) => {
-                let line = json!({
-                    "seq": e.seq,
-                    "canonical": B64.encode(&e.canonical),
-                    "leaf_hash": B64.encode(&e.leaf_hash),
-                    "chain_hash": B64.encode(&e.chain_hash),
-                });
+                let line = if e.pruned {
+                    // Pruned beyond retention: the leaf (and, on the last one, the chain link) only.
+                    let mut l = json!({ "seq": e.seq, "pruned": true, "leaf_hash": B64.encode(&e.leaf_hash) });
+                    if !e.chain_hash.is_empty() {
+                        l["chain_hash"] = json!(B64.encode(&e.chain_hash));
+                    }
+                    l
+                } else {
+                    json!({
+                        "seq": e.seq,
+                        "canonical": B64.encode(&e.canonical),
+                        "leaf_hash": B64.encode(&e.leaf_hash),
+                        "chain_hash": B64.encode(&e.chain_hash),
+                    })
+                };
                 writeln!(file, "{line}")?;
                 written += 1;
             }
@@ -104,6 +113,7 @@ pub fn verify(export: &Path, verifier_key: &str) -> anyhow::Result<Verdict> {
     let mut chain: Hash = [0u8; 32];
     let mut leaves: Vec<Hash> = Vec::new();
     let mut checkpoint = None;
+    let mut pruned_done = false;
     for (n, line) in file.lines().enumerate() {
         let line = line?;
         let v: serde_json::Value = serde_json::from_str(&line).with_context(|| format!("line {}", n + 1))?;
@@ -116,6 +126,21 @@ pub fn verify(export: &Path, verifier_key: &str) -> anyhow::Result<Verdict> {
         if seq != leaves.len() as u64 {
             return mismatch("sequence gap");
         }
+        if v["pruned"].as_bool() == Some(true) {
+            // Pruned beyond retention: its leaf still counts towards the root the checkpoint signs;
+            // the chain continues from the link the last pruned entry carries.
+            if pruned_done {
+                return mismatch("a pruned entry after a stored one");
+            }
+            let Some(leaf) = b64_hash(&v["leaf_hash"]) else { return mismatch("leaf hash") };
+            if !v["chain_hash"].is_null() {
+                let Some(link) = b64_hash(&v["chain_hash"]) else { return mismatch("chain hash") };
+                chain = link;
+            }
+            leaves.push(leaf);
+            continue;
+        }
+        pruned_done = true;
         let canonical = B64.decode(v["canonical"].as_str().unwrap_or_default()).unwrap_or_default();
         let fields: Option<serde_json::Value> = serde_json::from_slice(&canonical).ok();
         if fields.as_ref().and_then(|f| f["seq"].as_u64()) != Some(seq) {

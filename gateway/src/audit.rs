@@ -202,6 +202,14 @@ pub struct ExportQuery {
 /// One JSON Lines line of an export (the format `strongroom audit verify` reads).
 fn export_line(item: pb::StreamItem) -> Option<String> {
     let mut line = match item.item? {
+        pb::stream_item::Item::Entry(e) if e.pruned => {
+            // Pruned beyond retention: the leaf (and, on the last one, the chain link) only.
+            let mut l = json!({ "seq": e.seq, "pruned": true, "leaf_hash": B64.encode(&e.leaf_hash) });
+            if !e.chain_hash.is_empty() {
+                l["chain_hash"] = json!(B64.encode(&e.chain_hash));
+            }
+            l.to_string()
+        }
         pb::stream_item::Item::Entry(e) => json!({
             "seq": e.seq,
             "canonical": B64.encode(&e.canonical),
