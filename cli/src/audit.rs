@@ -2,7 +2,7 @@
 //! tenant's verifier key can check, offline, that the log was not rewritten — every leaf from its
 //! canonical bytes, the hash chain, the Merkle root, and the checkpoint's Ed25519 signature.
 
-use std::io::{BufRead, Write};
+use std::io::Write;
 use std::path::Path;
 use std::time::Duration;
 
@@ -101,61 +101,147 @@ fn parse_verifier_key(key: &str) -> anyhow::Result<(String, [u8; 4], [u8; 32])> 
     Ok((name.to_owned(), id, public))
 }
 
-fn b64_hash(v: &serde_json::Value) -> Option<Hash> {
-    B64.decode(v.as_str()?).ok()?.try_into().ok()
+/// One export line, parsed without building a JSON tree (base64 strings borrow from the file).
+#[derive(serde::Deserialize)]
+struct Line<'a> {
+    seq: Option<u64>,
+    #[serde(borrow)]
+    canonical: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow)]
+    leaf_hash: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow)]
+    chain_hash: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default)]
+    pruned: bool,
+    checkpoint: Option<String>,
 }
 
-/// Verifies an export against a verifier key, reading it once.
+/// Only the `seq` of an entry's canonical bytes (the rest is skipped, not built).
+#[derive(serde::Deserialize)]
+struct CanonicalSeq {
+    seq: u64,
+}
+
+/// What one line says, checked as far as it can be without its predecessors.
+struct Checked {
+    seq: u64,
+    leaf: Hash,
+    chain: Option<Hash>,
+    pruned: bool,
+    error: Option<&'static str>,
+}
+
+fn hash_of(v: &Option<std::borrow::Cow<'_, str>>) -> Option<Hash> {
+    let mut out = [0u8; 32];
+    match B64.decode_slice(v.as_deref()?.as_bytes(), &mut out) {
+        Ok(32) => Some(out),
+        _ => None,
+    }
+}
+
+/// Parses and checks one entry line: canonical bytes carry its seq, leaf hash recomputed.
+fn check_line(line: &[u8]) -> anyhow::Result<Result<Checked, String>> {
+    let l: Line<'_> = serde_json::from_slice(line)?;
+    if let Some(note) = l.checkpoint {
+        return Ok(Err(note));
+    }
+    let seq = l.seq.ok_or_else(|| anyhow!("no seq"))?;
+    let claimed_chain = hash_of(&l.chain_hash);
+    let mut c = Checked { seq, leaf: [0u8; 32], chain: claimed_chain, pruned: l.pruned, error: None };
+    if l.pruned {
+        // Pruned beyond retention: its leaf still counts towards the root the checkpoint signs.
+        match hash_of(&l.leaf_hash) {
+            Some(leaf) => c.leaf = leaf,
+            None => c.error = Some("leaf hash"),
+        }
+        if l.chain_hash.is_some() && claimed_chain.is_none() {
+            c.error = Some("chain hash");
+        }
+        return Ok(Ok(c));
+    }
+    let canonical = B64.decode(l.canonical.as_deref().unwrap_or_default()).unwrap_or_default();
+    if serde_json::from_slice::<CanonicalSeq>(&canonical).ok().map(|f| f.seq) != Some(seq) {
+        c.error = Some("canonical bytes do not carry this sequence number");
+        return Ok(Ok(c));
+    }
+    c.leaf = merkle::leaf_hash(&canonical);
+    if hash_of(&l.leaf_hash) != Some(c.leaf) {
+        c.error = Some("leaf hash");
+    } else if claimed_chain.is_none() {
+        c.error = Some("chain hash");
+    }
+    Ok(Ok(c))
+}
+
+/// Verifies an export against a verifier key. Lines are parsed, base64-decoded and hashed on every
+/// core; the chain, sequence numbers and the Merkle root are then checked in order.
 pub fn verify(export: &Path, verifier_key: &str) -> anyhow::Result<Verdict> {
     use ed25519_dalek::Verifier;
     let (name, id, public) = parse_verifier_key(verifier_key)?;
-    let file = std::io::BufReader::new(std::fs::File::open(export).with_context(|| export.display().to_string())?);
+    let data = std::fs::read(export).with_context(|| export.display().to_string())?;
+    let lines: Vec<&[u8]> = data.split(|b| *b == b'\n').filter(|l| !l.iter().all(u8::is_ascii_whitespace)).collect();
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 16);
+    let chunk = lines.len().div_ceil(threads).max(1);
+    type Part = anyhow::Result<(Vec<Checked>, Option<String>)>;
+    let parts: Vec<Part> = std::thread::scope(|scope| {
+        let handles: Vec<_> = lines
+            .chunks(chunk)
+            .enumerate()
+            .map(|(part, lines)| {
+                scope.spawn(move || {
+                    let mut out = Vec::with_capacity(lines.len());
+                    let mut note = None;
+                    for (i, line) in lines.iter().enumerate() {
+                        match check_line(line).with_context(|| format!("line {}", part * chunk + i + 1))? {
+                            Ok(c) => out.push(c),
+                            Err(n) => note = Some(n),
+                        }
+                    }
+                    Ok((out, note))
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(anyhow!("verifier thread failed")))).collect()
+    });
     let mut chain: Hash = [0u8; 32];
-    let mut leaves: Vec<Hash> = Vec::new();
+    let mut leaves: Vec<Hash> = Vec::with_capacity(lines.len());
     let mut checkpoint = None;
     let mut pruned_done = false;
-    for (n, line) in file.lines().enumerate() {
-        let line = line?;
-        let v: serde_json::Value = serde_json::from_str(&line).with_context(|| format!("line {}", n + 1))?;
-        if let Some(note) = v.get("checkpoint").and_then(|c| c.as_str()) {
-            checkpoint = Some(note.to_owned());
-            continue;
+    for part in parts {
+        let (checked, note) = part?;
+        if note.is_some() {
+            checkpoint = note;
         }
-        let seq = v["seq"].as_u64().ok_or_else(|| anyhow!("line {}: no seq", n + 1))?;
-        let mismatch = |reason: &str| Ok(Verdict::Mismatch { seq, reason: reason.to_owned() });
-        if seq != leaves.len() as u64 {
-            return mismatch("sequence gap");
-        }
-        if v["pruned"].as_bool() == Some(true) {
-            // Pruned beyond retention: its leaf still counts towards the root the checkpoint signs;
-            // the chain continues from the link the last pruned entry carries.
-            if pruned_done {
-                return mismatch("a pruned entry after a stored one");
+        for c in checked {
+            let seq = c.seq;
+            let mismatch = |reason: &str| Ok(Verdict::Mismatch { seq, reason: reason.to_owned() });
+            if seq != leaves.len() as u64 {
+                return mismatch("sequence gap");
             }
-            let Some(leaf) = b64_hash(&v["leaf_hash"]) else { return mismatch("leaf hash") };
-            if !v["chain_hash"].is_null() {
-                let Some(link) = b64_hash(&v["chain_hash"]) else { return mismatch("chain hash") };
-                chain = link;
+            if let Some(e) = c.error {
+                return mismatch(e);
             }
-            leaves.push(leaf);
-            continue;
+            if c.pruned {
+                // The chain continues from the link the last pruned entry carries.
+                if pruned_done {
+                    return mismatch("a pruned entry after a stored one");
+                }
+                if let Some(link) = c.chain {
+                    chain = link;
+                }
+                leaves.push(c.leaf);
+                continue;
+            }
+            pruned_done = true;
+            chain = merkle::chain_hash(&chain, &c.leaf);
+            if c.chain != Some(chain) {
+                return mismatch("chain hash");
+            }
+            leaves.push(c.leaf);
         }
-        pruned_done = true;
-        let canonical = B64.decode(v["canonical"].as_str().unwrap_or_default()).unwrap_or_default();
-        let fields: Option<serde_json::Value> = serde_json::from_slice(&canonical).ok();
-        if fields.as_ref().and_then(|f| f["seq"].as_u64()) != Some(seq) {
-            return mismatch("canonical bytes do not carry this sequence number");
-        }
-        let leaf = merkle::leaf_hash(&canonical);
-        if b64_hash(&v["leaf_hash"]) != Some(leaf) {
-            return mismatch("leaf hash");
-        }
-        chain = merkle::chain_hash(&chain, &leaf);
-        if b64_hash(&v["chain_hash"]) != Some(chain) {
-            return mismatch("chain hash");
-        }
-        leaves.push(leaf);
     }
+    drop(lines);
+    drop(data);
     let note_text = checkpoint.ok_or_else(|| anyhow!("the export has no checkpoint"))?;
     let size = leaves.len() as u64;
     let (body, sigs) = note::parse(&note_text).ok_or_else(|| anyhow!("malformed checkpoint note"))?;
