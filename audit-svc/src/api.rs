@@ -17,6 +17,7 @@ pub const READ_PERMISSION: &str = "audit.events.read";
 pub struct AuditLog {
     pub db: Db,
     pub signer: Option<Signer>,
+    pub wake: crate::stream::Wake,
 }
 
 impl std::fmt::Debug for AuditLog {
@@ -60,8 +61,64 @@ struct EntryRow {
     chain_hash: Vec<u8>,
 }
 
+/// The optional filters of `ListEntries`, each served by an index in sequence order.
+struct Filter {
+    start: Option<chrono::DateTime<chrono::Utc>>,
+    end: Option<chrono::DateTime<chrono::Utc>>,
+    text: Vec<(&'static str, String)>,
+}
+
+fn time(t: &Option<prost_types::Timestamp>, field: &str) -> Result<Option<chrono::DateTime<chrono::Utc>>, ApiError> {
+    t.as_ref()
+        .map(|t| {
+            chrono::DateTime::from_timestamp(t.seconds, t.nanos.clamp(0, 999_999_999) as u32)
+                .ok_or_else(|| ApiError::invalid_field(field, "out of range"))
+        })
+        .transpose()
+}
+
+impl Filter {
+    fn of(req: &pb::ListEntriesRequest) -> Result<Self, ApiError> {
+        let mut text = Vec::new();
+        for (column, value) in [
+            ("actor", &req.actor),
+            ("action", &req.action),
+            ("resource", &req.resource),
+            ("outcome", &req.outcome),
+            ("request_id", &req.request_id),
+        ] {
+            if value.len() > 1024 {
+                return Err(ApiError::invalid_field(column, "at most 1024 bytes"));
+            }
+            if !value.is_empty() {
+                text.push((column, value.clone()));
+            }
+        }
+        Ok(Self { start: time(&req.start_time, "start_time")?, end: time(&req.end_time, "end_time")?, text })
+    }
+
+    fn push(&self, q: &mut sqlx::QueryBuilder<'_, sqlx::Postgres>) {
+        if let Some(t) = self.start {
+            q.push(" AND occurred_at >= ").push_bind(t);
+        }
+        if let Some(t) = self.end {
+            q.push(" AND occurred_at < ").push_bind(t);
+        }
+        for (column, value) in &self.text {
+            // `column` is one of five fixed names, never caller input.
+            q.push(format!(" AND {column} = ")).push_bind(value.clone());
+        }
+    }
+}
+
 fn entry_pb(r: EntryRow) -> pb::Entry {
-    pb::Entry { seq: r.seq as u64, canonical: r.canonical, leaf_hash: r.leaf_hash, chain_hash: r.chain_hash }
+    pb::Entry {
+        seq: r.seq as u64,
+        canonical: r.canonical,
+        leaf_hash: r.leaf_hash,
+        chain_hash: r.chain_hash,
+        pruned: false,
+    }
 }
 
 #[tonic::async_trait]
@@ -120,20 +177,63 @@ impl pb::audit_log_service_server::AuditLogService for AuditLog {
             n @ 1..=1000 => n,
             _ => return Err(ApiError::invalid_field("page_size", "1–1000").into()),
         } as i64;
+        let from = match req.page_token.as_str() {
+            "" => req.from_seq,
+            t => t.parse::<u64>().map_err(|_| ApiError::invalid_field("page_token", "not a page token"))?,
+        };
+        let filter = Filter::of(&req)?;
         let (_, mut tx) = self.begin(&ctx).await?;
-        let mut rows: Vec<EntryRow> = sqlx::query_as(
-            "SELECT seq, canonical, leaf_hash, chain_hash FROM audit_log WHERE seq >= $1 ORDER BY seq LIMIT $2",
-        )
-        .bind(req.from_seq.min(i64::MAX as u64) as i64)
-        .bind(page + 1)
-        .fetch_all(tx.conn())
-        .await
-        .map_err(db_error)?;
+        let mut q =
+            sqlx::QueryBuilder::new("SELECT seq, canonical, leaf_hash, chain_hash FROM audit_log WHERE seq >= ");
+        q.push_bind(from.min(i64::MAX as u64) as i64);
+        filter.push(&mut q);
+        q.push(" ORDER BY seq LIMIT ").push_bind(page + 1);
+        let mut rows: Vec<EntryRow> = q.build_query_as().fetch_all(tx.conn()).await.map_err(db_error)?;
         tx.commit().await?;
         let more = rows.len() as i64 > page;
         rows.truncate(page as usize);
         let next_seq = if more { rows.last().map_or(0, |r| r.seq as u64 + 1) } else { 0 };
-        Ok(Response::new(pb::ListEntriesResponse { entries: rows.into_iter().map(entry_pb).collect(), next_seq, more }))
+        Ok(Response::new(pb::ListEntriesResponse {
+            entries: rows.into_iter().map(entry_pb).collect(),
+            next_seq,
+            more,
+            next_page_token: if more { next_seq.to_string() } else { String::new() },
+        }))
+    }
+
+    type ExportEntriesStream = crate::stream::Items;
+
+    async fn export_entries(
+        &self,
+        request: Request<pb::ExportEntriesRequest>,
+    ) -> Result<Response<Self::ExportEntriesStream>, Status> {
+        let ctx = RequestContext::of(&request)?;
+        let req = request.into_inner();
+        let (tenant, mut tx) = self.begin(&ctx).await?;
+        let latest = checkpoint::latest(&mut tx).await?.ok_or_else(no_checkpoint)?;
+        tx.commit().await?;
+        let size = latest.tree_size as u64;
+        let to = if req.to_seq == 0 { size } else { req.to_seq };
+        if req.from_seq >= to || to > size {
+            return Err(ApiError::invalid_field(
+                "to_seq",
+                format!("need from_seq < to_seq ≤ {size} (latest checkpoint)"),
+            )
+            .into());
+        }
+        Ok(Response::new(crate::stream::export(self.db.clone(), tenant, req.from_seq, to, latest)))
+    }
+
+    type StreamEntriesStream = crate::stream::Items;
+
+    async fn stream_entries(
+        &self,
+        request: Request<pb::StreamEntriesRequest>,
+    ) -> Result<Response<Self::StreamEntriesStream>, Status> {
+        let ctx = RequestContext::of(&request)?;
+        let tenant = self.tenant(&ctx).await?;
+        let from = request.get_ref().from_seq;
+        Ok(Response::new(crate::stream::live(self.db.clone(), tenant, from, &self.wake)))
     }
 
     async fn get_consistency_proof(

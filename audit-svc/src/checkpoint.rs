@@ -104,6 +104,11 @@ pub async fn make(db: &Db, signer: &Signer, tenant: &Tenant) -> Result<Option<u6
     .execute(tx.conn())
     .await
     .map_err(db_error)?;
+    sqlx::query("SELECT pg_notify($1, current_setting('strongroom.tenant_id'))")
+        .bind(crate::stream::CHANNEL)
+        .execute(tx.conn())
+        .await
+        .map_err(db_error)?;
     tx.commit().await?;
     Ok(Some(size))
 }

@@ -6,7 +6,11 @@
 pub mod api;
 pub mod checkpoint;
 pub mod domain;
+pub mod ingest;
+pub mod pseudonym;
+pub mod retention;
 pub mod sequencer;
+pub mod stream;
 pub mod verify;
 
 use std::future::Future;
@@ -23,6 +27,8 @@ pub const MIGRATIONS: MigrationSet = MigrationSet {
         kit::migration!("tenant", "0001_create_retention_policy"),
         kit::migration!("tenant", "0002_create_audit_log"),
         kit::migration!("tenant", "0003_create_checkpoints"),
+        kit::migration!("tenant", "0004_ingest_and_queries"),
+        kit::migration!("tenant", "0005_retention_pruning"),
     ],
 };
 
@@ -33,19 +39,35 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     kit::server::run_service(SERVICE, MIGRATIONS, config, listeners, shutdown, |ctx| {
+        use proto::audit::v1::audit_ingest_service_server::AuditIngestServiceServer;
         use proto::audit::v1::audit_log_service_server::AuditLogServiceServer;
+        use proto::audit::v1::audit_retention_service_server::AuditRetentionServiceServer;
         use proto::vault::v1::signing_service_client::SigningServiceClient;
-        let signer = match &ctx.config.upstreams.vault {
-            Some(url) => Some(SigningServiceClient::new(ctx.channel(url, kit::Identity::VAULT)?)),
+        use proto::vault::v1::transit_service_client::TransitServiceClient;
+        let (signer, transit) = match &ctx.config.upstreams.vault {
+            Some(url) => {
+                let channel = ctx.channel(url, kit::Identity::VAULT)?;
+                (Some(SigningServiceClient::new(channel.clone())), Some(TransitServiceClient::new(channel)))
+            }
             None => {
-                tracing::warn!("upstreams.vault is not configured: checkpoints are not signed");
-                None
+                tracing::warn!("upstreams.vault is not configured: checkpoints are not signed, personal data refused");
+                (None, None)
             }
         };
         sequencer::spawn(ctx.db.clone(), ctx.shutdown.clone(), signer.clone());
+        let wake = stream::Wake::spawn(ctx.db.clone(), ctx.shutdown.clone());
+        retention::spawn(ctx.db.clone(), ctx.shutdown.clone());
+        let ingest = ingest::AuditIngest {
+            db: ctx.db.clone(),
+            pseudonyms: pseudonym::Pseudonymizer::new(ctx.db.clone(), transit),
+        };
         Ok(Api::new()
-            .service(AuditLogServiceServer::new(api::AuditLog { db: ctx.db.clone(), signer }))
-            .allow("/strongroom.audit.v1.AuditLogService/*", &[kit::Identity::GATEWAY, kit::Identity::OPERATOR]))
+            .service(AuditLogServiceServer::new(api::AuditLog { db: ctx.db.clone(), signer, wake }))
+            .allow("/strongroom.audit.v1.AuditLogService/*", &[kit::Identity::GATEWAY, kit::Identity::OPERATOR])
+            .service(AuditIngestServiceServer::new(ingest))
+            .allow("/strongroom.audit.v1.AuditIngestService/*", &[kit::Identity::GATEWAY, kit::Identity::OPERATOR])
+            .service(AuditRetentionServiceServer::new(retention::AuditRetention { db: ctx.db.clone() }))
+            .allow("/strongroom.audit.v1.AuditRetentionService/*", &[kit::Identity::OPERATOR]))
     })
     .await
 }

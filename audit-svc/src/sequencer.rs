@@ -180,6 +180,14 @@ pub async fn drain_once(db: &Db, tenant: &Tenant) -> Result<Option<(usize, usize
         .execute(tx.conn())
         .await
         .map_err(db_error)?;
+    if !entries.is_empty() {
+        // Live streams wake when this commits.
+        sqlx::query("SELECT pg_notify($1, current_setting('strongroom.tenant_id'))")
+            .bind(crate::stream::CHANNEL)
+            .execute(tx.conn())
+            .await
+            .map_err(db_error)?;
+    }
     tx.commit().await?;
     Ok(Some((consumed, entries.len())))
 }

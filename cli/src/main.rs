@@ -4,6 +4,7 @@
 
 mod audit;
 mod bench;
+mod bench_audit;
 mod bench_auth;
 mod dev;
 mod ledger;
@@ -125,6 +126,25 @@ enum BenchCommand {
         #[arg(long, default_value_t = 1024)]
         size: usize,
     },
+    /// Audit appends (one tenant, many tenants, checkpoints on), verification speed, proof latency.
+    Audit {
+        #[arg(long, default_value = "demo")]
+        tenant: String,
+        /// Extra tenants `bench_01`… for the many-tenant phase (created if missing; 0 skips it).
+        #[arg(long, default_value_t = 8)]
+        tenants: usize,
+        #[arg(long, default_value_t = 8)]
+        concurrency: usize,
+        /// Events per AppendBatch (1–1000).
+        #[arg(long, default_value_t = 500)]
+        batch: usize,
+        /// Seconds per append phase (1–120).
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Entries of the generated export the offline verifier is timed on (0 skips it).
+        #[arg(long, default_value_t = 1_000_000)]
+        verify_entries: u64,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -217,6 +237,21 @@ fn main() -> ExitCode {
                     size: size.clamp(1, 1024 * 1024),
                 };
                 bench::vault(&opts).await
+            }
+            Command::Bench {
+                command: BenchCommand::Audit { tenant, tenants, concurrency, batch, seconds, verify_entries },
+            } => {
+                kit::TenantSlug::parse(&tenant).map_err(|e| anyhow::anyhow!("{e}"))?;
+                let opts = bench_audit::Options {
+                    endpoints: cli.conn.resolve()?,
+                    tenant,
+                    tenants: tenants.min(64),
+                    concurrency: concurrency.clamp(1, 256),
+                    batch: batch.clamp(1, 1000),
+                    duration: std::time::Duration::from_secs(seconds.clamp(1, 120)),
+                    verify_entries: verify_entries.min(10_000_000),
+                };
+                bench_audit::run(&opts).await
             }
             Command::Ledger { command: LedgerCommand::Verify { tenant, from_seq } } => {
                 kit::TenantSlug::parse(&tenant).map_err(|e| anyhow::anyhow!("{e}"))?;

@@ -1009,17 +1009,40 @@ fn ledger_binary() -> std::path::PathBuf {
     path
 }
 
-fn spawn_ledger(config: &std::path::Path) -> std::process::Child {
-    std::process::Command::new(ledger_binary())
-        .arg("--config")
-        .arg(config)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("spawn ledger-svc")
+/// A child process killed when dropped, so a failing test leaves no server behind (holding its
+/// ports, or file descriptors inherited from the test runner).
+struct ChildGuard(std::process::Child);
+
+impl ChildGuard {
+    fn kill(&mut self) -> std::io::Result<()> {
+        self.0.kill()
+    }
+
+    fn wait(&mut self) -> std::io::Result<std::process::ExitStatus> {
+        self.0.wait()
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn_ledger(config: &std::path::Path) -> ChildGuard {
+    ChildGuard(
+        std::process::Command::new(ledger_binary())
+            .arg("--config")
+            .arg(config)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn ledger-svc"),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread")]

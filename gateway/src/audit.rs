@@ -4,7 +4,7 @@
 use axum::Extension;
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use proto::audit::v1 as pb;
@@ -44,9 +44,32 @@ pub struct ListQuery {
     from: u64,
     #[serde(default)]
     page_size: u32,
+    /// RFC 3339; entries with `occurred_at` in `[start, end)`.
+    start: Option<String>,
+    end: Option<String>,
+    #[serde(default)]
+    actor: String,
+    #[serde(default)]
+    action: String,
+    #[serde(default)]
+    resource: String,
+    #[serde(default)]
+    outcome: String,
+    #[serde(default)]
+    request_id: String,
 }
 
-/// `GET /v1/audit/events?from=&page_size=`
+fn timestamp(v: &Option<String>, field: &str) -> Result<Option<prost_types::Timestamp>, kit::ApiError> {
+    v.as_deref()
+        .map(|t| {
+            chrono::DateTime::parse_from_rfc3339(t)
+                .map(|t| prost_types::Timestamp { seconds: t.timestamp(), nanos: t.timestamp_subsec_nanos() as i32 })
+                .map_err(|_| kit::ApiError::invalid_field(field, "RFC 3339 date-time"))
+        })
+        .transpose()
+}
+
+/// `GET /v1/audit/events?from=&page_size=&start=&end=&actor=&action=&resource=&outcome=&request_id=`
 pub async fn list(
     State(state): State<AppState>,
     Extension(id): Extension<RequestId>,
@@ -55,7 +78,18 @@ pub async fn list(
 ) -> Response {
     let result = async {
         let c = caller(&state, &headers, PERMISSION).await?;
-        let msg = pb::ListEntriesRequest { from_seq: q.from, page_size: q.page_size };
+        let msg = pb::ListEntriesRequest {
+            from_seq: q.from,
+            page_size: q.page_size,
+            page_token: String::new(),
+            start_time: timestamp(&q.start, "start")?,
+            end_time: timestamp(&q.end, "end")?,
+            actor: q.actor,
+            action: q.action,
+            resource: q.resource,
+            outcome: q.outcome,
+            request_id: q.request_id,
+        };
         let resp = client(&state).list_entries(request(&c, &id, msg)).await.map_err(upstream)?.into_inner();
         Ok(json!({
             "events": resp.entries.iter().map(entry_json).collect::<Vec<_>>(),
@@ -154,4 +188,124 @@ pub async fn verifier_key(
     }
     .await;
     respond(result, id)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExportQuery {
+    #[serde(default)]
+    from: u64,
+    /// Exclusive; absent = the latest checkpoint's size.
+    to: Option<u64>,
+}
+
+/// One JSON Lines line of an export (the format `strongroom audit verify` reads).
+fn export_line(item: pb::StreamItem) -> Option<String> {
+    let mut line = match item.item? {
+        pb::stream_item::Item::Entry(e) if e.pruned => {
+            // Pruned beyond retention: the leaf (and, on the last one, the chain link) only.
+            let mut l = json!({ "seq": e.seq, "pruned": true, "leaf_hash": B64.encode(&e.leaf_hash) });
+            if !e.chain_hash.is_empty() {
+                l["chain_hash"] = json!(B64.encode(&e.chain_hash));
+            }
+            l.to_string()
+        }
+        pb::stream_item::Item::Entry(e) => json!({
+            "seq": e.seq,
+            "canonical": B64.encode(&e.canonical),
+            "leaf_hash": B64.encode(&e.leaf_hash),
+            "chain_hash": B64.encode(&e.chain_hash),
+        })
+        .to_string(),
+        pb::stream_item::Item::Checkpoint(c) => json!({ "checkpoint": c.signed_note }).to_string(),
+    };
+    line.push('\n');
+    Some(line)
+}
+
+/// `GET /v1/audit/export?from=&to=`: entries `[from, to)` as JSON Lines, then the checkpoint line.
+pub async fn export(
+    State(state): State<AppState>,
+    Extension(id): Extension<RequestId>,
+    Query(q): Query<ExportQuery>,
+    headers: HeaderMap,
+) -> Response {
+    use futures::StreamExt;
+    let result = async {
+        let c = caller(&state, &headers, PERMISSION).await?;
+        let msg = pb::ExportEntriesRequest { from_seq: q.from, to_seq: q.to.unwrap_or(0) };
+        if q.to == Some(0) {
+            return Err(kit::ApiError::invalid_field("to", "must be greater than from"));
+        }
+        client(&state).export_entries(request(&c, &id, msg)).await.map_err(upstream)
+    }
+    .await;
+    match result {
+        Ok(stream) => {
+            // A failure mid-way ends the body early (the client sees a truncated transfer).
+            let body = stream.into_inner().filter_map(|item| async move {
+                match item {
+                    Ok(item) => export_line(item).map(|l| Ok::<_, std::io::Error>(axum::body::Bytes::from(l))),
+                    Err(s) => Some(Err(std::io::Error::other(s.message().to_owned()))),
+                }
+            });
+            let mut resp = axum::body::Body::from_stream(body).into_response();
+            resp.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/jsonl"));
+            resp
+        }
+        Err(e) => respond(Err(e), id),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamQuery {
+    #[serde(default)]
+    from: u64,
+}
+
+/// `GET /v1/audit/stream?from=`: Server-Sent Events, live. Each entry is an `entry` event whose id
+/// is its seq (a reconnecting client's `Last-Event-ID` resumes after it); each new checkpoint is a
+/// `checkpoint` event after the entries it covers.
+pub async fn stream(
+    State(state): State<AppState>,
+    Extension(id): Extension<RequestId>,
+    Query(q): Query<StreamQuery>,
+    headers: HeaderMap,
+) -> Response {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    use futures::StreamExt;
+    let result = async {
+        let c = caller(&state, &headers, PERMISSION).await?;
+        let from = match headers.get("last-event-id") {
+            Some(v) => v
+                .to_str()
+                .ok()
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .map(|seq| seq + 1)
+                .ok_or_else(|| kit::ApiError::invalid_field("last-event-id", "a sequence number"))?,
+            None => q.from,
+        };
+        client(&state)
+            .stream_entries(request(&c, &id, pb::StreamEntriesRequest { from_seq: from }))
+            .await
+            .map_err(upstream)
+    }
+    .await;
+    match result {
+        Ok(stream) => {
+            let events = stream.into_inner().map(|item| match item {
+                Ok(pb::StreamItem { item: Some(pb::stream_item::Item::Entry(e)) }) => {
+                    Ok(Event::default().event("entry").id(e.seq.to_string()).data(entry_json(&e).to_string()))
+                }
+                Ok(pb::StreamItem { item: Some(pb::stream_item::Item::Checkpoint(c)) }) => {
+                    Ok(Event::default().event("checkpoint").data(checkpoint_json(&c).to_string()))
+                }
+                Ok(pb::StreamItem { item: None }) => Ok(Event::default().comment("")),
+                Err(s) => Err(std::io::Error::other(s.message().to_owned())),
+            });
+            Sse::new(events).keep_alive(KeepAlive::default()).into_response()
+        }
+        Err(e) => respond(Err(e), id),
+    }
 }

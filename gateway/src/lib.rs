@@ -12,6 +12,7 @@ mod ledger;
 pub mod openapi;
 mod openapi_identity;
 pub mod ratelimit;
+mod recorder;
 mod routes;
 mod secrets;
 mod upstream;
@@ -110,7 +111,10 @@ pub async fn run(
     let issuer = config.jwt.issuer.clone();
     let public_url = config.http.public_url.clone().unwrap_or_else(|| issuer.clone());
     let state = AppState { upstreams, verifier, redis, readiness: Arc::default(), limits, browser, issuer, public_url };
-    let app = routes::router(state, config.http.body_limit_bytes);
+    // Outermost: records every state-changing or refused request, whatever answered it.
+    let (recorder, recording) = recorder::Recorder::spawn(state.upstreams.audit.clone(), state.verifier.clone());
+    let app = routes::router(state, config.http.body_limit_bytes)
+        .layer(axum::middleware::from_fn_with_state(recorder, recorder::record));
 
     let shutdown = Shutdown::from_future(shutdown);
     let admin = tokio::spawn(kit::metrics::serve_admin(listeners.admin, shutdown.clone().wait()));
@@ -135,6 +139,8 @@ pub async fn run(
     .handle(handle)
     .serve(app.into_make_service_with_connect_info::<std::net::SocketAddr>());
     let result = server.await;
+    // Requests already answered are still recorded.
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), recording).await;
     reloader.abort();
     let _ = admin.await;
     tracing::info!("gateway stopped");

@@ -4,12 +4,14 @@
 use serde_json::{Value, json};
 
 /// `(method, path)` of every operation the gateway serves.
-pub const OPERATIONS: [(&str, &str); 23] = [
+pub const OPERATIONS: [(&str, &str); 25] = [
     ("get", "/v1/audit/events"),
     ("get", "/v1/audit/events/{seq}"),
     ("get", "/v1/audit/checkpoint"),
     ("get", "/v1/audit/proofs/consistency"),
     ("get", "/v1/audit/verifier-key"),
+    ("get", "/v1/audit/export"),
+    ("get", "/v1/audit/stream"),
     ("get", "/healthz"),
     ("get", "/readyz"),
     ("get", "/openapi.json"),
@@ -79,7 +81,14 @@ pub fn document() -> Value {
                 "parameters": [
                     { "$ref": "#/components/parameters/Tenant" },
                     { "name": "from", "in": "query", "schema": { "type": "integer", "minimum": 0 } },
-                    { "name": "page_size", "in": "query", "schema": { "type": "integer", "minimum": 1, "maximum": 1000 } }
+                    { "name": "page_size", "in": "query", "schema": { "type": "integer", "minimum": 1, "maximum": 1000 } },
+                    { "name": "start", "in": "query", "description": "occurred_at ≥ start", "schema": { "type": "string", "format": "date-time" } },
+                    { "name": "end", "in": "query", "description": "occurred_at < end", "schema": { "type": "string", "format": "date-time" } },
+                    { "name": "actor", "in": "query", "schema": { "type": "string" } },
+                    { "name": "action", "in": "query", "schema": { "type": "string" } },
+                    { "name": "resource", "in": "query", "schema": { "type": "string" } },
+                    { "name": "outcome", "in": "query", "schema": { "enum": ["success", "failure", "denied"] } },
+                    { "name": "request_id", "in": "query", "schema": { "type": "string" } }
                 ],
                 "responses": {
                     "200": { "description": "a page", "content": { "application/json": { "schema": { "type": "object", "properties": {
@@ -117,6 +126,22 @@ pub fn document() -> Value {
                 "operationId": "getAuditVerifierKey", "summary": "The C2SP verifier key of the tenant's checkpoints",
                 "parameters": [ { "$ref": "#/components/parameters/Tenant" } ],
                 "responses": { "200": { "description": "key", "content": { "application/json": { "schema": { "type": "object", "properties": { "verifier_key": { "type": "string" } } } } } },
+                    "401": error_response("not authenticated"), "403": error_response("missing permission") }
+            }},
+            "/v1/audit/export": { "get": {
+                "operationId": "exportAudit", "summary": "Entries [from, to) as JSON Lines, then the checkpoint line (the format `strongroom audit verify` reads)",
+                "parameters": [ { "$ref": "#/components/parameters/Tenant" },
+                    { "name": "from", "in": "query", "schema": { "type": "integer", "minimum": 0 } },
+                    { "name": "to", "in": "query", "description": "exclusive; default the latest checkpoint's size", "schema": { "type": "integer", "minimum": 1 } } ],
+                "responses": { "200": { "description": "JSON Lines", "content": { "application/jsonl": { "schema": { "type": "string" } } } },
+                    "400": error_response("bad range"), "401": error_response("not authenticated"), "403": error_response("missing permission"), "412": error_response("no checkpoint yet") }
+            }},
+            "/v1/audit/stream": { "get": {
+                "operationId": "streamAudit", "summary": "Live Server-Sent Events: `entry` events (id = seq) and `checkpoint` events; resumes after `Last-Event-ID`",
+                "parameters": [ { "$ref": "#/components/parameters/Tenant" },
+                    { "name": "from", "in": "query", "schema": { "type": "integer", "minimum": 0 } },
+                    { "name": "Last-Event-ID", "in": "header", "schema": { "type": "string" } } ],
+                "responses": { "200": { "description": "event stream", "content": { "text/event-stream": { "schema": { "type": "string" } } } },
                     "401": error_response("not authenticated"), "403": error_response("missing permission") }
             }},
             "/v1/secrets": { "get": {

@@ -59,6 +59,8 @@ pub fn router(state: AppState, body_limit: usize) -> Router {
         .route("/v1/audit/checkpoint", get(crate::audit::checkpoint))
         .route("/v1/audit/proofs/consistency", get(crate::audit::consistency))
         .route("/v1/audit/verifier-key", get(crate::audit::verifier_key))
+        .route("/v1/audit/export", get(crate::audit::export))
+        .route("/v1/audit/stream", get(crate::audit::stream))
         .route("/v1/secrets", get(crate::secrets::list))
         .route(
             "/v1/secrets/{*path}",

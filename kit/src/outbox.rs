@@ -66,7 +66,7 @@ pub struct AuditRecord {
 }
 
 /// Substrings of detail keys that would name a secret.
-const SECRET_KEYS: [&str; 7] = ["password", "secret", "token", "private", "seed", "plaintext", "credential"];
+pub const SECRET_KEYS: [&str; 7] = ["password", "secret", "token", "private", "seed", "plaintext", "credential"];
 
 impl AuditRecord {
     pub fn new(service: &str, actor: Actor, action: &str, resource: &str, outcome: Outcome) -> Self {

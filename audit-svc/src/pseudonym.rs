@@ -1,0 +1,181 @@
+//! Keyed pseudonyms of personal data (client IP, user agent, …) appended through
+//! `AuditIngestService`. The raw value never reaches the database: audit-svc replaces it by
+//! `hmac-sha256:<key version>:<base64url(HMAC-SHA-256(key, name ‖ 0x00 ‖ value))>` under the tenant's
+//! pseudonym key. The key is a 256-bit data key from vault-svc (`GenerateDataKey`), stored only
+//! wrapped in `pseudonym_keys` (a transit ciphertext that decrypts only for audit-svc, this tenant
+//! and `purpose=audit.pseudonym`), unwrapped on first use and cached in memory.
+//!
+//! Equal values give equal pseudonyms within a tenant (an auditor can correlate one address's
+//! requests), nothing links tenants, and without the key a pseudonym cannot be reversed or
+//! brute-forced over the small IPv4 space. Shredding the tenant in vault-svc makes every pseudonym
+//! permanently unlinkable; the log, its chain and its proofs stay valid, as they hash the pseudonym.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use hmac::{Hmac, Mac};
+use kit::tenancy::db_error;
+use kit::{ApiError, Db, Tenant};
+use proto::vault::v1 as vault;
+use proto::vault::v1::transit_service_client::TransitServiceClient;
+use sha2::Sha256;
+use tokio::sync::Mutex;
+use uuid::Uuid;
+use zeroize::Zeroizing;
+
+pub type Transit = TransitServiceClient<kit::client::Channel>;
+
+fn call<T>(tenant: &Tenant, msg: T) -> tonic::Request<T> {
+    kit::client::with_context(tonic::Request::new(msg), Some(tenant.slug.as_str()), None, None)
+}
+
+const PURPOSE: (&str, &str) = ("purpose", "audit.pseudonym");
+
+struct Key {
+    version: i32,
+    bytes: Zeroizing<Vec<u8>>,
+}
+
+/// Per-tenant pseudonym keys, unwrapped by vault-svc on first use.
+#[derive(Clone)]
+pub struct Pseudonymizer {
+    db: Db,
+    transit: Option<Transit>,
+    keys: Arc<Mutex<HashMap<Uuid, Arc<Key>>>>,
+}
+
+impl std::fmt::Debug for Pseudonymizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pseudonymizer").finish_non_exhaustive()
+    }
+}
+
+fn context() -> HashMap<String, String> {
+    HashMap::from([(PURPOSE.0.to_owned(), PURPOSE.1.to_owned())])
+}
+
+/// The pseudonym of `value` (named `name`) under `key`.
+pub fn pseudonym(key: &[u8], version: i32, name: &str, value: &str) -> String {
+    // HMAC accepts keys of any length.
+    let mut mac = match Hmac::<Sha256>::new_from_slice(key) {
+        Ok(m) => m,
+        Err(_) => return String::new(),
+    };
+    mac.update(name.as_bytes());
+    mac.update(&[0]);
+    mac.update(value.as_bytes());
+    format!("hmac-sha256:{version}:{}", URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes()))
+}
+
+impl Pseudonymizer {
+    pub fn new(db: Db, transit: Option<Transit>) -> Self {
+        Self { db, transit, keys: Arc::default() }
+    }
+
+    fn transit(&self) -> Result<Transit, ApiError> {
+        self.transit.clone().ok_or_else(|| ApiError::unavailable("NO_VAULT", "upstreams.vault is not configured"))
+    }
+
+    async fn key(&self, tenant: &Tenant) -> Result<Arc<Key>, ApiError> {
+        let mut keys = self.keys.lock().await;
+        if let Some(k) = keys.get(&tenant.id.0) {
+            return Ok(k.clone());
+        }
+        let key = Arc::new(self.load_or_create(tenant).await?);
+        keys.insert(tenant.id.0, key.clone());
+        Ok(key)
+    }
+
+    async fn load_or_create(&self, tenant: &Tenant) -> Result<Key, ApiError> {
+        let mut transit = self.transit()?;
+        let stored = |db: Db| async move {
+            let mut tx = db.begin(tenant).await?;
+            let row: Option<(i32, String)> =
+                sqlx::query_as("SELECT version, wrapped_key FROM pseudonym_keys ORDER BY version DESC LIMIT 1")
+                    .fetch_optional(tx.conn())
+                    .await
+                    .map_err(db_error)?;
+            tx.commit().await?;
+            Ok::<_, ApiError>(row)
+        };
+        let (version, wrapped) = match stored(self.db.clone()).await? {
+            Some(row) => row,
+            None => {
+                let generated = transit
+                    .generate_data_key(call(
+                        tenant,
+                        vault::GenerateDataKeyRequest { context: context(), subject: String::new() },
+                    ))
+                    .await
+                    .map_err(|s| ApiError::from_status(&s))?
+                    .into_inner();
+                drop(Zeroizing::new(generated.plaintext_key));
+                // Two replicas may race: the first insert wins and both use the stored key.
+                let mut tx = self.db.begin(tenant).await?;
+                sqlx::query("INSERT INTO pseudonym_keys (version, wrapped_key) VALUES (1, $1) ON CONFLICT DO NOTHING")
+                    .bind(&generated.wrapped_key)
+                    .execute(tx.conn())
+                    .await
+                    .map_err(db_error)?;
+                tx.commit().await?;
+                stored(self.db.clone())
+                    .await?
+                    .ok_or_else(|| ApiError::internal(&"pseudonym key vanished after insert"))?
+            }
+        };
+        let plain = transit
+            .decrypt(call(
+                tenant,
+                vault::DecryptRequest { ciphertext: wrapped, context: context(), subject: String::new() },
+            ))
+            .await
+            .map_err(|s| ApiError::from_status(&s))?
+            .into_inner();
+        Ok(Key { version, bytes: Zeroizing::new(plain.plaintext) })
+    }
+
+    /// Replaces every value of `personal` by its pseudonym, under the same name.
+    pub async fn apply(
+        &self,
+        tenant: &Tenant,
+        personal: Vec<HashMap<String, String>>,
+    ) -> Result<Vec<Vec<(String, String)>>, ApiError> {
+        if personal.iter().all(HashMap::is_empty) {
+            return Ok(personal.into_iter().map(|_| Vec::new()).collect());
+        }
+        let key = self.key(tenant).await?;
+        Ok(personal
+            .into_iter()
+            .map(|fields| {
+                let mut out: Vec<(String, String)> = fields
+                    .into_iter()
+                    .map(|(name, value)| {
+                        let value = Zeroizing::new(value);
+                        let p = pseudonym(&key.bytes, key.version, &name, &value);
+                        (name, p)
+                    })
+                    .collect();
+                out.sort();
+                out
+            })
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pseudonyms_are_keyed_named_and_stable() {
+        let a = pseudonym(&[1u8; 32], 1, "client_ip", "192.0.2.1");
+        assert_eq!(a, pseudonym(&[1u8; 32], 1, "client_ip", "192.0.2.1"));
+        assert!(a.starts_with("hmac-sha256:1:"));
+        assert!(!a.contains("192.0.2.1"));
+        assert_ne!(a, pseudonym(&[2u8; 32], 1, "client_ip", "192.0.2.1"));
+        assert_ne!(a, pseudonym(&[1u8; 32], 1, "user_agent", "192.0.2.1"));
+        assert_ne!(a, pseudonym(&[1u8; 32], 1, "client_ip", "192.0.2.2"));
+    }
+}

@@ -1,0 +1,171 @@
+//! Retention: each tenant keeps its log for `retention_days` (seven years unless configured).
+//! Pruning deletes only from the front of the log, only entries recorded before the retention
+//! window, and always keeps the last entry; it runs in the database function `audit_prune`
+//! (migration 0005), the only way past the append-only triggers. Merkle nodes and checkpoints stay,
+//! so every checkpoint, every inclusion proof of a remaining entry and every consistency proof
+//! stays valid; a prune mark keeps the chain link the remaining entries continue from. Each prune is
+//! itself recorded in the log (`audit.log.prune`).
+
+use std::time::Duration;
+
+use kit::access::RequestContext;
+use kit::outbox::{Actor, AuditRecord, Outcome};
+use kit::tenancy::db_error;
+use kit::{ApiError, Db, Tenant};
+use proto::audit::v1 as pb;
+use tonic::{Request, Response, Status};
+
+/// Most entries one prune transaction deletes.
+const PRUNE_BATCH: i64 = 100_000;
+const EVERY: Duration = Duration::from_secs(3600);
+
+/// `(retention_days, pruned_below)` of a tenant.
+pub async fn policy(db: &Db, tenant: &Tenant) -> Result<(u32, u64), ApiError> {
+    let mut tx = db.begin(tenant).await?;
+    let (days, below): (Option<i32>, i64) = sqlx::query_as(
+        "SELECT (SELECT retention_days FROM retention_policy), (SELECT coalesce(max(pruned_below), 0) FROM prune_marks)",
+    )
+    .fetch_one(tx.conn())
+    .await
+    .map_err(db_error)?;
+    tx.commit().await?;
+    Ok((days.unwrap_or(2557) as u32, below as u64))
+}
+
+/// Prunes what is beyond retention; returns `(pruned_below before, after)`.
+pub async fn prune(db: &Db, tenant: &Tenant, actor: Actor, request_id: Option<String>) -> Result<(u64, u64), ApiError> {
+    let (_, first) = policy(db, tenant).await?;
+    let mut below = first;
+    loop {
+        let mut tx = db.begin(tenant).await?;
+        let after: i64 = sqlx::query_scalar("SELECT audit_prune($1)")
+            .bind(PRUNE_BATCH)
+            .fetch_one(tx.conn())
+            .await
+            .map_err(db_error)?;
+        let after = after as u64;
+        if after <= below {
+            tx.rollback().await?;
+            return Ok((first, below));
+        }
+        let record = AuditRecord::new(crate::SERVICE, actor.clone(), "audit.log.prune", "audit_log", Outcome::Success)
+            .request_id(request_id.clone())
+            .detail("pruned_from", below)
+            .detail("pruned_below", after);
+        tx.record(record).await?;
+        tx.commit().await?;
+        tracing::info!(tenant = %tenant.slug, from = below, below = after, "audit log pruned beyond retention");
+        below = after;
+    }
+}
+
+/// Prunes every tenant once an hour until `shutdown`.
+pub fn spawn(db: Db, shutdown: kit::server::Shutdown) {
+    let task = tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(EVERY).await;
+            let Ok(tenants) = db.tenants().await else { continue };
+            for tenant in tenants {
+                let provisioned = async {
+                    let mut tx = db.begin(&tenant).await?;
+                    let (ok,): (bool,) = sqlx::query_as("SELECT to_regprocedure('audit_prune(bigint)') IS NOT NULL")
+                        .fetch_one(tx.conn())
+                        .await
+                        .map_err(db_error)?;
+                    tx.rollback().await?;
+                    Ok::<_, ApiError>(ok)
+                };
+                if !matches!(provisioned.await, Ok(true)) {
+                    continue;
+                }
+                if let Err(e) = prune(&db, &tenant, Actor::Service(crate::SERVICE.into()), None).await {
+                    kit::metrics::Metrics::global().event("audit_prune_failed");
+                    tracing::warn!(tenant = %tenant.slug, reason = %e.reason, "audit pruning failed");
+                }
+            }
+        }
+    });
+    let abort = task.abort_handle();
+    tokio::spawn(async move {
+        shutdown.wait().await;
+        abort.abort();
+    });
+}
+
+#[derive(Clone, Debug)]
+pub struct AuditRetention {
+    pub db: Db,
+}
+
+impl AuditRetention {
+    async fn tenant(&self, ctx: &RequestContext) -> Result<Tenant, ApiError> {
+        self.db.authorize_tenant(&ctx.tenant_slug()?, None).await
+    }
+}
+
+fn operator(ctx: &RequestContext) -> Actor {
+    Actor::Service(ctx.caller.identity.name().to_owned())
+}
+
+#[tonic::async_trait]
+impl pb::audit_retention_service_server::AuditRetentionService for AuditRetention {
+    async fn get_retention_policy(
+        &self,
+        request: Request<pb::GetRetentionPolicyRequest>,
+    ) -> Result<Response<pb::RetentionPolicy>, Status> {
+        let ctx = RequestContext::of(&request)?;
+        let tenant = self.tenant(&ctx).await?;
+        let (retention_days, below) = policy(&self.db, &tenant).await?;
+        Ok(Response::new(pb::RetentionPolicy { retention_days, pruned_below: below }))
+    }
+
+    async fn set_retention_policy(
+        &self,
+        request: Request<pb::SetRetentionPolicyRequest>,
+    ) -> Result<Response<pb::RetentionPolicy>, Status> {
+        let ctx = RequestContext::of(&request)?;
+        let req = request.into_inner();
+        if !(1..=36_500).contains(&req.retention_days) {
+            return Err(ApiError::invalid_field("retention_days", "1–36500").into());
+        }
+        let tenant = self.tenant(&ctx).await?;
+        let mut tx = self.db.begin(&tenant).await?;
+        let previous: Option<i32> = sqlx::query_scalar("SELECT retention_days FROM retention_policy")
+            .fetch_optional(tx.conn())
+            .await
+            .map_err(db_error)?;
+        sqlx::query(
+            "INSERT INTO retention_policy (retention_days) VALUES ($1) \
+             ON CONFLICT (tenant_id) DO UPDATE SET retention_days = EXCLUDED.retention_days, updated_at = now()",
+        )
+        .bind(req.retention_days as i32)
+        .execute(tx.conn())
+        .await
+        .map_err(db_error)?;
+        let request_id = Some(req.request_id).filter(|r| !r.is_empty()).or(ctx.request_id.clone());
+        tx.record(
+            AuditRecord::new(
+                crate::SERVICE,
+                operator(&ctx),
+                "audit.retention.set",
+                "retention_policy",
+                Outcome::Success,
+            )
+            .request_id(request_id)
+            .detail("retention_days", req.retention_days)
+            .detail("previous_days", previous),
+        )
+        .await?;
+        tx.commit().await?;
+        let (retention_days, below) = policy(&self.db, &tenant).await?;
+        Ok(Response::new(pb::RetentionPolicy { retention_days, pruned_below: below }))
+    }
+
+    async fn prune_log(&self, request: Request<pb::PruneLogRequest>) -> Result<Response<pb::PruneLogResponse>, Status> {
+        let ctx = RequestContext::of(&request)?;
+        let tenant = self.tenant(&ctx).await?;
+        let request_id = Some(request.into_inner().request_id).filter(|r| !r.is_empty()).or(ctx.request_id.clone());
+        let (from, below) = prune(&self.db, &tenant, operator(&ctx), request_id).await?;
+        Ok(Response::new(pb::PruneLogResponse { pruned_below: below, pruned: below - from }))
+    }
+}

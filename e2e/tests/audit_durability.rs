@@ -1,0 +1,421 @@
+//! The audit log survives its sequencer being killed (SIGKILL of the real audit-svc binary, several
+//! times while it drains a backlog) without losing or doubling an entry, and a shredded data subject
+//! leaves every proof, checkpoint and the chain valid.
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use audit_svc::domain::merkle;
+use e2e::Constellation;
+use kit::outbox::{Actor, AuditRecord, Outcome};
+use kit::{Db, TenantSlug};
+use secrecy::ExposeSecret;
+
+fn binary(name: &str) -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("test exe");
+    let path = exe.parent().and_then(|p| p.parent()).expect("target dir").join(name);
+    assert!(path.is_file(), "{} missing: run `cargo build --workspace --bins` first", path.display());
+    path
+}
+
+async fn count(c: &Constellation, sql: &str) -> i64 {
+    sqlx::query_scalar(sql).fetch_one(&c.db.admin_pool().await).await.expect(sql)
+}
+
+fn spawn_audit(c: &Constellation, config: &std::path::Path) -> Child {
+    let _ = c;
+    Command::new(binary("audit-svc"))
+        .arg("--config")
+        .arg(config)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn audit-svc")
+}
+
+// Multi-threaded: the child process talks to vault-svc served by this process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_audit_svc_mid_batch_loses_and_duplicates_nothing() {
+    let mut c = Constellation::start(false).await;
+    c.create_tenant("alpha").await;
+    let inproc = c.services.remove("audit").expect("audit");
+    inproc.stop().await.expect("stop");
+    let admin = c.db.admin_pool().await;
+    // Whatever was waiting plus a backlog of 20,000 records written as vault-svc would.
+    let vault = Db::connect_lazy(&c.db.runtime_url("vault"), 2).expect("pool");
+    let tenant = vault.tenant(&TenantSlug::parse("alpha").expect("slug")).await.expect("tenant");
+    for chunk in 0..20 {
+        let mut tx = vault.begin(&tenant).await.expect("tx");
+        for i in 0..1000 {
+            let r = AuditRecord::new(
+                "vault",
+                Actor::User("u".into()),
+                "test.event",
+                &format!("k/{chunk}/{i}"),
+                Outcome::Success,
+            );
+            tx.record(r).await.expect("record");
+        }
+        tx.commit().await.expect("commit");
+    }
+    let total = count(&c, "SELECT count(*) FROM t_alpha.audit_log").await
+        + count(&c, "SELECT count(*) FROM t_alpha.audit_outbox").await;
+
+    let dir = tempfile::tempdir().expect("tmp");
+    let config = dir.path().join("audit.toml");
+    let text = format!(
+        r#"env = "development"
+[grpc]
+listen = "127.0.0.1:0"
+[admin]
+listen = "127.0.0.1:0"
+[tls]
+ca = "{ca}"
+cert = "{cert}"
+key = "{key}"
+[database]
+url = "{url}"
+admin_url = "{admin_url}"
+max_connections = 4
+[upstreams]
+auth = "{auth}"
+vault = "{vault}"
+[telemetry]
+log = "error"
+"#,
+        ca = c.pki.path("ca.pem").display(),
+        cert = c.pki.path("audit.pem").display(),
+        key = c.pki.path("audit-key.pem").display(),
+        url = c.db.runtime_url("audit").expose_secret(),
+        admin_url = c.db.admin_url().expose_secret(),
+        vault = kit::testing::https(c.addr("vault")),
+        auth = kit::testing::https(c.addr("auth")),
+    );
+    std::fs::write(&config, text).expect("config");
+
+    // Kill it three times while it drains, each time once it has made progress.
+    let mut kills = 0;
+    for delay_ms in [30u64, 100, 200] {
+        let before = count(&c, "SELECT count(*) FROM t_alpha.audit_log").await;
+        if before == total {
+            break;
+        }
+        let mut child = spawn_audit(&c, &config);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while count(&c, "SELECT count(*) FROM t_alpha.audit_log").await == before {
+            assert!(tokio::time::Instant::now() < deadline, "audit-svc made no progress");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+        child.kill().expect("SIGKILL");
+        child.wait().expect("reaped");
+        let logged = count(&c, "SELECT count(*) FROM t_alpha.audit_log").await;
+        if logged < total {
+            kills += 1;
+        }
+    }
+    assert!(kills >= 1, "at least one kill happened before the backlog was drained");
+    // The killed transactions are gone (the server aborts them when the connection drops).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while count(&c, "SELECT count(*) FROM pg_stat_activity WHERE usename = 'strongroom_audit' AND state <> 'idle'")
+        .await
+        > 0
+    {
+        assert!(tokio::time::Instant::now() < deadline, "killed sessions linger");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // A final run drains the rest.
+    let mut child = spawn_audit(&c, &config);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while count(&c, "SELECT count(*) FROM t_alpha.audit_outbox").await > 0 {
+        assert!(tokio::time::Instant::now() < deadline, "backlog not drained");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    child.kill().expect("kill");
+    child.wait().expect("reaped");
+    let (n, min, max, distinct): (i64, Option<i64>, Option<i64>, i64) =
+        sqlx::query_as("SELECT count(*), min(seq), max(seq), count(DISTINCT event_id) FROM t_alpha.audit_log")
+            .fetch_one(&admin)
+            .await
+            .expect("stats");
+    assert_eq!(n, total, "nothing lost");
+    assert_eq!(distinct, n, "nothing doubled");
+    assert_eq!((min, max), (Some(0), Some(n - 1)), "contiguous");
+    // Outbox order survived the kills.
+    let order: Vec<String> =
+        sqlx::query_scalar("SELECT resource FROM t_alpha.audit_log WHERE resource LIKE 'k/%' ORDER BY seq")
+            .fetch_all(&admin)
+            .await
+            .expect("order");
+    let want: Vec<String> = (0..20).flat_map(|c| (0..1000).map(move |i| format!("k/{c}/{i}"))).collect();
+    assert_eq!(order, want);
+    let audit = Db::connect_lazy(&c.db.runtime_url("audit"), 2).expect("pool");
+    let report = audit_svc::verify::verify(&audit, &tenant).await.expect("verify");
+    assert_eq!(report.first_mismatch, None);
+    assert_eq!(report.checked, n as u64);
+    c.stop().await;
+}
+
+fn req<T>(tenant: &str, msg: T) -> tonic::Request<T> {
+    kit::client::with_context(tonic::Request::new(msg), Some(tenant), None, None)
+}
+
+#[tokio::test]
+async fn a_shredded_subject_leaves_proofs_and_the_chain_valid() {
+    use proto::audit::v1 as pb;
+    use proto::vault::v1 as vpb;
+    let c = Constellation::start(false).await;
+    c.create_tenant("alpha").await;
+    // Personal data enters the entry only as ciphertext under the subject's key.
+    let mut transit = vpb::transit_service_client::TransitServiceClient::new(c.channel_as("ledger", "vault"));
+    let ct = transit
+        .encrypt(req(
+            "alpha",
+            vpb::EncryptRequest {
+                plaintext: b"alice@example.com".to_vec(),
+                context: Default::default(),
+                subject: "alice".into(),
+            },
+        ))
+        .await
+        .expect("encrypt")
+        .into_inner()
+        .ciphertext;
+    let ledger = Db::connect_lazy(&c.db.runtime_url("ledger"), 2).expect("pool");
+    let tenant = ledger.tenant(&TenantSlug::parse("alpha").expect("slug")).await.expect("tenant");
+    let mut tx = ledger.begin(&tenant).await.expect("tx");
+    let record =
+        AuditRecord::new("ledger", Actor::User("alice".into()), "account.open", "account/a1", Outcome::Success)
+            .detail("email_ciphertext", ct.clone());
+    let event_id = record.event_id;
+    tx.record(record).await.expect("record");
+    tx.commit().await.expect("commit");
+
+    let admin = c.db.admin_pool().await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let seq: i64 = loop {
+        if let Some(s) = sqlx::query_scalar("SELECT seq FROM t_alpha.audit_log WHERE event_id = $1")
+            .bind(event_id)
+            .fetch_optional(&admin)
+            .await
+            .expect("seq")
+        {
+            break s;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "not sequenced");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let mut log = pb::audit_log_service_client::AuditLogServiceClient::new(c.channel_as("operator", "audit"));
+    let proved = |log: &mut pb::audit_log_service_client::AuditLogServiceClient<kit::client::Channel>| {
+        let mut log = log.clone();
+        async move {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+            loop {
+                if let Ok(r) = log.get_entry(req("alpha", pb::GetEntryRequest { seq: seq as u64 })).await {
+                    return r.into_inner();
+                }
+                assert!(tokio::time::Instant::now() < deadline, "no checkpoint covering the entry");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    let before = proved(&mut log).await;
+
+    let mut keys =
+        vpb::key_management_service_client::KeyManagementServiceClient::new(c.channel_as("operator", "vault"));
+    keys.shred_subject(req("alpha", vpb::ShredSubjectRequest { subject: "alice".into(), request_id: String::new() }))
+        .await
+        .expect("shred");
+    let err = transit
+        .decrypt(req(
+            "alpha",
+            vpb::DecryptRequest { ciphertext: ct, context: Default::default(), subject: "alice".into() },
+        ))
+        .await
+        .expect_err("shredded");
+    assert_eq!(e2e::reason(&err), "KEY_DESTROYED");
+
+    // The entry still proves into the old checkpoint and a newer one; the log still verifies.
+    let after = proved(&mut log).await;
+    let entry = after.entry.expect("entry");
+    assert_eq!(entry.canonical, before.entry.expect("entry").canonical, "the entry is unchanged");
+    let leaf = merkle::leaf_hash(&entry.canonical);
+    let cp = after.checkpoint.expect("checkpoint");
+    let proof: Vec<merkle::Hash> = after.inclusion_proof.iter().map(|h| h.as_slice().try_into().expect("32")).collect();
+    let root: merkle::Hash = cp.root_hash.as_slice().try_into().expect("32");
+    merkle::verify_inclusion(seq as u64, cp.tree_size, &leaf, &proof, &root).expect("inclusion after shredding");
+    let old = before.checkpoint.expect("checkpoint");
+    let old_root: merkle::Hash = old.root_hash.as_slice().try_into().expect("32");
+    if cp.tree_size > old.tree_size {
+        let p = log
+            .get_consistency_proof(req(
+                "alpha",
+                pb::GetConsistencyProofRequest { from_size: old.tree_size, to_size: cp.tree_size },
+            ))
+            .await
+            .expect("consistency")
+            .into_inner();
+        let p: Vec<merkle::Hash> = p.proof.iter().map(|h| h.as_slice().try_into().expect("32")).collect();
+        merkle::verify_consistency(old.tree_size, cp.tree_size, &old_root, &root, &p).expect("consistent");
+    }
+    let verified = log.verify_log(req("alpha", pb::VerifyLogRequest {})).await.expect("verify").into_inner();
+    assert!(verified.ok, "{verified:?}");
+    c.stop().await;
+}
+
+// Multi-threaded: the CLI runs as a blocking child process while this process serves it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pruning_beyond_retention_keeps_checkpoints_and_proofs_valid() {
+    use proto::audit::v1 as pb;
+    let c = Constellation::start(false).await;
+    c.create_tenant("alpha").await;
+    let vault = Db::connect_lazy(&c.db.runtime_url("vault"), 2).expect("pool");
+    let tenant = vault.tenant(&TenantSlug::parse("alpha").expect("slug")).await.expect("tenant");
+    let mut tx = vault.begin(&tenant).await.expect("tx");
+    for i in 0..50 {
+        tx.record(AuditRecord::new(
+            "vault",
+            Actor::User("u".into()),
+            "test.event",
+            &format!("p/{i}"),
+            Outcome::Success,
+        ))
+        .await
+        .expect("record");
+    }
+    tx.commit().await.expect("commit");
+    let admin = c.db.admin_pool().await;
+    let mut log = pb::audit_log_service_client::AuditLogServiceClient::new(c.channel_as("operator", "audit"));
+    let checkpoint = |at_least: u64| {
+        let mut log = log.clone();
+        async move {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+            loop {
+                if let Ok(cp) = log.get_latest_checkpoint(req("alpha", pb::GetLatestCheckpointRequest {})).await {
+                    let cp = cp.into_inner();
+                    if cp.tree_size >= at_least {
+                        return cp;
+                    }
+                }
+                assert!(tokio::time::Instant::now() < deadline, "no checkpoint of size {at_least}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while count(&c, "SELECT count(*) FROM t_alpha.audit_outbox").await > 0 {
+        assert!(tokio::time::Instant::now() < deadline, "not drained");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let n = count(&c, "SELECT count(*) FROM t_alpha.audit_log").await as u64;
+    let first = checkpoint(n).await;
+
+    // The first 30 entries were recorded ten days ago (recorded_at is not part of the leaf).
+    let mut conn = admin.acquire().await.expect("conn");
+    for stmt in [
+        "ALTER TABLE t_alpha.audit_log DISABLE TRIGGER audit_log_append_only",
+        "UPDATE t_alpha.audit_log SET recorded_at = now() - interval '10 days' WHERE seq < 30",
+        "ALTER TABLE t_alpha.audit_log ENABLE TRIGGER audit_log_append_only",
+    ] {
+        sqlx::query(stmt).execute(&mut *conn).await.expect(stmt);
+    }
+    drop(conn);
+    let mut retention =
+        pb::audit_retention_service_client::AuditRetentionServiceClient::new(c.channel_as("operator", "audit"));
+    let policy = retention
+        .get_retention_policy(req("alpha", pb::GetRetentionPolicyRequest {}))
+        .await
+        .expect("policy")
+        .into_inner();
+    assert_eq!((policy.retention_days, policy.pruned_below), (2557, 0), "seven years by default");
+    // Within retention nothing is pruned.
+    let pruned =
+        retention.prune_log(req("alpha", pb::PruneLogRequest { request_id: String::new() })).await.expect("prune");
+    assert_eq!(pruned.into_inner().pruned, 0);
+    retention
+        .set_retention_policy(req(
+            "alpha",
+            pb::SetRetentionPolicyRequest { retention_days: 5, request_id: String::new() },
+        ))
+        .await
+        .expect("set");
+    let pruned = retention
+        .prune_log(req("alpha", pb::PruneLogRequest { request_id: String::new() }))
+        .await
+        .expect("prune")
+        .into_inner();
+    assert_eq!((pruned.pruned_below, pruned.pruned), (30, 30));
+    assert_eq!(count(&c, "SELECT min(seq) FROM t_alpha.audit_log").await, 30);
+    // Still nobody else deletes: not the superuser, not audit-svc's role directly.
+    let err = sqlx::query("DELETE FROM t_alpha.audit_log WHERE seq = 31").execute(&admin).await.expect_err("delete");
+    assert!(err.to_string().contains("append-only"), "{err}");
+    let audit = Db::connect_lazy(&c.db.runtime_url("audit"), 2).expect("pool");
+    let mut tx = audit.begin(&tenant).await.expect("tx");
+    let err = sqlx::query("DELETE FROM audit_log WHERE seq = 31").execute(tx.conn()).await.expect_err("delete");
+    assert!(err.to_string().contains("permission denied"), "{err}");
+    tx.rollback().await.expect("rollback");
+
+    // The prune is itself recorded; checkpoints and proofs of what remains stay valid.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while count(&c, "SELECT count(*) FROM t_alpha.audit_log WHERE action = 'audit.log.prune'").await == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "prune not recorded");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let size = count(&c, "SELECT max(seq) + 1 FROM t_alpha.audit_log").await as u64;
+    let latest = checkpoint(size).await;
+    let err = log.get_entry(req("alpha", pb::GetEntryRequest { seq: 10 })).await.expect_err("pruned");
+    assert_eq!(err.code(), tonic::Code::NotFound);
+    let got = log.get_entry(req("alpha", pb::GetEntryRequest { seq: 35 })).await.expect("entry").into_inner();
+    let leaf = merkle::leaf_hash(&got.entry.expect("entry").canonical);
+    let proof: Vec<merkle::Hash> = got.inclusion_proof.iter().map(|h| h.as_slice().try_into().expect("32")).collect();
+    let root: merkle::Hash = latest.root_hash.as_slice().try_into().expect("32");
+    merkle::verify_inclusion(35, latest.tree_size, &leaf, &proof, &root).expect("inclusion after pruning");
+    let p = log
+        .get_consistency_proof(req(
+            "alpha",
+            pb::GetConsistencyProofRequest { from_size: first.tree_size, to_size: latest.tree_size },
+        ))
+        .await
+        .expect("consistency")
+        .into_inner();
+    let p: Vec<merkle::Hash> = p.proof.iter().map(|h| h.as_slice().try_into().expect("32")).collect();
+    let first_root: merkle::Hash = first.root_hash.as_slice().try_into().expect("32");
+    merkle::verify_consistency(first.tree_size, latest.tree_size, &first_root, &root, &p).expect("consistent");
+    let report = audit_svc::verify::verify(&audit, &tenant).await.expect("verify");
+    assert_eq!(report.first_mismatch, None);
+
+    // An export (pruned entries as leaves) still verifies offline against the checkpoint.
+    let vk =
+        log.get_verifier_key(req("alpha", pb::GetVerifierKeyRequest {})).await.expect("key").into_inner().verifier_key;
+    let cli = binary("strongroom");
+    let dir = tempfile::tempdir().expect("tmp");
+    let export = dir.path().join("alpha.jsonl");
+    let url = |name: &str| kit::testing::https(c.addr(name));
+    let out = Command::new(&cli)
+        .arg("--ca")
+        .arg(c.pki.path("ca.pem"))
+        .arg("--cert")
+        .arg(c.pki.path("operator.pem"))
+        .arg("--key")
+        .arg(c.pki.path("operator-key.pem"))
+        .args(["--auth", &url("auth"), "--vault", &url("vault"), "--audit", &url("audit"), "--ledger", &url("ledger")])
+        .args(["audit", "export", "--tenant", "alpha", "--out"])
+        .arg(&export)
+        .output()
+        .expect("export");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = std::fs::read_to_string(&export).expect("read");
+    assert!(text.lines().next().is_some_and(|l| l.contains("\"pruned\":true")), "{text}");
+    let out = Command::new(&cli)
+        .args(["audit", "verify", "--export"])
+        .arg(&export)
+        .args(["--verifier-key", &vk])
+        .output()
+        .expect("verify");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    c.stop().await;
+}

@@ -1,0 +1,532 @@
+//! Audit ingestion and reading against real services: `AppendBatch` (idempotent, pseudonymized),
+//! the gateway recording requests, filtered queries, JSON Lines export and the live stream (gRPC and
+//! Server-Sent Events).
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use audit_svc::domain::merkle;
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use e2e::Constellation;
+use kit::testing::TestSigner;
+use proto::audit::v1 as pb;
+use proto::audit::v1::audit_ingest_service_client::AuditIngestServiceClient;
+use proto::audit::v1::audit_log_service_client::AuditLogServiceClient;
+
+fn req<T>(tenant: &str, token: Option<&str>, msg: T) -> tonic::Request<T> {
+    kit::client::with_context(tonic::Request::new(msg), Some(tenant), None, token)
+}
+
+fn event(actor: &str, action: &str, resource: &str, outcome: &str, request_id: &str) -> pb::Event {
+    pb::Event {
+        event_id: uuid::Uuid::now_v7().to_string(),
+        occurred_at: None,
+        actor: actor.into(),
+        action: action.into(),
+        resource: resource.into(),
+        outcome: outcome.into(),
+        request_id: request_id.into(),
+        trace_id: String::new(),
+        details_json: r#"{"status":200}"#.into(),
+        personal: HashMap::new(),
+    }
+}
+
+async fn count(c: &Constellation, sql: &str) -> i64 {
+    sqlx::query_scalar(sql).fetch_one(&c.db.admin_pool().await).await.expect(sql)
+}
+
+/// Waits until `sql` (a count) reaches `want`.
+async fn wait_count(c: &Constellation, sql: &str, want: i64) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let n = count(c, sql).await;
+        if n >= want {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{sql}: {n} < {want}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn drained(c: &Constellation) -> i64 {
+    wait_count(c, "SELECT (count(*) = 0)::int::int8 FROM t_alpha.audit_outbox", 1).await;
+    count(c, "SELECT count(*) FROM t_alpha.audit_log").await
+}
+
+async fn checkpoint_at_least(c: &Constellation, size: i64) -> pb::Checkpoint {
+    let mut log = AuditLogServiceClient::new(c.channel_as("operator", "audit"));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(cp) = log.get_latest_checkpoint(req("alpha", None, pb::GetLatestCheckpointRequest {})).await {
+            let cp = cp.into_inner();
+            if cp.tree_size as i64 >= size {
+                return cp;
+            }
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no checkpoint of size {size}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn append_batch_is_idempotent_sequenced_and_pseudonymized() {
+    let c = Constellation::start(false).await;
+    c.create_tenant("alpha").await;
+    c.create_tenant("bravo").await;
+    let mut ingest = AuditIngestServiceClient::new(c.channel_as("gateway", "audit"));
+    let mut events = Vec::new();
+    for i in 0..3 {
+        let mut e = event("user:alice", "gateway.request", &format!("route:PUT /x/{i}"), "success", &format!("r{i}"));
+        e.personal = HashMap::from([
+            ("client_ip".to_owned(), "192.0.2.7".to_owned()),
+            ("user_agent".to_owned(), format!("agent-{}", i % 2)),
+        ]);
+        events.push(e);
+    }
+    let batch = pb::AppendBatchRequest { events: events.clone(), request_id: "b1".into() };
+    let first = ingest.append_batch(req("alpha", None, batch.clone())).await.expect("append").into_inner();
+    assert_eq!(first.accepted, 3);
+    // A retry with the same event ids, while queued and after sequencing, adds nothing.
+    let again = ingest.append_batch(req("alpha", None, batch.clone())).await.expect("retry").into_inner();
+    assert_eq!(again.accepted, 0);
+    let n = drained(&c).await;
+    let again = ingest.append_batch(req("alpha", None, batch.clone())).await.expect("retry").into_inner();
+    assert_eq!(again.accepted, 0);
+    assert_eq!(drained(&c).await, n);
+    let ids: Vec<uuid::Uuid> = events.iter().map(|e| uuid::Uuid::parse_str(&e.event_id).expect("id")).collect();
+    let rows: Vec<(String, serde_json::Value, Vec<u8>)> = sqlx::query_as(
+        "SELECT service, details, canonical FROM t_alpha.audit_log WHERE event_id = ANY($1) ORDER BY seq",
+    )
+    .bind(&ids)
+    .fetch_all(&c.db.admin_pool().await)
+    .await
+    .expect("rows");
+    assert_eq!(rows.len(), 3, "each event exactly once");
+    for (service, details, canonical) in &rows {
+        // The verified caller's name, not audit-svc's.
+        assert_eq!(service, "gateway");
+        let ip = details["client_ip"].as_str().expect("ip pseudonym");
+        assert!(ip.starts_with("hmac-sha256:1:"), "{ip}");
+        assert!(!String::from_utf8_lossy(canonical).contains("192.0.2.7"), "the raw IP is never stored");
+        assert!(!String::from_utf8_lossy(canonical).contains("agent-"), "the raw user agent is never stored");
+        assert_eq!(details["status"], 200);
+    }
+    // Equal values give equal pseudonyms within the tenant; different values differ.
+    assert_eq!(rows[0].1["client_ip"], rows[1].1["client_ip"]);
+    assert_eq!(rows[0].1["user_agent"], rows[2].1["user_agent"]);
+    assert_ne!(rows[0].1["user_agent"], rows[1].1["user_agent"]);
+    // Another tenant's key gives another pseudonym of the same address.
+    let mut e = event("user:bob", "gateway.request", "route:PUT /x", "success", "r");
+    e.personal = HashMap::from([("client_ip".to_owned(), "192.0.2.7".to_owned())]);
+    let bravo_id = uuid::Uuid::parse_str(&e.event_id).expect("id");
+    ingest
+        .append(req("bravo", None, pb::AppendRequest { event: Some(e), request_id: "b2".into() }))
+        .await
+        .expect("bravo");
+    wait_count(&c, &format!("SELECT count(*) FROM t_bravo.audit_log WHERE event_id = '{bravo_id}'"), 1).await;
+    let other: serde_json::Value =
+        sqlx::query_scalar(&format!("SELECT details FROM t_bravo.audit_log WHERE event_id = '{bravo_id}'"))
+            .fetch_one(&c.db.admin_pool().await)
+            .await
+            .expect("bravo row");
+    assert_ne!(other["client_ip"], rows[0].1["client_ip"]);
+    // The pseudonym key is stored only wrapped by vault-svc.
+    let wrapped: String = sqlx::query_scalar("SELECT wrapped_key FROM t_alpha.pseudonym_keys")
+        .fetch_one(&c.db.admin_pool().await)
+        .await
+        .expect("key");
+    assert!(wrapped.starts_with("srv1:"), "{wrapped}");
+
+    // Bad events are refused whole; a secret-looking detail key too; other services may not append.
+    let mut bad = event("user:alice", "gateway.request", "r", "success", "");
+    bad.details_json = r#"{"session_token":"x"}"#.into();
+    let err = ingest
+        .append_batch(req("alpha", None, pb::AppendBatchRequest { events: vec![bad], request_id: String::new() }))
+        .await
+        .expect_err("secret key");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    let mut vault_as = AuditIngestServiceClient::new(c.channel_as("vault", "audit"));
+    let err = vault_as.append_batch(req("alpha", None, batch)).await.expect_err("vault identity");
+    assert_eq!(err.code(), tonic::Code::PermissionDenied);
+    c.stop().await;
+}
+
+#[tokio::test]
+async fn filtered_queries_page_through_matching_entries() {
+    let c = Constellation::start(true).await;
+    let alpha = c.create_tenant("alpha").await;
+    let mut ingest = AuditIngestServiceClient::new(c.channel_as("operator", "audit"));
+    let mut events = Vec::new();
+    for i in 0..30 {
+        let actor = if i % 3 == 0 { "user:carol" } else { "user:dave" };
+        let outcome = if i % 5 == 0 { "denied" } else { "success" };
+        events.push(event(
+            actor,
+            if i % 2 == 0 { "x.write" } else { "x.read" },
+            &format!("doc/{}", i % 4),
+            outcome,
+            &format!("req-{i}"),
+        ));
+    }
+    let before = drained(&c).await;
+    ingest
+        .append_batch(req("alpha", None, pb::AppendBatchRequest { events, request_id: String::new() }))
+        .await
+        .expect("append");
+    wait_count(&c, "SELECT count(*) FROM t_alpha.audit_log", before + 30).await;
+    let log = AuditLogServiceClient::new(c.channel_as("operator", "audit"));
+    let list = |r: pb::ListEntriesRequest| {
+        let mut log = log.clone();
+        async move { log.list_entries(req("alpha", None, r)).await.expect("list").into_inner() }
+    };
+    let fields = |e: &pb::Entry| -> serde_json::Value { serde_json::from_slice(&e.canonical).expect("json") };
+
+    // actor AND action, paged by 3 with page tokens.
+    let mut seen = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = list(pb::ListEntriesRequest {
+            page_size: 3,
+            page_token: token.clone(),
+            actor: "user:carol".into(),
+            action: "x.write".into(),
+            ..Default::default()
+        })
+        .await;
+        for e in &page.entries {
+            let f = fields(e);
+            assert_eq!(f["actor"], "user:carol");
+            assert_eq!(f["action"], "x.write");
+            seen.push(e.seq);
+        }
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    // i ≡ 0 mod 6 in 0..30: 0, 6, 12, 18, 24.
+    assert_eq!(seen.len(), 5);
+    assert!(seen.windows(2).all(|w| w[0] < w[1]));
+    let denied =
+        list(pb::ListEntriesRequest { outcome: "denied".into(), resource: "doc/0".into(), ..Default::default() }).await;
+    // i ≡ 0 mod 5 and i ≡ 0 mod 4: 0, 20.
+    assert_eq!(denied.entries.len(), 2);
+    let one = list(pb::ListEntriesRequest { request_id: "req-17".into(), ..Default::default() }).await;
+    assert_eq!(one.entries.len(), 1);
+    assert_eq!(fields(&one.entries[0])["request_id"], "req-17");
+    // A time window in the future matches nothing; one around now matches everything new.
+    let now = chrono::Utc::now();
+    let ts = |t: chrono::DateTime<chrono::Utc>| prost_types::Timestamp { seconds: t.timestamp(), nanos: 0 };
+    let none =
+        list(pb::ListEntriesRequest { start_time: Some(ts(now + chrono::Duration::hours(1))), ..Default::default() })
+            .await;
+    assert!(none.entries.is_empty());
+    let recent = list(pb::ListEntriesRequest {
+        start_time: Some(ts(now - chrono::Duration::minutes(5))),
+        end_time: Some(ts(now + chrono::Duration::minutes(5))),
+        actor: "user:dave".into(),
+        page_size: 1000,
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(recent.entries.len(), 20);
+
+    // The same through the gateway's query parameters.
+    let signer = TestSigner::generate();
+    signer.publish(&c.db.admin_pool().await).await;
+    let auditor = format!("Bearer {}", signer.sign(&TestSigner::claims(alpha, "auditor")));
+    let (status, _, page) = c
+        .gateway_get(
+            "/v1/audit/events?actor=user:carol&action=x.write&page_size=2",
+            &[("x-strongroom-tenant", "alpha"), ("authorization", &auditor)],
+        )
+        .await
+        .expect("gateway");
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(page["events"].as_array().expect("events").len(), 2);
+    assert_eq!(page["events"][0]["fields"]["actor"], "user:carol");
+    assert!(page["next_from"].is_u64());
+    let start = (now - chrono::Duration::minutes(5)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let (status, _, page) = c
+        .gateway_get(
+            &format!("/v1/audit/events?outcome=denied&resource=doc/0&start={start}"),
+            &[("x-strongroom-tenant", "alpha"), ("authorization", &auditor)],
+        )
+        .await
+        .expect("gateway");
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(page["events"].as_array().expect("events").len(), 2);
+    let (status, _, body) = c
+        .gateway_get(
+            "/v1/audit/events?start=yesterday",
+            &[("x-strongroom-tenant", "alpha"), ("authorization", &auditor)],
+        )
+        .await
+        .expect("gateway");
+    assert_eq!(status, 400, "{body}");
+    c.stop().await;
+}
+
+#[tokio::test]
+async fn the_gateway_records_state_changing_and_refused_requests() {
+    let c = Constellation::start(true).await;
+    let alpha = c.create_tenant("alpha").await;
+    let signer = TestSigner::generate();
+    signer.publish(&c.db.admin_pool().await).await;
+    let mut claims = TestSigner::claims(alpha, "alice");
+    claims["permissions"] = serde_json::json!(["vault.secrets.write", "vault.secrets.read"]);
+    let writer = format!("Bearer {}", signer.sign(&claims));
+    claims["permissions"] = serde_json::json!(["vault.secrets.read"]);
+    let reader = format!("Bearer {}", signer.sign(&claims));
+    let body = serde_json::to_vec(&serde_json::json!({ "value": "v1" })).expect("json");
+    let put = |auth: String, rid: &'static str| {
+        let c = &c;
+        let body = body.clone();
+        async move {
+            let headers = [
+                ("x-strongroom-tenant", "alpha"),
+                ("content-type", "application/json"),
+                ("x-request-id", rid),
+                ("authorization", auth.as_str()),
+                ("user-agent", "e2e-agent/1.0"),
+            ];
+            c.gateway_request(http::Method::PUT, "/v1/secrets/app/db", &headers, body).await.expect("put").0
+        }
+    };
+    assert_eq!(put(writer.clone(), "rec-put-ok").await, 200);
+    assert_eq!(put(reader.clone(), "rec-put-403").await, 403);
+    let (status, _, _) = c
+        .gateway_get("/v1/secrets/app/db", &[("x-strongroom-tenant", "alpha"), ("x-request-id", "rec-get-401")])
+        .await
+        .expect("get");
+    assert_eq!(status, 401);
+    let (status, _, _) = c
+        .gateway_get(
+            "/v1/secrets/app/db",
+            &[("x-strongroom-tenant", "alpha"), ("x-request-id", "rec-get-ok"), ("authorization", &writer)],
+        )
+        .await
+        .expect("get");
+    assert_eq!(status, 200);
+
+    let q = "SELECT count(*) FROM t_alpha.audit_log WHERE service = 'gateway'";
+    wait_count(&c, q, 3).await;
+    let rows: Vec<(String, String, String, String, Option<String>, serde_json::Value)> = sqlx::query_as(
+        "SELECT actor, action, resource, outcome, request_id, details FROM t_alpha.audit_log WHERE service = 'gateway' ORDER BY seq",
+    )
+    .fetch_all(&c.db.admin_pool().await)
+    .await
+    .expect("rows");
+    let by_id: HashMap<String, _> = rows.iter().map(|r| (r.4.clone().unwrap_or_default(), r)).collect();
+    assert!(!by_id.contains_key("rec-get-ok"), "a successful read is not a state change");
+    let ok = by_id.get("rec-put-ok").expect("recorded put");
+    assert_eq!(ok.0, "user:alice");
+    assert_eq!(ok.1, "gateway.request");
+    assert_eq!(ok.2, "route:PUT /v1/secrets/{*path}");
+    assert_eq!(ok.3, "success");
+    assert_eq!(ok.5["status"], 200);
+    assert_eq!(ok.5["method"], "PUT");
+    assert_eq!(ok.5["route"], "/v1/secrets/{*path}");
+    assert_eq!(ok.5["description"], "store a secret version");
+    assert!(ok.5["client_ip"].as_str().is_some_and(|p| p.starts_with("hmac-sha256:")));
+    assert!(ok.5["user_agent"].as_str().is_some_and(|p| p.starts_with("hmac-sha256:")));
+    let denied = by_id.get("rec-put-403").expect("recorded 403");
+    assert_eq!(
+        (denied.0.as_str(), denied.1.as_str(), denied.3.as_str()),
+        ("user:alice", "gateway.request.refused", "denied")
+    );
+    let anon = by_id.get("rec-get-401").expect("recorded 401");
+    assert_eq!((anon.0.as_str(), anon.3.as_str()), ("anonymous", "denied"));
+    assert_eq!(anon.5["status"], 401);
+    // Nothing was lost or counted as failed.
+    c.stop().await;
+}
+
+/// Reads a Server-Sent Events response until `done` says so (or 20 s pass); returns the raw text.
+async fn read_sse(c: &Constellation, path: &str, headers: &[(&str, &str)], done: impl Fn(&str) -> bool) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let ca = std::fs::read(c.pki.path("ca.pem")).expect("ca");
+    let cfg = kit::tls::ca_only_client_config(&ca, &[b"http/1.1"]).expect("tls");
+    let addr = c.gateway.as_ref().expect("gateway").grpc;
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let name = rustls_pki_types::ServerName::try_from("localhost").expect("name");
+    let mut tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg)).connect(name, tcp).await.expect("tls");
+    let mut head = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nAccept: text/event-stream\r\n");
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    tls.write_all(head.as_bytes()).await.expect("write");
+    let mut text = String::new();
+    let mut buf = [0u8; 8192];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !done(&text) {
+        let n = tokio::time::timeout_at(deadline, tls.read(&mut buf)).await.expect("sse in time").expect("read");
+        assert!(n > 0, "stream ended: {text}");
+        text.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    text
+}
+
+fn sse_ids(text: &str) -> Vec<u64> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix("id: ").or_else(|| l.strip_prefix("id:")))
+        .filter_map(|v| v.trim().parse().ok())
+        .collect()
+}
+
+#[tokio::test]
+async fn export_and_live_stream_resume_and_carry_checkpoints() {
+    use futures::StreamExt;
+    let c = Constellation::start(true).await;
+    let alpha = c.create_tenant("alpha").await;
+    let mut ingest = AuditIngestServiceClient::new(c.channel_as("operator", "audit"));
+    let events: Vec<_> = (0..20).map(|i| event("user:eve", "x.write", &format!("d/{i}"), "success", "")).collect();
+    ingest
+        .append_batch(req("alpha", None, pb::AppendBatchRequest { events, request_id: String::new() }))
+        .await
+        .expect("append");
+    let n = drained(&c).await;
+    let cp = checkpoint_at_least(&c, n).await;
+
+    // gRPC export of a range: the entries, then the checkpoint.
+    let mut log = AuditLogServiceClient::new(c.channel_as("operator", "audit"));
+    let mut items = log
+        .export_entries(req("alpha", None, pb::ExportEntriesRequest { from_seq: 2, to_seq: 9 }))
+        .await
+        .expect("export")
+        .into_inner();
+    let mut seqs = Vec::new();
+    let mut last_checkpoint = None;
+    while let Some(item) = items.next().await {
+        match item.expect("item").item.expect("some") {
+            pb::stream_item::Item::Entry(e) => seqs.push(e.seq),
+            pb::stream_item::Item::Checkpoint(c) => last_checkpoint = Some(c),
+        }
+    }
+    assert_eq!(seqs, (2..9).collect::<Vec<_>>());
+    assert!(last_checkpoint.is_some_and(|c| c.tree_size >= 9));
+    let err = log
+        .export_entries(req("alpha", None, pb::ExportEntriesRequest { from_seq: 0, to_seq: cp.tree_size + 1000 }))
+        .await
+        .expect_err("beyond the checkpoint");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+
+    // Gateway export: JSON Lines in the offline verifier's format.
+    let signer = TestSigner::generate();
+    signer.publish(&c.db.admin_pool().await).await;
+    let auditor = format!("Bearer {}", signer.sign(&TestSigner::claims(alpha, "auditor")));
+    let ca = std::fs::read(c.pki.path("ca.pem")).expect("ca");
+    let cfg = kit::tls::ca_only_client_config(&ca, &[b"http/1.1"]).expect("tls");
+    let (status, headers, body) = kit::tls::https_request(
+        cfg,
+        http::Method::GET,
+        &format!("{}/v1/audit/export?from=0&to={}", c.gateway_url(), cp.tree_size),
+        &[("x-strongroom-tenant", "alpha"), ("authorization", &auditor)],
+        Vec::new(),
+    )
+    .await
+    .expect("export");
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(headers["content-type"], "application/jsonl");
+    let text = String::from_utf8(body).expect("utf8");
+    let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).expect("json line")).collect();
+    assert_eq!(lines.len() as u64, cp.tree_size + 1);
+    let mut leaves = Vec::new();
+    let mut chain = [0u8; 32];
+    for (i, line) in lines[..lines.len() - 1].iter().enumerate() {
+        assert_eq!(line["seq"], i as u64);
+        let canonical = B64.decode(line["canonical"].as_str().expect("c")).expect("b64");
+        let leaf = merkle::leaf_hash(&canonical);
+        assert_eq!(B64.encode(leaf), line["leaf_hash"]);
+        chain = merkle::chain_hash(&chain, &leaf);
+        assert_eq!(B64.encode(chain), line["chain_hash"]);
+        leaves.push(leaf);
+    }
+    let note = lines.last().expect("last")["checkpoint"].as_str().expect("checkpoint line").to_owned();
+    let get = |l: u8, i: u64| -> Option<merkle::Hash> {
+        // Perfect subtrees from the leaves (test-only, O(n)).
+        let width = 1usize << l;
+        let start = (i as usize) * width;
+        let slice = leaves.get(start..start + width)?;
+        let mut level: Vec<merkle::Hash> = slice.to_vec();
+        while level.len() > 1 {
+            level = level.chunks(2).map(|p| merkle::node_hash(&p[0], &p[1])).collect();
+        }
+        level.first().copied()
+    };
+    let root = merkle::root(cp.tree_size, &get).expect("root");
+    assert!(note.contains(&B64.encode(root)), "the checkpoint commits to the exported entries");
+
+    // gRPC live stream: the backlog from 5, a checkpoint, then entries appended later, live.
+    let mut live = log
+        .stream_entries(req("alpha", None, pb::StreamEntriesRequest { from_seq: 5 }))
+        .await
+        .expect("stream")
+        .into_inner();
+    let mut next = 5;
+    let mut saw_checkpoint = false;
+    while next < cp.tree_size || !saw_checkpoint {
+        match tokio::time::timeout(Duration::from_secs(10), live.next())
+            .await
+            .expect("in time")
+            .expect("open")
+            .expect("ok")
+            .item
+        {
+            Some(pb::stream_item::Item::Entry(e)) => {
+                assert_eq!(e.seq, next, "in order, no gaps");
+                next += 1;
+            }
+            Some(pb::stream_item::Item::Checkpoint(c)) => {
+                assert!(c.tree_size <= next, "a checkpoint comes after the entries it covers");
+                saw_checkpoint = true;
+            }
+            None => {}
+        }
+    }
+    let more: Vec<_> = (0..3).map(|i| event("user:eve", "x.write", &format!("late/{i}"), "success", "")).collect();
+    ingest
+        .append_batch(req("alpha", None, pb::AppendBatchRequest { events: more, request_id: String::new() }))
+        .await
+        .expect("append");
+    let target = cp.tree_size + 3;
+    let mut late_checkpoint = false;
+    while next < target || !late_checkpoint {
+        match tokio::time::timeout(Duration::from_secs(10), live.next())
+            .await
+            .expect("live in time")
+            .expect("open")
+            .expect("ok")
+            .item
+        {
+            Some(pb::stream_item::Item::Entry(e)) => {
+                assert_eq!(e.seq, next);
+                next += 1;
+            }
+            Some(pb::stream_item::Item::Checkpoint(c)) => late_checkpoint = c.tree_size >= target,
+            None => {}
+        }
+    }
+    drop(live);
+
+    // Server-Sent Events: from a sequence number, then resumed with Last-Event-ID.
+    let auth = [("x-strongroom-tenant", "alpha"), ("authorization", auditor.as_str())];
+    let text = read_sse(&c, "/v1/audit/stream?from=0", &auth, |t| {
+        sse_ids(t).last().is_some_and(|l| *l + 1 >= target) && t.contains("event: checkpoint")
+    })
+    .await;
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(text.to_ascii_lowercase().contains("content-type: text/event-stream"), "{text}");
+    let ids = sse_ids(&text);
+    assert_eq!(ids, (0..ids.len() as u64).collect::<Vec<_>>());
+    assert!(text.contains("event: entry"));
+    let resumed = read_sse(&c, "/v1/audit/stream", &[auth[0], auth[1], ("last-event-id", "10")], |t| {
+        sse_ids(t).last().is_some_and(|l| *l + 1 >= target)
+    })
+    .await;
+    assert_eq!(sse_ids(&resumed).first(), Some(&11), "resumes after Last-Event-ID");
+    c.stop().await;
+}
