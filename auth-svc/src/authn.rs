@@ -646,7 +646,7 @@ impl pb::authentication_service_server::AuthenticationService for Authn {
         let (id, user, scopes, expires_at) = row.ok_or_else(unknown)?;
         let (_, held) = crate::rbac::effective(&mut tx, user).await?;
         tx.commit().await?;
-        let permissions = scopes.into_iter().filter(|s| held.contains(s)).collect();
+        let permissions = scopes.into_iter().filter(|s| crate::rbac::covers(&held, s)).collect();
         Ok(Response::new(pb::IntrospectApiKeyResponse {
             tenant_id: tenant.id.0.to_string(),
             key_id: id.to_string(),

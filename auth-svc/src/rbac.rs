@@ -29,10 +29,14 @@ pub const PERMISSIONS: &[&str] = &[
     "vault.secrets.write",
     "vault.secrets.reveal",
     "vault.secrets.destroy",
+    "ledger.ledgers.create",
     "ledger.accounts.create",
     "ledger.accounts.read",
+    "ledger.accounts.read.own",
     "ledger.transfers.create",
+    "ledger.transfers.create.own",
     "ledger.transfers.read",
+    "ledger.transfers.read.own",
     "ledger.receipts.verify",
 ];
 
@@ -43,9 +47,14 @@ pub fn check_known(permissions: &[String]) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// Whether `held` covers `permission`: itself, or, for an owner-scoped `X.own`, the unscoped `X`.
+pub fn covers(held: &[String], permission: &str) -> bool {
+    held.iter().any(|h| h == permission) || permission.strip_suffix(".own").is_some_and(|p| held.iter().any(|h| h == p))
+}
+
 /// Refuses handing out permissions the granter does not hold.
 pub fn check_subset(granted: &[String], held: &[String]) -> Result<(), ApiError> {
-    if let Some(p) = granted.iter().find(|p| !held.contains(p)) {
+    if let Some(p) = granted.iter().find(|p| !covers(held, p)) {
         return Err(ApiError::permission_denied(
             "PRIVILEGE_ESCALATION",
             format!("cannot grant {p}, which the caller does not hold"),
@@ -85,6 +94,14 @@ mod tests {
         assert!(check_subset(&["users.read".to_owned()], &held).is_ok());
         let e = check_subset(&["users.delete".to_owned()], &held).expect_err("escalation");
         assert_eq!(e.reason, "PRIVILEGE_ESCALATION");
+    }
+
+    #[test]
+    fn an_unscoped_permission_covers_its_own_scoped_form() {
+        let held = vec!["ledger.accounts.read".to_owned()];
+        assert!(check_subset(&["ledger.accounts.read.own".to_owned()], &held).is_ok());
+        let own_only = vec!["ledger.accounts.read.own".to_owned()];
+        assert!(check_subset(&["ledger.accounts.read".to_owned()], &own_only).is_err());
     }
 
     #[test]

@@ -86,8 +86,14 @@ impl Throttle {
 
     async fn conn(&self) -> Result<ConnectionManager, ApiError> {
         let conn = tokio::time::timeout(
-            Duration::from_secs(3),
-            self.conn.get_or_try_init(|| async { ConnectionManager::new(self.client.clone()).await }),
+            Duration::from_secs(5),
+            self.conn.get_or_try_init(|| async {
+                // The crate's defaults (500 ms per response) are too tight for a loaded host.
+                let cfg = redis::aio::ConnectionManagerConfig::new()
+                    .set_response_timeout(Some(Duration::from_secs(2)))
+                    .set_connection_timeout(Some(Duration::from_secs(2)));
+                ConnectionManager::new_with_config(self.client.clone(), cfg).await
+            }),
         )
         .await
         .map_err(unavailable)?

@@ -16,7 +16,7 @@ use axum::extract::{ConnectInfo, MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
 use kit::metrics::Metrics;
-use kit::principal::{TokenVerifier, bearer};
+use kit::principal::TokenVerifier;
 use proto::audit::v1 as pb;
 use proto::audit::v1::audit_ingest_service_client::AuditIngestServiceClient;
 use tokio::sync::mpsc;
@@ -102,11 +102,8 @@ pub async fn record(State(recorder): State<Recorder>, req: Request, next: Next) 
     let path = req.uri().path().to_owned();
     let headers = req.headers();
     let tenant = headers.get(kit::access::TENANT_HEADER).and_then(|v| v.to_str().ok()).map(str::to_owned);
-    let token = headers
-        .get(http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(bearer)
-        .map(|t| Zeroizing::new(t.to_owned()));
+    // The bearer token, or the browser's session cookie.
+    let token = crate::browser::request_token(headers).map(|t| Zeroizing::new(t.to_owned()));
     let user_agent = headers
         .get(http::header::USER_AGENT)
         .and_then(|v| v.to_str().ok())
@@ -175,6 +172,9 @@ pub async fn record(State(recorder): State<Recorder>, req: Request, next: Next) 
 async fn actor(verifier: &TokenVerifier, p: &mut Pending) {
     let Some(token) = p.token.take() else { return };
     match verifier.verify(&token).await {
+        Ok(principal) if principal.amr.iter().any(|m| m == "api_key") => {
+            p.event.actor = format!("api_key:{}", principal.token_id)
+        }
         Ok(principal) => p.event.actor = format!("user:{}", principal.subject),
         Err(e) => {
             // A refused token names nobody; say why it named nobody.

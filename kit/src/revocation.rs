@@ -60,8 +60,14 @@ impl Revocations {
 
     async fn conn(&self) -> Result<ConnectionManager, ApiError> {
         let conn = tokio::time::timeout(
-            TIMEOUT,
-            self.conn.get_or_try_init(|| async { ConnectionManager::new(self.client.clone()).await }),
+            2 * TIMEOUT,
+            self.conn.get_or_try_init(|| async {
+                // The crate's defaults (500 ms per response) are too tight for a loaded host.
+                let cfg = redis::aio::ConnectionManagerConfig::new()
+                    .set_response_timeout(Some(TIMEOUT))
+                    .set_connection_timeout(Some(TIMEOUT));
+                ConnectionManager::new_with_config(self.client.clone(), cfg).await
+            }),
         )
         .await
         .map_err(unavailable)?

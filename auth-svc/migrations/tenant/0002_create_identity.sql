@@ -199,14 +199,14 @@ INSERT INTO roles (name, description, permissions, builtin) VALUES
         'users.read', 'users.write', 'users.suspend', 'users.delete', 'roles.read', 'roles.write', 'roles.grant',
         'groups.read', 'groups.write', 'sessions.read', 'sessions.revoke', 'api_keys.create', 'api_keys.read',
         'api_keys.revoke', 'tenant.policy.write', 'audit.events.read', 'vault.secrets.read', 'vault.secrets.write',
-        'vault.secrets.reveal', 'vault.secrets.destroy', 'ledger.accounts.create', 'ledger.accounts.read',
-        'ledger.transfers.create', 'ledger.transfers.read', 'ledger.receipts.verify'], true),
+        'vault.secrets.reveal', 'vault.secrets.destroy', 'ledger.ledgers.create', 'ledger.accounts.create',
+        'ledger.accounts.read', 'ledger.transfers.create', 'ledger.transfers.read', 'ledger.receipts.verify'], true),
     ('admin', 'Manages users, groups, roles, API keys, secrets and the ledger', ARRAY[
         'users.read', 'users.write', 'users.suspend', 'users.delete', 'roles.read', 'roles.write', 'roles.grant',
         'groups.read', 'groups.write', 'sessions.read', 'sessions.revoke', 'api_keys.create', 'api_keys.read',
         'api_keys.revoke', 'vault.secrets.read', 'vault.secrets.write', 'vault.secrets.reveal',
-        'ledger.accounts.create', 'ledger.accounts.read', 'ledger.transfers.create', 'ledger.transfers.read',
-        'ledger.receipts.verify'], true),
+        'ledger.ledgers.create', 'ledger.accounts.create', 'ledger.accounts.read', 'ledger.transfers.create',
+        'ledger.transfers.read', 'ledger.receipts.verify'], true),
     ('security_admin', 'Suspends users, revokes sessions and keys, reads the audit trail', ARRAY[
         'users.read', 'users.suspend', 'roles.read', 'groups.read', 'sessions.read', 'sessions.revoke',
         'api_keys.read', 'api_keys.revoke', 'tenant.policy.write', 'audit.events.read'], true),
@@ -216,7 +216,8 @@ INSERT INTO roles (name, description, permissions, builtin) VALUES
     ('operator', 'Runs the business: ledger transfers and secrets', ARRAY[
         'vault.secrets.read', 'vault.secrets.write', 'vault.secrets.reveal', 'ledger.accounts.create',
         'ledger.accounts.read', 'ledger.transfers.create', 'ledger.transfers.read', 'api_keys.create'], true),
-    ('member', 'Uses the platform', ARRAY[
-        'vault.secrets.read', 'ledger.accounts.read', 'ledger.transfers.read', 'ledger.transfers.create',
+    ('member', 'Uses the platform: sees and moves only the ledger accounts it owns', ARRAY[
+        'vault.secrets.read', 'ledger.accounts.read.own', 'ledger.transfers.read.own', 'ledger.transfers.create.own',
         'api_keys.create'], true),
-    ('viewer', 'Reads', ARRAY['vault.secrets.read', 'ledger.accounts.read', 'ledger.transfers.read'], true);
+    ('viewer', 'Reads; in the ledger only the accounts it owns', ARRAY[
+        'vault.secrets.read', 'ledger.accounts.read.own', 'ledger.transfers.read.own'], true);
