@@ -10,6 +10,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "strongroom/auth/v1/tenants.proto",
         "strongroom/auth/v1/keys.proto",
         "strongroom/auth/v1/identity.proto",
+        "strongroom/auth/v1/authn.proto",
+        "strongroom/auth/v1/directory.proto",
         "strongroom/vault/v1/secrets.proto",
         "strongroom/vault/v1/transit.proto",
         "strongroom/vault/v1/keys.proto",

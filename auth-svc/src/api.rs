@@ -28,6 +28,7 @@ fn tenant_pb(t: &Tenant) -> pb::Tenant {
 pub struct Tenants {
     pub db: Db,
     pub migrator: Migrator,
+    pub core: crate::core::Core,
 }
 
 #[tonic::async_trait]
@@ -51,7 +52,21 @@ impl pb::tenant_service_server::TenantService for Tenants {
         .request_id((!req.request_id.is_empty()).then_some(req.request_id).or(ctx.request_id));
         self.migrator.provision(&tenant, Some(audit)).await.map_err(|e| ApiError::internal(&e))?;
         tracing::info!(tenant = %slug, created, "tenant registered");
-        Ok(Response::new(pb::CreateTenantResponse { tenant: Some(tenant_pb(&tenant)), created }))
+        let (mut owner_id, mut owner_password) = (String::new(), String::new());
+        if !req.owner_email.is_empty() {
+            let mut tx = self.db.begin(&tenant).await?;
+            if let Some((id, password)) = crate::directory::create_owner(&self.core, &mut tx, &req.owner_email).await? {
+                owner_id = id.to_string();
+                owner_password = password.to_string();
+            }
+            tx.commit().await?;
+        }
+        Ok(Response::new(pb::CreateTenantResponse {
+            tenant: Some(tenant_pb(&tenant)),
+            created,
+            owner_password,
+            owner_id,
+        }))
     }
 
     async fn get_tenant(
@@ -62,6 +77,82 @@ impl pb::tenant_service_server::TenantService for Tenants {
             .map_err(|_| ApiError::invalid_field("slug", "must match ^[a-z][a-z0-9_]{2,39}$"))?;
         let tenant = self.db.tenant(&slug).await?;
         Ok(Response::new(pb::GetTenantResponse { tenant: Some(tenant_pb(&tenant)) }))
+    }
+
+    async fn suspend_tenant(
+        &self,
+        request: Request<pb::SuspendTenantRequest>,
+    ) -> Result<Response<pb::GetTenantResponse>, Status> {
+        let reason = request.get_ref().reason.trim().to_owned();
+        if reason.is_empty() || reason.chars().count() > 500 {
+            return Err(ApiError::invalid_field("reason", "1 to 500 characters").into());
+        }
+        Ok(Response::new(self.set_status(request, "suspended", "tenant.suspend", Some(reason)).await?))
+    }
+
+    async fn reactivate_tenant(
+        &self,
+        request: Request<pb::GetTenantRequest>,
+    ) -> Result<Response<pb::GetTenantResponse>, Status> {
+        Ok(Response::new(self.set_status(request, "active", "tenant.reactivate", None).await?))
+    }
+}
+
+impl Tenants {
+    async fn set_status<T: SlugOf>(
+        &self,
+        request: Request<T>,
+        status: &str,
+        action: &str,
+        reason: Option<String>,
+    ) -> Result<pb::GetTenantResponse, ApiError> {
+        let ctx = RequestContext::of(&request)?;
+        let slug = TenantSlug::parse(request.get_ref().slug())
+            .map_err(|_| ApiError::invalid_field("slug", "must match ^[a-z][a-z0-9_]{2,39}$"))?;
+        let tenant = self.db.tenant(&slug).await?;
+        if tenant.status == TenantStatus::Terminated {
+            return Err(ApiError::failed_precondition("TENANT_TERMINATED", "the tenant is terminated"));
+        }
+        let mut tx = self.db.begin(&tenant).await?;
+        sqlx::query("UPDATE control.tenants SET status = $2 WHERE id = $1")
+            .bind(tenant.id.0)
+            .bind(status)
+            .execute(tx.conn())
+            .await
+            .map_err(kit::tenancy::db_error)?;
+        let mut record = AuditRecord::new(
+            SERVICE,
+            Actor::Service(ctx.caller.identity.name().to_owned()),
+            action,
+            &format!("tenant/{slug}"),
+            Outcome::Success,
+        )
+        .request_id(ctx.request_id);
+        if let Some(reason) = reason {
+            record = record.detail("reason", reason);
+        }
+        tx.record(record).await?;
+        tx.commit().await?;
+        let tenant = self.db.tenant(&slug).await?;
+        tracing::info!(tenant = %slug, status, "tenant status changed");
+        Ok(pb::GetTenantResponse { tenant: Some(tenant_pb(&tenant)) })
+    }
+}
+
+/// Requests that name a tenant by slug.
+trait SlugOf {
+    fn slug(&self) -> &str;
+}
+
+impl SlugOf for pb::SuspendTenantRequest {
+    fn slug(&self) -> &str {
+        &self.slug
+    }
+}
+
+impl SlugOf for pb::GetTenantRequest {
+    fn slug(&self) -> &str {
+        &self.slug
     }
 }
 

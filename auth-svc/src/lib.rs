@@ -2,7 +2,17 @@
 //! lands, users, sessions and tokens. It never stores a secret in plaintext nor logs a credential.
 
 pub mod api;
+pub mod authn;
+pub mod config;
+pub mod core;
+pub mod directory;
+pub mod passwords;
+pub mod rbac;
+pub mod sessions;
 pub mod store;
+pub mod throttle;
+pub mod tokens;
+pub mod totp;
 
 use std::future::Future;
 
@@ -10,38 +20,84 @@ use kit::Identity;
 use kit::migrate::MigrationSet;
 use kit::server::{Api, Listeners, ServeError};
 
+pub use config::AuthSettings;
+
 pub const SERVICE: &str = "auth";
 
 pub const MIGRATIONS: MigrationSet = MigrationSet {
     service: SERVICE,
-    control: &[kit::migration!("control", "0001_create_signing_keys")],
-    tenant: &[kit::migration!("tenant", "0001_create_tenant_policy")],
+    control: &[
+        kit::migration!("control", "0001_create_signing_keys"),
+        kit::migration!("control", "0002_create_api_key_index"),
+    ],
+    tenant: &[
+        kit::migration!("tenant", "0001_create_tenant_policy"),
+        kit::migration!("tenant", "0002_create_identity"),
+    ],
 };
 
 /// Runs auth-svc until `shutdown`.
 pub async fn run(
-    config: kit::config::ServiceConfig,
+    config: kit::config::ServiceConfig<AuthSettings>,
     listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
-    kit::server::run_service(SERVICE, MIGRATIONS, config, listeners, shutdown, |ctx| {
+    config.validate().map_err(ServeError::Config)?;
+    let (config, settings) = config.split();
+    let redis_url =
+        settings.redis_url.clone().ok_or_else(|| ServeError::Config("service.redis_url is required".into()))?;
+    let throttle = throttle::Throttle::new(&redis_url).map_err(ServeError::Config)?;
+    let revocations = kit::revocation::Revocations::new(&redis_url).map_err(ServeError::Config)?;
+    let workers =
+        settings.hash_workers.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2));
+    let hasher = passwords::Hasher::new(workers, settings.hash_queue).map_err(|e| ServeError::Config(e.to_string()))?;
+    let settings = std::sync::Arc::new(settings);
+    kit::server::run_service(SERVICE, MIGRATIONS, config, listeners, shutdown, move |ctx| {
         use proto::auth::v1::{
+            access_service_server::AccessServiceServer, authentication_service_server::AuthenticationServiceServer,
             identity_service_server::IdentityServiceServer, keys_service_server::KeysServiceServer,
-            tenant_service_server::TenantServiceServer,
+            session_service_server::SessionServiceServer, tenant_service_server::TenantServiceServer,
+            user_service_server::UserServiceServer,
         };
-        let tenants = api::Tenants { db: ctx.db.clone(), migrator: ctx.migrator.clone() };
+        let cfg = &ctx.config;
+        let vault_url = cfg.upstreams.vault.clone().ok_or("upstreams.vault is required (TOTP seeds, signing keys)")?;
+        let vault = kit::client::channel(
+            &ctx.certs,
+            &vault_url,
+            &Identity::new(Identity::VAULT).map_err(|e| e.to_string())?,
+            cfg.upstreams.timeout(),
+        )
+        .map_err(|e| e.to_string())?;
+        let signer = tokens::Signer::new(
+            vault.clone(),
+            cfg.jwt.issuer.clone(),
+            cfg.jwt.audience.clone(),
+            std::time::Duration::from_secs(settings.signing_key_publish_ahead_secs),
+        );
+        let core = core::Core { db: ctx.db.clone(), hasher, throttle, signer, revocations, vault, settings };
+        let tenants = api::Tenants { db: ctx.db.clone(), migrator: ctx.migrator.clone(), core: core.clone() };
         let keys = api::Keys { db: ctx.db.clone() };
         let identity = api::IdentityApi { db: ctx.db.clone() };
+        const FRONT: &[&str] = &[Identity::GATEWAY, Identity::OPERATOR];
+        const SERVICES: &[&str] =
+            &[Identity::GATEWAY, Identity::OPERATOR, Identity::VAULT, Identity::AUDIT, Identity::LEDGER];
         Ok(Api::new()
+            .service(AuthenticationServiceServer::new(authn::Authn { core: core.clone() }))
+            .allow("/strongroom.auth.v1.AuthenticationService/*", FRONT)
+            .allow_any_peer("/strongroom.auth.v1.AuthenticationService/IntrospectApiKey")
+            .service(UserServiceServer::new(directory::Users { core: core.clone() }))
+            .allow("/strongroom.auth.v1.UserService/*", FRONT)
+            .service(AccessServiceServer::new(directory::Access { core: core.clone() }))
+            .allow("/strongroom.auth.v1.AccessService/*", FRONT)
+            .allow("/strongroom.auth.v1.AccessService/CheckPermission", SERVICES)
+            .service(SessionServiceServer::new(sessions::Sessions { core }))
+            .allow("/strongroom.auth.v1.SessionService/*", FRONT)
             .service(TenantServiceServer::new(tenants))
             .allow("/strongroom.auth.v1.TenantService/*", &[Identity::OPERATOR])
             .service(KeysServiceServer::new(keys))
             .allow_any_peer("/strongroom.auth.v1.KeysService/GetJwks")
             .service(IdentityServiceServer::new(identity))
-            .allow(
-                "/strongroom.auth.v1.IdentityService/WhoAmI",
-                &[Identity::GATEWAY, Identity::OPERATOR, Identity::VAULT, Identity::AUDIT, Identity::LEDGER],
-            ))
+            .allow("/strongroom.auth.v1.IdentityService/WhoAmI", SERVICES))
     })
     .await
 }

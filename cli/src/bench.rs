@@ -27,16 +27,20 @@ pub struct Options {
     pub size: usize,
 }
 
-struct Phase {
-    name: &'static str,
-    ops: usize,
-    elapsed: Duration,
-    latencies: Vec<Duration>,
-    errors: usize,
+pub(crate) struct Phase {
+    pub(crate) name: &'static str,
+    pub(crate) ops: usize,
+    pub(crate) elapsed: Duration,
+    pub(crate) latencies: Vec<Duration>,
+    pub(crate) errors: usize,
 }
 
 impl Phase {
-    fn report(&mut self) -> serde_json::Value {
+    pub(crate) fn new(name: &'static str) -> Self {
+        Self { name, ops: 0, elapsed: Duration::ZERO, latencies: Vec::new(), errors: 0 }
+    }
+
+    pub(crate) fn report(&mut self) -> serde_json::Value {
         self.latencies.sort_unstable();
         let pct = |p: f64| {
             if self.latencies.is_empty() {
@@ -157,7 +161,7 @@ pub async fn vault(opts: &Options) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn tls(pki: &Path, name: &str) -> TlsConfig {
+pub(crate) fn tls(pki: &Path, name: &str) -> TlsConfig {
     TlsConfig {
         ca: pki.join("ca.pem"),
         cert: pki.join(format!("{name}.pem")),
@@ -229,6 +233,42 @@ where
     }
     phase.elapsed = started.elapsed();
     (phase, outputs)
+}
+
+/// Runs `op(worker)` in a loop on `opts.concurrency` workers until the phase's time is up.
+pub(crate) async fn run_workers<F, Fut>(name: &'static str, opts: &Options, op: F) -> Phase
+where
+    F: Fn(usize) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<(), tonic::Status>> + Send,
+{
+    let started = Instant::now();
+    let deadline = started + opts.duration;
+    let workers: Vec<_> = (0..opts.concurrency)
+        .map(|w| {
+            let op = op.clone();
+            tokio::spawn(async move {
+                let (mut lat, mut errors) = (Vec::new(), 0usize);
+                while Instant::now() < deadline {
+                    let t = Instant::now();
+                    match op(w).await {
+                        Ok(()) => lat.push(t.elapsed()),
+                        Err(_) => errors += 1,
+                    }
+                }
+                (lat, errors)
+            })
+        })
+        .collect();
+    let mut phase = Phase::new(name);
+    for w in workers {
+        if let Ok((lat, errors)) = w.await {
+            phase.ops += lat.len();
+            phase.latencies.extend(lat);
+            phase.errors += errors;
+        }
+    }
+    phase.elapsed = started.elapsed();
+    phase
 }
 
 /// Secret reveal through the secrets API, as the gateway calls it: each reveal reads, decrypts and

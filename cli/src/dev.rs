@@ -15,6 +15,9 @@ use serde_json::json;
 
 use crate::ops::{Endpoints, create_tenant};
 
+/// The demo tenant's first owner; the generated password goes to `D/demo-owner.json` (0600).
+const DEMO_OWNER: &str = "owner@demo.example";
+
 const SERVICES: [&str; 4] = ["auth", "vault", "audit", "ledger"];
 
 /// Everything `dev up` started; stopped in reverse order when dropped.
@@ -82,6 +85,14 @@ impl Drop for Stack {
     fn drop(&mut self) {
         self.shutdown();
     }
+}
+
+/// A fresh `browser.csrf_key` for the gateway: standard base64 of 32 random bytes.
+fn csrf_key() -> anyhow::Result<String> {
+    use base64::Engine;
+    let mut key = [0u8; 32];
+    getrandom::fill(&mut key).map_err(|e| anyhow!("random csrf key: {e}"))?;
+    Ok(base64::engine::general_purpose::STANDARD.encode(key))
 }
 
 fn free_port() -> anyhow::Result<u16> {
@@ -392,11 +403,15 @@ pub async fn up(dir: &Path) -> anyhow::Result<()> {
             "database": { "url": with_user(&admin_url, &format!("strongroom_{name}"))?, "admin_url": admin_url, "max_connections": 5 },
             "upstreams": upstreams,
             "telemetry": telemetry,
+            "jwt": { "revocations_url": redis_url },
         });
         let env = if *name == "vault" {
             config["service"] = vault_settings.clone();
             vault_env.clone()
         } else {
+            if *name == "auth" {
+                config["service"] = json!({ "redis_url": redis_url });
+            }
             Vec::new()
         };
         let path = configs.join(format!("{name}.toml"));
@@ -409,10 +424,18 @@ pub async fn up(dir: &Path) -> anyhow::Result<()> {
         "http": { "listen": format!("127.0.0.1:{gateway_port}") },
         "admin": { "listen": format!("127.0.0.1:{}", free_port()?) },
         "tls": tls(&pki, "gateway"),
+        "browser": { "csrf_key": csrf_key()?, "allowed_origins": [format!("https://127.0.0.1:{gateway_port}")] },
         "upstreams": upstreams,
         "redis": { "url": redis_url },
         "telemetry": telemetry,
+        "jwt": { "revocations_url": redis_url },
     });
+    // Benchmarks from one loopback address would only measure the per-IP limits.
+    let mut gateway_config = gateway_config;
+    if std::env::var("STRONGROOM_DEV_RATE_LIMITS").is_ok_and(|v| v == "off") {
+        gateway_config["rate_limits"] = json!({ "enabled": false });
+        println!("strongroom dev up: gateway rate limits are OFF (STRONGROOM_DEV_RATE_LIMITS=off)");
+    }
     let gateway_path = configs.join("gateway.toml");
     kit::pki::write_private(&gateway_path, &toml::to_string(&gateway_config)?)?;
     spawn(&mut stack, &bin_dir, "gateway", &gateway_path, &logs, &[])?;
@@ -433,7 +456,11 @@ pub async fn up(dir: &Path) -> anyhow::Result<()> {
     let ca = pki.join("ca.pem");
     let startup = async {
         wait_ready(&mut stack, &endpoints, &gateway, &ca).await?;
-        create_tenant(&endpoints, "demo").await.context("provisioning tenant demo")?;
+        let demo = create_tenant(&endpoints, "demo", Some(DEMO_OWNER)).await.context("provisioning tenant demo")?;
+        if let Some(password) = demo["owner"]["password"].as_str() {
+            let owner = json!({ "tenant": "demo", "email": DEMO_OWNER, "password": password });
+            kit::pki::write_private(&dir.join("demo-owner.json"), &serde_json::to_string_pretty(&owner)?)?;
+        }
         let doc =
             json!({ "gateway": gateway, "auth": url(0), "vault": url(1), "audit": url(2), "ledger": url(3), "ca": ca });
         std::fs::write(dir.join("endpoints.json"), serde_json::to_string_pretty(&doc)?)?;

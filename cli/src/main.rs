@@ -4,6 +4,7 @@
 
 mod audit;
 mod bench;
+mod bench_auth;
 mod dev;
 mod ledger;
 mod ops;
@@ -101,6 +102,16 @@ enum BenchCommand {
         #[arg(long, default_value_t = 1000)]
         accounts: usize,
     },
+    /// Password logins next to the raw argon2id rate, refresh grants, and `GET /v1/me` through the
+    /// gateway (start `dev up` with `STRONGROOM_DEV_RATE_LIMITS=off`, or the gateway's per-IP limits
+    /// are what gets measured).
+    Auth {
+        #[arg(long, default_value_t = 32)]
+        concurrency: usize,
+        /// Seconds per phase (1–120).
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+    },
     /// Transit encrypt/decrypt over mTLS gRPC, next to the in-process AEAD rate.
     Vault {
         #[arg(long, default_value = "demo")]
@@ -136,8 +147,14 @@ enum DevCommand {
 
 #[derive(Subcommand, Debug)]
 enum TenantCommand {
-    /// Registers a tenant and provisions every service for it (idempotent).
-    Create { slug: String },
+    /// Registers a tenant and provisions every service for it (idempotent). With
+    /// `--owner-email`, also creates the tenant's first owner and prints their generated password
+    /// once (only when the tenant has no user yet).
+    Create {
+        slug: String,
+        #[arg(long)]
+        owner_email: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -180,6 +197,17 @@ fn main() -> ExitCode {
                     }
                 }
             }
+            Command::Bench { command: BenchCommand::Auth { concurrency, seconds } } => {
+                let endpoints = cli.conn.resolve()?;
+                let opts = bench::Options {
+                    dev_dir: cli.conn.dev_dir.clone(),
+                    tenant: String::new(),
+                    concurrency: concurrency.clamp(1, 256),
+                    duration: std::time::Duration::from_secs(seconds.clamp(1, 120)),
+                    size: 0,
+                };
+                bench_auth::auth(&opts, &endpoints).await
+            }
             Command::Bench { command: BenchCommand::Vault { tenant, concurrency, seconds, size } } => {
                 let opts = bench::Options {
                     dev_dir: cli.conn.dev_dir.clone(),
@@ -205,9 +233,9 @@ fn main() -> ExitCode {
                 };
                 ledger::bench(&opts).await
             }
-            Command::Tenant { command: TenantCommand::Create { slug } } => {
+            Command::Tenant { command: TenantCommand::Create { slug, owner_email } } => {
                 let endpoints = cli.conn.resolve()?;
-                let tenant = ops::create_tenant(&endpoints, &slug).await?;
+                let tenant = ops::create_tenant(&endpoints, &slug, owner_email.as_deref()).await?;
                 println!("{}", serde_json::to_string(&tenant)?);
                 Ok(())
             }

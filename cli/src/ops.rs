@@ -78,14 +78,23 @@ fn channel(certs: &CertStore, url: &str, name: &str) -> anyhow::Result<kit::clie
         .with_context(|| format!("{name} at {url}"))
 }
 
-/// Registers `slug` with auth-svc, then provisions vault, audit and ledger for it.
-pub async fn create_tenant(endpoints: &Endpoints, slug: &str) -> anyhow::Result<serde_json::Value> {
+/// Registers `slug` with auth-svc (with a first owner when `owner_email` is given and the tenant
+/// has no user yet), then provisions vault, audit and ledger for it.
+pub async fn create_tenant(
+    endpoints: &Endpoints,
+    slug: &str,
+    owner_email: Option<&str>,
+) -> anyhow::Result<serde_json::Value> {
     let certs = CertStore::load(&endpoints.tls).context("operator certificate")?;
     let request_id = uuid::Uuid::new_v4().to_string();
     let mut tenants =
         proto::auth::v1::tenant_service_client::TenantServiceClient::new(channel(&certs, &endpoints.auth, "auth")?);
     let created = tenants
-        .create_tenant(proto::auth::v1::CreateTenantRequest { slug: slug.to_owned(), request_id: request_id.clone() })
+        .create_tenant(proto::auth::v1::CreateTenantRequest {
+            slug: slug.to_owned(),
+            request_id: request_id.clone(),
+            owner_email: owner_email.unwrap_or_default().to_owned(),
+        })
         .await
         .map_err(|s| anyhow!("auth: {}", kit::ApiError::from_status(&s)))?
         .into_inner();
@@ -102,5 +111,13 @@ pub async fn create_tenant(endpoints: &Endpoints, slug: &str) -> anyhow::Result<
             .await
             .map_err(|s| anyhow!("{name}: {}", kit::ApiError::from_status(&s)))?;
     }
-    Ok(serde_json::json!({ "id": tenant.id, "slug": tenant.slug, "created": created.created }))
+    let mut out = serde_json::json!({ "id": tenant.id, "slug": tenant.slug, "created": created.created });
+    if !created.owner_password.is_empty() {
+        out["owner"] = serde_json::json!({
+            "id": created.owner_id,
+            "email": owner_email.unwrap_or_default(),
+            "password": created.owner_password,
+        });
+    }
+    Ok(out)
 }

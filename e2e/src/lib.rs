@@ -160,7 +160,17 @@ fn spawn_with(
     let (stop, shutdown) = shutdown_pair();
     let task = tokio::spawn(async move {
         let r = match name {
-            "auth" => auth_svc::run(cfg, listeners, shutdown).await,
+            "auth" => {
+                let settings = auth_svc::AuthSettings {
+                    redis_url: Some(kit::testing::redis_url().into()),
+                    // Tests see keys rotate without waiting out the JWKS cache.
+                    signing_key_publish_ahead_secs: 0,
+                    // Short, so tests see a reuse after the grace window quickly.
+                    refresh_grace_secs: 2,
+                    ..Default::default()
+                };
+                auth_svc::run(cfg.with_settings(settings), listeners, shutdown).await
+            }
             "vault" => vault_svc::run(cfg.with_settings(vault_settings), listeners, shutdown).await,
             "audit" => audit_svc::run(cfg, listeners, shutdown).await,
             _ => ledger_svc::run(cfg, listeners, shutdown).await,
@@ -248,19 +258,38 @@ impl Constellation {
     }
 
     async fn start_gateway(&mut self) {
+        self.start_gateway_with(|_| {}).await;
+    }
+
+    /// Starts the gateway with its test configuration changed by `adjust` (for a constellation
+    /// started without one), and waits until it is ready.
+    pub async fn start_gateway_with(&mut self, adjust: impl FnOnce(&mut gateway::GatewayConfig)) {
         let (http, http_addr) = listener().await;
         let (admin, admin_addr) = listener().await;
-        let cfg = gateway::GatewayConfig {
+        let mut cfg = gateway::GatewayConfig {
+            // Its own Redis keys, so that tests running in parallel do not share buckets.
+            rate_limits: gateway::RateLimitConfig {
+                key_prefix: format!("strongroom:test:{}:rl:", uuid::Uuid::new_v4().simple()),
+                ..Default::default()
+            },
+            browser: gateway::BrowserConfig {
+                csrf_key: Some(gateway::browser::generate_csrf_key().expect("csrf key").into()),
+                allowed_origins: vec![https(http_addr)],
+            },
             env: kit::config::Environment::Development,
-            http: gateway::HttpConfig { listen: http_addr, body_limit_bytes: 64 * 1024 },
+            http: gateway::HttpConfig { listen: http_addr, body_limit_bytes: 64 * 1024, public_url: None },
             admin: kit::config::ListenConfig { listen: admin_addr },
             tls: self.pki.tls("gateway"),
             upstreams: self.upstreams.clone(),
             redis: gateway::RedisConfig { url: kit::testing::redis_url().into() },
             telemetry: Default::default(),
-            jwt: Default::default(),
+            jwt: kit::config::JwtConfig {
+                revocations_url: Some(kit::testing::redis_url().into()),
+                ..Default::default()
+            },
             shutdown_grace_ms: 5_000,
         };
+        adjust(&mut cfg);
         let (stop, shutdown) = shutdown_pair();
         let task = tokio::spawn(async move {
             gateway::run(cfg, gateway::GatewayListeners { http, admin }, shutdown).await.map_err(|e| e.to_string())
@@ -293,12 +322,22 @@ impl Constellation {
 
     /// Registers `slug` with auth-svc and provisions the other services; returns the tenant id.
     pub async fn create_tenant(&self, slug: &str) -> uuid::Uuid {
+        self.register(slug, "").await.0
+    }
+
+    /// Registers `slug` with a first owner `email`; returns `(tenant id, owner id, password)`.
+    pub async fn create_tenant_with_owner(&self, slug: &str, email: &str) -> (uuid::Uuid, String, String) {
+        self.register(slug, email).await
+    }
+
+    async fn register(&self, slug: &str, owner_email: &str) -> (uuid::Uuid, String, String) {
         let mut auth =
             proto::auth::v1::tenant_service_client::TenantServiceClient::new(self.channel_as("operator", "auth"));
         let created = auth
             .create_tenant(proto::auth::v1::CreateTenantRequest {
                 slug: slug.into(),
                 request_id: uuid::Uuid::new_v4().to_string(),
+                owner_email: owner_email.into(),
             })
             .await
             .expect("create tenant")
@@ -306,7 +345,8 @@ impl Constellation {
         for name in ["vault", "audit", "ledger"] {
             self.provision(name, slug).await.expect("provision");
         }
-        uuid::Uuid::parse_str(&created.tenant.expect("tenant").id).expect("uuid")
+        let id = uuid::Uuid::parse_str(&created.tenant.expect("tenant").id).expect("uuid");
+        (id, created.owner_id, created.owner_password)
     }
 
     pub async fn provision(

@@ -174,6 +174,37 @@ async fn dev_up_from_nothing_serves_and_cleans_up() {
         .await
         .expect("demo tenant");
     assert_eq!(tenant.into_inner().tenant.expect("tenant").slug, "demo");
+    // Its owner's generated password is in D/demo-owner.json (0600), and it logs in.
+    let owner_file = dir.path().join("demo-owner.json");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&owner_file).expect("demo-owner.json").permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let owner: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&owner_file).expect("owner")).expect("json");
+    assert_eq!(owner["email"], "owner@demo.example");
+    let channel = kit::client::channel(
+        &certs,
+        endpoints["auth"].as_str().expect("auth"),
+        &kit::Identity::new("auth").expect("id"),
+        Duration::from_secs(10),
+    )
+    .expect("channel");
+    let login = proto::auth::v1::authentication_service_client::AuthenticationServiceClient::new(channel)
+        .login(proto::auth::v1::LoginRequest {
+            tenant: "demo".into(),
+            email: "owner@demo.example".into(),
+            password: owner["password"].as_str().expect("password").into(),
+            client: None,
+        })
+        .await
+        .expect("owner login")
+        .into_inner();
+    match login.result {
+        Some(proto::auth::v1::login_response::Result::Tokens(t)) => assert!(t.mfa_enrollment_required),
+        other => panic!("expected tokens, got {other:?}"),
+    }
 
     let state: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.path().join("dev-state.json")).expect("state"))

@@ -12,9 +12,13 @@ use tonic_health::pb::health_client::HealthClient;
 async fn graceful_shutdown_finishes_an_in_flight_call() {
     let c = Constellation::start(false).await;
     let mut auth = proto::auth::v1::tenant_service_client::TenantServiceClient::new(c.channel_as("operator", "auth"));
-    auth.create_tenant(proto::auth::v1::CreateTenantRequest { slug: "slow".into(), request_id: String::new() })
-        .await
-        .expect("create");
+    auth.create_tenant(proto::auth::v1::CreateTenantRequest {
+        slug: "slow".into(),
+        request_id: String::new(),
+        ..Default::default()
+    })
+    .await
+    .expect("create");
 
     // Hold the tenant's provisioning lock so vault's ProvisionTenant stays in flight.
     let admin = c.db.admin_pool().await;

@@ -83,9 +83,13 @@ async fn concurrent_provisionings_apply_each_migration_once() {
     // A second vault replica, started before the tenant exists so its start-up migrates nothing.
     let replica = c.start_replica("vault").await;
     let mut auth = proto::auth::v1::tenant_service_client::TenantServiceClient::new(c.channel_as("operator", "auth"));
-    auth.create_tenant(proto::auth::v1::CreateTenantRequest { slug: "gamma".into(), request_id: String::new() })
-        .await
-        .expect("create");
+    auth.create_tenant(proto::auth::v1::CreateTenantRequest {
+        slug: "gamma".into(),
+        request_id: String::new(),
+        ..Default::default()
+    })
+    .await
+    .expect("create");
     let other = kit::testing::channel(&c.pki, "operator", replica.grpc, "vault");
     let mut replica_client =
         proto::common::v1::tenant_provisioning_service_client::TenantProvisioningServiceClient::new(other);
@@ -121,9 +125,13 @@ async fn every_start_rolls_migrations_through_all_tenants() {
     let c = Constellation::start(false).await;
     // Registered with auth only: ledger was "down" for it.
     let mut auth = proto::auth::v1::tenant_service_client::TenantServiceClient::new(c.channel_as("operator", "auth"));
-    auth.create_tenant(proto::auth::v1::CreateTenantRequest { slug: "delta".into(), request_id: String::new() })
-        .await
-        .expect("create");
+    auth.create_tenant(proto::auth::v1::CreateTenantRequest {
+        slug: "delta".into(),
+        request_id: String::new(),
+        ..Default::default()
+    })
+    .await
+    .expect("create");
     let admin = c.db.admin_pool().await;
     let exists = || sqlx::query_scalar::<_, bool>("SELECT to_regclass('t_delta.ledgers') IS NOT NULL");
     assert!(!exists().fetch_one(&admin).await.expect("check"));
@@ -143,7 +151,11 @@ async fn hostile_slugs_are_refused_before_sql() {
     let mut auth = proto::auth::v1::tenant_service_client::TenantServiceClient::new(c.channel_as("operator", "auth"));
     for slug in ["a; drop schema control", "../x", "Upper", long.as_str(), "x'); DROP TABLE control.tenants; --", ""] {
         let err = auth
-            .create_tenant(proto::auth::v1::CreateTenantRequest { slug: slug.into(), request_id: String::new() })
+            .create_tenant(proto::auth::v1::CreateTenantRequest {
+                slug: slug.into(),
+                request_id: String::new(),
+                ..Default::default()
+            })
             .await
             .expect_err(slug);
         assert_eq!(err.code(), tonic::Code::InvalidArgument, "{slug}");

@@ -115,6 +115,19 @@ async fn secrets_round_trip_with_one_audit_record_per_reveal() {
     assert_eq!(f.outbox_count("t_alpha", "vault.secret.reveal", "denied").await, 1);
     assert_eq!(f.outbox_count("t_alpha", "vault.secret.reveal", "success").await, 2);
 
+    // Step-up: a session whose second factor is older than ten minutes (or absent) must renew it.
+    for mfa_time in [serde_json::json!(chrono::Utc::now().timestamp() - 3600), serde_json::Value::Null] {
+        let mut claims = TestSigner::claims(f.alpha, "alice");
+        claims["permissions"] = serde_json::json!(ALL);
+        claims["mfa_time"] = mfa_time;
+        let stale = f.signer.sign(&claims);
+        let err = f.reveal("alpha", &stale, "brokers/ib/api-key", 0).await.expect_err("step-up required");
+        assert_eq!(err.code(), tonic::Code::FailedPrecondition);
+        assert_eq!(reason(&err), "STEP_UP_REQUIRED");
+    }
+    assert_eq!(f.outbox_count("t_alpha", "vault.secret.reveal", "denied").await, 3);
+    assert_eq!(f.outbox_count("t_alpha", "vault.secret.reveal", "success").await, 2);
+
     // A reason is required.
     let msg = pb::RevealSecretRequest { path: "brokers/ib/api-key".into(), version: 0, reason: " ".into() };
     let err = f.secrets().reveal_secret(f.req("alpha", &token, msg)).await.expect_err("no reason");

@@ -14,6 +14,10 @@ pub struct HttpConfig {
     /// Largest accepted request body.
     #[serde(default = "default_body_limit")]
     pub body_limit_bytes: usize,
+    /// The gateway's public base URL (e.g. `https://api.example.com`), for
+    /// `/.well-known/openid-configuration`; default: the token issuer.
+    #[serde(default)]
+    pub public_url: Option<String>,
 }
 
 fn default_body_limit() -> usize {
@@ -43,6 +47,10 @@ pub struct GatewayConfig {
     pub jwt: JwtConfig,
     #[serde(default = "default_shutdown_ms")]
     pub shutdown_grace_ms: u64,
+    #[serde(default)]
+    pub rate_limits: crate::ratelimit::RateLimitConfig,
+    #[serde(default)]
+    pub browser: crate::browser::BrowserConfig,
 }
 
 fn default_shutdown_ms() -> u64 {
@@ -52,6 +60,7 @@ fn default_shutdown_ms() -> u64 {
 impl GatewayConfig {
     pub fn validate(&self) -> Result<(), String> {
         self.upstreams.validate()?;
+        self.jwt.validate(self.env)?;
         let u = &self.upstreams;
         if u.auth.is_none() || u.vault.is_none() || u.audit.is_none() || u.ledger.is_none() {
             return Err("upstreams.auth, .vault, .audit and .ledger are all required".into());
@@ -63,6 +72,8 @@ impl GatewayConfig {
         if self.http.body_limit_bytes == 0 {
             return Err("http.body_limit_bytes must be positive".into());
         }
+        self.rate_limits.validate()?;
+        self.browser.validate(self.env)?;
         Ok(())
     }
 }

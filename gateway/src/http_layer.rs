@@ -28,6 +28,10 @@ impl IntoResponse for JsonError {
         if self.0.code == ErrorCode::Unauthenticated {
             resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
+        if let Some(after) = self.0.retry_after {
+            let secs = after.as_secs() + u64::from(after.subsec_nanos() > 0);
+            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+        }
         resp
     }
 }

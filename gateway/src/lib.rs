@@ -4,22 +4,29 @@
 //! has not authenticated.
 
 mod audit;
+pub mod browser;
 mod config;
 mod http_layer;
+mod identity;
 mod ledger;
 pub mod openapi;
+mod openapi_identity;
+pub mod ratelimit;
 mod routes;
 mod secrets;
 mod upstream;
+mod verified;
 
 use std::sync::Arc;
 
+pub use browser::BrowserConfig;
 pub use config::{GatewayConfig, GatewayListeners, HttpConfig, RedisConfig};
 use kit::Identity;
 use kit::principal::{JwksClient, TokenVerifier};
 use kit::server::Shutdown;
 use kit::tls::CertStore;
 pub use openapi::document as openapi_document;
+pub use ratelimit::RateLimitConfig;
 
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
@@ -55,6 +62,12 @@ pub struct AppState {
     pub redis: Arc<redis::Client>,
     /// The last readiness answer and when it was computed.
     pub readiness: Arc<tokio::sync::Mutex<Option<(std::time::Instant, http::StatusCode, serde_json::Value)>>>,
+    pub limits: Arc<ratelimit::RateLimiter>,
+    /// Browser sessions: cookies and the CSRF key.
+    pub browser: Arc<browser::Browser>,
+    /// The access tokens' issuer, and the gateway's public base URL (discovery document).
+    pub issuer: String,
+    pub public_url: String,
 }
 
 fn upstream(
@@ -87,10 +100,16 @@ pub async fn run(
         audit: upstream(&certs, &u.audit, Identity::AUDIT, &config)?,
         ledger: upstream(&certs, &u.ledger, Identity::LEDGER, &config)?,
     };
-    let verifier = TokenVerifier::new(config.jwt.clone(), JwksClient::new(upstreams.auth.clone()));
+    let verifier = TokenVerifier::new(config.jwt.clone(), JwksClient::new(upstreams.auth.clone()))
+        .map_err(GatewayError::Config)?;
     let redis = redis::Client::open(config.redis.url.expose_secret())
         .map_err(|_| GatewayError::Config("redis.url cannot be used".into()))?;
-    let state = AppState { upstreams, verifier, redis: Arc::new(redis), readiness: Arc::default() };
+    let redis = Arc::new(redis);
+    let limits = Arc::new(ratelimit::RateLimiter::new(config.rate_limits.clone(), redis.clone()));
+    let browser = Arc::new(browser::Browser::new(&config.browser, config.env).map_err(GatewayError::Config)?);
+    let issuer = config.jwt.issuer.clone();
+    let public_url = config.http.public_url.clone().unwrap_or_else(|| issuer.clone());
+    let state = AppState { upstreams, verifier, redis, readiness: Arc::default(), limits, browser, issuer, public_url };
     let app = routes::router(state, config.http.body_limit_bytes);
 
     let shutdown = Shutdown::from_future(shutdown);

@@ -30,6 +30,11 @@ pub const OPERATIONS: [(&str, &str); 23] = [
     ("get", "/v1/ledger/receipts/verify"),
 ];
 
+/// Every operation of the document: the ones above and the identity ones.
+pub fn operations() -> Vec<(&'static str, &'static str)> {
+    OPERATIONS.iter().chain(crate::openapi_identity::OPERATIONS.iter()).copied().collect()
+}
+
 fn error_response(description: &str) -> Value {
     json!({ "description": description, "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } })
 }
@@ -241,8 +246,49 @@ pub fn document() -> Value {
         },
         "security": [ { "bearer": [] } ]
     });
+    crate::openapi_identity::paths(&mut doc);
     crate::ledger::document(&mut doc);
+    browser_and_rate_limits(&mut doc);
     doc
+}
+
+/// What every operation shares and the document says once here, so it stays true as routes are
+/// added: the 429 of the rate limits (except on the probes), and cookie sessions as an alternative
+/// to bearer tokens, whose unsafe methods also need the CSRF token.
+fn browser_and_rate_limits(doc: &mut Value) {
+    let csrf_refusal = "CSRF_TOKEN_INVALID or CROSS_SITE_REQUEST (cookie sessions)";
+    if let Some(paths) = doc["paths"].as_object_mut() {
+        for (path, ops) in paths.iter_mut() {
+            let Some(ops) = ops.as_object_mut() else { continue };
+            for (method, op) in ops.iter_mut().filter(|(m, _)| m.as_str() != "parameters") {
+                let public = op.get("security").is_some_and(|s| s.as_array().is_some_and(|a| a.is_empty()));
+                if !crate::ratelimit::EXEMPT_ROUTES.contains(&path.as_str()) {
+                    op["responses"]["429"] = json!({ "$ref": "#/components/responses/RateLimited" });
+                }
+                if !public && !matches!(method.as_str(), "get" | "head" | "options") {
+                    op["security"] = json!([ { "bearer": [] }, { "cookie": [], "csrf": [] } ]);
+                    match op["responses"]["403"]["description"].as_str() {
+                        Some(d) => op["responses"]["403"] = error_response(&format!("{d}; {csrf_refusal}")),
+                        None => op["responses"]["403"] = error_response(csrf_refusal),
+                    }
+                }
+            }
+        }
+    }
+    doc["security"] = json!([ { "bearer": [] }, { "cookie": [] } ]);
+    doc["components"]["securitySchemes"]["cookie"] = json!({
+        "type": "apiKey", "in": "cookie", "name": crate::browser::SESSION_COOKIE,
+        "description": "Browser session: the access token in a `__Host-` cookie (Secure, HttpOnly, SameSite=Strict), set by a login with `\"cookie\": true`. Used only when no Authorization header is sent."
+    });
+    doc["components"]["securitySchemes"]["csrf"] = json!({
+        "type": "apiKey", "in": "header", "name": "X-CSRF-Token",
+        "description": "With a cookie session, POST/PUT/PATCH/DELETE must send the value of the `__Host-strongroom_csrf` cookie (also returned as `csrf_token` at login) in this header, and come from the page's own origin (`Sec-Fetch-Site: same-origin`, or an allowed `Origin`); else 403 CSRF_TOKEN_INVALID or CROSS_SITE_REQUEST."
+    });
+    doc["components"]["responses"]["RateLimited"] = json!({
+        "description": "RATE_LIMITED: too many requests from this client IP or principal for this route class",
+        "headers": { "Retry-After": { "description": "seconds to wait", "schema": { "type": "integer", "minimum": 1 } } },
+        "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } }
+    });
 }
 
 #[cfg(test)]
@@ -260,9 +306,24 @@ mod tests {
             .collect();
         documented.sort();
         let mut listed: Vec<(String, String)> =
-            OPERATIONS.iter().map(|(m, p)| ((*m).to_owned(), (*p).to_owned())).collect();
+            operations().iter().map(|(m, p)| ((*m).to_owned(), (*p).to_owned())).collect();
         listed.sort();
         assert_eq!(documented, listed);
         assert_eq!(doc["openapi"], "3.1.0");
+    }
+
+    #[test]
+    fn rate_limits_and_cookie_sessions_are_documented() {
+        let doc = document();
+        assert_eq!(
+            doc["paths"]["/v1/secrets"]["get"]["responses"]["429"]["$ref"],
+            "#/components/responses/RateLimited"
+        );
+        assert!(doc["paths"]["/healthz"]["get"]["responses"].get("429").is_none());
+        let put = &doc["paths"]["/v1/secrets/{path}"]["put"];
+        assert_eq!(put["security"][1]["csrf"], json!([]));
+        assert!(put["responses"]["403"]["description"].as_str().is_some_and(|d| d.contains("CSRF_TOKEN_INVALID")));
+        assert_eq!(doc["components"]["securitySchemes"]["cookie"]["name"], "__Host-strongroom_session");
+        assert!(doc["components"]["responses"]["RateLimited"]["headers"]["Retry-After"].is_object());
     }
 }

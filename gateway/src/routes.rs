@@ -6,7 +6,7 @@ use std::time::Duration;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{delete, get, post, put};
 use axum::{Extension, Json, Router};
 use kit::ApiError;
 use kit::principal::{Principal, bearer};
@@ -21,6 +21,39 @@ pub fn router(state: AppState, body_limit: usize) -> Router {
         .route("/readyz", get(readyz))
         .route("/openapi.json", get(openapi))
         .route("/v1/whoami", get(whoami))
+        .route("/.well-known/jwks.json", get(crate::identity::jwks))
+        .route("/.well-known/openid-configuration", get(crate::identity::openid_configuration))
+        .route("/v1/auth/login", post(crate::identity::login))
+        .route("/v1/auth/mfa", post(crate::identity::mfa))
+        .route("/v1/auth/refresh", post(crate::identity::refresh))
+        .route("/v1/auth/logout", post(crate::identity::logout))
+        .route("/v1/auth/step-up", post(crate::identity::step_up))
+        .route("/v1/me", get(crate::identity::me))
+        .route("/v1/me/export", get(crate::identity::export))
+        .route("/v1/me/mfa/totp", post(crate::identity::totp_enroll))
+        .route("/v1/me/mfa/totp/confirm", post(crate::identity::totp_confirm))
+        .route("/v1/me/sessions", get(crate::identity::my_sessions))
+        .route("/v1/me/sessions/{id}", delete(crate::identity::revoke_my_session))
+        .route("/v1/users", get(crate::identity::list_users).post(crate::identity::create_user))
+        .route(
+            "/v1/users/{id}",
+            get(crate::identity::get_user).patch(crate::identity::update_user).delete(crate::identity::delete_user),
+        )
+        .route("/v1/users/{id}/suspend", post(crate::identity::suspend_user))
+        .route("/v1/users/{id}/reactivate", post(crate::identity::reactivate_user))
+        .route("/v1/roles", get(crate::identity::list_roles).post(crate::identity::create_role))
+        .route("/v1/roles/{id}", delete(crate::identity::delete_role))
+        .route("/v1/roles/{id}/grant", post(crate::identity::grant_role))
+        .route("/v1/roles/{id}/revoke", post(crate::identity::revoke_role))
+        .route("/v1/groups", get(crate::identity::list_groups).post(crate::identity::create_group))
+        .route("/v1/groups/{id}", delete(crate::identity::delete_group))
+        .route(
+            "/v1/groups/{id}/members/{user_id}",
+            put(crate::identity::add_member).delete(crate::identity::remove_member),
+        )
+        .route("/v1/api-keys", get(crate::identity::list_api_keys).post(crate::identity::create_api_key))
+        .route("/v1/api-keys/{id}", delete(crate::identity::revoke_api_key))
+        .route("/v1/tenant/policy", get(crate::identity::get_policy).put(crate::identity::put_policy))
         .route("/v1/audit/events", get(crate::audit::list))
         .route("/v1/audit/events/{seq}", get(crate::audit::get))
         .route("/v1/audit/checkpoint", get(crate::audit::checkpoint))
@@ -41,6 +74,9 @@ pub fn router(state: AppState, body_limit: usize) -> Router {
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(tower_http::limit::RequestBodyLimitLayer::new(body_limit))
+        // Then, from the inside out: CSRF defence of cookie sessions, rate limits.
+        .layer(axum::middleware::from_fn_with_state(state.clone(), crate::browser::csrf))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), crate::ratelimit::limit))
         // Outermost, so that framework rejections (413, 405) get the JSON body and headers too.
         .layer(axum::middleware::from_fn(observe))
         .with_state(state)
@@ -114,16 +150,21 @@ async fn openapi() -> Json<serde_json::Value> {
     Json(crate::openapi::document())
 }
 
-/// Verifies the bearer token of a request at the gateway.
+/// Verifies the access token of a request at the gateway: the bearer token, or, when there is no
+/// `Authorization` header, the browser's session cookie (whose unsafe requests passed the CSRF
+/// middleware).
 pub(crate) async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<(Principal, String), ApiError> {
-    let value = headers
-        .get(http::header::AUTHORIZATION)
-        .ok_or_else(|| ApiError::unauthenticated("TOKEN_REQUIRED", "an access token is required"))?;
-    let token =
-        value.to_str().ok().and_then(bearer).ok_or_else(|| {
+    let token = match headers.get(http::header::AUTHORIZATION) {
+        Some(value) => value.to_str().ok().and_then(bearer).ok_or_else(|| {
             ApiError::unauthenticated("MALFORMED_AUTHORIZATION", "authorization must be a bearer token")
-        })?;
-    let principal = state.verifier.verify(token).await?;
+        })?,
+        None => crate::browser::session_token(headers)
+            .ok_or_else(|| ApiError::unauthenticated("TOKEN_REQUIRED", "an access token is required"))?,
+    };
+    let principal = match crate::verified::lookup(token) {
+        Some(principal) => principal,
+        None => state.verifier.verify(token).await?,
+    };
     Ok((principal, token.to_owned()))
 }
 

@@ -28,6 +28,14 @@ pub async fn caller(state: &AppState, headers: &HeaderMap, permission: &str) -> 
     Ok(Caller { tenant, token })
 }
 
+/// Authenticates the request, for routes whose permission auth-svc decides (own data, or
+/// another's with a permission).
+pub async fn authenticated(state: &AppState, headers: &HeaderMap) -> Result<Caller, ApiError> {
+    let tenant = tenant_header(headers)?;
+    let (_principal, token) = authenticate(state, headers).await?;
+    Ok(Caller { tenant, token })
+}
+
 /// A gRPC request carrying the caller's tenant, the request id and the caller's token.
 pub fn request<T>(c: &Caller, id: &RequestId, msg: T) -> tonic::Request<T> {
     kit::client::with_context(tonic::Request::new(msg), Some(&c.tenant), Some(&id.0), Some(&c.token))

@@ -210,11 +210,39 @@ pub struct JwtConfig {
     /// Accepted clock skew.
     #[serde(default = "default_leeway")]
     pub leeway_secs: u64,
+    /// Redis (`redis://`) where auth-svc lists revoked sessions and API keys. When set, every
+    /// verification checks it, and a token is refused while Redis cannot answer (fail closed).
+    /// Required in production.
+    #[serde(default)]
+    pub revocations_url: Option<SecretString>,
 }
 
 impl Default for JwtConfig {
     fn default() -> Self {
-        Self { issuer: default_issuer(), audience: default_audience(), leeway_secs: default_leeway() }
+        Self {
+            issuer: default_issuer(),
+            audience: default_audience(),
+            leeway_secs: default_leeway(),
+            revocations_url: None,
+        }
+    }
+}
+
+impl JwtConfig {
+    pub fn validate(&self, env: Environment) -> Result<(), String> {
+        match &self.revocations_url {
+            Some(url) => {
+                let parsed = url::Url::parse(url.expose_secret()).map_err(|_| "jwt.revocations_url is not a URL")?;
+                if !matches!(parsed.scheme(), "redis" | "rediss") {
+                    return Err("jwt.revocations_url must be redis:// or rediss://".into());
+                }
+                Ok(())
+            }
+            None if env == Environment::Production => {
+                Err("jwt.revocations_url is required in production (revoked sessions must stop at once)".into())
+            }
+            None => Ok(()),
+        }
     }
 }
 
@@ -329,7 +357,7 @@ impl<X> ServiceConfig<X> {
         if self.upstreams.auth.is_none() {
             return Err("upstreams.auth is required (access tokens are verified against its JWKS)".into());
         }
-        Ok(())
+        self.jwt.validate(self.env)
     }
 
     pub fn shutdown_grace(&self) -> Duration {

@@ -123,6 +123,8 @@ pub struct ApiError {
     /// Safe to show a client: no secrets, no SQL, no internals.
     pub message: String,
     pub violations: Vec<FieldViolation>,
+    /// When to retry (gRPC `RetryInfo`, HTTP `Retry-After`), for throttling and lockouts.
+    pub retry_after: Option<std::time::Duration>,
 }
 
 static DOMAIN: OnceLock<String> = OnceLock::new();
@@ -138,7 +140,7 @@ fn domain() -> &'static str {
 
 impl ApiError {
     pub fn new(code: ErrorCode, reason: impl Into<Cow<'static, str>>, message: impl Into<String>) -> Self {
-        Self { code, reason: reason.into(), message: message.into(), violations: Vec::new() }
+        Self { code, reason: reason.into(), message: message.into(), violations: Vec::new(), retry_after: None }
     }
 
     /// A bad input field: `INVALID_ARGUMENT` with one `BadRequest` violation.
@@ -149,6 +151,7 @@ impl ApiError {
             reason: Cow::Borrowed("INVALID_FIELD"),
             message: format!("{field}: {description}"),
             violations: vec![FieldViolation { field: field.to_owned(), description }],
+            retry_after: None,
         }
     }
 
@@ -174,11 +177,32 @@ impl ApiError {
         Self::new(ErrorCode::Unavailable, reason, message)
     }
 
+    pub fn resource_exhausted(reason: &'static str, message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::ResourceExhausted, reason, message)
+    }
+
+    pub fn failed_precondition(reason: &'static str, message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::FailedPrecondition, reason, message)
+    }
+
+    pub fn already_exists(reason: &'static str, message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::AlreadyExists, reason, message)
+    }
+
+    /// Tells the client when to retry.
+    pub fn with_retry_after(mut self, after: std::time::Duration) -> Self {
+        self.retry_after = Some(after);
+        self
+    }
+
     /// The gRPC status with `ErrorInfo` (and `BadRequest` when fields were wrong).
     pub fn to_status(&self) -> tonic::Status {
         let mut details = ErrorDetails::with_error_info(self.reason.as_ref(), domain(), []);
         for v in &self.violations {
             details.add_bad_request_violation(v.field.clone(), v.description.clone());
+        }
+        if let Some(after) = self.retry_after {
+            details.set_retry_info(Some(after));
         }
         tonic::Status::with_error_details(self.code.grpc(), self.message.clone(), details)
     }
@@ -210,10 +234,11 @@ impl ApiError {
                 ErrorCode::DeadlineExceeded => (ErrorCode::DeadlineExceeded, "UPSTREAM_TIMEOUT", "service timed out"),
                 _ => (ErrorCode::Unavailable, "UPSTREAM_UNAVAILABLE", "service temporarily unavailable"),
             };
-            return Self { code, reason: Cow::Borrowed(reason), message: message.to_owned(), violations: Vec::new() };
+            return Self::new(code, reason, message);
         }
         let message = status.message().to_owned();
-        Self { code, reason, message, violations }
+        let retry_after = details.retry_info().and_then(|r| r.retry_delay);
+        Self { code, reason, message, violations, retry_after }
     }
 
     /// The gateway's uniform JSON error body.

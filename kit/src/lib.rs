@@ -6,6 +6,7 @@
 //! `TenantTx`, and never put a secret into a log, span or error.
 
 pub mod access;
+pub mod apikey;
 pub mod bin;
 pub mod client;
 pub mod config;
@@ -15,6 +16,7 @@ pub mod migrate;
 pub mod outbox;
 pub mod pki;
 pub mod principal;
+pub mod revocation;
 pub mod server;
 pub mod telemetry;
 pub mod tenancy;

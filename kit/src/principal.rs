@@ -16,6 +16,7 @@ use tokio::sync::{Mutex, RwLock};
 
 use crate::config::JwtConfig;
 use crate::error::ApiError;
+use crate::revocation::{Revocations, Revoked};
 use crate::tenancy::TenantId;
 
 /// A verified end user (or machine agent) acting through a token.
@@ -30,11 +31,33 @@ pub struct Principal {
     /// Authentication methods (RFC 8176), e.g. `pwd`, `otp`.
     pub amr: Vec<String>,
     pub expires_at: i64,
+    /// When the session last passed a second factor (Unix seconds), for step-up.
+    pub mfa_time: Option<i64>,
 }
+
+/// How recent a second factor must be for a sensitive operation.
+pub const STEP_UP_MAX_AGE_SECS: i64 = 600;
 
 impl Principal {
     pub fn has_permission(&self, permission: &str) -> bool {
         self.permissions.iter().any(|p| p == permission)
+    }
+
+    /// Requires a second factor within [`STEP_UP_MAX_AGE_SECS`] for a sensitive operation
+    /// (FAILED_PRECONDITION `STEP_UP_REQUIRED`; the client calls `POST /v1/auth/step-up`).
+    /// API keys pass: creating one required a full session, and its scopes bound it.
+    pub fn require_recent_mfa(&self) -> Result<(), ApiError> {
+        if self.amr.iter().any(|m| m == "api_key") {
+            return Ok(());
+        }
+        let now = chrono::Utc::now().timestamp();
+        match self.mfa_time {
+            Some(t) if now - t <= STEP_UP_MAX_AGE_SECS => Ok(()),
+            _ => Err(ApiError::failed_precondition(
+                "STEP_UP_REQUIRED",
+                "this operation needs a second factor within the last 10 minutes: POST /v1/auth/step-up",
+            )),
+        }
     }
 }
 
@@ -52,22 +75,44 @@ struct Claims {
     permissions: Vec<String>,
     #[serde(default)]
     roles: Vec<String>,
+    #[serde(default)]
+    mfa_time: Option<i64>,
 }
 
-/// Fetches the current JWKS (the `proto` form) from auth-svc.
+/// Fetches the current JWKS (the `proto` form) from auth-svc and resolves API keys.
 #[derive(Clone)]
-pub struct JwksClient(proto::auth::v1::keys_service_client::KeysServiceClient<crate::client::Channel>);
+pub struct JwksClient {
+    keys: proto::auth::v1::keys_service_client::KeysServiceClient<crate::client::Channel>,
+    authn: proto::auth::v1::authentication_service_client::AuthenticationServiceClient<crate::client::Channel>,
+}
 
 impl JwksClient {
     pub fn new(channel: crate::client::Channel) -> Self {
-        Self(proto::auth::v1::keys_service_client::KeysServiceClient::new(channel))
+        Self {
+            keys: proto::auth::v1::keys_service_client::KeysServiceClient::new(channel.clone()),
+            authn: proto::auth::v1::authentication_service_client::AuthenticationServiceClient::new(channel),
+        }
     }
 
     async fn fetch(&self) -> Result<Vec<proto::auth::v1::Jwk>, tonic::Status> {
-        let mut client = self.0.clone();
+        let mut client = self.keys.clone();
         Ok(client.get_jwks(proto::auth::v1::GetJwksRequest {}).await?.into_inner().keys)
     }
+
+    async fn introspect(&self, api_key: &str) -> Result<proto::auth::v1::IntrospectApiKeyResponse, tonic::Status> {
+        let mut client = self.authn.clone();
+        let req = proto::auth::v1::IntrospectApiKeyRequest { api_key: api_key.to_owned() };
+        Ok(client.introspect_api_key(req).await?.into_inner())
+    }
 }
+
+/// How long a resolved API key is trusted before auth-svc is asked again (its revocation is
+/// checked on every use regardless).
+const API_KEY_TTL: Duration = Duration::from_secs(30);
+const API_KEY_CACHE_MAX: usize = 10_000;
+
+/// Resolved API keys by SHA-256, with when they were resolved.
+type ApiKeyCache = HashMap<[u8; 32], (Principal, Instant)>;
 
 struct Key {
     alg: Algorithm,
@@ -83,6 +128,8 @@ pub struct TokenVerifier {
     source: JwksClient,
     keys: Arc<RwLock<Keys>>,
     last_refresh: Arc<Mutex<Option<Instant>>>,
+    revocations: Option<Revocations>,
+    api_keys: Arc<RwLock<ApiKeyCache>>,
 }
 
 #[derive(Default)]
@@ -128,8 +175,83 @@ fn invalid(reason: &'static str) -> ApiError {
 }
 
 impl TokenVerifier {
-    pub fn new(cfg: JwtConfig, source: JwksClient) -> Self {
-        Self { cfg: Arc::new(cfg), source, keys: Arc::default(), last_refresh: Arc::default() }
+    /// A verifier; with `jwt.revocations_url` set it also checks revocations.
+    pub fn new(cfg: JwtConfig, source: JwksClient) -> Result<Self, String> {
+        let revocations = cfg.revocations_url.as_ref().map(Revocations::new).transpose()?;
+        if revocations.is_none() {
+            tracing::warn!("jwt.revocations_url is not set: revoked sessions stay usable until their tokens expire");
+        }
+        Ok(Self {
+            cfg: Arc::new(cfg),
+            source,
+            keys: Arc::default(),
+            last_refresh: Arc::default(),
+            revocations,
+            api_keys: Arc::default(),
+        })
+    }
+
+    /// The revocation list, when configured.
+    pub fn revocations(&self) -> Option<&Revocations> {
+        self.revocations.as_ref()
+    }
+
+    async fn check_revoked(&self, kind: Revoked, id: &str) -> Result<(), ApiError> {
+        if let Some(list) = &self.revocations
+            && list.is_revoked(kind, id).await?
+        {
+            return Err(ApiError::unauthenticated(
+                match kind {
+                    Revoked::Session => "SESSION_REVOKED",
+                    Revoked::ApiKey => "API_KEY_REVOKED",
+                },
+                "the credential has been revoked",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Resolves an API key through auth-svc (cached briefly), then checks its revocation.
+    async fn verify_api_key(&self, key: &str) -> Result<Principal, ApiError> {
+        if !crate::apikey::well_formed(key) {
+            return Err(invalid("MALFORMED_API_KEY"));
+        }
+        let digest = crate::apikey::hash(key);
+        let cached = self.api_keys.read().await.get(&digest).filter(|(_, at)| at.elapsed() < API_KEY_TTL).cloned();
+        let principal = match cached {
+            Some((p, _)) => p,
+            None => {
+                let resolved = self.source.introspect(key).await.map_err(|s| match s.code() {
+                    tonic::Code::Unauthenticated | tonic::Code::NotFound | tonic::Code::PermissionDenied => {
+                        invalid("UNKNOWN_API_KEY")
+                    }
+                    _ => ApiError::unavailable("API_KEY_CHECK_UNAVAILABLE", "cannot check the API key, retry later"),
+                })?;
+                let tenant = uuid::Uuid::parse_str(&resolved.tenant_id).map_err(|_| invalid("UNKNOWN_API_KEY"))?;
+                let p = Principal {
+                    tenant_id: TenantId(tenant),
+                    subject: resolved.subject,
+                    session_id: None,
+                    token_id: resolved.key_id,
+                    permissions: resolved.permissions,
+                    roles: Vec::new(),
+                    amr: vec!["api_key".into()],
+                    expires_at: resolved.expires_at,
+                    mfa_time: None,
+                };
+                let mut cache = self.api_keys.write().await;
+                if cache.len() >= API_KEY_CACHE_MAX {
+                    cache.clear();
+                }
+                cache.insert(digest, (p.clone(), Instant::now()));
+                p
+            }
+        };
+        if principal.expires_at <= chrono::Utc::now().timestamp() {
+            return Err(invalid("API_KEY_EXPIRED"));
+        }
+        self.check_revoked(Revoked::ApiKey, &principal.token_id).await?;
+        Ok(principal)
     }
 
     /// Re-fetches the JWKS unless that happened within the cooldown.
@@ -170,8 +292,11 @@ impl TokenVerifier {
         self.keys.read().await.by_kid.get(kid).cloned().ok_or_else(|| invalid("UNKNOWN_SIGNING_KEY"))
     }
 
-    /// Verifies `token` and returns the principal it proves.
+    /// Verifies `token` (an access token or an API key) and returns the principal it proves.
     pub async fn verify(&self, token: &str) -> Result<Principal, ApiError> {
+        if token.starts_with(crate::apikey::PREFIX) {
+            return self.verify_api_key(token).await;
+        }
         let header = jsonwebtoken::decode_header(token).map_err(|_| invalid("MALFORMED_TOKEN"))?;
         if !matches!(header.alg, Algorithm::EdDSA | Algorithm::ES256) {
             return Err(invalid("ALGORITHM_NOT_ALLOWED"));
@@ -210,6 +335,9 @@ impl TokenVerifier {
         if key.tenant.is_some_and(|t| t != tenant) {
             return Err(invalid("KEY_TENANT_MISMATCH"));
         }
+        if let Some(sid) = &claims.sid {
+            self.check_revoked(Revoked::Session, sid).await?;
+        }
         Ok(Principal {
             tenant_id: TenantId(tenant),
             subject: claims.sub,
@@ -219,6 +347,7 @@ impl TokenVerifier {
             roles: claims.roles,
             amr: claims.amr,
             expires_at: claims.exp,
+            mfa_time: claims.mfa_time,
         })
     }
 }

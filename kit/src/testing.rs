@@ -181,7 +181,7 @@ pub fn service_config(
         database: DatabaseConfig { url: db.runtime_url(name), admin_url: db.admin_url(), max_connections: 4 },
         telemetry: TelemetryConfig::default(),
         upstreams,
-        jwt: JwtConfig::default(),
+        jwt: JwtConfig { revocations_url: Some(redis_url().into()), ..Default::default() },
         shutdown_grace_ms: 10_000,
         service: Default::default(),
     }
@@ -258,12 +258,14 @@ impl TestSigner {
     }
 
     /// Claims of a valid five-minute token for `subject` in `tenant_id`.
+    /// Claims of a session that passed a second factor just now.
     pub fn claims(tenant_id: uuid::Uuid, subject: &str) -> serde_json::Value {
         let now = chrono::Utc::now().timestamp();
         serde_json::json!({
             "iss": TEST_ISSUER, "aud": TEST_AUDIENCE, "sub": subject, "tid": tenant_id.to_string(),
             "sid": uuid::Uuid::new_v4().to_string(), "jti": uuid::Uuid::new_v4().to_string(),
-            "iat": now, "nbf": now, "exp": now + 300, "amr": ["pwd"], "permissions": ["audit.events.read"],
+            "iat": now, "nbf": now, "exp": now + 300, "amr": ["pwd", "otp"], "mfa_time": now,
+            "permissions": ["audit.events.read"],
         })
     }
 

@@ -294,6 +294,17 @@ impl pb::secrets_service_server::SecretsService for Secrets {
             return Err(ApiError::invalid_field("reason", "required, at most 500 characters").into());
         }
         let tenant = self.authorize_audited(&ctx, "vault.secrets.reveal", "vault.secret.reveal", &resource).await?;
+        if let Err(e) = ctx.require_principal()?.require_recent_mfa() {
+            let mut tx = self.db.begin(&tenant).await?;
+            tx.record(
+                AuditRecord::new(SERVICE, actor(&ctx), "vault.secret.reveal", &resource, Outcome::Denied)
+                    .request_id(ctx.request_id.clone())
+                    .detail("refused", "step_up_required"),
+            )
+            .await?;
+            tx.commit().await?;
+            return Err(e.into());
+        }
         let mut tx = self.db.begin(&tenant).await?;
         let secret = store::secret(&mut tx, &path).await?.filter(|s| s.deleted_at.is_none()).ok_or_else(not_found)?;
         // An expired secret is kept (for audit and undelete) but no longer served.

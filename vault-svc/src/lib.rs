@@ -75,6 +75,8 @@ pub async fn run(
             .allow("/strongroom.vault.v1.TransitService/*", &[Identity::AUTH, Identity::AUDIT, Identity::LEDGER])
             .service(KeyManagementServiceServer::new(admin))
             .allow("/strongroom.vault.v1.KeyManagementService/*", &[Identity::OPERATOR])
+            // auth-svc shreds a deleted user's subject key.
+            .allow("/strongroom.vault.v1.KeyManagementService/ShredSubject", &[Identity::OPERATOR, Identity::AUTH])
             .service(SigningServiceServer::new(signing))
             .allow("/strongroom.vault.v1.SigningService/Sign", &[Identity::AUDIT, Identity::LEDGER])
             .allow("/strongroom.vault.v1.SigningService/GetPublicKey", &verifiers)

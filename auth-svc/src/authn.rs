@@ -1,0 +1,658 @@
+//! `strongroom.auth.v1.AuthenticationService`: logins, second factors, refresh grants, logout,
+//! step-up and API-key introspection.
+
+use kit::access::RequestContext;
+use kit::outbox::{Actor, Outcome};
+use kit::tenancy::{TenantStatus, db_error};
+use kit::{ApiError, Tenant, TenantSlug, TenantTx};
+use proto::auth::v1 as pb;
+use tonic::{Request, Response, Status};
+use zeroize::Zeroizing;
+
+use crate::core::{Core, Policy, audit, policy};
+use crate::passwords::Verdict;
+use crate::throttle::Attempt;
+use crate::{tokens, totp};
+
+const MFA_PREFIX: &str = "srm_";
+const MFA_CHALLENGE_SECS: i64 = 300;
+const MFA_MAX_ATTEMPTS: i32 = 5;
+
+fn invalid_credentials() -> ApiError {
+    ApiError::unauthenticated("INVALID_CREDENTIALS", "wrong email or password")
+}
+
+fn invalid_refresh() -> ApiError {
+    ApiError::unauthenticated("INVALID_REFRESH_TOKEN", "the refresh token is not valid")
+}
+
+fn client(c: Option<pb::ClientInfo>) -> (String, String) {
+    let c = c.unwrap_or_default();
+    let ip: String = c.ip.chars().take(64).collect();
+    let ua: String = c.user_agent.chars().take(512).collect();
+    (ip, ua)
+}
+
+/// `AuthenticationService`.
+#[derive(Clone, Debug)]
+pub struct Authn {
+    pub core: Core,
+}
+
+#[derive(sqlx::FromRow)]
+struct LoginUser {
+    id: uuid::Uuid,
+    password_hash: Option<String>,
+    status: String,
+    suspension_reason: Option<String>,
+}
+
+/// What a new session needs.
+pub struct NewSession<'a> {
+    pub user: uuid::Uuid,
+    pub amr: Vec<String>,
+    pub mfa: bool,
+    pub ip: &'a str,
+    pub user_agent: &'a str,
+    pub request_id: Option<String>,
+}
+
+impl Authn {
+    async fn active_tenant(&self, raw: &str) -> Option<Tenant> {
+        let slug = TenantSlug::parse(raw).ok()?;
+        self.core.db.tenant(&slug).await.ok().filter(|t| t.status == TenantStatus::Active)
+    }
+
+    /// Opens a session and issues its first tokens, in `tx` (committed here).
+    pub async fn open_session(
+        &self,
+        mut tx: TenantTx,
+        policy: &Policy,
+        s: NewSession<'_>,
+    ) -> Result<pb::Tokens, ApiError> {
+        let tenant = tx.tenant().clone();
+        let (roles, permissions, privileged) = self.core.access_of(&mut tx, s.user, policy).await?;
+        let enrollment_only = privileged && !s.mfa;
+        let has_totp: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM mfa_totp WHERE user_id = $1 AND confirmed_at IS NOT NULL)",
+        )
+        .bind(s.user)
+        .fetch_one(tx.conn())
+        .await
+        .map_err(db_error)?;
+        // A privileged user who already has TOTP never gets here without it (login asks).
+        let enrollment_only = enrollment_only && !has_totp;
+        let refresh_ttl = i64::from(policy.refresh_token_ttl_secs);
+        let session: uuid::Uuid = sqlx::query_scalar(
+            "INSERT INTO sessions (user_id, ip, user_agent, amr, mfa_at, enrollment_only, expires_at)
+             VALUES ($1, $2, $3, $4, CASE WHEN $5 THEN now() END, $6, now() + make_interval(secs => $7))
+             RETURNING id",
+        )
+        .bind(s.user)
+        .bind(s.ip)
+        .bind(s.user_agent)
+        .bind(&s.amr)
+        .bind(s.mfa)
+        .bind(enrollment_only)
+        .bind(refresh_ttl as f64)
+        .fetch_one(tx.conn())
+        .await
+        .map_err(db_error)?;
+        let refresh = tokens::new_refresh_token()?;
+        sqlx::query(
+            "INSERT INTO refresh_tokens (token_hash, session_id, generation, expires_at)
+             VALUES ($1, $2, 0, now() + make_interval(secs => $3))",
+        )
+        .bind(tokens::digest(&refresh))
+        .bind(session)
+        .bind(refresh_ttl as f64)
+        .execute(tx.conn())
+        .await
+        .map_err(db_error)?;
+        tx.record(
+            audit(
+                Actor::User(s.user.to_string()),
+                "session.create",
+                &format!("session/{session}"),
+                Outcome::Success,
+                s.request_id,
+            )
+            .detail("amr", s.amr.clone())
+            .detail("enrollment_only", enrollment_only),
+        )
+        .await?;
+        let mfa_time = s.mfa.then(|| chrono::Utc::now().timestamp());
+        let mut claims = self.core.signer.claims(
+            &tenant,
+            &s.user.to_string(),
+            &session.to_string(),
+            i64::from(policy.access_token_ttl_secs),
+            s.amr,
+            if enrollment_only { Vec::new() } else { roles },
+            if enrollment_only { Vec::new() } else { permissions },
+            mfa_time,
+        );
+        claims.mfa_enrollment_required = enrollment_only;
+        tx.commit().await?;
+        let access = self.core.signer.mint(&self.core.db, &tenant, &claims).await?;
+        Ok(pb::Tokens {
+            access_token: access,
+            expires_in: policy.access_token_ttl_secs.unsigned_abs(),
+            refresh_token: refresh.to_string(),
+            refresh_expires_in: policy.refresh_token_ttl_secs.unsigned_abs(),
+            session_id: session.to_string(),
+            mfa_enrollment_required: enrollment_only,
+        })
+    }
+
+    async fn login(&self, req: pb::LoginRequest, request_id: Option<String>) -> Result<pb::LoginResponse, ApiError> {
+        let email = req.email.trim().to_lowercase();
+        let password = Zeroizing::new(req.password);
+        let (ip, user_agent) = client(req.client);
+        if email.is_empty() || email.len() > 254 || password.is_empty() || password.len() > crate::passwords::MAX_LENGTH
+        {
+            return Err(invalid_credentials());
+        }
+        let Some(tenant) = self.active_tenant(&req.tenant).await else {
+            // Same work as a real account, same answer.
+            let _ = self.core.hasher.verify(password, None).await?;
+            return Err(invalid_credentials());
+        };
+        let mut tx = self.core.db.begin(&tenant).await?;
+        let policy = policy(&mut tx).await?;
+        let user: Option<LoginUser> = sqlx::query_as(
+            "SELECT id, password_hash, status, suspension_reason FROM users WHERE email = $1 AND status <> 'deleted'",
+        )
+        .bind(&email)
+        .fetch_optional(tx.conn())
+        .await
+        .map_err(db_error)?;
+        tx.commit().await?;
+        let actor = user.as_ref().map(|u| Actor::User(u.id.to_string())).unwrap_or(Actor::Anonymous);
+        let resource = user.as_ref().map(|u| format!("user/{}", u.id)).unwrap_or_else(|| "user/unknown".into());
+
+        let attempt = Attempt::new(tenant.id.0, &email, &ip);
+        let window = std::time::Duration::from_secs(policy.lockout_window_secs.unsigned_abs().into());
+        if let Err(e) = self
+            .core
+            .throttle
+            .reserve(&attempt, window, policy.lockout_threshold.unsigned_abs(), self.core.settings.ip_failure_threshold)
+            .await
+        {
+            if e.reason == "LOGIN_LOCKED" {
+                let rec = audit(actor, "login.locked", &resource, Outcome::Denied, request_id);
+                self.core.record_alone(&tenant, rec).await?;
+            }
+            return Err(e);
+        }
+
+        let verdict =
+            self.core.hasher.verify(password.clone(), user.as_ref().and_then(|u| u.password_hash.clone())).await?;
+        let user = match (verdict, user) {
+            (Verdict::Wrong, _) | (_, None) => {
+                kit::metrics::Metrics::global().event("login_failed");
+                let rec = audit(actor, "login.failure", &resource, Outcome::Denied, request_id)
+                    .detail("reason", "invalid_credentials");
+                self.core.record_alone(&tenant, rec).await?;
+                return Err(invalid_credentials());
+            }
+            (v, Some(user)) => (v, user),
+        };
+        let (verdict, user) = user;
+        self.core.throttle.succeeded(&attempt).await?;
+        if user.status == "suspended" {
+            let reason = user.suspension_reason.unwrap_or_default();
+            let rec = audit(actor, "login.suspended", &resource, Outcome::Denied, request_id)
+                .detail("suspension_reason", reason.clone());
+            self.core.record_alone(&tenant, rec).await?;
+            return Err(ApiError::permission_denied("USER_SUSPENDED", format!("account suspended: {reason}")));
+        }
+        let mut tx = self.core.db.begin(&tenant).await?;
+        if verdict == Verdict::RightNeedsUpgrade {
+            let upgraded = self.core.hasher.hash(password).await?;
+            sqlx::query("UPDATE users SET password_hash = $2, updated_at = now() WHERE id = $1")
+                .bind(user.id)
+                .bind(upgraded)
+                .execute(tx.conn())
+                .await
+                .map_err(db_error)?;
+            tx.record(audit(actor.clone(), "user.password_rehash", &resource, Outcome::Success, request_id.clone()))
+                .await?;
+        }
+        if totp::confirmed(&mut tx, user.id).await?.is_some() {
+            let token = tokens::opaque(MFA_PREFIX)?;
+            sqlx::query(
+                "INSERT INTO mfa_challenges (token_hash, user_id, ip, user_agent, expires_at)
+                 VALUES ($1, $2, $3, $4, now() + make_interval(secs => $5))",
+            )
+            .bind(tokens::digest(&token))
+            .bind(user.id)
+            .bind(&ip)
+            .bind(&user_agent)
+            .bind(MFA_CHALLENGE_SECS as f64)
+            .execute(tx.conn())
+            .await
+            .map_err(db_error)?;
+            tx.record(audit(actor, "login.password_ok_mfa_pending", &resource, Outcome::Success, request_id)).await?;
+            tx.commit().await?;
+            return Ok(pb::LoginResponse {
+                result: Some(pb::login_response::Result::Mfa(pb::MfaChallenge {
+                    mfa_token: token.to_string(),
+                    expires_in: MFA_CHALLENGE_SECS as u32,
+                    methods: vec!["totp".into(), "backup_code".into()],
+                })),
+            });
+        }
+        tx.record(audit(actor, "login.success", &resource, Outcome::Success, request_id.clone())).await?;
+        let tokens = self
+            .open_session(
+                tx,
+                &policy,
+                NewSession {
+                    user: user.id,
+                    amr: vec!["pwd".into()],
+                    mfa: false,
+                    ip: &ip,
+                    user_agent: &user_agent,
+                    request_id,
+                },
+            )
+            .await?;
+        Ok(pb::LoginResponse { result: Some(pb::login_response::Result::Tokens(tokens)) })
+    }
+
+    /// Checks a second factor for `user` in `tx`: a TOTP code (newer than the last accepted
+    /// step) or an unused backup code. Returns the method used.
+    pub async fn check_second_factor(
+        &self,
+        tx: &mut TenantTx,
+        user: uuid::Uuid,
+        code: &str,
+    ) -> Result<Option<&'static str>, ApiError> {
+        let code = code.trim();
+        let tenant = tx.tenant().clone();
+        if code.len() == 6 && code.bytes().all(|b| b.is_ascii_digit()) {
+            let Some((sealed, last)) = totp::confirmed(tx, user).await? else { return Ok(None) };
+            let seed = totp::unseal(&self.core.vault, &tenant, user, &sealed).await?;
+            let Some(step) = totp::accept(&seed, code, last, totp::now())? else { return Ok(None) };
+            sqlx::query("UPDATE mfa_totp SET last_step = $2 WHERE user_id = $1")
+                .bind(user)
+                .bind(step)
+                .execute(tx.conn())
+                .await
+                .map_err(db_error)?;
+            return Ok(Some("otp"));
+        }
+        Ok(totp::spend_backup_code(tx, user, code).await?.then_some("backup_code"))
+    }
+
+    async fn verify_mfa(
+        &self,
+        req: pb::VerifyMfaRequest,
+        request_id: Option<String>,
+    ) -> Result<pb::LoginResponse, ApiError> {
+        let invalid = || ApiError::unauthenticated("INVALID_MFA", "the code or the challenge is not valid");
+        let Some(tenant) = self.active_tenant(&req.tenant).await else { return Err(invalid()) };
+        let (ip, user_agent) = client(req.client);
+        let mut tx = self.core.db.begin(&tenant).await?;
+        let policy = policy(&mut tx).await?;
+        let challenge: Option<(uuid::Uuid, i32)> = sqlx::query_as(
+            "SELECT user_id, attempts FROM mfa_challenges
+              WHERE token_hash = $1 AND used_at IS NULL AND expires_at > now() FOR UPDATE",
+        )
+        .bind(tokens::digest(&req.mfa_token))
+        .fetch_optional(tx.conn())
+        .await
+        .map_err(db_error)?;
+        let Some((user, attempts)) = challenge else { return Err(invalid()) };
+        let resource = format!("user/{user}");
+        let actor = Actor::User(user.to_string());
+        let method = self.check_second_factor(&mut tx, user, &req.code).await?;
+        let Some(method) = method else {
+            kit::metrics::Metrics::global().event("mfa_failed");
+            let exhausted = attempts + 1 >= MFA_MAX_ATTEMPTS;
+            sqlx::query(
+                "UPDATE mfa_challenges SET attempts = attempts + 1, used_at = CASE WHEN $2 THEN now() END WHERE token_hash = $1",
+            )
+            .bind(tokens::digest(&req.mfa_token))
+            .bind(exhausted)
+            .execute(tx.conn())
+            .await
+            .map_err(db_error)?;
+            tx.record(
+                audit(actor, "mfa.failure", &resource, Outcome::Denied, request_id).detail("attempt", attempts + 1),
+            )
+            .await?;
+            tx.commit().await?;
+            return Err(invalid());
+        };
+        sqlx::query("UPDATE mfa_challenges SET used_at = now() WHERE token_hash = $1")
+            .bind(tokens::digest(&req.mfa_token))
+            .execute(tx.conn())
+            .await
+            .map_err(db_error)?;
+        tx.record(
+            audit(actor, "mfa.success", &resource, Outcome::Success, request_id.clone()).detail("method", method),
+        )
+        .await?;
+        let tokens = self
+            .open_session(
+                tx,
+                &policy,
+                NewSession {
+                    user,
+                    amr: vec!["pwd".into(), if method == "otp" { "otp".into() } else { "mfa".into() }],
+                    mfa: true,
+                    ip: &ip,
+                    user_agent: &user_agent,
+                    request_id,
+                },
+            )
+            .await?;
+        Ok(pb::LoginResponse { result: Some(pb::login_response::Result::Tokens(tokens)) })
+    }
+
+    async fn refresh(&self, req: pb::RefreshRequest, request_id: Option<String>) -> Result<pb::Tokens, ApiError> {
+        let Some(tenant) = self.active_tenant(&req.tenant).await else { return Err(invalid_refresh()) };
+        let presented = Zeroizing::new(req.refresh_token);
+        if !presented.starts_with("srr_") || presented.len() > 100 {
+            return Err(invalid_refresh());
+        }
+        let grace = self.core.settings.refresh_grace_secs as f64;
+        let mut tx = self.core.db.begin(&tenant).await?;
+        let policy = policy(&mut tx).await?;
+        #[derive(sqlx::FromRow)]
+        struct Row {
+            session_id: uuid::Uuid,
+            generation: i32,
+            expired: bool,
+            used: bool,
+            in_grace: bool,
+            successor_sealed: Option<Vec<u8>>,
+            revoked: bool,
+            user_id: uuid::Uuid,
+            amr: Vec<String>,
+            mfa_at: Option<chrono::DateTime<chrono::Utc>>,
+            enrollment_only: bool,
+            status: String,
+        }
+        let row: Option<Row> = sqlx::query_as(
+            "SELECT rt.session_id, rt.generation, rt.expires_at <= now() AS expired, rt.used_at IS NOT NULL AS used,
+                    coalesce(rt.used_at > now() - make_interval(secs => $2), false) AS in_grace, rt.successor_sealed,
+                    s.revoked_at IS NOT NULL AS revoked, s.user_id, s.amr, s.mfa_at, s.enrollment_only, u.status
+               FROM refresh_tokens rt
+               JOIN sessions s ON s.id = rt.session_id
+               JOIN users u ON u.id = s.user_id
+              WHERE rt.token_hash = $1
+              FOR UPDATE OF rt, s",
+        )
+        .bind(tokens::digest(&presented))
+        .bind(grace)
+        .fetch_optional(tx.conn())
+        .await
+        .map_err(db_error)?;
+        let Some(row) = row else { return Err(invalid_refresh()) };
+        let actor = Actor::User(row.user_id.to_string());
+        let resource = format!("session/{}", row.session_id);
+        if row.revoked || row.expired {
+            return Err(ApiError::unauthenticated("SESSION_ENDED", "the session has ended; log in again"));
+        }
+        if row.status != "active" {
+            return Err(ApiError::unauthenticated("SESSION_ENDED", "the session has ended; log in again"));
+        }
+        let successor = if row.used {
+            match (&row.successor_sealed, row.in_grace) {
+                (Some(sealed), true) => tokens::open_successor(&presented, sealed)?,
+                _ => {
+                    // Reuse of a spent token: the family is compromised. End the session.
+                    sqlx::query(
+                        "UPDATE sessions SET revoked_at = now(), revoke_reason = 'refresh_token_reuse' WHERE id = $1",
+                    )
+                    .bind(row.session_id)
+                    .execute(tx.conn())
+                    .await
+                    .map_err(db_error)?;
+                    tx.record(
+                        audit(actor, "session.refresh_reuse", &resource, Outcome::Denied, request_id)
+                            .detail("generation", row.generation),
+                    )
+                    .await?;
+                    tx.commit().await?;
+                    kit::metrics::Metrics::global().event("refresh_token_reuse");
+                    self.core.revoke_sessions(&[row.session_id]).await?;
+                    return Err(ApiError::unauthenticated(
+                        "REFRESH_TOKEN_REUSED",
+                        "the refresh token was already used; the session has been ended",
+                    ));
+                }
+            }
+        } else {
+            let next = tokens::new_refresh_token()?;
+            let ttl = f64::from(policy.refresh_token_ttl_secs);
+            sqlx::query(
+                "INSERT INTO refresh_tokens (token_hash, session_id, generation, expires_at)
+                 VALUES ($1, $2, $3, now() + make_interval(secs => $4))",
+            )
+            .bind(tokens::digest(&next))
+            .bind(row.session_id)
+            .bind(row.generation + 1)
+            .bind(ttl)
+            .execute(tx.conn())
+            .await
+            .map_err(db_error)?;
+            sqlx::query("UPDATE refresh_tokens SET used_at = now(), successor_sealed = $2 WHERE token_hash = $1")
+                .bind(tokens::digest(&presented))
+                .bind(tokens::seal_successor(&presented, &next)?)
+                .execute(tx.conn())
+                .await
+                .map_err(db_error)?;
+            sqlx::query("UPDATE sessions SET last_seen_at = now(), expires_at = now() + make_interval(secs => $2) WHERE id = $1")
+                .bind(row.session_id)
+                .bind(ttl)
+                .execute(tx.conn())
+                .await
+                .map_err(db_error)?;
+            tx.record(
+                audit(actor, "session.refresh", &resource, Outcome::Success, request_id)
+                    .detail("generation", row.generation + 1),
+            )
+            .await?;
+            next
+        };
+        let (roles, permissions, _) = self.core.access_of(&mut tx, row.user_id, &policy).await?;
+        tx.commit().await?;
+        let mut claims = self.core.signer.claims(
+            &tenant,
+            &row.user_id.to_string(),
+            &row.session_id.to_string(),
+            i64::from(policy.access_token_ttl_secs),
+            row.amr,
+            if row.enrollment_only { Vec::new() } else { roles },
+            if row.enrollment_only { Vec::new() } else { permissions },
+            row.mfa_at.map(|t| t.timestamp()),
+        );
+        claims.mfa_enrollment_required = row.enrollment_only;
+        let access = self.core.signer.mint(&self.core.db, &tenant, &claims).await?;
+        Ok(pb::Tokens {
+            access_token: access,
+            expires_in: policy.access_token_ttl_secs.unsigned_abs(),
+            refresh_token: successor.to_string(),
+            refresh_expires_in: policy.refresh_token_ttl_secs.unsigned_abs(),
+            session_id: row.session_id.to_string(),
+            mfa_enrollment_required: row.enrollment_only,
+        })
+    }
+}
+
+/// Ends sessions in the database and lists them as revoked.
+pub async fn end_session(
+    core: &Core,
+    mut tx: TenantTx,
+    session: uuid::Uuid,
+    reason: &str,
+    actor: Actor,
+    request_id: Option<String>,
+) -> Result<bool, ApiError> {
+    let ended =
+        sqlx::query("UPDATE sessions SET revoked_at = now(), revoke_reason = $2 WHERE id = $1 AND revoked_at IS NULL")
+            .bind(session)
+            .bind(reason)
+            .execute(tx.conn())
+            .await
+            .map_err(db_error)?
+            .rows_affected()
+            == 1;
+    if ended {
+        tx.record(
+            audit(actor, "session.revoke", &format!("session/{session}"), Outcome::Success, request_id)
+                .detail("reason", reason),
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    core.revoke_sessions(&[session]).await?;
+    Ok(ended)
+}
+
+#[tonic::async_trait]
+impl pb::authentication_service_server::AuthenticationService for Authn {
+    async fn login(&self, request: Request<pb::LoginRequest>) -> Result<Response<pb::LoginResponse>, Status> {
+        let ctx = RequestContext::of(&request)?;
+        Ok(Response::new(Authn::login(self, request.into_inner(), ctx.request_id).await?))
+    }
+
+    async fn verify_mfa(&self, request: Request<pb::VerifyMfaRequest>) -> Result<Response<pb::LoginResponse>, Status> {
+        let ctx = RequestContext::of(&request)?;
+        Ok(Response::new(Authn::verify_mfa(self, request.into_inner(), ctx.request_id).await?))
+    }
+
+    async fn refresh(&self, request: Request<pb::RefreshRequest>) -> Result<Response<pb::Tokens>, Status> {
+        let ctx = RequestContext::of(&request)?;
+        Ok(Response::new(Authn::refresh(self, request.into_inner(), ctx.request_id).await?))
+    }
+
+    async fn logout(&self, request: Request<pb::LogoutRequest>) -> Result<Response<pb::LogoutResponse>, Status> {
+        let me = self.core.authed(&request).await?;
+        let req = request.into_inner();
+        let mut tx = self.core.db.begin(&me.tenant).await?;
+        let session = if req.refresh_token.is_empty() {
+            me.principal.session_id.as_deref().and_then(|s| uuid::Uuid::parse_str(s).ok())
+        } else {
+            sqlx::query_scalar("SELECT s.id FROM refresh_tokens rt JOIN sessions s ON s.id = rt.session_id WHERE rt.token_hash = $1 AND s.user_id::text = $2")
+                .bind(tokens::digest(&req.refresh_token))
+                .bind(&me.principal.subject)
+                .fetch_optional(tx.conn())
+                .await
+                .map_err(db_error)?
+        };
+        let session = session.ok_or_else(|| ApiError::failed_precondition("NO_SESSION", "no session to end"))?;
+        end_session(&self.core, tx, session, "logout", me.actor(), me.request_id).await?;
+        Ok(Response::new(pb::LogoutResponse {}))
+    }
+
+    async fn step_up(&self, request: Request<pb::StepUpRequest>) -> Result<Response<pb::Tokens>, Status> {
+        let me = self.core.authed(&request).await?;
+        let user = me.user_id()?;
+        let session = me
+            .principal
+            .session_id
+            .as_deref()
+            .and_then(|s| uuid::Uuid::parse_str(s).ok())
+            .ok_or_else(|| ApiError::failed_precondition("NO_SESSION", "step-up needs a session token"))?;
+        let mut tx = self.core.db.begin(&me.tenant).await?;
+        let policy = policy(&mut tx).await?;
+        let resource = format!("session/{session}");
+        let Some(method) = self.check_second_factor(&mut tx, user, &request.get_ref().code).await? else {
+            tx.record(audit(me.actor(), "mfa.step_up_failure", &resource, Outcome::Denied, me.request_id)).await?;
+            tx.commit().await?;
+            return Err(ApiError::unauthenticated("INVALID_MFA", "the code is not valid").into());
+        };
+        sqlx::query("UPDATE sessions SET mfa_at = now(), amr = (SELECT array_agg(DISTINCT m) FROM unnest(amr || $2::text[]) m) WHERE id = $1")
+            .bind(session)
+            .bind(vec![if method == "otp" { "otp" } else { "mfa" }])
+            .execute(tx.conn())
+            .await
+            .map_err(db_error)?;
+        tx.record(
+            audit(me.actor(), "mfa.step_up", &resource, Outcome::Success, me.request_id.clone())
+                .detail("method", method),
+        )
+        .await?;
+        let amr: Vec<String> = sqlx::query_scalar("SELECT amr FROM sessions WHERE id = $1")
+            .bind(session)
+            .fetch_one(tx.conn())
+            .await
+            .map_err(db_error)?;
+        let (roles, permissions, _) = self.core.access_of(&mut tx, user, &policy).await?;
+        tx.commit().await?;
+        let claims = self.core.signer.claims(
+            &me.tenant,
+            &me.principal.subject,
+            &session.to_string(),
+            i64::from(policy.access_token_ttl_secs),
+            amr,
+            roles,
+            permissions,
+            Some(chrono::Utc::now().timestamp()),
+        );
+        let access = self.core.signer.mint(&self.core.db, &me.tenant, &claims).await?;
+        Ok(Response::new(pb::Tokens {
+            access_token: access,
+            expires_in: policy.access_token_ttl_secs.unsigned_abs(),
+            refresh_token: String::new(),
+            refresh_expires_in: 0,
+            session_id: session.to_string(),
+            mfa_enrollment_required: false,
+        }))
+    }
+
+    async fn introspect_api_key(
+        &self,
+        request: Request<pb::IntrospectApiKeyRequest>,
+    ) -> Result<Response<pb::IntrospectApiKeyResponse>, Status> {
+        let key = &request.get_ref().api_key;
+        let unknown = || ApiError::unauthenticated("UNKNOWN_API_KEY", "the API key is not valid");
+        if !kit::apikey::well_formed(key) {
+            return Err(unknown().into());
+        }
+        let hash = kit::apikey::hash(key).to_vec();
+        let tenant_id: Option<uuid::Uuid> =
+            sqlx::query_scalar("SELECT tenant_id FROM control.api_key_index WHERE key_hash = $1")
+                .bind(&hash)
+                .fetch_optional(self.core.db.control_pool())
+                .await
+                .map_err(db_error)?;
+        let tenant_id = tenant_id.ok_or_else(unknown)?;
+        let tenant = self
+            .core
+            .db
+            .tenants()
+            .await?
+            .into_iter()
+            .find(|t| t.id.0 == tenant_id && t.status == TenantStatus::Active)
+            .ok_or_else(unknown)?;
+        let mut tx = self.core.db.begin(&tenant).await?;
+        let row: Option<(uuid::Uuid, uuid::Uuid, Vec<String>, chrono::DateTime<chrono::Utc>)> = sqlx::query_as(
+            "UPDATE api_keys k SET last_used_at = now()
+               FROM users u
+              WHERE k.key_hash = $1 AND k.revoked_at IS NULL AND k.expires_at > now()
+                AND u.id = k.user_id AND u.status = 'active'
+             RETURNING k.id, k.user_id, k.scopes, k.expires_at",
+        )
+        .bind(&hash)
+        .fetch_optional(tx.conn())
+        .await
+        .map_err(db_error)?;
+        let (id, user, scopes, expires_at) = row.ok_or_else(unknown)?;
+        let (_, held) = crate::rbac::effective(&mut tx, user).await?;
+        tx.commit().await?;
+        let permissions = scopes.into_iter().filter(|s| held.contains(s)).collect();
+        Ok(Response::new(pb::IntrospectApiKeyResponse {
+            tenant_id: tenant.id.0.to_string(),
+            key_id: id.to_string(),
+            subject: user.to_string(),
+            permissions,
+            expires_at: expires_at.timestamp(),
+        }))
+    }
+}

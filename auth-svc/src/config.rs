@@ -1,0 +1,87 @@
+//! auth-svc's own settings (`[service]` in its configuration, `STRONGROOM_SERVICE__*`).
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSettings {
+    /// Redis for login throttling and for listing revoked sessions and API keys. Required.
+    pub redis_url: Option<SecretString>,
+    /// Password hashes computed at once (each takes 19 MiB); default: the number of cores.
+    #[serde(default)]
+    pub hash_workers: Option<usize>,
+    /// Logins allowed to wait for a hash worker; beyond, RESOURCE_EXHAUSTED (HTTP 429).
+    #[serde(default = "default_hash_queue")]
+    pub hash_queue: usize,
+    /// A refresh token presented again within this many seconds gets the same successor.
+    #[serde(default = "default_refresh_grace")]
+    pub refresh_grace_secs: u64,
+    /// A new token signing key is published this long before it signs (longer than any
+    /// verifier caches the JWKS: 300 s).
+    #[serde(default = "default_publish_ahead")]
+    pub signing_key_publish_ahead_secs: u64,
+    /// Failed logins per client IP (all accounts) within a tenant's lockout window.
+    #[serde(default = "default_ip_threshold")]
+    pub ip_failure_threshold: u32,
+    /// Base URL of the gateway as browsers see it (the issuer's public face), for the
+    /// otpauth:// issuer label.
+    #[serde(default = "default_totp_issuer")]
+    pub totp_issuer: String,
+}
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        Self {
+            redis_url: None,
+            hash_workers: None,
+            hash_queue: default_hash_queue(),
+            refresh_grace_secs: default_refresh_grace(),
+            signing_key_publish_ahead_secs: default_publish_ahead(),
+            ip_failure_threshold: default_ip_threshold(),
+            totp_issuer: default_totp_issuer(),
+        }
+    }
+}
+
+fn default_hash_queue() -> usize {
+    64
+}
+
+fn default_refresh_grace() -> u64 {
+    10
+}
+
+fn default_publish_ahead() -> u64 {
+    360
+}
+
+fn default_ip_threshold() -> u32 {
+    50
+}
+
+fn default_totp_issuer() -> String {
+    "Strongroom".into()
+}
+
+impl kit::config::ServiceSettings for AuthSettings {
+    fn validate(&self, _env: kit::config::Environment) -> Result<(), String> {
+        let Some(url) = &self.redis_url else {
+            return Err("service.redis_url is required (login throttling and revocations)".into());
+        };
+        let parsed = url::Url::parse(url.expose_secret()).map_err(|_| "service.redis_url is not a URL")?;
+        if !matches!(parsed.scheme(), "redis" | "rediss") {
+            return Err("service.redis_url must be redis:// or rediss://".into());
+        }
+        if self.hash_workers == Some(0) {
+            return Err("service.hash_workers must be positive".into());
+        }
+        if self.refresh_grace_secs > 120 {
+            return Err("service.refresh_grace_secs must be at most 120".into());
+        }
+        if self.ip_failure_threshold == 0 {
+            return Err("service.ip_failure_threshold must be positive".into());
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,945 @@
+//! `UserService` and `AccessService`: users, roles, groups and grants.
+
+use kit::outbox::{Actor, Outcome};
+use kit::tenancy::db_error;
+use kit::{ApiError, TenantTx};
+use proto::auth::v1 as pb;
+use tonic::{Request, Response, Status};
+use zeroize::Zeroizing;
+
+use crate::core::{Authed, Core, audit};
+use crate::{passwords, rbac};
+
+fn ts(t: chrono::DateTime<chrono::Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp { seconds: t.timestamp(), nanos: t.timestamp_subsec_nanos() as i32 }
+}
+
+pub fn parse_id(field: &str, raw: &str) -> Result<uuid::Uuid, ApiError> {
+    uuid::Uuid::parse_str(raw).map_err(|_| ApiError::invalid_field(field, "must be a UUID"))
+}
+
+pub fn normalize_email(raw: &str) -> Result<String, ApiError> {
+    let email = raw.trim().to_lowercase();
+    let valid = email.len() >= 3
+        && email.len() <= 254
+        && email.split_once('@').is_some_and(|(l, d)| !l.is_empty() && d.contains('.') && !d.starts_with('.'))
+        && !email.chars().any(|c| c.is_whitespace() || c.is_control());
+    if !valid {
+        return Err(ApiError::invalid_field("email", "must be an email address"));
+    }
+    Ok(email)
+}
+
+#[derive(sqlx::FromRow)]
+struct UserRow {
+    id: uuid::Uuid,
+    email: Option<String>,
+    display_name: Option<String>,
+    status: String,
+    suspension_reason: Option<String>,
+    created_at: chrono::DateTime<chrono::Utc>,
+    mfa_enabled: bool,
+}
+
+const USER_COLUMNS: &str = "u.id, u.email, u.display_name, u.status, u.suspension_reason, u.created_at,
+    EXISTS (SELECT 1 FROM mfa_totp m WHERE m.user_id = u.id AND m.confirmed_at IS NOT NULL) AS mfa_enabled";
+
+async fn load_user(tx: &mut TenantTx, id: uuid::Uuid) -> Result<pb::User, ApiError> {
+    let row: Option<UserRow> = sqlx::query_as(&format!("SELECT {USER_COLUMNS} FROM users u WHERE u.id = $1"))
+        .bind(id)
+        .fetch_optional(tx.conn())
+        .await
+        .map_err(db_error)?;
+    let row = row.ok_or_else(|| ApiError::not_found("USER_NOT_FOUND", "no such user"))?;
+    let (roles, _) = rbac::effective(tx, id).await?;
+    Ok(user_pb(row, roles))
+}
+
+fn user_pb(row: UserRow, roles: Vec<String>) -> pb::User {
+    pb::User {
+        id: row.id.to_string(),
+        email: row.email.unwrap_or_default(),
+        display_name: row.display_name.unwrap_or_default(),
+        status: match row.status.as_str() {
+            "active" => pb::UserStatus::Active,
+            "suspended" => pb::UserStatus::Suspended,
+            _ => pb::UserStatus::Deleted,
+        } as i32,
+        suspension_reason: row.suspension_reason.unwrap_or_default(),
+        mfa_enabled: row.mfa_enabled,
+        roles,
+        create_time: Some(ts(row.created_at)),
+    }
+}
+
+/// A role by name: `(id, permissions)`.
+async fn role_by_name(tx: &mut TenantTx, name: &str) -> Result<(uuid::Uuid, Vec<String>), ApiError> {
+    let row: Option<(uuid::Uuid, Vec<String>)> = sqlx::query_as("SELECT id, permissions FROM roles WHERE name = $1")
+        .bind(name)
+        .fetch_optional(tx.conn())
+        .await
+        .map_err(db_error)?;
+    row.ok_or_else(|| ApiError::not_found("ROLE_NOT_FOUND", format!("no role named {name:?}")))
+}
+
+/// Creates a user with `roles` granted directly (checks are the caller's business).
+pub async fn insert_user(
+    tx: &mut TenantTx,
+    email: &str,
+    display_name: &str,
+    password_hash: &str,
+    roles: &[String],
+    granted_by: &str,
+) -> Result<uuid::Uuid, ApiError> {
+    let id: uuid::Uuid = sqlx::query_scalar(
+        "INSERT INTO users (email, display_name, password_hash, password_changed_at) VALUES ($1, $2, $3, now())
+         ON CONFLICT (tenant_id, email) WHERE email IS NOT NULL DO NOTHING RETURNING id",
+    )
+    .bind(email)
+    .bind(display_name)
+    .bind(password_hash)
+    .fetch_optional(tx.conn())
+    .await
+    .map_err(db_error)?
+    .ok_or_else(|| ApiError::already_exists("EMAIL_TAKEN", "a user with this email exists"))?;
+    for role in roles {
+        let (role_id, _) = role_by_name(tx, role).await?;
+        sqlx::query(
+            "INSERT INTO role_grants (role_id, user_id, granted_by) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+        )
+        .bind(role_id)
+        .bind(id)
+        .bind(granted_by)
+        .execute(tx.conn())
+        .await
+        .map_err(db_error)?;
+    }
+    Ok(id)
+}
+
+/// `UserService`.
+#[derive(Clone, Debug)]
+pub struct Users {
+    pub core: Core,
+}
+
+impl Users {
+    async fn ended_sessions(
+        &self,
+        tx: &mut TenantTx,
+        user: uuid::Uuid,
+        reason: &str,
+    ) -> Result<Vec<uuid::Uuid>, ApiError> {
+        sqlx::query_scalar(
+            "UPDATE sessions SET revoked_at = now(), revoke_reason = $2 WHERE user_id = $1 AND revoked_at IS NULL RETURNING id",
+        )
+        .bind(user)
+        .bind(reason)
+        .fetch_all(tx.conn())
+        .await
+        .map_err(db_error)
+    }
+
+    async fn revoked_keys(&self, tx: &mut TenantTx, user: uuid::Uuid) -> Result<Vec<String>, ApiError> {
+        let ids: Vec<uuid::Uuid> = sqlx::query_scalar(
+            "UPDATE api_keys SET revoked_at = now() WHERE user_id = $1 AND revoked_at IS NULL RETURNING id",
+        )
+        .bind(user)
+        .fetch_all(tx.conn())
+        .await
+        .map_err(db_error)?;
+        Ok(ids.iter().map(ToString::to_string).collect())
+    }
+
+    async fn shred_subject(&self, me: &Authed, user: uuid::Uuid) -> Result<(), ApiError> {
+        use proto::vault::v1 as vault;
+        let mut client = vault::key_management_service_client::KeyManagementServiceClient::new(self.core.vault.clone());
+        let req = vault::ShredSubjectRequest { subject: user.to_string(), ..Default::default() };
+        let req = kit::client::with_context(
+            tonic::Request::new(req),
+            Some(me.tenant.slug.as_str()),
+            me.request_id.as_deref(),
+            None,
+        );
+        client.shred_subject(req).await.map_err(|s| {
+            tracing::error!(code = ?s.code(), message = %s.message(), "subject shredding failed");
+            ApiError::unavailable("VAULT_UNAVAILABLE", "could not shred the user's key; nothing was deleted, retry")
+        })?;
+        Ok(())
+    }
+}
+
+#[tonic::async_trait]
+impl pb::user_service_server::UserService for Users {
+    async fn create_user(&self, request: Request<pb::CreateUserRequest>) -> Result<Response<pb::User>, Status> {
+        let me = self.core.authed(&request).await?;
+        me.require("users.write")?;
+        let req = request.into_inner();
+        let email = normalize_email(&req.email)?;
+        if req.display_name.chars().count() > 200 {
+            return Err(ApiError::invalid_field("display_name", "at most 200 characters").into());
+        }
+        passwords::check_policy(&req.password)?;
+        let mut tx = self.core.db.begin(&me.tenant).await?;
+        if !req.roles.is_empty() {
+            me.require("roles.grant")?;
+            for role in &req.roles {
+                let (_, perms) = role_by_name(&mut tx, role).await?;
+                rbac::check_subset(&perms, &me.principal.permissions)?;
+            }
+        }
+        let hash = self.core.hasher.hash(Zeroizing::new(req.password)).await?;
+        let id =
+            insert_user(&mut tx, &email, req.display_name.trim(), &hash, &req.roles, &me.principal.subject).await?;
+        tx.record(
+            audit(me.actor(), "user.create", &format!("user/{id}"), Outcome::Success, me.request_id.clone())
+                .detail("roles", req.roles.clone()),
+        )
+        .await?;
+        let user = load_user(&mut tx, id).await?;
+        tx.commit().await?;
+        Ok(Response::new(user))
+    }
+
+    async fn get_user(&self, request: Request<pb::GetUserRequest>) -> Result<Response<pb::User>, Status> {
+        let me = self.core.authed(&request).await?;
+        let id = parse_id("id", &request.get_ref().id)?;
+        if me.user_id().ok() != Some(id) {
+            me.require("users.read")?;
+        }
+        let mut tx = self.core.db.begin(&me.tenant).await?;
+        let user = load_user(&mut tx, id).await?;
+        tx.commit().await?;
+        Ok(Response::new(user))
+    }
+
+    async fn list_users(
+        &self,
+        request: Request<pb::ListUsersRequest>,
+    ) -> Result<Response<pb::ListUsersResponse>, Status> {
+        let me = self.core.authed(&request).await?;
+        me.require("users.read")?;
+        let req = request.into_inner();
+        let size = if req.page_size <= 0 { 50 } else { req.page_size.min(500) } as i64;
+        let after =
+            if req.page_token.is_empty() { uuid::Uuid::nil() } else { parse_id("page_token", &req.page_token)? };
+        let mut tx = self.core.db.begin(&me.tenant).await?;
+        let rows: Vec<UserRow> = sqlx::query_as(&format!(
+            "SELECT {USER_COLUMNS} FROM users u WHERE u.id > $1 AND u.status <> 'deleted' ORDER BY u.id LIMIT $2"
+        ))
+        .bind(after)
+        .bind(size + 1)
+        .fetch_all(tx.conn())
+        .await
+        .map_err(db_error)?;
+        let more = rows.len() as i64 > size;
+        let mut users = Vec::new();
+        for row in rows.into_iter().take(size as usize) {
+            let (roles, _) = rbac::effective(&mut tx, row.id).await?;
+            users.push(user_pb(row, roles));
+        }
+        tx.commit().await?;
+        let next_page_token = if more { users.last().map(|u| u.id.clone()).unwrap_or_default() } else { String::new() };
+        Ok(Response::new(pb::ListUsersResponse { users, next_page_token }))
+    }
+
+    async fn update_user(&self, request: Request<pb::UpdateUserRequest>) -> Result<Response<pb::User>, Status> {
+        let me = self.core.authed(&request).await?;
+        let req = request.into_inner();
+        let id = parse_id("id", &req.id)?;
+        if me.user_id().ok() != Some(id) {
+            me.require("users.write")?;
+        }
+        if req.display_name.chars().count() > 200 {
+            return Err(ApiError::invalid_field("display_name", "at most 200 characters").into());
+        }
+        let mut tx = self.core.db.begin(&me.tenant).await?;
+        let done =
+            sqlx::query("UPDATE users SET display_name = $2, updated_at = now() WHERE id = $1 AND status <> 'deleted'")
+                .bind(id)
+                .bind(req.display_name.trim())
+                .execute(tx.conn())
+                .await
+                .map_err(db_error)?;
+        if done.rows_affected() == 0 {
+            return Err(ApiError::not_found("USER_NOT_FOUND", "no such user").into());
+        }
+        tx.record(audit(me.actor(), "user.update", &format!("user/{id}"), Outcome::Success, me.request_id.clone()))
+            .await?;
+        let user = load_user(&mut tx, id).await?;
+        tx.commit().await?;
+        Ok(Response::new(user))
+    }
+
+    async fn suspend_user(&self, request: Request<pb::SuspendUserRequest>) -> Result<Response<pb::User>, Status> {
+        let me = self.core.authed(&request).await?;
+        me.require("users.suspend")?;
+        let req = request.into_inner();
+        let id = parse_id("id", &req.id)?;
+        let reason = req.reason.trim().to_owned();
+        if reason.is_empty() || reason.chars().count() > 500 {
+            return Err(ApiError::invalid_field("reason", "1 to 500 characters").into());
+        }
+        if me.user_id().ok() == Some(id) {
+            return Err(ApiError::failed_precondition("CANNOT_SUSPEND_SELF", "you cannot suspend yourself").into());
+        }
+        let mut tx = self.core.db.begin(&me.tenant).await?;
+        let done = sqlx::query(
+            "UPDATE users SET status = 'suspended', suspension_reason = $2, updated_at = now() WHERE id = $1 AND status <> 'deleted'",
+        )
+        .bind(id)
+        .bind(&reason)
+        .execute(tx.conn())
+        .await
+        .map_err(db_error)?;
+        if done.rows_affected() == 0 {
+            return Err(ApiError::not_found("USER_NOT_FOUND", "no such user").into());
+        }
+        let sessions = self.ended_sessions(&mut tx, id, "user_suspended").await?;
+        tx.record(
+            audit(me.actor(), "user.suspend", &format!("user/{id}"), Outcome::Success, me.request_id.clone())
+                .detail("suspension_reason", reason)
+                .detail("sessions_ended", sessions.len()),
+        )
+        .await?;
+        let user = load_user(&mut tx, id).await?;
+        tx.commit().await?;
+        self.core.revoke_sessions(&sessions).await?;
+        Ok(Response::new(user))
+    }
+
+    async fn reactivate_user(&self, request: Request<pb::ReactivateUserRequest>) -> Result<Response<pb::User>, Status> {
+        let me = self.core.authed(&request).await?;
+        me.require("users.suspend")?;
+        let id = parse_id("id", &request.get_ref().id)?;
+        let mut tx = self.core.db.begin(&me.tenant).await?;
+        let done = sqlx::query(
+            "UPDATE users SET status = 'active', suspension_reason = NULL, updated_at = now() WHERE id = $1 AND status = 'suspended'",
+        )
+        .bind(id)
+        .execute(tx.conn())
+        .await
+        .map_err(db_error)?;
+        if done.rows_affected() == 0 {
+            return Err(ApiError::failed_precondition("NOT_SUSPENDED", "the user is not suspended").into());
+        }
+        tx.record(audit(me.actor(), "user.reactivate", &format!("user/{id}"), Outcome::Success, me.request_id.clone()))
+            .await?;
+        let user = load_user(&mut tx, id).await?;
+        tx.commit().await?;
+        Ok(Response::new(user))
+    }
+
+    async fn delete_user(
+        &self,
+        request: Request<pb::DeleteUserRequest>,
+    ) -> Result<Response<pb::DeleteUserResponse>, Status> {
+        let me = self.core.authed(&request).await?;
+        me.require("users.delete")?;
+        let id = parse_id("id", &request.get_ref().id)?;
+        if me.user_id().ok() == Some(id) {
+            return Err(ApiError::failed_precondition("CANNOT_DELETE_SELF", "you cannot delete yourself").into());
+        }
+        let mut tx = self.core.db.begin(&me.tenant).await?;
+        let done = sqlx::query(
+            "UPDATE users SET status = 'deleted', email = NULL, display_name = NULL, password_hash = NULL,
+                    suspension_reason = NULL, deleted_at = now(), updated_at = now()
+              WHERE id = $1 AND status <> 'deleted'",
+        )
+        .bind(id)
+        .execute(tx.conn())
+        .await
+        .map_err(db_error)?;
+        if done.rows_affected() == 0 {
+            return Err(ApiError::not_found("USER_NOT_FOUND", "no such user").into());
+        }
+        for sql in [
+            "DELETE FROM mfa_totp WHERE user_id = $1",
+            "DELETE FROM backup_codes WHERE user_id = $1",
+            "DELETE FROM mfa_challenges WHERE user_id = $1",
+            "DELETE FROM group_members WHERE user_id = $1",
+            "DELETE FROM role_grants WHERE user_id = $1",
+            "UPDATE sessions SET ip = '', user_agent = '' WHERE user_id = $1",
+        ] {
+            sqlx::query(sql).bind(id).execute(tx.conn()).await.map_err(db_error)?;
+        }
+        let sessions = self.ended_sessions(&mut tx, id, "user_deleted").await?;
+        let keys = self.revoked_keys(&mut tx, id).await?;
+        tx.record(audit(me.actor(), "user.delete", &format!("user/{id}"), Outcome::Success, me.request_id.clone()))
+            .await?;
+        // Shred before committing: if vault-svc cannot, nothing is deleted.
+        self.shred_subject(&me, id).await?;
+        tx.commit().await?;
+        self.core.revoke_sessions(&sessions).await?;
+        self.core.revocations.revoke(kit::revocation::Revoked::ApiKey, &keys).await?;
+        Ok(Response::new(pb::DeleteUserResponse {}))
+    }
+
+    async fn get_me(&self, request: Request<pb::GetMeRequest>) -> Result<Response<pb::Me>, Status> {
+        let me = self.core.authed(&request).await?;
+        let id = me.user_id()?;
+        let mut tx = self.core.db.begin(&me.tenant).await?;
+        let user = load_user(&mut tx, id).await?;
+        tx.commit().await?;
+        Ok(Response::new(pb::Me {
+            user: Some(user),
+            permissions: me.principal.permissions.clone(),
+            session_id: me.principal.session_id.clone().unwrap_or_default(),
+            amr: me.principal.amr.clone(),
+            mfa_enrollment_required: false,
+        }))
+    }
+
+    async fn export_me(&self, request: Request<pb::ExportMeRequest>) -> Result<Response<pb::ExportMeResponse>, Status> {
+        let me = self.core.authed(&request).await?;
+        let id = me.user_id()?;
+        let mut tx = self.core.db.begin(&me.tenant).await?;
+        let user = load_user(&mut tx, id).await?;
+        let groups: Vec<String> = sqlx::query_scalar(
+            "SELECT g.name FROM groups g JOIN group_members m ON m.group_id = g.id WHERE m.user_id = $1 ORDER BY g.name",
+        )
+        .bind(id)
+        .fetch_all(tx.conn())
+        .await
+        .map_err(db_error)?;
+        let sessions: Vec<serde_json::Value> = sqlx::query_scalar(
+            "SELECT jsonb_build_object('id', id, 'ip', ip, 'user_agent', user_agent, 'amr', amr, 'created_at', created_at,
+                    'last_seen_at', last_seen_at, 'revoked_at', revoked_at, 'revoke_reason', revoke_reason)
+               FROM sessions WHERE user_id = $1 ORDER BY created_at",
+        )
+        .bind(id)
+        .fetch_all(tx.conn())
+        .await
+        .map_err(db_error)?;
+        let keys: Vec<serde_json::Value> = sqlx::query_scalar(
+            "SELECT jsonb_build_object('id', id, 'name', name, 'display', display, 'scopes', scopes, 'created_at', created_at,
+                    'expires_at', expires_at, 'last_used_at', last_used_at, 'revoked_at', revoked_at)
+               FROM api_keys WHERE user_id = $1 ORDER BY created_at",
+        )
+        .bind(id)
+        .fetch_all(tx.conn())
+        .await
+        .map_err(db_error)?;
+        let (roles, permissions) = rbac::effective(&mut tx, id).await?;
+        tx.record(audit(me.actor(), "user.export", &format!("user/{id}"), Outcome::Success, me.request_id.clone()))
+            .await?;
+        tx.commit().await?;
+        let doc = serde_json::json!({
+            "format": "strongroom.user-export.v1",
+            "exported_at": chrono::Utc::now().to_rfc3339(),
+            "tenant": me.tenant.slug.as_str(),
+            "user": {
+                "id": user.id, "email": user.email, "display_name": user.display_name,
+                "status": match user.status { 1 => "active", 2 => "suspended", _ => "deleted" },
+                "mfa_enabled": user.mfa_enabled,
+                "created_at": user.create_time.map(|t| t.seconds),
+            },
+            "roles": roles,
+            "permissions": permissions,
+            "groups": groups,
+            "sessions": sessions,
+            "api_keys": keys,
+        });
+        Ok(Response::new(pb::ExportMeResponse { json: doc.to_string() }))
+    }
+
+    async fn change_password(
+        &self,
+        request: Request<pb::ChangePasswordRequest>,
+    ) -> Result<Response<pb::ChangePasswordResponse>, Status> {
+        let me = self.core.authed(&request).await?;
+        let id = me.user_id()?;
+        let req = request.into_inner();
+        passwords::check_policy(&req.new_password)?;
+        let mut tx = self.core.db.begin(&me.tenant).await?;
+        let stored: Option<String> = sqlx::query_scalar("SELECT password_hash FROM users WHERE id = $1 FOR UPDATE")
+            .bind(id)
+            .fetch_optional(tx.conn())
+            .await
+            .map_err(db_error)?
+            .flatten();
+        let verdict = self.core.hasher.verify(Zeroizing::new(req.current_password), stored).await?;
+        if verdict == passwords::Verdict::Wrong {
+            tx.record(audit(
+                me.actor(),
+                "user.password_change",
+                &format!("user/{id}"),
+                Outcome::Denied,
+                me.request_id.clone(),
+            ))
+            .await?;
+            tx.commit().await?;
+            return Err(ApiError::unauthenticated("INVALID_CREDENTIALS", "the current password is wrong").into());
+        }
+        let hash = self.core.hasher.hash(Zeroizing::new(req.new_password)).await?;
+        sqlx::query(
+            "UPDATE users SET password_hash = $2, password_changed_at = now(), updated_at = now() WHERE id = $1",
+        )
+        .bind(id)
+        .bind(hash)
+        .execute(tx.conn())
+        .await
+        .map_err(db_error)?;
+        // Every other session ends.
+        let current =
+            me.principal.session_id.as_deref().and_then(|s| uuid::Uuid::parse_str(s).ok()).unwrap_or_default();
+        let others: Vec<uuid::Uuid> = sqlx::query_scalar(
+            "UPDATE sessions SET revoked_at = now(), revoke_reason = 'password_changed'
+              WHERE user_id = $1 AND id <> $2 AND revoked_at IS NULL RETURNING id",
+        )
+        .bind(id)
+        .bind(current)
+        .fetch_all(tx.conn())
+        .await
+        .map_err(db_error)?;
+        tx.record(audit(
+            me.actor(),
+            "user.password_change",
+            &format!("user/{id}"),
+            Outcome::Success,
+            me.request_id.clone(),
+        ))
+        .await?;
+        tx.commit().await?;
+        self.core.revoke_sessions(&others).await?;
+        Ok(Response::new(pb::ChangePasswordResponse {}))
+    }
+}
+
+/// `AccessService`.
+#[derive(Clone, Debug)]
+pub struct Access {
+    pub core: Core,
+}
+
+fn check_name(field: &str, name: &str) -> Result<(), ApiError> {
+    let ok = name.len() >= 2
+        && name.len() <= 63
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "_.-".contains(c));
+    if ok { Ok(()) } else { Err(ApiError::invalid_field(field, "must match ^[a-z][a-z0-9_.-]{1,62}$")) }
+}
+
+async fn group_pb(tx: &mut TenantTx, id: uuid::Uuid) -> Result<pb::Group, ApiError> {
+    let row: Option<(String, String)> = sqlx::query_as("SELECT name, description FROM groups WHERE id = $1")
+        .bind(id)
+        .fetch_optional(tx.conn())
+        .await
+        .map_err(db_error)?;
+    let (name, description) = row.ok_or_else(|| ApiError::not_found("GROUP_NOT_FOUND", "no such group"))?;
+    let members: Vec<uuid::Uuid> =
+        sqlx::query_scalar("SELECT user_id FROM group_members WHERE group_id = $1 ORDER BY user_id")
+            .bind(id)
+            .fetch_all(tx.conn())
+            .await
+            .map_err(db_error)?;
+    let roles: Vec<String> = sqlx::query_scalar(
+        "SELECT r.name FROM roles r JOIN role_grants g ON g.role_id = r.id WHERE g.group_id = $1 ORDER BY r.name",
+    )
+    .bind(id)
+    .fetch_all(tx.conn())
+    .await
+    .map_err(db_error)?;
+    Ok(pb::Group {
+        id: id.to_string(),
+        name,
+        description,
+        member_ids: members.iter().map(ToString::to_string).collect(),
+        roles,
+    })
+}
+
+/// The union of the permissions a group confers.
+async fn group_permissions(tx: &mut TenantTx, group: uuid::Uuid) -> Result<Vec<String>, ApiError> {
+    sqlx::query_scalar(
+        "SELECT DISTINCT p FROM roles r JOIN role_grants g ON g.role_id = r.id, unnest(r.permissions) p WHERE g.group_id = $1",
+    )
+    .bind(group)
+    .fetch_all(tx.conn())
+    .await
+    .map_err(db_error)
+}
+
+impl Access {
+    async fn grant(
+        &self,
+        request: Request<pb::GrantRoleRequest>,
+        revoke: bool,
+    ) -> Result<pb::GrantRoleResponse, ApiError> {
+        let me = self.core.authed(&request).await?;
+        me.require("roles.grant")?;
+        let req = request.into_inner();
+        let mut tx = self.core.db.begin(&me.tenant).await?;
+        let (role_id, perms) = role_by_name(&mut tx, &req.role).await?;
+        // Revoking a role one could not grant is refused as well: no stripping of superiors.
+        rbac::check_subset(&perms, &me.principal.permissions)?;
+        let (column, grantee) = match req.grantee {
+            Some(pb::grant_role_request::Grantee::UserId(u)) => ("user_id", parse_id("user_id", &u)?),
+            Some(pb::grant_role_request::Grantee::GroupId(g)) => ("group_id", parse_id("group_id", &g)?),
+            None => return Err(ApiError::invalid_field("grantee", "user_id or group_id is required")),
+        };
+        let resource = format!("{}/{grantee}", if column == "user_id" { "user" } else { "group" });
+        if revoke {
+            sqlx::query(&format!("DELETE FROM role_grants WHERE role_id = $1 AND {column} = $2"))
+                .bind(role_id)
+                .bind(grantee)
+                .execute(tx.conn())
+                .await
+                .map_err(db_error)?;
+        } else {
+            sqlx::query(&format!(
+                "INSERT INTO role_grants (role_id, {column}, granted_by) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING"
+            ))
+            .bind(role_id)
+            .bind(grantee)
+            .bind(&me.principal.subject)
+            .execute(tx.conn())
+            .await
+            .map_err(|e| match &e {
+                sqlx::Error::Database(d) if d.is_foreign_key_violation() => {
+                    ApiError::not_found("GRANTEE_NOT_FOUND", "no such user or group")
+                }
+                _ => db_error(e),
+            })?;
+        }
+        let action = if revoke { "role.revoke" } else { "role.grant" };
+        tx.record(
+            audit(me.actor(), action, &resource, Outcome::Success, me.request_id.clone()).detail("role", req.role),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(pb::GrantRoleResponse {})
+    }
+
+    async fn membership(&self, request: Request<pb::GroupMemberRequest>, add: bool) -> Result<pb::Group, ApiError> {
+        let me = self.core.authed(&request).await?;
+        me.require("groups.write")?;
+        let req = request.into_inner();
+        let group = parse_id("group_id", &req.group_id)?;
+        let user = parse_id("user_id", &req.user_id)?;
+        let mut tx = self.core.db.begin(&me.tenant).await?;
+        // Adding someone to a group grants its roles: the caller must hold all of them.
+        let perms = group_permissions(&mut tx, group).await?;
+        rbac::check_subset(&perms, &me.principal.permissions)?;
+        if add {
+            sqlx::query("INSERT INTO group_members (group_id, user_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+                .bind(group)
+                .bind(user)
+                .execute(tx.conn())
+                .await
+                .map_err(|e| match &e {
+                    sqlx::Error::Database(d) if d.is_foreign_key_violation() => {
+                        ApiError::not_found("NOT_FOUND", "no such user or group")
+                    }
+                    _ => db_error(e),
+                })?;
+        } else {
+            sqlx::query("DELETE FROM group_members WHERE group_id = $1 AND user_id = $2")
+                .bind(group)
+                .bind(user)
+                .execute(tx.conn())
+                .await
+                .map_err(db_error)?;
+        }
+        let action = if add { "group.member_add" } else { "group.member_remove" };
+        tx.record(
+            audit(me.actor(), action, &format!("group/{group}"), Outcome::Success, me.request_id.clone())
+                .detail("user", user.to_string()),
+        )
+        .await?;
+        let out = group_pb(&mut tx, group).await?;
+        tx.commit().await?;
+        Ok(out)
+    }
+}
+
+#[tonic::async_trait]
+impl pb::access_service_server::AccessService for Access {
+    async fn list_roles(
+        &self,
+        request: Request<pb::ListRolesRequest>,
+    ) -> Result<Response<pb::ListRolesResponse>, Status> {
+        let me = self.core.authed(&request).await?;
+        me.require("roles.read")?;
+        let mut tx = self.core.db.begin(&me.tenant).await?;
+        let rows: Vec<(uuid::Uuid, String, String, Vec<String>, bool)> =
+            sqlx::query_as("SELECT id, name, description, permissions, builtin FROM roles ORDER BY builtin DESC, name")
+                .fetch_all(tx.conn())
+                .await
+                .map_err(db_error)?;
+        tx.commit().await?;
+        let roles = rows
+            .into_iter()
+            .map(|(id, name, description, permissions, builtin)| pb::Role {
+                id: id.to_string(),
+                name,
+                description,
+                permissions,
+                builtin,
+            })
+            .collect();
+        Ok(Response::new(pb::ListRolesResponse { roles }))
+    }
+
+    async fn create_role(&self, request: Request<pb::CreateRoleRequest>) -> Result<Response<pb::Role>, Status> {
+        let me = self.core.authed(&request).await?;
+        me.require("roles.write")?;
+        let req = request.into_inner();
+        check_name("name", &req.name)?;
+        if req.permissions.is_empty() {
+            return Err(ApiError::invalid_field("permissions", "at least one").into());
+        }
+        rbac::check_known(&req.permissions)?;
+        rbac::check_subset(&req.permissions, &me.principal.permissions)?;
+        let mut perms = req.permissions.clone();
+        perms.sort();
+        perms.dedup();
+        let mut tx = self.core.db.begin(&me.tenant).await?;
+        let id: Option<uuid::Uuid> = sqlx::query_scalar(
+            "INSERT INTO roles (name, description, permissions) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING RETURNING id",
+        )
+        .bind(&req.name)
+        .bind(req.description.chars().take(500).collect::<String>())
+        .bind(&perms)
+        .fetch_optional(tx.conn())
+        .await
+        .map_err(db_error)?;
+        let id = id.ok_or_else(|| ApiError::already_exists("ROLE_EXISTS", "a role with this name exists"))?;
+        tx.record(
+            audit(me.actor(), "role.create", &format!("role/{id}"), Outcome::Success, me.request_id.clone())
+                .detail("name", req.name.clone())
+                .detail("permissions", perms.clone()),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(Response::new(pb::Role {
+            id: id.to_string(),
+            name: req.name,
+            description: req.description,
+            permissions: perms,
+            builtin: false,
+        }))
+    }
+
+    async fn delete_role(
+        &self,
+        request: Request<pb::DeleteRoleRequest>,
+    ) -> Result<Response<pb::DeleteRoleResponse>, Status> {
+        let me = self.core.authed(&request).await?;
+        me.require("roles.write")?;
+        let id = parse_id("id", &request.get_ref().id)?;
+        let mut tx = self.core.db.begin(&me.tenant).await?;
+        let builtin: Option<bool> = sqlx::query_scalar("SELECT builtin FROM roles WHERE id = $1")
+            .bind(id)
+            .fetch_optional(tx.conn())
+            .await
+            .map_err(db_error)?;
+        match builtin {
+            None => return Err(ApiError::not_found("ROLE_NOT_FOUND", "no such role").into()),
+            Some(true) => {
+                return Err(ApiError::failed_precondition("BUILTIN_ROLE", "built-in roles cannot be deleted").into());
+            }
+            Some(false) => {}
+        }
+        sqlx::query("DELETE FROM roles WHERE id = $1").bind(id).execute(tx.conn()).await.map_err(db_error)?;
+        tx.record(audit(me.actor(), "role.delete", &format!("role/{id}"), Outcome::Success, me.request_id.clone()))
+            .await?;
+        tx.commit().await?;
+        Ok(Response::new(pb::DeleteRoleResponse {}))
+    }
+
+    async fn list_groups(
+        &self,
+        request: Request<pb::ListGroupsRequest>,
+    ) -> Result<Response<pb::ListGroupsResponse>, Status> {
+        let me = self.core.authed(&request).await?;
+        me.require("groups.read")?;
+        let mut tx = self.core.db.begin(&me.tenant).await?;
+        let ids: Vec<uuid::Uuid> =
+            sqlx::query_scalar("SELECT id FROM groups ORDER BY name").fetch_all(tx.conn()).await.map_err(db_error)?;
+        let mut groups = Vec::with_capacity(ids.len());
+        for id in ids {
+            groups.push(group_pb(&mut tx, id).await?);
+        }
+        tx.commit().await?;
+        Ok(Response::new(pb::ListGroupsResponse { groups }))
+    }
+
+    async fn create_group(&self, request: Request<pb::CreateGroupRequest>) -> Result<Response<pb::Group>, Status> {
+        let me = self.core.authed(&request).await?;
+        me.require("groups.write")?;
+        let req = request.into_inner();
+        check_name("name", &req.name)?;
+        let mut tx = self.core.db.begin(&me.tenant).await?;
+        let id: Option<uuid::Uuid> = sqlx::query_scalar(
+            "INSERT INTO groups (name, description) VALUES ($1, $2) ON CONFLICT DO NOTHING RETURNING id",
+        )
+        .bind(&req.name)
+        .bind(req.description.chars().take(500).collect::<String>())
+        .fetch_optional(tx.conn())
+        .await
+        .map_err(db_error)?;
+        let id = id.ok_or_else(|| ApiError::already_exists("GROUP_EXISTS", "a group with this name exists"))?;
+        tx.record(
+            audit(me.actor(), "group.create", &format!("group/{id}"), Outcome::Success, me.request_id.clone())
+                .detail("name", req.name),
+        )
+        .await?;
+        let group = group_pb(&mut tx, id).await?;
+        tx.commit().await?;
+        Ok(Response::new(group))
+    }
+
+    async fn delete_group(
+        &self,
+        request: Request<pb::DeleteGroupRequest>,
+    ) -> Result<Response<pb::DeleteGroupResponse>, Status> {
+        let me = self.core.authed(&request).await?;
+        me.require("groups.write")?;
+        let id = parse_id("id", &request.get_ref().id)?;
+        let mut tx = self.core.db.begin(&me.tenant).await?;
+        let done =
+            sqlx::query("DELETE FROM groups WHERE id = $1").bind(id).execute(tx.conn()).await.map_err(db_error)?;
+        if done.rows_affected() == 0 {
+            return Err(ApiError::not_found("GROUP_NOT_FOUND", "no such group").into());
+        }
+        tx.record(audit(me.actor(), "group.delete", &format!("group/{id}"), Outcome::Success, me.request_id.clone()))
+            .await?;
+        tx.commit().await?;
+        Ok(Response::new(pb::DeleteGroupResponse {}))
+    }
+
+    async fn add_group_member(&self, request: Request<pb::GroupMemberRequest>) -> Result<Response<pb::Group>, Status> {
+        Ok(Response::new(self.membership(request, true).await?))
+    }
+
+    async fn remove_group_member(
+        &self,
+        request: Request<pb::GroupMemberRequest>,
+    ) -> Result<Response<pb::Group>, Status> {
+        Ok(Response::new(self.membership(request, false).await?))
+    }
+
+    async fn grant_role(
+        &self,
+        request: Request<pb::GrantRoleRequest>,
+    ) -> Result<Response<pb::GrantRoleResponse>, Status> {
+        Ok(Response::new(self.grant(request, false).await?))
+    }
+
+    async fn revoke_role(
+        &self,
+        request: Request<pb::GrantRoleRequest>,
+    ) -> Result<Response<pb::GrantRoleResponse>, Status> {
+        Ok(Response::new(self.grant(request, true).await?))
+    }
+
+    async fn check_permission(
+        &self,
+        request: Request<pb::CheckPermissionRequest>,
+    ) -> Result<Response<pb::CheckPermissionResponse>, Status> {
+        let ctx = kit::access::RequestContext::of(&request)?;
+        let tenant = self.core.db.tenant(&ctx.tenant_slug()?).await?;
+        let user = parse_id("user_id", &request.get_ref().user_id)?;
+        let mut tx = self.core.db.begin(&tenant).await?;
+        let active: Option<bool> = sqlx::query_scalar("SELECT status = 'active' FROM users WHERE id = $1")
+            .bind(user)
+            .fetch_optional(tx.conn())
+            .await
+            .map_err(db_error)?;
+        let (_, permissions) = rbac::effective(&mut tx, user).await?;
+        tx.commit().await?;
+        let allowed = active == Some(true) && permissions.contains(&request.get_ref().permission);
+        Ok(Response::new(pb::CheckPermissionResponse { allowed }))
+    }
+
+    async fn get_policy(&self, request: Request<pb::GetPolicyRequest>) -> Result<Response<pb::Policy>, Status> {
+        let me = self.core.authed(&request).await?;
+        let mut tx = self.core.db.begin(&me.tenant).await?;
+        let p = crate::core::policy(&mut tx).await?;
+        tx.commit().await?;
+        Ok(Response::new(policy_pb(p)))
+    }
+
+    async fn update_policy(&self, request: Request<pb::Policy>) -> Result<Response<pb::Policy>, Status> {
+        let me = self.core.authed(&request).await?;
+        me.require("tenant.policy.write")?;
+        let p = request.into_inner();
+        if !(1..=100).contains(&p.lockout_threshold) {
+            return Err(ApiError::invalid_field("lockout_threshold", "1 to 100").into());
+        }
+        if !(60..=86_400).contains(&p.lockout_window_secs) {
+            return Err(ApiError::invalid_field("lockout_window_secs", "60 to 86400").into());
+        }
+        if !(300..=900).contains(&p.access_token_ttl_secs) {
+            return Err(ApiError::invalid_field("access_token_ttl_secs", "300 to 900").into());
+        }
+        if !(3_600..=90 * 86_400).contains(&p.refresh_token_ttl_secs) {
+            return Err(ApiError::invalid_field("refresh_token_ttl_secs", "3600 to 7776000").into());
+        }
+        let mut tx = self.core.db.begin(&me.tenant).await?;
+        for role in &p.mfa_required_roles {
+            role_by_name(&mut tx, role).await?;
+        }
+        // Dropping a role from the MFA list weakens the tenant: only with every permission it grants.
+        let current = crate::core::policy(&mut tx).await?;
+        for dropped in current.mfa_required_roles.iter().filter(|r| !p.mfa_required_roles.contains(r)) {
+            let (_, perms) = role_by_name(&mut tx, dropped).await?;
+            rbac::check_subset(&perms, &me.principal.permissions)?;
+        }
+        let updated: crate::core::Policy = sqlx::query_as(
+            "UPDATE tenant_policy SET lockout_threshold = $1, lockout_window_secs = $2, access_token_ttl_secs = $3,
+                    refresh_token_ttl_secs = $4, mfa_required_roles = $5, updated_at = now()
+             RETURNING lockout_threshold, lockout_window_secs, access_token_ttl_secs, refresh_token_ttl_secs, mfa_required_roles",
+        )
+        .bind(p.lockout_threshold as i32)
+        .bind(p.lockout_window_secs as i32)
+        .bind(p.access_token_ttl_secs as i32)
+        .bind(p.refresh_token_ttl_secs as i32)
+        .bind(&p.mfa_required_roles)
+        .fetch_one(tx.conn())
+        .await
+        .map_err(db_error)?;
+        tx.record(
+            audit(me.actor(), "tenant.policy_update", "tenant/policy", Outcome::Success, me.request_id.clone())
+                .detail("lockout_threshold", p.lockout_threshold)
+                .detail("mfa_required_roles", p.mfa_required_roles.clone()),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(Response::new(policy_pb(updated)))
+    }
+}
+
+fn policy_pb(p: crate::core::Policy) -> pb::Policy {
+    pb::Policy {
+        lockout_threshold: p.lockout_threshold.unsigned_abs(),
+        lockout_window_secs: p.lockout_window_secs.unsigned_abs(),
+        access_token_ttl_secs: p.access_token_ttl_secs.unsigned_abs(),
+        refresh_token_ttl_secs: p.refresh_token_ttl_secs.unsigned_abs(),
+        mfa_required_roles: p.mfa_required_roles,
+    }
+}
+
+/// Creates a tenant's first owner with a generated password, if the tenant has no user yet.
+pub async fn create_owner(
+    core: &Core,
+    tx: &mut TenantTx,
+    email: &str,
+) -> Result<Option<(uuid::Uuid, Zeroizing<String>)>, ApiError> {
+    let email = normalize_email(email)?;
+    let any: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM users)").fetch_one(tx.conn()).await.map_err(db_error)?;
+    if any {
+        return Ok(None);
+    }
+    let password = crate::tokens::opaque("")?;
+    let hash = core.hasher.hash(password.clone()).await?;
+    let id = insert_user(tx, &email, "Owner", &hash, &["owner".to_owned()], "operator").await?;
+    tx.record(
+        audit(Actor::Service("operator".into()), "user.create", &format!("user/{id}"), Outcome::Success, None)
+            .detail("roles", vec!["owner"]),
+    )
+    .await?;
+    Ok(Some((id, password)))
+}

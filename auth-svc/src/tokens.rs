@@ -1,0 +1,330 @@
+//! Access tokens (JWT `at+jwt`, EdDSA), the tenant's signing keys, and refresh tokens.
+//!
+//! Signing keys: one Ed25519 key pair per tenant at a time, generated here, its private half
+//! sealed by vault-svc transit and stored in the tenant's `token_signing_keys`, its public half
+//! published in `control.signing_keys` (the JWKS, bound to the tenant). A rotated-in key is
+//! published `signing_key_publish_ahead_secs` before it signs; a rotated-out key stays published
+//! until the last token it signed has expired.
+//!
+//! Refresh tokens: `srr_` + 32 random bytes (base64url), stored as SHA-256, single use. The
+//! successor is sealed (AES-256-GCM) under a key derived from the presented token by HKDF-SHA256,
+//! so a retry within the grace window gets the same successor and nobody else can read it.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aes_gcm::aead::{Aead, KeyInit};
+use aes_gcm::{Aes256Gcm, Nonce};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use ed25519_dalek::pkcs8::EncodePrivateKey;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use kit::client::Channel;
+use kit::tenancy::db_error;
+use kit::{ApiError, Tenant, TenantTx};
+use proto::vault::v1 as vault;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use tokio::sync::RwLock;
+use zeroize::Zeroizing;
+
+/// How long a replica trusts its cached view of the active signing key.
+const KEY_CACHE_TTL: Duration = Duration::from_secs(30);
+/// The longest an access token lives (tenant policies allow 300–900 s).
+pub const MAX_ACCESS_TTL_SECS: i64 = 900;
+const REFRESH_PREFIX: &str = "srr_";
+
+/// Each tenant's active key and when it was loaded.
+type KeyCache = HashMap<uuid::Uuid, (Arc<ActiveKey>, Instant)>;
+
+struct ActiveKey {
+    kid: String,
+    key: EncodingKey,
+}
+
+/// Mints access tokens; cheap to clone.
+#[derive(Clone)]
+pub struct Signer {
+    vault: vault::transit_service_client::TransitServiceClient<Channel>,
+    issuer: String,
+    audience: String,
+    publish_ahead: Duration,
+    cache: Arc<RwLock<KeyCache>>,
+}
+
+impl std::fmt::Debug for Signer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Signer").field("issuer", &self.issuer).finish_non_exhaustive()
+    }
+}
+
+/// The claims of an access token.
+#[derive(Debug, Serialize)]
+pub struct AccessClaims {
+    pub iss: String,
+    pub aud: String,
+    pub sub: String,
+    pub tid: String,
+    pub sid: String,
+    pub jti: String,
+    pub iat: i64,
+    pub nbf: i64,
+    pub exp: i64,
+    pub amr: Vec<String>,
+    pub roles: Vec<String>,
+    pub permissions: Vec<String>,
+    /// When the session last passed a second factor (step-up).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mfa_time: Option<i64>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub mfa_enrollment_required: bool,
+}
+
+fn seal_context(kid: &str) -> HashMap<String, String> {
+    HashMap::from([("purpose".to_owned(), "token-signing-key".to_owned()), ("kid".to_owned(), kid.to_owned())])
+}
+
+fn vault_error(s: tonic::Status) -> ApiError {
+    tracing::error!(code = ?s.code(), message = %s.message(), "vault-svc call failed");
+    ApiError::unavailable("VAULT_UNAVAILABLE", "key service unavailable, retry shortly")
+}
+
+impl Signer {
+    pub fn new(vault: Channel, issuer: String, audience: String, publish_ahead: Duration) -> Self {
+        Self {
+            vault: vault::transit_service_client::TransitServiceClient::new(vault),
+            issuer,
+            audience,
+            publish_ahead,
+            cache: Arc::default(),
+        }
+    }
+
+    pub fn issuer(&self) -> &str {
+        &self.issuer
+    }
+
+    async fn seal(&self, tenant: &Tenant, plaintext: &[u8], kid: &str) -> Result<String, ApiError> {
+        let req =
+            vault::EncryptRequest { plaintext: plaintext.to_vec(), context: seal_context(kid), subject: String::new() };
+        let req = kit::client::with_context(tonic::Request::new(req), Some(tenant.slug.as_str()), None, None);
+        Ok(self.vault.clone().encrypt(req).await.map_err(vault_error)?.into_inner().ciphertext)
+    }
+
+    async fn unseal(&self, tenant: &Tenant, sealed: &str, kid: &str) -> Result<Zeroizing<Vec<u8>>, ApiError> {
+        let req =
+            vault::DecryptRequest { ciphertext: sealed.to_owned(), context: seal_context(kid), subject: String::new() };
+        let req = kit::client::with_context(tonic::Request::new(req), Some(tenant.slug.as_str()), None, None);
+        Ok(Zeroizing::new(self.vault.clone().decrypt(req).await.map_err(vault_error)?.into_inner().plaintext))
+    }
+
+    /// Generates a key pair, seals and stores the private half, publishes the public half;
+    /// it signs `delay` after the transaction's start. Returns the kid and that instant.
+    async fn create_key(
+        &self,
+        tx: &mut TenantTx,
+        delay: Duration,
+    ) -> Result<(String, chrono::DateTime<chrono::Utc>), ApiError> {
+        let tenant = tx.tenant().clone();
+        let mut seed = Zeroizing::new([0u8; 32]);
+        getrandom::fill(seed.as_mut()).map_err(|e| ApiError::internal(&e))?;
+        let signing = ed25519_dalek::SigningKey::from_bytes(&seed);
+        let pkcs8 = signing.to_pkcs8_der().map_err(|e| ApiError::internal(&e))?;
+        let public = signing.verifying_key().to_bytes();
+        let kid = format!("{}-{}", &tenant.id.0.simple().to_string()[..8], uuid::Uuid::now_v7().simple());
+        let sealed = self.seal(&tenant, pkcs8.as_bytes(), &kid).await?;
+        let jwk = serde_json::json!({
+            "kty": "OKP", "crv": "Ed25519", "x": B64.encode(public), "kid": kid, "alg": "EdDSA", "use": "sig",
+        });
+        let activates_at: chrono::DateTime<chrono::Utc> = sqlx::query_scalar(
+            "INSERT INTO token_signing_keys (kid, sealed_private, activates_at)
+             VALUES ($1, $2, now() + make_interval(secs => $3)) RETURNING activates_at",
+        )
+        .bind(&kid)
+        .bind(&sealed)
+        .bind(delay.as_secs_f64())
+        .fetch_one(tx.conn())
+        .await
+        .map_err(db_error)?;
+        sqlx::query("INSERT INTO control.signing_keys (kid, alg, public_jwk, tenant_id) VALUES ($1, 'EdDSA', $2, $3)")
+            .bind(&kid)
+            .bind(&jwk)
+            .bind(tenant.id.0)
+            .execute(tx.conn())
+            .await
+            .map_err(db_error)?;
+        Ok((kid, activates_at))
+    }
+
+    async fn load_active(&self, tx: &mut TenantTx) -> Result<Option<(String, String)>, ApiError> {
+        sqlx::query_as(
+            "SELECT kid, sealed_private FROM token_signing_keys
+              WHERE activates_at <= now() AND (retired_at IS NULL OR retired_at > now())
+              ORDER BY activates_at DESC LIMIT 1",
+        )
+        .fetch_optional(tx.conn())
+        .await
+        .map_err(db_error)
+    }
+
+    async fn active_key(&self, db: &kit::Db, tenant: &Tenant) -> Result<Arc<ActiveKey>, ApiError> {
+        if let Some((key, at)) = self.cache.read().await.get(&tenant.id.0)
+            && at.elapsed() < KEY_CACHE_TTL
+        {
+            return Ok(key.clone());
+        }
+        let mut tx = db.begin(tenant).await?;
+        let mut found = self.load_active(&mut tx).await?;
+        if found.is_none() {
+            // First token of this tenant: one replica creates the key, the others wait and read it.
+            sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('strongroom.auth.signing-key.' || $1, 0))")
+                .bind(tenant.id.0.to_string())
+                .execute(tx.conn())
+                .await
+                .map_err(db_error)?;
+            found = self.load_active(&mut tx).await?;
+            if found.is_none() {
+                let (kid, _) = self.create_key(&mut tx, Duration::ZERO).await?;
+                tracing::info!(tenant = %tenant.slug, kid = %kid, "token signing key created");
+                found = self.load_active(&mut tx).await?;
+            }
+        }
+        tx.commit().await?;
+        let (kid, sealed) = found.ok_or_else(|| ApiError::internal(&"signing key vanished"))?;
+        let der = self.unseal(tenant, &sealed, &kid).await?;
+        let key = Arc::new(ActiveKey { kid, key: EncodingKey::from_ed_der(&der) });
+        self.cache.write().await.insert(tenant.id.0, (key.clone(), Instant::now()));
+        Ok(key)
+    }
+
+    /// Rotates the tenant's signing key: the new key is published now and signs after the
+    /// publish-ahead delay; the current one keeps signing until then and stays published until
+    /// its last token has expired. Returns the new `kid` and when it starts signing.
+    pub async fn rotate(&self, tx: &mut TenantTx) -> Result<(String, chrono::DateTime<chrono::Utc>), ApiError> {
+        let (kid, activates_at) = self.create_key(tx, self.publish_ahead).await?;
+        let retire_published = activates_at + chrono::Duration::seconds(MAX_ACCESS_TTL_SECS + 60);
+        let old: Vec<String> = sqlx::query_scalar(
+            "UPDATE token_signing_keys SET retired_at = $2 WHERE kid <> $1 AND retired_at IS NULL RETURNING kid",
+        )
+        .bind(&kid)
+        .bind(activates_at)
+        .fetch_all(tx.conn())
+        .await
+        .map_err(db_error)?;
+        sqlx::query("UPDATE control.signing_keys SET expires_at = $2 WHERE kid = ANY($1)")
+            .bind(&old)
+            .bind(retire_published)
+            .execute(tx.conn())
+            .await
+            .map_err(db_error)?;
+        Ok((kid, activates_at))
+    }
+
+    /// Signs `claims` with the tenant's active key.
+    pub async fn mint(&self, db: &kit::Db, tenant: &Tenant, claims: &AccessClaims) -> Result<String, ApiError> {
+        let key = self.active_key(db, tenant).await?;
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.typ = Some("at+jwt".into());
+        header.kid = Some(key.kid.clone());
+        jsonwebtoken::encode(&header, claims, &key.key).map_err(|e| ApiError::internal(&e))
+    }
+
+    /// Fills the standard claims.
+    #[allow(clippy::too_many_arguments)]
+    pub fn claims(
+        &self,
+        tenant: &Tenant,
+        subject: &str,
+        session: &str,
+        ttl_secs: i64,
+        amr: Vec<String>,
+        roles: Vec<String>,
+        permissions: Vec<String>,
+        mfa_time: Option<i64>,
+    ) -> AccessClaims {
+        let now = chrono::Utc::now().timestamp();
+        AccessClaims {
+            iss: self.issuer.clone(),
+            aud: self.audience.clone(),
+            sub: subject.to_owned(),
+            tid: tenant.id.0.to_string(),
+            sid: session.to_owned(),
+            jti: uuid::Uuid::now_v7().to_string(),
+            iat: now,
+            nbf: now,
+            exp: now + ttl_secs.clamp(60, MAX_ACCESS_TTL_SECS),
+            amr,
+            roles,
+            permissions,
+            mfa_time,
+            mfa_enrollment_required: false,
+        }
+    }
+}
+
+/// A new opaque token with `prefix` (refresh tokens, MFA challenges).
+pub fn opaque(prefix: &str) -> Result<Zeroizing<String>, ApiError> {
+    let mut raw = Zeroizing::new([0u8; 32]);
+    getrandom::fill(raw.as_mut()).map_err(|e| ApiError::internal(&e))?;
+    Ok(Zeroizing::new(format!("{prefix}{}", B64.encode(raw.as_ref()))))
+}
+
+pub fn new_refresh_token() -> Result<Zeroizing<String>, ApiError> {
+    opaque(REFRESH_PREFIX)
+}
+
+/// What is stored for an opaque token.
+pub fn digest(token: &str) -> Vec<u8> {
+    Sha256::digest(token.as_bytes()).to_vec()
+}
+
+fn successor_cipher(token: &str) -> Result<Aes256Gcm, ApiError> {
+    let hk = hkdf::Hkdf::<Sha256>::new(Some(b"strongroom.refresh.successor.v1"), token.as_bytes());
+    let mut key = Zeroizing::new([0u8; 32]);
+    hk.expand(b"aes-256-gcm", key.as_mut()).map_err(|e| ApiError::internal(&e))?;
+    Aes256Gcm::new_from_slice(key.as_ref()).map_err(|e| ApiError::internal(&e))
+}
+
+/// Seals `successor` under a key only the holder of `token` can derive.
+pub fn seal_successor(token: &str, successor: &str) -> Result<Vec<u8>, ApiError> {
+    let mut nonce = [0u8; 12];
+    getrandom::fill(&mut nonce).map_err(|e| ApiError::internal(&e))?;
+    let ct = successor_cipher(token)?
+        .encrypt(&Nonce::from(nonce), successor.as_bytes())
+        .map_err(|_| ApiError::internal(&"seal successor"))?;
+    Ok([nonce.as_slice(), &ct].concat())
+}
+
+pub fn open_successor(token: &str, sealed: &[u8]) -> Result<Zeroizing<String>, ApiError> {
+    if sealed.len() < 12 {
+        return Err(ApiError::internal(&"sealed successor too short"));
+    }
+    let (nonce, ct) = sealed.split_at(12);
+    let nonce: [u8; 12] = nonce.try_into().map_err(|_| ApiError::internal(&"nonce"))?;
+    let pt =
+        successor_cipher(token)?.decrypt(&Nonce::from(nonce), ct).map_err(|_| ApiError::internal(&"open successor"))?;
+    String::from_utf8(pt).map(Zeroizing::new).map_err(|e| ApiError::internal(&e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_presented_token_opens_its_successor() {
+        let token = new_refresh_token().expect("rng");
+        let next = new_refresh_token().expect("rng");
+        let sealed = seal_successor(&token, &next).expect("seal");
+        assert_eq!(open_successor(&token, &sealed).expect("open").as_str(), next.as_str());
+        let other = new_refresh_token().expect("rng");
+        assert!(open_successor(&other, &sealed).is_err());
+    }
+
+    #[test]
+    fn refresh_tokens_are_prefixed_and_random() {
+        let a = new_refresh_token().expect("rng");
+        assert!(a.starts_with("srr_") && a.len() == 4 + 43);
+        assert_ne!(a.as_str(), new_refresh_token().expect("rng").as_str());
+    }
+}

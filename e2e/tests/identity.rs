@@ -1,0 +1,590 @@
+//! auth-svc over real mTLS with real PostgreSQL, Redis and vault-svc: logins, MFA, refresh
+//! rotation, lockout, suspension, RBAC, API keys, data rights, and the attacks on them.
+
+use std::time::Duration;
+
+use e2e::{Constellation, reason};
+use proto::auth::v1 as pb;
+use proto::auth::v1::access_service_client::AccessServiceClient;
+use proto::auth::v1::authentication_service_client::AuthenticationServiceClient;
+use proto::auth::v1::identity_service_client::IdentityServiceClient;
+use proto::auth::v1::session_service_client::SessionServiceClient;
+use proto::auth::v1::user_service_client::UserServiceClient;
+use tonic::Code;
+
+struct Fx {
+    c: Constellation,
+    tenant: uuid::Uuid,
+    owner_email: String,
+    owner_password: String,
+}
+
+fn req<T>(tenant: &str, token: Option<&str>, msg: T) -> tonic::Request<T> {
+    kit::client::with_context(tonic::Request::new(msg), Some(tenant), Some(&uuid::Uuid::new_v4().to_string()), token)
+}
+
+fn code_at(secret_b32: &str, at: u64) -> String {
+    let seed = totp_rs::Secret::Encoded(secret_b32.to_owned()).to_bytes().expect("base32");
+    let t = totp_rs::TOTP::new(totp_rs::Algorithm::SHA1, 6, 1, 30, seed, None, "x".into()).expect("totp");
+    t.generate(at)
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs()
+}
+
+fn tokens(r: pb::LoginResponse) -> pb::Tokens {
+    match r.result {
+        Some(pb::login_response::Result::Tokens(t)) => t,
+        other => panic!("expected tokens, got {other:?}"),
+    }
+}
+
+#[allow(clippy::expect_used)]
+impl Fx {
+    async fn new() -> Self {
+        let _ = kit::telemetry::init("e2e", &kit::config::TelemetryConfig { otlp_endpoint: None, log: "error".into() });
+        let c = Constellation::start(false).await;
+        let owner_email = "owner@alpha.example".to_owned();
+        let (tenant, _, owner_password) = c.create_tenant_with_owner("alpha", &owner_email).await;
+        assert!(owner_password.len() >= 40, "generated owner password is long");
+        Self { c, tenant, owner_email, owner_password }
+    }
+
+    fn authn(&self) -> AuthenticationServiceClient<kit::client::Channel> {
+        AuthenticationServiceClient::new(self.c.channel_as("gateway", "auth"))
+    }
+    fn users(&self) -> UserServiceClient<kit::client::Channel> {
+        UserServiceClient::new(self.c.channel_as("gateway", "auth"))
+    }
+    fn access(&self) -> AccessServiceClient<kit::client::Channel> {
+        AccessServiceClient::new(self.c.channel_as("gateway", "auth"))
+    }
+    fn sessions(&self) -> SessionServiceClient<kit::client::Channel> {
+        SessionServiceClient::new(self.c.channel_as("gateway", "auth"))
+    }
+
+    async fn login(&self, email: &str, password: &str) -> Result<pb::LoginResponse, tonic::Status> {
+        self.login_from(email, password, "203.0.113.7").await
+    }
+
+    async fn login_from(&self, email: &str, password: &str, ip: &str) -> Result<pb::LoginResponse, tonic::Status> {
+        let msg = pb::LoginRequest {
+            tenant: "alpha".into(),
+            email: email.into(),
+            password: password.into(),
+            client: Some(pb::ClientInfo { ip: ip.into(), user_agent: "e2e".into() }),
+        };
+        self.authn().login(req("alpha", None, msg)).await.map(tonic::Response::into_inner)
+    }
+
+    async fn refresh(&self, token: &str) -> Result<pb::Tokens, tonic::Status> {
+        let msg = pb::RefreshRequest { tenant: "alpha".into(), refresh_token: token.into(), client: None };
+        self.authn().refresh(req("alpha", None, msg)).await.map(tonic::Response::into_inner)
+    }
+
+    /// The owner enrols TOTP (their first session may only do that) and gets a full session.
+    async fn owner_with_totp(&self) -> (pb::Tokens, String, Vec<String>) {
+        let first = tokens(self.login(&self.owner_email, &self.owner_password).await.expect("owner login"));
+        assert!(first.mfa_enrollment_required, "a privileged user without TOTP may only enrol");
+        let enrol = self
+            .sessions()
+            .enroll_totp(req("alpha", Some(&first.access_token), pb::EnrollTotpRequest {}))
+            .await
+            .expect("enrol")
+            .into_inner();
+        assert!(enrol.otpauth_uri.starts_with("otpauth://totp/"));
+        let code = code_at(&enrol.secret, now());
+        let backup = self
+            .sessions()
+            .confirm_totp(req("alpha", Some(&first.access_token), pb::ConfirmTotpRequest { code }))
+            .await
+            .expect("confirm")
+            .into_inner()
+            .backup_codes;
+        assert_eq!(backup.len(), 10);
+        let full = self.refresh(&first.refresh_token).await.expect("refresh after enrolment");
+        assert!(!full.mfa_enrollment_required);
+        (full, enrol.secret, backup)
+    }
+
+    async fn create_user(&self, token: &str, email: &str, roles: &[&str]) -> Result<pb::User, tonic::Status> {
+        let msg = pb::CreateUserRequest {
+            email: email.into(),
+            display_name: "Test User".into(),
+            password: "a long enough password".into(),
+            roles: roles.iter().map(|r| (*r).to_owned()).collect(),
+            request_id: String::new(),
+        };
+        self.users().create_user(req("alpha", Some(token), msg)).await.map(tonic::Response::into_inner)
+    }
+
+    async fn whoami(&self, service: &str, token: &str) -> Result<pb::WhoAmIResponse, tonic::Status> {
+        assert_eq!(service, "auth");
+        let mut client = IdentityServiceClient::new(self.c.channel_as("gateway", service));
+        client.who_am_i(req("alpha", Some(token), pb::WhoAmIRequest {})).await.map(tonic::Response::into_inner)
+    }
+
+    /// Presents `token` to `service`: Ok when the service accepted the token (even if the
+    /// principal then lacked the call's permission), Err with the refusal otherwise.
+    async fn probe(&self, service: &str, token: &str) -> Result<(), tonic::Status> {
+        let result = match service {
+            "auth" => self.whoami("auth", token).await.map(|_| ()),
+            "vault" => {
+                let mut client = proto::vault::v1::secrets_service_client::SecretsServiceClient::new(
+                    self.c.channel_as("gateway", "vault"),
+                );
+                client
+                    .list_secrets(req("alpha", Some(token), proto::vault::v1::ListSecretsRequest::default()))
+                    .await
+                    .map(|_| ())
+            }
+            _ => {
+                let mut client = proto::audit::v1::audit_log_service_client::AuditLogServiceClient::new(
+                    self.c.channel_as("gateway", "audit"),
+                );
+                client
+                    .get_latest_checkpoint(req(
+                        "alpha",
+                        Some(token),
+                        proto::audit::v1::GetLatestCheckpointRequest::default(),
+                    ))
+                    .await
+                    .map(|_| ())
+            }
+        };
+        match result {
+            Err(s) if s.code() == Code::Unauthenticated || s.code() == Code::Unavailable => Err(s),
+            _ => Ok(()),
+        }
+    }
+
+    async fn audit_actions(&self) -> Vec<String> {
+        let pool = self.c.db.admin_pool().await;
+        sqlx::query_scalar("SELECT action FROM t_alpha.audit_outbox UNION ALL SELECT action FROM t_alpha.audit_log")
+            .fetch_all(&pool)
+            .await
+            .expect("audit")
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn login_mfa_enrolment_totp_replay_and_backup_codes() {
+    let fx = Fx::new().await;
+    let (full, secret, backup) = fx.owner_with_totp().await;
+    let me = fx.whoami("auth", &full.access_token).await.expect("whoami");
+    assert!(me.permissions.contains(&"users.write".to_owned()));
+    assert!(me.amr.contains(&"otp".to_owned()));
+
+    // Logging in again now asks for the second factor.
+    let challenge = match fx.login(&fx.owner_email, &fx.owner_password).await.expect("login").result {
+        Some(pb::login_response::Result::Mfa(m)) => m,
+        other => panic!("expected an MFA challenge, got {other:?}"),
+    };
+    // The code accepted at enrolment (same step) is a replay.
+    let replay = code_at(&secret, now());
+    let verify = |token: String, code: String| {
+        let mut client = fx.authn();
+        async move {
+            let msg = pb::VerifyMfaRequest { tenant: "alpha".into(), mfa_token: token, code, client: None };
+            client.verify_mfa(req("alpha", None, msg)).await.map(tonic::Response::into_inner)
+        }
+    };
+    let err = verify(challenge.mfa_token.clone(), replay).await.expect_err("replayed TOTP");
+    assert_eq!(reason(&err), "INVALID_MFA");
+    // The next step's code (within ±1 step) is fresh.
+    let next = code_at(&secret, now() + 30);
+    let t = tokens(verify(challenge.mfa_token.clone(), next.clone()).await.expect("fresh code"));
+    assert!(!t.access_token.is_empty());
+    // The challenge is spent.
+    assert!(verify(challenge.mfa_token, next).await.is_err());
+
+    // Backup codes: single use.
+    let challenge = match fx.login(&fx.owner_email, &fx.owner_password).await.expect("login").result {
+        Some(pb::login_response::Result::Mfa(m)) => m,
+        other => panic!("expected an MFA challenge, got {other:?}"),
+    };
+    tokens(verify(challenge.mfa_token, backup[0].clone()).await.expect("backup code"));
+    let challenge = match fx.login(&fx.owner_email, &fx.owner_password).await.expect("login").result {
+        Some(pb::login_response::Result::Mfa(m)) => m,
+        other => panic!("expected an MFA challenge, got {other:?}"),
+    };
+    let err = verify(challenge.mfa_token.clone(), backup[0].clone()).await.expect_err("used backup code");
+    assert_eq!(reason(&err), "INVALID_MFA");
+    tokens(verify(challenge.mfa_token, backup[1].to_uppercase()).await.expect("another backup code"));
+
+    let actions = fx.audit_actions().await;
+    for a in ["mfa.totp_enabled", "mfa.failure", "mfa.success", "session.create"] {
+        assert!(actions.iter().any(|x| x == a), "audit has {a}: {actions:?}");
+    }
+    fx.c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn wrong_passwords_lock_out_even_when_sent_in_parallel() {
+    let fx = Fx::new().await;
+    let (owner, _, _) = fx.owner_with_totp().await;
+    fx.create_user(&owner.access_token, "bob@alpha.example", &["member"]).await.expect("bob");
+    let attempts = (0..100).map(|i| {
+        let fx = &fx;
+        async move { fx.login("bob@alpha.example", &format!("wrong password {i}")).await }
+    });
+    let results = futures::future::join_all(attempts).await;
+    let checked =
+        results.iter().filter(|r| r.as_ref().err().map(reason).as_deref() == Some("INVALID_CREDENTIALS")).count();
+    let locked = results.iter().filter(|r| r.as_ref().err().map(reason).as_deref() == Some("LOGIN_LOCKED")).count();
+    let others: Vec<String> = results
+        .iter()
+        .filter_map(|r| r.as_ref().err())
+        .map(|e| format!("{} {}", reason(e), e.message()))
+        .filter(|r| !r.starts_with("INVALID_CREDENTIALS") && !r.starts_with("LOGIN_LOCKED"))
+        .collect();
+    assert!(others.is_empty(), "{others:?}");
+    assert!(checked <= 5, "at most the threshold (5) of attempts reach the hash, {checked} did");
+    assert_eq!(checked + locked, 100, "every attempt is refused");
+    // The right password does not get through a lockout either.
+    let err = fx.login("bob@alpha.example", "a long enough password").await.expect_err("locked");
+    assert_eq!(reason(&err), "LOGIN_LOCKED");
+    assert_eq!(err.code(), Code::ResourceExhausted);
+    // So is every account from that IP now (100 failures > the per-IP limit of 50).
+    let err = fx.login("nobody@alpha.example", "a long enough password").await.expect_err("ip locked");
+    assert_eq!(reason(&err), "LOGIN_LOCKED");
+    // From elsewhere, unknown accounts answer like wrong passwords; bob stays locked.
+    let err =
+        fx.login_from("nobody@alpha.example", "a long enough password", "198.51.100.1").await.expect_err("unknown");
+    assert_eq!(reason(&err), "INVALID_CREDENTIALS");
+    let err =
+        fx.login_from("bob@alpha.example", "a long enough password", "198.51.100.1").await.expect_err("account locked");
+    assert_eq!(reason(&err), "LOGIN_LOCKED");
+    assert!(fx.audit_actions().await.iter().any(|a| a == "login.locked"));
+    fx.c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn refresh_rotation_grace_retry_and_reuse_revokes_the_family_everywhere() {
+    let fx = Fx::new().await;
+    let (owner, _, _) = fx.owner_with_totp().await;
+    fx.create_user(&owner.access_token, "carol@alpha.example", &["member"]).await.expect("carol");
+    let t0 = tokens(fx.login("carol@alpha.example", "a long enough password").await.expect("login"));
+    let t1 = fx.refresh(&t0.refresh_token).await.expect("rotate");
+    assert_ne!(t1.refresh_token, t0.refresh_token);
+    // A retry within the grace window gets the same successor.
+    let again = fx.refresh(&t0.refresh_token).await.expect("grace retry");
+    assert_eq!(again.refresh_token, t1.refresh_token);
+    // The session's tokens work at every service.
+    for service in ["auth", "vault", "audit"] {
+        fx.probe(service, &t1.access_token).await.unwrap_or_else(|e| panic!("{service}: {e}"));
+    }
+    tokio::time::sleep(Duration::from_millis(2_600)).await;
+    let err = fx.refresh(&t0.refresh_token).await.expect_err("reuse");
+    assert_eq!(reason(&err), "REFRESH_TOKEN_REUSED");
+    // The whole family is gone: the successor and the access token, at every service at once.
+    let err = fx.refresh(&t1.refresh_token).await.expect_err("family revoked");
+    assert_eq!(reason(&err), "SESSION_ENDED");
+    for service in ["auth", "vault", "audit"] {
+        let err = fx.probe(service, &t1.access_token).await.expect_err("revoked token");
+        assert_eq!(reason(&err), "SESSION_REVOKED", "{service}");
+    }
+    assert!(fx.audit_actions().await.iter().any(|a| a == "session.refresh_reuse"));
+
+    // Logout ends a session the same way.
+    let t = tokens(fx.login("carol@alpha.example", "a long enough password").await.expect("login"));
+    fx.authn().logout(req("alpha", Some(&t.access_token), pb::LogoutRequest::default())).await.expect("logout");
+    let err = fx.probe("vault", &t.access_token).await.expect_err("logged out");
+    assert_eq!(reason(&err), "SESSION_REVOKED");
+    fx.c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn suspension_reason_only_after_the_right_password_and_sessions_end() {
+    let fx = Fx::new().await;
+    let (owner, _, _) = fx.owner_with_totp().await;
+    let dave = fx.create_user(&owner.access_token, "dave@alpha.example", &["viewer"]).await.expect("dave");
+    let session = tokens(fx.login("dave@alpha.example", "a long enough password").await.expect("login"));
+    let msg = pb::SuspendUserRequest { id: dave.id.clone(), reason: "KYC documents expired".into() };
+    let suspended = fx.users().suspend_user(req("alpha", Some(&owner.access_token), msg)).await.expect("suspend");
+    assert_eq!(suspended.into_inner().status, pb::UserStatus::Suspended as i32);
+    let err = fx.probe("audit", &session.access_token).await.expect_err("session ended");
+    assert_eq!(reason(&err), "SESSION_REVOKED");
+    let err = fx.login("dave@alpha.example", "the wrong password!").await.expect_err("wrong password");
+    assert_eq!(reason(&err), "INVALID_CREDENTIALS");
+    assert!(!err.message().contains("KYC"));
+    let err = fx.login("dave@alpha.example", "a long enough password").await.expect_err("suspended");
+    assert_eq!(reason(&err), "USER_SUSPENDED");
+    assert!(err.message().contains("KYC documents expired"));
+    let pool = fx.c.db.admin_pool().await;
+    let audited: i64 = sqlx::query_scalar(
+        "SELECT count(DISTINCT event_id) FROM (SELECT event_id, action, details FROM t_alpha.audit_outbox UNION ALL SELECT event_id, action, details FROM t_alpha.audit_log) a
+          WHERE action = 'login.suspended' AND details->>'suspension_reason' = 'KYC documents expired'",
+    )
+    .fetch_one(&pool)
+    .await
+    .expect("audit");
+    assert_eq!(audited, 1);
+    fx.c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn privilege_escalation_through_roles_groups_and_api_keys_is_refused() {
+    let fx = Fx::new().await;
+    let (owner, _, _) = fx.owner_with_totp().await;
+    // Erin administers groups and roles but holds no ledger permissions and cannot delete users.
+    let erin = fx.create_user(&owner.access_token, "erin@alpha.example", &["viewer"]).await.expect("erin");
+    let msg = pb::CreateRoleRequest {
+        name: "team-lead".into(),
+        description: "manages teams".into(),
+        permissions: vec![
+            "groups.write".into(),
+            "groups.read".into(),
+            "roles.grant".into(),
+            "roles.write".into(),
+            "api_keys.create".into(),
+        ],
+    };
+    fx.access().create_role(req("alpha", Some(&owner.access_token), msg)).await.expect("custom role");
+    let grant = pb::GrantRoleRequest {
+        role: "team-lead".into(),
+        grantee: Some(pb::grant_role_request::Grantee::UserId(erin.id.clone())),
+    };
+    fx.access().grant_role(req("alpha", Some(&owner.access_token), grant)).await.expect("grant");
+    let erin_t = tokens(fx.login("erin@alpha.example", "a long enough password").await.expect("login"));
+
+    // A role with a permission she lacks.
+    let msg = pb::CreateRoleRequest {
+        name: "sneaky".into(),
+        description: String::new(),
+        permissions: vec!["users.delete".into()],
+    };
+    let err = fx.access().create_role(req("alpha", Some(&erin_t.access_token), msg)).await.expect_err("escalation");
+    assert_eq!(reason(&err), "PRIVILEGE_ESCALATION");
+    // Granting herself the owner role.
+    let grant = pb::GrantRoleRequest {
+        role: "owner".into(),
+        grantee: Some(pb::grant_role_request::Grantee::UserId(erin.id.clone())),
+    };
+    let err = fx.access().grant_role(req("alpha", Some(&erin_t.access_token), grant)).await.expect_err("escalation");
+    assert_eq!(reason(&err), "PRIVILEGE_ESCALATION");
+    // Joining a group that confers admin.
+    let admins = fx
+        .access()
+        .create_group(req(
+            "alpha",
+            Some(&owner.access_token),
+            pb::CreateGroupRequest { name: "admins".into(), description: String::new() },
+        ))
+        .await
+        .expect("group")
+        .into_inner();
+    let grant = pb::GrantRoleRequest {
+        role: "admin".into(),
+        grantee: Some(pb::grant_role_request::Grantee::GroupId(admins.id.clone())),
+    };
+    fx.access().grant_role(req("alpha", Some(&owner.access_token), grant)).await.expect("group grant");
+    let join = pb::GroupMemberRequest { group_id: admins.id.clone(), user_id: erin.id.clone() };
+    let err = fx
+        .access()
+        .add_group_member(req("alpha", Some(&erin_t.access_token), join.clone()))
+        .await
+        .expect_err("escalation");
+    assert_eq!(reason(&err), "PRIVILEGE_ESCALATION");
+    // The owner may add her; effective permissions are then the union.
+    fx.access().add_group_member(req("alpha", Some(&owner.access_token), join)).await.expect("owner adds");
+    let check = pb::CheckPermissionRequest { user_id: erin.id.clone(), permission: "ledger.transfers.create".into() };
+    let mut checker = AccessServiceClient::new(fx.c.channel_as("ledger", "auth"));
+    assert!(checker.check_permission(req("alpha", None, check)).await.expect("check").into_inner().allowed);
+
+    // API keys: scoped to a subset of the creator's permissions.
+    let bad = pb::CreateApiKeyRequest { name: "bot".into(), scopes: vec!["users.delete".into()], ttl_days: 1 };
+    let err =
+        fx.sessions().create_api_key(req("alpha", Some(&erin_t.access_token), bad)).await.expect_err("escalation");
+    assert_eq!(reason(&err), "PRIVILEGE_ESCALATION");
+    let ok = pb::CreateApiKeyRequest { name: "bot".into(), scopes: vec!["groups.read".into()], ttl_days: 1 };
+    let created =
+        fx.sessions().create_api_key(req("alpha", Some(&erin_t.access_token), ok)).await.expect("key").into_inner();
+    assert!(kit::apikey::well_formed(&created.api_key));
+    // Accepted wherever a bearer token is, with only its scopes.
+    let me = fx.whoami("auth", &created.api_key).await.expect("api key at auth");
+    assert_eq!(me.permissions, vec!["groups.read".to_owned()]);
+    assert_eq!(me.subject, erin.id);
+    for service in ["vault", "audit"] {
+        fx.probe(service, &created.api_key).await.unwrap_or_else(|e| panic!("{service}: {e}"));
+    }
+    // Revocation takes effect at once.
+    let key_id = created.key.expect("key").id;
+    fx.sessions()
+        .revoke_api_key(req("alpha", Some(&erin_t.access_token), pb::RevokeApiKeyRequest { id: key_id }))
+        .await
+        .expect("revoke");
+    let err = fx.probe("vault", &created.api_key).await.expect_err("revoked key");
+    assert_eq!(reason(&err), "API_KEY_REVOKED");
+    // A mistyped key is refused without a lookup.
+    let mut typo = created.api_key.clone().into_bytes();
+    typo[8] = if typo[8] == b'a' { b'b' } else { b'a' };
+    let err = fx.probe("vault", &String::from_utf8(typo).expect("ascii")).await.expect_err("typo");
+    assert_eq!(reason(&err), "MALFORMED_API_KEY");
+    fx.c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn export_holds_only_the_users_data_and_deletion_shreds_it() {
+    let fx = Fx::new().await;
+    let (owner, _, _) = fx.owner_with_totp().await;
+    let frank = fx.create_user(&owner.access_token, "frank@alpha.example", &["member"]).await.expect("frank");
+    fx.create_user(&owner.access_token, "grace@alpha.example", &["member"]).await.expect("grace");
+    let t = tokens(fx.login("frank@alpha.example", "a long enough password").await.expect("login"));
+    let enrol =
+        fx.sessions().enroll_totp(req("alpha", Some(&t.access_token), pb::EnrollTotpRequest {})).await.expect("enrol");
+    let code = code_at(&enrol.into_inner().secret, now());
+    fx.sessions()
+        .confirm_totp(req("alpha", Some(&t.access_token), pb::ConfirmTotpRequest { code }))
+        .await
+        .expect("confirm");
+    let export =
+        fx.users().export_me(req("alpha", Some(&t.access_token), pb::ExportMeRequest {})).await.expect("export");
+    let doc: serde_json::Value = serde_json::from_str(&export.into_inner().json).expect("json");
+    assert_eq!(doc["user"]["email"], "frank@alpha.example");
+    assert_eq!(doc["user"]["mfa_enabled"], true);
+    assert!(doc["sessions"].as_array().is_some_and(|s| !s.is_empty()));
+    let text = doc.to_string();
+    assert!(!text.contains("grace@alpha.example") && !text.contains("owner@alpha.example"));
+
+    fx.users()
+        .delete_user(req("alpha", Some(&owner.access_token), pb::DeleteUserRequest { id: frank.id.clone() }))
+        .await
+        .expect("delete");
+    let pool = fx.c.db.admin_pool().await;
+    let (email, name, hash): (Option<String>, Option<String>, Option<String>) =
+        sqlx::query_as("SELECT email, display_name, password_hash FROM t_alpha.users WHERE id = $1::uuid")
+            .bind(&frank.id)
+            .fetch_one(&pool)
+            .await
+            .expect("row");
+    assert_eq!((email, name, hash), (None, None, None));
+    let totp: i64 = sqlx::query_scalar("SELECT count(*) FROM t_alpha.mfa_totp WHERE user_id = $1::uuid")
+        .bind(&frank.id)
+        .fetch_one(&pool)
+        .await
+        .expect("totp");
+    assert_eq!(totp, 0);
+    let keys: Vec<String> = sqlx::query_scalar("SELECT state FROM t_alpha.subject_keys WHERE subject = $1")
+        .bind(&frank.id)
+        .fetch_all(&pool)
+        .await
+        .expect("subject keys");
+    assert!(!keys.is_empty() && keys.iter().all(|s| s == "destroyed"), "{keys:?}");
+    let err = fx.whoami("auth", &t.access_token).await.expect_err("session ended");
+    assert_eq!(reason(&err), "SESSION_REVOKED");
+    let err = fx.login("frank@alpha.example", "a long enough password").await.expect_err("gone");
+    assert_eq!(reason(&err), "INVALID_CREDENTIALS");
+    fx.c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn another_tenants_token_is_refused_and_jwks_verifies_tokens_independently() {
+    let fx = Fx::new().await;
+    let (owner, _, _) = fx.owner_with_totp().await;
+    fx.c.create_tenant_with_owner("bravo", "owner@bravo.example").await;
+    // alpha's token at bravo.
+    let mut client = UserServiceClient::new(fx.c.channel_as("gateway", "auth"));
+    let err = client
+        .list_users(req("bravo", Some(&owner.access_token), pb::ListUsersRequest::default()))
+        .await
+        .expect_err("cross-tenant");
+    assert_eq!(reason(&err), "TENANT_MISMATCH");
+
+    // The JWKS verifies the token with ring's Ed25519 (not the library that signed it).
+    let jwks = proto::auth::v1::keys_service_client::KeysServiceClient::new(fx.c.channel_as("gateway", "auth"))
+        .get_jwks(pb::GetJwksRequest {})
+        .await
+        .expect("jwks")
+        .into_inner();
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let parts: Vec<&str> = owner.access_token.split('.').collect();
+    let header: serde_json::Value = serde_json::from_slice(&b64.decode(parts[0]).expect("b64")).expect("header");
+    assert_eq!(header["typ"], "at+jwt");
+    assert_eq!(header["alg"], "EdDSA");
+    let jwk = jwks.keys.iter().find(|k| k.kid == header["kid"]).expect("kid published");
+    assert_eq!(jwk.tenant_id, fx.tenant.to_string());
+    let public = b64.decode(&jwk.x).expect("x");
+    let signature = b64.decode(parts[2]).expect("sig");
+    ring::signature::UnparsedPublicKey::new(&ring::signature::ED25519, public)
+        .verify(format!("{}.{}", parts[0], parts[1]).as_bytes(), &signature)
+        .expect("signature verifies");
+    let claims: serde_json::Value = serde_json::from_slice(&b64.decode(parts[1]).expect("b64")).expect("claims");
+    for claim in ["iss", "aud", "sub", "tid", "sid", "jti", "amr", "permissions", "exp"] {
+        assert!(claims.get(claim).is_some(), "claim {claim}");
+    }
+    assert!(claims["exp"].as_i64().expect("exp") - claims["iat"].as_i64().expect("iat") <= 900);
+    fx.c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tenant_policy_and_tenant_suspension() {
+    let fx = Fx::new().await;
+    let (owner, _, _) = fx.owner_with_totp().await;
+    let mut policy = fx
+        .access()
+        .get_policy(req("alpha", Some(&owner.access_token), pb::GetPolicyRequest {}))
+        .await
+        .expect("policy")
+        .into_inner();
+    assert_eq!(policy.lockout_threshold, 5);
+    policy.lockout_threshold = 3;
+    policy.access_token_ttl_secs = 300;
+    let updated = fx
+        .access()
+        .update_policy(req("alpha", Some(&owner.access_token), policy.clone()))
+        .await
+        .expect("update")
+        .into_inner();
+    assert_eq!(updated.lockout_threshold, 3);
+    policy.access_token_ttl_secs = 3600;
+    let err = fx.access().update_policy(req("alpha", Some(&owner.access_token), policy)).await.expect_err("too long");
+    assert_eq!(reason(&err), "INVALID_FIELD");
+    // A viewer may read but not change it.
+    fx.create_user(&owner.access_token, "vic@alpha.example", &["viewer"]).await.expect("vic");
+    let vic = tokens(fx.login("vic@alpha.example", "a long enough password").await.expect("login"));
+    let p = fx
+        .access()
+        .get_policy(req("alpha", Some(&vic.access_token), pb::GetPolicyRequest {}))
+        .await
+        .expect("read")
+        .into_inner();
+    assert_eq!(p.access_token_ttl_secs, 300);
+    let err = fx.access().update_policy(req("alpha", Some(&vic.access_token), p)).await.expect_err("viewer");
+    assert_eq!(reason(&err), "MISSING_PERMISSION");
+
+    // The operator suspends the tenant: its tokens stop working everywhere; reactivation restores them.
+    let mut tenants =
+        proto::auth::v1::tenant_service_client::TenantServiceClient::new(fx.c.channel_as("operator", "auth"));
+    tenants
+        .suspend_tenant(pb::SuspendTenantRequest { slug: "alpha".into(), reason: "unpaid invoice".into() })
+        .await
+        .expect("suspend");
+    // Services cache the tenant registry for a few seconds.
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let mut vault =
+            proto::vault::v1::secrets_service_client::SecretsServiceClient::new(fx.c.channel_as("gateway", "vault"));
+        let at_vault = vault
+            .list_secrets(req("alpha", Some(&vic.access_token), proto::vault::v1::ListSecretsRequest::default()))
+            .await;
+        let at_auth = fx.whoami("auth", &vic.access_token).await;
+        let reasons = (at_vault.err().map(|e| reason(&e)), at_auth.err().map(|e| reason(&e)));
+        if reasons == (Some("TENANT_SUSPENDED".into()), Some("TENANT_SUSPENDED".into())) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "still served after suspension: {reasons:?}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let err = fx.login("vic@alpha.example", "a long enough password").await.expect_err("suspended tenant");
+    assert_eq!(reason(&err), "INVALID_CREDENTIALS");
+    tenants.reactivate_tenant(pb::GetTenantRequest { slug: "alpha".into() }).await.expect("reactivate");
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while fx.whoami("auth", &vic.access_token).await.is_err() {
+        assert!(std::time::Instant::now() < deadline, "not served again after reactivation");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    fx.c.stop().await;
+}

@@ -1,0 +1,243 @@
+//! The identity routes over the gateway's HTTPS: bearer and browser (cookie + CSRF) sessions,
+//! MFA enrolment, the JWKS and discovery documents, and another tenant's token on every route.
+
+use base64::Engine;
+use e2e::Constellation;
+use http::Method;
+use serde_json::{Value, json};
+
+fn now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs()
+}
+
+fn code_at(secret_b32: &str, at: u64) -> String {
+    let seed = totp_rs::Secret::Encoded(secret_b32.to_owned()).to_bytes().expect("base32");
+    totp_rs::TOTP::new(totp_rs::Algorithm::SHA1, 6, 1, 30, seed, None, "x".into()).expect("totp").generate(at)
+}
+
+async fn call(
+    c: &Constellation,
+    method: Method,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Value,
+) -> (u16, http::HeaderMap, Value) {
+    let bytes = if body.is_null() { Vec::new() } else { serde_json::to_vec(&body).expect("json") };
+    let mut h: Vec<(&str, &str)> = headers.to_vec();
+    if !bytes.is_empty() {
+        h.push(("content-type", "application/json"));
+    }
+    let (status, headers, json) = c.gateway_request(method, path, &h, bytes).await.expect("request");
+    (status.as_u16(), headers, json)
+}
+
+/// The owner's full (MFA-enrolled) bearer session of `tenant`.
+async fn owner_session(c: &Constellation, tenant: &str, email: &str, password: &str) -> String {
+    let (s, _, t) =
+        call(c, Method::POST, "/v1/auth/login", &[], json!({ "tenant": tenant, "email": email, "password": password }))
+            .await;
+    assert_eq!(s, 200, "{t}");
+    assert_eq!(t["mfa_enrollment_required"], true);
+    let bearer = format!("Bearer {}", t["access_token"].as_str().expect("token"));
+    let auth = [("authorization", bearer.as_str()), ("x-strongroom-tenant", tenant)];
+    // The enrolment-only session can do nothing else.
+    let (s, _, _) = call(c, Method::GET, "/v1/users", &auth, Value::Null).await;
+    assert_eq!(s, 403);
+    let (s, _, e) = call(c, Method::POST, "/v1/me/mfa/totp", &auth, Value::Null).await;
+    assert_eq!(s, 200, "{e}");
+    let code = code_at(e["secret"].as_str().expect("secret"), now());
+    let (s, _, b) = call(c, Method::POST, "/v1/me/mfa/totp/confirm", &auth, json!({ "code": code })).await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["backup_codes"].as_array().expect("codes").len(), 10);
+    let (s, _, full) = call(
+        c,
+        Method::POST,
+        "/v1/auth/refresh",
+        &[],
+        json!({ "tenant": tenant, "refresh_token": t["refresh_token"] }),
+    )
+    .await;
+    assert_eq!(s, 200, "{full}");
+    assert_eq!(full["mfa_enrollment_required"], false);
+    full["access_token"].as_str().expect("token").to_owned()
+}
+
+fn set_cookies(headers: &http::HeaderMap) -> Vec<String> {
+    headers.get_all("set-cookie").iter().filter_map(|v| v.to_str().ok()).map(str::to_owned).collect()
+}
+
+fn cookie_pair(set_cookie: &str) -> String {
+    set_cookie.split(';').next().expect("pair").to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bearer_and_cookie_sessions_over_https() {
+    let c = Constellation::start(true).await;
+    let (_, _, password) = c.create_tenant_with_owner("alpha", "owner@alpha.example").await;
+    let owner = owner_session(&c, "alpha", "owner@alpha.example", &password).await;
+    let bearer = format!("Bearer {owner}");
+    let auth = [("authorization", bearer.as_str()), ("x-strongroom-tenant", "alpha")];
+    let (s, _, me) = call(&c, Method::GET, "/v1/me", &auth, Value::Null).await;
+    assert_eq!(s, 200, "{me}");
+    assert!(me["permissions"].as_array().expect("perms").iter().any(|p| p == "users.write"));
+    let (s, _, u) = call(
+        &c,
+        Method::POST,
+        "/v1/users",
+        &auth,
+        json!({ "email": "web@alpha.example", "password": "browser password 1", "roles": ["operator"] }),
+    )
+    .await;
+    assert_eq!(s, 200, "{u}");
+    let (s, _, e) =
+        call(&c, Method::POST, "/v1/users", &auth, json!({ "email": "short@alpha.example", "password": "short" }))
+            .await;
+    assert_eq!(s, 400, "{e}");
+    assert_eq!(e["error"]["reason"], "INVALID_FIELD");
+
+    // Browser login: cookies, not tokens, in the answer.
+    let (s, headers, body) = call(
+        &c,
+        Method::POST,
+        "/v1/auth/login",
+        &[("sec-fetch-site", "same-origin")],
+        json!({ "tenant": "alpha", "email": "web@alpha.example", "password": "browser password 1", "cookie": true }),
+    )
+    .await;
+    assert_eq!(s, 200, "{body}");
+    assert!(body.get("access_token").is_none() && body.get("refresh_token").is_none());
+    let cookies = set_cookies(&headers);
+    assert_eq!(cookies.len(), 3, "{cookies:?}");
+    for c in &cookies {
+        assert!(
+            c.starts_with("__Host-") && c.contains("Secure") && c.contains("SameSite=Strict") && c.contains("Path=/"),
+            "{c}"
+        );
+    }
+    assert!(cookies.iter().filter(|c| c.contains("HttpOnly")).count() == 2);
+    let jar = cookies.iter().map(|c| cookie_pair(c)).collect::<Vec<_>>().join("; ");
+    let csrf = body["csrf_token"].as_str().expect("csrf").to_owned();
+    let browser = [("cookie", jar.as_str()), ("x-strongroom-tenant", "alpha"), ("sec-fetch-site", "same-origin")];
+    let (s, _, me) = call(&c, Method::GET, "/v1/me", &browser, Value::Null).await;
+    assert_eq!(s, 200, "{me}");
+    assert_eq!(me["user"]["email"], "web@alpha.example");
+    // An unsafe request without the CSRF token is refused, with it it passes.
+    let key = json!({ "name": "ci", "scopes": ["ledger.transfers.read"], "ttl_days": 7 });
+    let (s, _, e) = call(&c, Method::POST, "/v1/api-keys", &browser, key.clone()).await;
+    assert_eq!((s, e["error"]["reason"].as_str()), (403, Some("CSRF_TOKEN_INVALID")));
+    let with_csrf = [browser[0], browser[1], browser[2], ("x-csrf-token", csrf.as_str())];
+    let (s, _, k) = call(&c, Method::POST, "/v1/api-keys", &with_csrf, key).await;
+    assert_eq!(s, 200, "{k}");
+    assert!(k["api_key"].as_str().is_some_and(kit::apikey::well_formed));
+    // A cross-site page cannot use the cookies even with a leaked CSRF token.
+    let cross = [browser[0], browser[1], ("sec-fetch-site", "cross-site"), ("x-csrf-token", csrf.as_str())];
+    let (s, _, e) = call(&c, Method::POST, "/v1/auth/logout", &cross, Value::Null).await;
+    assert_eq!((s, e["error"]["reason"].as_str()), (403, Some("CROSS_SITE_REQUEST")));
+    // The API key works as a bearer token at the gateway.
+    let key_bearer = format!("Bearer {}", k["api_key"].as_str().expect("key"));
+    let (s, _, me) = call(
+        &c,
+        Method::GET,
+        "/v1/me",
+        &[("authorization", &key_bearer), ("x-strongroom-tenant", "alpha")],
+        Value::Null,
+    )
+    .await;
+    assert_eq!(s, 200, "{me}");
+    assert_eq!(me["permissions"], json!(["ledger.transfers.read"]));
+    // Logout clears the cookies and ends the session everywhere.
+    let (s, headers, _) = call(&c, Method::POST, "/v1/auth/logout", &with_csrf, Value::Null).await;
+    assert_eq!(s, 204);
+    assert!(set_cookies(&headers).iter().all(|c| c.contains("Max-Age=0")));
+    let (s, _, e) = call(&c, Method::GET, "/v1/me", &browser, Value::Null).await;
+    assert_eq!((s, e["error"]["reason"].as_str()), (401, Some("SESSION_REVOKED")));
+
+    // Suspension and the reason, over HTTP.
+    let id = u["id"].as_str().expect("id");
+    let (s, _, _) =
+        call(&c, Method::POST, &format!("/v1/users/{id}/suspend"), &auth, json!({ "reason": "chargeback review" }))
+            .await;
+    assert_eq!(s, 200);
+    let (s, _, e) = call(
+        &c,
+        Method::POST,
+        "/v1/auth/login",
+        &[],
+        json!({ "tenant": "alpha", "email": "web@alpha.example", "password": "browser password 1" }),
+    )
+    .await;
+    assert_eq!((s, e["error"]["reason"].as_str()), (403, Some("USER_SUSPENDED")));
+    assert!(e["error"]["message"].as_str().is_some_and(|m| m.contains("chargeback review")));
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn jwks_discovery_and_another_tenants_token_on_every_route() {
+    let c = Constellation::start(true).await;
+    let (_, _, pa) = c.create_tenant_with_owner("alpha", "owner@alpha.example").await;
+    let (_, _, pb) = c.create_tenant_with_owner("bravo", "owner@bravo.example").await;
+    let alpha = owner_session(&c, "alpha", "owner@alpha.example", &pa).await;
+    let bravo = owner_session(&c, "bravo", "owner@bravo.example", &pb).await;
+
+    let (s, _, conf) = call(&c, Method::GET, "/.well-known/openid-configuration", &[], Value::Null).await;
+    assert_eq!(s, 200);
+    assert!(conf["jwks_uri"].as_str().is_some_and(|u| u.ends_with("/.well-known/jwks.json")));
+    assert!(conf["issuer"].is_string());
+    let (s, _, jwks) = call(&c, Method::GET, "/.well-known/jwks.json", &[], Value::Null).await;
+    assert_eq!(s, 200);
+    // Independent verification: ring's Ed25519 over the JWS signing input.
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let parts: Vec<&str> = alpha.split('.').collect();
+    let header: Value = serde_json::from_slice(&b64.decode(parts[0]).expect("b64")).expect("header");
+    let key = jwks["keys"].as_array().expect("keys").iter().find(|k| k["kid"] == header["kid"]).expect("published");
+    assert_eq!(
+        (key["kty"].as_str(), key["crv"].as_str(), key["alg"].as_str()),
+        (Some("OKP"), Some("Ed25519"), Some("EdDSA"))
+    );
+    ring::signature::UnparsedPublicKey::new(
+        &ring::signature::ED25519,
+        b64.decode(key["x"].as_str().expect("x")).expect("x"),
+    )
+    .verify(format!("{}.{}", parts[0], parts[1]).as_bytes(), &b64.decode(parts[2]).expect("sig"))
+    .expect("verifies");
+
+    // bravo's owner token against alpha, on every documented route: never a success.
+    let bearer = format!("Bearer {bravo}");
+    let public = [
+        "/healthz",
+        "/readyz",
+        "/openapi.json",
+        "/.well-known/jwks.json",
+        "/.well-known/openid-configuration",
+        "/v1/auth/login",
+        "/v1/auth/mfa",
+        "/v1/auth/refresh",
+    ];
+    for (method, path) in gateway::openapi::operations() {
+        if public.contains(&path) {
+            continue;
+        }
+        let path = path
+            .replace("{id}", "00000000-0000-0000-0000-000000000001")
+            .replace("{user_id}", "00000000-0000-0000-0000-000000000002")
+            .replace("{seq}", "0")
+            .replace("{path}", "a/b");
+        let method = Method::from_bytes(method.to_uppercase().as_bytes()).expect("method");
+        let (s, _, body) =
+            call(&c, method.clone(), &path, &[("authorization", &bearer), ("x-strongroom-tenant", "alpha")], json!({}))
+                .await;
+        assert!((400..500).contains(&s), "{method} {path}: {s} {body}");
+        assert!(s != 200 && s != 404 || path.starts_with("/v1/secrets"), "{method} {path}: {s} {body}");
+    }
+    // Forged tokens at the gateway.
+    let none = format!("{}.{}.", b64.encode(r#"{"alg":"none","typ":"at+jwt"}"#), parts[1]);
+    let hs = format!("{}.{}.{}", b64.encode(r#"{"alg":"HS256","typ":"at+jwt","kid":"x"}"#), parts[1], parts[2]);
+    for forged in [none, hs] {
+        let b = format!("Bearer {forged}");
+        let (s, _, e) =
+            call(&c, Method::GET, "/v1/me", &[("authorization", &b), ("x-strongroom-tenant", "alpha")], Value::Null)
+                .await;
+        assert_eq!(s, 401, "{e}");
+    }
+    c.stop().await;
+}

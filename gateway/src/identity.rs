@@ -1,0 +1,971 @@
+//! Identity routes: logins and sessions (`/v1/auth/*`), the caller's own account (`/v1/me*`),
+//! and administration of users, roles, groups and API keys. The gateway authenticates and checks
+//! each route's permission; auth-svc checks again (and decides the "own or with permission"
+//! cases).
+
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use kit::ApiError;
+use proto::auth::v1 as pb;
+use proto::auth::v1::access_service_client::AccessServiceClient;
+use proto::auth::v1::authentication_service_client::AuthenticationServiceClient;
+use proto::auth::v1::session_service_client::SessionServiceClient;
+use proto::auth::v1::user_service_client::UserServiceClient;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::AppState;
+use crate::http_layer::{JsonError, RequestId};
+use crate::upstream::{Caller, authenticated, caller, request, respond, upstream};
+
+fn rfc3339(t: &Option<prost_types::Timestamp>) -> Value {
+    t.as_ref()
+        .and_then(|t| chrono::DateTime::from_timestamp(t.seconds, t.nanos.max(0) as u32))
+        .map(|t| json!(t.to_rfc3339()))
+        .unwrap_or(Value::Null)
+}
+
+fn client_info(state: &AppState, addr: &SocketAddr, headers: &HeaderMap) -> pb::ClientInfo {
+    let ua = headers.get(http::header::USER_AGENT).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let ip = crate::ratelimit::client_ip(addr.ip(), headers, state.limits.trusted_proxies());
+    pb::ClientInfo { ip: ip.to_string(), user_agent: ua.chars().take(512).collect() }
+}
+
+fn anonymous<T>(tenant: &str, id: &RequestId, msg: T) -> tonic::Request<T> {
+    kit::client::with_context(tonic::Request::new(msg), Some(tenant), Some(&id.0), None)
+}
+
+fn check_tenant(raw: &str) -> Result<String, ApiError> {
+    kit::TenantSlug::parse(raw)
+        .map(|s| s.to_string())
+        .map_err(|_| ApiError::invalid_field("tenant", "must match ^[a-z][a-z0-9_]{2,39}$"))
+}
+
+pub fn tokens_json(t: &pb::Tokens) -> Value {
+    json!({
+        "access_token": t.access_token,
+        "token_type": "Bearer",
+        "expires_in": t.expires_in,
+        "refresh_token": t.refresh_token,
+        "refresh_expires_in": t.refresh_expires_in,
+        "session_id": t.session_id,
+        "mfa_enrollment_required": t.mfa_enrollment_required,
+    })
+}
+
+fn login_json(r: pb::LoginResponse) -> Result<Value, ApiError> {
+    match r.result {
+        Some(pb::login_response::Result::Tokens(t)) => Ok(tokens_json(&t)),
+        Some(pb::login_response::Result::Mfa(m)) => Ok(json!({
+            "mfa_required": true,
+            "mfa_token": m.mfa_token,
+            "expires_in": m.expires_in,
+            "methods": m.methods,
+        })),
+        None => Err(ApiError::internal(&"empty login response")),
+    }
+}
+
+fn user_json(u: &pb::User) -> Value {
+    json!({
+        "id": u.id,
+        "email": u.email,
+        "display_name": u.display_name,
+        "status": match u.status { 1 => "active", 2 => "suspended", 3 => "deleted", _ => "unknown" },
+        "suspension_reason": if u.suspension_reason.is_empty() { Value::Null } else { json!(u.suspension_reason) },
+        "mfa_enabled": u.mfa_enabled,
+        "roles": u.roles,
+        "created_at": rfc3339(&u.create_time),
+    })
+}
+
+fn authn(state: &AppState) -> AuthenticationServiceClient<kit::client::Channel> {
+    AuthenticationServiceClient::new(state.upstreams.auth.clone())
+}
+fn users(state: &AppState) -> UserServiceClient<kit::client::Channel> {
+    UserServiceClient::new(state.upstreams.auth.clone())
+}
+fn access(state: &AppState) -> AccessServiceClient<kit::client::Channel> {
+    AccessServiceClient::new(state.upstreams.auth.clone())
+}
+fn sessions(state: &AppState) -> SessionServiceClient<kit::client::Channel> {
+    SessionServiceClient::new(state.upstreams.auth.clone())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoginBody {
+    tenant: String,
+    email: String,
+    password: String,
+    #[serde(default)]
+    cookie: bool,
+}
+
+/// `POST /v1/auth/login`
+pub async fn login(
+    State(state): State<AppState>,
+    Extension(id): Extension<RequestId>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Json(body): Json<LoginBody>,
+) -> Response {
+    let result = async {
+        let tenant = check_tenant(&body.tenant)?;
+        let msg = pb::LoginRequest {
+            tenant: tenant.clone(),
+            email: body.email,
+            password: body.password,
+            client: Some(client_info(&state, &addr, &headers)),
+        };
+        let r = authn(&state).login(anonymous(&tenant, &id, msg)).await.map_err(upstream)?.into_inner();
+        Ok::<_, ApiError>(r)
+    }
+    .await;
+    match result {
+        Ok(r) => session_response(&state, r, body.cookie, &id),
+        Err(e) => JsonError(e, id.0).into_response(),
+    }
+}
+
+/// Answers tokens as JSON, or (browsers) in `__Host-` cookies with a CSRF token.
+fn session_response(state: &AppState, r: pb::LoginResponse, cookie: bool, id: &RequestId) -> Response {
+    match (&r.result, cookie) {
+        (Some(pb::login_response::Result::Tokens(t)), true) => {
+            let mut headers = HeaderMap::new();
+            let set = state.browser.set_session_cookies(
+                &mut headers,
+                &t.access_token,
+                &t.refresh_token,
+                &t.session_id,
+                t.expires_in.into(),
+                t.refresh_expires_in.into(),
+            );
+            match set {
+                Ok(csrf) => {
+                    let body = json!({
+                        "session_id": t.session_id,
+                        "expires_in": t.expires_in,
+                        "mfa_enrollment_required": t.mfa_enrollment_required,
+                        "csrf_token": csrf,
+                    });
+                    (headers, Json(body)).into_response()
+                }
+                Err(e) => JsonError(e, id.0.clone()).into_response(),
+            }
+        }
+        _ => match login_json(r) {
+            Ok(v) => Json(v).into_response(),
+            Err(e) => JsonError(e, id.0.clone()).into_response(),
+        },
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MfaBody {
+    tenant: String,
+    mfa_token: String,
+    code: String,
+    #[serde(default)]
+    cookie: bool,
+}
+
+/// `POST /v1/auth/mfa`
+pub async fn mfa(
+    State(state): State<AppState>,
+    Extension(id): Extension<RequestId>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Json(body): Json<MfaBody>,
+) -> Response {
+    let result = async {
+        let tenant = check_tenant(&body.tenant)?;
+        let msg = pb::VerifyMfaRequest {
+            tenant: tenant.clone(),
+            mfa_token: body.mfa_token,
+            code: body.code,
+            client: Some(client_info(&state, &addr, &headers)),
+        };
+        Ok::<_, ApiError>(authn(&state).verify_mfa(anonymous(&tenant, &id, msg)).await.map_err(upstream)?.into_inner())
+    }
+    .await;
+    match result {
+        Ok(r) => session_response(&state, r, body.cookie, &id),
+        Err(e) => JsonError(e, id.0).into_response(),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RefreshBody {
+    tenant: String,
+    /// Absent for browsers: the refresh cookie is used.
+    refresh_token: Option<String>,
+}
+
+/// `POST /v1/auth/refresh`
+pub async fn refresh(
+    State(state): State<AppState>,
+    Extension(id): Extension<RequestId>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Json(body): Json<RefreshBody>,
+) -> Response {
+    let from_cookie = body.refresh_token.is_none();
+    let result = async {
+        let tenant = check_tenant(&body.tenant)?;
+        let token = match body.refresh_token {
+            Some(t) => t,
+            None => crate::browser::refresh_token(&headers)
+                .map(str::to_owned)
+                .ok_or_else(|| ApiError::invalid_field("refresh_token", "required (or the refresh cookie)"))?,
+        };
+        let msg = pb::RefreshRequest {
+            tenant: tenant.clone(),
+            refresh_token: token,
+            client: Some(client_info(&state, &addr, &headers)),
+        };
+        Ok::<_, ApiError>(authn(&state).refresh(anonymous(&tenant, &id, msg)).await.map_err(upstream)?.into_inner())
+    }
+    .await;
+    match result {
+        Ok(t) => session_response(
+            &state,
+            pb::LoginResponse { result: Some(pb::login_response::Result::Tokens(t)) },
+            from_cookie,
+            &id,
+        ),
+        Err(e) => JsonError(e, id.0).into_response(),
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogoutBody {
+    refresh_token: Option<String>,
+}
+
+/// `POST /v1/auth/logout`
+pub async fn logout(
+    State(state): State<AppState>,
+    Extension(id): Extension<RequestId>,
+    headers: HeaderMap,
+    body: Option<Json<LogoutBody>>,
+) -> Response {
+    let result = async {
+        let c = authenticated(&state, &headers).await?;
+        let body = body.map(|Json(b)| b).unwrap_or_default();
+        let msg = pb::LogoutRequest { refresh_token: body.refresh_token.unwrap_or_default() };
+        authn(&state).logout(request(&c, &id, msg)).await.map_err(upstream)?;
+        Ok::<_, ApiError>(())
+    }
+    .await;
+    match result {
+        Ok(()) => {
+            let mut headers = HeaderMap::new();
+            crate::browser::clear_session_cookies(&mut headers);
+            (StatusCode::NO_CONTENT, headers).into_response()
+        }
+        Err(e) => JsonError(e, id.0).into_response(),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CodeBody {
+    code: String,
+}
+
+/// `POST /v1/auth/step-up`: a fresh second factor for the current session.
+pub async fn step_up(
+    State(state): State<AppState>,
+    Extension(id): Extension<RequestId>,
+    headers: HeaderMap,
+    Json(body): Json<CodeBody>,
+) -> Response {
+    let result = async {
+        let c = authenticated(&state, &headers).await?;
+        let t = authn(&state).step_up(request(&c, &id, pb::StepUpRequest { code: body.code })).await.map_err(upstream)?;
+        Ok(json!({ "access_token": t.get_ref().access_token, "token_type": "Bearer", "expires_in": t.get_ref().expires_in }))
+    }
+    .await;
+    respond(result, id)
+}
+
+/// `GET /.well-known/jwks.json`
+pub async fn jwks(State(state): State<AppState>, Extension(id): Extension<RequestId>) -> Response {
+    let result = async {
+        let mut client = proto::auth::v1::keys_service_client::KeysServiceClient::new(state.upstreams.auth.clone());
+        let keys = client.get_jwks(pb::GetJwksRequest {}).await.map_err(upstream)?.into_inner().keys;
+        let keys: Vec<Value> = keys
+            .iter()
+            .map(|k| {
+                let mut v = json!({ "kty": k.kty, "crv": k.crv, "x": k.x, "kid": k.kid, "alg": k.alg, "use": "sig" });
+                if !k.y.is_empty() {
+                    v["y"] = json!(k.y);
+                }
+                v
+            })
+            .collect();
+        Ok(json!({ "keys": keys }))
+    }
+    .await;
+    let mut resp = respond(result, id);
+    resp.headers_mut().insert(http::header::CACHE_CONTROL, http::HeaderValue::from_static("public, max-age=60"));
+    resp
+}
+
+/// `GET /.well-known/openid-configuration` (the parts a resource server needs).
+pub async fn openid_configuration(State(state): State<AppState>) -> Json<Value> {
+    let base = state.public_url.trim_end_matches('/').to_owned();
+    Json(json!({
+        "issuer": state.issuer,
+        "jwks_uri": format!("{base}/.well-known/jwks.json"),
+        "token_endpoint": format!("{base}/v1/auth/refresh"),
+        "id_token_signing_alg_values_supported": ["EdDSA"],
+        "token_endpoint_auth_methods_supported": ["none"],
+        "grant_types_supported": ["password", "refresh_token"],
+    }))
+}
+
+/// `GET /v1/me`
+pub async fn me(State(state): State<AppState>, Extension(id): Extension<RequestId>, headers: HeaderMap) -> Response {
+    let result = async {
+        let c = authenticated(&state, &headers).await?;
+        let me = users(&state).get_me(request(&c, &id, pb::GetMeRequest {})).await.map_err(upstream)?.into_inner();
+        Ok(json!({
+            "user": me.user.as_ref().map(user_json),
+            "permissions": me.permissions,
+            "session_id": me.session_id,
+            "amr": me.amr,
+            "tenant": c.tenant,
+        }))
+    }
+    .await;
+    respond(result, id)
+}
+
+/// `GET /v1/me/export`: everything held about the caller.
+pub async fn export(
+    State(state): State<AppState>,
+    Extension(id): Extension<RequestId>,
+    headers: HeaderMap,
+) -> Response {
+    let result = async {
+        let c = authenticated(&state, &headers).await?;
+        let doc =
+            users(&state).export_me(request(&c, &id, pb::ExportMeRequest {})).await.map_err(upstream)?.into_inner();
+        serde_json::from_str::<Value>(&doc.json).map_err(|e| ApiError::internal(&e))
+    }
+    .await;
+    let mut resp = respond(result, id);
+    resp.headers_mut().insert(
+        http::header::CONTENT_DISPOSITION,
+        http::HeaderValue::from_static("attachment; filename=\"strongroom-export.json\""),
+    );
+    resp
+}
+
+/// `POST /v1/me/mfa/totp`: starts TOTP enrolment.
+pub async fn totp_enroll(
+    State(state): State<AppState>,
+    Extension(id): Extension<RequestId>,
+    headers: HeaderMap,
+) -> Response {
+    let result = async {
+        let c = authenticated(&state, &headers).await?;
+        let r = sessions(&state)
+            .enroll_totp(request(&c, &id, pb::EnrollTotpRequest {}))
+            .await
+            .map_err(upstream)?
+            .into_inner();
+        Ok(json!({ "otpauth_uri": r.otpauth_uri, "secret": r.secret }))
+    }
+    .await;
+    respond(result, id)
+}
+
+/// `POST /v1/me/mfa/totp/confirm`: the first code; answers the backup codes once.
+pub async fn totp_confirm(
+    State(state): State<AppState>,
+    Extension(id): Extension<RequestId>,
+    headers: HeaderMap,
+    Json(body): Json<CodeBody>,
+) -> Response {
+    let result = async {
+        let c = authenticated(&state, &headers).await?;
+        let r = sessions(&state)
+            .confirm_totp(request(&c, &id, pb::ConfirmTotpRequest { code: body.code }))
+            .await
+            .map_err(upstream)?
+            .into_inner();
+        Ok(json!({ "backup_codes": r.backup_codes, "refresh_required": true }))
+    }
+    .await;
+    respond(result, id)
+}
+
+fn session_json(s: &pb::Session) -> Value {
+    json!({
+        "id": s.id, "ip": s.ip, "user_agent": s.user_agent, "current": s.current,
+        "created_at": rfc3339(&s.create_time), "last_seen_at": rfc3339(&s.last_seen_time),
+        "revoked_at": rfc3339(&s.revoke_time),
+    })
+}
+
+/// `GET /v1/me/sessions`
+pub async fn my_sessions(
+    State(state): State<AppState>,
+    Extension(id): Extension<RequestId>,
+    headers: HeaderMap,
+) -> Response {
+    let result = async {
+        let c = authenticated(&state, &headers).await?;
+        let r = sessions(&state)
+            .list_sessions(request(&c, &id, pb::ListSessionsRequest::default()))
+            .await
+            .map_err(upstream)?
+            .into_inner();
+        Ok(json!({ "sessions": r.sessions.iter().map(session_json).collect::<Vec<_>>() }))
+    }
+    .await;
+    respond(result, id)
+}
+
+/// `DELETE /v1/me/sessions/{id}`
+pub async fn revoke_my_session(
+    State(state): State<AppState>,
+    Extension(id): Extension<RequestId>,
+    Path(session): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let result = async {
+        let c = authenticated(&state, &headers).await?;
+        sessions(&state)
+            .revoke_session(request(&c, &id, pb::RevokeSessionRequest { id: session }))
+            .await
+            .map_err(upstream)?;
+        Ok(json!({ "revoked": true }))
+    }
+    .await;
+    respond(result, id)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PageQuery {
+    #[serde(default)]
+    page_size: i32,
+    #[serde(default)]
+    page_token: String,
+}
+
+/// `GET /v1/users`
+pub async fn list_users(
+    State(state): State<AppState>,
+    Extension(id): Extension<RequestId>,
+    Query(q): Query<PageQuery>,
+    headers: HeaderMap,
+) -> Response {
+    let result = async {
+        let c = caller(&state, &headers, "users.read").await?;
+        let msg = pb::ListUsersRequest { page_size: q.page_size, page_token: q.page_token };
+        let r = users(&state).list_users(request(&c, &id, msg)).await.map_err(upstream)?.into_inner();
+        Ok(json!({ "users": r.users.iter().map(user_json).collect::<Vec<_>>(), "next_page_token": r.next_page_token }))
+    }
+    .await;
+    respond(result, id)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateUserBody {
+    email: String,
+    #[serde(default)]
+    display_name: String,
+    password: String,
+    #[serde(default)]
+    roles: Vec<String>,
+    request_id: Option<String>,
+}
+
+/// `POST /v1/users`
+pub async fn create_user(
+    State(state): State<AppState>,
+    Extension(id): Extension<RequestId>,
+    headers: HeaderMap,
+    Json(body): Json<CreateUserBody>,
+) -> Response {
+    let result = async {
+        let c = caller(&state, &headers, "users.write").await?;
+        let msg = pb::CreateUserRequest {
+            email: body.email,
+            display_name: body.display_name,
+            password: body.password,
+            roles: body.roles,
+            request_id: body.request_id.unwrap_or_default(),
+        };
+        let u = users(&state).create_user(request(&c, &id, msg)).await.map_err(upstream)?.into_inner();
+        Ok(user_json(&u))
+    }
+    .await;
+    respond(result, id)
+}
+
+/// `GET /v1/users/{id}`
+pub async fn get_user(
+    State(state): State<AppState>,
+    Extension(id): Extension<RequestId>,
+    Path(user): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let result = async {
+        let c = caller(&state, &headers, "users.read").await?;
+        let u = users(&state).get_user(request(&c, &id, pb::GetUserRequest { id: user })).await.map_err(upstream)?;
+        Ok(user_json(u.get_ref()))
+    }
+    .await;
+    respond(result, id)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateUserBody {
+    display_name: String,
+}
+
+/// `PATCH /v1/users/{id}`
+pub async fn update_user(
+    State(state): State<AppState>,
+    Extension(id): Extension<RequestId>,
+    Path(user): Path<String>,
+    headers: HeaderMap,
+    Json(body): Json<UpdateUserBody>,
+) -> Response {
+    let result = async {
+        let c = caller(&state, &headers, "users.write").await?;
+        let msg = pb::UpdateUserRequest { id: user, display_name: body.display_name };
+        let u = users(&state).update_user(request(&c, &id, msg)).await.map_err(upstream)?;
+        Ok(user_json(u.get_ref()))
+    }
+    .await;
+    respond(result, id)
+}
+
+/// `DELETE /v1/users/{id}`: removes personal data and shreds the user's key.
+pub async fn delete_user(
+    State(state): State<AppState>,
+    Extension(id): Extension<RequestId>,
+    Path(user): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let result = async {
+        let c = caller(&state, &headers, "users.delete").await?;
+        users(&state).delete_user(request(&c, &id, pb::DeleteUserRequest { id: user })).await.map_err(upstream)?;
+        Ok(json!({ "deleted": true }))
+    }
+    .await;
+    respond(result, id)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SuspendBody {
+    reason: String,
+}
+
+/// `POST /v1/users/{id}/suspend`
+pub async fn suspend_user(
+    State(state): State<AppState>,
+    Extension(id): Extension<RequestId>,
+    Path(user): Path<String>,
+    headers: HeaderMap,
+    Json(body): Json<SuspendBody>,
+) -> Response {
+    let result = async {
+        let c = caller(&state, &headers, "users.suspend").await?;
+        let msg = pb::SuspendUserRequest { id: user, reason: body.reason };
+        let u = users(&state).suspend_user(request(&c, &id, msg)).await.map_err(upstream)?;
+        Ok(user_json(u.get_ref()))
+    }
+    .await;
+    respond(result, id)
+}
+
+/// `POST /v1/users/{id}/reactivate`
+pub async fn reactivate_user(
+    State(state): State<AppState>,
+    Extension(id): Extension<RequestId>,
+    Path(user): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let result = async {
+        let c = caller(&state, &headers, "users.suspend").await?;
+        let u = users(&state)
+            .reactivate_user(request(&c, &id, pb::ReactivateUserRequest { id: user }))
+            .await
+            .map_err(upstream)?;
+        Ok(user_json(u.get_ref()))
+    }
+    .await;
+    respond(result, id)
+}
+
+fn role_json(r: &pb::Role) -> Value {
+    json!({ "id": r.id, "name": r.name, "description": r.description, "permissions": r.permissions, "builtin": r.builtin })
+}
+
+/// `GET /v1/roles`
+pub async fn list_roles(
+    State(state): State<AppState>,
+    Extension(id): Extension<RequestId>,
+    headers: HeaderMap,
+) -> Response {
+    let result = async {
+        let c = caller(&state, &headers, "roles.read").await?;
+        let r =
+            access(&state).list_roles(request(&c, &id, pb::ListRolesRequest {})).await.map_err(upstream)?.into_inner();
+        Ok(json!({ "roles": r.roles.iter().map(role_json).collect::<Vec<_>>() }))
+    }
+    .await;
+    respond(result, id)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateRoleBody {
+    name: String,
+    #[serde(default)]
+    description: String,
+    permissions: Vec<String>,
+}
+
+/// `POST /v1/roles`
+pub async fn create_role(
+    State(state): State<AppState>,
+    Extension(id): Extension<RequestId>,
+    headers: HeaderMap,
+    Json(body): Json<CreateRoleBody>,
+) -> Response {
+    let result = async {
+        let c = caller(&state, &headers, "roles.write").await?;
+        let msg =
+            pb::CreateRoleRequest { name: body.name, description: body.description, permissions: body.permissions };
+        let r = access(&state).create_role(request(&c, &id, msg)).await.map_err(upstream)?;
+        Ok(role_json(r.get_ref()))
+    }
+    .await;
+    respond(result, id)
+}
+
+/// `DELETE /v1/roles/{id}`
+pub async fn delete_role(
+    State(state): State<AppState>,
+    Extension(id): Extension<RequestId>,
+    Path(role): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let result = async {
+        let c = caller(&state, &headers, "roles.write").await?;
+        access(&state).delete_role(request(&c, &id, pb::DeleteRoleRequest { id: role })).await.map_err(upstream)?;
+        Ok(json!({ "deleted": true }))
+    }
+    .await;
+    respond(result, id)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrantBody {
+    user_id: Option<String>,
+    group_id: Option<String>,
+}
+
+async fn grant_or_revoke(
+    state: &AppState,
+    c: &Caller,
+    id: &RequestId,
+    role: String,
+    body: GrantBody,
+    revoke: bool,
+) -> Result<Value, ApiError> {
+    let grantee = match (body.user_id, body.group_id) {
+        (Some(u), None) => pb::grant_role_request::Grantee::UserId(u),
+        (None, Some(g)) => pb::grant_role_request::Grantee::GroupId(g),
+        _ => return Err(ApiError::invalid_field("user_id", "give exactly one of user_id and group_id")),
+    };
+    let msg = pb::GrantRoleRequest { role, grantee: Some(grantee) };
+    if revoke {
+        access(state).revoke_role(request(c, id, msg)).await.map_err(upstream)?;
+    } else {
+        access(state).grant_role(request(c, id, msg)).await.map_err(upstream)?;
+    }
+    Ok(json!({ "granted": !revoke }))
+}
+
+/// `POST /v1/roles/{name}/grant`
+pub async fn grant_role(
+    State(state): State<AppState>,
+    Extension(id): Extension<RequestId>,
+    Path(role): Path<String>,
+    headers: HeaderMap,
+    Json(body): Json<GrantBody>,
+) -> Response {
+    let result = async {
+        let c = caller(&state, &headers, "roles.grant").await?;
+        grant_or_revoke(&state, &c, &id, role, body, false).await
+    }
+    .await;
+    respond(result, id)
+}
+
+/// `POST /v1/roles/{name}/revoke`
+pub async fn revoke_role(
+    State(state): State<AppState>,
+    Extension(id): Extension<RequestId>,
+    Path(role): Path<String>,
+    headers: HeaderMap,
+    Json(body): Json<GrantBody>,
+) -> Response {
+    let result = async {
+        let c = caller(&state, &headers, "roles.grant").await?;
+        grant_or_revoke(&state, &c, &id, role, body, true).await
+    }
+    .await;
+    respond(result, id)
+}
+
+fn group_json(g: &pb::Group) -> Value {
+    json!({ "id": g.id, "name": g.name, "description": g.description, "member_ids": g.member_ids, "roles": g.roles })
+}
+
+/// `GET /v1/groups`
+pub async fn list_groups(
+    State(state): State<AppState>,
+    Extension(id): Extension<RequestId>,
+    headers: HeaderMap,
+) -> Response {
+    let result = async {
+        let c = caller(&state, &headers, "groups.read").await?;
+        let r = access(&state)
+            .list_groups(request(&c, &id, pb::ListGroupsRequest {}))
+            .await
+            .map_err(upstream)?
+            .into_inner();
+        Ok(json!({ "groups": r.groups.iter().map(group_json).collect::<Vec<_>>() }))
+    }
+    .await;
+    respond(result, id)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateGroupBody {
+    name: String,
+    #[serde(default)]
+    description: String,
+}
+
+/// `POST /v1/groups`
+pub async fn create_group(
+    State(state): State<AppState>,
+    Extension(id): Extension<RequestId>,
+    headers: HeaderMap,
+    Json(body): Json<CreateGroupBody>,
+) -> Response {
+    let result = async {
+        let c = caller(&state, &headers, "groups.write").await?;
+        let msg = pb::CreateGroupRequest { name: body.name, description: body.description };
+        let g = access(&state).create_group(request(&c, &id, msg)).await.map_err(upstream)?;
+        Ok(group_json(g.get_ref()))
+    }
+    .await;
+    respond(result, id)
+}
+
+/// `DELETE /v1/groups/{id}`
+pub async fn delete_group(
+    State(state): State<AppState>,
+    Extension(id): Extension<RequestId>,
+    Path(group): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let result = async {
+        let c = caller(&state, &headers, "groups.write").await?;
+        access(&state).delete_group(request(&c, &id, pb::DeleteGroupRequest { id: group })).await.map_err(upstream)?;
+        Ok(json!({ "deleted": true }))
+    }
+    .await;
+    respond(result, id)
+}
+
+/// `PUT /v1/groups/{id}/members/{user_id}`
+pub async fn add_member(
+    State(state): State<AppState>,
+    Extension(id): Extension<RequestId>,
+    Path((group, user)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let result = async {
+        let c = caller(&state, &headers, "groups.write").await?;
+        let msg = pb::GroupMemberRequest { group_id: group, user_id: user };
+        let g = access(&state).add_group_member(request(&c, &id, msg)).await.map_err(upstream)?;
+        Ok(group_json(g.get_ref()))
+    }
+    .await;
+    respond(result, id)
+}
+
+/// `DELETE /v1/groups/{id}/members/{user_id}`
+pub async fn remove_member(
+    State(state): State<AppState>,
+    Extension(id): Extension<RequestId>,
+    Path((group, user)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let result = async {
+        let c = caller(&state, &headers, "groups.write").await?;
+        let msg = pb::GroupMemberRequest { group_id: group, user_id: user };
+        let g = access(&state).remove_group_member(request(&c, &id, msg)).await.map_err(upstream)?;
+        Ok(group_json(g.get_ref()))
+    }
+    .await;
+    respond(result, id)
+}
+
+fn key_json(k: &pb::ApiKey) -> Value {
+    json!({
+        "id": k.id, "name": k.name, "display": k.display, "scopes": k.scopes,
+        "created_at": rfc3339(&k.create_time), "expires_at": rfc3339(&k.expire_time),
+        "last_used_at": rfc3339(&k.last_used_time), "revoked_at": rfc3339(&k.revoke_time),
+    })
+}
+
+/// `GET /v1/api-keys`
+pub async fn list_api_keys(
+    State(state): State<AppState>,
+    Extension(id): Extension<RequestId>,
+    headers: HeaderMap,
+) -> Response {
+    let result = async {
+        let c = authenticated(&state, &headers).await?;
+        let r = sessions(&state)
+            .list_api_keys(request(&c, &id, pb::ListApiKeysRequest {}))
+            .await
+            .map_err(upstream)?
+            .into_inner();
+        Ok(json!({ "api_keys": r.keys.iter().map(key_json).collect::<Vec<_>>() }))
+    }
+    .await;
+    respond(result, id)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateApiKeyBody {
+    name: String,
+    scopes: Vec<String>,
+    #[serde(default)]
+    ttl_days: u32,
+}
+
+/// `POST /v1/api-keys`: the key is in the answer, once.
+pub async fn create_api_key(
+    State(state): State<AppState>,
+    Extension(id): Extension<RequestId>,
+    headers: HeaderMap,
+    Json(body): Json<CreateApiKeyBody>,
+) -> Response {
+    let result = async {
+        let c = caller(&state, &headers, "api_keys.create").await?;
+        let msg = pb::CreateApiKeyRequest { name: body.name, scopes: body.scopes, ttl_days: body.ttl_days };
+        let r = sessions(&state).create_api_key(request(&c, &id, msg)).await.map_err(upstream)?.into_inner();
+        let mut v = r.key.as_ref().map(key_json).unwrap_or(Value::Null);
+        v["api_key"] = json!(r.api_key);
+        Ok(v)
+    }
+    .await;
+    respond(result, id)
+}
+
+/// `DELETE /v1/api-keys/{id}`
+pub async fn revoke_api_key(
+    State(state): State<AppState>,
+    Extension(id): Extension<RequestId>,
+    Path(key): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let result = async {
+        let c = authenticated(&state, &headers).await?;
+        sessions(&state)
+            .revoke_api_key(request(&c, &id, pb::RevokeApiKeyRequest { id: key }))
+            .await
+            .map_err(upstream)?;
+        Ok(json!({ "revoked": true }))
+    }
+    .await;
+    respond(result, id)
+}
+
+fn policy_json(p: &pb::Policy) -> Value {
+    json!({
+        "lockout_threshold": p.lockout_threshold,
+        "lockout_window_secs": p.lockout_window_secs,
+        "access_token_ttl_secs": p.access_token_ttl_secs,
+        "refresh_token_ttl_secs": p.refresh_token_ttl_secs,
+        "mfa_required_roles": p.mfa_required_roles,
+    })
+}
+
+/// `GET /v1/tenant/policy`
+pub async fn get_policy(
+    State(state): State<AppState>,
+    Extension(id): Extension<RequestId>,
+    headers: HeaderMap,
+) -> Response {
+    let result = async {
+        let c = authenticated(&state, &headers).await?;
+        let p = access(&state).get_policy(request(&c, &id, pb::GetPolicyRequest {})).await.map_err(upstream)?;
+        Ok(policy_json(p.get_ref()))
+    }
+    .await;
+    respond(result, id)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyBody {
+    lockout_threshold: u32,
+    lockout_window_secs: u32,
+    access_token_ttl_secs: u32,
+    refresh_token_ttl_secs: u32,
+    mfa_required_roles: Vec<String>,
+}
+
+/// `PUT /v1/tenant/policy`
+pub async fn put_policy(
+    State(state): State<AppState>,
+    Extension(id): Extension<RequestId>,
+    headers: HeaderMap,
+    Json(b): Json<PolicyBody>,
+) -> Response {
+    let result = async {
+        let c = caller(&state, &headers, "tenant.policy.write").await?;
+        let msg = pb::Policy {
+            lockout_threshold: b.lockout_threshold,
+            lockout_window_secs: b.lockout_window_secs,
+            access_token_ttl_secs: b.access_token_ttl_secs,
+            refresh_token_ttl_secs: b.refresh_token_ttl_secs,
+            mfa_required_roles: b.mfa_required_roles,
+        };
+        let p = access(&state).update_policy(request(&c, &id, msg)).await.map_err(upstream)?;
+        Ok(policy_json(p.get_ref()))
+    }
+    .await;
+    respond(result, id)
+}
