@@ -483,18 +483,31 @@ async fn sixty_four_clients_on_hot_accounts_keep_every_invariant() {
                     (hot[(x % 3) as usize], cold[(x % 8) as usize])
                 };
                 let transfer = t(dr, cr, u128::from(x % 97 + 1));
-                let req = kit::client::with_context(
-                    tonic::Request::new(pb::CreateTransferRequest {
-                        transfer: Some(transfer.clone()),
-                        request_id: String::new(),
-                    }),
-                    Some("alpha"),
-                    None,
-                    Some(&token),
-                );
-                match client.create_transfer(req).await {
-                    Ok(r) => acked.push(r.into_inner().transfer.expect("t").id),
-                    Err(e) => assert_eq!(reason(&e), "EXCEEDS_CREDITS", "{e:?}"),
+                // A retryable refusal (e.g. the revocation list briefly unreachable under load) is
+                // retried with the same id, as a client should.
+                for _ in 0..50 {
+                    let req = kit::client::with_context(
+                        tonic::Request::new(pb::CreateTransferRequest {
+                            transfer: Some(transfer.clone()),
+                            request_id: String::new(),
+                        }),
+                        Some("alpha"),
+                        None,
+                        Some(&token),
+                    );
+                    match client.create_transfer(req).await {
+                        Ok(r) => {
+                            acked.push(r.into_inner().transfer.expect("t").id);
+                            break;
+                        }
+                        Err(e) if e.code() == tonic::Code::Unavailable => {
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                        Err(e) => {
+                            assert_eq!(reason(&e), "EXCEEDS_CREDITS", "{e:?}");
+                            break;
+                        }
+                    }
                 }
             }
             acked
