@@ -93,11 +93,15 @@ pub async fn drain_once(db: &Db, tenant: &Tenant) -> Result<Option<(usize, usize
     }
     let consumed = rows.len();
     let ids: Vec<Uuid> = rows.iter().map(|r| r.event_id).collect();
-    let already: Vec<Uuid> = sqlx::query_scalar("SELECT event_id FROM audit_log WHERE event_id = ANY($1)")
-        .bind(&ids)
-        .fetch_all(tx.conn())
-        .await
-        .map_err(db_error)?;
+    // Joins against `unnest` rather than `= ANY($1)`: a generic plan cached while the outbox was
+    // nearly empty must not become a sequential scan testing every row against every id once a
+    // backlog of hundreds of thousands of rows has built up.
+    let already: Vec<Uuid> =
+        sqlx::query_scalar("SELECT l.event_id FROM audit_log l JOIN unnest($1::uuid[]) AS w(id) ON l.event_id = w.id")
+            .bind(&ids)
+            .fetch_all(tx.conn())
+            .await
+            .map_err(db_error)?;
     let last: Option<(i64, Vec<u8>)> =
         sqlx::query_as("SELECT seq, chain_hash FROM audit_log ORDER BY seq DESC LIMIT 1")
             .fetch_optional(tx.conn())
@@ -175,7 +179,7 @@ pub async fn drain_once(db: &Db, tenant: &Tenant) -> Result<Option<(usize, usize
 
     insert_entries(&mut tx, &entries).await?;
     insert_nodes(&mut tx, &new_nodes).await?;
-    sqlx::query("DELETE FROM audit_outbox WHERE event_id = ANY($1)")
+    sqlx::query("DELETE FROM audit_outbox o USING unnest($1::uuid[]) AS w(id) WHERE o.event_id = w.id")
         .bind(&ids)
         .execute(tx.conn())
         .await

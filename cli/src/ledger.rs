@@ -60,6 +60,40 @@ pub struct BenchOptions {
     pub concurrency: usize,
     pub duration: Duration,
     pub accounts: usize,
+    pub phases: Vec<BenchPhase>,
+}
+
+/// The phases `strongroom bench ledger --phases` can pick.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum BenchPhase {
+    /// Single transfers over mTLS gRPC.
+    Grpc,
+    /// Single transfers over the gateway (HTTPS, JSON).
+    Gateway,
+    /// 8,190-transfer batches over gRPC.
+    Batches,
+    /// The `pgbench -N` ceiling.
+    Pgbench,
+}
+
+/// Waits (at most a minute) until audit-svc has sequenced every audit record the previous phase
+/// left in the tenant's outbox, so that no phase pays for the one before it.
+async fn audit_drained(admin_url: &str, tenant: &str) -> anyhow::Result<()> {
+    let slug = kit::TenantSlug::parse(tenant).map_err(|e| anyhow!("{e}"))?;
+    let pool = sqlx::PgPool::connect(admin_url).await.context("dev database")?;
+    let sql = format!("SELECT count(*) FROM {}.audit_outbox", slug.schema());
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let (left,): (i64,) = sqlx::query_as(&sql).fetch_one(&pool).await.context("audit outbox")?;
+        if left == 0 || std::time::Instant::now() > deadline {
+            if left > 0 {
+                println!("(audit outbox still holds {left} records after a minute; measuring anyway)");
+            }
+            pool.close().await;
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }
 
 struct Phase {
@@ -379,7 +413,10 @@ pub async fn bench(opts: &BenchOptions) -> anyhow::Result<()> {
     let mut report = Vec::new();
     let token = Arc::new(token);
     let tenant = Arc::new(opts.tenant.clone());
-    for (label, w) in [("uniform", Workload::Uniform), ("hot account", Workload::Hot)] {
+    let wanted = |p: BenchPhase| opts.phases.contains(&p);
+    let workloads = [("uniform", Workload::Uniform), ("hot account", Workload::Hot)];
+    for (label, w) in workloads.into_iter().filter(|_| wanted(BenchPhase::Grpc)) {
+        audit_drained(&admin_url, &opts.tenant).await?;
         let (accounts, token, tenant) = (accounts.clone(), token.clone(), tenant.clone());
         let clients: Arc<Vec<Client>> = Arc::new((0..opts.concurrency).map(client).collect());
         let mut phase = run(format!("single, gRPC, {label}"), opts.concurrency, opts.duration, move |i| {
@@ -393,7 +430,8 @@ pub async fn bench(opts: &BenchOptions) -> anyhow::Result<()> {
         .await;
         report.push(phase.report());
     }
-    for (label, w) in [("uniform", Workload::Uniform), ("hot account", Workload::Hot)] {
+    for (label, w) in workloads.into_iter().filter(|_| wanted(BenchPhase::Gateway)) {
+        audit_drained(&admin_url, &opts.tenant).await?;
         let (accounts, token, tenant) = (accounts.clone(), token.clone(), tenant.clone());
         let mut conns = Vec::new();
         for _ in 0..opts.concurrency {
@@ -425,7 +463,8 @@ pub async fn bench(opts: &BenchOptions) -> anyhow::Result<()> {
         report.push(phase.report());
     }
     let batchers = 4.min(opts.concurrency);
-    for (label, w) in [("uniform", Workload::Uniform), ("hot account", Workload::Hot)] {
+    for (label, w) in workloads.into_iter().filter(|_| wanted(BenchPhase::Batches)) {
+        audit_drained(&admin_url, &opts.tenant).await?;
         let (accounts, token, tenant) = (accounts.clone(), token.clone(), tenant.clone());
         let clients: Arc<Vec<Client>> = Arc::new((0..batchers).map(client).collect());
         let mut phase =
@@ -451,14 +490,17 @@ pub async fn bench(opts: &BenchOptions) -> anyhow::Result<()> {
             .await;
         report.push(phase.report());
     }
-    match tokio::task::spawn_blocking({
-        let (url, c, d) = (admin_url.clone(), opts.concurrency, opts.duration);
-        move || pgbench(&url, c, d)
-    })
-    .await?
-    {
-        Ok(mut phase) => report.push(phase.report()),
-        Err(e) => println!("pgbench ceiling: skipped ({e:#})"),
+    if wanted(BenchPhase::Pgbench) {
+        audit_drained(&admin_url, &opts.tenant).await?;
+        match tokio::task::spawn_blocking({
+            let (url, c, d) = (admin_url.clone(), opts.concurrency, opts.duration);
+            move || pgbench(&url, c, d)
+        })
+        .await?
+        {
+            Ok(mut phase) => report.push(phase.report()),
+            Err(e) => println!("pgbench ceiling: skipped ({e:#})"),
+        }
     }
     println!("{}", json!({ "bench": "ledger", "concurrency": opts.concurrency, "results": report }));
     Ok(())

@@ -112,6 +112,9 @@ enum BenchCommand {
         /// Accounts of the uniform workload.
         #[arg(long, default_value_t = 1000)]
         accounts: usize,
+        /// Phases to run, comma-separated: grpc, gateway, batches, pgbench (default: all).
+        #[arg(long, value_delimiter = ',', default_value = "grpc,gateway,batches,pgbench")]
+        phases: Vec<ledger::BenchPhase>,
     },
     /// Transit encrypt/decrypt over mTLS gRPC, next to the in-process AEAD rate.
     Vault {
@@ -258,13 +261,14 @@ fn main() -> ExitCode {
                 let endpoints = cli.conn.resolve()?;
                 ledger::verify(&endpoints, &tenant, from_seq).await
             }
-            Command::Bench { command: BenchCommand::Ledger { tenant, concurrency, seconds, accounts } } => {
+            Command::Bench { command: BenchCommand::Ledger { tenant, concurrency, seconds, accounts, phases } } => {
                 let opts = ledger::BenchOptions {
                     dev_dir: cli.conn.dev_dir.clone(),
                     tenant,
                     concurrency: concurrency.clamp(1, 1024),
                     duration: std::time::Duration::from_secs(seconds.clamp(1, 120)),
                     accounts: accounts.clamp(2, 100_000),
+                    phases,
                 };
                 ledger::bench(&opts).await
             }
