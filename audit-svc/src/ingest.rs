@@ -1,29 +1,118 @@
 //! `strongroom.audit.v1.AuditIngestService`: events from callers that hold no transaction of their
-//! own (the gateway). They go into the tenant's `audit_outbox` — with the verified caller's name as
-//! `service` and personal data as keyed pseudonyms — and are sequenced like every other record.
-//! Idempotent by event id: an event already waiting or already logged is not inserted again.
+//! own (the gateway). They go straight into the tenant's log — with the verified caller's name as
+//! `service` and personal data as keyed pseudonyms — without the outbox round trip: concurrent
+//! calls for one tenant are grouped into one transaction (group commit), and a call returns once
+//! its events are committed in the log. Idempotent by event id: an event already logged is not
+//! appended again.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
 use kit::access::RequestContext;
-use kit::tenancy::{TenantStatus, db_error};
-use kit::{ApiError, Db, ErrorCode, Tenant};
+use kit::tenancy::TenantStatus;
+use kit::{ApiError, Db, ErrorCode, Tenant, TenantId};
 use proto::audit::v1 as pb;
 use serde_json::{Map, Value};
+use tokio::sync::{mpsc, oneshot};
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
 use crate::pseudonym::Pseudonymizer;
+use crate::sequencer::{Nudge, RecordFields};
 
 /// Most events in one `AppendBatch`.
 pub const MAX_BATCH: usize = 1000;
 const MAX_DETAILS: usize = 16 * 1024;
 
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct AuditIngest {
     pub db: Db,
     pub pseudonyms: Pseudonymizer,
+    pub appender: Appender,
+}
+
+/// Most events one group-commit transaction takes.
+const GROUP_MAX: usize = 8000;
+
+struct Job {
+    rows: Vec<RecordFields>,
+    reply: oneshot::Sender<Result<usize, ApiError>>,
+}
+
+/// Group commit of direct appends: one queue and one task per tenant; the task takes whatever
+/// has queued while the previous transaction ran and appends it in one transaction.
+#[derive(Clone)]
+pub struct Appender {
+    db: Db,
+    nudge: Nudge,
+    queues: Arc<Mutex<HashMap<TenantId, mpsc::Sender<Job>>>>,
+}
+
+impl Appender {
+    pub fn new(db: Db, nudge: Nudge) -> Self {
+        Self { db, nudge, queues: Arc::default() }
+    }
+
+    /// Appends `rows` (unique event ids) to `tenant`'s log; returns how many were new.
+    async fn append(&self, tenant: &Tenant, rows: Vec<RecordFields>) -> Result<usize, ApiError> {
+        let (reply, rx) = oneshot::channel();
+        let gone = || ApiError::unavailable("AUDIT_SHUTTING_DOWN", "audit-svc is shutting down, retry");
+        self.queue(tenant).send(Job { rows, reply }).await.map_err(|_| gone())?;
+        rx.await.map_err(|_| gone())?
+    }
+
+    fn queue(&self, tenant: &Tenant) -> mpsc::Sender<Job> {
+        let mut queues = self.queues.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(q) = queues.get(&tenant.id)
+            && !q.is_closed()
+        {
+            return q.clone();
+        }
+        let (tx, rx) = mpsc::channel(1024);
+        tokio::spawn(self.clone().run(tenant.clone(), rx));
+        queues.insert(tenant.id, tx.clone());
+        tx
+    }
+
+    async fn run(self, tenant: Tenant, mut rx: mpsc::Receiver<Job>) {
+        while let Some(first) = rx.recv().await {
+            let mut count = first.rows.len();
+            let mut jobs = vec![first];
+            while count < GROUP_MAX {
+                match rx.try_recv() {
+                    Ok(job) => {
+                        count += job.rows.len();
+                        jobs.push(job);
+                    }
+                    Err(_) => break,
+                }
+            }
+            let mut owners = Vec::with_capacity(jobs.len());
+            let mut rows = Vec::with_capacity(count);
+            for job in &mut jobs {
+                owners.push(job.rows.iter().map(|r| r.event_id).collect::<Vec<_>>());
+                rows.append(&mut job.rows);
+            }
+            match crate::sequencer::append_direct(&self.db, &tenant, rows).await {
+                Ok(appended) => {
+                    // Each new event is counted once, for the first call that carried it.
+                    let mut new: HashSet<Uuid> = appended.into_iter().collect();
+                    for (job, ids) in jobs.into_iter().zip(owners) {
+                        let n = ids.iter().filter(|id| new.remove(id)).count();
+                        let _ = job.reply.send(Ok(n));
+                    }
+                    self.nudge.tenant(&tenant);
+                }
+                Err(e) => {
+                    tracing::warn!(tenant = %tenant.slug, reason = %e.reason, "direct audit append failed");
+                    for job in jobs {
+                        let _ = job.reply.send(Err(e.clone()));
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// One validated event, ready for the outbox.
@@ -129,7 +218,7 @@ impl AuditIngest {
         Ok(tenant)
     }
 
-    /// Validates, pseudonymizes and inserts `events` in one transaction; returns how many were new.
+    /// Validates, pseudonymizes and appends `events` to the log; returns how many were new.
     async fn append(&self, ctx: &RequestContext, events: Vec<pb::Event>) -> Result<u32, ApiError> {
         if events.is_empty() || events.len() > MAX_BATCH {
             return Err(ApiError::invalid_field("events", "1–1000 events"));
@@ -152,53 +241,25 @@ impl AuditIngest {
                 v.details.insert(name, Value::String(value));
             }
         }
-        let n = valid.len();
-        let mut ids = Vec::with_capacity(n);
-        let mut at = Vec::with_capacity(n);
-        let (mut actor, mut action, mut resource, mut outcome) =
-            (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
-        let (mut rid, mut tid, mut details) = (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
-        for v in valid {
-            ids.push(v.event_id);
-            at.push(v.occurred_at);
-            actor.push(v.actor);
-            action.push(v.action);
-            resource.push(v.resource);
-            outcome.push(v.outcome);
-            rid.push(v.request_id);
-            tid.push(v.trace_id);
-            details.push(Value::Object(v.details));
-        }
-        let mut tx = self.db.begin(&tenant).await?;
-        sqlx::query("SELECT set_config('strongroom.append_service', $1, true)")
-            .bind(ctx.caller.identity.name())
-            .execute(tx.conn())
-            .await
-            .map_err(db_error)?;
-        // In input order (the outbox position); none already logged.
-        let accepted = sqlx::query(
-            "INSERT INTO audit_outbox (event_id, occurred_at, service, actor, action, resource, outcome, request_id, trace_id, details) \
-             SELECT u.event_id, u.occurred_at, '', u.actor, u.action, u.resource, u.outcome, u.request_id, u.trace_id, u.details \
-             FROM unnest($1::uuid[], $2::timestamptz[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::jsonb[]) \
-                  WITH ORDINALITY AS u(event_id, occurred_at, actor, action, resource, outcome, request_id, trace_id, details, n) \
-             WHERE NOT EXISTS (SELECT 1 FROM audit_log l WHERE l.event_id = u.event_id) \
-             ORDER BY u.n \
-             ON CONFLICT (event_id) DO NOTHING",
-        )
-        .bind(&ids)
-        .bind(&at)
-        .bind(&actor)
-        .bind(&action)
-        .bind(&resource)
-        .bind(&outcome)
-        .bind(&rid)
-        .bind(&tid)
-        .bind(&details)
-        .execute(tx.conn())
-        .await
-        .map_err(db_error)?
-        .rows_affected();
-        tx.commit().await?;
+        let service = ctx.caller.identity.name().to_owned();
+        let rows = valid
+            .into_iter()
+            .map(|v| {
+                RecordFields::new(
+                    v.event_id,
+                    v.occurred_at,
+                    service.clone(),
+                    v.actor,
+                    v.action,
+                    v.resource,
+                    v.outcome,
+                    v.request_id,
+                    v.trace_id,
+                    Value::Object(v.details),
+                )
+            })
+            .collect();
+        let accepted = self.appender.append(&tenant, rows).await?;
         Ok(accepted as u32)
     }
 }

@@ -54,12 +54,13 @@ pub async fn run(
                 (None, None)
             }
         };
-        sequencer::spawn(ctx.db.clone(), ctx.shutdown.clone(), signer.clone());
+        let nudge = sequencer::spawn(ctx.db.clone(), ctx.shutdown.clone(), signer.clone());
         let wake = stream::Wake::spawn(ctx.db.clone(), ctx.shutdown.clone());
         retention::spawn(ctx.db.clone(), ctx.shutdown.clone());
         let ingest = ingest::AuditIngest {
             db: ctx.db.clone(),
             pseudonyms: pseudonym::Pseudonymizer::new(ctx.db.clone(), transit),
+            appender: ingest::Appender::new(ctx.db.clone(), nudge),
         };
         Ok(Api::new()
             .service(AuditLogServiceServer::new(api::AuditLog { db: ctx.db.clone(), signer, wake }))

@@ -23,7 +23,7 @@ const POLL: Duration = Duration::from_secs(1);
 
 /// The recorded fields of an audit event, as the outbox and the log both store them.
 #[derive(sqlx::FromRow)]
-pub(crate) struct RecordFields {
+pub struct RecordFields {
     pub(crate) event_id: Uuid,
     occurred_at: DateTime<Utc>,
     service: String,
@@ -37,6 +37,22 @@ pub(crate) struct RecordFields {
 }
 
 impl RecordFields {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        event_id: Uuid,
+        occurred_at: DateTime<Utc>,
+        service: String,
+        actor: String,
+        action: String,
+        resource: String,
+        outcome: String,
+        request_id: Option<String>,
+        trace_id: Option<String>,
+        details: serde_json::Value,
+    ) -> Self {
+        Self { event_id, occurred_at, service, actor, action, resource, outcome, request_id, trace_id, details }
+    }
+
     /// The entry these fields make at sequence number `seq`.
     pub(crate) fn entry(self, seq: u64) -> Entry {
         Entry {
@@ -60,25 +76,18 @@ fn hash32(bytes: &[u8]) -> Result<Hash, ApiError> {
 }
 
 /// Moves up to [`BATCH`] records of `tenant`'s outbox into its log. Returns how many outbox rows
-/// it consumed and how many entries it appended, or `None` when another sequencer holds the tenant.
-pub async fn drain_once(db: &Db, tenant: &Tenant) -> Result<Option<(usize, usize)>, ApiError> {
+/// it consumed and how many entries it appended.
+pub async fn drain_once(db: &Db, tenant: &Tenant) -> Result<(usize, usize), ApiError> {
     let mut tx = db.begin(tenant).await?;
     // A tenant registered but not yet provisioned for audit-svc has nothing to drain into yet.
     let (provisioned,): (bool,) =
         sqlx::query_as("SELECT to_regclass('audit_log') IS NOT NULL").fetch_one(tx.conn()).await.map_err(db_error)?;
     if !provisioned {
         tx.rollback().await?;
-        return Ok(Some((0, 0)));
+        return Ok((0, 0));
     }
-    let (locked,): (bool,) =
-        sqlx::query_as("SELECT pg_try_advisory_xact_lock(hashtext('strongroom.audit.sequencer'), hashtext(current_setting('strongroom.tenant_id')))")
-            .fetch_one(tx.conn())
-            .await
-            .map_err(db_error)?;
-    if !locked {
-        tx.rollback().await?;
-        return Ok(None);
-    }
+    // Waits for the replica or direct append holding the tenant; rows it consumed are gone by then.
+    lock_tenant(&mut tx).await?;
     let rows: Vec<RecordFields> = sqlx::query_as(
         "SELECT event_id, occurred_at, service, actor, action, resource, outcome, request_id, trace_id, details \
          FROM audit_outbox ORDER BY position LIMIT $1",
@@ -89,9 +98,70 @@ pub async fn drain_once(db: &Db, tenant: &Tenant) -> Result<Option<(usize, usize
     .map_err(db_error)?;
     if rows.is_empty() {
         tx.rollback().await?;
-        return Ok(Some((0, 0)));
+        return Ok((0, 0));
     }
     let consumed = rows.len();
+    let ids: Vec<Uuid> = rows.iter().map(|r| r.event_id).collect();
+    let appended = append_rows(&mut tx, rows).await?.len();
+    sqlx::query("DELETE FROM audit_outbox o USING unnest($1::uuid[]) AS w(id) WHERE o.event_id = w.id")
+        .bind(&ids)
+        .execute(tx.conn())
+        .await
+        .map_err(db_error)?;
+    if appended > 0 {
+        notify_readers(&mut tx).await?;
+    }
+    tx.commit().await?;
+    Ok((consumed, appended))
+}
+
+/// Appends `rows` straight to the tenant's log, without the outbox round trip (events of callers
+/// that hold no transaction of their own), waiting for the tenant's sequencer lock. Returns the
+/// event ids that were new; once it returns, they are committed.
+pub async fn append_direct(db: &Db, tenant: &Tenant, rows: Vec<RecordFields>) -> Result<Vec<Uuid>, ApiError> {
+    let mut tx = db.begin(tenant).await?;
+    let (provisioned,): (bool,) =
+        sqlx::query_as("SELECT to_regclass('audit_log') IS NOT NULL").fetch_one(tx.conn()).await.map_err(db_error)?;
+    if !provisioned {
+        return Err(ApiError::unavailable(
+            "AUDIT_NOT_PROVISIONED",
+            "the tenant's audit log is being provisioned, retry",
+        ));
+    }
+    lock_tenant(&mut tx).await?;
+    let appended = append_rows(&mut tx, rows).await?;
+    if !appended.is_empty() {
+        notify_readers(&mut tx).await?;
+    }
+    tx.commit().await?;
+    Ok(appended)
+}
+
+/// One sequencer per tenant at a time, across replicas: a transaction-scoped advisory lock.
+async fn lock_tenant(tx: &mut TenantTx) -> Result<(), ApiError> {
+    sqlx::query(
+        "SELECT pg_advisory_xact_lock(hashtext('strongroom.audit.sequencer'), hashtext(current_setting('strongroom.tenant_id')))",
+    )
+    .execute(tx.conn())
+    .await
+    .map_err(db_error)?;
+    Ok(())
+}
+
+/// Live streams wake when the transaction commits.
+async fn notify_readers(tx: &mut TenantTx) -> Result<(), ApiError> {
+    sqlx::query("SELECT pg_notify($1, current_setting('strongroom.tenant_id'))")
+        .bind(crate::stream::CHANNEL)
+        .execute(tx.conn())
+        .await
+        .map_err(db_error)?;
+    Ok(())
+}
+
+/// Appends `rows` to the log in `tx`, which holds the tenant's sequencer lock: skips event ids
+/// already logged or repeated, then writes the entries and the Merkle nodes they complete.
+/// Returns the event ids it appended, in log order.
+async fn append_rows(tx: &mut TenantTx, rows: Vec<RecordFields>) -> Result<Vec<Uuid>, ApiError> {
     let ids: Vec<Uuid> = rows.iter().map(|r| r.event_id).collect();
     // Joins against `unnest` rather than `= ANY($1)`: a generic plan cached while the outbox was
     // nearly empty must not become a sequential scan testing every row against every id once a
@@ -177,23 +247,9 @@ pub async fn drain_once(db: &Db, tenant: &Tenant) -> Result<Option<(usize, usize
         }
     }
 
-    insert_entries(&mut tx, &entries).await?;
-    insert_nodes(&mut tx, &new_nodes).await?;
-    sqlx::query("DELETE FROM audit_outbox o USING unnest($1::uuid[]) AS w(id) WHERE o.event_id = w.id")
-        .bind(&ids)
-        .execute(tx.conn())
-        .await
-        .map_err(db_error)?;
-    if !entries.is_empty() {
-        // Live streams wake when this commits.
-        sqlx::query("SELECT pg_notify($1, current_setting('strongroom.tenant_id'))")
-            .bind(crate::stream::CHANNEL)
-            .execute(tx.conn())
-            .await
-            .map_err(db_error)?;
-    }
-    tx.commit().await?;
-    Ok(Some((consumed, entries.len())))
+    insert_entries(tx, &entries).await?;
+    insert_nodes(tx, &new_nodes).await?;
+    Ok(entries.iter().map(|e| e.0.event_id).collect())
 }
 
 async fn insert_entries(tx: &mut TenantTx, entries: &[(Entry, Vec<u8>, Hash, Hash)]) -> Result<(), ApiError> {
@@ -255,28 +311,68 @@ async fn insert_nodes(tx: &mut TenantTx, nodes: &[(u8, u64, Hash)]) -> Result<()
     Ok(())
 }
 
-/// Drains `tenant` until its outbox is empty (or another sequencer holds it).
+/// Drains `tenant` until its outbox is empty.
 pub async fn drain(db: &Db, tenant: &Tenant) -> Result<usize, ApiError> {
     let mut appended = 0;
-    while let Some((consumed, n)) = drain_once(db, tenant).await? {
+    loop {
+        let (consumed, n) = drain_once(db, tenant).await?;
         appended += n;
         if consumed == 0 {
-            break;
+            return Ok(appended);
         }
     }
-    Ok(appended)
 }
 
-/// Runs the sequencer until `shutdown`: woken by notifications, and polling every second. A batch
-/// in progress at shutdown either commits or rolls back whole.
-pub fn spawn(
-    db: Db,
-    shutdown: kit::server::Shutdown,
-    signer: Option<crate::checkpoint::Signer>,
-) -> tokio::task::JoinHandle<()> {
+/// Asks the sequencer to look at a tenant now (a direct append wants its checkpoint).
+#[derive(Clone)]
+pub struct Nudge(tokio::sync::mpsc::Sender<Option<Uuid>>);
+
+impl Nudge {
+    pub fn tenant(&self, tenant: &Tenant) {
+        // A full queue already holds a wake-up that covers this one.
+        let _ = self.0.try_send(Some(tenant.id.0));
+    }
+}
+
+/// Tenants drained at the same time (each holds one database connection while it drains).
+const PARALLEL_TENANTS: usize = 4;
+
+/// Drains `tenant` and signs a checkpoint when the log grew (or `force`). Returns false when the
+/// checkpoint must be retried.
+async fn tend(db: &Db, signer: Option<&crate::checkpoint::Signer>, tenant: &Tenant, force: bool) -> bool {
+    let appended = match drain(db, tenant).await {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::warn!(tenant = %tenant.slug, reason = %e.reason, "audit sequencing failed");
+            return true;
+        }
+    };
+    let Some(signer) = signer.filter(|_| appended > 0 || force) else {
+        return true;
+    };
+    match crate::checkpoint::make(db, signer, tenant).await {
+        Ok(Some(size)) => {
+            tracing::debug!(tenant = %tenant.slug, size, "checkpoint signed");
+            true
+        }
+        Ok(None) => true,
+        Err(e) => {
+            // Retried after the next batch; the log itself is already durable.
+            tracing::warn!(tenant = %tenant.slug, reason = %e.reason, "checkpoint not signed");
+            false
+        }
+    }
+}
+
+/// Runs the sequencer until `shutdown`: woken by notifications (outbox inserts, direct appends),
+/// and polling every second; several tenants drain at once. A batch in progress at shutdown
+/// either commits or rolls back whole.
+pub fn spawn(db: Db, shutdown: kit::server::Shutdown, signer: Option<crate::checkpoint::Signer>) -> Nudge {
+    use futures::StreamExt;
+    let (wake_tx, mut wake_rx) = tokio::sync::mpsc::channel::<Option<Uuid>>(1024);
+    let nudge = Nudge(wake_tx.clone());
     let stop = shutdown.clone();
     let task = tokio::spawn(async move {
-        let (wake_tx, mut wake_rx) = tokio::sync::mpsc::channel::<Option<Uuid>>(1024);
         let listener_db = db.clone();
         let listener = tokio::spawn(async move {
             loop {
@@ -304,13 +400,30 @@ pub fn spawn(
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         });
+        // Tenants whose first checkpoint since start-up is done.
         let mut checked = std::collections::HashSet::new();
         loop {
             if stop.fired() {
                 listener.abort();
                 return;
             }
-            let woken = tokio::time::timeout(POLL, wake_rx.recv()).await;
+            // Every wake-up queued so far is served by this round.
+            let mut woken = std::collections::HashSet::new();
+            let mut poll = false;
+            match tokio::time::timeout(POLL, wake_rx.recv()).await {
+                Ok(Some(Some(id))) => {
+                    woken.insert(id);
+                }
+                _ => poll = true,
+            }
+            while let Ok(w) = wake_rx.try_recv() {
+                match w {
+                    Some(id) => {
+                        woken.insert(id);
+                    }
+                    None => poll = true,
+                }
+            }
             let tenants = match db.tenants().await {
                 Ok(t) => t,
                 Err(e) => {
@@ -318,30 +431,27 @@ pub fn spawn(
                     continue;
                 }
             };
-            let only = match woken {
-                Ok(Some(Some(id))) => Some(id),
-                _ => None,
-            };
-            for tenant in tenants.iter().filter(|t| only.is_none_or(|id| t.id.0 == id)) {
-                let appended = match drain(&db, tenant).await {
-                    Ok(n) => n,
-                    Err(e) => {
-                        tracing::warn!(tenant = %tenant.slug, reason = %e.reason, "audit sequencing failed");
-                        continue;
-                    }
-                };
-                // A checkpoint after every batch, and once per tenant after start-up.
-                let first_sight = checked.insert(tenant.id.0);
-                if let (Some(signer), true) = (&signer, appended > 0 || first_sight) {
-                    match crate::checkpoint::make(&db, signer, tenant).await {
-                        Ok(Some(size)) => tracing::debug!(tenant = %tenant.slug, size, "checkpoint signed"),
-                        Ok(None) => {}
-                        Err(e) => {
-                            // Retried after the next batch; the log itself is already durable.
-                            checked.remove(&tenant.id.0);
-                            tracing::warn!(tenant = %tenant.slug, reason = %e.reason, "checkpoint not signed");
-                        }
-                    }
+            let due: Vec<(Tenant, bool)> = tenants
+                .into_iter()
+                .filter(|t| poll || woken.contains(&t.id.0))
+                .map(|t| {
+                    let force = woken.contains(&t.id.0) || !checked.contains(&t.id.0);
+                    (t, force)
+                })
+                .collect();
+            let results: Vec<(Uuid, bool)> = futures::stream::iter(due)
+                .map(|(tenant, force)| {
+                    let (db, signer) = (&db, signer.as_ref());
+                    async move { (tenant.id.0, tend(db, signer, &tenant, force).await) }
+                })
+                .buffer_unordered(PARALLEL_TENANTS)
+                .collect()
+                .await;
+            for (id, signed) in results {
+                if signed {
+                    checked.insert(id);
+                } else {
+                    checked.remove(&id);
                 }
             }
         }
@@ -353,5 +463,5 @@ pub fn spawn(
         tokio::time::sleep(Duration::from_secs(2)).await;
         abort.abort();
     });
-    task
+    nudge
 }
