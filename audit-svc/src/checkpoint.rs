@@ -20,13 +20,13 @@ pub fn origin(tenant: &Tenant) -> String {
     format!("strongroom.audit/{}", tenant.slug)
 }
 
-/// Loads the perfect-subtree nodes `keys` in one query.
+/// Loads the perfect-subtree nodes `keys` in one query (one primary-key probe per key).
 pub async fn load_nodes(tx: &mut TenantTx, keys: &[(u8, u64)]) -> Result<HashMap<(u8, u64), Hash>, ApiError> {
     let levels: Vec<i16> = keys.iter().map(|k| k.0 as i16).collect();
     let idxs: Vec<i64> = keys.iter().map(|k| k.1 as i64).collect();
     let rows: Vec<(i16, i64, Vec<u8>)> = sqlx::query_as(
-        "SELECT n.level, n.idx, n.hash FROM merkle_nodes n JOIN unnest($1::smallint[], $2::bigint[]) AS w(level, idx) \
-         ON n.level = w.level AND n.idx = w.idx",
+        "SELECT n.level, n.idx, n.hash FROM unnest($1::smallint[], $2::bigint[]) AS w(level, idx) \
+         CROSS JOIN LATERAL (SELECT * FROM merkle_nodes m WHERE m.level = w.level AND m.idx = w.idx LIMIT 1) AS n",
     )
     .bind(levels)
     .bind(idxs)

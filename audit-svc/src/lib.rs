@@ -29,6 +29,7 @@ pub const MIGRATIONS: MigrationSet = MigrationSet {
         kit::migration!("tenant", "0003_create_checkpoints"),
         kit::migration!("tenant", "0004_ingest_and_queries"),
         kit::migration!("tenant", "0005_retention_pruning"),
+        kit::migration!("tenant", "0006_append_direct"),
     ],
 };
 

@@ -71,6 +71,13 @@ impl RecordFields {
     }
 }
 
+#[derive(sqlx::FromRow)]
+struct Positioned {
+    position: i64,
+    #[sqlx(flatten)]
+    fields: RecordFields,
+}
+
 fn hash32(bytes: &[u8]) -> Result<Hash, ApiError> {
     bytes.try_into().map_err(|_| ApiError::internal(&"stored hash is not 32 bytes"))
 }
@@ -88,26 +95,27 @@ pub async fn drain_once(db: &Db, tenant: &Tenant) -> Result<(usize, usize), ApiE
     }
     // Waits for the replica or direct append holding the tenant; rows it consumed are gone by then.
     lock_tenant(&mut tx).await?;
-    let rows: Vec<RecordFields> = sqlx::query_as(
-        "SELECT event_id, occurred_at, service, actor, action, resource, outcome, request_id, trace_id, details \
-         FROM audit_outbox ORDER BY position LIMIT $1",
+    // Taken and deleted in one statement: the rows are found once, by position, and removed by
+    // their tuple ids (a TID scan: no plan can turn it into a scan of the whole queue).
+    let mut taken: Vec<(i64, RecordFields)> = sqlx::query_as(
+        "DELETE FROM audit_outbox WHERE ctid = ANY(ARRAY(SELECT ctid FROM audit_outbox ORDER BY position LIMIT $1)) \
+         RETURNING position, event_id, occurred_at, service, actor, action, resource, outcome, request_id, trace_id, details",
     )
     .bind(BATCH)
     .fetch_all(tx.conn())
     .await
-    .map_err(db_error)?;
-    if rows.is_empty() {
+    .map_err(db_error)?
+    .into_iter()
+    .map(|row: Positioned| (row.position, row.fields))
+    .collect();
+    if taken.is_empty() {
         tx.rollback().await?;
         return Ok((0, 0));
     }
-    let consumed = rows.len();
-    let ids: Vec<Uuid> = rows.iter().map(|r| r.event_id).collect();
+    taken.sort_by_key(|(position, _)| *position);
+    let consumed = taken.len();
+    let rows: Vec<RecordFields> = taken.into_iter().map(|(_, fields)| fields).collect();
     let appended = append_rows(&mut tx, rows).await?.len();
-    sqlx::query("DELETE FROM audit_outbox o USING unnest($1::uuid[]) AS w(id) WHERE o.event_id = w.id")
-        .bind(&ids)
-        .execute(tx.conn())
-        .await
-        .map_err(db_error)?;
     if appended > 0 {
         notify_readers(&mut tx).await?;
     }
@@ -163,15 +171,17 @@ async fn notify_readers(tx: &mut TenantTx) -> Result<(), ApiError> {
 /// Returns the event ids it appended, in log order.
 async fn append_rows(tx: &mut TenantTx, rows: Vec<RecordFields>) -> Result<Vec<Uuid>, ApiError> {
     let ids: Vec<Uuid> = rows.iter().map(|r| r.event_id).collect();
-    // Joins against `unnest` rather than `= ANY($1)`: a generic plan cached while the outbox was
-    // nearly empty must not become a sequential scan testing every row against every id once a
-    // backlog of hundreds of thousands of rows has built up.
-    let already: Vec<Uuid> =
-        sqlx::query_scalar("SELECT l.event_id FROM audit_log l JOIN unnest($1::uuid[]) AS w(id) ON l.event_id = w.id")
-            .bind(&ids)
-            .fetch_all(tx.conn())
-            .await
-            .map_err(db_error)?;
+    // One index probe per id (`unnest` + `LATERAL … LIMIT 1`), never `= ANY($1)` or a plain join:
+    // those become a scan of the whole log or outbox (times every id) when the planner has no or
+    // stale statistics — a new tenant's first minute, or a backlog that grew since the last ANALYZE.
+    let already: Vec<Uuid> = sqlx::query_scalar(
+        "SELECT l.event_id FROM unnest($1::uuid[]) AS w(want) \
+         CROSS JOIN LATERAL (SELECT event_id FROM audit_log WHERE event_id = w.want LIMIT 1) AS l",
+    )
+    .bind(&ids)
+    .fetch_all(tx.conn())
+    .await
+    .map_err(db_error)?;
     let last: Option<(i64, Vec<u8>)> =
         sqlx::query_as("SELECT seq, chain_hash FROM audit_log ORDER BY seq DESC LIMIT 1")
             .fetch_optional(tx.conn())
@@ -211,20 +221,7 @@ async fn append_rows(tx: &mut TenantTx, rows: Vec<RecordFields>) -> Result<Vec<U
         }
     }
     if !needed.is_empty() {
-        let levels: Vec<i16> = needed.iter().map(|(l, _)| *l as i16).collect();
-        let idxs: Vec<i64> = needed.iter().map(|(_, i)| *i as i64).collect();
-        let found: Vec<(i16, i64, Vec<u8>)> = sqlx::query_as(
-            "SELECT n.level, n.idx, n.hash FROM merkle_nodes n JOIN unnest($1::smallint[], $2::bigint[]) AS w(level, idx) \
-             ON n.level = w.level AND n.idx = w.idx",
-        )
-        .bind(&levels)
-        .bind(&idxs)
-        .fetch_all(tx.conn())
-        .await
-        .map_err(db_error)?;
-        for (l, i, h) in found {
-            nodes.insert((l as u8, i as u64), hash32(&h)?);
-        }
+        nodes.extend(crate::checkpoint::load_nodes(tx, &needed).await?);
     }
     let mut new_nodes: Vec<(u8, u64, Hash)> = Vec::new();
     for (entry, _, leaf, _) in &entries {

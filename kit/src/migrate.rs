@@ -69,7 +69,11 @@ pub struct MigrationSet {
 pub const KIT: MigrationSet = MigrationSet {
     service: "kit",
     control: &[migration!("control", "0001_create_tenants"), migration!("control", "0002_create_outbox_notify")],
-    tenant: &[migration!("tenant", "0001_create_audit_outbox"), migration!("tenant", "0002_notify_audit_outbox")],
+    tenant: &[
+        migration!("tenant", "0001_create_audit_outbox"),
+        migration!("tenant", "0002_notify_audit_outbox"),
+        migration!("tenant", "0003_vacuum_audit_outbox"),
+    ],
 };
 
 #[derive(Debug, thiserror::Error)]

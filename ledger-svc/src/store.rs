@@ -2,6 +2,12 @@
 //! wire as decimal text (`::text` out, `::numeric` in): exact, and no float ever appears. Batch
 //! writes are set-based (`UNNEST` of arrays): a batch costs the same dozen statements whether it
 //! holds one transfer or 8,190.
+//!
+//! Rows are looked up by id list as `unnest($1) CROSS JOIN LATERAL (… WHERE id = w.want LIMIT 1)`,
+//! never as `id = ANY($1)` or a plain join: the lateral form is one primary-key probe per id
+//! whatever the planner believes about the table, while the other forms become a scan of every
+//! row of the tenant (times every id) when statistics are missing or stale — a new tenant's
+//! first minute, before autovacuum has analyzed its tables.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -104,6 +110,14 @@ impl TransferRow {
 const TRANSFER_COLUMNS: &str = "id, debit_account_id, credit_account_id, amount::text AS amount, pending_id, \
      timeout_seconds, ledger, code, flags, metadata, ts, state, expires_at, receipt_seq, content_hash";
 
+/// Transfers whose ids are in `$1` (one primary-key probe per id).
+fn transfers_by_id() -> String {
+    format!(
+        "SELECT {TRANSFER_COLUMNS} FROM unnest($1::uuid[]) AS w(want) \
+         CROSS JOIN LATERAL (SELECT * FROM transfers t WHERE t.id = w.want LIMIT 1) AS t"
+    )
+}
+
 /// Serialises the tenant's batches and returns the chain head `(seq, hash, last_ts)`.
 pub async fn lock_head(tx: &mut TenantTx) -> Result<(i64, Vec<u8>, i64), ApiError> {
     for _ in 0..2 {
@@ -131,21 +145,19 @@ pub async fn prior(tx: &mut TenantTx, ids: &[Uuid]) -> Result<HashMap<Uuid, Prio
         return Ok(out);
     }
     let rows: Vec<TransferRow> =
-        sqlx::query_as(&format!("SELECT {TRANSFER_COLUMNS} FROM transfers WHERE id = ANY($1)"))
-            .bind(ids)
-            .fetch_all(tx.conn())
-            .await
-            .map_err(db_error)?;
+        sqlx::query_as(&transfers_by_id()).bind(ids).fetch_all(tx.conn()).await.map_err(db_error)?;
     for row in rows {
         let (transfer, content_hash) = row.into_transfer()?;
         out.insert(transfer.id, Prior::Created { transfer, content_hash });
     }
-    let failures: Vec<(Uuid, String, serde_json::Value, Vec<u8>)> =
-        sqlx::query_as("SELECT id, reason, content, content_hash FROM transfer_failures WHERE id = ANY($1)")
-            .bind(ids)
-            .fetch_all(tx.conn())
-            .await
-            .map_err(db_error)?;
+    let failures: Vec<(Uuid, String, serde_json::Value, Vec<u8>)> = sqlx::query_as(
+        "SELECT f.id, f.reason, f.content, f.content_hash FROM unnest($1::uuid[]) AS w(want) \
+             CROSS JOIN LATERAL (SELECT * FROM transfer_failures f WHERE f.id = w.want LIMIT 1) AS f",
+    )
+    .bind(ids)
+    .fetch_all(tx.conn())
+    .await
+    .map_err(db_error)?;
     for (id, reason, content, content_hash) in failures {
         let content = input_from_json(&content)?;
         out.insert(id, Prior::Failed { reason, content, content_hash });
@@ -159,25 +171,25 @@ pub async fn transfers(tx: &mut TenantTx, ids: &[Uuid]) -> Result<Vec<Transfer>,
         return Ok(Vec::new());
     }
     let rows: Vec<TransferRow> =
-        sqlx::query_as(&format!("SELECT {TRANSFER_COLUMNS} FROM transfers WHERE id = ANY($1)"))
-            .bind(ids)
-            .fetch_all(tx.conn())
-            .await
-            .map_err(db_error)?;
+        sqlx::query_as(&transfers_by_id()).bind(ids).fetch_all(tx.conn()).await.map_err(db_error)?;
     rows.into_iter().map(|r| r.into_transfer().map(|(t, _)| t)).collect()
 }
 
-/// Locks the accounts in one global order (by id), so concurrent batches never deadlock.
+/// Locks the accounts in one global order, so concurrent batches never deadlock: `ids` must be
+/// sorted, and each row is locked as the probe for its id reaches it, in array order.
 pub async fn lock_accounts(tx: &mut TenantTx, ids: &[Uuid]) -> Result<HashMap<Uuid, Account>, ApiError> {
     if ids.is_empty() {
         return Ok(HashMap::new());
     }
-    let rows: Vec<AccountRow> =
-        sqlx::query_as(&format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id = ANY($1) ORDER BY id FOR UPDATE"))
-            .bind(ids)
-            .fetch_all(tx.conn())
-            .await
-            .map_err(db_error)?;
+    debug_assert!(ids.is_sorted());
+    let rows: Vec<AccountRow> = sqlx::query_as(&format!(
+        "SELECT {ACCOUNT_COLUMNS} FROM unnest($1::uuid[]) AS w(want) \
+             CROSS JOIN LATERAL (SELECT * FROM accounts a WHERE a.id = w.want LIMIT 1 FOR UPDATE) AS a"
+    ))
+    .bind(ids)
+    .fetch_all(tx.conn())
+    .await
+    .map_err(db_error)?;
     rows.into_iter().map(|r| Account::try_from(r).map(|a| (a.id, a))).collect()
 }
 
@@ -459,8 +471,10 @@ pub async fn write_effects(
         sqlx::query(
             "UPDATE accounts SET debits_pending = u.dp::numeric, debits_posted = u.dpo::numeric, \
              credits_pending = u.cp::numeric, credits_posted = u.cpo::numeric \
-             FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[]) AS u(id, dp, dpo, cp, cpo) \
-             WHERE accounts.id = u.id",
+             FROM (SELECT r.tid, u.* FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[]) \
+                   AS u(id, dp, dpo, cp, cpo) \
+                   CROSS JOIN LATERAL (SELECT a.ctid AS tid FROM accounts a WHERE a.id = u.id LIMIT 1) AS r) AS u \
+             WHERE accounts.ctid = u.tid",
         )
         .bind(&ids)
         .bind(b(|b| b.debits_pending))
@@ -501,8 +515,10 @@ pub async fn write_effects(
         let ids: Vec<Uuid> = fx.state_changes.iter().map(|s| s.0).collect();
         let states: Vec<&str> = fx.state_changes.iter().map(|s| s.1.as_str()).collect();
         sqlx::query(
-            "UPDATE transfers SET state = u.state FROM UNNEST($1::uuid[], $2::text[]) AS u(id, state) \
-             WHERE transfers.id = u.id AND transfers.state = 'pending'",
+            "UPDATE transfers SET state = u.state \
+             FROM (SELECT r.tid, u.state FROM UNNEST($1::uuid[], $2::text[]) AS u(id, state) \
+                   CROSS JOIN LATERAL (SELECT t.ctid AS tid FROM transfers t WHERE t.id = u.id LIMIT 1) AS r) AS u \
+             WHERE transfers.ctid = u.tid AND transfers.state = 'pending'",
         )
         .bind(&ids)
         .bind(&states)
