@@ -284,11 +284,16 @@ impl TokenVerifier {
         Ok(principal)
     }
 
-    /// Re-fetches the JWKS unless that happened within the cooldown.
-    async fn refresh(&self) -> Result<(), ApiError> {
+    /// Re-fetches the JWKS unless that happened since `asked_at`; at most once per cooldown, so
+    /// a key published just after the last fetch (a new tenant's first token) is waited for
+    /// rather than refused.
+    async fn refresh(&self, asked_at: Instant) -> Result<(), ApiError> {
         let mut last = self.last_refresh.lock().await;
-        if last.is_some_and(|at| at.elapsed() < REFRESH_COOLDOWN) {
+        if last.is_some_and(|at| at >= asked_at) {
             return Ok(());
+        }
+        if let Some(at) = *last {
+            tokio::time::sleep(REFRESH_COOLDOWN.saturating_sub(at.elapsed())).await;
         }
         let jwks = self.source.fetch().await.map_err(|e| {
             tracing::warn!(error = %e, "jwks fetch failed");
@@ -305,6 +310,7 @@ impl TokenVerifier {
     }
 
     async fn key(&self, kid: &str) -> Result<Arc<Key>, ApiError> {
+        let asked_at = Instant::now();
         {
             let keys = self.keys.read().await;
             let fresh = keys.fetched_at.is_some_and(|at| at.elapsed() < JWKS_TTL);
@@ -312,7 +318,7 @@ impl TokenVerifier {
                 return Ok(key.clone());
             }
         }
-        if let Err(e) = self.refresh().await {
+        if let Err(e) = self.refresh(asked_at).await {
             // auth-svc unreachable: a key fetched recently enough keeps working for a while.
             let keys = self.keys.read().await;
             let usable = keys.fetched_at.is_some_and(|at| at.elapsed() < 3 * JWKS_TTL);
