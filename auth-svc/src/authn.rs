@@ -9,7 +9,7 @@ use proto::auth::v1 as pb;
 use tonic::{Request, Response, Status};
 use zeroize::Zeroizing;
 
-use crate::core::{Core, Policy, audit, policy};
+use crate::core::{Core, POLICY_COLUMNS, Policy, audit, policy};
 use crate::passwords::Verdict;
 use crate::throttle::Attempt;
 use crate::{tokens, totp};
@@ -39,12 +39,29 @@ pub struct Authn {
     pub core: Core,
 }
 
-#[derive(sqlx::FromRow)]
 struct LoginUser {
     id: uuid::Uuid,
     password_hash: Option<String>,
     status: String,
     suspension_reason: Option<String>,
+}
+
+/// What opening a session needs to know about its user.
+#[derive(Debug, sqlx::FromRow)]
+pub struct UserAccess {
+    pub roles: Vec<String>,
+    pub permissions: Vec<String>,
+    /// A confirmed TOTP second factor.
+    pub has_totp: bool,
+}
+
+/// The [`UserAccess`] of `user`, in one statement.
+pub async fn user_access(tx: &mut TenantTx, user: uuid::Uuid) -> Result<UserAccess, ApiError> {
+    let sql = format!(
+        "SELECT EXISTS (SELECT 1 FROM mfa_totp WHERE user_id = $1 AND confirmed_at IS NOT NULL) AS has_totp, {}",
+        crate::rbac::effective_columns("$1")
+    );
+    sqlx::query_as(&sql).bind(user).fetch_one(tx.conn()).await.map_err(db_error)
 }
 
 /// What a new session needs.
@@ -68,25 +85,27 @@ impl Authn {
         &self,
         mut tx: TenantTx,
         policy: &Policy,
+        access: UserAccess,
         s: NewSession<'_>,
     ) -> Result<pb::Tokens, ApiError> {
         let tenant = tx.tenant().clone();
-        let (roles, permissions, privileged) = self.core.access_of(&mut tx, s.user, policy).await?;
-        let enrollment_only = privileged && !s.mfa;
-        let has_totp: bool = sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM mfa_totp WHERE user_id = $1 AND confirmed_at IS NOT NULL)",
-        )
-        .bind(s.user)
-        .fetch_one(tx.conn())
-        .await
-        .map_err(db_error)?;
+        let UserAccess { roles, permissions, has_totp } = access;
+        let privileged = roles.iter().any(|r| policy.mfa_required_roles.contains(r));
         // A privileged user who already has TOTP never gets here without it (login asks).
-        let enrollment_only = enrollment_only && !has_totp;
+        let enrollment_only = privileged && !s.mfa && !has_totp;
         let refresh_ttl = i64::from(policy.refresh_token_ttl_secs);
+        let refresh = tokens::new_refresh_token()?;
+        // The session and its first refresh token in one statement.
         let session: uuid::Uuid = sqlx::query_scalar(
-            "INSERT INTO sessions (user_id, ip, user_agent, amr, mfa_at, enrollment_only, expires_at)
-             VALUES ($1, $2, $3, $4, CASE WHEN $5 THEN now() END, $6, now() + make_interval(secs => $7))
-             RETURNING id",
+            "WITH s AS (
+                 INSERT INTO sessions (user_id, ip, user_agent, amr, mfa_at, enrollment_only, expires_at)
+                 VALUES ($1, $2, $3, $4, CASE WHEN $5 THEN now() END, $6, now() + make_interval(secs => $7))
+                 RETURNING id
+             ), r AS (
+                 INSERT INTO refresh_tokens (token_hash, session_id, generation, expires_at)
+                 SELECT $8, id, 0, now() + make_interval(secs => $7) FROM s
+             )
+             SELECT id FROM s",
         )
         .bind(s.user)
         .bind(s.ip)
@@ -95,18 +114,8 @@ impl Authn {
         .bind(s.mfa)
         .bind(enrollment_only)
         .bind(refresh_ttl as f64)
-        .fetch_one(tx.conn())
-        .await
-        .map_err(db_error)?;
-        let refresh = tokens::new_refresh_token()?;
-        sqlx::query(
-            "INSERT INTO refresh_tokens (token_hash, session_id, generation, expires_at)
-             VALUES ($1, $2, 0, now() + make_interval(secs => $3))",
-        )
         .bind(tokens::digest(&refresh))
-        .bind(session)
-        .bind(refresh_ttl as f64)
-        .execute(tx.conn())
+        .fetch_one(tx.conn())
         .await
         .map_err(db_error)?;
         tx.record(
@@ -159,15 +168,39 @@ impl Authn {
             return Err(invalid_credentials());
         };
         let mut tx = self.core.db.begin(&tenant).await?;
-        let policy = policy(&mut tx).await?;
-        let user: Option<LoginUser> = sqlx::query_as(
-            "SELECT id, password_hash, status, suspension_reason FROM users WHERE email = $1 AND status <> 'deleted'",
-        )
-        .bind(&email)
-        .fetch_optional(tx.conn())
-        .await
-        .map_err(db_error)?;
+        // One round trip before the hash reads the policy, the account and what its session
+        // needs (roles, TOTP): after the hash only the writes remain.
+        #[derive(sqlx::FromRow)]
+        struct Facts {
+            #[sqlx(flatten)]
+            policy: Policy,
+            id: Option<uuid::Uuid>,
+            password_hash: Option<String>,
+            status: Option<String>,
+            suspension_reason: Option<String>,
+            #[sqlx(flatten)]
+            access: UserAccess,
+        }
+        let sql = format!(
+            "SELECT {POLICY_COLUMNS}, u.id, u.password_hash, u.status, u.suspension_reason,
+                    EXISTS (SELECT 1 FROM mfa_totp m WHERE m.user_id = u.id AND m.confirmed_at IS NOT NULL) AS has_totp,
+                    {}
+               FROM tenant_policy p
+               LEFT JOIN users u ON u.email = $1 AND u.status <> 'deleted'",
+            crate::rbac::effective_columns("u.id"),
+        );
+        let facts: Facts = sqlx::query_as(&sql).bind(&email).fetch_one(tx.conn()).await.map_err(db_error)?;
         tx.commit().await?;
+        let (policy, access) = (facts.policy, facts.access);
+        let user = match (facts.id, facts.status) {
+            (Some(id), Some(status)) => Some(LoginUser {
+                id,
+                password_hash: facts.password_hash,
+                status,
+                suspension_reason: facts.suspension_reason,
+            }),
+            _ => None,
+        };
         let actor = user.as_ref().map(|u| Actor::User(u.id.to_string())).unwrap_or(Actor::Anonymous);
         let resource = user.as_ref().map(|u| format!("user/{}", u.id)).unwrap_or_else(|| "user/unknown".into());
 
@@ -219,7 +252,7 @@ impl Authn {
             tx.record(audit(actor.clone(), "user.password_rehash", &resource, Outcome::Success, request_id.clone()))
                 .await?;
         }
-        if totp::confirmed(&mut tx, user.id).await?.is_some() {
+        if access.has_totp {
             let token = tokens::opaque(MFA_PREFIX)?;
             sqlx::query(
                 "INSERT INTO mfa_challenges (token_hash, user_id, ip, user_agent, expires_at)
@@ -248,6 +281,7 @@ impl Authn {
             .open_session(
                 tx,
                 &policy,
+                access,
                 NewSession {
                     user: user.id,
                     amr: vec!["pwd".into()],
@@ -335,10 +369,12 @@ impl Authn {
             audit(actor, "mfa.success", &resource, Outcome::Success, request_id.clone()).detail("method", method),
         )
         .await?;
+        let access = user_access(&mut tx, user).await?;
         let tokens = self
             .open_session(
                 tx,
                 &policy,
+                access,
                 NewSession {
                     user,
                     amr: vec!["pwd".into(), if method == "otp" { "otp".into() } else { "mfa".into() }],
@@ -360,9 +396,13 @@ impl Authn {
         }
         let grace = self.core.settings.refresh_grace_secs as f64;
         let mut tx = self.core.db.begin(&tenant).await?;
-        let policy = policy(&mut tx).await?;
+        // One round trip reads the token, its session, the user, the policy and the user's access.
         #[derive(sqlx::FromRow)]
         struct Row {
+            #[sqlx(flatten)]
+            policy: Policy,
+            roles: Vec<String>,
+            permissions: Vec<String>,
             session_id: uuid::Uuid,
             generation: i32,
             expired: bool,
@@ -376,22 +416,27 @@ impl Authn {
             enrollment_only: bool,
             status: String,
         }
-        let row: Option<Row> = sqlx::query_as(
+        let sql = format!(
             "SELECT rt.session_id, rt.generation, rt.expires_at <= now() AS expired, rt.used_at IS NOT NULL AS used,
                     coalesce(rt.used_at > now() - make_interval(secs => $2), false) AS in_grace, rt.successor_sealed,
-                    s.revoked_at IS NOT NULL AS revoked, s.user_id, s.amr, s.mfa_at, s.enrollment_only, u.status
+                    s.revoked_at IS NOT NULL AS revoked, s.user_id, s.amr, s.mfa_at, s.enrollment_only, u.status,
+                    {POLICY_COLUMNS}, {}
                FROM refresh_tokens rt
                JOIN sessions s ON s.id = rt.session_id
                JOIN users u ON u.id = s.user_id
+               CROSS JOIN tenant_policy p
               WHERE rt.token_hash = $1
               FOR UPDATE OF rt, s",
-        )
-        .bind(tokens::digest(&presented))
-        .bind(grace)
-        .fetch_optional(tx.conn())
-        .await
-        .map_err(db_error)?;
+            crate::rbac::effective_columns("s.user_id"),
+        );
+        let row: Option<Row> = sqlx::query_as(&sql)
+            .bind(tokens::digest(&presented))
+            .bind(grace)
+            .fetch_optional(tx.conn())
+            .await
+            .map_err(db_error)?;
         let Some(row) = row else { return Err(invalid_refresh()) };
+        let policy = row.policy;
         let actor = Actor::User(row.user_id.to_string());
         let resource = format!("session/{}", row.session_id);
         if row.revoked || row.expired {
@@ -429,29 +474,25 @@ impl Authn {
         } else {
             let next = tokens::new_refresh_token()?;
             let ttl = f64::from(policy.refresh_token_ttl_secs);
+            // The successor, the spent token and the session's lifetime in one statement.
             sqlx::query(
-                "INSERT INTO refresh_tokens (token_hash, session_id, generation, expires_at)
-                 VALUES ($1, $2, $3, now() + make_interval(secs => $4))",
+                "WITH next AS (
+                     INSERT INTO refresh_tokens (token_hash, session_id, generation, expires_at)
+                     VALUES ($1, $2, $3, now() + make_interval(secs => $4))
+                 ), spent AS (
+                     UPDATE refresh_tokens SET used_at = now(), successor_sealed = $6 WHERE token_hash = $5
+                 )
+                 UPDATE sessions SET last_seen_at = now(), expires_at = now() + make_interval(secs => $4) WHERE id = $2",
             )
             .bind(tokens::digest(&next))
             .bind(row.session_id)
             .bind(row.generation + 1)
             .bind(ttl)
+            .bind(tokens::digest(&presented))
+            .bind(tokens::seal_successor(&presented, &next)?)
             .execute(tx.conn())
             .await
             .map_err(db_error)?;
-            sqlx::query("UPDATE refresh_tokens SET used_at = now(), successor_sealed = $2 WHERE token_hash = $1")
-                .bind(tokens::digest(&presented))
-                .bind(tokens::seal_successor(&presented, &next)?)
-                .execute(tx.conn())
-                .await
-                .map_err(db_error)?;
-            sqlx::query("UPDATE sessions SET last_seen_at = now(), expires_at = now() + make_interval(secs => $2) WHERE id = $1")
-                .bind(row.session_id)
-                .bind(ttl)
-                .execute(tx.conn())
-                .await
-                .map_err(db_error)?;
             tx.record(
                 audit(actor, "session.refresh", &resource, Outcome::Success, request_id)
                     .detail("generation", row.generation + 1),
@@ -459,7 +500,6 @@ impl Authn {
             .await?;
             next
         };
-        let (roles, permissions, _) = self.core.access_of(&mut tx, row.user_id, &policy).await?;
         tx.commit().await?;
         let mut claims = self.core.signer.claims(
             &tenant,
@@ -467,8 +507,8 @@ impl Authn {
             &row.session_id.to_string(),
             i64::from(policy.access_token_ttl_secs),
             row.amr,
-            if row.enrollment_only { Vec::new() } else { roles },
-            if row.enrollment_only { Vec::new() } else { permissions },
+            if row.enrollment_only { Vec::new() } else { row.roles },
+            if row.enrollment_only { Vec::new() } else { row.permissions },
             row.mfa_at.map(|t| t.timestamp()),
         );
         claims.mfa_enrollment_required = row.enrollment_only;

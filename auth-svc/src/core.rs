@@ -38,14 +38,14 @@ pub struct Policy {
     pub mfa_required_roles: Vec<String>,
 }
 
+/// The columns of [`Policy`] from `tenant_policy p`, for statements that read more in one go.
+pub const POLICY_COLUMNS: &str = "p.lockout_threshold, p.lockout_window_secs, p.access_token_ttl_secs, p.refresh_token_ttl_secs, p.mfa_required_roles";
+
 pub async fn policy(tx: &mut TenantTx) -> Result<Policy, ApiError> {
-    sqlx::query_as(
-        "SELECT lockout_threshold, lockout_window_secs, access_token_ttl_secs, refresh_token_ttl_secs, mfa_required_roles
-           FROM tenant_policy",
-    )
-    .fetch_one(tx.conn())
-    .await
-    .map_err(db_error)
+    sqlx::query_as(&format!("SELECT {POLICY_COLUMNS} FROM tenant_policy p"))
+        .fetch_one(tx.conn())
+        .await
+        .map_err(db_error)
 }
 
 /// An audit record of auth-svc.

@@ -45,14 +45,16 @@ const USER_COLUMNS: &str = "u.id, u.email, u.display_name, u.status, u.suspensio
     EXISTS (SELECT 1 FROM mfa_totp m WHERE m.user_id = u.id AND m.confirmed_at IS NOT NULL) AS mfa_enabled";
 
 async fn load_user(tx: &mut TenantTx, id: uuid::Uuid) -> Result<pb::User, ApiError> {
-    let row: Option<UserRow> = sqlx::query_as(&format!("SELECT {USER_COLUMNS} FROM users u WHERE u.id = $1"))
-        .bind(id)
-        .fetch_optional(tx.conn())
-        .await
-        .map_err(db_error)?;
+    #[derive(sqlx::FromRow)]
+    struct WithRoles {
+        #[sqlx(flatten)]
+        user: UserRow,
+        roles: Vec<String>,
+    }
+    let sql = format!("SELECT {USER_COLUMNS}, {} FROM users u WHERE u.id = $1", rbac::effective_columns("u.id"));
+    let row: Option<WithRoles> = sqlx::query_as(&sql).bind(id).fetch_optional(tx.conn()).await.map_err(db_error)?;
     let row = row.ok_or_else(|| ApiError::not_found("USER_NOT_FOUND", "no such user"))?;
-    let (roles, _) = rbac::effective(tx, id).await?;
-    Ok(user_pb(row, roles))
+    Ok(user_pb(row.user, row.roles))
 }
 
 fn user_pb(row: UserRow, roles: Vec<String>) -> pb::User {

@@ -2,8 +2,6 @@
 //! groups). The permission catalogue is closed: a custom role may only hold known permissions,
 //! and nobody grants a permission they do not hold.
 
-use std::collections::BTreeSet;
-
 use kit::tenancy::db_error;
 use kit::{ApiError, TenantTx};
 
@@ -63,25 +61,28 @@ pub fn check_subset(granted: &[String], held: &[String]) -> Result<(), ApiError>
     Ok(())
 }
 
+/// Two array columns, `roles` and `permissions`: the effective roles and permissions of the user
+/// `user` (an SQL expression: a parameter or a column), sorted bytewise and without duplicates, so
+/// that a statement reading a user can read them in the same round trip.
+pub fn effective_columns(user: &str) -> String {
+    let grants = format!(
+        "FROM roles r JOIN role_grants g ON g.role_id = r.id
+          WHERE g.user_id = {user} OR g.group_id IN (SELECT group_id FROM group_members WHERE user_id = {user})"
+    );
+    format!(
+        "ARRAY(SELECT DISTINCT r.name COLLATE \"C\" {grants} ORDER BY 1) AS roles,
+         ARRAY(SELECT DISTINCT p COLLATE \"C\" {grants_p} ORDER BY 1) AS permissions",
+        grants_p = grants.replacen("FROM roles r", "FROM roles r CROSS JOIN LATERAL unnest(r.permissions) p", 1),
+    )
+}
+
 /// `(roles, permissions)` of a user, sorted and without duplicates.
 pub async fn effective(tx: &mut TenantTx, user: uuid::Uuid) -> Result<(Vec<String>, Vec<String>), ApiError> {
-    let rows: Vec<(String, Vec<String>)> = sqlx::query_as(
-        "SELECT r.name, r.permissions FROM roles r
-           JOIN role_grants g ON g.role_id = r.id
-          WHERE g.user_id = $1
-             OR g.group_id IN (SELECT group_id FROM group_members WHERE user_id = $1)",
-    )
-    .bind(user)
-    .fetch_all(tx.conn())
-    .await
-    .map_err(db_error)?;
-    let mut roles = BTreeSet::new();
-    let mut permissions = BTreeSet::new();
-    for (role, perms) in rows {
-        roles.insert(role);
-        permissions.extend(perms);
-    }
-    Ok((roles.into_iter().collect(), permissions.into_iter().collect()))
+    sqlx::query_as(&format!("SELECT {}", effective_columns("$1")))
+        .bind(user)
+        .fetch_one(tx.conn())
+        .await
+        .map_err(db_error)
 }
 
 #[cfg(test)]

@@ -5,6 +5,10 @@
 //! must name a key of the JWKS whose algorithm equals the header's; `typ` must be `at+jwt`;
 //! `iss`, `aud`, `exp`, `nbf` are checked. An unknown `kid` triggers one rate-limited refresh.
 //! Tokens are never logged.
+//!
+//! A successful verification is remembered under the SHA-256 of the exact token for at most
+//! [`VERIFIED_TTL`] (never past the token's `exp`) and forgotten whenever the JWKS is fetched again,
+//! so a token seen again skips the signature check; its revocation is checked on every use.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -12,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
+use sha2::{Digest, Sha256};
 use tokio::sync::{Mutex, RwLock};
 
 use crate::config::JwtConfig;
@@ -117,6 +122,13 @@ pub const REVOCATION_RECHECK: Duration = Duration::from_millis(500);
 /// Resolved API keys by SHA-256, with when they were resolved.
 type ApiKeyCache = HashMap<[u8; 32], (Principal, Instant)>;
 
+/// How long a verified access token is taken as verified without checking its signature again.
+pub const VERIFIED_TTL: Duration = Duration::from_secs(30);
+const VERIFIED_CACHE_MAX: usize = 10_000;
+
+/// Access tokens verified recently, by SHA-256 of the exact token, with when that stops counting.
+type VerifiedCache = HashMap<[u8; 32], (Principal, Instant)>;
+
 struct Key {
     alg: Algorithm,
     key: DecodingKey,
@@ -136,6 +148,8 @@ pub struct TokenVerifier {
     /// Sessions and keys recently found NOT revoked, and when: each is asked again after
     /// [`REVOCATION_RECHECK`], so a revocation takes effect within that time.
     not_revoked: Arc<RwLock<HashMap<String, Instant>>>,
+    /// Signatures already checked: an EdDSA verification costs ~50 µs of CPU per request.
+    verified: Arc<RwLock<VerifiedCache>>,
 }
 
 #[derive(Default)]
@@ -195,6 +209,7 @@ impl TokenVerifier {
             revocations,
             api_keys: Arc::default(),
             not_revoked: Arc::default(),
+            verified: Arc::default(),
         })
     }
 
@@ -269,11 +284,16 @@ impl TokenVerifier {
         Ok(principal)
     }
 
-    /// Re-fetches the JWKS unless that happened within the cooldown.
-    async fn refresh(&self) -> Result<(), ApiError> {
+    /// Re-fetches the JWKS unless that happened since `asked_at`; at most once per cooldown, so
+    /// a key published just after the last fetch (a new tenant's first token) is waited for
+    /// rather than refused.
+    async fn refresh(&self, asked_at: Instant) -> Result<(), ApiError> {
         let mut last = self.last_refresh.lock().await;
-        if last.is_some_and(|at| at.elapsed() < REFRESH_COOLDOWN) {
+        if last.is_some_and(|at| at >= asked_at) {
             return Ok(());
+        }
+        if let Some(at) = *last {
+            tokio::time::sleep(REFRESH_COOLDOWN.saturating_sub(at.elapsed())).await;
         }
         let jwks = self.source.fetch().await.map_err(|e| {
             tracing::warn!(error = %e, "jwks fetch failed");
@@ -283,11 +303,14 @@ impl TokenVerifier {
             jwks.iter().filter_map(|jwk| decoding_key(jwk).map(|k| (jwk.kid.clone(), Arc::new(k)))).collect();
         tracing::debug!(keys = by_kid.len(), "jwks refreshed");
         *self.keys.write().await = Keys { by_kid, fetched_at: Some(Instant::now()) };
+        // A withdrawn key must not keep its tokens alive through the cache.
+        self.verified.write().await.clear();
         *last = Some(Instant::now());
         Ok(())
     }
 
     async fn key(&self, kid: &str) -> Result<Arc<Key>, ApiError> {
+        let asked_at = Instant::now();
         {
             let keys = self.keys.read().await;
             let fresh = keys.fetched_at.is_some_and(|at| at.elapsed() < JWKS_TTL);
@@ -295,7 +318,7 @@ impl TokenVerifier {
                 return Ok(key.clone());
             }
         }
-        if let Err(e) = self.refresh().await {
+        if let Err(e) = self.refresh(asked_at).await {
             // auth-svc unreachable: a key fetched recently enough keeps working for a while.
             let keys = self.keys.read().await;
             let usable = keys.fetched_at.is_some_and(|at| at.elapsed() < 3 * JWKS_TTL);
@@ -312,6 +335,41 @@ impl TokenVerifier {
         if token.starts_with(crate::apikey::PREFIX) {
             return self.verify_api_key(token).await;
         }
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let now = Instant::now();
+        let cached = self.verified.read().await.get(&digest).filter(|(_, until)| now < *until).map(|(p, _)| p.clone());
+        let principal = match cached {
+            Some(p) if p.expires_at > chrono::Utc::now().timestamp() => p,
+            _ => {
+                let p = self.verify_signed(token).await?;
+                self.remember(digest, &p).await;
+                p
+            }
+        };
+        if let Some(sid) = &principal.session_id {
+            self.check_revoked(Revoked::Session, sid).await?;
+        }
+        Ok(principal)
+    }
+
+    /// Remembers a verified token until [`VERIFIED_TTL`] from now or its `exp`, whichever is first.
+    async fn remember(&self, digest: [u8; 32], principal: &Principal) {
+        let left = principal.expires_at - chrono::Utc::now().timestamp();
+        let Ok(left) = u64::try_from(left) else { return };
+        let until = Instant::now() + VERIFIED_TTL.min(Duration::from_secs(left));
+        let mut cache = self.verified.write().await;
+        if cache.len() >= VERIFIED_CACHE_MAX {
+            let now = Instant::now();
+            cache.retain(|_, (_, until)| now < *until);
+            if cache.len() >= VERIFIED_CACHE_MAX {
+                cache.clear();
+            }
+        }
+        cache.insert(digest, (principal.clone(), until));
+    }
+
+    /// Checks an access token's header, signature and claims (not its revocation).
+    async fn verify_signed(&self, token: &str) -> Result<Principal, ApiError> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| invalid("MALFORMED_TOKEN"))?;
         if !matches!(header.alg, Algorithm::EdDSA | Algorithm::ES256) {
             return Err(invalid("ALGORITHM_NOT_ALLOWED"));
@@ -350,9 +408,6 @@ impl TokenVerifier {
         if key.tenant.is_some_and(|t| t != tenant) {
             return Err(invalid("KEY_TENANT_MISMATCH"));
         }
-        if let Some(sid) = &claims.sid {
-            self.check_revoked(Revoked::Session, sid).await?;
-        }
         Ok(Principal {
             tenant_id: TenantId(tenant),
             subject: claims.sub,
@@ -371,4 +426,99 @@ impl TokenVerifier {
 pub fn bearer(value: &str) -> Option<&str> {
     let (scheme, token) = value.split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
+}
+
+#[cfg(test)]
+#[allow(clippy::expect_used, clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::testing::{TEST_AUDIENCE, TEST_ISSUER, TestPki, TestSigner};
+
+    /// A verifier that trusts `signer`'s key as if just fetched; its JWKS source is unreachable.
+    async fn verifier(pki: &TestPki, signer: &TestSigner) -> TokenVerifier {
+        let (_, nowhere) = crate::testing::listener().await;
+        let source = JwksClient::new(crate::testing::channel(pki, "gateway", nowhere, "auth"));
+        let cfg = JwtConfig {
+            issuer: TEST_ISSUER.into(),
+            audience: TEST_AUDIENCE.into(),
+            revocations_url: Some(crate::testing::redis_url().into()),
+            ..Default::default()
+        };
+        let v = TokenVerifier::new(cfg, source).expect("verifier");
+        let jwk = proto::auth::v1::Jwk {
+            kid: signer.kid.clone(),
+            kty: "OKP".into(),
+            crv: "Ed25519".into(),
+            alg: "EdDSA".into(),
+            x: signer.public_x.clone(),
+            ..Default::default()
+        };
+        let key = decoding_key(&jwk).expect("key");
+        let by_kid = HashMap::from([(signer.kid.clone(), Arc::new(key))]);
+        *v.keys.write().await = Keys { by_kid, fetched_at: Some(Instant::now()) };
+        v
+    }
+
+    fn altered(token: &str, part: usize) -> String {
+        let mut parts: Vec<String> = token.split('.').map(str::to_owned).collect();
+        let mut bytes = parts[part].clone().into_bytes();
+        let i = bytes.len() / 2;
+        bytes[i] = if bytes[i] == b'A' { b'B' } else { b'A' };
+        parts[part] = String::from_utf8(bytes).expect("ascii");
+        parts.join(".")
+    }
+
+    #[tokio::test]
+    async fn a_remembered_token_does_not_let_an_altered_or_forged_one_through() {
+        let (pki, signer) = (TestPki::new(), TestSigner::generate());
+        let v = verifier(&pki, &signer).await;
+        let claims = TestSigner::claims(uuid::Uuid::new_v4(), "alice");
+        let token = signer.sign(&claims);
+        for _ in 0..2 {
+            assert_eq!(v.verify(&token).await.expect("valid token").subject, "alice");
+        }
+        assert_eq!(v.verified.read().await.len(), 1, "remembered once");
+
+        let wrong_signature = altered(&token, 2);
+        assert!(v.verify(&wrong_signature).await.is_err(), "altered signature");
+        let mut escalated = claims.clone();
+        escalated["permissions"] = serde_json::json!(["users.delete"]);
+        let resigned_payload = signer.sign(&escalated).split('.').nth(1).map(str::to_owned).expect("payload");
+        let mut parts: Vec<&str> = token.split('.').collect();
+        parts[1] = &resigned_payload;
+        assert!(v.verify(&parts.join(".")).await.is_err(), "payload swapped under the old signature");
+
+        let mut forger = TestSigner::generate();
+        forger.kid = signer.kid.clone();
+        assert!(v.verify(&forger.sign(&claims)).await.is_err(), "another key under the same kid");
+        assert_eq!(v.verified.read().await.len(), 1, "failures are never remembered");
+    }
+
+    #[tokio::test]
+    async fn a_revoked_session_is_refused_even_when_its_token_is_remembered() {
+        let (pki, signer) = (TestPki::new(), TestSigner::generate());
+        let v = verifier(&pki, &signer).await;
+        let claims = TestSigner::claims(uuid::Uuid::new_v4(), "bob");
+        let token = signer.sign(&claims);
+        v.verify(&token).await.expect("valid token");
+        let sid = claims["sid"].as_str().expect("sid").to_owned();
+        v.revocations().expect("revocations").revoke(Revoked::Session, &[sid]).await.expect("revoke");
+        // The "not revoked" answer is reused for REVOCATION_RECHECK, not longer.
+        tokio::time::sleep(REVOCATION_RECHECK + Duration::from_millis(100)).await;
+        let refused = v.verify(&token).await.expect_err("revoked");
+        assert_eq!(refused.reason, "SESSION_REVOKED");
+    }
+
+    #[tokio::test]
+    async fn an_expired_token_is_not_served_from_memory() {
+        let (pki, signer) = (TestPki::new(), TestSigner::generate());
+        let v = verifier(&pki, &signer).await;
+        let mut claims = TestSigner::claims(uuid::Uuid::new_v4(), "carol");
+        let now = chrono::Utc::now().timestamp();
+        claims["exp"] = serde_json::json!(now - 120);
+        claims["iat"] = serde_json::json!(now - 400);
+        claims["nbf"] = serde_json::json!(now - 400);
+        assert!(v.verify(&signer.sign(&claims)).await.is_err());
+        assert!(v.verified.read().await.is_empty());
+    }
 }
