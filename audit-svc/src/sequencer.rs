@@ -179,6 +179,9 @@ async fn append_rows(tx: &mut TenantTx, rows: Vec<RecordFields>) -> Result<Vec<U
          CROSS JOIN LATERAL (SELECT event_id FROM audit_log WHERE event_id = w.want LIMIT 1) AS l",
     )
     .bind(&ids)
+    // Planned afresh each time: a plan cached while the log was a few pages long (a new tenant)
+    // would otherwise stay in use long after the log grew.
+    .persistent(false)
     .fetch_all(tx.conn())
     .await
     .map_err(db_error)?;

@@ -154,7 +154,7 @@ fn start_postgres(stack: &mut Stack) -> anyhow::Result<String> {
         bail!("initdb failed: {}", String::from_utf8_lossy(&status.stderr).trim());
     }
     let options = format!(
-        "-p {port} -k {} -c listen_addresses=127.0.0.1 -c max_connections=200 -c fsync=off -c synchronous_commit=off -c shared_preload_libraries=pg_stat_statements -c pg_stat_statements.track=all",
+        "-p {port} -k {} -c listen_addresses=127.0.0.1 -c max_connections=200 -c fsync=off -c synchronous_commit=off -c autovacuum_naptime=10s -c shared_preload_libraries=pg_stat_statements",
         dir.path().display()
     );
     let log = dir.path().join("postgres.log");
