@@ -340,3 +340,45 @@ async fn reveal_phase(opts: &Options, pki: &Path, url: &str) -> anyhow::Result<P
     .await;
     Ok(phase)
 }
+
+/// A kept-alive HTTP/1.1 connection to the gateway (one per worker, as a browser would hold).
+pub(crate) struct KeptAlive {
+    sender: hyper::client::conn::http1::SendRequest<http_body_util::Full<hyper::body::Bytes>>,
+    host: String,
+}
+
+impl KeptAlive {
+    pub(crate) async fn connect(gateway: &str, ca: &[u8]) -> anyhow::Result<Self> {
+        let url = url::Url::parse(gateway)?;
+        let host = url.host_str().ok_or_else(|| anyhow::anyhow!("gateway url has no host"))?.to_owned();
+        let port = url.port_or_known_default().unwrap_or(443);
+        let config = kit::tls::ca_only_client_config(ca, &[b"http/1.1"]).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let tcp = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
+        tcp.set_nodelay(true)?;
+        let name = rustls_pki_types::ServerName::try_from(host.clone())?;
+        let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config)).connect(name, tcp).await?;
+        let (sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls)).await?;
+        tokio::spawn(conn);
+        Ok(Self { sender, host })
+    }
+
+    /// Sends one request and reads the whole answer; returns its status.
+    pub(crate) async fn request(
+        &mut self,
+        method: http::Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> anyhow::Result<http::StatusCode> {
+        use http_body_util::BodyExt;
+        self.sender.ready().await?;
+        let mut req = http::Request::builder().method(method).uri(path).header(http::header::HOST, &self.host);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let resp = self.sender.send_request(req.body(http_body_util::Full::new(body.into()))?).await?;
+        let status = resp.status();
+        resp.into_body().collect().await?;
+        Ok(status)
+    }
+}

@@ -77,42 +77,6 @@ async fn http(
     Ok((status.as_u16(), serde_json::from_slice(&body).unwrap_or(Value::Null)))
 }
 
-/// A kept-alive HTTP/1.1 connection to the gateway.
-struct KeptAlive {
-    sender: hyper::client::conn::http1::SendRequest<http_body_util::Empty<hyper::body::Bytes>>,
-    host: String,
-}
-
-impl KeptAlive {
-    async fn connect(gateway: &str, ca: &[u8]) -> anyhow::Result<Self> {
-        let url = url::Url::parse(gateway)?;
-        let host = url.host_str().ok_or_else(|| anyhow!("gateway url has no host"))?.to_owned();
-        let port = url.port_or_known_default().unwrap_or(443);
-        let config = kit::tls::ca_only_client_config(ca, &[b"http/1.1"]).map_err(|e| anyhow!("{e}"))?;
-        let tcp = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
-        tcp.set_nodelay(true)?;
-        let name = rustls_pki_types::ServerName::try_from(host.clone())?;
-        let tls = tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp).await?;
-        let (sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls)).await?;
-        tokio::spawn(conn);
-        Ok(Self { sender, host })
-    }
-
-    async fn get(&mut self, path: &str, headers: &[(&str, &str)]) -> anyhow::Result<http::StatusCode> {
-        use http_body_util::BodyExt;
-        self.sender.ready().await?;
-        let mut req =
-            http::Request::builder().method(http::Method::GET).uri(path).header(http::header::HOST, &self.host);
-        for (k, v) in headers {
-            req = req.header(*k, *v);
-        }
-        let resp = self.sender.send_request(req.body(http_body_util::Empty::new())?).await?;
-        let status = resp.status();
-        resp.into_body().collect().await?;
-        Ok(status)
-    }
-}
-
 fn totp_now(secret: &str) -> anyhow::Result<String> {
     let seed = totp_rs::Secret::Encoded(secret.to_owned()).to_bytes().map_err(|e| anyhow!("{e:?}"))?;
     let t = totp_rs::TOTP::new(totp_rs::Algorithm::SHA1, 6, 1, 30, seed, None, "bench".into())?;
@@ -252,7 +216,7 @@ pub async fn auth(opts: &Options, endpoints: &Endpoints) -> anyhow::Result<()> {
     let tokens = Arc::new(tokens);
     let mut conns = Vec::with_capacity(opts.concurrency);
     for _ in 0..opts.concurrency {
-        conns.push(tokio::sync::Mutex::new(KeptAlive::connect(&gateway, &ca).await?));
+        conns.push(tokio::sync::Mutex::new(crate::bench::KeptAlive::connect(&gateway, &ca).await?));
     }
     let conns = Arc::new(conns);
     let mut me = crate::bench::run_workers("GET /v1/me (gateway)", opts, {
@@ -261,7 +225,7 @@ pub async fn auth(opts: &Options, endpoints: &Endpoints) -> anyhow::Result<()> {
             let (tokens, conns, slug) = (tokens.clone(), conns.clone(), slug.clone());
             async move {
                 let hdr = [("authorization", tokens[w].as_str()), ("x-strongroom-tenant", slug.as_str())];
-                match conns[w].lock().await.get("/v1/me", &hdr).await {
+                match conns[w].lock().await.request(http::Method::GET, "/v1/me", &hdr, Vec::new()).await {
                     Ok(http::StatusCode::OK) => Ok(()),
                     _ => Err(tonic::Status::unavailable("not 200")),
                 }

@@ -153,10 +153,18 @@ fn start_postgres(stack: &mut Stack) -> anyhow::Result<String> {
     if !status.status.success() {
         bail!("initdb failed: {}", String::from_utf8_lossy(&status.stderr).trim());
     }
-    let options = format!(
-        "-p {port} -k {} -c listen_addresses=127.0.0.1 -c max_connections=200 -c fsync=off -c synchronous_commit=off -c autovacuum_naptime=10s -c shared_preload_libraries=pg_stat_statements",
+    let mut options = format!(
+        "-p {port} -k {} -c listen_addresses=127.0.0.1 -c max_connections=200 -c fsync=off -c synchronous_commit=off -c autovacuum_naptime=10s",
         dir.path().display()
     );
+    // Per-statement timings for whoever profiles the dev stack (`CREATE EXTENSION pg_stat_statements`),
+    // when this PostgreSQL ships the module; a server without it must still start.
+    let real_pg_ctl = std::fs::canonicalize(&pg_ctl).unwrap_or_else(|_| pg_ctl.clone());
+    let statements =
+        real_pg_ctl.parent().and_then(|bin| bin.parent()).map(|root| root.join("lib/pg_stat_statements.so"));
+    if statements.is_some_and(|so| so.is_file()) {
+        options.push_str(" -c shared_preload_libraries=pg_stat_statements");
+    }
     let log = dir.path().join("postgres.log");
     stack.postgres = Some(Postgres { dir, pg_ctl: pg_ctl.clone(), as_postgres_user });
     let started = pg_command(&pg_ctl, as_postgres_user)

@@ -296,42 +296,6 @@ where
     phase
 }
 
-/// A kept-alive HTTP/1.1 connection to the gateway (one per worker, as a browser would hold).
-struct Http {
-    sender: hyper::client::conn::http1::SendRequest<http_body_util::Full<hyper::body::Bytes>>,
-    host: String,
-}
-
-impl Http {
-    async fn connect(gateway: &str, ca: &[u8]) -> anyhow::Result<Self> {
-        let url = url::Url::parse(gateway)?;
-        let host = url.host_str().ok_or_else(|| anyhow!("gateway url has no host"))?.to_owned();
-        let port = url.port_or_known_default().unwrap_or(443);
-        let config = kit::tls::ca_only_client_config(ca, &[b"http/1.1"]).map_err(|e| anyhow!("{e}"))?;
-        let tcp = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
-        tcp.set_nodelay(true)?;
-        let name = rustls_pki_types::ServerName::try_from(host.clone())?;
-        let tls = tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp).await?;
-        let (sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls)).await?;
-        tokio::spawn(conn);
-        Ok(Self { sender, host })
-    }
-
-    async fn post(&mut self, path: &str, headers: &[(&str, &str)], body: Vec<u8>) -> anyhow::Result<http::StatusCode> {
-        use http_body_util::BodyExt;
-        self.sender.ready().await?;
-        let mut req =
-            http::Request::builder().method(http::Method::POST).uri(path).header(http::header::HOST, &self.host);
-        for (k, v) in headers {
-            req = req.header(*k, *v);
-        }
-        let resp = self.sender.send_request(req.body(http_body_util::Full::new(body.into()))?).await?;
-        let status = resp.status();
-        resp.into_body().collect().await?;
-        Ok(status)
-    }
-}
-
 /// `pgbench` simple-update (`-N`) with the same number of clients, on a scratch database of the
 /// same server: what PostgreSQL itself commits per second on this machine.
 fn pgbench(admin_url: &str, concurrency: usize, duration: Duration) -> anyhow::Result<Phase> {
@@ -435,7 +399,7 @@ pub async fn bench(opts: &BenchOptions) -> anyhow::Result<()> {
         let (accounts, token, tenant) = (accounts.clone(), token.clone(), tenant.clone());
         let mut conns = Vec::new();
         for _ in 0..opts.concurrency {
-            conns.push(Arc::new(tokio::sync::Mutex::new(Http::connect(&gateway, &ca).await?)));
+            conns.push(Arc::new(tokio::sync::Mutex::new(crate::bench::KeptAlive::connect(&gateway, &ca).await?)));
         }
         let conns = Arc::new(conns);
         let mut phase = run(format!("single, gateway HTTPS, {label}"), opts.concurrency, opts.duration, move |i| {
@@ -452,7 +416,8 @@ pub async fn bench(opts: &BenchOptions) -> anyhow::Result<()> {
                     ("x-strongroom-tenant", tenant.as_str()),
                     ("content-type", "application/json"),
                 ];
-                let status = conns[i].lock().await.post("/v1/ledger/transfers", &headers, body).await?;
+                let status =
+                    conns[i].lock().await.request(http::Method::POST, "/v1/ledger/transfers", &headers, body).await?;
                 if status != http::StatusCode::OK {
                     bail!("gateway answered {status}");
                 }
