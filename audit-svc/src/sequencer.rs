@@ -20,6 +20,10 @@ pub const BATCH: i64 = 1000;
 /// The channel kit's outbox trigger notifies.
 pub const CHANNEL: &str = "strongroom_audit_outbox";
 const POLL: Duration = Duration::from_secs(1);
+/// Least time between the starts of two rounds. Under a trickle of records (logins one at a time)
+/// a round per record cost a batch and a signed checkpoint each, more CPU than the records'
+/// own work; waiting gathers them. Under load a round takes longer than this anyway.
+const GATHER: Duration = Duration::from_millis(100);
 
 /// The recorded fields of an audit event, as the outbox and the log both store them.
 #[derive(sqlx::FromRow)]
@@ -311,13 +315,15 @@ async fn insert_nodes(tx: &mut TenantTx, nodes: &[(u8, u64, Hash)]) -> Result<()
     Ok(())
 }
 
-/// Drains `tenant` until its outbox is empty.
+/// Drains `tenant` until a batch comes back short of [`BATCH`]: the outbox was empty at that
+/// moment. Records committed since then sent their own notification and wait for the next round,
+/// so that a steady trickle gathers into a batch per round instead of a batch per few records.
 pub async fn drain(db: &Db, tenant: &Tenant) -> Result<usize, ApiError> {
     let mut appended = 0;
     loop {
         let (consumed, n) = drain_once(db, tenant).await?;
         appended += n;
-        if consumed == 0 {
+        if (consumed as i64) < BATCH {
             return Ok(appended);
         }
     }
@@ -402,6 +408,7 @@ pub fn spawn(db: Db, shutdown: kit::server::Shutdown, signer: Option<crate::chec
         });
         // Tenants whose first checkpoint since start-up is done.
         let mut checked = std::collections::HashSet::new();
+        let mut last_round = tokio::time::Instant::now();
         loop {
             if stop.fired() {
                 listener.abort();
@@ -416,6 +423,8 @@ pub fn spawn(db: Db, shutdown: kit::server::Shutdown, signer: Option<crate::chec
                 }
                 _ => poll = true,
             }
+            tokio::time::sleep(GATHER.saturating_sub(last_round.elapsed())).await;
+            last_round = tokio::time::Instant::now();
             while let Ok(w) = wake_rx.try_recv() {
                 match w {
                     Some(id) => {
