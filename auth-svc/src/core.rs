@@ -2,7 +2,9 @@
 //! the token signer, the revocation list and vault-svc; plus the tenant policy and effective
 //! permissions.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use kit::access::RequestContext;
 use kit::outbox::{Actor, AuditRecord, Outcome};
@@ -26,6 +28,46 @@ pub struct Core {
     pub revocations: Revocations,
     pub vault: kit::client::Channel,
     pub settings: Arc<AuthSettings>,
+    pub profiles: Profiles,
+}
+
+/// How long this replica shows a user's profile (`GetMe`) without reading it again: the bound a
+/// revocation takes to reach every verifier, too.
+pub const PROFILE_TTL: Duration = kit::principal::REVOCATION_RECHECK;
+const PROFILES_MAX: usize = 10_000;
+
+type ProfileMap = HashMap<(uuid::Uuid, uuid::Uuid), (proto::auth::v1::User, Instant)>;
+
+/// Users as `GetMe` (`/v1/me`, asked on every page load) shows them, remembered for at most
+/// [`PROFILE_TTL`]. A change made through this replica forgets its tenant's profiles at once; one
+/// made through another replica shows within the TTL.
+#[derive(Clone, Debug, Default)]
+pub struct Profiles(Arc<Mutex<ProfileMap>>);
+
+impl Profiles {
+    fn map(&self) -> std::sync::MutexGuard<'_, ProfileMap> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn get(&self, tenant: &Tenant, user: uuid::Uuid) -> Option<proto::auth::v1::User> {
+        self.map().get(&(tenant.id.0, user)).filter(|(_, at)| at.elapsed() < PROFILE_TTL).map(|(u, _)| u.clone())
+    }
+
+    pub fn put(&self, tenant: &Tenant, user: uuid::Uuid, profile: proto::auth::v1::User) {
+        let mut map = self.map();
+        if map.len() >= PROFILES_MAX {
+            map.retain(|_, (_, at)| at.elapsed() < PROFILE_TTL);
+            if map.len() >= PROFILES_MAX {
+                map.clear();
+            }
+        }
+        map.insert((tenant.id.0, user), (profile, Instant::now()));
+    }
+
+    /// After a change to users, roles, groups or TOTP of `tenant` (a role change reaches many users).
+    pub fn forget(&self, tenant: &Tenant) {
+        self.map().retain(|(t, _), _| *t != tenant.id.0);
+    }
 }
 
 /// The tenant's identity policy (`tenant_policy`).
@@ -121,5 +163,39 @@ impl Core {
         let (roles, permissions) = rbac::effective(tx, user).await?;
         let privileged = roles.iter().any(|r| policy.mfa_required_roles.contains(r));
         Ok((roles, permissions, privileged))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tenant(slug: &str) -> Tenant {
+        Tenant {
+            id: kit::TenantId(uuid::Uuid::new_v4()),
+            slug: kit::TenantSlug::parse(slug).expect("slug"),
+            status: kit::tenancy::TenantStatus::Active,
+            created_at: chrono::Utc::now(),
+        }
+    }
+
+    fn user(name: &str) -> proto::auth::v1::User {
+        proto::auth::v1::User { display_name: name.into(), ..Default::default() }
+    }
+
+    #[test]
+    fn profiles_are_per_tenant_expire_and_are_forgotten_on_change() {
+        let (alpha, bravo) = (tenant("alpha"), tenant("bravo"));
+        let id = uuid::Uuid::new_v4();
+        let profiles = Profiles::default();
+        profiles.put(&alpha, id, user("Alice"));
+        assert_eq!(profiles.get(&alpha, id).map(|u| u.display_name), Some("Alice".into()));
+        assert!(profiles.get(&bravo, id).is_none(), "another tenant's entry");
+        profiles.put(&bravo, id, user("Bob"));
+        profiles.forget(&alpha);
+        assert!(profiles.get(&alpha, id).is_none(), "forgotten after a change");
+        assert_eq!(profiles.get(&bravo, id).map(|u| u.display_name), Some("Bob".into()), "other tenants kept");
+        std::thread::sleep(PROFILE_TTL);
+        assert!(profiles.get(&bravo, id).is_none(), "expired");
     }
 }

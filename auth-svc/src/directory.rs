@@ -270,6 +270,7 @@ impl pb::user_service_server::UserService for Users {
             .await?;
         let user = load_user(&mut tx, id).await?;
         tx.commit().await?;
+        self.core.profiles.forget(&me.tenant);
         Ok(Response::new(user))
     }
 
@@ -306,6 +307,7 @@ impl pb::user_service_server::UserService for Users {
         .await?;
         let user = load_user(&mut tx, id).await?;
         tx.commit().await?;
+        self.core.profiles.forget(&me.tenant);
         self.core.revoke_sessions(&sessions).await?;
         Ok(Response::new(user))
     }
@@ -329,6 +331,7 @@ impl pb::user_service_server::UserService for Users {
             .await?;
         let user = load_user(&mut tx, id).await?;
         tx.commit().await?;
+        self.core.profiles.forget(&me.tenant);
         Ok(Response::new(user))
     }
 
@@ -372,6 +375,7 @@ impl pb::user_service_server::UserService for Users {
         // Shred before committing: if vault-svc cannot, nothing is deleted.
         self.shred_subject(&me, id).await?;
         tx.commit().await?;
+        self.core.profiles.forget(&me.tenant);
         self.core.revoke_sessions(&sessions).await?;
         self.core.revocations.revoke(kit::revocation::Revoked::ApiKey, &keys).await?;
         Ok(Response::new(pb::DeleteUserResponse {}))
@@ -380,9 +384,16 @@ impl pb::user_service_server::UserService for Users {
     async fn get_me(&self, request: Request<pb::GetMeRequest>) -> Result<Response<pb::Me>, Status> {
         let me = self.core.authed(&request).await?;
         let id = me.user_id()?;
-        let mut tx = self.core.db.begin(&me.tenant).await?;
-        let user = load_user(&mut tx, id).await?;
-        tx.commit().await?;
+        let user = match self.core.profiles.get(&me.tenant, id) {
+            Some(user) => user,
+            None => {
+                let mut tx = self.core.db.begin(&me.tenant).await?;
+                let user = load_user(&mut tx, id).await?;
+                tx.commit().await?;
+                self.core.profiles.put(&me.tenant, id, user.clone());
+                user
+            }
+        };
         Ok(Response::new(pb::Me {
             user: Some(user),
             permissions: me.principal.permissions.clone(),
@@ -610,6 +621,7 @@ impl Access {
         )
         .await?;
         tx.commit().await?;
+        self.core.profiles.forget(&me.tenant);
         Ok(pb::GrantRoleResponse {})
     }
 
@@ -651,6 +663,7 @@ impl Access {
         .await?;
         let out = group_pb(&mut tx, group).await?;
         tx.commit().await?;
+        self.core.profiles.forget(&me.tenant);
         Ok(out)
     }
 }
@@ -747,6 +760,7 @@ impl pb::access_service_server::AccessService for Access {
         tx.record(audit(me.actor(), "role.delete", &format!("role/{id}"), Outcome::Success, me.request_id.clone()))
             .await?;
         tx.commit().await?;
+        self.core.profiles.forget(&me.tenant);
         Ok(Response::new(pb::DeleteRoleResponse {}))
     }
 
@@ -808,6 +822,7 @@ impl pb::access_service_server::AccessService for Access {
         tx.record(audit(me.actor(), "group.delete", &format!("group/{id}"), Outcome::Success, me.request_id.clone()))
             .await?;
         tx.commit().await?;
+        self.core.profiles.forget(&me.tenant);
         Ok(Response::new(pb::DeleteGroupResponse {}))
     }
 

@@ -74,7 +74,8 @@ pub async fn run(
             cfg.jwt.audience.clone(),
             std::time::Duration::from_secs(settings.signing_key_publish_ahead_secs),
         );
-        let core = core::Core { db: ctx.db.clone(), hasher, throttle, signer, revocations, vault, settings };
+        let profiles = core::Profiles::default();
+        let core = core::Core { db: ctx.db.clone(), hasher, throttle, signer, revocations, vault, settings, profiles };
         let tenants = api::Tenants { db: ctx.db.clone(), migrator: ctx.migrator.clone(), core: core.clone() };
         let keys = api::Keys { db: ctx.db.clone() };
         let identity = api::IdentityApi { db: ctx.db.clone() };

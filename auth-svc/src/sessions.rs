@@ -228,6 +228,7 @@ impl pb::session_service_server::SessionService for Sessions {
         ))
         .await?;
         tx.commit().await?;
+        self.core.profiles.forget(&me.tenant);
         Ok(Response::new(pb::ConfirmTotpResponse { backup_codes: codes.into_iter().map(|(c, _)| c).collect() }))
     }
 

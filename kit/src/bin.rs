@@ -8,6 +8,12 @@ use std::process::ExitCode;
 
 use serde::de::DeserializeOwned;
 
+/// Every binary that links kit allocates with mimalloc: the servers make many small, short-lived,
+/// cross-thread allocations (requests, protobuf and JSON values, TLS records), and glibc's
+/// malloc/free were among the top symbols of the gateway's and auth-svc's profiles.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use crate::config::{self, ServiceConfig, TelemetryConfig};
 use crate::server::{Listeners, shutdown_signal};
 
