@@ -80,6 +80,12 @@ async fn bearer_and_cookie_sessions_over_https() {
     let (s, _, me) = call(&c, Method::GET, "/v1/me", &auth, Value::Null).await;
     assert_eq!(s, 200, "{me}");
     assert!(me["permissions"].as_array().expect("perms").iter().any(|p| p == "users.write"));
+    // auth-svc keeps profiles briefly; a change through it shows at once.
+    let path = format!("/v1/users/{}", me["user"]["id"].as_str().expect("my id"));
+    let (s, _, u) = call(&c, Method::PATCH, &path, &auth, json!({ "display_name": "Renamed Owner" })).await;
+    assert_eq!(s, 200, "{u}");
+    let (s, _, me) = call(&c, Method::GET, "/v1/me", &auth, Value::Null).await;
+    assert_eq!((s, me["user"]["display_name"].as_str()), (200, Some("Renamed Owner")), "{me}");
     let (s, _, u) = call(
         &c,
         Method::POST,
