@@ -42,9 +42,13 @@ pub async fn load_nodes(tx: &mut TenantTx, keys: &[(u8, u64)]) -> Result<HashMap
 
 /// The number of entries in the log.
 pub async fn log_size(tx: &mut TenantTx) -> Result<u64, ApiError> {
-    let (max,): (Option<i64>,) =
-        sqlx::query_as("SELECT max(seq) FROM audit_log").fetch_one(tx.conn()).await.map_err(db_error)?;
-    Ok(max.map_or(0, |m| m as u64 + 1))
+    // The newest entry by the primary key, as the sequencer finds it. `max(seq)` took 10–12 ms per
+    // checkpoint under a ledger batch load (a new tenant's log, no statistics yet); this takes 0.02 ms.
+    let last: Option<i64> = sqlx::query_scalar("SELECT seq FROM audit_log ORDER BY seq DESC LIMIT 1")
+        .fetch_optional(tx.conn())
+        .await
+        .map_err(db_error)?;
+    Ok(last.map_or(0, |m| m as u64 + 1))
 }
 
 /// The root of the first `size` entries, from O(log n) stored nodes.
