@@ -99,8 +99,14 @@ pub async fn drain_once(db: &Db, tenant: &Tenant) -> Result<(usize, usize), ApiE
     }
     // Waits for the replica or direct append holding the tenant; rows it consumed are gone by then.
     lock_tenant(&mut tx).await?;
+    // Only index and TID scans make sense below, whatever the statistics say. A new tenant's
+    // outbox has none (or was analyzed while nearly empty): planned as a table of a few pages,
+    // the DELETE became a scan of the whole queue comparing every row with each of up to BATCH
+    // tuple ids — quadratic in the backlog, seconds per drain under a batch load, and the plan
+    // stayed cached until the next ANALYZE.
+    sqlx::query("SET LOCAL enable_seqscan = off").execute(tx.conn()).await.map_err(db_error)?;
     // Taken and deleted in one statement: the rows are found once, by position, and removed by
-    // their tuple ids (a TID scan: no plan can turn it into a scan of the whole queue).
+    // their tuple ids (a TID scan).
     let mut taken: Vec<(i64, RecordFields)> = sqlx::query_as(
         "DELETE FROM audit_outbox WHERE ctid = ANY(ARRAY(SELECT ctid FROM audit_outbox ORDER BY position LIMIT $1)) \
          RETURNING position, event_id, occurred_at, service, actor, action, resource, outcome, request_id, trace_id, details",

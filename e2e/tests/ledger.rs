@@ -225,7 +225,7 @@ async fn transfers_escrow_idempotency_history_and_receipts() {
         flags: flags(|f| f.post_pending = true),
         ..Default::default()
     };
-    f.transfer(post.clone()).await.expect("post");
+    let posted = f.transfer(post.clone()).await.expect("post").transfer.expect("t");
     let balances = f.get(a).await;
     assert_eq!((n(&balances.debits_pending), n(&balances.debits_posted)), (0, 700));
     let mut post_again = post.clone();
@@ -351,6 +351,46 @@ async fn transfers_escrow_idempotency_history_and_receipts() {
         .await
         .expect("count");
     assert_eq!(f.audit_count("transfer/%", "success").await, created + 1, "one per transfer, plus the expiry");
+    // A created transfer's record (written by the statement that inserts the transfer) names the
+    // caller, the request and the transfer's fields, with the JSON types kit's records give them.
+    let records: Vec<(String, String, String, Option<String>, serde_json::Value)> = sqlx::query_as(
+        "SELECT service, actor, action, request_id, details FROM (SELECT resource, service, actor, action, request_id, \
+         details FROM t_alpha.audit_outbox UNION ALL SELECT resource, service, actor, action, request_id, details \
+         FROM t_alpha.audit_log) AS r WHERE resource = $1",
+    )
+    .bind(format!("transfer/{}", post.id))
+    .fetch_all(&f.c.db.admin_pool().await)
+    .await
+    .expect("record");
+    let expected = serde_json::json!({
+        "debit_account_id": a.to_string(),
+        "credit_account_id": c.to_string(),
+        "amount": "100",
+        "ledger": "USD",
+        "timestamp": posted.timestamp,
+        "receipt_seq": posted.receipt_seq,
+        "pending_id": hold.id,
+    });
+    assert_eq!(
+        records,
+        vec![(
+            "ledger".to_owned(),
+            "user:alice".to_owned(),
+            "ledger.transfer.post".to_owned(),
+            Some("req-1".to_owned()),
+            expected
+        )]
+    );
+    let details: serde_json::Value = sqlx::query_scalar(
+        "SELECT details FROM (SELECT resource, details FROM t_alpha.audit_outbox UNION ALL SELECT resource, details \
+         FROM t_alpha.audit_log) AS r WHERE resource = $1",
+    )
+    .bind(format!("transfer/{}", fund.id))
+    .fetch_one(&f.c.db.admin_pool().await)
+    .await
+    .expect("record");
+    assert_eq!(details.get("pending_id"), None, "no pending_id key without a pending transfer");
+    assert_eq!(details["amount"], "1000");
 
     // Receipts verify and get signed; an edited row breaks its receipt.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);

@@ -16,7 +16,7 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use uuid::Uuid;
 
 use crate::SERVICE;
-use crate::domain::engine::{Engine, Outcome, ResolutionKind, Submission};
+use crate::domain::engine::{Effects, Engine, Outcome, ResolutionKind, Submission};
 use crate::domain::receipt;
 use crate::domain::transfer_flags::{PENDING, POST_PENDING, VOID_PENDING};
 use crate::store;
@@ -208,7 +208,8 @@ impl Batcher {
             .filter(|(_, o)| matches!(o, Outcome::Created(_)))
             .map(|(t, _)| (t.id, t.content_hash()))
             .collect();
-        store::write_effects(&mut tx, &fx, &hashes, &owners, new_seq).await?;
+        let created_audit = created_audit(jobs, &outcomes, &fx);
+        store::write_effects(&mut tx, &fx, &hashes, &owners, new_seq, &created_audit).await?;
         tx.record_all(audit_records(jobs, &outcomes, &fx, new_seq)).await?;
         let head_hash = if has_entries {
             let content = receipt::content_hash(&fx.created, &fx.resolutions);
@@ -247,49 +248,50 @@ fn action(flags: i32) -> &'static str {
     }
 }
 
-/// One record per transfer that was created, failed or refused (replays changed nothing), and one
-/// per expiry.
-fn audit_records(
-    jobs: &[Job],
-    outcomes: &[Vec<Outcome>],
-    fx: &crate::domain::engine::Effects,
-    receipt_seq: i64,
-) -> Vec<AuditRecord> {
+/// The audit records of the transfers created, in the order of `fx.created` (written with them by
+/// `store::write_effects`).
+fn created_audit<'a>(jobs: &'a [Job], outcomes: &[Vec<Outcome>], fx: &Effects) -> store::CreatedAudit<'a> {
+    let mut submission_of: HashMap<Uuid, i32> = HashMap::with_capacity(fx.created.len());
+    for (k, outs) in outcomes.iter().enumerate() {
+        for o in outs {
+            if let Outcome::Created(t) = o {
+                submission_of.insert(t.id, k as i32 + 1);
+            }
+        }
+    }
+    store::CreatedAudit {
+        event_ids: fx.created.iter().map(|_| Uuid::now_v7()).collect(),
+        submissions: fx.created.iter().map(|t| submission_of.get(&t.id).copied().unwrap_or_default()).collect(),
+        actions: fx.created.iter().map(|t| action(t.flags)).collect(),
+        actors: jobs.iter().map(|j| j.actor.as_string()).collect(),
+        request_ids: jobs.iter().map(|j| j.request_id.as_deref()).collect(),
+        occurred_at: chrono::Utc::now(),
+        trace_id: kit::telemetry::current_trace_id(),
+    }
+}
+
+/// One record per transfer that failed or was refused (replays changed nothing), and one per
+/// expiry; those of created transfers are written with them (see [`created_audit`]).
+fn audit_records(jobs: &[Job], outcomes: &[Vec<Outcome>], fx: &Effects, receipt_seq: i64) -> Vec<AuditRecord> {
     let mut records = Vec::new();
     for (job, outs) in jobs.iter().zip(outcomes) {
         for (input, outcome) in job.submission.transfers.iter().zip(outs) {
             let (result, reason) = match outcome {
-                Outcome::Created(_) => (AuditOutcome::Success, None),
-                Outcome::Failed(r) => (AuditOutcome::Failure, Some(r.as_str())),
-                Outcome::Refused(r) => (AuditOutcome::Denied, Some(*r)),
+                Outcome::Failed(r) => (AuditOutcome::Failure, r.as_str()),
+                Outcome::Refused(r) => (AuditOutcome::Denied, *r),
                 _ => continue,
             };
-            let mut rec = AuditRecord::new(
-                SERVICE,
-                job.actor.clone(),
-                action(input.flags),
-                &format!("transfer/{}", input.id),
-                result,
-            )
-            .request_id(job.request_id.clone());
-            match outcome {
-                Outcome::Created(t) => {
-                    rec = rec
-                        .detail("debit_account_id", t.debit_account_id.to_string())
-                        .detail("credit_account_id", t.credit_account_id.to_string())
-                        .detail("amount", t.amount.to_string())
-                        .detail("ledger", t.ledger.clone())
-                        .detail("timestamp", t.ts)
-                        .detail("receipt_seq", receipt_seq);
-                    if let Some(p) = t.pending_id {
-                        rec = rec.detail("pending_id", p.to_string());
-                    }
-                }
-                _ => {
-                    rec = rec.detail("reason", reason.unwrap_or_default());
-                }
-            }
-            records.push(rec);
+            records.push(
+                AuditRecord::new(
+                    SERVICE,
+                    job.actor.clone(),
+                    action(input.flags),
+                    &format!("transfer/{}", input.id),
+                    result,
+                )
+                .request_id(job.request_id.clone())
+                .detail("reason", reason),
+            );
         }
     }
     for r in fx.resolutions.iter().filter(|r| r.kind == ResolutionKind::Expired) {

@@ -29,6 +29,7 @@ pub const MIGRATIONS: MigrationSet = MigrationSet {
         kit::migration!("tenant", "0001_create_ledgers"),
         kit::migration!("tenant", "0002_create_accounts_and_transfers"),
         kit::migration!("tenant", "0003_lighter_transfer_indexes"),
+        kit::migration!("tenant", "0004_policies_evaluated_once"),
     ],
 };
 

@@ -354,18 +354,44 @@ fn input_from_json(v: &serde_json::Value) -> Result<TransferInput, ApiError> {
     })
 }
 
+/// The audit records of a batch's new transfers, one per entry of `Effects::created` (same order),
+/// written by the statement that inserts the transfers.
+pub struct CreatedAudit<'a> {
+    pub event_ids: Vec<Uuid>,
+    /// 1-based index into `actors` and `request_ids` (the submission the transfer came with).
+    pub submissions: Vec<i32>,
+    pub actions: Vec<&'static str>,
+    pub actors: Vec<String>,
+    pub request_ids: Vec<Option<&'a str>>,
+    pub occurred_at: chrono::DateTime<chrono::Utc>,
+    pub trace_id: Option<String>,
+}
+
 /// Writes a batch's effects with one statement per table. `hashes` maps new transfer ids to the
 /// content hash of their request.
+///
+/// New transfers and their audit records are inserted by one statement from the same arrays: the
+/// records' details are built by PostgreSQL from the transfer columns (the same keys and JSON types
+/// as `AuditRecord::detail` gives them), so the batch neither serialises 8,190 JSON documents nor
+/// makes PostgreSQL parse them, and a transfer row cannot be written without its record. Other
+/// records (failures, refusals, expiries) go through `TenantTx::record_all`.
 pub async fn write_effects(
     tx: &mut TenantTx,
     fx: &Effects,
     hashes: &HashMap<Uuid, Vec<u8>>,
     owners: &HashMap<Uuid, String>,
     receipt_seq: i64,
+    audit: &CreatedAudit<'_>,
 ) -> Result<(), ApiError> {
+    // Given rather than defaulted: the column default reads and parses the setting once per row.
+    // The tenant policy's WITH CHECK still compares it with the transaction's tenant.
+    let tenant_id = tx.tenant().id.0;
     let conn = tx.conn();
     if !fx.created.is_empty() {
         let n = fx.created.len();
+        if audit.event_ids.len() != n || audit.submissions.len() != n || audit.actions.len() != n {
+            return Err(ApiError::internal(&"audit records do not match the new transfers"));
+        }
         let (mut ids, mut drs, mut crs, mut amounts, mut pids, mut timeouts) = (
             Vec::with_capacity(n),
             Vec::with_capacity(n),
@@ -404,25 +430,41 @@ pub async fn write_effects(
             amounts.push(t.amount.to_string());
             pids.push(t.pending_id);
             timeouts.push(t.timeout_seconds as i32);
-            ledgers.push(t.ledger.clone());
+            ledgers.push(t.ledger.as_str());
             codes.push(t.code as i32);
             flags.push(t.flags);
-            metas.push(serde_json::to_string(&t.metadata).map_err(|e| ApiError::internal(&e))?);
+            metas.push(if t.metadata.is_empty() {
+                "{}".to_owned()
+            } else {
+                serde_json::to_string(&t.metadata).map_err(|e| ApiError::internal(&e))?
+            });
             tss.push(t.ts);
             states.push(t.state.as_str());
             expires.push(t.expires_at);
-            chs.push(hashes.get(&t.id).cloned().unwrap_or_default());
-            downers.push(owners.get(&t.debit_account_id).cloned().unwrap_or_default());
-            cowners.push(owners.get(&t.credit_account_id).cloned().unwrap_or_default());
+            chs.push(hashes.get(&t.id).map(Vec::as_slice).unwrap_or_default());
+            downers.push(owners.get(&t.debit_account_id).map(String::as_str).unwrap_or_default());
+            cowners.push(owners.get(&t.credit_account_id).map(String::as_str).unwrap_or_default());
         }
         sqlx::query(
-            "INSERT INTO transfers (id, debit_account_id, credit_account_id, amount, pending_id, timeout_seconds, ledger, \
-             code, flags, metadata, ts, state, expires_at, receipt_seq, content_hash, debit_owner, credit_owner) \
-             SELECT u.id, u.dr, u.cr, u.amount::numeric, u.pid, u.timeout, u.ledger, u.code, u.flags, u.meta::jsonb, u.ts, \
-             u.state, u.expires, $14, u.ch, u.downer, u.cowner \
-             FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::uuid[], $6::int[], $7::text[], $8::int[], \
-             $9::int[], $10::text[], $11::bigint[], $12::text[], $13::bigint[], $15::bytea[], $16::text[], $17::text[]) \
-             AS u(id, dr, cr, amount, pid, timeout, ledger, code, flags, meta, ts, state, expires, ch, downer, cowner)",
+            "WITH u AS MATERIALIZED ( \
+               SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::uuid[], $6::int[], $7::text[], \
+                 $8::int[], $9::int[], $10::text[], $11::bigint[], $12::text[], $13::bigint[], $15::bytea[], $16::text[], \
+                 $17::text[], $18::uuid[], $19::int[], $20::text[]) \
+               AS u(id, dr, cr, amount, pid, timeout, ledger, code, flags, meta, ts, state, expires, ch, downer, cowner, \
+                 event_id, sub, action) \
+             ), created AS ( \
+               INSERT INTO transfers (tenant_id, id, debit_account_id, credit_account_id, amount, pending_id, timeout_seconds, \
+                 ledger, code, flags, metadata, ts, state, expires_at, receipt_seq, content_hash, debit_owner, credit_owner) \
+               SELECT $26, u.id, u.dr, u.cr, u.amount::numeric, u.pid, u.timeout, u.ledger, u.code, u.flags, u.meta::jsonb, u.ts, \
+                 u.state, u.expires, $14, u.ch, u.downer, u.cowner FROM u \
+             ) \
+             INSERT INTO audit_outbox (tenant_id, event_id, occurred_at, service, actor, action, resource, outcome, request_id, \
+               trace_id, details) \
+             SELECT $26, u.event_id, $21, $22, ($23::text[])[u.sub], u.action, 'transfer/' || u.id::text, 'success', \
+               ($24::text[])[u.sub], $25, \
+               jsonb_strip_nulls(jsonb_build_object('debit_account_id', u.dr, 'credit_account_id', u.cr, 'amount', u.amount, \
+                 'ledger', u.ledger, 'timestamp', u.ts, 'receipt_seq', $14, 'pending_id', u.pid)) \
+             FROM u",
         )
         .bind(&ids)
         .bind(&drs)
@@ -441,6 +483,15 @@ pub async fn write_effects(
         .bind(&chs)
         .bind(&downers)
         .bind(&cowners)
+        .bind(&audit.event_ids)
+        .bind(&audit.submissions)
+        .bind(&audit.actions)
+        .bind(audit.occurred_at)
+        .bind(crate::SERVICE)
+        .bind(&audit.actors)
+        .bind(&audit.request_ids)
+        .bind(&audit.trace_id)
+        .bind(tenant_id)
         .execute(&mut *conn)
         .await
         .map_err(db_error)?;
