@@ -33,12 +33,6 @@ impl Memory {
     pub fn new() -> Self {
         Self(Zeroizing::new(vec![Block::default(); params().block_count()]))
     }
-
-    /// At least `blocks` blocks: the worker's own memory, or a one-off allocation for a stored
-    /// hash with a larger memory cost.
-    fn at_least(&mut self, blocks: usize) -> Zeroizing<Vec<Block>> {
-        if blocks <= self.0.len() { Zeroizing::new(Vec::new()) } else { Zeroizing::new(vec![Block::default(); blocks]) }
-    }
 }
 
 impl Default for Memory {
@@ -47,7 +41,8 @@ impl Default for Memory {
     }
 }
 
-/// Runs argon2 into `memory` (or into `spare` when that is the larger one).
+/// Runs argon2 in the worker's `memory`, or in a one-off allocation for a stored hash with a
+/// larger memory cost than a worker holds.
 fn argon2_into(
     a: &Argon2<'_>,
     memory: &mut Memory,
@@ -55,9 +50,12 @@ fn argon2_into(
     salt: &[u8],
     out: &mut [u8],
 ) -> argon2::Result<()> {
-    let mut spare = memory.at_least(a.params().block_count());
-    let blocks: &mut [Block] = if spare.is_empty() { &mut memory.0[..] } else { &mut spare[..] };
-    a.hash_password_into_with_memory(password, salt, out, blocks)
+    let needed = a.params().block_count();
+    if needed <= memory.0.len() {
+        return a.hash_password_into_with_memory(password, salt, out, &mut memory.0[..]);
+    }
+    let mut larger = Zeroizing::new(vec![Block::default(); needed]);
+    a.hash_password_into_with_memory(password, salt, out, &mut larger[..])
 }
 
 /// The outcome of checking a password.
