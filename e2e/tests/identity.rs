@@ -177,6 +177,8 @@ impl Fx {
 #[tokio::test(flavor = "multi_thread")]
 async fn login_mfa_enrolment_totp_replay_and_backup_codes() {
     let fx = Fx::new().await;
+    // Enrolment accepts the code of this step or a later one (a step boundary may pass meanwhile).
+    let before_enrolment = now();
     let (full, secret, backup) = fx.owner_with_totp().await;
     let me = fx.whoami("auth", &full.access_token).await.expect("whoami");
     assert!(me.permissions.contains(&"users.write".to_owned()));
@@ -187,8 +189,9 @@ async fn login_mfa_enrolment_totp_replay_and_backup_codes() {
         Some(pb::login_response::Result::Mfa(m)) => m,
         other => panic!("expected an MFA challenge, got {other:?}"),
     };
-    // The code accepted at enrolment (same step) is a replay.
-    let replay = code_at(&secret, now());
+    // A code of the enrolment step or an earlier one is a replay (computing it from `now()` here
+    // made a fresh code whenever a step boundary passed since enrolment).
+    let replay = code_at(&secret, before_enrolment);
     let verify = |token: String, code: String| {
         let mut client = fx.authn();
         async move {
