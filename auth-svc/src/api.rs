@@ -1,5 +1,7 @@
 //! gRPC adapters: decode, authorize, call the store, map errors.
 
+use std::time::Duration;
+
 use kit::access::RequestContext;
 use kit::migrate::Migrator;
 use kit::outbox::{Actor, AuditRecord, Outcome};
@@ -23,6 +25,10 @@ fn tenant_pb(t: &Tenant) -> pb::Tenant {
     }
 }
 
+fn parse_slug(raw: &str) -> Result<TenantSlug, ApiError> {
+    TenantSlug::parse(raw).map_err(|_| ApiError::invalid_field("slug", "must match ^[a-z][a-z0-9_]{2,39}$"))
+}
+
 /// `strongroom.auth.v1.TenantService` (operator only).
 #[derive(Debug, Clone)]
 pub struct Tenants {
@@ -39,8 +45,7 @@ impl pb::tenant_service_server::TenantService for Tenants {
     ) -> Result<Response<pb::CreateTenantResponse>, Status> {
         let ctx = RequestContext::of(&request)?;
         let req = request.into_inner();
-        let slug = TenantSlug::parse(&req.slug)
-            .map_err(|_| ApiError::invalid_field("slug", "must match ^[a-z][a-z0-9_]{2,39}$"))?;
+        let slug = parse_slug(&req.slug)?;
         let (tenant, created) = self.db.register_tenant(&slug).await?;
         let audit = AuditRecord::new(
             SERVICE,
@@ -73,8 +78,7 @@ impl pb::tenant_service_server::TenantService for Tenants {
         &self,
         request: Request<pb::GetTenantRequest>,
     ) -> Result<Response<pb::GetTenantResponse>, Status> {
-        let slug = TenantSlug::parse(&request.get_ref().slug)
-            .map_err(|_| ApiError::invalid_field("slug", "must match ^[a-z][a-z0-9_]{2,39}$"))?;
+        let slug = parse_slug(&request.get_ref().slug)?;
         let tenant = self.db.tenant(&slug).await?;
         Ok(Response::new(pb::GetTenantResponse { tenant: Some(tenant_pb(&tenant)) }))
     }
@@ -96,6 +100,39 @@ impl pb::tenant_service_server::TenantService for Tenants {
     ) -> Result<Response<pb::GetTenantResponse>, Status> {
         Ok(Response::new(self.set_status(request, "active", "tenant.reactivate", None).await?))
     }
+
+    async fn rotate_signing_key(
+        &self,
+        request: Request<pb::RotateSigningKeyRequest>,
+    ) -> Result<Response<pb::RotateSigningKeyResponse>, Status> {
+        let ctx = RequestContext::of(&request)?;
+        let req = request.into_inner();
+        let slug = parse_slug(&req.slug)?;
+        let tenant = self.db.tenant(&slug).await?;
+        if tenant.status != TenantStatus::Active {
+            return Err(ApiError::failed_precondition("TENANT_NOT_ACTIVE", "the tenant is not active").into());
+        }
+        let signer = &self.core.signer;
+        // A tenant that has not issued a token yet gets its first key, which is then rotated.
+        signer.ensure_key(&self.db, &tenant).await?;
+        let actor = Actor::Service(ctx.caller.identity.name().to_owned());
+        let request_id = (!req.request_id.is_empty()).then_some(req.request_id).or(ctx.request_id);
+        let Some(rotated) = signer.rotate_if_due(&self.db, &tenant, Duration::ZERO, actor, request_id).await? else {
+            return Err(ApiError::failed_precondition(
+                "ROTATION_PENDING",
+                "a rotated-in key has not started signing yet; rotate again after it has",
+            )
+            .into());
+        };
+        Ok(Response::new(pb::RotateSigningKeyResponse {
+            kid: rotated.kid,
+            activate_time: Some(prost_types::Timestamp {
+                seconds: rotated.activates_at.timestamp(),
+                nanos: rotated.activates_at.timestamp_subsec_nanos() as i32,
+            }),
+            retiring_kids: rotated.retiring,
+        }))
+    }
 }
 
 impl Tenants {
@@ -107,8 +144,7 @@ impl Tenants {
         reason: Option<String>,
     ) -> Result<pb::GetTenantResponse, ApiError> {
         let ctx = RequestContext::of(&request)?;
-        let slug = TenantSlug::parse(request.get_ref().slug())
-            .map_err(|_| ApiError::invalid_field("slug", "must match ^[a-z][a-z0-9_]{2,39}$"))?;
+        let slug = parse_slug(request.get_ref().slug())?;
         let tenant = self.db.tenant(&slug).await?;
         if tenant.status == TenantStatus::Terminated {
             return Err(ApiError::failed_precondition("TENANT_TERMINATED", "the tenant is terminated"));
@@ -133,6 +169,7 @@ impl Tenants {
         }
         tx.record(record).await?;
         tx.commit().await?;
+        self.db.forget_tenant(&slug).await;
         let tenant = self.db.tenant(&slug).await?;
         tracing::info!(tenant = %slug, status, "tenant status changed");
         Ok(pb::GetTenantResponse { tenant: Some(tenant_pb(&tenant)) })

@@ -2,7 +2,7 @@
 //! step-up and API-key introspection.
 
 use kit::access::RequestContext;
-use kit::outbox::{Actor, Outcome};
+use kit::outbox::{Actor, AuditRecord, Outcome};
 use kit::tenancy::{TenantStatus, db_error};
 use kit::{ApiError, Tenant, TenantSlug, TenantTx};
 use proto::auth::v1 as pb;
@@ -72,6 +72,9 @@ pub struct NewSession<'a> {
     pub ip: &'a str,
     pub user_agent: &'a str,
     pub request_id: Option<String>,
+    /// The event that opened the session (`login.success`, `mfa.success`), recorded with
+    /// `session.create` in one statement.
+    pub cause: AuditRecord,
 }
 
 impl Authn {
@@ -118,18 +121,16 @@ impl Authn {
         .fetch_one(tx.conn())
         .await
         .map_err(db_error)?;
-        tx.record(
-            audit(
-                Actor::User(s.user.to_string()),
-                "session.create",
-                &format!("session/{session}"),
-                Outcome::Success,
-                s.request_id,
-            )
-            .detail("amr", s.amr.clone())
-            .detail("enrollment_only", enrollment_only),
+        let created = audit(
+            Actor::User(s.user.to_string()),
+            "session.create",
+            &format!("session/{session}"),
+            Outcome::Success,
+            s.request_id,
         )
-        .await?;
+        .detail("amr", s.amr.clone())
+        .detail("enrollment_only", enrollment_only);
+        tx.record_all(vec![s.cause, created]).await?;
         let mfa_time = s.mfa.then(|| chrono::Utc::now().timestamp());
         let mut claims = self.core.signer.claims(
             &tenant,
@@ -253,7 +254,8 @@ impl Authn {
                 .await?;
         }
         if access.has_totp {
-            let token = tokens::opaque(MFA_PREFIX)?;
+            // The token names its tenant (`srm_<slug>.<random>`): the second step needs no more.
+            let token = tokens::opaque(&format!("{MFA_PREFIX}{}.", tenant.slug))?;
             sqlx::query(
                 "INSERT INTO mfa_challenges (token_hash, user_id, ip, user_agent, expires_at)
                  VALUES ($1, $2, $3, $4, now() + make_interval(secs => $5))",
@@ -276,7 +278,7 @@ impl Authn {
                 })),
             });
         }
-        tx.record(audit(actor, "login.success", &resource, Outcome::Success, request_id.clone())).await?;
+        let cause = audit(actor, "login.success", &resource, Outcome::Success, request_id.clone());
         let tokens = self
             .open_session(
                 tx,
@@ -289,6 +291,7 @@ impl Authn {
                     ip: &ip,
                     user_agent: &user_agent,
                     request_id,
+                    cause,
                 },
             )
             .await?;
@@ -326,13 +329,21 @@ impl Authn {
         request_id: Option<String>,
     ) -> Result<pb::LoginResponse, ApiError> {
         let invalid = || ApiError::unauthenticated("INVALID_MFA", "the code or the challenge is not valid");
-        let Some(tenant) = self.active_tenant(&req.tenant).await else { return Err(invalid()) };
+        // The tenant named in the request, else the one the challenge token names.
+        let named = match (req.tenant.as_str(), TenantSlug::of_mfa_token(&req.mfa_token)) {
+            ("", Some(slug)) => slug.to_string(),
+            (given, Some(slug)) if given != slug.as_str() => return Err(invalid()),
+            (given, _) => given.to_owned(),
+        };
+        let Some(tenant) = self.active_tenant(&named).await else { return Err(invalid()) };
         let (ip, user_agent) = client(req.client);
         let mut tx = self.core.db.begin(&tenant).await?;
         let policy = policy(&mut tx).await?;
+        // Only an active user finishes a login (a suspension after the password step ends it).
         let challenge: Option<(uuid::Uuid, i32)> = sqlx::query_as(
-            "SELECT user_id, attempts FROM mfa_challenges
-              WHERE token_hash = $1 AND used_at IS NULL AND expires_at > now() FOR UPDATE",
+            "SELECT c.user_id, c.attempts FROM mfa_challenges c JOIN users u ON u.id = c.user_id
+              WHERE c.token_hash = $1 AND c.used_at IS NULL AND c.expires_at > now() AND u.status = 'active'
+                FOR UPDATE OF c",
         )
         .bind(tokens::digest(&req.mfa_token))
         .fetch_optional(tx.conn())
@@ -365,10 +376,8 @@ impl Authn {
             .execute(tx.conn())
             .await
             .map_err(db_error)?;
-        tx.record(
-            audit(actor, "mfa.success", &resource, Outcome::Success, request_id.clone()).detail("method", method),
-        )
-        .await?;
+        let cause =
+            audit(actor, "mfa.success", &resource, Outcome::Success, request_id.clone()).detail("method", method);
         let access = user_access(&mut tx, user).await?;
         let tokens = self
             .open_session(
@@ -382,6 +391,7 @@ impl Authn {
                     ip: &ip,
                     user_agent: &user_agent,
                     request_id,
+                    cause,
                 },
             )
             .await?;
@@ -394,26 +404,58 @@ impl Authn {
         if !presented.starts_with("srr_") || presented.len() > 100 {
             return Err(invalid_refresh());
         }
-        let grace = self.core.settings.refresh_grace_secs as f64;
         let mut tx = self.core.db.begin(&tenant).await?;
-        // One round trip reads the token, its session, the user, the policy and the user's access.
+        let next = tokens::new_refresh_token()?;
+        let (grant, successor) = match rotate(&mut tx, &presented, &next, request_id.clone()).await? {
+            Rotation::Rotated(grant) => {
+                tx.commit().await?;
+                (grant, next)
+            }
+            Rotation::SessionEnded => return Err(session_ended()),
+            Rotation::NotTaken => self.retry_or_reuse(tx, &presented, request_id).await?,
+        };
+        let policy = grant.policy;
+        let mut claims = self.core.signer.claims(
+            &tenant,
+            &grant.user_id.to_string(),
+            &grant.session_id.to_string(),
+            i64::from(policy.access_token_ttl_secs),
+            grant.amr,
+            if grant.enrollment_only { Vec::new() } else { grant.roles },
+            if grant.enrollment_only { Vec::new() } else { grant.permissions },
+            grant.mfa_at.map(|t| t.timestamp()),
+        );
+        claims.mfa_enrollment_required = grant.enrollment_only;
+        let access = self.core.signer.mint(&self.core.db, &tenant, &claims).await?;
+        Ok(pb::Tokens {
+            access_token: access,
+            expires_in: policy.access_token_ttl_secs.unsigned_abs(),
+            refresh_token: successor.to_string(),
+            refresh_expires_in: policy.refresh_token_ttl_secs.unsigned_abs(),
+            session_id: grant.session_id.to_string(),
+            mfa_enrollment_required: grant.enrollment_only,
+        })
+    }
+
+    /// A refresh token [`rotate`] did not take: the same token again within the grace window gets
+    /// the successor it got the first time; a spent token after that ends the session (its family
+    /// is compromised); anything else is refused. Commits what it changes.
+    async fn retry_or_reuse(
+        &self,
+        mut tx: TenantTx,
+        presented: &str,
+        request_id: Option<String>,
+    ) -> Result<(Grant, Zeroizing<String>), ApiError> {
         #[derive(sqlx::FromRow)]
         struct Row {
             #[sqlx(flatten)]
-            policy: Policy,
-            roles: Vec<String>,
-            permissions: Vec<String>,
-            session_id: uuid::Uuid,
+            grant: Grant,
             generation: i32,
             expired: bool,
             used: bool,
             in_grace: bool,
             successor_sealed: Option<Vec<u8>>,
             revoked: bool,
-            user_id: uuid::Uuid,
-            amr: Vec<String>,
-            mfa_at: Option<chrono::DateTime<chrono::Utc>>,
-            enrollment_only: bool,
             status: String,
         }
         let sql = format!(
@@ -430,98 +472,164 @@ impl Authn {
             crate::rbac::effective_columns("s.user_id"),
         );
         let row: Option<Row> = sqlx::query_as(&sql)
-            .bind(tokens::digest(&presented))
-            .bind(grace)
+            .bind(tokens::digest(presented))
+            .bind(self.core.settings.refresh_grace_secs as f64)
             .fetch_optional(tx.conn())
             .await
             .map_err(db_error)?;
         let Some(row) = row else { return Err(invalid_refresh()) };
-        let policy = row.policy;
-        let actor = Actor::User(row.user_id.to_string());
-        let resource = format!("session/{}", row.session_id);
-        if row.revoked || row.expired {
-            return Err(ApiError::unauthenticated("SESSION_ENDED", "the session has ended; log in again"));
+        if row.revoked || row.expired || row.status != "active" {
+            return Err(session_ended());
         }
-        if row.status != "active" {
-            return Err(ApiError::unauthenticated("SESSION_ENDED", "the session has ended; log in again"));
+        if !row.used {
+            // rotate() saw it spent by a grant that then rolled back.
+            return Err(ApiError::new(kit::ErrorCode::Aborted, "REFRESH_CONFLICT", "refresh again"));
         }
-        let successor = if row.used {
-            match (&row.successor_sealed, row.in_grace) {
-                (Some(sealed), true) => tokens::open_successor(&presented, sealed)?,
-                _ => {
-                    // Reuse of a spent token: the family is compromised. End the session.
-                    sqlx::query(
-                        "UPDATE sessions SET revoked_at = now(), revoke_reason = 'refresh_token_reuse' WHERE id = $1",
-                    )
-                    .bind(row.session_id)
-                    .execute(tx.conn())
-                    .await
-                    .map_err(db_error)?;
-                    tx.record(
-                        audit(actor, "session.refresh_reuse", &resource, Outcome::Denied, request_id)
-                            .detail("generation", row.generation),
-                    )
-                    .await?;
-                    tx.commit().await?;
-                    kit::metrics::Metrics::global().event("refresh_token_reuse");
-                    self.core.revoke_sessions(&[row.session_id]).await?;
-                    return Err(ApiError::unauthenticated(
-                        "REFRESH_TOKEN_REUSED",
-                        "the refresh token was already used; the session has been ended",
-                    ));
-                }
+        match (&row.successor_sealed, row.in_grace) {
+            (Some(sealed), true) => {
+                let successor = tokens::open_successor(presented, sealed)?;
+                tx.rollback().await?;
+                Ok((row.grant, successor))
             }
-        } else {
-            let next = tokens::new_refresh_token()?;
-            let ttl = f64::from(policy.refresh_token_ttl_secs);
-            // The successor, the spent token and the session's lifetime in one statement.
-            sqlx::query(
-                "WITH next AS (
-                     INSERT INTO refresh_tokens (token_hash, session_id, generation, expires_at)
-                     VALUES ($1, $2, $3, now() + make_interval(secs => $4))
-                 ), spent AS (
-                     UPDATE refresh_tokens SET used_at = now(), successor_sealed = $6 WHERE token_hash = $5
-                 )
-                 UPDATE sessions SET last_seen_at = now(), expires_at = now() + make_interval(secs => $4) WHERE id = $2",
-            )
-            .bind(tokens::digest(&next))
-            .bind(row.session_id)
-            .bind(row.generation + 1)
-            .bind(ttl)
-            .bind(tokens::digest(&presented))
-            .bind(tokens::seal_successor(&presented, &next)?)
-            .execute(tx.conn())
-            .await
-            .map_err(db_error)?;
-            tx.record(
-                audit(actor, "session.refresh", &resource, Outcome::Success, request_id)
-                    .detail("generation", row.generation + 1),
-            )
-            .await?;
-            next
-        };
-        tx.commit().await?;
-        let mut claims = self.core.signer.claims(
-            &tenant,
-            &row.user_id.to_string(),
-            &row.session_id.to_string(),
-            i64::from(policy.access_token_ttl_secs),
-            row.amr,
-            if row.enrollment_only { Vec::new() } else { row.roles },
-            if row.enrollment_only { Vec::new() } else { row.permissions },
-            row.mfa_at.map(|t| t.timestamp()),
-        );
-        claims.mfa_enrollment_required = row.enrollment_only;
-        let access = self.core.signer.mint(&self.core.db, &tenant, &claims).await?;
-        Ok(pb::Tokens {
-            access_token: access,
-            expires_in: policy.access_token_ttl_secs.unsigned_abs(),
-            refresh_token: successor.to_string(),
-            refresh_expires_in: policy.refresh_token_ttl_secs.unsigned_abs(),
-            session_id: row.session_id.to_string(),
-            mfa_enrollment_required: row.enrollment_only,
-        })
+            _ => {
+                // Reuse of a spent token: the family is compromised. End the session.
+                let session = row.grant.session_id;
+                sqlx::query(
+                    "UPDATE sessions SET revoked_at = now(), revoke_reason = 'refresh_token_reuse' WHERE id = $1",
+                )
+                .bind(session)
+                .execute(tx.conn())
+                .await
+                .map_err(db_error)?;
+                tx.record(
+                    audit(
+                        Actor::User(row.grant.user_id.to_string()),
+                        "session.refresh_reuse",
+                        &format!("session/{session}"),
+                        Outcome::Denied,
+                        request_id,
+                    )
+                    .detail("generation", row.generation),
+                )
+                .await?;
+                tx.commit().await?;
+                kit::metrics::Metrics::global().event("refresh_token_reuse");
+                self.core.revoke_sessions(&[session]).await?;
+                Err(ApiError::unauthenticated(
+                    "REFRESH_TOKEN_REUSED",
+                    "the refresh token was already used; the session has been ended",
+                ))
+            }
+        }
     }
+}
+
+fn session_ended() -> ApiError {
+    ApiError::unauthenticated("SESSION_ENDED", "the session has ended; log in again")
+}
+
+/// What a refresh grant mints its access token from.
+#[derive(sqlx::FromRow)]
+struct Grant {
+    #[sqlx(flatten)]
+    policy: Policy,
+    roles: Vec<String>,
+    permissions: Vec<String>,
+    session_id: uuid::Uuid,
+    user_id: uuid::Uuid,
+    amr: Vec<String>,
+    mfa_at: Option<chrono::DateTime<chrono::Utc>>,
+    enrollment_only: bool,
+}
+
+/// What [`rotate`] did with a refresh token.
+enum Rotation {
+    /// Spent it and made its successor.
+    Rotated(Grant),
+    /// Its session was revoked or its user is no longer active: the caller must roll back (the
+    /// transaction holds the token as spent).
+    SessionEnded,
+    /// Nothing: it is not an unused, unexpired token.
+    NotTaken,
+}
+
+/// The common refresh in one statement: an unused, unexpired token of a live session of an active
+/// user is spent (its successor sealed to it for the grace window), the successor inserted, the
+/// session extended and the audit record written; the statement also reads the policy and the
+/// user's effective access. Every lookup is by primary key: a tenant's tables have no planner
+/// statistics in their first minute, and a join let the planner scan every session.
+async fn rotate(
+    tx: &mut TenantTx,
+    presented: &str,
+    next: &str,
+    request_id: Option<String>,
+) -> Result<Rotation, ApiError> {
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        #[sqlx(flatten)]
+        policy: Policy,
+        roles: Vec<String>,
+        permissions: Vec<String>,
+        session_id: uuid::Uuid,
+        // NULL when the session was not extended.
+        user_id: Option<uuid::Uuid>,
+        amr: Option<Vec<String>>,
+        mfa_at: Option<chrono::DateTime<chrono::Utc>>,
+        enrollment_only: Option<bool>,
+    }
+    let sql = format!(
+        "WITH spent AS (
+             UPDATE refresh_tokens SET used_at = now(), successor_sealed = $3
+              WHERE token_hash = $1 AND used_at IS NULL AND expires_at > now()
+          RETURNING session_id, generation + 1 AS generation
+         ), extended AS (
+             -- By primary key (a join here lets a planner without statistics scan every session).
+             UPDATE sessions s SET last_seen_at = now(),
+                    expires_at = now() + make_interval(secs => (SELECT refresh_token_ttl_secs FROM tenant_policy))
+              WHERE s.id = (SELECT session_id FROM spent) AND s.revoked_at IS NULL
+                AND (SELECT u.status FROM users u WHERE u.id = s.user_id) = 'active'
+          RETURNING s.id AS session_id, s.user_id, s.amr, s.mfa_at, s.enrollment_only, s.expires_at
+         ), successor AS (
+             INSERT INTO refresh_tokens (token_hash, session_id, generation, expires_at)
+             SELECT $2, extended.session_id, spent.generation, extended.expires_at FROM extended, spent
+         ), audited AS (
+             INSERT INTO audit_outbox (event_id, occurred_at, service, actor, action, resource, outcome, request_id,
+                                       trace_id, details)
+             SELECT $4, now(), $5, 'user:' || extended.user_id, 'session.refresh', 'session/' || extended.session_id,
+                    'success', $6, $7, jsonb_build_object('generation', spent.generation)
+               FROM extended, spent
+         )
+         SELECT spent.session_id, x.user_id, x.amr, x.mfa_at, x.enrollment_only, {POLICY_COLUMNS}, {}
+           FROM spent LEFT JOIN extended x ON true CROSS JOIN tenant_policy p",
+        crate::rbac::effective_columns("x.user_id"),
+    );
+    let row: Option<Row> = sqlx::query_as(&sql)
+        .bind(tokens::digest(presented))
+        .bind(tokens::digest(next))
+        .bind(tokens::seal_successor(presented, next)?)
+        .bind(uuid::Uuid::now_v7())
+        .bind(crate::SERVICE)
+        .bind(request_id)
+        .bind(kit::telemetry::current_trace_id())
+        .fetch_optional(tx.conn())
+        .await
+        .map_err(db_error)?;
+    Ok(match row {
+        None => Rotation::NotTaken,
+        Some(r) => match (r.user_id, r.amr, r.enrollment_only) {
+            (Some(user_id), Some(amr), Some(enrollment_only)) => Rotation::Rotated(Grant {
+                policy: r.policy,
+                roles: r.roles,
+                permissions: r.permissions,
+                session_id: r.session_id,
+                user_id,
+                amr,
+                mfa_at: r.mfa_at,
+                enrollment_only,
+            }),
+            _ => Rotation::SessionEnded,
+        },
+    })
 }
 
 /// Ends sessions in the database and lists them as revoked.

@@ -21,6 +21,10 @@ pub struct AuthSettings {
     /// verifier caches the JWKS: 300 s).
     #[serde(default = "default_publish_ahead")]
     pub signing_key_publish_ahead_secs: u64,
+    /// Each tenant's token signing key is rotated once it has signed this long (default 30 days;
+    /// 0: only when an operator asks, `strongroom tenant rotate-signing-key`).
+    #[serde(default = "default_rotate_after")]
+    pub signing_key_rotate_after_secs: u64,
     /// Failed logins per client IP (all accounts) within a tenant's lockout window.
     #[serde(default = "default_ip_threshold")]
     pub ip_failure_threshold: u32,
@@ -38,6 +42,7 @@ impl Default for AuthSettings {
             hash_queue: default_hash_queue(),
             refresh_grace_secs: default_refresh_grace(),
             signing_key_publish_ahead_secs: default_publish_ahead(),
+            signing_key_rotate_after_secs: default_rotate_after(),
             ip_failure_threshold: default_ip_threshold(),
             totp_issuer: default_totp_issuer(),
         }
@@ -54,6 +59,10 @@ fn default_refresh_grace() -> u64 {
 
 fn default_publish_ahead() -> u64 {
     360
+}
+
+fn default_rotate_after() -> u64 {
+    30 * 24 * 3600
 }
 
 fn default_ip_threshold() -> u32 {
@@ -79,9 +88,33 @@ impl kit::config::ServiceSettings for AuthSettings {
         if self.refresh_grace_secs > 120 {
             return Err("service.refresh_grace_secs must be at most 120".into());
         }
+        if self.signing_key_rotate_after_secs != 0
+            && self.signing_key_rotate_after_secs <= self.signing_key_publish_ahead_secs
+        {
+            return Err(
+                "service.signing_key_rotate_after_secs must exceed signing_key_publish_ahead_secs (or be 0)".into()
+            );
+        }
         if self.ip_failure_threshold == 0 {
             return Err("service.ip_failure_threshold must be positive".into());
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use kit::config::ServiceSettings;
+
+    use super::*;
+
+    #[test]
+    fn keys_cannot_rotate_faster_than_they_are_published_ahead() {
+        let mut s = AuthSettings { redis_url: Some("redis://127.0.0.1:6379".to_owned().into()), ..Default::default() };
+        assert!(s.validate(kit::config::Environment::Production).is_ok(), "defaults are valid");
+        s.signing_key_rotate_after_secs = s.signing_key_publish_ahead_secs;
+        assert!(s.validate(kit::config::Environment::Production).is_err());
+        s.signing_key_rotate_after_secs = 0;
+        assert!(s.validate(kit::config::Environment::Production).is_ok(), "0: only on request");
     }
 }

@@ -95,15 +95,6 @@ pub fn audit(actor: Actor, action: &str, resource: &str, outcome: Outcome, reque
     AuditRecord::new(SERVICE, actor, action, resource, outcome).request_id(request_id)
 }
 
-/// The actor a principal stands for.
-pub fn actor(p: &Principal) -> Actor {
-    if p.amr.iter().any(|m| m == "api_key") {
-        Actor::ApiKey(p.token_id.clone())
-    } else {
-        Actor::User(p.subject.clone())
-    }
-}
-
 /// A handler's caller: verified principal of this tenant.
 pub struct Authed {
     pub tenant: Tenant,
@@ -127,7 +118,7 @@ impl Authed {
     }
 
     pub fn actor(&self) -> Actor {
-        actor(&self.principal)
+        Actor::of(&self.principal)
     }
 }
 

@@ -298,17 +298,27 @@ impl pb::user_service_server::UserService for Users {
         if done.rows_affected() == 0 {
             return Err(ApiError::not_found("USER_NOT_FOUND", "no such user").into());
         }
+        // Everything that speaks for the user ends: sessions, logins waiting for their second
+        // factor, and API keys (revoked for good; new ones after reactivation).
         let sessions = self.ended_sessions(&mut tx, id, "user_suspended").await?;
+        sqlx::query("UPDATE mfa_challenges SET used_at = now() WHERE user_id = $1 AND used_at IS NULL")
+            .bind(id)
+            .execute(tx.conn())
+            .await
+            .map_err(db_error)?;
+        let keys = self.revoked_keys(&mut tx, id).await?;
         tx.record(
             audit(me.actor(), "user.suspend", &format!("user/{id}"), Outcome::Success, me.request_id.clone())
                 .detail("suspension_reason", reason)
-                .detail("sessions_ended", sessions.len()),
+                .detail("sessions_ended", sessions.len())
+                .detail("api_keys_revoked", keys.len()),
         )
         .await?;
         let user = load_user(&mut tx, id).await?;
         tx.commit().await?;
         self.core.profiles.forget(&me.tenant);
         self.core.revoke_sessions(&sessions).await?;
+        self.core.revocations.revoke(kit::revocation::Revoked::ApiKey, &keys).await?;
         Ok(Response::new(user))
     }
 
@@ -866,7 +876,8 @@ impl pb::access_service_server::AccessService for Access {
             .map_err(db_error)?;
         let (_, permissions) = rbac::effective(&mut tx, user).await?;
         tx.commit().await?;
-        let allowed = active == Some(true) && permissions.contains(&request.get_ref().permission);
+        // As everywhere: an unscoped permission also covers its `.own` form.
+        let allowed = active == Some(true) && rbac::covers(&permissions, &request.get_ref().permission);
         Ok(Response::new(pb::CheckPermissionResponse { allowed }))
     }
 

@@ -74,6 +74,10 @@ pub async fn run(
             cfg.jwt.audience.clone(),
             std::time::Duration::from_secs(settings.signing_key_publish_ahead_secs),
         );
+        if settings.signing_key_rotate_after_secs > 0 {
+            let after = std::time::Duration::from_secs(settings.signing_key_rotate_after_secs);
+            tokens::spawn_rotation(ctx.db.clone(), signer.clone(), after, ctx.shutdown.clone());
+        }
         let profiles = core::Profiles::default();
         let core = core::Core { db: ctx.db.clone(), hasher, throttle, signer, revocations, vault, settings, profiles };
         let tenants = api::Tenants { db: ctx.db.clone(), migrator: ctx.migrator.clone(), core: core.clone() };
@@ -98,7 +102,13 @@ pub async fn run(
             .service(KeysServiceServer::new(keys))
             .allow_any_peer("/strongroom.auth.v1.KeysService/GetJwks")
             .service(IdentityServiceServer::new(identity))
-            .allow("/strongroom.auth.v1.IdentityService/WhoAmI", SERVICES))
+            .allow("/strongroom.auth.v1.IdentityService/WhoAmI", SERVICES)
+            // A privileged user without TOTP gets a session that can only enrol (and see itself,
+            // and log out); every other call of every service refuses it.
+            .allow_while_enrolling("/strongroom.auth.v1.SessionService/EnrollTotp")
+            .allow_while_enrolling("/strongroom.auth.v1.SessionService/ConfirmTotp")
+            .allow_while_enrolling("/strongroom.auth.v1.UserService/GetMe")
+            .allow_while_enrolling("/strongroom.auth.v1.AuthenticationService/Logout"))
     })
     .await
 }

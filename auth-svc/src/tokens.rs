@@ -21,6 +21,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use ed25519_dalek::pkcs8::EncodePrivateKey;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use kit::client::Channel;
+use kit::outbox::{Actor, AuditRecord, Outcome};
 use kit::tenancy::db_error;
 use kit::{ApiError, Tenant, TenantTx};
 use proto::vault::v1 as vault;
@@ -35,12 +36,53 @@ const KEY_CACHE_TTL: Duration = Duration::from_secs(30);
 pub const MAX_ACCESS_TTL_SECS: i64 = 900;
 const REFRESH_PREFIX: &str = "srr_";
 
-/// Each tenant's active key and when it was loaded.
+/// Each tenant's active key and until when this replica may sign with it: [`KEY_CACHE_TTL`] after
+/// loading it, or the moment the tenant's next key starts signing, whichever is first.
 type KeyCache = HashMap<uuid::Uuid, (Arc<ActiveKey>, Instant)>;
 
 struct ActiveKey {
     kid: String,
     key: EncodingKey,
+}
+
+/// A rotation: the new key, when it starts signing, and the keys it retires.
+#[derive(Debug, Clone)]
+pub struct Rotated {
+    pub kid: String,
+    pub activates_at: chrono::DateTime<chrono::Utc>,
+    pub retiring: Vec<String>,
+}
+
+/// Rotates every active tenant's signing key once its newest key has signed for `after`: checks
+/// every tenth of that (at least each second, at most every ten minutes) until `shutdown`.
+pub fn spawn_rotation(db: kit::Db, signer: Signer, after: Duration, shutdown: kit::server::Shutdown) {
+    let every = (after / 10).clamp(Duration::from_secs(1), Duration::from_secs(600));
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                () = shutdown.clone().wait() => return,
+                () = tokio::time::sleep(every) => {}
+            }
+            let Ok(tenants) = db.tenants().await else { continue };
+            for tenant in tenants.into_iter().filter(|t| t.status == kit::tenancy::TenantStatus::Active) {
+                let actor = Actor::Service(crate::SERVICE.to_owned());
+                if let Err(e) = signer.rotate_if_due(&db, &tenant, after, actor, None).await {
+                    tracing::warn!(tenant = %tenant.slug, reason = %e.reason, "token signing key rotation failed");
+                }
+            }
+        }
+    });
+}
+
+/// Serializes, per tenant and across replicas, what changes the tenant's signing keys (creating the
+/// first one, rotating), for the rest of `tx`.
+async fn lock_keys(tx: &mut TenantTx) -> Result<(), ApiError> {
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('strongroom.auth.signing-key.' || $1, 0))")
+        .bind(tx.tenant().id.0.to_string())
+        .execute(tx.conn())
+        .await
+        .map_err(db_error)?;
+    Ok(())
 }
 
 /// Mints access tokens; cheap to clone.
@@ -157,9 +199,14 @@ impl Signer {
         Ok((kid, activates_at))
     }
 
-    async fn load_active(&self, tx: &mut TenantTx) -> Result<Option<(String, String)>, ApiError> {
+    /// The key that signs now (kid, sealed private half), and in how many seconds the next one
+    /// (already published) takes over, if one is.
+    async fn load_active(&self, tx: &mut TenantTx) -> Result<Option<(String, String, Option<f64>)>, ApiError> {
         sqlx::query_as(
-            "SELECT kid, sealed_private FROM token_signing_keys
+            "SELECT kid, sealed_private,
+                    (SELECT extract(epoch FROM min(n.activates_at) - now())::float8
+                       FROM token_signing_keys n WHERE n.activates_at > now()) AS next_in
+               FROM token_signing_keys
               WHERE activates_at <= now() AND (retired_at IS NULL OR retired_at > now())
               ORDER BY activates_at DESC LIMIT 1",
         )
@@ -169,8 +216,8 @@ impl Signer {
     }
 
     async fn active_key(&self, db: &kit::Db, tenant: &Tenant) -> Result<Arc<ActiveKey>, ApiError> {
-        if let Some((key, at)) = self.cache.read().await.get(&tenant.id.0)
-            && at.elapsed() < KEY_CACHE_TTL
+        if let Some((key, until)) = self.cache.read().await.get(&tenant.id.0)
+            && Instant::now() < *until
         {
             return Ok(key.clone());
         }
@@ -178,30 +225,84 @@ impl Signer {
         let mut found = self.load_active(&mut tx).await?;
         if found.is_none() {
             // First token of this tenant: one replica creates the key, the others wait and read it.
-            sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('strongroom.auth.signing-key.' || $1, 0))")
-                .bind(tenant.id.0.to_string())
-                .execute(tx.conn())
-                .await
-                .map_err(db_error)?;
+            lock_keys(&mut tx).await?;
             found = self.load_active(&mut tx).await?;
             if found.is_none() {
                 let (kid, _) = self.create_key(&mut tx, Duration::ZERO).await?;
+                let actor = Actor::Service(crate::SERVICE.to_owned());
+                let resource = format!("signing_key/{kid}");
+                tx.record(AuditRecord::new(
+                    crate::SERVICE,
+                    actor,
+                    "token_signing_key.create",
+                    &resource,
+                    Outcome::Success,
+                ))
+                .await?;
                 tracing::info!(tenant = %tenant.slug, kid = %kid, "token signing key created");
                 found = self.load_active(&mut tx).await?;
             }
         }
         tx.commit().await?;
-        let (kid, sealed) = found.ok_or_else(|| ApiError::internal(&"signing key vanished"))?;
+        let (kid, sealed, next_in) = found.ok_or_else(|| ApiError::internal(&"signing key vanished"))?;
         let der = self.unseal(tenant, &sealed, &kid).await?;
         let key = Arc::new(ActiveKey { kid, key: EncodingKey::from_ed_der(&der) });
-        self.cache.write().await.insert(tenant.id.0, (key.clone(), Instant::now()));
+        let ttl = next_in.map_or(KEY_CACHE_TTL, |s| KEY_CACHE_TTL.min(Duration::from_secs_f64(s.max(0.0))));
+        self.cache.write().await.insert(tenant.id.0, (key.clone(), Instant::now() + ttl));
         Ok(key)
     }
 
-    /// Rotates the tenant's signing key: the new key is published now and signs after the
+    /// Rotates the tenant's signing key when its newest key started signing at least `after` ago
+    /// (or at once with `after` zero): the new key is published now and signs after the
     /// publish-ahead delay; the current one keeps signing until then and stays published until
-    /// its last token has expired. Returns the new `kid` and when it starts signing.
-    pub async fn rotate(&self, tx: &mut TenantTx) -> Result<(String, chrono::DateTime<chrono::Utc>), ApiError> {
+    /// its last token has expired. Replicas take turns per tenant. `None` when it was not due, or
+    /// when the tenant has no key yet (its first token creates one). Audited and committed here.
+    pub async fn rotate_if_due(
+        &self,
+        db: &kit::Db,
+        tenant: &Tenant,
+        after: Duration,
+        actor: Actor,
+        request_id: Option<String>,
+    ) -> Result<Option<Rotated>, ApiError> {
+        let mut tx = db.begin(tenant).await?;
+        lock_keys(&mut tx).await?;
+        let due: Option<bool> =
+            sqlx::query_scalar("SELECT max(activates_at) <= now() - make_interval(secs => $1) FROM token_signing_keys")
+                .bind(after.as_secs_f64())
+                .fetch_one(tx.conn())
+                .await
+                .map_err(db_error)?;
+        if due != Some(true) {
+            return Ok(None);
+        }
+        let (kid, activates_at, retiring) = self.rotate(&mut tx).await?;
+        tx.record(
+            AuditRecord::new(
+                crate::SERVICE,
+                actor,
+                "token_signing_key.rotate",
+                &format!("signing_key/{kid}"),
+                Outcome::Success,
+            )
+            .request_id(request_id)
+            .detail("activates_at", activates_at.to_rfc3339())
+            .detail("retiring", retiring.clone()),
+        )
+        .await?;
+        tx.commit().await?;
+        // This replica learns the new key's start at once; the others within KEY_CACHE_TTL.
+        self.cache.write().await.remove(&tenant.id.0);
+        tracing::info!(tenant = %tenant.slug, kid = %kid, %activates_at, "token signing key rotated");
+        Ok(Some(Rotated { kid, activates_at, retiring }))
+    }
+
+    /// See [`Signer::rotate_if_due`]. Returns the new `kid`, when it starts signing, and the kids
+    /// it retires.
+    async fn rotate(
+        &self,
+        tx: &mut TenantTx,
+    ) -> Result<(String, chrono::DateTime<chrono::Utc>, Vec<String>), ApiError> {
         let (kid, activates_at) = self.create_key(tx, self.publish_ahead).await?;
         let retire_published = activates_at + chrono::Duration::seconds(MAX_ACCESS_TTL_SECS + 60);
         let old: Vec<String> = sqlx::query_scalar(
@@ -218,7 +319,12 @@ impl Signer {
             .execute(tx.conn())
             .await
             .map_err(db_error)?;
-        Ok((kid, activates_at))
+        Ok((kid, activates_at, old))
+    }
+
+    /// Makes sure the tenant has a signing key (its first token would create one).
+    pub async fn ensure_key(&self, db: &kit::Db, tenant: &Tenant) -> Result<(), ApiError> {
+        self.active_key(db, tenant).await.map(drop)
     }
 
     /// Signs `claims` with the tenant's active key.

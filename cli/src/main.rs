@@ -178,6 +178,20 @@ enum TenantCommand {
         #[arg(long)]
         owner_email: Option<String>,
     },
+    /// Rotates the tenant's access-token signing key now (auth-svc also rotates it by itself every
+    /// `service.signing_key_rotate_after_secs`): the new key is published at once and signs after
+    /// `service.signing_key_publish_ahead_secs`; the old one stays published until its last token
+    /// has expired.
+    RotateSigningKey { slug: String },
+    /// Suspends a tenant: every service refuses its tokens (TENANT_SUSPENDED) until reactivated.
+    Suspend {
+        slug: String,
+        /// Why (1–500 characters; audited).
+        #[arg(long)]
+        reason: String,
+    },
+    /// Reactivates a suspended tenant.
+    Reactivate { slug: String },
 }
 
 fn main() -> ExitCode {
@@ -276,6 +290,24 @@ fn main() -> ExitCode {
                 let endpoints = cli.conn.resolve()?;
                 let tenant = ops::create_tenant(&endpoints, &slug, owner_email.as_deref()).await?;
                 println!("{}", serde_json::to_string(&tenant)?);
+                Ok(())
+            }
+            Command::Tenant { command: TenantCommand::Suspend { slug, reason } } => {
+                kit::TenantSlug::parse(&slug).map_err(|e| anyhow::anyhow!("{e}"))?;
+                let endpoints = cli.conn.resolve()?;
+                println!("{}", serde_json::to_string(&ops::set_tenant_status(&endpoints, &slug, Some(reason)).await?)?);
+                Ok(())
+            }
+            Command::Tenant { command: TenantCommand::Reactivate { slug } } => {
+                kit::TenantSlug::parse(&slug).map_err(|e| anyhow::anyhow!("{e}"))?;
+                let endpoints = cli.conn.resolve()?;
+                println!("{}", serde_json::to_string(&ops::set_tenant_status(&endpoints, &slug, None).await?)?);
+                Ok(())
+            }
+            Command::Tenant { command: TenantCommand::RotateSigningKey { slug } } => {
+                kit::TenantSlug::parse(&slug).map_err(|e| anyhow::anyhow!("{e}"))?;
+                let endpoints = cli.conn.resolve()?;
+                println!("{}", serde_json::to_string(&ops::rotate_signing_key(&endpoints, &slug).await?)?);
                 Ok(())
             }
         }

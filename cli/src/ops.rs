@@ -121,3 +121,50 @@ pub async fn create_tenant(
     }
     Ok(out)
 }
+
+/// Rotates a tenant's access-token signing key (`TenantService/RotateSigningKey`): prints the new
+/// kid, when it starts signing, and the kids it retires.
+pub async fn rotate_signing_key(endpoints: &Endpoints, slug: &str) -> anyhow::Result<serde_json::Value> {
+    let certs = CertStore::load(&endpoints.tls).context("operator certificate")?;
+    let mut tenants =
+        proto::auth::v1::tenant_service_client::TenantServiceClient::new(channel(&certs, &endpoints.auth, "auth")?);
+    let rotated = tenants
+        .rotate_signing_key(proto::auth::v1::RotateSigningKeyRequest {
+            slug: slug.to_owned(),
+            request_id: uuid::Uuid::new_v4().to_string(),
+        })
+        .await
+        .map_err(|s| anyhow!("auth: {}", kit::ApiError::from_status(&s)))?
+        .into_inner();
+    let activates_at = rotated
+        .activate_time
+        .and_then(|t| chrono::DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).unwrap_or(0)))
+        .map(|t| t.to_rfc3339());
+    Ok(serde_json::json!({ "kid": rotated.kid, "activates_at": activates_at, "retiring": rotated.retiring_kids }))
+}
+
+/// Suspends a tenant (with `reason`) or reactivates it (`None`); prints its id, slug and status.
+pub async fn set_tenant_status(
+    endpoints: &Endpoints,
+    slug: &str,
+    reason: Option<String>,
+) -> anyhow::Result<serde_json::Value> {
+    let certs = CertStore::load(&endpoints.tls).context("operator certificate")?;
+    let mut tenants =
+        proto::auth::v1::tenant_service_client::TenantServiceClient::new(channel(&certs, &endpoints.auth, "auth")?);
+    let answer = match reason {
+        Some(reason) => {
+            tenants.suspend_tenant(proto::auth::v1::SuspendTenantRequest { slug: slug.to_owned(), reason }).await
+        }
+        None => tenants.reactivate_tenant(proto::auth::v1::GetTenantRequest { slug: slug.to_owned() }).await,
+    };
+    let tenant = answer
+        .map_err(|s| anyhow!("auth: {}", kit::ApiError::from_status(&s)))?
+        .into_inner()
+        .tenant
+        .ok_or_else(|| anyhow!("auth returned no tenant"))?;
+    let status = proto::auth::v1::TenantStatus::try_from(tenant.status)
+        .map(|s| s.as_str_name().trim_start_matches("TENANT_STATUS_").to_lowercase())
+        .unwrap_or_else(|_| "unknown".into());
+    Ok(serde_json::json!({ "id": tenant.id, "slug": tenant.slug, "status": status }))
+}

@@ -147,7 +147,21 @@ impl Drop for SoftHsm {
 
 /// Runs service `name`'s real `run` on `listeners` in a task.
 fn spawn_run(name: &'static str, cfg: kit::config::ServiceConfig, listeners: Listeners, hsm: &SoftHsm) -> Running {
-    spawn_with(name, cfg, listeners, hsm.vault_settings())
+    spawn_with(name, cfg, listeners, hsm.vault_settings(), auth_settings())
+}
+
+/// auth-svc's settings in tests.
+pub fn auth_settings() -> auth_svc::AuthSettings {
+    auth_svc::AuthSettings {
+        redis_url: Some(kit::testing::redis_url().into()),
+        // Tests see keys rotate without waiting out the JWKS cache.
+        signing_key_publish_ahead_secs: 0,
+        // Only when a test asks (`start_auth_replica_with`).
+        signing_key_rotate_after_secs: 0,
+        // Short, so tests see a reuse after the grace window quickly.
+        refresh_grace_secs: 2,
+        ..Default::default()
+    }
 }
 
 fn spawn_with(
@@ -155,22 +169,13 @@ fn spawn_with(
     cfg: kit::config::ServiceConfig,
     listeners: Listeners,
     vault_settings: vault_svc::VaultSettings,
+    auth_settings: auth_svc::AuthSettings,
 ) -> Running {
     let (grpc, admin) = (cfg.grpc.listen, cfg.admin.listen);
     let (stop, shutdown) = shutdown_pair();
     let task = tokio::spawn(async move {
         let r = match name {
-            "auth" => {
-                let settings = auth_svc::AuthSettings {
-                    redis_url: Some(kit::testing::redis_url().into()),
-                    // Tests see keys rotate without waiting out the JWKS cache.
-                    signing_key_publish_ahead_secs: 0,
-                    // Short, so tests see a reuse after the grace window quickly.
-                    refresh_grace_secs: 2,
-                    ..Default::default()
-                };
-                auth_svc::run(cfg.with_settings(settings), listeners, shutdown).await
-            }
+            "auth" => auth_svc::run(cfg.with_settings(auth_settings), listeners, shutdown).await,
             "vault" => vault_svc::run(cfg.with_settings(vault_settings), listeners, shutdown).await,
             "audit" => audit_svc::run(cfg, listeners, shutdown).await,
             _ => ledger_svc::run(cfg, listeners, shutdown).await,
@@ -245,10 +250,26 @@ impl Constellation {
 
     /// Starts another replica; a vault replica gets `vault_settings`.
     pub async fn start_replica_with(&self, name: &'static str, vault_settings: vault_svc::VaultSettings) -> Running {
+        self.replica(name, vault_settings, auth_settings()).await
+    }
+
+    /// Starts another auth-svc replica with the test settings changed by `adjust`.
+    pub async fn start_auth_replica_with(&self, adjust: impl FnOnce(&mut auth_svc::AuthSettings)) -> Running {
+        let mut settings = auth_settings();
+        adjust(&mut settings);
+        self.replica("auth", self.hsm.vault_settings(), settings).await
+    }
+
+    async fn replica(
+        &self,
+        name: &'static str,
+        vault_settings: vault_svc::VaultSettings,
+        auth_settings: auth_svc::AuthSettings,
+    ) -> Running {
         let (grpc, grpc_addr) = listener().await;
         let (admin, admin_addr) = listener().await;
         let cfg = service_config(name, grpc_addr, admin_addr, &self.db, &self.pki, self.upstreams.clone());
-        let mut running = spawn_with(name, cfg, Listeners { grpc, admin }, vault_settings);
+        let mut running = spawn_with(name, cfg, Listeners { grpc, admin }, vault_settings, auth_settings);
         let serving = wait_serving(channel(&self.pki, "operator", grpc_addr, name), "", Duration::from_secs(60));
         tokio::select! {
             r = serving => r.expect("replica serving"),
@@ -277,7 +298,12 @@ impl Constellation {
                 allowed_origins: vec![https(http_addr)],
             },
             env: kit::config::Environment::Development,
-            http: gateway::HttpConfig { listen: http_addr, body_limit_bytes: 64 * 1024, public_url: None },
+            http: gateway::HttpConfig {
+                listen: http_addr,
+                body_limit_bytes: 64 * 1024,
+                batch_body_limit_bytes: 4 * 1024 * 1024,
+                public_url: None,
+            },
             admin: kit::config::ListenConfig { listen: admin_addr },
             tls: self.pki.tls("gateway"),
             upstreams: self.upstreams.clone(),
@@ -408,4 +434,26 @@ impl Constellation {
 /// `ErrorInfo.reason` of a status.
 pub fn reason(status: &tonic::Status) -> String {
     kit::ApiError::from_status(status).reason.to_string()
+}
+
+/// Verifies an access token with `jwk` (one key of the published JWKS, as JSON) using jwt-compact,
+/// a JOSE implementation independent of the one that signs (jsonwebtoken): the header names the
+/// key and `at+jwt`, the EdDSA signature verifies, and the token has not expired. Returns the
+/// claims.
+pub fn verify_with_jwk(token: &str, jwk: &serde_json::Value) -> Result<serde_json::Value, String> {
+    use jwt_compact::{Algorithm, AlgorithmExt, TimeOptions, UntrustedToken, alg::Ed25519, jwk::JsonWebKey};
+    let key: JsonWebKey<'_> = serde_json::from_value(jwk.clone()).map_err(|e| format!("jwk: {e}"))?;
+    let key = <Ed25519 as Algorithm>::VerifyingKey::try_from(&key).map_err(|e| format!("jwk key: {e}"))?;
+    let untrusted = UntrustedToken::new(token).map_err(|e| format!("token: {e}"))?;
+    let header = untrusted.header();
+    if header.key_id.as_deref() != jwk["kid"].as_str() {
+        return Err(format!("kid {:?} is not the key's", header.key_id));
+    }
+    if header.token_type.as_deref() != Some("at+jwt") {
+        return Err(format!("typ {:?}", header.token_type));
+    }
+    let token: jwt_compact::Token<serde_json::Value> =
+        Ed25519.validator(&key).validate(&untrusted).map_err(|e| format!("signature: {e}"))?;
+    token.claims().validate_expiration(&TimeOptions::default()).map_err(|e| format!("expiry: {e}"))?;
+    Ok(token.claims().custom.clone())
 }

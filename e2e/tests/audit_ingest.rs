@@ -340,7 +340,45 @@ async fn the_gateway_records_state_changing_and_refused_requests() {
     let anon = by_id.get("rec-get-401").expect("recorded 401");
     assert_eq!((anon.0.as_str(), anon.3.as_str()), ("anonymous", "denied"));
     assert_eq!(anon.5["status"], 401);
-    // Nothing was lost or counted as failed.
+
+    // Behind a trusted proxy (the test's loopback peer) the recorded client is the one
+    // X-Forwarded-For names, as for the rate limiter: the same pseudonym as that address sent
+    // directly, not the proxy's.
+    let mut c = c;
+    c.gateway.take().expect("gateway").stop().await.expect("stop");
+    c.start_gateway_with(|cfg| cfg.rate_limits.trusted_proxies = vec!["127.0.0.0/8".parse().expect("cidr")]).await;
+    let headers = [
+        ("x-strongroom-tenant", "alpha"),
+        ("content-type", "application/json"),
+        ("x-request-id", "rec-put-proxied"),
+        ("authorization", writer.as_str()),
+        ("x-forwarded-for", "6.6.6.6, 198.51.100.7"),
+    ];
+    let (status, _, _) =
+        c.gateway_request(http::Method::PUT, "/v1/secrets/app/db", &headers, body.clone()).await.expect("put");
+    assert_eq!(status, 200);
+    let mut direct = event("user:alice", "gateway.request", "route:PUT /x", "success", "rec-direct");
+    direct.personal = HashMap::from([("client_ip".to_owned(), "198.51.100.7".to_owned())]);
+    AuditIngestServiceClient::new(c.channel_as("gateway", "audit"))
+        .append(req("alpha", None, pb::AppendRequest { event: Some(direct), request_id: "rec-direct".into() }))
+        .await
+        .expect("direct append");
+    // vault-svc records the same request id (the gateway forwards it): only the gateway's rows.
+    let q = "SELECT count(*) FROM t_alpha.audit_log WHERE service = 'gateway' AND request_id IN ('rec-put-proxied', 'rec-direct')";
+    wait_count(&c, q, 2).await;
+    let ip_of = |rid: &'static str| {
+        let c = &c;
+        async move {
+            let sql = format!(
+                "SELECT details->>'client_ip' FROM t_alpha.audit_log WHERE service = 'gateway' AND request_id = '{rid}'"
+            );
+            let ip: String = sqlx::query_scalar(&sql).fetch_one(&c.db.admin_pool().await).await.expect(rid);
+            ip
+        }
+    };
+    let proxied = ip_of("rec-put-proxied").await;
+    assert_eq!(proxied, ip_of("rec-direct").await, "the forwarded client");
+    assert_ne!(proxied, ok.5["client_ip"].as_str().expect("peer pseudonym"), "not the proxy");
     c.stop().await;
 }
 

@@ -93,6 +93,24 @@ impl Fx {
     async fn owner_with_totp(&self) -> (pb::Tokens, String, Vec<String>) {
         let first = tokens(self.login(&self.owner_email, &self.owner_password).await.expect("owner login"));
         assert!(first.mfa_enrollment_required, "a privileged user without TOTP may only enrol");
+        // That session can see itself and enrol; every other call of every service refuses it.
+        self.users().get_me(req("alpha", Some(&first.access_token), pb::GetMeRequest {})).await.expect("me");
+        let err = self
+            .sessions()
+            .list_sessions(req("alpha", Some(&first.access_token), pb::ListSessionsRequest::default()))
+            .await
+            .expect_err("enrolment only");
+        assert_eq!(reason(&err), "MFA_ENROLLMENT_REQUIRED");
+        let err = self
+            .users()
+            .export_me(req("alpha", Some(&first.access_token), pb::ExportMeRequest {}))
+            .await
+            .expect_err("enrolment only");
+        assert_eq!(reason(&err), "MFA_ENROLLMENT_REQUIRED");
+        for service in ["vault", "audit", "ledger"] {
+            let err = self.probe(service, &first.access_token).await.expect_err("enrolment only");
+            assert_eq!(reason(&err), "MFA_ENROLLMENT_REQUIRED", "{service}");
+        }
         let enrol = self
             .sessions()
             .enroll_totp(req("alpha", Some(&first.access_token), pb::EnrollTotpRequest {}))
@@ -132,7 +150,8 @@ impl Fx {
     }
 
     /// Presents `token` to `service`: Ok when the service accepted the token (even if the
-    /// principal then lacked the call's permission), Err with the refusal otherwise.
+    /// principal then lacked the call's permission), Err with the refusal otherwise (a token
+    /// refused, or a session that may only enrol).
     async fn probe(&self, service: &str, token: &str) -> Result<(), tonic::Status> {
         let result = match service {
             "auth" => self.whoami("auth", token).await.map(|_| ()),
@@ -142,6 +161,15 @@ impl Fx {
                 );
                 client
                     .list_secrets(req("alpha", Some(token), proto::vault::v1::ListSecretsRequest::default()))
+                    .await
+                    .map(|_| ())
+            }
+            "ledger" => {
+                let mut client = proto::ledger::v1::ledger_service_client::LedgerServiceClient::new(
+                    self.c.channel_as("gateway", "ledger"),
+                );
+                client
+                    .list_ledgers(req("alpha", Some(token), proto::ledger::v1::ListLedgersRequest {}))
                     .await
                     .map(|_| ())
             }
@@ -161,6 +189,7 @@ impl Fx {
         };
         match result {
             Err(s) if s.code() == Code::Unauthenticated || s.code() == Code::Unavailable => Err(s),
+            Err(s) if reason(&s) == "MFA_ENROLLMENT_REQUIRED" => Err(s),
             _ => Ok(()),
         }
     }
@@ -273,25 +302,51 @@ async fn wrong_passwords_lock_out_even_when_sent_in_parallel() {
 async fn refresh_rotation_grace_retry_and_reuse_revokes_the_family_everywhere() {
     let fx = Fx::new().await;
     let (owner, _, _) = fx.owner_with_totp().await;
-    fx.create_user(&owner.access_token, "carol@alpha.example", &["member"]).await.expect("carol");
+    let carol = fx.create_user(&owner.access_token, "carol@alpha.example", &["member"]).await.expect("carol");
     let t0 = tokens(fx.login("carol@alpha.example", "a long enough password").await.expect("login"));
     let t1 = fx.refresh(&t0.refresh_token).await.expect("rotate");
     assert_ne!(t1.refresh_token, t0.refresh_token);
+    assert_eq!(t1.session_id, t0.session_id);
     // A retry within the grace window gets the same successor.
     let again = fx.refresh(&t0.refresh_token).await.expect("grace retry");
     assert_eq!(again.refresh_token, t1.refresh_token);
+    // The grant is audited with who, which session and which generation.
+    let pool = fx.c.db.admin_pool().await;
+    let (actor, generation): (String, Option<i64>) = sqlx::query_as(
+        "SELECT actor, (details->>'generation')::bigint FROM
+           (SELECT actor, resource, details, action FROM t_alpha.audit_outbox
+            UNION ALL SELECT actor, resource, details, action FROM t_alpha.audit_log) a
+          WHERE action = 'session.refresh' AND resource = $1",
+    )
+    .bind(format!("session/{}", t0.session_id))
+    .fetch_one(&pool)
+    .await
+    .expect("one session.refresh record of carol's session");
+    assert_eq!(actor, format!("user:{}", carol.id));
+    assert_eq!(generation, Some(1));
+    // Callers racing with the same token all get the same successor: one rotates, the others
+    // wait for its row lock and then take the grace path.
+    let racing = futures::future::join_all((0..8).map(|_| fx.refresh(&t1.refresh_token))).await;
+    let successors: std::collections::BTreeSet<String> =
+        racing.into_iter().map(|r| r.expect("racing refresh").refresh_token).collect();
+    assert_eq!(successors.len(), 1, "one successor for one token");
+    let t2 = fx.refresh(successors.first().expect("successor")).await.expect("the successor rotates");
+    assert_ne!(t2.refresh_token, t1.refresh_token);
     // The session's tokens work at every service.
-    for service in ["auth", "vault", "audit"] {
+    for service in ["auth", "vault", "audit", "ledger"] {
         fx.probe(service, &t1.access_token).await.unwrap_or_else(|e| panic!("{service}: {e}"));
     }
     tokio::time::sleep(Duration::from_millis(2_600)).await;
     let err = fx.refresh(&t0.refresh_token).await.expect_err("reuse");
     assert_eq!(reason(&err), "REFRESH_TOKEN_REUSED");
     settle().await;
-    // The whole family is gone: the successor and the access token, at every service at once.
-    let err = fx.refresh(&t1.refresh_token).await.expect_err("family revoked");
-    assert_eq!(reason(&err), "SESSION_ENDED");
-    for service in ["auth", "vault", "audit"] {
+    // The whole family is gone: the newest (unused) token, a spent one and the access token, at
+    // every service at once.
+    for token in [&t2.refresh_token, &t1.refresh_token] {
+        let err = fx.refresh(token).await.expect_err("family revoked");
+        assert_eq!(reason(&err), "SESSION_ENDED");
+    }
+    for service in ["auth", "vault", "audit", "ledger"] {
         let err = fx.probe(service, &t1.access_token).await.expect_err("revoked token");
         assert_eq!(reason(&err), "SESSION_REVOKED", "{service}");
     }
@@ -333,6 +388,40 @@ async fn suspension_reason_only_after_the_right_password_and_sessions_end() {
     .await
     .expect("audit");
     assert_eq!(audited, 1);
+
+    // A user with TOTP and an API key, suspended between the password and the second factor: the
+    // pending login cannot be finished, and the API key stops at once, at every service.
+    let gina = fx.create_user(&owner.access_token, "gina@alpha.example", &["operator"]).await.expect("gina");
+    let first = tokens(fx.login("gina@alpha.example", "a long enough password").await.expect("login"));
+    let enrol = fx
+        .sessions()
+        .enroll_totp(req("alpha", Some(&first.access_token), pb::EnrollTotpRequest {}))
+        .await
+        .expect("enrol")
+        .into_inner();
+    let at = now();
+    let confirm = pb::ConfirmTotpRequest { code: code_at(&enrol.secret, at) };
+    fx.sessions().confirm_totp(req("alpha", Some(&first.access_token), confirm)).await.expect("confirm");
+    let key = pb::CreateApiKeyRequest { name: "bot".into(), scopes: vec!["ledger.accounts.read".into()], ttl_days: 1 };
+    let key = fx.sessions().create_api_key(req("alpha", Some(&first.access_token), key)).await.expect("key");
+    let key = key.into_inner().api_key;
+    fx.probe("vault", &key).await.expect("the key works before");
+    let challenge = match fx.login("gina@alpha.example", "a long enough password").await.expect("login").result {
+        Some(pb::login_response::Result::Mfa(c)) => c,
+        other => panic!("expected an MFA challenge, got {other:?}"),
+    };
+    let msg = pb::SuspendUserRequest { id: gina.id.clone(), reason: "under review".into() };
+    fx.users().suspend_user(req("alpha", Some(&owner.access_token), msg)).await.expect("suspend gina");
+    settle().await;
+    // The next step's code: fresh, so only the suspension can refuse it.
+    let code = code_at(&enrol.secret, at + 30);
+    let msg = pb::VerifyMfaRequest { tenant: "alpha".into(), mfa_token: challenge.mfa_token, code, client: None };
+    let err = fx.authn().verify_mfa(req("alpha", None, msg)).await.expect_err("suspended mid-login");
+    assert_eq!(reason(&err), "INVALID_MFA");
+    for service in ["auth", "vault", "audit", "ledger"] {
+        let err = fx.probe(service, &key).await.expect_err("a suspended user's API key");
+        assert_eq!(err.code(), Code::Unauthenticated, "{service}: {err}");
+    }
     fx.c.stop().await;
 }
 
@@ -506,7 +595,7 @@ async fn another_tenants_token_is_refused_and_jwks_verifies_tokens_independently
         .expect_err("cross-tenant");
     assert_eq!(reason(&err), "TENANT_MISMATCH");
 
-    // The JWKS verifies the token with ring's Ed25519 (not the library that signed it).
+    // The JWKS verifies the token with another JOSE library than the one that signed it.
     let jwks = proto::auth::v1::keys_service_client::KeysServiceClient::new(fx.c.channel_as("gateway", "auth"))
         .get_jwks(pb::GetJwksRequest {})
         .await
@@ -520,11 +609,8 @@ async fn another_tenants_token_is_refused_and_jwks_verifies_tokens_independently
     assert_eq!(header["alg"], "EdDSA");
     let jwk = jwks.keys.iter().find(|k| k.kid == header["kid"]).expect("kid published");
     assert_eq!(jwk.tenant_id, fx.tenant.to_string());
-    let public = b64.decode(&jwk.x).expect("x");
-    let signature = b64.decode(parts[2]).expect("sig");
-    ring::signature::UnparsedPublicKey::new(&ring::signature::ED25519, public)
-        .verify(format!("{}.{}", parts[0], parts[1]).as_bytes(), &signature)
-        .expect("signature verifies");
+    let as_jwk = serde_json::json!({ "kty": jwk.kty, "crv": jwk.crv, "x": jwk.x, "kid": jwk.kid, "alg": jwk.alg });
+    e2e::verify_with_jwk(&owner.access_token, &as_jwk).expect("signature verifies");
     let claims: serde_json::Value = serde_json::from_slice(&b64.decode(parts[1]).expect("b64")).expect("claims");
     for claim in ["iss", "aud", "sub", "tid", "sid", "jti", "amr", "permissions", "exp"] {
         assert!(claims.get(claim).is_some(), "claim {claim}");
@@ -572,10 +658,12 @@ async fn tenant_policy_and_tenant_suspension() {
     // The operator suspends the tenant: its tokens stop working everywhere; reactivation restores them.
     let mut tenants =
         proto::auth::v1::tenant_service_client::TenantServiceClient::new(fx.c.channel_as("operator", "auth"));
-    tenants
+    let suspended = tenants
         .suspend_tenant(pb::SuspendTenantRequest { slug: "alpha".into(), reason: "unpaid invoice".into() })
         .await
         .expect("suspend");
+    let answered = suspended.into_inner().tenant.expect("tenant").status;
+    assert_eq!(answered, pb::TenantStatus::Suspended as i32, "the answer shows the new status");
     // Services cache the tenant registry for a few seconds.
     let deadline = std::time::Instant::now() + Duration::from_secs(15);
     loop {
@@ -600,5 +688,106 @@ async fn tenant_policy_and_tenant_suspension() {
         assert!(std::time::Instant::now() < deadline, "not served again after reactivation");
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+    fx.c.stop().await;
+}
+
+fn kid_of(token: &str) -> String {
+    use base64::Engine;
+    let header = token.split('.').next().expect("header");
+    let header = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(header).expect("b64");
+    let header: serde_json::Value = serde_json::from_slice(&header).expect("json");
+    header["kid"].as_str().expect("kid").to_owned()
+}
+
+impl Fx {
+    async fn jwks_kids(&self) -> Vec<String> {
+        proto::auth::v1::keys_service_client::KeysServiceClient::new(self.c.channel_as("gateway", "auth"))
+            .get_jwks(pb::GetJwksRequest {})
+            .await
+            .expect("jwks")
+            .into_inner()
+            .keys
+            .into_iter()
+            .filter(|k| k.tenant_id == self.tenant.to_string())
+            .map(|k| k.kid)
+            .collect()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn signing_keys_rotate_on_request_and_by_age_and_old_tokens_keep_verifying() {
+    let fx = Fx::new().await;
+    let (owner, _, _) = fx.owner_with_totp().await;
+    fx.create_user(&owner.access_token, "erin@alpha.example", &["member"]).await.expect("erin");
+    let first = kid_of(&owner.access_token);
+    assert_eq!(fx.jwks_kids().await, vec![first.clone()]);
+    let mut tenants =
+        proto::auth::v1::tenant_service_client::TenantServiceClient::new(fx.c.channel_as("operator", "auth"));
+    // Only the operator may rotate.
+    let msg = pb::RotateSigningKeyRequest { slug: "alpha".into(), request_id: String::new() };
+    let err = proto::auth::v1::tenant_service_client::TenantServiceClient::new(fx.c.channel_as("gateway", "auth"))
+        .rotate_signing_key(msg.clone())
+        .await
+        .expect_err("gateway may not rotate");
+    assert_eq!(err.code(), Code::PermissionDenied);
+
+    // On request (tests publish a new key 0 s ahead): the new key is published next to the old
+    // one and signs new tokens; a token the old key signed keeps verifying everywhere.
+    let rotated = tenants.rotate_signing_key(msg.clone()).await.expect("rotate").into_inner();
+    assert_eq!(rotated.retiring_kids, vec![first.clone()]);
+    let kids = fx.jwks_kids().await;
+    assert!(kids.contains(&first) && kids.contains(&rotated.kid), "{kids:?}");
+    let t = tokens(fx.login("erin@alpha.example", "a long enough password").await.expect("login"));
+    assert_eq!(kid_of(&t.access_token), rotated.kid);
+    for service in ["auth", "vault", "audit", "ledger"] {
+        fx.probe(service, &owner.access_token).await.unwrap_or_else(|e| panic!("old token at {service}: {e}"));
+        fx.probe(service, &t.access_token).await.unwrap_or_else(|e| panic!("new token at {service}: {e}"));
+    }
+    // The old key stays published until its last token has expired (at most 900 s + margin).
+    let pool = fx.c.db.admin_pool().await;
+    let until: f64 = sqlx::query_scalar(
+        "SELECT extract(epoch FROM expires_at - now())::float8 FROM control.signing_keys WHERE kid = $1",
+    )
+    .bind(&first)
+    .fetch_one(&pool)
+    .await
+    .expect("retired key");
+    assert!((900.0..=1_000.0).contains(&until), "published for {until} s more");
+    let err = tenants
+        .rotate_signing_key(pb::RotateSigningKeyRequest { slug: "no_such".into(), request_id: String::new() })
+        .await
+        .expect_err("unknown tenant");
+    assert_eq!(err.code(), Code::NotFound);
+
+    // By age: a replica told to rotate keys after 2 s does so by itself, and audits it.
+    let replica = fx.c.start_auth_replica_with(|s| s.signing_key_rotate_after_secs = 2).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while fx.jwks_kids().await.len() < 3 {
+        assert!(tokio::time::Instant::now() < deadline, "no rotation by age");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    replica.stop().await.expect("replica stops");
+    let actors: Vec<String> = sqlx::query_scalar(
+        "SELECT actor FROM (SELECT actor, action FROM t_alpha.audit_outbox
+                             UNION ALL SELECT actor, action FROM t_alpha.audit_log) a
+          WHERE action = 'token_signing_key.rotate'",
+    )
+    .fetch_all(&pool)
+    .await
+    .expect("audit");
+    assert!(actors.iter().any(|a| a == "service:operator"), "{actors:?}");
+    let created: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM (SELECT action, resource FROM t_alpha.audit_outbox
+                                UNION ALL SELECT action, resource FROM t_alpha.audit_log) a
+          WHERE action = 'token_signing_key.create' AND resource = $1",
+    )
+    .bind(format!("signing_key/{first}"))
+    .fetch_one(&pool)
+    .await
+    .expect("audit");
+    assert_eq!(created, 1, "the first key's creation is audited");
+    assert!(actors.iter().any(|a| a == "service:auth"), "{actors:?}");
+    let t = tokens(fx.login("erin@alpha.example", "a long enough password").await.expect("login"));
+    fx.probe("vault", &t.access_token).await.expect("a token of the newest key");
     fx.c.stop().await;
 }

@@ -33,6 +33,11 @@ async fn call(
 
 /// The owner's full (MFA-enrolled) bearer session of `tenant`.
 async fn owner_session(c: &Constellation, tenant: &str, email: &str, password: &str) -> String {
+    owner_session_and_secret(c, tenant, email, password).await.0
+}
+
+/// The owner's full session (after TOTP enrolment) and their TOTP secret.
+async fn owner_session_and_secret(c: &Constellation, tenant: &str, email: &str, password: &str) -> (String, String) {
     let (s, _, t) =
         call(c, Method::POST, "/v1/auth/login", &[], json!({ "tenant": tenant, "email": email, "password": password }))
             .await;
@@ -45,7 +50,8 @@ async fn owner_session(c: &Constellation, tenant: &str, email: &str, password: &
     assert_eq!(s, 403);
     let (s, _, e) = call(c, Method::POST, "/v1/me/mfa/totp", &auth, Value::Null).await;
     assert_eq!(s, 200, "{e}");
-    let code = code_at(e["secret"].as_str().expect("secret"), now());
+    let secret = e["secret"].as_str().expect("secret").to_owned();
+    let code = code_at(&secret, now());
     let (s, _, b) = call(c, Method::POST, "/v1/me/mfa/totp/confirm", &auth, json!({ "code": code })).await;
     assert_eq!(s, 200, "{b}");
     assert_eq!(b["backup_codes"].as_array().expect("codes").len(), 10);
@@ -59,7 +65,7 @@ async fn owner_session(c: &Constellation, tenant: &str, email: &str, password: &
     .await;
     assert_eq!(s, 200, "{full}");
     assert_eq!(full["mfa_enrollment_required"], false);
-    full["access_token"].as_str().expect("token").to_owned()
+    (full["access_token"].as_str().expect("token").to_owned(), secret)
 }
 
 fn set_cookies(headers: &http::HeaderMap) -> Vec<String> {
@@ -74,7 +80,26 @@ fn cookie_pair(set_cookie: &str) -> String {
 async fn bearer_and_cookie_sessions_over_https() {
     let c = Constellation::start(true).await;
     let (_, _, password) = c.create_tenant_with_owner("alpha", "owner@alpha.example").await;
-    let owner = owner_session(&c, "alpha", "owner@alpha.example", &password).await;
+    let (owner, secret) = owner_session_and_secret(&c, "alpha", "owner@alpha.example", &password).await;
+    // A login with TOTP completes over HTTP with just the challenge token and a code, as documented.
+    let login = json!({ "tenant": "alpha", "email": "owner@alpha.example", "password": password });
+    let (s, _, challenge) = call(&c, Method::POST, "/v1/auth/login", &[], login).await;
+    assert_eq!((s, &challenge["mfa_required"]), (200, &json!(true)), "{challenge}");
+    let token = challenge["mfa_token"].as_str().expect("mfa token").to_owned();
+    // The next step's code: newer than the enrolment's, and within the ±1 step window.
+    let wrong_tenant = json!({ "tenant": "bravo", "mfa_token": token, "code": code_at(&secret, now() + 30) });
+    let (s, _, e) = call(&c, Method::POST, "/v1/auth/mfa", &[], wrong_tenant).await;
+    assert_eq!(s, 401, "another tenant than the token's: {e}");
+    let (s, _, t) = call(
+        &c,
+        Method::POST,
+        "/v1/auth/mfa",
+        &[],
+        json!({ "mfa_token": token, "code": code_at(&secret, now() + 30) }),
+    )
+    .await;
+    assert_eq!(s, 200, "{t}");
+    assert!(t["access_token"].is_string(), "{t}");
     let bearer = format!("Bearer {owner}");
     let auth = [("authorization", bearer.as_str()), ("x-strongroom-tenant", "alpha")];
     let (s, _, me) = call(&c, Method::GET, "/v1/me", &auth, Value::Null).await;
@@ -192,7 +217,7 @@ async fn jwks_discovery_and_another_tenants_token_on_every_route() {
     assert!(conf["issuer"].is_string());
     let (s, _, jwks) = call(&c, Method::GET, "/.well-known/jwks.json", &[], Value::Null).await;
     assert_eq!(s, 200);
-    // Independent verification: ring's Ed25519 over the JWS signing input.
+    // Independent verification: the published JWK verifies the token with another JOSE library.
     let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
     let parts: Vec<&str> = alpha.split('.').collect();
     let header: Value = serde_json::from_slice(&b64.decode(parts[0]).expect("b64")).expect("header");
@@ -201,12 +226,12 @@ async fn jwks_discovery_and_another_tenants_token_on_every_route() {
         (key["kty"].as_str(), key["crv"].as_str(), key["alg"].as_str()),
         (Some("OKP"), Some("Ed25519"), Some("EdDSA"))
     );
-    ring::signature::UnparsedPublicKey::new(
-        &ring::signature::ED25519,
-        b64.decode(key["x"].as_str().expect("x")).expect("x"),
-    )
-    .verify(format!("{}.{}", parts[0], parts[1]).as_bytes(), &b64.decode(parts[2]).expect("sig"))
-    .expect("verifies");
+    let claims = e2e::verify_with_jwk(&alpha, key).expect("verifies");
+    assert!(claims["sub"].is_string());
+    let mut forged: Vec<u8> = b64.decode(parts[2]).expect("sig");
+    forged[0] ^= 1;
+    let forged = format!("{}.{}.{}", parts[0], parts[1], b64.encode(forged));
+    assert!(e2e::verify_with_jwk(&forged, key).is_err(), "an altered signature does not verify");
 
     // bravo's owner token against alpha, on every documented route: never a success.
     let bearer = format!("Bearer {bravo}");
@@ -230,11 +255,44 @@ async fn jwks_discovery_and_another_tenants_token_on_every_route() {
             .replace("{seq}", "0")
             .replace("{path}", "a/b");
         let method = Method::from_bytes(method.to_uppercase().as_bytes()).expect("method");
-        let (s, _, body) =
-            call(&c, method.clone(), &path, &[("authorization", &bearer), ("x-strongroom-tenant", "alpha")], json!({}))
+        // A valid request for each route, so that only the tenant check can refuse it.
+        let uuid = "00000000-0000-0000-0000-000000000003";
+        let (path, body) = match (method.as_str(), path.as_str()) {
+            ("GET", "/v1/audit/proofs/consistency") => (format!("{path}?from=1&to=2"), Value::Null),
+            ("PUT", p) if p.starts_with("/v1/secrets/") => (path, json!({ "value": "v1" })),
+            ("POST", p) if p.ends_with(":reveal") => (path, json!({ "reason": "incident 42" })),
+            ("POST", "/v1/ledger/accounts") => (path, json!({ "ledger": "USD", "code": 1 })),
+            ("POST", "/v1/ledger/ledgers") => (path, json!({ "code": "EUR", "scale": 2 })),
+            ("POST", "/v1/ledger/transfers") => (
+                path,
+                json!({ "id": uuid, "debit_account_id": uuid, "credit_account_id": uuid, "amount": "1", "ledger": "USD", "code": 1 }),
+            ),
+            ("POST", "/v1/auth/step-up" | "/v1/me/mfa/totp/confirm") => (path, json!({ "code": "123456" })),
+            ("POST", "/v1/users") => (
+                path,
+                json!({ "email": "mallory@alpha.example", "password": "a long enough password", "roles": ["viewer"] }),
+            ),
+            ("PATCH", _) => (path, json!({ "display_name": "Mallory" })),
+            ("POST", p) if p.ends_with("/suspend") => (path, json!({ "reason": "because" })),
+            ("POST", "/v1/roles") => (path, json!({ "name": "spy", "permissions": ["users.read"] })),
+            ("POST", p) if p.ends_with("/grant") || p.ends_with("/revoke") => (path, json!({ "user_id": uuid })),
+            ("POST", "/v1/groups") => (path, json!({ "name": "spies" })),
+            ("POST", "/v1/api-keys") => (path, json!({ "name": "k", "scopes": ["users.read"], "ttl_days": 1 })),
+            ("PUT", "/v1/tenant/policy") => (
+                path,
+                json!({ "lockout_threshold": 5, "lockout_window_secs": 900, "access_token_ttl_secs": 600,
+                        "refresh_token_ttl_secs": 86400, "mfa_required_roles": ["owner"] }),
+            ),
+            _ => (path, json!({})),
+        };
+        let (s, _, answer) =
+            call(&c, method.clone(), &path, &[("authorization", &bearer), ("x-strongroom-tenant", "alpha")], body)
                 .await;
-        assert!((400..500).contains(&s), "{method} {path}: {s} {body}");
-        assert!(s != 200 && s != 404 || path.starts_with("/v1/secrets"), "{method} {path}: {s} {body}");
+        assert_eq!(
+            (s, answer["error"]["reason"].as_str()),
+            (403, Some("TENANT_MISMATCH")),
+            "{method} {path}: {s} {answer}"
+        );
     }
     // Forged tokens at the gateway.
     let none = format!("{}.{}.", b64.encode(r#"{"alg":"none","typ":"at+jwt"}"#), parts[1]);

@@ -417,6 +417,20 @@ async fn transfers_escrow_idempotency_history_and_receipts() {
     let v = f.verify().await;
     assert!(!v.ok);
     assert_eq!(v.first_bad_seq, seq as u64, "{}", v.problem);
+    // Receipts cannot be recomputed to fit, stripped of their signature, or deleted, even by a
+    // superuser's SQL; the broken receipt stays broken.
+    let admin = f.c.db.admin_pool().await;
+    for attack in [
+        "UPDATE t_alpha.receipts SET signature = NULL, key_version = NULL",
+        "UPDATE t_alpha.receipts SET hash = sha256(hash)",
+        "DELETE FROM t_alpha.receipts",
+        "TRUNCATE t_alpha.receipts",
+    ] {
+        let err = sqlx::query(attack).execute(&admin).await.expect_err(attack);
+        assert!(err.to_string().contains("append-only"), "{attack}: {err}");
+    }
+    let again = f.verify().await;
+    assert_eq!((again.ok, again.first_bad_seq), (false, seq as u64));
 
     // Without the permission: refused.
     let reader = token_for(&f.signer, f.tenant, "alice", &["ledger.accounts.read"]);
@@ -955,6 +969,23 @@ async fn the_gateway_speaks_ledger_in_json_with_decimal_strings() {
             c.gateway_request(method, &path, &headers, bytes).await.expect("request")
         }
     };
+    // Ledgers (currencies) over HTTP too: created idempotently, listed.
+    let (status, _, l) = call(
+        http::Method::POST,
+        "/v1/ledger/ledgers".into(),
+        serde_json::json!({ "code": "JPY", "scale": 0, "description": "yen" }),
+    )
+    .await;
+    assert_eq!(status, 200, "{l}");
+    assert_eq!((l["code"].as_str(), l["scale"].as_u64()), (Some("JPY"), Some(0)));
+    let (status, _, l) =
+        call(http::Method::POST, "/v1/ledger/ledgers".into(), serde_json::json!({ "code": "jpy", "scale": 0 })).await;
+    assert_eq!(status, 400, "{l}");
+    let (status, _, list) = call(http::Method::GET, "/v1/ledger/ledgers".into(), serde_json::Value::Null).await;
+    assert_eq!(status, 200, "{list}");
+    let codes: Vec<&str> =
+        list["ledgers"].as_array().expect("ledgers").iter().filter_map(|l| l["code"].as_str()).collect();
+    assert!(codes.contains(&"JPY") && codes.contains(&"USD"), "{codes:?}");
     let (status, _, a) = call(
         http::Method::POST,
         "/v1/ledger/accounts".into(),
@@ -1050,6 +1081,22 @@ async fn the_gateway_speaks_ledger_in_json_with_decimal_strings() {
     let (status, _, v) = call(http::Method::GET, "/v1/ledger/receipts/verify".into(), serde_json::Value::Null).await;
     assert_eq!(status, 200, "{v}");
     assert_eq!(v["ok"], true, "{v}");
+
+    // A full batch of 8,190 transfers fits its route's body limit (larger than other routes').
+    let batch: Vec<serde_json::Value> = (0..8190)
+        .map(|_| serde_json::json!({ "id": Uuid::new_v4(), "debit_account_id": b, "credit_account_id": a, "amount": "1", "ledger": "USD", "code": 1 }))
+        .collect();
+    let batch = serde_json::json!({ "transfers": batch });
+    assert!(serde_json::to_vec(&batch).expect("json").len() > 64 * 1024, "larger than the general limit");
+    let (status, _, body) = call(http::Method::POST, "/v1/ledger/transfers".into(), batch).await;
+    assert_eq!(status, 200, "{}", body["error"]);
+    let results = body["results"].as_array().expect("results");
+    assert_eq!(results.len(), 8190);
+    assert!(results.iter().all(|r| r["outcome"] == "created"), "every transfer created");
+    // Other routes keep the general limit.
+    let big = serde_json::json!({ "ledger": "USD", "code": 1, "metadata": { "x": "y".repeat(70 * 1024) } });
+    let (status, _, body) = call(http::Method::POST, "/v1/ledger/accounts".into(), big).await;
+    assert_eq!(status, 413, "{body}");
     f.c.stop().await;
 }
 

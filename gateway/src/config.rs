@@ -14,6 +14,9 @@ pub struct HttpConfig {
     /// Largest accepted request body.
     #[serde(default = "default_body_limit")]
     pub body_limit_bytes: usize,
+    /// Largest accepted body of `POST /v1/ledger/transfers` (a batch of up to 8,190 transfers).
+    #[serde(default = "default_batch_body_limit")]
+    pub batch_body_limit_bytes: usize,
     /// The gateway's public base URL (e.g. `https://api.example.com`), for
     /// `/.well-known/openid-configuration`; default: the token issuer.
     #[serde(default)]
@@ -22,6 +25,10 @@ pub struct HttpConfig {
 
 fn default_body_limit() -> usize {
     1024 * 1024
+}
+
+fn default_batch_body_limit() -> usize {
+    16 * 1024 * 1024
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -69,8 +76,8 @@ impl GatewayConfig {
         if !matches!(redis.scheme(), "redis" | "rediss") {
             return Err("redis.url must be redis:// or rediss://".into());
         }
-        if self.http.body_limit_bytes == 0 {
-            return Err("http.body_limit_bytes must be positive".into());
+        if self.http.body_limit_bytes == 0 || self.http.batch_body_limit_bytes == 0 {
+            return Err("http.body_limit_bytes and http.batch_body_limit_bytes must be positive".into());
         }
         self.rate_limits.validate()?;
         self.browser.validate(self.env)?;

@@ -168,7 +168,8 @@ fn session_response(state: &AppState, r: pb::LoginResponse, cookie: bool, id: &R
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MfaBody {
-    tenant: String,
+    /// Optional: the challenge token names its tenant.
+    tenant: Option<String>,
     mfa_token: String,
     code: String,
     #[serde(default)]
@@ -184,7 +185,12 @@ pub async fn mfa(
     Json(body): Json<MfaBody>,
 ) -> Response {
     let result = async {
-        let tenant = check_tenant(&body.tenant)?;
+        let tenant = match &body.tenant {
+            Some(t) => check_tenant(t)?,
+            None => kit::TenantSlug::of_mfa_token(&body.mfa_token)
+                .map(|s| s.to_string())
+                .ok_or_else(|| ApiError::invalid_field("tenant", "required: the MFA token names no tenant"))?,
+        };
         let msg = pb::VerifyMfaRequest {
             tenant: tenant.clone(),
             mfa_token: body.mfa_token,
@@ -320,16 +326,14 @@ pub async fn jwks(State(state): State<AppState>, Extension(id): Extension<Reques
     resp
 }
 
-/// `GET /.well-known/openid-configuration` (the parts a resource server needs).
+/// `GET /.well-known/openid-configuration`: what a resource server needs to verify access tokens,
+/// and nothing this gateway does not do (it is not an OAuth token endpoint nor an OpenID provider:
+/// no grant types, no ID tokens).
 pub async fn openid_configuration(State(state): State<AppState>) -> Json<Value> {
     let base = state.public_url.trim_end_matches('/').to_owned();
     Json(json!({
         "issuer": state.issuer,
         "jwks_uri": format!("{base}/.well-known/jwks.json"),
-        "token_endpoint": format!("{base}/v1/auth/refresh"),
-        "id_token_signing_alg_values_supported": ["EdDSA"],
-        "token_endpoint_auth_methods_supported": ["none"],
-        "grant_types_supported": ["password", "refresh_token"],
     }))
 }
 

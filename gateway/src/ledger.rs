@@ -269,6 +269,57 @@ fn parse_at(raw: &Option<String>) -> Result<u64, ApiError> {
         .ok_or_else(|| ApiError::invalid_field("at", "an RFC 3339 timestamp or nanoseconds since the Unix epoch"))
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LedgerBody {
+    code: String,
+    scale: u32,
+    #[serde(default)]
+    description: String,
+    request_id: Option<String>,
+}
+
+fn ledger_json(l: &pb::Ledger) -> Value {
+    json!({ "code": l.code, "scale": l.scale, "description": l.description })
+}
+
+/// `POST /v1/ledger/ledgers`: a currency or asset and the decimals of its minor unit.
+pub async fn create_ledger(
+    State(state): State<AppState>,
+    Extension(id): Extension<RequestId>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let result = async {
+        let c = caller_any(&state, &headers, &["ledger.ledgers.create"]).await?;
+        let b: LedgerBody = parse_body(&body)?;
+        let msg = pb::CreateLedgerRequest {
+            ledger: Some(pb::Ledger { code: b.code, scale: b.scale, description: b.description }),
+            request_id: b.request_id.unwrap_or_default(),
+        };
+        let l = client(&state).create_ledger(request(&c, &id, msg)).await.map_err(upstream)?.into_inner();
+        Ok(ledger_json(&l))
+    }
+    .await;
+    respond(result, id)
+}
+
+/// `GET /v1/ledger/ledgers`
+pub async fn list_ledgers(
+    State(state): State<AppState>,
+    Extension(id): Extension<RequestId>,
+    headers: HeaderMap,
+) -> Response {
+    let result = async {
+        let c = caller_any(&state, &headers, &["ledger.accounts.read", "ledger.accounts.read.own"]).await?;
+        let msg = pb::ListLedgersRequest {};
+        let list = client(&state).list_ledgers(request(&c, &id, msg)).await.map_err(upstream)?.into_inner();
+        Ok(json!({ "ledgers": list.ledgers.iter().map(ledger_json).collect::<Vec<_>>() }))
+    }
+    .await;
+    respond(result, id)
+}
+
 /// `POST /v1/ledger/accounts`
 pub async fn create_account(
     State(state): State<AppState>,
@@ -546,6 +597,24 @@ pub fn document(doc: &mut Value) {
     let created =
         json!({ "type": "object", "properties": { "transfer": transfer, "replayed": { "type": "boolean" } } });
     let paths = json!({
+        "/v1/ledger/ledgers": {
+            "get": {
+                "operationId": "listLedgers", "summary": "The tenant's ledgers (currencies or assets); ledger.accounts.read or .read.own",
+                "parameters": [tenant],
+                "responses": common(ok("the ledgers", json!({ "type": "object", "required": ["ledgers"], "properties": {
+                    "ledgers": { "type": "array", "items": { "$ref": "#/components/schemas/Ledger" } } } })))
+            },
+            "post": {
+                "operationId": "createLedger", "summary": "Create a ledger (a currency or asset with the decimals of its minor unit); requires ledger.ledgers.create. Idempotent by code.",
+                "parameters": [tenant],
+                "requestBody": { "required": true, "content": { "application/json": { "schema": { "type": "object", "additionalProperties": false, "required": ["code", "scale"], "properties": {
+                    "code": { "type": "string", "pattern": "^[A-Z0-9_]{1,16}$" },
+                    "scale": { "type": "integer", "minimum": 0, "maximum": 18 },
+                    "description": { "type": "string", "maxLength": 256 },
+                    "request_id": { "type": "string" } } } } } },
+                "responses": common(ok("the ledger", json!({ "$ref": "#/components/schemas/Ledger" })))
+            }
+        },
         "/v1/ledger/accounts": { "post": {
             "operationId": "createLedgerAccount", "summary": "Create an account; requires ledger.accounts.create. Idempotent by id.",
             "parameters": [tenant],
@@ -610,6 +679,8 @@ pub fn document(doc: &mut Value) {
     let amount = json!({ "type": "string", "pattern": "^[0-9]{1,39}$", "description": "unsigned 128-bit integer of minor units, as a string" });
     let uuid = json!({ "type": "string", "format": "uuid" });
     let schemas = json!({
+        "Ledger": { "type": "object", "required": ["code", "scale"], "properties": {
+            "code": { "type": "string" }, "scale": { "type": "integer" }, "description": { "type": "string" } } },
         "LedgerBalances": { "type": "object", "properties": {
             "debits_pending": amount, "debits_posted": amount, "credits_pending": amount, "credits_posted": amount } },
         "LedgerAccountFlags": { "type": "object", "additionalProperties": false, "properties": {

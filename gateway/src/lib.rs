@@ -134,8 +134,12 @@ pub async fn run(
         public_url,
     }));
     // Outermost: records every state-changing or refused request, whatever answered it.
-    let (recorder, recording) = recorder::Recorder::spawn(state.upstreams.audit.clone(), state.verifier.clone());
-    let app = routes::router(state, config.http.body_limit_bytes)
+    let (recorder, recording) = recorder::Recorder::spawn(
+        state.upstreams.audit.clone(),
+        state.verifier.clone(),
+        state.limits.trusted_proxies(),
+    );
+    let app = routes::router(state, config.http.body_limit_bytes, config.http.batch_body_limit_bytes)
         .layer(axum::middleware::from_fn_with_state(recorder, recorder::record));
 
     let shutdown = Shutdown::from_future(shutdown);

@@ -4,7 +4,7 @@
 use serde_json::{Value, json};
 
 /// `(method, path)` of every operation the gateway serves.
-pub const OPERATIONS: [(&str, &str); 25] = [
+pub const OPERATIONS: [(&str, &str); 27] = [
     ("get", "/v1/audit/events"),
     ("get", "/v1/audit/events/{seq}"),
     ("get", "/v1/audit/checkpoint"),
@@ -21,6 +21,8 @@ pub const OPERATIONS: [(&str, &str); 25] = [
     ("put", "/v1/secrets/{path}"),
     ("delete", "/v1/secrets/{path}"),
     ("post", "/v1/secrets/{path}:reveal"),
+    ("get", "/v1/ledger/ledgers"),
+    ("post", "/v1/ledger/ledgers"),
     ("post", "/v1/ledger/accounts"),
     ("get", "/v1/ledger/accounts/{id}"),
     ("get", "/v1/ledger/accounts/{id}/balances"),

@@ -138,7 +138,7 @@ pub fn paths(doc: &mut Value) {
             obj(&["tenant", "email", "password"], json!({ "tenant": s("tenant slug"), "email": { "type": "string" }, "password": { "type": "string", "writeOnly": true }, "cookie": { "type": "boolean" } })),
             ok("tokens, challenge or cookie session", login_answer.clone())) },
         "/v1/auth/mfa": { "post": public("verifyMfa", "Second step of a login: a TOTP code or a backup code",
-            obj(&["tenant", "mfa_token", "code"], json!({ "tenant": { "type": "string" }, "mfa_token": { "type": "string" }, "code": { "type": "string" }, "cookie": { "type": "boolean" } })),
+            obj(&["mfa_token", "code"], json!({ "tenant": { "type": "string", "description": "optional: the MFA token names its tenant" }, "mfa_token": { "type": "string" }, "code": { "type": "string" }, "cookie": { "type": "boolean" } })),
             ok("tokens or cookie session", login_answer)) },
         "/v1/auth/refresh": { "post": public("refresh",
             "Single-use refresh token for new tokens; a retry within the grace window gets the same successor, a later reuse ends the session. Browsers omit refresh_token (cookie).",

@@ -1,7 +1,8 @@
 //! Records every state-changing request (any method but GET, HEAD, OPTIONS) and every refused
 //! request (401, 403, 429) in the tenant's audit log through audit-svc's `AppendBatch`: method,
 //! route template, status, actor, request id, a description, and the client IP and user agent as
-//! personal data (audit-svc stores only keyed pseudonyms of those).
+//! personal data (audit-svc stores only keyed pseudonyms of those). The client IP is the rate
+//! limiter's: the TCP peer, or behind a trusted proxy the address its `X-Forwarded-For` names.
 //!
 //! Off the request path: the layer puts the event on a bounded queue and answers; a worker batches
 //! events per tenant and retries a failed call with the same event ids (audit-svc is idempotent by
@@ -10,6 +11,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{ConnectInfo, MatchedPath, Request, State};
@@ -21,6 +23,8 @@ use proto::audit::v1 as pb;
 use proto::audit::v1::audit_ingest_service_client::AuditIngestServiceClient;
 use tokio::sync::mpsc;
 use zeroize::Zeroizing;
+
+use crate::ratelimit::{Cidr, client_ip};
 
 /// Events waiting to be sent; beyond this, new events are counted as dropped.
 pub const QUEUE: usize = 10_000;
@@ -39,6 +43,9 @@ struct Pending {
 #[derive(Clone, Debug)]
 pub struct Recorder {
     queue: mpsc::Sender<Pending>,
+    /// Proxies whose `X-Forwarded-For` names the client (`rate_limits.trusted_proxies`), so that
+    /// the recorded client IP is the one the rate limiter sees, not the proxy's.
+    trusted_proxies: Arc<[Cidr]>,
 }
 
 impl std::fmt::Debug for Pending {
@@ -54,10 +61,14 @@ fn failed(event: &'static str, n: usize) {
 
 impl Recorder {
     /// Starts the worker; it sends what is queued and stops once every `Recorder` is dropped.
-    pub fn spawn(audit: kit::client::Channel, verifier: TokenVerifier) -> (Self, tokio::task::JoinHandle<()>) {
+    pub fn spawn(
+        audit: kit::client::Channel,
+        verifier: TokenVerifier,
+        trusted_proxies: &[Cidr],
+    ) -> (Self, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(QUEUE);
         let worker = tokio::spawn(work(rx, AuditIngestServiceClient::new(audit), verifier));
-        (Self { queue: tx }, worker)
+        (Self { queue: tx, trusted_proxies: trusted_proxies.into() }, worker)
     }
 
     fn enqueue(&self, p: Pending) {
@@ -108,7 +119,10 @@ pub async fn record(State(recorder): State<Recorder>, req: Request, next: Next) 
         .get(http::header::USER_AGENT)
         .and_then(|v| v.to_str().ok())
         .map(|ua| ua.chars().take(512).collect::<String>());
-    let client_ip = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string());
+    let client_ip = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| client_ip(c.0.ip(), headers, &recorder.trusted_proxies).to_string());
 
     let resp = next.run(req).await;
 

@@ -15,7 +15,12 @@ use serde_json::json;
 use crate::AppState;
 use crate::http_layer::{JsonError, RequestId, observe};
 
-pub fn router(state: AppState, body_limit: usize) -> Router {
+pub fn router(state: AppState, body_limit: usize, batch_body_limit: usize) -> Router {
+    // A full batch (8,190 transfers as JSON) is larger than any other request: its own limit.
+    let batches = Router::new()
+        .route("/v1/ledger/transfers", axum::routing::post(crate::ledger::create_transfers))
+        .layer(DefaultBodyLimit::max(batch_body_limit))
+        .layer(tower_http::limit::RequestBodyLimitLayer::new(batch_body_limit));
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -66,16 +71,17 @@ pub fn router(state: AppState, body_limit: usize) -> Router {
             "/v1/secrets/{*path}",
             get(crate::secrets::get).put(crate::secrets::put).delete(crate::secrets::delete).post(crate::secrets::post),
         )
+        .route("/v1/ledger/ledgers", get(crate::ledger::list_ledgers).post(crate::ledger::create_ledger))
         .route("/v1/ledger/accounts", axum::routing::post(crate::ledger::create_account))
         .route("/v1/ledger/accounts/{id}", get(crate::ledger::get_account))
         .route("/v1/ledger/accounts/{id}/balances", get(crate::ledger::balances))
         .route("/v1/ledger/accounts/{id}/transfers", get(crate::ledger::account_transfers))
-        .route("/v1/ledger/transfers", axum::routing::post(crate::ledger::create_transfers))
         .route("/v1/ledger/transfers/{id}", get(crate::ledger::get_transfer).post(crate::ledger::resolve))
         .route("/v1/ledger/receipts/verify", get(crate::ledger::verify))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(tower_http::limit::RequestBodyLimitLayer::new(body_limit))
+        .merge(batches)
         // Then, from the inside out: CSRF defence of cookie sessions, rate limits.
         .layer(axum::middleware::from_fn_with_state(state.clone(), crate::browser::csrf))
         .layer(axum::middleware::from_fn_with_state(state.clone(), crate::ratelimit::limit))

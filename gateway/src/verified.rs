@@ -43,6 +43,7 @@ mod tests {
             amr: vec![],
             expires_at: 0,
             mfa_time: None,
+            enrollment_only: false,
         }
     }
 

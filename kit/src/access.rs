@@ -31,6 +31,8 @@ enum Allowed {
 #[derive(Debug, Clone, Default)]
 pub struct AccessPolicy {
     rules: HashMap<String, Allowed>,
+    /// Methods an enrolment-only session may call (see [`AccessPolicy::allow_while_enrolling`]).
+    enrolling: std::collections::HashSet<String>,
 }
 
 impl AccessPolicy {
@@ -53,6 +55,24 @@ impl AccessPolicy {
     pub fn allow_any_peer(mut self, path: &str) -> Self {
         self.rules.insert(path.to_owned(), Allowed::AnyPeer);
         self
+    }
+
+    /// Lets a session that may only enrol a second factor (`Principal::enrollment_only`) call the
+    /// method `path`; every other method refuses it (`MFA_ENROLLMENT_REQUIRED`).
+    pub fn allow_while_enrolling(mut self, path: &str) -> Self {
+        self.enrolling.insert(path.to_owned());
+        self
+    }
+
+    /// Refuses an enrolment-only `principal` on a method not allowed while enrolling.
+    pub fn check_principal(&self, path: &str, principal: &Principal) -> Result<(), ApiError> {
+        if principal.enrollment_only && !self.enrolling.contains(path) {
+            return Err(ApiError::permission_denied(
+                "MFA_ENROLLMENT_REQUIRED",
+                "this session may only enrol a second factor (TOTP); enrol, then refresh",
+            ));
+        }
+        Ok(())
     }
 
     /// Decides a call.
@@ -190,6 +210,7 @@ where
             .and_then(|v| v.to_str().ok())
             .map(|v| bearer(v).map(str::to_owned));
         let verifier = self.verifier.clone();
+        let policy = self.policy.clone();
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         Box::pin(async move {
@@ -210,6 +231,10 @@ where
                 }
                 (Some(Some(token)), Some(verifier)) => match verifier.verify(&token).await {
                     Ok(principal) => {
+                        if let Err(e) = policy.check_principal(&path, &principal) {
+                            tracing::info!(rpc = %path, reason = %e.reason, "enrolment-only session refused");
+                            return Ok(e.to_status().into_http());
+                        }
                         req.extensions_mut().insert(principal);
                     }
                     Err(e) => {
@@ -245,5 +270,27 @@ mod tests {
         assert!(policy.check("/grpc.health.v1.Health/Check", None).is_err());
         assert!(policy.check("/strongroom.common.v1.TenantProvisioningService/Other", Some(&id("operator"))).is_err());
         assert!(policy.check("/x.Y/Z", Some(&id("operator"))).is_err());
+    }
+
+    #[test]
+    fn an_enrolment_only_session_reaches_only_the_methods_allowed_while_enrolling() {
+        let policy = AccessPolicy::new().allow_while_enrolling("/strongroom.auth.v1.SessionService/EnrollTotp");
+        let mut p = Principal {
+            tenant_id: crate::tenancy::TenantId(uuid::Uuid::nil()),
+            subject: "owner".into(),
+            session_id: Some("s".into()),
+            token_id: "j".into(),
+            permissions: vec![],
+            roles: vec![],
+            amr: vec!["pwd".into()],
+            expires_at: i64::MAX,
+            mfa_time: None,
+            enrollment_only: true,
+        };
+        assert!(policy.check_principal("/strongroom.auth.v1.SessionService/EnrollTotp", &p).is_ok());
+        let refused = policy.check_principal("/strongroom.auth.v1.SessionService/ListSessions", &p);
+        assert_eq!(refused.expect_err("refused").reason, "MFA_ENROLLMENT_REQUIRED");
+        p.enrollment_only = false;
+        assert!(policy.check_principal("/strongroom.auth.v1.SessionService/ListSessions", &p).is_ok());
     }
 }

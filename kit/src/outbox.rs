@@ -20,6 +20,15 @@ pub enum Actor {
 }
 
 impl Actor {
+    /// Who a verified principal stands for: its API key (`api_key:<id>`), or its user.
+    pub fn of(p: &crate::principal::Principal) -> Self {
+        if p.amr.iter().any(|m| m == "api_key") {
+            Self::ApiKey(p.token_id.clone())
+        } else {
+            Self::User(p.subject.clone())
+        }
+    }
+
     pub fn as_string(&self) -> String {
         match self {
             Self::User(id) => format!("user:{id}"),
@@ -203,6 +212,25 @@ pub(crate) async fn insert(conn: &mut sqlx::PgConnection, mut record: AuditRecor
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_api_key_acts_as_itself_not_as_its_user() {
+        let mut p = crate::principal::Principal {
+            tenant_id: crate::tenancy::TenantId(Uuid::nil()),
+            subject: "alice".into(),
+            session_id: None,
+            token_id: "key-1".into(),
+            permissions: vec![],
+            roles: vec![],
+            amr: vec!["api_key".into()],
+            expires_at: 0,
+            mfa_time: None,
+            enrollment_only: false,
+        };
+        assert_eq!(Actor::of(&p).as_string(), "api_key:key-1");
+        p.amr = vec!["pwd".into()];
+        assert_eq!(Actor::of(&p).as_string(), "user:alice");
+    }
 
     #[test]
     fn secret_detail_keys_are_refused() {

@@ -38,6 +38,9 @@ pub struct Principal {
     pub expires_at: i64,
     /// When the session last passed a second factor (Unix seconds), for step-up.
     pub mfa_time: Option<i64>,
+    /// The session may only enrol a second factor (claim `mfa_enrollment_required`): a privileged
+    /// user without TOTP. Servers refuse it every call not allowed while enrolling.
+    pub enrollment_only: bool,
 }
 
 /// How recent a second factor must be for a sensitive operation.
@@ -82,6 +85,8 @@ struct Claims {
     roles: Vec<String>,
     #[serde(default)]
     mfa_time: Option<i64>,
+    #[serde(default)]
+    mfa_enrollment_required: bool,
 }
 
 /// Fetches the current JWKS (the `proto` form) from auth-svc and resolves API keys.
@@ -268,6 +273,7 @@ impl TokenVerifier {
                     amr: vec!["api_key".into()],
                     expires_at: resolved.expires_at,
                     mfa_time: None,
+                    enrollment_only: false,
                 };
                 let mut cache = self.api_keys.write().await;
                 if cache.len() >= API_KEY_CACHE_MAX {
@@ -418,6 +424,7 @@ impl TokenVerifier {
             amr: claims.amr,
             expires_at: claims.exp,
             mfa_time: claims.mfa_time,
+            enrollment_only: claims.mfa_enrollment_required,
         })
     }
 }

@@ -110,6 +110,13 @@ impl Api {
         self.policy = self.policy.allow_any_peer(path);
         self
     }
+
+    /// Lets an enrolment-only session call `path` (a full method path); see
+    /// [`AccessPolicy::allow_while_enrolling`].
+    pub fn allow_while_enrolling(mut self, path: &str) -> Self {
+        self.policy = self.policy.allow_while_enrolling(path);
+        self
+    }
 }
 
 impl Default for Api {

@@ -23,6 +23,13 @@ use crate::principal::Principal;
 pub struct TenantSlug(String);
 
 impl TenantSlug {
+    /// The tenant an MFA challenge token names: auth-svc issues them as `srm_<slug>.<random>`, so
+    /// that completing a login needs only the token and the code. `None` for any other shape.
+    pub fn of_mfa_token(token: &str) -> Option<Self> {
+        let (slug, _) = token.strip_prefix("srm_")?.split_once('.')?;
+        Self::parse(slug).ok()
+    }
+
     pub fn parse(raw: &str) -> Result<Self, ApiError> {
         let bytes = raw.as_bytes();
         let ok = (3..=40).contains(&bytes.len())
@@ -222,6 +229,12 @@ impl Db {
         Ok(tenant)
     }
 
+    /// Drops this replica's cached registry entry of `slug` (after changing it); other replicas
+    /// see the change within the cache's lifetime (10 s).
+    pub async fn forget_tenant(&self, slug: &TenantSlug) {
+        self.registry.write().await.remove(slug);
+    }
+
     /// Every registered tenant that is not terminated.
     pub async fn tenants(&self) -> Result<Vec<Tenant>, ApiError> {
         let rows: Vec<TenantRow> = sqlx::query_as(
@@ -336,6 +349,14 @@ pub fn db_error(e: sqlx::Error) -> ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_mfa_token_names_its_tenant_only_in_its_own_shape() {
+        assert_eq!(TenantSlug::of_mfa_token("srm_alpha.AbC-_9").map(|s| s.to_string()), Some("alpha".into()));
+        for other in ["srm_AbC-_9", "srr_alpha.x", "srm_x.y", "srm_Alpha.x", "srm_a'b.x", "alpha.x", ""] {
+            assert!(TenantSlug::of_mfa_token(other).is_none(), "{other}");
+        }
+    }
 
     #[test]
     fn slugs_are_validated() {

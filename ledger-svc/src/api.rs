@@ -258,8 +258,7 @@ impl Ledger {
             Scope::Own(s) => Some(s),
         };
         let submission = Submission { transfers: inputs.clone(), owner_scope };
-        let outcomes =
-            self.batcher.submit(&tenant, submission, Actor::User(p.subject.clone()), ctx.request_id.clone()).await?;
+        let outcomes = self.batcher.submit(&tenant, submission, Actor::of(&p), ctx.request_id.clone()).await?;
         Ok((inputs, outcomes))
     }
 }
@@ -297,7 +296,7 @@ impl pb::ledger_service_server::LedgerService for Ledger {
             tx.record(
                 AuditRecord::new(
                     SERVICE,
-                    Actor::User(p.subject.clone()),
+                    Actor::of(&p),
                     "ledger.ledger.create",
                     &format!("ledger/{}", l.code),
                     AuditOutcome::Success,
@@ -386,7 +385,7 @@ impl pb::ledger_service_server::LedgerService for Ledger {
             tx.record(
                 AuditRecord::new(
                     SERVICE,
-                    Actor::User(p.subject.clone()),
+                    Actor::of(&p),
                     "ledger.account.create",
                     &format!("account/{}", account.id),
                     AuditOutcome::Success,

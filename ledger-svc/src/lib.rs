@@ -30,6 +30,7 @@ pub const MIGRATIONS: MigrationSet = MigrationSet {
         kit::migration!("tenant", "0002_create_accounts_and_transfers"),
         kit::migration!("tenant", "0003_lighter_transfer_indexes"),
         kit::migration!("tenant", "0004_policies_evaluated_once"),
+        kit::migration!("tenant", "0005_receipts_append_only"),
     ],
 };
 
@@ -44,6 +45,10 @@ pub async fn run(
         use proto::vault::v1::signing_service_client::SigningServiceClient;
         let signer = match &ctx.config.upstreams.vault {
             Some(url) => Some(SigningServiceClient::new(ctx.channel(url, Identity::VAULT)?)),
+            // Unsigned receipts vouch for nothing: acceptable in development only.
+            None if ctx.config.env == kit::config::Environment::Production => {
+                return Err("upstreams.vault is required in production (it signs the receipts)".into());
+            }
             None => None,
         };
         let unsigned = batcher::Unsigned::default();

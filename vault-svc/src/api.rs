@@ -26,7 +26,7 @@ pub const MAX_BATCH: usize = 1000;
 
 fn actor(ctx: &RequestContext) -> Actor {
     match &ctx.principal {
-        Some(p) => Actor::User(p.subject.clone()),
+        Some(p) => Actor::of(p),
         None => Actor::Service(ctx.caller.identity.name().to_owned()),
     }
 }
