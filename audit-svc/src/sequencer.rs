@@ -17,8 +17,8 @@ use crate::domain::merkle::{Hash, node_hash};
 
 /// Most outbox rows one transaction takes.
 pub const BATCH: i64 = 1000;
-/// The channel kit's outbox trigger notifies.
-pub const CHANNEL: &str = "strongroom_audit_outbox";
+/// The channel the services' outbox wakers notify after their commits.
+pub const CHANNEL: &str = kit::outbox::WAKE_CHANNEL;
 const POLL: Duration = Duration::from_secs(1);
 /// Least time between the starts of two rounds. Under a trickle of records (logins one at a time)
 /// a round per record cost a batch and a signed checkpoint each, more CPU than the records'

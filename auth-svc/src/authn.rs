@@ -603,6 +603,8 @@ async fn rotate(
            FROM spent LEFT JOIN extended x ON true CROSS JOIN tenant_policy p",
         crate::rbac::effective_columns("x.user_id"),
     );
+    // The statement writes the grant's audit record itself.
+    tx.mark_recorded();
     let row: Option<Row> = sqlx::query_as(&sql)
         .bind(tokens::digest(presented))
         .bind(tokens::digest(next))

@@ -180,6 +180,49 @@ async fn hostile_slugs_are_refused_before_sql() {
     c.stop().await;
 }
 
+/// audit-svc is woken after a commit with audit records, by the writing process and outside the
+/// transaction: a `NOTIFY` inside it would make every such commit wait for the previous one.
+#[tokio::test]
+async fn a_commit_with_audit_records_wakes_audit_svc_after_the_transaction() {
+    let c = Constellation::start(false).await;
+    c.create_tenant("alpha").await;
+    let admin = c.db.admin_pool().await;
+    let triggers: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_trigger t JOIN pg_class r ON r.oid = t.tgrelid \
+         JOIN pg_namespace n ON n.oid = r.relnamespace \
+         WHERE n.nspname = 't_alpha' AND r.relname = 'audit_outbox' AND NOT t.tgisinternal AND t.tgfoid = \
+         'control.audit_outbox_notify()'::regprocedure",
+    )
+    .fetch_one(&admin)
+    .await
+    .expect("triggers");
+    assert_eq!(triggers, 0, "no NOTIFY inside the writing transaction");
+
+    let mut listener = sqlx::postgres::PgListener::connect_with(&admin).await.expect("listener");
+    listener.listen(kit::outbox::WAKE_CHANNEL).await.expect("listen");
+    // One connection: the transaction's, then (after its commit) the wake-up's.
+    let db = Db::connect_lazy(&c.db.runtime_url("vault"), 1).expect("pool");
+    let alpha = db.tenant(&TenantSlug::parse("alpha").expect("slug")).await.expect("alpha");
+    let mut tx = db.begin(&alpha).await.expect("tx");
+    let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()").fetch_one(tx.conn()).await.expect("pid");
+    let record =
+        AuditRecord::new("vault", Actor::User("u1".into()), "settings.update", "vault_settings", Outcome::Success);
+    tx.record(record).await.expect("record");
+    tx.commit().await.expect("commit");
+    let want = alpha.id.0.hyphenated().to_string();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let n = tokio::time::timeout_at(deadline, listener.recv())
+            .await
+            .expect("a wake-up from the writer's connection")
+            .expect("notification");
+        if n.payload() == want && n.process_id() == pid as u32 {
+            break;
+        }
+    }
+    c.stop().await;
+}
+
 #[tokio::test]
 async fn audit_records_commit_with_the_change_and_stay_in_their_tenant() {
     let c = Constellation::start(false).await;

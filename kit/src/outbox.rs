@@ -3,12 +3,78 @@
 //! drains the outbox into the chained log. Details must never carry secrets: keys that name one
 //! are refused.
 
+use std::collections::BTreeSet;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
+use sqlx::PgPool;
+use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use crate::error::ApiError;
 use crate::tenancy::{TenantTx, db_error};
+
+/// The channel audit-svc listens on; the payload is a tenant id.
+pub const WAKE_CHANNEL: &str = "strongroom_audit_outbox";
+/// After a wake-up is sent, the next waits this long, gathering every tenant written meanwhile.
+/// audit-svc starts a round at most every 100 ms anyway, so this adds no latency that matters.
+const WAKE_WINDOW: Duration = Duration::from_millis(20);
+
+/// Wakes audit-svc after commits that wrote outbox records. A `NOTIFY` inside the writing
+/// transaction would serialise every such commit (PostgreSQL takes a database-wide lock for it and
+/// holds it through the WAL flush); instead one background task per process sends one `NOTIFY`
+/// per tenant at most once per [`WAKE_WINDOW`], outside any business transaction. A wake-up that
+/// is lost (queue full, database error) only delays: audit-svc also polls every second.
+#[derive(Clone)]
+pub struct Waker {
+    pool: PgPool,
+    queue: Arc<OnceLock<mpsc::Sender<Uuid>>>,
+}
+
+impl std::fmt::Debug for Waker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Waker")
+    }
+}
+
+impl Waker {
+    pub fn new(pool: PgPool) -> Self {
+        Self { pool, queue: Arc::default() }
+    }
+
+    /// Asks for a wake-up of `tenant`'s drain; returns at once. Call after the commit.
+    pub fn wake(&self, tenant: Uuid) {
+        let queue = self.queue.get_or_init(|| {
+            let (tx, rx) = mpsc::channel(1024);
+            tokio::spawn(send_wakes(self.pool.clone(), rx));
+            tx
+        });
+        // Full: a wake-up is due anyway, and the poll covers a tenant it misses.
+        let _ = queue.try_send(tenant);
+    }
+}
+
+/// Sends the queued wake-ups until every [`Waker`] is gone.
+async fn send_wakes(pool: PgPool, mut rx: mpsc::Receiver<Uuid>) {
+    while let Some(first) = rx.recv().await {
+        let mut tenants = BTreeSet::from([first]);
+        while let Ok(t) = rx.try_recv() {
+            tenants.insert(t);
+        }
+        let ids: Vec<String> = tenants.iter().map(|t| t.hyphenated().to_string()).collect();
+        let sent = sqlx::query("SELECT pg_notify($1, t) FROM unnest($2::text[]) AS t")
+            .bind(WAKE_CHANNEL)
+            .bind(&ids)
+            .execute(&pool)
+            .await;
+        if let Err(e) = sent {
+            tracing::debug!(error = %e, tenants = ids.len(), "audit wake-up not sent; audit-svc's poll picks the records up");
+        }
+        tokio::time::sleep(WAKE_WINDOW).await;
+    }
+}
 
 /// Who acted: a user, an API key or a service.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -117,12 +183,19 @@ impl AuditRecord {
 impl TenantTx {
     /// Inserts `record` into this tenant's outbox, inside this transaction.
     pub async fn record(&mut self, record: AuditRecord) -> Result<(), ApiError> {
-        insert(self.conn(), record).await
+        insert(self.conn(), record).await?;
+        self.mark_recorded();
+        Ok(())
     }
 
     /// Inserts `records` into this tenant's outbox with one statement, inside this transaction.
     pub async fn record_all(&mut self, records: Vec<AuditRecord>) -> Result<(), ApiError> {
-        insert_many(self.conn(), records).await
+        if records.is_empty() {
+            return Ok(());
+        }
+        insert_many(self.conn(), records).await?;
+        self.mark_recorded();
+        Ok(())
     }
 }
 

@@ -138,6 +138,7 @@ pub struct Db {
     pool: PgPool,
     health: PgPool,
     registry: Arc<RwLock<HashMap<TenantSlug, (Tenant, Instant)>>>,
+    waker: crate::outbox::Waker,
 }
 
 impl fmt::Debug for Db {
@@ -170,7 +171,8 @@ impl Db {
             .acquire_timeout(Duration::from_secs(3))
             .idle_timeout(Duration::from_secs(60))
             .connect_lazy_with(options);
-        Ok(Self { pool, health, registry: Arc::default() })
+        let waker = crate::outbox::Waker::new(pool.clone());
+        Ok(Self { pool, health, registry: Arc::default(), waker })
     }
 
     /// The pool, for tables of the `control` schema only. Tenant tables stay unreachable through
@@ -299,7 +301,7 @@ impl Db {
             tenant.id.0.hyphenated()
         );
         let tx = self.pool.begin_with(begin).await.map_err(db_error)?;
-        Ok(TenantTx { tx, tenant: tenant.clone() })
+        Ok(TenantTx { tx, tenant: tenant.clone(), waker: self.waker.clone(), recorded: false })
     }
 }
 
@@ -307,6 +309,9 @@ impl Db {
 pub struct TenantTx {
     tx: Transaction<'static, Postgres>,
     tenant: Tenant,
+    waker: crate::outbox::Waker,
+    /// Whether this transaction wrote audit records: its commit then wakes audit-svc.
+    recorded: bool,
 }
 
 impl fmt::Debug for TenantTx {
@@ -325,8 +330,18 @@ impl TenantTx {
         &mut self.tx
     }
 
+    /// Notes that this transaction wrote audit records with its own SQL (`record` and
+    /// `record_all` note it themselves), so that its commit wakes audit-svc.
+    pub fn mark_recorded(&mut self) {
+        self.recorded = true;
+    }
+
     pub async fn commit(self) -> Result<(), ApiError> {
-        self.tx.commit().await.map_err(db_error)
+        self.tx.commit().await.map_err(db_error)?;
+        if self.recorded {
+            self.waker.wake(self.tenant.id.0);
+        }
+        Ok(())
     }
 
     pub async fn rollback(self) -> Result<(), ApiError> {

@@ -386,6 +386,10 @@ pub async fn write_effects(
     // Given rather than defaulted: the column default reads and parses the setting once per row.
     // The tenant policy's WITH CHECK still compares it with the transaction's tenant.
     let tenant_id = tx.tenant().id.0;
+    if !fx.created.is_empty() {
+        // The records below are written by this function's own SQL.
+        tx.mark_recorded();
+    }
     let conn = tx.conn();
     if !fx.created.is_empty() {
         let n = fx.created.len();
