@@ -97,7 +97,7 @@ impl Authn {
         // A privileged user who already has TOTP never gets here without it (login asks).
         let enrollment_only = privileged && !s.mfa && !has_totp;
         let refresh_ttl = i64::from(policy.refresh_token_ttl_secs);
-        let refresh = tokens::new_refresh_token()?;
+        let refresh = tokens::new_refresh_token(&tenant.slug)?;
         // The session and its first refresh token in one statement.
         let session: uuid::Uuid = sqlx::query_scalar(
             "WITH s AS (
@@ -399,13 +399,20 @@ impl Authn {
     }
 
     async fn refresh(&self, req: pb::RefreshRequest, request_id: Option<String>) -> Result<pb::Tokens, ApiError> {
-        let Some(tenant) = self.active_tenant(&req.tenant).await else { return Err(invalid_refresh()) };
         let presented = Zeroizing::new(req.refresh_token);
         if !presented.starts_with("srr_") || presented.len() > 100 {
             return Err(invalid_refresh());
         }
+        // The tenant named in the request, else the one the token names (tokens issued before
+        // they named their tenant need the request to name it).
+        let named = match (req.tenant.as_str(), TenantSlug::of_refresh_token(&presented)) {
+            ("", Some(slug)) => slug.to_string(),
+            (given, Some(slug)) if given != slug.as_str() => return Err(invalid_refresh()),
+            (given, _) => given.to_owned(),
+        };
+        let Some(tenant) = self.active_tenant(&named).await else { return Err(invalid_refresh()) };
         let mut tx = self.core.db.begin(&tenant).await?;
-        let next = tokens::new_refresh_token()?;
+        let next = tokens::new_refresh_token(&tenant.slug)?;
         let (grant, successor) = match rotate(&mut tx, &presented, &next, request_id.clone()).await? {
             Rotation::Rotated(grant) => {
                 tx.commit().await?;

@@ -6,7 +6,8 @@
 //! published `signing_key_publish_ahead_secs` before it signs; a rotated-out key stays published
 //! until the last token it signed has expired.
 //!
-//! Refresh tokens: `srr_` + 32 random bytes (base64url), stored as SHA-256, single use. The
+//! Refresh tokens: `srr_<tenant slug>.` + 32 random bytes (base64url), stored as SHA-256, single
+//! use; the slug lets a client refresh with the token alone. The
 //! successor is sealed (AES-256-GCM) under a key derived from the presented token by HKDF-SHA256,
 //! so a retry within the grace window gets the same successor and nobody else can read it.
 
@@ -376,8 +377,9 @@ pub fn opaque(prefix: &str) -> Result<Zeroizing<String>, ApiError> {
     Ok(Zeroizing::new(format!("{prefix}{}", B64.encode(raw.as_ref()))))
 }
 
-pub fn new_refresh_token() -> Result<Zeroizing<String>, ApiError> {
-    opaque(REFRESH_PREFIX)
+/// A refresh token of `tenant`: `srr_<slug>.<random>`.
+pub fn new_refresh_token(tenant: &kit::TenantSlug) -> Result<Zeroizing<String>, ApiError> {
+    opaque(&format!("{REFRESH_PREFIX}{tenant}."))
 }
 
 /// What is stored for an opaque token.
@@ -417,20 +419,25 @@ pub fn open_successor(token: &str, sealed: &[u8]) -> Result<Zeroizing<String>, A
 mod tests {
     use super::*;
 
+    fn slug() -> kit::TenantSlug {
+        kit::TenantSlug::parse("alpha").expect("slug")
+    }
+
     #[test]
     fn only_the_presented_token_opens_its_successor() {
-        let token = new_refresh_token().expect("rng");
-        let next = new_refresh_token().expect("rng");
+        let token = new_refresh_token(&slug()).expect("rng");
+        let next = new_refresh_token(&slug()).expect("rng");
         let sealed = seal_successor(&token, &next).expect("seal");
         assert_eq!(open_successor(&token, &sealed).expect("open").as_str(), next.as_str());
-        let other = new_refresh_token().expect("rng");
+        let other = new_refresh_token(&slug()).expect("rng");
         assert!(open_successor(&other, &sealed).is_err());
     }
 
     #[test]
     fn refresh_tokens_are_prefixed_and_random() {
-        let a = new_refresh_token().expect("rng");
-        assert!(a.starts_with("srr_") && a.len() == 4 + 43);
-        assert_ne!(a.as_str(), new_refresh_token().expect("rng").as_str());
+        let a = new_refresh_token(&slug()).expect("rng");
+        assert!(a.starts_with("srr_alpha.") && a.len() == "srr_alpha.".len() + 43);
+        assert_eq!(kit::TenantSlug::of_refresh_token(&a), Some(slug()));
+        assert_ne!(a.as_str(), new_refresh_token(&slug()).expect("rng").as_str());
     }
 }

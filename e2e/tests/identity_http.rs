@@ -55,14 +55,14 @@ async fn owner_session_and_secret(c: &Constellation, tenant: &str, email: &str, 
     let (s, _, b) = call(c, Method::POST, "/v1/me/mfa/totp/confirm", &auth, json!({ "code": code })).await;
     assert_eq!(s, 200, "{b}");
     assert_eq!(b["backup_codes"].as_array().expect("codes").len(), 10);
-    let (s, _, full) = call(
-        c,
-        Method::POST,
-        "/v1/auth/refresh",
-        &[],
-        json!({ "tenant": tenant, "refresh_token": t["refresh_token"] }),
-    )
-    .await;
+    // The refresh token names its tenant: another tenant is refused (and spends nothing), none is needed.
+    let wrong = if tenant == "bravo" { "alpha" } else { "bravo" };
+    let (s, _, e) =
+        call(c, Method::POST, "/v1/auth/refresh", &[], json!({ "tenant": wrong, "refresh_token": t["refresh_token"] }))
+            .await;
+    assert_eq!((s, e["error"]["reason"].as_str()), (401, Some("INVALID_REFRESH_TOKEN")), "{e}");
+    let (s, _, full) =
+        call(c, Method::POST, "/v1/auth/refresh", &[], json!({ "refresh_token": t["refresh_token"] })).await;
     assert_eq!(s, 200, "{full}");
     assert_eq!(full["mfa_enrollment_required"], false);
     (full["access_token"].as_str().expect("token").to_owned(), secret)

@@ -209,7 +209,8 @@ pub async fn mfa(
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RefreshBody {
-    tenant: String,
+    /// Optional: the refresh token names its tenant.
+    tenant: Option<String>,
     /// Absent for browsers: the refresh cookie is used.
     refresh_token: Option<String>,
 }
@@ -224,12 +225,17 @@ pub async fn refresh(
 ) -> Response {
     let from_cookie = body.refresh_token.is_none();
     let result = async {
-        let tenant = check_tenant(&body.tenant)?;
         let token = match body.refresh_token {
             Some(t) => t,
             None => crate::browser::refresh_token(&headers)
                 .map(str::to_owned)
                 .ok_or_else(|| ApiError::invalid_field("refresh_token", "required (or the refresh cookie)"))?,
+        };
+        let tenant = match &body.tenant {
+            Some(t) => check_tenant(t)?,
+            None => kit::TenantSlug::of_refresh_token(&token)
+                .map(|s| s.to_string())
+                .ok_or_else(|| ApiError::invalid_field("tenant", "required: the refresh token names no tenant"))?,
         };
         let msg = pb::RefreshRequest {
             tenant: tenant.clone(),

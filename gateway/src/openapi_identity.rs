@@ -142,7 +142,7 @@ pub fn paths(doc: &mut Value) {
             ok("tokens or cookie session", login_answer)) },
         "/v1/auth/refresh": { "post": public("refresh",
             "Single-use refresh token for new tokens; a retry within the grace window gets the same successor, a later reuse ends the session. Browsers omit refresh_token (cookie).",
-            obj(&["tenant"], json!({ "tenant": { "type": "string" }, "refresh_token": { "type": "string" } })),
+            obj(&[], json!({ "tenant": { "type": "string", "description": "optional: the refresh token names its tenant" }, "refresh_token": { "type": "string" } })),
             ok("tokens", tokens.clone())) },
         "/v1/auth/logout": { "post": {
             "operationId": "logout", "summary": "Ends the session (revoked at once everywhere) and clears cookies",

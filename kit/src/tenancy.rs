@@ -26,7 +26,17 @@ impl TenantSlug {
     /// The tenant an MFA challenge token names: auth-svc issues them as `srm_<slug>.<random>`, so
     /// that completing a login needs only the token and the code. `None` for any other shape.
     pub fn of_mfa_token(token: &str) -> Option<Self> {
-        let (slug, _) = token.strip_prefix("srm_")?.split_once('.')?;
+        Self::named_by(token, "srm_")
+    }
+
+    /// The tenant a refresh token names (`srr_<slug>.<random>`), so that a refresh needs only the
+    /// token. `None` for any other shape, such as a token issued before tokens named their tenant.
+    pub fn of_refresh_token(token: &str) -> Option<Self> {
+        Self::named_by(token, "srr_")
+    }
+
+    fn named_by(token: &str, prefix: &str) -> Option<Self> {
+        let (slug, _) = token.strip_prefix(prefix)?.split_once('.')?;
         Self::parse(slug).ok()
     }
 
@@ -366,10 +376,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn an_mfa_token_names_its_tenant_only_in_its_own_shape() {
+    fn mfa_and_refresh_tokens_name_their_tenant_only_in_their_own_shape() {
         assert_eq!(TenantSlug::of_mfa_token("srm_alpha.AbC-_9").map(|s| s.to_string()), Some("alpha".into()));
         for other in ["srm_AbC-_9", "srr_alpha.x", "srm_x.y", "srm_Alpha.x", "srm_a'b.x", "alpha.x", ""] {
             assert!(TenantSlug::of_mfa_token(other).is_none(), "{other}");
+        }
+        assert_eq!(TenantSlug::of_refresh_token("srr_alpha.AbC-_9").map(|s| s.to_string()), Some("alpha".into()));
+        for other in ["srr_AbC-_9", "srm_alpha.x", "srr_Alpha.x", "srr_a b.x", ""] {
+            assert!(TenantSlug::of_refresh_token(other).is_none(), "{other}");
         }
     }
 
