@@ -25,17 +25,7 @@ const SERVICES: [&str; 4] = ["auth", "vault", "audit", "ledger"];
 struct Stack {
     services: Vec<(String, Child)>,
     redis: Option<(Child, tempfile::TempDir)>,
-    postgres: Option<Postgres>,
-}
-
-struct Postgres {
-    dir: tempfile::TempDir,
-    pg_ctl: PathBuf,
-    as_postgres_user: bool,
-}
-
-fn running_as_root() -> bool {
-    nix::unistd::geteuid().is_root()
+    postgres: Option<kit::localpg::LocalPostgres>,
 }
 
 fn terminate(name: &str, child: &mut Child) {
@@ -63,21 +53,8 @@ impl Stack {
         if let Some((mut child, _dir)) = self.redis.take() {
             terminate("redis-server", &mut child);
         }
-        if let Some(pg) = self.postgres.take() {
-            let data = pg.dir.path().join("data");
-            let status = pg_command(&pg.pg_ctl, pg.as_postgres_user)
-                .arg("stop")
-                .arg("-D")
-                .arg(&data)
-                .args(["-m", "fast", "-w"])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
-            if !matches!(status, Ok(s) if s.success()) {
-                eprintln!("pg_ctl stop failed for {}", data.display());
-            }
-            drop(pg.dir);
-        }
+        // Stops the server and deletes the cluster.
+        drop(self.postgres.take());
     }
 }
 
@@ -99,96 +76,18 @@ fn free_port() -> anyhow::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-/// A PostgreSQL server binary: on PATH, or in Debian's versioned directory.
-fn pg_binary(name: &str) -> anyhow::Result<PathBuf> {
-    if let Some(path) = std::env::var_os("PATH") {
-        for dir in std::env::split_paths(&path) {
-            let candidate = dir.join(name);
-            if candidate.is_file() {
-                return Ok(candidate);
-            }
-        }
-    }
-    let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
-        .map(|rd| rd.filter_map(Result::ok).map(|e| e.path().join("bin").join(name)).filter(|p| p.is_file()).collect())
-        .unwrap_or_default();
-    versions.sort();
-    versions.pop().ok_or_else(|| anyhow!("{name} not found: install PostgreSQL (deploy/setup.sh) or set DATABASE_URL"))
-}
-
-/// initdb and pg_ctl refuse to run as root; run them as `postgres` then.
-fn pg_command(binary: &Path, as_postgres_user: bool) -> Command {
-    if as_postgres_user {
-        let mut c = Command::new("runuser");
-        c.args(["-u", "postgres", "--"]).arg(binary);
-        c
-    } else {
-        Command::new(binary)
-    }
-}
-
 fn start_postgres(stack: &mut Stack) -> anyhow::Result<String> {
-    let initdb = pg_binary("initdb")?;
-    let pg_ctl = pg_binary("pg_ctl")?;
-    let dir = tempfile::Builder::new().prefix("strongroom-pg-").tempdir().context("temporary cluster directory")?;
-    let as_postgres_user = running_as_root();
-    if as_postgres_user {
-        let out = Command::new("id").args(["-u", "postgres"]).output().context("id -u postgres")?;
-        let uid: u32 = String::from_utf8_lossy(&out.stdout).trim().parse().context("no postgres user")?;
-        let out = Command::new("id").args(["-g", "postgres"]).output().context("id -g postgres")?;
-        let gid: u32 = String::from_utf8_lossy(&out.stdout).trim().parse().context("no postgres group")?;
-        std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid))?;
-    }
-    let data = dir.path().join("data");
-    let port = free_port()?;
-    let status = pg_command(&initdb, as_postgres_user)
-        .arg("-D")
-        .arg(&data)
-        .args(["-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-sync"])
-        .current_dir(dir.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .output()
-        .context("initdb")?;
-    if !status.status.success() {
-        bail!("initdb failed: {}", String::from_utf8_lossy(&status.stderr).trim());
-    }
-    let mut options = format!(
-        "-p {port} -k {} -c listen_addresses=127.0.0.1 -c max_connections=200 -c fsync=off -c synchronous_commit=off -c autovacuum_naptime=10s",
-        dir.path().display()
-    );
+    // A development cluster: a commit may be lost if PostgreSQL itself crashes.
+    let mut options = "-c max_connections=200 -c synchronous_commit=off -c autovacuum_naptime=10s".to_owned();
     // Per-statement timings for whoever profiles the dev stack (`CREATE EXTENSION pg_stat_statements`),
     // when this PostgreSQL ships the module; a server without it must still start.
-    let real_pg_ctl = std::fs::canonicalize(&pg_ctl).unwrap_or_else(|_| pg_ctl.clone());
-    let statements =
-        real_pg_ctl.parent().and_then(|bin| bin.parent()).map(|root| root.join("lib/pg_stat_statements.so"));
-    if statements.is_some_and(|so| so.is_file()) {
+    if kit::localpg::LocalPostgres::has_module("pg_stat_statements") {
         options.push_str(" -c shared_preload_libraries=pg_stat_statements");
     }
-    let log = dir.path().join("postgres.log");
-    stack.postgres = Some(Postgres { dir, pg_ctl: pg_ctl.clone(), as_postgres_user });
-    let started = pg_command(&pg_ctl, as_postgres_user)
-        .arg("-D")
-        .arg(&data)
-        .arg("-o")
-        .arg(&options)
-        .arg("-l")
-        .arg(&log)
-        .args(["-w", "-t", "60", "start"])
-        .current_dir("/")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .output()
-        .context("pg_ctl start")?;
-    if !started.status.success() {
-        let tail = std::fs::read_to_string(&log).unwrap_or_default();
-        bail!(
-            "PostgreSQL did not start: {} {}",
-            String::from_utf8_lossy(&started.stderr).trim(),
-            tail.lines().last().unwrap_or("")
-        );
-    }
-    Ok(format!("postgres://postgres@127.0.0.1:{port}/postgres"))
+    let cluster = kit::localpg::LocalPostgres::start(&options).map_err(|e| anyhow!(e))?;
+    let url = cluster.url();
+    stack.postgres = Some(cluster);
+    Ok(url)
 }
 
 fn start_redis(stack: &mut Stack) -> anyhow::Result<String> {
@@ -475,7 +374,7 @@ pub async fn up(dir: &Path) -> anyhow::Result<()> {
         let state = json!({
             "pids": stack.services.iter().map(|(n, c)| json!({ "name": n, "pid": c.id() })).collect::<Vec<_>>(),
             "redis_pid": stack.redis.as_ref().map(|(c, _)| c.id()),
-            "postgres_dir": stack.postgres.as_ref().map(|p| p.dir.path().to_path_buf()),
+            "postgres_dir": stack.postgres.as_ref().map(|p| p.dir().to_path_buf()),
         });
         std::fs::write(dir.join("dev-state.json"), serde_json::to_string_pretty(&state)?)?;
         println!("strongroom dev up: tenant demo provisioned");

@@ -207,8 +207,12 @@ impl Constellation {
     /// Starts the four backend services (and the gateway when `with_gateway`), waits until all
     /// report SERVING.
     pub async fn start(with_gateway: bool) -> Self {
+        Self::start_on(TestDb::create().await, with_gateway).await
+    }
+
+    /// The constellation on a database of the caller's, e.g. on a PostgreSQL of the test's own.
+    pub async fn start_on(db: TestDb, with_gateway: bool) -> Self {
         kit::tls::install_crypto_provider();
-        let db = TestDb::create().await;
         let pki = TestPki::new();
         let mut bound = Vec::new();
         for name in SERVICES {

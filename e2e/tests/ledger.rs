@@ -43,8 +43,12 @@ impl Fixture {
     }
 
     async fn start(with_gateway: bool) -> Self {
+        Self::start_on(kit::testing::TestDb::create().await, with_gateway).await
+    }
+
+    async fn start_on(db: kit::testing::TestDb, with_gateway: bool) -> Self {
         let _ = kit::telemetry::init("e2e", &kit::config::TelemetryConfig { otlp_endpoint: None, log: "error".into() });
-        let c = Constellation::start(with_gateway).await;
+        let c = Constellation::start_on(db, with_gateway).await;
         let tenant = c.create_tenant("alpha").await;
         let signer = TestSigner::generate();
         signer.publish(&c.db.admin_pool().await).await;
@@ -1146,9 +1150,13 @@ fn spawn_ledger(config: &std::path::Path) -> ChildGuard {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn sigkill_and_dropped_connections_mid_load_apply_nothing_twice() {
+async fn sigkill_and_a_postgres_crash_mid_load_apply_nothing_twice() {
     use secrecy::ExposeSecret;
-    let f = Fixture::new().await;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    // A PostgreSQL of the test's own, so that crashing it disturbs no other test.
+    let pg = Arc::new(kit::localpg::LocalPostgres::start("-c max_connections=100").expect("local postgres"));
+    let f = Fixture::start_on(kit::testing::TestDb::create_on(&pg.url()).await, false).await;
     // A ledger-svc process of its own (same database), to be killed with SIGKILL under load.
     let free = || std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr");
     let (grpc, admin) = (free(), free());
@@ -1191,15 +1199,22 @@ async fn sigkill_and_dropped_connections_mid_load_apply_nothing_twice() {
         cold.push(f.account("", Flags::default()).await);
     }
     let channel = kit::testing::channel(&f.c.pki, "gateway", grpc, "ledger");
+    // The load runs until told to stop (after the crash has been survived), at most 200 transfers
+    // per client and 90 s.
+    let (stop, answered) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicUsize::new(0)));
     let mut workers = Vec::new();
     for w in 0..32u64 {
         let (channel, token, hot, cold) = (channel.clone(), f.token.clone(), hot.clone(), cold.clone());
+        let (stop, answered) = (stop.clone(), answered.clone());
         workers.push(tokio::spawn(async move {
             let mut client = LedgerServiceClient::new(channel);
             let (mut acked, mut failed, mut retries) = (Vec::new(), 0, 0);
             let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
-            for i in 0..30u64 {
-                let x = w * 100 + i;
+            for i in 0..200u64 {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                let x = w * 1000 + i;
                 let (dr, cr) = if x % 2 == 0 {
                     (hot[(x % 3) as usize], cold[(x % 6) as usize])
                 } else {
@@ -1220,10 +1235,12 @@ async fn sigkill_and_dropped_connections_mid_load_apply_nothing_twice() {
                     match client.create_transfer(req).await {
                         Ok(r) => {
                             acked.push((transfer.clone(), r.into_inner().transfer.expect("t").timestamp));
+                            answered.fetch_add(1, Ordering::Relaxed);
                             break;
                         }
                         Err(e) if reason(&e) == "EXCEEDS_CREDITS" => {
                             failed += 1;
+                            answered.fetch_add(1, Ordering::Relaxed);
                             break;
                         }
                         Err(_) => {
@@ -1244,15 +1261,29 @@ async fn sigkill_and_dropped_connections_mid_load_apply_nothing_twice() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let mut child = spawn_ledger(&path);
     serving().await.expect("restarted");
-    // Then every database connection of the service is cut, as a PostgreSQL restart would.
+    // Then PostgreSQL crashes (`pg_ctl stop -m immediate`: no checkpoint, every connection of every
+    // service cut; the restart replays the WAL) and comes back on the same port, mid-load.
     tokio::time::sleep(Duration::from_millis(300)).await;
+    let started_at = || async {
+        let admin = f.c.db.admin_pool().await;
+        let at: chrono::DateTime<chrono::Utc> =
+            sqlx::query_scalar("SELECT pg_postmaster_start_time()").fetch_one(&admin).await.expect("start time");
+        admin.close().await;
+        at
+    };
+    let before = started_at().await;
+    let at_crash = answered.load(Ordering::Relaxed);
+    let crashing = pg.clone();
+    tokio::task::spawn_blocking(move || crashing.crash_and_restart()).await.expect("join").expect("crash and restart");
+    assert!(started_at().await > before, "PostgreSQL restarted");
+    // The load goes on after the restart: clients get answers again.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while answered.load(Ordering::Relaxed) < at_crash + 64 && workers.iter().any(|w| !w.is_finished()) {
+        assert!(tokio::time::Instant::now() < deadline, "no answers after the restart");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
     let admin = f.c.db.admin_pool().await;
-    let cut: Vec<bool> = sqlx::query_scalar(
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'strongroom_ledger' AND datname = current_database()",
-    )
-    .fetch_all(&admin)
-    .await
-    .expect("terminate");
     let mut acked = Vec::new();
     let mut retries = 0;
     for w in workers {
@@ -1261,7 +1292,8 @@ async fn sigkill_and_dropped_connections_mid_load_apply_nothing_twice() {
         retries += r;
     }
     assert!(!acked.is_empty());
-    eprintln!("{} acknowledged, {retries} retries, {} connections cut", acked.len(), cut.len());
+    eprintln!("{} acknowledged, {retries} retries, {at_crash} answered before the crash", acked.len());
+    assert!(answered.load(Ordering::Relaxed) > at_crash, "clients were answered after the crash");
 
     // Retrying every acknowledged transfer now replays it: nothing applies twice.
     let mut client = LedgerServiceClient::new(channel.clone());

@@ -23,6 +23,8 @@ pub mod tenancy;
 pub mod tls;
 
 #[cfg(feature = "testing")]
+pub mod localpg;
+#[cfg(feature = "testing")]
 pub mod testing;
 
 pub use error::{ApiError, ErrorCode};

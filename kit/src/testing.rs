@@ -42,7 +42,12 @@ pub struct TestDb {
 #[allow(clippy::expect_used)]
 impl TestDb {
     pub async fn create() -> Self {
-        let base = url::Url::parse(&base_database_url()).expect("test database url");
+        Self::create_on(&base_database_url()).await
+    }
+
+    /// A database of its own on the server `base` names (e.g. a [`crate::localpg::LocalPostgres`]).
+    pub async fn create_on(base: &str) -> Self {
+        let base = url::Url::parse(base).expect("test database url");
         let name = format!("sr_test_{}", uuid::Uuid::new_v4().simple());
         let pool =
             PgPoolOptions::new().max_connections(1).connect(base.as_str()).await.expect("connect to test postgres");
