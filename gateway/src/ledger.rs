@@ -611,7 +611,7 @@ pub fn document(doc: &mut Value) {
                     "code": { "type": "string", "pattern": "^[A-Z0-9_]{1,16}$" },
                     "scale": { "type": "integer", "minimum": 0, "maximum": 18 },
                     "description": { "type": "string", "maxLength": 256 },
-                    "request_id": { "type": "string" } } } } } },
+                    "request_id": { "type": "string", "deprecated": true, "description": "ignored: send the X-Request-Id header (ids make creation idempotent)" } } } } } },
                 "responses": common(ok("the ledger", json!({ "$ref": "#/components/schemas/Ledger" })))
             }
         },
@@ -648,7 +648,7 @@ pub fn document(doc: &mut Value) {
                 { "$ref": "#/components/schemas/LedgerTransferCreate" },
                 { "type": "object", "required": ["transfers"], "properties": {
                     "transfers": { "type": "array", "maxItems": 8190, "items": { "$ref": "#/components/schemas/LedgerTransferCreate" } },
-                    "request_id": { "type": "string" } } } ] } } } },
+                    "request_id": { "type": "string", "deprecated": true, "description": "ignored: send the X-Request-Id header (ids make creation idempotent)" } } } ] } } } },
             "responses": common(ok("the transfer, or one result per transfer", json!({ "type": "object" })))
         }},
         "/v1/ledger/transfers/{id}": { "get": {
@@ -689,7 +689,7 @@ pub fn document(doc: &mut Value) {
         "LedgerAccountCreate": { "type": "object", "additionalProperties": false, "required": ["ledger", "code"], "properties": {
             "id": uuid, "ledger": { "type": "string" }, "code": { "type": "integer", "minimum": 1 }, "owner": { "type": "string" },
             "flags": { "$ref": "#/components/schemas/LedgerAccountFlags" },
-            "metadata": { "type": "object", "additionalProperties": { "type": "string" } }, "request_id": { "type": "string" } } },
+            "metadata": { "type": "object", "additionalProperties": { "type": "string" } }, "request_id": { "type": "string", "deprecated": true, "description": "ignored: send the X-Request-Id header (ids make creation idempotent)" } } },
         "LedgerAccount": { "type": "object", "properties": {
             "id": uuid, "ledger": { "type": "string" }, "code": { "type": "integer" }, "owner": { "type": "string" },
             "flags": { "$ref": "#/components/schemas/LedgerAccountFlags" },

@@ -164,7 +164,7 @@ pub fn paths(doc: &mut Value) {
         "/v1/users": {
             "get": op("listUsers", "Users; requires users.read", None, ok("a page of users", obj(&["users"], json!({ "users": { "type": "array", "items": user }, "next_page_token": { "type": "string" } }))), &[]),
             "post": op("createUser", "Creates a user (password of 12+ characters); granting roles requires roles.grant and only roles whose permissions the caller holds; requires users.write",
-                Some(obj(&["email", "password"], json!({ "email": { "type": "string" }, "display_name": { "type": "string" }, "password": { "type": "string", "writeOnly": true, "minLength": 12 }, "roles": strings, "request_id": { "type": "string" } }))),
+                Some(obj(&["email", "password"], json!({ "email": { "type": "string" }, "display_name": { "type": "string" }, "password": { "type": "string", "writeOnly": true, "minLength": 12 }, "roles": strings, "request_id": { "type": "string", "deprecated": true, "description": "ignored: send the X-Request-Id header" } }))),
                 ok("the user", user.clone()), &[])
         },
         "/v1/users/{id}": {
