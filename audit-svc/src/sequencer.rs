@@ -415,6 +415,7 @@ pub fn spawn(db: Db, shutdown: kit::server::Shutdown, signer: Option<crate::chec
         // Tenants whose first checkpoint since start-up is done.
         let mut checked = std::collections::HashSet::new();
         let mut last_round = tokio::time::Instant::now();
+        let mut last_poll = tokio::time::Instant::now();
         loop {
             if stop.fired() {
                 listener.abort();
@@ -438,6 +439,15 @@ pub fn spawn(db: Db, shutdown: kit::server::Shutdown, signer: Option<crate::chec
                     }
                     None => poll = true,
                 }
+            }
+            // Every tenant at least once per POLL, however many wake-ups arrive: a wake-up lost on
+            // the writer's side (its process killed between commit and NOTIFY, a full queue, a
+            // failed NOTIFY) delays that tenant's records by at most this much.
+            if last_poll.elapsed() >= POLL {
+                poll = true;
+            }
+            if poll {
+                last_poll = tokio::time::Instant::now();
             }
             let tenants = match db.tenants().await {
                 Ok(t) => t,

@@ -358,6 +358,28 @@ async fn refresh_rotation_grace_retry_and_reuse_revokes_the_family_everywhere() 
     settle().await;
     let err = fx.probe("vault", &t.access_token).await.expect_err("logged out");
     assert_eq!(reason(&err), "SESSION_REVOKED");
+
+    // Refresh tokens name their tenant (`srr_alpha.<random>`). One of the earlier shape
+    // (`srr_<random>`) still refreshes when the request names the tenant, and only then: the
+    // stored hash is rewritten to that of such a token.
+    let t = tokens(fx.login("carol@alpha.example", "a long enough password").await.expect("login"));
+    assert!(t.refresh_token.starts_with("srr_alpha."), "{}", t.refresh_token.len());
+    let legacy = format!("srr_{}", t.refresh_token.rsplit_once('.').expect("srr_<slug>.<random>").1);
+    let rewritten = sqlx::query(
+        "UPDATE t_alpha.refresh_tokens SET token_hash = sha256(convert_to($1, 'UTF8')) \
+         WHERE token_hash = sha256(convert_to($2, 'UTF8'))",
+    )
+    .bind(&legacy)
+    .bind(&t.refresh_token)
+    .execute(&pool)
+    .await
+    .expect("rewrite");
+    assert_eq!(rewritten.rows_affected(), 1);
+    let unnamed = pb::RefreshRequest { tenant: String::new(), refresh_token: legacy.clone(), client: None };
+    let err = fx.authn().refresh(req("alpha", None, unnamed)).await.expect_err("no tenant named");
+    assert_eq!(reason(&err), "INVALID_REFRESH_TOKEN");
+    let next = fx.refresh(&legacy).await.expect("the tenant named");
+    assert!(next.refresh_token.starts_with("srr_alpha."));
     fx.c.stop().await;
 }
 

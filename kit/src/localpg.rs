@@ -4,7 +4,6 @@
 //! must restart PostgreSQL itself (not just cut connections) run on one so that they disturb no
 //! other test.
 
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -41,7 +40,7 @@ pub fn binary(name: &str) -> Result<PathBuf, String> {
 }
 
 fn running_as_root() -> bool {
-    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
+    nix::unistd::geteuid().is_root()
 }
 
 /// initdb and pg_ctl refuse to run as root; run them as `postgres` then.
@@ -60,11 +59,18 @@ fn id_of_postgres(flag: &str) -> Result<u32, String> {
     String::from_utf8_lossy(&out.stdout).trim().parse().map_err(|_| "no postgres user".to_owned())
 }
 
+/// A free port below Linux's ephemeral range (32768–60999): binds to port 0 elsewhere (tests'
+/// servers, clients) never pick it, so it stays free while the cluster restarts.
 fn free_port() -> Result<u16, String> {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .map_err(|e| format!("no free port: {e}"))
+    for _ in 0..200 {
+        let mut raw = [0u8; 2];
+        getrandom::fill(&mut raw).map_err(|e| format!("random port: {e}"))?;
+        let port = 20_000 + u16::from_le_bytes(raw) % 12_000;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    Err("no free port in 20000–31999".to_owned())
 }
 
 impl LocalPostgres {

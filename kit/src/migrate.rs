@@ -248,11 +248,23 @@ impl Migrator {
         let mut applied = apply(&mut tx, &schema, KIT.service, KIT.tenant).await?;
         applied.extend(apply(&mut tx, &schema, self.set.service, self.set.tenant).await?);
         verify_rls(&mut tx, &schema).await?;
+        let recorded = !applied.is_empty() && audit.is_some();
         if let (false, Some(record)) = (applied.is_empty(), audit) {
             let record = record.detail("migrations", applied.clone());
             crate::outbox::insert(&mut tx, record).await.map_err(|e| MigrateError::Audit(e.to_string()))?;
         }
         tx.commit().await?;
+        if recorded {
+            // Wakes audit-svc after the commit, as TenantTx::commit does; its poll covers a failure.
+            let woken = sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(crate::outbox::WAKE_CHANNEL)
+                .bind(tenant.id.0.hyphenated().to_string())
+                .execute(&self.admin)
+                .await;
+            if let Err(e) = woken {
+                tracing::debug!(error = %e, tenant = %tenant.slug, "audit wake-up after provisioning not sent");
+            }
+        }
         Ok(applied)
     }
 

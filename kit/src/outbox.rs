@@ -201,7 +201,7 @@ impl TenantTx {
 
 /// Inserts many records with one statement (`UNNEST`), inside the caller's transaction: a batch of
 /// thousands of ledger transfers costs one round trip, not thousands.
-pub async fn insert_many(conn: &mut sqlx::PgConnection, records: Vec<AuditRecord>) -> Result<(), ApiError> {
+async fn insert_many(conn: &mut sqlx::PgConnection, records: Vec<AuditRecord>) -> Result<(), ApiError> {
     if records.is_empty() {
         return Ok(());
     }
