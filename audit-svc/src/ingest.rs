@@ -34,6 +34,9 @@ pub struct AuditIngest {
 
 /// Most events one group-commit transaction takes.
 const GROUP_MAX: usize = 8000;
+/// A tenant's queue and task end after this long without an append (the next append starts new
+/// ones), so a replica serving many tenants keeps a task only for those appending lately.
+const IDLE: std::time::Duration = std::time::Duration::from_secs(300);
 
 struct Job {
     rows: Vec<RecordFields>,
@@ -47,19 +50,29 @@ pub struct Appender {
     db: Db,
     nudge: Nudge,
     queues: Arc<Mutex<HashMap<TenantId, mpsc::Sender<Job>>>>,
+    idle: std::time::Duration,
 }
 
 impl Appender {
     pub fn new(db: Db, nudge: Nudge) -> Self {
-        Self { db, nudge, queues: Arc::default() }
+        Self { db, nudge, queues: Arc::default(), idle: IDLE }
     }
 
     /// Appends `rows` (unique event ids) to `tenant`'s log; returns how many were new.
     async fn append(&self, tenant: &Tenant, rows: Vec<RecordFields>) -> Result<usize, ApiError> {
         let (reply, rx) = oneshot::channel();
         let gone = || ApiError::unavailable("AUDIT_SHUTTING_DOWN", "audit-svc is shutting down, retry");
-        self.queue(tenant).send(Job { rows, reply }).await.map_err(|_| gone())?;
+        if let Err(mpsc::error::SendError(job)) = self.queue(tenant).send(Job { rows, reply }).await {
+            // The tenant's queue retired (idle) after this call took it: a new one takes the job.
+            self.queue(tenant).send(job).await.map_err(|_| gone())?;
+        }
         rx.await.map_err(|_| gone())?
+    }
+
+    /// How many tenants have a queue (and a task) now.
+    #[cfg(test)]
+    fn queues(&self) -> usize {
+        self.queues.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
 
     fn queue(&self, tenant: &Tenant) -> mpsc::Sender<Job> {
@@ -76,7 +89,21 @@ impl Appender {
     }
 
     async fn run(self, tenant: Tenant, mut rx: mpsc::Receiver<Job>) {
-        while let Some(first) = rx.recv().await {
+        loop {
+            let first = match tokio::time::timeout(self.idle, rx.recv()).await {
+                Ok(Some(job)) => job,
+                Ok(None) => return,
+                Err(_) => {
+                    // Idle: retire. Under the map's lock no caller can take this queue any more;
+                    // jobs already queued are still served (recv yields them, then None).
+                    let mut queues = self.queues.lock().unwrap_or_else(|e| e.into_inner());
+                    rx.close();
+                    if queues.get(&tenant.id).is_some_and(mpsc::Sender::is_closed) {
+                        queues.remove(&tenant.id);
+                    }
+                    continue;
+                }
+            };
             let mut count = first.rows.len();
             let mut jobs = vec![first];
             while count < GROUP_MAX {
@@ -287,6 +314,32 @@ impl pb::audit_ingest_service_server::AuditIngestService for AuditIngest {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn an_idle_tenant_queue_retires_and_the_next_append_gets_a_new_one() {
+        let db = Db::connect_lazy(&"postgres://nobody@127.0.0.1:1/none".to_owned().into(), 1).expect("lazy pool");
+        let (nudge, _woken) = mpsc::channel(8);
+        let mut appender = Appender::new(db, Nudge(nudge));
+        appender.idle = std::time::Duration::from_millis(50);
+        let tenant = Tenant {
+            id: TenantId(Uuid::new_v4()),
+            slug: kit::TenantSlug::parse("alpha").expect("slug"),
+            status: TenantStatus::Active,
+            created_at: Utc::now(),
+        };
+        let first = appender.queue(&tenant);
+        assert_eq!(appender.queues(), 1);
+        assert!(appender.queue(&tenant).same_channel(&first), "one queue per tenant while in use");
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        while appender.queues() > 0 {
+            assert!(tokio::time::Instant::now() < deadline, "the idle queue was not retired");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        assert!(first.is_closed(), "a caller still holding the retired queue learns it is closed");
+        let second = appender.queue(&tenant);
+        assert!(!second.is_closed() && !second.same_channel(&first));
+        assert_eq!(appender.queues(), 1);
+    }
 
     fn event() -> pb::Event {
         pb::Event {

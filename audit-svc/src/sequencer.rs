@@ -337,7 +337,7 @@ pub async fn drain(db: &Db, tenant: &Tenant) -> Result<usize, ApiError> {
 
 /// Asks the sequencer to look at a tenant now (a direct append wants its checkpoint).
 #[derive(Clone)]
-pub struct Nudge(tokio::sync::mpsc::Sender<Option<Uuid>>);
+pub struct Nudge(pub(crate) tokio::sync::mpsc::Sender<Option<Uuid>>);
 
 impl Nudge {
     pub fn tenant(&self, tenant: &Tenant) {
