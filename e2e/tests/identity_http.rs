@@ -203,6 +203,49 @@ async fn bearer_and_cookie_sessions_over_https() {
     c.stop().await;
 }
 
+/// A browser holds its session in cookies; it refreshes through the refresh cookie alone (the
+/// refresh token names its tenant), with the CSRF token like any unsafe request, and gets new
+/// cookies, never tokens in the body.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_browser_session_refreshes_through_its_cookies() {
+    let c = Constellation::start(true).await;
+    let (_, _, password) = c.create_tenant_with_owner("alpha", "owner@alpha.example").await;
+    let owner = format!("Bearer {}", owner_session(&c, "alpha", "owner@alpha.example", &password).await);
+    let auth = [("authorization", owner.as_str()), ("x-strongroom-tenant", "alpha")];
+    let user = json!({ "email": "web@alpha.example", "password": "browser password 1", "roles": ["member"] });
+    let (s, _, u) = call(&c, Method::POST, "/v1/users", &auth, user).await;
+    assert_eq!(s, 200, "{u}");
+    let login =
+        json!({ "tenant": "alpha", "email": "web@alpha.example", "password": "browser password 1", "cookie": true });
+    let (s, headers, body) =
+        call(&c, Method::POST, "/v1/auth/login", &[("sec-fetch-site", "same-origin")], login).await;
+    assert_eq!(s, 200, "{body}");
+    let jar = set_cookies(&headers).iter().map(|c| cookie_pair(c)).collect::<Vec<_>>().join("; ");
+    let csrf = body["csrf_token"].as_str().expect("csrf").to_owned();
+
+    let browser = [("cookie", jar.as_str()), ("sec-fetch-site", "same-origin")];
+    let (s, _, e) = call(&c, Method::POST, "/v1/auth/refresh", &browser, json!({})).await;
+    assert_eq!((s, e["error"]["reason"].as_str()), (403, Some("CSRF_TOKEN_INVALID")), "{e}");
+    let with_csrf = [browser[0], browser[1], ("x-csrf-token", csrf.as_str())];
+    let (s, headers, body) = call(&c, Method::POST, "/v1/auth/refresh", &with_csrf, json!({})).await;
+    assert_eq!(s, 200, "{body}");
+    assert!(body.get("access_token").is_none() && body.get("refresh_token").is_none(), "{body}");
+    let renewed = set_cookies(&headers);
+    assert_eq!(renewed.len(), 3, "{renewed:?}");
+    let new_jar = renewed.iter().map(|c| cookie_pair(c)).collect::<Vec<_>>().join("; ");
+    assert_ne!(new_jar, jar);
+    let (s, _, me) = call(
+        &c,
+        Method::GET,
+        "/v1/me",
+        &[("cookie", new_jar.as_str()), ("x-strongroom-tenant", "alpha"), ("sec-fetch-site", "same-origin")],
+        Value::Null,
+    )
+    .await;
+    assert_eq!((s, me["user"]["email"].as_str()), (200, Some("web@alpha.example")), "{me}");
+    c.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn jwks_discovery_and_another_tenants_token_on_every_route() {
     let c = Constellation::start(true).await;
