@@ -70,7 +70,8 @@ async fn send_wakes(pool: PgPool, mut rx: mpsc::Receiver<Uuid>) {
             .execute(&pool)
             .await;
         if let Err(e) = sent {
-            tracing::debug!(error = %e, tenants = ids.len(), "audit wake-up not sent; audit-svc's poll picks the records up");
+            crate::metrics::Metrics::global().event("audit_wake_failed");
+            tracing::warn!(error = %e, tenants = ids.len(), "audit wake-up not sent; audit-svc's poll picks the records up");
         }
         tokio::time::sleep(WAKE_WINDOW).await;
     }
