@@ -83,6 +83,17 @@ impl Authn {
         self.core.db.tenant(&slug).await.ok().filter(|t| t.status == TenantStatus::Active)
     }
 
+    /// The active tenant of a request that carries a token naming its tenant (MFA challenge,
+    /// refresh): the one `given`, else the token's; `None` when they differ. A token that names
+    /// none (issued before tokens did) needs `given`.
+    async fn tenant_of_token(&self, given: &str, named_by_token: Option<TenantSlug>) -> Option<Tenant> {
+        match (given, named_by_token) {
+            ("", Some(slug)) => self.active_tenant(slug.as_str()).await,
+            (given, Some(slug)) if given != slug.as_str() => None,
+            (given, _) => self.active_tenant(given).await,
+        }
+    }
+
     /// Opens a session and issues its first tokens, in `tx` (committed here).
     pub async fn open_session(
         &self,
@@ -330,12 +341,8 @@ impl Authn {
     ) -> Result<pb::LoginResponse, ApiError> {
         let invalid = || ApiError::unauthenticated("INVALID_MFA", "the code or the challenge is not valid");
         // The tenant named in the request, else the one the challenge token names.
-        let named = match (req.tenant.as_str(), TenantSlug::of_mfa_token(&req.mfa_token)) {
-            ("", Some(slug)) => slug.to_string(),
-            (given, Some(slug)) if given != slug.as_str() => return Err(invalid()),
-            (given, _) => given.to_owned(),
-        };
-        let Some(tenant) = self.active_tenant(&named).await else { return Err(invalid()) };
+        let named = TenantSlug::of_mfa_token(&req.mfa_token);
+        let Some(tenant) = self.tenant_of_token(&req.tenant, named).await else { return Err(invalid()) };
         let (ip, user_agent) = client(req.client);
         let mut tx = self.core.db.begin(&tenant).await?;
         let policy = policy(&mut tx).await?;
@@ -403,14 +410,8 @@ impl Authn {
         if !presented.starts_with("srr_") || presented.len() > 100 {
             return Err(invalid_refresh());
         }
-        // The tenant named in the request, else the one the token names (tokens issued before
-        // they named their tenant need the request to name it).
-        let named = match (req.tenant.as_str(), TenantSlug::of_refresh_token(&presented)) {
-            ("", Some(slug)) => slug.to_string(),
-            (given, Some(slug)) if given != slug.as_str() => return Err(invalid_refresh()),
-            (given, _) => given.to_owned(),
-        };
-        let Some(tenant) = self.active_tenant(&named).await else { return Err(invalid_refresh()) };
+        let named = TenantSlug::of_refresh_token(&presented);
+        let Some(tenant) = self.tenant_of_token(&req.tenant, named).await else { return Err(invalid_refresh()) };
         let mut tx = self.core.db.begin(&tenant).await?;
         let next = tokens::new_refresh_token(&tenant.slug)?;
         let (grant, successor) = match rotate(&mut tx, &presented, &next, request_id.clone()).await? {

@@ -185,12 +185,7 @@ pub async fn mfa(
     Json(body): Json<MfaBody>,
 ) -> Response {
     let result = async {
-        let tenant = match &body.tenant {
-            Some(t) => check_tenant(t)?,
-            None => kit::TenantSlug::of_mfa_token(&body.mfa_token)
-                .map(|s| s.to_string())
-                .ok_or_else(|| ApiError::invalid_field("tenant", "required: the MFA token names no tenant"))?,
-        };
+        let tenant = tenant_or_token(body.tenant.as_deref(), kit::TenantSlug::of_mfa_token(&body.mfa_token))?;
         let msg = pb::VerifyMfaRequest {
             tenant: tenant.clone(),
             mfa_token: body.mfa_token,
@@ -203,6 +198,15 @@ pub async fn mfa(
     match result {
         Ok(r) => session_response(&state, r, body.cookie, &id),
         Err(e) => JsonError(e, id.0).into_response(),
+    }
+}
+
+/// The tenant a body names, else the one its token names (auth-svc refuses the two differing).
+fn tenant_or_token(given: Option<&str>, named_by_token: Option<kit::TenantSlug>) -> Result<String, ApiError> {
+    match (given, named_by_token) {
+        (Some(t), _) => check_tenant(t),
+        (None, Some(slug)) => Ok(slug.to_string()),
+        (None, None) => Err(ApiError::invalid_field("tenant", "required: the token names no tenant")),
     }
 }
 
@@ -231,12 +235,7 @@ pub async fn refresh(
                 .map(str::to_owned)
                 .ok_or_else(|| ApiError::invalid_field("refresh_token", "required (or the refresh cookie)"))?,
         };
-        let tenant = match &body.tenant {
-            Some(t) => check_tenant(t)?,
-            None => kit::TenantSlug::of_refresh_token(&token)
-                .map(|s| s.to_string())
-                .ok_or_else(|| ApiError::invalid_field("tenant", "required: the refresh token names no tenant"))?,
-        };
+        let tenant = tenant_or_token(body.tenant.as_deref(), kit::TenantSlug::of_refresh_token(&token))?;
         let msg = pb::RefreshRequest {
             tenant: tenant.clone(),
             refresh_token: token,

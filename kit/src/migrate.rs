@@ -255,15 +255,8 @@ impl Migrator {
         }
         tx.commit().await?;
         if recorded {
-            // Wakes audit-svc after the commit, as TenantTx::commit does; its poll covers a failure.
-            let woken = sqlx::query("SELECT pg_notify($1, $2)")
-                .bind(crate::outbox::WAKE_CHANNEL)
-                .bind(tenant.id.0.hyphenated().to_string())
-                .execute(&self.admin)
-                .await;
-            if let Err(e) = woken {
-                tracing::debug!(error = %e, tenant = %tenant.slug, "audit wake-up after provisioning not sent");
-            }
+            // After the commit, as TenantTx::commit does.
+            crate::outbox::send_wake(&self.admin, &[tenant.id.0]).await;
         }
         Ok(applied)
     }

@@ -63,17 +63,24 @@ async fn send_wakes(pool: PgPool, mut rx: mpsc::Receiver<Uuid>) {
         while let Ok(t) = rx.try_recv() {
             tenants.insert(t);
         }
-        let ids: Vec<String> = tenants.iter().map(|t| t.hyphenated().to_string()).collect();
-        let sent = sqlx::query("SELECT pg_notify($1, t) FROM unnest($2::text[]) AS t")
-            .bind(WAKE_CHANNEL)
-            .bind(&ids)
-            .execute(&pool)
-            .await;
-        if let Err(e) = sent {
-            crate::metrics::Metrics::global().event("audit_wake_failed");
-            tracing::warn!(error = %e, tenants = ids.len(), "audit wake-up not sent; audit-svc's poll picks the records up");
-        }
+        let tenants: Vec<Uuid> = tenants.into_iter().collect();
+        send_wake(&pool, &tenants).await;
         tokio::time::sleep(WAKE_WINDOW).await;
+    }
+}
+
+/// Wakes audit-svc for `tenants` now, with one statement outside any transaction of the caller's;
+/// a failure is counted and logged (audit-svc's poll picks the records up within a second).
+pub async fn send_wake(pool: &PgPool, tenants: &[Uuid]) {
+    let ids: Vec<String> = tenants.iter().map(|t| t.hyphenated().to_string()).collect();
+    let sent = sqlx::query("SELECT pg_notify($1, t) FROM unnest($2::text[]) AS t")
+        .bind(WAKE_CHANNEL)
+        .bind(&ids)
+        .execute(pool)
+        .await;
+    if let Err(e) = sent {
+        crate::metrics::Metrics::global().event("audit_wake_failed");
+        tracing::warn!(error = %e, tenants = ids.len(), "audit wake-up not sent; audit-svc's poll picks the records up");
     }
 }
 
