@@ -207,7 +207,7 @@ async fn append_rows(tx: &mut TenantTx, rows: Vec<RecordFields>) -> Result<Vec<U
     let first = next;
 
     let mut seen: std::collections::HashSet<Uuid> = already.into_iter().collect();
-    let mut entries = Vec::new();
+    let mut entries = Vec::with_capacity(rows.len());
     for row in rows {
         // At-least-once in, exactly once in the log.
         if !seen.insert(row.event_id) {
@@ -257,29 +257,49 @@ async fn append_rows(tx: &mut TenantTx, rows: Vec<RecordFields>) -> Result<Vec<U
         }
     }
 
-    insert_entries(tx, &entries).await?;
+    let appended = entries.iter().map(|e| e.0.event_id).collect();
+    insert_entries(tx, entries).await?;
     insert_nodes(tx, &new_nodes).await?;
-    Ok(entries.iter().map(|e| e.0.event_id).collect())
+    Ok(appended)
 }
 
-async fn insert_entries(tx: &mut TenantTx, entries: &[(Entry, Vec<u8>, Hash, Hash)]) -> Result<(), ApiError> {
+/// Inserts `entries` with one statement, one array per column; the entries are moved into the
+/// arrays, not copied.
+async fn insert_entries(tx: &mut TenantTx, entries: Vec<(Entry, Vec<u8>, Hash, Hash)>) -> Result<(), ApiError> {
     if entries.is_empty() {
         return Ok(());
     }
-    let seq: Vec<i64> = entries.iter().map(|e| e.0.seq as i64).collect();
-    let event_id: Vec<Uuid> = entries.iter().map(|e| e.0.event_id).collect();
-    let occurred_at: Vec<DateTime<Utc>> = entries.iter().map(|e| e.0.occurred_at).collect();
-    let service: Vec<&str> = entries.iter().map(|e| e.0.service.as_str()).collect();
-    let actor: Vec<&str> = entries.iter().map(|e| e.0.actor.as_str()).collect();
-    let action: Vec<&str> = entries.iter().map(|e| e.0.action.as_str()).collect();
-    let resource: Vec<&str> = entries.iter().map(|e| e.0.resource.as_str()).collect();
-    let outcome: Vec<&str> = entries.iter().map(|e| e.0.outcome.as_str()).collect();
-    let request_id: Vec<Option<String>> = entries.iter().map(|e| e.0.request_id.clone()).collect();
-    let trace_id: Vec<Option<String>> = entries.iter().map(|e| e.0.trace_id.clone()).collect();
-    let details: Vec<serde_json::Value> = entries.iter().map(|e| e.0.details.clone()).collect();
-    let canonical: Vec<Vec<u8>> = entries.iter().map(|e| e.1.clone()).collect();
-    let leaf: Vec<Vec<u8>> = entries.iter().map(|e| e.2.to_vec()).collect();
-    let chain: Vec<Vec<u8>> = entries.iter().map(|e| e.3.to_vec()).collect();
+    let n = entries.len();
+    let mut seq: Vec<i64> = Vec::with_capacity(n);
+    let mut event_id: Vec<Uuid> = Vec::with_capacity(n);
+    let mut occurred_at: Vec<DateTime<Utc>> = Vec::with_capacity(n);
+    let mut service: Vec<String> = Vec::with_capacity(n);
+    let mut actor: Vec<String> = Vec::with_capacity(n);
+    let mut action: Vec<String> = Vec::with_capacity(n);
+    let mut resource: Vec<String> = Vec::with_capacity(n);
+    let mut outcome: Vec<String> = Vec::with_capacity(n);
+    let mut request_id: Vec<Option<String>> = Vec::with_capacity(n);
+    let mut trace_id: Vec<Option<String>> = Vec::with_capacity(n);
+    let mut details: Vec<serde_json::Value> = Vec::with_capacity(n);
+    let mut canonical: Vec<Vec<u8>> = Vec::with_capacity(n);
+    let mut leaf: Vec<Vec<u8>> = Vec::with_capacity(n);
+    let mut chain: Vec<Vec<u8>> = Vec::with_capacity(n);
+    for (e, bytes, leaf_hash, chain_hash) in entries {
+        seq.push(e.seq as i64);
+        event_id.push(e.event_id);
+        occurred_at.push(e.occurred_at);
+        service.push(e.service);
+        actor.push(e.actor);
+        action.push(e.action);
+        resource.push(e.resource);
+        outcome.push(e.outcome);
+        request_id.push(e.request_id);
+        trace_id.push(e.trace_id);
+        details.push(e.details);
+        canonical.push(bytes);
+        leaf.push(leaf_hash.to_vec());
+        chain.push(chain_hash.to_vec());
+    }
     sqlx::query(
         "INSERT INTO audit_log (seq, event_id, occurred_at, service, actor, action, resource, outcome, request_id, trace_id, details, canonical, leaf_hash, chain_hash) \
          SELECT * FROM unnest($1::bigint[], $2::uuid[], $3::timestamptz[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], \
