@@ -653,6 +653,7 @@ mod model {
         Open,
         Posted,
         Voided,
+        Expired,
     }
 
     #[derive(Clone, Debug)]
@@ -732,6 +733,7 @@ mod model {
                 match p.state {
                     Some(Pend::Posted) => return Err("PENDING_TRANSFER_ALREADY_POSTED"),
                     Some(Pend::Voided) => return Err("PENDING_TRANSFER_ALREADY_VOIDED"),
+                    Some(Pend::Expired) => return Err("PENDING_TRANSFER_EXPIRED"),
                     _ => {}
                 }
                 self.acc[p.dr].dp -= p.amount;
@@ -778,6 +780,18 @@ mod model {
             let state = f.pending.then_some(Pend::Open);
             self.created.insert(t.id.clone(), Created { content: t.clone(), amount, dr, cr, state });
             Ok(amount)
+        }
+
+        /// The pending transfer `id` timed out: its reservation is released, and it can no longer
+        /// be posted or voided.
+        pub fn expire(&mut self, id: &str) {
+            if let Some(p) = self.created.get_mut(id)
+                && p.state == Some(Pend::Open)
+            {
+                p.state = Some(Pend::Expired);
+                self.acc[p.dr].dp -= p.amount;
+                self.acc[p.cr].cp -= p.amount;
+            }
         }
 
         /// One request of transfers (unique ids), as the service applies it.
@@ -844,75 +858,97 @@ struct Spec {
 
 fn spec() -> impl proptest::strategy::Strategy<Value = Spec> {
     use proptest::prelude::*;
-    (0u8..8, 0usize..4, 0usize..4, 0u128..300, prop::bool::weighted(0.25), 0usize..64, 0u8..10)
+    (0u8..8, 0usize..6, 0usize..6, 0u128..300, prop::bool::weighted(0.25), 0usize..64, 0u8..10)
         .prop_map(|(kind, dr, cr, amount, linked, target, retry)| Spec { kind, dr, cr, amount, linked, target, retry })
 }
 
-async fn model_case(f: &Fixture, batches: Vec<Vec<Spec>>) -> Result<(), proptest::test_runner::TestCaseError> {
-    use proptest::prop_assert_eq;
-    let account_flags = [
-        Flags { dmnec: true, ..Default::default() },
-        Flags { cmned: true, ..Default::default() },
-        Flags::default(),
-        Flags::default(),
-    ];
-    let mut ids = Vec::new();
-    let mut m = model::Model::default();
-    for (i, fl) in account_flags.iter().enumerate() {
-        let id = f.account("", *fl).await;
-        m.index.insert(id.to_string(), i);
-        m.acc.push(model::Acc { dmnec: fl.dmnec, cmned: fl.cmned, ..Default::default() });
-        ids.push(id);
-    }
-    let mut submitted: Vec<pb::Transfer> = Vec::new();
-    let mut pendings: Vec<String> = Vec::new();
-    for batch in batches {
-        let mut transfers: Vec<pb::Transfer> = Vec::new();
-        for s in batch {
-            let earlier = (!submitted.is_empty()).then(|| submitted[s.target % submitted.len()].clone());
-            let t = match (s.retry, earlier) {
-                (0, Some(orig)) => orig,
-                (1, Some(mut orig)) => {
-                    orig.amount = (orig.amount.parse::<u128>().unwrap_or(0) + 1).to_string();
-                    orig
-                }
-                _ => {
-                    let mut t = t(ids[s.dr], ids[s.cr], s.amount);
-                    let mut fl = pb::TransferFlags { linked: s.linked, ..Default::default() };
-                    match s.kind {
-                        3 => fl.pending = true,
-                        4 => fl.balancing_debit = true,
-                        5 => fl.balancing_credit = true,
-                        6 | 7 => {
-                            t.debit_account_id.clear();
-                            t.credit_account_id.clear();
-                            t.ledger.clear();
-                            t.code = 0;
-                            t.pending_id = if pendings.is_empty() {
-                                Uuid::new_v4().to_string()
-                            } else {
-                                pendings[s.target % pendings.len()].clone()
-                            };
-                            if s.kind == 6 {
-                                fl.post_pending = true;
-                            } else {
-                                fl.void_pending = true;
-                                t.amount = if s.amount % 2 == 0 { String::new() } else { s.amount.to_string() };
-                            }
-                        }
-                        _ => {}
-                    }
-                    t.flags = Some(fl);
-                    t
-                }
-            };
-            if transfers.iter().any(|x| x.id == t.id) {
-                continue;
+/// One generated case: the accounts (2 to 6, each with no limit, `debits_must_not_exceed_credits`
+/// or `credits_must_not_exceed_debits`), requests of transfers, and optionally an expiry phase: a
+/// request of pending transfers with a one-second timeout, the wait until each has expired, then
+/// one more request (which may post or void them).
+#[derive(Debug, Clone)]
+struct Case {
+    accounts: Vec<u8>,
+    batches: Vec<Vec<Spec>>,
+    expiry: Option<(Vec<Spec>, Vec<Spec>)>,
+}
+
+fn case() -> impl proptest::strategy::Strategy<Value = Case> {
+    use proptest::collection::vec;
+    use proptest::prelude::*;
+    let requests = vec(vec(spec(), 1..6), 1..12);
+    let expiry = proptest::option::weighted(0.3, (vec(spec(), 1..5), vec(spec(), 1..6)));
+    (vec(0u8..3, 2..=6), requests, expiry).prop_map(|(accounts, batches, expiry)| Case { accounts, batches, expiry })
+}
+
+/// What the model case has submitted so far: the accounts' ids, every transfer, and the ids of
+/// the pending transfers a later post or void may name.
+struct Submitted {
+    ids: Vec<Uuid>,
+    transfers: Vec<pb::Transfer>,
+    pendings: Vec<String>,
+}
+
+impl Submitted {
+    /// The transfer `s` describes: a resubmission of an earlier one (same or changed content),
+    /// or a new plain, pending, balancing, post or void transfer.
+    fn transfer(&self, s: &Spec) -> pb::Transfer {
+        let earlier = (!self.transfers.is_empty()).then(|| self.transfers[s.target % self.transfers.len()].clone());
+        match (s.retry, earlier) {
+            (0, Some(orig)) => orig,
+            (1, Some(mut orig)) => {
+                orig.amount = (orig.amount.parse::<u128>().unwrap_or(0) + 1).to_string();
+                orig
             }
-            transfers.push(t);
+            _ => {
+                let ids = &self.ids;
+                let mut t = t(ids[s.dr % ids.len()], ids[s.cr % ids.len()], s.amount);
+                let mut fl = pb::TransferFlags { linked: s.linked, ..Default::default() };
+                match s.kind {
+                    3 => fl.pending = true,
+                    4 => fl.balancing_debit = true,
+                    5 => fl.balancing_credit = true,
+                    6 | 7 => {
+                        t.debit_account_id.clear();
+                        t.credit_account_id.clear();
+                        t.ledger.clear();
+                        t.code = 0;
+                        t.pending_id = if self.pendings.is_empty() {
+                            Uuid::new_v4().to_string()
+                        } else {
+                            self.pendings[s.target % self.pendings.len()].clone()
+                        };
+                        if s.kind == 6 {
+                            fl.post_pending = true;
+                        } else {
+                            fl.void_pending = true;
+                            t.amount = if s.amount.is_multiple_of(2) { String::new() } else { s.amount.to_string() };
+                        }
+                    }
+                    _ => {}
+                }
+                t.flags = Some(fl);
+                t
+            }
         }
-        let got = f.batch(transfers.clone()).await;
-        let want = m.batch(&transfers);
+    }
+
+    /// Sends `transfers` (duplicate ids dropped) as one request and checks every result against
+    /// the model's. Returns the transfers sent and their results.
+    async fn request(
+        &mut self,
+        f: &Fixture,
+        m: &mut model::Model,
+        transfers: Vec<pb::Transfer>,
+    ) -> Result<Vec<(pb::Transfer, model::R)>, proptest::test_runner::TestCaseError> {
+        let mut unique: Vec<pb::Transfer> = Vec::new();
+        for t in transfers {
+            if !unique.iter().any(|x| x.id == t.id) {
+                unique.push(t);
+            }
+        }
+        let got = f.batch(unique.clone()).await;
+        let want = m.batch(&unique);
         let got: Vec<model::R> = got
             .iter()
             .map(|r| {
@@ -921,17 +957,80 @@ async fn model_case(f: &Fixture, batches: Vec<Vec<Spec>>) -> Result<(), proptest
                 (created, r.reason.clone(), r.replayed, amount)
             })
             .collect();
-        prop_assert_eq!(got, want, "batch {:?}", transfers);
-        for t in transfers {
-            if !submitted.iter().any(|s| s.id == t.id) {
-                if t.flags.is_some_and(|f| f.pending) {
-                    pendings.push(t.id.clone());
-                }
-                submitted.push(t);
+        proptest::prop_assert_eq!(&got, &want, "batch {:?}", unique);
+        for t in &unique {
+            if !self.transfers.iter().any(|s| s.id == t.id) {
+                self.transfers.push(t.clone());
             }
         }
+        Ok(unique.into_iter().zip(got).collect())
     }
-    for (i, id) in ids.iter().enumerate() {
+
+    async fn specs(
+        &mut self,
+        f: &Fixture,
+        m: &mut model::Model,
+        specs: &[Spec],
+    ) -> Result<(), proptest::test_runner::TestCaseError> {
+        let transfers = specs.iter().map(|s| self.transfer(s)).collect();
+        for (t, _) in self.request(f, m, transfers).await? {
+            if t.flags.is_some_and(|f| f.pending) && !self.pendings.contains(&t.id) {
+                self.pendings.push(t.id);
+            }
+        }
+        Ok(())
+    }
+}
+
+async fn model_case(f: &Fixture, case: Case) -> Result<(), proptest::test_runner::TestCaseError> {
+    use proptest::prop_assert_eq;
+    let mut m = model::Model::default();
+    let mut sent = Submitted { ids: Vec::new(), transfers: Vec::new(), pendings: Vec::new() };
+    for (i, kind) in case.accounts.iter().enumerate() {
+        let fl = Flags { dmnec: *kind == 1, cmned: *kind == 2, ..Default::default() };
+        let id = f.account("", fl).await;
+        m.index.insert(id.to_string(), i);
+        m.acc.push(model::Acc { dmnec: fl.dmnec, cmned: fl.cmned, ..Default::default() });
+        sent.ids.push(id);
+    }
+    for batch in &case.batches {
+        sent.specs(f, &mut m, batch).await?;
+    }
+    if let Some((timed, after)) = &case.expiry {
+        // Pending transfers that time out after a second. Nothing else is sent until they have
+        // expired, so the model knows at every request which reservations still hold.
+        let holds: Vec<pb::Transfer> = timed
+            .iter()
+            .map(|s| {
+                let mut t = t(sent.ids[s.dr % sent.ids.len()], sent.ids[s.cr % sent.ids.len()], s.amount);
+                t.flags = flags(|f| {
+                    f.pending = true;
+                    f.linked = s.linked;
+                });
+                t.timeout_seconds = 1;
+                t
+            })
+            .collect();
+        let results = sent.request(f, &mut m, holds).await?;
+        let held: Vec<String> = results.into_iter().filter(|(_, r)| r.0 && !r.2).map(|(t, _)| t.id).collect();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        for id in &held {
+            loop {
+                let got = f.client().get_transfer(f.req(pb::GetTransferRequest { id: id.clone() })).await;
+                let state =
+                    got.map_err(|e| proptest::test_runner::TestCaseError::fail(e.to_string()))?.into_inner().state;
+                if state == pb::TransferState::PendingExpired as i32 {
+                    break;
+                }
+                proptest::prop_assert!(tokio::time::Instant::now() < deadline, "{} never expired", id);
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            m.expire(id);
+        }
+        sent.pendings.extend(held);
+        sent.specs(f, &mut m, after).await?;
+    }
+    for (i, id) in sent.ids.iter().enumerate() {
         let b = f.get(*id).await;
         let a = &m.acc[i];
         prop_assert_eq!(
@@ -950,10 +1049,8 @@ async fn the_ledger_matches_a_reference_model() {
     let f = Fixture::new().await;
     let cases: u32 = std::env::var("LEDGER_MODEL_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(24);
     let mut runner = TestRunner::new(Config { cases, failure_persistence: None, ..Config::default() });
-    let strategy = proptest::collection::vec(proptest::collection::vec(spec(), 1..6), 1..16);
     let handle = tokio::runtime::Handle::current();
-    let result =
-        tokio::task::block_in_place(|| runner.run(&strategy, |batches| handle.block_on(model_case(&f, batches))));
+    let result = tokio::task::block_in_place(|| runner.run(&case(), |c| handle.block_on(model_case(&f, c))));
     if let Err(e) = result {
         panic!("{e}");
     }
