@@ -30,6 +30,9 @@ pub async fn load_nodes(tx: &mut TenantTx, keys: &[(u8, u64)]) -> Result<HashMap
     )
     .bind(levels)
     .bind(idxs)
+    // Unprepared: a generic plan made while a new tenant's tree was a few nodes could scan the
+    // table for every key, and stay cached until the table is analyzed.
+    .persistent(false)
     .fetch_all(tx.conn())
     .await
     .map_err(db_error)?;

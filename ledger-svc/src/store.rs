@@ -4,10 +4,13 @@
 //! holds one transfer or 8,190.
 //!
 //! Rows are looked up by id list as `unnest($1) CROSS JOIN LATERAL (… WHERE id = w.want LIMIT 1)`,
-//! never as `id = ANY($1)` or a plain join: the lateral form is one primary-key probe per id
-//! whatever the planner believes about the table, while the other forms become a scan of every
-//! row of the tenant (times every id) when statistics are missing or stale — a new tenant's
-//! first minute, before autovacuum has analyzed its tables.
+//! never as `id = ANY($1)` or a plain join, and those statements run unprepared
+//! (`persistent(false)`). The other forms become a scan of every row of the tenant (times every
+//! id) when statistics are missing or stale — a new tenant's first minute, before autovacuum has
+//! analyzed its tables. And a prepared statement, even of the lateral form, switches to a generic
+//! plan after five executions: made while the table was a page or two, that plan is a scan per
+//! id, and it stays cached on the connection until the table is analyzed. Planned per call, the
+//! lateral form is one primary-key probe per id.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -546,6 +549,7 @@ pub async fn write_effects(
         .bind(b(|b| b.debits_posted))
         .bind(b(|b| b.credits_pending))
         .bind(b(|b| b.credits_posted))
+        .persistent(false)
         .execute(&mut *conn)
         .await
         .map_err(db_error)?;
@@ -587,6 +591,7 @@ pub async fn write_effects(
         )
         .bind(&ids)
         .bind(&states)
+        .persistent(false)
         .execute(&mut *conn)
         .await
         .map_err(db_error)?;
