@@ -157,6 +157,9 @@ impl fmt::Debug for Db {
     }
 }
 
+/// A pooled connection idle for at least this long is pinged before it is handed out.
+const PING_IDLE_AFTER: Duration = Duration::from_secs(1);
+
 /// Connection options from a URL; the URL (with its password) never reaches a log or an error.
 pub fn connect_options(url: &SecretString) -> Result<PgConnectOptions, sqlx::Error> {
     url.expose_secret()
@@ -173,6 +176,20 @@ impl Db {
             .min_connections(0)
             .acquire_timeout(Duration::from_secs(5))
             .idle_timeout(Duration::from_secs(60))
+            // sqlx pings every connection it hands out by default: a round trip to PostgreSQL
+            // before each transaction (a refresh grant is BEGIN, one statement and COMMIT: four
+            // round trips instead of three). Only a connection idle for a while is pinged now; one
+            // that went stale sooner (PostgreSQL restarted that second) fails its first statement,
+            // which reads as DATABASE_UNAVAILABLE, retryable, and is dropped from the pool.
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for >= PING_IDLE_AFTER {
+                        sqlx::Connection::ping(conn).await?;
+                    }
+                    Ok(true)
+                })
+            })
             .connect_lazy_with(options.clone());
         // Health checks use a connection of their own, so a busy pool does not read as an outage.
         let health = PgPoolOptions::new()
@@ -362,13 +379,20 @@ impl TenantTx {
 /// Classifies a database error: unavailability is retryable, the rest is internal (logged, not
 /// shown).
 pub fn db_error(e: sqlx::Error) -> ApiError {
-    match &e {
-        sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
-            tracing::warn!(error = %e, "database unavailable");
-            ApiError::unavailable("DATABASE_UNAVAILABLE", "database unavailable, retry later")
+    let unavailable = match &e {
+        sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => true,
+        // The server ended the session or cannot take it now: connection exceptions (class 08),
+        // shutdown and crash (57P01–57P03). A retry may succeed (and replays if it had committed).
+        sqlx::Error::Database(d) => {
+            d.code().is_some_and(|c| c.starts_with("08") || matches!(&*c, "57P01" | "57P02" | "57P03"))
         }
-        _ => ApiError::internal(&e),
+        _ => false,
+    };
+    if unavailable {
+        tracing::warn!(error = %e, "database unavailable");
+        return ApiError::unavailable("DATABASE_UNAVAILABLE", "database unavailable, retry later");
     }
+    ApiError::internal(&e)
 }
 
 #[cfg(test)]
