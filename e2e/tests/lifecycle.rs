@@ -132,3 +132,57 @@ async fn a_service_refuses_to_serve_through_a_role_that_bypasses_rls() {
     let _ = task.await;
     c.stop().await;
 }
+
+/// The pool pings only connections idle for a second or more. A pooled connection the server
+/// ended a moment ago fails its next statement as DATABASE_UNAVAILABLE (retryable, never a 500)
+/// and leaves the pool; the retry gets a new connection. One idle longer is pinged and replaced
+/// before use, and the statement succeeds.
+#[tokio::test]
+async fn a_connection_the_server_ended_fails_once_as_unavailable() {
+    let db = kit::testing::TestDb::create().await;
+    let admin = db.admin_pool().await;
+    let pool = kit::Db::connect_lazy(&db.admin_url(), 1).expect("pool");
+    let end_pooled_connection = || async {
+        let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()").fetch_one(pool.control_pool()).await.expect("pid");
+        // sqlx pings a connection as it returns it to the pool; end it only once it is back.
+        while pool.control_pool().num_idle() == 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let idle_since = std::time::Instant::now();
+        sqlx::query("SELECT pg_terminate_backend($1)").bind(pid).execute(&admin).await.expect("terminate");
+        for _ in 0..100 {
+            let alive: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = $1)")
+                .bind(pid)
+                .fetch_one(&admin)
+                .await
+                .expect("activity");
+            if !alive {
+                return idle_since;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("backend {pid} did not end");
+    };
+
+    // A busy machine may take most of a second to end the backend; then the pool would ping the
+    // connection, which is the other case. Try again until it is ended well within the second.
+    let mut seen = false;
+    for _ in 0..5 {
+        if end_pooled_connection().await.elapsed() > Duration::from_millis(700) {
+            sqlx::query("SELECT 1").execute(pool.control_pool()).await.expect("pinged and replaced");
+            continue;
+        }
+        let e = sqlx::query("SELECT 1").execute(pool.control_pool()).await.expect_err("the ended connection is used");
+        let raw = format!("{e}");
+        let e = kit::tenancy::db_error(e);
+        assert_eq!((e.code, e.reason.as_ref()), (kit::ErrorCode::Unavailable, "DATABASE_UNAVAILABLE"), "{raw}");
+        sqlx::query("SELECT 1").execute(pool.control_pool()).await.expect("the retry gets a new connection");
+        seen = true;
+        break;
+    }
+    assert!(seen, "the backend never ended within 0.7 s of its connection's return to the pool");
+
+    end_pooled_connection().await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    sqlx::query("SELECT 1").execute(pool.control_pool()).await.expect("an idle connection is pinged first");
+}

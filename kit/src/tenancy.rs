@@ -177,10 +177,12 @@ impl Db {
             .acquire_timeout(Duration::from_secs(5))
             .idle_timeout(Duration::from_secs(60))
             // sqlx pings every connection it hands out by default: a round trip to PostgreSQL
-            // before each transaction (a refresh grant is BEGIN, one statement and COMMIT: four
-            // round trips instead of three). Only a connection idle for a while is pinged now; one
-            // that went stale sooner (PostgreSQL restarted that second) fails its first statement,
-            // which reads as DATABASE_UNAVAILABLE, retryable, and is dropped from the pool.
+            // before each transaction, on the request's path (a refresh grant is BEGIN, one
+            // statement and COMMIT: it waited for four round trips instead of three). Only a
+            // connection idle for a while is pinged now; one that went stale sooner (PostgreSQL
+            // restarted that second) fails its first statement, which reads as
+            // DATABASE_UNAVAILABLE, retryable, and is dropped from the pool. (sqlx also pings a
+            // connection as it takes it back, after the request; that one stays.)
             .test_before_acquire(false)
             .before_acquire(|conn, meta| {
                 Box::pin(async move {
