@@ -20,7 +20,8 @@ pub fn router(state: AppState, body_limit: usize, batch_body_limit: usize) -> Ro
     let batches = Router::new()
         .route("/v1/ledger/transfers", axum::routing::post(crate::ledger::create_transfers))
         .layer(DefaultBodyLimit::max(batch_body_limit))
-        .layer(tower_http::limit::RequestBodyLimitLayer::new(batch_body_limit));
+        .layer(tower_http::limit::RequestBodyLimitLayer::new(batch_body_limit))
+        .layer(axum::middleware::from_fn_with_state(batch_body_limit, drain_oversized));
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -81,6 +82,7 @@ pub fn router(state: AppState, body_limit: usize, batch_body_limit: usize) -> Ro
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(tower_http::limit::RequestBodyLimitLayer::new(body_limit))
+        .layer(axum::middleware::from_fn_with_state(body_limit, drain_oversized))
         .merge(batches)
         // Then, from the inside out: CSRF defence of cookie sessions, rate limits.
         .layer(axum::middleware::from_fn_with_state(state.clone(), crate::browser::csrf))
@@ -156,6 +158,43 @@ async fn redis_status(client: &redis::Client) -> &'static str {
 
 async fn openapi() -> Json<serde_json::Value> {
     Json(crate::openapi::document())
+}
+
+/// The most of a refused body [`drain_oversized`] reads, and for how long.
+const DRAIN_BYTES: usize = 1024 * 1024;
+const DRAIN_TIME: Duration = Duration::from_secs(2);
+
+/// A request whose `Content-Length` exceeds `limit` is refused (413, by the limit layer inside)
+/// only after what the client sends has been read and discarded, up to [`DRAIN_BYTES`] and
+/// [`DRAIN_TIME`]. Answered and closed with its body unread, the connection is reset by the
+/// kernel, and a client still writing saw the reset instead of the 413 and its JSON error.
+async fn drain_oversized(
+    State(limit): State<usize>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    use futures::StreamExt;
+    let declared = req
+        .headers()
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_none_or(|n| n <= limit as u64) {
+        return next.run(req).await;
+    }
+    let (parts, body) = req.into_parts();
+    let mut chunks = body.into_data_stream();
+    let _ = tokio::time::timeout(DRAIN_TIME, async {
+        let mut read = 0;
+        while read < DRAIN_BYTES {
+            match chunks.next().await {
+                Some(Ok(chunk)) => read += chunk.len(),
+                _ => break,
+            }
+        }
+    })
+    .await;
+    next.run(axum::extract::Request::from_parts(parts, axum::body::Body::empty())).await
 }
 
 /// Verifies the access token of a request at the gateway: the bearer token, or, when there is no
