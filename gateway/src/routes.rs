@@ -17,12 +17,11 @@ use crate::http_layer::{JsonError, RequestId, observe};
 
 pub fn router(state: AppState, body_limit: usize, batch_body_limit: usize) -> Router {
     // A full batch (8,190 transfers as JSON) is larger than any other request: its own limit.
-    let batches = Router::new()
-        .route("/v1/ledger/transfers", axum::routing::post(crate::ledger::create_transfers))
-        .layer(DefaultBodyLimit::max(batch_body_limit))
-        .layer(tower_http::limit::RequestBodyLimitLayer::new(batch_body_limit))
-        .layer(axum::middleware::from_fn_with_state(batch_body_limit, drain_oversized));
-    Router::new()
+    let batches = body_limited(
+        Router::new().route("/v1/ledger/transfers", axum::routing::post(crate::ledger::create_transfers)),
+        batch_body_limit,
+    );
+    let routes = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/openapi.json", get(openapi))
@@ -79,10 +78,8 @@ pub fn router(state: AppState, body_limit: usize, batch_body_limit: usize) -> Ro
         .route("/v1/ledger/accounts/{id}/transfers", get(crate::ledger::account_transfers))
         .route("/v1/ledger/transfers/{id}", get(crate::ledger::get_transfer).post(crate::ledger::resolve))
         .route("/v1/ledger/receipts/verify", get(crate::ledger::verify))
-        .fallback(not_found)
-        .layer(DefaultBodyLimit::max(body_limit))
-        .layer(tower_http::limit::RequestBodyLimitLayer::new(body_limit))
-        .layer(axum::middleware::from_fn_with_state(body_limit, drain_oversized))
+        .fallback(not_found);
+    body_limited(routes, body_limit)
         .merge(batches)
         // Then, from the inside out: CSRF defence of cookie sessions, rate limits.
         .layer(axum::middleware::from_fn_with_state(state.clone(), crate::browser::csrf))
@@ -158,6 +155,15 @@ async fn redis_status(client: &redis::Client) -> &'static str {
 
 async fn openapi() -> Json<serde_json::Value> {
     Json(crate::openapi::document())
+}
+
+/// `routes` with bodies limited to `limit` bytes: larger ones get 413, a declared one after
+/// [`drain_oversized`] has read it.
+fn body_limited(routes: Router<AppState>, limit: usize) -> Router<AppState> {
+    routes
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(tower_http::limit::RequestBodyLimitLayer::new(limit))
+        .layer(axum::middleware::from_fn_with_state(limit, drain_oversized))
 }
 
 /// The most of a refused body [`drain_oversized`] reads, and for how long.
