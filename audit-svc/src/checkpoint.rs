@@ -20,25 +20,63 @@ pub fn origin(tenant: &Tenant) -> String {
     format!("strongroom.audit/{}", tenant.slug)
 }
 
-/// Loads the perfect-subtree nodes `keys` in one query (one primary-key probe per key).
+/// Loads the perfect-subtree nodes `keys` with one query. Those from [`merkle::STORED_FROM`] up
+/// are stored (one primary-key probe each). Those below are recomputed from the leaves of their
+/// block of [`merkle::BLOCK`] entries (one index range scan per block), so the map also holds every
+/// other node of those blocks, as far as their leaves are contiguous.
 pub async fn load_nodes(tx: &mut TenantTx, keys: &[(u8, u64)]) -> Result<HashMap<(u8, u64), Hash>, ApiError> {
-    let levels: Vec<i16> = keys.iter().map(|k| k.0 as i16).collect();
-    let idxs: Vec<i64> = keys.iter().map(|k| k.1 as i64).collect();
+    let (upper, lower): (Vec<_>, Vec<_>) = keys.iter().copied().partition(|k| k.0 >= merkle::STORED_FROM);
+    let levels: Vec<i16> = upper.iter().map(|k| k.0 as i16).collect();
+    let idxs: Vec<i64> = upper.iter().map(|k| k.1 as i64).collect();
+    let mut blocks: Vec<i64> = lower.iter().map(|&(l, i)| ((i << l) - ((i << l) % merkle::BLOCK)) as i64).collect();
+    blocks.sort_unstable();
+    blocks.dedup();
+    // A block's leaves come from the log or, for entries pruned beyond retention, from the level-0
+    // nodes kept in their place; entries sequenced while every level was stored have both. The
+    // `ORDER BY … LIMIT` keeps each block's read a range scan of the primary key: without it the
+    // planner took the lower bound alone as the index condition and read to the end of the log.
     let rows: Vec<(i16, i64, Vec<u8>)> = sqlx::query_as(
         "SELECT n.level, n.idx, n.hash FROM unnest($1::smallint[], $2::bigint[]) AS w(level, idx) \
-         CROSS JOIN LATERAL (SELECT * FROM merkle_nodes m WHERE m.level = w.level AND m.idx = w.idx LIMIT 1) AS n",
+         CROSS JOIN LATERAL (SELECT * FROM merkle_nodes m WHERE m.level = w.level AND m.idx = w.idx LIMIT 1) AS n \
+         UNION ALL SELECT 0::smallint, l.seq, l.leaf_hash FROM unnest($3::bigint[], $4::bigint[]) AS b(first, last) \
+         CROSS JOIN LATERAL (SELECT seq, leaf_hash FROM audit_log WHERE seq >= b.first AND seq < b.last \
+                             ORDER BY seq LIMIT $5) AS l \
+         UNION ALL SELECT 0::smallint, p.idx, p.hash FROM unnest($3::bigint[], $4::bigint[]) AS b(first, last) \
+         CROSS JOIN LATERAL (SELECT idx, hash FROM merkle_nodes WHERE level = 0 AND idx >= b.first AND idx < b.last \
+                             ORDER BY idx LIMIT $5) AS p",
     )
     .bind(levels)
     .bind(idxs)
+    .bind(&blocks)
+    .bind(blocks.iter().map(|b| b + merkle::BLOCK as i64).collect::<Vec<i64>>())
+    .bind(merkle::BLOCK as i64)
     // Unprepared: a generic plan made while a new tenant's tree was a few nodes could scan the
-    // table for every key, and stay cached until the table is analyzed.
+    // tables for every key, and stay cached until they are analyzed.
     .persistent(false)
     .fetch_all(tx.conn())
     .await
     .map_err(db_error)?;
     let mut map = HashMap::new();
+    let mut leaves = std::collections::BTreeMap::new();
     for (l, i, h) in rows {
-        map.insert((l as u8, i as u64), h.try_into().map_err(|_| ApiError::internal(&"stored node is not 32 bytes"))?);
+        let h: Hash = h.try_into().map_err(|_| ApiError::internal(&"stored node is not 32 bytes"))?;
+        if l == 0 {
+            leaves.insert(i as u64, h);
+        } else {
+            map.insert((l as u8, i as u64), h);
+        }
+    }
+    for first in blocks {
+        let first = first as u64;
+        let contiguous: Vec<Hash> = leaves
+            .range(first..first + merkle::BLOCK)
+            .enumerate()
+            .take_while(|(n, (i, _))| **i == first + *n as u64)
+            .map(|(_, (_, h))| *h)
+            .collect();
+        for (l, i, h) in merkle::block_nodes(first, &contiguous) {
+            map.entry((l, i)).or_insert(h);
+        }
     }
     Ok(map)
 }

@@ -13,7 +13,7 @@ use kit::{ApiError, Db, Tenant, TenantTx};
 use uuid::Uuid;
 
 use crate::domain::entry::Entry;
-use crate::domain::merkle::{Hash, node_hash};
+use crate::domain::merkle::{self, Hash, node_hash};
 
 /// Most outbox rows one transaction takes.
 pub const BATCH: i64 = 1000;
@@ -220,11 +220,20 @@ async fn append_rows(tx: &mut TenantTx, rows: Vec<RecordFields>) -> Result<Vec<U
         entries.push((entry, canonical, leaf, link));
     }
 
-    // Merkle nodes completed by the new leaves; left siblings may come from earlier batches.
-    let mut nodes: HashMap<(u8, u64), Hash> = HashMap::new();
+    if entries.is_empty() {
+        return Ok(Vec::new());
+    }
+
+    // Merkle nodes completed by the new leaves. Those below `STORED_FROM` are not stored: the
+    // block the new leaves start in is recomputed from its earlier leaves, and left siblings from
+    // `STORED_FROM` up come from the store.
+    let block_start = first - first % merkle::BLOCK;
     let mut needed = Vec::new();
+    if block_start < first {
+        needed.push((0, block_start));
+    }
     for i in first..next {
-        let mut level = 1u8;
+        let mut level = merkle::STORED_FROM + 1;
         while level < 64 && (i + 1) % (1u64 << level) == 0 {
             let left = (level - 1, ((i + 1) >> level) * 2 - 2);
             if left.1 << (level - 1) < first {
@@ -233,14 +242,15 @@ async fn append_rows(tx: &mut TenantTx, rows: Vec<RecordFields>) -> Result<Vec<U
             level += 1;
         }
     }
-    if !needed.is_empty() {
-        nodes.extend(crate::checkpoint::load_nodes(tx, &needed).await?);
+    let mut nodes: HashMap<(u8, u64), Hash> =
+        if needed.is_empty() { HashMap::new() } else { crate::checkpoint::load_nodes(tx, &needed).await? };
+    if block_start < first && !nodes.contains_key(&(0, first - 1)) {
+        return Err(ApiError::internal(&"a leaf of the current block is missing"));
     }
     let mut new_nodes: Vec<(u8, u64, Hash)> = Vec::new();
     for (entry, _, leaf, _) in &entries {
         let i = entry.seq;
         nodes.insert((0, i), *leaf);
-        new_nodes.push((0, i, *leaf));
         let mut level = 1u8;
         while level < 64 && (i + 1) % (1u64 << level) == 0 {
             let idx = ((i + 1) >> level) - 1;
@@ -252,14 +262,18 @@ async fn append_rows(tx: &mut TenantTx, rows: Vec<RecordFields>) -> Result<Vec<U
                 .ok_or_else(|| ApiError::internal(&"merkle node missing"))?;
             let h = node_hash(&left, &right);
             nodes.insert((level, idx), h);
-            new_nodes.push((level, idx, h));
+            if level >= merkle::STORED_FROM {
+                new_nodes.push((level, idx, h));
+            }
             level += 1;
         }
     }
 
     let appended = entries.iter().map(|e| e.0.event_id).collect();
     insert_entries(tx, entries).await?;
-    insert_nodes(tx, &new_nodes).await?;
+    if !new_nodes.is_empty() {
+        insert_nodes(tx, &new_nodes).await?;
+    }
     Ok(appended)
 }
 

@@ -85,7 +85,8 @@ async fn the_outbox_drains_into_a_contiguous_verifiable_log() {
     assert_eq!(report.first_mismatch, None);
     assert_eq!(report.checked, n as u64);
 
-    // The stored perfect-subtree nodes give the RFC 9162 root of the leaves.
+    // Only the levels from `STORED_FROM` up are stored, and they are the hashes of the leaves;
+    // with the lower levels recomputed from the leaves' blocks, they give the RFC 9162 root.
     let admin = c.db.admin_pool().await;
     let leaves: Vec<Vec<u8>> = sqlx::query_scalar("SELECT leaf_hash FROM t_alpha.audit_log ORDER BY seq")
         .fetch_all(&admin)
@@ -93,10 +94,24 @@ async fn the_outbox_drains_into_a_contiguous_verifiable_log() {
         .expect("leaves");
     let nodes: Vec<(i16, i64, Vec<u8>)> =
         sqlx::query_as("SELECT level, idx, hash FROM t_alpha.merkle_nodes").fetch_all(&admin).await.expect("nodes");
-    let map: std::collections::HashMap<(u8, u64), merkle::Hash> =
-        nodes.into_iter().map(|(l, i, h)| ((l as u8, i as u64), h.try_into().expect("32"))).collect();
-    let get = |l: u8, i: u64| map.get(&(l, i)).copied();
     let leaf_hashes: Vec<merkle::Hash> = leaves.into_iter().map(|h| h.try_into().expect("32")).collect();
+    let mut map: std::collections::HashMap<(u8, u64), merkle::Hash> = std::collections::HashMap::new();
+    for (b, block) in leaf_hashes.chunks(merkle::BLOCK as usize).enumerate() {
+        map.extend(merkle::block_nodes(b as u64 * merkle::BLOCK, block).into_iter().map(|(l, i, h)| ((l, i), h)));
+    }
+    let n_leaves = leaf_hashes.len() as u64;
+    assert!(n_leaves >= merkle::BLOCK, "the test needs a complete block");
+    let upper: u64 = (merkle::STORED_FROM..64).map(|l| n_leaves >> l).sum();
+    assert_eq!(nodes.len() as u64, upper, "levels from {} up, nothing below", merkle::STORED_FROM);
+    for (l, i, h) in nodes {
+        let (l, i) = (l as u8, i as u64);
+        assert!(l >= merkle::STORED_FROM, "node ({l}, {i}) is below the stored levels");
+        if l == merkle::STORED_FROM {
+            assert_eq!(map.get(&(l, i)).map(|w| w.as_slice()), Some(h.as_slice()), "node ({l}, {i})");
+        }
+        map.insert((l, i), h.try_into().expect("32"));
+    }
+    let get = |l: u8, i: u64| map.get(&(l, i)).copied();
     for size in [1u64, 2, 7, 64, 100, n as u64] {
         let root = merkle::root(size, &get).expect("root");
         for index in [0, size / 2, size - 1] {
@@ -111,8 +126,9 @@ async fn the_outbox_drains_into_a_contiguous_verifiable_log() {
 async fn nobody_updates_or_deletes_an_entry() {
     let c = Constellation::start(false).await;
     c.create_tenant("alpha").await;
-    write_records(&c, "alpha", 3, "x").await;
-    wait_drained(&c, "t_alpha", 3).await;
+    // A whole block of entries, so that a Merkle node is stored (level 8) for the DELETE below.
+    write_records(&c, "alpha", 260, "x").await;
+    wait_drained(&c, "t_alpha", 260).await;
     // audit-svc's own role holds no UPDATE/DELETE grant.
     let audit = Db::connect_lazy(&c.db.runtime_url("audit"), 1).expect("pool");
     let t = tenant(&audit, "alpha").await;
@@ -127,6 +143,7 @@ async fn nobody_updates_or_deletes_an_entry() {
         "DELETE FROM t_alpha.audit_log WHERE seq = 0",
         "TRUNCATE t_alpha.audit_log",
         "DELETE FROM t_alpha.merkle_nodes",
+        "TRUNCATE t_alpha.merkle_nodes",
     ] {
         let err = sqlx::query(stmt).execute(&admin).await.expect_err(stmt);
         assert!(err.to_string().contains("append-only"), "{stmt}: {err}");
