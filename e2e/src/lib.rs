@@ -416,6 +416,26 @@ impl Constellation {
         Ok((status, headers, json))
     }
 
+    /// [`Self::gateway_request`] with the body sent chunked (no `Content-Length`), in `chunks`.
+    pub async fn gateway_request_chunked(
+        &self,
+        method: http::Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        chunks: Vec<Vec<u8>>,
+    ) -> Result<(http::StatusCode, http::HeaderMap, serde_json::Value), String> {
+        let ca = std::fs::read(self.pki.path("ca.pem")).map_err(|e| e.to_string())?;
+        let cfg = kit::tls::ca_only_client_config(&ca, &[b"http/1.1"]).map_err(|e| e.to_string())?;
+        let frames = chunks
+            .into_iter()
+            .map(|c| Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(hyper::body::Bytes::from(c))));
+        let body = http_body_util::StreamBody::new(futures::stream::iter(frames));
+        let (status, headers, body) =
+            kit::tls::https_request_with(cfg, method, &format!("{}{path}", self.gateway_url()), headers, body).await?;
+        let json = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
+        Ok((status, headers, json))
+    }
+
     pub async fn gateway_get(
         &self,
         path: &str,

@@ -44,6 +44,31 @@ async fn errors_headers_limits_and_request_ids() {
     assert_eq!(status, 413);
     assert_error(&body, "OUT_OF_RANGE", "BODY_TOO_LARGE");
 
+    // An over-limit body sent chunked (no Content-Length to refuse it by) gets the same JSON 413
+    // from a route that reads it, every time, and not a connection reset while still writing.
+    for attempt in 0..5 {
+        let chunks = vec![vec![b'x'; 16 * 1024]; 56];
+        let (status, _, body) = c
+            .gateway_request_chunked(
+                http::Method::POST,
+                "/v1/auth/login",
+                &[("content-type", "application/json")],
+                chunks,
+            )
+            .await
+            .unwrap_or_else(|e| panic!("attempt {attempt}: the 413 arrives: {e}"));
+        assert_eq!(status, 413, "{body}");
+        assert_error(&body, "OUT_OF_RANGE", "BODY_TOO_LARGE");
+    }
+    // A chunked body within the limit reaches its handler whole: a login with a wrong password.
+    let login = br#"{"tenant":"nosuchtenant","email":"a@example.com","password":"wrong password 123"}"#;
+    let chunks: Vec<Vec<u8>> = login.chunks(7).map(<[u8]>::to_vec).collect();
+    let (status, _, body) = c
+        .gateway_request_chunked(http::Method::POST, "/v1/auth/login", &[("content-type", "application/json")], chunks)
+        .await
+        .expect("login");
+    assert_eq!(status, 401, "{body}");
+
     let (_, headers, _) = c.gateway_get("/healthz", &[("x-request-id", "trace-me-42")]).await.expect("id");
     assert_eq!(headers["x-request-id"], "trace-me-42");
     let (_, headers, _) = c.gateway_get("/healthz", &[("x-request-id", "<script>")]).await.expect("id");

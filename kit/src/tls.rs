@@ -553,6 +553,22 @@ pub async fn https_request(
     headers: &[(&str, &str)],
     body: Vec<u8>,
 ) -> Result<(http::StatusCode, http::HeaderMap, Vec<u8>), String> {
+    https_request_with(config, method, url, headers, http_body_util::Full::new(bytes_from(body))).await
+}
+
+/// [`https_request`] with any body: one whose size is not known ahead is sent chunked.
+pub async fn https_request_with<B>(
+    config: rustls::ClientConfig,
+    method: http::Method,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: B,
+) -> Result<(http::StatusCode, http::HeaderMap, Vec<u8>), String>
+where
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     use http_body_util::BodyExt;
     let parsed = url::Url::parse(url).map_err(|e| e.to_string())?;
     let host = match parsed.host() {
@@ -574,7 +590,7 @@ pub async fn https_request(
     for (k, v) in headers {
         req = req.header(*k, *v);
     }
-    let req = req.body(http_body_util::Full::new(bytes_from(body))).map_err(|e| e.to_string())?;
+    let req = req.body(body).map_err(|e| e.to_string())?;
     let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
     let (parts, body) = resp.into_parts();
     let bytes = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
