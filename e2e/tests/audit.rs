@@ -126,9 +126,9 @@ async fn the_outbox_drains_into_a_contiguous_verifiable_log() {
 async fn nobody_updates_or_deletes_an_entry() {
     let c = Constellation::start(false).await;
     c.create_tenant("alpha").await;
-    // A whole block of entries, so that a Merkle node is stored (level 8) for the DELETE below.
-    write_records(&c, "alpha", 260, "x").await;
-    wait_drained(&c, "t_alpha", 260).await;
+    // A whole block of entries, so that a Merkle node is stored for the DELETE below.
+    write_records(&c, "alpha", merkle::BLOCK as usize + 4, "x").await;
+    wait_drained(&c, "t_alpha", merkle::BLOCK as i64 + 4).await;
     // audit-svc's own role holds no UPDATE/DELETE grant.
     let audit = Db::connect_lazy(&c.db.runtime_url("audit"), 1).expect("pool");
     let t = tenant(&audit, "alpha").await;
