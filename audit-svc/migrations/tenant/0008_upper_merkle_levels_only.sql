@@ -1,8 +1,8 @@
 -- audit-svc no longer stores the Merkle nodes of levels 0–3 for entries still in the log: it
 -- recomputes them from the leaf hashes of their block of 16 entries (`audit_log.leaf_hash`) when
--- a root or proof needs them. That was 15 of every 16 node rows (about two rows per entry, half of
--- the rows sequencing an entry wrote); one row per eight entries is left. Nodes already stored
--- stay, and are used where present.
+-- a root or proof needs them. That was 30 of every 32 node rows (about two per entry, beside the
+-- entry's own row in the log); one per eight entries is left. Nodes already stored stay, and are
+-- used where present.
 --
 -- A pruned entry's leaf must outlive its row, so pruning now first keeps each leaf it deletes as
 -- a level-0 node (as every leaf was stored before): every checkpoint, every inclusion proof of a

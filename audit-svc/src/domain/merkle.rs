@@ -54,8 +54,8 @@ pub fn chain_hash(previous: &Hash, leaf: &Hash) -> Hash {
 
 /// The lowest level stored for entries still in the log. A node below it is recomputed from the
 /// leaves of its block of [`BLOCK`] entries (one index range scan). Storing every level was about
-/// two rows per entry, half of what sequencing an entry wrote; from level 4 up it is one row per
-/// eight entries, and a proof reads at most a few blocks of 16 leaves. (Level 8 was measured too:
+/// two node rows per entry, beside the entry's own row; from level 4 up it is one per eight
+/// entries, and a proof reads at most a few blocks of 16 leaves. (Level 8 was measured too:
 /// no faster to append, and a proof then read 256 leaves per block, ~1.5 ms of CPU more.)
 pub const STORED_FROM: u8 = 4;
 
