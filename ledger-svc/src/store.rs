@@ -5,9 +5,9 @@
 //!
 //! Rows are looked up by id list as `unnest($1) CROSS JOIN LATERAL (… WHERE id = w.want LIMIT 1)`,
 //! never as `id = ANY($1)` or a plain join, and the probes run unprepared (`persistent(false)`;
-//! the account update is the one exception, see there). The other forms become a scan of every row of the tenant (times every
-//! id) when statistics are missing or stale — a new tenant's first minute, before autovacuum has
-//! analyzed its tables. And a prepared statement, even of the lateral form, switches to a generic
+//! the account update, which is no probe, stays prepared, see there). The other forms become a
+//! scan of every row of the tenant (times every id) when statistics are missing or stale — a new
+//! tenant's first minute, before autovacuum has analyzed its tables. And a prepared statement, even of the lateral form, switches to a generic
 //! plan after five executions: made while the table was a page or two, that plan is a scan per
 //! id, and it stays cached on the connection until the table is analyzed. Planned per call, the
 //! lateral form is one primary-key probe per id.
