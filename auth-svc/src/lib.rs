@@ -33,6 +33,7 @@ pub const MIGRATIONS: MigrationSet = MigrationSet {
     tenant: &[
         kit::migration!("tenant", "0001_create_tenant_policy"),
         kit::migration!("tenant", "0002_create_identity"),
+        kit::migration!("tenant", "0003_index_grants_by_holder"),
     ],
 };
 

@@ -65,14 +65,19 @@ pub fn check_subset(granted: &[String], held: &[String]) -> Result<(), ApiError>
 /// `user` (an SQL expression: a parameter or a column), sorted bytewise and without duplicates, so
 /// that a statement reading a user can read them in the same round trip.
 pub fn effective_columns(user: &str) -> String {
-    let grants = format!(
-        "FROM roles r JOIN role_grants g ON g.role_id = r.id
-          WHERE g.user_id = {user} OR g.group_id IN (SELECT group_id FROM group_members WHERE user_id = {user})"
+    // The roles held directly and through groups, each branch an index probe by holder (auth
+    // tenant migration 0003). As one `g.user_id = … OR g.group_id IN (…)`, PostgreSQL could only
+    // filter every grant of the tenant, at every login, refresh grant and permission check.
+    let held = format!(
+        "SELECT g.role_id FROM role_grants g WHERE g.user_id = {user}
+         UNION ALL
+         SELECT g.role_id FROM group_members m JOIN role_grants g ON g.group_id = m.group_id
+          WHERE m.user_id = {user}"
     );
     format!(
-        "ARRAY(SELECT DISTINCT r.name COLLATE \"C\" {grants} ORDER BY 1) AS roles,
-         ARRAY(SELECT DISTINCT p COLLATE \"C\" {grants_p} ORDER BY 1) AS permissions",
-        grants_p = grants.replacen("FROM roles r", "FROM roles r CROSS JOIN LATERAL unnest(r.permissions) p", 1),
+        "ARRAY(SELECT DISTINCT r.name COLLATE \"C\" FROM roles r WHERE r.id IN ({held}) ORDER BY 1) AS roles,
+         ARRAY(SELECT DISTINCT p COLLATE \"C\" FROM roles r CROSS JOIN LATERAL unnest(r.permissions) p
+                WHERE r.id IN ({held}) ORDER BY 1) AS permissions"
     )
 }
 

@@ -2,7 +2,8 @@
 //! machine, refresh grants/s, and authenticated `GET /v1/me` through the gateway, with p50/p99.
 //! It registers a tenant of its own (`bench_<random>`) with an owner, enrols the owner's TOTP,
 //! creates one `viewer` user per caller, then measures. Traffic goes only to the endpoints of
-//! `endpoints.json` (loopback for `dev up`); every phase is bounded in time.
+//! `endpoints.json` (loopback for `dev up`); every phase is bounded in time. With `--directory N`
+//! the tenant first gets N more users, as a directory of an established tenant holds them.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -78,7 +79,50 @@ fn totp_now(secret: &str) -> anyhow::Result<String> {
     Ok(t.generate_current()?)
 }
 
-pub async fn auth(opts: &Options, endpoints: &Endpoints) -> anyhow::Result<()> {
+/// Gives tenant `slug` `n` more users, each holding `viewer` directly and a member of one of
+/// `n / 100` groups that hold `member`: the directory of an established tenant, against which
+/// every login, refresh grant and permission check looks up the caller's grants. They are written
+/// in PostgreSQL directly, as an import would (`dev up` only: the admin URL comes from its
+/// generated configuration); they have no password and never log in.
+async fn seed_directory(opts: &Options, slug: &str, n: usize) -> anyhow::Result<()> {
+    let cfg: toml::Value =
+        toml::from_str(&std::fs::read_to_string(opts.dev_dir.join("config/auth.toml")).context("dev config")?)?;
+    let admin_url = cfg["database"]["admin_url"].as_str().ok_or_else(|| anyhow!("no admin_url in the dev config"))?;
+    let pool = sqlx::PgPool::connect(admin_url).await.context("dev database")?;
+    let (tenant,): (uuid::Uuid,) = sqlx::query_as("SELECT id FROM control.tenants WHERE slug = $1")
+        .bind(slug)
+        .fetch_one(&pool)
+        .await
+        .context("tenant")?;
+    let schema = kit::TenantSlug::parse(slug).map_err(|e| anyhow!("{e}"))?.schema();
+    let groups = (n / 100).max(1) as i64;
+    let mut tx = pool.begin().await?;
+    sqlx::query(&format!("SET LOCAL search_path = {schema}")).execute(&mut *tx).await?;
+    for sql in [
+        "INSERT INTO groups (tenant_id, name) SELECT $1, 'directory_' || g FROM generate_series(1, $3) g",
+        "INSERT INTO users (tenant_id, email, display_name) \
+         SELECT $1, 'directory' || i || '@' || $4 || '.example', 'Directory user ' || i FROM generate_series(1, $2) i",
+        "INSERT INTO role_grants (tenant_id, role_id, user_id, granted_by) \
+         SELECT $1, (SELECT id FROM roles WHERE name = 'viewer'), u.id, 'bench' FROM users u WHERE u.email LIKE 'directory%'",
+        "INSERT INTO role_grants (tenant_id, role_id, group_id, granted_by) \
+         SELECT $1, (SELECT id FROM roles WHERE name = 'member'), g.id, 'bench' FROM groups g WHERE g.name LIKE 'directory\\_%'",
+        "INSERT INTO group_members (tenant_id, group_id, user_id) \
+         SELECT $1, g.id, u.id FROM (SELECT id, row_number() OVER (ORDER BY id) % $3 + 1 AS k FROM users \
+                                      WHERE email LIKE 'directory%') u \
+           JOIN groups g ON g.name = 'directory_' || u.k",
+    ] {
+        sqlx::query(sql).bind(tenant).bind(n as i64).bind(groups).bind(slug).execute(&mut *tx).await?;
+    }
+    tx.commit().await?;
+    // As autovacuum would, some time after an import.
+    sqlx::query(&format!("ANALYZE {schema}.users, {schema}.role_grants, {schema}.group_members, {schema}.groups"))
+        .execute(&pool)
+        .await?;
+    pool.close().await;
+    Ok(())
+}
+
+pub async fn auth(opts: &Options, endpoints: &Endpoints, directory: usize) -> anyhow::Result<()> {
     let doc: Value = serde_json::from_str(
         &std::fs::read_to_string(opts.dev_dir.join("endpoints.json"))
             .context("endpoints.json: is `strongroom dev up` running?")?,
@@ -90,10 +134,13 @@ pub async fn auth(opts: &Options, endpoints: &Endpoints) -> anyhow::Result<()> {
     let created = crate::ops::create_tenant(endpoints, &slug, Some(&owner_email)).await?;
     let owner_password = created["owner"]["password"].as_str().ok_or_else(|| anyhow!("no owner password"))?.to_owned();
     println!(
-        "strongroom bench auth: tenant {slug}, {} callers, {} s per phase",
+        "strongroom bench auth: tenant {slug}, {} callers, {} s per phase, {directory} more users in the directory",
         opts.concurrency,
         opts.duration.as_secs()
     );
+    if directory > 0 {
+        seed_directory(opts, &slug, directory).await?;
+    }
 
     // The owner: enrol TOTP, then a full session that can create users.
     let login = json!({ "tenant": slug, "email": owner_email, "password": owner_password });
@@ -229,6 +276,9 @@ pub async fn auth(opts: &Options, endpoints: &Endpoints) -> anyhow::Result<()> {
     })
     .await;
     report.push(me.report());
-    println!("{}", json!({ "bench": "auth", "tenant": slug, "concurrency": opts.concurrency, "results": report }));
+    println!(
+        "{}",
+        json!({ "bench": "auth", "tenant": slug, "concurrency": opts.concurrency, "directory": directory, "results": report })
+    );
     Ok(())
 }

@@ -98,6 +98,10 @@ enum BenchCommand {
         /// Seconds per phase (1–120).
         #[arg(long, default_value_t = 10)]
         seconds: u64,
+        /// Users to add to the benchmark's tenant first (each with a role and a group), as an
+        /// established tenant's directory holds them; written in the `dev up` database directly.
+        #[arg(long, default_value_t = 0)]
+        directory: usize,
     },
     /// Ledger transfers/s and latency: single transfers over gRPC and the gateway, 8,190-transfer
     /// batches, uniform and hot-account, next to a pgbench simple-update ceiling.
@@ -234,7 +238,7 @@ fn main() -> ExitCode {
                     }
                 }
             }
-            Command::Bench { command: BenchCommand::Auth { concurrency, seconds } } => {
+            Command::Bench { command: BenchCommand::Auth { concurrency, seconds, directory } } => {
                 let endpoints = cli.conn.resolve()?;
                 let opts = bench::Options {
                     dev_dir: cli.conn.dev_dir.clone(),
@@ -243,7 +247,7 @@ fn main() -> ExitCode {
                     duration: std::time::Duration::from_secs(seconds.clamp(1, 120)),
                     size: 0,
                 };
-                bench_auth::auth(&opts, &endpoints).await
+                bench_auth::auth(&opts, &endpoints, directory.min(10_000_000)).await
             }
             Command::Bench { command: BenchCommand::Vault { tenant, concurrency, seconds, size } } => {
                 let opts = bench::Options {

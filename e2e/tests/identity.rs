@@ -813,3 +813,70 @@ async fn signing_keys_rotate_on_request_and_by_age_and_old_tokens_keep_verifying
     fx.probe("vault", &t.access_token).await.expect("a token of the newest key");
     fx.c.stop().await;
 }
+
+/// Nodes of an EXPLAIN (FORMAT JSON) plan that scan `relation` sequentially.
+fn seq_scans_of(plan: &serde_json::Value, relation: &str) -> usize {
+    let here = usize::from(plan["Node Type"] == "Seq Scan" && plan["Relation Name"] == relation);
+    here + plan["Plans"].as_array().map_or(0, |ps| ps.iter().map(|p| seq_scans_of(p, relation)).sum())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn effective_access_is_found_by_index_in_a_large_directory() {
+    let fx = Fx::new().await;
+    let (owner, _, _) = fx.owner_with_totp().await;
+    // A directory of 20,000 users, each holding `viewer` directly and a member of one of 200
+    // groups holding `member`, written as an import would, then analyzed as autovacuum would.
+    let admin = fx.c.db.admin_pool().await;
+    let mut tx = admin.begin().await.expect("begin");
+    sqlx::query("SET LOCAL search_path = t_alpha").execute(&mut *tx).await.expect("schema");
+    for sql in [
+        "INSERT INTO groups (tenant_id, name) SELECT $1, 'team_' || g FROM generate_series(1, 200) g",
+        "INSERT INTO users (tenant_id, email) SELECT $1, 'd' || i || '@alpha.example' FROM generate_series(1, 20000) i",
+        "INSERT INTO role_grants (tenant_id, role_id, user_id, granted_by) \
+         SELECT $1, (SELECT id FROM roles WHERE name = 'viewer'), id, 'test' FROM users WHERE email LIKE 'd%'",
+        "INSERT INTO role_grants (tenant_id, role_id, group_id, granted_by) \
+         SELECT $1, (SELECT id FROM roles WHERE name = 'member'), id, 'test' FROM groups WHERE name LIKE 'team%'",
+        "INSERT INTO group_members (tenant_id, group_id, user_id) \
+         SELECT $1, g.id, u.id FROM users u JOIN groups g ON g.name = 'team_' || (hashtext(u.email::text) & 127) + 1 \
+          WHERE u.email LIKE 'd%'",
+    ] {
+        sqlx::query(sql).bind(fx.tenant).execute(&mut *tx).await.expect("seed");
+    }
+    tx.commit().await.expect("commit");
+    sqlx::query("ANALYZE t_alpha.users, t_alpha.groups, t_alpha.role_grants, t_alpha.group_members")
+        .execute(&admin)
+        .await
+        .expect("analyze");
+
+    // As auth-svc reads it: its role, the tenant's setting, row-level security on.
+    let user: uuid::Uuid = sqlx::query_scalar("SELECT id FROM t_alpha.users WHERE email = 'd7@alpha.example'")
+        .fetch_one(&admin)
+        .await
+        .expect("user");
+    let mut tx = admin.begin().await.expect("begin");
+    for sql in [
+        "SET LOCAL search_path = t_alpha".to_owned(),
+        format!("SET LOCAL strongroom.tenant_id = '{}'", fx.tenant),
+        "SET LOCAL ROLE strongroom_auth".to_owned(),
+    ] {
+        sqlx::query(&sql).execute(&mut *tx).await.expect("setting");
+    }
+    let columns = auth_svc::rbac::effective_columns(&format!("'{user}'::uuid"));
+    let (roles, _): (Vec<String>, Vec<String>) =
+        sqlx::query_as(&format!("SELECT {columns}")).fetch_one(&mut *tx).await.expect("effective");
+    assert_eq!(roles, ["member", "viewer"], "direct and group grants, once each");
+    let (plan,): (serde_json::Value,) = sqlx::query_as(&format!("EXPLAIN (FORMAT JSON) SELECT {columns}"))
+        .fetch_one(&mut *tx)
+        .await
+        .expect("explain");
+    let plan = &plan[0]["Plan"];
+    for relation in ["role_grants", "group_members"] {
+        assert_eq!(seq_scans_of(plan, relation), 0, "{relation} is scanned: {plan:#}");
+    }
+    tx.rollback().await.expect("rollback");
+
+    // And the paths that read it work in that directory: a refresh grant and a permission check.
+    let t = fx.refresh(&owner.refresh_token).await.expect("refresh in a large directory");
+    fx.probe("auth", &t.access_token).await.expect("authorised");
+    fx.c.stop().await;
+}
