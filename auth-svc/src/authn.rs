@@ -774,21 +774,21 @@ impl pb::authentication_service_server::AuthenticationService for Authn {
             return Err(unknown().into());
         }
         let hash = kit::apikey::hash(key).to_vec();
-        let tenant_id: Option<uuid::Uuid> =
-            sqlx::query_scalar("SELECT tenant_id FROM control.api_key_index WHERE key_hash = $1")
-                .bind(&hash)
-                .fetch_optional(self.core.db.control_pool())
-                .await
-                .map_err(db_error)?;
-        let tenant_id = tenant_id.ok_or_else(unknown)?;
-        let tenant = self
-            .core
-            .db
-            .tenants()
-            .await?
-            .into_iter()
-            .find(|t| t.id.0 == tenant_id && t.status == TenantStatus::Active)
-            .ok_or_else(unknown)?;
+        // The key's tenant by primary key, then its status from the replica's tenant cache, as
+        // every request resolves its tenant (it read every tenant at each verifier cache miss).
+        let slug: Option<String> = sqlx::query_scalar(
+            "SELECT t.slug FROM control.api_key_index k JOIN control.tenants t ON t.id = k.tenant_id
+              WHERE k.key_hash = $1",
+        )
+        .bind(&hash)
+        .fetch_optional(self.core.db.control_pool())
+        .await
+        .map_err(db_error)?;
+        let slug = slug.and_then(|s| kit::TenantSlug::parse(&s).ok()).ok_or_else(unknown)?;
+        let tenant = self.core.db.tenant(&slug).await?;
+        if tenant.status != TenantStatus::Active {
+            return Err(unknown().into());
+        }
         let mut tx = self.core.db.begin(&tenant).await?;
         let row: Option<(uuid::Uuid, uuid::Uuid, Vec<String>, chrono::DateTime<chrono::Utc>)> = sqlx::query_as(
             "UPDATE api_keys k SET last_used_at = now()

@@ -28,6 +28,10 @@ pub struct AuthSettings {
     /// Failed logins per client IP (all accounts) within a tenant's lockout window.
     #[serde(default = "default_ip_threshold")]
     pub ip_failure_threshold: u32,
+    /// Every this many seconds, each tenant's long-expired refresh tokens, ended sessions and MFA
+    /// challenges are removed (see `housekeeping`; 0: never).
+    #[serde(default = "default_purge_every")]
+    pub purge_every_secs: u64,
     /// Base URL of the gateway as browsers see it (the issuer's public face), for the
     /// otpauth:// issuer label.
     #[serde(default = "default_totp_issuer")]
@@ -44,6 +48,7 @@ impl Default for AuthSettings {
             signing_key_publish_ahead_secs: default_publish_ahead(),
             signing_key_rotate_after_secs: default_rotate_after(),
             ip_failure_threshold: default_ip_threshold(),
+            purge_every_secs: default_purge_every(),
             totp_issuer: default_totp_issuer(),
         }
     }
@@ -67,6 +72,10 @@ fn default_rotate_after() -> u64 {
 
 fn default_ip_threshold() -> u32 {
     50
+}
+
+fn default_purge_every() -> u64 {
+    600
 }
 
 fn default_totp_issuer() -> String {

@@ -6,6 +6,7 @@ pub mod authn;
 pub mod config;
 pub mod core;
 pub mod directory;
+pub mod housekeeping;
 pub mod passwords;
 pub mod rbac;
 pub mod sessions;
@@ -33,7 +34,7 @@ pub const MIGRATIONS: MigrationSet = MigrationSet {
     tenant: &[
         kit::migration!("tenant", "0001_create_tenant_policy"),
         kit::migration!("tenant", "0002_create_identity"),
-        kit::migration!("tenant", "0003_index_grants_by_holder"),
+        kit::migration!("tenant", "0003_index_lookups_by_holder_and_expiry"),
     ],
 };
 
@@ -78,6 +79,10 @@ pub async fn run(
         if settings.signing_key_rotate_after_secs > 0 {
             let after = std::time::Duration::from_secs(settings.signing_key_rotate_after_secs);
             tokens::spawn_rotation(ctx.db.clone(), signer.clone(), after, ctx.shutdown.clone());
+        }
+        if settings.purge_every_secs > 0 {
+            let every = std::time::Duration::from_secs(settings.purge_every_secs);
+            housekeeping::spawn(ctx.db.clone(), every, ctx.shutdown.clone());
         }
         let profiles = core::Profiles::default();
         let core = core::Core { db: ctx.db.clone(), hasher, throttle, signer, revocations, vault, settings, profiles };

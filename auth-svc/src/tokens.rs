@@ -58,18 +58,12 @@ pub struct Rotated {
 /// every tenth of that (at least each second, at most every ten minutes) until `shutdown`.
 pub fn spawn_rotation(db: kit::Db, signer: Signer, after: Duration, shutdown: kit::server::Shutdown) {
     let every = (after / 10).clamp(Duration::from_secs(1), Duration::from_secs(600));
-    tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                () = shutdown.clone().wait() => return,
-                () = tokio::time::sleep(every) => {}
-            }
-            let Ok(tenants) = db.tenants().await else { continue };
-            for tenant in tenants.into_iter().filter(|t| t.status == kit::tenancy::TenantStatus::Active) {
-                let actor = Actor::Service(crate::SERVICE.to_owned());
-                if let Err(e) = signer.rotate_if_due(&db, &tenant, after, actor, None).await {
-                    tracing::warn!(tenant = %tenant.slug, reason = %e.reason, "token signing key rotation failed");
-                }
+    db.clone().every_active_tenant(every, shutdown, move |tenant| {
+        let (db, signer) = (db.clone(), signer.clone());
+        async move {
+            let actor = Actor::Service(crate::SERVICE.to_owned());
+            if let Err(e) = signer.rotate_if_due(&db, &tenant, after, actor, None).await {
+                tracing::warn!(tenant = %tenant.slug, reason = %e.reason, "token signing key rotation failed");
             }
         }
     });

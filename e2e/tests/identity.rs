@@ -865,10 +865,8 @@ async fn effective_access_is_found_by_index_in_a_large_directory() {
     let (roles, _): (Vec<String>, Vec<String>) =
         sqlx::query_as(&format!("SELECT {columns}")).fetch_one(&mut *tx).await.expect("effective");
     assert_eq!(roles, ["member", "viewer"], "direct and group grants, once each");
-    let (plan,): (serde_json::Value,) = sqlx::query_as(&format!("EXPLAIN (FORMAT JSON) SELECT {columns}"))
-        .fetch_one(&mut *tx)
-        .await
-        .expect("explain");
+    let (plan,): (serde_json::Value,) =
+        sqlx::query_as(&format!("EXPLAIN (FORMAT JSON) SELECT {columns}")).fetch_one(&mut *tx).await.expect("explain");
     let plan = &plan[0]["Plan"];
     for relation in ["role_grants", "group_members"] {
         assert_eq!(seq_scans_of(plan, relation), 0, "{relation} is scanned: {plan:#}");
@@ -878,5 +876,82 @@ async fn effective_access_is_found_by_index_in_a_large_directory() {
     // And the paths that read it work in that directory: a refresh grant and a permission check.
     let t = fx.refresh(&owner.refresh_token).await.expect("refresh in a large directory");
     fx.probe("auth", &t.access_token).await.expect("authorised");
+    fx.c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn housekeeping_removes_only_what_ended_long_ago_and_audits_it() {
+    let fx = Fx::new().await;
+    let (owner, _, _) = fx.owner_with_totp().await;
+    fx.create_user(&owner.access_token, "gina@alpha.example", &["viewer"]).await.expect("gina");
+    let mut sessions = Vec::new();
+    for _ in 0..3 {
+        sessions.push(tokens(fx.login("gina@alpha.example", "a long enough password").await.expect("login")));
+    }
+    // The first session's chain has two tokens: the spent one and its successor.
+    let successor = fx.refresh(&sessions[0].refresh_token).await.expect("refresh");
+    // The owner now has TOTP: a login leaves an MFA challenge.
+    let Some(pb::login_response::Result::Mfa(_)) =
+        fx.login(&fx.owner_email, &fx.owner_password).await.expect("owner login").result
+    else {
+        panic!("expected an MFA challenge");
+    };
+
+    // Ended 31 days ago (purged), ended 10 days ago (kept), live (kept); a challenge two days old.
+    let admin = fx.c.db.admin_pool().await;
+    let sid = |t: &pb::Tokens| {
+        let parts: Vec<&str> = t.access_token.split('.').collect();
+        use base64::Engine;
+        let claims: serde_json::Value =
+            serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(parts[1]).expect("b64"))
+                .expect("claims");
+        uuid::Uuid::parse_str(claims["sid"].as_str().expect("sid")).expect("uuid")
+    };
+    let (old, recent, live) = (sid(&sessions[0]), sid(&sessions[1]), sid(&sessions[2]));
+    for (session, age) in [(old, "31 days"), (recent, "10 days")] {
+        for sql in [
+            "UPDATE t_alpha.sessions SET expires_at = now() - $2::interval WHERE id = $1",
+            "UPDATE t_alpha.refresh_tokens SET expires_at = now() - $2::interval WHERE session_id = $1",
+        ] {
+            sqlx::query(sql).bind(session).bind(age).execute(&admin).await.expect("age");
+        }
+    }
+    sqlx::query("UPDATE t_alpha.mfa_challenges SET expires_at = now() - interval '2 days'")
+        .execute(&admin)
+        .await
+        .expect("age challenge");
+
+    let db = kit::Db::connect_lazy(&fx.c.db.runtime_url("auth"), 2).expect("pool");
+    let tenant = db.tenant(&kit::TenantSlug::parse("alpha").expect("slug")).await.expect("tenant");
+    let purged = auth_svc::housekeeping::purge(&db, &tenant).await.expect("purge");
+    assert_eq!(
+        purged,
+        auth_svc::housekeeping::Purged { refresh_tokens: 2, sessions: 1, mfa_challenges: 1 },
+        "the long-ended session with both its tokens, and the old challenge"
+    );
+    let left: Vec<uuid::Uuid> = sqlx::query_scalar("SELECT id FROM t_alpha.sessions WHERE id = ANY($1)")
+        .bind(vec![old, recent, live])
+        .fetch_all(&admin)
+        .await
+        .expect("sessions");
+    assert!(!left.contains(&old) && left.contains(&recent) && left.contains(&live), "{left:?}");
+    // The recently ended session's token is still known (refused as ended), the live one refreshes,
+    // and the purged chain is unknown.
+    let err = fx.refresh(&sessions[1].refresh_token).await.expect_err("ended");
+    assert_eq!(reason(&err), "SESSION_ENDED");
+    fx.refresh(&sessions[2].refresh_token).await.expect("live session refreshes");
+    let err = fx.refresh(&successor.refresh_token).await.expect_err("purged");
+    assert_eq!(reason(&err), "INVALID_REFRESH_TOKEN");
+
+    // One audit record with the counts; nothing left to purge.
+    let details: Vec<serde_json::Value> = sqlx::query_scalar(
+        "SELECT details FROM t_alpha.audit_outbox WHERE action = 'auth.purge_expired'
+         UNION ALL SELECT details FROM t_alpha.audit_log WHERE action = 'auth.purge_expired'",
+    )
+    .fetch_all(&admin)
+    .await
+    .expect("audit");
+    assert_eq!(details, [serde_json::json!({ "refreshes": 2, "sessions": 1, "mfa_challenges": 1 })]);
+    assert_eq!(auth_svc::housekeeping::purge(&db, &tenant).await.expect("again"), Default::default());
     fx.c.stop().await;
 }

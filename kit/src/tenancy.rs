@@ -266,6 +266,29 @@ impl Db {
         self.registry.write().await.remove(slug);
     }
 
+    /// Spawns a task that runs `job` for every active tenant, one tenant after another, every
+    /// `every` until `shutdown` (key rotation, housekeeping). A failed listing waits for the next
+    /// round; `job` logs its own failures.
+    pub fn every_active_tenant<F, Fut>(&self, every: Duration, shutdown: crate::server::Shutdown, job: F)
+    where
+        F: Fn(Tenant) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = ()> + Send,
+    {
+        let db = self.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    () = shutdown.clone().wait() => return,
+                    () = tokio::time::sleep(every) => {}
+                }
+                let Ok(tenants) = db.tenants().await else { continue };
+                for tenant in tenants.into_iter().filter(|t| t.status == TenantStatus::Active) {
+                    job(tenant).await;
+                }
+            }
+        });
+    }
+
     /// Every registered tenant that is not terminated.
     pub async fn tenants(&self) -> Result<Vec<Tenant>, ApiError> {
         let rows: Vec<TenantRow> = sqlx::query_as(

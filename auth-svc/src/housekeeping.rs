@@ -1,0 +1,131 @@
+//! Removes what has expired and can no longer matter, so that a tenant's refresh tokens (one row
+//! per grant), sessions and MFA challenges do not grow without end:
+//! - a refresh token [`KEEP_ENDED`] after it expired. Until it expires, a spent token must stay:
+//!   presenting it again is reuse, which ends its session. After that it is only refused.
+//! - a session with its last token, once it ended (expired or revoked) that long ago: the user's
+//!   session list shows ended sessions for 30 days, and its IP and user agent are personal data.
+//! - an MFA challenge a day after it expired (challenges live minutes).
+//!
+//! Each tenant is purged in batches of [`BATCH`] rows, one transaction per batch, each batch that
+//! removed something with one audit record of what it removed (counts, no identifiers:
+//! `refreshes`, `sessions`, `mfa_challenges`). Replicas
+//! may run it at the same time: a row is removed once, by whichever takes its lock first.
+
+use std::time::Duration;
+
+use kit::outbox::{Actor, Outcome};
+use kit::tenancy::db_error;
+use kit::{ApiError, Db, Tenant};
+
+use crate::core::audit;
+
+/// How long an ended session and an expired refresh token are kept.
+pub const KEEP_ENDED: &str = "30 days";
+
+/// Rows of one table removed per transaction.
+pub const BATCH: i64 = 5_000;
+
+/// What one [`purge`] removed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Purged {
+    pub refresh_tokens: u64,
+    pub sessions: u64,
+    pub mfa_challenges: u64,
+}
+
+impl Purged {
+    fn total(&self) -> u64 {
+        self.refresh_tokens + self.sessions + self.mfa_challenges
+    }
+}
+
+/// Purges `tenant` until nothing more has expired.
+pub async fn purge(db: &Db, tenant: &Tenant) -> Result<Purged, ApiError> {
+    let mut all = Purged::default();
+    loop {
+        let batch = purge_batch(db, tenant).await?;
+        all.refresh_tokens += batch.refresh_tokens;
+        all.sessions += batch.sessions;
+        all.mfa_challenges += batch.mfa_challenges;
+        if batch.refresh_tokens < BATCH as u64 && batch.mfa_challenges < BATCH as u64 {
+            return Ok(all);
+        }
+    }
+}
+
+async fn purge_batch(db: &Db, tenant: &Tenant) -> Result<Purged, ApiError> {
+    let mut tx = db.begin(tenant).await?;
+    // Expired tokens, then the sessions that lost their last one (a later statement sees the
+    // deletions of an earlier one; within one statement a NOT EXISTS would still see them).
+    let sessions: Vec<uuid::Uuid> = sqlx::query_scalar(&format!(
+        "DELETE FROM refresh_tokens WHERE ctid = ANY(ARRAY(
+             SELECT ctid FROM refresh_tokens WHERE expires_at < now() - interval '{KEEP_ENDED}' LIMIT $1))
+         RETURNING session_id"
+    ))
+    .bind(BATCH)
+    .persistent(false)
+    .fetch_all(tx.conn())
+    .await
+    .map_err(db_error)?;
+    let refresh_tokens = sessions.len() as u64;
+    let ended = if sessions.is_empty() {
+        0
+    } else {
+        sqlx::query(&format!(
+            "DELETE FROM sessions s USING (SELECT DISTINCT id FROM unnest($1::uuid[]) AS w(id)) w
+              WHERE s.id = w.id AND coalesce(s.revoked_at, s.expires_at) < now() - interval '{KEEP_ENDED}'
+                AND NOT EXISTS (SELECT 1 FROM refresh_tokens t WHERE t.session_id = s.id)"
+        ))
+        .bind(&sessions)
+        .persistent(false)
+        .execute(tx.conn())
+        .await
+        .map_err(db_error)?
+        .rows_affected()
+    };
+    let mfa_challenges = sqlx::query(
+        "DELETE FROM mfa_challenges WHERE ctid = ANY(ARRAY(
+             SELECT ctid FROM mfa_challenges WHERE expires_at < now() - interval '1 day' LIMIT $1))",
+    )
+    .bind(BATCH)
+    .persistent(false)
+    .execute(tx.conn())
+    .await
+    .map_err(db_error)?
+    .rows_affected();
+    let purged = Purged { refresh_tokens, sessions: ended, mfa_challenges };
+    if purged.total() == 0 {
+        tx.rollback().await?;
+        return Ok(purged);
+    }
+    tx.record(
+        audit(Actor::Service(crate::SERVICE.to_owned()), "auth.purge_expired", "sessions", Outcome::Success, None)
+            // Keys naming a token are refused as secret-like (`kit::outbox::SECRET_KEYS`).
+            .detail("refreshes", purged.refresh_tokens)
+            .detail("sessions", purged.sessions)
+            .detail("mfa_challenges", purged.mfa_challenges),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(purged)
+}
+
+/// Purges every active tenant every `every` until `shutdown`.
+pub fn spawn(db: Db, every: Duration, shutdown: kit::server::Shutdown) {
+    db.clone().every_active_tenant(every, shutdown, move |tenant| {
+        let db = db.clone();
+        async move {
+            match purge(&db, &tenant).await {
+                Ok(p) if p.total() > 0 => tracing::info!(
+                    tenant = %tenant.slug,
+                    refresh_tokens = p.refresh_tokens,
+                    sessions = p.sessions,
+                    mfa_challenges = p.mfa_challenges,
+                    "purged expired sessions and tokens"
+                ),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(tenant = %tenant.slug, reason = %e.reason, "purge of expired sessions failed"),
+            }
+        }
+    });
+}
