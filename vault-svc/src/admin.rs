@@ -49,12 +49,14 @@ impl KeyManagement {
     }
 
     /// One batch of rewrap: secret versions and subject keys under older tenant keys move to the
-    /// active one. Returns (secret versions, subject keys) moved.
+    /// active one. Returns (secret versions, subject keys) moved. Rows are found by the key
+    /// version they are sealed under (vault tenant migration 0004), in no particular order: an
+    /// order by primary key made each batch step over every row the earlier ones had moved.
     async fn rewrap_batch(&self, tx: &mut TenantTx, batch: i64) -> Result<(u64, u64), ApiError> {
         let (active, active_key) = self.keyring.active(tx).await?;
         let rows: Vec<(String, i32, Vec<u8>)> = sqlx::query_as(
             "SELECT path, version, ciphertext FROM secret_versions WHERE key_version < $1 AND ciphertext IS NOT NULL \
-             ORDER BY path, version LIMIT $2 FOR UPDATE SKIP LOCKED",
+             LIMIT $2 FOR UPDATE SKIP LOCKED",
         )
         .bind(active as i32)
         .bind(batch)
@@ -83,7 +85,7 @@ impl KeyManagement {
         }
         let subjects: Vec<(String, i32, i32, Vec<u8>)> = sqlx::query_as(
             "SELECT subject, version, tenant_key_version, wrapped FROM subject_keys \
-             WHERE tenant_key_version < $1 AND wrapped IS NOT NULL ORDER BY subject, version LIMIT $2 FOR UPDATE SKIP LOCKED",
+             WHERE tenant_key_version < $1 AND wrapped IS NOT NULL LIMIT $2 FOR UPDATE SKIP LOCKED",
         )
         .bind(active as i32)
         .bind(batch)
@@ -111,7 +113,7 @@ impl KeyManagement {
         // Signing keys, sealed by the tenant key like subject keys.
         let signing: Vec<(String, i32, i32, Vec<u8>)> = sqlx::query_as(
             "SELECT name, version, tenant_key_version, wrapped_private FROM signing_keys \
-             WHERE tenant_key_version < $1 ORDER BY name, version LIMIT $2 FOR UPDATE SKIP LOCKED",
+             WHERE tenant_key_version < $1 LIMIT $2 FOR UPDATE SKIP LOCKED",
         )
         .bind(active as i32)
         .bind(batch)
