@@ -56,7 +56,10 @@ pub async fn purge(db: &Db, tenant: &Tenant) -> Result<Purged, ApiError> {
 async fn purge_batch(db: &Db, tenant: &Tenant) -> Result<Purged, ApiError> {
     let mut tx = db.begin(tenant).await?;
     // Expired tokens, then the sessions that lost their last one (a later statement sees the
-    // deletions of an earlier one; within one statement a NOT EXISTS would still see them).
+    // deletions of an earlier one; within one statement a NOT EXISTS would still see them). A
+    // session's last token expires with it, so such a session ended `KEEP_ENDED` ago; it is
+    // found only here, so the condition must not depend on when it was revoked (a suspension
+    // revokes expired sessions too).
     let sessions: Vec<uuid::Uuid> = sqlx::query_scalar(&format!(
         "DELETE FROM refresh_tokens WHERE ctid = ANY(ARRAY(
              SELECT ctid FROM refresh_tokens WHERE expires_at < now() - interval '{KEEP_ENDED}' LIMIT $1))
@@ -71,11 +74,11 @@ async fn purge_batch(db: &Db, tenant: &Tenant) -> Result<Purged, ApiError> {
     let ended = if sessions.is_empty() {
         0
     } else {
-        sqlx::query(&format!(
+        sqlx::query(
             "DELETE FROM sessions s USING (SELECT DISTINCT id FROM unnest($1::uuid[]) AS w(id)) w
-              WHERE s.id = w.id AND coalesce(s.revoked_at, s.expires_at) < now() - interval '{KEEP_ENDED}'
-                AND NOT EXISTS (SELECT 1 FROM refresh_tokens t WHERE t.session_id = s.id)"
-        ))
+              WHERE s.id = w.id AND s.expires_at < now()
+                AND NOT EXISTS (SELECT 1 FROM refresh_tokens t WHERE t.session_id = s.id)",
+        )
         .bind(&sessions)
         .persistent(false)
         .execute(tx.conn())

@@ -916,6 +916,13 @@ async fn housekeeping_removes_only_what_ended_long_ago_and_audits_it() {
             sqlx::query(sql).bind(session).bind(age).execute(&admin).await.expect("age");
         }
     }
+    // Revoked just now, long after it expired (a suspension revokes expired sessions too): it
+    // still ended 31 days ago.
+    sqlx::query("UPDATE t_alpha.sessions SET revoked_at = now(), revoke_reason = 'suspended' WHERE id = $1")
+        .bind(old)
+        .execute(&admin)
+        .await
+        .expect("revoke");
     sqlx::query("UPDATE t_alpha.mfa_challenges SET expires_at = now() - interval '2 days'")
         .execute(&admin)
         .await
