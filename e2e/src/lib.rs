@@ -456,6 +456,19 @@ impl Constellation {
 }
 
 /// `ErrorInfo.reason` of a status.
+/// Scopes the admin transaction `tx` as `service` sees tenant `slug` (`tenant`): its schema, its
+/// tenant setting and its login role, so that row-level security applies (to EXPLAIN a service's
+/// statement as it runs).
+pub async fn act_as_service(tx: &mut sqlx::PgConnection, slug: &str, tenant: uuid::Uuid, service: &str) {
+    for sql in [
+        format!("SET LOCAL search_path = t_{slug}"),
+        format!("SET LOCAL strongroom.tenant_id = '{tenant}'"),
+        format!("SET LOCAL ROLE strongroom_{service}"),
+    ] {
+        sqlx::query(&sql).execute(&mut *tx).await.expect("scope the transaction");
+    }
+}
+
 pub fn reason(status: &tonic::Status) -> String {
     kit::ApiError::from_status(status).reason.to_string()
 }

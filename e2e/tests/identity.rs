@@ -854,13 +854,7 @@ async fn effective_access_is_found_by_index_in_a_large_directory() {
         .await
         .expect("user");
     let mut tx = admin.begin().await.expect("begin");
-    for sql in [
-        "SET LOCAL search_path = t_alpha".to_owned(),
-        format!("SET LOCAL strongroom.tenant_id = '{}'", fx.tenant),
-        "SET LOCAL ROLE strongroom_auth".to_owned(),
-    ] {
-        sqlx::query(&sql).execute(&mut *tx).await.expect("setting");
-    }
+    e2e::act_as_service(&mut tx, "alpha", fx.tenant, "auth").await;
     let columns = auth_svc::rbac::effective_columns(&format!("'{user}'::uuid"));
     let (roles, _): (Vec<String>, Vec<String>) =
         sqlx::query_as(&format!("SELECT {columns}")).fetch_one(&mut *tx).await.expect("effective");

@@ -414,6 +414,62 @@ async fn listing_paginates_by_prefix() {
         .await
         .expect_err("bad token");
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
+
+    // A large tenant: 20,000 more secrets, a deleted one under the prefix, and a sibling that
+    // sorts between "team/" and "team0" in no byte order but would in some collations.
+    let admin = f.c.db.admin_pool().await;
+    for sql in [
+        "INSERT INTO t_alpha.secrets (tenant_id, path, current_version) \
+         SELECT $1, 'bulk/' || lpad(i::text, 5, '0'), 1 FROM generate_series(1, 20000) i",
+        "INSERT INTO t_alpha.secrets (tenant_id, path, current_version, deleted_at) VALUES ($1, 'team/k9', 1, now())",
+        "INSERT INTO t_alpha.secrets (tenant_id, path, current_version) VALUES ($1, 'team-x/k', 1)",
+        "ANALYZE t_alpha.secrets",
+    ] {
+        let q = sqlx::query(sql);
+        let q = if sql.contains("$1") { q.bind(f.alpha) } else { q };
+        q.execute(&admin).await.expect("seed");
+    }
+    let list = |prefix: &'static str, page_token: String| {
+        let token = token.clone();
+        let f = &f;
+        async move {
+            f.secrets()
+                .list_secrets(f.req(
+                    "alpha",
+                    &token,
+                    pb::ListSecretsRequest { prefix: prefix.into(), page_size: 1000, page_token },
+                ))
+                .await
+                .expect("list")
+                .into_inner()
+        }
+    };
+    let team = list("team/", String::new()).await;
+    assert_eq!(team.secrets.len(), 7, "no deleted secret, no sibling");
+    let mut bulk = 0;
+    let mut page_token = String::new();
+    loop {
+        let page = list("bulk/", page_token).await;
+        bulk += page.secrets.len();
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        page_token = page.next_page_token;
+    }
+    assert_eq!(bulk, 20000);
+    // Each page is one range of the listing index, as vault-svc reads it.
+    let mut tx = admin.begin().await.expect("begin");
+    e2e::act_as_service(&mut tx, "alpha", f.alpha, "vault").await;
+    let (from, below) = vault_svc::store::listing_range("bulk/", Some("bulk/15000"));
+    // The bounds as literals (both are paths and a control character, no quote).
+    let sql = vault_svc::store::list_sql().replace("$1", &format!("'{from}'")).replace("$2", &format!("'{below}'"));
+    let (plan,): (serde_json::Value,) = sqlx::query_as(&format!("EXPLAIN (FORMAT JSON) {}", sql.replace("$3", "1001")))
+        .fetch_one(&mut *tx)
+        .await
+        .expect("explain");
+    let plan = plan.to_string();
+    assert!(plan.contains("secrets_listing") && !plan.contains("Seq Scan"), "{plan}");
+    tx.rollback().await.expect("rollback");
     f.c.stop().await;
 }
 

@@ -147,7 +147,7 @@ pub fn document() -> Value {
                     "401": error_response("not authenticated"), "403": error_response("missing permission") }
             }},
             "/v1/secrets": { "get": {
-                "operationId": "listSecrets", "summary": "List secrets (metadata) by path prefix; requires vault.secrets.read",
+                "operationId": "listSecrets", "summary": "List secrets (metadata) by path prefix, in byte order of their paths; requires vault.secrets.read",
                 "parameters": [
                     { "$ref": "#/components/parameters/Tenant" },
                     { "name": "prefix", "in": "query", "schema": { "type": "string" } },

@@ -33,6 +33,7 @@ pub const MIGRATIONS: MigrationSet = MigrationSet {
         kit::migration!("tenant", "0002_create_key_hierarchy"),
         kit::migration!("tenant", "0003_create_subject_and_signing_keys"),
         kit::migration!("tenant", "0004_index_by_tenant_key_version"),
+        kit::migration!("tenant", "0005_index_secret_listing"),
     ],
 };
 

@@ -92,22 +92,40 @@ pub async fn write_version(
     Ok(row)
 }
 
+/// Live secrets whose path starts with `prefix`, after the path `after` (the previous page's
+/// last), in byte order: one range of the `secrets_listing` index (vault tenant migration 0005).
 pub async fn list(
     tx: &mut TenantTx,
     prefix: &str,
     after: Option<&str>,
     limit: i64,
 ) -> Result<Vec<SecretRow>, ApiError> {
-    sqlx::query_as(&format!(
-        "SELECT {SECRET_COLUMNS} FROM secrets WHERE deleted_at IS NULL AND starts_with(path, $1) AND ($2::text IS NULL OR path > $2) \
-         ORDER BY path LIMIT $3"
-    ))
-    .bind(prefix)
-    .bind(after)
-    .bind(limit)
-    .fetch_all(tx.conn())
-    .await
-    .map_err(db_error)
+    let (from, below) = listing_range(prefix, after);
+    sqlx::query_as(&list_sql()).bind(from).bind(below).bind(limit).fetch_all(tx.conn()).await.map_err(db_error)
+}
+
+/// The statement of [`list`]: `$1`..`$2` the byte range of [`listing_range`], `$3` the limit.
+pub fn list_sql() -> String {
+    format!(
+        "SELECT {SECRET_COLUMNS} FROM secrets WHERE deleted_at IS NULL \
+           AND path COLLATE \"C\" >= $1 AND path COLLATE \"C\" < $2 ORDER BY path COLLATE \"C\" LIMIT $3"
+    )
+}
+
+/// The byte range `[from, below)` of the paths a listing page holds. Paths are ASCII of at most
+/// 'z' (`SecretPath`), so the paths after `after` start at `after` + "\u{1}" (the least string
+/// greater than it that PostgreSQL text can hold), those under `prefix` end before `prefix` with
+/// its last byte raised, and every path sorts before "\u{7f}".
+pub fn listing_range(prefix: &str, after: Option<&str>) -> (String, String) {
+    let below = match prefix.as_bytes().last() {
+        Some(&b) if b < 0x7f => format!("{}{}", &prefix[..prefix.len() - 1], char::from(b + 1)),
+        _ => "\u{7f}".to_owned(),
+    };
+    let from = match after {
+        Some(a) if format!("{a}\u{1}").as_str() > prefix => format!("{a}\u{1}"),
+        _ => prefix.to_owned(),
+    };
+    (from, below)
 }
 
 pub async fn versions(tx: &mut TenantTx, path: &SecretPath) -> Result<Vec<VersionRow>, ApiError> {
@@ -200,4 +218,26 @@ pub async fn remember_response(
         .await
         .map_err(db_error)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::listing_range;
+
+    #[test]
+    fn a_listing_page_is_one_byte_range() {
+        assert_eq!(listing_range("", None), (String::new(), "\u{7f}".to_owned()));
+        assert_eq!(listing_range("brokers/", None), ("brokers/".to_owned(), "brokers0".to_owned()));
+        assert_eq!(
+            listing_range("brokers/", Some("brokers/ib")),
+            ("brokers/ib\u{1}".to_owned(), "brokers0".to_owned())
+        );
+        // A page token before the prefix (or forged) cannot widen the range.
+        assert_eq!(listing_range("brokers/", Some("a")), ("brokers/".to_owned(), "brokers0".to_owned()));
+        // "brokers/ib" < "brokers/ib\u{1}" < "brokers/ib-x" < "brokers/ib/x": nothing after is skipped.
+        let (from, _) = listing_range("", Some("brokers/ib"));
+        for later in ["brokers/ib-x", "brokers/ib/x", "brokers/ib0", "brokers/ic"] {
+            assert!(later > from.as_str() && "brokers/ib" < from.as_str(), "{later}");
+        }
+    }
 }
