@@ -2,14 +2,15 @@
 //! per grant), sessions and MFA challenges do not grow without end:
 //! - a refresh token [`KEEP_ENDED`] after it expired. Until it expires, a spent token must stay:
 //!   presenting it again is reuse, which ends its session. After that it is only refused.
-//! - a session with its last token, once it ended (expired or revoked) that long ago: the user's
-//!   session list shows ended sessions for 30 days, and its IP and user agent are personal data.
+//! - a session with its last token, so as long after it expired (its last token expires with it):
+//!   the user's session list shows ended sessions for 30 days, and its IP and user agent are
+//!   personal data.
 //! - an MFA challenge a day after it expired (challenges live minutes).
 //!
 //! Each tenant is purged in batches of [`BATCH`] rows, one transaction per batch, each batch that
 //! removed something with one audit record of what it removed (counts, no identifiers:
-//! `refreshes`, `sessions`, `mfa_challenges`). Replicas
-//! may run it at the same time: a row is removed once, by whichever takes its lock first.
+//! `refreshes`, `sessions`, `mfa_challenges`). Replicas may run it at the same time: a row is
+//! removed once, by whichever takes its lock first.
 
 use std::time::Duration;
 
