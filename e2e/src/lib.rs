@@ -455,6 +455,15 @@ impl Constellation {
     }
 }
 
+/// The header (`part` 0) or the claims (`part` 1) of a JWT, decoded without verifying anything:
+/// for tests that read what a token says (verification: [`verify_with_jwk`]).
+pub fn jwt_part(token: &str, part: usize) -> serde_json::Value {
+    use base64::Engine;
+    let raw = token.split('.').nth(part).expect("a JWT part");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(raw).expect("base64url");
+    serde_json::from_slice(&bytes).expect("JSON")
+}
+
 /// `ErrorInfo.reason` of a status.
 /// Scopes the admin transaction `tx` as `service` sees tenant `slug` (`tenant`): its schema, its
 /// tenant setting and its login role, so that row-level security applies (to EXPLAIN a service's

@@ -623,17 +623,14 @@ async fn another_tenants_token_is_refused_and_jwks_verifies_tokens_independently
         .await
         .expect("jwks")
         .into_inner();
-    use base64::Engine;
-    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-    let parts: Vec<&str> = owner.access_token.split('.').collect();
-    let header: serde_json::Value = serde_json::from_slice(&b64.decode(parts[0]).expect("b64")).expect("header");
+    let header = e2e::jwt_part(&owner.access_token, 0);
     assert_eq!(header["typ"], "at+jwt");
     assert_eq!(header["alg"], "EdDSA");
     let jwk = jwks.keys.iter().find(|k| k.kid == header["kid"]).expect("kid published");
     assert_eq!(jwk.tenant_id, fx.tenant.to_string());
     let as_jwk = serde_json::json!({ "kty": jwk.kty, "crv": jwk.crv, "x": jwk.x, "kid": jwk.kid, "alg": jwk.alg });
     e2e::verify_with_jwk(&owner.access_token, &as_jwk).expect("signature verifies");
-    let claims: serde_json::Value = serde_json::from_slice(&b64.decode(parts[1]).expect("b64")).expect("claims");
+    let claims = e2e::jwt_part(&owner.access_token, 1);
     for claim in ["iss", "aud", "sub", "tid", "sid", "jti", "amr", "permissions", "exp"] {
         assert!(claims.get(claim).is_some(), "claim {claim}");
     }
@@ -714,11 +711,7 @@ async fn tenant_policy_and_tenant_suspension() {
 }
 
 fn kid_of(token: &str) -> String {
-    use base64::Engine;
-    let header = token.split('.').next().expect("header");
-    let header = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(header).expect("b64");
-    let header: serde_json::Value = serde_json::from_slice(&header).expect("json");
-    header["kid"].as_str().expect("kid").to_owned()
+    e2e::jwt_part(token, 0)["kid"].as_str().expect("kid").to_owned()
 }
 
 impl Fx {
@@ -894,12 +887,7 @@ async fn housekeeping_removes_only_what_ended_long_ago_and_audits_it() {
     // Ended 31 days ago (purged), ended 10 days ago (kept), live (kept); a challenge two days old.
     let admin = fx.c.db.admin_pool().await;
     let sid = |t: &pb::Tokens| {
-        let parts: Vec<&str> = t.access_token.split('.').collect();
-        use base64::Engine;
-        let claims: serde_json::Value =
-            serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(parts[1]).expect("b64"))
-                .expect("claims");
-        uuid::Uuid::parse_str(claims["sid"].as_str().expect("sid")).expect("uuid")
+        uuid::Uuid::parse_str(e2e::jwt_part(&t.access_token, 1)["sid"].as_str().expect("sid")).expect("uuid")
     };
     let (old, recent, live) = (sid(&sessions[0]), sid(&sessions[1]), sid(&sessions[2]));
     for (session, age) in [(old, "31 days"), (recent, "10 days")] {

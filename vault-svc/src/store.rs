@@ -121,8 +121,8 @@ pub fn listing_range(prefix: &str, after: Option<&str>) -> (String, String) {
         Some(&b) if b < 0x7f => format!("{}{}", &prefix[..prefix.len() - 1], char::from(b + 1)),
         _ => "\u{7f}".to_owned(),
     };
-    let from = match after {
-        Some(a) if format!("{a}\u{1}").as_str() > prefix => format!("{a}\u{1}"),
+    let from = match after.map(|a| format!("{a}\u{1}")) {
+        Some(a) if a.as_str() > prefix => a,
         _ => prefix.to_owned(),
     };
     (from, below)
