@@ -157,6 +157,9 @@ struct Valid {
     personal: HashMap<String, String>,
 }
 
+/// How far ahead of audit-svc's clock an event's `occurred_at` may be (producers' clock skew).
+const MAX_CLOCK_AHEAD: chrono::TimeDelta = chrono::TimeDelta::minutes(5);
+
 fn field(i: usize, name: &str, why: &str) -> ApiError {
     ApiError::invalid_field(&format!("events[{i}].{name}"), why)
 }
@@ -178,6 +181,11 @@ fn validate(i: usize, e: pb::Event) -> Result<Valid, ApiError> {
             .ok_or_else(|| field(i, "occurred_at", "out of range"))?,
         None => Utc::now(),
     };
+    // An event cannot have happened in the future; a producer whose clock runs ahead would also
+    // widen every later time-filtered query's range (tenant migration 0009).
+    if occurred_at > Utc::now() + MAX_CLOCK_AHEAD {
+        return Err(field(i, "occurred_at", "more than 5 minutes ahead of audit-svc's clock"));
+    }
     let actor_ok = e.actor == "anonymous"
         || ["user:", "api_key:", "service:"].iter().any(|p| e.actor.strip_prefix(p).is_some_and(|r| !r.is_empty()));
     if !actor_ok || e.actor.len() > 256 {

@@ -32,6 +32,7 @@ pub const MIGRATIONS: MigrationSet = MigrationSet {
         kit::migration!("tenant", "0006_append_direct"),
         kit::migration!("tenant", "0007_lighter_outbox_and_log_writes"),
         kit::migration!("tenant", "0008_upper_merkle_levels_only"),
+        kit::migration!("tenant", "0009_time_marks"),
     ],
 };
 

@@ -270,11 +270,58 @@ async fn append_rows(tx: &mut TenantTx, rows: Vec<RecordFields>) -> Result<Vec<U
     }
 
     let appended = entries.iter().map(|e| e.0.event_id).collect();
+    let occurred = entries.iter().map(|e| e.0.occurred_at);
+    let (earliest, latest) = (occurred.clone().min(), occurred.max());
     insert_entries(tx, entries).await?;
+    if let (Some(earliest), Some(latest)) = (earliest, latest) {
+        keep_time(tx, first, earliest, latest).await?;
+    }
     if !new_nodes.is_empty() {
         insert_nodes(tx, &new_nodes).await?;
     }
     Ok(appended)
+}
+
+/// Least time and entries between two time marks (tenant migration 0009): a time-filtered query
+/// reads at most about this much of the log beyond its window at either end.
+const MARK_EVERY: &str = "1 second";
+const MARK_EVERY_ENTRIES: i64 = 1000;
+
+/// Gives the batch starting at `first` its batch time (the database clock, never earlier than the
+/// previous batch's), widens the tenant's bounds on how far `occurred_at` runs ahead of or behind
+/// it, and marks where the batch starts when the last mark is old enough. Together they let
+/// `ListEntries` bound a time window by sequence numbers.
+async fn keep_time(
+    tx: &mut TenantTx,
+    first: u64,
+    earliest: DateTime<Utc>,
+    latest: DateTime<Utc>,
+) -> Result<(), ApiError> {
+    sqlx::query(
+        "WITH now AS ( \
+             SELECT greatest(clock_timestamp(), coalesce((SELECT last_at FROM audit_clock), '-infinity')) AS at), \
+         clock AS ( \
+             INSERT INTO audit_clock (last_at, max_lead, max_lag) \
+             SELECT at, greatest($1 - at, interval '0'), greatest(at - $2, interval '0') FROM now \
+             ON CONFLICT (tenant_id) DO UPDATE SET last_at = EXCLUDED.last_at, \
+                 max_lead = greatest(audit_clock.max_lead, EXCLUDED.max_lead), \
+                 max_lag = greatest(audit_clock.max_lag, EXCLUDED.max_lag) \
+             RETURNING last_at), \
+         mark AS (SELECT at, seq FROM audit_time_marks ORDER BY at DESC LIMIT 1) \
+         INSERT INTO audit_time_marks (at, seq) \
+         SELECT clock.last_at, $3 FROM clock \
+         WHERE NOT EXISTS (SELECT FROM mark) \
+            OR EXISTS (SELECT FROM mark WHERE clock.last_at >= mark.at + $4::interval AND $3 - mark.seq >= $5)",
+    )
+    .bind(latest)
+    .bind(earliest)
+    .bind(first as i64)
+    .bind(MARK_EVERY)
+    .bind(MARK_EVERY_ENTRIES)
+    .execute(tx.conn())
+    .await
+    .map_err(db_error)?;
+    Ok(())
 }
 
 /// Inserts `entries` with one statement, one array per column; the entries are moved into the

@@ -269,6 +269,139 @@ async fn filtered_queries_page_through_matching_entries() {
     c.stop().await;
 }
 
+/// Pages through `ListEntries` for the window `[start, end)` and compares it with every entry of
+/// the log whose `occurred_at` falls in it.
+async fn window_is_exact(
+    c: &Constellation,
+    start: Option<chrono::DateTime<chrono::Utc>>,
+    end: Option<chrono::DateTime<chrono::Utc>>,
+) -> Vec<i64> {
+    let ts = |t: chrono::DateTime<chrono::Utc>| prost_types::Timestamp {
+        seconds: t.timestamp(),
+        nanos: t.timestamp_subsec_nanos() as i32,
+    };
+    let mut log = AuditLogServiceClient::new(c.channel_as("operator", "audit"));
+    let (mut listed, mut token) = (Vec::new(), String::new());
+    loop {
+        let page = log
+            .list_entries(req(
+                "alpha",
+                None,
+                pb::ListEntriesRequest {
+                    page_size: 300,
+                    page_token: token.clone(),
+                    start_time: start.map(ts),
+                    end_time: end.map(ts),
+                    ..Default::default()
+                },
+            ))
+            .await
+            .expect("list")
+            .into_inner();
+        listed.extend(page.entries.iter().map(|e| e.seq as i64));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    let all: Vec<i64> = sqlx::query_scalar(
+        "SELECT seq FROM t_alpha.audit_log WHERE ($1::timestamptz IS NULL OR occurred_at >= $1) \
+         AND ($2::timestamptz IS NULL OR occurred_at < $2) ORDER BY seq",
+    )
+    .bind(start)
+    .bind(end)
+    .fetch_all(&c.db.admin_pool().await)
+    .await
+    .expect("brute force");
+    assert_eq!(listed, all, "window {start:?}..{end:?}");
+    listed
+}
+
+/// The sequence range a time window is read from, as audit-svc computes it.
+async fn sequence_range(
+    c: &Constellation,
+    alpha: uuid::Uuid,
+    start: Option<chrono::DateTime<chrono::Utc>>,
+    end: Option<chrono::DateTime<chrono::Utc>>,
+) -> (Option<i64>, Option<i64>) {
+    let mut tx = c.db.admin_pool().await.begin().await.expect("begin");
+    e2e::act_as_service(&mut tx, "alpha", alpha, "audit").await;
+    let range = sqlx::query_as(audit_svc::api::SEQUENCE_RANGE_SQL)
+        .bind(start)
+        .bind(end)
+        .fetch_one(&mut *tx)
+        .await
+        .expect("range");
+    tx.rollback().await.expect("rollback");
+    range
+}
+
+#[tokio::test]
+async fn time_windows_read_only_their_part_of_the_log_and_miss_nothing() {
+    let c = Constellation::start(true).await;
+    let alpha = c.create_tenant("alpha").await;
+    let ingest = AuditIngestServiceClient::new(c.channel_as("operator", "audit"));
+    let append = |events: Vec<pb::Event>| {
+        let mut ingest = ingest.clone();
+        async move {
+            ingest.append_batch(req("alpha", None, pb::AppendBatchRequest { events, request_id: String::new() })).await
+        }
+    };
+    // Three rounds of 1,000 entries, more than a second apart: a time mark starts each.
+    let mut starts = Vec::new();
+    let mut firsts = Vec::new();
+    for round in 0..3 {
+        firsts.push(drained(&c).await);
+        starts.push(chrono::Utc::now());
+        let events =
+            (0..1000).map(|i| event("user:carol", "x.write", &format!("doc/{round}/{i}"), "success", "")).collect();
+        append(events).await.expect("append");
+        wait_count(&c, "SELECT count(*) FROM t_alpha.audit_log", firsts[round] + 1000).await;
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+    }
+    let (lo, hi) = sequence_range(&c, alpha, Some(starts[2]), None).await;
+    let lo = lo.expect("a mark before the last round");
+    // The window's first entry is not skipped, and at least the first round is.
+    assert!(lo <= firsts[2] && lo >= firsts[1], "lo {lo}, rounds start at {firsts:?}");
+    assert_eq!(hi, None);
+    assert!(window_is_exact(&c, Some(starts[2]), None).await.len() >= 1000);
+    let (lo, hi) = sequence_range(&c, alpha, Some(starts[1]), Some(starts[2])).await;
+    assert!(lo.expect("a mark") <= firsts[1]);
+    if let Some(hi) = hi {
+        assert!(hi >= firsts[2], "hi {hi}, rounds start at {firsts:?}");
+    }
+    assert!(window_is_exact(&c, Some(starts[1]), Some(starts[2])).await.len() >= 1000);
+
+    // Producers' clocks: an event that waited two hours, one two minutes ahead (widening the
+    // bounds, so both are still found), and one ten minutes ahead (refused).
+    let now = chrono::Utc::now();
+    let at = |t: chrono::DateTime<chrono::Utc>| Some(prost_types::Timestamp { seconds: t.timestamp(), nanos: 0 });
+    let mut late = event("user:late", "x.write", "doc/late", "success", "");
+    late.occurred_at = at(now - chrono::Duration::hours(2));
+    let mut ahead = event("user:ahead", "x.write", "doc/ahead", "success", "");
+    ahead.occurred_at = at(now + chrono::Duration::minutes(2));
+    let mut future = event("user:future", "x.write", "doc/future", "success", "");
+    future.occurred_at = at(now + chrono::Duration::minutes(10));
+    let err = append(vec![future]).await.expect_err("ten minutes ahead");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(err.message().contains("occurred_at"), "{}", err.message());
+    let before = drained(&c).await;
+    append(vec![late, ahead]).await.expect("append");
+    wait_count(&c, "SELECT count(*) FROM t_alpha.audit_log", before + 2).await;
+    let hour = chrono::Duration::hours(1);
+    assert_eq!(window_is_exact(&c, Some(now - hour * 3), Some(now - hour)).await.len(), 1);
+    assert_eq!(
+        window_is_exact(&c, Some(now + chrono::Duration::minutes(1)), Some(now + chrono::Duration::minutes(3)))
+            .await
+            .len(),
+        1
+    );
+    assert!(window_is_exact(&c, Some(starts[2]), None).await.len() >= 1001);
+    window_is_exact(&c, Some(starts[1]), Some(starts[2])).await;
+    window_is_exact(&c, None, Some(starts[1])).await;
+    c.stop().await;
+}
+
 #[tokio::test]
 async fn the_gateway_records_state_changing_and_refused_requests() {
     let c = Constellation::start(true).await;
