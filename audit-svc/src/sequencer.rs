@@ -282,15 +282,15 @@ async fn append_rows(tx: &mut TenantTx, rows: Vec<RecordFields>) -> Result<Vec<U
     Ok(appended)
 }
 
-/// Least time and entries between two time marks (tenant migration 0009): a time-filtered query
-/// reads at most about this much of the log beyond its window at either end.
-const MARK_EVERY: &str = "1 second";
+/// Least entries between two time marks (tenant migration 0009): a time-filtered query reads at
+/// most about this much of the log, plus a batch, beyond its window at either end. Marks are at
+/// most a thousandth of the log's rows.
 const MARK_EVERY_ENTRIES: i64 = 1000;
 
 /// Gives the batch starting at `first` its batch time (the database clock, never earlier than the
 /// previous batch's), widens the tenant's bounds on how far `occurred_at` runs ahead of or behind
-/// it, and marks where the batch starts when the last mark is old enough. Together they let
-/// `ListEntries` bound a time window by sequence numbers.
+/// it, and marks where the batch starts when the last mark is far enough behind. Together they
+/// let `ListEntries` bound a time window by sequence numbers.
 async fn keep_time(
     tx: &mut TenantTx,
     first: u64,
@@ -306,17 +306,15 @@ async fn keep_time(
              ON CONFLICT (tenant_id) DO UPDATE SET last_at = EXCLUDED.last_at, \
                  max_lead = greatest(audit_clock.max_lead, EXCLUDED.max_lead), \
                  max_lag = greatest(audit_clock.max_lag, EXCLUDED.max_lag) \
-             RETURNING last_at), \
-         mark AS (SELECT at, seq FROM audit_time_marks ORDER BY at DESC LIMIT 1) \
+             RETURNING last_at) \
          INSERT INTO audit_time_marks (at, seq) \
          SELECT clock.last_at, $3 FROM clock \
-         WHERE NOT EXISTS (SELECT FROM mark) \
-            OR EXISTS (SELECT FROM mark WHERE clock.last_at >= mark.at + $4::interval AND $3 - mark.seq >= $5)",
+         WHERE coalesce($3 - (SELECT seq FROM audit_time_marks ORDER BY at DESC LIMIT 1) >= $4, true) \
+         ON CONFLICT DO NOTHING",
     )
     .bind(latest)
     .bind(earliest)
     .bind(first as i64)
-    .bind(MARK_EVERY)
     .bind(MARK_EVERY_ENTRIES)
     .execute(tx.conn())
     .await

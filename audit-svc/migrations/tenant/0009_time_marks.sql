@@ -9,8 +9,8 @@
 -- Now each append transaction has a batch time: the database clock, but never earlier than the
 -- previous batch's (so it never decreases along `seq`). audit_clock keeps, per tenant, the latest
 -- batch time and how far `occurred_at` has ever been ahead of (max_lead) or behind (max_lag) the
--- batch time of its entry. audit_time_marks keeps a sparse map from batch time to `seq`: a mark
--- (at, seq) says that the entries before `seq` have batch times <= at, and the entries from `seq` on
+-- batch time of its entry. audit_time_marks keeps a sparse map from batch time to `seq` (a mark
+-- per 1,000 entries at most): a mark (at, seq) says that the entries before `seq` have batch times <= at, and the entries from `seq` on
 -- have batch times >= at. So for a window [start, end):
 --   * an entry before the last mark with at < start - max_lead has occurred_at < start;
 --   * an entry from the first mark with at >= end + max_lag on has occurred_at >= end;
@@ -68,19 +68,19 @@ GRANT SELECT, INSERT, UPDATE ON audit_clock TO strongroom_audit;
 GRANT SELECT, INSERT ON audit_time_marks TO strongroom_audit;
 
 -- The log already stored: its batch time is the running maximum of `recorded_at` (the start of
--- the transaction that appended it), which never decreases along `seq`. Marks as audit-svc writes
--- them: at most one per second and per 1,000 entries. One pass over the log in this migration's
--- transaction (appends wait for it): about 2.5 s per million entries.
+-- the transaction that appended it), which never decreases along `seq`. A mark every 1,000
+-- entries, as audit-svc writes them (entries appended by one transaction share a time: one mark
+-- per time). One pass over the log in this migration's transaction (appends wait for it): about
+-- 2.5 s per million entries.
 CREATE TEMPORARY TABLE audit_history ON COMMIT DROP AS
     SELECT seq, occurred_at, max(recorded_at) OVER (ORDER BY seq) AS at FROM audit_log;
 INSERT INTO audit_clock (last_at, max_lead, max_lag)
     SELECT max(at), greatest(max(occurred_at - at), interval '0'), greatest(max(at - occurred_at), interval '0')
     FROM audit_history HAVING count(*) > 0;
 INSERT INTO audit_time_marks (at, seq)
-    SELECT DISTINCT ON (seq / 1000) at, seq FROM (
-        SELECT DISTINCT ON (date_trunc('second', at)) at, seq FROM audit_history
-        ORDER BY date_trunc('second', at), seq) AS per_second
-    ORDER BY seq / 1000, seq;
+    SELECT DISTINCT ON (at) at, seq FROM (
+        SELECT DISTINCT ON (seq / 1000) at, seq FROM audit_history ORDER BY seq / 1000, seq) AS every_thousand
+    ORDER BY at, seq;
 
 -- audit_prune() looked for the first entry within retention with `min(seq) … WHERE recorded_at
 -- >= cutoff`, which walks every entry beyond retention still stored: each batch of a large prune
