@@ -6,10 +6,12 @@
 //!   the user's session list shows ended sessions for 30 days, and its IP and user agent are
 //!   personal data.
 //! - an MFA challenge a day after it expired (challenges live minutes).
+//! - a retired token signing key a day after it stopped signing: its sealed private half and its
+//!   public half in the JWKS (by then past its `expires_at`: no token it signed is still valid).
 //!
 //! Each tenant is purged in batches of [`BATCH`] rows, one transaction per batch, each batch that
 //! removed something with one audit record of what it removed (counts, no identifiers:
-//! `refreshes`, `sessions`, `mfa_challenges`). Replicas may run it at the same time: a row is
+//! `refreshes`, `sessions`, `mfa_challenges`, `signing_keys`). Replicas may run it at the same time: a row is
 //! removed once, by whichever takes its lock first.
 
 use std::time::Duration;
@@ -32,11 +34,12 @@ pub struct Purged {
     pub refresh_tokens: u64,
     pub sessions: u64,
     pub mfa_challenges: u64,
+    pub signing_keys: u64,
 }
 
 impl Purged {
     fn total(&self) -> u64 {
-        self.refresh_tokens + self.sessions + self.mfa_challenges
+        self.refresh_tokens + self.sessions + self.mfa_challenges + self.signing_keys
     }
 }
 
@@ -48,6 +51,7 @@ pub async fn purge(db: &Db, tenant: &Tenant) -> Result<Purged, ApiError> {
         all.refresh_tokens += batch.refresh_tokens;
         all.sessions += batch.sessions;
         all.mfa_challenges += batch.mfa_challenges;
+        all.signing_keys += batch.signing_keys;
         if batch.refresh_tokens < BATCH as u64 && batch.mfa_challenges < BATCH as u64 {
             return Ok(all);
         }
@@ -97,7 +101,21 @@ async fn purge_batch(db: &Db, tenant: &Tenant) -> Result<Purged, ApiError> {
     .await
     .map_err(db_error)?
     .rows_affected();
-    let purged = Purged { refresh_tokens, sessions: ended, mfa_challenges };
+    // A tenant retires a key per rotation (every 30 days by default): a handful at most.
+    let retired: Vec<String> =
+        sqlx::query_scalar("DELETE FROM token_signing_keys WHERE retired_at < now() - interval '1 day' RETURNING kid")
+            .fetch_all(tx.conn())
+            .await
+            .map_err(db_error)?;
+    if !retired.is_empty() {
+        sqlx::query("DELETE FROM control.signing_keys WHERE kid = ANY($1) AND tenant_id = $2 AND expires_at < now()")
+            .bind(&retired)
+            .bind(tenant.id.0)
+            .execute(tx.conn())
+            .await
+            .map_err(db_error)?;
+    }
+    let purged = Purged { refresh_tokens, sessions: ended, mfa_challenges, signing_keys: retired.len() as u64 };
     if purged.total() == 0 {
         tx.rollback().await?;
         return Ok(purged);
@@ -107,7 +125,8 @@ async fn purge_batch(db: &Db, tenant: &Tenant) -> Result<Purged, ApiError> {
             // Keys naming a token are refused as secret-like (`kit::outbox::SECRET_KEYS`).
             .detail("refreshes", purged.refresh_tokens)
             .detail("sessions", purged.sessions)
-            .detail("mfa_challenges", purged.mfa_challenges),
+            .detail("mfa_challenges", purged.mfa_challenges)
+            .detail("signing_keys", purged.signing_keys),
     )
     .await?;
     tx.commit().await?;
@@ -125,6 +144,7 @@ pub fn spawn(db: Db, every: Duration, shutdown: kit::server::Shutdown) {
                     refresh_tokens = p.refresh_tokens,
                     sessions = p.sessions,
                     mfa_challenges = p.mfa_challenges,
+                    signing_keys = p.signing_keys,
                     "purged expired sessions and tokens"
                 ),
                 Ok(_) => {}

@@ -30,6 +30,7 @@ pub const MIGRATIONS: MigrationSet = MigrationSet {
     control: &[
         kit::migration!("control", "0001_create_signing_keys"),
         kit::migration!("control", "0002_create_api_key_index"),
+        kit::migration!("control", "0003_remove_expired_signing_keys"),
     ],
     tenant: &[
         kit::migration!("tenant", "0001_create_tenant_policy"),

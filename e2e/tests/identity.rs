@@ -909,15 +909,53 @@ async fn housekeeping_removes_only_what_ended_long_ago_and_audits_it() {
         .execute(&admin)
         .await
         .expect("age challenge");
+    // Two retired signing keys beside the one that signs: one stopped signing two days ago
+    // (purged, private and public half), one an hour ago (kept).
+    for (kid, retired) in [("retired-long-ago", "2 days"), ("retired-recently", "1 hour")] {
+        sqlx::query(
+            "INSERT INTO t_alpha.token_signing_keys (tenant_id, kid, sealed_private, activates_at, retired_at)
+             VALUES ($1, $2, 'sealed', now() - interval '40 days', now() - $3::interval)",
+        )
+        .bind(fx.tenant)
+        .bind(kid)
+        .bind(retired)
+        .execute(&admin)
+        .await
+        .expect("retired key");
+        sqlx::query(
+            "INSERT INTO control.signing_keys (kid, alg, public_jwk, tenant_id, expires_at)
+             VALUES ($1, 'EdDSA', jsonb_build_object('kid', $1::text), $2, now() - $3::interval + interval '16 minutes')",
+        )
+        .bind(kid)
+        .bind(fx.tenant)
+        .bind(retired)
+        .execute(&admin)
+        .await
+        .expect("retired public key");
+    }
 
     let db = kit::Db::connect_lazy(&fx.c.db.runtime_url("auth"), 2).expect("pool");
     let tenant = db.tenant(&kit::TenantSlug::parse("alpha").expect("slug")).await.expect("tenant");
     let purged = auth_svc::housekeeping::purge(&db, &tenant).await.expect("purge");
     assert_eq!(
         purged,
-        auth_svc::housekeeping::Purged { refresh_tokens: 2, sessions: 1, mfa_challenges: 1 },
-        "the long-ended session with both its tokens, and the old challenge"
+        auth_svc::housekeeping::Purged { refresh_tokens: 2, sessions: 1, mfa_challenges: 1, signing_keys: 1 },
+        "the long-ended session with both its tokens, the old challenge and the long-retired key"
     );
+    let private: Vec<String> = sqlx::query_scalar("SELECT kid FROM t_alpha.token_signing_keys ORDER BY kid")
+        .fetch_all(&admin)
+        .await
+        .expect("private halves");
+    assert!(!private.contains(&"retired-long-ago".to_owned()) && private.contains(&"retired-recently".to_owned()));
+    assert_eq!(private.len(), 2, "the signing key and the recently retired one: {private:?}");
+    let public: Vec<String> =
+        sqlx::query_scalar("SELECT kid FROM control.signing_keys WHERE tenant_id = $1 ORDER BY kid")
+            .bind(fx.tenant)
+            .fetch_all(&admin)
+            .await
+            .expect("public halves");
+    assert_eq!(public.len(), 2, "{public:?}");
+    assert!(!public.contains(&"retired-long-ago".to_owned()));
     let left: Vec<uuid::Uuid> = sqlx::query_scalar("SELECT id FROM t_alpha.sessions WHERE id = ANY($1)")
         .bind(vec![old, recent, live])
         .fetch_all(&admin)
@@ -940,7 +978,7 @@ async fn housekeeping_removes_only_what_ended_long_ago_and_audits_it() {
     .fetch_all(&admin)
     .await
     .expect("audit");
-    assert_eq!(details, [serde_json::json!({ "refreshes": 2, "sessions": 1, "mfa_challenges": 1 })]);
+    assert_eq!(details, [serde_json::json!({ "refreshes": 2, "sessions": 1, "mfa_challenges": 1, "signing_keys": 1 })]);
     assert_eq!(auth_svc::housekeeping::purge(&db, &tenant).await.expect("again"), Default::default());
     fx.c.stop().await;
 }
