@@ -33,6 +33,7 @@ pub const MIGRATIONS: MigrationSet = MigrationSet {
         kit::migration!("tenant", "0007_lighter_outbox_and_log_writes"),
         kit::migration!("tenant", "0008_upper_merkle_levels_only"),
         kit::migration!("tenant", "0009_time_marks"),
+        kit::migration!("tenant", "0010_time_marks_checked"),
     ],
 };
 

@@ -372,6 +372,30 @@ async fn time_windows_read_only_their_part_of_the_log_and_miss_nothing() {
     }
     assert!(window_is_exact(&c, Some(starts[1]), Some(starts[2])).await.len() >= 1000);
 
+    // Someone holding audit-svc's database role inserts false marks, committed: each would hide
+    // entries from some window (a start too early or too late, a sequence number inside an
+    // earlier batch or beyond the log). None is stored.
+    let marks = "SELECT count(*) FROM t_alpha.audit_time_marks";
+    let stored = count(&c, marks).await;
+    let size = count(&c, "SELECT count(*) FROM t_alpha.audit_log").await;
+    for (at, seq) in [
+        ("now() + interval '1 day'", size),
+        ("'2000-01-01'::timestamptz", size),
+        ("(SELECT last_at FROM audit_clock)", firsts[2] + 10),
+        ("(SELECT last_at FROM audit_clock)", size + 500),
+    ] {
+        let mut tx = c.db.admin_pool().await.begin().await.expect("begin");
+        e2e::act_as_service(&mut tx, "alpha", alpha, "audit").await;
+        let inserted = sqlx::query(&format!("INSERT INTO audit_time_marks (at, seq) VALUES ({at}, $1)"))
+            .bind(seq)
+            .execute(&mut *tx)
+            .await
+            .expect("a false mark is dropped, not an error");
+        assert_eq!(inserted.rows_affected(), 0, "mark ({at}, {seq}) was stored");
+        tx.commit().await.expect("commit");
+    }
+    assert_eq!(count(&c, marks).await, stored);
+
     // Producers' clocks: an event that waited two hours, one two minutes ahead (widening the
     // bounds, so both are still found), and one ten minutes ahead (refused).
     let now = chrono::Utc::now();
