@@ -543,33 +543,50 @@ fn check_name(field: &str, name: &str) -> Result<(), ApiError> {
     if ok { Ok(()) } else { Err(ApiError::invalid_field(field, "must match ^[a-z][a-z0-9_.-]{1,62}$")) }
 }
 
+/// The columns of a group as `Group` carries them: its member count and its roles, not its
+/// members (a group may hold every user of the tenant; `ListGroupMembers` pages through them).
+const GROUP_COLUMNS: &str = "g.id, g.name, g.description, \
+     (SELECT count(*) FROM group_members m WHERE m.group_id = g.id) AS member_count, \
+     ARRAY(SELECT r.name FROM roles r JOIN role_grants rg ON rg.role_id = r.id WHERE rg.group_id = g.id \
+           ORDER BY r.name) AS roles";
+
+#[derive(sqlx::FromRow)]
+struct GroupRow {
+    id: uuid::Uuid,
+    name: String,
+    description: String,
+    member_count: i64,
+    roles: Vec<String>,
+}
+
+impl From<GroupRow> for pb::Group {
+    fn from(g: GroupRow) -> Self {
+        pb::Group {
+            id: g.id.to_string(),
+            name: g.name,
+            description: g.description,
+            roles: g.roles,
+            member_count: g.member_count,
+        }
+    }
+}
+
 async fn group_pb(tx: &mut TenantTx, id: uuid::Uuid) -> Result<pb::Group, ApiError> {
-    let row: Option<(String, String)> = sqlx::query_as("SELECT name, description FROM groups WHERE id = $1")
+    let row: Option<GroupRow> = sqlx::query_as(&format!("SELECT {GROUP_COLUMNS} FROM groups g WHERE g.id = $1"))
         .bind(id)
         .fetch_optional(tx.conn())
         .await
         .map_err(db_error)?;
-    let (name, description) = row.ok_or_else(|| ApiError::not_found("GROUP_NOT_FOUND", "no such group"))?;
-    let members: Vec<uuid::Uuid> =
-        sqlx::query_scalar("SELECT user_id FROM group_members WHERE group_id = $1 ORDER BY user_id")
-            .bind(id)
-            .fetch_all(tx.conn())
-            .await
-            .map_err(db_error)?;
-    let roles: Vec<String> = sqlx::query_scalar(
-        "SELECT r.name FROM roles r JOIN role_grants g ON g.role_id = r.id WHERE g.group_id = $1 ORDER BY r.name",
-    )
-    .bind(id)
-    .fetch_all(tx.conn())
-    .await
-    .map_err(db_error)?;
-    Ok(pb::Group {
-        id: id.to_string(),
-        name,
-        description,
-        member_ids: members.iter().map(ToString::to_string).collect(),
-        roles,
-    })
+    row.map(pb::Group::from).ok_or_else(|| ApiError::not_found("GROUP_NOT_FOUND", "no such group"))
+}
+
+/// A page size: `0` means `default`, anything else must be in `1..=max`.
+fn page_size(field: &str, given: i32, default: i64, max: i64) -> Result<i64, ApiError> {
+    match i64::from(given) {
+        0 => Ok(default),
+        n if (1..=max).contains(&n) => Ok(n),
+        _ => Err(ApiError::invalid_field(field, format!("must be between 1 and {max}"))),
+    }
 }
 
 /// The union of the permissions a group confers.
@@ -780,15 +797,59 @@ impl pb::access_service_server::AccessService for Access {
     ) -> Result<Response<pb::ListGroupsResponse>, Status> {
         let me = self.core.authed(&request).await?;
         me.require("groups.read")?;
+        let req = request.into_inner();
+        let size = page_size("page_size", req.page_size, 50, 500)?;
+        // Names are unique in a tenant: the last name of a page is where the next one starts.
         let mut tx = self.core.db.begin(&me.tenant).await?;
-        let ids: Vec<uuid::Uuid> =
-            sqlx::query_scalar("SELECT id FROM groups ORDER BY name").fetch_all(tx.conn()).await.map_err(db_error)?;
-        let mut groups = Vec::with_capacity(ids.len());
-        for id in ids {
-            groups.push(group_pb(&mut tx, id).await?);
-        }
+        let rows: Vec<GroupRow> =
+            sqlx::query_as(&format!("SELECT {GROUP_COLUMNS} FROM groups g WHERE g.name > $1 ORDER BY g.name LIMIT $2"))
+                .bind(&req.page_token)
+                .bind(size + 1)
+                .fetch_all(tx.conn())
+                .await
+                .map_err(db_error)?;
         tx.commit().await?;
-        Ok(Response::new(pb::ListGroupsResponse { groups }))
+        let more = rows.len() as i64 > size;
+        let groups: Vec<pb::Group> = rows.into_iter().take(size as usize).map(pb::Group::from).collect();
+        let next_page_token =
+            if more { groups.last().map(|g| g.name.clone()).unwrap_or_default() } else { String::new() };
+        Ok(Response::new(pb::ListGroupsResponse { groups, next_page_token }))
+    }
+
+    async fn list_group_members(
+        &self,
+        request: Request<pb::ListGroupMembersRequest>,
+    ) -> Result<Response<pb::ListGroupMembersResponse>, Status> {
+        let me = self.core.authed(&request).await?;
+        me.require("groups.read")?;
+        let req = request.into_inner();
+        let group = parse_id("group_id", &req.group_id)?;
+        let size = page_size("page_size", req.page_size, 100, 1000)?;
+        let after =
+            if req.page_token.is_empty() { uuid::Uuid::nil() } else { parse_id("page_token", &req.page_token)? };
+        let mut tx = self.core.db.begin(&me.tenant).await?;
+        let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM groups WHERE id = $1)")
+            .bind(group)
+            .fetch_one(tx.conn())
+            .await
+            .map_err(db_error)?;
+        if !exists {
+            return Err(ApiError::not_found("GROUP_NOT_FOUND", "no such group").into());
+        }
+        let members: Vec<uuid::Uuid> = sqlx::query_scalar(
+            "SELECT user_id FROM group_members WHERE group_id = $1 AND user_id > $2 ORDER BY user_id LIMIT $3",
+        )
+        .bind(group)
+        .bind(after)
+        .bind(size + 1)
+        .fetch_all(tx.conn())
+        .await
+        .map_err(db_error)?;
+        tx.commit().await?;
+        let more = members.len() as i64 > size;
+        let member_ids: Vec<String> = members.iter().take(size as usize).map(ToString::to_string).collect();
+        let next_page_token = if more { member_ids.last().cloned().unwrap_or_default() } else { String::new() };
+        Ok(Response::new(pb::ListGroupMembersResponse { member_ids, next_page_token }))
     }
 
     async fn create_group(&self, request: Request<pb::CreateGroupRequest>) -> Result<Response<pb::Group>, Status> {

@@ -550,6 +550,76 @@ async fn privilege_escalation_through_roles_groups_and_api_keys_is_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn groups_and_their_members_are_listed_a_page_at_a_time() {
+    let fx = Fx::new().await;
+    let (owner, _, _) = fx.owner_with_totp().await;
+    let token = Some(owner.access_token.as_str());
+    let mut ids = Vec::new();
+    for name in ["ops", "audit", "support"] {
+        let msg = pb::CreateGroupRequest { name: name.into(), description: format!("the {name} team") };
+        ids.push(fx.access().create_group(req("alpha", token, msg)).await.expect("group").into_inner().id);
+    }
+    let mut members = Vec::new();
+    for who in ["ann", "ben", "cat"] {
+        let user =
+            fx.create_user(&owner.access_token, &format!("{who}@alpha.example"), &["viewer"]).await.expect("user");
+        let join = pb::GroupMemberRequest { group_id: ids[0].clone(), user_id: user.id.clone() };
+        let group = fx.access().add_group_member(req("alpha", token, join)).await.expect("join").into_inner();
+        members.push(user.id);
+        assert_eq!(group.member_count, members.len() as i64);
+    }
+    members.sort();
+
+    // Groups by name, two to a page.
+    let list = |page_size: i32, page_token: String| {
+        let mut access = fx.access();
+        async move { access.list_groups(req("alpha", token, pb::ListGroupsRequest { page_size, page_token })).await }
+    };
+    let first = list(2, String::new()).await.expect("page 1").into_inner();
+    let names: Vec<&str> = first.groups.iter().map(|g| g.name.as_str()).collect();
+    assert_eq!(names, ["audit", "ops"]);
+    assert_eq!(first.groups[1].member_count, 3);
+    assert_eq!(first.groups[0].description, "the audit team");
+    assert!(!first.next_page_token.is_empty());
+    let second = list(2, first.next_page_token).await.expect("page 2").into_inner();
+    let names: Vec<&str> = second.groups.iter().map(|g| g.name.as_str()).collect();
+    assert_eq!(names, ["support"]);
+    assert_eq!(second.next_page_token, "");
+    assert_eq!(list(0, String::new()).await.expect("default page").into_inner().groups.len(), 3);
+    let err = list(501, String::new()).await.expect_err("page too large");
+    assert_eq!(err.code(), Code::InvalidArgument);
+
+    // A group's members in id order, two to a page.
+    let page = |group_id: String, page_size: i32, page_token: String| {
+        let mut access = fx.access();
+        async move {
+            let msg = pb::ListGroupMembersRequest { group_id, page_size, page_token };
+            access.list_group_members(req("alpha", token, msg)).await.map(tonic::Response::into_inner)
+        }
+    };
+    let first = page(ids[0].clone(), 2, String::new()).await.expect("members 1");
+    assert_eq!(first.member_ids, members[..2]);
+    let second = page(ids[0].clone(), 2, first.next_page_token).await.expect("members 2");
+    assert_eq!(second.member_ids, members[2..]);
+    assert_eq!(second.next_page_token, "");
+    assert!(page(ids[1].clone(), 0, String::new()).await.expect("empty group").member_ids.is_empty());
+    let err = page(uuid::Uuid::new_v4().to_string(), 0, String::new()).await.expect_err("no such group");
+    assert_eq!(reason(&err), "GROUP_NOT_FOUND");
+    let err = page("not-a-uuid".into(), 0, String::new()).await.expect_err("bad id");
+    assert_eq!(err.code(), Code::InvalidArgument);
+
+    // Listing needs groups.read.
+    let viewer = tokens(fx.login("ann@alpha.example", "a long enough password").await.expect("login"));
+    let err = fx
+        .access()
+        .list_groups(req("alpha", Some(&viewer.access_token), pb::ListGroupsRequest::default()))
+        .await
+        .expect_err("viewer");
+    assert_eq!(err.code(), Code::PermissionDenied);
+    fx.c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn export_holds_only_the_users_data_and_deletion_shreds_it() {
     let fx = Fx::new().await;
     let (owner, _, _) = fx.owner_with_totp().await;

@@ -750,23 +750,39 @@ pub async fn revoke_role(
 }
 
 fn group_json(g: &pb::Group) -> Value {
-    json!({ "id": g.id, "name": g.name, "description": g.description, "member_ids": g.member_ids, "roles": g.roles })
+    json!({ "id": g.id, "name": g.name, "description": g.description, "member_count": g.member_count, "roles": g.roles })
 }
 
-/// `GET /v1/groups`
+/// `GET /v1/groups?page_size=&page_token=`
 pub async fn list_groups(
     State(state): State<AppState>,
     Extension(id): Extension<RequestId>,
+    Query(q): Query<PageQuery>,
     headers: HeaderMap,
 ) -> Response {
     let result = async {
         let c = caller(&state, &headers, "groups.read").await?;
-        let r = access(&state)
-            .list_groups(request(&c, &id, pb::ListGroupsRequest {}))
-            .await
-            .map_err(upstream)?
-            .into_inner();
-        Ok(json!({ "groups": r.groups.iter().map(group_json).collect::<Vec<_>>() }))
+        let msg = pb::ListGroupsRequest { page_size: q.page_size, page_token: q.page_token };
+        let r = access(&state).list_groups(request(&c, &id, msg)).await.map_err(upstream)?.into_inner();
+        Ok(json!({ "groups": r.groups.iter().map(group_json).collect::<Vec<_>>(), "next_page_token": r.next_page_token }))
+    }
+    .await;
+    respond(result, id)
+}
+
+/// `GET /v1/groups/{id}/members?page_size=&page_token=`
+pub async fn list_group_members(
+    State(state): State<AppState>,
+    Extension(id): Extension<RequestId>,
+    Path(group): Path<String>,
+    Query(q): Query<PageQuery>,
+    headers: HeaderMap,
+) -> Response {
+    let result = async {
+        let c = caller(&state, &headers, "groups.read").await?;
+        let msg = pb::ListGroupMembersRequest { group_id: group, page_size: q.page_size, page_token: q.page_token };
+        let r = access(&state).list_group_members(request(&c, &id, msg)).await.map_err(upstream)?.into_inner();
+        Ok(json!({ "member_ids": r.member_ids, "next_page_token": r.next_page_token }))
     }
     .await;
     respond(result, id)

@@ -4,7 +4,7 @@
 use serde_json::{Value, json};
 
 /// `(method, path)` of every identity operation.
-pub const OPERATIONS: [(&str, &str); 35] = [
+pub const OPERATIONS: [(&str, &str); 36] = [
     ("get", "/.well-known/jwks.json"),
     ("get", "/.well-known/openid-configuration"),
     ("post", "/v1/auth/login"),
@@ -33,6 +33,7 @@ pub const OPERATIONS: [(&str, &str); 35] = [
     ("get", "/v1/groups"),
     ("post", "/v1/groups"),
     ("delete", "/v1/groups/{id}"),
+    ("get", "/v1/groups/{id}/members"),
     ("put", "/v1/groups/{id}/members/{user_id}"),
     ("delete", "/v1/groups/{id}/members/{user_id}"),
     ("get", "/v1/api-keys"),
@@ -63,6 +64,18 @@ fn any_object() -> Value {
 }
 
 /// An authenticated operation on the caller's tenant.
+/// `o` with the query parameters of a paged listing.
+fn paged(mut o: Value, max: u32) -> Value {
+    if let Some(params) = o["parameters"].as_array_mut() {
+        params.push(json!({ "name": "page_size", "in": "query", "description": "0 or absent: the default page",
+                            "schema": { "type": "integer", "minimum": 0, "maximum": max } }));
+        params
+            .push(json!({ "name": "page_token", "in": "query", "description": "next_page_token of the previous page",
+                            "schema": { "type": "string" } }));
+    }
+    o
+}
+
 fn op(id: &str, summary: &str, request: Option<Value>, response: Value, path_params: &[&str]) -> Value {
     let mut params = vec![json!({ "$ref": "#/components/parameters/Tenant" })];
     for p in path_params {
@@ -101,6 +114,7 @@ fn public(id: &str, summary: &str, request: Value, response: Value) -> Value {
 pub fn paths(doc: &mut Value) {
     let tokens = json!({ "$ref": "#/components/schemas/Tokens" });
     let user = json!({ "$ref": "#/components/schemas/User" });
+    let group = json!({ "$ref": "#/components/schemas/Group" });
     let s = |v: &str| json!({ "type": "string", "description": v });
     let strings = json!({ "type": "array", "items": { "type": "string" } });
     let policy = obj(
@@ -162,7 +176,7 @@ pub fn paths(doc: &mut Value) {
         "/v1/me/sessions": { "get": op("listMySessions", "The caller's sessions", None, ok("sessions", any_object()), &[]) },
         "/v1/me/sessions/{id}": { "delete": op("revokeMySession", "Revokes one of the caller's sessions (another's with sessions.revoke)", None, ok("revoked", any_object()), &["id"]) },
         "/v1/users": {
-            "get": op("listUsers", "Users; requires users.read", None, ok("a page of users", obj(&["users"], json!({ "users": { "type": "array", "items": user }, "next_page_token": { "type": "string" } }))), &[]),
+            "get": paged(op("listUsers", "Users; requires users.read", None, ok("a page of users", obj(&["users"], json!({ "users": { "type": "array", "items": user }, "next_page_token": { "type": "string" } }))), &[]), 500),
             "post": op("createUser", "Creates a user (password of 12+ characters); granting roles requires roles.grant and only roles whose permissions the caller holds; requires users.write",
                 Some(obj(&["email", "password"], json!({ "email": { "type": "string" }, "display_name": { "type": "string" }, "password": { "type": "string", "writeOnly": true, "minLength": 12 }, "roles": strings, "request_id": { "type": "string", "deprecated": true, "description": "ignored: send the X-Request-Id header" } }))),
                 ok("the user", user.clone()), &[])
@@ -186,13 +200,16 @@ pub fn paths(doc: &mut Value) {
         "/v1/roles/{id}/revoke": { "post": op("revokeRole", "Revokes the role (by name) from a user or a group; requires roles.grant",
             Some(obj(&[], json!({ "user_id": { "type": "string" }, "group_id": { "type": "string" } }))), ok("revoked", any_object()), &["id"]) },
         "/v1/groups": {
-            "get": op("listGroups", "Groups with members and roles; requires groups.read", None, ok("groups", any_object()), &[]),
-            "post": op("createGroup", "Creates a group; requires groups.write", Some(obj(&["name"], json!({ "name": { "type": "string" }, "description": { "type": "string" } }))), ok("the group", any_object()), &[])
+            "get": paged(op("listGroups", "Groups by name, with their roles and member count (members: /v1/groups/{id}/members); requires groups.read", None,
+                ok("a page of groups", obj(&["groups"], json!({ "groups": { "type": "array", "items": group.clone() }, "next_page_token": { "type": "string" } }))), &[]), 500),
+            "post": op("createGroup", "Creates a group; requires groups.write", Some(obj(&["name"], json!({ "name": { "type": "string" }, "description": { "type": "string" } }))), ok("the group", group.clone()), &[])
         },
         "/v1/groups/{id}": { "delete": op("deleteGroup", "Deletes a group; requires groups.write", None, ok("deleted", any_object()), &["id"]) },
+        "/v1/groups/{id}/members": { "get": paged(op("listGroupMembers", "A group's member ids in id order; requires groups.read", None,
+            ok("a page of member ids", obj(&["member_ids"], json!({ "member_ids": strings, "next_page_token": { "type": "string" } }))), &["id"]), 1000) },
         "/v1/groups/{id}/members/{user_id}": {
-            "put": op("addGroupMember", "Adds a member (the caller must hold every permission the group confers); requires groups.write", None, ok("the group", any_object()), &["id", "user_id"]),
-            "delete": op("removeGroupMember", "Removes a member; requires groups.write", None, ok("the group", any_object()), &["id", "user_id"])
+            "put": op("addGroupMember", "Adds a member (the caller must hold every permission the group confers); requires groups.write", None, ok("the group", group.clone()), &["id", "user_id"]),
+            "delete": op("removeGroupMember", "Removes a member; requires groups.write", None, ok("the group", group.clone()), &["id", "user_id"])
         },
         "/v1/api-keys": {
             "get": op("listApiKeys", "The caller's API keys (all with api_keys.read)", None, ok("keys", any_object()), &[]),
@@ -227,5 +244,9 @@ pub fn paths(doc: &mut Value) {
         "status": { "enum": ["active", "suspended", "deleted"] }, "suspension_reason": { "type": ["string", "null"] },
         "mfa_enabled": { "type": "boolean" }, "roles": { "type": "array", "items": { "type": "string" } },
         "created_at": { "type": "string", "format": "date-time" }
+    }});
+    doc["components"]["schemas"]["Group"] = json!({ "type": "object", "properties": {
+        "id": { "type": "string" }, "name": { "type": "string" }, "description": { "type": "string" },
+        "member_count": { "type": "integer", "minimum": 0 }, "roles": { "type": "array", "items": { "type": "string" } }
     }});
 }

@@ -52,6 +52,7 @@ pub fn router(state: AppState, body_limit: usize, batch_body_limit: usize) -> Ro
         .route("/v1/roles/{id}/revoke", post(crate::identity::revoke_role))
         .route("/v1/groups", get(crate::identity::list_groups).post(crate::identity::create_group))
         .route("/v1/groups/{id}", delete(crate::identity::delete_group))
+        .route("/v1/groups/{id}/members", get(crate::identity::list_group_members))
         .route(
             "/v1/groups/{id}/members/{user_id}",
             put(crate::identity::add_member).delete(crate::identity::remove_member),
