@@ -199,11 +199,7 @@ impl pb::audit_log_service_server::AuditLogService for AuditLog {
     ) -> Result<Response<pb::ListEntriesResponse>, Status> {
         let ctx = RequestContext::of(&request)?;
         let req = request.into_inner();
-        let page = match req.page_size {
-            0 => 100,
-            n @ 1..=1000 => n,
-            _ => return Err(ApiError::invalid_field("page_size", "1–1000").into()),
-        } as i64;
+        let page = ApiError::page_size(req.page_size, 100, 1000)?;
         let from = match req.page_token.as_str() {
             "" => req.from_seq,
             t => t.parse::<u64>().map_err(|_| ApiError::invalid_field("page_token", "not a page token"))?,

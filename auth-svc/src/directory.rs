@@ -580,15 +580,6 @@ async fn group_pb(tx: &mut TenantTx, id: uuid::Uuid) -> Result<pb::Group, ApiErr
     row.map(pb::Group::from).ok_or_else(|| ApiError::not_found("GROUP_NOT_FOUND", "no such group"))
 }
 
-/// A page size: `0` means `default`, anything else must be in `1..=max`.
-fn page_size(field: &str, given: i32, default: i64, max: i64) -> Result<i64, ApiError> {
-    match i64::from(given) {
-        0 => Ok(default),
-        n if (1..=max).contains(&n) => Ok(n),
-        _ => Err(ApiError::invalid_field(field, format!("must be between 1 and {max}"))),
-    }
-}
-
 /// The union of the permissions a group confers.
 async fn group_permissions(tx: &mut TenantTx, group: uuid::Uuid) -> Result<Vec<String>, ApiError> {
     sqlx::query_scalar(
@@ -798,7 +789,7 @@ impl pb::access_service_server::AccessService for Access {
         let me = self.core.authed(&request).await?;
         me.require("groups.read")?;
         let req = request.into_inner();
-        let size = page_size("page_size", req.page_size, 50, 500)?;
+        let size = ApiError::page_size(req.page_size, 50, 500)?;
         // Names are unique in a tenant: the last name of a page is where the next one starts.
         let mut tx = self.core.db.begin(&me.tenant).await?;
         let rows: Vec<GroupRow> =
@@ -824,7 +815,7 @@ impl pb::access_service_server::AccessService for Access {
         me.require("groups.read")?;
         let req = request.into_inner();
         let group = parse_id("group_id", &req.group_id)?;
-        let size = page_size("page_size", req.page_size, 100, 1000)?;
+        let size = ApiError::page_size(req.page_size, 100, 1000)?;
         let after =
             if req.page_token.is_empty() { uuid::Uuid::nil() } else { parse_id("page_token", &req.page_token)? };
         let mut tx = self.core.db.begin(&me.tenant).await?;

@@ -155,6 +155,16 @@ impl ApiError {
         }
     }
 
+    /// A listing's `page_size`: `0` means `default`, `1..=max` is taken as given, anything else is
+    /// refused (`INVALID_FIELD` on `page_size`).
+    pub fn page_size(given: impl Into<i64>, default: i64, max: i64) -> Result<i64, Self> {
+        match given.into() {
+            0 => Ok(default),
+            n if (1..=max).contains(&n) => Ok(n),
+            _ => Err(Self::invalid_field("page_size", format!("1–{max}"))),
+        }
+    }
+
     pub fn unauthenticated(reason: &'static str, message: impl Into<String>) -> Self {
         Self::new(ErrorCode::Unauthenticated, reason, message)
     }

@@ -238,15 +238,11 @@ impl pb::secrets_service_server::SecretsService for Secrets {
         let ctx = RequestContext::of(&request)?;
         let req = request.into_inner();
         let prefix = parse_prefix(&req.prefix)?;
-        let page_size = match req.page_size {
-            0 => 100,
-            n @ 1..=1000 => n,
-            _ => return Err(ApiError::invalid_field("page_size", "1–1000").into()),
-        };
+        let page_size = ApiError::page_size(req.page_size, 100, 1000)?;
         let after = decode_page_token(&req.page_token)?;
         let tenant = self.authorize(&ctx, "vault.secrets.read").await?;
         let mut tx = self.db.begin(&tenant).await?;
-        let mut rows = store::list(&mut tx, &prefix, after.as_deref(), page_size as i64 + 1).await?;
+        let mut rows = store::list(&mut tx, &prefix, after.as_deref(), page_size + 1).await?;
         tx.commit().await?;
         let next_page_token = if rows.len() > page_size as usize {
             rows.truncate(page_size as usize);
