@@ -34,6 +34,7 @@ pub const MIGRATIONS: MigrationSet = MigrationSet {
         kit::migration!("tenant", "0008_upper_merkle_levels_only"),
         kit::migration!("tenant", "0009_time_marks"),
         kit::migration!("tenant", "0010_time_marks_checked"),
+        kit::migration!("tenant", "0011_time_mark_check_by_key"),
     ],
 };
 

@@ -396,6 +396,48 @@ async fn time_windows_read_only_their_part_of_the_log_and_miss_nothing() {
     }
     assert_eq!(count(&c, marks).await, stored);
 
+    // A true mark is checked through the log's primary key, however many marks one session lays:
+    // after five executions PostgreSQL may switch a cached plan to a generic one, and the generic
+    // plan of the check was a sequential scan of the whole log (its match is the newest rows).
+    // Ten batches of one entry, each with its mark, as the sequencer lays them, on a log with
+    // statistics (as autovacuum keeps them); then rolled back.
+    sqlx::query("ANALYZE t_alpha.audit_log").execute(&c.db.admin_pool().await).await.expect("analyze");
+    let mut tx = c.db.admin_pool().await.begin().await.expect("begin");
+    e2e::act_as_service(&mut tx, "alpha", alpha, "audit").await;
+    for seq in size..size + 10 {
+        sqlx::query(
+            "INSERT INTO audit_clock (last_at, max_lead, max_lag) VALUES (clock_timestamp(), '0', '0')
+             ON CONFLICT (tenant_id) DO UPDATE SET last_at = greatest(audit_clock.last_at, EXCLUDED.last_at)",
+        )
+        .execute(&mut *tx)
+        .await
+        .expect("move the clock");
+        sqlx::query(
+            "INSERT INTO audit_log (seq, event_id, occurred_at, service, actor, action, resource, outcome, details,
+                                    canonical, leaf_hash, chain_hash)
+             VALUES ($1, gen_random_uuid(), now(), 'test', 'user:test', 'x.write', 'doc/marked', 'success', '{}',
+                     '\\x00', $2, $2)",
+        )
+        .bind(seq)
+        .bind(vec![0u8; 32])
+        .execute(&mut *tx)
+        .await
+        .expect("an entry");
+        let laid = sqlx::query("INSERT INTO audit_time_marks (at, seq) SELECT last_at, $1 FROM audit_clock")
+            .bind(seq)
+            .execute(&mut *tx)
+            .await
+            .expect("a true mark");
+        assert_eq!(laid.rows_affected(), 1, "true mark at {seq} dropped");
+    }
+    let scans: i64 =
+        sqlx::query_scalar("SELECT seq_scan FROM pg_stat_xact_user_tables WHERE relid = 't_alpha.audit_log'::regclass")
+            .fetch_one(&mut *tx)
+            .await
+            .expect("scan count");
+    assert_eq!(scans, 0, "checking a mark scanned the log sequentially");
+    tx.rollback().await.expect("rollback");
+
     // Producers' clocks: an event that waited two hours, one two minutes ahead (widening the
     // bounds, so both are still found), and one ten minutes ahead (refused).
     let now = chrono::Utc::now();
