@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod checkpoint;
+pub mod config;
 pub mod domain;
 pub mod ingest;
 pub mod pseudonym;
@@ -17,6 +18,8 @@ use std::future::Future;
 
 use kit::migrate::MigrationSet;
 use kit::server::{Api, Listeners, ServeError};
+
+pub use config::AuditSettings;
 
 pub const SERVICE: &str = "audit";
 
@@ -40,11 +43,14 @@ pub const MIGRATIONS: MigrationSet = MigrationSet {
 
 /// Runs audit-svc until `shutdown`.
 pub async fn run(
-    config: kit::config::ServiceConfig,
+    config: kit::config::ServiceConfig<AuditSettings>,
     listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
-    kit::server::run_service(SERVICE, MIGRATIONS, config, listeners, shutdown, |ctx| {
+    config.validate().map_err(ServeError::Config)?;
+    let (config, settings) = config.split();
+    let checkpoint_interval = settings.checkpoint_interval();
+    kit::server::run_service(SERVICE, MIGRATIONS, config, listeners, shutdown, move |ctx| {
         use proto::audit::v1::audit_ingest_service_server::AuditIngestServiceServer;
         use proto::audit::v1::audit_log_service_server::AuditLogServiceServer;
         use proto::audit::v1::audit_retention_service_server::AuditRetentionServiceServer;
@@ -60,7 +66,7 @@ pub async fn run(
                 (None, None)
             }
         };
-        let nudge = sequencer::spawn(ctx.db.clone(), ctx.shutdown.clone(), signer.clone());
+        let nudge = sequencer::spawn(ctx.db.clone(), ctx.shutdown.clone(), signer.clone(), checkpoint_interval);
         let wake = stream::Wake::spawn(ctx.db.clone(), ctx.shutdown.clone());
         retention::spawn(ctx.db.clone(), ctx.shutdown.clone());
         let ingest = ingest::AuditIngest {

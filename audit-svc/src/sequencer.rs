@@ -428,37 +428,113 @@ impl Nudge {
 /// Tenants drained at the same time (each holds one database connection while it drains).
 const PARALLEL_TENANTS: usize = 4;
 
-/// Drains `tenant` and signs a checkpoint when the log grew (or `force`). Returns false when the
-/// checkpoint must be retried.
-async fn tend(db: &Db, signer: Option<&crate::checkpoint::Signer>, tenant: &Tenant, force: bool) -> bool {
+/// What a round did for a tenant's checkpoint.
+enum Checkpointed {
+    /// Nothing new to sign since the last checkpoint (or signing is not configured).
+    Nothing,
+    /// Signed and stored (or the log had not grown after all).
+    Signed,
+    /// The log may have grown; its checkpoint waits for the tenant's interval.
+    Waiting,
+    /// Signing failed (vault-svc unreachable, say); retried once the interval has passed again.
+    Failed,
+}
+
+/// Drains `tenant`; signs a checkpoint if the log may have grown (`owes`, or this drain appended)
+/// and `may_sign` (the tenant's checkpoint interval has passed).
+async fn tend(
+    db: &Db,
+    signer: Option<&crate::checkpoint::Signer>,
+    tenant: &Tenant,
+    owes: bool,
+    may_sign: bool,
+) -> Checkpointed {
     let appended = match drain(db, tenant).await {
         Ok(n) => n,
         Err(e) => {
             tracing::warn!(tenant = %tenant.slug, reason = %e.reason, "audit sequencing failed");
-            return true;
+            0
         }
     };
-    let Some(signer) = signer.filter(|_| appended > 0 || force) else {
-        return true;
+    let Some(signer) = signer.filter(|_| appended > 0 || owes) else {
+        return Checkpointed::Nothing;
     };
+    if !may_sign {
+        return Checkpointed::Waiting;
+    }
     match crate::checkpoint::make(db, signer, tenant).await {
         Ok(Some(size)) => {
             tracing::debug!(tenant = %tenant.slug, size, "checkpoint signed");
-            true
+            Checkpointed::Signed
         }
-        Ok(None) => true,
+        Ok(None) => Checkpointed::Signed,
         Err(e) => {
-            // Retried after the next batch; the log itself is already durable.
+            // The log itself is already durable.
             tracing::warn!(tenant = %tenant.slug, reason = %e.reason, "checkpoint not signed");
-            false
+            Checkpointed::Failed
+        }
+    }
+}
+
+/// When each tenant may next be checkpointed, and which tenants' logs may have grown since their
+/// last checkpoint.
+struct Checkpoints {
+    interval: Duration,
+    not_before: HashMap<Uuid, tokio::time::Instant>,
+    owed: std::collections::HashSet<Uuid>,
+}
+
+impl Checkpoints {
+    fn new(interval: Duration) -> Self {
+        Self { interval, not_before: HashMap::new(), owed: std::collections::HashSet::new() }
+    }
+
+    fn may_sign(&self, tenant: Uuid) -> bool {
+        self.not_before.get(&tenant).is_none_or(|t| *t <= tokio::time::Instant::now())
+    }
+
+    /// Whether `tenant`'s log may have grown since its last checkpoint, as far as this replica
+    /// knows. One not checkpointed since start-up may have: it grew while no replica ran.
+    fn owes(&self, tenant: Uuid) -> bool {
+        self.owed.contains(&tenant) || !self.not_before.contains_key(&tenant)
+    }
+
+    /// The earliest moment an owed checkpoint may be signed.
+    fn next_due(&self) -> Option<tokio::time::Instant> {
+        self.owed.iter().map(|t| self.not_before.get(t).copied().unwrap_or_else(tokio::time::Instant::now)).min()
+    }
+
+    fn note(&mut self, tenant: Uuid, outcome: Checkpointed) {
+        let next = tokio::time::Instant::now() + self.interval;
+        match outcome {
+            Checkpointed::Nothing => {}
+            Checkpointed::Signed => {
+                self.not_before.insert(tenant, next);
+                self.owed.remove(&tenant);
+            }
+            Checkpointed::Waiting => {
+                self.owed.insert(tenant);
+            }
+            Checkpointed::Failed => {
+                self.not_before.insert(tenant, next.max(tokio::time::Instant::now() + POLL));
+                self.owed.insert(tenant);
+            }
         }
     }
 }
 
 /// Runs the sequencer until `shutdown`: woken by notifications (outbox inserts, direct appends),
 /// and polling every second; several tenants drain at once. A batch in progress at shutdown
-/// either commits or rolls back whole.
-pub fn spawn(db: Db, shutdown: kit::server::Shutdown, signer: Option<crate::checkpoint::Signer>) -> Nudge {
+/// either commits or rolls back whole. A tenant whose log grew is checkpointed at most once per
+/// `checkpoint_interval`: under a steady trickle, a checkpoint (two transactions and a vault-svc
+/// signature) per round cost more than the round's records, and stored a checkpoint row every
+/// tenth of a second, for good.
+pub fn spawn(
+    db: Db,
+    shutdown: kit::server::Shutdown,
+    signer: Option<crate::checkpoint::Signer>,
+    checkpoint_interval: Duration,
+) -> Nudge {
     use futures::StreamExt;
     let (wake_tx, mut wake_rx) = tokio::sync::mpsc::channel::<Option<Uuid>>(1024);
     let nudge = Nudge(wake_tx.clone());
@@ -491,8 +567,7 @@ pub fn spawn(db: Db, shutdown: kit::server::Shutdown, signer: Option<crate::chec
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         });
-        // Tenants whose first checkpoint since start-up is done.
-        let mut checked = std::collections::HashSet::new();
+        let mut checkpoints = Checkpoints::new(checkpoint_interval);
         let mut last_round = tokio::time::Instant::now();
         let mut last_poll = tokio::time::Instant::now();
         loop {
@@ -503,11 +578,17 @@ pub fn spawn(db: Db, shutdown: kit::server::Shutdown, signer: Option<crate::chec
             // Every wake-up queued so far is served by this round.
             let mut woken = std::collections::HashSet::new();
             let mut poll = false;
-            match tokio::time::timeout(POLL, wake_rx.recv()).await {
+            // Until the next poll, or the first owed checkpoint that may be signed.
+            let mut until = last_poll + POLL;
+            if let Some(due) = checkpoints.next_due() {
+                until = until.min(due);
+            }
+            match tokio::time::timeout_at(until, wake_rx.recv()).await {
                 Ok(Some(Some(id))) => {
                     woken.insert(id);
                 }
-                _ => poll = true,
+                Ok(Some(None)) | Ok(None) => poll = true,
+                Err(_) => {}
             }
             tokio::time::sleep(GATHER.saturating_sub(last_round.elapsed())).await;
             last_round = tokio::time::Instant::now();
@@ -535,28 +616,30 @@ pub fn spawn(db: Db, shutdown: kit::server::Shutdown, signer: Option<crate::chec
                     continue;
                 }
             };
-            let due: Vec<(Tenant, bool)> = tenants
+            // Tenants no longer listed (suspended, removed) owe nothing here.
+            checkpoints.owed.retain(|id| tenants.iter().any(|t| t.id.0 == *id));
+            let due: Vec<(Tenant, bool, bool)> = tenants
                 .into_iter()
-                .filter(|t| poll || woken.contains(&t.id.0))
+                .filter(|t| {
+                    let id = t.id.0;
+                    poll || woken.contains(&id) || (checkpoints.owed.contains(&id) && checkpoints.may_sign(id))
+                })
                 .map(|t| {
-                    let force = woken.contains(&t.id.0) || !checked.contains(&t.id.0);
-                    (t, force)
+                    let id = t.id.0;
+                    let owes = woken.contains(&id) || checkpoints.owes(id);
+                    (t, owes, checkpoints.may_sign(id))
                 })
                 .collect();
-            let results: Vec<(Uuid, bool)> = futures::stream::iter(due)
-                .map(|(tenant, force)| {
+            let results: Vec<(Uuid, Checkpointed)> = futures::stream::iter(due)
+                .map(|(tenant, owes, may_sign)| {
                     let (db, signer) = (&db, signer.as_ref());
-                    async move { (tenant.id.0, tend(db, signer, &tenant, force).await) }
+                    async move { (tenant.id.0, tend(db, signer, &tenant, owes, may_sign).await) }
                 })
                 .buffer_unordered(PARALLEL_TENANTS)
                 .collect()
                 .await;
-            for (id, signed) in results {
-                if signed {
-                    checked.insert(id);
-                } else {
-                    checked.remove(&id);
-                }
+            for (id, outcome) in results {
+                checkpoints.note(id, outcome);
             }
         }
     });

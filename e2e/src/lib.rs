@@ -177,7 +177,9 @@ fn spawn_with(
         let r = match name {
             "auth" => auth_svc::run(cfg.with_settings(auth_settings), listeners, shutdown).await,
             "vault" => vault_svc::run(cfg.with_settings(vault_settings), listeners, shutdown).await,
-            "audit" => audit_svc::run(cfg, listeners, shutdown).await,
+            "audit" => {
+                audit_svc::run(cfg.with_settings(audit_svc::AuditSettings::default()), listeners, shutdown).await
+            }
             _ => ledger_svc::run(cfg, listeners, shutdown).await,
         };
         r.map_err(|e| e.to_string())

@@ -252,6 +252,37 @@ async fn latest_checkpoint(c: &Constellation, at_least: u64) -> proto::audit::v1
     }
 }
 
+#[tokio::test]
+async fn a_trickle_of_records_is_checkpointed_once_per_interval() {
+    let c = Constellation::start(false).await;
+    c.create_tenant("alpha").await;
+    write_records(&c, "alpha", 1, "first").await;
+    latest_checkpoint(&c, log_len(&c, "t_alpha").await as u64).await;
+    let admin = c.db.admin_pool().await;
+    let checkpoints = || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM t_alpha.checkpoints").fetch_one(&admin).await.expect("count")
+    };
+    let before = checkpoints().await;
+    let start = tokio::time::Instant::now();
+    // One record every 50 ms for three seconds: the sequencer gathers them into up to ten rounds a
+    // second, and used to sign a checkpoint after each.
+    let mut total = log_len(&c, "t_alpha").await;
+    for i in 0..60 {
+        write_records(&c, "alpha", 1, &format!("trickle/{i}")).await;
+        total += 1;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    wait_drained(&c, "t_alpha", total).await;
+    let last = latest_checkpoint(&c, total as u64).await;
+    assert_eq!(last.tree_size, total as u64, "the trickle's end is checkpointed");
+    let made = checkpoints().await - before;
+    let interval = audit_svc::AuditSettings::default().checkpoint_interval();
+    // At most one per interval since the trickle began, plus the one that covers its end.
+    let bound = (start.elapsed().as_secs_f64() / interval.as_secs_f64()).ceil() as i64 + 1;
+    assert!((1..=bound).contains(&made), "{made} checkpoints in {:?} (at most {bound})", start.elapsed());
+    c.stop().await;
+}
+
 fn req<T>(tenant: &str, token: Option<&str>, msg: T) -> tonic::Request<T> {
     kit::client::with_context(tonic::Request::new(msg), Some(tenant), None, token)
 }
