@@ -145,6 +145,16 @@ impl Drop for SoftHsm {
     }
 }
 
+/// `GET /metrics` on a server's admin listener (plain HTTP/1.1): the Prometheus text.
+pub async fn scrape_metrics(addr: SocketAddr) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("admin");
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n").await.expect("write");
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.expect("read");
+    out
+}
+
 /// Runs service `name`'s real `run` on `listeners` in a task.
 fn spawn_run(name: &'static str, cfg: kit::config::ServiceConfig, listeners: Listeners, hsm: &SoftHsm) -> Running {
     spawn_with(name, cfg, listeners, hsm.vault_settings(), auth_settings())

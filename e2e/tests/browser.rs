@@ -220,16 +220,6 @@ async fn principals_have_buckets_of_their_own() {
     c.stop().await;
 }
 
-/// `GET /metrics` on the admin listener (plain HTTP/1.1).
-async fn scrape(addr: std::net::SocketAddr) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await.expect("admin");
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n").await.expect("write");
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.expect("read");
-    out
-}
-
 fn fallback_count(metrics: &str) -> u64 {
     metrics
         .lines()
@@ -250,9 +240,9 @@ async fn without_redis_the_in_process_limiter_still_limits() {
     })
     .await;
     let admin = c.gateway.as_ref().expect("gateway").admin;
-    let before = fallback_count(&scrape(admin).await);
+    let before = fallback_count(&e2e::scrape_metrics(admin).await);
     assert_limited(&c, &[], 3, 20).await;
-    let after = fallback_count(&scrape(admin).await);
+    let after = fallback_count(&e2e::scrape_metrics(admin).await);
     assert!(after >= before + 4, "fallback decisions counted: {before} -> {after}");
     let (_, _, ready) = c.gateway_get("/readyz", &[]).await.expect("readyz");
     assert_eq!(ready["redis"], "unavailable", "{ready}");

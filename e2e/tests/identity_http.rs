@@ -270,6 +270,25 @@ async fn jwks_discovery_and_another_tenants_token_on_every_route() {
         (Some("OKP"), Some("Ed25519"), Some("EdDSA"))
     );
     let claims = e2e::verify_with_jwk(&alpha, key).expect("verifies");
+    // The public document is served from the gateway's copy: twenty more hits ask auth-svc at
+    // most once more (when the copy's few seconds ran out in between), not twenty times.
+    let get_jwks_calls = || async {
+        e2e::scrape_metrics(c.services["auth"].admin)
+            .await
+            .lines()
+            .filter(|l| {
+                l.starts_with("rpc_server_call_duration_seconds_count{") && l.contains("rpc_method=\"GetJwks\"")
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum::<u64>()
+    };
+    let before = get_jwks_calls().await;
+    for _ in 0..20 {
+        let (s, _, again) = call(&c, Method::GET, "/.well-known/jwks.json", &[], Value::Null).await;
+        assert_eq!((s, &again), (200, &jwks));
+    }
+    let asked = get_jwks_calls().await - before;
+    assert!(asked <= 1, "20 JWKS hits asked auth-svc {asked} times");
     assert!(claims["sub"].is_string());
     let mut forged: Vec<u8> = b64.decode(parts[2]).expect("sig");
     forged[0] ^= 1;

@@ -308,9 +308,22 @@ pub async fn step_up(
     respond(result, id)
 }
 
-/// `GET /.well-known/jwks.json`
+/// How long the gateway serves a fetched JWKS document before asking auth-svc again. Far below
+/// the time a new signing key is published before it signs (`signing_key_publish_ahead_secs`,
+/// 360 s), less the clients' own `max-age`.
+const JWKS_FRESH: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// `GET /.well-known/jwks.json`. Public and unauthenticated, so it is answered from a document
+/// fetched at most every [`JWKS_FRESH`], by one request at a time (the others wait for it): a
+/// flood of hits costs auth-svc one `GetJwks` per interval, not one each. Failures are not kept.
 pub async fn jwks(State(state): State<AppState>, Extension(id): Extension<RequestId>) -> Response {
     let result = async {
+        let mut cached = state.jwks.lock().await;
+        if let Some((at, doc)) = cached.as_ref()
+            && at.elapsed() < JWKS_FRESH
+        {
+            return Ok(doc.clone());
+        }
         let mut client = proto::auth::v1::keys_service_client::KeysServiceClient::new(state.upstreams.auth.clone());
         let keys = client.get_jwks(pb::GetJwksRequest {}).await.map_err(upstream)?.into_inner().keys;
         let keys: Vec<Value> = keys
@@ -323,7 +336,9 @@ pub async fn jwks(State(state): State<AppState>, Extension(id): Extension<Reques
                 v
             })
             .collect();
-        Ok(json!({ "keys": keys }))
+        let doc = json!({ "keys": keys });
+        *cached = Some((std::time::Instant::now(), doc.clone()));
+        Ok(doc)
     }
     .await;
     let mut resp = respond(result, id);
