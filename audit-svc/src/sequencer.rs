@@ -617,7 +617,9 @@ pub fn spawn(
                 }
             };
             // Tenants no longer listed (suspended, removed) owe nothing here.
-            checkpoints.owed.retain(|id| tenants.iter().any(|t| t.id.0 == *id));
+            // (A set: a linear search per owed tenant would be quadratic in the number of tenants.)
+            let listed: std::collections::HashSet<Uuid> = tenants.iter().map(|t| t.id.0).collect();
+            checkpoints.owed.retain(|id| listed.contains(id));
             let due: Vec<(Tenant, bool, bool)> = tenants
                 .into_iter()
                 .filter(|t| {
