@@ -6,6 +6,8 @@ use serde::Deserialize;
 
 /// Bounds of `service.checkpoint_interval_ms`.
 const INTERVAL_MS: std::ops::RangeInclusive<u64> = 100..=3_600_000;
+/// Bounds of `service.sweep_interval_ms`.
+const SWEEP_MS: std::ops::RangeInclusive<u64> = 1000..=3_600_000;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -15,11 +17,17 @@ pub struct AuditSettings {
     /// wait that long for a checkpoint (and so for an inclusion proof).
     #[serde(default = "default_checkpoint_interval")]
     pub checkpoint_interval_ms: u64,
+    /// Longest time between two looks at a tenant's outbox that no wake-up asked for. Services
+    /// wake audit-svc after each commit that wrote records; the sweep finds the records whose
+    /// wake-up was lost (the writer killed between its commit and its `NOTIFY`). Each tenant costs
+    /// one drain transaction per interval while idle.
+    #[serde(default = "default_sweep_interval")]
+    pub sweep_interval_ms: u64,
 }
 
 impl Default for AuditSettings {
     fn default() -> Self {
-        Self { checkpoint_interval_ms: default_checkpoint_interval() }
+        Self { checkpoint_interval_ms: default_checkpoint_interval(), sweep_interval_ms: default_sweep_interval() }
     }
 }
 
@@ -27,9 +35,17 @@ fn default_checkpoint_interval() -> u64 {
     1000
 }
 
+fn default_sweep_interval() -> u64 {
+    10_000
+}
+
 impl AuditSettings {
     pub fn checkpoint_interval(&self) -> Duration {
         Duration::from_millis(self.checkpoint_interval_ms)
+    }
+
+    pub fn sweep_interval(&self) -> Duration {
+        Duration::from_millis(self.sweep_interval_ms)
     }
 }
 
@@ -41,6 +57,9 @@ impl kit::config::ServiceSettings for AuditSettings {
                 INTERVAL_MS.start(),
                 INTERVAL_MS.end()
             ));
+        }
+        if !SWEEP_MS.contains(&self.sweep_interval_ms) {
+            return Err(format!("service.sweep_interval_ms must be {}–{}", SWEEP_MS.start(), SWEEP_MS.end()));
         }
         Ok(())
     }
@@ -61,6 +80,17 @@ mod tests {
             assert!(s.validate(Environment::Production).is_err(), "{bad} ms accepted");
         }
         s.checkpoint_interval_ms = 100;
+        assert!(s.validate(Environment::Production).is_ok());
+    }
+
+    #[test]
+    fn sweep_interval_is_bounded() {
+        let mut s = AuditSettings::default();
+        for bad in [0, 999, 3_600_001] {
+            s.sweep_interval_ms = bad;
+            assert!(s.validate(Environment::Production).is_err(), "{bad} ms accepted");
+        }
+        s.sweep_interval_ms = 1000;
         assert!(s.validate(Environment::Production).is_ok());
     }
 }

@@ -326,8 +326,7 @@ mod tests {
     #[tokio::test]
     async fn an_idle_tenant_queue_retires_and_the_next_append_gets_a_new_one() {
         let db = Db::connect_lazy(&"postgres://nobody@127.0.0.1:1/none".to_owned().into(), 1).expect("lazy pool");
-        let (nudge, _woken) = mpsc::channel(8);
-        let mut appender = Appender::new(db, Nudge(nudge));
+        let mut appender = Appender::new(db, Nudge::default());
         appender.idle = std::time::Duration::from_millis(50);
         let tenant = Tenant {
             id: TenantId(Uuid::new_v4()),

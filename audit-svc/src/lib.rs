@@ -49,7 +49,7 @@ pub async fn run(
 ) -> Result<(), ServeError> {
     config.validate().map_err(ServeError::Config)?;
     let (config, settings) = config.split();
-    let checkpoint_interval = settings.checkpoint_interval();
+    let (checkpoint_interval, sweep_interval) = (settings.checkpoint_interval(), settings.sweep_interval());
     kit::server::run_service(SERVICE, MIGRATIONS, config, listeners, shutdown, move |ctx| {
         use proto::audit::v1::audit_ingest_service_server::AuditIngestServiceServer;
         use proto::audit::v1::audit_log_service_server::AuditLogServiceServer;
@@ -66,7 +66,8 @@ pub async fn run(
                 (None, None)
             }
         };
-        let nudge = sequencer::spawn(ctx.db.clone(), ctx.shutdown.clone(), signer.clone(), checkpoint_interval);
+        let nudge =
+            sequencer::spawn(ctx.db.clone(), ctx.shutdown.clone(), signer.clone(), checkpoint_interval, sweep_interval);
         let wake = stream::Wake::spawn(ctx.db.clone(), ctx.shutdown.clone());
         retention::spawn(ctx.db.clone(), ctx.shutdown.clone());
         let ingest = ingest::AuditIngest {

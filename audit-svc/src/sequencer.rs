@@ -4,7 +4,7 @@
 //! A batch — entries, Merkle nodes and the outbox rows it consumed — commits as one transaction:
 //! a crash loses and duplicates nothing.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -19,7 +19,11 @@ use crate::domain::merkle::{self, Hash, node_hash};
 pub const BATCH: i64 = 1000;
 /// The channel the services' outbox wakers notify after their commits.
 pub const CHANNEL: &str = kit::outbox::WAKE_CHANNEL;
-const POLL: Duration = Duration::from_secs(1);
+/// Least time before a failed checkpoint signature is tried again.
+const RETRY: Duration = Duration::from_secs(1);
+/// How long the list of tenants is used before it is read again (sooner when a wake-up names a
+/// tenant not on it).
+const TENANTS_FRESH: Duration = Duration::from_secs(1);
 /// Least time between the starts of two rounds. Under a trickle of records (logins one at a time)
 /// a round per record cost a batch and a signed checkpoint each, more CPU than the records'
 /// own work; waiting gathers them. Under load a round takes longer than this anyway.
@@ -89,6 +93,8 @@ fn hash32(bytes: &[u8]) -> Result<Hash, ApiError> {
 /// Moves up to [`BATCH`] records of `tenant`'s outbox into its log. Returns how many outbox rows
 /// it consumed and how many entries it appended.
 pub async fn drain_once(db: &Db, tenant: &Tenant) -> Result<(usize, usize), ApiError> {
+    // What idle tenants cost shows here: one per tenant per sweep interval.
+    kit::metrics::Metrics::global().event("audit_outbox_drain");
     let mut tx = db.begin(tenant).await?;
     // A tenant registered but not yet provisioned for audit-svc has nothing to drain into yet.
     let (provisioned,): (bool,) =
@@ -414,14 +420,40 @@ pub async fn drain(db: &Db, tenant: &Tenant) -> Result<usize, ApiError> {
     }
 }
 
+/// The tenants to drain in the next round, from notifications and direct appends. A set, not a
+/// bounded queue: however many wake-ups arrive between two rounds, none is dropped.
+#[derive(Default)]
+pub(crate) struct Wakes {
+    tenants: std::sync::Mutex<HashSet<Uuid>>,
+    everyone: std::sync::atomic::AtomicBool,
+    notify: tokio::sync::Notify,
+}
+
+impl Wakes {
+    fn tenant(&self, id: Uuid) {
+        self.tenants.lock().unwrap_or_else(|e| e.into_inner()).insert(id);
+        self.notify.notify_one();
+    }
+
+    /// Wake-ups may have been lost (the listener was disconnected): every tenant is due.
+    fn everyone(&self) {
+        self.everyone.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.notify.notify_one();
+    }
+
+    fn take(&self) -> (HashSet<Uuid>, bool) {
+        let tenants = std::mem::take(&mut *self.tenants.lock().unwrap_or_else(|e| e.into_inner()));
+        (tenants, self.everyone.swap(false, std::sync::atomic::Ordering::Relaxed))
+    }
+}
+
 /// Asks the sequencer to look at a tenant now (a direct append wants its checkpoint).
-#[derive(Clone)]
-pub struct Nudge(pub(crate) tokio::sync::mpsc::Sender<Option<Uuid>>);
+#[derive(Clone, Default)]
+pub struct Nudge(pub(crate) std::sync::Arc<Wakes>);
 
 impl Nudge {
     pub fn tenant(&self, tenant: &Tenant) {
-        // A full queue already holds a wake-up that covers this one.
-        let _ = self.0.try_send(Some(tenant.id.0));
+        self.0.tenant(tenant.id.0);
     }
 }
 
@@ -481,12 +513,12 @@ async fn tend(
 struct Checkpoints {
     interval: Duration,
     not_before: HashMap<Uuid, tokio::time::Instant>,
-    owed: std::collections::HashSet<Uuid>,
+    owed: HashSet<Uuid>,
 }
 
 impl Checkpoints {
     fn new(interval: Duration) -> Self {
-        Self { interval, not_before: HashMap::new(), owed: std::collections::HashSet::new() }
+        Self { interval, not_before: HashMap::new(), owed: HashSet::new() }
     }
 
     fn may_sign(&self, tenant: Uuid) -> bool {
@@ -516,7 +548,7 @@ impl Checkpoints {
                 self.owed.insert(tenant);
             }
             Checkpointed::Failed => {
-                self.not_before.insert(tenant, next.max(tokio::time::Instant::now() + POLL));
+                self.not_before.insert(tenant, next.max(tokio::time::Instant::now() + RETRY));
                 self.owed.insert(tenant);
             }
         }
@@ -524,112 +556,115 @@ impl Checkpoints {
 }
 
 /// Runs the sequencer until `shutdown`: woken by notifications (outbox inserts, direct appends),
-/// and polling every second; several tenants drain at once. A batch in progress at shutdown
-/// either commits or rolls back whole. A tenant whose log grew is checkpointed at most once per
-/// `checkpoint_interval`: under a steady trickle, a checkpoint (two transactions and a vault-svc
-/// signature) per round cost more than the round's records, and stored a checkpoint row every
-/// tenth of a second, for good.
+/// and sweeping every tenant at least once per `sweep_interval` for records whose wake-up was
+/// lost (each idle tenant costs one drain per interval, spread over it); several tenants drain at
+/// once. A batch in progress at shutdown either commits or rolls back whole. A tenant whose log
+/// grew is checkpointed at most once per `checkpoint_interval`: under a steady trickle, a
+/// checkpoint (two transactions and a vault-svc signature) per round cost more than the round's
+/// records, and stored a checkpoint row every tenth of a second, for good.
 pub fn spawn(
     db: Db,
     shutdown: kit::server::Shutdown,
     signer: Option<crate::checkpoint::Signer>,
     checkpoint_interval: Duration,
+    sweep_interval: Duration,
 ) -> Nudge {
     use futures::StreamExt;
-    let (wake_tx, mut wake_rx) = tokio::sync::mpsc::channel::<Option<Uuid>>(1024);
-    let nudge = Nudge(wake_tx.clone());
+    let wakes = std::sync::Arc::new(Wakes::default());
+    let nudge = Nudge(wakes.clone());
     let stop = shutdown.clone();
     let task = tokio::spawn(async move {
         let listener_db = db.clone();
+        let heard = wakes.clone();
         let listener = tokio::spawn(async move {
+            let mut connected_before = false;
             loop {
                 let listen = async {
                     let mut listener = sqlx::postgres::PgListener::connect_with(listener_db.control_pool()).await?;
                     listener.listen(CHANNEL).await?;
+                    // Notifications sent while it was disconnected are lost: sweep everyone now.
+                    if connected_before {
+                        heard.everyone();
+                    }
+                    connected_before = true;
                     loop {
                         let n = listener.recv().await?;
-                        if let Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) =
-                            wake_tx.try_send(Uuid::parse_str(n.payload()).ok())
-                        {
-                            return Ok(());
+                        match Uuid::parse_str(n.payload()) {
+                            Ok(id) => heard.tenant(id),
+                            Err(_) => heard.everyone(),
                         }
                     }
                     #[allow(unreachable_code)]
                     Ok::<(), sqlx::Error>(())
                 };
-                match listen.await {
-                    Ok(()) => return,
-                    Err(e) => tracing::debug!(error = %e, "audit outbox listener reconnecting"),
-                }
-                if wake_tx.is_closed() {
-                    return;
+                if let Err(e) = listen.await {
+                    tracing::debug!(error = %e, "audit outbox listener reconnecting");
                 }
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         });
         let mut checkpoints = Checkpoints::new(checkpoint_interval);
+        let mut sweep = kit::tenancy::Sweep::new(sweep_interval);
+        let mut tenants: Vec<Tenant> = Vec::new();
+        let mut listed: HashSet<Uuid> = HashSet::new();
+        let mut listed_at: Option<tokio::time::Instant> = None;
         let mut last_round = tokio::time::Instant::now();
-        let mut last_poll = tokio::time::Instant::now();
         loop {
             if stop.fired() {
                 listener.abort();
                 return;
             }
-            // Every wake-up queued so far is served by this round.
-            let mut woken = std::collections::HashSet::new();
-            let mut poll = false;
-            // Until the next poll, or the first owed checkpoint that may be signed.
-            let mut until = last_poll + POLL;
+            // Until a wake-up, the next tenant due for a sweep, or the first owed checkpoint that
+            // may be signed; at once when no tenant is known yet (start-up).
+            let mut until = sweep.next_due().unwrap_or_else(tokio::time::Instant::now);
             if let Some(due) = checkpoints.next_due() {
                 until = until.min(due);
             }
-            match tokio::time::timeout_at(until, wake_rx.recv()).await {
-                Ok(Some(Some(id))) => {
-                    woken.insert(id);
-                }
-                Ok(Some(None)) | Ok(None) => poll = true,
-                Err(_) => {}
+            tokio::select! {
+                () = wakes.notify.notified() => {}
+                () = tokio::time::sleep_until(until) => {}
             }
             tokio::time::sleep(GATHER.saturating_sub(last_round.elapsed())).await;
             last_round = tokio::time::Instant::now();
-            while let Ok(w) = wake_rx.try_recv() {
-                match w {
-                    Some(id) => {
-                        woken.insert(id);
+            // Every wake-up so far is served by this round.
+            let (woken, everyone) = wakes.take();
+            if everyone {
+                sweep.all_due();
+            }
+            let stale = listed_at.is_none_or(|t| t.elapsed() >= TENANTS_FRESH);
+            if stale || woken.iter().any(|id| !listed.contains(id)) {
+                match db.tenants().await {
+                    Ok(t) => {
+                        tenants = t;
+                        listed = tenants.iter().map(|t| t.id.0).collect();
+                        listed_at = Some(tokio::time::Instant::now());
+                        // Tenants no longer listed (suspended, removed) owe nothing here.
+                        checkpoints.owed.retain(|id| listed.contains(id));
+                        sweep.retain(&listed);
                     }
-                    None => poll = true,
+                    Err(e) => {
+                        tracing::debug!(reason = %e.reason, "sequencer cannot list tenants");
+                        if tenants.is_empty() {
+                            // Nothing to sweep yet: try again after a while, not in a tight loop.
+                            tokio::time::sleep(RETRY).await;
+                            continue;
+                        }
+                    }
                 }
             }
-            // Every tenant at least once per POLL, however many wake-ups arrive: a wake-up lost on
-            // the writer's side (its process killed between commit and NOTIFY, a full queue, a
-            // failed NOTIFY) delays that tenant's records by at most this much.
-            if last_poll.elapsed() >= POLL {
-                poll = true;
-            }
-            if poll {
-                last_poll = tokio::time::Instant::now();
-            }
-            let tenants = match db.tenants().await {
-                Ok(t) => t,
-                Err(e) => {
-                    tracing::debug!(reason = %e.reason, "sequencer cannot list tenants");
-                    continue;
-                }
-            };
-            // Tenants no longer listed (suspended, removed) owe nothing here.
-            // (A set: a linear search per owed tenant would be quadratic in the number of tenants.)
-            let listed: std::collections::HashSet<Uuid> = tenants.iter().map(|t| t.id.0).collect();
-            checkpoints.owed.retain(|id| listed.contains(id));
+            let now = tokio::time::Instant::now();
             let due: Vec<(Tenant, bool, bool)> = tenants
-                .into_iter()
+                .iter()
                 .filter(|t| {
                     let id = t.id.0;
-                    poll || woken.contains(&id) || (checkpoints.owed.contains(&id) && checkpoints.may_sign(id))
+                    woken.contains(&id)
+                        || sweep.due(id, now)
+                        || (checkpoints.owed.contains(&id) && checkpoints.may_sign(id))
                 })
                 .map(|t| {
                     let id = t.id.0;
                     let owes = woken.contains(&id) || checkpoints.owes(id);
-                    (t, owes, checkpoints.may_sign(id))
+                    (t.clone(), owes, checkpoints.may_sign(id))
                 })
                 .collect();
             let results: Vec<(Uuid, Checkpointed)> = futures::stream::iter(due)
@@ -642,6 +677,8 @@ pub fn spawn(
                 .await;
             for (id, outcome) in results {
                 checkpoints.note(id, outcome);
+                // A drain for any reason finds what a sweep would.
+                sweep.visited(id, now);
             }
         }
     });

@@ -1,6 +1,8 @@
 //! Tenancy, proven in PostgreSQL itself: row-level security, per-service grants, concurrent
 //! provisioning and hostile slugs.
 
+use std::time::Duration;
+
 use e2e::{Constellation, reason};
 use kit::outbox::{Actor, AuditRecord, Outcome};
 use kit::{Db, TenantSlug};
@@ -220,6 +222,40 @@ async fn a_commit_with_audit_records_wakes_audit_svc_after_the_transaction() {
             break;
         }
     }
+    c.stop().await;
+}
+
+/// The count of `event` in a `/metrics` exposition (every service of a test shares one process, so
+/// any service's admin listener shows every service's events).
+fn events(metrics: &str, event: &str) -> u64 {
+    let prefix = format!("strongroom_events_total{{event=\"{event}\"}} ");
+    metrics.lines().find_map(|l| l.strip_prefix(&prefix)).and_then(|n| n.trim().parse().ok()).unwrap_or(0)
+}
+
+/// Idle tenants cost audit-svc's outbox sweep and ledger-svc's expiry sweep one look each per
+/// sweep interval (10 s and 30 s), spread over it. Both used to look at every tenant every second:
+/// 500 idle tenants took two thirds of a core.
+#[tokio::test]
+async fn idle_tenants_are_swept_once_per_interval_not_every_second() {
+    let c = Constellation::start(false).await;
+    const TENANTS: u64 = 12;
+    for i in 0..TENANTS {
+        c.create_tenant(&format!("idle{i}")).await;
+    }
+    // Each new tenant is looked at once when first listed (ledger-svc lists every 5 s).
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let admin = c.services["audit"].admin;
+    let before = e2e::scrape_metrics(admin).await;
+    let window = Duration::from_secs(4);
+    tokio::time::sleep(window).await;
+    let after = e2e::scrape_metrics(admin).await;
+    for event in ["audit_outbox_drain", "ledger_expiry_scan"] {
+        let looks = events(&after, event) - events(&before, event);
+        // Every second, that would be about TENANTS × 4; once per interval, each tenant at most
+        // once in a window shorter than the interval (twice for a tenant first listed in it).
+        assert!(looks <= 2 * TENANTS, "{event}: {looks} looks at {TENANTS} idle tenants in {window:?}");
+    }
+    assert!(events(&after, "audit_outbox_drain") > 0 && events(&after, "ledger_expiry_scan") > 0, "both sweeps ran");
     c.stop().await;
 }
 

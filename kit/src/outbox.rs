@@ -26,7 +26,8 @@ const WAKE_WINDOW: Duration = Duration::from_millis(20);
 /// transaction would serialise every such commit (PostgreSQL takes a database-wide lock for it and
 /// holds it through the WAL flush); instead one background task per process sends one `NOTIFY`
 /// per tenant at most once per [`WAKE_WINDOW`], outside any business transaction. A wake-up that
-/// is lost (queue full, database error) only delays: audit-svc also polls every second.
+/// is lost (queue full, database error) only delays: audit-svc also sweeps every tenant at least
+/// once per its `service.sweep_interval_ms` (10 s by default).
 #[derive(Clone)]
 pub struct Waker {
     pool: PgPool,
@@ -51,7 +52,7 @@ impl Waker {
             tokio::spawn(send_wakes(self.pool.clone(), rx));
             tx
         });
-        // Full: a wake-up is due anyway, and the poll covers a tenant it misses.
+        // Full: a wake-up is due anyway, and audit-svc's sweep covers a tenant it misses.
         let _ = queue.try_send(tenant);
     }
 }
@@ -70,7 +71,7 @@ async fn send_wakes(pool: PgPool, mut rx: mpsc::Receiver<Uuid>) {
 }
 
 /// Wakes audit-svc for `tenants` now, with one statement outside any transaction of the caller's;
-/// a failure is counted and logged (audit-svc's poll picks the records up within a second).
+/// a failure is counted and logged (audit-svc's sweep picks the records up).
 pub async fn send_wake(pool: &PgPool, tenants: &[Uuid]) {
     let ids: Vec<String> = tenants.iter().map(|t| t.hyphenated().to_string()).collect();
     let sent = sqlx::query("SELECT pg_notify($1, t) FROM unnest($2::text[]) AS t")
@@ -80,7 +81,7 @@ pub async fn send_wake(pool: &PgPool, tenants: &[Uuid]) {
         .await;
     if let Err(e) = sent {
         crate::metrics::Metrics::global().event("audit_wake_failed");
-        tracing::warn!(error = %e, tenants = ids.len(), "audit wake-up not sent; audit-svc's poll picks the records up");
+        tracing::warn!(error = %e, tenants = ids.len(), "audit wake-up not sent; audit-svc's sweep picks the records up");
     }
 }
 

@@ -420,6 +420,59 @@ pub fn db_error(e: sqlx::Error) -> ApiError {
     ApiError::internal(&e)
 }
 
+/// When each tenant is next due for a background visit (a look for work that its wake-ups may
+/// have missed): every tenant at least once per `every`, the visits spread over the interval.
+/// A tenant seen for the first time is due at once (work left while no replica ran); after that
+/// visit its next one falls at a point of the interval fixed by its id, so a thousand tenants
+/// listed at start-up cost a thousand visits spread over `every`, not a burst every `every`.
+/// The cost of idle tenants is then one visit per tenant per `every`, not per poll.
+#[derive(Debug)]
+pub struct Sweep {
+    every: Duration,
+    next: HashMap<Uuid, tokio::time::Instant>,
+}
+
+impl Sweep {
+    pub fn new(every: Duration) -> Self {
+        Self { every, next: HashMap::new() }
+    }
+
+    pub fn every(&self) -> Duration {
+        self.every
+    }
+
+    /// Whether `tenant` is due for a visit at `now`.
+    pub fn due(&self, tenant: Uuid, now: tokio::time::Instant) -> bool {
+        self.next.get(&tenant).is_none_or(|t| *t <= now)
+    }
+
+    /// Notes a visit of `tenant` at `now` (a visit for any reason finds what a sweep would).
+    pub fn visited(&mut self, tenant: Uuid, now: tokio::time::Instant) {
+        let after = if self.next.contains_key(&tenant) {
+            self.every
+        } else {
+            // A fraction of the interval fixed by the id (v4 and v7 ids both end in random bits).
+            self.every.mul_f64((tenant.as_u128() % 1024) as f64 / 1024.0)
+        };
+        self.next.insert(tenant, now + after);
+    }
+
+    /// Every tenant is due now (wake-ups were lost: a listener reconnected, a queue overflowed).
+    pub fn all_due(&mut self) {
+        self.next.values_mut().for_each(|t| *t = tokio::time::Instant::now());
+    }
+
+    /// Forgets tenants no longer listed.
+    pub fn retain(&mut self, listed: &std::collections::HashSet<Uuid>) {
+        self.next.retain(|id, _| listed.contains(id));
+    }
+
+    /// The earliest next visit of a tenant seen so far.
+    pub fn next_due(&self) -> Option<tokio::time::Instant> {
+        self.next.values().min().copied()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -434,6 +487,35 @@ mod tests {
         for other in ["srr_AbC-_9", "srm_alpha.x", "srr_Alpha.x", "srr_a b.x", ""] {
             assert!(TenantSlug::of_refresh_token(other).is_none(), "{other}");
         }
+    }
+
+    #[test]
+    fn a_sweep_visits_new_tenants_at_once_then_spreads_them_over_its_interval() {
+        let every = Duration::from_secs(10);
+        let mut sweep = Sweep::new(every);
+        let start = tokio::time::Instant::now();
+        let ids: Vec<Uuid> = (0..1000).map(|_| Uuid::new_v4()).collect();
+        assert!(ids.iter().all(|id| sweep.due(*id, start)), "new tenants are due at once");
+        ids.iter().for_each(|id| sweep.visited(*id, start));
+        // Spread: about a tenth of them fall in each tenth of the interval, none beyond it.
+        let mut per_tenth = [0usize; 10];
+        for id in &ids {
+            let at = sweep.next[id] - start;
+            assert!(at < every, "{at:?}");
+            per_tenth[at.as_secs() as usize] += 1;
+        }
+        assert!(per_tenth.iter().all(|n| (50..=150).contains(n)), "{per_tenth:?}");
+        // Once visited, a tenant is next due a whole interval later.
+        let later = start + Duration::from_secs(3);
+        sweep.visited(ids[0], later);
+        assert!(!sweep.due(ids[0], later + every - Duration::from_millis(1)));
+        assert!(sweep.due(ids[0], later + every));
+        // Lost wake-ups: everyone is due.
+        sweep.all_due();
+        assert!(ids.iter().all(|id| sweep.due(*id, tokio::time::Instant::now())));
+        sweep.retain(&ids[..10].iter().copied().collect());
+        assert_eq!(sweep.next.len(), 10);
+        assert!(sweep.next_due().is_some());
     }
 
     #[test]

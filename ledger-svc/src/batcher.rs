@@ -56,12 +56,56 @@ impl Unsigned {
     }
 }
 
+/// When each tenant's earliest pending transfer expires, as far as this replica knows: the
+/// batcher notes the timeouts it commits, so the sweeper voids them on time without looking at
+/// every tenant every second.
+#[derive(Clone, Default)]
+pub struct Expiries {
+    due: Arc<Mutex<HashMap<TenantId, (Tenant, i64)>>>,
+    pub notify: Arc<Notify>,
+}
+
+impl Expiries {
+    /// `tenant` has a pending transfer expiring at `at` (nanoseconds since the epoch).
+    pub fn note(&self, tenant: &Tenant, at: i64) {
+        let mut due = self.due.lock().unwrap_or_else(|e| e.into_inner());
+        let sooner = match due.get_mut(&tenant.id) {
+            Some((_, known)) if *known <= at => false,
+            Some((_, known)) => {
+                *known = at;
+                true
+            }
+            None => {
+                due.insert(tenant.id, (tenant.clone(), at));
+                true
+            }
+        };
+        drop(due);
+        if sooner {
+            self.notify.notify_one();
+        }
+    }
+
+    /// The earliest expiry noted.
+    pub fn earliest(&self) -> Option<i64> {
+        self.due.lock().unwrap_or_else(|e| e.into_inner()).values().map(|(_, at)| *at).min()
+    }
+
+    /// Takes the tenants whose noted expiry is at or before `now`.
+    pub fn take_due(&self, now: i64) -> Vec<Tenant> {
+        let mut due = self.due.lock().unwrap_or_else(|e| e.into_inner());
+        let ids: Vec<TenantId> = due.iter().filter(|(_, (_, at))| *at <= now).map(|(id, _)| *id).collect();
+        ids.iter().filter_map(|id| due.remove(id)).map(|(t, _)| t).collect()
+    }
+}
+
 #[derive(Clone)]
 pub struct Batcher {
     db: Db,
     queues: Arc<Mutex<HashMap<TenantId, mpsc::Sender<Job>>>>,
     window: Duration,
     unsigned: Unsigned,
+    expiries: Expiries,
 }
 
 fn now_ns() -> i64 {
@@ -69,8 +113,8 @@ fn now_ns() -> i64 {
 }
 
 impl Batcher {
-    pub fn new(db: Db, window: Duration, unsigned: Unsigned) -> Self {
-        Self { db, queues: Arc::default(), window, unsigned }
+    pub fn new(db: Db, window: Duration, unsigned: Unsigned, expiries: Expiries) -> Self {
+        Self { db, queues: Arc::default(), window, unsigned, expiries }
     }
 
     /// Applies `submission` (at most [`MAX_BATCH`] transfers, unique ids) in the next batch.
@@ -226,6 +270,9 @@ impl Batcher {
         tx.commit().await?;
         if has_entries {
             self.unsigned.mark(tenant);
+        }
+        if let Some(at) = fx.created.iter().filter_map(|t| t.expires_at).min() {
+            self.expiries.note(tenant, at);
         }
         for o in outcomes.iter_mut().flatten() {
             if let Outcome::Created(t) = o {

@@ -52,9 +52,10 @@ pub async fn run(
             None => None,
         };
         let unsigned = batcher::Unsigned::default();
-        let batcher = batcher::Batcher::new(ctx.db.clone(), BATCH_WINDOW, unsigned.clone());
+        let expiries = batcher::Expiries::default();
+        let batcher = batcher::Batcher::new(ctx.db.clone(), BATCH_WINDOW, unsigned.clone(), expiries.clone());
         receipts::spawn_signer(ctx.db.clone(), signer.clone(), unsigned, ctx.shutdown.clone());
-        sweeper::spawn(ctx.db.clone(), batcher.clone(), ctx.shutdown.clone());
+        sweeper::spawn(ctx.db.clone(), batcher.clone(), expiries, ctx.shutdown.clone());
         let ledger = api::Ledger { db: ctx.db.clone(), batcher, signer };
         Ok(Api::new()
             .service(LedgerServiceServer::new(ledger).max_decoding_message_size(16 * 1024 * 1024))

@@ -323,6 +323,16 @@ pub async fn expired_pending(tx: &mut TenantTx, now: i64, limit: i64) -> Result<
     .map_err(db_error)
 }
 
+/// When the tenant's earliest pending transfer with a timeout expires (nanoseconds since the epoch).
+pub async fn next_expiry(tx: &mut TenantTx) -> Result<Option<i64>, ApiError> {
+    sqlx::query_scalar(
+        "SELECT expires_at FROM transfers WHERE state = 'pending' AND expires_at IS NOT NULL ORDER BY expires_at LIMIT 1",
+    )
+    .fetch_optional(tx.conn())
+    .await
+    .map_err(db_error)
+}
+
 pub fn input_to_json(t: &TransferInput) -> serde_json::Value {
     serde_json::json!({
         "id": t.id,
