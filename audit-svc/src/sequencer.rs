@@ -614,9 +614,12 @@ pub fn spawn(
                 listener.abort();
                 return;
             }
-            // Until a wake-up, the next tenant due for a sweep, or the first owed checkpoint that
-            // may be signed; at once when no tenant is known yet (start-up).
-            let mut until = sweep.next_due().unwrap_or_else(tokio::time::Instant::now);
+            // Until a wake-up, the next tenant due for a sweep (with no tenant yet, the next
+            // listing), or the first owed checkpoint that may be signed; at once at start-up.
+            let mut until = match listed_at {
+                None => tokio::time::Instant::now(),
+                Some(at) => sweep.next_due().unwrap_or(at + TENANTS_FRESH),
+            };
             if let Some(due) = checkpoints.next_due() {
                 until = until.min(due);
             }

@@ -35,9 +35,10 @@ pub fn spawn(db: Db, batcher: Batcher, expiries: Expiries, shutdown: Shutdown) {
         let mut tenants: Vec<Tenant> = Vec::new();
         let mut listed_at: Option<tokio::time::Instant> = None;
         loop {
-            // Until the next noted expiry or the next sweep; at once when no tenant is known yet.
+            // Until the next noted expiry or the next sweep (with no tenant yet, the next listing);
+            // at once before the first listing.
             let mut wait =
-                sweep.next_due().map_or(Duration::ZERO, |t| t.saturating_duration_since(tokio::time::Instant::now()));
+                sweep.next_due().map_or(TENANTS_FRESH, |t| t.saturating_duration_since(tokio::time::Instant::now()));
             if let Some(at) = expiries.earliest() {
                 wait = wait.min(Duration::from_nanos(at.saturating_sub(now_ns()).max(0) as u64));
             }
