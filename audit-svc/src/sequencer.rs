@@ -587,18 +587,20 @@ pub fn spawn(
                         heard.everyone();
                     }
                     connected_before = true;
-                    loop {
-                        let n = listener.recv().await?;
+                    // `try_recv`, not `recv`: `recv` reconnects by itself and the notifications lost
+                    // meanwhile would go unnoticed; `None` says the connection was lost, and the
+                    // reconnection here sweeps everyone.
+                    while let Some(n) = listener.try_recv().await? {
                         match Uuid::parse_str(n.payload()) {
                             Ok(id) => heard.tenant(id),
                             Err(_) => heard.everyone(),
                         }
                     }
-                    #[allow(unreachable_code)]
                     Ok::<(), sqlx::Error>(())
                 };
-                if let Err(e) = listen.await {
-                    tracing::debug!(error = %e, "audit outbox listener reconnecting");
+                match listen.await {
+                    Ok(()) => tracing::debug!("audit outbox listener lost its connection, reconnecting"),
+                    Err(e) => tracing::debug!(error = %e, "audit outbox listener reconnecting"),
                 }
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }

@@ -437,10 +437,6 @@ impl Sweep {
         Self { every, next: HashMap::new() }
     }
 
-    pub fn every(&self) -> Duration {
-        self.every
-    }
-
     /// Whether `tenant` is due for a visit at `now`.
     pub fn due(&self, tenant: Uuid, now: tokio::time::Instant) -> bool {
         self.next.get(&tenant).is_none_or(|t| *t <= now)

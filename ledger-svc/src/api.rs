@@ -80,10 +80,6 @@ fn check_metadata(
     Ok(m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
 }
 
-fn now_ns() -> i64 {
-    chrono::Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX / 2)
-}
-
 pub fn balances(b: &Balances) -> pb::Balances {
     pb::Balances {
         debits_pending: b.debits_pending.to_string(),
@@ -378,7 +374,7 @@ impl pb::ledger_service_server::LedgerService for Ledger {
             .fold(0, |acc, (_, bit)| acc | bit),
             metadata: check_metadata("account.metadata", &a.metadata)?,
             balances: Balances::default(),
-            ts: now_ns(),
+            ts: crate::batcher::now_ns(),
         };
         let mut tx = self.db.begin(&tenant).await?;
         if store::insert_account(&mut tx, &account).await? {

@@ -108,7 +108,8 @@ pub struct Batcher {
     expiries: Expiries,
 }
 
-fn now_ns() -> i64 {
+/// Nanoseconds since the epoch, the ledger's timestamps.
+pub(crate) fn now_ns() -> i64 {
     chrono::Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX / 2)
 }
 

@@ -15,7 +15,7 @@ use kit::server::Shutdown;
 use kit::tenancy::{Sweep, TenantStatus};
 use kit::{Db, Tenant};
 
-use crate::batcher::{Batcher, Expiries, MAX_BATCH};
+use crate::batcher::{Batcher, Expiries, MAX_BATCH, now_ns};
 use crate::store;
 
 /// Longest time between two sweeps of a tenant.
@@ -24,10 +24,6 @@ pub const SWEEP: Duration = Duration::from_secs(30);
 const TENANTS_FRESH: Duration = Duration::from_secs(5);
 /// Before a tenant whose expiry failed is tried again.
 const RETRY: Duration = Duration::from_secs(1);
-
-fn now_ns() -> i64 {
-    chrono::Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX / 2)
-}
 
 pub fn spawn(db: Db, batcher: Batcher, expiries: Expiries, shutdown: Shutdown) {
     tokio::spawn(async move {
@@ -66,11 +62,8 @@ pub fn spawn(db: Db, batcher: Batcher, expiries: Expiries, shutdown: Shutdown) {
             }
             let now = tokio::time::Instant::now();
             let mut visit = expiries.take_due(now_ns());
-            for tenant in &tenants {
-                if sweep.due(tenant.id.0, now) && !visit.iter().any(|t| t.id == tenant.id) {
-                    visit.push(tenant.clone());
-                }
-            }
+            let noted: std::collections::HashSet<_> = visit.iter().map(|t| t.id).collect();
+            visit.extend(tenants.iter().filter(|t| sweep.due(t.id.0, now) && !noted.contains(&t.id)).cloned());
             for tenant in visit {
                 sweep.visited(tenant.id.0, now);
                 expire(&db, &batcher, &expiries, &tenant).await;
