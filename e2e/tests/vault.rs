@@ -692,8 +692,9 @@ async fn the_gateway_serves_secrets_over_http() {
         serde_json::json!({ "value": "x", "surprise": 1 }),
     )
     .await;
-    assert_eq!(status, 422, "{body}");
-    assert!(body["error"]["code"].is_string());
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["reason"], "INVALID_FIELD");
+    assert!(body["error"]["message"].as_str().is_some_and(|m| m.starts_with("surprise: unknown field")), "{body}");
     let (status, _, body) = call(
         http::Method::POST,
         "/v1/secrets/brokers/ib:reveal",

@@ -2,7 +2,7 @@
 //! audit-svc with the caller's token.
 
 use axum::Extension;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 
 use crate::AppState;
 use crate::http_layer::RequestId;
+use crate::input::{PathParams, QueryParams};
 use crate::upstream::{caller, request, respond, upstream};
 
 const PERMISSION: &str = "audit.events.read";
@@ -73,7 +74,7 @@ fn timestamp(v: &Option<String>, field: &str) -> Result<Option<prost_types::Time
 pub async fn list(
     State(state): State<AppState>,
     Extension(id): Extension<RequestId>,
-    Query(q): Query<ListQuery>,
+    QueryParams(q): QueryParams<ListQuery>,
     headers: HeaderMap,
 ) -> Response {
     let result = async {
@@ -104,7 +105,7 @@ pub async fn list(
 pub async fn get(
     State(state): State<AppState>,
     Extension(id): Extension<RequestId>,
-    Path(seq): Path<u64>,
+    PathParams(seq): PathParams<u64>,
     headers: HeaderMap,
 ) -> Response {
     let result = async {
@@ -158,7 +159,7 @@ pub struct ConsistencyQuery {
 pub async fn consistency(
     State(state): State<AppState>,
     Extension(id): Extension<RequestId>,
-    Query(q): Query<ConsistencyQuery>,
+    QueryParams(q): QueryParams<ConsistencyQuery>,
     headers: HeaderMap,
 ) -> Response {
     let result = async {
@@ -227,7 +228,7 @@ fn export_line(item: pb::StreamItem) -> Option<String> {
 pub async fn export(
     State(state): State<AppState>,
     Extension(id): Extension<RequestId>,
-    Query(q): Query<ExportQuery>,
+    QueryParams(q): QueryParams<ExportQuery>,
     headers: HeaderMap,
 ) -> Response {
     use futures::StreamExt;
@@ -270,7 +271,7 @@ pub struct StreamQuery {
 pub async fn stream(
     State(state): State<AppState>,
     Extension(id): Extension<RequestId>,
-    Query(q): Query<StreamQuery>,
+    QueryParams(q): QueryParams<StreamQuery>,
     headers: HeaderMap,
 ) -> Response {
     use axum::response::sse::{Event, KeepAlive, Sse};

@@ -5,7 +5,7 @@
 
 use std::net::SocketAddr;
 
-use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
@@ -20,6 +20,7 @@ use serde_json::{Value, json};
 
 use crate::AppState;
 use crate::http_layer::{JsonError, RequestId};
+use crate::input::{JsonBody, PathParams, QueryParams};
 use crate::upstream::{Caller, authenticated, caller, request, respond, upstream};
 
 fn rfc3339(t: &Option<prost_types::Timestamp>) -> Value {
@@ -112,7 +113,7 @@ pub async fn login(
     Extension(id): Extension<RequestId>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    Json(body): Json<LoginBody>,
+    JsonBody(body): JsonBody<LoginBody>,
 ) -> Response {
     let result = async {
         let tenant = check_tenant(&body.tenant)?;
@@ -182,7 +183,7 @@ pub async fn mfa(
     Extension(id): Extension<RequestId>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    Json(body): Json<MfaBody>,
+    JsonBody(body): JsonBody<MfaBody>,
 ) -> Response {
     let result = async {
         let tenant = tenant_or_token(body.tenant.as_deref(), kit::TenantSlug::of_mfa_token(&body.mfa_token))?;
@@ -225,7 +226,7 @@ pub async fn refresh(
     Extension(id): Extension<RequestId>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    Json(body): Json<RefreshBody>,
+    JsonBody(body): JsonBody<RefreshBody>,
 ) -> Response {
     let from_cookie = body.refresh_token.is_none();
     let result = async {
@@ -266,11 +267,11 @@ pub async fn logout(
     State(state): State<AppState>,
     Extension(id): Extension<RequestId>,
     headers: HeaderMap,
-    body: Option<Json<LogoutBody>>,
+    body: Option<JsonBody<LogoutBody>>,
 ) -> Response {
     let result = async {
         let c = authenticated(&state, &headers).await?;
-        let body = body.map(|Json(b)| b).unwrap_or_default();
+        let body = body.map(|JsonBody(b)| b).unwrap_or_default();
         let msg = pb::LogoutRequest { refresh_token: body.refresh_token.unwrap_or_default() };
         authn(&state).logout(request(&c, &id, msg)).await.map_err(upstream)?;
         Ok::<_, ApiError>(())
@@ -297,7 +298,7 @@ pub async fn step_up(
     State(state): State<AppState>,
     Extension(id): Extension<RequestId>,
     headers: HeaderMap,
-    Json(body): Json<CodeBody>,
+    JsonBody(body): JsonBody<CodeBody>,
 ) -> Response {
     let result = async {
         let c = authenticated(&state, &headers).await?;
@@ -419,7 +420,7 @@ pub async fn totp_confirm(
     State(state): State<AppState>,
     Extension(id): Extension<RequestId>,
     headers: HeaderMap,
-    Json(body): Json<CodeBody>,
+    JsonBody(body): JsonBody<CodeBody>,
 ) -> Response {
     let result = async {
         let c = authenticated(&state, &headers).await?;
@@ -465,7 +466,7 @@ pub async fn my_sessions(
 pub async fn revoke_my_session(
     State(state): State<AppState>,
     Extension(id): Extension<RequestId>,
-    Path(session): Path<String>,
+    PathParams(session): PathParams<String>,
     headers: HeaderMap,
 ) -> Response {
     let result = async {
@@ -493,7 +494,7 @@ pub struct PageQuery {
 pub async fn list_users(
     State(state): State<AppState>,
     Extension(id): Extension<RequestId>,
-    Query(q): Query<PageQuery>,
+    QueryParams(q): QueryParams<PageQuery>,
     headers: HeaderMap,
 ) -> Response {
     let result = async {
@@ -523,7 +524,7 @@ pub async fn create_user(
     State(state): State<AppState>,
     Extension(id): Extension<RequestId>,
     headers: HeaderMap,
-    Json(body): Json<CreateUserBody>,
+    JsonBody(body): JsonBody<CreateUserBody>,
 ) -> Response {
     let result = async {
         let c = caller(&state, &headers, "users.write").await?;
@@ -545,7 +546,7 @@ pub async fn create_user(
 pub async fn get_user(
     State(state): State<AppState>,
     Extension(id): Extension<RequestId>,
-    Path(user): Path<String>,
+    PathParams(user): PathParams<String>,
     headers: HeaderMap,
 ) -> Response {
     let result = async {
@@ -567,9 +568,9 @@ pub struct UpdateUserBody {
 pub async fn update_user(
     State(state): State<AppState>,
     Extension(id): Extension<RequestId>,
-    Path(user): Path<String>,
+    PathParams(user): PathParams<String>,
     headers: HeaderMap,
-    Json(body): Json<UpdateUserBody>,
+    JsonBody(body): JsonBody<UpdateUserBody>,
 ) -> Response {
     let result = async {
         let c = caller(&state, &headers, "users.write").await?;
@@ -585,7 +586,7 @@ pub async fn update_user(
 pub async fn delete_user(
     State(state): State<AppState>,
     Extension(id): Extension<RequestId>,
-    Path(user): Path<String>,
+    PathParams(user): PathParams<String>,
     headers: HeaderMap,
 ) -> Response {
     let result = async {
@@ -607,9 +608,9 @@ pub struct SuspendBody {
 pub async fn suspend_user(
     State(state): State<AppState>,
     Extension(id): Extension<RequestId>,
-    Path(user): Path<String>,
+    PathParams(user): PathParams<String>,
     headers: HeaderMap,
-    Json(body): Json<SuspendBody>,
+    JsonBody(body): JsonBody<SuspendBody>,
 ) -> Response {
     let result = async {
         let c = caller(&state, &headers, "users.suspend").await?;
@@ -625,7 +626,7 @@ pub async fn suspend_user(
 pub async fn reactivate_user(
     State(state): State<AppState>,
     Extension(id): Extension<RequestId>,
-    Path(user): Path<String>,
+    PathParams(user): PathParams<String>,
     headers: HeaderMap,
 ) -> Response {
     let result = async {
@@ -674,7 +675,7 @@ pub async fn create_role(
     State(state): State<AppState>,
     Extension(id): Extension<RequestId>,
     headers: HeaderMap,
-    Json(body): Json<CreateRoleBody>,
+    JsonBody(body): JsonBody<CreateRoleBody>,
 ) -> Response {
     let result = async {
         let c = caller(&state, &headers, "roles.write").await?;
@@ -691,7 +692,7 @@ pub async fn create_role(
 pub async fn delete_role(
     State(state): State<AppState>,
     Extension(id): Extension<RequestId>,
-    Path(role): Path<String>,
+    PathParams(role): PathParams<String>,
     headers: HeaderMap,
 ) -> Response {
     let result = async {
@@ -736,9 +737,9 @@ async fn grant_or_revoke(
 pub async fn grant_role(
     State(state): State<AppState>,
     Extension(id): Extension<RequestId>,
-    Path(role): Path<String>,
+    PathParams(role): PathParams<String>,
     headers: HeaderMap,
-    Json(body): Json<GrantBody>,
+    JsonBody(body): JsonBody<GrantBody>,
 ) -> Response {
     let result = async {
         let c = caller(&state, &headers, "roles.grant").await?;
@@ -752,9 +753,9 @@ pub async fn grant_role(
 pub async fn revoke_role(
     State(state): State<AppState>,
     Extension(id): Extension<RequestId>,
-    Path(role): Path<String>,
+    PathParams(role): PathParams<String>,
     headers: HeaderMap,
-    Json(body): Json<GrantBody>,
+    JsonBody(body): JsonBody<GrantBody>,
 ) -> Response {
     let result = async {
         let c = caller(&state, &headers, "roles.grant").await?;
@@ -772,7 +773,7 @@ fn group_json(g: &pb::Group) -> Value {
 pub async fn list_groups(
     State(state): State<AppState>,
     Extension(id): Extension<RequestId>,
-    Query(q): Query<PageQuery>,
+    QueryParams(q): QueryParams<PageQuery>,
     headers: HeaderMap,
 ) -> Response {
     let result = async {
@@ -789,8 +790,8 @@ pub async fn list_groups(
 pub async fn list_group_members(
     State(state): State<AppState>,
     Extension(id): Extension<RequestId>,
-    Path(group): Path<String>,
-    Query(q): Query<PageQuery>,
+    PathParams(group): PathParams<String>,
+    QueryParams(q): QueryParams<PageQuery>,
     headers: HeaderMap,
 ) -> Response {
     let result = async {
@@ -816,7 +817,7 @@ pub async fn create_group(
     State(state): State<AppState>,
     Extension(id): Extension<RequestId>,
     headers: HeaderMap,
-    Json(body): Json<CreateGroupBody>,
+    JsonBody(body): JsonBody<CreateGroupBody>,
 ) -> Response {
     let result = async {
         let c = caller(&state, &headers, "groups.write").await?;
@@ -832,7 +833,7 @@ pub async fn create_group(
 pub async fn delete_group(
     State(state): State<AppState>,
     Extension(id): Extension<RequestId>,
-    Path(group): Path<String>,
+    PathParams(group): PathParams<String>,
     headers: HeaderMap,
 ) -> Response {
     let result = async {
@@ -848,7 +849,7 @@ pub async fn delete_group(
 pub async fn add_member(
     State(state): State<AppState>,
     Extension(id): Extension<RequestId>,
-    Path((group, user)): Path<(String, String)>,
+    PathParams((group, user)): PathParams<(String, String)>,
     headers: HeaderMap,
 ) -> Response {
     let result = async {
@@ -865,7 +866,7 @@ pub async fn add_member(
 pub async fn remove_member(
     State(state): State<AppState>,
     Extension(id): Extension<RequestId>,
-    Path((group, user)): Path<(String, String)>,
+    PathParams((group, user)): PathParams<(String, String)>,
     headers: HeaderMap,
 ) -> Response {
     let result = async {
@@ -919,7 +920,7 @@ pub async fn create_api_key(
     State(state): State<AppState>,
     Extension(id): Extension<RequestId>,
     headers: HeaderMap,
-    Json(body): Json<CreateApiKeyBody>,
+    JsonBody(body): JsonBody<CreateApiKeyBody>,
 ) -> Response {
     let result = async {
         let c = caller(&state, &headers, "api_keys.create").await?;
@@ -937,7 +938,7 @@ pub async fn create_api_key(
 pub async fn revoke_api_key(
     State(state): State<AppState>,
     Extension(id): Extension<RequestId>,
-    Path(key): Path<String>,
+    PathParams(key): PathParams<String>,
     headers: HeaderMap,
 ) -> Response {
     let result = async {
@@ -992,7 +993,7 @@ pub async fn put_policy(
     State(state): State<AppState>,
     Extension(id): Extension<RequestId>,
     headers: HeaderMap,
-    Json(b): Json<PolicyBody>,
+    JsonBody(b): JsonBody<PolicyBody>,
 ) -> Response {
     let result = async {
         let c = caller(&state, &headers, "tenant.policy.write").await?;

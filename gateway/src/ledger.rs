@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use axum::Extension;
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::Response;
 use kit::ApiError;
@@ -19,6 +19,7 @@ use serde_json::{Value, json};
 
 use crate::AppState;
 use crate::http_layer::RequestId;
+use crate::input::{PathParams, QueryParams};
 use crate::routes::{authenticate, tenant_header};
 use crate::upstream::{Caller, request, respond, upstream};
 
@@ -36,7 +37,7 @@ impl<'de> Deserialize<'de> for Decimal {
 }
 
 fn parse_body<T: for<'de> Deserialize<'de>>(body: &Bytes) -> Result<T, ApiError> {
-    serde_json::from_slice(body).map_err(|e| ApiError::invalid_field("body", e.to_string()))
+    crate::input::parse(body)
 }
 
 /// Authenticates and checks that the caller holds one of `permissions`.
@@ -357,7 +358,7 @@ pub async fn create_account(
 pub async fn get_account(
     State(state): State<AppState>,
     Extension(id): Extension<RequestId>,
-    Path(account): Path<String>,
+    PathParams(account): PathParams<String>,
     headers: HeaderMap,
 ) -> Response {
     let result = async {
@@ -374,8 +375,8 @@ pub async fn get_account(
 pub async fn balances(
     State(state): State<AppState>,
     Extension(id): Extension<RequestId>,
-    Path(account): Path<String>,
-    Query(q): Query<BalancesQuery>,
+    PathParams(account): PathParams<String>,
+    QueryParams(q): QueryParams<BalancesQuery>,
     headers: HeaderMap,
 ) -> Response {
     let result = async {
@@ -409,8 +410,8 @@ pub async fn balances(
 pub async fn account_transfers(
     State(state): State<AppState>,
     Extension(id): Extension<RequestId>,
-    Path(account): Path<String>,
-    Query(q): Query<PageQuery>,
+    PathParams(account): PathParams<String>,
+    QueryParams(q): QueryParams<PageQuery>,
     headers: HeaderMap,
 ) -> Response {
     let result = async {
@@ -438,16 +439,14 @@ pub async fn create_transfers(
         let c = caller_any(&state, &headers, &["ledger.transfers.create", "ledger.transfers.create.own"]).await?;
         let value: Value = parse_body(&body)?;
         if value.get("transfers").is_none() {
-            let t: TransferBody =
-                serde_json::from_value(value).map_err(|e| ApiError::invalid_field("body", e.to_string()))?;
+            let t: TransferBody = crate::input::from_value(value)?;
             {
                 let msg = pb::CreateTransferRequest { transfer: Some(t.into_pb()), request_id: String::new() };
                 let r = client(&state).create_transfer(request(&c, &id, msg)).await.map_err(upstream)?.into_inner();
                 Ok(json!({ "transfer": r.transfer.as_ref().map(transfer_json), "replayed": r.replayed }))
             }
         } else {
-            let BatchBody { transfers, request_id } =
-                serde_json::from_value(value).map_err(|e| ApiError::invalid_field("body", e.to_string()))?;
+            let BatchBody { transfers, request_id } = crate::input::from_value(value)?;
             {
                 let msg = pb::CreateTransfersRequest {
                     transfers: transfers.into_iter().map(TransferBody::into_pb).collect(),
@@ -480,7 +479,7 @@ pub async fn create_transfers(
 pub async fn get_transfer(
     State(state): State<AppState>,
     Extension(id): Extension<RequestId>,
-    Path(transfer): Path<String>,
+    PathParams(transfer): PathParams<String>,
     headers: HeaderMap,
 ) -> Response {
     let result = async {
@@ -510,7 +509,7 @@ fn derived_id(pending: &str, action: &str) -> String {
 pub async fn resolve(
     State(state): State<AppState>,
     Extension(id): Extension<RequestId>,
-    Path(target): Path<String>,
+    PathParams(target): PathParams<String>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
@@ -541,7 +540,7 @@ pub async fn resolve(
 pub async fn verify(
     State(state): State<AppState>,
     Extension(id): Extension<RequestId>,
-    Query(q): Query<VerifyQuery>,
+    QueryParams(q): QueryParams<VerifyQuery>,
     headers: HeaderMap,
 ) -> Response {
     let result = async {

@@ -8,6 +8,7 @@ pub mod browser;
 mod config;
 mod http_layer;
 mod identity;
+mod input;
 mod ledger;
 pub mod openapi;
 mod openapi_identity;

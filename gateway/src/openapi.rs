@@ -276,7 +276,39 @@ pub fn document() -> Value {
     crate::openapi_identity::paths(&mut doc);
     crate::ledger::document(&mut doc);
     browser_and_rate_limits(&mut doc);
+    bad_input(&mut doc);
     doc
+}
+
+/// The refusals of input that every operation with input shares (`crate::input`): 400 for a
+/// header, path parameter, query string or body that does not parse or validate; and for a JSON
+/// body, 413 over the body limit and 415 without a JSON content type (ledger routes read their
+/// body whatever its declared type, so they have no 415).
+fn bad_input(doc: &mut Value) {
+    let Some(paths) = doc["paths"].as_object_mut() else { return };
+    for (path, ops) in paths.iter_mut() {
+        let Some(ops) = ops.as_object_mut() else { continue };
+        for (_, op) in ops.iter_mut().filter(|(m, _)| m.as_str() != "parameters") {
+            let has_body = op.get("requestBody").is_some();
+            let has_params = op.get("parameters").and_then(Value::as_array).is_some_and(|p| !p.is_empty());
+            if !(has_body || has_params) {
+                continue;
+            }
+            if op["responses"].get("400").is_none() {
+                op["responses"]["400"] =
+                    error_response("INVALID_FIELD (the field is named) or another INVALID_ARGUMENT");
+            }
+            if has_body {
+                if op["responses"].get("413").is_none() {
+                    op["responses"]["413"] = error_response("BODY_TOO_LARGE");
+                }
+                if !path.starts_with("/v1/ledger/") {
+                    op["responses"]["415"] =
+                        error_response("UNSUPPORTED_MEDIA_TYPE: send Content-Type: application/json");
+                }
+            }
+        }
+    }
 }
 
 /// What every operation shares and the document says once here, so it stays true as routes are

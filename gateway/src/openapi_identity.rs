@@ -249,4 +249,22 @@ pub fn paths(doc: &mut Value) {
         "id": { "type": "string" }, "name": { "type": "string" }, "description": { "type": "string" },
         "member_count": { "type": "integer", "minimum": 0 }, "roles": { "type": "array", "items": { "type": "string" } }
     }});
+    // The refusals of state: 409 for a name or email taken, 412 for an operation the current
+    // state does not allow (auth-svc's FAILED_PRECONDITION reasons).
+    let refusals: [(&str, &str, &str, &str); 11] = [
+        ("post", "/v1/users", "409", "EMAIL_TAKEN"),
+        ("post", "/v1/roles", "409", "ROLE_EXISTS"),
+        ("post", "/v1/groups", "409", "GROUP_EXISTS"),
+        ("post", "/v1/users/{id}/suspend", "412", "CANNOT_SUSPEND_SELF"),
+        ("post", "/v1/users/{id}/reactivate", "412", "NOT_SUSPENDED"),
+        ("delete", "/v1/users/{id}", "412", "CANNOT_DELETE_SELF"),
+        ("delete", "/v1/roles/{id}", "412", "BUILTIN_ROLE"),
+        ("post", "/v1/me/mfa/totp", "412", "TOTP_ALREADY_ENROLLED"),
+        ("post", "/v1/me/mfa/totp/confirm", "412", "NO_PENDING_TOTP (start enrolment first)"),
+        ("post", "/v1/auth/logout", "412", "NO_SESSION (an API key has no session to end)"),
+        ("post", "/v1/auth/step-up", "412", "NO_SESSION (an API key has no session to step up)"),
+    ];
+    for (method, path, status, reason) in refusals {
+        doc["paths"][path][method]["responses"][status] = err(reason);
+    }
 }

@@ -3,10 +3,10 @@
 
 use std::collections::BTreeMap;
 
-use axum::extract::{Path, Query, State};
+use axum::Extension;
+use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::Response;
-use axum::{Extension, Json};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use kit::ApiError;
@@ -17,6 +17,7 @@ use serde_json::{Value, json};
 
 use crate::AppState;
 use crate::http_layer::RequestId;
+use crate::input::{JsonBody, PathParams, QueryParams};
 use crate::upstream::{caller, request, respond, upstream};
 
 fn rfc3339(t: &Option<prost_types::Timestamp>) -> Value {
@@ -87,9 +88,9 @@ pub struct ListQuery {
 pub async fn put(
     State(state): State<AppState>,
     Extension(id): Extension<RequestId>,
-    Path(path): Path<String>,
+    PathParams(path): PathParams<String>,
     headers: HeaderMap,
-    Json(body): Json<PutBody>,
+    JsonBody(body): JsonBody<PutBody>,
 ) -> Response {
     let result = async {
         let c = caller(&state, &headers, "vault.secrets.write").await?;
@@ -119,7 +120,7 @@ pub async fn put(
 pub async fn list(
     State(state): State<AppState>,
     Extension(id): Extension<RequestId>,
-    Query(q): Query<ListQuery>,
+    QueryParams(q): QueryParams<ListQuery>,
     headers: HeaderMap,
 ) -> Response {
     let result = async {
@@ -140,7 +141,7 @@ pub async fn list(
 pub async fn get(
     State(state): State<AppState>,
     Extension(id): Extension<RequestId>,
-    Path(path): Path<String>,
+    PathParams(path): PathParams<String>,
     headers: HeaderMap,
 ) -> Response {
     let result = async {
@@ -158,7 +159,7 @@ pub async fn get(
 pub async fn delete(
     State(state): State<AppState>,
     Extension(id): Extension<RequestId>,
-    Path(path): Path<String>,
+    PathParams(path): PathParams<String>,
     headers: HeaderMap,
 ) -> Response {
     let result = async {
@@ -176,9 +177,9 @@ pub async fn delete(
 pub async fn post(
     State(state): State<AppState>,
     Extension(id): Extension<RequestId>,
-    Path(path): Path<String>,
+    PathParams(path): PathParams<String>,
     headers: HeaderMap,
-    Json(body): Json<RevealBody>,
+    JsonBody(body): JsonBody<RevealBody>,
 ) -> Response {
     let result = async {
         let path = path

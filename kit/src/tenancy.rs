@@ -401,9 +401,17 @@ impl TenantTx {
     }
 }
 
-/// Classifies a database error: unavailability is retryable, the rest is internal (logged, not
-/// shown).
+/// Classifies a database error: unavailability is retryable; text PostgreSQL cannot store is the
+/// caller's error; the rest is internal (logged, not shown).
 pub fn db_error(e: sqlx::Error) -> ApiError {
+    // A NUL character in text (22021) or a `\u0000` escape in jsonb (22P05). Rust strings are
+    // always valid UTF-8, so NUL is the only text that can get here. The statement failed, so
+    // nothing was written.
+    if let sqlx::Error::Database(d) = &e
+        && matches!(d.code().as_deref(), Some("22021" | "22P05"))
+    {
+        return ApiError::new(ErrorCode::InvalidArgument, "INVALID_TEXT", "text must not contain NUL (U+0000)");
+    }
     let unavailable = match &e {
         sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => true,
         // The server ended the session or cannot take it now: connection exceptions (class 08),

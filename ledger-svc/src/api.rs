@@ -59,6 +59,14 @@ fn require(p: &Principal, permission: &str) -> Result<(), ApiError> {
     }
 }
 
+/// A ledger's code: `[A-Z0-9_]{1,16}`, e.g. `USD`.
+fn is_ledger_code(code: &str) -> bool {
+    (1..=16).contains(&code.len()) && code.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
+}
+
+/// Account and transfer codes are stored as PostgreSQL `integer`.
+const MAX_CODE: u32 = i32::MAX as u32;
+
 fn parse_id(field: &str, raw: &str) -> Result<Uuid, ApiError> {
     match Uuid::parse_str(raw) {
         Ok(id) if !id.is_nil() => Ok(id),
@@ -76,6 +84,11 @@ fn check_metadata(
 ) -> Result<BTreeMap<String, String>, ApiError> {
     if m.len() > 16 || m.iter().any(|(k, v)| k.is_empty() || k.len() > 64 || v.len() > 256) {
         return Err(ApiError::invalid_field(field, "at most 16 entries, keys 1–64 and values ≤ 256 bytes"));
+    }
+    // PostgreSQL text cannot hold NUL. Transfers are written in batches with other callers' ones,
+    // so what the database would refuse is refused here, before it could fail the whole batch.
+    if m.iter().any(|(k, v)| k.contains('\0') || v.contains('\0')) {
+        return Err(ApiError::invalid_field(field, "keys and values must not contain NUL (U+0000)"));
     }
     Ok(m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
 }
@@ -168,12 +181,16 @@ pub fn transfer_input(field: &str, t: &pb::Transfer) -> Result<TransferInput, Ap
         amount: amount::parse_or_zero(&f("amount"), &t.amount)?,
         pending_id: if t.pending_id.is_empty() { None } else { Some(parse_id(&f("pending_id"), &t.pending_id)?) },
         timeout_seconds: t.timeout_seconds,
-        ledger: if t.ledger.len() > 16 {
-            return Err(ApiError::invalid_field(&f("ledger"), "at most 16 characters"));
-        } else {
+        ledger: if t.ledger.is_empty() || is_ledger_code(&t.ledger) {
             t.ledger.clone()
+        } else {
+            return Err(ApiError::invalid_field(&f("ledger"), "must match [A-Z0-9_]{1,16}"));
         },
-        code: t.code,
+        code: if t.code <= MAX_CODE {
+            t.code
+        } else {
+            return Err(ApiError::invalid_field(&f("code"), "0 to 2147483647"));
+        },
         flags: flags_bits(t.flags.as_ref()),
         metadata: check_metadata(&f("metadata"), &t.metadata)?,
     })
@@ -266,9 +283,7 @@ impl pb::ledger_service_server::LedgerService for Ledger {
         let (tenant, p) = self.enter(&ctx).await?;
         require(&p, "ledger.ledgers.create")?;
         let l = request.into_inner().ledger.ok_or_else(|| ApiError::invalid_field("ledger", "required"))?;
-        let code_ok = (1..=16).contains(&l.code.len())
-            && l.code.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_');
-        if !code_ok {
+        if !is_ledger_code(&l.code) {
             return Err(ApiError::invalid_field("ledger.code", "must match [A-Z0-9_]{1,16}").into());
         }
         if l.scale > 18 {
@@ -353,8 +368,11 @@ impl pb::ledger_service_server::LedgerService for Ledger {
         if flags.debits_must_not_exceed_credits && flags.credits_must_not_exceed_debits {
             return Err(ApiError::invalid_field("account.flags", "the two limits are mutually exclusive").into());
         }
-        if a.code == 0 {
-            return Err(ApiError::invalid_field("account.code", "must not be zero").into());
+        if !(1..=MAX_CODE).contains(&a.code) {
+            return Err(ApiError::invalid_field("account.code", "1 to 2147483647").into());
+        }
+        if !is_ledger_code(&a.ledger) {
+            return Err(ApiError::invalid_field("account.ledger", "must match [A-Z0-9_]{1,16}").into());
         }
         if a.owner.len() > 128 {
             return Err(ApiError::invalid_field("account.owner", "at most 128 bytes").into());
