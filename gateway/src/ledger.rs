@@ -686,7 +686,7 @@ pub fn document(doc: &mut Value) {
             "debits_must_not_exceed_credits": { "type": "boolean" }, "credits_must_not_exceed_debits": { "type": "boolean" },
             "history": { "type": "boolean" } } },
         "LedgerAccountCreate": { "type": "object", "additionalProperties": false, "required": ["ledger", "code"], "properties": {
-            "id": uuid, "ledger": { "type": "string" }, "code": { "type": "integer", "minimum": 1 }, "owner": { "type": "string" },
+            "id": uuid, "ledger": { "type": "string", "pattern": "^[A-Z0-9_]{1,16}$" }, "code": { "type": "integer", "minimum": 1, "maximum": 2_147_483_647i64 }, "owner": { "type": "string", "maxLength": 128 },
             "flags": { "$ref": "#/components/schemas/LedgerAccountFlags" },
             "metadata": { "type": "object", "additionalProperties": { "type": "string" } }, "request_id": { "type": "string", "deprecated": true, "description": "ignored: send the X-Request-Id header (ids make creation idempotent)" } } },
         "LedgerAccount": { "type": "object", "properties": {
@@ -699,7 +699,7 @@ pub fn document(doc: &mut Value) {
             "void_pending": { "type": "boolean" }, "balancing_debit": { "type": "boolean" }, "balancing_credit": { "type": "boolean" } } },
         "LedgerTransferCreate": { "type": "object", "additionalProperties": false, "required": ["id"], "properties": {
             "id": uuid, "debit_account_id": uuid, "credit_account_id": uuid, "amount": amount, "pending_id": uuid,
-            "timeout_seconds": { "type": "integer", "minimum": 0 }, "ledger": { "type": "string" }, "code": { "type": "integer" },
+            "timeout_seconds": { "type": "integer", "minimum": 0 }, "ledger": { "type": "string", "pattern": "^([A-Z0-9_]{1,16})?$" }, "code": { "type": "integer", "minimum": 0, "maximum": 2_147_483_647i64 },
             "flags": { "$ref": "#/components/schemas/LedgerTransferFlags" },
             "metadata": { "type": "object", "additionalProperties": { "type": "string" } } } },
         "LedgerTransfer": { "type": "object", "properties": {
