@@ -1,6 +1,7 @@
-//! Request input: JSON bodies, query strings and path parameters. Every body that cannot be read as the operation's type is a 400 in the
-//! gateway's error shape (`INVALID_FIELD`, naming the field at fault, e.g. `flags.history` or
-//! `scopes[0]`), and a body without a JSON content type a 415, on every route alike.
+//! Request input: JSON bodies, query strings and path parameters. Every body that cannot be read
+//! as the operation's type is a 400 in the gateway's error shape (`INVALID_FIELD`, naming the
+//! field at fault, e.g. `flags.history` or `scopes[0]`), and a body without a JSON content type a
+//! 415, on every route alike.
 //!
 //! The message never repeats the value that was sent: a password, TOTP code or secret of the wrong
 //! type must not come back in an error, nor reach a log or a trace through one. serde's "invalid
