@@ -356,7 +356,7 @@ pub async fn csrf(State(state): State<AppState>, req: Request, next: Next) -> Re
         Err(e) => {
             kit::metrics::Metrics::global().event("csrf_refused");
             tracing::info!(reason = %e.reason, "cookie request refused");
-            let id = req.extensions().get::<RequestId>().map(|r| r.0.clone()).unwrap_or_default();
+            let id = RequestId::of(req.extensions());
             JsonError(e, id).into_response()
         }
     }

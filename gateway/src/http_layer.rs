@@ -14,6 +14,13 @@ use tracing::Instrument;
 #[derive(Debug, Clone)]
 pub struct RequestId(pub String);
 
+impl RequestId {
+    /// The request id [`observe`] put into a request's extensions (empty outside it).
+    pub fn of(extensions: &http::Extensions) -> String {
+        extensions.get::<RequestId>().map(|r| r.0.clone()).unwrap_or_default()
+    }
+}
+
 fn valid_request_id(v: &str) -> bool {
     (1..=128).contains(&v.len()) && v.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }

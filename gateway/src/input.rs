@@ -15,7 +15,6 @@ use axum::extract::{FromRequest, FromRequestParts, OptionalFromRequest, Request}
 use axum::response::{IntoResponse, Response};
 use http::request::Parts;
 use http::{HeaderMap, StatusCode, header};
-use kit::ErrorCode;
 use kit::error::ApiError;
 use serde::de::DeserializeOwned;
 
@@ -29,21 +28,12 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
     type Rejection = Response;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Response> {
-        let request_id = req.extensions().get::<RequestId>().map(|r| r.0.clone()).unwrap_or_default();
+        let request_id = RequestId::of(req.extensions());
+        // The framework's statuses (this 415, a 413 over the body limit) get the JSON error shape
+        // from the outer layer (`http_layer::observe`).
         if !is_json(req.headers()) {
-            let mut resp = JsonError(
-                ApiError::new(
-                    ErrorCode::InvalidArgument,
-                    "UNSUPPORTED_MEDIA_TYPE",
-                    "expected Content-Type: application/json",
-                ),
-                request_id,
-            )
-            .into_response();
-            *resp.status_mut() = StatusCode::UNSUPPORTED_MEDIA_TYPE;
-            return Err(resp);
+            return Err(StatusCode::UNSUPPORTED_MEDIA_TYPE.into_response());
         }
-        // A body over the limit is the framework's 413, which the outer layer gives the JSON shape.
         let bytes = Bytes::from_request(req, state).await.map_err(IntoResponse::into_response)?;
         parse(&bytes).map(JsonBody).map_err(|e| JsonError(e, request_id).into_response())
     }
@@ -94,7 +84,7 @@ impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for PathPar
 /// The framework's "Failed to deserialize query string: page_size: invalid digit" without its
 /// preamble.
 fn unparsable(parts: &Parts, field: &str, text: &str) -> Response {
-    let request_id = parts.extensions.get::<RequestId>().map(|r| r.0.clone()).unwrap_or_default();
+    let request_id = RequestId::of(&parts.extensions);
     let detail = text.split_once(": ").map_or(text, |(_, rest)| rest);
     JsonError(ApiError::invalid_field(field, detail), request_id).into_response()
 }
@@ -185,7 +175,7 @@ mod tests {
 
     fn refused(json: &str) -> (String, String) {
         let e = parse::<Body>(json.as_bytes()).expect_err(json);
-        assert_eq!(e.code, ErrorCode::InvalidArgument, "{json}");
+        assert_eq!(e.code, kit::ErrorCode::InvalidArgument, "{json}");
         assert_eq!(e.reason, "INVALID_FIELD", "{json}");
         (e.violations[0].field.clone(), e.violations[0].description.clone())
     }

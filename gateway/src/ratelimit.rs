@@ -560,7 +560,7 @@ pub async fn limit(State(state): State<AppState>, req: Request, next: Next) -> R
             kit::metrics::Metrics::global().event("rate_limited");
             // Debug: under a flood, one line per refused request would be the next flood.
             tracing::debug!(class = class.name(), client = %ip, "rate limited");
-            let id = req.extensions().get::<RequestId>().map(|r| r.0.clone()).unwrap_or_default();
+            let id = RequestId::of(req.extensions());
             limited(retry_after, id)
         }
     }
