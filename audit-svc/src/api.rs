@@ -78,12 +78,7 @@ struct Filter {
 }
 
 fn time(t: &Option<prost_types::Timestamp>, field: &str) -> Result<Option<chrono::DateTime<chrono::Utc>>, ApiError> {
-    t.as_ref()
-        .map(|t| {
-            chrono::DateTime::from_timestamp(t.seconds, t.nanos.clamp(0, 999_999_999) as u32)
-                .ok_or_else(|| ApiError::invalid_field(field, "out of range"))
-        })
-        .transpose()
+    t.as_ref().map(|t| kit::input::timestamp(field, t)).transpose()
 }
 
 impl Filter {

@@ -159,6 +159,8 @@ struct Valid {
 
 /// How far ahead of audit-svc's clock an event's `occurred_at` may be (producers' clock skew).
 const MAX_CLOCK_AHEAD: chrono::TimeDelta = chrono::TimeDelta::minutes(5);
+/// How far an appended event's `occurred_at` may lie behind audit-svc's clock.
+const MAX_AGE: chrono::TimeDelta = chrono::TimeDelta::hours(24);
 
 fn field(i: usize, name: &str, why: &str) -> ApiError {
     ApiError::invalid_field(&format!("events[{i}].{name}"), why)
@@ -174,36 +176,52 @@ fn valid_name(s: &str, max: usize) -> bool {
         && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-'))
 }
 
+/// Whether a JSON value holds NUL in a string or an object key, which jsonb cannot store.
+fn holds_nul(v: &Value) -> bool {
+    match v {
+        Value::String(s) => s.contains('\0'),
+        Value::Array(a) => a.iter().any(holds_nul),
+        Value::Object(m) => m.iter().any(|(k, v)| k.contains('\0') || holds_nul(v)),
+        _ => false,
+    }
+}
+
 fn validate(i: usize, e: pb::Event) -> Result<Valid, ApiError> {
     let event_id = Uuid::parse_str(&e.event_id).map_err(|_| field(i, "event_id", "must be a UUID"))?;
-    let occurred_at = match e.occurred_at {
-        Some(t) => DateTime::from_timestamp(t.seconds, t.nanos.clamp(0, 999_999_999) as u32)
-            .ok_or_else(|| field(i, "occurred_at", "out of range"))?,
+    let occurred_at = match &e.occurred_at {
+        Some(t) => kit::input::timestamp(&format!("events[{i}].occurred_at"), t)?,
         None => Utc::now(),
     };
-    // An event cannot have happened in the future; a producer whose clock runs ahead would also
-    // widen every later time-filtered query's range (tenant migration 0009).
-    if occurred_at > Utc::now() + MAX_CLOCK_AHEAD {
+    // An event cannot have happened in the future, and an event from long ago did not come from
+    // a producer that records as it goes. Either would also widen every later time-filtered
+    // query's range for good (tenant migration 0009).
+    let now = Utc::now();
+    if occurred_at > now + MAX_CLOCK_AHEAD {
         return Err(field(i, "occurred_at", "more than 5 minutes ahead of audit-svc's clock"));
     }
+    if occurred_at < now - MAX_AGE {
+        return Err(field(i, "occurred_at", "more than 24 hours behind audit-svc's clock"));
+    }
+    // NUL is the one text PostgreSQL cannot store; a batch must not fail for one caller's event.
     let actor_ok = e.actor == "anonymous"
         || ["user:", "api_key:", "service:"].iter().any(|p| e.actor.strip_prefix(p).is_some_and(|r| !r.is_empty()));
-    if !actor_ok || e.actor.len() > 256 {
-        return Err(field(i, "actor", "user:<id>, api_key:<id>, service:<name> or anonymous (≤ 256 bytes)"));
+    if !actor_ok || e.actor.len() > 256 || e.actor.contains('\0') {
+        return Err(field(i, "actor", "user:<id>, api_key:<id>, service:<name> or anonymous (≤ 256 bytes, no NUL)"));
     }
     if !valid_name(&e.action, 128) {
         return Err(field(i, "action", "1–128 of [a-z0-9._-]"));
     }
-    if e.resource.is_empty() || e.resource.len() > 1024 {
-        return Err(field(i, "resource", "1–1024 bytes"));
+    if e.resource.is_empty() || e.resource.len() > 1024 || e.resource.contains('\0') {
+        return Err(field(i, "resource", "1–1024 bytes, no NUL"));
     }
     if !matches!(e.outcome.as_str(), "success" | "failure" | "denied") {
         return Err(field(i, "outcome", "success, failure or denied"));
     }
-    let optional = |s: String, name: &str| match s.len() {
-        0 => Ok(None),
-        1..=128 => Ok(Some(s)),
-        _ => Err(field(i, name, "at most 128 bytes")),
+    // Trace ids are W3C hex ids; both are indexed or shown as they are.
+    let optional = |s: String, name: &str| match s.as_str() {
+        "" => Ok(None),
+        id if kit::access::is_request_id(id) => Ok(Some(s)),
+        _ => Err(field(i, name, kit::access::REQUEST_ID_RULE)),
     };
     let request_id = optional(e.request_id, "request_id")?;
     let trace_id = optional(e.trace_id, "trace_id")?;
@@ -219,6 +237,9 @@ fn validate(i: usize, e: pb::Event) -> Result<Valid, ApiError> {
     };
     if details.keys().any(|k| names_secret(k)) {
         return Err(field(i, "details_json", "detail keys must not name a secret"));
+    }
+    if details.iter().any(|(k, v)| k.contains('\0') || holds_nul(v)) {
+        return Err(field(i, "details_json", "must not contain NUL (\\u0000)"));
     }
     for (k, v) in &e.personal {
         if !valid_name(k, 64) || names_secret(k) || details.contains_key(k) {

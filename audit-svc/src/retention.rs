@@ -128,6 +128,7 @@ impl pb::audit_retention_service_server::AuditRetentionService for AuditRetentio
         if !(1..=36_500).contains(&req.retention_days) {
             return Err(ApiError::invalid_field("retention_days", "1–36500").into());
         }
+        let request_id = ctx.request_id_or(req.request_id)?;
         let tenant = self.tenant(&ctx).await?;
         let mut tx = self.db.begin(&tenant).await?;
         let previous: Option<i32> = sqlx::query_scalar("SELECT retention_days FROM retention_policy")
@@ -142,7 +143,6 @@ impl pb::audit_retention_service_server::AuditRetentionService for AuditRetentio
         .execute(tx.conn())
         .await
         .map_err(db_error)?;
-        let request_id = Some(req.request_id).filter(|r| !r.is_empty()).or(ctx.request_id.clone());
         tx.record(
             AuditRecord::new(
                 crate::SERVICE,
@@ -164,7 +164,7 @@ impl pb::audit_retention_service_server::AuditRetentionService for AuditRetentio
     async fn prune_log(&self, request: Request<pb::PruneLogRequest>) -> Result<Response<pb::PruneLogResponse>, Status> {
         let ctx = RequestContext::of(&request)?;
         let tenant = self.tenant(&ctx).await?;
-        let request_id = Some(request.into_inner().request_id).filter(|r| !r.is_empty()).or(ctx.request_id.clone());
+        let request_id = ctx.request_id_or(request.into_inner().request_id)?;
         let (from, below) = prune(&self.db, &tenant, operator(&ctx), request_id).await?;
         Ok(Response::new(pb::PruneLogResponse { pruned_below: below, pruned: below - from }))
     }

@@ -46,6 +46,7 @@ impl pb::tenant_service_server::TenantService for Tenants {
         let ctx = RequestContext::of(&request)?;
         let req = request.into_inner();
         let slug = parse_slug(&req.slug)?;
+        let request_id = ctx.request_id_or(req.request_id)?;
         let (tenant, created) = self.db.register_tenant(&slug).await?;
         let audit = AuditRecord::new(
             SERVICE,
@@ -54,7 +55,7 @@ impl pb::tenant_service_server::TenantService for Tenants {
             &format!("tenant/{slug}"),
             Outcome::Success,
         )
-        .request_id((!req.request_id.is_empty()).then_some(req.request_id).or(ctx.request_id));
+        .request_id(request_id);
         self.migrator.provision(&tenant, Some(audit)).await.map_err(|e| ApiError::internal(&e))?;
         tracing::info!(tenant = %slug, created, "tenant registered");
         let (mut owner_id, mut owner_password) = (String::new(), String::new());
@@ -108,6 +109,7 @@ impl pb::tenant_service_server::TenantService for Tenants {
         let ctx = RequestContext::of(&request)?;
         let req = request.into_inner();
         let slug = parse_slug(&req.slug)?;
+        let request_id = ctx.request_id_or(req.request_id)?;
         let tenant = self.db.tenant(&slug).await?;
         if tenant.status != TenantStatus::Active {
             return Err(ApiError::failed_precondition("TENANT_NOT_ACTIVE", "the tenant is not active").into());
@@ -116,7 +118,6 @@ impl pb::tenant_service_server::TenantService for Tenants {
         // A tenant that has not issued a token yet gets its first key, which is then rotated.
         signer.ensure_key(&self.db, &tenant).await?;
         let actor = Actor::Service(ctx.caller.identity.name().to_owned());
-        let request_id = (!req.request_id.is_empty()).then_some(req.request_id).or(ctx.request_id);
         let Some(rotated) = signer.rotate_if_due(&self.db, &tenant, Duration::ZERO, actor, request_id).await? else {
             return Err(ApiError::failed_precondition(
                 "ROTATION_PENDING",

@@ -263,6 +263,75 @@ async fn a_record_whose_wake_up_was_lost_is_found_by_the_sweep() {
     c.stop().await;
 }
 
+/// The log indexes each entry's request id, and an index entry holds at most about 2.7 kB. An
+/// oversized request id used to reach a tenant's outbox and then fail every drain of it, so no
+/// later record of any service reached the log. Now every service refuses it, and the outbox
+/// itself refuses a row the log could not index.
+#[tokio::test]
+async fn an_oversized_request_id_is_refused_and_never_stalls_the_log() {
+    use proto::audit::v1 as pb;
+    use proto::audit::v1::audit_retention_service_client::AuditRetentionServiceClient;
+    let c = Constellation::start(false).await;
+    let alpha = c.create_tenant("alpha").await;
+    let long: String = (0..250).map(|_| uuid::Uuid::new_v4().simple().to_string()).collect();
+    let mut retention = AuditRetentionServiceClient::new(c.channel_as("operator", "audit"));
+    let set = |request_id: &str| pb::SetRetentionPolicyRequest { retention_days: 30, request_id: request_id.into() };
+
+    // In the `x-request-id` metadata (a header any direct caller sets) and in the body's field.
+    let mut by_header = req("alpha", None, set(""));
+    by_header.metadata_mut().insert("x-request-id", long.parse().expect("ascii"));
+    let err = retention.set_retention_policy(by_header).await.expect_err("oversized metadata");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(err.message().starts_with("x-request-id: 1 to 128"), "{}", err.message());
+    let err = retention.set_retention_policy(req("alpha", None, set(&long))).await.expect_err("oversized field");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(err.message().starts_with("request_id: 1 to 128"), "{}", err.message());
+    let err = retention.set_retention_policy(req("alpha", None, set("a b"))).await.expect_err("a space");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    let mut provision = proto::common::v1::tenant_provisioning_service_client::TenantProvisioningServiceClient::new(
+        c.channel_as("operator", "vault"),
+    );
+    let mut by_header = tonic::Request::new(proto::common::v1::ProvisionTenantRequest {
+        tenant_slug: "alpha".into(),
+        request_id: String::new(),
+    });
+    by_header.metadata_mut().insert("x-request-id", long.parse().expect("ascii"));
+    let err = provision.provision_tenant(by_header).await.expect_err("oversized metadata");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+
+    // A writer that skipped the check (a bug, a hand-written row) fails its own transaction.
+    let err = sqlx::query(
+        "INSERT INTO t_alpha.audit_outbox (event_id, tenant_id, occurred_at, service, actor, action, resource, outcome, request_id) \
+         VALUES ($1, $2, now(), 'vault', 'user:u1', 'test.event', 'oversized/1', 'success', $3)",
+    )
+    .bind(uuid::Uuid::now_v7())
+    .bind(alpha)
+    .bind(&long)
+    .execute(&c.db.admin_pool().await)
+    .await
+    .expect_err("an oversized request id in the outbox");
+    assert_eq!(err.as_database_error().and_then(|d| d.code()).as_deref(), Some("23514"), "{err}");
+
+    // Nothing was written, and records still reach the log.
+    let refused: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM t_alpha.audit_log WHERE action = 'audit.retention.set' OR resource = 'oversized/1'",
+    )
+    .fetch_one(&c.db.admin_pool().await)
+    .await
+    .expect("count");
+    assert_eq!(refused, 0);
+    retention.set_retention_policy(req("alpha", None, set("ok-1"))).await.expect("a valid request id");
+    let before = log_len(&c, "t_alpha").await;
+    write_records(&c, "alpha", 1, "after").await;
+    wait_drained(&c, "t_alpha", before + 1).await;
+    let logged: i64 = sqlx::query_scalar("SELECT count(*) FROM t_alpha.audit_log WHERE request_id = 'ok-1'")
+        .fetch_one(&c.db.admin_pool().await)
+        .await
+        .expect("count");
+    assert_eq!(logged, 1);
+    c.stop().await;
+}
+
 async fn latest_checkpoint(c: &Constellation, at_least: u64) -> proto::audit::v1::Checkpoint {
     let mut client =
         proto::audit::v1::audit_log_service_client::AuditLogServiceClient::new(c.channel_as("operator", "audit"));

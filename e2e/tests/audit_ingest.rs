@@ -37,6 +37,10 @@ async fn count(c: &Constellation, sql: &str) -> i64 {
     sqlx::query_scalar(sql).fetch_one(&c.db.admin_pool().await).await.expect(sql)
 }
 
+async fn count_f64(c: &Constellation, sql: &str) -> f64 {
+    sqlx::query_scalar(sql).fetch_one(&c.db.admin_pool().await).await.expect(sql)
+}
+
 /// Waits until `sql` (a count) reaches `want`.
 async fn wait_count(c: &Constellation, sql: &str, want: i64) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
@@ -147,6 +151,26 @@ async fn append_batch_is_idempotent_sequenced_and_pseudonymized() {
         .await
         .expect_err("secret key");
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    // NUL, which PostgreSQL cannot store, is refused before the event joins a batch (a database
+    // error would fail every caller's events written with it); so are request and trace ids the
+    // log could not index.
+    for (k, mutate) in [
+        ("actor", (|e: &mut pb::Event| e.actor = "user:a\0b".into()) as fn(&mut pb::Event)),
+        ("resource", |e| e.resource = "doc/\0".into()),
+        ("details_json", |e| e.details_json = r#"{"note":"a\u0000b"}"#.into()),
+        ("details_json", |e| e.details_json = r#"{"list":[{"k\u0000":1}]}"#.into()),
+        ("request_id", |e| e.request_id = "x".repeat(129)),
+        ("trace_id", |e| e.trace_id = "a\0b".into()),
+    ] {
+        let mut e = event("user:alice", "gateway.request", "r", "success", "");
+        mutate(&mut e);
+        let err = ingest
+            .append_batch(req("alpha", None, pb::AppendBatchRequest { events: vec![e], request_id: String::new() }))
+            .await
+            .expect_err(k);
+        assert_eq!(err.code(), tonic::Code::InvalidArgument, "{k}: {}", err.message());
+        assert!(err.message().starts_with(&format!("events[0].{k}: ")), "{k}: {}", err.message());
+    }
     let mut vault_as = AuditIngestServiceClient::new(c.channel_as("vault", "audit"));
     let err = vault_as.append_batch(req("alpha", None, batch)).await.expect_err("vault identity");
     assert_eq!(err.code(), tonic::Code::PermissionDenied);
@@ -451,10 +475,22 @@ async fn time_windows_read_only_their_part_of_the_log_and_miss_nothing() {
     let err = append(vec![future]).await.expect_err("ten minutes ahead");
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
     assert!(err.message().contains("occurred_at"), "{}", err.message());
+    // An event from long ago would widen every later query's range for good: refused, and so is a
+    // time outside protobuf's (and PostgreSQL's) range.
+    let mut ancient = event("user:ancient", "x.write", "doc/ancient", "success", "");
+    ancient.occurred_at = at(now - chrono::Duration::days(2));
+    let err = append(vec![ancient.clone()]).await.expect_err("two days behind");
+    assert!(err.message().contains("24 hours behind"), "{}", err.message());
+    ancient.occurred_at = Some(prost_types::Timestamp { seconds: -100_000_000_000, nanos: 0 });
+    let err = append(vec![ancient]).await.expect_err("before year 1");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(err.message().starts_with("events[0].occurred_at: a time from year 1"), "{}", err.message());
     let before = drained(&c).await;
     append(vec![late, ahead]).await.expect("append");
     wait_count(&c, "SELECT count(*) FROM t_alpha.audit_log", before + 2).await;
     let hour = chrono::Duration::hours(1);
+    let lag: f64 = count_f64(&c, "SELECT extract(epoch FROM max_lag)::float8 FROM t_alpha.audit_clock").await;
+    assert!(lag < 3.0 * 3600.0, "max_lag {lag} s: only the two-hour-old event widened it");
     assert_eq!(window_is_exact(&c, Some(now - hour * 3), Some(now - hour)).await.len(), 1);
     assert_eq!(
         window_is_exact(&c, Some(now + chrono::Duration::minutes(1)), Some(now + chrono::Duration::minutes(3)))

@@ -21,10 +21,6 @@ impl RequestId {
     }
 }
 
-fn valid_request_id(v: &str) -> bool {
-    (1..=128).contains(&v.len()) && v.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-}
-
 /// An error answered as `{"error":{"code","reason","message","request_id"}}`.
 #[derive(Debug)]
 pub struct JsonError(pub ApiError, pub String);
@@ -59,7 +55,7 @@ pub async fn observe(mut req: Request, next: Next) -> Response {
         .headers()
         .get("x-request-id")
         .and_then(|v| v.to_str().ok())
-        .filter(|v| valid_request_id(v))
+        .filter(|v| kit::access::is_request_id(v))
         .map(str::to_owned)
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     req.extensions_mut().insert(RequestId(request_id.clone()));

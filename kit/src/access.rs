@@ -19,6 +19,15 @@ use crate::tls::{Identity, PeerInfo};
 pub const TENANT_HEADER: &str = "x-strongroom-tenant";
 /// Metadata key carrying the end-to-end request id.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
+/// What a request id may be, in every service and in the audit log.
+pub const REQUEST_ID_RULE: &str = "1 to 128 of [A-Za-z0-9._-]";
+
+/// Whether `v` is a request id every service accepts: 1 to 128 of `[A-Za-z0-9._-]`. The audit log
+/// stores and indexes the request id of every entry, and an index entry holds at most about
+/// 2.7 kB: an unbounded one would fail every drain of the tenant's audit outbox.
+pub fn is_request_id(v: &str) -> bool {
+    (1..=128).contains(&v.len()) && v.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
 
 #[derive(Debug, Clone)]
 enum Allowed {
@@ -121,7 +130,24 @@ impl RequestContext {
             .ok_or_else(|| ApiError::permission_denied("NO_PEER_IDENTITY", "no authenticated peer"))?;
         let principal = req.extensions().get::<Principal>().cloned();
         let text = |key: &str| req.metadata().get(key).and_then(|v| v.to_str().ok()).map(str::to_owned);
-        Ok(Self { caller, principal, request_id: text(REQUEST_ID_HEADER), tenant: text(TENANT_HEADER) })
+        let request_id = match req.metadata().get(REQUEST_ID_HEADER) {
+            None => None,
+            Some(v) => match v.to_str() {
+                Ok(id) if is_request_id(id) => Some(id.to_owned()),
+                _ => return Err(ApiError::invalid_field(REQUEST_ID_HEADER, REQUEST_ID_RULE)),
+            },
+        };
+        Ok(Self { caller, principal, request_id, tenant: text(TENANT_HEADER) })
+    }
+
+    /// The request id a request names in its body's `request_id` field, else the one of its
+    /// `x-request-id` metadata; refuses one that is not [`is_request_id`].
+    pub fn request_id_or(&self, field: String) -> Result<Option<String>, ApiError> {
+        match field.as_str() {
+            "" => Ok(self.request_id.clone()),
+            id if is_request_id(id) => Ok(Some(field)),
+            _ => Err(ApiError::invalid_field("request_id", REQUEST_ID_RULE)),
+        }
     }
 
     /// The tenant named in `x-strongroom-tenant`, validated.

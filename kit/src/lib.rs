@@ -11,6 +11,7 @@ pub mod bin;
 pub mod client;
 pub mod config;
 pub mod error;
+pub mod input;
 pub mod metrics;
 pub mod migrate;
 pub mod outbox;

@@ -74,6 +74,7 @@ pub const KIT: MigrationSet = MigrationSet {
         migration!("tenant", "0002_notify_audit_outbox"),
         migration!("tenant", "0003_vacuum_audit_outbox"),
         migration!("tenant", "0004_wake_after_commit"),
+        migration!("tenant", "0005_bound_audit_outbox"),
     ],
 };
 

@@ -382,7 +382,7 @@ impl proto::common::v1::tenant_provisioning_service_server::TenantProvisioningSe
             }
             other => ApiError::internal(&other),
         })?;
-        let request_id = (!req.request_id.is_empty()).then_some(req.request_id);
+        let request_id = ctx.request_id_or(req.request_id)?;
         let audit = AuditRecord::new(
             self.service,
             Actor::Service(ctx.caller.identity.name().to_owned()),
@@ -390,7 +390,7 @@ impl proto::common::v1::tenant_provisioning_service_server::TenantProvisioningSe
             &format!("tenant/{slug}"),
             Outcome::Success,
         )
-        .request_id(request_id.or(ctx.request_id));
+        .request_id(request_id);
         let applied = self.migrator.provision(&tenant, Some(audit)).await.map_err(|e| ApiError::internal(&e))?;
         tracing::info!(tenant = %slug, ?applied, "tenant provisioned");
         Ok(tonic::Response::new(proto::common::v1::ProvisionTenantResponse {

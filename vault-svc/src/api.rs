@@ -52,11 +52,7 @@ fn from_timestamp(
     field: &str,
     t: Option<prost_types::Timestamp>,
 ) -> Result<Option<chrono::DateTime<chrono::Utc>>, ApiError> {
-    t.map(|t| {
-        chrono::DateTime::from_timestamp(t.seconds, t.nanos.max(0) as u32)
-            .ok_or_else(|| ApiError::invalid_field(field, "not a valid timestamp"))
-    })
-    .transpose()
+    t.map(|t| kit::input::timestamp(field, &t)).transpose()
 }
 
 pub fn metadata(row: &SecretRow) -> pb::SecretMetadata {
