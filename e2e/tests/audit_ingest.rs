@@ -619,19 +619,10 @@ async fn the_gateway_records_state_changing_and_refused_requests() {
 
 /// Reads a Server-Sent Events response until `done` says so (or 20 s pass); returns the raw text.
 async fn read_sse(c: &Constellation, path: &str, headers: &[(&str, &str)], done: impl Fn(&str) -> bool) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let ca = std::fs::read(c.pki.path("ca.pem")).expect("ca");
-    let cfg = kit::tls::ca_only_client_config(&ca, &[b"http/1.1"]).expect("tls");
-    let addr = c.gateway.as_ref().expect("gateway").grpc;
-    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let name = rustls_pki_types::ServerName::try_from("localhost").expect("name");
-    let mut tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg)).connect(name, tcp).await.expect("tls");
-    let mut head = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nAccept: text/event-stream\r\n");
-    for (k, v) in headers {
-        head.push_str(&format!("{k}: {v}\r\n"));
-    }
-    head.push_str("\r\n");
-    tls.write_all(head.as_bytes()).await.expect("write");
+    use tokio::io::AsyncReadExt;
+    let mut headers = headers.to_vec();
+    headers.push(("accept", "text/event-stream"));
+    let mut tls = send_get(c, path, &headers, None).await;
     let mut text = String::new();
     let mut buf = [0u8; 8192];
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
@@ -650,6 +641,22 @@ fn sse_ids(text: &str) -> Vec<u64> {
         .collect()
 }
 
+/// Appends `batches` to tenant alpha's log; returns a checkpoint covering them.
+async fn append_and_checkpoint(
+    c: &Constellation,
+    ingest: &mut AuditIngestServiceClient<kit::client::Channel>,
+    batches: Vec<Vec<pb::Event>>,
+) -> pb::Checkpoint {
+    for events in batches {
+        ingest
+            .append_batch(req("alpha", None, pb::AppendBatchRequest { events, request_id: String::new() }))
+            .await
+            .expect("append");
+    }
+    let n = drained(c).await;
+    checkpoint_at_least(c, n).await
+}
+
 #[tokio::test]
 async fn export_and_live_stream_resume_and_carry_checkpoints() {
     use futures::StreamExt;
@@ -657,12 +664,7 @@ async fn export_and_live_stream_resume_and_carry_checkpoints() {
     let alpha = c.create_tenant("alpha").await;
     let mut ingest = AuditIngestServiceClient::new(c.channel_as("operator", "audit"));
     let events: Vec<_> = (0..20).map(|i| event("user:eve", "x.write", &format!("d/{i}"), "success", "")).collect();
-    ingest
-        .append_batch(req("alpha", None, pb::AppendBatchRequest { events, request_id: String::new() }))
-        .await
-        .expect("append");
-    let n = drained(&c).await;
-    let cp = checkpoint_at_least(&c, n).await;
+    let cp = append_and_checkpoint(&c, &mut ingest, vec![events]).await;
 
     // gRPC export of a range: the entries, then the checkpoint.
     let mut log = AuditLogServiceClient::new(c.channel_as("operator", "audit"));
@@ -843,4 +845,76 @@ async fn concurrent_appends_with_overlapping_ids_log_each_event_once() {
     assert_eq!(max_seq + 1, all, "sequence numbers stay contiguous");
     let cp = checkpoint_at_least(&c, all).await;
     assert!(cp.tree_size as i64 >= all);
+}
+
+/// Sends `GET path` to the gateway over HTTP/1.1 (with a TCP receive buffer of `recv_buffer`
+/// bytes, if given) and returns the connection, for the caller to read the response or not.
+async fn send_get(
+    c: &Constellation,
+    path: &str,
+    headers: &[(&str, &str)],
+    recv_buffer: Option<u32>,
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    use tokio::io::AsyncWriteExt;
+    let ca = std::fs::read(c.pki.path("ca.pem")).expect("ca");
+    let cfg = kit::tls::ca_only_client_config(&ca, &[b"http/1.1"]).expect("tls");
+    let addr = c.gateway.as_ref().expect("gateway").grpc;
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    if let Some(size) = recv_buffer {
+        socket.set_recv_buffer_size(size).expect("buffer");
+    }
+    let tcp = socket.connect(addr).await.expect("connect");
+    let name = rustls_pki_types::ServerName::try_from("localhost").expect("name");
+    let mut tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg)).connect(name, tcp).await.expect("tls");
+    let mut head = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n");
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    tls.write_all(head.as_bytes()).await.expect("write");
+    tls
+}
+
+/// The gateway reads a tenant's export or live stream from audit-svc as fast as its HTTP client
+/// takes it. Clients that stop reading must not hold up anyone else's audit calls (the gateway's
+/// queries, and its record of requests).
+#[tokio::test]
+async fn clients_that_stop_reading_exports_hold_up_no_other_audit_call() {
+    let c = Constellation::start(true).await;
+    let alpha = c.create_tenant("alpha").await;
+    let mut ingest = AuditIngestServiceClient::new(c.channel_as("operator", "audit"));
+    // About 20 MB of export: 2,000 entries of 10 kB, in batches under gRPC's 4 MiB.
+    let batch = || {
+        (0..250)
+            .map(|i| {
+                let mut e = event("user:eve", "x.write", &format!("d/{i}"), "success", "");
+                e.details_json = serde_json::json!({ "pad": "p".repeat(10_000) }).to_string();
+                e
+            })
+            .collect()
+    };
+    let cp = append_and_checkpoint(&c, &mut ingest, (0..8).map(|_| batch()).collect()).await;
+    let signer = TestSigner::generate();
+    signer.publish(&c.db.admin_pool().await).await;
+    let auditor = format!("Bearer {}", signer.sign(&TestSigner::claims(alpha, "auditor")));
+    let headers = [("x-strongroom-tenant", "alpha"), ("authorization", auditor.as_str())];
+    let mut stalled = Vec::new();
+    for _ in 0..6 {
+        // A client that stops reading, with a small receive buffer.
+        let path = format!("/v1/audit/export?from=0&to={}", cp.tree_size);
+        stalled.push(send_get(&c, &path, &headers, Some(4096)).await);
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for i in 0..3 {
+        let (status, _, body) = tokio::time::timeout(
+            Duration::from_secs(30),
+            c.gateway_get("/v1/audit/events?from=0&page_size=2", &headers),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("query {i} while six exports stall: no answer in 30 s"))
+        .expect("request");
+        assert_eq!(status, 200, "query {i} while six exports stall: {body}");
+    }
+    drop(stalled);
+    c.stop().await;
 }
