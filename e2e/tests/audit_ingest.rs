@@ -875,6 +875,16 @@ async fn send_get(
     tls
 }
 
+/// About 20 MB of export: 2,000 entries of 10 kB, in batches under gRPC's 4 MiB.
+fn twenty_megabytes() -> Vec<Vec<pb::Event>> {
+    let entry = |i: usize| {
+        let mut e = event("user:eve", "x.write", &format!("d/{i}"), "success", "");
+        e.details_json = serde_json::json!({ "pad": "p".repeat(10_000) }).to_string();
+        e
+    };
+    (0..8).map(|_| (0..250).map(entry).collect()).collect()
+}
+
 /// The gateway reads a tenant's export or live stream from audit-svc as fast as its HTTP client
 /// takes it. Clients that stop reading must not hold up anyone else's audit calls (the gateway's
 /// queries, and its record of requests).
@@ -883,17 +893,7 @@ async fn clients_that_stop_reading_exports_hold_up_no_other_audit_call() {
     let c = Constellation::start(true).await;
     let alpha = c.create_tenant("alpha").await;
     let mut ingest = AuditIngestServiceClient::new(c.channel_as("operator", "audit"));
-    // About 20 MB of export: 2,000 entries of 10 kB, in batches under gRPC's 4 MiB.
-    let batch = || {
-        (0..250)
-            .map(|i| {
-                let mut e = event("user:eve", "x.write", &format!("d/{i}"), "success", "");
-                e.details_json = serde_json::json!({ "pad": "p".repeat(10_000) }).to_string();
-                e
-            })
-            .collect()
-    };
-    let cp = append_and_checkpoint(&c, &mut ingest, (0..8).map(|_| batch()).collect()).await;
+    let cp = append_and_checkpoint(&c, &mut ingest, twenty_megabytes()).await;
     let signer = TestSigner::generate();
     signer.publish(&c.db.admin_pool().await).await;
     let auditor = format!("Bearer {}", signer.sign(&TestSigner::claims(alpha, "auditor")));
@@ -916,5 +916,93 @@ async fn clients_that_stop_reading_exports_hold_up_no_other_audit_call() {
         assert_eq!(status, 200, "query {i} while six exports stall: {body}");
     }
     drop(stalled);
+    c.stop().await;
+}
+
+/// Reads `conn` until the server ends it (end of stream or reset) or `within` passes; returns the
+/// bytes read and whether it ended.
+async fn read_until_closed(
+    conn: &mut tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+    within: Duration,
+) -> (usize, bool) {
+    use tokio::io::AsyncReadExt;
+    let deadline = tokio::time::Instant::now() + within;
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut total = 0;
+    loop {
+        match tokio::time::timeout_at(deadline, conn.read(&mut buf)).await {
+            Err(_) => return (total, false),
+            Ok(Ok(0) | Err(_)) => return (total, true),
+            Ok(Ok(n)) => total += n,
+        }
+    }
+}
+
+/// Reads until the response head has arrived; returns it.
+async fn response_head(conn: &mut tokio_rustls::client::TlsStream<tokio::net::TcpStream>) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut text = String::new();
+    let mut buf = [0u8; 4096];
+    while !text.contains("\r\n\r\n") {
+        let n = tokio::time::timeout(Duration::from_secs(20), conn.read(&mut buf))
+            .await
+            .expect("head in time")
+            .expect("read");
+        assert!(n > 0, "closed before the head: {text}");
+        text.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    text
+}
+
+/// Exports and live streams hold a place each: a caller gets at most `max_streams_per_caller`,
+/// a client that stops reading loses its connection after `write_timeout_ms` (and its place), and
+/// a stream ends when its caller's session is revoked.
+#[tokio::test]
+async fn streams_are_limited_cut_off_when_unread_and_end_with_their_session() {
+    let mut c = Constellation::start(false).await;
+    let alpha = c.create_tenant("alpha").await;
+    c.start_gateway_with(|cfg| {
+        cfg.http.write_timeout_ms = 1_000;
+        cfg.http.max_streams_per_caller = 2;
+    })
+    .await;
+    let mut ingest = AuditIngestServiceClient::new(c.channel_as("operator", "audit"));
+    let cp = append_and_checkpoint(&c, &mut ingest, twenty_megabytes()).await;
+    let signer = TestSigner::generate();
+    signer.publish(&c.db.admin_pool().await).await;
+    let claims = TestSigner::claims(alpha, "auditor");
+    let auditor = format!("Bearer {}", signer.sign(&claims));
+    let headers = [("x-strongroom-tenant", "alpha"), ("authorization", auditor.as_str())];
+
+    // A 20 MB export its client does not read: the gateway closes the connection.
+    let path = format!("/v1/audit/export?from=0&to={}", cp.tree_size);
+    let mut stalled = send_get(&c, &path, &headers, Some(4096)).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let (read, ended) = read_until_closed(&mut stalled, Duration::from_secs(20)).await;
+    assert!(ended, "the unread export's connection is still open after {read} bytes");
+    assert!(read < 20_000_000, "the whole export arrived ({read} bytes)");
+
+    // Its place was given back: two streams open, a third is refused.
+    let sse = [("x-strongroom-tenant", "alpha"), ("authorization", auditor.as_str()), ("accept", "text/event-stream")];
+    let mut open = Vec::new();
+    for _ in 0..2 {
+        let mut conn = send_get(&c, "/v1/audit/stream?from=0", &sse, None).await;
+        let head = response_head(&mut conn).await;
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        open.push(conn);
+    }
+    let (status, headers_3, body) = c.gateway_get("/v1/audit/stream?from=0", &sse).await.expect("third");
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(body["error"]["reason"], "TOO_MANY_STREAMS");
+    assert!(headers_3.contains_key("retry-after"));
+
+    // Revoking the session ends its streams.
+    let revocations = kit::revocation::Revocations::new(&kit::testing::redis_url().into()).expect("redis");
+    let sid = claims["sid"].as_str().expect("sid").to_owned();
+    revocations.revoke(kit::revocation::Revoked::Session, &[sid]).await.expect("revoke");
+    for conn in &mut open {
+        let (_, ended) = read_until_closed(conn, Duration::from_secs(20)).await;
+        assert!(ended, "a revoked session's stream goes on");
+    }
     c.stop().await;
 }

@@ -238,13 +238,17 @@ pub async fn export(
         if q.to == Some(0) {
             return Err(kit::ApiError::invalid_field("to", "must be greater than from"));
         }
-        client(&state).export_entries(request(&c, &id, msg)).await.map_err(upstream)
+        let slot = state.streams.open(&format!("{}/{}", c.tenant, c.actor))?;
+        let stream = client(&state).export_entries(request(&c, &id, msg)).await.map_err(upstream)?;
+        Ok((stream, slot, c.token))
     }
     .await;
     match result {
-        Ok(stream) => {
-            // A failure mid-way ends the body early (the client sees a truncated transfer).
-            let body = stream.into_inner().filter_map(|item| async move {
+        Ok((stream, slot, token)) => {
+            // A failure mid-way ends the body early (the client sees a truncated transfer), and so
+            // does the caller's credential ceasing to be valid.
+            let stream = crate::streams::guarded(stream.into_inner(), slot, state, token);
+            let body = stream.filter_map(|item| async move {
                 match item {
                     Ok(item) => export_line(item).map(|l| Ok::<_, std::io::Error>(axum::body::Bytes::from(l))),
                     Err(s) => Some(Err(std::io::Error::other(s.message().to_owned()))),
@@ -283,19 +287,23 @@ pub async fn stream(
                 .to_str()
                 .ok()
                 .and_then(|v| v.trim().parse::<u64>().ok())
-                .map(|seq| seq + 1)
+                .and_then(|seq| seq.checked_add(1))
                 .ok_or_else(|| kit::ApiError::invalid_field("last-event-id", "a sequence number"))?,
             None => q.from,
         };
-        client(&state)
+        let slot = state.streams.open(&format!("{}/{}", c.tenant, c.actor))?;
+        let stream = client(&state)
             .stream_entries(request(&c, &id, pb::StreamEntriesRequest { from_seq: from }))
             .await
-            .map_err(upstream)
+            .map_err(upstream)?;
+        Ok((stream, slot, c.token))
     }
     .await;
     match result {
-        Ok(stream) => {
-            let events = stream.into_inner().map(|item| match item {
+        Ok((stream, slot, token)) => {
+            // Ends when the caller's credential does: the client reconnects with a new one.
+            let stream = crate::streams::guarded(stream.into_inner(), slot, state, token);
+            let events = stream.map(|item| match item {
                 Ok(pb::StreamItem { item: Some(pb::stream_item::Item::Entry(e)) }) => {
                     Ok(Event::default().event("entry").id(e.seq.to_string()).data(entry_json(&e).to_string()))
                 }

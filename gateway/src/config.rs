@@ -21,6 +21,35 @@ pub struct HttpConfig {
     /// `/.well-known/openid-configuration`; default: the token issuer.
     #[serde(default)]
     pub public_url: Option<String>,
+    /// An HTTP/1 client must send a request's headers within this long of starting it (and of an
+    /// idle keep-alive connection's last response): slowloris clients are cut off.
+    #[serde(default = "default_header_read_timeout_ms")]
+    pub header_read_timeout_ms: u64,
+    /// A write to a client that stays blocked this long (the client stopped reading) closes the
+    /// connection, and with it whatever it streams.
+    #[serde(default = "default_write_timeout_ms")]
+    pub write_timeout_ms: u64,
+    /// Audit exports and live streams open at once, in all, and per caller (user or API key).
+    #[serde(default = "default_max_streams")]
+    pub max_streams: usize,
+    #[serde(default = "default_max_streams_per_caller")]
+    pub max_streams_per_caller: usize,
+}
+
+fn default_header_read_timeout_ms() -> u64 {
+    10_000
+}
+
+fn default_write_timeout_ms() -> u64 {
+    30_000
+}
+
+fn default_max_streams() -> usize {
+    256
+}
+
+fn default_max_streams_per_caller() -> usize {
+    4
 }
 
 fn default_body_limit() -> usize {
@@ -78,6 +107,12 @@ impl GatewayConfig {
         }
         if self.http.body_limit_bytes == 0 || self.http.batch_body_limit_bytes == 0 {
             return Err("http.body_limit_bytes and http.batch_body_limit_bytes must be positive".into());
+        }
+        if self.http.header_read_timeout_ms == 0 || self.http.write_timeout_ms == 0 {
+            return Err("http.header_read_timeout_ms and http.write_timeout_ms must be positive".into());
+        }
+        if self.http.max_streams == 0 || self.http.max_streams_per_caller == 0 {
+            return Err("http.max_streams and http.max_streams_per_caller must be positive".into());
         }
         self.rate_limits.validate()?;
         self.browser.validate(self.env)?;

@@ -50,7 +50,7 @@ async fn caller_any(state: &AppState, headers: &HeaderMap, permissions: &[&str])
             format!("requires {}", permissions.join(" or ")),
         ));
     }
-    Ok(Caller { tenant, token })
+    Ok(Caller::new(tenant, token, &principal))
 }
 
 fn client(state: &AppState) -> LedgerServiceClient<kit::client::Channel> {

@@ -16,6 +16,7 @@ pub mod ratelimit;
 mod recorder;
 mod routes;
 mod secrets;
+mod streams;
 mod upstream;
 mod verified;
 
@@ -85,6 +86,8 @@ pub struct Shared {
     /// The access tokens' issuer, and the gateway's public base URL (discovery document).
     pub issuer: String,
     pub public_url: String,
+    /// Open audit exports and live streams.
+    pub streams: Arc<streams::Streams>,
 }
 
 fn upstream(
@@ -136,6 +139,7 @@ pub async fn run(
         browser,
         issuer,
         public_url,
+        streams: streams::Streams::new(config.http.max_streams, config.http.max_streams_per_caller),
     }));
     // Outermost: records every state-changing or refused request, whatever answered it.
     let (recorder, recording) = recorder::Recorder::spawn(
@@ -162,12 +166,24 @@ pub async fn run(
     }
     let local = listeners.http.local_addr()?;
     tracing::info!(addr = %local, "gateway serving https");
-    let server = axum_server::from_tcp_rustls(
+    let write_timeout = WriteTimeout(std::time::Duration::from_millis(config.http.write_timeout_ms));
+    let mut server = axum_server::from_tcp_rustls(
         listeners.http.into_std()?,
         axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(tls)),
     )?
-    .handle(handle)
-    .serve(app.into_make_service_with_connect_info::<std::net::SocketAddr>());
+    .map(move |tls| tls.acceptor(write_timeout))
+    .handle(handle);
+    // hyper enforces no timeout without a timer; axum-server sets none.
+    let http = server.http_builder();
+    http.http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(std::time::Duration::from_millis(config.http.header_read_timeout_ms));
+    http.http2()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .max_concurrent_streams(HTTP2_MAX_STREAMS)
+        .keep_alive_interval(std::time::Duration::from_secs(30))
+        .keep_alive_timeout(std::time::Duration::from_secs(20));
+    let server = server.serve(app.into_make_service_with_connect_info::<std::net::SocketAddr>());
     let result = server.await;
     // Requests already answered are still recorded.
     let _ = tokio::time::timeout(std::time::Duration::from_secs(5), recording).await;
@@ -175,4 +191,26 @@ pub async fn run(
     let _ = admin.await;
     tracing::info!("gateway stopped");
     result.map_err(GatewayError::from)
+}
+
+/// Requests one HTTP/2 connection may have open at once (hyper's default, stated).
+const HTTP2_MAX_STREAMS: u32 = 200;
+
+/// Wraps each accepted connection so that a write blocked longer than the timeout fails: a client
+/// that stops reading loses its connection (and whatever it streams) instead of holding it, and the
+/// upstream call behind it, forever. Reads have no timeout: an idle HTTP/1 connection is bounded by
+/// the header read timeout, an HTTP/2 one by keep-alive pings.
+#[derive(Debug, Clone, Copy)]
+struct WriteTimeout(std::time::Duration);
+
+impl<S> axum_server::accept::Accept<tokio::net::TcpStream, S> for WriteTimeout {
+    type Stream = std::pin::Pin<Box<tokio_io_timeout::TimeoutStream<tokio::net::TcpStream>>>;
+    type Service = S;
+    type Future = std::future::Ready<std::io::Result<(Self::Stream, S)>>;
+
+    fn accept(&self, stream: tokio::net::TcpStream, service: S) -> Self::Future {
+        let mut stream = tokio_io_timeout::TimeoutStream::new(stream);
+        stream.set_write_timeout(Some(self.0));
+        std::future::ready(Ok((Box::pin(stream), service)))
+    }
 }

@@ -39,6 +39,9 @@ pub fn operations() -> Vec<(&'static str, &'static str)> {
     OPERATIONS.iter().chain(crate::openapi_identity::OPERATIONS.iter()).copied().collect()
 }
 
+/// The audit export and live stream's own 429 (`crate::streams`).
+const TOO_MANY_STREAMS: &str = "TOO_MANY_STREAMS: the caller (or the gateway) has as many exports and streams open as allowed (Retry-After); or RATE_LIMITED";
+
 fn error_response(description: &str) -> Value {
     json!({ "description": description, "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } })
 }
@@ -113,7 +116,8 @@ pub fn document() -> Value {
                 "operationId": "getAuditCheckpoint", "summary": "The latest signed checkpoint (C2SP signed note)",
                 "parameters": [ { "$ref": "#/components/parameters/Tenant" } ],
                 "responses": { "200": { "description": "checkpoint", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Checkpoint" } } } },
-                    "401": error_response("not authenticated"), "403": error_response("missing permission"), "412": error_response("no checkpoint yet") }
+                    "401": error_response("not authenticated"), "403": error_response("missing permission"), "412": error_response("no checkpoint yet"),
+                    "429": error_response(TOO_MANY_STREAMS) }
             }},
             "/v1/audit/proofs/consistency": { "get": {
                 "operationId": "getAuditConsistencyProof", "summary": "RFC 9162 consistency proof between two tree sizes",
@@ -144,7 +148,8 @@ pub fn document() -> Value {
                     { "name": "from", "in": "query", "schema": { "type": "integer", "minimum": 0 } },
                     { "name": "Last-Event-ID", "in": "header", "schema": { "type": "string" } } ],
                 "responses": { "200": { "description": "event stream", "content": { "text/event-stream": { "schema": { "type": "string" } } } },
-                    "401": error_response("not authenticated"), "403": error_response("missing permission") }
+                    "401": error_response("not authenticated"), "403": error_response("missing permission"),
+                    "429": error_response(TOO_MANY_STREAMS) }
             }},
             "/v1/secrets": { "get": {
                 "operationId": "listSecrets", "summary": "List secrets (metadata) by path prefix, in byte order of their paths; requires vault.secrets.read",
@@ -321,7 +326,8 @@ fn browser_and_rate_limits(doc: &mut Value) {
             let Some(ops) = ops.as_object_mut() else { continue };
             for (method, op) in ops.iter_mut().filter(|(m, _)| m.as_str() != "parameters") {
                 let public = op.get("security").is_some_and(|s| s.as_array().is_some_and(|a| a.is_empty()));
-                if !crate::ratelimit::EXEMPT_ROUTES.contains(&path.as_str()) {
+                // An operation with a 429 of its own names the rate limits in it.
+                if !crate::ratelimit::EXEMPT_ROUTES.contains(&path.as_str()) && op["responses"].get("429").is_none() {
                     op["responses"]["429"] = json!({ "$ref": "#/components/responses/RateLimited" });
                 }
                 if !public && !matches!(method.as_str(), "get" | "head" | "options") {

@@ -16,6 +16,14 @@ use crate::routes::{authenticate, tenant_header};
 pub struct Caller {
     pub tenant: String,
     pub token: String,
+    /// Who is calling: `user:<id>` or `api_key:<id>` ([`kit::outbox::Actor`]).
+    pub actor: String,
+}
+
+impl Caller {
+    pub fn new(tenant: String, token: String, principal: &kit::principal::Principal) -> Self {
+        Self { tenant, token, actor: kit::outbox::Actor::of(principal).as_string() }
+    }
 }
 
 /// Authenticates the request and checks `permission` (the service checks again).
@@ -25,15 +33,15 @@ pub async fn caller(state: &AppState, headers: &HeaderMap, permission: &str) -> 
     if !principal.has_permission(permission) {
         return Err(ApiError::permission_denied("MISSING_PERMISSION", format!("requires {permission}")));
     }
-    Ok(Caller { tenant, token })
+    Ok(Caller::new(tenant, token, &principal))
 }
 
 /// Authenticates the request, for routes whose permission auth-svc decides (own data, or
 /// another's with a permission).
 pub async fn authenticated(state: &AppState, headers: &HeaderMap) -> Result<Caller, ApiError> {
     let tenant = tenant_header(headers)?;
-    let (_principal, token) = authenticate(state, headers).await?;
-    Ok(Caller { tenant, token })
+    let (principal, token) = authenticate(state, headers).await?;
+    Ok(Caller::new(tenant, token, &principal))
 }
 
 /// A gRPC request carrying the caller's tenant, the request id and the caller's token.

@@ -1,0 +1,110 @@
+//! Long responses: a tenant's audit export and live stream last as long as their client reads.
+//! How many may be open (in all, and per caller), and how long each may run: while its caller's
+//! credential stays valid, checked every [`RECHECK`], so a revoked session or API key, or an
+//! expired token, ends its streams as it ends its requests.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::{Stream, StreamExt};
+use kit::ApiError;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::AppState;
+
+/// How often an open stream's credential is verified again.
+pub const RECHECK: Duration = Duration::from_secs(2);
+
+/// The open streams.
+#[derive(Debug)]
+pub struct Streams {
+    total: Arc<Semaphore>,
+    per_caller: Mutex<HashMap<String, usize>>,
+    per_caller_max: usize,
+}
+
+/// One open stream's place, given back when the stream is dropped.
+#[derive(Debug)]
+pub struct Slot {
+    streams: Arc<Streams>,
+    caller: String,
+    _total: OwnedSemaphorePermit,
+}
+
+impl Streams {
+    pub fn new(max: usize, per_caller_max: usize) -> Arc<Self> {
+        Arc::new(Self { total: Arc::new(Semaphore::new(max)), per_caller: Mutex::default(), per_caller_max })
+    }
+
+    /// A place for a stream of `caller`, or 429 `TOO_MANY_STREAMS`.
+    pub fn open(self: &Arc<Self>, caller: &str) -> Result<Slot, ApiError> {
+        let busy = |message: &str| {
+            ApiError::resource_exhausted("TOO_MANY_STREAMS", message.to_owned())
+                .with_retry_after(Duration::from_secs(5))
+        };
+        let total =
+            self.total.clone().try_acquire_owned().map_err(|_| busy("the gateway has too many open streams"))?;
+        let mut open = self.per_caller.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let n = open.entry(caller.to_owned()).or_default();
+        if *n >= self.per_caller_max {
+            return Err(busy("this caller has too many open streams"));
+        }
+        *n += 1;
+        Ok(Slot { streams: self.clone(), caller: caller.to_owned(), _total: total })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut open = self.streams.per_caller.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(n) = open.get_mut(&self.caller) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.caller);
+            }
+        }
+    }
+}
+
+/// `items` until its caller's `token` no longer verifies; holds `slot` while it lasts.
+pub fn guarded<S: Stream + Send + 'static>(
+    items: S,
+    slot: Slot,
+    state: AppState,
+    token: String,
+) -> impl Stream<Item = S::Item> + Send + 'static {
+    let valid_until = async move {
+        loop {
+            tokio::time::sleep(RECHECK).await;
+            if let Err(e) = state.verifier.verify(&token).await {
+                tracing::info!(reason = %e.reason, "stream ended: its credential is no longer valid");
+                return;
+            }
+        }
+    };
+    items.take_until(Box::pin(valid_until)).map(move |item| {
+        let _held = &slot;
+        item
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn streams_are_limited_in_all_and_per_caller_and_given_back_when_dropped() {
+        let streams = Streams::new(3, 2);
+        let a1 = streams.open("user:a").expect("a 1");
+        let _a2 = streams.open("user:a").expect("a 2");
+        let err = streams.open("user:a").expect_err("a 3");
+        assert_eq!(err.reason, "TOO_MANY_STREAMS");
+        assert_eq!(err.code, kit::ErrorCode::ResourceExhausted);
+        let _b1 = streams.open("user:b").expect("b 1");
+        assert!(streams.open("user:c").is_err(), "three in all");
+        drop(a1);
+        let _c1 = streams.open("user:c").expect("a place was given back");
+        assert!(streams.open("user:a").is_err(), "in all again");
+    }
+}
