@@ -122,29 +122,42 @@ async fn readiness_follows_the_upstreams() {
 /// A client that starts a request and sends its headers slowly (slowloris) is cut off after
 /// `http.header_read_timeout_ms`, instead of holding its connection for ever.
 #[tokio::test]
-async fn a_client_that_never_finishes_its_headers_is_cut_off() {
+async fn a_client_that_never_finishes_its_headers_or_idles_is_cut_off() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut c = Constellation::start(false).await;
     c.start_gateway_with(|cfg| cfg.http.header_read_timeout_ms = 1_000).await;
     let ca = std::fs::read(c.pki.path("ca.pem")).expect("ca");
     let cfg = kit::tls::ca_only_client_config(&ca, &[b"http/1.1"]).expect("tls");
-    let tcp = tokio::net::TcpStream::connect(c.gateway.as_ref().expect("gateway").grpc).await.expect("connect");
-    let name = rustls_pki_types::ServerName::try_from("localhost").expect("name");
-    let mut tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg)).connect(name, tcp).await.expect("tls");
-    tls.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n").await.expect("part of the head");
-    let mut buf = [0u8; 1024];
-    let answer = tokio::time::timeout(std::time::Duration::from_secs(20), async {
-        let mut text = String::new();
-        loop {
-            match tls.read(&mut buf).await {
-                Ok(0) | Err(_) => return text,
-                Ok(n) => text.push_str(&String::from_utf8_lossy(&buf[..n])),
+    let connect = || async {
+        let tcp = tokio::net::TcpStream::connect(c.gateway.as_ref().expect("gateway").grpc).await.expect("connect");
+        let name = rustls_pki_types::ServerName::try_from("localhost").expect("name");
+        tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg.clone())).connect(name, tcp).await.expect("tls")
+    };
+    // Everything the server sends until it closes the connection, or None if it is still open
+    // after 20 s.
+    let until_closed = |mut tls: tokio_rustls::client::TlsStream<tokio::net::TcpStream>| async move {
+        let mut buf = [0u8; 1024];
+        tokio::time::timeout(std::time::Duration::from_secs(20), async {
+            let mut text = String::new();
+            loop {
+                match tls.read(&mut buf).await {
+                    Ok(0) | Err(_) => return text,
+                    Ok(n) => text.push_str(&String::from_utf8_lossy(&buf[..n])),
+                }
             }
-        }
-    })
-    .await
-    .expect("the connection is still open 20 s after the unfinished head");
+        })
+        .await
+        .ok()
+    };
+    let mut tls = connect().await;
+    tls.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n").await.expect("part of the head");
+    let answer = until_closed(tls).await.expect("the connection is still open 20 s after the unfinished head");
     // hyper answers 408 or just closes; either way, nothing was served.
     assert!(answer.is_empty() || answer.starts_with("HTTP/1.1 408"), "{answer}");
+    // A keep-alive connection left idle after its answer is closed too.
+    let mut tls = connect().await;
+    tls.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n").await.expect("a whole request");
+    let answer = until_closed(tls).await.expect("the idle keep-alive connection is still open after 20 s");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     c.stop().await;
 }

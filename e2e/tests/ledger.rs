@@ -408,6 +408,25 @@ async fn transfers_escrow_idempotency_history_and_receipts() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     assert!(verified.checked >= 6);
+    // From the middle: only the rest is checked. Past the newest receipt: refused, not a false
+    // "chain head does not match" (and u64::MAX no longer wraps to a check of everything).
+    let head = verified.checked;
+    let rest = f
+        .client()
+        .verify_receipts(f.req(pb::VerifyReceiptsRequest { from_seq: head }))
+        .await
+        .expect("from the newest")
+        .into_inner();
+    assert!(rest.ok, "{}", rest.problem);
+    assert_eq!(rest.checked, 1);
+    for from_seq in [head + 2, i64::MAX as u64 + 5, u64::MAX] {
+        let err = f
+            .client()
+            .verify_receipts(f.req(pb::VerifyReceiptsRequest { from_seq }))
+            .await
+            .expect_err("past the newest receipt");
+        assert_eq!(err.code(), tonic::Code::InvalidArgument, "{from_seq}");
+    }
     let seq: i64 = sqlx::query_scalar("SELECT receipt_seq FROM t_alpha.transfers WHERE id = $1")
         .bind(Uuid::parse_str(&spend.id).expect("id"))
         .fetch_one(&f.c.db.admin_pool().await)

@@ -108,14 +108,6 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     Ok(value)
 }
 
-/// Reads an already parsed JSON `value` as `T` (the same errors as [`parse`]).
-pub fn from_value<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, ApiError> {
-    serde_path_to_error::deserialize(value).map_err(|e| {
-        let field = field_of(&e.path().to_string());
-        refusal(&field, e.inner())
-    })
-}
-
 /// serde_path_to_error names the document itself `.`.
 fn field_of(path: &str) -> String {
     if path.is_empty() || path == "." { "body".to_owned() } else { path.to_owned() }

@@ -24,6 +24,11 @@ use crate::telemetry::GrpcServerLayer;
 use crate::tenancy::{Db, TenantSlug};
 use crate::tls::{CertStore, Identity};
 
+/// Calls one peer connection may have open at once. The gateway sends all its calls to a service
+/// over one connection, so this is far above its load (64 concurrent clients in `strongroom
+/// bench`); beyond it, a peer's further calls wait for a free stream.
+const MAX_CALLS_PER_CONNECTION: u32 = 1024;
+
 /// Resolves on SIGTERM or SIGINT. The handlers are installed when this is called (not when the
 /// future is first polled), so a signal arriving during start-up is not lost.
 pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
@@ -312,10 +317,15 @@ pub async fn serve_grpc(
         }
     };
     // Long-lived HTTP/2 connections would keep a peer authenticated after its certificate or the
-    // CA was rotated; recycle them.
+    // CA was rotated; recycle them. Unset, tonic allows a peer any number of calls at once per
+    // connection (it lifts hyper's 200), and never notices a peer that vanished without closing.
     let server = tonic::transport::Server::builder()
         .max_connection_age(Duration::from_secs(600))
         .max_connection_age_grace(Duration::from_secs(30))
+        .max_concurrent_streams(MAX_CALLS_PER_CONNECTION)
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+        .tcp_keepalive(Some(Duration::from_secs(60)))
         .layer(layers)
         .serve_with_incoming_shutdown(routes, incoming, signal);
     tokio::pin!(server);

@@ -97,6 +97,14 @@ pub async fn verify(
         tx.commit().await?;
         return Ok(out);
     };
+    // Past the newest receipt there is nothing to check, and no previous hash to check it against
+    // (a later start used to report a broken chain head).
+    if from_seq > head_seq as u64 + 1 {
+        return Err(ApiError::invalid_field(
+            "from_seq",
+            format!("at most {}, one past the newest receipt", head_seq + 1),
+        ));
+    }
     let mut seq = (from_seq as i64).max(1);
     let mut prev = if seq == 1 {
         receipt::GENESIS.to_vec()
