@@ -245,8 +245,8 @@ pub async fn export(
     .await;
     match result {
         Ok((stream, slot, token)) => {
-            // A failure mid-way ends the body early (the client sees a truncated transfer), and so
-            // does the caller's credential ceasing to be valid.
+            // A failure mid-way, the caller's credential ceasing to be valid, or a client that
+            // stops reading abort the body (the client sees a truncated transfer).
             let stream = crate::streams::guarded(stream.into_inner(), slot, state, token);
             let body = stream.filter_map(|item| async move {
                 match item {
@@ -301,7 +301,8 @@ pub async fn stream(
     .await;
     match result {
         Ok((stream, slot, token)) => {
-            // Ends when the caller's credential does: the client reconnects with a new one.
+            // Ends when the caller's credential does (or the client stops reading): the client
+            // reconnects with a new one and `Last-Event-ID`.
             let stream = crate::streams::guarded(stream.into_inner(), slot, state, token);
             let events = stream.map(|item| match item {
                 Ok(pb::StreamItem { item: Some(pb::stream_item::Item::Entry(e)) }) => {

@@ -111,8 +111,8 @@ impl GatewayConfig {
         if self.http.header_read_timeout_ms == 0 || self.http.write_timeout_ms == 0 {
             return Err("http.header_read_timeout_ms and http.write_timeout_ms must be positive".into());
         }
-        if self.http.max_streams == 0 || self.http.max_streams_per_caller == 0 {
-            return Err("http.max_streams and http.max_streams_per_caller must be positive".into());
+        if !(1..=100_000).contains(&self.http.max_streams) || self.http.max_streams_per_caller == 0 {
+            return Err("http.max_streams must be 1 to 100000 and http.max_streams_per_caller positive".into());
         }
         self.rate_limits.validate()?;
         self.browser.validate(self.env)?;

@@ -139,7 +139,11 @@ pub async fn run(
         browser,
         issuer,
         public_url,
-        streams: streams::Streams::new(config.http.max_streams, config.http.max_streams_per_caller),
+        streams: streams::Streams::new(
+            config.http.max_streams,
+            config.http.max_streams_per_caller,
+            std::time::Duration::from_millis(config.http.write_timeout_ms),
+        ),
     }));
     // Outermost: records every state-changing or refused request, whatever answered it.
     let (recorder, recording) = recorder::Recorder::spawn(

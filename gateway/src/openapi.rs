@@ -116,8 +116,7 @@ pub fn document() -> Value {
                 "operationId": "getAuditCheckpoint", "summary": "The latest signed checkpoint (C2SP signed note)",
                 "parameters": [ { "$ref": "#/components/parameters/Tenant" } ],
                 "responses": { "200": { "description": "checkpoint", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Checkpoint" } } } },
-                    "401": error_response("not authenticated"), "403": error_response("missing permission"), "412": error_response("no checkpoint yet"),
-                    "429": error_response(TOO_MANY_STREAMS) }
+                    "401": error_response("not authenticated"), "403": error_response("missing permission"), "412": error_response("no checkpoint yet") }
             }},
             "/v1/audit/proofs/consistency": { "get": {
                 "operationId": "getAuditConsistencyProof", "summary": "RFC 9162 consistency proof between two tree sizes",
@@ -140,7 +139,8 @@ pub fn document() -> Value {
                     { "name": "from", "in": "query", "schema": { "type": "integer", "minimum": 0 } },
                     { "name": "to", "in": "query", "description": "exclusive; default the latest checkpoint's size", "schema": { "type": "integer", "minimum": 1 } } ],
                 "responses": { "200": { "description": "JSON Lines", "content": { "application/jsonl": { "schema": { "type": "string" } } } },
-                    "400": error_response("bad range"), "401": error_response("not authenticated"), "403": error_response("missing permission"), "412": error_response("no checkpoint yet") }
+                    "400": error_response("bad range"), "401": error_response("not authenticated"), "403": error_response("missing permission"), "412": error_response("no checkpoint yet"),
+                    "429": error_response(TOO_MANY_STREAMS) }
             }},
             "/v1/audit/stream": { "get": {
                 "operationId": "streamAudit", "summary": "Live Server-Sent Events: `entry` events (id = seq) and `checkpoint` events; resumes after `Last-Event-ID`",
@@ -385,6 +385,11 @@ mod tests {
             "#/components/responses/RateLimited"
         );
         assert!(doc["paths"]["/healthz"]["get"]["responses"].get("429").is_none());
+        for stream in ["/v1/audit/export", "/v1/audit/stream"] {
+            let refusal = doc["paths"][stream]["get"]["responses"]["429"]["description"].as_str().unwrap_or_default();
+            assert!(refusal.starts_with("TOO_MANY_STREAMS"), "{stream}: {refusal}");
+        }
+        assert!(doc["paths"]["/v1/audit/checkpoint"]["get"]["responses"]["429"].get("$ref").is_some());
         let put = &doc["paths"]["/v1/secrets/{path}"]["put"];
         assert_eq!(put["security"][1]["csrf"], json!([]));
         assert!(put["responses"]["403"]["description"].as_str().is_some_and(|d| d.contains("CSRF_TOKEN_INVALID")));

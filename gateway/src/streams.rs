@@ -10,6 +10,7 @@ use std::time::Duration;
 use futures::{Stream, StreamExt};
 use kit::ApiError;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tonic::Status;
 
 use crate::AppState;
 
@@ -22,6 +23,8 @@ pub struct Streams {
     total: Arc<Semaphore>,
     per_caller: Mutex<HashMap<String, usize>>,
     per_caller_max: usize,
+    /// How long a stream may wait for its client to take more.
+    stall: Duration,
 }
 
 /// One open stream's place, given back when the stream is dropped.
@@ -33,8 +36,8 @@ pub struct Slot {
 }
 
 impl Streams {
-    pub fn new(max: usize, per_caller_max: usize) -> Arc<Self> {
-        Arc::new(Self { total: Arc::new(Semaphore::new(max)), per_caller: Mutex::default(), per_caller_max })
+    pub fn new(max: usize, per_caller_max: usize, stall: Duration) -> Arc<Self> {
+        Arc::new(Self { total: Arc::new(Semaphore::new(max)), per_caller: Mutex::default(), per_caller_max, stall })
     }
 
     /// A place for a stream of `caller`, or 429 `TOO_MANY_STREAMS`.
@@ -67,26 +70,56 @@ impl Drop for Slot {
     }
 }
 
-/// `items` until its caller's `token` no longer verifies; holds `slot` while it lasts.
-pub fn guarded<S: Stream + Send + 'static>(
-    items: S,
+/// Serves `items` through a task of its own that holds `slot`, so that the stream ends however its
+/// client behaves:
+/// - when its caller's `token` stops verifying as valid (checked every [`RECHECK`]; an unreachable
+///   Redis is not a refusal, it is tried again at the next check);
+/// - when its client takes nothing for the stall timeout. Over HTTP/2 a client can stop reading one
+///   stream while its connection stays busy, so the connection's write timeout never fires.
+///
+/// A stream cut short ends with an error, which aborts the response: an export never looks
+/// complete when it is not.
+pub fn guarded<T: Send + 'static>(
+    items: impl Stream<Item = Result<T, Status>> + Send + 'static,
     slot: Slot,
     state: AppState,
     token: String,
-) -> impl Stream<Item = S::Item> + Send + 'static {
-    let valid_until = async move {
-        loop {
-            tokio::time::sleep(RECHECK).await;
-            if let Err(e) = state.verifier.verify(&token).await {
-                tracing::info!(reason = %e.reason, "stream ended: its credential is no longer valid");
-                return;
+) -> impl Stream<Item = Result<T, Status>> + Send + 'static {
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    let cut: Arc<Mutex<Option<Status>>> = Arc::default();
+    let reason = cut.clone();
+    let stall = slot.streams.stall;
+    tokio::spawn(async move {
+        let _slot = slot;
+        let mut items = std::pin::pin!(items);
+        let mut recheck = tokio::time::interval_at(tokio::time::Instant::now() + RECHECK, RECHECK);
+        let end = loop {
+            tokio::select! {
+                item = items.next() => match item {
+                    None => break None,
+                    Some(item) => match tokio::time::timeout(stall, tx.send(item)).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(_)) => break None,
+                        Err(_) => break Some(Status::deadline_exceeded("the client stopped reading")),
+                    },
+                },
+                () = tx.closed() => break None,
+                _ = recheck.tick() => match state.verifier.verify(&token).await {
+                    Ok(_) => {}
+                    Err(e) if matches!(e.code, kit::ErrorCode::Unauthenticated | kit::ErrorCode::PermissionDenied) => {
+                        tracing::info!(reason = %e.reason, "stream ended: its credential is no longer valid");
+                        break Some(Status::unauthenticated("the credential is no longer valid"));
+                    }
+                    Err(e) => tracing::warn!(reason = %e.reason, "stream credential not checked; trying again"),
+                },
             }
-        }
-    };
-    items.take_until(Box::pin(valid_until)).map(move |item| {
-        let _held = &slot;
-        item
-    })
+        };
+        *cut.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = end;
+    });
+    let last = futures::stream::once(async move {
+        reason.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take().map(Err)
+    });
+    tokio_stream::wrappers::ReceiverStream::new(rx).map(Some).chain(last).filter_map(std::future::ready)
 }
 
 #[cfg(test)]
@@ -95,7 +128,7 @@ mod tests {
 
     #[test]
     fn streams_are_limited_in_all_and_per_caller_and_given_back_when_dropped() {
-        let streams = Streams::new(3, 2);
+        let streams = Streams::new(3, 2, Duration::from_secs(30));
         let a1 = streams.open("user:a").expect("a 1");
         let _a2 = streams.open("user:a").expect("a 2");
         let err = streams.open("user:a").expect_err("a 3");

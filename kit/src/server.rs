@@ -318,14 +318,14 @@ pub async fn serve_grpc(
     };
     // Long-lived HTTP/2 connections would keep a peer authenticated after its certificate or the
     // CA was rotated; recycle them. Unset, tonic allows a peer any number of calls at once per
-    // connection (it lifts hyper's 200), and never notices a peer that vanished without closing.
+    // connection (it lifts hyper's 200), and never notices a peer that vanished without closing
+    // (HTTP/2 pings now find it; tonic ignores `tcp_keepalive` with our own TLS incoming).
     let server = tonic::transport::Server::builder()
         .max_connection_age(Duration::from_secs(600))
         .max_connection_age_grace(Duration::from_secs(30))
         .max_concurrent_streams(MAX_CALLS_PER_CONNECTION)
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(20)))
-        .tcp_keepalive(Some(Duration::from_secs(60)))
         .layer(layers)
         .serve_with_incoming_shutdown(routes, incoming, signal);
     tokio::pin!(server);

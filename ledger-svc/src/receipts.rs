@@ -95,6 +95,9 @@ pub async fn verify(
     let mut out = Verification::default();
     let Some((head_seq, head_hash)) = store::head(&mut tx).await? else {
         tx.commit().await?;
+        if from_seq > 1 {
+            return Err(ApiError::invalid_field("from_seq", "at most 1: there is no receipt yet"));
+        }
         return Ok(out);
     };
     // Past the newest receipt there is nothing to check, and no previous hash to check it against
