@@ -1,7 +1,7 @@
 //! Long responses: a tenant's audit export and live stream last as long as their client reads.
 //! How many may be open (in all, and per caller), and how long each may run: while its caller's
-//! credential stays valid, checked every [`RECHECK`], so a revoked session or API key, or an
-//! expired token, ends its streams as it ends its requests.
+//! credential stays valid, checked every [`RECHECK`] (a revoked session or API key, or an expired
+//! token, ends its streams as it ends its requests), and while its client keeps taking it.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -86,8 +86,8 @@ pub fn guarded<T: Send + 'static>(
     token: String,
 ) -> impl Stream<Item = Result<T, Status>> + Send + 'static {
     let (tx, rx) = tokio::sync::mpsc::channel(16);
-    let cut: Arc<Mutex<Option<Status>>> = Arc::default();
-    let reason = cut.clone();
+    // Why the stream was cut short, if it was: sent as the task ends, after its last item.
+    let (cut, reason) = tokio::sync::oneshot::channel::<Status>();
     let stall = slot.streams.stall;
     tokio::spawn(async move {
         let _slot = slot;
@@ -114,11 +114,11 @@ pub fn guarded<T: Send + 'static>(
                 },
             }
         };
-        *cut.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = end;
+        if let Some(status) = end {
+            let _ = cut.send(status);
+        }
     });
-    let last = futures::stream::once(async move {
-        reason.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take().map(Err)
-    });
+    let last = futures::stream::once(async move { reason.await.ok().map(Err) });
     tokio_stream::wrappers::ReceiverStream::new(rx).map(Some).chain(last).filter_map(std::future::ready)
 }
 
