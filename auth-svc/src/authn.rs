@@ -520,9 +520,12 @@ impl Authn {
                     .detail("generation", row.generation),
                 )
                 .await?;
+                let tenant = tx.tenant().clone();
                 tx.commit().await?;
                 kit::metrics::Metrics::global().event("refresh_token_reuse");
-                self.core.revoke_sessions(&[session]).await?;
+                // The session ended in the database; when Redis does not take it at once, the
+                // revocation sweep lists it. The presenter learns of the reuse either way.
+                let _ = self.core.publish_revocations(&tenant).await;
                 Err(ApiError::unauthenticated(
                     "REFRESH_TOKEN_REUSED",
                     "the refresh token was already used; the session has been ended",
@@ -667,8 +670,9 @@ pub async fn end_session(
         )
         .await?;
     }
+    let tenant = tx.tenant().clone();
     tx.commit().await?;
-    core.revoke_sessions(&[session]).await?;
+    core.publish_revocations(&tenant).await?;
     Ok(ended)
 }
 

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use kit::access::RequestContext;
 use kit::outbox::{Actor, AuditRecord, Outcome};
 use kit::principal::Principal;
-use kit::revocation::{Revocations, Revoked};
+use kit::revocation::Revocations;
 use kit::tenancy::db_error;
 use kit::{ApiError, Db, Tenant, TenantTx};
 
@@ -131,10 +131,18 @@ impl Core {
         Ok(Authed { tenant, principal, request_id: ctx.request_id })
     }
 
-    /// Lists sessions as revoked everywhere (after the database says so).
-    pub async fn revoke_sessions(&self, ids: &[uuid::Uuid]) -> Result<(), ApiError> {
-        let ids: Vec<String> = ids.iter().map(|id| id.to_string()).collect();
-        self.revocations.revoke(Revoked::Session, &ids).await
+    /// Lists in Redis what `tenant` has revoked and Redis has not taken, after the revoking
+    /// transaction committed. When Redis does not take it, the caller learns that the change is
+    /// saved but not yet in force everywhere; auth-svc lists it within a second of Redis answering
+    /// ([`crate::revocations`]).
+    pub async fn publish_revocations(&self, tenant: &Tenant) -> Result<(), ApiError> {
+        crate::revocations::publish(&self.db, &self.revocations, Some(tenant.id.0)).await.map(|_| ()).map_err(|e| {
+            tracing::warn!(tenant = %tenant.slug, reason = %e.reason, "a revocation is saved but Redis has not taken it yet");
+            ApiError::unavailable(
+                "REVOCATION_PENDING",
+                "the change is saved, but the revocation list did not take it yet; it is listed as soon as the list answers",
+            )
+        })
     }
 
     /// Writes one audit record in a transaction of its own (security events without a change).

@@ -126,31 +126,28 @@ pub struct Users {
 }
 
 impl Users {
-    async fn ended_sessions(
-        &self,
-        tx: &mut TenantTx,
-        user: uuid::Uuid,
-        reason: &str,
-    ) -> Result<Vec<uuid::Uuid>, ApiError> {
-        sqlx::query_scalar(
-            "UPDATE sessions SET revoked_at = now(), revoke_reason = $2 WHERE user_id = $1 AND revoked_at IS NULL RETURNING id",
+    /// Ends the user's open sessions (each listed as revoked by the tenant's trigger); returns
+    /// how many.
+    async fn end_sessions(&self, tx: &mut TenantTx, user: uuid::Uuid, reason: &str) -> Result<u64, ApiError> {
+        Ok(sqlx::query(
+            "UPDATE sessions SET revoked_at = now(), revoke_reason = $2 WHERE user_id = $1 AND revoked_at IS NULL",
         )
         .bind(user)
         .bind(reason)
-        .fetch_all(tx.conn())
+        .execute(tx.conn())
         .await
-        .map_err(db_error)
+        .map_err(db_error)?
+        .rows_affected())
     }
 
-    async fn revoked_keys(&self, tx: &mut TenantTx, user: uuid::Uuid) -> Result<Vec<String>, ApiError> {
-        let ids: Vec<uuid::Uuid> = sqlx::query_scalar(
-            "UPDATE api_keys SET revoked_at = now() WHERE user_id = $1 AND revoked_at IS NULL RETURNING id",
-        )
-        .bind(user)
-        .fetch_all(tx.conn())
-        .await
-        .map_err(db_error)?;
-        Ok(ids.iter().map(ToString::to_string).collect())
+    /// Revokes the user's API keys (each listed by the tenant's trigger); returns how many.
+    async fn revoke_keys(&self, tx: &mut TenantTx, user: uuid::Uuid) -> Result<u64, ApiError> {
+        Ok(sqlx::query("UPDATE api_keys SET revoked_at = now() WHERE user_id = $1 AND revoked_at IS NULL")
+            .bind(user)
+            .execute(tx.conn())
+            .await
+            .map_err(db_error)?
+            .rows_affected())
     }
 
     async fn shred_subject(&self, me: &Authed, user: uuid::Uuid) -> Result<(), ApiError> {
@@ -300,25 +297,24 @@ impl pb::user_service_server::UserService for Users {
         }
         // Everything that speaks for the user ends: sessions, logins waiting for their second
         // factor, and API keys (revoked for good; new ones after reactivation).
-        let sessions = self.ended_sessions(&mut tx, id, "user_suspended").await?;
+        let sessions = self.end_sessions(&mut tx, id, "user_suspended").await?;
         sqlx::query("UPDATE mfa_challenges SET used_at = now() WHERE user_id = $1 AND used_at IS NULL")
             .bind(id)
             .execute(tx.conn())
             .await
             .map_err(db_error)?;
-        let keys = self.revoked_keys(&mut tx, id).await?;
+        let keys = self.revoke_keys(&mut tx, id).await?;
         tx.record(
             audit(me.actor(), "user.suspend", &format!("user/{id}"), Outcome::Success, me.request_id.clone())
                 .detail("suspension_reason", reason)
-                .detail("sessions_ended", sessions.len())
-                .detail("api_keys_revoked", keys.len()),
+                .detail("sessions_ended", sessions)
+                .detail("api_keys_revoked", keys),
         )
         .await?;
         let user = load_user(&mut tx, id).await?;
         tx.commit().await?;
         self.core.profiles.forget(&me.tenant);
-        self.core.revoke_sessions(&sessions).await?;
-        self.core.revocations.revoke(kit::revocation::Revoked::ApiKey, &keys).await?;
+        self.core.publish_revocations(&me.tenant).await?;
         Ok(Response::new(user))
     }
 
@@ -378,16 +374,15 @@ impl pb::user_service_server::UserService for Users {
         ] {
             sqlx::query(sql).bind(id).execute(tx.conn()).await.map_err(db_error)?;
         }
-        let sessions = self.ended_sessions(&mut tx, id, "user_deleted").await?;
-        let keys = self.revoked_keys(&mut tx, id).await?;
+        self.end_sessions(&mut tx, id, "user_deleted").await?;
+        self.revoke_keys(&mut tx, id).await?;
         tx.record(audit(me.actor(), "user.delete", &format!("user/{id}"), Outcome::Success, me.request_id.clone()))
             .await?;
         // Shred before committing: if vault-svc cannot, nothing is deleted.
         self.shred_subject(&me, id).await?;
         tx.commit().await?;
         self.core.profiles.forget(&me.tenant);
-        self.core.revoke_sessions(&sessions).await?;
-        self.core.revocations.revoke(kit::revocation::Revoked::ApiKey, &keys).await?;
+        self.core.publish_revocations(&me.tenant).await?;
         Ok(Response::new(pb::DeleteUserResponse {}))
     }
 
@@ -506,13 +501,13 @@ impl pb::user_service_server::UserService for Users {
         // Every other session ends.
         let current =
             me.principal.session_id.as_deref().and_then(|s| uuid::Uuid::parse_str(s).ok()).unwrap_or_default();
-        let others: Vec<uuid::Uuid> = sqlx::query_scalar(
+        sqlx::query(
             "UPDATE sessions SET revoked_at = now(), revoke_reason = 'password_changed'
-              WHERE user_id = $1 AND id <> $2 AND revoked_at IS NULL RETURNING id",
+              WHERE user_id = $1 AND id <> $2 AND revoked_at IS NULL",
         )
         .bind(id)
         .bind(current)
-        .fetch_all(tx.conn())
+        .execute(tx.conn())
         .await
         .map_err(db_error)?;
         tx.record(audit(
@@ -524,7 +519,7 @@ impl pb::user_service_server::UserService for Users {
         ))
         .await?;
         tx.commit().await?;
-        self.core.revoke_sessions(&others).await?;
+        self.core.publish_revocations(&me.tenant).await?;
         Ok(Response::new(pb::ChangePasswordResponse {}))
     }
 }

@@ -9,6 +9,7 @@ pub mod directory;
 pub mod housekeeping;
 pub mod passwords;
 pub mod rbac;
+pub mod revocations;
 pub mod sessions;
 pub mod store;
 pub mod throttle;
@@ -31,11 +32,13 @@ pub const MIGRATIONS: MigrationSet = MigrationSet {
         kit::migration!("control", "0001_create_signing_keys"),
         kit::migration!("control", "0002_create_api_key_index"),
         kit::migration!("control", "0003_remove_expired_signing_keys"),
+        kit::migration!("control", "0004_create_revocations"),
     ],
     tenant: &[
         kit::migration!("tenant", "0001_create_tenant_policy"),
         kit::migration!("tenant", "0002_create_identity"),
         kit::migration!("tenant", "0003_index_lookups_by_holder_and_expiry"),
+        kit::migration!("tenant", "0004_record_revocations"),
     ],
 };
 
@@ -85,6 +88,8 @@ pub async fn run(
             let every = std::time::Duration::from_secs(settings.purge_every_secs);
             housekeeping::spawn(ctx.db.clone(), every, ctx.shutdown.clone());
         }
+        // Also lists, before the first call is served, what Redis lost or never took.
+        revocations::spawn(ctx.db.clone(), revocations.clone(), ctx.shutdown.clone());
         let profiles = core::Profiles::default();
         let core = core::Core { db: ctx.db.clone(), hasher, throttle, signer, revocations, vault, settings, profiles };
         let tenants = api::Tenants { db: ctx.db.clone(), migrator: ctx.migrator.clone(), core: core.clone() };

@@ -2,7 +2,6 @@
 
 use kit::ApiError;
 use kit::outbox::Outcome;
-use kit::revocation::Revoked;
 use kit::tenancy::db_error;
 use proto::auth::v1 as pb;
 use tonic::{Request, Response, Status};
@@ -359,7 +358,7 @@ impl pb::session_service_server::SessionService for Sessions {
         ))
         .await?;
         tx.commit().await?;
-        self.core.revocations.revoke(Revoked::ApiKey, &[id.to_string()]).await?;
+        self.core.publish_revocations(&me.tenant).await?;
         Ok(Response::new(pb::RevokeApiKeyResponse {}))
     }
 }

@@ -155,11 +155,6 @@ pub async fn scrape_metrics(addr: SocketAddr) -> String {
     out
 }
 
-/// Runs service `name`'s real `run` on `listeners` in a task.
-fn spawn_run(name: &'static str, cfg: kit::config::ServiceConfig, listeners: Listeners, hsm: &SoftHsm) -> Running {
-    spawn_with(name, cfg, listeners, hsm.vault_settings(), auth_settings())
-}
-
 /// auth-svc's settings in tests.
 pub fn auth_settings() -> auth_svc::AuthSettings {
     auth_svc::AuthSettings {
@@ -204,6 +199,8 @@ pub struct Constellation {
     pub services: HashMap<&'static str, Running>,
     pub gateway: Option<Running>,
     pub hsm: SoftHsm,
+    /// The Redis of every service and the gateway.
+    pub redis: String,
     upstreams: UpstreamsConfig,
 }
 
@@ -224,6 +221,11 @@ impl Constellation {
 
     /// The constellation on a database of the caller's, e.g. on a PostgreSQL of the test's own.
     pub async fn start_on(db: TestDb, with_gateway: bool) -> Self {
+        Self::start_with(db, kit::testing::redis_url(), with_gateway).await
+    }
+
+    /// The constellation on a database and a Redis of the caller's (e.g. a [`PrivateRedis`]).
+    pub async fn start_with(db: TestDb, redis: String, with_gateway: bool) -> Self {
         kit::tls::install_crypto_provider();
         let pki = TestPki::new();
         let mut bound = Vec::new();
@@ -240,14 +242,22 @@ impl Constellation {
             ledger: addr("ledger"),
             timeout_ms: 10_000,
         };
-        let mut c =
-            Constellation { db, pki, services: HashMap::new(), gateway: None, hsm: SoftHsm::create(), upstreams };
+        let mut c = Constellation {
+            db,
+            pki,
+            services: HashMap::new(),
+            gateway: None,
+            hsm: SoftHsm::create(),
+            redis,
+            upstreams,
+        };
         for (name, listeners, grpc, admin) in bound {
             c.spawn_service(name, listeners, grpc, admin);
         }
         for name in SERVICES {
             c.wait_serving(name).await;
         }
+        c.wait_revocations_loaded().await;
         if with_gateway {
             c.start_gateway().await;
         }
@@ -255,8 +265,37 @@ impl Constellation {
     }
 
     fn spawn_service(&mut self, name: &'static str, listeners: Listeners, grpc: SocketAddr, admin: SocketAddr) {
-        let cfg = service_config(name, grpc, admin, &self.db, &self.pki, self.upstreams.clone());
-        self.services.insert(name, spawn_run(name, cfg, listeners, &self.hsm));
+        let cfg = self.service_config(name, grpc, admin);
+        let running = spawn_with(name, cfg, listeners, self.hsm.vault_settings(), self.auth_settings());
+        self.services.insert(name, running);
+    }
+
+    /// A service's test configuration, on this constellation's Redis.
+    fn service_config(&self, name: &str, grpc: SocketAddr, admin: SocketAddr) -> kit::config::ServiceConfig {
+        let mut cfg = service_config(name, grpc, admin, &self.db, &self.pki, self.upstreams.clone());
+        cfg.jwt.revocations_url = Some(self.redis.clone().into());
+        cfg
+    }
+
+    /// auth-svc's test settings, on this constellation's Redis.
+    fn auth_settings(&self) -> auth_svc::AuthSettings {
+        auth_svc::AuthSettings { redis_url: Some(self.redis.clone().into()), ..auth_settings() }
+    }
+
+    /// Waits until auth-svc has marked the revocation list complete: until then every verifier
+    /// refuses tokens (a Redis of the test's own starts without the marker).
+    async fn wait_revocations_loaded(&self) {
+        let client = redis::Client::open(self.redis.as_str()).expect("redis url");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(mut conn) = client.get_multiplexed_async_connection().await
+                && let Ok(true) = redis::AsyncCommands::exists::<_, bool>(&mut conn, kit::revocation::LOADED_KEY).await
+            {
+                return;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "auth-svc never loaded the revocation list");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// Starts another replica of `name` on new ports (same database); returns it.
@@ -266,12 +305,12 @@ impl Constellation {
 
     /// Starts another replica; a vault replica gets `vault_settings`.
     pub async fn start_replica_with(&self, name: &'static str, vault_settings: vault_svc::VaultSettings) -> Running {
-        self.replica(name, vault_settings, auth_settings()).await
+        self.replica(name, vault_settings, self.auth_settings()).await
     }
 
     /// Starts another auth-svc replica with the test settings changed by `adjust`.
     pub async fn start_auth_replica_with(&self, adjust: impl FnOnce(&mut auth_svc::AuthSettings)) -> Running {
-        let mut settings = auth_settings();
+        let mut settings = self.auth_settings();
         adjust(&mut settings);
         self.replica("auth", self.hsm.vault_settings(), settings).await
     }
@@ -284,7 +323,7 @@ impl Constellation {
     ) -> Running {
         let (grpc, grpc_addr) = listener().await;
         let (admin, admin_addr) = listener().await;
-        let cfg = service_config(name, grpc_addr, admin_addr, &self.db, &self.pki, self.upstreams.clone());
+        let cfg = self.service_config(name, grpc_addr, admin_addr);
         let mut running = spawn_with(name, cfg, Listeners { grpc, admin }, vault_settings, auth_settings);
         let serving = wait_serving(channel(&self.pki, "operator", grpc_addr, name), "", Duration::from_secs(60));
         tokio::select! {
@@ -327,12 +366,9 @@ impl Constellation {
             admin: kit::config::ListenConfig { listen: admin_addr },
             tls: self.pki.tls("gateway"),
             upstreams: self.upstreams.clone(),
-            redis: gateway::RedisConfig { url: kit::testing::redis_url().into() },
+            redis: gateway::RedisConfig { url: self.redis.clone().into() },
             telemetry: Default::default(),
-            jwt: kit::config::JwtConfig {
-                revocations_url: Some(kit::testing::redis_url().into()),
-                ..Default::default()
-            },
+            jwt: kit::config::JwtConfig { revocations_url: Some(self.redis.clone().into()), ..Default::default() },
             shutdown_grace_ms: 5_000,
         };
         adjust(&mut cfg);
@@ -518,4 +554,85 @@ pub fn verify_with_jwk(token: &str, jwk: &serde_json::Value) -> Result<serde_jso
         Ed25519.validator(&key).validate(&untrusted).map_err(|e| format!("signature: {e}"))?;
     token.claims().validate_expiration(&TimeOptions::default()).map_err(|e| format!("expiry: {e}"))?;
     Ok(token.claims().custom.clone())
+}
+
+/// A `redis-server` of the test's own (no persistence) on a free loopback port: a test may crash,
+/// restart or pause it without touching the Redis other tests share.
+pub struct PrivateRedis {
+    port: u16,
+    child: Option<std::process::Child>,
+}
+
+#[allow(clippy::expect_used)]
+impl PrivateRedis {
+    /// Starts one and waits until it answers.
+    pub async fn start() -> Self {
+        for _ in 0..5 {
+            let port =
+                std::net::TcpListener::bind("127.0.0.1:0").expect("free port").local_addr().expect("addr").port();
+            let mut redis = PrivateRedis { port, child: None };
+            if redis.spawn().await {
+                return redis;
+            }
+        }
+        panic!("redis-server did not start (deploy/setup.sh installs it)");
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    async fn spawn(&mut self) -> bool {
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server (deploy/setup.sh installs it)");
+        self.child = Some(child);
+        let client = redis::Client::open(self.url()).expect("url");
+        for _ in 0..100 {
+            if let Some(Ok(Some(_))) = self.child.as_mut().map(std::process::Child::try_wait) {
+                self.child = None;
+                return false; // the port was taken meanwhile
+            }
+            if let Ok(mut conn) = client.get_multiplexed_async_connection().await
+                && redis::cmd("PING").query_async::<String>(&mut conn).await.is_ok()
+            {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        false
+    }
+
+    /// Kills it (SIGKILL, a crash) and starts an empty one on the same port.
+    pub async fn restart(&mut self) {
+        self.kill();
+        assert!(self.spawn().await, "redis-server did not start again on port {}", self.port);
+    }
+
+    /// Runs one command on it.
+    pub async fn command(&self, args: &[&str]) -> redis::Value {
+        let client = redis::Client::open(self.url()).expect("url");
+        let mut conn = client.get_multiplexed_async_connection().await.expect("connect");
+        let mut cmd = redis::cmd(args[0]);
+        for a in &args[1..] {
+            cmd.arg(*a);
+        }
+        cmd.query_async(&mut conn).await.expect("command")
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        self.kill();
+    }
 }

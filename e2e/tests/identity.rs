@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use e2e::{Constellation, reason};
+use e2e::{Constellation, PrivateRedis, reason};
 use proto::auth::v1 as pb;
 use proto::auth::v1::access_service_client::AccessServiceClient;
 use proto::auth::v1::authentication_service_client::AuthenticationServiceClient;
@@ -49,8 +49,11 @@ fn tokens(r: pb::LoginResponse) -> pb::Tokens {
 #[allow(clippy::expect_used)]
 impl Fx {
     async fn new() -> Self {
+        Self::on(Constellation::start(false).await).await
+    }
+
+    async fn on(c: Constellation) -> Self {
         let _ = kit::telemetry::init("e2e", &kit::config::TelemetryConfig { otlp_endpoint: None, log: "error".into() });
-        let c = Constellation::start(false).await;
         let owner_email = "owner@alpha.example".to_owned();
         let (tenant, _, owner_password) = c.create_tenant_with_owner("alpha", &owner_email).await;
         assert!(owner_password.len() >= 40, "generated owner password is long");
@@ -191,6 +194,18 @@ impl Fx {
             Err(s) if s.code() == Code::Unauthenticated || s.code() == Code::Unavailable => Err(s),
             Err(s) if reason(&s) == "MFA_ENROLLMENT_REQUIRED" => Err(s),
             _ => Ok(()),
+        }
+    }
+
+    /// Waits (at most 20 s) until `service` refuses `token` as revoked.
+    async fn until_revoked(&self, service: &str, token: &str) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            match self.probe(service, token).await {
+                Err(e) if reason(&e) == "SESSION_REVOKED" => return,
+                other => assert!(tokio::time::Instant::now() < deadline, "never listed: {other:?}"),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 
@@ -1050,5 +1065,92 @@ async fn housekeeping_removes_only_what_ended_long_ago_and_audits_it() {
     .expect("audit");
     assert_eq!(details, [serde_json::json!({ "refreshes": 2, "sessions": 1, "mfa_challenges": 1, "signing_keys": 1 })]);
     assert_eq!(auth_svc::housekeeping::purge(&db, &tenant).await.expect("again"), Default::default());
+    fx.c.stop().await;
+}
+
+/// A revocation survives what can happen to Redis: a crash that empties it (auth-svc lists every
+/// recent revocation again, and until it has, verifiers refuse tokens), a Redis that does not
+/// take a revocation (the call says so, and the revocation is listed once Redis answers), and a
+/// revocation made in the database alone (listed within seconds).
+#[tokio::test(flavor = "multi_thread")]
+async fn revocations_outlive_a_redis_crash_a_redis_that_did_not_take_them_and_sql() {
+    let mut redis = PrivateRedis::start().await;
+    let fx = Fx::on(Constellation::start_with(kit::testing::TestDb::create().await, redis.url(), false).await).await;
+    let (owner, _, _) = fx.owner_with_totp().await;
+    fx.create_user(&owner.access_token, "erin@alpha.example", &["viewer"]).await.expect("erin");
+    let mut sessions = Vec::new();
+    for _ in 0..3 {
+        sessions.push(tokens(fx.login("erin@alpha.example", "a long enough password").await.expect("login")));
+    }
+    let [a, b, c] = <[pb::Tokens; 3]>::try_from(sessions).expect("three");
+    // Revoked by the owner (a session's own token stops with it).
+    let revoke =
+        |t: &pb::Tokens| req("alpha", Some(&owner.access_token), pb::RevokeSessionRequest { id: t.session_id.clone() });
+    fx.sessions().revoke_session(revoke(&a)).await.expect("revoke a");
+    settle().await;
+    assert_eq!(reason(&fx.probe("audit", &a.access_token).await.expect_err("revoked")), "SESSION_REVOKED");
+
+    // 1. Redis crashes and comes back empty. No verifier takes the revoked token meanwhile (each
+    // answers UNAVAILABLE while it reconnects and while the list is incomplete); once auth-svc has
+    // listed it again, a live session works and the revoked one is refused as revoked, at every
+    // service.
+    redis.restart().await;
+    let services = ["auth", "vault", "audit", "ledger"];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut live = 0;
+        for service in services {
+            let refused = fx.probe(service, &a.access_token).await.expect_err("a revoked session while Redis is empty");
+            assert!(matches!(refused.code(), Code::Unauthenticated | Code::Unavailable), "{service}: {refused}");
+            live += usize::from(fx.probe(service, &b.access_token).await.is_ok());
+        }
+        if live == services.len() {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the revocation list was never loaded again");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for service in services {
+        let err = fx.probe(service, &a.access_token).await.expect_err("still revoked");
+        assert_eq!(reason(&err), "SESSION_REVOKED", "{service}");
+    }
+
+    // 2. Redis takes no writes for 4 s (it still answers reads, so the call is authorised): the
+    // revocation is saved, the caller learns it is not yet in force, and it is once Redis writes.
+    let paused = redis.command(&["CLIENT", "PAUSE", "4000", "WRITE"]).await;
+    assert_eq!(paused, redis::Value::Okay);
+    let err = fx.sessions().revoke_session(revoke(&b)).await.expect_err("Redis takes no writes");
+    assert_eq!((err.code(), reason(&err).as_str()), (Code::Unavailable, "REVOCATION_PENDING"), "{err}");
+    fx.until_revoked("vault", &b.access_token).await;
+    // Saying it again is safe and confirms it.
+    fx.sessions().revoke_session(revoke(&b)).await.expect("revoked again");
+
+    // 3. A session ended by SQL alone, as an operator might in an incident: the tenant's trigger
+    // records it and auth-svc lists it within seconds, with no call to auth-svc.
+    let pool = fx.c.db.admin_pool().await;
+    let session = uuid::Uuid::parse_str(&c.session_id).expect("uuid");
+    sqlx::query("UPDATE t_alpha.sessions SET revoked_at = now(), revoke_reason = 'incident' WHERE id = $1")
+        .bind(session)
+        .execute(&pool)
+        .await
+        .expect("revoke by SQL");
+    fx.until_revoked("audit", &c.access_token).await;
+    let unlisted: Vec<(String, uuid::Uuid)> =
+        sqlx::query_as("SELECT kind, id FROM control.revocations WHERE tenant_id = $1 AND listed_at IS NULL")
+            .bind(fx.tenant)
+            .fetch_all(&pool)
+            .await
+            .expect("revocations");
+    assert!(unlisted.is_empty(), "{unlisted:?}");
+    let ids: Vec<uuid::Uuid> =
+        [&a, &b, &c].iter().map(|t| uuid::Uuid::parse_str(&t.session_id).expect("uuid")).collect();
+    let listed: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM control.revocations WHERE kind = 'session' AND id = ANY($1) AND listed_at IS NOT NULL",
+    )
+    .bind(&ids)
+    .fetch_one(&pool)
+    .await
+    .expect("revocations");
+    assert_eq!(listed, 3);
     fx.c.stop().await;
 }

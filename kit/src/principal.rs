@@ -452,6 +452,16 @@ mod tests {
             ..Default::default()
         };
         let v = TokenVerifier::new(cfg, source).expect("verifier");
+        // auth-svc marks the revocation list complete (`crate::revocation::LOADED_KEY`); none runs here.
+        let client = redis::Client::open(crate::testing::redis_url()).expect("redis url");
+        let mut conn = client.get_multiplexed_async_connection().await.expect("redis");
+        let _: Option<String> = redis::cmd("SET")
+            .arg(crate::revocation::LOADED_KEY)
+            .arg("kit tests")
+            .arg("NX")
+            .query_async(&mut conn)
+            .await
+            .expect("marker");
         let jwk = proto::auth::v1::Jwk {
             kid: signer.kid.clone(),
             kty: "OKP".into(),

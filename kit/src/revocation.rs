@@ -2,6 +2,12 @@
 //! every token verifier (gateway and services) checks the list on each request, so a revocation
 //! takes effect everywhere at once rather than at token expiry. A verifier that cannot reach
 //! Redis refuses tokens (fail closed) and says so in a log line and a metric.
+//!
+//! Redis may lose the list (a restart without persistence, a failover, a flush). The list
+//! therefore carries a marker, [`LOADED_KEY`], which auth-svc sets in the same transaction
+//! ([`Revocations::reload`]) as every revocation the database holds from the last hour. A
+//! verifier that finds no marker has no complete list and refuses tokens too, until auth-svc
+//! has listed them again (within a second or so).
 
 use std::time::Duration;
 
@@ -17,6 +23,9 @@ use crate::error::ApiError;
 pub const LISTING_TTL: Duration = Duration::from_secs(24 * 3600);
 const TIMEOUT: Duration = Duration::from_secs(2);
 
+/// Present while Redis holds every recent revocation (see the module's documentation).
+pub const LOADED_KEY: &str = "strongroom:revocations:loaded";
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Revoked {
     Session,
@@ -24,6 +33,23 @@ pub enum Revoked {
 }
 
 impl Revoked {
+    /// The name the database uses for this kind (`control.revocations.kind`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Revoked::Session => "session",
+            Revoked::ApiKey => "api_key",
+        }
+    }
+
+    /// The kind the database names `name`.
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "session" => Some(Revoked::Session),
+            "api_key" => Some(Revoked::ApiKey),
+            _ => None,
+        }
+    }
+
     fn key(self, id: &str) -> String {
         match self {
             Revoked::Session => format!("strongroom:revoked:session:{id}"),
@@ -75,10 +101,24 @@ impl Revocations {
         Ok(conn.clone())
     }
 
-    /// Whether `id` has been revoked.
+    /// Whether `id` has been revoked; refused while the list is not complete (no [`LOADED_KEY`]).
     pub async fn is_revoked(&self, kind: Revoked, id: &str) -> Result<bool, ApiError> {
         let mut conn = self.conn().await?;
-        tokio::time::timeout(TIMEOUT, conn.exists::<_, bool>(kind.key(id)))
+        let (listed, loaded): (Option<i64>, Option<String>) =
+            tokio::time::timeout(TIMEOUT, redis::cmd("MGET").arg(kind.key(id)).arg(LOADED_KEY).query_async(&mut conn))
+                .await
+                .map_err(unavailable)?
+                .map_err(unavailable)?;
+        if loaded.is_none() {
+            return Err(unavailable("the revocation list is being loaded again (no marker)"));
+        }
+        Ok(listed.is_some())
+    }
+
+    /// Whether the list is complete (auth-svc loads it again when not).
+    pub async fn is_loaded(&self) -> Result<bool, ApiError> {
+        let mut conn = self.conn().await?;
+        tokio::time::timeout(TIMEOUT, conn.exists::<_, bool>(LOADED_KEY))
             .await
             .map_err(unavailable)?
             .map_err(unavailable)
@@ -86,17 +126,80 @@ impl Revocations {
 
     /// Lists `ids` as revoked.
     pub async fn revoke(&self, kind: Revoked, ids: &[String]) -> Result<(), ApiError> {
-        if ids.is_empty() {
+        let entries: Vec<(Revoked, String)> = ids.iter().map(|id| (kind, id.clone())).collect();
+        self.list(&entries, false).await
+    }
+
+    /// Lists each `(kind, id)` as revoked.
+    pub async fn revoke_each(&self, entries: &[(Revoked, String)]) -> Result<(), ApiError> {
+        self.list(entries, false).await
+    }
+
+    /// Lists `entries` and sets [`LOADED_KEY`], all or nothing (one `MULTI`/`EXEC`): a Redis that
+    /// restarts halfway has neither, so it cannot look complete without them.
+    pub async fn reload(&self, entries: &[(Revoked, String)]) -> Result<(), ApiError> {
+        self.list(entries, true).await
+    }
+
+    async fn list(&self, entries: &[(Revoked, String)], complete: bool) -> Result<(), ApiError> {
+        if entries.is_empty() && !complete {
             return Ok(());
         }
         let mut conn = self.conn().await?;
         let mut pipe = redis::pipe();
-        for id in ids {
+        for (kind, id) in entries {
             pipe.set_ex(kind.key(id), 1, LISTING_TTL.as_secs()).ignore();
+        }
+        if complete {
+            pipe.atomic().set(LOADED_KEY, chrono::Utc::now().to_rfc3339()).ignore();
         }
         tokio::time::timeout(TIMEOUT, pipe.query_async::<()>(&mut conn))
             .await
             .map_err(unavailable)?
             .map_err(unavailable)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    /// A Redis database of this test's own (13 of the shared server's 16), so that removing the
+    /// marker touches no other test.
+    fn own_database() -> SecretString {
+        let mut url = url::Url::parse(&crate::testing::redis_url()).expect("redis url");
+        url.set_path("/13");
+        url.to_string().into()
+    }
+
+    #[tokio::test]
+    async fn nothing_counts_as_not_revoked_until_the_list_is_complete() {
+        let list = Revocations::new(&own_database()).expect("revocations");
+        let mut conn = list.conn().await.expect("redis");
+        let _: () = redis::cmd("FLUSHDB").query_async(&mut conn).await.expect("flush");
+        let refused = list.is_revoked(Revoked::Session, "s1").await.expect_err("no marker");
+        assert_eq!(refused.reason, "REVOCATION_CHECK_UNAVAILABLE");
+        assert!(!list.is_loaded().await.expect("exists"));
+
+        list.reload(&[(Revoked::Session, "s1".into()), (Revoked::ApiKey, "k1".into())]).await.expect("reload");
+        assert!(list.is_loaded().await.expect("exists"));
+        assert!(list.is_revoked(Revoked::Session, "s1").await.expect("listed"));
+        assert!(list.is_revoked(Revoked::ApiKey, "k1").await.expect("listed"));
+        assert!(!list.is_revoked(Revoked::Session, "k1").await.expect("kinds are apart"));
+        assert!(!list.is_revoked(Revoked::Session, "s2").await.expect("not listed"));
+        list.revoke_each(&[(Revoked::Session, "s2".into())]).await.expect("revoke");
+        assert!(list.is_revoked(Revoked::Session, "s2").await.expect("listed"));
+        let ttl: i64 = redis::cmd("TTL").arg(Revoked::Session.key("s2")).query_async(&mut conn).await.expect("ttl");
+        assert!(ttl > 0 && ttl <= LISTING_TTL.as_secs() as i64, "{ttl}");
+        let _: () = redis::cmd("FLUSHDB").query_async(&mut conn).await.expect("flush");
+    }
+
+    #[test]
+    fn kinds_have_their_database_names() {
+        for kind in [Revoked::Session, Revoked::ApiKey] {
+            assert_eq!(Revoked::parse(kind.as_str()), Some(kind));
+        }
+        assert_eq!(Revoked::parse("user"), None);
     }
 }

@@ -1,0 +1,149 @@
+//! Keeps Redis's revocation list ([`kit::revocation`]) true to the database, so that no revocation
+//! is lost between the two:
+//! - Every revocation of a session or an API key writes a row to `control.revocations` in the
+//!   revoking transaction (a trigger on each tenant's `sessions` and `api_keys`).
+//! - The revoking call then lists its tenant's unlisted rows in Redis ([`publish`]); when Redis
+//!   does not take them, the call answers `UNAVAILABLE` `REVOCATION_PENDING` (the change itself is
+//!   saved).
+//! - Every replica, every [`EVERY`], lists whatever is still unlisted, and when Redis has lost
+//!   its list (no [`kit::revocation::LOADED_KEY`]: a restart without persistence, a failover, a
+//!   flush) lists every row again together with the marker ([`reload_if_lost`]). Verifiers refuse
+//!   tokens while the marker is missing.
+//! - Rows older than [`KEEP`] go: by then every token they stop has expired.
+
+use std::time::Duration;
+
+use kit::revocation::{Revocations, Revoked};
+use kit::tenancy::db_error;
+use kit::{ApiError, Db};
+
+/// How often each replica lists what Redis has not taken and checks that Redis still has its list.
+pub const EVERY: Duration = Duration::from_secs(1);
+
+/// How long a revocation is kept for listing again: longer than any access token lives (at most
+/// 15 minutes) and than a verifier caches an API key (30 s).
+pub const KEEP: &str = "1 hour";
+
+/// Rows listed per round trip.
+const BATCH: i64 = 10_000;
+
+type Row = (String, uuid::Uuid);
+
+fn entries(rows: &[Row]) -> Vec<(Revoked, String)> {
+    rows.iter().filter_map(|(kind, id)| Some((Revoked::parse(kind)?, id.to_string()))).collect()
+}
+
+async fn mark_listed(db: &Db, rows: &[Row]) -> Result<(), ApiError> {
+    let (kinds, ids): (Vec<&str>, Vec<uuid::Uuid>) = rows.iter().map(|(k, id)| (k.as_str(), *id)).unzip();
+    sqlx::query(
+        "UPDATE control.revocations r SET listed_at = now()
+           FROM unnest($1::text[], $2::uuid[]) AS u(kind, id)
+          WHERE r.kind = u.kind AND r.id = u.id AND r.listed_at IS NULL",
+    )
+    .bind(&kinds)
+    .bind(&ids)
+    .execute(db.control_pool())
+    .await
+    .map_err(db_error)?;
+    Ok(())
+}
+
+/// Lists in Redis every revocation of `tenant` (of every tenant with `None`) that Redis has not
+/// taken yet; returns how many.
+pub async fn publish(db: &Db, list: &Revocations, tenant: Option<uuid::Uuid>) -> Result<usize, ApiError> {
+    let mut total = 0;
+    loop {
+        let rows: Vec<Row> = sqlx::query_as(
+            "SELECT kind, id FROM control.revocations
+              WHERE listed_at IS NULL AND ($1::uuid IS NULL OR tenant_id = $1)
+              ORDER BY revoked_at LIMIT $2",
+        )
+        .bind(tenant)
+        .bind(BATCH)
+        .fetch_all(db.control_pool())
+        .await
+        .map_err(db_error)?;
+        if rows.is_empty() {
+            return Ok(total);
+        }
+        list.revoke_each(&entries(&rows)).await?;
+        mark_listed(db, &rows).await?;
+        total += rows.len();
+        if rows.len() < BATCH as usize {
+            return Ok(total);
+        }
+    }
+}
+
+/// When Redis has lost its list, lists every kept revocation again with the marker that says the
+/// list is complete; returns how many it listed, or `None` when the list was there.
+pub async fn reload_if_lost(db: &Db, list: &Revocations) -> Result<Option<usize>, ApiError> {
+    if list.is_loaded().await? {
+        return Ok(None);
+    }
+    let rows: Vec<Row> = sqlx::query_as(&format!(
+        "SELECT kind, id FROM control.revocations WHERE revoked_at > now() - interval '{KEEP}'"
+    ))
+    .fetch_all(db.control_pool())
+    .await
+    .map_err(db_error)?;
+    list.reload(&entries(&rows)).await?;
+    mark_listed(db, &rows).await?;
+    Ok(Some(rows.len()))
+}
+
+/// Removes rows older than [`KEEP`]; returns how many.
+pub async fn prune(db: &Db) -> Result<u64, ApiError> {
+    let removed = sqlx::query(&format!(
+        "DELETE FROM control.revocations WHERE ctid = ANY(ARRAY(
+             SELECT ctid FROM control.revocations WHERE revoked_at < now() - interval '{KEEP}' LIMIT $1))"
+    ))
+    .bind(BATCH)
+    .execute(db.control_pool())
+    .await
+    .map_err(db_error)?
+    .rows_affected();
+    Ok(removed)
+}
+
+/// One round: reload if lost, list what is unlisted, prune.
+pub async fn sweep(db: &Db, list: &Revocations) -> Result<(), ApiError> {
+    if let Some(n) = reload_if_lost(db, list).await? {
+        kit::metrics::Metrics::global().event("revocations_reloaded");
+        tracing::warn!(revocations = n, "Redis had lost the revocation list; listed every kept revocation again");
+    }
+    let listed = publish(db, list, None).await?;
+    if listed > 0 {
+        tracing::info!(revocations = listed, "listed revocations that Redis had not taken");
+    }
+    prune(db).await?;
+    Ok(())
+}
+
+/// Sweeps every [`EVERY`] (the first time at once) until `shutdown`. A failure is logged when it
+/// starts and when it ends, not every round.
+pub fn spawn(db: Db, list: Revocations, shutdown: kit::server::Shutdown) {
+    tokio::spawn(async move {
+        let mut failing = false;
+        loop {
+            match sweep(&db, &list).await {
+                Ok(()) if failing => {
+                    failing = false;
+                    tracing::info!("the revocation list is up to date again");
+                }
+                Ok(()) => {}
+                Err(e) => {
+                    kit::metrics::Metrics::global().event("revocation_sweep_failed");
+                    if !failing {
+                        failing = true;
+                        tracing::warn!(reason = %e.reason, "cannot bring the revocation list up to date; retrying every second");
+                    }
+                }
+            }
+            tokio::select! {
+                () = shutdown.clone().wait() => return,
+                () = tokio::time::sleep(EVERY) => {}
+            }
+        }
+    });
+}
