@@ -532,6 +532,20 @@ async fn the_gateway_records_state_changing_and_refused_requests() {
     };
     assert_eq!(put(writer.clone(), "rec-put-ok").await, 200);
     assert_eq!(put(reader.clone(), "rec-put-403").await, 403);
+    // A token refused at the request names nobody, and the record says why.
+    let mut forger = TestSigner::generate();
+    forger.kid = signer.kid.clone();
+    assert_eq!(put(format!("Bearer {}", forger.sign(&claims)), "rec-put-forged").await, 401);
+    // The actor is who the token proved at the request, not later: a session revoked right after
+    // (as a logout revokes its own) still names its user.
+    let mut claims_later = claims.clone();
+    claims_later["permissions"] = serde_json::json!(["vault.secrets.write"]);
+    claims_later["sid"] = serde_json::json!(uuid::Uuid::new_v4().to_string());
+    let revoked_later = format!("Bearer {}", signer.sign(&claims_later));
+    assert_eq!(put(revoked_later, "rec-put-then-revoked").await, 200);
+    let revocations = kit::revocation::Revocations::new(&c.redis.clone().into()).expect("redis");
+    let sid = claims_later["sid"].as_str().expect("sid").to_owned();
+    revocations.revoke(kit::revocation::Revoked::Session, &[sid]).await.expect("revoke");
     let (status, _, _) = c
         .gateway_get("/v1/secrets/app/db", &[("x-strongroom-tenant", "alpha"), ("x-request-id", "rec-get-401")])
         .await
@@ -547,7 +561,7 @@ async fn the_gateway_records_state_changing_and_refused_requests() {
     assert_eq!(status, 200);
 
     let q = "SELECT count(*) FROM t_alpha.audit_log WHERE service = 'gateway'";
-    wait_count(&c, q, 3).await;
+    wait_count(&c, q, 5).await;
     let rows: Vec<(String, String, String, String, Option<String>, serde_json::Value)> = sqlx::query_as(
         "SELECT actor, action, resource, outcome, request_id, details FROM t_alpha.audit_log WHERE service = 'gateway' ORDER BY seq",
     )
@@ -575,6 +589,12 @@ async fn the_gateway_records_state_changing_and_refused_requests() {
     let anon = by_id.get("rec-get-401").expect("recorded 401");
     assert_eq!((anon.0.as_str(), anon.3.as_str()), ("anonymous", "denied"));
     assert_eq!(anon.5["status"], 401);
+    assert!(anon.5.get("authentication").is_none(), "no token, nothing to explain: {}", anon.5);
+    let forged = by_id.get("rec-put-forged").expect("recorded forged");
+    assert_eq!((forged.0.as_str(), forged.3.as_str()), ("anonymous", "denied"));
+    assert_eq!(forged.5["authentication"], "BAD_SIGNATURE", "{}", forged.5);
+    let later = by_id.get("rec-put-then-revoked").expect("recorded");
+    assert_eq!((later.0.as_str(), later.3.as_str()), ("user:alice", "success"));
 
     // Behind a trusted proxy (the test's loopback peer) the recorded client is the one
     // X-Forwarded-For names, as for the rate limiter: the same pseudonym as that address sent

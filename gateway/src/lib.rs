@@ -146,11 +146,8 @@ pub async fn run(
         ),
     }));
     // Outermost: records every state-changing or refused request, whatever answered it.
-    let (recorder, recording) = recorder::Recorder::spawn(
-        state.upstreams.audit.clone(),
-        state.verifier.clone(),
-        state.limits.trusted_proxies(),
-    );
+    let (recorder, recording) =
+        recorder::Recorder::spawn(state.upstreams.audit.clone(), state.limits.trusted_proxies());
     let app = routes::router(state, config.http.body_limit_bytes, config.http.batch_body_limit_bytes)
         .layer(axum::middleware::from_fn_with_state(recorder, recorder::record));
 

@@ -535,23 +535,30 @@ fn limited(retry_after: Duration, request_id: String) -> Response {
 /// Middleware: charges the request to its buckets; answers 429 when one is empty.
 pub async fn limit(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let limiter = &state.limits;
-    let path = req.uri().path();
-    if !limiter.cfg.enabled || EXEMPT_ROUTES.contains(&path) {
+    if EXEMPT_ROUTES.contains(&req.uri().path()) {
         return next.run(req).await;
     }
-    let class = RouteClass::of(req.method(), path);
+    // Only a verified token names a principal; an invalid one is limited by IP alone (and
+    // refused by the handler). The recorder learns who it named (or why none).
+    let verified = match crate::browser::request_token(req.headers()) {
+        Some(token) => {
+            let result = state.verifier.verify(token).await;
+            crate::recorder::Actor::note(req.extensions(), &result);
+            result.ok().map(|p| (token.to_owned(), p))
+        }
+        None => None,
+    };
+    if !limiter.cfg.enabled {
+        // The handler reuses this verification instead of verifying the token again.
+        return crate::verified::scope(verified, next.run(req)).await;
+    }
+    let class = RouteClass::of(req.method(), req.uri().path());
     let peer = req
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip())
         .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
     let ip = client_ip(peer, req.headers(), &limiter.cfg.trusted_proxies);
-    // Only a verified token names a principal; an invalid one is limited by IP alone (and
-    // refused by the handler).
-    let verified = match crate::browser::request_token(req.headers()) {
-        Some(token) => state.verifier.verify(token).await.ok().map(|p| (token.to_owned(), p)),
-        None => None,
-    };
     let principal = verified.as_ref().map(|(_, p)| format!("{}:{}", p.tenant_id.0, p.subject));
     match limiter.check(class, ip, principal.as_deref()).await {
         // The handler reuses this verification instead of verifying the token again.

@@ -18,11 +18,10 @@ use axum::extract::{ConnectInfo, MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
 use kit::metrics::Metrics;
-use kit::principal::TokenVerifier;
+use kit::principal::Principal;
 use proto::audit::v1 as pb;
 use proto::audit::v1::audit_ingest_service_client::AuditIngestServiceClient;
 use tokio::sync::mpsc;
-use zeroize::Zeroizing;
 
 use crate::ratelimit::{Cidr, client_ip};
 
@@ -34,9 +33,32 @@ const ATTEMPTS: u32 = 6;
 /// One request to record.
 struct Pending {
     tenant: String,
-    /// The bearer token, to name the actor (verified by the worker, never stored or logged).
-    token: Option<Zeroizing<String>>,
     event: pb::Event,
+}
+
+/// Who a request's token proved to be, noted by the layer that verifies it
+/// ([`crate::ratelimit::limit`]) while the request runs. So the recorder names the actor as the
+/// request was authorised: it keeps no token and verifies none again later (when a logout has
+/// revoked it, or at the cost of an introspection per refused API key).
+#[derive(Clone, Debug, Default)]
+pub struct Actor(Arc<std::sync::Mutex<Option<Result<String, String>>>>);
+
+impl Actor {
+    /// Notes in `extensions`' slot (when the recorder put one there) what verifying the request's
+    /// token gave.
+    pub fn note(extensions: &http::Extensions, verified: &Result<Principal, kit::ApiError>) {
+        let Some(slot) = extensions.get::<Actor>() else { return };
+        let noted = match verified {
+            Ok(p) if p.amr.iter().any(|m| m == "api_key") => Ok(format!("api_key:{}", p.token_id)),
+            Ok(p) => Ok(format!("user:{}", p.subject)),
+            Err(e) => Err(e.reason.to_string()),
+        };
+        *slot.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(noted);
+    }
+
+    fn take(&self) -> Option<Result<String, String>> {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take()
+    }
 }
 
 /// The recording layer's handle: cheap to clone.
@@ -61,13 +83,9 @@ fn failed(event: &'static str, n: usize) {
 
 impl Recorder {
     /// Starts the worker; it sends what is queued and stops once every `Recorder` is dropped.
-    pub fn spawn(
-        audit: kit::client::Channel,
-        verifier: TokenVerifier,
-        trusted_proxies: &[Cidr],
-    ) -> (Self, tokio::task::JoinHandle<()>) {
+    pub fn spawn(audit: kit::client::Channel, trusted_proxies: &[Cidr]) -> (Self, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(QUEUE);
-        let worker = tokio::spawn(work(rx, AuditIngestServiceClient::new(audit), verifier));
+        let worker = tokio::spawn(work(rx, AuditIngestServiceClient::new(audit)));
         (Self { queue: tx, trusted_proxies: trusted_proxies.into() }, worker)
     }
 
@@ -105,16 +123,31 @@ fn outcome(status: u16) -> &'static str {
     }
 }
 
+/// The method as recorded: the standard ones by name, any other (an extension method of up to
+/// hyper's limits, chosen by the client) as `_OTHER`.
+fn method_name(method: &http::Method) -> &'static str {
+    match *method {
+        http::Method::GET => "GET",
+        http::Method::HEAD => "HEAD",
+        http::Method::POST => "POST",
+        http::Method::PUT => "PUT",
+        http::Method::PATCH => "PATCH",
+        http::Method::DELETE => "DELETE",
+        http::Method::OPTIONS => "OPTIONS",
+        _ => "_OTHER",
+    }
+}
+
 /// The layer: runs the request, then queues its event if it changed state or was refused.
-pub async fn record(State(recorder): State<Recorder>, req: Request, next: Next) -> Response {
+pub async fn record(State(recorder): State<Recorder>, mut req: Request, next: Next) -> Response {
     let method = req.method().clone();
     let changes_state = !matches!(method, http::Method::GET | http::Method::HEAD | http::Method::OPTIONS);
     let route = req.extensions().get::<MatchedPath>().map(|m| m.as_str().to_owned());
     let path = req.uri().path().to_owned();
     let headers = req.headers();
     let tenant = headers.get(kit::access::TENANT_HEADER).and_then(|v| v.to_str().ok()).map(str::to_owned);
-    // The bearer token, or the browser's session cookie.
-    let token = crate::browser::request_token(headers).map(|t| Zeroizing::new(t.to_owned()));
+    // Whether it carried a token (the bearer token or the browser's session cookie).
+    let has_token = crate::browser::request_token(headers).is_some();
     let user_agent = headers
         .get(http::header::USER_AGENT)
         .and_then(|v| v.to_str().ok())
@@ -123,6 +156,8 @@ pub async fn record(State(recorder): State<Recorder>, req: Request, next: Next) 
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| client_ip(c.0.ip(), headers, &recorder.trusted_proxies).to_string());
+    let actor = Actor::default();
+    req.extensions_mut().insert(actor.clone());
 
     let resp = next.run(req).await;
 
@@ -135,26 +170,30 @@ pub async fn record(State(recorder): State<Recorder>, req: Request, next: Next) 
     let Some(tenant) = tenant.filter(|t| kit::TenantSlug::parse(t).is_ok()) else {
         // Nothing names a tenant log to record in (e.g. a 401 without x-strongroom-tenant).
         failed("gateway_audit_no_tenant", 1);
-        tracing::info!(%method, status, request_id = %request_id, "request not recorded: no valid tenant named");
+        tracing::info!(method = method_name(&method), status, request_id = %request_id, "request not recorded: no valid tenant named");
         return resp;
     };
     let route = route.unwrap_or_else(|| "unmatched".into());
-    let method_name = match method {
-        http::Method::GET
-        | http::Method::HEAD
-        | http::Method::POST
-        | http::Method::PUT
-        | http::Method::PATCH
-        | http::Method::DELETE
-        | http::Method::OPTIONS => method.as_str().to_owned(),
-        _ => "_OTHER".to_owned(),
-    };
-    let details = serde_json::json!({
+    let method_name = method_name(&method);
+    let mut details = serde_json::json!({
         "method": method_name,
         "route": route,
         "status": status,
-        "description": describe(&method_name, &route, &path),
+        "description": describe(method_name, &route, &path),
     });
+    let actor = match actor.take() {
+        Some(Ok(actor)) => actor,
+        // A refused token names nobody; say why it named nobody.
+        Some(Err(reason)) => {
+            details["authentication"] = serde_json::Value::String(reason);
+            "anonymous".into()
+        }
+        None if has_token => {
+            details["authentication"] = serde_json::Value::String("NOT_VERIFIED".into());
+            "anonymous".into()
+        }
+        None => "anonymous".into(),
+    };
     let mut personal = HashMap::new();
     if let Some(ip) = client_ip {
         personal.insert("client_ip".to_owned(), ip);
@@ -169,7 +208,7 @@ pub async fn record(State(recorder): State<Recorder>, req: Request, next: Next) 
             seconds: now.timestamp(),
             nanos: now.timestamp_subsec_nanos() as i32,
         }),
-        actor: "anonymous".into(),
+        actor,
         action: if refused { "gateway.request.refused".into() } else { "gateway.request".into() },
         resource: format!("route:{method_name} {route}"),
         outcome: outcome(status).into(),
@@ -178,26 +217,8 @@ pub async fn record(State(recorder): State<Recorder>, req: Request, next: Next) 
         details_json: details.to_string(),
         personal,
     };
-    recorder.enqueue(Pending { tenant, token, event });
+    recorder.enqueue(Pending { tenant, event });
     resp
-}
-
-/// Names the actor from the bearer token, verified here (the handler verified it too).
-async fn actor(verifier: &TokenVerifier, p: &mut Pending) {
-    let Some(token) = p.token.take() else { return };
-    match verifier.verify(&token).await {
-        Ok(principal) if principal.amr.iter().any(|m| m == "api_key") => {
-            p.event.actor = format!("api_key:{}", principal.token_id)
-        }
-        Ok(principal) => p.event.actor = format!("user:{}", principal.subject),
-        Err(e) => {
-            // A refused token names nobody; say why it named nobody.
-            if let Ok(serde_json::Value::Object(mut d)) = serde_json::from_str(&p.event.details_json) {
-                d.insert("authentication".into(), serde_json::Value::String(e.reason.to_string()));
-                p.event.details_json = serde_json::Value::Object(d).to_string();
-            }
-        }
-    }
 }
 
 fn retryable(code: tonic::Code) -> bool {
@@ -239,11 +260,7 @@ async fn send(client: &mut AuditIngestServiceClient<kit::client::Channel>, tenan
     }
 }
 
-async fn work(
-    mut rx: mpsc::Receiver<Pending>,
-    mut client: AuditIngestServiceClient<kit::client::Channel>,
-    verifier: TokenVerifier,
-) {
+async fn work(mut rx: mpsc::Receiver<Pending>, mut client: AuditIngestServiceClient<kit::client::Channel>) {
     while let Some(first) = rx.recv().await {
         let mut pending = vec![first];
         while pending.len() < BATCH {
@@ -253,9 +270,8 @@ async fn work(
             }
         }
         let mut by_tenant: HashMap<String, Vec<pb::Event>> = HashMap::new();
-        for mut p in pending {
-            actor(&verifier, &mut p).await;
-            by_tenant.entry(std::mem::take(&mut p.tenant)).or_default().push(p.event);
+        for p in pending {
+            by_tenant.entry(p.tenant).or_default().push(p.event);
         }
         for (tenant, events) in by_tenant {
             send(&mut client, &tenant, events).await;
