@@ -523,9 +523,8 @@ impl Authn {
                 let tenant = tx.tenant().clone();
                 tx.commit().await?;
                 kit::metrics::Metrics::global().event("refresh_token_reuse");
-                // The session ended in the database; when Redis does not take it at once, the
-                // revocation sweep lists it. The presenter learns of the reuse either way.
-                let _ = self.core.publish_revocations(&tenant).await;
+                // The presenter learns of the reuse either way.
+                self.core.publish_revocations_soon(&tenant).await;
                 Err(ApiError::unauthenticated(
                     "REFRESH_TOKEN_REUSED",
                     "the refresh token was already used; the session has been ended",
@@ -672,7 +671,13 @@ pub async fn end_session(
     }
     let tenant = tx.tenant().clone();
     tx.commit().await?;
-    core.publish_revocations(&tenant).await?;
+    if reason == "logout" {
+        // Logging out asks for nothing more than the session's end, which is saved: the browser
+        // must lose its cookies even if Redis does not take the revocation at once.
+        core.publish_revocations_soon(&tenant).await;
+    } else {
+        core.publish_revocations(&tenant).await?;
+    }
     Ok(ended)
 }
 

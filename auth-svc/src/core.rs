@@ -133,7 +133,8 @@ impl Core {
 
     /// Lists in Redis what `tenant` has revoked and Redis has not taken, after the revoking
     /// transaction committed. When Redis does not take it, the caller learns that the change is
-    /// saved but not yet in force everywhere; auth-svc lists it within a second of Redis answering
+    /// saved but not yet in force everywhere (`REVOCATION_PENDING`): for calls whose purpose is the
+    /// revocation, and which may be repeated. auth-svc lists it within a second of Redis answering
     /// ([`crate::revocations`]).
     pub async fn publish_revocations(&self, tenant: &Tenant) -> Result<(), ApiError> {
         crate::revocations::publish(&self.db, &self.revocations, Some(tenant.id.0)).await.map(|_| ()).map_err(|e| {
@@ -143,6 +144,13 @@ impl Core {
                 "the change is saved, but the revocation list did not take it yet; it is listed as soon as the list answers",
             )
         })
+    }
+
+    /// [`Self::publish_revocations`] for calls whose revocations follow from another change that
+    /// is saved and must not look failed (a password change, a deletion, a logout): when Redis
+    /// does not take them, the sweep lists them within a second of Redis answering.
+    pub async fn publish_revocations_soon(&self, tenant: &Tenant) {
+        let _ = self.publish_revocations(tenant).await;
     }
 
     /// Writes one audit record in a transaction of its own (security events without a change).

@@ -382,7 +382,7 @@ impl pb::user_service_server::UserService for Users {
         self.shred_subject(&me, id).await?;
         tx.commit().await?;
         self.core.profiles.forget(&me.tenant);
-        self.core.publish_revocations(&me.tenant).await?;
+        self.core.publish_revocations_soon(&me.tenant).await;
         Ok(Response::new(pb::DeleteUserResponse {}))
     }
 
@@ -519,7 +519,7 @@ impl pb::user_service_server::UserService for Users {
         ))
         .await?;
         tx.commit().await?;
-        self.core.publish_revocations(&me.tenant).await?;
+        self.core.publish_revocations_soon(&me.tenant).await;
         Ok(Response::new(pb::ChangePasswordResponse {}))
     }
 }

@@ -52,6 +52,15 @@ pub async fn run(
     let (config, settings) = config.split();
     let redis_url =
         settings.redis_url.clone().ok_or_else(|| ServeError::Config("service.redis_url is required".into()))?;
+    // auth-svc lists revocations in its Redis; verifiers (itself included) read jwt.revocations_url.
+    if let Some(read) = &config.jwt.revocations_url
+        && secrecy::ExposeSecret::expose_secret(read) != secrecy::ExposeSecret::expose_secret(&redis_url)
+    {
+        return Err(ServeError::Config(
+            "jwt.revocations_url must be service.redis_url: auth-svc lists revocations where verifiers read them"
+                .into(),
+        ));
+    }
     let throttle = throttle::Throttle::new(&redis_url).map_err(ServeError::Config)?;
     let revocations = kit::revocation::Revocations::new(&redis_url).map_err(ServeError::Config)?;
     let workers =
@@ -88,7 +97,8 @@ pub async fn run(
             let every = std::time::Duration::from_secs(settings.purge_every_secs);
             housekeeping::spawn(ctx.db.clone(), every, ctx.shutdown.clone());
         }
-        // Also lists, before the first call is served, what Redis lost or never took.
+        // Lists what Redis lost or never took: its first round runs as the service starts, but
+        // does not hold it back (verifiers refuse tokens until the list is complete).
         revocations::spawn(ctx.db.clone(), revocations.clone(), ctx.shutdown.clone());
         let profiles = core::Profiles::default();
         let core = core::Core { db: ctx.db.clone(), hasher, throttle, signer, revocations, vault, settings, profiles };

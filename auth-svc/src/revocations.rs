@@ -1,14 +1,17 @@
 //! Keeps Redis's revocation list ([`kit::revocation`]) true to the database, so that no revocation
 //! is lost between the two:
-//! - Every revocation of a session or an API key writes a row to `control.revocations` in the
-//!   revoking transaction (a trigger on each tenant's `sessions` and `api_keys`).
-//! - The revoking call then lists its tenant's unlisted rows in Redis ([`publish`]); when Redis
-//!   does not take them, the call answers `UNAVAILABLE` `REVOCATION_PENDING` (the change itself is
-//!   saved).
-//! - Every replica, every [`EVERY`], lists whatever is still unlisted, and when Redis has lost
-//!   its list (no [`kit::revocation::LOADED_KEY`]: a restart without persistence, a failover, a
-//!   flush) lists every row again together with the marker ([`reload_if_lost`]). Verifiers refuse
-//!   tokens while the marker is missing.
+//! - Every revocation of a session or an API key, and every deletion of one that was live, writes
+//!   a row to `control.revocations` in the same transaction (triggers on each tenant's `sessions`
+//!   and `api_keys`).
+//! - The revoking call then lists its tenant's unlisted rows in Redis ([`publish`]). When Redis
+//!   does not take them, a call whose purpose is the revocation (revoking a session or an API key,
+//!   suspending a user) answers `UNAVAILABLE` `REVOCATION_PENDING`; the change itself is saved.
+//! - Every replica, every [`EVERY`], lists whatever is still unlisted; when Redis has lost its list
+//!   (no [`kit::revocation::LOADED_KEY`]: a restart without persistence, a flush) it lists every
+//!   kept row again and then sets the marker ([`reload_if_lost`]); and every [`RELIST_EVERY`] it
+//!   lists every kept row again anyway, which mends a Redis that lost some listings but kept the
+//!   marker (a failover to a lagging replica, eviction). Verifiers refuse tokens while the marker
+//!   is missing.
 //! - Rows older than [`KEEP`] go: by then every token they stop has expired.
 
 use std::time::Duration;
@@ -24,8 +27,11 @@ pub const EVERY: Duration = Duration::from_secs(1);
 /// 15 minutes) and than a verifier caches an API key (30 s).
 pub const KEEP: &str = "1 hour";
 
+/// How often each replica lists every kept revocation again.
+pub const RELIST_EVERY: Duration = Duration::from_secs(30);
+
 /// Rows listed per round trip.
-const BATCH: i64 = 10_000;
+const BATCH: i64 = 5_000;
 
 type Row = (String, uuid::Uuid);
 
@@ -75,21 +81,49 @@ pub async fn publish(db: &Db, list: &Revocations, tenant: Option<uuid::Uuid>) ->
     }
 }
 
-/// When Redis has lost its list, lists every kept revocation again with the marker that says the
-/// list is complete; returns how many it listed, or `None` when the list was there.
+/// Lists every kept revocation again, [`BATCH`] at a time; returns how many.
+pub async fn relist(db: &Db, list: &Revocations) -> Result<usize, ApiError> {
+    let mut total = 0;
+    let mut after: Row = (String::new(), uuid::Uuid::nil());
+    loop {
+        let rows: Vec<Row> = sqlx::query_as(&format!(
+            "SELECT kind, id FROM control.revocations
+              WHERE revoked_at > now() - interval '{KEEP}' AND (kind, id) > ($1, $2)
+              ORDER BY kind, id LIMIT $3"
+        ))
+        .bind(&after.0)
+        .bind(after.1)
+        .bind(BATCH)
+        .fetch_all(db.control_pool())
+        .await
+        .map_err(db_error)?;
+        let Some(last) = rows.last().cloned() else { return Ok(total) };
+        list.revoke_each(&entries(&rows)).await?;
+        mark_listed(db, &rows).await?;
+        total += rows.len();
+        if rows.len() < BATCH as usize {
+            return Ok(total);
+        }
+        after = last;
+    }
+}
+
+/// When Redis has lost its list, lists every kept revocation again and then marks the list
+/// complete, unless Redis restarted (or another replica began loading) meanwhile; returns how
+/// many it listed, or `None` when the list was there.
 pub async fn reload_if_lost(db: &Db, list: &Revocations) -> Result<Option<usize>, ApiError> {
     if list.is_loaded().await? {
         return Ok(None);
     }
-    let rows: Vec<Row> = sqlx::query_as(&format!(
-        "SELECT kind, id FROM control.revocations WHERE revoked_at > now() - interval '{KEEP}'"
-    ))
-    .fetch_all(db.control_pool())
-    .await
-    .map_err(db_error)?;
-    list.reload(&entries(&rows)).await?;
-    mark_listed(db, &rows).await?;
-    Ok(Some(rows.len()))
+    let load = list.begin_loading().await?;
+    let listed = relist(db, list).await?;
+    if !list.finish_loading(&load).await? {
+        return Err(ApiError::unavailable(
+            "REVOCATION_LOAD_INTERRUPTED",
+            "Redis restarted, or another replica began loading, while the revocation list was loaded",
+        ));
+    }
+    Ok(Some(listed))
 }
 
 /// Removes rows older than [`KEEP`]; returns how many.
@@ -106,11 +140,14 @@ pub async fn prune(db: &Db) -> Result<u64, ApiError> {
     Ok(removed)
 }
 
-/// One round: reload if lost, list what is unlisted, prune.
-pub async fn sweep(db: &Db, list: &Revocations) -> Result<(), ApiError> {
+/// One round: reload if lost (or list everything again when `relist_all`), list what is
+/// unlisted, prune.
+pub async fn sweep(db: &Db, list: &Revocations, relist_all: bool) -> Result<(), ApiError> {
     if let Some(n) = reload_if_lost(db, list).await? {
         kit::metrics::Metrics::global().event("revocations_reloaded");
         tracing::warn!(revocations = n, "Redis had lost the revocation list; listed every kept revocation again");
+    } else if relist_all {
+        relist(db, list).await?;
     }
     let listed = publish(db, list, None).await?;
     if listed > 0 {
@@ -120,18 +157,25 @@ pub async fn sweep(db: &Db, list: &Revocations) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// Sweeps every [`EVERY`] (the first time at once) until `shutdown`. A failure is logged when it
-/// starts and when it ends, not every round.
+/// Sweeps every [`EVERY`] (the first time at once, listing everything again every
+/// [`RELIST_EVERY`]) until `shutdown`. A failure is logged when it starts and when it ends, not
+/// every round.
 pub fn spawn(db: Db, list: Revocations, shutdown: kit::server::Shutdown) {
     tokio::spawn(async move {
         let mut failing = false;
+        let mut relisted = tokio::time::Instant::now();
         loop {
-            match sweep(&db, &list).await {
-                Ok(()) if failing => {
-                    failing = false;
-                    tracing::info!("the revocation list is up to date again");
+            let relist_all = relisted.elapsed() >= RELIST_EVERY;
+            match sweep(&db, &list, relist_all).await {
+                Ok(()) => {
+                    if relist_all {
+                        relisted = tokio::time::Instant::now();
+                    }
+                    if failing {
+                        failing = false;
+                        tracing::info!("the revocation list is up to date again");
+                    }
                 }
-                Ok(()) => {}
                 Err(e) => {
                     kit::metrics::Metrics::global().event("revocation_sweep_failed");
                     if !failing {

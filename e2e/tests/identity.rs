@@ -1069,9 +1069,9 @@ async fn housekeeping_removes_only_what_ended_long_ago_and_audits_it() {
 }
 
 /// A revocation survives what can happen to Redis: a crash that empties it (auth-svc lists every
-/// recent revocation again, and until it has, verifiers refuse tokens), a Redis that does not
-/// take a revocation (the call says so, and the revocation is listed once Redis answers), and a
-/// revocation made in the database alone (listed within seconds).
+/// recent revocation again, and until it has, verifiers refuse tokens), a Redis that refuses
+/// writes (a revocation call says so, and the revocation is listed once Redis takes writes), and
+/// a revocation or deletion made in the database alone (listed within seconds).
 #[tokio::test(flavor = "multi_thread")]
 async fn revocations_outlive_a_redis_crash_a_redis_that_did_not_take_them_and_sql() {
     let mut redis = PrivateRedis::start().await;
@@ -1079,10 +1079,10 @@ async fn revocations_outlive_a_redis_crash_a_redis_that_did_not_take_them_and_sq
     let (owner, _, _) = fx.owner_with_totp().await;
     fx.create_user(&owner.access_token, "erin@alpha.example", &["viewer"]).await.expect("erin");
     let mut sessions = Vec::new();
-    for _ in 0..3 {
+    for _ in 0..5 {
         sessions.push(tokens(fx.login("erin@alpha.example", "a long enough password").await.expect("login")));
     }
-    let [a, b, c] = <[pb::Tokens; 3]>::try_from(sessions).expect("three");
+    let [a, b, c, d, e] = <[pb::Tokens; 5]>::try_from(sessions).expect("five");
     // Revoked by the owner (a session's own token stops with it).
     let revoke =
         |t: &pb::Tokens| req("alpha", Some(&owner.access_token), pb::RevokeSessionRequest { id: t.session_id.clone() });
@@ -1115,13 +1115,23 @@ async fn revocations_outlive_a_redis_crash_a_redis_that_did_not_take_them_and_sq
         assert_eq!(reason(&err), "SESSION_REVOKED", "{service}");
     }
 
-    // 2. Redis takes no writes for 4 s (it still answers reads, so the call is authorised): the
-    // revocation is saved, the caller learns it is not yet in force, and it is once Redis writes.
-    let paused = redis.command(&["CLIENT", "PAUSE", "4000", "WRITE"]).await;
-    assert_eq!(paused, redis::Value::Okay);
+    // 2. Redis refuses writes (it still answers reads, so calls are authorised). A revocation
+    // call says its revocation is saved but not yet in force; a logout, whose end is saved, is
+    // not made to look failed. Neither is listed while Redis refuses; both are once it takes
+    // writes again, by the sweep alone.
+    let refuse_writes = ["CONFIG", "SET", "min-replicas-to-write", "1"];
+    assert_eq!(redis.command(&refuse_writes).await, redis::Value::Okay);
     let err = fx.sessions().revoke_session(revoke(&b)).await.expect_err("Redis takes no writes");
     assert_eq!((err.code(), reason(&err).as_str()), (Code::Unavailable, "REVOCATION_PENDING"), "{err}");
+    let logout = req("alpha", Some(&d.access_token), pb::LogoutRequest::default());
+    fx.authn().logout(logout).await.expect("a logout is saved");
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    for t in [&b, &d] {
+        fx.probe("vault", &t.access_token).await.expect("not listed while Redis refuses writes");
+    }
+    assert_eq!(redis.command(&["CONFIG", "SET", "min-replicas-to-write", "0"]).await, redis::Value::Okay);
     fx.until_revoked("vault", &b.access_token).await;
+    fx.until_revoked("ledger", &d.access_token).await;
     // Saying it again is safe and confirms it.
     fx.sessions().revoke_session(revoke(&b)).await.expect("revoked again");
 
@@ -1135,15 +1145,30 @@ async fn revocations_outlive_a_redis_crash_a_redis_that_did_not_take_them_and_sq
         .await
         .expect("revoke by SQL");
     fx.until_revoked("audit", &c.access_token).await;
-    let unlisted: Vec<(String, uuid::Uuid)> =
-        sqlx::query_as("SELECT kind, id FROM control.revocations WHERE tenant_id = $1 AND listed_at IS NULL")
-            .bind(fx.tenant)
-            .fetch_all(&pool)
-            .await
-            .expect("revocations");
-    assert!(unlisted.is_empty(), "{unlisted:?}");
+    // Deleting a live session by SQL counts as revoking it.
+    let session = uuid::Uuid::parse_str(&e.session_id).expect("uuid");
+    for sql in
+        ["DELETE FROM t_alpha.refresh_tokens WHERE session_id = $1", "DELETE FROM t_alpha.sessions WHERE id = $1"]
+    {
+        sqlx::query(sql).bind(session).execute(&pool).await.expect("delete by SQL");
+    }
+    fx.until_revoked("auth", &e.access_token).await;
     let ids: Vec<uuid::Uuid> =
-        [&a, &b, &c].iter().map(|t| uuid::Uuid::parse_str(&t.session_id).expect("uuid")).collect();
+        [&a, &b, &c, &d, &e].iter().map(|t| uuid::Uuid::parse_str(&t.session_id).expect("uuid")).collect();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let unlisted: Vec<(String, uuid::Uuid)> =
+            sqlx::query_as("SELECT kind, id FROM control.revocations WHERE tenant_id = $1 AND listed_at IS NULL")
+                .bind(fx.tenant)
+                .fetch_all(&pool)
+                .await
+                .expect("revocations");
+        if unlisted.is_empty() {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never marked listed: {unlisted:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let listed: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM control.revocations WHERE kind = 'session' AND id = ANY($1) AND listed_at IS NOT NULL",
     )
@@ -1151,6 +1176,6 @@ async fn revocations_outlive_a_redis_crash_a_redis_that_did_not_take_them_and_sq
     .fetch_one(&pool)
     .await
     .expect("revocations");
-    assert_eq!(listed, 3);
+    assert_eq!(listed, 5);
     fx.c.stop().await;
 }

@@ -267,4 +267,12 @@ pub fn paths(doc: &mut Value) {
     for (method, path, status, reason) in refusals {
         doc["paths"][path][method]["responses"][status] = err(reason);
     }
+    // Calls whose purpose is a revocation say when it is saved but not yet in force everywhere.
+    for (method, path) in
+        [("delete", "/v1/me/sessions/{id}"), ("delete", "/v1/api-keys/{id}"), ("post", "/v1/users/{id}/suspend")]
+    {
+        doc["paths"][path][method]["responses"]["503"] = err(
+            "REVOCATION_PENDING: saved, but the revocation list (Redis) did not take it yet; it is in force within a second of Redis answering, and repeating the call is safe",
+        );
+    }
 }

@@ -3,11 +3,13 @@
 //! takes effect everywhere at once rather than at token expiry. A verifier that cannot reach
 //! Redis refuses tokens (fail closed) and says so in a log line and a metric.
 //!
-//! Redis may lose the list (a restart without persistence, a failover, a flush). The list
-//! therefore carries a marker, [`LOADED_KEY`], which auth-svc sets in the same transaction
-//! ([`Revocations::reload`]) as every revocation the database holds from the last hour. A
-//! verifier that finds no marker has no complete list and refuses tokens too, until auth-svc
-//! has listed them again (within a second or so).
+//! Redis may lose the list (a restart without persistence, a flush). The list therefore carries a
+//! marker, [`LOADED_KEY`], which auth-svc sets once it has listed every revocation the database
+//! holds from the last hour ([`Revocations::begin_loading`], [`Revocations::finish_loading`]). A
+//! verifier that finds no marker has no complete list and refuses tokens too, until auth-svc has
+//! listed them again (within a second or so). A Redis that keeps the marker but loses some
+//! listings (a failover to a lagging replica, eviction) is mended by auth-svc listing every kept
+//! revocation again every half minute.
 
 use std::time::Duration;
 
@@ -25,6 +27,39 @@ const TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Present while Redis holds every recent revocation (see the module's documentation).
 pub const LOADED_KEY: &str = "strongroom:revocations:loaded";
+/// The token of the load in progress: gone if Redis restarted meanwhile, replaced if another
+/// auth-svc replica started one.
+const LOADING_KEY: &str = "strongroom:revocations:loading";
+/// Sets the marker only if the load that began is still the one Redis knows.
+const FINISH_LOADING: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+    redis.call('SET', KEYS[2], ARGV[2])
+    redis.call('DEL', KEYS[1])
+    return 1
+end
+return 0
+";
+
+/// Logs that the list is incomplete at most once per this long (every request is refused then).
+const INCOMPLETE_LOG_EVERY_SECS: u64 = 10;
+static INCOMPLETE_LOGGED_AT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+fn incomplete() -> ApiError {
+    crate::metrics::Metrics::global().event("revocation_list_incomplete");
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let last = INCOMPLETE_LOGGED_AT.load(std::sync::atomic::Ordering::Relaxed);
+    if now >= last + INCOMPLETE_LOG_EVERY_SECS
+        && INCOMPLETE_LOGGED_AT
+            .compare_exchange(last, now, std::sync::atomic::Ordering::Relaxed, std::sync::atomic::Ordering::Relaxed)
+            .is_ok()
+    {
+        tracing::warn!(
+            marker = LOADED_KEY,
+            "the revocation list is incomplete (Redis lost it, or auth-svc has not loaded it yet); refusing tokens until auth-svc has"
+        );
+    }
+    ApiError::unavailable("REVOCATION_CHECK_UNAVAILABLE", "cannot check token revocation, retry later")
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Revoked {
@@ -110,7 +145,7 @@ impl Revocations {
                 .map_err(unavailable)?
                 .map_err(unavailable)?;
         if loaded.is_none() {
-            return Err(unavailable("the revocation list is being loaded again (no marker)"));
+            return Err(incomplete());
         }
         Ok(listed.is_some())
     }
@@ -127,22 +162,12 @@ impl Revocations {
     /// Lists `ids` as revoked.
     pub async fn revoke(&self, kind: Revoked, ids: &[String]) -> Result<(), ApiError> {
         let entries: Vec<(Revoked, String)> = ids.iter().map(|id| (kind, id.clone())).collect();
-        self.list(&entries, false).await
+        self.revoke_each(&entries).await
     }
 
     /// Lists each `(kind, id)` as revoked.
     pub async fn revoke_each(&self, entries: &[(Revoked, String)]) -> Result<(), ApiError> {
-        self.list(entries, false).await
-    }
-
-    /// Lists `entries` and sets [`LOADED_KEY`], all or nothing (one `MULTI`/`EXEC`): a Redis that
-    /// restarts halfway has neither, so it cannot look complete without them.
-    pub async fn reload(&self, entries: &[(Revoked, String)]) -> Result<(), ApiError> {
-        self.list(entries, true).await
-    }
-
-    async fn list(&self, entries: &[(Revoked, String)], complete: bool) -> Result<(), ApiError> {
-        if entries.is_empty() && !complete {
+        if entries.is_empty() {
             return Ok(());
         }
         let mut conn = self.conn().await?;
@@ -150,13 +175,35 @@ impl Revocations {
         for (kind, id) in entries {
             pipe.set_ex(kind.key(id), 1, LISTING_TTL.as_secs()).ignore();
         }
-        if complete {
-            pipe.atomic().set(LOADED_KEY, chrono::Utc::now().to_rfc3339()).ignore();
-        }
         tokio::time::timeout(TIMEOUT, pipe.query_async::<()>(&mut conn))
             .await
             .map_err(unavailable)?
             .map_err(unavailable)
+    }
+
+    /// Starts loading the whole list; returns the load's token for [`Self::finish_loading`].
+    pub async fn begin_loading(&self) -> Result<String, ApiError> {
+        let token = uuid::Uuid::new_v4().to_string();
+        let mut conn = self.conn().await?;
+        tokio::time::timeout(TIMEOUT, conn.set_ex::<_, _, ()>(LOADING_KEY, &token, 300))
+            .await
+            .map_err(unavailable)?
+            .map_err(unavailable)?;
+        Ok(token)
+    }
+
+    /// Sets [`LOADED_KEY`] when the load `token` began is still Redis's: false when Redis
+    /// restarted since (it lost part of what was listed) or another load began.
+    pub async fn finish_loading(&self, token: &str) -> Result<bool, ApiError> {
+        let mut conn = self.conn().await?;
+        let script = redis::Script::new(FINISH_LOADING);
+        let mut invocation = script.key(LOADING_KEY);
+        invocation.key(LOADED_KEY).arg(token).arg(chrono::Utc::now().to_rfc3339());
+        let done: i64 = tokio::time::timeout(TIMEOUT, invocation.invoke_async(&mut conn))
+            .await
+            .map_err(unavailable)?
+            .map_err(unavailable)?;
+        Ok(done == 1)
     }
 }
 
@@ -182,7 +229,17 @@ mod tests {
         assert_eq!(refused.reason, "REVOCATION_CHECK_UNAVAILABLE");
         assert!(!list.is_loaded().await.expect("exists"));
 
-        list.reload(&[(Revoked::Session, "s1".into()), (Revoked::ApiKey, "k1".into())]).await.expect("reload");
+        // A load Redis forgot (it restarted meanwhile) or another replica took over sets no marker.
+        let lost = list.begin_loading().await.expect("begin");
+        let _: () = redis::cmd("DEL").arg(LOADING_KEY).query_async(&mut conn).await.expect("restart");
+        assert!(!list.finish_loading(&lost).await.expect("finish"));
+        let overtaken = list.begin_loading().await.expect("begin");
+        let load = list.begin_loading().await.expect("begin");
+        assert!(!list.finish_loading(&overtaken).await.expect("finish"));
+        assert!(!list.is_loaded().await.expect("exists"));
+
+        list.revoke_each(&[(Revoked::Session, "s1".into()), (Revoked::ApiKey, "k1".into())]).await.expect("list");
+        assert!(list.finish_loading(&load).await.expect("finish"));
         assert!(list.is_loaded().await.expect("exists"));
         assert!(list.is_revoked(Revoked::Session, "s1").await.expect("listed"));
         assert!(list.is_revoked(Revoked::ApiKey, "k1").await.expect("listed"));

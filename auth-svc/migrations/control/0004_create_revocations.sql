@@ -1,5 +1,5 @@
--- Every session and API key revoked in the last hour, whoever revoked it (a trigger on each
--- tenant's sessions and api_keys writes the row in the revoking transaction). auth-svc lists them
+-- Every session and API key revoked (or deleted while live) in the last hour, whoever did it (a
+-- trigger on each tenant's sessions and api_keys writes the row in the same transaction). auth-svc lists them
 -- in Redis (`kit::revocation`): at once after the change, again every second while `listed_at`
 -- is empty (Redis did not take it), and all of them when Redis has lost its list. An hour is
 -- longer than any access token lives (15 minutes) and than a verifier caches an API key (30 s);
@@ -18,13 +18,19 @@ CREATE INDEX revocations_age ON control.revocations (revoked_at);
 GRANT SELECT, INSERT, UPDATE, DELETE ON control.revocations TO strongroom_auth;
 
 -- Trigger function of the tenant tables: TG_ARGV[0] is the kind. A revocation is written once
--- (revoking again keeps the first time).
+-- (revoking again keeps the first time); deleting a live row counts as revoking it.
 CREATE FUNCTION control.record_revocation() RETURNS trigger
     LANGUAGE plpgsql AS $$
 BEGIN
-    INSERT INTO control.revocations (kind, id, tenant_id, revoked_at)
-    VALUES (TG_ARGV[0], NEW.id, NEW.tenant_id, NEW.revoked_at)
-    ON CONFLICT (kind, id) DO NOTHING;
+    IF TG_OP = 'DELETE' THEN
+        INSERT INTO control.revocations (kind, id, tenant_id)
+        VALUES (TG_ARGV[0], OLD.id, OLD.tenant_id)
+        ON CONFLICT (kind, id) DO NOTHING;
+    ELSE
+        INSERT INTO control.revocations (kind, id, tenant_id, revoked_at)
+        VALUES (TG_ARGV[0], NEW.id, NEW.tenant_id, NEW.revoked_at)
+        ON CONFLICT (kind, id) DO NOTHING;
+    END IF;
     RETURN NULL;
 END
 $$;
