@@ -644,9 +644,8 @@ async fn rotate(
     })
 }
 
-/// Ends sessions in the database and lists them as revoked.
+/// Ends a session in the database (the caller then lists the revocation in Redis).
 pub async fn end_session(
-    core: &Core,
     mut tx: TenantTx,
     session: uuid::Uuid,
     reason: &str,
@@ -669,15 +668,7 @@ pub async fn end_session(
         )
         .await?;
     }
-    let tenant = tx.tenant().clone();
     tx.commit().await?;
-    if reason == "logout" {
-        // Logging out asks for nothing more than the session's end, which is saved: the browser
-        // must lose its cookies even if Redis does not take the revocation at once.
-        core.publish_revocations_soon(&tenant).await;
-    } else {
-        core.publish_revocations(&tenant).await?;
-    }
     Ok(ended)
 }
 
@@ -713,7 +704,10 @@ impl pb::authentication_service_server::AuthenticationService for Authn {
                 .map_err(db_error)?
         };
         let session = session.ok_or_else(|| ApiError::failed_precondition("NO_SESSION", "no session to end"))?;
-        end_session(&self.core, tx, session, "logout", me.actor(), me.request_id).await?;
+        end_session(tx, session, "logout", me.actor(), me.request_id).await?;
+        // Logging out asks for nothing more than the session's end, which is saved: the browser
+        // must lose its cookies even if Redis does not take the revocation at once.
+        self.core.publish_revocations_soon(&me.tenant).await;
         Ok(Response::new(pb::LogoutResponse {}))
     }
 

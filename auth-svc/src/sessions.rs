@@ -109,7 +109,8 @@ impl pb::session_service_server::SessionService for Sessions {
         if me.user_id().ok() != Some(owner) {
             me.require("sessions.revoke")?;
         }
-        authn::end_session(&self.core, tx, id, "revoked", me.actor(), me.request_id.clone()).await?;
+        authn::end_session(tx, id, "revoked", me.actor(), me.request_id.clone()).await?;
+        self.core.publish_revocations(&me.tenant).await?;
         Ok(Response::new(pb::RevokeSessionResponse {}))
     }
 
