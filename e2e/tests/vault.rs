@@ -415,6 +415,32 @@ async fn listing_paginates_by_prefix() {
         .expect_err("bad token");
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
 
+    // A secret's versions are listed oldest first, a page at a time.
+    for v in 2..=5 {
+        f.put("alpha", &token, "team/k0", format!("v{v}").as_bytes(), None).await.expect("new version");
+    }
+    let versions = |page_size: u32, page_token: String| {
+        let msg = pb::ListSecretVersionsRequest { path: "team/k0".into(), page_size, page_token };
+        let f = &f;
+        let token = token.clone();
+        async move { f.secrets().list_secret_versions(f.req("alpha", &token, msg)).await.map(|r| r.into_inner()) }
+    };
+    let (mut pages, mut page_token) = (Vec::new(), String::new());
+    loop {
+        let page = versions(2, page_token).await.expect("versions");
+        pages.push(page.versions.iter().map(|v| v.version).collect::<Vec<_>>());
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        page_token = page.next_page_token;
+    }
+    assert_eq!(pages, vec![vec![1, 2], vec![3, 4], vec![5]]);
+    assert_eq!(versions(0, String::new()).await.expect("default page").versions.len(), 5);
+    for (page_size, page_token) in [(2, "0"), (2, "two"), (1001, "")] {
+        let err = versions(page_size, page_token.into()).await.expect_err("bad page");
+        assert_eq!(reason(&err), "INVALID_FIELD", "{page_size} {page_token}");
+    }
+
     // A large tenant: 20,000 more secrets, a deleted one under the prefix, and a sibling that
     // sorts between "team/" and "team0" in no byte order but would in some collations.
     let admin = f.c.db.admin_pool().await;

@@ -59,7 +59,7 @@ impl F {
     }
 
     async fn key_versions(&self, path: &str) -> Vec<u32> {
-        let msg = pb::ListSecretVersionsRequest { path: path.into() };
+        let msg = pb::ListSecretVersionsRequest { path: path.into(), ..Default::default() };
         let versions = self
             .secrets()
             .list_secret_versions(req("alpha", Some(&self.token), msg))

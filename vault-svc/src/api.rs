@@ -254,12 +254,29 @@ impl pb::secrets_service_server::SecretsService for Secrets {
         request: Request<pb::ListSecretVersionsRequest>,
     ) -> Result<Response<pb::ListSecretVersionsResponse>, Status> {
         let ctx = RequestContext::of(&request)?;
-        let path = SecretPath::parse(&request.get_ref().path)?;
+        let req = request.into_inner();
+        let path = SecretPath::parse(&req.path)?;
+        let page_size = ApiError::page_size(req.page_size, 100, 1000)?;
+        // The token is the last version of the previous page.
+        let after = match req.page_token.as_str() {
+            "" => 0,
+            t => t
+                .parse::<u32>()
+                .ok()
+                .filter(|v| *v > 0)
+                .ok_or_else(|| ApiError::invalid_field("page_token", "not a token from a previous page"))?,
+        };
         let tenant = self.authorize(&ctx, "vault.secrets.read").await?;
         let mut tx = self.db.begin(&tenant).await?;
         store::secret(&mut tx, &path).await?.ok_or_else(not_found)?;
-        let versions = store::versions(&mut tx, &path).await?;
+        let mut versions = store::versions(&mut tx, &path, after, page_size + 1).await?;
         tx.commit().await?;
+        let next_page_token = if versions.len() > page_size as usize {
+            versions.truncate(page_size as usize);
+            versions.last().map(|v| v.version.to_string()).unwrap_or_default()
+        } else {
+            String::new()
+        };
         Ok(Response::new(pb::ListSecretVersionsResponse {
             versions: versions
                 .into_iter()
@@ -270,6 +287,7 @@ impl pb::secrets_service_server::SecretsService for Secrets {
                     key_version: v.key_version as u32,
                 })
                 .collect(),
+            next_page_token,
         }))
     }
 

@@ -128,12 +128,20 @@ pub fn listing_range(prefix: &str, after: Option<&str>) -> (String, String) {
     (from, below)
 }
 
-pub async fn versions(tx: &mut TenantTx, path: &SecretPath) -> Result<Vec<VersionRow>, ApiError> {
+/// Up to `limit` versions of a secret after `after`, oldest first.
+pub async fn versions(
+    tx: &mut TenantTx,
+    path: &SecretPath,
+    after: u32,
+    limit: i64,
+) -> Result<Vec<VersionRow>, ApiError> {
     sqlx::query_as(
         "SELECT version, key_version, NULL::bytea AS ciphertext, created_at, destroyed_at FROM secret_versions \
-         WHERE path = $1 ORDER BY version",
+         WHERE path = $1 AND version > $2 ORDER BY version LIMIT $3",
     )
     .bind(path.as_str())
+    .bind(i64::from(after))
+    .bind(limit)
     .fetch_all(tx.conn())
     .await
     .map_err(db_error)
