@@ -47,6 +47,11 @@ impl pb::tenant_service_server::TenantService for Tenants {
         let req = request.into_inner();
         let slug = parse_slug(&req.slug)?;
         let request_id = ctx.request_id_or(req.request_id)?;
+        // Checked before anything is registered, so a bad address leaves no tenant behind.
+        if !req.owner_email.is_empty() {
+            crate::directory::normalize_email(&req.owner_email)
+                .map_err(|_| ApiError::invalid_field("owner_email", "must be an email address"))?;
+        }
         let (tenant, created) = self.db.register_tenant(&slug).await?;
         let audit = AuditRecord::new(
             SERVICE,

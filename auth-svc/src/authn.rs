@@ -77,6 +77,54 @@ pub struct NewSession<'a> {
     pub cause: AuditRecord,
 }
 
+/// What [`Authn::check_second_factor`] found.
+pub enum SecondFactor {
+    /// The code was right: `otp` or `backup_code`.
+    Passed(&'static str),
+    /// The code was wrong; the account has now failed this many times in a row.
+    Failed { failures: i32 },
+    /// The code was wrong and locked the second factor for this long.
+    LockedNow(std::time::Duration),
+    /// The second factor was locked already (the code was not looked at) for this much longer.
+    Locked(std::time::Duration),
+}
+
+impl SecondFactor {
+    /// Writes the audit records of a refusal (`failure`, plus `mfa.locked` when this attempt
+    /// locked the second factor) in `tx`, and returns the error to answer: `wrong` for a wrong
+    /// code, `MFA_LOCKED` with the wait while locked.
+    pub async fn record(self, tx: &mut TenantTx, failure: AuditRecord, wrong: ApiError) -> Result<ApiError, ApiError> {
+        let locked = |wait: std::time::Duration| {
+            ApiError::resource_exhausted("MFA_LOCKED", "too many wrong second-factor codes, retry later")
+                .with_retry_after(wait)
+        };
+        Ok(match self {
+            SecondFactor::Passed(_) => ApiError::internal(&"a passed second factor recorded as refused"),
+            SecondFactor::Failed { failures } => {
+                tx.record(failure.detail("account_failures", failures)).await?;
+                wrong
+            }
+            SecondFactor::LockedNow(wait) => {
+                let lock = AuditRecord::new(
+                    crate::SERVICE,
+                    failure.actor.clone(),
+                    "mfa.locked",
+                    &failure.resource,
+                    Outcome::Denied,
+                )
+                .request_id(failure.request_id.clone())
+                .detail("locked_secs", wait.as_secs());
+                tx.record_all(vec![failure, lock]).await?;
+                locked(wait)
+            }
+            SecondFactor::Locked(wait) => {
+                tx.record(failure.detail("refused", "mfa_locked")).await?;
+                locked(wait)
+            }
+        })
+    }
+}
+
 impl Authn {
     async fn active_tenant(&self, raw: &str) -> Option<Tenant> {
         let slug = TenantSlug::parse(raw).ok()?;
@@ -104,7 +152,7 @@ impl Authn {
     ) -> Result<pb::Tokens, ApiError> {
         let tenant = tx.tenant().clone();
         let UserAccess { roles, permissions, has_totp } = access;
-        let privileged = roles.iter().any(|r| policy.mfa_required_roles.contains(r));
+        let privileged = policy.privileged(&roles, &permissions);
         // A privileged user who already has TOTP never gets here without it (login asks).
         let enrollment_only = privileged && !s.mfa && !has_totp;
         let refresh_ttl = i64::from(policy.refresh_token_ttl_secs);
@@ -310,8 +358,65 @@ impl Authn {
     }
 
     /// Checks a second factor for `user` in `tx`: a TOTP code (newer than the last accepted
-    /// step) or an unused backup code. Returns the method used.
+    /// step) or an unused backup code, unless the account's second factor is locked. Failures
+    /// are counted on the account, across login challenges and step-ups (a correct password
+    /// resets nothing here), and lock the second factor at the policy's threshold for its window,
+    /// doubled at each further lockout. The user's row is locked first, so parallel guesses are
+    /// counted one after another. The caller commits `tx` whatever the answer: a failure must be
+    /// counted.
     pub async fn check_second_factor(
+        &self,
+        tx: &mut TenantTx,
+        policy: &Policy,
+        user: uuid::Uuid,
+        code: &str,
+    ) -> Result<SecondFactor, ApiError> {
+        let locked_for: i64 = sqlx::query_scalar(
+            "SELECT coalesce(ceil(extract(epoch FROM mfa_locked_until - now())), 0)::bigint FROM users
+              WHERE id = $1 FOR UPDATE",
+        )
+        .bind(user)
+        .fetch_optional(tx.conn())
+        .await
+        .map_err(db_error)?
+        .unwrap_or(0);
+        if locked_for > 0 {
+            return Ok(SecondFactor::Locked(std::time::Duration::from_secs(locked_for.unsigned_abs())));
+        }
+        if let Some(method) = self.second_factor_matches(tx, user, code).await? {
+            sqlx::query("UPDATE users SET mfa_failures = 0, mfa_lockouts = 0, mfa_locked_until = NULL WHERE id = $1")
+                .bind(user)
+                .execute(tx.conn())
+                .await
+                .map_err(db_error)?;
+            return Ok(SecondFactor::Passed(method));
+        }
+        kit::metrics::Metrics::global().event("mfa_failed");
+        let (failures, locked_for): (i32, i64) = sqlx::query_as(
+            "UPDATE users SET
+                    mfa_failures = CASE WHEN mfa_failures + 1 >= $2 THEN 0 ELSE mfa_failures + 1 END,
+                    mfa_lockouts = CASE WHEN mfa_failures + 1 >= $2 THEN mfa_lockouts + 1 ELSE mfa_lockouts END,
+                    mfa_locked_until = CASE WHEN mfa_failures + 1 >= $2
+                        THEN now() + make_interval(secs => $3 * power(2, least(mfa_lockouts, 6)))
+                        ELSE mfa_locked_until END
+              WHERE id = $1
+             RETURNING mfa_failures, coalesce(ceil(extract(epoch FROM mfa_locked_until - now())), 0)::bigint",
+        )
+        .bind(user)
+        .bind(policy.lockout_threshold)
+        .bind(f64::from(policy.lockout_window_secs))
+        .fetch_one(tx.conn())
+        .await
+        .map_err(db_error)?;
+        if locked_for > 0 {
+            kit::metrics::Metrics::global().event("mfa_locked");
+            return Ok(SecondFactor::LockedNow(std::time::Duration::from_secs(locked_for.unsigned_abs())));
+        }
+        Ok(SecondFactor::Failed { failures })
+    }
+
+    /// Whether `code` is a fresh TOTP code or an unused backup code of `user` (spending it).
+    async fn second_factor_matches(
         &self,
         tx: &mut TenantTx,
         user: uuid::Uuid,
@@ -359,24 +464,24 @@ impl Authn {
         let Some((user, attempts)) = challenge else { return Err(invalid()) };
         let resource = format!("user/{user}");
         let actor = Actor::User(user.to_string());
-        let method = self.check_second_factor(&mut tx, user, &req.code).await?;
-        let Some(method) = method else {
-            kit::metrics::Metrics::global().event("mfa_failed");
-            let exhausted = attempts + 1 >= MFA_MAX_ATTEMPTS;
-            sqlx::query(
-                "UPDATE mfa_challenges SET attempts = attempts + 1, used_at = CASE WHEN $2 THEN now() END WHERE token_hash = $1",
-            )
-            .bind(tokens::digest(&req.mfa_token))
-            .bind(exhausted)
-            .execute(tx.conn())
-            .await
-            .map_err(db_error)?;
-            tx.record(
-                audit(actor, "mfa.failure", &resource, Outcome::Denied, request_id).detail("attempt", attempts + 1),
-            )
-            .await?;
-            tx.commit().await?;
-            return Err(invalid());
+        let method = match self.check_second_factor(&mut tx, &policy, user, &req.code).await? {
+            SecondFactor::Passed(method) => method,
+            refused => {
+                let exhausted = attempts + 1 >= MFA_MAX_ATTEMPTS;
+                sqlx::query(
+                    "UPDATE mfa_challenges SET attempts = attempts + 1, used_at = CASE WHEN $2 THEN now() END WHERE token_hash = $1",
+                )
+                .bind(tokens::digest(&req.mfa_token))
+                .bind(exhausted)
+                .execute(tx.conn())
+                .await
+                .map_err(db_error)?;
+                let failure =
+                    audit(actor, "mfa.failure", &resource, Outcome::Denied, request_id).detail("attempt", attempts + 1);
+                let err = refused.record(&mut tx, failure, invalid()).await?;
+                tx.commit().await?;
+                return Err(err);
+            }
         };
         sqlx::query("UPDATE mfa_challenges SET used_at = now() WHERE token_hash = $1")
             .bind(tokens::digest(&req.mfa_token))
@@ -420,8 +525,22 @@ impl Authn {
                 (grant, next)
             }
             Rotation::SessionEnded => return Err(session_ended()),
-            Rotation::NotTaken => self.retry_or_reuse(tx, &presented, request_id).await?,
+            Rotation::NotTaken => self.retry_or_reuse(tx, &presented, request_id.clone()).await?,
         };
+        // Privilege is decided again at every grant: a role (or a policy) that made the user
+        // privileged after this session opened without a second factor ends the session, rather
+        // than flowing into its tokens.
+        if grant.policy.privileged(&grant.roles, &grant.permissions) && grant.mfa_at.is_none() && !grant.enrollment_only
+        {
+            let tx = self.core.db.begin(&tenant).await?;
+            let actor = Actor::User(grant.user_id.to_string());
+            end_session(tx, grant.session_id, "privilege_requires_mfa", actor, request_id).await?;
+            self.core.publish_revocations_soon(&tenant).await;
+            return Err(ApiError::unauthenticated(
+                "MFA_REQUIRED",
+                "the account now needs a second factor; the session has ended, log in again",
+            ));
+        }
         let policy = grant.policy;
         let mut claims = self.core.signer.claims(
             &tenant,
@@ -723,10 +842,16 @@ impl pb::authentication_service_server::AuthenticationService for Authn {
         let mut tx = self.core.db.begin(&me.tenant).await?;
         let policy = policy(&mut tx).await?;
         let resource = format!("session/{session}");
-        let Some(method) = self.check_second_factor(&mut tx, user, &request.get_ref().code).await? else {
-            tx.record(audit(me.actor(), "mfa.step_up_failure", &resource, Outcome::Denied, me.request_id)).await?;
-            tx.commit().await?;
-            return Err(ApiError::unauthenticated("INVALID_MFA", "the code is not valid").into());
+        let method = match self.check_second_factor(&mut tx, &policy, user, &request.get_ref().code).await? {
+            SecondFactor::Passed(method) => method,
+            refused => {
+                let failure = audit(me.actor(), "mfa.step_up_failure", &resource, Outcome::Denied, me.request_id);
+                let err = refused
+                    .record(&mut tx, failure, ApiError::unauthenticated("INVALID_MFA", "the code is not valid"))
+                    .await?;
+                tx.commit().await?;
+                return Err(err.into());
+            }
         };
         sqlx::query("UPDATE sessions SET mfa_at = now(), amr = (SELECT array_agg(DISTINCT m) FROM unnest(amr || $2::text[]) m) WHERE id = $1")
             .bind(session)

@@ -78,10 +78,30 @@ pub struct Policy {
     pub access_token_ttl_secs: i32,
     pub refresh_token_ttl_secs: i32,
     pub mfa_required_roles: Vec<String>,
+    /// Holding any of these makes a user privileged (auth tenant migration 0005).
+    pub privileged_permissions: Vec<String>,
+}
+
+impl Policy {
+    /// Whether a user with these effective roles and permissions must use a second factor: by
+    /// permission (a custom role carrying admin permissions is privileged too), or by a role the
+    /// tenant names.
+    pub fn privileged(&self, roles: &[String], permissions: &[String]) -> bool {
+        permissions.iter().any(|p| self.privileged_permissions.contains(p))
+            || roles.iter().any(|r| self.mfa_required_roles.contains(r))
+    }
+
+    /// Whether a credential carrying `permission` may only be minted with a recent second factor:
+    /// a privileged permission, or one whose use needs step-up
+    /// ([`kit::principal::STEP_UP_PERMISSIONS`]).
+    pub fn sensitive(&self, permission: &str) -> bool {
+        self.privileged_permissions.iter().any(|p| p == permission)
+            || kit::principal::STEP_UP_PERMISSIONS.contains(&permission)
+    }
 }
 
 /// The columns of [`Policy`] from `tenant_policy p`, for statements that read more in one go.
-pub const POLICY_COLUMNS: &str = "p.lockout_threshold, p.lockout_window_secs, p.access_token_ttl_secs, p.refresh_token_ttl_secs, p.mfa_required_roles";
+pub const POLICY_COLUMNS: &str = "p.lockout_threshold, p.lockout_window_secs, p.access_token_ttl_secs, p.refresh_token_ttl_secs, p.mfa_required_roles, p.privileged_permissions";
 
 pub async fn policy(tx: &mut TenantTx) -> Result<Policy, ApiError> {
     sqlx::query_as(&format!("SELECT {POLICY_COLUMNS} FROM tenant_policy p"))
@@ -168,7 +188,7 @@ impl Core {
         policy: &Policy,
     ) -> Result<(Vec<String>, Vec<String>, bool), ApiError> {
         let (roles, permissions) = rbac::effective(tx, user).await?;
-        let privileged = roles.iter().any(|r| policy.mfa_required_roles.contains(r));
+        let privileged = policy.privileged(&roles, &permissions);
         Ok((roles, permissions, privileged))
     }
 }

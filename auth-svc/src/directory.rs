@@ -7,7 +7,7 @@ use proto::auth::v1 as pb;
 use tonic::{Request, Response, Status};
 use zeroize::Zeroizing;
 
-use crate::core::{Authed, Core, audit};
+use crate::core::{Authed, Core, POLICY_COLUMNS, audit};
 use crate::{passwords, rbac};
 
 fn ts(t: chrono::DateTime<chrono::Utc>) -> prost_types::Timestamp {
@@ -538,6 +538,14 @@ fn check_name(field: &str, name: &str) -> Result<(), ApiError> {
     if ok { Ok(()) } else { Err(ApiError::invalid_field(field, "must match ^[a-z][a-z0-9_.-]{1,62}$")) }
 }
 
+/// A role's or group's description: refused, not cut, when too long.
+fn check_description(description: &str) -> Result<(), ApiError> {
+    if description.chars().count() > 500 {
+        return Err(ApiError::invalid_field("description", "at most 500 characters"));
+    }
+    Ok(())
+}
+
 /// The columns of a group as `Group` carries them: its member count and its roles, not its
 /// members (a group may hold every user of the tenant; `ListGroupMembers` pages through them).
 const GROUP_COLUMNS: &str = "g.id, g.name, g.description, \
@@ -586,6 +594,24 @@ async fn group_permissions(tx: &mut TenantTx, group: uuid::Uuid) -> Result<Vec<S
     .map_err(db_error)
 }
 
+/// Ends the live sessions that never passed a second factor of those `users` (every user, when
+/// `None`) who are now privileged: granting privilege must not hand it to a session opened with a
+/// password alone (each session's next refresh would refuse it too, but its access token would
+/// carry the new permissions until then). Returns how many.
+async fn end_sessions_lacking_mfa(tx: &mut TenantTx, users: Option<&[uuid::Uuid]>) -> Result<u64, ApiError> {
+    let sql = format!(
+        "UPDATE sessions SET revoked_at = now(), revoke_reason = 'privilege_requires_mfa'
+          WHERE id IN (
+              SELECT s.id FROM sessions s CROSS JOIN tenant_policy p CROSS JOIN LATERAL (SELECT {}) e
+               WHERE s.revoked_at IS NULL AND s.mfa_at IS NULL AND NOT s.enrollment_only AND s.expires_at > now()
+                 AND ($1::uuid[] IS NULL OR s.user_id = ANY($1))
+                 AND (e.permissions && (p.privileged_permissions COLLATE \"C\")
+                      OR e.roles && (p.mfa_required_roles COLLATE \"C\")))",
+        rbac::effective_columns("s.user_id")
+    );
+    Ok(sqlx::query(&sql).bind(users).execute(tx.conn()).await.map_err(db_error)?.rows_affected())
+}
+
 impl Access {
     async fn grant(
         &self,
@@ -628,13 +654,32 @@ impl Access {
                 _ => db_error(e),
             })?;
         }
+        let ended = if revoke {
+            0
+        } else {
+            let holders: Vec<uuid::Uuid> = if column == "user_id" {
+                vec![grantee]
+            } else {
+                sqlx::query_scalar("SELECT user_id FROM group_members WHERE group_id = $1")
+                    .bind(grantee)
+                    .fetch_all(tx.conn())
+                    .await
+                    .map_err(db_error)?
+            };
+            end_sessions_lacking_mfa(&mut tx, Some(&holders)).await?
+        };
         let action = if revoke { "role.revoke" } else { "role.grant" };
         tx.record(
-            audit(me.actor(), action, &resource, Outcome::Success, me.request_id.clone()).detail("role", req.role),
+            audit(me.actor(), action, &resource, Outcome::Success, me.request_id.clone())
+                .detail("role", req.role)
+                .detail("sessions_ended", ended),
         )
         .await?;
         tx.commit().await?;
         self.core.profiles.forget(&me.tenant);
+        if ended > 0 {
+            self.core.publish_revocations_soon(&me.tenant).await;
+        }
         Ok(pb::GrantRoleResponse {})
     }
 
@@ -668,15 +713,20 @@ impl Access {
                 .await
                 .map_err(db_error)?;
         }
+        let ended = if add { end_sessions_lacking_mfa(&mut tx, Some(&[user])).await? } else { 0 };
         let action = if add { "group.member_add" } else { "group.member_remove" };
         tx.record(
             audit(me.actor(), action, &format!("group/{group}"), Outcome::Success, me.request_id.clone())
-                .detail("user", user.to_string()),
+                .detail("user", user.to_string())
+                .detail("sessions_ended", ended),
         )
         .await?;
         let out = group_pb(&mut tx, group).await?;
         tx.commit().await?;
         self.core.profiles.forget(&me.tenant);
+        if ended > 0 {
+            self.core.publish_revocations_soon(&me.tenant).await;
+        }
         Ok(out)
     }
 }
@@ -689,15 +739,23 @@ impl pb::access_service_server::AccessService for Access {
     ) -> Result<Response<pb::ListRolesResponse>, Status> {
         let me = self.core.authed(&request).await?;
         me.require("roles.read")?;
+        let req = request.into_inner();
+        let size = ApiError::page_size(req.page_size, 100, 500)?;
+        // Names are unique in a tenant: the last name of a page is where the next one starts.
         let mut tx = self.core.db.begin(&me.tenant).await?;
-        let rows: Vec<(uuid::Uuid, String, String, Vec<String>, bool)> =
-            sqlx::query_as("SELECT id, name, description, permissions, builtin FROM roles ORDER BY builtin DESC, name")
-                .fetch_all(tx.conn())
-                .await
-                .map_err(db_error)?;
+        let rows: Vec<(uuid::Uuid, String, String, Vec<String>, bool)> = sqlx::query_as(
+            "SELECT id, name, description, permissions, builtin FROM roles WHERE name > $1 ORDER BY name LIMIT $2",
+        )
+        .bind(&req.page_token)
+        .bind(size + 1)
+        .fetch_all(tx.conn())
+        .await
+        .map_err(db_error)?;
         tx.commit().await?;
-        let roles = rows
+        let more = rows.len() as i64 > size;
+        let roles: Vec<pb::Role> = rows
             .into_iter()
+            .take(size as usize)
             .map(|(id, name, description, permissions, builtin)| pb::Role {
                 id: id.to_string(),
                 name,
@@ -706,7 +764,9 @@ impl pb::access_service_server::AccessService for Access {
                 builtin,
             })
             .collect();
-        Ok(Response::new(pb::ListRolesResponse { roles }))
+        let next_page_token =
+            if more { roles.last().map(|r| r.name.clone()).unwrap_or_default() } else { String::new() };
+        Ok(Response::new(pb::ListRolesResponse { roles, next_page_token }))
     }
 
     async fn create_role(&self, request: Request<pb::CreateRoleRequest>) -> Result<Response<pb::Role>, Status> {
@@ -714,6 +774,7 @@ impl pb::access_service_server::AccessService for Access {
         me.require("roles.write")?;
         let req = request.into_inner();
         check_name("name", &req.name)?;
+        check_description(&req.description)?;
         if req.permissions.is_empty() {
             return Err(ApiError::invalid_field("permissions", "at least one").into());
         }
@@ -727,7 +788,7 @@ impl pb::access_service_server::AccessService for Access {
             "INSERT INTO roles (name, description, permissions) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING RETURNING id",
         )
         .bind(&req.name)
-        .bind(req.description.chars().take(500).collect::<String>())
+        .bind(&req.description)
         .bind(&perms)
         .fetch_optional(tx.conn())
         .await
@@ -843,12 +904,13 @@ impl pb::access_service_server::AccessService for Access {
         me.require("groups.write")?;
         let req = request.into_inner();
         check_name("name", &req.name)?;
+        check_description(&req.description)?;
         let mut tx = self.core.db.begin(&me.tenant).await?;
         let id: Option<uuid::Uuid> = sqlx::query_scalar(
             "INSERT INTO groups (name, description) VALUES ($1, $2) ON CONFLICT DO NOTHING RETURNING id",
         )
         .bind(&req.name)
-        .bind(req.description.chars().take(500).collect::<String>())
+        .bind(&req.description)
         .fetch_optional(tx.conn())
         .await
         .map_err(db_error)?;
@@ -952,36 +1014,57 @@ impl pb::access_service_server::AccessService for Access {
         if !(3_600..=90 * 86_400).contains(&p.refresh_token_ttl_secs) {
             return Err(ApiError::invalid_field("refresh_token_ttl_secs", "3600 to 7776000").into());
         }
+        rbac::check_known(&p.privileged_permissions)
+            .map_err(|_| ApiError::invalid_field("privileged_permissions", "only known permissions"))?;
         let mut tx = self.core.db.begin(&me.tenant).await?;
         for role in &p.mfa_required_roles {
             role_by_name(&mut tx, role).await?;
         }
-        // Dropping a role from the MFA list weakens the tenant: only with every permission it grants.
         let current = crate::core::policy(&mut tx).await?;
+        // Empty keeps the current list: a tenant always has privileged permissions, and a client
+        // that does not know the field must not clear it.
+        let privileged = if p.privileged_permissions.is_empty() {
+            current.privileged_permissions.clone()
+        } else {
+            p.privileged_permissions
+        };
+        // Dropping a role or a permission from what requires MFA weakens the tenant: only with
+        // every permission dropped.
         for dropped in current.mfa_required_roles.iter().filter(|r| !p.mfa_required_roles.contains(r)) {
             let (_, perms) = role_by_name(&mut tx, dropped).await?;
             rbac::check_subset(&perms, &me.principal.permissions)?;
         }
-        let updated: crate::core::Policy = sqlx::query_as(
-            "UPDATE tenant_policy SET lockout_threshold = $1, lockout_window_secs = $2, access_token_ttl_secs = $3,
-                    refresh_token_ttl_secs = $4, mfa_required_roles = $5, updated_at = now()
-             RETURNING lockout_threshold, lockout_window_secs, access_token_ttl_secs, refresh_token_ttl_secs, mfa_required_roles",
-        )
+        let dropped: Vec<String> =
+            current.privileged_permissions.iter().filter(|x| !privileged.contains(x)).cloned().collect();
+        rbac::check_subset(&dropped, &me.principal.permissions)?;
+        let updated: crate::core::Policy = sqlx::query_as(&format!(
+            "UPDATE tenant_policy p SET lockout_threshold = $1, lockout_window_secs = $2, access_token_ttl_secs = $3,
+                    refresh_token_ttl_secs = $4, mfa_required_roles = $5, privileged_permissions = $6, updated_at = now()
+             RETURNING {POLICY_COLUMNS}"
+        ))
         .bind(p.lockout_threshold as i32)
         .bind(p.lockout_window_secs as i32)
         .bind(p.access_token_ttl_secs as i32)
         .bind(p.refresh_token_ttl_secs as i32)
         .bind(&p.mfa_required_roles)
+        .bind(&privileged)
         .fetch_one(tx.conn())
         .await
         .map_err(db_error)?;
+        // A policy that makes more users privileged ends their password-only sessions.
+        let ended = end_sessions_lacking_mfa(&mut tx, None).await?;
         tx.record(
             audit(me.actor(), "tenant.policy_update", "tenant/policy", Outcome::Success, me.request_id.clone())
                 .detail("lockout_threshold", p.lockout_threshold)
-                .detail("mfa_required_roles", p.mfa_required_roles.clone()),
+                .detail("mfa_required_roles", p.mfa_required_roles.clone())
+                .detail("privileged_permissions", privileged)
+                .detail("sessions_ended", ended),
         )
         .await?;
         tx.commit().await?;
+        if ended > 0 {
+            self.core.publish_revocations_soon(&me.tenant).await;
+        }
         Ok(Response::new(policy_pb(updated)))
     }
 }
@@ -993,6 +1076,7 @@ fn policy_pb(p: crate::core::Policy) -> pb::Policy {
         access_token_ttl_secs: p.access_token_ttl_secs.unsigned_abs(),
         refresh_token_ttl_secs: p.refresh_token_ttl_secs.unsigned_abs(),
         mfa_required_roles: p.mfa_required_roles,
+        privileged_permissions: p.privileged_permissions,
     }
 }
 

@@ -39,6 +39,7 @@ pub const MIGRATIONS: MigrationSet = MigrationSet {
         kit::migration!("tenant", "0002_create_identity"),
         kit::migration!("tenant", "0003_index_lookups_by_holder_and_expiry"),
         kit::migration!("tenant", "0004_record_revocations"),
+        kit::migration!("tenant", "0005_count_second_factor_failures_and_privilege_by_permission"),
     ],
 };
 

@@ -32,6 +32,35 @@ struct KeyRow {
     revoked_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
+/// Where a page of API keys (newest first) ends: the last key's creation time and id, so a key
+/// deleted meanwhile does not lose the place.
+struct KeyCursor {
+    created_at: chrono::DateTime<chrono::Utc>,
+    id: uuid::Uuid,
+}
+
+impl KeyCursor {
+    fn parse(token: &str) -> Result<Self, ApiError> {
+        if token.is_empty() {
+            // Later than any key (9999-12-31): the first page.
+            let end = chrono::DateTime::from_timestamp(253_402_300_799, 0).unwrap_or_default();
+            return Ok(Self { created_at: end, id: uuid::Uuid::max() });
+        }
+        let bad = || ApiError::invalid_field("page_token", "must be a next_page_token of this listing");
+        let (micros, id) = token.split_once('.').ok_or_else(bad)?;
+        let created_at = micros
+            .parse::<i64>()
+            .ok()
+            .and_then(chrono::DateTime::<chrono::Utc>::from_timestamp_micros)
+            .ok_or_else(bad)?;
+        Ok(Self { created_at, id: uuid::Uuid::parse_str(id).map_err(|_| bad())? })
+    }
+
+    fn token(&self) -> String {
+        format!("{}.{}", self.created_at.timestamp_micros(), self.id)
+    }
+}
+
 fn key_pb(k: KeyRow) -> pb::ApiKey {
     pb::ApiKey {
         id: k.id.to_string(),
@@ -259,9 +288,24 @@ impl pb::session_service_server::SessionService for Sessions {
         let mut scopes = req.scopes.clone();
         scopes.sort();
         scopes.dedup();
+        let mut tx = self.core.db.begin(&me.tenant).await?;
+        // Minting a credential is as sensitive as what it carries: a key with a privileged or
+        // step-up permission needs a recent second factor, or a password-only session (or a
+        // stolen access token) could launder the step-up away through the key.
+        let policy = crate::core::policy(&mut tx).await?;
+        let sensitive: Vec<&String> = scopes.iter().filter(|s| policy.sensitive(s)).collect();
+        if let (false, Err(e)) = (sensitive.is_empty(), me.principal.require_recent_mfa()) {
+            tx.record(
+                audit(me.actor(), "api_key.create", "api_key/new", Outcome::Denied, me.request_id.clone())
+                    .detail("refused", "step_up_required")
+                    .detail("sensitive_scopes", sensitive.into_iter().cloned().collect::<Vec<_>>()),
+            )
+            .await?;
+            tx.commit().await?;
+            return Err(e.into());
+        }
         let key = zeroize::Zeroizing::new(kit::apikey::generate().map_err(|e| ApiError::internal(&e))?);
         let hash = kit::apikey::hash(&key).to_vec();
-        let mut tx = self.core.db.begin(&me.tenant).await?;
         let row: KeyRow = sqlx::query_as(
             "INSERT INTO api_keys (user_id, name, display, key_hash, scopes, expires_at)
              VALUES ($1, $2, $3, $4, $5, now() + make_interval(days => $6))
@@ -305,28 +349,44 @@ impl pb::session_service_server::SessionService for Sessions {
         let me = self.core.authed(&request).await?;
         let all = me.principal.has_permission("api_keys.read");
         let user = me.user_id()?;
+        let req = request.into_inner();
+        let size = ApiError::page_size(req.page_size, 100, 500)?;
+        let after = KeyCursor::parse(&req.page_token)?;
         let mut tx = self.core.db.begin(&me.tenant).await?;
         // Two statements, each read from its own index: as one `$1 OR user_id = $2`, a cached
         // generic plan could only scan every key of the tenant.
+        const COLUMNS: &str = "id, name, display, scopes, created_at, expires_at, last_used_at, revoked_at";
         let rows: Vec<KeyRow> = if all {
-            sqlx::query_as(
-                "SELECT id, name, display, scopes, created_at, expires_at, last_used_at, revoked_at FROM api_keys
-                  ORDER BY created_at DESC LIMIT 500",
-            )
+            sqlx::query_as(&format!(
+                "SELECT {COLUMNS} FROM api_keys WHERE (created_at, id) < ($1, $2)
+                  ORDER BY created_at DESC, id DESC LIMIT $3"
+            ))
+            .bind(after.created_at)
+            .bind(after.id)
+            .bind(size + 1)
             .fetch_all(tx.conn())
             .await
         } else {
-            sqlx::query_as(
-                "SELECT id, name, display, scopes, created_at, expires_at, last_used_at, revoked_at FROM api_keys
-                  WHERE user_id = $1 ORDER BY created_at DESC LIMIT 500",
-            )
+            sqlx::query_as(&format!(
+                "SELECT {COLUMNS} FROM api_keys WHERE user_id = $4 AND (created_at, id) < ($1, $2)
+                  ORDER BY created_at DESC, id DESC LIMIT $3"
+            ))
+            .bind(after.created_at)
+            .bind(after.id)
+            .bind(size + 1)
             .bind(user)
             .fetch_all(tx.conn())
             .await
         }
         .map_err(db_error)?;
         tx.commit().await?;
-        Ok(Response::new(pb::ListApiKeysResponse { keys: rows.into_iter().map(key_pb).collect() }))
+        let more = rows.len() as i64 > size;
+        let rows: Vec<KeyRow> = rows.into_iter().take(size as usize).collect();
+        let next_page_token = match rows.last() {
+            Some(last) if more => KeyCursor { created_at: last.created_at, id: last.id }.token(),
+            _ => String::new(),
+        };
+        Ok(Response::new(pb::ListApiKeysResponse { keys: rows.into_iter().map(key_pb).collect(), next_page_token }))
     }
 
     async fn revoke_api_key(

@@ -485,7 +485,11 @@ async fn privilege_escalation_through_roles_groups_and_api_keys_is_refused() {
         grantee: Some(pb::grant_role_request::Grantee::UserId(erin.id.clone())),
     };
     fx.access().grant_role(req("alpha", Some(&owner.access_token), grant)).await.expect("grant");
-    let erin_t = tokens(fx.login("erin@alpha.example", "a long enough password").await.expect("login"));
+    // team-lead carries privileged permissions (groups.write, roles.*): she enrols a second factor.
+    let first = tokens(fx.login("erin@alpha.example", "a long enough password").await.expect("login"));
+    assert!(first.mfa_enrollment_required, "a custom role with privileged permissions");
+    fx.enrol_totp(&first).await;
+    let erin_t = fx.refresh(&first.refresh_token).await.expect("refresh after enrolment");
 
     // A role with a permission she lacks.
     let msg = pb::CreateRoleRequest {
@@ -556,6 +560,41 @@ async fn privilege_escalation_through_roles_groups_and_api_keys_is_refused() {
     settle().await;
     let err = fx.probe("vault", &created.api_key).await.expect_err("revoked key");
     assert_eq!(reason(&err), "API_KEY_REVOKED");
+    // Keys are listed newest first, a page at a time; without api_keys.read only one's own.
+    for i in 0..4 {
+        let more =
+            pb::CreateApiKeyRequest { name: format!("bot-{i}"), scopes: vec!["groups.read".into()], ttl_days: 1 };
+        fx.sessions().create_api_key(req("alpha", Some(&erin_t.access_token), more)).await.expect("more keys");
+    }
+    fx.create_user(&owner.access_token, "max@alpha.example", &["member"]).await.expect("max");
+    let max_t = tokens(fx.login("max@alpha.example", "a long enough password").await.expect("login"));
+    let mine =
+        pb::CreateApiKeyRequest { name: "max-bot".into(), scopes: vec!["vault.secrets.read".into()], ttl_days: 1 };
+    fx.sessions().create_api_key(req("alpha", Some(&max_t.access_token), mine)).await.expect("max's key");
+    let list = |token: &str, page_token: String| {
+        let msg = pb::ListApiKeysRequest { page_size: 2, page_token };
+        let token = token.to_owned();
+        let mut sessions = fx.sessions();
+        async move { sessions.list_api_keys(req("alpha", Some(&token), msg)).await.map(|r| r.into_inner()) }
+    };
+    let everyone: &[&str] = &["max-bot", "bot-3", "bot-2", "bot-1", "bot-0", "bot"];
+    for (token, expected, pages) in [(&owner.access_token, everyone, 3), (&max_t.access_token, &everyone[..1], 1)] {
+        let (mut names, mut page_token, mut seen) = (Vec::new(), String::new(), 0);
+        loop {
+            let page = list(token, page_token).await.expect("page");
+            assert!(page.keys.len() <= 2);
+            names.extend(page.keys.into_iter().map(|k| k.name));
+            seen += 1;
+            if page.next_page_token.is_empty() {
+                break;
+            }
+            page_token = page.next_page_token;
+        }
+        assert_eq!(names, expected);
+        assert_eq!(seen, pages);
+    }
+    let err = list(&max_t.access_token, "not-a-token".into()).await.expect_err("bad page token");
+    assert_eq!(reason(&err), "INVALID_FIELD");
     // A mistyped key is refused without a lookup.
     let mut typo = created.api_key.clone().into_bytes();
     typo[8] = if typo[8] == b'a' { b'b' } else { b'a' };
@@ -622,6 +661,48 @@ async fn groups_and_their_members_are_listed_a_page_at_a_time() {
     assert_eq!(reason(&err), "GROUP_NOT_FOUND");
     let err = page("not-a-uuid".into(), 0, String::new()).await.expect_err("bad id");
     assert_eq!(err.code(), Code::InvalidArgument);
+
+    // Roles, built-in and custom, by name, three to a page.
+    let msg = pb::CreateRoleRequest {
+        name: "billing".into(),
+        description: "reads users for invoices".into(),
+        permissions: vec!["users.read".into()],
+    };
+    fx.access().create_role(req("alpha", token, msg)).await.expect("custom role");
+    let (mut names, mut pages, mut page_token) = (Vec::new(), 0, String::new());
+    loop {
+        let msg = pb::ListRolesRequest { page_size: 3, page_token };
+        let page = fx.access().list_roles(req("alpha", token, msg)).await.expect("roles").into_inner();
+        assert!(page.roles.len() <= 3);
+        names.extend(page.roles.into_iter().map(|r| (r.name, r.builtin)));
+        pages += 1;
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        page_token = page.next_page_token;
+    }
+    let expected = ["admin", "auditor", "billing", "member", "operator", "owner", "security_admin", "viewer"];
+    assert_eq!(names.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(), expected);
+    assert_eq!(names.iter().filter(|(_, builtin)| !builtin).count(), 1);
+    assert_eq!(pages, 3);
+    let msg = pb::ListRolesRequest { page_size: 501, page_token: String::new() };
+    let err = fx.access().list_roles(req("alpha", token, msg)).await.expect_err("page too large");
+    assert_eq!(reason(&err), "INVALID_FIELD");
+    // A description over 500 characters is refused, not cut, and nothing is created.
+    let long = "x".repeat(501);
+    let msg = pb::CreateRoleRequest {
+        name: "wordy".into(),
+        description: long.clone(),
+        permissions: vec!["users.read".into()],
+    };
+    let err = fx.access().create_role(req("alpha", token, msg)).await.expect_err("long role description");
+    assert!(reason(&err) == "INVALID_FIELD" && err.message().contains("description"), "{err:?}");
+    let msg = pb::CreateGroupRequest { name: "wordy".into(), description: long };
+    let err = fx.access().create_group(req("alpha", token, msg)).await.expect_err("long group description");
+    assert!(reason(&err) == "INVALID_FIELD" && err.message().contains("description"), "{err:?}");
+    let msg = pb::ListGroupsRequest { page_size: 0, page_token: String::new() };
+    let groups = fx.access().list_groups(req("alpha", token, msg)).await.expect("groups").into_inner().groups;
+    assert!(groups.iter().all(|g| g.name != "wordy"));
 
     // Listing needs groups.read.
     let viewer = tokens(fx.login("ann@alpha.example", "a long enough password").await.expect("login"));
@@ -762,6 +843,19 @@ async fn tenant_policy_and_tenant_suspension() {
     // The operator suspends the tenant: its tokens stop working everywhere; reactivation restores them.
     let mut tenants =
         proto::auth::v1::tenant_service_client::TenantServiceClient::new(fx.c.channel_as("operator", "auth"));
+    // A bad first owner is refused before the tenant is registered: nothing is left half-made.
+    let err = tenants
+        .create_tenant(pb::CreateTenantRequest {
+            slug: "charlie".into(),
+            request_id: String::new(),
+            owner_email: "not an address".into(),
+        })
+        .await
+        .expect_err("bad owner email");
+    assert_eq!((err.code(), reason(&err).as_str()), (tonic::Code::InvalidArgument, "INVALID_FIELD"));
+    assert!(err.message().contains("owner_email"), "{}", err.message());
+    let err = tenants.get_tenant(pb::GetTenantRequest { slug: "charlie".into() }).await.expect_err("not registered");
+    assert_eq!(err.code(), tonic::Code::NotFound);
     let suspended = tenants
         .suspend_tenant(pb::SuspendTenantRequest { slug: "alpha".into(), reason: "unpaid invoice".into() })
         .await
@@ -1177,5 +1271,237 @@ async fn revocations_outlive_a_redis_crash_a_redis_that_did_not_take_them_and_sq
     .await
     .expect("revocations");
     assert_eq!(listed, 5);
+    fx.c.stop().await;
+}
+
+#[allow(clippy::expect_used)]
+impl Fx {
+    /// How many audit records of `action` with `outcome` the tenant has, drained or not.
+    async fn audit_count(&self, action: &str, outcome: &str) -> i64 {
+        let pool = self.c.db.admin_pool().await;
+        sqlx::query_scalar(
+            "SELECT count(DISTINCT event_id) FROM (
+                 SELECT event_id, action, outcome FROM t_alpha.audit_outbox
+                 UNION ALL SELECT event_id, action, outcome FROM t_alpha.audit_log) a
+              WHERE action = $1 AND outcome = $2",
+        )
+        .bind(action)
+        .bind(outcome)
+        .fetch_one(&pool)
+        .await
+        .expect("audit count")
+    }
+
+    fn secrets(&self) -> proto::vault::v1::secrets_service_client::SecretsServiceClient<kit::client::Channel> {
+        proto::vault::v1::secrets_service_client::SecretsServiceClient::new(self.c.channel_as("gateway", "vault"))
+    }
+
+    async fn reveal(&self, token: &str, path: &str) -> Result<Vec<u8>, tonic::Status> {
+        let msg = proto::vault::v1::RevealSecretRequest { path: path.into(), version: 0, reason: "incident 42".into() };
+        self.secrets().reveal_secret(req("alpha", Some(token), msg)).await.map(|r| r.into_inner().value)
+    }
+
+    async fn step_up(&self, token: &str, code: &str) -> Result<pb::Tokens, tonic::Status> {
+        let msg = pb::StepUpRequest { code: code.into() };
+        self.authn().step_up(req("alpha", Some(token), msg)).await.map(tonic::Response::into_inner)
+    }
+
+    async fn verify_mfa(&self, mfa_token: &str, code: &str) -> Result<pb::LoginResponse, tonic::Status> {
+        let msg = pb::VerifyMfaRequest {
+            tenant: "alpha".into(),
+            mfa_token: mfa_token.into(),
+            code: code.into(),
+            client: None,
+        };
+        self.authn().verify_mfa(req("alpha", None, msg)).await.map(tonic::Response::into_inner)
+    }
+
+    /// Logs in with the right password and returns the second-factor challenge.
+    async fn challenge(&self, email: &str, password: &str) -> String {
+        match self.login(email, password).await.expect("login").result {
+            Some(pb::login_response::Result::Mfa(m)) => m.mfa_token,
+            other => panic!("expected an MFA challenge, got {other:?}"),
+        }
+    }
+
+    /// Enrols TOTP in `session` (which thereby passes a second factor); returns the seed.
+    async fn enrol_totp(&self, session: &pb::Tokens) -> String {
+        let token = Some(session.access_token.as_str());
+        let enrol = self
+            .sessions()
+            .enroll_totp(req("alpha", token, pb::EnrollTotpRequest {}))
+            .await
+            .expect("enrol")
+            .into_inner();
+        let confirm = pb::ConfirmTotpRequest { code: code_at(&enrol.secret, now()) };
+        self.sessions().confirm_totp(req("alpha", token, confirm)).await.expect("confirm");
+        enrol.secret
+    }
+}
+
+/// Item 1 of the security review: a password-only session minted a key scoped to reveal, and the
+/// key revealed (API keys pass step-up). Minting such a key now needs the step-up itself.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_api_key_minted_without_mfa_cannot_reveal() {
+    let fx = Fx::new().await;
+    let (owner, _, _) = fx.owner_with_totp().await;
+    let put =
+        proto::vault::v1::PutSecretRequest { path: "app/db".into(), value: b"hunter2".to_vec(), ..Default::default() };
+    fx.secrets().put_secret(req("alpha", Some(&owner.access_token), put)).await.expect("a secret to steal");
+    // Olga runs the business (operator: not privileged) and logged in with her password alone.
+    fx.create_user(&owner.access_token, "olga@alpha.example", &["operator"]).await.expect("olga");
+    let olga = tokens(fx.login("olga@alpha.example", "a long enough password").await.expect("login"));
+    assert!(!olga.mfa_enrollment_required);
+    let err = fx.reveal(&olga.access_token, "app/db").await.expect_err("her own reveal needs step-up");
+    assert_eq!(reason(&err), "STEP_UP_REQUIRED");
+
+    // The attack: a year-long key scoped to reveal, minted by that session.
+    let laundry =
+        pb::CreateApiKeyRequest { name: "laundry".into(), scopes: vec!["vault.secrets.reveal".into()], ttl_days: 365 };
+    let err = fx
+        .sessions()
+        .create_api_key(req("alpha", Some(&olga.access_token), laundry.clone()))
+        .await
+        .expect_err("minting a reveal key needs the step-up the reveal needs");
+    assert_eq!(reason(&err), "STEP_UP_REQUIRED");
+    let list = pb::ListApiKeysRequest::default();
+    let keys = fx.sessions().list_api_keys(req("alpha", Some(&olga.access_token), list)).await.expect("keys");
+    assert!(keys.into_inner().keys.is_empty(), "nothing was minted");
+    assert_eq!(fx.audit_count("api_key.create", "denied").await, 1, "the refusal is audited");
+    // A key without a sensitive scope needs no second factor.
+    let reader =
+        pb::CreateApiKeyRequest { name: "reader".into(), scopes: vec!["vault.secrets.read".into()], ttl_days: 1 };
+    fx.sessions().create_api_key(req("alpha", Some(&olga.access_token), reader)).await.expect("read-only key");
+
+    // With a second factor just passed, the same key may be minted, and it reveals.
+    fx.enrol_totp(&olga).await;
+    let olga = fx.refresh(&olga.refresh_token).await.expect("refresh after enrolment");
+    let key = fx
+        .sessions()
+        .create_api_key(req("alpha", Some(&olga.access_token), laundry))
+        .await
+        .expect("minted with a recent second factor")
+        .into_inner()
+        .api_key;
+    assert_eq!(fx.reveal(&key, "app/db").await.expect("the key reveals"), b"hunter2");
+
+    // The key's permissions are its scopes within its creator's current ones: when Olga loses
+    // the role, the key reveals nothing more (within the verifiers' key cache, 30 s).
+    let olga_id = fx.whoami("auth", &olga.access_token).await.expect("whoami").subject;
+    let revoke = pb::GrantRoleRequest {
+        role: "operator".into(),
+        grantee: Some(pb::grant_role_request::Grantee::UserId(olga_id)),
+    };
+    fx.access().revoke_role(req("alpha", Some(&owner.access_token), revoke)).await.expect("revoke operator");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        match fx.reveal(&key, "app/db").await {
+            Err(e) if e.code() == Code::PermissionDenied => break,
+            other => assert!(tokio::time::Instant::now() < deadline, "the key still reveals: {other:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    fx.c.stop().await;
+}
+
+/// Item 2: MFA was required by role name and only when a session opened. A custom role with
+/// admin permissions escaped it, and a role granted mid-session flowed into every refresh.
+#[tokio::test(flavor = "multi_thread")]
+async fn privilege_by_a_custom_role_or_granted_mid_session_needs_a_second_factor() {
+    let fx = Fx::new().await;
+    let (owner, _, _) = fx.owner_with_totp().await;
+    let token = Some(owner.access_token.as_str());
+    // A custom role carrying admin permissions is privileged, whatever its name.
+    let ops = pb::CreateRoleRequest {
+        name: "ops".into(),
+        description: "suspends people".into(),
+        permissions: vec!["users.read".into(), "users.suspend".into()],
+    };
+    fx.access().create_role(req("alpha", token, ops)).await.expect("ops");
+    fx.create_user(&owner.access_token, "uma@alpha.example", &["ops"]).await.expect("uma");
+    let uma = tokens(fx.login("uma@alpha.example", "a long enough password").await.expect("login"));
+    assert!(uma.mfa_enrollment_required, "a custom role with admin permissions needs a second factor");
+    let err = fx.probe("vault", &uma.access_token).await.expect_err("an enrolment-only session");
+    assert_eq!(reason(&err), "MFA_ENROLLMENT_REQUIRED");
+
+    // Vic logs in with a password as a viewer; then the owner makes him an admin.
+    let vic_id = fx.create_user(&owner.access_token, "vic@alpha.example", &["viewer"]).await.expect("vic").id;
+    let vic = tokens(fx.login("vic@alpha.example", "a long enough password").await.expect("login"));
+    assert!(!vic.mfa_enrollment_required);
+    let grant =
+        pb::GrantRoleRequest { role: "admin".into(), grantee: Some(pb::grant_role_request::Grantee::UserId(vic_id)) };
+    fx.access().grant_role(req("alpha", token, grant)).await.expect("grant admin");
+    let err = fx.refresh(&vic.refresh_token).await.expect_err("the grant ended the password-only session");
+    assert_eq!(reason(&err), "SESSION_ENDED");
+    fx.until_revoked("vault", &vic.access_token).await;
+    let again = tokens(fx.login("vic@alpha.example", "a long enough password").await.expect("login"));
+    assert!(again.mfa_enrollment_required, "now he may only enrol");
+
+    // A grant that bypasses the API (an operator's SQL) is caught at the session's next refresh.
+    let walt_id = fx.create_user(&owner.access_token, "walt@alpha.example", &["viewer"]).await.expect("walt").id;
+    let walt = tokens(fx.login("walt@alpha.example", "a long enough password").await.expect("login"));
+    let pool = fx.c.db.admin_pool().await;
+    sqlx::query(
+        "INSERT INTO t_alpha.role_grants (tenant_id, role_id, user_id, granted_by)
+         SELECT tenant_id, id, $1::uuid, 'sql' FROM t_alpha.roles WHERE name = 'security_admin'",
+    )
+    .bind(&walt_id)
+    .execute(&pool)
+    .await
+    .expect("grant by SQL");
+    let err = fx.refresh(&walt.refresh_token).await.expect_err("privileged without a second factor");
+    assert_eq!(reason(&err), "MFA_REQUIRED");
+    fx.until_revoked("auth", &walt.access_token).await;
+    assert!(fx.audit_actions().await.iter().any(|a| a == "session.revoke"));
+    fx.c.stop().await;
+}
+
+/// Item 3: a correct password reset the failure count, each new challenge gave five fresh
+/// guesses, and step-up counted nothing. Failures now count per account across both.
+#[tokio::test(flavor = "multi_thread")]
+async fn second_factor_guesses_are_counted_across_challenges_and_step_ups() {
+    let fx = Fx::new().await;
+    let (owner, secret, _) = fx.owner_with_totp().await;
+    let (email, password) = (fx.owner_email.clone(), fx.owner_password.clone());
+    // Not a code of any kind: a guess that is wrong whatever the time.
+    let wrong = "not-a-code";
+    for _ in 0..2 {
+        let err = fx.step_up(&owner.access_token, wrong).await.expect_err("wrong step-up");
+        assert_eq!(reason(&err), "INVALID_MFA");
+    }
+    // Fresh challenges, each after the right password, do not give fresh guesses.
+    for _ in 0..2 {
+        let challenge = fx.challenge(&email, &password).await;
+        let err = fx.verify_mfa(&challenge, wrong).await.expect_err("wrong code");
+        assert_eq!(reason(&err), "INVALID_MFA");
+    }
+    let challenge = fx.challenge(&email, &password).await;
+    let err = fx.verify_mfa(&challenge, wrong).await.expect_err("the fifth failure locks");
+    assert_eq!((err.code(), reason(&err).as_str()), (Code::ResourceExhausted, "MFA_LOCKED"));
+    // Locked: the right code is refused too, in a login and in a step-up.
+    let challenge = fx.challenge(&email, &password).await;
+    let right = code_at(&secret, now() + 30);
+    let err = fx.verify_mfa(&challenge, &right).await.expect_err("locked");
+    assert_eq!(reason(&err), "MFA_LOCKED");
+    let err = fx.step_up(&owner.access_token, &right).await.expect_err("locked");
+    assert_eq!(reason(&err), "MFA_LOCKED");
+    assert_eq!(fx.audit_count("mfa.locked", "denied").await, 1);
+    assert_eq!(fx.audit_count("mfa.step_up_failure", "denied").await, 3);
+    assert_eq!(fx.audit_count("mfa.failure", "denied").await, 4);
+
+    // When the lock ends, the right code passes and the count starts again.
+    let pool = fx.c.db.admin_pool().await;
+    sqlx::query("UPDATE t_alpha.users SET mfa_locked_until = now() - interval '1 second' WHERE email = $1")
+        .bind(&email)
+        .execute(&pool)
+        .await
+        .expect("end the lock");
+    tokens(fx.verify_mfa(&challenge, &right).await.expect("the lock is over"));
+    let counts: (i32, i32) = sqlx::query_as("SELECT mfa_failures, mfa_lockouts FROM t_alpha.users WHERE email = $1")
+        .bind(&email)
+        .fetch_one(&pool)
+        .await
+        .expect("counts");
+    assert_eq!(counts, (0, 0));
     fx.c.stop().await;
 }

@@ -514,7 +514,8 @@ async fn owner_scoped_principals_see_and_move_only_their_accounts() {
         )
         .await
         .expect_err("not hers");
-    assert_eq!(err.code(), tonic::Code::PermissionDenied);
+    // Another owner's account answers exactly as a missing one (security review item 8).
+    assert_eq!((err.code(), reason(&err).as_str()), (tonic::Code::FailedPrecondition, "DEBIT_ACCOUNT_NOT_FOUND"));
 
     // Row-level security itself narrows the runtime role's view, whatever the code asks.
     let pool = f.c.db.pool_as("strongroom_ledger").await;
@@ -1478,5 +1479,68 @@ async fn sigkill_and_a_postgres_crash_mid_load_apply_nothing_twice() {
     assert!(v.ok, "{}", v.problem);
     let _ = child.kill();
     let _ = child.wait();
+    f.c.stop().await;
+}
+
+/// Security review items 7 and 8: an owner-scoped payer voided or posted the payee's hold (the
+/// owner check was on the debit side only), could take its predictable post/void id first, and
+/// read another owner's balance through a balancing pending transfer.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_payer_cannot_cancel_or_settle_the_payees_hold_nor_read_another_owners_balance() {
+    let f = Fixture::new().await;
+    let alice = f.account("alice", Flags::default()).await;
+    let merchant = f.account("merchant", Flags::default()).await;
+    let victim = f.account("victim", Flags::default()).await;
+    f.transfer(t(merchant, victim, 340)).await.expect("the victim's balance");
+    let own = ["ledger.accounts.read.own", "ledger.transfers.read.own", "ledger.transfers.create.own"];
+    let (alice_t, merchant_t) =
+        (token_for(&f.signer, f.tenant, "alice", &own), token_for(&f.signer, f.tenant, "merchant", &own));
+    // The operator authorises 10 of alice's money for the merchant.
+    let mut hold = t(alice, merchant, 10);
+    hold.flags = flags(|x| x.pending = true);
+    let hold = Uuid::parse_str(&f.transfer(hold).await.expect("hold").transfer.expect("t").id).expect("id");
+    let create = |token: &str, transfer: pb::Transfer| {
+        let mut client = f.client();
+        let req = f.req_as(token, pb::CreateTransferRequest { transfer: Some(transfer), request_id: String::new() });
+        async move { client.create_transfer(req).await.map(tonic::Response::into_inner) }
+    };
+    let resolution = |id: String, post: bool| pb::Transfer {
+        id,
+        pending_id: hold.to_string(),
+        flags: flags(|x| if post { x.post_pending = true } else { x.void_pending = true }),
+        ..Default::default()
+    };
+    // Alice may neither cancel nor settle it, under the derived id or one of her own.
+    for post in [false, true] {
+        for id in [String::new(), Uuid::new_v4().to_string()] {
+            let err = create(&alice_t, resolution(id, post)).await.expect_err("the payer resolves nothing");
+            assert_eq!((err.code(), reason(&err).as_str()), (tonic::Code::PermissionDenied, "ONLY_THE_PAYEE_RESOLVES"));
+        }
+    }
+    // Nor take the derived id first, to make the merchant's capture a conflict.
+    let derived = ledger_svc::domain::resolution_id(hold, true);
+    let mut squat = t(alice, merchant, 1);
+    squat.id = derived.to_string();
+    let err = create(&alice_t, squat).await.expect_err("a reserved id");
+    assert_eq!(reason(&err), "ID_RESERVED_FOR_RESOLUTIONS");
+    // The merchant captures with the derived id; a repeat replays it.
+    let posted = create(&merchant_t, resolution(String::new(), true)).await.expect("the payee captures");
+    assert_eq!(posted.transfer.expect("t").id, derived.to_string());
+    assert!(create(&merchant_t, resolution(String::new(), true)).await.expect("repeat").replayed);
+    assert_eq!(n(&f.get(alice).await.debits_posted), 10);
+
+    // Balance oracle: a balancing pending transfer towards another owner's account.
+    let mut probe = t(alice, victim, u128::MAX);
+    probe.flags = flags(|x| {
+        x.pending = true;
+        x.balancing_credit = true;
+    });
+    let err = create(&alice_t, probe).await.expect_err("balancing against another owner");
+    assert_eq!((err.code(), reason(&err).as_str()), (tonic::Code::PermissionDenied, "BALANCING_AGAINST_ANOTHER_OWNER"));
+    assert_eq!(n(&f.get(victim).await.credits_pending), 0);
+    // Another owner's account and a missing one answer alike.
+    let foreign = create(&alice_t, t(victim, alice, 1)).await.expect_err("foreign");
+    let missing = create(&alice_t, t(Uuid::new_v4(), alice, 1)).await.expect_err("missing");
+    assert_eq!((foreign.code(), reason(&foreign)), (missing.code(), reason(&missing)));
     f.c.stop().await;
 }

@@ -645,17 +645,18 @@ fn role_json(r: &pb::Role) -> Value {
     json!({ "id": r.id, "name": r.name, "description": r.description, "permissions": r.permissions, "builtin": r.builtin })
 }
 
-/// `GET /v1/roles`
+/// `GET /v1/roles?page_size=&page_token=`
 pub async fn list_roles(
     State(state): State<AppState>,
     Extension(id): Extension<RequestId>,
+    QueryParams(q): QueryParams<PageQuery>,
     headers: HeaderMap,
 ) -> Response {
     let result = async {
         let c = caller(&state, &headers, "roles.read").await?;
-        let r =
-            access(&state).list_roles(request(&c, &id, pb::ListRolesRequest {})).await.map_err(upstream)?.into_inner();
-        Ok(json!({ "roles": r.roles.iter().map(role_json).collect::<Vec<_>>() }))
+        let msg = pb::ListRolesRequest { page_size: q.page_size, page_token: q.page_token };
+        let r = access(&state).list_roles(request(&c, &id, msg)).await.map_err(upstream)?.into_inner();
+        Ok(json!({ "roles": r.roles.iter().map(role_json).collect::<Vec<_>>(), "next_page_token": r.next_page_token }))
     }
     .await;
     respond(result, id)
@@ -887,20 +888,18 @@ fn key_json(k: &pb::ApiKey) -> Value {
     })
 }
 
-/// `GET /v1/api-keys`
+/// `GET /v1/api-keys?page_size=&page_token=`
 pub async fn list_api_keys(
     State(state): State<AppState>,
     Extension(id): Extension<RequestId>,
+    QueryParams(q): QueryParams<PageQuery>,
     headers: HeaderMap,
 ) -> Response {
     let result = async {
         let c = authenticated(&state, &headers).await?;
-        let r = sessions(&state)
-            .list_api_keys(request(&c, &id, pb::ListApiKeysRequest {}))
-            .await
-            .map_err(upstream)?
-            .into_inner();
-        Ok(json!({ "api_keys": r.keys.iter().map(key_json).collect::<Vec<_>>() }))
+        let msg = pb::ListApiKeysRequest { page_size: q.page_size, page_token: q.page_token };
+        let r = sessions(&state).list_api_keys(request(&c, &id, msg)).await.map_err(upstream)?.into_inner();
+        Ok(json!({ "api_keys": r.keys.iter().map(key_json).collect::<Vec<_>>(), "next_page_token": r.next_page_token }))
     }
     .await;
     respond(result, id)
@@ -960,6 +959,7 @@ fn policy_json(p: &pb::Policy) -> Value {
         "access_token_ttl_secs": p.access_token_ttl_secs,
         "refresh_token_ttl_secs": p.refresh_token_ttl_secs,
         "mfa_required_roles": p.mfa_required_roles,
+        "privileged_permissions": p.privileged_permissions,
     })
 }
 
@@ -986,6 +986,9 @@ pub struct PolicyBody {
     access_token_ttl_secs: u32,
     refresh_token_ttl_secs: u32,
     mfa_required_roles: Vec<String>,
+    /// Absent or empty keeps the current list.
+    #[serde(default)]
+    privileged_permissions: Vec<String>,
 }
 
 /// `PUT /v1/tenant/policy`
@@ -1003,6 +1006,7 @@ pub async fn put_policy(
             access_token_ttl_secs: b.access_token_ttl_secs,
             refresh_token_ttl_secs: b.refresh_token_ttl_secs,
             mfa_required_roles: b.mfa_required_roles,
+            privileged_permissions: b.privileged_permissions,
         };
         let p = access(&state).update_policy(request(&c, &id, msg)).await.map_err(upstream)?;
         Ok(policy_json(p.get_ref()))

@@ -503,16 +503,6 @@ pub async fn get_transfer(
     respond(result, id)
 }
 
-/// A deterministic id for `pending:action`, so that repeating a post or void replays it.
-fn derived_id(pending: &str, action: &str) -> String {
-    use sha2::{Digest, Sha256};
-    // Stable across gateway replicas and versions (a SHA-256 prefix with UUID v4 bits).
-    let digest = Sha256::digest(format!("strongroom.ledger.resolve\n{pending}\n{action}").as_bytes());
-    let mut bytes = [0u8; 16];
-    bytes.copy_from_slice(&digest[..16]);
-    uuid::Builder::from_random_bytes(bytes).into_uuid().to_string()
-}
-
 /// `POST /v1/ledger/transfers/{id}:post` and `:void`
 pub async fn resolve(
     State(state): State<AppState>,
@@ -530,7 +520,8 @@ pub async fn resolve(
         let c = caller_any(&state, &headers, &["ledger.transfers.create", "ledger.transfers.create.own"]).await?;
         let b: ResolveBody = if body.is_empty() { ResolveBody::default() } else { parse_body(&body)? };
         let transfer = pb::Transfer {
-            id: b.id.unwrap_or_else(|| derived_id(&pending, if post { "post" } else { "void" })),
+            // Without an id, ledger-svc derives the resolution's reserved id: a repeat replays it.
+            id: b.id.unwrap_or_default(),
             pending_id: pending,
             amount: b.amount.0,
             flags: Some(pb::TransferFlags { post_pending: post, void_pending: !post, ..Default::default() }),
@@ -593,7 +584,7 @@ pub fn document(doc: &mut Value) {
             "200": ok_resp,
             "400": err("malformed input (a JSON number as an amount, a bad UUID)"),
             "401": err("not authenticated"),
-            "403": err("missing permission, other tenant, or an account that is not the caller's"),
+            "403": err("missing permission, other tenant, ONLY_THE_PAYEE_RESOLVES, or BALANCING_AGAINST_ANOTHER_OWNER"),
             "404": err("no such account or transfer (or not visible to an owner-scoped caller)"),
             "409": err("the id exists with different content (reason EXISTS_WITH_DIFFERENT_<FIELD>)"),
             "412": err("the transfer failed; reason is the result, e.g. EXCEEDS_CREDITS")
@@ -664,13 +655,13 @@ pub fn document(doc: &mut Value) {
             "responses": common(ok("the transfer", transfer.clone()))
         }},
         "/v1/ledger/transfers/{id}:post": { "post": {
-            "operationId": "postLedgerTransfer", "summary": "Post a pending transfer (in full, or `amount` of it)",
+            "operationId": "postLedgerTransfer", "summary": "Post a pending transfer (in full, or `amount` of it); an owner-scoped caller only as its payee (403 ONLY_THE_PAYEE_RESOLVES for the payer); without `id` a reserved one derived from the pending id, so a repeat replays it",
             "parameters": [tenant, id("id")],
             "requestBody": { "required": false, "content": { "application/json": { "schema": { "$ref": "#/components/schemas/LedgerResolve" } } } },
             "responses": common(ok("the posting transfer", created.clone()))
         }},
         "/v1/ledger/transfers/{id}:void": { "post": {
-            "operationId": "voidLedgerTransfer", "summary": "Void a pending transfer",
+            "operationId": "voidLedgerTransfer", "summary": "Void a pending transfer; an owner-scoped caller only as its payee (403 ONLY_THE_PAYEE_RESOLVES for the payer); without `id` a reserved one derived from the pending id",
             "parameters": [tenant, id("id")],
             "requestBody": { "required": false, "content": { "application/json": { "schema": { "$ref": "#/components/schemas/LedgerResolve" } } } },
             "responses": common(ok("the voiding transfer", created))

@@ -130,7 +130,9 @@ pub fn paths(doc: &mut Value) {
             "lockout_window_secs": { "type": "integer", "minimum": 60, "maximum": 86400 },
             "access_token_ttl_secs": { "type": "integer", "minimum": 300, "maximum": 900 },
             "refresh_token_ttl_secs": { "type": "integer", "minimum": 3600, "maximum": 7776000 },
-            "mfa_required_roles": { "type": "array", "items": { "type": "string" } }
+            "mfa_required_roles": { "type": "array", "items": { "type": "string" } },
+            "privileged_permissions": { "type": "array", "items": { "type": "string" },
+                "description": "holders of any of these must use a second factor, and an API key carrying one needs a recent one; absent or empty keeps the current list" }
         }),
     );
     let login_answer = json!({ "oneOf": [
@@ -190,7 +192,8 @@ pub fn paths(doc: &mut Value) {
             Some(obj(&["reason"], json!({ "reason": { "type": "string", "maxLength": 500 } }))), ok("the user", user.clone()), &["id"]) },
         "/v1/users/{id}/reactivate": { "post": op("reactivateUser", "Lifts a suspension; requires users.suspend", None, ok("the user", user), &["id"]) },
         "/v1/roles": {
-            "get": op("listRoles", "Built-in and custom roles with their permissions; requires roles.read", None, ok("roles", any_object()), &[]),
+            "get": paged(op("listRoles", "Built-in and custom roles by name, with their permissions; requires roles.read", None,
+                ok("a page of roles", obj(&["roles", "next_page_token"], json!({ "roles": { "type": "array", "items": any_object() }, "next_page_token": { "type": "string", "description": "empty on the last page" } }))), &[]), 500),
             "post": op("createRole", "A custom role of known permissions the caller holds; requires roles.write",
                 Some(obj(&["name", "permissions"], json!({ "name": { "type": "string" }, "description": { "type": "string" }, "permissions": strings }))), ok("the role", any_object()), &[])
         },
@@ -212,7 +215,8 @@ pub fn paths(doc: &mut Value) {
             "delete": op("removeGroupMember", "Removes a member; requires groups.write", None, ok("the group", group.clone()), &["id", "user_id"])
         },
         "/v1/api-keys": {
-            "get": op("listApiKeys", "The caller's API keys (all with api_keys.read)", None, ok("keys", any_object()), &[]),
+            "get": paged(op("listApiKeys", "The caller's API keys, newest first (all of the tenant's with api_keys.read)", None,
+                ok("a page of keys", obj(&["api_keys", "next_page_token"], json!({ "api_keys": { "type": "array", "items": any_object() }, "next_page_token": { "type": "string", "description": "empty on the last page" } }))), &[]), 500),
             "post": op("createApiKey", "An API key for a machine agent, scoped to a subset of the caller's permissions, 1–365 days; the key is in the answer once; requires api_keys.create",
                 Some(obj(&["name", "scopes"], json!({ "name": { "type": "string" }, "scopes": strings, "ttl_days": { "type": "integer", "minimum": 1, "maximum": 365 } }))), ok("the key", any_object()), &[])
         },
@@ -251,7 +255,7 @@ pub fn paths(doc: &mut Value) {
     }});
     // The refusals of state: 409 for a name or email taken, 412 for an operation the current
     // state does not allow (auth-svc's FAILED_PRECONDITION reasons).
-    let refusals: [(&str, &str, &str, &str); 11] = [
+    let refusals: [(&str, &str, &str, &str); 15] = [
         ("post", "/v1/users", "409", "EMAIL_TAKEN"),
         ("post", "/v1/roles", "409", "ROLE_EXISTS"),
         ("post", "/v1/groups", "409", "GROUP_EXISTS"),
@@ -263,6 +267,10 @@ pub fn paths(doc: &mut Value) {
         ("post", "/v1/me/mfa/totp/confirm", "412", "NO_PENDING_TOTP (start enrolment first)"),
         ("post", "/v1/auth/logout", "412", "NO_SESSION (an API key has no session to end)"),
         ("post", "/v1/auth/step-up", "412", "NO_SESSION (an API key has no session to step up)"),
+        ("post", "/v1/auth/step-up", "429", "MFA_LOCKED: too many wrong second-factor codes on this account (login challenges and step-ups count together), with Retry-After"),
+        ("post", "/v1/auth/mfa", "429", "MFA_LOCKED: too many wrong second-factor codes on this account, with Retry-After; or RATE_LIMITED"),
+        ("post", "/v1/api-keys", "412", "STEP_UP_REQUIRED: a key carrying a privileged or step-up permission needs a second factor within 10 minutes"),
+        ("post", "/v1/auth/refresh", "401", "INVALID_REFRESH_TOKEN, REFRESH_TOKEN_REUSED, SESSION_ENDED, or MFA_REQUIRED (the user became privileged without a second factor: the session is ended, log in again)"),
     ];
     for (method, path, status, reason) in refusals {
         doc["paths"][path][method]["responses"][status] = err(reason);

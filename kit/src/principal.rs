@@ -46,6 +46,11 @@ pub struct Principal {
 /// How recent a second factor must be for a sensitive operation.
 pub const STEP_UP_MAX_AGE_SECS: i64 = 600;
 
+/// Permissions whose use needs a second factor within [`STEP_UP_MAX_AGE_SECS`]. An API key that
+/// carries one may only be minted with such a recent second factor: otherwise a password-only
+/// session could launder the step-up away through a key.
+pub const STEP_UP_PERMISSIONS: &[&str] = &["vault.secrets.reveal"];
+
 impl Principal {
     pub fn has_permission(&self, permission: &str) -> bool {
         self.permissions.iter().any(|p| p == permission)
@@ -53,7 +58,8 @@ impl Principal {
 
     /// Requires a second factor within [`STEP_UP_MAX_AGE_SECS`] for a sensitive operation
     /// (FAILED_PRECONDITION `STEP_UP_REQUIRED`; the client calls `POST /v1/auth/step-up`).
-    /// API keys pass: creating one required a full session, and its scopes bound it.
+    /// API keys pass: a key carrying a step-up permission was minted with a recent second factor
+    /// (auth-svc `CreateApiKey`), and its scopes bound it.
     pub fn require_recent_mfa(&self) -> Result<(), ApiError> {
         if self.amr.iter().any(|m| m == "api_key") {
             return Ok(());

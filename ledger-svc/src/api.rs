@@ -174,12 +174,22 @@ pub fn transfer_pb(t: &Transfer) -> pb::Transfer {
 /// Validates the shape of a submitted transfer (state is the engine's business).
 pub fn transfer_input(field: &str, t: &pb::Transfer) -> Result<TransferInput, ApiError> {
     let f = |name: &str| format!("{field}.{name}");
+    let flags = flags_bits(t.flags.as_ref());
+    let pending_id = if t.pending_id.is_empty() { None } else { Some(parse_id(&f("pending_id"), &t.pending_id)?) };
+    let resolving = flags & (transfer_flags::POST_PENDING | transfer_flags::VOID_PENDING);
+    let id = match pending_id {
+        // A resolution without an id gets its derived, reserved one: a repeat replays it.
+        Some(pending) if t.id.is_empty() && resolving != 0 => {
+            crate::domain::resolution_id(pending, resolving == transfer_flags::POST_PENDING)
+        }
+        _ => parse_id(&f("id"), &t.id)?,
+    };
     Ok(TransferInput {
-        id: parse_id(&f("id"), &t.id)?,
+        id,
         debit_account_id: parse_optional_id(&f("debit_account_id"), &t.debit_account_id)?,
         credit_account_id: parse_optional_id(&f("credit_account_id"), &t.credit_account_id)?,
         amount: amount::parse_or_zero(&f("amount"), &t.amount)?,
-        pending_id: if t.pending_id.is_empty() { None } else { Some(parse_id(&f("pending_id"), &t.pending_id)?) },
+        pending_id,
         timeout_seconds: t.timeout_seconds,
         ledger: if t.ledger.is_empty() || is_ledger_code(&t.ledger) {
             t.ledger.clone()
@@ -191,7 +201,7 @@ pub fn transfer_input(field: &str, t: &pb::Transfer) -> Result<TransferInput, Ap
         } else {
             return Err(ApiError::invalid_field(&f("code"), "0 to 2147483647"));
         },
-        flags: flags_bits(t.flags.as_ref()),
+        flags,
         metadata: check_metadata(&f("metadata"), &t.metadata)?,
     })
 }
@@ -222,7 +232,7 @@ pub fn outcome_error(id: Uuid, o: &Outcome) -> ApiError {
             format!("EXISTS_WITH_DIFFERENT_{}", field.to_ascii_uppercase()),
             format!("transfer {id} already exists with a different {field}"),
         ),
-        Outcome::Refused(r) => ApiError::permission_denied(r, "the debit account is not the caller's"),
+        Outcome::Refused(r) => ApiError::permission_denied(r, "the caller may not do this with these accounts"),
         Outcome::Created(_) | Outcome::Replayed(_) => ApiError::internal(&"not an error"),
     }
 }

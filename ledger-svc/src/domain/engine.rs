@@ -186,7 +186,9 @@ impl Engine {
         for sub in submissions {
             let outcomes = self.run_submission(sub);
             for (input, outcome) in sub.transfers.iter().zip(&outcomes) {
-                if let Outcome::Failed(reason) = outcome {
+                // A failure under a reserved id is not remembered: it would take the id of the
+                // resolution that is still to come (a payer's refused void, or a chain made to fail).
+                if let (Outcome::Failed(reason), false) = (outcome, super::is_reserved_id(input.id)) {
                     let ts = self.ts();
                     failures.push(FailureRow { input: input.clone(), reason: reason.clone(), ts });
                 }
@@ -362,6 +364,9 @@ impl Engine {
 
     fn create(&mut self, input: &TransferInput, owner_scope: Option<&str>) -> Result<Transfer, Reject> {
         Self::check_flags(input)?;
+        if super::is_reserved_id(input.id) {
+            return Err(Reject::Fail("ID_RESERVED_FOR_RESOLUTIONS"));
+        }
         if input.pending_id.is_some() {
             return Err(Reject::Fail("PENDING_ID_MUST_BE_ZERO"));
         }
@@ -382,8 +387,16 @@ impl Engine {
         }
         let dr = self.accounts.get(&input.debit_account_id).ok_or(Reject::Fail("DEBIT_ACCOUNT_NOT_FOUND"))?;
         let cr = self.accounts.get(&input.credit_account_id).ok_or(Reject::Fail("CREDIT_ACCOUNT_NOT_FOUND"))?;
-        if owner_scope.is_some_and(|s| s != dr.owner) {
-            return Err(Reject::Refuse("DEBIT_ACCOUNT_NOT_OWNED"));
+        if let Some(owner) = owner_scope {
+            // Another owner's account answers exactly as a missing one.
+            if owner != dr.owner {
+                return Err(Reject::Fail("DEBIT_ACCOUNT_NOT_FOUND"));
+            }
+            // A balancing amount is computed from the other account's balances: against someone
+            // else's account it would read their balance (a pending transfer, then a void).
+            if input.has(BALANCING_CREDIT) && owner != cr.owner {
+                return Err(Reject::Refuse("BALANCING_AGAINST_ANOTHER_OWNER"));
+            }
         }
         if dr.ledger != cr.ledger {
             return Err(Reject::Fail("ACCOUNTS_MUST_HAVE_THE_SAME_LEDGER"));
@@ -454,7 +467,23 @@ impl Engine {
         if pid == input.id {
             return Err(Reject::Fail("PENDING_ID_MUST_BE_DIFFERENT"));
         }
+        if super::is_reserved_id(input.id) && input.id != super::resolution_id(pid, post) {
+            return Err(Reject::Fail("ID_RESERVED_FOR_RESOLUTIONS"));
+        }
         let p = self.transfers.get(&pid).ok_or(Reject::Fail("PENDING_TRANSFER_NOT_FOUND"))?.clone();
+        // A hold is the payee's to settle or release: an owner-scoped payer may neither cancel the
+        // payee's authorization nor settle it alone. To any other owner it does not exist (checked
+        // before anything that would tell its state).
+        if let Some(owner) = owner_scope {
+            let owns = |id: &Uuid| self.accounts.get(id).is_some_and(|a| a.owner == owner);
+            if !owns(&p.credit_account_id) {
+                return Err(if owns(&p.debit_account_id) {
+                    Reject::Refuse("ONLY_THE_PAYEE_RESOLVES")
+                } else {
+                    Reject::Fail("PENDING_TRANSFER_NOT_FOUND")
+                });
+            }
+        }
         if p.flags & PENDING == 0 {
             return Err(Reject::Fail("PENDING_TRANSFER_NOT_PENDING"));
         }
@@ -490,9 +519,7 @@ impl Engine {
         }
         let dr = self.accounts.get(&p.debit_account_id).ok_or(Reject::Fail("DEBIT_ACCOUNT_NOT_FOUND"))?;
         let cr = self.accounts.get(&p.credit_account_id).ok_or(Reject::Fail("CREDIT_ACCOUNT_NOT_FOUND"))?;
-        if owner_scope.is_some_and(|s| s != dr.owner) {
-            return Err(Reject::Refuse("DEBIT_ACCOUNT_NOT_OWNED"));
-        }
+
         if post
             && (dr.balances.debits_posted.checked_add(amount).is_none()
                 || cr.balances.credits_posted.checked_add(amount).is_none())
@@ -721,5 +748,86 @@ mod tests {
         assert_eq!(r[0], Outcome::Replayed(created.clone()));
         assert_eq!(r[1], Outcome::Conflict("amount"));
         assert!(fx.created.is_empty() && fx.accounts.is_empty());
+    }
+
+    /// Owner 1 pays owner 2; a hold of 100 (pending transfer 10) waits for the payee.
+    fn held() -> Engine {
+        let mut payer = account(1, 0);
+        payer.balances.debits_pending = 100;
+        let mut payee = account(2, 0);
+        payee.balances.credits_pending = 100;
+        let (out, fx) = run(engine(vec![account(1, 0), account(2, 0)]), vec![t(10, 1, 2, 100, PENDING)]);
+        assert_eq!(reasons(&out), ["OK"]);
+        Engine::new(
+            [payer, payee, account(3, 0)].into_iter().map(|a| (a.id, a)).collect(),
+            fx.created,
+            HashMap::new(),
+            2_000,
+        )
+    }
+
+    fn resolution(id: Uuid, post: bool) -> TransferInput {
+        let flag = if post { POST_PENDING } else { VOID_PENDING };
+        TransferInput { id, pending_id: Some(Uuid::from_u128(10)), ..t(0, 0, 0, 0, flag) }
+    }
+
+    fn as_owner(e: Engine, owner: &str, transfers: Vec<TransferInput>) -> (Vec<Outcome>, Effects) {
+        let (mut r, fx) = e.run(&[Submission { transfers, owner_scope: Some(owner.into()) }]);
+        (r.remove(0), fx)
+    }
+
+    #[test]
+    fn a_payer_may_neither_void_nor_post_the_payees_hold() {
+        let pid = Uuid::from_u128(10);
+        for post in [false, true] {
+            let (out, fx) = as_owner(held(), "owner1", vec![resolution(super::super::resolution_id(pid, post), post)]);
+            assert_eq!(out, [Outcome::Refused("ONLY_THE_PAYEE_RESOLVES")]);
+            assert!(fx.state_changes.is_empty() && fx.failures.is_empty());
+            // Another owner sees no hold at all, as for a missing one, and takes no id with it.
+            let (out, fx) = as_owner(held(), "owner3", vec![resolution(super::super::resolution_id(pid, post), post)]);
+            assert_eq!(reasons(&out), ["PENDING_TRANSFER_NOT_FOUND"]);
+            assert!(fx.failures.is_empty(), "a failure under a reserved id is not remembered");
+            // The payee may settle or release it.
+            let (out, fx) = as_owner(held(), "owner2", vec![resolution(super::super::resolution_id(pid, post), post)]);
+            assert_eq!(reasons(&out), ["OK"]);
+            assert_eq!(fx.state_changes.len(), 1);
+        }
+    }
+
+    #[test]
+    fn a_resolutions_derived_id_cannot_be_taken_first() {
+        let pid = Uuid::from_u128(10);
+        let reserved = super::super::resolution_id(pid, true);
+        assert!(super::super::is_reserved_id(reserved));
+        assert_ne!(reserved, super::super::resolution_id(pid, false));
+        // Not as an ordinary transfer, nor as the resolution of another hold.
+        let mut taken = t(0, 1, 2, 5, 0);
+        taken.id = reserved;
+        let (out, fx) = run(held(), vec![taken]);
+        assert_eq!(reasons(&out), ["ID_RESERVED_FOR_RESOLUTIONS"]);
+        assert!(fx.failures.is_empty());
+        let other = TransferInput { pending_id: Some(Uuid::from_u128(99)), ..resolution(reserved, true) };
+        let (out, _) = run(held(), vec![other]);
+        assert_eq!(reasons(&out), ["ID_RESERVED_FOR_RESOLUTIONS"]);
+        // Nor by a linked chain made to fail around it.
+        let mut failing = t(40, 1, 3, 0, LINKED);
+        failing.amount = 0;
+        let (out, fx) = run(held(), vec![failing, resolution(reserved, true)]);
+        assert_eq!(reasons(&out), ["AMOUNT_MUST_NOT_BE_ZERO", "LINKED_EVENT_FAILED"]);
+        assert_eq!(fx.failures.len(), 1, "only the ordinary id's failure is remembered");
+    }
+
+    #[test]
+    fn an_owner_cannot_read_another_owners_balance_or_tell_their_account_from_a_missing_one() {
+        let mut victim = account(2, 0);
+        victim.balances.debits_posted = 340;
+        let e = || engine(vec![account(1, 0), victim.clone(), account(3, 0)]);
+        let (out, fx) = as_owner(e(), "owner1", vec![t(10, 1, 2, u128::MAX, PENDING | BALANCING_CREDIT)]);
+        assert_eq!(out, [Outcome::Refused("BALANCING_AGAINST_ANOTHER_OWNER")]);
+        assert!(fx.created.is_empty());
+        let (foreign, _) = as_owner(e(), "owner1", vec![t(11, 2, 1, 5, 0)]);
+        let (missing, _) = as_owner(e(), "owner1", vec![t(11, 77, 1, 5, 0)]);
+        assert_eq!(reasons(&foreign), reasons(&missing));
+        assert_eq!(reasons(&foreign), ["DEBIT_ACCOUNT_NOT_FOUND"]);
     }
 }

@@ -26,6 +26,23 @@ pub mod transfer_flags {
     pub const BALANCING_CREDIT: i32 = 32;
 }
 
+/// The id of the transfer that posts (`post`) or voids pending transfer `pending` when its client
+/// gives none: derived, so that repeating the request replays it, and reserved, so that nobody can
+/// take it first and block the resolution. Reserved ids are UUID version 8, which no other
+/// transfer may use ([`is_reserved_id`]); a resolution may use one only when it is its own.
+pub fn resolution_id(pending: Uuid, post: bool) -> Uuid {
+    let action = if post { "post" } else { "void" };
+    let digest = Sha256::digest(format!("strongroom.ledger.resolution\n{pending}\n{action}").as_bytes());
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    uuid::Builder::from_custom_bytes(bytes).into_uuid()
+}
+
+/// Whether `id` is reserved for derived resolution ids ([`resolution_id`]).
+pub fn is_reserved_id(id: Uuid) -> bool {
+    id.get_version_num() == 8
+}
+
 /// A transfer as submitted (validated for shape, not yet against state).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TransferInput {
