@@ -291,18 +291,15 @@ impl pb::audit_log_service_server::AuditLogService for AuditLog {
     ) -> Result<Response<pb::GetVerifierKeyResponse>, Status> {
         let ctx = RequestContext::of(&request)?;
         let tenant = self.tenant(&ctx).await?;
-        let mut signer =
-            self.signer.clone().ok_or_else(|| ApiError::unavailable("NO_SIGNER", "no vault configured"))?;
-        let req = kit::client::with_context(
-            tonic::Request::new(proto::vault::v1::GetPublicKeyRequest {
-                key_name: checkpoint::KEY_NAME.into(),
-                version: 0,
-            }),
-            Some(tenant.slug.as_str()),
+        let signer = self.signer.as_ref().ok_or_else(|| ApiError::unavailable("NO_SIGNER", "no vault configured"))?;
+        let key = kit::signing::active_public_key(
+            signer,
+            tenant.slug.as_str(),
+            checkpoint::KEY_NAME,
             ctx.request_id.as_deref(),
-            None,
-        );
-        let key = signer.get_public_key(req).await.map_err(|s| ApiError::from_status(&s))?.into_inner();
+        )
+        .await
+        .map_err(|s| ApiError::from_status(&s))?;
         Ok(Response::new(pb::GetVerifierKeyResponse {
             verifier_key: note::verifier_key(&checkpoint::origin(&tenant), &key.public_key),
         }))

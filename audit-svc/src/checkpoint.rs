@@ -126,17 +126,9 @@ pub async fn make(db: &Db, signer: &Signer, tenant: &Tenant) -> Result<Option<u6
     tx.commit().await?;
     let name = origin(tenant);
     let body = note::body(&name, size, &root);
-    let mut client = signer.clone();
-    let request = kit::client::with_context(
-        tonic::Request::new(proto::vault::v1::SignRequest {
-            key_name: KEY_NAME.into(),
-            message: body.clone().into_bytes(),
-        }),
-        Some(tenant.slug.as_str()),
-        None,
-        None,
-    );
-    let signed = client.sign(request).await.map_err(|s| ApiError::from_status(&s))?.into_inner();
+    let signed = kit::signing::sign(signer, tenant.slug.as_str(), KEY_NAME, body.clone().into_bytes())
+        .await
+        .map_err(|s| ApiError::from_status(&s))?;
     let signed_note = note::signed_note(&body, &name, &signed.public_key, &signed.signature);
     let mut tx = db.begin(tenant).await?;
     sqlx::query(

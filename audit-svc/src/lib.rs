@@ -25,7 +25,7 @@ pub const SERVICE: &str = "audit";
 
 pub const MIGRATIONS: MigrationSet = MigrationSet {
     service: SERVICE,
-    control: &[],
+    control: &[kit::migration!("control", "0001_create_retention_floor")],
     tenant: &[
         kit::migration!("tenant", "0001_create_retention_policy"),
         kit::migration!("tenant", "0002_create_audit_log"),
@@ -38,6 +38,7 @@ pub const MIGRATIONS: MigrationSet = MigrationSet {
         kit::migration!("tenant", "0009_time_marks"),
         kit::migration!("tenant", "0010_time_marks_checked"),
         kit::migration!("tenant", "0011_time_mark_check_by_key"),
+        kit::migration!("tenant", "0012_prune_only_inside_audit_prune_above_the_floor"),
     ],
 };
 
@@ -70,9 +71,11 @@ pub async fn run(
             sequencer::spawn(ctx.db.clone(), ctx.shutdown.clone(), signer.clone(), checkpoint_interval, sweep_interval);
         let wake = stream::Wake::spawn(ctx.db.clone(), ctx.shutdown.clone());
         retention::spawn(ctx.db.clone(), ctx.shutdown.clone());
+        let pseudonyms = pseudonym::Pseudonymizer::new(ctx.db.clone(), transit);
+        pseudonyms.spawn_invalidation_listener(ctx.db.control_pool().clone());
         let ingest = ingest::AuditIngest {
             db: ctx.db.clone(),
-            pseudonyms: pseudonym::Pseudonymizer::new(ctx.db.clone(), transit),
+            pseudonyms,
             appender: ingest::Appender::new(ctx.db.clone(), nudge),
         };
         Ok(Api::new()

@@ -3,7 +3,10 @@
 //! `hmac-sha256:<key version>:<base64url(HMAC-SHA-256(key, name ‖ 0x00 ‖ value))>` under the tenant's
 //! pseudonym key. The key is a 256-bit data key from vault-svc (`GenerateDataKey`), stored only
 //! wrapped in `pseudonym_keys` (a transit ciphertext that decrypts only for audit-svc, this tenant
-//! and `purpose=audit.pseudonym`), unwrapped on first use and cached in memory.
+//! and `purpose=audit.pseudonym`), unwrapped on first use and cached in memory for at most
+//! [`KEY_TTL`]. vault-svc's key invalidations (`kit::tenancy::KEY_INVALIDATION_CHANNEL`) drop a
+//! tenant's cached key on every replica at once, so after a tenant is shredded no replica makes
+//! another pseudonym (the unwrap fails) nor keeps the key in memory.
 //!
 //! Equal values give equal pseudonyms within a tenant (an auditor can correlate one address's
 //! requests), nothing links tenants, and without the key a pseudonym cannot be reversed or
@@ -12,6 +15,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -38,13 +42,20 @@ struct Key {
     bytes: Zeroizing<Vec<u8>>,
 }
 
-/// Per-tenant pseudonym keys, unwrapped by vault-svc on first use.
+/// How long an unwrapped pseudonym key is used before vault-svc is asked again, should an
+/// invalidation be lost.
+pub const KEY_TTL: Duration = Duration::from_secs(300);
+
+/// Per-tenant pseudonym keys, unwrapped by vault-svc on first use, with when.
 #[derive(Clone)]
 pub struct Pseudonymizer {
     db: Db,
     transit: Option<Transit>,
-    keys: Arc<Mutex<HashMap<Uuid, Arc<Key>>>>,
+    keys: Arc<Mutex<Cached>>,
 }
+
+/// Unwrapped keys by tenant id, with when they were unwrapped.
+type Cached = HashMap<Uuid, (Arc<Key>, Instant)>;
 
 impl std::fmt::Debug for Pseudonymizer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -80,12 +91,44 @@ impl Pseudonymizer {
 
     async fn key(&self, tenant: &Tenant) -> Result<Arc<Key>, ApiError> {
         let mut keys = self.keys.lock().await;
-        if let Some(k) = keys.get(&tenant.id.0) {
+        if let Some((k, _)) = keys.get(&tenant.id.0).filter(|(_, at)| at.elapsed() < KEY_TTL) {
             return Ok(k.clone());
         }
+        keys.remove(&tenant.id.0);
         let key = Arc::new(self.load_or_create(tenant).await?);
-        keys.insert(tenant.id.0, key.clone());
+        keys.insert(tenant.id.0, (key.clone(), Instant::now()));
         Ok(key)
+    }
+
+    /// Drops cached keys when vault-svc invalidates a tenant's keys (a shred, a rotation), on
+    /// every replica, until the process ends; all of them whenever the listener (re)connects,
+    /// since an invalidation may have been missed.
+    pub fn spawn_invalidation_listener(&self, pool: sqlx::PgPool) -> tokio::task::JoinHandle<()> {
+        let keys = self.keys.clone();
+        tokio::spawn(async move {
+            loop {
+                let listen = async {
+                    let mut listener = sqlx::postgres::PgListener::connect_with(&pool).await?;
+                    listener.listen(kit::tenancy::KEY_INVALIDATION_CHANNEL).await?;
+                    keys.lock().await.clear();
+                    loop {
+                        let n = listener.recv().await?;
+                        let mut keys = keys.lock().await;
+                        match Uuid::parse_str(n.payload()) {
+                            Ok(tenant) => keys.remove(&tenant).map(|_| ()).unwrap_or_default(),
+                            Err(_) => keys.clear(),
+                        }
+                    }
+                    #[allow(unreachable_code)]
+                    Ok::<(), sqlx::Error>(())
+                };
+                if let Err(e) = listen.await {
+                    tracing::warn!(error = %e, "key invalidation listener lost; dropping pseudonym keys and reconnecting");
+                    keys.lock().await.clear();
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        })
     }
 
     async fn load_or_create(&self, tenant: &Tenant) -> Result<Key, ApiError> {

@@ -131,18 +131,23 @@ impl pb::audit_retention_service_server::AuditRetentionService for AuditRetentio
         let request_id = ctx.request_id_or(req.request_id)?;
         let tenant = self.tenant(&ctx).await?;
         let mut tx = self.db.begin(&tenant).await?;
-        let previous: Option<i32> = sqlx::query_scalar("SELECT retention_days FROM retention_policy")
-            .fetch_optional(tx.conn())
+        // The deployment's floor (audit control migration 0001): the database refuses less too.
+        let floor: i32 = sqlx::query_scalar("SELECT days FROM control.audit_retention_floor")
+            .fetch_one(tx.conn())
             .await
             .map_err(db_error)?;
-        sqlx::query(
-            "INSERT INTO retention_policy (retention_days) VALUES ($1) \
-             ON CONFLICT (tenant_id) DO UPDATE SET retention_days = EXCLUDED.retention_days, updated_at = now()",
-        )
-        .bind(req.retention_days as i32)
-        .execute(tx.conn())
-        .await
-        .map_err(db_error)?;
+        if (req.retention_days as i64) < i64::from(floor) {
+            return Err(ApiError::failed_precondition(
+                "RETENTION_BELOW_FLOOR",
+                format!("retention_days must be at least the deployment's floor of {floor} days"),
+            )
+            .into());
+        }
+        let previous: Option<i32> = sqlx::query_scalar("SELECT audit_set_retention($1)")
+            .bind(req.retention_days as i32)
+            .fetch_one(tx.conn())
+            .await
+            .map_err(db_error)?;
         tx.record(
             AuditRecord::new(
                 crate::SERVICE,

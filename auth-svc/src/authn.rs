@@ -653,6 +653,32 @@ impl Authn {
     }
 }
 
+impl Authn {
+    /// Ends the session a refresh token (spent or not) belongs to; the token names its tenant.
+    async fn logout_by_refresh(&self, token: &str, request_id: Option<String>) -> Result<pb::LogoutResponse, ApiError> {
+        if !token.starts_with("srr_") || token.len() > 100 {
+            return Err(invalid_refresh());
+        }
+        let tenant = match TenantSlug::of_refresh_token(token) {
+            Some(slug) => self.active_tenant(slug.as_str()).await,
+            None => None,
+        };
+        let Some(tenant) = tenant else { return Err(invalid_refresh()) };
+        let mut tx = self.core.db.begin(&tenant).await?;
+        let session: Option<(uuid::Uuid, uuid::Uuid)> = sqlx::query_as(
+            "SELECT s.id, s.user_id FROM refresh_tokens rt JOIN sessions s ON s.id = rt.session_id WHERE rt.token_hash = $1",
+        )
+        .bind(tokens::digest(token))
+        .fetch_optional(tx.conn())
+        .await
+        .map_err(db_error)?;
+        let Some((session, user)) = session else { return Err(invalid_refresh()) };
+        end_session(tx, session, "logout", Actor::User(user.to_string()), request_id).await?;
+        self.core.publish_revocations_soon(&tenant).await;
+        Ok(pb::LogoutResponse {})
+    }
+}
+
 fn session_ended() -> ApiError {
     ApiError::unauthenticated("SESSION_ENDED", "the session has ended; log in again")
 }
@@ -809,6 +835,14 @@ impl pb::authentication_service_server::AuthenticationService for Authn {
     }
 
     async fn logout(&self, request: Request<pb::LogoutRequest>) -> Result<Response<pb::LogoutResponse>, Status> {
+        if RequestContext::of(&request)?.principal.is_none() {
+            // An access token that expired (a browser idle past its access cookie): the refresh
+            // token alone ends its session, or the refresh token stayed usable for 30 days.
+            let ctx = RequestContext::of(&request)?;
+            return Ok(Response::new(
+                self.logout_by_refresh(&request.into_inner().refresh_token, ctx.request_id).await?,
+            ));
+        }
         let me = self.core.authed(&request).await?;
         let req = request.into_inner();
         let mut tx = self.core.db.begin(&me.tenant).await?;

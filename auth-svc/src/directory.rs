@@ -284,6 +284,8 @@ impl pb::user_service_server::UserService for Users {
             return Err(ApiError::failed_precondition("CANNOT_SUSPEND_SELF", "you cannot suspend yourself").into());
         }
         let mut tx = self.core.db.begin(&me.tenant).await?;
+        rbac::lock_owners(&mut tx).await?;
+        rbac::check_not_superior(&mut tx, ONE_USER, id, &me.principal.permissions).await?;
         let done = sqlx::query(
             "UPDATE users SET status = 'suspended', suspension_reason = $2, updated_at = now() WHERE id = $1 AND status <> 'deleted'",
         )
@@ -304,6 +306,7 @@ impl pb::user_service_server::UserService for Users {
             .await
             .map_err(db_error)?;
         let keys = self.revoke_keys(&mut tx, id).await?;
+        rbac::check_an_owner_remains(&mut tx).await?;
         tx.record(
             audit(me.actor(), "user.suspend", &format!("user/{id}"), Outcome::Success, me.request_id.clone())
                 .detail("suspension_reason", reason)
@@ -352,6 +355,8 @@ impl pb::user_service_server::UserService for Users {
             return Err(ApiError::failed_precondition("CANNOT_DELETE_SELF", "you cannot delete yourself").into());
         }
         let mut tx = self.core.db.begin(&me.tenant).await?;
+        rbac::lock_owners(&mut tx).await?;
+        rbac::check_not_superior(&mut tx, ONE_USER, id, &me.principal.permissions).await?;
         let done = sqlx::query(
             "UPDATE users SET status = 'deleted', email = NULL, display_name = NULL, password_hash = NULL,
                     suspension_reason = NULL, deleted_at = now(), updated_at = now()
@@ -376,6 +381,7 @@ impl pb::user_service_server::UserService for Users {
         }
         self.end_sessions(&mut tx, id, "user_deleted").await?;
         self.revoke_keys(&mut tx, id).await?;
+        rbac::check_an_owner_remains(&mut tx).await?;
         tx.record(audit(me.actor(), "user.delete", &format!("user/{id}"), Outcome::Success, me.request_id.clone()))
             .await?;
         // Shred before committing: if vault-svc cannot, nothing is deleted.
@@ -594,6 +600,12 @@ async fn group_permissions(tx: &mut TenantTx, group: uuid::Uuid) -> Result<Vec<S
     .map_err(db_error)
 }
 
+/// The users a change affects, as SQL for [`rbac::check_not_superior`] (`$1` the id named).
+const ONE_USER: &str = "SELECT $1::uuid";
+const GROUP_MEMBERS: &str = "SELECT user_id FROM group_members WHERE group_id = $1";
+const ROLE_HOLDERS: &str = "SELECT g.user_id FROM role_grants g WHERE g.role_id = $1 AND g.user_id IS NOT NULL
+     UNION SELECT m.user_id FROM role_grants g JOIN group_members m ON m.group_id = g.group_id WHERE g.role_id = $1";
+
 /// Ends the live sessions that never passed a second factor of those `users` (every user, when
 /// `None`) who are now privileged: granting privilege must not hand it to a session opened with a
 /// password alone (each session's next refresh would refuse it too, but its access token would
@@ -632,12 +644,17 @@ impl Access {
         };
         let resource = format!("{}/{grantee}", if column == "user_id" { "user" } else { "group" });
         if revoke {
+            // Nor from someone (or a group with someone) who holds what the caller does not.
+            rbac::lock_owners(&mut tx).await?;
+            let holders = if column == "user_id" { ONE_USER } else { GROUP_MEMBERS };
+            rbac::check_not_superior(&mut tx, holders, grantee, &me.principal.permissions).await?;
             sqlx::query(&format!("DELETE FROM role_grants WHERE role_id = $1 AND {column} = $2"))
                 .bind(role_id)
                 .bind(grantee)
                 .execute(tx.conn())
                 .await
                 .map_err(db_error)?;
+            rbac::check_an_owner_remains(&mut tx).await?;
         } else {
             sqlx::query(&format!(
                 "INSERT INTO role_grants (role_id, {column}, granted_by) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING"
@@ -706,12 +723,15 @@ impl Access {
                     _ => db_error(e),
                 })?;
         } else {
+            rbac::lock_owners(&mut tx).await?;
+            rbac::check_not_superior(&mut tx, ONE_USER, user, &me.principal.permissions).await?;
             sqlx::query("DELETE FROM group_members WHERE group_id = $1 AND user_id = $2")
                 .bind(group)
                 .bind(user)
                 .execute(tx.conn())
                 .await
                 .map_err(db_error)?;
+            rbac::check_an_owner_remains(&mut tx).await?;
         }
         let ended = if add { end_sessions_lacking_mfa(&mut tx, Some(&[user])).await? } else { 0 };
         let action = if add { "group.member_add" } else { "group.member_remove" };
@@ -830,6 +850,15 @@ impl pb::access_service_server::AccessService for Access {
             }
             Some(false) => {}
         }
+        // Deleting a role strips it from its holders: only with every permission it grants, and
+        // not from a holder who holds more than the caller.
+        let perms: Vec<String> = sqlx::query_scalar("SELECT permissions FROM roles WHERE id = $1")
+            .bind(id)
+            .fetch_one(tx.conn())
+            .await
+            .map_err(db_error)?;
+        rbac::check_subset(&perms, &me.principal.permissions)?;
+        rbac::check_not_superior(&mut tx, ROLE_HOLDERS, id, &me.principal.permissions).await?;
         sqlx::query("DELETE FROM roles WHERE id = $1").bind(id).execute(tx.conn()).await.map_err(db_error)?;
         tx.record(audit(me.actor(), "role.delete", &format!("role/{id}"), Outcome::Success, me.request_id.clone()))
             .await?;
@@ -933,11 +962,18 @@ impl pb::access_service_server::AccessService for Access {
         me.require("groups.write")?;
         let id = parse_id("id", &request.get_ref().id)?;
         let mut tx = self.core.db.begin(&me.tenant).await?;
+        // Deleting a group strips its roles from its members: only with every permission they
+        // grant, and not from a member who holds more than the caller.
+        rbac::lock_owners(&mut tx).await?;
+        let perms = group_permissions(&mut tx, id).await?;
+        rbac::check_subset(&perms, &me.principal.permissions)?;
+        rbac::check_not_superior(&mut tx, GROUP_MEMBERS, id, &me.principal.permissions).await?;
         let done =
             sqlx::query("DELETE FROM groups WHERE id = $1").bind(id).execute(tx.conn()).await.map_err(db_error)?;
         if done.rows_affected() == 0 {
             return Err(ApiError::not_found("GROUP_NOT_FOUND", "no such group").into());
         }
+        rbac::check_an_owner_remains(&mut tx).await?;
         tx.record(audit(me.actor(), "group.delete", &format!("group/{id}"), Outcome::Success, me.request_id.clone()))
             .await?;
         tx.commit().await?;

@@ -61,6 +61,70 @@ pub fn check_subset(granted: &[String], held: &[String]) -> Result<(), ApiError>
     Ok(())
 }
 
+/// Refuses a change that strips `permission`, held by a user it affects, from a caller who does
+/// not hold it: nobody suspends, deletes or strips a superior.
+fn superior(permission: &str) -> ApiError {
+    ApiError::permission_denied(
+        "PRIVILEGE_ESCALATION",
+        format!("a user this affects holds {permission}, which the caller does not"),
+    )
+}
+
+/// The first permission held by one of the users `users` selects (an SQL query of user ids whose
+/// `$1` is `param`) that `held` does not cover; `Err(PRIVILEGE_ESCALATION)` naming it.
+pub async fn check_not_superior(
+    tx: &mut TenantTx,
+    users: &str,
+    param: uuid::Uuid,
+    held: &[String],
+) -> Result<(), ApiError> {
+    let covered: Vec<String> = held.iter().flat_map(|h| [h.clone(), format!("{h}.own")]).collect();
+    let sql = format!(
+        "SELECT p FROM ({users}) a(id) CROSS JOIN LATERAL (SELECT {}) e CROSS JOIN LATERAL unnest(e.permissions) p
+          WHERE p <> ALL($2::text[]) LIMIT 1",
+        effective_columns("a.id")
+    );
+    let uncovered: Option<String> =
+        sqlx::query_scalar(&sql).bind(param).bind(&covered).fetch_optional(tx.conn()).await.map_err(db_error)?;
+    match uncovered {
+        Some(p) => Err(superior(&p)),
+        None => Ok(()),
+    }
+}
+
+/// Serialises, per tenant, the changes that could remove an owner, so that two of them cannot
+/// each see the other's owner remain.
+pub async fn lock_owners(tx: &mut TenantTx) -> Result<(), ApiError> {
+    sqlx::query(
+        "SELECT pg_advisory_xact_lock(hashtext('strongroom.owners.' || current_setting('strongroom.tenant_id')))",
+    )
+    .execute(tx.conn())
+    .await
+    .map_err(db_error)?;
+    Ok(())
+}
+
+/// Refuses (`FAILED_PRECONDITION` `LAST_OWNER`) a change after which the tenant has no active user
+/// holding the built-in owner role; call it after the change, under [`lock_owners`].
+pub async fn check_an_owner_remains(tx: &mut TenantTx) -> Result<(), ApiError> {
+    let owners: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM users u WHERE u.status = 'active' AND u.id IN (
+             SELECT g.user_id FROM role_grants g JOIN roles r ON r.id = g.role_id
+              WHERE r.name = 'owner' AND r.builtin AND g.user_id IS NOT NULL
+             UNION ALL
+             SELECT m.user_id FROM role_grants g JOIN roles r ON r.id = g.role_id
+               JOIN group_members m ON m.group_id = g.group_id
+              WHERE r.name = 'owner' AND r.builtin)",
+    )
+    .fetch_one(tx.conn())
+    .await
+    .map_err(db_error)?;
+    if owners == 0 {
+        return Err(ApiError::failed_precondition("LAST_OWNER", "the tenant's last owner cannot be removed"));
+    }
+    Ok(())
+}
+
 /// Two array columns, `roles` and `permissions`: the effective roles and permissions of the user
 /// `user` (an SQL expression: a parameter or a column), sorted bytewise and without duplicates, so
 /// that a statement reading a user can read them in the same round trip.

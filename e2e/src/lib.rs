@@ -109,6 +109,7 @@ impl SoftHsm {
             previous_kms: Vec::new(),
             key_cache_ttl_secs: 300,
             key_cache_size: 1000,
+            count_audit_interval_secs: 60,
         }
     }
 

@@ -36,6 +36,15 @@ async fn log_len(c: &Constellation, schema: &str) -> i64 {
         .expect("count")
 }
 
+/// How many log entries carry one of `ids` (each should, once).
+async fn logged_once(c: &Constellation, ids: &[uuid::Uuid]) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM t_alpha.audit_log WHERE event_id = ANY($1)")
+        .bind(ids)
+        .fetch_one(&c.db.admin_pool().await)
+        .await
+        .expect("count")
+}
+
 async fn wait_drained(c: &Constellation, schema: &str, want: i64) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
@@ -205,7 +214,10 @@ async fn replicas_share_a_tenant_and_backlogs_drain_in_order() {
     }
     wait_drained(&c, "t_alpha", before + ids.len() as i64).await;
     let n = assert_contiguous(&c, "t_alpha").await;
-    assert_eq!(n, before + ids.len() as i64);
+    // Each record once. Other services' records (vault-svc's signing-key creation, say) may join
+    // the log meanwhile, so the whole log is counted only as a lower bound.
+    assert!(n >= before + ids.len() as i64);
+    assert_eq!(logged_once(&c, &ids).await, ids.len() as i64);
     // The backlog came out in the order it went in.
     let order: Vec<uuid::Uuid> =
         sqlx::query_scalar("SELECT event_id FROM t_alpha.audit_log WHERE resource LIKE 'r%' ORDER BY seq")
@@ -224,7 +236,8 @@ async fn replicas_share_a_tenant_and_backlogs_drain_in_order() {
         .await
         .expect("redeliver");
     wait_drained(&c, "t_alpha", n).await;
-    assert_eq!(assert_contiguous(&c, "t_alpha").await, n);
+    assert!(assert_contiguous(&c, "t_alpha").await >= n);
+    assert_eq!(logged_once(&c, &ids).await, ids.len() as i64, "the redelivered record is logged once");
     let _ = a.stop().await;
     let _ = b.stop().await;
     c.stop().await;
@@ -275,7 +288,7 @@ async fn an_oversized_request_id_is_refused_and_never_stalls_the_log() {
     let alpha = c.create_tenant("alpha").await;
     let long: String = (0..250).map(|_| uuid::Uuid::new_v4().simple().to_string()).collect();
     let mut retention = AuditRetentionServiceClient::new(c.channel_as("operator", "audit"));
-    let set = |request_id: &str| pb::SetRetentionPolicyRequest { retention_days: 30, request_id: request_id.into() };
+    let set = |request_id: &str| pb::SetRetentionPolicyRequest { retention_days: 3650, request_id: request_id.into() };
 
     // In the `x-request-id` metadata (a header any direct caller sets) and in the body's field.
     let mut by_header = req("alpha", None, set(""));
@@ -375,8 +388,11 @@ async fn a_trickle_of_records_is_checkpointed_once_per_interval() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     wait_drained(&c, "t_alpha", total).await;
+    // Other services' records (vault-svc's signing-key creation, say) may join the log at any
+    // time, so the checkpoint covers at least the trickle rather than exactly it (a count taken
+    // while something else still writes failed once under a full parallel run: 65 for 64).
     let last = latest_checkpoint(&c, total as u64).await;
-    assert_eq!(last.tree_size, total as u64, "the trickle's end is checkpointed");
+    assert!(last.tree_size >= total as u64, "the trickle's end is checkpointed");
     let made = checkpoints().await - before;
     let interval = audit_svc::AuditSettings::default().checkpoint_interval();
     // At most one per interval since the trickle began, plus the one that covers its end.

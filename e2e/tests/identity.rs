@@ -1505,3 +1505,85 @@ async fn second_factor_guesses_are_counted_across_challenges_and_step_ups() {
     assert_eq!(counts, (0, 0));
     fx.c.stop().await;
 }
+
+#[allow(clippy::expect_used)]
+impl Fx {
+    /// A user with `roles` who has enrolled TOTP: a full session with a recent second factor.
+    async fn user_with_totp(&self, owner: &pb::Tokens, email: &str, roles: &[&str]) -> (String, pb::Tokens) {
+        let id = self.create_user(&owner.access_token, email, roles).await.expect("user").id;
+        let first = tokens(self.login(email, "a long enough password").await.expect("login"));
+        self.enrol_totp(&first).await;
+        (id, self.refresh(&first.refresh_token).await.expect("refresh after enrolment"))
+    }
+
+    fn owner_id(&self, owner: &pb::Tokens) -> String {
+        let claims = owner.access_token.split('.').nth(1).expect("payload");
+        use base64::Engine;
+        let json = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(claims).expect("base64");
+        serde_json::from_slice::<serde_json::Value>(&json).expect("claims")["sub"].as_str().expect("sub").to_owned()
+    }
+}
+
+/// Item 6: security_admin suspended the owner, admin deleted (and crypto-shredded) the owner, and
+/// roles.write deleted roles and groups whose grants the caller did not hold.
+#[tokio::test(flavor = "multi_thread")]
+async fn subordinates_cannot_remove_superiors_and_the_last_owner_stays() {
+    let fx = Fx::new().await;
+    let (owner, _, _) = fx.owner_with_totp().await;
+    let owner_id = fx.owner_id(&owner);
+    let (_, sam) = fx.user_with_totp(&owner, "sam@alpha.example", &["security_admin"]).await;
+    let (_, ada) = fx.user_with_totp(&owner, "ada@alpha.example", &["admin"]).await;
+    let token = |t: &pb::Tokens| Some(t.access_token.clone());
+
+    let suspend = pb::SuspendUserRequest { id: owner_id.clone(), reason: "coup".into() };
+    let err = fx.users().suspend_user(req("alpha", token(&sam).as_deref(), suspend)).await.expect_err("sam");
+    assert_eq!((err.code(), reason(&err).as_str()), (Code::PermissionDenied, "PRIVILEGE_ESCALATION"));
+    let delete = pb::DeleteUserRequest { id: owner_id.clone() };
+    let err = fx.users().delete_user(req("alpha", token(&ada).as_deref(), delete)).await.expect_err("ada");
+    assert_eq!(reason(&err), "PRIVILEGE_ESCALATION");
+    fx.whoami("auth", &owner.access_token).await.expect("the owner is still there");
+
+    // A role and a group carrying what admin lacks (vault.secrets.destroy, owner).
+    let shredder = pb::CreateRoleRequest {
+        name: "shredder".into(),
+        description: String::new(),
+        permissions: vec!["vault.secrets.destroy".into()],
+    };
+    let role = fx.access().create_role(req("alpha", token(&owner).as_deref(), shredder)).await.expect("role");
+    let board = pb::CreateGroupRequest { name: "board".into(), description: String::new() };
+    let board = fx.access().create_group(req("alpha", token(&owner).as_deref(), board)).await.expect("group");
+    let board_id = board.into_inner().id;
+    let grant = pb::GrantRoleRequest {
+        role: "owner".into(),
+        grantee: Some(pb::grant_role_request::Grantee::GroupId(board_id.clone())),
+    };
+    fx.access().grant_role(req("alpha", token(&owner).as_deref(), grant)).await.expect("board owns");
+    let err = fx
+        .access()
+        .delete_role(req("alpha", token(&ada).as_deref(), pb::DeleteRoleRequest { id: role.into_inner().id }))
+        .await
+        .expect_err("a role ada could not grant");
+    assert_eq!(reason(&err), "PRIVILEGE_ESCALATION");
+    let err = fx
+        .access()
+        .delete_group(req("alpha", token(&ada).as_deref(), pb::DeleteGroupRequest { id: board_id }))
+        .await
+        .expect_err("a group ada could not grant");
+    assert_eq!(reason(&err), "PRIVILEGE_ESCALATION");
+    // Ada may still suspend those she outranks.
+    let (viv_id, _) = fx.user_with_totp(&owner, "viv@alpha.example", &["viewer"]).await;
+    let suspend = pb::SuspendUserRequest { id: viv_id, reason: "left the company".into() };
+    fx.users().suspend_user(req("alpha", token(&ada).as_deref(), suspend)).await.expect("a subordinate");
+
+    // A second owner may remove the first, but the last owner can never be removed.
+    let (_, otto) = fx.user_with_totp(&owner, "otto@alpha.example", &["owner"]).await;
+    let delete = pb::DeleteUserRequest { id: owner_id };
+    fx.users().delete_user(req("alpha", token(&otto).as_deref(), delete)).await.expect("an equal removes an equal");
+    let otto_id = fx.owner_id(&otto);
+    let revoke =
+        pb::GrantRoleRequest { role: "owner".into(), grantee: Some(pb::grant_role_request::Grantee::UserId(otto_id)) };
+    let err = fx.access().revoke_role(req("alpha", token(&otto).as_deref(), revoke)).await.expect_err("last owner");
+    assert_eq!((err.code(), reason(&err).as_str()), (Code::FailedPrecondition, "LAST_OWNER"));
+    assert!(fx.audit_actions().await.iter().any(|a| a == "user.delete"));
+    fx.c.stop().await;
+}

@@ -288,6 +288,52 @@ async fn a_browser_session_refreshes_through_its_cookies() {
     c.stop().await;
 }
 
+/// Security review item 18: with the access cookie expired (a browser idle past ten minutes),
+/// logout answered 401, cleared nothing and left the 30-day refresh token alive.
+#[tokio::test(flavor = "multi_thread")]
+async fn logging_out_after_the_access_cookie_expired_ends_the_session_and_clears_the_cookies() {
+    let c = Constellation::start(true).await;
+    let (_, _, password) = c.create_tenant_with_owner("alpha", "owner@alpha.example").await;
+    let owner = format!("Bearer {}", owner_session(&c, "alpha", "owner@alpha.example", &password).await);
+    let auth = [("authorization", owner.as_str()), ("x-strongroom-tenant", "alpha")];
+    let user = json!({ "email": "kiosk@alpha.example", "password": "browser password 1", "roles": ["member"] });
+    let (s, _, u) = call(&c, Method::POST, "/v1/users", &auth, user).await;
+    assert_eq!(s, 200, "{u}");
+    let login =
+        json!({ "tenant": "alpha", "email": "kiosk@alpha.example", "password": "browser password 1", "cookie": true });
+    let (s, headers, body) =
+        call(&c, Method::POST, "/v1/auth/login", &[("sec-fetch-site", "same-origin")], login).await;
+    assert_eq!(s, 200, "{body}");
+    let csrf = body["csrf_token"].as_str().expect("csrf").to_owned();
+    // The browser dropped the access cookie (its Max-Age is the access token's lifetime).
+    let jar = set_cookies(&headers)
+        .iter()
+        .map(|c| cookie_pair(c))
+        .filter(|c| !c.starts_with("__Host-strongroom_session="))
+        .collect::<Vec<_>>()
+        .join("; ");
+    let browser = [("cookie", jar.as_str()), ("sec-fetch-site", "same-origin"), ("x-csrf-token", csrf.as_str())];
+    let (s, headers, body) = call(&c, Method::POST, "/v1/auth/logout", &browser, Value::Null).await;
+    assert_eq!(s, 204, "{body}");
+    let cleared = set_cookies(&headers);
+    for name in ["__Host-strongroom_session", "__Host-strongroom_refresh", "__Host-strongroom_csrf"] {
+        assert!(
+            cleared.iter().any(|c| c.starts_with(&format!("{name}=")) && c.contains("Max-Age=0")),
+            "{name} cleared: {cleared:?}"
+        );
+    }
+    // The refresh token of that session no longer works.
+    let (s, _, e) = call(&c, Method::POST, "/v1/auth/refresh", &browser, json!({})).await;
+    assert_eq!((s, e["error"]["reason"].as_str()), (401, Some("SESSION_ENDED")), "{e}");
+    // A logout that fails clears the cookies all the same.
+    let bogus = "__Host-strongroom_refresh=srr_alpha.not-a-token; __Host-strongroom_csrf=".to_owned() + &csrf;
+    let stale = [("cookie", bogus.as_str()), ("sec-fetch-site", "same-origin"), ("x-csrf-token", csrf.as_str())];
+    let (s, headers, e) = call(&c, Method::POST, "/v1/auth/logout", &stale, Value::Null).await;
+    assert_eq!(s, 401, "{e}");
+    assert_eq!(set_cookies(&headers).len(), 3, "cleared on failure too");
+    c.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn jwks_discovery_and_another_tenants_token_on_every_route() {
     let c = Constellation::start(true).await;

@@ -300,6 +300,12 @@ async fn signing_keys_sign_rotate_and_stay_verifiable() {
     let f = F::new().await;
     let mut audit = SigningServiceClient::new(f.c.channel_as("audit", "vault"));
     let message = b"strongroom/alpha\n42\nroot-hash\n".to_vec();
+    // Keys are created by their owner, never by use (audit-svc may have created it first).
+    for tenant in ["alpha", "bravo"] {
+        let create = pb::CreateSigningKeyRequest { key_name: "audit".into() };
+        let created = audit.create_signing_key(req(tenant, None, create)).await.expect("create").into_inner();
+        assert_eq!(created.key_version, 1);
+    }
     let signed = audit
         .sign(req("alpha", None, pb::SignRequest { key_name: "audit".into(), message: message.clone() }))
         .await
@@ -438,5 +444,135 @@ async fn the_master_key_rotates_without_losing_data() {
     assert_eq!(versions.len(), 2);
     let _ = replica.stop().await;
     let _ = fresh.stop().await;
+    f.c.stop().await;
+}
+
+/// Security review item 9: any signer could sign with any key (ledger-svc forging audit
+/// checkpoints, audit-svc ledger receipts), unknown names were created on first use, and nothing
+/// was audited.
+#[tokio::test]
+async fn a_workload_cannot_sign_with_another_workloads_key_and_no_key_appears_by_use() {
+    let f = F::new().await;
+    // A replica that writes its signature counts every second instead of every minute.
+    let mut settings = f.c.hsm.vault_settings();
+    settings.count_audit_interval_secs = 1;
+    let replica = f.c.start_replica_with("vault", settings).await;
+    let on = |who: &str| SigningServiceClient::new(kit::testing::channel(&f.c.pki, who, replica.grpc, "vault"));
+    let (mut audit, mut ledger) = (on("audit"), on("ledger"));
+    let sign = |name: &str, message: &[u8]| pb::SignRequest { key_name: name.into(), message: message.to_vec() };
+    let create = |name: &str| pb::CreateSigningKeyRequest { key_name: name.into() };
+    audit.create_signing_key(req("alpha", None, create("audit"))).await.expect("audit's own key");
+    ledger.create_signing_key(req("alpha", None, create("ledger"))).await.expect("ledger's own key");
+
+    let forged = b"strongroom/alpha\n1000000\nforged-root\n";
+    let refused = [
+        ledger.sign(req("alpha", None, sign("audit", forged))).await.expect_err("ledger-svc signs a checkpoint"),
+        audit.sign(req("alpha", None, sign("ledger", forged))).await.expect_err("audit-svc signs a receipt"),
+        ledger.create_signing_key(req("alpha", None, create("audit-2"))).await.expect_err("a key of audit's"),
+    ];
+    for err in &refused {
+        assert_eq!(
+            (err.code(), reason(err).as_str()),
+            (tonic::Code::PermissionDenied, "SIGNING_KEY_OF_ANOTHER_WORKLOAD")
+        );
+    }
+    // No key comes into being by use.
+    let err = ledger.sign(req("alpha", None, sign("ledger-spare", forged))).await.expect_err("never created");
+    assert_eq!((err.code(), reason(&err).as_str()), (tonic::Code::NotFound, "SIGNING_KEY_NOT_FOUND"));
+    let public = pb::GetPublicKeyRequest { key_name: "ledger-spare".into(), version: 0 };
+    let err = ledger.get_public_key(req("alpha", None, public)).await.expect_err("never created");
+    assert_eq!(err.code(), tonic::Code::NotFound);
+    let pool = f.c.db.admin_pool().await;
+    let stray: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM t_alpha.signing_keys WHERE name IN ('ledger-spare', 'audit-2')")
+            .fetch_one(&pool)
+            .await
+            .expect("keys");
+    assert_eq!(stray, 0);
+
+    // Refusals are audited at once; signatures are counted and audited per interval (summed: three
+    // signatures may fall into two intervals).
+    audit.create_signing_key(req("alpha", None, create("audit-drill"))).await.expect("another key of audit's");
+    for _ in 0..3 {
+        audit.sign(req("alpha", None, sign("audit-drill", b"a checkpoint"))).await.expect("audit signs");
+    }
+    let audited = |action: &'static str, outcome: &'static str, column: &'static str| {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>(&format!(
+                "SELECT coalesce(sum({column}), 0)::bigint FROM (
+                     SELECT DISTINCT ON (event_id) action, outcome, resource, details FROM (
+                         SELECT event_id, action, outcome, resource, details FROM t_alpha.audit_outbox
+                         UNION ALL SELECT event_id, action, outcome, resource, details FROM t_alpha.audit_log) u) a
+                  WHERE action = $1 AND outcome = $2"
+            ))
+            .bind(action)
+            .bind(outcome)
+            .fetch_one(&pool)
+            .await
+            .expect("audit count")
+        }
+    };
+    assert_eq!(audited("vault.signing_key.sign", "denied", "1").await, 2);
+    assert_eq!(audited("vault.signing_key.create", "denied", "1").await, 1);
+    let drill = "CASE WHEN resource = 'signing_key/audit-drill' THEN (details->>'count')::bigint ELSE 0 END";
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let signatures = audited("vault.signing_key.sign", "success", drill).await;
+        assert!(signatures <= 3, "counted once each");
+        if signatures == 3 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the signatures were never audited ({signatures} of 3)");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    f.c.stop().await;
+}
+
+/// Security review item 15: transit decrypts were unaudited, while Sigmamarkt promises decryption
+/// only through an audited channel. They are audited as counts per caller, context and interval,
+/// with the context as a fingerprint (its values may name a person).
+#[tokio::test]
+async fn transit_decrypts_are_audited_per_caller_context_and_interval() {
+    let f = F::new().await;
+    let mut settings = f.c.hsm.vault_settings();
+    settings.count_audit_interval_secs = 1;
+    let replica = f.c.start_replica_with("vault", settings).await;
+    let mut transit = TransitServiceClient::new(kit::testing::channel(&f.c.pki, "ledger", replica.grpc, "vault"));
+    let context = HashMap::from([("customer".to_owned(), "jane.doe@example.com".to_owned())]);
+    let msg = pb::EncryptRequest { plaintext: b"IBAN DE00".to_vec(), context: context.clone(), subject: String::new() };
+    let ct = transit.encrypt(req("alpha", None, msg)).await.expect("encrypt").into_inner().ciphertext;
+    for _ in 0..2 {
+        let msg = pb::DecryptRequest { ciphertext: ct.clone(), context: context.clone(), subject: String::new() };
+        transit.decrypt(req("alpha", None, msg)).await.expect("decrypt");
+    }
+    let item = pb::DecryptRequest { ciphertext: ct.clone(), context: context.clone(), subject: String::new() };
+    let batch = pb::DecryptBatchRequest { items: vec![item] };
+    transit.decrypt_batch(req("alpha", None, batch)).await.expect("batch");
+
+    let pool = f.c.db.admin_pool().await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let rows: Vec<(String, String, serde_json::Value)> = sqlx::query_as(
+            "SELECT DISTINCT ON (event_id) actor, resource, details FROM (
+                 SELECT event_id, actor, action, resource, details FROM t_alpha.audit_outbox
+                 UNION ALL SELECT event_id, actor, action, resource, details FROM t_alpha.audit_log) a
+              WHERE action = 'vault.transit.decrypt' AND actor = 'service:ledger'",
+        )
+        .fetch_all(&pool)
+        .await
+        .expect("records");
+        let total: i64 = rows.iter().filter_map(|(_, _, d)| d["count"].as_i64()).sum();
+        assert!(total <= 3, "counted once each: {rows:?}");
+        if total == 3 {
+            let resources: std::collections::HashSet<&String> = rows.iter().map(|(_, r, _)| r).collect();
+            assert_eq!(resources.len(), 1, "one context: {rows:?}");
+            let text = format!("{rows:?}");
+            assert!(!text.contains("jane.doe"), "the context's values stay out of the trail: {text}");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "decrypts never audited: {rows:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     f.c.stop().await;
 }

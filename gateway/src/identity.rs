@@ -262,7 +262,10 @@ pub struct LogoutBody {
     refresh_token: Option<String>,
 }
 
-/// `POST /v1/auth/logout`
+/// `POST /v1/auth/logout`: ends the session of the access token, or, when that has expired (a
+/// browser idle past its access cookie), the session the refresh token (body or cookie) belongs
+/// to. The answer clears the session cookies whatever happened: a shared device must not keep a
+/// refresh token because the logout failed.
 pub async fn logout(
     State(state): State<AppState>,
     Extension(id): Extension<RequestId>,
@@ -270,21 +273,43 @@ pub async fn logout(
     body: Option<JsonBody<LogoutBody>>,
 ) -> Response {
     let result = async {
-        let c = authenticated(&state, &headers).await?;
         let body = body.map(|JsonBody(b)| b).unwrap_or_default();
-        let msg = pb::LogoutRequest { refresh_token: body.refresh_token.unwrap_or_default() };
-        authn(&state).logout(request(&c, &id, msg)).await.map_err(upstream)?;
+        let refresh = body.refresh_token.or_else(|| crate::browser::refresh_token(&headers).map(str::to_owned));
+        // No access token (the cookie expired), or one that no longer verifies: the refresh token
+        // alone ends its session.
+        let caller = match crate::browser::request_token(&headers) {
+            Some(_) => Some(authenticated(&state, &headers).await),
+            None => None,
+        };
+        match (caller, refresh) {
+            (Some(Ok(c)), refresh) => {
+                let msg = pb::LogoutRequest { refresh_token: refresh.unwrap_or_default() };
+                authn(&state).logout(request(&c, &id, msg)).await.map_err(upstream)?;
+            }
+            (None, Some(refresh)) => by_refresh_token(&state, &id, refresh).await?,
+            (Some(Err(e)), Some(refresh)) if e.code == kit::ErrorCode::Unauthenticated => {
+                by_refresh_token(&state, &id, refresh).await?;
+            }
+            (Some(Err(e)), _) => return Err(e),
+            (None, None) => return Err(ApiError::unauthenticated("TOKEN_REQUIRED", "no session to end")),
+        }
         Ok::<_, ApiError>(())
     }
     .await;
+    let mut cleared = HeaderMap::new();
+    crate::browser::clear_session_cookies(&mut cleared);
     match result {
-        Ok(()) => {
-            let mut headers = HeaderMap::new();
-            crate::browser::clear_session_cookies(&mut headers);
-            (StatusCode::NO_CONTENT, headers).into_response()
-        }
-        Err(e) => JsonError(e, id.0).into_response(),
+        Ok(()) => (StatusCode::NO_CONTENT, cleared).into_response(),
+        Err(e) => (cleared, JsonError(e, id.0)).into_response(),
     }
+}
+
+/// Ends the session `refresh` (a refresh token, which names its tenant) belongs to.
+async fn by_refresh_token(state: &AppState, id: &RequestId, refresh: String) -> Result<(), ApiError> {
+    let tenant = tenant_or_token(None, kit::TenantSlug::of_refresh_token(&refresh))?;
+    let msg = pb::LogoutRequest { refresh_token: refresh };
+    authn(state).logout(anonymous(&tenant, id, msg)).await.map_err(upstream)?;
+    Ok(())
 }
 
 #[derive(Debug, Deserialize)]

@@ -267,10 +267,30 @@ pub fn paths(doc: &mut Value) {
         ("post", "/v1/me/mfa/totp/confirm", "412", "NO_PENDING_TOTP (start enrolment first)"),
         ("post", "/v1/auth/logout", "412", "NO_SESSION (an API key has no session to end)"),
         ("post", "/v1/auth/step-up", "412", "NO_SESSION (an API key has no session to step up)"),
-        ("post", "/v1/auth/step-up", "429", "MFA_LOCKED: too many wrong second-factor codes on this account (login challenges and step-ups count together), with Retry-After"),
-        ("post", "/v1/auth/mfa", "429", "MFA_LOCKED: too many wrong second-factor codes on this account, with Retry-After; or RATE_LIMITED"),
-        ("post", "/v1/api-keys", "412", "STEP_UP_REQUIRED: a key carrying a privileged or step-up permission needs a second factor within 10 minutes"),
-        ("post", "/v1/auth/refresh", "401", "INVALID_REFRESH_TOKEN, REFRESH_TOKEN_REUSED, SESSION_ENDED, or MFA_REQUIRED (the user became privileged without a second factor: the session is ended, log in again)"),
+        (
+            "post",
+            "/v1/auth/step-up",
+            "429",
+            "MFA_LOCKED: too many wrong second-factor codes on this account (login challenges and step-ups count together), with Retry-After",
+        ),
+        (
+            "post",
+            "/v1/auth/mfa",
+            "429",
+            "MFA_LOCKED: too many wrong second-factor codes on this account, with Retry-After; or RATE_LIMITED",
+        ),
+        (
+            "post",
+            "/v1/api-keys",
+            "412",
+            "STEP_UP_REQUIRED: a key carrying a privileged or step-up permission needs a second factor within 10 minutes",
+        ),
+        (
+            "post",
+            "/v1/auth/refresh",
+            "401",
+            "INVALID_REFRESH_TOKEN, REFRESH_TOKEN_REUSED, SESSION_ENDED, or MFA_REQUIRED (the user became privileged without a second factor: the session is ended, log in again)",
+        ),
     ];
     for (method, path, status, reason) in refusals {
         doc["paths"][path][method]["responses"][status] = err(reason);

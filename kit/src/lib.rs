@@ -19,6 +19,7 @@ pub mod pki;
 pub mod principal;
 pub mod revocation;
 pub mod server;
+pub mod signing;
 pub mod telemetry;
 pub mod tenancy;
 pub mod tls;

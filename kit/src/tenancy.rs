@@ -18,6 +18,11 @@ use uuid::Uuid;
 use crate::error::{ApiError, ErrorCode};
 use crate::principal::Principal;
 
+/// The LISTEN/NOTIFY channel on which vault-svc says (payload: a tenant id, after commit) that a
+/// tenant's keys were rotated or destroyed: every process caching key material derived from them
+/// (vault-svc's keyring, audit-svc's pseudonym keys) forgets the tenant's.
+pub const KEY_INVALIDATION_CHANNEL: &str = "strongroom_vault_keys";
+
 /// A validated tenant slug, `^[a-z][a-z0-9_]{2,39}$`.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TenantSlug(String);

@@ -61,13 +61,8 @@ async fn sign_newest(db: &Db, signer: &SigningServiceClient<Channel>, tenant: &T
     let newest = if store::has_tables(&mut tx).await? { store::newest_unsigned(&mut tx).await? } else { None };
     tx.commit().await?;
     let Some((seq, hash)) = newest else { return Ok(()) };
-    let req = with_context(
-        tonic::Request::new(vault::SignRequest { key_name: KEY_NAME.into(), message: receipt::signed_message(&hash) }),
-        Some(tenant.slug.as_str()),
-        None,
-        None,
-    );
-    let signed = signer.clone().sign(req).await.map_err(upstream)?.into_inner();
+    let message = receipt::signed_message(&hash);
+    let signed = kit::signing::sign(signer, tenant.slug.as_str(), KEY_NAME, message).await.map_err(upstream)?;
     let mut tx = db.begin(tenant).await?;
     store::set_signature(&mut tx, seq, &signed.signature, signed.key_version as i32).await?;
     tx.commit().await

@@ -463,6 +463,27 @@ fn decode_page_token(token: &str) -> Result<Option<String>, ApiError> {
 pub struct Transit {
     pub db: Db,
     pub keyring: Keyring,
+    /// Decrypts are audited as counts per caller, context and interval.
+    pub tally: crate::tally::Tally,
+}
+
+/// The audit resource of transit decrypts under `context` (and `subject`): a fingerprint, so that
+/// context values (which may name a person) never reach the audit trail, while equal contexts
+/// count together.
+fn decrypt_resource(context: &std::collections::HashMap<String, String>, subject: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let mut entries: Vec<(&String, &String)> = context.iter().collect();
+    entries.sort();
+    let mut h = Sha256::new();
+    for (k, v) in entries {
+        h.update((k.len() as u64).to_be_bytes());
+        h.update(k.as_bytes());
+        h.update((v.len() as u64).to_be_bytes());
+        h.update(v.as_bytes());
+    }
+    h.update(b"\0subject\0");
+    h.update(subject.as_bytes());
+    format!("transit/{}", hex::encode(&h.finalize()[..12]))
 }
 
 fn transit_aad(
@@ -587,7 +608,10 @@ impl pb::transit_service_server::TransitService for Transit {
     async fn decrypt(&self, request: Request<pb::DecryptRequest>) -> Result<Response<pb::DecryptResponse>, Status> {
         let ctx = RequestContext::of(&request)?;
         let tenant = self.tenant(&ctx).await?;
-        let plaintext = self.decrypt_one(&tenant, ctx.caller.identity.name(), request.get_ref()).await?;
+        let req = request.get_ref();
+        let plaintext = self.decrypt_one(&tenant, ctx.caller.identity.name(), req).await?;
+        let resource = decrypt_resource(&req.context, &req.subject);
+        self.tally.count(&tenant, "vault.transit.decrypt", &resource, ctx.caller.identity.name(), 1);
         Ok(Response::new(pb::DecryptResponse { plaintext: plaintext.to_vec() }))
     }
 
@@ -672,7 +696,11 @@ impl pb::transit_service_server::TransitService for Transit {
         let mut results = Vec::with_capacity(items.len());
         for item in &items {
             let result = match self.decrypt_one(&tenant, ctx.caller.identity.name(), item).await {
-                Ok(p) => pb::decrypt_batch_result::Result::Ok(pb::DecryptResponse { plaintext: p.to_vec() }),
+                Ok(p) => {
+                    let resource = decrypt_resource(&item.context, &item.subject);
+                    self.tally.count(&tenant, "vault.transit.decrypt", &resource, ctx.caller.identity.name(), 1);
+                    pb::decrypt_batch_result::Result::Ok(pb::DecryptResponse { plaintext: p.to_vec() })
+                }
                 Err(e) => pb::decrypt_batch_result::Result::Error(item_error(e)),
             };
             results.push(pb::DecryptBatchResult { result: Some(result) });

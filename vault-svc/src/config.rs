@@ -20,6 +20,14 @@ pub struct VaultSettings {
     /// At most this many unwrapped keys are cached.
     #[serde(default = "default_cache_size")]
     pub key_cache_size: usize,
+    /// Signatures and transit decrypts are counted and written as one audit record per tenant,
+    /// key (or context) and caller every this many seconds (1–3600).
+    #[serde(default = "default_count_audit_interval")]
+    pub count_audit_interval_secs: u64,
+}
+
+fn default_count_audit_interval() -> u64 {
+    60
 }
 
 fn default_cache_ttl() -> u64 {
@@ -71,6 +79,9 @@ impl kit::config::ServiceSettings for VaultSettings {
             }
             _ if self.key_cache_ttl_secs > 3600 => Err("service.key_cache_ttl_secs must be at most 3600".into()),
             _ if self.key_cache_size == 0 => Err("service.key_cache_size must be positive".into()),
+            _ if !(1..=3600).contains(&self.count_audit_interval_secs) => {
+                Err("service.count_audit_interval_secs must be 1 to 3600".into())
+            }
             _ => Ok(()),
         }
     }

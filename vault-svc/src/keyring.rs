@@ -324,7 +324,7 @@ pub async fn notify(tx: &mut TenantTx) -> Result<(), ApiError> {
 }
 
 /// The LISTEN/NOTIFY channel of key invalidations.
-pub const INVALIDATION_CHANNEL: &str = "strongroom_vault_keys";
+pub const INVALIDATION_CHANNEL: &str = kit::tenancy::KEY_INVALIDATION_CHANNEL;
 
 impl Keyring {
     /// Forgets every cached key (after a lost listener connection, when notifications may be lost).

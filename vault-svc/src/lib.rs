@@ -11,6 +11,7 @@ pub mod keyring;
 pub mod kms;
 pub mod signing;
 pub mod store;
+pub mod tally;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -52,6 +53,7 @@ pub async fn run(
         previous.push(Arc::from(open_provider(cfg).await?));
     }
     tracing::info!(master_key = provider.key_id(), "master key provider ready");
+    let audit_interval_secs = settings.count_audit_interval_secs;
     let keyring = keyring::Keyring::new(
         Arc::from(provider),
         previous,
@@ -66,9 +68,12 @@ pub async fn run(
         // Rotation and shredding on any replica reach this one's caches.
         keyring.spawn_listener(ctx.db.control_pool().clone());
         let secrets = api::Secrets { db: ctx.db.clone(), keyring: keyring.clone() };
-        let transit = api::Transit { db: ctx.db.clone(), keyring: keyring.clone() };
+        // Signatures and transit decrypts are audited as counts per interval.
+        let tally = tally::Tally::default();
+        tally.spawn_flusher(ctx.db.clone(), Duration::from_secs(audit_interval_secs));
+        let transit = api::Transit { db: ctx.db.clone(), keyring: keyring.clone(), tally: tally.clone() };
         let admin = admin::KeyManagement { db: ctx.db.clone(), keyring: keyring.clone() };
-        let signing = signing::Signing { db: ctx.db.clone(), keyring };
+        let signing = signing::Signing { db: ctx.db.clone(), keyring, tally };
         let verifiers = [Identity::AUDIT, Identity::LEDGER, Identity::GATEWAY, Identity::OPERATOR];
         Ok(Api::new()
             .service(SecretsServiceServer::new(secrets))
@@ -80,7 +85,12 @@ pub async fn run(
             // auth-svc shreds a deleted user's subject key.
             .allow("/strongroom.vault.v1.KeyManagementService/ShredSubject", &[Identity::OPERATOR, Identity::AUTH])
             .service(SigningServiceServer::new(signing))
+            // Each signs only with its own keys (signing.rs).
             .allow("/strongroom.vault.v1.SigningService/Sign", &[Identity::AUDIT, Identity::LEDGER])
+            .allow(
+                "/strongroom.vault.v1.SigningService/CreateSigningKey",
+                &[Identity::AUDIT, Identity::LEDGER, Identity::OPERATOR],
+            )
             .allow("/strongroom.vault.v1.SigningService/GetPublicKey", &verifiers)
             .allow("/strongroom.vault.v1.SigningService/RotateSigningKey", &[Identity::OPERATOR]))
     })

@@ -1,5 +1,11 @@
 //! `strongroom.vault.v1.SigningService`: per-tenant Ed25519 keys (ed25519-dalek). The private key
 //! is sealed by the tenant key in the database and unsealed only in this process to sign.
+//!
+//! A key belongs to the workload its name starts with (`audit`, `audit-…` to audit-svc): only that
+//! workload signs with it or creates it, so ledger-svc cannot forge audit checkpoints nor audit-svc
+//! ledger receipts. Nothing creates a key implicitly: `Sign` of a missing key is `NOT_FOUND`, and
+//! its owner (or the operator) creates it with `CreateSigningKey`. Signatures are counted per
+//! tenant, key and caller, and each minute's count is one audit record ([`crate::tally`]).
 
 use ed25519_dalek::{Signer, SigningKey};
 use kit::access::RequestContext;
@@ -12,6 +18,7 @@ use tonic::{Request, Response, Status};
 use crate::SERVICE;
 use crate::domain::crypto::{Aad, Key256};
 use crate::keyring::{Keyring, key_destroyed};
+use crate::tally::Tally;
 
 pub const MAX_MESSAGE: usize = 1024 * 1024;
 
@@ -19,6 +26,7 @@ pub const MAX_MESSAGE: usize = 1024 * 1024;
 pub struct Signing {
     pub db: Db,
     pub keyring: Keyring,
+    pub tally: Tally,
 }
 
 fn check_name(name: &str) -> Result<(), ApiError> {
@@ -27,6 +35,15 @@ fn check_name(name: &str) -> Result<(), ApiError> {
         && name.len() <= 32
         && b.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-');
     if ok { Ok(()) } else { Err(ApiError::invalid_field("key_name", "[a-z][a-z0-9-]{0,31}")) }
+}
+
+/// The workload a key belongs to: its name up to the first `-`.
+pub fn owner(key_name: &str) -> &str {
+    key_name.split('-').next().unwrap_or(key_name)
+}
+
+fn not_found() -> ApiError {
+    ApiError::not_found("SIGNING_KEY_NOT_FOUND", "no such signing key; its owner creates it with CreateSigningKey")
 }
 
 pub(crate) fn seal_aad(tenant: uuid::Uuid, name: &str, version: u32) -> Aad {
@@ -67,27 +84,62 @@ impl Signing {
         Ok(inserted.rows_affected() == 1)
     }
 
+    /// The active version of `name`; `SIGNING_KEY_NOT_FOUND` when the key was never created.
     async fn active(&self, tx: &mut TenantTx, name: &str) -> Result<Active, ApiError> {
-        for _ in 0..2 {
-            let row: Option<(i32, i32, Vec<u8>)> =
-                sqlx::query_as("SELECT version, tenant_key_version, wrapped_private FROM signing_keys WHERE name = $1 AND state = 'active'")
-                    .bind(name)
-                    .fetch_optional(tx.conn())
-                    .await
-                    .map_err(db_error)?;
-            match row {
-                Some((version, tkv, sealed)) => {
-                    let tenant_key = self.keyring.version(tx, tkv as u32).await?;
-                    let seed =
-                        Keyring::open_key(&tenant_key, &seal_aad(tx.tenant().id.0, name, version as u32), &sealed)?;
-                    return Ok(Active { version: version as u32, key: SigningKey::from_bytes(seed.expose()) });
-                }
-                None => {
-                    self.create(tx, name, 1).await?;
-                }
-            }
+        let row: Option<(i32, i32, Vec<u8>)> = sqlx::query_as(
+            "SELECT version, tenant_key_version, wrapped_private FROM signing_keys WHERE name = $1 AND state = 'active'",
+        )
+        .bind(name)
+        .fetch_optional(tx.conn())
+        .await
+        .map_err(db_error)?;
+        let Some((version, tkv, sealed)) = row else {
+            // Rotated away but never replaced, or never created.
+            let any: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM signing_keys WHERE name = $1)")
+                .bind(name)
+                .fetch_one(tx.conn())
+                .await
+                .map_err(db_error)?;
+            return Err(if any { key_destroyed() } else { not_found() });
+        };
+        let tenant_key = self.keyring.version(tx, tkv as u32).await?;
+        let seed = Keyring::open_key(&tenant_key, &seal_aad(tx.tenant().id.0, name, version as u32), &sealed)?;
+        Ok(Active { version: version as u32, key: SigningKey::from_bytes(seed.expose()) })
+    }
+
+    /// Refuses a caller that is not the workload `name` belongs to (nor, where `operator_too`, the
+    /// operator), with an audit record: a refused signature is an attack on the audit trail.
+    async fn require_owner(
+        &self,
+        ctx: &RequestContext,
+        tenant: &Tenant,
+        name: &str,
+        action: &str,
+        operator_too: bool,
+    ) -> Result<(), ApiError> {
+        let caller = ctx.caller.identity.name();
+        if caller == owner(name) || (operator_too && caller == kit::tls::Identity::OPERATOR) {
+            return Ok(());
         }
-        Err(key_destroyed())
+        let mut tx = self.db.begin(tenant).await?;
+        tx.record(
+            AuditRecord::new(
+                SERVICE,
+                Actor::Service(caller.to_owned()),
+                action,
+                &format!("signing_key/{name}"),
+                Outcome::Denied,
+            )
+            .request_id(ctx.request_id.clone())
+            .detail("refused", "key_of_another_workload"),
+        )
+        .await?;
+        tx.commit().await?;
+        kit::metrics::Metrics::global().event("signature_refused");
+        Err(ApiError::permission_denied(
+            "SIGNING_KEY_OF_ANOTHER_WORKLOAD",
+            format!("{caller} may not use the signing key {name}"),
+        ))
     }
 }
 
@@ -101,14 +153,56 @@ impl pb::signing_service_server::SigningService for Signing {
             return Err(ApiError::invalid_field("message", "at most 1 MiB").into());
         }
         let tenant = self.tenant(&ctx).await?;
+        self.require_owner(&ctx, &tenant, &req.key_name, "vault.signing_key.sign", false).await?;
         let mut tx = self.db.begin(&tenant).await?;
         let active = self.active(&mut tx, &req.key_name).await?;
         tx.commit().await?;
         let signature = active.key.sign(&req.message);
+        let resource = format!("signing_key/{}", req.key_name);
+        self.tally.count(&tenant, "vault.signing_key.sign", &resource, ctx.caller.identity.name(), 1);
         Ok(Response::new(pb::SignResponse {
             signature: signature.to_bytes().to_vec(),
             key_version: active.version,
             public_key: active.key.verifying_key().to_bytes().to_vec(),
+        }))
+    }
+
+    async fn create_signing_key(
+        &self,
+        request: Request<pb::CreateSigningKeyRequest>,
+    ) -> Result<Response<pb::CreateSigningKeyResponse>, Status> {
+        let ctx = RequestContext::of(&request)?;
+        let name = request.into_inner().key_name;
+        check_name(&name)?;
+        let tenant = self.tenant(&ctx).await?;
+        self.require_owner(&ctx, &tenant, &name, "vault.signing_key.create", true).await?;
+        let mut tx = self.db.begin(&tenant).await?;
+        let any: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM signing_keys WHERE name = $1)")
+            .bind(&name)
+            .fetch_one(tx.conn())
+            .await
+            .map_err(db_error)?;
+        let created = !any && self.create(&mut tx, &name, 1).await?;
+        let active = self.active(&mut tx, &name).await?;
+        if created {
+            tx.record(
+                AuditRecord::new(
+                    SERVICE,
+                    Actor::Service(ctx.caller.identity.name().to_owned()),
+                    "vault.signing_key.create",
+                    &format!("signing_key/{name}"),
+                    Outcome::Success,
+                )
+                .request_id(ctx.request_id.clone())
+                .detail("version", active.version),
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(Response::new(pb::CreateSigningKeyResponse {
+            public_key: active.key.verifying_key().to_bytes().to_vec(),
+            key_version: active.version,
+            created,
         }))
     }
 
@@ -122,15 +216,11 @@ impl pb::signing_service_server::SigningService for Signing {
         let tenant = self.tenant(&ctx).await?;
         let mut tx = self.db.begin(&tenant).await?;
         let row: Option<(i32, Vec<u8>)> = if req.version == 0 {
-            if self.active(&mut tx, &req.key_name).await.is_err() {
-                None
-            } else {
-                sqlx::query_as("SELECT version, public_key FROM signing_keys WHERE name = $1 AND state = 'active'")
-                    .bind(&req.key_name)
-                    .fetch_optional(tx.conn())
-                    .await
-                    .map_err(db_error)?
-            }
+            sqlx::query_as("SELECT version, public_key FROM signing_keys WHERE name = $1 AND state = 'active'")
+                .bind(&req.key_name)
+                .fetch_optional(tx.conn())
+                .await
+                .map_err(db_error)?
         } else {
             sqlx::query_as("SELECT version, public_key FROM signing_keys WHERE name = $1 AND version = $2")
                 .bind(&req.key_name)
