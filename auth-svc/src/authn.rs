@@ -142,6 +142,18 @@ impl Authn {
         }
     }
 
+    /// The login limits under `policy`: its threshold per account+IP, the deployment's per IP,
+    /// and `account_failure_factor` times the threshold per account from every address.
+    fn limits(&self, policy: &Policy) -> crate::throttle::Limits {
+        let threshold = policy.lockout_threshold.unsigned_abs();
+        crate::throttle::Limits {
+            window: std::time::Duration::from_secs(policy.lockout_window_secs.unsigned_abs().into()),
+            account_ip: threshold,
+            ip: self.core.settings.ip_failure_threshold,
+            account: threshold.saturating_mul(self.core.settings.account_failure_factor),
+        }
+    }
+
     /// Opens a session and issues its first tokens, in `tx` (committed here).
     pub async fn open_session(
         &self,
@@ -223,8 +235,19 @@ impl Authn {
             return Err(invalid_credentials());
         }
         let Some(tenant) = self.active_tenant(&req.tenant).await else {
-            // Same work as a real account, same answer.
+            // An unknown (or suspended) tenant answers as a known one with an unknown email: the
+            // same throttle (keyed by the name as given, with the default policy), the same
+            // round trips and argon2 work, the same refusals. Otherwise the answer or its timing
+            // would tell which tenants exist.
+            let attempt = Attempt::new(&format!("unknown:{}", req.tenant), &email, &ip);
+            let limits = self.limits(&Policy::default());
+            let _ = sqlx::query("SELECT 1").execute(self.core.db.control_pool()).await;
+            if let Some((lockout, wait)) = self.core.throttle.reserve(&attempt, limits).await? {
+                return Err(lockout.error(wait));
+            }
             let _ = self.core.hasher.verify(password, None).await?;
+            let _ = sqlx::query("SELECT 1").execute(self.core.db.control_pool()).await;
+            kit::metrics::Metrics::global().event("login_failed");
             return Err(invalid_credentials());
         };
         let mut tx = self.core.db.begin(&tenant).await?;
@@ -264,19 +287,12 @@ impl Authn {
         let actor = user.as_ref().map(|u| Actor::User(u.id.to_string())).unwrap_or(Actor::Anonymous);
         let resource = user.as_ref().map(|u| format!("user/{}", u.id)).unwrap_or_else(|| "user/unknown".into());
 
-        let attempt = Attempt::new(tenant.id.0, &email, &ip);
-        let window = std::time::Duration::from_secs(policy.lockout_window_secs.unsigned_abs().into());
-        if let Err(e) = self
-            .core
-            .throttle
-            .reserve(&attempt, window, policy.lockout_threshold.unsigned_abs(), self.core.settings.ip_failure_threshold)
-            .await
-        {
-            if e.reason == "LOGIN_LOCKED" {
-                let rec = audit(actor, "login.locked", &resource, Outcome::Denied, request_id);
-                self.core.record_alone(&tenant, rec).await?;
-            }
-            return Err(e);
+        let attempt = Attempt::new(&tenant.id.0.to_string(), &email, &ip);
+        if let Some((lockout, wait)) = self.core.throttle.reserve(&attempt, self.limits(&policy)).await? {
+            let rec =
+                audit(actor, "login.locked", &resource, Outcome::Denied, request_id).detail("scope", lockout.scope());
+            self.core.record_alone(&tenant, rec).await?;
+            return Err(lockout.error(wait));
         }
 
         let verdict =

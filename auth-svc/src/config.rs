@@ -28,6 +28,11 @@ pub struct AuthSettings {
     /// Failed logins per client IP (all accounts) within a tenant's lockout window.
     #[serde(default = "default_ip_threshold")]
     pub ip_failure_threshold: u32,
+    /// Failed logins per account from every address within the lockout window, as a multiple of
+    /// the tenant's `lockout_threshold` (which is the hard limit per account+IP): beyond it the
+    /// account is under a broad attack and refuses every address (`ACCOUNT_UNDER_ATTACK`).
+    #[serde(default = "default_account_factor")]
+    pub account_failure_factor: u32,
     /// Every this many seconds, each tenant's long-expired refresh tokens, ended sessions and MFA
     /// challenges are removed (see `housekeeping`; 0: never).
     #[serde(default = "default_purge_every")]
@@ -48,10 +53,15 @@ impl Default for AuthSettings {
             signing_key_publish_ahead_secs: default_publish_ahead(),
             signing_key_rotate_after_secs: default_rotate_after(),
             ip_failure_threshold: default_ip_threshold(),
+            account_failure_factor: default_account_factor(),
             purge_every_secs: default_purge_every(),
             totp_issuer: default_totp_issuer(),
         }
     }
+}
+
+fn default_account_factor() -> u32 {
+    10
 }
 
 fn default_hash_queue() -> usize {
@@ -103,6 +113,9 @@ impl kit::config::ServiceSettings for AuthSettings {
             return Err(
                 "service.signing_key_rotate_after_secs must exceed signing_key_publish_ahead_secs (or be 0)".into()
             );
+        }
+        if self.account_failure_factor < 2 {
+            return Err("service.account_failure_factor must be at least 2".into());
         }
         if self.ip_failure_threshold == 0 {
             return Err("service.ip_failure_threshold must be positive".into());

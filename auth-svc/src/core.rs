@@ -82,6 +82,21 @@ pub struct Policy {
     pub privileged_permissions: Vec<String>,
 }
 
+impl Default for Policy {
+    /// The defaults of a new tenant (auth tenant migrations 0001 and 0005): what an unknown
+    /// tenant's login is throttled with.
+    fn default() -> Self {
+        Self {
+            lockout_threshold: 5,
+            lockout_window_secs: 900,
+            access_token_ttl_secs: 600,
+            refresh_token_ttl_secs: 2_592_000,
+            mfa_required_roles: vec!["owner".into(), "admin".into(), "security_admin".into()],
+            privileged_permissions: Vec::new(),
+        }
+    }
+}
+
 impl Policy {
     /// Whether a user with these effective roles and permissions must use a second factor: by
     /// permission (a custom role carrying admin permissions is privileged too), or by a role the

@@ -1,8 +1,12 @@
 //! Login throttling in Redis. An attempt is reserved atomically (one Lua script increments the
-//! per-account, per-IP and per-account+IP counters and decides) before the password hash runs, so
-//! 100 parallel wrong passwords cannot exceed the limit. Each lockout doubles the next one (up to
-//! 64 windows) for a day. A successful login clears the account's counters and gives its IP
-//! attempt back. Redis keys hold hashes, never an email address.
+//! per-account+IP, per-IP and per-account counters and decides) before the password hash runs, so
+//! 100 parallel wrong passwords cannot exceed the limit. The hard lock is per account+IP (the
+//! tenant's `lockout_threshold`): wrong passwords from one address do not lock the owner out from
+//! everywhere. The per-account limit, across all addresses, is much higher
+//! (`service.account_failure_factor` times the threshold) and answers `ACCOUNT_UNDER_ATTACK`: the
+//! account is under a broad attack. Each lockout doubles the next one (up to 64 windows) for a day.
+//! A successful login clears the account's counters and gives its IP attempt back. Redis keys hold
+//! hashes, never an email address.
 
 use std::time::Duration;
 
@@ -13,27 +17,44 @@ use sha2::{Digest, Sha256};
 use tokio::sync::OnceCell;
 
 const RESERVE: &str = r#"
--- KEYS: counters (account, ip, account+ip); ARGV[1] = window seconds; ARGV[2..4] = limits.
+-- KEYS: counters (account+ip, ip, account); ARGV[1] = window seconds; ARGV[2..4] = their limits.
+-- Returns {seconds to wait, index of the counter that refused} ({0, 0}: go ahead). The account
+-- from every address counts only attempts that the account+IP and IP limits let through: an
+-- address hammering one account is refused there, and cannot push the account over its limit
+-- (at most its own threshold of attempts counts there). The address counts every attempt.
 local window = tonumber(ARGV[1])
-local retry = 0
-for i, key in ipairs(KEYS) do
-  local limit = tonumber(ARGV[i + 1])
-  local count = redis.call('INCR', key)
-  if count == 1 then
+local function count(i)
+  local key, limit = KEYS[i], tonumber(ARGV[i + 1])
+  local n = redis.call('INCR', key)
+  if n == 1 then
     redis.call('EXPIRE', key, window)
   end
-  if count == limit + 1 then
+  if n == limit + 1 then
     -- First refusal of this lockout: back off exponentially.
-    local n = redis.call('INCR', key .. ':lockouts')
+    local lockouts = redis.call('INCR', key .. ':lockouts')
     redis.call('EXPIRE', key .. ':lockouts', 86400)
-    redis.call('EXPIRE', key, window * math.min(2 ^ (n - 1), 64))
+    redis.call('EXPIRE', key, window * math.min(2 ^ (lockouts - 1), 64))
   end
-  if count > limit then
-    local ttl = redis.call('TTL', key)
-    if ttl > retry then retry = ttl end
+  if n > limit then
+    return math.max(redis.call('TTL', key), 1)
+  end
+  return 0
+end
+local retry, which = 0, 0
+for i = 1, 2 do
+  local wait = count(i)
+  if wait > retry then
+    retry, which = wait, i
   end
 end
-return retry
+if retry > 0 then
+  return {retry, which}
+end
+local wait = count(3)
+if wait > 0 then
+  return {wait, 3}
+end
+return {0, 0}
 "#;
 
 /// The throttle; cheap to clone.
@@ -53,22 +74,67 @@ impl std::fmt::Debug for Throttle {
 /// The counters of one login attempt.
 #[derive(Debug, Clone)]
 pub struct Attempt {
-    account: String,
-    ip: String,
     account_ip: String,
+    ip: String,
+    account: String,
 }
 
 impl Attempt {
-    pub fn new(tenant: uuid::Uuid, email: &str, ip: &str) -> Self {
+    /// The attempt on `email` of `tenant` (its id, or for an unknown tenant the name as given:
+    /// it is throttled the same way, so that throttling tells no tenant from another) from `ip`.
+    pub fn new(tenant: &str, email: &str, ip: &str) -> Self {
         let h = |s: &str| hex::encode(&Sha256::digest(s.as_bytes())[..16]);
         let account = h(&format!("{tenant}\0{email}"));
         let ip_h = h(&format!("{tenant}\0{ip}"));
         Self {
-            account: format!("strongroom:login:acct:{account}"),
-            ip: format!("strongroom:login:ip:{ip_h}"),
             account_ip: format!("strongroom:login:acctip:{account}:{ip_h}"),
+            ip: format!("strongroom:login:ip:{ip_h}"),
+            account: format!("strongroom:login:acct:{account}"),
         }
     }
+}
+
+/// Which limit refused an attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lockout {
+    /// This account from this address: the hard lock.
+    AccountFromAddress,
+    /// This address, all accounts.
+    Address,
+    /// This account from every address: a broad attack.
+    Account,
+}
+
+impl Lockout {
+    pub fn scope(self) -> &'static str {
+        match self {
+            Self::AccountFromAddress => "account_ip",
+            Self::Address => "ip",
+            Self::Account => "account",
+        }
+    }
+
+    /// The refusal, with the wait.
+    pub fn error(self, wait: Duration) -> ApiError {
+        let e = match self {
+            Self::Account => ApiError::resource_exhausted(
+                "ACCOUNT_UNDER_ATTACK",
+                "this account is under a broad login attack and refuses logins from every address for a while",
+            ),
+            _ => ApiError::resource_exhausted("LOGIN_LOCKED", "too many failed logins, retry later"),
+        };
+        e.with_retry_after(wait)
+    }
+}
+
+/// The limits of one attempt.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub window: Duration,
+    /// Per account+IP: the tenant's `lockout_threshold`.
+    pub account_ip: u32,
+    pub ip: u32,
+    pub account: u32,
 }
 
 fn unavailable(e: impl std::fmt::Display) -> ApiError {
@@ -101,32 +167,35 @@ impl Throttle {
         Ok(conn.clone())
     }
 
-    /// Reserves an attempt; `Err(RESOURCE_EXHAUSTED LOGIN_LOCKED)` with the wait when over a limit.
-    pub async fn reserve(
-        &self,
-        attempt: &Attempt,
-        window: Duration,
-        account_limit: u32,
-        ip_limit: u32,
-    ) -> Result<(), ApiError> {
+    /// Reserves an attempt: `Ok(None)` to go ahead, `Ok(Some((lockout, wait)))` when a limit
+    /// refuses it.
+    pub async fn reserve(&self, attempt: &Attempt, limits: Limits) -> Result<Option<(Lockout, Duration)>, ApiError> {
         let mut conn = self.conn().await?;
-        let mut invocation = self.script.key(&attempt.account);
-        let retry = invocation
+        let mut invocation = self.script.key(&attempt.account_ip);
+        let answer = invocation
             .key(&attempt.ip)
-            .key(&attempt.account_ip)
-            .arg(window.as_secs().max(1))
-            .arg(account_limit)
-            .arg(ip_limit)
-            .arg(account_limit)
+            .key(&attempt.account)
+            .arg(limits.window.as_secs().max(1))
+            .arg(limits.account_ip)
+            .arg(limits.ip)
+            .arg(limits.account)
             .invoke_async(&mut conn);
-        let retry: i64 =
-            tokio::time::timeout(Duration::from_secs(3), retry).await.map_err(unavailable)?.map_err(unavailable)?;
-        if retry > 0 {
-            kit::metrics::Metrics::global().event("login_locked");
-            return Err(ApiError::resource_exhausted("LOGIN_LOCKED", "too many failed logins, retry later")
-                .with_retry_after(Duration::from_secs(retry.unsigned_abs())));
+        let (retry, which): (i64, i64) =
+            tokio::time::timeout(Duration::from_secs(3), answer).await.map_err(unavailable)?.map_err(unavailable)?;
+        if retry <= 0 {
+            return Ok(None);
         }
-        Ok(())
+        let lockout = match which {
+            3 => Lockout::Account,
+            2 => Lockout::Address,
+            _ => Lockout::AccountFromAddress,
+        };
+        kit::metrics::Metrics::global().event(if lockout == Lockout::Account {
+            "account_under_attack"
+        } else {
+            "login_locked"
+        });
+        Ok(Some((lockout, Duration::from_secs(retry.unsigned_abs()))))
     }
 
     /// After a successful login: clears the account's counters and returns the IP's attempt.

@@ -106,7 +106,7 @@ fn public(id: &str, summary: &str, request: Value, response: Value) -> Value {
             "400": err("bad input"),
             "401": err("INVALID_CREDENTIALS, INVALID_MFA, INVALID_REFRESH_TOKEN, REFRESH_TOKEN_REUSED (the session is ended) or SESSION_ENDED"),
             "403": err("USER_SUSPENDED (after the right password; the message carries the reason) or CROSS_SITE_REQUEST"),
-            "429": err("LOGIN_LOCKED or TOO_MANY_LOGINS, with Retry-After; or RATE_LIMITED")
+            "429": err("LOGIN_LOCKED (this account from this address), ACCOUNT_UNDER_ATTACK (this account from every address) or TOO_MANY_LOGINS, with Retry-After; or RATE_LIMITED")
         }
     })
 }
