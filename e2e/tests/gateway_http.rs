@@ -36,9 +36,10 @@ async fn errors_headers_limits_and_request_ids() {
     assert_eq!(status, 405);
     assert_error(&body, "INVALID_ARGUMENT", "METHOD_NOT_ALLOWED");
 
+    // (A route that needs no token: elsewhere a body without a credential is refused first, 401.)
     let big = vec![b'x'; 65 * 1024];
     let (status, _, body) = c
-        .gateway_request(http::Method::POST, "/v1/whoami", &[("content-type", "application/json")], big)
+        .gateway_request(http::Method::POST, "/v1/auth/login", &[("content-type", "application/json")], big)
         .await
         .expect("413");
     assert_eq!(status, 413);
@@ -159,5 +160,58 @@ async fn a_client_that_never_finishes_its_headers_or_idles_is_cut_off() {
     tls.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n").await.expect("a whole request");
     let answer = until_closed(tls).await.expect("the idle keep-alive connection is still open after 20 s");
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    c.stop().await;
+}
+
+/// Security review item 17: the gateway buffered up to 16 MiB of a body, and introspected any
+/// well-formed `srk_` key (never remembering a failure), before it knew who was calling.
+#[tokio::test]
+async fn an_unauthenticated_caller_costs_no_body_read_and_no_repeated_introspection() {
+    let c = Constellation::start(true).await;
+    c.create_tenant("alpha").await;
+    let ca = std::fs::read(c.pki.path("ca.pem")).expect("ca");
+    let cfg = kit::tls::ca_only_client_config(&ca, &[b"http/1.1"]).expect("tls");
+    // A body that never ends: the answer must come without reading it.
+    let first = futures::stream::iter([Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(
+        hyper::body::Bytes::from(vec![b'['; 64 * 1024]),
+    ))]);
+    let endless = http_body_util::StreamBody::new(futures::StreamExt::chain(first, futures::stream::pending()));
+    let url = format!("{}/v1/ledger/transfers", c.gateway_url());
+    let headers = [("content-type", "application/json"), ("x-strongroom-tenant", "alpha")];
+    let answer = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        kit::tls::https_request_with(cfg, http::Method::POST, &url, &headers, endless),
+    )
+    .await
+    .expect("answered before the body ended")
+    .expect("request");
+    let body: serde_json::Value = serde_json::from_slice(&answer.2).expect("json");
+    assert_eq!(answer.0, 401, "{body}");
+    assert_error(&body, "UNAUTHENTICATED", "TOKEN_REQUIRED");
+
+    // A well-formed key auth-svc does not know is asked about once, not at every request.
+    let bogus = format!("Bearer {}", kit::apikey::generate().expect("rng"));
+    let introspections = || async {
+        e2e::scrape_metrics(c.services["auth"].admin)
+            .await
+            .lines()
+            .filter(|l| {
+                l.starts_with("rpc_server_call_duration_seconds_count{")
+                    && l.contains("rpc_method=\"IntrospectApiKey\"")
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum::<u64>()
+    };
+    let before = introspections().await;
+    for _ in 0..20 {
+        let (status, _, body) = c
+            .gateway_get("/v1/secrets", &[("authorization", &bogus), ("x-strongroom-tenant", "alpha")])
+            .await
+            .expect("request");
+        assert_eq!(status, 401, "{body}");
+        assert_error(&body, "UNAUTHENTICATED", "UNKNOWN_API_KEY");
+    }
+    let asked = introspections().await - before;
+    assert!(asked <= 1, "20 requests with one unknown key asked auth-svc {asked} times");
     c.stop().await;
 }

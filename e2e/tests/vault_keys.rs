@@ -148,14 +148,39 @@ async fn an_interrupted_rewrap_resumes() {
         .rotate_tenant_key(req("alpha", None, pb::RotateTenantKeyRequest { request_id: String::new() }))
         .await
         .expect("rotate");
-    // Kill the run in the middle: the client gives up, the server drops the handler mid-batch.
+    // One version is held by another transaction: the run cannot finish (rewrap skips locked
+    // rows), so what it leaves is known to be partial, however fast it is.
+    let admin = f.c.db.admin_pool().await;
+    let mut hold = admin.begin().await.expect("tx");
+    sqlx::query("SELECT 1 FROM t_alpha.secret_versions WHERE path = 'bulk/s39' FOR UPDATE")
+        .execute(&mut *hold)
+        .await
+        .expect("hold one version");
+    let moved = || {
+        let admin = admin.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>("SELECT count(*) FROM t_alpha.secret_versions WHERE key_version = 2")
+                .fetch_one(&admin)
+                .await
+                .expect("count")
+        }
+    };
+    // Kill the run once it made progress: the client gives up, the server drops the handler.
     let mut keys = f.keys();
-    let _ = tokio::time::timeout(
-        Duration::from_millis(60),
-        keys.rewrap_tenant(req("alpha", None, pb::RewrapTenantRequest { batch_size: 1 })),
-    )
-    .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let run =
+        tokio::spawn(
+            async move { keys.rewrap_tenant(req("alpha", None, pb::RewrapTenantRequest { batch_size: 1 })).await },
+        );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while moved().await == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "the run made no progress");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    run.abort();
+    let _ = run.await;
+    let partial = moved().await;
+    assert!((1..40).contains(&partial), "the first run was cut short with work left: {partial} of 40 moved");
+    hold.rollback().await.expect("release");
     // Whatever the interruption left, every secret is readable.
     for i in 0..40 {
         assert_eq!(

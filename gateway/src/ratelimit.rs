@@ -428,7 +428,7 @@ impl RateLimiter {
     }
 
     /// The buckets a request of `class` from `ip` (and `principal`, `tenant:subject`) is charged to.
-    fn buckets(&self, class: RouteClass, ip: IpAddr, principal: Option<&str>) -> Vec<Bucket> {
+    fn buckets(&self, class: RouteClass, ip: Option<IpAddr>, principal: Option<&str>) -> Vec<Bucket> {
         let limits = match class {
             RouteClass::Auth => &self.cfg.auth,
             RouteClass::Write => &self.cfg.write,
@@ -436,7 +436,7 @@ impl RateLimiter {
         };
         let prefix = &self.cfg.key_prefix;
         let mut out = Vec::with_capacity(2);
-        if let Some(l) = &limits.per_ip {
+        if let (Some(l), Some(ip)) = (&limits.per_ip, ip) {
             out.push(Bucket { key: format!("{prefix}{}:ip:{}", class.name(), ip_key(ip)), gcra: l.gcra() });
         }
         if let (Some(l), Some(p)) = (&limits.per_principal, principal) {
@@ -447,7 +447,16 @@ impl RateLimiter {
 
     /// Charges one request of `class` from `ip` (by `principal`, `tenant:subject`, when verified).
     pub async fn check(&self, class: RouteClass, ip: IpAddr, principal: Option<&str>) -> Decision {
-        let buckets = self.buckets(class, ip, principal);
+        self.decide(self.buckets(class, Some(ip), principal)).await
+    }
+
+    /// Charges one request of `class` to `principal` alone (its address was charged before its
+    /// token was verified).
+    pub async fn check_principal(&self, class: RouteClass, principal: &str) -> Decision {
+        self.decide(self.buckets(class, None, Some(principal))).await
+    }
+
+    async fn decide(&self, buckets: Vec<Bucket>) -> Decision {
         if buckets.is_empty() {
             return Decision::Allowed;
         }
@@ -532,25 +541,17 @@ fn limited(retry_after: Duration, request_id: String) -> Response {
     resp
 }
 
-/// Middleware: charges the request to its buckets; answers 429 when one is empty.
+/// Routes a request with a body may reach without an access token.
+const NO_TOKEN_ROUTES: [&str; 4] = ["/v1/auth/login", "/v1/auth/mfa", "/v1/auth/refresh", "/v1/auth/logout"];
+
+/// Middleware: charges the request to its buckets (429 when one is empty), and refuses a request
+/// that carries a body without a valid credential before the body is read. In that order: the
+/// address's bucket before any token is verified (a flood of tokens, or of well-formed `srk_` keys,
+/// costs one Redis call each and no introspection), the principal's once its token is.
 pub async fn limit(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let limiter = &state.limits;
     if EXEMPT_ROUTES.contains(&req.uri().path()) {
         return next.run(req).await;
-    }
-    // Only a verified token names a principal; an invalid one is limited by IP alone (and
-    // refused by the handler). The recorder learns who it named (or why none).
-    let verified = match crate::browser::request_token(req.headers()) {
-        Some(token) => {
-            let result = state.verifier.verify(token).await;
-            crate::recorder::Actor::note(req.extensions(), &result);
-            result.ok().map(|p| (token.to_owned(), p))
-        }
-        None => None,
-    };
-    if !limiter.cfg.enabled {
-        // The handler reuses this verification instead of verifying the token again.
-        return crate::verified::scope(verified, next.run(req)).await;
     }
     let class = RouteClass::of(req.method(), req.uri().path());
     let peer = req
@@ -559,18 +560,63 @@ pub async fn limit(State(state): State<AppState>, req: Request, next: Next) -> R
         .map(|c| c.0.ip())
         .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
     let ip = client_ip(peer, req.headers(), &limiter.cfg.trusted_proxies);
-    let principal = verified.as_ref().map(|(_, p)| format!("{}:{}", p.tenant_id.0, p.subject));
-    match limiter.check(class, ip, principal.as_deref()).await {
-        // The handler reuses this verification instead of verifying the token again.
-        Decision::Allowed => crate::verified::scope(verified, next.run(req)).await,
-        Decision::Limited { retry_after } => {
-            kit::metrics::Metrics::global().event("rate_limited");
-            // Debug: under a flood, one line per refused request would be the next flood.
-            tracing::debug!(class = class.name(), client = %ip, "rate limited");
-            let id = RequestId::of(req.extensions());
-            limited(retry_after, id)
+    if limiter.cfg.enabled
+        && let Decision::Limited { retry_after } = limiter.check(class, ip, None).await
+    {
+        return refuse(class, ip, retry_after, &req);
+    }
+    // Only a verified token names a principal; an invalid one is limited by IP alone (and
+    // refused by the handler). The recorder learns who it named (or why none).
+    let token = crate::browser::request_token(req.headers());
+    let verification = match token {
+        Some(token) => {
+            let result = state.verifier.verify(token).await;
+            crate::recorder::Actor::note(req.extensions(), &result);
+            Some(result)
+        }
+        None => None,
+    };
+    // A body is read only for a caller who proved who they are (or on the routes that prove it):
+    // 16 MiB from anyone, buffered before the handler authenticated, was a cheap amplifier.
+    if carries_body(&req) && !NO_TOKEN_ROUTES.contains(&req.uri().path()) {
+        let refusal = match (&verification, req.headers().contains_key(http::header::AUTHORIZATION)) {
+            (Some(Ok(_)), _) => None,
+            (Some(Err(e)), _) => Some(e.clone()),
+            (None, true) => {
+                Some(ApiError::unauthenticated("MALFORMED_AUTHORIZATION", "authorization must be a bearer token"))
+            }
+            (None, false) => Some(ApiError::unauthenticated("TOKEN_REQUIRED", "an access token is required")),
+        };
+        if let Some(e) = refusal {
+            return JsonError(e, RequestId::of(req.extensions())).into_response();
         }
     }
+    let verified = match (token, verification) {
+        (Some(token), Some(Ok(p))) => Some((token.to_owned(), p)),
+        _ => None,
+    };
+    if let (true, Some((_, p))) = (limiter.cfg.enabled, &verified) {
+        let principal = format!("{}:{}", p.tenant_id.0, p.subject);
+        if let Decision::Limited { retry_after } = limiter.check_principal(class, &principal).await {
+            return refuse(class, ip, retry_after, &req);
+        }
+    }
+    // The handler reuses this verification instead of verifying the token again.
+    crate::verified::scope(verified, next.run(req)).await
+}
+
+/// Whether a request may carry a body (a length other than zero, or chunks).
+fn carries_body(req: &Request) -> bool {
+    let headers = req.headers();
+    let length = headers.get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok());
+    headers.contains_key(http::header::TRANSFER_ENCODING) || length.is_some_and(|l| l.trim() != "0")
+}
+
+fn refuse(class: RouteClass, ip: IpAddr, retry_after: Duration, req: &Request) -> Response {
+    kit::metrics::Metrics::global().event("rate_limited");
+    // Debug: under a flood, one line per refused request would be the next flood.
+    tracing::debug!(class = class.name(), client = %ip, "rate limited");
+    limited(retry_after, RequestId::of(req.extensions()))
 }
 
 #[cfg(test)]

@@ -133,6 +133,11 @@ pub const REVOCATION_RECHECK: Duration = Duration::from_millis(500);
 /// Resolved API keys by SHA-256, with when they were resolved.
 type ApiKeyCache = HashMap<[u8; 32], (Principal, Instant)>;
 
+/// How long an API key auth-svc did not know is refused without asking again: the checksum of a
+/// key is not secret, so anyone can mint well-formed keys, and each unknown one cost an
+/// introspection and a database lookup.
+const UNKNOWN_API_KEY_TTL: Duration = Duration::from_secs(30);
+
 /// How long a verified access token is taken as verified without checking its signature again.
 pub const VERIFIED_TTL: Duration = Duration::from_secs(30);
 const VERIFIED_CACHE_MAX: usize = 10_000;
@@ -156,6 +161,8 @@ pub struct TokenVerifier {
     last_refresh: Arc<Mutex<Option<Instant>>>,
     revocations: Option<Revocations>,
     api_keys: Arc<RwLock<ApiKeyCache>>,
+    /// API keys auth-svc answered unknown, by SHA-256, with when ([`UNKNOWN_API_KEY_TTL`]).
+    unknown_keys: Arc<RwLock<HashMap<[u8; 32], Instant>>>,
     /// Sessions and keys recently found NOT revoked, and when: each is asked again after
     /// [`REVOCATION_RECHECK`], so a revocation takes effect within that time.
     not_revoked: Arc<RwLock<HashMap<String, Instant>>>,
@@ -219,6 +226,7 @@ impl TokenVerifier {
             last_refresh: Arc::default(),
             revocations,
             api_keys: Arc::default(),
+            unknown_keys: Arc::default(),
             not_revoked: Arc::default(),
             verified: Arc::default(),
         })
@@ -262,12 +270,33 @@ impl TokenVerifier {
         let principal = match cached {
             Some((p, _)) => p,
             None => {
-                let resolved = self.source.introspect(key).await.map_err(|s| match s.code() {
-                    tonic::Code::Unauthenticated | tonic::Code::NotFound | tonic::Code::PermissionDenied => {
-                        invalid("UNKNOWN_API_KEY")
-                    }
-                    _ => ApiError::unavailable("API_KEY_CHECK_UNAVAILABLE", "cannot check the API key, retry later"),
-                })?;
+                let known_unknown =
+                    self.unknown_keys.read().await.get(&digest).is_some_and(|at| at.elapsed() < UNKNOWN_API_KEY_TTL);
+                if known_unknown {
+                    return Err(invalid("UNKNOWN_API_KEY"));
+                }
+                let resolved = match self.source.introspect(key).await {
+                    Ok(resolved) => resolved,
+                    Err(s) => match s.code() {
+                        tonic::Code::Unauthenticated | tonic::Code::NotFound | tonic::Code::PermissionDenied => {
+                            let mut unknown = self.unknown_keys.write().await;
+                            if unknown.len() >= API_KEY_CACHE_MAX {
+                                unknown.retain(|_, at| at.elapsed() < UNKNOWN_API_KEY_TTL);
+                                if unknown.len() >= API_KEY_CACHE_MAX {
+                                    unknown.clear();
+                                }
+                            }
+                            unknown.insert(digest, Instant::now());
+                            return Err(invalid("UNKNOWN_API_KEY"));
+                        }
+                        _ => {
+                            return Err(ApiError::unavailable(
+                                "API_KEY_CHECK_UNAVAILABLE",
+                                "cannot check the API key, retry later",
+                            ));
+                        }
+                    },
+                };
                 let tenant = uuid::Uuid::parse_str(&resolved.tenant_id).map_err(|_| invalid("UNKNOWN_API_KEY"))?;
                 let p = Principal {
                     tenant_id: TenantId(tenant),
