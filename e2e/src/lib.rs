@@ -363,6 +363,8 @@ impl Constellation {
                 write_timeout_ms: 30_000,
                 max_streams: 256,
                 max_streams_per_caller: 4,
+                // Tests see the summary of anonymous refusals without waiting a minute.
+                refusal_summary_interval_ms: 1_000,
             },
             admin: kit::config::ListenConfig { listen: admin_addr },
             tls: self.pki.tls("gateway"),

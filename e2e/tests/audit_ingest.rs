@@ -569,8 +569,13 @@ async fn the_gateway_records_state_changing_and_refused_requests() {
         .expect("get");
     assert_eq!(status, 200);
 
+    // Four records: three requests that proved a caller one by one, and the two that proved none
+    // summed up in one (security review item 10).
     let q = "SELECT count(*) FROM t_alpha.audit_log WHERE service = 'gateway'";
-    wait_count(&c, q, 5).await;
+    wait_count(&c, q, 4).await;
+    let summed = "SELECT coalesce(sum((details->>'count')::bigint), 0)::bigint FROM t_alpha.audit_log
+                   WHERE service = 'gateway' AND action = 'gateway.request.refused_anonymous'";
+    wait_count(&c, summed, 2).await;
     let rows: Vec<(String, String, String, String, Option<String>, serde_json::Value)> = sqlx::query_as(
         "SELECT actor, action, resource, outcome, request_id, details FROM t_alpha.audit_log WHERE service = 'gateway' ORDER BY seq",
     )
@@ -595,13 +600,26 @@ async fn the_gateway_records_state_changing_and_refused_requests() {
         (denied.0.as_str(), denied.1.as_str(), denied.3.as_str()),
         ("user:alice", "gateway.request.refused", "denied")
     );
-    let anon = by_id.get("rec-get-401").expect("recorded 401");
-    assert_eq!((anon.0.as_str(), anon.3.as_str()), ("anonymous", "denied"));
-    assert_eq!(anon.5["status"], 401);
-    assert!(anon.5.get("authentication").is_none(), "no token, nothing to explain: {}", anon.5);
-    let forged = by_id.get("rec-put-forged").expect("recorded forged");
-    assert_eq!((forged.0.as_str(), forged.3.as_str()), ("anonymous", "denied"));
-    assert_eq!(forged.5["authentication"], "BAD_SIGNATURE", "{}", forged.5);
+    // The refusals that proved no caller: summed up, each with why it named nobody.
+    let summaries: Vec<&_> = rows.iter().filter(|r| r.1 == "gateway.request.refused_anonymous").collect();
+    let (mut statuses, mut reasons) = (HashMap::<String, i64>::new(), HashMap::<String, i64>::new());
+    for r in &summaries {
+        assert_eq!((r.0.as_str(), r.3.as_str()), ("anonymous", "denied"));
+        assert!(r.5["client_ip"].as_str().is_some_and(|p| p.starts_with("hmac-sha256:")), "{}", r.5);
+        for (k, v) in r.5["statuses"].as_object().expect("statuses") {
+            *statuses.entry(k.clone()).or_default() += v.as_i64().expect("n");
+        }
+        for (k, v) in r.5["authentication"].as_object().expect("reasons") {
+            *reasons.entry(k.clone()).or_default() += v.as_i64().expect("n");
+        }
+    }
+    assert_eq!(statuses, HashMap::from([("401".to_owned(), 2)]));
+    assert_eq!(reasons, HashMap::from([("NO_TOKEN".to_owned(), 1), ("BAD_SIGNATURE".to_owned(), 1)]));
+    let one_by_one = rows
+        .iter()
+        .filter(|r| r.1 != "gateway.request.refused_anonymous")
+        .any(|r| matches!(r.4.as_deref(), Some("rec-put-forged" | "rec-get-401")));
+    assert!(!one_by_one, "refusals that proved no caller are not recorded one by one");
     let later = by_id.get("rec-put-then-revoked").expect("recorded");
     assert_eq!((later.0.as_str(), later.3.as_str()), ("user:alice", "success"));
 
@@ -1080,5 +1098,85 @@ async fn after_a_tenant_shred_no_audit_replica_makes_another_pseudonym() {
         assert!(append(which).await.is_err(), "replica {which}");
     }
     let _ = replica.stop().await;
+    c.stop().await;
+}
+
+/// Security review item 10: each anonymous refusal naming a tenant was appended to that tenant's
+/// seven-year log, one entry each, so a flood filled the victim's log (and the recorder's queue).
+#[tokio::test(flavor = "multi_thread")]
+async fn an_anonymous_flood_is_summed_up_not_logged_one_by_one() {
+    let c = Constellation::start(true).await;
+    c.create_tenant("alpha").await;
+    let body = serde_json::to_vec(&serde_json::json!({ "value": "v" })).expect("json");
+    let started = tokio::time::Instant::now();
+    let flood = (0..200).map(|i| {
+        let c = &c;
+        let body = body.clone();
+        async move {
+            let rid = format!("flood-{i}");
+            let headers = [
+                ("x-strongroom-tenant", "alpha"),
+                ("content-type", "application/json"),
+                ("authorization", "Bearer junk"),
+                ("x-request-id", rid.as_str()),
+            ];
+            c.gateway_request(http::Method::PUT, "/v1/secrets/app/db", &headers, body).await.expect("put").0
+        }
+    });
+    for status in futures::future::join_all(flood).await {
+        assert!(status == 401 || status == 429, "{status}");
+    }
+    let elapsed = started.elapsed();
+    let summed = "SELECT coalesce(sum((details->>'count')::bigint), 0)::bigint FROM t_alpha.audit_log
+                   WHERE service = 'gateway' AND action = 'gateway.request.refused_anonymous'";
+    wait_count(&c, summed, 200).await;
+    assert_eq!(count(&c, summed).await, 200, "each refusal counted once");
+    let entries = count(&c, "SELECT count(*) FROM t_alpha.audit_log WHERE service = 'gateway'").await;
+    // One entry per source and interval (1 s in tests) the flood lasted, not one per request.
+    let bound = elapsed.as_secs() as i64 + 2;
+    assert!(entries <= bound && entries < 200, "{entries} entries for a flood of {elapsed:?}");
+    c.stop().await;
+}
+
+/// Security review item 11: logins, second factors and refreshes send no tenant header, so the
+/// gateway recorded none of them. The handler names the tenant (the body, or the token).
+#[tokio::test(flavor = "multi_thread")]
+async fn authentication_requests_are_recorded_in_their_tenants_log() {
+    let c = Constellation::start(true).await;
+    let (_, _, password) = c.create_tenant_with_owner("alpha", "owner@alpha.example").await;
+    let login = |password: String, rid: &'static str| {
+        let c = &c;
+        async move {
+            let body = serde_json::to_vec(
+                &serde_json::json!({ "tenant": "alpha", "email": "owner@alpha.example", "password": password }),
+            )
+            .expect("json");
+            let headers =
+                [("content-type", "application/json"), ("x-request-id", rid), ("user-agent", "e2e-login/1.0")];
+            c.gateway_request(http::Method::POST, "/v1/auth/login", &headers, body).await.expect("login").0
+        }
+    };
+    assert_eq!(login("a wrong password".into(), "login-wrong").await, 401);
+    assert_eq!(login(password, "login-right").await, 200);
+    let q = "SELECT count(*) FROM t_alpha.audit_log WHERE service = 'gateway' AND request_id IN ('login-wrong', 'login-right')";
+    wait_count(&c, q, 2).await;
+    let rows: Vec<(String, String, String, serde_json::Value)> = sqlx::query_as(
+        "SELECT request_id, resource, outcome, details FROM t_alpha.audit_log
+          WHERE service = 'gateway' AND request_id IN ('login-wrong', 'login-right') ORDER BY request_id",
+    )
+    .fetch_all(&c.db.admin_pool().await)
+    .await
+    .expect("rows");
+    let got: Vec<(&str, &str, &str)> = rows.iter().map(|r| (r.0.as_str(), r.1.as_str(), r.2.as_str())).collect();
+    assert_eq!(
+        got,
+        [
+            ("login-right", "route:POST /v1/auth/login", "success"),
+            ("login-wrong", "route:POST /v1/auth/login", "denied")
+        ]
+    );
+    for r in &rows {
+        assert!(r.3["client_ip"].as_str().is_some_and(|p| p.starts_with("hmac-sha256:")), "{}", r.3);
+    }
     c.stop().await;
 }

@@ -34,6 +34,14 @@ pub struct HttpConfig {
     pub max_streams: usize,
     #[serde(default = "default_max_streams_per_caller")]
     pub max_streams_per_caller: usize,
+    /// Refusals of requests that proved no caller are written to the tenant's audit log as one
+    /// summary per client address every this many milliseconds (1 s to 1 h).
+    #[serde(default = "default_refusal_summary_interval_ms")]
+    pub refusal_summary_interval_ms: u64,
+}
+
+fn default_refusal_summary_interval_ms() -> u64 {
+    60_000
 }
 
 fn default_header_read_timeout_ms() -> u64 {
@@ -110,6 +118,9 @@ impl GatewayConfig {
         }
         if self.http.header_read_timeout_ms == 0 || self.http.write_timeout_ms == 0 {
             return Err("http.header_read_timeout_ms and http.write_timeout_ms must be positive".into());
+        }
+        if !(1_000..=3_600_000).contains(&self.http.refusal_summary_interval_ms) {
+            return Err("http.refusal_summary_interval_ms must be 1000 to 3600000".into());
         }
         if !(1..=100_000).contains(&self.http.max_streams) || self.http.max_streams_per_caller == 0 {
             return Err("http.max_streams must be 1 to 100000 and http.max_streams_per_caller positive".into());

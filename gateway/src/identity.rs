@@ -115,6 +115,7 @@ pub async fn login(
     headers: HeaderMap,
     JsonBody(body): JsonBody<LoginBody>,
 ) -> Response {
+    let named = check_tenant(&body.tenant).ok();
     let result = async {
         let tenant = check_tenant(&body.tenant)?;
         let msg = pb::LoginRequest {
@@ -127,10 +128,20 @@ pub async fn login(
         Ok::<_, ApiError>(r)
     }
     .await;
-    match result {
+    let resp = match result {
         Ok(r) => session_response(&state, r, body.cookie, &id),
         Err(e) => JsonError(e, id.0).into_response(),
+    };
+    recorded_in(resp, named)
+}
+
+/// Names the tenant whose audit log the request belongs in, for the gateway's recorder: an
+/// authentication request sends no `x-strongroom-tenant` header (security review item 11).
+fn recorded_in(mut resp: Response, tenant: Option<String>) -> Response {
+    if let Some(tenant) = tenant {
+        resp.extensions_mut().insert(crate::recorder::RecordIn(tenant));
     }
+    resp
 }
 
 /// Answers tokens as JSON, or (browsers) in `__Host-` cookies with a CSRF token.
@@ -185,6 +196,7 @@ pub async fn mfa(
     headers: HeaderMap,
     JsonBody(body): JsonBody<MfaBody>,
 ) -> Response {
+    let named = tenant_or_token(body.tenant.as_deref(), kit::TenantSlug::of_mfa_token(&body.mfa_token)).ok();
     let result = async {
         let tenant = tenant_or_token(body.tenant.as_deref(), kit::TenantSlug::of_mfa_token(&body.mfa_token))?;
         let msg = pb::VerifyMfaRequest {
@@ -196,10 +208,11 @@ pub async fn mfa(
         Ok::<_, ApiError>(authn(&state).verify_mfa(anonymous(&tenant, &id, msg)).await.map_err(upstream)?.into_inner())
     }
     .await;
-    match result {
+    let resp = match result {
         Ok(r) => session_response(&state, r, body.cookie, &id),
         Err(e) => JsonError(e, id.0).into_response(),
-    }
+    };
+    recorded_in(resp, named)
 }
 
 /// The tenant a body names, else the one its token names (auth-svc refuses the two differing).
@@ -229,6 +242,9 @@ pub async fn refresh(
     JsonBody(body): JsonBody<RefreshBody>,
 ) -> Response {
     let from_cookie = body.refresh_token.is_none();
+    let presented = body.refresh_token.as_deref().or_else(|| crate::browser::refresh_token(&headers));
+    let named =
+        presented.and_then(|t| tenant_or_token(body.tenant.as_deref(), kit::TenantSlug::of_refresh_token(t)).ok());
     let result = async {
         let token = match body.refresh_token {
             Some(t) => t,
@@ -245,7 +261,7 @@ pub async fn refresh(
         Ok::<_, ApiError>(authn(&state).refresh(anonymous(&tenant, &id, msg)).await.map_err(upstream)?.into_inner())
     }
     .await;
-    match result {
+    let resp = match result {
         Ok(t) => session_response(
             &state,
             pb::LoginResponse { result: Some(pb::login_response::Result::Tokens(t)) },
@@ -253,7 +269,8 @@ pub async fn refresh(
             &id,
         ),
         Err(e) => JsonError(e, id.0).into_response(),
-    }
+    };
+    recorded_in(resp, named)
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -272,9 +289,10 @@ pub async fn logout(
     headers: HeaderMap,
     body: Option<JsonBody<LogoutBody>>,
 ) -> Response {
+    let body = body.map(|JsonBody(b)| b).unwrap_or_default();
+    let refresh = body.refresh_token.or_else(|| crate::browser::refresh_token(&headers).map(str::to_owned));
+    let named = refresh.as_deref().and_then(kit::TenantSlug::of_refresh_token).map(|s| s.to_string());
     let result = async {
-        let body = body.map(|JsonBody(b)| b).unwrap_or_default();
-        let refresh = body.refresh_token.or_else(|| crate::browser::refresh_token(&headers).map(str::to_owned));
         // No access token (the cookie expired), or one that no longer verifies: the refresh token
         // alone ends its session.
         let caller = match crate::browser::request_token(&headers) {
@@ -298,10 +316,11 @@ pub async fn logout(
     .await;
     let mut cleared = HeaderMap::new();
     crate::browser::clear_session_cookies(&mut cleared);
-    match result {
+    let resp = match result {
         Ok(()) => (StatusCode::NO_CONTENT, cleared).into_response(),
         Err(e) => (cleared, JsonError(e, id.0)).into_response(),
-    }
+    };
+    recorded_in(resp, named)
 }
 
 /// Ends the session `refresh` (a refresh token, which names its tenant) belongs to.

@@ -146,8 +146,11 @@ pub async fn run(
         ),
     }));
     // Outermost: records every state-changing or refused request, whatever answered it.
-    let (recorder, recording) =
-        recorder::Recorder::spawn(state.upstreams.audit.clone(), state.limits.trusted_proxies());
+    let (recorder, recording) = recorder::Recorder::spawn(
+        state.upstreams.audit.clone(),
+        state.limits.trusted_proxies(),
+        std::time::Duration::from_millis(config.http.refusal_summary_interval_ms),
+    );
     let app = routes::router(state, config.http.body_limit_bytes, config.http.batch_body_limit_bytes)
         .layer(axum::middleware::from_fn_with_state(recorder, recorder::record));
 

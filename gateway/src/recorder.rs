@@ -8,6 +8,15 @@
 //! events per tenant and retries a failed call with the same event ids (audit-svc is idempotent by
 //! event id). Every event that cannot be recorded — queue full, no tenant named, retries exhausted,
 //! refused by audit-svc — is counted in `strongroom_events{event="gateway_audit_*"}` and logged.
+//!
+//! A flood must not become the victim's seven-year log, nor crowd out other tenants' records:
+//! refusals of requests that proved no caller (no token, or a refused one) are summed up per
+//! tenant, client address and `http.refusal_summary_interval_ms` into one record
+//! (`gateway.request.refused_anonymous` with the count, statuses, reasons and routes; at most
+//! [`MAX_SOURCES`] addresses a tenant per interval, the rest as one); authentication requests
+//! (`/v1/auth/*`, whose tenant the handler names: the login body, or the token) are recorded one by
+//! one, as auth-svc records each attempt itself. And no tenant holds more than [`TENANT_SHARE`] of
+//! the queue.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -27,6 +36,12 @@ use crate::ratelimit::{Cidr, client_ip};
 
 /// Events waiting to be sent; beyond this, new events are counted as dropped.
 pub const QUEUE: usize = 10_000;
+/// Events of one tenant waiting to be sent; beyond this, that tenant's new events are dropped
+/// (counted) while other tenants' still queue.
+pub const TENANT_SHARE: usize = QUEUE / 10;
+/// Client addresses whose refusals a tenant's summary names one by one per interval; beyond,
+/// they are summed up as one source without an address.
+pub const MAX_SOURCES: usize = 100;
 const BATCH: usize = 500;
 const ATTEMPTS: u32 = 6;
 
@@ -61,13 +76,132 @@ impl Actor {
     }
 }
 
+/// The tenant whose log a response's request belongs in, when the handler learnt it from
+/// elsewhere than the `x-strongroom-tenant` header (a login body, a token that names its tenant).
+#[derive(Clone, Debug)]
+pub struct RecordIn(pub String);
+
 /// The recording layer's handle: cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Recorder {
     queue: mpsc::Sender<Pending>,
+    /// Events queued per tenant ([`TENANT_SHARE`]).
+    queued: Arc<std::sync::Mutex<HashMap<String, usize>>>,
+    /// Anonymous refusals being summed up ([`Refusals`]).
+    refusals: Refusals,
     /// Proxies whose `X-Forwarded-For` names the client (`rate_limits.trusted_proxies`), so that
     /// the recorded client IP is the one the rate limiter sees, not the proxy's.
     trusted_proxies: Arc<[Cidr]>,
+}
+
+/// One source's refusals in the current interval.
+#[derive(Debug, Default)]
+struct Refused {
+    count: u64,
+    statuses: std::collections::BTreeMap<u16, u64>,
+    /// Why a token named nobody (`NO_TOKEN` when none was sent).
+    reasons: std::collections::BTreeMap<String, u64>,
+    routes: std::collections::BTreeMap<String, u64>,
+    first_request_id: String,
+    user_agent: Option<String>,
+}
+
+/// Refusals of requests that proved no caller, per tenant and client address (`None`: the
+/// sources beyond [`MAX_SOURCES`]), since the last summary (and when that was).
+#[derive(Clone, Debug)]
+struct Refusals(Arc<std::sync::Mutex<(chrono::DateTime<chrono::Utc>, RefusedBySource)>>);
+
+type RefusedBySource = HashMap<String, HashMap<Option<String>, Refused>>;
+
+impl Default for Refusals {
+    fn default() -> Self {
+        Self(Arc::new(std::sync::Mutex::new((chrono::Utc::now(), HashMap::new()))))
+    }
+}
+
+/// What one anonymous refusal was.
+struct Refusal {
+    tenant: String,
+    client_ip: Option<String>,
+    status: u16,
+    reason: String,
+    route: String,
+    request_id: String,
+    user_agent: Option<String>,
+}
+
+impl Refusals {
+    fn add(&self, r: Refusal) {
+        let mut all = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let sources = all.1.entry(r.tenant).or_default();
+        let key = match r.client_ip {
+            Some(ip) if sources.contains_key(&Some(ip.clone())) || sources.len() < MAX_SOURCES => Some(ip),
+            _ => None,
+        };
+        let entry = sources.entry(key).or_default();
+        entry.count += 1;
+        *entry.statuses.entry(r.status).or_default() += 1;
+        *entry.reasons.entry(r.reason).or_default() += 1;
+        if entry.routes.len() < 20 || entry.routes.contains_key(&r.route) {
+            *entry.routes.entry(r.route).or_default() += 1;
+        }
+        if entry.first_request_id.is_empty() {
+            entry.first_request_id = r.request_id;
+        }
+        if entry.user_agent.is_none() {
+            entry.user_agent = r.user_agent;
+        }
+    }
+
+    /// One summary event per tenant and source since the last summary.
+    fn take(&self) -> Vec<Pending> {
+        let until = chrono::Utc::now();
+        let (since, all) = {
+            let mut guard = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let since = std::mem::replace(&mut guard.0, until);
+            (since, std::mem::take(&mut guard.1))
+        };
+        let mut out = Vec::new();
+        for (tenant, sources) in all {
+            for (client_ip, r) in sources {
+                let statuses: std::collections::BTreeMap<String, u64> =
+                    r.statuses.iter().map(|(k, v)| (k.to_string(), *v)).collect();
+                let details = serde_json::json!({
+                    "count": r.count,
+                    "statuses": statuses,
+                    "authentication": r.reasons,
+                    "routes": r.routes,
+                    "from": since.to_rfc3339(),
+                    "until": until.to_rfc3339(),
+                    "other_sources": client_ip.is_none(),
+                });
+                let mut personal = HashMap::new();
+                if let Some(ip) = client_ip {
+                    personal.insert("client_ip".to_owned(), ip);
+                }
+                if let Some(ua) = r.user_agent {
+                    personal.insert("user_agent".to_owned(), ua);
+                }
+                let event = pb::Event {
+                    event_id: uuid::Uuid::now_v7().to_string(),
+                    occurred_at: Some(prost_types::Timestamp {
+                        seconds: until.timestamp(),
+                        nanos: until.timestamp_subsec_nanos() as i32,
+                    }),
+                    actor: "anonymous".into(),
+                    action: "gateway.request.refused_anonymous".into(),
+                    resource: "gateway".into(),
+                    outcome: "denied".into(),
+                    request_id: r.first_request_id,
+                    trace_id: String::new(),
+                    details_json: details.to_string(),
+                    personal,
+                };
+                out.push(Pending { tenant: tenant.clone(), event });
+            }
+        }
+        out
+    }
 }
 
 impl std::fmt::Debug for Pending {
@@ -82,24 +216,72 @@ fn failed(event: &'static str, n: usize) {
 }
 
 impl Recorder {
-    /// Starts the worker; it sends what is queued and stops once every `Recorder` is dropped.
-    pub fn spawn(audit: kit::client::Channel, trusted_proxies: &[Cidr]) -> (Self, tokio::task::JoinHandle<()>) {
+    /// Starts the worker (it sends what is queued, then the last summary of anonymous refusals,
+    /// and stops once every `Recorder` is dropped) and the summary of anonymous refusals every
+    /// `summary_interval`.
+    pub fn spawn(
+        audit: kit::client::Channel,
+        trusted_proxies: &[Cidr],
+        summary_interval: Duration,
+    ) -> (Self, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(QUEUE);
-        let worker = tokio::spawn(work(rx, AuditIngestServiceClient::new(audit)));
-        (Self { queue: tx, trusted_proxies: trusted_proxies.into() }, worker)
+        let queued: Arc<std::sync::Mutex<HashMap<String, usize>>> = Arc::default();
+        let refusals = Refusals::default();
+        let client = AuditIngestServiceClient::new(audit);
+        let worker = tokio::spawn(work(rx, client, queued.clone(), refusals.clone()));
+        let recorder = Self { queue: tx, queued, refusals, trusted_proxies: trusted_proxies.into() };
+        // Holds the queue only weakly: the worker ends when the gateway drops its recorders.
+        let (weak, queued, refusals) = (recorder.queue.downgrade(), recorder.queued.clone(), recorder.refusals.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(summary_interval).await;
+                let Some(queue) = weak.upgrade() else { return };
+                for p in refusals.take() {
+                    push(&queue, &queued, p);
+                }
+            }
+        });
+        (recorder, worker)
     }
 
     fn enqueue(&self, p: Pending) {
-        match self.queue.try_send(p) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(p)) => {
-                failed("gateway_audit_dropped", 1);
-                tracing::error!(tenant = %p.tenant, request_id = %p.event.request_id, "audit queue full: request not recorded");
-            }
-            Err(mpsc::error::TrySendError::Closed(p)) => {
-                failed("gateway_audit_dropped", 1);
-                tracing::error!(tenant = %p.tenant, request_id = %p.event.request_id, "audit recorder stopped: request not recorded");
-            }
+        push(&self.queue, &self.queued, p);
+    }
+}
+
+/// Queues `p` unless its tenant's share or the queue is full (counted and logged).
+fn push(queue: &mpsc::Sender<Pending>, queued: &std::sync::Mutex<HashMap<String, usize>>, p: Pending) {
+    {
+        let mut queued = queued.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let n = queued.entry(p.tenant.clone()).or_default();
+        if *n >= TENANT_SHARE {
+            failed("gateway_audit_dropped", 1);
+            tracing::warn!(tenant = %p.tenant, request_id = %p.event.request_id, "tenant's share of the audit queue full: request not recorded");
+            return;
+        }
+        *n += 1;
+    }
+    let tenant = p.tenant.clone();
+    match queue.try_send(p) {
+        Ok(()) => return,
+        Err(mpsc::error::TrySendError::Full(p)) => {
+            tracing::error!(tenant = %p.tenant, request_id = %p.event.request_id, "audit queue full: request not recorded");
+        }
+        Err(mpsc::error::TrySendError::Closed(p)) => {
+            tracing::error!(tenant = %p.tenant, request_id = %p.event.request_id, "audit recorder stopped: request not recorded");
+        }
+    }
+    failed("gateway_audit_dropped", 1);
+    dequeued(queued, &tenant, 1);
+}
+
+/// Gives back `n` of `tenant`'s share of the queue.
+fn dequeued(queued: &std::sync::Mutex<HashMap<String, usize>>, tenant: &str, n: usize) {
+    let mut queued = queued.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(count) = queued.get_mut(tenant) {
+        *count = count.saturating_sub(n);
+        if *count == 0 {
+            queued.remove(tenant);
         }
     }
 }
@@ -167,6 +349,7 @@ pub async fn record(State(recorder): State<Recorder>, mut req: Request, next: Ne
         return resp;
     }
     let request_id = resp.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+    let tenant = resp.extensions().get::<RecordIn>().map(|t| t.0.clone()).or(tenant);
     let Some(tenant) = tenant.filter(|t| kit::TenantSlug::parse(t).is_ok()) else {
         // Nothing names a tenant log to record in (e.g. a 401 without x-strongroom-tenant).
         failed("gateway_audit_no_tenant", 1);
@@ -181,19 +364,28 @@ pub async fn record(State(recorder): State<Recorder>, mut req: Request, next: Ne
         "status": status,
         "description": describe(method_name, &route, &path),
     });
-    let actor = match actor.take() {
-        Some(Ok(actor)) => actor,
+    let (actor, why) = match actor.take() {
+        Some(Ok(actor)) => (actor, None),
         // A refused token names nobody; say why it named nobody.
-        Some(Err(reason)) => {
-            details["authentication"] = serde_json::Value::String(reason);
-            "anonymous".into()
-        }
-        None if has_token => {
-            details["authentication"] = serde_json::Value::String("NOT_VERIFIED".into());
-            "anonymous".into()
-        }
-        None => "anonymous".into(),
+        Some(Err(reason)) => ("anonymous".to_owned(), Some(reason)),
+        None if has_token => ("anonymous".to_owned(), Some("NOT_VERIFIED".to_owned())),
+        None => ("anonymous".to_owned(), None),
     };
+    if refused && actor == "anonymous" && !route.starts_with("/v1/auth/") {
+        recorder.refusals.add(Refusal {
+            tenant,
+            client_ip,
+            status,
+            reason: why.unwrap_or_else(|| "NO_TOKEN".into()),
+            route: format!("{method_name} {route}"),
+            request_id,
+            user_agent,
+        });
+        return resp;
+    }
+    if let Some(reason) = why {
+        details["authentication"] = serde_json::Value::String(reason);
+    }
     let mut personal = HashMap::new();
     if let Some(ip) = client_ip {
         personal.insert("client_ip".to_owned(), ip);
@@ -260,7 +452,12 @@ async fn send(client: &mut AuditIngestServiceClient<kit::client::Channel>, tenan
     }
 }
 
-async fn work(mut rx: mpsc::Receiver<Pending>, mut client: AuditIngestServiceClient<kit::client::Channel>) {
+async fn work(
+    mut rx: mpsc::Receiver<Pending>,
+    mut client: AuditIngestServiceClient<kit::client::Channel>,
+    queued: Arc<std::sync::Mutex<HashMap<String, usize>>>,
+    refusals: Refusals,
+) {
     while let Some(first) = rx.recv().await {
         let mut pending = vec![first];
         while pending.len() < BATCH {
@@ -273,15 +470,76 @@ async fn work(mut rx: mpsc::Receiver<Pending>, mut client: AuditIngestServiceCli
         for p in pending {
             by_tenant.entry(p.tenant).or_default().push(p.event);
         }
+        for (tenant, events) in &by_tenant {
+            dequeued(&queued, tenant, events.len());
+        }
         for (tenant, events) in by_tenant {
             send(&mut client, &tenant, events).await;
         }
+    }
+    // The gateway is stopping: the last summary of anonymous refusals goes out too.
+    let mut by_tenant: HashMap<String, Vec<pb::Event>> = HashMap::new();
+    for p in refusals.take() {
+        by_tenant.entry(p.tenant).or_default().push(p.event);
+    }
+    for (tenant, events) in by_tenant {
+        send(&mut client, &tenant, events).await;
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn pending(tenant: &str) -> Pending {
+        Pending { tenant: tenant.into(), event: pb::Event::default() }
+    }
+
+    #[test]
+    fn one_tenant_cannot_fill_the_queue() {
+        let (tx, mut rx) = mpsc::channel(QUEUE);
+        let queued = std::sync::Mutex::new(HashMap::new());
+        for _ in 0..QUEUE {
+            push(&tx, &queued, pending("victim"));
+        }
+        push(&tx, &queued, pending("other"));
+        let mut by_tenant: HashMap<String, usize> = HashMap::new();
+        while let Ok(p) = rx.try_recv() {
+            *by_tenant.entry(p.tenant).or_default() += 1;
+        }
+        assert_eq!(by_tenant.get("victim"), Some(&TENANT_SHARE), "the flooded tenant keeps its share only");
+        assert_eq!(by_tenant.get("other"), Some(&1), "another tenant still gets in");
+    }
+
+    #[test]
+    fn anonymous_refusals_are_summed_per_source_and_bounded() {
+        let refusals = Refusals::default();
+        for i in 0..(MAX_SOURCES + 50) {
+            for _ in 0..3 {
+                refusals.add(Refusal {
+                    tenant: "victim".into(),
+                    client_ip: Some(format!("192.0.2.{}", i % 256)),
+                    status: 401,
+                    reason: "NO_TOKEN".into(),
+                    route: "POST /v1/secrets/{*path}".into(),
+                    request_id: format!("r{i}"),
+                    user_agent: None,
+                });
+            }
+        }
+        let summaries = refusals.take();
+        assert_eq!(summaries.len(), MAX_SOURCES + 1, "one per source, the rest as one");
+        let counts: Vec<u64> = summaries
+            .iter()
+            .map(|p| {
+                serde_json::from_str::<serde_json::Value>(&p.event.details_json).expect("json")["count"]
+                    .as_u64()
+                    .expect("count")
+            })
+            .collect();
+        assert_eq!(counts.iter().sum::<u64>(), 3 * (MAX_SOURCES as u64 + 50));
+        assert!(refusals.take().is_empty(), "each refusal is summed once");
+    }
 
     #[test]
     fn requests_are_described_and_classified() {
