@@ -62,8 +62,9 @@ pub async fn run(
                 .into(),
         ));
     }
-    let throttle = throttle::Throttle::new(&redis_url).map_err(ServeError::Config)?;
-    let revocations = kit::revocation::Revocations::new(&redis_url).map_err(ServeError::Config)?;
+    let throttle = throttle::Throttle::new(&redis_url, &config.tls.ca).map_err(ServeError::Config)?;
+    let revocations =
+        kit::revocation::Revocations::new(&redis_url, Some(&config.tls.ca)).map_err(ServeError::Config)?;
     let workers =
         settings.hash_workers.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2));
     let hasher = passwords::Hasher::new(workers, settings.hash_queue).map_err(|e| ServeError::Config(e.to_string()))?;

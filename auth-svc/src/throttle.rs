@@ -144,9 +144,10 @@ fn unavailable(e: impl std::fmt::Display) -> ApiError {
 }
 
 impl Throttle {
-    pub fn new(url: &SecretString) -> Result<Self, String> {
-        let client =
-            redis::Client::open(url.expose_secret()).map_err(|_| "service.redis_url cannot be used".to_owned())?;
+    /// The throttle in the Redis at `url` (`ca` verifies a `rediss://` server).
+    pub fn new(url: &SecretString, ca: &std::path::Path) -> Result<Self, String> {
+        let client = kit::redis::client(url.expose_secret(), Some(ca))
+            .map_err(|e| format!("service.redis_url cannot be used: {e}"))?;
         Ok(Self { client, conn: Default::default(), script: std::sync::Arc::new(redis::Script::new(RESERVE)) })
     }
 

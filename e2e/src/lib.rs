@@ -228,7 +228,13 @@ impl Constellation {
     /// The constellation on a database and a Redis of the caller's (e.g. a [`PrivateRedis`]).
     pub async fn start_with(db: TestDb, redis: String, with_gateway: bool) -> Self {
         kit::tls::install_crypto_provider();
-        let pki = TestPki::new();
+        Self::start_with_pki(db, redis, with_gateway, TestPki::new()).await
+    }
+
+    /// [`Self::start_with`] under the caller's PKI (whose CA also signed, say, the certificates of
+    /// a Redis or a PostgreSQL reached over TLS).
+    pub async fn start_with_pki(db: TestDb, redis: String, with_gateway: bool, pki: TestPki) -> Self {
+        kit::tls::install_crypto_provider();
         let mut bound = Vec::new();
         for name in SERVICES {
             let (grpc, grpc_addr) = listener().await;
@@ -278,6 +284,11 @@ impl Constellation {
         cfg
     }
 
+    /// A client of this constellation's Redis (over TLS for `rediss://`, trusting its CA).
+    pub fn redis_client(&self) -> redis::Client {
+        kit::redis::client(&self.redis, Some(&self.pki.path("ca.pem"))).expect("redis url")
+    }
+
     /// auth-svc's test settings, on this constellation's Redis.
     fn auth_settings(&self) -> auth_svc::AuthSettings {
         auth_svc::AuthSettings { redis_url: Some(self.redis.clone().into()), ..auth_settings() }
@@ -286,7 +297,7 @@ impl Constellation {
     /// Waits until auth-svc has marked the revocation list complete: until then every verifier
     /// refuses tokens (a Redis of the test's own starts without the marker).
     async fn wait_revocations_loaded(&self) {
-        let client = redis::Client::open(self.redis.as_str()).expect("redis url");
+        let client = self.redis_client();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         loop {
             if let Ok(mut conn) = client.get_multiplexed_async_connection().await
@@ -564,16 +575,29 @@ pub fn verify_with_jwk(token: &str, jwk: &serde_json::Value) -> Result<serde_jso
 pub struct PrivateRedis {
     port: u16,
     child: Option<std::process::Child>,
+    /// Listening with TLS only: (CA, certificate, key) files.
+    tls: Option<(std::path::PathBuf, std::path::PathBuf, std::path::PathBuf)>,
 }
 
 #[allow(clippy::expect_used)]
 impl PrivateRedis {
     /// Starts one and waits until it answers.
     pub async fn start() -> Self {
+        Self::start_maybe_tls(None).await
+    }
+
+    /// One that speaks TLS only (no plaintext port), with the certificate and key `name` of `pki`
+    /// (`<name>.pem`, `<name>-key.pem`); clients must trust `pki`'s CA.
+    pub async fn start_tls(pki: &TestPki, name: &str) -> Self {
+        let files = (pki.path("ca.pem"), pki.path(&format!("{name}.pem")), pki.path(&format!("{name}-key.pem")));
+        Self::start_maybe_tls(Some(files)).await
+    }
+
+    async fn start_maybe_tls(tls: Option<(std::path::PathBuf, std::path::PathBuf, std::path::PathBuf)>) -> Self {
         for _ in 0..5 {
             let port =
                 std::net::TcpListener::bind("127.0.0.1:0").expect("free port").local_addr().expect("addr").port();
-            let mut redis = PrivateRedis { port, child: None };
+            let mut redis = PrivateRedis { port, child: None, tls: tls.clone() };
             if redis.spawn().await {
                 return redis;
             }
@@ -582,18 +606,36 @@ impl PrivateRedis {
     }
 
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        let scheme = if self.tls.is_some() { "rediss" } else { "redis" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
+    }
+
+    fn client(&self) -> redis::Client {
+        kit::redis::client(&self.url(), self.tls.as_ref().map(|(ca, _, _)| ca.as_path())).expect("url")
     }
 
     async fn spawn(&mut self) -> bool {
-        let child = std::process::Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        let port = self.port.to_string();
+        let mut command = std::process::Command::new("redis-server");
+        match &self.tls {
+            None => command.args(["--port", &port]),
+            Some((ca, cert, key)) => command
+                .args(["--port", "0", "--tls-port", &port, "--tls-auth-clients", "no"])
+                .arg("--tls-ca-cert-file")
+                .arg(ca)
+                .arg("--tls-cert-file")
+                .arg(cert)
+                .arg("--tls-key-file")
+                .arg(key),
+        };
+        let child = command
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
             .expect("redis-server (deploy/setup.sh installs it)");
         self.child = Some(child);
-        let client = redis::Client::open(self.url()).expect("url");
+        let client = self.client();
         for _ in 0..100 {
             if let Some(Ok(Some(_))) = self.child.as_mut().map(std::process::Child::try_wait) {
                 self.child = None;
@@ -617,7 +659,7 @@ impl PrivateRedis {
 
     /// Runs one command on it.
     pub async fn command(&self, args: &[&str]) -> redis::Value {
-        let client = redis::Client::open(self.url()).expect("url");
+        let client = self.client();
         let mut conn = client.get_multiplexed_async_connection().await.expect("connect");
         let mut cmd = redis::cmd(args[0]);
         for a in &args[1..] {

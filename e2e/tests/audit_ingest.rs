@@ -437,7 +437,17 @@ async fn time_windows_read_only_their_part_of_the_log_and_miss_nothing() {
     sqlx::query("ANALYZE t_alpha.audit_log").execute(&c.db.admin_pool().await).await.expect("analyze");
     let mut tx = c.db.admin_pool().await.begin().await.expect("begin");
     e2e::act_as_service(&mut tx, "alpha", alpha, "audit").await;
-    for seq in size..size + 10 {
+    // Sequencing waits for this transaction (the sequencer's own lock), and the entries go after
+    // the log as it is now: a record of another service may have joined it since `size`.
+    sqlx::query(
+        "SELECT pg_advisory_xact_lock(hashtext('strongroom.audit.sequencer'), hashtext(current_setting('strongroom.tenant_id')))",
+    )
+    .execute(&mut *tx)
+    .await
+    .expect("the sequencer's lock");
+    let next: i64 =
+        sqlx::query_scalar("SELECT coalesce(max(seq) + 1, 0) FROM audit_log").fetch_one(&mut *tx).await.expect("next");
+    for seq in next..next + 10 {
         sqlx::query(
             "INSERT INTO audit_clock (last_at, max_lead, max_lag) VALUES (clock_timestamp(), '0', '0')
              ON CONFLICT (tenant_id) DO UPDATE SET last_at = greatest(audit_clock.last_at, EXCLUDED.last_at)",
@@ -552,7 +562,7 @@ async fn the_gateway_records_state_changing_and_refused_requests() {
     claims_later["sid"] = serde_json::json!(uuid::Uuid::new_v4().to_string());
     let revoked_later = format!("Bearer {}", signer.sign(&claims_later));
     assert_eq!(put(revoked_later, "rec-put-then-revoked").await, 200);
-    let revocations = kit::revocation::Revocations::new(&c.redis.clone().into()).expect("redis");
+    let revocations = kit::revocation::Revocations::new(&c.redis.clone().into(), None).expect("redis");
     let sid = claims_later["sid"].as_str().expect("sid").to_owned();
     revocations.revoke(kit::revocation::Revoked::Session, &[sid]).await.expect("revoke");
     let (status, _, _) = c
@@ -1047,7 +1057,7 @@ async fn streams_are_limited_cut_off_when_unread_and_end_with_their_session() {
     assert!(headers_3.contains_key("retry-after"));
 
     // Revoking the session ends its streams.
-    let revocations = kit::revocation::Revocations::new(&kit::testing::redis_url().into()).expect("redis");
+    let revocations = kit::revocation::Revocations::new(&kit::testing::redis_url().into(), None).expect("redis");
     let sid = claims["sid"].as_str().expect("sid").to_owned();
     revocations.revoke(kit::revocation::Revoked::Session, &[sid]).await.expect("revoke");
     for conn in &mut open {

@@ -176,3 +176,83 @@ async fn rotated_certificates_are_picked_up_without_restart() {
     drop(old_operator);
     c.stop().await;
 }
+
+/// Security review item 16: `rediss://` was accepted but could not work (the redis crate had no
+/// TLS), and nothing ever reached PostgreSQL over TLS. Here the whole constellation runs on a Redis
+/// that speaks TLS only and a PostgreSQL with `ssl=on`, reached with `sslmode=verify-full`, both
+/// with certificates of the constellation's CA; a client trusting another CA is refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn redis_and_postgres_are_reached_over_verified_tls() {
+    kit::tls::install_crypto_provider();
+    let pki = TestPki::new();
+    for name in ["redis", "postgres"] {
+        let identity = kit::tls::Identity::new(name).expect("name");
+        kit::pki::write_issued(pki.dir.path(), name, &pki.ca.issue(&identity).expect("issue")).expect("write");
+    }
+    let redis = e2e::PrivateRedis::start_tls(&pki, "redis").await;
+    assert!(redis.url().starts_with("rediss://"));
+
+    // PostgreSQL reads its key only if it owns it (the cluster runs as `postgres` under root).
+    let files = tempfile::tempdir().expect("dir");
+    for file in ["postgres.pem", "postgres-key.pem"] {
+        std::fs::copy(pki.path(file), files.path().join(file)).expect("copy");
+    }
+    let is_root = std::process::Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.starts_with(b"0\n"));
+    if is_root {
+        let id = |flag: &str| {
+            let out = std::process::Command::new("id").args([flag, "postgres"]).output().expect("id");
+            String::from_utf8_lossy(&out.stdout).trim().parse::<u32>().expect("postgres user")
+        };
+        let (uid, gid) = (id("-u"), id("-g"));
+        for path in [files.path().to_owned(), files.path().join("postgres.pem"), files.path().join("postgres-key.pem")]
+        {
+            std::os::unix::fs::chown(&path, Some(uid), Some(gid)).expect("chown");
+        }
+    }
+    let pg = kit::localpg::LocalPostgres::start(&format!(
+        "-c ssl=on -c ssl_cert_file={} -c ssl_key_file={}",
+        files.path().join("postgres.pem").display(),
+        files.path().join("postgres-key.pem").display()
+    ))
+    .expect("postgres with ssl");
+    let base = format!("{}?sslmode=verify-full&sslrootcert={}", pg.url(), pki.path("ca.pem").display());
+    let db = kit::testing::TestDb::create_on(&base).await;
+    let c = Constellation::start_with_pki(db, redis.url(), true, pki).await;
+
+    // A login (the throttle and the revocation list in Redis, the tenant in PostgreSQL), through
+    // the gateway (its rate limits in Redis too).
+    let (_, _, password) = c.create_tenant_with_owner("alpha", "owner@alpha.example").await;
+    let login = serde_json::json!({ "tenant": "alpha", "email": "owner@alpha.example", "password": password });
+    let (status, _, body) = c
+        .gateway_request(
+            http::Method::POST,
+            "/v1/auth/login",
+            &[("content-type", "application/json")],
+            serde_json::to_vec(&login).expect("json"),
+        )
+        .await
+        .expect("login");
+    assert_eq!(status, 200, "{body}");
+    let mut conn = c.redis_client().get_multiplexed_async_connection().await.expect("redis over tls");
+    let loaded: bool = redis::AsyncCommands::exists(&mut conn, kit::revocation::LOADED_KEY).await.expect("exists");
+    assert!(loaded, "auth-svc listed the revocations over TLS");
+
+    // Every connection of every service to PostgreSQL is encrypted.
+    let (plain, encrypted): (i64, i64) = sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE NOT s.ssl), count(*) FILTER (WHERE s.ssl)
+           FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) WHERE a.usename LIKE 'strongroom_%'",
+    )
+    .fetch_one(&c.db.admin_pool().await)
+    .await
+    .expect("connections");
+    assert_eq!(plain, 0, "a service connected without TLS");
+    assert!(encrypted > 0, "no service connection seen");
+
+    // Trusting another CA, neither accepts the connection.
+    let stranger = TestPki::new();
+    let foreign = kit::redis::client(&redis.url(), Some(&stranger.path("ca.pem"))).expect("client");
+    assert!(foreign.get_multiplexed_async_connection().await.is_err(), "Redis's certificate checked");
+    let foreign_pg = format!("{}?sslmode=verify-full&sslrootcert={}", pg.url(), stranger.path("ca.pem").display());
+    assert!(sqlx::PgPool::connect(&foreign_pg).await.is_err(), "PostgreSQL's certificate checked");
+    c.stop().await;
+}

@@ -120,10 +120,11 @@ pub async fn run(
         audit: upstream(&certs, &u.audit, Identity::AUDIT, &config)?,
         ledger: upstream(&certs, &u.ledger, Identity::LEDGER, &config)?,
     };
-    let verifier = TokenVerifier::new(config.jwt.clone(), JwksClient::new(upstreams.auth.clone()))
-        .map_err(GatewayError::Config)?;
-    let redis = redis::Client::open(config.redis.url.expose_secret())
-        .map_err(|_| GatewayError::Config("redis.url cannot be used".into()))?;
+    let verifier =
+        TokenVerifier::new(config.jwt.clone(), JwksClient::new(upstreams.auth.clone()), Some(&config.tls.ca))
+            .map_err(GatewayError::Config)?;
+    let redis = kit::redis::client(config.redis.url.expose_secret(), Some(&config.tls.ca))
+        .map_err(|e| GatewayError::Config(format!("redis.url cannot be used: {e}")))?;
     let redis = Arc::new(redis);
     let limits = Arc::new(ratelimit::RateLimiter::new(config.rate_limits.clone(), redis.clone()));
     let browser = Arc::new(browser::Browser::new(&config.browser, config.env).map_err(GatewayError::Config)?);

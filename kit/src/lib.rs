@@ -17,6 +17,7 @@ pub mod migrate;
 pub mod outbox;
 pub mod pki;
 pub mod principal;
+pub mod redis;
 pub mod revocation;
 pub mod server;
 pub mod signing;

@@ -213,9 +213,10 @@ fn invalid(reason: &'static str) -> ApiError {
 }
 
 impl TokenVerifier {
-    /// A verifier; with `jwt.revocations_url` set it also checks revocations.
-    pub fn new(cfg: JwtConfig, source: JwksClient) -> Result<Self, String> {
-        let revocations = cfg.revocations_url.as_ref().map(Revocations::new).transpose()?;
+    /// A verifier; with `jwt.revocations_url` set it also checks revocations (`redis_ca` verifies a
+    /// `rediss://` list: the constellation's CA).
+    pub fn new(cfg: JwtConfig, source: JwksClient, redis_ca: Option<&std::path::Path>) -> Result<Self, String> {
+        let revocations = cfg.revocations_url.as_ref().map(|url| Revocations::new(url, redis_ca)).transpose()?;
         if revocations.is_none() {
             tracing::warn!("jwt.revocations_url is not set: revoked sessions stay usable until their tokens expire");
         }
@@ -486,7 +487,7 @@ mod tests {
             revocations_url: Some(crate::testing::redis_url().into()),
             ..Default::default()
         };
-        let v = TokenVerifier::new(cfg, source).expect("verifier");
+        let v = TokenVerifier::new(cfg, source, None).expect("verifier");
         // auth-svc marks the revocation list complete (`crate::revocation::LOADED_KEY`); none runs here.
         let client = redis::Client::open(crate::testing::redis_url()).expect("redis url");
         let mut conn = client.get_multiplexed_async_connection().await.expect("redis");

@@ -113,9 +113,10 @@ fn unavailable(e: impl std::fmt::Display) -> ApiError {
 }
 
 impl Revocations {
-    pub fn new(url: &SecretString) -> Result<Self, String> {
-        let client =
-            redis::Client::open(url.expose_secret()).map_err(|_| "revocations_url cannot be used".to_owned())?;
+    /// The list in the Redis at `url`; `ca` verifies a `rediss://` server ([`crate::redis::client`]).
+    pub fn new(url: &SecretString, ca: Option<&std::path::Path>) -> Result<Self, String> {
+        let client = crate::redis::client(url.expose_secret(), ca)
+            .map_err(|e| format!("the revocation list's Redis URL cannot be used: {e}"))?;
         Ok(Self { client, conn: Default::default() })
     }
 
@@ -222,7 +223,7 @@ mod tests {
 
     #[tokio::test]
     async fn nothing_counts_as_not_revoked_until_the_list_is_complete() {
-        let list = Revocations::new(&own_database()).expect("revocations");
+        let list = Revocations::new(&own_database(), None).expect("revocations");
         let mut conn = list.conn().await.expect("redis");
         let _: () = redis::cmd("FLUSHDB").query_async(&mut conn).await.expect("flush");
         let refused = list.is_revoked(Revoked::Session, "s1").await.expect_err("no marker");

@@ -197,7 +197,8 @@ pub async fn run_service(
         config.upstreams.auth.clone().ok_or_else(|| ServeError::Config("upstreams.auth is required".into()))?;
     let jwks_channel = client::channel(&certs, &auth_url, &Identity::new(Identity::AUTH)?, config.upstreams.timeout())
         .map_err(|e| ServeError::Config(e.to_string()))?;
-    let verifier = TokenVerifier::new(config.jwt.clone(), JwksClient::new(jwks_channel)).map_err(ServeError::Config)?;
+    let verifier = TokenVerifier::new(config.jwt.clone(), JwksClient::new(jwks_channel), Some(&config.tls.ca))
+        .map_err(ServeError::Config)?;
     let shutdown = Shutdown::from_future(shutdown);
     let ctx = ServiceContext {
         shutdown: shutdown.clone(),
