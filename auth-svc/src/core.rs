@@ -188,6 +188,15 @@ impl Core {
         let _ = self.publish_revocations(tenant).await;
     }
 
+    /// After a change that shrank permissions in `tenant` (committed): verifiers resolve the
+    /// tenant's API keys again at their next use, so a key loses what its creator lost at once.
+    /// Best effort: otherwise within the verifiers' 30 s cache of resolved keys.
+    pub async fn access_changed(&self, tenant: &Tenant) {
+        if let Err(e) = self.revocations.access_changed(tenant.id.0).await {
+            tracing::warn!(tenant = %tenant.slug, reason = %e.reason, "permission change not announced; API keys follow within 30 s");
+        }
+    }
+
     /// Writes one audit record in a transaction of its own (security events without a change).
     pub async fn record_alone(&self, tenant: &Tenant, record: AuditRecord) -> Result<(), ApiError> {
         let mut tx = self.db.begin(tenant).await?;

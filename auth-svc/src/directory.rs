@@ -697,6 +697,9 @@ impl Access {
         if ended > 0 {
             self.core.publish_revocations_soon(&me.tenant).await;
         }
+        if revoke {
+            self.core.access_changed(&me.tenant).await;
+        }
         Ok(pb::GrantRoleResponse {})
     }
 
@@ -746,6 +749,9 @@ impl Access {
         self.core.profiles.forget(&me.tenant);
         if ended > 0 {
             self.core.publish_revocations_soon(&me.tenant).await;
+        }
+        if !add {
+            self.core.access_changed(&me.tenant).await;
         }
         Ok(out)
     }
@@ -864,6 +870,7 @@ impl pb::access_service_server::AccessService for Access {
             .await?;
         tx.commit().await?;
         self.core.profiles.forget(&me.tenant);
+        self.core.access_changed(&me.tenant).await;
         Ok(Response::new(pb::DeleteRoleResponse {}))
     }
 
@@ -978,6 +985,7 @@ impl pb::access_service_server::AccessService for Access {
             .await?;
         tx.commit().await?;
         self.core.profiles.forget(&me.tenant);
+        self.core.access_changed(&me.tenant).await;
         Ok(Response::new(pb::DeleteGroupResponse {}))
     }
 

@@ -130,8 +130,9 @@ const API_KEY_CACHE_MAX: usize = 10_000;
 /// How long a "not revoked" answer is reused: a revocation takes effect everywhere within this.
 pub const REVOCATION_RECHECK: Duration = Duration::from_millis(500);
 
-/// Resolved API keys by SHA-256, with when they were resolved.
-type ApiKeyCache = HashMap<[u8; 32], (Principal, Instant)>;
+/// Resolved API keys by SHA-256, with when they were resolved (and that in Unix milliseconds, to
+/// compare with auth-svc's permission changes).
+type ApiKeyCache = HashMap<[u8; 32], (Principal, Instant, i64)>;
 
 /// How long an API key auth-svc did not know is refused without asking again: the checksum of a
 /// key is not secret, so anyone can mint well-formed keys, and each unknown one cost an
@@ -261,69 +262,107 @@ impl TokenVerifier {
         ))
     }
 
-    /// Resolves an API key through auth-svc (cached briefly), then checks its revocation.
+    /// Resolves an API key through auth-svc (cached briefly), then checks its revocation and
+    /// whether its tenant's permissions changed since it was resolved (then resolves it again:
+    /// a key's permissions are its scopes within its creator's current ones).
     async fn verify_api_key(&self, key: &str) -> Result<Principal, ApiError> {
         if !crate::apikey::well_formed(key) {
             return Err(invalid("MALFORMED_API_KEY"));
         }
         let digest = crate::apikey::hash(key);
-        let cached = self.api_keys.read().await.get(&digest).filter(|(_, at)| at.elapsed() < API_KEY_TTL).cloned();
-        let principal = match cached {
-            Some((p, _)) => p,
-            None => {
-                let known_unknown =
-                    self.unknown_keys.read().await.get(&digest).is_some_and(|at| at.elapsed() < UNKNOWN_API_KEY_TTL);
-                if known_unknown {
-                    return Err(invalid("UNKNOWN_API_KEY"));
-                }
-                let resolved = match self.source.introspect(key).await {
-                    Ok(resolved) => resolved,
-                    Err(s) => match s.code() {
-                        tonic::Code::Unauthenticated | tonic::Code::NotFound | tonic::Code::PermissionDenied => {
-                            let mut unknown = self.unknown_keys.write().await;
-                            if unknown.len() >= API_KEY_CACHE_MAX {
-                                unknown.retain(|_, at| at.elapsed() < UNKNOWN_API_KEY_TTL);
-                                if unknown.len() >= API_KEY_CACHE_MAX {
-                                    unknown.clear();
-                                }
-                            }
-                            unknown.insert(digest, Instant::now());
-                            return Err(invalid("UNKNOWN_API_KEY"));
-                        }
-                        _ => {
-                            return Err(ApiError::unavailable(
-                                "API_KEY_CHECK_UNAVAILABLE",
-                                "cannot check the API key, retry later",
-                            ));
-                        }
-                    },
-                };
-                let tenant = uuid::Uuid::parse_str(&resolved.tenant_id).map_err(|_| invalid("UNKNOWN_API_KEY"))?;
-                let p = Principal {
-                    tenant_id: TenantId(tenant),
-                    subject: resolved.subject,
-                    session_id: None,
-                    token_id: resolved.key_id,
-                    permissions: resolved.permissions,
-                    roles: Vec::new(),
-                    amr: vec!["api_key".into()],
-                    expires_at: resolved.expires_at,
-                    mfa_time: None,
-                    enrollment_only: false,
-                };
-                let mut cache = self.api_keys.write().await;
-                if cache.len() >= API_KEY_CACHE_MAX {
-                    cache.clear();
-                }
-                cache.insert(digest, (p.clone(), Instant::now()));
-                p
-            }
+        let cached = self.api_keys.read().await.get(&digest).filter(|(_, at, _)| at.elapsed() < API_KEY_TTL).cloned();
+        let (principal, resolved_ms) = match cached {
+            Some((p, _, resolved_ms)) => (p, resolved_ms),
+            None => self.resolve_api_key(key, digest).await?,
         };
         if principal.expires_at <= chrono::Utc::now().timestamp() {
             return Err(invalid("API_KEY_EXPIRED"));
         }
-        self.check_revoked(Revoked::ApiKey, &principal.token_id).await?;
+        if self.api_key_is_current(&principal, resolved_ms).await? {
+            return Ok(principal);
+        }
+        // Resolved before a permission change of its tenant: ask auth-svc again.
+        let (principal, _) = self.resolve_api_key(key, digest).await?;
+        if principal.expires_at <= chrono::Utc::now().timestamp() {
+            return Err(invalid("API_KEY_EXPIRED"));
+        }
         Ok(principal)
+    }
+
+    /// Whether a key resolved at `resolved_ms` may be used as resolved: `Err` when revoked,
+    /// `Ok(false)` when its tenant's permissions changed since. Reuses a "current" answer for
+    /// [`REVOCATION_RECHECK`].
+    async fn api_key_is_current(&self, principal: &Principal, resolved_ms: i64) -> Result<bool, ApiError> {
+        let Some(list) = &self.revocations else { return Ok(true) };
+        let seen = format!("{:?}:{}", Revoked::ApiKey, principal.token_id);
+        if self.not_revoked.read().await.get(&seen).is_some_and(|at| at.elapsed() < REVOCATION_RECHECK) {
+            return Ok(true);
+        }
+        let (revoked, changed_ms) = list.api_key_state(&principal.token_id, principal.tenant_id.0).await?;
+        if revoked {
+            return Err(ApiError::unauthenticated("API_KEY_REVOKED", "the credential has been revoked"));
+        }
+        if changed_ms.is_some_and(|changed| changed >= resolved_ms) {
+            return Ok(false);
+        }
+        let mut current = self.not_revoked.write().await;
+        if current.len() >= API_KEY_CACHE_MAX * 10 {
+            current.retain(|_, at| at.elapsed() < REVOCATION_RECHECK);
+        }
+        current.insert(seen, Instant::now());
+        Ok(true)
+    }
+
+    /// Asks auth-svc what `key` proves (remembering an unknown key), and caches the answer.
+    async fn resolve_api_key(&self, key: &str, digest: [u8; 32]) -> Result<(Principal, i64), ApiError> {
+        let known_unknown =
+            self.unknown_keys.read().await.get(&digest).is_some_and(|at| at.elapsed() < UNKNOWN_API_KEY_TTL);
+        if known_unknown {
+            return Err(invalid("UNKNOWN_API_KEY"));
+        }
+        // Taken before asking: a change made while auth-svc answers makes the answer stale.
+        let resolved_ms = chrono::Utc::now().timestamp_millis();
+        let resolved = match self.source.introspect(key).await {
+            Ok(resolved) => resolved,
+            Err(s) => match s.code() {
+                tonic::Code::Unauthenticated | tonic::Code::NotFound | tonic::Code::PermissionDenied => {
+                    let mut unknown = self.unknown_keys.write().await;
+                    if unknown.len() >= API_KEY_CACHE_MAX {
+                        unknown.retain(|_, at| at.elapsed() < UNKNOWN_API_KEY_TTL);
+                        if unknown.len() >= API_KEY_CACHE_MAX {
+                            unknown.clear();
+                        }
+                    }
+                    unknown.insert(digest, Instant::now());
+                    return Err(invalid("UNKNOWN_API_KEY"));
+                }
+                _ => {
+                    return Err(ApiError::unavailable(
+                        "API_KEY_CHECK_UNAVAILABLE",
+                        "cannot check the API key, retry later",
+                    ));
+                }
+            },
+        };
+        let tenant = uuid::Uuid::parse_str(&resolved.tenant_id).map_err(|_| invalid("UNKNOWN_API_KEY"))?;
+        let p = Principal {
+            tenant_id: TenantId(tenant),
+            subject: resolved.subject,
+            session_id: None,
+            token_id: resolved.key_id,
+            permissions: resolved.permissions,
+            roles: Vec::new(),
+            amr: vec!["api_key".into()],
+            expires_at: resolved.expires_at,
+            mfa_time: None,
+            enrollment_only: false,
+        };
+        let mut cache = self.api_keys.write().await;
+        if cache.len() >= API_KEY_CACHE_MAX {
+            cache.clear();
+        }
+        cache.insert(digest, (p.clone(), Instant::now(), resolved_ms));
+        Ok((p, resolved_ms))
     }
 
     /// Re-fetches the JWKS unless that happened since `asked_at`; at most once per cooldown, so

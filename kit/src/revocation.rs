@@ -25,6 +25,14 @@ use crate::error::ApiError;
 pub const LISTING_TTL: Duration = Duration::from_secs(24 * 3600);
 const TIMEOUT: Duration = Duration::from_secs(2);
 
+/// How long a tenant's last permission change is remembered: longer than verifiers cache a
+/// resolved API key (30 s).
+pub const ACCESS_CHANGE_TTL: Duration = Duration::from_secs(120);
+
+fn access_key(tenant: uuid::Uuid) -> String {
+    format!("strongroom:access_changed:{tenant}")
+}
+
 /// Present while Redis holds every recent revocation (see the module's documentation).
 pub const LOADED_KEY: &str = "strongroom:revocations:loaded";
 /// The token of the load in progress: gone if Redis restarted meanwhile, replaced if another
@@ -149,6 +157,34 @@ impl Revocations {
             return Err(incomplete());
         }
         Ok(listed.is_some())
+    }
+
+    /// Whether API key `id` of `tenant` has been revoked, and when (Unix milliseconds) the tenant's
+    /// permissions last shrank ([`Self::access_changed`]); refused while the list is not complete.
+    pub async fn api_key_state(&self, id: &str, tenant: uuid::Uuid) -> Result<(bool, Option<i64>), ApiError> {
+        let mut conn = self.conn().await?;
+        let mut mget = redis::cmd("MGET");
+        mget.arg(Revoked::ApiKey.key(id)).arg(LOADED_KEY).arg(access_key(tenant));
+        let query = mget.query_async(&mut conn);
+        let (listed, loaded, changed): (Option<i64>, Option<String>, Option<i64>) =
+            tokio::time::timeout(TIMEOUT, query).await.map_err(unavailable)?.map_err(unavailable)?;
+        if loaded.is_none() {
+            return Err(incomplete());
+        }
+        Ok((listed.is_some(), changed))
+    }
+
+    /// Says that permissions in `tenant` shrank now (a role revoked or deleted, a group member
+    /// removed): verifiers resolve the tenant's API keys again at their next use instead of
+    /// trusting what they resolved before (for up to [`ACCESS_CHANGE_TTL`]). Best effort: without
+    /// it a key's permissions follow its creator's within the introspection cache's 30 s.
+    pub async fn access_changed(&self, tenant: uuid::Uuid) -> Result<(), ApiError> {
+        let mut conn = self.conn().await?;
+        let now = chrono::Utc::now().timestamp_millis();
+        tokio::time::timeout(TIMEOUT, conn.set_ex::<_, _, ()>(access_key(tenant), now, ACCESS_CHANGE_TTL.as_secs()))
+            .await
+            .map_err(unavailable)?
+            .map_err(unavailable)
     }
 
     /// Whether the list is complete (auth-svc loads it again when not).
