@@ -968,21 +968,27 @@ impl pb::authentication_service_server::AuthenticationService for Authn {
             return Err(unknown().into());
         }
         let mut tx = self.core.db.begin(&tenant).await?;
-        let row: Option<(uuid::Uuid, uuid::Uuid, Vec<String>, chrono::DateTime<chrono::Utc>)> = sqlx::query_as(
+        let row: Option<(uuid::Uuid, uuid::Uuid, Vec<String>, chrono::DateTime<chrono::Utc>, bool)> = sqlx::query_as(
             "UPDATE api_keys k SET last_used_at = now()
                FROM users u
               WHERE k.key_hash = $1 AND k.revoked_at IS NULL AND k.expires_at > now()
                 AND u.id = k.user_id AND u.status = 'active'
-             RETURNING k.id, k.user_id, k.scopes, k.expires_at",
+             RETURNING k.id, k.user_id, k.scopes, k.expires_at, k.minted_with_mfa",
         )
         .bind(&hash)
         .fetch_optional(tx.conn())
         .await
         .map_err(db_error)?;
-        let (id, user, scopes, expires_at) = row.ok_or_else(unknown)?;
+        let (id, user, scopes, expires_at, minted_with_mfa) = row.ok_or_else(unknown)?;
         let (_, held) = crate::rbac::effective(&mut tx, user).await?;
+        let policy = policy(&mut tx).await?;
         tx.commit().await?;
-        let permissions = scopes.into_iter().filter(|s| crate::rbac::covers(&held, s)).collect();
+        // Within what the creator holds now; a sensitive scope only if the key was minted with a
+        // second factor (keys minted before that was required keep their other scopes).
+        let permissions = scopes
+            .into_iter()
+            .filter(|s| crate::rbac::covers(&held, s) && (minted_with_mfa || !policy.sensitive(s)))
+            .collect();
         Ok(Response::new(pb::IntrospectApiKeyResponse {
             tenant_id: tenant.id.0.to_string(),
             key_id: id.to_string(),

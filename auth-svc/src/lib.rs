@@ -40,6 +40,7 @@ pub const MIGRATIONS: MigrationSet = MigrationSet {
         kit::migration!("tenant", "0003_index_lookups_by_holder_and_expiry"),
         kit::migration!("tenant", "0004_record_revocations"),
         kit::migration!("tenant", "0005_count_second_factor_failures_and_privilege_by_permission"),
+        kit::migration!("tenant", "0006_record_api_keys_minted_with_a_second_factor"),
     ],
 };
 

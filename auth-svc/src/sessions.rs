@@ -304,11 +304,12 @@ impl pb::session_service_server::SessionService for Sessions {
             tx.commit().await?;
             return Err(e.into());
         }
+        let minted_with_mfa = me.principal.require_recent_mfa().is_ok();
         let key = zeroize::Zeroizing::new(kit::apikey::generate().map_err(|e| ApiError::internal(&e))?);
         let hash = kit::apikey::hash(&key).to_vec();
         let row: KeyRow = sqlx::query_as(
-            "INSERT INTO api_keys (user_id, name, display, key_hash, scopes, expires_at)
-             VALUES ($1, $2, $3, $4, $5, now() + make_interval(days => $6))
+            "INSERT INTO api_keys (user_id, name, display, key_hash, scopes, expires_at, minted_with_mfa)
+             VALUES ($1, $2, $3, $4, $5, now() + make_interval(days => $6), $7)
              RETURNING id, name, display, scopes, created_at, expires_at, last_used_at, revoked_at",
         )
         .bind(user)
@@ -317,6 +318,7 @@ impl pb::session_service_server::SessionService for Sessions {
         .bind(&hash)
         .bind(&scopes)
         .bind(days as i32)
+        .bind(minted_with_mfa)
         .fetch_one(tx.conn())
         .await
         .map_err(db_error)?;

@@ -85,7 +85,7 @@ impl Attempt {
     pub fn new(tenant: &str, email: &str, ip: &str) -> Self {
         let h = |s: &str| hex::encode(&Sha256::digest(s.as_bytes())[..16]);
         let account = h(&format!("{tenant}\0{email}"));
-        let ip_h = h(&format!("{tenant}\0{ip}"));
+        let ip_h = h(&format!("{tenant}\0{}", address(ip)));
         Self {
             account_ip: format!("strongroom:login:acctip:{account}:{ip_h}"),
             ip: format!("strongroom:login:ip:{ip_h}"),
@@ -135,6 +135,19 @@ pub struct Limits {
     pub account_ip: u32,
     pub ip: u32,
     pub account: u32,
+}
+
+/// The address an attempt counts against: an IPv6 client by its /64 (one host holds a whole /64,
+/// and would otherwise get a fresh lock per address), as the gateway's rate limiter counts it.
+fn address(ip: &str) -> String {
+    match ip.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V6(v6)) if v6.to_ipv4_mapped().is_none() => {
+            let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+            format!("{}/64", std::net::Ipv6Addr::from(prefix))
+        }
+        Ok(std::net::IpAddr::V6(v6)) => v6.to_ipv4_mapped().map(|v4| v4.to_string()).unwrap_or_default(),
+        _ => ip.to_owned(),
+    }
 }
 
 fn unavailable(e: impl std::fmt::Display) -> ApiError {
@@ -212,5 +225,21 @@ impl Throttle {
             .query_async::<()>(&mut conn)
             .await
             .map_err(unavailable)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_ipv6_host_counts_as_its_64_and_a_mapped_v4_as_v4() {
+        assert_eq!(address("2001:db8:1:2:aaaa::1"), address("2001:db8:1:2:bbbb::7"));
+        assert_ne!(address("2001:db8:1:2::1"), address("2001:db8:1:3::1"));
+        assert_eq!(address("::ffff:192.0.2.7"), "192.0.2.7");
+        assert_eq!(address("192.0.2.7"), "192.0.2.7");
+        let a = Attempt::new("t", "bob@example.com", "2001:db8::1");
+        let b = Attempt::new("t", "bob@example.com", "2001:db8::2");
+        assert_eq!((a.ip, a.account_ip), (b.ip, b.account_ip));
     }
 }

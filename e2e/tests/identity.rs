@@ -1384,6 +1384,23 @@ async fn an_api_key_minted_without_mfa_cannot_reveal() {
         .into_inner()
         .api_key;
     assert_eq!(fx.reveal(&key, "app/db").await.expect("the key reveals"), b"hunter2");
+    // A key minted before minting needed a second factor keeps its other scopes, not reveal.
+    let old = pb::CreateApiKeyRequest {
+        name: "from-before".into(),
+        scopes: vec!["vault.secrets.reveal".into(), "vault.secrets.read".into()],
+        ttl_days: 30,
+    };
+    let old = fx.sessions().create_api_key(req("alpha", Some(&olga.access_token), old)).await.expect("minted");
+    let old = old.into_inner();
+    let pool = fx.c.db.admin_pool().await;
+    sqlx::query("UPDATE t_alpha.api_keys SET minted_with_mfa = false WHERE id = $1::uuid")
+        .bind(&old.key.expect("key").id)
+        .execute(&pool)
+        .await
+        .expect("as minted before the fix");
+    let err = fx.reveal(&old.api_key, "app/db").await.expect_err("a key minted without a second factor");
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    fx.probe("vault", &old.api_key).await.expect("its other scopes still work");
 
     // The key's permissions are its scopes within its creator's current ones: when Olga loses
     // the role, the key reveals nothing more, at once (the verifier had it cached for 30 s).

@@ -605,11 +605,10 @@ pub async fn limit(State(state): State<AppState>, req: Request, next: Next) -> R
     crate::verified::scope(verified, next.run(req)).await
 }
 
-/// Whether a request may carry a body (a length other than zero, or chunks).
+/// Whether a request may carry a body: its body has not ended before it began (HTTP/2 needs
+/// neither `Content-Length` nor `Transfer-Encoding` to send one).
 fn carries_body(req: &Request) -> bool {
-    let headers = req.headers();
-    let length = headers.get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok());
-    headers.contains_key(http::header::TRANSFER_ENCODING) || length.is_some_and(|l| l.trim() != "0")
+    !axum::body::HttpBody::is_end_stream(req.body())
 }
 
 fn refuse(class: RouteClass, ip: IpAddr, retry_after: Duration, req: &Request) -> Response {
@@ -622,6 +621,15 @@ fn refuse(class: RouteClass, ip: IpAddr, retry_after: Duration, req: &Request) -
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_body_is_seen_whatever_announces_it() {
+        let with =
+            |body: axum::body::Body| http::Request::builder().method("POST").uri("/v1/x").body(body).expect("request");
+        // HTTP/2 sends a body with neither Content-Length nor Transfer-Encoding.
+        assert!(carries_body(&with(axum::body::Body::from("{}"))));
+        assert!(!carries_body(&with(axum::body::Body::empty())));
+    }
 
     fn g(requests: u32, period_secs: u32, burst: u32) -> Gcra {
         Limit { requests, period_secs, burst: Some(burst) }.gcra()

@@ -42,6 +42,11 @@ pub const TENANT_SHARE: usize = QUEUE / 10;
 /// Client addresses whose refusals a tenant's summary names one by one per interval; beyond,
 /// they are summed up as one source without an address.
 pub const MAX_SOURCES: usize = 100;
+/// Tenants (names that look like one: a flood may invent them) whose refusals are summed up per
+/// interval; refusals naming further tenants are only counted
+/// (`strongroom_events{event="gateway_audit_refusals_unrecorded"}`), so one flush cannot fill the
+/// queue with summaries for invented tenants.
+pub const MAX_TENANTS: usize = 1_000;
 const BATCH: usize = 500;
 const ATTEMPTS: u32 = 6;
 
@@ -133,6 +138,10 @@ struct Refusal {
 impl Refusals {
     fn add(&self, r: Refusal) {
         let mut all = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !all.1.contains_key(&r.tenant) && all.1.len() >= MAX_TENANTS {
+            failed("gateway_audit_refusals_unrecorded", 1);
+            return;
+        }
         let sources = all.1.entry(r.tenant).or_default();
         let key = match r.client_ip {
             Some(ip) if sources.contains_key(&Some(ip.clone())) || sources.len() < MAX_SOURCES => Some(ip),
@@ -349,7 +358,8 @@ pub async fn record(State(recorder): State<Recorder>, mut req: Request, next: Ne
         return resp;
     }
     let request_id = resp.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
-    let tenant = resp.extensions().get::<RecordIn>().map(|t| t.0.clone()).or(tenant);
+    let named_by_handler = resp.extensions().get::<RecordIn>().map(|t| t.0.clone());
+    let tenant = named_by_handler.clone().or(tenant);
     let Some(tenant) = tenant.filter(|t| kit::TenantSlug::parse(t).is_ok()) else {
         // Nothing names a tenant log to record in (e.g. a 401 without x-strongroom-tenant).
         failed("gateway_audit_no_tenant", 1);
@@ -371,7 +381,11 @@ pub async fn record(State(recorder): State<Recorder>, mut req: Request, next: Ne
         None if has_token => ("anonymous".to_owned(), Some("NOT_VERIFIED".to_owned())),
         None => ("anonymous".to_owned(), None),
     };
-    if refused && actor == "anonymous" && !route.starts_with("/v1/auth/") {
+    // An authentication request is recorded one by one only when its handler ran and named its
+    // tenant (not a header anyone sets), and was not a 429: a flood of logins naming a victim in
+    // `x-strongroom-tenant`, refused by the rate limiter, is summed up like any other.
+    let authentication = route.starts_with("/v1/auth/") && named_by_handler.is_some() && status != 429;
+    if refused && actor == "anonymous" && !authentication {
         recorder.refusals.add(Refusal {
             tenant,
             client_ip,

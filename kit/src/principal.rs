@@ -320,8 +320,12 @@ impl TokenVerifier {
         if known_unknown {
             return Err(invalid("UNKNOWN_API_KEY"));
         }
-        // Taken before asking: a change made while auth-svc answers makes the answer stale.
-        let resolved_ms = chrono::Utc::now().timestamp_millis();
+        // Taken before asking, from Redis's clock (the one auth-svc's marks are read from): a change
+        // made while auth-svc answers makes the answer stale.
+        let resolved_ms = match &self.revocations {
+            Some(list) => list.now_ms().await?,
+            None => chrono::Utc::now().timestamp_millis(),
+        };
         let resolved = match self.source.introspect(key).await {
             Ok(resolved) => resolved,
             Err(s) => match s.code() {

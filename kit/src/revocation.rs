@@ -29,6 +29,20 @@ const TIMEOUT: Duration = Duration::from_secs(2);
 /// resolved API key (30 s).
 pub const ACCESS_CHANGE_TTL: Duration = Duration::from_secs(120);
 
+/// Marks a permission change at Redis's time, never moving the mark back (two auth-svc replicas
+/// may mark one tenant at once).
+const ACCESS_CHANGED: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local old = tonumber(redis.call('GET', KEYS[1]) or '0')
+if now > old then
+    redis.call('SET', KEYS[1], now, 'EX', ARGV[1])
+else
+    redis.call('EXPIRE', KEYS[1], ARGV[1])
+end
+return now
+";
+
 fn access_key(tenant: uuid::Uuid) -> String {
     format!("strongroom:access_changed:{tenant}")
 }
@@ -180,11 +194,25 @@ impl Revocations {
     /// it a key's permissions follow its creator's within the introspection cache's 30 s.
     pub async fn access_changed(&self, tenant: uuid::Uuid) -> Result<(), ApiError> {
         let mut conn = self.conn().await?;
-        let now = chrono::Utc::now().timestamp_millis();
-        tokio::time::timeout(TIMEOUT, conn.set_ex::<_, _, ()>(access_key(tenant), now, ACCESS_CHANGE_TTL.as_secs()))
+        let script = redis::Script::new(ACCESS_CHANGED);
+        let mut invocation = script.key(access_key(tenant));
+        invocation.arg(ACCESS_CHANGE_TTL.as_secs());
+        tokio::time::timeout(TIMEOUT, invocation.invoke_async::<i64>(&mut conn))
             .await
             .map_err(unavailable)?
             .map_err(unavailable)
+            .map(|_| ())
+    }
+
+    /// Redis's clock (Unix milliseconds): the one clock that resolutions of API keys and
+    /// [`Self::access_changed`] marks are both read from, whatever the hosts' clocks say.
+    pub async fn now_ms(&self) -> Result<i64, ApiError> {
+        let mut conn = self.conn().await?;
+        let (secs, micros): (i64, i64) = tokio::time::timeout(TIMEOUT, redis::cmd("TIME").query_async(&mut conn))
+            .await
+            .map_err(unavailable)?
+            .map_err(unavailable)?;
+        Ok(secs * 1000 + micros / 1000)
     }
 
     /// Whether the list is complete (auth-svc loads it again when not).

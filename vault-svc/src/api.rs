@@ -467,23 +467,15 @@ pub struct Transit {
     pub tally: crate::tally::Tally,
 }
 
-/// The audit resource of transit decrypts under `context` (and `subject`): a fingerprint, so that
-/// context values (which may name a person) never reach the audit trail, while equal contexts
-/// count together.
+/// The audit resource of transit decrypts under `context` (and `subject`): the context's names
+/// only, never its values (which may name a person, and an unkeyed hash of a guessable value
+/// would confirm it), so decrypts count together per kind of context.
 fn decrypt_resource(context: &std::collections::HashMap<String, String>, subject: &str) -> String {
-    use sha2::{Digest, Sha256};
-    let mut entries: Vec<(&String, &String)> = context.iter().collect();
-    entries.sort();
-    let mut h = Sha256::new();
-    for (k, v) in entries {
-        h.update((k.len() as u64).to_be_bytes());
-        h.update(k.as_bytes());
-        h.update((v.len() as u64).to_be_bytes());
-        h.update(v.as_bytes());
-    }
-    h.update(b"\0subject\0");
-    h.update(subject.as_bytes());
-    format!("transit/{}", hex::encode(&h.finalize()[..12]))
+    let mut names: Vec<&str> = context.keys().map(String::as_str).collect();
+    names.sort_unstable();
+    let subject = if subject.is_empty() { "" } else { ";subject" };
+    let names: String = names.join(",").chars().take(200).collect();
+    format!("transit/context:{names}{subject}")
 }
 
 fn transit_aad(

@@ -397,6 +397,12 @@ impl Engine {
             if input.has(BALANCING_CREDIT) && owner != cr.owner {
                 return Err(Reject::Refuse("BALANCING_AGAINST_ANOTHER_OWNER"));
             }
+            // A linked transfer into another owner's account with a credit limit, followed by one
+            // bound to fail, tells whether the limit allowed it and costs nothing (the chain is
+            // rolled back): a free balance oracle. Such a payment goes alone.
+            if input.has(LINKED) && owner != cr.owner && cr.has(account_flags::CREDITS_MUST_NOT_EXCEED_DEBITS) {
+                return Err(Reject::Refuse("LINKED_INTO_ANOTHER_OWNERS_LIMITED_ACCOUNT"));
+            }
         }
         if dr.ledger != cr.ledger {
             return Err(Reject::Fail("ACCOUNTS_MUST_HAVE_THE_SAME_LEDGER"));
@@ -825,6 +831,12 @@ mod tests {
         let (out, fx) = as_owner(e(), "owner1", vec![t(10, 1, 2, u128::MAX, PENDING | BALANCING_CREDIT)]);
         assert_eq!(out, [Outcome::Refused("BALANCING_AGAINST_ANOTHER_OWNER")]);
         assert!(fx.created.is_empty());
+        // Nor through a linked chain rolled back after a probe of a limited account.
+        let mut limited = victim.clone();
+        limited.flags = account_flags::CREDITS_MUST_NOT_EXCEED_DEBITS;
+        let engine = engine(vec![account(1, 0), limited, account(3, 0)]);
+        let (out, _) = as_owner(engine, "owner1", vec![t(12, 1, 2, 100, LINKED), t(13, 1, 3, 0, 0)]);
+        assert_eq!(out[0], Outcome::Refused("LINKED_INTO_ANOTHER_OWNERS_LIMITED_ACCOUNT"));
         let (foreign, _) = as_owner(e(), "owner1", vec![t(11, 2, 1, 5, 0)]);
         let (missing, _) = as_owner(e(), "owner1", vec![t(11, 77, 1, 5, 0)]);
         assert_eq!(reasons(&foreign), reasons(&missing));
