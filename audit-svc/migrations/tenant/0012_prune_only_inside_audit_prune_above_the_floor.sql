@@ -9,13 +9,15 @@
 -- 3. audit-svc's role could lower the retention to one day. It can no longer write
 --    retention_policy: audit_set_retention() does, and refuses anything below the deployment's
 --    floor (control.audit_retention_floor); audit_prune() never prunes within the floor either.
+-- (The catalog is named in full: the trigger runs with the caller's search path, where a temporary
+-- table could otherwise stand in for pg_class.)
 CREATE OR REPLACE FUNCTION audit_refuse_change() RETURNS trigger
     LANGUAGE plpgsql AS $$
 BEGIN
     IF TG_OP = 'DELETE' AND TG_TABLE_NAME = 'audit_log'
        AND current_setting('strongroom.audit_prune', true) = 'on'
-       AND current_user = (SELECT r.rolname FROM pg_class c JOIN pg_roles r ON r.oid = c.relowner
-                            WHERE c.oid = TG_RELID) THEN
+       AND current_user = (SELECT r.rolname FROM pg_catalog.pg_class c JOIN pg_catalog.pg_roles r
+                            ON r.oid = c.relowner WHERE c.oid = TG_RELID) THEN
         RETURN OLD;
     END IF;
     RAISE EXCEPTION 'the audit log is append-only' USING ERRCODE = 'insufficient_privilege';
