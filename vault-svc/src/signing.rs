@@ -42,6 +42,13 @@ pub fn owner(key_name: &str) -> &str {
     key_name.split('-').next().unwrap_or(key_name)
 }
 
+/// The audit record of `action` on signing key `name` by the calling workload.
+fn key_record(ctx: &RequestContext, action: &str, name: &str, outcome: Outcome) -> AuditRecord {
+    let caller = Actor::Service(ctx.caller.identity.name().to_owned());
+    AuditRecord::new(SERVICE, caller, action, &format!("signing_key/{name}"), outcome)
+        .request_id(ctx.request_id.clone())
+}
+
 fn not_found() -> ApiError {
     ApiError::not_found("SIGNING_KEY_NOT_FOUND", "no such signing key; its owner creates it with CreateSigningKey")
 }
@@ -122,18 +129,7 @@ impl Signing {
             return Ok(());
         }
         let mut tx = self.db.begin(tenant).await?;
-        tx.record(
-            AuditRecord::new(
-                SERVICE,
-                Actor::Service(caller.to_owned()),
-                action,
-                &format!("signing_key/{name}"),
-                Outcome::Denied,
-            )
-            .request_id(ctx.request_id.clone())
-            .detail("refused", "key_of_another_workload"),
-        )
-        .await?;
+        tx.record(key_record(ctx, action, name, Outcome::Denied).detail("refused", "key_of_another_workload")).await?;
         tx.commit().await?;
         kit::metrics::Metrics::global().event("signature_refused");
         Err(ApiError::permission_denied(
@@ -186,15 +182,7 @@ impl pb::signing_service_server::SigningService for Signing {
         let active = self.active(&mut tx, &name).await?;
         if created {
             tx.record(
-                AuditRecord::new(
-                    SERVICE,
-                    Actor::Service(ctx.caller.identity.name().to_owned()),
-                    "vault.signing_key.create",
-                    &format!("signing_key/{name}"),
-                    Outcome::Success,
-                )
-                .request_id(ctx.request_id.clone())
-                .detail("version", active.version),
+                key_record(&ctx, "vault.signing_key.create", &name, Outcome::Success).detail("version", active.version),
             )
             .await?;
         }
@@ -265,18 +253,8 @@ impl pb::signing_service_server::SigningService for Signing {
             .into());
         }
         let fresh = self.active(&mut tx, &name).await?;
-        tx.record(
-            AuditRecord::new(
-                SERVICE,
-                Actor::Service(ctx.caller.identity.name().to_owned()),
-                "vault.signing_key.rotate",
-                &format!("signing_key/{name}"),
-                Outcome::Success,
-            )
-            .request_id(ctx.request_id.clone())
-            .detail("version", next),
-        )
-        .await?;
+        tx.record(key_record(&ctx, "vault.signing_key.rotate", &name, Outcome::Success).detail("version", next))
+            .await?;
         tx.commit().await?;
         Ok(Response::new(pb::RotateSigningKeyResponse {
             public_key: fresh.key.verifying_key().to_bytes().to_vec(),
