@@ -6,7 +6,6 @@ use prost::Message;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let files = [
-        "strongroom/common/v1/tenancy.proto",
         "strongroom/auth/v1/tenants.proto",
         "strongroom/auth/v1/keys.proto",
         "strongroom/auth/v1/identity.proto",

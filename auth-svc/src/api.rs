@@ -3,7 +3,6 @@
 use std::time::Duration;
 
 use kit::access::RequestContext;
-use kit::migrate::Migrator;
 use kit::outbox::{Actor, AuditRecord, Outcome};
 use kit::tenancy::TenantStatus;
 use kit::{ApiError, Db, Tenant, TenantSlug};
@@ -33,7 +32,6 @@ fn parse_slug(raw: &str) -> Result<TenantSlug, ApiError> {
 #[derive(Debug, Clone)]
 pub struct Tenants {
     pub db: Db,
-    pub migrator: Migrator,
     pub core: crate::core::Core,
 }
 
@@ -46,23 +44,14 @@ impl pb::tenant_service_server::TenantService for Tenants {
         let ctx = RequestContext::of(&request)?;
         let req = request.into_inner();
         let slug = parse_slug(&req.slug)?;
-        let request_id = ctx.request_id_or(req.request_id)?;
-        // Checked before anything is registered, so a bad address leaves no tenant behind.
+        ctx.request_id_or(req.request_id)?;
         if !req.owner_email.is_empty() {
             crate::directory::normalize_email(&req.owner_email)
                 .map_err(|_| ApiError::invalid_field("owner_email", "must be an email address"))?;
         }
-        let (tenant, created) = self.db.register_tenant(&slug).await?;
-        let audit = AuditRecord::new(
-            SERVICE,
-            Actor::Service(ctx.caller.identity.name().to_owned()),
-            "tenant.create",
-            &format!("tenant/{slug}"),
-            Outcome::Success,
-        )
-        .request_id(request_id);
-        self.migrator.provision(&tenant, Some(audit)).await.map_err(|e| ApiError::internal(&e))?;
-        tracing::info!(tenant = %slug, created, "tenant registered");
+        // Registered, with its schema, by the operator's `strongroom tenant create`: auth-svc
+        // holds no credential that could create either.
+        let tenant = self.db.tenant(&slug).await?;
         let (mut owner_id, mut owner_password) = (String::new(), String::new());
         if !req.owner_email.is_empty() {
             let mut tx = self.db.begin(&tenant).await?;
@@ -74,7 +63,7 @@ impl pb::tenant_service_server::TenantService for Tenants {
         }
         Ok(Response::new(pb::CreateTenantResponse {
             tenant: Some(tenant_pb(&tenant)),
-            created,
+            created: !owner_id.is_empty(),
             owner_password,
             owner_id,
         }))

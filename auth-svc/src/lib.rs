@@ -105,7 +105,7 @@ pub async fn run(
         revocations::spawn(ctx.db.clone(), revocations.clone(), ctx.shutdown.clone());
         let profiles = core::Profiles::default();
         let core = core::Core { db: ctx.db.clone(), hasher, throttle, signer, revocations, vault, settings, profiles };
-        let tenants = api::Tenants { db: ctx.db.clone(), migrator: ctx.migrator.clone(), core: core.clone() };
+        let tenants = api::Tenants { db: ctx.db.clone(), core: core.clone() };
         let keys = api::Keys { db: ctx.db.clone() };
         let identity = api::IdentityApi { db: ctx.db.clone() };
         const FRONT: &[&str] = &[Identity::GATEWAY, Identity::OPERATOR];

@@ -273,13 +273,11 @@ where
 
 /// Secret reveal through the secrets API, as the gateway calls it: each reveal reads, decrypts and
 /// commits its audit record. The end-user token is minted with a key the bench publishes in the
-/// development database (`dev up` only: it reads the admin URL from the generated configuration).
+/// development database (`dev up` only: it reads the admin URL from the file it keeps for the operator steps).
 async fn reveal_phase(opts: &Options, pki: &Path, url: &str) -> anyhow::Result<Phase> {
     use proto::vault::v1::secrets_service_client::SecretsServiceClient;
-    let cfg: toml::Value =
-        toml::from_str(&std::fs::read_to_string(opts.dev_dir.join("config/auth.toml")).context("dev config")?)?;
-    let admin_url = cfg["database"]["admin_url"].as_str().ok_or_else(|| anyhow!("no admin_url in the dev config"))?;
-    let pool = sqlx::PgPool::connect(admin_url).await.context("dev database")?;
+    let admin_url = crate::migrate::dev_admin_url(&opts.dev_dir)?;
+    let pool = sqlx::PgPool::connect(&admin_url).await.context("dev database")?;
     let (tenant_id,): (uuid::Uuid,) = sqlx::query_as("SELECT id FROM control.tenants WHERE slug = $1")
         .bind(&opts.tenant)
         .fetch_one(&pool)

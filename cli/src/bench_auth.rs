@@ -82,13 +82,11 @@ fn totp_now(secret: &str) -> anyhow::Result<String> {
 /// Gives tenant `slug` `n` more users, each holding `viewer` directly and a member of one of
 /// `n / 100` groups that hold `member`: the directory of an established tenant, against which
 /// every login, refresh grant and permission check looks up the caller's grants. They are written
-/// in PostgreSQL directly, as an import would (`dev up` only: the admin URL comes from its
-/// generated configuration); they have no password and never log in.
+/// in PostgreSQL directly, as an import would (`dev up` only: the admin URL comes from the file
+/// it keeps for the operator steps); they have no password and never log in.
 async fn seed_directory(opts: &Options, slug: &str, n: usize) -> anyhow::Result<()> {
-    let cfg: toml::Value =
-        toml::from_str(&std::fs::read_to_string(opts.dev_dir.join("config/auth.toml")).context("dev config")?)?;
-    let admin_url = cfg["database"]["admin_url"].as_str().ok_or_else(|| anyhow!("no admin_url in the dev config"))?;
-    let pool = sqlx::PgPool::connect(admin_url).await.context("dev database")?;
+    let admin_url = crate::migrate::dev_admin_url(&opts.dev_dir)?;
+    let pool = sqlx::PgPool::connect(&admin_url).await.context("dev database")?;
     let (tenant,): (uuid::Uuid,) = sqlx::query_as("SELECT id FROM control.tenants WHERE slug = $1")
         .bind(slug)
         .fetch_one(&pool)

@@ -290,6 +290,18 @@ pub async fn up(dir: &Path) -> anyhow::Result<()> {
         _ => start_redis(&mut stack)?,
     };
 
+    // The operator's step, as in production: the services get only their login roles.
+    let admin = secrecy::SecretString::from(admin_url.clone());
+    let migrated = tokio::select! {
+        r = crate::migrate::run(&admin, &[]) => r.context("strongroom migrate")?,
+        () = &mut signal => {
+            stack.shutdown();
+            return Err(anyhow!("interrupted during start-up"));
+        }
+    };
+    println!("strongroom dev up: database migrated {migrated}");
+    kit::pki::write_private(&crate::migrate::dev_admin_url_file(&dir), &admin_url)?;
+
     let mut grpc = Vec::new();
     for _ in SERVICES {
         grpc.push(free_port()?);
@@ -307,7 +319,7 @@ pub async fn up(dir: &Path) -> anyhow::Result<()> {
             "grpc": { "listen": format!("127.0.0.1:{}", grpc[i]) },
             "admin": { "listen": format!("127.0.0.1:{}", free_port()?) },
             "tls": tls(&pki, name),
-            "database": { "url": with_user(&admin_url, &format!("strongroom_{name}"))?, "admin_url": admin_url, "max_connections": 5 },
+            "database": { "url": with_user(&admin_url, &format!("strongroom_{name}"))?, "max_connections": 5 },
             "upstreams": upstreams,
             "telemetry": telemetry,
             "jwt": { "revocations_url": redis_url },
@@ -348,6 +360,7 @@ pub async fn up(dir: &Path) -> anyhow::Result<()> {
     spawn(&mut stack, &bin_dir, "gateway", &gateway_path, &logs, &[])?;
 
     let endpoints = Endpoints {
+        admin_url: Some(admin),
         tls: TlsConfig {
             ca: pki.join("ca.pem"),
             cert: pki.join("operator.pem"),

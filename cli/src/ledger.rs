@@ -192,12 +192,9 @@ fn req<T>(tenant: &str, token: &str, msg: T) -> tonic::Request<T> {
 }
 
 /// A token for the bench, minted with a key published in the development database (`dev up`
-/// only: the admin URL comes from its generated configuration).
+/// only: the admin URL comes from the file it keeps).
 async fn bench_token(opts: &BenchOptions) -> anyhow::Result<(String, String)> {
-    let cfg: toml::Value =
-        toml::from_str(&std::fs::read_to_string(opts.dev_dir.join("config/auth.toml")).context("dev config")?)?;
-    let admin_url =
-        cfg["database"]["admin_url"].as_str().ok_or_else(|| anyhow!("no admin_url in the dev config"))?.to_owned();
+    let admin_url = crate::migrate::dev_admin_url(&opts.dev_dir)?;
     let pool = sqlx::PgPool::connect(&admin_url).await.context("dev database")?;
     let (tenant_id,): (Uuid,) = sqlx::query_as("SELECT id FROM control.tenants WHERE slug = $1")
         .bind(&opts.tenant)

@@ -8,6 +8,7 @@ mod bench_audit;
 mod bench_auth;
 mod dev;
 mod ledger;
+mod migrate;
 mod ops;
 
 use std::path::PathBuf;
@@ -35,6 +36,21 @@ enum Command {
     Dev {
         #[command(subcommand)]
         command: DevCommand,
+    },
+    /// Creates the database roles and brings the `control` schema and every tenant's schema up to
+    /// this build, for all four services (idempotent; run before starting or upgrading services).
+    /// Needs the administrative URL (`--admin-url` or STRONGROOM_DATABASE__ADMIN_URL); the
+    /// services never hold it.
+    Migrate {
+        /// A service's runtime URL (`postgres://strongroom_<service>:<password>@…`): its role's
+        /// password is set to the one in the URL. Repeatable, or comma-separated in the variable.
+        #[arg(
+            long = "login-url",
+            env = "STRONGROOM_MIGRATE_LOGIN_URLS",
+            value_delimiter = ',',
+            hide_env_values = true
+        )]
+        login_urls: Vec<String>,
     },
     /// Tenant administration.
     Tenant {
@@ -174,7 +190,8 @@ enum DevCommand {
 
 #[derive(Subcommand, Debug)]
 enum TenantCommand {
-    /// Registers a tenant and provisions every service for it (idempotent). With
+    /// Registers a tenant and creates its schema for every service, in one transaction, with the
+    /// administrative URL (`--admin-url` or STRONGROOM_DATABASE__ADMIN_URL; idempotent). With
     /// `--owner-email`, also creates the tenant's first owner and prints their generated password
     /// once (only when the tenant has no user yet).
     Create {
@@ -289,6 +306,12 @@ fn main() -> ExitCode {
                     phases,
                 };
                 ledger::bench(&opts).await
+            }
+            Command::Migrate { login_urls } => {
+                let admin_url = cli.conn.admin_url()?;
+                let logins: Vec<secrecy::SecretString> = login_urls.into_iter().map(Into::into).collect();
+                println!("{}", serde_json::to_string(&migrate::run(&admin_url, &logins).await?)?);
+                Ok(())
             }
             Command::Tenant { command: TenantCommand::Create { slug, owner_email } } => {
                 let endpoints = cli.conn.resolve()?;

@@ -8,6 +8,7 @@ use clap::Args;
 use kit::Identity;
 use kit::config::TlsConfig;
 use kit::tls::CertStore;
+use secrecy::SecretString;
 
 /// Where the services are and which certificate to present. Without flags, the files written by
 /// `strongroom dev up` in `--dev-dir` are used.
@@ -33,12 +34,18 @@ pub struct ConnectArgs {
     /// The directory of a running `strongroom dev up`.
     #[arg(long, global = true, default_value = ".strongroom/dev")]
     pub dev_dir: PathBuf,
+    /// The administrative database URL, for `migrate` and `tenant create` only (no running
+    /// service holds it). Without it, `--dev-dir`'s `database-admin-url`.
+    #[arg(long, global = true, env = "STRONGROOM_DATABASE__ADMIN_URL", hide_env_values = true)]
+    pub admin_url: Option<String>,
 }
 
 /// Resolved connection settings.
 #[derive(Debug, Clone)]
 pub struct Endpoints {
     pub tls: TlsConfig,
+    /// The administrative database URL, when known (`tenant create` needs it).
+    pub admin_url: Option<SecretString>,
     pub auth: String,
     pub vault: String,
     pub audit: String,
@@ -46,6 +53,18 @@ pub struct Endpoints {
 }
 
 impl ConnectArgs {
+    /// `--admin-url` (or its variable), else the one `strongroom dev up` keeps in `--dev-dir`.
+    pub fn admin_url(&self) -> anyhow::Result<SecretString> {
+        match &self.admin_url {
+            Some(url) if !url.is_empty() => Ok(SecretString::from(url.clone())),
+            _ => crate::migrate::dev_admin_url(&self.dev_dir).map(SecretString::from).map_err(|e| {
+                anyhow!(
+                    "the administrative database URL is needed: --admin-url or STRONGROOM_DATABASE__ADMIN_URL ({e:#})"
+                )
+            }),
+        }
+    }
+
     pub fn resolve(&self) -> anyhow::Result<Endpoints> {
         let dev: Option<serde_json::Value> = std::fs::read_to_string(self.dev_dir.join("endpoints.json"))
             .ok()
@@ -59,6 +78,7 @@ impl ConnectArgs {
         let pki = self.dev_dir.join("pki");
         let ca = self.ca.clone().or_else(|| from_dev("ca").map(PathBuf::from)).unwrap_or_else(|| pki.join("ca.pem"));
         Ok(Endpoints {
+            admin_url: self.admin_url().ok(),
             tls: TlsConfig {
                 ca,
                 cert: self.cert.clone().unwrap_or_else(|| pki.join("operator.pem")),
@@ -78,45 +98,45 @@ fn channel(certs: &CertStore, url: &str, name: &str) -> anyhow::Result<kit::clie
         .with_context(|| format!("{name} at {url}"))
 }
 
-/// Registers `slug` with auth-svc (with a first owner when `owner_email` is given and the tenant
-/// has no user yet), then provisions vault, audit and ledger for it.
+/// Registers `slug` and creates its schema for every service with the administrative URL (one
+/// transaction), then, with `owner_email`, has auth-svc create the tenant's first owner when it
+/// has no user yet.
 pub async fn create_tenant(
     endpoints: &Endpoints,
     slug: &str,
     owner_email: Option<&str>,
 ) -> anyhow::Result<serde_json::Value> {
-    let certs = CertStore::load(&endpoints.tls).context("operator certificate")?;
-    let request_id = uuid::Uuid::new_v4().to_string();
-    let mut tenants =
-        proto::auth::v1::tenant_service_client::TenantServiceClient::new(channel(&certs, &endpoints.auth, "auth")?);
-    let created = tenants
-        .create_tenant(proto::auth::v1::CreateTenantRequest {
-            slug: slug.to_owned(),
-            request_id: request_id.clone(),
-            owner_email: owner_email.unwrap_or_default().to_owned(),
-        })
-        .await
-        .map_err(|s| anyhow!("auth: {}", kit::ApiError::from_status(&s)))?
-        .into_inner();
-    let tenant = created.tenant.ok_or_else(|| anyhow!("auth returned no tenant"))?;
-    for (name, url) in [("vault", &endpoints.vault), ("audit", &endpoints.audit), ("ledger", &endpoints.ledger)] {
-        let mut client = proto::common::v1::tenant_provisioning_service_client::TenantProvisioningServiceClient::new(
-            channel(&certs, url, name)?,
-        );
-        client
-            .provision_tenant(proto::common::v1::ProvisionTenantRequest {
-                tenant_slug: slug.to_owned(),
-                request_id: request_id.clone(),
+    let admin_url = endpoints.admin_url.as_ref().ok_or_else(|| {
+        anyhow!("tenant create needs the administrative database URL: --admin-url or STRONGROOM_DATABASE__ADMIN_URL")
+    })?;
+    // Checked before anything is registered, so a bad address leaves no tenant behind.
+    if let Some(email) = owner_email {
+        auth_svc::directory::normalize_email(email).map_err(|_| anyhow!("--owner-email must be an email address"))?;
+    }
+    let (tenant, created) = crate::migrate::register_tenant(admin_url, slug).await?;
+    let mut owner = None;
+    if let Some(email) = owner_email {
+        let certs = CertStore::load(&endpoints.tls).context("operator certificate")?;
+        let mut tenants =
+            proto::auth::v1::tenant_service_client::TenantServiceClient::new(channel(&certs, &endpoints.auth, "auth")?);
+        let response = tenants
+            .create_tenant(proto::auth::v1::CreateTenantRequest {
+                slug: slug.to_owned(),
+                request_id: uuid::Uuid::new_v4().to_string(),
+                owner_email: email.to_owned(),
             })
             .await
-            .map_err(|s| anyhow!("{name}: {}", kit::ApiError::from_status(&s)))?;
+            .map_err(|s| anyhow!("auth: {}", kit::ApiError::from_status(&s)))?
+            .into_inner();
+        owner = Some(response);
     }
-    let mut out = serde_json::json!({ "id": tenant.id, "slug": tenant.slug, "created": created.created });
-    if !created.owner_password.is_empty() {
+    let mut out =
+        serde_json::json!({ "id": tenant.id.to_string(), "slug": tenant.slug.to_string(), "created": created });
+    if let Some(owner) = owner.filter(|o| !o.owner_password.is_empty()) {
         out["owner"] = serde_json::json!({
-            "id": created.owner_id,
+            "id": owner.owner_id,
             "email": owner_email.unwrap_or_default(),
-            "password": created.owner_password,
+            "password": owner.owner_password,
         });
     }
     Ok(out)

@@ -15,6 +15,21 @@ pub use kit::testing;
 
 pub const SERVICES: [&str; 4] = ["auth", "vault", "audit", "ledger"];
 
+/// Every service's migrations, as `strongroom migrate` applies them.
+pub const MIGRATIONS: [kit::migrate::MigrationSet; 4] =
+    [auth_svc::MIGRATIONS, vault_svc::MIGRATIONS, audit_svc::MIGRATIONS, ledger_svc::MIGRATIONS];
+
+/// The operator's step on `db` (what `strongroom migrate` runs): roles, the `control` schema and
+/// every registered tenant's schema. The services themselves hold no administrative URL.
+#[allow(clippy::expect_used)]
+pub async fn migrate(db: &TestDb) -> kit::migrate::Migrator {
+    let migrator = kit::migrate::Migrator::connect_lazy(&db.admin_url(), &MIGRATIONS).expect("migrator");
+    migrator.bootstrap(&[]).await.expect("bootstrap");
+    let (_, failed) = migrator.provision_all().await.expect("tenants");
+    assert!(failed.is_empty(), "tenant migrations failed: {failed:?}");
+    migrator
+}
+
 /// A running service.
 pub struct Running {
     pub grpc: SocketAddr,
@@ -196,6 +211,8 @@ fn spawn_with(
 /// The whole constellation (or a part of it).
 pub struct Constellation {
     pub db: TestDb,
+    /// The operator's migration step on `db` (holds the administrative URL; no service does).
+    pub migrator: kit::migrate::Migrator,
     pub pki: TestPki,
     pub services: HashMap<&'static str, Running>,
     pub gateway: Option<Running>,
@@ -235,6 +252,7 @@ impl Constellation {
     /// a Redis or a PostgreSQL reached over TLS).
     pub async fn start_with_pki(db: TestDb, redis: String, with_gateway: bool, pki: TestPki) -> Self {
         kit::tls::install_crypto_provider();
+        let migrator = migrate(&db).await;
         let mut bound = Vec::new();
         for name in SERVICES {
             let (grpc, grpc_addr) = listener().await;
@@ -251,6 +269,7 @@ impl Constellation {
         };
         let mut c = Constellation {
             db,
+            migrator,
             pki,
             services: HashMap::new(),
             gateway: None,
@@ -416,7 +435,7 @@ impl Constellation {
         wait_serving(self.channel_as("operator", name), "", Duration::from_secs(60)).await.expect("serving");
     }
 
-    /// Registers `slug` with auth-svc and provisions the other services; returns the tenant id.
+    /// Registers `slug` as `strongroom tenant create` does; returns the tenant id.
     pub async fn create_tenant(&self, slug: &str) -> uuid::Uuid {
         self.register(slug, "").await.0
     }
@@ -427,6 +446,10 @@ impl Constellation {
     }
 
     async fn register(&self, slug: &str, owner_email: &str) -> (uuid::Uuid, String, String) {
+        let (tenant, _) = self.register_tenant(slug).await.expect("register tenant");
+        if owner_email.is_empty() {
+            return (tenant.id.0, String::new(), String::new());
+        }
         let mut auth =
             proto::auth::v1::tenant_service_client::TenantServiceClient::new(self.channel_as("operator", "auth"));
         let created = auth
@@ -436,30 +459,24 @@ impl Constellation {
                 owner_email: owner_email.into(),
             })
             .await
-            .expect("create tenant")
+            .expect("create owner")
             .into_inner();
-        for name in ["vault", "audit", "ledger"] {
-            self.provision(name, slug).await.expect("provision");
-        }
-        let id = uuid::Uuid::parse_str(&created.tenant.expect("tenant").id).expect("uuid");
-        (id, created.owner_id, created.owner_password)
+        (tenant.id.0, created.owner_id, created.owner_password)
     }
 
-    pub async fn provision(
-        &self,
-        name: &str,
-        slug: &str,
-    ) -> Result<proto::common::v1::ProvisionTenantResponse, tonic::Status> {
-        let mut client = proto::common::v1::tenant_provisioning_service_client::TenantProvisioningServiceClient::new(
-            self.channel_as("operator", name),
+    /// The operator step's registration of `slug` (schema and every service's tables in one
+    /// transaction); returns the tenant and whether this call registered it.
+    pub async fn register_tenant(&self, slug: &str) -> Result<(kit::Tenant, bool), String> {
+        let slug = kit::TenantSlug::parse(slug).map_err(|e| e.to_string())?;
+        let audit = kit::outbox::AuditRecord::new(
+            kit::migrate::MIGRATE_SERVICE,
+            kit::outbox::Actor::Service("operator".into()),
+            "tenant.create",
+            &format!("tenant/{slug}"),
+            kit::outbox::Outcome::Success,
         );
-        client
-            .provision_tenant(proto::common::v1::ProvisionTenantRequest {
-                tenant_slug: slug.into(),
-                request_id: uuid::Uuid::new_v4().to_string(),
-            })
-            .await
-            .map(tonic::Response::into_inner)
+        let (tenant, created, _) = self.migrator.register(&slug, Some(audit)).await.map_err(|e| e.to_string())?;
+        Ok((tenant, created))
     }
 
     pub fn gateway_url(&self) -> String {

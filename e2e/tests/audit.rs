@@ -301,15 +301,13 @@ async fn an_oversized_request_id_is_refused_and_never_stalls_the_log() {
     assert!(err.message().starts_with("request_id: 1 to 128"), "{}", err.message());
     let err = retention.set_retention_policy(req("alpha", None, set("a b"))).await.expect_err("a space");
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
-    let mut provision = proto::common::v1::tenant_provisioning_service_client::TenantProvisioningServiceClient::new(
+    // The same on a direct call to another service.
+    let mut keys = proto::vault::v1::key_management_service_client::KeyManagementServiceClient::new(
         c.channel_as("operator", "vault"),
     );
-    let mut by_header = tonic::Request::new(proto::common::v1::ProvisionTenantRequest {
-        tenant_slug: "alpha".into(),
-        request_id: String::new(),
-    });
+    let mut by_header = req("alpha", None, proto::vault::v1::ListTenantKeysRequest {});
     by_header.metadata_mut().insert("x-request-id", long.parse().expect("ascii"));
-    let err = provision.provision_tenant(by_header).await.expect_err("oversized metadata");
+    let err = keys.list_tenant_keys(by_header).await.expect_err("oversized metadata");
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
 
     // A writer that skipped the check (a bug, a hand-written row) fails its own transaction.

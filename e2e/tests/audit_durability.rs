@@ -78,7 +78,6 @@ cert = "{cert}"
 key = "{key}"
 [database]
 url = "{url}"
-admin_url = "{admin_url}"
 max_connections = 4
 [upstreams]
 auth = "{auth}"
@@ -90,7 +89,6 @@ log = "error"
         cert = c.pki.path("audit.pem").display(),
         key = c.pki.path("audit-key.pem").display(),
         url = c.db.runtime_url("audit").expose_secret(),
-        admin_url = c.db.admin_url().expose_secret(),
         vault = kit::testing::https(c.addr("vault")),
         auth = kit::testing::https(c.addr("auth")),
     );

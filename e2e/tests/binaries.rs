@@ -32,7 +32,6 @@ cert = "/nonexistent/vault.pem"
 key = "/nonexistent/vault-key.pem"
 [database]
 url = "postgres://strongroom_vault@127.0.0.1:5432/x"
-admin_url = "postgres://postgres:hunter2@127.0.0.1:5432/x"
 [upstreams]
 auth = "https://127.0.0.1:7101"
 "#;
@@ -78,6 +77,17 @@ fn bad_configuration_exits_64_with_one_line() {
             .output()
             .expect("run"),
         "listen",
+    );
+    // A service holds only its login role: an administrative URL in its configuration is refused
+    // (migrations and provisioning are `strongroom migrate`'s and `strongroom tenant create`'s).
+    assert_bad_config(
+        clean_command("vault-svc")
+            .arg("--config")
+            .arg(&file)
+            .env("STRONGROOM_DATABASE__ADMIN_URL", "postgres://postgres:hunter2@127.0.0.1:5432/x")
+            .output()
+            .expect("run"),
+        "admin_url",
     );
     assert_bad_config(clean_command("gateway").output().expect("run"), "missing field");
     // The vault needs a master key, and a local key file is refused in production.
@@ -205,6 +215,42 @@ async fn dev_up_from_nothing_serves_and_cleans_up() {
         Some(proto::auth::v1::login_response::Result::Tokens(t)) => assert!(t.mfa_enrollment_required),
         other => panic!("expected tokens, got {other:?}"),
     }
+
+    // The services hold only their login roles: the administrative URL is in no configuration of
+    // theirs, only in the operator steps' file (0600).
+    let admin_file = dir.path().join("database-admin-url");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&admin_file).expect("database-admin-url").permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let admin_url = std::fs::read_to_string(&admin_file).expect("admin url");
+    for name in ["auth", "vault", "audit", "ledger", "gateway"] {
+        let text = std::fs::read_to_string(dir.path().join(format!("config/{name}.toml"))).expect("config");
+        assert!(!text.contains("admin_url") && !text.contains(admin_url.trim()), "{name}: {text}");
+    }
+    // The operator steps, with that file: a second tenant with its owner, and a migrate that
+    // finds everything current.
+    let cli = |args: &[&str]| {
+        let out = Command::new(binary("strongroom"))
+            .arg("--dev-dir")
+            .arg(dir.path())
+            .args(args)
+            .env_remove("STRONGROOM_DATABASE__ADMIN_URL")
+            .stdin(Stdio::null())
+            .output()
+            .expect("strongroom");
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).expect("json")
+    };
+    let extra = cli(&["tenant", "create", "extra", "--owner-email", "owner@extra.example"]);
+    assert_eq!((extra["slug"].as_str(), extra["created"].as_bool()), (Some("extra"), Some(true)), "{extra}");
+    assert!(extra["owner"]["password"].as_str().is_some_and(|p| p.len() >= 16), "{extra}");
+    let again = cli(&["tenant", "create", "extra"]);
+    assert_eq!(again["created"].as_bool(), Some(false), "{again}");
+    let migrated = cli(&["migrate"]);
+    assert_eq!(migrated["tenants_current"].as_u64(), Some(2), "{migrated}");
+    assert_eq!(migrated["control_applied"].as_array().map(Vec::len), Some(0), "{migrated}");
 
     let state: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.path().join("dev-state.json")).expect("state"))

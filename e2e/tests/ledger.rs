@@ -1292,13 +1292,12 @@ async fn sigkill_and_a_postgres_crash_mid_load_apply_nothing_twice() {
     let config = format!(
         "env = \"development\"\n[grpc]\nlisten = \"{grpc}\"\n[admin]\nlisten = \"{admin}\"\n\
          [tls]\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n\
-         [database]\nurl = \"{}\"\nadmin_url = \"{}\"\nmax_connections = 4\n\
+         [database]\nurl = \"{}\"\nmax_connections = 4\n\
          [upstreams]\nauth = \"https://{}\"\nvault = \"https://{}\"\n",
         tls.ca.display(),
         tls.cert.display(),
         tls.key.display(),
         f.c.db.runtime_url("ledger").expose_secret(),
-        f.c.db.admin_url().expose_secret(),
         f.c.addr("auth"),
         f.c.addr("vault"),
     );

@@ -3,7 +3,6 @@
 use std::time::Duration;
 
 use e2e::Constellation;
-use kit::TenantSlug;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
@@ -11,38 +10,30 @@ use tonic_health::pb::health_client::HealthClient;
 #[tokio::test]
 async fn graceful_shutdown_finishes_an_in_flight_call() {
     let c = Constellation::start(false).await;
-    let mut auth = proto::auth::v1::tenant_service_client::TenantServiceClient::new(c.channel_as("operator", "auth"));
-    auth.create_tenant(proto::auth::v1::CreateTenantRequest {
-        slug: "slow".into(),
-        request_id: String::new(),
-        ..Default::default()
-    })
-    .await
-    .expect("create");
+    c.create_tenant("slow").await;
 
-    // Hold the tenant's provisioning lock so vault's ProvisionTenant stays in flight.
+    // Hold the tenant's registry row so auth's SuspendTenant stays in flight.
     let admin = c.db.admin_pool().await;
-    let mut holder = admin.acquire().await.expect("connection");
-    let slug = TenantSlug::parse("slow").expect("slug");
-    sqlx::query(&kit::migrate::tenant_lock_sql(&slug, true)).execute(&mut *holder).await.expect("lock");
-    let channel = c.channel_as("operator", "vault");
+    let mut holder = admin.begin().await.expect("transaction");
+    sqlx::query("SELECT 1 FROM control.tenants WHERE slug = 'slow' FOR UPDATE")
+        .execute(&mut *holder)
+        .await
+        .expect("row lock");
+    let channel = c.channel_as("operator", "auth");
     let call = tokio::spawn(async move {
-        let mut client =
-            proto::common::v1::tenant_provisioning_service_client::TenantProvisioningServiceClient::new(channel);
+        let mut client = proto::auth::v1::tenant_service_client::TenantServiceClient::new(channel);
         client
-            .provision_tenant(proto::common::v1::ProvisionTenantRequest {
-                tenant_slug: "slow".into(),
-                request_id: String::new(),
-            })
+            .suspend_tenant(proto::auth::v1::SuspendTenantRequest { slug: "slow".into(), reason: "drain test".into() })
             .await
     });
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let waiting: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")
-                .fetch_one(&admin)
-                .await
-                .expect("locks");
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        .fetch_one(&admin)
+        .await
+        .expect("locks");
         if waiting > 0 {
             break;
         }
@@ -51,21 +42,21 @@ async fn graceful_shutdown_finishes_an_in_flight_call() {
     }
 
     let mut services = c.services;
-    let mut vault = services.remove("vault").expect("vault");
-    vault.trigger_stop();
+    let mut auth = services.remove("auth").expect("auth");
+    auth.trigger_stop();
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(!vault.is_finished(), "the server must wait for the in-flight call");
+    assert!(!auth.is_finished(), "the server must wait for the in-flight call");
     assert!(!call.is_finished());
 
-    sqlx::query("SELECT pg_advisory_unlock_all()").execute(&mut *holder).await.expect("unlock");
+    holder.rollback().await.expect("unlock");
     let response = tokio::time::timeout(Duration::from_secs(10), call)
         .await
         .expect("call finished")
         .expect("join")
         .expect("call succeeded");
-    let expected: Vec<String> = vault_svc::MIGRATIONS.tenant.iter().map(|m| m.name.to_owned()).collect();
-    assert_eq!(response.into_inner().applied_migrations, expected);
-    tokio::time::timeout(Duration::from_secs(10), vault.stop()).await.expect("server stopped").expect("clean stop");
+    let tenant = response.into_inner().tenant.expect("tenant");
+    assert_eq!(tenant.status, proto::auth::v1::TenantStatus::Suspended as i32);
+    tokio::time::timeout(Duration::from_secs(10), auth.stop()).await.expect("server stopped").expect("clean stop");
     for (_, s) in services {
         let _ = s.stop().await;
     }
@@ -74,7 +65,7 @@ async fn graceful_shutdown_finishes_an_in_flight_call() {
 async fn status(c: &Constellation) -> Option<i32> {
     let mut client = HealthClient::new(c.channel_as("operator", "vault"));
     client
-        .check(HealthCheckRequest { service: "strongroom.common.v1.TenantProvisioningService".into() })
+        .check(HealthCheckRequest { service: "strongroom.vault.v1.KeyManagementService".into() })
         .await
         .ok()
         .map(|r| r.into_inner().status)

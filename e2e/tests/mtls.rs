@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use e2e::{Constellation, reason};
 use kit::testing::{TestPki, https};
-use proto::common::v1::ProvisionTenantRequest;
-use proto::common::v1::tenant_provisioning_service_client::TenantProvisioningServiceClient;
+use proto::vault::v1::ListTenantKeysRequest;
+use proto::vault::v1::key_management_service_client::KeyManagementServiceClient;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
 
@@ -14,8 +14,9 @@ async fn health(channel: kit::client::Channel) -> Result<(), tonic::Status> {
     HealthClient::new(channel).check(HealthCheckRequest { service: String::new() }).await.map(|_| ())
 }
 
-fn provision_req(slug: &str) -> ProvisionTenantRequest {
-    ProvisionTenantRequest { tenant_slug: slug.into(), request_id: uuid::Uuid::new_v4().to_string() }
+/// An operator-only call (vault's key management) for tenant `slug`.
+fn keys_req(slug: &str) -> tonic::Request<ListTenantKeysRequest> {
+    kit::client::with_context(tonic::Request::new(ListTenantKeysRequest {}), Some(slug), None, None)
 }
 
 #[tokio::test]
@@ -25,12 +26,12 @@ async fn only_declared_identities_with_our_ca_get_through() {
     let vault = https(c.addr("vault"));
 
     // The allowed identity succeeds.
-    let mut operator = TenantProvisioningServiceClient::new(c.channel_as("operator", "vault"));
-    operator.provision_tenant(provision_req("acme")).await.expect("operator may provision");
+    let mut operator = KeyManagementServiceClient::new(c.channel_as("operator", "vault"));
+    operator.list_tenant_keys(keys_req("acme")).await.expect("operator may list tenant keys");
 
     // A valid certificate of an identity not allowed for this RPC.
-    let mut gateway = TenantProvisioningServiceClient::new(c.channel_as("gateway", "vault"));
-    let err = gateway.provision_tenant(provision_req("acme")).await.expect_err("gateway may not provision");
+    let mut gateway = KeyManagementServiceClient::new(c.channel_as("gateway", "vault"));
+    let err = gateway.list_tenant_keys(keys_req("acme")).await.expect_err("gateway may not list tenant keys");
     assert_eq!(err.code(), tonic::Code::PermissionDenied);
     assert_eq!(reason(&err), "CALLER_NOT_ALLOWED");
     // ... while the same identity may use health (declared for any peer).
@@ -46,10 +47,8 @@ async fn only_declared_identities_with_our_ca_get_through() {
     // The foreign client trusts our CA, so only its certificate is wrong.
     std::fs::copy(c.pki.path("ca.pem"), other.path("ca.pem")).expect("swap trust anchor");
     let ch = kit::testing::channel(&other, "operator", c.addr("vault"), "vault");
-    let err = TenantProvisioningServiceClient::new(ch)
-        .provision_tenant(provision_req("acme"))
-        .await
-        .expect_err("foreign CA refused");
+    let err =
+        KeyManagementServiceClient::new(ch).list_tenant_keys(keys_req("acme")).await.expect_err("foreign CA refused");
     assert_ne!(err.code(), tonic::Code::Ok);
     assert_ne!(err.code(), tonic::Code::PermissionDenied, "refused at the handshake, not by policy");
 
@@ -67,10 +66,8 @@ async fn only_declared_identities_with_our_ca_get_through() {
         let issued = c.pki.ca.issue_with_sans("odd", sans).expect("issue");
         kit::pki::write_issued(c.pki.dir.path(), "odd", &issued).expect("write");
         let ch = kit::testing::channel(&c.pki, "odd", c.addr("vault"), "vault");
-        let err = TenantProvisioningServiceClient::new(ch.clone())
-            .provision_tenant(provision_req("acme"))
-            .await
-            .expect_err(label);
+        let err =
+            KeyManagementServiceClient::new(ch.clone()).list_tenant_keys(keys_req("acme")).await.expect_err(label);
         assert_eq!(err.code(), tonic::Code::PermissionDenied, "{label}");
         assert_eq!(reason(&err), "NO_PEER_IDENTITY", "{label}");
         assert!(health(ch).await.is_err(), "{label}: even health needs an identity");

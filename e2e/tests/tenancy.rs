@@ -1,5 +1,6 @@
-//! Tenancy, proven in PostgreSQL itself: row-level security, per-service grants, concurrent
-//! provisioning and hostile slugs.
+//! Tenancy, proven in PostgreSQL itself: row-level security, per-service grants, the operator's
+//! migration step (no service holds the administrative URL), concurrent registration and hostile
+//! slugs.
 
 use std::time::Duration;
 
@@ -46,15 +47,23 @@ async fn a_service_role_cannot_read_another_services_tables() {
     let c = Constellation::start(false).await;
     c.create_tenant("alpha").await;
     let vault = c.db.pool_as("strongroom_vault").await;
-    for table in [
-        "t_alpha.tenant_policy",
-        "t_alpha.retention_policy",
-        "t_alpha.ledgers",
-        "control.signing_keys",
-        "control.schema_migrations",
-    ] {
+    for table in ["t_alpha.tenant_policy", "t_alpha.retention_policy", "t_alpha.ledgers", "control.signing_keys"] {
         let err = sqlx::query(&format!("SELECT 1 FROM {table}")).execute(&vault).await.expect_err(table);
         assert!(err.to_string().contains("permission denied"), "{table}: {err}");
+    }
+    // No service can register a tenant, create a schema or rewrite the migration bookkeeping:
+    // those are the operator step's, which holds the administrative URL.
+    for service in e2e::SERVICES {
+        let pool = c.db.pool_as(&kit::migrate::service_role(service)).await;
+        for stmt in [
+            "INSERT INTO control.tenants (slug) VALUES ('intruder')",
+            "CREATE SCHEMA t_intruder",
+            "DELETE FROM control.schema_migrations",
+            "CREATE TABLE control.intruder (x int)",
+        ] {
+            let err = sqlx::query(stmt).execute(&pool).await.expect_err(stmt);
+            assert!(err.to_string().contains("permission denied"), "{service}: {stmt}: {err}");
+        }
     }
     // Nobody but auth-svc writes the registry; vault's role may not.
     let err =
@@ -80,66 +89,78 @@ async fn a_service_role_cannot_read_another_services_tables() {
 }
 
 #[tokio::test]
-async fn concurrent_provisionings_apply_each_migration_once() {
+async fn concurrent_registrations_apply_each_migration_once() {
     let c = Constellation::start(false).await;
-    // A second vault replica, started before the tenant exists so its start-up migrates nothing.
-    let replica = c.start_replica("vault").await;
-    let mut auth = proto::auth::v1::tenant_service_client::TenantServiceClient::new(c.channel_as("operator", "auth"));
-    auth.create_tenant(proto::auth::v1::CreateTenantRequest {
-        slug: "gamma".into(),
-        request_id: String::new(),
-        ..Default::default()
-    })
-    .await
-    .expect("create");
-    let other = kit::testing::channel(&c.pki, "operator", replica.grpc, "vault");
-    let mut replica_client =
-        proto::common::v1::tenant_provisioning_service_client::TenantProvisioningServiceClient::new(other);
-    let req = || proto::common::v1::ProvisionTenantRequest { tenant_slug: "gamma".into(), request_id: String::new() };
+    // Three operator steps at once, each with connections of its own.
+    let migrators: Vec<kit::migrate::Migrator> = (0..3)
+        .map(|_| kit::migrate::Migrator::connect_lazy(&c.db.admin_url(), &e2e::MIGRATIONS).expect("migrator"))
+        .collect();
+    let slug = TenantSlug::parse("gamma").expect("slug");
     let (a, b, d) = tokio::join!(
-        c.provision("vault", "gamma"),
-        replica_client.provision_tenant(req()),
-        c.provision("vault", "gamma")
+        migrators[0].register(&slug, None),
+        migrators[1].register(&slug, None),
+        migrators[2].register(&slug, None)
     );
-    let applied: Vec<Vec<String>> = vec![
-        a.expect("first").applied_migrations,
-        b.expect("second").into_inner().applied_migrations,
-        d.expect("third").applied_migrations,
-    ];
-    let total: usize = applied.iter().map(Vec::len).sum();
-    let vault_migrations = vault_svc::MIGRATIONS.tenant.len();
-    // The tenant's kit migrations were applied by auth's CreateTenant already.
-    assert_eq!(total, vault_migrations, "each migration applied exactly once: {applied:?}");
+    let results = [a.expect("first"), b.expect("second"), d.expect("third")];
+    assert_eq!(results.iter().filter(|(_, created, _)| *created).count(), 1, "registered once");
+    let ids: std::collections::HashSet<uuid::Uuid> = results.iter().map(|(t, _, _)| t.id.0).collect();
+    assert_eq!(ids.len(), 1, "one tenant");
+    let total: usize = results.iter().map(|(_, _, applied)| applied.len()).sum();
+    let expected = kit::migrate::KIT.tenant.len() + e2e::MIGRATIONS.iter().map(|m| m.tenant.len()).sum::<usize>();
+    assert_eq!(total, expected, "each migration applied exactly once");
     let admin = c.db.admin_pool().await;
-    let rows: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM control.schema_migrations WHERE schema_name = 't_gamma' AND service = 'vault'",
-    )
-    .fetch_one(&admin)
-    .await
-    .expect("bookkeeping");
-    assert_eq!(rows as usize, vault_migrations);
-    let _ = replica.stop().await;
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM control.schema_migrations WHERE schema_name = 't_gamma'")
+        .fetch_one(&admin)
+        .await
+        .expect("bookkeeping");
+    assert_eq!(rows as usize, expected);
     c.stop().await;
 }
 
+/// A service holds no administrative URL and never migrates: started on a schema older than its
+/// build, it answers NOT_SERVING and says which migrations are missing, until the operator's
+/// `strongroom migrate` step has run.
 #[tokio::test]
-async fn every_start_rolls_migrations_through_all_tenants() {
+async fn a_service_waits_for_the_migrate_step_before_serving() {
     let c = Constellation::start(false).await;
-    // Registered with auth only: ledger was "down" for it.
-    let mut auth = proto::auth::v1::tenant_service_client::TenantServiceClient::new(c.channel_as("operator", "auth"));
-    auth.create_tenant(proto::auth::v1::CreateTenantRequest {
-        slug: "delta".into(),
-        request_id: String::new(),
-        ..Default::default()
-    })
-    .await
-    .expect("create");
+    // A tenant registered by an operator step that knew only auth-svc's migrations (an older
+    // build's step, or one interrupted): its schema lacks the ledger's tables.
+    let older = kit::migrate::Migrator::connect_lazy(&c.db.admin_url(), &[auth_svc::MIGRATIONS]).expect("migrator");
+    older.register(&TenantSlug::parse("delta").expect("slug"), None).await.expect("register");
     let admin = c.db.admin_pool().await;
     let exists = || sqlx::query_scalar::<_, bool>("SELECT to_regclass('t_delta.ledgers') IS NOT NULL");
     assert!(!exists().fetch_one(&admin).await.expect("check"));
-    let replica = c.start_replica("ledger").await;
-    assert!(exists().fetch_one(&admin).await.expect("check"), "ledger's start migrated the new tenant");
-    let _ = replica.stop().await;
+    let runtime = kit::Db::connect_lazy(&c.db.runtime_url("ledger"), 1).expect("pool");
+    let pending = kit::migrate::pending(runtime.control_pool(), &ledger_svc::MIGRATIONS, 100).await.expect("pending");
+    assert_eq!(pending.len(), ledger_svc::MIGRATIONS.tenant.len(), "{pending:?}");
+    assert!(pending.iter().all(|p| p.starts_with("t_delta: ledger/") && p.ends_with("(missing)")), "{pending:?}");
+
+    let (grpc, grpc_addr) = kit::testing::listener().await;
+    let (admin_listener, admin_addr) = kit::testing::listener().await;
+    let upstreams = kit::config::UpstreamsConfig {
+        auth: Some(kit::testing::https(c.addr("auth"))),
+        vault: Some(kit::testing::https(c.addr("vault"))),
+        audit: Some(kit::testing::https(c.addr("audit"))),
+        ledger: Some(kit::testing::https(c.addr("ledger"))),
+        timeout_ms: 10_000,
+    };
+    let mut cfg = kit::testing::service_config("ledger", grpc_addr, admin_addr, &c.db, &c.pki, upstreams);
+    cfg.jwt.revocations_url = Some(c.redis.clone().into());
+    let (stop, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(ledger_svc::run(cfg, kit::server::Listeners { grpc, admin: admin_listener }, async move {
+        let _ = rx.await;
+    }));
+    let channel = || kit::testing::channel(&c.pki, "operator", grpc_addr, "ledger");
+    let err = kit::testing::wait_serving(channel(), "", Duration::from_secs(3)).await.expect_err("must not serve");
+    assert!(err.contains("status 2"), "{err}");
+    assert!(!exists().fetch_one(&admin).await.expect("check"), "the service migrated nothing itself");
+
+    // The operator's step brings the schema up to date; the waiting service then serves.
+    e2e::migrate(&c.db).await;
+    assert!(exists().fetch_one(&admin).await.expect("check"));
+    kit::testing::wait_serving(channel(), "", Duration::from_secs(60)).await.expect("serving after migrate");
+    let _ = stop.send(());
+    let _ = task.await;
     c.stop().await;
 }
 
@@ -161,9 +182,8 @@ async fn hostile_slugs_are_refused_before_sql() {
             .await
             .expect_err(slug);
         assert_eq!(err.code(), tonic::Code::InvalidArgument, "{slug}");
-        let err = c.provision("vault", slug).await.expect_err(slug);
-        assert_eq!(err.code(), tonic::Code::InvalidArgument, "{slug}");
         assert_eq!(reason(&err), "INVALID_FIELD");
+        c.register_tenant(slug).await.expect_err(slug);
     }
     let schemas_after: i64 =
         sqlx::query_scalar("SELECT count(*) FROM pg_namespace").fetch_one(&admin).await.expect("count");
@@ -171,8 +191,16 @@ async fn hostile_slugs_are_refused_before_sql() {
     let tenants: i64 =
         sqlx::query_scalar("SELECT count(*) FROM control.tenants").fetch_one(&admin).await.expect("registry intact");
     assert_eq!(tenants, 0);
-    // An unregistered (but well-formed) tenant is NOT_FOUND, and nothing is created for it.
-    let err = c.provision("vault", "ghost").await.expect_err("unregistered");
+    // auth-svc cannot register a tenant: an unregistered (but well-formed) one is NOT_FOUND, and
+    // nothing is created for it.
+    let err = auth
+        .create_tenant(proto::auth::v1::CreateTenantRequest {
+            slug: "ghost".into(),
+            owner_email: "owner@ghost.example".into(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("unregistered");
     assert_eq!(err.code(), tonic::Code::NotFound);
     let ghost: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = 't_ghost')")
         .fetch_one(&admin)
@@ -315,12 +343,19 @@ async fn audit_records_commit_with_the_change_and_stay_in_their_tenant() {
         .expect("q");
     assert_eq!(ids, vec![kept_id]);
     assert!(!ids.contains(&dropped_id));
-    let provisioned: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM (SELECT event_id, service, action, outcome, details FROM audit_outbox UNION ALL SELECT event_id, service, action, outcome, details FROM audit_log) AS records WHERE action IN ('tenant.create', 'tenant.provision')")
-            .fetch_one(tx.conn())
-            .await
-            .expect("q");
-    assert!(provisioned >= 4, "provisioning is audited ({provisioned})");
+    // The operator step's registration is audited once, in the same transaction, naming every
+    // migration it applied.
+    let created: Vec<(String, serde_json::Value)> = sqlx::query_as(
+        "SELECT service, details FROM (SELECT event_id, service, action, outcome, details FROM audit_outbox UNION ALL SELECT event_id, service, action, outcome, details FROM audit_log) AS records WHERE action = 'tenant.create'",
+    )
+    .fetch_all(tx.conn())
+    .await
+    .expect("q");
+    assert_eq!(created.len(), 1, "{created:?}");
+    assert_eq!(created[0].0, kit::migrate::MIGRATE_SERVICE);
+    let migrations = created[0].1["migrations"].as_array().map(Vec::len).unwrap_or_default();
+    let expected = kit::migrate::KIT.tenant.len() + e2e::MIGRATIONS.iter().map(|m| m.tenant.len()).sum::<usize>();
+    assert_eq!(migrations, expected, "{created:?}");
     tx.rollback().await.expect("rollback");
     let mut tx = audit.begin(&bravo).await.expect("tx");
     let leaked: i64 =

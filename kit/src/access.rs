@@ -286,15 +286,15 @@ mod tests {
     #[test]
     fn deny_by_default() {
         let policy = AccessPolicy::new()
-            .allow("/strongroom.common.v1.TenantProvisioningService/ProvisionTenant", &["operator"])
+            .allow("/strongroom.vault.v1.KeyManagementService/ListTenantKeys", &["operator"])
             .allow_any_peer("/grpc.health.v1.Health/*");
-        let provision = "/strongroom.common.v1.TenantProvisioningService/ProvisionTenant";
-        assert!(policy.check(provision, Some(&id("operator"))).is_ok());
-        assert!(policy.check(provision, Some(&id("gateway"))).is_err());
-        assert!(policy.check(provision, None).is_err());
+        let list_keys = "/strongroom.vault.v1.KeyManagementService/ListTenantKeys";
+        assert!(policy.check(list_keys, Some(&id("operator"))).is_ok());
+        assert!(policy.check(list_keys, Some(&id("gateway"))).is_err());
+        assert!(policy.check(list_keys, None).is_err());
         assert!(policy.check("/grpc.health.v1.Health/Check", Some(&id("gateway"))).is_ok());
         assert!(policy.check("/grpc.health.v1.Health/Check", None).is_err());
-        assert!(policy.check("/strongroom.common.v1.TenantProvisioningService/Other", Some(&id("operator"))).is_err());
+        assert!(policy.check("/strongroom.vault.v1.KeyManagementService/Other", Some(&id("operator"))).is_err());
         assert!(policy.check("/x.Y/Z", Some(&id("operator"))).is_err());
     }
 

@@ -118,10 +118,10 @@ impl TlsConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DatabaseConfig {
-    /// The service's own login role (`strongroom_<service>`); used for every request.
+    /// The service's own login role (`strongroom_<service>`); used for every request. A service
+    /// holds no other database credential: migrations and tenant provisioning run in the
+    /// operator's `strongroom migrate` and `strongroom tenant create` steps.
     pub url: SecretString,
-    /// A role allowed to create schemas and roles; used for migrations and provisioning only.
-    pub admin_url: SecretString,
     #[serde(default = "default_max_connections")]
     pub max_connections: u32,
 }
@@ -132,11 +132,9 @@ fn default_max_connections() -> u32 {
 
 impl DatabaseConfig {
     pub fn validate(&self) -> Result<(), String> {
-        for (key, url) in [("database.url", &self.url), ("database.admin_url", &self.admin_url)] {
-            let parsed = url::Url::parse(url.expose_secret()).map_err(|_| format!("{key} is not a URL"))?;
-            if !matches!(parsed.scheme(), "postgres" | "postgresql") {
-                return Err(format!("{key} must be a postgres:// URL"));
-            }
+        let parsed = url::Url::parse(self.url.expose_secret()).map_err(|_| "database.url is not a URL".to_owned())?;
+        if !matches!(parsed.scheme(), "postgres" | "postgresql") {
+            return Err("database.url must be a postgres:// URL".into());
         }
         if self.max_connections == 0 {
             return Err("database.max_connections must be at least 1".into());
@@ -393,7 +391,6 @@ mod tests {
         key = "auth-key.pem"
         [database]
         url = "postgres://strongroom_auth@127.0.0.1/strongroom"
-        admin_url = "postgres://postgres@127.0.0.1/strongroom"
         [upstreams]
         auth = "https://127.0.0.1:7101"
     "#;
@@ -416,6 +413,15 @@ mod tests {
         assert!(err.contains("grpc2"), "{err}");
         let err = from_str(&MINIMAL.replace("reload", "x").replace("[tls]", "[tls]\nbogus = 1")).expect_err("refused");
         assert!(err.contains("bogus"), "{err}");
+    }
+
+    #[test]
+    fn a_service_refuses_an_administrative_database_url() {
+        let with_admin = MINIMAL
+            .replace("[upstreams]", "admin_url = \"postgres://postgres:hunter2@127.0.0.1/strongroom\"\n[upstreams]");
+        let err = from_str(&with_admin).expect_err("refused");
+        assert!(err.contains("admin_url"), "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
     }
 
     #[test]

@@ -4,9 +4,13 @@
 //! (`control.schema_migrations`, one row per schema × service × version). Tables are owned by the
 //! NOLOGIN role `strongroom_owner`; each service logs in as `strongroom_<service>`, which owns
 //! nothing and holds only the grants its migrations give it, so it cannot bypass row-level
-//! security or touch another service's tables. Migrations run under a transaction-scoped advisory
-//! lock per schema, so replicas provisioning the same tenant at once apply each migration once.
-//! A shipped migration is never edited: a changed checksum stops provisioning.
+//! security or touch another service's tables.
+//!
+//! [`Migrator`] holds the administrative URL and runs only in the short-lived operator steps
+//! (`strongroom migrate`, `strongroom tenant create`); a running service never holds it and only
+//! checks, with [`pending`], that the schema is as current as its build. Migrations run under a
+//! transaction-scoped advisory lock per schema, so two operator steps at once apply each migration
+//! once. A shipped migration is never edited: a changed checksum stops provisioning.
 
 use std::time::Duration;
 
@@ -68,7 +72,11 @@ pub struct MigrationSet {
 /// kit's own tables: the tenant registry and each tenant's audit outbox.
 pub const KIT: MigrationSet = MigrationSet {
     service: "kit",
-    control: &[migration!("control", "0001_create_tenants"), migration!("control", "0002_create_outbox_notify")],
+    control: &[
+        migration!("control", "0001_create_tenants"),
+        migration!("control", "0002_create_outbox_notify"),
+        migration!("control", "0003_register_tenants_by_operator_only"),
+    ],
     tenant: &[
         migration!("tenant", "0001_create_audit_outbox"),
         migration!("tenant", "0002_notify_audit_outbox"),
@@ -92,20 +100,28 @@ pub enum MigrateError {
     UnknownTenant(String),
     #[error("audit record: {0}")]
     Audit(String),
-    #[error("runtime database url has no user")]
+    #[error("a login url is not a postgres:// url with a user")]
     NoUser,
+    #[error("{0} is not a service's login role (strongroom_<service>)")]
+    NotAServiceRole(String),
+    #[error("tenant {0} is terminated")]
+    Terminated(String),
 }
 
-/// Runs bootstrap and migrations with the administrative connection.
+/// The name the operator's migration step writes its audit records under.
+pub const MIGRATE_SERVICE: &str = "migrate";
+
+/// Runs bootstrap, migrations and tenant registration with the administrative connection, for
+/// every service's [`MigrationSet`] at once (kit's own set is always applied first).
 #[derive(Clone)]
 pub struct Migrator {
     admin: PgPool,
-    set: MigrationSet,
+    sets: Vec<MigrationSet>,
 }
 
 impl std::fmt::Debug for Migrator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Migrator").field("service", &self.set.service).finish()
+        f.debug_struct("Migrator").field("services", &self.sets.iter().map(|s| s.service).collect::<Vec<_>>()).finish()
     }
 }
 
@@ -120,7 +136,7 @@ pub fn tenant_lock_sql(slug: &TenantSlug, session: bool) -> String {
 }
 
 impl Migrator {
-    pub fn connect_lazy(admin_url: &SecretString, set: MigrationSet) -> Result<Self, sqlx::Error> {
+    pub fn connect_lazy(admin_url: &SecretString, sets: &[MigrationSet]) -> Result<Self, sqlx::Error> {
         let admin = PgPoolOptions::new()
             .max_connections(2)
             .min_connections(0)
@@ -131,21 +147,30 @@ impl Migrator {
                     .application_name("strongroom-migrate")
                     .options([("client_min_messages", "warning")]),
             );
-        Ok(Self { admin, set })
+        Ok(Self { admin, sets: sets.to_vec() })
     }
 
-    /// Roles, the `control` schema and its migrations. `runtime_url` names this service's login
-    /// role; its password (if any) is set on the role.
-    pub async fn bootstrap(&self, runtime_url: &SecretString) -> Result<(), MigrateError> {
-        let url = url::Url::parse(runtime_url.expose_secret()).map_err(|_| MigrateError::NoUser)?;
-        let user = url.username().to_owned();
-        if user.is_empty() {
-            return Err(MigrateError::NoUser);
+    /// Kit's set, then the services' in the order given.
+    fn all_sets(&self) -> impl Iterator<Item = &MigrationSet> {
+        std::iter::once(&KIT).chain(self.sets.iter())
+    }
+
+    /// Roles, the `control` schema and its migrations. Every service role may log in; each of
+    /// `login_urls` (a service's runtime URL) sets its role's password when it carries one.
+    /// Returns the control migrations this call applied.
+    pub async fn bootstrap(&self, login_urls: &[SecretString]) -> Result<Vec<String>, MigrateError> {
+        let mut logins = Vec::new();
+        for runtime_url in login_urls {
+            let url = url::Url::parse(runtime_url.expose_secret()).map_err(|_| MigrateError::NoUser)?;
+            let user = url.username().to_owned();
+            if !SERVICES.iter().any(|s| service_role(s) == user) {
+                return Err(MigrateError::NotAServiceRole(user));
+            }
+            logins.push((user, url.password().map(percent_decode)));
         }
-        let password = url.password().map(percent_decode);
-        // Roles are cluster-wide; several databases (or replicas) may race on them.
+        // Roles are cluster-wide; several databases (or operator steps) may race on them.
         for attempt in 0..5 {
-            match self.ensure_roles(&user, password.as_deref()).await {
+            match self.ensure_roles(&logins).await {
                 Ok(()) => break,
                 Err(e) if attempt < 4 && is_concurrent_update(&e) => {
                     tokio::time::sleep(Duration::from_millis(50 * (attempt + 1))).await;
@@ -170,17 +195,20 @@ impl Migrator {
                  applied_at  timestamptz NOT NULL DEFAULT now(),
                  PRIMARY KEY (schema_name, service, version)
              );
+             -- Services read it to refuse serving a schema older than their build.
+             GRANT SELECT ON control.schema_migrations TO {roles};
              SET LOCAL search_path TO control;"
         );
         exec(&mut tx, &ddl).await?;
-        for set in [&KIT, &self.set] {
-            apply(&mut tx, "control", set.service, set.control).await?;
+        let mut applied = Vec::new();
+        for set in self.all_sets() {
+            applied.extend(apply(&mut tx, "control", set.service, set.control).await?);
         }
         tx.commit().await?;
-        Ok(())
+        Ok(applied)
     }
 
-    async fn ensure_roles(&self, login: &str, password: Option<&str>) -> Result<(), sqlx::Error> {
+    async fn ensure_roles(&self, logins: &[(String, Option<String>)]) -> Result<(), sqlx::Error> {
         let mut conn = self.admin.acquire().await?;
         let mut wanted = vec![OWNER_ROLE.to_owned()];
         wanted.extend(SERVICES.map(service_role));
@@ -207,17 +235,17 @@ impl Migrator {
             ),
         )
         .await?;
-        if !wanted.iter().any(|r| r == login) {
-            return Ok(());
+        for login in SERVICES.map(service_role) {
+            let can_login: bool = sqlx::query_scalar("SELECT rolcanlogin FROM pg_roles WHERE rolname = $1")
+                .bind(&login)
+                .fetch_one(&mut *conn)
+                .await?;
+            if !can_login {
+                exec(&mut conn, &format!("ALTER ROLE {login} LOGIN")).await?;
+            }
         }
-        let can_login: bool = sqlx::query_scalar("SELECT rolcanlogin FROM pg_roles WHERE rolname = $1")
-            .bind(login)
-            .fetch_one(&mut *conn)
-            .await?;
-        if !can_login {
-            exec(&mut conn, &format!("ALTER ROLE {login} LOGIN")).await?;
-        }
-        if let Some(password) = password {
+        for (login, password) in logins {
+            let Some(password) = password else { continue };
             // format(%L) quotes the password server-side; it never becomes part of our SQL text.
             let stmt: String = sqlx::query_scalar("SELECT format('ALTER ROLE %I PASSWORD %L', $1::text, $2::text)")
                 .bind(login)
@@ -229,13 +257,46 @@ impl Migrator {
         Ok(())
     }
 
-    /// Creates the tenant's schema if needed and applies kit's and this service's pending tenant
-    /// migrations. Returns the names of the migrations this call applied.
-    /// `audit` is written to the tenant's outbox in the same transaction when anything was applied.
+    /// Creates the tenant's schema if needed and applies every set's pending tenant migrations.
+    /// Returns the names of the migrations this call applied. `audit` is written to the tenant's
+    /// outbox in the same transaction when anything was applied.
     pub async fn provision(&self, tenant: &Tenant, audit: Option<AuditRecord>) -> Result<Vec<String>, MigrateError> {
-        let schema = tenant.slug.schema();
         let mut tx = self.admin.begin().await?;
-        exec(&mut tx, &lock_key(&schema)).await?;
+        exec(&mut tx, &lock_key(&tenant.slug.schema())).await?;
+        let applied = self.provision_in(&mut tx, tenant).await?;
+        self.commit_with_audit(tx, tenant, &applied, audit).await?;
+        Ok(applied)
+    }
+
+    /// Registers `slug` in `control.tenants` and creates its schema with every set's tables, in
+    /// one transaction: a tenant is never visible to the services half provisioned. Idempotent:
+    /// for a tenant already registered it brings the schema up to date. Returns the tenant,
+    /// whether this call registered it, and the migrations it applied. `audit` (e.g.
+    /// `tenant.create`) is written in the same transaction when anything changed.
+    pub async fn register(
+        &self,
+        slug: &TenantSlug,
+        audit: Option<AuditRecord>,
+    ) -> Result<(Tenant, bool, Vec<String>), MigrateError> {
+        let mut tx = self.admin.begin().await?;
+        exec(&mut tx, &lock_key(&slug.schema())).await?;
+        let inserted: Option<(uuid::Uuid,)> =
+            sqlx::query_as("INSERT INTO control.tenants (slug) VALUES ($1) ON CONFLICT (slug) DO NOTHING RETURNING id")
+                .bind(slug.as_str())
+                .fetch_optional(&mut *tx)
+                .await?;
+        let tenant = registered(&mut tx, slug).await?;
+        if tenant.status == crate::tenancy::TenantStatus::Terminated {
+            return Err(MigrateError::Terminated(slug.to_string()));
+        }
+        let applied = self.provision_in(&mut tx, &tenant).await?;
+        let audit = audit.filter(|_| inserted.is_some() || !applied.is_empty());
+        self.commit_with_audit(tx, &tenant, &applied, audit).await?;
+        Ok((tenant, inserted.is_some(), applied))
+    }
+
+    async fn provision_in(&self, tx: &mut PgConnection, tenant: &Tenant) -> Result<Vec<String>, MigrateError> {
+        let schema = tenant.slug.schema();
         let roles = SERVICES.map(service_role).join(", ");
         let scope = format!(
             "SET LOCAL ROLE {OWNER_ROLE};
@@ -245,13 +306,26 @@ impl Migrator {
              SET LOCAL strongroom.tenant_id TO '{}';",
             tenant.id.0.hyphenated()
         );
-        exec(&mut tx, &scope).await?;
-        let mut applied = apply(&mut tx, &schema, KIT.service, KIT.tenant).await?;
-        applied.extend(apply(&mut tx, &schema, self.set.service, self.set.tenant).await?);
-        verify_rls(&mut tx, &schema).await?;
-        let recorded = !applied.is_empty() && audit.is_some();
-        if let (false, Some(record)) = (applied.is_empty(), audit) {
-            let record = record.detail("migrations", applied.clone());
+        exec(&mut *tx, &scope).await?;
+        let mut applied = Vec::new();
+        for set in self.all_sets() {
+            applied.extend(apply(&mut *tx, &schema, set.service, set.tenant).await?);
+        }
+        verify_rls(&mut *tx, &schema).await?;
+        Ok(applied)
+    }
+
+    async fn commit_with_audit(
+        &self,
+        mut tx: sqlx::Transaction<'static, sqlx::Postgres>,
+        tenant: &Tenant,
+        applied: &[String],
+        audit: Option<AuditRecord>,
+    ) -> Result<(), MigrateError> {
+        let recorded = audit.is_some();
+        if let Some(record) = audit {
+            let record = if applied.is_empty() { record } else { record.detail("migrations", applied.to_vec()) };
+            exec(&mut tx, &format!("SET LOCAL search_path TO {}", tenant.slug.schema())).await?;
             crate::outbox::insert(&mut tx, record).await.map_err(|e| MigrateError::Audit(e.to_string()))?;
         }
         tx.commit().await?;
@@ -259,41 +333,31 @@ impl Migrator {
             // After the commit, as TenantTx::commit does.
             crate::outbox::send_wake(&self.admin, &[tenant.id.0]).await;
         }
-        Ok(applied)
+        Ok(())
     }
 
     /// Looks a tenant up with the administrative connection.
     pub async fn registered_tenant(&self, slug: &TenantSlug) -> Result<Tenant, MigrateError> {
-        let row: Option<(uuid::Uuid, String, chrono::DateTime<chrono::Utc>)> =
-            sqlx::query_as("SELECT id, status, created_at FROM control.tenants WHERE slug = $1")
-                .bind(slug.as_str())
-                .fetch_optional(&self.admin)
-                .await?;
-        let (id, status, created_at) = row.ok_or_else(|| MigrateError::UnknownTenant(slug.to_string()))?;
-        let status = match status.as_str() {
-            "active" => crate::tenancy::TenantStatus::Active,
-            "suspended" => crate::tenancy::TenantStatus::Suspended,
-            _ => crate::tenancy::TenantStatus::Terminated,
-        };
-        Ok(Tenant { id: crate::TenantId(id), slug: slug.clone(), status, created_at })
+        let mut conn = self.admin.acquire().await?;
+        registered(&mut conn, slug).await
     }
 
-    /// Brings every registered tenant up to date (run at every start, so upgrades roll through).
+    /// Brings every registered tenant up to date (run by `strongroom migrate` at every upgrade).
     /// A tenant that fails is logged and counted and does not hold the others back. Returns
-    /// `(tenants current, tenants failed)`.
-    pub async fn provision_all(&self) -> Result<(usize, usize), MigrateError> {
+    /// the number of tenants now current and, for each that failed, its slug and the error.
+    pub async fn provision_all(&self) -> Result<(usize, Vec<(String, String)>), MigrateError> {
         let slugs: Vec<String> =
             sqlx::query_scalar("SELECT slug FROM control.tenants WHERE status <> 'terminated' ORDER BY slug")
                 .fetch_all(&self.admin)
                 .await?;
-        let (mut current, mut failed) = (0, 0);
+        let (mut current, mut failed) = (0, Vec::new());
         for slug in &slugs {
             let Ok(slug) = TenantSlug::parse(slug) else { continue };
             let result = async {
                 let tenant = self.registered_tenant(&slug).await?;
                 let audit = AuditRecord::new(
-                    self.set.service,
-                    Actor::Service(self.set.service.to_owned()),
+                    MIGRATE_SERVICE,
+                    Actor::Service(MIGRATE_SERVICE.to_owned()),
                     "tenant.migrate",
                     &format!("tenant/{slug}"),
                     Outcome::Success,
@@ -308,7 +372,7 @@ impl Migrator {
                     }
                 }
                 Err(e) => {
-                    failed += 1;
+                    failed.push((slug.to_string(), e.to_string()));
                     crate::metrics::Metrics::global().event("tenant_migration_failed");
                     tracing::error!(tenant = %slug, error = %e, "tenant migration failed");
                 }
@@ -316,6 +380,62 @@ impl Migrator {
         }
         Ok((current, failed))
     }
+}
+
+async fn registered(conn: &mut PgConnection, slug: &TenantSlug) -> Result<Tenant, MigrateError> {
+    let row: Option<(uuid::Uuid, String, chrono::DateTime<chrono::Utc>)> =
+        sqlx::query_as("SELECT id, status, created_at FROM control.tenants WHERE slug = $1")
+            .bind(slug.as_str())
+            .fetch_optional(&mut *conn)
+            .await?;
+    let (id, status, created_at) = row.ok_or_else(|| MigrateError::UnknownTenant(slug.to_string()))?;
+    let status = match status.as_str() {
+        "active" => crate::tenancy::TenantStatus::Active,
+        "suspended" => crate::tenancy::TenantStatus::Suspended,
+        _ => crate::tenancy::TenantStatus::Terminated,
+    };
+    Ok(Tenant { id: crate::TenantId(id), slug: slug.clone(), status, created_at })
+}
+
+/// What a service built with `set` needs and the database lacks: each missing (or edited)
+/// migration of the `control` schema and of every registered tenant's schema, as
+/// `<schema>: <service>/<name>`, at most `limit` of them. Runs with the service's own login role
+/// (which may read `control.schema_migrations`); an empty answer means the service may serve.
+pub async fn pending(pool: &PgPool, set: &MigrationSet, limit: usize) -> Result<Vec<String>, sqlx::Error> {
+    let services = vec![KIT.service.to_owned(), set.service.to_owned()];
+    let done: Vec<(String, String, i32, Vec<u8>)> = sqlx::query_as(
+        "SELECT schema_name, service, version, checksum FROM control.schema_migrations WHERE service = ANY($1)",
+    )
+    .bind(&services)
+    .fetch_all(pool)
+    .await?;
+    let done: std::collections::HashMap<(&str, &str, i32), &[u8]> = done
+        .iter()
+        .map(|(schema, service, v, sum)| ((schema.as_str(), service.as_str(), *v), sum.as_slice()))
+        .collect();
+    let tenants: Vec<String> =
+        sqlx::query_scalar("SELECT slug FROM control.tenants WHERE status <> 'terminated' ORDER BY slug")
+            .fetch_all(pool)
+            .await?;
+    let mut schemas = vec![("control".to_owned(), true)];
+    schemas.extend(tenants.iter().filter_map(|s| TenantSlug::parse(s).ok()).map(|s| (s.schema(), false)));
+    let mut missing = Vec::new();
+    for (schema, control) in &schemas {
+        for s in [&KIT, set] {
+            for m in if *control { s.control } else { s.tenant } {
+                let state = match done.get(&(schema.as_str(), s.service, m.version())) {
+                    None => "missing",
+                    Some(sum) if *sum != m.checksum().as_slice() => "edited",
+                    Some(_) => continue,
+                };
+                if missing.len() == limit {
+                    return Ok(missing);
+                }
+                missing.push(format!("{schema}: {}/{} ({state})", s.service, m.name));
+            }
+        }
+    }
+    Ok(missing)
 }
 
 async fn apply(

@@ -1,7 +1,7 @@
 //! Server bootstrap shared by the four backend services: mTLS listener, access policy, token
 //! verification, telemetry, `grpc.health.v1` (NOT_SERVING while the database is unreachable or
-//! migrations have not run), reflection, the `ProvisionTenant` admin RPC, `/metrics`, schema
-//! bootstrap with retries, and graceful shutdown that drains in-flight calls.
+//! older than the build: the operator's `strongroom migrate` step migrates, never the service),
+//! reflection, `/metrics`, and graceful shutdown that drains in-flight calls.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -13,15 +13,13 @@ use tonic::server::NamedService;
 use tonic::service::Routes;
 use tonic_health::ServingStatus;
 
-use crate::access::{AccessLayer, AccessPolicy, RequestContext};
+use crate::access::{AccessLayer, AccessPolicy};
 use crate::client;
 use crate::config::ServiceConfig;
-use crate::error::ApiError;
-use crate::migrate::{MigrationSet, Migrator};
-use crate::outbox::{Actor, AuditRecord, Outcome};
+use crate::migrate::MigrationSet;
 use crate::principal::{JwksClient, TokenVerifier};
 use crate::telemetry::GrpcServerLayer;
-use crate::tenancy::{Db, TenantSlug};
+use crate::tenancy::Db;
 use crate::tls::{CertStore, Identity};
 
 /// Calls one peer connection may have open at once. The gateway sends all its calls to a service
@@ -136,7 +134,6 @@ pub struct ServiceContext {
     pub name: &'static str,
     pub config: ServiceConfig,
     pub db: Db,
-    pub migrator: Migrator,
     pub certs: CertStore,
     pub verifier: TokenVerifier,
     /// Fires when the service begins to shut down; background tasks stop on it.
@@ -192,7 +189,6 @@ pub async fn run_service(
     let certs = CertStore::load(&config.tls)?;
     let reloader = certs.spawn_reloader(config.tls.reload_interval());
     let db = Db::connect_lazy(&config.database.url, config.database.max_connections)?;
-    let migrator = Migrator::connect_lazy(&config.database.admin_url, migrations)?;
     let auth_url =
         config.upstreams.auth.clone().ok_or_else(|| ServeError::Config("upstreams.auth is required".into()))?;
     let jwks_channel = client::channel(&certs, &auth_url, &Identity::new(Identity::AUTH)?, config.upstreams.timeout())
@@ -205,27 +201,13 @@ pub async fn run_service(
         name,
         config: config.clone(),
         db: db.clone(),
-        migrator: migrator.clone(),
         certs: certs.clone(),
         verifier,
     };
     let api = build(&ctx).map_err(ServeError::Config)?;
-    let provisioning = TenantProvisioning { service: name, db: db.clone(), migrator: migrator.clone() };
-    let api = api
-        .service(proto::common::v1::tenant_provisioning_service_server::TenantProvisioningServiceServer::new(
-            provisioning,
-        ))
-        .allow("/strongroom.common.v1.TenantProvisioningService/ProvisionTenant", &[Identity::OPERATOR]);
 
     let ready = watch::channel(false);
-    tokio::spawn(bootstrap_until_done(
-        name,
-        db.clone(),
-        migrator.clone(),
-        config.database.url.clone(),
-        ready.0,
-        shutdown.clone(),
-    ));
+    tokio::spawn(await_schema(name, db.clone(), migrations, ready.0, shutdown.clone()));
     let admin = tokio::spawn(crate::metrics::serve_admin(listeners.admin, shutdown.clone().wait()));
     let result = serve_grpc(
         name,
@@ -243,28 +225,46 @@ pub async fn run_service(
     result
 }
 
-async fn bootstrap_until_done(
+/// How many missing migrations a refusal to serve names.
+const PENDING_SHOWN: usize = 5;
+
+/// Marks the service ready once its login role is safe and the database schema is as current as
+/// this build (the operator's `strongroom migrate` step brings it there; the service itself holds
+/// no administrative credential and never migrates). Until then it answers NOT_SERVING and logs,
+/// with backoff, what is missing.
+async fn await_schema(
     name: &'static str,
     db: Db,
-    migrator: Migrator,
-    runtime_url: secrecy::SecretString,
+    migrations: MigrationSet,
     ready: watch::Sender<bool>,
     shutdown: Shutdown,
 ) {
     let mut delay = Duration::from_millis(200);
     loop {
         let attempt = async {
-            migrator.bootstrap(&runtime_url).await.map_err(|e| e.to_string())?;
             db.check_runtime_role(name).await?;
-            migrator.provision_all().await.map_err(|e| e.to_string())
+            let pending = crate::migrate::pending(db.control_pool(), &migrations, PENDING_SHOWN)
+                .await
+                .map_err(|e| format!("cannot read control.schema_migrations ({e}); has `strongroom migrate` run?"))?;
+            if pending.is_empty() {
+                Ok(())
+            } else {
+                Err(format!(
+                    "the database schema is older than this build; run `strongroom migrate` (missing: {})",
+                    pending.join(", ")
+                ))
+            }
         };
         match attempt.await {
-            Ok((current, failed)) => {
-                tracing::info!(tenants = current, failed, "schemas current");
+            Ok(()) => {
+                tracing::info!("database schema current");
                 let _ = ready.send(true);
                 return;
             }
-            Err(e) => tracing::error!(error = %e, retry_in_ms = delay.as_millis() as u64, "database bootstrap failed"),
+            Err(e) => {
+                crate::metrics::Metrics::global().event("schema_not_current");
+                tracing::error!(error = %e, retry_in_ms = delay.as_millis() as u64, "not serving");
+            }
         }
         if shutdown.fired() {
             return;
@@ -366,48 +366,5 @@ async fn watch_health(
             last = Some(serving);
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-}
-
-/// `strongroom.common.v1.TenantProvisioningService`, the same for every service.
-#[derive(Debug, Clone)]
-pub struct TenantProvisioning {
-    service: &'static str,
-    db: Db,
-    migrator: Migrator,
-}
-
-#[tonic::async_trait]
-impl proto::common::v1::tenant_provisioning_service_server::TenantProvisioningService for TenantProvisioning {
-    async fn provision_tenant(
-        &self,
-        request: tonic::Request<proto::common::v1::ProvisionTenantRequest>,
-    ) -> Result<tonic::Response<proto::common::v1::ProvisionTenantResponse>, tonic::Status> {
-        let ctx = RequestContext::of(&request)?;
-        let req = request.into_inner();
-        let slug = TenantSlug::parse(&req.tenant_slug)?;
-        let _ = &self.db;
-        let tenant = self.migrator.registered_tenant(&slug).await.map_err(|e| match e {
-            crate::migrate::MigrateError::UnknownTenant(_) => {
-                ApiError::not_found("TENANT_NOT_FOUND", format!("tenant {slug} is not registered"))
-            }
-            other => ApiError::internal(&other),
-        })?;
-        let request_id = ctx.request_id_or(req.request_id)?;
-        let audit = AuditRecord::new(
-            self.service,
-            Actor::Service(ctx.caller.identity.name().to_owned()),
-            "tenant.provision",
-            &format!("tenant/{slug}"),
-            Outcome::Success,
-        )
-        .request_id(request_id);
-        let applied = self.migrator.provision(&tenant, Some(audit)).await.map_err(|e| ApiError::internal(&e))?;
-        tracing::info!(tenant = %slug, ?applied, "tenant provisioned");
-        Ok(tonic::Response::new(proto::common::v1::ProvisionTenantResponse {
-            tenant_id: tenant.id.to_string(),
-            service: self.service.to_owned(),
-            applied_migrations: applied,
-        }))
     }
 }

@@ -329,25 +329,6 @@ impl Db {
         }
     }
 
-    /// Registers a tenant (auth-svc's role only holds the grant). Idempotent by slug.
-    pub async fn register_tenant(&self, slug: &TenantSlug) -> Result<(Tenant, bool), ApiError> {
-        let inserted: Option<TenantRow> = sqlx::query_as(
-            "INSERT INTO control.tenants (slug) VALUES ($1) ON CONFLICT (slug) DO NOTHING \
-             RETURNING id, slug, status, created_at",
-        )
-        .bind(slug.as_str())
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(db_error)?;
-        match inserted {
-            Some(row) => Ok((row.try_into()?, true)),
-            None => {
-                self.registry.write().await.remove(slug);
-                Ok((self.tenant(slug).await?, false))
-            }
-        }
-    }
-
     /// Starts a transaction scoped to `tenant`.
     pub async fn begin(&self, tenant: &Tenant) -> Result<TenantTx, ApiError> {
         // SET LOCAL (not set_config) so the scope ends with the transaction and Citus forwards it.

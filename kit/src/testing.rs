@@ -183,7 +183,7 @@ pub fn service_config(
         grpc: ListenConfig { listen: grpc },
         admin: ListenConfig { listen: admin },
         tls: pki.tls(name),
-        database: DatabaseConfig { url: db.runtime_url(name), admin_url: db.admin_url(), max_connections: 4 },
+        database: DatabaseConfig { url: db.runtime_url(name), max_connections: 4 },
         telemetry: TelemetryConfig::default(),
         upstreams,
         jwt: JwtConfig { revocations_url: Some(redis_url().into()), ..Default::default() },

@@ -6,12 +6,6 @@
 /// Encoded `FileDescriptorSet` of every Strongroom package, for gRPC reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/strongroom_descriptor.bin"));
 
-pub mod common {
-    pub mod v1 {
-        tonic::include_proto!("strongroom.common.v1");
-    }
-}
-
 pub mod auth {
     pub mod v1 {
         tonic::include_proto!("strongroom.auth.v1");
