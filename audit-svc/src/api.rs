@@ -2,6 +2,7 @@
 //! proofs. Callers: the gateway with a token holding `audit.events.read`, or the operator.
 
 use kit::access::RequestContext;
+use kit::authz::Permission;
 use kit::tenancy::db_error;
 use kit::{ApiError, Db, ErrorCode, Tenant, TenantTx};
 use proto::audit::v1 as pb;
@@ -11,7 +12,7 @@ use crate::checkpoint::{self, Signer};
 use crate::domain::merkle;
 use crate::domain::note;
 
-pub const READ_PERMISSION: &str = "audit.events.read";
+pub const READ_PERMISSION: Permission = Permission::AuditEventsRead;
 
 #[derive(Clone)]
 pub struct AuditLog {
@@ -39,8 +40,7 @@ impl AuditLog {
     async fn tenant(&self, ctx: &RequestContext) -> Result<Tenant, ApiError> {
         let tenant = self.db.authorize_tenant(&ctx.tenant_slug()?, ctx.principal.as_ref()).await?;
         match &ctx.principal {
-            Some(p) if p.has_permission(READ_PERMISSION) => Ok(tenant),
-            Some(_) => Err(ApiError::permission_denied("MISSING_PERMISSION", format!("requires {READ_PERMISSION}"))),
+            Some(p) => p.require(READ_PERMISSION).map(|()| tenant),
             None if ctx.caller.identity.name() == kit::Identity::OPERATOR => Ok(tenant),
             None => Err(ApiError::unauthenticated("TOKEN_REQUIRED", "an access token is required")),
         }

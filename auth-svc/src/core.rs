@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use kit::access::RequestContext;
+use kit::authz::Permission;
 use kit::outbox::{Actor, AuditRecord, Outcome};
 use kit::principal::Principal;
 use kit::revocation::Revocations;
@@ -107,11 +108,10 @@ impl Policy {
     }
 
     /// Whether a credential carrying `permission` may only be minted with a recent second factor:
-    /// a privileged permission, or one whose use needs step-up
-    /// ([`kit::principal::STEP_UP_PERMISSIONS`]).
+    /// a privileged permission, or one whose use needs step-up ([`Permission::needs_step_up`]).
     pub fn sensitive(&self, permission: &str) -> bool {
         self.privileged_permissions.iter().any(|p| p == permission)
-            || kit::principal::STEP_UP_PERMISSIONS.contains(&permission)
+            || Permission::parse(permission).is_some_and(Permission::needs_step_up)
     }
 }
 
@@ -144,12 +144,8 @@ impl Authed {
     }
 
     /// Requires `permission` in the token (the gateway checked it too).
-    pub fn require(&self, permission: &str) -> Result<(), ApiError> {
-        if self.principal.has_permission(permission) {
-            Ok(())
-        } else {
-            Err(ApiError::permission_denied("MISSING_PERMISSION", format!("requires {permission}")))
-        }
+    pub fn require(&self, permission: Permission) -> Result<(), ApiError> {
+        self.principal.require(permission)
     }
 
     pub fn actor(&self) -> Actor {

@@ -1,5 +1,6 @@
 //! `UserService` and `AccessService`: users, roles, groups and grants.
 
+use kit::authz::Permission;
 use kit::outbox::{Actor, Outcome};
 use kit::tenancy::db_error;
 use kit::{ApiError, TenantTx};
@@ -172,7 +173,7 @@ impl Users {
 impl pb::user_service_server::UserService for Users {
     async fn create_user(&self, request: Request<pb::CreateUserRequest>) -> Result<Response<pb::User>, Status> {
         let me = self.core.authed(&request).await?;
-        me.require("users.write")?;
+        me.require(Permission::UsersWrite)?;
         let req = request.into_inner();
         let email = normalize_email(&req.email)?;
         if req.display_name.chars().count() > 200 {
@@ -181,7 +182,7 @@ impl pb::user_service_server::UserService for Users {
         passwords::check_policy(&req.password)?;
         let mut tx = self.core.db.begin(&me.tenant).await?;
         if !req.roles.is_empty() {
-            me.require("roles.grant")?;
+            me.require(Permission::RolesGrant)?;
             for role in &req.roles {
                 let (_, perms) = role_by_name(&mut tx, role).await?;
                 rbac::check_subset(&perms, &me.principal.permissions)?;
@@ -204,7 +205,7 @@ impl pb::user_service_server::UserService for Users {
         let me = self.core.authed(&request).await?;
         let id = parse_id("id", &request.get_ref().id)?;
         if me.user_id().ok() != Some(id) {
-            me.require("users.read")?;
+            me.require(Permission::UsersRead)?;
         }
         let mut tx = self.core.db.begin(&me.tenant).await?;
         let user = load_user(&mut tx, id).await?;
@@ -217,7 +218,7 @@ impl pb::user_service_server::UserService for Users {
         request: Request<pb::ListUsersRequest>,
     ) -> Result<Response<pb::ListUsersResponse>, Status> {
         let me = self.core.authed(&request).await?;
-        me.require("users.read")?;
+        me.require(Permission::UsersRead)?;
         let req = request.into_inner();
         let size = if req.page_size <= 0 { 50 } else { req.page_size.min(500) } as i64;
         let after =
@@ -247,7 +248,7 @@ impl pb::user_service_server::UserService for Users {
         let req = request.into_inner();
         let id = parse_id("id", &req.id)?;
         if me.user_id().ok() != Some(id) {
-            me.require("users.write")?;
+            me.require(Permission::UsersWrite)?;
         }
         if req.display_name.chars().count() > 200 {
             return Err(ApiError::invalid_field("display_name", "at most 200 characters").into());
@@ -273,7 +274,7 @@ impl pb::user_service_server::UserService for Users {
 
     async fn suspend_user(&self, request: Request<pb::SuspendUserRequest>) -> Result<Response<pb::User>, Status> {
         let me = self.core.authed(&request).await?;
-        me.require("users.suspend")?;
+        me.require(Permission::UsersSuspend)?;
         let req = request.into_inner();
         let id = parse_id("id", &req.id)?;
         let reason = req.reason.trim().to_owned();
@@ -323,7 +324,7 @@ impl pb::user_service_server::UserService for Users {
 
     async fn reactivate_user(&self, request: Request<pb::ReactivateUserRequest>) -> Result<Response<pb::User>, Status> {
         let me = self.core.authed(&request).await?;
-        me.require("users.suspend")?;
+        me.require(Permission::UsersSuspend)?;
         let id = parse_id("id", &request.get_ref().id)?;
         let mut tx = self.core.db.begin(&me.tenant).await?;
         let done = sqlx::query(
@@ -349,7 +350,7 @@ impl pb::user_service_server::UserService for Users {
         request: Request<pb::DeleteUserRequest>,
     ) -> Result<Response<pb::DeleteUserResponse>, Status> {
         let me = self.core.authed(&request).await?;
-        me.require("users.delete")?;
+        me.require(Permission::UsersDelete)?;
         let id = parse_id("id", &request.get_ref().id)?;
         if me.user_id().ok() == Some(id) {
             return Err(ApiError::failed_precondition("CANNOT_DELETE_SELF", "you cannot delete yourself").into());
@@ -631,7 +632,7 @@ impl Access {
         revoke: bool,
     ) -> Result<pb::GrantRoleResponse, ApiError> {
         let me = self.core.authed(&request).await?;
-        me.require("roles.grant")?;
+        me.require(Permission::RolesGrant)?;
         let req = request.into_inner();
         let mut tx = self.core.db.begin(&me.tenant).await?;
         let (role_id, perms) = role_by_name(&mut tx, &req.role).await?;
@@ -705,7 +706,7 @@ impl Access {
 
     async fn membership(&self, request: Request<pb::GroupMemberRequest>, add: bool) -> Result<pb::Group, ApiError> {
         let me = self.core.authed(&request).await?;
-        me.require("groups.write")?;
+        me.require(Permission::GroupsWrite)?;
         let req = request.into_inner();
         let group = parse_id("group_id", &req.group_id)?;
         let user = parse_id("user_id", &req.user_id)?;
@@ -764,7 +765,7 @@ impl pb::access_service_server::AccessService for Access {
         request: Request<pb::ListRolesRequest>,
     ) -> Result<Response<pb::ListRolesResponse>, Status> {
         let me = self.core.authed(&request).await?;
-        me.require("roles.read")?;
+        me.require(Permission::RolesRead)?;
         let req = request.into_inner();
         let size = ApiError::page_size(req.page_size, 100, 500)?;
         // Names are unique in a tenant: the last name of a page is where the next one starts.
@@ -797,7 +798,7 @@ impl pb::access_service_server::AccessService for Access {
 
     async fn create_role(&self, request: Request<pb::CreateRoleRequest>) -> Result<Response<pb::Role>, Status> {
         let me = self.core.authed(&request).await?;
-        me.require("roles.write")?;
+        me.require(Permission::RolesWrite)?;
         let req = request.into_inner();
         check_name("name", &req.name)?;
         check_description(&req.description)?;
@@ -841,7 +842,7 @@ impl pb::access_service_server::AccessService for Access {
         request: Request<pb::DeleteRoleRequest>,
     ) -> Result<Response<pb::DeleteRoleResponse>, Status> {
         let me = self.core.authed(&request).await?;
-        me.require("roles.write")?;
+        me.require(Permission::RolesWrite)?;
         let id = parse_id("id", &request.get_ref().id)?;
         let mut tx = self.core.db.begin(&me.tenant).await?;
         let builtin: Option<bool> = sqlx::query_scalar("SELECT builtin FROM roles WHERE id = $1")
@@ -879,7 +880,7 @@ impl pb::access_service_server::AccessService for Access {
         request: Request<pb::ListGroupsRequest>,
     ) -> Result<Response<pb::ListGroupsResponse>, Status> {
         let me = self.core.authed(&request).await?;
-        me.require("groups.read")?;
+        me.require(Permission::GroupsRead)?;
         let req = request.into_inner();
         let size = ApiError::page_size(req.page_size, 50, 500)?;
         // Names are unique in a tenant: the last name of a page is where the next one starts.
@@ -904,7 +905,7 @@ impl pb::access_service_server::AccessService for Access {
         request: Request<pb::ListGroupMembersRequest>,
     ) -> Result<Response<pb::ListGroupMembersResponse>, Status> {
         let me = self.core.authed(&request).await?;
-        me.require("groups.read")?;
+        me.require(Permission::GroupsRead)?;
         let req = request.into_inner();
         let group = parse_id("group_id", &req.group_id)?;
         let size = ApiError::page_size(req.page_size, 100, 1000)?;
@@ -937,7 +938,7 @@ impl pb::access_service_server::AccessService for Access {
 
     async fn create_group(&self, request: Request<pb::CreateGroupRequest>) -> Result<Response<pb::Group>, Status> {
         let me = self.core.authed(&request).await?;
-        me.require("groups.write")?;
+        me.require(Permission::GroupsWrite)?;
         let req = request.into_inner();
         check_name("name", &req.name)?;
         check_description(&req.description)?;
@@ -966,7 +967,7 @@ impl pb::access_service_server::AccessService for Access {
         request: Request<pb::DeleteGroupRequest>,
     ) -> Result<Response<pb::DeleteGroupResponse>, Status> {
         let me = self.core.authed(&request).await?;
-        me.require("groups.write")?;
+        me.require(Permission::GroupsWrite)?;
         let id = parse_id("id", &request.get_ref().id)?;
         let mut tx = self.core.db.begin(&me.tenant).await?;
         // Deleting a group strips its roles from its members: only with every permission they
@@ -1044,7 +1045,7 @@ impl pb::access_service_server::AccessService for Access {
 
     async fn update_policy(&self, request: Request<pb::Policy>) -> Result<Response<pb::Policy>, Status> {
         let me = self.core.authed(&request).await?;
-        me.require("tenant.policy.write")?;
+        me.require(Permission::TenantPolicyWrite)?;
         let p = request.into_inner();
         if !(1..=100).contains(&p.lockout_threshold) {
             return Err(ApiError::invalid_field("lockout_threshold", "1 to 100").into());

@@ -5,41 +5,9 @@
 use kit::tenancy::db_error;
 use kit::{ApiError, TenantTx};
 
-/// Every permission the platform knows (docs/identity.md).
-pub const PERMISSIONS: &[&str] = &[
-    "users.read",
-    "users.write",
-    "users.suspend",
-    "users.delete",
-    "roles.read",
-    "roles.write",
-    "roles.grant",
-    "groups.read",
-    "groups.write",
-    "sessions.read",
-    "sessions.revoke",
-    "api_keys.create",
-    "api_keys.read",
-    "api_keys.revoke",
-    "tenant.policy.write",
-    "audit.events.read",
-    "vault.secrets.read",
-    "vault.secrets.write",
-    "vault.secrets.reveal",
-    "vault.secrets.destroy",
-    "ledger.ledgers.create",
-    "ledger.accounts.create",
-    "ledger.accounts.read",
-    "ledger.accounts.read.own",
-    "ledger.transfers.create",
-    "ledger.transfers.create.own",
-    "ledger.transfers.read",
-    "ledger.transfers.read.own",
-    "ledger.receipts.verify",
-];
-
 pub fn check_known(permissions: &[String]) -> Result<(), ApiError> {
-    if let Some(p) = permissions.iter().find(|p| !PERMISSIONS.contains(&p.as_str())) {
+    // The catalogue is kit's `Permission` (docs/identity.md).
+    if let Some(p) = permissions.iter().find(|p| kit::authz::Permission::parse(p).is_none()) {
         return Err(ApiError::invalid_field("permissions", format!("unknown permission {p:?}")));
     }
     Ok(())

@@ -1,6 +1,7 @@
 //! `SessionService`: the caller's sessions, TOTP enrolment and API keys.
 
 use kit::ApiError;
+use kit::authz::Permission;
 use kit::outbox::Outcome;
 use kit::tenancy::db_error;
 use proto::auth::v1 as pb;
@@ -85,7 +86,7 @@ impl pb::session_service_server::SessionService for Sessions {
         let raw = &request.get_ref().user_id;
         let user = if raw.is_empty() { own } else { parse_id("user_id", raw)? };
         if user != own {
-            me.require("sessions.read")?;
+            me.require(Permission::SessionsRead)?;
         }
         let mut tx = self.core.db.begin(&me.tenant).await?;
         #[allow(clippy::type_complexity)]
@@ -136,7 +137,7 @@ impl pb::session_service_server::SessionService for Sessions {
             .map_err(db_error)?;
         let owner = owner.ok_or_else(|| ApiError::not_found("SESSION_NOT_FOUND", "no such session"))?;
         if me.user_id().ok() != Some(owner) {
-            me.require("sessions.revoke")?;
+            me.require(Permission::SessionsRevoke)?;
         }
         authn::end_session(tx, id, "revoked", me.actor(), me.request_id.clone()).await?;
         self.core.publish_revocations(&me.tenant).await?;
@@ -266,7 +267,7 @@ impl pb::session_service_server::SessionService for Sessions {
         request: Request<pb::CreateApiKeyRequest>,
     ) -> Result<Response<pb::CreateApiKeyResponse>, Status> {
         let me = self.core.authed(&request).await?;
-        me.require("api_keys.create")?;
+        me.require(Permission::ApiKeysCreate)?;
         let user = me.user_id()?;
         if me.principal.amr.iter().any(|m| m == "api_key") {
             return Err(ApiError::permission_denied("API_KEY_CANNOT_MINT", "an API key cannot create API keys").into());
@@ -349,7 +350,7 @@ impl pb::session_service_server::SessionService for Sessions {
         request: Request<pb::ListApiKeysRequest>,
     ) -> Result<Response<pb::ListApiKeysResponse>, Status> {
         let me = self.core.authed(&request).await?;
-        let all = me.principal.has_permission("api_keys.read");
+        let all = me.principal.holds(Permission::ApiKeysRead);
         let user = me.user_id()?;
         let req = request.into_inner();
         let size = ApiError::page_size(req.page_size, 100, 500)?;
@@ -405,7 +406,7 @@ impl pb::session_service_server::SessionService for Sessions {
             .map_err(db_error)?;
         let owner = owner.ok_or_else(|| ApiError::not_found("API_KEY_NOT_FOUND", "no such API key"))?;
         if me.user_id().ok() != Some(owner) {
-            me.require("api_keys.revoke")?;
+            me.require(Permission::ApiKeysRevoke)?;
         }
         sqlx::query("UPDATE api_keys SET revoked_at = coalesce(revoked_at, now()) WHERE id = $1")
             .bind(id)

@@ -6,8 +6,7 @@
 use std::path::Path;
 
 use anyhow::{Context, anyhow};
-use kit::migrate::{MIGRATE_SERVICE, MigrationSet, Migrator};
-use kit::outbox::{Actor, AuditRecord, Outcome};
+use kit::migrate::{MigrationSet, Migrator};
 use kit::{Tenant, TenantSlug};
 use secrecy::{ExposeSecret, SecretString};
 
@@ -61,13 +60,9 @@ pub async fn run(admin_url: &SecretString, login_urls: &[SecretString]) -> anyho
 pub async fn register_tenant(admin_url: &SecretString, slug: &str) -> anyhow::Result<(Tenant, bool)> {
     let slug = TenantSlug::parse(slug).map_err(|e| anyhow!("{e}"))?;
     let migrator = migrator(admin_url)?;
-    let audit = AuditRecord::new(
-        MIGRATE_SERVICE,
-        Actor::Service("operator".into()),
-        "tenant.create",
-        &format!("tenant/{slug}"),
-        Outcome::Success,
-    );
-    let (tenant, created, _) = migrator.register(&slug, Some(audit)).await.with_context(|| format!("tenant {slug}"))?;
+    let (tenant, created, _) = migrator
+        .register(&slug, Some(kit::migrate::tenant_created(&slug)))
+        .await
+        .with_context(|| format!("tenant {slug}"))?;
     Ok((tenant, created))
 }

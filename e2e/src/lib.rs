@@ -468,14 +468,11 @@ impl Constellation {
     /// transaction); returns the tenant and whether this call registered it.
     pub async fn register_tenant(&self, slug: &str) -> Result<(kit::Tenant, bool), String> {
         let slug = kit::TenantSlug::parse(slug).map_err(|e| e.to_string())?;
-        let audit = kit::outbox::AuditRecord::new(
-            kit::migrate::MIGRATE_SERVICE,
-            kit::outbox::Actor::Service("operator".into()),
-            "tenant.create",
-            &format!("tenant/{slug}"),
-            kit::outbox::Outcome::Success,
-        );
-        let (tenant, created, _) = self.migrator.register(&slug, Some(audit)).await.map_err(|e| e.to_string())?;
+        let (tenant, created, _) = self
+            .migrator
+            .register(&slug, Some(kit::migrate::tenant_created(&slug)))
+            .await
+            .map_err(|e| e.to_string())?;
         Ok((tenant, created))
     }
 

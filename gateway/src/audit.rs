@@ -7,6 +7,7 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
+use kit::authz::Permission;
 use proto::audit::v1 as pb;
 use proto::audit::v1::audit_log_service_client::AuditLogServiceClient;
 use serde::Deserialize;
@@ -17,7 +18,7 @@ use crate::http_layer::RequestId;
 use crate::input::{PathParams, QueryParams};
 use crate::upstream::{caller, request, respond, upstream};
 
-const PERMISSION: &str = "audit.events.read";
+const PERMISSION: Permission = Permission::AuditEventsRead;
 
 fn client(state: &AppState) -> AuditLogServiceClient<kit::client::Channel> {
     AuditLogServiceClient::new(state.upstreams.audit.clone())

@@ -10,6 +10,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use kit::ApiError;
+use kit::authz::Permission;
 use proto::auth::v1 as pb;
 use proto::auth::v1::access_service_client::AccessServiceClient;
 use proto::auth::v1::authentication_service_client::AuthenticationServiceClient;
@@ -542,7 +543,7 @@ pub async fn list_users(
     headers: HeaderMap,
 ) -> Response {
     let result = async {
-        let c = caller(&state, &headers, "users.read").await?;
+        let c = caller(&state, &headers, Permission::UsersRead).await?;
         let msg = pb::ListUsersRequest { page_size: q.page_size, page_token: q.page_token };
         let r = users(&state).list_users(request(&c, &id, msg)).await.map_err(upstream)?.into_inner();
         Ok(json!({ "users": r.users.iter().map(user_json).collect::<Vec<_>>(), "next_page_token": r.next_page_token }))
@@ -571,7 +572,7 @@ pub async fn create_user(
     JsonBody(body): JsonBody<CreateUserBody>,
 ) -> Response {
     let result = async {
-        let c = caller(&state, &headers, "users.write").await?;
+        let c = caller(&state, &headers, Permission::UsersWrite).await?;
         let msg = pb::CreateUserRequest {
             email: body.email,
             display_name: body.display_name,
@@ -594,7 +595,8 @@ pub async fn get_user(
     headers: HeaderMap,
 ) -> Response {
     let result = async {
-        let c = caller(&state, &headers, "users.read").await?;
+        // auth-svc decides: a user may read themselves, anyone else needs users.read.
+        let c = authenticated(&state, &headers).await?;
         let u = users(&state).get_user(request(&c, &id, pb::GetUserRequest { id: user })).await.map_err(upstream)?;
         Ok(user_json(u.get_ref()))
     }
@@ -617,7 +619,7 @@ pub async fn update_user(
     JsonBody(body): JsonBody<UpdateUserBody>,
 ) -> Response {
     let result = async {
-        let c = caller(&state, &headers, "users.write").await?;
+        let c = caller(&state, &headers, Permission::UsersWrite).await?;
         let msg = pb::UpdateUserRequest { id: user, display_name: body.display_name };
         let u = users(&state).update_user(request(&c, &id, msg)).await.map_err(upstream)?;
         Ok(user_json(u.get_ref()))
@@ -634,7 +636,7 @@ pub async fn delete_user(
     headers: HeaderMap,
 ) -> Response {
     let result = async {
-        let c = caller(&state, &headers, "users.delete").await?;
+        let c = caller(&state, &headers, Permission::UsersDelete).await?;
         users(&state).delete_user(request(&c, &id, pb::DeleteUserRequest { id: user })).await.map_err(upstream)?;
         Ok(json!({ "deleted": true }))
     }
@@ -657,7 +659,7 @@ pub async fn suspend_user(
     JsonBody(body): JsonBody<SuspendBody>,
 ) -> Response {
     let result = async {
-        let c = caller(&state, &headers, "users.suspend").await?;
+        let c = caller(&state, &headers, Permission::UsersSuspend).await?;
         let msg = pb::SuspendUserRequest { id: user, reason: body.reason };
         let u = users(&state).suspend_user(request(&c, &id, msg)).await.map_err(upstream)?;
         Ok(user_json(u.get_ref()))
@@ -674,7 +676,7 @@ pub async fn reactivate_user(
     headers: HeaderMap,
 ) -> Response {
     let result = async {
-        let c = caller(&state, &headers, "users.suspend").await?;
+        let c = caller(&state, &headers, Permission::UsersSuspend).await?;
         let u = users(&state)
             .reactivate_user(request(&c, &id, pb::ReactivateUserRequest { id: user }))
             .await
@@ -697,7 +699,7 @@ pub async fn list_roles(
     headers: HeaderMap,
 ) -> Response {
     let result = async {
-        let c = caller(&state, &headers, "roles.read").await?;
+        let c = caller(&state, &headers, Permission::RolesRead).await?;
         let msg = pb::ListRolesRequest { page_size: q.page_size, page_token: q.page_token };
         let r = access(&state).list_roles(request(&c, &id, msg)).await.map_err(upstream)?.into_inner();
         Ok(json!({ "roles": r.roles.iter().map(role_json).collect::<Vec<_>>(), "next_page_token": r.next_page_token }))
@@ -723,7 +725,7 @@ pub async fn create_role(
     JsonBody(body): JsonBody<CreateRoleBody>,
 ) -> Response {
     let result = async {
-        let c = caller(&state, &headers, "roles.write").await?;
+        let c = caller(&state, &headers, Permission::RolesWrite).await?;
         let msg =
             pb::CreateRoleRequest { name: body.name, description: body.description, permissions: body.permissions };
         let r = access(&state).create_role(request(&c, &id, msg)).await.map_err(upstream)?;
@@ -741,7 +743,7 @@ pub async fn delete_role(
     headers: HeaderMap,
 ) -> Response {
     let result = async {
-        let c = caller(&state, &headers, "roles.write").await?;
+        let c = caller(&state, &headers, Permission::RolesWrite).await?;
         access(&state).delete_role(request(&c, &id, pb::DeleteRoleRequest { id: role })).await.map_err(upstream)?;
         Ok(json!({ "deleted": true }))
     }
@@ -787,7 +789,7 @@ pub async fn grant_role(
     JsonBody(body): JsonBody<GrantBody>,
 ) -> Response {
     let result = async {
-        let c = caller(&state, &headers, "roles.grant").await?;
+        let c = caller(&state, &headers, Permission::RolesGrant).await?;
         grant_or_revoke(&state, &c, &id, role, body, false).await
     }
     .await;
@@ -803,7 +805,7 @@ pub async fn revoke_role(
     JsonBody(body): JsonBody<GrantBody>,
 ) -> Response {
     let result = async {
-        let c = caller(&state, &headers, "roles.grant").await?;
+        let c = caller(&state, &headers, Permission::RolesGrant).await?;
         grant_or_revoke(&state, &c, &id, role, body, true).await
     }
     .await;
@@ -822,7 +824,7 @@ pub async fn list_groups(
     headers: HeaderMap,
 ) -> Response {
     let result = async {
-        let c = caller(&state, &headers, "groups.read").await?;
+        let c = caller(&state, &headers, Permission::GroupsRead).await?;
         let msg = pb::ListGroupsRequest { page_size: q.page_size, page_token: q.page_token };
         let r = access(&state).list_groups(request(&c, &id, msg)).await.map_err(upstream)?.into_inner();
         Ok(json!({ "groups": r.groups.iter().map(group_json).collect::<Vec<_>>(), "next_page_token": r.next_page_token }))
@@ -840,7 +842,7 @@ pub async fn list_group_members(
     headers: HeaderMap,
 ) -> Response {
     let result = async {
-        let c = caller(&state, &headers, "groups.read").await?;
+        let c = caller(&state, &headers, Permission::GroupsRead).await?;
         let msg = pb::ListGroupMembersRequest { group_id: group, page_size: q.page_size, page_token: q.page_token };
         let r = access(&state).list_group_members(request(&c, &id, msg)).await.map_err(upstream)?.into_inner();
         Ok(json!({ "member_ids": r.member_ids, "next_page_token": r.next_page_token }))
@@ -865,7 +867,7 @@ pub async fn create_group(
     JsonBody(body): JsonBody<CreateGroupBody>,
 ) -> Response {
     let result = async {
-        let c = caller(&state, &headers, "groups.write").await?;
+        let c = caller(&state, &headers, Permission::GroupsWrite).await?;
         let msg = pb::CreateGroupRequest { name: body.name, description: body.description };
         let g = access(&state).create_group(request(&c, &id, msg)).await.map_err(upstream)?;
         Ok(group_json(g.get_ref()))
@@ -882,7 +884,7 @@ pub async fn delete_group(
     headers: HeaderMap,
 ) -> Response {
     let result = async {
-        let c = caller(&state, &headers, "groups.write").await?;
+        let c = caller(&state, &headers, Permission::GroupsWrite).await?;
         access(&state).delete_group(request(&c, &id, pb::DeleteGroupRequest { id: group })).await.map_err(upstream)?;
         Ok(json!({ "deleted": true }))
     }
@@ -898,7 +900,7 @@ pub async fn add_member(
     headers: HeaderMap,
 ) -> Response {
     let result = async {
-        let c = caller(&state, &headers, "groups.write").await?;
+        let c = caller(&state, &headers, Permission::GroupsWrite).await?;
         let msg = pb::GroupMemberRequest { group_id: group, user_id: user };
         let g = access(&state).add_group_member(request(&c, &id, msg)).await.map_err(upstream)?;
         Ok(group_json(g.get_ref()))
@@ -915,7 +917,7 @@ pub async fn remove_member(
     headers: HeaderMap,
 ) -> Response {
     let result = async {
-        let c = caller(&state, &headers, "groups.write").await?;
+        let c = caller(&state, &headers, Permission::GroupsWrite).await?;
         let msg = pb::GroupMemberRequest { group_id: group, user_id: user };
         let g = access(&state).remove_group_member(request(&c, &id, msg)).await.map_err(upstream)?;
         Ok(group_json(g.get_ref()))
@@ -966,7 +968,7 @@ pub async fn create_api_key(
     JsonBody(body): JsonBody<CreateApiKeyBody>,
 ) -> Response {
     let result = async {
-        let c = caller(&state, &headers, "api_keys.create").await?;
+        let c = caller(&state, &headers, Permission::ApiKeysCreate).await?;
         let msg = pb::CreateApiKeyRequest { name: body.name, scopes: body.scopes, ttl_days: body.ttl_days };
         let r = sessions(&state).create_api_key(request(&c, &id, msg)).await.map_err(upstream)?.into_inner();
         let mut v = r.key.as_ref().map(key_json).unwrap_or(Value::Null);
@@ -1043,7 +1045,7 @@ pub async fn put_policy(
     JsonBody(b): JsonBody<PolicyBody>,
 ) -> Response {
     let result = async {
-        let c = caller(&state, &headers, "tenant.policy.write").await?;
+        let c = caller(&state, &headers, Permission::TenantPolicyWrite).await?;
         let msg = pb::Policy {
             lockout_threshold: b.lockout_threshold,
             lockout_window_secs: b.lockout_window_secs,

@@ -11,6 +11,7 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::Response;
 use kit::ApiError;
+use kit::authz::Permission;
 use proto::ledger::v1 as pb;
 use proto::ledger::v1::ledger_service_client::LedgerServiceClient;
 use serde::de::Error as _;
@@ -21,7 +22,7 @@ use crate::AppState;
 use crate::http_layer::RequestId;
 use crate::input::{PathParams, QueryParams};
 use crate::routes::{authenticate, tenant_header};
-use crate::upstream::{Caller, request, respond, upstream};
+use crate::upstream::{Caller, caller, request, respond, upstream};
 
 /// A decimal string; JSON numbers are refused.
 #[derive(Debug, Clone, Default)]
@@ -40,16 +41,12 @@ fn parse_body<T: for<'de> Deserialize<'de>>(body: &Bytes) -> Result<T, ApiError>
     crate::input::parse(body)
 }
 
-/// Authenticates and checks that the caller holds one of `permissions`.
-async fn caller_any(state: &AppState, headers: &HeaderMap, permissions: &[&str]) -> Result<Caller, ApiError> {
+/// Authenticates and checks that the caller holds `permission` or its owner-scoped form (the
+/// ledger then shows or moves only what the caller owns).
+async fn caller_reaching(state: &AppState, headers: &HeaderMap, permission: Permission) -> Result<Caller, ApiError> {
     let tenant = tenant_header(headers)?;
     let (principal, token) = authenticate(state, headers).await?;
-    if !permissions.iter().any(|p| principal.has_permission(p)) {
-        return Err(ApiError::permission_denied(
-            "MISSING_PERMISSION",
-            format!("requires {}", permissions.join(" or ")),
-        ));
-    }
+    principal.reach(permission)?;
     Ok(Caller::new(tenant, token, &principal))
 }
 
@@ -298,7 +295,7 @@ pub async fn create_ledger(
     body: Bytes,
 ) -> Response {
     let result = async {
-        let c = caller_any(&state, &headers, &["ledger.ledgers.create"]).await?;
+        let c = caller(&state, &headers, Permission::LedgerLedgersCreate).await?;
         let b: LedgerBody = parse_body(&body)?;
         let msg = pb::CreateLedgerRequest {
             ledger: Some(pb::Ledger { code: b.code, scale: b.scale, description: b.description }),
@@ -318,7 +315,7 @@ pub async fn list_ledgers(
     headers: HeaderMap,
 ) -> Response {
     let result = async {
-        let c = caller_any(&state, &headers, &["ledger.accounts.read", "ledger.accounts.read.own"]).await?;
+        let c = caller_reaching(&state, &headers, Permission::LedgerAccountsRead).await?;
         let msg = pb::ListLedgersRequest {};
         let list = client(&state).list_ledgers(request(&c, &id, msg)).await.map_err(upstream)?.into_inner();
         Ok(json!({ "ledgers": list.ledgers.iter().map(ledger_json).collect::<Vec<_>>() }))
@@ -335,7 +332,7 @@ pub async fn create_account(
     body: Bytes,
 ) -> Response {
     let result = async {
-        let c = caller_any(&state, &headers, &["ledger.accounts.create"]).await?;
+        let c = caller(&state, &headers, Permission::LedgerAccountsCreate).await?;
         let b: AccountBody = parse_body(&body)?;
         let msg = pb::CreateAccountRequest {
             account: Some(pb::Account {
@@ -368,7 +365,7 @@ pub async fn get_account(
     headers: HeaderMap,
 ) -> Response {
     let result = async {
-        let c = caller_any(&state, &headers, &["ledger.accounts.read", "ledger.accounts.read.own"]).await?;
+        let c = caller_reaching(&state, &headers, Permission::LedgerAccountsRead).await?;
         let msg = pb::GetAccountRequest { id: account };
         let a = client(&state).get_account(request(&c, &id, msg)).await.map_err(upstream)?.into_inner();
         Ok(account_json(&a))
@@ -386,7 +383,7 @@ pub async fn balances(
     headers: HeaderMap,
 ) -> Response {
     let result = async {
-        let c = caller_any(&state, &headers, &["ledger.accounts.read", "ledger.accounts.read.own"]).await?;
+        let c = caller_reaching(&state, &headers, Permission::LedgerAccountsRead).await?;
         let msg = pb::GetAccountBalancesRequest {
             account_id: account,
             at: parse_at(&q.at)?,
@@ -421,7 +418,7 @@ pub async fn account_transfers(
     headers: HeaderMap,
 ) -> Response {
     let result = async {
-        let c = caller_any(&state, &headers, &["ledger.accounts.read", "ledger.accounts.read.own"]).await?;
+        let c = caller_reaching(&state, &headers, Permission::LedgerAccountsRead).await?;
         let msg =
             pb::ListAccountTransfersRequest { account_id: account, page_size: q.page_size, page_token: q.page_token };
         let r = client(&state).list_account_transfers(request(&c, &id, msg)).await.map_err(upstream)?.into_inner();
@@ -442,7 +439,7 @@ pub async fn create_transfers(
     body: Bytes,
 ) -> Response {
     let result = async {
-        let c = caller_any(&state, &headers, &["ledger.transfers.create", "ledger.transfers.create.own"]).await?;
+        let c = caller_reaching(&state, &headers, Permission::LedgerTransfersCreate).await?;
         // Which of the two shapes, without building the document: a 16 MiB body parsed into a
         // `Value` first could take some 250 MB (an array of small numbers under an unknown key).
         let shape: Shape = parse_body(&body)?;
@@ -491,7 +488,7 @@ pub async fn get_transfer(
     headers: HeaderMap,
 ) -> Response {
     let result = async {
-        let c = caller_any(&state, &headers, &["ledger.transfers.read", "ledger.transfers.read.own"]).await?;
+        let c = caller_reaching(&state, &headers, Permission::LedgerTransfersRead).await?;
         let t = client(&state)
             .get_transfer(request(&c, &id, pb::GetTransferRequest { id: transfer }))
             .await
@@ -517,7 +514,7 @@ pub async fn resolve(
             (_, Some(p)) => (p.to_owned(), false),
             _ => return Err(ApiError::not_found("ROUTE_NOT_FOUND", "no such route")),
         };
-        let c = caller_any(&state, &headers, &["ledger.transfers.create", "ledger.transfers.create.own"]).await?;
+        let c = caller_reaching(&state, &headers, Permission::LedgerTransfersCreate).await?;
         let b: ResolveBody = if body.is_empty() { ResolveBody::default() } else { parse_body(&body)? };
         let transfer = pb::Transfer {
             // Without an id, ledger-svc derives the resolution's reserved id: a repeat replays it.
@@ -543,7 +540,7 @@ pub async fn verify(
     headers: HeaderMap,
 ) -> Response {
     let result = async {
-        let c = caller_any(&state, &headers, &["ledger.receipts.verify"]).await?;
+        let c = caller(&state, &headers, Permission::LedgerReceiptsVerify).await?;
         let r = client(&state)
             .verify_receipts(request(&c, &id, pb::VerifyReceiptsRequest { from_seq: q.from_seq }))
             .await

@@ -10,6 +10,7 @@ use axum::response::Response;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use kit::ApiError;
+use kit::authz::Permission;
 use proto::vault::v1 as pb;
 use proto::vault::v1::secrets_service_client::SecretsServiceClient;
 use serde::Deserialize;
@@ -93,7 +94,7 @@ pub async fn put(
     JsonBody(body): JsonBody<PutBody>,
 ) -> Response {
     let result = async {
-        let c = caller(&state, &headers, "vault.secrets.write").await?;
+        let c = caller(&state, &headers, Permission::VaultSecretsWrite).await?;
         let value = match (body.value, body.value_base64) {
             (Some(v), None) => v.into_bytes(),
             (None, Some(b)) => B64.decode(b).map_err(|_| ApiError::invalid_field("value_base64", "not base64"))?,
@@ -124,7 +125,7 @@ pub async fn list(
     headers: HeaderMap,
 ) -> Response {
     let result = async {
-        let c = caller(&state, &headers, "vault.secrets.read").await?;
+        let c = caller(&state, &headers, Permission::VaultSecretsRead).await?;
         let msg = pb::ListSecretsRequest { prefix: q.prefix, page_size: q.page_size, page_token: q.page_token };
         let mut client = SecretsServiceClient::new(state.upstreams.vault.clone());
         let resp = client.list_secrets(request(&c, &id, msg)).await.map_err(upstream)?.into_inner();
@@ -145,7 +146,7 @@ pub async fn get(
     headers: HeaderMap,
 ) -> Response {
     let result = async {
-        let c = caller(&state, &headers, "vault.secrets.read").await?;
+        let c = caller(&state, &headers, Permission::VaultSecretsRead).await?;
         let mut client = SecretsServiceClient::new(state.upstreams.vault.clone());
         let resp =
             client.get_secret(request(&c, &id, pb::GetSecretRequest { path })).await.map_err(upstream)?.into_inner();
@@ -163,7 +164,7 @@ pub async fn delete(
     headers: HeaderMap,
 ) -> Response {
     let result = async {
-        let c = caller(&state, &headers, "vault.secrets.write").await?;
+        let c = caller(&state, &headers, Permission::VaultSecretsWrite).await?;
         let mut client = SecretsServiceClient::new(state.upstreams.vault.clone());
         let msg = pb::DeleteSecretRequest { path, request_id: String::new() };
         let resp = client.delete_secret(request(&c, &id, msg)).await.map_err(upstream)?.into_inner();
@@ -186,7 +187,7 @@ pub async fn post(
             .strip_suffix(":reveal")
             .ok_or_else(|| ApiError::not_found("ROUTE_NOT_FOUND", "POST is only defined for {path}:reveal"))?
             .to_owned();
-        let c = caller(&state, &headers, "vault.secrets.reveal").await?;
+        let c = caller(&state, &headers, Permission::VaultSecretsReveal).await?;
         let mut client = SecretsServiceClient::new(state.upstreams.vault.clone());
         let msg = pb::RevealSecretRequest { path, version: body.version, reason: body.reason };
         let resp = client.reveal_secret(request(&c, &id, msg)).await.map_err(upstream)?.into_inner();

@@ -6,6 +6,7 @@ use axum::Json;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use kit::ApiError;
+use kit::authz::Permission;
 use serde_json::Value;
 
 use crate::AppState;
@@ -27,12 +28,10 @@ impl Caller {
 }
 
 /// Authenticates the request and checks `permission` (the service checks again).
-pub async fn caller(state: &AppState, headers: &HeaderMap, permission: &str) -> Result<Caller, ApiError> {
+pub async fn caller(state: &AppState, headers: &HeaderMap, permission: Permission) -> Result<Caller, ApiError> {
     let tenant = tenant_header(headers)?;
     let (principal, token) = authenticate(state, headers).await?;
-    if !principal.has_permission(permission) {
-        return Err(ApiError::permission_denied("MISSING_PERMISSION", format!("requires {permission}")));
-    }
+    principal.require(permission)?;
     Ok(Caller::new(tenant, token, &principal))
 }
 

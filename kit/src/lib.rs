@@ -7,6 +7,7 @@
 
 pub mod access;
 pub mod apikey;
+pub mod authz;
 pub mod bin;
 pub mod client;
 pub mod config;

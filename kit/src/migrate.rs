@@ -111,6 +111,17 @@ pub enum MigrateError {
 /// The name the operator's migration step writes its audit records under.
 pub const MIGRATE_SERVICE: &str = "migrate";
 
+/// The audit record of the operator's registration of tenant `slug` (`strongroom tenant create`).
+pub fn tenant_created(slug: &TenantSlug) -> AuditRecord {
+    AuditRecord::new(
+        MIGRATE_SERVICE,
+        Actor::Service("operator".into()),
+        "tenant.create",
+        &format!("tenant/{slug}"),
+        Outcome::Success,
+    )
+}
+
 /// Runs bootstrap, migrations and tenant registration with the administrative connection, for
 /// every service's [`MigrationSet`] at once (kit's own set is always applied first).
 #[derive(Clone)]

@@ -46,11 +46,6 @@ pub struct Principal {
 /// How recent a second factor must be for a sensitive operation.
 pub const STEP_UP_MAX_AGE_SECS: i64 = 600;
 
-/// Permissions whose use needs a second factor within [`STEP_UP_MAX_AGE_SECS`]. An API key that
-/// carries one may only be minted with such a recent second factor: otherwise a password-only
-/// session could launder the step-up away through a key.
-pub const STEP_UP_PERMISSIONS: &[&str] = &["vault.secrets.reveal"];
-
 impl Principal {
     pub fn has_permission(&self, permission: &str) -> bool {
         self.permissions.iter().any(|p| p == permission)

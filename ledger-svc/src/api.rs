@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, HashSet};
 
 use kit::access::RequestContext;
+use kit::authz::{Permission, Reach};
 use kit::client::Channel;
 use kit::outbox::{Actor, AuditRecord, Outcome as AuditOutcome};
 use kit::principal::Principal;
@@ -34,29 +35,19 @@ enum Scope {
     Own(String),
 }
 
-fn scope(p: &Principal, all: &str, own: &str) -> Result<Scope, ApiError> {
-    if p.has_permission(all) {
+/// `all` or its owner-scoped form (`all.own`), and which rows that lets the caller reach.
+fn scope(p: &Principal, all: Permission) -> Result<Scope, ApiError> {
+    if p.reach(all)? == Reach::All {
         return Ok(Scope::All);
     }
-    if p.has_permission(own) {
-        // The subject is spliced into `SET LOCAL`: only a conservative alphabet is accepted.
-        let safe = !p.subject.is_empty()
-            && p.subject.len() <= 128
-            && p.subject.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:@|".contains(&b));
-        if !safe {
-            return Err(ApiError::permission_denied("SUBJECT_NOT_SCOPABLE", "subject cannot be used as an owner"));
-        }
-        return Ok(Scope::Own(p.subject.clone()));
+    // The subject is spliced into `SET LOCAL`: only a conservative alphabet is accepted.
+    let safe = !p.subject.is_empty()
+        && p.subject.len() <= 128
+        && p.subject.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:@|".contains(&b));
+    if !safe {
+        return Err(ApiError::permission_denied("SUBJECT_NOT_SCOPABLE", "subject cannot be used as an owner"));
     }
-    Err(ApiError::permission_denied("PERMISSION_DENIED", format!("{all} is required")))
-}
-
-fn require(p: &Principal, permission: &str) -> Result<(), ApiError> {
-    if p.has_permission(permission) {
-        Ok(())
-    } else {
-        Err(ApiError::permission_denied("PERMISSION_DENIED", format!("{permission} is required")))
-    }
+    Ok(Scope::Own(p.subject.clone()))
 }
 
 /// A ledger's code: `[A-Z0-9_]{1,16}`, e.g. `USD`.
@@ -263,7 +254,7 @@ impl Ledger {
         transfers: &[pb::Transfer],
     ) -> Result<(Vec<TransferInput>, Vec<Outcome>), ApiError> {
         let (tenant, p) = self.enter(ctx).await?;
-        let scope = scope(&p, "ledger.transfers.create", "ledger.transfers.create.own")?;
+        let scope = scope(&p, Permission::LedgerTransfersCreate)?;
         if transfers.is_empty() || transfers.len() > MAX_BATCH {
             return Err(ApiError::invalid_field("transfers", "1 to 8190 transfers"));
         }
@@ -291,7 +282,7 @@ impl pb::ledger_service_server::LedgerService for Ledger {
     async fn create_ledger(&self, request: Request<pb::CreateLedgerRequest>) -> Result<Response<pb::Ledger>, Status> {
         let ctx = RequestContext::of(&request)?;
         let (tenant, p) = self.enter(&ctx).await?;
-        require(&p, "ledger.ledgers.create")?;
+        p.require(Permission::LedgerLedgersCreate)?;
         let l = request.into_inner().ledger.ok_or_else(|| ApiError::invalid_field("ledger", "required"))?;
         if !is_ledger_code(&l.code) {
             return Err(ApiError::invalid_field("ledger.code", "must match [A-Z0-9_]{1,16}").into());
@@ -351,7 +342,7 @@ impl pb::ledger_service_server::LedgerService for Ledger {
     ) -> Result<Response<pb::ListLedgersResponse>, Status> {
         let ctx = RequestContext::of(&request)?;
         let (tenant, p) = self.enter(&ctx).await?;
-        scope(&p, "ledger.accounts.read", "ledger.accounts.read.own")?;
+        scope(&p, Permission::LedgerAccountsRead)?;
         let mut tx = self.db.begin(&tenant).await?;
         let rows: Vec<(String, i16, String)> =
             sqlx::query_as("SELECT code, scale, description FROM ledgers ORDER BY code")
@@ -372,7 +363,7 @@ impl pb::ledger_service_server::LedgerService for Ledger {
     ) -> Result<Response<pb::Account>, Status> {
         let ctx = RequestContext::of(&request)?;
         let (tenant, p) = self.enter(&ctx).await?;
-        require(&p, "ledger.accounts.create")?;
+        p.require(Permission::LedgerAccountsCreate)?;
         let a = request.into_inner().account.ok_or_else(|| ApiError::invalid_field("account", "required"))?;
         let flags = a.flags.unwrap_or_default();
         if flags.debits_must_not_exceed_credits && flags.credits_must_not_exceed_debits {
@@ -450,7 +441,7 @@ impl pb::ledger_service_server::LedgerService for Ledger {
     async fn get_account(&self, request: Request<pb::GetAccountRequest>) -> Result<Response<pb::Account>, Status> {
         let ctx = RequestContext::of(&request)?;
         let (tenant, p) = self.enter(&ctx).await?;
-        let scope = scope(&p, "ledger.accounts.read", "ledger.accounts.read.own")?;
+        let scope = scope(&p, Permission::LedgerAccountsRead)?;
         let id = parse_id("id", &request.get_ref().id)?;
         let mut tx = self.read_tx(&tenant, &scope).await?;
         let account = store::account(&mut tx, id).await?;
@@ -465,7 +456,7 @@ impl pb::ledger_service_server::LedgerService for Ledger {
     ) -> Result<Response<pb::GetAccountBalancesResponse>, Status> {
         let ctx = RequestContext::of(&request)?;
         let (tenant, p) = self.enter(&ctx).await?;
-        let scope = scope(&p, "ledger.accounts.read", "ledger.accounts.read.own")?;
+        let scope = scope(&p, Permission::LedgerAccountsRead)?;
         let req = request.into_inner();
         let id = parse_id("account_id", &req.account_id)?;
         if req.page_size > 1000 {
@@ -529,7 +520,7 @@ impl pb::ledger_service_server::LedgerService for Ledger {
     ) -> Result<Response<pb::ListAccountTransfersResponse>, Status> {
         let ctx = RequestContext::of(&request)?;
         let (tenant, p) = self.enter(&ctx).await?;
-        let scope = scope(&p, "ledger.accounts.read", "ledger.accounts.read.own")?;
+        let scope = scope(&p, Permission::LedgerAccountsRead)?;
         let req = request.into_inner();
         let id = parse_id("account_id", &req.account_id)?;
         if req.page_size > 1000 {
@@ -602,7 +593,7 @@ impl pb::ledger_service_server::LedgerService for Ledger {
     async fn get_transfer(&self, request: Request<pb::GetTransferRequest>) -> Result<Response<pb::Transfer>, Status> {
         let ctx = RequestContext::of(&request)?;
         let (tenant, p) = self.enter(&ctx).await?;
-        let scope = scope(&p, "ledger.transfers.read", "ledger.transfers.read.own")?;
+        let scope = scope(&p, Permission::LedgerTransfersRead)?;
         let id = parse_id("id", &request.get_ref().id)?;
         let mut tx = self.read_tx(&tenant, &scope).await?;
         let t = store::transfer(&mut tx, id).await?;
@@ -619,7 +610,7 @@ impl pb::ledger_service_server::LedgerService for Ledger {
         let slug = ctx.tenant_slug()?;
         let tenant = match &ctx.principal {
             Some(p) => {
-                require(p, "ledger.receipts.verify")?;
+                p.require(Permission::LedgerReceiptsVerify)?;
                 self.db.authorize_tenant(&slug, Some(p)).await?
             }
             // The operator (an mTLS identity, no user) may verify any tenant.

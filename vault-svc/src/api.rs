@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 
 use kit::access::RequestContext;
+use kit::authz::Permission;
 use kit::outbox::{Actor, AuditRecord, Outcome};
 use kit::{ApiError, Db, ErrorCode, Tenant, TenantTx};
 use prost::Message;
@@ -92,20 +93,15 @@ pub struct Secrets {
 
 impl Secrets {
     /// Resolves the tenant and checks the principal's permission.
-    async fn authorize(&self, ctx: &RequestContext, permission: &str) -> Result<Tenant, ApiError> {
-        let principal = ctx.require_principal()?;
-        let tenant = self.db.authorize_tenant(&ctx.tenant_slug()?, Some(principal)).await?;
-        if !principal.has_permission(permission) {
-            return Err(ApiError::permission_denied("MISSING_PERMISSION", format!("requires {permission}")));
-        }
-        Ok(tenant)
+    async fn authorize(&self, ctx: &RequestContext, permission: Permission) -> Result<Tenant, ApiError> {
+        Ok(kit::authz::authorize(&self.db, ctx, permission).await?.tenant)
     }
 
     /// Like `authorize`, but a refusal inside a known tenant leaves an audit record.
     async fn authorize_audited(
         &self,
         ctx: &RequestContext,
-        permission: &str,
+        permission: Permission,
         action: &str,
         resource: &str,
     ) -> Result<Tenant, ApiError> {
@@ -116,7 +112,7 @@ impl Secrets {
                 tx.record(
                     AuditRecord::new(SERVICE, actor(ctx), action, resource, Outcome::Denied)
                         .request_id(ctx.request_id.clone())
-                        .detail("missing_permission", permission),
+                        .detail("missing_permission", permission.as_str()),
                 )
                 .await?;
                 tx.commit().await?;
@@ -136,7 +132,7 @@ impl pb::secrets_service_server::SecretsService for Secrets {
         let ctx = RequestContext::of(&request)?;
         let req = request.into_inner();
         let path = SecretPath::parse(&req.path)?;
-        let tenant = self.authorize(&ctx, "vault.secrets.write").await?;
+        let tenant = self.authorize(&ctx, Permission::VaultSecretsWrite).await?;
         if req.value.is_empty() || req.value.len() > MAX_SECRET_BYTES {
             return Err(ApiError::invalid_field("value", "1 byte to 64 KiB").into());
         }
@@ -220,7 +216,7 @@ impl pb::secrets_service_server::SecretsService for Secrets {
     ) -> Result<Response<pb::GetSecretResponse>, Status> {
         let ctx = RequestContext::of(&request)?;
         let path = SecretPath::parse(&request.get_ref().path)?;
-        let tenant = self.authorize(&ctx, "vault.secrets.read").await?;
+        let tenant = self.authorize(&ctx, Permission::VaultSecretsRead).await?;
         let mut tx = self.db.begin(&tenant).await?;
         let row = store::secret(&mut tx, &path).await?.ok_or_else(not_found)?;
         tx.commit().await?;
@@ -236,7 +232,7 @@ impl pb::secrets_service_server::SecretsService for Secrets {
         let prefix = parse_prefix(&req.prefix)?;
         let page_size = ApiError::page_size(req.page_size, 100, 1000)?;
         let after = decode_page_token(&req.page_token)?;
-        let tenant = self.authorize(&ctx, "vault.secrets.read").await?;
+        let tenant = self.authorize(&ctx, Permission::VaultSecretsRead).await?;
         let mut tx = self.db.begin(&tenant).await?;
         let mut rows = store::list(&mut tx, &prefix, after.as_deref(), page_size + 1).await?;
         tx.commit().await?;
@@ -266,7 +262,7 @@ impl pb::secrets_service_server::SecretsService for Secrets {
                 .filter(|v| *v > 0)
                 .ok_or_else(|| ApiError::invalid_field("page_token", "not a token from a previous page"))?,
         };
-        let tenant = self.authorize(&ctx, "vault.secrets.read").await?;
+        let tenant = self.authorize(&ctx, Permission::VaultSecretsRead).await?;
         let mut tx = self.db.begin(&tenant).await?;
         store::secret(&mut tx, &path).await?.ok_or_else(not_found)?;
         let mut versions = store::versions(&mut tx, &path, after, page_size + 1).await?;
@@ -303,7 +299,8 @@ impl pb::secrets_service_server::SecretsService for Secrets {
         if reason.is_empty() || reason.chars().count() > 500 {
             return Err(ApiError::invalid_field("reason", "required, at most 500 characters").into());
         }
-        let tenant = self.authorize_audited(&ctx, "vault.secrets.reveal", "vault.secret.reveal", &resource).await?;
+        let tenant =
+            self.authorize_audited(&ctx, Permission::VaultSecretsReveal, "vault.secret.reveal", &resource).await?;
         if let Err(e) = ctx.require_principal()?.require_recent_mfa() {
             let mut tx = self.db.begin(&tenant).await?;
             tx.record(
@@ -392,7 +389,7 @@ impl pb::secrets_service_server::SecretsService for Secrets {
         if req.versions.is_empty() || req.versions.len() > 1000 || req.versions.contains(&0) {
             return Err(ApiError::invalid_field("versions", "1–1000 version numbers, each ≥ 1").into());
         }
-        let tenant = self.authorize(&ctx, "vault.secrets.destroy").await?;
+        let tenant = self.authorize(&ctx, Permission::VaultSecretsDestroy).await?;
         let mut tx = self.db.begin(&tenant).await?;
         store::lock_secret(&mut tx, &path).await?.ok_or_else(not_found)?;
         let destroyed = store::destroy_versions(&mut tx, &path, &req.versions).await?;
@@ -417,7 +414,7 @@ impl pb::secrets_service_server::SecretsService for Secrets {
 
 impl Secrets {
     async fn set_deleted(&self, ctx: &RequestContext, path: &SecretPath, deleted: bool) -> Result<SecretRow, ApiError> {
-        let tenant = self.authorize(ctx, "vault.secrets.write").await?;
+        let tenant = self.authorize(ctx, Permission::VaultSecretsWrite).await?;
         let mut tx = self.db.begin(&tenant).await?;
         let current = store::lock_secret(&mut tx, path).await?.ok_or_else(not_found)?;
         if current.deleted_at.is_some() == deleted {

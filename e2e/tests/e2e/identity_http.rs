@@ -573,3 +573,52 @@ async fn every_operation_answers_bad_input_with_a_documented_json_error() {
     assert_eq!((s, e["error"]["message"].as_str()), (400, Some("reason: invalid type, expected a string")), "{e}");
     c.stop().await;
 }
+
+/// The permission check exists once (`kit::authz`): the gateway and the service it calls answer
+/// the same request the same way. A user reads themselves without `users.read` through the
+/// gateway as through auth-svc, and a missing permission is `MISSING_PERMISSION` at the gateway and
+/// at ledger-svc alike.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_gateway_and_the_services_decide_a_request_alike() {
+    use proto::ledger::v1 as lpb;
+    let c = Constellation::start(true).await;
+    let (_, owner_id, password) = c.create_tenant_with_owner("alpha", "owner@alpha.example").await;
+    let owner = format!("Bearer {}", owner_session(&c, "alpha", "owner@alpha.example", &password).await);
+    let auth = [("authorization", owner.as_str()), ("x-strongroom-tenant", "alpha")];
+    let user = json!({ "email": "mia@alpha.example", "password": "member password 1", "roles": ["member"] });
+    let (s, _, u) = call(&c, Method::POST, "/v1/users", &auth, user).await;
+    assert_eq!(s, 200, "{u}");
+    let mia_id = u["id"].as_str().expect("id").to_owned();
+    let login = json!({ "tenant": "alpha", "email": "mia@alpha.example", "password": "member password 1" });
+    let (s, _, t) = call(&c, Method::POST, "/v1/auth/login", &[], login).await;
+    assert_eq!(s, 200, "{t}");
+    let token = t["access_token"].as_str().expect("token").to_owned();
+    let bearer = format!("Bearer {token}");
+    let mia = [("authorization", bearer.as_str()), ("x-strongroom-tenant", "alpha")];
+
+    // Herself: allowed by auth-svc, so by the gateway too. Someone else: users.read is missing.
+    let (s, _, me) = call(&c, Method::GET, &format!("/v1/users/{mia_id}"), &mia, Value::Null).await;
+    assert_eq!((s, me["email"].as_str()), (200, Some("mia@alpha.example")), "{me}");
+    let (s, _, e) = call(&c, Method::GET, &format!("/v1/users/{owner_id}"), &mia, Value::Null).await;
+    assert_eq!((s, e["error"]["reason"].as_str()), (403, Some("MISSING_PERMISSION")), "{e}");
+    assert!(e["error"]["message"].as_str().is_some_and(|m| m.contains("users.read")), "{e}");
+
+    // A ledger she may not create: the gateway and ledger-svc give the same refusal.
+    let body = json!({ "code": "USD", "scale": 2, "description": "US dollar" });
+    let (s, _, at_gateway) = call(&c, Method::POST, "/v1/ledger/ledgers", &mia, body).await;
+    assert_eq!(s, 403, "{at_gateway}");
+    let mut ledger = lpb::ledger_service_client::LedgerServiceClient::new(c.channel_as("gateway", "ledger"));
+    let msg = lpb::CreateLedgerRequest {
+        ledger: Some(lpb::Ledger { code: "USD".into(), scale: 2, description: "US dollar".into() }),
+        request_id: uuid::Uuid::new_v4().to_string(),
+    };
+    let at_service = ledger
+        .create_ledger(kit::client::with_context(tonic::Request::new(msg), Some("alpha"), None, Some(&token)))
+        .await
+        .expect_err("no ledger.ledgers.create");
+    assert_eq!(at_service.code(), tonic::Code::PermissionDenied);
+    assert_eq!(e2e::reason(&at_service), "MISSING_PERMISSION");
+    assert_eq!(at_gateway["error"]["reason"].as_str(), Some("MISSING_PERMISSION"), "{at_gateway}");
+    assert_eq!(at_gateway["error"]["message"].as_str(), Some(at_service.message()), "{at_gateway}");
+    c.stop().await;
+}

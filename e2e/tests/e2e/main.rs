@@ -1,0 +1,21 @@
+//! The cross-service tests, one test binary (linking all five services once, not once per file):
+//! each module boots what it needs of the constellation — real servers on loopback ports over real
+//! mTLS, real PostgreSQL, Redis, SoftHSM2 and Chromium — and attacks or exercises one area.
+//! nextest runs every test in a process of its own, so tests share no global state.
+
+mod audit;
+mod audit_durability;
+mod audit_ingest;
+mod binaries;
+mod browser;
+mod gateway_http;
+mod identity;
+mod identity_http;
+mod jwt;
+mod ledger;
+mod lifecycle;
+mod mtls;
+mod tenancy;
+mod tracing;
+mod vault;
+mod vault_keys;
