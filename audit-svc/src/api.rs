@@ -4,6 +4,7 @@
 use kit::access::RequestContext;
 use kit::authz::Permission;
 use kit::tenancy::db_error;
+use kit::time::opt_from_pb;
 use kit::{ApiError, Db, ErrorCode, Tenant, TenantTx};
 use proto::audit::v1 as pb;
 use tonic::{Request, Response, Status};
@@ -77,10 +78,6 @@ struct Filter {
     text: Vec<(&'static str, String)>,
 }
 
-fn time(t: &Option<prost_types::Timestamp>, field: &str) -> Result<Option<chrono::DateTime<chrono::Utc>>, ApiError> {
-    t.as_ref().map(|t| kit::input::timestamp(field, t)).transpose()
-}
-
 impl Filter {
     fn of(req: &pb::ListEntriesRequest) -> Result<Self, ApiError> {
         let mut text = Vec::new();
@@ -98,7 +95,11 @@ impl Filter {
                 text.push((column, value.clone()));
             }
         }
-        Ok(Self { start: time(&req.start_time, "start_time")?, end: time(&req.end_time, "end_time")?, text })
+        Ok(Self {
+            start: opt_from_pb("start_time", req.start_time.as_ref())?,
+            end: opt_from_pb("end_time", req.end_time.as_ref())?,
+            text,
+        })
     }
 
     /// The sequence range `[lo, hi)` (`hi` open when `None`) that holds every entry whose

@@ -189,7 +189,7 @@ fn holds_nul(v: &Value) -> bool {
 fn validate(i: usize, e: pb::Event) -> Result<Valid, ApiError> {
     let event_id = Uuid::parse_str(&e.event_id).map_err(|_| field(i, "event_id", "must be a UUID"))?;
     let occurred_at = match &e.occurred_at {
-        Some(t) => kit::input::timestamp(&format!("events[{i}].occurred_at"), t)?,
+        Some(t) => kit::time::from_pb(&format!("events[{i}].occurred_at"), t)?,
         None => Utc::now(),
     };
     // An event cannot have happened in the future, and an event from long ago did not come from

@@ -20,7 +20,7 @@ fn tenant_pb(t: &Tenant) -> pb::Tenant {
             TenantStatus::Suspended => pb::TenantStatus::Suspended,
             TenantStatus::Terminated => pb::TenantStatus::Terminated,
         } as i32,
-        create_time: Some(prost_types::Timestamp { seconds: t.created_at.timestamp(), nanos: 0 }),
+        create_time: Some(kit::time::to_pb(t.created_at)),
     }
 }
 
@@ -121,10 +121,7 @@ impl pb::tenant_service_server::TenantService for Tenants {
         };
         Ok(Response::new(pb::RotateSigningKeyResponse {
             kid: rotated.kid,
-            activate_time: Some(prost_types::Timestamp {
-                seconds: rotated.activates_at.timestamp(),
-                nanos: rotated.activates_at.timestamp_subsec_nanos() as i32,
-            }),
+            activate_time: Some(kit::time::to_pb(rotated.activates_at)),
             retiring_kids: rotated.retiring,
         }))
     }

@@ -995,6 +995,7 @@ impl pb::authentication_service_server::AuthenticationService for Authn {
             subject: user.to_string(),
             permissions,
             expires_at: expires_at.timestamp(),
+            tenant_slug: tenant.slug.to_string(),
         }))
     }
 }

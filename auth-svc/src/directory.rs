@@ -3,6 +3,7 @@
 use kit::authz::Permission;
 use kit::outbox::{Actor, Outcome};
 use kit::tenancy::db_error;
+use kit::time::to_pb;
 use kit::{ApiError, TenantTx};
 use proto::auth::v1 as pb;
 use tonic::{Request, Response, Status};
@@ -10,10 +11,6 @@ use zeroize::Zeroizing;
 
 use crate::core::{Authed, Core, POLICY_COLUMNS, audit};
 use crate::{passwords, rbac};
-
-fn ts(t: chrono::DateTime<chrono::Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp { seconds: t.timestamp(), nanos: t.timestamp_subsec_nanos() as i32 }
-}
 
 pub fn parse_id(field: &str, raw: &str) -> Result<uuid::Uuid, ApiError> {
     uuid::Uuid::parse_str(raw).map_err(|_| ApiError::invalid_field(field, "must be a UUID"))
@@ -71,7 +68,7 @@ fn user_pb(row: UserRow, roles: Vec<String>) -> pb::User {
         suspension_reason: row.suspension_reason.unwrap_or_default(),
         mfa_enabled: row.mfa_enabled,
         roles,
-        create_time: Some(ts(row.created_at)),
+        create_time: Some(to_pb(row.created_at)),
     }
 }
 

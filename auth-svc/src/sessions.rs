@@ -4,16 +4,13 @@ use kit::ApiError;
 use kit::authz::Permission;
 use kit::outbox::Outcome;
 use kit::tenancy::db_error;
+use kit::time::to_pb;
 use proto::auth::v1 as pb;
 use tonic::{Request, Response, Status};
 
 use crate::core::{Core, audit};
 use crate::directory::parse_id;
 use crate::{authn, rbac, totp};
-
-fn ts(t: chrono::DateTime<chrono::Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp { seconds: t.timestamp(), nanos: t.timestamp_subsec_nanos() as i32 }
-}
 
 /// `SessionService`.
 #[derive(Clone, Debug)]
@@ -68,10 +65,10 @@ fn key_pb(k: KeyRow) -> pb::ApiKey {
         name: k.name,
         display: k.display,
         scopes: k.scopes,
-        create_time: Some(ts(k.created_at)),
-        expire_time: Some(ts(k.expires_at)),
-        last_used_time: k.last_used_at.map(ts),
-        revoke_time: k.revoked_at.map(ts),
+        create_time: Some(to_pb(k.created_at)),
+        expire_time: Some(to_pb(k.expires_at)),
+        last_used_time: k.last_used_at.map(to_pb),
+        revoke_time: k.revoked_at.map(to_pb),
     }
 }
 
@@ -115,9 +112,9 @@ impl pb::session_service_server::SessionService for Sessions {
                 id: id.to_string(),
                 ip,
                 user_agent,
-                create_time: Some(ts(created)),
-                last_seen_time: Some(ts(seen)),
-                revoke_time: revoked.map(ts),
+                create_time: Some(to_pb(created)),
+                last_seen_time: Some(to_pb(seen)),
+                revoke_time: revoked.map(to_pb),
             })
             .collect();
         Ok(Response::new(pb::ListSessionsResponse { sessions }))

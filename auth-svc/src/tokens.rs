@@ -103,6 +103,8 @@ pub struct AccessClaims {
     pub aud: String,
     pub sub: String,
     pub tid: String,
+    /// The tenant's slug: a call with the token needs no `x-strongroom-tenant` header.
+    pub tenant: String,
     pub sid: String,
     pub jti: String,
     pub iat: i64,
@@ -350,6 +352,7 @@ impl Signer {
             aud: self.audience.clone(),
             sub: subject.to_owned(),
             tid: tenant.id.0.to_string(),
+            tenant: tenant.slug.to_string(),
             sid: session.to_owned(),
             jti: uuid::Uuid::now_v7().to_string(),
             iat: now,

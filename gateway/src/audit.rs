@@ -8,6 +8,7 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use kit::authz::Permission;
+use kit::time::parse_rfc3339;
 use proto::audit::v1 as pb;
 use proto::audit::v1::audit_log_service_client::AuditLogServiceClient;
 use serde::Deserialize;
@@ -61,16 +62,6 @@ pub struct ListQuery {
     request_id: String,
 }
 
-fn timestamp(v: &Option<String>, field: &str) -> Result<Option<prost_types::Timestamp>, kit::ApiError> {
-    v.as_deref()
-        .map(|t| {
-            chrono::DateTime::parse_from_rfc3339(t)
-                .map(|t| prost_types::Timestamp { seconds: t.timestamp(), nanos: t.timestamp_subsec_nanos() as i32 })
-                .map_err(|_| kit::ApiError::invalid_field(field, "RFC 3339 date-time"))
-        })
-        .transpose()
-}
-
 /// `GET /v1/audit/events?from=&page_size=&start=&end=&actor=&action=&resource=&outcome=&request_id=`
 pub async fn list(
     State(state): State<AppState>,
@@ -84,8 +75,8 @@ pub async fn list(
             from_seq: q.from,
             page_size: q.page_size,
             page_token: String::new(),
-            start_time: timestamp(&q.start, "start")?,
-            end_time: timestamp(&q.end, "end")?,
+            start_time: parse_rfc3339("start", q.start.as_deref())?,
+            end_time: parse_rfc3339("end", q.end.as_deref())?,
             actor: q.actor,
             action: q.action,
             resource: q.resource,

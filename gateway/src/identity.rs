@@ -11,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use kit::ApiError;
 use kit::authz::Permission;
+use kit::time::rfc3339;
 use proto::auth::v1 as pb;
 use proto::auth::v1::access_service_client::AccessServiceClient;
 use proto::auth::v1::authentication_service_client::AuthenticationServiceClient;
@@ -23,13 +24,6 @@ use crate::AppState;
 use crate::http_layer::{JsonError, RequestId};
 use crate::input::{JsonBody, PathParams, QueryParams};
 use crate::upstream::{Caller, authenticated, caller, request, respond, upstream};
-
-fn rfc3339(t: &Option<prost_types::Timestamp>) -> Value {
-    t.as_ref()
-        .and_then(|t| chrono::DateTime::from_timestamp(t.seconds, t.nanos.max(0) as u32))
-        .map(|t| json!(t.to_rfc3339()))
-        .unwrap_or(Value::Null)
-}
 
 fn client_info(state: &AppState, addr: &SocketAddr, headers: &HeaderMap) -> pb::ClientInfo {
     let ua = headers.get(http::header::USER_AGENT).and_then(|v| v.to_str().ok()).unwrap_or_default();

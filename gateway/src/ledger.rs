@@ -21,7 +21,7 @@ use serde_json::{Value, json};
 use crate::AppState;
 use crate::http_layer::RequestId;
 use crate::input::{PathParams, QueryParams};
-use crate::routes::{authenticate, tenant_header};
+use crate::routes::{authenticate, tenant_header, tenant_of};
 use crate::upstream::{Caller, caller, request, respond, upstream};
 
 /// A decimal string; JSON numbers are refused.
@@ -44,8 +44,9 @@ fn parse_body<T: for<'de> Deserialize<'de>>(body: &Bytes) -> Result<T, ApiError>
 /// Authenticates and checks that the caller holds `permission` or its owner-scoped form (the
 /// ledger then shows or moves only what the caller owns).
 async fn caller_reaching(state: &AppState, headers: &HeaderMap, permission: Permission) -> Result<Caller, ApiError> {
-    let tenant = tenant_header(headers)?;
+    let named = tenant_header(headers)?;
     let (principal, token) = authenticate(state, headers).await?;
+    let tenant = tenant_of(named, &principal)?;
     principal.reach(permission)?;
     Ok(Caller::new(tenant, token, &principal))
 }

@@ -209,7 +209,7 @@ pub fn document() -> Value {
         "components": {
             "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer", "bearerFormat": "JWT (at+jwt, EdDSA or ES256)" } },
             "parameters": {
-                "Tenant": { "name": "X-Strongroom-Tenant", "in": "header", "required": true, "description": "Tenant slug", "schema": { "type": "string", "pattern": "^[a-z][a-z0-9_]{2,39}$" } },
+                "Tenant": { "name": "X-Strongroom-Tenant", "in": "header", "required": false, "description": "Tenant slug. Needed only when the credential does not name its tenant (access tokens carry it in their `tenant` claim, API keys resolve to theirs); when given with such a credential, it must name the same tenant (403 TENANT_MISMATCH).", "schema": { "type": "string", "pattern": "^[a-z][a-z0-9_]{2,39}$" } },
                 "SecretPath": { "name": "path", "in": "path", "required": true, "description": "segments of [A-Za-z0-9._-] joined by '/', ≤ 256 characters", "schema": { "type": "string" } }
             },
             "schemas": {

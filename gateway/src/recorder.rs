@@ -61,7 +61,11 @@ struct Pending {
 /// request was authorised: it keeps no token and verifies none again later (when a logout has
 /// revoked it, or at the cost of an introspection per refused API key).
 #[derive(Clone, Debug, Default)]
-pub struct Actor(Arc<std::sync::Mutex<Option<Result<String, String>>>>);
+pub struct Actor {
+    noted: Arc<std::sync::Mutex<Option<Result<String, String>>>>,
+    /// The tenant a verified credential names (the record's tenant when no header names one).
+    tenant: Arc<std::sync::Mutex<Option<String>>>,
+}
 
 impl Actor {
     /// Notes in `extensions`' slot (when the recorder put one there) what verifying the request's
@@ -73,11 +77,17 @@ impl Actor {
             Ok(p) => Ok(format!("user:{}", p.subject)),
             Err(e) => Err(e.reason.to_string()),
         };
-        *slot.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(noted);
+        *slot.noted.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(noted);
+        *slot.tenant.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
+            verified.as_ref().ok().and_then(|p| p.tenant.as_ref()).map(ToString::to_string);
     }
 
     fn take(&self) -> Option<Result<String, String>> {
-        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take()
+        self.noted.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take()
+    }
+
+    fn tenant(&self) -> Option<String> {
+        self.tenant.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 }
 
@@ -193,10 +203,7 @@ impl Refusals {
                 }
                 let event = pb::Event {
                     event_id: uuid::Uuid::now_v7().to_string(),
-                    occurred_at: Some(prost_types::Timestamp {
-                        seconds: until.timestamp(),
-                        nanos: until.timestamp_subsec_nanos() as i32,
-                    }),
+                    occurred_at: Some(kit::time::to_pb(until)),
                     actor: "anonymous".into(),
                     action: "gateway.request.refused_anonymous".into(),
                     resource: "gateway".into(),
@@ -359,9 +366,10 @@ pub async fn record(State(recorder): State<Recorder>, mut req: Request, next: Ne
     }
     let request_id = resp.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
     let named_by_handler = resp.extensions().get::<RecordIn>().map(|t| t.0.clone());
-    let tenant = named_by_handler.clone().or(tenant);
+    let tenant = named_by_handler.clone().or(tenant).or_else(|| actor.tenant());
     let Some(tenant) = tenant.filter(|t| kit::TenantSlug::parse(t).is_ok()) else {
-        // Nothing names a tenant log to record in (e.g. a 401 without x-strongroom-tenant).
+        // Nothing names a tenant log to record in (e.g. a 401 without x-strongroom-tenant or a
+        // verified credential).
         failed("gateway_audit_no_tenant", 1);
         tracing::info!(method = method_name(&method), status, request_id = %request_id, "request not recorded: no valid tenant named");
         return resp;
@@ -410,10 +418,7 @@ pub async fn record(State(recorder): State<Recorder>, mut req: Request, next: Ne
     let now = chrono::Utc::now();
     let event = pb::Event {
         event_id: uuid::Uuid::now_v7().to_string(),
-        occurred_at: Some(prost_types::Timestamp {
-            seconds: now.timestamp(),
-            nanos: now.timestamp_subsec_nanos() as i32,
-        }),
+        occurred_at: Some(kit::time::to_pb(now)),
         actor,
         action: if refused { "gateway.request.refused".into() } else { "gateway.request".into() },
         resource: format!("route:{method_name} {route}"),

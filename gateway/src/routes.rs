@@ -222,21 +222,31 @@ pub(crate) async fn authenticate(state: &AppState, headers: &HeaderMap) -> Resul
     Ok((principal, token.to_owned()))
 }
 
-pub(crate) fn tenant_header(headers: &HeaderMap) -> Result<String, ApiError> {
-    let raw = headers
-        .get(kit::access::TENANT_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .ok_or_else(|| ApiError::invalid_field(kit::access::TENANT_HEADER, "required"))?;
-    kit::TenantSlug::parse(raw)
-        .map(|s| s.to_string())
-        .map_err(|_| ApiError::invalid_field(kit::access::TENANT_HEADER, "must match ^[a-z][a-z0-9_]{2,39}$"))
+/// The tenant `x-strongroom-tenant` names, if any (a malformed one is refused before anything else).
+pub(crate) fn tenant_header(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(value) = headers.get(kit::access::TENANT_HEADER) else { return Ok(None) };
+    value
+        .to_str()
+        .ok()
+        .and_then(|raw| kit::TenantSlug::parse(raw).ok())
+        .map(|s| Some(s.to_string()))
+        .ok_or_else(|| ApiError::invalid_field(kit::access::TENANT_HEADER, "must match ^[a-z][a-z0-9_]{2,39}$"))
+}
+
+/// The tenant a request acts in: the header's, else the one the credential names (the service
+/// checks that they agree where both are given).
+pub(crate) fn tenant_of(named: Option<String>, principal: &Principal) -> Result<String, ApiError> {
+    named.or_else(|| principal.tenant.as_ref().map(ToString::to_string)).ok_or_else(|| {
+        ApiError::invalid_field(kit::access::TENANT_HEADER, "required when the credential does not name its tenant")
+    })
 }
 
 /// The caller's own identity, as auth-svc sees it.
 async fn whoami(State(state): State<AppState>, Extension(id): Extension<RequestId>, headers: HeaderMap) -> Response {
     let result = async {
-        let tenant = tenant_header(&headers)?;
-        let (_principal, token) = authenticate(&state, &headers).await?;
+        let named = tenant_header(&headers)?;
+        let (principal, token) = authenticate(&state, &headers).await?;
+        let tenant = tenant_of(named, &principal)?;
         let mut client =
             proto::auth::v1::identity_service_client::IdentityServiceClient::new(state.upstreams.auth.clone());
         let req = kit::client::with_context(

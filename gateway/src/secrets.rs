@@ -11,6 +11,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use kit::ApiError;
 use kit::authz::Permission;
+use kit::time::{parse_rfc3339, rfc3339};
 use proto::vault::v1 as pb;
 use proto::vault::v1::secrets_service_client::SecretsServiceClient;
 use serde::Deserialize;
@@ -20,23 +21,6 @@ use crate::AppState;
 use crate::http_layer::RequestId;
 use crate::input::{JsonBody, PathParams, QueryParams};
 use crate::upstream::{caller, request, respond, upstream};
-
-fn rfc3339(t: &Option<prost_types::Timestamp>) -> Value {
-    t.as_ref()
-        .and_then(|t| chrono::DateTime::from_timestamp(t.seconds, t.nanos.max(0) as u32))
-        .map(|t| json!(t.to_rfc3339()))
-        .unwrap_or(Value::Null)
-}
-
-fn parse_time(field: &str, raw: &Option<String>) -> Result<Option<prost_types::Timestamp>, ApiError> {
-    raw.as_deref()
-        .map(|s| {
-            chrono::DateTime::parse_from_rfc3339(s)
-                .map(|t| prost_types::Timestamp { seconds: t.timestamp(), nanos: t.timestamp_subsec_nanos() as i32 })
-                .map_err(|_| ApiError::invalid_field(field, "an RFC 3339 timestamp"))
-        })
-        .transpose()
-}
 
 pub fn metadata_json(m: &pb::SecretMetadata) -> Value {
     let labels: BTreeMap<&String, &String> = m.labels.iter().collect();
@@ -104,8 +88,8 @@ pub async fn put(
             path,
             value,
             labels: body.labels.into_iter().collect(),
-            rotate_after: parse_time("rotate_after", &body.rotate_after)?,
-            expires_at: parse_time("expires_at", &body.expires_at)?,
+            rotate_after: parse_rfc3339("rotate_after", body.rotate_after.as_deref())?,
+            expires_at: parse_rfc3339("expires_at", body.expires_at.as_deref())?,
             expected_version: body.expected_version,
             request_id: body.request_id.unwrap_or_default(),
         };

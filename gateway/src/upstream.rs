@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use crate::AppState;
 use crate::http_layer::{JsonError, RequestId};
-use crate::routes::{authenticate, tenant_header};
+use crate::routes::{authenticate, tenant_header, tenant_of};
 
 /// An authenticated caller with the route's permission.
 pub struct Caller {
@@ -29,8 +29,9 @@ impl Caller {
 
 /// Authenticates the request and checks `permission` (the service checks again).
 pub async fn caller(state: &AppState, headers: &HeaderMap, permission: Permission) -> Result<Caller, ApiError> {
-    let tenant = tenant_header(headers)?;
+    let named = tenant_header(headers)?;
     let (principal, token) = authenticate(state, headers).await?;
+    let tenant = tenant_of(named, &principal)?;
     principal.require(permission)?;
     Ok(Caller::new(tenant, token, &principal))
 }
@@ -38,8 +39,9 @@ pub async fn caller(state: &AppState, headers: &HeaderMap, permission: Permissio
 /// Authenticates the request, for routes whose permission auth-svc decides (own data, or
 /// another's with a permission).
 pub async fn authenticated(state: &AppState, headers: &HeaderMap) -> Result<Caller, ApiError> {
-    let tenant = tenant_header(headers)?;
+    let named = tenant_header(headers)?;
     let (principal, token) = authenticate(state, headers).await?;
+    let tenant = tenant_of(named, &principal)?;
     Ok(Caller::new(tenant, token, &principal))
 }
 

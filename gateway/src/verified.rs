@@ -35,6 +35,7 @@ mod tests {
     fn principal() -> Principal {
         Principal {
             tenant_id: kit::tenancy::TenantId(uuid::Uuid::nil()),
+            tenant: None,
             subject: "alice".into(),
             session_id: None,
             token_id: "j".into(),

@@ -150,10 +150,18 @@ impl RequestContext {
         }
     }
 
-    /// The tenant named in `x-strongroom-tenant`, validated.
+    /// The tenant the request acts in: the one `x-strongroom-tenant` names, else the one the
+    /// caller's credential names. Where both are given, resolving the tenant checks that they
+    /// agree (`Db::authorize_tenant`, `TENANT_MISMATCH`).
     pub fn tenant_slug(&self) -> Result<TenantSlug, ApiError> {
-        let raw = self.tenant.as_deref().ok_or_else(|| ApiError::invalid_field(TENANT_HEADER, "required"))?;
-        TenantSlug::parse(raw).map_err(|_| ApiError::invalid_field(TENANT_HEADER, "must match ^[a-z][a-z0-9_]{2,39}$"))
+        match (self.tenant.as_deref(), self.principal.as_ref().and_then(|p| p.tenant.clone())) {
+            (Some(raw), _) => TenantSlug::parse(raw)
+                .map_err(|_| ApiError::invalid_field(TENANT_HEADER, "must match ^[a-z][a-z0-9_]{2,39}$")),
+            (None, Some(slug)) => Ok(slug),
+            (None, None) => {
+                Err(ApiError::invalid_field(TENANT_HEADER, "required when the credential does not name its tenant"))
+            }
+        }
     }
 
     /// The verified principal, or UNAUTHENTICATED.
@@ -303,6 +311,7 @@ mod tests {
         let policy = AccessPolicy::new().allow_while_enrolling("/strongroom.auth.v1.SessionService/EnrollTotp");
         let mut p = Principal {
             tenant_id: crate::tenancy::TenantId(uuid::Uuid::nil()),
+            tenant: None,
             subject: "owner".into(),
             session_id: Some("s".into()),
             token_id: "j".into(),

@@ -12,7 +12,6 @@ pub mod bin;
 pub mod client;
 pub mod config;
 pub mod error;
-pub mod input;
 pub mod metrics;
 pub mod migrate;
 pub mod outbox;
@@ -24,6 +23,7 @@ pub mod server;
 pub mod signing;
 pub mod telemetry;
 pub mod tenancy;
+pub mod time;
 pub mod tls;
 
 #[cfg(feature = "testing")]

@@ -299,6 +299,7 @@ mod tests {
     fn an_api_key_acts_as_itself_not_as_its_user() {
         let mut p = crate::principal::Principal {
             tenant_id: crate::tenancy::TenantId(Uuid::nil()),
+            tenant: None,
             subject: "alice".into(),
             session_id: None,
             token_id: "key-1".into(),

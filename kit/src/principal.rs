@@ -22,12 +22,16 @@ use tokio::sync::{Mutex, RwLock};
 use crate::config::JwtConfig;
 use crate::error::ApiError;
 use crate::revocation::{Revocations, Revoked};
-use crate::tenancy::TenantId;
+use crate::tenancy::{TenantId, TenantSlug};
 
 /// A verified end user (or machine agent) acting through a token.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
     pub tenant_id: TenantId,
+    /// The tenant's slug, when the credential names it (access tokens' claim `tenant`, API keys):
+    /// a request with such a credential needs no `x-strongroom-tenant`. The slug is checked
+    /// against `tenant_id` wherever the tenant is resolved.
+    pub tenant: Option<TenantSlug>,
     pub subject: String,
     pub session_id: Option<String>,
     pub token_id: String,
@@ -74,6 +78,8 @@ impl Principal {
 struct Claims {
     sub: String,
     tid: String,
+    #[serde(default)]
+    tenant: Option<String>,
     #[serde(default)]
     sid: Option<String>,
     jti: String,
@@ -344,8 +350,10 @@ impl TokenVerifier {
             },
         };
         let tenant = uuid::Uuid::parse_str(&resolved.tenant_id).map_err(|_| invalid("UNKNOWN_API_KEY"))?;
+        let slug = Some(resolved.tenant_slug.as_str()).filter(|s| !s.is_empty()).map(TenantSlug::parse).transpose();
         let p = Principal {
             tenant_id: TenantId(tenant),
+            tenant: slug.map_err(|_| invalid("UNKNOWN_API_KEY"))?,
             subject: resolved.subject,
             session_id: None,
             token_id: resolved.key_id,
@@ -488,8 +496,10 @@ impl TokenVerifier {
         if key.tenant.is_some_and(|t| t != tenant) {
             return Err(invalid("KEY_TENANT_MISMATCH"));
         }
+        let slug = claims.tenant.as_deref().map(TenantSlug::parse).transpose();
         Ok(Principal {
             tenant_id: TenantId(tenant),
+            tenant: slug.map_err(|_| invalid("INVALID_TENANT_CLAIM"))?,
             subject: claims.sub,
             session_id: claims.sid,
             token_id: claims.jti,

@@ -5,6 +5,7 @@
 use kit::access::RequestContext;
 use kit::outbox::{Actor, AuditRecord, Outcome};
 use kit::tenancy::db_error;
+use kit::time::opt_to_pb;
 use kit::{ApiError, Db, ErrorCode, Tenant, TenantTx};
 use proto::vault::v1 as pb;
 use tonic::{Request, Response, Status};
@@ -17,10 +18,6 @@ use crate::keyring::{Keyring, notify, subject_aad};
 pub struct KeyManagement {
     pub db: Db,
     pub keyring: Keyring,
-}
-
-fn ts(t: Option<chrono::DateTime<chrono::Utc>>) -> Option<prost_types::Timestamp> {
-    t.map(|t| prost_types::Timestamp { seconds: t.timestamp(), nanos: t.timestamp_subsec_nanos() as i32 })
 }
 
 fn audit(ctx: &RequestContext, action: &str, tenant: &Tenant) -> AuditRecord {
@@ -182,7 +179,7 @@ impl pb::key_management_service_server::KeyManagementService for KeyManagement {
                 version,
                 state: "active".into(),
                 master_key_id: self.keyring.provider().key_id().to_owned(),
-                create_time: ts(Some(chrono::Utc::now())),
+                create_time: opt_to_pb(Some(chrono::Utc::now())),
                 destroy_time: None,
             }),
         };
@@ -330,8 +327,8 @@ impl pb::key_management_service_server::KeyManagementService for KeyManagement {
                     version: r.version as u32,
                     state: r.state,
                     master_key_id: r.master_key_id,
-                    create_time: ts(Some(r.created_at)),
-                    destroy_time: ts(r.destroyed_at),
+                    create_time: opt_to_pb(Some(r.created_at)),
+                    destroy_time: opt_to_pb(r.destroyed_at),
                 })
                 .collect(),
         }))

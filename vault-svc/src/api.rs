@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use kit::access::RequestContext;
 use kit::authz::Permission;
 use kit::outbox::{Actor, AuditRecord, Outcome};
+use kit::time::{opt_from_pb, opt_to_pb};
 use kit::{ApiError, Db, ErrorCode, Tenant, TenantTx};
 use prost::Message;
 use proto::vault::v1 as pb;
@@ -45,27 +46,16 @@ fn envelope_error(e: EnvelopeError) -> ApiError {
     }
 }
 
-fn timestamp(t: Option<chrono::DateTime<chrono::Utc>>) -> Option<prost_types::Timestamp> {
-    t.map(|t| prost_types::Timestamp { seconds: t.timestamp(), nanos: t.timestamp_subsec_nanos() as i32 })
-}
-
-fn from_timestamp(
-    field: &str,
-    t: Option<prost_types::Timestamp>,
-) -> Result<Option<chrono::DateTime<chrono::Utc>>, ApiError> {
-    t.map(|t| kit::input::timestamp(field, &t)).transpose()
-}
-
 pub fn metadata(row: &SecretRow) -> pb::SecretMetadata {
     pb::SecretMetadata {
         path: row.path.clone(),
         current_version: row.current_version as u32,
         labels: row.labels.clone().into_iter().collect(),
-        rotate_after: timestamp(row.rotate_after),
-        expires_at: timestamp(row.expires_at),
-        create_time: timestamp(Some(row.created_at)),
-        update_time: timestamp(Some(row.updated_at)),
-        delete_time: timestamp(row.deleted_at),
+        rotate_after: opt_to_pb(row.rotate_after),
+        expires_at: opt_to_pb(row.expires_at),
+        create_time: opt_to_pb(Some(row.created_at)),
+        update_time: opt_to_pb(Some(row.updated_at)),
+        delete_time: opt_to_pb(row.deleted_at),
     }
 }
 
@@ -141,8 +131,8 @@ impl pb::secrets_service_server::SecretsService for Secrets {
                 ApiError::invalid_field("labels", "at most 64 labels, keys 1–64 and values ≤ 256 characters").into()
             );
         }
-        let rotate_after = from_timestamp("rotate_after", req.rotate_after)?;
-        let expires_at = from_timestamp("expires_at", req.expires_at)?;
+        let rotate_after = opt_from_pb("rotate_after", req.rotate_after.as_ref())?;
+        let expires_at = opt_from_pb("expires_at", req.expires_at.as_ref())?;
         let request_id = request_id(&req.request_id)?;
         let labels: BTreeMap<String, String> = req.labels.into_iter().collect();
         let digest = {
@@ -278,8 +268,8 @@ impl pb::secrets_service_server::SecretsService for Secrets {
                 .into_iter()
                 .map(|v| pb::SecretVersion {
                     version: v.version as u32,
-                    create_time: timestamp(Some(v.created_at)),
-                    destroy_time: timestamp(v.destroyed_at),
+                    create_time: opt_to_pb(Some(v.created_at)),
+                    destroy_time: opt_to_pb(v.destroyed_at),
                     key_version: v.key_version as u32,
                 })
                 .collect(),

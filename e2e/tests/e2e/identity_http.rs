@@ -509,9 +509,11 @@ async fn every_operation_answers_bad_input_with_a_documented_json_error() {
         let tenant_param =
             op["parameters"].as_array().into_iter().flatten().any(|p| p["$ref"] == "#/components/parameters/Tenant");
         if tenant_param {
-            let what = format!("{method} {template} without a tenant");
-            let (s, _, answer) = call(&c, method.clone(), &path, &auth[..1], valid.clone()).await;
-            assert_eq!(s, 400, "{what}: {answer}");
+            // The token names its tenant, so the header is optional; a malformed one is refused.
+            let what = format!("{method} {template} with a malformed tenant");
+            let bad_tenant = [auth[0], ("x-strongroom-tenant", "Not A Slug")];
+            let (s, _, answer) = call(&c, method.clone(), &path, &bad_tenant, valid.clone()).await;
+            assert_eq!((s, answer["error"]["reason"].as_str()), (400, Some("INVALID_FIELD")), "{what}: {answer}");
             check(&what, op, s, &answer);
             checked += 1;
         }
@@ -620,5 +622,73 @@ async fn the_gateway_and_the_services_decide_a_request_alike() {
     assert_eq!(e2e::reason(&at_service), "MISSING_PERMISSION");
     assert_eq!(at_gateway["error"]["reason"].as_str(), Some("MISSING_PERMISSION"), "{at_gateway}");
     assert_eq!(at_gateway["error"]["message"].as_str(), Some(at_service.message()), "{at_gateway}");
+    c.stop().await;
+}
+
+/// A token or API key names its tenant: a frontend need not send `x-strongroom-tenant` with it,
+/// the gateway records the request in that tenant's log, and a header naming another tenant is
+/// refused (`TENANT_MISMATCH`), over HTTP and over gRPC alike.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_credential_names_the_tenant() {
+    let c = Constellation::start(true).await;
+    let (_, _, password) = c.create_tenant_with_owner("alpha", "owner@alpha.example").await;
+    c.create_tenant("bravo").await;
+    let token = owner_session(&c, "alpha", "owner@alpha.example", &password).await;
+    let bearer = format!("Bearer {token}");
+    let only_token = [("authorization", bearer.as_str())];
+
+    let (s, _, users) = call(&c, Method::GET, "/v1/users", &only_token, Value::Null).await;
+    assert_eq!(s, 200, "{users}");
+    let user = json!({ "email": "nia@alpha.example", "password": "a long enough password", "roles": ["viewer"] });
+    let (s, headers, created) = call(&c, Method::POST, "/v1/users", &only_token, user).await;
+    assert_eq!(s, 200, "{created}");
+    let request_id = headers.get("x-request-id").and_then(|v| v.to_str().ok()).expect("request id").to_owned();
+
+    // Another tenant in the header: refused by the service, whichever tenant exists.
+    for other in ["bravo", "ghost"] {
+        let mismatch = [("authorization", bearer.as_str()), ("x-strongroom-tenant", other)];
+        let (s, _, e) = call(&c, Method::GET, "/v1/users", &mismatch, Value::Null).await;
+        assert_eq!((s, e["error"]["reason"].as_str()), (403, Some("TENANT_MISMATCH")), "{other}: {e}");
+    }
+    // No credential and no header: nothing names a tenant.
+    let (s, _, e) = call(&c, Method::GET, "/v1/users", &[], Value::Null).await;
+    assert_eq!(s, 401, "{e}");
+
+    // An API key names its tenant too.
+    let key = json!({ "name": "ci", "scopes": ["users.read"], "ttl_days": 1 });
+    let (s, _, k) = call(&c, Method::POST, "/v1/api-keys", &only_token, key).await;
+    assert_eq!(s, 200, "{k}");
+    let key_bearer = format!("Bearer {}", k["api_key"].as_str().expect("key"));
+    let (s, _, listed) =
+        call(&c, Method::GET, "/v1/users", &[("authorization", key_bearer.as_str())], Value::Null).await;
+    assert_eq!(s, 200, "{listed}");
+
+    // Over gRPC: no tenant metadata, the token's tenant.
+    let mut users_client =
+        proto::auth::v1::user_service_client::UserServiceClient::new(c.channel_as("gateway", "auth"));
+    let listed = users_client
+        .list_users(kit::client::with_context(
+            tonic::Request::new(proto::auth::v1::ListUsersRequest::default()),
+            None,
+            None,
+            Some(&token),
+        ))
+        .await
+        .expect("the token's tenant")
+        .into_inner();
+    assert!(listed.users.iter().any(|u| u.email == "nia@alpha.example"));
+
+    // The gateway recorded the state-changing request in the token's tenant's log.
+    let path = format!("/v1/audit/events?request_id={request_id}&action=gateway.request");
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (s, _, page) = call(&c, Method::GET, &path, &only_token, Value::Null).await;
+        assert_eq!(s, 200, "{page}");
+        if page["events"].as_array().is_some_and(|e| !e.is_empty()) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the request was not recorded in alpha's log");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
     c.stop().await;
 }
