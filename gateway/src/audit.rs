@@ -1,10 +1,10 @@
 //! `/v1/audit`: a tenant's audit trail for auditors (permission `audit.events.read`), served from
 //! audit-svc with the caller's token.
 
-use axum::Extension;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use kit::authz::Permission;
@@ -15,9 +15,9 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::AppState;
-use crate::http_layer::RequestId;
+use crate::http_layer::{HttpError, RequestId};
 use crate::input::{PathParams, QueryParams};
-use crate::upstream::{caller, request, respond, upstream};
+use crate::upstream::{Call, caller, request, respond, upstream};
 
 const PERMISSION: Permission = Permission::AuditEventsRead;
 
@@ -65,79 +65,58 @@ pub struct ListQuery {
 /// `GET /v1/audit/events?from=&page_size=&start=&end=&actor=&action=&resource=&outcome=&request_id=`
 pub async fn list(
     State(state): State<AppState>,
-    Extension(id): Extension<RequestId>,
+    call: Call,
     QueryParams(q): QueryParams<ListQuery>,
-    headers: HeaderMap,
-) -> Response {
-    let result = async {
-        let c = caller(&state, &headers, PERMISSION).await?;
-        let msg = pb::ListEntriesRequest {
-            from_seq: q.from,
-            page_size: q.page_size,
-            page_token: String::new(),
-            start_time: parse_rfc3339("start", q.start.as_deref())?,
-            end_time: parse_rfc3339("end", q.end.as_deref())?,
-            actor: q.actor,
-            action: q.action,
-            resource: q.resource,
-            outcome: q.outcome,
-            request_id: q.request_id,
-        };
-        let resp = client(&state).list_entries(request(&c, &id, msg)).await.map_err(upstream)?.into_inner();
-        Ok(json!({
-            "events": resp.entries.iter().map(entry_json).collect::<Vec<_>>(),
-            "next_from": if resp.more { Value::from(resp.next_seq) } else { Value::Null },
-        }))
-    }
-    .await;
-    respond(result, id)
+) -> Result<Json<Value>, HttpError> {
+    call.require(PERMISSION)?;
+    let msg = pb::ListEntriesRequest {
+        from_seq: q.from,
+        page_size: q.page_size,
+        page_token: String::new(),
+        start_time: parse_rfc3339("start", q.start.as_deref())?,
+        end_time: parse_rfc3339("end", q.end.as_deref())?,
+        actor: q.actor,
+        action: q.action,
+        resource: q.resource,
+        outcome: q.outcome,
+        request_id: q.request_id,
+    };
+    let resp = client(&state).list_entries(call.request(msg)).await.map_err(upstream)?.into_inner();
+    Ok(Json(json!({
+        "events": resp.entries.iter().map(entry_json).collect::<Vec<_>>(),
+        "next_from": if resp.more { Value::from(resp.next_seq) } else { Value::Null },
+    })))
 }
 
 /// `GET /v1/audit/events/{seq}`: the entry, its inclusion proof and the checkpoint it is proved in.
 pub async fn get(
     State(state): State<AppState>,
-    Extension(id): Extension<RequestId>,
+    call: Call,
     PathParams(seq): PathParams<u64>,
-    headers: HeaderMap,
-) -> Response {
-    let result = async {
-        let c = caller(&state, &headers, PERMISSION).await?;
-        let resp = client(&state)
-            .get_entry(request(&c, &id, pb::GetEntryRequest { seq }))
-            .await
-            .map_err(upstream)?
-            .into_inner();
-        let checkpoint = resp.checkpoint.unwrap_or_default();
-        let mut body = resp.entry.as_ref().map(entry_json).unwrap_or(Value::Null);
-        body["inclusion_proof"] = json!({
-            "leaf_index": seq,
-            "tree_size": checkpoint.tree_size,
-            "hashes": resp.inclusion_proof.iter().map(|h| B64.encode(h)).collect::<Vec<_>>(),
-        });
-        body["checkpoint"] = checkpoint_json(&checkpoint);
-        Ok(body)
-    }
-    .await;
-    respond(result, id)
+) -> Result<Json<Value>, HttpError> {
+    call.require(PERMISSION)?;
+    let resp =
+        client(&state).get_entry(call.request(pb::GetEntryRequest { seq })).await.map_err(upstream)?.into_inner();
+    let checkpoint = resp.checkpoint.unwrap_or_default();
+    let mut body = resp.entry.as_ref().map(entry_json).unwrap_or(Value::Null);
+    body["inclusion_proof"] = json!({
+        "leaf_index": seq,
+        "tree_size": checkpoint.tree_size,
+        "hashes": resp.inclusion_proof.iter().map(|h| B64.encode(h)).collect::<Vec<_>>(),
+    });
+    body["checkpoint"] = checkpoint_json(&checkpoint);
+    Ok(Json(body))
 }
 
 /// `GET /v1/audit/checkpoint`
-pub async fn checkpoint(
-    State(state): State<AppState>,
-    Extension(id): Extension<RequestId>,
-    headers: HeaderMap,
-) -> Response {
-    let result = async {
-        let c = caller(&state, &headers, PERMISSION).await?;
-        let cp = client(&state)
-            .get_latest_checkpoint(request(&c, &id, pb::GetLatestCheckpointRequest {}))
-            .await
-            .map_err(upstream)?
-            .into_inner();
-        Ok(checkpoint_json(&cp))
-    }
-    .await;
-    respond(result, id)
+pub async fn checkpoint(State(state): State<AppState>, call: Call) -> Result<Json<Value>, HttpError> {
+    call.require(PERMISSION)?;
+    let cp = client(&state)
+        .get_latest_checkpoint(call.request(pb::GetLatestCheckpointRequest {}))
+        .await
+        .map_err(upstream)?
+        .into_inner();
+    Ok(Json(checkpoint_json(&cp)))
 }
 
 #[derive(Debug, Deserialize)]
@@ -150,37 +129,26 @@ pub struct ConsistencyQuery {
 /// `GET /v1/audit/proofs/consistency?from=&to=`
 pub async fn consistency(
     State(state): State<AppState>,
-    Extension(id): Extension<RequestId>,
+    call: Call,
     QueryParams(q): QueryParams<ConsistencyQuery>,
-    headers: HeaderMap,
-) -> Response {
-    let result = async {
-        let c = caller(&state, &headers, PERMISSION).await?;
-        let msg = pb::GetConsistencyProofRequest { from_size: q.from, to_size: q.to };
-        let p = client(&state).get_consistency_proof(request(&c, &id, msg)).await.map_err(upstream)?.into_inner();
-        Ok(json!({ "from_size": p.from_size, "tree_size": p.to_size, "hashes": p.proof.iter().map(|h| B64.encode(h)).collect::<Vec<_>>() }))
-    }
-    .await;
-    respond(result, id)
+) -> Result<Json<Value>, HttpError> {
+    call.require(PERMISSION)?;
+    let msg = pb::GetConsistencyProofRequest { from_size: q.from, to_size: q.to };
+    let p = client(&state).get_consistency_proof(call.request(msg)).await.map_err(upstream)?.into_inner();
+    Ok(Json(
+        json!({ "from_size": p.from_size, "tree_size": p.to_size, "hashes": p.proof.iter().map(|h| B64.encode(h)).collect::<Vec<_>>() }),
+    ))
 }
 
 /// `GET /v1/audit/verifier-key`: the C2SP verifier key string.
-pub async fn verifier_key(
-    State(state): State<AppState>,
-    Extension(id): Extension<RequestId>,
-    headers: HeaderMap,
-) -> Response {
-    let result = async {
-        let c = caller(&state, &headers, PERMISSION).await?;
-        let k = client(&state)
-            .get_verifier_key(request(&c, &id, pb::GetVerifierKeyRequest {}))
-            .await
-            .map_err(upstream)?
-            .into_inner();
-        Ok(json!({ "verifier_key": k.verifier_key }))
-    }
-    .await;
-    respond(result, id)
+pub async fn verifier_key(State(state): State<AppState>, call: Call) -> Result<Json<Value>, HttpError> {
+    call.require(PERMISSION)?;
+    let k = client(&state)
+        .get_verifier_key(call.request(pb::GetVerifierKeyRequest {}))
+        .await
+        .map_err(upstream)?
+        .into_inner();
+    Ok(Json(json!({ "verifier_key": k.verifier_key })))
 }
 
 #[derive(Debug, Deserialize)]

@@ -39,6 +39,29 @@ impl IntoResponse for JsonError {
     }
 }
 
+/// A handler's refusal: `?` turns any [`ApiError`] into one. It is rendered as the JSON error,
+/// with the request's id, by [`observe`] (which alone knows the id of every request).
+#[derive(Debug)]
+pub struct HttpError(pub ApiError);
+
+impl From<ApiError> for HttpError {
+    fn from(e: ApiError) -> Self {
+        Self(e)
+    }
+}
+
+/// The error [`HttpError`] left in a response for [`observe`] to render.
+#[derive(Debug, Clone)]
+struct Unrendered(ApiError);
+
+impl IntoResponse for HttpError {
+    fn into_response(self) -> Response {
+        let mut resp = self.0.code.http().into_response();
+        resp.extensions_mut().insert(Unrendered(self.0));
+        resp
+    }
+}
+
 const SECURITY_HEADERS: [(&str, &str); 7] = [
     ("strict-transport-security", "max-age=63072000; includeSubDomains; preload"),
     ("content-security-policy", "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"),
@@ -85,6 +108,9 @@ pub async fn observe(mut req: Request, next: Next) -> Response {
     kit::telemetry::adopt_parent(&span, req.headers());
     let started = std::time::Instant::now();
     let mut resp = next.run(req).instrument(span.clone()).await;
+    if let Some(Unrendered(e)) = resp.extensions_mut().remove::<Unrendered>() {
+        resp = JsonError(e, request_id.clone()).into_response();
+    }
 
     let status = resp.status();
     if status.is_client_error() || status.is_server_error() {

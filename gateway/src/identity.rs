@@ -21,9 +21,9 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::AppState;
-use crate::http_layer::{JsonError, RequestId};
+use crate::http_layer::{HttpError, JsonError, RequestId};
 use crate::input::{JsonBody, PathParams, QueryParams};
-use crate::upstream::{Caller, authenticated, caller, request, respond, upstream};
+use crate::upstream::{Call, authenticated, request, respond, upstream};
 
 fn client_info(state: &AppState, addr: &SocketAddr, headers: &HeaderMap) -> pb::ClientInfo {
     let ua = headers.get(http::header::USER_AGENT).and_then(|v| v.to_str().ok()).unwrap_or_default();
@@ -335,17 +335,13 @@ pub struct CodeBody {
 /// `POST /v1/auth/step-up`: a fresh second factor for the current session.
 pub async fn step_up(
     State(state): State<AppState>,
-    Extension(id): Extension<RequestId>,
-    headers: HeaderMap,
+    call: Call,
     JsonBody(body): JsonBody<CodeBody>,
-) -> Response {
-    let result = async {
-        let c = authenticated(&state, &headers).await?;
-        let t = authn(&state).step_up(request(&c, &id, pb::StepUpRequest { code: body.code })).await.map_err(upstream)?;
-        Ok(json!({ "access_token": t.get_ref().access_token, "token_type": "Bearer", "expires_in": t.get_ref().expires_in }))
-    }
-    .await;
-    respond(result, id)
+) -> Result<Json<Value>, HttpError> {
+    let t = authn(&state).step_up(call.request(pb::StepUpRequest { code: body.code })).await.map_err(upstream)?;
+    Ok(Json(
+        json!({ "access_token": t.get_ref().access_token, "token_type": "Bearer", "expires_in": t.get_ref().expires_in }),
+    ))
 }
 
 /// How long the gateway serves a fetched JWKS document before asking auth-svc again. Far below
@@ -398,80 +394,47 @@ pub async fn openid_configuration(State(state): State<AppState>) -> Json<Value> 
 }
 
 /// `GET /v1/me`
-pub async fn me(State(state): State<AppState>, Extension(id): Extension<RequestId>, headers: HeaderMap) -> Response {
-    let result = async {
-        let c = authenticated(&state, &headers).await?;
-        let me = users(&state).get_me(request(&c, &id, pb::GetMeRequest {})).await.map_err(upstream)?.into_inner();
-        Ok(json!({
-            "user": me.user.as_ref().map(user_json),
-            "permissions": me.permissions,
-            "session_id": me.session_id,
-            "amr": me.amr,
-            "tenant": c.tenant,
-        }))
-    }
-    .await;
-    respond(result, id)
+pub async fn me(State(state): State<AppState>, call: Call) -> Result<Json<Value>, HttpError> {
+    let me = users(&state).get_me(call.request(pb::GetMeRequest {})).await.map_err(upstream)?.into_inner();
+    Ok(Json(json!({
+        "user": me.user.as_ref().map(user_json),
+        "permissions": me.permissions,
+        "session_id": me.session_id,
+        "amr": me.amr,
+        "tenant": call.caller.tenant,
+    })))
 }
 
 /// `GET /v1/me/export`: everything held about the caller.
-pub async fn export(
-    State(state): State<AppState>,
-    Extension(id): Extension<RequestId>,
-    headers: HeaderMap,
-) -> Response {
-    let result = async {
-        let c = authenticated(&state, &headers).await?;
-        let doc =
-            users(&state).export_me(request(&c, &id, pb::ExportMeRequest {})).await.map_err(upstream)?.into_inner();
-        serde_json::from_str::<Value>(&doc.json).map_err(|e| ApiError::internal(&e))
-    }
-    .await;
-    let mut resp = respond(result, id);
+pub async fn export(State(state): State<AppState>, call: Call) -> Result<Response, HttpError> {
+    let doc = users(&state).export_me(call.request(pb::ExportMeRequest {})).await.map_err(upstream)?.into_inner();
+    let doc = serde_json::from_str::<Value>(&doc.json).map_err(|e| ApiError::internal(&e))?;
+    let mut resp = Json(doc).into_response();
     resp.headers_mut().insert(
         http::header::CONTENT_DISPOSITION,
         http::HeaderValue::from_static("attachment; filename=\"strongroom-export.json\""),
     );
-    resp
+    Ok(resp)
 }
 
 /// `POST /v1/me/mfa/totp`: starts TOTP enrolment.
-pub async fn totp_enroll(
-    State(state): State<AppState>,
-    Extension(id): Extension<RequestId>,
-    headers: HeaderMap,
-) -> Response {
-    let result = async {
-        let c = authenticated(&state, &headers).await?;
-        let r = sessions(&state)
-            .enroll_totp(request(&c, &id, pb::EnrollTotpRequest {}))
-            .await
-            .map_err(upstream)?
-            .into_inner();
-        Ok(json!({ "otpauth_uri": r.otpauth_uri, "secret": r.secret }))
-    }
-    .await;
-    respond(result, id)
+pub async fn totp_enroll(State(state): State<AppState>, call: Call) -> Result<Json<Value>, HttpError> {
+    let r = sessions(&state).enroll_totp(call.request(pb::EnrollTotpRequest {})).await.map_err(upstream)?.into_inner();
+    Ok(Json(json!({ "otpauth_uri": r.otpauth_uri, "secret": r.secret })))
 }
 
 /// `POST /v1/me/mfa/totp/confirm`: the first code; answers the backup codes once.
 pub async fn totp_confirm(
     State(state): State<AppState>,
-    Extension(id): Extension<RequestId>,
-    headers: HeaderMap,
+    call: Call,
     JsonBody(body): JsonBody<CodeBody>,
-) -> Response {
-    let result = async {
-        let c = authenticated(&state, &headers).await?;
-        let r = sessions(&state)
-            .confirm_totp(request(&c, &id, pb::ConfirmTotpRequest { code: body.code }))
-            .await
-            .map_err(upstream)?
-            .into_inner();
-        Ok(json!({ "backup_codes": r.backup_codes, "refresh_required": true }))
-    }
-    .await;
-    respond(result, id)
+) -> Result<Json<Value>, HttpError> {
+    let r = sessions(&state)
+        .confirm_totp(call.request(pb::ConfirmTotpRequest { code: body.code }))
+        .await
+        .map_err(upstream)?
+        .into_inner();
+    Ok(Json(json!({ "backup_codes": r.backup_codes, "refresh_required": true })))
 }
 
 fn session_json(s: &pb::Session) -> Value {
@@ -483,41 +446,23 @@ fn session_json(s: &pb::Session) -> Value {
 }
 
 /// `GET /v1/me/sessions`
-pub async fn my_sessions(
-    State(state): State<AppState>,
-    Extension(id): Extension<RequestId>,
-    headers: HeaderMap,
-) -> Response {
-    let result = async {
-        let c = authenticated(&state, &headers).await?;
-        let r = sessions(&state)
-            .list_sessions(request(&c, &id, pb::ListSessionsRequest::default()))
-            .await
-            .map_err(upstream)?
-            .into_inner();
-        Ok(json!({ "sessions": r.sessions.iter().map(session_json).collect::<Vec<_>>() }))
-    }
-    .await;
-    respond(result, id)
+pub async fn my_sessions(State(state): State<AppState>, call: Call) -> Result<Json<Value>, HttpError> {
+    let r = sessions(&state)
+        .list_sessions(call.request(pb::ListSessionsRequest::default()))
+        .await
+        .map_err(upstream)?
+        .into_inner();
+    Ok(Json(json!({ "sessions": r.sessions.iter().map(session_json).collect::<Vec<_>>() })))
 }
 
 /// `DELETE /v1/me/sessions/{id}`
 pub async fn revoke_my_session(
     State(state): State<AppState>,
-    Extension(id): Extension<RequestId>,
+    call: Call,
     PathParams(session): PathParams<String>,
-    headers: HeaderMap,
-) -> Response {
-    let result = async {
-        let c = authenticated(&state, &headers).await?;
-        sessions(&state)
-            .revoke_session(request(&c, &id, pb::RevokeSessionRequest { id: session }))
-            .await
-            .map_err(upstream)?;
-        Ok(json!({ "revoked": true }))
-    }
-    .await;
-    respond(result, id)
+) -> Result<Json<Value>, HttpError> {
+    sessions(&state).revoke_session(call.request(pb::RevokeSessionRequest { id: session })).await.map_err(upstream)?;
+    Ok(Json(json!({ "revoked": true })))
 }
 
 #[derive(Debug, Deserialize)]
@@ -532,18 +477,15 @@ pub struct PageQuery {
 /// `GET /v1/users`
 pub async fn list_users(
     State(state): State<AppState>,
-    Extension(id): Extension<RequestId>,
+    call: Call,
     QueryParams(q): QueryParams<PageQuery>,
-    headers: HeaderMap,
-) -> Response {
-    let result = async {
-        let c = caller(&state, &headers, Permission::UsersRead).await?;
-        let msg = pb::ListUsersRequest { page_size: q.page_size, page_token: q.page_token };
-        let r = users(&state).list_users(request(&c, &id, msg)).await.map_err(upstream)?.into_inner();
-        Ok(json!({ "users": r.users.iter().map(user_json).collect::<Vec<_>>(), "next_page_token": r.next_page_token }))
-    }
-    .await;
-    respond(result, id)
+) -> Result<Json<Value>, HttpError> {
+    call.require(Permission::UsersRead)?;
+    let msg = pb::ListUsersRequest { page_size: q.page_size, page_token: q.page_token };
+    let r = users(&state).list_users(call.request(msg)).await.map_err(upstream)?.into_inner();
+    Ok(Json(
+        json!({ "users": r.users.iter().map(user_json).collect::<Vec<_>>(), "next_page_token": r.next_page_token }),
+    ))
 }
 
 #[derive(Debug, Deserialize)]
@@ -561,41 +503,30 @@ pub struct CreateUserBody {
 /// `POST /v1/users`
 pub async fn create_user(
     State(state): State<AppState>,
-    Extension(id): Extension<RequestId>,
-    headers: HeaderMap,
+    call: Call,
     JsonBody(body): JsonBody<CreateUserBody>,
-) -> Response {
-    let result = async {
-        let c = caller(&state, &headers, Permission::UsersWrite).await?;
-        let msg = pb::CreateUserRequest {
-            email: body.email,
-            display_name: body.display_name,
-            password: body.password,
-            roles: body.roles,
-            request_id: body.request_id.unwrap_or_default(),
-        };
-        let u = users(&state).create_user(request(&c, &id, msg)).await.map_err(upstream)?.into_inner();
-        Ok(user_json(&u))
-    }
-    .await;
-    respond(result, id)
+) -> Result<Json<Value>, HttpError> {
+    call.require(Permission::UsersWrite)?;
+    let msg = pb::CreateUserRequest {
+        email: body.email,
+        display_name: body.display_name,
+        password: body.password,
+        roles: body.roles,
+        request_id: body.request_id.unwrap_or_default(),
+    };
+    let u = users(&state).create_user(call.request(msg)).await.map_err(upstream)?.into_inner();
+    Ok(Json(user_json(&u)))
 }
 
 /// `GET /v1/users/{id}`
 pub async fn get_user(
     State(state): State<AppState>,
-    Extension(id): Extension<RequestId>,
+    call: Call,
     PathParams(user): PathParams<String>,
-    headers: HeaderMap,
-) -> Response {
-    let result = async {
-        // auth-svc decides: a user may read themselves, anyone else needs users.read.
-        let c = authenticated(&state, &headers).await?;
-        let u = users(&state).get_user(request(&c, &id, pb::GetUserRequest { id: user })).await.map_err(upstream)?;
-        Ok(user_json(u.get_ref()))
-    }
-    .await;
-    respond(result, id)
+) -> Result<Json<Value>, HttpError> {
+    // auth-svc decides: a user may read themselves, anyone else needs users.read.
+    let u = users(&state).get_user(call.request(pb::GetUserRequest { id: user })).await.map_err(upstream)?;
+    Ok(Json(user_json(u.get_ref())))
 }
 
 #[derive(Debug, Deserialize)]
@@ -607,35 +538,25 @@ pub struct UpdateUserBody {
 /// `PATCH /v1/users/{id}`
 pub async fn update_user(
     State(state): State<AppState>,
-    Extension(id): Extension<RequestId>,
+    call: Call,
     PathParams(user): PathParams<String>,
-    headers: HeaderMap,
     JsonBody(body): JsonBody<UpdateUserBody>,
-) -> Response {
-    let result = async {
-        let c = caller(&state, &headers, Permission::UsersWrite).await?;
-        let msg = pb::UpdateUserRequest { id: user, display_name: body.display_name };
-        let u = users(&state).update_user(request(&c, &id, msg)).await.map_err(upstream)?;
-        Ok(user_json(u.get_ref()))
-    }
-    .await;
-    respond(result, id)
+) -> Result<Json<Value>, HttpError> {
+    call.require(Permission::UsersWrite)?;
+    let msg = pb::UpdateUserRequest { id: user, display_name: body.display_name };
+    let u = users(&state).update_user(call.request(msg)).await.map_err(upstream)?;
+    Ok(Json(user_json(u.get_ref())))
 }
 
 /// `DELETE /v1/users/{id}`: removes personal data and shreds the user's key.
 pub async fn delete_user(
     State(state): State<AppState>,
-    Extension(id): Extension<RequestId>,
+    call: Call,
     PathParams(user): PathParams<String>,
-    headers: HeaderMap,
-) -> Response {
-    let result = async {
-        let c = caller(&state, &headers, Permission::UsersDelete).await?;
-        users(&state).delete_user(request(&c, &id, pb::DeleteUserRequest { id: user })).await.map_err(upstream)?;
-        Ok(json!({ "deleted": true }))
-    }
-    .await;
-    respond(result, id)
+) -> Result<Json<Value>, HttpError> {
+    call.require(Permission::UsersDelete)?;
+    users(&state).delete_user(call.request(pb::DeleteUserRequest { id: user })).await.map_err(upstream)?;
+    Ok(Json(json!({ "deleted": true })))
 }
 
 #[derive(Debug, Deserialize)]
@@ -647,38 +568,26 @@ pub struct SuspendBody {
 /// `POST /v1/users/{id}/suspend`
 pub async fn suspend_user(
     State(state): State<AppState>,
-    Extension(id): Extension<RequestId>,
+    call: Call,
     PathParams(user): PathParams<String>,
-    headers: HeaderMap,
     JsonBody(body): JsonBody<SuspendBody>,
-) -> Response {
-    let result = async {
-        let c = caller(&state, &headers, Permission::UsersSuspend).await?;
-        let msg = pb::SuspendUserRequest { id: user, reason: body.reason };
-        let u = users(&state).suspend_user(request(&c, &id, msg)).await.map_err(upstream)?;
-        Ok(user_json(u.get_ref()))
-    }
-    .await;
-    respond(result, id)
+) -> Result<Json<Value>, HttpError> {
+    call.require(Permission::UsersSuspend)?;
+    let msg = pb::SuspendUserRequest { id: user, reason: body.reason };
+    let u = users(&state).suspend_user(call.request(msg)).await.map_err(upstream)?;
+    Ok(Json(user_json(u.get_ref())))
 }
 
 /// `POST /v1/users/{id}/reactivate`
 pub async fn reactivate_user(
     State(state): State<AppState>,
-    Extension(id): Extension<RequestId>,
+    call: Call,
     PathParams(user): PathParams<String>,
-    headers: HeaderMap,
-) -> Response {
-    let result = async {
-        let c = caller(&state, &headers, Permission::UsersSuspend).await?;
-        let u = users(&state)
-            .reactivate_user(request(&c, &id, pb::ReactivateUserRequest { id: user }))
-            .await
-            .map_err(upstream)?;
-        Ok(user_json(u.get_ref()))
-    }
-    .await;
-    respond(result, id)
+) -> Result<Json<Value>, HttpError> {
+    call.require(Permission::UsersSuspend)?;
+    let u =
+        users(&state).reactivate_user(call.request(pb::ReactivateUserRequest { id: user })).await.map_err(upstream)?;
+    Ok(Json(user_json(u.get_ref())))
 }
 
 fn role_json(r: &pb::Role) -> Value {
@@ -688,18 +597,15 @@ fn role_json(r: &pb::Role) -> Value {
 /// `GET /v1/roles?page_size=&page_token=`
 pub async fn list_roles(
     State(state): State<AppState>,
-    Extension(id): Extension<RequestId>,
+    call: Call,
     QueryParams(q): QueryParams<PageQuery>,
-    headers: HeaderMap,
-) -> Response {
-    let result = async {
-        let c = caller(&state, &headers, Permission::RolesRead).await?;
-        let msg = pb::ListRolesRequest { page_size: q.page_size, page_token: q.page_token };
-        let r = access(&state).list_roles(request(&c, &id, msg)).await.map_err(upstream)?.into_inner();
-        Ok(json!({ "roles": r.roles.iter().map(role_json).collect::<Vec<_>>(), "next_page_token": r.next_page_token }))
-    }
-    .await;
-    respond(result, id)
+) -> Result<Json<Value>, HttpError> {
+    call.require(Permission::RolesRead)?;
+    let msg = pb::ListRolesRequest { page_size: q.page_size, page_token: q.page_token };
+    let r = access(&state).list_roles(call.request(msg)).await.map_err(upstream)?.into_inner();
+    Ok(Json(
+        json!({ "roles": r.roles.iter().map(role_json).collect::<Vec<_>>(), "next_page_token": r.next_page_token }),
+    ))
 }
 
 #[derive(Debug, Deserialize)]
@@ -714,35 +620,24 @@ pub struct CreateRoleBody {
 /// `POST /v1/roles`
 pub async fn create_role(
     State(state): State<AppState>,
-    Extension(id): Extension<RequestId>,
-    headers: HeaderMap,
+    call: Call,
     JsonBody(body): JsonBody<CreateRoleBody>,
-) -> Response {
-    let result = async {
-        let c = caller(&state, &headers, Permission::RolesWrite).await?;
-        let msg =
-            pb::CreateRoleRequest { name: body.name, description: body.description, permissions: body.permissions };
-        let r = access(&state).create_role(request(&c, &id, msg)).await.map_err(upstream)?;
-        Ok(role_json(r.get_ref()))
-    }
-    .await;
-    respond(result, id)
+) -> Result<Json<Value>, HttpError> {
+    call.require(Permission::RolesWrite)?;
+    let msg = pb::CreateRoleRequest { name: body.name, description: body.description, permissions: body.permissions };
+    let r = access(&state).create_role(call.request(msg)).await.map_err(upstream)?;
+    Ok(Json(role_json(r.get_ref())))
 }
 
 /// `DELETE /v1/roles/{id}`
 pub async fn delete_role(
     State(state): State<AppState>,
-    Extension(id): Extension<RequestId>,
+    call: Call,
     PathParams(role): PathParams<String>,
-    headers: HeaderMap,
-) -> Response {
-    let result = async {
-        let c = caller(&state, &headers, Permission::RolesWrite).await?;
-        access(&state).delete_role(request(&c, &id, pb::DeleteRoleRequest { id: role })).await.map_err(upstream)?;
-        Ok(json!({ "deleted": true }))
-    }
-    .await;
-    respond(result, id)
+) -> Result<Json<Value>, HttpError> {
+    call.require(Permission::RolesWrite)?;
+    access(&state).delete_role(call.request(pb::DeleteRoleRequest { id: role })).await.map_err(upstream)?;
+    Ok(Json(json!({ "deleted": true })))
 }
 
 #[derive(Debug, Deserialize)]
@@ -754,56 +649,45 @@ pub struct GrantBody {
 
 async fn grant_or_revoke(
     state: &AppState,
-    c: &Caller,
-    id: &RequestId,
+    call: &Call,
     role: String,
     body: GrantBody,
     revoke: bool,
-) -> Result<Value, ApiError> {
+) -> Result<Json<Value>, HttpError> {
     let grantee = match (body.user_id, body.group_id) {
         (Some(u), None) => pb::grant_role_request::Grantee::UserId(u),
         (None, Some(g)) => pb::grant_role_request::Grantee::GroupId(g),
-        _ => return Err(ApiError::invalid_field("user_id", "give exactly one of user_id and group_id")),
+        _ => return Err(ApiError::invalid_field("user_id", "give exactly one of user_id and group_id").into()),
     };
     let msg = pb::GrantRoleRequest { role, grantee: Some(grantee) };
     if revoke {
-        access(state).revoke_role(request(c, id, msg)).await.map_err(upstream)?;
+        access(state).revoke_role(call.request(msg)).await.map_err(upstream)?;
     } else {
-        access(state).grant_role(request(c, id, msg)).await.map_err(upstream)?;
+        access(state).grant_role(call.request(msg)).await.map_err(upstream)?;
     }
-    Ok(json!({ "granted": !revoke }))
+    Ok(Json(json!({ "granted": !revoke })))
 }
 
 /// `POST /v1/roles/{name}/grant`
 pub async fn grant_role(
     State(state): State<AppState>,
-    Extension(id): Extension<RequestId>,
+    call: Call,
     PathParams(role): PathParams<String>,
-    headers: HeaderMap,
     JsonBody(body): JsonBody<GrantBody>,
-) -> Response {
-    let result = async {
-        let c = caller(&state, &headers, Permission::RolesGrant).await?;
-        grant_or_revoke(&state, &c, &id, role, body, false).await
-    }
-    .await;
-    respond(result, id)
+) -> Result<Json<Value>, HttpError> {
+    call.require(Permission::RolesGrant)?;
+    grant_or_revoke(&state, &call, role, body, false).await
 }
 
 /// `POST /v1/roles/{name}/revoke`
 pub async fn revoke_role(
     State(state): State<AppState>,
-    Extension(id): Extension<RequestId>,
+    call: Call,
     PathParams(role): PathParams<String>,
-    headers: HeaderMap,
     JsonBody(body): JsonBody<GrantBody>,
-) -> Response {
-    let result = async {
-        let c = caller(&state, &headers, Permission::RolesGrant).await?;
-        grant_or_revoke(&state, &c, &id, role, body, true).await
-    }
-    .await;
-    respond(result, id)
+) -> Result<Json<Value>, HttpError> {
+    call.require(Permission::RolesGrant)?;
+    grant_or_revoke(&state, &call, role, body, true).await
 }
 
 fn group_json(g: &pb::Group) -> Value {
@@ -813,36 +697,28 @@ fn group_json(g: &pb::Group) -> Value {
 /// `GET /v1/groups?page_size=&page_token=`
 pub async fn list_groups(
     State(state): State<AppState>,
-    Extension(id): Extension<RequestId>,
+    call: Call,
     QueryParams(q): QueryParams<PageQuery>,
-    headers: HeaderMap,
-) -> Response {
-    let result = async {
-        let c = caller(&state, &headers, Permission::GroupsRead).await?;
-        let msg = pb::ListGroupsRequest { page_size: q.page_size, page_token: q.page_token };
-        let r = access(&state).list_groups(request(&c, &id, msg)).await.map_err(upstream)?.into_inner();
-        Ok(json!({ "groups": r.groups.iter().map(group_json).collect::<Vec<_>>(), "next_page_token": r.next_page_token }))
-    }
-    .await;
-    respond(result, id)
+) -> Result<Json<Value>, HttpError> {
+    call.require(Permission::GroupsRead)?;
+    let msg = pb::ListGroupsRequest { page_size: q.page_size, page_token: q.page_token };
+    let r = access(&state).list_groups(call.request(msg)).await.map_err(upstream)?.into_inner();
+    Ok(Json(
+        json!({ "groups": r.groups.iter().map(group_json).collect::<Vec<_>>(), "next_page_token": r.next_page_token }),
+    ))
 }
 
 /// `GET /v1/groups/{id}/members?page_size=&page_token=`
 pub async fn list_group_members(
     State(state): State<AppState>,
-    Extension(id): Extension<RequestId>,
+    call: Call,
     PathParams(group): PathParams<String>,
     QueryParams(q): QueryParams<PageQuery>,
-    headers: HeaderMap,
-) -> Response {
-    let result = async {
-        let c = caller(&state, &headers, Permission::GroupsRead).await?;
-        let msg = pb::ListGroupMembersRequest { group_id: group, page_size: q.page_size, page_token: q.page_token };
-        let r = access(&state).list_group_members(request(&c, &id, msg)).await.map_err(upstream)?.into_inner();
-        Ok(json!({ "member_ids": r.member_ids, "next_page_token": r.next_page_token }))
-    }
-    .await;
-    respond(result, id)
+) -> Result<Json<Value>, HttpError> {
+    call.require(Permission::GroupsRead)?;
+    let msg = pb::ListGroupMembersRequest { group_id: group, page_size: q.page_size, page_token: q.page_token };
+    let r = access(&state).list_group_members(call.request(msg)).await.map_err(upstream)?.into_inner();
+    Ok(Json(json!({ "member_ids": r.member_ids, "next_page_token": r.next_page_token })))
 }
 
 #[derive(Debug, Deserialize)]
@@ -856,68 +732,48 @@ pub struct CreateGroupBody {
 /// `POST /v1/groups`
 pub async fn create_group(
     State(state): State<AppState>,
-    Extension(id): Extension<RequestId>,
-    headers: HeaderMap,
+    call: Call,
     JsonBody(body): JsonBody<CreateGroupBody>,
-) -> Response {
-    let result = async {
-        let c = caller(&state, &headers, Permission::GroupsWrite).await?;
-        let msg = pb::CreateGroupRequest { name: body.name, description: body.description };
-        let g = access(&state).create_group(request(&c, &id, msg)).await.map_err(upstream)?;
-        Ok(group_json(g.get_ref()))
-    }
-    .await;
-    respond(result, id)
+) -> Result<Json<Value>, HttpError> {
+    call.require(Permission::GroupsWrite)?;
+    let msg = pb::CreateGroupRequest { name: body.name, description: body.description };
+    let g = access(&state).create_group(call.request(msg)).await.map_err(upstream)?;
+    Ok(Json(group_json(g.get_ref())))
 }
 
 /// `DELETE /v1/groups/{id}`
 pub async fn delete_group(
     State(state): State<AppState>,
-    Extension(id): Extension<RequestId>,
+    call: Call,
     PathParams(group): PathParams<String>,
-    headers: HeaderMap,
-) -> Response {
-    let result = async {
-        let c = caller(&state, &headers, Permission::GroupsWrite).await?;
-        access(&state).delete_group(request(&c, &id, pb::DeleteGroupRequest { id: group })).await.map_err(upstream)?;
-        Ok(json!({ "deleted": true }))
-    }
-    .await;
-    respond(result, id)
+) -> Result<Json<Value>, HttpError> {
+    call.require(Permission::GroupsWrite)?;
+    access(&state).delete_group(call.request(pb::DeleteGroupRequest { id: group })).await.map_err(upstream)?;
+    Ok(Json(json!({ "deleted": true })))
 }
 
 /// `PUT /v1/groups/{id}/members/{user_id}`
 pub async fn add_member(
     State(state): State<AppState>,
-    Extension(id): Extension<RequestId>,
+    call: Call,
     PathParams((group, user)): PathParams<(String, String)>,
-    headers: HeaderMap,
-) -> Response {
-    let result = async {
-        let c = caller(&state, &headers, Permission::GroupsWrite).await?;
-        let msg = pb::GroupMemberRequest { group_id: group, user_id: user };
-        let g = access(&state).add_group_member(request(&c, &id, msg)).await.map_err(upstream)?;
-        Ok(group_json(g.get_ref()))
-    }
-    .await;
-    respond(result, id)
+) -> Result<Json<Value>, HttpError> {
+    call.require(Permission::GroupsWrite)?;
+    let msg = pb::GroupMemberRequest { group_id: group, user_id: user };
+    let g = access(&state).add_group_member(call.request(msg)).await.map_err(upstream)?;
+    Ok(Json(group_json(g.get_ref())))
 }
 
 /// `DELETE /v1/groups/{id}/members/{user_id}`
 pub async fn remove_member(
     State(state): State<AppState>,
-    Extension(id): Extension<RequestId>,
+    call: Call,
     PathParams((group, user)): PathParams<(String, String)>,
-    headers: HeaderMap,
-) -> Response {
-    let result = async {
-        let c = caller(&state, &headers, Permission::GroupsWrite).await?;
-        let msg = pb::GroupMemberRequest { group_id: group, user_id: user };
-        let g = access(&state).remove_group_member(request(&c, &id, msg)).await.map_err(upstream)?;
-        Ok(group_json(g.get_ref()))
-    }
-    .await;
-    respond(result, id)
+) -> Result<Json<Value>, HttpError> {
+    call.require(Permission::GroupsWrite)?;
+    let msg = pb::GroupMemberRequest { group_id: group, user_id: user };
+    let g = access(&state).remove_group_member(call.request(msg)).await.map_err(upstream)?;
+    Ok(Json(group_json(g.get_ref())))
 }
 
 fn key_json(k: &pb::ApiKey) -> Value {
@@ -931,18 +787,14 @@ fn key_json(k: &pb::ApiKey) -> Value {
 /// `GET /v1/api-keys?page_size=&page_token=`
 pub async fn list_api_keys(
     State(state): State<AppState>,
-    Extension(id): Extension<RequestId>,
+    call: Call,
     QueryParams(q): QueryParams<PageQuery>,
-    headers: HeaderMap,
-) -> Response {
-    let result = async {
-        let c = authenticated(&state, &headers).await?;
-        let msg = pb::ListApiKeysRequest { page_size: q.page_size, page_token: q.page_token };
-        let r = sessions(&state).list_api_keys(request(&c, &id, msg)).await.map_err(upstream)?.into_inner();
-        Ok(json!({ "api_keys": r.keys.iter().map(key_json).collect::<Vec<_>>(), "next_page_token": r.next_page_token }))
-    }
-    .await;
-    respond(result, id)
+) -> Result<Json<Value>, HttpError> {
+    let msg = pb::ListApiKeysRequest { page_size: q.page_size, page_token: q.page_token };
+    let r = sessions(&state).list_api_keys(call.request(msg)).await.map_err(upstream)?.into_inner();
+    Ok(Json(
+        json!({ "api_keys": r.keys.iter().map(key_json).collect::<Vec<_>>(), "next_page_token": r.next_page_token }),
+    ))
 }
 
 #[derive(Debug, Deserialize)]
@@ -957,39 +809,25 @@ pub struct CreateApiKeyBody {
 /// `POST /v1/api-keys`: the key is in the answer, once.
 pub async fn create_api_key(
     State(state): State<AppState>,
-    Extension(id): Extension<RequestId>,
-    headers: HeaderMap,
+    call: Call,
     JsonBody(body): JsonBody<CreateApiKeyBody>,
-) -> Response {
-    let result = async {
-        let c = caller(&state, &headers, Permission::ApiKeysCreate).await?;
-        let msg = pb::CreateApiKeyRequest { name: body.name, scopes: body.scopes, ttl_days: body.ttl_days };
-        let r = sessions(&state).create_api_key(request(&c, &id, msg)).await.map_err(upstream)?.into_inner();
-        let mut v = r.key.as_ref().map(key_json).unwrap_or(Value::Null);
-        v["api_key"] = json!(r.api_key);
-        Ok(v)
-    }
-    .await;
-    respond(result, id)
+) -> Result<Json<Value>, HttpError> {
+    call.require(Permission::ApiKeysCreate)?;
+    let msg = pb::CreateApiKeyRequest { name: body.name, scopes: body.scopes, ttl_days: body.ttl_days };
+    let r = sessions(&state).create_api_key(call.request(msg)).await.map_err(upstream)?.into_inner();
+    let mut v = r.key.as_ref().map(key_json).unwrap_or(Value::Null);
+    v["api_key"] = json!(r.api_key);
+    Ok(Json(v))
 }
 
 /// `DELETE /v1/api-keys/{id}`
 pub async fn revoke_api_key(
     State(state): State<AppState>,
-    Extension(id): Extension<RequestId>,
+    call: Call,
     PathParams(key): PathParams<String>,
-    headers: HeaderMap,
-) -> Response {
-    let result = async {
-        let c = authenticated(&state, &headers).await?;
-        sessions(&state)
-            .revoke_api_key(request(&c, &id, pb::RevokeApiKeyRequest { id: key }))
-            .await
-            .map_err(upstream)?;
-        Ok(json!({ "revoked": true }))
-    }
-    .await;
-    respond(result, id)
+) -> Result<Json<Value>, HttpError> {
+    sessions(&state).revoke_api_key(call.request(pb::RevokeApiKeyRequest { id: key })).await.map_err(upstream)?;
+    Ok(Json(json!({ "revoked": true })))
 }
 
 fn policy_json(p: &pb::Policy) -> Value {
@@ -1004,18 +842,9 @@ fn policy_json(p: &pb::Policy) -> Value {
 }
 
 /// `GET /v1/tenant/policy`
-pub async fn get_policy(
-    State(state): State<AppState>,
-    Extension(id): Extension<RequestId>,
-    headers: HeaderMap,
-) -> Response {
-    let result = async {
-        let c = authenticated(&state, &headers).await?;
-        let p = access(&state).get_policy(request(&c, &id, pb::GetPolicyRequest {})).await.map_err(upstream)?;
-        Ok(policy_json(p.get_ref()))
-    }
-    .await;
-    respond(result, id)
+pub async fn get_policy(State(state): State<AppState>, call: Call) -> Result<Json<Value>, HttpError> {
+    let p = access(&state).get_policy(call.request(pb::GetPolicyRequest {})).await.map_err(upstream)?;
+    Ok(Json(policy_json(p.get_ref())))
 }
 
 #[derive(Debug, Deserialize)]
@@ -1034,23 +863,18 @@ pub struct PolicyBody {
 /// `PUT /v1/tenant/policy`
 pub async fn put_policy(
     State(state): State<AppState>,
-    Extension(id): Extension<RequestId>,
-    headers: HeaderMap,
+    call: Call,
     JsonBody(b): JsonBody<PolicyBody>,
-) -> Response {
-    let result = async {
-        let c = caller(&state, &headers, Permission::TenantPolicyWrite).await?;
-        let msg = pb::Policy {
-            lockout_threshold: b.lockout_threshold,
-            lockout_window_secs: b.lockout_window_secs,
-            access_token_ttl_secs: b.access_token_ttl_secs,
-            refresh_token_ttl_secs: b.refresh_token_ttl_secs,
-            mfa_required_roles: b.mfa_required_roles,
-            privileged_permissions: b.privileged_permissions,
-        };
-        let p = access(&state).update_policy(request(&c, &id, msg)).await.map_err(upstream)?;
-        Ok(policy_json(p.get_ref()))
-    }
-    .await;
-    respond(result, id)
+) -> Result<Json<Value>, HttpError> {
+    call.require(Permission::TenantPolicyWrite)?;
+    let msg = pb::Policy {
+        lockout_threshold: b.lockout_threshold,
+        lockout_window_secs: b.lockout_window_secs,
+        access_token_ttl_secs: b.access_token_ttl_secs,
+        refresh_token_ttl_secs: b.refresh_token_ttl_secs,
+        mfa_required_roles: b.mfa_required_roles,
+        privileged_permissions: b.privileged_permissions,
+    };
+    let p = access(&state).update_policy(call.request(msg)).await.map_err(upstream)?;
+    Ok(Json(policy_json(p.get_ref())))
 }

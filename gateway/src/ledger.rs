@@ -5,11 +5,11 @@
 
 use std::collections::BTreeMap;
 
-use axum::Extension;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::Response;
+use axum::{Extension, Json};
 use kit::ApiError;
 use kit::authz::Permission;
 use proto::ledger::v1 as pb;
@@ -19,10 +19,10 @@ use serde::{Deserialize, Deserializer};
 use serde_json::{Value, json};
 
 use crate::AppState;
-use crate::http_layer::RequestId;
+use crate::http_layer::{HttpError, RequestId};
 use crate::input::{PathParams, QueryParams};
 use crate::routes::{authenticate, tenant_header, tenant_of};
-use crate::upstream::{Caller, caller, request, respond, upstream};
+use crate::upstream::{Call, Caller, request, respond, upstream};
 
 /// A decimal string; JSON numbers are refused.
 #[derive(Debug, Clone, Default)]
@@ -289,147 +289,105 @@ fn ledger_json(l: &pb::Ledger) -> Value {
 }
 
 /// `POST /v1/ledger/ledgers`: a currency or asset and the decimals of its minor unit.
-pub async fn create_ledger(
-    State(state): State<AppState>,
-    Extension(id): Extension<RequestId>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let result = async {
-        let c = caller(&state, &headers, Permission::LedgerLedgersCreate).await?;
-        let b: LedgerBody = parse_body(&body)?;
-        let msg = pb::CreateLedgerRequest {
-            ledger: Some(pb::Ledger { code: b.code, scale: b.scale, description: b.description }),
-            request_id: b.request_id.unwrap_or_default(),
-        };
-        let l = client(&state).create_ledger(request(&c, &id, msg)).await.map_err(upstream)?.into_inner();
-        Ok(ledger_json(&l))
-    }
-    .await;
-    respond(result, id)
+pub async fn create_ledger(State(state): State<AppState>, call: Call, body: Bytes) -> Result<Json<Value>, HttpError> {
+    call.require(Permission::LedgerLedgersCreate)?;
+    let b: LedgerBody = parse_body(&body)?;
+    let msg = pb::CreateLedgerRequest {
+        ledger: Some(pb::Ledger { code: b.code, scale: b.scale, description: b.description }),
+        request_id: b.request_id.unwrap_or_default(),
+    };
+    let l = client(&state).create_ledger(call.request(msg)).await.map_err(upstream)?.into_inner();
+    Ok(Json(ledger_json(&l)))
 }
 
 /// `GET /v1/ledger/ledgers`
-pub async fn list_ledgers(
-    State(state): State<AppState>,
-    Extension(id): Extension<RequestId>,
-    headers: HeaderMap,
-) -> Response {
-    let result = async {
-        let c = caller_reaching(&state, &headers, Permission::LedgerAccountsRead).await?;
-        let msg = pb::ListLedgersRequest {};
-        let list = client(&state).list_ledgers(request(&c, &id, msg)).await.map_err(upstream)?.into_inner();
-        Ok(json!({ "ledgers": list.ledgers.iter().map(ledger_json).collect::<Vec<_>>() }))
-    }
-    .await;
-    respond(result, id)
+pub async fn list_ledgers(State(state): State<AppState>, call: Call) -> Result<Json<Value>, HttpError> {
+    call.reach(Permission::LedgerAccountsRead)?;
+    let msg = pb::ListLedgersRequest {};
+    let list = client(&state).list_ledgers(call.request(msg)).await.map_err(upstream)?.into_inner();
+    Ok(Json(json!({ "ledgers": list.ledgers.iter().map(ledger_json).collect::<Vec<_>>() })))
 }
 
 /// `POST /v1/ledger/accounts`
-pub async fn create_account(
-    State(state): State<AppState>,
-    Extension(id): Extension<RequestId>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let result = async {
-        let c = caller(&state, &headers, Permission::LedgerAccountsCreate).await?;
-        let b: AccountBody = parse_body(&body)?;
-        let msg = pb::CreateAccountRequest {
-            account: Some(pb::Account {
-                id: b.id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
-                ledger: b.ledger,
-                code: b.code,
-                owner: b.owner,
-                flags: Some(pb::AccountFlags {
-                    debits_must_not_exceed_credits: b.flags.debits_must_not_exceed_credits,
-                    credits_must_not_exceed_debits: b.flags.credits_must_not_exceed_debits,
-                    history: b.flags.history,
-                }),
-                metadata: b.metadata.into_iter().collect(),
-                ..Default::default()
+pub async fn create_account(State(state): State<AppState>, call: Call, body: Bytes) -> Result<Json<Value>, HttpError> {
+    call.require(Permission::LedgerAccountsCreate)?;
+    let b: AccountBody = parse_body(&body)?;
+    let msg = pb::CreateAccountRequest {
+        account: Some(pb::Account {
+            id: b.id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+            ledger: b.ledger,
+            code: b.code,
+            owner: b.owner,
+            flags: Some(pb::AccountFlags {
+                debits_must_not_exceed_credits: b.flags.debits_must_not_exceed_credits,
+                credits_must_not_exceed_debits: b.flags.credits_must_not_exceed_debits,
+                history: b.flags.history,
             }),
-            request_id: b.request_id.unwrap_or_default(),
-        };
-        let a = client(&state).create_account(request(&c, &id, msg)).await.map_err(upstream)?.into_inner();
-        Ok(account_json(&a))
-    }
-    .await;
-    respond(result, id)
+            metadata: b.metadata.into_iter().collect(),
+            ..Default::default()
+        }),
+        request_id: b.request_id.unwrap_or_default(),
+    };
+    let a = client(&state).create_account(call.request(msg)).await.map_err(upstream)?.into_inner();
+    Ok(Json(account_json(&a)))
 }
 
 /// `GET /v1/ledger/accounts/{id}`
 pub async fn get_account(
     State(state): State<AppState>,
-    Extension(id): Extension<RequestId>,
+    call: Call,
     PathParams(account): PathParams<String>,
-    headers: HeaderMap,
-) -> Response {
-    let result = async {
-        let c = caller_reaching(&state, &headers, Permission::LedgerAccountsRead).await?;
-        let msg = pb::GetAccountRequest { id: account };
-        let a = client(&state).get_account(request(&c, &id, msg)).await.map_err(upstream)?.into_inner();
-        Ok(account_json(&a))
-    }
-    .await;
-    respond(result, id)
+) -> Result<Json<Value>, HttpError> {
+    call.reach(Permission::LedgerAccountsRead)?;
+    let msg = pb::GetAccountRequest { id: account };
+    let a = client(&state).get_account(call.request(msg)).await.map_err(upstream)?.into_inner();
+    Ok(Json(account_json(&a)))
 }
 
 /// `GET /v1/ledger/accounts/{id}/balances?at=&page_size=&page_token=`
 pub async fn balances(
     State(state): State<AppState>,
-    Extension(id): Extension<RequestId>,
+    call: Call,
     PathParams(account): PathParams<String>,
     QueryParams(q): QueryParams<BalancesQuery>,
-    headers: HeaderMap,
-) -> Response {
-    let result = async {
-        let c = caller_reaching(&state, &headers, Permission::LedgerAccountsRead).await?;
-        let msg = pb::GetAccountBalancesRequest {
-            account_id: account,
-            at: parse_at(&q.at)?,
-            page_size: q.page_size,
-            page_token: q.page_token,
-        };
-        let r = client(&state).get_account_balances(request(&c, &id, msg)).await.map_err(upstream)?.into_inner();
-        let changes: Vec<Value> = r
-            .changes
-            .iter()
-            .map(|ch| {
-                json!({ "timestamp": ch.timestamp.to_string(), "transfer_id": ch.transfer_id, "balances": balances_json(&ch.balances) })
-            })
-            .collect();
-        Ok(json!({
-            "balances": balances_json(&r.balances),
-            "as_of": r.as_of.to_string(),
-            "changes": changes,
-            "next_page_token": if r.next_page_token.is_empty() { Value::Null } else { json!(r.next_page_token) },
-        }))
-    }
-    .await;
-    respond(result, id)
+) -> Result<Json<Value>, HttpError> {
+    call.reach(Permission::LedgerAccountsRead)?;
+    let msg = pb::GetAccountBalancesRequest {
+        account_id: account,
+        at: parse_at(&q.at)?,
+        page_size: q.page_size,
+        page_token: q.page_token,
+    };
+    let r = client(&state).get_account_balances(call.request(msg)).await.map_err(upstream)?.into_inner();
+    let changes: Vec<Value> = r
+        .changes
+        .iter()
+        .map(|ch| {
+            json!({ "timestamp": ch.timestamp.to_string(), "transfer_id": ch.transfer_id, "balances": balances_json(&ch.balances) })
+        })
+        .collect();
+    Ok(Json(json!({
+        "balances": balances_json(&r.balances),
+        "as_of": r.as_of.to_string(),
+        "changes": changes,
+        "next_page_token": if r.next_page_token.is_empty() { Value::Null } else { json!(r.next_page_token) },
+    })))
 }
 
 /// `GET /v1/ledger/accounts/{id}/transfers?page_size=&page_token=`
 pub async fn account_transfers(
     State(state): State<AppState>,
-    Extension(id): Extension<RequestId>,
+    call: Call,
     PathParams(account): PathParams<String>,
     QueryParams(q): QueryParams<PageQuery>,
-    headers: HeaderMap,
-) -> Response {
-    let result = async {
-        let c = caller_reaching(&state, &headers, Permission::LedgerAccountsRead).await?;
-        let msg =
-            pb::ListAccountTransfersRequest { account_id: account, page_size: q.page_size, page_token: q.page_token };
-        let r = client(&state).list_account_transfers(request(&c, &id, msg)).await.map_err(upstream)?.into_inner();
-        Ok(json!({
-            "transfers": r.transfers.iter().map(transfer_json).collect::<Vec<_>>(),
-            "next_page_token": if r.next_page_token.is_empty() { Value::Null } else { json!(r.next_page_token) },
-        }))
-    }
-    .await;
-    respond(result, id)
+) -> Result<Json<Value>, HttpError> {
+    call.reach(Permission::LedgerAccountsRead)?;
+    let msg = pb::ListAccountTransfersRequest { account_id: account, page_size: q.page_size, page_token: q.page_token };
+    let r = client(&state).list_account_transfers(call.request(msg)).await.map_err(upstream)?.into_inner();
+    Ok(Json(json!({
+        "transfers": r.transfers.iter().map(transfer_json).collect::<Vec<_>>(),
+        "next_page_token": if r.next_page_token.is_empty() { Value::Null } else { json!(r.next_page_token) },
+    })))
 }
 
 /// `POST /v1/ledger/transfers`: one transfer, or `{"transfers": [...]}` (up to 8,190).
@@ -484,21 +442,16 @@ pub async fn create_transfers(
 /// `GET /v1/ledger/transfers/{id}`
 pub async fn get_transfer(
     State(state): State<AppState>,
-    Extension(id): Extension<RequestId>,
+    call: Call,
     PathParams(transfer): PathParams<String>,
-    headers: HeaderMap,
-) -> Response {
-    let result = async {
-        let c = caller_reaching(&state, &headers, Permission::LedgerTransfersRead).await?;
-        let t = client(&state)
-            .get_transfer(request(&c, &id, pb::GetTransferRequest { id: transfer }))
-            .await
-            .map_err(upstream)?
-            .into_inner();
-        Ok(transfer_json(&t))
-    }
-    .await;
-    respond(result, id)
+) -> Result<Json<Value>, HttpError> {
+    call.reach(Permission::LedgerTransfersRead)?;
+    let t = client(&state)
+        .get_transfer(call.request(pb::GetTransferRequest { id: transfer }))
+        .await
+        .map_err(upstream)?
+        .into_inner();
+    Ok(Json(transfer_json(&t)))
 }
 
 /// `POST /v1/ledger/transfers/{id}:post` and `:void`
@@ -536,29 +489,24 @@ pub async fn resolve(
 /// `GET /v1/ledger/receipts/verify?from_seq=`
 pub async fn verify(
     State(state): State<AppState>,
-    Extension(id): Extension<RequestId>,
+    call: Call,
     QueryParams(q): QueryParams<VerifyQuery>,
-    headers: HeaderMap,
-) -> Response {
-    let result = async {
-        let c = caller(&state, &headers, Permission::LedgerReceiptsVerify).await?;
-        let r = client(&state)
-            .verify_receipts(request(&c, &id, pb::VerifyReceiptsRequest { from_seq: q.from_seq }))
-            .await
-            .map_err(upstream)?
-            .into_inner();
-        let head: String = r.head_hash.iter().map(|b| format!("{b:02x}")).collect();
-        Ok(json!({
-            "ok": r.ok,
-            "checked": r.checked,
-            "first_bad_seq": if r.first_bad_seq == 0 { Value::Null } else { json!(r.first_bad_seq) },
-            "problem": if r.problem.is_empty() { Value::Null } else { json!(r.problem) },
-            "unsigned": r.unsigned,
-            "head_hash": head,
-        }))
-    }
-    .await;
-    respond(result, id)
+) -> Result<Json<Value>, HttpError> {
+    call.require(Permission::LedgerReceiptsVerify)?;
+    let r = client(&state)
+        .verify_receipts(call.request(pb::VerifyReceiptsRequest { from_seq: q.from_seq }))
+        .await
+        .map_err(upstream)?
+        .into_inner();
+    let head: String = r.head_hash.iter().map(|b| format!("{b:02x}")).collect();
+    Ok(Json(json!({
+        "ok": r.ok,
+        "checked": r.checked,
+        "first_bad_seq": if r.first_bad_seq == 0 { Value::Null } else { json!(r.first_bad_seq) },
+        "problem": if r.problem.is_empty() { Value::Null } else { json!(r.problem) },
+        "unsigned": r.unsigned,
+        "head_hash": head,
+    })))
 }
 
 fn err(description: &str) -> Value {

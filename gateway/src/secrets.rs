@@ -3,10 +3,10 @@
 
 use std::collections::BTreeMap;
 
-use axum::Extension;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::Response;
+use axum::{Extension, Json};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use kit::ApiError;
@@ -18,9 +18,9 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::AppState;
-use crate::http_layer::RequestId;
+use crate::http_layer::{HttpError, RequestId};
 use crate::input::{JsonBody, PathParams, QueryParams};
-use crate::upstream::{caller, request, respond, upstream};
+use crate::upstream::{Call, caller, request, respond, upstream};
 
 pub fn metadata_json(m: &pb::SecretMetadata) -> Value {
     let labels: BTreeMap<&String, &String> = m.labels.iter().collect();
@@ -72,90 +72,69 @@ pub struct ListQuery {
 /// `PUT /v1/secrets/{path}`
 pub async fn put(
     State(state): State<AppState>,
-    Extension(id): Extension<RequestId>,
+    call: Call,
     PathParams(path): PathParams<String>,
-    headers: HeaderMap,
     JsonBody(body): JsonBody<PutBody>,
-) -> Response {
-    let result = async {
-        let c = caller(&state, &headers, Permission::VaultSecretsWrite).await?;
-        let value = match (body.value, body.value_base64) {
-            (Some(v), None) => v.into_bytes(),
-            (None, Some(b)) => B64.decode(b).map_err(|_| ApiError::invalid_field("value_base64", "not base64"))?,
-            _ => return Err(ApiError::invalid_field("value", "give exactly one of value and value_base64")),
-        };
-        let msg = pb::PutSecretRequest {
-            path,
-            value,
-            labels: body.labels.into_iter().collect(),
-            rotate_after: parse_rfc3339("rotate_after", body.rotate_after.as_deref())?,
-            expires_at: parse_rfc3339("expires_at", body.expires_at.as_deref())?,
-            expected_version: body.expected_version,
-            request_id: body.request_id.unwrap_or_default(),
-        };
-        let mut client = SecretsServiceClient::new(state.upstreams.vault.clone());
-        let resp = client.put_secret(request(&c, &id, msg)).await.map_err(upstream)?.into_inner();
-        Ok(json!({ "version": resp.version, "secret": resp.secret.as_ref().map(metadata_json) }))
-    }
-    .await;
-    respond(result, id)
+) -> Result<Json<Value>, HttpError> {
+    call.require(Permission::VaultSecretsWrite)?;
+    let value = match (body.value, body.value_base64) {
+        (Some(v), None) => v.into_bytes(),
+        (None, Some(b)) => B64.decode(b).map_err(|_| ApiError::invalid_field("value_base64", "not base64"))?,
+        _ => return Err(ApiError::invalid_field("value", "give exactly one of value and value_base64").into()),
+    };
+    let msg = pb::PutSecretRequest {
+        path,
+        value,
+        labels: body.labels.into_iter().collect(),
+        rotate_after: parse_rfc3339("rotate_after", body.rotate_after.as_deref())?,
+        expires_at: parse_rfc3339("expires_at", body.expires_at.as_deref())?,
+        expected_version: body.expected_version,
+        request_id: body.request_id.unwrap_or_default(),
+    };
+    let mut client = SecretsServiceClient::new(state.upstreams.vault.clone());
+    let resp = client.put_secret(call.request(msg)).await.map_err(upstream)?.into_inner();
+    Ok(Json(json!({ "version": resp.version, "secret": resp.secret.as_ref().map(metadata_json) })))
 }
 
 /// `GET /v1/secrets?prefix=&page_token=&page_size=`
 pub async fn list(
     State(state): State<AppState>,
-    Extension(id): Extension<RequestId>,
+    call: Call,
     QueryParams(q): QueryParams<ListQuery>,
-    headers: HeaderMap,
-) -> Response {
-    let result = async {
-        let c = caller(&state, &headers, Permission::VaultSecretsRead).await?;
-        let msg = pb::ListSecretsRequest { prefix: q.prefix, page_size: q.page_size, page_token: q.page_token };
-        let mut client = SecretsServiceClient::new(state.upstreams.vault.clone());
-        let resp = client.list_secrets(request(&c, &id, msg)).await.map_err(upstream)?.into_inner();
-        Ok(json!({
-            "secrets": resp.secrets.iter().map(metadata_json).collect::<Vec<_>>(),
-            "next_page_token": resp.next_page_token,
-        }))
-    }
-    .await;
-    respond(result, id)
+) -> Result<Json<Value>, HttpError> {
+    call.require(Permission::VaultSecretsRead)?;
+    let msg = pb::ListSecretsRequest { prefix: q.prefix, page_size: q.page_size, page_token: q.page_token };
+    let mut client = SecretsServiceClient::new(state.upstreams.vault.clone());
+    let resp = client.list_secrets(call.request(msg)).await.map_err(upstream)?.into_inner();
+    Ok(Json(json!({
+        "secrets": resp.secrets.iter().map(metadata_json).collect::<Vec<_>>(),
+        "next_page_token": resp.next_page_token,
+    })))
 }
 
 /// `GET /v1/secrets/{path}`: metadata only.
 pub async fn get(
     State(state): State<AppState>,
-    Extension(id): Extension<RequestId>,
+    call: Call,
     PathParams(path): PathParams<String>,
-    headers: HeaderMap,
-) -> Response {
-    let result = async {
-        let c = caller(&state, &headers, Permission::VaultSecretsRead).await?;
-        let mut client = SecretsServiceClient::new(state.upstreams.vault.clone());
-        let resp =
-            client.get_secret(request(&c, &id, pb::GetSecretRequest { path })).await.map_err(upstream)?.into_inner();
-        Ok(resp.secret.as_ref().map(metadata_json).unwrap_or(Value::Null))
-    }
-    .await;
-    respond(result, id)
+) -> Result<Json<Value>, HttpError> {
+    call.require(Permission::VaultSecretsRead)?;
+    let mut client = SecretsServiceClient::new(state.upstreams.vault.clone());
+    let resp = client.get_secret(call.request(pb::GetSecretRequest { path })).await.map_err(upstream)?.into_inner();
+    Ok(Json(resp.secret.as_ref().map(metadata_json).unwrap_or(Value::Null)))
 }
 
 /// `DELETE /v1/secrets/{path}`: soft delete.
 pub async fn delete(
     State(state): State<AppState>,
-    Extension(id): Extension<RequestId>,
+    call: Call,
     PathParams(path): PathParams<String>,
-    headers: HeaderMap,
-) -> Response {
-    let result = async {
-        let c = caller(&state, &headers, Permission::VaultSecretsWrite).await?;
-        let mut client = SecretsServiceClient::new(state.upstreams.vault.clone());
-        let msg = pb::DeleteSecretRequest { path, request_id: String::new() };
-        let resp = client.delete_secret(request(&c, &id, msg)).await.map_err(upstream)?.into_inner();
-        Ok(resp.secret.as_ref().map(metadata_json).unwrap_or(Value::Null))
-    }
-    .await;
-    respond(result, id)
+) -> Result<Json<Value>, HttpError> {
+    call.require(Permission::VaultSecretsWrite)?;
+    let mut client = SecretsServiceClient::new(state.upstreams.vault.clone());
+    let msg = pb::DeleteSecretRequest { path, request_id: String::new() };
+    let resp = client.delete_secret(call.request(msg)).await.map_err(upstream)?.into_inner();
+    Ok(Json(resp.secret.as_ref().map(metadata_json).unwrap_or(Value::Null)))
 }
 
 /// `POST /v1/secrets/{path}:reveal` with `{"reason": ..., "version": 0}`.

@@ -1,16 +1,19 @@
-//! What every forwarding route does: authenticate the caller at the gateway, check the route's
-//! permission, pass tenant, request id and token on to the service, and answer its result (or a
-//! uniform JSON error).
+//! What every forwarding route does: authenticate the caller at the gateway ([`Call`], an
+//! extractor), check the route's permission (`kit::authz`, as the service will), pass tenant,
+//! request id and token on to the service, and answer its result (or a uniform JSON error).
 
 use axum::Json;
+use axum::extract::FromRequestParts;
 use axum::http::HeaderMap;
+use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use kit::ApiError;
-use kit::authz::Permission;
+use kit::authz::{Permission, Reach};
+use kit::principal::Principal;
 use serde_json::Value;
 
 use crate::AppState;
-use crate::http_layer::{JsonError, RequestId};
+use crate::http_layer::{HttpError, JsonError, RequestId};
 use crate::routes::{authenticate, tenant_header, tenant_of};
 
 /// An authenticated caller with the route's permission.
@@ -59,5 +62,44 @@ pub fn respond(result: Result<Value, ApiError>, id: RequestId) -> Response {
     match result {
         Ok(body) => Json(body).into_response(),
         Err(e) => JsonError(e, id.0).into_response(),
+    }
+}
+
+/// The authenticated caller of a route and its request id, extracted before the handler runs: the
+/// token (bearer or session cookie) verified — once per request, reusing the rate limiter's
+/// verification — and the tenant resolved (the header's, else the credential's). The handler
+/// checks the route's permission with [`Call::require`] (or lets the service decide).
+pub struct Call {
+    pub caller: Caller,
+    pub principal: Principal,
+    pub id: RequestId,
+}
+
+impl FromRequestParts<AppState> for Call {
+    type Rejection = HttpError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, HttpError> {
+        let id = RequestId(RequestId::of(&parts.extensions));
+        let named = tenant_header(&parts.headers)?;
+        let (principal, token) = authenticate(state, &parts.headers).await?;
+        let tenant = tenant_of(named, &principal)?;
+        Ok(Self { caller: Caller::new(tenant, token, &principal), principal, id })
+    }
+}
+
+impl Call {
+    /// Requires `permission` (the service checks it again, with the same `kit::authz`).
+    pub fn require(&self, permission: Permission) -> Result<(), ApiError> {
+        self.principal.require(permission)
+    }
+
+    /// Requires `permission` or its owner-scoped form (the service then limits what is reached).
+    pub fn reach(&self, permission: Permission) -> Result<Reach, ApiError> {
+        self.principal.reach(permission)
+    }
+
+    /// A gRPC request carrying the caller's tenant, the request id and the caller's token.
+    pub fn request<T>(&self, msg: T) -> tonic::Request<T> {
+        request(&self.caller, &self.id, msg)
     }
 }
