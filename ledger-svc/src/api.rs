@@ -198,7 +198,7 @@ pub fn transfer_input(field: &str, t: &pb::Transfer) -> Result<TransferInput, Ap
 }
 
 /// The result of one transfer for the batch RPC.
-fn result_pb(id: Uuid, o: &Outcome) -> pb::TransferResult {
+pub(crate) fn result_pb(id: Uuid, o: &Outcome) -> pb::TransferResult {
     let (outcome, reason, replayed, transfer) = match o {
         Outcome::Created(t) => (pb::TransferOutcome::Created, String::new(), false, Some(transfer_pb(t))),
         Outcome::Replayed(t) => (pb::TransferOutcome::Created, String::new(), true, Some(transfer_pb(t))),

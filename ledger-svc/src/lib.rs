@@ -9,6 +9,8 @@ pub mod domain;
 pub mod receipts;
 pub mod store;
 pub mod sweeper;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 
 use std::future::Future;
 use std::time::Duration;

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use e2e::{Constellation, reason};
 use kit::testing::TestSigner;
+use ledger_svc::testing::{Case, Spec, Submitted, case, model};
 use proto::ledger::v1 as pb;
 use proto::ledger::v1::ledger_service_client::LedgerServiceClient;
 use uuid::Uuid;
@@ -651,361 +652,36 @@ async fn sixty_four_clients_on_hot_accounts_keep_every_invariant() {
     f.c.stop().await;
 }
 
-/// The reference model: a deliberately naive restatement of the rules (clone the whole state
-/// before a linked chain, put it back when the chain fails), for the property test.
-mod model {
-    use std::collections::HashMap;
-
-    use proto::ledger::v1 as pb;
-
-    #[derive(Clone, Default, Debug)]
-    pub struct Acc {
-        pub dmnec: bool,
-        pub cmned: bool,
-        pub dp: u128,
-        pub dpo: u128,
-        pub cp: u128,
-        pub cpo: u128,
-    }
-
-    #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-    enum Pend {
-        Open,
-        Posted,
-        Voided,
-        Expired,
-    }
-
-    #[derive(Clone, Debug)]
-    struct Created {
-        content: pb::Transfer,
-        amount: u128,
-        dr: usize,
-        cr: usize,
-        state: Option<Pend>,
-    }
-
-    /// (created, reason, replayed, amount)
-    pub type R = (bool, String, bool, Option<u128>);
-
-    fn fail(reason: &str, replayed: bool) -> R {
-        (false, reason.to_owned(), replayed, None)
-    }
-
-    #[derive(Clone, Default)]
-    pub struct Model {
-        pub acc: Vec<Acc>,
-        pub index: HashMap<String, usize>,
-        created: HashMap<String, Created>,
-        failed: HashMap<String, (pb::Transfer, String)>,
-    }
-
-    fn flags(t: &pb::Transfer) -> pb::TransferFlags {
-        t.flags.unwrap_or_default()
-    }
-
-    impl Model {
-        fn existing(&self, t: &pb::Transfer) -> Option<R> {
-            if let Some(c) = self.created.get(&t.id) {
-                return Some(if c.content == *t {
-                    (true, String::new(), true, Some(c.amount))
-                } else {
-                    fail("EXISTS_WITH_DIFFERENT_AMOUNT", false)
-                });
-            }
-            self.failed.get(&t.id).map(|(content, reason)| {
-                if content == t { fail(reason, true) } else { fail("EXISTS_WITH_DIFFERENT_AMOUNT", false) }
-            })
-        }
-
-        fn apply(&mut self, t: &pb::Transfer) -> R {
-            if let Some(r) = self.existing(t) {
-                return r;
-            }
-            match self.apply_new(t) {
-                Ok(amount) => (true, String::new(), false, Some(amount)),
-                Err(reason) => fail(reason, false),
-            }
-        }
-
-        fn apply_new(&mut self, t: &pb::Transfer) -> Result<u128, &'static str> {
-            let f = flags(t);
-            let amount: u128 = if t.amount.is_empty() { 0 } else { t.amount.parse().unwrap_or(0) };
-            if f.post_pending || f.void_pending {
-                let Some(p) = self.created.get(&t.pending_id).cloned() else {
-                    return Err("PENDING_TRANSFER_NOT_FOUND");
-                };
-                if !flags(&p.content).pending {
-                    return Err("PENDING_TRANSFER_NOT_PENDING");
-                }
-                let applied = if f.post_pending {
-                    match amount {
-                        0 => p.amount,
-                        a if a > p.amount => return Err("EXCEEDS_PENDING_TRANSFER_AMOUNT"),
-                        a => a,
-                    }
-                } else {
-                    if amount != 0 && amount != p.amount {
-                        return Err("PENDING_TRANSFER_HAS_DIFFERENT_AMOUNT");
-                    }
-                    p.amount
-                };
-                match p.state {
-                    Some(Pend::Posted) => return Err("PENDING_TRANSFER_ALREADY_POSTED"),
-                    Some(Pend::Voided) => return Err("PENDING_TRANSFER_ALREADY_VOIDED"),
-                    Some(Pend::Expired) => return Err("PENDING_TRANSFER_EXPIRED"),
-                    _ => {}
-                }
-                self.acc[p.dr].dp -= p.amount;
-                self.acc[p.cr].cp -= p.amount;
-                if f.post_pending {
-                    self.acc[p.dr].dpo += applied;
-                    self.acc[p.cr].cpo += applied;
-                }
-                if let Some(target) = self.created.get_mut(&t.pending_id) {
-                    target.state = Some(if f.post_pending { Pend::Posted } else { Pend::Voided });
-                }
-                let created = Created { content: t.clone(), amount: applied, dr: p.dr, cr: p.cr, state: None };
-                self.created.insert(t.id.clone(), created);
-                return Ok(applied);
-            }
-            let (dr, cr) = (self.index[&t.debit_account_id], self.index[&t.credit_account_id]);
-            if dr == cr {
-                return Err("ACCOUNTS_MUST_BE_DIFFERENT");
-            }
-            let (d, c) = (self.acc[dr].clone(), self.acc[cr].clone());
-            let mut amount = amount;
-            if f.balancing_debit {
-                amount = amount.min(d.cpo.saturating_sub(d.dpo + d.dp));
-            }
-            if f.balancing_credit {
-                amount = amount.min(c.dpo.saturating_sub(c.cpo + c.cp));
-            }
-            if amount == 0 && !(f.balancing_debit || f.balancing_credit) {
-                return Err("AMOUNT_MUST_NOT_BE_ZERO");
-            }
-            if d.dmnec && d.dp + d.dpo + amount > d.cpo {
-                return Err("EXCEEDS_CREDITS");
-            }
-            if c.cmned && c.cp + c.cpo + amount > c.dpo {
-                return Err("EXCEEDS_DEBITS");
-            }
-            if f.pending {
-                self.acc[dr].dp += amount;
-                self.acc[cr].cp += amount;
-            } else {
-                self.acc[dr].dpo += amount;
-                self.acc[cr].cpo += amount;
-            }
-            let state = f.pending.then_some(Pend::Open);
-            self.created.insert(t.id.clone(), Created { content: t.clone(), amount, dr, cr, state });
-            Ok(amount)
-        }
-
-        /// The pending transfer `id` timed out: its reservation is released, and it can no longer
-        /// be posted or voided.
-        pub fn expire(&mut self, id: &str) {
-            if let Some(p) = self.created.get_mut(id)
-                && p.state == Some(Pend::Open)
-            {
-                p.state = Some(Pend::Expired);
-                self.acc[p.dr].dp -= p.amount;
-                self.acc[p.cr].cp -= p.amount;
-            }
-        }
-
-        /// One request of transfers (unique ids), as the service applies it.
-        pub fn batch(&mut self, ts: &[pb::Transfer]) -> Vec<R> {
-            let n = ts.len();
-            let mut out: Vec<Option<R>> = vec![None; n];
-            let linked = |k: usize| flags(&ts[k]).linked;
-            let mut i = 0;
-            while i < n {
-                let mut j = i;
-                while j < n && linked(j) {
-                    j += 1;
-                }
-                if j == n {
-                    for (k, slot) in out.iter_mut().enumerate().skip(i) {
-                        let open = if k == n - 1 { "LINKED_EVENT_CHAIN_OPEN" } else { "LINKED_EVENT_FAILED" };
-                        *slot = Some(self.existing(&ts[k]).unwrap_or_else(|| fail(open, false)));
-                    }
-                    break;
-                }
-                let before = self.clone();
-                let mut broke = None;
-                for (k, t) in ts.iter().enumerate().take(j + 1).skip(i) {
-                    let r = self.apply(t);
-                    let failed = !r.0;
-                    out[k] = Some(r);
-                    if failed && j > i {
-                        broke = Some(k);
-                        break;
-                    }
-                }
-                if let Some(b) = broke {
-                    *self = before;
-                    for (k, slot) in out.iter_mut().enumerate().take(j + 1).skip(i) {
-                        if k != b {
-                            *slot = Some(self.existing(&ts[k]).unwrap_or_else(|| fail("LINKED_EVENT_FAILED", false)));
-                        }
-                    }
-                }
-                i = j + 1;
-            }
-            let out: Vec<R> =
-                out.into_iter().map(|r| r.unwrap_or_else(|| fail("LINKED_EVENT_FAILED", false))).collect();
-            for (t, r) in ts.iter().zip(&out) {
-                if !r.0 && !r.2 && !r.1.starts_with("EXISTS_WITH_DIFFERENT") {
-                    self.failed.insert(t.id.clone(), (t.clone(), r.1.clone()));
-                }
-            }
-            out
-        }
-    }
-}
-
-#[derive(Debug, Clone)]
-struct Spec {
-    kind: u8,
-    dr: usize,
-    cr: usize,
-    amount: u128,
-    linked: bool,
-    target: usize,
-    retry: u8,
-}
-
-fn spec() -> impl proptest::strategy::Strategy<Value = Spec> {
-    use proptest::prelude::*;
-    (0u8..8, 0usize..6, 0usize..6, 0u128..300, prop::bool::weighted(0.25), 0usize..64, 0u8..10)
-        .prop_map(|(kind, dr, cr, amount, linked, target, retry)| Spec { kind, dr, cr, amount, linked, target, retry })
-}
-
-/// One generated case: the accounts (2 to 6, each with no limit, `debits_must_not_exceed_credits`
-/// or `credits_must_not_exceed_debits`), requests of transfers, and optionally an expiry phase: a
-/// request of pending transfers with a one-second timeout, the wait until each has expired, then
-/// one more request (which may post or void them).
-#[derive(Debug, Clone)]
-struct Case {
-    accounts: Vec<u8>,
-    batches: Vec<Vec<Spec>>,
-    expiry: Option<(Vec<Spec>, Vec<Spec>)>,
-}
-
-fn case() -> impl proptest::strategy::Strategy<Value = Case> {
-    use proptest::collection::vec;
-    use proptest::prelude::*;
-    let requests = vec(vec(spec(), 1..6), 1..12);
-    let expiry = proptest::option::weighted(0.3, (vec(spec(), 1..5), vec(spec(), 1..6)));
-    (vec(0u8..3, 2..=6), requests, expiry).prop_map(|(accounts, batches, expiry)| Case { accounts, batches, expiry })
-}
-
-/// What the model case has submitted so far: the accounts' ids, every transfer, and the ids of
-/// the pending transfers a later post or void may name.
-struct Submitted {
-    ids: Vec<Uuid>,
+/// Sends `transfers` (duplicate ids dropped) as one request to the service and checks every
+/// result against the model's. Returns the transfers sent and their results.
+async fn request(
+    sent: &mut Submitted,
+    f: &Fixture,
+    m: &mut model::Model,
     transfers: Vec<pb::Transfer>,
-    pendings: Vec<String>,
+) -> Result<Vec<(pb::Transfer, model::R)>, proptest::test_runner::TestCaseError> {
+    let unique = Submitted::unique(transfers);
+    let got = ledger_svc::testing::results(&f.batch(unique.clone()).await);
+    let want = m.batch(&unique);
+    proptest::prop_assert_eq!(&got, &want, "batch {:?}", unique);
+    sent.remember(&unique);
+    Ok(unique.into_iter().zip(got).collect())
 }
 
-impl Submitted {
-    /// The transfer `s` describes: a resubmission of an earlier one (same or changed content),
-    /// or a new plain, pending, balancing, post or void transfer.
-    fn transfer(&self, s: &Spec) -> pb::Transfer {
-        let earlier = (!self.transfers.is_empty()).then(|| self.transfers[s.target % self.transfers.len()].clone());
-        match (s.retry, earlier) {
-            (0, Some(orig)) => orig,
-            (1, Some(mut orig)) => {
-                orig.amount = (orig.amount.parse::<u128>().unwrap_or(0) + 1).to_string();
-                orig
-            }
-            _ => {
-                let ids = &self.ids;
-                let mut t = t(ids[s.dr % ids.len()], ids[s.cr % ids.len()], s.amount);
-                let mut fl = pb::TransferFlags { linked: s.linked, ..Default::default() };
-                match s.kind {
-                    3 => fl.pending = true,
-                    4 => fl.balancing_debit = true,
-                    5 => fl.balancing_credit = true,
-                    6 | 7 => {
-                        t.debit_account_id.clear();
-                        t.credit_account_id.clear();
-                        t.ledger.clear();
-                        t.code = 0;
-                        t.pending_id = if self.pendings.is_empty() {
-                            Uuid::new_v4().to_string()
-                        } else {
-                            self.pendings[s.target % self.pendings.len()].clone()
-                        };
-                        if s.kind == 6 {
-                            fl.post_pending = true;
-                        } else {
-                            fl.void_pending = true;
-                            t.amount = if s.amount.is_multiple_of(2) { String::new() } else { s.amount.to_string() };
-                        }
-                    }
-                    _ => {}
-                }
-                t.flags = Some(fl);
-                t
-            }
-        }
-    }
-
-    /// Sends `transfers` (duplicate ids dropped) as one request and checks every result against
-    /// the model's. Returns the transfers sent and their results.
-    async fn request(
-        &mut self,
-        f: &Fixture,
-        m: &mut model::Model,
-        transfers: Vec<pb::Transfer>,
-    ) -> Result<Vec<(pb::Transfer, model::R)>, proptest::test_runner::TestCaseError> {
-        let mut unique: Vec<pb::Transfer> = Vec::new();
-        for t in transfers {
-            if !unique.iter().any(|x| x.id == t.id) {
-                unique.push(t);
-            }
-        }
-        let got = f.batch(unique.clone()).await;
-        let want = m.batch(&unique);
-        let got: Vec<model::R> = got
-            .iter()
-            .map(|r| {
-                let created = r.outcome == pb::TransferOutcome::Created as i32;
-                let amount = r.transfer.as_ref().map(|t| t.amount.parse::<u128>().unwrap_or(u128::MAX));
-                (created, r.reason.clone(), r.replayed, amount)
-            })
-            .collect();
-        proptest::prop_assert_eq!(&got, &want, "batch {:?}", unique);
-        for t in &unique {
-            if !self.transfers.iter().any(|s| s.id == t.id) {
-                self.transfers.push(t.clone());
-            }
-        }
-        Ok(unique.into_iter().zip(got).collect())
-    }
-
-    async fn specs(
-        &mut self,
-        f: &Fixture,
-        m: &mut model::Model,
-        specs: &[Spec],
-    ) -> Result<(), proptest::test_runner::TestCaseError> {
-        let transfers = specs.iter().map(|s| self.transfer(s)).collect();
-        for (t, _) in self.request(f, m, transfers).await? {
-            if t.flags.is_some_and(|f| f.pending) && !self.pendings.contains(&t.id) {
-                self.pendings.push(t.id);
-            }
-        }
-        Ok(())
-    }
+async fn specs(
+    sent: &mut Submitted,
+    f: &Fixture,
+    m: &mut model::Model,
+    specs: &[Spec],
+) -> Result<(), proptest::test_runner::TestCaseError> {
+    let transfers = specs.iter().map(|s| sent.transfer(s)).collect();
+    request(sent, f, m, transfers).await.map(|_| ())
 }
 
 async fn model_case(f: &Fixture, case: Case) -> Result<(), proptest::test_runner::TestCaseError> {
     use proptest::prop_assert_eq;
     let mut m = model::Model::default();
-    let mut sent = Submitted { ids: Vec::new(), transfers: Vec::new(), pendings: Vec::new() };
+    let mut sent = Submitted::default();
     for (i, kind) in case.accounts.iter().enumerate() {
         let fl = Flags { dmnec: *kind == 1, cmned: *kind == 2, ..Default::default() };
         let id = f.account("", fl).await;
@@ -1014,7 +690,7 @@ async fn model_case(f: &Fixture, case: Case) -> Result<(), proptest::test_runner
         sent.ids.push(id);
     }
     for batch in &case.batches {
-        sent.specs(f, &mut m, batch).await?;
+        specs(&mut sent, f, &mut m, batch).await?;
     }
     if let Some((timed, after)) = &case.expiry {
         // Pending transfers that time out after a second. Nothing else is sent until they have
@@ -1031,7 +707,7 @@ async fn model_case(f: &Fixture, case: Case) -> Result<(), proptest::test_runner
                 t
             })
             .collect();
-        let results = sent.request(f, &mut m, holds).await?;
+        let results = request(&mut sent, f, &mut m, holds).await?;
         let held: Vec<String> = results.into_iter().filter(|(_, r)| r.0 && !r.2).map(|(t, _)| t.id).collect();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         for id in &held {
@@ -1047,8 +723,7 @@ async fn model_case(f: &Fixture, case: Case) -> Result<(), proptest::test_runner
             }
             m.expire(id);
         }
-        sent.pendings.extend(held);
-        sent.specs(f, &mut m, after).await?;
+        specs(&mut sent, f, &mut m, after).await?;
     }
     for (i, id) in sent.ids.iter().enumerate() {
         let b = f.get(*id).await;
