@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use e2e::{Constellation, reason};
 use kit::testing::TestSigner;
-use ledger_svc::testing::{Case, Spec, Submitted, case, model};
+use ledger_svc::testing::{Case, Spec, Submitted, case, model, transfer as t};
 use proto::ledger::v1 as pb;
 use proto::ledger::v1::ledger_service_client::LedgerServiceClient;
 use uuid::Uuid;
@@ -156,18 +156,6 @@ fn token_for(signer: &TestSigner, tenant: Uuid, subject: &str, permissions: &[&s
     let mut claims = TestSigner::claims(tenant, subject);
     claims["permissions"] = serde_json::json!(permissions);
     signer.sign(&claims)
-}
-
-fn t(dr: Uuid, cr: Uuid, amount: u128) -> pb::Transfer {
-    pb::Transfer {
-        id: Uuid::new_v4().to_string(),
-        debit_account_id: dr.to_string(),
-        credit_account_id: cr.to_string(),
-        amount: amount.to_string(),
-        ledger: "USD".into(),
-        code: 7,
-        ..Default::default()
-    }
 }
 
 fn flags(f: impl FnOnce(&mut pb::TransferFlags)) -> Option<pb::TransferFlags> {
