@@ -5,12 +5,11 @@ pub mod api;
 pub mod authn;
 pub mod config;
 pub mod core;
-pub mod directory;
+pub mod domain;
 pub mod housekeeping;
 pub mod passwords;
 pub mod rbac;
 pub mod revocations;
-pub mod sessions;
 pub mod store;
 pub mod throttle;
 pub mod tokens;
@@ -105,9 +104,9 @@ pub async fn run(
         revocations::spawn(ctx.db.clone(), revocations.clone(), ctx.shutdown.clone());
         let profiles = core::Profiles::default();
         let core = core::Core { db: ctx.db.clone(), hasher, throttle, signer, revocations, vault, settings, profiles };
-        let tenants = api::Tenants { db: ctx.db.clone(), core: core.clone() };
-        let keys = api::Keys { db: ctx.db.clone() };
-        let identity = api::IdentityApi { db: ctx.db.clone() };
+        let tenants = api::tenants::Tenants { db: ctx.db.clone(), core: core.clone() };
+        let keys = api::tenants::Keys { db: ctx.db.clone() };
+        let identity = api::tenants::IdentityApi { db: ctx.db.clone() };
         const FRONT: &[&str] = &[Identity::GATEWAY, Identity::OPERATOR];
         const SERVICES: &[&str] =
             &[Identity::GATEWAY, Identity::OPERATOR, Identity::VAULT, Identity::AUDIT, Identity::LEDGER];
@@ -115,12 +114,12 @@ pub async fn run(
             .service(AuthenticationServiceServer::new(authn::Authn { core: core.clone() }))
             .allow("/strongroom.auth.v1.AuthenticationService/*", FRONT)
             .allow_any_peer("/strongroom.auth.v1.AuthenticationService/IntrospectApiKey")
-            .service(UserServiceServer::new(directory::Users { core: core.clone() }))
+            .service(UserServiceServer::new(api::users::Users { core: core.clone() }))
             .allow("/strongroom.auth.v1.UserService/*", FRONT)
-            .service(AccessServiceServer::new(directory::Access { core: core.clone() }))
+            .service(AccessServiceServer::new(api::access::Access { core: core.clone() }))
             .allow("/strongroom.auth.v1.AccessService/*", FRONT)
             .allow("/strongroom.auth.v1.AccessService/CheckPermission", SERVICES)
-            .service(SessionServiceServer::new(sessions::Sessions { core }))
+            .service(SessionServiceServer::new(api::sessions::Sessions { core }))
             .allow("/strongroom.auth.v1.SessionService/*", FRONT)
             .service(TenantServiceServer::new(tenants))
             .allow("/strongroom.auth.v1.TenantService/*", &[Identity::OPERATOR])

@@ -5,6 +5,12 @@
 use kit::tenancy::db_error;
 use kit::{ApiError, TenantTx};
 
+/// The users a change affects, as SQL for [`check_not_superior`] (`$1` the id named).
+pub const ONE_USER: &str = "SELECT $1::uuid";
+pub const GROUP_MEMBERS: &str = "SELECT user_id FROM group_members WHERE group_id = $1";
+pub const ROLE_HOLDERS: &str = "SELECT g.user_id FROM role_grants g WHERE g.role_id = $1 AND g.user_id IS NOT NULL
+     UNION SELECT m.user_id FROM role_grants g JOIN group_members m ON m.group_id = g.group_id WHERE g.role_id = $1";
+
 pub fn check_known(permissions: &[String]) -> Result<(), ApiError> {
     // The catalogue is kit's `Permission` (docs/identity.md).
     if let Some(p) = permissions.iter().find(|p| kit::authz::Permission::parse(p).is_none()) {

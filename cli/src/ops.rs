@@ -111,7 +111,8 @@ pub async fn create_tenant(
     })?;
     // Checked before anything is registered, so a bad address leaves no tenant behind.
     if let Some(email) = owner_email {
-        auth_svc::directory::normalize_email(email).map_err(|_| anyhow!("--owner-email must be an email address"))?;
+        auth_svc::domain::input::normalize_email(email)
+            .map_err(|_| anyhow!("--owner-email must be an email address"))?;
     }
     let (tenant, created) = crate::migrate::register_tenant(admin_url, slug).await?;
     let mut owner = None;

@@ -46,7 +46,7 @@ impl pb::tenant_service_server::TenantService for Tenants {
         let slug = parse_slug(&req.slug)?;
         ctx.request_id_or(req.request_id)?;
         if !req.owner_email.is_empty() {
-            crate::directory::normalize_email(&req.owner_email)
+            crate::domain::input::normalize_email(&req.owner_email)
                 .map_err(|_| ApiError::invalid_field("owner_email", "must be an email address"))?;
         }
         // Registered, with its schema, by the operator's `strongroom tenant create`: auth-svc
@@ -55,7 +55,8 @@ impl pb::tenant_service_server::TenantService for Tenants {
         let (mut owner_id, mut owner_password) = (String::new(), String::new());
         if !req.owner_email.is_empty() {
             let mut tx = self.db.begin(&tenant).await?;
-            if let Some((id, password)) = crate::directory::create_owner(&self.core, &mut tx, &req.owner_email).await? {
+            if let Some((id, password)) = crate::api::users::create_owner(&self.core, &mut tx, &req.owner_email).await?
+            {
                 owner_id = id.to_string();
                 owner_password = password.to_string();
             }
@@ -195,7 +196,7 @@ pub struct Keys {
 impl pb::keys_service_server::KeysService for Keys {
     async fn get_jwks(&self, _request: Request<pb::GetJwksRequest>) -> Result<Response<pb::GetJwksResponse>, Status> {
         let text = |v: &serde_json::Value, k: &str| v.get(k).and_then(|x| x.as_str()).unwrap_or_default().to_owned();
-        let keys = store::jwks(&self.db)
+        let keys = store::control::jwks(&self.db)
             .await?
             .iter()
             .map(|(jwk, tenant)| pb::Jwk {

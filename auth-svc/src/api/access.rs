@@ -1,553 +1,21 @@
-//! `UserService` and `AccessService`: users, roles, groups and grants.
+//! `AccessService`: roles, groups, grants, and the tenant's access policy.
 
 use kit::authz::Permission;
-use kit::outbox::{Actor, Outcome};
+use kit::outbox::Outcome;
 use kit::tenancy::db_error;
-use kit::time::to_pb;
 use kit::{ApiError, TenantTx};
 use proto::auth::v1 as pb;
 use tonic::{Request, Response, Status};
-use zeroize::Zeroizing;
 
-use crate::core::{Authed, Core, POLICY_COLUMNS, audit};
-use crate::{passwords, rbac};
-
-pub fn parse_id(field: &str, raw: &str) -> Result<uuid::Uuid, ApiError> {
-    uuid::Uuid::parse_str(raw).map_err(|_| ApiError::invalid_field(field, "must be a UUID"))
-}
-
-pub fn normalize_email(raw: &str) -> Result<String, ApiError> {
-    let email = raw.trim().to_lowercase();
-    let valid = email.len() >= 3
-        && email.len() <= 254
-        && email.split_once('@').is_some_and(|(l, d)| !l.is_empty() && d.contains('.') && !d.starts_with('.'))
-        && !email.chars().any(|c| c.is_whitespace() || c.is_control());
-    if !valid {
-        return Err(ApiError::invalid_field("email", "must be an email address"));
-    }
-    Ok(email)
-}
-
-#[derive(sqlx::FromRow)]
-struct UserRow {
-    id: uuid::Uuid,
-    email: Option<String>,
-    display_name: Option<String>,
-    status: String,
-    suspension_reason: Option<String>,
-    created_at: chrono::DateTime<chrono::Utc>,
-    mfa_enabled: bool,
-}
-
-const USER_COLUMNS: &str = "u.id, u.email, u.display_name, u.status, u.suspension_reason, u.created_at,
-    EXISTS (SELECT 1 FROM mfa_totp m WHERE m.user_id = u.id AND m.confirmed_at IS NOT NULL) AS mfa_enabled";
-
-async fn load_user(tx: &mut TenantTx, id: uuid::Uuid) -> Result<pb::User, ApiError> {
-    #[derive(sqlx::FromRow)]
-    struct WithRoles {
-        #[sqlx(flatten)]
-        user: UserRow,
-        roles: Vec<String>,
-    }
-    let sql = format!("SELECT {USER_COLUMNS}, {} FROM users u WHERE u.id = $1", rbac::effective_columns("u.id"));
-    let row: Option<WithRoles> = sqlx::query_as(&sql).bind(id).fetch_optional(tx.conn()).await.map_err(db_error)?;
-    let row = row.ok_or_else(|| ApiError::not_found("USER_NOT_FOUND", "no such user"))?;
-    Ok(user_pb(row.user, row.roles))
-}
-
-fn user_pb(row: UserRow, roles: Vec<String>) -> pb::User {
-    pb::User {
-        id: row.id.to_string(),
-        email: row.email.unwrap_or_default(),
-        display_name: row.display_name.unwrap_or_default(),
-        status: match row.status.as_str() {
-            "active" => pb::UserStatus::Active,
-            "suspended" => pb::UserStatus::Suspended,
-            _ => pb::UserStatus::Deleted,
-        } as i32,
-        suspension_reason: row.suspension_reason.unwrap_or_default(),
-        mfa_enabled: row.mfa_enabled,
-        roles,
-        create_time: Some(to_pb(row.created_at)),
-    }
-}
-
-/// A role by name: `(id, permissions)`.
-async fn role_by_name(tx: &mut TenantTx, name: &str) -> Result<(uuid::Uuid, Vec<String>), ApiError> {
-    let row: Option<(uuid::Uuid, Vec<String>)> = sqlx::query_as("SELECT id, permissions FROM roles WHERE name = $1")
-        .bind(name)
-        .fetch_optional(tx.conn())
-        .await
-        .map_err(db_error)?;
-    row.ok_or_else(|| ApiError::not_found("ROLE_NOT_FOUND", format!("no role named {name:?}")))
-}
-
-/// Creates a user with `roles` granted directly (checks are the caller's business).
-pub async fn insert_user(
-    tx: &mut TenantTx,
-    email: &str,
-    display_name: &str,
-    password_hash: &str,
-    roles: &[String],
-    granted_by: &str,
-) -> Result<uuid::Uuid, ApiError> {
-    let id: uuid::Uuid = sqlx::query_scalar(
-        "INSERT INTO users (email, display_name, password_hash, password_changed_at) VALUES ($1, $2, $3, now())
-         ON CONFLICT (tenant_id, email) WHERE email IS NOT NULL DO NOTHING RETURNING id",
-    )
-    .bind(email)
-    .bind(display_name)
-    .bind(password_hash)
-    .fetch_optional(tx.conn())
-    .await
-    .map_err(db_error)?
-    .ok_or_else(|| ApiError::already_exists("EMAIL_TAKEN", "a user with this email exists"))?;
-    for role in roles {
-        let (role_id, _) = role_by_name(tx, role).await?;
-        sqlx::query(
-            "INSERT INTO role_grants (role_id, user_id, granted_by) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-        )
-        .bind(role_id)
-        .bind(id)
-        .bind(granted_by)
-        .execute(tx.conn())
-        .await
-        .map_err(db_error)?;
-    }
-    Ok(id)
-}
-
-/// `UserService`.
-#[derive(Clone, Debug)]
-pub struct Users {
-    pub core: Core,
-}
-
-impl Users {
-    /// Ends the user's open sessions (each listed as revoked by the tenant's trigger); returns
-    /// how many.
-    async fn end_sessions(&self, tx: &mut TenantTx, user: uuid::Uuid, reason: &str) -> Result<u64, ApiError> {
-        Ok(sqlx::query(
-            "UPDATE sessions SET revoked_at = now(), revoke_reason = $2 WHERE user_id = $1 AND revoked_at IS NULL",
-        )
-        .bind(user)
-        .bind(reason)
-        .execute(tx.conn())
-        .await
-        .map_err(db_error)?
-        .rows_affected())
-    }
-
-    /// Revokes the user's API keys (each listed by the tenant's trigger); returns how many.
-    async fn revoke_keys(&self, tx: &mut TenantTx, user: uuid::Uuid) -> Result<u64, ApiError> {
-        Ok(sqlx::query("UPDATE api_keys SET revoked_at = now() WHERE user_id = $1 AND revoked_at IS NULL")
-            .bind(user)
-            .execute(tx.conn())
-            .await
-            .map_err(db_error)?
-            .rows_affected())
-    }
-
-    async fn shred_subject(&self, me: &Authed, user: uuid::Uuid) -> Result<(), ApiError> {
-        use proto::vault::v1 as vault;
-        let mut client = vault::key_management_service_client::KeyManagementServiceClient::new(self.core.vault.clone());
-        let req = vault::ShredSubjectRequest { subject: user.to_string(), ..Default::default() };
-        let req = kit::client::with_context(
-            tonic::Request::new(req),
-            Some(me.tenant.slug.as_str()),
-            me.request_id.as_deref(),
-            None,
-        );
-        client.shred_subject(req).await.map_err(|s| {
-            tracing::error!(code = ?s.code(), message = %s.message(), "subject shredding failed");
-            ApiError::unavailable("VAULT_UNAVAILABLE", "could not shred the user's key; nothing was deleted, retry")
-        })?;
-        Ok(())
-    }
-}
-
-#[tonic::async_trait]
-impl pb::user_service_server::UserService for Users {
-    async fn create_user(&self, request: Request<pb::CreateUserRequest>) -> Result<Response<pb::User>, Status> {
-        let me = self.core.authed(&request).await?;
-        me.require(Permission::UsersWrite)?;
-        let req = request.into_inner();
-        let email = normalize_email(&req.email)?;
-        if req.display_name.chars().count() > 200 {
-            return Err(ApiError::invalid_field("display_name", "at most 200 characters").into());
-        }
-        passwords::check_policy(&req.password)?;
-        let mut tx = self.core.db.begin(&me.tenant).await?;
-        if !req.roles.is_empty() {
-            me.require(Permission::RolesGrant)?;
-            for role in &req.roles {
-                let (_, perms) = role_by_name(&mut tx, role).await?;
-                rbac::check_subset(&perms, &me.principal.permissions)?;
-            }
-        }
-        let hash = self.core.hasher.hash(Zeroizing::new(req.password)).await?;
-        let id =
-            insert_user(&mut tx, &email, req.display_name.trim(), &hash, &req.roles, &me.principal.subject).await?;
-        tx.record(
-            audit(me.actor(), "user.create", &format!("user/{id}"), Outcome::Success, me.request_id.clone())
-                .detail("roles", req.roles.clone()),
-        )
-        .await?;
-        let user = load_user(&mut tx, id).await?;
-        tx.commit().await?;
-        Ok(Response::new(user))
-    }
-
-    async fn get_user(&self, request: Request<pb::GetUserRequest>) -> Result<Response<pb::User>, Status> {
-        let me = self.core.authed(&request).await?;
-        let id = parse_id("id", &request.get_ref().id)?;
-        if me.user_id().ok() != Some(id) {
-            me.require(Permission::UsersRead)?;
-        }
-        let mut tx = self.core.db.begin(&me.tenant).await?;
-        let user = load_user(&mut tx, id).await?;
-        tx.commit().await?;
-        Ok(Response::new(user))
-    }
-
-    async fn list_users(
-        &self,
-        request: Request<pb::ListUsersRequest>,
-    ) -> Result<Response<pb::ListUsersResponse>, Status> {
-        let me = self.core.authed(&request).await?;
-        me.require(Permission::UsersRead)?;
-        let req = request.into_inner();
-        let size = if req.page_size <= 0 { 50 } else { req.page_size.min(500) } as i64;
-        let after =
-            if req.page_token.is_empty() { uuid::Uuid::nil() } else { parse_id("page_token", &req.page_token)? };
-        let mut tx = self.core.db.begin(&me.tenant).await?;
-        let rows: Vec<UserRow> = sqlx::query_as(&format!(
-            "SELECT {USER_COLUMNS} FROM users u WHERE u.id > $1 AND u.status <> 'deleted' ORDER BY u.id LIMIT $2"
-        ))
-        .bind(after)
-        .bind(size + 1)
-        .fetch_all(tx.conn())
-        .await
-        .map_err(db_error)?;
-        let more = rows.len() as i64 > size;
-        let mut users = Vec::new();
-        for row in rows.into_iter().take(size as usize) {
-            let (roles, _) = rbac::effective(&mut tx, row.id).await?;
-            users.push(user_pb(row, roles));
-        }
-        tx.commit().await?;
-        let next_page_token = if more { users.last().map(|u| u.id.clone()).unwrap_or_default() } else { String::new() };
-        Ok(Response::new(pb::ListUsersResponse { users, next_page_token }))
-    }
-
-    async fn update_user(&self, request: Request<pb::UpdateUserRequest>) -> Result<Response<pb::User>, Status> {
-        let me = self.core.authed(&request).await?;
-        let req = request.into_inner();
-        let id = parse_id("id", &req.id)?;
-        if me.user_id().ok() != Some(id) {
-            me.require(Permission::UsersWrite)?;
-        }
-        if req.display_name.chars().count() > 200 {
-            return Err(ApiError::invalid_field("display_name", "at most 200 characters").into());
-        }
-        let mut tx = self.core.db.begin(&me.tenant).await?;
-        let done =
-            sqlx::query("UPDATE users SET display_name = $2, updated_at = now() WHERE id = $1 AND status <> 'deleted'")
-                .bind(id)
-                .bind(req.display_name.trim())
-                .execute(tx.conn())
-                .await
-                .map_err(db_error)?;
-        if done.rows_affected() == 0 {
-            return Err(ApiError::not_found("USER_NOT_FOUND", "no such user").into());
-        }
-        tx.record(audit(me.actor(), "user.update", &format!("user/{id}"), Outcome::Success, me.request_id.clone()))
-            .await?;
-        let user = load_user(&mut tx, id).await?;
-        tx.commit().await?;
-        self.core.profiles.forget(&me.tenant);
-        Ok(Response::new(user))
-    }
-
-    async fn suspend_user(&self, request: Request<pb::SuspendUserRequest>) -> Result<Response<pb::User>, Status> {
-        let me = self.core.authed(&request).await?;
-        me.require(Permission::UsersSuspend)?;
-        let req = request.into_inner();
-        let id = parse_id("id", &req.id)?;
-        let reason = req.reason.trim().to_owned();
-        if reason.is_empty() || reason.chars().count() > 500 {
-            return Err(ApiError::invalid_field("reason", "1 to 500 characters").into());
-        }
-        if me.user_id().ok() == Some(id) {
-            return Err(ApiError::failed_precondition("CANNOT_SUSPEND_SELF", "you cannot suspend yourself").into());
-        }
-        let mut tx = self.core.db.begin(&me.tenant).await?;
-        rbac::lock_owners(&mut tx).await?;
-        rbac::check_not_superior(&mut tx, ONE_USER, id, &me.principal.permissions).await?;
-        let done = sqlx::query(
-            "UPDATE users SET status = 'suspended', suspension_reason = $2, updated_at = now() WHERE id = $1 AND status <> 'deleted'",
-        )
-        .bind(id)
-        .bind(&reason)
-        .execute(tx.conn())
-        .await
-        .map_err(db_error)?;
-        if done.rows_affected() == 0 {
-            return Err(ApiError::not_found("USER_NOT_FOUND", "no such user").into());
-        }
-        // Everything that speaks for the user ends: sessions, logins waiting for their second
-        // factor, and API keys (revoked for good; new ones after reactivation).
-        let sessions = self.end_sessions(&mut tx, id, "user_suspended").await?;
-        sqlx::query("UPDATE mfa_challenges SET used_at = now() WHERE user_id = $1 AND used_at IS NULL")
-            .bind(id)
-            .execute(tx.conn())
-            .await
-            .map_err(db_error)?;
-        let keys = self.revoke_keys(&mut tx, id).await?;
-        rbac::check_an_owner_remains(&mut tx).await?;
-        tx.record(
-            audit(me.actor(), "user.suspend", &format!("user/{id}"), Outcome::Success, me.request_id.clone())
-                .detail("suspension_reason", reason)
-                .detail("sessions_ended", sessions)
-                .detail("api_keys_revoked", keys),
-        )
-        .await?;
-        let user = load_user(&mut tx, id).await?;
-        tx.commit().await?;
-        self.core.profiles.forget(&me.tenant);
-        self.core.publish_revocations(&me.tenant).await?;
-        Ok(Response::new(user))
-    }
-
-    async fn reactivate_user(&self, request: Request<pb::ReactivateUserRequest>) -> Result<Response<pb::User>, Status> {
-        let me = self.core.authed(&request).await?;
-        me.require(Permission::UsersSuspend)?;
-        let id = parse_id("id", &request.get_ref().id)?;
-        let mut tx = self.core.db.begin(&me.tenant).await?;
-        let done = sqlx::query(
-            "UPDATE users SET status = 'active', suspension_reason = NULL, updated_at = now() WHERE id = $1 AND status = 'suspended'",
-        )
-        .bind(id)
-        .execute(tx.conn())
-        .await
-        .map_err(db_error)?;
-        if done.rows_affected() == 0 {
-            return Err(ApiError::failed_precondition("NOT_SUSPENDED", "the user is not suspended").into());
-        }
-        tx.record(audit(me.actor(), "user.reactivate", &format!("user/{id}"), Outcome::Success, me.request_id.clone()))
-            .await?;
-        let user = load_user(&mut tx, id).await?;
-        tx.commit().await?;
-        self.core.profiles.forget(&me.tenant);
-        Ok(Response::new(user))
-    }
-
-    async fn delete_user(
-        &self,
-        request: Request<pb::DeleteUserRequest>,
-    ) -> Result<Response<pb::DeleteUserResponse>, Status> {
-        let me = self.core.authed(&request).await?;
-        me.require(Permission::UsersDelete)?;
-        let id = parse_id("id", &request.get_ref().id)?;
-        if me.user_id().ok() == Some(id) {
-            return Err(ApiError::failed_precondition("CANNOT_DELETE_SELF", "you cannot delete yourself").into());
-        }
-        let mut tx = self.core.db.begin(&me.tenant).await?;
-        rbac::lock_owners(&mut tx).await?;
-        rbac::check_not_superior(&mut tx, ONE_USER, id, &me.principal.permissions).await?;
-        let done = sqlx::query(
-            "UPDATE users SET status = 'deleted', email = NULL, display_name = NULL, password_hash = NULL,
-                    suspension_reason = NULL, deleted_at = now(), updated_at = now()
-              WHERE id = $1 AND status <> 'deleted'",
-        )
-        .bind(id)
-        .execute(tx.conn())
-        .await
-        .map_err(db_error)?;
-        if done.rows_affected() == 0 {
-            return Err(ApiError::not_found("USER_NOT_FOUND", "no such user").into());
-        }
-        for sql in [
-            "DELETE FROM mfa_totp WHERE user_id = $1",
-            "DELETE FROM backup_codes WHERE user_id = $1",
-            "DELETE FROM mfa_challenges WHERE user_id = $1",
-            "DELETE FROM group_members WHERE user_id = $1",
-            "DELETE FROM role_grants WHERE user_id = $1",
-            "UPDATE sessions SET ip = '', user_agent = '' WHERE user_id = $1",
-        ] {
-            sqlx::query(sql).bind(id).execute(tx.conn()).await.map_err(db_error)?;
-        }
-        self.end_sessions(&mut tx, id, "user_deleted").await?;
-        self.revoke_keys(&mut tx, id).await?;
-        rbac::check_an_owner_remains(&mut tx).await?;
-        tx.record(audit(me.actor(), "user.delete", &format!("user/{id}"), Outcome::Success, me.request_id.clone()))
-            .await?;
-        // Shred before committing: if vault-svc cannot, nothing is deleted.
-        self.shred_subject(&me, id).await?;
-        tx.commit().await?;
-        self.core.profiles.forget(&me.tenant);
-        self.core.publish_revocations_soon(&me.tenant).await;
-        Ok(Response::new(pb::DeleteUserResponse {}))
-    }
-
-    async fn get_me(&self, request: Request<pb::GetMeRequest>) -> Result<Response<pb::Me>, Status> {
-        let me = self.core.authed(&request).await?;
-        let id = me.user_id()?;
-        let user = match self.core.profiles.get(&me.tenant, id) {
-            Some(user) => user,
-            None => {
-                let mut tx = self.core.db.begin(&me.tenant).await?;
-                let user = load_user(&mut tx, id).await?;
-                tx.commit().await?;
-                self.core.profiles.put(&me.tenant, id, user.clone());
-                user
-            }
-        };
-        Ok(Response::new(pb::Me {
-            user: Some(user),
-            permissions: me.principal.permissions.clone(),
-            session_id: me.principal.session_id.clone().unwrap_or_default(),
-            amr: me.principal.amr.clone(),
-            mfa_enrollment_required: false,
-        }))
-    }
-
-    async fn export_me(&self, request: Request<pb::ExportMeRequest>) -> Result<Response<pb::ExportMeResponse>, Status> {
-        let me = self.core.authed(&request).await?;
-        let id = me.user_id()?;
-        let mut tx = self.core.db.begin(&me.tenant).await?;
-        let user = load_user(&mut tx, id).await?;
-        let groups: Vec<String> = sqlx::query_scalar(
-            "SELECT g.name FROM groups g JOIN group_members m ON m.group_id = g.id WHERE m.user_id = $1 ORDER BY g.name",
-        )
-        .bind(id)
-        .fetch_all(tx.conn())
-        .await
-        .map_err(db_error)?;
-        let sessions: Vec<serde_json::Value> = sqlx::query_scalar(
-            "SELECT jsonb_build_object('id', id, 'ip', ip, 'user_agent', user_agent, 'amr', amr, 'created_at', created_at,
-                    'last_seen_at', last_seen_at, 'revoked_at', revoked_at, 'revoke_reason', revoke_reason)
-               FROM sessions WHERE user_id = $1 ORDER BY created_at",
-        )
-        .bind(id)
-        .fetch_all(tx.conn())
-        .await
-        .map_err(db_error)?;
-        let keys: Vec<serde_json::Value> = sqlx::query_scalar(
-            "SELECT jsonb_build_object('id', id, 'name', name, 'display', display, 'scopes', scopes, 'created_at', created_at,
-                    'expires_at', expires_at, 'last_used_at', last_used_at, 'revoked_at', revoked_at)
-               FROM api_keys WHERE user_id = $1 ORDER BY created_at",
-        )
-        .bind(id)
-        .fetch_all(tx.conn())
-        .await
-        .map_err(db_error)?;
-        let (roles, permissions) = rbac::effective(&mut tx, id).await?;
-        tx.record(audit(me.actor(), "user.export", &format!("user/{id}"), Outcome::Success, me.request_id.clone()))
-            .await?;
-        tx.commit().await?;
-        let doc = serde_json::json!({
-            "format": "strongroom.user-export.v1",
-            "exported_at": chrono::Utc::now().to_rfc3339(),
-            "tenant": me.tenant.slug.as_str(),
-            "user": {
-                "id": user.id, "email": user.email, "display_name": user.display_name,
-                "status": match user.status { 1 => "active", 2 => "suspended", _ => "deleted" },
-                "mfa_enabled": user.mfa_enabled,
-                "created_at": user.create_time.map(|t| t.seconds),
-            },
-            "roles": roles,
-            "permissions": permissions,
-            "groups": groups,
-            "sessions": sessions,
-            "api_keys": keys,
-        });
-        Ok(Response::new(pb::ExportMeResponse { json: doc.to_string() }))
-    }
-
-    async fn change_password(
-        &self,
-        request: Request<pb::ChangePasswordRequest>,
-    ) -> Result<Response<pb::ChangePasswordResponse>, Status> {
-        let me = self.core.authed(&request).await?;
-        let id = me.user_id()?;
-        let req = request.into_inner();
-        passwords::check_policy(&req.new_password)?;
-        let mut tx = self.core.db.begin(&me.tenant).await?;
-        let stored: Option<String> = sqlx::query_scalar("SELECT password_hash FROM users WHERE id = $1 FOR UPDATE")
-            .bind(id)
-            .fetch_optional(tx.conn())
-            .await
-            .map_err(db_error)?
-            .flatten();
-        let verdict = self.core.hasher.verify(Zeroizing::new(req.current_password), stored).await?;
-        if verdict == passwords::Verdict::Wrong {
-            tx.record(audit(
-                me.actor(),
-                "user.password_change",
-                &format!("user/{id}"),
-                Outcome::Denied,
-                me.request_id.clone(),
-            ))
-            .await?;
-            tx.commit().await?;
-            return Err(ApiError::unauthenticated("INVALID_CREDENTIALS", "the current password is wrong").into());
-        }
-        let hash = self.core.hasher.hash(Zeroizing::new(req.new_password)).await?;
-        sqlx::query(
-            "UPDATE users SET password_hash = $2, password_changed_at = now(), updated_at = now() WHERE id = $1",
-        )
-        .bind(id)
-        .bind(hash)
-        .execute(tx.conn())
-        .await
-        .map_err(db_error)?;
-        // Every other session ends.
-        let current =
-            me.principal.session_id.as_deref().and_then(|s| uuid::Uuid::parse_str(s).ok()).unwrap_or_default();
-        sqlx::query(
-            "UPDATE sessions SET revoked_at = now(), revoke_reason = 'password_changed'
-              WHERE user_id = $1 AND id <> $2 AND revoked_at IS NULL",
-        )
-        .bind(id)
-        .bind(current)
-        .execute(tx.conn())
-        .await
-        .map_err(db_error)?;
-        tx.record(audit(
-            me.actor(),
-            "user.password_change",
-            &format!("user/{id}"),
-            Outcome::Success,
-            me.request_id.clone(),
-        ))
-        .await?;
-        tx.commit().await?;
-        self.core.publish_revocations_soon(&me.tenant).await;
-        Ok(Response::new(pb::ChangePasswordResponse {}))
-    }
-}
+use crate::core::{Core, POLICY_COLUMNS, audit};
+use crate::domain::input::{check_description, check_name, parse_id};
+use crate::rbac;
+use crate::store::users::role_by_name;
 
 /// `AccessService`.
 #[derive(Clone, Debug)]
 pub struct Access {
     pub core: Core,
-}
-
-fn check_name(field: &str, name: &str) -> Result<(), ApiError> {
-    let ok = name.len() >= 2
-        && name.len() <= 63
-        && name.starts_with(|c: char| c.is_ascii_lowercase())
-        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "_.-".contains(c));
-    if ok { Ok(()) } else { Err(ApiError::invalid_field(field, "must match ^[a-z][a-z0-9_.-]{1,62}$")) }
-}
-
-/// A role's or group's description: refused, not cut, when too long.
-fn check_description(description: &str) -> Result<(), ApiError> {
-    if description.chars().count() > 500 {
-        return Err(ApiError::invalid_field("description", "at most 500 characters"));
-    }
-    Ok(())
 }
 
 /// The columns of a group as `Group` carries them: its member count and its roles, not its
@@ -598,12 +66,6 @@ async fn group_permissions(tx: &mut TenantTx, group: uuid::Uuid) -> Result<Vec<S
     .map_err(db_error)
 }
 
-/// The users a change affects, as SQL for [`rbac::check_not_superior`] (`$1` the id named).
-const ONE_USER: &str = "SELECT $1::uuid";
-const GROUP_MEMBERS: &str = "SELECT user_id FROM group_members WHERE group_id = $1";
-const ROLE_HOLDERS: &str = "SELECT g.user_id FROM role_grants g WHERE g.role_id = $1 AND g.user_id IS NOT NULL
-     UNION SELECT m.user_id FROM role_grants g JOIN group_members m ON m.group_id = g.group_id WHERE g.role_id = $1";
-
 /// Ends the live sessions that never passed a second factor of those `users` (every user, when
 /// `None`) who are now privileged: granting privilege must not hand it to a session opened with a
 /// password alone (each session's next refresh would refuse it too, but its access token would
@@ -644,7 +106,7 @@ impl Access {
         if revoke {
             // Nor from someone (or a group with someone) who holds what the caller does not.
             rbac::lock_owners(&mut tx).await?;
-            let holders = if column == "user_id" { ONE_USER } else { GROUP_MEMBERS };
+            let holders = if column == "user_id" { rbac::ONE_USER } else { rbac::GROUP_MEMBERS };
             rbac::check_not_superior(&mut tx, holders, grantee, &me.principal.permissions).await?;
             sqlx::query(&format!("DELETE FROM role_grants WHERE role_id = $1 AND {column} = $2"))
                 .bind(role_id)
@@ -725,7 +187,7 @@ impl Access {
                 })?;
         } else {
             rbac::lock_owners(&mut tx).await?;
-            rbac::check_not_superior(&mut tx, ONE_USER, user, &me.principal.permissions).await?;
+            rbac::check_not_superior(&mut tx, rbac::ONE_USER, user, &me.principal.permissions).await?;
             sqlx::query("DELETE FROM group_members WHERE group_id = $1 AND user_id = $2")
                 .bind(group)
                 .bind(user)
@@ -862,7 +324,7 @@ impl pb::access_service_server::AccessService for Access {
             .await
             .map_err(db_error)?;
         rbac::check_subset(&perms, &me.principal.permissions)?;
-        rbac::check_not_superior(&mut tx, ROLE_HOLDERS, id, &me.principal.permissions).await?;
+        rbac::check_not_superior(&mut tx, rbac::ROLE_HOLDERS, id, &me.principal.permissions).await?;
         sqlx::query("DELETE FROM roles WHERE id = $1").bind(id).execute(tx.conn()).await.map_err(db_error)?;
         tx.record(audit(me.actor(), "role.delete", &format!("role/{id}"), Outcome::Success, me.request_id.clone()))
             .await?;
@@ -972,7 +434,7 @@ impl pb::access_service_server::AccessService for Access {
         rbac::lock_owners(&mut tx).await?;
         let perms = group_permissions(&mut tx, id).await?;
         rbac::check_subset(&perms, &me.principal.permissions)?;
-        rbac::check_not_superior(&mut tx, GROUP_MEMBERS, id, &me.principal.permissions).await?;
+        rbac::check_not_superior(&mut tx, rbac::GROUP_MEMBERS, id, &me.principal.permissions).await?;
         let done =
             sqlx::query("DELETE FROM groups WHERE id = $1").bind(id).execute(tx.conn()).await.map_err(db_error)?;
         if done.rows_affected() == 0 {
@@ -1120,27 +582,4 @@ fn policy_pb(p: crate::core::Policy) -> pb::Policy {
         mfa_required_roles: p.mfa_required_roles,
         privileged_permissions: p.privileged_permissions,
     }
-}
-
-/// Creates a tenant's first owner with a generated password, if the tenant has no user yet.
-pub async fn create_owner(
-    core: &Core,
-    tx: &mut TenantTx,
-    email: &str,
-) -> Result<Option<(uuid::Uuid, Zeroizing<String>)>, ApiError> {
-    let email = normalize_email(email)?;
-    let any: bool =
-        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM users)").fetch_one(tx.conn()).await.map_err(db_error)?;
-    if any {
-        return Ok(None);
-    }
-    let password = crate::tokens::opaque("")?;
-    let hash = core.hasher.hash(password.clone()).await?;
-    let id = insert_user(tx, &email, "Owner", &hash, &["owner".to_owned()], "operator").await?;
-    tx.record(
-        audit(Actor::Service("operator".into()), "user.create", &format!("user/{id}"), Outcome::Success, None)
-            .detail("roles", vec!["owner"]),
-    )
-    .await?;
-    Ok(Some((id, password)))
 }

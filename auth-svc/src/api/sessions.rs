@@ -9,7 +9,7 @@ use proto::auth::v1 as pb;
 use tonic::{Request, Response, Status};
 
 use crate::core::{Core, audit};
-use crate::directory::parse_id;
+use crate::domain::input::parse_id;
 use crate::{authn, rbac, totp};
 
 /// `SessionService`.

@@ -1,0 +1,3 @@
+//! auth-svc's rules that need no I/O.
+
+pub mod input;
