@@ -239,10 +239,7 @@ impl Ledger {
     async fn read_tx(&self, tenant: &Tenant, scope: &Scope) -> Result<TenantTx, ApiError> {
         let mut tx = self.db.begin(tenant).await?;
         if let Scope::Own(subject) = scope {
-            sqlx::query(&format!("SET LOCAL strongroom.owner_subject TO '{subject}'"))
-                .execute(tx.conn())
-                .await
-                .map_err(kit::tenancy::db_error)?;
+            store::scope_to_owner(&mut tx, subject).await?;
         }
         Ok(tx)
     }
@@ -294,17 +291,7 @@ impl pb::ledger_service_server::LedgerService for Ledger {
             return Err(ApiError::invalid_field("ledger.description", "at most 256 bytes").into());
         }
         let mut tx = self.db.begin(&tenant).await?;
-        let inserted =
-            sqlx::query("INSERT INTO ledgers (code, scale, description) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
-                .bind(&l.code)
-                .bind(l.scale as i16)
-                .bind(&l.description)
-                .execute(tx.conn())
-                .await
-                .map_err(kit::tenancy::db_error)?
-                .rows_affected()
-                == 1;
-        if inserted {
+        if store::insert_ledger(&mut tx, &l.code, l.scale as i16, &l.description).await? {
             tx.record(
                 AuditRecord::new(
                     SERVICE,
@@ -318,12 +305,7 @@ impl pb::ledger_service_server::LedgerService for Ledger {
             )
             .await?;
         } else {
-            let scale: i16 = sqlx::query_scalar("SELECT scale FROM ledgers WHERE code = $1")
-                .bind(&l.code)
-                .fetch_one(tx.conn())
-                .await
-                .map_err(kit::tenancy::db_error)?;
-            if scale as u32 != l.scale {
+            if store::ledger_scale(&mut tx, &l.code).await? as u32 != l.scale {
                 return Err(ApiError::new(
                     ErrorCode::AlreadyExists,
                     "EXISTS_WITH_DIFFERENT_SCALE",
@@ -344,11 +326,7 @@ impl pb::ledger_service_server::LedgerService for Ledger {
         let (tenant, p) = self.enter(&ctx).await?;
         scope(&p, Permission::LedgerAccountsRead)?;
         let mut tx = self.db.begin(&tenant).await?;
-        let rows: Vec<(String, i16, String)> =
-            sqlx::query_as("SELECT code, scale, description FROM ledgers ORDER BY code")
-                .fetch_all(tx.conn())
-                .await
-                .map_err(kit::tenancy::db_error)?;
+        let rows = store::ledgers(&mut tx).await?;
         tx.commit().await?;
         let ledgers = rows
             .into_iter()

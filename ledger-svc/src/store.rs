@@ -148,6 +148,47 @@ pub async fn lock_head(tx: &mut TenantTx) -> Result<(i64, Vec<u8>, i64), ApiErro
     Err(ApiError::internal(&"receipt head cannot be created"))
 }
 
+/// Limits the transaction's row-level security to the accounts `subject` owns (an owner-scoped
+/// caller). `subject` was checked to be of a conservative alphabet (`api::scope`).
+pub async fn scope_to_owner(tx: &mut TenantTx, subject: &str) -> Result<(), ApiError> {
+    sqlx::query(&format!("SET LOCAL strongroom.owner_subject TO '{subject}'"))
+        .execute(tx.conn())
+        .await
+        .map_err(db_error)?;
+    Ok(())
+}
+
+/// Creates a ledger (currency); false when its code exists already.
+pub async fn insert_ledger(tx: &mut TenantTx, code: &str, scale: i16, description: &str) -> Result<bool, ApiError> {
+    let inserted =
+        sqlx::query("INSERT INTO ledgers (code, scale, description) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
+            .bind(code)
+            .bind(scale)
+            .bind(description)
+            .execute(tx.conn())
+            .await
+            .map_err(db_error)?
+            .rows_affected();
+    Ok(inserted == 1)
+}
+
+/// The scale of an existing ledger.
+pub async fn ledger_scale(tx: &mut TenantTx, code: &str) -> Result<i16, ApiError> {
+    sqlx::query_scalar("SELECT scale FROM ledgers WHERE code = $1")
+        .bind(code)
+        .fetch_one(tx.conn())
+        .await
+        .map_err(db_error)
+}
+
+/// Every ledger: `(code, scale, description)`, by code.
+pub async fn ledgers(tx: &mut TenantTx) -> Result<Vec<(String, i16, String)>, ApiError> {
+    sqlx::query_as("SELECT code, scale, description FROM ledgers ORDER BY code")
+        .fetch_all(tx.conn())
+        .await
+        .map_err(db_error)
+}
+
 /// What the ids already stand for (created or failed).
 pub async fn prior(tx: &mut TenantTx, ids: &[Uuid]) -> Result<HashMap<Uuid, Prior>, ApiError> {
     let mut out = HashMap::new();
