@@ -9,7 +9,7 @@ use kit::authz::{Permission, Reach};
 use kit::client::Channel;
 use kit::outbox::{Actor, AuditRecord, Outcome as AuditOutcome};
 use kit::principal::Principal;
-use kit::{ApiError, Db, ErrorCode, Tenant, TenantTx};
+use kit::{ApiError, Db, Tenant, TenantTx};
 use proto::ledger::v1 as pb;
 use proto::vault::v1::signing_service_client::SigningServiceClient;
 use tonic::{Request, Response, Status};
@@ -19,6 +19,7 @@ use crate::SERVICE;
 use crate::batcher::{Batcher, MAX_BATCH};
 use crate::domain::engine::{Outcome, Submission};
 use crate::domain::{Account, Balances, Transfer, TransferInput, TransferState, account_flags, amount, transfer_flags};
+use crate::error::LedgerError;
 use crate::{receipts, store};
 
 #[derive(Clone)]
@@ -45,7 +46,7 @@ fn scope(p: &Principal, all: Permission) -> Result<Scope, ApiError> {
         && p.subject.len() <= 128
         && p.subject.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:@|".contains(&b));
     if !safe {
-        return Err(ApiError::permission_denied("SUBJECT_NOT_SCOPABLE", "subject cannot be used as an owner"));
+        return Err(LedgerError::SubjectNotScopable.into());
     }
     Ok(Scope::Own(p.subject.clone()))
 }
@@ -212,22 +213,6 @@ pub(crate) fn result_pb(id: Uuid, o: &Outcome) -> pb::TransferResult {
     pb::TransferResult { id: id.to_string(), outcome: outcome as i32, reason, replayed, transfer }
 }
 
-/// The status of a single transfer that did not apply.
-pub fn outcome_error(id: Uuid, o: &Outcome) -> ApiError {
-    match o {
-        Outcome::Failed(r) | Outcome::ReplayedFailure(r) => {
-            ApiError::new(ErrorCode::FailedPrecondition, r.clone(), format!("transfer {id} failed: {r}"))
-        }
-        Outcome::Conflict(field) => ApiError::new(
-            ErrorCode::AlreadyExists,
-            format!("EXISTS_WITH_DIFFERENT_{}", field.to_ascii_uppercase()),
-            format!("transfer {id} already exists with a different {field}"),
-        ),
-        Outcome::Refused(r) => ApiError::permission_denied(r, "the caller may not do this with these accounts"),
-        Outcome::Created(_) | Outcome::Replayed(_) => ApiError::internal(&"not an error"),
-    }
-}
-
 impl Ledger {
     async fn enter(&self, ctx: &RequestContext) -> Result<(Tenant, Principal), ApiError> {
         let p = ctx.require_principal()?.clone();
@@ -306,12 +291,8 @@ impl pb::ledger_service_server::LedgerService for Ledger {
             .await?;
         } else {
             if store::ledger_scale(&mut tx, &l.code).await? as u32 != l.scale {
-                return Err(ApiError::new(
-                    ErrorCode::AlreadyExists,
-                    "EXISTS_WITH_DIFFERENT_SCALE",
-                    "ledger exists with another scale",
-                )
-                .into());
+                let id = l.code.clone();
+                return Err(LedgerError::ExistsWithDifferent { what: "ledger", id, field: "scale" }.into());
             }
         }
         tx.commit().await?;
@@ -407,12 +388,9 @@ impl pb::ledger_service_server::LedgerService for Ledger {
         .find(|(_, d)| *d);
         match differs {
             None => Ok(Response::new(account_pb(&existing))),
-            Some((field, _)) => Err(ApiError::new(
-                ErrorCode::AlreadyExists,
-                format!("EXISTS_WITH_DIFFERENT_{}", field.to_ascii_uppercase()),
-                format!("account {} already exists with a different {field}", account.id),
-            )
-            .into()),
+            Some((field, _)) => {
+                Err(LedgerError::ExistsWithDifferent { what: "account", id: account.id.to_string(), field }.into())
+            }
         }
     }
 
@@ -424,7 +402,7 @@ impl pb::ledger_service_server::LedgerService for Ledger {
         let mut tx = self.read_tx(&tenant, &scope).await?;
         let account = store::account(&mut tx, id).await?;
         tx.commit().await?;
-        let account = account.ok_or_else(|| ApiError::not_found("ACCOUNT_NOT_FOUND", "account does not exist"))?;
+        let account = account.ok_or_else(|| ApiError::from(LedgerError::AccountNotFound))?;
         Ok(Response::new(account_pb(&account)))
     }
 
@@ -449,16 +427,9 @@ impl pb::ledger_service_server::LedgerService for Ledger {
                 .map_err(|_| ApiError::invalid_field("page_token", "not a token of this list"))?
         };
         let mut tx = self.read_tx(&tenant, &scope).await?;
-        let account = store::account(&mut tx, id)
-            .await?
-            .ok_or_else(|| ApiError::not_found("ACCOUNT_NOT_FOUND", "account does not exist"))?;
+        let account = store::account(&mut tx, id).await?.ok_or_else(|| ApiError::from(LedgerError::AccountNotFound))?;
         if req.at != 0 && !account.has(account_flags::HISTORY) {
-            return Err(ApiError::new(
-                ErrorCode::FailedPrecondition,
-                "HISTORY_NOT_KEPT",
-                "the account does not keep history",
-            )
-            .into());
+            return Err(LedgerError::HistoryNotKept.into());
         }
         let current = store::balance_history(&mut tx, id, at, 1).await?;
         let changes = if req.page_size > 0 {
@@ -514,7 +485,7 @@ impl pb::ledger_service_server::LedgerService for Ledger {
         };
         let mut tx = self.read_tx(&tenant, &scope).await?;
         if store::account(&mut tx, id).await?.is_none() {
-            return Err(ApiError::not_found("ACCOUNT_NOT_FOUND", "account does not exist").into());
+            return Err(ApiError::from(LedgerError::AccountNotFound).into());
         }
         let transfers = store::account_transfers(&mut tx, id, after, size).await?;
         tx.commit().await?;
@@ -552,7 +523,7 @@ impl pb::ledger_service_server::LedgerService for Ledger {
             Some(Outcome::Replayed(t)) => {
                 Ok(Response::new(pb::CreateTransferResponse { transfer: Some(transfer_pb(t)), replayed: true }))
             }
-            Some(o) => Err(outcome_error(id, o).into()),
+            Some(o) => Err(LedgerError::Transfer { id, outcome: o.clone() }.into()),
             None => Err(ApiError::internal(&"no outcome").into()),
         }
     }
@@ -576,7 +547,7 @@ impl pb::ledger_service_server::LedgerService for Ledger {
         let mut tx = self.read_tx(&tenant, &scope).await?;
         let t = store::transfer(&mut tx, id).await?;
         tx.commit().await?;
-        let t = t.ok_or_else(|| ApiError::not_found("TRANSFER_NOT_FOUND", "transfer does not exist"))?;
+        let t = t.ok_or_else(|| ApiError::from(LedgerError::TransferNotFound))?;
         Ok(Response::new(transfer_pb(&t)))
     }
 

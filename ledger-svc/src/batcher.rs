@@ -146,7 +146,7 @@ impl Batcher {
         let (reply, rx) = oneshot::channel();
         job.reply = reply;
         let queue = self.queue(tenant);
-        let gone = || ApiError::unavailable("LEDGER_SHUTTING_DOWN", "ledger is shutting down, retry");
+        let gone = || ApiError::from(crate::error::LedgerError::ShuttingDown);
         queue.send(job).await.map_err(|_| gone())?;
         rx.await.map_err(|_| gone())?
     }

@@ -6,6 +6,7 @@
 pub mod api;
 pub mod batcher;
 pub mod domain;
+pub mod error;
 pub mod receipts;
 pub mod store;
 pub mod sweeper;
