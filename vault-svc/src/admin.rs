@@ -4,7 +4,6 @@
 
 use kit::access::RequestContext;
 use kit::outbox::{Actor, AuditRecord, Outcome};
-use kit::tenancy::db_error;
 use kit::time::opt_to_pb;
 use kit::{ApiError, Db, ErrorCode, Tenant, TenantTx};
 use proto::vault::v1 as pb;
@@ -13,6 +12,7 @@ use tonic::{Request, Response, Status};
 use crate::SERVICE;
 use crate::domain::envelope::Envelope;
 use crate::keyring::{Keyring, notify, subject_aad};
+use crate::store::{self, Sealed};
 
 #[derive(Debug, Clone)]
 pub struct KeyManagement {
@@ -31,121 +31,46 @@ fn audit(ctx: &RequestContext, action: &str, tenant: &Tenant) -> AuditRecord {
     .request_id(ctx.request_id.clone())
 }
 
-#[derive(sqlx::FromRow)]
-struct KeyRow {
-    version: i32,
-    state: String,
-    master_key_id: String,
-    created_at: chrono::DateTime<chrono::Utc>,
-    destroyed_at: Option<chrono::DateTime<chrono::Utc>>,
-}
-
 impl KeyManagement {
     async fn tenant(&self, ctx: &RequestContext) -> Result<Tenant, ApiError> {
         self.db.authorize_tenant(&ctx.tenant_slug()?, ctx.principal.as_ref()).await
     }
 
-    /// One batch of rewrap: secret versions and subject keys under older tenant keys move to the
-    /// active one. Returns (secret versions, subject keys) moved. Rows are found by the key
-    /// version they are sealed under (vault tenant migration 0004), in no particular order: an
-    /// order by primary key made each batch step over every row the earlier ones had moved.
+    /// One batch of rewrap: secret versions, subject keys and signing keys under older tenant keys
+    /// move to the active one. Returns (secret versions, keys) moved.
     async fn rewrap_batch(&self, tx: &mut TenantTx, batch: i64) -> Result<(u64, u64), ApiError> {
         let (active, active_key) = self.keyring.active(tx).await?;
-        let rows: Vec<(String, i32, Vec<u8>)> = sqlx::query_as(
-            "SELECT path, version, ciphertext FROM secret_versions WHERE key_version < $1 AND ciphertext IS NOT NULL \
-             LIMIT $2 FOR UPDATE SKIP LOCKED",
-        )
-        .bind(active as i32)
-        .bind(batch)
-        .fetch_all(tx.conn())
-        .await
-        .map_err(db_error)?;
         let tenant = tx.tenant().clone();
-        let mut secrets = 0;
-        for (path, version, ciphertext) in rows {
-            let path = crate::domain::path::SecretPath::parse(&path)?;
-            let envelope = Envelope::decode(&ciphertext).map_err(|e| ApiError::internal(&e))?;
-            let old_key = self.keyring.version(tx, envelope.key_version).await?;
-            let aad = crate::api::secret_aad(&tenant, &path, version as u32);
-            let moved = envelope.rewrap(&old_key, &active_key, active, &aad).map_err(|e| ApiError::internal(&e))?;
-            sqlx::query(
-                "UPDATE secret_versions SET ciphertext = $3, key_version = $4 WHERE path = $1 AND version = $2",
-            )
-            .bind(path.as_str())
-            .bind(version)
-            .bind(moved.encode())
-            .bind(active as i32)
-            .execute(tx.conn())
-            .await
-            .map_err(db_error)?;
-            secrets += 1;
+        let (mut secrets, mut keys) = (0, 0);
+        for what in Sealed::ALL {
+            for row in store::sealed_under(tx, what, active, batch).await? {
+                let resealed = match what {
+                    Sealed::SecretVersions => {
+                        let path = crate::domain::path::SecretPath::parse(&row.name)?;
+                        let envelope = Envelope::decode(&row.sealed).map_err(|e| ApiError::internal(&e))?;
+                        let old_key = self.keyring.version(tx, envelope.key_version).await?;
+                        let aad = crate::api::secret_aad(&tenant, &path, row.version as u32);
+                        let moved =
+                            envelope.rewrap(&old_key, &active_key, active, &aad).map_err(|e| ApiError::internal(&e))?;
+                        secrets += 1;
+                        moved.encode()
+                    }
+                    Sealed::SubjectKeys | Sealed::SigningKeys => {
+                        let aad = if what == Sealed::SubjectKeys {
+                            subject_aad(tenant.id.0, &row.name, row.version as u32)
+                        } else {
+                            crate::signing::seal_aad(tenant.id.0, &row.name, row.version as u32)
+                        };
+                        let old_key = self.keyring.version(tx, row.key_version as u32).await?;
+                        let key = Keyring::open_key(&old_key, &aad, &row.sealed)?;
+                        keys += 1;
+                        Keyring::seal_key(&active_key, &aad, &key)?
+                    }
+                };
+                store::reseal(tx, what, &row.name, row.version, &resealed, active).await?;
+            }
         }
-        let subjects: Vec<(String, i32, i32, Vec<u8>)> = sqlx::query_as(
-            "SELECT subject, version, tenant_key_version, wrapped FROM subject_keys \
-             WHERE tenant_key_version < $1 AND wrapped IS NOT NULL LIMIT $2 FOR UPDATE SKIP LOCKED",
-        )
-        .bind(active as i32)
-        .bind(batch)
-        .fetch_all(tx.conn())
-        .await
-        .map_err(db_error)?;
-        let mut moved_subjects = 0;
-        for (subject, version, tkv, wrapped) in subjects {
-            let old_key = self.keyring.version(tx, tkv as u32).await?;
-            let aad = subject_aad(tenant.id.0, &subject, version as u32);
-            let key = Keyring::open_key(&old_key, &aad, &wrapped)?;
-            let resealed = Keyring::seal_key(&active_key, &aad, &key)?;
-            sqlx::query(
-                "UPDATE subject_keys SET wrapped = $3, tenant_key_version = $4 WHERE subject = $1 AND version = $2",
-            )
-            .bind(&subject)
-            .bind(version)
-            .bind(resealed)
-            .bind(active as i32)
-            .execute(tx.conn())
-            .await
-            .map_err(db_error)?;
-            moved_subjects += 1;
-        }
-        // Signing keys, sealed by the tenant key like subject keys.
-        let signing: Vec<(String, i32, i32, Vec<u8>)> = sqlx::query_as(
-            "SELECT name, version, tenant_key_version, wrapped_private FROM signing_keys \
-             WHERE tenant_key_version < $1 LIMIT $2 FOR UPDATE SKIP LOCKED",
-        )
-        .bind(active as i32)
-        .bind(batch)
-        .fetch_all(tx.conn())
-        .await
-        .map_err(db_error)?;
-        for (name, version, tkv, sealed) in signing {
-            let old_key = self.keyring.version(tx, tkv as u32).await?;
-            let aad = crate::signing::seal_aad(tenant.id.0, &name, version as u32);
-            let seed = Keyring::open_key(&old_key, &aad, &sealed)?;
-            let resealed = Keyring::seal_key(&active_key, &aad, &seed)?;
-            sqlx::query("UPDATE signing_keys SET wrapped_private = $3, tenant_key_version = $4 WHERE name = $1 AND version = $2")
-                .bind(&name)
-                .bind(version)
-                .bind(resealed)
-                .bind(active as i32)
-                .execute(tx.conn())
-                .await
-                .map_err(db_error)?;
-            moved_subjects += 1;
-        }
-        Ok((secrets, moved_subjects))
-    }
-
-    async fn remaining(&self, tx: &mut TenantTx, active: u32) -> Result<u64, ApiError> {
-        let (n,): (i64,) = sqlx::query_as(
-            "SELECT (SELECT count(*) FROM secret_versions WHERE key_version < $1 AND ciphertext IS NOT NULL) \
-                  + (SELECT count(*) FROM subject_keys WHERE tenant_key_version < $1 AND wrapped IS NOT NULL) \
-                  + (SELECT count(*) FROM signing_keys WHERE tenant_key_version < $1)",
-        )
-        .bind(active as i32)
-        .fetch_one(tx.conn())
-        .await
-        .map_err(db_error)?;
-        Ok(n as u64)
+        Ok((secrets, keys))
     }
 }
 
@@ -260,7 +185,7 @@ impl pb::key_management_service_server::KeyManagementService for KeyManagement {
         }
         let mut tx = self.db.begin(&tenant).await?;
         let (active, _) = self.keyring.active(&mut tx).await?;
-        let remaining = self.remaining(&mut tx, active).await?;
+        let remaining = store::left_under(&mut tx, active).await?;
         tx.commit().await?;
         Ok(Response::new(pb::RewrapTenantResponse {
             active_version: active,
@@ -278,7 +203,7 @@ impl pb::key_management_service_server::KeyManagementService for KeyManagement {
         let tenant = self.tenant(&ctx).await?;
         let mut tx = self.db.begin(&tenant).await?;
         let (active, _) = self.keyring.active(&mut tx).await?;
-        let remaining = self.remaining(&mut tx, active).await?;
+        let remaining = store::left_under(&mut tx, active).await?;
         if remaining > 0 {
             return Err(ApiError::new(
                 ErrorCode::FailedPrecondition,
@@ -287,14 +212,7 @@ impl pb::key_management_service_server::KeyManagementService for KeyManagement {
             )
             .into());
         }
-        let retired: Vec<i32> = sqlx::query_scalar(
-            "UPDATE tenant_keys SET state = 'destroyed', wrapped = NULL, destroyed_at = now() \
-             WHERE state = 'decrypt_only' AND version < $1 RETURNING version",
-        )
-        .bind(active as i32)
-        .fetch_all(tx.conn())
-        .await
-        .map_err(db_error)?;
+        let retired = store::retire_tenant_keys_below(&mut tx, active).await?;
         let mut retired: Vec<u32> = retired.into_iter().map(|v| v as u32).collect();
         retired.sort_unstable();
         if !retired.is_empty() {
@@ -313,12 +231,7 @@ impl pb::key_management_service_server::KeyManagementService for KeyManagement {
         let ctx = RequestContext::of(&request)?;
         let tenant = self.tenant(&ctx).await?;
         let mut tx = self.db.begin(&tenant).await?;
-        let rows: Vec<KeyRow> = sqlx::query_as(
-            "SELECT version, state, master_key_id, created_at, destroyed_at FROM tenant_keys ORDER BY version",
-        )
-        .fetch_all(tx.conn())
-        .await
-        .map_err(db_error)?;
+        let rows = store::tenant_keys(&mut tx).await?;
         tx.commit().await?;
         Ok(Response::new(pb::ListTenantKeysResponse {
             keys: rows
@@ -345,14 +258,7 @@ impl pb::key_management_service_server::KeyManagementService for KeyManagement {
         }
         let tenant = self.tenant(&ctx).await?;
         let mut tx = self.db.begin(&tenant).await?;
-        let destroyed = sqlx::query(
-            "UPDATE subject_keys SET state = 'destroyed', wrapped = NULL, destroyed_at = now() WHERE subject = $1 AND state <> 'destroyed'",
-        )
-        .bind(&subject)
-        .execute(tx.conn())
-        .await
-        .map_err(db_error)?
-        .rows_affected() as u32;
+        let destroyed = store::destroy_subject_keys(&mut tx, &subject).await? as u32;
         // The subject id may be personal data: the audit trail keeps only a digest of it.
         let digest = {
             use sha2::Digest;
@@ -378,13 +284,7 @@ impl pb::key_management_service_server::KeyManagementService for KeyManagement {
             return Err(ApiError::invalid_field("confirm_slug", "must equal the tenant's slug").into());
         }
         let mut tx = self.db.begin(&tenant).await?;
-        let destroyed = sqlx::query(
-            "UPDATE tenant_keys SET state = 'destroyed', wrapped = NULL, destroyed_at = now() WHERE state <> 'destroyed'",
-        )
-        .execute(tx.conn())
-        .await
-        .map_err(db_error)?
-        .rows_affected() as u32;
+        let destroyed = store::destroy_tenant_keys(&mut tx).await? as u32;
         notify(&mut tx).await?;
         tx.record(audit(&ctx, "vault.tenant.shred", &tenant).detail("destroyed_versions", destroyed)).await?;
         tx.commit().await?;

@@ -249,3 +249,147 @@ mod tests {
         }
     }
 }
+
+/// The tables whose rows are sealed under a tenant key version, in the order a rewrap moves them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sealed {
+    /// Secret values (`path`, the envelope in `ciphertext`; destroyed versions hold none).
+    SecretVersions,
+    /// Data-subject keys (`subject`; shredded ones hold none).
+    SubjectKeys,
+    /// Workload signing keys (`name`, the sealed private half).
+    SigningKeys,
+}
+
+impl Sealed {
+    pub const ALL: [Sealed; 3] = [Sealed::SecretVersions, Sealed::SubjectKeys, Sealed::SigningKeys];
+
+    /// `(table, name column, key-version column, sealed column)`.
+    const fn columns(self) -> (&'static str, &'static str, &'static str, &'static str) {
+        match self {
+            Self::SecretVersions => ("secret_versions", "path", "key_version", "ciphertext"),
+            Self::SubjectKeys => ("subject_keys", "subject", "tenant_key_version", "wrapped"),
+            Self::SigningKeys => ("signing_keys", "name", "tenant_key_version", "wrapped_private"),
+        }
+    }
+}
+
+/// A row sealed under tenant key `key_version`.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct SealedRow {
+    pub name: String,
+    pub version: i32,
+    pub key_version: i32,
+    pub sealed: Vec<u8>,
+}
+
+/// Up to `limit` rows of `what` still sealed under a key version below `active`, locked (rows
+/// other rewraps hold are skipped). Found by the key version (vault tenant migration 0004), in no
+/// particular order: an order by primary key made each batch step over every row moved before.
+pub async fn sealed_under(
+    tx: &mut TenantTx,
+    what: Sealed,
+    active: u32,
+    limit: i64,
+) -> Result<Vec<SealedRow>, ApiError> {
+    let (table, name, key_version, sealed) = what.columns();
+    let sql = format!(
+        "SELECT {name} AS name, version, {key_version} AS key_version, {sealed} AS sealed FROM {table} \
+         WHERE {key_version} < $1 AND {sealed} IS NOT NULL LIMIT $2 FOR UPDATE SKIP LOCKED"
+    );
+    sqlx::query_as(&sql).bind(active as i32).bind(limit).fetch_all(tx.conn()).await.map_err(db_error)
+}
+
+/// Stores a row of `what` sealed again under tenant key `active`.
+pub async fn reseal(
+    tx: &mut TenantTx,
+    what: Sealed,
+    name: &str,
+    version: i32,
+    sealed: &[u8],
+    active: u32,
+) -> Result<(), ApiError> {
+    let (table, name_column, key_version, sealed_column) = what.columns();
+    let sql = format!(
+        "UPDATE {table} SET {sealed_column} = $3, {key_version} = $4 WHERE {name_column} = $1 AND version = $2"
+    );
+    sqlx::query(&sql)
+        .bind(name)
+        .bind(version)
+        .bind(sealed)
+        .bind(active as i32)
+        .execute(tx.conn())
+        .await
+        .map_err(db_error)?;
+    Ok(())
+}
+
+/// How many rows of every [`Sealed`] table are still sealed under a key version below `active`.
+pub async fn left_under(tx: &mut TenantTx, active: u32) -> Result<u64, ApiError> {
+    let counts: Vec<String> = Sealed::ALL
+        .iter()
+        .map(|what| {
+            let (table, _, key_version, sealed) = what.columns();
+            format!("(SELECT count(*) FROM {table} WHERE {key_version} < $1 AND {sealed} IS NOT NULL)")
+        })
+        .collect();
+    let (n,): (i64,) = sqlx::query_as(&format!("SELECT {}", counts.join(" + ")))
+        .bind(active as i32)
+        .fetch_one(tx.conn())
+        .await
+        .map_err(db_error)?;
+    Ok(n as u64)
+}
+
+/// A version of the tenant key, as listed.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct TenantKeyRow {
+    pub version: i32,
+    pub state: String,
+    pub master_key_id: String,
+    pub created_at: DateTime<Utc>,
+    pub destroyed_at: Option<DateTime<Utc>>,
+}
+
+pub async fn tenant_keys(tx: &mut TenantTx) -> Result<Vec<TenantKeyRow>, ApiError> {
+    sqlx::query_as("SELECT version, state, master_key_id, created_at, destroyed_at FROM tenant_keys ORDER BY version")
+        .fetch_all(tx.conn())
+        .await
+        .map_err(db_error)
+}
+
+/// Destroys the decrypt-only tenant key versions below `active`; returns their versions.
+pub async fn retire_tenant_keys_below(tx: &mut TenantTx, active: u32) -> Result<Vec<i32>, ApiError> {
+    sqlx::query_scalar(
+        "UPDATE tenant_keys SET state = 'destroyed', wrapped = NULL, destroyed_at = now() \
+         WHERE state = 'decrypt_only' AND version < $1 RETURNING version",
+    )
+    .bind(active as i32)
+    .fetch_all(tx.conn())
+    .await
+    .map_err(db_error)
+}
+
+/// Crypto-shreds every version of a data subject's key; returns how many were live.
+pub async fn destroy_subject_keys(tx: &mut TenantTx, subject: &str) -> Result<u64, ApiError> {
+    Ok(sqlx::query(
+        "UPDATE subject_keys SET state = 'destroyed', wrapped = NULL, destroyed_at = now() \
+         WHERE subject = $1 AND state <> 'destroyed'",
+    )
+    .bind(subject)
+    .execute(tx.conn())
+    .await
+    .map_err(db_error)?
+    .rows_affected())
+}
+
+/// Crypto-shreds every version of the tenant key; returns how many were live.
+pub async fn destroy_tenant_keys(tx: &mut TenantTx) -> Result<u64, ApiError> {
+    Ok(sqlx::query(
+        "UPDATE tenant_keys SET state = 'destroyed', wrapped = NULL, destroyed_at = now() WHERE state <> 'destroyed'",
+    )
+    .execute(tx.conn())
+    .await
+    .map_err(db_error)?
+    .rows_affected())
+}
