@@ -3,31 +3,19 @@
 use kit::ApiError;
 use kit::authz::Permission;
 use kit::outbox::Outcome;
-use kit::tenancy::db_error;
 use kit::time::to_pb;
 use proto::auth::v1 as pb;
 use tonic::{Request, Response, Status};
 
 use crate::core::{Core, audit};
 use crate::domain::input::parse_id;
-use crate::{authn, rbac, totp};
+use crate::store::api_keys::{self, KeyRow};
+use crate::{authn, rbac, store, totp};
 
 /// `SessionService`.
 #[derive(Clone, Debug)]
 pub struct Sessions {
     pub core: Core,
-}
-
-#[derive(sqlx::FromRow)]
-struct KeyRow {
-    id: uuid::Uuid,
-    name: String,
-    display: String,
-    scopes: Vec<String>,
-    created_at: chrono::DateTime<chrono::Utc>,
-    expires_at: chrono::DateTime<chrono::Utc>,
-    last_used_at: Option<chrono::DateTime<chrono::Utc>>,
-    revoked_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// Where a page of API keys (newest first) ends: the last key's creation time and id, so a key
@@ -86,35 +74,19 @@ impl pb::session_service_server::SessionService for Sessions {
             me.require(Permission::SessionsRead)?;
         }
         let mut tx = self.core.db.begin(&me.tenant).await?;
-        #[allow(clippy::type_complexity)]
-        let rows: Vec<(
-            uuid::Uuid,
-            String,
-            String,
-            chrono::DateTime<chrono::Utc>,
-            chrono::DateTime<chrono::Utc>,
-            Option<chrono::DateTime<chrono::Utc>>,
-        )> = sqlx::query_as(
-            "SELECT id, ip, user_agent, created_at, last_seen_at, revoked_at FROM sessions
-                  WHERE user_id = $1 AND (revoked_at IS NULL OR revoked_at > now() - interval '30 days')
-                  ORDER BY created_at DESC LIMIT 200",
-        )
-        .bind(user)
-        .fetch_all(tx.conn())
-        .await
-        .map_err(db_error)?;
+        let rows = store::sessions::recent(&mut tx, user).await?;
         tx.commit().await?;
         let current = me.principal.session_id.clone().unwrap_or_default();
         let sessions = rows
             .into_iter()
-            .map(|(id, ip, user_agent, created, seen, revoked)| pb::Session {
-                current: id.to_string() == current,
-                id: id.to_string(),
-                ip,
-                user_agent,
-                create_time: Some(to_pb(created)),
-                last_seen_time: Some(to_pb(seen)),
-                revoke_time: revoked.map(to_pb),
+            .map(|s| pb::Session {
+                current: s.id.to_string() == current,
+                id: s.id.to_string(),
+                ip: s.ip,
+                user_agent: s.user_agent,
+                create_time: Some(to_pb(s.created_at)),
+                last_seen_time: Some(to_pb(s.last_seen_at)),
+                revoke_time: s.revoked_at.map(to_pb),
             })
             .collect();
         Ok(Response::new(pb::ListSessionsResponse { sessions }))
@@ -127,12 +99,9 @@ impl pb::session_service_server::SessionService for Sessions {
         let me = self.core.authed(&request).await?;
         let id = parse_id("id", &request.get_ref().id)?;
         let mut tx = self.core.db.begin(&me.tenant).await?;
-        let owner: Option<uuid::Uuid> = sqlx::query_scalar("SELECT user_id FROM sessions WHERE id = $1")
-            .bind(id)
-            .fetch_optional(tx.conn())
-            .await
-            .map_err(db_error)?;
-        let owner = owner.ok_or_else(|| ApiError::not_found("SESSION_NOT_FOUND", "no such session"))?;
+        let owner = store::sessions::owner(&mut tx, id)
+            .await?
+            .ok_or_else(|| ApiError::not_found("SESSION_NOT_FOUND", "no such session"))?;
         if me.user_id().ok() != Some(owner) {
             me.require(Permission::SessionsRevoke)?;
         }
@@ -148,28 +117,13 @@ impl pb::session_service_server::SessionService for Sessions {
         let me = self.core.authed(&request).await?;
         let user = me.user_id()?;
         let mut tx = self.core.db.begin(&me.tenant).await?;
-        let (email, confirmed): (Option<String>, bool) = sqlx::query_as(
-            "SELECT u.email, EXISTS (SELECT 1 FROM mfa_totp m WHERE m.user_id = u.id AND m.confirmed_at IS NOT NULL)
-               FROM users u WHERE u.id = $1",
-        )
-        .bind(user)
-        .fetch_one(tx.conn())
-        .await
-        .map_err(db_error)?;
+        let (email, confirmed) = store::mfa::email_and_totp_confirmed(&mut tx, user).await?;
         if confirmed {
             return Err(ApiError::failed_precondition("TOTP_ALREADY_ENROLLED", "TOTP is already set up").into());
         }
         let seed = totp::new_seed()?;
         let sealed = totp::seal(&self.core.vault, &me.tenant, user, &seed).await?;
-        sqlx::query(
-            "INSERT INTO mfa_totp (user_id, sealed_seed) VALUES ($1, $2)
-             ON CONFLICT (tenant_id, user_id) DO UPDATE SET sealed_seed = EXCLUDED.sealed_seed, last_step = 0, created_at = now()",
-        )
-        .bind(user)
-        .bind(&sealed)
-        .execute(tx.conn())
-        .await
-        .map_err(db_error)?;
+        store::mfa::start_totp(&mut tx, user, &sealed).await?;
         tx.record(audit(
             me.actor(),
             "mfa.totp_enroll_start",
@@ -191,15 +145,9 @@ impl pb::session_service_server::SessionService for Sessions {
         let me = self.core.authed(&request).await?;
         let user = me.user_id()?;
         let mut tx = self.core.db.begin(&me.tenant).await?;
-        let pending: Option<(String, i64)> = sqlx::query_as(
-            "SELECT sealed_seed, last_step FROM mfa_totp WHERE user_id = $1 AND confirmed_at IS NULL FOR UPDATE",
-        )
-        .bind(user)
-        .fetch_optional(tx.conn())
-        .await
-        .map_err(db_error)?;
-        let (sealed, last) =
-            pending.ok_or_else(|| ApiError::failed_precondition("NO_PENDING_TOTP", "start enrolment first"))?;
+        let (sealed, last) = store::mfa::pending_totp(&mut tx, user)
+            .await?
+            .ok_or_else(|| ApiError::failed_precondition("NO_PENDING_TOTP", "start enrolment first"))?;
         let seed = totp::unseal(&self.core.vault, &me.tenant, user, &sealed).await?;
         let Some(step) = totp::accept(&seed, &request.get_ref().code, last, totp::now())? else {
             tx.record(audit(
@@ -213,38 +161,13 @@ impl pb::session_service_server::SessionService for Sessions {
             tx.commit().await?;
             return Err(ApiError::unauthenticated("INVALID_MFA", "the code is not valid").into());
         };
-        sqlx::query("UPDATE mfa_totp SET confirmed_at = now(), last_step = $2 WHERE user_id = $1")
-            .bind(user)
-            .bind(step)
-            .execute(tx.conn())
-            .await
-            .map_err(db_error)?;
-        sqlx::query("DELETE FROM backup_codes WHERE user_id = $1")
-            .bind(user)
-            .execute(tx.conn())
-            .await
-            .map_err(db_error)?;
+        store::mfa::confirm_totp(&mut tx, user, step).await?;
         let codes = totp::new_backup_codes(user)?;
-        for (_, hash) in &codes {
-            sqlx::query("INSERT INTO backup_codes (user_id, code_hash) VALUES ($1, $2)")
-                .bind(user)
-                .bind(hash)
-                .execute(tx.conn())
-                .await
-                .map_err(db_error)?;
-        }
+        let hashes: Vec<&[u8]> = codes.iter().map(|(_, hash)| hash.as_slice()).collect();
+        store::mfa::replace_backup_codes(&mut tx, user, &hashes).await?;
         // The enrolling session has now passed a second factor: its next refresh is complete.
         if let Some(sid) = me.principal.session_id.as_deref().and_then(|s| uuid::Uuid::parse_str(s).ok()) {
-            sqlx::query(
-                "UPDATE sessions SET enrollment_only = false, mfa_at = now(),
-                        amr = (SELECT array_agg(DISTINCT m) FROM unnest(amr || ARRAY['otp']) m)
-                  WHERE id = $1 AND user_id = $2",
-            )
-            .bind(sid)
-            .bind(user)
-            .execute(tx.conn())
-            .await
-            .map_err(db_error)?;
+            store::sessions::passed_second_factor(&mut tx, sid, user).await?;
         }
         tx.record(audit(
             me.actor(),
@@ -305,27 +228,16 @@ impl pb::session_service_server::SessionService for Sessions {
         let minted_with_mfa = me.principal.require_recent_mfa().is_ok();
         let key = zeroize::Zeroizing::new(kit::apikey::generate().map_err(|e| ApiError::internal(&e))?);
         let hash = kit::apikey::hash(&key).to_vec();
-        let row: KeyRow = sqlx::query_as(
-            "INSERT INTO api_keys (user_id, name, display, key_hash, scopes, expires_at, minted_with_mfa)
-             VALUES ($1, $2, $3, $4, $5, now() + make_interval(days => $6), $7)
-             RETURNING id, name, display, scopes, created_at, expires_at, last_used_at, revoked_at",
-        )
-        .bind(user)
-        .bind(&name)
-        .bind(kit::apikey::display(&key))
-        .bind(&hash)
-        .bind(&scopes)
-        .bind(days as i32)
-        .bind(minted_with_mfa)
-        .fetch_one(tx.conn())
-        .await
-        .map_err(db_error)?;
-        sqlx::query("INSERT INTO control.api_key_index (key_hash, tenant_id) VALUES ($1, $2)")
-            .bind(&hash)
-            .bind(me.tenant.id.0)
-            .execute(tx.conn())
-            .await
-            .map_err(db_error)?;
+        let new_key = api_keys::NewKey {
+            user,
+            name: &name,
+            display: &kit::apikey::display(&key),
+            hash: &hash,
+            scopes: &scopes,
+            days: days as i32,
+            minted_with_mfa,
+        };
+        let row = api_keys::insert(&mut tx, &new_key).await?;
         tx.record(
             audit(
                 me.actor(),
@@ -353,32 +265,8 @@ impl pb::session_service_server::SessionService for Sessions {
         let size = ApiError::page_size(req.page_size, 100, 500)?;
         let after = KeyCursor::parse(&req.page_token)?;
         let mut tx = self.core.db.begin(&me.tenant).await?;
-        // Two statements, each read from its own index: as one `$1 OR user_id = $2`, a cached
-        // generic plan could only scan every key of the tenant.
-        const COLUMNS: &str = "id, name, display, scopes, created_at, expires_at, last_used_at, revoked_at";
-        let rows: Vec<KeyRow> = if all {
-            sqlx::query_as(&format!(
-                "SELECT {COLUMNS} FROM api_keys WHERE (created_at, id) < ($1, $2)
-                  ORDER BY created_at DESC, id DESC LIMIT $3"
-            ))
-            .bind(after.created_at)
-            .bind(after.id)
-            .bind(size + 1)
-            .fetch_all(tx.conn())
-            .await
-        } else {
-            sqlx::query_as(&format!(
-                "SELECT {COLUMNS} FROM api_keys WHERE user_id = $4 AND (created_at, id) < ($1, $2)
-                  ORDER BY created_at DESC, id DESC LIMIT $3"
-            ))
-            .bind(after.created_at)
-            .bind(after.id)
-            .bind(size + 1)
-            .bind(user)
-            .fetch_all(tx.conn())
-            .await
-        }
-        .map_err(db_error)?;
+        let holder = if all { None } else { Some(user) };
+        let rows = api_keys::page(&mut tx, holder, (after.created_at, after.id), size + 1).await?;
         tx.commit().await?;
         let more = rows.len() as i64 > size;
         let rows: Vec<KeyRow> = rows.into_iter().take(size as usize).collect();
@@ -396,20 +284,13 @@ impl pb::session_service_server::SessionService for Sessions {
         let me = self.core.authed(&request).await?;
         let id = parse_id("id", &request.get_ref().id)?;
         let mut tx = self.core.db.begin(&me.tenant).await?;
-        let owner: Option<uuid::Uuid> = sqlx::query_scalar("SELECT user_id FROM api_keys WHERE id = $1")
-            .bind(id)
-            .fetch_optional(tx.conn())
-            .await
-            .map_err(db_error)?;
-        let owner = owner.ok_or_else(|| ApiError::not_found("API_KEY_NOT_FOUND", "no such API key"))?;
+        let owner = api_keys::owner(&mut tx, id)
+            .await?
+            .ok_or_else(|| ApiError::not_found("API_KEY_NOT_FOUND", "no such API key"))?;
         if me.user_id().ok() != Some(owner) {
             me.require(Permission::ApiKeysRevoke)?;
         }
-        sqlx::query("UPDATE api_keys SET revoked_at = coalesce(revoked_at, now()) WHERE id = $1")
-            .bind(id)
-            .execute(tx.conn())
-            .await
-            .map_err(db_error)?;
+        api_keys::revoke(&mut tx, id).await?;
         tx.record(audit(
             me.actor(),
             "api_key.revoke",
