@@ -41,17 +41,7 @@ fn migrator(admin_url: &SecretString) -> anyhow::Result<Migrator> {
 /// schema, then every registered tenant. Fails when any tenant could not be migrated, after trying
 /// all of them.
 pub async fn run(admin_url: &SecretString, login_urls: &[SecretString]) -> anyhow::Result<serde_json::Value> {
-    let migrator = migrator(admin_url)?;
-    let control = migrator.bootstrap(login_urls).await.context("control schema")?;
-    let (current, failed) = migrator.provision_all().await.context("tenant schemas")?;
-    if !failed.is_empty() {
-        let each: Vec<String> = failed.iter().map(|(slug, e)| format!("{slug}: {e}")).collect();
-        return Err(anyhow!(
-            "{} tenant(s) could not be migrated ({current} current): {}",
-            failed.len(),
-            each.join("; ")
-        ));
-    }
+    let (control, current) = migrator(admin_url)?.migrate(login_urls).await?;
     Ok(serde_json::json!({ "control_applied": control, "tenants_current": current }))
 }
 

@@ -1,10 +1,10 @@
 //! `/v1/audit`: a tenant's audit trail for auditors (permission `audit.events.read`), served from
 //! audit-svc with the caller's token.
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
-use axum::{Extension, Json};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use kit::authz::Permission;
@@ -15,9 +15,9 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::AppState;
-use crate::http_layer::{HttpError, RequestId};
+use crate::http_layer::HttpError;
 use crate::input::{PathParams, QueryParams};
-use crate::upstream::{Call, caller, request, respond, upstream};
+use crate::upstream::{Call, upstream};
 
 const PERMISSION: Permission = Permission::AuditEventsRead;
 
@@ -187,39 +187,29 @@ fn export_line(item: pb::StreamItem) -> Option<String> {
 /// `GET /v1/audit/export?from=&to=`: entries `[from, to)` as JSON Lines, then the checkpoint line.
 pub async fn export(
     State(state): State<AppState>,
-    Extension(id): Extension<RequestId>,
+    call: Call,
     QueryParams(q): QueryParams<ExportQuery>,
-    headers: HeaderMap,
-) -> Response {
+) -> Result<Response, HttpError> {
     use futures::StreamExt;
-    let result = async {
-        let c = caller(&state, &headers, PERMISSION).await?;
-        let msg = pb::ExportEntriesRequest { from_seq: q.from, to_seq: q.to.unwrap_or(0) };
-        if q.to == Some(0) {
-            return Err(kit::ApiError::invalid_field("to", "must be greater than from"));
-        }
-        let slot = state.streams.open(&format!("{}/{}", c.tenant, c.actor))?;
-        let stream = client(&state).export_entries(request(&c, &id, msg)).await.map_err(upstream)?;
-        Ok((stream, slot, c.token))
+    call.require(PERMISSION)?;
+    let msg = pb::ExportEntriesRequest { from_seq: q.from, to_seq: q.to.unwrap_or(0) };
+    if q.to == Some(0) {
+        return Err(kit::ApiError::invalid_field("to", "must be greater than from").into());
     }
-    .await;
-    match result {
-        Ok((stream, slot, token)) => {
-            // A failure mid-way, the caller's credential ceasing to be valid, or a client that
-            // stops reading abort the body (the client sees a truncated transfer).
-            let stream = crate::streams::guarded(stream.into_inner(), slot, state, token);
-            let body = stream.filter_map(|item| async move {
-                match item {
-                    Ok(item) => export_line(item).map(|l| Ok::<_, std::io::Error>(axum::body::Bytes::from(l))),
-                    Err(s) => Some(Err(std::io::Error::other(s.message().to_owned()))),
-                }
-            });
-            let mut resp = axum::body::Body::from_stream(body).into_response();
-            resp.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/jsonl"));
-            resp
+    let slot = state.streams.open(&format!("{}/{}", call.caller.tenant, call.caller.actor))?;
+    let stream = client(&state).export_entries(call.request(msg)).await.map_err(upstream)?;
+    // A failure mid-way, the caller's credential ceasing to be valid, or a client that stops
+    // reading abort the body (the client sees a truncated transfer).
+    let stream = crate::streams::guarded(stream.into_inner(), slot, state, call.caller.token);
+    let body = stream.filter_map(|item| async move {
+        match item {
+            Ok(item) => export_line(item).map(|l| Ok::<_, std::io::Error>(axum::body::Bytes::from(l))),
+            Err(s) => Some(Err(std::io::Error::other(s.message().to_owned()))),
         }
-        Err(e) => respond(Err(e), id),
-    }
+    });
+    let mut resp = axum::body::Body::from_stream(body).into_response();
+    resp.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/jsonl"));
+    Ok(resp)
 }
 
 #[derive(Debug, Deserialize)]
@@ -234,48 +224,39 @@ pub struct StreamQuery {
 /// `checkpoint` event after the entries it covers.
 pub async fn stream(
     State(state): State<AppState>,
-    Extension(id): Extension<RequestId>,
+    call: Call,
     QueryParams(q): QueryParams<StreamQuery>,
     headers: HeaderMap,
-) -> Response {
+) -> Result<Response, HttpError> {
     use axum::response::sse::{Event, KeepAlive, Sse};
     use futures::StreamExt;
-    let result = async {
-        let c = caller(&state, &headers, PERMISSION).await?;
-        let from = match headers.get("last-event-id") {
-            Some(v) => v
-                .to_str()
-                .ok()
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .and_then(|seq| seq.checked_add(1))
-                .ok_or_else(|| kit::ApiError::invalid_field("last-event-id", "a sequence number"))?,
-            None => q.from,
-        };
-        let slot = state.streams.open(&format!("{}/{}", c.tenant, c.actor))?;
-        let stream = client(&state)
-            .stream_entries(request(&c, &id, pb::StreamEntriesRequest { from_seq: from }))
-            .await
-            .map_err(upstream)?;
-        Ok((stream, slot, c.token))
-    }
-    .await;
-    match result {
-        Ok((stream, slot, token)) => {
-            // Ends when the caller's credential does (or the client stops reading): the client
-            // reconnects with a new one and `Last-Event-ID`.
-            let stream = crate::streams::guarded(stream.into_inner(), slot, state, token);
-            let events = stream.map(|item| match item {
-                Ok(pb::StreamItem { item: Some(pb::stream_item::Item::Entry(e)) }) => {
-                    Ok(Event::default().event("entry").id(e.seq.to_string()).data(entry_json(&e).to_string()))
-                }
-                Ok(pb::StreamItem { item: Some(pb::stream_item::Item::Checkpoint(c)) }) => {
-                    Ok(Event::default().event("checkpoint").data(checkpoint_json(&c).to_string()))
-                }
-                Ok(pb::StreamItem { item: None }) => Ok(Event::default().comment("")),
-                Err(s) => Err(std::io::Error::other(s.message().to_owned())),
-            });
-            Sse::new(events).keep_alive(KeepAlive::default()).into_response()
+    call.require(PERMISSION)?;
+    let from = match headers.get("last-event-id") {
+        Some(v) => v
+            .to_str()
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .and_then(|seq| seq.checked_add(1))
+            .ok_or_else(|| kit::ApiError::invalid_field("last-event-id", "a sequence number"))?,
+        None => q.from,
+    };
+    let slot = state.streams.open(&format!("{}/{}", call.caller.tenant, call.caller.actor))?;
+    let stream = client(&state)
+        .stream_entries(call.request(pb::StreamEntriesRequest { from_seq: from }))
+        .await
+        .map_err(upstream)?;
+    // Ends when the caller's credential does (or the client stops reading): the client reconnects
+    // with a new one and `Last-Event-ID`.
+    let stream = crate::streams::guarded(stream.into_inner(), slot, state, call.caller.token);
+    let events = stream.map(|item| match item {
+        Ok(pb::StreamItem { item: Some(pb::stream_item::Item::Entry(e)) }) => {
+            Ok(Event::default().event("entry").id(e.seq.to_string()).data(entry_json(&e).to_string()))
         }
-        Err(e) => respond(Err(e), id),
-    }
+        Ok(pb::StreamItem { item: Some(pb::stream_item::Item::Checkpoint(c)) }) => {
+            Ok(Event::default().event("checkpoint").data(checkpoint_json(&c).to_string()))
+        }
+        Ok(pb::StreamItem { item: None }) => Ok(Event::default().comment("")),
+        Err(s) => Err(std::io::Error::other(s.message().to_owned())),
+    });
+    Ok(Sse::new(events).keep_alive(KeepAlive::default()).into_response())
 }

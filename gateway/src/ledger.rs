@@ -5,11 +5,9 @@
 
 use std::collections::BTreeMap;
 
+use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::HeaderMap;
-use axum::response::Response;
-use axum::{Extension, Json};
 use kit::ApiError;
 use kit::authz::Permission;
 use proto::ledger::v1 as pb;
@@ -19,10 +17,9 @@ use serde::{Deserialize, Deserializer};
 use serde_json::{Value, json};
 
 use crate::AppState;
-use crate::http_layer::{HttpError, RequestId};
+use crate::http_layer::HttpError;
 use crate::input::{PathParams, QueryParams};
-use crate::routes::{authenticate, tenant_header, tenant_of};
-use crate::upstream::{Call, Caller, request, respond, upstream};
+use crate::upstream::{Call, upstream};
 
 /// A decimal string; JSON numbers are refused.
 #[derive(Debug, Clone, Default)]
@@ -39,16 +36,6 @@ impl<'de> Deserialize<'de> for Decimal {
 
 fn parse_body<T: for<'de> Deserialize<'de>>(body: &Bytes) -> Result<T, ApiError> {
     crate::input::parse(body)
-}
-
-/// Authenticates and checks that the caller holds `permission` or its owner-scoped form (the
-/// ledger then shows or moves only what the caller owns).
-async fn caller_reaching(state: &AppState, headers: &HeaderMap, permission: Permission) -> Result<Caller, ApiError> {
-    let named = tenant_header(headers)?;
-    let (principal, token) = authenticate(state, headers).await?;
-    let tenant = tenant_of(named, &principal)?;
-    principal.reach(permission)?;
-    Ok(Caller::new(tenant, token, &principal))
 }
 
 fn client(state: &AppState) -> LedgerServiceClient<kit::client::Channel> {
@@ -393,50 +380,40 @@ pub async fn account_transfers(
 /// `POST /v1/ledger/transfers`: one transfer, or `{"transfers": [...]}` (up to 8,190).
 pub async fn create_transfers(
     State(state): State<AppState>,
-    Extension(id): Extension<RequestId>,
-    headers: HeaderMap,
+    call: Call,
     body: Bytes,
-) -> Response {
-    let result = async {
-        let c = caller_reaching(&state, &headers, Permission::LedgerTransfersCreate).await?;
-        // Which of the two shapes, without building the document: a 16 MiB body parsed into a
-        // `Value` first could take some 250 MB (an array of small numbers under an unknown key).
-        let shape: Shape = parse_body(&body)?;
-        if shape.transfers.is_none() {
-            let t: TransferBody = parse_body(&body)?;
-            {
-                let msg = pb::CreateTransferRequest { transfer: Some(t.into_pb()), request_id: String::new() };
-                let r = client(&state).create_transfer(request(&c, &id, msg)).await.map_err(upstream)?.into_inner();
-                Ok(json!({ "transfer": r.transfer.as_ref().map(transfer_json), "replayed": r.replayed }))
-            }
-        } else {
-            let BatchBody { transfers, request_id } = parse_body(&body)?;
-            {
-                let msg = pb::CreateTransfersRequest {
-                    transfers: transfers.into_iter().map(TransferBody::into_pb).collect(),
-                    request_id: request_id.unwrap_or_default(),
-                };
-                let r = client(&state).create_transfers(request(&c, &id, msg)).await.map_err(upstream)?.into_inner();
-                let results: Vec<Value> = r
-                    .results
-                    .iter()
-                    .map(|x| {
-                        let created = x.outcome == pb::TransferOutcome::Created as i32;
-                        json!({
-                            "id": x.id,
-                            "outcome": if created { "created" } else { "failed" },
-                            "reason": if x.reason.is_empty() { Value::Null } else { json!(x.reason) },
-                            "replayed": x.replayed,
-                            "transfer": x.transfer.as_ref().map(transfer_json),
-                        })
-                    })
-                    .collect();
-                Ok(json!({ "results": results }))
-            }
-        }
+) -> Result<Json<Value>, HttpError> {
+    call.reach(Permission::LedgerTransfersCreate)?;
+    // Which of the two shapes, without building the document: a 16 MiB body parsed into a
+    // `Value` first could take some 250 MB (an array of small numbers under an unknown key).
+    let shape: Shape = parse_body(&body)?;
+    if shape.transfers.is_none() {
+        let t: TransferBody = parse_body(&body)?;
+        let msg = pb::CreateTransferRequest { transfer: Some(t.into_pb()), request_id: String::new() };
+        let r = client(&state).create_transfer(call.request(msg)).await.map_err(upstream)?.into_inner();
+        return Ok(Json(json!({ "transfer": r.transfer.as_ref().map(transfer_json), "replayed": r.replayed })));
     }
-    .await;
-    respond(result, id)
+    let BatchBody { transfers, request_id } = parse_body(&body)?;
+    let msg = pb::CreateTransfersRequest {
+        transfers: transfers.into_iter().map(TransferBody::into_pb).collect(),
+        request_id: request_id.unwrap_or_default(),
+    };
+    let r = client(&state).create_transfers(call.request(msg)).await.map_err(upstream)?.into_inner();
+    let results: Vec<Value> = r
+        .results
+        .iter()
+        .map(|x| {
+            let created = x.outcome == pb::TransferOutcome::Created as i32;
+            json!({
+                "id": x.id,
+                "outcome": if created { "created" } else { "failed" },
+                "reason": if x.reason.is_empty() { Value::Null } else { json!(x.reason) },
+                "replayed": x.replayed,
+                "transfer": x.transfer.as_ref().map(transfer_json),
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "results": results })))
 }
 
 /// `GET /v1/ledger/transfers/{id}`
@@ -457,33 +434,28 @@ pub async fn get_transfer(
 /// `POST /v1/ledger/transfers/{id}:post` and `:void`
 pub async fn resolve(
     State(state): State<AppState>,
-    Extension(id): Extension<RequestId>,
+    call: Call,
     PathParams(target): PathParams<String>,
-    headers: HeaderMap,
     body: Bytes,
-) -> Response {
-    let result = async {
-        let (pending, post) = match (target.strip_suffix(":post"), target.strip_suffix(":void")) {
-            (Some(p), _) => (p.to_owned(), true),
-            (_, Some(p)) => (p.to_owned(), false),
-            _ => return Err(ApiError::not_found("ROUTE_NOT_FOUND", "no such route")),
-        };
-        let c = caller_reaching(&state, &headers, Permission::LedgerTransfersCreate).await?;
-        let b: ResolveBody = if body.is_empty() { ResolveBody::default() } else { parse_body(&body)? };
-        let transfer = pb::Transfer {
-            // Without an id, ledger-svc derives the resolution's reserved id: a repeat replays it.
-            id: b.id.unwrap_or_default(),
-            pending_id: pending,
-            amount: b.amount.0,
-            flags: Some(pb::TransferFlags { post_pending: post, void_pending: !post, ..Default::default() }),
-            ..Default::default()
-        };
-        let msg = pb::CreateTransferRequest { transfer: Some(transfer), request_id: String::new() };
-        let r = client(&state).create_transfer(request(&c, &id, msg)).await.map_err(upstream)?.into_inner();
-        Ok(json!({ "transfer": r.transfer.as_ref().map(transfer_json), "replayed": r.replayed }))
-    }
-    .await;
-    respond(result, id)
+) -> Result<Json<Value>, HttpError> {
+    let (pending, post) = match (target.strip_suffix(":post"), target.strip_suffix(":void")) {
+        (Some(p), _) => (p.to_owned(), true),
+        (_, Some(p)) => (p.to_owned(), false),
+        _ => return Err(ApiError::not_found("ROUTE_NOT_FOUND", "no such route").into()),
+    };
+    call.reach(Permission::LedgerTransfersCreate)?;
+    let b: ResolveBody = if body.is_empty() { ResolveBody::default() } else { parse_body(&body)? };
+    let transfer = pb::Transfer {
+        // Without an id, ledger-svc derives the resolution's reserved id: a repeat replays it.
+        id: b.id.unwrap_or_default(),
+        pending_id: pending,
+        amount: b.amount.0,
+        flags: Some(pb::TransferFlags { post_pending: post, void_pending: !post, ..Default::default() }),
+        ..Default::default()
+    };
+    let msg = pb::CreateTransferRequest { transfer: Some(transfer), request_id: String::new() };
+    let r = client(&state).create_transfer(call.request(msg)).await.map_err(upstream)?.into_inner();
+    Ok(Json(json!({ "transfer": r.transfer.as_ref().map(transfer_json), "replayed": r.replayed })))
 }
 
 /// `GET /v1/ledger/receipts/verify?from_seq=`

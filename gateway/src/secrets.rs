@@ -3,10 +3,8 @@
 
 use std::collections::BTreeMap;
 
+use axum::Json;
 use axum::extract::State;
-use axum::http::HeaderMap;
-use axum::response::Response;
-use axum::{Extension, Json};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use kit::ApiError;
@@ -18,9 +16,9 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::AppState;
-use crate::http_layer::{HttpError, RequestId};
+use crate::http_layer::HttpError;
 use crate::input::{JsonBody, PathParams, QueryParams};
-use crate::upstream::{Call, caller, request, respond, upstream};
+use crate::upstream::{Call, upstream};
 
 pub fn metadata_json(m: &pb::SecretMetadata) -> Value {
     let labels: BTreeMap<&String, &String> = m.labels.iter().collect();
@@ -140,28 +138,23 @@ pub async fn delete(
 /// `POST /v1/secrets/{path}:reveal` with `{"reason": ..., "version": 0}`.
 pub async fn post(
     State(state): State<AppState>,
-    Extension(id): Extension<RequestId>,
+    call: Call,
     PathParams(path): PathParams<String>,
-    headers: HeaderMap,
     JsonBody(body): JsonBody<RevealBody>,
-) -> Response {
-    let result = async {
-        let path = path
-            .strip_suffix(":reveal")
-            .ok_or_else(|| ApiError::not_found("ROUTE_NOT_FOUND", "POST is only defined for {path}:reveal"))?
-            .to_owned();
-        let c = caller(&state, &headers, Permission::VaultSecretsReveal).await?;
-        let mut client = SecretsServiceClient::new(state.upstreams.vault.clone());
-        let msg = pb::RevealSecretRequest { path, version: body.version, reason: body.reason };
-        let resp = client.reveal_secret(request(&c, &id, msg)).await.map_err(upstream)?.into_inner();
-        let text = String::from_utf8(resp.value.clone()).ok();
-        Ok(json!({
-            "path": resp.path,
-            "version": resp.version,
-            "value": text,
-            "value_base64": B64.encode(&resp.value),
-        }))
-    }
-    .await;
-    respond(result, id)
+) -> Result<Json<Value>, HttpError> {
+    let path = path
+        .strip_suffix(":reveal")
+        .ok_or_else(|| ApiError::not_found("ROUTE_NOT_FOUND", "POST is only defined for {path}:reveal"))?
+        .to_owned();
+    call.require(Permission::VaultSecretsReveal)?;
+    let mut client = SecretsServiceClient::new(state.upstreams.vault.clone());
+    let msg = pb::RevealSecretRequest { path, version: body.version, reason: body.reason };
+    let resp = client.reveal_secret(call.request(msg)).await.map_err(upstream)?.into_inner();
+    let text = String::from_utf8(resp.value.clone()).ok();
+    Ok(Json(json!({
+        "path": resp.path,
+        "version": resp.version,
+        "value": text,
+        "value_base64": B64.encode(&resp.value),
+    })))
 }

@@ -30,22 +30,17 @@ impl Caller {
     }
 }
 
-/// Authenticates the request and checks `permission` (the service checks again).
-pub async fn caller(state: &AppState, headers: &HeaderMap, permission: Permission) -> Result<Caller, ApiError> {
+/// Authenticates the request and resolves its tenant (the header's, else the credential's).
+async fn authenticated_principal(state: &AppState, headers: &HeaderMap) -> Result<(Caller, Principal), ApiError> {
     let named = tenant_header(headers)?;
     let (principal, token) = authenticate(state, headers).await?;
     let tenant = tenant_of(named, &principal)?;
-    principal.require(permission)?;
-    Ok(Caller::new(tenant, token, &principal))
+    Ok((Caller::new(tenant, token, &principal), principal))
 }
 
-/// Authenticates the request, for routes whose permission auth-svc decides (own data, or
-/// another's with a permission).
+/// Authenticates the request where a route cannot use [`Call`] (logout: its token is optional).
 pub async fn authenticated(state: &AppState, headers: &HeaderMap) -> Result<Caller, ApiError> {
-    let named = tenant_header(headers)?;
-    let (principal, token) = authenticate(state, headers).await?;
-    let tenant = tenant_of(named, &principal)?;
-    Ok(Caller::new(tenant, token, &principal))
+    authenticated_principal(state, headers).await.map(|(caller, _)| caller)
 }
 
 /// A gRPC request carrying the caller's tenant, the request id and the caller's token.
@@ -80,10 +75,8 @@ impl FromRequestParts<AppState> for Call {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, HttpError> {
         let id = RequestId(RequestId::of(&parts.extensions));
-        let named = tenant_header(&parts.headers)?;
-        let (principal, token) = authenticate(state, &parts.headers).await?;
-        let tenant = tenant_of(named, &principal)?;
-        Ok(Self { caller: Caller::new(tenant, token, &principal), principal, id })
+        let (caller, principal) = authenticated_principal(state, &parts.headers).await?;
+        Ok(Self { caller, principal, id })
     }
 }
 

@@ -106,6 +106,8 @@ pub enum MigrateError {
     NotAServiceRole(String),
     #[error("tenant {0} is terminated")]
     Terminated(String),
+    #[error("{failed} tenant(s) could not be migrated ({current} current): {each}")]
+    TenantsFailed { failed: usize, current: usize, each: String },
 }
 
 /// The name the operator's migration step writes its audit records under.
@@ -138,12 +140,6 @@ impl std::fmt::Debug for Migrator {
 
 fn lock_key(scope: &str) -> String {
     format!("SELECT pg_advisory_xact_lock(hashtext('strongroom.migrate'), hashtext('{scope}'))")
-}
-
-/// The advisory lock a provisioning of `slug` holds (tests hold it to stall a provisioning).
-pub fn tenant_lock_sql(slug: &TenantSlug, session: bool) -> String {
-    let f = if session { "pg_advisory_lock" } else { "pg_advisory_xact_lock" };
-    format!("SELECT {f}(hashtext('strongroom.migrate'), hashtext('{}'))", slug.schema())
 }
 
 impl Migrator {
@@ -351,6 +347,19 @@ impl Migrator {
     pub async fn registered_tenant(&self, slug: &TenantSlug) -> Result<Tenant, MigrateError> {
         let mut conn = self.admin.acquire().await?;
         registered(&mut conn, slug).await
+    }
+
+    /// The whole operator step (`strongroom migrate`): [`Self::bootstrap`], then
+    /// [`Self::provision_all`]. Refuses when any tenant failed (after trying all), naming each.
+    /// Returns the control migrations applied and how many tenants are current.
+    pub async fn migrate(&self, login_urls: &[SecretString]) -> Result<(Vec<String>, usize), MigrateError> {
+        let control = self.bootstrap(login_urls).await?;
+        let (current, failed) = self.provision_all().await?;
+        if failed.is_empty() {
+            return Ok((control, current));
+        }
+        let each: Vec<String> = failed.iter().map(|(slug, e)| format!("{slug}: {e}")).collect();
+        Err(MigrateError::TenantsFailed { failed: failed.len(), current, each: each.join("; ") })
     }
 
     /// Brings every registered tenant up to date (run by `strongroom migrate` at every upgrade).
