@@ -11,11 +11,13 @@ use kit::authz::Permission;
 use kit::time::parse_rfc3339;
 use proto::audit::v1 as pb;
 use proto::audit::v1::audit_log_service_client::AuditLogServiceClient;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 use serde_json::{Value, json};
 
 use crate::AppState;
 use crate::http_layer::HttpError;
+use crate::openapi::{ErrorBody, TOO_MANY_STREAMS};
 use crate::input::{PathParams, QueryParams};
 use crate::upstream::{Call, upstream};
 
@@ -25,30 +27,112 @@ fn client(state: &AppState) -> AuditLogServiceClient<kit::client::Channel> {
     AuditLogServiceClient::new(state.upstreams.audit.clone())
 }
 
-fn entry_json(e: &pb::Entry) -> Value {
-    let fields: Value = serde_json::from_slice(&e.canonical).unwrap_or(Value::Null);
-    json!({
-        "seq": e.seq,
-        "fields": fields,
-        "canonical": B64.encode(&e.canonical),
-        "leaf_hash": B64.encode(&e.leaf_hash),
-        "chain_hash": B64.encode(&e.chain_hash),
-    })
+/// An entry of the audit log.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = AuditEntry)]
+pub struct Entry {
+    seq: u64,
+    /// The entry's fields (event_id, occurred_at, service, actor, action, resource, outcome,
+    /// request_id, trace_id, details).
+    #[schema(value_type = Object)]
+    fields: Value,
+    /// RFC 8785 bytes, base64; the Merkle leaf is SHA-256(0x00 ‖ canonical).
+    #[schema(content_encoding = "base64")]
+    canonical: String,
+    #[schema(content_encoding = "base64")]
+    leaf_hash: String,
+    #[schema(content_encoding = "base64")]
+    chain_hash: String,
 }
 
-fn checkpoint_json(c: &pb::Checkpoint) -> Value {
-    json!({ "tree_size": c.tree_size, "root_hash": B64.encode(&c.root_hash), "signed_note": c.signed_note })
+impl From<&pb::Entry> for Entry {
+    fn from(e: &pb::Entry) -> Self {
+        Self {
+            seq: e.seq,
+            fields: serde_json::from_slice(&e.canonical).unwrap_or(Value::Null),
+            canonical: B64.encode(&e.canonical),
+            leaf_hash: B64.encode(&e.leaf_hash),
+            chain_hash: B64.encode(&e.chain_hash),
+        }
+    }
 }
 
-#[derive(Debug, Deserialize)]
+/// A signed checkpoint of the log.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Checkpoint {
+    tree_size: u64,
+    #[schema(content_encoding = "base64")]
+    root_hash: String,
+    /// C2SP tlog-checkpoint signed note.
+    signed_note: String,
+}
+
+impl From<&pb::Checkpoint> for Checkpoint {
+    fn from(c: &pb::Checkpoint) -> Self {
+        Self { tree_size: c.tree_size, root_hash: B64.encode(&c.root_hash), signed_note: c.signed_note.clone() }
+    }
+}
+
+/// A page of entries.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EntryPage {
+    events: Vec<Entry>,
+    /// `from` of the next page; null on the last one.
+    next_from: Option<u64>,
+}
+
+/// An inclusion proof of an entry in a checkpoint's tree.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Proof {
+    leaf_index: u64,
+    tree_size: u64,
+    #[schema(content_encoding = "base64")]
+    hashes: Vec<String>,
+}
+
+/// An entry with its inclusion proof and the checkpoint it is proved in.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProvedEntry {
+    #[serde(flatten)]
+    entry: Entry,
+    inclusion_proof: Proof,
+    checkpoint: Checkpoint,
+}
+
+/// A consistency proof between two tree sizes.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ConsistencyProof {
+    from_size: u64,
+    tree_size: u64,
+    #[schema(content_encoding = "base64")]
+    hashes: Vec<String>,
+}
+
+/// The C2SP verifier key of the tenant's log.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct VerifierKey {
+    verifier_key: String,
+}
+
+fn base64_all(hashes: &[Vec<u8>]) -> Vec<String> {
+    hashes.iter().map(|h| B64.encode(h)).collect()
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// The first sequence number.
     #[serde(default)]
     from: u64,
     #[serde(default)]
+    #[param(minimum = 1, maximum = 1000)]
     page_size: u32,
-    /// RFC 3339; entries with `occurred_at` in `[start, end)`.
+    /// RFC 3339: occurred_at ≥ start.
+    #[param(format = DateTime)]
     start: Option<String>,
+    /// RFC 3339: occurred_at < end.
+    #[param(format = DateTime)]
     end: Option<String>,
     #[serde(default)]
     actor: String,
@@ -56,18 +140,21 @@ pub struct ListQuery {
     action: String,
     #[serde(default)]
     resource: String,
+    /// success, failure or denied.
     #[serde(default)]
     outcome: String,
     #[serde(default)]
     request_id: String,
 }
 
-/// `GET /v1/audit/events?from=&page_size=&start=&end=&actor=&action=&resource=&outcome=&request_id=`
+/// Audit entries in sequence order; requires audit.events.read.
+#[utoipa::path(get, path = "/v1/audit/events", operation_id = "listAuditEvents", params(ListQuery),
+    responses((status = 200, description = "a page", body = EntryPage)))]
 pub async fn list(
     State(state): State<AppState>,
     call: Call,
     QueryParams(q): QueryParams<ListQuery>,
-) -> Result<Json<Value>, HttpError> {
+) -> Result<Json<EntryPage>, HttpError> {
     call.require(PERMISSION)?;
     let msg = pb::ListEntriesRequest {
         from_seq: q.from,
@@ -82,78 +169,97 @@ pub async fn list(
         request_id: q.request_id,
     };
     let resp = client(&state).list_entries(call.request(msg)).await.map_err(upstream)?.into_inner();
-    Ok(Json(json!({
-        "events": resp.entries.iter().map(entry_json).collect::<Vec<_>>(),
-        "next_from": if resp.more { Value::from(resp.next_seq) } else { Value::Null },
-    })))
+    Ok(Json(EntryPage {
+        events: resp.entries.iter().map(Entry::from).collect(),
+        next_from: resp.more.then_some(resp.next_seq),
+    }))
 }
 
-/// `GET /v1/audit/events/{seq}`: the entry, its inclusion proof and the checkpoint it is proved in.
+/// One entry with its inclusion proof and the checkpoint it is proved in; requires audit.events.read.
+#[utoipa::path(get, path = "/v1/audit/events/{seq}", operation_id = "getAuditEvent",
+    params(("seq" = u64, Path, description = "sequence number")),
+    responses(
+        (status = 200, description = "the entry, its inclusion proof and checkpoint", body = ProvedEntry),
+        (status = 404, description = "no such entry in the latest checkpoint", body = ErrorBody),
+    ))]
 pub async fn get(
     State(state): State<AppState>,
     call: Call,
     PathParams(seq): PathParams<u64>,
-) -> Result<Json<Value>, HttpError> {
+) -> Result<Json<ProvedEntry>, HttpError> {
     call.require(PERMISSION)?;
     let resp =
         client(&state).get_entry(call.request(pb::GetEntryRequest { seq })).await.map_err(upstream)?.into_inner();
     let checkpoint = resp.checkpoint.unwrap_or_default();
-    let mut body = resp.entry.as_ref().map(entry_json).unwrap_or(Value::Null);
-    body["inclusion_proof"] = json!({
-        "leaf_index": seq,
-        "tree_size": checkpoint.tree_size,
-        "hashes": resp.inclusion_proof.iter().map(|h| B64.encode(h)).collect::<Vec<_>>(),
-    });
-    body["checkpoint"] = checkpoint_json(&checkpoint);
-    Ok(Json(body))
+    let entry = resp.entry.as_ref().ok_or_else(|| kit::ApiError::internal(&"audit-svc answered no entry"))?;
+    Ok(Json(ProvedEntry {
+        entry: entry.into(),
+        inclusion_proof: Proof { leaf_index: seq, tree_size: checkpoint.tree_size, hashes: base64_all(&resp.inclusion_proof) },
+        checkpoint: (&checkpoint).into(),
+    }))
 }
 
-/// `GET /v1/audit/checkpoint`
-pub async fn checkpoint(State(state): State<AppState>, call: Call) -> Result<Json<Value>, HttpError> {
+/// The latest signed checkpoint; requires audit.events.read.
+#[utoipa::path(get, path = "/v1/audit/checkpoint", operation_id = "getAuditCheckpoint", responses(
+    (status = 200, description = "the checkpoint", body = Checkpoint),
+    (status = 412, description = "no checkpoint yet", body = ErrorBody),
+))]
+pub async fn checkpoint(State(state): State<AppState>, call: Call) -> Result<Json<Checkpoint>, HttpError> {
     call.require(PERMISSION)?;
     let cp = client(&state)
         .get_latest_checkpoint(call.request(pb::GetLatestCheckpointRequest {}))
         .await
         .map_err(upstream)?
         .into_inner();
-    Ok(Json(checkpoint_json(&cp)))
+    Ok(Json((&cp).into()))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ConsistencyQuery {
+    /// The older tree size.
     from: u64,
+    /// The newer tree size.
     to: u64,
 }
 
-/// `GET /v1/audit/proofs/consistency?from=&to=`
+/// A consistency proof between two tree sizes; requires audit.events.read.
+#[utoipa::path(get, path = "/v1/audit/proofs/consistency", operation_id = "getAuditConsistencyProof", params(ConsistencyQuery),
+    responses(
+        (status = 200, description = "the proof", body = ConsistencyProof),
+        (status = 400, description = "bad range", body = ErrorBody),
+        (status = 412, description = "no checkpoint yet", body = ErrorBody),
+    ))]
 pub async fn consistency(
     State(state): State<AppState>,
     call: Call,
     QueryParams(q): QueryParams<ConsistencyQuery>,
-) -> Result<Json<Value>, HttpError> {
+) -> Result<Json<ConsistencyProof>, HttpError> {
     call.require(PERMISSION)?;
     let msg = pb::GetConsistencyProofRequest { from_size: q.from, to_size: q.to };
     let p = client(&state).get_consistency_proof(call.request(msg)).await.map_err(upstream)?.into_inner();
-    Ok(Json(
-        json!({ "from_size": p.from_size, "tree_size": p.to_size, "hashes": p.proof.iter().map(|h| B64.encode(h)).collect::<Vec<_>>() }),
-    ))
+    Ok(Json(ConsistencyProof { from_size: p.from_size, tree_size: p.to_size, hashes: base64_all(&p.proof) }))
 }
 
-/// `GET /v1/audit/verifier-key`: the C2SP verifier key string.
-pub async fn verifier_key(State(state): State<AppState>, call: Call) -> Result<Json<Value>, HttpError> {
+/// The C2SP verifier key of the tenant's checkpoints; requires audit.events.read.
+#[utoipa::path(get, path = "/v1/audit/verifier-key", operation_id = "getAuditVerifierKey",
+    responses((status = 200, description = "the verifier key", body = VerifierKey)))]
+pub async fn verifier_key(State(state): State<AppState>, call: Call) -> Result<Json<VerifierKey>, HttpError> {
     call.require(PERMISSION)?;
     let k = client(&state)
         .get_verifier_key(call.request(pb::GetVerifierKeyRequest {}))
         .await
         .map_err(upstream)?
         .into_inner();
-    Ok(Json(json!({ "verifier_key": k.verifier_key })))
+    Ok(Json(VerifierKey { verifier_key: k.verifier_key }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ExportQuery {
+    /// The first sequence number.
     #[serde(default)]
     from: u64,
     /// Exclusive; absent = the latest checkpoint's size.
@@ -184,7 +290,16 @@ fn export_line(item: pb::StreamItem) -> Option<String> {
     Some(line)
 }
 
-/// `GET /v1/audit/export?from=&to=`: entries `[from, to)` as JSON Lines, then the checkpoint line.
+/// Entries `[from, to)` as JSON Lines, then the checkpoint line; requires audit.events.read.
+///
+/// The format `strongroom audit verify` reads: one entry per line, then the signed checkpoint.
+/// Entries pruned beyond retention carry only their leaf hash.
+#[utoipa::path(get, path = "/v1/audit/export", operation_id = "exportAuditLog", params(ExportQuery), responses(
+    (status = 200, description = "JSON Lines", content_type = "application/jsonl", body = String),
+    (status = 400, description = "bad range", body = ErrorBody),
+    (status = 412, description = "no checkpoint yet", body = ErrorBody),
+    (status = 429, description = TOO_MANY_STREAMS, body = ErrorBody),
+))]
 pub async fn export(
     State(state): State<AppState>,
     call: Call,
@@ -212,16 +327,24 @@ pub async fn export(
     Ok(resp)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct StreamQuery {
+    /// The first sequence number (a `Last-Event-ID` header resumes after its entry instead).
     #[serde(default)]
     from: u64,
 }
 
-/// `GET /v1/audit/stream?from=`: Server-Sent Events, live. Each entry is an `entry` event whose id
-/// is its seq (a reconnecting client's `Last-Event-ID` resumes after it); each new checkpoint is a
-/// `checkpoint` event after the entries it covers.
+/// The log live, as Server-Sent Events; requires audit.events.read.
+///
+/// Each entry is an `entry` event (an `AuditEntry`) whose id is its seq (a reconnecting client's
+/// `Last-Event-ID` resumes after it); each new checkpoint is a `checkpoint` event (a
+/// `Checkpoint`) after the entries it covers.
+#[utoipa::path(get, path = "/v1/audit/stream", operation_id = "streamAuditLog", params(StreamQuery), responses(
+    (status = 200, description = "an event stream", content_type = "text/event-stream", body = String),
+    (status = 429, description = TOO_MANY_STREAMS, body = ErrorBody),
+))]
 pub async fn stream(
     State(state): State<AppState>,
     call: Call,
@@ -250,10 +373,10 @@ pub async fn stream(
     let stream = crate::streams::guarded(stream.into_inner(), slot, state, call.caller.token);
     let events = stream.map(|item| match item {
         Ok(pb::StreamItem { item: Some(pb::stream_item::Item::Entry(e)) }) => {
-            Ok(Event::default().event("entry").id(e.seq.to_string()).data(entry_json(&e).to_string()))
+            Event::default().event("entry").id(e.seq.to_string()).json_data(Entry::from(&e)).map_err(std::io::Error::other)
         }
         Ok(pb::StreamItem { item: Some(pb::stream_item::Item::Checkpoint(c)) }) => {
-            Ok(Event::default().event("checkpoint").data(checkpoint_json(&c).to_string()))
+            Event::default().event("checkpoint").json_data(Checkpoint::from(&c)).map_err(std::io::Error::other)
         }
         Ok(pb::StreamItem { item: None }) => Ok(Event::default().comment("")),
         Err(s) => Err(std::io::Error::other(s.message().to_owned())),

@@ -282,6 +282,7 @@ pub async fn logout(
     State(state): State<AppState>,
     Extension(id): Extension<RequestId>,
     headers: HeaderMap,
+    extensions: http::Extensions,
     body: Option<JsonBody<LogoutBody>>,
 ) -> Response {
     let body = body.map(|JsonBody(b)| b).unwrap_or_default();
@@ -291,7 +292,7 @@ pub async fn logout(
         // No access token (the cookie expired), or one that no longer verifies: the refresh token
         // alone ends its session.
         let caller = match crate::browser::request_token(&headers) {
-            Some(_) => Some(authenticated(&state, &headers).await),
+            Some(_) => Some(authenticated(&state, &headers, &extensions).await),
             None => None,
         };
         match (caller, refresh) {

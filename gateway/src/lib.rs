@@ -18,7 +18,6 @@ mod routes;
 mod secrets;
 mod streams;
 mod upstream;
-mod verified;
 
 use std::sync::Arc;
 

@@ -3,46 +3,6 @@
 
 use serde_json::{Value, json};
 
-/// `(method, path)` of every identity operation.
-pub const OPERATIONS: [(&str, &str); 36] = [
-    ("get", "/.well-known/jwks.json"),
-    ("get", "/.well-known/openid-configuration"),
-    ("post", "/v1/auth/login"),
-    ("post", "/v1/auth/mfa"),
-    ("post", "/v1/auth/refresh"),
-    ("post", "/v1/auth/logout"),
-    ("post", "/v1/auth/step-up"),
-    ("get", "/v1/me"),
-    ("get", "/v1/me/export"),
-    ("post", "/v1/me/mfa/totp"),
-    ("post", "/v1/me/mfa/totp/confirm"),
-    ("get", "/v1/me/sessions"),
-    ("delete", "/v1/me/sessions/{id}"),
-    ("get", "/v1/users"),
-    ("post", "/v1/users"),
-    ("get", "/v1/users/{id}"),
-    ("patch", "/v1/users/{id}"),
-    ("delete", "/v1/users/{id}"),
-    ("post", "/v1/users/{id}/suspend"),
-    ("post", "/v1/users/{id}/reactivate"),
-    ("get", "/v1/roles"),
-    ("post", "/v1/roles"),
-    ("delete", "/v1/roles/{id}"),
-    ("post", "/v1/roles/{id}/grant"),
-    ("post", "/v1/roles/{id}/revoke"),
-    ("get", "/v1/groups"),
-    ("post", "/v1/groups"),
-    ("delete", "/v1/groups/{id}"),
-    ("get", "/v1/groups/{id}/members"),
-    ("put", "/v1/groups/{id}/members/{user_id}"),
-    ("delete", "/v1/groups/{id}/members/{user_id}"),
-    ("get", "/v1/api-keys"),
-    ("post", "/v1/api-keys"),
-    ("delete", "/v1/api-keys/{id}"),
-    ("get", "/v1/tenant/policy"),
-    ("put", "/v1/tenant/policy"),
-];
-
 fn err(description: &str) -> Value {
     json!({ "description": description, "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } })
 }

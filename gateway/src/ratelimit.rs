@@ -21,6 +21,7 @@ use kit::{ApiError, ErrorCode};
 use serde::Deserialize;
 
 use crate::AppState;
+use crate::upstream::Verification;
 use crate::http_layer::{JsonError, RequestId};
 
 /// Routes that are never limited: probes are cheap and must keep answering under load.
@@ -548,7 +549,7 @@ const NO_TOKEN_ROUTES: [&str; 4] = ["/v1/auth/login", "/v1/auth/mfa", "/v1/auth/
 /// that carries a body without a valid credential before the body is read. In that order: the
 /// address's bucket before any token is verified (a flood of tokens, or of well-formed `srk_` keys,
 /// costs one Redis call each and no introspection), the principal's once its token is.
-pub async fn limit(State(state): State<AppState>, req: Request, next: Next) -> Response {
+pub async fn limit(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     let limiter = &state.limits;
     if EXEMPT_ROUTES.contains(&req.uri().path()) {
         return next.run(req).await;
@@ -567,19 +568,18 @@ pub async fn limit(State(state): State<AppState>, req: Request, next: Next) -> R
     }
     // Only a verified token names a principal; an invalid one is limited by IP alone (and
     // refused by the handler). The recorder learns who it named (or why none).
-    let token = crate::browser::request_token(req.headers());
-    let verification = match token {
+    let verification = match crate::browser::request_token(req.headers()) {
         Some(token) => {
             let result = state.verifier.verify(token).await;
             crate::recorder::Actor::note(req.extensions(), &result);
-            Some(result)
+            Some(Verification { token: token.to_owned(), result })
         }
         None => None,
     };
     // A body is read only for a caller who proved who they are (or on the routes that prove it):
     // 16 MiB from anyone, buffered before the handler authenticated, was a cheap amplifier.
     if carries_body(&req) && !NO_TOKEN_ROUTES.contains(&req.uri().path()) {
-        let refusal = match (&verification, req.headers().contains_key(http::header::AUTHORIZATION)) {
+        let refusal = match (verification.as_ref().map(|v| &v.result), req.headers().contains_key(http::header::AUTHORIZATION)) {
             (Some(Ok(_)), _) => None,
             (Some(Err(e)), _) => Some(e.clone()),
             (None, true) => {
@@ -591,18 +591,17 @@ pub async fn limit(State(state): State<AppState>, req: Request, next: Next) -> R
             return JsonError(e, RequestId::of(req.extensions())).into_response();
         }
     }
-    let verified = match (token, verification) {
-        (Some(token), Some(Ok(p))) => Some((token.to_owned(), p)),
-        _ => None,
-    };
-    if let (true, Some((_, p))) = (limiter.cfg.enabled, &verified) {
+    if let (true, Some(Verification { result: Ok(p), .. })) = (limiter.cfg.enabled, &verification) {
         let principal = format!("{}:{}", p.tenant_id.0, p.subject);
         if let Decision::Limited { retry_after } = limiter.check_principal(class, &principal).await {
             return refuse(class, ip, retry_after, &req);
         }
     }
-    // The handler reuses this verification instead of verifying the token again.
-    crate::verified::scope(verified, next.run(req)).await
+    // The handler's `upstream::Call` takes this verification instead of verifying the token again.
+    if let Some(verification) = verification {
+        req.extensions_mut().insert(verification);
+    }
+    next.run(req).await
 }
 
 /// Whether a request may carry a body: its body has not ended before it began (HTTP/2 needs

@@ -4,28 +4,30 @@
 use std::time::Duration;
 
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
 use axum::{Extension, Json, Router};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use kit::ApiError;
-use kit::principal::{Principal, bearer};
-use serde_json::json;
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::AppState;
-use crate::http_layer::{JsonError, RequestId, observe};
+use crate::http_layer::{HttpError, JsonError, RequestId, observe};
+use crate::openapi::ErrorBody;
+use crate::upstream::{Call, upstream};
 
-pub fn router(state: AppState, body_limit: usize, batch_body_limit: usize) -> Router {
-    // A full batch (8,190 transfers as JSON) is larger than any other request: its own limit.
-    let batches = body_limited(
-        Router::new().route("/v1/ledger/transfers", axum::routing::post(crate::ledger::create_transfers)),
-        batch_body_limit,
-    );
-    let routes = Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/openapi.json", get(openapi))
-        .route("/v1/whoami", get(whoami))
+/// Every route of the API with its documentation: `(routes, batches)`, the batch route apart for
+/// its own body limit. A route added with `routes!` is in the OpenAPI document by construction.
+fn api_parts() -> (OpenApiRouter<AppState>, OpenApiRouter<AppState>) {
+    let batches =
+        OpenApiRouter::new().route("/v1/ledger/transfers", axum::routing::post(crate::ledger::create_transfers));
+    let routes = OpenApiRouter::new()
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
+        .routes(routes!(openapi))
+        .routes(routes!(whoami))
         .route("/.well-known/jwks.json", get(crate::identity::jwks))
         .route("/.well-known/openid-configuration", get(crate::identity::openid_configuration))
         .route("/v1/auth/login", post(crate::identity::login))
@@ -60,14 +62,15 @@ pub fn router(state: AppState, body_limit: usize, batch_body_limit: usize) -> Ro
         .route("/v1/api-keys", get(crate::identity::list_api_keys).post(crate::identity::create_api_key))
         .route("/v1/api-keys/{id}", delete(crate::identity::revoke_api_key))
         .route("/v1/tenant/policy", get(crate::identity::get_policy).put(crate::identity::put_policy))
-        .route("/v1/audit/events", get(crate::audit::list))
-        .route("/v1/audit/events/{seq}", get(crate::audit::get))
-        .route("/v1/audit/checkpoint", get(crate::audit::checkpoint))
-        .route("/v1/audit/proofs/consistency", get(crate::audit::consistency))
-        .route("/v1/audit/verifier-key", get(crate::audit::verifier_key))
-        .route("/v1/audit/export", get(crate::audit::export))
-        .route("/v1/audit/stream", get(crate::audit::stream))
-        .route("/v1/secrets", get(crate::secrets::list))
+        .routes(routes!(crate::audit::list))
+        .routes(routes!(crate::audit::get))
+        .routes(routes!(crate::audit::checkpoint))
+        .routes(routes!(crate::audit::consistency))
+        .routes(routes!(crate::audit::verifier_key))
+        .routes(routes!(crate::audit::export))
+        .routes(routes!(crate::audit::stream))
+        .routes(routes!(crate::secrets::list))
+        // One segment or many, and `:reveal` at the end: documented in `openapi::ApiDoc`.
         .route(
             "/v1/secrets/{*path}",
             get(crate::secrets::get).put(crate::secrets::put).delete(crate::secrets::delete).post(crate::secrets::post),
@@ -78,10 +81,22 @@ pub fn router(state: AppState, body_limit: usize, batch_body_limit: usize) -> Ro
         .route("/v1/ledger/accounts/{id}/balances", get(crate::ledger::balances))
         .route("/v1/ledger/accounts/{id}/transfers", get(crate::ledger::account_transfers))
         .route("/v1/ledger/transfers/{id}", get(crate::ledger::get_transfer).post(crate::ledger::resolve))
-        .route("/v1/ledger/receipts/verify", get(crate::ledger::verify))
-        .fallback(not_found);
-    body_limited(routes, body_limit)
-        .merge(batches)
+        .route("/v1/ledger/receipts/verify", get(crate::ledger::verify));
+    (routes, batches)
+}
+
+/// Every route with its documentation (the OpenAPI document's source).
+pub fn api() -> OpenApiRouter<AppState> {
+    let (routes, batches) = api_parts();
+    routes.merge(batches)
+}
+
+pub fn router(state: AppState, body_limit: usize, batch_body_limit: usize) -> Router {
+    let (routes, batches) = api_parts();
+    // A full batch (8,190 transfers as JSON) is larger than any other request: its own limit.
+    let routes = body_limited(routes.split_for_parts().0.fallback(not_found), body_limit)
+        .merge(body_limited(batches.split_for_parts().0, batch_body_limit));
+    routes
         // Then, from the inside out: CSRF defence of cookie sessions, rate limits.
         .layer(axum::middleware::from_fn_with_state(state.clone(), crate::browser::csrf))
         .layer(axum::middleware::from_fn_with_state(state.clone(), crate::ratelimit::limit))
@@ -94,13 +109,61 @@ async fn not_found(Extension(id): Extension<RequestId>) -> Response {
     JsonError(ApiError::not_found("ROUTE_NOT_FOUND", "no such route"), id.0).into_response()
 }
 
-/// Liveness: the process answers.
-async fn healthz() -> Json<serde_json::Value> {
-    Json(json!({ "status": "ok" }))
+/// The liveness answer.
+#[derive(Serialize, ToSchema)]
+struct Alive {
+    /// Always `ok`.
+    status: &'static str,
 }
 
-/// Readiness: 200 only when every upstream reports SERVING over mTLS. The answer is computed at
-/// most once a second (single flight), so the public endpoint cannot amplify load upstream.
+/// Liveness of the gateway process.
+#[utoipa::path(get, path = "/healthz", operation_id = "healthz", responses((status = 200, description = "alive", body = Alive)))]
+async fn healthz() -> Json<Alive> {
+    Json(Alive { status: "ok" })
+}
+
+/// Whether every upstream serves.
+#[derive(Serialize, ToSchema, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+enum Ready {
+    Ready,
+    NotReady,
+}
+
+/// What an upstream answered to the health check.
+#[derive(Serialize, ToSchema, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+enum Upstream {
+    Serving,
+    NotServing,
+    Unreachable,
+}
+
+/// Whether Redis answered a PING.
+#[derive(Serialize, ToSchema, Clone, Copy)]
+#[serde(rename_all = "snake_case")]
+enum RedisState {
+    Ok,
+    Unavailable,
+}
+
+/// The readiness answer.
+#[derive(Serialize, ToSchema)]
+struct Readiness {
+    status: Ready,
+    /// Each upstream service by name.
+    upstreams: std::collections::BTreeMap<&'static str, Upstream>,
+    redis: RedisState,
+}
+
+/// Readiness: every upstream service reports SERVING over mTLS.
+///
+/// 200 only when every upstream reports SERVING. The answer is computed at most once a second
+/// (single flight), so the public endpoint cannot amplify load upstream.
+#[utoipa::path(get, path = "/readyz", operation_id = "readyz", responses(
+    (status = 200, description = "ready", body = Readiness),
+    (status = 503, description = "an upstream is not serving", body = Readiness),
+))]
 async fn readyz(State(state): State<AppState>) -> Response {
     let mut cached = state.readiness.lock().await;
     let fresh = match cached.as_ref() {
@@ -125,35 +188,38 @@ async fn check_readiness(state: &AppState) -> (http::StatusCode, serde_json::Val
                 Ok(Ok(r))
                     if r.get_ref().status == tonic_health::pb::health_check_response::ServingStatus::Serving as i32 =>
                 {
-                    "serving"
+                    Upstream::Serving
                 }
-                Ok(Ok(_)) => "not_serving",
-                Ok(Err(_)) | Err(_) => "unreachable",
+                Ok(Ok(_)) => Upstream::NotServing,
+                Ok(Err(_)) | Err(_) => Upstream::Unreachable,
             };
             (name, status)
         }
     });
-    let results = futures::future::join_all(checks).await;
-    let ready = results.iter().all(|(_, s)| *s == "serving");
-    let redis = redis_status(&state.redis).await;
-    let upstreams: serde_json::Map<String, serde_json::Value> =
-        results.into_iter().map(|(n, s)| (n.to_owned(), json!(s))).collect();
-    let body = json!({ "status": if ready { "ready" } else { "not_ready" }, "upstreams": upstreams, "redis": redis });
+    let upstreams: std::collections::BTreeMap<_, _> = futures::future::join_all(checks).await.into_iter().collect();
+    let ready = upstreams.values().all(|s| *s == Upstream::Serving);
+    let body = Readiness {
+        status: if ready { Ready::Ready } else { Ready::NotReady },
+        upstreams,
+        redis: redis_status(&state.redis).await,
+    };
     let status = if ready { http::StatusCode::OK } else { http::StatusCode::SERVICE_UNAVAILABLE };
-    (status, body)
+    (status, serde_json::to_value(body).unwrap_or_default())
 }
 
-async fn redis_status(client: &redis::Client) -> &'static str {
+async fn redis_status(client: &redis::Client) -> RedisState {
     let ping = async {
         let mut conn = client.get_multiplexed_async_connection().await?;
         redis::cmd("PING").query_async::<String>(&mut conn).await
     };
     match tokio::time::timeout(Duration::from_secs(2), ping).await {
-        Ok(Ok(_)) => "ok",
-        _ => "unavailable",
+        Ok(Ok(_)) => RedisState::Ok,
+        _ => RedisState::Unavailable,
     }
 }
 
+/// This document.
+#[utoipa::path(get, path = "/openapi.json", operation_id = "openapi", responses((status = 200, description = "OpenAPI 3.1 document", body = Object)))]
 async fn openapi() -> Json<serde_json::Value> {
     Json(crate::openapi::document())
 }
@@ -204,69 +270,35 @@ async fn drain_oversized(
     next.run(axum::extract::Request::from_parts(parts, axum::body::Body::empty())).await
 }
 
-/// Verifies the access token of a request at the gateway: the bearer token, or, when there is no
-/// `Authorization` header, the browser's session cookie (whose unsafe requests passed the CSRF
-/// middleware).
-pub(crate) async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<(Principal, String), ApiError> {
-    let token = match headers.get(http::header::AUTHORIZATION) {
-        Some(value) => value.to_str().ok().and_then(bearer).ok_or_else(|| {
-            ApiError::unauthenticated("MALFORMED_AUTHORIZATION", "authorization must be a bearer token")
-        })?,
-        None => crate::browser::session_token(headers)
-            .ok_or_else(|| ApiError::unauthenticated("TOKEN_REQUIRED", "an access token is required"))?,
-    };
-    let principal = match crate::verified::lookup(token) {
-        Some(principal) => principal,
-        None => state.verifier.verify(token).await?,
-    };
-    Ok((principal, token.to_owned()))
+/// The verified principal of the credential, as auth-svc sees it.
+#[derive(Serialize, ToSchema)]
+#[schema(as = Principal)]
+struct WhoAmI {
+    #[schema(format = "uuid")]
+    tenant_id: String,
+    subject: String,
+    session_id: String,
+    permissions: Vec<String>,
+    amr: Vec<String>,
 }
 
-/// The tenant `x-strongroom-tenant` names, if any (a malformed one is refused before anything else).
-pub(crate) fn tenant_header(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
-    let Some(value) = headers.get(kit::access::TENANT_HEADER) else { return Ok(None) };
-    value
-        .to_str()
-        .ok()
-        .and_then(|raw| kit::TenantSlug::parse(raw).ok())
-        .map(|s| Some(s.to_string()))
-        .ok_or_else(|| ApiError::invalid_field(kit::access::TENANT_HEADER, "must match ^[a-z][a-z0-9_]{2,39}$"))
-}
-
-/// The tenant a request acts in: the header's, else the one the credential names (the service
-/// checks that they agree where both are given).
-pub(crate) fn tenant_of(named: Option<String>, principal: &Principal) -> Result<String, ApiError> {
-    named.or_else(|| principal.tenant.as_ref().map(ToString::to_string)).ok_or_else(|| {
-        ApiError::invalid_field(kit::access::TENANT_HEADER, "required when the credential does not name its tenant")
-    })
-}
-
-/// The caller's own identity, as auth-svc sees it.
-async fn whoami(State(state): State<AppState>, Extension(id): Extension<RequestId>, headers: HeaderMap) -> Response {
-    let result = async {
-        let named = tenant_header(&headers)?;
-        let (principal, token) = authenticate(&state, &headers).await?;
-        let tenant = tenant_of(named, &principal)?;
-        let mut client =
-            proto::auth::v1::identity_service_client::IdentityServiceClient::new(state.upstreams.auth.clone());
-        let req = kit::client::with_context(
-            tonic::Request::new(proto::auth::v1::WhoAmIRequest {}),
-            Some(&tenant),
-            Some(&id.0),
-            Some(&token),
-        );
-        let me = client.who_am_i(req).await.map_err(|s| ApiError::from_status(&s))?.into_inner();
-        Ok::<_, ApiError>(json!({
-            "tenant_id": me.tenant_id,
-            "subject": me.subject,
-            "session_id": me.session_id,
-            "permissions": me.permissions,
-            "amr": me.amr,
-        }))
-    }
-    .await;
-    match result {
-        Ok(body) => Json(body).into_response(),
-        Err(e) => JsonError(e, id.0).into_response(),
-    }
+/// The verified principal of the bearer token.
+#[utoipa::path(get, path = "/v1/whoami", operation_id = "whoami", responses(
+    (status = 200, description = "the principal", body = WhoAmI),
+    (status = 400, description = "missing or malformed tenant", body = ErrorBody),
+    (status = 401, description = "missing, malformed, expired or forged token", body = ErrorBody),
+    (status = 403, description = "token of another tenant", body = ErrorBody),
+    (status = 404, description = "unknown tenant", body = ErrorBody),
+))]
+async fn whoami(State(state): State<AppState>, call: Call) -> Result<Json<WhoAmI>, HttpError> {
+    let mut client =
+        proto::auth::v1::identity_service_client::IdentityServiceClient::new(state.upstreams.auth.clone());
+    let me = client.who_am_i(call.request(proto::auth::v1::WhoAmIRequest {})).await.map_err(upstream)?.into_inner();
+    Ok(Json(WhoAmI {
+        tenant_id: me.tenant_id,
+        subject: me.subject,
+        session_id: me.session_id,
+        permissions: me.permissions,
+        amr: me.amr,
+    }))
 }

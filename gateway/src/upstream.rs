@@ -1,10 +1,12 @@
-//! What every forwarding route does: authenticate the caller at the gateway ([`Call`], an
-//! extractor), check the route's permission (`kit::authz`, as the service will), pass tenant,
-//! request id and token on to the service, and answer its result (or a uniform JSON error).
+//! How a request's caller is known, once: the rate-limit layer verifies the request's token and
+//! leaves the [`Verification`] in the request's extensions; [`Call`] (an extractor) takes it,
+//! resolves the tenant (the header's, else the credential's) and hands the handler the caller; the
+//! handler checks the route's permission (`kit::authz`, as the service will) and sends the gRPC
+//! request with tenant, request id and token; the answer, or a uniform JSON error, goes back.
 
 use axum::Json;
 use axum::extract::FromRequestParts;
-use axum::http::HeaderMap;
+use axum::http::{Extensions, HeaderMap};
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use kit::ApiError;
@@ -14,7 +16,6 @@ use serde_json::Value;
 
 use crate::AppState;
 use crate::http_layer::{HttpError, JsonError, RequestId};
-use crate::routes::{authenticate, tenant_header, tenant_of};
 
 /// An authenticated caller with the route's permission.
 pub struct Caller {
@@ -30,17 +31,70 @@ impl Caller {
     }
 }
 
+/// What verifying a request's token gave (`crate::ratelimit::limit` verifies it, before it charges
+/// the principal's bucket), kept in the request's extensions for [`Call`].
+#[derive(Debug, Clone)]
+pub struct Verification {
+    pub token: String,
+    pub result: Result<Principal, ApiError>,
+}
+
+/// Verifies the access token of a request: the bearer token, or, when there is no
+/// `Authorization` header, the browser's session cookie (whose unsafe requests passed the CSRF
+/// middleware). The rate-limit layer's [`Verification`] of the same token is taken as it is.
+async fn authenticate(
+    state: &AppState,
+    headers: &HeaderMap,
+    extensions: &Extensions,
+) -> Result<(Principal, String), ApiError> {
+    let token = match headers.get(http::header::AUTHORIZATION) {
+        Some(value) => value.to_str().ok().and_then(kit::principal::bearer).ok_or_else(|| {
+            ApiError::unauthenticated("MALFORMED_AUTHORIZATION", "authorization must be a bearer token")
+        })?,
+        None => crate::browser::session_token(headers)
+            .ok_or_else(|| ApiError::unauthenticated("TOKEN_REQUIRED", "an access token is required"))?,
+    };
+    let principal = match extensions.get::<Verification>().filter(|v| v.token == token) {
+        Some(v) => v.result.clone()?,
+        None => state.verifier.verify(token).await?,
+    };
+    Ok((principal, token.to_owned()))
+}
+
+/// The tenant `x-strongroom-tenant` names, if any (a malformed one is refused before anything else).
+pub fn tenant_header(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(value) = headers.get(kit::access::TENANT_HEADER) else { return Ok(None) };
+    value
+        .to_str()
+        .ok()
+        .and_then(|raw| kit::TenantSlug::parse(raw).ok())
+        .map(|s| Some(s.to_string()))
+        .ok_or_else(|| ApiError::invalid_field(kit::access::TENANT_HEADER, "must match ^[a-z][a-z0-9_]{2,39}$"))
+}
+
+/// The tenant a request acts in: the header's, else the one the credential names (the service
+/// checks that they agree where both are given).
+fn tenant_of(named: Option<String>, principal: &Principal) -> Result<String, ApiError> {
+    named.or_else(|| principal.tenant.as_ref().map(ToString::to_string)).ok_or_else(|| {
+        ApiError::invalid_field(kit::access::TENANT_HEADER, "required when the credential does not name its tenant")
+    })
+}
+
 /// Authenticates the request and resolves its tenant (the header's, else the credential's).
-async fn authenticated_principal(state: &AppState, headers: &HeaderMap) -> Result<(Caller, Principal), ApiError> {
+async fn authenticated_principal(
+    state: &AppState,
+    headers: &HeaderMap,
+    extensions: &Extensions,
+) -> Result<(Caller, Principal), ApiError> {
     let named = tenant_header(headers)?;
-    let (principal, token) = authenticate(state, headers).await?;
+    let (principal, token) = authenticate(state, headers, extensions).await?;
     let tenant = tenant_of(named, &principal)?;
     Ok((Caller::new(tenant, token, &principal), principal))
 }
 
 /// Authenticates the request where a route cannot use [`Call`] (logout: its token is optional).
-pub async fn authenticated(state: &AppState, headers: &HeaderMap) -> Result<Caller, ApiError> {
-    authenticated_principal(state, headers).await.map(|(caller, _)| caller)
+pub async fn authenticated(state: &AppState, headers: &HeaderMap, extensions: &Extensions) -> Result<Caller, ApiError> {
+    authenticated_principal(state, headers, extensions).await.map(|(caller, _)| caller)
 }
 
 /// A gRPC request carrying the caller's tenant, the request id and the caller's token.
@@ -61,8 +115,8 @@ pub fn respond(result: Result<Value, ApiError>, id: RequestId) -> Response {
 }
 
 /// The authenticated caller of a route and its request id, extracted before the handler runs: the
-/// token (bearer or session cookie) verified — once per request, reusing the rate limiter's
-/// verification — and the tenant resolved (the header's, else the credential's). The handler
+/// token (bearer or session cookie) verified once per request (the rate-limit layer's
+/// [`Verification`]) and the tenant resolved (the header's, else the credential's). The handler
 /// checks the route's permission with [`Call::require`] (or lets the service decide).
 pub struct Call {
     pub caller: Caller,
@@ -75,7 +129,7 @@ impl FromRequestParts<AppState> for Call {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, HttpError> {
         let id = RequestId(RequestId::of(&parts.extensions));
-        let (caller, principal) = authenticated_principal(state, &parts.headers).await?;
+        let (caller, principal) = authenticated_principal(state, &parts.headers, &parts.extensions).await?;
         Ok(Self { caller, principal, id })
     }
 }
