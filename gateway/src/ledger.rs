@@ -13,11 +13,13 @@ use kit::authz::Permission;
 use proto::ledger::v1 as pb;
 use proto::ledger::v1::ledger_service_client::LedgerServiceClient;
 use serde::de::Error as _;
-use serde::{Deserialize, Deserializer};
-use serde_json::{Value, json};
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::Value;
+use utoipa::{IntoParams, IntoResponses, ToSchema};
 
 use crate::AppState;
 use crate::http_layer::HttpError;
+use crate::openapi::ErrorBody;
 use crate::input::{PathParams, QueryParams};
 use crate::upstream::{Call, upstream};
 
@@ -42,72 +44,276 @@ fn client(state: &AppState) -> LedgerServiceClient<kit::client::Channel> {
     LedgerServiceClient::new(state.upstreams.ledger.clone()).max_decoding_message_size(64 * 1024 * 1024)
 }
 
-fn balances_json(b: &Option<pb::Balances>) -> Value {
-    let b = b.clone().unwrap_or_default();
-    json!({
-        "debits_pending": b.debits_pending,
-        "debits_posted": b.debits_posted,
-        "credits_pending": b.credits_pending,
-        "credits_posted": b.credits_posted,
-    })
+/// An account's balances: each an unsigned 128-bit integer of minor units, as a decimal string.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = LedgerBalances)]
+pub struct Balances {
+    #[schema(pattern = "^[0-9]{1,39}$")]
+    debits_pending: String,
+    #[schema(pattern = "^[0-9]{1,39}$")]
+    debits_posted: String,
+    #[schema(pattern = "^[0-9]{1,39}$")]
+    credits_pending: String,
+    #[schema(pattern = "^[0-9]{1,39}$")]
+    credits_posted: String,
 }
 
-fn account_json(a: &pb::Account) -> Value {
-    let f = a.flags.unwrap_or_default();
-    let metadata: BTreeMap<&String, &String> = a.metadata.iter().collect();
-    json!({
-        "id": a.id,
-        "ledger": a.ledger,
-        "code": a.code,
-        "owner": a.owner,
-        "flags": {
-            "debits_must_not_exceed_credits": f.debits_must_not_exceed_credits,
-            "credits_must_not_exceed_debits": f.credits_must_not_exceed_debits,
-            "history": f.history,
-        },
-        "metadata": metadata,
-        "balances": balances_json(&a.balances),
-        "timestamp": a.timestamp.to_string(),
-    })
-}
-
-fn state_name(s: i32) -> &'static str {
-    match pb::TransferState::try_from(s) {
-        Ok(pb::TransferState::Posted) => "posted",
-        Ok(pb::TransferState::Pending) => "pending",
-        Ok(pb::TransferState::PendingPosted) => "pending_posted",
-        Ok(pb::TransferState::PendingVoided) => "pending_voided",
-        Ok(pb::TransferState::PendingExpired) => "pending_expired",
-        _ => "unspecified",
+impl From<&Option<pb::Balances>> for Balances {
+    fn from(b: &Option<pb::Balances>) -> Self {
+        let b = b.clone().unwrap_or_default();
+        Self {
+            debits_pending: b.debits_pending,
+            debits_posted: b.debits_posted,
+            credits_pending: b.credits_pending,
+            credits_posted: b.credits_posted,
+        }
     }
 }
 
-fn transfer_json(t: &pb::Transfer) -> Value {
-    let f = t.flags.unwrap_or_default();
-    let metadata: BTreeMap<&String, &String> = t.metadata.iter().collect();
-    json!({
-        "id": t.id,
-        "debit_account_id": t.debit_account_id,
-        "credit_account_id": t.credit_account_id,
-        "amount": t.amount,
-        "pending_id": if t.pending_id.is_empty() { Value::Null } else { json!(t.pending_id) },
-        "timeout_seconds": t.timeout_seconds,
-        "ledger": t.ledger,
-        "code": t.code,
-        "flags": {
-            "linked": f.linked, "pending": f.pending, "post_pending": f.post_pending, "void_pending": f.void_pending,
-            "balancing_debit": f.balancing_debit, "balancing_credit": f.balancing_credit,
-        },
-        "metadata": metadata,
-        "timestamp": t.timestamp.to_string(),
-        "state": state_name(t.state),
-        "receipt_seq": t.receipt_seq.to_string(),
-    })
+/// An account with its balances.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = LedgerAccount)]
+pub struct Account {
+    #[schema(format = "uuid")]
+    id: String,
+    ledger: String,
+    code: u32,
+    owner: String,
+    flags: AccountFlags,
+    metadata: BTreeMap<String, String>,
+    balances: Balances,
+    /// Nanoseconds since the Unix epoch, as a string.
+    timestamp: String,
 }
 
-#[derive(Debug, Default, Deserialize)]
+impl From<&pb::Account> for Account {
+    fn from(a: &pb::Account) -> Self {
+        let f = a.flags.unwrap_or_default();
+        Self {
+            id: a.id.clone(),
+            ledger: a.ledger.clone(),
+            code: a.code,
+            owner: a.owner.clone(),
+            flags: AccountFlags {
+                debits_must_not_exceed_credits: f.debits_must_not_exceed_credits,
+                credits_must_not_exceed_debits: f.credits_must_not_exceed_debits,
+                history: f.history,
+            },
+            metadata: a.metadata.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            balances: (&a.balances).into(),
+            timestamp: a.timestamp.to_string(),
+        }
+    }
+}
+
+/// Where a transfer stands.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TransferState {
+    Posted,
+    Pending,
+    PendingPosted,
+    PendingVoided,
+    PendingExpired,
+    Unspecified,
+}
+
+impl From<i32> for TransferState {
+    fn from(s: i32) -> Self {
+        match pb::TransferState::try_from(s) {
+            Ok(pb::TransferState::Posted) => Self::Posted,
+            Ok(pb::TransferState::Pending) => Self::Pending,
+            Ok(pb::TransferState::PendingPosted) => Self::PendingPosted,
+            Ok(pb::TransferState::PendingVoided) => Self::PendingVoided,
+            Ok(pb::TransferState::PendingExpired) => Self::PendingExpired,
+            _ => Self::Unspecified,
+        }
+    }
+}
+
+/// A transfer.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = LedgerTransfer)]
+pub struct Transfer {
+    #[schema(format = "uuid")]
+    id: String,
+    #[schema(format = "uuid")]
+    debit_account_id: String,
+    #[schema(format = "uuid")]
+    credit_account_id: String,
+    #[schema(pattern = "^[0-9]{1,39}$")]
+    amount: String,
+    /// The pending transfer this one posts or voids.
+    pending_id: Option<String>,
+    timeout_seconds: u32,
+    ledger: String,
+    code: u32,
+    flags: TransferFlags,
+    metadata: BTreeMap<String, String>,
+    /// Nanoseconds since the Unix epoch, as a string.
+    timestamp: String,
+    state: TransferState,
+    /// Its receipt's place in the tenant's receipt chain, as a string.
+    receipt_seq: String,
+}
+
+impl From<&pb::Transfer> for Transfer {
+    fn from(t: &pb::Transfer) -> Self {
+        let f = t.flags.unwrap_or_default();
+        Self {
+            id: t.id.clone(),
+            debit_account_id: t.debit_account_id.clone(),
+            credit_account_id: t.credit_account_id.clone(),
+            amount: t.amount.clone(),
+            pending_id: (!t.pending_id.is_empty()).then(|| t.pending_id.clone()),
+            timeout_seconds: t.timeout_seconds,
+            ledger: t.ledger.clone(),
+            code: t.code,
+            flags: TransferFlags {
+                linked: f.linked,
+                pending: f.pending,
+                post_pending: f.post_pending,
+                void_pending: f.void_pending,
+                balancing_debit: f.balancing_debit,
+                balancing_credit: f.balancing_credit,
+            },
+            metadata: t.metadata.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            timestamp: t.timestamp.to_string(),
+            state: t.state.into(),
+            receipt_seq: t.receipt_seq.to_string(),
+        }
+    }
+}
+
+/// One transfer's result.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Created {
+    transfer: Option<Transfer>,
+    /// The same request was answered before: this is its answer again.
+    replayed: bool,
+}
+
+impl From<pb::CreateTransferResponse> for Created {
+    fn from(r: pb::CreateTransferResponse) -> Self {
+        Self { transfer: r.transfer.as_ref().map(Transfer::from), replayed: r.replayed }
+    }
+}
+
+/// Whether a transfer of a batch was created.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Created,
+    Failed,
+}
+
+/// The result of one transfer of a batch.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BatchResult {
+    id: String,
+    outcome: Outcome,
+    /// Why it failed, e.g. EXCEEDS_CREDITS.
+    reason: Option<String>,
+    replayed: bool,
+    transfer: Option<Transfer>,
+}
+
+/// One result per transfer of a batch, in its order.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BatchResults {
+    results: Vec<BatchResult>,
+}
+
+/// The answer to `POST /v1/ledger/transfers`: one transfer's, or a batch's.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum TransfersCreated {
+    One(Box<Created>),
+    Batch(BatchResults),
+}
+
+/// Balances after one transfer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BalanceChange {
+    timestamp: String,
+    transfer_id: String,
+    balances: Balances,
+}
+
+/// Balances at an instant and the changes before it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BalanceHistory {
+    balances: Balances,
+    as_of: String,
+    changes: Vec<BalanceChange>,
+    /// Null on the last page.
+    next_page_token: Option<String>,
+}
+
+/// A page of an account's transfers, oldest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TransferPage {
+    transfers: Vec<Transfer>,
+    /// Null on the last page.
+    next_page_token: Option<String>,
+}
+
+/// What recomputing the receipt chain found.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReceiptVerification {
+    ok: bool,
+    checked: u64,
+    first_bad_seq: Option<u64>,
+    problem: Option<String>,
+    unsigned: u64,
+    /// Hex.
+    head_hash: String,
+}
+
+/// A currency or asset and the decimals of its minor unit.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Ledger {
+    code: String,
+    scale: u32,
+    description: String,
+}
+
+impl From<&pb::Ledger> for Ledger {
+    fn from(l: &pb::Ledger) -> Self {
+        Self { code: l.code.clone(), scale: l.scale, description: l.description.clone() }
+    }
+}
+
+/// The tenant's ledgers.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Ledgers {
+    ledgers: Vec<Ledger>,
+}
+
+/// The refusals every ledger operation may answer.
+#[derive(IntoResponses)]
+#[allow(dead_code)] // describes the answers of `kit::ApiError`s from ledger-svc
+pub enum Refusals {
+    #[response(status = 400, description = "malformed input (a JSON number as an amount, a bad UUID)")]
+    BadInput(ErrorBody),
+    #[response(
+        status = 403,
+        description = "missing permission, other tenant, ONLY_THE_PAYEE_RESOLVES, or BALANCING_AGAINST_ANOTHER_OWNER"
+    )]
+    Forbidden(ErrorBody),
+    #[response(status = 404, description = "no such account or transfer (or not visible to an owner-scoped caller)")]
+    NotFound(ErrorBody),
+    #[response(status = 409, description = "the id exists with different content (reason EXISTS_WITH_DIFFERENT_<FIELD>)")]
+    Conflict(ErrorBody),
+    #[response(status = 412, description = "the transfer failed; reason is the result, e.g. EXCEEDS_CREDITS")]
+    Failed(ErrorBody),
+}
+
+/// An account's rules (all false when absent).
+#[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct AccountFlagsBody {
+#[schema(as = LedgerAccountFlags)]
+pub struct AccountFlags {
     #[serde(default)]
     debits_must_not_exceed_credits: bool,
     #[serde(default)]
@@ -116,24 +322,34 @@ struct AccountFlagsBody {
     history: bool,
 }
 
-#[derive(Debug, Deserialize)]
+/// A new account; idempotent by id.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct AccountBody {
+#[schema(as = LedgerAccountCreate)]
+pub struct AccountBody {
+    #[schema(format = "uuid")]
     id: Option<String>,
+    #[schema(pattern = "^[A-Z0-9_]{1,16}$")]
     ledger: String,
+    #[schema(minimum = 1, maximum = 2_147_483_647)]
     code: u32,
     #[serde(default)]
+    #[schema(max_length = 128)]
     owner: String,
     #[serde(default)]
-    flags: AccountFlagsBody,
+    flags: AccountFlags,
     #[serde(default)]
     metadata: BTreeMap<String, String>,
+    /// Ignored: send the X-Request-Id header (ids make creation idempotent).
+    #[schema(deprecated)]
     request_id: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// A transfer's kind and rules (all false when absent).
+#[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct TransferFlagsBody {
+#[schema(as = LedgerTransferFlags)]
+pub struct TransferFlags {
     #[serde(default)]
     linked: bool,
     #[serde(default)]
@@ -148,26 +364,35 @@ struct TransferFlagsBody {
     balancing_credit: bool,
 }
 
-#[derive(Debug, Deserialize)]
+/// A new transfer; idempotent by id.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct TransferBody {
+#[schema(as = LedgerTransferCreate)]
+pub struct TransferBody {
+    #[schema(format = "uuid")]
     id: String,
     #[serde(default)]
+    #[schema(format = "uuid")]
     debit_account_id: String,
     #[serde(default)]
+    #[schema(format = "uuid")]
     credit_account_id: String,
     #[serde(default)]
+    #[schema(value_type = String, pattern = "^[0-9]{1,39}$")]
     amount: Decimal,
     #[serde(default)]
+    #[schema(format = "uuid")]
     pending_id: String,
     #[serde(default)]
     timeout_seconds: u32,
     #[serde(default)]
+    #[schema(pattern = "^([A-Z0-9_]{1,16})?$")]
     ledger: String,
     #[serde(default)]
+    #[schema(maximum = 2_147_483_647)]
     code: u32,
     #[serde(default)]
-    flags: TransferFlagsBody,
+    flags: TransferFlags,
     #[serde(default)]
     metadata: BTreeMap<String, String>,
 }
@@ -204,46 +429,74 @@ struct Shape {
     transfers: Option<serde::de::IgnoredAny>,
 }
 
-#[derive(Debug, Deserialize)]
+/// Up to 8,190 transfers, one result each.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct BatchBody {
+pub struct BatchBody {
+    #[schema(max_items = 8190)]
     transfers: Vec<TransferBody>,
+    /// Ignored: send the X-Request-Id header (ids make creation idempotent).
     #[serde(default)]
+    #[schema(deprecated)]
     request_id: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// The body of `POST /v1/ledger/transfers`: one transfer, or a batch. Read by its shape
+/// ([`Shape`]) rather than as this type, which only describes it.
+#[derive(Deserialize, ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+pub enum TransfersBody {
+    One(TransferBody),
+    Batch(BatchBody),
+}
+
+/// How a pending transfer is resolved.
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct ResolveBody {
+#[schema(as = LedgerResolve)]
+pub struct ResolveBody {
     /// The id of the post/void transfer; by default derived from the pending id, so repeating
     /// the call is idempotent.
+    #[schema(format = "uuid")]
     id: Option<String>,
+    /// Post only this much of it (default: all).
     #[serde(default)]
+    #[schema(value_type = String, pattern = "^[0-9]{1,39}$")]
     amount: Decimal,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct PageQuery {
     #[serde(default)]
+    #[param(maximum = 1000)]
     page_size: u32,
+    /// next_page_token of the previous page.
     #[serde(default)]
     page_token: String,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct BalancesQuery {
+    /// RFC 3339 or nanoseconds since the epoch; default now.
     at: Option<String>,
     #[serde(default)]
+    #[param(maximum = 1000)]
     page_size: u32,
+    /// next_page_token of the previous page.
     #[serde(default)]
     page_token: String,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct VerifyQuery {
+    /// Verify from this receipt on.
     #[serde(default)]
     from_seq: u64,
 }
@@ -261,22 +514,33 @@ fn parse_at(raw: &Option<String>) -> Result<u64, ApiError> {
         .ok_or_else(|| ApiError::invalid_field("at", "an RFC 3339 timestamp or nanoseconds since the Unix epoch"))
 }
 
-#[derive(Debug, Deserialize)]
+/// A new ledger; idempotent by code.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct LedgerBody {
+pub struct LedgerBody {
+    #[schema(pattern = "^[A-Z0-9_]{1,16}$")]
     code: String,
+    #[schema(maximum = 18)]
     scale: u32,
     #[serde(default)]
+    #[schema(max_length = 256)]
     description: String,
+    /// Ignored: send the X-Request-Id header (ids make creation idempotent).
+    #[schema(deprecated)]
     request_id: Option<String>,
 }
 
-fn ledger_json(l: &pb::Ledger) -> Value {
-    json!({ "code": l.code, "scale": l.scale, "description": l.description })
-}
+/// The account or transfer id of a path.
+#[derive(IntoParams)]
+#[into_params(names("id"), parameter_in = Path)]
+#[allow(dead_code)] // read by `PathParams<String>`; this type only describes it
+pub struct Id(#[param(format = "uuid")] String);
 
-/// `POST /v1/ledger/ledgers`: a currency or asset and the decimals of its minor unit.
-pub async fn create_ledger(State(state): State<AppState>, call: Call, body: Bytes) -> Result<Json<Value>, HttpError> {
+/// Create a ledger (a currency or asset with the decimals of its minor unit); requires
+/// ledger.ledgers.create. Idempotent by code.
+#[utoipa::path(post, path = "/v1/ledger/ledgers", operation_id = "createLedger", request_body = LedgerBody,
+    responses((status = 200, description = "the ledger", body = Ledger), Refusals))]
+pub async fn create_ledger(State(state): State<AppState>, call: Call, body: Bytes) -> Result<Json<Ledger>, HttpError> {
     call.require(Permission::LedgerLedgersCreate)?;
     let b: LedgerBody = parse_body(&body)?;
     let msg = pb::CreateLedgerRequest {
@@ -284,19 +548,23 @@ pub async fn create_ledger(State(state): State<AppState>, call: Call, body: Byte
         request_id: b.request_id.unwrap_or_default(),
     };
     let l = client(&state).create_ledger(call.request(msg)).await.map_err(upstream)?.into_inner();
-    Ok(Json(ledger_json(&l)))
+    Ok(Json((&l).into()))
 }
 
-/// `GET /v1/ledger/ledgers`
-pub async fn list_ledgers(State(state): State<AppState>, call: Call) -> Result<Json<Value>, HttpError> {
+/// The tenant's ledgers (currencies or assets); ledger.accounts.read or .read.own.
+#[utoipa::path(get, path = "/v1/ledger/ledgers", operation_id = "listLedgers",
+    responses((status = 200, description = "the ledgers", body = Ledgers), Refusals))]
+pub async fn list_ledgers(State(state): State<AppState>, call: Call) -> Result<Json<Ledgers>, HttpError> {
     call.reach(Permission::LedgerAccountsRead)?;
     let msg = pb::ListLedgersRequest {};
     let list = client(&state).list_ledgers(call.request(msg)).await.map_err(upstream)?.into_inner();
-    Ok(Json(json!({ "ledgers": list.ledgers.iter().map(ledger_json).collect::<Vec<_>>() })))
+    Ok(Json(Ledgers { ledgers: list.ledgers.iter().map(Ledger::from).collect() }))
 }
 
-/// `POST /v1/ledger/accounts`
-pub async fn create_account(State(state): State<AppState>, call: Call, body: Bytes) -> Result<Json<Value>, HttpError> {
+/// Create an account; requires ledger.accounts.create. Idempotent by id.
+#[utoipa::path(post, path = "/v1/ledger/accounts", operation_id = "createLedgerAccount", request_body = AccountBody,
+    responses((status = 200, description = "the account", body = Account), Refusals))]
+pub async fn create_account(State(state): State<AppState>, call: Call, body: Bytes) -> Result<Json<Account>, HttpError> {
     call.require(Permission::LedgerAccountsCreate)?;
     let b: AccountBody = parse_body(&body)?;
     let msg = pb::CreateAccountRequest {
@@ -316,28 +584,32 @@ pub async fn create_account(State(state): State<AppState>, call: Call, body: Byt
         request_id: b.request_id.unwrap_or_default(),
     };
     let a = client(&state).create_account(call.request(msg)).await.map_err(upstream)?.into_inner();
-    Ok(Json(account_json(&a)))
+    Ok(Json((&a).into()))
 }
 
-/// `GET /v1/ledger/accounts/{id}`
+/// An account with its balances; ledger.accounts.read (or .read.own for own accounts).
+#[utoipa::path(get, path = "/v1/ledger/accounts/{id}", operation_id = "getLedgerAccount", params(Id),
+    responses((status = 200, description = "the account", body = Account), Refusals))]
 pub async fn get_account(
     State(state): State<AppState>,
     call: Call,
     PathParams(account): PathParams<String>,
-) -> Result<Json<Value>, HttpError> {
+) -> Result<Json<Account>, HttpError> {
     call.reach(Permission::LedgerAccountsRead)?;
     let msg = pb::GetAccountRequest { id: account };
     let a = client(&state).get_account(call.request(msg)).await.map_err(upstream)?.into_inner();
-    Ok(Json(account_json(&a)))
+    Ok(Json((&a).into()))
 }
 
-/// `GET /v1/ledger/accounts/{id}/balances?at=&page_size=&page_token=`
+/// Balances at an instant (accounts with history) and the changes before it.
+#[utoipa::path(get, path = "/v1/ledger/accounts/{id}/balances", operation_id = "getLedgerAccountBalances",
+    params(Id, BalancesQuery), responses((status = 200, description = "balances", body = BalanceHistory), Refusals))]
 pub async fn balances(
     State(state): State<AppState>,
     call: Call,
     PathParams(account): PathParams<String>,
     QueryParams(q): QueryParams<BalancesQuery>,
-) -> Result<Json<Value>, HttpError> {
+) -> Result<Json<BalanceHistory>, HttpError> {
     call.reach(Permission::LedgerAccountsRead)?;
     let msg = pb::GetAccountBalancesRequest {
         account_id: account,
@@ -346,43 +618,55 @@ pub async fn balances(
         page_token: q.page_token,
     };
     let r = client(&state).get_account_balances(call.request(msg)).await.map_err(upstream)?.into_inner();
-    let changes: Vec<Value> = r
+    let changes = r
         .changes
         .iter()
-        .map(|ch| {
-            json!({ "timestamp": ch.timestamp.to_string(), "transfer_id": ch.transfer_id, "balances": balances_json(&ch.balances) })
+        .map(|ch| BalanceChange {
+            timestamp: ch.timestamp.to_string(),
+            transfer_id: ch.transfer_id.clone(),
+            balances: (&ch.balances).into(),
         })
         .collect();
-    Ok(Json(json!({
-        "balances": balances_json(&r.balances),
-        "as_of": r.as_of.to_string(),
-        "changes": changes,
-        "next_page_token": if r.next_page_token.is_empty() { Value::Null } else { json!(r.next_page_token) },
-    })))
+    Ok(Json(BalanceHistory {
+        balances: (&r.balances).into(),
+        as_of: r.as_of.to_string(),
+        changes,
+        next_page_token: next_page(r.next_page_token),
+    }))
 }
 
-/// `GET /v1/ledger/accounts/{id}/transfers?page_size=&page_token=`
+/// Null for the empty token of the last page.
+fn next_page(token: String) -> Option<String> {
+    (!token.is_empty()).then_some(token)
+}
+
+/// Transfers of an account, oldest first.
+#[utoipa::path(get, path = "/v1/ledger/accounts/{id}/transfers", operation_id = "listLedgerAccountTransfers",
+    params(Id, PageQuery), responses((status = 200, description = "a page", body = TransferPage), Refusals))]
 pub async fn account_transfers(
     State(state): State<AppState>,
     call: Call,
     PathParams(account): PathParams<String>,
     QueryParams(q): QueryParams<PageQuery>,
-) -> Result<Json<Value>, HttpError> {
+) -> Result<Json<TransferPage>, HttpError> {
     call.reach(Permission::LedgerAccountsRead)?;
     let msg = pb::ListAccountTransfersRequest { account_id: account, page_size: q.page_size, page_token: q.page_token };
     let r = client(&state).list_account_transfers(call.request(msg)).await.map_err(upstream)?.into_inner();
-    Ok(Json(json!({
-        "transfers": r.transfers.iter().map(transfer_json).collect::<Vec<_>>(),
-        "next_page_token": if r.next_page_token.is_empty() { Value::Null } else { json!(r.next_page_token) },
-    })))
+    Ok(Json(TransferPage {
+        transfers: r.transfers.iter().map(Transfer::from).collect(),
+        next_page_token: next_page(r.next_page_token),
+    }))
 }
 
-/// `POST /v1/ledger/transfers`: one transfer, or `{"transfers": [...]}` (up to 8,190).
+/// One transfer, or `{"transfers": [...]}` (up to 8,190, one result each); requires
+/// ledger.transfers.create (or .create.own: the debit account must be the caller's).
+#[utoipa::path(post, path = "/v1/ledger/transfers", operation_id = "createLedgerTransfers", request_body = TransfersBody,
+    responses((status = 200, description = "the transfer, or one result per transfer", body = TransfersCreated), Refusals))]
 pub async fn create_transfers(
     State(state): State<AppState>,
     call: Call,
     body: Bytes,
-) -> Result<Json<Value>, HttpError> {
+) -> Result<Json<TransfersCreated>, HttpError> {
     call.reach(Permission::LedgerTransfersCreate)?;
     // Which of the two shapes, without building the document: a 16 MiB body parsed into a
     // `Value` first could take some 250 MB (an array of small numbers under an unknown key).
@@ -391,7 +675,7 @@ pub async fn create_transfers(
         let t: TransferBody = parse_body(&body)?;
         let msg = pb::CreateTransferRequest { transfer: Some(t.into_pb()), request_id: String::new() };
         let r = client(&state).create_transfer(call.request(msg)).await.map_err(upstream)?.into_inner();
-        return Ok(Json(json!({ "transfer": r.transfer.as_ref().map(transfer_json), "replayed": r.replayed })));
+        return Ok(Json(TransfersCreated::One(Box::new(r.into()))));
     }
     let BatchBody { transfers, request_id } = parse_body(&body)?;
     let msg = pb::CreateTransfersRequest {
@@ -399,45 +683,51 @@ pub async fn create_transfers(
         request_id: request_id.unwrap_or_default(),
     };
     let r = client(&state).create_transfers(call.request(msg)).await.map_err(upstream)?.into_inner();
-    let results: Vec<Value> = r
+    let results = r
         .results
         .iter()
-        .map(|x| {
-            let created = x.outcome == pb::TransferOutcome::Created as i32;
-            json!({
-                "id": x.id,
-                "outcome": if created { "created" } else { "failed" },
-                "reason": if x.reason.is_empty() { Value::Null } else { json!(x.reason) },
-                "replayed": x.replayed,
-                "transfer": x.transfer.as_ref().map(transfer_json),
-            })
+        .map(|x| BatchResult {
+            id: x.id.clone(),
+            outcome: if x.outcome == pb::TransferOutcome::Created as i32 { Outcome::Created } else { Outcome::Failed },
+            reason: (!x.reason.is_empty()).then(|| x.reason.clone()),
+            replayed: x.replayed,
+            transfer: x.transfer.as_ref().map(Transfer::from),
         })
         .collect();
-    Ok(Json(json!({ "results": results })))
+    Ok(Json(TransfersCreated::Batch(BatchResults { results })))
 }
 
-/// `GET /v1/ledger/transfers/{id}`
+/// One transfer; ledger.transfers.read (or .read.own).
+#[utoipa::path(get, path = "/v1/ledger/transfers/{id}", operation_id = "getLedgerTransfer", params(Id),
+    responses((status = 200, description = "the transfer", body = Transfer), Refusals))]
 pub async fn get_transfer(
     State(state): State<AppState>,
     call: Call,
     PathParams(transfer): PathParams<String>,
-) -> Result<Json<Value>, HttpError> {
+) -> Result<Json<Transfer>, HttpError> {
     call.reach(Permission::LedgerTransfersRead)?;
     let t = client(&state)
         .get_transfer(call.request(pb::GetTransferRequest { id: transfer }))
         .await
         .map_err(upstream)?
         .into_inner();
-    Ok(Json(transfer_json(&t)))
+    Ok(Json((&t).into()))
 }
 
-/// `POST /v1/ledger/transfers/{id}:post` and `:void`
+/// Post a pending transfer (in full, or `amount` of it).
+///
+/// An owner-scoped caller only as its payee (403 ONLY_THE_PAYEE_RESOLVES for the payer); without
+/// `id` a reserved one derived from the pending id, so a repeat replays it. The same handler
+/// answers `:void` ([`void`]).
+#[utoipa::path(post, path = "/v1/ledger/transfers/{id}:post", operation_id = "postLedgerTransfer", params(Id),
+    request_body(content = Option<ResolveBody>),
+    responses((status = 200, description = "the posting transfer", body = Created), Refusals))]
 pub async fn resolve(
     State(state): State<AppState>,
     call: Call,
     PathParams(target): PathParams<String>,
     body: Bytes,
-) -> Result<Json<Value>, HttpError> {
+) -> Result<Json<Created>, HttpError> {
     let (pending, post) = match (target.strip_suffix(":post"), target.strip_suffix(":void")) {
         (Some(p), _) => (p.to_owned(), true),
         (_, Some(p)) => (p.to_owned(), false),
@@ -455,15 +745,29 @@ pub async fn resolve(
     };
     let msg = pb::CreateTransferRequest { transfer: Some(transfer), request_id: String::new() };
     let r = client(&state).create_transfer(call.request(msg)).await.map_err(upstream)?.into_inner();
-    Ok(Json(json!({ "transfer": r.transfer.as_ref().map(transfer_json), "replayed": r.replayed })))
+    Ok(Json(r.into()))
 }
 
-/// `GET /v1/ledger/receipts/verify?from_seq=`
+/// Void a pending transfer.
+///
+/// An owner-scoped caller only as its payee (403 ONLY_THE_PAYEE_RESOLVES for the payer); without
+/// `id` a reserved one derived from the pending id. Answered by [`resolve`]; this function only
+/// documents the operation.
+#[utoipa::path(post, path = "/v1/ledger/transfers/{id}:void", operation_id = "voidLedgerTransfer", params(Id),
+    request_body(content = Option<ResolveBody>),
+    responses((status = 200, description = "the voiding transfer", body = Created), Refusals))]
+#[allow(dead_code)]
+pub fn void() {}
+
+/// Recompute the receipt chain from the stored transfers and check signatures; requires
+/// ledger.receipts.verify.
+#[utoipa::path(get, path = "/v1/ledger/receipts/verify", operation_id = "verifyLedgerReceipts", params(VerifyQuery),
+    responses((status = 200, description = "the verification", body = ReceiptVerification), Refusals))]
 pub async fn verify(
     State(state): State<AppState>,
     call: Call,
     QueryParams(q): QueryParams<VerifyQuery>,
-) -> Result<Json<Value>, HttpError> {
+) -> Result<Json<ReceiptVerification>, HttpError> {
     call.require(Permission::LedgerReceiptsVerify)?;
     let r = client(&state)
         .verify_receipts(call.request(pb::VerifyReceiptsRequest { from_seq: q.from_seq }))
@@ -471,168 +775,12 @@ pub async fn verify(
         .map_err(upstream)?
         .into_inner();
     let head: String = r.head_hash.iter().map(|b| format!("{b:02x}")).collect();
-    Ok(Json(json!({
-        "ok": r.ok,
-        "checked": r.checked,
-        "first_bad_seq": if r.first_bad_seq == 0 { Value::Null } else { json!(r.first_bad_seq) },
-        "problem": if r.problem.is_empty() { Value::Null } else { json!(r.problem) },
-        "unsigned": r.unsigned,
-        "head_hash": head,
-    })))
-}
-
-fn err(description: &str) -> Value {
-    json!({ "description": description, "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } })
-}
-
-fn ok(description: &str, schema: Value) -> Value {
-    json!({ "description": description, "content": { "application/json": { "schema": schema } } })
-}
-
-/// Adds the ledger's paths and schemas to the OpenAPI document.
-pub fn document(doc: &mut Value) {
-    let tenant = json!({ "$ref": "#/components/parameters/Tenant" });
-    let id = |name: &str| json!({ "name": name, "in": "path", "required": true, "schema": { "type": "string", "format": "uuid" } });
-    let page = [
-        json!({ "name": "page_size", "in": "query", "schema": { "type": "integer", "minimum": 0, "maximum": 1000 } }),
-        json!({ "name": "page_token", "in": "query", "schema": { "type": "string" } }),
-    ];
-    let common = |ok_resp: Value| {
-        json!({
-            "200": ok_resp,
-            "400": err("malformed input (a JSON number as an amount, a bad UUID)"),
-            "401": err("not authenticated"),
-            "403": err("missing permission, other tenant, ONLY_THE_PAYEE_RESOLVES, or BALANCING_AGAINST_ANOTHER_OWNER"),
-            "404": err("no such account or transfer (or not visible to an owner-scoped caller)"),
-            "409": err("the id exists with different content (reason EXISTS_WITH_DIFFERENT_<FIELD>)"),
-            "412": err("the transfer failed; reason is the result, e.g. EXCEEDS_CREDITS")
-        })
-    };
-    let account = json!({ "$ref": "#/components/schemas/LedgerAccount" });
-    let transfer = json!({ "$ref": "#/components/schemas/LedgerTransfer" });
-    let created =
-        json!({ "type": "object", "properties": { "transfer": transfer, "replayed": { "type": "boolean" } } });
-    let paths = json!({
-        "/v1/ledger/ledgers": {
-            "get": {
-                "operationId": "listLedgers", "summary": "The tenant's ledgers (currencies or assets); ledger.accounts.read or .read.own",
-                "parameters": [tenant],
-                "responses": common(ok("the ledgers", json!({ "type": "object", "required": ["ledgers"], "properties": {
-                    "ledgers": { "type": "array", "items": { "$ref": "#/components/schemas/Ledger" } } } })))
-            },
-            "post": {
-                "operationId": "createLedger", "summary": "Create a ledger (a currency or asset with the decimals of its minor unit); requires ledger.ledgers.create. Idempotent by code.",
-                "parameters": [tenant],
-                "requestBody": { "required": true, "content": { "application/json": { "schema": { "type": "object", "additionalProperties": false, "required": ["code", "scale"], "properties": {
-                    "code": { "type": "string", "pattern": "^[A-Z0-9_]{1,16}$" },
-                    "scale": { "type": "integer", "minimum": 0, "maximum": 18 },
-                    "description": { "type": "string", "maxLength": 256 },
-                    "request_id": { "type": "string", "deprecated": true, "description": "ignored: send the X-Request-Id header (ids make creation idempotent)" } } } } } },
-                "responses": common(ok("the ledger", json!({ "$ref": "#/components/schemas/Ledger" })))
-            }
-        },
-        "/v1/ledger/accounts": { "post": {
-            "operationId": "createLedgerAccount", "summary": "Create an account; requires ledger.accounts.create. Idempotent by id.",
-            "parameters": [tenant],
-            "requestBody": { "required": true, "content": { "application/json": { "schema": { "$ref": "#/components/schemas/LedgerAccountCreate" } } } },
-            "responses": common(ok("the account", account.clone()))
-        }},
-        "/v1/ledger/accounts/{id}": { "get": {
-            "operationId": "getLedgerAccount", "summary": "An account with its balances; ledger.accounts.read (or .read.own for own accounts)",
-            "parameters": [tenant, id("id")],
-            "responses": common(ok("the account", account.clone()))
-        }},
-        "/v1/ledger/accounts/{id}/balances": { "get": {
-            "operationId": "getLedgerAccountBalances", "summary": "Balances at an instant (accounts with history) and the changes before it",
-            "parameters": [tenant, id("id"),
-                { "name": "at", "in": "query", "schema": { "type": "string" }, "description": "RFC 3339 or nanoseconds since the epoch; default now" },
-                page[0], page[1]],
-            "responses": common(ok("balances", json!({ "type": "object", "properties": {
-                "balances": { "$ref": "#/components/schemas/LedgerBalances" }, "as_of": { "type": "string" },
-                "changes": { "type": "array", "items": { "type": "object" } }, "next_page_token": { "type": ["string", "null"] } } })))
-        }},
-        "/v1/ledger/accounts/{id}/transfers": { "get": {
-            "operationId": "listLedgerAccountTransfers", "summary": "Transfers of an account, oldest first",
-            "parameters": [tenant, id("id"), page[0], page[1]],
-            "responses": common(ok("a page", json!({ "type": "object", "properties": {
-                "transfers": { "type": "array", "items": transfer }, "next_page_token": { "type": ["string", "null"] } } })))
-        }},
-        "/v1/ledger/transfers": { "post": {
-            "operationId": "createLedgerTransfers", "summary": "One transfer, or {\"transfers\": [...]} (up to 8,190, one result each); requires ledger.transfers.create (or .create.own: debit account must be the caller's)",
-            "parameters": [tenant],
-            "requestBody": { "required": true, "content": { "application/json": { "schema": { "oneOf": [
-                { "$ref": "#/components/schemas/LedgerTransferCreate" },
-                { "type": "object", "required": ["transfers"], "properties": {
-                    "transfers": { "type": "array", "maxItems": 8190, "items": { "$ref": "#/components/schemas/LedgerTransferCreate" } },
-                    "request_id": { "type": "string", "deprecated": true, "description": "ignored: send the X-Request-Id header (ids make creation idempotent)" } } } ] } } } },
-            "responses": common(ok("the transfer, or one result per transfer", json!({ "type": "object" })))
-        }},
-        "/v1/ledger/transfers/{id}": { "get": {
-            "operationId": "getLedgerTransfer", "summary": "One transfer; ledger.transfers.read (or .read.own)",
-            "parameters": [tenant, id("id")],
-            "responses": common(ok("the transfer", transfer.clone()))
-        }},
-        "/v1/ledger/transfers/{id}:post": { "post": {
-            "operationId": "postLedgerTransfer", "summary": "Post a pending transfer (in full, or `amount` of it); an owner-scoped caller only as its payee (403 ONLY_THE_PAYEE_RESOLVES for the payer); without `id` a reserved one derived from the pending id, so a repeat replays it",
-            "parameters": [tenant, id("id")],
-            "requestBody": { "required": false, "content": { "application/json": { "schema": { "$ref": "#/components/schemas/LedgerResolve" } } } },
-            "responses": common(ok("the posting transfer", created.clone()))
-        }},
-        "/v1/ledger/transfers/{id}:void": { "post": {
-            "operationId": "voidLedgerTransfer", "summary": "Void a pending transfer; an owner-scoped caller only as its payee (403 ONLY_THE_PAYEE_RESOLVES for the payer); without `id` a reserved one derived from the pending id",
-            "parameters": [tenant, id("id")],
-            "requestBody": { "required": false, "content": { "application/json": { "schema": { "$ref": "#/components/schemas/LedgerResolve" } } } },
-            "responses": common(ok("the voiding transfer", created))
-        }},
-        "/v1/ledger/receipts/verify": { "get": {
-            "operationId": "verifyLedgerReceipts", "summary": "Recompute the receipt chain from the stored transfers and check signatures; requires ledger.receipts.verify",
-            "parameters": [tenant, { "name": "from_seq", "in": "query", "schema": { "type": "integer", "minimum": 0 } }],
-            "responses": common(ok("the verification", json!({ "type": "object", "properties": {
-                "ok": { "type": "boolean" }, "checked": { "type": "integer" }, "first_bad_seq": { "type": ["integer", "null"] },
-                "problem": { "type": ["string", "null"] }, "unsigned": { "type": "integer" }, "head_hash": { "type": "string" } } })))
-        }}
-    });
-    let amount = json!({ "type": "string", "pattern": "^[0-9]{1,39}$", "description": "unsigned 128-bit integer of minor units, as a string" });
-    let uuid = json!({ "type": "string", "format": "uuid" });
-    let schemas = json!({
-        "Ledger": { "type": "object", "required": ["code", "scale"], "properties": {
-            "code": { "type": "string" }, "scale": { "type": "integer" }, "description": { "type": "string" } } },
-        "LedgerBalances": { "type": "object", "properties": {
-            "debits_pending": amount, "debits_posted": amount, "credits_pending": amount, "credits_posted": amount } },
-        "LedgerAccountFlags": { "type": "object", "additionalProperties": false, "properties": {
-            "debits_must_not_exceed_credits": { "type": "boolean" }, "credits_must_not_exceed_debits": { "type": "boolean" },
-            "history": { "type": "boolean" } } },
-        "LedgerAccountCreate": { "type": "object", "additionalProperties": false, "required": ["ledger", "code"], "properties": {
-            "id": uuid, "ledger": { "type": "string", "pattern": "^[A-Z0-9_]{1,16}$" }, "code": { "type": "integer", "minimum": 1, "maximum": 2_147_483_647i64 }, "owner": { "type": "string", "maxLength": 128 },
-            "flags": { "$ref": "#/components/schemas/LedgerAccountFlags" },
-            "metadata": { "type": "object", "additionalProperties": { "type": "string" } }, "request_id": { "type": "string", "deprecated": true, "description": "ignored: send the X-Request-Id header (ids make creation idempotent)" } } },
-        "LedgerAccount": { "type": "object", "properties": {
-            "id": uuid, "ledger": { "type": "string" }, "code": { "type": "integer" }, "owner": { "type": "string" },
-            "flags": { "$ref": "#/components/schemas/LedgerAccountFlags" },
-            "metadata": { "type": "object", "additionalProperties": { "type": "string" } },
-            "balances": { "$ref": "#/components/schemas/LedgerBalances" }, "timestamp": { "type": "string" } } },
-        "LedgerTransferFlags": { "type": "object", "additionalProperties": false, "properties": {
-            "linked": { "type": "boolean" }, "pending": { "type": "boolean" }, "post_pending": { "type": "boolean" },
-            "void_pending": { "type": "boolean" }, "balancing_debit": { "type": "boolean" }, "balancing_credit": { "type": "boolean" } } },
-        "LedgerTransferCreate": { "type": "object", "additionalProperties": false, "required": ["id"], "properties": {
-            "id": uuid, "debit_account_id": uuid, "credit_account_id": uuid, "amount": amount, "pending_id": uuid,
-            "timeout_seconds": { "type": "integer", "minimum": 0 }, "ledger": { "type": "string", "pattern": "^([A-Z0-9_]{1,16})?$" }, "code": { "type": "integer", "minimum": 0, "maximum": 2_147_483_647i64 },
-            "flags": { "$ref": "#/components/schemas/LedgerTransferFlags" },
-            "metadata": { "type": "object", "additionalProperties": { "type": "string" } } } },
-        "LedgerTransfer": { "type": "object", "properties": {
-            "id": uuid, "debit_account_id": uuid, "credit_account_id": uuid, "amount": amount, "pending_id": { "type": ["string", "null"] },
-            "timeout_seconds": { "type": "integer" }, "ledger": { "type": "string" }, "code": { "type": "integer" },
-            "flags": { "$ref": "#/components/schemas/LedgerTransferFlags" },
-            "metadata": { "type": "object", "additionalProperties": { "type": "string" } }, "timestamp": { "type": "string" },
-            "state": { "enum": ["posted", "pending", "pending_posted", "pending_voided", "pending_expired"] },
-            "receipt_seq": { "type": "string" } } },
-        "LedgerResolve": { "type": "object", "additionalProperties": false, "properties": {
-            "id": uuid, "amount": amount } }
-    });
-    if let (Some(p), Some(new)) = (doc["paths"].as_object_mut(), paths.as_object()) {
-        p.extend(new.clone());
-    }
-    if let (Some(s), Some(new)) = (doc["components"]["schemas"].as_object_mut(), schemas.as_object()) {
-        s.extend(new.clone());
-    }
+    Ok(Json(ReceiptVerification {
+        ok: r.ok,
+        checked: r.checked,
+        first_bad_seq: (r.first_bad_seq != 0).then_some(r.first_bad_seq),
+        problem: (!r.problem.is_empty()).then_some(r.problem),
+        unsigned: r.unsigned,
+        head_hash: head,
+    }))
 }

@@ -6,9 +6,8 @@
 //! is routed. What every operation shares is said once here: the tenant header, the refusals of
 //! authentication, of input, of the rate limits, and cookie sessions with their CSRF defence.
 //!
-//! The identity and ledger operations are still described by hand (`openapi_identity.rs`,
-//! `ledger::document`) and merged in; they move to the generated part as their handlers get typed
-//! answers.
+//! The identity operations are still described by hand (`openapi_identity.rs`) and merged in;
+//! they move to the generated part as their handlers get typed answers.
 
 use std::sync::OnceLock;
 
@@ -44,13 +43,15 @@ pub struct ErrorFields {
         crate::secrets::put,
         crate::secrets::delete,
         crate::secrets::post,
+        crate::ledger::resolve,
+        crate::ledger::void,
     ),
     components(schemas(ErrorBody))
 )]
 struct ApiDoc;
 
 /// The operations reached without a credential (`security: []`), and with no tenant header.
-const PUBLIC: [&str; 8] = [
+pub const PUBLIC: [&str; 8] = [
     "/healthz",
     "/readyz",
     "/openapi.json",
@@ -75,7 +76,6 @@ fn build() -> Value {
     let mut doc = serde_json::to_value(&spec).unwrap_or_else(|_| json!({}));
     doc["openapi"] = json!("3.1.0");
     crate::openapi_identity::paths(&mut doc);
-    crate::ledger::document(&mut doc);
     authenticated(&mut doc);
     browser_and_rate_limits(&mut doc);
     bad_input(&mut doc);

@@ -21,8 +21,7 @@ use crate::upstream::{Call, upstream};
 /// Every route of the API with its documentation: `(routes, batches)`, the batch route apart for
 /// its own body limit. A route added with `routes!` is in the OpenAPI document by construction.
 fn api_parts() -> (OpenApiRouter<AppState>, OpenApiRouter<AppState>) {
-    let batches =
-        OpenApiRouter::new().route("/v1/ledger/transfers", axum::routing::post(crate::ledger::create_transfers));
+    let batches = OpenApiRouter::new().routes(routes!(crate::ledger::create_transfers));
     let routes = OpenApiRouter::new()
         .routes(routes!(healthz))
         .routes(routes!(readyz))
@@ -75,13 +74,15 @@ fn api_parts() -> (OpenApiRouter<AppState>, OpenApiRouter<AppState>) {
             "/v1/secrets/{*path}",
             get(crate::secrets::get).put(crate::secrets::put).delete(crate::secrets::delete).post(crate::secrets::post),
         )
-        .route("/v1/ledger/ledgers", get(crate::ledger::list_ledgers).post(crate::ledger::create_ledger))
-        .route("/v1/ledger/accounts", axum::routing::post(crate::ledger::create_account))
-        .route("/v1/ledger/accounts/{id}", get(crate::ledger::get_account))
-        .route("/v1/ledger/accounts/{id}/balances", get(crate::ledger::balances))
-        .route("/v1/ledger/accounts/{id}/transfers", get(crate::ledger::account_transfers))
-        .route("/v1/ledger/transfers/{id}", get(crate::ledger::get_transfer).post(crate::ledger::resolve))
-        .route("/v1/ledger/receipts/verify", get(crate::ledger::verify));
+        .routes(routes!(crate::ledger::list_ledgers, crate::ledger::create_ledger))
+        .routes(routes!(crate::ledger::create_account))
+        .routes(routes!(crate::ledger::get_account))
+        .routes(routes!(crate::ledger::balances))
+        .routes(routes!(crate::ledger::account_transfers))
+        .routes(routes!(crate::ledger::get_transfer))
+        // `{id}:post` and `{id}:void`: documented in `openapi::ApiDoc`.
+        .route("/v1/ledger/transfers/{id}", post(crate::ledger::resolve))
+        .routes(routes!(crate::ledger::verify));
     (routes, batches)
 }
 
