@@ -3,15 +3,17 @@
 //! keys change, every replica is told to drop its cached keys.
 
 use kit::access::RequestContext;
-use kit::outbox::{Actor, AuditRecord, Outcome};
+use kit::outbox::{AuditRecord, Outcome};
 use kit::time::opt_to_pb;
-use kit::{ApiError, Db, ErrorCode, Tenant, TenantTx};
+use kit::{ApiError, Db, Tenant, TenantTx};
 use proto::vault::v1 as pb;
 use tonic::{Request, Response, Status};
 
-use crate::SERVICE;
+use crate::api::{self, request_id, workload};
 use crate::domain::envelope::Envelope;
-use crate::keyring::{Keyring, notify, subject_aad};
+use crate::error::VaultError;
+use crate::keyring::{Keyring, subject_aad};
+use crate::store::keys::{self as key_store, notify_key_change};
 use crate::store::{self, Sealed};
 
 #[derive(Debug, Clone)]
@@ -20,22 +22,12 @@ pub struct KeyManagement {
     pub keyring: Keyring,
 }
 
+/// The audit record of `action`, done on `tenant`'s keys.
 fn audit(ctx: &RequestContext, action: &str, tenant: &Tenant) -> AuditRecord {
-    AuditRecord::new(
-        SERVICE,
-        Actor::Service(ctx.caller.identity.name().to_owned()),
-        action,
-        &format!("tenant/{}", tenant.slug),
-        Outcome::Success,
-    )
-    .request_id(ctx.request_id.clone())
+    api::record(ctx, workload(ctx), action, &format!("tenant/{}", tenant.slug), Outcome::Success)
 }
 
 impl KeyManagement {
-    async fn tenant(&self, ctx: &RequestContext) -> Result<Tenant, ApiError> {
-        self.db.authorize_tenant(&ctx.tenant_slug()?, ctx.principal.as_ref()).await
-    }
-
     /// One batch of rewrap: secret versions, subject keys and signing keys under older tenant keys
     /// move to the active one. Returns (secret versions, keys) moved.
     async fn rewrap_batch(&self, tx: &mut TenantTx, batch: i64) -> Result<(u64, u64), ApiError> {
@@ -49,7 +41,7 @@ impl KeyManagement {
                         let path = crate::domain::path::SecretPath::parse(&row.name)?;
                         let envelope = Envelope::decode(&row.sealed).map_err(|e| ApiError::internal(&e))?;
                         let old_key = self.keyring.version(tx, envelope.key_version).await?;
-                        let aad = crate::api::secret_aad(&tenant, &path, row.version as u32);
+                        let aad = api::secrets::secret_aad(&tenant, &path, row.version as u32);
                         let moved =
                             envelope.rewrap(&old_key, &active_key, active, &aad).map_err(|e| ApiError::internal(&e))?;
                         secrets += 1;
@@ -80,23 +72,15 @@ impl pb::key_management_service_server::KeyManagementService for KeyManagement {
         &self,
         request: Request<pb::RotateTenantKeyRequest>,
     ) -> Result<Response<pb::RotateTenantKeyResponse>, Status> {
-        use prost::Message;
         let ctx = RequestContext::of(&request)?;
-        let request_id = match request.get_ref().request_id.as_str() {
-            "" => None,
-            raw => {
-                Some(uuid::Uuid::parse_str(raw).map_err(|_| ApiError::invalid_field("request_id", "must be a UUID"))?)
-            }
-        };
-        let tenant = self.tenant(&ctx).await?;
+        let request_id = request_id(&request.get_ref().request_id)?;
+        let tenant = api::tenant(&self.db, &ctx).await?;
         let mut tx = self.db.begin(&tenant).await?;
         // A retried rotation must not rotate twice.
         if let Some(id) = request_id
-            && let Some(previous) = crate::store::idempotent_response(&mut tx, id, "rotate_tenant_key", b"").await?
+            && let Some(previous) = store::replayed(&mut tx, id, "rotate_tenant_key", b"").await?
         {
-            return Ok(Response::new(
-                pb::RotateTenantKeyResponse::decode(previous.as_slice()).map_err(|e| ApiError::internal(&e))?,
-            ));
+            return Ok(Response::new(previous));
         }
         let version = self.keyring.rotate(&mut tx).await?;
         let resp = pb::RotateTenantKeyResponse {
@@ -109,7 +93,7 @@ impl pb::key_management_service_server::KeyManagementService for KeyManagement {
             }),
         };
         if let Some(id) = request_id {
-            crate::store::remember_response(&mut tx, id, "rotate_tenant_key", b"", &resp.encode_to_vec()).await?;
+            store::remember(&mut tx, id, "rotate_tenant_key", b"", &resp).await?;
         }
         tx.record(audit(&ctx, "vault.tenant_key.rotate", &tenant).detail("version", version)).await?;
         tx.commit().await?;
@@ -161,7 +145,7 @@ impl pb::key_management_service_server::KeyManagementService for KeyManagement {
             n @ 1..=10_000 => n,
             _ => return Err(ApiError::invalid_field("batch_size", "1–10000").into()),
         } as i64;
-        let tenant = self.tenant(&ctx).await?;
+        let tenant = api::tenant(&self.db, &ctx).await?;
         let (mut secrets, mut subjects) = (0u64, 0u64);
         // Each batch commits on its own: a run killed in the middle keeps its progress, and the
         // next run continues with what is left.
@@ -200,23 +184,18 @@ impl pb::key_management_service_server::KeyManagementService for KeyManagement {
         request: Request<pb::RetireTenantKeysRequest>,
     ) -> Result<Response<pb::RetireTenantKeysResponse>, Status> {
         let ctx = RequestContext::of(&request)?;
-        let tenant = self.tenant(&ctx).await?;
+        let tenant = api::tenant(&self.db, &ctx).await?;
         let mut tx = self.db.begin(&tenant).await?;
         let (active, _) = self.keyring.active(&mut tx).await?;
         let remaining = store::left_under(&mut tx, active).await?;
         if remaining > 0 {
-            return Err(ApiError::new(
-                ErrorCode::FailedPrecondition,
-                "REWRAP_INCOMPLETE",
-                format!("{} stored items still use older key versions; run RewrapTenant first", remaining),
-            )
-            .into());
+            return Err(VaultError::RewrapIncomplete { remaining }.into());
         }
-        let retired = store::retire_tenant_keys_below(&mut tx, active).await?;
+        let retired = key_store::retire_tenant_keys_below(&mut tx, active).await?;
         let mut retired: Vec<u32> = retired.into_iter().map(|v| v as u32).collect();
         retired.sort_unstable();
         if !retired.is_empty() {
-            notify(&mut tx).await?;
+            notify_key_change(&mut tx).await?;
             tx.record(audit(&ctx, "vault.tenant_key.retire", &tenant).detail("versions", retired.clone())).await?;
         }
         tx.commit().await?;
@@ -229,9 +208,9 @@ impl pb::key_management_service_server::KeyManagementService for KeyManagement {
         request: Request<pb::ListTenantKeysRequest>,
     ) -> Result<Response<pb::ListTenantKeysResponse>, Status> {
         let ctx = RequestContext::of(&request)?;
-        let tenant = self.tenant(&ctx).await?;
+        let tenant = api::tenant(&self.db, &ctx).await?;
         let mut tx = self.db.begin(&tenant).await?;
-        let rows = store::tenant_keys(&mut tx).await?;
+        let rows = key_store::tenant_keys(&mut tx).await?;
         tx.commit().await?;
         Ok(Response::new(pb::ListTenantKeysResponse {
             keys: rows
@@ -256,9 +235,9 @@ impl pb::key_management_service_server::KeyManagementService for KeyManagement {
         if subject.is_empty() || subject.chars().count() > 128 {
             return Err(ApiError::invalid_field("subject", "1–128 characters").into());
         }
-        let tenant = self.tenant(&ctx).await?;
+        let tenant = api::tenant(&self.db, &ctx).await?;
         let mut tx = self.db.begin(&tenant).await?;
-        let destroyed = store::destroy_subject_keys(&mut tx, &subject).await? as u32;
+        let destroyed = key_store::destroy_subject_keys(&mut tx, &subject).await? as u32;
         // The subject id may be personal data: the audit trail keeps only a digest of it.
         let digest = {
             use sha2::Digest;
@@ -279,13 +258,13 @@ impl pb::key_management_service_server::KeyManagementService for KeyManagement {
         request: Request<pb::ShredTenantRequest>,
     ) -> Result<Response<pb::ShredTenantResponse>, Status> {
         let ctx = RequestContext::of(&request)?;
-        let tenant = self.tenant(&ctx).await?;
+        let tenant = api::tenant(&self.db, &ctx).await?;
         if request.get_ref().confirm_slug != tenant.slug.as_str() {
             return Err(ApiError::invalid_field("confirm_slug", "must equal the tenant's slug").into());
         }
         let mut tx = self.db.begin(&tenant).await?;
-        let destroyed = store::destroy_tenant_keys(&mut tx).await? as u32;
-        notify(&mut tx).await?;
+        let destroyed = key_store::destroy_tenant_keys(&mut tx).await? as u32;
+        notify_key_change(&mut tx).await?;
         tx.record(audit(&ctx, "vault.tenant.shred", &tenant).detail("destroyed_versions", destroyed)).await?;
         tx.commit().await?;
         self.keyring.invalidate(tenant.id.0);

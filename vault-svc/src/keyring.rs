@@ -6,12 +6,13 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use kit::tenancy::db_error;
-use kit::{ApiError, ErrorCode, TenantTx};
+use kit::{ApiError, TenantTx};
 use uuid::Uuid;
 
 use crate::domain::crypto::{Aad, Key256};
+use crate::error::VaultError;
 use crate::kms::{KeyProvider, KmsError};
+use crate::store::keys as store;
 
 /// Associated data of a tenant key wrapped by the master key: a wrapped key copied to another
 /// tenant or version does not unwrap.
@@ -19,16 +20,12 @@ fn wrap_aad(tenant: Uuid, version: u32) -> Aad {
     Aad::new("strongroom.vault.tenant-key").with("tenant", tenant.as_bytes()).with("version", &version.to_be_bytes())
 }
 
-pub fn key_destroyed() -> ApiError {
-    ApiError::new(ErrorCode::FailedPrecondition, "KEY_DESTROYED", "the key protecting this data was destroyed")
-}
-
 fn kms_error(e: KmsError) -> ApiError {
     match e {
         KmsError::Unauthentic => ApiError::internal(&"a wrapped tenant key does not authenticate under the master key"),
         other => {
             tracing::error!(error = %other, "key provider failure");
-            ApiError::unavailable("KMS_UNAVAILABLE", "the key management service is unavailable")
+            VaultError::KmsUnavailable.into()
         }
     }
 }
@@ -125,18 +122,11 @@ impl Keyring {
         {
             return Ok((version, key));
         }
-        // One statement, one snapshot: "no active version" and "no version at all" are told
-        // apart consistently even while another transaction creates the first key.
-        let (active, any): (Option<i32>, i64) =
-            sqlx::query_as("SELECT max(version) FILTER (WHERE state = 'active'), count(*) FROM tenant_keys")
-                .fetch_one(tx.conn())
-                .await
-                .map_err(db_error)?;
-        let version = match (active, any) {
-            (Some(v), _) => v as u32,
+        let version = match store::active_tenant_key_version(tx).await? {
+            (Some(v), _) => v,
             // Shredded or retired: a fresh key must never be started silently.
-            (None, n) if n > 0 => return Err(key_destroyed()),
-            (None, _) => match self.create_first(tx).await? {
+            (None, true) => return Err(VaultError::KeyDestroyed.into()),
+            (None, false) => match self.create_first(tx).await? {
                 // Created by this (uncommitted) transaction: used, but not cached, since the
                 // transaction may still roll back.
                 (v, Some(key)) => return Ok((v, key)),
@@ -156,24 +146,11 @@ impl Keyring {
         let tenant = tx.tenant().id.0;
         let key = Key256::generate().map_err(|e| ApiError::internal(&e))?;
         let wrapped = self.wrap(tenant, 1, key.clone()).await?;
-        let inserted = sqlx::query(
-            "INSERT INTO tenant_keys (version, state, master_key_id, wrapped) VALUES (1, 'active', $1, $2) \
-             ON CONFLICT DO NOTHING",
-        )
-        .bind(self.provider.key_id())
-        .bind(wrapped)
-        .execute(tx.conn())
-        .await
-        .map_err(db_error)?;
-        if inserted.rows_affected() == 1 {
+        if store::insert_first_tenant_key(tx, self.provider.key_id(), &wrapped).await? {
             return Ok((1, Some(key)));
         }
-        let (v,): (i32,) = sqlx::query_as("SELECT version FROM tenant_keys WHERE state = 'active'")
-            .fetch_optional(tx.conn())
-            .await
-            .map_err(db_error)?
-            .ok_or_else(key_destroyed)?;
-        Ok((v as u32, None))
+        let v = store::active_version(tx, false).await?.ok_or(VaultError::KeyDestroyed)?;
+        Ok((v, None))
     }
 
     async fn wrap(&self, tenant: Uuid, version: u32, key: Key256) -> Result<Vec<u8>, ApiError> {
@@ -190,16 +167,14 @@ impl Keyring {
         if let Some(key) = self.cached(tenant, version) {
             return Ok(key);
         }
-        let row: Option<(String, String, Option<Vec<u8>>)> =
-            sqlx::query_as("SELECT state, master_key_id, wrapped FROM tenant_keys WHERE version = $1")
-                .bind(version as i32)
-                .fetch_optional(tx.conn())
-                .await
-                .map_err(db_error)?;
-        let (master_key_id, wrapped) = match row {
-            Some((state, master, Some(wrapped))) if state != "destroyed" => (master, wrapped),
-            Some(_) => return Err(key_destroyed()),
-            None => return Err(ApiError::new(ErrorCode::FailedPrecondition, "KEY_NOT_FOUND", "no such key version")),
+        let (master_key_id, wrapped) = match store::wrapped_tenant_key(tx, version).await? {
+            Some(store::WrappedTenantKey { state, master_key_id, wrapped: Some(wrapped), .. })
+                if state != "destroyed" =>
+            {
+                (master_key_id, wrapped)
+            }
+            Some(_) => return Err(VaultError::KeyDestroyed.into()),
+            None => return Err(VaultError::KeyNotFound.into()),
         };
         let key = self.unwrap_tenant_key(tenant, version, &master_key_id, wrapped).await?;
         self.remember(tenant, version, &key);
@@ -211,7 +186,7 @@ impl Keyring {
         std::iter::once(&self.provider).chain(self.previous.iter()).find(|p| p.key_id() == id).cloned().ok_or_else(
             || {
                 tracing::error!(master_key = id, "a tenant key is wrapped by a master key that is not configured");
-                ApiError::unavailable("MASTER_KEY_UNAVAILABLE", "the master key of this data is not available")
+                VaultError::MasterKeyUnavailable.into()
             },
         )
     }
@@ -234,24 +209,14 @@ impl Keyring {
     /// the current one (master key rotation). Returns how many were re-wrapped.
     pub async fn rewrap_under_current_master(&self, tx: &mut TenantTx) -> Result<u32, ApiError> {
         let tenant = tx.tenant().id.0;
-        let rows: Vec<(i32, String, Vec<u8>)> = sqlx::query_as(
-            "SELECT version, master_key_id, wrapped FROM tenant_keys WHERE wrapped IS NOT NULL AND master_key_id <> $1 ORDER BY version FOR UPDATE",
-        )
-        .bind(self.provider.key_id())
-        .fetch_all(tx.conn())
-        .await
-        .map_err(db_error)?;
         let mut moved = 0;
-        for (version, master, wrapped) in rows {
-            let key = self.unwrap_tenant_key(tenant, version as u32, &master, wrapped).await?;
-            let rewrapped = self.wrap(tenant, version as u32, key).await?;
-            sqlx::query("UPDATE tenant_keys SET wrapped = $2, master_key_id = $3 WHERE version = $1")
-                .bind(version)
-                .bind(rewrapped)
-                .bind(self.provider.key_id())
-                .execute(tx.conn())
-                .await
-                .map_err(db_error)?;
+        for row in store::lock_wrapped_by_other_master(tx, self.provider.key_id()).await? {
+            let version = row.version as u32;
+            // Selected by `wrapped IS NOT NULL`.
+            let Some(wrapped) = row.wrapped else { continue };
+            let key = self.unwrap_tenant_key(tenant, version, &row.master_key_id, wrapped).await?;
+            let rewrapped = self.wrap(tenant, version, key).await?;
+            store::set_wrapped(tx, version, &rewrapped, self.provider.key_id()).await?;
             moved += 1;
         }
         Ok(moved)
@@ -260,26 +225,14 @@ impl Keyring {
     /// Creates the next tenant key version and makes it the one new encryptions use.
     pub async fn rotate(&self, tx: &mut TenantTx) -> Result<u32, ApiError> {
         self.active(tx).await?;
-        let (current,): (i32,) = sqlx::query_as("SELECT version FROM tenant_keys WHERE state = 'active' FOR UPDATE")
-            .fetch_one(tx.conn())
-            .await
-            .map_err(db_error)?;
-        let next = current as u32 + 1;
+        // `active` made sure there is one.
+        let current =
+            store::active_version(tx, true).await?.ok_or_else(|| ApiError::internal(&"no active tenant key"))?;
+        let next = current + 1;
         let tenant = tx.tenant().id.0;
         let wrapped = self.wrap(tenant, next, Key256::generate().map_err(|e| ApiError::internal(&e))?).await?;
-        sqlx::query("UPDATE tenant_keys SET state = 'decrypt_only', retired_at = now() WHERE version = $1")
-            .bind(current)
-            .execute(tx.conn())
-            .await
-            .map_err(db_error)?;
-        sqlx::query("INSERT INTO tenant_keys (version, state, master_key_id, wrapped) VALUES ($1, 'active', $2, $3)")
-            .bind(next as i32)
-            .bind(self.provider.key_id())
-            .bind(wrapped)
-            .execute(tx.conn())
-            .await
-            .map_err(db_error)?;
-        notify(tx).await?;
+        store::rotate_tenant_key(tx, current, next, self.provider.key_id(), &wrapped).await?;
+        store::notify_key_change(tx).await?;
         Ok(next)
     }
 
@@ -309,18 +262,6 @@ pub fn subject_aad(tenant: Uuid, subject: &str, version: u32) -> Aad {
         .with("tenant", tenant.as_bytes())
         .with("subject", subject.as_bytes())
         .with("version", &version.to_be_bytes())
-}
-
-/// Tells every replica (after commit) to forget the tenant's cached keys.
-pub async fn notify(tx: &mut TenantTx) -> Result<(), ApiError> {
-    let tenant = tx.tenant().id.0.to_string();
-    sqlx::query("SELECT pg_notify($1, $2)")
-        .bind(INVALIDATION_CHANNEL)
-        .bind(tenant)
-        .execute(tx.conn())
-        .await
-        .map_err(db_error)?;
-    Ok(())
 }
 
 /// The LISTEN/NOTIFY channel of key invalidations.
@@ -368,43 +309,19 @@ impl Keyring {
 
     /// The subject's active key, created on first use when `create`.
     pub async fn subject_key(&self, tx: &mut TenantTx, subject: &str, create: bool) -> Result<(u32, Key256), ApiError> {
-        let row: Option<(i32, i32, Option<Vec<u8>>)> =
-            sqlx::query_as("SELECT version, tenant_key_version, wrapped FROM subject_keys WHERE subject = $1 ORDER BY version DESC LIMIT 1")
-                .bind(subject)
-                .fetch_optional(tx.conn())
-                .await
-                .map_err(db_error)?;
-        let tenant = tx.tenant().id.0;
-        match row {
-            Some((version, tkv, Some(wrapped))) => {
-                let tenant_key = self.version(tx, tkv as u32).await?;
-                Ok((
-                    version as u32,
-                    Self::open_key(&tenant_key, &subject_aad(tenant, subject, version as u32), &wrapped)?,
-                ))
-            }
-            Some((_, _, None)) => Err(key_destroyed()),
+        match store::latest_subject_key(tx, subject).await? {
+            Some(row) => self.open_subject_key(tx, subject, row).await,
             None if create => {
                 let (tkv, tenant_key) = self.active(tx).await?;
                 let key = Key256::generate().map_err(|e| ApiError::internal(&e))?;
-                let sealed = Self::seal_key(&tenant_key, &subject_aad(tenant, subject, 1), &key)?;
-                let inserted = sqlx::query(
-                    "INSERT INTO subject_keys (subject, version, state, tenant_key_version, wrapped) VALUES ($1, 1, 'active', $2, $3) \
-                     ON CONFLICT DO NOTHING",
-                )
-                .bind(subject)
-                .bind(tkv as i32)
-                .bind(sealed)
-                .execute(tx.conn())
-                .await
-                .map_err(db_error)?;
-                if inserted.rows_affected() == 1 {
+                let sealed = Self::seal_key(&tenant_key, &subject_aad(tx.tenant().id.0, subject, 1), &key)?;
+                if store::insert_first_subject_key(tx, subject, tkv, &sealed).await? {
                     Ok((1, key))
                 } else {
                     Box::pin(self.subject_key(tx, subject, false)).await
                 }
             }
-            None => Err(ApiError::new(ErrorCode::InvalidArgument, "DECRYPTION_FAILED", "no key for this subject")),
+            None => Err(VaultError::NoSubjectKey.into()),
         }
     }
 
@@ -415,20 +332,20 @@ impl Keyring {
         subject: &str,
         version: u32,
     ) -> Result<Key256, ApiError> {
-        let row: Option<(i32, Option<Vec<u8>>)> =
-            sqlx::query_as("SELECT tenant_key_version, wrapped FROM subject_keys WHERE subject = $1 AND version = $2")
-                .bind(subject)
-                .bind(version as i32)
-                .fetch_optional(tx.conn())
-                .await
-                .map_err(db_error)?;
-        match row {
-            Some((tkv, Some(wrapped))) => {
-                let tenant_key = self.version(tx, tkv as u32).await?;
-                Self::open_key(&tenant_key, &subject_aad(tx.tenant().id.0, subject, version), &wrapped)
-            }
-            Some((_, None)) => Err(key_destroyed()),
-            None => Err(ApiError::new(ErrorCode::InvalidArgument, "DECRYPTION_FAILED", "no key for this subject")),
-        }
+        let row = store::subject_key(tx, subject, version).await?.ok_or(VaultError::NoSubjectKey)?;
+        Ok(self.open_subject_key(tx, subject, row).await?.1)
+    }
+
+    /// A stored subject key, opened by its tenant key; a shredded one is `KEY_DESTROYED`.
+    async fn open_subject_key(
+        &self,
+        tx: &mut TenantTx,
+        subject: &str,
+        row: store::SubjectKeyRow,
+    ) -> Result<(u32, Key256), ApiError> {
+        let Some(wrapped) = row.wrapped else { return Err(VaultError::KeyDestroyed.into()) };
+        let version = row.version as u32;
+        let tenant_key = self.version(tx, row.tenant_key_version as u32).await?;
+        Ok((version, Self::open_key(&tenant_key, &subject_aad(tx.tenant().id.0, subject, version), &wrapped)?))
     }
 }

@@ -7,6 +7,7 @@ pub mod admin;
 pub mod api;
 pub mod config;
 pub mod domain;
+pub mod error;
 pub mod keyring;
 pub mod kms;
 pub mod signing;

@@ -9,15 +9,16 @@
 
 use ed25519_dalek::{Signer, SigningKey};
 use kit::access::RequestContext;
-use kit::outbox::{Actor, AuditRecord, Outcome};
-use kit::tenancy::db_error;
-use kit::{ApiError, Db, ErrorCode, Tenant, TenantTx};
+use kit::outbox::{AuditRecord, Outcome};
+use kit::{ApiError, Db, Tenant, TenantTx};
 use proto::vault::v1 as pb;
 use tonic::{Request, Response, Status};
 
-use crate::SERVICE;
+use crate::api::{self, workload};
 use crate::domain::crypto::{Aad, Key256};
-use crate::keyring::{Keyring, key_destroyed};
+use crate::error::VaultError;
+use crate::keyring::Keyring;
+use crate::store::signing as store;
 use crate::tally::Tally;
 
 pub const MAX_MESSAGE: usize = 1024 * 1024;
@@ -44,13 +45,7 @@ pub fn owner(key_name: &str) -> &str {
 
 /// The audit record of `action` on signing key `name` by the calling workload.
 fn key_record(ctx: &RequestContext, action: &str, name: &str, outcome: Outcome) -> AuditRecord {
-    let caller = Actor::Service(ctx.caller.identity.name().to_owned());
-    AuditRecord::new(SERVICE, caller, action, &format!("signing_key/{name}"), outcome)
-        .request_id(ctx.request_id.clone())
-}
-
-fn not_found() -> ApiError {
-    ApiError::not_found("SIGNING_KEY_NOT_FOUND", "no such signing key; its owner creates it with CreateSigningKey")
+    api::record(ctx, workload(ctx), action, &format!("signing_key/{name}"), outcome)
 }
 
 pub(crate) fn seal_aad(tenant: uuid::Uuid, name: &str, version: u32) -> Aad {
@@ -66,52 +61,33 @@ struct Active {
 }
 
 impl Signing {
-    async fn tenant(&self, ctx: &RequestContext) -> Result<Tenant, ApiError> {
-        self.db.authorize_tenant(&ctx.tenant_slug()?, ctx.principal.as_ref()).await
-    }
-
     /// Creates version `version` of `name`, sealed under the active tenant key.
     async fn create(&self, tx: &mut TenantTx, name: &str, version: u32) -> Result<bool, ApiError> {
         let (tkv, tenant_key) = self.keyring.active(tx).await?;
         let seed = Key256::generate().map_err(|e| ApiError::internal(&e))?;
         let public = SigningKey::from_bytes(seed.expose()).verifying_key().to_bytes();
         let sealed = Keyring::seal_key(&tenant_key, &seal_aad(tx.tenant().id.0, name, version), &seed)?;
-        let inserted = sqlx::query(
-            "INSERT INTO signing_keys (name, version, state, public_key, tenant_key_version, wrapped_private) \
-             VALUES ($1, $2, 'active', $3, $4, $5) ON CONFLICT DO NOTHING",
-        )
-        .bind(name)
-        .bind(version as i32)
-        .bind(public.as_slice())
-        .bind(tkv as i32)
-        .bind(sealed)
-        .execute(tx.conn())
-        .await
-        .map_err(db_error)?;
-        Ok(inserted.rows_affected() == 1)
+        let key = store::NewSigningKey {
+            name,
+            version,
+            public_key: &public,
+            tenant_key_version: tkv,
+            sealed_private: &sealed,
+        };
+        store::insert(tx, &key).await
     }
 
     /// The active version of `name`; `SIGNING_KEY_NOT_FOUND` when the key was never created.
     async fn active(&self, tx: &mut TenantTx, name: &str) -> Result<Active, ApiError> {
-        let row: Option<(i32, i32, Vec<u8>)> = sqlx::query_as(
-            "SELECT version, tenant_key_version, wrapped_private FROM signing_keys WHERE name = $1 AND state = 'active'",
-        )
-        .bind(name)
-        .fetch_optional(tx.conn())
-        .await
-        .map_err(db_error)?;
-        let Some((version, tkv, sealed)) = row else {
+        let Some(row) = store::active(tx, name).await? else {
             // Rotated away but never replaced, or never created.
-            let any: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM signing_keys WHERE name = $1)")
-                .bind(name)
-                .fetch_one(tx.conn())
-                .await
-                .map_err(db_error)?;
-            return Err(if any { key_destroyed() } else { not_found() });
+            let any = store::exists(tx, name).await?;
+            return Err(if any { VaultError::KeyDestroyed } else { VaultError::SigningKeyNotFound }.into());
         };
-        let tenant_key = self.keyring.version(tx, tkv as u32).await?;
-        let seed = Keyring::open_key(&tenant_key, &seal_aad(tx.tenant().id.0, name, version as u32), &sealed)?;
-        Ok(Active { version: version as u32, key: SigningKey::from_bytes(seed.expose()) })
+        let version = row.version as u32;
+        let tenant_key = self.keyring.version(tx, row.tenant_key_version as u32).await?;
+        let seed = Keyring::open_key(&tenant_key, &seal_aad(tx.tenant().id.0, name, version), &row.wrapped_private)?;
+        Ok(Active { version, key: SigningKey::from_bytes(seed.expose()) })
     }
 
     /// Refuses a caller that is not the workload `name` belongs to (nor, where `operator_too`, the
@@ -128,14 +104,10 @@ impl Signing {
         if caller == owner(name) || (operator_too && caller == kit::tls::Identity::OPERATOR) {
             return Ok(());
         }
-        let mut tx = self.db.begin(tenant).await?;
-        tx.record(key_record(ctx, action, name, Outcome::Denied).detail("refused", "key_of_another_workload")).await?;
-        tx.commit().await?;
+        let refused = key_record(ctx, action, name, Outcome::Denied).detail("refused", "key_of_another_workload");
+        api::record_alone(&self.db, tenant, refused).await?;
         kit::metrics::Metrics::global().event("signature_refused");
-        Err(ApiError::permission_denied(
-            "SIGNING_KEY_OF_ANOTHER_WORKLOAD",
-            format!("{caller} may not use the signing key {name}"),
-        ))
+        Err(VaultError::SigningKeyOfAnotherWorkload { caller: caller.to_owned(), key: name.to_owned() }.into())
     }
 }
 
@@ -148,7 +120,7 @@ impl pb::signing_service_server::SigningService for Signing {
         if req.message.len() > MAX_MESSAGE {
             return Err(ApiError::invalid_field("message", "at most 1 MiB").into());
         }
-        let tenant = self.tenant(&ctx).await?;
+        let tenant = api::tenant(&self.db, &ctx).await?;
         self.require_owner(&ctx, &tenant, &req.key_name, "vault.signing_key.sign", false).await?;
         let mut tx = self.db.begin(&tenant).await?;
         let active = self.active(&mut tx, &req.key_name).await?;
@@ -170,14 +142,10 @@ impl pb::signing_service_server::SigningService for Signing {
         let ctx = RequestContext::of(&request)?;
         let name = request.into_inner().key_name;
         check_name(&name)?;
-        let tenant = self.tenant(&ctx).await?;
+        let tenant = api::tenant(&self.db, &ctx).await?;
         self.require_owner(&ctx, &tenant, &name, "vault.signing_key.create", true).await?;
         let mut tx = self.db.begin(&tenant).await?;
-        let any: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM signing_keys WHERE name = $1)")
-            .bind(&name)
-            .fetch_one(tx.conn())
-            .await
-            .map_err(db_error)?;
+        let any = store::exists(&mut tx, &name).await?;
         let created = !any && self.create(&mut tx, &name, 1).await?;
         let active = self.active(&mut tx, &name).await?;
         if created {
@@ -201,25 +169,12 @@ impl pb::signing_service_server::SigningService for Signing {
         let ctx = RequestContext::of(&request)?;
         let req = request.into_inner();
         check_name(&req.key_name)?;
-        let tenant = self.tenant(&ctx).await?;
+        let tenant = api::tenant(&self.db, &ctx).await?;
         let mut tx = self.db.begin(&tenant).await?;
-        let row: Option<(i32, Vec<u8>)> = if req.version == 0 {
-            sqlx::query_as("SELECT version, public_key FROM signing_keys WHERE name = $1 AND state = 'active'")
-                .bind(&req.key_name)
-                .fetch_optional(tx.conn())
-                .await
-                .map_err(db_error)?
-        } else {
-            sqlx::query_as("SELECT version, public_key FROM signing_keys WHERE name = $1 AND version = $2")
-                .bind(&req.key_name)
-                .bind(req.version as i32)
-                .fetch_optional(tx.conn())
-                .await
-                .map_err(db_error)?
-        };
+        let version = (req.version != 0).then_some(req.version);
+        let row = store::public_key(&mut tx, &req.key_name, version).await?;
         tx.commit().await?;
-        let (version, public_key) =
-            row.ok_or_else(|| ApiError::not_found("SIGNING_KEY_NOT_FOUND", "no such signing key version"))?;
+        let (version, public_key) = row.ok_or(VaultError::SigningKeyVersionNotFound)?;
         Ok(Response::new(pb::GetPublicKeyResponse {
             public_key,
             key_version: version as u32,
@@ -234,23 +189,13 @@ impl pb::signing_service_server::SigningService for Signing {
         let ctx = RequestContext::of(&request)?;
         let name = request.into_inner().key_name;
         check_name(&name)?;
-        let tenant = self.tenant(&ctx).await?;
+        let tenant = api::tenant(&self.db, &ctx).await?;
         let mut tx = self.db.begin(&tenant).await?;
         let current = self.active(&mut tx, &name).await?;
-        sqlx::query("UPDATE signing_keys SET state = 'retired', retired_at = now() WHERE name = $1 AND version = $2")
-            .bind(&name)
-            .bind(current.version as i32)
-            .execute(tx.conn())
-            .await
-            .map_err(db_error)?;
+        store::retire(&mut tx, &name, current.version).await?;
         let next = current.version + 1;
         if !self.create(&mut tx, &name, next).await? {
-            return Err(ApiError::new(
-                ErrorCode::Aborted,
-                "CONCURRENT_ROTATION",
-                "the key was rotated concurrently; retry",
-            )
-            .into());
+            return Err(VaultError::ConcurrentRotation.into());
         }
         let fresh = self.active(&mut tx, &name).await?;
         tx.record(key_record(&ctx, "vault.signing_key.rotate", &name, Outcome::Success).detail("version", next))

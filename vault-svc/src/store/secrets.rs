@@ -1,14 +1,16 @@
-//! SQL of vault-svc's tenant tables. Every function runs inside a `TenantTx`.
+//! SQL of stored secrets (`secrets`) and their versions (`secret_versions`): metadata, the
+//! sealed value of each version, listing by path range, deletion and destruction.
 
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use kit::tenancy::db_error;
 use kit::{ApiError, TenantTx};
-use uuid::Uuid;
 
 use crate::domain::path::SecretPath;
+use crate::error::VaultError;
 
+/// A secret's metadata (its values are in [`VersionRow`]s).
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct SecretRow {
     pub path: String,
@@ -22,6 +24,7 @@ pub struct SecretRow {
     pub deleted_at: Option<DateTime<Utc>>,
 }
 
+/// A version of a secret; `ciphertext` is its envelope (none once destroyed, or when listed).
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct VersionRow {
     pub version: i32,
@@ -34,17 +37,18 @@ pub struct VersionRow {
 const SECRET_COLUMNS: &str =
     "path, current_version, labels, rotate_after, expires_at, created_at, updated_at, deleted_at";
 
+/// The secret at `path`, deleted or not.
 pub async fn secret(tx: &mut TenantTx, path: &SecretPath) -> Result<Option<SecretRow>, ApiError> {
-    sqlx::query_as(&format!("SELECT {SECRET_COLUMNS} FROM secrets WHERE path = $1"))
-        .bind(path.as_str())
-        .fetch_optional(tx.conn())
-        .await
-        .map_err(db_error)
+    select_secret(tx, path, "").await
 }
 
 /// The secret's row, locked for this transaction (writers of one path serialize here).
 pub async fn lock_secret(tx: &mut TenantTx, path: &SecretPath) -> Result<Option<SecretRow>, ApiError> {
-    sqlx::query_as(&format!("SELECT {SECRET_COLUMNS} FROM secrets WHERE path = $1 FOR UPDATE"))
+    select_secret(tx, path, " FOR UPDATE").await
+}
+
+async fn select_secret(tx: &mut TenantTx, path: &SecretPath, lock: &str) -> Result<Option<SecretRow>, ApiError> {
+    sqlx::query_as(&format!("SELECT {SECRET_COLUMNS} FROM secrets WHERE path = $1{lock}"))
         .bind(path.as_str())
         .fetch_optional(tx.conn())
         .await
@@ -80,7 +84,7 @@ pub async fn write_version(
     .fetch_optional(tx.conn())
     .await
     .map_err(db_error)?
-    .ok_or_else(|| ApiError::new(kit::ErrorCode::Aborted, "VERSION_CONFLICT", "the secret changed concurrently; retry"))?;
+    .ok_or(VaultError::SecretChangedConcurrently)?;
     sqlx::query("INSERT INTO secret_versions (path, version, key_version, ciphertext) VALUES ($1, $2, $3, $4)")
         .bind(path.as_str())
         .bind(version as i32)
@@ -147,6 +151,7 @@ pub async fn versions(
     .map_err(db_error)
 }
 
+/// Version `version` of the secret, with its ciphertext.
 pub async fn version(tx: &mut TenantTx, path: &SecretPath, version: u32) -> Result<Option<VersionRow>, ApiError> {
     sqlx::query_as("SELECT version, key_version, ciphertext, created_at, destroyed_at FROM secret_versions WHERE path = $1 AND version = $2")
         .bind(path.as_str())
@@ -156,6 +161,7 @@ pub async fn version(tx: &mut TenantTx, path: &SecretPath, version: u32) -> Resu
         .map_err(db_error)
 }
 
+/// Marks the secret deleted (kept, no longer listed nor revealed) or live again.
 pub async fn set_deleted(tx: &mut TenantTx, path: &SecretPath, deleted: bool) -> Result<SecretRow, ApiError> {
     sqlx::query_as(&format!(
         "UPDATE secrets SET deleted_at = CASE WHEN $2 THEN now() ELSE NULL END, updated_at = now() WHERE path = $1 RETURNING {SECRET_COLUMNS}"
@@ -185,49 +191,6 @@ pub async fn destroy_versions(tx: &mut TenantTx, path: &SecretPath, versions: &[
     Ok(destroyed)
 }
 
-/// The stored response of an earlier call with this request id, if its request was the same;
-/// a different request under the same id is refused.
-pub async fn idempotent_response(
-    tx: &mut TenantTx,
-    id: Uuid,
-    operation: &str,
-    digest: &[u8],
-) -> Result<Option<Vec<u8>>, ApiError> {
-    let row: Option<(String, Vec<u8>, Vec<u8>)> =
-        sqlx::query_as("SELECT operation, digest, response FROM idempotency_keys WHERE request_id = $1")
-            .bind(id)
-            .fetch_optional(tx.conn())
-            .await
-            .map_err(db_error)?;
-    match row {
-        None => Ok(None),
-        Some((op, d, response)) if op == operation && d == digest => Ok(Some(response)),
-        Some(_) => Err(ApiError::new(
-            kit::ErrorCode::AlreadyExists,
-            "REQUEST_ID_REUSED",
-            "this request_id was used for a different request",
-        )),
-    }
-}
-
-pub async fn remember_response(
-    tx: &mut TenantTx,
-    id: Uuid,
-    operation: &str,
-    digest: &[u8],
-    response: &[u8],
-) -> Result<(), ApiError> {
-    sqlx::query("INSERT INTO idempotency_keys (request_id, operation, digest, response) VALUES ($1, $2, $3, $4)")
-        .bind(id)
-        .bind(operation)
-        .bind(digest)
-        .bind(response)
-        .execute(tx.conn())
-        .await
-        .map_err(db_error)?;
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::listing_range;
@@ -248,148 +211,4 @@ mod tests {
             assert!(later > from.as_str() && "brokers/ib" < from.as_str(), "{later}");
         }
     }
-}
-
-/// The tables whose rows are sealed under a tenant key version, in the order a rewrap moves them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Sealed {
-    /// Secret values (`path`, the envelope in `ciphertext`; destroyed versions hold none).
-    SecretVersions,
-    /// Data-subject keys (`subject`; shredded ones hold none).
-    SubjectKeys,
-    /// Workload signing keys (`name`, the sealed private half).
-    SigningKeys,
-}
-
-impl Sealed {
-    pub const ALL: [Sealed; 3] = [Sealed::SecretVersions, Sealed::SubjectKeys, Sealed::SigningKeys];
-
-    /// `(table, name column, key-version column, sealed column)`.
-    const fn columns(self) -> (&'static str, &'static str, &'static str, &'static str) {
-        match self {
-            Self::SecretVersions => ("secret_versions", "path", "key_version", "ciphertext"),
-            Self::SubjectKeys => ("subject_keys", "subject", "tenant_key_version", "wrapped"),
-            Self::SigningKeys => ("signing_keys", "name", "tenant_key_version", "wrapped_private"),
-        }
-    }
-}
-
-/// A row sealed under tenant key `key_version`.
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct SealedRow {
-    pub name: String,
-    pub version: i32,
-    pub key_version: i32,
-    pub sealed: Vec<u8>,
-}
-
-/// Up to `limit` rows of `what` still sealed under a key version below `active`, locked (rows
-/// other rewraps hold are skipped). Found by the key version (vault tenant migration 0004), in no
-/// particular order: an order by primary key made each batch step over every row moved before.
-pub async fn sealed_under(
-    tx: &mut TenantTx,
-    what: Sealed,
-    active: u32,
-    limit: i64,
-) -> Result<Vec<SealedRow>, ApiError> {
-    let (table, name, key_version, sealed) = what.columns();
-    let sql = format!(
-        "SELECT {name} AS name, version, {key_version} AS key_version, {sealed} AS sealed FROM {table} \
-         WHERE {key_version} < $1 AND {sealed} IS NOT NULL LIMIT $2 FOR UPDATE SKIP LOCKED"
-    );
-    sqlx::query_as(&sql).bind(active as i32).bind(limit).fetch_all(tx.conn()).await.map_err(db_error)
-}
-
-/// Stores a row of `what` sealed again under tenant key `active`.
-pub async fn reseal(
-    tx: &mut TenantTx,
-    what: Sealed,
-    name: &str,
-    version: i32,
-    sealed: &[u8],
-    active: u32,
-) -> Result<(), ApiError> {
-    let (table, name_column, key_version, sealed_column) = what.columns();
-    let sql = format!(
-        "UPDATE {table} SET {sealed_column} = $3, {key_version} = $4 WHERE {name_column} = $1 AND version = $2"
-    );
-    sqlx::query(&sql)
-        .bind(name)
-        .bind(version)
-        .bind(sealed)
-        .bind(active as i32)
-        .execute(tx.conn())
-        .await
-        .map_err(db_error)?;
-    Ok(())
-}
-
-/// How many rows of every [`Sealed`] table are still sealed under a key version below `active`.
-pub async fn left_under(tx: &mut TenantTx, active: u32) -> Result<u64, ApiError> {
-    let counts: Vec<String> = Sealed::ALL
-        .iter()
-        .map(|what| {
-            let (table, _, key_version, sealed) = what.columns();
-            format!("(SELECT count(*) FROM {table} WHERE {key_version} < $1 AND {sealed} IS NOT NULL)")
-        })
-        .collect();
-    let (n,): (i64,) = sqlx::query_as(&format!("SELECT {}", counts.join(" + ")))
-        .bind(active as i32)
-        .fetch_one(tx.conn())
-        .await
-        .map_err(db_error)?;
-    Ok(n as u64)
-}
-
-/// A version of the tenant key, as listed.
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct TenantKeyRow {
-    pub version: i32,
-    pub state: String,
-    pub master_key_id: String,
-    pub created_at: DateTime<Utc>,
-    pub destroyed_at: Option<DateTime<Utc>>,
-}
-
-pub async fn tenant_keys(tx: &mut TenantTx) -> Result<Vec<TenantKeyRow>, ApiError> {
-    sqlx::query_as("SELECT version, state, master_key_id, created_at, destroyed_at FROM tenant_keys ORDER BY version")
-        .fetch_all(tx.conn())
-        .await
-        .map_err(db_error)
-}
-
-/// Destroys the decrypt-only tenant key versions below `active`; returns their versions.
-pub async fn retire_tenant_keys_below(tx: &mut TenantTx, active: u32) -> Result<Vec<i32>, ApiError> {
-    sqlx::query_scalar(
-        "UPDATE tenant_keys SET state = 'destroyed', wrapped = NULL, destroyed_at = now() \
-         WHERE state = 'decrypt_only' AND version < $1 RETURNING version",
-    )
-    .bind(active as i32)
-    .fetch_all(tx.conn())
-    .await
-    .map_err(db_error)
-}
-
-/// Crypto-shreds every version of a data subject's key; returns how many were live.
-pub async fn destroy_subject_keys(tx: &mut TenantTx, subject: &str) -> Result<u64, ApiError> {
-    Ok(sqlx::query(
-        "UPDATE subject_keys SET state = 'destroyed', wrapped = NULL, destroyed_at = now() \
-         WHERE subject = $1 AND state <> 'destroyed'",
-    )
-    .bind(subject)
-    .execute(tx.conn())
-    .await
-    .map_err(db_error)?
-    .rows_affected())
-}
-
-/// Crypto-shreds every version of the tenant key; returns how many were live.
-pub async fn destroy_tenant_keys(tx: &mut TenantTx) -> Result<u64, ApiError> {
-    Ok(sqlx::query(
-        "UPDATE tenant_keys SET state = 'destroyed', wrapped = NULL, destroyed_at = now() WHERE state <> 'destroyed'",
-    )
-    .execute(tx.conn())
-    .await
-    .map_err(db_error)?
-    .rows_affected())
 }

@@ -1,0 +1,73 @@
+//! The gRPC adapters of vault-svc's secrets and transit services, one file per tonic service:
+//! decode, authorize, call the keyring, the domain and the store, encode. Here, what every adapter
+//! of the crate shares (`admin.rs` and `signing.rs` too): the tenant of a call, its audit records
+//! and its request id.
+
+pub mod secrets;
+pub mod transit;
+
+use kit::access::RequestContext;
+use kit::outbox::{Actor, AuditRecord, Outcome};
+use kit::{ApiError, Db, Tenant};
+use uuid::Uuid;
+
+use crate::SERVICE;
+
+pub use secrets::Secrets;
+pub use transit::Transit;
+
+/// The tenant the call names, if the caller's credential may reach it (no permission checked:
+/// for workloads, whose access is the method policy of `lib.rs`).
+pub(crate) async fn tenant(db: &Db, ctx: &RequestContext) -> Result<Tenant, ApiError> {
+    db.authorize_tenant(&ctx.tenant_slug()?, ctx.principal.as_ref()).await
+}
+
+/// Who acts: the principal when a token came with the call, else the calling workload.
+pub(crate) fn actor(ctx: &RequestContext) -> Actor {
+    match &ctx.principal {
+        Some(p) => Actor::of(p),
+        None => workload(ctx),
+    }
+}
+
+/// The calling workload, as an actor.
+pub(crate) fn workload(ctx: &RequestContext) -> Actor {
+    Actor::Service(ctx.caller.identity.name().to_owned())
+}
+
+/// The audit record of `action` on `resource` by `actor`, under the call's request id.
+pub(crate) fn record(
+    ctx: &RequestContext,
+    actor: Actor,
+    action: &str,
+    resource: &str,
+    outcome: Outcome,
+) -> AuditRecord {
+    AuditRecord::new(SERVICE, actor, action, resource, outcome).request_id(ctx.request_id.clone())
+}
+
+/// Commits `record` in a transaction of its own: the audit of a refusal, which writes nothing else.
+pub(crate) async fn record_alone(db: &Db, tenant: &Tenant, record: AuditRecord) -> Result<(), ApiError> {
+    let mut tx = db.begin(tenant).await?;
+    tx.record(record).await?;
+    tx.commit().await
+}
+
+/// An optional request id (a UUID) that makes a write idempotent.
+pub(crate) fn request_id(raw: &str) -> Result<Option<Uuid>, ApiError> {
+    if raw.is_empty() {
+        return Ok(None);
+    }
+    Uuid::parse_str(raw).map(Some).map_err(|_| ApiError::invalid_field("request_id", "must be a UUID"))
+}
+
+/// The token of the page after `rows`, which holds one row more than `page_size` when there is
+/// such a page (that row is dropped); empty on the last page.
+pub(crate) fn next_page<T>(rows: &mut Vec<T>, page_size: i64, token: impl Fn(&T) -> String) -> String {
+    if rows.len() > page_size as usize {
+        rows.truncate(page_size as usize);
+        rows.last().map(token).unwrap_or_default()
+    } else {
+        String::new()
+    }
+}
