@@ -1,6 +1,6 @@
 //! What every auth-svc handler shares: the database, the password hasher, the login throttle,
-//! the token signer, the revocation list and vault-svc; plus the tenant policy and effective
-//! permissions.
+//! the token signer, the revocation list and vault-svc; the caller of a request, its audit
+//! records, ending a session, and effective permissions.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -11,10 +11,11 @@ use kit::authz::Permission;
 use kit::outbox::{Actor, AuditRecord, Outcome};
 use kit::principal::Principal;
 use kit::revocation::Revocations;
-use kit::tenancy::db_error;
 use kit::{ApiError, Db, Tenant, TenantTx};
 
 use crate::config::AuthSettings;
+use crate::domain::policy::Policy;
+use crate::error::AuthError;
 use crate::passwords::Hasher;
 use crate::throttle::Throttle;
 use crate::tokens::Signer;
@@ -71,60 +72,6 @@ impl Profiles {
     }
 }
 
-/// The tenant's identity policy (`tenant_policy`).
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct Policy {
-    pub lockout_threshold: i32,
-    pub lockout_window_secs: i32,
-    pub access_token_ttl_secs: i32,
-    pub refresh_token_ttl_secs: i32,
-    pub mfa_required_roles: Vec<String>,
-    /// Holding any of these makes a user privileged (auth tenant migration 0005).
-    pub privileged_permissions: Vec<String>,
-}
-
-impl Default for Policy {
-    /// The defaults of a new tenant (auth tenant migrations 0001 and 0005): what an unknown
-    /// tenant's login is throttled with.
-    fn default() -> Self {
-        Self {
-            lockout_threshold: 5,
-            lockout_window_secs: 900,
-            access_token_ttl_secs: 600,
-            refresh_token_ttl_secs: 2_592_000,
-            mfa_required_roles: vec!["owner".into(), "admin".into(), "security_admin".into()],
-            privileged_permissions: Vec::new(),
-        }
-    }
-}
-
-impl Policy {
-    /// Whether a user with these effective roles and permissions must use a second factor: by
-    /// permission (a custom role carrying admin permissions is privileged too), or by a role the
-    /// tenant names.
-    pub fn privileged(&self, roles: &[String], permissions: &[String]) -> bool {
-        permissions.iter().any(|p| self.privileged_permissions.contains(p))
-            || roles.iter().any(|r| self.mfa_required_roles.contains(r))
-    }
-
-    /// Whether a credential carrying `permission` may only be minted with a recent second factor:
-    /// a privileged permission, or one whose use needs step-up ([`Permission::needs_step_up`]).
-    pub fn sensitive(&self, permission: &str) -> bool {
-        self.privileged_permissions.iter().any(|p| p == permission)
-            || Permission::parse(permission).is_some_and(Permission::needs_step_up)
-    }
-}
-
-/// The columns of [`Policy`] from `tenant_policy p`, for statements that read more in one go.
-pub const POLICY_COLUMNS: &str = "p.lockout_threshold, p.lockout_window_secs, p.access_token_ttl_secs, p.refresh_token_ttl_secs, p.mfa_required_roles, p.privileged_permissions";
-
-pub async fn policy(tx: &mut TenantTx) -> Result<Policy, ApiError> {
-    sqlx::query_as(&format!("SELECT {POLICY_COLUMNS} FROM tenant_policy p"))
-        .fetch_one(tx.conn())
-        .await
-        .map_err(db_error)
-}
-
 /// An audit record of auth-svc.
 pub fn audit(actor: Actor, action: &str, resource: &str, outcome: Outcome, request_id: Option<String>) -> AuditRecord {
     AuditRecord::new(SERVICE, actor, action, resource, outcome).request_id(request_id)
@@ -139,8 +86,7 @@ pub struct Authed {
 
 impl Authed {
     pub fn user_id(&self) -> Result<uuid::Uuid, ApiError> {
-        uuid::Uuid::parse_str(&self.principal.subject)
-            .map_err(|_| ApiError::permission_denied("NOT_A_USER", "this call needs a user's token"))
+        uuid::Uuid::parse_str(&self.principal.subject).map_err(|_| AuthError::NotAUser.into())
     }
 
     /// Requires `permission` in the token (the gateway checked it too).
@@ -150,6 +96,16 @@ impl Authed {
 
     pub fn actor(&self) -> Actor {
         Actor::of(&self.principal)
+    }
+
+    /// An audit record of this caller's `action` on `resource`.
+    pub fn audit(&self, action: &str, resource: &str, outcome: Outcome) -> AuditRecord {
+        audit(self.actor(), action, resource, outcome, self.request_id.clone())
+    }
+
+    /// The session the caller's token belongs to, if it names one.
+    pub fn session_id(&self) -> Option<uuid::Uuid> {
+        self.principal.session_id.as_deref().and_then(|s| uuid::Uuid::parse_str(s).ok())
     }
 }
 
@@ -170,10 +126,7 @@ impl Core {
     pub async fn publish_revocations(&self, tenant: &Tenant) -> Result<(), ApiError> {
         crate::revocations::publish(&self.db, &self.revocations, Some(tenant.id.0)).await.map(|_| ()).map_err(|e| {
             tracing::warn!(tenant = %tenant.slug, reason = %e.reason, "a revocation is saved but Redis has not taken it yet");
-            ApiError::unavailable(
-                "REVOCATION_PENDING",
-                "the change is saved, but the revocation list did not take it yet; it is listed as soon as the list answers",
-            )
+            AuthError::RevocationPending.into()
         })
     }
 
@@ -211,6 +164,27 @@ impl Core {
         let privileged = policy.privileged(&roles, &permissions);
         Ok((roles, permissions, privileged))
     }
+}
+
+/// Ends a session in the database and records it, in `tx` (committed here); whether it was live.
+/// The caller then lists the revocation in Redis.
+pub async fn end_session(
+    mut tx: TenantTx,
+    session: uuid::Uuid,
+    reason: &str,
+    actor: Actor,
+    request_id: Option<String>,
+) -> Result<bool, ApiError> {
+    let ended = crate::store::sessions::end(&mut tx, session, reason).await?;
+    if ended {
+        tx.record(
+            audit(actor, "session.revoke", &format!("session/{session}"), Outcome::Success, request_id)
+                .detail("reason", reason),
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(ended)
 }
 
 #[cfg(test)]

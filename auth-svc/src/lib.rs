@@ -2,10 +2,10 @@
 //! lands, users, sessions and tokens. It never stores a secret in plaintext nor logs a credential.
 
 pub mod api;
-pub mod authn;
 pub mod config;
 pub mod core;
 pub mod domain;
+pub mod error;
 pub mod housekeeping;
 pub mod passwords;
 pub mod rbac;
@@ -111,7 +111,7 @@ pub async fn run(
         const SERVICES: &[&str] =
             &[Identity::GATEWAY, Identity::OPERATOR, Identity::VAULT, Identity::AUDIT, Identity::LEDGER];
         Ok(Api::new()
-            .service(AuthenticationServiceServer::new(authn::Authn { core: core.clone() }))
+            .service(AuthenticationServiceServer::new(api::authn::Authn { core: core.clone() }))
             .allow("/strongroom.auth.v1.AuthenticationService/*", FRONT)
             .allow_any_peer("/strongroom.auth.v1.AuthenticationService/IntrospectApiKey")
             .service(UserServiceServer::new(api::users::Users { core: core.clone() }))

@@ -17,6 +17,8 @@ use kit::ApiError;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 use zeroize::Zeroizing;
 
+use crate::error::AuthError;
+
 pub const MIN_LENGTH: usize = 12;
 pub const MAX_LENGTH: usize = 1024;
 
@@ -89,7 +91,7 @@ impl std::fmt::Debug for Hasher {
 
 fn busy() -> ApiError {
     kit::metrics::Metrics::global().event("password_hash_overload");
-    ApiError::resource_exhausted("TOO_MANY_LOGINS", "too many logins in progress, retry shortly")
+    AuthError::TooManyLogins.into()
 }
 
 pub fn check_policy(password: &str) -> Result<(), ApiError> {

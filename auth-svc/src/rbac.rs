@@ -5,6 +5,8 @@
 use kit::tenancy::db_error;
 use kit::{ApiError, TenantTx};
 
+use crate::error::AuthError;
+
 /// The users a change affects, as SQL for [`check_not_superior`] (`$1` the id named).
 pub const ONE_USER: &str = "SELECT $1::uuid";
 pub const GROUP_MEMBERS: &str = "SELECT user_id FROM group_members WHERE group_id = $1";
@@ -27,21 +29,9 @@ pub fn covers(held: &[String], permission: &str) -> bool {
 /// Refuses handing out permissions the granter does not hold.
 pub fn check_subset(granted: &[String], held: &[String]) -> Result<(), ApiError> {
     if let Some(p) = granted.iter().find(|p| !covers(held, p)) {
-        return Err(ApiError::permission_denied(
-            "PRIVILEGE_ESCALATION",
-            format!("cannot grant {p}, which the caller does not hold"),
-        ));
+        return Err(AuthError::GrantBeyondHeld(p.clone()).into());
     }
     Ok(())
-}
-
-/// Refuses a change that strips `permission`, held by a user it affects, from a caller who does
-/// not hold it: nobody suspends, deletes or strips a superior.
-fn superior(permission: &str) -> ApiError {
-    ApiError::permission_denied(
-        "PRIVILEGE_ESCALATION",
-        format!("a user this affects holds {permission}, which the caller does not"),
-    )
 }
 
 /// The first permission held by one of the users `users` selects (an SQL query of user ids whose
@@ -61,7 +51,8 @@ pub async fn check_not_superior(
     let uncovered: Option<String> =
         sqlx::query_scalar(&sql).bind(param).bind(&covered).fetch_optional(tx.conn()).await.map_err(db_error)?;
     match uncovered {
-        Some(p) => Err(superior(&p)),
+        // Nobody suspends, deletes or strips a superior.
+        Some(p) => Err(AuthError::SuperiorAffected(p).into()),
         None => Ok(()),
     }
 }
@@ -94,7 +85,7 @@ pub async fn check_an_owner_remains(tx: &mut TenantTx) -> Result<(), ApiError> {
     .await
     .map_err(db_error)?;
     if owners == 0 {
-        return Err(ApiError::failed_precondition("LAST_OWNER", "the tenant's last owner cannot be removed"));
+        return Err(AuthError::LastOwner.into());
     }
     Ok(())
 }

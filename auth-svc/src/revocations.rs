@@ -20,6 +20,8 @@ use kit::revocation::{Revocations, Revoked};
 use kit::tenancy::db_error;
 use kit::{ApiError, Db};
 
+use crate::error::AuthError;
+
 /// How often each replica lists what Redis has not taken and checks that Redis still has its list.
 pub const EVERY: Duration = Duration::from_secs(1);
 
@@ -118,10 +120,7 @@ pub async fn reload_if_lost(db: &Db, list: &Revocations) -> Result<Option<usize>
     let load = list.begin_loading().await?;
     let listed = relist(db, list).await?;
     if !list.finish_loading(&load).await? {
-        return Err(ApiError::unavailable(
-            "REVOCATION_LOAD_INTERRUPTED",
-            "Redis restarted, or another replica began loading, while the revocation list was loaded",
-        ));
+        return Err(AuthError::RevocationLoadInterrupted.into());
     }
     Ok(Some(listed))
 }

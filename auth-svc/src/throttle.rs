@@ -16,6 +16,8 @@ use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
 use tokio::sync::OnceCell;
 
+use crate::error::AuthError;
+
 const RESERVE: &str = r#"
 -- KEYS: counters (account+ip, ip, account); ARGV[1] = window seconds; ARGV[2..4] = their limits.
 -- Returns {seconds to wait, index of the counter that refused} ({0, 0}: go ahead). The account
@@ -116,14 +118,11 @@ impl Lockout {
 
     /// The refusal, with the wait.
     pub fn error(self, wait: Duration) -> ApiError {
-        let e = match self {
-            Self::Account => ApiError::resource_exhausted(
-                "ACCOUNT_UNDER_ATTACK",
-                "this account is under a broad login attack and refuses logins from every address for a while",
-            ),
-            _ => ApiError::resource_exhausted("LOGIN_LOCKED", "too many failed logins, retry later"),
-        };
-        e.with_retry_after(wait)
+        match self {
+            Self::Account => AuthError::AccountUnderAttack(wait),
+            _ => AuthError::LoginLocked(wait),
+        }
+        .into()
     }
 }
 
@@ -153,7 +152,7 @@ fn address(ip: &str) -> String {
 fn unavailable(e: impl std::fmt::Display) -> ApiError {
     tracing::warn!(error = %e, "login throttle unreachable; refusing logins until it answers");
     kit::metrics::Metrics::global().event("login_throttle_unavailable");
-    ApiError::unavailable("THROTTLE_UNAVAILABLE", "logins are temporarily unavailable, retry shortly")
+    AuthError::ThrottleUnavailable.into()
 }
 
 impl Throttle {

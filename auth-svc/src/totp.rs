@@ -7,13 +7,14 @@ use std::collections::HashMap;
 
 use kit::ApiError;
 use kit::client::Channel;
-use kit::tenancy::db_error;
 use kit::{Tenant, TenantTx};
 use proto::vault::v1 as vault;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use totp_rs::{Algorithm, TOTP};
 use zeroize::Zeroizing;
+
+use crate::error::AuthError;
 
 pub const STEP_SECS: u64 = 30;
 pub const BACKUP_CODES: usize = 10;
@@ -26,10 +27,8 @@ fn context() -> HashMap<String, String> {
 fn vault_error(s: tonic::Status) -> ApiError {
     tracing::error!(code = ?s.code(), message = %s.message(), "vault-svc call failed");
     match s.code() {
-        tonic::Code::FailedPrecondition | tonic::Code::NotFound => {
-            ApiError::failed_precondition("MFA_UNAVAILABLE", "the second factor can no longer be read")
-        }
-        _ => ApiError::unavailable("VAULT_UNAVAILABLE", "key service unavailable, retry shortly"),
+        tonic::Code::FailedPrecondition | tonic::Code::NotFound => AuthError::MfaUnavailable.into(),
+        _ => AuthError::VaultUnavailable.into(),
     }
 }
 
@@ -114,26 +113,7 @@ pub fn backup_hash(user: uuid::Uuid, code: &str) -> Vec<u8> {
 
 /// Spends a backup code; true when it was valid and unused.
 pub async fn spend_backup_code(tx: &mut TenantTx, user: uuid::Uuid, code: &str) -> Result<bool, ApiError> {
-    let done = sqlx::query(
-        "UPDATE backup_codes SET used_at = now() WHERE user_id = $1 AND code_hash = $2 AND used_at IS NULL",
-    )
-    .bind(user)
-    .bind(backup_hash(user, code))
-    .execute(tx.conn())
-    .await
-    .map_err(db_error)?;
-    Ok(done.rows_affected() == 1)
-}
-
-/// A confirmed TOTP factor: `(sealed seed, last step)`, locked for update.
-pub async fn confirmed(tx: &mut TenantTx, user: uuid::Uuid) -> Result<Option<(String, i64)>, ApiError> {
-    sqlx::query_as(
-        "SELECT sealed_seed, last_step FROM mfa_totp WHERE user_id = $1 AND confirmed_at IS NOT NULL FOR UPDATE",
-    )
-    .bind(user)
-    .fetch_optional(tx.conn())
-    .await
-    .map_err(db_error)
+    crate::store::mfa::spend_backup_code(tx, user, &backup_hash(user, code)).await
 }
 
 /// The current Unix time.

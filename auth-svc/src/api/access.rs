@@ -1,16 +1,18 @@
 //! `AccessService`: roles, groups, grants, and the tenant's access policy.
 
+use kit::ApiError;
 use kit::authz::Permission;
 use kit::outbox::Outcome;
-use kit::tenancy::db_error;
-use kit::{ApiError, TenantTx};
 use proto::auth::v1 as pb;
 use tonic::{Request, Response, Status};
 
-use crate::core::{Core, POLICY_COLUMNS, audit};
+use crate::core::{Authed, Core};
 use crate::domain::input::{check_description, check_name, parse_id};
+use crate::domain::policy::{self, Policy};
+use crate::error::AuthError;
 use crate::rbac;
-use crate::store::users::role_by_name;
+use crate::store::roles::{self, Grantee};
+use crate::store::{groups, sessions, users};
 
 /// `AccessService`.
 #[derive(Clone, Debug)]
@@ -18,73 +20,20 @@ pub struct Access {
     pub core: Core,
 }
 
-/// The columns of a group as `Group` carries them: its member count and its roles, not its
-/// members (a group may hold every user of the tenant; `ListGroupMembers` pages through them).
-const GROUP_COLUMNS: &str = "g.id, g.name, g.description, \
-     (SELECT count(*) FROM group_members m WHERE m.group_id = g.id) AS member_count, \
-     ARRAY(SELECT r.name FROM roles r JOIN role_grants rg ON rg.role_id = r.id WHERE rg.group_id = g.id \
-           ORDER BY r.name) AS roles";
-
-#[derive(sqlx::FromRow)]
-struct GroupRow {
-    id: uuid::Uuid,
-    name: String,
-    description: String,
-    member_count: i64,
-    roles: Vec<String>,
-}
-
-impl From<GroupRow> for pb::Group {
-    fn from(g: GroupRow) -> Self {
-        pb::Group {
-            id: g.id.to_string(),
-            name: g.name,
-            description: g.description,
-            roles: g.roles,
-            member_count: g.member_count,
+impl Access {
+    /// After a committed change of who holds what: profiles are read again, the password-only
+    /// sessions it `ended` are listed as revoked, and a change that `shrank` permissions is
+    /// announced to API-key verifiers.
+    async fn changed(&self, me: &Authed, ended: u64, shrank: bool) {
+        self.core.profiles.forget(&me.tenant);
+        if ended > 0 {
+            self.core.publish_revocations_soon(&me.tenant).await;
+        }
+        if shrank {
+            self.core.access_changed(&me.tenant).await;
         }
     }
-}
 
-async fn group_pb(tx: &mut TenantTx, id: uuid::Uuid) -> Result<pb::Group, ApiError> {
-    let row: Option<GroupRow> = sqlx::query_as(&format!("SELECT {GROUP_COLUMNS} FROM groups g WHERE g.id = $1"))
-        .bind(id)
-        .fetch_optional(tx.conn())
-        .await
-        .map_err(db_error)?;
-    row.map(pb::Group::from).ok_or_else(|| ApiError::not_found("GROUP_NOT_FOUND", "no such group"))
-}
-
-/// The union of the permissions a group confers.
-async fn group_permissions(tx: &mut TenantTx, group: uuid::Uuid) -> Result<Vec<String>, ApiError> {
-    sqlx::query_scalar(
-        "SELECT DISTINCT p FROM roles r JOIN role_grants g ON g.role_id = r.id, unnest(r.permissions) p WHERE g.group_id = $1",
-    )
-    .bind(group)
-    .fetch_all(tx.conn())
-    .await
-    .map_err(db_error)
-}
-
-/// Ends the live sessions that never passed a second factor of those `users` (every user, when
-/// `None`) who are now privileged: granting privilege must not hand it to a session opened with a
-/// password alone (each session's next refresh would refuse it too, but its access token would
-/// carry the new permissions until then). Returns how many.
-async fn end_sessions_lacking_mfa(tx: &mut TenantTx, users: Option<&[uuid::Uuid]>) -> Result<u64, ApiError> {
-    let sql = format!(
-        "UPDATE sessions SET revoked_at = now(), revoke_reason = 'privilege_requires_mfa'
-          WHERE id IN (
-              SELECT s.id FROM sessions s CROSS JOIN tenant_policy p CROSS JOIN LATERAL (SELECT {}) e
-               WHERE s.revoked_at IS NULL AND s.mfa_at IS NULL AND NOT s.enrollment_only AND s.expires_at > now()
-                 AND ($1::uuid[] IS NULL OR s.user_id = ANY($1))
-                 AND (e.permissions && (p.privileged_permissions COLLATE \"C\")
-                      OR e.roles && (p.mfa_required_roles COLLATE \"C\")))",
-        rbac::effective_columns("s.user_id")
-    );
-    Ok(sqlx::query(&sql).bind(users).execute(tx.conn()).await.map_err(db_error)?.rows_affected())
-}
-
-impl Access {
     async fn grant(
         &self,
         request: Request<pb::GrantRoleRequest>,
@@ -94,72 +43,40 @@ impl Access {
         me.require(Permission::RolesGrant)?;
         let req = request.into_inner();
         let mut tx = self.core.db.begin(&me.tenant).await?;
-        let (role_id, perms) = role_by_name(&mut tx, &req.role).await?;
+        let (role_id, perms) = roles::by_name(&mut tx, &req.role).await?;
         // Revoking a role one could not grant is refused as well: no stripping of superiors.
         rbac::check_subset(&perms, &me.principal.permissions)?;
-        let (column, grantee) = match req.grantee {
-            Some(pb::grant_role_request::Grantee::UserId(u)) => ("user_id", parse_id("user_id", &u)?),
-            Some(pb::grant_role_request::Grantee::GroupId(g)) => ("group_id", parse_id("group_id", &g)?),
+        let grantee = match req.grantee {
+            Some(pb::grant_role_request::Grantee::UserId(u)) => Grantee::User(parse_id("user_id", &u)?),
+            Some(pb::grant_role_request::Grantee::GroupId(g)) => Grantee::Group(parse_id("group_id", &g)?),
             None => return Err(ApiError::invalid_field("grantee", "user_id or group_id is required")),
         };
-        let resource = format!("{}/{grantee}", if column == "user_id" { "user" } else { "group" });
-        if revoke {
+        let (resource, holders, id) = match grantee {
+            Grantee::User(id) => (format!("user/{id}"), rbac::ONE_USER, id),
+            Grantee::Group(id) => (format!("group/{id}"), rbac::GROUP_MEMBERS, id),
+        };
+        let ended = if revoke {
             // Nor from someone (or a group with someone) who holds what the caller does not.
             rbac::lock_owners(&mut tx).await?;
-            let holders = if column == "user_id" { rbac::ONE_USER } else { rbac::GROUP_MEMBERS };
-            rbac::check_not_superior(&mut tx, holders, grantee, &me.principal.permissions).await?;
-            sqlx::query(&format!("DELETE FROM role_grants WHERE role_id = $1 AND {column} = $2"))
-                .bind(role_id)
-                .bind(grantee)
-                .execute(tx.conn())
-                .await
-                .map_err(db_error)?;
+            rbac::check_not_superior(&mut tx, holders, id, &me.principal.permissions).await?;
+            roles::revoke(&mut tx, role_id, grantee).await?;
             rbac::check_an_owner_remains(&mut tx).await?;
-        } else {
-            sqlx::query(&format!(
-                "INSERT INTO role_grants (role_id, {column}, granted_by) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING"
-            ))
-            .bind(role_id)
-            .bind(grantee)
-            .bind(&me.principal.subject)
-            .execute(tx.conn())
-            .await
-            .map_err(|e| match &e {
-                sqlx::Error::Database(d) if d.is_foreign_key_violation() => {
-                    ApiError::not_found("GRANTEE_NOT_FOUND", "no such user or group")
-                }
-                _ => db_error(e),
-            })?;
-        }
-        let ended = if revoke {
             0
         } else {
-            let holders: Vec<uuid::Uuid> = if column == "user_id" {
-                vec![grantee]
-            } else {
-                sqlx::query_scalar("SELECT user_id FROM group_members WHERE group_id = $1")
-                    .bind(grantee)
-                    .fetch_all(tx.conn())
-                    .await
-                    .map_err(db_error)?
+            roles::grant(&mut tx, role_id, grantee, &me.principal.subject).await?;
+            let holders = match grantee {
+                Grantee::User(id) => vec![id],
+                Grantee::Group(id) => groups::members(&mut tx, id).await?,
             };
-            end_sessions_lacking_mfa(&mut tx, Some(&holders)).await?
+            sessions::end_lacking_mfa(&mut tx, Some(&holders)).await?
         };
         let action = if revoke { "role.revoke" } else { "role.grant" };
         tx.record(
-            audit(me.actor(), action, &resource, Outcome::Success, me.request_id.clone())
-                .detail("role", req.role)
-                .detail("sessions_ended", ended),
+            me.audit(action, &resource, Outcome::Success).detail("role", req.role).detail("sessions_ended", ended),
         )
         .await?;
         tx.commit().await?;
-        self.core.profiles.forget(&me.tenant);
-        if ended > 0 {
-            self.core.publish_revocations_soon(&me.tenant).await;
-        }
-        if revoke {
-            self.core.access_changed(&me.tenant).await;
-        }
+        self.changed(&me, ended, revoke).await;
         Ok(pb::GrantRoleResponse {})
     }
 
@@ -171,49 +88,81 @@ impl Access {
         let user = parse_id("user_id", &req.user_id)?;
         let mut tx = self.core.db.begin(&me.tenant).await?;
         // Adding someone to a group grants its roles: the caller must hold all of them.
-        let perms = group_permissions(&mut tx, group).await?;
+        let perms = groups::permissions(&mut tx, group).await?;
         rbac::check_subset(&perms, &me.principal.permissions)?;
-        if add {
-            sqlx::query("INSERT INTO group_members (group_id, user_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
-                .bind(group)
-                .bind(user)
-                .execute(tx.conn())
-                .await
-                .map_err(|e| match &e {
-                    sqlx::Error::Database(d) if d.is_foreign_key_violation() => {
-                        ApiError::not_found("NOT_FOUND", "no such user or group")
-                    }
-                    _ => db_error(e),
-                })?;
+        let ended = if add {
+            groups::add_member(&mut tx, group, user).await?;
+            sessions::end_lacking_mfa(&mut tx, Some(&[user])).await?
         } else {
             rbac::lock_owners(&mut tx).await?;
             rbac::check_not_superior(&mut tx, rbac::ONE_USER, user, &me.principal.permissions).await?;
-            sqlx::query("DELETE FROM group_members WHERE group_id = $1 AND user_id = $2")
-                .bind(group)
-                .bind(user)
-                .execute(tx.conn())
-                .await
-                .map_err(db_error)?;
+            groups::remove_member(&mut tx, group, user).await?;
             rbac::check_an_owner_remains(&mut tx).await?;
-        }
-        let ended = if add { end_sessions_lacking_mfa(&mut tx, Some(&[user])).await? } else { 0 };
+            0
+        };
         let action = if add { "group.member_add" } else { "group.member_remove" };
         tx.record(
-            audit(me.actor(), action, &format!("group/{group}"), Outcome::Success, me.request_id.clone())
+            me.audit(action, &format!("group/{group}"), Outcome::Success)
                 .detail("user", user.to_string())
                 .detail("sessions_ended", ended),
         )
         .await?;
-        let out = group_pb(&mut tx, group).await?;
+        let out = groups::get(&mut tx, group).await?;
         tx.commit().await?;
-        self.core.profiles.forget(&me.tenant);
+        self.changed(&me, ended, !add).await;
+        Ok(out)
+    }
+
+    async fn update_policy(&self, request: Request<pb::Policy>) -> Result<pb::Policy, ApiError> {
+        let me = self.core.authed(&request).await?;
+        me.require(Permission::TenantPolicyWrite)?;
+        let p = request.into_inner();
+        policy::check_update(&p)?;
+        let mut tx = self.core.db.begin(&me.tenant).await?;
+        for role in &p.mfa_required_roles {
+            roles::by_name(&mut tx, role).await?;
+        }
+        let current = crate::store::policy::get(&mut tx).await?;
+        // Empty keeps the current list: a tenant always has privileged permissions, and a client
+        // that does not know the field must not clear it.
+        let privileged = if p.privileged_permissions.is_empty() {
+            current.privileged_permissions.clone()
+        } else {
+            p.privileged_permissions
+        };
+        // Dropping a role or a permission from what requires MFA weakens the tenant: only with
+        // every permission dropped.
+        for dropped in current.mfa_required_roles.iter().filter(|r| !p.mfa_required_roles.contains(r)) {
+            let (_, perms) = roles::by_name(&mut tx, dropped).await?;
+            rbac::check_subset(&perms, &me.principal.permissions)?;
+        }
+        let dropped: Vec<String> =
+            current.privileged_permissions.iter().filter(|x| !privileged.contains(x)).cloned().collect();
+        rbac::check_subset(&dropped, &me.principal.permissions)?;
+        let wanted = Policy {
+            lockout_threshold: p.lockout_threshold as i32,
+            lockout_window_secs: p.lockout_window_secs as i32,
+            access_token_ttl_secs: p.access_token_ttl_secs as i32,
+            refresh_token_ttl_secs: p.refresh_token_ttl_secs as i32,
+            mfa_required_roles: p.mfa_required_roles.clone(),
+            privileged_permissions: privileged.clone(),
+        };
+        let updated = crate::store::policy::update(&mut tx, &wanted).await?;
+        // A policy that makes more users privileged ends their password-only sessions.
+        let ended = sessions::end_lacking_mfa(&mut tx, None).await?;
+        tx.record(
+            me.audit("tenant.policy_update", "tenant/policy", Outcome::Success)
+                .detail("lockout_threshold", p.lockout_threshold)
+                .detail("mfa_required_roles", p.mfa_required_roles)
+                .detail("privileged_permissions", privileged)
+                .detail("sessions_ended", ended),
+        )
+        .await?;
+        tx.commit().await?;
         if ended > 0 {
             self.core.publish_revocations_soon(&me.tenant).await;
         }
-        if !add {
-            self.core.access_changed(&me.tenant).await;
-        }
-        Ok(out)
+        Ok(updated.into())
     }
 }
 
@@ -227,31 +176,11 @@ impl pb::access_service_server::AccessService for Access {
         me.require(Permission::RolesRead)?;
         let req = request.into_inner();
         let size = ApiError::page_size(req.page_size, 100, 500)?;
-        // Names are unique in a tenant: the last name of a page is where the next one starts.
         let mut tx = self.core.db.begin(&me.tenant).await?;
-        let rows: Vec<(uuid::Uuid, String, String, Vec<String>, bool)> = sqlx::query_as(
-            "SELECT id, name, description, permissions, builtin FROM roles WHERE name > $1 ORDER BY name LIMIT $2",
-        )
-        .bind(&req.page_token)
-        .bind(size + 1)
-        .fetch_all(tx.conn())
-        .await
-        .map_err(db_error)?;
+        let rows = roles::page(&mut tx, &req.page_token, size + 1).await?;
         tx.commit().await?;
-        let more = rows.len() as i64 > size;
-        let roles: Vec<pb::Role> = rows
-            .into_iter()
-            .take(size as usize)
-            .map(|(id, name, description, permissions, builtin)| pb::Role {
-                id: id.to_string(),
-                name,
-                description,
-                permissions,
-                builtin,
-            })
-            .collect();
-        let next_page_token =
-            if more { roles.last().map(|r| r.name.clone()).unwrap_or_default() } else { String::new() };
+        // Names are unique in a tenant: the last name of a page is where the next one starts.
+        let (roles, next_page_token) = super::page(rows, size, |r| r.name.clone());
         Ok(Response::new(pb::ListRolesResponse { roles, next_page_token }))
     }
 
@@ -270,18 +199,9 @@ impl pb::access_service_server::AccessService for Access {
         perms.sort();
         perms.dedup();
         let mut tx = self.core.db.begin(&me.tenant).await?;
-        let id: Option<uuid::Uuid> = sqlx::query_scalar(
-            "INSERT INTO roles (name, description, permissions) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING RETURNING id",
-        )
-        .bind(&req.name)
-        .bind(&req.description)
-        .bind(&perms)
-        .fetch_optional(tx.conn())
-        .await
-        .map_err(db_error)?;
-        let id = id.ok_or_else(|| ApiError::already_exists("ROLE_EXISTS", "a role with this name exists"))?;
+        let id = roles::insert(&mut tx, &req.name, &req.description, &perms).await?;
         tx.record(
-            audit(me.actor(), "role.create", &format!("role/{id}"), Outcome::Success, me.request_id.clone())
+            me.audit("role.create", &format!("role/{id}"), Outcome::Success)
                 .detail("name", req.name.clone())
                 .detail("permissions", perms.clone()),
         )
@@ -304,33 +224,20 @@ impl pb::access_service_server::AccessService for Access {
         me.require(Permission::RolesWrite)?;
         let id = parse_id("id", &request.get_ref().id)?;
         let mut tx = self.core.db.begin(&me.tenant).await?;
-        let builtin: Option<bool> = sqlx::query_scalar("SELECT builtin FROM roles WHERE id = $1")
-            .bind(id)
-            .fetch_optional(tx.conn())
-            .await
-            .map_err(db_error)?;
-        match builtin {
-            None => return Err(ApiError::not_found("ROLE_NOT_FOUND", "no such role").into()),
-            Some(true) => {
-                return Err(ApiError::failed_precondition("BUILTIN_ROLE", "built-in roles cannot be deleted").into());
-            }
+        match roles::builtin(&mut tx, id).await? {
+            None => return Err(AuthError::RoleNotFound.into()),
+            Some(true) => return Err(AuthError::BuiltinRole.into()),
             Some(false) => {}
         }
         // Deleting a role strips it from its holders: only with every permission it grants, and
         // not from a holder who holds more than the caller.
-        let perms: Vec<String> = sqlx::query_scalar("SELECT permissions FROM roles WHERE id = $1")
-            .bind(id)
-            .fetch_one(tx.conn())
-            .await
-            .map_err(db_error)?;
+        let perms = roles::permissions(&mut tx, id).await?;
         rbac::check_subset(&perms, &me.principal.permissions)?;
         rbac::check_not_superior(&mut tx, rbac::ROLE_HOLDERS, id, &me.principal.permissions).await?;
-        sqlx::query("DELETE FROM roles WHERE id = $1").bind(id).execute(tx.conn()).await.map_err(db_error)?;
-        tx.record(audit(me.actor(), "role.delete", &format!("role/{id}"), Outcome::Success, me.request_id.clone()))
-            .await?;
+        roles::delete(&mut tx, id).await?;
+        tx.record(me.audit("role.delete", &format!("role/{id}"), Outcome::Success)).await?;
         tx.commit().await?;
-        self.core.profiles.forget(&me.tenant);
-        self.core.access_changed(&me.tenant).await;
+        self.changed(&me, 0, true).await;
         Ok(Response::new(pb::DeleteRoleResponse {}))
     }
 
@@ -342,20 +249,11 @@ impl pb::access_service_server::AccessService for Access {
         me.require(Permission::GroupsRead)?;
         let req = request.into_inner();
         let size = ApiError::page_size(req.page_size, 50, 500)?;
-        // Names are unique in a tenant: the last name of a page is where the next one starts.
         let mut tx = self.core.db.begin(&me.tenant).await?;
-        let rows: Vec<GroupRow> =
-            sqlx::query_as(&format!("SELECT {GROUP_COLUMNS} FROM groups g WHERE g.name > $1 ORDER BY g.name LIMIT $2"))
-                .bind(&req.page_token)
-                .bind(size + 1)
-                .fetch_all(tx.conn())
-                .await
-                .map_err(db_error)?;
+        let rows = groups::page(&mut tx, &req.page_token, size + 1).await?;
         tx.commit().await?;
-        let more = rows.len() as i64 > size;
-        let groups: Vec<pb::Group> = rows.into_iter().take(size as usize).map(pb::Group::from).collect();
-        let next_page_token =
-            if more { groups.last().map(|g| g.name.clone()).unwrap_or_default() } else { String::new() };
+        // Names are unique in a tenant: the last name of a page is where the next one starts.
+        let (groups, next_page_token) = super::page(rows, size, |g| g.name.clone());
         Ok(Response::new(pb::ListGroupsResponse { groups, next_page_token }))
     }
 
@@ -371,27 +269,13 @@ impl pb::access_service_server::AccessService for Access {
         let after =
             if req.page_token.is_empty() { uuid::Uuid::nil() } else { parse_id("page_token", &req.page_token)? };
         let mut tx = self.core.db.begin(&me.tenant).await?;
-        let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM groups WHERE id = $1)")
-            .bind(group)
-            .fetch_one(tx.conn())
-            .await
-            .map_err(db_error)?;
-        if !exists {
-            return Err(ApiError::not_found("GROUP_NOT_FOUND", "no such group").into());
+        if !groups::exists(&mut tx, group).await? {
+            return Err(AuthError::GroupNotFound.into());
         }
-        let members: Vec<uuid::Uuid> = sqlx::query_scalar(
-            "SELECT user_id FROM group_members WHERE group_id = $1 AND user_id > $2 ORDER BY user_id LIMIT $3",
-        )
-        .bind(group)
-        .bind(after)
-        .bind(size + 1)
-        .fetch_all(tx.conn())
-        .await
-        .map_err(db_error)?;
+        let members = groups::member_page(&mut tx, group, after, size + 1).await?;
         tx.commit().await?;
-        let more = members.len() as i64 > size;
-        let member_ids: Vec<String> = members.iter().take(size as usize).map(ToString::to_string).collect();
-        let next_page_token = if more { member_ids.last().cloned().unwrap_or_default() } else { String::new() };
+        let (members, next_page_token) = super::page(members, size, ToString::to_string);
+        let member_ids = members.iter().map(ToString::to_string).collect();
         Ok(Response::new(pb::ListGroupMembersResponse { member_ids, next_page_token }))
     }
 
@@ -402,21 +286,9 @@ impl pb::access_service_server::AccessService for Access {
         check_name("name", &req.name)?;
         check_description(&req.description)?;
         let mut tx = self.core.db.begin(&me.tenant).await?;
-        let id: Option<uuid::Uuid> = sqlx::query_scalar(
-            "INSERT INTO groups (name, description) VALUES ($1, $2) ON CONFLICT DO NOTHING RETURNING id",
-        )
-        .bind(&req.name)
-        .bind(&req.description)
-        .fetch_optional(tx.conn())
-        .await
-        .map_err(db_error)?;
-        let id = id.ok_or_else(|| ApiError::already_exists("GROUP_EXISTS", "a group with this name exists"))?;
-        tx.record(
-            audit(me.actor(), "group.create", &format!("group/{id}"), Outcome::Success, me.request_id.clone())
-                .detail("name", req.name),
-        )
-        .await?;
-        let group = group_pb(&mut tx, id).await?;
+        let id = groups::insert(&mut tx, &req.name, &req.description).await?;
+        tx.record(me.audit("group.create", &format!("group/{id}"), Outcome::Success).detail("name", req.name)).await?;
+        let group = groups::get(&mut tx, id).await?;
         tx.commit().await?;
         Ok(Response::new(group))
     }
@@ -432,20 +304,14 @@ impl pb::access_service_server::AccessService for Access {
         // Deleting a group strips its roles from its members: only with every permission they
         // grant, and not from a member who holds more than the caller.
         rbac::lock_owners(&mut tx).await?;
-        let perms = group_permissions(&mut tx, id).await?;
+        let perms = groups::permissions(&mut tx, id).await?;
         rbac::check_subset(&perms, &me.principal.permissions)?;
         rbac::check_not_superior(&mut tx, rbac::GROUP_MEMBERS, id, &me.principal.permissions).await?;
-        let done =
-            sqlx::query("DELETE FROM groups WHERE id = $1").bind(id).execute(tx.conn()).await.map_err(db_error)?;
-        if done.rows_affected() == 0 {
-            return Err(ApiError::not_found("GROUP_NOT_FOUND", "no such group").into());
-        }
+        groups::delete(&mut tx, id).await?;
         rbac::check_an_owner_remains(&mut tx).await?;
-        tx.record(audit(me.actor(), "group.delete", &format!("group/{id}"), Outcome::Success, me.request_id.clone()))
-            .await?;
+        tx.record(me.audit("group.delete", &format!("group/{id}"), Outcome::Success)).await?;
         tx.commit().await?;
-        self.core.profiles.forget(&me.tenant);
-        self.core.access_changed(&me.tenant).await;
+        self.changed(&me, 0, true).await;
         Ok(Response::new(pb::DeleteGroupResponse {}))
     }
 
@@ -482,11 +348,7 @@ impl pb::access_service_server::AccessService for Access {
         let tenant = self.core.db.tenant(&ctx.tenant_slug()?).await?;
         let user = parse_id("user_id", &request.get_ref().user_id)?;
         let mut tx = self.core.db.begin(&tenant).await?;
-        let active: Option<bool> = sqlx::query_scalar("SELECT status = 'active' FROM users WHERE id = $1")
-            .bind(user)
-            .fetch_optional(tx.conn())
-            .await
-            .map_err(db_error)?;
+        let active = users::is_active(&mut tx, user).await?;
         let (_, permissions) = rbac::effective(&mut tx, user).await?;
         tx.commit().await?;
         // As everywhere: an unscoped permission also covers its `.own` form.
@@ -497,89 +359,12 @@ impl pb::access_service_server::AccessService for Access {
     async fn get_policy(&self, request: Request<pb::GetPolicyRequest>) -> Result<Response<pb::Policy>, Status> {
         let me = self.core.authed(&request).await?;
         let mut tx = self.core.db.begin(&me.tenant).await?;
-        let p = crate::core::policy(&mut tx).await?;
+        let p = crate::store::policy::get(&mut tx).await?;
         tx.commit().await?;
-        Ok(Response::new(policy_pb(p)))
+        Ok(Response::new(p.into()))
     }
 
     async fn update_policy(&self, request: Request<pb::Policy>) -> Result<Response<pb::Policy>, Status> {
-        let me = self.core.authed(&request).await?;
-        me.require(Permission::TenantPolicyWrite)?;
-        let p = request.into_inner();
-        if !(1..=100).contains(&p.lockout_threshold) {
-            return Err(ApiError::invalid_field("lockout_threshold", "1 to 100").into());
-        }
-        if !(60..=86_400).contains(&p.lockout_window_secs) {
-            return Err(ApiError::invalid_field("lockout_window_secs", "60 to 86400").into());
-        }
-        if !(300..=900).contains(&p.access_token_ttl_secs) {
-            return Err(ApiError::invalid_field("access_token_ttl_secs", "300 to 900").into());
-        }
-        if !(3_600..=90 * 86_400).contains(&p.refresh_token_ttl_secs) {
-            return Err(ApiError::invalid_field("refresh_token_ttl_secs", "3600 to 7776000").into());
-        }
-        rbac::check_known(&p.privileged_permissions)
-            .map_err(|_| ApiError::invalid_field("privileged_permissions", "only known permissions"))?;
-        let mut tx = self.core.db.begin(&me.tenant).await?;
-        for role in &p.mfa_required_roles {
-            role_by_name(&mut tx, role).await?;
-        }
-        let current = crate::core::policy(&mut tx).await?;
-        // Empty keeps the current list: a tenant always has privileged permissions, and a client
-        // that does not know the field must not clear it.
-        let privileged = if p.privileged_permissions.is_empty() {
-            current.privileged_permissions.clone()
-        } else {
-            p.privileged_permissions
-        };
-        // Dropping a role or a permission from what requires MFA weakens the tenant: only with
-        // every permission dropped.
-        for dropped in current.mfa_required_roles.iter().filter(|r| !p.mfa_required_roles.contains(r)) {
-            let (_, perms) = role_by_name(&mut tx, dropped).await?;
-            rbac::check_subset(&perms, &me.principal.permissions)?;
-        }
-        let dropped: Vec<String> =
-            current.privileged_permissions.iter().filter(|x| !privileged.contains(x)).cloned().collect();
-        rbac::check_subset(&dropped, &me.principal.permissions)?;
-        let updated: crate::core::Policy = sqlx::query_as(&format!(
-            "UPDATE tenant_policy p SET lockout_threshold = $1, lockout_window_secs = $2, access_token_ttl_secs = $3,
-                    refresh_token_ttl_secs = $4, mfa_required_roles = $5, privileged_permissions = $6, updated_at = now()
-             RETURNING {POLICY_COLUMNS}"
-        ))
-        .bind(p.lockout_threshold as i32)
-        .bind(p.lockout_window_secs as i32)
-        .bind(p.access_token_ttl_secs as i32)
-        .bind(p.refresh_token_ttl_secs as i32)
-        .bind(&p.mfa_required_roles)
-        .bind(&privileged)
-        .fetch_one(tx.conn())
-        .await
-        .map_err(db_error)?;
-        // A policy that makes more users privileged ends their password-only sessions.
-        let ended = end_sessions_lacking_mfa(&mut tx, None).await?;
-        tx.record(
-            audit(me.actor(), "tenant.policy_update", "tenant/policy", Outcome::Success, me.request_id.clone())
-                .detail("lockout_threshold", p.lockout_threshold)
-                .detail("mfa_required_roles", p.mfa_required_roles.clone())
-                .detail("privileged_permissions", privileged)
-                .detail("sessions_ended", ended),
-        )
-        .await?;
-        tx.commit().await?;
-        if ended > 0 {
-            self.core.publish_revocations_soon(&me.tenant).await;
-        }
-        Ok(Response::new(policy_pb(updated)))
-    }
-}
-
-fn policy_pb(p: crate::core::Policy) -> pb::Policy {
-    pb::Policy {
-        lockout_threshold: p.lockout_threshold.unsigned_abs(),
-        lockout_window_secs: p.lockout_window_secs.unsigned_abs(),
-        access_token_ttl_secs: p.access_token_ttl_secs.unsigned_abs(),
-        refresh_token_ttl_secs: p.refresh_token_ttl_secs.unsigned_abs(),
-        mfa_required_roles: p.mfa_required_roles,
-        privileged_permissions: p.privileged_permissions,
+        Ok(Response::new(Access::update_policy(self, request).await?))
     }
 }

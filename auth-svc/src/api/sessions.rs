@@ -7,10 +7,11 @@ use kit::time::to_pb;
 use proto::auth::v1 as pb;
 use tonic::{Request, Response, Status};
 
-use crate::core::{Core, audit};
+use crate::core::{Core, end_session};
 use crate::domain::input::parse_id;
+use crate::error::AuthError;
 use crate::store::api_keys::{self, KeyRow};
-use crate::{authn, rbac, store, totp};
+use crate::{rbac, store, totp};
 
 /// `SessionService`.
 #[derive(Clone, Debug)]
@@ -99,13 +100,11 @@ impl pb::session_service_server::SessionService for Sessions {
         let me = self.core.authed(&request).await?;
         let id = parse_id("id", &request.get_ref().id)?;
         let mut tx = self.core.db.begin(&me.tenant).await?;
-        let owner = store::sessions::owner(&mut tx, id)
-            .await?
-            .ok_or_else(|| ApiError::not_found("SESSION_NOT_FOUND", "no such session"))?;
+        let owner = store::sessions::owner(&mut tx, id).await?.ok_or(AuthError::SessionNotFound)?;
         if me.user_id().ok() != Some(owner) {
             me.require(Permission::SessionsRevoke)?;
         }
-        authn::end_session(tx, id, "revoked", me.actor(), me.request_id.clone()).await?;
+        end_session(tx, id, "revoked", me.actor(), me.request_id.clone()).await?;
         self.core.publish_revocations(&me.tenant).await?;
         Ok(Response::new(pb::RevokeSessionResponse {}))
     }
@@ -119,19 +118,12 @@ impl pb::session_service_server::SessionService for Sessions {
         let mut tx = self.core.db.begin(&me.tenant).await?;
         let (email, confirmed) = store::mfa::email_and_totp_confirmed(&mut tx, user).await?;
         if confirmed {
-            return Err(ApiError::failed_precondition("TOTP_ALREADY_ENROLLED", "TOTP is already set up").into());
+            return Err(AuthError::TotpAlreadyEnrolled.into());
         }
         let seed = totp::new_seed()?;
         let sealed = totp::seal(&self.core.vault, &me.tenant, user, &seed).await?;
         store::mfa::start_totp(&mut tx, user, &sealed).await?;
-        tx.record(audit(
-            me.actor(),
-            "mfa.totp_enroll_start",
-            &format!("user/{user}"),
-            Outcome::Success,
-            me.request_id.clone(),
-        ))
-        .await?;
+        tx.record(me.audit("mfa.totp_enroll_start", &format!("user/{user}"), Outcome::Success)).await?;
         tx.commit().await?;
         let (otpauth_uri, secret) =
             totp::provisioning(&seed, &self.core.settings.totp_issuer, email.as_deref().unwrap_or("user"))?;
@@ -145,38 +137,22 @@ impl pb::session_service_server::SessionService for Sessions {
         let me = self.core.authed(&request).await?;
         let user = me.user_id()?;
         let mut tx = self.core.db.begin(&me.tenant).await?;
-        let (sealed, last) = store::mfa::pending_totp(&mut tx, user)
-            .await?
-            .ok_or_else(|| ApiError::failed_precondition("NO_PENDING_TOTP", "start enrolment first"))?;
+        let (sealed, last) = store::mfa::totp_seed(&mut tx, user, false).await?.ok_or(AuthError::NoPendingTotp)?;
         let seed = totp::unseal(&self.core.vault, &me.tenant, user, &sealed).await?;
         let Some(step) = totp::accept(&seed, &request.get_ref().code, last, totp::now())? else {
-            tx.record(audit(
-                me.actor(),
-                "mfa.totp_confirm",
-                &format!("user/{user}"),
-                Outcome::Denied,
-                me.request_id.clone(),
-            ))
-            .await?;
+            tx.record(me.audit("mfa.totp_confirm", &format!("user/{user}"), Outcome::Denied)).await?;
             tx.commit().await?;
-            return Err(ApiError::unauthenticated("INVALID_MFA", "the code is not valid").into());
+            return Err(AuthError::InvalidMfaCode.into());
         };
-        store::mfa::confirm_totp(&mut tx, user, step).await?;
+        store::mfa::accept_totp_step(&mut tx, user, step, true).await?;
         let codes = totp::new_backup_codes(user)?;
         let hashes: Vec<&[u8]> = codes.iter().map(|(_, hash)| hash.as_slice()).collect();
         store::mfa::replace_backup_codes(&mut tx, user, &hashes).await?;
         // The enrolling session has now passed a second factor: its next refresh is complete.
-        if let Some(sid) = me.principal.session_id.as_deref().and_then(|s| uuid::Uuid::parse_str(s).ok()) {
+        if let Some(sid) = me.session_id() {
             store::sessions::passed_second_factor(&mut tx, sid, user).await?;
         }
-        tx.record(audit(
-            me.actor(),
-            "mfa.totp_enabled",
-            &format!("user/{user}"),
-            Outcome::Success,
-            me.request_id.clone(),
-        ))
-        .await?;
+        tx.record(me.audit("mfa.totp_enabled", &format!("user/{user}"), Outcome::Success)).await?;
         tx.commit().await?;
         self.core.profiles.forget(&me.tenant);
         Ok(Response::new(pb::ConfirmTotpResponse { backup_codes: codes.into_iter().map(|(c, _)| c).collect() }))
@@ -190,7 +166,7 @@ impl pb::session_service_server::SessionService for Sessions {
         me.require(Permission::ApiKeysCreate)?;
         let user = me.user_id()?;
         if me.principal.amr.iter().any(|m| m == "api_key") {
-            return Err(ApiError::permission_denied("API_KEY_CANNOT_MINT", "an API key cannot create API keys").into());
+            return Err(AuthError::ApiKeyCannotMint.into());
         }
         let req = request.into_inner();
         let name = req.name.trim().to_owned();
@@ -213,11 +189,11 @@ impl pb::session_service_server::SessionService for Sessions {
         // Minting a credential is as sensitive as what it carries: a key with a privileged or
         // step-up permission needs a recent second factor, or a password-only session (or a
         // stolen access token) could launder the step-up away through the key.
-        let policy = crate::core::policy(&mut tx).await?;
+        let policy = store::policy::get(&mut tx).await?;
         let sensitive: Vec<&String> = scopes.iter().filter(|s| policy.sensitive(s)).collect();
         if let (false, Err(e)) = (sensitive.is_empty(), me.principal.require_recent_mfa()) {
             tx.record(
-                audit(me.actor(), "api_key.create", "api_key/new", Outcome::Denied, me.request_id.clone())
+                me.audit("api_key.create", "api_key/new", Outcome::Denied)
                     .detail("refused", "step_up_required")
                     .detail("sensitive_scopes", sensitive.into_iter().cloned().collect::<Vec<_>>()),
             )
@@ -239,15 +215,9 @@ impl pb::session_service_server::SessionService for Sessions {
         };
         let row = api_keys::insert(&mut tx, &new_key).await?;
         tx.record(
-            audit(
-                me.actor(),
-                "api_key.create",
-                &format!("api_key/{}", row.id),
-                Outcome::Success,
-                me.request_id.clone(),
-            )
-            .detail("scopes", scopes)
-            .detail("ttl_days", days),
+            me.audit("api_key.create", &format!("api_key/{}", row.id), Outcome::Success)
+                .detail("scopes", scopes)
+                .detail("ttl_days", days),
         )
         .await?;
         tx.commit().await?;
@@ -268,12 +238,8 @@ impl pb::session_service_server::SessionService for Sessions {
         let holder = if all { None } else { Some(user) };
         let rows = api_keys::page(&mut tx, holder, (after.created_at, after.id), size + 1).await?;
         tx.commit().await?;
-        let more = rows.len() as i64 > size;
-        let rows: Vec<KeyRow> = rows.into_iter().take(size as usize).collect();
-        let next_page_token = match rows.last() {
-            Some(last) if more => KeyCursor { created_at: last.created_at, id: last.id }.token(),
-            _ => String::new(),
-        };
+        let (rows, next_page_token) =
+            super::page(rows, size, |last| KeyCursor { created_at: last.created_at, id: last.id }.token());
         Ok(Response::new(pb::ListApiKeysResponse { keys: rows.into_iter().map(key_pb).collect(), next_page_token }))
     }
 
@@ -284,21 +250,12 @@ impl pb::session_service_server::SessionService for Sessions {
         let me = self.core.authed(&request).await?;
         let id = parse_id("id", &request.get_ref().id)?;
         let mut tx = self.core.db.begin(&me.tenant).await?;
-        let owner = api_keys::owner(&mut tx, id)
-            .await?
-            .ok_or_else(|| ApiError::not_found("API_KEY_NOT_FOUND", "no such API key"))?;
+        let owner = api_keys::owner(&mut tx, id).await?.ok_or(AuthError::ApiKeyNotFound)?;
         if me.user_id().ok() != Some(owner) {
             me.require(Permission::ApiKeysRevoke)?;
         }
         api_keys::revoke(&mut tx, id).await?;
-        tx.record(audit(
-            me.actor(),
-            "api_key.revoke",
-            &format!("api_key/{id}"),
-            Outcome::Success,
-            me.request_id.clone(),
-        ))
-        .await?;
+        tx.record(me.audit("api_key.revoke", &format!("api_key/{id}"), Outcome::Success)).await?;
         tx.commit().await?;
         self.core.publish_revocations(&me.tenant).await?;
         Ok(Response::new(pb::RevokeApiKeyResponse {}))

@@ -9,6 +9,7 @@ use kit::{ApiError, Db, Tenant, TenantSlug};
 use proto::auth::v1 as pb;
 use tonic::{Request, Response, Status};
 
+use crate::error::AuthError;
 use crate::{SERVICE, store};
 
 fn tenant_pb(t: &Tenant) -> pb::Tenant {
@@ -107,18 +108,14 @@ impl pb::tenant_service_server::TenantService for Tenants {
         let request_id = ctx.request_id_or(req.request_id)?;
         let tenant = self.db.tenant(&slug).await?;
         if tenant.status != TenantStatus::Active {
-            return Err(ApiError::failed_precondition("TENANT_NOT_ACTIVE", "the tenant is not active").into());
+            return Err(AuthError::TenantNotActive.into());
         }
         let signer = &self.core.signer;
         // A tenant that has not issued a token yet gets its first key, which is then rotated.
         signer.ensure_key(&self.db, &tenant).await?;
         let actor = Actor::Service(ctx.caller.identity.name().to_owned());
         let Some(rotated) = signer.rotate_if_due(&self.db, &tenant, Duration::ZERO, actor, request_id).await? else {
-            return Err(ApiError::failed_precondition(
-                "ROTATION_PENDING",
-                "a rotated-in key has not started signing yet; rotate again after it has",
-            )
-            .into());
+            return Err(AuthError::RotationPending.into());
         };
         Ok(Response::new(pb::RotateSigningKeyResponse {
             kid: rotated.kid,
@@ -140,15 +137,10 @@ impl Tenants {
         let slug = parse_slug(request.get_ref().slug())?;
         let tenant = self.db.tenant(&slug).await?;
         if tenant.status == TenantStatus::Terminated {
-            return Err(ApiError::failed_precondition("TENANT_TERMINATED", "the tenant is terminated"));
+            return Err(AuthError::TenantTerminated.into());
         }
         let mut tx = self.db.begin(&tenant).await?;
-        sqlx::query("UPDATE control.tenants SET status = $2 WHERE id = $1")
-            .bind(tenant.id.0)
-            .bind(status)
-            .execute(tx.conn())
-            .await
-            .map_err(kit::tenancy::db_error)?;
+        store::control::set_tenant_status(&mut tx, status).await?;
         let mut record = AuditRecord::new(
             SERVICE,
             Actor::Service(ctx.caller.identity.name().to_owned()),

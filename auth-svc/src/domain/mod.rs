@@ -1,3 +1,5 @@
 //! auth-svc's rules that need no I/O.
 
 pub mod input;
+pub mod login;
+pub mod policy;

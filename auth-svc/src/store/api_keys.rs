@@ -1,7 +1,7 @@
-//! SQL of API keys (their lookup by hash at use is `authn.rs`'s).
+//! SQL of API keys: minting, listing, revoking, and their lookup by hash at use.
 
 use kit::tenancy::db_error;
-use kit::{ApiError, TenantTx};
+use kit::{ApiError, Db, TenantTx};
 
 /// An API key as listed (never its secret).
 #[derive(Debug, sqlx::FromRow)]
@@ -111,4 +111,60 @@ pub async fn revoke(tx: &mut TenantTx, id: uuid::Uuid) -> Result<(), ApiError> {
         .await
         .map_err(db_error)?;
     Ok(())
+}
+
+/// Revokes every live key of `user` (each listed by the tenant's trigger); returns how many.
+pub async fn revoke_all_of(tx: &mut TenantTx, user: uuid::Uuid) -> Result<u64, ApiError> {
+    Ok(sqlx::query("UPDATE api_keys SET revoked_at = now() WHERE user_id = $1 AND revoked_at IS NULL")
+        .bind(user)
+        .execute(tx.conn())
+        .await
+        .map_err(db_error)?
+        .rows_affected())
+}
+
+/// Every key of the user, as its data export shows them (never a secret).
+pub async fn export_of(tx: &mut TenantTx, user: uuid::Uuid) -> Result<Vec<serde_json::Value>, ApiError> {
+    let sql = "SELECT jsonb_build_object('id', id, 'name', name, 'display', display, 'scopes', scopes, 'created_at', created_at,
+                'expires_at', expires_at, 'last_used_at', last_used_at, 'revoked_at', revoked_at)
+           FROM api_keys WHERE user_id = $1 ORDER BY created_at";
+    super::json_rows(tx, sql, user).await
+}
+
+/// The slug of the tenant that holds the key whose hash is `hash` (`control.api_key_index`, by
+/// primary key).
+pub async fn tenant_of(db: &Db, hash: &[u8]) -> Result<Option<String>, ApiError> {
+    sqlx::query_scalar(
+        "SELECT t.slug FROM control.api_key_index k JOIN control.tenants t ON t.id = k.tenant_id
+          WHERE k.key_hash = $1",
+    )
+    .bind(hash)
+    .fetch_optional(db.control_pool())
+    .await
+    .map_err(db_error)
+}
+
+/// A key in use, as introspection answers it.
+#[derive(Debug, sqlx::FromRow)]
+pub struct KeyInUse {
+    pub id: uuid::Uuid,
+    pub user_id: uuid::Uuid,
+    pub scopes: Vec<String>,
+    pub expires_at: chrono::DateTime<chrono::Utc>,
+    pub minted_with_mfa: bool,
+}
+
+/// The live key whose hash is `hash`, of an active user, marked used now; `None` otherwise.
+pub async fn use_key(tx: &mut TenantTx, hash: &[u8]) -> Result<Option<KeyInUse>, ApiError> {
+    sqlx::query_as(
+        "UPDATE api_keys k SET last_used_at = now()
+           FROM users u
+          WHERE k.key_hash = $1 AND k.revoked_at IS NULL AND k.expires_at > now()
+            AND u.id = k.user_id AND u.status = 'active'
+         RETURNING k.id, k.user_id, k.scopes, k.expires_at, k.minted_with_mfa",
+    )
+    .bind(hash)
+    .fetch_optional(tx.conn())
+    .await
+    .map_err(db_error)
 }

@@ -1,4 +1,5 @@
-//! SQL of TOTP enrolment and backup codes.
+//! SQL of second factors: TOTP enrolment and use, backup codes, the account's count of wrong
+//! codes, and the login challenges waiting for a second factor (`mfa_challenges`).
 
 use kit::tenancy::db_error;
 use kit::{ApiError, TenantTx};
@@ -29,23 +30,30 @@ pub async fn start_totp(tx: &mut TenantTx, user: uuid::Uuid, sealed_seed: &str) 
     Ok(())
 }
 
-/// The unconfirmed seed and its last accepted step, locked until the transaction ends.
-pub async fn pending_totp(tx: &mut TenantTx, user: uuid::Uuid) -> Result<Option<(String, i64)>, ApiError> {
-    sqlx::query_as("SELECT sealed_seed, last_step FROM mfa_totp WHERE user_id = $1 AND confirmed_at IS NULL FOR UPDATE")
-        .bind(user)
-        .fetch_optional(tx.conn())
-        .await
-        .map_err(db_error)
+/// The user's TOTP seed and its last accepted step, locked until the transaction ends: the
+/// `confirmed` one, else the one waiting for its confirmation.
+pub async fn totp_seed(
+    tx: &mut TenantTx,
+    user: uuid::Uuid,
+    confirmed: bool,
+) -> Result<Option<(String, i64)>, ApiError> {
+    let sql = if confirmed {
+        "SELECT sealed_seed, last_step FROM mfa_totp WHERE user_id = $1 AND confirmed_at IS NOT NULL FOR UPDATE"
+    } else {
+        "SELECT sealed_seed, last_step FROM mfa_totp WHERE user_id = $1 AND confirmed_at IS NULL FOR UPDATE"
+    };
+    sqlx::query_as(sql).bind(user).fetch_optional(tx.conn()).await.map_err(db_error)
 }
 
-/// Confirms the seed at the accepted `step`.
-pub async fn confirm_totp(tx: &mut TenantTx, user: uuid::Uuid, step: i64) -> Result<(), ApiError> {
-    sqlx::query("UPDATE mfa_totp SET confirmed_at = now(), last_step = $2 WHERE user_id = $1")
-        .bind(user)
-        .bind(step)
-        .execute(tx.conn())
-        .await
-        .map_err(db_error)?;
+/// A TOTP code of `step` was accepted (confirming the seed, when it is the first): no code of it
+/// or earlier is accepted again.
+pub async fn accept_totp_step(tx: &mut TenantTx, user: uuid::Uuid, step: i64, confirm: bool) -> Result<(), ApiError> {
+    let sql = if confirm {
+        "UPDATE mfa_totp SET confirmed_at = now(), last_step = $2 WHERE user_id = $1"
+    } else {
+        "UPDATE mfa_totp SET last_step = $2 WHERE user_id = $1"
+    };
+    sqlx::query(sql).bind(user).bind(step).execute(tx.conn()).await.map_err(db_error)?;
     Ok(())
 }
 
@@ -60,5 +68,140 @@ pub async fn replace_backup_codes(tx: &mut TenantTx, user: uuid::Uuid, hashes: &
             .await
             .map_err(db_error)?;
     }
+    Ok(())
+}
+
+/// Spends the backup code whose hash is `hash`; whether it was the user's and unused.
+pub async fn spend_backup_code(tx: &mut TenantTx, user: uuid::Uuid, hash: &[u8]) -> Result<bool, ApiError> {
+    let done = sqlx::query(
+        "UPDATE backup_codes SET used_at = now() WHERE user_id = $1 AND code_hash = $2 AND used_at IS NULL",
+    )
+    .bind(user)
+    .bind(hash)
+    .execute(tx.conn())
+    .await
+    .map_err(db_error)?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// How many more seconds the user's second factor is locked (0: not locked); locks the user's
+/// row first, so parallel guesses are counted one after another.
+pub async fn locked_for(tx: &mut TenantTx, user: uuid::Uuid) -> Result<i64, ApiError> {
+    Ok(sqlx::query_scalar(
+        "SELECT coalesce(ceil(extract(epoch FROM mfa_locked_until - now())), 0)::bigint FROM users
+          WHERE id = $1 FOR UPDATE",
+    )
+    .bind(user)
+    .fetch_optional(tx.conn())
+    .await
+    .map_err(db_error)?
+    .unwrap_or(0))
+}
+
+/// A right code: the account's count of wrong ones starts again.
+pub async fn clear_failures(tx: &mut TenantTx, user: uuid::Uuid) -> Result<(), ApiError> {
+    sqlx::query("UPDATE users SET mfa_failures = 0, mfa_lockouts = 0, mfa_locked_until = NULL WHERE id = $1")
+        .bind(user)
+        .execute(tx.conn())
+        .await
+        .map_err(db_error)?;
+    Ok(())
+}
+
+/// Counts a wrong code: at `threshold` in a row the second factor locks for `window_secs`,
+/// doubled at each further lockout (up to 64 times). Returns the failures in a row now and how
+/// many seconds it is locked for (0: not locked).
+pub async fn count_failure(
+    tx: &mut TenantTx,
+    user: uuid::Uuid,
+    threshold: i32,
+    window_secs: f64,
+) -> Result<(i32, i64), ApiError> {
+    sqlx::query_as(
+        "UPDATE users SET
+                mfa_failures = CASE WHEN mfa_failures + 1 >= $2 THEN 0 ELSE mfa_failures + 1 END,
+                mfa_lockouts = CASE WHEN mfa_failures + 1 >= $2 THEN mfa_lockouts + 1 ELSE mfa_lockouts END,
+                mfa_locked_until = CASE WHEN mfa_failures + 1 >= $2
+                    THEN now() + make_interval(secs => $3 * power(2, least(mfa_lockouts, 6)))
+                    ELSE mfa_locked_until END
+          WHERE id = $1
+         RETURNING mfa_failures, coalesce(ceil(extract(epoch FROM mfa_locked_until - now())), 0)::bigint",
+    )
+    .bind(user)
+    .bind(threshold)
+    .bind(window_secs)
+    .fetch_one(tx.conn())
+    .await
+    .map_err(db_error)
+}
+
+/// A login challenge: a correct password waiting for `user`'s second factor for `secs`.
+pub async fn insert_challenge(
+    tx: &mut TenantTx,
+    token_hash: &[u8],
+    user: uuid::Uuid,
+    ip: &str,
+    user_agent: &str,
+    secs: f64,
+) -> Result<(), ApiError> {
+    sqlx::query(
+        "INSERT INTO mfa_challenges (token_hash, user_id, ip, user_agent, expires_at)
+         VALUES ($1, $2, $3, $4, now() + make_interval(secs => $5))",
+    )
+    .bind(token_hash)
+    .bind(user)
+    .bind(ip)
+    .bind(user_agent)
+    .bind(secs)
+    .execute(tx.conn())
+    .await
+    .map_err(db_error)?;
+    Ok(())
+}
+
+/// The unused, unexpired challenge whose token digest is `token_hash`, of an active user (a
+/// suspension after the password step ends the login): `(user, attempts)`, locked.
+pub async fn challenge(tx: &mut TenantTx, token_hash: &[u8]) -> Result<Option<(uuid::Uuid, i32)>, ApiError> {
+    sqlx::query_as(
+        "SELECT c.user_id, c.attempts FROM mfa_challenges c JOIN users u ON u.id = c.user_id
+          WHERE c.token_hash = $1 AND c.used_at IS NULL AND c.expires_at > now() AND u.status = 'active'
+            FOR UPDATE OF c",
+    )
+    .bind(token_hash)
+    .fetch_optional(tx.conn())
+    .await
+    .map_err(db_error)
+}
+
+/// Counts a wrong code against the challenge; an `exhausted` one can no longer be used.
+pub async fn fail_challenge(tx: &mut TenantTx, token_hash: &[u8], exhausted: bool) -> Result<(), ApiError> {
+    sqlx::query(
+        "UPDATE mfa_challenges SET attempts = attempts + 1, used_at = CASE WHEN $2 THEN now() END WHERE token_hash = $1",
+    )
+    .bind(token_hash)
+    .bind(exhausted)
+    .execute(tx.conn())
+    .await
+    .map_err(db_error)?;
+    Ok(())
+}
+
+/// The challenge is passed: it cannot be used again.
+pub async fn use_challenge(tx: &mut TenantTx, token_hash: &[u8]) -> Result<(), ApiError> {
+    sqlx::query("UPDATE mfa_challenges SET used_at = now() WHERE token_hash = $1")
+        .bind(token_hash)
+        .execute(tx.conn())
+        .await
+        .map_err(db_error)?;
+    Ok(())
+}
+
+/// Ends every login of `user` waiting for its second factor.
+pub async fn void_challenges_of(tx: &mut TenantTx, user: uuid::Uuid) -> Result<(), ApiError> {
+    sqlx::query("UPDATE mfa_challenges SET used_at = now() WHERE user_id = $1 AND used_at IS NULL")
+        .bind(user)
+        .execute(tx.conn())
+        .await
+        .map_err(db_error)?;
     Ok(())
 }

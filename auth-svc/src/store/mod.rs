@@ -1,8 +1,33 @@
-//! All of auth-svc's SQL that has moved out of the API layer so far (the rest is still inline in
-//! `api/users.rs`, `api/access.rs` and `authn.rs`; see docs/architecture.md).
+//! All of auth-svc's SQL that has moved out of the API layer so far, one module per table or
+//! flow, each function inside the caller's `TenantTx` (control-schema reads take the `Db`). What
+//! is still inline elsewhere is listed in docs/architecture.md.
 
 pub mod api_keys;
 pub mod control;
+pub mod groups;
+pub mod login;
 pub mod mfa;
+pub mod policy;
+pub mod roles;
 pub mod sessions;
 pub mod users;
+
+use kit::tenancy::db_error;
+use kit::{ApiError, TenantTx};
+
+use crate::error::AuthError;
+
+/// A foreign-key violation as `missing` (the row a statement refers to does not exist), any other
+/// database error as `db_error` does.
+fn missing_reference(e: sqlx::Error, missing: AuthError) -> ApiError {
+    match &e {
+        sqlx::Error::Database(d) if d.is_foreign_key_violation() => missing.into(),
+        _ => db_error(e),
+    }
+}
+
+/// The rows `sql` (whose `$1` is a user id) selects as one JSON object each, for a user's data
+/// export.
+async fn json_rows(tx: &mut TenantTx, sql: &str, user: uuid::Uuid) -> Result<Vec<serde_json::Value>, ApiError> {
+    sqlx::query_scalar(sql).bind(user).fetch_all(tx.conn()).await.map_err(db_error)
+}

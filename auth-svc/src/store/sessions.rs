@@ -1,5 +1,5 @@
-//! SQL of sessions, as the session API reads and changes them (the login flows' own statements
-//! are still in `authn.rs`).
+//! SQL of sessions: listing, ending and stepping them up (opening one, and its refresh grants,
+//! are `store::login`'s).
 
 use kit::tenancy::db_error;
 use kit::{ApiError, TenantTx};
@@ -50,4 +50,105 @@ pub async fn passed_second_factor(tx: &mut TenantTx, id: uuid::Uuid, user: uuid:
     .await
     .map_err(db_error)?;
     Ok(())
+}
+
+/// Ends session `id` with `reason`; whether it was live.
+pub async fn end(tx: &mut TenantTx, id: uuid::Uuid, reason: &str) -> Result<bool, ApiError> {
+    let done =
+        sqlx::query("UPDATE sessions SET revoked_at = now(), revoke_reason = $2 WHERE id = $1 AND revoked_at IS NULL")
+            .bind(id)
+            .bind(reason)
+            .execute(tx.conn())
+            .await
+            .map_err(db_error)?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Ends the user's open sessions, but `keep` (each listed as revoked by the tenant's trigger);
+/// returns how many.
+pub async fn end_all_of(
+    tx: &mut TenantTx,
+    user: uuid::Uuid,
+    keep: Option<uuid::Uuid>,
+    reason: &str,
+) -> Result<u64, ApiError> {
+    let done = sqlx::query(
+        "UPDATE sessions SET revoked_at = now(), revoke_reason = $2
+          WHERE user_id = $1 AND revoked_at IS NULL AND ($3::uuid IS NULL OR id <> $3)",
+    )
+    .bind(user)
+    .bind(reason)
+    .bind(keep)
+    .execute(tx.conn())
+    .await
+    .map_err(db_error)?;
+    Ok(done.rows_affected())
+}
+
+/// Ends the live sessions that never passed a second factor of those `users` (every user, when
+/// `None`) who are now privileged: granting privilege must not hand it to a session opened with a
+/// password alone (each session's next refresh would refuse it too, but its access token would
+/// carry the new permissions until then). Returns how many.
+pub async fn end_lacking_mfa(tx: &mut TenantTx, users: Option<&[uuid::Uuid]>) -> Result<u64, ApiError> {
+    let sql = format!(
+        "UPDATE sessions SET revoked_at = now(), revoke_reason = 'privilege_requires_mfa'
+          WHERE id IN (
+              SELECT s.id FROM sessions s CROSS JOIN tenant_policy p CROSS JOIN LATERAL (SELECT {}) e
+               WHERE s.revoked_at IS NULL AND s.mfa_at IS NULL AND NOT s.enrollment_only AND s.expires_at > now()
+                 AND ($1::uuid[] IS NULL OR s.user_id = ANY($1))
+                 AND (e.permissions && (p.privileged_permissions COLLATE \"C\")
+                      OR e.roles && (p.mfa_required_roles COLLATE \"C\")))",
+        crate::rbac::effective_columns("s.user_id")
+    );
+    Ok(sqlx::query(&sql).bind(users).execute(tx.conn()).await.map_err(db_error)?.rows_affected())
+}
+
+/// Ends session `id` because a spent refresh token of it was presented again.
+pub async fn end_for_reuse(tx: &mut TenantTx, id: uuid::Uuid) -> Result<(), ApiError> {
+    sqlx::query("UPDATE sessions SET revoked_at = now(), revoke_reason = 'refresh_token_reuse' WHERE id = $1")
+        .bind(id)
+        .execute(tx.conn())
+        .await
+        .map_err(db_error)?;
+    Ok(())
+}
+
+/// Every session of the user, as its data export shows them.
+pub async fn export_of(tx: &mut TenantTx, user: uuid::Uuid) -> Result<Vec<serde_json::Value>, ApiError> {
+    let sql =
+        "SELECT jsonb_build_object('id', id, 'ip', ip, 'user_agent', user_agent, 'amr', amr, 'created_at', created_at,
+                'last_seen_at', last_seen_at, 'revoked_at', revoked_at, 'revoke_reason', revoke_reason)
+           FROM sessions WHERE user_id = $1 ORDER BY created_at";
+    super::json_rows(tx, sql, user).await
+}
+
+/// The session (and its user) of the refresh token whose digest is `token_hash`, spent or not;
+/// with `holder`, only a session of that user (by subject).
+pub async fn of_refresh_token(
+    tx: &mut TenantTx,
+    token_hash: &[u8],
+    holder: Option<&str>,
+) -> Result<Option<(uuid::Uuid, uuid::Uuid)>, ApiError> {
+    sqlx::query_as(
+        "SELECT s.id, s.user_id FROM refresh_tokens rt JOIN sessions s ON s.id = rt.session_id
+          WHERE rt.token_hash = $1 AND ($2::text IS NULL OR s.user_id::text = $2)",
+    )
+    .bind(token_hash)
+    .bind(holder)
+    .fetch_optional(tx.conn())
+    .await
+    .map_err(db_error)
+}
+
+/// Session `id` has passed a second factor again (`amr` its method); returns its methods now.
+pub async fn stepped_up(tx: &mut TenantTx, id: uuid::Uuid, amr: &str) -> Result<Vec<String>, ApiError> {
+    sqlx::query(
+        "UPDATE sessions SET mfa_at = now(), amr = (SELECT array_agg(DISTINCT m) FROM unnest(amr || $2::text[]) m) WHERE id = $1",
+    )
+    .bind(id)
+    .bind(vec![amr])
+    .execute(tx.conn())
+    .await
+    .map_err(db_error)?;
+    sqlx::query_scalar("SELECT amr FROM sessions WHERE id = $1").bind(id).fetch_one(tx.conn()).await.map_err(db_error)
 }

@@ -1,40 +1,56 @@
-//! SQL of users and their direct role grants.
+//! SQL of users: their profile, status, password and erasure, and their direct role grants at
+//! creation.
 
 use kit::tenancy::db_error;
 use kit::time::to_pb;
 use kit::{ApiError, TenantTx};
 use proto::auth::v1 as pb;
 
+use crate::error::AuthError;
 use crate::rbac;
+use crate::store::roles::{self, Grantee};
 
 #[derive(sqlx::FromRow)]
-pub struct UserRow {
-    pub id: uuid::Uuid,
-    pub email: Option<String>,
-    pub display_name: Option<String>,
-    pub status: String,
-    pub suspension_reason: Option<String>,
-    pub created_at: chrono::DateTime<chrono::Utc>,
-    pub mfa_enabled: bool,
+struct UserRow {
+    id: uuid::Uuid,
+    email: Option<String>,
+    display_name: Option<String>,
+    status: String,
+    suspension_reason: Option<String>,
+    created_at: chrono::DateTime<chrono::Utc>,
+    mfa_enabled: bool,
 }
 
-pub const USER_COLUMNS: &str = "u.id, u.email, u.display_name, u.status, u.suspension_reason, u.created_at,
+const USER_COLUMNS: &str = "u.id, u.email, u.display_name, u.status, u.suspension_reason, u.created_at,
     EXISTS (SELECT 1 FROM mfa_totp m WHERE m.user_id = u.id AND m.confirmed_at IS NOT NULL) AS mfa_enabled";
 
-pub async fn load_user(tx: &mut TenantTx, id: uuid::Uuid) -> Result<pb::User, ApiError> {
-    #[derive(sqlx::FromRow)]
-    struct WithRoles {
-        #[sqlx(flatten)]
-        user: UserRow,
-        roles: Vec<String>,
-    }
-    let sql = format!("SELECT {USER_COLUMNS}, {} FROM users u WHERE u.id = $1", rbac::effective_columns("u.id"));
-    let row: Option<WithRoles> = sqlx::query_as(&sql).bind(id).fetch_optional(tx.conn()).await.map_err(db_error)?;
-    let row = row.ok_or_else(|| ApiError::not_found("USER_NOT_FOUND", "no such user"))?;
-    Ok(user_pb(row.user, row.roles))
+/// A user with its effective roles.
+#[derive(sqlx::FromRow)]
+struct WithRoles {
+    #[sqlx(flatten)]
+    user: UserRow,
+    roles: Vec<String>,
 }
 
-pub fn user_pb(row: UserRow, roles: Vec<String>) -> pb::User {
+impl From<WithRoles> for pb::User {
+    fn from(row: WithRoles) -> Self {
+        user_pb(row.user, row.roles)
+    }
+}
+
+/// `SELECT` of users `u` as [`WithRoles`], to be followed by the statement's `WHERE`.
+fn select_with_roles() -> String {
+    format!("SELECT {USER_COLUMNS}, {} FROM users u", rbac::effective_columns("u.id"))
+}
+
+/// User `id` with its effective roles; `USER_NOT_FOUND` when there is none.
+pub async fn load_user(tx: &mut TenantTx, id: uuid::Uuid) -> Result<pb::User, ApiError> {
+    let sql = format!("{} WHERE u.id = $1", select_with_roles());
+    let row: Option<WithRoles> = sqlx::query_as(&sql).bind(id).fetch_optional(tx.conn()).await.map_err(db_error)?;
+    Ok(row.ok_or(AuthError::UserNotFound)?.into())
+}
+
+fn user_pb(row: UserRow, roles: Vec<String>) -> pb::User {
     pb::User {
         id: row.id.to_string(),
         email: row.email.unwrap_or_default(),
@@ -51,14 +67,12 @@ pub fn user_pb(row: UserRow, roles: Vec<String>) -> pb::User {
     }
 }
 
-/// A role by name: `(id, permissions)`.
-pub async fn role_by_name(tx: &mut TenantTx, name: &str) -> Result<(uuid::Uuid, Vec<String>), ApiError> {
-    let row: Option<(uuid::Uuid, Vec<String>)> = sqlx::query_as("SELECT id, permissions FROM roles WHERE name = $1")
-        .bind(name)
-        .fetch_optional(tx.conn())
-        .await
-        .map_err(db_error)?;
-    row.ok_or_else(|| ApiError::not_found("ROLE_NOT_FOUND", format!("no role named {name:?}")))
+/// Up to `limit` users (not deleted) with ids after `after`, by id, with their effective roles.
+pub async fn page(tx: &mut TenantTx, after: uuid::Uuid, limit: i64) -> Result<Vec<pb::User>, ApiError> {
+    let sql = format!("{} WHERE u.id > $1 AND u.status <> 'deleted' ORDER BY u.id LIMIT $2", select_with_roles());
+    let rows: Vec<WithRoles> =
+        sqlx::query_as(&sql).bind(after).bind(limit).fetch_all(tx.conn()).await.map_err(db_error)?;
+    Ok(rows.into_iter().map(pb::User::from).collect())
 }
 
 /// Creates a user with `roles` granted directly (checks are the caller's business).
@@ -80,18 +94,106 @@ pub async fn insert_user(
     .fetch_optional(tx.conn())
     .await
     .map_err(db_error)?
-    .ok_or_else(|| ApiError::already_exists("EMAIL_TAKEN", "a user with this email exists"))?;
+    .ok_or(AuthError::EmailTaken)?;
     for role in roles {
-        let (role_id, _) = role_by_name(tx, role).await?;
-        sqlx::query(
-            "INSERT INTO role_grants (role_id, user_id, granted_by) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-        )
-        .bind(role_id)
-        .bind(id)
-        .bind(granted_by)
-        .execute(tx.conn())
-        .await
-        .map_err(db_error)?;
+        let (role_id, _) = roles::by_name(tx, role).await?;
+        roles::grant(tx, role_id, Grantee::User(id), granted_by).await?;
     }
     Ok(id)
+}
+
+/// Whether the tenant has any user at all.
+pub async fn any(tx: &mut TenantTx) -> Result<bool, ApiError> {
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM users)").fetch_one(tx.conn()).await.map_err(db_error)
+}
+
+/// Whether user `id` is active; `None` when there is no such user.
+pub async fn is_active(tx: &mut TenantTx, id: uuid::Uuid) -> Result<Option<bool>, ApiError> {
+    sqlx::query_scalar("SELECT status = 'active' FROM users WHERE id = $1")
+        .bind(id)
+        .fetch_optional(tx.conn())
+        .await
+        .map_err(db_error)
+}
+
+/// Runs `sql` (an `UPDATE users` whose `$1` is the id) and refuses with `missing` when it changed
+/// no row.
+async fn update_one(
+    tx: &mut TenantTx,
+    sql: &str,
+    id: uuid::Uuid,
+    text: Option<&str>,
+    missing: AuthError,
+) -> Result<(), ApiError> {
+    let mut query = sqlx::query(sql).bind(id);
+    if let Some(text) = text {
+        query = query.bind(text);
+    }
+    let done = query.execute(tx.conn()).await.map_err(db_error)?;
+    if done.rows_affected() == 0 {
+        return Err(missing.into());
+    }
+    Ok(())
+}
+
+/// Sets the display name of a user who is not deleted; `USER_NOT_FOUND` otherwise.
+pub async fn set_display_name(tx: &mut TenantTx, id: uuid::Uuid, name: &str) -> Result<(), ApiError> {
+    let sql = "UPDATE users SET display_name = $2, updated_at = now() WHERE id = $1 AND status <> 'deleted'";
+    update_one(tx, sql, id, Some(name), AuthError::UserNotFound).await
+}
+
+/// Suspends a user who is not deleted, with `reason`; `USER_NOT_FOUND` otherwise.
+pub async fn suspend(tx: &mut TenantTx, id: uuid::Uuid, reason: &str) -> Result<(), ApiError> {
+    let sql = "UPDATE users SET status = 'suspended', suspension_reason = $2, updated_at = now() WHERE id = $1 AND status <> 'deleted'";
+    update_one(tx, sql, id, Some(reason), AuthError::UserNotFound).await
+}
+
+/// Reactivates a suspended user; `NOT_SUSPENDED` otherwise.
+pub async fn reactivate(tx: &mut TenantTx, id: uuid::Uuid) -> Result<(), ApiError> {
+    let sql = "UPDATE users SET status = 'active', suspension_reason = NULL, updated_at = now() WHERE id = $1 AND status = 'suspended'";
+    update_one(tx, sql, id, None, AuthError::NotSuspended).await
+}
+
+/// Marks a user deleted and erases what identifies them: their profile and password, second
+/// factors, pending logins, memberships, grants and their sessions' client details (the sessions
+/// themselves and API keys are ended by the caller). `USER_NOT_FOUND` when there is no such user
+/// or it is deleted already.
+pub async fn erase(tx: &mut TenantTx, id: uuid::Uuid) -> Result<(), ApiError> {
+    let sql = "UPDATE users SET status = 'deleted', email = NULL, display_name = NULL, password_hash = NULL,
+                    suspension_reason = NULL, deleted_at = now(), updated_at = now()
+              WHERE id = $1 AND status <> 'deleted'";
+    update_one(tx, sql, id, None, AuthError::UserNotFound).await?;
+    for sql in [
+        "DELETE FROM mfa_totp WHERE user_id = $1",
+        "DELETE FROM backup_codes WHERE user_id = $1",
+        "DELETE FROM mfa_challenges WHERE user_id = $1",
+        "DELETE FROM group_members WHERE user_id = $1",
+        "DELETE FROM role_grants WHERE user_id = $1",
+        "UPDATE sessions SET ip = '', user_agent = '' WHERE user_id = $1",
+    ] {
+        sqlx::query(sql).bind(id).execute(tx.conn()).await.map_err(db_error)?;
+    }
+    Ok(())
+}
+
+/// The user's password hash (none for a deleted user), locked until the transaction ends.
+pub async fn password_hash_for_update(tx: &mut TenantTx, id: uuid::Uuid) -> Result<Option<String>, ApiError> {
+    Ok(sqlx::query_scalar("SELECT password_hash FROM users WHERE id = $1 FOR UPDATE")
+        .bind(id)
+        .fetch_optional(tx.conn())
+        .await
+        .map_err(db_error)?
+        .flatten())
+}
+
+/// Stores a new hash of the user's password: a password the user `changed`, or the same one
+/// hashed again with the current parameters.
+pub async fn set_password_hash(tx: &mut TenantTx, id: uuid::Uuid, hash: &str, changed: bool) -> Result<(), ApiError> {
+    let sql = if changed {
+        "UPDATE users SET password_hash = $2, password_changed_at = now(), updated_at = now() WHERE id = $1"
+    } else {
+        "UPDATE users SET password_hash = $2, updated_at = now() WHERE id = $1"
+    };
+    sqlx::query(sql).bind(id).bind(hash).execute(tx.conn()).await.map_err(db_error)?;
+    Ok(())
 }
