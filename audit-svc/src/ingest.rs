@@ -8,18 +8,20 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use kit::access::RequestContext;
 use kit::tenancy::TenantStatus;
-use kit::{ApiError, Db, ErrorCode, Tenant, TenantId};
+use kit::{ApiError, Db, Tenant, TenantId};
 use proto::audit::v1 as pb;
 use serde_json::{Map, Value};
 use tokio::sync::{mpsc, oneshot};
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
+use crate::error::AuditError;
 use crate::pseudonym::Pseudonymizer;
-use crate::sequencer::{Nudge, RecordFields};
+use crate::sequencer::Nudge;
+use crate::store::log::RecordFields;
 
 /// Most events in one `AppendBatch`.
 pub const MAX_BATCH: usize = 1000;
@@ -61,7 +63,7 @@ impl Appender {
     /// Appends `rows` (unique event ids) to `tenant`'s log; returns how many were new.
     async fn append(&self, tenant: &Tenant, rows: Vec<RecordFields>) -> Result<usize, ApiError> {
         let (reply, rx) = oneshot::channel();
-        let gone = || ApiError::unavailable("AUDIT_SHUTTING_DOWN", "audit-svc is shutting down, retry");
+        let gone = || ApiError::from(AuditError::ShuttingDown);
         if let Err(mpsc::error::SendError(job)) = self.queue(tenant).send(Job { rows, reply }).await {
             // The tenant's queue retired (idle) after this call took it: a new one takes the job.
             self.queue(tenant).send(job).await.map_err(|_| gone())?;
@@ -142,18 +144,10 @@ impl Appender {
     }
 }
 
-/// One validated event, ready for the outbox.
-#[derive(Debug)]
+/// One validated event: its fields for the log, `details` a JSON object still without the
+/// pseudonyms of `personal`.
 struct Valid {
-    event_id: Uuid,
-    occurred_at: DateTime<Utc>,
-    actor: String,
-    action: String,
-    resource: String,
-    outcome: String,
-    request_id: Option<String>,
-    trace_id: Option<String>,
-    details: Map<String, Value>,
+    fields: RecordFields,
     personal: HashMap<String, String>,
 }
 
@@ -186,7 +180,8 @@ fn holds_nul(v: &Value) -> bool {
     }
 }
 
-fn validate(i: usize, e: pb::Event) -> Result<Valid, ApiError> {
+/// Validates event `i` of a call by `service`.
+fn validate(i: usize, e: pb::Event, service: &str) -> Result<Valid, ApiError> {
     let event_id = Uuid::parse_str(&e.event_id).map_err(|_| field(i, "event_id", "must be a UUID"))?;
     let occurred_at = match &e.occurred_at {
         Some(t) => kit::time::from_pb(&format!("events[{i}].occurred_at"), t)?,
@@ -249,18 +244,19 @@ fn validate(i: usize, e: pb::Event) -> Result<Valid, ApiError> {
             return Err(field(i, "personal", "values at most 1024 bytes"));
         }
     }
-    Ok(Valid {
+    let fields = RecordFields {
         event_id,
         occurred_at,
+        service: service.to_owned(),
         actor: e.actor,
         action: e.action,
         resource: e.resource,
         outcome: e.outcome,
         request_id,
         trace_id,
-        details,
-        personal: e.personal,
-    })
+        details: Value::Object(details),
+    };
+    Ok(Valid { fields, personal: e.personal })
 }
 
 impl AuditIngest {
@@ -269,7 +265,7 @@ impl AuditIngest {
         // recorded too, a terminated tenant's log is closed.
         let tenant = self.db.tenant(&ctx.tenant_slug()?).await?;
         if tenant.status == TenantStatus::Terminated {
-            return Err(ApiError::new(ErrorCode::FailedPrecondition, "TENANT_TERMINATED", "tenant is terminated"));
+            return Err(AuditError::TenantTerminated.into());
         }
         Ok(tenant)
     }
@@ -280,41 +276,26 @@ impl AuditIngest {
             return Err(ApiError::invalid_field("events", "1–1000 events"));
         }
         let tenant = self.tenant(ctx).await?;
+        let service = ctx.caller.identity.name();
         let mut valid = Vec::with_capacity(events.len());
         let mut seen = std::collections::HashSet::new();
         for (i, e) in events.into_iter().enumerate() {
-            let v = validate(i, e)?;
+            let v = validate(i, e, service)?;
             // A retried event inside one batch counts once.
-            if seen.insert(v.event_id) {
+            if seen.insert(v.fields.event_id) {
                 valid.push(v);
             }
         }
         let personal: Vec<HashMap<String, String>> =
             valid.iter_mut().map(|v| std::mem::take(&mut v.personal)).collect();
         let pseudonyms = self.pseudonyms.apply(&tenant, personal).await?;
-        for (v, p) in valid.iter_mut().zip(pseudonyms) {
-            for (name, value) in p {
-                v.details.insert(name, Value::String(value));
+        let mut rows = Vec::with_capacity(valid.len());
+        for (Valid { mut fields, .. }, p) in valid.into_iter().zip(pseudonyms) {
+            if let Value::Object(details) = &mut fields.details {
+                details.extend(p.into_iter().map(|(name, value)| (name, Value::String(value))));
             }
+            rows.push(fields);
         }
-        let service = ctx.caller.identity.name().to_owned();
-        let rows = valid
-            .into_iter()
-            .map(|v| {
-                RecordFields::new(
-                    v.event_id,
-                    v.occurred_at,
-                    service.clone(),
-                    v.actor,
-                    v.action,
-                    v.resource,
-                    v.outcome,
-                    v.request_id,
-                    v.trace_id,
-                    Value::Object(v.details),
-                )
-            })
-            .collect();
         let accepted = self.appender.append(&tenant, rows).await?;
         Ok(accepted as u32)
     }
@@ -386,7 +367,7 @@ mod tests {
 
     #[test]
     fn events_are_validated() {
-        assert!(validate(0, event()).is_ok());
+        assert!(validate(0, event(), "gateway").is_ok());
         let bad: [fn(&mut pb::Event); 7] = [
             |e| e.event_id = "nope".into(),
             |e| e.actor = "root".into(),
@@ -399,7 +380,7 @@ mod tests {
         for f in bad {
             let mut e = event();
             f(&mut e);
-            assert!(validate(0, e).is_err());
+            assert!(validate(0, e, "gateway").is_err());
         }
     }
 }

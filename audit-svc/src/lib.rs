@@ -7,10 +7,12 @@ pub mod api;
 pub mod checkpoint;
 pub mod config;
 pub mod domain;
+pub mod error;
 pub mod ingest;
 pub mod pseudonym;
 pub mod retention;
 pub mod sequencer;
+pub mod store;
 pub mod stream;
 pub mod verify;
 

@@ -20,7 +20,6 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::{Hmac, Mac};
-use kit::tenancy::db_error;
 use kit::{ApiError, Db, Tenant};
 use proto::vault::v1 as vault;
 use proto::vault::v1::transit_service_client::TransitServiceClient;
@@ -28,6 +27,9 @@ use sha2::Sha256;
 use tokio::sync::Mutex;
 use uuid::Uuid;
 use zeroize::Zeroizing;
+
+use crate::error::AuditError;
+use crate::store;
 
 pub type Transit = TransitServiceClient<kit::client::Channel>;
 
@@ -86,7 +88,7 @@ impl Pseudonymizer {
     }
 
     fn transit(&self) -> Result<Transit, ApiError> {
-        self.transit.clone().ok_or_else(|| ApiError::unavailable("NO_VAULT", "upstreams.vault is not configured"))
+        self.transit.clone().ok_or_else(|| AuditError::NoVault.into())
     }
 
     async fn key(&self, tenant: &Tenant) -> Result<Arc<Key>, ApiError> {
@@ -135,11 +137,7 @@ impl Pseudonymizer {
         let mut transit = self.transit()?;
         let stored = |db: Db| async move {
             let mut tx = db.begin(tenant).await?;
-            let row: Option<(i32, String)> =
-                sqlx::query_as("SELECT version, wrapped_key FROM pseudonym_keys ORDER BY version DESC LIMIT 1")
-                    .fetch_optional(tx.conn())
-                    .await
-                    .map_err(db_error)?;
+            let row = store::pseudonyms::newest(&mut tx).await?;
             tx.commit().await?;
             Ok::<_, ApiError>(row)
         };
@@ -157,11 +155,7 @@ impl Pseudonymizer {
                 drop(Zeroizing::new(generated.plaintext_key));
                 // Two replicas may race: the first insert wins and both use the stored key.
                 let mut tx = self.db.begin(tenant).await?;
-                sqlx::query("INSERT INTO pseudonym_keys (version, wrapped_key) VALUES (1, $1) ON CONFLICT DO NOTHING")
-                    .bind(&generated.wrapped_key)
-                    .execute(tx.conn())
-                    .await
-                    .map_err(db_error)?;
+                store::pseudonyms::insert_first(&mut tx, &generated.wrapped_key).await?;
                 tx.commit().await?;
                 stored(self.db.clone())
                     .await?

@@ -10,26 +10,26 @@ use std::time::Duration;
 
 use kit::access::RequestContext;
 use kit::outbox::{Actor, AuditRecord, Outcome};
-use kit::tenancy::db_error;
 use kit::{ApiError, Db, Tenant};
 use proto::audit::v1 as pb;
 use tonic::{Request, Response, Status};
+
+use crate::error::AuditError;
+use crate::store;
 
 /// Most entries one prune transaction deletes.
 const PRUNE_BATCH: i64 = 100_000;
 const EVERY: Duration = Duration::from_secs(3600);
 
+/// Retention of a tenant that configured none: seven years.
+const DEFAULT_DAYS: u32 = 2557;
+
 /// `(retention_days, pruned_below)` of a tenant.
 pub async fn policy(db: &Db, tenant: &Tenant) -> Result<(u32, u64), ApiError> {
     let mut tx = db.begin(tenant).await?;
-    let (days, below): (Option<i32>, i64) = sqlx::query_as(
-        "SELECT (SELECT retention_days FROM retention_policy), (SELECT coalesce(max(pruned_below), 0) FROM prune_marks)",
-    )
-    .fetch_one(tx.conn())
-    .await
-    .map_err(db_error)?;
+    let (days, below) = store::retention::policy(&mut tx).await?;
     tx.commit().await?;
-    Ok((days.unwrap_or(2557) as u32, below as u64))
+    Ok((days.unwrap_or(DEFAULT_DAYS), below))
 }
 
 /// Prunes what is beyond retention; returns `(pruned_below before, after)`.
@@ -38,12 +38,7 @@ pub async fn prune(db: &Db, tenant: &Tenant, actor: Actor, request_id: Option<St
     let mut below = first;
     loop {
         let mut tx = db.begin(tenant).await?;
-        let after: i64 = sqlx::query_scalar("SELECT audit_prune($1)")
-            .bind(PRUNE_BATCH)
-            .fetch_one(tx.conn())
-            .await
-            .map_err(db_error)?;
-        let after = after as u64;
+        let after = store::retention::prune(&mut tx, PRUNE_BATCH).await?;
         if after <= below {
             tx.rollback().await?;
             return Ok((first, below));
@@ -68,10 +63,7 @@ pub fn spawn(db: Db, shutdown: kit::server::Shutdown) {
             for tenant in tenants {
                 let provisioned = async {
                     let mut tx = db.begin(&tenant).await?;
-                    let (ok,): (bool,) = sqlx::query_as("SELECT to_regprocedure('audit_prune(bigint)') IS NOT NULL")
-                        .fetch_one(tx.conn())
-                        .await
-                        .map_err(db_error)?;
+                    let ok = store::retention::prunable(&mut tx).await?;
                     tx.rollback().await?;
                     Ok::<_, ApiError>(ok)
                 };
@@ -113,8 +105,7 @@ impl pb::audit_retention_service_server::AuditRetentionService for AuditRetentio
         &self,
         request: Request<pb::GetRetentionPolicyRequest>,
     ) -> Result<Response<pb::RetentionPolicy>, Status> {
-        let ctx = RequestContext::of(&request)?;
-        let tenant = self.tenant(&ctx).await?;
+        let tenant = self.tenant(&RequestContext::of(&request)?).await?;
         let (retention_days, below) = policy(&self.db, &tenant).await?;
         Ok(Response::new(pb::RetentionPolicy { retention_days, pruned_below: below }))
     }
@@ -132,22 +123,11 @@ impl pb::audit_retention_service_server::AuditRetentionService for AuditRetentio
         let tenant = self.tenant(&ctx).await?;
         let mut tx = self.db.begin(&tenant).await?;
         // The deployment's floor (audit control migration 0001): the database refuses less too.
-        let floor: i32 = sqlx::query_scalar("SELECT days FROM control.audit_retention_floor")
-            .fetch_one(tx.conn())
-            .await
-            .map_err(db_error)?;
+        let floor = store::retention::floor(&mut tx).await?;
         if (req.retention_days as i64) < i64::from(floor) {
-            return Err(ApiError::failed_precondition(
-                "RETENTION_BELOW_FLOOR",
-                format!("retention_days must be at least the deployment's floor of {floor} days"),
-            )
-            .into());
+            return Err(AuditError::RetentionBelowFloor { floor }.into());
         }
-        let previous: Option<i32> = sqlx::query_scalar("SELECT audit_set_retention($1)")
-            .bind(req.retention_days as i32)
-            .fetch_one(tx.conn())
-            .await
-            .map_err(db_error)?;
+        let previous = store::retention::set(&mut tx, req.retention_days as i32).await?;
         tx.record(
             AuditRecord::new(
                 crate::SERVICE,

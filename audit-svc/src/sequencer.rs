@@ -7,13 +7,13 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
-use kit::tenancy::db_error;
 use kit::{ApiError, Db, Tenant, TenantTx};
 use uuid::Uuid;
 
-use crate::domain::entry::Entry;
 use crate::domain::merkle::{self, Hash, node_hash};
+use crate::error::AuditError;
+use crate::store;
+use crate::store::log::RecordFields;
 
 /// Most outbox rows one transaction takes.
 pub const BATCH: i64 = 1000;
@@ -29,112 +29,20 @@ const TENANTS_FRESH: Duration = Duration::from_secs(1);
 /// own work; waiting gathers them. Under load a round takes longer than this anyway.
 const GATHER: Duration = Duration::from_millis(100);
 
-/// The recorded fields of an audit event, as the outbox and the log both store them.
-#[derive(sqlx::FromRow)]
-pub struct RecordFields {
-    pub(crate) event_id: Uuid,
-    occurred_at: DateTime<Utc>,
-    service: String,
-    actor: String,
-    action: String,
-    resource: String,
-    outcome: String,
-    request_id: Option<String>,
-    trace_id: Option<String>,
-    details: serde_json::Value,
-}
-
-impl RecordFields {
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn new(
-        event_id: Uuid,
-        occurred_at: DateTime<Utc>,
-        service: String,
-        actor: String,
-        action: String,
-        resource: String,
-        outcome: String,
-        request_id: Option<String>,
-        trace_id: Option<String>,
-        details: serde_json::Value,
-    ) -> Self {
-        Self { event_id, occurred_at, service, actor, action, resource, outcome, request_id, trace_id, details }
-    }
-
-    /// The entry these fields make at sequence number `seq`.
-    pub(crate) fn entry(self, seq: u64) -> Entry {
-        Entry {
-            seq,
-            event_id: self.event_id,
-            occurred_at: self.occurred_at,
-            service: self.service,
-            actor: self.actor,
-            action: self.action,
-            resource: self.resource,
-            outcome: self.outcome,
-            request_id: self.request_id,
-            trace_id: self.trace_id,
-            details: self.details,
-        }
-    }
-}
-
-#[derive(sqlx::FromRow)]
-struct Positioned {
-    position: i64,
-    #[sqlx(flatten)]
-    fields: RecordFields,
-}
-
-fn hash32(bytes: &[u8]) -> Result<Hash, ApiError> {
-    bytes.try_into().map_err(|_| ApiError::internal(&"stored hash is not 32 bytes"))
-}
-
 /// Moves up to [`BATCH`] records of `tenant`'s outbox into its log. Returns how many outbox rows
 /// it consumed and how many entries it appended.
 pub async fn drain_once(db: &Db, tenant: &Tenant) -> Result<(usize, usize), ApiError> {
     // What idle tenants cost shows here: one per tenant per sweep interval.
     kit::metrics::Metrics::global().event("audit_outbox_drain");
-    let mut tx = db.begin(tenant).await?;
     // A tenant registered but not yet provisioned for audit-svc has nothing to drain into yet.
-    let (provisioned,): (bool,) =
-        sqlx::query_as("SELECT to_regclass('audit_log') IS NOT NULL").fetch_one(tx.conn()).await.map_err(db_error)?;
-    if !provisioned {
+    let Some(mut tx) = sequencing(db, tenant).await? else { return Ok((0, 0)) };
+    let rows = store::outbox::take(&mut tx, BATCH).await?;
+    if rows.is_empty() {
         tx.rollback().await?;
         return Ok((0, 0));
     }
-    // Waits for the replica or direct append holding the tenant; rows it consumed are gone by then.
-    lock_tenant(&mut tx).await?;
-    // Only index and TID scans make sense below, whatever the statistics say. A new tenant's
-    // outbox has none (or was analyzed while nearly empty): planned as a table of a few pages,
-    // the DELETE became a scan of the whole queue comparing every row with each of up to BATCH
-    // tuple ids — quadratic in the backlog, seconds per drain under a batch load, and the plan
-    // stayed cached until the next ANALYZE.
-    sqlx::query("SET LOCAL enable_seqscan = off").execute(tx.conn()).await.map_err(db_error)?;
-    // Taken and deleted in one statement: the rows are found once, by position, and removed by
-    // their tuple ids (a TID scan).
-    let mut taken: Vec<(i64, RecordFields)> = sqlx::query_as(
-        "DELETE FROM audit_outbox WHERE ctid = ANY(ARRAY(SELECT ctid FROM audit_outbox ORDER BY position LIMIT $1)) \
-         RETURNING position, event_id, occurred_at, service, actor, action, resource, outcome, request_id, trace_id, details",
-    )
-    .bind(BATCH)
-    .fetch_all(tx.conn())
-    .await
-    .map_err(db_error)?
-    .into_iter()
-    .map(|row: Positioned| (row.position, row.fields))
-    .collect();
-    if taken.is_empty() {
-        tx.rollback().await?;
-        return Ok((0, 0));
-    }
-    taken.sort_by_key(|(position, _)| *position);
-    let consumed = taken.len();
-    let rows: Vec<RecordFields> = taken.into_iter().map(|(_, fields)| fields).collect();
+    let consumed = rows.len();
     let appended = append_rows(&mut tx, rows).await?.len();
-    if appended > 0 {
-        notify_readers(&mut tx).await?;
-    }
     tx.commit().await?;
     Ok((consumed, appended))
 }
@@ -143,76 +51,39 @@ pub async fn drain_once(db: &Db, tenant: &Tenant) -> Result<(usize, usize), ApiE
 /// that hold no transaction of their own), waiting for the tenant's sequencer lock. Returns the
 /// event ids that were new; once it returns, they are committed.
 pub async fn append_direct(db: &Db, tenant: &Tenant, rows: Vec<RecordFields>) -> Result<Vec<Uuid>, ApiError> {
-    let mut tx = db.begin(tenant).await?;
-    let (provisioned,): (bool,) =
-        sqlx::query_as("SELECT to_regclass('audit_log') IS NOT NULL").fetch_one(tx.conn()).await.map_err(db_error)?;
-    if !provisioned {
-        return Err(ApiError::unavailable(
-            "AUDIT_NOT_PROVISIONED",
-            "the tenant's audit log is being provisioned, retry",
-        ));
-    }
-    lock_tenant(&mut tx).await?;
+    let mut tx = sequencing(db, tenant).await?.ok_or(AuditError::NotProvisioned)?;
     let appended = append_rows(&mut tx, rows).await?;
-    if !appended.is_empty() {
-        notify_readers(&mut tx).await?;
-    }
     tx.commit().await?;
     Ok(appended)
 }
 
-/// One sequencer per tenant at a time, across replicas: a transaction-scoped advisory lock.
-async fn lock_tenant(tx: &mut TenantTx) -> Result<(), ApiError> {
-    sqlx::query(
-        "SELECT pg_advisory_xact_lock(hashtext('strongroom.audit.sequencer'), hashtext(current_setting('strongroom.tenant_id')))",
-    )
-    .execute(tx.conn())
-    .await
-    .map_err(db_error)?;
-    Ok(())
-}
-
-/// Live streams wake when the transaction commits.
-async fn notify_readers(tx: &mut TenantTx) -> Result<(), ApiError> {
-    sqlx::query("SELECT pg_notify($1, current_setting('strongroom.tenant_id'))")
-        .bind(crate::stream::CHANNEL)
-        .execute(tx.conn())
-        .await
-        .map_err(db_error)?;
-    Ok(())
+/// A transaction of `tenant` holding its sequencer lock, or `None` (rolled back) while the
+/// tenant's log is not provisioned. Waits for the replica or direct append holding the lock; rows
+/// it consumed are gone by then.
+async fn sequencing(db: &Db, tenant: &Tenant) -> Result<Option<TenantTx>, ApiError> {
+    let mut tx = db.begin(tenant).await?;
+    if !store::log::provisioned(&mut tx).await? {
+        tx.rollback().await?;
+        return Ok(None);
+    }
+    store::log::lock_sequencer(&mut tx).await?;
+    Ok(Some(tx))
 }
 
 /// Appends `rows` to the log in `tx`, which holds the tenant's sequencer lock: skips event ids
-/// already logged or repeated, then writes the entries and the Merkle nodes they complete.
-/// Returns the event ids it appended, in log order.
+/// already logged or repeated, then writes the entries and the Merkle nodes they complete, and
+/// wakes the live streams at commit if it appended any. Returns the event ids it appended, in log
+/// order.
 async fn append_rows(tx: &mut TenantTx, rows: Vec<RecordFields>) -> Result<Vec<Uuid>, ApiError> {
     let ids: Vec<Uuid> = rows.iter().map(|r| r.event_id).collect();
-    // One index probe per id (`unnest` + `LATERAL … LIMIT 1`), never `= ANY($1)` or a plain join:
-    // those become a scan of the whole log or outbox (times every id) when the planner has no or
-    // stale statistics — a new tenant's first minute, or a backlog that grew since the last ANALYZE.
-    let already: Vec<Uuid> = sqlx::query_scalar(
-        "SELECT l.event_id FROM unnest($1::uuid[]) AS w(want) \
-         CROSS JOIN LATERAL (SELECT event_id FROM audit_log WHERE event_id = w.want LIMIT 1) AS l",
-    )
-    .bind(&ids)
-    // Planned afresh each time: a plan cached while the log was a few pages long (a new tenant)
-    // would otherwise stay in use long after the log grew.
-    .persistent(false)
-    .fetch_all(tx.conn())
-    .await
-    .map_err(db_error)?;
-    let last: Option<(i64, Vec<u8>)> =
-        sqlx::query_as("SELECT seq, chain_hash FROM audit_log ORDER BY seq DESC LIMIT 1")
-            .fetch_optional(tx.conn())
-            .await
-            .map_err(db_error)?;
-    let (mut next, mut chain) = match last {
-        Some((seq, chain)) => (seq as u64 + 1, hash32(&chain)?),
+    let already = store::log::logged(tx, &ids).await?;
+    let (mut next, mut chain) = match store::log::head(tx).await? {
+        Some((seq, chain)) => (seq + 1, chain),
         None => (0, [0u8; 32]),
     };
     let first = next;
 
-    let mut seen: std::collections::HashSet<Uuid> = already.into_iter().collect();
+    let mut seen: HashSet<Uuid> = already.into_iter().collect();
     let mut entries = Vec::with_capacity(rows.len());
     for row in rows {
         // At-least-once in, exactly once in the log.
@@ -249,7 +120,7 @@ async fn append_rows(tx: &mut TenantTx, rows: Vec<RecordFields>) -> Result<Vec<U
         }
     }
     let mut nodes: HashMap<(u8, u64), Hash> =
-        if needed.is_empty() { HashMap::new() } else { crate::checkpoint::load_nodes(tx, &needed).await? };
+        if needed.is_empty() { HashMap::new() } else { store::log::load_nodes(tx, &needed).await? };
     if block_start < first && !nodes.contains_key(&(0, first - 1)) {
         return Err(ApiError::internal(&"a leaf of the current block is missing"));
     }
@@ -260,13 +131,10 @@ async fn append_rows(tx: &mut TenantTx, rows: Vec<RecordFields>) -> Result<Vec<U
         let mut level = 1u8;
         while level < 64 && (i + 1) % (1u64 << level) == 0 {
             let idx = ((i + 1) >> level) - 1;
-            let left =
-                nodes.get(&(level - 1, idx * 2)).copied().ok_or_else(|| ApiError::internal(&"merkle node missing"))?;
-            let right = nodes
-                .get(&(level - 1, idx * 2 + 1))
-                .copied()
-                .ok_or_else(|| ApiError::internal(&"merkle node missing"))?;
-            let h = node_hash(&left, &right);
+            let child = |index| {
+                nodes.get(&(level - 1, index)).copied().ok_or_else(|| ApiError::internal(&"merkle node missing"))
+            };
+            let h = node_hash(&child(idx * 2)?, &child(idx * 2 + 1)?);
             nodes.insert((level, idx), h);
             if level >= merkle::STORED_FROM {
                 new_nodes.push((level, idx, h));
@@ -278,132 +146,15 @@ async fn append_rows(tx: &mut TenantTx, rows: Vec<RecordFields>) -> Result<Vec<U
     let appended = entries.iter().map(|e| e.0.event_id).collect();
     let occurred = entries.iter().map(|e| e.0.occurred_at);
     let (earliest, latest) = (occurred.clone().min(), occurred.max());
-    insert_entries(tx, entries).await?;
+    store::log::insert_entries(tx, entries).await?;
     if let (Some(earliest), Some(latest)) = (earliest, latest) {
-        keep_time(tx, first, earliest, latest).await?;
+        store::log::keep_time(tx, first, earliest, latest).await?;
     }
     if !new_nodes.is_empty() {
-        insert_nodes(tx, &new_nodes).await?;
+        store::log::insert_nodes(tx, &new_nodes).await?;
     }
+    store::log::notify_readers(tx).await?;
     Ok(appended)
-}
-
-/// Least entries between two time marks (tenant migration 0009): a time-filtered query reads at
-/// most about this much of the log, plus a batch, beyond its window at either end. Marks are at
-/// most a thousandth of the log's rows.
-const MARK_EVERY_ENTRIES: i64 = 1000;
-
-/// Gives the batch starting at `first` its batch time (the database clock, never earlier than the
-/// previous batch's), widens the tenant's bounds on how far `occurred_at` runs ahead of or behind
-/// it, and marks where the batch starts when the last mark is far enough behind. Together they
-/// let `ListEntries` bound a time window by sequence numbers.
-async fn keep_time(
-    tx: &mut TenantTx,
-    first: u64,
-    earliest: DateTime<Utc>,
-    latest: DateTime<Utc>,
-) -> Result<(), ApiError> {
-    sqlx::query(
-        "WITH now AS ( \
-             SELECT greatest(clock_timestamp(), coalesce((SELECT last_at FROM audit_clock), '-infinity')) AS at), \
-         clock AS ( \
-             INSERT INTO audit_clock (last_at, max_lead, max_lag) \
-             SELECT at, greatest($1 - at, interval '0'), greatest(at - $2, interval '0') FROM now \
-             ON CONFLICT (tenant_id) DO UPDATE SET last_at = EXCLUDED.last_at, \
-                 max_lead = greatest(audit_clock.max_lead, EXCLUDED.max_lead), \
-                 max_lag = greatest(audit_clock.max_lag, EXCLUDED.max_lag) \
-             RETURNING last_at) \
-         INSERT INTO audit_time_marks (at, seq) \
-         SELECT clock.last_at, $3 FROM clock \
-         WHERE coalesce($3 - (SELECT seq FROM audit_time_marks ORDER BY at DESC LIMIT 1) >= $4, true) \
-         ON CONFLICT DO NOTHING",
-    )
-    .bind(latest)
-    .bind(earliest)
-    .bind(first as i64)
-    .bind(MARK_EVERY_ENTRIES)
-    .execute(tx.conn())
-    .await
-    .map_err(db_error)?;
-    Ok(())
-}
-
-/// Inserts `entries` with one statement, one array per column; the entries are moved into the
-/// arrays, not copied.
-async fn insert_entries(tx: &mut TenantTx, entries: Vec<(Entry, Vec<u8>, Hash, Hash)>) -> Result<(), ApiError> {
-    if entries.is_empty() {
-        return Ok(());
-    }
-    let n = entries.len();
-    let mut seq: Vec<i64> = Vec::with_capacity(n);
-    let mut event_id: Vec<Uuid> = Vec::with_capacity(n);
-    let mut occurred_at: Vec<DateTime<Utc>> = Vec::with_capacity(n);
-    let mut service: Vec<String> = Vec::with_capacity(n);
-    let mut actor: Vec<String> = Vec::with_capacity(n);
-    let mut action: Vec<String> = Vec::with_capacity(n);
-    let mut resource: Vec<String> = Vec::with_capacity(n);
-    let mut outcome: Vec<String> = Vec::with_capacity(n);
-    let mut request_id: Vec<Option<String>> = Vec::with_capacity(n);
-    let mut trace_id: Vec<Option<String>> = Vec::with_capacity(n);
-    let mut details: Vec<serde_json::Value> = Vec::with_capacity(n);
-    let mut canonical: Vec<Vec<u8>> = Vec::with_capacity(n);
-    let mut leaf: Vec<Vec<u8>> = Vec::with_capacity(n);
-    let mut chain: Vec<Vec<u8>> = Vec::with_capacity(n);
-    for (e, bytes, leaf_hash, chain_hash) in entries {
-        seq.push(e.seq as i64);
-        event_id.push(e.event_id);
-        occurred_at.push(e.occurred_at);
-        service.push(e.service);
-        actor.push(e.actor);
-        action.push(e.action);
-        resource.push(e.resource);
-        outcome.push(e.outcome);
-        request_id.push(e.request_id);
-        trace_id.push(e.trace_id);
-        details.push(e.details);
-        canonical.push(bytes);
-        leaf.push(leaf_hash.to_vec());
-        chain.push(chain_hash.to_vec());
-    }
-    sqlx::query(
-        "INSERT INTO audit_log (seq, event_id, occurred_at, service, actor, action, resource, outcome, request_id, trace_id, details, canonical, leaf_hash, chain_hash) \
-         SELECT * FROM unnest($1::bigint[], $2::uuid[], $3::timestamptz[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], \
-                              $9::text[], $10::text[], $11::jsonb[], $12::bytea[], $13::bytea[], $14::bytea[])",
-    )
-    .bind(seq)
-    .bind(event_id)
-    .bind(occurred_at)
-    .bind(service)
-    .bind(actor)
-    .bind(action)
-    .bind(resource)
-    .bind(outcome)
-    .bind(request_id)
-    .bind(trace_id)
-    .bind(details)
-    .bind(canonical)
-    .bind(leaf)
-    .bind(chain)
-    .execute(tx.conn())
-    .await
-    .map_err(db_error)?;
-    Ok(())
-}
-
-async fn insert_nodes(tx: &mut TenantTx, nodes: &[(u8, u64, Hash)]) -> Result<(), ApiError> {
-    let level: Vec<i16> = nodes.iter().map(|n| n.0 as i16).collect();
-    let idx: Vec<i64> = nodes.iter().map(|n| n.1 as i64).collect();
-    let hash: Vec<Vec<u8>> = nodes.iter().map(|n| n.2.to_vec()).collect();
-    sqlx::query(
-        "INSERT INTO merkle_nodes (level, idx, hash) SELECT * FROM unnest($1::smallint[], $2::bigint[], $3::bytea[])",
-    )
-    .bind(level)
-    .bind(idx)
-    .bind(hash)
-    .execute(tx.conn())
-    .await
-    .map_err(db_error)?;
-    Ok(())
 }
 
 /// Drains `tenant` until a batch comes back short of [`BATCH`]: the outbox was empty at that

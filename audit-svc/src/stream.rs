@@ -5,14 +5,13 @@
 
 use std::time::Duration;
 
-use kit::tenancy::db_error;
 use kit::{ApiError, Db, Tenant};
 use proto::audit::v1 as pb;
 use tokio::sync::{broadcast, mpsc};
 use tonic::Status;
 use uuid::Uuid;
 
-use crate::checkpoint;
+use crate::store;
 
 /// The channel the sequencer notifies (payload: tenant id) when entries or a checkpoint commit.
 pub const CHANNEL: &str = "strongroom_audit_log";
@@ -72,40 +71,16 @@ fn entry_item(e: pb::Entry) -> pb::StreamItem {
     pb::StreamItem { item: Some(pb::stream_item::Item::Entry(e)) }
 }
 
-fn checkpoint_item(c: &checkpoint::Stored) -> pb::StreamItem {
-    pb::StreamItem {
-        item: Some(pb::stream_item::Item::Checkpoint(pb::Checkpoint {
-            tree_size: c.tree_size as u64,
-            root_hash: c.root_hash.clone(),
-            signed_note: c.signed_note.clone(),
-        })),
-    }
+fn checkpoint_item(c: pb::Checkpoint) -> pb::StreamItem {
+    pb::StreamItem { item: Some(pb::stream_item::Item::Checkpoint(c)) }
 }
 
 /// Entries `[from, to)` (at most [`PAGE`]).
 async fn page(db: &Db, tenant: &Tenant, from: u64, to: u64) -> Result<Vec<pb::Entry>, ApiError> {
     let mut tx = db.begin(tenant).await?;
-    type Row = (i64, Vec<u8>, Vec<u8>, Vec<u8>);
-    let rows: Vec<Row> = sqlx::query_as(
-        "SELECT seq, canonical, leaf_hash, chain_hash FROM audit_log WHERE seq >= $1 AND seq < $2 ORDER BY seq LIMIT $3",
-    )
-    .bind(from.min(i64::MAX as u64) as i64)
-    .bind(to.min(i64::MAX as u64) as i64)
-    .bind(PAGE)
-    .fetch_all(tx.conn())
-    .await
-    .map_err(db_error)?;
+    let entries = store::log::entries(&mut tx, from, to, PAGE).await?;
     tx.commit().await?;
-    Ok(rows
-        .into_iter()
-        .map(|(seq, canonical, leaf_hash, chain_hash)| pb::Entry {
-            seq: seq as u64,
-            canonical,
-            leaf_hash,
-            chain_hash,
-            pruned: false,
-        })
-        .collect())
+    Ok(entries)
 }
 
 /// The newest checkpoint with `after < tree_size <= upto`.
@@ -114,17 +89,9 @@ async fn checkpoint_between(
     tenant: &Tenant,
     after: u64,
     upto: u64,
-) -> Result<Option<checkpoint::Stored>, ApiError> {
+) -> Result<Option<pb::Checkpoint>, ApiError> {
     let mut tx = db.begin(tenant).await?;
-    let c = sqlx::query_as(
-        "SELECT tree_size, root_hash, signed_note FROM checkpoints WHERE tree_size > $1 AND tree_size <= $2 \
-         ORDER BY tree_size DESC LIMIT 1",
-    )
-    .bind(after.min(i64::MAX as u64) as i64)
-    .bind(upto.min(i64::MAX as u64) as i64)
-    .fetch_optional(tx.conn())
-    .await
-    .map_err(db_error)?;
+    let c = store::checkpoints::newest_between(&mut tx, after, upto).await?;
     tx.commit().await?;
     Ok(c)
 }
@@ -133,77 +100,60 @@ async fn checkpoint_between(
 /// nodes; the last pruned entry also carries the chain link of the prune mark.
 async fn pruned_page(db: &Db, tenant: &Tenant, from: u64, to: u64) -> Result<Vec<pb::Entry>, ApiError> {
     let mut tx = db.begin(tenant).await?;
-    let mark: Option<(i64, Vec<u8>)> =
-        sqlx::query_as("SELECT pruned_below, chain_hash FROM prune_marks ORDER BY pruned_below DESC LIMIT 1")
-            .fetch_optional(tx.conn())
-            .await
-            .map_err(db_error)?;
-    let Some((below, link)) = mark else {
+    let Some((below, link)) = store::log::prune_mark(&mut tx).await? else {
         tx.commit().await?;
         return Ok(Vec::new());
     };
-    let to = to.min(below as u64);
-    let rows: Vec<(i64, Vec<u8>)> = sqlx::query_as(
-        "SELECT idx, hash FROM merkle_nodes WHERE level = 0 AND idx >= $1 AND idx < $2 ORDER BY idx LIMIT $3",
-    )
-    .bind(from.min(i64::MAX as u64) as i64)
-    .bind(to.min(i64::MAX as u64) as i64)
-    .bind(PAGE)
-    .fetch_all(tx.conn())
-    .await
-    .map_err(db_error)?;
+    let leaves = store::log::kept_leaves(&mut tx, from, to.min(below), PAGE).await?;
     tx.commit().await?;
-    Ok(rows
+    Ok(leaves
         .into_iter()
-        .map(|(idx, leaf_hash)| pb::Entry {
-            seq: idx as u64,
+        .map(|(seq, leaf_hash)| pb::Entry {
+            seq,
             canonical: Vec::new(),
-            leaf_hash,
-            chain_hash: if idx + 1 == below { link.clone() } else { Vec::new() },
+            leaf_hash: leaf_hash.to_vec(),
+            chain_hash: if seq + 1 == below { link.to_vec() } else { Vec::new() },
             pruned: true,
         })
         .collect())
 }
 
+/// Sends `entries` to the client; false once it has gone.
+async fn send(tx: &mpsc::Sender<Result<pb::StreamItem, Status>>, entries: Vec<pb::Entry>) -> bool {
+    for e in entries {
+        if tx.send(Ok(entry_item(e))).await.is_err() {
+            return false;
+        }
+    }
+    true
+}
+
 /// Entries `[from, to)` then `last` (the checkpoint they are proved in). Entries pruned beyond
 /// retention come as leaves only (`pruned`), so the export still proves into the checkpoint.
-pub fn export(db: Db, tenant: Tenant, from: u64, to: u64, last: checkpoint::Stored) -> Items {
+pub fn export(db: Db, tenant: Tenant, from: u64, to: u64, last: pb::Checkpoint) -> Items {
     let (tx, rx) = mpsc::channel(4);
     tokio::spawn(async move {
         let mut next = from;
-        loop {
-            let leaves = match pruned_page(&db, &tenant, next, to).await {
-                Ok(l) => l,
-                Err(e) => {
-                    let _ = tx.send(Err(e.into())).await;
+        // The pruned front of the range first, then the entries still in the log.
+        for pruned in [true, false] {
+            while next < to {
+                let entries =
+                    if pruned { pruned_page(&db, &tenant, next, to).await } else { page(&db, &tenant, next, to).await };
+                let entries = match entries {
+                    Ok(e) => e,
+                    Err(e) => {
+                        let _ = tx.send(Err(e.into())).await;
+                        return;
+                    }
+                };
+                let Some(last_seq) = entries.last().map(|e| e.seq) else { break };
+                if !send(&tx, entries).await {
                     return;
                 }
-            };
-            let Some(last_seq) = leaves.last().map(|e| e.seq) else { break };
-            for e in leaves {
-                if tx.send(Ok(entry_item(e))).await.is_err() {
-                    return;
-                }
+                next = last_seq + 1;
             }
-            next = last_seq + 1;
         }
-        while next < to {
-            let entries = match page(&db, &tenant, next, to).await {
-                Ok(e) => e,
-                Err(e) => {
-                    let _ = tx.send(Err(e.into())).await;
-                    return;
-                }
-            };
-            let Some(last_seq) = entries.last().map(|e| e.seq) else { break };
-            for e in entries {
-                if tx.send(Ok(entry_item(e))).await.is_err() {
-                    return;
-                }
-            }
-            next = last_seq + 1;
-        }
-        let _ = tx.send(Ok(checkpoint_item(&last))).await;
+        let _ = tx.send(Ok(checkpoint_item(last))).await;
     });
     Items::new(rx)
 }
@@ -220,20 +170,19 @@ pub fn live(db: Db, tenant: Tenant, from: u64, wake: &Wake) -> Items {
             let result = async {
                 let entries = page(&db, &tenant, next, u64::MAX).await?;
                 let got = entries.len();
-                for e in entries {
-                    next = e.seq + 1;
-                    if tx.send(Ok(entry_item(e))).await.is_err() {
-                        return Ok(None);
-                    }
+                next = entries.last().map_or(next, |e| e.seq + 1);
+                if !send(&tx, entries).await {
+                    return Ok(None);
                 }
                 let cp = checkpoint_between(&db, &tenant, sent_checkpoint, next).await?;
-                if let Some(cp) = &cp {
-                    sent_checkpoint = cp.tree_size as u64;
+                let more = got as i64 == PAGE || cp.is_some();
+                if let Some(cp) = cp {
+                    sent_checkpoint = cp.tree_size;
                     if tx.send(Ok(checkpoint_item(cp))).await.is_err() {
                         return Ok(None);
                     }
                 }
-                Ok::<_, ApiError>(Some(got as i64 == PAGE || cp.is_some()))
+                Ok::<_, ApiError>(Some(more))
             }
             .await;
             match result {

@@ -2,26 +2,16 @@
 //! stored fields, its leaf hash and its chain link, and the Merkle nodes above it, and reports the
 //! first sequence number that does not match (a row edited behind the triggers' back).
 
-use kit::tenancy::db_error;
 use kit::{ApiError, Db, Tenant};
 
 use crate::domain::merkle::{Hash, leaf_hash, node_hash};
+use crate::store;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Report {
     pub checked: u64,
     /// `(seq, what)` of the first mismatch.
     pub first_mismatch: Option<(u64, &'static str)>,
-}
-
-#[derive(sqlx::FromRow)]
-struct Row {
-    seq: i64,
-    #[sqlx(flatten)]
-    fields: crate::sequencer::RecordFields,
-    canonical: Vec<u8>,
-    leaf_hash: Vec<u8>,
-    chain_hash: Vec<u8>,
 }
 
 /// Verifies the whole log of `tenant`, reading it in pages.
@@ -33,37 +23,17 @@ pub async fn verify(db: &Db, tenant: &Tenant) -> Result<Report, ApiError> {
     let mut expected_seq = 0u64;
     // A log pruned beyond retention continues from the prune mark: the pruned entries' leaves are
     // the stored level-0 nodes (still covered by every checkpoint), the chain resumes from the mark.
-    let mark: Option<(i64, Vec<u8>)> =
-        sqlx::query_as("SELECT pruned_below, chain_hash FROM prune_marks ORDER BY pruned_below DESC LIMIT 1")
-            .fetch_optional(tx.conn())
-            .await
-            .map_err(db_error)?;
-    if let Some((below, link)) = mark {
-        let leaves: Vec<Vec<u8>> =
-            sqlx::query_scalar("SELECT hash FROM merkle_nodes WHERE level = 0 AND idx < $1 ORDER BY idx")
-                .bind(below)
-                .fetch_all(tx.conn())
-                .await
-                .map_err(db_error)?;
-        if leaves.len() as i64 != below {
+    if let Some((below, link)) = store::log::prune_mark(&mut tx).await? {
+        let leaves = store::log::kept_leaves(&mut tx, 0, below, below as i64).await?;
+        if leaves.len() as u64 != below {
             return Ok(Report { checked: 0, first_mismatch: Some((leaves.len() as u64, "pruned leaf missing")) });
         }
-        for l in leaves {
-            level0.push(l.try_into().map_err(|_| ApiError::internal(&"stored node is not 32 bytes"))?);
-        }
-        chain = link.try_into().map_err(|_| ApiError::internal(&"stored chain link is not 32 bytes"))?;
-        expected_seq = below as u64;
+        level0.extend(leaves.into_iter().map(|(_, leaf)| leaf));
+        chain = link;
+        expected_seq = below;
     }
     loop {
-        let rows: Vec<Row> = sqlx::query_as(
-            "SELECT seq, event_id, occurred_at, service, actor, action, resource, outcome, request_id, trace_id, details, \
-             canonical, leaf_hash, chain_hash FROM audit_log WHERE seq >= $1 ORDER BY seq LIMIT $2",
-        )
-        .bind(expected_seq as i64)
-        .bind(PAGE)
-        .fetch_all(tx.conn())
-        .await
-        .map_err(db_error)?;
+        let rows = store::log::stored(&mut tx, expected_seq, PAGE).await?;
         if rows.is_empty() {
             break;
         }
@@ -93,11 +63,7 @@ pub async fn verify(db: &Db, tenant: &Tenant) -> Result<Report, ApiError> {
         }
     }
     // The stored perfect-subtree nodes must be the hashes of the verified leaves.
-    let nodes: Vec<(i16, i64, Vec<u8>)> =
-        sqlx::query_as("SELECT level, idx, hash FROM merkle_nodes ORDER BY level, idx")
-            .fetch_all(tx.conn())
-            .await
-            .map_err(db_error)?;
+    let nodes = store::log::nodes(&mut tx).await?;
     tx.commit().await?;
     let mut levels: Vec<Vec<Hash>> = vec![level0];
     while levels.last().is_some_and(|l| l.len() >= 2) {

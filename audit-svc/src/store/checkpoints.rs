@@ -1,0 +1,61 @@
+//! SQL of the signed checkpoints (`checkpoints`): each a tree size, its root and the C2SP signed
+//! note over them. Rows are only ever added.
+
+use kit::tenancy::db_error;
+use kit::{ApiError, TenantTx};
+use proto::audit::v1 as pb;
+
+use super::{bigint, execute};
+use crate::domain::merkle::Hash;
+
+#[derive(sqlx::FromRow)]
+struct Row {
+    tree_size: i64,
+    root_hash: Vec<u8>,
+    signed_note: String,
+}
+
+impl From<Row> for pb::Checkpoint {
+    fn from(r: Row) -> Self {
+        pb::Checkpoint { tree_size: r.tree_size as u64, root_hash: r.root_hash, signed_note: r.signed_note }
+    }
+}
+
+/// The checkpoint of the largest tree.
+pub async fn latest(tx: &mut TenantTx) -> Result<Option<pb::Checkpoint>, ApiError> {
+    let row: Option<Row> =
+        sqlx::query_as("SELECT tree_size, root_hash, signed_note FROM checkpoints ORDER BY tree_size DESC LIMIT 1")
+            .fetch_optional(tx.conn())
+            .await
+            .map_err(db_error)?;
+    Ok(row.map(pb::Checkpoint::from))
+}
+
+/// The newest checkpoint with `after < tree_size <= upto`.
+pub async fn newest_between(tx: &mut TenantTx, after: u64, upto: u64) -> Result<Option<pb::Checkpoint>, ApiError> {
+    let row: Option<Row> = sqlx::query_as(
+        "SELECT tree_size, root_hash, signed_note FROM checkpoints WHERE tree_size > $1 AND tree_size <= $2 \
+         ORDER BY tree_size DESC LIMIT 1",
+    )
+    .bind(bigint(after))
+    .bind(bigint(upto))
+    .fetch_optional(tx.conn())
+    .await
+    .map_err(db_error)?;
+    Ok(row.map(pb::Checkpoint::from))
+}
+
+/// Stores the checkpoint of the first `size` entries, unless one of that size is stored already
+/// (a replica signed it first).
+pub async fn insert(
+    tx: &mut TenantTx,
+    size: u64,
+    root: &Hash,
+    signed_note: &str,
+    key_version: i32,
+) -> Result<(), ApiError> {
+    let insert = sqlx::query(
+        "INSERT INTO checkpoints (tree_size, root_hash, signed_note, key_version) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+    );
+    execute(tx, insert.bind(size as i64).bind(root.as_slice()).bind(signed_note).bind(key_version)).await
+}
