@@ -1,6 +1,8 @@
 //! Boots the constellation in-process for cross-service tests: every service is the real `run`
 //! on a loopback port 0 listener, over real mTLS, against a database of the test's own.
 
+pub mod conformance;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -488,9 +490,10 @@ impl Constellation {
     ) -> Result<(http::StatusCode, http::HeaderMap, serde_json::Value), String> {
         let ca = std::fs::read(self.pki.path("ca.pem")).map_err(|e| e.to_string())?;
         let cfg = kit::tls::ca_only_client_config(&ca, &[b"http/1.1"]).map_err(|e| e.to_string())?;
-        let (status, headers, body) =
-            kit::tls::https_request(cfg, method, &format!("{}{path}", self.gateway_url()), headers, body).await?;
+        let url = format!("{}{path}", self.gateway_url());
+        let (status, headers, body) = kit::tls::https_request(cfg, method.clone(), &url, headers, body).await?;
         let json = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
+        conformance::check(&method, path, status, &headers, &json);
         Ok((status, headers, json))
     }
 
@@ -508,9 +511,10 @@ impl Constellation {
             .into_iter()
             .map(|c| Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(hyper::body::Bytes::from(c))));
         let body = http_body_util::StreamBody::new(futures::stream::iter(frames));
-        let (status, headers, body) =
-            kit::tls::https_request_with(cfg, method, &format!("{}{path}", self.gateway_url()), headers, body).await?;
+        let url = format!("{}{path}", self.gateway_url());
+        let (status, headers, body) = kit::tls::https_request_with(cfg, method.clone(), &url, headers, body).await?;
         let json = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
+        conformance::check(&method, path, status, &headers, &json);
         Ok((status, headers, json))
     }
 
