@@ -13,13 +13,14 @@ use kit::principal::Principal;
 use kit::revocation::Revocations;
 use kit::{ApiError, Db, Tenant, TenantTx};
 
+use crate::SERVICE;
 use crate::config::AuthSettings;
 use crate::domain::policy::Policy;
 use crate::error::AuthError;
 use crate::passwords::Hasher;
+use crate::store::roles;
 use crate::throttle::Throttle;
 use crate::tokens::Signer;
-use crate::{SERVICE, rbac};
 
 #[derive(Clone, Debug)]
 pub struct Core {
@@ -160,7 +161,7 @@ impl Core {
         user: uuid::Uuid,
         policy: &Policy,
     ) -> Result<(Vec<String>, Vec<String>, bool), ApiError> {
-        let (roles, permissions) = rbac::effective(tx, user).await?;
+        let (roles, permissions) = roles::effective(tx, user).await?;
         let privileged = policy.privileged(&roles, &permissions);
         Ok((roles, permissions, privileged))
     }

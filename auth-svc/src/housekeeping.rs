@@ -17,10 +17,10 @@
 use std::time::Duration;
 
 use kit::outbox::{Actor, Outcome};
-use kit::tenancy::db_error;
 use kit::{ApiError, Db, Tenant};
 
 use crate::core::audit;
+use crate::store::housekeeping as store;
 
 /// How long an ended session and an expired refresh token are kept.
 pub const KEEP_ENDED: &str = "30 days";
@@ -65,55 +65,14 @@ async fn purge_batch(db: &Db, tenant: &Tenant) -> Result<Purged, ApiError> {
     // session's last token expires with it, so such a session ended `KEEP_ENDED` ago; it is
     // found only here, so the condition must not depend on when it was revoked (a suspension
     // revokes expired sessions too).
-    let sessions: Vec<uuid::Uuid> = sqlx::query_scalar(&format!(
-        "DELETE FROM refresh_tokens WHERE ctid = ANY(ARRAY(
-             SELECT ctid FROM refresh_tokens WHERE expires_at < now() - interval '{KEEP_ENDED}' LIMIT $1))
-         RETURNING session_id"
-    ))
-    .bind(BATCH)
-    .persistent(false)
-    .fetch_all(tx.conn())
-    .await
-    .map_err(db_error)?;
+    let sessions = store::delete_expired_refresh_tokens(&mut tx, BATCH).await?;
     let refresh_tokens = sessions.len() as u64;
-    let ended = if sessions.is_empty() {
-        0
-    } else {
-        sqlx::query(
-            "DELETE FROM sessions s USING (SELECT DISTINCT id FROM unnest($1::uuid[]) AS w(id)) w
-              WHERE s.id = w.id AND s.expires_at < now()
-                AND NOT EXISTS (SELECT 1 FROM refresh_tokens t WHERE t.session_id = s.id)",
-        )
-        .bind(&sessions)
-        .persistent(false)
-        .execute(tx.conn())
-        .await
-        .map_err(db_error)?
-        .rows_affected()
-    };
-    let mfa_challenges = sqlx::query(
-        "DELETE FROM mfa_challenges WHERE ctid = ANY(ARRAY(
-             SELECT ctid FROM mfa_challenges WHERE expires_at < now() - interval '1 day' LIMIT $1))",
-    )
-    .bind(BATCH)
-    .persistent(false)
-    .execute(tx.conn())
-    .await
-    .map_err(db_error)?
-    .rows_affected();
+    let ended = if sessions.is_empty() { 0 } else { store::delete_ended_sessions(&mut tx, &sessions).await? };
+    let mfa_challenges = store::delete_expired_mfa_challenges(&mut tx, BATCH).await?;
     // A tenant retires a key per rotation (every 30 days by default): a handful at most.
-    let retired: Vec<String> =
-        sqlx::query_scalar("DELETE FROM token_signing_keys WHERE retired_at < now() - interval '1 day' RETURNING kid")
-            .fetch_all(tx.conn())
-            .await
-            .map_err(db_error)?;
+    let retired = store::delete_retired_signing_keys(&mut tx).await?;
     if !retired.is_empty() {
-        sqlx::query("DELETE FROM control.signing_keys WHERE kid = ANY($1) AND tenant_id = $2 AND expires_at < now()")
-            .bind(&retired)
-            .bind(tenant.id.0)
-            .execute(tx.conn())
-            .await
-            .map_err(db_error)?;
+        store::unpublish_expired_signing_keys(&mut tx, &retired).await?;
     }
     let purged = Purged { refresh_tokens, sessions: ended, mfa_challenges, signing_keys: retired.len() as u64 };
     if purged.total() == 0 {

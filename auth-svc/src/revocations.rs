@@ -17,10 +17,10 @@
 use std::time::Duration;
 
 use kit::revocation::{Revocations, Revoked};
-use kit::tenancy::db_error;
 use kit::{ApiError, Db};
 
 use crate::error::AuthError;
+use crate::store::revocations::{self as store, Row};
 
 /// How often each replica lists what Redis has not taken and checks that Redis still has its list.
 pub const EVERY: Duration = Duration::from_secs(1);
@@ -35,25 +35,8 @@ pub const RELIST_EVERY: Duration = Duration::from_secs(30);
 /// Rows listed per round trip.
 const BATCH: i64 = 5_000;
 
-type Row = (String, uuid::Uuid);
-
 fn entries(rows: &[Row]) -> Vec<(Revoked, String)> {
     rows.iter().filter_map(|(kind, id)| Some((Revoked::parse(kind)?, id.to_string()))).collect()
-}
-
-async fn mark_listed(db: &Db, rows: &[Row]) -> Result<(), ApiError> {
-    let (kinds, ids): (Vec<&str>, Vec<uuid::Uuid>) = rows.iter().map(|(k, id)| (k.as_str(), *id)).unzip();
-    sqlx::query(
-        "UPDATE control.revocations r SET listed_at = now()
-           FROM unnest($1::text[], $2::uuid[]) AS u(kind, id)
-          WHERE r.kind = u.kind AND r.id = u.id AND r.listed_at IS NULL",
-    )
-    .bind(&kinds)
-    .bind(&ids)
-    .execute(db.control_pool())
-    .await
-    .map_err(db_error)?;
-    Ok(())
 }
 
 /// Lists in Redis every revocation of `tenant` (of every tenant with `None`) that Redis has not
@@ -61,21 +44,12 @@ async fn mark_listed(db: &Db, rows: &[Row]) -> Result<(), ApiError> {
 pub async fn publish(db: &Db, list: &Revocations, tenant: Option<uuid::Uuid>) -> Result<usize, ApiError> {
     let mut total = 0;
     loop {
-        let rows: Vec<Row> = sqlx::query_as(
-            "SELECT kind, id FROM control.revocations
-              WHERE listed_at IS NULL AND ($1::uuid IS NULL OR tenant_id = $1)
-              ORDER BY revoked_at LIMIT $2",
-        )
-        .bind(tenant)
-        .bind(BATCH)
-        .fetch_all(db.control_pool())
-        .await
-        .map_err(db_error)?;
+        let rows = store::unlisted(db, tenant, BATCH).await?;
         if rows.is_empty() {
             return Ok(total);
         }
         list.revoke_each(&entries(&rows)).await?;
-        mark_listed(db, &rows).await?;
+        store::mark_listed(db, &rows).await?;
         total += rows.len();
         if rows.len() < BATCH as usize {
             return Ok(total);
@@ -88,20 +62,10 @@ pub async fn relist(db: &Db, list: &Revocations) -> Result<usize, ApiError> {
     let mut total = 0;
     let mut after: Row = (String::new(), uuid::Uuid::nil());
     loop {
-        let rows: Vec<Row> = sqlx::query_as(&format!(
-            "SELECT kind, id FROM control.revocations
-              WHERE revoked_at > now() - interval '{KEEP}' AND (kind, id) > ($1, $2)
-              ORDER BY kind, id LIMIT $3"
-        ))
-        .bind(&after.0)
-        .bind(after.1)
-        .bind(BATCH)
-        .fetch_all(db.control_pool())
-        .await
-        .map_err(db_error)?;
+        let rows = store::kept_after(db, &after, BATCH).await?;
         let Some(last) = rows.last().cloned() else { return Ok(total) };
         list.revoke_each(&entries(&rows)).await?;
-        mark_listed(db, &rows).await?;
+        store::mark_listed(db, &rows).await?;
         total += rows.len();
         if rows.len() < BATCH as usize {
             return Ok(total);
@@ -127,16 +91,7 @@ pub async fn reload_if_lost(db: &Db, list: &Revocations) -> Result<Option<usize>
 
 /// Removes rows older than [`KEEP`]; returns how many.
 pub async fn prune(db: &Db) -> Result<u64, ApiError> {
-    let removed = sqlx::query(&format!(
-        "DELETE FROM control.revocations WHERE ctid = ANY(ARRAY(
-             SELECT ctid FROM control.revocations WHERE revoked_at < now() - interval '{KEEP}' LIMIT $1))"
-    ))
-    .bind(BATCH)
-    .execute(db.control_pool())
-    .await
-    .map_err(db_error)?
-    .rows_affected();
-    Ok(removed)
+    store::delete_expired(db, BATCH).await
 }
 
 /// One round: reload if lost (or list everything again when `relist_all`), list what is

@@ -23,13 +23,14 @@ use ed25519_dalek::pkcs8::EncodePrivateKey;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use kit::client::Channel;
 use kit::outbox::{Actor, AuditRecord, Outcome};
-use kit::tenancy::db_error;
 use kit::{ApiError, Tenant, TenantTx};
 use proto::vault::v1 as vault;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use tokio::sync::RwLock;
 use zeroize::Zeroizing;
+
+use crate::store::signing_keys;
 
 /// How long a replica trusts its cached view of the active signing key.
 const KEY_CACHE_TTL: Duration = Duration::from_secs(30);
@@ -67,17 +68,6 @@ pub fn spawn_rotation(db: kit::Db, signer: Signer, after: Duration, shutdown: ki
             }
         }
     });
-}
-
-/// Serializes, per tenant and across replicas, what changes the tenant's signing keys (creating the
-/// first one, rotating), for the rest of `tx`.
-async fn lock_keys(tx: &mut TenantTx) -> Result<(), ApiError> {
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('strongroom.auth.signing-key.' || $1, 0))")
-        .bind(tx.tenant().id.0.to_string())
-        .execute(tx.conn())
-        .await
-        .map_err(db_error)?;
-    Ok(())
 }
 
 /// Mints access tokens; cheap to clone.
@@ -176,40 +166,8 @@ impl Signer {
         let jwk = serde_json::json!({
             "kty": "OKP", "crv": "Ed25519", "x": B64.encode(public), "kid": kid, "alg": "EdDSA", "use": "sig",
         });
-        let activates_at: chrono::DateTime<chrono::Utc> = sqlx::query_scalar(
-            "INSERT INTO token_signing_keys (kid, sealed_private, activates_at)
-             VALUES ($1, $2, now() + make_interval(secs => $3)) RETURNING activates_at",
-        )
-        .bind(&kid)
-        .bind(&sealed)
-        .bind(delay.as_secs_f64())
-        .fetch_one(tx.conn())
-        .await
-        .map_err(db_error)?;
-        sqlx::query("INSERT INTO control.signing_keys (kid, alg, public_jwk, tenant_id) VALUES ($1, 'EdDSA', $2, $3)")
-            .bind(&kid)
-            .bind(&jwk)
-            .bind(tenant.id.0)
-            .execute(tx.conn())
-            .await
-            .map_err(db_error)?;
+        let activates_at = signing_keys::insert(tx, &kid, &sealed, &jwk, delay).await?;
         Ok((kid, activates_at))
-    }
-
-    /// The key that signs now (kid, sealed private half), and in how many seconds the next one
-    /// (already published) takes over, if one is.
-    async fn load_active(&self, tx: &mut TenantTx) -> Result<Option<(String, String, Option<f64>)>, ApiError> {
-        sqlx::query_as(
-            "SELECT kid, sealed_private,
-                    (SELECT extract(epoch FROM min(n.activates_at) - now())::float8
-                       FROM token_signing_keys n WHERE n.activates_at > now()) AS next_in
-               FROM token_signing_keys
-              WHERE activates_at <= now() AND (retired_at IS NULL OR retired_at > now())
-              ORDER BY activates_at DESC LIMIT 1",
-        )
-        .fetch_optional(tx.conn())
-        .await
-        .map_err(db_error)
     }
 
     async fn active_key(&self, db: &kit::Db, tenant: &Tenant) -> Result<Arc<ActiveKey>, ApiError> {
@@ -219,11 +177,11 @@ impl Signer {
             return Ok(key.clone());
         }
         let mut tx = db.begin(tenant).await?;
-        let mut found = self.load_active(&mut tx).await?;
+        let mut found = signing_keys::active(&mut tx).await?;
         if found.is_none() {
             // First token of this tenant: one replica creates the key, the others wait and read it.
-            lock_keys(&mut tx).await?;
-            found = self.load_active(&mut tx).await?;
+            signing_keys::lock(&mut tx).await?;
+            found = signing_keys::active(&mut tx).await?;
             if found.is_none() {
                 let (kid, _) = self.create_key(&mut tx, Duration::ZERO).await?;
                 let actor = Actor::Service(crate::SERVICE.to_owned());
@@ -237,7 +195,7 @@ impl Signer {
                 ))
                 .await?;
                 tracing::info!(tenant = %tenant.slug, kid = %kid, "token signing key created");
-                found = self.load_active(&mut tx).await?;
+                found = signing_keys::active(&mut tx).await?;
             }
         }
         tx.commit().await?;
@@ -263,13 +221,8 @@ impl Signer {
         request_id: Option<String>,
     ) -> Result<Option<Rotated>, ApiError> {
         let mut tx = db.begin(tenant).await?;
-        lock_keys(&mut tx).await?;
-        let due: Option<bool> =
-            sqlx::query_scalar("SELECT max(activates_at) <= now() - make_interval(secs => $1) FROM token_signing_keys")
-                .bind(after.as_secs_f64())
-                .fetch_one(tx.conn())
-                .await
-                .map_err(db_error)?;
+        signing_keys::lock(&mut tx).await?;
+        let due = signing_keys::newest_signed_for(&mut tx, after).await?;
         if due != Some(true) {
             return Ok(None);
         }
@@ -302,20 +255,7 @@ impl Signer {
     ) -> Result<(String, chrono::DateTime<chrono::Utc>, Vec<String>), ApiError> {
         let (kid, activates_at) = self.create_key(tx, self.publish_ahead).await?;
         let retire_published = activates_at + chrono::Duration::seconds(MAX_ACCESS_TTL_SECS + 60);
-        let old: Vec<String> = sqlx::query_scalar(
-            "UPDATE token_signing_keys SET retired_at = $2 WHERE kid <> $1 AND retired_at IS NULL RETURNING kid",
-        )
-        .bind(&kid)
-        .bind(activates_at)
-        .fetch_all(tx.conn())
-        .await
-        .map_err(db_error)?;
-        sqlx::query("UPDATE control.signing_keys SET expires_at = $2 WHERE kid = ANY($1)")
-            .bind(&old)
-            .bind(retire_published)
-            .execute(tx.conn())
-            .await
-            .map_err(db_error)?;
+        let old = signing_keys::retire_all_but(tx, &kid, activates_at, retire_published).await?;
         Ok((kid, activates_at, old))
     }
 

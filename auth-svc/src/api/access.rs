@@ -52,12 +52,12 @@ impl Access {
             None => return Err(ApiError::invalid_field("grantee", "user_id or group_id is required")),
         };
         let (resource, holders, id) = match grantee {
-            Grantee::User(id) => (format!("user/{id}"), rbac::ONE_USER, id),
-            Grantee::Group(id) => (format!("group/{id}"), rbac::GROUP_MEMBERS, id),
+            Grantee::User(id) => (format!("user/{id}"), roles::ONE_USER, id),
+            Grantee::Group(id) => (format!("group/{id}"), roles::GROUP_MEMBERS, id),
         };
         let ended = if revoke {
             // Nor from someone (or a group with someone) who holds what the caller does not.
-            rbac::lock_owners(&mut tx).await?;
+            roles::lock_owners(&mut tx).await?;
             rbac::check_not_superior(&mut tx, holders, id, &me.principal.permissions).await?;
             roles::revoke(&mut tx, role_id, grantee).await?;
             rbac::check_an_owner_remains(&mut tx).await?;
@@ -94,8 +94,8 @@ impl Access {
             groups::add_member(&mut tx, group, user).await?;
             sessions::end_lacking_mfa(&mut tx, Some(&[user])).await?
         } else {
-            rbac::lock_owners(&mut tx).await?;
-            rbac::check_not_superior(&mut tx, rbac::ONE_USER, user, &me.principal.permissions).await?;
+            roles::lock_owners(&mut tx).await?;
+            rbac::check_not_superior(&mut tx, roles::ONE_USER, user, &me.principal.permissions).await?;
             groups::remove_member(&mut tx, group, user).await?;
             rbac::check_an_owner_remains(&mut tx).await?;
             0
@@ -233,7 +233,7 @@ impl pb::access_service_server::AccessService for Access {
         // not from a holder who holds more than the caller.
         let perms = roles::permissions(&mut tx, id).await?;
         rbac::check_subset(&perms, &me.principal.permissions)?;
-        rbac::check_not_superior(&mut tx, rbac::ROLE_HOLDERS, id, &me.principal.permissions).await?;
+        rbac::check_not_superior(&mut tx, roles::ROLE_HOLDERS, id, &me.principal.permissions).await?;
         roles::delete(&mut tx, id).await?;
         tx.record(me.audit("role.delete", &format!("role/{id}"), Outcome::Success)).await?;
         tx.commit().await?;
@@ -303,10 +303,10 @@ impl pb::access_service_server::AccessService for Access {
         let mut tx = self.core.db.begin(&me.tenant).await?;
         // Deleting a group strips its roles from its members: only with every permission they
         // grant, and not from a member who holds more than the caller.
-        rbac::lock_owners(&mut tx).await?;
+        roles::lock_owners(&mut tx).await?;
         let perms = groups::permissions(&mut tx, id).await?;
         rbac::check_subset(&perms, &me.principal.permissions)?;
-        rbac::check_not_superior(&mut tx, rbac::GROUP_MEMBERS, id, &me.principal.permissions).await?;
+        rbac::check_not_superior(&mut tx, roles::GROUP_MEMBERS, id, &me.principal.permissions).await?;
         groups::delete(&mut tx, id).await?;
         rbac::check_an_owner_remains(&mut tx).await?;
         tx.record(me.audit("group.delete", &format!("group/{id}"), Outcome::Success)).await?;
@@ -349,7 +349,7 @@ impl pb::access_service_server::AccessService for Access {
         let user = parse_id("user_id", &request.get_ref().user_id)?;
         let mut tx = self.core.db.begin(&tenant).await?;
         let active = users::is_active(&mut tx, user).await?;
-        let (_, permissions) = rbac::effective(&mut tx, user).await?;
+        let (_, permissions) = roles::effective(&mut tx, user).await?;
         tx.commit().await?;
         // As everywhere: an unscoped permission also covers its `.own` form.
         let allowed = active == Some(true) && rbac::covers(&permissions, &request.get_ref().permission);

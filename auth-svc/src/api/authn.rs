@@ -16,7 +16,7 @@ use crate::domain::policy::Policy;
 use crate::error::AuthError;
 use crate::passwords::Verdict;
 use crate::store::login::{Grant, NewSessionRow, Rotation, UserAccess};
-use crate::store::{api_keys, mfa, sessions, users};
+use crate::store::{api_keys, mfa, roles, sessions, users};
 use crate::throttle::Attempt;
 use crate::{tokens, totp};
 
@@ -556,7 +556,7 @@ impl pb::authentication_service_server::AuthenticationService for Authn {
         }
         let mut tx = self.core.db.begin(&tenant).await?;
         let key = api_keys::use_key(&mut tx, &hash).await?.ok_or_else(unknown)?;
-        let (_, held) = crate::rbac::effective(&mut tx, key.user_id).await?;
+        let (_, held) = roles::effective(&mut tx, key.user_id).await?;
         let policy = crate::store::policy::get(&mut tx).await?;
         tx.commit().await?;
         // Within what the creator holds now; a sensitive scope only if the key was minted with a

@@ -138,8 +138,8 @@ impl pb::user_service_server::UserService for Users {
             return Err(AuthError::CannotSuspendSelf.into());
         }
         let mut tx = self.core.db.begin(&me.tenant).await?;
-        rbac::lock_owners(&mut tx).await?;
-        rbac::check_not_superior(&mut tx, rbac::ONE_USER, id, &me.principal.permissions).await?;
+        roles::lock_owners(&mut tx).await?;
+        rbac::check_not_superior(&mut tx, roles::ONE_USER, id, &me.principal.permissions).await?;
         users::suspend(&mut tx, id, &reason).await?;
         // Everything that speaks for the user ends: sessions, logins waiting for their second
         // factor, and API keys (revoked for good; new ones after reactivation).
@@ -183,8 +183,8 @@ impl pb::user_service_server::UserService for Users {
             return Err(AuthError::CannotDeleteSelf.into());
         }
         let mut tx = self.core.db.begin(&me.tenant).await?;
-        rbac::lock_owners(&mut tx).await?;
-        rbac::check_not_superior(&mut tx, rbac::ONE_USER, id, &me.principal.permissions).await?;
+        roles::lock_owners(&mut tx).await?;
+        rbac::check_not_superior(&mut tx, roles::ONE_USER, id, &me.principal.permissions).await?;
         users::erase(&mut tx, id).await?;
         sessions::end_all_of(&mut tx, id, None, "user_deleted").await?;
         api_keys::revoke_all_of(&mut tx, id).await?;
@@ -228,7 +228,7 @@ impl pb::user_service_server::UserService for Users {
         let groups = groups::names_of(&mut tx, id).await?;
         let sessions = sessions::export_of(&mut tx, id).await?;
         let keys = api_keys::export_of(&mut tx, id).await?;
-        let (roles, permissions) = rbac::effective(&mut tx, id).await?;
+        let (roles, permissions) = roles::effective(&mut tx, id).await?;
         tx.record(me.audit("user.export", &format!("user/{id}"), Outcome::Success)).await?;
         tx.commit().await?;
         let doc = serde_json::json!({

@@ -24,7 +24,7 @@ pub struct UserAccess {
 pub async fn user_access(tx: &mut TenantTx, user: uuid::Uuid) -> Result<UserAccess, ApiError> {
     let sql = format!(
         "SELECT EXISTS (SELECT 1 FROM mfa_totp WHERE user_id = $1 AND confirmed_at IS NOT NULL) AS has_totp, {}",
-        crate::rbac::effective_columns("$1")
+        super::roles::effective_columns("$1")
     );
     sqlx::query_as(&sql).bind(user).fetch_one(tx.conn()).await.map_err(db_error)
 }
@@ -67,7 +67,7 @@ pub async fn login_facts(tx: &mut TenantTx, email: &str) -> Result<LoginFacts, A
                 {}
            FROM tenant_policy p
            LEFT JOIN users u ON u.email = $1 AND u.status <> 'deleted'",
-        crate::rbac::effective_columns("u.id"),
+        super::roles::effective_columns("u.id"),
     );
     let facts: Facts = sqlx::query_as(&sql).bind(email).fetch_one(tx.conn()).await.map_err(db_error)?;
     let user = match (facts.id, facts.status) {
@@ -197,7 +197,7 @@ pub async fn rotate(
          )
          SELECT spent.session_id, x.user_id, x.amr, x.mfa_at, x.enrollment_only, {POLICY_COLUMNS}, {}
            FROM spent LEFT JOIN extended x ON true CROSS JOIN tenant_policy p",
-        crate::rbac::effective_columns("x.user_id"),
+        super::roles::effective_columns("x.user_id"),
     );
     // The statement writes the grant's audit record itself.
     tx.mark_recorded();
@@ -260,7 +260,7 @@ pub async fn refresh_state(
            CROSS JOIN tenant_policy p
           WHERE rt.token_hash = $1
           FOR UPDATE OF rt, s",
-        crate::rbac::effective_columns("s.user_id"),
+        super::roles::effective_columns("s.user_id"),
     );
     sqlx::query_as(&sql)
         .bind(tokens::digest(presented))

@@ -1,15 +1,19 @@
-//! All of auth-svc's SQL that has moved out of the API layer so far, one module per table or
-//! flow, each function inside the caller's `TenantTx` (control-schema reads take the `Db`). What
-//! is still inline elsewhere is listed in docs/architecture.md.
+//! All of auth-svc's SQL, one module per table or flow; the rest of the crate holds none. Tenant
+//! statements run inside the caller's `TenantTx`; control-schema statements that concern no one
+//! tenant (`control.rs`, `revocations.rs`) take the `Db`. The rules that decide what to run stay
+//! out of here: `rbac.rs`, `tokens.rs`, `housekeeping.rs`, `revocations.rs` and the API layer.
 
 pub mod api_keys;
 pub mod control;
 pub mod groups;
+pub mod housekeeping;
 pub mod login;
 pub mod mfa;
 pub mod policy;
+pub mod revocations;
 pub mod roles;
 pub mod sessions;
+pub mod signing_keys;
 pub mod users;
 
 use kit::tenancy::db_error;

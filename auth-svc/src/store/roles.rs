@@ -1,4 +1,7 @@
-//! SQL of roles and their grants to users and groups (`roles`, `role_grants`).
+//! SQL of roles and their grants to users and groups (`roles`, `role_grants`), and what is read
+//! through them: a user's effective roles and permissions, the users a change affects, the
+//! tenant's active owners (and the lock that serialises changes to them). The rules that use
+//! these (`covers`, escalation, the last owner) are in `rbac.rs`.
 
 use kit::tenancy::db_error;
 use kit::{ApiError, TenantTx};
@@ -124,4 +127,85 @@ pub async fn revoke(tx: &mut TenantTx, role: uuid::Uuid, grantee: Grantee) -> Re
         .await
         .map_err(db_error)?;
     Ok(())
+}
+
+/// The users a change affects, as SQL for [`first_uncovered`] (`$1` the id named): the user named.
+pub const ONE_USER: &str = "SELECT $1::uuid";
+/// The members of the group named.
+pub const GROUP_MEMBERS: &str = "SELECT user_id FROM group_members WHERE group_id = $1";
+/// The holders of the role named, directly or through a group.
+pub const ROLE_HOLDERS: &str = "SELECT g.user_id FROM role_grants g WHERE g.role_id = $1 AND g.user_id IS NOT NULL
+     UNION SELECT m.user_id FROM role_grants g JOIN group_members m ON m.group_id = g.group_id WHERE g.role_id = $1";
+
+/// Two array columns, `roles` and `permissions`: the effective roles and permissions of the user
+/// `user` (an SQL expression: a parameter or a column), sorted bytewise and without duplicates, so
+/// that a statement reading a user can read them in the same round trip.
+pub fn effective_columns(user: &str) -> String {
+    // The roles held directly and through groups, each branch an index probe by holder (auth
+    // tenant migration 0003). As one `g.user_id = … OR g.group_id IN (…)`, PostgreSQL could only
+    // filter every grant of the tenant, at every login, refresh grant and permission check.
+    let held = format!(
+        "SELECT g.role_id FROM role_grants g WHERE g.user_id = {user}
+         UNION ALL
+         SELECT g.role_id FROM group_members m JOIN role_grants g ON g.group_id = m.group_id
+          WHERE m.user_id = {user}"
+    );
+    format!(
+        "ARRAY(SELECT DISTINCT r.name COLLATE \"C\" FROM roles r WHERE r.id IN ({held}) ORDER BY 1) AS roles,
+         ARRAY(SELECT DISTINCT p COLLATE \"C\" FROM roles r CROSS JOIN LATERAL unnest(r.permissions) p
+                WHERE r.id IN ({held}) ORDER BY 1) AS permissions"
+    )
+}
+
+/// `(roles, permissions)` of a user, sorted and without duplicates.
+pub async fn effective(tx: &mut TenantTx, user: uuid::Uuid) -> Result<(Vec<String>, Vec<String>), ApiError> {
+    sqlx::query_as(&format!("SELECT {}", effective_columns("$1")))
+        .bind(user)
+        .fetch_one(tx.conn())
+        .await
+        .map_err(db_error)
+}
+
+/// The first permission held by one of the users `users` selects (one of [`ONE_USER`],
+/// [`GROUP_MEMBERS`], [`ROLE_HOLDERS`], whose `$1` is `param`) that is not in `covered`.
+pub async fn first_uncovered(
+    tx: &mut TenantTx,
+    users: &str,
+    param: uuid::Uuid,
+    covered: &[String],
+) -> Result<Option<String>, ApiError> {
+    let sql = format!(
+        "SELECT p FROM ({users}) a(id) CROSS JOIN LATERAL (SELECT {}) e CROSS JOIN LATERAL unnest(e.permissions) p
+          WHERE p <> ALL($2::text[]) LIMIT 1",
+        effective_columns("a.id")
+    );
+    sqlx::query_scalar(&sql).bind(param).bind(covered).fetch_optional(tx.conn()).await.map_err(db_error)
+}
+
+/// Serialises, per tenant, the changes that could remove an owner, so that two of them cannot
+/// each see the other's owner remain.
+pub async fn lock_owners(tx: &mut TenantTx) -> Result<(), ApiError> {
+    sqlx::query(
+        "SELECT pg_advisory_xact_lock(hashtext('strongroom.owners.' || current_setting('strongroom.tenant_id')))",
+    )
+    .execute(tx.conn())
+    .await
+    .map_err(db_error)?;
+    Ok(())
+}
+
+/// How many active users hold the built-in owner role, directly or through a group.
+pub async fn active_owners(tx: &mut TenantTx) -> Result<i64, ApiError> {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM users u WHERE u.status = 'active' AND u.id IN (
+             SELECT g.user_id FROM role_grants g JOIN roles r ON r.id = g.role_id
+              WHERE r.name = 'owner' AND r.builtin AND g.user_id IS NOT NULL
+             UNION ALL
+             SELECT m.user_id FROM role_grants g JOIN roles r ON r.id = g.role_id
+               JOIN group_members m ON m.group_id = g.group_id
+              WHERE r.name = 'owner' AND r.builtin)",
+    )
+    .fetch_one(tx.conn())
+    .await
+    .map_err(db_error)
 }

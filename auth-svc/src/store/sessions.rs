@@ -98,7 +98,7 @@ pub async fn end_lacking_mfa(tx: &mut TenantTx, users: Option<&[uuid::Uuid]>) ->
                  AND ($1::uuid[] IS NULL OR s.user_id = ANY($1))
                  AND (e.permissions && (p.privileged_permissions COLLATE \"C\")
                       OR e.roles && (p.mfa_required_roles COLLATE \"C\")))",
-        crate::rbac::effective_columns("s.user_id")
+        super::roles::effective_columns("s.user_id")
     );
     Ok(sqlx::query(&sql).bind(users).execute(tx.conn()).await.map_err(db_error)?.rows_affected())
 }

@@ -7,7 +7,6 @@ use kit::{ApiError, TenantTx};
 use proto::auth::v1 as pb;
 
 use crate::error::AuthError;
-use crate::rbac;
 use crate::store::roles::{self, Grantee};
 
 #[derive(sqlx::FromRow)]
@@ -40,7 +39,7 @@ impl From<WithRoles> for pb::User {
 
 /// `SELECT` of users `u` as [`WithRoles`], to be followed by the statement's `WHERE`.
 fn select_with_roles() -> String {
-    format!("SELECT {USER_COLUMNS}, {} FROM users u", rbac::effective_columns("u.id"))
+    format!("SELECT {USER_COLUMNS}, {} FROM users u", roles::effective_columns("u.id"))
 }
 
 /// User `id` with its effective roles; `USER_NOT_FOUND` when there is none.
