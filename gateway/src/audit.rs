@@ -12,13 +12,13 @@ use kit::time::parse_rfc3339;
 use proto::audit::v1 as pb;
 use proto::audit::v1::audit_log_service_client::AuditLogServiceClient;
 use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, ToSchema};
 use serde_json::{Value, json};
+use utoipa::{IntoParams, ToSchema};
 
 use crate::AppState;
 use crate::http_layer::HttpError;
-use crate::openapi::{ErrorBody, TOO_MANY_STREAMS};
 use crate::input::{PathParams, QueryParams};
+use crate::openapi::{ErrorBody, TOO_MANY_STREAMS};
 use crate::upstream::{Call, upstream};
 
 const PERMISSION: Permission = Permission::AuditEventsRead;
@@ -194,7 +194,11 @@ pub async fn get(
     let entry = resp.entry.as_ref().ok_or_else(|| kit::ApiError::internal(&"audit-svc answered no entry"))?;
     Ok(Json(ProvedEntry {
         entry: entry.into(),
-        inclusion_proof: Proof { leaf_index: seq, tree_size: checkpoint.tree_size, hashes: base64_all(&resp.inclusion_proof) },
+        inclusion_proof: Proof {
+            leaf_index: seq,
+            tree_size: checkpoint.tree_size,
+            hashes: base64_all(&resp.inclusion_proof),
+        },
         checkpoint: (&checkpoint).into(),
     }))
 }
@@ -372,9 +376,11 @@ pub async fn stream(
     // with a new one and `Last-Event-ID`.
     let stream = crate::streams::guarded(stream.into_inner(), slot, state, call.caller.token);
     let events = stream.map(|item| match item {
-        Ok(pb::StreamItem { item: Some(pb::stream_item::Item::Entry(e)) }) => {
-            Event::default().event("entry").id(e.seq.to_string()).json_data(Entry::from(&e)).map_err(std::io::Error::other)
-        }
+        Ok(pb::StreamItem { item: Some(pb::stream_item::Item::Entry(e)) }) => Event::default()
+            .event("entry")
+            .id(e.seq.to_string())
+            .json_data(Entry::from(&e))
+            .map_err(std::io::Error::other),
         Ok(pb::StreamItem { item: Some(pb::stream_item::Item::Checkpoint(c)) }) => {
             Event::default().event("checkpoint").json_data(Checkpoint::from(&c)).map_err(std::io::Error::other)
         }

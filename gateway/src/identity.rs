@@ -1,7 +1,8 @@
 //! Identity routes: logins and sessions (`/v1/auth/*`), the caller's own account (`/v1/me*`),
 //! and administration of users, roles, groups and API keys. The gateway authenticates and checks
 //! each route's permission; auth-svc checks again (and decides the "own or with permission"
-//! cases).
+//! cases). Every answer is a typed DTO, so the OpenAPI document (`#[utoipa::path]` on each
+//! handler) describes what is sent.
 
 use std::net::SocketAddr;
 
@@ -17,12 +18,14 @@ use proto::auth::v1::access_service_client::AccessServiceClient;
 use proto::auth::v1::authentication_service_client::AuthenticationServiceClient;
 use proto::auth::v1::session_service_client::SessionServiceClient;
 use proto::auth::v1::user_service_client::UserServiceClient;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::{IntoParams, IntoResponses, ToSchema};
 
 use crate::AppState;
 use crate::http_layer::{HttpError, JsonError, RequestId};
 use crate::input::{JsonBody, PathParams, QueryParams};
+use crate::openapi::ErrorBody;
 use crate::upstream::{Call, authenticated, request, respond, upstream};
 
 fn client_info(state: &AppState, addr: &SocketAddr, headers: &HeaderMap) -> pb::ClientInfo {
@@ -41,44 +44,6 @@ fn check_tenant(raw: &str) -> Result<String, ApiError> {
         .map_err(|_| ApiError::invalid_field("tenant", "must match ^[a-z][a-z0-9_]{2,39}$"))
 }
 
-pub fn tokens_json(t: &pb::Tokens) -> Value {
-    json!({
-        "access_token": t.access_token,
-        "token_type": "Bearer",
-        "expires_in": t.expires_in,
-        "refresh_token": t.refresh_token,
-        "refresh_expires_in": t.refresh_expires_in,
-        "session_id": t.session_id,
-        "mfa_enrollment_required": t.mfa_enrollment_required,
-    })
-}
-
-fn login_json(r: pb::LoginResponse) -> Result<Value, ApiError> {
-    match r.result {
-        Some(pb::login_response::Result::Tokens(t)) => Ok(tokens_json(&t)),
-        Some(pb::login_response::Result::Mfa(m)) => Ok(json!({
-            "mfa_required": true,
-            "mfa_token": m.mfa_token,
-            "expires_in": m.expires_in,
-            "methods": m.methods,
-        })),
-        None => Err(ApiError::internal(&"empty login response")),
-    }
-}
-
-fn user_json(u: &pb::User) -> Value {
-    json!({
-        "id": u.id,
-        "email": u.email,
-        "display_name": u.display_name,
-        "status": match u.status { 1 => "active", 2 => "suspended", 3 => "deleted", _ => "unknown" },
-        "suspension_reason": if u.suspension_reason.is_empty() { Value::Null } else { json!(u.suspension_reason) },
-        "mfa_enabled": u.mfa_enabled,
-        "roles": u.roles,
-        "created_at": rfc3339(&u.create_time),
-    })
-}
-
 fn authn(state: &AppState) -> AuthenticationServiceClient<kit::client::Channel> {
     AuthenticationServiceClient::new(state.upstreams.auth.clone())
 }
@@ -92,17 +57,673 @@ fn sessions(state: &AppState) -> SessionServiceClient<kit::client::Channel> {
     SessionServiceClient::new(state.upstreams.auth.clone())
 }
 
-#[derive(Debug, Deserialize)]
+// ---- Answers ----
+
+/// The kind of an access token.
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+pub enum TokenType {
+    Bearer,
+}
+
+/// A session's tokens.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Tokens {
+    /// JWT (typ at+jwt, EdDSA), 5–15 minutes
+    access_token: String,
+    token_type: TokenType,
+    expires_in: u32,
+    /// opaque, single use
+    refresh_token: String,
+    refresh_expires_in: u32,
+    session_id: String,
+    /// the session may only enrol TOTP (privileged role without a second factor)
+    mfa_enrollment_required: bool,
+}
+
+impl From<&pb::Tokens> for Tokens {
+    fn from(t: &pb::Tokens) -> Self {
+        Self {
+            access_token: t.access_token.clone(),
+            token_type: TokenType::Bearer,
+            expires_in: t.expires_in,
+            refresh_token: t.refresh_token.clone(),
+            refresh_expires_in: t.refresh_expires_in,
+            session_id: t.session_id.clone(),
+            mfa_enrollment_required: t.mfa_enrollment_required,
+        }
+    }
+}
+
+/// The first step of a login passed: a second factor is required.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MfaChallenge {
+    /// Always true.
+    mfa_required: bool,
+    /// Send it to `/v1/auth/mfa` with the code.
+    mfa_token: String,
+    expires_in: u32,
+    methods: Vec<String>,
+}
+
+/// A browser session: its tokens are in `__Host-` cookies.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CookieSession {
+    session_id: String,
+    expires_in: u32,
+    mfa_enrollment_required: bool,
+    /// send as X-CSRF-Token on unsafe requests (cookie sessions)
+    csrf_token: String,
+}
+
+/// The answer to a login or its second step: tokens, an MFA challenge, or (with `cookie: true`) a
+/// cookie session.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum SessionAnswer {
+    Tokens(Tokens),
+    Challenge(MfaChallenge),
+    Cookie(CookieSession),
+}
+
+/// The answer to a refresh: tokens, or (a browser's refresh cookie) a cookie session. Answered as
+/// a [`SessionAnswer`]; this type only describes it.
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)] // describes the answer; `SessionAnswer` is what is sent
+pub enum Refreshed {
+    Tokens(Tokens),
+    Cookie(CookieSession),
+}
+
+/// A new access token after a fresh second factor.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SteppedUp {
+    access_token: String,
+    token_type: TokenType,
+    expires_in: u32,
+}
+
+/// A public key that verifies access tokens (RFC 7517).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Jwk {
+    /// `OKP` or `EC`.
+    kty: String,
+    /// `Ed25519` or `P-256`.
+    crv: String,
+    /// base64url public key (x coordinate for EC).
+    x: String,
+    /// base64url y coordinate (EC only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    y: Option<String>,
+    kid: String,
+    /// `EdDSA` or `ES256`.
+    alg: String,
+    /// Always `sig`.
+    #[serde(rename = "use")]
+    usage: &'static str,
+}
+
+impl From<&pb::Jwk> for Jwk {
+    fn from(k: &pb::Jwk) -> Self {
+        Self {
+            kty: k.kty.clone(),
+            crv: k.crv.clone(),
+            x: k.x.clone(),
+            y: (!k.y.is_empty()).then(|| k.y.clone()),
+            kid: k.kid.clone(),
+            alg: k.alg.clone(),
+            usage: "sig",
+        }
+    }
+}
+
+/// A JSON Web Key Set.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Jwks {
+    keys: Vec<Jwk>,
+}
+
+/// What a resource server needs to verify access tokens.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OpenIdConfiguration {
+    issuer: String,
+    jwks_uri: String,
+}
+
+/// Where a user's account stands.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum UserStatus {
+    Active,
+    Suspended,
+    Deleted,
+    Unknown,
+}
+
+impl From<i32> for UserStatus {
+    fn from(s: i32) -> Self {
+        match s {
+            1 => Self::Active,
+            2 => Self::Suspended,
+            3 => Self::Deleted,
+            _ => Self::Unknown,
+        }
+    }
+}
+
+/// A user of the tenant.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct User {
+    id: String,
+    email: String,
+    display_name: String,
+    status: UserStatus,
+    suspension_reason: Option<String>,
+    mfa_enabled: bool,
+    roles: Vec<String>,
+    #[schema(format = DateTime)]
+    created_at: Option<String>,
+}
+
+impl From<&pb::User> for User {
+    fn from(u: &pb::User) -> Self {
+        Self {
+            id: u.id.clone(),
+            email: u.email.clone(),
+            display_name: u.display_name.clone(),
+            status: u.status.into(),
+            suspension_reason: (!u.suspension_reason.is_empty()).then(|| u.suspension_reason.clone()),
+            mfa_enabled: u.mfa_enabled,
+            roles: u.roles.clone(),
+            created_at: rfc3339(&u.create_time),
+        }
+    }
+}
+
+/// The user auth-svc answered.
+fn user(u: tonic::Response<pb::User>) -> Json<User> {
+    Json(u.get_ref().into())
+}
+
+/// The caller's account, permissions and session.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Me {
+    user: Option<User>,
+    permissions: Vec<String>,
+    session_id: String,
+    amr: Vec<String>,
+    tenant: String,
+}
+
+/// A TOTP enrolment, shown once.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TotpEnrollment {
+    otpauth_uri: String,
+    /// Base32, for manual entry.
+    secret: String,
+}
+
+/// The backup codes of a confirmed TOTP, shown once.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BackupCodes {
+    backup_codes: Vec<String>,
+    /// Always true: refresh for a full session.
+    refresh_required: bool,
+}
+
+/// A session of the caller.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Session {
+    id: String,
+    ip: String,
+    user_agent: String,
+    current: bool,
+    #[schema(format = DateTime)]
+    created_at: Option<String>,
+    #[schema(format = DateTime)]
+    last_seen_at: Option<String>,
+    #[schema(format = DateTime)]
+    revoked_at: Option<String>,
+}
+
+impl From<&pb::Session> for Session {
+    fn from(s: &pb::Session) -> Self {
+        Self {
+            id: s.id.clone(),
+            ip: s.ip.clone(),
+            user_agent: s.user_agent.clone(),
+            current: s.current,
+            created_at: rfc3339(&s.create_time),
+            last_seen_at: rfc3339(&s.last_seen_time),
+            revoked_at: rfc3339(&s.revoke_time),
+        }
+    }
+}
+
+/// The caller's sessions.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Sessions {
+    sessions: Vec<Session>,
+}
+
+/// A revocation was saved.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Revoked {
+    /// Always true.
+    revoked: bool,
+}
+
+/// A deletion was done.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Deleted {
+    /// Always true.
+    deleted: bool,
+}
+
+/// A role was granted (true) or revoked (false).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Granted {
+    granted: bool,
+}
+
+/// A page of users.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UserPage {
+    users: Vec<User>,
+    /// Empty on the last page.
+    next_page_token: String,
+}
+
+/// A role and its permissions.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Role {
+    id: String,
+    name: String,
+    description: String,
+    permissions: Vec<String>,
+    builtin: bool,
+}
+
+impl From<&pb::Role> for Role {
+    fn from(r: &pb::Role) -> Self {
+        Self {
+            id: r.id.clone(),
+            name: r.name.clone(),
+            description: r.description.clone(),
+            permissions: r.permissions.clone(),
+            builtin: r.builtin,
+        }
+    }
+}
+
+/// A page of roles.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RolePage {
+    roles: Vec<Role>,
+    /// Empty on the last page.
+    next_page_token: String,
+}
+
+/// A group with its roles and member count.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Group {
+    id: String,
+    name: String,
+    description: String,
+    #[schema(minimum = 0)]
+    member_count: i64,
+    roles: Vec<String>,
+}
+
+impl From<&pb::Group> for Group {
+    fn from(g: &pb::Group) -> Self {
+        Self {
+            id: g.id.clone(),
+            name: g.name.clone(),
+            description: g.description.clone(),
+            member_count: g.member_count,
+            roles: g.roles.clone(),
+        }
+    }
+}
+
+/// The group auth-svc answered.
+fn group(g: tonic::Response<pb::Group>) -> Json<Group> {
+    Json(g.get_ref().into())
+}
+
+/// A page of groups.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct GroupPage {
+    groups: Vec<Group>,
+    /// Empty on the last page.
+    next_page_token: String,
+}
+
+/// A page of a group's member ids.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MemberPage {
+    member_ids: Vec<String>,
+    /// Empty on the last page.
+    next_page_token: String,
+}
+
+/// An API key (never the key itself).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ApiKey {
+    id: String,
+    name: String,
+    /// The key's first characters.
+    display: String,
+    scopes: Vec<String>,
+    #[schema(format = DateTime)]
+    created_at: Option<String>,
+    #[schema(format = DateTime)]
+    expires_at: Option<String>,
+    #[schema(format = DateTime)]
+    last_used_at: Option<String>,
+    #[schema(format = DateTime)]
+    revoked_at: Option<String>,
+}
+
+impl From<&pb::ApiKey> for ApiKey {
+    fn from(k: &pb::ApiKey) -> Self {
+        Self {
+            id: k.id.clone(),
+            name: k.name.clone(),
+            display: k.display.clone(),
+            scopes: k.scopes.clone(),
+            created_at: rfc3339(&k.create_time),
+            expires_at: rfc3339(&k.expire_time),
+            last_used_at: rfc3339(&k.last_used_time),
+            revoked_at: rfc3339(&k.revoke_time),
+        }
+    }
+}
+
+/// A page of API keys, newest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ApiKeyPage {
+    api_keys: Vec<ApiKey>,
+    /// Empty on the last page.
+    next_page_token: String,
+}
+
+/// A new API key with the key itself, shown once.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct NewApiKey {
+    // Always some: auth-svc answers the key it created.
+    #[serde(flatten)]
+    #[schema(value_type = ApiKey)]
+    key: Option<ApiKey>,
+    /// `srk_` + 32 base62 characters + a 6-character CRC32 checksum.
+    api_key: String,
+}
+
+/// The tenant's identity policy (the body of a change, and the answer).
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Policy {
+    /// Failed logins per account (and account+IP) within the window before a lockout.
+    #[schema(minimum = 1, maximum = 100)]
+    lockout_threshold: u32,
+    #[schema(minimum = 60, maximum = 86400)]
+    lockout_window_secs: u32,
+    #[schema(minimum = 300, maximum = 900)]
+    access_token_ttl_secs: u32,
+    #[schema(minimum = 3600, maximum = 7_776_000)]
+    refresh_token_ttl_secs: u32,
+    /// Roles whose holders must use a second factor.
+    mfa_required_roles: Vec<String>,
+    /// holders of any of these must use a second factor, and an API key carrying one needs a
+    /// recent one; absent or empty keeps the current list
+    #[serde(default)]
+    privileged_permissions: Vec<String>,
+}
+
+impl From<&pb::Policy> for Policy {
+    fn from(p: &pb::Policy) -> Self {
+        Self {
+            lockout_threshold: p.lockout_threshold,
+            lockout_window_secs: p.lockout_window_secs,
+            access_token_ttl_secs: p.access_token_ttl_secs,
+            refresh_token_ttl_secs: p.refresh_token_ttl_secs,
+            mfa_required_roles: p.mfa_required_roles.clone(),
+            privileged_permissions: p.privileged_permissions.clone(),
+        }
+    }
+}
+
+impl From<Policy> for pb::Policy {
+    fn from(p: Policy) -> Self {
+        Self {
+            lockout_threshold: p.lockout_threshold,
+            lockout_window_secs: p.lockout_window_secs,
+            access_token_ttl_secs: p.access_token_ttl_secs,
+            refresh_token_ttl_secs: p.refresh_token_ttl_secs,
+            mfa_required_roles: p.mfa_required_roles,
+            privileged_permissions: p.privileged_permissions,
+        }
+    }
+}
+
+// ---- Refusals ----
+
+/// The refusals every authenticated identity operation may answer.
+#[derive(IntoResponses)]
+#[allow(dead_code)] // describes the answers of `kit::ApiError`s from auth-svc
+pub enum Refusals {
+    #[response(status = 401, description = "not authenticated, or the session or key was revoked")]
+    Unauthenticated(ErrorBody),
+    #[response(status = 403, description = "missing permission, another tenant, or PRIVILEGE_ESCALATION")]
+    Forbidden(ErrorBody),
+    #[response(status = 404, description = "not found")]
+    NotFound(ErrorBody),
+}
+
+/// A suspended user's refusal at a pre-session operation.
+#[derive(IntoResponses)]
+#[allow(dead_code)] // describes an answer of auth-svc
+pub enum Suspended {
+    #[response(
+        status = 403,
+        description = "USER_SUSPENDED (after the right password; the message carries the reason) or CROSS_SITE_REQUEST"
+    )]
+    Suspended(ErrorBody),
+}
+
+/// A refused credential at a pre-session operation.
+#[derive(IntoResponses)]
+#[allow(dead_code)] // describes an answer of auth-svc
+pub enum BadCredentials {
+    #[response(
+        status = 401,
+        description = "INVALID_CREDENTIALS, INVALID_MFA, INVALID_REFRESH_TOKEN, REFRESH_TOKEN_REUSED (the session is ended) or SESSION_ENDED"
+    )]
+    BadCredentials(ErrorBody),
+}
+
+/// The login lockouts.
+#[derive(IntoResponses)]
+#[allow(dead_code)] // describes an answer of auth-svc
+pub enum LoginLocked {
+    #[response(
+        status = 429,
+        description = "LOGIN_LOCKED (this account from this address), ACCOUNT_UNDER_ATTACK (this account from every address) or TOO_MANY_LOGINS, with Retry-After; or RATE_LIMITED"
+    )]
+    LoginLocked(ErrorBody),
+}
+
+/// Calls whose purpose is a revocation say when it is saved but not yet in force everywhere.
+#[derive(IntoResponses)]
+#[allow(dead_code)] // describes an answer of auth-svc
+pub enum RevocationPending {
+    #[response(
+        status = 503,
+        description = "REVOCATION_PENDING: saved, but the revocation list (Redis) did not take it yet; it is in force within a second of Redis answering, and repeating the call is safe"
+    )]
+    RevocationPending(ErrorBody),
+}
+
+// ---- Inputs ----
+
+/// A password login.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LoginBody {
+    /// tenant slug
     tenant: String,
     email: String,
+    #[schema(write_only)]
     password: String,
+    /// Answer a cookie session instead of tokens (browsers).
     #[serde(default)]
     cookie: bool,
 }
 
-/// `POST /v1/auth/login`
+/// The second step of a login.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MfaBody {
+    /// optional: the MFA token names its tenant
+    tenant: Option<String>,
+    mfa_token: String,
+    /// Six TOTP digits, or a backup code.
+    code: String,
+    /// Answer a cookie session instead of tokens (browsers).
+    #[serde(default)]
+    cookie: bool,
+}
+
+/// A refresh token to exchange.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RefreshBody {
+    /// optional: the refresh token names its tenant
+    tenant: Option<String>,
+    /// Absent for browsers: the refresh cookie is used.
+    refresh_token: Option<String>,
+}
+
+/// The refresh token whose session ends when the access token has expired.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LogoutBody {
+    refresh_token: Option<String>,
+}
+
+/// A second-factor code.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CodeBody {
+    code: String,
+}
+
+/// A new user.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateUserBody {
+    email: String,
+    #[serde(default)]
+    display_name: String,
+    #[schema(write_only, min_length = 12)]
+    password: String,
+    #[serde(default)]
+    roles: Vec<String>,
+    /// ignored: send the X-Request-Id header
+    #[schema(deprecated)]
+    request_id: Option<String>,
+}
+
+/// A user's new display name.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateUserBody {
+    display_name: String,
+}
+
+/// Why a user is suspended (shown to them after the right password).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SuspendBody {
+    #[schema(max_length = 500)]
+    reason: String,
+}
+
+/// A new custom role.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateRoleBody {
+    name: String,
+    #[serde(default)]
+    description: String,
+    permissions: Vec<String>,
+}
+
+/// Who a role is granted to or revoked from: exactly one of a user and a group.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GrantBody {
+    user_id: Option<String>,
+    group_id: Option<String>,
+}
+
+/// A new group.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateGroupBody {
+    name: String,
+    #[serde(default)]
+    description: String,
+}
+
+/// A new API key.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateApiKeyBody {
+    name: String,
+    /// A subset of the caller's permissions.
+    scopes: Vec<String>,
+    #[serde(default)]
+    #[schema(minimum = 1, maximum = 365)]
+    ttl_days: u32,
+}
+
+/// A page of a listing (up to 500).
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct PageQuery {
+    /// 0 or absent: the default page
+    #[serde(default)]
+    #[param(minimum = 0, maximum = 500)]
+    page_size: i32,
+    /// next_page_token of the previous page
+    #[serde(default)]
+    page_token: String,
+}
+
+/// A page of a group's members (up to 1,000).
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct MemberPageQuery {
+    /// 0 or absent: the default page
+    #[serde(default)]
+    #[param(minimum = 0, maximum = 1000)]
+    page_size: i32,
+    /// next_page_token of the previous page
+    #[serde(default)]
+    page_token: String,
+}
+
+// ---- Logins and sessions ----
+
+/// Password login. Answers tokens, an MFA challenge, or (with `cookie: true`) sets `__Host-` session cookies
+#[utoipa::path(post, path = "/v1/auth/login", operation_id = "login", request_body = LoginBody, responses(
+    (status = 200, description = "tokens, challenge or cookie session", body = SessionAnswer),
+    BadCredentials, Suspended, LoginLocked,
+))]
 pub async fn login(
     State(state): State<AppState>,
     Extension(id): Extension<RequestId>,
@@ -141,49 +762,54 @@ fn recorded_in(mut resp: Response, tenant: Option<String>) -> Response {
 
 /// Answers tokens as JSON, or (browsers) in `__Host-` cookies with a CSRF token.
 fn session_response(state: &AppState, r: pb::LoginResponse, cookie: bool, id: &RequestId) -> Response {
-    match (&r.result, cookie) {
-        (Some(pb::login_response::Result::Tokens(t)), true) => {
-            let mut headers = HeaderMap::new();
-            let set = state.browser.set_session_cookies(
+    match session_answer(state, r, cookie) {
+        Ok((headers, answer)) => (headers, Json(answer)).into_response(),
+        Err(e) => JsonError(e, id.0.clone()).into_response(),
+    }
+}
+
+/// The answer to a login, and the cookies it sets.
+fn session_answer(
+    state: &AppState,
+    r: pb::LoginResponse,
+    cookie: bool,
+) -> Result<(HeaderMap, SessionAnswer), ApiError> {
+    let mut headers = HeaderMap::new();
+    let answer = match r.result {
+        Some(pb::login_response::Result::Tokens(t)) if cookie => {
+            let csrf_token = state.browser.set_session_cookies(
                 &mut headers,
                 &t.access_token,
                 &t.refresh_token,
                 &t.session_id,
                 t.expires_in.into(),
                 t.refresh_expires_in.into(),
-            );
-            match set {
-                Ok(csrf) => {
-                    let body = json!({
-                        "session_id": t.session_id,
-                        "expires_in": t.expires_in,
-                        "mfa_enrollment_required": t.mfa_enrollment_required,
-                        "csrf_token": csrf,
-                    });
-                    (headers, Json(body)).into_response()
-                }
-                Err(e) => JsonError(e, id.0.clone()).into_response(),
-            }
+            )?;
+            SessionAnswer::Cookie(CookieSession {
+                session_id: t.session_id,
+                expires_in: t.expires_in,
+                mfa_enrollment_required: t.mfa_enrollment_required,
+                csrf_token,
+            })
         }
-        _ => match login_json(r) {
-            Ok(v) => Json(v).into_response(),
-            Err(e) => JsonError(e, id.0.clone()).into_response(),
-        },
-    }
+        Some(pb::login_response::Result::Tokens(t)) => SessionAnswer::Tokens((&t).into()),
+        Some(pb::login_response::Result::Mfa(m)) => SessionAnswer::Challenge(MfaChallenge {
+            mfa_required: true,
+            mfa_token: m.mfa_token,
+            expires_in: m.expires_in,
+            methods: m.methods,
+        }),
+        None => return Err(ApiError::internal(&"empty login response")),
+    };
+    Ok((headers, answer))
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct MfaBody {
-    /// Optional: the challenge token names its tenant.
-    tenant: Option<String>,
-    mfa_token: String,
-    code: String,
-    #[serde(default)]
-    cookie: bool,
-}
-
-/// `POST /v1/auth/mfa`
+/// Second step of a login: a TOTP code or a backup code
+#[utoipa::path(post, path = "/v1/auth/mfa", operation_id = "verifyMfa", request_body = MfaBody, responses(
+    (status = 200, description = "tokens or cookie session", body = SessionAnswer),
+    BadCredentials, Suspended,
+    (status = 429, description = "MFA_LOCKED: too many wrong second-factor codes on this account, with Retry-After; or RATE_LIMITED", body = ErrorBody),
+))]
 pub async fn mfa(
     State(state): State<AppState>,
     Extension(id): Extension<RequestId>,
@@ -219,16 +845,13 @@ fn tenant_or_token(given: Option<&str>, named_by_token: Option<kit::TenantSlug>)
     }
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RefreshBody {
-    /// Optional: the refresh token names its tenant.
-    tenant: Option<String>,
-    /// Absent for browsers: the refresh cookie is used.
-    refresh_token: Option<String>,
-}
-
-/// `POST /v1/auth/refresh`
+/// Single-use refresh token for new tokens; a retry within the grace window gets the same
+/// successor, a later reuse ends the session. Browsers omit refresh_token (cookie).
+#[utoipa::path(post, path = "/v1/auth/refresh", operation_id = "refresh", request_body = RefreshBody, responses(
+    (status = 200, description = "tokens", body = Refreshed),
+    (status = 401, description = "INVALID_REFRESH_TOKEN, REFRESH_TOKEN_REUSED, SESSION_ENDED, or MFA_REQUIRED (the user became privileged without a second factor: the session is ended, log in again)", body = ErrorBody),
+    Suspended, LoginLocked,
+))]
 pub async fn refresh(
     State(state): State<AppState>,
     Extension(id): Extension<RequestId>,
@@ -268,16 +891,18 @@ pub async fn refresh(
     recorded_in(resp, named)
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LogoutBody {
-    refresh_token: Option<String>,
-}
-
-/// `POST /v1/auth/logout`: ends the session of the access token, or, when that has expired (a
-/// browser idle past its access cookie), the session the refresh token (body or cookie) belongs
-/// to. The answer clears the session cookies whatever happened: a shared device must not keep a
-/// refresh token because the logout failed.
+/// Ends the session (revoked at once everywhere) and clears cookies
+///
+/// Ends the session of the access token, or, when that has expired (a browser idle past its
+/// access cookie), the session the refresh token (body or cookie) belongs to. The answer clears
+/// the session cookies whatever happened: a shared device must not keep a refresh token because
+/// the logout failed.
+#[utoipa::path(post, path = "/v1/auth/logout", operation_id = "logout", request_body(content = Option<LogoutBody>),
+    responses(
+        (status = 204, description = "ended"),
+        (status = 401, description = "not authenticated", body = ErrorBody),
+        (status = 412, description = "NO_SESSION (an API key has no session to end)", body = ErrorBody),
+    ))]
 pub async fn logout(
     State(state): State<AppState>,
     Extension(id): Extension<RequestId>,
@@ -327,22 +952,25 @@ async fn by_refresh_token(state: &AppState, id: &RequestId, refresh: String) -> 
     Ok(())
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CodeBody {
-    code: String,
-}
-
-/// `POST /v1/auth/step-up`: a fresh second factor for the current session.
+/// A fresh second factor for the current session (sensitive operations)
+#[utoipa::path(post, path = "/v1/auth/step-up", operation_id = "stepUp", request_body = CodeBody, responses(
+    (status = 200, description = "a new access token", body = SteppedUp),
+    (status = 412, description = "NO_SESSION (an API key has no session to step up)", body = ErrorBody),
+    (status = 429, description = "MFA_LOCKED: too many wrong second-factor codes on this account (login challenges and step-ups count together), with Retry-After", body = ErrorBody),
+    Refusals,
+))]
 pub async fn step_up(
     State(state): State<AppState>,
     call: Call,
     JsonBody(body): JsonBody<CodeBody>,
-) -> Result<Json<Value>, HttpError> {
+) -> Result<Json<SteppedUp>, HttpError> {
     let t = authn(&state).step_up(call.request(pb::StepUpRequest { code: body.code })).await.map_err(upstream)?;
-    Ok(Json(
-        json!({ "access_token": t.get_ref().access_token, "token_type": "Bearer", "expires_in": t.get_ref().expires_in }),
-    ))
+    let t = t.get_ref();
+    Ok(Json(SteppedUp {
+        access_token: t.access_token.clone(),
+        token_type: TokenType::Bearer,
+        expires_in: t.expires_in,
+    }))
 }
 
 /// How long the gateway serves a fetched JWKS document before asking auth-svc again. Far below
@@ -350,9 +978,13 @@ pub async fn step_up(
 /// 360 s), less the clients' own `max-age`.
 const JWKS_FRESH: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// `GET /.well-known/jwks.json`. Public and unauthenticated, so it is answered from a document
-/// fetched at most every [`JWKS_FRESH`], by one request at a time (the others wait for it): a
-/// flood of hits costs auth-svc one `GetJwks` per interval, not one each. Failures are not kept.
+/// Public keys that verify access tokens (RFC 7517)
+///
+/// Public and unauthenticated, so it is answered from a document fetched at most every
+/// [`JWKS_FRESH`], by one request at a time (the others wait for it): a flood of hits costs
+/// auth-svc one `GetJwks` per interval, not one each. Failures are not kept.
+#[utoipa::path(get, path = "/.well-known/jwks.json", operation_id = "jwks",
+    responses((status = 200, description = "JWKS", body = Jwks)))]
 pub async fn jwks(State(state): State<AppState>, Extension(id): Extension<RequestId>) -> Response {
     let result = async {
         let mut cached = state.jwks.lock().await;
@@ -363,17 +995,7 @@ pub async fn jwks(State(state): State<AppState>, Extension(id): Extension<Reques
         }
         let mut client = proto::auth::v1::keys_service_client::KeysServiceClient::new(state.upstreams.auth.clone());
         let keys = client.get_jwks(pb::GetJwksRequest {}).await.map_err(upstream)?.into_inner().keys;
-        let keys: Vec<Value> = keys
-            .iter()
-            .map(|k| {
-                let mut v = json!({ "kty": k.kty, "crv": k.crv, "x": k.x, "kid": k.kid, "alg": k.alg, "use": "sig" });
-                if !k.y.is_empty() {
-                    v["y"] = json!(k.y);
-                }
-                v
-            })
-            .collect();
-        let doc = json!({ "keys": keys });
+        let doc = Jwks { keys: keys.iter().map(Jwk::from).collect() };
         *cached = Some((std::time::Instant::now(), doc.clone()));
         Ok(doc)
     }
@@ -383,30 +1005,38 @@ pub async fn jwks(State(state): State<AppState>, Extension(id): Extension<Reques
     resp
 }
 
-/// `GET /.well-known/openid-configuration`: what a resource server needs to verify access tokens,
-/// and nothing this gateway does not do (it is not an OAuth token endpoint nor an OpenID provider:
-/// no grant types, no ID tokens).
-pub async fn openid_configuration(State(state): State<AppState>) -> Json<Value> {
+/// Issuer and JWKS location
+///
+/// What a resource server needs to verify access tokens, and nothing this gateway does not do (it
+/// is not an OAuth token endpoint nor an OpenID provider: no grant types, no ID tokens).
+#[utoipa::path(get, path = "/.well-known/openid-configuration", operation_id = "openidConfiguration",
+    responses((status = 200, description = "discovery document", body = OpenIdConfiguration)))]
+pub async fn openid_configuration(State(state): State<AppState>) -> Json<OpenIdConfiguration> {
     let base = state.public_url.trim_end_matches('/').to_owned();
-    Json(json!({
-        "issuer": state.issuer,
-        "jwks_uri": format!("{base}/.well-known/jwks.json"),
+    Json(OpenIdConfiguration { issuer: state.issuer.clone(), jwks_uri: format!("{base}/.well-known/jwks.json") })
+}
+
+// ---- The caller's own account ----
+
+/// The caller's account, permissions and session
+#[utoipa::path(get, path = "/v1/me", operation_id = "me", responses(
+    (status = 200, description = "me", body = Me), Refusals,
+))]
+pub async fn me(State(state): State<AppState>, call: Call) -> Result<Json<Me>, HttpError> {
+    let me = users(&state).get_me(call.request(pb::GetMeRequest {})).await.map_err(upstream)?.into_inner();
+    Ok(Json(Me {
+        user: me.user.as_ref().map(User::from),
+        permissions: me.permissions,
+        session_id: me.session_id,
+        amr: me.amr,
+        tenant: call.caller.tenant,
     }))
 }
 
-/// `GET /v1/me`
-pub async fn me(State(state): State<AppState>, call: Call) -> Result<Json<Value>, HttpError> {
-    let me = users(&state).get_me(call.request(pb::GetMeRequest {})).await.map_err(upstream)?.into_inner();
-    Ok(Json(json!({
-        "user": me.user.as_ref().map(user_json),
-        "permissions": me.permissions,
-        "session_id": me.session_id,
-        "amr": me.amr,
-        "tenant": call.caller.tenant,
-    })))
-}
-
-/// `GET /v1/me/export`: everything held about the caller.
+/// Everything held about the caller (JSON download)
+#[utoipa::path(get, path = "/v1/me/export", operation_id = "exportMe", responses(
+    (status = 200, description = "export: auth-svc's document of the caller's data", body = Object), Refusals,
+))]
 pub async fn export(State(state): State<AppState>, call: Call) -> Result<Response, HttpError> {
     let doc = users(&state).export_me(call.request(pb::ExportMeRequest {})).await.map_err(upstream)?.into_inner();
     let doc = serde_json::from_str::<Value>(&doc.json).map_err(|e| ApiError::internal(&e))?;
@@ -418,95 +1048,93 @@ pub async fn export(State(state): State<AppState>, call: Call) -> Result<Respons
     Ok(resp)
 }
 
-/// `POST /v1/me/mfa/totp`: starts TOTP enrolment.
-pub async fn totp_enroll(State(state): State<AppState>, call: Call) -> Result<Json<Value>, HttpError> {
+/// Starts TOTP enrolment: the otpauth:// URI and secret, once
+#[utoipa::path(post, path = "/v1/me/mfa/totp", operation_id = "enrollTotp", responses(
+    (status = 200, description = "enrolment", body = TotpEnrollment),
+    (status = 412, description = "TOTP_ALREADY_ENROLLED", body = ErrorBody),
+    Refusals,
+))]
+pub async fn totp_enroll(State(state): State<AppState>, call: Call) -> Result<Json<TotpEnrollment>, HttpError> {
     let r = sessions(&state).enroll_totp(call.request(pb::EnrollTotpRequest {})).await.map_err(upstream)?.into_inner();
-    Ok(Json(json!({ "otpauth_uri": r.otpauth_uri, "secret": r.secret })))
+    Ok(Json(TotpEnrollment { otpauth_uri: r.otpauth_uri, secret: r.secret }))
 }
 
-/// `POST /v1/me/mfa/totp/confirm`: the first code; answers the backup codes once.
+/// Confirms TOTP with a first code; answers ten single-use backup codes once; refresh afterwards
+/// for a full session
+#[utoipa::path(post, path = "/v1/me/mfa/totp/confirm", operation_id = "confirmTotp", request_body = CodeBody,
+    responses(
+        (status = 200, description = "backup codes", body = BackupCodes),
+        (status = 412, description = "NO_PENDING_TOTP (start enrolment first)", body = ErrorBody),
+        Refusals,
+    ))]
 pub async fn totp_confirm(
     State(state): State<AppState>,
     call: Call,
     JsonBody(body): JsonBody<CodeBody>,
-) -> Result<Json<Value>, HttpError> {
+) -> Result<Json<BackupCodes>, HttpError> {
     let r = sessions(&state)
         .confirm_totp(call.request(pb::ConfirmTotpRequest { code: body.code }))
         .await
         .map_err(upstream)?
         .into_inner();
-    Ok(Json(json!({ "backup_codes": r.backup_codes, "refresh_required": true })))
+    Ok(Json(BackupCodes { backup_codes: r.backup_codes, refresh_required: true }))
 }
 
-fn session_json(s: &pb::Session) -> Value {
-    json!({
-        "id": s.id, "ip": s.ip, "user_agent": s.user_agent, "current": s.current,
-        "created_at": rfc3339(&s.create_time), "last_seen_at": rfc3339(&s.last_seen_time),
-        "revoked_at": rfc3339(&s.revoke_time),
-    })
-}
-
-/// `GET /v1/me/sessions`
-pub async fn my_sessions(State(state): State<AppState>, call: Call) -> Result<Json<Value>, HttpError> {
+/// The caller's sessions
+#[utoipa::path(get, path = "/v1/me/sessions", operation_id = "listMySessions", responses(
+    (status = 200, description = "sessions", body = Sessions), Refusals,
+))]
+pub async fn my_sessions(State(state): State<AppState>, call: Call) -> Result<Json<Sessions>, HttpError> {
     let r = sessions(&state)
         .list_sessions(call.request(pb::ListSessionsRequest::default()))
         .await
         .map_err(upstream)?
         .into_inner();
-    Ok(Json(json!({ "sessions": r.sessions.iter().map(session_json).collect::<Vec<_>>() })))
+    Ok(Json(Sessions { sessions: r.sessions.iter().map(Session::from).collect() }))
 }
 
-/// `DELETE /v1/me/sessions/{id}`
+/// Revokes one of the caller's sessions (another's with sessions.revoke)
+#[utoipa::path(delete, path = "/v1/me/sessions/{id}", operation_id = "revokeMySession",
+    params(("id" = String, Path, description = "the session")),
+    responses((status = 200, description = "revoked", body = Revoked), Refusals, RevocationPending))]
 pub async fn revoke_my_session(
     State(state): State<AppState>,
     call: Call,
     PathParams(session): PathParams<String>,
-) -> Result<Json<Value>, HttpError> {
+) -> Result<Json<Revoked>, HttpError> {
     sessions(&state).revoke_session(call.request(pb::RevokeSessionRequest { id: session })).await.map_err(upstream)?;
-    Ok(Json(json!({ "revoked": true })))
+    Ok(Json(Revoked { revoked: true }))
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PageQuery {
-    #[serde(default)]
-    page_size: i32,
-    #[serde(default)]
-    page_token: String,
-}
+// ---- Users ----
 
-/// `GET /v1/users`
+/// Users; requires users.read
+#[utoipa::path(get, path = "/v1/users", operation_id = "listUsers", params(PageQuery), responses(
+    (status = 200, description = "a page of users", body = UserPage), Refusals,
+))]
 pub async fn list_users(
     State(state): State<AppState>,
     call: Call,
     QueryParams(q): QueryParams<PageQuery>,
-) -> Result<Json<Value>, HttpError> {
+) -> Result<Json<UserPage>, HttpError> {
     call.require(Permission::UsersRead)?;
     let msg = pb::ListUsersRequest { page_size: q.page_size, page_token: q.page_token };
     let r = users(&state).list_users(call.request(msg)).await.map_err(upstream)?.into_inner();
-    Ok(Json(
-        json!({ "users": r.users.iter().map(user_json).collect::<Vec<_>>(), "next_page_token": r.next_page_token }),
-    ))
+    Ok(Json(UserPage { users: r.users.iter().map(User::from).collect(), next_page_token: r.next_page_token }))
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CreateUserBody {
-    email: String,
-    #[serde(default)]
-    display_name: String,
-    password: String,
-    #[serde(default)]
-    roles: Vec<String>,
-    request_id: Option<String>,
-}
-
-/// `POST /v1/users`
+/// Creates a user (password of 12+ characters); granting roles requires roles.grant and only
+/// roles whose permissions the caller holds; requires users.write
+#[utoipa::path(post, path = "/v1/users", operation_id = "createUser", request_body = CreateUserBody, responses(
+    (status = 200, description = "the user", body = User),
+    (status = 409, description = "EMAIL_TAKEN", body = ErrorBody),
+    Refusals,
+))]
 pub async fn create_user(
     State(state): State<AppState>,
     call: Call,
     JsonBody(body): JsonBody<CreateUserBody>,
-) -> Result<Json<Value>, HttpError> {
+) -> Result<Json<User>, HttpError> {
     call.require(Permission::UsersWrite)?;
     let msg = pb::CreateUserRequest {
         email: body.email,
@@ -515,137 +1143,135 @@ pub async fn create_user(
         roles: body.roles,
         request_id: body.request_id.unwrap_or_default(),
     };
-    let u = users(&state).create_user(call.request(msg)).await.map_err(upstream)?.into_inner();
-    Ok(Json(user_json(&u)))
+    Ok(user(users(&state).create_user(call.request(msg)).await.map_err(upstream)?))
 }
 
-/// `GET /v1/users/{id}`
+/// One user; requires users.read
+#[utoipa::path(get, path = "/v1/users/{id}", operation_id = "getUser", params(("id" = String, Path)),
+    responses((status = 200, description = "the user", body = User), Refusals))]
 pub async fn get_user(
     State(state): State<AppState>,
     call: Call,
-    PathParams(user): PathParams<String>,
-) -> Result<Json<Value>, HttpError> {
+    PathParams(id): PathParams<String>,
+) -> Result<Json<User>, HttpError> {
     // auth-svc decides: a user may read themselves, anyone else needs users.read.
-    let u = users(&state).get_user(call.request(pb::GetUserRequest { id: user })).await.map_err(upstream)?;
-    Ok(Json(user_json(u.get_ref())))
+    Ok(user(users(&state).get_user(call.request(pb::GetUserRequest { id })).await.map_err(upstream)?))
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct UpdateUserBody {
-    display_name: String,
-}
-
-/// `PATCH /v1/users/{id}`
+/// Changes the display name; requires users.write
+#[utoipa::path(patch, path = "/v1/users/{id}", operation_id = "updateUser", params(("id" = String, Path)),
+    request_body = UpdateUserBody, responses((status = 200, description = "the user", body = User), Refusals))]
 pub async fn update_user(
     State(state): State<AppState>,
     call: Call,
-    PathParams(user): PathParams<String>,
+    PathParams(id): PathParams<String>,
     JsonBody(body): JsonBody<UpdateUserBody>,
-) -> Result<Json<Value>, HttpError> {
+) -> Result<Json<User>, HttpError> {
     call.require(Permission::UsersWrite)?;
-    let msg = pb::UpdateUserRequest { id: user, display_name: body.display_name };
-    let u = users(&state).update_user(call.request(msg)).await.map_err(upstream)?;
-    Ok(Json(user_json(u.get_ref())))
+    let msg = pb::UpdateUserRequest { id, display_name: body.display_name };
+    Ok(user(users(&state).update_user(call.request(msg)).await.map_err(upstream)?))
 }
 
-/// `DELETE /v1/users/{id}`: removes personal data and shreds the user's key.
+/// Removes the user's personal data and shreds their subject key; the audit trail stays
+/// verifiable; requires users.delete
+#[utoipa::path(delete, path = "/v1/users/{id}", operation_id = "deleteUser", params(("id" = String, Path)), responses(
+    (status = 200, description = "deleted", body = Deleted),
+    (status = 412, description = "CANNOT_DELETE_SELF", body = ErrorBody),
+    Refusals,
+))]
 pub async fn delete_user(
     State(state): State<AppState>,
     call: Call,
-    PathParams(user): PathParams<String>,
-) -> Result<Json<Value>, HttpError> {
+    PathParams(id): PathParams<String>,
+) -> Result<Json<Deleted>, HttpError> {
     call.require(Permission::UsersDelete)?;
-    users(&state).delete_user(call.request(pb::DeleteUserRequest { id: user })).await.map_err(upstream)?;
-    Ok(Json(json!({ "deleted": true })))
+    users(&state).delete_user(call.request(pb::DeleteUserRequest { id })).await.map_err(upstream)?;
+    Ok(Json(Deleted { deleted: true }))
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SuspendBody {
-    reason: String,
-}
-
-/// `POST /v1/users/{id}/suspend`
+/// Suspends (sessions end at once); the user sees the reason only after the right password;
+/// requires users.suspend
+#[utoipa::path(post, path = "/v1/users/{id}/suspend", operation_id = "suspendUser", params(("id" = String, Path)),
+    request_body = SuspendBody, responses(
+        (status = 200, description = "the user", body = User),
+        (status = 412, description = "CANNOT_SUSPEND_SELF", body = ErrorBody),
+        Refusals, RevocationPending,
+    ))]
 pub async fn suspend_user(
     State(state): State<AppState>,
     call: Call,
-    PathParams(user): PathParams<String>,
+    PathParams(id): PathParams<String>,
     JsonBody(body): JsonBody<SuspendBody>,
-) -> Result<Json<Value>, HttpError> {
+) -> Result<Json<User>, HttpError> {
     call.require(Permission::UsersSuspend)?;
-    let msg = pb::SuspendUserRequest { id: user, reason: body.reason };
-    let u = users(&state).suspend_user(call.request(msg)).await.map_err(upstream)?;
-    Ok(Json(user_json(u.get_ref())))
+    let msg = pb::SuspendUserRequest { id, reason: body.reason };
+    Ok(user(users(&state).suspend_user(call.request(msg)).await.map_err(upstream)?))
 }
 
-/// `POST /v1/users/{id}/reactivate`
+/// Lifts a suspension; requires users.suspend
+#[utoipa::path(post, path = "/v1/users/{id}/reactivate", operation_id = "reactivateUser",
+    params(("id" = String, Path)), responses(
+        (status = 200, description = "the user", body = User),
+        (status = 412, description = "NOT_SUSPENDED", body = ErrorBody),
+        Refusals,
+    ))]
 pub async fn reactivate_user(
     State(state): State<AppState>,
     call: Call,
-    PathParams(user): PathParams<String>,
-) -> Result<Json<Value>, HttpError> {
+    PathParams(id): PathParams<String>,
+) -> Result<Json<User>, HttpError> {
     call.require(Permission::UsersSuspend)?;
-    let u =
-        users(&state).reactivate_user(call.request(pb::ReactivateUserRequest { id: user })).await.map_err(upstream)?;
-    Ok(Json(user_json(u.get_ref())))
+    Ok(user(users(&state).reactivate_user(call.request(pb::ReactivateUserRequest { id })).await.map_err(upstream)?))
 }
 
-fn role_json(r: &pb::Role) -> Value {
-    json!({ "id": r.id, "name": r.name, "description": r.description, "permissions": r.permissions, "builtin": r.builtin })
-}
+// ---- Roles ----
 
-/// `GET /v1/roles?page_size=&page_token=`
+/// Built-in and custom roles by name, with their permissions; requires roles.read
+#[utoipa::path(get, path = "/v1/roles", operation_id = "listRoles", params(PageQuery), responses(
+    (status = 200, description = "a page of roles", body = RolePage), Refusals,
+))]
 pub async fn list_roles(
     State(state): State<AppState>,
     call: Call,
     QueryParams(q): QueryParams<PageQuery>,
-) -> Result<Json<Value>, HttpError> {
+) -> Result<Json<RolePage>, HttpError> {
     call.require(Permission::RolesRead)?;
     let msg = pb::ListRolesRequest { page_size: q.page_size, page_token: q.page_token };
     let r = access(&state).list_roles(call.request(msg)).await.map_err(upstream)?.into_inner();
-    Ok(Json(
-        json!({ "roles": r.roles.iter().map(role_json).collect::<Vec<_>>(), "next_page_token": r.next_page_token }),
-    ))
+    Ok(Json(RolePage { roles: r.roles.iter().map(Role::from).collect(), next_page_token: r.next_page_token }))
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CreateRoleBody {
-    name: String,
-    #[serde(default)]
-    description: String,
-    permissions: Vec<String>,
-}
-
-/// `POST /v1/roles`
+/// A custom role of known permissions the caller holds; requires roles.write
+#[utoipa::path(post, path = "/v1/roles", operation_id = "createRole", request_body = CreateRoleBody, responses(
+    (status = 200, description = "the role", body = Role),
+    (status = 409, description = "ROLE_EXISTS", body = ErrorBody),
+    Refusals,
+))]
 pub async fn create_role(
     State(state): State<AppState>,
     call: Call,
     JsonBody(body): JsonBody<CreateRoleBody>,
-) -> Result<Json<Value>, HttpError> {
+) -> Result<Json<Role>, HttpError> {
     call.require(Permission::RolesWrite)?;
     let msg = pb::CreateRoleRequest { name: body.name, description: body.description, permissions: body.permissions };
     let r = access(&state).create_role(call.request(msg)).await.map_err(upstream)?;
-    Ok(Json(role_json(r.get_ref())))
+    Ok(Json(r.get_ref().into()))
 }
 
-/// `DELETE /v1/roles/{id}`
+/// Deletes a custom role; requires roles.write
+#[utoipa::path(delete, path = "/v1/roles/{id}", operation_id = "deleteRole", params(("id" = String, Path)), responses(
+    (status = 200, description = "deleted", body = Deleted),
+    (status = 412, description = "BUILTIN_ROLE", body = ErrorBody),
+    Refusals,
+))]
 pub async fn delete_role(
     State(state): State<AppState>,
     call: Call,
-    PathParams(role): PathParams<String>,
-) -> Result<Json<Value>, HttpError> {
+    PathParams(id): PathParams<String>,
+) -> Result<Json<Deleted>, HttpError> {
     call.require(Permission::RolesWrite)?;
-    access(&state).delete_role(call.request(pb::DeleteRoleRequest { id: role })).await.map_err(upstream)?;
-    Ok(Json(json!({ "deleted": true })))
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct GrantBody {
-    user_id: Option<String>,
-    group_id: Option<String>,
+    access(&state).delete_role(call.request(pb::DeleteRoleRequest { id })).await.map_err(upstream)?;
+    Ok(Json(Deleted { deleted: true }))
 }
 
 async fn grant_or_revoke(
@@ -654,7 +1280,7 @@ async fn grant_or_revoke(
     role: String,
     body: GrantBody,
     revoke: bool,
-) -> Result<Json<Value>, HttpError> {
+) -> Result<Json<Granted>, HttpError> {
     let grantee = match (body.user_id, body.group_id) {
         (Some(u), None) => pb::grant_role_request::Grantee::UserId(u),
         (None, Some(g)) => pb::grant_role_request::Grantee::GroupId(g),
@@ -666,216 +1292,195 @@ async fn grant_or_revoke(
     } else {
         access(state).grant_role(call.request(msg)).await.map_err(upstream)?;
     }
-    Ok(Json(json!({ "granted": !revoke })))
+    Ok(Json(Granted { granted: !revoke }))
 }
 
-/// `POST /v1/roles/{name}/grant`
+/// Grants the role (by name) to a user or a group; only roles whose permissions the caller holds;
+/// requires roles.grant
+#[utoipa::path(post, path = "/v1/roles/{id}/grant", operation_id = "grantRole",
+    params(("id" = String, Path, description = "the role's name")), request_body = GrantBody,
+    responses((status = 200, description = "granted", body = Granted), Refusals))]
 pub async fn grant_role(
     State(state): State<AppState>,
     call: Call,
     PathParams(role): PathParams<String>,
     JsonBody(body): JsonBody<GrantBody>,
-) -> Result<Json<Value>, HttpError> {
+) -> Result<Json<Granted>, HttpError> {
     call.require(Permission::RolesGrant)?;
     grant_or_revoke(&state, &call, role, body, false).await
 }
 
-/// `POST /v1/roles/{name}/revoke`
+/// Revokes the role (by name) from a user or a group; requires roles.grant
+#[utoipa::path(post, path = "/v1/roles/{id}/revoke", operation_id = "revokeRole",
+    params(("id" = String, Path, description = "the role's name")), request_body = GrantBody,
+    responses((status = 200, description = "revoked (`granted` is false)", body = Granted), Refusals))]
 pub async fn revoke_role(
     State(state): State<AppState>,
     call: Call,
     PathParams(role): PathParams<String>,
     JsonBody(body): JsonBody<GrantBody>,
-) -> Result<Json<Value>, HttpError> {
+) -> Result<Json<Granted>, HttpError> {
     call.require(Permission::RolesGrant)?;
     grant_or_revoke(&state, &call, role, body, true).await
 }
 
-fn group_json(g: &pb::Group) -> Value {
-    json!({ "id": g.id, "name": g.name, "description": g.description, "member_count": g.member_count, "roles": g.roles })
-}
+// ---- Groups ----
 
-/// `GET /v1/groups?page_size=&page_token=`
+/// Groups by name, with their roles and member count (members: /v1/groups/{id}/members); requires
+/// groups.read
+#[utoipa::path(get, path = "/v1/groups", operation_id = "listGroups", params(PageQuery), responses(
+    (status = 200, description = "a page of groups", body = GroupPage), Refusals,
+))]
 pub async fn list_groups(
     State(state): State<AppState>,
     call: Call,
     QueryParams(q): QueryParams<PageQuery>,
-) -> Result<Json<Value>, HttpError> {
+) -> Result<Json<GroupPage>, HttpError> {
     call.require(Permission::GroupsRead)?;
     let msg = pb::ListGroupsRequest { page_size: q.page_size, page_token: q.page_token };
     let r = access(&state).list_groups(call.request(msg)).await.map_err(upstream)?.into_inner();
-    Ok(Json(
-        json!({ "groups": r.groups.iter().map(group_json).collect::<Vec<_>>(), "next_page_token": r.next_page_token }),
-    ))
+    Ok(Json(GroupPage { groups: r.groups.iter().map(Group::from).collect(), next_page_token: r.next_page_token }))
 }
 
-/// `GET /v1/groups/{id}/members?page_size=&page_token=`
+/// A group's member ids in id order; requires groups.read
+#[utoipa::path(get, path = "/v1/groups/{id}/members", operation_id = "listGroupMembers",
+    params(("id" = String, Path), MemberPageQuery),
+    responses((status = 200, description = "a page of member ids", body = MemberPage), Refusals))]
 pub async fn list_group_members(
     State(state): State<AppState>,
     call: Call,
-    PathParams(group): PathParams<String>,
-    QueryParams(q): QueryParams<PageQuery>,
-) -> Result<Json<Value>, HttpError> {
+    PathParams(group_id): PathParams<String>,
+    QueryParams(q): QueryParams<MemberPageQuery>,
+) -> Result<Json<MemberPage>, HttpError> {
     call.require(Permission::GroupsRead)?;
-    let msg = pb::ListGroupMembersRequest { group_id: group, page_size: q.page_size, page_token: q.page_token };
+    let msg = pb::ListGroupMembersRequest { group_id, page_size: q.page_size, page_token: q.page_token };
     let r = access(&state).list_group_members(call.request(msg)).await.map_err(upstream)?.into_inner();
-    Ok(Json(json!({ "member_ids": r.member_ids, "next_page_token": r.next_page_token })))
+    Ok(Json(MemberPage { member_ids: r.member_ids, next_page_token: r.next_page_token }))
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CreateGroupBody {
-    name: String,
-    #[serde(default)]
-    description: String,
-}
-
-/// `POST /v1/groups`
+/// Creates a group; requires groups.write
+#[utoipa::path(post, path = "/v1/groups", operation_id = "createGroup", request_body = CreateGroupBody, responses(
+    (status = 200, description = "the group", body = Group),
+    (status = 409, description = "GROUP_EXISTS", body = ErrorBody),
+    Refusals,
+))]
 pub async fn create_group(
     State(state): State<AppState>,
     call: Call,
     JsonBody(body): JsonBody<CreateGroupBody>,
-) -> Result<Json<Value>, HttpError> {
+) -> Result<Json<Group>, HttpError> {
     call.require(Permission::GroupsWrite)?;
     let msg = pb::CreateGroupRequest { name: body.name, description: body.description };
-    let g = access(&state).create_group(call.request(msg)).await.map_err(upstream)?;
-    Ok(Json(group_json(g.get_ref())))
+    Ok(group(access(&state).create_group(call.request(msg)).await.map_err(upstream)?))
 }
 
-/// `DELETE /v1/groups/{id}`
+/// Deletes a group; requires groups.write
+#[utoipa::path(delete, path = "/v1/groups/{id}", operation_id = "deleteGroup", params(("id" = String, Path)),
+    responses((status = 200, description = "deleted", body = Deleted), Refusals))]
 pub async fn delete_group(
     State(state): State<AppState>,
     call: Call,
-    PathParams(group): PathParams<String>,
-) -> Result<Json<Value>, HttpError> {
+    PathParams(id): PathParams<String>,
+) -> Result<Json<Deleted>, HttpError> {
     call.require(Permission::GroupsWrite)?;
-    access(&state).delete_group(call.request(pb::DeleteGroupRequest { id: group })).await.map_err(upstream)?;
-    Ok(Json(json!({ "deleted": true })))
+    access(&state).delete_group(call.request(pb::DeleteGroupRequest { id })).await.map_err(upstream)?;
+    Ok(Json(Deleted { deleted: true }))
 }
 
-/// `PUT /v1/groups/{id}/members/{user_id}`
+/// Adds a member (the caller must hold every permission the group confers); requires groups.write
+#[utoipa::path(put, path = "/v1/groups/{id}/members/{user_id}", operation_id = "addGroupMember",
+    params(("id" = String, Path), ("user_id" = String, Path)),
+    responses((status = 200, description = "the group", body = Group), Refusals))]
 pub async fn add_member(
     State(state): State<AppState>,
     call: Call,
-    PathParams((group, user)): PathParams<(String, String)>,
-) -> Result<Json<Value>, HttpError> {
+    PathParams((group_id, user_id)): PathParams<(String, String)>,
+) -> Result<Json<Group>, HttpError> {
     call.require(Permission::GroupsWrite)?;
-    let msg = pb::GroupMemberRequest { group_id: group, user_id: user };
-    let g = access(&state).add_group_member(call.request(msg)).await.map_err(upstream)?;
-    Ok(Json(group_json(g.get_ref())))
+    let msg = pb::GroupMemberRequest { group_id, user_id };
+    Ok(group(access(&state).add_group_member(call.request(msg)).await.map_err(upstream)?))
 }
 
-/// `DELETE /v1/groups/{id}/members/{user_id}`
+/// Removes a member; requires groups.write
+#[utoipa::path(delete, path = "/v1/groups/{id}/members/{user_id}", operation_id = "removeGroupMember",
+    params(("id" = String, Path), ("user_id" = String, Path)),
+    responses((status = 200, description = "the group", body = Group), Refusals))]
 pub async fn remove_member(
     State(state): State<AppState>,
     call: Call,
-    PathParams((group, user)): PathParams<(String, String)>,
-) -> Result<Json<Value>, HttpError> {
+    PathParams((group_id, user_id)): PathParams<(String, String)>,
+) -> Result<Json<Group>, HttpError> {
     call.require(Permission::GroupsWrite)?;
-    let msg = pb::GroupMemberRequest { group_id: group, user_id: user };
-    let g = access(&state).remove_group_member(call.request(msg)).await.map_err(upstream)?;
-    Ok(Json(group_json(g.get_ref())))
+    let msg = pb::GroupMemberRequest { group_id, user_id };
+    Ok(group(access(&state).remove_group_member(call.request(msg)).await.map_err(upstream)?))
 }
 
-fn key_json(k: &pb::ApiKey) -> Value {
-    json!({
-        "id": k.id, "name": k.name, "display": k.display, "scopes": k.scopes,
-        "created_at": rfc3339(&k.create_time), "expires_at": rfc3339(&k.expire_time),
-        "last_used_at": rfc3339(&k.last_used_time), "revoked_at": rfc3339(&k.revoke_time),
-    })
-}
+// ---- API keys ----
 
-/// `GET /v1/api-keys?page_size=&page_token=`
+/// The caller's API keys, newest first (all of the tenant's with api_keys.read)
+#[utoipa::path(get, path = "/v1/api-keys", operation_id = "listApiKeys", params(PageQuery), responses(
+    (status = 200, description = "a page of keys", body = ApiKeyPage), Refusals,
+))]
 pub async fn list_api_keys(
     State(state): State<AppState>,
     call: Call,
     QueryParams(q): QueryParams<PageQuery>,
-) -> Result<Json<Value>, HttpError> {
+) -> Result<Json<ApiKeyPage>, HttpError> {
     let msg = pb::ListApiKeysRequest { page_size: q.page_size, page_token: q.page_token };
     let r = sessions(&state).list_api_keys(call.request(msg)).await.map_err(upstream)?.into_inner();
-    Ok(Json(
-        json!({ "api_keys": r.keys.iter().map(key_json).collect::<Vec<_>>(), "next_page_token": r.next_page_token }),
-    ))
+    Ok(Json(ApiKeyPage { api_keys: r.keys.iter().map(ApiKey::from).collect(), next_page_token: r.next_page_token }))
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CreateApiKeyBody {
-    name: String,
-    scopes: Vec<String>,
-    #[serde(default)]
-    ttl_days: u32,
-}
-
-/// `POST /v1/api-keys`: the key is in the answer, once.
+/// An API key for a machine agent, scoped to a subset of the caller's permissions, 1–365 days;
+/// the key is in the answer once; requires api_keys.create
+#[utoipa::path(post, path = "/v1/api-keys", operation_id = "createApiKey", request_body = CreateApiKeyBody, responses(
+    (status = 200, description = "the key", body = NewApiKey),
+    (status = 412, description = "STEP_UP_REQUIRED: a key carrying a privileged or step-up permission needs a second factor within 10 minutes", body = ErrorBody),
+    Refusals,
+))]
 pub async fn create_api_key(
     State(state): State<AppState>,
     call: Call,
     JsonBody(body): JsonBody<CreateApiKeyBody>,
-) -> Result<Json<Value>, HttpError> {
+) -> Result<Json<NewApiKey>, HttpError> {
     call.require(Permission::ApiKeysCreate)?;
     let msg = pb::CreateApiKeyRequest { name: body.name, scopes: body.scopes, ttl_days: body.ttl_days };
     let r = sessions(&state).create_api_key(call.request(msg)).await.map_err(upstream)?.into_inner();
-    let mut v = r.key.as_ref().map(key_json).unwrap_or(Value::Null);
-    v["api_key"] = json!(r.api_key);
-    Ok(Json(v))
+    Ok(Json(NewApiKey { key: r.key.as_ref().map(ApiKey::from), api_key: r.api_key }))
 }
 
-/// `DELETE /v1/api-keys/{id}`
+/// Revokes a key at once (another's with api_keys.revoke)
+#[utoipa::path(delete, path = "/v1/api-keys/{id}", operation_id = "revokeApiKey", params(("id" = String, Path)),
+    responses((status = 200, description = "revoked", body = Revoked), Refusals, RevocationPending))]
 pub async fn revoke_api_key(
     State(state): State<AppState>,
     call: Call,
-    PathParams(key): PathParams<String>,
-) -> Result<Json<Value>, HttpError> {
-    sessions(&state).revoke_api_key(call.request(pb::RevokeApiKeyRequest { id: key })).await.map_err(upstream)?;
-    Ok(Json(json!({ "revoked": true })))
+    PathParams(id): PathParams<String>,
+) -> Result<Json<Revoked>, HttpError> {
+    sessions(&state).revoke_api_key(call.request(pb::RevokeApiKeyRequest { id })).await.map_err(upstream)?;
+    Ok(Json(Revoked { revoked: true }))
 }
 
-fn policy_json(p: &pb::Policy) -> Value {
-    json!({
-        "lockout_threshold": p.lockout_threshold,
-        "lockout_window_secs": p.lockout_window_secs,
-        "access_token_ttl_secs": p.access_token_ttl_secs,
-        "refresh_token_ttl_secs": p.refresh_token_ttl_secs,
-        "mfa_required_roles": p.mfa_required_roles,
-        "privileged_permissions": p.privileged_permissions,
-    })
-}
+// ---- Tenant policy ----
 
-/// `GET /v1/tenant/policy`
-pub async fn get_policy(State(state): State<AppState>, call: Call) -> Result<Json<Value>, HttpError> {
+/// The tenant's identity policy
+#[utoipa::path(get, path = "/v1/tenant/policy", operation_id = "getPolicy",
+    responses((status = 200, description = "policy", body = Policy), Refusals))]
+pub async fn get_policy(State(state): State<AppState>, call: Call) -> Result<Json<Policy>, HttpError> {
     let p = access(&state).get_policy(call.request(pb::GetPolicyRequest {})).await.map_err(upstream)?;
-    Ok(Json(policy_json(p.get_ref())))
+    Ok(Json(p.get_ref().into()))
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PolicyBody {
-    lockout_threshold: u32,
-    lockout_window_secs: u32,
-    access_token_ttl_secs: u32,
-    refresh_token_ttl_secs: u32,
-    mfa_required_roles: Vec<String>,
-    /// Absent or empty keeps the current list.
-    #[serde(default)]
-    privileged_permissions: Vec<String>,
-}
-
-/// `PUT /v1/tenant/policy`
+/// Changes the policy; dropping a role from mfa_required_roles needs every permission of that
+/// role; requires tenant.policy.write
+#[utoipa::path(put, path = "/v1/tenant/policy", operation_id = "putPolicy", request_body = Policy,
+    responses((status = 200, description = "policy", body = Policy), Refusals))]
 pub async fn put_policy(
     State(state): State<AppState>,
     call: Call,
-    JsonBody(b): JsonBody<PolicyBody>,
-) -> Result<Json<Value>, HttpError> {
+    JsonBody(policy): JsonBody<Policy>,
+) -> Result<Json<Policy>, HttpError> {
     call.require(Permission::TenantPolicyWrite)?;
-    let msg = pb::Policy {
-        lockout_threshold: b.lockout_threshold,
-        lockout_window_secs: b.lockout_window_secs,
-        access_token_ttl_secs: b.access_token_ttl_secs,
-        refresh_token_ttl_secs: b.refresh_token_ttl_secs,
-        mfa_required_roles: b.mfa_required_roles,
-        privileged_permissions: b.privileged_permissions,
-    };
-    let p = access(&state).update_policy(call.request(msg)).await.map_err(upstream)?;
-    Ok(Json(policy_json(p.get_ref())))
+    let p = access(&state).update_policy(call.request(policy.into())).await.map_err(upstream)?;
+    Ok(Json(p.get_ref().into()))
 }

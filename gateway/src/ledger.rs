@@ -19,8 +19,8 @@ use utoipa::{IntoParams, IntoResponses, ToSchema};
 
 use crate::AppState;
 use crate::http_layer::HttpError;
-use crate::openapi::ErrorBody;
 use crate::input::{PathParams, QueryParams};
+use crate::openapi::ErrorBody;
 use crate::upstream::{Call, upstream};
 
 /// A decimal string; JSON numbers are refused.
@@ -303,7 +303,10 @@ pub enum Refusals {
     Forbidden(ErrorBody),
     #[response(status = 404, description = "no such account or transfer (or not visible to an owner-scoped caller)")]
     NotFound(ErrorBody),
-    #[response(status = 409, description = "the id exists with different content (reason EXISTS_WITH_DIFFERENT_<FIELD>)")]
+    #[response(
+        status = 409,
+        description = "the id exists with different content (reason EXISTS_WITH_DIFFERENT_<FIELD>)"
+    )]
     Conflict(ErrorBody),
     #[response(status = 412, description = "the transfer failed; reason is the result, e.g. EXCEEDS_CREDITS")]
     Failed(ErrorBody),
@@ -564,7 +567,11 @@ pub async fn list_ledgers(State(state): State<AppState>, call: Call) -> Result<J
 /// Create an account; requires ledger.accounts.create. Idempotent by id.
 #[utoipa::path(post, path = "/v1/ledger/accounts", operation_id = "createLedgerAccount", request_body = AccountBody,
     responses((status = 200, description = "the account", body = Account), Refusals))]
-pub async fn create_account(State(state): State<AppState>, call: Call, body: Bytes) -> Result<Json<Account>, HttpError> {
+pub async fn create_account(
+    State(state): State<AppState>,
+    call: Call,
+    body: Bytes,
+) -> Result<Json<Account>, HttpError> {
     call.require(Permission::LedgerAccountsCreate)?;
     let b: AccountBody = parse_body(&body)?;
     let msg = pb::CreateAccountRequest {

@@ -11,7 +11,6 @@ mod identity;
 mod input;
 mod ledger;
 pub mod openapi;
-mod openapi_identity;
 pub mod ratelimit;
 mod recorder;
 mod routes;
@@ -78,7 +77,7 @@ pub struct Shared {
     /// The last readiness answer and when it was computed.
     pub readiness: Arc<tokio::sync::Mutex<Option<(std::time::Instant, http::StatusCode, serde_json::Value)>>>,
     /// The last public JWKS document and when it was fetched (see `identity::jwks`).
-    pub jwks: tokio::sync::Mutex<Option<(std::time::Instant, serde_json::Value)>>,
+    pub jwks: tokio::sync::Mutex<Option<(std::time::Instant, identity::Jwks)>>,
     pub limits: Arc<ratelimit::RateLimiter>,
     /// Browser sessions: cookies and the CSRF key.
     pub browser: Arc<browser::Browser>,

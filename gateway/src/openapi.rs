@@ -5,9 +5,6 @@
 //! `gateway_http::the_openapi_document_matches_the_routes` checks that every documented operation
 //! is routed. What every operation shares is said once here: the tenant header, the refusals of
 //! authentication, of input, of the rate limits, and cookie sessions with their CSRF defence.
-//!
-//! The identity operations are still described by hand (`openapi_identity.rs`) and merged in;
-//! they move to the generated part as their handlers get typed answers.
 
 use std::sync::OnceLock;
 
@@ -75,7 +72,6 @@ fn build() -> Value {
     spec.info.version = env!("CARGO_PKG_VERSION").to_owned();
     let mut doc = serde_json::to_value(&spec).unwrap_or_else(|_| json!({}));
     doc["openapi"] = json!("3.1.0");
-    crate::openapi_identity::paths(&mut doc);
     authenticated(&mut doc);
     browser_and_rate_limits(&mut doc);
     bad_input(&mut doc);
@@ -138,10 +134,12 @@ fn authenticated(doc: &mut Value) {
             }
             let responses = &mut op["responses"];
             if responses.get("401").is_none() {
-                responses["401"] = error_response("not authenticated: no, a malformed, an expired or a revoked credential");
+                responses["401"] =
+                    error_response("not authenticated: no, a malformed, an expired or a revoked credential");
             }
             if responses.get("403").is_none() {
-                responses["403"] = error_response("MISSING_PERMISSION, or TENANT_MISMATCH (a credential of another tenant)");
+                responses["403"] =
+                    error_response("MISSING_PERMISSION, or TENANT_MISMATCH (a credential of another tenant)");
             }
         }
     }
@@ -246,7 +244,10 @@ mod tests {
         for (method, path) in &ops {
             let op = &doc["paths"][path][method];
             let id = op["operationId"].as_str().unwrap_or_default();
-            assert!(!id.is_empty() && ids.insert(id.to_owned()), "{method} {path}: operationId {id:?} missing or twice");
+            assert!(
+                !id.is_empty() && ids.insert(id.to_owned()),
+                "{method} {path}: operationId {id:?} missing or twice"
+            );
             let answers = op["responses"].as_object().expect("responses");
             assert!(answers.keys().any(|s| s.starts_with('2')), "{method} {path}: no success answer");
             if !PUBLIC.contains(&path.as_str()) {

@@ -21,8 +21,8 @@ use kit::{ApiError, ErrorCode};
 use serde::Deserialize;
 
 use crate::AppState;
-use crate::upstream::Verification;
 use crate::http_layer::{JsonError, RequestId};
+use crate::upstream::Verification;
 
 /// Routes that are never limited: probes are cheap and must keep answering under load.
 pub const EXEMPT_ROUTES: [&str; 2] = ["/healthz", "/readyz"];
@@ -579,14 +579,15 @@ pub async fn limit(State(state): State<AppState>, mut req: Request, next: Next) 
     // A body is read only for a caller who proved who they are (or on the routes that prove it):
     // 16 MiB from anyone, buffered before the handler authenticated, was a cheap amplifier.
     if carries_body(&req) && !NO_TOKEN_ROUTES.contains(&req.uri().path()) {
-        let refusal = match (verification.as_ref().map(|v| &v.result), req.headers().contains_key(http::header::AUTHORIZATION)) {
-            (Some(Ok(_)), _) => None,
-            (Some(Err(e)), _) => Some(e.clone()),
-            (None, true) => {
-                Some(ApiError::unauthenticated("MALFORMED_AUTHORIZATION", "authorization must be a bearer token"))
-            }
-            (None, false) => Some(ApiError::unauthenticated("TOKEN_REQUIRED", "an access token is required")),
-        };
+        let refusal =
+            match (verification.as_ref().map(|v| &v.result), req.headers().contains_key(http::header::AUTHORIZATION)) {
+                (Some(Ok(_)), _) => None,
+                (Some(Err(e)), _) => Some(e.clone()),
+                (None, true) => {
+                    Some(ApiError::unauthenticated("MALFORMED_AUTHORIZATION", "authorization must be a bearer token"))
+                }
+                (None, false) => Some(ApiError::unauthenticated("TOKEN_REQUIRED", "an access token is required")),
+            };
         if let Some(e) = refusal {
             return JsonError(e, RequestId::of(req.extensions())).into_response();
         }

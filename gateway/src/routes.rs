@@ -5,13 +5,13 @@ use std::time::Duration;
 
 use axum::extract::{DefaultBodyLimit, State};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post, put};
+use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
-use utoipa_axum::router::OpenApiRouter;
-use utoipa_axum::routes;
 use kit::ApiError;
 use serde::Serialize;
 use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::AppState;
 use crate::http_layer::{HttpError, JsonError, RequestId, observe};
@@ -27,40 +27,34 @@ fn api_parts() -> (OpenApiRouter<AppState>, OpenApiRouter<AppState>) {
         .routes(routes!(readyz))
         .routes(routes!(openapi))
         .routes(routes!(whoami))
-        .route("/.well-known/jwks.json", get(crate::identity::jwks))
-        .route("/.well-known/openid-configuration", get(crate::identity::openid_configuration))
-        .route("/v1/auth/login", post(crate::identity::login))
-        .route("/v1/auth/mfa", post(crate::identity::mfa))
-        .route("/v1/auth/refresh", post(crate::identity::refresh))
-        .route("/v1/auth/logout", post(crate::identity::logout))
-        .route("/v1/auth/step-up", post(crate::identity::step_up))
-        .route("/v1/me", get(crate::identity::me))
-        .route("/v1/me/export", get(crate::identity::export))
-        .route("/v1/me/mfa/totp", post(crate::identity::totp_enroll))
-        .route("/v1/me/mfa/totp/confirm", post(crate::identity::totp_confirm))
-        .route("/v1/me/sessions", get(crate::identity::my_sessions))
-        .route("/v1/me/sessions/{id}", delete(crate::identity::revoke_my_session))
-        .route("/v1/users", get(crate::identity::list_users).post(crate::identity::create_user))
-        .route(
-            "/v1/users/{id}",
-            get(crate::identity::get_user).patch(crate::identity::update_user).delete(crate::identity::delete_user),
-        )
-        .route("/v1/users/{id}/suspend", post(crate::identity::suspend_user))
-        .route("/v1/users/{id}/reactivate", post(crate::identity::reactivate_user))
-        .route("/v1/roles", get(crate::identity::list_roles).post(crate::identity::create_role))
-        .route("/v1/roles/{id}", delete(crate::identity::delete_role))
-        .route("/v1/roles/{id}/grant", post(crate::identity::grant_role))
-        .route("/v1/roles/{id}/revoke", post(crate::identity::revoke_role))
-        .route("/v1/groups", get(crate::identity::list_groups).post(crate::identity::create_group))
-        .route("/v1/groups/{id}", delete(crate::identity::delete_group))
-        .route("/v1/groups/{id}/members", get(crate::identity::list_group_members))
-        .route(
-            "/v1/groups/{id}/members/{user_id}",
-            put(crate::identity::add_member).delete(crate::identity::remove_member),
-        )
-        .route("/v1/api-keys", get(crate::identity::list_api_keys).post(crate::identity::create_api_key))
-        .route("/v1/api-keys/{id}", delete(crate::identity::revoke_api_key))
-        .route("/v1/tenant/policy", get(crate::identity::get_policy).put(crate::identity::put_policy))
+        .routes(routes!(crate::identity::jwks))
+        .routes(routes!(crate::identity::openid_configuration))
+        .routes(routes!(crate::identity::login))
+        .routes(routes!(crate::identity::mfa))
+        .routes(routes!(crate::identity::refresh))
+        .routes(routes!(crate::identity::logout))
+        .routes(routes!(crate::identity::step_up))
+        .routes(routes!(crate::identity::me))
+        .routes(routes!(crate::identity::export))
+        .routes(routes!(crate::identity::totp_enroll))
+        .routes(routes!(crate::identity::totp_confirm))
+        .routes(routes!(crate::identity::my_sessions))
+        .routes(routes!(crate::identity::revoke_my_session))
+        .routes(routes!(crate::identity::list_users, crate::identity::create_user))
+        .routes(routes!(crate::identity::get_user, crate::identity::update_user, crate::identity::delete_user))
+        .routes(routes!(crate::identity::suspend_user))
+        .routes(routes!(crate::identity::reactivate_user))
+        .routes(routes!(crate::identity::list_roles, crate::identity::create_role))
+        .routes(routes!(crate::identity::delete_role))
+        .routes(routes!(crate::identity::grant_role))
+        .routes(routes!(crate::identity::revoke_role))
+        .routes(routes!(crate::identity::list_groups, crate::identity::create_group))
+        .routes(routes!(crate::identity::delete_group))
+        .routes(routes!(crate::identity::list_group_members))
+        .routes(routes!(crate::identity::add_member, crate::identity::remove_member))
+        .routes(routes!(crate::identity::list_api_keys, crate::identity::create_api_key))
+        .routes(routes!(crate::identity::revoke_api_key))
+        .routes(routes!(crate::identity::get_policy, crate::identity::put_policy))
         .routes(routes!(crate::audit::list))
         .routes(routes!(crate::audit::get))
         .routes(routes!(crate::audit::checkpoint))
@@ -292,8 +286,7 @@ struct WhoAmI {
     (status = 404, description = "unknown tenant", body = ErrorBody),
 ))]
 async fn whoami(State(state): State<AppState>, call: Call) -> Result<Json<WhoAmI>, HttpError> {
-    let mut client =
-        proto::auth::v1::identity_service_client::IdentityServiceClient::new(state.upstreams.auth.clone());
+    let mut client = proto::auth::v1::identity_service_client::IdentityServiceClient::new(state.upstreams.auth.clone());
     let me = client.who_am_i(call.request(proto::auth::v1::WhoAmIRequest {})).await.map_err(upstream)?.into_inner();
     Ok(Json(WhoAmI {
         tenant_id: me.tenant_id,

@@ -17,8 +17,8 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::AppState;
 use crate::http_layer::HttpError;
-use crate::openapi::ErrorBody;
 use crate::input::{JsonBody, PathParams, QueryParams};
+use crate::openapi::ErrorBody;
 use crate::upstream::{Call, upstream};
 
 /// A secret's metadata (never its value).
@@ -181,7 +181,10 @@ pub async fn list(
     let msg = pb::ListSecretsRequest { prefix: q.prefix, page_size: q.page_size, page_token: q.page_token };
     let mut client = SecretsServiceClient::new(state.upstreams.vault.clone());
     let resp = client.list_secrets(call.request(msg)).await.map_err(upstream)?.into_inner();
-    Ok(Json(SecretPage { secrets: resp.secrets.iter().map(Metadata::from).collect(), next_page_token: resp.next_page_token }))
+    Ok(Json(SecretPage {
+        secrets: resp.secrets.iter().map(Metadata::from).collect(),
+        next_page_token: resp.next_page_token,
+    }))
 }
 
 /// A secret's metadata (never its value); requires vault.secrets.read.

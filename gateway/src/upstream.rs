@@ -6,13 +6,12 @@
 
 use axum::Json;
 use axum::extract::FromRequestParts;
-use axum::http::{Extensions, HeaderMap};
 use axum::http::request::Parts;
+use axum::http::{Extensions, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use kit::ApiError;
 use kit::authz::{Permission, Reach};
 use kit::principal::Principal;
-use serde_json::Value;
 
 use crate::AppState;
 use crate::http_layer::{HttpError, JsonError, RequestId};
@@ -107,7 +106,8 @@ pub fn upstream(s: tonic::Status) -> ApiError {
     ApiError::from_status(&s)
 }
 
-pub fn respond(result: Result<Value, ApiError>, id: RequestId) -> Response {
+/// `result` as a JSON answer, or the error's.
+pub fn respond<T: serde::Serialize>(result: Result<T, ApiError>, id: RequestId) -> Response {
     match result {
         Ok(body) => Json(body).into_response(),
         Err(e) => JsonError(e, id.0).into_response(),
