@@ -3,14 +3,14 @@
 //! unwrapped, never writes a credential unencrypted, and never reveals stored data without an
 //! audit record committed in the same transaction.
 
-pub mod admin;
 pub mod api;
 pub mod config;
 pub mod domain;
 pub mod error;
 pub mod keyring;
 pub mod kms;
-pub mod signing;
+pub mod rotation;
+pub mod signing_keys;
 pub mod store;
 pub mod tally;
 
@@ -73,8 +73,8 @@ pub async fn run(
         let tally = tally::Tally::default();
         tally.spawn_flusher(ctx.db.clone(), Duration::from_secs(audit_interval_secs));
         let transit = api::Transit { db: ctx.db.clone(), keyring: keyring.clone(), tally: tally.clone() };
-        let admin = admin::KeyManagement { db: ctx.db.clone(), keyring: keyring.clone() };
-        let signing = signing::Signing { db: ctx.db.clone(), keyring, tally };
+        let admin = api::KeyManagement { db: ctx.db.clone(), keyring: keyring.clone() };
+        let signing = api::Signing { db: ctx.db.clone(), keyring, tally };
         let verifiers = [Identity::AUDIT, Identity::LEDGER, Identity::GATEWAY, Identity::OPERATOR];
         Ok(Api::new()
             .service(SecretsServiceServer::new(secrets))
@@ -86,7 +86,7 @@ pub async fn run(
             // auth-svc shreds a deleted user's subject key.
             .allow("/strongroom.vault.v1.KeyManagementService/ShredSubject", &[Identity::OPERATOR, Identity::AUTH])
             .service(SigningServiceServer::new(signing))
-            // Each signs only with its own keys (signing.rs).
+            // Each signs only with its own keys (domain/signing.rs).
             .allow("/strongroom.vault.v1.SigningService/Sign", &[Identity::AUDIT, Identity::LEDGER])
             .allow(
                 "/strongroom.vault.v1.SigningService/CreateSigningKey",

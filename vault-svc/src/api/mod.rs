@@ -1,25 +1,37 @@
-//! The gRPC adapters of vault-svc's secrets and transit services, one file per tonic service:
-//! decode, authorize, call the keyring, the domain and the store, encode. Here, what every adapter
-//! of the crate shares (`admin.rs` and `signing.rs` too): the tenant of a call, its audit records
-//! and its request id.
+//! The gRPC adapters of vault-svc, one file per tonic service (`secrets`, `transit`, `keys`:
+//! KeyManagementService, `signing`): decode, authorize, call the keyring, the domain and the
+//! store, encode. Here, what every adapter of the crate shares: the tenant of a call, its audit
+//! records and its request id.
 
+pub mod keys;
 pub mod secrets;
+pub mod signing;
 pub mod transit;
 
 use kit::access::RequestContext;
 use kit::outbox::{Actor, AuditRecord, Outcome};
 use kit::{ApiError, Db, Tenant};
+use tonic::Request;
 use uuid::Uuid;
 
 use crate::SERVICE;
 
+pub use keys::KeyManagement;
 pub use secrets::Secrets;
+pub use signing::Signing;
 pub use transit::Transit;
 
 /// The tenant the call names, if the caller's credential may reach it (no permission checked:
 /// for workloads, whose access is the method policy of `lib.rs`).
 pub(crate) async fn tenant(db: &Db, ctx: &RequestContext) -> Result<Tenant, ApiError> {
     db.authorize_tenant(&ctx.tenant_slug()?, ctx.principal.as_ref()).await
+}
+
+/// The context of a workload's call and the tenant it names (see [`tenant`]).
+pub(crate) async fn call<T>(db: &Db, request: &Request<T>) -> Result<(RequestContext, Tenant), ApiError> {
+    let ctx = RequestContext::of(request)?;
+    let tenant = tenant(db, &ctx).await?;
+    Ok((ctx, tenant))
 }
 
 /// Who acts: the principal when a token came with the call, else the calling workload.
@@ -44,6 +56,11 @@ pub(crate) fn record(
     outcome: Outcome,
 ) -> AuditRecord {
     AuditRecord::new(SERVICE, actor, action, resource, outcome).request_id(ctx.request_id.clone())
+}
+
+/// The audit record of `action` on `tenant`'s keys by the calling workload.
+pub(crate) fn tenant_record(ctx: &RequestContext, action: &str, tenant: &Tenant) -> AuditRecord {
+    record(ctx, workload(ctx), action, &format!("tenant/{}", tenant.slug), Outcome::Success)
 }
 
 /// Commits `record` in a transaction of its own: the audit of a refusal, which writes nothing else.

@@ -14,9 +14,8 @@ use sha2::{Digest, Sha256};
 use tonic::{Request, Response, Status};
 
 use super::{actor, next_page, record, record_alone, request_id};
-use crate::domain::crypto::Aad;
 use crate::domain::envelope::{Envelope, KeyKind};
-use crate::domain::path::{SecretPath, parse_prefix};
+use crate::domain::path::{SecretPath, parse_prefix, secret_aad};
 use crate::error::VaultError;
 use crate::keyring::Keyring;
 use crate::store::{self, secrets::SecretRow};
@@ -43,14 +42,6 @@ pub fn metadata(row: &SecretRow) -> pb::SecretMetadata {
         update_time: opt_to_pb(Some(row.updated_at)),
         delete_time: opt_to_pb(row.deleted_at),
     }
-}
-
-/// Associated data of a stored secret version: tenant, path and version.
-pub(crate) fn secret_aad(tenant: &Tenant, path: &SecretPath, version: u32) -> Aad {
-    Aad::new("strongroom.vault.secret")
-        .with("tenant", tenant.id.0.as_bytes())
-        .with("path", path.as_str().as_bytes())
-        .with("version", &version.to_be_bytes())
 }
 
 /// The audit resource of a secret.

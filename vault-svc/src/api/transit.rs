@@ -4,7 +4,6 @@
 
 use std::collections::HashMap;
 
-use kit::access::RequestContext;
 use kit::{ApiError, Db, Tenant};
 use proto::vault::v1 as pb;
 use tonic::{Request, Response, Status};
@@ -160,14 +159,12 @@ fn item_error(e: ApiError) -> pb::ItemError {
 #[tonic::async_trait]
 impl pb::transit_service_server::TransitService for Transit {
     async fn encrypt(&self, request: Request<pb::EncryptRequest>) -> Result<Response<pb::EncryptResponse>, Status> {
-        let ctx = RequestContext::of(&request)?;
-        let tenant = super::tenant(&self.db, &ctx).await?;
+        let (ctx, tenant) = super::call(&self.db, &request).await?;
         Ok(Response::new(self.encrypt_one(&tenant, ctx.caller.identity.name(), request.into_inner()).await?))
     }
 
     async fn decrypt(&self, request: Request<pb::DecryptRequest>) -> Result<Response<pb::DecryptResponse>, Status> {
-        let ctx = RequestContext::of(&request)?;
-        let tenant = super::tenant(&self.db, &ctx).await?;
+        let (ctx, tenant) = super::call(&self.db, &request).await?;
         let req = request.get_ref();
         let plaintext = self.decrypt_one(&tenant, ctx.caller.identity.name(), req).await?;
         let resource = decrypt_resource(&req.context, &req.subject);
@@ -176,8 +173,7 @@ impl pb::transit_service_server::TransitService for Transit {
     }
 
     async fn rewrap(&self, request: Request<pb::RewrapRequest>) -> Result<Response<pb::RewrapResponse>, Status> {
-        let ctx = RequestContext::of(&request)?;
-        let tenant = super::tenant(&self.db, &ctx).await?;
+        let (ctx, tenant) = super::call(&self.db, &request).await?;
         let caller = ctx.caller.identity.name();
         let req = request.into_inner();
         let plaintext = self
@@ -205,8 +201,7 @@ impl pb::transit_service_server::TransitService for Transit {
         &self,
         request: Request<pb::GenerateDataKeyRequest>,
     ) -> Result<Response<pb::GenerateDataKeyResponse>, Status> {
-        let ctx = RequestContext::of(&request)?;
-        let tenant = super::tenant(&self.db, &ctx).await?;
+        let (ctx, tenant) = super::call(&self.db, &request).await?;
         let dek = Key256::generate().map_err(|e| ApiError::internal(&e))?;
         let req = request.into_inner();
         let wrapped = self
@@ -226,8 +221,7 @@ impl pb::transit_service_server::TransitService for Transit {
         &self,
         request: Request<pb::EncryptBatchRequest>,
     ) -> Result<Response<pb::EncryptBatchResponse>, Status> {
-        let ctx = RequestContext::of(&request)?;
-        let tenant = super::tenant(&self.db, &ctx).await?;
+        let (ctx, tenant) = super::call(&self.db, &request).await?;
         let items = request.into_inner().items;
         check_batch(items.len())?;
         let mut results = Vec::with_capacity(items.len());
@@ -245,8 +239,7 @@ impl pb::transit_service_server::TransitService for Transit {
         &self,
         request: Request<pb::DecryptBatchRequest>,
     ) -> Result<Response<pb::DecryptBatchResponse>, Status> {
-        let ctx = RequestContext::of(&request)?;
-        let tenant = super::tenant(&self.db, &ctx).await?;
+        let (ctx, tenant) = super::call(&self.db, &request).await?;
         let items = request.into_inner().items;
         check_batch(items.len())?;
         let mut results = Vec::with_capacity(items.len());

@@ -1,5 +1,8 @@
-//! Pure vault rules: key material, the ciphertext envelope, associated data, secret paths. No I/O.
+//! Pure vault rules: key material, the ciphertext envelope, associated data, secret paths, signing
+//! keys, key management requests. No I/O.
 
 pub mod crypto;
 pub mod envelope;
+pub mod keys;
 pub mod path;
+pub mod signing;

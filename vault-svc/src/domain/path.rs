@@ -1,7 +1,9 @@
 //! Secret paths: `[A-Za-z0-9][A-Za-z0-9._-]*` segments joined by `/`, 1–256 characters; no empty,
-//! `.` or `..` segments.
+//! `.` or `..` segments; and the associated data a secret version is sealed with.
 
-use kit::ApiError;
+use kit::{ApiError, Tenant};
+
+use crate::domain::crypto::Aad;
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct SecretPath(String);
@@ -43,6 +45,14 @@ pub fn parse_prefix(raw: &str) -> Result<String, ApiError> {
     let trimmed = raw.strip_suffix('/').unwrap_or(raw);
     SecretPath::parse(trimmed).map_err(|_| ApiError::invalid_field("prefix", "must be a path prefix"))?;
     Ok(raw.to_owned())
+}
+
+/// Associated data of a stored secret version: tenant, path and version.
+pub fn secret_aad(tenant: &Tenant, path: &SecretPath, version: u32) -> Aad {
+    Aad::new("strongroom.vault.secret")
+        .with("tenant", tenant.id.0.as_bytes())
+        .with("path", path.as_str().as_bytes())
+        .with("version", &version.to_be_bytes())
 }
 
 #[cfg(test)]
