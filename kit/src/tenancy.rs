@@ -10,8 +10,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use secrecy::{ExposeSecret, SecretString};
+use sqlx::postgres::{PgArguments, PgRow};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{PgConnection, PgPool, Postgres, Transaction};
+use sqlx::query::{Query, QueryAs, QueryScalar};
+use sqlx::{FromRow, PgConnection, PgPool, Postgres, Transaction};
 use tokio::sync::RwLock;
 use uuid::Uuid;
 
@@ -384,6 +386,68 @@ impl TenantTx {
 
     pub async fn rollback(self) -> Result<(), ApiError> {
         self.tx.rollback().await.map_err(db_error)
+    }
+
+    /// Runs a statement in this tenant's scope; the number of rows it changed.
+    pub async fn execute(&mut self, statement: Query<'_, Postgres, PgArguments>) -> Result<u64, ApiError> {
+        statement.execute(&mut *self.tx).await.map(|done| done.rows_affected()).map_err(db_error)
+    }
+
+    /// The row a `sqlx::query_as` finds, if any.
+    pub async fn optional<T: Send + Unpin + for<'r> FromRow<'r, PgRow>>(
+        &mut self,
+        query: QueryAs<'_, Postgres, T, PgArguments>,
+    ) -> Result<Option<T>, ApiError> {
+        query.fetch_optional(&mut *self.tx).await.map_err(db_error)
+    }
+
+    /// The one row a `sqlx::query_as` must find.
+    pub async fn one<T: Send + Unpin + for<'r> FromRow<'r, PgRow>>(
+        &mut self,
+        query: QueryAs<'_, Postgres, T, PgArguments>,
+    ) -> Result<T, ApiError> {
+        query.fetch_one(&mut *self.tx).await.map_err(db_error)
+    }
+
+    /// Every row a `sqlx::query_as` finds.
+    pub async fn all<T: Send + Unpin + for<'r> FromRow<'r, PgRow>>(
+        &mut self,
+        query: QueryAs<'_, Postgres, T, PgArguments>,
+    ) -> Result<Vec<T>, ApiError> {
+        query.fetch_all(&mut *self.tx).await.map_err(db_error)
+    }
+
+    /// The value a `sqlx::query_scalar` finds, if any.
+    pub async fn optional_scalar<O: Send + Unpin>(
+        &mut self,
+        query: QueryScalar<'_, Postgres, O, PgArguments>,
+    ) -> Result<Option<O>, ApiError>
+    where
+        (O,): for<'r> FromRow<'r, PgRow>,
+    {
+        query.fetch_optional(&mut *self.tx).await.map_err(db_error)
+    }
+
+    /// The one value a `sqlx::query_scalar` must find.
+    pub async fn scalar<O: Send + Unpin>(
+        &mut self,
+        query: QueryScalar<'_, Postgres, O, PgArguments>,
+    ) -> Result<O, ApiError>
+    where
+        (O,): for<'r> FromRow<'r, PgRow>,
+    {
+        query.fetch_one(&mut *self.tx).await.map_err(db_error)
+    }
+
+    /// Every value a `sqlx::query_scalar` finds.
+    pub async fn scalars<O: Send + Unpin>(
+        &mut self,
+        query: QueryScalar<'_, Postgres, O, PgArguments>,
+    ) -> Result<Vec<O>, ApiError>
+    where
+        (O,): for<'r> FromRow<'r, PgRow>,
+    {
+        query.fetch_all(&mut *self.tx).await.map_err(db_error)
     }
 }
 

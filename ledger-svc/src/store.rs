@@ -132,18 +132,15 @@ fn transfers_by_id() -> String {
 pub async fn lock_head(tx: &mut TenantTx) -> Result<(i64, Vec<u8>, i64), ApiError> {
     for _ in 0..2 {
         let head: Option<(i64, Vec<u8>, i64)> =
-            sqlx::query_as("SELECT seq, hash, last_ts FROM receipt_head FOR UPDATE")
-                .fetch_optional(tx.conn())
-                .await
-                .map_err(db_error)?;
+            tx.optional(sqlx::query_as("SELECT seq, hash, last_ts FROM receipt_head FOR UPDATE")).await?;
         if let Some(head) = head {
             return Ok(head);
         }
-        sqlx::query("INSERT INTO receipt_head (seq, hash, last_ts) VALUES (0, $1, 0) ON CONFLICT DO NOTHING")
-            .bind(crate::domain::receipt::GENESIS.as_slice())
-            .execute(tx.conn())
-            .await
-            .map_err(db_error)?;
+        tx.execute(
+            sqlx::query("INSERT INTO receipt_head (seq, hash, last_ts) VALUES (0, $1, 0) ON CONFLICT DO NOTHING")
+                .bind(crate::domain::receipt::GENESIS.as_slice()),
+        )
+        .await?;
     }
     Err(ApiError::internal(&"receipt head cannot be created"))
 }
@@ -151,42 +148,31 @@ pub async fn lock_head(tx: &mut TenantTx) -> Result<(i64, Vec<u8>, i64), ApiErro
 /// Limits the transaction's row-level security to the accounts `subject` owns (an owner-scoped
 /// caller). `subject` was checked to be of a conservative alphabet (`api::scope`).
 pub async fn scope_to_owner(tx: &mut TenantTx, subject: &str) -> Result<(), ApiError> {
-    sqlx::query(&format!("SET LOCAL strongroom.owner_subject TO '{subject}'"))
-        .execute(tx.conn())
-        .await
-        .map_err(db_error)?;
+    tx.execute(sqlx::query(&format!("SET LOCAL strongroom.owner_subject TO '{subject}'"))).await?;
     Ok(())
 }
 
 /// Creates a ledger (currency); false when its code exists already.
 pub async fn insert_ledger(tx: &mut TenantTx, code: &str, scale: i16, description: &str) -> Result<bool, ApiError> {
-    let inserted =
-        sqlx::query("INSERT INTO ledgers (code, scale, description) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
-            .bind(code)
-            .bind(scale)
-            .bind(description)
-            .execute(tx.conn())
-            .await
-            .map_err(db_error)?
-            .rows_affected();
+    let inserted = tx
+        .execute(
+            sqlx::query("INSERT INTO ledgers (code, scale, description) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
+                .bind(code)
+                .bind(scale)
+                .bind(description),
+        )
+        .await?;
     Ok(inserted == 1)
 }
 
 /// The scale of an existing ledger.
 pub async fn ledger_scale(tx: &mut TenantTx, code: &str) -> Result<i16, ApiError> {
-    sqlx::query_scalar("SELECT scale FROM ledgers WHERE code = $1")
-        .bind(code)
-        .fetch_one(tx.conn())
-        .await
-        .map_err(db_error)
+    tx.scalar(sqlx::query_scalar("SELECT scale FROM ledgers WHERE code = $1").bind(code)).await
 }
 
 /// Every ledger: `(code, scale, description)`, by code.
 pub async fn ledgers(tx: &mut TenantTx) -> Result<Vec<(String, i16, String)>, ApiError> {
-    sqlx::query_as("SELECT code, scale, description FROM ledgers ORDER BY code")
-        .fetch_all(tx.conn())
-        .await
-        .map_err(db_error)
+    tx.all(sqlx::query_as("SELECT code, scale, description FROM ledgers ORDER BY code")).await
 }
 
 /// What the ids already stand for (created or failed).
@@ -195,21 +181,21 @@ pub async fn prior(tx: &mut TenantTx, ids: &[Uuid]) -> Result<HashMap<Uuid, Prio
     if ids.is_empty() {
         return Ok(out);
     }
-    let rows: Vec<TransferRow> =
-        sqlx::query_as(&transfers_by_id()).bind(ids).persistent(false).fetch_all(tx.conn()).await.map_err(db_error)?;
+    let rows: Vec<TransferRow> = tx.all(sqlx::query_as(&transfers_by_id()).bind(ids).persistent(false)).await?;
     for row in rows {
         let (transfer, content_hash) = row.into_transfer()?;
         out.insert(transfer.id, Prior::Created { transfer, content_hash });
     }
-    let failures: Vec<(Uuid, String, serde_json::Value, Vec<u8>)> = sqlx::query_as(
-        "SELECT f.id, f.reason, f.content, f.content_hash FROM unnest($1::uuid[]) AS w(want) \
+    let failures: Vec<(Uuid, String, serde_json::Value, Vec<u8>)> = tx
+        .all(
+            sqlx::query_as(
+                "SELECT f.id, f.reason, f.content, f.content_hash FROM unnest($1::uuid[]) AS w(want) \
              CROSS JOIN LATERAL (SELECT * FROM transfer_failures f WHERE f.id = w.want LIMIT 1) AS f",
-    )
-    .bind(ids)
-    .persistent(false)
-    .fetch_all(tx.conn())
-    .await
-    .map_err(db_error)?;
+            )
+            .bind(ids)
+            .persistent(false),
+        )
+        .await?;
     for (id, reason, content, content_hash) in failures {
         let content = input_from_json(&content)?;
         out.insert(id, Prior::Failed { reason, content, content_hash });
@@ -222,8 +208,7 @@ pub async fn transfers(tx: &mut TenantTx, ids: &[Uuid]) -> Result<Vec<Transfer>,
     if ids.is_empty() {
         return Ok(Vec::new());
     }
-    let rows: Vec<TransferRow> =
-        sqlx::query_as(&transfers_by_id()).bind(ids).persistent(false).fetch_all(tx.conn()).await.map_err(db_error)?;
+    let rows: Vec<TransferRow> = tx.all(sqlx::query_as(&transfers_by_id()).bind(ids).persistent(false)).await?;
     rows.into_iter().map(|r| r.into_transfer().map(|(t, _)| t)).collect()
 }
 
@@ -234,25 +219,23 @@ pub async fn lock_accounts(tx: &mut TenantTx, ids: &[Uuid]) -> Result<HashMap<Uu
         return Ok(HashMap::new());
     }
     debug_assert!(ids.is_sorted());
-    let rows: Vec<AccountRow> = sqlx::query_as(&format!(
-        "SELECT {ACCOUNT_COLUMNS} FROM unnest($1::uuid[]) AS w(want) \
+    let rows: Vec<AccountRow> = tx
+        .all(
+            sqlx::query_as(&format!(
+                "SELECT {ACCOUNT_COLUMNS} FROM unnest($1::uuid[]) AS w(want) \
              CROSS JOIN LATERAL (SELECT * FROM accounts a WHERE a.id = w.want LIMIT 1 FOR UPDATE) AS a"
-    ))
-    .bind(ids)
-    // Unprepared, as `transfers_by_id`: a tenant may open accounts while its first batches run.
-    .persistent(false)
-    .fetch_all(tx.conn())
-    .await
-    .map_err(db_error)?;
+            ))
+            .bind(ids)
+            // Unprepared, as `transfers_by_id`: a tenant may open accounts while its first batches run.
+            .persistent(false),
+        )
+        .await?;
     rows.into_iter().map(|r| Account::try_from(r).map(|a| (a.id, a))).collect()
 }
 
 pub async fn account(tx: &mut TenantTx, id: Uuid) -> Result<Option<Account>, ApiError> {
-    let row: Option<AccountRow> = sqlx::query_as(&format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id = $1"))
-        .bind(id)
-        .fetch_optional(tx.conn())
-        .await
-        .map_err(db_error)?;
+    let row: Option<AccountRow> =
+        tx.optional(sqlx::query_as(&format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id = $1")).bind(id)).await?;
     row.map(Account::try_from).transpose()
 }
 
@@ -282,11 +265,9 @@ pub async fn insert_account(tx: &mut TenantTx, a: &Account) -> Result<bool, ApiE
 }
 
 pub async fn transfer(tx: &mut TenantTx, id: Uuid) -> Result<Option<Transfer>, ApiError> {
-    let row: Option<TransferRow> = sqlx::query_as(&format!("SELECT {TRANSFER_COLUMNS} FROM transfers WHERE id = $1"))
-        .bind(id)
-        .fetch_optional(tx.conn())
-        .await
-        .map_err(db_error)?;
+    let row: Option<TransferRow> = tx
+        .optional(sqlx::query_as(&format!("SELECT {TRANSFER_COLUMNS} FROM transfers WHERE id = $1")).bind(id))
+        .await?;
     row.map(|r| r.into_transfer().map(|(t, _)| t)).transpose()
 }
 
@@ -297,19 +278,20 @@ pub async fn account_transfers(
     after: i64,
     limit: i64,
 ) -> Result<Vec<Transfer>, ApiError> {
-    let rows: Vec<TransferRow> = sqlx::query_as(&format!(
-        "SELECT {TRANSFER_COLUMNS} FROM ( \
+    let rows: Vec<TransferRow> = tx
+        .all(
+            sqlx::query_as(&format!(
+                "SELECT {TRANSFER_COLUMNS} FROM ( \
            (SELECT * FROM transfers WHERE debit_account_id = $1 AND ts > $2 ORDER BY ts LIMIT $3) \
            UNION ALL \
            (SELECT * FROM transfers WHERE credit_account_id = $1 AND ts > $2 ORDER BY ts LIMIT $3) \
          ) AS t ORDER BY ts LIMIT $3"
-    ))
-    .bind(account)
-    .bind(after)
-    .bind(limit)
-    .fetch_all(tx.conn())
-    .await
-    .map_err(db_error)?;
+            ))
+            .bind(account)
+            .bind(after)
+            .bind(limit),
+        )
+        .await?;
     rows.into_iter().map(|r| r.into_transfer().map(|(t, _)| t)).collect()
 }
 
@@ -320,16 +302,13 @@ pub async fn balance_history(
     at: i64,
     limit: i64,
 ) -> Result<Vec<(i64, Uuid, Balances)>, ApiError> {
-    let rows: Vec<(i64, Uuid, String, String, String, String)> = sqlx::query_as(
+    let rows: Vec<(i64, Uuid, String, String, String, String)> = tx.all(sqlx::query_as(
         "SELECT ts, transfer_id, debits_pending::text, debits_posted::text, credits_pending::text, credits_posted::text \
          FROM balance_history WHERE account_id = $1 AND ts <= $2 ORDER BY ts DESC LIMIT $3",
     )
     .bind(account)
     .bind(at)
-    .bind(limit)
-    .fetch_all(tx.conn())
-    .await
-    .map_err(db_error)?;
+    .bind(limit)).await?;
     rows.into_iter()
         .map(|(ts, id, a, b, c, d)| {
             Ok((
@@ -348,30 +327,27 @@ pub async fn balance_history(
 
 /// True once this service's migrations created its tables in the tenant's schema.
 pub async fn has_tables(tx: &mut TenantTx) -> Result<bool, ApiError> {
-    sqlx::query_scalar("SELECT to_regclass('transfers') IS NOT NULL").fetch_one(tx.conn()).await.map_err(db_error)
+    tx.scalar(sqlx::query_scalar("SELECT to_regclass('transfers') IS NOT NULL")).await
 }
 
 /// Ids of pending transfers whose timeout passed at `now`.
 pub async fn expired_pending(tx: &mut TenantTx, now: i64, limit: i64) -> Result<Vec<Uuid>, ApiError> {
-    sqlx::query_scalar(
-        "SELECT id FROM transfers WHERE state = 'pending' AND expires_at IS NOT NULL AND expires_at <= $1 \
+    tx.scalars(
+        sqlx::query_scalar(
+            "SELECT id FROM transfers WHERE state = 'pending' AND expires_at IS NOT NULL AND expires_at <= $1 \
          ORDER BY expires_at LIMIT $2",
+        )
+        .bind(now)
+        .bind(limit),
     )
-    .bind(now)
-    .bind(limit)
-    .fetch_all(tx.conn())
     .await
-    .map_err(db_error)
 }
 
 /// When the tenant's earliest pending transfer with a timeout expires (nanoseconds since the epoch).
 pub async fn next_expiry(tx: &mut TenantTx) -> Result<Option<i64>, ApiError> {
-    sqlx::query_scalar(
+    tx.optional_scalar(sqlx::query_scalar(
         "SELECT expires_at FROM transfers WHERE state = 'pending' AND expires_at IS NOT NULL ORDER BY expires_at LIMIT 1",
-    )
-    .fetch_optional(tx.conn())
-    .await
-    .map_err(db_error)
+    )).await
 }
 
 pub fn input_to_json(t: &TransferInput) -> serde_json::Value {
@@ -686,31 +662,28 @@ pub async fn append_receipt(
     first_ts: i64,
     last_ts: i64,
 ) -> Result<(), ApiError> {
-    sqlx::query(
-        "INSERT INTO receipts (seq, prev_hash, content_hash, hash, entries, first_ts, last_ts) \
+    tx.execute(
+        sqlx::query(
+            "INSERT INTO receipts (seq, prev_hash, content_hash, hash, entries, first_ts, last_ts) \
          VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(seq)
+        .bind(prev_hash)
+        .bind(content_hash)
+        .bind(hash)
+        .bind(entries)
+        .bind(first_ts)
+        .bind(last_ts),
     )
-    .bind(seq)
-    .bind(prev_hash)
-    .bind(content_hash)
-    .bind(hash)
-    .bind(entries)
-    .bind(first_ts)
-    .bind(last_ts)
-    .execute(tx.conn())
-    .await
-    .map_err(db_error)?;
+    .await?;
     Ok(())
 }
 
 pub async fn move_head(tx: &mut TenantTx, seq: i64, hash: &[u8], last_ts: i64) -> Result<(), ApiError> {
-    sqlx::query("UPDATE receipt_head SET seq = $1, hash = $2, last_ts = $3")
-        .bind(seq)
-        .bind(hash)
-        .bind(last_ts)
-        .execute(tx.conn())
-        .await
-        .map_err(db_error)?;
+    tx.execute(
+        sqlx::query("UPDATE receipt_head SET seq = $1, hash = $2, last_ts = $3").bind(seq).bind(hash).bind(last_ts),
+    )
+    .await?;
     Ok(())
 }
 
@@ -726,15 +699,15 @@ pub struct ReceiptRow {
 }
 
 pub async fn receipts(tx: &mut TenantTx, from: i64, limit: i64) -> Result<Vec<ReceiptRow>, ApiError> {
-    sqlx::query_as(
-        "SELECT seq, prev_hash, content_hash, hash, entries, signature, key_version FROM receipts \
+    tx.all(
+        sqlx::query_as(
+            "SELECT seq, prev_hash, content_hash, hash, entries, signature, key_version FROM receipts \
          WHERE seq >= $1 ORDER BY seq LIMIT $2",
+        )
+        .bind(from)
+        .bind(limit),
     )
-    .bind(from)
-    .bind(limit)
-    .fetch_all(tx.conn())
     .await
-    .map_err(db_error)
 }
 
 /// The transfers and resolutions of receipts `from..=to`, grouped by receipt, in timestamp order.
@@ -743,28 +716,30 @@ pub async fn receipt_entries(
     from: i64,
     to: i64,
 ) -> Result<HashMap<i64, (Vec<Transfer>, Vec<Resolution>)>, ApiError> {
-    let rows: Vec<TransferRow> = sqlx::query_as(&format!(
-        "SELECT {TRANSFER_COLUMNS} FROM transfers WHERE receipt_seq BETWEEN $1 AND $2 ORDER BY receipt_seq, ts"
-    ))
-    .bind(from)
-    .bind(to)
-    .fetch_all(tx.conn())
-    .await
-    .map_err(db_error)?;
+    let rows: Vec<TransferRow> = tx
+        .all(
+            sqlx::query_as(&format!(
+                "SELECT {TRANSFER_COLUMNS} FROM transfers WHERE receipt_seq BETWEEN $1 AND $2 ORDER BY receipt_seq, ts"
+            ))
+            .bind(from)
+            .bind(to),
+        )
+        .await?;
     let mut out: HashMap<i64, (Vec<Transfer>, Vec<Resolution>)> = HashMap::new();
     for row in rows {
         let (t, _) = row.into_transfer()?;
         out.entry(t.receipt_seq).or_default().0.push(t);
     }
-    let res: Vec<(Uuid, String, Option<Uuid>, String, i64, i64)> = sqlx::query_as(
-        "SELECT pending_id, kind, transfer_id, amount::text, ts, receipt_seq FROM pending_resolutions \
+    let res: Vec<(Uuid, String, Option<Uuid>, String, i64, i64)> = tx
+        .all(
+            sqlx::query_as(
+                "SELECT pending_id, kind, transfer_id, amount::text, ts, receipt_seq FROM pending_resolutions \
          WHERE receipt_seq BETWEEN $1 AND $2 ORDER BY receipt_seq, ts",
-    )
-    .bind(from)
-    .bind(to)
-    .fetch_all(tx.conn())
-    .await
-    .map_err(db_error)?;
+            )
+            .bind(from)
+            .bind(to),
+        )
+        .await?;
     for (pending_id, kind, transfer_id, a, ts, seq) in res {
         let kind = match kind.as_str() {
             "posted" => ResolutionKind::Posted,
@@ -778,23 +753,21 @@ pub async fn receipt_entries(
 
 /// The newest unsigned receipt, if any.
 pub async fn newest_unsigned(tx: &mut TenantTx) -> Result<Option<(i64, Vec<u8>)>, ApiError> {
-    sqlx::query_as("SELECT seq, hash FROM receipts WHERE signature IS NULL ORDER BY seq DESC LIMIT 1")
-        .fetch_optional(tx.conn())
+    tx.optional(sqlx::query_as("SELECT seq, hash FROM receipts WHERE signature IS NULL ORDER BY seq DESC LIMIT 1"))
         .await
-        .map_err(db_error)
 }
 
 pub async fn set_signature(tx: &mut TenantTx, seq: i64, signature: &[u8], key_version: i32) -> Result<(), ApiError> {
-    sqlx::query("UPDATE receipts SET signature = $2, key_version = $3 WHERE seq = $1 AND signature IS NULL")
-        .bind(seq)
-        .bind(signature)
-        .bind(key_version)
-        .execute(tx.conn())
-        .await
-        .map_err(db_error)?;
+    tx.execute(
+        sqlx::query("UPDATE receipts SET signature = $2, key_version = $3 WHERE seq = $1 AND signature IS NULL")
+            .bind(seq)
+            .bind(signature)
+            .bind(key_version),
+    )
+    .await?;
     Ok(())
 }
 
 pub async fn head(tx: &mut TenantTx) -> Result<Option<(i64, Vec<u8>)>, ApiError> {
-    sqlx::query_as("SELECT seq, hash FROM receipt_head").fetch_optional(tx.conn()).await.map_err(db_error)
+    tx.optional(sqlx::query_as("SELECT seq, hash FROM receipt_head")).await
 }

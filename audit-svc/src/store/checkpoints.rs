@@ -1,11 +1,10 @@
 //! SQL of the signed checkpoints (`checkpoints`): each a tree size, its root and the C2SP signed
 //! note over them. Rows are only ever added.
 
-use kit::tenancy::db_error;
 use kit::{ApiError, TenantTx};
 use proto::audit::v1 as pb;
 
-use super::{bigint, execute};
+use super::bigint;
 use crate::domain::merkle::Hash;
 
 #[derive(sqlx::FromRow)]
@@ -23,25 +22,26 @@ impl From<Row> for pb::Checkpoint {
 
 /// The checkpoint of the largest tree.
 pub async fn latest(tx: &mut TenantTx) -> Result<Option<pb::Checkpoint>, ApiError> {
-    let row: Option<Row> =
-        sqlx::query_as("SELECT tree_size, root_hash, signed_note FROM checkpoints ORDER BY tree_size DESC LIMIT 1")
-            .fetch_optional(tx.conn())
-            .await
-            .map_err(db_error)?;
+    let row: Option<Row> = tx
+        .optional(sqlx::query_as(
+            "SELECT tree_size, root_hash, signed_note FROM checkpoints ORDER BY tree_size DESC LIMIT 1",
+        ))
+        .await?;
     Ok(row.map(pb::Checkpoint::from))
 }
 
 /// The newest checkpoint with `after < tree_size <= upto`.
 pub async fn newest_between(tx: &mut TenantTx, after: u64, upto: u64) -> Result<Option<pb::Checkpoint>, ApiError> {
-    let row: Option<Row> = sqlx::query_as(
-        "SELECT tree_size, root_hash, signed_note FROM checkpoints WHERE tree_size > $1 AND tree_size <= $2 \
+    let row: Option<Row> = tx
+        .optional(
+            sqlx::query_as(
+                "SELECT tree_size, root_hash, signed_note FROM checkpoints WHERE tree_size > $1 AND tree_size <= $2 \
          ORDER BY tree_size DESC LIMIT 1",
-    )
-    .bind(bigint(after))
-    .bind(bigint(upto))
-    .fetch_optional(tx.conn())
-    .await
-    .map_err(db_error)?;
+            )
+            .bind(bigint(after))
+            .bind(bigint(upto)),
+        )
+        .await?;
     Ok(row.map(pb::Checkpoint::from))
 }
 
@@ -57,5 +57,5 @@ pub async fn insert(
     let insert = sqlx::query(
         "INSERT INTO checkpoints (tree_size, root_hash, signed_note, key_version) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
     );
-    execute(tx, insert.bind(size as i64).bind(root.as_slice()).bind(signed_note).bind(key_version)).await
+    tx.execute(insert.bind(size as i64).bind(root.as_slice()).bind(signed_note).bind(key_version)).await.map(drop)
 }

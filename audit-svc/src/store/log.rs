@@ -11,7 +11,7 @@ use kit::{ApiError, TenantTx};
 use proto::audit::v1 as pb;
 use uuid::Uuid;
 
-use super::{bigint, execute, hash};
+use super::{bigint, hash};
 use crate::domain::entry::Entry;
 use crate::domain::merkle::{self, Hash, ProofError};
 
@@ -52,7 +52,7 @@ impl RecordFields {
 /// Whether the tenant's schema holds the log yet (a tenant registered but not yet provisioned for
 /// audit-svc does not).
 pub async fn provisioned(tx: &mut TenantTx) -> Result<bool, ApiError> {
-    sqlx::query_scalar("SELECT to_regclass('audit_log') IS NOT NULL").fetch_one(tx.conn()).await.map_err(db_error)
+    tx.scalar(sqlx::query_scalar("SELECT to_regclass('audit_log') IS NOT NULL")).await
 }
 
 /// One sequencer per tenant at a time, across replicas: a transaction-scoped advisory lock.
@@ -60,14 +60,14 @@ pub async fn lock_sequencer(tx: &mut TenantTx) -> Result<(), ApiError> {
     let lock = sqlx::query(
         "SELECT pg_advisory_xact_lock(hashtext('strongroom.audit.sequencer'), hashtext(current_setting('strongroom.tenant_id')))",
     );
-    execute(tx, lock).await
+    tx.execute(lock).await.map(drop)
 }
 
 /// Live streams of the tenant's log wake when `tx` commits (entries or a checkpoint).
 pub async fn notify_readers(tx: &mut TenantTx) -> Result<(), ApiError> {
     let notify =
         sqlx::query("SELECT pg_notify($1, current_setting('strongroom.tenant_id'))").bind(crate::stream::CHANNEL);
-    execute(tx, notify).await
+    tx.execute(notify).await.map(drop)
 }
 
 /// Those of `ids` already in the log.
@@ -75,17 +75,17 @@ pub async fn logged(tx: &mut TenantTx, ids: &[Uuid]) -> Result<Vec<Uuid>, ApiErr
     // One index probe per id (`unnest` + `LATERAL … LIMIT 1`), never `= ANY($1)` or a plain join:
     // those become a scan of the whole log or outbox (times every id) when the planner has no or
     // stale statistics — a new tenant's first minute, or a backlog that grew since the last ANALYZE.
-    sqlx::query_scalar(
-        "SELECT l.event_id FROM unnest($1::uuid[]) AS w(want) \
+    tx.scalars(
+        sqlx::query_scalar(
+            "SELECT l.event_id FROM unnest($1::uuid[]) AS w(want) \
          CROSS JOIN LATERAL (SELECT event_id FROM audit_log WHERE event_id = w.want LIMIT 1) AS l",
+        )
+        .bind(ids)
+        // Planned afresh each time: a plan cached while the log was a few pages long (a new tenant)
+        // would otherwise stay in use long after the log grew.
+        .persistent(false),
     )
-    .bind(ids)
-    // Planned afresh each time: a plan cached while the log was a few pages long (a new tenant)
-    // would otherwise stay in use long after the log grew.
-    .persistent(false)
-    .fetch_all(tx.conn())
     .await
-    .map_err(db_error)
 }
 
 /// The newest entry's sequence number and chain link.
@@ -95,7 +95,7 @@ pub async fn head(tx: &mut TenantTx) -> Result<Option<(u64, Hash)>, ApiError> {
 
 /// The one `(number, chain link)` row of `sql`, if any.
 async fn newest_link(tx: &mut TenantTx, sql: &'static str) -> Result<Option<(u64, Hash)>, ApiError> {
-    let row: Option<(i64, Vec<u8>)> = sqlx::query_as(sql).fetch_optional(tx.conn()).await.map_err(db_error)?;
+    let row: Option<(i64, Vec<u8>)> = tx.optional(sqlx::query_as(sql)).await?;
     row.map(|(n, link)| Ok((n as u64, hash(link)?))).transpose()
 }
 
@@ -103,10 +103,8 @@ async fn newest_link(tx: &mut TenantTx, sql: &'static str) -> Result<Option<(u64
 pub async fn size(tx: &mut TenantTx) -> Result<u64, ApiError> {
     // The newest entry by the primary key, as the sequencer finds it. `max(seq)` took 10–12 ms per
     // checkpoint under a ledger batch load (a new tenant's log, no statistics yet); this takes 0.02 ms.
-    let last: Option<i64> = sqlx::query_scalar("SELECT seq FROM audit_log ORDER BY seq DESC LIMIT 1")
-        .fetch_optional(tx.conn())
-        .await
-        .map_err(db_error)?;
+    let last: Option<i64> =
+        tx.optional_scalar(sqlx::query_scalar("SELECT seq FROM audit_log ORDER BY seq DESC LIMIT 1")).await?;
     Ok(last.map_or(0, |m| m as u64 + 1))
 }
 
@@ -166,7 +164,7 @@ pub async fn insert_entries(tx: &mut TenantTx, entries: Vec<(Entry, Vec<u8>, Has
     .bind(canonical)
     .bind(leaf)
     .bind(chain);
-    execute(tx, insert).await
+    tx.execute(insert).await.map(drop)
 }
 
 /// Inserts the stored Merkle nodes `(level, index, hash)`.
@@ -177,7 +175,7 @@ pub async fn insert_nodes(tx: &mut TenantTx, nodes: &[(u8, u64, Hash)]) -> Resul
     let insert = sqlx::query(
         "INSERT INTO merkle_nodes (level, idx, hash) SELECT * FROM unnest($1::smallint[], $2::bigint[], $3::bytea[])",
     );
-    execute(tx, insert.bind(level).bind(idx).bind(hash)).await
+    tx.execute(insert.bind(level).bind(idx).bind(hash)).await.map(drop)
 }
 
 /// Least entries between two time marks (tenant migration 0009): a time-filtered query reads at
@@ -210,7 +208,7 @@ pub async fn keep_time(
          WHERE coalesce($3 - (SELECT seq FROM audit_time_marks ORDER BY at DESC LIMIT 1) >= $4, true) \
          ON CONFLICT DO NOTHING",
     );
-    execute(tx, keep.bind(latest).bind(earliest).bind(first as i64).bind(MARK_EVERY_ENTRIES)).await
+    tx.execute(keep.bind(latest).bind(earliest).bind(first as i64).bind(MARK_EVERY_ENTRIES)).await.map(drop)
 }
 
 /// Loads the perfect-subtree nodes `keys` with one query. Those from [`merkle::STORED_FROM`] up
@@ -228,8 +226,10 @@ pub async fn load_nodes(tx: &mut TenantTx, keys: &[(u8, u64)]) -> Result<HashMap
     // nodes kept in their place; entries sequenced while every level was stored have both. The
     // `ORDER BY … LIMIT` keeps each block's read a range scan of the primary key: without it the
     // planner took the lower bound alone as the index condition and read to the end of the log.
-    let rows: Vec<(i16, i64, Vec<u8>)> = sqlx::query_as(
-        "SELECT n.level, n.idx, n.hash FROM unnest($1::smallint[], $2::bigint[]) AS w(level, idx) \
+    let rows: Vec<(i16, i64, Vec<u8>)> = tx
+        .all(
+            sqlx::query_as(
+                "SELECT n.level, n.idx, n.hash FROM unnest($1::smallint[], $2::bigint[]) AS w(level, idx) \
          CROSS JOIN LATERAL (SELECT * FROM merkle_nodes m WHERE m.level = w.level AND m.idx = w.idx LIMIT 1) AS n \
          UNION ALL SELECT 0::smallint, l.seq, l.leaf_hash FROM unnest($3::bigint[], $4::bigint[]) AS b(first, last) \
          CROSS JOIN LATERAL (SELECT seq, leaf_hash FROM audit_log WHERE seq >= b.first AND seq < b.last \
@@ -237,18 +237,17 @@ pub async fn load_nodes(tx: &mut TenantTx, keys: &[(u8, u64)]) -> Result<HashMap
          UNION ALL SELECT 0::smallint, p.idx, p.hash FROM unnest($3::bigint[], $4::bigint[]) AS b(first, last) \
          CROSS JOIN LATERAL (SELECT idx, hash FROM merkle_nodes WHERE level = 0 AND idx >= b.first AND idx < b.last \
                              ORDER BY idx LIMIT $5) AS p",
-    )
-    .bind(levels)
-    .bind(idxs)
-    .bind(&blocks)
-    .bind(blocks.iter().map(|b| b + merkle::BLOCK as i64).collect::<Vec<i64>>())
-    .bind(merkle::BLOCK as i64)
-    // Unprepared: a generic plan made while a new tenant's tree was a few nodes could scan the
-    // tables for every key, and stay cached until they are analyzed.
-    .persistent(false)
-    .fetch_all(tx.conn())
-    .await
-    .map_err(db_error)?;
+            )
+            .bind(levels)
+            .bind(idxs)
+            .bind(&blocks)
+            .bind(blocks.iter().map(|b| b + merkle::BLOCK as i64).collect::<Vec<i64>>())
+            .bind(merkle::BLOCK as i64)
+            // Unprepared: a generic plan made while a new tenant's tree was a few nodes could scan the
+            // tables for every key, and stay cached until they are analyzed.
+            .persistent(false),
+        )
+        .await?;
     let mut map = HashMap::new();
     let mut leaves = BTreeMap::new();
     for (l, i, h) in rows {
@@ -308,12 +307,12 @@ impl From<Served> for pb::Entry {
 
 /// Entry `seq`, unless it was pruned.
 pub async fn entry(tx: &mut TenantTx, seq: u64) -> Result<Option<pb::Entry>, ApiError> {
-    let row: Option<Served> =
-        sqlx::query_as("SELECT seq, canonical, leaf_hash, chain_hash FROM audit_log WHERE seq = $1")
-            .bind(seq as i64)
-            .fetch_optional(tx.conn())
-            .await
-            .map_err(db_error)?;
+    let row: Option<Served> = tx
+        .optional(
+            sqlx::query_as("SELECT seq, canonical, leaf_hash, chain_hash FROM audit_log WHERE seq = $1")
+                .bind(seq as i64),
+        )
+        .await?;
     Ok(row.map(pb::Entry::from))
 }
 
@@ -329,7 +328,7 @@ async fn range<R>(tx: &mut TenantTx, sql: &'static str, from: u64, to: u64, limi
 where
     R: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> + Send + Unpin,
 {
-    sqlx::query_as(sql).bind(bigint(from)).bind(bigint(to)).bind(limit).fetch_all(tx.conn()).await.map_err(db_error)
+    tx.all(sqlx::query_as(sql).bind(bigint(from)).bind(bigint(to)).bind(limit)).await
 }
 
 /// `(lo, hi)` for a time window `[$1, $2)` (either may be NULL): the last time mark before
@@ -358,12 +357,8 @@ impl EntryFilter {
         if self.start.is_none() && self.end.is_none() {
             return Ok((0, None));
         }
-        let range: Option<(Option<i64>, Option<i64>)> = sqlx::query_as(SEQUENCE_RANGE_SQL)
-            .bind(self.start)
-            .bind(self.end)
-            .fetch_optional(tx.conn())
-            .await
-            .map_err(db_error)?;
+        let range: Option<(Option<i64>, Option<i64>)> =
+            tx.optional(sqlx::query_as(SEQUENCE_RANGE_SQL).bind(self.start).bind(self.end)).await?;
         // No clock yet: nothing was appended since migration 0009 on an empty log.
         let (lo, hi) = range.unwrap_or_default();
         Ok((lo.unwrap_or(0), hi))
@@ -433,21 +428,15 @@ pub struct Stored {
 
 /// Up to `limit` entries from `from` on, in order, with every stored column.
 pub async fn stored(tx: &mut TenantTx, from: u64, limit: i64) -> Result<Vec<Stored>, ApiError> {
-    sqlx::query_as(
+    tx.all(sqlx::query_as(
         "SELECT seq, event_id, occurred_at, service, actor, action, resource, outcome, request_id, trace_id, details, \
          canonical, leaf_hash, chain_hash FROM audit_log WHERE seq >= $1 ORDER BY seq LIMIT $2",
     )
     .bind(bigint(from))
-    .bind(limit)
-    .fetch_all(tx.conn())
-    .await
-    .map_err(db_error)
+    .bind(limit)).await
 }
 
 /// Every stored Merkle node `(level, index, hash)`, by level and index.
 pub async fn nodes(tx: &mut TenantTx) -> Result<Vec<(i16, i64, Vec<u8>)>, ApiError> {
-    sqlx::query_as("SELECT level, idx, hash FROM merkle_nodes ORDER BY level, idx")
-        .fetch_all(tx.conn())
-        .await
-        .map_err(db_error)
+    tx.all(sqlx::query_as("SELECT level, idx, hash FROM merkle_nodes ORDER BY level, idx")).await
 }

@@ -9,20 +9,9 @@ pub mod outbox;
 pub mod pseudonyms;
 pub mod retention;
 
-use kit::tenancy::db_error;
-use kit::{ApiError, TenantTx};
-use sqlx::postgres::PgArguments;
+use kit::ApiError;
 
 use crate::domain::merkle::Hash;
-
-/// A statement of `tx` whose result is not read.
-async fn execute(
-    tx: &mut TenantTx,
-    statement: sqlx::query::Query<'_, sqlx::Postgres, PgArguments>,
-) -> Result<(), ApiError> {
-    statement.execute(tx.conn()).await.map_err(db_error)?;
-    Ok(())
-}
 
 /// A sequence number or count as a `bigint` (they never reach `i64::MAX`; a caller's larger bound
 /// means "to the end").

@@ -1,44 +1,36 @@
 //! SQL of retention: the tenant's `retention_policy`, the deployment's floor under it, and
 //! `audit_prune` (tenant migration 0005), the only way past the log's append-only triggers.
 
-use kit::tenancy::db_error;
 use kit::{ApiError, TenantTx};
 
 /// `(retention_days, pruned_below)`: the tenant's configured retention, if any, and how many
 /// entries from the front of the log were pruned.
 pub async fn policy(tx: &mut TenantTx) -> Result<(Option<u32>, u64), ApiError> {
-    let (days, below): (Option<i32>, i64) = sqlx::query_as(
+    let (days, below): (Option<i32>, i64) = tx.one(sqlx::query_as(
         "SELECT (SELECT retention_days FROM retention_policy), (SELECT coalesce(max(pruned_below), 0) FROM prune_marks)",
-    )
-    .fetch_one(tx.conn())
-    .await
-    .map_err(db_error)?;
+    )).await?;
     Ok((days.map(|d| d as u32), below as u64))
 }
 
 /// The deployment's least retention in days (audit control migration 0001).
 pub async fn floor(tx: &mut TenantTx) -> Result<i32, ApiError> {
-    sqlx::query_scalar("SELECT days FROM control.audit_retention_floor").fetch_one(tx.conn()).await.map_err(db_error)
+    tx.scalar(sqlx::query_scalar("SELECT days FROM control.audit_retention_floor")).await
 }
 
 /// Sets the tenant's retention; returns the previous one, if any. The database refuses less than
 /// the floor.
 pub async fn set(tx: &mut TenantTx, days: i32) -> Result<Option<i32>, ApiError> {
-    sqlx::query_scalar("SELECT audit_set_retention($1)").bind(days).fetch_one(tx.conn()).await.map_err(db_error)
+    tx.scalar(sqlx::query_scalar("SELECT audit_set_retention($1)").bind(days)).await
 }
 
 /// Whether the tenant's schema has `audit_prune` yet (it is provisioned for audit-svc).
 pub async fn prunable(tx: &mut TenantTx) -> Result<bool, ApiError> {
-    sqlx::query_scalar("SELECT to_regprocedure('audit_prune(bigint)') IS NOT NULL")
-        .fetch_one(tx.conn())
-        .await
-        .map_err(db_error)
+    tx.scalar(sqlx::query_scalar("SELECT to_regprocedure('audit_prune(bigint)') IS NOT NULL")).await
 }
 
 /// Prunes at most `limit` entries beyond retention from the front of the log; returns the new
 /// `pruned_below`.
 pub async fn prune(tx: &mut TenantTx, limit: i64) -> Result<u64, ApiError> {
-    let below: i64 =
-        sqlx::query_scalar("SELECT audit_prune($1)").bind(limit).fetch_one(tx.conn()).await.map_err(db_error)?;
+    let below: i64 = tx.scalar(sqlx::query_scalar("SELECT audit_prune($1)").bind(limit)).await?;
     Ok(below as u64)
 }

@@ -33,27 +33,28 @@ pub struct NewKey<'a> {
 /// Stores the key and indexes its hash to its tenant (`control.api_key_index`), in the caller's
 /// transaction.
 pub async fn insert(tx: &mut TenantTx, k: &NewKey<'_>) -> Result<KeyRow, ApiError> {
-    let row: KeyRow = sqlx::query_as(&format!(
-        "INSERT INTO api_keys (user_id, name, display, key_hash, scopes, expires_at, minted_with_mfa)
+    let row: KeyRow = tx
+        .one(
+            sqlx::query_as(&format!(
+                "INSERT INTO api_keys (user_id, name, display, key_hash, scopes, expires_at, minted_with_mfa)
          VALUES ($1, $2, $3, $4, $5, now() + make_interval(days => $6), $7) RETURNING {COLUMNS}"
-    ))
-    .bind(k.user)
-    .bind(k.name)
-    .bind(k.display)
-    .bind(k.hash)
-    .bind(k.scopes)
-    .bind(k.days)
-    .bind(k.minted_with_mfa)
-    .fetch_one(tx.conn())
-    .await
-    .map_err(db_error)?;
+            ))
+            .bind(k.user)
+            .bind(k.name)
+            .bind(k.display)
+            .bind(k.hash)
+            .bind(k.scopes)
+            .bind(k.days)
+            .bind(k.minted_with_mfa),
+        )
+        .await?;
     let tenant = tx.tenant().id.0;
-    sqlx::query("INSERT INTO control.api_key_index (key_hash, tenant_id) VALUES ($1, $2)")
-        .bind(k.hash)
-        .bind(tenant)
-        .execute(tx.conn())
-        .await
-        .map_err(db_error)?;
+    tx.execute(
+        sqlx::query("INSERT INTO control.api_key_index (key_hash, tenant_id) VALUES ($1, $2)")
+            .bind(k.hash)
+            .bind(tenant),
+    )
+    .await?;
     Ok(row)
 }
 
@@ -96,31 +97,22 @@ pub async fn page(
 
 /// Who created key `id`.
 pub async fn owner(tx: &mut TenantTx, id: uuid::Uuid) -> Result<Option<uuid::Uuid>, ApiError> {
-    sqlx::query_scalar("SELECT user_id FROM api_keys WHERE id = $1")
-        .bind(id)
-        .fetch_optional(tx.conn())
-        .await
-        .map_err(db_error)
+    tx.optional_scalar(sqlx::query_scalar("SELECT user_id FROM api_keys WHERE id = $1").bind(id)).await
 }
 
 /// Revokes key `id` (listed as revoked by the tenant's trigger); revoking twice keeps the first time.
 pub async fn revoke(tx: &mut TenantTx, id: uuid::Uuid) -> Result<(), ApiError> {
-    sqlx::query("UPDATE api_keys SET revoked_at = coalesce(revoked_at, now()) WHERE id = $1")
-        .bind(id)
-        .execute(tx.conn())
-        .await
-        .map_err(db_error)?;
+    tx.execute(sqlx::query("UPDATE api_keys SET revoked_at = coalesce(revoked_at, now()) WHERE id = $1").bind(id))
+        .await?;
     Ok(())
 }
 
 /// Revokes every live key of `user` (each listed by the tenant's trigger); returns how many.
 pub async fn revoke_all_of(tx: &mut TenantTx, user: uuid::Uuid) -> Result<u64, ApiError> {
-    Ok(sqlx::query("UPDATE api_keys SET revoked_at = now() WHERE user_id = $1 AND revoked_at IS NULL")
-        .bind(user)
-        .execute(tx.conn())
-        .await
-        .map_err(db_error)?
-        .rows_affected())
+    tx.execute(
+        sqlx::query("UPDATE api_keys SET revoked_at = now() WHERE user_id = $1 AND revoked_at IS NULL").bind(user),
+    )
+    .await
 }
 
 /// Every key of the user, as its data export shows them (never a secret).
@@ -156,15 +148,15 @@ pub struct KeyInUse {
 
 /// The live key whose hash is `hash`, of an active user, marked used now; `None` otherwise.
 pub async fn use_key(tx: &mut TenantTx, hash: &[u8]) -> Result<Option<KeyInUse>, ApiError> {
-    sqlx::query_as(
-        "UPDATE api_keys k SET last_used_at = now()
+    tx.optional(
+        sqlx::query_as(
+            "UPDATE api_keys k SET last_used_at = now()
            FROM users u
           WHERE k.key_hash = $1 AND k.revoked_at IS NULL AND k.expires_at > now()
             AND u.id = k.user_id AND u.status = 'active'
          RETURNING k.id, k.user_id, k.scopes, k.expires_at, k.minted_with_mfa",
+        )
+        .bind(hash),
     )
-    .bind(hash)
-    .fetch_optional(tx.conn())
     .await
-    .map_err(db_error)
 }

@@ -17,12 +17,7 @@ pub async fn jwks(db: &Db) -> Result<Vec<(serde_json::Value, Option<uuid::Uuid>)
 /// records the change.
 pub async fn set_tenant_status(tx: &mut TenantTx, status: &str) -> Result<(), ApiError> {
     let tenant = tx.tenant().id.0;
-    sqlx::query("UPDATE control.tenants SET status = $2 WHERE id = $1")
-        .bind(tenant)
-        .bind(status)
-        .execute(tx.conn())
-        .await
-        .map_err(db_error)?;
+    tx.execute(sqlx::query("UPDATE control.tenants SET status = $2 WHERE id = $1").bind(tenant).bind(status)).await?;
     Ok(())
 }
 

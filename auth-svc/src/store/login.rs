@@ -3,7 +3,6 @@
 //! take). Statements that read several tables in one round trip live here; the rest of a flow's
 //! statements are in the module of their table.
 
-use kit::tenancy::db_error;
 use kit::{ApiError, TenantTx};
 
 use crate::domain::login::TokenStanding;
@@ -26,7 +25,7 @@ pub async fn user_access(tx: &mut TenantTx, user: uuid::Uuid) -> Result<UserAcce
         "SELECT EXISTS (SELECT 1 FROM mfa_totp WHERE user_id = $1 AND confirmed_at IS NOT NULL) AS has_totp, {}",
         super::roles::effective_columns("$1")
     );
-    sqlx::query_as(&sql).bind(user).fetch_one(tx.conn()).await.map_err(db_error)
+    tx.one(sqlx::query_as(&sql).bind(user)).await
 }
 
 /// The account a login names (not deleted).
@@ -69,7 +68,7 @@ pub async fn login_facts(tx: &mut TenantTx, email: &str) -> Result<LoginFacts, A
            LEFT JOIN users u ON u.email = $1 AND u.status <> 'deleted'",
         super::roles::effective_columns("u.id"),
     );
-    let facts: Facts = sqlx::query_as(&sql).bind(email).fetch_one(tx.conn()).await.map_err(db_error)?;
+    let facts: Facts = tx.one(sqlx::query_as(&sql).bind(email)).await?;
     let user = match (facts.id, facts.status) {
         (Some(id), Some(status)) => Some(LoginUser {
             id,
@@ -99,8 +98,9 @@ pub struct NewSessionRow<'a> {
 
 /// Inserts the session and its first refresh token in one statement; returns the session's id.
 pub async fn open_session(tx: &mut TenantTx, s: &NewSessionRow<'_>) -> Result<uuid::Uuid, ApiError> {
-    sqlx::query_scalar(
-        "WITH s AS (
+    tx.scalar(
+        sqlx::query_scalar(
+            "WITH s AS (
              INSERT INTO sessions (user_id, ip, user_agent, amr, mfa_at, enrollment_only, expires_at)
              VALUES ($1, $2, $3, $4, CASE WHEN $5 THEN now() END, $6, now() + make_interval(secs => $7))
              RETURNING id
@@ -109,18 +109,17 @@ pub async fn open_session(tx: &mut TenantTx, s: &NewSessionRow<'_>) -> Result<uu
              SELECT $8, id, 0, now() + make_interval(secs => $7) FROM s
          )
          SELECT id FROM s",
+        )
+        .bind(s.user)
+        .bind(s.ip)
+        .bind(s.user_agent)
+        .bind(s.amr)
+        .bind(s.mfa)
+        .bind(s.enrollment_only)
+        .bind(s.ttl_secs)
+        .bind(s.refresh_hash),
     )
-    .bind(s.user)
-    .bind(s.ip)
-    .bind(s.user_agent)
-    .bind(s.amr)
-    .bind(s.mfa)
-    .bind(s.enrollment_only)
-    .bind(s.ttl_secs)
-    .bind(s.refresh_hash)
-    .fetch_one(tx.conn())
     .await
-    .map_err(db_error)
 }
 
 /// What a refresh grant mints its access token from.
@@ -201,17 +200,18 @@ pub async fn rotate(
     );
     // The statement writes the grant's audit record itself.
     tx.mark_recorded();
-    let row: Option<Row> = sqlx::query_as(&sql)
-        .bind(tokens::digest(presented))
-        .bind(tokens::digest(next))
-        .bind(tokens::seal_successor(presented, next)?)
-        .bind(uuid::Uuid::now_v7())
-        .bind(crate::SERVICE)
-        .bind(request_id)
-        .bind(kit::telemetry::current_trace_id())
-        .fetch_optional(tx.conn())
-        .await
-        .map_err(db_error)?;
+    let row: Option<Row> = tx
+        .optional(
+            sqlx::query_as(&sql)
+                .bind(tokens::digest(presented))
+                .bind(tokens::digest(next))
+                .bind(tokens::seal_successor(presented, next)?)
+                .bind(uuid::Uuid::now_v7())
+                .bind(crate::SERVICE)
+                .bind(request_id)
+                .bind(kit::telemetry::current_trace_id()),
+        )
+        .await?;
     Ok(match row {
         None => Rotation::NotTaken,
         Some(r) => match (r.user_id, r.amr, r.enrollment_only) {
@@ -262,10 +262,5 @@ pub async fn refresh_state(
           FOR UPDATE OF rt, s",
         super::roles::effective_columns("s.user_id"),
     );
-    sqlx::query_as(&sql)
-        .bind(tokens::digest(presented))
-        .bind(grace_secs)
-        .fetch_optional(tx.conn())
-        .await
-        .map_err(db_error)
+    tx.optional(sqlx::query_as(&sql).bind(tokens::digest(presented)).bind(grace_secs)).await
 }

@@ -33,5 +33,5 @@ fn missing_reference(e: sqlx::Error, missing: AuthError) -> ApiError {
 /// The rows `sql` (whose `$1` is a user id) selects as one JSON object each, for a user's data
 /// export.
 async fn json_rows(tx: &mut TenantTx, sql: &str, user: uuid::Uuid) -> Result<Vec<serde_json::Value>, ApiError> {
-    sqlx::query_scalar(sql).bind(user).fetch_all(tx.conn()).await.map_err(db_error)
+    tx.scalars(sqlx::query_scalar(sql).bind(user)).await
 }

@@ -3,7 +3,6 @@
 //! tenant's active owners (and the lock that serialises changes to them). The rules that use
 //! these (`covers`, escalation, the last owner) are in `rbac.rs`.
 
-use kit::tenancy::db_error;
 use kit::{ApiError, TenantTx};
 use proto::auth::v1 as pb;
 
@@ -28,24 +27,22 @@ impl Grantee {
 
 /// A role by name: `(id, permissions)`.
 pub async fn by_name(tx: &mut TenantTx, name: &str) -> Result<(uuid::Uuid, Vec<String>), ApiError> {
-    let row: Option<(uuid::Uuid, Vec<String>)> = sqlx::query_as("SELECT id, permissions FROM roles WHERE name = $1")
-        .bind(name)
-        .fetch_optional(tx.conn())
-        .await
-        .map_err(db_error)?;
+    let row: Option<(uuid::Uuid, Vec<String>)> =
+        tx.optional(sqlx::query_as("SELECT id, permissions FROM roles WHERE name = $1").bind(name)).await?;
     row.ok_or_else(|| AuthError::NoRoleNamed(name.to_owned()).into())
 }
 
 /// Up to `limit` roles named after `after`, by name (names are unique in a tenant).
 pub async fn page(tx: &mut TenantTx, after: &str, limit: i64) -> Result<Vec<pb::Role>, ApiError> {
-    let rows: Vec<(uuid::Uuid, String, String, Vec<String>, bool)> = sqlx::query_as(
-        "SELECT id, name, description, permissions, builtin FROM roles WHERE name > $1 ORDER BY name LIMIT $2",
-    )
-    .bind(after)
-    .bind(limit)
-    .fetch_all(tx.conn())
-    .await
-    .map_err(db_error)?;
+    let rows: Vec<(uuid::Uuid, String, String, Vec<String>, bool)> = tx
+        .all(
+            sqlx::query_as(
+                "SELECT id, name, description, permissions, builtin FROM roles WHERE name > $1 ORDER BY name LIMIT $2",
+            )
+            .bind(after)
+            .bind(limit),
+        )
+        .await?;
     Ok(rows
         .into_iter()
         .map(|(id, name, description, permissions, builtin)| pb::Role {
@@ -65,39 +62,28 @@ pub async fn insert(
     description: &str,
     permissions: &[String],
 ) -> Result<uuid::Uuid, ApiError> {
-    let id: Option<uuid::Uuid> = sqlx::query_scalar(
+    let id: Option<uuid::Uuid> = tx.optional_scalar(sqlx::query_scalar(
         "INSERT INTO roles (name, description, permissions) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING RETURNING id",
     )
     .bind(name)
     .bind(description)
-    .bind(permissions)
-    .fetch_optional(tx.conn())
-    .await
-    .map_err(db_error)?;
+    .bind(permissions)).await?;
     id.ok_or_else(|| AuthError::RoleExists.into())
 }
 
 /// Whether role `id` is built in; `None` when there is no such role.
 pub async fn builtin(tx: &mut TenantTx, id: uuid::Uuid) -> Result<Option<bool>, ApiError> {
-    sqlx::query_scalar("SELECT builtin FROM roles WHERE id = $1")
-        .bind(id)
-        .fetch_optional(tx.conn())
-        .await
-        .map_err(db_error)
+    tx.optional_scalar(sqlx::query_scalar("SELECT builtin FROM roles WHERE id = $1").bind(id)).await
 }
 
 /// The permissions role `id` grants.
 pub async fn permissions(tx: &mut TenantTx, id: uuid::Uuid) -> Result<Vec<String>, ApiError> {
-    sqlx::query_scalar("SELECT permissions FROM roles WHERE id = $1")
-        .bind(id)
-        .fetch_one(tx.conn())
-        .await
-        .map_err(db_error)
+    tx.scalar(sqlx::query_scalar("SELECT permissions FROM roles WHERE id = $1").bind(id)).await
 }
 
 /// Deletes role `id` (its grants go with it).
 pub async fn delete(tx: &mut TenantTx, id: uuid::Uuid) -> Result<(), ApiError> {
-    sqlx::query("DELETE FROM roles WHERE id = $1").bind(id).execute(tx.conn()).await.map_err(db_error)?;
+    tx.execute(sqlx::query("DELETE FROM roles WHERE id = $1").bind(id)).await?;
     Ok(())
 }
 
@@ -120,12 +106,10 @@ pub async fn grant(tx: &mut TenantTx, role: uuid::Uuid, grantee: Grantee, grante
 /// Takes role `role` from `grantee`.
 pub async fn revoke(tx: &mut TenantTx, role: uuid::Uuid, grantee: Grantee) -> Result<(), ApiError> {
     let (column, id) = grantee.column();
-    sqlx::query(&format!("DELETE FROM role_grants WHERE role_id = $1 AND {column} = $2"))
-        .bind(role)
-        .bind(id)
-        .execute(tx.conn())
-        .await
-        .map_err(db_error)?;
+    tx.execute(
+        sqlx::query(&format!("DELETE FROM role_grants WHERE role_id = $1 AND {column} = $2")).bind(role).bind(id),
+    )
+    .await?;
     Ok(())
 }
 
@@ -159,11 +143,7 @@ pub fn effective_columns(user: &str) -> String {
 
 /// `(roles, permissions)` of a user, sorted and without duplicates.
 pub async fn effective(tx: &mut TenantTx, user: uuid::Uuid) -> Result<(Vec<String>, Vec<String>), ApiError> {
-    sqlx::query_as(&format!("SELECT {}", effective_columns("$1")))
-        .bind(user)
-        .fetch_one(tx.conn())
-        .await
-        .map_err(db_error)
+    tx.one(sqlx::query_as(&format!("SELECT {}", effective_columns("$1"))).bind(user)).await
 }
 
 /// The first permission held by one of the users `users` selects (one of [`ONE_USER`],
@@ -179,24 +159,22 @@ pub async fn first_uncovered(
           WHERE p <> ALL($2::text[]) LIMIT 1",
         effective_columns("a.id")
     );
-    sqlx::query_scalar(&sql).bind(param).bind(covered).fetch_optional(tx.conn()).await.map_err(db_error)
+    tx.optional_scalar(sqlx::query_scalar(&sql).bind(param).bind(covered)).await
 }
 
 /// Serialises, per tenant, the changes that could remove an owner, so that two of them cannot
 /// each see the other's owner remain.
 pub async fn lock_owners(tx: &mut TenantTx) -> Result<(), ApiError> {
-    sqlx::query(
+    tx.execute(sqlx::query(
         "SELECT pg_advisory_xact_lock(hashtext('strongroom.owners.' || current_setting('strongroom.tenant_id')))",
-    )
-    .execute(tx.conn())
-    .await
-    .map_err(db_error)?;
+    ))
+    .await?;
     Ok(())
 }
 
 /// How many active users hold the built-in owner role, directly or through a group.
 pub async fn active_owners(tx: &mut TenantTx) -> Result<i64, ApiError> {
-    sqlx::query_scalar(
+    tx.scalar(sqlx::query_scalar(
         "SELECT count(*) FROM users u WHERE u.status = 'active' AND u.id IN (
              SELECT g.user_id FROM role_grants g JOIN roles r ON r.id = g.role_id
               WHERE r.name = 'owner' AND r.builtin AND g.user_id IS NOT NULL
@@ -204,8 +182,6 @@ pub async fn active_owners(tx: &mut TenantTx) -> Result<i64, ApiError> {
              SELECT m.user_id FROM role_grants g JOIN roles r ON r.id = g.role_id
                JOIN group_members m ON m.group_id = g.group_id
               WHERE r.name = 'owner' AND r.builtin)",
-    )
-    .fetch_one(tx.conn())
+    ))
     .await
-    .map_err(db_error)
 }

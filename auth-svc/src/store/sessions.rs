@@ -1,7 +1,6 @@
 //! SQL of sessions: listing, ending and stepping them up (opening one, and its refresh grants,
 //! are `store::login`'s).
 
-use kit::tenancy::db_error;
 use kit::{ApiError, TenantTx};
 
 /// A session as a user's list shows it.
@@ -17,51 +16,49 @@ pub struct SessionRow {
 
 /// The user's live sessions and those ended in the last 30 days, newest first (at most 200).
 pub async fn recent(tx: &mut TenantTx, user: uuid::Uuid) -> Result<Vec<SessionRow>, ApiError> {
-    sqlx::query_as(
-        "SELECT id, ip, user_agent, created_at, last_seen_at, revoked_at FROM sessions
+    tx.all(
+        sqlx::query_as(
+            "SELECT id, ip, user_agent, created_at, last_seen_at, revoked_at FROM sessions
           WHERE user_id = $1 AND (revoked_at IS NULL OR revoked_at > now() - interval '30 days')
           ORDER BY created_at DESC LIMIT 200",
+        )
+        .bind(user),
     )
-    .bind(user)
-    .fetch_all(tx.conn())
     .await
-    .map_err(db_error)
 }
 
 /// Whose session `id` is.
 pub async fn owner(tx: &mut TenantTx, id: uuid::Uuid) -> Result<Option<uuid::Uuid>, ApiError> {
-    sqlx::query_scalar("SELECT user_id FROM sessions WHERE id = $1")
-        .bind(id)
-        .fetch_optional(tx.conn())
-        .await
-        .map_err(db_error)
+    tx.optional_scalar(sqlx::query_scalar("SELECT user_id FROM sessions WHERE id = $1").bind(id)).await
 }
 
 /// The enrolling session of `user` has passed a second factor: its next refresh is complete.
 pub async fn passed_second_factor(tx: &mut TenantTx, id: uuid::Uuid, user: uuid::Uuid) -> Result<(), ApiError> {
-    sqlx::query(
-        "UPDATE sessions SET enrollment_only = false, mfa_at = now(),
+    tx.execute(
+        sqlx::query(
+            "UPDATE sessions SET enrollment_only = false, mfa_at = now(),
                 amr = (SELECT array_agg(DISTINCT m) FROM unnest(amr || ARRAY['otp']) m)
           WHERE id = $1 AND user_id = $2",
+        )
+        .bind(id)
+        .bind(user),
     )
-    .bind(id)
-    .bind(user)
-    .execute(tx.conn())
-    .await
-    .map_err(db_error)?;
+    .await?;
     Ok(())
 }
 
 /// Ends session `id` with `reason`; whether it was live.
 pub async fn end(tx: &mut TenantTx, id: uuid::Uuid, reason: &str) -> Result<bool, ApiError> {
-    let done =
-        sqlx::query("UPDATE sessions SET revoked_at = now(), revoke_reason = $2 WHERE id = $1 AND revoked_at IS NULL")
+    let done = tx
+        .execute(
+            sqlx::query(
+                "UPDATE sessions SET revoked_at = now(), revoke_reason = $2 WHERE id = $1 AND revoked_at IS NULL",
+            )
             .bind(id)
-            .bind(reason)
-            .execute(tx.conn())
-            .await
-            .map_err(db_error)?;
-    Ok(done.rows_affected() == 1)
+            .bind(reason),
+        )
+        .await?;
+    Ok(done == 1)
 }
 
 /// Ends the user's open sessions, but `keep` (each listed as revoked by the tenant's trigger);
@@ -72,17 +69,18 @@ pub async fn end_all_of(
     keep: Option<uuid::Uuid>,
     reason: &str,
 ) -> Result<u64, ApiError> {
-    let done = sqlx::query(
-        "UPDATE sessions SET revoked_at = now(), revoke_reason = $2
+    let done = tx
+        .execute(
+            sqlx::query(
+                "UPDATE sessions SET revoked_at = now(), revoke_reason = $2
           WHERE user_id = $1 AND revoked_at IS NULL AND ($3::uuid IS NULL OR id <> $3)",
-    )
-    .bind(user)
-    .bind(reason)
-    .bind(keep)
-    .execute(tx.conn())
-    .await
-    .map_err(db_error)?;
-    Ok(done.rows_affected())
+            )
+            .bind(user)
+            .bind(reason)
+            .bind(keep),
+        )
+        .await?;
+    Ok(done)
 }
 
 /// Ends the live sessions that never passed a second factor of those `users` (every user, when
@@ -100,16 +98,16 @@ pub async fn end_lacking_mfa(tx: &mut TenantTx, users: Option<&[uuid::Uuid]>) ->
                       OR e.roles && (p.mfa_required_roles COLLATE \"C\")))",
         super::roles::effective_columns("s.user_id")
     );
-    Ok(sqlx::query(&sql).bind(users).execute(tx.conn()).await.map_err(db_error)?.rows_affected())
+    tx.execute(sqlx::query(&sql).bind(users)).await
 }
 
 /// Ends session `id` because a spent refresh token of it was presented again.
 pub async fn end_for_reuse(tx: &mut TenantTx, id: uuid::Uuid) -> Result<(), ApiError> {
-    sqlx::query("UPDATE sessions SET revoked_at = now(), revoke_reason = 'refresh_token_reuse' WHERE id = $1")
-        .bind(id)
-        .execute(tx.conn())
-        .await
-        .map_err(db_error)?;
+    tx.execute(
+        sqlx::query("UPDATE sessions SET revoked_at = now(), revoke_reason = 'refresh_token_reuse' WHERE id = $1")
+            .bind(id),
+    )
+    .await?;
     Ok(())
 }
 
@@ -129,26 +127,23 @@ pub async fn of_refresh_token(
     token_hash: &[u8],
     holder: Option<&str>,
 ) -> Result<Option<(uuid::Uuid, uuid::Uuid)>, ApiError> {
-    sqlx::query_as(
-        "SELECT s.id, s.user_id FROM refresh_tokens rt JOIN sessions s ON s.id = rt.session_id
+    tx.optional(
+        sqlx::query_as(
+            "SELECT s.id, s.user_id FROM refresh_tokens rt JOIN sessions s ON s.id = rt.session_id
           WHERE rt.token_hash = $1 AND ($2::text IS NULL OR s.user_id::text = $2)",
+        )
+        .bind(token_hash)
+        .bind(holder),
     )
-    .bind(token_hash)
-    .bind(holder)
-    .fetch_optional(tx.conn())
     .await
-    .map_err(db_error)
 }
 
 /// Session `id` has passed a second factor again (`amr` its method); returns its methods now.
 pub async fn stepped_up(tx: &mut TenantTx, id: uuid::Uuid, amr: &str) -> Result<Vec<String>, ApiError> {
-    sqlx::query(
+    tx.execute(sqlx::query(
         "UPDATE sessions SET mfa_at = now(), amr = (SELECT array_agg(DISTINCT m) FROM unnest(amr || $2::text[]) m) WHERE id = $1",
     )
     .bind(id)
-    .bind(vec![amr])
-    .execute(tx.conn())
-    .await
-    .map_err(db_error)?;
-    sqlx::query_scalar("SELECT amr FROM sessions WHERE id = $1").bind(id).fetch_one(tx.conn()).await.map_err(db_error)
+    .bind(vec![amr])).await?;
+    tx.scalar(sqlx::query_scalar("SELECT amr FROM sessions WHERE id = $1").bind(id)).await
 }

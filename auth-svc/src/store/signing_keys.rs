@@ -4,7 +4,6 @@
 
 use std::time::Duration;
 
-use kit::tenancy::db_error;
 use kit::{ApiError, TenantTx};
 
 /// The key that signs now: its kid, its sealed private half, and in how many seconds the next
@@ -14,11 +13,11 @@ pub type ActiveRow = (String, String, Option<f64>);
 /// Serializes, per tenant and across replicas, what changes the tenant's signing keys (creating the
 /// first one, rotating), for the rest of `tx`.
 pub async fn lock(tx: &mut TenantTx) -> Result<(), ApiError> {
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('strongroom.auth.signing-key.' || $1, 0))")
-        .bind(tx.tenant().id.0.to_string())
-        .execute(tx.conn())
-        .await
-        .map_err(db_error)?;
+    tx.execute(
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('strongroom.auth.signing-key.' || $1, 0))")
+            .bind(tx.tenant().id.0.to_string()),
+    )
+    .await?;
     Ok(())
 }
 
@@ -31,49 +30,48 @@ pub async fn insert(
     jwk: &serde_json::Value,
     delay: Duration,
 ) -> Result<chrono::DateTime<chrono::Utc>, ApiError> {
-    let activates_at: chrono::DateTime<chrono::Utc> = sqlx::query_scalar(
-        "INSERT INTO token_signing_keys (kid, sealed_private, activates_at)
+    let activates_at: chrono::DateTime<chrono::Utc> = tx
+        .scalar(
+            sqlx::query_scalar(
+                "INSERT INTO token_signing_keys (kid, sealed_private, activates_at)
          VALUES ($1, $2, now() + make_interval(secs => $3)) RETURNING activates_at",
-    )
-    .bind(kid)
-    .bind(sealed_private)
-    .bind(delay.as_secs_f64())
-    .fetch_one(tx.conn())
-    .await
-    .map_err(db_error)?;
+            )
+            .bind(kid)
+            .bind(sealed_private)
+            .bind(delay.as_secs_f64()),
+        )
+        .await?;
     let tenant = tx.tenant().id.0;
-    sqlx::query("INSERT INTO control.signing_keys (kid, alg, public_jwk, tenant_id) VALUES ($1, 'EdDSA', $2, $3)")
-        .bind(kid)
-        .bind(jwk)
-        .bind(tenant)
-        .execute(tx.conn())
-        .await
-        .map_err(db_error)?;
+    tx.execute(
+        sqlx::query("INSERT INTO control.signing_keys (kid, alg, public_jwk, tenant_id) VALUES ($1, 'EdDSA', $2, $3)")
+            .bind(kid)
+            .bind(jwk)
+            .bind(tenant),
+    )
+    .await?;
     Ok(activates_at)
 }
 
 /// The key that signs now, if the tenant has one.
 pub async fn active(tx: &mut TenantTx) -> Result<Option<ActiveRow>, ApiError> {
-    sqlx::query_as(
+    tx.optional(sqlx::query_as(
         "SELECT kid, sealed_private,
                 (SELECT extract(epoch FROM min(n.activates_at) - now())::float8
                    FROM token_signing_keys n WHERE n.activates_at > now()) AS next_in
            FROM token_signing_keys
           WHERE activates_at <= now() AND (retired_at IS NULL OR retired_at > now())
           ORDER BY activates_at DESC LIMIT 1",
-    )
-    .fetch_optional(tx.conn())
+    ))
     .await
-    .map_err(db_error)
 }
 
 /// Whether the newest key started signing at least `after` ago; `None` when there is no key.
 pub async fn newest_signed_for(tx: &mut TenantTx, after: Duration) -> Result<Option<bool>, ApiError> {
-    sqlx::query_scalar("SELECT max(activates_at) <= now() - make_interval(secs => $1) FROM token_signing_keys")
-        .bind(after.as_secs_f64())
-        .fetch_one(tx.conn())
-        .await
-        .map_err(db_error)
+    tx.scalar(
+        sqlx::query_scalar("SELECT max(activates_at) <= now() - make_interval(secs => $1) FROM token_signing_keys")
+            .bind(after.as_secs_f64()),
+    )
+    .await
 }
 
 /// Retires every key but `kid` at `retired_at` and unpublishes each at `unpublished_at`; returns
@@ -84,19 +82,20 @@ pub async fn retire_all_but(
     retired_at: chrono::DateTime<chrono::Utc>,
     unpublished_at: chrono::DateTime<chrono::Utc>,
 ) -> Result<Vec<String>, ApiError> {
-    let old: Vec<String> = sqlx::query_scalar(
-        "UPDATE token_signing_keys SET retired_at = $2 WHERE kid <> $1 AND retired_at IS NULL RETURNING kid",
+    let old: Vec<String> = tx
+        .scalars(
+            sqlx::query_scalar(
+                "UPDATE token_signing_keys SET retired_at = $2 WHERE kid <> $1 AND retired_at IS NULL RETURNING kid",
+            )
+            .bind(kid)
+            .bind(retired_at),
+        )
+        .await?;
+    tx.execute(
+        sqlx::query("UPDATE control.signing_keys SET expires_at = $2 WHERE kid = ANY($1)")
+            .bind(&old)
+            .bind(unpublished_at),
     )
-    .bind(kid)
-    .bind(retired_at)
-    .fetch_all(tx.conn())
-    .await
-    .map_err(db_error)?;
-    sqlx::query("UPDATE control.signing_keys SET expires_at = $2 WHERE kid = ANY($1)")
-        .bind(&old)
-        .bind(unpublished_at)
-        .execute(tx.conn())
-        .await
-        .map_err(db_error)?;
+    .await?;
     Ok(old)
 }

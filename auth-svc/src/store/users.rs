@@ -1,7 +1,6 @@
 //! SQL of users: their profile, status, password and erasure, and their direct role grants at
 //! creation.
 
-use kit::tenancy::db_error;
 use kit::time::to_pb;
 use kit::{ApiError, TenantTx};
 use proto::auth::v1 as pb;
@@ -45,7 +44,7 @@ fn select_with_roles() -> String {
 /// User `id` with its effective roles; `USER_NOT_FOUND` when there is none.
 pub async fn load_user(tx: &mut TenantTx, id: uuid::Uuid) -> Result<pb::User, ApiError> {
     let sql = format!("{} WHERE u.id = $1", select_with_roles());
-    let row: Option<WithRoles> = sqlx::query_as(&sql).bind(id).fetch_optional(tx.conn()).await.map_err(db_error)?;
+    let row: Option<WithRoles> = tx.optional(sqlx::query_as(&sql).bind(id)).await?;
     Ok(row.ok_or(AuthError::UserNotFound)?.into())
 }
 
@@ -69,8 +68,7 @@ fn user_pb(row: UserRow, roles: Vec<String>) -> pb::User {
 /// Up to `limit` users (not deleted) with ids after `after`, by id, with their effective roles.
 pub async fn page(tx: &mut TenantTx, after: uuid::Uuid, limit: i64) -> Result<Vec<pb::User>, ApiError> {
     let sql = format!("{} WHERE u.id > $1 AND u.status <> 'deleted' ORDER BY u.id LIMIT $2", select_with_roles());
-    let rows: Vec<WithRoles> =
-        sqlx::query_as(&sql).bind(after).bind(limit).fetch_all(tx.conn()).await.map_err(db_error)?;
+    let rows: Vec<WithRoles> = tx.all(sqlx::query_as(&sql).bind(after).bind(limit)).await?;
     Ok(rows.into_iter().map(pb::User::from).collect())
 }
 
@@ -83,17 +81,18 @@ pub async fn insert_user(
     roles: &[String],
     granted_by: &str,
 ) -> Result<uuid::Uuid, ApiError> {
-    let id: uuid::Uuid = sqlx::query_scalar(
-        "INSERT INTO users (email, display_name, password_hash, password_changed_at) VALUES ($1, $2, $3, now())
+    let id: uuid::Uuid = tx
+        .optional_scalar(
+            sqlx::query_scalar(
+                "INSERT INTO users (email, display_name, password_hash, password_changed_at) VALUES ($1, $2, $3, now())
          ON CONFLICT (tenant_id, email) WHERE email IS NOT NULL DO NOTHING RETURNING id",
-    )
-    .bind(email)
-    .bind(display_name)
-    .bind(password_hash)
-    .fetch_optional(tx.conn())
-    .await
-    .map_err(db_error)?
-    .ok_or(AuthError::EmailTaken)?;
+            )
+            .bind(email)
+            .bind(display_name)
+            .bind(password_hash),
+        )
+        .await?
+        .ok_or(AuthError::EmailTaken)?;
     for role in roles {
         let (role_id, _) = roles::by_name(tx, role).await?;
         roles::grant(tx, role_id, Grantee::User(id), granted_by).await?;
@@ -103,16 +102,12 @@ pub async fn insert_user(
 
 /// Whether the tenant has any user at all.
 pub async fn any(tx: &mut TenantTx) -> Result<bool, ApiError> {
-    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM users)").fetch_one(tx.conn()).await.map_err(db_error)
+    tx.scalar(sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM users)")).await
 }
 
 /// Whether user `id` is active; `None` when there is no such user.
 pub async fn is_active(tx: &mut TenantTx, id: uuid::Uuid) -> Result<Option<bool>, ApiError> {
-    sqlx::query_scalar("SELECT status = 'active' FROM users WHERE id = $1")
-        .bind(id)
-        .fetch_optional(tx.conn())
-        .await
-        .map_err(db_error)
+    tx.optional_scalar(sqlx::query_scalar("SELECT status = 'active' FROM users WHERE id = $1").bind(id)).await
 }
 
 /// Runs `sql` (an `UPDATE users` whose `$1` is the id) and refuses with `missing` when it changed
@@ -128,8 +123,7 @@ async fn update_one(
     if let Some(text) = text {
         query = query.bind(text);
     }
-    let done = query.execute(tx.conn()).await.map_err(db_error)?;
-    if done.rows_affected() == 0 {
+    if tx.execute(query).await? == 0 {
         return Err(missing.into());
     }
     Ok(())
@@ -170,18 +164,16 @@ pub async fn erase(tx: &mut TenantTx, id: uuid::Uuid) -> Result<(), ApiError> {
         "DELETE FROM role_grants WHERE user_id = $1",
         "UPDATE sessions SET ip = '', user_agent = '' WHERE user_id = $1",
     ] {
-        sqlx::query(sql).bind(id).execute(tx.conn()).await.map_err(db_error)?;
+        tx.execute(sqlx::query(sql).bind(id)).await?;
     }
     Ok(())
 }
 
 /// The user's password hash (none for a deleted user), locked until the transaction ends.
 pub async fn password_hash_for_update(tx: &mut TenantTx, id: uuid::Uuid) -> Result<Option<String>, ApiError> {
-    Ok(sqlx::query_scalar("SELECT password_hash FROM users WHERE id = $1 FOR UPDATE")
-        .bind(id)
-        .fetch_optional(tx.conn())
-        .await
-        .map_err(db_error)?
+    Ok(tx
+        .optional_scalar(sqlx::query_scalar("SELECT password_hash FROM users WHERE id = $1 FOR UPDATE").bind(id))
+        .await?
         .flatten())
 }
 
@@ -193,6 +185,6 @@ pub async fn set_password_hash(tx: &mut TenantTx, id: uuid::Uuid, hash: &str, ch
     } else {
         "UPDATE users SET password_hash = $2, updated_at = now() WHERE id = $1"
     };
-    sqlx::query(sql).bind(id).bind(hash).execute(tx.conn()).await.map_err(db_error)?;
+    tx.execute(sqlx::query(sql).bind(id).bind(hash)).await?;
     Ok(())
 }

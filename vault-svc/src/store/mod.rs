@@ -8,7 +8,6 @@ pub mod keys;
 pub mod secrets;
 pub mod signing;
 
-use kit::tenancy::db_error;
 use kit::{ApiError, TenantTx};
 use uuid::Uuid;
 
@@ -25,12 +24,11 @@ pub async fn replayed<M: prost::Message + Default>(
     operation: &str,
     digest: &[u8],
 ) -> Result<Option<M>, ApiError> {
-    let row: Option<(String, Vec<u8>, Vec<u8>)> =
-        sqlx::query_as("SELECT operation, digest, response FROM idempotency_keys WHERE request_id = $1")
-            .bind(id)
-            .fetch_optional(tx.conn())
-            .await
-            .map_err(db_error)?;
+    let row: Option<(String, Vec<u8>, Vec<u8>)> = tx
+        .optional(
+            sqlx::query_as("SELECT operation, digest, response FROM idempotency_keys WHERE request_id = $1").bind(id),
+        )
+        .await?;
     match row {
         None => Ok(None),
         Some((op, d, response)) if op == operation && d == digest => {
@@ -48,14 +46,14 @@ pub async fn remember<M: prost::Message>(
     digest: &[u8],
     response: &M,
 ) -> Result<(), ApiError> {
-    sqlx::query("INSERT INTO idempotency_keys (request_id, operation, digest, response) VALUES ($1, $2, $3, $4)")
-        .bind(id)
-        .bind(operation)
-        .bind(digest)
-        .bind(response.encode_to_vec())
-        .execute(tx.conn())
-        .await
-        .map_err(db_error)?;
+    tx.execute(
+        sqlx::query("INSERT INTO idempotency_keys (request_id, operation, digest, response) VALUES ($1, $2, $3, $4)")
+            .bind(id)
+            .bind(operation)
+            .bind(digest)
+            .bind(response.encode_to_vec()),
+    )
+    .await?;
     Ok(())
 }
 
@@ -106,7 +104,7 @@ pub async fn sealed_under(
         "SELECT {name} AS name, version, {key_version} AS key_version, {sealed} AS sealed FROM {table} \
          WHERE {key_version} < $1 AND {sealed} IS NOT NULL LIMIT $2 FOR UPDATE SKIP LOCKED"
     );
-    sqlx::query_as(&sql).bind(active as i32).bind(limit).fetch_all(tx.conn()).await.map_err(db_error)
+    tx.all(sqlx::query_as(&sql).bind(active as i32).bind(limit)).await
 }
 
 /// Stores a row of `what` sealed again under tenant key `active`.
@@ -122,14 +120,7 @@ pub async fn reseal(
     let sql = format!(
         "UPDATE {table} SET {sealed_column} = $3, {key_version} = $4 WHERE {name_column} = $1 AND version = $2"
     );
-    sqlx::query(&sql)
-        .bind(name)
-        .bind(version)
-        .bind(sealed)
-        .bind(active as i32)
-        .execute(tx.conn())
-        .await
-        .map_err(db_error)?;
+    tx.execute(sqlx::query(&sql).bind(name).bind(version).bind(sealed).bind(active as i32)).await?;
     Ok(())
 }
 
@@ -142,10 +133,6 @@ pub async fn left_under(tx: &mut TenantTx, active: u32) -> Result<u64, ApiError>
             format!("(SELECT count(*) FROM {table} WHERE {key_version} < $1 AND {sealed} IS NOT NULL)")
         })
         .collect();
-    let (n,): (i64,) = sqlx::query_as(&format!("SELECT {}", counts.join(" + ")))
-        .bind(active as i32)
-        .fetch_one(tx.conn())
-        .await
-        .map_err(db_error)?;
+    let (n,): (i64,) = tx.one(sqlx::query_as(&format!("SELECT {}", counts.join(" + "))).bind(active as i32)).await?;
     Ok(n as u64)
 }

@@ -4,7 +4,6 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
-use kit::tenancy::db_error;
 use kit::{ApiError, TenantTx};
 
 use crate::domain::path::SecretPath;
@@ -48,11 +47,10 @@ pub async fn lock_secret(tx: &mut TenantTx, path: &SecretPath) -> Result<Option<
 }
 
 async fn select_secret(tx: &mut TenantTx, path: &SecretPath, lock: &str) -> Result<Option<SecretRow>, ApiError> {
-    sqlx::query_as(&format!("SELECT {SECRET_COLUMNS} FROM secrets WHERE path = $1{lock}"))
-        .bind(path.as_str())
-        .fetch_optional(tx.conn())
-        .await
-        .map_err(db_error)
+    tx.optional(
+        sqlx::query_as(&format!("SELECT {SECRET_COLUMNS} FROM secrets WHERE path = $1{lock}")).bind(path.as_str()),
+    )
+    .await
 }
 
 /// Inserts version `version` and makes it current (creating the secret for version 1).
@@ -69,7 +67,7 @@ pub async fn write_version(
 ) -> Result<SecretRow, ApiError> {
     let labels = serde_json::to_value(labels).map_err(|e| ApiError::internal(&e))?;
     // Two first writers race on the primary key; the loser gets a clean conflict.
-    let row: SecretRow = sqlx::query_as(&format!(
+    let row: SecretRow = tx.optional(sqlx::query_as(&format!(
         "INSERT INTO secrets (path, current_version, labels, rotate_after, expires_at) VALUES ($1, $2, $3, $4, $5) \
          ON CONFLICT (tenant_id, path) DO UPDATE SET current_version = EXCLUDED.current_version, labels = EXCLUDED.labels, \
          rotate_after = EXCLUDED.rotate_after, expires_at = EXCLUDED.expires_at, updated_at = now() \
@@ -80,19 +78,16 @@ pub async fn write_version(
     .bind(version as i32)
     .bind(labels)
     .bind(rotate_after)
-    .bind(expires_at)
-    .fetch_optional(tx.conn())
-    .await
-    .map_err(db_error)?
+    .bind(expires_at)).await?
     .ok_or(VaultError::SecretChangedConcurrently)?;
-    sqlx::query("INSERT INTO secret_versions (path, version, key_version, ciphertext) VALUES ($1, $2, $3, $4)")
-        .bind(path.as_str())
-        .bind(version as i32)
-        .bind(key_version as i32)
-        .bind(ciphertext)
-        .execute(tx.conn())
-        .await
-        .map_err(db_error)?;
+    tx.execute(
+        sqlx::query("INSERT INTO secret_versions (path, version, key_version, ciphertext) VALUES ($1, $2, $3, $4)")
+            .bind(path.as_str())
+            .bind(version as i32)
+            .bind(key_version as i32)
+            .bind(ciphertext),
+    )
+    .await?;
     Ok(row)
 }
 
@@ -105,7 +100,7 @@ pub async fn list(
     limit: i64,
 ) -> Result<Vec<SecretRow>, ApiError> {
     let (from, below) = listing_range(prefix, after);
-    sqlx::query_as(&list_sql()).bind(from).bind(below).bind(limit).fetch_all(tx.conn()).await.map_err(db_error)
+    tx.all(sqlx::query_as(&list_sql()).bind(from).bind(below).bind(limit)).await
 }
 
 /// The statement of [`list`]: `$1`..`$2` the byte range of [`listing_range`], `$3` the limit.
@@ -139,53 +134,48 @@ pub async fn versions(
     after: u32,
     limit: i64,
 ) -> Result<Vec<VersionRow>, ApiError> {
-    sqlx::query_as(
-        "SELECT version, key_version, NULL::bytea AS ciphertext, created_at, destroyed_at FROM secret_versions \
+    tx.all(
+        sqlx::query_as(
+            "SELECT version, key_version, NULL::bytea AS ciphertext, created_at, destroyed_at FROM secret_versions \
          WHERE path = $1 AND version > $2 ORDER BY version LIMIT $3",
+        )
+        .bind(path.as_str())
+        .bind(i64::from(after))
+        .bind(limit),
     )
-    .bind(path.as_str())
-    .bind(i64::from(after))
-    .bind(limit)
-    .fetch_all(tx.conn())
     .await
-    .map_err(db_error)
 }
 
 /// Version `version` of the secret, with its ciphertext.
 pub async fn version(tx: &mut TenantTx, path: &SecretPath, version: u32) -> Result<Option<VersionRow>, ApiError> {
-    sqlx::query_as("SELECT version, key_version, ciphertext, created_at, destroyed_at FROM secret_versions WHERE path = $1 AND version = $2")
+    tx.optional(sqlx::query_as("SELECT version, key_version, ciphertext, created_at, destroyed_at FROM secret_versions WHERE path = $1 AND version = $2")
         .bind(path.as_str())
-        .bind(version as i32)
-        .fetch_optional(tx.conn())
-        .await
-        .map_err(db_error)
+        .bind(version as i32)).await
 }
 
 /// Marks the secret deleted (kept, no longer listed nor revealed) or live again.
 pub async fn set_deleted(tx: &mut TenantTx, path: &SecretPath, deleted: bool) -> Result<SecretRow, ApiError> {
-    sqlx::query_as(&format!(
+    tx.one(sqlx::query_as(&format!(
         "UPDATE secrets SET deleted_at = CASE WHEN $2 THEN now() ELSE NULL END, updated_at = now() WHERE path = $1 RETURNING {SECRET_COLUMNS}"
     ))
     .bind(path.as_str())
-    .bind(deleted)
-    .fetch_one(tx.conn())
-    .await
-    .map_err(db_error)
+    .bind(deleted)).await
 }
 
 /// Destroys the ciphertext (and with it the wrapped data key) of the given versions; returns
 /// those destroyed by this call.
 pub async fn destroy_versions(tx: &mut TenantTx, path: &SecretPath, versions: &[u32]) -> Result<Vec<u32>, ApiError> {
     let versions: Vec<i32> = versions.iter().map(|v| *v as i32).collect();
-    let destroyed: Vec<i32> = sqlx::query_scalar(
-        "UPDATE secret_versions SET ciphertext = NULL, destroyed_at = now() \
+    let destroyed: Vec<i32> = tx
+        .scalars(
+            sqlx::query_scalar(
+                "UPDATE secret_versions SET ciphertext = NULL, destroyed_at = now() \
          WHERE path = $1 AND version = ANY($2) AND destroyed_at IS NULL RETURNING version",
-    )
-    .bind(path.as_str())
-    .bind(&versions)
-    .fetch_all(tx.conn())
-    .await
-    .map_err(db_error)?;
+            )
+            .bind(path.as_str())
+            .bind(&versions),
+        )
+        .await?;
     let mut destroyed: Vec<u32> = destroyed.into_iter().map(|v| v as u32).collect();
     destroyed.sort_unstable();
     Ok(destroyed)

@@ -25,39 +25,33 @@ pub struct NewSigningKey<'a> {
 
 /// Stores `key` as an active version unless that version exists; returns whether it was stored.
 pub async fn insert(tx: &mut TenantTx, key: &NewSigningKey<'_>) -> Result<bool, ApiError> {
-    let inserted = sqlx::query(
-        "INSERT INTO signing_keys (name, version, state, public_key, tenant_key_version, wrapped_private) \
+    let inserted = tx
+        .execute(
+            sqlx::query(
+                "INSERT INTO signing_keys (name, version, state, public_key, tenant_key_version, wrapped_private) \
          VALUES ($1, $2, 'active', $3, $4, $5) ON CONFLICT DO NOTHING",
-    )
-    .bind(key.name)
-    .bind(key.version as i32)
-    .bind(key.public_key)
-    .bind(key.tenant_key_version as i32)
-    .bind(key.sealed_private)
-    .execute(tx.conn())
-    .await
-    .map_err(db_error)?;
-    Ok(inserted.rows_affected() == 1)
+            )
+            .bind(key.name)
+            .bind(key.version as i32)
+            .bind(key.public_key)
+            .bind(key.tenant_key_version as i32)
+            .bind(key.sealed_private),
+        )
+        .await?;
+    Ok(inserted == 1)
 }
 
 /// The active version of `name`.
 pub async fn active(tx: &mut TenantTx, name: &str) -> Result<Option<SealedSigningKey>, ApiError> {
-    sqlx::query_as(
+    tx.optional(sqlx::query_as(
         "SELECT version, tenant_key_version, wrapped_private FROM signing_keys WHERE name = $1 AND state = 'active'",
     )
-    .bind(name)
-    .fetch_optional(tx.conn())
-    .await
-    .map_err(db_error)
+    .bind(name)).await
 }
 
 /// Whether any version of `name` was ever created.
 pub async fn exists(tx: &mut TenantTx, name: &str) -> Result<bool, ApiError> {
-    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM signing_keys WHERE name = $1)")
-        .bind(name)
-        .fetch_one(tx.conn())
-        .await
-        .map_err(db_error)
+    tx.scalar(sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM signing_keys WHERE name = $1)").bind(name)).await
 }
 
 /// The version and public half of `name`: version `version`, or the active one for `None`.
@@ -78,11 +72,11 @@ pub async fn public_key(
 
 /// Retires version `version` of `name` (it still verifies, it no longer signs).
 pub async fn retire(tx: &mut TenantTx, name: &str, version: u32) -> Result<(), ApiError> {
-    sqlx::query("UPDATE signing_keys SET state = 'retired', retired_at = now() WHERE name = $1 AND version = $2")
-        .bind(name)
-        .bind(version as i32)
-        .execute(tx.conn())
-        .await
-        .map_err(db_error)?;
+    tx.execute(
+        sqlx::query("UPDATE signing_keys SET state = 'retired', retired_at = now() WHERE name = $1 AND version = $2")
+            .bind(name)
+            .bind(version as i32),
+    )
+    .await?;
     Ok(())
 }
