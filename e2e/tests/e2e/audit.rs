@@ -14,8 +14,17 @@ async fn tenant(db: &Db, slug: &str) -> Tenant {
 
 /// Writes `n` records as vault-svc would, in one transaction; returns their event ids in order.
 async fn write_records(c: &Constellation, slug: &str, n: usize, tag: &str) -> Vec<uuid::Uuid> {
-    let db = Db::connect_lazy(&c.db.runtime_url("vault"), 2).expect("pool");
-    let t = tenant(&db, slug).await;
+    write_records_with(&vault_db(c), slug, n, tag).await
+}
+
+/// A pool of vault-svc's login role, to write records as it would.
+fn vault_db(c: &Constellation) -> Db {
+    Db::connect_lazy(&c.db.runtime_url("vault"), 2).expect("pool")
+}
+
+/// [`write_records`] through `db` (a test writing many times keeps one pool and its connection).
+async fn write_records_with(db: &Db, slug: &str, n: usize, tag: &str) -> Vec<uuid::Uuid> {
+    let t = tenant(db, slug).await;
     let mut tx = db.begin(&t).await.expect("tx");
     let mut ids = Vec::new();
     for i in 0..n {
@@ -380,8 +389,9 @@ async fn a_trickle_of_records_is_checkpointed_once_per_interval() {
     // One record every 50 ms for three seconds: the sequencer gathers them into up to ten rounds a
     // second, and used to sign a checkpoint after each.
     let mut total = log_len(&c, "t_alpha").await;
+    let vault = vault_db(&c);
     for i in 0..60 {
-        write_records(&c, "alpha", 1, &format!("trickle/{i}")).await;
+        write_records_with(&vault, "alpha", 1, &format!("trickle/{i}")).await;
         total += 1;
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

@@ -360,19 +360,29 @@ async fn sequence_range(
     range
 }
 
-#[tokio::test]
-async fn time_windows_read_only_their_part_of_the_log_and_miss_nothing() {
+/// Appends `events` to tenant alpha's log in one `AppendBatch`.
+async fn append_alpha(c: &Constellation, events: Vec<pb::Event>) -> Result<pb::AppendBatchResponse, tonic::Status> {
+    let mut ingest = AuditIngestServiceClient::new(c.channel_as("operator", "audit"));
+    ingest
+        .append_batch(req("alpha", None, pb::AppendBatchRequest { events, request_id: String::new() }))
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+/// Tenant alpha's log after three rounds of 1,000 entries, each appended by one transaction: a
+/// time mark starts the second and the third.
+struct Rounds {
+    c: Constellation,
+    alpha: uuid::Uuid,
+    /// When each round started.
+    starts: Vec<chrono::DateTime<chrono::Utc>>,
+    /// The log's size before each round.
+    firsts: Vec<i64>,
+}
+
+async fn three_rounds() -> Rounds {
     let c = Constellation::start(true).await;
     let alpha = c.create_tenant("alpha").await;
-    let ingest = AuditIngestServiceClient::new(c.channel_as("operator", "audit"));
-    let append = |events: Vec<pb::Event>| {
-        let mut ingest = ingest.clone();
-        async move {
-            ingest.append_batch(req("alpha", None, pb::AppendBatchRequest { events, request_id: String::new() })).await
-        }
-    };
-    // Three rounds of 1,000 entries, each appended by one transaction: a time mark starts the
-    // second and the third.
     let mut starts = Vec::new();
     let mut firsts = Vec::new();
     for round in 0..3 {
@@ -380,9 +390,15 @@ async fn time_windows_read_only_their_part_of_the_log_and_miss_nothing() {
         starts.push(chrono::Utc::now());
         let events =
             (0..1000).map(|i| event("user:carol", "x.write", &format!("doc/{round}/{i}"), "success", "")).collect();
-        append(events).await.expect("append");
+        append_alpha(&c, events).await.expect("append");
         wait_count(&c, "SELECT count(*) FROM t_alpha.audit_log", firsts[round] + 1000).await;
     }
+    Rounds { c, alpha, starts, firsts }
+}
+
+#[tokio::test]
+async fn time_windows_read_only_their_part_of_the_log_and_miss_nothing() {
+    let Rounds { c, alpha, starts, firsts } = three_rounds().await;
     let (lo, hi) = sequence_range(&c, alpha, Some(starts[2]), None).await;
     let lo = lo.expect("a mark before the last round");
     // The window's first entry is not skipped, and at least the first round is (it ends at
@@ -396,10 +412,15 @@ async fn time_windows_read_only_their_part_of_the_log_and_miss_nothing() {
         assert!(hi >= firsts[2], "hi {hi}, rounds start at {firsts:?}");
     }
     assert!(window_is_exact(&c, Some(starts[1]), Some(starts[2])).await.len() >= 1000);
+    c.stop().await;
+}
 
-    // Someone holding audit-svc's database role inserts false marks, committed: each would hide
-    // entries from some window (a start too early or too late, a sequence number inside an
-    // earlier batch or beyond the log). None is stored.
+/// Someone holding audit-svc's database role inserts false marks, committed: each would hide
+/// entries from some window (a start too early or too late, a sequence number inside an earlier
+/// batch or beyond the log). None is stored.
+#[tokio::test]
+async fn false_time_marks_laid_with_the_services_role_are_dropped() {
+    let Rounds { c, alpha, firsts, .. } = three_rounds().await;
     let marks = "SELECT count(*) FROM t_alpha.audit_time_marks";
     let stored = count(&c, marks).await;
     let size = count(&c, "SELECT count(*) FROM t_alpha.audit_log").await;
@@ -428,17 +449,22 @@ async fn time_windows_read_only_their_part_of_the_log_and_miss_nothing() {
     );
     assert_eq!(count(&c, &false_marks).await, 0);
     assert!(count(&c, marks).await >= stored);
+    c.stop().await;
+}
 
-    // A true mark is checked through the log's primary key, however many marks one session lays:
-    // after five executions PostgreSQL may switch a cached plan to a generic one, and the generic
-    // plan of the check was a sequential scan of the whole log (its match is the newest rows).
+/// A true mark is checked through the log's primary key, however many marks one session lays:
+/// after five executions PostgreSQL may switch a cached plan to a generic one, and the generic
+/// plan of the check was a sequential scan of the whole log (its match is the newest rows).
+#[tokio::test]
+async fn checking_a_true_time_mark_never_scans_the_whole_log() {
+    let Rounds { c, alpha, .. } = three_rounds().await;
     // Ten batches of one entry, each with its mark, as the sequencer lays them, on a log with
     // statistics (as autovacuum keeps them); then rolled back.
     sqlx::query("ANALYZE t_alpha.audit_log").execute(&c.db.admin_pool().await).await.expect("analyze");
     let mut tx = c.db.admin_pool().await.begin().await.expect("begin");
     e2e::act_as_service(&mut tx, "alpha", alpha, "audit").await;
     // Sequencing waits for this transaction (the sequencer's own lock), and the entries go after
-    // the log as it is now: a record of another service may have joined it since `size`.
+    // the log as it is now: a record of another service may have joined it meanwhile.
     sqlx::query(
         "SELECT pg_advisory_xact_lock(hashtext('strongroom.audit.sequencer'), hashtext(current_setting('strongroom.tenant_id')))",
     )
@@ -480,9 +506,16 @@ async fn time_windows_read_only_their_part_of_the_log_and_miss_nothing() {
             .expect("scan count");
     assert_eq!(scans, 0, "checking a mark scanned the log sequentially");
     tx.rollback().await.expect("rollback");
+    c.stop().await;
+}
 
-    // Producers' clocks: an event that waited two hours, one two minutes ahead (widening the
-    // bounds, so both are still found), and one ten minutes ahead (refused).
+/// Producers' clocks: an event that waited two hours, one two minutes ahead (widening the bounds,
+/// so both are still found), and one ten minutes ahead (refused); an event from long ago would
+/// widen every later query's range for good: refused, and so is a time outside protobuf's (and
+/// PostgreSQL's) range.
+#[tokio::test]
+async fn late_and_slightly_early_events_stay_in_their_windows_and_far_off_times_are_refused() {
+    let Rounds { c, starts, .. } = three_rounds().await;
     let now = chrono::Utc::now();
     let at = |t: chrono::DateTime<chrono::Utc>| Some(prost_types::Timestamp { seconds: t.timestamp(), nanos: 0 });
     let mut late = event("user:late", "x.write", "doc/late", "success", "");
@@ -491,21 +524,19 @@ async fn time_windows_read_only_their_part_of_the_log_and_miss_nothing() {
     ahead.occurred_at = at(now + chrono::Duration::minutes(2));
     let mut future = event("user:future", "x.write", "doc/future", "success", "");
     future.occurred_at = at(now + chrono::Duration::minutes(10));
-    let err = append(vec![future]).await.expect_err("ten minutes ahead");
+    let err = append_alpha(&c, vec![future]).await.expect_err("ten minutes ahead");
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
     assert!(err.message().contains("occurred_at"), "{}", err.message());
-    // An event from long ago would widen every later query's range for good: refused, and so is a
-    // time outside protobuf's (and PostgreSQL's) range.
     let mut ancient = event("user:ancient", "x.write", "doc/ancient", "success", "");
     ancient.occurred_at = at(now - chrono::Duration::days(2));
-    let err = append(vec![ancient.clone()]).await.expect_err("two days behind");
+    let err = append_alpha(&c, vec![ancient.clone()]).await.expect_err("two days behind");
     assert!(err.message().contains("24 hours behind"), "{}", err.message());
     ancient.occurred_at = Some(prost_types::Timestamp { seconds: -100_000_000_000, nanos: 0 });
-    let err = append(vec![ancient]).await.expect_err("before year 1");
+    let err = append_alpha(&c, vec![ancient]).await.expect_err("before year 1");
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
     assert!(err.message().starts_with("events[0].occurred_at: a time from year 1"), "{}", err.message());
     let before = drained(&c).await;
-    append(vec![late, ahead]).await.expect("append");
+    append_alpha(&c, vec![late, ahead]).await.expect("append");
     wait_count(&c, "SELECT count(*) FROM t_alpha.audit_log", before + 2).await;
     let hour = chrono::Duration::hours(1);
     let lag: f64 = count_f64(&c, "SELECT extract(epoch FROM max_lag)::float8 FROM t_alpha.audit_clock").await;
@@ -523,76 +554,84 @@ async fn time_windows_read_only_their_part_of_the_log_and_miss_nothing() {
     c.stop().await;
 }
 
+/// A gateway in front of tenant alpha, and alice's tokens: `writer` may write and read secrets,
+/// `reader` only read them.
+struct Recorder {
+    c: Constellation,
+    signer: TestSigner,
+    claims: serde_json::Value,
+    writer: String,
+    reader: String,
+}
+
+impl Recorder {
+    async fn start() -> Self {
+        let c = Constellation::start(true).await;
+        let alpha = c.create_tenant("alpha").await;
+        let signer = TestSigner::generate();
+        signer.publish(&c.db.admin_pool().await).await;
+        let mut claims = TestSigner::claims(alpha, "alice");
+        claims["permissions"] = serde_json::json!(["vault.secrets.write", "vault.secrets.read"]);
+        let writer = format!("Bearer {}", signer.sign(&claims));
+        claims["permissions"] = serde_json::json!(["vault.secrets.read"]);
+        let reader = format!("Bearer {}", signer.sign(&claims));
+        Self { c, signer, claims, writer, reader }
+    }
+
+    /// `PUT /v1/secrets/app/db` with `auth` and request id `rid`, plus `extra` headers: the status.
+    async fn put_with(&self, auth: &str, rid: &str, extra: &[(&str, &str)]) -> http::StatusCode {
+        let mut headers = vec![
+            ("x-strongroom-tenant", "alpha"),
+            ("content-type", "application/json"),
+            ("x-request-id", rid),
+            ("authorization", auth),
+        ];
+        headers.extend_from_slice(extra);
+        let body = serde_json::to_vec(&serde_json::json!({ "value": "v1" })).expect("json");
+        self.c.gateway_request(http::Method::PUT, "/v1/secrets/app/db", &headers, body).await.expect("put").0
+    }
+
+    async fn put(&self, auth: &str, rid: &str) -> http::StatusCode {
+        self.put_with(auth, rid, &[("user-agent", "e2e-agent/1.0")]).await
+    }
+
+    async fn get(&self, headers: &[(&str, &str)]) -> http::StatusCode {
+        self.c.gateway_get("/v1/secrets/app/db", headers).await.expect("get").0
+    }
+
+    /// The gateway's records once `want` of them are in the log, in order: (actor, action,
+    /// resource, outcome, request id, details).
+    async fn records(&self, want: i64) -> Vec<GatewayRecord> {
+        wait_count(&self.c, "SELECT count(*) FROM t_alpha.audit_log WHERE service = 'gateway'", want).await;
+        sqlx::query_as(
+            "SELECT actor, action, resource, outcome, request_id, details FROM t_alpha.audit_log WHERE service = 'gateway' ORDER BY seq",
+        )
+        .fetch_all(&self.c.db.admin_pool().await)
+        .await
+        .expect("rows")
+    }
+}
+
+type GatewayRecord = (String, String, String, String, Option<String>, serde_json::Value);
+
+/// The records by request id.
+fn by_request_id(rows: &[GatewayRecord]) -> HashMap<String, &GatewayRecord> {
+    rows.iter().map(|r| (r.4.clone().unwrap_or_default(), r)).collect()
+}
+
+/// A state change and a refusal of a proven caller are recorded one by one, with pseudonymised
+/// client details; a successful read is not a state change.
 #[tokio::test]
 async fn the_gateway_records_state_changing_and_refused_requests() {
-    let c = Constellation::start(true).await;
-    let alpha = c.create_tenant("alpha").await;
-    let signer = TestSigner::generate();
-    signer.publish(&c.db.admin_pool().await).await;
-    let mut claims = TestSigner::claims(alpha, "alice");
-    claims["permissions"] = serde_json::json!(["vault.secrets.write", "vault.secrets.read"]);
-    let writer = format!("Bearer {}", signer.sign(&claims));
-    claims["permissions"] = serde_json::json!(["vault.secrets.read"]);
-    let reader = format!("Bearer {}", signer.sign(&claims));
-    let body = serde_json::to_vec(&serde_json::json!({ "value": "v1" })).expect("json");
-    let put = |auth: String, rid: &'static str| {
-        let c = &c;
-        let body = body.clone();
-        async move {
-            let headers = [
-                ("x-strongroom-tenant", "alpha"),
-                ("content-type", "application/json"),
-                ("x-request-id", rid),
-                ("authorization", auth.as_str()),
-                ("user-agent", "e2e-agent/1.0"),
-            ];
-            c.gateway_request(http::Method::PUT, "/v1/secrets/app/db", &headers, body).await.expect("put").0
-        }
-    };
-    assert_eq!(put(writer.clone(), "rec-put-ok").await, 200);
-    assert_eq!(put(reader.clone(), "rec-put-403").await, 403);
-    // A token refused at the request names nobody, and the record says why.
-    let mut forger = TestSigner::generate();
-    forger.kid = signer.kid.clone();
-    assert_eq!(put(format!("Bearer {}", forger.sign(&claims)), "rec-put-forged").await, 401);
-    // The actor is who the token proved at the request, not later: a session revoked right after
-    // (as a logout revokes its own) still names its user.
-    let mut claims_later = claims.clone();
-    claims_later["permissions"] = serde_json::json!(["vault.secrets.write"]);
-    claims_later["sid"] = serde_json::json!(uuid::Uuid::new_v4().to_string());
-    let revoked_later = format!("Bearer {}", signer.sign(&claims_later));
-    assert_eq!(put(revoked_later, "rec-put-then-revoked").await, 200);
-    let revocations = kit::revocation::Revocations::new(&c.redis.clone().into(), None).expect("redis");
-    let sid = claims_later["sid"].as_str().expect("sid").to_owned();
-    revocations.revoke(kit::revocation::Revoked::Session, &[sid]).await.expect("revoke");
-    let (status, _, _) = c
-        .gateway_get("/v1/secrets/app/db", &[("x-strongroom-tenant", "alpha"), ("x-request-id", "rec-get-401")])
-        .await
-        .expect("get");
-    assert_eq!(status, 401);
-    let (status, _, _) = c
-        .gateway_get(
-            "/v1/secrets/app/db",
-            &[("x-strongroom-tenant", "alpha"), ("x-request-id", "rec-get-ok"), ("authorization", &writer)],
-        )
-        .await
-        .expect("get");
-    assert_eq!(status, 200);
-
-    // Four records: three requests that proved a caller one by one, and the two that proved none
-    // summed up in one (security review item 10).
-    let q = "SELECT count(*) FROM t_alpha.audit_log WHERE service = 'gateway'";
-    wait_count(&c, q, 4).await;
-    let summed = "SELECT coalesce(sum((details->>'count')::bigint), 0)::bigint FROM t_alpha.audit_log
-                   WHERE service = 'gateway' AND action = 'gateway.request.refused_anonymous'";
-    wait_count(&c, summed, 2).await;
-    let rows: Vec<(String, String, String, String, Option<String>, serde_json::Value)> = sqlx::query_as(
-        "SELECT actor, action, resource, outcome, request_id, details FROM t_alpha.audit_log WHERE service = 'gateway' ORDER BY seq",
-    )
-    .fetch_all(&c.db.admin_pool().await)
-    .await
-    .expect("rows");
-    let by_id: HashMap<String, _> = rows.iter().map(|r| (r.4.clone().unwrap_or_default(), r)).collect();
+    let r = Recorder::start().await;
+    assert_eq!(r.put(&r.writer, "rec-put-ok").await, 200);
+    assert_eq!(r.put(&r.reader, "rec-put-403").await, 403);
+    assert_eq!(
+        r.get(&[("x-strongroom-tenant", "alpha"), ("x-request-id", "rec-get-ok"), ("authorization", &r.writer)]).await,
+        200
+    );
+    let rows = r.records(2).await;
+    let by_id = by_request_id(&rows);
     assert!(!by_id.contains_key("rec-get-ok"), "a successful read is not a state change");
     let ok = by_id.get("rec-put-ok").expect("recorded put");
     assert_eq!(ok.0, "user:alice");
@@ -610,7 +649,22 @@ async fn the_gateway_records_state_changing_and_refused_requests() {
         (denied.0.as_str(), denied.1.as_str(), denied.3.as_str()),
         ("user:alice", "gateway.request.refused", "denied")
     );
-    // The refusals that proved no caller: summed up, each with why it named nobody.
+    r.c.stop().await;
+}
+
+/// Refusals that proved no caller (a forged token, none at all) are summed up in one record, each
+/// with why it named nobody (security review item 10).
+#[tokio::test]
+async fn refusals_that_prove_no_caller_are_summed_up_with_why_not_recorded_one_by_one() {
+    let r = Recorder::start().await;
+    let mut forger = TestSigner::generate();
+    forger.kid = r.signer.kid.clone();
+    assert_eq!(r.put(&format!("Bearer {}", forger.sign(&r.claims)), "rec-put-forged").await, 401);
+    assert_eq!(r.get(&[("x-strongroom-tenant", "alpha"), ("x-request-id", "rec-get-401")]).await, 401);
+    let summed = "SELECT coalesce(sum((details->>'count')::bigint), 0)::bigint FROM t_alpha.audit_log
+                   WHERE service = 'gateway' AND action = 'gateway.request.refused_anonymous'";
+    wait_count(&r.c, summed, 2).await;
+    let rows = r.records(1).await;
     let summaries: Vec<&_> = rows.iter().filter(|r| r.1 == "gateway.request.refused_anonymous").collect();
     let (mut statuses, mut reasons) = (HashMap::<String, i64>::new(), HashMap::<String, i64>::new());
     for r in &summaries {
@@ -630,25 +684,45 @@ async fn the_gateway_records_state_changing_and_refused_requests() {
         .filter(|r| r.1 != "gateway.request.refused_anonymous")
         .any(|r| matches!(r.4.as_deref(), Some("rec-put-forged" | "rec-get-401")));
     assert!(!one_by_one, "refusals that proved no caller are not recorded one by one");
-    let later = by_id.get("rec-put-then-revoked").expect("recorded");
-    assert_eq!((later.0.as_str(), later.3.as_str()), ("user:alice", "success"));
+    r.c.stop().await;
+}
 
-    // Behind a trusted proxy (the test's loopback peer) the recorded client is the one
-    // X-Forwarded-For names, as for the rate limiter: the same pseudonym as that address sent
-    // directly, not the proxy's.
-    let mut c = c;
-    c.gateway.take().expect("gateway").stop().await.expect("stop");
-    c.start_gateway_with(|cfg| cfg.rate_limits.trusted_proxies = vec!["127.0.0.0/8".parse().expect("cidr")]).await;
-    let headers = [
-        ("x-strongroom-tenant", "alpha"),
-        ("content-type", "application/json"),
-        ("x-request-id", "rec-put-proxied"),
-        ("authorization", writer.as_str()),
-        ("x-forwarded-for", "6.6.6.6, 198.51.100.7"),
-    ];
-    let (status, _, _) =
-        c.gateway_request(http::Method::PUT, "/v1/secrets/app/db", &headers, body.clone()).await.expect("put");
+/// The actor is who the token proved at the request, not later: a session revoked right after (as
+/// a logout revokes its own) still names its user.
+#[tokio::test]
+async fn a_request_is_recorded_with_its_caller_even_if_the_session_is_revoked_right_after() {
+    let r = Recorder::start().await;
+    let mut claims_later = r.claims.clone();
+    claims_later["permissions"] = serde_json::json!(["vault.secrets.write"]);
+    claims_later["sid"] = serde_json::json!(uuid::Uuid::new_v4().to_string());
+    let revoked_later = format!("Bearer {}", r.signer.sign(&claims_later));
+    assert_eq!(r.put(&revoked_later, "rec-put-then-revoked").await, 200);
+    let revocations = kit::revocation::Revocations::new(&r.c.redis.clone().into(), None).expect("redis");
+    let sid = claims_later["sid"].as_str().expect("sid").to_owned();
+    revocations.revoke(kit::revocation::Revoked::Session, &[sid]).await.expect("revoke");
+    let rows = r.records(1).await;
+    let later = by_request_id(&rows).get("rec-put-then-revoked").copied().expect("recorded");
+    assert_eq!((later.0.as_str(), later.3.as_str()), ("user:alice", "success"));
+    r.c.stop().await;
+}
+
+/// Behind a trusted proxy (the test's loopback peer) the recorded client is the one
+/// X-Forwarded-For names, as for the rate limiter: the same pseudonym as that address sent
+/// directly, not the proxy's.
+#[tokio::test]
+async fn behind_a_trusted_proxy_the_gateway_records_the_forwarded_client() {
+    let mut r = Recorder::start().await;
+    assert_eq!(r.put(&r.writer, "rec-put-ok").await, 200);
+    let rows = r.records(1).await;
+    let peer = by_request_id(&rows).get("rec-put-ok").expect("recorded put").5["client_ip"]
+        .as_str()
+        .expect("peer pseudonym")
+        .to_owned();
+    r.c.gateway.take().expect("gateway").stop().await.expect("stop");
+    r.c.start_gateway_with(|cfg| cfg.rate_limits.trusted_proxies = vec!["127.0.0.0/8".parse().expect("cidr")]).await;
+    let status = r.put_with(&r.writer, "rec-put-proxied", &[("x-forwarded-for", "6.6.6.6, 198.51.100.7")]).await;
     assert_eq!(status, 200);
+    let c = &r.c;
     let mut direct = event("user:alice", "gateway.request", "route:PUT /x", "success", "rec-direct");
     direct.personal = HashMap::from([("client_ip".to_owned(), "198.51.100.7".to_owned())]);
     AuditIngestServiceClient::new(c.channel_as("gateway", "audit"))
@@ -657,21 +731,18 @@ async fn the_gateway_records_state_changing_and_refused_requests() {
         .expect("direct append");
     // vault-svc records the same request id (the gateway forwards it): only the gateway's rows.
     let q = "SELECT count(*) FROM t_alpha.audit_log WHERE service = 'gateway' AND request_id IN ('rec-put-proxied', 'rec-direct')";
-    wait_count(&c, q, 2).await;
-    let ip_of = |rid: &'static str| {
-        let c = &c;
-        async move {
-            let sql = format!(
-                "SELECT details->>'client_ip' FROM t_alpha.audit_log WHERE service = 'gateway' AND request_id = '{rid}'"
-            );
-            let ip: String = sqlx::query_scalar(&sql).fetch_one(&c.db.admin_pool().await).await.expect(rid);
-            ip
-        }
+    wait_count(c, q, 2).await;
+    let ip_of = |rid: &'static str| async move {
+        let sql = format!(
+            "SELECT details->>'client_ip' FROM t_alpha.audit_log WHERE service = 'gateway' AND request_id = '{rid}'"
+        );
+        let ip: String = sqlx::query_scalar(&sql).fetch_one(&c.db.admin_pool().await).await.expect(rid);
+        ip
     };
     let proxied = ip_of("rec-put-proxied").await;
     assert_eq!(proxied, ip_of("rec-direct").await, "the forwarded client");
-    assert_ne!(proxied, ok.5["client_ip"].as_str().expect("peer pseudonym"), "not the proxy");
-    c.stop().await;
+    assert_ne!(proxied, peer, "not the proxy");
+    r.c.stop().await;
 }
 
 /// Reads a Server-Sent Events response until `done` says so (or 20 s pass); returns the raw text.
@@ -714,16 +785,41 @@ async fn append_and_checkpoint(
     checkpoint_at_least(c, n).await
 }
 
-#[tokio::test]
-async fn export_and_live_stream_resume_and_carry_checkpoints() {
-    use futures::StreamExt;
+/// Tenant alpha with 20 entries in its log, and a checkpoint covering them.
+struct Exported {
+    c: Constellation,
+    alpha: uuid::Uuid,
+    ingest: AuditIngestServiceClient<kit::client::Channel>,
+    cp: pb::Checkpoint,
+}
+
+async fn twenty_entries() -> Exported {
     let c = Constellation::start(true).await;
     let alpha = c.create_tenant("alpha").await;
     let mut ingest = AuditIngestServiceClient::new(c.channel_as("operator", "audit"));
     let events: Vec<_> = (0..20).map(|i| event("user:eve", "x.write", &format!("d/{i}"), "success", "")).collect();
     let cp = append_and_checkpoint(&c, &mut ingest, vec![events]).await;
+    Exported { c, alpha, ingest, cp }
+}
 
-    // gRPC export of a range: the entries, then the checkpoint.
+/// Three more entries for tenant alpha.
+fn three_late_entries() -> Vec<pb::Event> {
+    (0..3).map(|i| event("user:eve", "x.write", &format!("late/{i}"), "success", "")).collect()
+}
+
+/// A bearer token of an auditor of tenant `alpha`.
+async fn auditor(c: &Constellation, alpha: uuid::Uuid) -> String {
+    let signer = TestSigner::generate();
+    signer.publish(&c.db.admin_pool().await).await;
+    format!("Bearer {}", signer.sign(&TestSigner::claims(alpha, "auditor")))
+}
+
+/// gRPC export of a range: the entries, then the checkpoint; a range past the newest checkpoint
+/// is refused.
+#[tokio::test]
+async fn grpc_export_sends_a_range_then_its_checkpoint_and_refuses_one_beyond_it() {
+    use futures::StreamExt;
+    let Exported { c, cp, .. } = twenty_entries().await;
     let mut log = AuditLogServiceClient::new(c.channel_as("operator", "audit"));
     let mut items = log
         .export_entries(req("alpha", None, pb::ExportEntriesRequest { from_seq: 2, to_seq: 9 }))
@@ -745,11 +841,15 @@ async fn export_and_live_stream_resume_and_carry_checkpoints() {
         .await
         .expect_err("beyond the checkpoint");
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    c.stop().await;
+}
 
-    // Gateway export: JSON Lines in the offline verifier's format.
-    let signer = TestSigner::generate();
-    signer.publish(&c.db.admin_pool().await).await;
-    let auditor = format!("Bearer {}", signer.sign(&TestSigner::claims(alpha, "auditor")));
+/// Gateway export: JSON Lines in the offline verifier's format, whose hashes chain and whose last
+/// line is a checkpoint committing to the exported entries.
+#[tokio::test]
+async fn the_gateway_exports_json_lines_that_verify_against_their_checkpoint() {
+    let Exported { c, alpha, cp, .. } = twenty_entries().await;
+    let auditor = auditor(&c, alpha).await;
     let ca = std::fs::read(c.pki.path("ca.pem")).expect("ca");
     let cfg = kit::tls::ca_only_client_config(&ca, &[b"http/1.1"]).expect("tls");
     let (status, headers, body) = kit::tls::https_request(
@@ -791,8 +891,16 @@ async fn export_and_live_stream_resume_and_carry_checkpoints() {
     };
     let root = merkle::root(cp.tree_size, &get).expect("root");
     assert!(note.contains(&B64.encode(root)), "the checkpoint commits to the exported entries");
+    c.stop().await;
+}
 
-    // gRPC live stream: the backlog from 5, a checkpoint, then entries appended later, live.
+/// gRPC live stream: the backlog from 5, a checkpoint, then entries appended later, live, in
+/// order and without gaps, and a checkpoint covering them.
+#[tokio::test]
+async fn the_grpc_live_stream_sends_the_backlog_a_checkpoint_then_new_entries_in_order() {
+    use futures::StreamExt;
+    let Exported { c, mut ingest, cp, .. } = twenty_entries().await;
+    let mut log = AuditLogServiceClient::new(c.channel_as("operator", "audit"));
     let mut live = log
         .stream_entries(req("alpha", None, pb::StreamEntriesRequest { from_seq: 5 }))
         .await
@@ -819,9 +927,12 @@ async fn export_and_live_stream_resume_and_carry_checkpoints() {
             None => {}
         }
     }
-    let more: Vec<_> = (0..3).map(|i| event("user:eve", "x.write", &format!("late/{i}"), "success", "")).collect();
     ingest
-        .append_batch(req("alpha", None, pb::AppendBatchRequest { events: more, request_id: String::new() }))
+        .append_batch(req(
+            "alpha",
+            None,
+            pb::AppendBatchRequest { events: three_late_entries(), request_id: String::new() },
+        ))
         .await
         .expect("append");
     let target = cp.tree_size + 3;
@@ -843,8 +954,15 @@ async fn export_and_live_stream_resume_and_carry_checkpoints() {
         }
     }
     drop(live);
+    c.stop().await;
+}
 
-    // Server-Sent Events: from a sequence number, then resumed with Last-Event-ID.
+/// Server-Sent Events: from a sequence number, then resumed with Last-Event-ID.
+#[tokio::test]
+async fn server_sent_events_stream_from_a_sequence_number_and_resume_after_last_event_id() {
+    let Exported { c, alpha, mut ingest, .. } = twenty_entries().await;
+    let target = append_and_checkpoint(&c, &mut ingest, vec![three_late_entries()]).await.tree_size;
+    let auditor = auditor(&c, alpha).await;
     let auth = [("x-strongroom-tenant", "alpha"), ("authorization", auditor.as_str())];
     let text = read_sse(&c, "/v1/audit/stream?from=0", &auth, |t| {
         sse_ids(t).last().is_some_and(|l| *l + 1 >= target) && t.contains("event: checkpoint")

@@ -158,6 +158,13 @@ fn token_for(signer: &TestSigner, tenant: Uuid, subject: &str, permissions: &[&s
     signer.sign(&claims)
 }
 
+/// A `CreateTransfer` of `transfer` by the holder of `token`, as a load client sends it (no request
+/// id).
+fn load_request(transfer: &pb::Transfer, token: &str) -> tonic::Request<pb::CreateTransferRequest> {
+    let msg = pb::CreateTransferRequest { transfer: Some(transfer.clone()), request_id: String::new() };
+    kit::client::with_context(tonic::Request::new(msg), Some("alpha"), None, Some(token))
+}
+
 fn flags(f: impl FnOnce(&mut pb::TransferFlags)) -> Option<pb::TransferFlags> {
     let mut flags = pb::TransferFlags::default();
     f(&mut flags);
@@ -168,78 +175,153 @@ fn n(s: &str) -> u128 {
     s.parse().expect("amount")
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn transfers_escrow_idempotency_history_and_receipts() {
-    let f = Fixture::new().await;
+/// Alice's limited account `a` (debits may not exceed posted credits, with history), funded with
+/// 1000 from `b`, 600 of which went to `c`.
+struct Spent {
+    a: Uuid,
+    b: Uuid,
+    c: Uuid,
+    /// The stored funding transfer.
+    fund: pb::Transfer,
+    /// The spending transfer as sent, and its answer.
+    spend: pb::Transfer,
+    spent: pb::CreateTransferResponse,
+}
+
+async fn fund_and_spend(f: &Fixture) -> Spent {
     let a = f.account("alice", Flags { dmnec: true, history: true, ..Default::default() }).await;
     let b = f.account("", Flags::default()).await;
     let c = f.account("", Flags::default()).await;
-
-    // Funding, then a limit: debits (posted + pending) may not exceed posted credits.
     let fund = f.transfer(t(b, a, 1000)).await.expect("fund").transfer.expect("t");
     let spend = t(a, c, 600);
     let spent = f.transfer(spend.clone()).await.expect("spend");
-    assert!(!spent.replayed);
-    let too_much = t(a, c, 500);
+    Spent { a, b, c, fund, spend, spent }
+}
+
+/// A pending transfer of `amount` from `a` to `c`, and its answer.
+async fn hold(f: &Fixture, s: &Spent, amount: u128) -> (pb::Transfer, pb::CreateTransferResponse) {
+    let mut hold = t(s.a, s.c, amount);
+    hold.flags = flags(|f| f.pending = true);
+    let held = f.transfer(hold.clone()).await.expect("hold");
+    (hold, held)
+}
+
+/// The transfer posting `amount` of `hold`, as sent.
+fn post_of(hold: &pb::Transfer, amount: &str) -> pb::Transfer {
+    pb::Transfer {
+        id: Uuid::new_v4().to_string(),
+        pending_id: hold.id.clone(),
+        amount: amount.into(),
+        flags: flags(|f| f.post_pending = true),
+        ..Default::default()
+    }
+}
+
+/// The transfer voiding `hold`.
+fn void_of(hold: &pb::Transfer) -> pb::Transfer {
+    pb::Transfer {
+        id: Uuid::new_v4().to_string(),
+        pending_id: hold.id.clone(),
+        flags: flags(|f| f.void_pending = true),
+        ..Default::default()
+    }
+}
+
+/// A pending transfer of 50 from `a` to `c` that times out after a second.
+async fn short_hold(f: &Fixture, s: &Spent) -> pb::Transfer {
+    let mut short = t(s.a, s.c, 50);
+    short.flags = flags(|f| f.pending = true);
+    short.timeout_seconds = 1;
+    f.transfer(short.clone()).await.expect("short hold");
+    short
+}
+
+/// The `details` of every audit record of `resource` (outbox and log).
+async fn audit_details(f: &Fixture, resource: &str) -> Vec<serde_json::Value> {
+    sqlx::query_scalar(
+        "SELECT details FROM (SELECT resource, details FROM t_alpha.audit_outbox UNION ALL SELECT resource, details \
+         FROM t_alpha.audit_log) AS r WHERE resource = $1",
+    )
+    .bind(resource)
+    .fetch_all(&f.c.db.admin_pool().await)
+    .await
+    .expect("record")
+}
+
+/// Waits until every receipt is signed, checking the chain each time; returns the last check.
+async fn signed_receipts(f: &Fixture) -> pb::VerifyReceiptsResponse {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let v = f.verify().await;
+        assert!(v.ok, "{}", v.problem);
+        if v.unsigned == 0 {
+            return v;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "receipts never signed");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_debit_beyond_posted_credits_is_refused_and_every_retry_gets_the_first_answer() {
+    let f = Fixture::new().await;
+    let s = fund_and_spend(&f).await;
+    assert!(!s.spent.replayed);
+    let too_much = t(s.a, s.c, 500);
     let err = f.transfer(too_much.clone()).await.expect_err("limit");
     assert_eq!(err.code(), tonic::Code::FailedPrecondition);
     assert_eq!(reason(&err), "EXCEEDS_CREDITS");
 
     // Idempotency: the same content replays; a failed id stays failed; other content is named.
-    let again = f.transfer(spend.clone()).await.expect("replay");
+    let again = f.transfer(s.spend.clone()).await.expect("replay");
     assert!(again.replayed);
-    assert_eq!(again.transfer.as_ref().map(|t| t.timestamp), spent.transfer.as_ref().map(|t| t.timestamp));
+    assert_eq!(again.transfer.as_ref().map(|t| t.timestamp), s.spent.transfer.as_ref().map(|t| t.timestamp));
     let err = f.transfer(too_much.clone()).await.expect_err("still failed");
     assert_eq!(reason(&err), "EXCEEDS_CREDITS");
-    let mut changed = spend.clone();
+    let mut changed = s.spend.clone();
     changed.amount = "601".into();
     let err = f.transfer(changed).await.expect_err("conflict");
     assert_eq!(err.code(), tonic::Code::AlreadyExists);
     assert_eq!(reason(&err), "EXISTS_WITH_DIFFERENT_AMOUNT");
     assert!(err.message().contains("amount"), "{}", err.message());
-    let mut changed = spend.clone();
-    changed.credit_account_id = b.to_string();
+    let mut changed = s.spend.clone();
+    changed.credit_account_id = s.b.to_string();
     assert_eq!(reason(&f.transfer(changed).await.expect_err("conflict")), "EXISTS_WITH_DIFFERENT_CREDIT_ACCOUNT_ID");
-    let balances = f.get(a).await;
+    let balances = f.get(s.a).await;
     assert_eq!((n(&balances.debits_posted), n(&balances.credits_posted)), (600, 1000));
+    f.c.stop().await;
+}
 
-    // Escrow: reserve 300, post 100 of it, once.
-    let mut hold = t(a, c, 300);
-    hold.flags = flags(|f| f.pending = true);
-    let held = f.transfer(hold.clone()).await.expect("hold");
+/// Escrow: a reservation counts against the limit until posted, and is posted (or voided) once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hold_counts_against_the_limit_and_is_resolved_only_once() {
+    let f = Fixture::new().await;
+    let s = fund_and_spend(&f).await;
+    let (hold, held) = hold(&f, &s, 300).await;
     assert_eq!(held.transfer.as_ref().map(|t| t.state), Some(pb::TransferState::Pending as i32));
-    assert_eq!(n(&f.get(a).await.debits_pending), 300);
+    assert_eq!(n(&f.get(s.a).await.debits_pending), 300);
     // Limits count pending: 600 + 300 + 101 > 1000.
-    assert_eq!(reason(&f.transfer(t(a, c, 101)).await.expect_err("limit")), "EXCEEDS_CREDITS");
-    let post = pb::Transfer {
-        id: Uuid::new_v4().to_string(),
-        pending_id: hold.id.clone(),
-        amount: "100".into(),
-        flags: flags(|f| f.post_pending = true),
-        ..Default::default()
-    };
-    let posted = f.transfer(post.clone()).await.expect("post").transfer.expect("t");
-    let balances = f.get(a).await;
+    assert_eq!(reason(&f.transfer(t(s.a, s.c, 101)).await.expect_err("limit")), "EXCEEDS_CREDITS");
+    let post = post_of(&hold, "100");
+    f.transfer(post.clone()).await.expect("post");
+    let balances = f.get(s.a).await;
     assert_eq!((n(&balances.debits_pending), n(&balances.debits_posted)), (0, 700));
     let mut post_again = post.clone();
     post_again.id = Uuid::new_v4().to_string();
     assert_eq!(reason(&f.transfer(post_again).await.expect_err("twice")), "PENDING_TRANSFER_ALREADY_POSTED");
-    let void = pb::Transfer {
-        id: Uuid::new_v4().to_string(),
-        pending_id: hold.id.clone(),
-        flags: flags(|f| f.void_pending = true),
-        ..Default::default()
-    };
-    assert_eq!(reason(&f.transfer(void).await.expect_err("posted")), "PENDING_TRANSFER_ALREADY_POSTED");
+    assert_eq!(reason(&f.transfer(void_of(&hold)).await.expect_err("posted")), "PENDING_TRANSFER_ALREADY_POSTED");
     let stored = f.client().get_transfer(f.req(pb::GetTransferRequest { id: hold.id.clone() })).await.expect("get");
     assert_eq!(stored.into_inner().state, pb::TransferState::PendingPosted as i32);
+    f.c.stop().await;
+}
 
-    // Expiry: a pending transfer with a timeout is voided by the sweeper.
-    let mut short = t(a, c, 50);
-    short.flags = flags(|f| f.pending = true);
-    short.timeout_seconds = 1;
-    f.transfer(short.clone()).await.expect("short hold");
-    assert_eq!(n(&f.get(a).await.debits_pending), 50);
+/// A pending transfer with a timeout is voided by the sweeper, which audits the expiry.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_expired_hold_releases_its_reservation_and_can_no_longer_be_voided() {
+    let f = Fixture::new().await;
+    let s = fund_and_spend(&f).await;
+    let short = short_hold(&f, &s).await;
+    assert_eq!(n(&f.get(s.a).await.debits_pending), 50);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
     loop {
         let got = f.client().get_transfer(f.req(pb::GetTransferRequest { id: short.id.clone() })).await.expect("get");
@@ -249,27 +331,37 @@ async fn transfers_escrow_idempotency_history_and_receipts() {
         assert!(tokio::time::Instant::now() < deadline, "pending transfer never expired");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    assert_eq!(n(&f.get(a).await.debits_pending), 0);
-    let void = pb::Transfer {
-        id: Uuid::new_v4().to_string(),
-        pending_id: short.id.clone(),
-        flags: flags(|f| f.void_pending = true),
-        ..Default::default()
-    };
-    assert_eq!(reason(&f.transfer(void).await.expect_err("expired")), "PENDING_TRANSFER_EXPIRED");
+    assert_eq!(n(&f.get(s.a).await.debits_pending), 0);
+    assert_eq!(reason(&f.transfer(void_of(&short)).await.expect_err("expired")), "PENDING_TRANSFER_EXPIRED");
     assert_eq!(f.audit_count(&format!("transfer/{}", short.id), "success").await, 2, "reserve and expiry audited");
+    // Every created transfer has its audit record.
+    let created: i64 = sqlx::query_scalar("SELECT count(*) FROM t_alpha.transfers")
+        .fetch_one(&f.c.db.admin_pool().await)
+        .await
+        .expect("count");
+    assert_eq!(f.audit_count("transfer/%", "success").await, created + 1, "one per transfer, plus the expiry");
+    f.c.stop().await;
+}
 
-    // A linked chain fails together; failed members are remembered.
-    let mut first = t(b, c, 5);
+#[tokio::test(flavor = "multi_thread")]
+async fn a_linked_chain_fails_together_and_its_failed_members_stay_failed() {
+    let f = Fixture::new().await;
+    let s = fund_and_spend(&f).await;
+    let mut first = t(s.b, s.c, 5);
     first.flags = flags(|f| f.linked = true);
-    let second = t(a, c, 100_000);
-    let results = f.batch(vec![first.clone(), second.clone(), t(b, c, 1)]).await;
+    let second = t(s.a, s.c, 100_000);
+    let results = f.batch(vec![first.clone(), second.clone(), t(s.b, s.c, 1)]).await;
     let reasons: Vec<&str> = results.iter().map(|r| r.reason.as_str()).collect();
     assert_eq!(reasons, ["LINKED_EVENT_FAILED", "EXCEEDS_CREDITS", ""]);
     let results = f.batch(vec![first.clone(), second.clone()]).await;
     assert!(results.iter().all(|r| r.replayed && r.outcome == pb::TransferOutcome::Failed as i32));
+    f.c.stop().await;
+}
 
-    // Bad input never reaches the engine.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fractional_amount_or_a_duplicate_id_in_a_batch_never_reaches_the_engine() {
+    let f = Fixture::new().await;
+    let (b, c) = (f.account("", Flags::default()).await, f.account("", Flags::default()).await);
     let mut float = t(b, c, 1);
     float.amount = "1.5".into();
     let err = f.transfer(float).await.expect_err("float");
@@ -283,13 +375,26 @@ async fn transfers_escrow_idempotency_history_and_receipts() {
         .await
         .expect_err("duplicate");
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    f.c.stop().await;
+}
 
-    // History: the balance at the instant of the funding transfer.
+/// An account with history answers its balances at any instant, and lists its transfers a page
+/// at a time.
+#[tokio::test(flavor = "multi_thread")]
+async fn balances_are_read_at_a_past_instant_and_account_transfers_page_through() {
+    let f = Fixture::new().await;
+    let s = fund_and_spend(&f).await;
+    let (hold, _) = hold(&f, &s, 300).await;
+    f.transfer(post_of(&hold, "100")).await.expect("post");
+    short_hold(&f, &s).await;
+    let a = s.a;
+
+    // The balance at the instant of the funding transfer.
     let at = f
         .client()
         .get_account_balances(f.req(pb::GetAccountBalancesRequest {
             account_id: a.to_string(),
-            at: fund.timestamp,
+            at: s.fund.timestamp,
             page_size: 3,
             page_token: String::new(),
         }))
@@ -298,7 +403,7 @@ async fn transfers_escrow_idempotency_history_and_receipts() {
         .into_inner();
     let then = at.balances.expect("balances");
     assert_eq!((n(&then.credits_posted), n(&then.debits_posted)), (1000, 0));
-    assert_eq!(at.as_of, fund.timestamp);
+    assert_eq!(at.as_of, s.fund.timestamp);
     let now = f
         .client()
         .get_account_balances(f.req(pb::GetAccountBalancesRequest {
@@ -336,16 +441,19 @@ async fn transfers_escrow_idempotency_history_and_receipts() {
     }
     // fund, spend, hold, post, short hold.
     assert_eq!(seen.len(), 5, "{seen:?}");
-    assert_eq!(seen[0], fund.id);
+    assert_eq!(seen[0], s.fund.id);
+    f.c.stop().await;
+}
 
-    // Every created transfer has its audit record.
-    let created: i64 = sqlx::query_scalar("SELECT count(*) FROM t_alpha.transfers")
-        .fetch_one(&f.c.db.admin_pool().await)
-        .await
-        .expect("count");
-    assert_eq!(f.audit_count("transfer/%", "success").await, created + 1, "one per transfer, plus the expiry");
-    // A created transfer's record (written by the statement that inserts the transfer) names the
-    // caller, the request and the transfer's fields, with the JSON types kit's records give them.
+/// A created transfer's record (written by the statement that inserts the transfer) names the
+/// caller, the request and the transfer's fields, with the JSON types kit's records give them.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_transfers_audit_record_names_the_caller_the_request_and_its_fields() {
+    let f = Fixture::new().await;
+    let s = fund_and_spend(&f).await;
+    let (hold, _) = hold(&f, &s, 300).await;
+    let post = post_of(&hold, "100");
+    let posted = f.transfer(post.clone()).await.expect("post").transfer.expect("t");
     let records: Vec<(String, String, String, Option<String>, serde_json::Value)> = sqlx::query_as(
         "SELECT service, actor, action, request_id, details FROM (SELECT resource, service, actor, action, request_id, \
          details FROM t_alpha.audit_outbox UNION ALL SELECT resource, service, actor, action, request_id, details \
@@ -356,8 +464,8 @@ async fn transfers_escrow_idempotency_history_and_receipts() {
     .await
     .expect("record");
     let expected = serde_json::json!({
-        "debit_account_id": a.to_string(),
-        "credit_account_id": c.to_string(),
+        "debit_account_id": s.a.to_string(),
+        "credit_account_id": s.c.to_string(),
         "amount": "100",
         "ledger": "USD",
         "timestamp": posted.timestamp,
@@ -374,28 +482,21 @@ async fn transfers_escrow_idempotency_history_and_receipts() {
             expected
         )]
     );
-    let details: serde_json::Value = sqlx::query_scalar(
-        "SELECT details FROM (SELECT resource, details FROM t_alpha.audit_outbox UNION ALL SELECT resource, details \
-         FROM t_alpha.audit_log) AS r WHERE resource = $1",
-    )
-    .bind(format!("transfer/{}", fund.id))
-    .fetch_one(&f.c.db.admin_pool().await)
-    .await
-    .expect("record");
-    assert_eq!(details.get("pending_id"), None, "no pending_id key without a pending transfer");
-    assert_eq!(details["amount"], "1000");
+    let details = audit_details(&f, &format!("transfer/{}", s.fund.id)).await;
+    assert_eq!(details.len(), 1);
+    assert_eq!(details[0].get("pending_id"), None, "no pending_id key without a pending transfer");
+    assert_eq!(details[0]["amount"], "1000");
+    f.c.stop().await;
+}
 
-    // Receipts verify and get signed; an edited row breaks its receipt.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    let verified = loop {
-        let v = f.verify().await;
-        assert!(v.ok, "{}", v.problem);
-        if v.unsigned == 0 {
-            break v;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "receipts never signed");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+#[tokio::test(flavor = "multi_thread")]
+async fn receipts_get_signed_and_verify_from_any_point_up_to_the_newest() {
+    let f = Fixture::new().await;
+    let s = fund_and_spend(&f).await;
+    for _ in 0..4 {
+        f.transfer(t(s.b, s.c, 1)).await.expect("transfer");
+    }
+    let verified = signed_receipts(&f).await;
     assert!(verified.checked >= 6);
     // From the middle: only the rest is checked. Past the newest receipt: refused, not a false
     // "chain head does not match" (and u64::MAX no longer wraps to a check of everything).
@@ -416,22 +517,31 @@ async fn transfers_escrow_idempotency_history_and_receipts() {
             .expect_err("past the newest receipt");
         assert_eq!(err.code(), tonic::Code::InvalidArgument, "{from_seq}");
     }
+    f.c.stop().await;
+}
+
+/// Receipts cannot be recomputed to fit, stripped of their signature, or deleted, even by a
+/// superuser's SQL; the broken receipt stays broken.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_edited_transfer_breaks_its_receipt_and_no_sql_rewrites_the_receipts_to_fit() {
+    let f = Fixture::new().await;
+    let s = fund_and_spend(&f).await;
+    signed_receipts(&f).await;
+    let spend = Uuid::parse_str(&s.spend.id).expect("id");
+    let admin = f.c.db.admin_pool().await;
     let seq: i64 = sqlx::query_scalar("SELECT receipt_seq FROM t_alpha.transfers WHERE id = $1")
-        .bind(Uuid::parse_str(&spend.id).expect("id"))
-        .fetch_one(&f.c.db.admin_pool().await)
+        .bind(spend)
+        .fetch_one(&admin)
         .await
         .expect("seq");
     sqlx::query("UPDATE t_alpha.transfers SET amount = amount - 1 WHERE id = $1")
-        .bind(Uuid::parse_str(&spend.id).expect("id"))
-        .execute(&f.c.db.admin_pool().await)
+        .bind(spend)
+        .execute(&admin)
         .await
         .expect("tamper");
     let v = f.verify().await;
     assert!(!v.ok);
     assert_eq!(v.first_bad_seq, seq as u64, "{}", v.problem);
-    // Receipts cannot be recomputed to fit, stripped of their signature, or deleted, even by a
-    // superuser's SQL; the broken receipt stays broken.
-    let admin = f.c.db.admin_pool().await;
     for attack in [
         "UPDATE t_alpha.receipts SET signature = NULL, key_version = NULL",
         "UPDATE t_alpha.receipts SET hash = sha256(hash)",
@@ -443,8 +553,13 @@ async fn transfers_escrow_idempotency_history_and_receipts() {
     }
     let again = f.verify().await;
     assert_eq!((again.ok, again.first_bad_seq), (false, seq as u64));
+    f.c.stop().await;
+}
 
-    // Without the permission: refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_transfer_without_the_create_permission_is_refused() {
+    let f = Fixture::new().await;
+    let (b, c) = (f.account("", Flags::default()).await, f.account("", Flags::default()).await);
     let reader = token_for(&f.signer, f.tenant, "alice", &["ledger.accounts.read"]);
     let err = f
         .client()
@@ -523,17 +638,7 @@ async fn owner_scoped_principals_see_and_move_only_their_accounts() {
 #[tokio::test(flavor = "multi_thread")]
 async fn sixty_four_clients_on_hot_accounts_keep_every_invariant() {
     let f = Fixture::new().await;
-    let treasury = f.account("", Flags::default()).await;
-    let mut hot = Vec::new();
-    for _ in 0..3 {
-        let id = f.account("", Flags { dmnec: true, ..Default::default() }).await;
-        f.transfer(t(treasury, id, 5_000)).await.expect("fund");
-        hot.push(id);
-    }
-    let mut cold = Vec::new();
-    for _ in 0..8 {
-        cold.push(f.account("", Flags::default()).await);
-    }
+    let (hot, cold) = hot_and_cold(&f, 3, 5_000, 8).await;
     let client = f.client();
     let token = f.token.clone();
     let mut tasks = Vec::new();
@@ -553,16 +658,7 @@ async fn sixty_four_clients_on_hot_accounts_keep_every_invariant() {
                 // A retryable refusal (e.g. the revocation list briefly unreachable under load) is
                 // retried with the same id, as a client should.
                 for _ in 0..50 {
-                    let req = kit::client::with_context(
-                        tonic::Request::new(pb::CreateTransferRequest {
-                            transfer: Some(transfer.clone()),
-                            request_id: String::new(),
-                        }),
-                        Some("alpha"),
-                        None,
-                        Some(&token),
-                    );
-                    match client.create_transfer(req).await {
+                    match client.create_transfer(load_request(&transfer, &token)).await {
                         Ok(r) => {
                             acked.push(r.into_inner().transfer.expect("t").id);
                             break;
@@ -587,39 +683,12 @@ async fn sixty_four_clients_on_hot_accounts_keep_every_invariant() {
     assert!(acked.len() > 500, "only {} transfers went through", acked.len());
     let admin = f.c.db.admin_pool().await;
 
-    // Money is neither created nor destroyed.
-    let (debits, credits): (String, String) = sqlx::query_as(
-        "SELECT sum(debits_posted + debits_pending)::text, sum(credits_posted + credits_pending)::text FROM t_alpha.accounts",
-    )
-    .fetch_one(&admin)
-    .await
-    .expect("sums");
-    assert_eq!(debits, credits);
-    // No limit was exceeded, and balances equal the sum of their transfers.
-    let over: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM t_alpha.accounts WHERE flags & 1 = 1 AND debits_posted + debits_pending > credits_posted",
-    )
-    .fetch_one(&admin)
-    .await
-    .expect("limits");
-    assert_eq!(over, 0);
-    let mismatched: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM t_alpha.accounts a WHERE a.debits_posted <> \
-         (SELECT coalesce(sum(amount), 0) FROM t_alpha.transfers t WHERE t.debit_account_id = a.id) \
-         OR a.credits_posted <> (SELECT coalesce(sum(amount), 0) FROM t_alpha.transfers t WHERE t.credit_account_id = a.id)",
-    )
-    .fetch_one(&admin)
-    .await
-    .expect("recompute");
-    assert_eq!(mismatched, 0);
-    // Each acknowledged transfer exactly once, with exactly one audit record.
+    // Money is neither created nor destroyed, no limit was exceeded, balances equal the sum of
+    // their transfers, and each acknowledged transfer is stored exactly once, with exactly one
+    // audit record.
     let ids: Vec<Uuid> = acked.iter().map(|s| Uuid::parse_str(s).expect("id")).collect();
-    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM t_alpha.transfers WHERE id = ANY($1)")
-        .bind(&ids)
-        .fetch_one(&admin)
-        .await
-        .expect("stored");
-    assert_eq!(stored as usize, ids.len());
+    assert_ledger_invariants(&admin, &ids).await;
+    let stored = ids.len() as i64;
     let resources: Vec<String> = ids.iter().map(|id| format!("transfer/{id}")).collect();
     let audited: Vec<(String, i64)> = sqlx::query_as(
         "SELECT resource, count(*) FROM (SELECT resource, outcome FROM t_alpha.audit_outbox UNION ALL \
@@ -740,139 +809,201 @@ async fn the_ledger_matches_a_reference_model() {
     f.c.stop().await;
 }
 
+/// The gateway's JSON API, as alice of tenant alpha (with every ledger permission).
+struct Http {
+    f: Fixture,
+    bearer: String,
+}
+
+impl Http {
+    async fn start() -> Self {
+        let f = Fixture::start(true).await;
+        let bearer = format!("Bearer {}", f.token);
+        Self { f, bearer }
+    }
+
+    fn headers(&self) -> [(&str, &str); 3] {
+        [
+            ("authorization", self.bearer.as_str()),
+            ("x-strongroom-tenant", "alpha"),
+            ("content-type", "application/json"),
+        ]
+    }
+
+    /// `method path` with `body` as JSON (none when null): the status and the JSON answer.
+    async fn call(
+        &self,
+        method: http::Method,
+        path: &str,
+        body: serde_json::Value,
+    ) -> (http::StatusCode, serde_json::Value) {
+        let bytes = if body.is_null() { Vec::new() } else { serde_json::to_vec(&body).expect("json") };
+        let (status, _, json) = self.f.c.gateway_request(method, path, &self.headers(), bytes).await.expect("request");
+        (status, json)
+    }
+
+    async fn post(&self, path: &str, body: serde_json::Value) -> (http::StatusCode, serde_json::Value) {
+        self.call(http::Method::POST, path, body).await
+    }
+
+    async fn get(&self, path: &str) -> (http::StatusCode, serde_json::Value) {
+        self.call(http::Method::GET, path, serde_json::Value::Null).await
+    }
+
+    /// Account `a` (limited, with history) and `b`, created over HTTP; their ids.
+    async fn accounts(&self) -> (String, String) {
+        let (status, a) = self
+            .post(
+                "/v1/ledger/accounts",
+                serde_json::json!({ "ledger": "USD", "code": 1, "flags": { "debits_must_not_exceed_credits": true, "history": true } }),
+            )
+            .await;
+        assert_eq!(status, 200, "{a}");
+        let (_, b) = self.post("/v1/ledger/accounts", serde_json::json!({ "ledger": "USD", "code": 1 })).await;
+        (a["id"].as_str().expect("id").to_owned(), b["id"].as_str().expect("id").to_owned())
+    }
+
+    async fn stop(self) {
+        self.f.c.stop().await;
+    }
+}
+
+/// A transfer of `amount` (a decimal string) from `dr` to `cr`, as JSON.
+fn json_transfer(dr: &str, cr: &str, amount: &str) -> serde_json::Value {
+    serde_json::json!({ "id": Uuid::new_v4(), "debit_account_id": dr, "credit_account_id": cr, "amount": amount, "ledger": "USD", "code": 1 })
+}
+
+/// Funds `a` from `b` with more than a u64 holds, over HTTP: the transfer and the answer.
+async fn fund_over_http(h: &Http, a: &str, b: &str) -> (serde_json::Value, http::StatusCode, serde_json::Value) {
+    let fund = json_transfer(b, a, "100000000000000000000000");
+    let (status, body) = h.post("/v1/ledger/transfers", fund.clone()).await;
+    (fund, status, body)
+}
+
+/// Holds 500 of `a` for `b` over HTTP: the hold's id and the answer.
+async fn hold_over_http(h: &Http, a: &str, b: &str) -> (Uuid, http::StatusCode, serde_json::Value) {
+    let hold = Uuid::new_v4();
+    let mut transfer = json_transfer(a, b, "500");
+    transfer["id"] = hold.to_string().into();
+    transfer["flags"] = serde_json::json!({ "pending": true });
+    let (status, body) = h.post("/v1/ledger/transfers", transfer).await;
+    (hold, status, body)
+}
+
+async fn post_over_http(h: &Http, hold: Uuid) -> (http::StatusCode, serde_json::Value) {
+    h.post(&format!("/v1/ledger/transfers/{hold}:post"), serde_json::json!({ "amount": "200" })).await
+}
+
+/// Ledgers (currencies) over HTTP too: created idempotently, listed.
 #[tokio::test(flavor = "multi_thread")]
-async fn the_gateway_speaks_ledger_in_json_with_decimal_strings() {
-    let f = Fixture::start(true).await;
-    let bearer = format!("Bearer {}", f.token);
-    let headers =
-        [("authorization", bearer.as_str()), ("x-strongroom-tenant", "alpha"), ("content-type", "application/json")];
-    let call = |method: http::Method, path: String, body: serde_json::Value| {
-        let c = &f.c;
-        async move {
-            let bytes = if body.is_null() { Vec::new() } else { serde_json::to_vec(&body).expect("json") };
-            c.gateway_request(method, &path, &headers, bytes).await.expect("request")
-        }
-    };
-    // Ledgers (currencies) over HTTP too: created idempotently, listed.
-    let (status, _, l) = call(
-        http::Method::POST,
-        "/v1/ledger/ledgers".into(),
-        serde_json::json!({ "code": "JPY", "scale": 0, "description": "yen" }),
-    )
-    .await;
+async fn the_gateway_creates_and_lists_ledgers_and_refuses_a_lowercase_code() {
+    let h = Http::start().await;
+    let (status, l) =
+        h.post("/v1/ledger/ledgers", serde_json::json!({ "code": "JPY", "scale": 0, "description": "yen" })).await;
     assert_eq!(status, 200, "{l}");
     assert_eq!((l["code"].as_str(), l["scale"].as_u64()), (Some("JPY"), Some(0)));
-    let (status, _, l) =
-        call(http::Method::POST, "/v1/ledger/ledgers".into(), serde_json::json!({ "code": "jpy", "scale": 0 })).await;
+    let (status, l) = h.post("/v1/ledger/ledgers", serde_json::json!({ "code": "jpy", "scale": 0 })).await;
     assert_eq!(status, 400, "{l}");
-    let (status, _, list) = call(http::Method::GET, "/v1/ledger/ledgers".into(), serde_json::Value::Null).await;
+    let (status, list) = h.get("/v1/ledger/ledgers").await;
     assert_eq!(status, 200, "{list}");
     let codes: Vec<&str> =
         list["ledgers"].as_array().expect("ledgers").iter().filter_map(|l| l["code"].as_str()).collect();
     assert!(codes.contains(&"JPY") && codes.contains(&"USD"), "{codes:?}");
-    let (status, _, a) = call(
-        http::Method::POST,
-        "/v1/ledger/accounts".into(),
-        serde_json::json!({ "ledger": "USD", "code": 1, "flags": { "debits_must_not_exceed_credits": true, "history": true } }),
-    )
-    .await;
-    assert_eq!(status, 200, "{a}");
-    let a = a["id"].as_str().expect("id").to_owned();
-    let (_, _, b) =
-        call(http::Method::POST, "/v1/ledger/accounts".into(), serde_json::json!({ "ledger": "USD", "code": 1 })).await;
-    let b = b["id"].as_str().expect("id").to_owned();
+    h.stop().await;
+}
 
-    // A JSON number as an amount is refused: it may have passed through a float.
-    let (status, _, body) = call(
-        http::Method::POST,
-        "/v1/ledger/transfers".into(),
-        serde_json::json!({ "id": Uuid::new_v4(), "debit_account_id": b, "credit_account_id": a, "amount": 10.5, "ledger": "USD", "code": 1 }),
-    )
-    .await;
+/// A JSON number as an amount is refused (it may have passed through a float); a decimal string
+/// beyond u64 goes through exactly, replays, and conflicts as HTTP 409.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_gateway_takes_amounts_only_as_decimal_strings_and_maps_replays_and_conflicts() {
+    let h = Http::start().await;
+    let (a, b) = h.accounts().await;
+    let mut float = json_transfer(&b, &a, "0");
+    float["amount"] = serde_json::json!(10.5);
+    let (status, body) = h.post("/v1/ledger/transfers", float).await;
     assert_eq!(status, 400, "{body}");
     assert!(body["error"]["message"].as_str().unwrap_or("").contains("decimal strings"), "{body}");
 
-    let fund = serde_json::json!({ "id": Uuid::new_v4(), "debit_account_id": b, "credit_account_id": a, "amount": "100000000000000000000000", "ledger": "USD", "code": 1 });
-    let (status, _, body) = call(http::Method::POST, "/v1/ledger/transfers".into(), fund.clone()).await;
+    let (fund, status, body) = fund_over_http(&h, &a, &b).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["transfer"]["amount"], "100000000000000000000000");
     assert_eq!(body["replayed"], false);
-    let (_, _, body) = call(http::Method::POST, "/v1/ledger/transfers".into(), fund.clone()).await;
+    let (_, body) = h.post("/v1/ledger/transfers", fund.clone()).await;
     assert_eq!(body["replayed"], true);
     let mut changed = fund.clone();
     changed["amount"] = "1".into();
-    let (status, _, body) = call(http::Method::POST, "/v1/ledger/transfers".into(), changed).await;
+    let (status, body) = h.post("/v1/ledger/transfers", changed).await;
     assert_eq!(status, 409, "{body}");
     assert_eq!(body["error"]["reason"], "EXISTS_WITH_DIFFERENT_AMOUNT");
+    h.stop().await;
+}
 
-    // Escrow over HTTP: hold, post part of it (repeatable), void refused afterwards.
-    let hold = Uuid::new_v4();
-    let (status, _, body) = call(
-        http::Method::POST,
-        "/v1/ledger/transfers".into(),
-        serde_json::json!({ "id": hold, "debit_account_id": a, "credit_account_id": b, "amount": "500", "ledger": "USD", "code": 1, "flags": { "pending": true } }),
-    )
-    .await;
+/// Escrow over HTTP: hold, post part of it (repeatable), void refused afterwards.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_gateway_holds_posts_repeatably_and_refuses_to_void_a_posted_hold() {
+    let h = Http::start().await;
+    let (a, b) = h.accounts().await;
+    fund_over_http(&h, &a, &b).await;
+    let (hold, status, body) = hold_over_http(&h, &a, &b).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["transfer"]["state"], "pending");
-    let (status, _, body) =
-        call(http::Method::POST, format!("/v1/ledger/transfers/{hold}:post"), serde_json::json!({ "amount": "200" }))
-            .await;
+    let (status, body) = post_over_http(&h, hold).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["transfer"]["amount"], "200");
-    let (_, _, again) =
-        call(http::Method::POST, format!("/v1/ledger/transfers/{hold}:post"), serde_json::json!({ "amount": "200" }))
-            .await;
+    let (_, again) = post_over_http(&h, hold).await;
     assert_eq!(again["replayed"], true, "{again}");
-    let (status, _, body) =
-        call(http::Method::POST, format!("/v1/ledger/transfers/{hold}:void"), serde_json::Value::Null).await;
+    let (status, body) = h.post(&format!("/v1/ledger/transfers/{hold}:void"), serde_json::Value::Null).await;
     assert_eq!(status, 412, "{body}");
     assert_eq!(body["error"]["reason"], "PENDING_TRANSFER_ALREADY_POSTED");
-    let (_, _, got) = call(http::Method::GET, format!("/v1/ledger/transfers/{hold}"), serde_json::Value::Null).await;
+    let (_, got) = h.get(&format!("/v1/ledger/transfers/{hold}")).await;
     assert_eq!(got["state"], "pending_posted");
+    h.stop().await;
+}
 
-    // A batch, with one result each.
-    let (status, _, body) = call(
-        http::Method::POST,
-        "/v1/ledger/transfers".into(),
-        serde_json::json!({ "transfers": [
-            { "id": Uuid::new_v4(), "debit_account_id": a, "credit_account_id": b, "amount": "5", "ledger": "USD", "code": 1 },
-            { "id": Uuid::new_v4(), "debit_account_id": a, "credit_account_id": a, "amount": "5", "ledger": "USD", "code": 1 }
-        ] }),
-    )
-    .await;
+/// A batch answers one result per transfer; balances (now and past), the account's transfers and
+/// the receipt check read back over HTTP.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_gateway_answers_a_batch_per_transfer_and_reads_balances_history_and_receipts() {
+    let h = Http::start().await;
+    let (a, b) = h.accounts().await;
+    fund_over_http(&h, &a, &b).await;
+    let (hold, _, _) = hold_over_http(&h, &a, &b).await;
+    post_over_http(&h, hold).await;
+    let (status, body) = h
+        .post(
+            "/v1/ledger/transfers",
+            serde_json::json!({ "transfers": [json_transfer(&a, &b, "5"), json_transfer(&a, &a, "5")] }),
+        )
+        .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["results"][0]["outcome"], "created");
     assert_eq!(body["results"][1]["reason"], "ACCOUNTS_MUST_BE_DIFFERENT");
 
-    let (status, _, acct) = call(http::Method::GET, format!("/v1/ledger/accounts/{a}"), serde_json::Value::Null).await;
+    let (status, acct) = h.get(&format!("/v1/ledger/accounts/{a}")).await;
     assert_eq!(status, 200, "{acct}");
     assert_eq!(acct["balances"]["debits_posted"], "205");
     assert_eq!(acct["balances"]["credits_posted"], "100000000000000000000000");
-    let (status, _, hist) = call(
-        http::Method::GET,
-        format!("/v1/ledger/accounts/{a}/balances?at=2000-01-01T00:00:00Z"),
-        serde_json::Value::Null,
-    )
-    .await;
+    let (status, hist) = h.get(&format!("/v1/ledger/accounts/{a}/balances?at=2000-01-01T00:00:00Z")).await;
     assert_eq!(status, 200, "{hist}");
     assert_eq!(hist["balances"]["credits_posted"], "0");
-    let (status, _, list) =
-        call(http::Method::GET, format!("/v1/ledger/accounts/{a}/transfers?page_size=10"), serde_json::Value::Null)
-            .await;
+    let (status, list) = h.get(&format!("/v1/ledger/accounts/{a}/transfers?page_size=10")).await;
     assert_eq!(status, 200, "{list}");
     assert_eq!(list["transfers"].as_array().map(Vec::len), Some(4));
-    let (status, _, v) = call(http::Method::GET, "/v1/ledger/receipts/verify".into(), serde_json::Value::Null).await;
+    let (status, v) = h.get("/v1/ledger/receipts/verify").await;
     assert_eq!(status, 200, "{v}");
     assert_eq!(v["ok"], true, "{v}");
+    h.stop().await;
+}
 
-    // A full batch of 8,190 transfers fits its route's body limit (larger than other routes').
-    let batch: Vec<serde_json::Value> = (0..8190)
-        .map(|_| serde_json::json!({ "id": Uuid::new_v4(), "debit_account_id": b, "credit_account_id": a, "amount": "1", "ledger": "USD", "code": 1 }))
-        .collect();
+/// A full batch of 8,190 transfers fits its route's body limit (larger than other routes').
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_batch_fits_its_routes_body_limit_and_other_routes_keep_the_general_one() {
+    let h = Http::start().await;
+    let (a, b) = h.accounts().await;
+    let batch: Vec<serde_json::Value> = (0..8190).map(|_| json_transfer(&b, &a, "1")).collect();
     let batch = serde_json::json!({ "transfers": batch });
     assert!(serde_json::to_vec(&batch).expect("json").len() > 64 * 1024, "larger than the general limit");
-    let (status, _, body) = call(http::Method::POST, "/v1/ledger/transfers".into(), batch).await;
+    let (status, body) = h.post("/v1/ledger/transfers", batch).await;
     assert_eq!(status, 200, "{}", body["error"]);
     let results = body["results"].as_array().expect("results");
     assert_eq!(results.len(), 8190);
@@ -886,13 +1017,14 @@ async fn the_gateway_speaks_ledger_in_json_with_decimal_strings() {
     .expect("json");
     for _ in 0..5 {
         let (status, _, body) =
-            f.c.gateway_request(http::Method::POST, "/v1/ledger/accounts", &headers, big.clone())
+            h.f.c
+                .gateway_request(http::Method::POST, "/v1/ledger/accounts", &h.headers(), big.clone())
                 .await
                 .expect("the 413 arrives");
         assert_eq!(status, 413, "{body}");
         assert_eq!(body["error"]["reason"], "BODY_TOO_LARGE", "{body}");
     }
-    f.c.stop().await;
+    h.stop().await;
 }
 
 /// The `ledger-svc` binary built by `cargo build --workspace --bins`.
@@ -940,120 +1072,128 @@ fn spawn_ledger(config: &std::path::Path) -> ChildGuard {
     )
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn sigkill_and_a_postgres_crash_mid_load_apply_nothing_twice() {
-    use secrecy::ExposeSecret;
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-    // A PostgreSQL of the test's own, so that crashing it disturbs no other test.
-    let pg = Arc::new(kit::localpg::LocalPostgres::start("-c max_connections=100").expect("local postgres"));
-    let f = Fixture::start_on(kit::testing::TestDb::create_on(&pg.url()).await, false).await;
-    // A ledger-svc process of its own (same database), to be killed with SIGKILL under load.
-    let free = || std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr");
-    let (grpc, admin) = (free(), free());
-    let tls = f.c.pki.tls("ledger");
-    let config = format!(
-        "env = \"development\"\n[grpc]\nlisten = \"{grpc}\"\n[admin]\nlisten = \"{admin}\"\n\
-         [tls]\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n\
-         [database]\nurl = \"{}\"\nmax_connections = 4\n\
-         [upstreams]\nauth = \"https://{}\"\nvault = \"https://{}\"\n",
-        tls.ca.display(),
-        tls.cert.display(),
-        tls.key.display(),
-        f.c.db.runtime_url("ledger").expose_secret(),
-        f.c.addr("auth"),
-        f.c.addr("vault"),
-    );
-    let dir = tempfile::tempdir().expect("tmp");
-    let path = dir.path().join("ledger.toml");
-    std::fs::write(&path, config).expect("config");
-    let mut child = spawn_ledger(&path);
-    let serving = || {
-        kit::testing::wait_serving(
-            kit::testing::channel(&f.c.pki, "operator", grpc, "ledger"),
-            "",
-            Duration::from_secs(60),
-        )
-    };
-    serving().await.expect("child serving");
+/// A ledger-svc process of its own (same database, fixed ports kept across restarts), to be killed
+/// with SIGKILL under load.
+struct LedgerProcess {
+    child: ChildGuard,
+    config: std::path::PathBuf,
+    grpc: std::net::SocketAddr,
+    _dir: tempfile::TempDir,
+}
 
+impl LedgerProcess {
+    /// Starts one beside `f`'s constellation and waits until it serves.
+    async fn start(f: &Fixture) -> Self {
+        use secrecy::ExposeSecret;
+        let free = || std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr");
+        let (grpc, admin) = (free(), free());
+        let tls = f.c.pki.tls("ledger");
+        let config = format!(
+            "env = \"development\"\n[grpc]\nlisten = \"{grpc}\"\n[admin]\nlisten = \"{admin}\"\n\
+             [tls]\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n\
+             [database]\nurl = \"{}\"\nmax_connections = 4\n\
+             [upstreams]\nauth = \"https://{}\"\nvault = \"https://{}\"\n",
+            tls.ca.display(),
+            tls.cert.display(),
+            tls.key.display(),
+            f.c.db.runtime_url("ledger").expose_secret(),
+            f.c.addr("auth"),
+            f.c.addr("vault"),
+        );
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("ledger.toml");
+        std::fs::write(&path, config).expect("config");
+        let process = Self { child: spawn_ledger(&path), config: path, grpc, _dir: dir };
+        process.serving(f).await;
+        process
+    }
+
+    async fn serving(&self, f: &Fixture) {
+        let channel = kit::testing::channel(&f.c.pki, "operator", self.grpc, "ledger");
+        kit::testing::wait_serving(channel, "", Duration::from_secs(60)).await.expect("ledger-svc serving");
+    }
+
+    /// SIGKILL, then a new process on the same ports, serving.
+    async fn kill_and_restart(&mut self, f: &Fixture) {
+        self.child.kill().expect("SIGKILL");
+        let _ = self.child.wait();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        self.child = spawn_ledger(&self.config);
+        self.serving(f).await;
+    }
+}
+
+/// A treasury account funding `hot` limited accounts with `funding` each, and `cold` unlimited
+/// ones: the accounts a load contends on.
+async fn hot_and_cold(f: &Fixture, hot: usize, funding: u128, cold: usize) -> (Vec<Uuid>, Vec<Uuid>) {
     let treasury = f.account("", Flags::default()).await;
-    let mut hot = Vec::new();
-    for _ in 0..3 {
+    let mut hot_ids = Vec::new();
+    for _ in 0..hot {
         let id = f.account("", Flags { dmnec: true, ..Default::default() }).await;
-        f.transfer(t(treasury, id, 2_000)).await.expect("fund");
-        hot.push(id);
+        f.transfer(t(treasury, id, funding)).await.expect("fund");
+        hot_ids.push(id);
     }
-    let mut cold = Vec::new();
-    for _ in 0..6 {
-        cold.push(f.account("", Flags::default()).await);
+    let mut cold_ids = Vec::new();
+    for _ in 0..cold {
+        cold_ids.push(f.account("", Flags::default()).await);
     }
-    let channel = kit::testing::channel(&f.c.pki, "gateway", grpc, "ledger");
-    // The load runs until told to stop (after the crash has been survived), at most 2,000 transfers
-    // per client and 90 s.
-    let (stop, answered) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicUsize::new(0)));
-    let mut workers = Vec::new();
-    for w in 0..32u64 {
-        let (channel, token, hot, cold) = (channel.clone(), f.token.clone(), hot.clone(), cold.clone());
-        let (stop, answered) = (stop.clone(), answered.clone());
-        workers.push(tokio::spawn(async move {
-            let mut client = LedgerServiceClient::new(channel);
-            let (mut acked, mut failed, mut retries) = (Vec::new(), 0, 0);
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
-            for i in 0..2_000u64 {
-                if stop.load(Ordering::Relaxed) {
+    (hot_ids, cold_ids)
+}
+
+/// What one crash-load client saw: the acknowledged transfers with their timestamps, and its
+/// number of retries.
+type Acked = (Vec<(pb::Transfer, u64)>, usize);
+
+/// One client of the crash load: up to 2,000 transfers between hot and cold accounts until `stop`,
+/// each retried with the same id until it has an answer (at most 90 s).
+async fn crash_load_client(
+    w: u64,
+    channel: kit::client::Channel,
+    token: String,
+    (hot, cold): (Vec<Uuid>, Vec<Uuid>),
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    answered: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) -> Acked {
+    use std::sync::atomic::Ordering;
+    let mut client = LedgerServiceClient::new(channel);
+    let (mut acked, mut retries) = (Vec::new(), 0);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    for i in 0..2_000u64 {
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+        let x = w * 10_000 + i;
+        let (dr, cr) = if x.is_multiple_of(2) {
+            (hot[(x % 3) as usize], cold[(x % 6) as usize])
+        } else {
+            (cold[(x % 6) as usize], hot[(x % 3) as usize])
+        };
+        let transfer = t(dr, cr, u128::from(x % 50 + 1));
+        loop {
+            match client.create_transfer(load_request(&transfer, &token)).await {
+                Ok(r) => {
+                    acked.push((transfer.clone(), r.into_inner().transfer.expect("t").timestamp));
+                    answered.fetch_add(1, Ordering::Relaxed);
                     break;
                 }
-                let x = w * 10_000 + i;
-                let (dr, cr) = if x % 2 == 0 {
-                    (hot[(x % 3) as usize], cold[(x % 6) as usize])
-                } else {
-                    (cold[(x % 6) as usize], hot[(x % 3) as usize])
-                };
-                let transfer = t(dr, cr, u128::from(x % 50 + 1));
-                // Retry the same transfer (same id) until it has an answer.
-                loop {
-                    let req = kit::client::with_context(
-                        tonic::Request::new(pb::CreateTransferRequest {
-                            transfer: Some(transfer.clone()),
-                            request_id: String::new(),
-                        }),
-                        Some("alpha"),
-                        None,
-                        Some(&token),
-                    );
-                    match client.create_transfer(req).await {
-                        Ok(r) => {
-                            acked.push((transfer.clone(), r.into_inner().transfer.expect("t").timestamp));
-                            answered.fetch_add(1, Ordering::Relaxed);
-                            break;
-                        }
-                        Err(e) if reason(&e) == "EXCEEDS_CREDITS" => {
-                            failed += 1;
-                            answered.fetch_add(1, Ordering::Relaxed);
-                            break;
-                        }
-                        Err(_) => {
-                            retries += 1;
-                            assert!(tokio::time::Instant::now() < deadline, "no answer within 90 s");
-                            tokio::time::sleep(Duration::from_millis(50)).await;
-                        }
-                    }
+                Err(e) if reason(&e) == "EXCEEDS_CREDITS" => {
+                    answered.fetch_add(1, Ordering::Relaxed);
+                    break;
+                }
+                Err(_) => {
+                    retries += 1;
+                    assert!(tokio::time::Instant::now() < deadline, "no answer within 90 s");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             }
-            (acked, failed, retries)
-        }));
+        }
     }
-    // SIGKILL mid-load, then restart on the same ports.
-    tokio::time::sleep(Duration::from_millis(400)).await;
-    child.kill().expect("SIGKILL");
-    let _ = child.wait();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let mut child = spawn_ledger(&path);
-    serving().await.expect("restarted");
-    // Then PostgreSQL crashes (`pg_ctl stop -m immediate`: no checkpoint, every connection of every
-    // service cut; the restart replays the WAL) and comes back on the same port, mid-load.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    (acked, retries)
+}
+
+/// Crashes `pg` (`pg_ctl stop -m immediate`: no checkpoint, every connection of every service cut;
+/// the restart replays the WAL) and brings it back on the same port; checks that it restarted.
+async fn crash_postgres(f: &Fixture, pg: &std::sync::Arc<kit::localpg::LocalPostgres>) {
     let started_at = || async {
         let admin = f.c.db.admin_pool().await;
         let at: chrono::DateTime<chrono::Utc> =
@@ -1064,21 +1204,95 @@ async fn sigkill_and_a_postgres_crash_mid_load_apply_nothing_twice() {
     let before = started_at().await;
     let crashing = pg.clone();
     tokio::task::spawn_blocking(move || crashing.crash_and_restart()).await.expect("join").expect("crash and restart");
-    // Counted once the server is back: every answer from here on came through the restarted one.
-    let at_crash = answered.load(Ordering::Relaxed);
     assert!(started_at().await > before, "PostgreSQL restarted");
-    // The load goes on after the restart: clients get answers again.
+}
+
+/// Waits until `answered` reaches `at_least` or every client has finished.
+async fn wait_for_answers(
+    answered: &std::sync::atomic::AtomicUsize,
+    at_least: usize,
+    clients: &[tokio::task::JoinHandle<Acked>],
+    what: &str,
+) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while answered.load(Ordering::Relaxed) < at_crash + 64 && workers.iter().any(|w| !w.is_finished()) {
-        assert!(tokio::time::Instant::now() < deadline, "no answers after the restart");
+    while answered.load(std::sync::atomic::Ordering::Relaxed) < at_least && clients.iter().any(|w| !w.is_finished()) {
+        assert!(tokio::time::Instant::now() < deadline, "{what}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Money is neither created nor destroyed, no limit was exceeded, balances equal the sum of their
+/// transfers, and each of `ids` is stored exactly once.
+async fn assert_ledger_invariants(admin: &sqlx::PgPool, ids: &[Uuid]) {
+    let (debits, credits): (String, String) = sqlx::query_as(
+        "SELECT sum(debits_posted + debits_pending)::text, sum(credits_posted + credits_pending)::text FROM t_alpha.accounts",
+    )
+    .fetch_one(admin)
+    .await
+    .expect("sums");
+    assert_eq!(debits, credits);
+    let over: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM t_alpha.accounts WHERE flags & 1 = 1 AND debits_posted + debits_pending > credits_posted",
+    )
+    .fetch_one(admin)
+    .await
+    .expect("limits");
+    assert_eq!(over, 0);
+    let mismatched: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM t_alpha.accounts a WHERE a.debits_posted <> \
+         (SELECT coalesce(sum(amount), 0) FROM t_alpha.transfers t WHERE t.debit_account_id = a.id) \
+         OR a.credits_posted <> (SELECT coalesce(sum(amount), 0) FROM t_alpha.transfers t WHERE t.credit_account_id = a.id)",
+    )
+    .fetch_one(admin)
+    .await
+    .expect("recompute");
+    assert_eq!(mismatched, 0);
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM t_alpha.transfers WHERE id = ANY($1)")
+        .bind(ids)
+        .fetch_one(admin)
+        .await
+        .expect("stored");
+    assert_eq!(stored as usize, ids.len());
+}
+
+/// 32 clients load a ledger-svc process of its own; it is killed with SIGKILL and restarted, then
+/// PostgreSQL crashes and restarts, while they retry. Afterwards every acknowledged transfer
+/// replays with its first answer and the ledger keeps every invariant.
+#[tokio::test(flavor = "multi_thread")]
+async fn sigkill_and_a_postgres_crash_mid_load_apply_nothing_twice() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    // A PostgreSQL of the test's own, so that crashing it disturbs no other test.
+    let pg = Arc::new(kit::localpg::LocalPostgres::start("-c max_connections=100").expect("local postgres"));
+    let f = Fixture::start_on(kit::testing::TestDb::create_on(&pg.url()).await, false).await;
+    let mut ledger = LedgerProcess::start(&f).await;
+    let accounts = hot_and_cold(&f, 3, 2_000, 6).await;
+    let channel = kit::testing::channel(&f.c.pki, "gateway", ledger.grpc, "ledger");
+    // The load runs until told to stop (after the crash has been survived).
+    let (stop, answered) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicUsize::new(0)));
+    let clients: Vec<_> = (0..32u64)
+        .map(|w| {
+            let (channel, token, accounts) = (channel.clone(), f.token.clone(), accounts.clone());
+            tokio::spawn(crash_load_client(w, channel, token, accounts, stop.clone(), answered.clone()))
+        })
+        .collect();
+    // SIGKILL mid-load, then restart on the same ports.
+    wait_for_answers(&answered, 64, &clients, "no answers before the SIGKILL").await;
+    ledger.kill_and_restart(&f).await;
+    // Then PostgreSQL crashes and comes back on the same port, mid-load.
+    let restarted = answered.load(Ordering::Relaxed);
+    wait_for_answers(&answered, restarted + 64, &clients, "no answers after the SIGKILL").await;
+    crash_postgres(&f, &pg).await;
+    // Counted once the server is back: every answer from here on came through the restarted one.
+    let at_crash = answered.load(Ordering::Relaxed);
+    // The load goes on after the restart: clients get answers again.
+    wait_for_answers(&answered, at_crash + 64, &clients, "no answers after the restart").await;
     stop.store(true, Ordering::Relaxed);
     let admin = f.c.db.admin_pool().await;
     let mut acked = Vec::new();
     let mut retries = 0;
-    for w in workers {
-        let (a, _, r) = w.await.expect("worker");
+    for w in clients {
+        let (a, r) = w.await.expect("worker");
         acked.extend(a);
         retries += r;
     }
@@ -1100,35 +1314,7 @@ async fn sigkill_and_a_postgres_crash_mid_load_apply_nothing_twice() {
         assert_eq!(r.transfer.expect("t").timestamp, *ts);
     }
     let ids: Vec<Uuid> = acked.iter().map(|(t, _)| Uuid::parse_str(&t.id).expect("id")).collect();
-    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM t_alpha.transfers WHERE id = ANY($1)")
-        .bind(&ids)
-        .fetch_one(&admin)
-        .await
-        .expect("n");
-    assert_eq!(stored as usize, ids.len());
-    let (debits, credits): (String, String) = sqlx::query_as(
-        "SELECT sum(debits_posted + debits_pending)::text, sum(credits_posted + credits_pending)::text FROM t_alpha.accounts",
-    )
-    .fetch_one(&admin)
-    .await
-    .expect("sums");
-    assert_eq!(debits, credits);
-    let over: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM t_alpha.accounts WHERE flags & 1 = 1 AND debits_posted + debits_pending > credits_posted",
-    )
-    .fetch_one(&admin)
-    .await
-    .expect("limits");
-    assert_eq!(over, 0);
-    let mismatched: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM t_alpha.accounts a WHERE a.debits_posted <> \
-         (SELECT coalesce(sum(amount), 0) FROM t_alpha.transfers t WHERE t.debit_account_id = a.id) \
-         OR a.credits_posted <> (SELECT coalesce(sum(amount), 0) FROM t_alpha.transfers t WHERE t.credit_account_id = a.id)",
-    )
-    .fetch_one(&admin)
-    .await
-    .expect("recompute");
-    assert_eq!(mismatched, 0);
+    assert_ledger_invariants(&admin, &ids).await;
     let unaudited: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM t_alpha.transfers t WHERE (SELECT count(*) FROM (SELECT resource, outcome FROM t_alpha.audit_outbox \
          UNION ALL SELECT resource, outcome FROM t_alpha.audit_log) r WHERE r.resource = 'transfer/' || t.id AND r.outcome = 'success') <> 1",
@@ -1139,8 +1325,7 @@ async fn sigkill_and_a_postgres_crash_mid_load_apply_nothing_twice() {
     assert_eq!(unaudited, 0, "every stored transfer has exactly one audit record");
     let v = f.verify().await;
     assert!(v.ok, "{}", v.problem);
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(ledger);
     f.c.stop().await;
 }
 
