@@ -13,7 +13,7 @@ use proto::audit::v1 as pb;
 use proto::audit::v1::audit_log_service_client::AuditLogServiceClient;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use utoipa::{IntoParams, ToSchema};
+use utoipa::{IntoParams, IntoResponses, ToSchema};
 
 use crate::AppState;
 use crate::http_layer::HttpError;
@@ -228,13 +228,19 @@ pub struct ConsistencyQuery {
     to: u64,
 }
 
+/// The refusals of a read over a range of the log.
+#[derive(IntoResponses)]
+#[allow(dead_code)] // describes answers of audit-svc
+pub enum RangeRefusals {
+    #[response(status = 400, description = "bad range")]
+    BadRange(ErrorBody),
+    #[response(status = 412, description = "no checkpoint yet")]
+    NoCheckpoint(ErrorBody),
+}
+
 /// A consistency proof between two tree sizes; requires audit.events.read.
 #[utoipa::path(get, path = "/v1/audit/proofs/consistency", operation_id = "getAuditConsistencyProof", params(ConsistencyQuery),
-    responses(
-        (status = 200, description = "the proof", body = ConsistencyProof),
-        (status = 400, description = "bad range", body = ErrorBody),
-        (status = 412, description = "no checkpoint yet", body = ErrorBody),
-    ))]
+    responses((status = 200, description = "the proof", body = ConsistencyProof), RangeRefusals))]
 pub async fn consistency(
     State(state): State<AppState>,
     call: Call,
@@ -300,8 +306,7 @@ fn export_line(item: pb::StreamItem) -> Option<String> {
 /// Entries pruned beyond retention carry only their leaf hash.
 #[utoipa::path(get, path = "/v1/audit/export", operation_id = "exportAuditLog", params(ExportQuery), responses(
     (status = 200, description = "JSON Lines", content_type = "application/jsonl", body = String),
-    (status = 400, description = "bad range", body = ErrorBody),
-    (status = 412, description = "no checkpoint yet", body = ErrorBody),
+    RangeRefusals,
     (status = 429, description = TOO_MANY_STREAMS, body = ErrorBody),
 ))]
 pub async fn export(

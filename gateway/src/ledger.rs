@@ -88,18 +88,13 @@ pub struct Account {
 
 impl From<&pb::Account> for Account {
     fn from(a: &pb::Account) -> Self {
-        let f = a.flags.unwrap_or_default();
         Self {
             id: a.id.clone(),
             ledger: a.ledger.clone(),
             code: a.code,
             owner: a.owner.clone(),
-            flags: AccountFlags {
-                debits_must_not_exceed_credits: f.debits_must_not_exceed_credits,
-                credits_must_not_exceed_debits: f.credits_must_not_exceed_debits,
-                history: f.history,
-            },
-            metadata: a.metadata.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            flags: a.flags.unwrap_or_default().into(),
+            metadata: sorted(&a.metadata),
             balances: (&a.balances).into(),
             timestamp: a.timestamp.to_string(),
         }
@@ -159,7 +154,6 @@ pub struct Transfer {
 
 impl From<&pb::Transfer> for Transfer {
     fn from(t: &pb::Transfer) -> Self {
-        let f = t.flags.unwrap_or_default();
         Self {
             id: t.id.clone(),
             debit_account_id: t.debit_account_id.clone(),
@@ -169,15 +163,8 @@ impl From<&pb::Transfer> for Transfer {
             timeout_seconds: t.timeout_seconds,
             ledger: t.ledger.clone(),
             code: t.code,
-            flags: TransferFlags {
-                linked: f.linked,
-                pending: f.pending,
-                post_pending: f.post_pending,
-                void_pending: f.void_pending,
-                balancing_debit: f.balancing_debit,
-                balancing_credit: f.balancing_credit,
-            },
-            metadata: t.metadata.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            flags: t.flags.unwrap_or_default().into(),
+            metadata: sorted(&t.metadata),
             timestamp: t.timestamp.to_string(),
             state: t.state.into(),
             receipt_seq: t.receipt_seq.to_string(),
@@ -325,6 +312,25 @@ pub struct AccountFlags {
     history: bool,
 }
 
+/// The same rules on the wire and in JSON: one list of fields, converted both ways.
+macro_rules! same_flags {
+    ($json:ty, $wire:ty { $($field:ident),+ $(,)? }) => {
+        impl From<$wire> for $json {
+            fn from(f: $wire) -> Self {
+                Self { $($field: f.$field),+ }
+            }
+        }
+
+        impl From<$json> for $wire {
+            fn from(f: $json) -> Self {
+                Self { $($field: f.$field),+ }
+            }
+        }
+    };
+}
+
+same_flags!(AccountFlags, pb::AccountFlags { debits_must_not_exceed_credits, credits_must_not_exceed_debits, history });
+
 /// A new account; idempotent by id.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -367,6 +373,11 @@ pub struct TransferFlags {
     balancing_credit: bool,
 }
 
+same_flags!(
+    TransferFlags,
+    pb::TransferFlags { linked, pending, post_pending, void_pending, balancing_debit, balancing_credit }
+);
+
 /// A new transfer; idempotent by id.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -402,7 +413,6 @@ pub struct TransferBody {
 
 impl TransferBody {
     fn into_pb(self) -> pb::Transfer {
-        let f = self.flags;
         pb::Transfer {
             id: self.id,
             debit_account_id: self.debit_account_id,
@@ -412,14 +422,7 @@ impl TransferBody {
             timeout_seconds: self.timeout_seconds,
             ledger: self.ledger,
             code: self.code,
-            flags: Some(pb::TransferFlags {
-                linked: f.linked,
-                pending: f.pending,
-                post_pending: f.post_pending,
-                void_pending: f.void_pending,
-                balancing_debit: f.balancing_debit,
-                balancing_credit: f.balancing_credit,
-            }),
+            flags: Some(self.flags.into()),
             metadata: self.metadata.into_iter().collect(),
             ..Default::default()
         }
@@ -580,11 +583,7 @@ pub async fn create_account(
             ledger: b.ledger,
             code: b.code,
             owner: b.owner,
-            flags: Some(pb::AccountFlags {
-                debits_must_not_exceed_credits: b.flags.debits_must_not_exceed_credits,
-                credits_must_not_exceed_debits: b.flags.credits_must_not_exceed_debits,
-                history: b.flags.history,
-            }),
+            flags: Some(b.flags.into()),
             metadata: b.metadata.into_iter().collect(),
             ..Default::default()
         }),
@@ -640,6 +639,11 @@ pub async fn balances(
         changes,
         next_page_token: next_page(r.next_page_token),
     }))
+}
+
+/// Metadata in key order, as JSON answers it.
+fn sorted(metadata: &std::collections::HashMap<String, String>) -> BTreeMap<String, String> {
+    metadata.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
 }
 
 /// Null for the empty token of the last page.

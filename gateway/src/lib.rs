@@ -76,8 +76,8 @@ pub struct Shared {
     pub redis: Arc<redis::Client>,
     /// The last readiness answer and when it was computed.
     pub readiness: Arc<tokio::sync::Mutex<Option<(std::time::Instant, http::StatusCode, serde_json::Value)>>>,
-    /// The last public JWKS document and when it was fetched (see `identity::jwks`).
-    pub jwks: tokio::sync::Mutex<Option<(std::time::Instant, identity::Jwks)>>,
+    /// The last public JWKS document and when it was fetched (see `identity::login::jwks`).
+    pub jwks: tokio::sync::Mutex<Option<(std::time::Instant, identity::login::Jwks)>>,
     pub limits: Arc<ratelimit::RateLimiter>,
     /// Browser sessions: cookies and the CSRF key.
     pub browser: Arc<browser::Browser>,

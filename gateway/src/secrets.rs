@@ -21,6 +21,10 @@ use crate::input::{JsonBody, PathParams, QueryParams};
 use crate::openapi::ErrorBody;
 use crate::upstream::{Call, upstream};
 
+fn client(state: &AppState) -> SecretsServiceClient<kit::client::Channel> {
+    SecretsServiceClient::new(state.upstreams.vault.clone())
+}
+
 /// A secret's metadata (never its value).
 #[derive(Debug, Serialize, ToSchema)]
 #[schema(as = SecretMetadata)]
@@ -162,8 +166,7 @@ pub async fn put(
         expected_version: body.expected_version,
         request_id: body.request_id.unwrap_or_default(),
     };
-    let mut client = SecretsServiceClient::new(state.upstreams.vault.clone());
-    let resp = client.put_secret(call.request(msg)).await.map_err(upstream)?.into_inner();
+    let resp = client(&state).put_secret(call.request(msg)).await.map_err(upstream)?.into_inner();
     Ok(Json(Written { version: resp.version, secret: resp.secret.as_ref().map(Metadata::from) }))
 }
 
@@ -179,8 +182,7 @@ pub async fn list(
 ) -> Result<Json<SecretPage>, HttpError> {
     call.require(Permission::VaultSecretsRead)?;
     let msg = pb::ListSecretsRequest { prefix: q.prefix, page_size: q.page_size, page_token: q.page_token };
-    let mut client = SecretsServiceClient::new(state.upstreams.vault.clone());
-    let resp = client.list_secrets(call.request(msg)).await.map_err(upstream)?.into_inner();
+    let resp = client(&state).list_secrets(call.request(msg)).await.map_err(upstream)?.into_inner();
     Ok(Json(SecretPage {
         secrets: resp.secrets.iter().map(Metadata::from).collect(),
         next_page_token: resp.next_page_token,
@@ -198,8 +200,8 @@ pub async fn get(
     PathParams(path): PathParams<String>,
 ) -> Result<Json<Metadata>, HttpError> {
     call.require(Permission::VaultSecretsRead)?;
-    let mut client = SecretsServiceClient::new(state.upstreams.vault.clone());
-    let resp = client.get_secret(call.request(pb::GetSecretRequest { path })).await.map_err(upstream)?.into_inner();
+    let resp =
+        client(&state).get_secret(call.request(pb::GetSecretRequest { path })).await.map_err(upstream)?.into_inner();
     metadata(resp.secret.as_ref())
 }
 
@@ -214,9 +216,8 @@ pub async fn delete(
     PathParams(path): PathParams<String>,
 ) -> Result<Json<Metadata>, HttpError> {
     call.require(Permission::VaultSecretsWrite)?;
-    let mut client = SecretsServiceClient::new(state.upstreams.vault.clone());
     let msg = pb::DeleteSecretRequest { path, request_id: String::new() };
-    let resp = client.delete_secret(call.request(msg)).await.map_err(upstream)?.into_inner();
+    let resp = client(&state).delete_secret(call.request(msg)).await.map_err(upstream)?.into_inner();
     metadata(resp.secret.as_ref())
 }
 
@@ -240,9 +241,8 @@ pub async fn post(
         .ok_or_else(|| ApiError::not_found("ROUTE_NOT_FOUND", "POST is only defined for {path}:reveal"))?
         .to_owned();
     call.require(Permission::VaultSecretsReveal)?;
-    let mut client = SecretsServiceClient::new(state.upstreams.vault.clone());
     let msg = pb::RevealSecretRequest { path, version: body.version, reason: body.reason };
-    let resp = client.reveal_secret(call.request(msg)).await.map_err(upstream)?.into_inner();
+    let resp = client(&state).reveal_secret(call.request(msg)).await.map_err(upstream)?.into_inner();
     Ok(Json(Revealed {
         path: resp.path,
         version: resp.version,
