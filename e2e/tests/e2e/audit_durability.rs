@@ -9,6 +9,7 @@ use audit_svc::domain::merkle;
 use e2e::Constellation;
 use kit::outbox::{Actor, AuditRecord, Outcome};
 use kit::{Db, TenantSlug};
+use proto::audit::v1 as pb;
 use secrecy::ExposeSecret;
 
 fn binary(name: &str) -> std::path::PathBuf {
@@ -180,7 +181,6 @@ fn req<T>(tenant: &str, msg: T) -> tonic::Request<T> {
 
 #[tokio::test]
 async fn a_shredded_subject_leaves_proofs_and_the_chain_valid() {
-    use proto::audit::v1 as pb;
     use proto::vault::v1 as vpb;
     let c = Constellation::start(false).await;
     c.create_tenant("alpha").await;
@@ -223,8 +223,8 @@ async fn a_shredded_subject_leaves_proofs_and_the_chain_valid() {
         assert!(tokio::time::Instant::now() < deadline, "not sequenced");
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    let mut log = pb::audit_log_service_client::AuditLogServiceClient::new(c.channel_as("operator", "audit"));
-    let proved = |log: &mut pb::audit_log_service_client::AuditLogServiceClient<kit::client::Channel>| {
+    let mut log = log_client(&c);
+    let proved = |log: &mut LogClient| {
         let mut log = log.clone();
         async move {
             let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
@@ -259,11 +259,10 @@ async fn a_shredded_subject_leaves_proofs_and_the_chain_valid() {
     assert_eq!(entry.canonical, before.entry.expect("entry").canonical, "the entry is unchanged");
     let leaf = merkle::leaf_hash(&entry.canonical);
     let cp = after.checkpoint.expect("checkpoint");
-    let proof: Vec<merkle::Hash> = after.inclusion_proof.iter().map(|h| h.as_slice().try_into().expect("32")).collect();
-    let root: merkle::Hash = cp.root_hash.as_slice().try_into().expect("32");
-    merkle::verify_inclusion(seq as u64, cp.tree_size, &leaf, &proof, &root).expect("inclusion after shredding");
+    let root = hash(&cp.root_hash);
+    merkle::verify_inclusion(seq as u64, cp.tree_size, &leaf, &hashes(&after.inclusion_proof), &root)
+        .expect("inclusion after shredding");
     let old = before.checkpoint.expect("checkpoint");
-    let old_root: merkle::Hash = old.root_hash.as_slice().try_into().expect("32");
     if cp.tree_size > old.tree_size {
         let p = log
             .get_consistency_proof(req(
@@ -273,112 +272,162 @@ async fn a_shredded_subject_leaves_proofs_and_the_chain_valid() {
             .await
             .expect("consistency")
             .into_inner();
-        let p: Vec<merkle::Hash> = p.proof.iter().map(|h| h.as_slice().try_into().expect("32")).collect();
-        merkle::verify_consistency(old.tree_size, cp.tree_size, &old_root, &root, &p).expect("consistent");
+        merkle::verify_consistency(old.tree_size, cp.tree_size, &hash(&old.root_hash), &root, &hashes(&p.proof))
+            .expect("consistent");
     }
     let verified = log.verify_log(req("alpha", pb::VerifyLogRequest {})).await.expect("verify").into_inner();
     assert!(verified.ok, "{verified:?}");
     c.stop().await;
 }
 
-// Multi-threaded: the CLI runs as a blocking child process while this process serves it.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pruning_beyond_retention_keeps_checkpoints_and_proofs_valid() {
-    use proto::audit::v1 as pb;
+type LogClient = pb::audit_log_service_client::AuditLogServiceClient<kit::client::Channel>;
+type RetentionClient = pb::audit_retention_service_client::AuditRetentionServiceClient<kit::client::Channel>;
+
+fn log_client(c: &Constellation) -> LogClient {
+    LogClient::new(c.channel_as("operator", "audit"))
+}
+
+fn retention_client(c: &Constellation) -> RetentionClient {
+    RetentionClient::new(c.channel_as("operator", "audit"))
+}
+
+fn hash(raw: &[u8]) -> merkle::Hash {
+    raw.try_into().expect("32")
+}
+
+fn hashes(raw: &[Vec<u8>]) -> Vec<merkle::Hash> {
+    raw.iter().map(|h| hash(h)).collect()
+}
+
+/// alpha's tenant, as vault-svc and audit-svc open it.
+async fn alpha(c: &Constellation) -> kit::Tenant {
+    let vault = Db::connect_lazy(&c.db.runtime_url("vault"), 2).expect("pool");
+    vault.tenant(&TenantSlug::parse("alpha").expect("slug")).await.expect("tenant")
+}
+
+/// Waits for a checkpoint of alpha's log covering at least `at_least` entries.
+async fn checkpoint(log: &LogClient, at_least: u64) -> pb::Checkpoint {
+    let mut log = log.clone();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(cp) = log.get_latest_checkpoint(req("alpha", pb::GetLatestCheckpointRequest {})).await {
+            let cp = cp.into_inner();
+            if cp.tree_size >= at_least {
+                return cp;
+            }
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no checkpoint of size {at_least}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A constellation whose tenant alpha has fifty entries in its log, the first thirty recorded ten
+/// days ago; returns it with the checkpoint covering them all.
+async fn alpha_with_fifty_entries_thirty_aged() -> (Constellation, pb::Checkpoint) {
     let c = Constellation::start(false).await;
     c.create_tenant("alpha").await;
     let vault = Db::connect_lazy(&c.db.runtime_url("vault"), 2).expect("pool");
-    let tenant = vault.tenant(&TenantSlug::parse("alpha").expect("slug")).await.expect("tenant");
-    let mut tx = vault.begin(&tenant).await.expect("tx");
+    let mut tx = vault.begin(&alpha(&c).await).await.expect("tx");
     for i in 0..50 {
-        tx.record(AuditRecord::new(
-            "vault",
-            Actor::User("u".into()),
-            "test.event",
-            &format!("p/{i}"),
-            Outcome::Success,
-        ))
-        .await
-        .expect("record");
+        let r = AuditRecord::new("vault", Actor::User("u".into()), "test.event", &format!("p/{i}"), Outcome::Success);
+        tx.record(r).await.expect("record");
     }
     tx.commit().await.expect("commit");
-    let admin = c.db.admin_pool().await;
-    let mut log = pb::audit_log_service_client::AuditLogServiceClient::new(c.channel_as("operator", "audit"));
-    let checkpoint = |at_least: u64| {
-        let mut log = log.clone();
-        async move {
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-            loop {
-                if let Ok(cp) = log.get_latest_checkpoint(req("alpha", pb::GetLatestCheckpointRequest {})).await {
-                    let cp = cp.into_inner();
-                    if cp.tree_size >= at_least {
-                        return cp;
-                    }
-                }
-                assert!(tokio::time::Instant::now() < deadline, "no checkpoint of size {at_least}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    };
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     while count(&c, "SELECT count(*) FROM t_alpha.audit_outbox").await > 0 {
         assert!(tokio::time::Instant::now() < deadline, "not drained");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let n = count(&c, "SELECT count(*) FROM t_alpha.audit_log").await as u64;
-    let first = checkpoint(n).await;
+    let first = checkpoint(&log_client(&c), n).await;
+    age_first_entries(&c.db.admin_pool().await).await;
+    (c, first)
+}
 
-    age_first_entries(&admin).await;
-    let mut retention =
-        pb::audit_retention_service_client::AuditRetentionServiceClient::new(c.channel_as("operator", "audit"));
+/// The deployment lowers its retention floor to five days (the administrative step, never a
+/// running service), the operator sets alpha's retention to five days and prunes.
+async fn prune_beyond_five_days(c: &Constellation) -> pb::PruneLogResponse {
+    sqlx::query("UPDATE control.audit_retention_floor SET days = 5")
+        .execute(&c.db.admin_pool().await)
+        .await
+        .expect("floor");
+    let mut retention = retention_client(c);
+    let five = pb::SetRetentionPolicyRequest { retention_days: 5, request_id: String::new() };
+    retention.set_retention_policy(req("alpha", five)).await.expect("set");
+    retention
+        .prune_log(req("alpha", pb::PruneLogRequest { request_id: String::new() }))
+        .await
+        .expect("prune")
+        .into_inner()
+}
+
+/// Waits until the prune is itself in the log; returns a checkpoint covering the whole log.
+async fn checkpoint_after_prune(c: &Constellation) -> pb::Checkpoint {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while count(c, "SELECT count(*) FROM t_alpha.audit_log WHERE action = 'audit.log.prune'").await == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "prune not recorded");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let size = count(c, "SELECT max(seq) + 1 FROM t_alpha.audit_log").await as u64;
+    checkpoint(&log_client(c), size).await
+}
+
+#[tokio::test]
+async fn retention_is_seven_years_by_default_and_nothing_within_it_is_pruned() {
+    let (c, _) = alpha_with_fifty_entries_thirty_aged().await;
+    let mut retention = retention_client(&c);
     let policy = retention
         .get_retention_policy(req("alpha", pb::GetRetentionPolicyRequest {}))
         .await
         .expect("policy")
         .into_inner();
     assert_eq!((policy.retention_days, policy.pruned_below), (2557, 0), "seven years by default");
-    // Within retention nothing is pruned.
     let pruned =
         retention.prune_log(req("alpha", pb::PruneLogRequest { request_id: String::new() })).await.expect("prune");
     assert_eq!(pruned.into_inner().pruned, 0);
-    // Five days is below the deployment's floor (seven years) until the deployment lowers it, as
-    // the administrative step, never a running service.
+    c.stop().await;
+}
+
+#[tokio::test]
+async fn a_retention_below_the_deployment_floor_is_refused_until_the_deployment_lowers_it() {
+    let (c, _) = alpha_with_fifty_entries_thirty_aged().await;
     let five = pb::SetRetentionPolicyRequest { retention_days: 5, request_id: String::new() };
-    let err = retention.set_retention_policy(req("alpha", five.clone())).await.expect_err("below the floor");
+    let err = retention_client(&c).set_retention_policy(req("alpha", five)).await.expect_err("below the floor");
     assert_eq!(e2e::reason(&err), "RETENTION_BELOW_FLOOR");
-    sqlx::query("UPDATE control.audit_retention_floor SET days = 5").execute(&admin).await.expect("floor");
-    retention.set_retention_policy(req("alpha", five)).await.expect("set");
-    let pruned = retention
-        .prune_log(req("alpha", pb::PruneLogRequest { request_id: String::new() }))
-        .await
-        .expect("prune")
-        .into_inner();
+    let pruned = prune_beyond_five_days(&c).await;
     assert_eq!((pruned.pruned_below, pruned.pruned), (30, 30));
     assert_eq!(count(&c, "SELECT min(seq) FROM t_alpha.audit_log").await, 30);
-    // Still nobody else deletes: not the superuser, not audit-svc's role directly.
+    c.stop().await;
+}
+
+#[tokio::test]
+async fn after_a_prune_neither_the_superuser_nor_audit_svcs_role_deletes_an_entry() {
+    let (c, _) = alpha_with_fifty_entries_thirty_aged().await;
+    prune_beyond_five_days(&c).await;
+    let admin = c.db.admin_pool().await;
     let err = sqlx::query("DELETE FROM t_alpha.audit_log WHERE seq = 31").execute(&admin).await.expect_err("delete");
     assert!(err.to_string().contains("append-only"), "{err}");
     let audit = Db::connect_lazy(&c.db.runtime_url("audit"), 2).expect("pool");
-    let mut tx = audit.begin(&tenant).await.expect("tx");
+    let mut tx = audit.begin(&alpha(&c).await).await.expect("tx");
     let err = sqlx::query("DELETE FROM audit_log WHERE seq = 31").execute(tx.conn()).await.expect_err("delete");
     assert!(err.to_string().contains("permission denied"), "{err}");
     tx.rollback().await.expect("rollback");
+    c.stop().await;
+}
 
-    // The prune is itself recorded; checkpoints and proofs of what remains stay valid.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while count(&c, "SELECT count(*) FROM t_alpha.audit_log WHERE action = 'audit.log.prune'").await == 0 {
-        assert!(tokio::time::Instant::now() < deadline, "prune not recorded");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let size = count(&c, "SELECT max(seq) + 1 FROM t_alpha.audit_log").await as u64;
-    let latest = checkpoint(size).await;
+#[tokio::test]
+async fn after_a_prune_what_remains_proves_into_the_old_and_the_new_checkpoint() {
+    let (c, first) = alpha_with_fifty_entries_thirty_aged().await;
+    prune_beyond_five_days(&c).await;
+    let latest = checkpoint_after_prune(&c).await;
+    let mut log = log_client(&c);
     let err = log.get_entry(req("alpha", pb::GetEntryRequest { seq: 10 })).await.expect_err("pruned");
     assert_eq!(err.code(), tonic::Code::NotFound);
     let got = log.get_entry(req("alpha", pb::GetEntryRequest { seq: 35 })).await.expect("entry").into_inner();
     let leaf = merkle::leaf_hash(&got.entry.expect("entry").canonical);
-    let proof: Vec<merkle::Hash> = got.inclusion_proof.iter().map(|h| h.as_slice().try_into().expect("32")).collect();
-    let root: merkle::Hash = latest.root_hash.as_slice().try_into().expect("32");
-    merkle::verify_inclusion(35, latest.tree_size, &leaf, &proof, &root).expect("inclusion after pruning");
+    let root = hash(&latest.root_hash);
+    merkle::verify_inclusion(35, latest.tree_size, &leaf, &hashes(&got.inclusion_proof), &root)
+        .expect("inclusion after pruning");
     let p = log
         .get_consistency_proof(req(
             "alpha",
@@ -387,20 +436,18 @@ async fn pruning_beyond_retention_keeps_checkpoints_and_proofs_valid() {
         .await
         .expect("consistency")
         .into_inner();
-    let p: Vec<merkle::Hash> = p.proof.iter().map(|h| h.as_slice().try_into().expect("32")).collect();
-    let first_root: merkle::Hash = first.root_hash.as_slice().try_into().expect("32");
-    merkle::verify_consistency(first.tree_size, latest.tree_size, &first_root, &root, &p).expect("consistent");
-    let report = audit_svc::verify::verify(&audit, &tenant).await.expect("verify");
+    merkle::verify_consistency(first.tree_size, latest.tree_size, &hash(&first.root_hash), &root, &hashes(&p.proof))
+        .expect("consistent");
+    let audit = Db::connect_lazy(&c.db.runtime_url("audit"), 2).expect("pool");
+    let report = audit_svc::verify::verify(&audit, &alpha(&c).await).await.expect("verify");
     assert_eq!(report.first_mismatch, None);
+    c.stop().await;
+}
 
-    // An export (pruned entries as leaves) still verifies offline against the checkpoint.
-    let vk =
-        log.get_verifier_key(req("alpha", pb::GetVerifierKeyRequest {})).await.expect("key").into_inner().verifier_key;
-    let cli = binary("strongroom");
-    let dir = tempfile::tempdir().expect("tmp");
-    let export = dir.path().join("alpha.jsonl");
+/// Runs `strongroom audit export` for alpha as the operator into `export`.
+fn export_with_cli(c: &Constellation, export: &std::path::Path) {
     let url = |name: &str| kit::testing::https(c.addr(name));
-    let out = Command::new(&cli)
+    let out = Command::new(binary("strongroom"))
         .arg("--ca")
         .arg(c.pki.path("ca.pem"))
         .arg("--cert")
@@ -409,13 +456,30 @@ async fn pruning_beyond_retention_keeps_checkpoints_and_proofs_valid() {
         .arg(c.pki.path("operator-key.pem"))
         .args(["--auth", &url("auth"), "--vault", &url("vault"), "--audit", &url("audit"), "--ledger", &url("ledger")])
         .args(["audit", "export", "--tenant", "alpha", "--out"])
-        .arg(&export)
+        .arg(export)
         .output()
         .expect("export");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+// Multi-threaded: the CLI runs as a blocking child process while this process serves it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_export_after_a_prune_holds_pruned_entries_as_leaves_and_verifies_offline() {
+    let (c, _) = alpha_with_fifty_entries_thirty_aged().await;
+    prune_beyond_five_days(&c).await;
+    checkpoint_after_prune(&c).await;
+    let vk = log_client(&c)
+        .get_verifier_key(req("alpha", pb::GetVerifierKeyRequest {}))
+        .await
+        .expect("key")
+        .into_inner()
+        .verifier_key;
+    let dir = tempfile::tempdir().expect("tmp");
+    let export = dir.path().join("alpha.jsonl");
+    export_with_cli(&c, &export);
     let text = std::fs::read_to_string(&export).expect("read");
     assert!(text.lines().next().is_some_and(|l| l.contains("\"pruned\":true")), "{text}");
-    let out = Command::new(&cli)
+    let out = Command::new(binary("strongroom"))
         .args(["audit", "verify", "--export"])
         .arg(&export)
         .args(["--verifier-key", &vk])

@@ -462,35 +462,74 @@ async fn suspension_reason_only_after_the_right_password_and_sessions_end() {
     fx.c.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn privilege_escalation_through_roles_groups_and_api_keys_is_refused() {
-    let fx = Fx::new().await;
-    let (owner, _, _) = fx.owner_with_totp().await;
-    // Erin administers groups and roles but holds no ledger permissions and cannot delete users.
-    let erin = fx.create_user(&owner.access_token, "erin@alpha.example", &["viewer"]).await.expect("erin");
-    let msg = pb::CreateRoleRequest {
-        name: "team-lead".into(),
-        description: "manages teams".into(),
-        permissions: vec![
-            "groups.write".into(),
-            "groups.read".into(),
-            "roles.grant".into(),
-            "roles.write".into(),
-            "api_keys.create".into(),
-        ],
-    };
-    fx.access().create_role(req("alpha", Some(&owner.access_token), msg)).await.expect("custom role");
-    let grant = pb::GrantRoleRequest {
-        role: "team-lead".into(),
-        grantee: Some(pb::grant_role_request::Grantee::UserId(erin.id.clone())),
-    };
-    fx.access().grant_role(req("alpha", Some(&owner.access_token), grant)).await.expect("grant");
-    // team-lead carries privileged permissions (groups.write, roles.*): she enrols a second factor.
-    let first = tokens(fx.login("erin@alpha.example", "a long enough password").await.expect("login"));
-    assert!(first.mfa_enrollment_required, "a custom role with privileged permissions");
-    fx.enrol_totp(&first).await;
-    let erin_t = fx.refresh(&first.refresh_token).await.expect("refresh after enrolment");
+/// Erin, a viewer granted the custom role team-lead (groups and roles administration, API keys;
+/// no ledger permissions, no deleting users), after enrolling the second factor that role makes
+/// her need.
+struct TeamLead {
+    owner: pb::Tokens,
+    erin: pb::User,
+    erin_t: pb::Tokens,
+}
 
+#[allow(clippy::expect_used)]
+impl Fx {
+    /// A fresh tenant whose owner has enrolled TOTP, and its team lead.
+    async fn with_team_lead() -> (Self, TeamLead) {
+        let fx = Self::new().await;
+        let (owner, _, _) = fx.owner_with_totp().await;
+        let erin = fx.create_user(&owner.access_token, "erin@alpha.example", &["viewer"]).await.expect("erin");
+        let msg = pb::CreateRoleRequest {
+            name: "team-lead".into(),
+            description: "manages teams".into(),
+            permissions: vec![
+                "groups.write".into(),
+                "groups.read".into(),
+                "roles.grant".into(),
+                "roles.write".into(),
+                "api_keys.create".into(),
+            ],
+        };
+        fx.access().create_role(req("alpha", Some(&owner.access_token), msg)).await.expect("custom role");
+        let grant = pb::GrantRoleRequest {
+            role: "team-lead".into(),
+            grantee: Some(pb::grant_role_request::Grantee::UserId(erin.id.clone())),
+        };
+        fx.access().grant_role(req("alpha", Some(&owner.access_token), grant)).await.expect("grant");
+        // team-lead carries privileged permissions (groups.write, roles.*): she enrols a second factor.
+        let first = tokens(fx.login("erin@alpha.example", "a long enough password").await.expect("login"));
+        assert!(first.mfa_enrollment_required, "a custom role with privileged permissions");
+        fx.enrol_totp(&first).await;
+        let erin_t = fx.refresh(&first.refresh_token).await.expect("refresh after enrolment");
+        (fx, TeamLead { owner, erin, erin_t })
+    }
+
+    /// An API key named `name` with `scopes`, created by the holder of `token`.
+    async fn create_api_key(
+        &self,
+        token: &str,
+        name: &str,
+        scopes: &[&str],
+    ) -> Result<pb::CreateApiKeyResponse, tonic::Status> {
+        let msg = pb::CreateApiKeyRequest {
+            name: name.into(),
+            scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
+            ttl_days: 1,
+        };
+        self.sessions().create_api_key(req("alpha", Some(token), msg)).await.map(tonic::Response::into_inner)
+    }
+
+    async fn revoke_api_key(&self, token: &str, created: &pb::CreateApiKeyResponse) {
+        let id = created.key.as_ref().expect("key").id.clone();
+        self.sessions()
+            .revoke_api_key(req("alpha", Some(token), pb::RevokeApiKeyRequest { id }))
+            .await
+            .expect("revoke");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_role_administrator_cannot_create_or_grant_a_role_beyond_her_own_permissions() {
+    let (fx, TeamLead { erin, erin_t, .. }) = Fx::with_team_lead().await;
     // A role with a permission she lacks.
     let msg = pb::CreateRoleRequest {
         name: "sneaky".into(),
@@ -506,6 +545,12 @@ async fn privilege_escalation_through_roles_groups_and_api_keys_is_refused() {
     };
     let err = fx.access().grant_role(req("alpha", Some(&erin_t.access_token), grant)).await.expect_err("escalation");
     assert_eq!(reason(&err), "PRIVILEGE_ESCALATION");
+    fx.c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn only_a_holder_of_a_groups_roles_adds_members_and_members_get_the_union() {
+    let (fx, TeamLead { owner, erin, erin_t }) = Fx::with_team_lead().await;
     // Joining a group that confers admin.
     let admins = fx
         .access()
@@ -534,15 +579,15 @@ async fn privilege_escalation_through_roles_groups_and_api_keys_is_refused() {
     let check = pb::CheckPermissionRequest { user_id: erin.id.clone(), permission: "ledger.transfers.create".into() };
     let mut checker = AccessServiceClient::new(fx.c.channel_as("ledger", "auth"));
     assert!(checker.check_permission(req("alpha", None, check)).await.expect("check").into_inner().allowed);
+    fx.c.stop().await;
+}
 
-    // API keys: scoped to a subset of the creator's permissions.
-    let bad = pb::CreateApiKeyRequest { name: "bot".into(), scopes: vec!["users.delete".into()], ttl_days: 1 };
-    let err =
-        fx.sessions().create_api_key(req("alpha", Some(&erin_t.access_token), bad)).await.expect_err("escalation");
+#[tokio::test(flavor = "multi_thread")]
+async fn an_api_key_holds_a_subset_of_its_creators_permissions_and_is_accepted_wherever_a_token_is() {
+    let (fx, TeamLead { erin, erin_t, .. }) = Fx::with_team_lead().await;
+    let err = fx.create_api_key(&erin_t.access_token, "bot", &["users.delete"]).await.expect_err("escalation");
     assert_eq!(reason(&err), "PRIVILEGE_ESCALATION");
-    let ok = pb::CreateApiKeyRequest { name: "bot".into(), scopes: vec!["groups.read".into()], ttl_days: 1 };
-    let created =
-        fx.sessions().create_api_key(req("alpha", Some(&erin_t.access_token), ok)).await.expect("key").into_inner();
+    let created = fx.create_api_key(&erin_t.access_token, "bot", &["groups.read"]).await.expect("key");
     assert!(kit::apikey::well_formed(&created.api_key));
     // Accepted wherever a bearer token is, with only its scopes.
     let me = fx.whoami("auth", &created.api_key).await.expect("api key at auth");
@@ -551,26 +596,33 @@ async fn privilege_escalation_through_roles_groups_and_api_keys_is_refused() {
     for service in ["vault", "audit"] {
         fx.probe(service, &created.api_key).await.unwrap_or_else(|e| panic!("{service}: {e}"));
     }
-    // Revocation takes effect at once.
-    let key_id = created.key.expect("key").id;
-    fx.sessions()
-        .revoke_api_key(req("alpha", Some(&erin_t.access_token), pb::RevokeApiKeyRequest { id: key_id }))
-        .await
-        .expect("revoke");
+    fx.c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_revoked_api_key_is_refused_at_once() {
+    let (fx, TeamLead { erin_t, .. }) = Fx::with_team_lead().await;
+    let created = fx.create_api_key(&erin_t.access_token, "bot", &["groups.read"]).await.expect("key");
+    fx.probe("vault", &created.api_key).await.expect("accepted before revocation");
+    fx.revoke_api_key(&erin_t.access_token, &created).await;
     settle().await;
     let err = fx.probe("vault", &created.api_key).await.expect_err("revoked key");
     assert_eq!(reason(&err), "API_KEY_REVOKED");
-    // Keys are listed newest first, a page at a time; without api_keys.read only one's own.
+    fx.c.stop().await;
+}
+
+/// Revoked keys stay listed; without api_keys.read one sees only one's own.
+#[tokio::test(flavor = "multi_thread")]
+async fn api_keys_are_listed_newest_first_a_page_at_a_time_and_members_see_only_their_own() {
+    let (fx, TeamLead { owner, erin_t, .. }) = Fx::with_team_lead().await;
+    let bot = fx.create_api_key(&erin_t.access_token, "bot", &["groups.read"]).await.expect("key");
+    fx.revoke_api_key(&erin_t.access_token, &bot).await;
     for i in 0..4 {
-        let more =
-            pb::CreateApiKeyRequest { name: format!("bot-{i}"), scopes: vec!["groups.read".into()], ttl_days: 1 };
-        fx.sessions().create_api_key(req("alpha", Some(&erin_t.access_token), more)).await.expect("more keys");
+        fx.create_api_key(&erin_t.access_token, &format!("bot-{i}"), &["groups.read"]).await.expect("more keys");
     }
     fx.create_user(&owner.access_token, "max@alpha.example", &["member"]).await.expect("max");
     let max_t = tokens(fx.login("max@alpha.example", "a long enough password").await.expect("login"));
-    let mine =
-        pb::CreateApiKeyRequest { name: "max-bot".into(), scopes: vec!["vault.secrets.read".into()], ttl_days: 1 };
-    fx.sessions().create_api_key(req("alpha", Some(&max_t.access_token), mine)).await.expect("max's key");
+    fx.create_api_key(&max_t.access_token, "max-bot", &["vault.secrets.read"]).await.expect("max's key");
     let list = |token: &str, page_token: String| {
         let msg = pb::ListApiKeysRequest { page_size: 2, page_token };
         let token = token.to_owned();
@@ -595,7 +647,13 @@ async fn privilege_escalation_through_roles_groups_and_api_keys_is_refused() {
     }
     let err = list(&max_t.access_token, "not-a-token".into()).await.expect_err("bad page token");
     assert_eq!(reason(&err), "INVALID_FIELD");
-    // A mistyped key is refused without a lookup.
+    fx.c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_mistyped_api_key_is_refused_without_a_lookup() {
+    let (fx, TeamLead { erin_t, .. }) = Fx::with_team_lead().await;
+    let created = fx.create_api_key(&erin_t.access_token, "bot", &["groups.read"]).await.expect("key");
     let mut typo = created.api_key.clone().into_bytes();
     typo[8] = if typo[8] == b'a' { b'b' } else { b'a' };
     let err = fx.probe("vault", &String::from_utf8(typo).expect("ascii")).await.expect_err("typo");

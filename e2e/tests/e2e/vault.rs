@@ -503,77 +503,76 @@ fn transit_req<T>(tenant: &str, msg: T) -> tonic::Request<T> {
     kit::client::with_context(tonic::Request::new(msg), Some(tenant), None, None)
 }
 
-#[tokio::test]
-async fn transit_binds_tenant_caller_and_context() {
-    let f = Fixture::new().await;
-    let ctx: HashMap<String, String> =
-        [("user".to_owned(), "u-1".to_owned()), ("purpose".to_owned(), "totp".to_owned())].into();
-    let mut auth = TransitServiceClient::new(f.c.channel_as("auth", "vault"));
-    let ct = auth
+/// The context auth-svc binds a TOTP seed to.
+fn totp_context() -> HashMap<String, String> {
+    [("user".to_owned(), "u-1".to_owned()), ("purpose".to_owned(), "totp".to_owned())].into()
+}
+
+fn transit_as(f: &Fixture, caller: &str) -> TransitServiceClient<kit::client::Channel> {
+    TransitServiceClient::new(f.c.channel_as(caller, "vault"))
+}
+
+/// `plaintext` encrypted by auth-svc for alpha under `context`.
+async fn encrypted_by_auth(f: &Fixture, plaintext: &[u8], context: &HashMap<String, String>) -> String {
+    transit_as(f, "auth")
         .encrypt(transit_req(
             "alpha",
-            pb::EncryptRequest { plaintext: b"JBSWY3DPEHPK3PXP".to_vec(), context: ctx.clone(), ..Default::default() },
+            pb::EncryptRequest { plaintext: plaintext.to_vec(), context: context.clone(), ..Default::default() },
         ))
         .await
         .expect("encrypt")
-        .into_inner();
-    assert!(ct.ciphertext.starts_with("srv1:"));
-    let back = auth
-        .decrypt(transit_req(
-            "alpha",
-            pb::DecryptRequest { ciphertext: ct.ciphertext.clone(), context: ctx.clone(), ..Default::default() },
-        ))
-        .await
-        .expect("decrypt")
-        .into_inner();
-    assert_eq!(back.plaintext, b"JBSWY3DPEHPK3PXP");
+        .into_inner()
+        .ciphertext
+}
 
+/// `caller` asks to decrypt `ciphertext` for `tenant` under `context`.
+async fn decrypt_as(
+    f: &Fixture,
+    caller: &str,
+    tenant: &str,
+    ciphertext: &str,
+    context: &HashMap<String, String>,
+) -> Result<Vec<u8>, tonic::Status> {
+    let msg = pb::DecryptRequest { ciphertext: ciphertext.into(), context: context.clone(), ..Default::default() };
+    transit_as(f, caller).decrypt(transit_req(tenant, msg)).await.map(|r| r.into_inner().plaintext)
+}
+
+#[tokio::test]
+async fn transit_decrypts_for_the_caller_tenant_and_context_it_encrypted_under() {
+    let f = Fixture::new().await;
+    let ctx = totp_context();
+    let ct = encrypted_by_auth(&f, b"JBSWY3DPEHPK3PXP", &ctx).await;
+    assert!(ct.starts_with("srv1:"));
+    let back = decrypt_as(&f, "auth", "alpha", &ct, &ctx).await.expect("decrypt");
+    assert_eq!(back, b"JBSWY3DPEHPK3PXP");
+    f.c.stop().await;
+}
+
+#[tokio::test]
+async fn a_ciphertext_does_not_decrypt_under_another_context_tenant_or_caller() {
+    let f = Fixture::new().await;
+    let ctx = totp_context();
+    let ct = encrypted_by_auth(&f, b"JBSWY3DPEHPK3PXP", &ctx).await;
     let mut wrong_ctx = ctx.clone();
     wrong_ctx.insert("user".into(), "u-2".into());
-    let err = auth
-        .decrypt(transit_req(
-            "alpha",
-            pb::DecryptRequest { ciphertext: ct.ciphertext.clone(), context: wrong_ctx, ..Default::default() },
-        ))
-        .await
-        .expect_err("context");
+    let err = decrypt_as(&f, "auth", "alpha", &ct, &wrong_ctx).await.expect_err("context");
     assert_eq!(reason(&err), "DECRYPTION_FAILED");
-    let err = auth
-        .decrypt(transit_req(
-            "bravo",
-            pb::DecryptRequest { ciphertext: ct.ciphertext.clone(), context: ctx.clone(), ..Default::default() },
-        ))
-        .await
-        .expect_err("tenant");
+    let err = decrypt_as(&f, "auth", "bravo", &ct, &ctx).await.expect_err("tenant");
     assert_eq!(reason(&err), "DECRYPTION_FAILED");
-    let mut ledger = TransitServiceClient::new(f.c.channel_as("ledger", "vault"));
-    let err = ledger
-        .decrypt(transit_req(
-            "alpha",
-            pb::DecryptRequest { ciphertext: ct.ciphertext.clone(), context: ctx.clone(), ..Default::default() },
-        ))
-        .await
-        .expect_err("caller");
+    let err = decrypt_as(&f, "ledger", "alpha", &ct, &ctx).await.expect_err("caller");
     assert_eq!(reason(&err), "DECRYPTION_FAILED");
-    let mut gateway = TransitServiceClient::new(f.c.channel_as("gateway", "vault"));
-    let err = gateway
-        .decrypt(transit_req(
-            "alpha",
-            pb::DecryptRequest { ciphertext: ct.ciphertext.clone(), context: ctx.clone(), ..Default::default() },
-        ))
-        .await
-        .expect_err("gateway");
+    let err = decrypt_as(&f, "gateway", "alpha", &ct, &ctx).await.expect_err("gateway");
     assert_eq!(reason(&err), "CALLER_NOT_ALLOWED");
-    let err = auth
-        .decrypt(transit_req(
-            "alpha",
-            pb::DecryptRequest { ciphertext: "srv1:AAAA".into(), context: ctx.clone(), ..Default::default() },
-        ))
-        .await
-        .expect_err("garbage");
+    f.c.stop().await;
+}
+
+#[tokio::test]
+async fn batches_keep_input_order_and_a_malformed_ciphertext_is_named_alone_or_in_place() {
+    let f = Fixture::new().await;
+    let err = decrypt_as(&f, "auth", "alpha", "srv1:AAAA", &totp_context()).await.expect_err("garbage");
     assert_eq!(reason(&err), "MALFORMED_CIPHERTEXT");
 
-    // Batches keep input order and report item errors in place.
+    let mut auth = transit_as(&f, "auth");
     let items: Vec<pb::EncryptRequest> = (0..5)
         .map(|i| pb::EncryptRequest { plaintext: vec![i; 8], context: HashMap::new(), ..Default::default() })
         .collect();
@@ -616,9 +615,14 @@ async fn transit_binds_tenant_caller_and_context() {
     assert_eq!(out[1], Ok(vec![1; 8]));
     assert_eq!(out[3], Ok(vec![2; 8]));
     assert_eq!(out[5], Ok(vec![4; 8]));
+    f.c.stop().await;
+}
 
-    // Data keys: the wrapped form decrypts back to the plaintext key.
-    let dk = auth
+#[tokio::test]
+async fn a_wrapped_data_key_decrypts_back_to_its_plaintext_key() {
+    let f = Fixture::new().await;
+    let ctx = totp_context();
+    let dk = transit_as(&f, "auth")
         .generate_data_key(transit_req(
             "alpha",
             pb::GenerateDataKeyRequest { context: ctx.clone(), ..Default::default() },
@@ -627,15 +631,8 @@ async fn transit_binds_tenant_caller_and_context() {
         .expect("data key")
         .into_inner();
     assert_eq!(dk.plaintext_key.len(), 32);
-    let unwrapped = auth
-        .decrypt(transit_req(
-            "alpha",
-            pb::DecryptRequest { ciphertext: dk.wrapped_key, context: ctx, ..Default::default() },
-        ))
-        .await
-        .expect("unwrap")
-        .into_inner();
-    assert_eq!(unwrapped.plaintext, dk.plaintext_key);
+    let unwrapped = decrypt_as(&f, "auth", "alpha", &dk.wrapped_key, &ctx).await.expect("unwrap");
+    assert_eq!(unwrapped, dk.plaintext_key);
     f.c.stop().await;
 }
 
