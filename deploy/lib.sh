@@ -57,6 +57,14 @@ sr_load_cargo_env() {
     fi
 }
 
+# Put promtool and prometheus on PATH: the system's, else those deploy/setup.sh unpacked.
+sr_prometheus_path() {
+    local dir=${XDG_CACHE_HOME:-${HOME:-/tmp}/.cache}/strongroom/prometheus/usr/bin
+    if ! command -v promtool >/dev/null 2>&1 && [[ -x $dir/promtool ]]; then
+        export PATH="$dir:$PATH"
+    fi
+}
+
 # Print a TCP port on 127.0.0.1 that nobody listens on right now. (Racy by
 # nature: another process could take it before we bind; good enough here.)
 sr_free_port() {

@@ -88,6 +88,29 @@ if ((${#missing[@]} > 0)); then
     rm -f "$apt_log"
 fi
 
+# --- Prometheus tools ------------------------------------------------------
+# promtool (the alert rules' checks and unit tests) and prometheus (the dashboards' panel test),
+# from Debian's `prometheus` package, unpacked into a cache directory instead of installed:
+# installing the package would also enable and start a Prometheus server on port 9090.
+# deploy/lib.sh's sr_prometheus_path puts them on PATH.
+prom_dir=${XDG_CACHE_HOME:-${HOME:-/tmp}/.cache}/strongroom/prometheus
+if ! { command -v promtool && command -v prometheus; } >/dev/null 2>&1 && [[ ! -x $prom_dir/usr/bin/promtool ]]; then
+    command -v apt-get >/dev/null 2>&1 || die "promtool is missing and apt-get is not available"
+    log "unpacking prometheus (Debian package) into $prom_dir"
+    deb_dir=$(mktemp -d)
+    if ! (cd "$deb_dir" && apt-get download -qq prometheus >/dev/null 2>&1); then
+        # No package lists yet (a fresh machine): fetch them, then try again.
+        as_root=()
+        [[ $EUID -eq 0 ]] || as_root=(sudo -n)
+        "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null 2>&1 || true
+        (cd "$deb_dir" && apt-get download -qq prometheus >/dev/null 2>&1) || die "apt-get download prometheus failed"
+    fi
+    mkdir -p "$prom_dir"
+    dpkg-deb -x "$deb_dir"/prometheus_*.deb "$prom_dir"
+    rm -rf "$deb_dir"
+    installed_any=1
+fi
+
 # --- Rust toolchain --------------------------------------------------------
 if ! command -v cargo >/dev/null 2>&1; then
     log "installing Rust (rustup, minimal profile + rustfmt, clippy)"

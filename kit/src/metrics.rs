@@ -1,12 +1,15 @@
-//! RED metrics (rate, errors, duration) per RPC and per HTTP route, exposed in Prometheus text on
-//! the admin port (`/metrics`). Names and labels follow the OpenTelemetry RPC/HTTP conventions as
-//! named in [`crate::telemetry::semconv`].
+//! RED metrics (rate, errors, duration) per RPC and per HTTP route, security and reliability
+//! events, the continuous integrity verification of the audit log and the receipt chain, and the
+//! expiry of the process's certificates, exposed in Prometheus text on the admin port (`/metrics`).
+//! Names and labels follow the OpenTelemetry RPC/HTTP conventions as named in
+//! [`crate::telemetry::semconv`]; `docs/operations.md` lists every family and the alerts on it.
 
 use std::sync::{Mutex, OnceLock};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -30,6 +33,26 @@ pub struct EventLabels {
     pub event: String,
 }
 
+/// Which hash chain a verification is about: `audit_log` (audit-svc) or `ledger_receipts`
+/// (ledger-svc).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ChainLabels {
+    pub chain: String,
+}
+
+/// A verification pass over a chain: `incremental` (what came since the last pass) or `full`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PassLabels {
+    pub chain: String,
+    pub pass: String,
+}
+
+/// A certificate the process holds: `own` (its workload or server certificate) or `ca`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CertificateLabels {
+    pub certificate: String,
+}
+
 fn duration_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.000_5, 2.0, 16))
 }
@@ -41,6 +64,14 @@ pub struct Metrics {
     pub http_server: Family<HttpLabels, Histogram>,
     /// Notable security and reliability events (refused handshakes, refused calls, ...).
     pub events: Family<EventLabels, Counter>,
+    /// Mismatches the continuous verification found (`strongroom_integrity_failures_total`).
+    pub integrity_failures: Family<ChainLabels, Counter>,
+    /// Entries (log entries, receipts) the continuous verification checked, by pass.
+    pub integrity_checked: Family<PassLabels, Counter>,
+    /// When a verification pass over every tenant last completed (Unix seconds), by pass.
+    pub integrity_last_pass: Family<PassLabels, Gauge>,
+    /// When each certificate the process holds expires (Unix seconds).
+    pub certificate_expiry: Family<CertificateLabels, Gauge>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -73,13 +104,74 @@ impl Metrics {
                 http_server.clone(),
             );
             registry.register("strongroom_events", "Security and reliability events", events.clone());
-            Metrics { registry: Mutex::new(registry), rpc_server, http_server, events }
+            let integrity_failures = Family::<ChainLabels, Counter>::default();
+            registry.register(
+                "strongroom_integrity_failures",
+                "Mismatches found by the continuous verification of a hash chain (each also an audit record)",
+                integrity_failures.clone(),
+            );
+            let integrity_checked = Family::<PassLabels, Counter>::default();
+            registry.register(
+                "strongroom_integrity_checked_entries",
+                "Entries checked by the continuous verification of a hash chain",
+                integrity_checked.clone(),
+            );
+            let integrity_last_pass = Family::<PassLabels, Gauge>::default();
+            registry.register_with_unit(
+                "strongroom_integrity_last_pass_timestamp",
+                "When a verification pass over every tenant's chain last completed",
+                prometheus_client::registry::Unit::Seconds,
+                integrity_last_pass.clone(),
+            );
+            let certificate_expiry = Family::<CertificateLabels, Gauge>::default();
+            registry.register_with_unit(
+                "strongroom_certificate_expiry_timestamp",
+                "When a certificate the process holds expires",
+                prometheus_client::registry::Unit::Seconds,
+                certificate_expiry.clone(),
+            );
+            Metrics {
+                registry: Mutex::new(registry),
+                rpc_server,
+                http_server,
+                events,
+                integrity_failures,
+                integrity_checked,
+                integrity_last_pass,
+                certificate_expiry,
+            }
         })
     }
 
     /// Counts one event.
     pub fn event(&self, event: &str) {
         self.events.get_or_create(&EventLabels { event: event.to_owned() }).inc();
+    }
+
+    /// Counts a mismatch the continuous verification of `chain` found.
+    pub fn integrity_failure(&self, chain: &str) {
+        self.integrity_failures.get_or_create(&ChainLabels { chain: chain.to_owned() }).inc();
+    }
+
+    /// Counts `entries` checked by a `pass` (`incremental` or `full`) over `chain`.
+    pub fn integrity_checked(&self, chain: &str, pass: &str, entries: u64) {
+        self.integrity_checked
+            .get_or_create(&PassLabels { chain: chain.to_owned(), pass: pass.to_owned() })
+            .inc_by(entries);
+    }
+
+    /// Notes that a `pass` over every tenant's `chain` completed now.
+    pub fn integrity_pass_completed(&self, chain: &str, pass: &str) {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let labels = PassLabels { chain: chain.to_owned(), pass: pass.to_owned() };
+        self.integrity_last_pass.get_or_create(&labels).set(i64::try_from(now).unwrap_or(i64::MAX));
+    }
+
+    /// Notes when the `certificate` (`own` or `ca`) expires (Unix seconds).
+    pub fn certificate_expires(&self, certificate: &str, not_after: i64) {
+        self.certificate_expiry
+            .get_or_create(&CertificateLabels { certificate: certificate.to_owned() })
+            .set(not_after);
     }
 
     /// The Prometheus/OpenMetrics text exposition.

@@ -132,6 +132,7 @@ struct Materials {
     identity: Option<Identity>,
     client_verifier: Arc<dyn ClientCertVerifier>,
     server_verifier: Arc<WebPkiServerVerifier>,
+    expiry: Expiry,
 }
 
 /// Certificate, key and CA read from files and swapped atomically when the files change.
@@ -172,8 +173,10 @@ impl TlsPaths {
         let fingerprint: [u8; 32] = hasher.finalize().into();
 
         let mut roots = RootCertStore::empty();
+        let mut ca_expiry: Option<i64> = None;
         for der in CertificateDer::pem_slice_iter(&ca) {
             let der = der.map_err(|e| pem_err(&self.ca, e.to_string()))?;
+            ca_expiry = [ca_expiry, not_after(&der)].into_iter().flatten().min();
             roots.add(der).map_err(|e| pem_err(&self.ca, e.to_string()))?;
         }
         if roots.is_empty() {
@@ -184,6 +187,7 @@ impl TlsPaths {
             .map_err(|e| pem_err(&self.cert, e.to_string()))?;
         let leaf = chain.first().ok_or_else(|| pem_err(&self.cert, "no certificate"))?;
         let identity = Identity::of_certificate(leaf).ok();
+        let expiry = Expiry { own: not_after(leaf), ca: ca_expiry };
         let key_der = PrivateKeyDer::from_pem_slice(&key).map_err(|_| pem_err(&self.key, "no private key"))?;
         let provider = provider();
         let signing_key = provider
@@ -200,8 +204,33 @@ impl TlsPaths {
         let server_verifier = WebPkiServerVerifier::builder_with_provider(roots, provider)
             .build()
             .map_err(|e| TlsError::Verifier(e.to_string()))?;
-        Ok(Materials { fingerprint, certified_key, identity, client_verifier, server_verifier })
+        Ok(Materials { fingerprint, certified_key, identity, client_verifier, server_verifier, expiry })
     }
+}
+
+/// When the certificates of one generation expire (Unix seconds): the own one's, the soonest CA's.
+#[derive(Debug, Clone, Copy)]
+struct Expiry {
+    own: Option<i64>,
+    ca: Option<i64>,
+}
+
+impl Expiry {
+    /// Publishes the expiry as `strongroom_certificate_expiry_timestamp_seconds`.
+    fn publish(self) {
+        let metrics = crate::metrics::Metrics::global();
+        for (which, at) in [("own", self.own), ("ca", self.ca)] {
+            if let Some(at) = at {
+                metrics.certificate_expires(which, at);
+            }
+        }
+    }
+}
+
+/// The end of a certificate's validity (Unix seconds), if it parses.
+fn not_after(der: &[u8]) -> Option<i64> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    Some(cert.validity().not_after.timestamp())
 }
 
 impl CertStore {
@@ -209,6 +238,7 @@ impl CertStore {
     pub fn load(cfg: &TlsConfig) -> Result<Self, TlsError> {
         let paths = Arc::new(TlsPaths { ca: cfg.ca.clone(), cert: cfg.cert.clone(), key: cfg.key.clone() });
         let materials = paths.load()?;
+        materials.expiry.publish();
         Ok(Self { paths, current: Arc::new(ArcSwap::from_pointee(materials)) })
     }
 
@@ -224,6 +254,7 @@ impl CertStore {
         if fresh.fingerprint == self.current.load().fingerprint {
             return Ok(false);
         }
+        fresh.expiry.publish();
         self.current.store(Arc::new(fresh));
         Ok(true)
     }
@@ -612,5 +643,32 @@ mod tests {
         assert!(Identity::from_uri("spiffe://strongroom/Vault").is_err());
         assert!(Identity::from_uri("spiffe://strongroom/").is_err());
         assert!(Identity::from_uri("spiffe://strongroom/a/b").is_err());
+    }
+
+    #[test]
+    fn loading_certificates_publishes_when_they_expire() {
+        let dir = tempfile::tempdir().expect("dir");
+        crate::pki::init_dir(dir.path()).expect("pki");
+        let cfg = TlsConfig {
+            ca: dir.path().join("ca.pem"),
+            cert: dir.path().join("auth.pem"),
+            key: dir.path().join("auth-key.pem"),
+            reload_interval_ms: 1_000,
+        };
+        CertStore::load(&cfg).expect("load");
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs() as i64;
+        let text = crate::metrics::Metrics::global().encode();
+        for which in ["own", "ca"] {
+            let line = text
+                .lines()
+                .find(|l| {
+                    l.starts_with(&format!(
+                        "strongroom_certificate_expiry_timestamp_seconds{{certificate=\"{which}\"}}"
+                    ))
+                })
+                .unwrap_or_else(|| panic!("no {which} expiry in {text}"));
+            let at: i64 = line.rsplit(' ').next().and_then(|v| v.parse().ok()).expect("a number");
+            assert!(at > now, "{which} expires in the future: {line}");
+        }
     }
 }
