@@ -8,6 +8,10 @@ use serde::Deserialize;
 const INTERVAL_MS: std::ops::RangeInclusive<u64> = 100..=3_600_000;
 /// Bounds of `service.sweep_interval_ms`.
 const SWEEP_MS: std::ops::RangeInclusive<u64> = 1000..=3_600_000;
+/// Bounds of `service.integrity_interval_ms`.
+const INTEGRITY_MS: std::ops::RangeInclusive<u64> = 100..=3_600_000;
+/// Bounds of `service.integrity_full_interval_ms` (a week at most).
+const INTEGRITY_FULL_MS: std::ops::RangeInclusive<u64> = 1000..=604_800_000;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -23,11 +27,26 @@ pub struct AuditSettings {
     /// one drain transaction per interval while idle.
     #[serde(default = "default_sweep_interval")]
     pub sweep_interval_ms: u64,
+    /// Time between two incremental verifications of a tenant's log (60 s unless configured):
+    /// each checks only the entries appended since the previous one, continuing from the chain
+    /// link it verified last. Visits of different tenants are spread over the interval.
+    #[serde(default = "default_integrity_interval")]
+    pub integrity_interval_ms: u64,
+    /// Time between two full verifications of a tenant's log (6 h unless configured): every
+    /// entry from the first, and the Merkle nodes above them. No shorter than
+    /// `integrity_interval_ms`. A replica starts with a full pass of every tenant.
+    #[serde(default = "default_integrity_full_interval")]
+    pub integrity_full_interval_ms: u64,
 }
 
 impl Default for AuditSettings {
     fn default() -> Self {
-        Self { checkpoint_interval_ms: default_checkpoint_interval(), sweep_interval_ms: default_sweep_interval() }
+        Self {
+            checkpoint_interval_ms: default_checkpoint_interval(),
+            sweep_interval_ms: default_sweep_interval(),
+            integrity_interval_ms: default_integrity_interval(),
+            integrity_full_interval_ms: default_integrity_full_interval(),
+        }
     }
 }
 
@@ -39,6 +58,14 @@ fn default_sweep_interval() -> u64 {
     10_000
 }
 
+fn default_integrity_interval() -> u64 {
+    60_000
+}
+
+fn default_integrity_full_interval() -> u64 {
+    6 * 3_600_000
+}
+
 impl AuditSettings {
     pub fn checkpoint_interval(&self) -> Duration {
         Duration::from_millis(self.checkpoint_interval_ms)
@@ -47,22 +74,34 @@ impl AuditSettings {
     pub fn sweep_interval(&self) -> Duration {
         Duration::from_millis(self.sweep_interval_ms)
     }
+
+    /// `(incremental, full)` intervals of the continuous verification.
+    pub fn integrity_intervals(&self) -> (Duration, Duration) {
+        (Duration::from_millis(self.integrity_interval_ms), Duration::from_millis(self.integrity_full_interval_ms))
+    }
 }
 
 impl kit::config::ServiceSettings for AuditSettings {
     fn validate(&self, _env: kit::config::Environment) -> Result<(), String> {
-        if !INTERVAL_MS.contains(&self.checkpoint_interval_ms) {
-            return Err(format!(
-                "service.checkpoint_interval_ms must be {}–{}",
-                INTERVAL_MS.start(),
-                INTERVAL_MS.end()
-            ));
-        }
-        if !SWEEP_MS.contains(&self.sweep_interval_ms) {
-            return Err(format!("service.sweep_interval_ms must be {}–{}", SWEEP_MS.start(), SWEEP_MS.end()));
+        within("checkpoint_interval_ms", self.checkpoint_interval_ms, INTERVAL_MS)?;
+        within("sweep_interval_ms", self.sweep_interval_ms, SWEEP_MS)?;
+        within("integrity_interval_ms", self.integrity_interval_ms, INTEGRITY_MS)?;
+        within("integrity_full_interval_ms", self.integrity_full_interval_ms, INTEGRITY_FULL_MS)?;
+        if self.integrity_full_interval_ms < self.integrity_interval_ms {
+            return Err(
+                "service.integrity_full_interval_ms must not be shorter than service.integrity_interval_ms".into()
+            );
         }
         Ok(())
     }
+}
+
+/// `service.<name>` is within `bounds`, or the reason it is not.
+fn within(name: &str, value: u64, bounds: std::ops::RangeInclusive<u64>) -> Result<(), String> {
+    if bounds.contains(&value) {
+        return Ok(());
+    }
+    Err(format!("service.{name} must be {}–{}", bounds.start(), bounds.end()))
 }
 
 #[cfg(test)]
@@ -92,5 +131,24 @@ mod tests {
         }
         s.sweep_interval_ms = 1000;
         assert!(s.validate(Environment::Production).is_ok());
+    }
+
+    #[test]
+    fn integrity_intervals_are_bounded_and_the_full_one_is_the_longer() {
+        let mut s = AuditSettings::default();
+        assert_eq!(s.integrity_intervals(), (Duration::from_secs(60), Duration::from_secs(6 * 3600)));
+        for bad in [0, 99, 3_600_001] {
+            s.integrity_interval_ms = bad;
+            assert!(s.validate(Environment::Production).is_err(), "{bad} ms accepted");
+        }
+        s.integrity_interval_ms = 100;
+        for bad in [0, 999, 604_800_001] {
+            s.integrity_full_interval_ms = bad;
+            assert!(s.validate(Environment::Production).is_err(), "{bad} ms accepted");
+        }
+        s.integrity_full_interval_ms = 1000;
+        assert!(s.validate(Environment::Production).is_ok());
+        s.integrity_interval_ms = 2000;
+        assert!(s.validate(Environment::Production).is_err(), "a full pass more often than an incremental one");
     }
 }

@@ -1,7 +1,7 @@
 //! audit-svc owns each tenant's append-only, hash-chained audit log: it drains every service's
 //! outbox into contiguous, RFC 9162 Merkle-hashed entries. Nobody updates or deletes an entry (the
 //! database refuses it). Checkpoints, proofs over gRPC, queries and the gateway routes are the rest
-//! of the Audit issue.
+//! of the Audit issue; a background job verifies every tenant's log continuously (`integrity`).
 
 pub mod api;
 pub mod checkpoint;
@@ -9,6 +9,7 @@ pub mod config;
 pub mod domain;
 pub mod error;
 pub mod ingest;
+pub mod integrity;
 pub mod pseudonym;
 pub mod retention;
 pub mod sequencer;
@@ -53,6 +54,7 @@ pub async fn run(
     config.validate().map_err(ServeError::Config)?;
     let (config, settings) = config.split();
     let (checkpoint_interval, sweep_interval) = (settings.checkpoint_interval(), settings.sweep_interval());
+    let (integrity_interval, integrity_full_interval) = settings.integrity_intervals();
     kit::server::run_service(SERVICE, MIGRATIONS, config, listeners, shutdown, move |ctx| {
         use proto::audit::v1::audit_ingest_service_server::AuditIngestServiceServer;
         use proto::audit::v1::audit_log_service_server::AuditLogServiceServer;
@@ -73,6 +75,7 @@ pub async fn run(
             sequencer::spawn(ctx.db.clone(), ctx.shutdown.clone(), signer.clone(), checkpoint_interval, sweep_interval);
         let wake = stream::Wake::spawn(ctx.db.clone(), ctx.shutdown.clone());
         retention::spawn(ctx.db.clone(), ctx.shutdown.clone());
+        integrity::spawn(ctx.db.clone(), ctx.shutdown.clone(), integrity_interval, integrity_full_interval);
         let pseudonyms = pseudonym::Pseudonymizer::new(ctx.db.clone(), transit);
         pseudonyms.spawn_invalidation_listener(ctx.db.control_pool().clone());
         let ingest = ingest::AuditIngest {

@@ -401,6 +401,14 @@ pub async fn list(
     Ok((rows.into_iter().map(pb::Entry::from).collect(), more))
 }
 
+/// Makes `tx` read one snapshot (`REPEATABLE READ`, read only) so that a verification sees the
+/// entries, prune marks and Merkle nodes of the same commits: read committed, a batch committed
+/// between two of its reads showed as nodes without their leaves, a mismatch that is not one.
+/// Must come before `tx`'s first query.
+pub async fn snapshot(tx: &mut TenantTx) -> Result<(), ApiError> {
+    tx.execute(sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")).await.map(drop)
+}
+
 /// The newest prune mark: entries below `.0` were pruned beyond retention, and the remaining ones
 /// continue the chain from link `.1`.
 pub async fn prune_mark(tx: &mut TenantTx) -> Result<Option<(u64, Hash)>, ApiError> {

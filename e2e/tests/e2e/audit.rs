@@ -169,25 +169,39 @@ async fn nobody_updates_or_deletes_an_entry() {
     c.stop().await;
 }
 
+/// Edits `alpha`'s entry for `resource` as a superuser can, behind the append-only trigger's back
+/// (its outcome becomes `failure`); returns the entry's sequence number.
+async fn edit_behind_the_triggers(c: &Constellation, resource: &str) -> i64 {
+    let admin = c.db.admin_pool().await;
+    let target: i64 = sqlx::query_scalar("SELECT seq FROM t_alpha.audit_log WHERE resource = $1")
+        .bind(resource)
+        .fetch_one(&admin)
+        .await
+        .expect("seq");
+    let mut conn = admin.acquire().await.expect("conn");
+    sqlx::query("ALTER TABLE t_alpha.audit_log DISABLE TRIGGER audit_log_append_only")
+        .execute(&mut *conn)
+        .await
+        .expect("disable");
+    sqlx::query("UPDATE t_alpha.audit_log SET outcome = 'failure' WHERE seq = $1")
+        .bind(target)
+        .execute(&mut *conn)
+        .await
+        .expect("edit");
+    sqlx::query("ALTER TABLE t_alpha.audit_log ENABLE TRIGGER audit_log_append_only")
+        .execute(&mut *conn)
+        .await
+        .expect("enable");
+    target
+}
+
 #[tokio::test]
 async fn a_superuser_edit_is_found_at_its_sequence_number() {
     let c = Constellation::start(false).await;
     c.create_tenant("alpha").await;
     write_records(&c, "alpha", 20, "t").await;
     wait_drained(&c, "t_alpha", 20).await;
-    let admin = c.db.admin_pool().await;
-    let target: i64 = sqlx::query_scalar("SELECT seq FROM t_alpha.audit_log WHERE resource = 't/11'")
-        .fetch_one(&admin)
-        .await
-        .expect("seq");
-    let mut conn = admin.acquire().await.expect("conn");
-    for stmt in [
-        "ALTER TABLE t_alpha.audit_log DISABLE TRIGGER audit_log_append_only",
-        "UPDATE t_alpha.audit_log SET outcome = 'failure' WHERE resource = 't/11'",
-        "ALTER TABLE t_alpha.audit_log ENABLE TRIGGER audit_log_append_only",
-    ] {
-        sqlx::query(stmt).execute(&mut *conn).await.expect(stmt);
-    }
+    let target = edit_behind_the_triggers(&c, "t/11").await;
     let report = verify(&c, "alpha").await;
     assert_eq!(report.first_mismatch.map(|m| m.0), Some(target as u64));
     c.stop().await;
@@ -661,5 +675,117 @@ async fn an_export_verifies_offline_and_tampering_is_found() {
         .output()
         .expect("verify");
     assert!(!out.status.success());
+    c.stop().await;
+}
+
+/// The value of the sample `name{labels}` in a `/metrics` exposition (0 when absent).
+fn sample(metrics: &str, name_and_labels: &str) -> u64 {
+    let prefix = format!("{name_and_labels} ");
+    metrics.lines().find_map(|l| l.strip_prefix(&prefix)).and_then(|n| n.trim().parse().ok()).unwrap_or(0)
+}
+
+/// The `integrity.mismatch` entries of `alpha`'s log naming `resource`, read through audit-svc at
+/// `grpc` as the operator.
+async fn mismatch_records(c: &Constellation, grpc: std::net::SocketAddr, resource: &str) -> Vec<serde_json::Value> {
+    let channel = kit::testing::channel(&c.pki, "operator", grpc, "audit");
+    let mut log = proto::audit::v1::audit_log_service_client::AuditLogServiceClient::new(channel);
+    let list = proto::audit::v1::ListEntriesRequest {
+        action: audit_svc::integrity::MISMATCH_ACTION.into(),
+        resource: resource.into(),
+        page_size: 100,
+        ..Default::default()
+    };
+    let entries = log.list_entries(req("alpha", None, list)).await.expect("reads still answer").into_inner().entries;
+    entries.iter().map(|e| serde_json::from_slice(&e.canonical).expect("canonical json")).collect()
+}
+
+/// Continuous verification (issue 33): an edit behind the triggers' back is found without anyone
+/// asking. The background job counts it in `/metrics` and records it in the log once, at the first
+/// bad sequence number, while the log goes on answering reads and taking writes.
+#[tokio::test]
+async fn a_superuser_edit_is_found_by_the_continuous_verification_and_recorded_once() {
+    let mut c = Constellation::start(false).await;
+    c.create_tenant("alpha").await;
+    write_records(&c, "alpha", 20, "t").await;
+    wait_drained(&c, "t_alpha", 20).await;
+    // One audit-svc, verifying every 200 ms and fully every second: records counted exactly.
+    c.services.remove("audit").expect("audit").stop().await.expect("stop");
+    let ((grpc_listener, grpc), (admin_listener, admin)) =
+        (kit::testing::listener().await, kit::testing::listener().await);
+    let upstream = |name: &str| Some(kit::testing::https(c.addr(name)));
+    let upstreams = kit::config::UpstreamsConfig {
+        auth: upstream("auth"),
+        vault: upstream("vault"),
+        audit: Some(kit::testing::https(grpc)),
+        ledger: upstream("ledger"),
+        timeout_ms: 10_000,
+    };
+    let mut cfg = kit::testing::service_config("audit", grpc, admin, &c.db, &c.pki, upstreams);
+    cfg.jwt.revocations_url = Some(c.redis.clone().into());
+    let settings =
+        audit_svc::AuditSettings { integrity_interval_ms: 200, integrity_full_interval_ms: 1000, ..Default::default() };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let listeners = kit::server::Listeners { grpc: grpc_listener, admin: admin_listener };
+    let mut audit = tokio::spawn(audit_svc::run(cfg.with_settings(settings), listeners, async move {
+        let _ = stopped.await;
+    }));
+    let operator = kit::testing::channel(&c.pki, "operator", grpc, "audit");
+    tokio::select! {
+        r = kit::testing::wait_serving(operator, "", Duration::from_secs(60)) => r.expect("audit-svc serving"),
+        r = &mut audit => panic!("audit-svc stopped: {r:?}"),
+    }
+
+    // Entries appended after the first full pass are verified incrementally, from its last link.
+    let failures = "strongroom_integrity_failures_total{chain=\"audit_log\"}";
+    let incremental = "strongroom_integrity_checked_entries_total{chain=\"audit_log\",pass=\"incremental\"}";
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    write_records(&c, "alpha", 5, "late").await;
+    while sample(&e2e::scrape_metrics(admin).await, incremental) < 5 {
+        assert!(tokio::time::Instant::now() < deadline, "new entries were not verified incrementally");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(sample(&e2e::scrape_metrics(admin).await, failures), 0, "an intact log has no mismatch");
+
+    let target = edit_behind_the_triggers(&c, "t/11").await;
+
+    let full_checked = "strongroom_integrity_checked_entries_total{chain=\"audit_log\",pass=\"full\"}";
+    let resource = format!("audit_log/{target}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let (metrics, record) = loop {
+        let metrics = e2e::scrape_metrics(admin).await;
+        if sample(&metrics, failures) >= 1
+            && let Some(record) = mismatch_records(&c, grpc, &resource).await.pop()
+        {
+            break (metrics, record);
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the edit at seq {target} was not found: {metrics}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    eprintln!("{}", metrics.lines().filter(|l| l.starts_with("strongroom_integrity")).collect::<Vec<_>>().join("\n"));
+    eprintln!("{record}");
+    assert_eq!(record["outcome"], "failure");
+    assert_eq!(record["service"], "audit");
+    assert_eq!(record["details"]["first_bad_seq"], target);
+    assert_eq!(record["details"]["chain"], "audit_log");
+
+    // Writes go on, and further passes find the same mismatch without recording it again.
+    let n = log_len(&c, "t_alpha").await;
+    write_records(&c, "alpha", 3, "after").await;
+    wait_drained(&c, "t_alpha", n + 3).await;
+    let (mut passes, mut last) = (0, sample(&metrics, full_checked));
+    while passes < 2 {
+        let now = sample(&e2e::scrape_metrics(admin).await, full_checked);
+        passes += u32::from(now > last);
+        last = now;
+        assert!(tokio::time::Instant::now() < deadline + Duration::from_secs(30), "no further full pass");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(mismatch_records(&c, grpc, &resource).await.len(), 1, "one record per mismatch");
+    assert_eq!(sample(&e2e::scrape_metrics(admin).await, failures), 1);
+    let report = verify(&c, "alpha").await;
+    assert_eq!(report.first_mismatch.map(|m| m.0), Some(target as u64));
+
+    let _ = stop.send(());
+    audit.await.expect("join").expect("audit-svc stopped cleanly");
     c.stop().await;
 }
