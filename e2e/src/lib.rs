@@ -201,7 +201,7 @@ fn spawn_with(
             "audit" => {
                 audit_svc::run(cfg.with_settings(audit_svc::AuditSettings::default()), listeners, shutdown).await
             }
-            _ => ledger_svc::run(cfg, listeners, shutdown).await,
+            _ => ledger_svc::run(cfg.with_settings(ledger_svc::LedgerSettings::default()), listeners, shutdown).await,
         };
         r.map_err(|e| e.to_string())
     });

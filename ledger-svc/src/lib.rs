@@ -1,15 +1,18 @@
 //! ledger-svc owns double-entry accounts and transfers (TigerBeetle semantics: linked chains,
 //! two-phase pending/post/void with expiry, balancing transfers, limits), idempotency and the
-//! receipt chain. It never uses floats and never commits a transfer without its audit record and
-//! receipt in the same transaction.
+//! receipt chain, which it verifies continuously ([`integrity`]). It never uses floats and never
+//! commits a transfer without its audit record and receipt in the same transaction.
 
 pub mod api;
 pub mod batcher;
+pub mod config;
 pub mod domain;
 pub mod error;
+pub mod integrity;
 pub mod receipts;
 pub mod store;
 pub mod sweeper;
+pub mod tenants;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
@@ -19,6 +22,8 @@ use std::time::Duration;
 use kit::Identity;
 use kit::migrate::MigrationSet;
 use kit::server::{Api, Listeners, ServeError};
+
+pub use config::LedgerSettings;
 
 pub const SERVICE: &str = "ledger";
 
@@ -37,13 +42,18 @@ pub const MIGRATIONS: MigrationSet = MigrationSet {
     ],
 };
 
-/// Runs ledger-svc until `shutdown`.
+/// Runs ledger-svc until `shutdown`. `S` is [`LedgerSettings`], or a configuration without
+/// ledger-svc's own section (`kit::config::NoSettings`), which runs on the defaults.
 pub async fn run(
-    config: kit::config::ServiceConfig,
+    config: kit::config::ServiceConfig<LedgerSettings>,
     listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
-    kit::server::run_service(SERVICE, MIGRATIONS, config, listeners, shutdown, |ctx| {
+    config.validate().map_err(ServeError::Config)?;
+    let (config, settings) = config.split();
+    let schedule =
+        integrity::Schedule { incremental: settings.integrity_interval(), full: settings.integrity_full_interval() };
+    kit::server::run_service(SERVICE, MIGRATIONS, config, listeners, shutdown, move |ctx| {
         use proto::ledger::v1::ledger_service_server::LedgerServiceServer;
         use proto::vault::v1::signing_service_client::SigningServiceClient;
         let signer = match &ctx.config.upstreams.vault {
@@ -59,6 +69,7 @@ pub async fn run(
         let batcher = batcher::Batcher::new(ctx.db.clone(), BATCH_WINDOW, unsigned.clone(), expiries.clone());
         receipts::spawn_signer(ctx.db.clone(), signer.clone(), unsigned, ctx.shutdown.clone());
         sweeper::spawn(ctx.db.clone(), batcher.clone(), expiries, ctx.shutdown.clone());
+        integrity::spawn(ctx.db.clone(), signer.clone(), schedule, ctx.shutdown.clone());
         let ledger = api::Ledger { db: ctx.db.clone(), batcher, signer };
         Ok(Api::new()
             .service(LedgerServiceServer::new(ledger).max_decoding_message_size(16 * 1024 * 1024))

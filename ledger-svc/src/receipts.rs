@@ -3,7 +3,8 @@
 //! moment, off the commit path: the signer signs the newest unsigned receipt of a tenant, and
 //! through the chain that signature vouches for every earlier receipt. Verification recomputes
 //! every receipt from the stored transfers and resolutions, so an edited, inserted or deleted row
-//! breaks the receipt that covered it.
+//! breaks the receipt that covered it. The continuous verification ([`crate::integrity`]) continues
+//! from the last link it verified ([`verify_after`]).
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -11,12 +12,12 @@ use std::time::Duration;
 use ed25519_dalek::{Signature, Verifier, VerifyingKey};
 use kit::client::{Channel, with_context};
 use kit::server::Shutdown;
-use kit::{ApiError, Db, Tenant};
+use kit::{ApiError, Db, Tenant, TenantTx};
 use proto::vault::v1 as vault;
 use proto::vault::v1::signing_service_client::SigningServiceClient;
 
 use crate::batcher::Unsigned;
-use crate::domain::receipt;
+use crate::domain::receipt::{self, Link};
 use crate::store;
 
 pub const KEY_NAME: &str = "ledger";
@@ -78,6 +79,17 @@ pub struct Verification {
     pub head_hash: Vec<u8>,
 }
 
+/// A verification that continues the chain: what it found, and the link the next one may continue
+/// from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Continued {
+    pub verification: Verification,
+    /// The newest link vouched for: the newest signed receipt checked before any mismatch (its
+    /// signature covers the receipts before it), or without a signer the newest receipt checked.
+    /// Receipts after it are checked again, their signatures included once they are signed.
+    pub resume: Link,
+}
+
 /// Recomputes receipts `from_seq..=head` and checks their chain and signatures.
 pub async fn verify(
     db: &Db,
@@ -85,15 +97,13 @@ pub async fn verify(
     tenant: &Tenant,
     from_seq: u64,
 ) -> Result<Verification, ApiError> {
-    const PAGE: i64 = 500;
     let mut tx = db.begin(tenant).await?;
-    let mut out = Verification::default();
     let Some((head_seq, head_hash)) = store::head(&mut tx).await? else {
         tx.commit().await?;
         if from_seq > 1 {
             return Err(ApiError::invalid_field("from_seq", "at most 1: there is no receipt yet"));
         }
-        return Ok(out);
+        return Ok(Verification::default());
     };
     // Past the newest receipt there is nothing to check, and no previous hash to check it against
     // (a later start used to report a broken chain head).
@@ -103,12 +113,65 @@ pub async fn verify(
             format!("at most {}, one past the newest receipt", head_seq + 1),
         ));
     }
-    let mut seq = (from_seq as i64).max(1);
-    let mut prev = if seq == 1 {
+    let seq = (from_seq as i64).max(1);
+    let prev = if seq == 1 {
         receipt::GENESIS.to_vec()
     } else {
         store::receipts(&mut tx, seq - 1, 1).await?.first().map(|r| r.hash.clone()).unwrap_or_default()
     };
+    let from = Link { seq: seq as u64 - 1, hash: prev };
+    let checked = check(&mut tx, signer, tenant, from, (head_seq, head_hash)).await?;
+    tx.commit().await?;
+    Ok(checked.verification)
+}
+
+/// Verifies the receipts appended after `from`, a link verified before ([`Link::genesis`] for the
+/// whole chain), trusting nothing stored before it: the first checks against `from`'s hash. `None`
+/// for a tenant not provisioned for the ledger (no tables).
+pub async fn verify_after(
+    db: &Db,
+    signer: Option<&SigningServiceClient<Channel>>,
+    tenant: &Tenant,
+    from: &Link,
+) -> Result<Option<Continued>, ApiError> {
+    let mut tx = db.begin(tenant).await?;
+    if !store::has_tables(&mut tx).await? {
+        tx.commit().await?;
+        return Ok(None);
+    }
+    let head = store::head(&mut tx).await?;
+    let head_seq = head.as_ref().map_or(0, |(seq, _)| *seq as u64);
+    let continued = match head {
+        Some(head) if from.seq <= head_seq => check(&mut tx, signer, tenant, from.clone(), head).await?,
+        // No receipt yet, and none was verified.
+        _ if from.seq == 0 => Continued { verification: Verification::default(), resume: from.clone() },
+        // Receipts verified before are gone (row-level deletes are refused: a superuser's doing).
+        _ => Continued {
+            verification: Verification {
+                first_bad_seq: head_seq + 1,
+                problem: "receipt is missing".into(),
+                ..Verification::default()
+            },
+            resume: from.clone(),
+        },
+    };
+    tx.commit().await?;
+    Ok(Some(continued))
+}
+
+/// Recomputes the receipts after `from` up to the head and checks their chain and signatures.
+async fn check(
+    tx: &mut TenantTx,
+    signer: Option<&SigningServiceClient<Channel>>,
+    tenant: &Tenant,
+    from: Link,
+    (head_seq, head_hash): (i64, Vec<u8>),
+) -> Result<Continued, ApiError> {
+    const PAGE: i64 = 500;
+    let mut out = Verification::default();
+    let mut seq = from.seq as i64 + 1;
+    let mut prev = from.hash.clone();
+    let mut resume = from;
     let mut keys: HashMap<i32, VerifyingKey> = HashMap::new();
     let bad = |out: &mut Verification, seq: i64, problem: &str| {
         if out.first_bad_seq == 0 {
@@ -117,12 +180,12 @@ pub async fn verify(
         }
     };
     while seq <= head_seq {
-        let rows = store::receipts(&mut tx, seq, PAGE).await?;
+        let rows = store::receipts(tx, seq, PAGE).await?;
         let Some(last) = rows.last().map(|r| r.seq.min(head_seq)) else {
             bad(&mut out, seq, "receipt is missing");
             break;
         };
-        let entries = store::receipt_entries(&mut tx, seq, last).await?;
+        let entries = store::receipt_entries(tx, seq, last).await?;
         for r in rows.iter().filter(|r| r.seq <= head_seq) {
             if r.seq != seq {
                 bad(&mut out, seq, "receipt is missing");
@@ -161,6 +224,9 @@ pub async fn verify(
                 (Some(_), _, _) => bad(&mut out, seq, "signature cannot be checked"),
                 (None, _, _) => out.unsigned += 1,
             }
+            if out.first_bad_seq == 0 && (signer.is_none() || r.signature.is_some()) {
+                resume = Link { seq: seq as u64, hash: hash.clone() };
+            }
             prev = hash;
             out.checked += 1;
             seq += 1;
@@ -173,8 +239,7 @@ pub async fn verify(
         bad(&mut out, head_seq, "chain head does not match the newest receipt");
     }
     out.head_hash = prev;
-    tx.commit().await?;
-    Ok(out)
+    Ok(Continued { verification: out, resume })
 }
 
 async fn public_key(

@@ -12,58 +12,43 @@
 use std::time::Duration;
 
 use kit::server::Shutdown;
-use kit::tenancy::{Sweep, TenantStatus};
+use kit::tenancy::Sweep;
 use kit::{Db, Tenant};
 
 use crate::batcher::{Batcher, Expiries, MAX_BATCH, now_ns};
 use crate::store;
+use crate::tenants::{Listing, TenantList};
 
 /// Longest time between two sweeps of a tenant.
 pub const SWEEP: Duration = Duration::from_secs(30);
-/// How long the list of tenants is used before it is read again.
-const TENANTS_FRESH: Duration = Duration::from_secs(5);
 /// Before a tenant whose expiry failed is tried again.
 const RETRY: Duration = Duration::from_secs(1);
 
 pub fn spawn(db: Db, batcher: Batcher, expiries: Expiries, shutdown: Shutdown) {
     tokio::spawn(async move {
         let mut sweep = Sweep::new(SWEEP);
-        let mut tenants: Vec<Tenant> = Vec::new();
-        let mut listed_at: Option<tokio::time::Instant> = None;
+        let mut tenants = TenantList::default();
         loop {
             // Until the next noted expiry or the next sweep (with no tenant yet, the next listing);
             // at once before the first listing.
-            let mut wait =
-                sweep.next_due().map_or(TENANTS_FRESH, |t| t.saturating_duration_since(tokio::time::Instant::now()));
+            let mut wait = tenants.wait_until(sweep.next_due());
             if let Some(at) = expiries.earliest() {
                 wait = wait.min(Duration::from_nanos(at.saturating_sub(now_ns()).max(0) as u64));
-            }
-            if listed_at.is_none() {
-                wait = Duration::ZERO;
             }
             tokio::select! {
                 () = shutdown.clone().wait() => return,
                 () = expiries.notify.notified() => {}
                 () = tokio::time::sleep(wait) => {}
             }
-            if listed_at.is_none_or(|t| t.elapsed() >= TENANTS_FRESH) {
-                match db.tenants().await {
-                    Ok(t) => {
-                        tenants = t.into_iter().filter(|t| t.status == TenantStatus::Active).collect();
-                        sweep.retain(&tenants.iter().map(|t| t.id.0).collect());
-                        listed_at = Some(tokio::time::Instant::now());
-                    }
-                    Err(_) if listed_at.is_none() => {
-                        tokio::time::sleep(RETRY).await;
-                        continue;
-                    }
-                    Err(_) => {}
-                }
+            match tenants.refresh(&db).await {
+                Listing::Unknown => continue,
+                Listing::Read => sweep.retain(&tenants.ids()),
+                Listing::Kept => {}
             }
             let now = tokio::time::Instant::now();
             let mut visit = expiries.take_due(now_ns());
             let noted: std::collections::HashSet<_> = visit.iter().map(|t| t.id).collect();
-            visit.extend(tenants.iter().filter(|t| sweep.due(t.id.0, now) && !noted.contains(&t.id)).cloned());
+            visit.extend(tenants.list.iter().filter(|t| sweep.due(t.id.0, now) && !noted.contains(&t.id)).cloned());
             for tenant in visit {
                 sweep.visited(tenant.id.0, now);
                 expire(&db, &batcher, &expiries, &tenant).await;

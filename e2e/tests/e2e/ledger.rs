@@ -520,16 +520,12 @@ async fn receipts_get_signed_and_verify_from_any_point_up_to_the_newest() {
     f.c.stop().await;
 }
 
-/// Receipts cannot be recomputed to fit, stripped of their signature, or deleted, even by a
-/// superuser's SQL; the broken receipt stays broken.
-#[tokio::test(flavor = "multi_thread")]
-async fn an_edited_transfer_breaks_its_receipt_and_no_sql_rewrites_the_receipts_to_fit() {
-    let f = Fixture::new().await;
-    let s = fund_and_spend(&f).await;
-    signed_receipts(&f).await;
+/// A superuser's edit of the spending transfer's amount, behind the service's back; the sequence
+/// number of the receipt that covers it.
+async fn edit_spend(f: &Fixture, s: &Spent) -> i64 {
     let spend = Uuid::parse_str(&s.spend.id).expect("id");
     let admin = f.c.db.admin_pool().await;
-    let seq: i64 = sqlx::query_scalar("SELECT receipt_seq FROM t_alpha.transfers WHERE id = $1")
+    let seq = sqlx::query_scalar("SELECT receipt_seq FROM t_alpha.transfers WHERE id = $1")
         .bind(spend)
         .fetch_one(&admin)
         .await
@@ -539,6 +535,18 @@ async fn an_edited_transfer_breaks_its_receipt_and_no_sql_rewrites_the_receipts_
         .execute(&admin)
         .await
         .expect("tamper");
+    seq
+}
+
+/// Receipts cannot be recomputed to fit, stripped of their signature, or deleted, even by a
+/// superuser's SQL; the broken receipt stays broken.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_edited_transfer_breaks_its_receipt_and_no_sql_rewrites_the_receipts_to_fit() {
+    let f = Fixture::new().await;
+    let s = fund_and_spend(&f).await;
+    signed_receipts(&f).await;
+    let seq = edit_spend(&f, &s).await;
+    let admin = f.c.db.admin_pool().await;
     let v = f.verify().await;
     assert!(!v.ok);
     assert_eq!(v.first_bad_seq, seq as u64, "{}", v.problem);
@@ -553,6 +561,108 @@ async fn an_edited_transfer_breaks_its_receipt_and_no_sql_rewrites_the_receipts_
     }
     let again = f.verify().await;
     assert_eq!((again.ok, again.first_bad_seq), (false, seq as u64));
+    f.c.stop().await;
+}
+
+/// The value of the sample `name_and_labels` in the Prometheus text `metrics` (0 when absent).
+fn sample(metrics: &str, name_and_labels: &str) -> u64 {
+    let prefix = format!("{name_and_labels} ");
+    metrics.lines().find_map(|l| l.strip_prefix(&prefix)).and_then(|n| n.trim().parse().ok()).unwrap_or(0)
+}
+
+/// The `details` of alpha's `integrity.mismatch` records naming `resource` (outbox and log).
+async fn mismatch_records(f: &Fixture, resource: &str) -> Vec<serde_json::Value> {
+    sqlx::query_scalar(
+        "SELECT details FROM (SELECT action, resource, outcome, service, details FROM t_alpha.audit_outbox \
+         UNION ALL SELECT action, resource, outcome, service, details FROM t_alpha.audit_log) AS r \
+         WHERE action = $1 AND resource = $2 AND outcome = 'failure' AND service = 'ledger'",
+    )
+    .bind(ledger_svc::integrity::MISMATCH)
+    .bind(resource)
+    .fetch_all(&f.c.db.admin_pool().await)
+    .await
+    .expect("records")
+}
+
+/// Continuous verification (issue 33): a superuser's edit of a transfer is found without anyone
+/// asking. The background job counts it in `/metrics` and records it once, naming the first bad
+/// receipt, while the ledger goes on answering reads and taking transfers.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_edited_transfer_is_found_by_the_continuous_verification_and_recorded_once() {
+    let mut f = Fixture::new().await;
+    let s = fund_and_spend(&f).await;
+    signed_receipts(&f).await;
+    // One ledger-svc, verifying every 200 ms and fully every second: records counted exactly.
+    f.c.services.remove("ledger").expect("ledger").stop().await.expect("stop");
+    let failures = "strongroom_integrity_failures_total{chain=\"ledger_receipts\"}";
+    let full_checked = "strongroom_integrity_checked_entries_total{chain=\"ledger_receipts\",pass=\"full\"}";
+    let before = sample(&kit::metrics::Metrics::global().encode(), full_checked);
+    let ((grpc_listener, grpc), (admin_listener, admin)) =
+        (kit::testing::listener().await, kit::testing::listener().await);
+    let upstreams = kit::config::UpstreamsConfig {
+        auth: Some(kit::testing::https(f.c.addr("auth"))),
+        vault: Some(kit::testing::https(f.c.addr("vault"))),
+        timeout_ms: 10_000,
+        ..Default::default()
+    };
+    let mut cfg = kit::testing::service_config("ledger", grpc, admin, &f.c.db, &f.c.pki, upstreams);
+    cfg.jwt.revocations_url = Some(f.c.redis.clone().into());
+    let settings = ledger_svc::LedgerSettings { integrity_interval_ms: 200, integrity_full_interval_ms: 1000 };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let listeners = kit::server::Listeners { grpc: grpc_listener, admin: admin_listener };
+    let ledger = tokio::spawn(ledger_svc::run(cfg.with_settings(settings), listeners, async move {
+        let _ = stopped.await;
+    }));
+    let channel = || kit::testing::channel(&f.c.pki, "gateway", grpc, "ledger");
+    kit::testing::wait_serving(channel(), "", Duration::from_secs(60)).await.expect("ledger-svc serving");
+    let client = || LedgerServiceClient::new(channel());
+    // Its first full pass saw the chain whole; the edit comes after, so a later full pass finds it.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while sample(&e2e::scrape_metrics(admin).await, full_checked) <= before {
+        assert!(tokio::time::Instant::now() < deadline, "no first full pass");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let seq = edit_spend(&f, &s).await;
+
+    let resource = ledger_svc::integrity::mismatch_resource(seq as u64);
+    let (metrics, record) = loop {
+        let metrics = e2e::scrape_metrics(admin).await;
+        if sample(&metrics, failures) >= 1
+            && let Some(record) = mismatch_records(&f, &resource).await.pop()
+        {
+            break (metrics, record);
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the edit at receipt {seq} was not found: {metrics}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    println!("metric seen: {failures} {}", sample(&metrics, failures));
+    println!("record seen: {resource} {record}");
+    assert_eq!(record["first_bad_seq"], seq, "{record}");
+    assert_eq!(record["chain"], "ledger_receipts", "{record}");
+    assert_eq!(record["problem"], "stored transfers do not match the receipt", "{record}");
+
+    // Reads and writes go on.
+    let read = client().get_account(f.req(pb::GetAccountRequest { id: s.c.to_string() })).await;
+    assert_eq!(read.expect("reads still answer").into_inner().balances.expect("balances").credits_posted, "600");
+    let more = pb::CreateTransferRequest { transfer: Some(t(s.b, s.c, 1)), request_id: Uuid::new_v4().to_string() };
+    client().create_transfer(f.req(more)).await.expect("writes still go on");
+
+    // Two more full passes find the same mismatch and record nothing more.
+    let mut last = sample(&metrics, full_checked);
+    let mut passes = 0;
+    while passes < 2 {
+        let now = sample(&e2e::scrape_metrics(admin).await, full_checked);
+        passes += u32::from(now > last);
+        last = now;
+        assert!(tokio::time::Instant::now() < deadline + Duration::from_secs(30), "no further full pass");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(mismatch_records(&f, &resource).await.len(), 1, "one record per mismatch");
+    assert_eq!(sample(&e2e::scrape_metrics(admin).await, failures), 1);
+
+    let _ = stop.send(());
+    ledger.await.expect("join").expect("ledger-svc stopped cleanly");
     f.c.stop().await;
 }
 

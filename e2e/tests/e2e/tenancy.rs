@@ -147,9 +147,13 @@ async fn a_service_waits_for_the_migrate_step_before_serving() {
     let mut cfg = kit::testing::service_config("ledger", grpc_addr, admin_addr, &c.db, &c.pki, upstreams);
     cfg.jwt.revocations_url = Some(c.redis.clone().into());
     let (stop, rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(ledger_svc::run(cfg, kit::server::Listeners { grpc, admin: admin_listener }, async move {
-        let _ = rx.await;
-    }));
+    let task = tokio::spawn(ledger_svc::run(
+        cfg.with_settings(ledger_svc::LedgerSettings::default()),
+        kit::server::Listeners { grpc, admin: admin_listener },
+        async move {
+            let _ = rx.await;
+        },
+    ));
     let channel = || kit::testing::channel(&c.pki, "operator", grpc_addr, "ledger");
     let err = kit::testing::wait_serving(channel(), "", Duration::from_secs(3)).await.expect_err("must not serve");
     assert!(err.contains("status 2"), "{err}");

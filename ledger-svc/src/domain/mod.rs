@@ -2,6 +2,7 @@
 
 pub mod amount;
 pub mod engine;
+pub mod integrity;
 pub mod receipt;
 
 use std::collections::BTreeMap;

@@ -13,6 +13,21 @@ pub const DOMAIN: &[u8] = b"strongroom.ledger.receipt.v1";
 /// `prev_hash` of the first receipt.
 pub const GENESIS: [u8; 32] = [0; 32];
 
+/// A link of the chain: receipt `seq` and its hash (`seq` 0 stands for the genesis hash), the
+/// point a verification continues from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Link {
+    pub seq: u64,
+    pub hash: Vec<u8>,
+}
+
+impl Link {
+    /// Before the first receipt: a verification from here is a full one.
+    pub fn genesis() -> Self {
+        Self { seq: 0, hash: GENESIS.to_vec() }
+    }
+}
+
 fn field(h: &mut Sha256, bytes: &[u8]) {
     h.update((bytes.len() as u32).to_be_bytes());
     h.update(bytes);
