@@ -1,8 +1,10 @@
 //! `strongroom dev up`: the whole constellation on this machine. It owns every process it starts
-//! (a throw-away PostgreSQL cluster and Redis when none is configured, the five services) and
-//! stops all of them, and removes the throw-away cluster, on SIGINT/SIGTERM or on any failure.
+//! (a throw-away PostgreSQL cluster and Redis when none is configured, the five services, and with
+//! `--observability` a Prometheus scraping them) and stops all of them, and removes the throw-away
+//! cluster, on SIGINT/SIGTERM or on any failure.
 
-use std::net::TcpListener;
+use std::future::Future;
+use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -23,6 +25,7 @@ const SERVICES: [&str; 4] = ["auth", "vault", "audit", "ledger"];
 /// Everything `dev up` started; stopped in reverse order when dropped.
 #[derive(Default)]
 struct Stack {
+    /// The five services, then Prometheus when asked for: any of them exiting stops everything.
     services: Vec<(String, Child)>,
     redis: Option<(Child, tempfile::TempDir)>,
     postgres: Option<kit::localpg::LocalPostgres>,
@@ -74,6 +77,10 @@ fn csrf_key() -> anyhow::Result<String> {
 
 fn free_port() -> anyhow::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn free_addr() -> anyhow::Result<SocketAddr> {
+    Ok(SocketAddr::from(([127, 0, 0, 1], free_port()?)))
 }
 
 fn start_postgres(stack: &mut Stack) -> anyhow::Result<String> {
@@ -223,7 +230,32 @@ fn check_children(stack: &mut Stack) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn wait_ready(stack: &mut Stack, endpoints: &Endpoints, gateway: &str, ca: &Path) -> anyhow::Result<()> {
+/// Polls `ready` every 200 ms until it answers true; fails when a started process exits or after
+/// `deadline`.
+async fn poll_until<F, Fut>(stack: &mut Stack, what: &str, deadline: Instant, mut ready: F) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    loop {
+        check_children(stack)?;
+        if ready().await {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("{what} is not ready after 120 s");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn wait_ready(
+    stack: &mut Stack,
+    endpoints: &Endpoints,
+    gateway: &str,
+    ca: &Path,
+    prometheus: Option<SocketAddr>,
+) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(120);
     let certs = kit::tls::CertStore::load(&endpoints.tls)?;
     for (name, url) in [
@@ -233,43 +265,39 @@ async fn wait_ready(stack: &mut Stack, endpoints: &Endpoints, gateway: &str, ca:
         ("ledger", &endpoints.ledger),
     ] {
         let channel = kit::client::channel(&certs, url, &kit::Identity::new(name)?, Duration::from_secs(5))?;
-        let mut client = tonic_health::pb::health_client::HealthClient::new(channel);
-        loop {
-            check_children(stack)?;
-            let serving =
+        let client = tonic_health::pb::health_client::HealthClient::new(channel);
+        poll_until(stack, name, deadline, || {
+            let mut client = client.clone();
+            async move {
                 client.check(tonic_health::pb::HealthCheckRequest { service: String::new() }).await.is_ok_and(|r| {
                     r.get_ref().status == tonic_health::pb::health_check_response::ServingStatus::Serving as i32
-                });
-            if serving {
-                break;
+                })
             }
-            if Instant::now() > deadline {
-                bail!("{name} is not serving after 120 s");
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        })
+        .await?;
     }
-    let ca_pem = std::fs::read(ca)?;
-    loop {
-        check_children(stack)?;
-        let config = kit::tls::ca_only_client_config(&ca_pem, &[b"http/1.1"])?;
-        if let Ok((status, _, _)) =
-            kit::tls::https_request(config, http::Method::GET, &format!("{gateway}/readyz"), &[], Vec::new()).await
-            && status.is_success()
-        {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            bail!("gateway is not ready after 120 s");
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+    let config = kit::tls::ca_only_client_config(&std::fs::read(ca)?, &[b"http/1.1"])?;
+    let readyz = format!("{gateway}/readyz");
+    poll_until(stack, "gateway", deadline, || async {
+        kit::tls::https_request(config.clone(), http::Method::GET, &readyz, &[], Vec::new())
+            .await
+            .is_ok_and(|(status, _, _)| status.is_success())
+    })
+    .await?;
+    if let Some(addr) = prometheus {
+        poll_until(stack, "prometheus", deadline, || crate::prometheus::ready(addr)).await?;
     }
+    Ok(())
 }
 
-pub async fn up(dir: &Path) -> anyhow::Result<()> {
+/// Runs the constellation from `dir` until SIGINT/SIGTERM; with `observability`, also a Prometheus
+/// that scrapes every process and evaluates the alert rules.
+pub async fn up(dir: &Path, observability: bool) -> anyhow::Result<()> {
     // Installed before anything starts, so SIGTERM during start-up still stops what was started.
     let signal = kit::server::shutdown_signal();
     tokio::pin!(signal);
+    // Before anything starts: a missing binary is one line, not a half-started stack.
+    let prometheus_binary = if observability { Some(crate::prometheus::binary()?) } else { None };
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let dir = dir.canonicalize()?;
     let pki = dir.join("pki");
@@ -313,11 +341,15 @@ pub async fn up(dir: &Path) -> anyhow::Result<()> {
         Err(_) => json!({ "log": "info" }),
     };
     let (vault_settings, vault_env) = vault_kms(&dir)?;
+    // Each process's admin listener, named as its binary: Prometheus's scrape targets.
+    let mut admin_addrs = Vec::new();
     for (i, name) in SERVICES.iter().enumerate() {
+        let admin_addr = free_addr()?;
+        admin_addrs.push((format!("{name}-svc"), admin_addr));
         let mut config = json!({
             "env": "development",
             "grpc": { "listen": format!("127.0.0.1:{}", grpc[i]) },
-            "admin": { "listen": format!("127.0.0.1:{}", free_port()?) },
+            "admin": { "listen": admin_addr.to_string() },
             "tls": tls(&pki, name),
             "database": { "url": with_user(&admin_url, &format!("strongroom_{name}"))?, "max_connections": 5 },
             "upstreams": upstreams,
@@ -338,10 +370,12 @@ pub async fn up(dir: &Path) -> anyhow::Result<()> {
         spawn(&mut stack, &bin_dir, name, &path, &logs, &env)?;
     }
     let gateway_port = free_port()?;
+    let gateway_admin = free_addr()?;
+    admin_addrs.push(("gateway".to_owned(), gateway_admin));
     let gateway_config = json!({
         "env": "development",
         "http": { "listen": format!("127.0.0.1:{gateway_port}") },
-        "admin": { "listen": format!("127.0.0.1:{}", free_port()?) },
+        "admin": { "listen": gateway_admin.to_string() },
         "tls": tls(&pki, "gateway"),
         "browser": { "csrf_key": csrf_key()?, "allowed_origins": [format!("https://127.0.0.1:{gateway_port}")] },
         "upstreams": upstreams,
@@ -358,6 +392,17 @@ pub async fn up(dir: &Path) -> anyhow::Result<()> {
     let gateway_path = configs.join("gateway.toml");
     kit::pki::write_private(&gateway_path, &toml::to_string(&gateway_config)?)?;
     spawn(&mut stack, &bin_dir, "gateway", &gateway_path, &logs, &[])?;
+    let prometheus = match prometheus_binary {
+        Some(binary) => {
+            let prom_dir = dir.join("prometheus");
+            let config = crate::prometheus::write_config(&prom_dir, &admin_addrs)?;
+            let addr = free_addr()?;
+            let child = crate::prometheus::spawn(&binary, &config, &prom_dir, addr, &logs.join("prometheus.log"))?;
+            stack.services.push(("prometheus".to_owned(), child));
+            Some(addr)
+        }
+        None => None,
+    };
 
     let endpoints = Endpoints {
         admin_url: Some(admin),
@@ -375,14 +420,17 @@ pub async fn up(dir: &Path) -> anyhow::Result<()> {
     let gateway = format!("https://127.0.0.1:{gateway_port}");
     let ca = pki.join("ca.pem");
     let startup = async {
-        wait_ready(&mut stack, &endpoints, &gateway, &ca).await?;
+        wait_ready(&mut stack, &endpoints, &gateway, &ca, prometheus).await?;
         let demo = create_tenant(&endpoints, "demo", Some(DEMO_OWNER)).await.context("provisioning tenant demo")?;
         if let Some(password) = demo["owner"]["password"].as_str() {
             let owner = json!({ "tenant": "demo", "email": DEMO_OWNER, "password": password });
             kit::pki::write_private(&dir.join("demo-owner.json"), &serde_json::to_string_pretty(&owner)?)?;
         }
-        let doc =
+        let mut doc =
             json!({ "gateway": gateway, "auth": url(0), "vault": url(1), "audit": url(2), "ledger": url(3), "ca": ca });
+        if let Some(addr) = prometheus {
+            doc["prometheus"] = json!(format!("http://{addr}"));
+        }
         std::fs::write(dir.join("endpoints.json"), serde_json::to_string_pretty(&doc)?)?;
         let state = json!({
             "pids": stack.services.iter().map(|(n, c)| json!({ "name": n, "pid": c.id() })).collect::<Vec<_>>(),
@@ -391,12 +439,15 @@ pub async fn up(dir: &Path) -> anyhow::Result<()> {
         });
         std::fs::write(dir.join("dev-state.json"), serde_json::to_string_pretty(&state)?)?;
         println!("strongroom dev up: tenant demo provisioned");
-        println!("  gateway  {gateway}");
+        println!("  gateway    {gateway}");
         for (i, name) in SERVICES.iter().enumerate() {
-            println!("  {name:<8} {}", url(i));
+            println!("  {name:<10} {}", url(i));
         }
-        println!("  ca       {}", ca.display());
-        println!("  logs     {}", logs.display());
+        if let Some(addr) = prometheus {
+            println!("  prometheus http://{addr}");
+        }
+        println!("  ca         {}", ca.display());
+        println!("  logs       {}", logs.display());
         println!("ready");
         use std::io::Write;
         std::io::stdout().flush()?;

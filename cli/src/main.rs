@@ -10,6 +10,7 @@ mod dev;
 mod ledger;
 mod migrate;
 mod ops;
+mod prometheus;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -185,6 +186,10 @@ enum DevCommand {
     Up {
         #[arg(long, default_value = ".strongroom/dev")]
         dir: PathBuf,
+        /// Also run Prometheus (the `prometheus` binary: on PATH, or unpacked by deploy/setup.sh)
+        /// on a loopback port, scraping every process each second with the alert rules loaded.
+        #[arg(long)]
+        observability: bool,
     },
 }
 
@@ -236,7 +241,7 @@ fn main() -> ExitCode {
                 );
                 Ok(())
             }
-            Command::Dev { command: DevCommand::Up { dir } } => dev::up(&dir).await,
+            Command::Dev { command: DevCommand::Up { dir, observability } } => dev::up(&dir, observability).await,
             Command::Audit { command: AuditCommand::Export { tenant, out } } => {
                 kit::TenantSlug::parse(&tenant).map_err(|e| anyhow::anyhow!("{e}"))?;
                 let endpoints = cli.conn.resolve()?;

@@ -15,6 +15,7 @@ mod jwt;
 mod ledger;
 mod lifecycle;
 mod mtls;
+mod observability;
 mod tenancy;
 mod tracing;
 mod vault;
