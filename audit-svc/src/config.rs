@@ -12,6 +12,8 @@ const SWEEP_MS: std::ops::RangeInclusive<u64> = 1000..=3_600_000;
 const INTEGRITY_MS: std::ops::RangeInclusive<u64> = 100..=3_600_000;
 /// Bounds of `service.integrity_full_interval_ms` (a week at most).
 const INTEGRITY_FULL_MS: std::ops::RangeInclusive<u64> = 1000..=604_800_000;
+/// Bounds of `service.signals_interval_ms`.
+const SIGNALS_MS: std::ops::RangeInclusive<u64> = 100..=3_600_000;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -37,6 +39,12 @@ pub struct AuditSettings {
     /// `integrity_interval_ms`. A replica starts with a full pass of every tenant.
     #[serde(default = "default_integrity_full_interval")]
     pub integrity_full_interval_ms: u64,
+    /// Time between two measurements of every tenant's audit pipeline (15 s unless configured):
+    /// outbox backlog, age of its oldest record, age of the oldest entry no signed checkpoint
+    /// covers (`strongroom_audit_*` on `/metrics`). Each tenant costs one read-only transaction
+    /// per interval.
+    #[serde(default = "default_signals_interval")]
+    pub signals_interval_ms: u64,
 }
 
 impl Default for AuditSettings {
@@ -46,6 +54,7 @@ impl Default for AuditSettings {
             sweep_interval_ms: default_sweep_interval(),
             integrity_interval_ms: default_integrity_interval(),
             integrity_full_interval_ms: default_integrity_full_interval(),
+            signals_interval_ms: default_signals_interval(),
         }
     }
 }
@@ -66,6 +75,10 @@ fn default_integrity_full_interval() -> u64 {
     6 * 3_600_000
 }
 
+fn default_signals_interval() -> u64 {
+    15_000
+}
+
 impl AuditSettings {
     pub fn checkpoint_interval(&self) -> Duration {
         Duration::from_millis(self.checkpoint_interval_ms)
@@ -79,6 +92,10 @@ impl AuditSettings {
     pub fn integrity_intervals(&self) -> (Duration, Duration) {
         (Duration::from_millis(self.integrity_interval_ms), Duration::from_millis(self.integrity_full_interval_ms))
     }
+
+    pub fn signals_interval(&self) -> Duration {
+        Duration::from_millis(self.signals_interval_ms)
+    }
 }
 
 impl kit::config::ServiceSettings for AuditSettings {
@@ -87,6 +104,7 @@ impl kit::config::ServiceSettings for AuditSettings {
         within("sweep_interval_ms", self.sweep_interval_ms, SWEEP_MS)?;
         within("integrity_interval_ms", self.integrity_interval_ms, INTEGRITY_MS)?;
         within("integrity_full_interval_ms", self.integrity_full_interval_ms, INTEGRITY_FULL_MS)?;
+        within("signals_interval_ms", self.signals_interval_ms, SIGNALS_MS)?;
         if self.integrity_full_interval_ms < self.integrity_interval_ms {
             return Err(
                 "service.integrity_full_interval_ms must not be shorter than service.integrity_interval_ms".into()
@@ -130,6 +148,18 @@ mod tests {
             assert!(s.validate(Environment::Production).is_err(), "{bad} ms accepted");
         }
         s.sweep_interval_ms = 1000;
+        assert!(s.validate(Environment::Production).is_ok());
+    }
+
+    #[test]
+    fn signals_interval_is_bounded() {
+        let mut s = AuditSettings::default();
+        assert_eq!(s.signals_interval(), Duration::from_secs(15));
+        for bad in [0, 99, 3_600_001] {
+            s.signals_interval_ms = bad;
+            assert!(s.validate(Environment::Production).is_err(), "{bad} ms accepted");
+        }
+        s.signals_interval_ms = 100;
         assert!(s.validate(Environment::Production).is_ok());
     }
 

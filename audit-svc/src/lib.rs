@@ -1,7 +1,8 @@
 //! audit-svc owns each tenant's append-only, hash-chained audit log: it drains every service's
 //! outbox into contiguous, RFC 9162 Merkle-hashed entries. Nobody updates or deletes an entry (the
 //! database refuses it). Checkpoints, proofs over gRPC, queries and the gateway routes are the rest
-//! of the Audit issue; a background job verifies every tenant's log continuously (`integrity`).
+//! of the Audit issue; a background job verifies every tenant's log continuously (`integrity`),
+//! and another exports each tenant's outbox backlog and checkpoint staleness (`signals`).
 
 pub mod api;
 pub mod checkpoint;
@@ -13,12 +14,14 @@ pub mod integrity;
 pub mod pseudonym;
 pub mod retention;
 pub mod sequencer;
+pub mod signals;
 pub mod store;
 pub mod stream;
 pub mod verify;
 
 use std::future::Future;
 
+use kit::Db;
 use kit::migrate::MigrationSet;
 use kit::server::{Api, Listeners, ServeError};
 
@@ -55,6 +58,7 @@ pub async fn run(
     let (config, settings) = config.split();
     let (checkpoint_interval, sweep_interval) = (settings.checkpoint_interval(), settings.sweep_interval());
     let (integrity_interval, integrity_full_interval) = settings.integrity_intervals();
+    let signals_interval = settings.signals_interval();
     kit::server::run_service(SERVICE, MIGRATIONS, config, listeners, shutdown, move |ctx| {
         use proto::audit::v1::audit_ingest_service_server::AuditIngestServiceServer;
         use proto::audit::v1::audit_log_service_server::AuditLogServiceServer;
@@ -76,6 +80,8 @@ pub async fn run(
         let wake = stream::Wake::spawn(ctx.db.clone(), ctx.shutdown.clone());
         retention::spawn(ctx.db.clone(), ctx.shutdown.clone());
         integrity::spawn(ctx.db.clone(), ctx.shutdown.clone(), integrity_interval, integrity_full_interval);
+        let signals_db = Db::connect_lazy(&ctx.config.database.url, 1).map_err(|e| e.to_string())?;
+        signals::spawn(signals_db, ctx.shutdown.clone(), signals_interval);
         let pseudonyms = pseudonym::Pseudonymizer::new(ctx.db.clone(), transit);
         pseudonyms.spawn_invalidation_listener(ctx.db.control_pool().clone());
         let ingest = ingest::AuditIngest {

@@ -1,9 +1,21 @@
 //! RED metrics (rate, errors, duration) per RPC and per HTTP route, security and reliability
 //! events, the continuous integrity verification of the audit log and the receipt chain, and the
 //! expiry of the process's certificates, exposed in Prometheus text on the admin port (`/metrics`).
+//! audit-svc also exports the state of each tenant's audit pipeline, by tenant slug (`tenant`),
+//! measured every `service.signals_interval_ms` (15 s unless configured):
+//! - `strongroom_audit_outbox_backlog{tenant}`: records waiting in the tenant's outbox, not yet
+//!   sequenced into its log (counted up to 100,000: a larger backlog reads 100,000);
+//! - `strongroom_audit_outbox_oldest_age_seconds{tenant}`: how long ago the oldest of them
+//!   occurred (0 when the outbox is empty);
+//! - `strongroom_audit_unsigned_age_seconds{tenant}`: how long ago the oldest log entry that no
+//!   signed checkpoint covers was logged (0 when the latest checkpoint covers the whole log): a
+//!   stale checkpoint. An idle tenant whose log is fully checkpointed reads 0.
+//!
+//! A tenant that is deleted (or terminated) drops its series.
 //! Names and labels follow the OpenTelemetry RPC/HTTP conventions as named in
 //! [`crate::telemetry::semconv`]; `docs/operations.md` lists every family and the alerts on it.
 
+use std::sync::atomic::AtomicU64;
 use std::sync::{Mutex, OnceLock};
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -53,6 +65,15 @@ pub struct CertificateLabels {
     pub certificate: String,
 }
 
+/// A tenant, by slug (the per-tenant state of the audit pipeline).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TenantLabels {
+    pub tenant: String,
+}
+
+/// A gauge of seconds, with fractions.
+pub type SecondsGauge = Gauge<f64, AtomicU64>;
+
 fn duration_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.000_5, 2.0, 16))
 }
@@ -72,6 +93,12 @@ pub struct Metrics {
     pub integrity_last_pass: Family<PassLabels, Gauge>,
     /// When each certificate the process holds expires (Unix seconds).
     pub certificate_expiry: Family<CertificateLabels, Gauge>,
+    /// Records waiting in each tenant's audit outbox (`strongroom_audit_outbox_backlog`).
+    pub audit_outbox_backlog: Family<TenantLabels, Gauge>,
+    /// Age of the oldest record waiting in each tenant's audit outbox.
+    pub audit_outbox_oldest_age: Family<TenantLabels, SecondsGauge>,
+    /// Age of the oldest entry of each tenant's audit log that no signed checkpoint covers.
+    pub audit_unsigned_age: Family<TenantLabels, SecondsGauge>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -130,6 +157,26 @@ impl Metrics {
                 prometheus_client::registry::Unit::Seconds,
                 certificate_expiry.clone(),
             );
+            let audit_outbox_backlog = Family::<TenantLabels, Gauge>::default();
+            registry.register(
+                "strongroom_audit_outbox_backlog",
+                "Records waiting in a tenant's audit outbox, not yet sequenced into its log (counted up to 100,000)",
+                audit_outbox_backlog.clone(),
+            );
+            let audit_outbox_oldest_age = Family::<TenantLabels, SecondsGauge>::default();
+            registry.register_with_unit(
+                "strongroom_audit_outbox_oldest_age",
+                "Age of the oldest record waiting in a tenant's audit outbox (0 when empty)",
+                prometheus_client::registry::Unit::Seconds,
+                audit_outbox_oldest_age.clone(),
+            );
+            let audit_unsigned_age = Family::<TenantLabels, SecondsGauge>::default();
+            registry.register_with_unit(
+                "strongroom_audit_unsigned_age",
+                "Age of the oldest audit log entry no signed checkpoint covers (0 when the latest covers the whole log)",
+                prometheus_client::registry::Unit::Seconds,
+                audit_unsigned_age.clone(),
+            );
             Metrics {
                 registry: Mutex::new(registry),
                 rpc_server,
@@ -139,6 +186,9 @@ impl Metrics {
                 integrity_checked,
                 integrity_last_pass,
                 certificate_expiry,
+                audit_outbox_backlog,
+                audit_outbox_oldest_age,
+                audit_unsigned_age,
             }
         })
     }
@@ -172,6 +222,24 @@ impl Metrics {
         self.certificate_expiry
             .get_or_create(&CertificateLabels { certificate: certificate.to_owned() })
             .set(not_after);
+    }
+
+    /// Notes the state of `tenant`'s audit pipeline: `backlog` records waiting in its outbox, the
+    /// oldest of them `oldest_age` seconds old, and the oldest log entry no signed checkpoint covers
+    /// `unsigned_age` seconds old (each 0 when there is none).
+    pub fn audit_pipeline(&self, tenant: &str, backlog: u64, oldest_age: f64, unsigned_age: f64) {
+        let labels = TenantLabels { tenant: tenant.to_owned() };
+        self.audit_outbox_backlog.get_or_create(&labels).set(i64::try_from(backlog).unwrap_or(i64::MAX));
+        self.audit_outbox_oldest_age.get_or_create(&labels).set(oldest_age);
+        self.audit_unsigned_age.get_or_create(&labels).set(unsigned_age);
+    }
+
+    /// Drops the audit pipeline series of `tenant` (deleted, or no longer served).
+    pub fn forget_audit_pipeline(&self, tenant: &str) {
+        let labels = TenantLabels { tenant: tenant.to_owned() };
+        self.audit_outbox_backlog.remove(&labels);
+        self.audit_outbox_oldest_age.remove(&labels);
+        self.audit_unsigned_age.remove(&labels);
     }
 
     /// The Prometheus/OpenMetrics text exposition.

@@ -59,3 +59,14 @@ pub async fn insert(
     );
     tx.execute(insert.bind(size as i64).bind(root.as_slice()).bind(signed_note).bind(key_version)).await.map(drop)
 }
+
+/// How many seconds ago the oldest log entry that no checkpoint covers (the first beyond the
+/// latest checkpoint's tree) was logged; 0 when the latest checkpoint covers the whole log. Two
+/// primary-key reads: the largest tree size, then the entry from that sequence number on.
+pub async fn unsigned_age(tx: &mut TenantTx) -> Result<f64, ApiError> {
+    tx.scalar(sqlx::query_scalar(
+        "SELECT coalesce((SELECT greatest(extract(epoch FROM now() - recorded_at), 0)::float8 FROM audit_log \
+         WHERE seq >= coalesce((SELECT max(tree_size) FROM checkpoints), 0) ORDER BY seq LIMIT 1), 0)",
+    ))
+    .await
+}

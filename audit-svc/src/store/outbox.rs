@@ -1,5 +1,6 @@
 //! SQL of the tenant's `audit_outbox`, which every service's transactions write (kit's
-//! `TenantTx::record`) and only the sequencer reads, by taking rows out of it.
+//! `TenantTx::record`) and only the sequencer reads, by taking rows out of it (the `signals` job
+//! only counts them).
 
 use kit::{ApiError, TenantTx};
 
@@ -30,4 +31,23 @@ pub async fn take(tx: &mut TenantTx, limit: i64) -> Result<Vec<RecordFields>, Ap
     .bind(limit)).await?;
     taken.sort_by_key(|row| row.position);
     Ok(taken.into_iter().map(|row| row.fields).collect())
+}
+
+/// How many records wait in the outbox, counted up to `cap` (in position order, along the
+/// outbox's index), and how many seconds ago the oldest of them (the next one to be taken)
+/// occurred, 0 when none waits. The outbox stores no insertion time: `occurred_at` is the time
+/// its writer gave the record, in the same transaction that inserted it, so by the writer's clock
+/// (never read as below 0).
+pub async fn backlog(tx: &mut TenantTx, cap: i64) -> Result<(u64, f64), ApiError> {
+    let (waiting, oldest_age): (i64, f64) = tx
+        .one(
+            sqlx::query_as(
+                "SELECT (SELECT count(*) FROM (SELECT 1 FROM audit_outbox ORDER BY position LIMIT $1) AS capped), \
+                 coalesce((SELECT greatest(extract(epoch FROM now() - occurred_at), 0)::float8 \
+                           FROM audit_outbox ORDER BY position LIMIT 1), 0)",
+            )
+            .bind(cap),
+        )
+        .await?;
+    Ok((waiting.max(0) as u64, oldest_age))
 }

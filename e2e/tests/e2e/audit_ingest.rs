@@ -1,6 +1,7 @@
 //! Audit ingestion and reading against real services: `AppendBatch` (idempotent, pseudonymized),
 //! the gateway recording requests, filtered queries, JSON Lines export and the live stream (gRPC and
-//! Server-Sent Events).
+//! Server-Sent Events), and the pipeline's state on audit-svc's `/metrics` (outbox backlog,
+//! checkpoint staleness).
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -60,7 +61,13 @@ async fn drained(c: &Constellation) -> i64 {
 }
 
 async fn checkpoint_at_least(c: &Constellation, size: i64) -> pb::Checkpoint {
-    let mut log = AuditLogServiceClient::new(c.channel_as("operator", "audit"));
+    checkpoint_at_least_from(c.channel_as("operator", "audit"), size).await
+}
+
+/// Waits for a checkpoint of alpha's log of at least `size` entries, read as the operator through
+/// `channel` (an audit-svc).
+async fn checkpoint_at_least_from(channel: kit::client::Channel, size: i64) -> pb::Checkpoint {
+    let mut log = AuditLogServiceClient::new(channel);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
         if let Ok(cp) = log.get_latest_checkpoint(req("alpha", None, pb::GetLatestCheckpointRequest {})).await {
@@ -1321,5 +1328,131 @@ async fn authentication_requests_are_recorded_in_their_tenants_log() {
     for r in &rows {
         assert!(r.3["client_ip"].as_str().is_some_and(|p| p.starts_with("hmac-sha256:")), "{}", r.3);
     }
+    c.stop().await;
+}
+
+/// The value of the sample `name_and_labels` in a `/metrics` text, if it is exported.
+fn gauge(metrics: &str, name_and_labels: &str) -> Option<f64> {
+    let prefix = format!("{name_and_labels} ");
+    metrics.lines().find_map(|l| l.strip_prefix(&prefix)).and_then(|v| v.trim().parse().ok())
+}
+
+/// Scrapes audit-svc's `/metrics` at `admin` until `holds`, within 30 s; returns the text and
+/// prints its audit pipeline lines.
+async fn wait_metrics(admin: std::net::SocketAddr, what: &str, holds: impl Fn(&str) -> bool) -> String {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let metrics = e2e::scrape_metrics(admin).await;
+        if holds(&metrics) {
+            let lines: Vec<&str> = metrics.lines().filter(|l| l.starts_with("strongroom_audit_")).collect();
+            eprintln!("{what}:\n{}", lines.join("\n"));
+            return metrics;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{what}: not seen in {metrics}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A sequencer that cannot drain a tenant's outbox (here: its advisory lock held by someone else)
+/// shows as a backlog with an age, and a log that grew since its last signed checkpoint as an
+/// unsigned age, per tenant, until the drain and the next checkpoint put both back to 0; a
+/// tenant that goes away drops its series.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stuck_outbox_and_an_unsigned_log_show_on_metrics_until_drained_and_checkpointed() {
+    let mut c = Constellation::start(false).await;
+    let alpha = c.create_tenant("alpha").await;
+    // One audit-svc measuring every 100 ms and checkpointing a tenant at most every 8 s.
+    c.services.remove("audit").expect("audit").stop().await.expect("stop");
+    let ((grpc_listener, grpc), (admin_listener, admin)) =
+        (kit::testing::listener().await, kit::testing::listener().await);
+    let upstream = |name: &str| Some(kit::testing::https(c.addr(name)));
+    let upstreams = kit::config::UpstreamsConfig {
+        auth: upstream("auth"),
+        vault: upstream("vault"),
+        audit: Some(kit::testing::https(grpc)),
+        ledger: upstream("ledger"),
+        timeout_ms: 10_000,
+    };
+    let mut cfg = kit::testing::service_config("audit", grpc, admin, &c.db, &c.pki, upstreams);
+    cfg.jwt.revocations_url = Some(c.redis.clone().into());
+    let settings =
+        audit_svc::AuditSettings { signals_interval_ms: 100, checkpoint_interval_ms: 8000, ..Default::default() };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let listeners = kit::server::Listeners { grpc: grpc_listener, admin: admin_listener };
+    let mut audit = tokio::spawn(audit_svc::run(cfg.with_settings(settings), listeners, async move {
+        let _ = stopped.await;
+    }));
+    let operator = kit::testing::channel(&c.pki, "operator", grpc, "audit");
+    tokio::select! {
+        r = kit::testing::wait_serving(operator.clone(), "", Duration::from_secs(60)) => r.expect("audit-svc serving"),
+        r = &mut audit => panic!("audit-svc stopped: {r:?}"),
+    }
+    let backlog = "strongroom_audit_outbox_backlog{tenant=\"alpha\"}";
+    let oldest = "strongroom_audit_outbox_oldest_age_seconds{tenant=\"alpha\"}";
+    let unsigned = "strongroom_audit_unsigned_age_seconds{tenant=\"alpha\"}";
+
+    // Idle and fully checkpointed: everything reads 0. This replica signed (or found signed) the
+    // log at start-up, so its next checkpoint of alpha is at least 8 s away.
+    let size = drained(&c).await;
+    checkpoint_at_least_from(operator.clone(), size).await;
+    wait_metrics(admin, "idle", |m| {
+        gauge(m, backlog) == Some(0.0) && gauge(m, oldest) == Some(0.0) && gauge(m, unsigned) == Some(0.0)
+    })
+    .await;
+
+    // The tenant's sequencer lock, held here: records written now wait in the outbox, and the
+    // sequencer woken for them waits for the lock.
+    let admin_pool = c.db.admin_pool().await;
+    let mut held = admin_pool.begin().await.expect("begin");
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('strongroom.audit.sequencer'), hashtext($1))")
+        .bind(alpha.to_string())
+        .execute(&mut *held)
+        .await
+        .expect("sequencer lock");
+    sqlx::query(
+        "INSERT INTO t_alpha.audit_outbox (event_id, tenant_id, occurred_at, service, actor, action, resource, outcome) \
+         SELECT gen_random_uuid(), $1, now(), 'vault', 'user:u1', 'test.event', 'held/' || i, 'success' \
+         FROM generate_series(1, 5) AS i",
+    )
+    .bind(alpha)
+    .execute(&admin_pool)
+    .await
+    .expect("records");
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(kit::outbox::WAKE_CHANNEL)
+        .bind(alpha.to_string())
+        .execute(&admin_pool)
+        .await
+        .expect("wake-up");
+    let stuck = wait_metrics(admin, "stuck", |m| {
+        gauge(m, backlog).is_some_and(|n| n >= 5.0) && gauge(m, oldest).is_some_and(|age| age > 0.5)
+    })
+    .await;
+    let waiting = count(&c, "SELECT count(*) FROM t_alpha.audit_outbox").await;
+    assert_eq!(gauge(&stuck, backlog), Some(waiting as f64), "the gauge counts what waits");
+    assert_eq!(count(&c, "SELECT count(*) FROM t_alpha.audit_log").await, size, "nothing was sequenced");
+
+    // Released: drained at once, and unsigned until the next checkpoint.
+    held.rollback().await.expect("release");
+    let grown = wait_metrics(admin, "drained, not yet signed", |m| {
+        gauge(m, backlog) == Some(0.0) && gauge(m, oldest) == Some(0.0) && gauge(m, unsigned).is_some_and(|a| a > 0.0)
+    })
+    .await;
+    let logged = count(&c, "SELECT count(*) FROM t_alpha.audit_log").await;
+    assert!(logged >= size + 5, "the held records were logged: {logged}");
+    assert!(gauge(&grown, unsigned).is_some_and(|age| age < 30.0), "{grown}");
+    wait_metrics(admin, "checkpointed", |m| gauge(m, unsigned) == Some(0.0) && gauge(m, backlog) == Some(0.0)).await;
+    assert!(checkpoint_at_least_from(operator, logged).await.tree_size as i64 >= logged);
+
+    // A tenant that goes away drops its series.
+    sqlx::query("UPDATE control.tenants SET status = 'terminated' WHERE id = $1")
+        .bind(alpha)
+        .execute(&admin_pool)
+        .await
+        .expect("terminate");
+    wait_metrics(admin, "gone", |m| gauge(m, backlog).is_none() && gauge(m, unsigned).is_none()).await;
+
+    let _ = stop.send(());
+    audit.await.expect("join").expect("audit-svc stopped cleanly");
     c.stop().await;
 }
