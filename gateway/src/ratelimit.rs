@@ -612,7 +612,9 @@ fn carries_body(req: &Request) -> bool {
 }
 
 fn refuse(class: RouteClass, ip: IpAddr, retry_after: Duration, req: &Request) -> Response {
-    kit::metrics::Metrics::global().event("rate_limited");
+    let metrics = kit::metrics::Metrics::global();
+    metrics.event("rate_limited");
+    metrics.rate_limited(class.name());
     // Debug: under a flood, one line per refused request would be the next flood.
     tracing::debug!(class = class.name(), client = %ip, "rate limited");
     limited(retry_after, RequestId::of(req.extensions()))
@@ -621,6 +623,25 @@ fn refuse(class: RouteClass, ip: IpAddr, retry_after: Duration, req: &Request) -
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_refusal_is_counted_under_its_route_class() {
+        let refused = |class: RouteClass| {
+            kit::metrics::Metrics::global()
+                .gateway_rate_limited
+                .get_or_create(&kit::metrics::RouteClassLabels { class: class.name().to_owned() })
+                .get()
+        };
+        let before = refused(RouteClass::Auth);
+        let req = http::Request::builder().uri("/v1/auth/login").body(axum::body::Body::empty()).expect("request");
+        let resp = refuse(RouteClass::Auth, IP, Duration::from_secs(1), &req);
+        assert_eq!(resp.status(), http::StatusCode::TOO_MANY_REQUESTS);
+        assert!(refused(RouteClass::Auth) > before);
+        assert_eq!(
+            [RouteClass::Auth, RouteClass::Write, RouteClass::Read].map(RouteClass::name),
+            ["auth", "write", "read"]
+        );
+    }
 
     #[test]
     fn a_body_is_seen_whatever_announces_it() {

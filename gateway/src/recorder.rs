@@ -278,7 +278,9 @@ fn push(queue: &mpsc::Sender<Pending>, queued: &std::sync::Mutex<HashMap<String,
         *n += 1;
     }
     let tenant = p.tenant.clone();
-    match queue.try_send(p) {
+    let queued_now = queue.try_send(p);
+    Metrics::global().recorder_queue_depth(depth(queue));
+    match queued_now {
         Ok(()) => return,
         Err(mpsc::error::TrySendError::Full(p)) => {
             tracing::error!(tenant = %p.tenant, request_id = %p.event.request_id, "audit queue full: request not recorded");
@@ -289,6 +291,11 @@ fn push(queue: &mpsc::Sender<Pending>, queued: &std::sync::Mutex<HashMap<String,
     }
     failed("gateway_audit_dropped", 1);
     dequeued(queued, &tenant, 1);
+}
+
+/// Events waiting in the queue (`strongroom_gateway_recorder_queue_depth`).
+fn depth(queue: &mpsc::Sender<Pending>) -> usize {
+    queue.max_capacity() - queue.capacity()
 }
 
 /// Gives back `n` of `tenant`'s share of the queue.
@@ -485,6 +492,7 @@ async fn work(
                 Err(_) => break,
             }
         }
+        Metrics::global().recorder_queue_depth(rx.len());
         let mut by_tenant: HashMap<String, Vec<pb::Event>> = HashMap::new();
         for p in pending {
             by_tenant.entry(p.tenant).or_default().push(p.event);
@@ -528,6 +536,19 @@ mod tests {
         }
         assert_eq!(by_tenant.get("victim"), Some(&TENANT_SHARE), "the flooded tenant keeps its share only");
         assert_eq!(by_tenant.get("other"), Some(&1), "another tenant still gets in");
+    }
+
+    #[test]
+    fn the_depth_is_what_waits_in_the_queue() {
+        let (tx, mut rx) = mpsc::channel(QUEUE);
+        let queued = std::sync::Mutex::new(HashMap::new());
+        assert_eq!(depth(&tx), 0);
+        for tenant in ["a", "b", "a"] {
+            push(&tx, &queued, pending(tenant));
+        }
+        assert_eq!(depth(&tx), 3);
+        rx.try_recv().expect("queued");
+        assert_eq!(depth(&tx), 2);
     }
 
     #[test]

@@ -12,6 +12,26 @@
 //!   stale checkpoint. An idle tenant whose log is fully checkpointed reads 0.
 //!
 //! A tenant that is deleted (or terminated) drops its series.
+//!
+//! The domain signals an on-call reads, each counted by the service that owns it (every process
+//! registers every family, so a family another service owns reads 0):
+//! - `strongroom_ledger_batch_size`: transfers per batch ledger-svc committed (buckets 1 to
+//!   8,190, by powers of two);
+//! - `strongroom_ledger_commit_duration_seconds`: how long committing each of those batches took;
+//! - `strongroom_ledger_pending_expiring`: pending transfers whose timeout falls within the next
+//!   [`PENDING_EXPIRING_WINDOW`], summed over tenants, as ledger-svc's expiry sweep last counted
+//!   each tenant (every replica counts every tenant: aggregate replicas with `max`);
+//! - `strongroom_auth_logins_total{outcome}`: logins that ended, by `success`, `failure`, `locked`
+//!   or `mfa_required`;
+//! - `strongroom_vault_operations_total{operation}`: `encrypt` and `decrypt` (transit, secrets),
+//!   `unwrap` (a tenant key unwrapped by the master key, in the KMS/HSM) and `shred` (a subject's
+//!   or a tenant's keys destroyed);
+//! - `strongroom_vault_kms_errors_total`: wraps and unwraps the KMS/HSM failed;
+//! - `strongroom_gateway_rate_limited_total{class}`: requests the gateway refused with 429, by
+//!   route class (`auth`, `write`, `read`);
+//! - `strongroom_gateway_recorder_queue_depth`: request events waiting in the gateway's audit
+//!   recorder queue.
+//!
 //! Names and labels follow the OpenTelemetry RPC/HTTP conventions as named in
 //! [`crate::telemetry::semconv`]; `docs/operations.md` lists every family and the alerts on it.
 
@@ -71,11 +91,37 @@ pub struct TenantLabels {
     pub tenant: String,
 }
 
+/// How a login ended: `success`, `failure`, `locked` or `mfa_required`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LoginLabels {
+    pub outcome: String,
+}
+
+/// What vault-svc did: `encrypt`, `decrypt`, `unwrap` or `shred`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OperationLabels {
+    pub operation: String,
+}
+
+/// The gateway's route class of a request: `auth`, `write` or `read`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteClassLabels {
+    pub class: String,
+}
+
+/// How far ahead `strongroom_ledger_pending_expiring` looks.
+pub const PENDING_EXPIRING_WINDOW: std::time::Duration = std::time::Duration::from_secs(300);
+
 /// A gauge of seconds, with fractions.
 pub type SecondsGauge = Gauge<f64, AtomicU64>;
 
 fn duration_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.000_5, 2.0, 16))
+}
+
+/// Transfers per ledger batch: 1, 2, 4, ... 4,096, then 8,190 (the most a batch holds).
+fn batch_size_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(1.0, 2.0, 13).chain(std::iter::once(8_190.0)))
 }
 
 /// The process's metric families.
@@ -99,6 +145,22 @@ pub struct Metrics {
     pub audit_outbox_oldest_age: Family<TenantLabels, SecondsGauge>,
     /// Age of the oldest entry of each tenant's audit log that no signed checkpoint covers.
     pub audit_unsigned_age: Family<TenantLabels, SecondsGauge>,
+    /// Transfers per committed ledger batch (`strongroom_ledger_batch_size`).
+    pub ledger_batch_size: Histogram,
+    /// How long committing a ledger batch took.
+    pub ledger_commit_duration: Histogram,
+    /// Pending transfers expiring within [`PENDING_EXPIRING_WINDOW`], over every tenant.
+    pub ledger_pending_expiring: Gauge,
+    /// Logins that ended, by outcome (`strongroom_auth_logins_total`).
+    pub auth_logins: Family<LoginLabels, Counter>,
+    /// vault-svc's operations (`strongroom_vault_operations_total`).
+    pub vault_operations: Family<OperationLabels, Counter>,
+    /// KMS/HSM calls that failed (`strongroom_vault_kms_errors_total`).
+    pub vault_kms_errors: Counter,
+    /// Requests the gateway refused with 429, by route class.
+    pub gateway_rate_limited: Family<RouteClassLabels, Counter>,
+    /// Events waiting in the gateway's audit recorder queue.
+    pub gateway_recorder_queue_depth: Gauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -177,6 +239,47 @@ impl Metrics {
                 prometheus_client::registry::Unit::Seconds,
                 audit_unsigned_age.clone(),
             );
+            let ledger_batch_size = batch_size_histogram();
+            registry.register(
+                "strongroom_ledger_batch_size",
+                "Transfers per batch ledger-svc committed",
+                ledger_batch_size.clone(),
+            );
+            let ledger_commit_duration = duration_histogram();
+            registry.register_with_unit(
+                "strongroom_ledger_commit_duration",
+                "How long committing a ledger batch took",
+                prometheus_client::registry::Unit::Seconds,
+                ledger_commit_duration.clone(),
+            );
+            let ledger_pending_expiring = Gauge::default();
+            registry.register(
+                "strongroom_ledger_pending_expiring",
+                "Pending transfers whose timeout falls within the next five minutes, over every tenant",
+                ledger_pending_expiring.clone(),
+            );
+            let auth_logins = Family::<LoginLabels, Counter>::default();
+            registry.register("strongroom_auth_logins", "Logins that ended, by outcome", auth_logins.clone());
+            let vault_operations = Family::<OperationLabels, Counter>::default();
+            registry.register(
+                "strongroom_vault_operations",
+                "Encryptions, decryptions, tenant key unwraps (KMS/HSM) and shreds vault-svc did",
+                vault_operations.clone(),
+            );
+            let vault_kms_errors = Counter::default();
+            registry.register("strongroom_vault_kms_errors", "KMS/HSM calls that failed", vault_kms_errors.clone());
+            let gateway_rate_limited = Family::<RouteClassLabels, Counter>::default();
+            registry.register(
+                "strongroom_gateway_rate_limited",
+                "Requests the gateway refused with 429, by route class",
+                gateway_rate_limited.clone(),
+            );
+            let gateway_recorder_queue_depth = Gauge::default();
+            registry.register(
+                "strongroom_gateway_recorder_queue_depth",
+                "Request events waiting in the gateway's audit recorder queue",
+                gateway_recorder_queue_depth.clone(),
+            );
             Metrics {
                 registry: Mutex::new(registry),
                 rpc_server,
@@ -189,6 +292,14 @@ impl Metrics {
                 audit_outbox_backlog,
                 audit_outbox_oldest_age,
                 audit_unsigned_age,
+                ledger_batch_size,
+                ledger_commit_duration,
+                ledger_pending_expiring,
+                auth_logins,
+                vault_operations,
+                vault_kms_errors,
+                gateway_rate_limited,
+                gateway_recorder_queue_depth,
             }
         })
     }
@@ -242,6 +353,43 @@ impl Metrics {
         self.audit_unsigned_age.remove(&labels);
     }
 
+    /// Notes a ledger batch of `transfers` committed in `elapsed`.
+    pub fn ledger_batch_committed(&self, transfers: usize, elapsed: std::time::Duration) {
+        self.ledger_batch_size.observe(transfers as f64);
+        self.ledger_commit_duration.observe(elapsed.as_secs_f64());
+    }
+
+    /// Notes that `n` pending transfers, over every tenant, expire within
+    /// [`PENDING_EXPIRING_WINDOW`].
+    pub fn ledger_pending_expiring(&self, n: u64) {
+        self.ledger_pending_expiring.set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    /// Counts a login that ended with `outcome` (`success`, `failure`, `locked`, `mfa_required`).
+    pub fn login(&self, outcome: &str) {
+        self.auth_logins.get_or_create(&LoginLabels { outcome: outcome.to_owned() }).inc();
+    }
+
+    /// Counts one vault-svc `operation` (`encrypt`, `decrypt`, `unwrap`, `shred`).
+    pub fn vault_operation(&self, operation: &str) {
+        self.vault_operations.get_or_create(&OperationLabels { operation: operation.to_owned() }).inc();
+    }
+
+    /// Counts a KMS/HSM call that failed.
+    pub fn kms_error(&self) {
+        self.vault_kms_errors.inc();
+    }
+
+    /// Counts a request of route `class` the gateway refused with 429.
+    pub fn rate_limited(&self, class: &str) {
+        self.gateway_rate_limited.get_or_create(&RouteClassLabels { class: class.to_owned() }).inc();
+    }
+
+    /// Notes that `depth` events wait in the gateway's audit recorder queue.
+    pub fn recorder_queue_depth(&self, depth: usize) {
+        self.gateway_recorder_queue_depth.set(i64::try_from(depth).unwrap_or(i64::MAX));
+    }
+
     /// The Prometheus/OpenMetrics text exposition.
     pub fn encode(&self) -> String {
         let mut out = String::new();
@@ -271,4 +419,36 @@ pub async fn serve_admin(
         )
         .route("/healthz", get(|| async { "ok" }));
     axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_domain_signals_are_exposed_under_their_conventional_names() {
+        let m = Metrics::global();
+        m.ledger_batch_committed(3, std::time::Duration::from_millis(2));
+        m.ledger_pending_expiring(7);
+        m.login("mfa_required");
+        m.vault_operation("unwrap");
+        m.kms_error();
+        m.rate_limited("auth");
+        m.recorder_queue_depth(4);
+        let text = m.encode();
+        for series in [
+            "strongroom_ledger_batch_size_bucket{le=\"4.0\"} 1",
+            "strongroom_ledger_batch_size_bucket{le=\"8190.0\"} 1",
+            "strongroom_ledger_commit_duration_seconds_count 1",
+            "strongroom_ledger_pending_expiring 7",
+            "strongroom_auth_logins_total{outcome=\"mfa_required\"} 1",
+            "strongroom_vault_operations_total{operation=\"unwrap\"} 1",
+            "strongroom_vault_kms_errors_total 1",
+            "strongroom_gateway_rate_limited_total{class=\"auth\"} 1",
+            "strongroom_gateway_recorder_queue_depth 4",
+        ] {
+            assert!(text.lines().any(|l| l == series), "{series} missing from:\n{text}");
+        }
+        assert!(!text.contains("le=\"8192.0\""), "a batch holds at most 8,190 transfers");
+    }
 }

@@ -36,6 +36,11 @@ impl Job {
     fn len(&self) -> usize {
         self.submission.transfers.len().max(1)
     }
+
+    /// The transfers it submits and the pending ones it voids.
+    fn transfers(&self) -> usize {
+        self.submission.transfers.len() + self.expire.len()
+    }
 }
 
 /// Tenants with receipts waiting for a signature.
@@ -201,6 +206,8 @@ impl Batcher {
             let elapsed = started.elapsed();
             match result {
                 Ok(outcomes) => {
+                    kit::metrics::Metrics::global()
+                        .ledger_batch_committed(jobs.iter().map(Job::transfers).sum(), elapsed);
                     tracing::debug!(tenant = %tenant.slug, jobs = jobs.len(), transfers = count, ?elapsed, "batch committed");
                     for (job, outcome) in jobs.into_iter().zip(outcomes) {
                         let _ = job.reply.send(Ok(outcome));

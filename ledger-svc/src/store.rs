@@ -343,6 +343,22 @@ pub async fn expired_pending(tx: &mut TenantTx, now: i64, limit: i64) -> Result<
     .await
 }
 
+/// How many pending transfers expire after `from` and at or before `until` (nanoseconds since
+/// the epoch): a range of the `transfers_expiry` index.
+pub async fn pending_expiring(tx: &mut TenantTx, from: i64, until: i64) -> Result<i64, ApiError> {
+    let tenant = tx.tenant().id.0;
+    tx.scalar(
+        sqlx::query_scalar(
+            "SELECT count(*) FROM transfers WHERE tenant_id = $1 AND state = 'pending' AND expires_at IS NOT NULL \
+             AND expires_at > $2 AND expires_at <= $3",
+        )
+        .bind(tenant)
+        .bind(from)
+        .bind(until),
+    )
+    .await
+}
+
 /// When the tenant's earliest pending transfer with a timeout expires (nanoseconds since the epoch).
 pub async fn next_expiry(tx: &mut TenantTx) -> Result<Option<i64>, ApiError> {
     tx.optional_scalar(sqlx::query_scalar(

@@ -8,9 +8,14 @@
 //! of another replica that stopped, or of this one before a restart. Each sweep also notes the
 //! tenant's next expiry, so from then on that one is voided on time too. An idle tenant costs one
 //! short transaction per [`SWEEP`].
+//!
+//! Each look at a tenant also counts its pending transfers expiring within
+//! [`PENDING_EXPIRING_WINDOW`]; the sum over tenants is `strongroom_ledger_pending_expiring`.
 
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
+use kit::metrics::{Metrics, PENDING_EXPIRING_WINDOW};
 use kit::server::Shutdown;
 use kit::tenancy::Sweep;
 use kit::{Db, Tenant};
@@ -28,6 +33,7 @@ pub fn spawn(db: Db, batcher: Batcher, expiries: Expiries, shutdown: Shutdown) {
     tokio::spawn(async move {
         let mut sweep = Sweep::new(SWEEP);
         let mut tenants = TenantList::default();
+        let mut expiring = Expiring::default();
         loop {
             // Until the next noted expiry or the next sweep (with no tenant yet, the next listing);
             // at once before the first listing.
@@ -42,42 +48,73 @@ pub fn spawn(db: Db, batcher: Batcher, expiries: Expiries, shutdown: Shutdown) {
             }
             match tenants.refresh(&db).await {
                 Listing::Unknown => continue,
-                Listing::Read => sweep.retain(&tenants.ids()),
+                Listing::Read => {
+                    let listed = tenants.ids();
+                    sweep.retain(&listed);
+                    expiring.retain(&listed);
+                }
                 Listing::Kept => {}
             }
             let now = tokio::time::Instant::now();
             let mut visit = expiries.take_due(now_ns());
-            let noted: std::collections::HashSet<_> = visit.iter().map(|t| t.id).collect();
+            let noted: HashSet<_> = visit.iter().map(|t| t.id).collect();
             visit.extend(tenants.list.iter().filter(|t| sweep.due(t.id.0, now) && !noted.contains(&t.id)).cloned());
             for tenant in visit {
                 sweep.visited(tenant.id.0, now);
-                expire(&db, &batcher, &expiries, &tenant).await;
+                if let Some(n) = expire(&db, &batcher, &expiries, &tenant).await {
+                    expiring.note(tenant.id.0, n);
+                }
             }
+            Metrics::global().ledger_pending_expiring(expiring.total());
         }
     });
 }
 
-/// Voids `tenant`'s expired pending transfers (up to a batch) and notes when its next one expires.
-async fn expire(db: &Db, batcher: &Batcher, expiries: &Expiries, tenant: &Tenant) {
-    kit::metrics::Metrics::global().event("ledger_expiry_scan");
+/// Each tenant's pending transfers expiring within [`PENDING_EXPIRING_WINDOW`], as last counted.
+#[derive(Debug, Default)]
+struct Expiring(HashMap<uuid::Uuid, u64>);
+
+impl Expiring {
+    fn note(&mut self, tenant: uuid::Uuid, n: u64) {
+        self.0.insert(tenant, n);
+    }
+
+    /// Forgets the tenants no longer listed (deleted, or no longer active).
+    fn retain(&mut self, listed: &HashSet<uuid::Uuid>) {
+        self.0.retain(|id, _| listed.contains(id));
+    }
+
+    fn total(&self) -> u64 {
+        self.0.values().sum()
+    }
+}
+
+/// Voids `tenant`'s expired pending transfers (up to a batch), notes when its next one expires,
+/// and returns how many of its pending transfers expire within [`PENDING_EXPIRING_WINDOW`] (none
+/// when the scan failed).
+async fn expire(db: &Db, batcher: &Batcher, expiries: &Expiries, tenant: &Tenant) -> Option<u64> {
+    Metrics::global().event("ledger_expiry_scan");
     let now = now_ns();
+    let soon = now.saturating_add(PENDING_EXPIRING_WINDOW.as_nanos() as i64);
     let scan = async {
         let mut tx = db.begin(tenant).await?;
         if !store::has_tables(&mut tx).await? {
-            return Ok((Vec::new(), None));
+            return Ok((Vec::new(), None, 0));
         }
         let ids = store::expired_pending(&mut tx, now, MAX_BATCH as i64).await?;
         let next = if ids.is_empty() { store::next_expiry(&mut tx).await? } else { None };
+        let expiring = store::pending_expiring(&mut tx, now, soon).await?;
         tx.commit().await?;
-        Ok::<_, kit::ApiError>((ids, next))
+        Ok::<_, kit::ApiError>((ids, next, expiring))
     };
     match scan.await {
-        Ok((ids, next)) => {
+        Ok((ids, next, expiring)) => {
+            let expiring = Some(expiring.unsigned_abs());
             if let Some(at) = next {
                 expiries.note(tenant, at);
             }
             if ids.is_empty() {
-                return;
+                return expiring;
             }
             let n = ids.len();
             match batcher.expire(tenant, ids).await {
@@ -91,8 +128,29 @@ async fn expire(db: &Db, batcher: &Batcher, expiries: &Expiries, tenant: &Tenant
                     expiries.note(tenant, now_ns() + RETRY.as_nanos() as i64);
                 }
             }
+            expiring
         }
         // A tenant not provisioned for the ledger yet has no tables: nothing to expire.
-        Err(e) => tracing::debug!(tenant = %tenant.slug, reason = %e.reason, "expiry scan skipped"),
+        Err(e) => {
+            tracing::debug!(tenant = %tenant.slug, reason = %e.reason, "expiry scan skipped");
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_expiring_count_sums_the_listed_tenants_latest_counts() {
+        let (a, b) = (uuid::Uuid::now_v7(), uuid::Uuid::now_v7());
+        let mut expiring = Expiring::default();
+        expiring.note(a, 3);
+        expiring.note(b, 4);
+        expiring.note(a, 1);
+        assert_eq!(expiring.total(), 5);
+        expiring.retain(&HashSet::from([b]));
+        assert_eq!(expiring.total(), 4);
     }
 }

@@ -12,6 +12,7 @@ use uuid::Uuid;
 use crate::domain::crypto::{Aad, Key256};
 use crate::error::VaultError;
 use crate::kms::{KeyProvider, KmsError};
+use crate::signals::Operation;
 use crate::store::keys as store;
 
 /// Associated data of a tenant key wrapped by the master key: a wrapped key copied to another
@@ -20,7 +21,9 @@ fn wrap_aad(tenant: Uuid, version: u32) -> Aad {
     Aad::new("strongroom.vault.tenant-key").with("tenant", tenant.as_bytes()).with("version", &version.to_be_bytes())
 }
 
+/// Classifies a failed KMS/HSM call (counted in `strongroom_vault_kms_errors_total`).
 fn kms_error(e: KmsError) -> ApiError {
+    kit::metrics::Metrics::global().kms_error();
     match e {
         KmsError::Unauthentic => ApiError::internal(&"a wrapped tenant key does not authenticate under the master key"),
         other => {
@@ -199,10 +202,12 @@ impl Keyring {
         wrapped: Vec<u8>,
     ) -> Result<Key256, ApiError> {
         let provider = self.provider_for(master_key_id)?;
-        tokio::task::spawn_blocking(move || provider.unwrap(wrap_aad(tenant, version).bytes(), &wrapped))
+        let key = tokio::task::spawn_blocking(move || provider.unwrap(wrap_aad(tenant, version).bytes(), &wrapped))
             .await
             .map_err(|e| ApiError::internal(&e))?
-            .map_err(kms_error)
+            .map_err(kms_error)?;
+        Operation::Unwrap.done();
+        Ok(key)
     }
 
     /// Re-wraps every live tenant key of this tenant that a previous master key protects under

@@ -10,6 +10,7 @@ pub mod error;
 pub mod keyring;
 pub mod kms;
 pub mod rotation;
+pub mod signals;
 pub mod signing_keys;
 pub mod store;
 pub mod tally;

@@ -463,7 +463,11 @@ impl Authn {
 impl pb::authentication_service_server::AuthenticationService for Authn {
     async fn login(&self, request: Request<pb::LoginRequest>) -> Result<Response<pb::LoginResponse>, Status> {
         let ctx = RequestContext::of(&request)?;
-        Ok(Response::new(Authn::login(self, request.into_inner(), ctx.request_id).await?))
+        let result = Authn::login(self, request.into_inner(), ctx.request_id).await;
+        if let Some(outcome) = login::outcome(&result) {
+            kit::metrics::Metrics::global().login(outcome);
+        }
+        Ok(Response::new(result?))
     }
 
     async fn verify_mfa(&self, request: Request<pb::VerifyMfaRequest>) -> Result<Response<pb::LoginResponse>, Status> {

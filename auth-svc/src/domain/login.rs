@@ -112,6 +112,24 @@ impl TokenStanding {
     }
 }
 
+/// How a login ended, for `strongroom_auth_logins_total{outcome}`: `success` (tokens issued),
+/// `mfa_required` (the password was right and a second factor is asked for), `failure` (wrong or
+/// implausible credentials, a suspended user) or `locked` (the login throttle refused it). Other
+/// errors (a store or the throttle unavailable, too many logins in progress) are no outcome.
+pub fn outcome(result: &Result<pb::LoginResponse, kit::ApiError>) -> Option<&'static str> {
+    use pb::login_response::Result as Step;
+    match result {
+        Ok(pb::LoginResponse { result: Some(Step::Tokens(_)) }) => Some("success"),
+        Ok(pb::LoginResponse { result: Some(Step::Mfa(_)) }) => Some("mfa_required"),
+        Ok(pb::LoginResponse { result: None }) => None,
+        Err(e) => match e.reason.as_ref() {
+            "INVALID_CREDENTIALS" | "USER_SUSPENDED" => Some("failure"),
+            "LOGIN_LOCKED" | "ACCOUNT_UNDER_ATTACK" => Some("locked"),
+            _ => None,
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -171,5 +189,23 @@ mod tests {
         assert_eq!(TokenStanding { used: false, ..live.clone() }.retry(true), Retry::Conflict);
         assert_eq!(TokenStanding { revoked: true, ..live.clone() }.retry(true), Retry::SessionEnded);
         assert_eq!(TokenStanding { status: "suspended".into(), ..live }.retry(true), Retry::SessionEnded);
+    }
+
+    #[test]
+    fn a_login_ends_in_one_of_four_outcomes() {
+        use crate::error::AuthError;
+        use pb::login_response::Result as Step;
+        let wait = std::time::Duration::from_secs(60);
+        let ended = |step| outcome(&Ok(pb::LoginResponse { result: Some(step) }));
+        let refused = |e: AuthError| outcome(&Err(e.into()));
+        assert_eq!(ended(Step::Tokens(pb::Tokens::default())), Some("success"));
+        assert_eq!(ended(Step::Mfa(pb::MfaChallenge::default())), Some("mfa_required"));
+        assert_eq!(refused(AuthError::InvalidCredentials), Some("failure"));
+        assert_eq!(refused(AuthError::UserSuspended("fraud".into())), Some("failure"));
+        assert_eq!(refused(AuthError::LoginLocked(wait)), Some("locked"));
+        assert_eq!(refused(AuthError::AccountUnderAttack(wait)), Some("locked"));
+        assert_eq!(refused(AuthError::TooManyLogins), None);
+        assert_eq!(refused(AuthError::ThrottleUnavailable), None);
+        assert_eq!(outcome(&Err(kit::ApiError::internal(&"database down"))), None);
     }
 }

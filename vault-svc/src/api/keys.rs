@@ -13,6 +13,7 @@ use super::{call, request_id, tenant_record};
 use crate::domain::keys::{check_shred_confirmation, check_subject, rewrap_batch_size, subject_digest};
 use crate::keyring::Keyring;
 use crate::rotation;
+use crate::signals::Operation;
 use crate::store::{self, keys as key_store};
 
 /// `strongroom.vault.v1.KeyManagementService`.
@@ -135,6 +136,7 @@ impl pb::key_management_service_server::KeyManagementService for KeyManagement {
             tenant_record(&ctx, "vault.subject.shred", &tenant).detail("subject_digest", subject_digest(subject));
         tx.record(shredded.detail("destroyed_versions", destroyed)).await?;
         tx.commit().await?;
+        Operation::Shred.done();
         Ok(Response::new(pb::ShredSubjectResponse { destroyed_versions: destroyed }))
     }
 
@@ -150,6 +152,7 @@ impl pb::key_management_service_server::KeyManagementService for KeyManagement {
         tx.record(tenant_record(&ctx, "vault.tenant.shred", &tenant).detail("destroyed_versions", destroyed)).await?;
         tx.commit().await?;
         self.keyring.invalidate(tenant.id.0);
+        Operation::Shred.done();
         Ok(Response::new(pb::ShredTenantResponse { destroyed_versions: destroyed }))
     }
 }

@@ -18,6 +18,7 @@ use crate::domain::envelope::{Envelope, KeyKind};
 use crate::domain::path::{SecretPath, parse_prefix, secret_aad};
 use crate::error::VaultError;
 use crate::keyring::Keyring;
+use crate::signals::Operation;
 use crate::store::{self, secrets::SecretRow};
 
 /// Largest secret value.
@@ -157,6 +158,7 @@ impl Secrets {
         )
         .await?;
         tx.commit().await?;
+        Operation::Encrypt.done();
         Ok(resp)
     }
 
@@ -187,6 +189,7 @@ impl Secrets {
             tracing::error!(path = %path.as_str(), version, error = %e, "stored secret does not decrypt");
             ApiError::internal(&"stored secret does not decrypt")
         })?;
+        Operation::Decrypt.done();
         Ok((version, plaintext))
     }
 

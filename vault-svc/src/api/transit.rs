@@ -12,6 +12,7 @@ use crate::domain::crypto::{Aad, Key256};
 use crate::domain::envelope::{Envelope, EnvelopeError, KeyKind};
 use crate::error::{KEY_NOT_FOUND, VaultError};
 use crate::keyring::Keyring;
+use crate::signals::Operation;
 use crate::tally::Tally;
 
 /// Largest transit plaintext.
@@ -113,6 +114,7 @@ impl Transit {
         let aad = transit_aad(tenant, caller, &item.subject, &item.context);
         let envelope =
             Envelope::seal(kind, version, &key, &aad, &item.plaintext).map_err(|e| ApiError::internal(&e))?;
+        Operation::Encrypt.done();
         Ok(pb::EncryptResponse { ciphertext: envelope.to_text(), key_version: version })
     }
 
@@ -140,7 +142,10 @@ impl Transit {
             }
             _ => return Err(foreign()),
         };
-        envelope.open(&key, &transit_aad(tenant, caller, &item.subject, &item.context)).map_err(envelope_error)
+        let plaintext =
+            envelope.open(&key, &transit_aad(tenant, caller, &item.subject, &item.context)).map_err(envelope_error)?;
+        Operation::Decrypt.done();
+        Ok(plaintext)
     }
 }
 
