@@ -143,7 +143,7 @@ fn totp_now(secret_b32: &str) -> String {
 }
 
 /// What a first morning looks like: the demo owner signs in, enrols TOTP, takes a full session,
-/// writes secrets and opens a ledger; someone else guesses a password twice.
+/// writes secrets, opens a ledger and moves money; someone else guesses a password twice.
 async fn drive_load(gateway: &Gateway, owner: &Value) {
     let (tenant, email, password) = (
         owner["tenant"].as_str().expect("tenant"),
@@ -180,6 +180,18 @@ async fn drive_load(gateway: &Gateway, owner: &Value) {
     let (s, l) =
         gateway.call(Method::POST, "/v1/ledger/ledgers", &ledger_auth, json!({ "code": "USD", "scale": 2 })).await;
     assert_eq!(s, 200, "{l}");
+    // Two accounts and a transfer between them: a committed batch for the ledger's panels.
+    let mut accounts = Vec::new();
+    for _ in 0..2 {
+        let (s, a) =
+            gateway.call(Method::POST, "/v1/ledger/accounts", &auth, json!({ "ledger": "USD", "code": 1 })).await;
+        assert_eq!(s, 200, "{a}");
+        accounts.push(a["id"].as_str().expect("account id").to_owned());
+    }
+    let transfer = json!({ "id": uuid::Uuid::new_v4(), "debit_account_id": accounts[0], "credit_account_id": accounts[1],
+                           "amount": "1000", "ledger": "USD", "code": 1 });
+    let (s, t) = gateway.call(Method::POST, "/v1/ledger/transfers", &auth, transfer).await;
+    assert_eq!(s, 200, "{t}");
 }
 
 /// Percent-encodes a query parameter's value (everything but RFC 3986's unreserved characters).
