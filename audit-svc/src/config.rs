@@ -2,16 +2,13 @@
 
 use std::time::Duration;
 
+use kit::config::within;
 use serde::Deserialize;
 
 /// Bounds of `service.checkpoint_interval_ms`.
 const INTERVAL_MS: std::ops::RangeInclusive<u64> = 100..=3_600_000;
 /// Bounds of `service.sweep_interval_ms`.
 const SWEEP_MS: std::ops::RangeInclusive<u64> = 1000..=3_600_000;
-/// Bounds of `service.integrity_interval_ms`.
-const INTEGRITY_MS: std::ops::RangeInclusive<u64> = 100..=3_600_000;
-/// Bounds of `service.integrity_full_interval_ms` (a week at most).
-const INTEGRITY_FULL_MS: std::ops::RangeInclusive<u64> = 1000..=604_800_000;
 /// Bounds of `service.signals_interval_ms`.
 const SIGNALS_MS: std::ops::RangeInclusive<u64> = 100..=3_600_000;
 
@@ -102,24 +99,9 @@ impl kit::config::ServiceSettings for AuditSettings {
     fn validate(&self, _env: kit::config::Environment) -> Result<(), String> {
         within("checkpoint_interval_ms", self.checkpoint_interval_ms, INTERVAL_MS)?;
         within("sweep_interval_ms", self.sweep_interval_ms, SWEEP_MS)?;
-        within("integrity_interval_ms", self.integrity_interval_ms, INTEGRITY_MS)?;
-        within("integrity_full_interval_ms", self.integrity_full_interval_ms, INTEGRITY_FULL_MS)?;
         within("signals_interval_ms", self.signals_interval_ms, SIGNALS_MS)?;
-        if self.integrity_full_interval_ms < self.integrity_interval_ms {
-            return Err(
-                "service.integrity_full_interval_ms must not be shorter than service.integrity_interval_ms".into()
-            );
-        }
-        Ok(())
+        kit::config::check_integrity_intervals(self.integrity_interval_ms, self.integrity_full_interval_ms)
     }
-}
-
-/// `service.<name>` is within `bounds`, or the reason it is not.
-fn within(name: &str, value: u64, bounds: std::ops::RangeInclusive<u64>) -> Result<(), String> {
-    if bounds.contains(&value) {
-        return Ok(());
-    }
-    Err(format!("service.{name} must be {}–{}", bounds.start(), bounds.end()))
 }
 
 #[cfg(test)]

@@ -256,6 +256,30 @@ fn default_leeway() -> u64 {
     30
 }
 
+/// `service.<name>` is within `bounds`, or the reason it is not (a service's setting check).
+pub fn within(name: &str, value: u64, bounds: std::ops::RangeInclusive<u64>) -> Result<(), String> {
+    if bounds.contains(&value) {
+        return Ok(());
+    }
+    Err(format!("service.{name} must be {}–{}", bounds.start(), bounds.end()))
+}
+
+/// Bounds of `service.integrity_interval_ms` (audit-svc and ledger-svc): 100 ms – 1 hour.
+pub const INTEGRITY_MS: std::ops::RangeInclusive<u64> = 100..=3_600_000;
+/// Bounds of `service.integrity_full_interval_ms`: 1 s – 7 days.
+pub const INTEGRITY_FULL_MS: std::ops::RangeInclusive<u64> = 1000..=604_800_000;
+
+/// Checks the two intervals of a continuous integrity verification: each within its bounds, and the
+/// full pass not more frequent than the incremental one.
+pub fn check_integrity_intervals(incremental_ms: u64, full_ms: u64) -> Result<(), String> {
+    within("integrity_interval_ms", incremental_ms, INTEGRITY_MS)?;
+    within("integrity_full_interval_ms", full_ms, INTEGRITY_FULL_MS)?;
+    if full_ms < incremental_ms {
+        return Err("service.integrity_full_interval_ms must not be shorter than service.integrity_interval_ms".into());
+    }
+    Ok(())
+}
+
 /// A service's own `[service]` settings.
 pub trait ServiceSettings {
     /// Checks the settings for `env` (a development-only setting is refused in production).

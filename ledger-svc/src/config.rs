@@ -4,17 +4,12 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-/// Bounds of `service.integrity_interval_ms` (a tenth of a second to a day).
-const INTEGRITY_MS: std::ops::RangeInclusive<u64> = 100..=86_400_000;
-/// Bounds of `service.integrity_full_interval_ms` (a second to a week).
-const INTEGRITY_FULL_MS: std::ops::RangeInclusive<u64> = 1000..=604_800_000;
-
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LedgerSettings {
     /// Longest time between two incremental verifications of a tenant's receipt chain: each
     /// recomputes only the receipts appended since the last verified one, from that link on. The
-    /// visits of the tenants are spread over the interval. 100 ms to a day, default a minute.
+    /// visits of the tenants are spread over the interval. 100 ms to an hour, default a minute.
     #[serde(default = "default_integrity_interval")]
     pub integrity_interval_ms: u64,
     /// Longest time between two full verifications of a tenant's receipt chain (every receipt from
@@ -53,21 +48,8 @@ impl LedgerSettings {
 
 impl kit::config::ServiceSettings for LedgerSettings {
     fn validate(&self, _env: kit::config::Environment) -> Result<(), String> {
-        bounded("integrity_interval_ms", self.integrity_interval_ms, INTEGRITY_MS)?;
-        bounded("integrity_full_interval_ms", self.integrity_full_interval_ms, INTEGRITY_FULL_MS)?;
-        if self.integrity_full_interval_ms < self.integrity_interval_ms {
-            return Err("service.integrity_full_interval_ms must be at least service.integrity_interval_ms".into());
-        }
-        Ok(())
+        kit::config::check_integrity_intervals(self.integrity_interval_ms, self.integrity_full_interval_ms)
     }
-}
-
-/// Refuses `service.<key>` outside `bounds`.
-fn bounded(key: &str, value: u64, bounds: std::ops::RangeInclusive<u64>) -> Result<(), String> {
-    if bounds.contains(&value) {
-        return Ok(());
-    }
-    Err(format!("service.{key} must be {}–{}", bounds.start(), bounds.end()))
 }
 
 #[cfg(test)]
