@@ -32,18 +32,38 @@
 //! - `strongroom_gateway_recorder_queue_depth`: request events waiting in the gateway's audit
 //!   recorder queue.
 //!
+//! Saturation and state, measured when `/metrics` is scraped rather than when something happens:
+//! - `strongroom_db_pool_connections{service,state}`: the connections of the service's runtime
+//!   pool (`database.max_connections`), `idle` or `in_use` (handed out to a transaction or query);
+//!   `strongroom_db_pool_max_connections{service}`: the most it opens. A backend service reports its
+//!   pool from start-up ([`Metrics::watch_pool`]); the gateway has none;
+//! - `strongroom_db_pool_timeouts_total{service}`: requests that waited the pool's whole acquire
+//!   timeout (5 s) for a connection and failed `DATABASE_UNAVAILABLE` (counted where kit classifies
+//!   database errors, [`crate::tenancy::db_error`]);
+//! - `strongroom_revocation_list_complete`: 1 when the revocation list's marker was present at the
+//!   process's last check of it, 0 when it was missing ([`crate::revocation`]). auth-svc checks every
+//!   second; a verifier checks on every token it verifies, and drops the series when it has not
+//!   checked for [`REVOCATION_MARKER_FRESH`], so an idle process never reports a stale answer;
+//! - `process_cpu_seconds_total`, `process_resident_memory_bytes`, `process_open_fds` and
+//!   `process_max_fds`: the process's CPU time, resident memory and file descriptors, read from
+//!   `/proc/self` (absent where there is no `/proc`).
+//!
 //! Names and labels follow the OpenTelemetry RPC/HTTP conventions as named in
 //! [`crate::telemetry::semconv`]; `docs/operations.md` lists every family and the alerts on it.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::AtomicU64;
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
-use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Registry, Unit};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RpcLabels {
@@ -109,6 +129,22 @@ pub struct RouteClassLabels {
     pub class: String,
 }
 
+/// A backend service (`auth`, `vault`, `audit`, `ledger`), as the RPC families name it.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ServiceLabels {
+    pub service: String,
+}
+
+/// The connections of a service's pool in one state: `idle` or `in_use`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PoolLabels {
+    pub service: String,
+    pub state: String,
+}
+
+/// How long a process's answer about the revocation list's marker stands without a new check.
+pub const REVOCATION_MARKER_FRESH: Duration = Duration::from_secs(60);
+
 /// How far ahead `strongroom_ledger_pending_expiring` looks.
 pub const PENDING_EXPIRING_WINDOW: std::time::Duration = std::time::Duration::from_secs(300);
 
@@ -161,6 +197,10 @@ pub struct Metrics {
     pub gateway_rate_limited: Family<RouteClassLabels, Counter>,
     /// Events waiting in the gateway's audit recorder queue.
     pub gateway_recorder_queue_depth: Gauge,
+    /// Requests that timed out waiting for a pooled database connection, by service.
+    pub db_pool_timeouts: Family<ServiceLabels, Counter>,
+    /// What is measured when scraped (pools, the revocation marker, the process).
+    scraped: Arc<ScrapeTime>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -280,6 +320,14 @@ impl Metrics {
                 "Request events waiting in the gateway's audit recorder queue",
                 gateway_recorder_queue_depth.clone(),
             );
+            let db_pool_timeouts = Family::<ServiceLabels, Counter>::default();
+            registry.register(
+                "strongroom_db_pool_timeouts",
+                "Requests that waited the pool's whole acquire timeout for a database connection",
+                db_pool_timeouts.clone(),
+            );
+            let scraped = Arc::new(ScrapeTime::default());
+            registry.register_collector(Box::new(Arc::clone(&scraped)));
             Metrics {
                 registry: Mutex::new(registry),
                 rpc_server,
@@ -300,6 +348,8 @@ impl Metrics {
                 vault_kms_errors,
                 gateway_rate_limited,
                 gateway_recorder_queue_depth,
+                db_pool_timeouts,
+                scraped,
             }
         })
     }
@@ -390,6 +440,27 @@ impl Metrics {
         self.gateway_recorder_queue_depth.set(i64::try_from(depth).unwrap_or(i64::MAX));
     }
 
+    /// Reports `pool`'s connections as `service`'s at every scrape, in place of any pool reported
+    /// for `service` before (a service started again in the same process, as tests do). The first
+    /// service reported is the process's: its pool timeouts are counted under its name.
+    pub fn watch_pool(&self, service: &str, pool: &sqlx::PgPool) {
+        let _ = self.scraped.service.set(service.to_owned());
+        // The counter reads 0 from the start, so rates and alerts on it have a series to look at.
+        let _ = self.db_pool_timeouts.get_or_create(&ServiceLabels { service: service.to_owned() });
+        lock(&self.scraped.pools).insert(service.to_owned(), pool.clone());
+    }
+
+    /// Counts a request that timed out waiting for a pooled connection of this process's service.
+    pub fn db_pool_timed_out(&self) {
+        let service = self.scraped.service.get().map_or("unknown", String::as_str);
+        self.db_pool_timeouts.get_or_create(&ServiceLabels { service: service.to_owned() }).inc();
+    }
+
+    /// Notes whether the revocation list's marker was `present` at a check made now.
+    pub fn revocation_marker_checked(&self, present: bool) {
+        *lock(&self.scraped.revocation_marker) = Some((present, Instant::now()));
+    }
+
     /// The Prometheus/OpenMetrics text exposition.
     pub fn encode(&self) -> String {
         let mut out = String::new();
@@ -398,6 +469,163 @@ impl Metrics {
             out.clear();
         }
         out
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The series measured when `/metrics` is scraped: a pool's occupancy or the process's memory
+/// have no event to count them at.
+#[derive(Debug, Default)]
+struct ScrapeTime {
+    /// The runtime pool of each service of this process.
+    pools: Mutex<BTreeMap<String, sqlx::PgPool>>,
+    /// The process's service (the first pool watched), whose pool timeouts are counted.
+    service: OnceLock<String>,
+    /// The revocation list's marker at the last check, and when that was.
+    revocation_marker: Mutex<Option<(bool, Instant)>>,
+}
+
+impl ScrapeTime {
+    fn encode_pools(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        // (service, idle, in use, max), read without holding the lock while encoding.
+        let pools: Vec<(String, i64, i64, i64)> = lock(&self.pools)
+            .iter()
+            .map(|(service, pool)| {
+                let (size, idle) = (i64::from(pool.size()), i64::try_from(pool.num_idle()).unwrap_or(i64::MAX));
+                // Read one after the other, the two can disagree for a moment.
+                let in_use = (size - idle).max(0);
+                (service.clone(), idle, in_use, i64::from(pool.options().get_max_connections()))
+            })
+            .collect();
+        if pools.is_empty() {
+            return Ok(());
+        }
+        let mut family = encoder.encode_descriptor(
+            "strongroom_db_pool_connections",
+            "Connections of the service's database pool, idle or in use",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (service, idle, in_use, _) in &pools {
+            for (state, n) in [("idle", *idle), ("in_use", *in_use)] {
+                let labels = PoolLabels { service: service.clone(), state: state.to_owned() };
+                ConstGauge::new(n).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        let mut family = encoder.encode_descriptor(
+            "strongroom_db_pool_max_connections",
+            "The most connections the service's database pool opens",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (service, _, _, max) in &pools {
+            let labels = ServiceLabels { service: service.clone() };
+            ConstGauge::new(*max).encode(family.encode_family(&labels)?)?;
+        }
+        Ok(())
+    }
+
+    fn encode_revocation_marker(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        // A process that stopped checking (no token to verify) has no current answer: a stale 0
+        // would page someone for a list that has long been complete again.
+        let last = *lock(&self.revocation_marker);
+        let Some((present, _)) = last.filter(|(_, at)| at.elapsed() < REVOCATION_MARKER_FRESH) else {
+            return Ok(());
+        };
+        let gauge = ConstGauge::new(i64::from(present));
+        gauge.encode(encoder.encode_descriptor(
+            "strongroom_revocation_list_complete",
+            "1 when the revocation list's marker was present at the process's last check, 0 when missing",
+            None,
+            gauge.metric_type(),
+        )?)
+    }
+
+    fn encode_process(encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let process = ProcessStats::read();
+        if let Some(seconds) = process.cpu_seconds {
+            let counter = ConstCounter::new(seconds);
+            counter.encode(encoder.encode_descriptor(
+                "process_cpu",
+                "User and system CPU time the process spent",
+                Some(&Unit::Seconds),
+                counter.metric_type(),
+            )?)?;
+        }
+        let gauges = [
+            ("process_resident_memory", "Resident memory of the process", Some(Unit::Bytes), process.resident_bytes),
+            ("process_open_fds", "File descriptors the process holds open", None, process.open_fds),
+            ("process_max_fds", "The most file descriptors the process may open", None, process.max_fds),
+        ];
+        for (name, help, unit, value) in &gauges {
+            if let Some(value) = value {
+                let gauge = ConstGauge::new(i64::try_from(*value).unwrap_or(i64::MAX));
+                gauge.encode(encoder.encode_descriptor(name, help, unit.as_ref(), gauge.metric_type())?)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Collector for ScrapeTime {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        self.encode_pools(&mut encoder)?;
+        self.encode_revocation_marker(&mut encoder)?;
+        Self::encode_process(&mut encoder)
+    }
+}
+
+/// The process's CPU time, memory and file descriptors, from Linux's `/proc/self`; each `None`
+/// where it cannot be read.
+#[derive(Debug, Default, PartialEq)]
+struct ProcessStats {
+    cpu_seconds: Option<f64>,
+    resident_bytes: Option<u64>,
+    open_fds: Option<u64>,
+    max_fds: Option<u64>,
+}
+
+/// Clock ticks per second of `/proc/<pid>/stat`'s times: USER_HZ, which Linux fixes at 100 for
+/// user space on the architectures Strongroom builds for (x86-64, arm64).
+const USER_HZ: f64 = 100.0;
+
+impl ProcessStats {
+    fn read() -> Self {
+        let text = |path: &str| std::fs::read_to_string(path).ok();
+        Self {
+            cpu_seconds: text("/proc/self/stat").as_deref().and_then(Self::cpu_seconds),
+            resident_bytes: text("/proc/self/status").as_deref().and_then(Self::resident_bytes),
+            // The directory's own descriptor, open while it is read, is among them (as other
+            // exporters count it).
+            open_fds: std::fs::read_dir("/proc/self/fd").ok().map(|d| d.count() as u64),
+            max_fds: text("/proc/self/limits").as_deref().and_then(Self::max_fds),
+        }
+    }
+
+    /// `utime` and `stime` (fields 14 and 15 of `stat`, counted after the command's closing
+    /// parenthesis: the command itself may hold spaces), in seconds.
+    fn cpu_seconds(stat: &str) -> Option<f64> {
+        let (_, after) = stat.rsplit_once(')')?;
+        let mut fields = after.split_whitespace().skip(11);
+        let user: u64 = fields.next()?.parse().ok()?;
+        let system: u64 = fields.next()?.parse().ok()?;
+        Some((user + system) as f64 / USER_HZ)
+    }
+
+    /// `VmRSS:    1234 kB` of `status`, in bytes.
+    fn resident_bytes(status: &str) -> Option<u64> {
+        let line = status.lines().find_map(|l| l.strip_prefix("VmRSS:"))?;
+        let kib: u64 = line.trim().strip_suffix("kB")?.trim().parse().ok()?;
+        Some(kib * 1024)
+    }
+
+    /// The soft limit of `Max open files` in `limits` (`None` when unlimited).
+    fn max_fds(limits: &str) -> Option<u64> {
+        let line = limits.lines().find_map(|l| l.strip_prefix("Max open files"))?;
+        line.split_whitespace().next()?.parse().ok()
     }
 }
 
@@ -450,5 +678,100 @@ mod tests {
             assert!(text.lines().any(|l| l == series), "{series} missing from:\n{text}");
         }
         assert!(!text.contains("le=\"8192.0\""), "a batch holds at most 8,190 transfers");
+    }
+
+    /// The value of the series named exactly `series` (name and labels), if exposed.
+    fn sample(text: &str, series: &str) -> Option<f64> {
+        text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+    }
+
+    #[tokio::test]
+    async fn a_pool_is_reported_idle_and_in_use_at_each_scrape() {
+        let m = Metrics::global();
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(3)
+            .connect(&crate::testing::base_database_url())
+            .await
+            .expect("database");
+        m.watch_pool("ledger", &pool);
+        let held = pool.acquire().await.expect("connection");
+        let text = m.encode();
+        assert_eq!(sample(&text, "strongroom_db_pool_connections{service=\"ledger\",state=\"in_use\"}"), Some(1.0));
+        assert_eq!(sample(&text, "strongroom_db_pool_connections{service=\"ledger\",state=\"idle\"}"), Some(0.0));
+        assert_eq!(sample(&text, "strongroom_db_pool_max_connections{service=\"ledger\"}"), Some(3.0));
+        assert_eq!(sample(&text, "strongroom_db_pool_timeouts_total{service=\"ledger\"}"), Some(0.0), "{text}");
+        assert!(text.contains("# TYPE strongroom_db_pool_connections gauge"), "{text}");
+        drop(held);
+        // The connection goes back to the pool on a task of its own.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while sample(&m.encode(), "strongroom_db_pool_connections{service=\"ledger\",state=\"idle\"}") != Some(1.0) {
+            assert!(Instant::now() < deadline, "the connection never came back idle:\n{}", m.encode());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(
+            sample(&m.encode(), "strongroom_db_pool_connections{service=\"ledger\",state=\"in_use\"}"),
+            Some(0.0)
+        );
+
+        // A pool watched again under the same name replaces the first; a pool timeout is counted
+        // under the process's service, the first one watched.
+        let other = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(5)
+            .connect_lazy(&crate::testing::base_database_url())
+            .expect("lazy pool");
+        m.watch_pool("ledger", &other);
+        m.watch_pool("audit", &other);
+        let _ = crate::tenancy::db_error(sqlx::Error::PoolTimedOut);
+        let text = m.encode();
+        assert_eq!(sample(&text, "strongroom_db_pool_max_connections{service=\"ledger\"}"), Some(5.0));
+        assert_eq!(sample(&text, "strongroom_db_pool_max_connections{service=\"audit\"}"), Some(5.0));
+        assert_eq!(sample(&text, "strongroom_db_pool_timeouts_total{service=\"ledger\"}"), Some(1.0), "{text}");
+        assert_eq!(sample(&text, "strongroom_db_pool_timeouts_total{service=\"audit\"}"), Some(0.0));
+        // Other database errors are not pool timeouts.
+        let _ = crate::tenancy::db_error(sqlx::Error::PoolClosed);
+        assert_eq!(sample(&m.encode(), "strongroom_db_pool_timeouts_total{service=\"ledger\"}"), Some(1.0));
+    }
+
+    #[test]
+    fn the_revocation_marker_is_reported_as_last_checked_and_only_while_fresh() {
+        let m = Metrics::global();
+        assert_eq!(sample(&m.encode(), "strongroom_revocation_list_complete"), None, "no check, no answer");
+        m.revocation_marker_checked(true);
+        assert_eq!(sample(&m.encode(), "strongroom_revocation_list_complete"), Some(1.0));
+        m.revocation_marker_checked(false);
+        let text = m.encode();
+        assert_eq!(sample(&text, "strongroom_revocation_list_complete"), Some(0.0));
+        assert!(text.contains("# TYPE strongroom_revocation_list_complete gauge"), "{text}");
+        // A check older than REVOCATION_MARKER_FRESH says nothing about now.
+        if let Some(long_ago) = Instant::now().checked_sub(REVOCATION_MARKER_FRESH) {
+            *lock(&m.scraped.revocation_marker) = Some((false, long_ago));
+            assert_eq!(sample(&m.encode(), "strongroom_revocation_list_complete"), None);
+        }
+    }
+
+    #[test]
+    fn the_process_cpu_memory_and_descriptors_are_read_from_proc() {
+        // A command with spaces and a parenthesis does not shift the fields.
+        let stat = "4242 (tokio (rt) x) S 1 4242 4242 0 -1 4194304 1234 0 0 0 250 75 0 0 20 0 9 0 100 0";
+        assert_eq!(ProcessStats::cpu_seconds(stat), Some(3.25));
+        assert_eq!(ProcessStats::cpu_seconds("garbage"), None);
+        let status = "Name:\tauth-svc\nVmPeak:\t  20000 kB\nVmRSS:\t   12345 kB\nThreads:\t9\n";
+        assert_eq!(ProcessStats::resident_bytes(status), Some(12_345 * 1024));
+        let limits = "Limit                     Soft Limit           Hard Limit           Units\n\
+                      Max open files            1024                 524288               files\n";
+        assert_eq!(ProcessStats::max_fds(limits), Some(1024));
+        assert_eq!(
+            ProcessStats::max_fds("Max open files            unlimited            unlimited            files"),
+            None
+        );
+
+        if cfg!(target_os = "linux") {
+            let text = Metrics::global().encode();
+            assert!(text.contains("# TYPE process_cpu_seconds counter"), "{text}");
+            assert!(sample(&text, "process_cpu_seconds_total").is_some(), "{text}");
+            assert!(sample(&text, "process_resident_memory_bytes").is_some_and(|b| b > 0.0), "{text}");
+            assert!(sample(&text, "process_open_fds").is_some_and(|n| n >= 3.0), "{text}");
+            assert!(sample(&text, "process_max_fds").is_some_and(|n| n >= 3.0), "{text}");
+        }
     }
 }

@@ -10,6 +10,9 @@
 //! listed them again (within a second or so). A Redis that keeps the marker but loses some
 //! listings (a failover to a lagging replica, eviction) is mended by auth-svc listing every kept
 //! revocation again every half minute.
+//!
+//! Each check of the marker sets `strongroom_revocation_list_complete` (1 present, 0 missing);
+//! each check that finds it missing also counts `strongroom_events_total{event="revocation_list_incomplete"}`.
 
 use std::time::Duration;
 
@@ -81,6 +84,12 @@ fn incomplete() -> ApiError {
         );
     }
     ApiError::unavailable("REVOCATION_CHECK_UNAVAILABLE", "cannot check token revocation, retry later")
+}
+
+/// Notes what a check of the marker found (`strongroom_revocation_list_complete`). A check that
+/// could not reach Redis notes nothing: it counts `revocation_check_failed` instead.
+fn marker_checked(present: bool) {
+    crate::metrics::Metrics::global().revocation_marker_checked(present);
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -167,6 +176,7 @@ impl Revocations {
                 .await
                 .map_err(unavailable)?
                 .map_err(unavailable)?;
+        marker_checked(loaded.is_some());
         if loaded.is_none() {
             return Err(incomplete());
         }
@@ -182,6 +192,7 @@ impl Revocations {
         let query = mget.query_async(&mut conn);
         let (listed, loaded, changed): (Option<i64>, Option<String>, Option<i64>) =
             tokio::time::timeout(TIMEOUT, query).await.map_err(unavailable)?.map_err(unavailable)?;
+        marker_checked(loaded.is_some());
         if loaded.is_none() {
             return Err(incomplete());
         }
@@ -218,10 +229,12 @@ impl Revocations {
     /// Whether the list is complete (auth-svc loads it again when not).
     pub async fn is_loaded(&self) -> Result<bool, ApiError> {
         let mut conn = self.conn().await?;
-        tokio::time::timeout(TIMEOUT, conn.exists::<_, bool>(LOADED_KEY))
+        let loaded = tokio::time::timeout(TIMEOUT, conn.exists::<_, bool>(LOADED_KEY))
             .await
             .map_err(unavailable)?
-            .map_err(unavailable)
+            .map_err(unavailable)?;
+        marker_checked(loaded);
+        Ok(loaded)
     }
 
     /// Lists `ids` as revoked.
@@ -293,6 +306,11 @@ mod tests {
         let refused = list.is_revoked(Revoked::Session, "s1").await.expect_err("no marker");
         assert_eq!(refused.reason, "REVOCATION_CHECK_UNAVAILABLE");
         assert!(!list.is_loaded().await.expect("exists"));
+        let complete = || {
+            let text = crate::metrics::Metrics::global().encode();
+            text.lines().find_map(|l| l.strip_prefix("strongroom_revocation_list_complete ")).map(str::to_owned)
+        };
+        assert_eq!(complete().as_deref(), Some("0"));
 
         // A load Redis forgot (it restarted meanwhile) or another replica took over sets no marker.
         let lost = list.begin_loading().await.expect("begin");
@@ -307,6 +325,7 @@ mod tests {
         assert!(list.finish_loading(&load).await.expect("finish"));
         assert!(list.is_loaded().await.expect("exists"));
         assert!(list.is_revoked(Revoked::Session, "s1").await.expect("listed"));
+        assert_eq!(complete().as_deref(), Some("1"));
         assert!(list.is_revoked(Revoked::ApiKey, "k1").await.expect("listed"));
         assert!(!list.is_revoked(Revoked::Session, "k1").await.expect("kinds are apart"));
         assert!(!list.is_revoked(Revoked::Session, "s2").await.expect("not listed"));

@@ -1,7 +1,8 @@
 //! Server bootstrap shared by the four backend services: mTLS listener, access policy, token
 //! verification, telemetry, `grpc.health.v1` (NOT_SERVING while the database is unreachable or
 //! older than the build: the operator's `strongroom migrate` step migrates, never the service),
-//! reflection, `/metrics`, and graceful shutdown that drains in-flight calls.
+//! reflection, `/metrics` (with the runtime database pool's occupancy), and graceful shutdown that
+//! drains in-flight calls.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -189,6 +190,7 @@ pub async fn run_service(
     let certs = CertStore::load(&config.tls)?;
     let reloader = certs.spawn_reloader(config.tls.reload_interval());
     let db = Db::connect_lazy(&config.database.url, config.database.max_connections)?;
+    crate::metrics::Metrics::global().watch_pool(name, db.control_pool());
     let auth_url =
         config.upstreams.auth.clone().ok_or_else(|| ServeError::Config("upstreams.auth is required".into()))?;
     let jwks_channel = client::channel(&certs, &auth_url, &Identity::new(Identity::AUTH)?, config.upstreams.timeout())

@@ -462,6 +462,11 @@ pub fn db_error(e: sqlx::Error) -> ApiError {
     {
         return ApiError::new(ErrorCode::InvalidArgument, "INVALID_TEXT", "text must not contain NUL (U+0000)");
     }
+    if matches!(e, sqlx::Error::PoolTimedOut) {
+        // Every connection stayed busy for the whole acquire timeout: the pool is too small for
+        // the load, or transactions hold their connections too long.
+        crate::metrics::Metrics::global().db_pool_timed_out();
+    }
     let unavailable = match &e {
         sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => true,
         // The server ended the session or cannot take it now: connection exceptions (class 08),

@@ -1,6 +1,8 @@
 //! The domain signals an on-call reads (issue 33): after logins that succeed, fail and are rate
 //! limited, a transit encryption and decryption, and transfers (one pending, expiring within five
-//! minutes), each service's families show their series on its admin `/metrics`.
+//! minutes), each service's families show their series on its admin `/metrics`, with the
+//! saturation measured at each scrape (database pools, the process) and the revocation list's
+//! marker.
 
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
@@ -135,5 +137,17 @@ async fn each_service_exports_its_domain_signals() {
     until(ledger, "strongroom_ledger_batch_size_bucket{le=\"1.0\"}", |v| v >= 3.0).await;
     until(ledger, "strongroom_ledger_commit_duration_seconds_count", |v| v >= 3.0).await;
     until(ledger, "strongroom_ledger_pending_expiring", |v| v == 1.0).await;
+
+    // Saturation: every service's pool (the services of this test share one process, and so one
+    // registry), no acquire timeout; the process's memory; the marker as auth-svc's sweep found it.
+    for service in e2e::SERVICES {
+        let admin = c.services[service].admin;
+        until(admin, &format!("strongroom_db_pool_max_connections{{service=\"{service}\"}}"), |v| v >= 1.0).await;
+        until(admin, &format!("strongroom_db_pool_connections{{service=\"{service}\",state=\"idle\"}}"), |v| v >= 0.0)
+            .await;
+        until(admin, &format!("strongroom_db_pool_timeouts_total{{service=\"{service}\"}}"), |v| v == 0.0).await;
+    }
+    until(auth, "process_resident_memory_bytes", |v| v > 0.0).await;
+    until(auth, "strongroom_revocation_list_complete", |v| v == 1.0).await;
     c.stop().await;
 }
