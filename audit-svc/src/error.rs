@@ -16,8 +16,6 @@ pub enum AuditError {
     EntryNotFound,
     /// UNAVAILABLE `NO_SIGNER`: no vault-svc is configured to hold the verifier key.
     NoSigner,
-    /// UNAVAILABLE `NO_VAULT`: no vault-svc is configured to unwrap pseudonym keys.
-    NoVault,
     /// UNAVAILABLE `AUDIT_NOT_PROVISIONED`: the tenant's log is not provisioned yet; retry.
     NotProvisioned,
     /// UNAVAILABLE `AUDIT_SHUTTING_DOWN`: retry on another replica.
@@ -40,7 +38,6 @@ impl From<AuditError> for ApiError {
             }
             AuditError::EntryNotFound => ApiError::not_found("ENTRY_NOT_FOUND", "no such entry"),
             AuditError::NoSigner => ApiError::unavailable("NO_SIGNER", "no vault configured"),
-            AuditError::NoVault => ApiError::unavailable("NO_VAULT", "upstreams.vault is not configured"),
             AuditError::NotProvisioned => {
                 ApiError::unavailable("AUDIT_NOT_PROVISIONED", "the tenant's audit log is being provisioned, retry")
             }
@@ -86,7 +83,6 @@ mod tests {
             ),
             (AuditError::EntryNotFound, ErrorCode::NotFound, "ENTRY_NOT_FOUND", "no such entry"),
             (AuditError::NoSigner, ErrorCode::Unavailable, "NO_SIGNER", "no vault configured"),
-            (AuditError::NoVault, ErrorCode::Unavailable, "NO_VAULT", "upstreams.vault is not configured"),
             (
                 AuditError::NotProvisioned,
                 ErrorCode::Unavailable,

@@ -64,11 +64,10 @@ pub async fn run(
         use proto::audit::v1::audit_log_service_server::AuditLogServiceServer;
         use proto::audit::v1::audit_retention_service_server::AuditRetentionServiceServer;
         use proto::vault::v1::signing_service_client::SigningServiceClient;
-        use proto::vault::v1::transit_service_client::TransitServiceClient;
-        let (signer, transit) = match &ctx.config.upstreams.vault {
+        let (signer, vault) = match &ctx.config.upstreams.vault {
             Some(url) => {
                 let channel = ctx.channel(url, kit::Identity::VAULT)?;
-                (Some(SigningServiceClient::new(channel.clone())), Some(TransitServiceClient::new(channel)))
+                (Some(SigningServiceClient::new(channel.clone())), Some(channel))
             }
             None => {
                 tracing::warn!("upstreams.vault is not configured: checkpoints are not signed, personal data refused");
@@ -82,7 +81,7 @@ pub async fn run(
         integrity::spawn(ctx.db.clone(), ctx.shutdown.clone(), integrity_interval, integrity_full_interval);
         let signals_db = Db::connect_lazy(&ctx.config.database.url, 1).map_err(|e| e.to_string())?;
         signals::spawn(signals_db, ctx.shutdown.clone(), signals_interval);
-        let pseudonyms = pseudonym::Pseudonymizer::new(ctx.db.clone(), transit);
+        let pseudonyms = pseudonym::Pseudonymizer::new(ctx.db.clone(), vault);
         pseudonyms.spawn_invalidation_listener(ctx.db.control_pool().clone());
         let ingest = ingest::AuditIngest {
             db: ctx.db.clone(),

@@ -18,7 +18,9 @@ use crate::config::AuthSettings;
 use crate::domain::policy::Policy;
 use crate::error::AuthError;
 use crate::passwords::Hasher;
+use crate::personal::{EmailIndex, Item, Personal, USER_DISPLAY_NAME, USER_EMAIL};
 use crate::store::roles;
+use crate::store::users::{NewUser, StoredUser};
 use crate::throttle::Throttle;
 use crate::tokens::Signer;
 
@@ -30,6 +32,8 @@ pub struct Core {
     pub signer: Signer,
     pub revocations: Revocations,
     pub vault: kit::client::Channel,
+    pub personal: Personal,
+    pub email_index: EmailIndex,
     pub settings: Arc<AuthSettings>,
     pub profiles: Profiles,
 }
@@ -73,6 +77,26 @@ impl Profiles {
     }
 }
 
+/// A new user's sealed profile and email index ([`Core::seal_profile`]).
+pub struct SealedProfile {
+    email: String,
+    display_name: Option<String>,
+    index: (i32, Vec<u8>),
+}
+
+impl SealedProfile {
+    /// The user row `id` with this profile and password `hash`.
+    pub fn row<'a>(&'a self, id: uuid::Uuid, hash: &'a str) -> NewUser<'a> {
+        NewUser {
+            id,
+            email_sealed: &self.email,
+            display_name_sealed: self.display_name.as_deref(),
+            email_index: (self.index.0, &self.index.1),
+            password_hash: hash,
+        }
+    }
+}
+
 /// An audit record of auth-svc.
 pub fn audit(actor: Actor, action: &str, resource: &str, outcome: Outcome, request_id: Option<String>) -> AuditRecord {
     AuditRecord::new(SERVICE, actor, action, resource, outcome).request_id(request_id)
@@ -111,6 +135,52 @@ impl Authed {
 }
 
 impl Core {
+    /// The users as the API shows them, their personal fields opened in one call.
+    pub async fn open_users(
+        &self,
+        tenant: &Tenant,
+        users: Vec<StoredUser>,
+    ) -> Result<Vec<proto::auth::v1::User>, ApiError> {
+        let items = users.iter().flat_map(StoredUser::personal).collect();
+        let mut opened = self.personal.open(tenant, items).await?.into_iter();
+        Ok(users
+            .into_iter()
+            .map(|u| {
+                let (email, name) = (opened.next().unwrap_or_default(), opened.next().unwrap_or_default());
+                u.into_pb(email, name)
+            })
+            .collect())
+    }
+
+    /// A new user's profile, sealed for row `id`, with its email's blind index; `EMAIL_TAKEN`
+    /// (before anything is sealed) when another user has the email.
+    pub async fn seal_profile(
+        &self,
+        tx: &mut TenantTx,
+        id: uuid::Uuid,
+        email: &str,
+        display_name: &str,
+    ) -> Result<SealedProfile, ApiError> {
+        let tenant = tx.tenant().clone();
+        let index = self.email_index.blind(&tenant, email).await?;
+        if crate::store::users::email_taken(tx, (index.0, &index.1), email).await? {
+            return Err(AuthError::EmailTaken.into());
+        }
+        let items = [
+            Item { field: USER_EMAIL, row: id, subject: id, value: email },
+            Item { field: USER_DISPLAY_NAME, row: id, subject: id, value: display_name },
+        ];
+        let mut sealed = self.personal.seal(&tenant, &items).await?.into_iter();
+        let email = sealed.next().flatten().ok_or_else(|| ApiError::internal(&"an email sealed to nothing"))?;
+        Ok(SealedProfile { email, display_name: sealed.next().flatten(), index })
+    }
+
+    /// One user as the API shows it.
+    pub async fn open_user(&self, tenant: &Tenant, user: StoredUser) -> Result<proto::auth::v1::User, ApiError> {
+        let mut users = self.open_users(tenant, vec![user]).await?;
+        users.pop().ok_or_else(|| ApiError::internal(&"an opened user went missing"))
+    }
+
     /// The verified caller of a request, in its own tenant.
     pub async fn authed<T>(&self, request: &tonic::Request<T>) -> Result<Authed, ApiError> {
         let ctx = RequestContext::of(request)?;

@@ -8,8 +8,10 @@ pub mod domain;
 pub mod error;
 pub mod housekeeping;
 pub mod passwords;
+pub mod personal;
 pub mod rbac;
 pub mod revocations;
+pub mod sealing;
 pub mod store;
 pub mod throttle;
 pub mod tokens;
@@ -40,6 +42,7 @@ pub const MIGRATIONS: MigrationSet = MigrationSet {
         kit::migration!("tenant", "0004_record_revocations"),
         kit::migration!("tenant", "0005_count_second_factor_failures_and_privilege_by_permission"),
         kit::migration!("tenant", "0006_record_api_keys_minted_with_a_second_factor"),
+        kit::migration!("tenant", "0007_seal_personal_data_and_index_emails"),
     ],
 };
 
@@ -103,7 +106,25 @@ pub async fn run(
         // does not hold it back (verifiers refuse tokens until the list is complete).
         revocations::spawn(ctx.db.clone(), revocations.clone(), ctx.shutdown.clone());
         let profiles = core::Profiles::default();
-        let core = core::Core { db: ctx.db.clone(), hasher, throttle, signer, revocations, vault, settings, profiles };
+        let personal = personal::Personal::new(vault.clone());
+        let email_index = personal::EmailIndex::new(ctx.db.clone(), vault.clone());
+        email_index.spawn_invalidation_listener(ctx.db.control_pool().clone());
+        if settings.purge_every_secs > 0 {
+            let every = std::time::Duration::from_secs(settings.purge_every_secs);
+            sealing::spawn(ctx.db.clone(), personal.clone(), email_index.clone(), every, ctx.shutdown.clone());
+        }
+        let core = core::Core {
+            db: ctx.db.clone(),
+            hasher,
+            throttle,
+            signer,
+            revocations,
+            vault,
+            personal,
+            email_index,
+            settings,
+            profiles,
+        };
         let tenants = api::tenants::Tenants { db: ctx.db.clone(), core: core.clone() };
         let keys = api::tenants::Keys { db: ctx.db.clone() };
         let identity = api::tenants::IdentityApi { db: ctx.db.clone() };

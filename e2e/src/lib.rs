@@ -161,6 +161,42 @@ impl Drop for SoftHsm {
     }
 }
 
+/// A PostgreSQL client program: from `PATH`, else the newest under `/usr/lib/postgresql`.
+pub fn pg_binary(name: &str) -> std::path::PathBuf {
+    if let Some(path) = std::env::var_os("PATH") {
+        for dir in std::env::split_paths(&path) {
+            if dir.join(name).is_file() {
+                return dir.join(name);
+            }
+        }
+    }
+    let mut found: Vec<_> = std::fs::read_dir("/usr/lib/postgresql")
+        .map(|rd| rd.filter_map(Result::ok).map(|e| e.path().join("bin").join(name)).filter(|p| p.is_file()).collect())
+        .unwrap_or_default();
+    found.sort();
+    found.pop().unwrap_or_else(|| panic!("{name} not found"))
+}
+
+/// A plain-text `pg_dump` of the whole test database, as a backup would hold it.
+pub fn pg_dump(db: &TestDb) -> String {
+    let url = secrecy::ExposeSecret::expose_secret(&db.admin_url()).to_owned();
+    let dump = std::process::Command::new(pg_binary("pg_dump")).arg("--dbname").arg(&url).output().expect("pg_dump");
+    assert!(dump.status.success(), "{}", String::from_utf8_lossy(&dump.stderr));
+    String::from_utf8_lossy(&dump.stdout).into_owned()
+}
+
+/// Server-side calls of gRPC service `rpc_service` (e.g. `strongroom.vault.v1.TransitService`)
+/// the process has counted, from the Prometheus text at `admin`.
+pub async fn rpc_calls(admin: SocketAddr, rpc_service: &str) -> u64 {
+    let label = format!("rpc_service=\"{rpc_service}\"");
+    scrape_metrics(admin)
+        .await
+        .lines()
+        .filter(|l| l.starts_with("rpc_server_call_duration_seconds_count{") && l.contains(&label))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
 /// `GET /metrics` on a server's admin listener (plain HTTP/1.1): the Prometheus text.
 pub async fn scrape_metrics(addr: SocketAddr) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -11,6 +11,7 @@ pub mod authz;
 pub mod bin;
 pub mod client;
 pub mod config;
+pub mod datakey;
 pub mod error;
 pub mod metrics;
 pub mod migrate;

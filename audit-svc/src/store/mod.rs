@@ -6,7 +6,6 @@
 pub mod checkpoints;
 pub mod log;
 pub mod outbox;
-pub mod pseudonyms;
 pub mod retention;
 
 use kit::ApiError;

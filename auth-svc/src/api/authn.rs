@@ -15,6 +15,7 @@ use crate::domain::login::{self, MFA_CHALLENGE_SECS, MFA_PREFIX, Retry};
 use crate::domain::policy::Policy;
 use crate::error::AuthError;
 use crate::passwords::Verdict;
+use crate::personal::{Item, SESSION_IP, SESSION_USER_AGENT};
 use crate::store::login::{Grant, NewSessionRow, Rotation, UserAccess};
 use crate::store::{api_keys, mfa, roles, sessions, users};
 use crate::throttle::Attempt;
@@ -135,17 +136,26 @@ impl Authn {
         let UserAccess { roles, permissions, has_totp } = access;
         let enrollment_only = login::enrollment_only(policy.privileged(&roles, &permissions), s.mfa, has_totp);
         let refresh = tokens::new_refresh_token(&tenant.slug)?;
+        let (session, jti) = (uuid::Uuid::new_v4(), uuid::Uuid::now_v7());
+        let client = [
+            Item { field: SESSION_IP, row: session, subject: s.user, value: s.ip },
+            Item { field: SESSION_USER_AGENT, row: session, subject: s.user, value: s.user_agent },
+        ];
+        let mut sealed = self.core.personal.seal(&tenant, &client).await?.into_iter();
+        let (ip_sealed, user_agent_sealed) = (sealed.next().flatten(), sealed.next().flatten());
         let row = NewSessionRow {
+            id: session,
             user: s.user,
-            ip: s.ip,
-            user_agent: s.user_agent,
+            ip_sealed: ip_sealed.as_deref(),
+            user_agent_sealed: user_agent_sealed.as_deref(),
+            access_jti: jti,
             amr: &s.amr,
             mfa: s.mfa,
             enrollment_only,
             ttl_secs: f64::from(policy.refresh_token_ttl_secs),
             refresh_hash: &tokens::digest(&refresh),
         };
-        let session = crate::store::login::open_session(&mut tx, &row).await?;
+        crate::store::login::open_session(&mut tx, &row).await?;
         let created = audit(
             Actor::User(s.user.to_string()),
             "session.create",
@@ -168,13 +178,14 @@ impl Authn {
             mfa_time,
         );
         claims.mfa_enrollment_required = enrollment_only;
+        claims.jti = jti.to_string();
         tx.commit().await?;
         let access = self.core.signer.mint(&self.core.db, &tenant, &claims).await?;
         Ok(session_tokens(access, policy, refresh.to_string(), session, enrollment_only))
     }
 
     async fn login(&self, req: pb::LoginRequest, request_id: Option<String>) -> Result<pb::LoginResponse, ApiError> {
-        let email = req.email.trim().to_lowercase();
+        let email = crate::domain::email::normalized(&req.email);
         let password = Zeroizing::new(req.password);
         let (ip, user_agent) = login::client(req.client);
         if !login::plausible_credentials(&email, &password) {
@@ -196,8 +207,9 @@ impl Authn {
             kit::metrics::Metrics::global().event("login_failed");
             return Err(AuthError::InvalidCredentials.into());
         };
+        let index = self.core.email_index.blind(&tenant, &email).await?;
         let mut tx = self.core.db.begin(&tenant).await?;
-        let facts = crate::store::login::login_facts(&mut tx, &email).await?;
+        let facts = crate::store::login::login_facts(&mut tx, (index.0, &index.1), &email).await?;
         tx.commit().await?;
         let (policy, access, user) = (facts.policy, facts.access, facts.user);
         let actor = user.as_ref().map(|u| Actor::User(u.id.to_string())).unwrap_or(Actor::Anonymous);
@@ -242,7 +254,7 @@ impl Authn {
             // The token names its tenant (`srm_<slug>.<random>`): the second step needs no more.
             let token = tokens::opaque(&format!("{MFA_PREFIX}{}.", tenant.slug))?;
             let secs = MFA_CHALLENGE_SECS as f64;
-            mfa::insert_challenge(&mut tx, &tokens::digest(&token), user.id, &ip, &user_agent, secs).await?;
+            mfa::insert_challenge(&mut tx, &tokens::digest(&token), user.id, secs).await?;
             tx.record(audit(actor, "login.password_ok_mfa_pending", &resource, Outcome::Success, request_id)).await?;
             tx.commit().await?;
             return Ok(pb::LoginResponse {
@@ -360,14 +372,15 @@ impl Authn {
         };
         let mut tx = self.core.db.begin(&tenant).await?;
         let next = tokens::new_refresh_token(&tenant.slug)?;
+        let jti = uuid::Uuid::now_v7();
         let (grant, successor) =
-            match crate::store::login::rotate(&mut tx, &presented, &next, request_id.clone()).await? {
+            match crate::store::login::rotate(&mut tx, &presented, &next, jti, request_id.clone()).await? {
                 Rotation::Rotated(grant) => {
                     tx.commit().await?;
                     (grant, next)
                 }
                 Rotation::SessionEnded => return Err(AuthError::SessionEnded.into()),
-                Rotation::NotTaken => self.retry_or_reuse(tx, &presented, request_id.clone()).await?,
+                Rotation::NotTaken => self.retry_or_reuse(tx, &presented, jti, request_id.clone()).await?,
             };
         let passed_mfa = grant.mfa_at.is_some();
         if login::grant_needs_mfa(&grant.policy, &grant.roles, &grant.permissions, passed_mfa, grant.enrollment_only) {
@@ -389,17 +402,20 @@ impl Authn {
             grant.mfa_at.map(|t| t.timestamp()),
         );
         claims.mfa_enrollment_required = grant.enrollment_only;
+        claims.jti = jti.to_string();
         let access = self.core.signer.mint(&self.core.db, &tenant, &claims).await?;
         Ok(session_tokens(access, &policy, successor.to_string(), grant.session_id, grant.enrollment_only))
     }
 
     /// A refresh token the rotation did not take: the same token again within the grace window
-    /// gets the successor it got the first time; a spent token after that ends the session (its
-    /// family is compromised); anything else is refused. Commits what it changes.
+    /// gets the successor it got the first time (and a new access token, `access_jti`); a spent
+    /// token after that ends the session (its family is compromised); anything else is refused.
+    /// Commits what it changes.
     async fn retry_or_reuse(
         &self,
         mut tx: TenantTx,
         presented: &str,
+        access_jti: uuid::Uuid,
         request_id: Option<String>,
     ) -> Result<(Grant, Zeroizing<String>), ApiError> {
         let grace = self.core.settings.refresh_grace_secs as f64;
@@ -412,7 +428,8 @@ impl Authn {
             (Retry::Conflict, _) => Err(AuthError::RefreshConflict.into()),
             (Retry::SameSuccessor, Some(sealed)) => {
                 let successor = tokens::open_successor(presented, sealed)?;
-                tx.rollback().await?;
+                sessions::set_access_jti(&mut tx, row.grant.session_id, access_jti).await?;
+                tx.commit().await?;
                 Ok((row.grant, successor))
             }
             (Retry::SameSuccessor | Retry::Reused, _) => {
@@ -522,11 +539,12 @@ impl pb::authentication_service_server::AuthenticationService for Authn {
                 return Err(err.into());
             }
         };
-        let amr = sessions::stepped_up(&mut tx, session, login::amr_of(method)).await?;
+        let jti = uuid::Uuid::now_v7();
+        let amr = sessions::stepped_up(&mut tx, session, login::amr_of(method), jti).await?;
         tx.record(me.audit("mfa.step_up", &resource, Outcome::Success).detail("method", method)).await?;
         let (roles, permissions, _) = self.core.access_of(&mut tx, user, &policy).await?;
         tx.commit().await?;
-        let claims = self.core.signer.claims(
+        let mut claims = self.core.signer.claims(
             &me.tenant,
             &me.principal.subject,
             &session.to_string(),
@@ -536,6 +554,7 @@ impl pb::authentication_service_server::AuthenticationService for Authn {
             permissions,
             Some(chrono::Utc::now().timestamp()),
         );
+        claims.jti = jti.to_string();
         let access = self.core.signer.mint(&self.core.db, &me.tenant, &claims).await?;
         Ok(Response::new(session_tokens(access, &policy, String::new(), session, false)))
     }

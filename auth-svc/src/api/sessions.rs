@@ -10,6 +10,7 @@ use tonic::{Request, Response, Status};
 use crate::core::{Core, end_session};
 use crate::domain::input::parse_id;
 use crate::error::AuthError;
+use crate::personal::{Item, USER_EMAIL};
 use crate::store::api_keys::{self, KeyRow};
 use crate::{rbac, store, totp};
 
@@ -78,13 +79,15 @@ impl pb::session_service_server::SessionService for Sessions {
         let rows = store::sessions::recent(&mut tx, user).await?;
         tx.commit().await?;
         let current = me.principal.session_id.clone().unwrap_or_default();
+        let items = rows.iter().flat_map(|s| s.personal()).collect();
+        let mut opened = self.core.personal.open(&me.tenant, items).await?.into_iter();
         let sessions = rows
             .into_iter()
             .map(|s| pb::Session {
                 current: s.id.to_string() == current,
                 id: s.id.to_string(),
-                ip: s.ip,
-                user_agent: s.user_agent,
+                ip: opened.next().unwrap_or_default(),
+                user_agent: opened.next().unwrap_or_default(),
                 create_time: Some(to_pb(s.created_at)),
                 last_seen_time: Some(to_pb(s.last_seen_at)),
                 revoke_time: s.revoked_at.map(to_pb),
@@ -120,13 +123,16 @@ impl pb::session_service_server::SessionService for Sessions {
         if confirmed {
             return Err(AuthError::TotpAlreadyEnrolled.into());
         }
+        // The authenticator app labels the account with its email.
+        let email = Item { field: USER_EMAIL, row: user, subject: user, value: email };
+        let email = self.core.personal.open(&me.tenant, vec![email]).await?.pop().unwrap_or_default();
         let seed = totp::new_seed()?;
         let sealed = totp::seal(&self.core.vault, &me.tenant, user, &seed).await?;
         store::mfa::start_totp(&mut tx, user, &sealed).await?;
         tx.record(me.audit("mfa.totp_enroll_start", &format!("user/{user}"), Outcome::Success)).await?;
         tx.commit().await?;
         let (otpauth_uri, secret) =
-            totp::provisioning(&seed, &self.core.settings.totp_issuer, email.as_deref().unwrap_or("user"))?;
+            totp::provisioning(&seed, &self.core.settings.totp_issuer, if email.is_empty() { "user" } else { &email })?;
         Ok(Response::new(pb::EnrollTotpResponse { otpauth_uri, secret }))
     }
 

@@ -10,6 +10,7 @@ use zeroize::Zeroizing;
 use crate::core::{Authed, Core, audit};
 use crate::domain::input::{normalize_email, parse_id};
 use crate::error::AuthError;
+use crate::personal::{Item, USER_DISPLAY_NAME};
 use crate::store::users::{insert_user, load_user};
 use crate::store::{api_keys, groups, mfa, roles, sessions, users};
 use crate::{passwords, rbac};
@@ -50,7 +51,7 @@ impl Users {
         tx.record(me.audit(action, &format!("user/{id}"), Outcome::Success)).await?;
         let user = load_user(&mut tx, id).await?;
         tx.commit().await?;
-        Ok(user)
+        self.core.open_user(&me.tenant, user).await
     }
 }
 
@@ -71,14 +72,17 @@ impl pb::user_service_server::UserService for Users {
                 rbac::check_subset(&perms, &me.principal.permissions)?;
             }
         }
+        let id = uuid::Uuid::new_v4();
+        let display_name = req.display_name.trim();
+        let fields = self.core.seal_profile(&mut tx, id, &email, display_name).await?;
         let hash = self.core.hasher.hash(Zeroizing::new(req.password)).await?;
-        let id =
-            insert_user(&mut tx, &email, req.display_name.trim(), &hash, &req.roles, &me.principal.subject).await?;
+        insert_user(&mut tx, &fields.row(id, &hash), &req.roles, &me.principal.subject).await?;
         tx.record(me.audit("user.create", &format!("user/{id}"), Outcome::Success).detail("roles", req.roles.clone()))
             .await?;
         let user = load_user(&mut tx, id).await?;
         tx.commit().await?;
-        Ok(Response::new(user))
+        // The values just sealed: no call to open them again.
+        Ok(Response::new(user.into_pb(email, display_name.to_owned())))
     }
 
     async fn get_user(&self, request: Request<pb::GetUserRequest>) -> Result<Response<pb::User>, Status> {
@@ -90,7 +94,7 @@ impl pb::user_service_server::UserService for Users {
         let mut tx = self.core.db.begin(&me.tenant).await?;
         let user = load_user(&mut tx, id).await?;
         tx.commit().await?;
-        Ok(Response::new(user))
+        Ok(Response::new(self.core.open_user(&me.tenant, user).await?))
     }
 
     async fn list_users(
@@ -106,7 +110,9 @@ impl pb::user_service_server::UserService for Users {
         let mut tx = self.core.db.begin(&me.tenant).await?;
         let rows = users::page(&mut tx, after, size + 1).await?;
         tx.commit().await?;
-        let (users, next_page_token) = super::page(rows, size, |u| u.id.clone());
+        // Only the page shown is opened (the extra row tells whether there is a next page).
+        let (rows, next_page_token) = super::page(rows, size, |u| u.id.to_string());
+        let users = self.core.open_users(&me.tenant, rows).await?;
         Ok(Response::new(pb::ListUsersResponse { users, next_page_token }))
     }
 
@@ -118,8 +124,11 @@ impl pb::user_service_server::UserService for Users {
             me.require(Permission::UsersWrite)?;
         }
         check_display_name(&req.display_name)?;
+        let name = req.display_name.trim();
+        let item = Item { field: USER_DISPLAY_NAME, row: id, subject: id, value: name };
+        let sealed = self.core.personal.seal(&me.tenant, &[item]).await?.pop().flatten();
         let mut tx = self.core.db.begin(&me.tenant).await?;
-        users::set_display_name(&mut tx, id, req.display_name.trim()).await?;
+        users::set_display_name(&mut tx, id, sealed.as_deref()).await?;
         let user = self.done(&me, tx, "user.update", id).await?;
         self.core.profiles.forget(&me.tenant);
         Ok(Response::new(user))
@@ -158,7 +167,7 @@ impl pb::user_service_server::UserService for Users {
         tx.commit().await?;
         self.core.profiles.forget(&me.tenant);
         self.core.publish_revocations(&me.tenant).await?;
-        Ok(Response::new(user))
+        Ok(Response::new(self.core.open_user(&me.tenant, user).await?))
     }
 
     async fn reactivate_user(&self, request: Request<pb::ReactivateUserRequest>) -> Result<Response<pb::User>, Status> {
@@ -207,6 +216,7 @@ impl pb::user_service_server::UserService for Users {
                 let mut tx = self.core.db.begin(&me.tenant).await?;
                 let user = load_user(&mut tx, id).await?;
                 tx.commit().await?;
+                let user = self.core.open_user(&me.tenant, user).await?;
                 self.core.profiles.put(&me.tenant, id, user.clone());
                 user
             }
@@ -231,6 +241,20 @@ impl pb::user_service_server::UserService for Users {
         let (roles, permissions) = roles::effective(&mut tx, id).await?;
         tx.record(me.audit("user.export", &format!("user/{id}"), Outcome::Success)).await?;
         tx.commit().await?;
+        // The user's fields and every session's, opened in one call.
+        let items = user.personal().into_iter().chain(sessions.iter().flat_map(|s| s.personal())).collect();
+        let mut opened = self.core.personal.open(&me.tenant, items).await?.into_iter();
+        let mut next = || opened.next().unwrap_or_default();
+        let user = user.into_pb(next(), next());
+        let sessions: Vec<serde_json::Value> = sessions
+            .into_iter()
+            .map(|s| {
+                serde_json::json!({
+                    "id": s.id, "ip": next(), "user_agent": next(), "amr": s.amr, "created_at": s.created_at,
+                    "last_seen_at": s.last_seen_at, "revoked_at": s.revoked_at, "revoke_reason": s.revoke_reason,
+                })
+            })
+            .collect();
         let doc = serde_json::json!({
             "format": "strongroom.user-export.v1",
             "exported_at": chrono::Utc::now().to_rfc3339(),
@@ -240,6 +264,7 @@ impl pb::user_service_server::UserService for Users {
                 "status": match user.status { 1 => "active", 2 => "suspended", _ => "deleted" },
                 "mfa_enabled": user.mfa_enabled,
                 "created_at": user.create_time.map(|t| t.seconds),
+                "last_login_at": user.last_login_time.map(|t| t.seconds),
             },
             "roles": roles,
             "permissions": permissions,
@@ -290,8 +315,10 @@ pub async fn create_owner(
         return Ok(None);
     }
     let password = crate::tokens::opaque("")?;
+    let id = uuid::Uuid::new_v4();
+    let fields = core.seal_profile(tx, id, &email, "Owner").await?;
     let hash = core.hasher.hash(password.clone()).await?;
-    let id = insert_user(tx, &email, "Owner", &hash, &["owner".to_owned()], "operator").await?;
+    insert_user(tx, &fields.row(id, &hash), &["owner".to_owned()], "operator").await?;
     tx.record(
         audit(Actor::Service("operator".into()), "user.create", &format!("user/{id}"), Outcome::Success, None)
             .detail("roles", vec!["owner"]),

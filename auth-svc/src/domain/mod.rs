@@ -1,5 +1,6 @@
 //! auth-svc's rules that need no I/O.
 
+pub mod email;
 pub mod input;
 pub mod login;
 pub mod policy;

@@ -46,9 +46,10 @@ pub struct LoginFacts {
     pub access: UserAccess,
 }
 
-/// The policy, the account of `email` and what its session needs (roles, TOTP), in one round
-/// trip: after the hash only the writes remain.
-pub async fn login_facts(tx: &mut TenantTx, email: &str) -> Result<LoginFacts, ApiError> {
+/// The policy, the account whose email has blind index `blind` (`(key version, index)`; in a row
+/// from before sealing: whose email is `plain`) and what its session needs (roles, TOTP), in one
+/// round trip: after the hash only the writes remain.
+pub async fn login_facts(tx: &mut TenantTx, blind: (i32, &[u8]), plain: &str) -> Result<LoginFacts, ApiError> {
     #[derive(sqlx::FromRow)]
     struct Facts {
         #[sqlx(flatten)]
@@ -65,10 +66,13 @@ pub async fn login_facts(tx: &mut TenantTx, email: &str) -> Result<LoginFacts, A
                 EXISTS (SELECT 1 FROM mfa_totp m WHERE m.user_id = u.id AND m.confirmed_at IS NOT NULL) AS has_totp,
                 {}
            FROM tenant_policy p
-           LEFT JOIN users u ON u.email = $1 AND u.status <> 'deleted'",
+           LEFT JOIN users u ON u.id = coalesce(
+                    (SELECT user_id FROM user_email_index WHERE key_version = $1 AND blind = $2),
+                    (SELECT id FROM users WHERE email = $3))
+                AND u.status <> 'deleted'",
         super::roles::effective_columns("u.id"),
     );
-    let facts: Facts = tx.one(sqlx::query_as(&sql).bind(email)).await?;
+    let facts: Facts = tx.one(sqlx::query_as(&sql).bind(blind.0).bind(blind.1).bind(plain)).await?;
     let user = match (facts.id, facts.status) {
         (Some(id), Some(status)) => Some(LoginUser {
             id,
@@ -84,9 +88,13 @@ pub async fn login_facts(tx: &mut TenantTx, email: &str) -> Result<LoginFacts, A
 /// A session being opened.
 #[derive(Debug)]
 pub struct NewSessionRow<'a> {
+    /// Chosen before sealing: the sealed fields name their row.
+    pub id: uuid::Uuid,
     pub user: uuid::Uuid,
-    pub ip: &'a str,
-    pub user_agent: &'a str,
+    pub ip_sealed: Option<&'a str>,
+    pub user_agent_sealed: Option<&'a str>,
+    /// The `jti` of its first access token.
+    pub access_jti: uuid::Uuid,
     pub amr: &'a [String],
     /// Opened with a second factor.
     pub mfa: bool,
@@ -96,30 +104,34 @@ pub struct NewSessionRow<'a> {
     pub refresh_hash: &'a [u8],
 }
 
-/// Inserts the session and its first refresh token in one statement; returns the session's id.
-pub async fn open_session(tx: &mut TenantTx, s: &NewSessionRow<'_>) -> Result<uuid::Uuid, ApiError> {
-    tx.scalar(
-        sqlx::query_scalar(
+/// Inserts the session and its first refresh token, and notes the user's login, in one statement.
+pub async fn open_session(tx: &mut TenantTx, s: &NewSessionRow<'_>) -> Result<(), ApiError> {
+    tx.execute(
+        sqlx::query(
             "WITH s AS (
-             INSERT INTO sessions (user_id, ip, user_agent, amr, mfa_at, enrollment_only, expires_at)
-             VALUES ($1, $2, $3, $4, CASE WHEN $5 THEN now() END, $6, now() + make_interval(secs => $7))
+             INSERT INTO sessions (id, user_id, ip_sealed, user_agent_sealed, access_jti, amr, mfa_at, enrollment_only,
+                                   expires_at)
+             VALUES ($9, $1, $2, $3, $10, $4, CASE WHEN $5 THEN now() END, $6, now() + make_interval(secs => $7))
              RETURNING id
          ), r AS (
              INSERT INTO refresh_tokens (token_hash, session_id, generation, expires_at)
              SELECT $8, id, 0, now() + make_interval(secs => $7) FROM s
          )
-         SELECT id FROM s",
+         UPDATE users SET last_login_at = now() WHERE id = $1",
         )
         .bind(s.user)
-        .bind(s.ip)
-        .bind(s.user_agent)
+        .bind(s.ip_sealed)
+        .bind(s.user_agent_sealed)
         .bind(s.amr)
         .bind(s.mfa)
         .bind(s.enrollment_only)
         .bind(s.ttl_secs)
-        .bind(s.refresh_hash),
+        .bind(s.refresh_hash)
+        .bind(s.id)
+        .bind(s.access_jti),
     )
     .await
+    .map(drop)
 }
 
 /// What a refresh grant mints its access token from.
@@ -157,6 +169,7 @@ pub async fn rotate(
     tx: &mut TenantTx,
     presented: &str,
     next: &str,
+    access_jti: uuid::Uuid,
     request_id: Option<String>,
 ) -> Result<Rotation, ApiError> {
     #[derive(sqlx::FromRow)]
@@ -179,7 +192,7 @@ pub async fn rotate(
           RETURNING session_id, generation + 1 AS generation
          ), extended AS (
              -- By primary key (a join here lets a planner without statistics scan every session).
-             UPDATE sessions s SET last_seen_at = now(),
+             UPDATE sessions s SET last_seen_at = now(), access_jti = $8,
                     expires_at = now() + make_interval(secs => (SELECT refresh_token_ttl_secs FROM tenant_policy))
               WHERE s.id = (SELECT session_id FROM spent) AND s.revoked_at IS NULL
                 AND (SELECT u.status FROM users u WHERE u.id = s.user_id) = 'active'
@@ -209,7 +222,8 @@ pub async fn rotate(
                 .bind(uuid::Uuid::now_v7())
                 .bind(crate::SERVICE)
                 .bind(request_id)
-                .bind(kit::telemetry::current_trace_id()),
+                .bind(kit::telemetry::current_trace_id())
+                .bind(access_jti),
         )
         .await?;
     Ok(match row {

@@ -3,16 +3,21 @@
 
 use kit::{ApiError, TenantTx};
 
-/// The user's email and whether a TOTP seed is confirmed.
-pub async fn email_and_totp_confirmed(tx: &mut TenantTx, user: uuid::Uuid) -> Result<(Option<String>, bool), ApiError> {
-    tx.one(
-        sqlx::query_as(
-            "SELECT u.email, EXISTS (SELECT 1 FROM mfa_totp m WHERE m.user_id = u.id AND m.confirmed_at IS NOT NULL)
-           FROM users u WHERE u.id = $1",
+use crate::personal::Stored;
+
+/// The user's email (sealed) and whether a TOTP seed is confirmed.
+pub async fn email_and_totp_confirmed(tx: &mut TenantTx, user: uuid::Uuid) -> Result<(Stored, bool), ApiError> {
+    let (sealed, plain, confirmed): (Option<String>, Option<String>, bool) = tx
+        .one(
+            sqlx::query_as(
+                "SELECT u.email_sealed, u.email,
+                        EXISTS (SELECT 1 FROM mfa_totp m WHERE m.user_id = u.id AND m.confirmed_at IS NOT NULL)
+                   FROM users u WHERE u.id = $1",
+            )
+            .bind(user),
         )
-        .bind(user),
-    )
-    .await
+        .await?;
+    Ok((Stored::of(sealed, plain), confirmed))
 }
 
 /// Stores a new, unconfirmed seed (sealed by vault-svc), replacing an earlier unconfirmed one.
@@ -134,19 +139,14 @@ pub async fn insert_challenge(
     tx: &mut TenantTx,
     token_hash: &[u8],
     user: uuid::Uuid,
-    ip: &str,
-    user_agent: &str,
     secs: f64,
 ) -> Result<(), ApiError> {
     tx.execute(
         sqlx::query(
-            "INSERT INTO mfa_challenges (token_hash, user_id, ip, user_agent, expires_at)
-         VALUES ($1, $2, $3, $4, now() + make_interval(secs => $5))",
+            "INSERT INTO mfa_challenges (token_hash, user_id, expires_at) VALUES ($1, $2, now() + make_interval(secs => $3))",
         )
         .bind(token_hash)
         .bind(user)
-        .bind(ip)
-        .bind(user_agent)
         .bind(secs),
     )
     .await?;

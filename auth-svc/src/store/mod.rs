@@ -12,6 +12,7 @@ pub mod mfa;
 pub mod policy;
 pub mod revocations;
 pub mod roles;
+pub mod sealing;
 pub mod sessions;
 pub mod signing_keys;
 pub mod users;

@@ -3,28 +3,53 @@
 
 use kit::{ApiError, TenantTx};
 
-/// A session as a user's list shows it.
+use crate::personal::{Item, SESSION_IP, SESSION_USER_AGENT, Stored};
+
+/// A session as a user's list and data export show it, its client details still sealed.
 #[derive(Debug, sqlx::FromRow)]
 pub struct SessionRow {
     pub id: uuid::Uuid,
-    pub ip: String,
-    pub user_agent: String,
+    pub user_id: uuid::Uuid,
+    ip_sealed: Option<String>,
+    user_agent_sealed: Option<String>,
+    // Until auth tenant migration 0007's sweep seals the rows written before it.
+    ip: String,
+    user_agent: String,
+    pub amr: Vec<String>,
     pub created_at: chrono::DateTime<chrono::Utc>,
     pub last_seen_at: chrono::DateTime<chrono::Utc>,
     pub revoked_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub revoke_reason: Option<String>,
 }
+
+impl SessionRow {
+    /// The client address and user agent, to open in one call with others.
+    pub fn personal(&self) -> [Item<Stored>; 2] {
+        let item = |field, sealed: &Option<String>, plain: &str| Item {
+            field,
+            row: self.id,
+            subject: self.user_id,
+            value: Stored::of(sealed.clone(), Some(plain.to_owned())),
+        };
+        [
+            item(SESSION_IP, &self.ip_sealed, &self.ip),
+            item(SESSION_USER_AGENT, &self.user_agent_sealed, &self.user_agent),
+        ]
+    }
+}
+
+const SESSION_COLUMNS: &str =
+    "id, user_id, ip_sealed, user_agent_sealed, ip, user_agent, amr, created_at, last_seen_at,
+    revoked_at, revoke_reason";
 
 /// The user's live sessions and those ended in the last 30 days, newest first (at most 200).
 pub async fn recent(tx: &mut TenantTx, user: uuid::Uuid) -> Result<Vec<SessionRow>, ApiError> {
-    tx.all(
-        sqlx::query_as(
-            "SELECT id, ip, user_agent, created_at, last_seen_at, revoked_at FROM sessions
+    let sql = format!(
+        "SELECT {SESSION_COLUMNS} FROM sessions
           WHERE user_id = $1 AND (revoked_at IS NULL OR revoked_at > now() - interval '30 days')
-          ORDER BY created_at DESC LIMIT 200",
-        )
-        .bind(user),
-    )
-    .await
+          ORDER BY created_at DESC LIMIT 200"
+    );
+    tx.all(sqlx::query_as(&sql).bind(user)).await
 }
 
 /// Whose session `id` is.
@@ -111,13 +136,10 @@ pub async fn end_for_reuse(tx: &mut TenantTx, id: uuid::Uuid) -> Result<(), ApiE
     Ok(())
 }
 
-/// Every session of the user, as its data export shows them.
-pub async fn export_of(tx: &mut TenantTx, user: uuid::Uuid) -> Result<Vec<serde_json::Value>, ApiError> {
-    let sql =
-        "SELECT jsonb_build_object('id', id, 'ip', ip, 'user_agent', user_agent, 'amr', amr, 'created_at', created_at,
-                'last_seen_at', last_seen_at, 'revoked_at', revoked_at, 'revoke_reason', revoke_reason)
-           FROM sessions WHERE user_id = $1 ORDER BY created_at";
-    super::json_rows(tx, sql, user).await
+/// Every session of the user, for its data export.
+pub async fn export_of(tx: &mut TenantTx, user: uuid::Uuid) -> Result<Vec<SessionRow>, ApiError> {
+    let sql = format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE user_id = $1 ORDER BY created_at");
+    tx.all(sqlx::query_as(&sql).bind(user)).await
 }
 
 /// The session (and its user) of the refresh token whose digest is `token_hash`, spent or not;
@@ -138,12 +160,31 @@ pub async fn of_refresh_token(
     .await
 }
 
-/// Session `id` has passed a second factor again (`amr` its method); returns its methods now.
-pub async fn stepped_up(tx: &mut TenantTx, id: uuid::Uuid, amr: &str) -> Result<Vec<String>, ApiError> {
-    tx.execute(sqlx::query(
-        "UPDATE sessions SET mfa_at = now(), amr = (SELECT array_agg(DISTINCT m) FROM unnest(amr || $2::text[]) m) WHERE id = $1",
+/// Session `id` has passed a second factor again (`amr` its method) and gets a new access token
+/// (`access_jti`); returns its methods now.
+pub async fn stepped_up(
+    tx: &mut TenantTx,
+    id: uuid::Uuid,
+    amr: &str,
+    access_jti: uuid::Uuid,
+) -> Result<Vec<String>, ApiError> {
+    tx.scalar(
+        sqlx::query_scalar(
+            "UPDATE sessions SET mfa_at = now(), access_jti = $3,
+                    amr = (SELECT array_agg(DISTINCT m) FROM unnest(amr || $2::text[]) m)
+              WHERE id = $1 RETURNING amr",
+        )
+        .bind(id)
+        .bind(vec![amr])
+        .bind(access_jti),
     )
-    .bind(id)
-    .bind(vec![amr])).await?;
-    tx.scalar(sqlx::query_scalar("SELECT amr FROM sessions WHERE id = $1").bind(id)).await
+    .await
+}
+
+/// Session `id` got a new access token (`access_jti`) outside a rotation (a refresh retried
+/// within the grace window).
+pub async fn set_access_jti(tx: &mut TenantTx, id: uuid::Uuid, access_jti: uuid::Uuid) -> Result<(), ApiError> {
+    tx.execute(sqlx::query("UPDATE sessions SET access_jti = $2 WHERE id = $1").bind(id).bind(access_jti))
+        .await
+        .map(drop)
 }

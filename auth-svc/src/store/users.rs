@@ -6,20 +6,26 @@ use kit::{ApiError, TenantTx};
 use proto::auth::v1 as pb;
 
 use crate::error::AuthError;
+use crate::personal::{Item, Stored, USER_DISPLAY_NAME, USER_EMAIL};
 use crate::store::roles::{self, Grantee};
 
 #[derive(sqlx::FromRow)]
 struct UserRow {
     id: uuid::Uuid,
+    email_sealed: Option<String>,
+    display_name_sealed: Option<String>,
+    // Until auth tenant migration 0007's sweep seals the rows written before it.
     email: Option<String>,
     display_name: Option<String>,
     status: String,
     suspension_reason: Option<String>,
     created_at: chrono::DateTime<chrono::Utc>,
+    last_login_at: Option<chrono::DateTime<chrono::Utc>>,
     mfa_enabled: bool,
 }
 
-const USER_COLUMNS: &str = "u.id, u.email, u.display_name, u.status, u.suspension_reason, u.created_at,
+const USER_COLUMNS: &str = "u.id, u.email_sealed, u.display_name_sealed, u.email, u.display_name, u.status,
+    u.suspension_reason, u.created_at, u.last_login_at,
     EXISTS (SELECT 1 FROM mfa_totp m WHERE m.user_id = u.id AND m.confirmed_at IS NOT NULL) AS mfa_enabled";
 
 /// A user with its effective roles.
@@ -30,9 +36,53 @@ struct WithRoles {
     roles: Vec<String>,
 }
 
-impl From<WithRoles> for pb::User {
+/// A user as stored: its personal fields still sealed ([`crate::personal::Personal::open`] opens
+/// them, then [`StoredUser::into_pb`]).
+#[derive(Debug)]
+pub struct StoredUser {
+    pub id: uuid::Uuid,
+    pub email: Stored,
+    pub display_name: Stored,
+    user: pb::User,
+}
+
+impl From<WithRoles> for StoredUser {
     fn from(row: WithRoles) -> Self {
-        user_pb(row.user, row.roles)
+        let r = row.user;
+        let user = pb::User {
+            id: r.id.to_string(),
+            email: String::new(),
+            display_name: String::new(),
+            status: match r.status.as_str() {
+                "active" => pb::UserStatus::Active,
+                "suspended" => pb::UserStatus::Suspended,
+                _ => pb::UserStatus::Deleted,
+            } as i32,
+            suspension_reason: r.suspension_reason.unwrap_or_default(),
+            mfa_enabled: r.mfa_enabled,
+            roles: row.roles,
+            create_time: Some(to_pb(r.created_at)),
+            last_login_time: r.last_login_at.map(to_pb),
+        };
+        StoredUser {
+            id: r.id,
+            email: Stored::of(r.email_sealed, r.email),
+            display_name: Stored::of(r.display_name_sealed, r.display_name),
+            user,
+        }
+    }
+}
+
+impl StoredUser {
+    /// The sealed fields, to open in one call with others.
+    pub fn personal(&self) -> [Item<Stored>; 2] {
+        let item = |field, value: &Stored| Item { field, row: self.id, subject: self.id, value: value.clone() };
+        [item(USER_EMAIL, &self.email), item(USER_DISPLAY_NAME, &self.display_name)]
+    }
+
+    /// The user as the API shows it, with its opened email and display name.
+    pub fn into_pb(self, email: String, display_name: String) -> pb::User {
+        pb::User { email, display_name, ..self.user }
     }
 }
 
@@ -42,62 +92,81 @@ fn select_with_roles() -> String {
 }
 
 /// User `id` with its effective roles; `USER_NOT_FOUND` when there is none.
-pub async fn load_user(tx: &mut TenantTx, id: uuid::Uuid) -> Result<pb::User, ApiError> {
+pub async fn load_user(tx: &mut TenantTx, id: uuid::Uuid) -> Result<StoredUser, ApiError> {
     let sql = format!("{} WHERE u.id = $1", select_with_roles());
     let row: Option<WithRoles> = tx.optional(sqlx::query_as(&sql).bind(id)).await?;
     Ok(row.ok_or(AuthError::UserNotFound)?.into())
 }
 
-fn user_pb(row: UserRow, roles: Vec<String>) -> pb::User {
-    pb::User {
-        id: row.id.to_string(),
-        email: row.email.unwrap_or_default(),
-        display_name: row.display_name.unwrap_or_default(),
-        status: match row.status.as_str() {
-            "active" => pb::UserStatus::Active,
-            "suspended" => pb::UserStatus::Suspended,
-            _ => pb::UserStatus::Deleted,
-        } as i32,
-        suspension_reason: row.suspension_reason.unwrap_or_default(),
-        mfa_enabled: row.mfa_enabled,
-        roles,
-        create_time: Some(to_pb(row.created_at)),
-    }
-}
-
 /// Up to `limit` users (not deleted) with ids after `after`, by id, with their effective roles.
-pub async fn page(tx: &mut TenantTx, after: uuid::Uuid, limit: i64) -> Result<Vec<pb::User>, ApiError> {
+pub async fn page(tx: &mut TenantTx, after: uuid::Uuid, limit: i64) -> Result<Vec<StoredUser>, ApiError> {
     let sql = format!("{} WHERE u.id > $1 AND u.status <> 'deleted' ORDER BY u.id LIMIT $2", select_with_roles());
     let rows: Vec<WithRoles> = tx.all(sqlx::query_as(&sql).bind(after).bind(limit)).await?;
-    Ok(rows.into_iter().map(pb::User::from).collect())
+    Ok(rows.into_iter().map(StoredUser::from).collect())
 }
 
-/// Creates a user with `roles` granted directly (checks are the caller's business).
+/// A user being created: its id (chosen before sealing, as the ciphertexts name their row), its
+/// sealed personal fields and the blind index of its email.
+#[derive(Debug)]
+pub struct NewUser<'a> {
+    pub id: uuid::Uuid,
+    pub email_sealed: &'a str,
+    pub display_name_sealed: Option<&'a str>,
+    /// `(key version, blind index)` of the email.
+    pub email_index: (i32, &'a [u8]),
+    pub password_hash: &'a str,
+}
+
+/// Whether a user (not deleted) has the email of blind index `blind` under key `version`, or, in
+/// a row from before sealing, the email `plain`.
+pub async fn email_taken(tx: &mut TenantTx, (version, blind): (i32, &[u8]), plain: &str) -> Result<bool, ApiError> {
+    tx.scalar(
+        sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM user_email_index WHERE key_version = $1 AND blind = $2)
+                 OR EXISTS (SELECT 1 FROM users WHERE email = $3)",
+        )
+        .bind(version)
+        .bind(blind)
+        .bind(plain),
+    )
+    .await
+}
+
+/// Creates a user with `roles` granted directly (checks are the caller's business); `EMAIL_TAKEN`
+/// when another user has the email.
 pub async fn insert_user(
     tx: &mut TenantTx,
-    email: &str,
-    display_name: &str,
-    password_hash: &str,
+    u: &NewUser<'_>,
     roles: &[String],
     granted_by: &str,
-) -> Result<uuid::Uuid, ApiError> {
-    let id: uuid::Uuid = tx
+) -> Result<(), ApiError> {
+    let inserted: Option<uuid::Uuid> = tx
         .optional_scalar(
             sqlx::query_scalar(
-                "INSERT INTO users (email, display_name, password_hash, password_changed_at) VALUES ($1, $2, $3, now())
-         ON CONFLICT (tenant_id, email) WHERE email IS NOT NULL DO NOTHING RETURNING id",
+                "WITH u AS (
+                     INSERT INTO users (id, email_sealed, display_name_sealed, password_hash, password_changed_at)
+                     VALUES ($1, $2, $3, $4, now()) RETURNING id
+                 )
+                 INSERT INTO user_email_index (key_version, blind, user_id)
+                 SELECT $5, $6, id FROM u ON CONFLICT DO NOTHING RETURNING user_id",
             )
-            .bind(email)
-            .bind(display_name)
-            .bind(password_hash),
+            .bind(u.id)
+            .bind(u.email_sealed)
+            .bind(u.display_name_sealed)
+            .bind(u.password_hash)
+            .bind(u.email_index.0)
+            .bind(u.email_index.1),
         )
-        .await?
-        .ok_or(AuthError::EmailTaken)?;
+        .await?;
+    if inserted.is_none() {
+        // The user row is written; the caller's transaction must not commit.
+        return Err(AuthError::EmailTaken.into());
+    }
     for role in roles {
         let (role_id, _) = roles::by_name(tx, role).await?;
-        roles::grant(tx, role_id, Grantee::User(id), granted_by).await?;
+        roles::grant(tx, role_id, Grantee::User(u.id), granted_by).await?;
     }
-    Ok(id)
+    Ok(())
 }
 
 /// Whether the tenant has any user at all.
@@ -129,10 +198,15 @@ async fn update_one(
     Ok(())
 }
 
-/// Sets the display name of a user who is not deleted; `USER_NOT_FOUND` otherwise.
-pub async fn set_display_name(tx: &mut TenantTx, id: uuid::Uuid, name: &str) -> Result<(), ApiError> {
-    let sql = "UPDATE users SET display_name = $2, updated_at = now() WHERE id = $1 AND status <> 'deleted'";
-    update_one(tx, sql, id, Some(name), AuthError::UserNotFound).await
+/// Sets the (sealed) display name of a user who is not deleted; `USER_NOT_FOUND` otherwise.
+pub async fn set_display_name(tx: &mut TenantTx, id: uuid::Uuid, sealed: Option<&str>) -> Result<(), ApiError> {
+    let sql = "UPDATE users SET display_name_sealed = $2, display_name = NULL, updated_at = now()
+                WHERE id = $1 AND status <> 'deleted'";
+    let query = sqlx::query(sql).bind(id).bind(sealed);
+    if tx.execute(query).await? == 0 {
+        return Err(AuthError::UserNotFound.into());
+    }
+    Ok(())
 }
 
 /// Suspends a user who is not deleted, with `reason`; `USER_NOT_FOUND` otherwise.
@@ -147,13 +221,16 @@ pub async fn reactivate(tx: &mut TenantTx, id: uuid::Uuid) -> Result<(), ApiErro
     update_one(tx, sql, id, None, AuthError::NotSuspended).await
 }
 
-/// Marks a user deleted and erases what identifies them: their profile and password, second
-/// factors, pending logins, memberships, grants and their sessions' client details (the sessions
-/// themselves and API keys are ended by the caller). `USER_NOT_FOUND` when there is no such user
+/// Marks a user deleted and erases what identifies them: their profile and password, their email's
+/// blind index (which would still confirm a guessed address), second factors, pending logins,
+/// memberships, grants and their sessions' client details (the sessions themselves and API keys
+/// are ended by the caller). Copies of the sealed fields kept elsewhere (WAL, backups) open no
+/// more once the caller has shredded the user's key. `USER_NOT_FOUND` when there is no such user
 /// or it is deleted already.
 pub async fn erase(tx: &mut TenantTx, id: uuid::Uuid) -> Result<(), ApiError> {
-    let sql = "UPDATE users SET status = 'deleted', email = NULL, display_name = NULL, password_hash = NULL,
-                    suspension_reason = NULL, deleted_at = now(), updated_at = now()
+    let sql = "UPDATE users SET status = 'deleted', email = NULL, display_name = NULL, email_sealed = NULL,
+                    display_name_sealed = NULL, password_hash = NULL, suspension_reason = NULL,
+                    last_login_at = NULL, deleted_at = now(), updated_at = now()
               WHERE id = $1 AND status <> 'deleted'";
     update_one(tx, sql, id, None, AuthError::UserNotFound).await?;
     for sql in [
@@ -162,7 +239,8 @@ pub async fn erase(tx: &mut TenantTx, id: uuid::Uuid) -> Result<(), ApiError> {
         "DELETE FROM mfa_challenges WHERE user_id = $1",
         "DELETE FROM group_members WHERE user_id = $1",
         "DELETE FROM role_grants WHERE user_id = $1",
-        "UPDATE sessions SET ip = '', user_agent = '' WHERE user_id = $1",
+        "DELETE FROM user_email_index WHERE user_id = $1",
+        "UPDATE sessions SET ip = '', user_agent = '', ip_sealed = NULL, user_agent_sealed = NULL WHERE user_id = $1",
     ] {
         tx.execute(sqlx::query(sql).bind(id)).await?;
     }

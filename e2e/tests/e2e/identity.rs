@@ -802,12 +802,13 @@ async fn export_holds_only_the_users_data_and_deletion_shreds_it() {
         .expect("delete");
     settle().await;
     let pool = fx.c.db.admin_pool().await;
-    let (email, name, hash): (Option<String>, Option<String>, Option<String>) =
-        sqlx::query_as("SELECT email, display_name, password_hash FROM t_alpha.users WHERE id = $1::uuid")
-            .bind(&frank.id)
-            .fetch_one(&pool)
-            .await
-            .expect("row");
+    let (email, name, hash): (Option<String>, Option<String>, Option<String>) = sqlx::query_as(
+        "SELECT email_sealed, display_name_sealed, password_hash FROM t_alpha.users WHERE id = $1::uuid",
+    )
+    .bind(&frank.id)
+    .fetch_one(&pool)
+    .await
+    .expect("row");
     assert_eq!((email, name, hash), (None, None, None));
     let totp: i64 = sqlx::query_scalar("SELECT count(*) FROM t_alpha.mfa_totp WHERE user_id = $1::uuid")
         .bind(&frank.id)
@@ -1561,14 +1562,15 @@ async fn second_factor_guesses_are_counted_across_challenges_and_step_ups() {
 
     // When the lock ends, the right code passes and the count starts again.
     let pool = fx.c.db.admin_pool().await;
-    sqlx::query("UPDATE t_alpha.users SET mfa_locked_until = now() - interval '1 second' WHERE email = $1")
-        .bind(&email)
+    let owner_id = e2e::jwt_part(&owner.access_token, 1)["sub"].as_str().expect("sub").to_owned();
+    sqlx::query("UPDATE t_alpha.users SET mfa_locked_until = now() - interval '1 second' WHERE id = $1::uuid")
+        .bind(&owner_id)
         .execute(&pool)
         .await
         .expect("end the lock");
     tokens(fx.verify_mfa(&challenge, &right).await.expect("the lock is over"));
-    let counts: (i32, i32) = sqlx::query_as("SELECT mfa_failures, mfa_lockouts FROM t_alpha.users WHERE email = $1")
-        .bind(&email)
+    let counts: (i32, i32) = sqlx::query_as("SELECT mfa_failures, mfa_lockouts FROM t_alpha.users WHERE id = $1::uuid")
+        .bind(&owner_id)
         .fetch_one(&pool)
         .await
         .expect("counts");

@@ -16,6 +16,7 @@ mod ledger;
 mod lifecycle;
 mod mtls;
 mod observability;
+mod personal_data;
 mod signals;
 mod tenancy;
 mod tracing;

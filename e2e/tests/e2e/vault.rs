@@ -245,21 +245,6 @@ async fn moved_tampered_or_copied_ciphertexts_do_not_decrypt() {
     f.c.stop().await;
 }
 
-fn pg_binary(name: &str) -> std::path::PathBuf {
-    if let Some(path) = std::env::var_os("PATH") {
-        for dir in std::env::split_paths(&path) {
-            if dir.join(name).is_file() {
-                return dir.join(name);
-            }
-        }
-    }
-    let mut found: Vec<_> = std::fs::read_dir("/usr/lib/postgresql")
-        .map(|rd| rd.filter_map(Result::ok).map(|e| e.path().join("bin").join(name)).filter(|p| p.is_file()).collect())
-        .unwrap_or_default();
-    found.sort();
-    found.pop().unwrap_or_else(|| panic!("{name} not found"))
-}
-
 #[tokio::test]
 async fn a_database_dump_holds_no_plaintext_and_the_master_key_stays_in_the_token() {
     let f = Fixture::new().await;
@@ -281,10 +266,7 @@ async fn a_database_dump_holds_no_plaintext_and_the_master_key_stays_in_the_toke
         .await
         .expect("transit encrypt");
 
-    let url = secrecy::ExposeSecret::expose_secret(&f.c.db.admin_url()).to_owned();
-    let dump = std::process::Command::new(pg_binary("pg_dump")).arg("--dbname").arg(&url).output().expect("pg_dump");
-    assert!(dump.status.success(), "{}", String::from_utf8_lossy(&dump.stderr));
-    let text = String::from_utf8_lossy(&dump.stdout);
+    let text = e2e::pg_dump(&f.c.db);
     assert!(text.contains("secret_versions"), "the dump covers the vault tables");
     assert!(!text.contains(value), "plaintext in the dump");
     let hex_value = value.bytes().map(|b| format!("{b:02x}")).collect::<String>();

@@ -50,6 +50,10 @@ pub struct User {
     roles: Vec<String>,
     #[schema(format = DateTime)]
     created_at: Option<String>,
+    /// When the user last logged in (password or second factor; refreshes do not count); null if
+    /// never.
+    #[schema(format = DateTime)]
+    last_login_at: Option<String>,
 }
 
 impl From<&pb::User> for User {
@@ -63,6 +67,7 @@ impl From<&pb::User> for User {
             mfa_enabled: u.mfa_enabled,
             roles: u.roles.clone(),
             created_at: rfc3339(&u.create_time),
+            last_login_at: rfc3339(&u.last_login_time),
         }
     }
 }

@@ -1,0 +1,432 @@
+//! Personal data sealed from its first write, over real mTLS with real PostgreSQL, Redis, vault-svc
+//! and SoftHSM2: a dump holds no email, name, address or user agent; logins and uniqueness go
+//! through the keyed blind index; deleting a user makes every copy of their data unreadable; a
+//! sealed value moved to another row does not open; reading a user costs one transit call; a
+//! login is recorded on the user and the session holds its access token's `jti`; rows written
+//! before sealing are sealed by auth-svc's sweep.
+
+use std::collections::HashMap;
+
+use e2e::{Constellation, reason};
+use kit::testing::TestSigner;
+use proto::auth::v1 as pb;
+use proto::auth::v1::authentication_service_client::AuthenticationServiceClient;
+use proto::auth::v1::session_service_client::SessionServiceClient;
+use proto::auth::v1::user_service_client::UserServiceClient;
+use proto::vault::v1 as vault;
+
+const PASSWORD: &str = "correct horse battery staple";
+const TRANSIT: &str = "strongroom.vault.v1.TransitService";
+
+struct Fx {
+    c: Constellation,
+    signer: TestSigner,
+    alpha: uuid::Uuid,
+    owner: String,
+}
+
+fn req<T>(tenant: &str, token: Option<&str>, msg: T) -> tonic::Request<T> {
+    kit::client::with_context(tonic::Request::new(msg), Some(tenant), Some(&uuid::Uuid::new_v4().to_string()), token)
+}
+
+#[allow(clippy::expect_used)]
+impl Fx {
+    async fn new() -> Self {
+        let _ = kit::telemetry::init("e2e", &kit::config::TelemetryConfig { otlp_endpoint: None, log: "error".into() });
+        let c = Constellation::start(false).await;
+        let (alpha, owner, _) = c.create_tenant_with_owner("alpha", "Owner.Quill@Alpha.example").await;
+        let signer = TestSigner::generate();
+        signer.publish(&c.db.admin_pool().await).await;
+        Self { c, signer, alpha, owner }
+    }
+
+    /// An access token of `subject` in `tenant` with the directory permissions.
+    fn admin(&self, tenant: uuid::Uuid, subject: &str) -> String {
+        let mut claims = TestSigner::claims(tenant, subject);
+        claims["permissions"] =
+            serde_json::json!(["users.read", "users.write", "users.delete", "sessions.read", "roles.grant"]);
+        self.signer.sign(&claims)
+    }
+
+    fn users(&self) -> UserServiceClient<kit::client::Channel> {
+        UserServiceClient::new(self.c.channel_as("gateway", "auth"))
+    }
+
+    async fn create(&self, tenant: &str, token: &str, email: &str, name: &str) -> Result<pb::User, tonic::Status> {
+        let msg = pb::CreateUserRequest {
+            email: email.into(),
+            display_name: name.into(),
+            password: PASSWORD.into(),
+            ..Default::default()
+        };
+        self.users().create_user(req(tenant, Some(token), msg)).await.map(tonic::Response::into_inner)
+    }
+
+    async fn get(&self, token: &str, id: &str) -> Result<pb::User, tonic::Status> {
+        let msg = pb::GetUserRequest { id: id.into() };
+        self.users().get_user(req("alpha", Some(token), msg)).await.map(tonic::Response::into_inner)
+    }
+
+    async fn login(&self, tenant: &str, email: &str, ip: &str, agent: &str) -> Result<pb::Tokens, tonic::Status> {
+        let msg = pb::LoginRequest {
+            tenant: tenant.into(),
+            email: email.into(),
+            password: PASSWORD.into(),
+            client: Some(pb::ClientInfo { ip: ip.into(), user_agent: agent.into() }),
+        };
+        let answer = AuthenticationServiceClient::new(self.c.channel_as("gateway", "auth"))
+            .login(req(tenant, None, msg))
+            .await?
+            .into_inner();
+        match answer.result {
+            Some(pb::login_response::Result::Tokens(t)) => Ok(t),
+            other => panic!("expected tokens, got {other:?}"),
+        }
+    }
+
+    async fn sessions(&self, token: &str, user: &str) -> Vec<pb::Session> {
+        let msg = pb::ListSessionsRequest { user_id: user.into() };
+        SessionServiceClient::new(self.c.channel_as("gateway", "auth"))
+            .list_sessions(req("alpha", Some(token), msg))
+            .await
+            .expect("list sessions")
+            .into_inner()
+            .sessions
+    }
+
+    async fn admin_pool(&self) -> sqlx::PgPool {
+        self.c.db.admin_pool().await
+    }
+
+    /// Transit calls vault-svc has served so far.
+    async fn transit_calls(&self) -> u64 {
+        e2e::rpc_calls(self.c.services["vault"].admin, TRANSIT).await
+    }
+}
+
+/// A read a test makes twice.
+type Read<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + 'a>>;
+
+/// Transit calls the second of two runs of `read` made (keys a replica loads on first use do not
+/// count).
+async fn calls_of<'a>(f: &Fx, read: &dyn Fn() -> Read<'a>) -> u64 {
+    read().await;
+    let before = f.transit_calls().await;
+    read().await;
+    f.transit_calls().await - before
+}
+
+fn hex(s: &str) -> String {
+    s.bytes().map(|b| format!("{b:02x}")).collect()
+}
+
+#[tokio::test]
+async fn a_database_dump_holds_no_email_name_address_or_user_agent() {
+    let f = Fx::new().await;
+    let admin = f.admin(f.alpha, &f.owner);
+    let (email, name) = ("Zebedee.Quartermain@Probe.example", "Zebedee Quartermain-Probe");
+    let (ip, agent) = ("198.51.100.213", "ProbeAgent/9.9 (dump-check)");
+    let user = f.create("alpha", &admin, email, name).await.expect("create");
+    assert_eq!((user.email.as_str(), user.display_name.as_str()), ("zebedee.quartermain@probe.example", name));
+    let tokens = f.login("alpha", email, ip, agent).await.expect("login");
+    // Everything reads back through the API.
+    assert_eq!(f.get(&admin, &user.id).await.expect("get").display_name, name);
+    let sessions = f.sessions(&admin, &user.id).await;
+    let listed = sessions.iter().find(|s| s.id == tokens.session_id).expect("the new session is listed");
+    assert_eq!((listed.ip.as_str(), listed.user_agent.as_str()), (ip, agent));
+
+    let dump = e2e::pg_dump(&f.c.db);
+    assert!(dump.contains("user_email_index") && dump.contains("email_sealed"), "the dump covers the auth tables");
+    for plain in [email, &email.to_lowercase(), name, ip, agent, "owner.quill@alpha.example"] {
+        assert!(!dump.contains(plain), "{plain:?} is in the dump");
+        assert!(!dump.contains(&hex(plain)), "{plain:?} is in the dump as hex");
+    }
+    f.c.stop().await;
+}
+
+#[tokio::test]
+async fn logins_find_users_by_a_keyed_blind_index_and_emails_stay_unique() {
+    let f = Fx::new().await;
+    let admin = f.admin(f.alpha, &f.owner);
+    let ada = f.create("alpha", &admin, "ada@example.com", "Ada").await.expect("create");
+    // The address as typed differently still finds the user.
+    let tokens = f.login("alpha", "  Ada@Example.COM ", "203.0.113.9", "e2e").await.expect("login");
+    assert_eq!(e2e::jwt_part(&tokens.access_token, 1)["sub"], ada.id.as_str());
+    let err = f.create("alpha", &admin, "ADA@example.com", "Other").await.expect_err("taken");
+    assert_eq!(reason(&err), "EMAIL_TAKEN");
+    // Two users creating the same address at once: one wins.
+    let (a, b) = tokio::join!(
+        f.create("alpha", &admin, "race@example.com", "A"),
+        f.create("alpha", &admin, "Race@Example.com", "B")
+    );
+    assert!(a.is_ok() != b.is_ok(), "exactly one of two racing creations wins: {a:?} {b:?}");
+    let loser = a.err().or(b.err()).expect("a loser");
+    assert_eq!(reason(&loser), "EMAIL_TAKEN");
+
+    // The same address in another tenant is another user, under another key: nothing links them.
+    let bravo = f.c.create_tenant("bravo").await;
+    f.create("bravo", &f.admin(bravo, &uuid::Uuid::new_v4().to_string()), "ada@example.com", "Ada B")
+        .await
+        .expect("another tenant's ada");
+    let pool = f.admin_pool().await;
+    let blind = |schema: &'static str| {
+        let pool = pool.clone();
+        async move {
+            let sql =
+                format!("SELECT blind FROM {schema}.user_email_index i JOIN {schema}.users u ON u.id = i.user_id");
+            sqlx::query_scalar::<_, Vec<u8>>(&sql).fetch_all(&pool).await.expect("index")
+        }
+    };
+    let (alpha_index, bravo_index) = (blind("t_alpha").await, blind("t_bravo").await);
+    assert_eq!(alpha_index.len(), 3, "the owner, ada and the race's winner");
+    assert!(alpha_index.iter().all(|b| b.len() == 32));
+    assert!(bravo_index.iter().all(|b| !alpha_index.contains(b)), "a blind index is keyed per tenant");
+    f.c.stop().await;
+}
+
+#[tokio::test]
+async fn deleting_a_user_makes_every_copy_of_their_data_unreadable() {
+    let f = Fx::new().await;
+    let admin = f.admin(f.alpha, &f.owner);
+    let user = f.create("alpha", &admin, "leaving@example.com", "Leaving User").await.expect("create");
+    let tokens = f.login("alpha", "leaving@example.com", "192.0.2.44", "Leaver/1.0").await.expect("login");
+    let id: uuid::Uuid = user.id.parse().expect("id");
+    let pool = f.admin_pool().await;
+    // What a backup taken now would hold.
+    let (email, name): (String, String) =
+        sqlx::query_as("SELECT email_sealed, display_name_sealed FROM t_alpha.users WHERE id = $1")
+            .bind(id)
+            .fetch_one(&pool)
+            .await
+            .expect("sealed");
+    let session: uuid::Uuid = tokens.session_id.parse().expect("session id");
+    let ip: String = sqlx::query_scalar("SELECT ip_sealed FROM t_alpha.sessions WHERE id = $1")
+        .bind(session)
+        .fetch_one(&pool)
+        .await
+        .expect("sealed ip");
+    // Until the deletion, the copies open (as auth-svc, where they are stored).
+    let open = |ciphertext: String, table: &str, column: &str, row: uuid::Uuid| {
+        let context = HashMap::from([
+            ("table".to_owned(), table.to_owned()),
+            ("column".to_owned(), column.to_owned()),
+            ("row".to_owned(), row.to_string()),
+        ]);
+        let msg = vault::DecryptRequest { ciphertext, context, subject: id.to_string() };
+        let mut transit = vault::transit_service_client::TransitServiceClient::new(f.c.channel_as("auth", "vault"));
+        async move { transit.decrypt(req("alpha", None, msg)).await.map(|r| r.into_inner().plaintext) }
+    };
+    assert_eq!(open(email.clone(), "users", "email", id).await.expect("opens"), b"leaving@example.com");
+
+    f.users()
+        .delete_user(req("alpha", Some(&admin), pb::DeleteUserRequest { id: user.id.clone() }))
+        .await
+        .expect("delete");
+
+    for (copy, table, column, row) in
+        [(email, "users", "email", id), (name, "users", "display_name", id), (ip, "sessions", "ip", session)]
+    {
+        let err = open(copy, table, column, row).await.expect_err("shredded");
+        assert_eq!(reason(&err), "KEY_DESTROYED", "{table}.{column}");
+    }
+    let left: (Option<String>, Option<String>, i64, Option<String>) = sqlx::query_as(
+        "SELECT u.email_sealed, u.display_name_sealed,
+                (SELECT count(*) FROM t_alpha.user_email_index i WHERE i.user_id = u.id),
+                (SELECT s.ip_sealed FROM t_alpha.sessions s WHERE s.id = $2)
+           FROM t_alpha.users u WHERE u.id = $1",
+    )
+    .bind(id)
+    .bind(session)
+    .fetch_one(&pool)
+    .await
+    .expect("row");
+    assert_eq!(left, (None, None, 0, None), "nothing of the user is kept, not even the index of their email");
+    let err = f.login("alpha", "leaving@example.com", "192.0.2.44", "Leaver/1.0").await.expect_err("gone");
+    assert_eq!(reason(&err), "INVALID_CREDENTIALS");
+    // The address is free again.
+    f.create("alpha", &admin, "leaving@example.com", "Returning").await.expect("the address can be used again");
+    f.c.stop().await;
+}
+
+#[tokio::test]
+async fn a_sealed_value_moved_to_another_row_or_column_does_not_open() {
+    let f = Fx::new().await;
+    let admin = f.admin(f.alpha, &f.owner);
+    let alice = f.create("alpha", &admin, "alice.secret@example.com", "Alice").await.expect("alice");
+    let bob = f.create("alpha", &admin, "bob@example.com", "Bob").await.expect("bob");
+    let pool = f.admin_pool().await;
+    // An attacker with write access to the database copies alice's email onto bob's row.
+    sqlx::query(
+        "UPDATE t_alpha.users SET email_sealed = (SELECT email_sealed FROM t_alpha.users WHERE id = $1) WHERE id = $2",
+    )
+    .bind(uuid::Uuid::parse_str(&alice.id).expect("id"))
+    .bind(uuid::Uuid::parse_str(&bob.id).expect("id"))
+    .execute(&pool)
+    .await
+    .expect("tamper");
+    // An integrity failure (an internal error to the caller, logged for the operator), never
+    // alice's address shown as bob's.
+    let unreadable = |err: tonic::Status| {
+        assert_eq!(err.code(), tonic::Code::Internal, "{err:?}");
+        assert!(err.message().contains("does not open") && !err.message().contains("alice"), "{}", err.message());
+    };
+    unreadable(f.get(&admin, &bob.id).await.expect_err("a moved value does not open"));
+    // And into another column of alice's own row.
+    sqlx::query("UPDATE t_alpha.users SET display_name_sealed = email_sealed WHERE id = $1")
+        .bind(uuid::Uuid::parse_str(&alice.id).expect("id"))
+        .execute(&pool)
+        .await
+        .expect("tamper");
+    unreadable(f.get(&admin, &alice.id).await.expect_err("a moved value does not open"));
+    f.c.stop().await;
+}
+
+#[tokio::test]
+async fn reading_users_and_sessions_costs_one_transit_call() {
+    let f = Fx::new().await;
+    let admin = f.admin(f.alpha, &f.owner);
+    let mut last = None;
+    for i in 0..30 {
+        last = Some(
+            f.create("alpha", &admin, &format!("reader{i}@example.com"), &format!("Reader {i}")).await.expect("create"),
+        );
+    }
+    let user = last.expect("a user");
+    for i in 0..3 {
+        f.login("alpha", "reader29@example.com", &format!("192.0.2.{i}"), "Reader/1.0").await.expect("login");
+    }
+    let user_token = {
+        let mut claims = TestSigner::claims(f.alpha, &user.id);
+        claims["permissions"] = serde_json::json!([]);
+        f.signer.sign(&claims)
+    };
+    let get = || -> Read<'_> { Box::pin(async { f.get(&admin, &user.id).await.map(drop).expect("get") }) };
+    let list = || -> Read<'_> {
+        Box::pin(async {
+            let msg = pb::ListUsersRequest { page_size: 500, page_token: String::new() };
+            let listed = f.users().list_users(req("alpha", Some(&admin), msg)).await.expect("list").into_inner();
+            assert_eq!(listed.users.len(), 31);
+            assert!(listed.users.iter().all(|u| u.email.contains('@') && !u.display_name.is_empty()));
+        })
+    };
+    let sessions = || -> Read<'_> {
+        Box::pin(async {
+            let sessions = f.sessions(&admin, &user.id).await;
+            assert_eq!(sessions.len(), 3);
+            assert!(sessions.iter().all(|s| s.user_agent == "Reader/1.0"));
+        })
+    };
+    let export = || -> Read<'_> {
+        Box::pin(async {
+            let export = f.users().export_me(req("alpha", Some(&user_token), pb::ExportMeRequest {})).await;
+            let doc: serde_json::Value =
+                serde_json::from_str(&export.expect("export").into_inner().json).expect("json");
+            assert_eq!(doc["user"]["email"], "reader29@example.com");
+            assert_eq!(doc["sessions"].as_array().map(Vec::len), Some(3));
+            assert_eq!(doc["sessions"][0]["user_agent"], "Reader/1.0");
+        })
+    };
+    for (name, calls) in [
+        ("GetUser", calls_of(&f, &get).await),
+        ("ListUsers", calls_of(&f, &list).await),
+        ("ListSessions", calls_of(&f, &sessions).await),
+        ("ExportMe", calls_of(&f, &export).await),
+    ] {
+        assert!(calls <= 1, "{name} made {calls} transit calls");
+    }
+    f.c.stop().await;
+}
+
+#[tokio::test]
+async fn a_login_is_recorded_and_the_session_holds_its_access_tokens_id() {
+    let f = Fx::new().await;
+    let admin = f.admin(f.alpha, &f.owner);
+    let user = f.create("alpha", &admin, "clock@example.com", "Clock").await.expect("create");
+    assert!(user.last_login_time.is_none(), "never logged in");
+    let tokens = f.login("alpha", "clock@example.com", "192.0.2.8", "e2e").await.expect("login");
+    let pool = f.admin_pool().await;
+    let jti_of = |token: &str| e2e::jwt_part(token, 1)["jti"].as_str().expect("jti").to_owned();
+    let stored = || async {
+        sqlx::query_scalar::<_, uuid::Uuid>("SELECT access_jti FROM t_alpha.sessions WHERE id = $1::uuid")
+            .bind(&tokens.session_id)
+            .fetch_one(&pool)
+            .await
+            .expect("session")
+            .to_string()
+    };
+    assert_eq!(stored().await, jti_of(&tokens.access_token));
+    let logged_in = f.get(&admin, &user.id).await.expect("get").last_login_time.expect("login recorded");
+
+    let msg = pb::RefreshRequest { tenant: "alpha".into(), refresh_token: tokens.refresh_token.clone(), client: None };
+    let refreshed = AuthenticationServiceClient::new(f.c.channel_as("gateway", "auth"))
+        .refresh(req("alpha", None, msg))
+        .await
+        .expect("refresh")
+        .into_inner();
+    assert_ne!(jti_of(&refreshed.access_token), jti_of(&tokens.access_token));
+    assert_eq!(stored().await, jti_of(&refreshed.access_token), "the session holds its newest token's id");
+    let after = f.get(&admin, &user.id).await.expect("get").last_login_time.expect("still recorded");
+    assert_eq!(after, logged_in, "a refresh is not a login");
+    f.c.stop().await;
+}
+
+#[tokio::test]
+async fn rows_written_before_sealing_are_sealed_by_the_sweep_and_keep_working() {
+    let f = Fx::new().await;
+    let admin = f.admin(f.alpha, &f.owner);
+    let template = f.create("alpha", &admin, "template@example.com", "Template").await.expect("create");
+    let pool = f.admin_pool().await;
+    // A user and a session as auth-svc wrote them before personal data was sealed.
+    let old: uuid::Uuid = sqlx::query_scalar(
+        "INSERT INTO t_alpha.users (tenant_id, email, display_name, password_hash)
+         SELECT tenant_id, 'legacy.user@example.com', 'Legacy Person', password_hash FROM t_alpha.users WHERE id = $1
+         RETURNING id",
+    )
+    .bind(uuid::Uuid::parse_str(&template.id).expect("id"))
+    .fetch_one(&pool)
+    .await
+    .expect("legacy user");
+    sqlx::query(
+        "INSERT INTO t_alpha.sessions (tenant_id, user_id, ip, user_agent, amr, expires_at)
+         SELECT tenant_id, id, '198.51.100.77', 'LegacyAgent/0.1', ARRAY['pwd'], now() + interval '1 day'
+           FROM t_alpha.users WHERE id = $1",
+    )
+    .bind(old)
+    .execute(&pool)
+    .await
+    .expect("legacy session");
+    // Before the sweep, the legacy user logs in and reads as before, and its address is taken.
+    f.login("alpha", "Legacy.User@example.com", "192.0.2.1", "e2e").await.expect("legacy login before sealing");
+    assert_eq!(f.get(&admin, &old.to_string()).await.expect("get").email, "legacy.user@example.com");
+    let err = f.create("alpha", &admin, "legacy.user@example.com", "Copy").await.expect_err("taken");
+    assert_eq!(reason(&err), "EMAIL_TAKEN");
+
+    // A replica that starts runs the sweep at once.
+    let replica = f.c.start_auth_replica_with(|_| {}).await;
+    let sealed = || async {
+        sqlx::query_scalar::<_, bool>(
+            "SELECT u.email IS NULL AND u.display_name IS NULL AND u.email_sealed IS NOT NULL
+                    AND NOT EXISTS (SELECT 1 FROM t_alpha.sessions s WHERE s.user_id = u.id AND s.ip <> '')
+               FROM t_alpha.users u WHERE u.id = $1",
+        )
+        .bind(old)
+        .fetch_one(&pool)
+        .await
+        .expect("state")
+    };
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !sealed().await {
+        assert!(tokio::time::Instant::now() < deadline, "the sweep did not seal the legacy rows");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    f.login("alpha", "legacy.user@example.com", "192.0.2.2", "e2e").await.expect("legacy login after sealing");
+    let user = f.get(&admin, &old.to_string()).await.expect("get");
+    assert_eq!((user.email.as_str(), user.display_name.as_str()), ("legacy.user@example.com", "Legacy Person"));
+    assert!(f.sessions(&admin, &old.to_string()).await.iter().any(|s| s.user_agent == "LegacyAgent/0.1"));
+    let dump = e2e::pg_dump(&f.c.db);
+    for plain in ["legacy.user@example.com", "Legacy Person", "198.51.100.77", "LegacyAgent/0.1"] {
+        assert!(!dump.contains(plain), "{plain:?} is in the dump after the sweep");
+    }
+    replica.stop().await.expect("replica stops");
+    f.c.stop().await;
+}

@@ -1,0 +1,152 @@
+//! A tenant's data keys that a service uses in its own memory (HMAC keys: audit-svc's pseudonyms,
+//! auth-svc's email blind index), kept in the tenant's schema only wrapped by vault-svc.
+//!
+//! A key is a 256-bit data key from vault-svc (`GenerateDataKey`, context `purpose=<purpose>`),
+//! stored as the transit ciphertext vault-svc returned: it decrypts only for the service that asked,
+//! for this tenant and this purpose. It is unwrapped on first use and cached for at most
+//! [`KEY_TTL`]. vault-svc's key invalidations ([`crate::tenancy::KEY_INVALIDATION_CHANNEL`]) drop a
+//! tenant's cached key on every replica at once, so after a tenant is shredded no replica keeps
+//! the key in memory nor can unwrap it again.
+//!
+//! The table (the service's own, in its tenant migrations) has at least `version integer` and
+//! `wrapped_key text`, with `version` unique per tenant.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use proto::vault::v1 as vault;
+use proto::vault::v1::transit_service_client::TransitServiceClient;
+use tokio::sync::Mutex;
+use uuid::Uuid;
+use zeroize::Zeroizing;
+
+use crate::{ApiError, Db, Tenant};
+
+/// How long an unwrapped key is used before vault-svc is asked again, should an invalidation be
+/// lost.
+pub const KEY_TTL: Duration = Duration::from_secs(300);
+
+/// An unwrapped data key and its version.
+pub struct DataKey {
+    pub version: i32,
+    pub bytes: Zeroizing<Vec<u8>>,
+}
+
+/// Unwrapped keys by tenant id, with when they were unwrapped.
+type Cached = HashMap<Uuid, (Arc<DataKey>, Instant)>;
+
+/// One purpose's data keys of every tenant, unwrapped by vault-svc on first use.
+#[derive(Clone)]
+pub struct DataKeys {
+    db: Db,
+    vault: Option<crate::client::Channel>,
+    purpose: &'static str,
+    table: &'static str,
+    keys: Arc<Mutex<Cached>>,
+}
+
+impl std::fmt::Debug for DataKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DataKeys").field("purpose", &self.purpose).finish_non_exhaustive()
+    }
+}
+
+fn call<T>(tenant: &Tenant, msg: T) -> tonic::Request<T> {
+    crate::client::with_context(tonic::Request::new(msg), Some(tenant.slug.as_str()), None, None)
+}
+
+impl DataKeys {
+    /// Keys of `purpose`, kept wrapped in the tenant table `table`; `vault` is `None` where the
+    /// deployment has no vault-svc (every use then answers `NO_VAULT`).
+    pub fn new(db: Db, vault: Option<crate::client::Channel>, purpose: &'static str, table: &'static str) -> Self {
+        Self { db, vault, purpose, table, keys: Arc::default() }
+    }
+
+    fn context(&self) -> HashMap<String, String> {
+        HashMap::from([("purpose".to_owned(), self.purpose.to_owned())])
+    }
+
+    fn transit(&self) -> Result<TransitServiceClient<crate::client::Channel>, ApiError> {
+        let vault =
+            self.vault.clone().ok_or_else(|| ApiError::unavailable("NO_VAULT", "upstreams.vault is not configured"))?;
+        Ok(TransitServiceClient::new(vault))
+    }
+
+    /// The tenant's newest key, created (by vault-svc) on first use. A vault-svc refusal keeps its
+    /// code and reason (`KEY_DESTROYED` once the tenant is shredded).
+    pub async fn newest(&self, tenant: &Tenant) -> Result<Arc<DataKey>, ApiError> {
+        let mut keys = self.keys.lock().await;
+        if let Some((k, _)) = keys.get(&tenant.id.0).filter(|(_, at)| at.elapsed() < KEY_TTL) {
+            return Ok(k.clone());
+        }
+        keys.remove(&tenant.id.0);
+        let key = Arc::new(self.load_or_create(tenant).await?);
+        keys.insert(tenant.id.0, (key.clone(), Instant::now()));
+        Ok(key)
+    }
+
+    /// Drops cached keys when vault-svc invalidates a tenant's keys (a shred, a rotation), on
+    /// every replica, until the process ends; all of them whenever the listener (re)connects,
+    /// since an invalidation may have been missed.
+    pub fn spawn_invalidation_listener(&self, pool: sqlx::PgPool) -> tokio::task::JoinHandle<()> {
+        let keys = self.keys.clone();
+        let purpose = self.purpose;
+        tokio::spawn(async move {
+            loop {
+                let listen = async {
+                    let mut listener = sqlx::postgres::PgListener::connect_with(&pool).await?;
+                    listener.listen(crate::tenancy::KEY_INVALIDATION_CHANNEL).await?;
+                    keys.lock().await.clear();
+                    loop {
+                        let n = listener.recv().await?;
+                        let mut keys = keys.lock().await;
+                        match Uuid::parse_str(n.payload()) {
+                            Ok(tenant) => keys.remove(&tenant).map(|_| ()).unwrap_or_default(),
+                            Err(_) => keys.clear(),
+                        }
+                    }
+                    #[allow(unreachable_code)]
+                    Ok::<(), sqlx::Error>(())
+                };
+                if let Err(e) = listen.await {
+                    tracing::warn!(error = %e, purpose, "key invalidation listener lost; dropping data keys and reconnecting");
+                    keys.lock().await.clear();
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        })
+    }
+
+    async fn stored(&self, tenant: &Tenant) -> Result<Option<(i32, String)>, ApiError> {
+        let sql = format!("SELECT version, wrapped_key FROM {} ORDER BY version DESC LIMIT 1", self.table);
+        let mut tx = self.db.begin(tenant).await?;
+        let row = tx.optional(sqlx::query_as(&sql)).await?;
+        tx.commit().await?;
+        Ok(row)
+    }
+
+    async fn load_or_create(&self, tenant: &Tenant) -> Result<DataKey, ApiError> {
+        let mut transit = self.transit()?;
+        let (version, wrapped) = match self.stored(tenant).await? {
+            Some(row) => row,
+            None => {
+                let req = vault::GenerateDataKeyRequest { context: self.context(), subject: String::new() };
+                let generated =
+                    transit.generate_data_key(call(tenant, req)).await.map_err(|s| ApiError::from_status(&s))?;
+                let generated = generated.into_inner();
+                drop(Zeroizing::new(generated.plaintext_key));
+                // Two replicas may race: the first insert wins and both use the stored key.
+                let sql =
+                    format!("INSERT INTO {} (version, wrapped_key) VALUES (1, $1) ON CONFLICT DO NOTHING", self.table);
+                let mut tx = self.db.begin(tenant).await?;
+                tx.execute(sqlx::query(&sql).bind(&generated.wrapped_key)).await?;
+                tx.commit().await?;
+                self.stored(tenant).await?.ok_or_else(|| ApiError::internal(&"data key vanished after insert"))?
+            }
+        };
+        let req = vault::DecryptRequest { ciphertext: wrapped, context: self.context(), subject: String::new() };
+        let plain = transit.decrypt(call(tenant, req)).await.map_err(|s| ApiError::from_status(&s))?.into_inner();
+        Ok(DataKey { version, bytes: Zeroizing::new(plain.plaintext) })
+    }
+}
