@@ -58,7 +58,8 @@ impl Pseudonymizer {
         if personal.iter().all(HashMap::is_empty) {
             return Ok(personal.into_iter().map(|_| Vec::new()).collect());
         }
-        let key = self.keys.newest(tenant).await?;
+        let live = self.keys.live(tenant).await?;
+        let key = live.last().ok_or_else(|| ApiError::internal(&"no pseudonym key"))?;
         Ok(personal
             .into_iter()
             .map(|fields| {

@@ -16,9 +16,10 @@ use kit::{ApiError, Db, Tenant, TenantTx};
 use crate::SERVICE;
 use crate::config::AuthSettings;
 use crate::domain::policy::Policy;
+use crate::email_index::{Blinds, EmailIndex};
 use crate::error::AuthError;
 use crate::passwords::Hasher;
-use crate::personal::{EmailIndex, Item, Personal, USER_DISPLAY_NAME, USER_EMAIL};
+use crate::personal::{Item, Personal, USER_DISPLAY_NAME, USER_EMAIL};
 use crate::store::roles;
 use crate::store::users::{NewUser, StoredUser};
 use crate::throttle::Throttle;
@@ -81,7 +82,7 @@ impl Profiles {
 pub struct SealedProfile {
     email: String,
     display_name: Option<String>,
-    index: (i32, Vec<u8>),
+    index: Blinds,
 }
 
 impl SealedProfile {
@@ -91,7 +92,7 @@ impl SealedProfile {
             id,
             email_sealed: &self.email,
             display_name_sealed: self.display_name.as_deref(),
-            email_index: (self.index.0, &self.index.1),
+            email_index: &self.index,
             password_hash: hash,
         }
     }
@@ -162,8 +163,8 @@ impl Core {
         display_name: &str,
     ) -> Result<SealedProfile, ApiError> {
         let tenant = tx.tenant().clone();
-        let index = self.email_index.blind(&tenant, email).await?;
-        if crate::store::users::email_taken(tx, (index.0, &index.1), email).await? {
+        let index = self.email_index.blinds_for_write(tx, email).await?;
+        if crate::store::users::email_taken(tx, &index, email).await? {
             return Err(AuthError::EmailTaken.into());
         }
         let items = [

@@ -5,6 +5,7 @@ pub mod api;
 pub mod config;
 pub mod core;
 pub mod domain;
+pub mod email_index;
 pub mod error;
 pub mod housekeeping;
 pub mod passwords;
@@ -107,7 +108,7 @@ pub async fn run(
         revocations::spawn(ctx.db.clone(), revocations.clone(), ctx.shutdown.clone());
         let profiles = core::Profiles::default();
         let personal = personal::Personal::new(vault.clone());
-        let email_index = personal::EmailIndex::new(ctx.db.clone(), vault.clone());
+        let email_index = email_index::EmailIndex::new(ctx.db.clone(), vault.clone());
         email_index.spawn_invalidation_listener(ctx.db.control_pool().clone());
         if settings.purge_every_secs > 0 {
             let every = std::time::Duration::from_secs(settings.purge_every_secs);

@@ -7,16 +7,14 @@
 //!
 //! A request seals or opens everything it needs in one transit call (`EncryptBatch`,
 //! `DecryptBatch`). The email's keyed blind index, which logins and uniqueness use, is
-//! [`EmailIndex`].
+//! [`crate::email_index`]'s.
 
 use std::collections::HashMap;
 
-use kit::datakey::DataKeys;
 use kit::{ApiError, ErrorCode, Tenant};
 use proto::vault::v1 as vault;
 use vault::transit_service_client::TransitServiceClient;
 
-use crate::domain::email::blind_index;
 use crate::error::AuthError;
 
 /// A personal column: what a ciphertext's context names besides its row.
@@ -107,6 +105,7 @@ impl Personal {
                     plaintext: i.value.as_bytes().to_vec(),
                     context: context(i.field, i.row),
                     subject: i.subject.to_string(),
+                    ..Default::default()
                 })
                 .collect();
             let answer = self.transit().encrypt_batch(call(tenant, vault::EncryptBatchRequest { items })).await;
@@ -187,33 +186,6 @@ fn unreadable<T>(item: &Item<T>) -> ApiError {
         "PERSONAL_DATA_UNREADABLE",
         "stored personal data does not open where it is stored",
     )
-}
-
-/// The tenant's email blind-index key (`email_index_keys`, purpose `auth.email-index`).
-#[derive(Clone, Debug)]
-pub struct EmailIndex {
-    keys: DataKeys,
-}
-
-impl EmailIndex {
-    pub fn new(db: kit::Db, vault: kit::client::Channel) -> Self {
-        Self { keys: DataKeys::new(db, Some(vault), "auth.email-index", "email_index_keys") }
-    }
-
-    /// `(key version, blind index)` of `email` under the tenant's newest index key.
-    pub async fn blind(&self, tenant: &Tenant, email: &str) -> Result<(i32, Vec<u8>), ApiError> {
-        let key = self.keys.newest(tenant).await.map_err(|e| {
-            tracing::error!(reason = %e.reason, "the email index key could not be unwrapped");
-            ApiError::from(AuthError::VaultUnavailable)
-        })?;
-        let blind = blind_index(&key.bytes, email).map_err(|e| ApiError::internal(&e))?;
-        Ok((key.version, blind.to_vec()))
-    }
-
-    /// See [`DataKeys::spawn_invalidation_listener`].
-    pub fn spawn_invalidation_listener(&self, pool: sqlx::PgPool) -> tokio::task::JoinHandle<()> {
-        self.keys.spawn_invalidation_listener(pool)
-    }
 }
 
 #[cfg(test)]

@@ -15,7 +15,8 @@ use kit::outbox::{Actor, Outcome};
 use kit::{ApiError, Db, Tenant};
 
 use crate::core::audit;
-use crate::personal::{EmailIndex, Item, Personal, SESSION_IP, SESSION_USER_AGENT, USER_DISPLAY_NAME, USER_EMAIL};
+use crate::email_index::EmailIndex;
+use crate::personal::{Item, Personal, SESSION_IP, SESSION_USER_AGENT, USER_DISPLAY_NAME, USER_EMAIL};
 use crate::store::sealing as store;
 
 /// Rows sealed per transit call (two values each: within vault-svc's batch limit).
@@ -52,8 +53,8 @@ pub async fn seal(db: &Db, personal: &Personal, index: &EmailIndex, tenant: &Ten
         let (mut page, mut duplicates) = (0, 0);
         for (u, pair) in users.iter().zip(sealed.chunks(2)) {
             let (Some(Some(email)), name) = (pair.first(), pair.get(1).cloned().flatten()) else { continue };
-            let blind = index.blind(tenant, &u.email).await?;
-            if store::seal_user(&mut tx, u, email, name.as_deref(), (blind.0, &blind.1)).await? {
+            let blinds = index.blinds_for_write(&mut tx, &u.email).await?;
+            if store::seal_user(&mut tx, u, email, name.as_deref(), &blinds).await? {
                 page += 1;
             } else {
                 duplicates += 1;

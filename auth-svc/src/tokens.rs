@@ -136,7 +136,7 @@ impl Signer {
 
     async fn seal(&self, tenant: &Tenant, plaintext: &[u8], kid: &str) -> Result<String, ApiError> {
         let req =
-            vault::EncryptRequest { plaintext: plaintext.to_vec(), context: seal_context(kid), subject: String::new() };
+            vault::EncryptRequest { plaintext: plaintext.to_vec(), context: seal_context(kid), ..Default::default() };
         let req = kit::client::with_context(tonic::Request::new(req), Some(tenant.slug.as_str()), None, None);
         Ok(self.vault.clone().encrypt(req).await.map_err(vault_error)?.into_inner().ciphertext)
     }

@@ -34,7 +34,12 @@ fn vault_error(s: tonic::Status) -> ApiError {
 
 /// Seals a new seed under the user's subject key.
 pub async fn seal(vault: &Channel, tenant: &Tenant, user: uuid::Uuid, seed: &[u8]) -> Result<String, ApiError> {
-    let req = vault::EncryptRequest { plaintext: seed.to_vec(), context: context(), subject: user.to_string() };
+    let req = vault::EncryptRequest {
+        plaintext: seed.to_vec(),
+        context: context(),
+        subject: user.to_string(),
+        ..Default::default()
+    };
     let req = kit::client::with_context(tonic::Request::new(req), Some(tenant.slug.as_str()), None, None);
     let mut client = vault::transit_service_client::TransitServiceClient::new(vault.clone());
     Ok(client.encrypt(req).await.map_err(vault_error)?.into_inner().ciphertext)

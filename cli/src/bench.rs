@@ -119,11 +119,8 @@ pub async fn vault(opts: &Options) -> anyhow::Result<()> {
         move |mut client, tenant| {
             let plaintext = plaintext.clone();
             async move {
-                let msg = pb::EncryptRequest {
-                    plaintext: plaintext.to_vec(),
-                    context: HashMap::new(),
-                    subject: String::new(),
-                };
+                let msg =
+                    pb::EncryptRequest { plaintext: plaintext.to_vec(), context: HashMap::new(), ..Default::default() };
                 let r = client
                     .encrypt(kit::client::with_context(tonic::Request::new(msg), Some(&tenant), None, None))
                     .await?;

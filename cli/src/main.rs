@@ -209,6 +209,10 @@ enum TenantCommand {
     /// `service.signing_key_publish_ahead_secs`; the old one stays published until its last token
     /// has expired.
     RotateSigningKey { slug: String },
+    /// Rotates the key of the tenant's email blind index: indexes every user under a new key
+    /// version, then retires the old one and deletes its index (an old backup's index can no
+    /// longer be matched to addresses). Logins go on meanwhile; an interrupted rotation resumes.
+    RotateEmailIndexKey { slug: String },
     /// Suspends a tenant: every service refuses its tokens (TENANT_SUSPENDED) until reactivated.
     Suspend {
         slug: String,
@@ -340,6 +344,12 @@ fn main() -> ExitCode {
                 kit::TenantSlug::parse(&slug).map_err(|e| anyhow::anyhow!("{e}"))?;
                 let endpoints = cli.conn.resolve()?;
                 println!("{}", serde_json::to_string(&ops::rotate_signing_key(&endpoints, &slug).await?)?);
+                Ok(())
+            }
+            Command::Tenant { command: TenantCommand::RotateEmailIndexKey { slug } } => {
+                kit::TenantSlug::parse(&slug).map_err(|e| anyhow::anyhow!("{e}"))?;
+                let endpoints = cli.conn.resolve()?;
+                println!("{}", serde_json::to_string(&ops::rotate_email_index_key(&endpoints, &slug).await?)?);
                 Ok(())
             }
         }

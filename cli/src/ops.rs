@@ -164,6 +164,23 @@ pub async fn rotate_signing_key(endpoints: &Endpoints, slug: &str) -> anyhow::Re
     Ok(serde_json::json!({ "kid": rotated.kid, "activates_at": activates_at, "retiring": rotated.retiring_kids }))
 }
 
+/// Rotates a tenant's email blind-index key (`TenantService/RotateEmailIndexKey`): prints the key
+/// version now in use and how many users were indexed under it.
+pub async fn rotate_email_index_key(endpoints: &Endpoints, slug: &str) -> anyhow::Result<serde_json::Value> {
+    let certs = CertStore::load(&endpoints.tls).context("operator certificate")?;
+    let mut tenants =
+        proto::auth::v1::tenant_service_client::TenantServiceClient::new(channel(&certs, &endpoints.auth, "auth")?);
+    let rotated = tenants
+        .rotate_email_index_key(proto::auth::v1::RotateEmailIndexKeyRequest {
+            slug: slug.to_owned(),
+            request_id: uuid::Uuid::new_v4().to_string(),
+        })
+        .await
+        .map_err(|s| anyhow!("auth: {}", kit::ApiError::from_status(&s)))?
+        .into_inner();
+    Ok(serde_json::json!({ "key_version": rotated.key_version, "users_indexed": rotated.users_indexed }))
+}
+
 /// Suspends a tenant (with `reason`) or reactivates it (`None`); prints its id, slug and status.
 pub async fn set_tenant_status(
     endpoints: &Endpoints,

@@ -9,7 +9,9 @@
 //! the key in memory nor can unwrap it again.
 //!
 //! The table (the service's own, in its tenant migrations) has at least `version integer` and
-//! `wrapped_key text`, with `version` unique per tenant.
+//! `wrapped_key text`, with `version` unique per tenant. A row whose `wrapped_key` is NULL is a
+//! retired version; every other row is live (a service that rotates keeps an old and a new one
+//! live while it moves to the new one).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -33,8 +35,11 @@ pub struct DataKey {
     pub bytes: Zeroizing<Vec<u8>>,
 }
 
+/// The live keys of a tenant, oldest first.
+pub type LiveKeys = Arc<Vec<DataKey>>;
+
 /// Unwrapped keys by tenant id, with when they were unwrapped.
-type Cached = HashMap<Uuid, (Arc<DataKey>, Instant)>;
+type Cached = HashMap<Uuid, (LiveKeys, Instant)>;
 
 /// One purpose's data keys of every tenant, unwrapped by vault-svc on first use.
 #[derive(Clone)]
@@ -73,17 +78,41 @@ impl DataKeys {
         Ok(TransitServiceClient::new(vault))
     }
 
-    /// The tenant's newest key, created (by vault-svc) on first use. A vault-svc refusal keeps its
-    /// code and reason (`KEY_DESTROYED` once the tenant is shredded).
-    pub async fn newest(&self, tenant: &Tenant) -> Result<Arc<DataKey>, ApiError> {
+    /// Every live key of the tenant, oldest first (at least one: created by vault-svc on first
+    /// use). A vault-svc refusal keeps its code and reason (`KEY_DESTROYED` once the tenant is
+    /// shredded).
+    pub async fn live(&self, tenant: &Tenant) -> Result<LiveKeys, ApiError> {
         let mut keys = self.keys.lock().await;
         if let Some((k, _)) = keys.get(&tenant.id.0).filter(|(_, at)| at.elapsed() < KEY_TTL) {
             return Ok(k.clone());
         }
         keys.remove(&tenant.id.0);
-        let key = Arc::new(self.load_or_create(tenant).await?);
-        keys.insert(tenant.id.0, (key.clone(), Instant::now()));
-        Ok(key)
+        let live = Arc::new(self.load_or_create(tenant).await?);
+        keys.insert(tenant.id.0, (live.clone(), Instant::now()));
+        Ok(live)
+    }
+
+    /// Forgets the tenant's keys on this replica (after it changed them; other replicas hear of it
+    /// through [`crate::tenancy::KEY_INVALIDATION_CHANNEL`]).
+    pub async fn forget(&self, tenant: &Tenant) {
+        self.keys.lock().await.remove(&tenant.id.0);
+    }
+
+    /// Unwraps `wrapped` (a key of this purpose) for `tenant`.
+    pub async fn unwrap_key(&self, tenant: &Tenant, version: i32, wrapped: String) -> Result<DataKey, ApiError> {
+        let req = vault::DecryptRequest { ciphertext: wrapped, context: self.context(), subject: String::new() };
+        let plain = self.transit()?.decrypt(call(tenant, req)).await.map_err(|s| ApiError::from_status(&s))?;
+        Ok(DataKey { version, bytes: Zeroizing::new(plain.into_inner().plaintext) })
+    }
+
+    /// A new key of this purpose from vault-svc, wrapped (its plaintext is dropped at once).
+    pub async fn generate_wrapped(&self, tenant: &Tenant) -> Result<String, ApiError> {
+        let req = vault::GenerateDataKeyRequest { context: self.context(), subject: String::new() };
+        let generated =
+            self.transit()?.generate_data_key(call(tenant, req)).await.map_err(|s| ApiError::from_status(&s))?;
+        let generated = generated.into_inner();
+        drop(Zeroizing::new(generated.plaintext_key));
+        Ok(generated.wrapped_key)
     }
 
     /// Drops cached keys when vault-svc invalidates a tenant's keys (a shred, a rotation), on
@@ -118,35 +147,34 @@ impl DataKeys {
         })
     }
 
-    async fn stored(&self, tenant: &Tenant) -> Result<Option<(i32, String)>, ApiError> {
-        let sql = format!("SELECT version, wrapped_key FROM {} ORDER BY version DESC LIMIT 1", self.table);
+    async fn stored(&self, tenant: &Tenant) -> Result<Vec<(i32, String)>, ApiError> {
+        let sql =
+            format!("SELECT version, wrapped_key FROM {} WHERE wrapped_key IS NOT NULL ORDER BY version", self.table);
         let mut tx = self.db.begin(tenant).await?;
-        let row = tx.optional(sqlx::query_as(&sql)).await?;
+        let rows = tx.all(sqlx::query_as(&sql)).await?;
         tx.commit().await?;
-        Ok(row)
+        Ok(rows)
     }
 
-    async fn load_or_create(&self, tenant: &Tenant) -> Result<DataKey, ApiError> {
-        let mut transit = self.transit()?;
-        let (version, wrapped) = match self.stored(tenant).await? {
-            Some(row) => row,
-            None => {
-                let req = vault::GenerateDataKeyRequest { context: self.context(), subject: String::new() };
-                let generated =
-                    transit.generate_data_key(call(tenant, req)).await.map_err(|s| ApiError::from_status(&s))?;
-                let generated = generated.into_inner();
-                drop(Zeroizing::new(generated.plaintext_key));
-                // Two replicas may race: the first insert wins and both use the stored key.
-                let sql =
-                    format!("INSERT INTO {} (version, wrapped_key) VALUES (1, $1) ON CONFLICT DO NOTHING", self.table);
-                let mut tx = self.db.begin(tenant).await?;
-                tx.execute(sqlx::query(&sql).bind(&generated.wrapped_key)).await?;
-                tx.commit().await?;
-                self.stored(tenant).await?.ok_or_else(|| ApiError::internal(&"data key vanished after insert"))?
-            }
-        };
-        let req = vault::DecryptRequest { ciphertext: wrapped, context: self.context(), subject: String::new() };
-        let plain = transit.decrypt(call(tenant, req)).await.map_err(|s| ApiError::from_status(&s))?.into_inner();
-        Ok(DataKey { version, bytes: Zeroizing::new(plain.plaintext) })
+    async fn load_or_create(&self, tenant: &Tenant) -> Result<Vec<DataKey>, ApiError> {
+        let mut stored = self.stored(tenant).await?;
+        if stored.is_empty() {
+            let wrapped = self.generate_wrapped(tenant).await?;
+            // Two replicas may race: the first insert wins and both use the stored key.
+            let sql =
+                format!("INSERT INTO {} (version, wrapped_key) VALUES (1, $1) ON CONFLICT DO NOTHING", self.table);
+            let mut tx = self.db.begin(tenant).await?;
+            tx.execute(sqlx::query(&sql).bind(&wrapped)).await?;
+            tx.commit().await?;
+            stored = self.stored(tenant).await?;
+        }
+        if stored.is_empty() {
+            return Err(ApiError::internal(&"data key vanished after insert"));
+        }
+        let mut live = Vec::with_capacity(stored.len());
+        for (version, wrapped) in stored {
+            live.push(self.unwrap_key(tenant, version, wrapped).await?);
+        }
+        Ok(live)
     }
 }

@@ -5,8 +5,8 @@
 --
 -- Logins and uniqueness use a keyed blind index of the normalized email: HMAC-SHA-256 under a
 -- tenant key that auth-svc keeps wrapped by vault-svc (`email_index_keys`), one row per key
--- version. Unique per version, so the index stays unique while a new version is built beside an
--- old one.
+-- version. Unique per version, so the index stays unique while a rotation builds a new version
+-- beside the old one; a retired version keeps its row (without its key) and loses its index.
 --
 -- Rows written before this migration keep their plaintext until auth-svc's sealing sweep seals
 -- them (it runs at start and every `service.purge_every_secs`); the plaintext columns are
@@ -15,10 +15,13 @@
 CREATE TABLE email_index_keys (
     tenant_id   uuid NOT NULL DEFAULT (current_setting('strongroom.tenant_id'))::uuid,
     version     integer NOT NULL CHECK (version >= 1),
-    -- A 256-bit HMAC key, as a transit ciphertext that only auth-svc of this tenant can open.
-    wrapped_key text NOT NULL,
+    -- A 256-bit HMAC key, as a transit ciphertext that only auth-svc of this tenant can open;
+    -- NULL once the version is retired.
+    wrapped_key text,
     created_at  timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (tenant_id, version)
+    retired_at  timestamptz,
+    PRIMARY KEY (tenant_id, version),
+    CHECK ((wrapped_key IS NULL) = (retired_at IS NOT NULL))
 );
 
 CREATE TABLE user_email_index (

@@ -207,9 +207,9 @@ impl Authn {
             kit::metrics::Metrics::global().event("login_failed");
             return Err(AuthError::InvalidCredentials.into());
         };
-        let index = self.core.email_index.blind(&tenant, &email).await?;
+        let index = self.core.email_index.blinds(&tenant, &email).await?;
         let mut tx = self.core.db.begin(&tenant).await?;
-        let facts = crate::store::login::login_facts(&mut tx, (index.0, &index.1), &email).await?;
+        let facts = crate::store::login::login_facts(&mut tx, &index, &email).await?;
         tx.commit().await?;
         let (policy, access, user) = (facts.policy, facts.access, facts.user);
         let actor = user.as_ref().map(|u| Actor::User(u.id.to_string())).unwrap_or(Actor::Anonymous);

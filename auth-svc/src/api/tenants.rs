@@ -123,6 +123,27 @@ impl pb::tenant_service_server::TenantService for Tenants {
             retiring_kids: rotated.retiring,
         }))
     }
+
+    async fn rotate_email_index_key(
+        &self,
+        request: Request<pb::RotateEmailIndexKeyRequest>,
+    ) -> Result<Response<pb::RotateEmailIndexKeyResponse>, Status> {
+        let ctx = RequestContext::of(&request)?;
+        let req = request.into_inner();
+        let slug = parse_slug(&req.slug)?;
+        let request_id = ctx.request_id_or(req.request_id)?;
+        let tenant = self.db.tenant(&slug).await?;
+        if tenant.status != TenantStatus::Active {
+            return Err(AuthError::TenantNotActive.into());
+        }
+        let actor = Actor::Service(ctx.caller.identity.name().to_owned());
+        let core = &self.core;
+        let rotated = core.email_index.rotate(&self.db, &core.personal, &tenant, actor, request_id).await?;
+        Ok(Response::new(pb::RotateEmailIndexKeyResponse {
+            key_version: rotated.version,
+            users_indexed: rotated.users,
+        }))
+    }
 }
 
 impl Tenants {

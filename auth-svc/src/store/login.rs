@@ -7,6 +7,7 @@ use kit::{ApiError, TenantTx};
 
 use crate::domain::login::TokenStanding;
 use crate::domain::policy::Policy;
+use crate::email_index::Blinds;
 use crate::store::policy::POLICY_COLUMNS;
 use crate::tokens;
 
@@ -46,10 +47,10 @@ pub struct LoginFacts {
     pub access: UserAccess,
 }
 
-/// The policy, the account whose email has blind index `blind` (`(key version, index)`; in a row
-/// from before sealing: whose email is `plain`) and what its session needs (roles, TOTP), in one
-/// round trip: after the hash only the writes remain.
-pub async fn login_facts(tx: &mut TenantTx, blind: (i32, &[u8]), plain: &str) -> Result<LoginFacts, ApiError> {
+/// The policy, the account whose email has blind index `blinds` (in a row from before sealing:
+/// whose email is `plain`) and what its session needs (roles, TOTP), in one round trip: after the
+/// hash only the writes remain.
+pub async fn login_facts(tx: &mut TenantTx, blinds: &Blinds, plain: &str) -> Result<LoginFacts, ApiError> {
     #[derive(sqlx::FromRow)]
     struct Facts {
         #[sqlx(flatten)]
@@ -67,12 +68,14 @@ pub async fn login_facts(tx: &mut TenantTx, blind: (i32, &[u8]), plain: &str) ->
                 {}
            FROM tenant_policy p
            LEFT JOIN users u ON u.id = coalesce(
-                    (SELECT user_id FROM user_email_index WHERE key_version = $1 AND blind = $2),
+                    (SELECT user_id FROM user_email_index
+                      WHERE (key_version, blind) IN (SELECT * FROM unnest($1::int[], $2::bytea[])) LIMIT 1),
                     (SELECT id FROM users WHERE email = $3))
                 AND u.status <> 'deleted'",
         super::roles::effective_columns("u.id"),
     );
-    let facts: Facts = tx.one(sqlx::query_as(&sql).bind(blind.0).bind(blind.1).bind(plain)).await?;
+    let (versions, blinds) = super::users::split(blinds);
+    let facts: Facts = tx.one(sqlx::query_as(&sql).bind(versions).bind(blinds).bind(plain)).await?;
     let user = match (facts.id, facts.status) {
         (Some(id), Some(status)) => Some(LoginUser {
             id,

@@ -5,6 +5,7 @@
 
 pub mod api_keys;
 pub mod control;
+pub mod email_index;
 pub mod groups;
 pub mod housekeeping;
 pub mod login;

@@ -3,6 +3,8 @@
 
 use kit::{ApiError, TenantTx};
 
+use crate::email_index::Blinds;
+
 /// A user whose email is still in plaintext.
 #[derive(Debug, sqlx::FromRow)]
 pub struct PlainUser {
@@ -31,30 +33,32 @@ pub async fn seal_user(
     u: &PlainUser,
     email_sealed: &str,
     name_sealed: Option<&str>,
-    (version, blind): (i32, &[u8]),
+    blinds: &Blinds,
 ) -> Result<bool, ApiError> {
-    let done: Option<uuid::Uuid> = tx
-        .optional_scalar(
+    let (versions, blinds) = super::users::split(blinds);
+    let done: Vec<uuid::Uuid> = tx
+        .scalars(
             sqlx::query_scalar(
                 "WITH sealed AS (
                      UPDATE users SET email_sealed = $2, display_name_sealed = $3, email = NULL, display_name = NULL
                       WHERE id = $1 AND email = $4 AND display_name IS NOT DISTINCT FROM $5
-                        AND NOT EXISTS (SELECT 1 FROM user_email_index WHERE key_version = $6 AND blind = $7)
+                        AND NOT EXISTS (SELECT 1 FROM user_email_index
+                                         WHERE (key_version, blind) IN (SELECT * FROM unnest($6::int[], $7::bytea[])))
                   RETURNING id
                  )
                  INSERT INTO user_email_index (key_version, blind, user_id)
-                 SELECT $6, $7, id FROM sealed RETURNING user_id",
+                 SELECT v, b, id FROM sealed, unnest($6::int[], $7::bytea[]) AS x(v, b) RETURNING user_id",
             )
             .bind(u.id)
             .bind(email_sealed)
             .bind(name_sealed)
             .bind(&u.email)
             .bind(&u.display_name)
-            .bind(version)
-            .bind(blind),
+            .bind(versions)
+            .bind(blinds),
         )
         .await?;
-    Ok(done.is_some())
+    Ok(!done.is_empty())
 }
 
 /// A session whose client details are still in plaintext.

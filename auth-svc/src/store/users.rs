@@ -5,6 +5,7 @@ use kit::time::to_pb;
 use kit::{ApiError, TenantTx};
 use proto::auth::v1 as pb;
 
+use crate::email_index::Blinds;
 use crate::error::AuthError;
 use crate::personal::{Item, Stored, USER_DISPLAY_NAME, USER_EMAIL};
 use crate::store::roles::{self, Grantee};
@@ -112,24 +113,31 @@ pub struct NewUser<'a> {
     pub id: uuid::Uuid,
     pub email_sealed: &'a str,
     pub display_name_sealed: Option<&'a str>,
-    /// `(key version, blind index)` of the email.
-    pub email_index: (i32, &'a [u8]),
+    /// The email's blind index under every live key version.
+    pub email_index: &'a Blinds,
     pub password_hash: &'a str,
 }
 
-/// Whether a user (not deleted) has the email of blind index `blind` under key `version`, or, in
-/// a row from before sealing, the email `plain`.
-pub async fn email_taken(tx: &mut TenantTx, (version, blind): (i32, &[u8]), plain: &str) -> Result<bool, ApiError> {
+/// Whether a user (not deleted) has the email of blind index `blinds`, or, in a row from before
+/// sealing, the email `plain`.
+pub async fn email_taken(tx: &mut TenantTx, blinds: &Blinds, plain: &str) -> Result<bool, ApiError> {
+    let (versions, blinds) = split(blinds);
     tx.scalar(
         sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM user_email_index WHERE key_version = $1 AND blind = $2)
+            "SELECT EXISTS (SELECT 1 FROM user_email_index
+                             WHERE (key_version, blind) IN (SELECT * FROM unnest($1::int[], $2::bytea[])))
                  OR EXISTS (SELECT 1 FROM users WHERE email = $3)",
         )
-        .bind(version)
-        .bind(blind)
+        .bind(versions)
+        .bind(blinds)
         .bind(plain),
     )
     .await
+}
+
+/// `blinds` as the two arrays a statement unnests.
+pub fn split(blinds: &Blinds) -> (Vec<i32>, Vec<Vec<u8>>) {
+    blinds.iter().cloned().unzip()
 }
 
 /// Creates a user with `roles` granted directly (checks are the caller's business); `EMAIL_TAKEN`
@@ -140,25 +148,27 @@ pub async fn insert_user(
     roles: &[String],
     granted_by: &str,
 ) -> Result<(), ApiError> {
-    let inserted: Option<uuid::Uuid> = tx
-        .optional_scalar(
+    let (versions, blinds) = split(u.email_index);
+    let indexed: Vec<uuid::Uuid> = tx
+        .scalars(
             sqlx::query_scalar(
                 "WITH u AS (
                      INSERT INTO users (id, email_sealed, display_name_sealed, password_hash, password_changed_at)
                      VALUES ($1, $2, $3, $4, now()) RETURNING id
                  )
                  INSERT INTO user_email_index (key_version, blind, user_id)
-                 SELECT $5, $6, id FROM u ON CONFLICT DO NOTHING RETURNING user_id",
+                 SELECT v, b, id FROM u, unnest($5::int[], $6::bytea[]) AS x(v, b)
+                 ON CONFLICT DO NOTHING RETURNING user_id",
             )
             .bind(u.id)
             .bind(u.email_sealed)
             .bind(u.display_name_sealed)
             .bind(u.password_hash)
-            .bind(u.email_index.0)
-            .bind(u.email_index.1),
+            .bind(&versions)
+            .bind(blinds),
         )
         .await?;
-    if inserted.is_none() {
+    if indexed.len() != versions.len() {
         // The user row is written; the caller's transaction must not commit.
         return Err(AuthError::EmailTaken.into());
     }

@@ -191,8 +191,8 @@ async fn a_shredded_subject_leaves_proofs_and_the_chain_valid() {
             "alpha",
             vpb::EncryptRequest {
                 plaintext: b"alice@example.com".to_vec(),
-                context: Default::default(),
                 subject: "alice".into(),
+                ..Default::default()
             },
         ))
         .await

@@ -430,3 +430,52 @@ async fn rows_written_before_sealing_are_sealed_by_the_sweep_and_keep_working() 
     replica.stop().await.expect("replica stops");
     f.c.stop().await;
 }
+
+#[tokio::test]
+async fn rotating_the_email_index_key_keeps_logins_and_uniqueness() {
+    let f = Fx::new().await;
+    let admin = f.admin(f.alpha, &f.owner);
+    for email in ["ada@example.com", "bob@example.com"] {
+        f.create("alpha", &admin, email, "Someone").await.expect("create");
+    }
+    let pool = f.admin_pool().await;
+    let old_blinds: Vec<Vec<u8>> =
+        sqlx::query_scalar("SELECT blind FROM t_alpha.user_email_index").fetch_all(&pool).await.expect("index");
+    let mut tenants =
+        proto::auth::v1::tenant_service_client::TenantServiceClient::new(f.c.channel_as("operator", "auth"));
+    let rotate = pb::RotateEmailIndexKeyRequest { slug: "alpha".into(), request_id: uuid::Uuid::new_v4().to_string() };
+    // A user created while the rotation runs is indexed under the new key too.
+    let (rotated, carol) =
+        tokio::join!(tenants.rotate_email_index_key(rotate), f.create("alpha", &admin, "carol@example.com", "Carol"));
+    let rotated = rotated.expect("rotate").into_inner();
+    carol.expect("created during the rotation");
+    assert_eq!(rotated.key_version, 2);
+    assert!(rotated.users_indexed >= 3, "{rotated:?}");
+
+    let index: Vec<(i32, Vec<u8>)> = sqlx::query_as("SELECT key_version, blind FROM t_alpha.user_email_index")
+        .fetch_all(&pool)
+        .await
+        .expect("index");
+    assert_eq!(index.len(), 4, "the owner, ada, bob and carol, once each");
+    assert!(index.iter().all(|(v, b)| *v == 2 && !old_blinds.contains(b)), "only the new version's rows are left");
+    let retired: (Option<String>, bool) =
+        sqlx::query_as("SELECT wrapped_key, retired_at IS NOT NULL FROM t_alpha.email_index_keys WHERE version = 1")
+            .fetch_one(&pool)
+            .await
+            .expect("version 1");
+    assert_eq!(retired, (None, true), "the old key is gone");
+    for email in ["ada@example.com", "Bob@Example.com", "carol@example.com"] {
+        f.login("alpha", email, "192.0.2.5", "e2e").await.expect("login after the rotation");
+    }
+    let err = f.create("alpha", &admin, "ADA@example.com", "Again").await.expect_err("still taken");
+    assert_eq!(reason(&err), "EMAIL_TAKEN");
+    let audited: i64 = sqlx::query_scalar(
+        "SELECT count(DISTINCT event_id) FROM (SELECT event_id, action FROM t_alpha.audit_outbox
+          UNION ALL SELECT event_id, action FROM t_alpha.audit_log) a WHERE action = 'auth.email_index_rotate'",
+    )
+    .fetch_one(&pool)
+    .await
+    .expect("audit");
+    assert_eq!(audited, 1, "one audit record of the rotation");
+    f.c.stop().await;
+}

@@ -71,8 +71,7 @@ impl F {
     }
 
     async fn encrypt(&self, plaintext: &[u8], subject: &str) -> pb::EncryptResponse {
-        let msg =
-            pb::EncryptRequest { plaintext: plaintext.to_vec(), context: HashMap::new(), subject: subject.into() };
+        let msg = pb::EncryptRequest { plaintext: plaintext.to_vec(), subject: subject.into(), ..Default::default() };
         self.transit().encrypt(req("alpha", None, msg)).await.expect("encrypt").into_inner()
     }
 
@@ -231,7 +230,7 @@ async fn shredding_a_subject_makes_its_data_unreadable() {
     assert_eq!(err.code(), tonic::Code::FailedPrecondition);
     assert_eq!(reason(&err), "KEY_DESTROYED");
     // Nothing new is ever encrypted for a shredded subject.
-    let msg = pb::EncryptRequest { plaintext: b"x".to_vec(), context: HashMap::new(), subject: "user-7".into() };
+    let msg = pb::EncryptRequest { plaintext: b"x".to_vec(), subject: "user-7".into(), ..Default::default() };
     assert_eq!(
         reason(&f.transit().encrypt(req("alpha", None, msg)).await.expect_err("shredded subject")),
         "KEY_DESTROYED"
@@ -565,7 +564,7 @@ async fn transit_decrypts_are_audited_per_caller_context_and_interval() {
     let replica = f.c.start_replica_with("vault", settings).await;
     let mut transit = TransitServiceClient::new(kit::testing::channel(&f.c.pki, "ledger", replica.grpc, "vault"));
     let context = HashMap::from([("customer".to_owned(), "jane.doe@example.com".to_owned())]);
-    let msg = pb::EncryptRequest { plaintext: b"IBAN DE00".to_vec(), context: context.clone(), subject: String::new() };
+    let msg = pb::EncryptRequest { plaintext: b"IBAN DE00".to_vec(), context: context.clone(), ..Default::default() };
     let ct = transit.encrypt(req("alpha", None, msg)).await.expect("encrypt").into_inner().ciphertext;
     for _ in 0..2 {
         let msg = pb::DecryptRequest { ciphertext: ct.clone(), context: context.clone(), subject: String::new() };
