@@ -37,6 +37,8 @@ fn api_parts() -> (OpenApiRouter<AppState>, OpenApiRouter<AppState>) {
         .routes(routes!(login::step_up))
         .routes(routes!(me::me))
         .routes(routes!(me::export))
+        .routes(routes!(me::change_password))
+        .routes(routes!(me::change_email))
         .routes(routes!(me::totp_enroll))
         .routes(routes!(me::totp_confirm))
         .routes(routes!(me::my_sessions))

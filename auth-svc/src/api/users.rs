@@ -10,7 +10,7 @@ use zeroize::Zeroizing;
 use crate::core::{Authed, Core, audit};
 use crate::domain::input::{normalize_email, parse_id};
 use crate::error::AuthError;
-use crate::personal::{Item, USER_DISPLAY_NAME};
+use crate::personal::{Item, USER_DISPLAY_NAME, USER_EMAIL};
 use crate::store::users::{insert_user, load_user};
 use crate::store::{api_keys, groups, mfa, roles, sessions, users};
 use crate::{passwords, rbac};
@@ -273,6 +273,39 @@ impl pb::user_service_server::UserService for Users {
             "api_keys": keys,
         });
         Ok(Response::new(pb::ExportMeResponse { json: doc.to_string() }))
+    }
+
+    async fn change_email(&self, request: Request<pb::ChangeEmailRequest>) -> Result<Response<pb::User>, Status> {
+        let me = self.core.authed(&request).await?;
+        let id = me.user_id()?;
+        let req = request.into_inner();
+        let email = normalize_email(&req.new_email)?;
+        let mut tx = self.core.db.begin(&me.tenant).await?;
+        let stored = users::password_hash_for_update(&mut tx, id).await?;
+        let verdict = self.core.hasher.verify(Zeroizing::new(req.current_password), stored).await?;
+        let resource = format!("user/{id}");
+        if verdict == passwords::Verdict::Wrong {
+            tx.record(me.audit("user.email_change", &resource, Outcome::Denied)).await?;
+            tx.commit().await?;
+            return Err(AuthError::WrongCurrentPassword.into());
+        }
+        let blinds = self.core.email_index.blinds_for_write(&mut tx, &email).await?;
+        if users::email_taken(&mut tx, &blinds, &email).await? {
+            return Err(AuthError::EmailTaken.into());
+        }
+        let item = Item { field: USER_EMAIL, row: id, subject: id, value: email.as_str() };
+        let sealed = self.core.personal.seal(&me.tenant, &[item]).await?.pop().flatten();
+        let sealed = sealed.ok_or_else(|| ApiError::internal(&"an email sealed to nothing"))?;
+        users::set_email(&mut tx, id, &sealed, &blinds).await?;
+        // Whoever else holds a session of the account loses it with the old address.
+        let current = me.session_id().unwrap_or_default();
+        let ended = sessions::end_all_of(&mut tx, id, Some(current), "email_changed").await?;
+        tx.record(me.audit("user.email_change", &resource, Outcome::Success).detail("sessions_ended", ended)).await?;
+        let user = load_user(&mut tx, id).await?;
+        tx.commit().await?;
+        self.core.profiles.forget(&me.tenant);
+        self.core.publish_revocations_soon(&me.tenant).await;
+        Ok(Response::new(self.core.open_user(&me.tenant, user).await?))
     }
 
     async fn change_password(

@@ -140,6 +140,33 @@ pub fn split(blinds: &Blinds) -> (Vec<i32>, Vec<Vec<u8>>) {
     blinds.iter().cloned().unzip()
 }
 
+/// Replaces the email of user `id` (not deleted) by `sealed`, indexed as `blinds` (its earlier
+/// index rows removed); `EMAIL_TAKEN` when another user has it.
+pub async fn set_email(tx: &mut TenantTx, id: uuid::Uuid, sealed: &str, blinds: &Blinds) -> Result<(), ApiError> {
+    let sql =
+        "UPDATE users SET email_sealed = $2, email = NULL, updated_at = now() WHERE id = $1 AND status <> 'deleted'";
+    if tx.execute(sqlx::query(sql).bind(id).bind(sealed)).await? == 0 {
+        return Err(AuthError::UserNotFound.into());
+    }
+    tx.execute(sqlx::query("DELETE FROM user_email_index WHERE user_id = $1").bind(id)).await?;
+    let (versions, blinds) = split(blinds);
+    let added = tx
+        .execute(
+            sqlx::query(
+                "INSERT INTO user_email_index (key_version, blind, user_id)
+                 SELECT v, b, $1 FROM unnest($2::int[], $3::bytea[]) AS x(v, b) ON CONFLICT DO NOTHING",
+            )
+            .bind(id)
+            .bind(&versions)
+            .bind(blinds),
+        )
+        .await?;
+    if added != versions.len() as u64 {
+        return Err(AuthError::EmailTaken.into());
+    }
+    Ok(())
+}
+
 /// Creates a user with `roles` granted directly (checks are the caller's business); `EMAIL_TAKEN`
 /// when another user has the email.
 pub async fn insert_user(

@@ -96,6 +96,12 @@ fn valid_request(method: &Method, path: String) -> (String, Value) {
             json!({ "email": "mallory@alpha.example", "password": "a long enough password", "roles": ["viewer"] }),
         ),
         ("PATCH", _) => (path, json!({ "display_name": "Mallory" })),
+        ("POST", "/v1/me/email") => {
+            (path, json!({ "new_email": "mallory@alpha.example", "current_password": "a long enough password" }))
+        }
+        ("POST", "/v1/me/password") => {
+            (path, json!({ "current_password": "a long enough password", "new_password": "another long password" }))
+        }
         ("POST", p) if p.ends_with("/suspend") => (path, json!({ "reason": "because" })),
         ("POST", "/v1/roles") => (path, json!({ "name": "spy", "permissions": ["users.read"] })),
         ("POST", p) if p.ends_with("/grant") || p.ends_with("/revoke") => (path, json!({ "user_id": uuid })),

@@ -32,8 +32,12 @@ fn req<T>(tenant: &str, token: Option<&str>, msg: T) -> tonic::Request<T> {
 #[allow(clippy::expect_used)]
 impl Fx {
     async fn new() -> Self {
+        Self::start(false).await
+    }
+
+    async fn start(with_gateway: bool) -> Self {
         let _ = kit::telemetry::init("e2e", &kit::config::TelemetryConfig { otlp_endpoint: None, log: "error".into() });
-        let c = Constellation::start(false).await;
+        let c = Constellation::start(with_gateway).await;
         let (alpha, owner, _) = c.create_tenant_with_owner("alpha", "Owner.Quill@Alpha.example").await;
         let signer = TestSigner::generate();
         signer.publish(&c.db.admin_pool().await).await;
@@ -477,5 +481,77 @@ async fn rotating_the_email_index_key_keeps_logins_and_uniqueness() {
     .await
     .expect("audit");
     assert_eq!(audited, 1, "one audit record of the rotation");
+    f.c.stop().await;
+}
+
+/// A call to the gateway as the bearer of `token` in tenant alpha.
+async fn http(f: &Fx, path: &str, token: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+    let bearer = format!("Bearer {token}");
+    let headers =
+        [("authorization", bearer.as_str()), ("x-strongroom-tenant", "alpha"), ("content-type", "application/json")];
+    let body = serde_json::to_vec(&body).expect("json");
+    let (status, _, json) = f.c.gateway_request(http::Method::POST, path, &headers, body).await.expect("request");
+    (status.as_u16(), json)
+}
+
+#[tokio::test]
+async fn users_change_their_email_and_password_over_http_and_other_sessions_end() {
+    let f = Fx::start(true).await;
+    let admin = f.admin(f.alpha, &f.owner);
+    let user = f.create("alpha", &admin, "before@example.com", "Mover").await.expect("create");
+    f.create("alpha", &admin, "taken@example.com", "Other").await.expect("create");
+    let other = f.login("alpha", "before@example.com", "192.0.2.10", "Laptop/1").await.expect("another session");
+    let mine = f.login("alpha", "before@example.com", "192.0.2.11", "Phone/1").await.expect("this session");
+
+    let change = |email: &str, password: &str| serde_json::json!({ "new_email": email, "current_password": password });
+    let (s, e) = http(&f, "/v1/me/email", &mine.access_token, change("after@example.com", "wrong password!")).await;
+    assert_eq!((s, e["error"]["reason"].as_str()), (401, Some("INVALID_CREDENTIALS")), "{e}");
+    let (s, e) = http(&f, "/v1/me/email", &mine.access_token, change("Taken@Example.com", PASSWORD)).await;
+    assert_eq!((s, e["error"]["reason"].as_str()), (409, Some("EMAIL_TAKEN")), "{e}");
+    let (s, e) = http(&f, "/v1/me/email", &mine.access_token, change("not an address", PASSWORD)).await;
+    assert_eq!(s, 400, "{e}");
+    let (s, changed) = http(&f, "/v1/me/email", &mine.access_token, change("After@Example.com", PASSWORD)).await;
+    assert_eq!((s, changed["email"].as_str()), (200, Some("after@example.com")), "{changed}");
+    assert_eq!(changed["id"], user.id.as_str());
+
+    // The old address finds nobody and is free; the new one logs in.
+    let err = f.login("alpha", "before@example.com", "192.0.2.12", "e2e").await.expect_err("old address");
+    assert_eq!(reason(&err), "INVALID_CREDENTIALS");
+    f.login("alpha", "after@example.com", "192.0.2.12", "e2e").await.expect("new address");
+    // The other session ended with the old address; this one goes on.
+    let msg = pb::RefreshRequest { tenant: "alpha".into(), refresh_token: other.refresh_token.clone(), client: None };
+    let err = AuthenticationServiceClient::new(f.c.channel_as("gateway", "auth"))
+        .refresh(req("alpha", None, msg))
+        .await
+        .expect_err("the other session ended");
+    assert_eq!(err.code(), tonic::Code::Unauthenticated, "{err:?}");
+
+    let password = |current: &str, new: &str| serde_json::json!({ "current_password": current, "new_password": new });
+    let (s, e) =
+        http(&f, "/v1/me/password", &mine.access_token, password("wrong password!", "a new passphrase 2")).await;
+    assert_eq!((s, e["error"]["reason"].as_str()), (401, Some("INVALID_CREDENTIALS")), "{e}");
+    let (s, e) = http(&f, "/v1/me/password", &mine.access_token, password(PASSWORD, "short")).await;
+    assert_eq!(s, 400, "{e}");
+    let (s, ok) = http(&f, "/v1/me/password", &mine.access_token, password(PASSWORD, "a new passphrase 2")).await;
+    assert_eq!((s, ok["changed"].as_bool()), (200, Some(true)), "{ok}");
+    let err = f.login("alpha", "after@example.com", "192.0.2.13", "e2e").await.expect_err("the old password");
+    assert_eq!(reason(&err), "INVALID_CREDENTIALS");
+
+    let pool = f.admin_pool().await;
+    let audited: Vec<(String, String)> = sqlx::query_as(
+        "SELECT DISTINCT action, outcome FROM (SELECT action, outcome FROM t_alpha.audit_outbox
+          UNION ALL SELECT action, outcome FROM t_alpha.audit_log) a
+          WHERE action IN ('user.email_change', 'user.password_change') ORDER BY 1, 2",
+    )
+    .fetch_all(&pool)
+    .await
+    .expect("audit");
+    let expected = [
+        ("user.email_change", "denied"),
+        ("user.email_change", "success"),
+        ("user.password_change", "denied"),
+        ("user.password_change", "success"),
+    ];
+    assert_eq!(audited, expected.map(|(a, o)| (a.to_owned(), o.to_owned())));
     f.c.stop().await;
 }

@@ -1,5 +1,5 @@
-//! The caller's own account (`/v1/me*`): who they are, the export of their data, TOTP enrolment
-//! and their sessions.
+//! The caller's own account (`/v1/me*`): who they are, the export of their data, their password
+//! and email, TOTP enrolment and their sessions.
 
 use axum::Json;
 use axum::extract::State;
@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use kit::ApiError;
 use kit::time::rfc3339;
 use proto::auth::v1 as pb;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
 
@@ -166,4 +166,65 @@ pub async fn revoke_my_session(
 ) -> Result<Json<Revoked>, HttpError> {
     sessions(&state).revoke_session(call.request(pb::RevokeSessionRequest { id: session })).await.map_err(upstream)?;
     Ok(Json(Revoked { revoked: true }))
+}
+
+/// A password change.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PasswordChange {
+    current_password: String,
+    /// At least 12 characters.
+    new_password: String,
+}
+
+/// A password was changed.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PasswordChanged {
+    /// Always true: every other session of the account has ended.
+    changed: bool,
+}
+
+/// Changes the caller's password; every other session of theirs ends
+#[utoipa::path(post, path = "/v1/me/password", operation_id = "changeMyPassword", request_body = PasswordChange,
+    responses(
+        (status = 200, description = "changed", body = PasswordChanged),
+        (status = 400, description = "INVALID_FIELD: the new password breaks the policy", body = ErrorBody),
+        (status = 401, description = "INVALID_CREDENTIALS: the current password is wrong", body = ErrorBody),
+        Refusals,
+    ))]
+pub async fn change_password(
+    State(state): State<AppState>,
+    call: Call,
+    JsonBody(body): JsonBody<PasswordChange>,
+) -> Result<Json<PasswordChanged>, HttpError> {
+    let msg = pb::ChangePasswordRequest { current_password: body.current_password, new_password: body.new_password };
+    users(&state).change_password(call.request(msg)).await.map_err(upstream)?;
+    Ok(Json(PasswordChanged { changed: true }))
+}
+
+/// An email change, confirmed with the password.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EmailChange {
+    new_email: String,
+    current_password: String,
+}
+
+/// Changes the caller's email (confirmed with their password); every other session of theirs ends
+#[utoipa::path(post, path = "/v1/me/email", operation_id = "changeMyEmail", request_body = EmailChange,
+    responses(
+        (status = 200, description = "the account with its new email", body = User),
+        (status = 400, description = "INVALID_FIELD: not an email address", body = ErrorBody),
+        (status = 401, description = "INVALID_CREDENTIALS: the current password is wrong", body = ErrorBody),
+        (status = 409, description = "EMAIL_TAKEN: another user of the tenant has it", body = ErrorBody),
+        Refusals,
+    ))]
+pub async fn change_email(
+    State(state): State<AppState>,
+    call: Call,
+    JsonBody(body): JsonBody<EmailChange>,
+) -> Result<Json<User>, HttpError> {
+    let msg = pb::ChangeEmailRequest { new_email: body.new_email, current_password: body.current_password };
+    let user = users(&state).change_email(call.request(msg)).await.map_err(upstream)?;
+    Ok(Json(user.get_ref().into()))
 }
