@@ -27,6 +27,14 @@ pub enum AuthError {
     ApiKeyNotFound,
     /// ALREADY_EXISTS `EMAIL_TAKEN`.
     EmailTaken,
+    /// NOT_FOUND `APPEAL_NOT_FOUND`.
+    AppealNotFound,
+    /// FAILED_PRECONDITION `APPEAL_OPEN`: the user has an appeal waiting already.
+    AppealOpen,
+    /// FAILED_PRECONDITION `APPEAL_NOT_OPEN`: the appeal is not waiting for staff.
+    AppealNotOpen,
+    /// FAILED_PRECONDITION `NO_INFORMATION_REQUESTED`: nothing to answer.
+    NoInformationRequested,
     /// ALREADY_EXISTS `ROLE_EXISTS`.
     RoleExists,
     /// ALREADY_EXISTS `GROUP_EXISTS`.
@@ -123,6 +131,14 @@ impl From<AuthError> for ApiError {
             E::SessionNotFound => ApiError::not_found("SESSION_NOT_FOUND", "no such session"),
             E::ApiKeyNotFound => ApiError::not_found("API_KEY_NOT_FOUND", "no such API key"),
             E::EmailTaken => ApiError::already_exists("EMAIL_TAKEN", "a user with this email exists"),
+            E::AppealNotFound => ApiError::not_found("APPEAL_NOT_FOUND", "no such appeal"),
+            E::AppealOpen => ApiError::failed_precondition("APPEAL_OPEN", "an appeal of this user is waiting already"),
+            E::AppealNotOpen => {
+                ApiError::failed_precondition("APPEAL_NOT_OPEN", "the appeal is not waiting for a decision")
+            }
+            E::NoInformationRequested => {
+                ApiError::failed_precondition("NO_INFORMATION_REQUESTED", "no information was asked for")
+            }
             E::RoleExists => ApiError::already_exists("ROLE_EXISTS", "a role with this name exists"),
             E::GroupExists => ApiError::already_exists("GROUP_EXISTS", "a group with this name exists"),
             E::BuiltinRole => ApiError::failed_precondition("BUILTIN_ROLE", "built-in roles cannot be deleted"),
@@ -231,6 +247,8 @@ mod tests {
             (AuthError::NoRoleNamed("ops".into()), ErrorCode::NotFound, "ROLE_NOT_FOUND"),
             (AuthError::MemberOrGroupNotFound, ErrorCode::NotFound, "NOT_FOUND"),
             (AuthError::EmailTaken, ErrorCode::AlreadyExists, "EMAIL_TAKEN"),
+            (AuthError::AppealOpen, ErrorCode::FailedPrecondition, "APPEAL_OPEN"),
+            (AuthError::AppealNotOpen, ErrorCode::FailedPrecondition, "APPEAL_NOT_OPEN"),
             (AuthError::LastOwner, ErrorCode::FailedPrecondition, "LAST_OWNER"),
             (AuthError::StepUpNeedsSession, ErrorCode::FailedPrecondition, "NO_SESSION"),
             (AuthError::SuperiorAffected("users.delete".into()), ErrorCode::PermissionDenied, "PRIVILEGE_ESCALATION"),

@@ -44,6 +44,7 @@ pub const MIGRATIONS: MigrationSet = MigrationSet {
         kit::migration!("tenant", "0005_count_second_factor_failures_and_privilege_by_permission"),
         kit::migration!("tenant", "0006_record_api_keys_minted_with_a_second_factor"),
         kit::migration!("tenant", "0007_seal_personal_data_and_index_emails"),
+        kit::migration!("tenant", "0008_create_suspension_appeals"),
     ],
 };
 
@@ -75,10 +76,10 @@ pub async fn run(
     let settings = std::sync::Arc::new(settings);
     kit::server::run_service(SERVICE, MIGRATIONS, config, listeners, shutdown, move |ctx| {
         use proto::auth::v1::{
-            access_service_server::AccessServiceServer, authentication_service_server::AuthenticationServiceServer,
-            identity_service_server::IdentityServiceServer, keys_service_server::KeysServiceServer,
-            session_service_server::SessionServiceServer, tenant_service_server::TenantServiceServer,
-            user_service_server::UserServiceServer,
+            access_service_server::AccessServiceServer, appeal_service_server::AppealServiceServer,
+            authentication_service_server::AuthenticationServiceServer, identity_service_server::IdentityServiceServer,
+            keys_service_server::KeysServiceServer, session_service_server::SessionServiceServer,
+            tenant_service_server::TenantServiceServer, user_service_server::UserServiceServer,
         };
         let cfg = &ctx.config;
         let vault_url = cfg.upstreams.vault.clone().ok_or("upstreams.vault is required (TOTP seeds, signing keys)")?;
@@ -141,6 +142,11 @@ pub async fn run(
             .service(AccessServiceServer::new(api::access::Access { core: core.clone() }))
             .allow("/strongroom.auth.v1.AccessService/*", FRONT)
             .allow("/strongroom.auth.v1.AccessService/CheckPermission", SERVICES)
+            .service(AppealServiceServer::new(api::appeals::Appeals {
+                core: core.clone(),
+                authn: api::authn::Authn { core: core.clone() },
+            }))
+            .allow("/strongroom.auth.v1.AppealService/*", FRONT)
             .service(SessionServiceServer::new(api::sessions::Sessions { core }))
             .allow("/strongroom.auth.v1.SessionService/*", FRONT)
             .service(TenantServiceServer::new(tenants))

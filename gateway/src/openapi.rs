@@ -48,7 +48,7 @@ pub struct ErrorFields {
 struct ApiDoc;
 
 /// The operations reached without a credential (`security: []`), and with no tenant header.
-pub const PUBLIC: [&str; 8] = [
+pub const PUBLIC: [&str; 11] = [
     "/healthz",
     "/readyz",
     "/openapi.json",
@@ -57,6 +57,9 @@ pub const PUBLIC: [&str; 8] = [
     "/v1/auth/login",
     "/v1/auth/mfa",
     "/v1/auth/refresh",
+    "/v1/auth/appeal",
+    "/v1/auth/appeal/status",
+    "/v1/auth/appeal/answer",
 ];
 
 /// The document (built once).

@@ -543,7 +543,15 @@ fn limited(retry_after: Duration, request_id: String) -> Response {
 }
 
 /// Routes a request with a body may reach without an access token.
-const NO_TOKEN_ROUTES: [&str; 4] = ["/v1/auth/login", "/v1/auth/mfa", "/v1/auth/refresh", "/v1/auth/logout"];
+const NO_TOKEN_ROUTES: [&str; 7] = [
+    "/v1/auth/login",
+    "/v1/auth/mfa",
+    "/v1/auth/refresh",
+    "/v1/auth/logout",
+    "/v1/auth/appeal",
+    "/v1/auth/appeal/status",
+    "/v1/auth/appeal/answer",
+];
 
 /// Middleware: charges the request to its buckets (429 when one is empty), and refuses a request
 /// that carries a body without a valid credential before the body is read. In that order: the

@@ -15,7 +15,7 @@ use utoipa_axum::routes;
 
 use crate::AppState;
 use crate::http_layer::{HttpError, JsonError, RequestId, observe};
-use crate::identity::{directory, login, me};
+use crate::identity::{appeals, directory, login, me};
 use crate::openapi::ErrorBody;
 use crate::upstream::{Call, upstream};
 
@@ -35,6 +35,12 @@ fn api_parts() -> (OpenApiRouter<AppState>, OpenApiRouter<AppState>) {
         .routes(routes!(login::refresh))
         .routes(routes!(login::logout))
         .routes(routes!(login::step_up))
+        .routes(routes!(appeals::file))
+        .routes(routes!(appeals::status))
+        .routes(routes!(appeals::answer))
+        .routes(routes!(appeals::list))
+        .routes(routes!(appeals::request_information))
+        .routes(routes!(appeals::decide))
         .routes(routes!(me::me))
         .routes(routes!(me::export))
         .routes(routes!(me::change_password))

@@ -40,6 +40,17 @@ pub struct NewSession<'a> {
     pub cause: AuditRecord,
 }
 
+/// A right password of a known account ([`Authn::check_password`]).
+pub struct PasswordOk {
+    pub tenant: Tenant,
+    pub policy: Policy,
+    pub access: UserAccess,
+    pub user: crate::store::login::LoginUser,
+    pub verdict: Verdict,
+    pub actor: Actor,
+    pub resource: String,
+}
+
 /// What [`Authn::check_second_factor`] found.
 pub enum SecondFactor {
     /// The code was right: `otp` or `backup_code`.
@@ -184,19 +195,27 @@ impl Authn {
         Ok(session_tokens(access, policy, refresh.to_string(), session, enrollment_only))
     }
 
-    async fn login(&self, req: pb::LoginRequest, request_id: Option<String>) -> Result<pb::LoginResponse, ApiError> {
-        let email = crate::domain::email::normalized(&req.email);
-        let password = Zeroizing::new(req.password);
-        let (ip, user_agent) = login::client(req.client);
-        if !login::plausible_credentials(&email, &password) {
+    /// The password step every sign-in starts with (a login, an appeal): the tenant, the account
+    /// of `email` and its password, throttled per address and account (`login.locked`), each
+    /// failure audited (`login.failure`). An unknown or suspended tenant answers exactly as an
+    /// unknown email does.
+    pub async fn check_password(
+        &self,
+        tenant_raw: &str,
+        email: &str,
+        password: Zeroizing<String>,
+        ip: &str,
+        request_id: Option<String>,
+    ) -> Result<PasswordOk, ApiError> {
+        if !login::plausible_credentials(email, &password) {
             return Err(AuthError::InvalidCredentials.into());
         }
-        let Some(tenant) = self.active_tenant(&req.tenant).await else {
+        let Some(tenant) = self.active_tenant(tenant_raw).await else {
             // An unknown (or suspended) tenant answers as a known one with an unknown email: the
             // same throttle (keyed by the name as given, with the default policy), the same
             // round trips and argon2 work, the same refusals. Otherwise the answer or its timing
             // would tell which tenants exist.
-            let attempt = Attempt::new(&format!("unknown:{}", req.tenant), &email, &ip);
+            let attempt = Attempt::new(&format!("unknown:{tenant_raw}"), email, ip);
             let limits = self.limits(&Policy::default());
             crate::store::control::round_trip(&self.core.db).await;
             if let Some((lockout, wait)) = self.core.throttle.reserve(&attempt, limits).await? {
@@ -207,15 +226,15 @@ impl Authn {
             kit::metrics::Metrics::global().event("login_failed");
             return Err(AuthError::InvalidCredentials.into());
         };
-        let index = self.core.email_index.blinds(&tenant, &email).await?;
+        let index = self.core.email_index.blinds(&tenant, email).await?;
         let mut tx = self.core.db.begin(&tenant).await?;
-        let facts = crate::store::login::login_facts(&mut tx, &index, &email).await?;
+        let facts = crate::store::login::login_facts(&mut tx, &index, email).await?;
         tx.commit().await?;
         let (policy, access, user) = (facts.policy, facts.access, facts.user);
         let actor = user.as_ref().map(|u| Actor::User(u.id.to_string())).unwrap_or(Actor::Anonymous);
         let resource = user.as_ref().map(|u| format!("user/{}", u.id)).unwrap_or_else(|| "user/unknown".into());
 
-        let attempt = Attempt::new(&tenant.id.0.to_string(), &email, &ip);
+        let attempt = Attempt::new(&tenant.id.0.to_string(), email, ip);
         if let Some((lockout, wait)) = self.core.throttle.reserve(&attempt, self.limits(&policy)).await? {
             let rec =
                 audit(actor, "login.locked", &resource, Outcome::Denied, request_id).detail("scope", lockout.scope());
@@ -223,8 +242,7 @@ impl Authn {
             return Err(lockout.error(wait));
         }
 
-        let verdict =
-            self.core.hasher.verify(password.clone(), user.as_ref().and_then(|u| u.password_hash.clone())).await?;
+        let verdict = self.core.hasher.verify(password, user.as_ref().and_then(|u| u.password_hash.clone())).await?;
         let (verdict, user) = match (verdict, user) {
             (Verdict::Wrong, _) | (_, None) => {
                 kit::metrics::Metrics::global().event("login_failed");
@@ -236,6 +254,15 @@ impl Authn {
             (v, Some(user)) => (v, user),
         };
         self.core.throttle.succeeded(&attempt).await?;
+        Ok(PasswordOk { tenant, policy, access, user, verdict, actor, resource })
+    }
+
+    async fn login(&self, req: pb::LoginRequest, request_id: Option<String>) -> Result<pb::LoginResponse, ApiError> {
+        let email = crate::domain::email::normalized(&req.email);
+        let password = Zeroizing::new(req.password);
+        let (ip, user_agent) = login::client(req.client);
+        let checked = self.check_password(&req.tenant, &email, password.clone(), &ip, request_id.clone()).await?;
+        let PasswordOk { tenant, policy, access, user, verdict, actor, resource } = checked;
         if user.status == "suspended" {
             let reason = user.suspension_reason.unwrap_or_default();
             let rec = audit(actor, "login.suspended", &resource, Outcome::Denied, request_id)

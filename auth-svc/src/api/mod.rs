@@ -2,6 +2,7 @@
 //! call the rules and the store, encode.
 
 pub mod access;
+pub mod appeals;
 pub mod authn;
 pub mod sessions;
 pub mod tenants;

@@ -195,6 +195,7 @@ impl pb::user_service_server::UserService for Users {
         roles::lock_owners(&mut tx).await?;
         rbac::check_not_superior(&mut tx, roles::ONE_USER, id, &me.principal.permissions).await?;
         users::erase(&mut tx, id).await?;
+        crate::store::appeals::erase_messages_of(&mut tx, id).await?;
         sessions::end_all_of(&mut tx, id, None, "user_deleted").await?;
         api_keys::revoke_all_of(&mut tx, id).await?;
         rbac::check_an_owner_remains(&mut tx).await?;
@@ -239,6 +240,9 @@ impl pb::user_service_server::UserService for Users {
         let sessions = sessions::export_of(&mut tx, id).await?;
         let keys = api_keys::export_of(&mut tx, id).await?;
         let (roles, permissions) = roles::effective(&mut tx, id).await?;
+        let appeals = crate::store::appeals::all_of(&mut tx, id).await?;
+        let ids: Vec<uuid::Uuid> = appeals.iter().map(|a| a.id).collect();
+        let messages = crate::store::appeals::messages_of(&mut tx, &ids).await?;
         tx.record(me.audit("user.export", &format!("user/{id}"), Outcome::Success)).await?;
         tx.commit().await?;
         // The user's fields and every session's, opened in one call.
@@ -271,6 +275,7 @@ impl pb::user_service_server::UserService for Users {
             "groups": groups,
             "sessions": sessions,
             "api_keys": keys,
+            "appeals": appeals_json(super::appeals::open_appeals(&self.core, &me.tenant, appeals, messages).await?),
         });
         Ok(Response::new(pb::ExportMeResponse { json: doc.to_string() }))
     }
@@ -335,6 +340,34 @@ impl pb::user_service_server::UserService for Users {
         self.core.publish_revocations_soon(&me.tenant).await;
         Ok(Response::new(pb::ChangePasswordResponse {}))
     }
+}
+
+/// The appeals of a user's export: the whole history of each suspension they appealed.
+fn appeals_json(appeals: Vec<pb::Appeal>) -> Vec<serde_json::Value> {
+    let status = |s: i32| match pb::AppealStatus::try_from(s).unwrap_or_default() {
+        pb::AppealStatus::Open => "open",
+        pb::AppealStatus::InformationRequested => "information_requested",
+        pb::AppealStatus::Lifted => "lifted",
+        pb::AppealStatus::Upheld => "upheld",
+        pb::AppealStatus::Unspecified => "unknown",
+    };
+    appeals
+        .into_iter()
+        .map(|a| {
+            let messages: Vec<serde_json::Value> = a
+                .messages
+                .into_iter()
+                .map(|m| {
+                    serde_json::json!({ "author": m.author, "body": m.body, "created_at": m.create_time.map(|t| t.seconds) })
+                })
+                .collect();
+            serde_json::json!({
+                "id": a.id, "status": status(a.status), "suspension_reason": a.suspension_reason,
+                "messages": messages, "decision_reason": a.decision_reason,
+                "created_at": a.create_time.map(|t| t.seconds), "decided_at": a.decide_time.map(|t| t.seconds),
+            })
+        })
+        .collect()
 }
 
 /// Creates a tenant's first owner with a generated password, if the tenant has no user yet.

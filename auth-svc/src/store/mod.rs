@@ -4,6 +4,7 @@
 //! out of here: `rbac.rs`, `tokens.rs`, `housekeeping.rs`, `revocations.rs` and the API layer.
 
 pub mod api_keys;
+pub mod appeals;
 pub mod control;
 pub mod email_index;
 pub mod groups;

@@ -96,6 +96,8 @@ fn valid_request(method: &Method, path: String) -> (String, Value) {
             json!({ "email": "mallory@alpha.example", "password": "a long enough password", "roles": ["viewer"] }),
         ),
         ("PATCH", _) => (path, json!({ "display_name": "Mallory" })),
+        ("POST", p) if p.ends_with("/request-information") => (path, json!({ "message": "Which device?" })),
+        ("POST", p) if p.ends_with("/decide") => (path, json!({ "decision": "uphold", "reason": "because" })),
         ("POST", "/v1/me/email") => {
             (path, json!({ "new_email": "mallory@alpha.example", "current_password": "a long enough password" }))
         }

@@ -555,3 +555,122 @@ async fn users_change_their_email_and_password_over_http_and_other_sessions_end(
     assert_eq!(audited, expected.map(|(a, o)| (a.to_owned(), o.to_owned())));
     f.c.stop().await;
 }
+
+/// A call to the gateway with `headers`.
+async fn http_as(
+    f: &Fx,
+    method: http::Method,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: serde_json::Value,
+) -> (u16, serde_json::Value) {
+    let mut headers = headers.to_vec();
+    let body = if body.is_null() {
+        Vec::new()
+    } else {
+        headers.push(("content-type", "application/json"));
+        serde_json::to_vec(&body).expect("json")
+    };
+    let (status, _, json) = f.c.gateway_request(method, path, &headers, body).await.expect("request");
+    (status.as_u16(), json)
+}
+
+#[tokio::test]
+async fn a_suspended_user_appeals_is_asked_for_more_and_the_decision_lifts_the_suspension() {
+    use http::Method;
+    let f = Fx::start(true).await;
+    let admin = {
+        let mut claims = TestSigner::claims(f.alpha, &f.owner);
+        claims["permissions"] = serde_json::json!(["users.read", "users.write", "users.suspend"]);
+        f.signer.sign(&claims)
+    };
+    let bearer = format!("Bearer {admin}");
+    let staff = [("authorization", bearer.as_str()), ("x-strongroom-tenant", "alpha")];
+    let user = f.create("alpha", &admin, "appellant@example.com", "Appellant").await.expect("create");
+    let statement = "I was travelling; the logins from abroad were mine. Ticket APPEAL-7781.";
+    let creds = |text: Option<&str>| serde_json::json!({ "tenant": "alpha", "email": "Appellant@example.com", "password": PASSWORD, "text": text });
+    // An active user has nothing to appeal.
+    let (s, e) = http_as(&f, Method::POST, "/v1/auth/appeal", &[], creds(Some(statement))).await;
+    assert_eq!((s, e["error"]["reason"].as_str()), (412, Some("NOT_SUSPENDED")), "{e}");
+
+    let msg = pb::SuspendUserRequest { id: user.id.clone(), reason: "logins from an unusual country".into() };
+    f.users().suspend_user(req("alpha", Some(&admin), msg)).await.expect("suspend");
+    let wrong = serde_json::json!({ "tenant": "alpha", "email": "appellant@example.com", "password": "not the password", "text": statement });
+    let (s, e) = http_as(&f, Method::POST, "/v1/auth/appeal", &[], wrong).await;
+    assert_eq!((s, e["error"]["reason"].as_str()), (401, Some("INVALID_CREDENTIALS")), "{e}");
+
+    let (s, filed) = http_as(&f, Method::POST, "/v1/auth/appeal", &[], creds(Some(statement))).await;
+    assert_eq!(s, 200, "{filed}");
+    assert_eq!(filed["status"], "open");
+    assert_eq!(filed["suspension_reason"], "logins from an unusual country");
+    assert_eq!(filed["messages"][0]["body"], statement);
+    let id = filed["id"].as_str().expect("id").to_owned();
+    let (s, e) = http_as(&f, Method::POST, "/v1/auth/appeal", &[], creds(Some("again"))).await;
+    assert_eq!((s, e["error"]["reason"].as_str()), (412, Some("APPEAL_OPEN")), "{e}");
+
+    let (s, page) = http_as(&f, Method::GET, "/v1/appeals", &staff, serde_json::Value::Null).await;
+    assert_eq!(s, 200, "{page}");
+    assert_eq!(page["appeals"][0]["id"], id.as_str());
+    assert_eq!(page["appeals"][0]["messages"][0]["body"], statement);
+    let ask = serde_json::json!({ "message": "Which device did you use?" });
+    let (s, asked) = http_as(&f, Method::POST, &format!("/v1/appeals/{id}/request-information"), &staff, ask).await;
+    assert_eq!((s, asked["status"].as_str()), (200, Some("information_requested")), "{asked}");
+    let decide = |decision: &str| serde_json::json!({ "decision": decision, "reason": "Confirmed with the ticket" });
+    let (s, e) = http_as(&f, Method::POST, &format!("/v1/appeals/{id}/decide"), &staff, decide("lift")).await;
+    assert_eq!((s, e["error"]["reason"].as_str()), (412, Some("APPEAL_NOT_OPEN")), "{e}");
+
+    // The user sees the question, and answers it.
+    let (s, seen) = http_as(&f, Method::POST, "/v1/auth/appeal/status", &[], creds(None)).await;
+    assert_eq!(s, 200, "{seen}");
+    assert_eq!(seen["messages"][1]["author"], "staff");
+    assert_eq!(seen["messages"][1]["body"], "Which device did you use?");
+    let (s, answered) = http_as(&f, Method::POST, "/v1/auth/appeal/answer", &[], creds(Some("My phone."))).await;
+    assert_eq!((s, answered["status"].as_str()), (200, Some("open")), "{answered}");
+    let (s, e) = http_as(&f, Method::POST, "/v1/auth/appeal/answer", &[], creds(Some("More."))).await;
+    assert_eq!((s, e["error"]["reason"].as_str()), (412, Some("NO_INFORMATION_REQUESTED")), "{e}");
+
+    // A member of staff without users.suspend cannot decide.
+    let viewer = {
+        let mut claims = TestSigner::claims(f.alpha, &f.owner);
+        claims["permissions"] = serde_json::json!(["users.read"]);
+        format!("Bearer {}", f.signer.sign(&claims))
+    };
+    let viewer = [("authorization", viewer.as_str()), ("x-strongroom-tenant", "alpha")];
+    let (s, _) = http_as(&f, Method::POST, &format!("/v1/appeals/{id}/decide"), &viewer, decide("lift")).await;
+    assert_eq!(s, 403);
+
+    let (s, decided) = http_as(&f, Method::POST, &format!("/v1/appeals/{id}/decide"), &staff, decide("lift")).await;
+    assert_eq!((s, decided["status"].as_str()), (200, Some("lifted")), "{decided}");
+    assert_eq!(decided["decision_reason"], "Confirmed with the ticket");
+    // Lifting reactivated the user: they log in, and their export holds the whole history.
+    let tokens = f.login("alpha", "appellant@example.com", "192.0.2.50", "e2e").await.expect("login after lifting");
+    let export = f
+        .users()
+        .export_me(req("alpha", Some(&tokens.access_token), pb::ExportMeRequest {}))
+        .await
+        .expect("export")
+        .into_inner();
+    let doc: serde_json::Value = serde_json::from_str(&export.json).expect("json");
+    let history = &doc["appeals"][0];
+    assert_eq!(history["status"], "lifted");
+    assert_eq!(history["messages"].as_array().map(Vec::len), Some(3), "{history}");
+    assert_eq!(history["decision_reason"], "Confirmed with the ticket");
+
+    let pool = f.admin_pool().await;
+    let actions: Vec<String> = sqlx::query_scalar(
+        "SELECT DISTINCT action FROM (SELECT action FROM t_alpha.audit_outbox UNION ALL SELECT action FROM t_alpha.audit_log) a
+          WHERE action LIKE 'appeal.%' OR action = 'user.reactivate' ORDER BY 1",
+    )
+    .fetch_all(&pool)
+    .await
+    .expect("audit");
+    assert_eq!(
+        actions,
+        ["appeal.answer", "appeal.decide", "appeal.file", "appeal.information_request", "user.reactivate"]
+    );
+    let dump = e2e::pg_dump(&f.c.db);
+    for plain in [statement, "Which device did you use?", "My phone."] {
+        assert!(!dump.contains(plain), "{plain:?} is in the dump");
+    }
+    f.c.stop().await;
+}

@@ -20,17 +20,17 @@ use crate::input::JsonBody;
 use crate::openapi::ErrorBody;
 use crate::upstream::{Call, authenticated, request, respond, upstream};
 
-fn client_info(state: &AppState, addr: &SocketAddr, headers: &HeaderMap) -> pb::ClientInfo {
+pub(super) fn client_info(state: &AppState, addr: &SocketAddr, headers: &HeaderMap) -> pb::ClientInfo {
     let ua = headers.get(http::header::USER_AGENT).and_then(|v| v.to_str().ok()).unwrap_or_default();
     let ip = crate::ratelimit::client_ip(addr.ip(), headers, state.limits.trusted_proxies());
     pb::ClientInfo { ip: ip.to_string(), user_agent: ua.chars().take(512).collect() }
 }
 
-fn anonymous<T>(tenant: &str, id: &RequestId, msg: T) -> tonic::Request<T> {
+pub(super) fn anonymous<T>(tenant: &str, id: &RequestId, msg: T) -> tonic::Request<T> {
     kit::client::with_context(tonic::Request::new(msg), Some(tenant), Some(&id.0), None)
 }
 
-fn check_tenant(raw: &str) -> Result<String, ApiError> {
+pub(super) fn check_tenant(raw: &str) -> Result<String, ApiError> {
     kit::TenantSlug::parse(raw)
         .map(|s| s.to_string())
         .map_err(|_| ApiError::invalid_field("tenant", "must match ^[a-z][a-z0-9_]{2,39}$"))
@@ -266,7 +266,7 @@ pub async fn login(
 
 /// Names the tenant whose audit log the request belongs in, for the gateway's recorder: an
 /// authentication request sends no `x-strongroom-tenant` header (security review item 11).
-fn recorded_in(mut resp: Response, tenant: Option<String>) -> Response {
+pub(super) fn recorded_in(mut resp: Response, tenant: Option<String>) -> Response {
     if let Some(tenant) = tenant {
         resp.extensions_mut().insert(crate::recorder::RecordIn(tenant));
     }

@@ -5,6 +5,7 @@
 //! the OpenAPI document (`#[utoipa::path]` on each handler) describes what is sent. This module
 //! holds what the three share: the auth-svc clients, the refusals and the shared bodies.
 
+pub mod appeals;
 pub mod directory;
 pub mod login;
 pub mod me;
