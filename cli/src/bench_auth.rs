@@ -1,5 +1,6 @@
 //! `strongroom bench auth`: password logins/s next to the raw argon2id hash rate on the same
-//! machine, refresh grants/s, and authenticated `GET /v1/me` through the gateway, with p50/p99.
+//! machine, refresh grants/s, and authenticated `GET /v1/me` and a 50-user page of `GET /v1/users`
+//! through the gateway, with p50/p99.
 //! It registers a tenant of its own (`bench_<random>`) with an owner, enrols the owner's TOTP,
 //! creates one `viewer` user per caller, then measures. Traffic goes only to the endpoints of
 //! `endpoints.json` (loopback for `dev up`); every phase is bounded in time. With `--directory N`
@@ -274,6 +275,26 @@ pub async fn auth(opts: &Options, endpoints: &Endpoints, directory: usize) -> an
     })
     .await;
     report.push(me.report());
+
+    // A directory page through the gateway as an administrator reads it: 50 users, each email and
+    // display name opened by vault-svc (one transit call per page).
+    let admin = Arc::new(bearer.clone());
+    let mut list = crate::bench::run_workers("GET /v1/users?page_size=50 (gateway)", opts, {
+        let (admin, conns, slug) = (admin.clone(), conns.clone(), slug.clone());
+        move |w| {
+            let (admin, conns, slug) = (admin.clone(), conns.clone(), slug.clone());
+            async move {
+                let hdr = [("authorization", admin.as_str()), ("x-strongroom-tenant", slug.as_str())];
+                match conns[w].lock().await.request(http::Method::GET, "/v1/users?page_size=50", &hdr, Vec::new()).await
+                {
+                    Ok(http::StatusCode::OK) => Ok(()),
+                    _ => Err(tonic::Status::unavailable("not 200")),
+                }
+            }
+        }
+    })
+    .await;
+    report.push(list.report());
     println!(
         "{}",
         json!({ "bench": "auth", "tenant": slug, "concurrency": opts.concurrency, "directory": directory, "results": report })
