@@ -125,6 +125,7 @@ impl SoftHsm {
             key_cache_ttl_secs: 300,
             key_cache_size: 1000,
             count_audit_interval_secs: 60,
+            retention_interval_ms: 3_600_000,
         }
     }
 

@@ -24,6 +24,17 @@ pub struct VaultSettings {
     /// key (or context) and caller every this many seconds (1–3600).
     #[serde(default = "default_count_audit_interval")]
     pub count_audit_interval_secs: u64,
+    /// How often the retention job destroys period keys past their class's retention
+    /// (milliseconds, [`RETENTION_INTERVAL_MS`]; default one hour).
+    #[serde(default = "default_retention_interval")]
+    pub retention_interval_ms: u64,
+}
+
+/// Bounds of `service.retention_interval_ms`: 1 second – 1 day.
+pub const RETENTION_INTERVAL_MS: std::ops::RangeInclusive<u64> = 1000..=86_400_000;
+
+fn default_retention_interval() -> u64 {
+    3_600_000
 }
 
 fn default_count_audit_interval() -> u64 {
@@ -82,7 +93,37 @@ impl kit::config::ServiceSettings for VaultSettings {
             _ if !(1..=3600).contains(&self.count_audit_interval_secs) => {
                 Err("service.count_audit_interval_secs must be 1 to 3600".into())
             }
-            _ => Ok(()),
+            _ => kit::config::within("retention_interval_ms", self.retention_interval_ms, RETENTION_INTERVAL_MS),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use kit::config::{Environment, ServiceSettings};
+
+    use super::*;
+
+    fn local() -> VaultSettings {
+        let kms = KmsConfig::Local { key_file: "/dev/null".into(), create: false };
+        VaultSettings {
+            kms: Some(kms),
+            key_cache_ttl_secs: default_cache_ttl(),
+            key_cache_size: default_cache_size(),
+            count_audit_interval_secs: default_count_audit_interval(),
+            retention_interval_ms: default_retention_interval(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_retention_job_runs_between_every_second_and_every_day() {
+        assert!(local().validate(Environment::Development).is_ok());
+        for (ms, ok) in [(999, false), (1000, true), (86_400_000, true), (86_400_001, false)] {
+            let settings = VaultSettings { retention_interval_ms: ms, ..local() };
+            assert_eq!(settings.validate(Environment::Development).is_ok(), ok, "{ms}");
+        }
+        let e = VaultSettings { retention_interval_ms: 0, ..local() }.validate(Environment::Development);
+        assert_eq!(e.expect_err("zero"), "service.retention_interval_ms must be 1000–86400000");
     }
 }

@@ -48,6 +48,14 @@ pub enum VaultError {
     SigningKeyOfAnotherWorkload { caller: String, key: String },
     /// ABORTED `CONCURRENT_ROTATION`: the signing key was rotated concurrently; retry.
     ConcurrentRotation,
+    /// FAILED_PRECONDITION `RETENTION_EXPIRED`: the period key of a retention class was destroyed
+    /// because the whole period is past the class's retention.
+    RetentionExpired,
+    /// NOT_FOUND `RETENTION_CLASS_NOT_FOUND`: the tenant has no such retention class.
+    RetentionClassNotFound,
+    /// FAILED_PRECONDITION `RETENTION_PERIOD_FIXED`: a class's period cannot change (its keys
+    /// already cover periods of that length).
+    RetentionPeriodFixed,
 }
 
 impl From<VaultError> for ApiError {
@@ -108,6 +116,15 @@ impl From<VaultError> for ApiError {
             E::ConcurrentRotation => {
                 ApiError::new(ErrorCode::Aborted, "CONCURRENT_ROTATION", "the key was rotated concurrently; retry")
             }
+            E::RetentionExpired => ApiError::failed_precondition(
+                "RETENTION_EXPIRED",
+                "the retention of this data has ended and its key was destroyed",
+            ),
+            E::RetentionClassNotFound => ApiError::not_found("RETENTION_CLASS_NOT_FOUND", "no such retention class"),
+            E::RetentionPeriodFixed => ApiError::failed_precondition(
+                "RETENTION_PERIOD_FIXED",
+                "a retention class keeps the period it was created with",
+            ),
         }
     }
 }
@@ -218,6 +235,24 @@ mod tests {
                 ErrorCode::Aborted,
                 "CONCURRENT_ROTATION",
                 "the key was rotated concurrently; retry",
+            ),
+            (
+                VaultError::RetentionExpired,
+                ErrorCode::FailedPrecondition,
+                "RETENTION_EXPIRED",
+                "the retention of this data has ended and its key was destroyed",
+            ),
+            (
+                VaultError::RetentionClassNotFound,
+                ErrorCode::NotFound,
+                "RETENTION_CLASS_NOT_FOUND",
+                "no such retention class",
+            ),
+            (
+                VaultError::RetentionPeriodFixed,
+                ErrorCode::FailedPrecondition,
+                "RETENTION_PERIOD_FIXED",
+                "a retention class keeps the period it was created with",
             ),
         ];
         for (e, code, reason, message) in cases {

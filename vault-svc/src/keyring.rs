@@ -10,10 +10,12 @@ use kit::{ApiError, TenantTx};
 use uuid::Uuid;
 
 use crate::domain::crypto::{Aad, Key256};
+use crate::domain::retention::{ClassName, Period, period_key_aad};
 use crate::error::VaultError;
 use crate::kms::{KeyProvider, KmsError};
 use crate::signals::Operation;
 use crate::store::keys as store;
+use crate::store::retention as retention_store;
 
 /// Associated data of a tenant key wrapped by the master key: a wrapped key copied to another
 /// tenant or version does not unwrap.
@@ -352,5 +354,66 @@ impl Keyring {
         let version = row.version as u32;
         let tenant_key = self.version(tx, row.tenant_key_version as u32).await?;
         Ok((version, Self::open_key(&tenant_key, &subject_aad(tx.tenant().id.0, subject, version), &wrapped)?))
+    }
+}
+
+/// A retention class's key of one period, opened.
+#[derive(Debug, Clone)]
+pub struct PeriodKey {
+    /// Its number in the tenant, written into each ciphertext's envelope.
+    pub number: u32,
+    pub class: String,
+    pub key: Key256,
+}
+
+impl Keyring {
+    /// The key of `class` for the period `now` falls in, created on first use (sealed by the
+    /// active tenant key). A class the tenant does not have is `RETENTION_CLASS_NOT_FOUND`.
+    pub async fn current_period_key(
+        &self,
+        tx: &mut TenantTx,
+        class: &ClassName,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<PeriodKey, ApiError> {
+        let period = retention_store::class_period(tx, class).await?.ok_or(VaultError::RetentionClassNotFound)?;
+        let period = Period::from_stored(&period).ok_or_else(|| ApiError::internal(&"a stored period is unknown"))?;
+        let window = period.containing(now);
+        if let Some(row) = retention_store::period_key_of(tx, class, &window.label).await? {
+            return self.open_period_key(tx, row).await;
+        }
+        let (tenant_key_version, tenant_key) = self.active(tx).await?;
+        match retention_store::reserve_period_key(tx, class, &window, tenant_key_version).await? {
+            Some(number) => {
+                let key = Key256::generate().map_err(|e| ApiError::internal(&e))?;
+                let aad = period_key_aad(tx.tenant().id.0, class.as_str(), number);
+                retention_store::seal_period_key(tx, number, &Self::seal_key(&tenant_key, &aad, &key)?).await?;
+                Ok(PeriodKey { number, class: class.as_str().to_owned(), key })
+            }
+            // Another transaction created it first (and committed: the insert waited for it).
+            None => match retention_store::period_key_of(tx, class, &window.label).await? {
+                Some(row) => self.open_period_key(tx, row).await,
+                None => Err(ApiError::internal(&"a period key conflicted and then was not found")),
+            },
+        }
+    }
+
+    /// Period key number `number` (for decryption). A number this tenant never had means the
+    /// ciphertext is not this tenant's (`DECRYPTION_FAILED`); a destroyed key is
+    /// `RETENTION_EXPIRED`.
+    pub async fn period_key(&self, tx: &mut TenantTx, number: u32) -> Result<PeriodKey, ApiError> {
+        let row = retention_store::period_key(tx, number).await?.ok_or(VaultError::DecryptionFailed)?;
+        self.open_period_key(tx, row).await
+    }
+
+    async fn open_period_key(
+        &self,
+        tx: &mut TenantTx,
+        row: retention_store::PeriodKeyRow,
+    ) -> Result<PeriodKey, ApiError> {
+        let Some(wrapped) = row.wrapped else { return Err(VaultError::RetentionExpired.into()) };
+        let number = row.id as u32;
+        let tenant_key = self.version(tx, row.tenant_key_version as u32).await?;
+        let key = Self::open_key(&tenant_key, &period_key_aad(tx.tenant().id.0, &row.class, number), &wrapped)?;
+        Ok(PeriodKey { number, class: row.class, key })
     }
 }

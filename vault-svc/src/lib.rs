@@ -1,5 +1,6 @@
 //! vault-svc owns the key hierarchy (master key in a KMS/HSM → per-tenant keys → data keys,
-//! AES-256-GCM), stored secrets and transit encryption. It never lets a key leave memory
+//! AES-256-GCM), stored secrets, transit encryption and retention classes (whose period keys it
+//! destroys by time). It never lets a key leave memory
 //! unwrapped, never writes a credential unencrypted, and never reveals stored data without an
 //! audit record committed in the same transaction.
 
@@ -9,6 +10,7 @@ pub mod domain;
 pub mod error;
 pub mod keyring;
 pub mod kms;
+pub mod retention;
 pub mod rotation;
 pub mod signals;
 pub mod signing_keys;
@@ -37,6 +39,7 @@ pub const MIGRATIONS: MigrationSet = MigrationSet {
         kit::migration!("tenant", "0003_create_subject_and_signing_keys"),
         kit::migration!("tenant", "0004_index_by_tenant_key_version"),
         kit::migration!("tenant", "0005_index_secret_listing"),
+        kit::migration!("tenant", "0006_create_retention_classes_and_period_keys"),
     ],
 };
 
@@ -56,6 +59,7 @@ pub async fn run(
     }
     tracing::info!(master_key = provider.key_id(), "master key provider ready");
     let audit_interval_secs = settings.count_audit_interval_secs;
+    let retention_every = Duration::from_millis(settings.retention_interval_ms);
     let keyring = keyring::Keyring::new(
         Arc::from(provider),
         previous,
@@ -64,7 +68,8 @@ pub async fn run(
     );
     kit::server::run_service(SERVICE, MIGRATIONS, config, listeners, shutdown, move |ctx| {
         use proto::vault::v1::{
-            key_management_service_server::KeyManagementServiceServer, secrets_service_server::SecretsServiceServer,
+            key_management_service_server::KeyManagementServiceServer,
+            retention_service_server::RetentionServiceServer, secrets_service_server::SecretsServiceServer,
             signing_service_server::SigningServiceServer, transit_service_server::TransitServiceServer,
         };
         // Rotation and shredding on any replica reach this one's caches.
@@ -75,6 +80,9 @@ pub async fn run(
         tally.spawn_flusher(ctx.db.clone(), Duration::from_secs(audit_interval_secs));
         let transit = api::Transit { db: ctx.db.clone(), keyring: keyring.clone(), tally: tally.clone() };
         let admin = api::KeyManagement { db: ctx.db.clone(), keyring: keyring.clone() };
+        let retention_classes = api::Retention { db: ctx.db.clone() };
+        // Period keys past their class's retention are destroyed on every replica's schedule.
+        retention::spawn(ctx.db.clone(), retention_every, ctx.shutdown.clone());
         let signing = api::Signing { db: ctx.db.clone(), keyring, tally };
         let verifiers = [Identity::AUDIT, Identity::LEDGER, Identity::GATEWAY, Identity::OPERATOR];
         Ok(Api::new()
@@ -86,6 +94,9 @@ pub async fn run(
             .allow("/strongroom.vault.v1.KeyManagementService/*", &[Identity::OPERATOR])
             // auth-svc shreds a deleted user's subject key.
             .allow("/strongroom.vault.v1.KeyManagementService/ShredSubject", &[Identity::OPERATOR, Identity::AUTH])
+            // The gateway only with a user's token holding `tenant.policy.write` (api/retention.rs).
+            .service(RetentionServiceServer::new(retention_classes))
+            .allow("/strongroom.vault.v1.RetentionService/*", &[Identity::OPERATOR, Identity::GATEWAY])
             .service(SigningServiceServer::new(signing))
             // Each signs only with its own keys (domain/signing.rs).
             .allow("/strongroom.vault.v1.SigningService/Sign", &[Identity::AUDIT, Identity::LEDGER])

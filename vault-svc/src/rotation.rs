@@ -10,6 +10,7 @@ use kit::{ApiError, Db, Tenant, TenantTx};
 use crate::api::tenant_record;
 use crate::domain::envelope::Envelope;
 use crate::domain::path::{SecretPath, secret_aad};
+use crate::domain::retention::period_key_aad;
 use crate::domain::signing::seal_aad;
 use crate::error::VaultError;
 use crate::keyring::{Keyring, subject_aad};
@@ -23,7 +24,7 @@ pub struct Rewrapped {
     pub active_version: u32,
     /// Stored secret versions moved.
     pub secret_versions: u64,
-    /// Subject and signing keys moved.
+    /// Subject, signing and period keys moved.
     pub keys: u64,
     /// Rows still under an older version (sealed by a concurrent writer, or held by another run).
     pub remaining: u64,
@@ -65,8 +66,8 @@ pub async fn rewrap_tenant(
     Ok(Rewrapped { active_version, secret_versions, keys, remaining })
 }
 
-/// One batch of rewrap: secret versions, subject keys and signing keys under older tenant keys
-/// move to the active one. Returns (secret versions, keys) moved.
+/// One batch of rewrap: secret versions, subject keys, signing keys and period keys under older
+/// tenant keys move to the active one. Returns (secret versions, keys) moved.
 async fn rewrap_batch(keyring: &Keyring, tx: &mut TenantTx, batch: i64) -> Result<(u64, u64), ApiError> {
     let (active, active_key) = keyring.active(tx).await?;
     let tenant = tx.tenant().clone();
@@ -85,11 +86,11 @@ async fn rewrap_batch(keyring: &Keyring, tx: &mut TenantTx, batch: i64) -> Resul
                     secrets += 1;
                     moved.encode()
                 }
-                Sealed::SubjectKeys | Sealed::SigningKeys => {
-                    let aad = if what == Sealed::SubjectKeys {
-                        subject_aad(tenant.id.0, &row.name, version)
-                    } else {
-                        seal_aad(tenant.id.0, &row.name, version)
+                Sealed::SubjectKeys | Sealed::SigningKeys | Sealed::PeriodKeys => {
+                    let aad = match what {
+                        Sealed::SubjectKeys => subject_aad(tenant.id.0, &row.name, version),
+                        Sealed::PeriodKeys => period_key_aad(tenant.id.0, &row.name, version),
+                        _ => seal_aad(tenant.id.0, &row.name, version),
                     };
                     let old_key = keyring.version(tx, row.key_version as u32).await?;
                     let key = Keyring::open_key(&old_key, &aad, &row.sealed)?;

@@ -15,6 +15,8 @@ pub enum Operation {
     Unwrap,
     /// A subject's or a tenant's keys destroyed.
     Shred,
+    /// A retention class's period key destroyed by the retention job (one per key).
+    PeriodKeyDestroyed,
 }
 
 impl Operation {
@@ -25,6 +27,7 @@ impl Operation {
             Self::Decrypt => "decrypt",
             Self::Unwrap => "unwrap",
             Self::Shred => "shred",
+            Self::PeriodKeyDestroyed => "period_key_destroyed",
         }
     }
 
@@ -46,7 +49,13 @@ mod tests {
                 .get_or_create(&kit::metrics::OperationLabels { operation: op.name().to_owned() })
                 .get()
         };
-        let all = [Operation::Encrypt, Operation::Decrypt, Operation::Unwrap, Operation::Shred];
+        let all = [
+            Operation::Encrypt,
+            Operation::Decrypt,
+            Operation::Unwrap,
+            Operation::Shred,
+            Operation::PeriodKeyDestroyed,
+        ];
         let names: std::collections::HashSet<_> = all.iter().map(|op| op.name()).collect();
         assert_eq!(names.len(), all.len());
         let before = count(Operation::Shred);

@@ -22,3 +22,4 @@ mod tenancy;
 mod tracing;
 mod vault;
 mod vault_keys;
+mod vault_retention;

@@ -1,9 +1,10 @@
 //! The gRPC adapters of vault-svc, one file per tonic service (`secrets`, `transit`, `keys`:
-//! KeyManagementService, `signing`): decode, authorize, call the keyring, the domain and the
+//! KeyManagementService, `retention`, `signing`): decode, authorize, call the keyring, the domain and the
 //! store, encode. Here, what every adapter of the crate shares: the tenant of a call, its audit
 //! records and its request id.
 
 pub mod keys;
+pub mod retention;
 pub mod secrets;
 pub mod signing;
 pub mod transit;
@@ -17,6 +18,7 @@ use uuid::Uuid;
 use crate::SERVICE;
 
 pub use keys::KeyManagement;
+pub use retention::Retention;
 pub use secrets::Secrets;
 pub use signing::Signing;
 pub use transit::Transit;

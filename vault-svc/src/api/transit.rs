@@ -1,15 +1,19 @@
 //! `strongroom.vault.v1.TransitService`: encryption for internal services, each ciphertext bound
-//! to its tenant, the calling workload, its context and (for crypto-shreddable data) its subject.
-//! The hot path touches no database while the keys are cached; decrypts are audited as counts.
+//! to its tenant, the calling workload, its context and (for crypto-shreddable data) its subject
+//! or (for data deleted by time) its retention class and period. The hot path touches no database
+//! while the tenant key is cached; a call that needs subject or period keys looks each up once, all
+//! in one transaction; decrypts are audited as counts.
 
 use std::collections::HashMap;
 
-use kit::{ApiError, Db, Tenant};
+use chrono::{DateTime, Utc};
+use kit::{ApiError, Db, Tenant, TenantTx};
 use proto::vault::v1 as pb;
 use tonic::{Request, Response, Status};
 
 use crate::domain::crypto::{Aad, Key256};
 use crate::domain::envelope::{Envelope, EnvelopeError, KeyKind};
+use crate::domain::retention::ClassName;
 use crate::error::{KEY_NOT_FOUND, VaultError};
 use crate::keyring::Keyring;
 use crate::signals::Operation;
@@ -47,12 +51,18 @@ fn decrypt_resource(context: &HashMap<String, String>, subject: &str) -> String 
     format!("transit/context:{names}{subject}")
 }
 
-fn transit_aad(tenant: &Tenant, caller: &str, subject: &str, context: &HashMap<String, String>) -> Aad {
-    Aad::new("strongroom.vault.transit")
+/// Associated data of a transit ciphertext. A period key's ciphertext is bound to its class and
+/// key number too (the fields are appended, so the other kinds' ciphertexts keep theirs).
+fn transit_aad(tenant: &Tenant, caller: &str, subject: &str, context: &HashMap<String, String>, key: &ItemKey) -> Aad {
+    let aad = Aad::new("strongroom.vault.transit")
         .with("tenant", tenant.id.0.as_bytes())
         .with("caller", caller.as_bytes())
         .with("subject", subject.as_bytes())
-        .with_context(context)
+        .with_context(context);
+    match &key.class {
+        Some(class) => aad.with("retention_class", class.as_bytes()).with("period_key", &key.version.to_be_bytes()),
+        None => aad,
+    }
 }
 
 fn check_subject(subject: &str) -> Result<(), ApiError> {
@@ -69,31 +79,112 @@ fn check_context(context: &HashMap<String, String>) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// A key one transit item is sealed or opened with.
+#[derive(Debug, Clone)]
+struct ItemKey {
+    kind: KeyKind,
+    /// The tenant or subject key's version, or the period key's number.
+    version: u32,
+    key: Key256,
+    /// A period key's retention class.
+    class: Option<String>,
+}
+
+/// Which key an item needs.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Want {
+    ActiveTenant,
+    Tenant(u32),
+    ActiveSubject(String),
+    Subject(String, u32),
+    CurrentPeriod(ClassName),
+    Period(u32),
+}
+
+/// The keys of one call, each looked up once: from the keyring's cache when it holds them, else
+/// in one transaction of the call, opened on first need and committed by [`CallKeys::finish`]
+/// before any result leaves. A batch of 500 users' fields under 500 subject keys costs one
+/// transaction, not one per item; a key's refusal (a shredded subject) is remembered and given
+/// to each item that needs that key.
+struct CallKeys<'a> {
+    transit: &'a Transit,
+    tenant: &'a Tenant,
+    now: DateTime<Utc>,
+    tx: Option<TenantTx>,
+    found: HashMap<Want, Result<ItemKey, ApiError>>,
+}
+
+impl<'a> CallKeys<'a> {
+    fn new(transit: &'a Transit, tenant: &'a Tenant) -> Self {
+        Self { transit, tenant, now: Utc::now(), tx: None, found: HashMap::new() }
+    }
+
+    async fn tx(&mut self) -> Result<&mut TenantTx, ApiError> {
+        if self.tx.is_none() {
+            self.tx = Some(self.transit.db.begin(self.tenant).await?);
+        }
+        self.tx.as_mut().ok_or_else(|| ApiError::internal(&"no transaction"))
+    }
+
+    async fn get(&mut self, want: Want) -> Result<ItemKey, ApiError> {
+        if let Some(found) = self.found.get(&want) {
+            return found.clone();
+        }
+        let found = self.look_up(&want).await;
+        self.found.insert(want, found.clone());
+        found
+    }
+
+    async fn look_up(&mut self, want: &Want) -> Result<ItemKey, ApiError> {
+        let keyring = self.transit.keyring.clone();
+        let tenant = self.tenant.id.0;
+        let (kind, version, key) = match want {
+            // The hot path: a cached tenant key needs no transaction.
+            Want::ActiveTenant => match keyring.active_cached(tenant) {
+                Some((version, key)) => (KeyKind::Tenant, version, key),
+                None => {
+                    let (version, key) = keyring.active(self.tx().await?).await?;
+                    (KeyKind::Tenant, version, key)
+                }
+            },
+            Want::Tenant(version) => match keyring.cached_version(tenant, *version) {
+                Some(key) => (KeyKind::Tenant, *version, key),
+                None => (KeyKind::Tenant, *version, keyring.version(self.tx().await?, *version).await?),
+            },
+            Want::ActiveSubject(subject) => {
+                let (version, key) = keyring.subject_key(self.tx().await?, subject, true).await?;
+                (KeyKind::Subject, version, key)
+            }
+            Want::Subject(subject, version) => {
+                (KeyKind::Subject, *version, keyring.subject_key_version(self.tx().await?, subject, *version).await?)
+            }
+            Want::CurrentPeriod(class) => {
+                let now = self.now;
+                let p = keyring.current_period_key(self.tx().await?, class, now).await?;
+                return Ok(ItemKey { kind: KeyKind::Period, version: p.number, key: p.key, class: Some(p.class) });
+            }
+            Want::Period(number) => {
+                let p = keyring.period_key(self.tx().await?, *number).await?;
+                return Ok(ItemKey { kind: KeyKind::Period, version: p.number, key: p.key, class: Some(p.class) });
+            }
+        };
+        Ok(ItemKey { kind, version, key, class: None })
+    }
+
+    /// Commits what the call's transaction created (a first tenant, subject or period key): no
+    /// ciphertext under a key that was never stored may leave.
+    async fn finish(self) -> Result<(), ApiError> {
+        match self.tx {
+            Some(tx) => tx.commit().await,
+            None => Ok(()),
+        }
+    }
+}
+
 impl Transit {
-    /// A transaction only when a key is not cached: the hot path touches no database.
-    async fn active_key(&self, tenant: &Tenant) -> Result<(u32, Key256), ApiError> {
-        if let Some(hit) = self.keyring.active_cached(tenant.id.0) {
-            return Ok(hit);
-        }
-        let mut tx = self.db.begin(tenant).await?;
-        let key = self.keyring.active(&mut tx).await?;
-        tx.commit().await?;
-        Ok(key)
-    }
-
-    async fn key(&self, tenant: &Tenant, version: u32) -> Result<Key256, ApiError> {
-        if let Some(key) = self.keyring.cached_version(tenant.id.0, version) {
-            return Ok(key);
-        }
-        let mut tx = self.db.begin(tenant).await?;
-        let key = self.keyring.version(&mut tx, version).await?;
-        tx.commit().await?;
-        Ok(key)
-    }
-
-    async fn encrypt_one(
+    async fn encrypt_item(
         &self,
-        tenant: &Tenant,
+        keys: &mut CallKeys<'_>,
         caller: &str,
         item: pb::EncryptRequest,
     ) -> Result<pb::EncryptResponse, ApiError> {
@@ -102,50 +193,57 @@ impl Transit {
         }
         check_context(&item.context)?;
         check_subject(&item.subject)?;
-        let (kind, version, key) = if item.subject.is_empty() {
-            let (version, key) = self.active_key(tenant).await?;
-            (KeyKind::Tenant, version, key)
-        } else {
-            let mut tx = self.db.begin(tenant).await?;
-            let (version, key) = self.keyring.subject_key(&mut tx, &item.subject, true).await?;
-            tx.commit().await?;
-            (KeyKind::Subject, version, key)
+        let want = match (item.subject.is_empty(), item.retention_class.is_empty()) {
+            (true, true) => Want::ActiveTenant,
+            (false, true) => Want::ActiveSubject(item.subject.clone()),
+            (true, false) => Want::CurrentPeriod(ClassName::parse_field("retention_class", &item.retention_class)?),
+            (false, false) => {
+                return Err(ApiError::invalid_field("retention_class", "not together with subject"));
+            }
         };
-        let aad = transit_aad(tenant, caller, &item.subject, &item.context);
-        let envelope =
-            Envelope::seal(kind, version, &key, &aad, &item.plaintext).map_err(|e| ApiError::internal(&e))?;
-        Operation::Encrypt.done();
-        Ok(pb::EncryptResponse { ciphertext: envelope.to_text(), key_version: version })
+        let key = keys.get(want).await?;
+        self.seal(keys.tenant, caller, &item, &key)
     }
 
-    async fn decrypt_one(
+    fn seal(
         &self,
         tenant: &Tenant,
         caller: &str,
+        item: &pb::EncryptRequest,
+        key: &ItemKey,
+    ) -> Result<pb::EncryptResponse, ApiError> {
+        let aad = transit_aad(tenant, caller, &item.subject, &item.context, key);
+        let envelope = Envelope::seal(key.kind, key.version, &key.key, &aad, &item.plaintext)
+            .map_err(|e| ApiError::internal(&e))?;
+        Operation::Encrypt.done();
+        Ok(pb::EncryptResponse { ciphertext: envelope.to_text(), key_version: key.version })
+    }
+
+    /// Opens one item; returns the plaintext and the key that opened it.
+    async fn decrypt_item(
+        &self,
+        keys: &mut CallKeys<'_>,
+        caller: &str,
         item: &pb::DecryptRequest,
-    ) -> Result<zeroize::Zeroizing<Vec<u8>>, ApiError> {
+    ) -> Result<(zeroize::Zeroizing<Vec<u8>>, ItemKey), ApiError> {
         check_context(&item.context)?;
         check_subject(&item.subject)?;
         let envelope = Envelope::from_text(&item.ciphertext).map_err(envelope_error)?;
         let foreign = || ApiError::from(VaultError::DecryptionFailed);
-        let key = match (envelope.kind, item.subject.is_empty()) {
-            // A version this tenant never had means the ciphertext is not this tenant's.
-            (KeyKind::Tenant, true) => self
-                .key(tenant, envelope.key_version)
-                .await
-                .map_err(|e| if e.reason == KEY_NOT_FOUND { foreign() } else { e })?,
-            (KeyKind::Subject, false) => {
-                let mut tx = self.db.begin(tenant).await?;
-                let key = self.keyring.subject_key_version(&mut tx, &item.subject, envelope.key_version).await?;
-                tx.commit().await?;
-                key
-            }
+        let want = match (envelope.kind, item.subject.is_empty()) {
+            (KeyKind::Tenant, true) => Want::Tenant(envelope.key_version),
+            (KeyKind::Subject, false) => Want::Subject(item.subject.clone(), envelope.key_version),
+            (KeyKind::Period, true) => Want::Period(envelope.key_version),
             _ => return Err(foreign()),
         };
-        let plaintext =
-            envelope.open(&key, &transit_aad(tenant, caller, &item.subject, &item.context)).map_err(envelope_error)?;
+        let key = keys.get(want).await.map_err(|e| {
+            // A version this tenant never had means the ciphertext is not this tenant's.
+            if envelope.kind == KeyKind::Tenant && e.reason == KEY_NOT_FOUND { foreign() } else { e }
+        })?;
+        let aad = transit_aad(keys.tenant, caller, &item.subject, &item.context, &key);
+        let plaintext = envelope.open(&key.key, &aad).map_err(envelope_error)?;
         Operation::Decrypt.done();
-        Ok(plaintext)
+        Ok((plaintext, key))
     }
 }
 
@@ -165,13 +263,18 @@ fn item_error(e: ApiError) -> pb::ItemError {
 impl pb::transit_service_server::TransitService for Transit {
     async fn encrypt(&self, request: Request<pb::EncryptRequest>) -> Result<Response<pb::EncryptResponse>, Status> {
         let (ctx, tenant) = super::call(&self.db, &request).await?;
-        Ok(Response::new(self.encrypt_one(&tenant, ctx.caller.identity.name(), request.into_inner()).await?))
+        let mut keys = CallKeys::new(self, &tenant);
+        let sealed = self.encrypt_item(&mut keys, ctx.caller.identity.name(), request.into_inner()).await?;
+        keys.finish().await?;
+        Ok(Response::new(sealed))
     }
 
     async fn decrypt(&self, request: Request<pb::DecryptRequest>) -> Result<Response<pb::DecryptResponse>, Status> {
         let (ctx, tenant) = super::call(&self.db, &request).await?;
         let req = request.get_ref();
-        let plaintext = self.decrypt_one(&tenant, ctx.caller.identity.name(), req).await?;
+        let mut keys = CallKeys::new(self, &tenant);
+        let (plaintext, _) = self.decrypt_item(&mut keys, ctx.caller.identity.name(), req).await?;
+        keys.finish().await?;
         let resource = decrypt_resource(&req.context, &req.subject);
         self.tally.count(&tenant, "vault.transit.decrypt", &resource, ctx.caller.identity.name(), 1);
         Ok(Response::new(pb::DecryptResponse { plaintext: plaintext.to_vec() }))
@@ -181,24 +284,22 @@ impl pb::transit_service_server::TransitService for Transit {
         let (ctx, tenant) = super::call(&self.db, &request).await?;
         let caller = ctx.caller.identity.name();
         let req = request.into_inner();
-        let plaintext = self
-            .decrypt_one(
-                &tenant,
-                caller,
-                &pb::DecryptRequest {
-                    ciphertext: req.ciphertext,
-                    context: req.context.clone(),
-                    subject: req.subject.clone(),
-                },
-            )
-            .await?;
-        let out = self
-            .encrypt_one(
-                &tenant,
-                caller,
-                pb::EncryptRequest { plaintext: plaintext.to_vec(), context: req.context, subject: req.subject },
-            )
-            .await?;
+        let mut keys = CallKeys::new(self, &tenant);
+        let opened = pb::DecryptRequest { ciphertext: req.ciphertext, context: req.context, subject: req.subject };
+        let (plaintext, key) = self.decrypt_item(&mut keys, caller, &opened).await?;
+        let item = pb::EncryptRequest {
+            plaintext: plaintext.to_vec(),
+            context: opened.context,
+            subject: opened.subject,
+            ..Default::default()
+        };
+        let out = match key.kind {
+            // A retention class's data stays under its period's key: a rewrap must not extend
+            // its retention (the period key itself moves with `RewrapTenant`).
+            KeyKind::Period => self.seal(&tenant, caller, &item, &key)?,
+            KeyKind::Tenant | KeyKind::Subject => self.encrypt_item(&mut keys, caller, item).await?,
+        };
+        keys.finish().await?;
         Ok(Response::new(pb::RewrapResponse { ciphertext: out.ciphertext, key_version: out.key_version }))
     }
 
@@ -209,13 +310,15 @@ impl pb::transit_service_server::TransitService for Transit {
         let (ctx, tenant) = super::call(&self.db, &request).await?;
         let dek = Key256::generate().map_err(|e| ApiError::internal(&e))?;
         let req = request.into_inner();
-        let wrapped = self
-            .encrypt_one(
-                &tenant,
-                ctx.caller.identity.name(),
-                pb::EncryptRequest { plaintext: dek.expose().to_vec(), context: req.context, subject: req.subject },
-            )
-            .await?;
+        let mut keys = CallKeys::new(self, &tenant);
+        let item = pb::EncryptRequest {
+            plaintext: dek.expose().to_vec(),
+            context: req.context,
+            subject: req.subject,
+            ..Default::default()
+        };
+        let wrapped = self.encrypt_item(&mut keys, ctx.caller.identity.name(), item).await?;
+        keys.finish().await?;
         Ok(Response::new(pb::GenerateDataKeyResponse {
             plaintext_key: dek.expose().to_vec(),
             wrapped_key: wrapped.ciphertext,
@@ -229,14 +332,16 @@ impl pb::transit_service_server::TransitService for Transit {
         let (ctx, tenant) = super::call(&self.db, &request).await?;
         let items = request.into_inner().items;
         check_batch(items.len())?;
+        let mut keys = CallKeys::new(self, &tenant);
         let mut results = Vec::with_capacity(items.len());
         for item in items {
-            let result = match self.encrypt_one(&tenant, ctx.caller.identity.name(), item).await {
+            let result = match self.encrypt_item(&mut keys, ctx.caller.identity.name(), item).await {
                 Ok(ok) => pb::encrypt_batch_result::Result::Ok(ok),
                 Err(e) => pb::encrypt_batch_result::Result::Error(item_error(e)),
             };
             results.push(pb::EncryptBatchResult { result: Some(result) });
         }
+        keys.finish().await?;
         Ok(Response::new(pb::EncryptBatchResponse { results }))
     }
 
@@ -247,10 +352,11 @@ impl pb::transit_service_server::TransitService for Transit {
         let (ctx, tenant) = super::call(&self.db, &request).await?;
         let items = request.into_inner().items;
         check_batch(items.len())?;
+        let mut keys = CallKeys::new(self, &tenant);
         let mut results = Vec::with_capacity(items.len());
         for item in &items {
-            let result = match self.decrypt_one(&tenant, ctx.caller.identity.name(), item).await {
-                Ok(p) => {
+            let result = match self.decrypt_item(&mut keys, ctx.caller.identity.name(), item).await {
+                Ok((p, _)) => {
                     let resource = decrypt_resource(&item.context, &item.subject);
                     self.tally.count(&tenant, "vault.transit.decrypt", &resource, ctx.caller.identity.name(), 1);
                     pb::decrypt_batch_result::Result::Ok(pb::DecryptResponse { plaintext: p.to_vec() })
@@ -259,6 +365,7 @@ impl pb::transit_service_server::TransitService for Transit {
             };
             results.push(pb::DecryptBatchResult { result: Some(result) });
         }
+        keys.finish().await?;
         Ok(Response::new(pb::DecryptBatchResponse { results }))
     }
 }

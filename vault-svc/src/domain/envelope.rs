@@ -1,10 +1,10 @@
-//! The self-describing ciphertext envelope (documented in `docs/vault-ciphertext.md`):
+//! The self-describing ciphertext envelope (documented in `docs/vault.md`):
 //!
 //! ```text
 //! byte 0      format version (1)
 //! byte 1      algorithm (1 = AES-256-GCM)
-//! byte 2      key kind (1 = tenant key, 2 = subject key)
-//! bytes 3..7  key version, u32 big-endian
+//! byte 2      key kind (1 = tenant key, 2 = subject key, 3 = period key of a retention class)
+//! bytes 3..7  key version (a period key's number), u32 big-endian
 //! bytes 7..19 nonce of the data encryption (12 bytes)
 //! bytes 19..21 length L of the wrapped data key, u16 big-endian
 //! next L      wrapped data key: nonce (12) ‖ AES-256-GCM(key, data key) (48)
@@ -25,6 +25,8 @@ pub const TEXT_PREFIX: &str = "srv1:";
 pub enum KeyKind {
     Tenant = 1,
     Subject = 2,
+    /// A retention class's key of one period; `key_version` is the key's number in the tenant.
+    Period = 3,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -121,6 +123,7 @@ impl Envelope {
         let kind = match bytes[2] {
             1 => KeyKind::Tenant,
             2 => KeyKind::Subject,
+            3 => KeyKind::Period,
             _ => return Err(EnvelopeError::Unsupported),
         };
         let key_version = u32::from_be_bytes(bytes[3..7].try_into().map_err(|_| EnvelopeError::Malformed)?);
@@ -177,6 +180,16 @@ mod tests {
         assert_eq!(moved.ciphertext, env.ciphertext);
         assert_eq!(moved.open(&new, &aad).expect("open").as_slice(), b"payload");
         assert!(moved.open(&old, &aad).is_err());
+    }
+
+    #[test]
+    fn a_period_key_envelope_names_its_kind_and_number() {
+        let key = Key256::generate().expect("key");
+        let aad = Aad::new("transit");
+        let env = Envelope::seal(KeyKind::Period, 41, &key, &aad, b"hello").expect("seal");
+        let back = Envelope::from_text(&env.to_text()).expect("parse");
+        assert_eq!((back.kind, back.key_version), (KeyKind::Period, 41));
+        assert_eq!(back.open(&key, &aad).expect("open").as_slice(), b"hello");
     }
 
     #[test]

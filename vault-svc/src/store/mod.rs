@@ -1,10 +1,12 @@
 //! All of vault-svc's SQL, over a `TenantTx` (row-level security confines every statement to the
 //! tenant): `secrets` (stored secrets and their versions), `keys` (the tenant keys of the keyring
-//! and data-subject keys), `signing` (workload signing keys); here, what they share: the replay of
+//! and data-subject keys), `signing` (workload signing keys), `retention` (retention classes and
+//! their period keys); here, what they share: the replay of
 //! idempotent requests and the walk over every table sealed under a tenant key (the rewrap).
 //! Nothing here unwraps, seals or decides: rows in, rows out.
 
 pub mod keys;
+pub mod retention;
 pub mod secrets;
 pub mod signing;
 
@@ -66,18 +68,30 @@ pub enum Sealed {
     SubjectKeys,
     /// Workload signing keys (`name`, the sealed private half).
     SigningKeys,
+    /// Period keys of retention classes (`class`, numbered by `id`; destroyed ones hold none).
+    PeriodKeys,
+}
+
+/// Where a [`Sealed`] table keeps what a rewrap reads and writes.
+struct Columns {
+    table: &'static str,
+    name: &'static str,
+    version: &'static str,
+    key_version: &'static str,
+    sealed: &'static str,
 }
 
 impl Sealed {
-    pub const ALL: [Sealed; 3] = [Sealed::SecretVersions, Sealed::SubjectKeys, Sealed::SigningKeys];
+    pub const ALL: [Sealed; 4] = [Sealed::SecretVersions, Sealed::SubjectKeys, Sealed::SigningKeys, Sealed::PeriodKeys];
 
-    /// `(table, name column, key-version column, sealed column)`.
-    const fn columns(self) -> (&'static str, &'static str, &'static str, &'static str) {
-        match self {
-            Self::SecretVersions => ("secret_versions", "path", "key_version", "ciphertext"),
-            Self::SubjectKeys => ("subject_keys", "subject", "tenant_key_version", "wrapped"),
-            Self::SigningKeys => ("signing_keys", "name", "tenant_key_version", "wrapped_private"),
-        }
+    const fn columns(self) -> Columns {
+        let (table, name, version, key_version, sealed) = match self {
+            Self::SecretVersions => ("secret_versions", "path", "version", "key_version", "ciphertext"),
+            Self::SubjectKeys => ("subject_keys", "subject", "version", "tenant_key_version", "wrapped"),
+            Self::SigningKeys => ("signing_keys", "name", "version", "tenant_key_version", "wrapped_private"),
+            Self::PeriodKeys => ("period_keys", "class", "id", "tenant_key_version", "wrapped"),
+        };
+        Columns { table, name, version, key_version, sealed }
     }
 }
 
@@ -99,9 +113,9 @@ pub async fn sealed_under(
     active: u32,
     limit: i64,
 ) -> Result<Vec<SealedRow>, ApiError> {
-    let (table, name, key_version, sealed) = what.columns();
+    let Columns { table, name, version, key_version, sealed } = what.columns();
     let sql = format!(
-        "SELECT {name} AS name, version, {key_version} AS key_version, {sealed} AS sealed FROM {table} \
+        "SELECT {name} AS name, {version} AS version, {key_version} AS key_version, {sealed} AS sealed FROM {table} \
          WHERE {key_version} < $1 AND {sealed} IS NOT NULL LIMIT $2 FOR UPDATE SKIP LOCKED"
     );
     tx.all(sqlx::query_as(&sql).bind(active as i32).bind(limit)).await
@@ -116,9 +130,11 @@ pub async fn reseal(
     sealed: &[u8],
     active: u32,
 ) -> Result<(), ApiError> {
-    let (table, name_column, key_version, sealed_column) = what.columns();
+    let Columns { table, name: name_column, version: version_column, key_version, sealed: sealed_column } =
+        what.columns();
     let sql = format!(
-        "UPDATE {table} SET {sealed_column} = $3, {key_version} = $4 WHERE {name_column} = $1 AND version = $2"
+        "UPDATE {table} SET {sealed_column} = $3, {key_version} = $4 \
+         WHERE {name_column} = $1 AND {version_column} = $2"
     );
     tx.execute(sqlx::query(&sql).bind(name).bind(version).bind(sealed).bind(active as i32)).await?;
     Ok(())
@@ -129,7 +145,7 @@ pub async fn left_under(tx: &mut TenantTx, active: u32) -> Result<u64, ApiError>
     let counts: Vec<String> = Sealed::ALL
         .iter()
         .map(|what| {
-            let (table, _, key_version, sealed) = what.columns();
+            let Columns { table, key_version, sealed, .. } = what.columns();
             format!("(SELECT count(*) FROM {table} WHERE {key_version} < $1 AND {sealed} IS NOT NULL)")
         })
         .collect();
