@@ -4,7 +4,9 @@
 //! (migration 0005), the only way past the append-only triggers. Merkle nodes and checkpoints stay,
 //! so every checkpoint, every inclusion proof of a remaining entry and every consistency proof
 //! stays valid; a prune mark keeps the chain link the remaining entries continue from. Each prune is
-//! itself recorded in the log (`audit.log.prune`).
+//! itself recorded in the log (`audit.log.prune`). Pruned entries are counted in
+//! `strongroom_retention_rows_removed_total{service="audit",data_type="audit_entries"}`, and each
+//! tenant's prune that completed in `strongroom_retention_last_run_timestamp_seconds`.
 
 use std::time::Duration;
 
@@ -34,6 +36,7 @@ pub async fn policy(db: &Db, tenant: &Tenant) -> Result<(u32, u64), ApiError> {
 
 /// Prunes what is beyond retention; returns `(pruned_below before, after)`.
 pub async fn prune(db: &Db, tenant: &Tenant, actor: Actor, request_id: Option<String>) -> Result<(u64, u64), ApiError> {
+    let metrics = kit::metrics::Metrics::global();
     let (_, first) = policy(db, tenant).await?;
     let mut below = first;
     loop {
@@ -41,6 +44,9 @@ pub async fn prune(db: &Db, tenant: &Tenant, actor: Actor, request_id: Option<St
         let after = store::retention::prune(&mut tx, PRUNE_BATCH).await?;
         if after <= below {
             tx.rollback().await?;
+            // Counted from the first prune: the series exists before the first entry goes.
+            metrics.retention_removed(crate::SERVICE, "audit_entries", 0);
+            metrics.retention_ran(crate::SERVICE);
             return Ok((first, below));
         }
         let record = AuditRecord::new(crate::SERVICE, actor.clone(), "audit.log.prune", "audit_log", Outcome::Success)
@@ -49,6 +55,7 @@ pub async fn prune(db: &Db, tenant: &Tenant, actor: Actor, request_id: Option<St
             .detail("pruned_below", after);
         tx.record(record).await?;
         tx.commit().await?;
+        metrics.retention_removed(crate::SERVICE, "audit_entries", after - below);
         tracing::info!(tenant = %tenant.slug, from = below, below = after, "audit log pruned beyond retention");
         below = after;
     }

@@ -45,6 +45,7 @@ pub const MIGRATIONS: MigrationSet = MigrationSet {
         kit::migration!("tenant", "0006_record_api_keys_minted_with_a_second_factor"),
         kit::migration!("tenant", "0007_seal_personal_data_and_index_emails"),
         kit::migration!("tenant", "0008_create_suspension_appeals"),
+        kit::migration!("tenant", "0009_create_identity_retention_policy"),
     ],
 };
 

@@ -106,8 +106,8 @@ enum LedgerCommand {
 
 #[derive(Subcommand, Debug)]
 enum BenchCommand {
-    /// Password logins next to the raw argon2id rate, refresh grants, and `GET /v1/me` through the
-    /// gateway (start `dev up` with `STRONGROOM_DEV_RATE_LIMITS=off`, or the gateway's per-IP limits
+    /// Password logins next to the raw argon2id rate, refresh grants, and `GET /v1/me` and a 50-user
+    /// `GET /v1/users` page through the gateway (start `dev up` with `STRONGROOM_DEV_RATE_LIMITS=off`, or the gateway's per-IP limits
     /// are what gets measured).
     Auth {
         #[arg(long, default_value_t = 32)]

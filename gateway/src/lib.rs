@@ -13,6 +13,7 @@ mod ledger;
 pub mod openapi;
 pub mod ratelimit;
 mod recorder;
+mod retention;
 mod routes;
 mod secrets;
 mod streams;

@@ -30,7 +30,16 @@
 //! - `strongroom_gateway_rate_limited_total{class}`: requests the gateway refused with 429, by
 //!   route class (`auth`, `write`, `read`);
 //! - `strongroom_gateway_recorder_queue_depth`: request events waiting in the gateway's audit
-//!   recorder queue.
+//!   recorder queue;
+//! - `strongroom_retention_rows_removed_total{service,data_type}`: what a retention job removed
+//!   because the tenant's retention for it ran out: auth-svc's housekeeping (`refresh_tokens`,
+//!   `sessions`, `mfa_challenges`, `signing_keys`, `erased_users`, `erased_user_rows`), vault-svc's
+//!   (`period_keys`, destroyed), audit-svc's (`audit_entries`, pruned). Each job counts every kind
+//!   it removes from its first run, 0 included;
+//! - `strongroom_retention_last_run_timestamp_seconds{service}`: when the service's retention job
+//!   last completed a run without failing (auth-svc: a tenant's purge; vault-svc: a pass over every
+//!   tenant; audit-svc: a tenant's prune). A job that stops running leaves it behind: alert on
+//!   `time() - …` beyond a few intervals.
 //!
 //! Saturation and state, measured when `/metrics` is scraped rather than when something happens:
 //! - `strongroom_db_pool_connections{service,state}`: the connections of the service's runtime
@@ -135,6 +144,13 @@ pub struct ServiceLabels {
     pub service: String,
 }
 
+/// A kind of data a service's retention job removes (`sessions`, `period_keys`, `audit_entries`, ...).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RetentionLabels {
+    pub service: String,
+    pub data_type: String,
+}
+
 /// The connections of a service's pool in one state: `idle` or `in_use`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PoolLabels {
@@ -199,6 +215,10 @@ pub struct Metrics {
     pub gateway_recorder_queue_depth: Gauge,
     /// Requests that timed out waiting for a pooled database connection, by service.
     pub db_pool_timeouts: Family<ServiceLabels, Counter>,
+    /// Rows (keys, entries) retention jobs removed (`strongroom_retention_rows_removed_total`).
+    pub retention_removed: Family<RetentionLabels, Counter>,
+    /// When each service's retention job last completed a run (Unix seconds).
+    pub retention_last_run: Family<ServiceLabels, Gauge>,
     /// What is measured when scraped (pools, the revocation marker, the process).
     scraped: Arc<ScrapeTime>,
 }
@@ -326,6 +346,19 @@ impl Metrics {
                 "Requests that waited the pool's whole acquire timeout for a database connection",
                 db_pool_timeouts.clone(),
             );
+            let retention_removed = Family::<RetentionLabels, Counter>::default();
+            registry.register(
+                "strongroom_retention_rows_removed",
+                "Rows, keys or entries a retention job removed because the tenant's retention for them ran out",
+                retention_removed.clone(),
+            );
+            let retention_last_run = Family::<ServiceLabels, Gauge>::default();
+            registry.register_with_unit(
+                "strongroom_retention_last_run_timestamp",
+                "When the service's retention job last completed a run without failing",
+                prometheus_client::registry::Unit::Seconds,
+                retention_last_run.clone(),
+            );
             let scraped = Arc::new(ScrapeTime::default());
             registry.register_collector(Box::new(Arc::clone(&scraped)));
             Metrics {
@@ -349,6 +382,8 @@ impl Metrics {
                 gateway_rate_limited,
                 gateway_recorder_queue_depth,
                 db_pool_timeouts,
+                retention_removed,
+                retention_last_run,
                 scraped,
             }
         })
@@ -438,6 +473,20 @@ impl Metrics {
     /// Notes that `depth` events wait in the gateway's audit recorder queue.
     pub fn recorder_queue_depth(&self, depth: usize) {
         self.gateway_recorder_queue_depth.set(i64::try_from(depth).unwrap_or(i64::MAX));
+    }
+
+    /// Counts `rows` of `data_type` the retention job of `service` removed (0 too: the series then
+    /// exists, so a rate over it has something to read before the first removal).
+    pub fn retention_removed(&self, service: &str, data_type: &str, rows: u64) {
+        let labels = RetentionLabels { service: service.to_owned(), data_type: data_type.to_owned() };
+        self.retention_removed.get_or_create(&labels).inc_by(rows);
+    }
+
+    /// Notes that the retention job of `service` completed a run now.
+    pub fn retention_ran(&self, service: &str) {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let labels = ServiceLabels { service: service.to_owned() };
+        self.retention_last_run.get_or_create(&labels).set(i64::try_from(now).unwrap_or(i64::MAX));
     }
 
     /// Reports `pool`'s connections as `service`'s at every scrape, in place of any pool reported
@@ -663,6 +712,10 @@ mod tests {
         m.kms_error();
         m.rate_limited("auth");
         m.recorder_queue_depth(4);
+        m.retention_removed("vault", "period_keys", 0);
+        m.retention_removed("auth", "sessions", 3);
+        m.retention_removed("auth", "sessions", 2);
+        m.retention_ran("audit");
         let text = m.encode();
         for series in [
             "strongroom_ledger_batch_size_bucket{le=\"4.0\"} 1",
@@ -674,10 +727,15 @@ mod tests {
             "strongroom_vault_kms_errors_total 1",
             "strongroom_gateway_rate_limited_total{class=\"auth\"} 1",
             "strongroom_gateway_recorder_queue_depth 4",
+            "strongroom_retention_rows_removed_total{service=\"vault\",data_type=\"period_keys\"} 0",
+            "strongroom_retention_rows_removed_total{service=\"auth\",data_type=\"sessions\"} 5",
         ] {
             assert!(text.lines().any(|l| l == series), "{series} missing from:\n{text}");
         }
         assert!(!text.contains("le=\"8192.0\""), "a batch holds at most 8,190 transfers");
+        let last_run = sample(&text, "strongroom_retention_last_run_timestamp_seconds{service=\"audit\"}");
+        assert!(last_run.is_some_and(|t| t > 1.7e9), "{text}");
+        assert!(text.contains("# TYPE strongroom_retention_last_run_timestamp_seconds gauge"), "{text}");
     }
 
     /// The value of the series named exactly `series` (name and labels), if exposed.

@@ -7,7 +7,9 @@
 //! Each tenant is one transaction; one that destroyed something carries one audit record of it
 //! (counts per class, no key material, nothing of the data). Replicas may run it at the same
 //! time: a key is destroyed, counted and audited once, by whichever takes its row first. Time is
-//! a parameter ([`run_once`]), so tests move the clock instead of waiting.
+//! a parameter ([`run_once`]), so tests move the clock instead of waiting. Destroyed keys are
+//! counted in `strongroom_retention_rows_removed_total{service="vault",data_type="period_keys"}`,
+//! and a run over every tenant without failure in `strongroom_retention_last_run_timestamp_seconds`.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -24,10 +26,15 @@ use crate::store::retention as store;
 /// The audit action of a run that destroyed period keys.
 pub const DESTROY_ACTION: &str = "vault.period_keys.destroy";
 
+/// What the retention metrics call what this job removes.
+const PERIOD_KEYS: &str = "period_keys";
+
 /// Destroys, in every tenant, the period keys due at `now`; returns how many it destroyed. A
 /// tenant that fails is logged and left for the next run; the others are done, and the last
 /// failure is returned.
 pub async fn run_once(db: &Db, now: DateTime<Utc>) -> Result<u64, ApiError> {
+    // Counted from the first run: the series exists before the first key is destroyed.
+    kit::metrics::Metrics::global().retention_removed(SERVICE, PERIOD_KEYS, 0);
     let mut destroyed = 0;
     let mut failed = None;
     for tenant in db.tenants().await? {
@@ -47,7 +54,10 @@ pub async fn run_once(db: &Db, now: DateTime<Utc>) -> Result<u64, ApiError> {
     }
     match failed {
         Some(e) => Err(e),
-        None => Ok(destroyed),
+        None => {
+            kit::metrics::Metrics::global().retention_ran(SERVICE);
+            Ok(destroyed)
+        }
     }
 }
 
@@ -75,6 +85,7 @@ pub async fn run_tenant(db: &Db, tenant: &Tenant, now: DateTime<Utc>) -> Result<
     for _ in 0..total {
         Operation::PeriodKeyDestroyed.done();
     }
+    kit::metrics::Metrics::global().retention_removed(SERVICE, PERIOD_KEYS, total);
     Ok(destroyed)
 }
 

@@ -9,6 +9,7 @@ use tonic::{Request, Response, Status};
 use crate::core::{Authed, Core};
 use crate::domain::input::{check_description, check_name, parse_id};
 use crate::domain::policy::{self, Policy};
+use crate::domain::retention;
 use crate::error::AuthError;
 use crate::rbac;
 use crate::store::roles::{self, Grantee};
@@ -163,6 +164,26 @@ impl Access {
             self.core.publish_revocations_soon(&me.tenant).await;
         }
         Ok(updated.into())
+    }
+
+    /// Replaces the retention policy; the audit record names each value changed, before and after.
+    async fn update_retention_policy(
+        &self,
+        request: Request<pb::RetentionPolicy>,
+    ) -> Result<pb::RetentionPolicy, ApiError> {
+        let me = self.core.authed(&request).await?;
+        me.require(Permission::TenantPolicyWrite)?;
+        let wanted = retention::check_update(request.get_ref())?;
+        let mut tx = self.core.db.begin(&me.tenant).await?;
+        let current = crate::store::retention::get_for_update(&mut tx).await?;
+        let updated_at = crate::store::retention::update(&mut tx, &wanted).await?;
+        let mut record = me.audit("tenant.retention_update", "tenant/retention", Outcome::Success);
+        for (field, previous, new) in current.changes(&wanted) {
+            record = record.detail(field, serde_json::json!({ "previous": previous, "new": new }));
+        }
+        tx.record(record).await?;
+        tx.commit().await?;
+        Ok(wanted.to_pb(updated_at))
     }
 }
 
@@ -366,5 +387,25 @@ impl pb::access_service_server::AccessService for Access {
 
     async fn update_policy(&self, request: Request<pb::Policy>) -> Result<Response<pb::Policy>, Status> {
         Ok(Response::new(Access::update_policy(self, request).await?))
+    }
+
+    async fn get_retention_policy(
+        &self,
+        request: Request<pb::GetRetentionPolicyRequest>,
+    ) -> Result<Response<pb::RetentionPolicy>, Status> {
+        // Readable by every user of the tenant, as the identity policy: how long their sessions
+        // are kept is theirs to know.
+        let me = self.core.authed(&request).await?;
+        let mut tx = self.core.db.begin(&me.tenant).await?;
+        let (policy, updated_at) = crate::store::retention::get(&mut tx).await?;
+        tx.commit().await?;
+        Ok(Response::new(policy.to_pb(updated_at)))
+    }
+
+    async fn update_retention_policy(
+        &self,
+        request: Request<pb::RetentionPolicy>,
+    ) -> Result<Response<pb::RetentionPolicy>, Status> {
+        Ok(Response::new(Access::update_retention_policy(self, request).await?))
     }
 }

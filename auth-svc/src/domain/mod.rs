@@ -4,3 +4,4 @@ pub mod email;
 pub mod input;
 pub mod login;
 pub mod policy;
+pub mod retention;

@@ -1,20 +1,24 @@
-//! SQL of the purge of expired rows (`housekeeping.rs` decides what is purged when): refresh
-//! tokens, the sessions that lost their last one, MFA challenges, retired signing keys. Each
-//! statement removes at most a batch, inside the caller's `TenantTx`.
+//! SQL of the purge of expired rows (`housekeeping.rs` decides what is purged when, from the
+//! tenant's retention policy): refresh tokens, the sessions that lost their last one, MFA
+//! challenges, retired signing keys, deleted users with what refers to them. Each statement
+//! removes at most a batch, inside the caller's `TenantTx`.
 
 use kit::{ApiError, TenantTx};
 
-use crate::housekeeping::KEEP_ENDED;
-
-/// Deletes up to `limit` refresh tokens that expired [`KEEP_ENDED`] ago; returns the session of
-/// each (a session once per token).
-pub async fn delete_expired_refresh_tokens(tx: &mut TenantTx, limit: i64) -> Result<Vec<uuid::Uuid>, ApiError> {
+/// Deletes up to `limit` refresh tokens that expired `days` ago; returns the session of each (a
+/// session once per token).
+pub async fn delete_expired_refresh_tokens(
+    tx: &mut TenantTx,
+    days: i32,
+    limit: i64,
+) -> Result<Vec<uuid::Uuid>, ApiError> {
     tx.scalars(
-        sqlx::query_scalar(&format!(
+        sqlx::query_scalar(
             "DELETE FROM refresh_tokens WHERE ctid = ANY(ARRAY(
-             SELECT ctid FROM refresh_tokens WHERE expires_at < now() - interval '{KEEP_ENDED}' LIMIT $1))
-         RETURNING session_id"
-        ))
+             SELECT ctid FROM refresh_tokens WHERE expires_at < now() - make_interval(days => $1) LIMIT $2))
+         RETURNING session_id",
+        )
+        .bind(days)
         .bind(limit)
         .persistent(false),
     )
@@ -36,17 +40,68 @@ pub async fn delete_ended_sessions(tx: &mut TenantTx, sessions: &[uuid::Uuid]) -
     .await
 }
 
-/// Deletes up to `limit` MFA challenges that expired a day ago; returns how many.
-pub async fn delete_expired_mfa_challenges(tx: &mut TenantTx, limit: i64) -> Result<u64, ApiError> {
+/// Deletes up to `limit` MFA challenges that expired `days` ago; returns how many.
+pub async fn delete_expired_mfa_challenges(tx: &mut TenantTx, days: i32, limit: i64) -> Result<u64, ApiError> {
     tx.execute(
         sqlx::query(
             "DELETE FROM mfa_challenges WHERE ctid = ANY(ARRAY(
-             SELECT ctid FROM mfa_challenges WHERE expires_at < now() - interval '1 day' LIMIT $1))",
+             SELECT ctid FROM mfa_challenges WHERE expires_at < now() - make_interval(days => $1) LIMIT $2))",
         )
+        .bind(days)
         .bind(limit)
         .persistent(false),
     )
     .await
+}
+
+/// Up to `limit` users deleted `days` ago, locked until the transaction ends: nothing can refer
+/// to them meanwhile (a foreign key check waits for the lock), and a replica purging at the same
+/// time skips them.
+pub async fn lock_erased_users(tx: &mut TenantTx, days: i32, limit: i64) -> Result<Vec<uuid::Uuid>, ApiError> {
+    tx.scalars(
+        sqlx::query_scalar(
+            "SELECT id FROM users WHERE status = 'deleted' AND deleted_at < now() - make_interval(days => $1)
+              ORDER BY deleted_at LIMIT $2 FOR UPDATE SKIP LOCKED",
+        )
+        .bind(days)
+        .bind(limit)
+        .persistent(false),
+    )
+    .await
+}
+
+/// What refers to a user, children before parents. The deletion of a user already removed their
+/// second factors, memberships, grants and email index rows (`users::erase`); they are here too,
+/// so that nothing a foreign key protects can keep the row. Revoked API keys leave the control
+/// schema's index of key hashes too.
+const USER_REFERENCES: [&str; 12] = [
+    "DELETE FROM refresh_tokens t USING sessions s WHERE s.id = t.session_id AND s.user_id = ANY($1)",
+    "DELETE FROM sessions WHERE user_id = ANY($1)",
+    "DELETE FROM control.api_key_index i USING api_keys k WHERE k.key_hash = i.key_hash AND k.user_id = ANY($1)",
+    "DELETE FROM api_keys WHERE user_id = ANY($1)",
+    "DELETE FROM appeal_messages m USING appeals a WHERE a.id = m.appeal_id AND a.user_id = ANY($1)",
+    "DELETE FROM appeals WHERE user_id = ANY($1)",
+    "DELETE FROM mfa_totp WHERE user_id = ANY($1)",
+    "DELETE FROM backup_codes WHERE user_id = ANY($1)",
+    "DELETE FROM mfa_challenges WHERE user_id = ANY($1)",
+    "DELETE FROM group_members WHERE user_id = ANY($1)",
+    "DELETE FROM role_grants WHERE user_id = ANY($1)",
+    "DELETE FROM user_email_index WHERE user_id = ANY($1)",
+];
+
+/// Deletes the (locked, deleted) `users` and every row that refers to them; returns `(users,
+/// rows that referred to them)`.
+pub async fn delete_erased_users(tx: &mut TenantTx, users: &[uuid::Uuid]) -> Result<(u64, u64), ApiError> {
+    let mut references = 0;
+    for sql in USER_REFERENCES {
+        references += tx.execute(sqlx::query(sql).bind(users).persistent(false)).await?;
+    }
+    let removed = tx
+        .execute(
+            sqlx::query("DELETE FROM users WHERE id = ANY($1) AND status = 'deleted'").bind(users).persistent(false),
+        )
+        .await?;
+    Ok((removed, references))
 }
 
 /// Deletes the private halves of the signing keys retired a day ago; returns their kids.

@@ -1122,13 +1122,15 @@ async fn housekeeping_removes_only_what_ended_long_ago_and_audits_it() {
         panic!("expected an MFA challenge");
     };
 
-    // Ended 31 days ago (purged), ended 10 days ago (kept), live (kept); a challenge two days old.
+    // Under the default retention policy (sessions 365 days, challenges a day): ended 366 days ago
+    // (purged), ended 300 days ago (kept, where a fixed 30 days purged it before), live (kept); a
+    // challenge two days old.
     let admin = fx.c.db.admin_pool().await;
     let sid = |t: &pb::Tokens| {
         uuid::Uuid::parse_str(e2e::jwt_part(&t.access_token, 1)["sid"].as_str().expect("sid")).expect("uuid")
     };
     let (old, recent, live) = (sid(&sessions[0]), sid(&sessions[1]), sid(&sessions[2]));
-    for (session, age) in [(old, "31 days"), (recent, "10 days")] {
+    for (session, age) in [(old, "366 days"), (recent, "300 days")] {
         for sql in [
             "UPDATE t_alpha.sessions SET expires_at = now() - $2::interval WHERE id = $1",
             "UPDATE t_alpha.refresh_tokens SET expires_at = now() - $2::interval WHERE session_id = $1",
@@ -1137,7 +1139,7 @@ async fn housekeeping_removes_only_what_ended_long_ago_and_audits_it() {
         }
     }
     // Revoked just now, long after it expired (a suspension revokes expired sessions too): it
-    // still ended 31 days ago.
+    // still ended 366 days ago.
     sqlx::query("UPDATE t_alpha.sessions SET revoked_at = now(), revoke_reason = 'suspended' WHERE id = $1")
         .bind(old)
         .execute(&admin)
@@ -1177,7 +1179,13 @@ async fn housekeeping_removes_only_what_ended_long_ago_and_audits_it() {
     let purged = auth_svc::housekeeping::purge(&db, &tenant).await.expect("purge");
     assert_eq!(
         purged,
-        auth_svc::housekeeping::Purged { refresh_tokens: 2, sessions: 1, mfa_challenges: 1, signing_keys: 1 },
+        auth_svc::housekeeping::Purged {
+            refresh_tokens: 2,
+            sessions: 1,
+            mfa_challenges: 1,
+            signing_keys: 1,
+            ..Default::default()
+        },
         "the long-ended session with both its tokens, the old challenge and the long-retired key"
     );
     let private: Vec<String> = sqlx::query_scalar("SELECT kid FROM t_alpha.token_signing_keys ORDER BY kid")
@@ -1216,7 +1224,14 @@ async fn housekeeping_removes_only_what_ended_long_ago_and_audits_it() {
     .fetch_all(&admin)
     .await
     .expect("audit");
-    assert_eq!(details, [serde_json::json!({ "refreshes": 2, "sessions": 1, "mfa_challenges": 1, "signing_keys": 1 })]);
+    assert_eq!(
+        details,
+        [serde_json::json!({
+            "refreshes": 2, "sessions": 1, "mfa_challenges": 1, "signing_keys": 1, "erased_users": 0,
+            "erased_user_rows": 0,
+            "retention_days": { "ended_sessions_days": 365, "mfa_challenges_days": 1, "erased_users_days": 30 },
+        })]
+    );
     assert_eq!(auth_svc::housekeeping::purge(&db, &tenant).await.expect("again"), Default::default());
     fx.c.stop().await;
 }

@@ -114,6 +114,12 @@ fn valid_request(method: &Method, path: String) -> (String, Value) {
             json!({ "lockout_threshold": 5, "lockout_window_secs": 900, "access_token_ttl_secs": 600,
                     "refresh_token_ttl_secs": 86400, "mfa_required_roles": ["owner"] }),
         ),
+        ("PUT", "/v1/tenant/retention") => {
+            (path, json!({ "ended_sessions_days": 365, "mfa_challenges_days": 1, "erased_users_days": 30 }))
+        }
+        ("PUT", "/v1/vault/retention-classes/{name}") => {
+            ("/v1/vault/retention-classes/messages".to_owned(), json!({ "retention_days": 730, "period": "month" }))
+        }
         _ => (path, json!({})),
     }
 }

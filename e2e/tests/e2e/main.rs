@@ -17,6 +17,7 @@ mod lifecycle;
 mod mtls;
 mod observability;
 mod personal_data;
+mod retention;
 mod signals;
 mod tenancy;
 mod tracing;
