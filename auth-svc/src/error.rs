@@ -35,6 +35,12 @@ pub enum AuthError {
     AppealNotOpen,
     /// FAILED_PRECONDITION `NO_INFORMATION_REQUESTED`: nothing to answer.
     NoInformationRequested,
+    /// NOT_FOUND `PRIVACY_REQUEST_NOT_FOUND`.
+    PrivacyRequestNotFound,
+    /// FAILED_PRECONDITION `REQUEST_FINAL`: the request is completed or rejected already.
+    PrivacyRequestFinal,
+    /// FAILED_PRECONDITION `INVALID_TRANSITION`: a request moves only forward.
+    PrivacyRequestBackwards,
     /// ALREADY_EXISTS `ROLE_EXISTS`.
     RoleExists,
     /// ALREADY_EXISTS `GROUP_EXISTS`.
@@ -139,6 +145,14 @@ impl From<AuthError> for ApiError {
             E::NoInformationRequested => {
                 ApiError::failed_precondition("NO_INFORMATION_REQUESTED", "no information was asked for")
             }
+            E::PrivacyRequestNotFound => ApiError::not_found("PRIVACY_REQUEST_NOT_FOUND", "no such request"),
+            E::PrivacyRequestFinal => {
+                ApiError::failed_precondition("REQUEST_FINAL", "the request is completed or rejected already")
+            }
+            E::PrivacyRequestBackwards => ApiError::failed_precondition(
+                "INVALID_TRANSITION",
+                "a request moves only forward: received, in_progress, then completed or rejected",
+            ),
             E::RoleExists => ApiError::already_exists("ROLE_EXISTS", "a role with this name exists"),
             E::GroupExists => ApiError::already_exists("GROUP_EXISTS", "a group with this name exists"),
             E::BuiltinRole => ApiError::failed_precondition("BUILTIN_ROLE", "built-in roles cannot be deleted"),
@@ -250,6 +264,9 @@ mod tests {
             (AuthError::AppealOpen, ErrorCode::FailedPrecondition, "APPEAL_OPEN"),
             (AuthError::AppealNotOpen, ErrorCode::FailedPrecondition, "APPEAL_NOT_OPEN"),
             (AuthError::LastOwner, ErrorCode::FailedPrecondition, "LAST_OWNER"),
+            (AuthError::PrivacyRequestNotFound, ErrorCode::NotFound, "PRIVACY_REQUEST_NOT_FOUND"),
+            (AuthError::PrivacyRequestFinal, ErrorCode::FailedPrecondition, "REQUEST_FINAL"),
+            (AuthError::PrivacyRequestBackwards, ErrorCode::FailedPrecondition, "INVALID_TRANSITION"),
             (AuthError::StepUpNeedsSession, ErrorCode::FailedPrecondition, "NO_SESSION"),
             (AuthError::SuperiorAffected("users.delete".into()), ErrorCode::PermissionDenied, "PRIVILEGE_ESCALATION"),
             (AuthError::WrongCurrentPassword, ErrorCode::Unauthenticated, "INVALID_CREDENTIALS"),

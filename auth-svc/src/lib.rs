@@ -10,6 +10,7 @@ pub mod error;
 pub mod housekeeping;
 pub mod passwords;
 pub mod personal;
+pub mod privacy_signals;
 pub mod rbac;
 pub mod revocations;
 pub mod sealing;
@@ -46,6 +47,7 @@ pub const MIGRATIONS: MigrationSet = MigrationSet {
         kit::migration!("tenant", "0007_seal_personal_data_and_index_emails"),
         kit::migration!("tenant", "0008_create_suspension_appeals"),
         kit::migration!("tenant", "0009_create_identity_retention_policy"),
+        kit::migration!("tenant", "0010_create_data_subject_requests"),
     ],
 };
 
@@ -79,8 +81,9 @@ pub async fn run(
         use proto::auth::v1::{
             access_service_server::AccessServiceServer, appeal_service_server::AppealServiceServer,
             authentication_service_server::AuthenticationServiceServer, identity_service_server::IdentityServiceServer,
-            keys_service_server::KeysServiceServer, session_service_server::SessionServiceServer,
-            tenant_service_server::TenantServiceServer, user_service_server::UserServiceServer,
+            keys_service_server::KeysServiceServer, privacy_service_server::PrivacyServiceServer,
+            session_service_server::SessionServiceServer, tenant_service_server::TenantServiceServer,
+            user_service_server::UserServiceServer,
         };
         let cfg = &ctx.config;
         let vault_url = cfg.upstreams.vault.clone().ok_or("upstreams.vault is required (TOTP seeds, signing keys)")?;
@@ -104,6 +107,7 @@ pub async fn run(
         if settings.purge_every_secs > 0 {
             let every = std::time::Duration::from_secs(settings.purge_every_secs);
             housekeeping::spawn(ctx.db.clone(), every, ctx.shutdown.clone());
+            privacy_signals::spawn(ctx.db.clone(), every, ctx.shutdown.clone());
         }
         // Lists what Redis lost or never took: its first round runs as the service starts, but
         // does not hold it back (verifiers refuse tokens until the list is complete).
@@ -148,6 +152,8 @@ pub async fn run(
                 authn: api::authn::Authn { core: core.clone() },
             }))
             .allow("/strongroom.auth.v1.AppealService/*", FRONT)
+            .service(PrivacyServiceServer::new(api::privacy::Privacy { core: core.clone() }))
+            .allow("/strongroom.auth.v1.PrivacyService/*", FRONT)
             .service(SessionServiceServer::new(api::sessions::Sessions { core }))
             .allow("/strongroom.auth.v1.SessionService/*", FRONT)
             .service(TenantServiceServer::new(tenants))

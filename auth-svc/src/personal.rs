@@ -29,6 +29,7 @@ pub const USER_DISPLAY_NAME: Field = Field { table: "users", column: "display_na
 pub const SESSION_IP: Field = Field { table: "sessions", column: "ip" };
 pub const SESSION_USER_AGENT: Field = Field { table: "sessions", column: "user_agent" };
 pub const APPEAL_MESSAGE: Field = Field { table: "appeal_messages", column: "body" };
+pub const PRIVACY_REQUEST_NOTE: Field = Field { table: "privacy_request_steps", column: "note" };
 
 /// Transit calls carry at most this many items (vault-svc's limit).
 const MAX_BATCH: usize = 1000;

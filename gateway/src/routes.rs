@@ -15,7 +15,7 @@ use utoipa_axum::routes;
 
 use crate::AppState;
 use crate::http_layer::{HttpError, JsonError, RequestId, observe};
-use crate::identity::{appeals, directory, login, me};
+use crate::identity::{appeals, directory, login, me, privacy};
 use crate::openapi::ErrorBody;
 use crate::upstream::{Call, upstream};
 
@@ -49,6 +49,10 @@ fn api_parts() -> (OpenApiRouter<AppState>, OpenApiRouter<AppState>) {
         .routes(routes!(me::totp_confirm))
         .routes(routes!(me::my_sessions))
         .routes(routes!(me::revoke_my_session))
+        .routes(routes!(privacy::file_mine, privacy::list_mine))
+        .routes(routes!(privacy::file, privacy::list))
+        .routes(routes!(privacy::get))
+        .routes(routes!(privacy::update))
         .routes(routes!(directory::list_users, directory::create_user))
         .routes(routes!(directory::get_user, directory::update_user, directory::delete_user))
         .routes(routes!(directory::suspend_user))

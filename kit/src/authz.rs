@@ -66,6 +66,10 @@ permissions! {
     /// Only transfers touching accounts the caller owns.
     LedgerTransfersReadOwn => "ledger.transfers.read.own",
     LedgerReceiptsVerify => "ledger.receipts.verify",
+    /// Data-subject requests: read them, including overdue ones.
+    PrivacyRequestsRead => "privacy.requests.read",
+    /// Data-subject requests: file them for any subject and move them on.
+    PrivacyRequestsWrite => "privacy.requests.write",
 }
 
 impl Permission {

@@ -39,7 +39,10 @@
 //! - `strongroom_retention_last_run_timestamp_seconds{service}`: when the service's retention job
 //!   last completed a run without failing (auth-svc: a tenant's purge; vault-svc: a pass over every
 //!   tenant; audit-svc: a tenant's prune). A job that stops running leaves it behind: alert on
-//!   `time() - …` beyond a few intervals.
+//!   `time() - …` beyond a few intervals;
+//! - `strongroom_privacy_requests_overdue`: data-subject requests still open (received or in
+//!   progress) past their due date, summed over tenants, as auth-svc last counted them (every
+//!   `purge_every_secs`; every replica counts every tenant: aggregate replicas with `max`).
 //!
 //! Saturation and state, measured when `/metrics` is scraped rather than when something happens:
 //! - `strongroom_db_pool_connections{service,state}`: the connections of the service's runtime
@@ -219,6 +222,8 @@ pub struct Metrics {
     pub retention_removed: Family<RetentionLabels, Counter>,
     /// When each service's retention job last completed a run (Unix seconds).
     pub retention_last_run: Family<ServiceLabels, Gauge>,
+    /// Open data-subject requests past their due date, over every tenant.
+    pub privacy_requests_overdue: Gauge,
     /// What is measured when scraped (pools, the revocation marker, the process).
     scraped: Arc<ScrapeTime>,
 }
@@ -359,6 +364,12 @@ impl Metrics {
                 prometheus_client::registry::Unit::Seconds,
                 retention_last_run.clone(),
             );
+            let privacy_requests_overdue = Gauge::default();
+            registry.register(
+                "strongroom_privacy_requests_overdue",
+                "Data-subject requests still open past their due date, over every tenant",
+                privacy_requests_overdue.clone(),
+            );
             let scraped = Arc::new(ScrapeTime::default());
             registry.register_collector(Box::new(Arc::clone(&scraped)));
             Metrics {
@@ -384,6 +395,7 @@ impl Metrics {
                 db_pool_timeouts,
                 retention_removed,
                 retention_last_run,
+                privacy_requests_overdue,
                 scraped,
             }
         })
@@ -448,6 +460,11 @@ impl Metrics {
     /// [`PENDING_EXPIRING_WINDOW`].
     pub fn ledger_pending_expiring(&self, n: u64) {
         self.ledger_pending_expiring.set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    /// Sets the open data-subject requests past their due date, over every tenant.
+    pub fn privacy_requests_overdue(&self, n: u64) {
+        self.privacy_requests_overdue.set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 
     /// Counts a login that ended with `outcome` (`success`, `failure`, `locked`, `mfa_required`).
@@ -707,6 +724,7 @@ mod tests {
         let m = Metrics::global();
         m.ledger_batch_committed(3, std::time::Duration::from_millis(2));
         m.ledger_pending_expiring(7);
+        m.privacy_requests_overdue(2);
         m.login("mfa_required");
         m.vault_operation("unwrap");
         m.kms_error();
@@ -722,6 +740,7 @@ mod tests {
             "strongroom_ledger_batch_size_bucket{le=\"8190.0\"} 1",
             "strongroom_ledger_commit_duration_seconds_count 1",
             "strongroom_ledger_pending_expiring 7",
+            "strongroom_privacy_requests_overdue 2",
             "strongroom_auth_logins_total{outcome=\"mfa_required\"} 1",
             "strongroom_vault_operations_total{operation=\"unwrap\"} 1",
             "strongroom_vault_kms_errors_total 1",

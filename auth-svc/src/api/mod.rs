@@ -4,6 +4,7 @@
 pub mod access;
 pub mod appeals;
 pub mod authn;
+pub mod privacy;
 pub mod sessions;
 pub mod tenants;
 pub mod users;

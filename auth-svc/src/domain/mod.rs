@@ -4,4 +4,5 @@ pub mod email;
 pub mod input;
 pub mod login;
 pub mod policy;
+pub mod privacy_requests;
 pub mod retention;

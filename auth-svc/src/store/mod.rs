@@ -12,6 +12,7 @@ pub mod housekeeping;
 pub mod login;
 pub mod mfa;
 pub mod policy;
+pub mod privacy_requests;
 pub mod retention;
 pub mod revocations;
 pub mod roles;

@@ -739,7 +739,8 @@ async fn groups_and_their_members_are_listed_a_page_at_a_time() {
         }
         page_token = page.next_page_token;
     }
-    let expected = ["admin", "auditor", "billing", "member", "operator", "owner", "security_admin", "viewer"];
+    let expected =
+        ["admin", "auditor", "billing", "member", "operator", "owner", "privacy_officer", "security_admin", "viewer"];
     assert_eq!(names.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(), expected);
     assert_eq!(names.iter().filter(|(_, builtin)| !builtin).count(), 1);
     assert_eq!(pages, 3);

@@ -117,6 +117,11 @@ fn valid_request(method: &Method, path: String) -> (String, Value) {
         ("PUT", "/v1/tenant/retention") => {
             (path, json!({ "ended_sessions_days": 365, "mfa_challenges_days": 1, "erased_users_days": 30 }))
         }
+        ("POST", "/v1/me/requests") => (path, json!({ "type": "access", "details": "everything you hold" })),
+        ("POST", "/v1/privacy/requests") => (path, json!({ "type": "erasure", "external_subject": "contact:123" })),
+        ("POST", p) if p.starts_with("/v1/privacy/requests/") && p.ends_with("/update") => {
+            (path, json!({ "status": "completed", "note": "done" }))
+        }
         ("PUT", "/v1/vault/retention-classes/{name}") => {
             ("/v1/vault/retention-classes/messages".to_owned(), json!({ "retention_days": 730, "period": "month" }))
         }

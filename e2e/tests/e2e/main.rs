@@ -17,6 +17,7 @@ mod lifecycle;
 mod mtls;
 mod observability;
 mod personal_data;
+mod privacy_requests;
 mod retention;
 mod signals;
 mod tenancy;

@@ -1,0 +1,314 @@
+//! Data-subject requests: the caller's own (`/v1/me/requests`) and a privacy officer's
+//! (`/v1/privacy/requests*`, `privacy.requests.read` / `.write`). auth-svc keeps them, seals their
+//! notes and checks each permission again.
+
+use axum::Json;
+use axum::extract::State;
+use kit::authz::Permission;
+use kit::time::rfc3339;
+use proto::auth::v1 as pb;
+use proto::auth::v1::privacy_service_client::PrivacyServiceClient;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use super::Refusals;
+use crate::AppState;
+use crate::http_layer::HttpError;
+use crate::input::{JsonBody, PathParams, QueryParams};
+use crate::openapi::ErrorBody;
+use crate::upstream::{Call, upstream};
+
+fn privacy(state: &AppState) -> PrivacyServiceClient<kit::client::Channel> {
+    PrivacyServiceClient::new(state.upstreams.auth.clone())
+}
+
+/// What the subject asks for.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RequestType {
+    Access,
+    Rectification,
+    Erasure,
+    Restriction,
+}
+
+impl RequestType {
+    fn of(raw: i32) -> Option<Self> {
+        match pb::PrivacyRequestType::try_from(raw).ok()? {
+            pb::PrivacyRequestType::Access => Some(Self::Access),
+            pb::PrivacyRequestType::Rectification => Some(Self::Rectification),
+            pb::PrivacyRequestType::Erasure => Some(Self::Erasure),
+            pb::PrivacyRequestType::Restriction => Some(Self::Restriction),
+            pb::PrivacyRequestType::Unspecified => None,
+        }
+    }
+
+    fn pb(self) -> i32 {
+        (match self {
+            Self::Access => pb::PrivacyRequestType::Access,
+            Self::Rectification => pb::PrivacyRequestType::Rectification,
+            Self::Erasure => pb::PrivacyRequestType::Erasure,
+            Self::Restriction => pb::PrivacyRequestType::Restriction,
+        }) as i32
+    }
+}
+
+/// Where a request stands; `completed` and `rejected` are final.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RequestStatus {
+    Received,
+    InProgress,
+    Completed,
+    Rejected,
+}
+
+impl RequestStatus {
+    fn of(raw: i32) -> Option<Self> {
+        match pb::PrivacyRequestStatus::try_from(raw).ok()? {
+            pb::PrivacyRequestStatus::Received => Some(Self::Received),
+            pb::PrivacyRequestStatus::InProgress => Some(Self::InProgress),
+            pb::PrivacyRequestStatus::Completed => Some(Self::Completed),
+            pb::PrivacyRequestStatus::Rejected => Some(Self::Rejected),
+            pb::PrivacyRequestStatus::Unspecified => None,
+        }
+    }
+
+    fn pb(self) -> i32 {
+        (match self {
+            Self::Received => pb::PrivacyRequestStatus::Received,
+            Self::InProgress => pb::PrivacyRequestStatus::InProgress,
+            Self::Completed => pb::PrivacyRequestStatus::Completed,
+            Self::Rejected => pb::PrivacyRequestStatus::Rejected,
+        }) as i32
+    }
+}
+
+/// A step of a request's history.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RequestStep {
+    /// Who took it (a user id or an API key's subject).
+    actor: String,
+    /// `file` or `update`.
+    action: String,
+    /// The status the step left the request in.
+    status: Option<RequestStatus>,
+    note: String,
+    #[schema(format = DateTime)]
+    created_at: Option<String>,
+}
+
+/// A data-subject request with its history.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PrivacyRequest {
+    id: String,
+    #[serde(rename = "type")]
+    request_type: Option<RequestType>,
+    /// The Strongroom user it is about, or null for an external subject.
+    user_id: Option<String>,
+    /// The tenant's own id of the subject (e.g. `contact:123`), or null for a user.
+    external_subject: Option<String>,
+    status: Option<RequestStatus>,
+    #[schema(format = DateTime)]
+    due_at: Option<String>,
+    /// Still open past its due date.
+    overdue: bool,
+    /// Oldest first; the first is the filing (its note the details given).
+    steps: Vec<RequestStep>,
+    #[schema(format = DateTime)]
+    created_at: Option<String>,
+    #[schema(format = DateTime)]
+    updated_at: Option<String>,
+}
+
+impl From<pb::PrivacyRequest> for PrivacyRequest {
+    fn from(r: pb::PrivacyRequest) -> Self {
+        Self {
+            id: r.id,
+            request_type: RequestType::of(r.request_type),
+            user_id: (!r.user_id.is_empty()).then_some(r.user_id),
+            external_subject: (!r.external_subject.is_empty()).then_some(r.external_subject),
+            status: RequestStatus::of(r.status),
+            due_at: rfc3339(&r.due_time),
+            overdue: r.overdue,
+            steps: r
+                .steps
+                .into_iter()
+                .map(|s| RequestStep {
+                    actor: s.actor,
+                    action: s.action,
+                    status: RequestStatus::of(s.status),
+                    note: s.note,
+                    created_at: rfc3339(&s.create_time),
+                })
+                .collect(),
+            created_at: rfc3339(&r.create_time),
+            updated_at: rfc3339(&r.update_time),
+        }
+    }
+}
+
+/// A page of requests.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RequestPage {
+    requests: Vec<PrivacyRequest>,
+    next_page_token: String,
+    /// Open requests past their due date (the tenant's for an officer, the caller's own on
+    /// `/v1/me/requests`), whatever the filter.
+    overdue_count: i64,
+}
+
+impl From<pb::ListPrivacyRequestsResponse> for RequestPage {
+    fn from(r: pb::ListPrivacyRequestsResponse) -> Self {
+        Self {
+            requests: r.requests.into_iter().map(PrivacyRequest::from).collect(),
+            next_page_token: r.next_page_token,
+            overdue_count: r.overdue_count,
+        }
+    }
+}
+
+/// A request the caller files about themselves.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MyRequestBody {
+    #[serde(rename = "type")]
+    request_type: RequestType,
+    /// At most 4,000 characters, sealed.
+    #[serde(default)]
+    details: Option<String>,
+}
+
+/// Files a data-subject request about the caller (due in 30 days)
+#[utoipa::path(post, path = "/v1/me/requests", operation_id = "fileMyPrivacyRequest", request_body = MyRequestBody,
+    responses((status = 200, description = "the request", body = PrivacyRequest), Refusals))]
+pub async fn file_mine(
+    State(state): State<AppState>,
+    call: Call,
+    JsonBody(body): JsonBody<MyRequestBody>,
+) -> Result<Json<PrivacyRequest>, HttpError> {
+    let msg =
+        pb::FileMyRequestRequest { request_type: body.request_type.pb(), details: body.details.unwrap_or_default() };
+    Ok(Json(privacy(&state).file_my_request(call.request(msg)).await.map_err(upstream)?.into_inner().into()))
+}
+
+/// The caller's own data-subject requests, newest first
+#[utoipa::path(get, path = "/v1/me/requests", operation_id = "listMyPrivacyRequests",
+    responses((status = 200, description = "the caller's requests", body = RequestPage), Refusals))]
+pub async fn list_mine(State(state): State<AppState>, call: Call) -> Result<Json<RequestPage>, HttpError> {
+    let msg = pb::ListMyRequestsRequest {};
+    Ok(Json(privacy(&state).list_my_requests(call.request(msg)).await.map_err(upstream)?.into_inner().into()))
+}
+
+/// A request a privacy officer files: about a user (`user_id`) or an external subject.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RequestBody {
+    #[serde(rename = "type")]
+    request_type: RequestType,
+    /// A user of the tenant; or else `external_subject`.
+    #[serde(default)]
+    user_id: Option<String>,
+    /// The tenant's own id of the subject: 1 to 100 letters, digits and `:._@-` (e.g. `contact:123`).
+    #[serde(default)]
+    external_subject: Option<String>,
+    /// At most 4,000 characters, sealed.
+    #[serde(default)]
+    details: Option<String>,
+}
+
+/// Files a data-subject request for a user or an external subject (an external subject's erasure
+/// is due in 7 days, the rest in 30); requires privacy.requests.write
+#[utoipa::path(post, path = "/v1/privacy/requests", operation_id = "filePrivacyRequest", request_body = RequestBody,
+    responses((status = 200, description = "the request", body = PrivacyRequest), Refusals))]
+pub async fn file(
+    State(state): State<AppState>,
+    call: Call,
+    JsonBody(body): JsonBody<RequestBody>,
+) -> Result<Json<PrivacyRequest>, HttpError> {
+    call.require(Permission::PrivacyRequestsWrite)?;
+    let msg = pb::FilePrivacyRequestRequest {
+        request_type: body.request_type.pb(),
+        user_id: body.user_id.unwrap_or_default(),
+        external_subject: body.external_subject.unwrap_or_default(),
+        details: body.details.unwrap_or_default(),
+    };
+    Ok(Json(privacy(&state).file_request(call.request(msg)).await.map_err(upstream)?.into_inner().into()))
+}
+
+/// Which requests to list.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct RequestQuery {
+    /// Only requests in this status; absent: every status
+    #[serde(default)]
+    status: Option<RequestStatus>,
+    /// 0 or absent: 50
+    #[serde(default)]
+    #[param(minimum = 0, maximum = 200)]
+    page_size: i32,
+    /// next_page_token of the previous page
+    #[serde(default)]
+    page_token: String,
+}
+
+/// Data-subject requests, open ones past their due date first, then by due date; requires
+/// privacy.requests.read
+#[utoipa::path(get, path = "/v1/privacy/requests", operation_id = "listPrivacyRequests", params(RequestQuery),
+    responses((status = 200, description = "a page of requests", body = RequestPage), Refusals))]
+pub async fn list(
+    State(state): State<AppState>,
+    call: Call,
+    QueryParams(q): QueryParams<RequestQuery>,
+) -> Result<Json<RequestPage>, HttpError> {
+    call.require(Permission::PrivacyRequestsRead)?;
+    let status = q.status.map(RequestStatus::pb).unwrap_or_default();
+    let msg = pb::ListPrivacyRequestsRequest { status, page_size: q.page_size, page_token: q.page_token };
+    Ok(Json(privacy(&state).list_requests(call.request(msg)).await.map_err(upstream)?.into_inner().into()))
+}
+
+/// One data-subject request with its history; requires privacy.requests.read
+#[utoipa::path(get, path = "/v1/privacy/requests/{id}", operation_id = "getPrivacyRequest",
+    params(("id" = String, Path)),
+    responses((status = 200, description = "the request", body = PrivacyRequest), Refusals))]
+pub async fn get(
+    State(state): State<AppState>,
+    call: Call,
+    PathParams(id): PathParams<String>,
+) -> Result<Json<PrivacyRequest>, HttpError> {
+    call.require(Permission::PrivacyRequestsRead)?;
+    let msg = pb::GetPrivacyRequestRequest { id };
+    Ok(Json(privacy(&state).get_request(call.request(msg)).await.map_err(upstream)?.into_inner().into()))
+}
+
+/// A step on a request.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateBody {
+    /// `in_progress`, `completed` or `rejected` (only forward).
+    status: RequestStatus,
+    /// Required to complete or reject (1 to 4,000 characters), sealed.
+    #[serde(default)]
+    note: Option<String>,
+}
+
+/// Moves a data-subject request on with a note (completing or rejecting is final and needs one);
+/// requires privacy.requests.write
+#[utoipa::path(post, path = "/v1/privacy/requests/{id}/update", operation_id = "updatePrivacyRequest",
+    params(("id" = String, Path)), request_body = UpdateBody, responses(
+        (status = 200, description = "the request", body = PrivacyRequest),
+        (status = 412, description = "REQUEST_FINAL (completed or rejected already) or INVALID_TRANSITION",
+            body = ErrorBody),
+        Refusals,
+    ))]
+pub async fn update(
+    State(state): State<AppState>,
+    call: Call,
+    PathParams(id): PathParams<String>,
+    JsonBody(body): JsonBody<UpdateBody>,
+) -> Result<Json<PrivacyRequest>, HttpError> {
+    call.require(Permission::PrivacyRequestsWrite)?;
+    let msg = pb::UpdatePrivacyRequestRequest { id, status: body.status.pb(), note: body.note.unwrap_or_default() };
+    Ok(Json(privacy(&state).update_request(call.request(msg)).await.map_err(upstream)?.into_inner().into()))
+}
