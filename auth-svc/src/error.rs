@@ -41,6 +41,14 @@ pub enum AuthError {
     PrivacyRequestFinal,
     /// FAILED_PRECONDITION `INVALID_TRANSITION`: a request moves only forward.
     PrivacyRequestBackwards,
+    /// ALREADY_EXISTS `HOLD_EXISTS`: the same scope and subject is held already.
+    HoldExists,
+    /// NOT_FOUND `HOLD_NOT_FOUND`.
+    HoldNotFound,
+    /// FAILED_PRECONDITION `HOLD_RELEASED`: the hold is released already.
+    HoldReleased,
+    /// FAILED_PRECONDITION `USER_RESTRICTED`: the user's erasure waits for a legal hold to end.
+    UserRestricted,
     /// ALREADY_EXISTS `ROLE_EXISTS`.
     RoleExists,
     /// ALREADY_EXISTS `GROUP_EXISTS`.
@@ -152,6 +160,13 @@ impl From<AuthError> for ApiError {
             E::PrivacyRequestBackwards => ApiError::failed_precondition(
                 "INVALID_TRANSITION",
                 "a request moves only forward: received, in_progress, then completed or rejected",
+            ),
+            E::HoldExists => ApiError::already_exists("HOLD_EXISTS", "an active hold of this scope and subject exists"),
+            E::HoldNotFound => ApiError::not_found("HOLD_NOT_FOUND", "no such legal hold"),
+            E::HoldReleased => ApiError::failed_precondition("HOLD_RELEASED", "the hold is released already"),
+            E::UserRestricted => ApiError::failed_precondition(
+                "USER_RESTRICTED",
+                "the user's erasure waits for a legal hold to end; they stay suspended until then",
             ),
             E::RoleExists => ApiError::already_exists("ROLE_EXISTS", "a role with this name exists"),
             E::GroupExists => ApiError::already_exists("GROUP_EXISTS", "a group with this name exists"),
@@ -267,6 +282,10 @@ mod tests {
             (AuthError::PrivacyRequestNotFound, ErrorCode::NotFound, "PRIVACY_REQUEST_NOT_FOUND"),
             (AuthError::PrivacyRequestFinal, ErrorCode::FailedPrecondition, "REQUEST_FINAL"),
             (AuthError::PrivacyRequestBackwards, ErrorCode::FailedPrecondition, "INVALID_TRANSITION"),
+            (AuthError::HoldExists, ErrorCode::AlreadyExists, "HOLD_EXISTS"),
+            (AuthError::HoldNotFound, ErrorCode::NotFound, "HOLD_NOT_FOUND"),
+            (AuthError::HoldReleased, ErrorCode::FailedPrecondition, "HOLD_RELEASED"),
+            (AuthError::UserRestricted, ErrorCode::FailedPrecondition, "USER_RESTRICTED"),
             (AuthError::StepUpNeedsSession, ErrorCode::FailedPrecondition, "NO_SESSION"),
             (AuthError::SuperiorAffected("users.delete".into()), ErrorCode::PermissionDenied, "PRIVILEGE_ESCALATION"),
             (AuthError::WrongCurrentPassword, ErrorCode::Unauthenticated, "INVALID_CREDENTIALS"),

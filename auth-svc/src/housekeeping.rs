@@ -16,6 +16,11 @@
 //!   their tokens, revoked API keys, appeals and their messages. Nothing else refers to a user by
 //!   key: the audit trail and the other services name them by id only, and stay valid.
 //!
+//! A legal hold defers all of it (docs/privacy.md, "Legal hold"): nothing of a user under a
+//! subject hold (their sessions and tokens, MFA challenges, their row once deleted), and nothing
+//! at all of a tenant under a tenant hold. The audit record of a run that a hold held back says so
+//! with `deferred_by_hold`: how many rows the policy would have removed.
+//!
 //! Each tenant is purged in batches of [`BATCH`] rows, one transaction per batch, each batch that
 //! removed something with one audit record of what it removed (counts, no identifiers:
 //! `refreshes`, `sessions`, `mfa_challenges`, `signing_keys`, `erased_users`, `erased_user_rows`)
@@ -31,6 +36,7 @@ use kit::outbox::{Actor, Outcome};
 use kit::{ApiError, Db, Tenant};
 
 use crate::core::audit;
+use crate::domain::legal_holds::Scope;
 use crate::domain::retention::RetentionPolicy;
 use crate::store::housekeeping as store;
 
@@ -51,6 +57,8 @@ pub struct Purged {
     pub erased_users: u64,
     /// The rows that referred to those users (sessions and their tokens, API keys, appeals).
     pub erased_user_rows: u64,
+    /// Rows due for removal that a legal hold kept (not removed; not in [`Self::counts`]).
+    pub deferred_by_hold: u64,
 }
 
 impl Purged {
@@ -77,6 +85,7 @@ impl Purged {
         self.signing_keys += batch.signing_keys;
         self.erased_users += batch.erased_users;
         self.erased_user_rows += batch.erased_user_rows;
+        self.deferred_by_hold = self.deferred_by_hold.max(batch.deferred_by_hold);
     }
 }
 
@@ -107,21 +116,32 @@ pub async fn purge(db: &Db, tenant: &Tenant) -> Result<Purged, ApiError> {
 
 async fn purge_batch(db: &Db, tenant: &Tenant, policy: &RetentionPolicy) -> Result<Purged, ApiError> {
     let mut tx = db.begin(tenant).await?;
+    let holds = crate::store::legal_holds::active(&mut tx).await?;
+    let tenant_held = holds.contains(&Scope::Tenant);
+    let held: Vec<uuid::Uuid> = holds.iter().filter_map(|s| s.subject()).collect();
+    let deferred_by_hold =
+        if tenant_held || !held.is_empty() { store::count_held(&mut tx, policy, &held, tenant_held).await? } else { 0 };
+    if tenant_held {
+        // Nothing at all of a tenant under a tenant-wide hold.
+        let purged = Purged { deferred_by_hold, ..Default::default() };
+        return record(tx, policy, purged).await;
+    }
     // Expired tokens, then the sessions that lost their last one (a later statement sees the
     // deletions of an earlier one; within one statement a NOT EXISTS would still see them). A
     // session's last token expires with it, so such a session ended `ended_sessions_days` ago;
     // it is found only here, so the condition must not depend on when it was revoked (a
     // suspension revokes expired sessions too).
-    let sessions = store::delete_expired_refresh_tokens(&mut tx, policy.ended_sessions_days, BATCH).await?;
+    let sessions = store::delete_expired_refresh_tokens(&mut tx, policy.ended_sessions_days, BATCH, &held).await?;
     let refresh_tokens = sessions.len() as u64;
     let ended = if sessions.is_empty() { 0 } else { store::delete_ended_sessions(&mut tx, &sessions).await? };
-    let mfa_challenges = store::delete_expired_mfa_challenges(&mut tx, policy.mfa_challenges_days, BATCH).await?;
+    let mfa_challenges =
+        store::delete_expired_mfa_challenges(&mut tx, policy.mfa_challenges_days, BATCH, &held).await?;
     // A tenant retires a key per rotation (every 30 days by default): a handful at most.
     let retired = store::delete_retired_signing_keys(&mut tx).await?;
     if !retired.is_empty() {
         store::unpublish_expired_signing_keys(&mut tx, &retired).await?;
     }
-    let erased = store::lock_erased_users(&mut tx, policy.erased_users_days, ERASED_USERS_BATCH).await?;
+    let erased = store::lock_erased_users(&mut tx, policy.erased_users_days, ERASED_USERS_BATCH, &held).await?;
     let (erased_users, erased_user_rows) =
         if erased.is_empty() { (0, 0) } else { store::delete_erased_users(&mut tx, &erased).await? };
     let purged = Purged {
@@ -131,12 +151,19 @@ async fn purge_batch(db: &Db, tenant: &Tenant, policy: &RetentionPolicy) -> Resu
         signing_keys: retired.len() as u64,
         erased_users,
         erased_user_rows,
+        deferred_by_hold,
     };
-    if purged.total() == 0 {
+    record(tx, policy, purged).await
+}
+
+/// Records what a batch removed (and what a hold kept) and commits; rolls back a batch that did
+/// neither.
+async fn record(mut tx: kit::TenantTx, policy: &RetentionPolicy, purged: Purged) -> Result<Purged, ApiError> {
+    if purged.total() == 0 && purged.deferred_by_hold == 0 {
         tx.rollback().await?;
         return Ok(purged);
     }
-    tx.record(
+    let mut record =
         audit(Actor::Service(crate::SERVICE.to_owned()), "auth.purge_expired", "sessions", Outcome::Success, None)
             // Keys naming a token are refused as secret-like (`kit::outbox::SECRET_KEYS`).
             .detail("refreshes", purged.refresh_tokens)
@@ -145,9 +172,11 @@ async fn purge_batch(db: &Db, tenant: &Tenant, policy: &RetentionPolicy) -> Resu
             .detail("signing_keys", purged.signing_keys)
             .detail("erased_users", purged.erased_users)
             .detail("erased_user_rows", purged.erased_user_rows)
-            .detail("retention_days", serde_json::json!(std::collections::BTreeMap::from(policy.fields()))),
-    )
-    .await?;
+            .detail("retention_days", serde_json::json!(std::collections::BTreeMap::from(policy.fields())));
+    if purged.deferred_by_hold > 0 {
+        record = record.detail("deferred_by_hold", purged.deferred_by_hold);
+    }
+    tx.record(record).await?;
     tx.commit().await?;
     Ok(purged)
 }
@@ -166,6 +195,7 @@ pub fn spawn(db: Db, every: Duration, shutdown: kit::server::Shutdown) {
                     signing_keys = p.signing_keys,
                     erased_users = p.erased_users,
                     erased_user_rows = p.erased_user_rows,
+                    deferred_by_hold = p.deferred_by_hold,
                     "purged what the retention policy no longer keeps"
                 ),
                 Ok(_) => {}

@@ -48,6 +48,7 @@ pub const MIGRATIONS: MigrationSet = MigrationSet {
         kit::migration!("tenant", "0008_create_suspension_appeals"),
         kit::migration!("tenant", "0009_create_identity_retention_policy"),
         kit::migration!("tenant", "0010_create_data_subject_requests"),
+        kit::migration!("tenant", "0011_create_legal_holds"),
     ],
 };
 

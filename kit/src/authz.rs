@@ -70,6 +70,10 @@ permissions! {
     PrivacyRequestsRead => "privacy.requests.read",
     /// Data-subject requests: file them for any subject and move them on.
     PrivacyRequestsWrite => "privacy.requests.write",
+    /// Legal holds: place and release them (a release completes the erasures it frees).
+    PrivacyHoldsWrite => "privacy.holds.write",
+    /// Read the email and display name of a user restricted under a legal hold (audited).
+    PrivacyRestrictedRead => "privacy.restricted.read",
 }
 
 impl Permission {

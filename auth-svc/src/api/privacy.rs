@@ -3,6 +3,10 @@
 //! an external subject, lists them overdue first and moves them on. Every step is kept with its
 //! note, sealed under the subject's key, and audited. Executing a request (the access bundle, the
 //! erasure) is not done here.
+//!
+//! Legal holds too (`privacy.holds.write`): placing one, listing them, and releasing one, which
+//! completes every erasure the hold deferred and no other hold still covers, each through the
+//! same erase path as DeleteUser.
 
 use std::collections::HashMap;
 
@@ -15,9 +19,11 @@ use tonic::{Request, Response, Status};
 
 use crate::core::{Authed, Core};
 use crate::domain::input::parse_id;
+use crate::domain::legal_holds::{self as holds, Scope};
 use crate::domain::privacy_requests::{self as rules, RequestType, Status as RequestStatus, Subject, TransitionError};
 use crate::error::AuthError;
 use crate::personal::{Item, PRIVACY_REQUEST_NOTE, Stored};
+use crate::store::legal_holds::{self as hold_store, HoldRow};
 use crate::store::privacy_requests::{self as store, NewRequest, RequestRow, StepRow};
 
 /// `PrivacyService`.
@@ -73,7 +79,53 @@ fn subject_of(row: &RequestRow) -> Result<Subject, ApiError> {
     Subject::stored(&row.subject_kind, &row.subject_id).ok_or_else(|| ApiError::internal(&"a request without subject"))
 }
 
+fn hold_pb(h: HoldRow) -> pb::LegalHold {
+    let scope = match h.scope() {
+        Some(Scope::Tenant) => pb::LegalHoldScope::Tenant,
+        Some(Scope::Subject(_)) => pb::LegalHoldScope::Subject,
+        None => pb::LegalHoldScope::Unspecified,
+    };
+    pb::LegalHold {
+        id: h.id.to_string(),
+        scope: scope as i32,
+        subject_id: h.subject_id.map(|s| s.to_string()).unwrap_or_default(),
+        reason: h.reason,
+        placed_by: h.placed_by,
+        place_time: Some(to_pb(h.placed_at)),
+        release_time: h.released_at.map(to_pb),
+        released_by: h.released_by.unwrap_or_default(),
+        release_note: h.release_note.unwrap_or_default(),
+    }
+}
+
 impl Privacy {
+    /// Completes the deferred erasure of `user` (asked for at `since`), in its own transaction,
+    /// if no active hold covers them any more; whether it did.
+    async fn complete_erasure(
+        &self,
+        me: &Authed,
+        user: uuid::Uuid,
+        since: chrono::DateTime<chrono::Utc>,
+    ) -> Result<bool, ApiError> {
+        let mut tx = self.core.db.begin(&me.tenant).await?;
+        crate::store::users::lock(&mut tx, user).await?;
+        if !hold_store::covering(&mut tx, user).await?.is_empty() {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        super::users::erase(&mut tx, user).await?;
+        tx.record(
+            me.audit("user.delete", &format!("user/{user}"), Outcome::Success)
+                .detail("deferred_since", since.to_rfc3339()),
+        )
+        .await?;
+        // Shred before committing: if vault-svc cannot, nothing is deleted (the user stays
+        // restricted, and the erasure is found again by the next release or a DeleteUser).
+        super::users::shred_subject(&self.core, me, user).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
     /// Seals `note` as the note of step `step` of a request about `subject` (nothing when empty).
     async fn seal(
         &self,
@@ -304,5 +356,97 @@ impl pb::privacy_service_server::PrivacyService for Privacy {
             .detail("status", to.as_str());
         tx.record(record).await?;
         Ok(Response::new(self.answer(tx, id).await?))
+    }
+
+    async fn place_legal_hold(
+        &self,
+        request: Request<pb::PlaceLegalHoldRequest>,
+    ) -> Result<Response<pb::LegalHold>, Status> {
+        let me = self.core.authed(&request).await?;
+        me.require(Permission::PrivacyHoldsWrite)?;
+        let req = request.into_inner();
+        let scope = match (pb::LegalHoldScope::try_from(req.scope).unwrap_or_default(), req.subject_id.is_empty()) {
+            (pb::LegalHoldScope::Tenant, true) => Scope::Tenant,
+            (pb::LegalHoldScope::Subject, false) => Scope::Subject(parse_id("subject_id", &req.subject_id)?),
+            (pb::LegalHoldScope::Tenant, false) => {
+                return Err(ApiError::invalid_field("subject_id", "empty for a tenant hold").into());
+            }
+            (pb::LegalHoldScope::Subject, true) => {
+                return Err(ApiError::invalid_field("subject_id", "required for a subject hold").into());
+            }
+            (pb::LegalHoldScope::Unspecified, _) => {
+                return Err(ApiError::invalid_field("scope", "tenant or subject").into());
+            }
+        };
+        let reason = holds::check_reason(&req.reason)?;
+        let mut tx = self.core.db.begin(&me.tenant).await?;
+        if let Scope::Subject(user) = scope {
+            // Locks the user: a deletion running meanwhile finishes first, or sees this hold.
+            hold_store::lock_subject(&mut tx, user).await?;
+        }
+        let id = uuid::Uuid::new_v4();
+        let hold = hold_store::insert(&mut tx, id, scope, &reason, &me.principal.subject).await?;
+        let mut record = me
+            .audit("privacy.hold.place", &format!("legal_hold/{id}"), Outcome::Success)
+            .detail("scope", scope.as_str());
+        if let Some(user) = scope.subject() {
+            record = record.detail("subject_id", user.to_string());
+        }
+        tx.record(record).await?;
+        tx.commit().await?;
+        Ok(Response::new(hold_pb(hold)))
+    }
+
+    async fn release_legal_hold(
+        &self,
+        request: Request<pb::ReleaseLegalHoldRequest>,
+    ) -> Result<Response<pb::ReleaseLegalHoldResponse>, Status> {
+        let me = self.core.authed(&request).await?;
+        me.require(Permission::PrivacyHoldsWrite)?;
+        let req = request.into_inner();
+        let id = parse_id("id", &req.id)?;
+        let note = holds::check_note(&req.note)?;
+        let mut tx = self.core.db.begin(&me.tenant).await?;
+        hold_store::lock(&mut tx, id).await?;
+        let hold = hold_store::release(&mut tx, id, &me.principal.subject, &note).await?;
+        tx.record(me.audit("privacy.hold.release", &format!("legal_hold/{id}"), Outcome::Success)).await?;
+        tx.commit().await?;
+        // After the release committed: a deletion that saw the hold held its lock until it
+        // committed, so its deferred erasure is listed here.
+        let mut tx = self.core.db.begin(&me.tenant).await?;
+        let deferred = hold_store::deferred(&mut tx).await?;
+        let active = hold_store::active(&mut tx).await?;
+        tx.rollback().await?;
+        let users: Vec<uuid::Uuid> = deferred.iter().map(|(u, _)| *u).collect();
+        let freed = holds::freed(&users, &active);
+        let mut completed = 0;
+        for (user, since) in deferred.iter().filter(|(u, _)| freed.contains(u)) {
+            if self.complete_erasure(&me, *user, *since).await? {
+                completed += 1;
+            }
+        }
+        if completed > 0 {
+            self.core.profiles.forget(&me.tenant);
+            self.core.publish_revocations_soon(&me.tenant).await;
+        }
+        Ok(Response::new(pb::ReleaseLegalHoldResponse {
+            hold: Some(hold_pb(hold)),
+            erasures_completed: completed,
+            erasures_still_held: deferred.len() as i64 - completed,
+        }))
+    }
+
+    async fn list_legal_holds(
+        &self,
+        request: Request<pb::ListLegalHoldsRequest>,
+    ) -> Result<Response<pb::ListLegalHoldsResponse>, Status> {
+        let me = self.core.authed(&request).await?;
+        if me.require(Permission::PrivacyHoldsWrite).is_err() {
+            me.require(Permission::PrivacyRequestsRead)?;
+        }
+        let mut tx = self.core.db.begin(&me.tenant).await?;
+        let rows = hold_store::all(&mut tx).await?;
+        tx.commit().await?;
+        Ok(Response::new(pb::ListLegalHoldsResponse { holds: rows.into_iter().map(hold_pb).collect() }))
     }
 }

@@ -11,7 +11,7 @@ use crate::core::{Authed, Core, audit};
 use crate::domain::input::{normalize_email, parse_id};
 use crate::error::AuthError;
 use crate::personal::{Item, USER_DISPLAY_NAME, USER_EMAIL};
-use crate::store::users::{insert_user, load_user};
+use crate::store::users::{StoredUser, insert_user, load_user};
 use crate::store::{api_keys, groups, mfa, roles, sessions, users};
 use crate::{passwords, rbac};
 
@@ -28,22 +28,73 @@ fn check_display_name(name: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// The suspension reason of a user whose erasure waits for a legal hold.
+pub const RESTRICTED_REASON: &str = "erasure requested; restricted under a legal hold";
+
+/// Shreds `user`'s subject key in vault-svc: every copy of their sealed fields, anywhere, opens no
+/// more. Called before the erasing transaction commits, so that if vault-svc cannot, nothing is
+/// deleted.
+pub(crate) async fn shred_subject(core: &Core, me: &Authed, user: uuid::Uuid) -> Result<(), ApiError> {
+    use proto::vault::v1 as vault;
+    let mut client = vault::key_management_service_client::KeyManagementServiceClient::new(core.vault.clone());
+    let req = vault::ShredSubjectRequest { subject: user.to_string(), ..Default::default() };
+    let req = kit::client::with_context(
+        tonic::Request::new(req),
+        Some(me.tenant.slug.as_str()),
+        me.request_id.as_deref(),
+        None,
+    );
+    client.shred_subject(req).await.map_err(|s| {
+        tracing::error!(code = ?s.code(), message = %s.message(), "subject shredding failed");
+        AuthError::ShredFailed
+    })?;
+    Ok(())
+}
+
+/// Erases user `id` in `tx`: their profile and what identifies them (`users::erase`), their
+/// appeals' messages; ends their sessions and revokes their API keys. The caller shreds their
+/// subject key before committing. The one erase path of DeleteUser and of a released hold.
+pub(crate) async fn erase(tx: &mut TenantTx, id: uuid::Uuid) -> Result<(), ApiError> {
+    users::erase(tx, id).await?;
+    crate::store::appeals::erase_messages_of(tx, id).await?;
+    sessions::end_all_of(tx, id, None, "user_deleted").await?;
+    api_keys::revoke_all_of(tx, id).await?;
+    Ok(())
+}
+
 impl Users {
-    async fn shred_subject(&self, me: &Authed, user: uuid::Uuid) -> Result<(), ApiError> {
-        use proto::vault::v1 as vault;
-        let mut client = vault::key_management_service_client::KeyManagementServiceClient::new(self.core.vault.clone());
-        let req = vault::ShredSubjectRequest { subject: user.to_string(), ..Default::default() };
-        let req = kit::client::with_context(
-            tonic::Request::new(req),
-            Some(me.tenant.slug.as_str()),
-            me.request_id.as_deref(),
-            None,
-        );
-        client.shred_subject(req).await.map_err(|s| {
-            tracing::error!(code = ?s.code(), message = %s.message(), "subject shredding failed");
-            AuthError::ShredFailed
-        })?;
-        Ok(())
+    /// The users as the API shows them. A user restricted under a legal hold shows no email or
+    /// display name, unless the caller holds `privacy.restricted.read`: then they show, and the
+    /// request leaves one `privacy.restricted.reveal` record naming whom it revealed (no values).
+    async fn show(&self, me: &Authed, users: Vec<StoredUser>) -> Result<Vec<pb::User>, ApiError> {
+        let restricted: Vec<String> = users.iter().filter(|u| u.restricted).map(|u| u.id.to_string()).collect();
+        let mut shown = self.core.open_users(&me.tenant, users).await?;
+        if restricted.is_empty() {
+            return Ok(shown);
+        }
+        if me.principal.holds(Permission::PrivacyRestrictedRead) {
+            let resource = match restricted.as_slice() {
+                [one] => format!("user/{one}"),
+                _ => "users".to_owned(),
+            };
+            let mut tx = self.core.db.begin(&me.tenant).await?;
+            tx.record(
+                me.audit("privacy.restricted.reveal", &resource, Outcome::Success).detail("user_ids", restricted),
+            )
+            .await?;
+            tx.commit().await?;
+        } else {
+            for user in shown.iter_mut().filter(|u| restricted.contains(&u.id)) {
+                user.email.clear();
+                user.display_name.clear();
+            }
+        }
+        Ok(shown)
+    }
+
+    /// One user as [`Self::show`] shows it.
+    async fn show_one(&self, me: &Authed, user: StoredUser) -> Result<pb::User, ApiError> {
+        self.show(me, vec![user]).await?.pop().ok_or_else(|| ApiError::internal(&"a shown user went missing"))
     }
 
     /// Records `action` on user `id` in `tx`, reads the user back and commits.
@@ -51,7 +102,7 @@ impl Users {
         tx.record(me.audit(action, &format!("user/{id}"), Outcome::Success)).await?;
         let user = load_user(&mut tx, id).await?;
         tx.commit().await?;
-        self.core.open_user(&me.tenant, user).await
+        self.show_one(me, user).await
     }
 }
 
@@ -94,7 +145,7 @@ impl pb::user_service_server::UserService for Users {
         let mut tx = self.core.db.begin(&me.tenant).await?;
         let user = load_user(&mut tx, id).await?;
         tx.commit().await?;
-        Ok(Response::new(self.core.open_user(&me.tenant, user).await?))
+        Ok(Response::new(self.show_one(&me, user).await?))
     }
 
     async fn list_users(
@@ -112,7 +163,7 @@ impl pb::user_service_server::UserService for Users {
         tx.commit().await?;
         // Only the page shown is opened (the extra row tells whether there is a next page).
         let (rows, next_page_token) = super::page(rows, size, |u| u.id.to_string());
-        let users = self.core.open_users(&me.tenant, rows).await?;
+        let users = self.show(&me, rows).await?;
         Ok(Response::new(pb::ListUsersResponse { users, next_page_token }))
     }
 
@@ -167,7 +218,7 @@ impl pb::user_service_server::UserService for Users {
         tx.commit().await?;
         self.core.profiles.forget(&me.tenant);
         self.core.publish_revocations(&me.tenant).await?;
-        Ok(Response::new(self.core.open_user(&me.tenant, user).await?))
+        Ok(Response::new(self.show_one(&me, user).await?))
     }
 
     async fn reactivate_user(&self, request: Request<pb::ReactivateUserRequest>) -> Result<Response<pb::User>, Status> {
@@ -194,15 +245,34 @@ impl pb::user_service_server::UserService for Users {
         let mut tx = self.core.db.begin(&me.tenant).await?;
         roles::lock_owners(&mut tx).await?;
         rbac::check_not_superior(&mut tx, roles::ONE_USER, id, &me.principal.permissions).await?;
-        users::erase(&mut tx, id).await?;
-        crate::store::appeals::erase_messages_of(&mut tx, id).await?;
-        sessions::end_all_of(&mut tx, id, None, "user_deleted").await?;
-        api_keys::revoke_all_of(&mut tx, id).await?;
-        rbac::check_an_owner_remains(&mut tx).await?;
-        tx.record(me.audit("user.delete", &format!("user/{id}"), Outcome::Success)).await?;
-        // Shred before committing: if vault-svc cannot, nothing is deleted.
-        self.shred_subject(&me, id).await?;
-        tx.commit().await?;
+        users::lock(&mut tx, id).await?;
+        // Locked after the user, so a hold placed meanwhile is seen (docs/privacy.md, "Legal hold").
+        let holds = crate::store::legal_holds::covering(&mut tx, id).await?;
+        if !holds.is_empty() {
+            // Under a hold the erasure waits: the user is restricted and can act no more, their
+            // sealed fields stay, and the release of the last hold completes it.
+            users::restrict(&mut tx, id, RESTRICTED_REASON).await?;
+            let sessions = sessions::end_all_of(&mut tx, id, None, "user_deleted").await?;
+            mfa::void_challenges_of(&mut tx, id).await?;
+            let keys = api_keys::revoke_all_of(&mut tx, id).await?;
+            rbac::check_an_owner_remains(&mut tx).await?;
+            let holds: Vec<String> = holds.iter().map(uuid::Uuid::to_string).collect();
+            tx.record(
+                me.audit("user.delete_deferred", &format!("user/{id}"), Outcome::Success)
+                    .detail("legal_holds", holds)
+                    .detail("sessions_ended", sessions)
+                    .detail("api_keys_revoked", keys),
+            )
+            .await?;
+            tx.commit().await?;
+        } else {
+            erase(&mut tx, id).await?;
+            rbac::check_an_owner_remains(&mut tx).await?;
+            tx.record(me.audit("user.delete", &format!("user/{id}"), Outcome::Success)).await?;
+            // Shred before committing: if vault-svc cannot, nothing is deleted.
+            shred_subject(&self.core, &me, id).await?;
+            tx.commit().await?;
+        }
         self.core.profiles.forget(&me.tenant);
         self.core.publish_revocations_soon(&me.tenant).await;
         Ok(Response::new(pb::DeleteUserResponse {}))

@@ -2,6 +2,7 @@
 
 pub mod email;
 pub mod input;
+pub mod legal_holds;
 pub mod login;
 pub mod policy;
 pub mod privacy_requests;

@@ -1,25 +1,30 @@
 //! SQL of the purge of expired rows (`housekeeping.rs` decides what is purged when, from the
 //! tenant's retention policy): refresh tokens, the sessions that lost their last one, MFA
 //! challenges, retired signing keys, deleted users with what refers to them. Each statement
-//! removes at most a batch, inside the caller's `TenantTx`.
+//! removes at most a batch, inside the caller's `TenantTx`, and nothing of the `held` users (under
+//! a legal hold).
 
 use kit::{ApiError, TenantTx};
 
-/// Deletes up to `limit` refresh tokens that expired `days` ago; returns the session of each (a
-/// session once per token).
+/// Deletes up to `limit` refresh tokens that expired `days` ago, but none of a session of the
+/// `held` users; returns the session of each (a session once per token).
 pub async fn delete_expired_refresh_tokens(
     tx: &mut TenantTx,
     days: i32,
     limit: i64,
+    held: &[uuid::Uuid],
 ) -> Result<Vec<uuid::Uuid>, ApiError> {
     tx.scalars(
         sqlx::query_scalar(
             "DELETE FROM refresh_tokens WHERE ctid = ANY(ARRAY(
-             SELECT ctid FROM refresh_tokens WHERE expires_at < now() - make_interval(days => $1) LIMIT $2))
+             SELECT ctid FROM refresh_tokens t WHERE t.expires_at < now() - make_interval(days => $1)
+                AND NOT EXISTS (SELECT 1 FROM sessions s WHERE s.id = t.session_id AND s.user_id = ANY($3))
+              LIMIT $2))
          RETURNING session_id",
         )
         .bind(days)
         .bind(limit)
+        .bind(held)
         .persistent(false),
     )
     .await
@@ -40,15 +45,23 @@ pub async fn delete_ended_sessions(tx: &mut TenantTx, sessions: &[uuid::Uuid]) -
     .await
 }
 
-/// Deletes up to `limit` MFA challenges that expired `days` ago; returns how many.
-pub async fn delete_expired_mfa_challenges(tx: &mut TenantTx, days: i32, limit: i64) -> Result<u64, ApiError> {
+/// Deletes up to `limit` MFA challenges that expired `days` ago, but none of the `held` users;
+/// returns how many.
+pub async fn delete_expired_mfa_challenges(
+    tx: &mut TenantTx,
+    days: i32,
+    limit: i64,
+    held: &[uuid::Uuid],
+) -> Result<u64, ApiError> {
     tx.execute(
         sqlx::query(
             "DELETE FROM mfa_challenges WHERE ctid = ANY(ARRAY(
-             SELECT ctid FROM mfa_challenges WHERE expires_at < now() - make_interval(days => $1) LIMIT $2))",
+             SELECT ctid FROM mfa_challenges WHERE expires_at < now() - make_interval(days => $1)
+                AND user_id <> ALL($3) LIMIT $2))",
         )
         .bind(days)
         .bind(limit)
+        .bind(held)
         .persistent(false),
     )
     .await
@@ -56,15 +69,22 @@ pub async fn delete_expired_mfa_challenges(tx: &mut TenantTx, days: i32, limit: 
 
 /// Up to `limit` users deleted `days` ago, locked until the transaction ends: nothing can refer
 /// to them meanwhile (a foreign key check waits for the lock), and a replica purging at the same
-/// time skips them.
-pub async fn lock_erased_users(tx: &mut TenantTx, days: i32, limit: i64) -> Result<Vec<uuid::Uuid>, ApiError> {
+/// time skips them. None of the `held` users.
+pub async fn lock_erased_users(
+    tx: &mut TenantTx,
+    days: i32,
+    limit: i64,
+    held: &[uuid::Uuid],
+) -> Result<Vec<uuid::Uuid>, ApiError> {
     tx.scalars(
         sqlx::query_scalar(
             "SELECT id FROM users WHERE status = 'deleted' AND deleted_at < now() - make_interval(days => $1)
+                AND id <> ALL($3)
               ORDER BY deleted_at LIMIT $2 FOR UPDATE SKIP LOCKED",
         )
         .bind(days)
         .bind(limit)
+        .bind(held)
         .persistent(false),
     )
     .await
@@ -102,6 +122,35 @@ pub async fn delete_erased_users(tx: &mut TenantTx, users: &[uuid::Uuid]) -> Res
         )
         .await?;
     Ok((removed, references))
+}
+
+/// How many rows a legal hold keeps that the policy would have removed: expired refresh
+/// tokens, MFA challenges and deleted users of the `held` users, or of everyone when `tenant`.
+pub async fn count_held(
+    tx: &mut TenantTx,
+    policy: &crate::domain::retention::RetentionPolicy,
+    held: &[uuid::Uuid],
+    tenant: bool,
+) -> Result<u64, ApiError> {
+    let n: i64 = tx
+        .scalar(
+            sqlx::query_scalar(
+                "SELECT (SELECT count(*) FROM refresh_tokens t JOIN sessions s ON s.id = t.session_id
+                          WHERE t.expires_at < now() - make_interval(days => $1) AND ($4 OR s.user_id = ANY($3)))
+                      + (SELECT count(*) FROM mfa_challenges
+                          WHERE expires_at < now() - make_interval(days => $2) AND ($4 OR user_id = ANY($3)))
+                      + (SELECT count(*) FROM users WHERE status = 'deleted'
+                            AND deleted_at < now() - make_interval(days => $5) AND ($4 OR id = ANY($3)))",
+            )
+            .bind(policy.ended_sessions_days)
+            .bind(policy.mfa_challenges_days)
+            .bind(held)
+            .bind(tenant)
+            .bind(policy.erased_users_days)
+            .persistent(false),
+        )
+        .await?;
+    Ok(u64::try_from(n).unwrap_or_default())
 }
 
 /// Deletes the private halves of the signing keys retired a day ago; returns their kids.

@@ -9,6 +9,7 @@ pub mod control;
 pub mod email_index;
 pub mod groups;
 pub mod housekeeping;
+pub mod legal_holds;
 pub mod login;
 pub mod mfa;
 pub mod policy;

@@ -23,10 +23,11 @@ struct UserRow {
     created_at: chrono::DateTime<chrono::Utc>,
     last_login_at: Option<chrono::DateTime<chrono::Utc>>,
     mfa_enabled: bool,
+    restricted: bool,
 }
 
 const USER_COLUMNS: &str = "u.id, u.email_sealed, u.display_name_sealed, u.email, u.display_name, u.status,
-    u.suspension_reason, u.created_at, u.last_login_at,
+    u.suspension_reason, u.created_at, u.last_login_at, u.erasure_deferred_at IS NOT NULL AS restricted,
     EXISTS (SELECT 1 FROM mfa_totp m WHERE m.user_id = u.id AND m.confirmed_at IS NOT NULL) AS mfa_enabled";
 
 /// A user with its effective roles.
@@ -44,6 +45,9 @@ pub struct StoredUser {
     pub id: uuid::Uuid,
     pub email: Stored,
     pub display_name: Stored,
+    /// Its erasure waits for a legal hold to end: its personal fields show only through an
+    /// audited reveal.
+    pub restricted: bool,
     user: pb::User,
 }
 
@@ -69,6 +73,7 @@ impl From<WithRoles> for StoredUser {
             id: r.id,
             email: Stored::of(r.email_sealed, r.email),
             display_name: Stored::of(r.display_name_sealed, r.display_name),
+            restricted: r.restricted,
             user,
         }
     }
@@ -252,10 +257,36 @@ pub async fn suspend(tx: &mut TenantTx, id: uuid::Uuid, reason: &str) -> Result<
     update_one(tx, sql, id, Some(reason), AuthError::UserNotFound).await
 }
 
-/// Reactivates a suspended user; `NOT_SUSPENDED` otherwise.
+/// Reactivates a suspended user; `NOT_SUSPENDED` otherwise, `USER_RESTRICTED` when their
+/// erasure waits for a legal hold.
 pub async fn reactivate(tx: &mut TenantTx, id: uuid::Uuid) -> Result<(), ApiError> {
+    let restricted: Option<bool> = tx
+        .optional_scalar(sqlx::query_scalar("SELECT erasure_deferred_at IS NOT NULL FROM users WHERE id = $1").bind(id))
+        .await?;
+    if restricted == Some(true) {
+        return Err(AuthError::UserRestricted.into());
+    }
     let sql = "UPDATE users SET status = 'active', suspension_reason = NULL, updated_at = now() WHERE id = $1 AND status = 'suspended'";
     update_one(tx, sql, id, None, AuthError::NotSuspended).await
+}
+
+/// Locks user `id` (not deleted) until the transaction ends; `USER_NOT_FOUND` otherwise.
+pub async fn lock(tx: &mut TenantTx, id: uuid::Uuid) -> Result<(), ApiError> {
+    let found: Option<uuid::Uuid> = tx
+        .optional_scalar(
+            sqlx::query_scalar("SELECT id FROM users WHERE id = $1 AND status <> 'deleted' FOR UPDATE").bind(id),
+        )
+        .await?;
+    found.map(drop).ok_or_else(|| AuthError::UserNotFound.into())
+}
+
+/// Restricts a user whose erasure a legal hold defers: suspended with `reason` (no login), their
+/// sealed fields kept, and since when their erasure waits (the first time it was asked for).
+pub async fn restrict(tx: &mut TenantTx, id: uuid::Uuid, reason: &str) -> Result<(), ApiError> {
+    let sql = "UPDATE users SET status = 'suspended', suspension_reason = $2,
+                    erasure_deferred_at = coalesce(erasure_deferred_at, now()), updated_at = now()
+              WHERE id = $1 AND status <> 'deleted'";
+    update_one(tx, sql, id, Some(reason), AuthError::UserNotFound).await
 }
 
 /// Marks a user deleted and erases what identifies them: their profile and password, their email's
@@ -267,7 +298,7 @@ pub async fn reactivate(tx: &mut TenantTx, id: uuid::Uuid) -> Result<(), ApiErro
 pub async fn erase(tx: &mut TenantTx, id: uuid::Uuid) -> Result<(), ApiError> {
     let sql = "UPDATE users SET status = 'deleted', email = NULL, display_name = NULL, email_sealed = NULL,
                     display_name_sealed = NULL, password_hash = NULL, suspension_reason = NULL,
-                    last_login_at = NULL, deleted_at = now(), updated_at = now()
+                    last_login_at = NULL, erasure_deferred_at = NULL, deleted_at = now(), updated_at = now()
               WHERE id = $1 AND status <> 'deleted'";
     update_one(tx, sql, id, None, AuthError::UserNotFound).await?;
     for sql in [

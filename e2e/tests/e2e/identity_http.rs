@@ -122,6 +122,10 @@ fn valid_request(method: &Method, path: String) -> (String, Value) {
         ("POST", p) if p.starts_with("/v1/privacy/requests/") && p.ends_with("/update") => {
             (path, json!({ "status": "completed", "note": "done" }))
         }
+        ("POST", "/v1/privacy/holds") => (path, json!({ "scope": "tenant", "reason": "case 42" })),
+        ("POST", p) if p.starts_with("/v1/privacy/holds/") && p.ends_with("/release") => {
+            (path, json!({ "note": "matter closed" }))
+        }
         ("PUT", "/v1/vault/retention-classes/{name}") => {
             ("/v1/vault/retention-classes/messages".to_owned(), json!({ "retention_days": 730, "period": "month" }))
         }

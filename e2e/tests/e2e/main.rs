@@ -13,6 +13,7 @@ mod identity;
 mod identity_http;
 mod jwt;
 mod ledger;
+mod legal_holds;
 mod lifecycle;
 mod mtls;
 mod observability;

@@ -99,7 +99,16 @@ async fn a_user_files_their_own_request_and_an_officer_completes_a_contacts_eras
             .fetch_all(&admin)
             .await
             .expect("role");
-    assert_eq!(role, ["privacy.requests.read", "privacy.requests.write", "users.read"]);
+    assert_eq!(
+        role,
+        [
+            "privacy.requests.read",
+            "privacy.requests.write",
+            "users.read",
+            "privacy.holds.write",
+            "privacy.restricted.read"
+        ]
+    );
 
     // A user files an access request about themselves and lists it.
     let user = f.create_user("subject@alpha.example").await;

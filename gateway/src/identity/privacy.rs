@@ -312,3 +312,161 @@ pub async fn update(
     let msg = pb::UpdatePrivacyRequestRequest { id, status: body.status.pb(), note: body.note.unwrap_or_default() };
     Ok(Json(privacy(&state).update_request(call.request(msg)).await.map_err(upstream)?.into_inner().into()))
 }
+
+/// What a legal hold covers.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum HoldScope {
+    /// Everything of the tenant.
+    Tenant,
+    /// One user (`subject_id`).
+    Subject,
+}
+
+impl HoldScope {
+    fn of(raw: i32) -> Option<Self> {
+        match pb::LegalHoldScope::try_from(raw).ok()? {
+            pb::LegalHoldScope::Tenant => Some(Self::Tenant),
+            pb::LegalHoldScope::Subject => Some(Self::Subject),
+            pb::LegalHoldScope::Unspecified => None,
+        }
+    }
+
+    fn pb(self) -> i32 {
+        (match self {
+            Self::Tenant => pb::LegalHoldScope::Tenant,
+            Self::Subject => pb::LegalHoldScope::Subject,
+        }) as i32
+    }
+}
+
+/// A legal hold: while active, nothing it covers is deleted.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LegalHold {
+    id: String,
+    scope: Option<HoldScope>,
+    /// The held user, or null for a tenant hold.
+    subject_id: Option<String>,
+    reason: String,
+    /// Who placed it (a user id or an API key's subject).
+    placed_by: String,
+    #[schema(format = DateTime)]
+    placed_at: Option<String>,
+    /// Null while the hold is active.
+    #[schema(format = DateTime)]
+    released_at: Option<String>,
+    released_by: Option<String>,
+    release_note: Option<String>,
+}
+
+impl From<pb::LegalHold> for LegalHold {
+    fn from(h: pb::LegalHold) -> Self {
+        let some = |s: String| (!s.is_empty()).then_some(s);
+        Self {
+            id: h.id,
+            scope: HoldScope::of(h.scope),
+            subject_id: some(h.subject_id),
+            reason: h.reason,
+            placed_by: h.placed_by,
+            placed_at: rfc3339(&h.place_time),
+            released_at: rfc3339(&h.release_time),
+            released_by: some(h.released_by),
+            release_note: some(h.release_note),
+        }
+    }
+}
+
+/// A hold to place.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HoldBody {
+    scope: HoldScope,
+    /// The user to hold: required for a `subject` hold, absent for a `tenant` one.
+    #[serde(default)]
+    subject_id: Option<String>,
+    /// 1 to 1,000 characters (e.g. the matter it answers).
+    reason: String,
+}
+
+/// Places a legal hold on the tenant or on one user: deletions it covers wait until it is released
+/// (a user's deletion restricts them instead); requires privacy.holds.write
+#[utoipa::path(post, path = "/v1/privacy/holds", operation_id = "placeLegalHold", request_body = HoldBody,
+    responses(
+        (status = 200, description = "the hold", body = LegalHold),
+        (status = 409, description = "HOLD_EXISTS: the same scope and subject is held already", body = ErrorBody),
+        Refusals,
+    ))]
+pub async fn place_hold(
+    State(state): State<AppState>,
+    call: Call,
+    JsonBody(body): JsonBody<HoldBody>,
+) -> Result<Json<LegalHold>, HttpError> {
+    call.require(Permission::PrivacyHoldsWrite)?;
+    let msg = pb::PlaceLegalHoldRequest {
+        scope: body.scope.pb(),
+        subject_id: body.subject_id.unwrap_or_default(),
+        reason: body.reason,
+    };
+    Ok(Json(privacy(&state).place_legal_hold(call.request(msg)).await.map_err(upstream)?.into_inner().into()))
+}
+
+/// The legal holds.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HoldList {
+    /// Active ones first, then newest first.
+    holds: Vec<LegalHold>,
+}
+
+/// Every legal hold, active ones first; requires privacy.requests.read or privacy.holds.write
+#[utoipa::path(get, path = "/v1/privacy/holds", operation_id = "listLegalHolds",
+    responses((status = 200, description = "the holds", body = HoldList), Refusals))]
+pub async fn list_holds(State(state): State<AppState>, call: Call) -> Result<Json<HoldList>, HttpError> {
+    if call.require(Permission::PrivacyHoldsWrite).is_err() {
+        call.require(Permission::PrivacyRequestsRead)?;
+    }
+    let holds = privacy(&state).list_legal_holds(call.request(pb::ListLegalHoldsRequest {})).await.map_err(upstream)?;
+    Ok(Json(HoldList { holds: holds.into_inner().holds.into_iter().map(LegalHold::from).collect() }))
+}
+
+/// A release.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReleaseBody {
+    /// At most 1,000 characters.
+    #[serde(default)]
+    note: Option<String>,
+}
+
+/// What a release did.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Released {
+    hold: Option<LegalHold>,
+    /// Deferred erasures the release completed.
+    erasures_completed: i64,
+    /// Deferred erasures another active hold still holds back.
+    erasures_still_held: i64,
+}
+
+/// Releases a legal hold and completes every deferred erasure no other hold covers; requires
+/// privacy.holds.write
+#[utoipa::path(post, path = "/v1/privacy/holds/{id}/release", operation_id = "releaseLegalHold",
+    params(("id" = String, Path)), request_body = ReleaseBody, responses(
+        (status = 200, description = "the released hold and the erasures completed", body = Released),
+        (status = 412, description = "HOLD_RELEASED: released already", body = ErrorBody),
+        Refusals,
+    ))]
+pub async fn release_hold(
+    State(state): State<AppState>,
+    call: Call,
+    PathParams(id): PathParams<String>,
+    JsonBody(body): JsonBody<ReleaseBody>,
+) -> Result<Json<Released>, HttpError> {
+    call.require(Permission::PrivacyHoldsWrite)?;
+    let msg = pb::ReleaseLegalHoldRequest { id, note: body.note.unwrap_or_default() };
+    let r = privacy(&state).release_legal_hold(call.request(msg)).await.map_err(upstream)?.into_inner();
+    Ok(Json(Released {
+        hold: r.hold.map(LegalHold::from),
+        erasures_completed: r.erasures_completed,
+        erasures_still_held: r.erasures_still_held,
+    }))
+}
