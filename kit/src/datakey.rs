@@ -38,8 +38,32 @@ pub struct DataKey {
 /// The live keys of a tenant, oldest first.
 pub type LiveKeys = Arc<Vec<DataKey>>;
 
-/// Unwrapped keys by tenant id, with when they were unwrapped.
-type Cached = HashMap<Uuid, (LiveKeys, Instant)>;
+/// Unwrapped keys by tenant id, with when they were unwrapped, and how many invalidations were
+/// seen: a load that an invalidation overtook is used once but not kept.
+#[derive(Default)]
+struct Cached {
+    keys: HashMap<Uuid, (LiveKeys, Instant)>,
+    invalidations: u64,
+}
+
+impl Cached {
+    fn forget(&mut self, tenant: Option<Uuid>) {
+        match tenant {
+            Some(t) => drop(self.keys.remove(&t)),
+            None => self.keys.clear(),
+        }
+        self.invalidations += 1;
+    }
+
+    /// Keeps `live` for `tenant` unless an invalidation came after the load began (`seen`).
+    fn keep(&mut self, tenant: Uuid, live: &LiveKeys, seen: u64) -> bool {
+        let fresh = self.invalidations == seen;
+        if fresh {
+            self.keys.insert(tenant, (live.clone(), Instant::now()));
+        }
+        fresh
+    }
+}
 
 /// One purpose's data keys of every tenant, unwrapped by vault-svc on first use.
 #[derive(Clone)]
@@ -82,20 +106,23 @@ impl DataKeys {
     /// use). A vault-svc refusal keeps its code and reason (`KEY_DESTROYED` once the tenant is
     /// shredded).
     pub async fn live(&self, tenant: &Tenant) -> Result<LiveKeys, ApiError> {
-        let mut keys = self.keys.lock().await;
-        if let Some((k, _)) = keys.get(&tenant.id.0).filter(|(_, at)| at.elapsed() < KEY_TTL) {
-            return Ok(k.clone());
-        }
-        keys.remove(&tenant.id.0);
+        let seen = {
+            let cached = self.keys.lock().await;
+            if let Some((k, _)) = cached.keys.get(&tenant.id.0).filter(|(_, at)| at.elapsed() < KEY_TTL) {
+                return Ok(k.clone());
+            }
+            cached.invalidations
+        };
+        // Loaded without the lock: one tenant's round trips to vault-svc hold up no other tenant.
         let live = Arc::new(self.load_or_create(tenant).await?);
-        keys.insert(tenant.id.0, (live.clone(), Instant::now()));
+        self.keys.lock().await.keep(tenant.id.0, &live, seen);
         Ok(live)
     }
 
     /// Forgets the tenant's keys on this replica (after it changed them; other replicas hear of it
     /// through [`crate::tenancy::KEY_INVALIDATION_CHANNEL`]).
     pub async fn forget(&self, tenant: &Tenant) {
-        self.keys.lock().await.remove(&tenant.id.0);
+        self.keys.lock().await.forget(Some(tenant.id.0));
     }
 
     /// Unwraps `wrapped` (a key of this purpose) for `tenant`.
@@ -126,21 +153,17 @@ impl DataKeys {
                 let listen = async {
                     let mut listener = sqlx::postgres::PgListener::connect_with(&pool).await?;
                     listener.listen(crate::tenancy::KEY_INVALIDATION_CHANNEL).await?;
-                    keys.lock().await.clear();
+                    keys.lock().await.forget(None);
                     loop {
                         let n = listener.recv().await?;
-                        let mut keys = keys.lock().await;
-                        match Uuid::parse_str(n.payload()) {
-                            Ok(tenant) => keys.remove(&tenant).map(|_| ()).unwrap_or_default(),
-                            Err(_) => keys.clear(),
-                        }
+                        keys.lock().await.forget(Uuid::parse_str(n.payload()).ok());
                     }
                     #[allow(unreachable_code)]
                     Ok::<(), sqlx::Error>(())
                 };
                 if let Err(e) = listen.await {
                     tracing::warn!(error = %e, purpose, "key invalidation listener lost; dropping data keys and reconnecting");
-                    keys.lock().await.clear();
+                    keys.lock().await.forget(None);
                 }
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
@@ -176,5 +199,25 @@ impl DataKeys {
             live.push(self.unwrap_key(tenant, version, wrapped).await?);
         }
         Ok(live)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_load_overtaken_by_an_invalidation_is_not_kept() {
+        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        let live: LiveKeys = Arc::new(vec![DataKey { version: 1, bytes: Zeroizing::new(vec![7; 32]) }]);
+        let mut cached = Cached::default();
+        let seen = cached.invalidations;
+        cached.forget(Some(b));
+        assert!(!cached.keep(a, &live, seen), "a shred seen while loading: not kept");
+        assert!(cached.keys.is_empty());
+        let seen = cached.invalidations;
+        assert!(cached.keep(a, &live, seen));
+        cached.forget(None);
+        assert!(cached.keys.is_empty());
     }
 }
