@@ -3,6 +3,7 @@
 
 use kit::access::RequestContext;
 use kit::authz::Permission;
+use kit::outbox::{Actor, AuditRecord, Outcome};
 use kit::time::opt_from_pb;
 use kit::{ApiError, Db, Tenant, TenantTx};
 use proto::audit::v1 as pb;
@@ -25,6 +26,8 @@ pub struct AuditLog {
     pub db: Db,
     pub signer: Option<Signer>,
     pub wake: crate::stream::Wake,
+    /// Resolves a subject's own pseudonyms in an access export.
+    pub pseudonyms: crate::pseudonym::Pseudonymizer,
 }
 
 impl std::fmt::Debug for AuditLog {
@@ -80,6 +83,59 @@ fn filter(req: &pb::ListEntriesRequest) -> Result<EntryFilter, ApiError> {
     })
 }
 
+/// The checked values whose pseudonyms an `ExportSubjectEntries` call resolves (name, value).
+type SubjectValues = Vec<(String, String)>;
+
+/// Checks an `ExportSubjectEntries` call: its values to resolve and the data-subject request it
+/// answers.
+fn subject_of(req: &pb::ExportSubjectEntriesRequest) -> Result<(SubjectValues, Option<uuid::Uuid>), ApiError> {
+    if req.actors.is_empty() || req.actors.len() > 100 {
+        return Err(ApiError::invalid_field("actors", "1 to 100 actors"));
+    }
+    if req.resources.len() > 100 {
+        return Err(ApiError::invalid_field("resources", "at most 100 resources"));
+    }
+    for (field, names) in [("actors", &req.actors), ("resources", &req.resources)] {
+        if names.iter().any(|n| n.is_empty() || n.chars().count() > 200) {
+            return Err(ApiError::invalid_field(field, "each 1 to 200 characters"));
+        }
+    }
+    if req.personal_values.len() > 1000 {
+        return Err(ApiError::invalid_field("personal_values", "at most 1000 values"));
+    }
+    if req.personal_values.iter().any(|v| v.name.is_empty() || v.name.len() > 64 || v.value.len() > 1000) {
+        return Err(ApiError::invalid_field("personal_values", "names 1 to 64 bytes, values at most 1000 bytes"));
+    }
+    let values = req.personal_values.iter().map(|v| (v.name.clone(), v.value.clone())).collect();
+    let request = match req.privacy_request_id.as_str() {
+        "" => None,
+        raw => Some(
+            uuid::Uuid::parse_str(raw).map_err(|_| ApiError::invalid_field("privacy_request_id", "must be a UUID"))?,
+        ),
+    };
+    Ok((values, request))
+}
+
+/// The resolutions among `known` of the pseudonyms in `entries`' details.
+fn resolved_in(
+    entries: &[pb::Entry],
+    known: &std::collections::HashMap<String, (String, String)>,
+) -> Vec<pb::ResolvedPseudonym> {
+    let mut found = std::collections::BTreeMap::new();
+    for e in entries {
+        let Ok(serde_json::Value::Object(entry)) = serde_json::from_slice::<serde_json::Value>(&e.canonical) else {
+            continue;
+        };
+        let Some(serde_json::Value::Object(details)) = entry.get("details") else { continue };
+        for value in details.values() {
+            if let Some((name, plain)) = value.as_str().and_then(|p| known.get(p)) {
+                found.insert(value.as_str().unwrap_or_default().to_owned(), (name.clone(), plain.clone()));
+            }
+        }
+    }
+    found.into_iter().map(|(pseudonym, (name, value))| pb::ResolvedPseudonym { pseudonym, name, value }).collect()
+}
+
 fn proof_pb(proof: Vec<Hash>) -> Vec<Vec<u8>> {
     proof.iter().map(|h| h.to_vec()).collect()
 }
@@ -132,6 +188,49 @@ impl pb::audit_log_service_server::AuditLogService for AuditLog {
         let next_seq = if more { entries.last().map_or(0, |e| e.seq + 1) } else { 0 };
         let next_page_token = if more { next_seq.to_string() } else { String::new() };
         Ok(Response::new(pb::ListEntriesResponse { entries, next_seq, more, next_page_token }))
+    }
+
+    async fn export_subject_entries(
+        &self,
+        request: Request<pb::ExportSubjectEntriesRequest>,
+    ) -> Result<Response<pb::ExportSubjectEntriesResponse>, Status> {
+        let ctx = RequestContext::of(&request)?;
+        let tenant = self.db.authorize_tenant(&ctx.tenant_slug()?, ctx.principal.as_ref()).await?;
+        let actor = match &ctx.principal {
+            Some(p) => p.require(Permission::PrivacyRequestsWrite).map(|()| Actor::of(p))?,
+            None if ctx.caller.identity.name() == kit::Identity::OPERATOR => {
+                Actor::Service(ctx.caller.identity.name().to_owned())
+            }
+            None => return Err(ApiError::from(AuditError::TokenRequired).into()),
+        };
+        let req = request.into_inner();
+        let (values, privacy_request) = subject_of(&req)?;
+        let page = ApiError::page_size(req.page_size, 500, 1000)?;
+        let from = match req.page_token.as_str() {
+            "" => 0,
+            t => t.parse::<u64>().map_err(|_| ApiError::invalid_field("page_token", "not a page token"))?,
+        };
+        let mut tx = self.db.begin(&tenant).await?;
+        let (entries, more) = store::log::of_subject(&mut tx, from, &req.actors, &req.resources, page).await?;
+        if req.page_token.is_empty() {
+            let mut record =
+                AuditRecord::new(crate::SERVICE, actor, "audit.subject.export", "audit_log", Outcome::Success)
+                    .request_id(ctx.request_id.clone())
+                    .detail("actors", req.actors.len())
+                    .detail("resources", req.resources.len());
+            if let Some(id) = privacy_request {
+                record = record.detail("privacy_request_id", id.to_string());
+            }
+            tx.record(record).await?;
+        }
+        tx.commit().await?;
+        let known = self.pseudonyms.resolutions(&tenant, &values).await?;
+        let resolved = resolved_in(&entries, &known);
+        let next_page_token = match (more, entries.last()) {
+            (true, Some(last)) => (last.seq + 1).to_string(),
+            _ => String::new(),
+        };
+        Ok(Response::new(pb::ExportSubjectEntriesResponse { entries, resolved, next_page_token }))
     }
 
     type ExportEntriesStream = crate::stream::Items;

@@ -24,6 +24,8 @@ pub enum AuditError {
     TenantTerminated,
     /// FAILED_PRECONDITION `RETENTION_BELOW_FLOOR`: less than the deployment's floor of `floor` days.
     RetentionBelowFloor { floor: i32 },
+    /// FAILED_PRECONDITION `LEGAL_HOLD`: a tenant-wide legal hold defers pruning until it is released.
+    LegalHold,
 }
 
 impl From<AuditError> for ApiError {
@@ -50,6 +52,10 @@ impl From<AuditError> for ApiError {
             AuditError::RetentionBelowFloor { floor } => ApiError::failed_precondition(
                 "RETENTION_BELOW_FLOOR",
                 format!("retention_days must be at least the deployment's floor of {floor} days"),
+            ),
+            AuditError::LegalHold => ApiError::failed_precondition(
+                "LEGAL_HOLD",
+                "a legal hold on the tenant defers pruning until it is released",
             ),
         }
     }
@@ -101,6 +107,12 @@ mod tests {
                 ErrorCode::FailedPrecondition,
                 "RETENTION_BELOW_FLOOR",
                 "retention_days must be at least the deployment's floor of 365 days",
+            ),
+            (
+                AuditError::LegalHold,
+                ErrorCode::FailedPrecondition,
+                "LEGAL_HOLD",
+                "a legal hold on the tenant defers pruning until it is released",
             ),
         ];
         for (e, code, reason, message) in cases {

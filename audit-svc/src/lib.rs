@@ -85,11 +85,11 @@ pub async fn run(
         pseudonyms.spawn_invalidation_listener(ctx.db.control_pool().clone());
         let ingest = ingest::AuditIngest {
             db: ctx.db.clone(),
-            pseudonyms,
+            pseudonyms: pseudonyms.clone(),
             appender: ingest::Appender::new(ctx.db.clone(), nudge),
         };
         Ok(Api::new()
-            .service(AuditLogServiceServer::new(api::AuditLog { db: ctx.db.clone(), signer, wake }))
+            .service(AuditLogServiceServer::new(api::AuditLog { db: ctx.db.clone(), signer, wake, pseudonyms }))
             .allow("/strongroom.audit.v1.AuditLogService/*", &[kit::Identity::GATEWAY, kit::Identity::OPERATOR])
             .service(AuditIngestServiceServer::new(ingest))
             .allow("/strongroom.audit.v1.AuditIngestService/*", &[kit::Identity::GATEWAY, kit::Identity::OPERATOR])

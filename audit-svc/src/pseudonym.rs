@@ -76,6 +76,27 @@ impl Pseudonymizer {
             })
             .collect())
     }
+
+    /// The pseudonyms that `values` (name, value) make under every live key of the tenant, each
+    /// with the value it stands for: what resolves a subject's own pseudonyms for an access
+    /// export. Computed on request and never stored.
+    pub async fn resolutions(
+        &self,
+        tenant: &Tenant,
+        values: &[(String, String)],
+    ) -> Result<HashMap<String, (String, String)>, ApiError> {
+        if values.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let live = self.keys.live(tenant).await?;
+        let mut out = HashMap::with_capacity(values.len() * live.len());
+        for key in live.iter() {
+            for (name, value) in values {
+                out.insert(pseudonym(&key.bytes, key.version, name, value), (name.clone(), value.clone()));
+            }
+        }
+        Ok(out)
+    }
 }
 
 #[cfg(test)]

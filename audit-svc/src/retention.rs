@@ -7,6 +7,12 @@
 //! itself recorded in the log (`audit.log.prune`). Pruned entries are counted in
 //! `strongroom_retention_rows_removed_total{service="audit",data_type="audit_entries"}`, and each
 //! tenant's prune that completed in `strongroom_retention_last_run_timestamp_seconds`.
+//!
+//! A tenant under a tenant-wide legal hold (auth-svc's `legal_holds`, docs/privacy.md "Legal
+//! holds") is not pruned: `PruneLog` answers `FAILED_PRECONDITION` `LEGAL_HOLD` and writes nothing,
+//! the hourly job skips the tenant (logged, counted in
+//! `strongroom_events_total{event="retention_deferred_by_legal_hold"}`), and the first prune after
+//! the release removes what is beyond retention by then.
 
 use std::time::Duration;
 
@@ -34,13 +40,26 @@ pub async fn policy(db: &Db, tenant: &Tenant) -> Result<(u32, u64), ApiError> {
     Ok((days.unwrap_or(DEFAULT_DAYS), below))
 }
 
-/// Prunes what is beyond retention; returns `(pruned_below before, after)`.
+/// The event counted for each tenant's prune a legal hold deferred.
+pub const DEFERRED_EVENT: &str = "retention_deferred_by_legal_hold";
+
+/// Prunes what is beyond retention; returns `(pruned_below before, after)`. Refused with
+/// [`AuditError::LegalHold`] while the tenant is under a tenant-wide legal hold.
 pub async fn prune(db: &Db, tenant: &Tenant, actor: Actor, request_id: Option<String>) -> Result<(u64, u64), ApiError> {
     let metrics = kit::metrics::Metrics::global();
     let (_, first) = policy(db, tenant).await?;
     let mut below = first;
     loop {
         let mut tx = db.begin(tenant).await?;
+        // Checked in each batch's transaction: a hold committed before it is seen; one placed
+        // while it runs is ordered after it, and stops the batches that follow.
+        if store::retention::tenant_held(&mut tx).await? {
+            tx.rollback().await?;
+            if below == first {
+                return Err(AuditError::LegalHold.into());
+            }
+            return Ok((first, below));
+        }
         let after = store::retention::prune(&mut tx, PRUNE_BATCH).await?;
         if after <= below {
             tx.rollback().await?;
@@ -77,9 +96,16 @@ pub fn spawn(db: Db, shutdown: kit::server::Shutdown) {
                 if !matches!(provisioned.await, Ok(true)) {
                     continue;
                 }
-                if let Err(e) = prune(&db, &tenant, Actor::Service(crate::SERVICE.into()), None).await {
-                    kit::metrics::Metrics::global().event("audit_prune_failed");
-                    tracing::warn!(tenant = %tenant.slug, reason = %e.reason, "audit pruning failed");
+                match prune(&db, &tenant, Actor::Service(crate::SERVICE.into()), None).await {
+                    Ok(_) => {}
+                    Err(e) if e == ApiError::from(AuditError::LegalHold) => {
+                        kit::metrics::Metrics::global().event(DEFERRED_EVENT);
+                        tracing::info!(tenant = %tenant.slug, "audit log pruning deferred by a legal hold");
+                    }
+                    Err(e) => {
+                        kit::metrics::Metrics::global().event("audit_prune_failed");
+                        tracing::warn!(tenant = %tenant.slug, reason = %e.reason, "audit pruning failed");
+                    }
                 }
             }
         }

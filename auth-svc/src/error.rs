@@ -41,6 +41,11 @@ pub enum AuthError {
     PrivacyRequestFinal,
     /// FAILED_PRECONDITION `INVALID_TRANSITION`: a request moves only forward.
     PrivacyRequestBackwards,
+    /// FAILED_PRECONDITION `NOT_AN_ACCESS_REQUEST`: only an access request is exported.
+    NotAnAccessRequest,
+    /// FAILED_PRECONDITION `NOT_EXECUTABLE`: this kind of request (or of subject) is carried out by
+    /// people, then completed with a note.
+    NotExecutable(&'static str),
     /// ALREADY_EXISTS `HOLD_EXISTS`: the same scope and subject is held already.
     HoldExists,
     /// NOT_FOUND `HOLD_NOT_FOUND`.
@@ -161,6 +166,10 @@ impl From<AuthError> for ApiError {
                 "INVALID_TRANSITION",
                 "a request moves only forward: received, in_progress, then completed or rejected",
             ),
+            E::NotAnAccessRequest => {
+                ApiError::failed_precondition("NOT_AN_ACCESS_REQUEST", "only an access request is exported")
+            }
+            E::NotExecutable(what) => ApiError::failed_precondition("NOT_EXECUTABLE", what),
             E::HoldExists => ApiError::already_exists("HOLD_EXISTS", "an active hold of this scope and subject exists"),
             E::HoldNotFound => ApiError::not_found("HOLD_NOT_FOUND", "no such legal hold"),
             E::HoldReleased => ApiError::failed_precondition("HOLD_RELEASED", "the hold is released already"),
@@ -282,6 +291,8 @@ mod tests {
             (AuthError::PrivacyRequestNotFound, ErrorCode::NotFound, "PRIVACY_REQUEST_NOT_FOUND"),
             (AuthError::PrivacyRequestFinal, ErrorCode::FailedPrecondition, "REQUEST_FINAL"),
             (AuthError::PrivacyRequestBackwards, ErrorCode::FailedPrecondition, "INVALID_TRANSITION"),
+            (AuthError::NotAnAccessRequest, ErrorCode::FailedPrecondition, "NOT_AN_ACCESS_REQUEST"),
+            (AuthError::NotExecutable("x"), ErrorCode::FailedPrecondition, "NOT_EXECUTABLE"),
             (AuthError::HoldExists, ErrorCode::AlreadyExists, "HOLD_EXISTS"),
             (AuthError::HoldNotFound, ErrorCode::NotFound, "HOLD_NOT_FOUND"),
             (AuthError::HoldReleased, ErrorCode::FailedPrecondition, "HOLD_RELEASED"),

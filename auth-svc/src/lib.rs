@@ -49,6 +49,8 @@ pub const MIGRATIONS: MigrationSet = MigrationSet {
         kit::migration!("tenant", "0009_create_identity_retention_policy"),
         kit::migration!("tenant", "0010_create_data_subject_requests"),
         kit::migration!("tenant", "0011_create_legal_holds"),
+        kit::migration!("tenant", "0012_publish_tenant_legal_holds"),
+        kit::migration!("tenant", "0013_privacy_request_execution"),
     ],
 };
 

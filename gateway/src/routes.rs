@@ -53,6 +53,7 @@ fn api_parts() -> (OpenApiRouter<AppState>, OpenApiRouter<AppState>) {
         .routes(routes!(privacy::file, privacy::list))
         .routes(routes!(privacy::get))
         .routes(routes!(privacy::update))
+        .routes(routes!(privacy::execute))
         .routes(routes!(privacy::place_hold, privacy::list_holds))
         .routes(routes!(privacy::release_hold))
         .routes(routes!(directory::list_users, directory::create_user))

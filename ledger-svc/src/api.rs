@@ -41,14 +41,18 @@ fn scope(p: &Principal, all: Permission) -> Result<Scope, ApiError> {
     if p.reach(all)? == Reach::All {
         return Ok(Scope::All);
     }
-    // The subject is spliced into `SET LOCAL`: only a conservative alphabet is accepted.
-    let safe = !p.subject.is_empty()
-        && p.subject.len() <= 128
-        && p.subject.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:@|".contains(&b));
-    if !safe {
+    if !scopable(&p.subject) {
         return Err(LedgerError::SubjectNotScopable.into());
     }
     Ok(Scope::Own(p.subject.clone()))
+}
+
+/// Whether `owner` may narrow a transaction: it is spliced into `SET LOCAL`, so only a
+/// conservative alphabet is accepted.
+fn scopable(owner: &str) -> bool {
+    !owner.is_empty()
+        && owner.len() <= 128
+        && owner.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:@|".contains(&b))
 }
 
 /// A ledger's code: `[A-Z0-9_]{1,16}`, e.g. `USD`.
@@ -459,6 +463,57 @@ impl pb::ledger_service_server::LedgerService for Ledger {
                     balances: Some(balances(b)),
                 })
                 .collect(),
+            next_page_token,
+        }))
+    }
+
+    async fn export_owner(
+        &self,
+        request: Request<pb::ExportOwnerRequest>,
+    ) -> Result<Response<pb::ExportOwnerResponse>, Status> {
+        let ctx = RequestContext::of(&request)?;
+        let (tenant, p) = self.enter(&ctx).await?;
+        p.require(Permission::PrivacyRequestsWrite)?;
+        let req = request.into_inner();
+        if !scopable(&req.owner) {
+            return Err(ApiError::invalid_field("owner", "1 to 128 letters, digits and -_.:@|").into());
+        }
+        let privacy_request = parse_optional_id("privacy_request_id", &req.privacy_request_id)?;
+        if req.page_size > 1000 {
+            return Err(ApiError::invalid_field("page_size", "at most 1000").into());
+        }
+        let size = if req.page_size == 0 { 500 } else { req.page_size as i64 };
+        let first = req.page_token.is_empty();
+        let after = if first {
+            0
+        } else {
+            req.page_token
+                .parse::<i64>()
+                .map_err(|_| ApiError::invalid_field("page_token", "not a token of this list"))?
+        };
+        // Through the owner scope: row-level security shows only the owner's rows.
+        let mut tx = self.read_tx(&tenant, &Scope::Own(req.owner.clone())).await?;
+        let accounts = if first { store::owner_accounts(&mut tx, &req.owner).await? } else { Vec::new() };
+        let transfers = store::owner_transfers(&mut tx, &req.owner, after, size).await?;
+        if first {
+            let mut record =
+                AuditRecord::new(SERVICE, Actor::of(&p), "ledger.owner.export", "accounts", AuditOutcome::Success)
+                    .request_id(ctx.request_id.clone())
+                    .detail("accounts", accounts.len());
+            if !privacy_request.is_nil() {
+                record = record.detail("privacy_request_id", privacy_request.to_string());
+            }
+            tx.record(record).await?;
+        }
+        tx.commit().await?;
+        let next_page_token = if transfers.len() as i64 == size {
+            transfers.last().map(|t| t.ts.to_string()).unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok(Response::new(pb::ExportOwnerResponse {
+            accounts: accounts.iter().map(account_pb).collect(),
+            transfers: transfers.iter().map(transfer_pb).collect(),
             next_page_token,
         }))
     }

@@ -295,6 +295,37 @@ pub async fn account_transfers(
     rows.into_iter().map(|r| r.into_transfer().map(|(t, _)| t)).collect()
 }
 
+/// Every account `owner` owns, by id.
+pub async fn owner_accounts(tx: &mut TenantTx, owner: &str) -> Result<Vec<Account>, ApiError> {
+    let rows: Vec<AccountRow> = tx
+        .all(
+            sqlx::query_as(&format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE owner = $1 ORDER BY id")).bind(owner),
+        )
+        .await?;
+    rows.into_iter().map(Account::try_from).collect()
+}
+
+/// Up to `limit` transfers debiting or crediting an account of `owner`, after `after`, oldest first.
+pub async fn owner_transfers(
+    tx: &mut TenantTx,
+    owner: &str,
+    after: i64,
+    limit: i64,
+) -> Result<Vec<Transfer>, ApiError> {
+    let rows: Vec<TransferRow> = tx
+        .all(
+            sqlx::query_as(&format!(
+                "SELECT {TRANSFER_COLUMNS} FROM transfers \
+                  WHERE (debit_owner = $1 OR credit_owner = $1) AND ts > $2 ORDER BY ts LIMIT $3"
+            ))
+            .bind(owner)
+            .bind(after)
+            .bind(limit),
+        )
+        .await?;
+    rows.into_iter().map(|r| r.into_transfer().map(|(t, _)| t)).collect()
+}
+
 /// Balance changes of an account at or before `at`, newest first, starting before `before`.
 pub async fn balance_history(
     tx: &mut TenantTx,

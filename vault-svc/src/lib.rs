@@ -40,6 +40,7 @@ pub const MIGRATIONS: MigrationSet = MigrationSet {
         kit::migration!("tenant", "0004_index_by_tenant_key_version"),
         kit::migration!("tenant", "0005_index_secret_listing"),
         kit::migration!("tenant", "0006_create_retention_classes_and_period_keys"),
+        kit::migration!("tenant", "0007_index_secrets_by_subject"),
     ],
 };
 
@@ -94,6 +95,11 @@ pub async fn run(
             .allow("/strongroom.vault.v1.KeyManagementService/*", &[Identity::OPERATOR])
             // auth-svc shreds a deleted user's subject key.
             .allow("/strongroom.vault.v1.KeyManagementService/ShredSubject", &[Identity::OPERATOR, Identity::AUTH])
+            // The gateway only with a user's token holding `privacy.requests.write` (api/keys.rs).
+            .allow(
+                "/strongroom.vault.v1.KeyManagementService/DescribeSubject",
+                &[Identity::OPERATOR, Identity::GATEWAY],
+            )
             // The gateway only with a user's token holding `tenant.policy.write` (api/retention.rs).
             .service(RetentionServiceServer::new(retention_classes))
             .allow("/strongroom.vault.v1.RetentionService/*", &[Identity::OPERATOR, Identity::GATEWAY])

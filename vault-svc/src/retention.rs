@@ -10,6 +10,13 @@
 //! a parameter ([`run_once`]), so tests move the clock instead of waiting. Destroyed keys are
 //! counted in `strongroom_retention_rows_removed_total{service="vault",data_type="period_keys"}`,
 //! and a run over every tenant without failure in `strongroom_retention_last_run_timestamp_seconds`.
+//!
+//! A tenant under a tenant-wide legal hold (auth-svc's `legal_holds`, docs/privacy.md "Legal
+//! holds") loses no key: the run destroys nothing there, logs the deferral and counts it in
+//! `strongroom_events_total{event="retention_deferred_by_legal_hold"}`. It writes no audit record,
+//! as no run that destroyed nothing does (auth-svc audits the hold itself, and a record per run
+//! per replica while a hold lasts would say nothing more). The first run after the release
+//! destroys whatever is due by then.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -28,6 +35,9 @@ pub const DESTROY_ACTION: &str = "vault.period_keys.destroy";
 
 /// What the retention metrics call what this job removes.
 const PERIOD_KEYS: &str = "period_keys";
+
+/// The event counted for each tenant's run a legal hold deferred.
+pub const DEFERRED_EVENT: &str = "retention_deferred_by_legal_hold";
 
 /// Destroys, in every tenant, the period keys due at `now`; returns how many it destroyed. A
 /// tenant that fails is logged and left for the next run; the others are done, and the last
@@ -61,11 +71,25 @@ pub async fn run_once(db: &Db, now: DateTime<Utc>) -> Result<u64, ApiError> {
     }
 }
 
-/// Destroys `tenant`'s period keys due at `now`; returns how many per class.
+/// Destroys `tenant`'s period keys due at `now`; returns how many per class (none while the tenant
+/// is under a tenant-wide legal hold).
 pub async fn run_tenant(db: &Db, tenant: &Tenant, now: DateTime<Utc>) -> Result<BTreeMap<String, u64>, ApiError> {
     let mut tx = db.begin(tenant).await?;
     let mut destroyed = BTreeMap::new();
-    for (class, retention_days) in store::lock_all_classes(&mut tx).await? {
+    let classes = store::lock_all_classes(&mut tx).await?;
+    if classes.is_empty() {
+        tx.rollback().await?;
+        return Ok(destroyed);
+    }
+    // Read after the classes' locks, in the same transaction as the destruction: a hold committed
+    // before this point is seen; one placed while this transaction runs is ordered after it.
+    if store::tenant_held(&mut tx).await? {
+        tx.rollback().await?;
+        kit::metrics::Metrics::global().event(DEFERRED_EVENT);
+        tracing::info!(tenant = %tenant.slug, "period key destruction deferred by a legal hold");
+        return Ok(destroyed);
+    }
+    for (class, retention_days) in classes {
         let n = store::destroy_period_keys(&mut tx, &class, destroy_ended_by(now, retention_days as u32)).await?;
         if n > 0 {
             destroyed.insert(class, n);

@@ -401,6 +401,32 @@ pub async fn list(
     Ok((rows.into_iter().map(pb::Entry::from).collect(), more))
 }
 
+/// Up to `limit` entries from `from` on whose actor is one of `actors` or whose resource is one
+/// of `resources`, in order, and whether more follow.
+pub async fn of_subject(
+    tx: &mut TenantTx,
+    from: u64,
+    actors: &[String],
+    resources: &[String],
+    limit: i64,
+) -> Result<(Vec<pb::Entry>, bool), ApiError> {
+    let mut rows: Vec<Served> = tx
+        .all(
+            sqlx::query_as(
+                "SELECT seq, canonical, leaf_hash, chain_hash FROM audit_log
+                  WHERE seq >= $1 AND (actor = ANY($2) OR resource = ANY($3)) ORDER BY seq LIMIT $4",
+            )
+            .bind(bigint(from))
+            .bind(actors)
+            .bind(resources)
+            .bind(limit + 1),
+        )
+        .await?;
+    let more = rows.len() as i64 > limit;
+    rows.truncate(limit as usize);
+    Ok((rows.into_iter().map(pb::Entry::from).collect(), more))
+}
+
 /// Makes `tx` read one snapshot (`REPEATABLE READ`, read only) so that a verification sees the
 /// entries, prune marks and Merkle nodes of the same commits: read committed, a batch committed
 /// between two of its reads showed as nodes without their leaves, a mismatch that is not one.

@@ -1,5 +1,6 @@
-//! SQL of retention: the tenant's `retention_policy`, the deployment's floor under it, and
-//! `audit_prune` (tenant migration 0005), the only way past the log's append-only triggers.
+//! SQL of retention: the tenant's `retention_policy`, the deployment's floor under it,
+//! `audit_prune` (tenant migration 0005), the only way past the log's append-only triggers, and
+//! whether a legal hold defers it.
 
 use kit::{ApiError, TenantTx};
 
@@ -33,4 +34,14 @@ pub async fn prunable(tx: &mut TenantTx) -> Result<bool, ApiError> {
 pub async fn prune(tx: &mut TenantTx, limit: i64) -> Result<u64, ApiError> {
     let below: i64 = tx.scalar(sqlx::query_scalar("SELECT audit_prune($1)").bind(limit)).await?;
     Ok(below as u64)
+}
+
+/// Whether the tenant is under an active tenant-wide legal hold, which defers pruning.
+/// `legal_holds` is auth-svc's; audit-svc may read only these columns (auth tenant migration 0012,
+/// a published contract), and row-level security keeps it to this tenant.
+pub async fn tenant_held(tx: &mut TenantTx) -> Result<bool, ApiError> {
+    tx.scalar(sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM legal_holds WHERE scope = 'tenant' AND released_at IS NULL)",
+    ))
+    .await
 }

@@ -1,8 +1,10 @@
 //! `PrivacyService`: data-subject requests as tracked objects with a due date. A user files and
 //! lists their own; a privacy officer (`privacy.requests.read` / `.write`) files them for a user or
 //! an external subject, lists them overdue first and moves them on. Every step is kept with its
-//! note, sealed under the subject's key, and audited. Executing a request (the access bundle, the
-//! erasure) is not done here.
+//! note, sealed under the subject's key, and audited. Executing one: auth-svc's part of an access
+//! request's bundle (`ExportSubject`; the gateway assembles the bundle from every service's part),
+//! and erasure and restriction (`ExecuteRequest`), deferred by a legal hold and completed by its
+//! release.
 //!
 //! Legal holds too (`privacy.holds.write`): placing one, listing them, and releasing one, which
 //! completes every erasure the hold deferred and no other hold still covers, each through the
@@ -79,6 +81,42 @@ fn subject_of(row: &RequestRow) -> Result<Subject, ApiError> {
     Subject::stored(&row.subject_kind, &row.subject_id).ok_or_else(|| ApiError::internal(&"a request without subject"))
 }
 
+/// The suspension reason of a user whose processing is restricted at their request.
+pub const RESTRICTED_AT_REQUEST: &str = "processing restricted at the data subject's request";
+
+/// Most `privacy_request/<id>` resources an access export asks audit-svc for.
+const MAX_REQUEST_RESOURCES: usize = 99;
+
+/// The vault-svc subject keys that are `subject`'s: a user's own; an external subject's, named by
+/// its id (what the tenant's platform encrypts under) and the one sealing its requests' notes.
+fn vault_subjects(subject: &Subject) -> Vec<String> {
+    match subject {
+        Subject::User(user) => vec![user.to_string()],
+        Subject::External(id) => vec![id.clone(), subject.key().to_string()],
+    }
+}
+
+/// A request as an access bundle shows it.
+fn request_json(r: &pb::PrivacyRequest) -> serde_json::Value {
+    let kind = pb::PrivacyRequestType::try_from(r.request_type).unwrap_or_default().as_str_name();
+    let status = pb::PrivacyRequestStatus::try_from(r.status).unwrap_or_default().as_str_name();
+    let steps: Vec<serde_json::Value> = r
+        .steps
+        .iter()
+        .map(|s| {
+            serde_json::json!({
+                "actor": s.actor, "action": s.action,
+                "status": pb::PrivacyRequestStatus::try_from(s.status).unwrap_or_default().as_str_name(),
+                "note": s.note, "created_at": s.create_time.map(|t| t.seconds),
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "id": r.id, "type": kind, "status": status, "due_at": r.due_time.map(|t| t.seconds),
+        "execution": r.execution, "steps": steps, "created_at": r.create_time.map(|t| t.seconds),
+    })
+}
+
 fn hold_pb(h: HoldRow) -> pb::LegalHold {
     let scope = match h.scope() {
         Some(Scope::Tenant) => pb::LegalHoldScope::Tenant,
@@ -124,6 +162,75 @@ impl Privacy {
         super::users::shred_subject(&self.core, me, user).await?;
         tx.commit().await?;
         Ok(true)
+    }
+
+    /// Records in `tx` that executing request `id` did `execution`, leaving it in `status`, with
+    /// its audit record, and answers the request.
+    async fn executed(
+        &self,
+        me: &Authed,
+        mut tx: kit::TenantTx,
+        row: &RequestRow,
+        execution: &str,
+        status: RequestStatus,
+    ) -> Result<pb::PrivacyRequest, ApiError> {
+        let id = row.id;
+        store::add_step(&mut tx, uuid::Uuid::now_v7(), id, &me.principal.subject, "update", status, None).await?;
+        store::set_status(&mut tx, id, status).await?;
+        store::set_execution(&mut tx, id, execution).await?;
+        let record = me
+            .audit("privacy.request.execute", &format!("privacy_request/{id}"), Outcome::Success)
+            .detail("type", row.request_type.clone())
+            .detail("subject_kind", row.subject_kind.clone())
+            .detail("execution", execution);
+        tx.record(record).await?;
+        self.answer(tx, id).await
+    }
+
+    /// Shreds every vault-svc subject key of external subject `subject`: the one named by its id
+    /// (the tenant's platform's transit data) and the one sealing its requests' notes.
+    async fn shred_external(&self, me: &Authed, subject: &Subject) -> Result<(), ApiError> {
+        for name in vault_subjects(subject) {
+            super::users::shred_named(&self.core, me, &name).await?;
+        }
+        Ok(())
+    }
+
+    /// Completes the erasure requests a hold deferred that no active hold holds back any more: a
+    /// user's once their deferred erasure is done, an external subject's by shredding its keys.
+    /// Each in its own transaction; returns how many completed.
+    async fn complete_deferred_requests(&self, me: &Authed) -> Result<i64, ApiError> {
+        let mut tx = self.core.db.begin(&me.tenant).await?;
+        let rows = store::deferred(&mut tx).await?;
+        tx.rollback().await?;
+        let mut completed = 0;
+        for candidate in rows {
+            let mut tx = self.core.db.begin(&me.tenant).await?;
+            let row = store::get(&mut tx, candidate.id, true).await?;
+            if row.execution.as_deref() != Some("deferred")
+                || RequestStatus::parse(&row.status).is_none_or(|s| s.is_final())
+            {
+                tx.rollback().await?;
+                continue;
+            }
+            let subject = subject_of(&row)?;
+            let free = match &subject {
+                // Erased by the release (the row stays, marked deleted).
+                Subject::User(user) => crate::store::users::is_deleted(&mut tx, *user).await?,
+                Subject::External(_) => !hold_store::active(&mut tx).await?.contains(&Scope::Tenant),
+            };
+            if !free {
+                tx.rollback().await?;
+                continue;
+            }
+            if let Subject::External(_) = subject {
+                // Before the request records it: if vault-svc cannot, the request stays deferred.
+                self.shred_external(me, &subject).await?;
+            }
+            self.executed(me, tx, &row, "erased", RequestStatus::Completed).await?;
+            completed += 1;
+        }
+        Ok(completed)
     }
 
     /// Seals `note` as the note of step `step` of a request about `subject` (nothing when empty).
@@ -186,6 +293,8 @@ impl Privacy {
                     steps: by_request.remove(&r.id).unwrap_or_default(),
                     create_time: Some(to_pb(r.created_at)),
                     update_time: Some(to_pb(r.updated_at)),
+                    execution: r.execution.unwrap_or_default(),
+                    execute_time: r.executed_at.map(to_pb),
                 }
             })
             .collect())
@@ -358,6 +467,169 @@ impl pb::privacy_service_server::PrivacyService for Privacy {
         Ok(Response::new(self.answer(tx, id).await?))
     }
 
+    async fn export_subject(
+        &self,
+        request: Request<pb::ExportSubjectRequest>,
+    ) -> Result<Response<pb::SubjectExport>, Status> {
+        let me = self.core.authed(&request).await?;
+        me.require(Permission::PrivacyRequestsWrite)?;
+        let id = parse_id("request_id", &request.get_ref().request_id)?;
+        let mut tx = self.core.db.begin(&me.tenant).await?;
+        let row = store::get(&mut tx, id, true).await?;
+        if RequestStatus::parse(&row.status).is_none_or(|s| s.is_final()) {
+            return Err(AuthError::PrivacyRequestFinal.into());
+        }
+        if RequestType::parse(&row.request_type) != Some(RequestType::Access) {
+            return Err(AuthError::NotAnAccessRequest.into());
+        }
+        let subject = subject_of(&row)?;
+        let user = match subject {
+            Subject::User(user) => Some(super::users::UserExport::read(&mut tx, user).await?),
+            Subject::External(_) => None,
+        };
+        let requests = store::of_subject(&mut tx, subject.kind(), &subject.id()).await?;
+        let ids: Vec<uuid::Uuid> = requests.iter().map(|r| r.id).collect();
+        let steps = store::steps_of(&mut tx, &ids).await?;
+        if row.status == RequestStatus::Received.as_str() {
+            let step = uuid::Uuid::now_v7();
+            store::add_step(&mut tx, step, id, &me.principal.subject, "update", RequestStatus::InProgress, None)
+                .await?;
+            store::set_status(&mut tx, id, RequestStatus::InProgress).await?;
+        }
+        store::set_execution(&mut tx, id, "exported").await?;
+        let record = me
+            .audit("privacy.request.export", &format!("privacy_request/{id}"), Outcome::Success)
+            .detail("subject_kind", subject.kind());
+        tx.record(record).await?;
+        tx.commit().await?;
+
+        let requests = self.open(&me.tenant, requests, steps).await?;
+        let mut export = serde_json::json!({
+            "format": "strongroom.subject-export.auth.v1",
+            "subject": { "kind": subject.kind(), "id": subject.id() },
+            "privacy_requests": requests.iter().map(request_json).collect::<Vec<_>>(),
+        });
+        let (mut audit_actors, mut audit_resources, mut personal_values) = (Vec::new(), Vec::new(), Vec::new());
+        match (&subject, user) {
+            (Subject::User(u), Some(user)) => {
+                let opened = user.open(&self.core, &me.tenant).await?;
+                if let (serde_json::Value::Object(out), serde_json::Value::Object(doc)) = (&mut export, opened.document)
+                {
+                    out.extend(doc);
+                }
+                audit_actors.push(format!("user:{u}"));
+                audit_actors.extend(opened.api_key_ids.iter().map(|k| format!("api_key:{k}")));
+                audit_resources.push(format!("user/{u}"));
+                personal_values = opened.personal_values;
+            }
+            _ => {
+                audit_actors.push(subject.id());
+                audit_resources.push(subject.id());
+            }
+        }
+        // Every request about the subject is part of what was done with their data.
+        audit_resources.extend(ids.iter().take(MAX_REQUEST_RESOURCES).map(|r| format!("privacy_request/{r}")));
+        audit_actors.truncate(100);
+        Ok(Response::new(pb::SubjectExport {
+            json: export.to_string(),
+            subject: subject.id(),
+            vault_subjects: vault_subjects(&subject),
+            audit_actors,
+            audit_resources,
+            personal_values: personal_values
+                .into_iter()
+                .map(|(name, value)| pb::PersonalValue { name, value })
+                .collect(),
+        }))
+    }
+
+    async fn execute_request(
+        &self,
+        request: Request<pb::ExecuteRequestRequest>,
+    ) -> Result<Response<pb::PrivacyRequest>, Status> {
+        let me = self.core.authed(&request).await?;
+        me.require(Permission::PrivacyRequestsWrite)?;
+        let id = parse_id("id", &request.get_ref().id)?;
+        let mut tx = self.core.db.begin(&me.tenant).await?;
+        // Locked while executing: two officers executing one request do it once.
+        let row = store::get(&mut tx, id, true).await?;
+        if RequestStatus::parse(&row.status).is_none_or(|s| s.is_final()) {
+            return Err(AuthError::PrivacyRequestFinal.into());
+        }
+        let kind =
+            RequestType::parse(&row.request_type).ok_or_else(|| ApiError::internal(&"a request without type"))?;
+        let subject = subject_of(&row)?;
+        let done = match (kind, &subject) {
+            (RequestType::Access, _) => {
+                return Err(AuthError::NotExecutable(
+                    "an access request is executed by assembling its bundle (POST /v1/privacy/requests/{id}/execute)",
+                )
+                .into());
+            }
+            (RequestType::Rectification, _) => {
+                return Err(AuthError::NotExecutable(
+                    "a rectification is made by the user or an administrator, then the request is completed with a note",
+                )
+                .into());
+            }
+            (RequestType::Restriction, Subject::External(_)) => {
+                return Err(AuthError::NotExecutable(
+                    "an external subject's processing is restricted by the tenant's platform; complete the request with a note",
+                )
+                .into());
+            }
+            (RequestType::Erasure, Subject::User(user)) => {
+                if me.user_id().ok() == Some(*user) {
+                    return Err(AuthError::CannotDeleteSelf.into());
+                }
+                if crate::store::users::is_deleted(&mut tx, *user).await? {
+                    // Erased already (by DeleteUser, or an execution that stopped before recording it).
+                    ("erased", RequestStatus::Completed)
+                } else {
+                    match super::users::delete(&self.core, &me, *user).await? {
+                        super::users::Deletion::Erased => ("erased", RequestStatus::Completed),
+                        super::users::Deletion::Deferred => ("deferred", RequestStatus::InProgress),
+                    }
+                }
+            }
+            (RequestType::Erasure, Subject::External(_)) => {
+                if hold_store::active(&mut tx).await?.contains(&Scope::Tenant) {
+                    ("deferred", RequestStatus::InProgress)
+                } else {
+                    // Before the request records it: if vault-svc cannot, nothing is recorded.
+                    self.shred_external(&me, &subject).await?;
+                    ("erased", RequestStatus::Completed)
+                }
+            }
+            (RequestType::Restriction, Subject::User(user)) => {
+                crate::store::users::lock(&mut tx, *user).await?;
+                crate::rbac::check_not_superior(
+                    &mut tx,
+                    crate::store::roles::ONE_USER,
+                    *user,
+                    &me.principal.permissions,
+                )
+                .await?;
+                crate::store::users::restrict_processing(&mut tx, *user, RESTRICTED_AT_REQUEST).await?;
+                let sessions = crate::store::sessions::end_all_of(&mut tx, *user, None, "user_restricted").await?;
+                crate::store::mfa::void_challenges_of(&mut tx, *user).await?;
+                crate::rbac::check_an_owner_remains(&mut tx).await?;
+                tx.record(
+                    me.audit("user.restrict", &format!("user/{user}"), Outcome::Success)
+                        .detail("sessions_ended", sessions),
+                )
+                .await?;
+                ("restricted", RequestStatus::Completed)
+            }
+        };
+        let answer = self.executed(&me, tx, &row, done.0, done.1).await?;
+        if matches!(kind, RequestType::Restriction) {
+            self.core.profiles.forget(&me.tenant);
+            self.core.publish_revocations_soon(&me.tenant).await;
+        }
+        Ok(Response::new(answer))
+    }
+
     async fn place_legal_hold(
         &self,
         request: Request<pb::PlaceLegalHoldRequest>,
@@ -429,6 +701,8 @@ impl pb::privacy_service_server::PrivacyService for Privacy {
             self.core.profiles.forget(&me.tenant);
             self.core.publish_revocations_soon(&me.tenant).await;
         }
+        // The erasure requests waiting for those erasures (or for the tenant hold) complete too.
+        self.complete_deferred_requests(&me).await?;
         Ok(Response::new(pb::ReleaseLegalHoldResponse {
             hold: Some(hold_pb(hold)),
             erasures_completed: completed,

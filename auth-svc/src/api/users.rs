@@ -35,9 +35,14 @@ pub const RESTRICTED_REASON: &str = "erasure requested; restricted under a legal
 /// more. Called before the erasing transaction commits, so that if vault-svc cannot, nothing is
 /// deleted.
 pub(crate) async fn shred_subject(core: &Core, me: &Authed, user: uuid::Uuid) -> Result<(), ApiError> {
+    shred_named(core, me, &user.to_string()).await
+}
+
+/// Shreds the vault-svc subject key named `subject` (a user's id, or an external subject's).
+pub(crate) async fn shred_named(core: &Core, me: &Authed, subject: &str) -> Result<(), ApiError> {
     use proto::vault::v1 as vault;
     let mut client = vault::key_management_service_client::KeyManagementServiceClient::new(core.vault.clone());
-    let req = vault::ShredSubjectRequest { subject: user.to_string(), ..Default::default() };
+    let req = vault::ShredSubjectRequest { subject: subject.to_owned(), ..Default::default() };
     let req = kit::client::with_context(
         tonic::Request::new(req),
         Some(me.tenant.slug.as_str()),
@@ -60,6 +65,58 @@ pub(crate) async fn erase(tx: &mut TenantTx, id: uuid::Uuid) -> Result<(), ApiEr
     sessions::end_all_of(tx, id, None, "user_deleted").await?;
     api_keys::revoke_all_of(tx, id).await?;
     Ok(())
+}
+
+/// What [`delete`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Deletion {
+    /// The user is erased and their subject key shredded.
+    Erased,
+    /// A legal hold covers the user: they are restricted until the last hold is released, which
+    /// completes the erasure.
+    Deferred,
+}
+
+/// Deletes user `id` on `me`'s behalf, who may not delete a user holding permissions it lacks
+/// nor leave the tenant without an owner: erased at once, or restricted while a legal hold
+/// covers them. The one deletion path of DeleteUser and of an executed erasure request.
+pub(crate) async fn delete(core: &Core, me: &Authed, id: uuid::Uuid) -> Result<Deletion, ApiError> {
+    let mut tx = core.db.begin(&me.tenant).await?;
+    roles::lock_owners(&mut tx).await?;
+    rbac::check_not_superior(&mut tx, roles::ONE_USER, id, &me.principal.permissions).await?;
+    users::lock(&mut tx, id).await?;
+    // Locked after the user, so a hold placed meanwhile is seen (docs/privacy.md, "Legal hold").
+    let holds = crate::store::legal_holds::covering(&mut tx, id).await?;
+    let done = if !holds.is_empty() {
+        // Under a hold the erasure waits: the user is restricted and can act no more, their
+        // sealed fields stay, and the release of the last hold completes it.
+        users::restrict(&mut tx, id, RESTRICTED_REASON).await?;
+        let sessions = sessions::end_all_of(&mut tx, id, None, "user_deleted").await?;
+        mfa::void_challenges_of(&mut tx, id).await?;
+        let keys = api_keys::revoke_all_of(&mut tx, id).await?;
+        rbac::check_an_owner_remains(&mut tx).await?;
+        let holds: Vec<String> = holds.iter().map(uuid::Uuid::to_string).collect();
+        tx.record(
+            me.audit("user.delete_deferred", &format!("user/{id}"), Outcome::Success)
+                .detail("legal_holds", holds)
+                .detail("sessions_ended", sessions)
+                .detail("api_keys_revoked", keys),
+        )
+        .await?;
+        tx.commit().await?;
+        Deletion::Deferred
+    } else {
+        erase(&mut tx, id).await?;
+        rbac::check_an_owner_remains(&mut tx).await?;
+        tx.record(me.audit("user.delete", &format!("user/{id}"), Outcome::Success)).await?;
+        // Shred before committing: if vault-svc cannot, nothing is deleted.
+        shred_subject(core, me, id).await?;
+        tx.commit().await?;
+        Deletion::Erased
+    };
+    core.profiles.forget(&me.tenant);
+    core.publish_revocations_soon(&me.tenant).await;
+    Ok(done)
 }
 
 impl Users {
@@ -242,39 +299,7 @@ impl pb::user_service_server::UserService for Users {
         if me.user_id().ok() == Some(id) {
             return Err(AuthError::CannotDeleteSelf.into());
         }
-        let mut tx = self.core.db.begin(&me.tenant).await?;
-        roles::lock_owners(&mut tx).await?;
-        rbac::check_not_superior(&mut tx, roles::ONE_USER, id, &me.principal.permissions).await?;
-        users::lock(&mut tx, id).await?;
-        // Locked after the user, so a hold placed meanwhile is seen (docs/privacy.md, "Legal hold").
-        let holds = crate::store::legal_holds::covering(&mut tx, id).await?;
-        if !holds.is_empty() {
-            // Under a hold the erasure waits: the user is restricted and can act no more, their
-            // sealed fields stay, and the release of the last hold completes it.
-            users::restrict(&mut tx, id, RESTRICTED_REASON).await?;
-            let sessions = sessions::end_all_of(&mut tx, id, None, "user_deleted").await?;
-            mfa::void_challenges_of(&mut tx, id).await?;
-            let keys = api_keys::revoke_all_of(&mut tx, id).await?;
-            rbac::check_an_owner_remains(&mut tx).await?;
-            let holds: Vec<String> = holds.iter().map(uuid::Uuid::to_string).collect();
-            tx.record(
-                me.audit("user.delete_deferred", &format!("user/{id}"), Outcome::Success)
-                    .detail("legal_holds", holds)
-                    .detail("sessions_ended", sessions)
-                    .detail("api_keys_revoked", keys),
-            )
-            .await?;
-            tx.commit().await?;
-        } else {
-            erase(&mut tx, id).await?;
-            rbac::check_an_owner_remains(&mut tx).await?;
-            tx.record(me.audit("user.delete", &format!("user/{id}"), Outcome::Success)).await?;
-            // Shred before committing: if vault-svc cannot, nothing is deleted.
-            shred_subject(&self.core, &me, id).await?;
-            tx.commit().await?;
-        }
-        self.core.profiles.forget(&me.tenant);
-        self.core.publish_revocations_soon(&me.tenant).await;
+        delete(&self.core, &me, id).await?;
         Ok(Response::new(pb::DeleteUserResponse {}))
     }
 
@@ -305,48 +330,15 @@ impl pb::user_service_server::UserService for Users {
         let me = self.core.authed(&request).await?;
         let id = me.user_id()?;
         let mut tx = self.core.db.begin(&me.tenant).await?;
-        let user = load_user(&mut tx, id).await?;
-        let groups = groups::names_of(&mut tx, id).await?;
-        let sessions = sessions::export_of(&mut tx, id).await?;
-        let keys = api_keys::export_of(&mut tx, id).await?;
-        let (roles, permissions) = roles::effective(&mut tx, id).await?;
-        let appeals = crate::store::appeals::all_of(&mut tx, id).await?;
-        let ids: Vec<uuid::Uuid> = appeals.iter().map(|a| a.id).collect();
-        let messages = crate::store::appeals::messages_of(&mut tx, &ids).await?;
+        let raw = UserExport::read(&mut tx, id).await?;
         tx.record(me.audit("user.export", &format!("user/{id}"), Outcome::Success)).await?;
         tx.commit().await?;
-        // The user's fields and every session's, opened in one call.
-        let items = user.personal().into_iter().chain(sessions.iter().flat_map(|s| s.personal())).collect();
-        let mut opened = self.core.personal.open(&me.tenant, items).await?.into_iter();
-        let mut next = || opened.next().unwrap_or_default();
-        let user = user.into_pb(next(), next());
-        let sessions: Vec<serde_json::Value> = sessions
-            .into_iter()
-            .map(|s| {
-                serde_json::json!({
-                    "id": s.id, "ip": next(), "user_agent": next(), "amr": s.amr, "created_at": s.created_at,
-                    "last_seen_at": s.last_seen_at, "revoked_at": s.revoked_at, "revoke_reason": s.revoke_reason,
-                })
-            })
-            .collect();
-        let doc = serde_json::json!({
-            "format": "strongroom.user-export.v1",
-            "exported_at": chrono::Utc::now().to_rfc3339(),
-            "tenant": me.tenant.slug.as_str(),
-            "user": {
-                "id": user.id, "email": user.email, "display_name": user.display_name,
-                "status": match user.status { 1 => "active", 2 => "suspended", _ => "deleted" },
-                "mfa_enabled": user.mfa_enabled,
-                "created_at": user.create_time.map(|t| t.seconds),
-                "last_login_at": user.last_login_time.map(|t| t.seconds),
-            },
-            "roles": roles,
-            "permissions": permissions,
-            "groups": groups,
-            "sessions": sessions,
-            "api_keys": keys,
-            "appeals": appeals_json(super::appeals::open_appeals(&self.core, &me.tenant, appeals, messages).await?),
-        });
+        let mut doc = raw.open(&self.core, &me.tenant).await?.document;
+        if let serde_json::Value::Object(fields) = &mut doc {
+            fields.insert("format".into(), "strongroom.user-export.v1".into());
+            fields.insert("exported_at".into(), chrono::Utc::now().to_rfc3339().into());
+            fields.insert("tenant".into(), me.tenant.slug.as_str().into());
+        }
         Ok(Response::new(pb::ExportMeResponse { json: doc.to_string() }))
     }
 
@@ -409,6 +401,89 @@ impl pb::user_service_server::UserService for Users {
         tx.commit().await?;
         self.core.publish_revocations_soon(&me.tenant).await;
         Ok(Response::new(pb::ChangePasswordResponse {}))
+    }
+}
+
+/// What auth-svc holds about a user, as read (personal fields still sealed): the user's own
+/// export (`ExportMe`) and auth-svc's part of an access request's bundle.
+pub(crate) struct UserExport {
+    user: StoredUser,
+    groups: Vec<String>,
+    sessions: Vec<sessions::SessionRow>,
+    keys: Vec<serde_json::Value>,
+    roles: Vec<String>,
+    permissions: Vec<String>,
+    appeals: Vec<crate::store::appeals::AppealRow>,
+    messages: Vec<crate::store::appeals::MessageRow>,
+}
+
+/// A [`UserExport`] opened.
+pub(crate) struct OpenedExport {
+    /// `user`, `roles`, `permissions`, `groups`, `sessions`, `api_keys`, `appeals`.
+    pub document: serde_json::Value,
+    /// The user's own values that audit-svc keeps as pseudonyms: each session's `client_ip` and
+    /// `user_agent`.
+    pub personal_values: Vec<(String, String)>,
+    /// The ids of the user's API keys (audit actors `api_key:<id>`).
+    pub api_key_ids: Vec<String>,
+}
+
+impl UserExport {
+    /// Reads user `id`'s data in `tx`.
+    pub(crate) async fn read(tx: &mut TenantTx, id: uuid::Uuid) -> Result<Self, ApiError> {
+        let user = load_user(tx, id).await?;
+        let groups = groups::names_of(tx, id).await?;
+        let sessions = sessions::export_of(tx, id).await?;
+        let keys = api_keys::export_of(tx, id).await?;
+        let (roles, permissions) = roles::effective(tx, id).await?;
+        let appeals = crate::store::appeals::all_of(tx, id).await?;
+        let ids: Vec<uuid::Uuid> = appeals.iter().map(|a| a.id).collect();
+        let messages = crate::store::appeals::messages_of(tx, &ids).await?;
+        Ok(Self { user, groups, sessions, keys, roles, permissions, appeals, messages })
+    }
+
+    /// Opens the sealed fields (the user's, every session's and every appeal message's).
+    pub(crate) async fn open(self, core: &Core, tenant: &kit::Tenant) -> Result<OpenedExport, ApiError> {
+        let Self { user, groups, sessions, keys, roles, permissions, appeals, messages } = self;
+        let items = user.personal().into_iter().chain(sessions.iter().flat_map(|s| s.personal())).collect();
+        let mut opened = core.personal.open(tenant, items).await?.into_iter();
+        let mut next = || opened.next().unwrap_or_default();
+        let user = user.into_pb(next(), next());
+        let mut personal_values: Vec<(String, String)> = Vec::new();
+        let sessions: Vec<serde_json::Value> = sessions
+            .into_iter()
+            .map(|s| {
+                let (ip, user_agent) = (next(), next());
+                for (name, value) in [("client_ip", &ip), ("user_agent", &user_agent)] {
+                    if !value.is_empty() && !personal_values.iter().any(|(n, v)| n == name && v == value) {
+                        personal_values.push((name.to_owned(), value.clone()));
+                    }
+                }
+                serde_json::json!({
+                    "id": s.id, "ip": ip, "user_agent": user_agent, "amr": s.amr, "created_at": s.created_at,
+                    "last_seen_at": s.last_seen_at, "revoked_at": s.revoked_at, "revoke_reason": s.revoke_reason,
+                })
+            })
+            .collect();
+        let api_key_ids =
+            keys.iter().filter_map(|k| k.get("id").and_then(serde_json::Value::as_str).map(str::to_owned)).collect();
+        let appeals = appeals_json(super::appeals::open_appeals(core, tenant, appeals, messages).await?);
+        let document = serde_json::json!({
+            "user": {
+                "id": user.id, "email": user.email, "display_name": user.display_name,
+                "status": match user.status { 1 => "active", 2 => "suspended", _ => "deleted" },
+                "mfa_enabled": user.mfa_enabled,
+                "created_at": user.create_time.map(|t| t.seconds),
+                "last_login_at": user.last_login_time.map(|t| t.seconds),
+            },
+            "roles": roles,
+            "permissions": permissions,
+            "groups": groups,
+            "sessions": sessions,
+            "api_keys": keys,
+            "appeals": appeals,
+        });
+        Ok(OpenedExport { document, personal_values, api_key_ids })
     }
 }
 

@@ -17,6 +17,8 @@ pub struct RequestRow {
     pub created_at: chrono::DateTime<chrono::Utc>,
     pub updated_at: chrono::DateTime<chrono::Utc>,
     pub overdue: bool,
+    pub execution: Option<String>,
+    pub executed_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// A step of a request, its note sealed.
@@ -43,7 +45,7 @@ pub struct NewRequest<'a> {
 }
 
 const COLUMNS: &str = "id, request_type, subject_kind, subject_id, status, due_at, created_at, updated_at,
-     (status IN ('received', 'in_progress') AND due_at < now()) AS overdue";
+     (status IN ('received', 'in_progress') AND due_at < now()) AS overdue, execution, executed_at";
 
 /// Files a request (status `received`).
 pub async fn insert(tx: &mut TenantTx, r: &NewRequest<'_>) -> Result<(), ApiError> {
@@ -109,6 +111,28 @@ pub async fn set_status(tx: &mut TenantTx, id: uuid::Uuid, status: Status) -> Re
     )
     .await
     .map(drop)
+}
+
+/// Records what executing request `id` did (`exported`, `erased`, `restricted`, `deferred`).
+pub async fn set_execution(tx: &mut TenantTx, id: uuid::Uuid, execution: &str) -> Result<(), ApiError> {
+    tx.execute(
+        sqlx::query(
+            "UPDATE privacy_requests SET execution = $2, executed_at = now(), updated_at = now() WHERE id = $1",
+        )
+        .bind(id)
+        .bind(execution),
+    )
+    .await
+    .map(drop)
+}
+
+/// The open requests whose erasure a legal hold deferred.
+pub async fn deferred(tx: &mut TenantTx) -> Result<Vec<RequestRow>, ApiError> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM privacy_requests
+          WHERE execution = 'deferred' AND status IN ('received', 'in_progress') ORDER BY created_at, id"
+    );
+    tx.all(sqlx::query_as(&sql)).await
 }
 
 /// Up to `limit` requests in `statuses` (every status when empty) from `offset`: open ones past

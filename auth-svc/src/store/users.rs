@@ -27,7 +27,7 @@ struct UserRow {
 }
 
 const USER_COLUMNS: &str = "u.id, u.email_sealed, u.display_name_sealed, u.email, u.display_name, u.status,
-    u.suspension_reason, u.created_at, u.last_login_at, u.erasure_deferred_at IS NOT NULL AS restricted,
+    u.suspension_reason, u.created_at, u.last_login_at, (u.erasure_deferred_at IS NOT NULL OR u.restricted_at IS NOT NULL) AS restricted,
     EXISTS (SELECT 1 FROM mfa_totp m WHERE m.user_id = u.id AND m.confirmed_at IS NOT NULL) AS mfa_enabled";
 
 /// A user with its effective roles.
@@ -221,6 +221,12 @@ pub async fn is_active(tx: &mut TenantTx, id: uuid::Uuid) -> Result<Option<bool>
     tx.optional_scalar(sqlx::query_scalar("SELECT status = 'active' FROM users WHERE id = $1").bind(id)).await
 }
 
+/// Whether user `id` was deleted (its row stays, marked deleted).
+pub async fn is_deleted(tx: &mut TenantTx, id: uuid::Uuid) -> Result<bool, ApiError> {
+    tx.scalar(sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM users WHERE id = $1 AND status = 'deleted')").bind(id))
+        .await
+}
+
 /// Runs `sql` (an `UPDATE users` whose `$1` is the id) and refuses with `missing` when it changed
 /// no row.
 async fn update_one(
@@ -266,7 +272,8 @@ pub async fn reactivate(tx: &mut TenantTx, id: uuid::Uuid) -> Result<(), ApiErro
     if restricted == Some(true) {
         return Err(AuthError::UserRestricted.into());
     }
-    let sql = "UPDATE users SET status = 'active', suspension_reason = NULL, updated_at = now() WHERE id = $1 AND status = 'suspended'";
+    let sql = "UPDATE users SET status = 'active', suspension_reason = NULL, restricted_at = NULL, updated_at = now()
+                WHERE id = $1 AND status = 'suspended'";
     update_one(tx, sql, id, None, AuthError::NotSuspended).await
 }
 
@@ -285,6 +292,15 @@ pub async fn lock(tx: &mut TenantTx, id: uuid::Uuid) -> Result<(), ApiError> {
 pub async fn restrict(tx: &mut TenantTx, id: uuid::Uuid, reason: &str) -> Result<(), ApiError> {
     let sql = "UPDATE users SET status = 'suspended', suspension_reason = $2,
                     erasure_deferred_at = coalesce(erasure_deferred_at, now()), updated_at = now()
+              WHERE id = $1 AND status <> 'deleted'";
+    update_one(tx, sql, id, Some(reason), AuthError::UserNotFound).await
+}
+
+/// Restricts the processing of a user's data at their request: suspended with `reason` (no
+/// login), their sealed fields shown only through an audited reveal, until reactivated.
+pub async fn restrict_processing(tx: &mut TenantTx, id: uuid::Uuid, reason: &str) -> Result<(), ApiError> {
+    let sql = "UPDATE users SET status = 'suspended', suspension_reason = $2,
+                    restricted_at = coalesce(restricted_at, now()), updated_at = now()
               WHERE id = $1 AND status <> 'deleted'";
     update_one(tx, sql, id, Some(reason), AuthError::UserNotFound).await
 }

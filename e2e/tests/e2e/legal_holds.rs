@@ -2,7 +2,9 @@
 //! under a subject hold is restricted instead (no login, data still sealed, shown only to a holder
 //! of `privacy.restricted.read`, with an audited reveal); housekeeping keeps what the hold covers;
 //! the release completes the erasure and shreds the subject key. A tenant-wide hold defers a whole
-//! purge. Time is moved by backdating rows, never by sleeping.
+//! purge, vault-svc's destruction of period keys past retention and audit-svc's pruning of its log,
+//! each until the release. Time is moved by backdating rows and by the retention job's `now`,
+//! never by sleeping.
 
 use std::collections::HashMap;
 
@@ -113,6 +115,22 @@ impl Fx {
             self.http(Method::POST, "/v1/privacy/holds", Some(&self.token(&["privacy.holds.write"])), body).await;
         assert_eq!(s, 200, "{h}");
         h["id"].as_str().expect("id").to_owned()
+    }
+
+    /// Waits until every audit record of alpha waiting in the outbox is in the log.
+    async fn drained(&self) {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let waiting: i64 = sqlx::query_scalar("SELECT count(*) FROM t_alpha.audit_outbox")
+                .fetch_one(&self.admin)
+                .await
+                .expect("outbox");
+            if waiting == 0 {
+                return;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "alpha's outbox was not drained");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
     }
 
     async fn release(&self, id: &str) -> (u16, Value) {
@@ -241,5 +259,143 @@ async fn a_tenant_wide_hold_defers_the_whole_purge_until_released() {
     let purged = f.purge().await;
     assert_eq!((purged.refresh_tokens, purged.sessions, purged.deferred_by_hold), (1, 1, 0), "{purged:?}");
     assert_eq!(f.sessions_of(user).await, 0);
+    f.c.stop().await;
+}
+
+fn in_alpha<T>(msg: T) -> tonic::Request<T> {
+    kit::client::with_context(tonic::Request::new(msg), Some("alpha"), None, None)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tenant_wide_hold_keeps_period_keys_past_retention_until_released() {
+    let f = Fx::start().await;
+    let mut classes = vault::retention_service_client::RetentionServiceClient::new(f.c.channel_as("operator", "vault"));
+    let class = vault::PutRetentionClassRequest {
+        name: "messages".into(),
+        retention_days: 730,
+        period: vault::RetentionPeriod::Month as i32,
+        request_id: String::new(),
+    };
+    classes.put_retention_class(in_alpha(class)).await.expect("class");
+    let mut transit = vault::transit_service_client::TransitServiceClient::new(f.c.channel_as("auth", "vault"));
+    let context: HashMap<String, String> = [("conversation".to_owned(), "c-17".to_owned())].into();
+    let msg = vault::EncryptRequest {
+        plaintext: b"kept for the inquiry".to_vec(),
+        context: context.clone(),
+        retention_class: "messages".into(),
+        ..Default::default()
+    };
+    let sealed = transit.encrypt(in_alpha(msg)).await.expect("encrypt").into_inner();
+    // The key's period was January 2023: long past two years' retention.
+    let moved = sqlx::query(
+        "UPDATE t_alpha.period_keys SET period = '2023-01', period_start = '2023-01-01T00:00:00Z', \
+         period_end = '2023-02-01T00:00:00Z' WHERE id = $1",
+    )
+    .bind(sealed.key_version as i32)
+    .execute(&f.admin)
+    .await
+    .expect("backdate");
+    assert_eq!(moved.rows_affected(), 1);
+    let decrypt = || {
+        let msg = vault::DecryptRequest {
+            ciphertext: sealed.ciphertext.clone(),
+            context: context.clone(),
+            ..Default::default()
+        };
+        let mut transit = transit.clone();
+        async move { transit.decrypt(in_alpha(msg)).await.map(|r| r.into_inner().plaintext) }
+    };
+
+    // Under a tenant-wide hold the job destroys nothing, audits nothing and counts the deferral.
+    let hold = f.place(json!({ "scope": "tenant", "reason": "regulator inquiry" })).await;
+    let db = kit::Db::connect_lazy(&f.c.db.runtime_url("vault"), 2).expect("pool");
+    let deferred = |m: &kit::metrics::Metrics| {
+        let label = kit::metrics::EventLabels { event: vault_svc::retention::DEFERRED_EVENT.into() };
+        m.events.get_or_create(&label).get()
+    };
+    let before = deferred(kit::metrics::Metrics::global());
+    assert_eq!(vault_svc::retention::run_once(&db, chrono::Utc::now()).await.expect("run"), 0);
+    assert_eq!(decrypt().await.expect("kept by the hold"), b"kept for the inquiry");
+    assert!(deferred(kit::metrics::Metrics::global()) > before);
+    assert!(f.audited(vault_svc::retention::DESTROY_ACTION).await.is_empty());
+
+    // The contract auth-svc publishes: vault-svc's role reads whether a hold is active, nothing else.
+    let vault_role = f.c.db.pool_as("strongroom_vault").await;
+    for column in ["reason", "subject_id", "placed_by"] {
+        let sql = format!("SELECT {column} FROM t_alpha.legal_holds");
+        let err = sqlx::query(&sql).execute(&vault_role).await.expect_err(column);
+        assert!(err.to_string().contains("permission denied"), "{column}: {err}");
+    }
+
+    // Released: the next run destroys the key, and its ciphertext answers RETENTION_EXPIRED.
+    let (s, r) = f.release(&hold).await;
+    assert_eq!(s, 200, "{r}");
+    assert_eq!(vault_svc::retention::run_once(&db, chrono::Utc::now()).await.expect("run"), 1);
+    let err = decrypt().await.expect_err("past retention");
+    assert_eq!((err.code(), reason(&err).as_str()), (tonic::Code::FailedPrecondition, "RETENTION_EXPIRED"));
+    assert_eq!(f.audited(vault_svc::retention::DESTROY_ACTION).await.len(), 1);
+    f.c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tenant_wide_hold_refuses_pruning_the_audit_log_until_released() {
+    use proto::audit::v1 as audit;
+    let f = Fx::start().await;
+    let hold = f.place(json!({ "scope": "tenant", "reason": "regulator inquiry" })).await;
+    f.drained().await;
+
+    // Every entry logged so far was recorded ten days ago; the deployment (its administrative
+    // step) lowers the floor to five days and the operator sets alpha's retention to five days.
+    let aged: i64 =
+        sqlx::query_scalar("SELECT max(seq) + 1 FROM t_alpha.audit_log").fetch_one(&f.admin).await.expect("size");
+    assert!(aged > 1, "alpha's log has entries to prune");
+    let age = format!("UPDATE t_alpha.audit_log SET recorded_at = now() - interval '10 days' WHERE seq < {aged}");
+    let mut conn = f.admin.acquire().await.expect("conn");
+    for stmt in [
+        "ALTER TABLE t_alpha.audit_log DISABLE TRIGGER audit_log_append_only",
+        age.as_str(),
+        "ALTER TABLE t_alpha.audit_log ENABLE TRIGGER audit_log_append_only",
+        "UPDATE control.audit_retention_floor SET days = 5",
+    ] {
+        sqlx::query(stmt).execute(&mut *conn).await.expect(stmt);
+    }
+    drop(conn);
+    let mut retention =
+        audit::audit_retention_service_client::AuditRetentionServiceClient::new(f.c.channel_as("operator", "audit"));
+    let five = audit::SetRetentionPolicyRequest { retention_days: 5, request_id: String::new() };
+    retention.set_retention_policy(in_alpha(five)).await.expect("retention");
+    // The aged entries still stored, and the first seq stored (entries logged meanwhile do not count).
+    let log = || async {
+        let (n, first): (i64, Option<i64>) =
+            sqlx::query_as("SELECT count(*) FILTER (WHERE seq < $1), min(seq) FROM t_alpha.audit_log")
+                .bind(aged)
+                .fetch_one(&f.admin)
+                .await
+                .expect("log");
+        (n, first)
+    };
+    assert_eq!(log().await, (aged, Some(0)));
+
+    // Held: refused with LEGAL_HOLD, nothing deleted, nothing written.
+    let prune = || audit::PruneLogRequest { request_id: String::new() };
+    let err = retention.prune_log(in_alpha(prune())).await.expect_err("held");
+    assert_eq!((err.code(), reason(&err).as_str()), (tonic::Code::FailedPrecondition, "LEGAL_HOLD"));
+    let audit_db = kit::Db::connect_lazy(&f.c.db.runtime_url("audit"), 2).expect("pool");
+    let tenant = audit_db.tenant(&kit::TenantSlug::parse("alpha").expect("slug")).await.expect("tenant");
+    let actor = kit::outbox::Actor::Service("audit".into());
+    let err = audit_svc::retention::prune(&audit_db, &tenant, actor.clone(), None).await.expect_err("job held");
+    assert_eq!(err.reason, "LEGAL_HOLD");
+    assert_eq!(log().await, (aged, Some(0)));
+    assert!(f.audited("audit.log.prune").await.is_empty());
+    let policy = retention.get_retention_policy(in_alpha(audit::GetRetentionPolicyRequest {})).await.expect("policy");
+    assert_eq!(policy.into_inner().pruned_below, 0);
+
+    // Released: the next prune removes every aged entry.
+    let (s, r) = f.release(&hold).await;
+    assert_eq!(s, 200, "{r}");
+    let pruned = retention.prune_log(in_alpha(prune())).await.expect("prune").into_inner();
+    assert_eq!((pruned.pruned_below, pruned.pruned), (aged as u64, aged as u64));
+    assert_eq!(log().await, (0, Some(aged)));
+    assert_eq!(f.audited("audit.log.prune").await.len(), 1);
     f.c.stop().await;
 }

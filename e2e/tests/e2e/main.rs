@@ -18,6 +18,7 @@ mod lifecycle;
 mod mtls;
 mod observability;
 mod personal_data;
+mod privacy_execution;
 mod privacy_requests;
 mod retention;
 mod signals;

@@ -119,6 +119,11 @@ pub struct PrivacyRequest {
     created_at: Option<String>,
     #[schema(format = DateTime)]
     updated_at: Option<String>,
+    /// What executing it did: `exported`, `erased`, `restricted`, or `deferred` (an erasure waiting
+    /// for a legal hold to end); null until executed.
+    execution: Option<String>,
+    #[schema(format = DateTime)]
+    executed_at: Option<String>,
 }
 
 impl From<pb::PrivacyRequest> for PrivacyRequest {
@@ -144,6 +149,8 @@ impl From<pb::PrivacyRequest> for PrivacyRequest {
                 .collect(),
             created_at: rfc3339(&r.create_time),
             updated_at: rfc3339(&r.update_time),
+            execution: (!r.execution.is_empty()).then_some(r.execution),
+            executed_at: rfc3339(&r.execute_time),
         }
     }
 }
@@ -311,6 +318,191 @@ pub async fn update(
     call.require(Permission::PrivacyRequestsWrite)?;
     let msg = pb::UpdatePrivacyRequestRequest { id, status: body.status.pb(), note: body.note.unwrap_or_default() };
     Ok(Json(privacy(&state).update_request(call.request(msg)).await.map_err(upstream)?.into_inner().into()))
+}
+
+/// What executing a request did.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Execution {
+    /// The request afterwards: completed, or in progress while a legal hold defers an erasure.
+    request: PrivacyRequest,
+    /// An access request's bundle: what every service holds about the subject (`auth`, `vault`,
+    /// `audit`, `ledger`), format `strongroom.subject-export.v1`; null for other requests.
+    #[schema(value_type = Option<Object>)]
+    bundle: Option<serde_json::Value>,
+    /// SHA-256 (hex) of the bundle's RFC 8785 canonical JSON, as recorded in the request's
+    /// completing step.
+    bundle_sha256: Option<String>,
+}
+
+/// Most pages of one service's part an access bundle reads (each up to 1,000 entries or
+/// transfers): a subject with more is refused rather than exported incompletely.
+const MAX_BUNDLE_PAGES: usize = 200;
+
+/// Follows `next` through every page of one part, refusing a part larger than a bundle holds.
+async fn all_pages<T, F, Fut>(mut next: F) -> Result<Vec<T>, HttpError>
+where
+    F: FnMut(String) -> Fut,
+    Fut: std::future::Future<Output = Result<(Vec<T>, String), HttpError>>,
+{
+    let (mut items, mut token) = next(String::new()).await?;
+    let mut pages = 1;
+    while !token.is_empty() {
+        pages += 1;
+        if pages > MAX_BUNDLE_PAGES {
+            return Err(kit::ApiError::failed_precondition(
+                "BUNDLE_TOO_LARGE",
+                "the subject's data exceeds what one access bundle holds; export it with the operator tools",
+            )
+            .into());
+        }
+        let (more, t) = next(token).await?;
+        items.extend(more);
+        token = t;
+    }
+    Ok(items)
+}
+
+/// An access request's bundle: auth-svc's part, then vault-svc's, audit-svc's and ledger-svc's for
+/// the subject as auth-svc names it.
+async fn access_bundle(state: &AppState, call: &Call, id: &str) -> Result<serde_json::Value, HttpError> {
+    use proto::audit::v1 as audit_pb;
+    use proto::ledger::v1 as ledger_pb;
+    use proto::vault::v1 as vault_pb;
+    let msg = pb::ExportSubjectRequest { request_id: id.to_owned() };
+    let auth = privacy(state).export_subject(call.request(msg)).await.map_err(upstream)?.into_inner();
+    let auth_part: serde_json::Value = serde_json::from_str(&auth.json).map_err(|e| kit::ApiError::internal(&e))?;
+
+    let mut vault =
+        proto::vault::v1::key_management_service_client::KeyManagementServiceClient::new(state.upstreams.vault.clone());
+    let mut vault_part = Vec::new();
+    for subject in &auth.vault_subjects {
+        let msg = vault_pb::DescribeSubjectRequest { subject: subject.clone(), privacy_request_id: id.to_owned() };
+        let d = vault.describe_subject(call.request(msg)).await.map_err(upstream)?.into_inner();
+        let keys: Vec<serde_json::Value> = d
+            .keys
+            .iter()
+            .map(|k| {
+                serde_json::json!({ "version": k.version, "state": k.state,
+                    "created_at": rfc3339(&k.create_time), "destroyed_at": rfc3339(&k.destroy_time) })
+            })
+            .collect();
+        let secrets: Vec<serde_json::Value> = d
+            .secrets
+            .iter()
+            .map(|s| {
+                serde_json::json!({ "path": s.path, "current_version": s.current_version, "labels": s.labels,
+                    "created_at": rfc3339(&s.create_time), "updated_at": rfc3339(&s.update_time),
+                    "deleted_at": rfc3339(&s.delete_time) })
+            })
+            .collect();
+        vault_part.push(serde_json::json!({ "subject_key": subject, "key_versions": keys, "secrets": secrets }));
+    }
+
+    let audit = proto::audit::v1::audit_log_service_client::AuditLogServiceClient::new(state.upstreams.audit.clone());
+    let values: Vec<audit_pb::SubjectValue> = auth
+        .personal_values
+        .iter()
+        .map(|v| audit_pb::SubjectValue { name: v.name.clone(), value: v.value.clone() })
+        .collect();
+    let mut resolved = std::collections::BTreeMap::new();
+    let entries = all_pages(|page_token| {
+        let msg = audit_pb::ExportSubjectEntriesRequest {
+            actors: auth.audit_actors.clone(),
+            resources: auth.audit_resources.clone(),
+            personal_values: values.clone(),
+            page_size: 1000,
+            page_token,
+            privacy_request_id: id.to_owned(),
+        };
+        let mut audit = audit.clone();
+        let req = call.request(msg);
+        async move {
+            let page = audit.export_subject_entries(req).await.map_err(upstream)?.into_inner();
+            Ok((vec![(page.entries, page.resolved)], page.next_page_token))
+        }
+    })
+    .await?
+    .into_iter()
+    .flat_map(|(entries, found)| {
+        for r in found {
+            resolved.insert(r.pseudonym, serde_json::json!({ "name": r.name, "value": r.value }));
+        }
+        entries.iter().map(crate::audit::Entry::from).collect::<Vec<_>>()
+    })
+    .collect::<Vec<_>>();
+
+    let ledger = proto::ledger::v1::ledger_service_client::LedgerServiceClient::new(state.upstreams.ledger.clone());
+    let mut accounts = Vec::new();
+    let transfers = all_pages(|page_token| {
+        let msg = ledger_pb::ExportOwnerRequest {
+            owner: auth.subject.clone(),
+            page_size: 1000,
+            page_token,
+            privacy_request_id: id.to_owned(),
+        };
+        let mut ledger = ledger.clone();
+        let req = call.request(msg);
+        async move {
+            let page = ledger.export_owner(req).await.map_err(upstream)?.into_inner();
+            Ok((vec![(page.accounts, page.transfers)], page.next_page_token))
+        }
+    })
+    .await?
+    .into_iter()
+    .flat_map(|(a, t)| {
+        accounts.extend(a.iter().map(crate::ledger::Account::from));
+        t.iter().map(crate::ledger::Transfer::from).collect::<Vec<_>>()
+    })
+    .collect::<Vec<_>>();
+
+    Ok(serde_json::json!({
+        "format": "strongroom.subject-export.v1",
+        "request_id": id,
+        "tenant": call.caller.tenant,
+        "exported_at": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        "auth": auth_part,
+        "vault": { "subject_keys": vault_part },
+        "audit": { "entries": entries, "resolved_pseudonyms": resolved },
+        "ledger": { "accounts": accounts, "transfers": transfers },
+    }))
+}
+
+/// Executes a data-subject request; requires privacy.requests.read and .write. An access request: the
+/// bundle of what every service holds about the subject (values of secrets never), returned here
+/// once, its SHA-256 recorded as the request completes. An erasure: the user is deleted (or an
+/// external subject's keys shredded) and the request completes, or, under a legal hold, stays in
+/// progress (`deferred`) until the hold is released. A restriction suspends the user until they
+/// are reactivated. A rectification is not executed (the user or an administrator makes it).
+#[utoipa::path(post, path = "/v1/privacy/requests/{id}/execute", operation_id = "executePrivacyRequest",
+    params(("id" = String, Path)), responses(
+        (status = 200, description = "what was done", body = Execution),
+        (status = 412, description = "REQUEST_FINAL, NOT_EXECUTABLE, BUNDLE_TOO_LARGE", body = ErrorBody),
+        Refusals,
+    ))]
+pub async fn execute(
+    State(state): State<AppState>,
+    call: Call,
+    PathParams(id): PathParams<String>,
+) -> Result<Json<Execution>, HttpError> {
+    call.require(Permission::PrivacyRequestsRead)?;
+    call.require(Permission::PrivacyRequestsWrite)?;
+    let msg = pb::GetPrivacyRequestRequest { id: id.clone() };
+    let current = privacy(&state).get_request(call.request(msg)).await.map_err(upstream)?.into_inner();
+    if current.request_type != pb::PrivacyRequestType::Access as i32 {
+        let msg = pb::ExecuteRequestRequest { id };
+        let done = privacy(&state).execute_request(call.request(msg)).await.map_err(upstream)?.into_inner();
+        return Ok(Json(Execution { request: done.into(), bundle: None, bundle_sha256: None }));
+    }
+    let bundle = access_bundle(&state, &call, &id).await?;
+    let canonical = serde_jcs::to_vec(&bundle).map_err(|e| kit::ApiError::internal(&e))?;
+    let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&canonical));
+    let msg = pb::UpdatePrivacyRequestRequest {
+        id,
+        status: pb::PrivacyRequestStatus::Completed as i32,
+        note: format!("access bundle delivered; sha256:{digest}"),
+    };
+    let done = privacy(&state).update_request(call.request(msg)).await.map_err(upstream)?.into_inner();
+    Ok(Json(Execution { request: done.into(), bundle: Some(bundle), bundle_sha256: Some(digest) }))
 }
 
 /// What a legal hold covers.

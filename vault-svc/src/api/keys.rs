@@ -1,11 +1,14 @@
 //! `strongroom.vault.v1.KeyManagementService`: rotation, rewrap, retirement and crypto-shredding
-//! of a tenant's keys (operator only; auth-svc may shred a subject). Every change is audited in
+//! of a tenant's keys (operator only; auth-svc may shred a subject; the gateway, for a privacy
+//! officer, may describe one). Every change is audited in
 //! its own transaction and, where keys change, every replica is told to drop its cached keys. The
 //! work that spans many rows and transactions is in `rotation.rs`.
 
-use kit::Db;
 use kit::access::RequestContext;
+use kit::authz::Permission;
+use kit::outbox::Outcome;
 use kit::time::opt_to_pb;
+use kit::{ApiError, Db, Identity};
 use proto::vault::v1 as pb;
 use tonic::{Request, Response, Status};
 
@@ -22,6 +25,9 @@ pub struct KeyManagement {
     pub db: Db,
     pub keyring: Keyring,
 }
+
+/// Most secrets a subject's description lists.
+const MAX_SUBJECT_SECRETS: i64 = 1_000;
 
 /// A version of the tenant key, as the API shows it.
 fn tenant_key_version(row: key_store::TenantKeyRow) -> pb::TenantKeyVersion {
@@ -138,6 +144,61 @@ impl pb::key_management_service_server::KeyManagementService for KeyManagement {
         tx.commit().await?;
         Operation::Shred.done();
         Ok(Response::new(pb::ShredSubjectResponse { destroyed_versions: destroyed }))
+    }
+
+    async fn describe_subject(
+        &self,
+        request: Request<pb::DescribeSubjectRequest>,
+    ) -> Result<Response<pb::DescribeSubjectResponse>, Status> {
+        let ctx = RequestContext::of(&request)?;
+        let tenant = if ctx.principal.is_none() && ctx.caller.identity.name() == Identity::OPERATOR {
+            super::tenant(&self.db, &ctx).await?
+        } else {
+            kit::authz::authorize(&self.db, &ctx, Permission::PrivacyRequestsWrite).await?.tenant
+        };
+        let req = request.get_ref();
+        check_subject(&req.subject)?;
+        let privacy_request = super::request_id(&req.privacy_request_id)
+            .map_err(|_| ApiError::invalid_field("privacy_request_id", "must be a UUID"))?;
+        let mut tx = self.db.begin(&tenant).await?;
+        let keys = key_store::subject_key_versions(&mut tx, &req.subject).await?;
+        let secrets = store::secrets::of_subject(&mut tx, &req.subject, MAX_SUBJECT_SECRETS).await?;
+        let mut record = super::record(
+            &ctx,
+            super::actor(&ctx),
+            "vault.subject.describe",
+            &format!("tenant/{}", tenant.slug),
+            Outcome::Success,
+        )
+        .detail("subject_digest", subject_digest(&req.subject))
+        .detail("labelled_paths", secrets.len());
+        if let Some(id) = privacy_request {
+            record = record.detail("privacy_request_id", id.to_string());
+        }
+        tx.record(record).await?;
+        tx.commit().await?;
+        Ok(Response::new(pb::DescribeSubjectResponse {
+            keys: keys
+                .into_iter()
+                .map(|k| pb::SubjectKeyVersion {
+                    version: k.version as u32,
+                    state: k.state,
+                    create_time: opt_to_pb(Some(k.created_at)),
+                    destroy_time: opt_to_pb(k.destroyed_at),
+                })
+                .collect(),
+            secrets: secrets
+                .into_iter()
+                .map(|s| pb::SubjectSecret {
+                    path: s.path,
+                    current_version: s.current_version as u32,
+                    labels: s.labels.into_iter().collect(),
+                    create_time: opt_to_pb(Some(s.created_at)),
+                    update_time: opt_to_pb(Some(s.updated_at)),
+                    delete_time: opt_to_pb(s.deleted_at),
+                })
+                .collect(),
+        }))
     }
 
     async fn shred_tenant(

@@ -198,6 +198,26 @@ pub async fn insert_first_subject_key(
     Ok(inserted == 1)
 }
 
+/// A version of a data subject's key, as a subject export lists it (never its material).
+#[derive(Debug, sqlx::FromRow)]
+pub struct SubjectKeyVersionRow {
+    pub version: i32,
+    pub state: String,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    pub destroyed_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// Every version of `subject`'s key, oldest first.
+pub async fn subject_key_versions(tx: &mut TenantTx, subject: &str) -> Result<Vec<SubjectKeyVersionRow>, ApiError> {
+    tx.all(
+        sqlx::query_as(
+            "SELECT version, state, created_at, destroyed_at FROM subject_keys WHERE subject = $1 ORDER BY version",
+        )
+        .bind(subject),
+    )
+    .await
+}
+
 /// Crypto-shreds every version of a data subject's key; returns how many were live.
 pub async fn destroy_subject_keys(tx: &mut TenantTx, subject: &str) -> Result<u64, ApiError> {
     tx.execute(

@@ -174,3 +174,13 @@ pub async fn destroy_period_keys(tx: &mut TenantTx, class: &str, ended_by: DateT
     )
     .await
 }
+
+/// Whether the tenant is under an active tenant-wide legal hold, which defers every period key's
+/// destruction. `legal_holds` is auth-svc's; vault-svc may read only these columns (auth tenant
+/// migration 0012, a published contract), and row-level security keeps it to this tenant.
+pub async fn tenant_held(tx: &mut TenantTx) -> Result<bool, ApiError> {
+    tx.scalar(sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM legal_holds WHERE scope = 'tenant' AND released_at IS NULL)",
+    ))
+    .await
+}

@@ -103,6 +103,20 @@ pub async fn list(
     tx.all(sqlx::query_as(&list_sql()).bind(from).bind(below).bind(limit)).await
 }
 
+/// Up to `limit` secrets labelled with data subject `subject` (label `subject`), deleted ones
+/// too, by path.
+pub async fn of_subject(tx: &mut TenantTx, subject: &str, limit: i64) -> Result<Vec<SecretRow>, ApiError> {
+    tx.all(
+        sqlx::query_as(&format!(
+            "SELECT {SECRET_COLUMNS} FROM secrets WHERE labels ? 'subject' AND labels ->> 'subject' = $1 \
+              ORDER BY path COLLATE \"C\" LIMIT $2"
+        ))
+        .bind(subject)
+        .bind(limit),
+    )
+    .await
+}
+
 /// The statement of [`list`]: `$1`..`$2` the byte range of [`listing_range`], `$3` the limit.
 pub fn list_sql() -> String {
     format!(
