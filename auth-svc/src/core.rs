@@ -147,8 +147,9 @@ impl Core {
         Ok(users
             .into_iter()
             .map(|u| {
-                let (email, name) = (opened.next().unwrap_or_default(), opened.next().unwrap_or_default());
-                u.into_pb(email, name)
+                let mut next = || opened.next().unwrap_or_default();
+                let (email, name, reason) = (next(), next(), next());
+                u.into_pb(email, name, reason)
             })
             .collect())
     }

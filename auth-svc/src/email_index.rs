@@ -9,6 +9,9 @@
 //! matched to an address once its key is gone. While two versions are live, every writer indexes
 //! under both and lookups try both; a writer checks, in its own transaction, that it indexed under
 //! exactly the live versions, which the activation locks, so no user is left out.
+//!
+//! The newest live version also keys the login throttle's Redis identifiers of an account and an
+//! address ([`EmailIndex::throttle_ids`]): a rotation starts every counter afresh, once.
 
 use kit::datakey::DataKeys;
 use kit::outbox::{Actor, Outcome};
@@ -55,6 +58,16 @@ impl EmailIndex {
         live.iter()
             .map(|k| Ok((k.version, blind_index(&k.bytes, email).map_err(|e| ApiError::internal(&e))?.to_vec())))
             .collect()
+    }
+
+    /// The login throttle's (account, address) identifiers of `email` from `ip` in `tenant`: keyed
+    /// HMACs under the newest live version (loaded already for [`Self::blinds`]), per tenant since
+    /// the key is. A rotation changes them: every counter starts afresh once, when its new version
+    /// is added (each replica as it hears of it), and lockouts in progress are forgotten then.
+    pub async fn throttle_ids(&self, tenant: &Tenant, email: &str, ip: &str) -> Result<(String, String), ApiError> {
+        let live = self.keys.live(tenant).await.map_err(unwrap_failed)?;
+        let key = live.last().ok_or(AuthError::VaultUnavailable)?;
+        crate::throttle::ids(&key.bytes, "", email, ip)
     }
 
     /// The index of `email` under exactly the versions live in `tx` (locked until it ends), for a

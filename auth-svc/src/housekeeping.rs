@@ -15,6 +15,9 @@
 //!   already, its subject key shredded) with every row that refers to it: its ended sessions and
 //!   their tokens, revoked API keys, appeals and their messages. Nothing else refers to a user by
 //!   key: the audit trail and the other services name them by id only, and stay valid.
+//! - a closed data-subject request (completed or rejected) `privacy_requests_days` after it
+//!   closed, with its steps: the record that it was honoured (its notes sealed under the subject's
+//!   key) is kept three years by default, then goes.
 //!
 //! A legal hold defers all of it (docs/privacy.md, "Legal hold"): nothing of a user under a
 //! subject hold (their sessions and tokens, MFA challenges, their row once deleted), and nothing
@@ -23,7 +26,8 @@
 //!
 //! Each tenant is purged in batches of [`BATCH`] rows, one transaction per batch, each batch that
 //! removed something with one audit record of what it removed (counts, no identifiers:
-//! `refreshes`, `sessions`, `mfa_challenges`, `signing_keys`, `erased_users`, `erased_user_rows`)
+//! `refreshes`, `sessions`, `mfa_challenges`, `signing_keys`, `erased_users`, `erased_user_rows`,
+//! `privacy_requests`)
 //! and the policy it applied, so a run that removes less than a batch leaves one record. Each run
 //! counts what it removed in `strongroom_retention_rows_removed_total{service="auth"}` and notes
 //! itself in `strongroom_retention_last_run_timestamp_seconds`. Replicas may run it at the same
@@ -57,6 +61,8 @@ pub struct Purged {
     pub erased_users: u64,
     /// The rows that referred to those users (sessions and their tokens, API keys, appeals).
     pub erased_user_rows: u64,
+    /// Closed data-subject requests (each with its steps).
+    pub privacy_requests: u64,
     /// Rows due for removal that a legal hold kept (not removed; not in [`Self::counts`]).
     pub deferred_by_hold: u64,
 }
@@ -67,7 +73,7 @@ impl Purged {
     }
 
     /// Each kind of data by its name in the metrics, with how many of it were removed.
-    pub fn counts(&self) -> [(&'static str, u64); 6] {
+    pub fn counts(&self) -> [(&'static str, u64); 7] {
         [
             ("refresh_tokens", self.refresh_tokens),
             ("sessions", self.sessions),
@@ -75,6 +81,7 @@ impl Purged {
             ("signing_keys", self.signing_keys),
             ("erased_users", self.erased_users),
             ("erased_user_rows", self.erased_user_rows),
+            ("privacy_requests", self.privacy_requests),
         ]
     }
 
@@ -85,6 +92,7 @@ impl Purged {
         self.signing_keys += batch.signing_keys;
         self.erased_users += batch.erased_users;
         self.erased_user_rows += batch.erased_user_rows;
+        self.privacy_requests += batch.privacy_requests;
         self.deferred_by_hold = self.deferred_by_hold.max(batch.deferred_by_hold);
     }
 }
@@ -102,6 +110,7 @@ pub async fn purge(db: &Db, tenant: &Tenant) -> Result<Purged, ApiError> {
         if batch.refresh_tokens < BATCH as u64
             && batch.mfa_challenges < BATCH as u64
             && batch.erased_users < ERASED_USERS_BATCH as u64
+            && batch.privacy_requests < BATCH as u64
         {
             break;
         }
@@ -144,6 +153,8 @@ async fn purge_batch(db: &Db, tenant: &Tenant, policy: &RetentionPolicy) -> Resu
     let erased = store::lock_erased_users(&mut tx, policy.erased_users_days, ERASED_USERS_BATCH, &held).await?;
     let (erased_users, erased_user_rows) =
         if erased.is_empty() { (0, 0) } else { store::delete_erased_users(&mut tx, &erased).await? };
+    let privacy_requests =
+        store::delete_closed_privacy_requests(&mut tx, policy.privacy_requests_days, BATCH, &held).await?;
     let purged = Purged {
         refresh_tokens,
         sessions: ended,
@@ -151,6 +162,7 @@ async fn purge_batch(db: &Db, tenant: &Tenant, policy: &RetentionPolicy) -> Resu
         signing_keys: retired.len() as u64,
         erased_users,
         erased_user_rows,
+        privacy_requests,
         deferred_by_hold,
     };
     record(tx, policy, purged).await
@@ -172,6 +184,7 @@ async fn record(mut tx: kit::TenantTx, policy: &RetentionPolicy, purged: Purged)
             .detail("signing_keys", purged.signing_keys)
             .detail("erased_users", purged.erased_users)
             .detail("erased_user_rows", purged.erased_user_rows)
+            .detail("privacy_requests", purged.privacy_requests)
             .detail("retention_days", serde_json::json!(std::collections::BTreeMap::from(policy.fields())));
     if purged.deferred_by_hold > 0 {
         record = record.detail("deferred_by_hold", purged.deferred_by_hold);

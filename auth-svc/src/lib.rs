@@ -51,6 +51,8 @@ pub const MIGRATIONS: MigrationSet = MigrationSet {
         kit::migration!("tenant", "0011_create_legal_holds"),
         kit::migration!("tenant", "0012_publish_tenant_legal_holds"),
         kit::migration!("tenant", "0013_privacy_request_execution"),
+        kit::migration!("tenant", "0014_retain_privacy_request_records"),
+        kit::migration!("tenant", "0015_seal_suspension_and_decision_reasons"),
     ],
 };
 

@@ -1,5 +1,6 @@
-//! Personal data, sealed from its first write: a user's email and display name, a session's client
-//! address and user agent are vault-svc transit ciphertexts under the user's subject key, bound by
+//! Personal data, sealed from its first write: a user's email, display name and suspension reason,
+//! a session's client address and user agent, appeal messages and decisions, request notes are
+//! vault-svc transit ciphertexts under the user's subject key, bound by
 //! their context to the table, the column and the row (vault-svc adds the tenant and the calling
 //! service). A ciphertext moved to another row or column, another tenant or another service does
 //! not open; deleting the user shreds the key, and every copy of every row (WAL, backups, dumps)
@@ -28,7 +29,10 @@ pub const USER_EMAIL: Field = Field { table: "users", column: "email" };
 pub const USER_DISPLAY_NAME: Field = Field { table: "users", column: "display_name" };
 pub const SESSION_IP: Field = Field { table: "sessions", column: "ip" };
 pub const SESSION_USER_AGENT: Field = Field { table: "sessions", column: "user_agent" };
+pub const USER_SUSPENSION_REASON: Field = Field { table: "users", column: "suspension_reason" };
 pub const APPEAL_MESSAGE: Field = Field { table: "appeal_messages", column: "body" };
+pub const APPEAL_SUSPENSION_REASON: Field = Field { table: "appeals", column: "suspension_reason" };
+pub const APPEAL_DECISION_REASON: Field = Field { table: "appeals", column: "decision_reason" };
 pub const PRIVACY_REQUEST_NOTE: Field = Field { table: "privacy_request_steps", column: "note" };
 
 /// Transit calls carry at most this many items (vault-svc's limit).

@@ -5,17 +5,24 @@
 //! everywhere. The per-account limit, across all addresses, is much higher
 //! (`service.account_failure_factor` times the threshold) and answers `ACCOUNT_UNDER_ATTACK`: the
 //! account is under a broad attack. Each lockout doubles the next one (up to 64 windows) for a day.
-//! A successful login clears the account's counters and gives its IP attempt back. Redis keys hold
-//! hashes, never an email address.
+//! A successful login clears the account's counters and gives its IP attempt back.
+//!
+//! Redis keys hold keyed identifiers, never an email or an address, nor an unkeyed hash of one
+//! (whoever reads Redis could confirm a guessed email or run through the IPv4 space): HMACs under
+//! the tenant's email index key ([`crate::email_index::EmailIndex::throttle_ids`]), so also per
+//! tenant. A rotation of that key gives every account and address fresh counters once. An
+//! unknown or suspended tenant has no key: its attempts are counted under a random key of this
+//! process ([`unknown_tenant_ids`]), so per replica; nothing real is protected there.
 
 use std::time::Duration;
 
 use kit::ApiError;
 use redis::aio::ConnectionManager;
 use secrecy::{ExposeSecret, SecretString};
-use sha2::{Digest, Sha256};
 use tokio::sync::OnceCell;
+use zeroize::Zeroizing;
 
+use crate::domain::email::{Throttled, normalized, throttle_id};
 use crate::error::AuthError;
 
 const RESERVE: &str = r#"
@@ -82,18 +89,46 @@ pub struct Attempt {
 }
 
 impl Attempt {
-    /// The attempt on `email` of `tenant` (its id, or for an unknown tenant the name as given:
-    /// it is throttled the same way, so that throttling tells no tenant from another) from `ip`.
-    pub fn new(tenant: &str, email: &str, ip: &str) -> Self {
-        let h = |s: &str| hex::encode(&Sha256::digest(s.as_bytes())[..16]);
-        let account = h(&format!("{tenant}\0{email}"));
-        let ip_h = h(&format!("{tenant}\0{}", address(ip)));
+    /// The attempt on the account `account` from the address `address`: their keyed identifiers
+    /// ([`crate::email_index::EmailIndex::throttle_ids`], [`unknown_tenant_ids`]).
+    pub fn new(account: &str, address: &str) -> Self {
         Self {
-            account_ip: format!("strongroom:login:acctip:{account}:{ip_h}"),
-            ip: format!("strongroom:login:ip:{ip_h}"),
+            account_ip: format!("strongroom:login:acctip:{account}:{address}"),
+            ip: format!("strongroom:login:ip:{address}"),
             account: format!("strongroom:login:acct:{account}"),
         }
     }
+}
+
+/// A random key of this process, for tenants that have none.
+static UNKNOWN_TENANT_KEY: std::sync::OnceLock<Zeroizing<[u8; 32]>> = std::sync::OnceLock::new();
+
+/// The (account, address) identifiers of an attempt on `email` from `ip` for a tenant that does not
+/// exist or is suspended (`tenant_raw`, the name as given): throttled the same way as a known
+/// tenant's, so that throttling tells no tenant from another, under a random key of this process
+/// (there is no tenant key). Its counters are therefore per replica and start afresh at a
+/// restart; no real account is behind them.
+pub fn unknown_tenant_ids(tenant_raw: &str, email: &str, ip: &str) -> Result<(String, String), ApiError> {
+    let key = match UNKNOWN_TENANT_KEY.get() {
+        Some(key) => key,
+        None => {
+            let mut fresh = Zeroizing::new([0u8; 32]);
+            getrandom::fill(fresh.as_mut()).map_err(|e| ApiError::internal(&e))?;
+            // Two first attempts may race: both use the key that was set.
+            UNKNOWN_TENANT_KEY.get_or_init(|| fresh)
+        }
+    };
+    let scope = format!("unknown:{tenant_raw}\0");
+    ids(key.as_slice(), &scope, email, ip)
+}
+
+/// The (account, address) identifiers of `email` (normalized here) from `ip` under `key`, their
+/// values prefixed with `scope`.
+pub(crate) fn ids(key: &[u8], scope: &str, email: &str, ip: &str) -> Result<(String, String), ApiError> {
+    let id = |kind, value: String| throttle_id(key, kind, &value).map_err(|e| ApiError::internal(&e));
+    let account = id(Throttled::Account, format!("{scope}{}", normalized(email)))?;
+    let address = id(Throttled::Address, format!("{scope}{}", address(ip)))?;
+    Ok((account, address))
 }
 
 /// Which limit refused an attempt.
@@ -237,8 +272,32 @@ mod tests {
         assert_ne!(address("2001:db8:1:2::1"), address("2001:db8:1:3::1"));
         assert_eq!(address("::ffff:192.0.2.7"), "192.0.2.7");
         assert_eq!(address("192.0.2.7"), "192.0.2.7");
-        let a = Attempt::new("t", "bob@example.com", "2001:db8::1");
-        let b = Attempt::new("t", "bob@example.com", "2001:db8::2");
-        assert_eq!((a.ip, a.account_ip), (b.ip, b.account_ip));
+        let key = [7u8; 32];
+        let attempt = |email: &str, ip: &str| {
+            let (account, address) = ids(&key, "", email, ip).expect("ids");
+            Attempt::new(&account, &address)
+        };
+        let a = attempt("bob@example.com", "2001:db8::1");
+        let b = attempt(" Bob@Example.com", "2001:db8::2");
+        assert_eq!((&a.ip, &a.account_ip, &a.account), (&b.ip, &b.account_ip, &b.account));
+        let c = attempt("bob@example.com", "2001:db8:0:1::1");
+        assert_ne!((&a.ip, &a.account_ip), (&c.ip, &c.account_ip));
+        assert_eq!(a.account, c.account);
+    }
+
+    #[test]
+    fn keys_name_no_email_or_address_and_unknown_tenants_are_apart() {
+        let (email, ip) = ("bob@example.com", "192.0.2.7");
+        let (account, address) = unknown_tenant_ids("ghost", email, ip).expect("ids");
+        assert_eq!((account.clone(), address.clone()), unknown_tenant_ids("ghost", email, ip).expect("ids"));
+        let a = Attempt::new(&account, &address);
+        for key in [&a.account_ip, &a.ip, &a.account] {
+            assert!(key.starts_with("strongroom:login:"), "{key}");
+            assert!(!key.contains(email) && !key.contains(ip), "{key}");
+        }
+        let (other_account, other_address) = unknown_tenant_ids("phantom", email, ip).expect("ids");
+        assert!(account != other_account && address != other_address, "per tenant name");
+        let (known_account, known_address) = ids(&[7u8; 32], "", email, ip).expect("ids");
+        assert!(account != known_account && address != known_address, "per key");
     }
 }

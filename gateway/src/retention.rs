@@ -46,6 +46,10 @@ pub struct RetentionPolicy {
     /// API keys, appeals), after the deletion.
     #[schema(minimum = 1, maximum = 3650)]
     erased_users_days: u32,
+    /// A closed data-subject request (completed or rejected) and its history, after it closed,
+    /// unless a legal hold covers its subject.
+    #[schema(minimum = 1, maximum = 3650)]
+    privacy_requests_days: u32,
     /// When the policy last changed.
     #[schema(format = DateTime)]
     updated_at: Option<String>,
@@ -57,12 +61,14 @@ impl From<&auth_pb::RetentionPolicy> for RetentionPolicy {
             ended_sessions_days: p.ended_sessions_days,
             mfa_challenges_days: p.mfa_challenges_days,
             erased_users_days: p.erased_users_days,
+            privacy_requests_days: p.privacy_requests_days,
             updated_at: rfc3339(&p.update_time),
         }
     }
 }
 
-/// A new retention policy: every value, 1–3650 days.
+/// A new retention policy: every value, 1–3650 days (`privacy_requests_days` may be left out to
+/// keep its current value).
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RetentionPolicyBody {
@@ -72,6 +78,9 @@ pub struct RetentionPolicyBody {
     mfa_challenges_days: u32,
     #[schema(minimum = 1, maximum = 3650)]
     erased_users_days: u32,
+    #[serde(default)]
+    #[schema(minimum = 1, maximum = 3650)]
+    privacy_requests_days: Option<u32>,
 }
 
 /// The tenant's retention policy (any user of the tenant may read it)
@@ -94,10 +103,15 @@ pub async fn put_policy(
     JsonBody(body): JsonBody<RetentionPolicyBody>,
 ) -> Result<Json<RetentionPolicy>, HttpError> {
     call.require(Permission::TenantPolicyWrite)?;
+    // auth-svc reads 0 as "keep the current value": an explicit 0 is out of bounds here.
+    if body.privacy_requests_days == Some(0) {
+        return Err(ApiError::invalid_field("privacy_requests_days", "1 to 3650 days").into());
+    }
     let msg = auth_pb::RetentionPolicy {
         ended_sessions_days: body.ended_sessions_days,
         mfa_challenges_days: body.mfa_challenges_days,
         erased_users_days: body.erased_users_days,
+        privacy_requests_days: body.privacy_requests_days.unwrap_or_default(),
         update_time: None,
     };
     let p = access(&state).update_retention_policy(call.request(msg)).await.map_err(upstream)?;

@@ -41,6 +41,7 @@ pub const MIGRATIONS: MigrationSet = MigrationSet {
         kit::migration!("tenant", "0005_index_secret_listing"),
         kit::migration!("tenant", "0006_create_retention_classes_and_period_keys"),
         kit::migration!("tenant", "0007_index_secrets_by_subject"),
+        kit::migration!("tenant", "0008_index_idempotency_keys_by_age"),
     ],
 };
 

@@ -173,9 +173,9 @@ impl Access {
     ) -> Result<pb::RetentionPolicy, ApiError> {
         let me = self.core.authed(&request).await?;
         me.require(Permission::TenantPolicyWrite)?;
-        let wanted = retention::check_update(request.get_ref())?;
         let mut tx = self.core.db.begin(&me.tenant).await?;
         let current = crate::store::retention::get_for_update(&mut tx).await?;
+        let wanted = retention::check_update(request.get_ref(), &current)?;
         let updated_at = crate::store::retention::update(&mut tx, &wanted).await?;
         let mut record = me.audit("tenant.retention_update", "tenant/retention", Outcome::Success);
         for (field, previous, new) in current.changes(&wanted) {

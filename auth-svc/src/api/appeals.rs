@@ -18,7 +18,9 @@ use super::authn::{Authn, PasswordOk};
 use crate::core::{Core, audit};
 use crate::domain::input::parse_id;
 use crate::error::AuthError;
-use crate::personal::{APPEAL_MESSAGE, Item, Stored};
+use crate::personal::{
+    APPEAL_DECISION_REASON, APPEAL_MESSAGE, APPEAL_SUSPENSION_REASON, Field, Item, Stored, USER_SUSPENSION_REASON,
+};
 use crate::store::appeals::{self as store, AppealRow, MessageRow};
 use crate::store::users;
 
@@ -57,16 +59,34 @@ pub async fn open_appeals(
     messages: Vec<MessageRow>,
 ) -> Result<Vec<pb::Appeal>, ApiError> {
     let owner: HashMap<uuid::Uuid, uuid::Uuid> = appeals.iter().map(|a| (a.id, a.user_id)).collect();
-    let items = messages
-        .iter()
-        .map(|m| Item {
+    // Each appeal's two reasons, then every message, opened in one call.
+    let reasons = appeals.iter().flat_map(|a| {
+        let item = |field, sealed: &Option<String>, plain: &Option<String>| Item {
+            field,
+            row: a.id,
+            subject: a.user_id,
+            value: Stored::of(sealed.clone(), plain.clone()),
+        };
+        [
+            item(APPEAL_SUSPENSION_REASON, &a.suspension_reason_sealed, &a.suspension_reason),
+            item(APPEAL_DECISION_REASON, &a.decision_reason_sealed, &a.decision_reason),
+        ]
+    });
+    let items = reasons
+        .chain(messages.iter().map(|m| Item {
             field: APPEAL_MESSAGE,
             row: m.id,
             subject: owner.get(&m.appeal_id).copied().unwrap_or_default(),
             value: Stored::of(m.body_sealed.clone(), None),
-        })
+        }))
         .collect();
-    let bodies = core.personal.open(tenant, items).await?;
+    let mut opened = core.personal.open(tenant, items).await?.into_iter();
+    let mut reasons: HashMap<uuid::Uuid, (String, String)> = HashMap::new();
+    for a in &appeals {
+        let (suspension, decision) = (opened.next().unwrap_or_default(), opened.next().unwrap_or_default());
+        reasons.insert(a.id, (suspension, decision));
+    }
+    let bodies: Vec<String> = opened.collect();
     let mut by_appeal: HashMap<uuid::Uuid, Vec<pb::AppealMessage>> = HashMap::new();
     for (m, body) in messages.into_iter().zip(bodies) {
         let message = pb::AppealMessage { author: m.author, body, create_time: Some(to_pb(m.created_at)) };
@@ -74,15 +94,18 @@ pub async fn open_appeals(
     }
     Ok(appeals
         .into_iter()
-        .map(|a| pb::Appeal {
-            id: a.id.to_string(),
-            user_id: a.user_id.to_string(),
-            status: status_pb(&a.status) as i32,
-            suspension_reason: a.suspension_reason,
-            messages: by_appeal.remove(&a.id).unwrap_or_default(),
-            decision_reason: a.decision_reason.unwrap_or_default(),
-            create_time: Some(to_pb(a.created_at)),
-            decide_time: a.decided_at.map(to_pb),
+        .map(|a| {
+            let (suspension_reason, decision_reason) = reasons.remove(&a.id).unwrap_or_default();
+            pb::Appeal {
+                id: a.id.to_string(),
+                user_id: a.user_id.to_string(),
+                status: status_pb(&a.status) as i32,
+                suspension_reason,
+                messages: by_appeal.remove(&a.id).unwrap_or_default(),
+                decision_reason,
+                create_time: Some(to_pb(a.created_at)),
+                decide_time: a.decided_at.map(to_pb),
+            }
         })
         .collect())
 }
@@ -106,9 +129,21 @@ impl Appeals {
 
     /// Seals `body` as message `id` of the user's appeal.
     async fn seal(&self, tenant: &Tenant, user: uuid::Uuid, id: uuid::Uuid, body: &str) -> Result<String, ApiError> {
-        let item = Item { field: APPEAL_MESSAGE, row: id, subject: user, value: body };
+        self.seal_field(tenant, APPEAL_MESSAGE, user, id, body).await
+    }
+
+    /// Seals `text` as `field` of row `id`, under `user`'s key.
+    async fn seal_field(
+        &self,
+        tenant: &Tenant,
+        field: Field,
+        user: uuid::Uuid,
+        id: uuid::Uuid,
+        text: &str,
+    ) -> Result<String, ApiError> {
+        let item = Item { field, row: id, subject: user, value: text };
         let sealed = self.core.personal.seal(tenant, &[item]).await?.pop().flatten();
-        sealed.ok_or_else(|| ApiError::internal(&"a message sealed to nothing"))
+        sealed.ok_or_else(|| ApiError::internal(&"a text sealed to nothing"))
     }
 
     /// Appeal `row` as its user or staff sees it, read in `tx` (committed here).
@@ -140,8 +175,16 @@ impl pb::appeal_service_server::AppealService for Appeals {
         let user = ok.user.id;
         let (id, message) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
         let sealed = self.seal(&ok.tenant, user, message, &statement).await?;
+        // The appeal keeps the reason it answers: opened from the user's row, sealed for its own.
+        let item =
+            Item { field: USER_SUSPENSION_REASON, row: user, subject: user, value: ok.user.suspension_reason.clone() };
+        let reason = self.core.personal.open(&ok.tenant, vec![item]).await?.pop().unwrap_or_default();
+        let reason = match reason.as_str() {
+            "" => None,
+            text => Some(self.seal_field(&ok.tenant, APPEAL_SUSPENSION_REASON, user, id, text).await?),
+        };
         let mut tx = self.core.db.begin(&ok.tenant).await?;
-        store::insert(&mut tx, id, user, ok.user.suspension_reason.as_deref().unwrap_or_default()).await?;
+        store::insert(&mut tx, id, user, reason.as_deref()).await?;
         store::add_message(&mut tx, message, id, "user", &user.to_string(), &sealed).await?;
         tx.record(audit(ok.actor, "appeal.file", &format!("appeal/{id}"), Outcome::Success, request_id)).await?;
         let row = store::for_update(&mut tx, id).await?;
@@ -247,7 +290,8 @@ impl pb::appeal_service_server::AppealService for Appeals {
         }
         crate::rbac::check_not_superior(&mut tx, crate::store::roles::ONE_USER, row.user_id, &me.principal.permissions)
             .await?;
-        store::decide(&mut tx, row.id, decision, &reason, &me.principal.subject).await?;
+        let sealed = self.seal_field(&me.tenant, APPEAL_DECISION_REASON, row.user_id, row.id, &reason).await?;
+        store::decide(&mut tx, row.id, decision, &sealed, &me.principal.subject).await?;
         if decision == "lifted" {
             users::reactivate(&mut tx, row.user_id).await?;
         }

@@ -212,10 +212,11 @@ impl Authn {
         }
         let Some(tenant) = self.active_tenant(tenant_raw).await else {
             // An unknown (or suspended) tenant answers as a known one with an unknown email: the
-            // same throttle (keyed by the name as given, with the default policy), the same
-            // round trips and argon2 work, the same refusals. Otherwise the answer or its timing
-            // would tell which tenants exist.
-            let attempt = Attempt::new(&format!("unknown:{tenant_raw}"), email, ip);
+            // same throttle (keyed by the name as given, under this replica's own key, with the
+            // default policy), the same round trips and argon2 work, the same refusals. Otherwise
+            // the answer or its timing would tell which tenants exist.
+            let (account, address) = crate::throttle::unknown_tenant_ids(tenant_raw, email, ip)?;
+            let attempt = Attempt::new(&account, &address);
             let limits = self.limits(&Policy::default());
             crate::store::control::round_trip(&self.core.db).await;
             if let Some((lockout, wait)) = self.core.throttle.reserve(&attempt, limits).await? {
@@ -234,7 +235,8 @@ impl Authn {
         let actor = user.as_ref().map(|u| Actor::User(u.id.to_string())).unwrap_or(Actor::Anonymous);
         let resource = user.as_ref().map(|u| format!("user/{}", u.id)).unwrap_or_else(|| "user/unknown".into());
 
-        let attempt = Attempt::new(&tenant.id.0.to_string(), email, ip);
+        let (account, address) = self.core.email_index.throttle_ids(&tenant, email, ip).await?;
+        let attempt = Attempt::new(&account, &address);
         if let Some((lockout, wait)) = self.core.throttle.reserve(&attempt, self.limits(&policy)).await? {
             let rec =
                 audit(actor, "login.locked", &resource, Outcome::Denied, request_id).detail("scope", lockout.scope());
@@ -264,9 +266,16 @@ impl Authn {
         let checked = self.check_password(&req.tenant, &email, password.clone(), &ip, request_id.clone()).await?;
         let PasswordOk { tenant, policy, access, user, verdict, actor, resource } = checked;
         if user.status == "suspended" {
-            let reason = user.suspension_reason.unwrap_or_default();
-            let rec = audit(actor, "login.suspended", &resource, Outcome::Denied, request_id)
-                .detail("suspension_reason", reason.clone());
+            // Shown to the user who proved their password; in the trail only by the suspension's
+            // own (sealed) record.
+            let item = crate::personal::Item {
+                field: crate::personal::USER_SUSPENSION_REASON,
+                row: user.id,
+                subject: user.id,
+                value: user.suspension_reason.clone(),
+            };
+            let reason = self.core.personal.open(&tenant, vec![item]).await?.pop().unwrap_or_default();
+            let rec = audit(actor, "login.suspended", &resource, Outcome::Denied, request_id);
             self.core.record_alone(&tenant, rec).await?;
             return Err(AuthError::UserSuspended(reason).into());
         }

@@ -10,7 +10,7 @@ use zeroize::Zeroizing;
 use crate::core::{Authed, Core, audit};
 use crate::domain::input::{normalize_email, parse_id};
 use crate::error::AuthError;
-use crate::personal::{Item, USER_DISPLAY_NAME, USER_EMAIL};
+use crate::personal::{Item, USER_DISPLAY_NAME, USER_EMAIL, USER_SUSPENSION_REASON};
 use crate::store::users::{StoredUser, insert_user, load_user};
 use crate::store::{api_keys, groups, mfa, roles, sessions, users};
 use crate::{passwords, rbac};
@@ -190,7 +190,7 @@ impl pb::user_service_server::UserService for Users {
         let user = load_user(&mut tx, id).await?;
         tx.commit().await?;
         // The values just sealed: no call to open them again.
-        Ok(Response::new(user.into_pb(email, display_name.to_owned())))
+        Ok(Response::new(user.into_pb(email, display_name.to_owned(), String::new())))
     }
 
     async fn get_user(&self, request: Request<pb::GetUserRequest>) -> Result<Response<pb::User>, Status> {
@@ -257,7 +257,11 @@ impl pb::user_service_server::UserService for Users {
         let mut tx = self.core.db.begin(&me.tenant).await?;
         roles::lock_owners(&mut tx).await?;
         rbac::check_not_superior(&mut tx, roles::ONE_USER, id, &me.principal.permissions).await?;
-        users::suspend(&mut tx, id, &reason).await?;
+        // Known before anything is sealed under their key; sealed while they are locked.
+        users::lock(&mut tx, id).await?;
+        let item = Item { field: USER_SUSPENSION_REASON, row: id, subject: id, value: reason.as_str() };
+        let sealed = self.core.personal.seal(&me.tenant, &[item]).await?.pop().flatten().unwrap_or_default();
+        users::suspend(&mut tx, id, &sealed).await?;
         // Everything that speaks for the user ends: sessions, logins waiting for their second
         // factor, and API keys (revoked for good; new ones after reactivation).
         let sessions = sessions::end_all_of(&mut tx, id, None, "user_suspended").await?;
@@ -266,7 +270,8 @@ impl pb::user_service_server::UserService for Users {
         rbac::check_an_owner_remains(&mut tx).await?;
         tx.record(
             me.audit("user.suspend", &format!("user/{id}"), Outcome::Success)
-                .detail("suspension_reason", reason)
+                // The reason is about the user: in the trail only sealed under their key.
+                .detail("suspension_reason_sealed", sealed)
                 .detail("sessions_ended", sessions)
                 .detail("api_keys_revoked", keys),
         )
@@ -448,7 +453,7 @@ impl UserExport {
         let items = user.personal().into_iter().chain(sessions.iter().flat_map(|s| s.personal())).collect();
         let mut opened = core.personal.open(tenant, items).await?.into_iter();
         let mut next = || opened.next().unwrap_or_default();
-        let user = user.into_pb(next(), next());
+        let user = user.into_pb(next(), next(), next());
         let mut personal_values: Vec<(String, String)> = Vec::new();
         let sessions: Vec<serde_json::Value> = sessions
             .into_iter()

@@ -20,24 +20,27 @@ pub struct RetentionPolicy {
     pub mfa_challenges_days: i32,
     /// What is left of a deleted user, after the deletion.
     pub erased_users_days: i32,
+    /// A closed data-subject request with its steps, after it closed.
+    pub privacy_requests_days: i32,
 }
 
 impl Default for RetentionPolicy {
-    /// The defaults of a tenant (auth tenant migration 0009): sessions twelve months, challenges a
-    /// day, a deleted user's residue thirty days.
+    /// The defaults of a tenant (auth tenant migrations 0009 and 0014): sessions twelve months,
+    /// challenges a day, a deleted user's residue thirty days, a closed request three years.
     fn default() -> Self {
-        Self { ended_sessions_days: 365, mfa_challenges_days: 1, erased_users_days: 30 }
+        Self { ended_sessions_days: 365, mfa_challenges_days: 1, erased_users_days: 30, privacy_requests_days: 1095 }
     }
 }
 
 impl RetentionPolicy {
     /// Each kind of data by the name the API, the audit trail and the metrics give it, with its
     /// days.
-    pub fn fields(&self) -> [(&'static str, i32); 3] {
+    pub fn fields(&self) -> [(&'static str, i32); 4] {
         [
             ("ended_sessions_days", self.ended_sessions_days),
             ("mfa_challenges_days", self.mfa_challenges_days),
             ("erased_users_days", self.erased_users_days),
+            ("privacy_requests_days", self.privacy_requests_days),
         ]
     }
 
@@ -57,18 +60,25 @@ impl RetentionPolicy {
             ended_sessions_days: self.ended_sessions_days.unsigned_abs(),
             mfa_challenges_days: self.mfa_challenges_days.unsigned_abs(),
             erased_users_days: self.erased_users_days.unsigned_abs(),
+            privacy_requests_days: self.privacy_requests_days.unsigned_abs(),
             update_time: Some(kit::time::to_pb(updated_at)),
         }
     }
 }
 
-/// The policy an update asks for, or the first value out of [`DAYS`] (named, so the client
-/// knows which).
-pub fn check_update(p: &pb::RetentionPolicy) -> Result<RetentionPolicy, ApiError> {
+/// The policy an update of `current` asks for, or the first value out of [`DAYS`] (named, so the
+/// client knows which). `privacy_requests_days` came later: a client that does not send it (0)
+/// keeps the current value.
+pub fn check_update(p: &pb::RetentionPolicy, current: &RetentionPolicy) -> Result<RetentionPolicy, ApiError> {
+    let privacy_requests_days = match p.privacy_requests_days {
+        0 => current.privacy_requests_days.unsigned_abs(),
+        days => days,
+    };
     let fields = [
         ("ended_sessions_days", p.ended_sessions_days),
         ("mfa_challenges_days", p.mfa_challenges_days),
         ("erased_users_days", p.erased_users_days),
+        ("privacy_requests_days", privacy_requests_days),
     ];
     if let Some((field, _)) = fields.iter().find(|(_, days)| !DAYS.contains(days)) {
         return Err(ApiError::invalid_field(field, format!("{} to {} days", DAYS.start(), DAYS.end())));
@@ -79,6 +89,7 @@ pub fn check_update(p: &pb::RetentionPolicy) -> Result<RetentionPolicy, ApiError
         ended_sessions_days: days(p.ended_sessions_days),
         mfa_challenges_days: days(p.mfa_challenges_days),
         erased_users_days: days(p.erased_users_days),
+        privacy_requests_days: days(privacy_requests_days),
     })
 }
 
@@ -87,27 +98,47 @@ mod tests {
     use super::*;
 
     fn asked(ended_sessions_days: u32, mfa_challenges_days: u32, erased_users_days: u32) -> pb::RetentionPolicy {
-        pb::RetentionPolicy { ended_sessions_days, mfa_challenges_days, erased_users_days, update_time: None }
+        pb::RetentionPolicy {
+            ended_sessions_days,
+            mfa_challenges_days,
+            erased_users_days,
+            privacy_requests_days: 0,
+            update_time: None,
+        }
     }
 
     #[test]
     fn an_update_within_bounds_is_taken_as_asked() {
+        let current = RetentionPolicy::default();
         assert_eq!(
-            check_update(&asked(1, 3_650, 30)).expect("in bounds"),
-            RetentionPolicy { ended_sessions_days: 1, mfa_challenges_days: 3_650, erased_users_days: 30 }
+            check_update(&asked(1, 3_650, 30), &current).expect("in bounds"),
+            RetentionPolicy { ended_sessions_days: 1, mfa_challenges_days: 3_650, erased_users_days: 30, ..current }
         );
-        let defaults = RetentionPolicy::default();
-        assert_eq!(check_update(&defaults.to_pb(Utc::now())).expect("defaults"), defaults);
+        assert_eq!(check_update(&current.to_pb(Utc::now()), &current).expect("defaults"), current);
+        let longer = pb::RetentionPolicy { privacy_requests_days: 2_000, ..asked(365, 1, 30) };
+        assert_eq!(check_update(&longer, &current).expect("in bounds").privacy_requests_days, 2_000);
+    }
+
+    #[test]
+    fn a_client_that_does_not_know_request_records_keeps_their_retention() {
+        let current = RetentionPolicy { privacy_requests_days: 400, ..RetentionPolicy::default() };
+        assert_eq!(check_update(&asked(90, 1, 30), &current).expect("in bounds").privacy_requests_days, 400);
     }
 
     #[test]
     fn an_update_out_of_bounds_names_its_field() {
-        let field = |p: pb::RetentionPolicy| check_update(&p).expect_err("refused").violations[0].field.clone();
+        let current = RetentionPolicy::default();
+        let field =
+            |p: pb::RetentionPolicy| check_update(&p, &current).expect_err("refused").violations[0].field.clone();
         assert_eq!(field(asked(0, 1, 30)), "ended_sessions_days");
         assert_eq!(field(asked(3_651, 1, 30)), "ended_sessions_days");
         assert_eq!(field(asked(365, 0, 30)), "mfa_challenges_days");
         assert_eq!(field(asked(365, 1, 0)), "erased_users_days");
         assert_eq!(field(asked(365, 1, u32::MAX)), "erased_users_days");
+        assert_eq!(
+            field(pb::RetentionPolicy { privacy_requests_days: 3_651, ..asked(365, 1, 30) }),
+            "privacy_requests_days"
+        );
     }
 
     #[test]

@@ -10,8 +10,11 @@ pub struct AppealRow {
     pub id: uuid::Uuid,
     pub user_id: uuid::Uuid,
     pub status: String,
-    pub suspension_reason: String,
+    /// Plaintext in rows from before auth tenant migration 0015 (and for reasons auth-svc writes).
+    pub suspension_reason: Option<String>,
+    pub suspension_reason_sealed: Option<String>,
     pub decision_reason: Option<String>,
+    pub decision_reason_sealed: Option<String>,
     pub created_at: chrono::DateTime<chrono::Utc>,
     pub decided_at: Option<chrono::DateTime<chrono::Utc>>,
     pub updated_at: chrono::DateTime<chrono::Utc>,
@@ -28,24 +31,26 @@ pub struct MessageRow {
 }
 
 const APPEAL_COLUMNS: &str =
-    "id, user_id, status, suspension_reason, decision_reason, created_at, decided_at, updated_at";
+    "id, user_id, status, suspension_reason, suspension_reason_sealed, decision_reason, decision_reason_sealed,
+     created_at, decided_at, updated_at";
 
-/// Files an appeal `id` of `user` against `suspension_reason`; `APPEAL_OPEN` when one is waiting.
+/// Files an appeal `id` of `user` against the suspension's reason (sealed for the appeal's row);
+/// `APPEAL_OPEN` when one is waiting.
 pub async fn insert(
     tx: &mut TenantTx,
     id: uuid::Uuid,
     user: uuid::Uuid,
-    suspension_reason: &str,
+    suspension_reason_sealed: Option<&str>,
 ) -> Result<(), ApiError> {
     let inserted = tx
         .execute(
             sqlx::query(
-                "INSERT INTO appeals (id, user_id, suspension_reason) VALUES ($1, $2, $3)
+                "INSERT INTO appeals (id, user_id, suspension_reason_sealed) VALUES ($1, $2, $3)
                  ON CONFLICT (tenant_id, user_id) WHERE status IN ('open', 'information_requested') DO NOTHING",
             )
             .bind(id)
             .bind(user)
-            .bind(suspension_reason),
+            .bind(suspension_reason_sealed),
         )
         .await?;
     if inserted == 0 {
@@ -103,16 +108,23 @@ pub async fn set_status(tx: &mut TenantTx, id: uuid::Uuid, status: &str) -> Resu
         .map(drop)
 }
 
-/// Decides appeal `id`: `lifted` or `upheld`, with `reason`, by `by`.
-pub async fn decide(tx: &mut TenantTx, id: uuid::Uuid, status: &str, reason: &str, by: &str) -> Result<(), ApiError> {
+/// Decides appeal `id`: `lifted` or `upheld`, with its reason sealed, by `by`.
+pub async fn decide(
+    tx: &mut TenantTx,
+    id: uuid::Uuid,
+    status: &str,
+    reason_sealed: &str,
+    by: &str,
+) -> Result<(), ApiError> {
     tx.execute(
         sqlx::query(
-            "UPDATE appeals SET status = $2, decision_reason = $3, decided_by = $4, decided_at = now(), updated_at = now()
+            "UPDATE appeals SET status = $2, decision_reason_sealed = $3, decision_reason = NULL, decided_by = $4,
+                    decided_at = now(), updated_at = now()
               WHERE id = $1",
         )
         .bind(id)
         .bind(status)
-        .bind(reason)
+        .bind(reason_sealed)
         .bind(by),
     )
     .await
@@ -153,6 +165,16 @@ pub async fn erase_messages_of(tx: &mut TenantTx, user: uuid::Uuid) -> Result<()
         sqlx::query(
             "UPDATE appeal_messages SET body_sealed = NULL
               WHERE appeal_id IN (SELECT id FROM appeals WHERE user_id = $1)",
+        )
+        .bind(user),
+    )
+    .await?;
+    // The reasons too, sealed or (in rows from before sealing) plain.
+    tx.execute(
+        sqlx::query(
+            "UPDATE appeals SET suspension_reason = NULL, suspension_reason_sealed = NULL, decision_reason = NULL,
+                    decision_reason_sealed = NULL
+              WHERE user_id = $1",
         )
         .bind(user),
     )

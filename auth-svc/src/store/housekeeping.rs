@@ -124,8 +124,41 @@ pub async fn delete_erased_users(tx: &mut TenantTx, users: &[uuid::Uuid]) -> Res
     Ok((removed, references))
 }
 
+/// Deletes up to `limit` data-subject requests closed `days` ago, with their steps; none about
+/// the `held` users. Returns how many requests.
+pub async fn delete_closed_privacy_requests(
+    tx: &mut TenantTx,
+    days: i32,
+    limit: i64,
+    held: &[uuid::Uuid],
+) -> Result<u64, ApiError> {
+    let held: Vec<String> = held.iter().map(uuid::Uuid::to_string).collect();
+    let due: Vec<uuid::Uuid> = tx
+        .scalars(
+            sqlx::query_scalar(
+                "SELECT id FROM privacy_requests WHERE closed_at < now() - make_interval(days => $1)
+                    AND NOT (subject_kind = 'user' AND subject_id = ANY($3))
+                  ORDER BY closed_at LIMIT $2 FOR UPDATE SKIP LOCKED",
+            )
+            .bind(days)
+            .bind(limit)
+            .bind(&held)
+            .persistent(false),
+        )
+        .await?;
+    if due.is_empty() {
+        return Ok(0);
+    }
+    tx.execute(
+        sqlx::query("DELETE FROM privacy_request_steps WHERE request_id = ANY($1)").bind(&due).persistent(false),
+    )
+    .await?;
+    tx.execute(sqlx::query("DELETE FROM privacy_requests WHERE id = ANY($1)").bind(&due).persistent(false)).await
+}
+
 /// How many rows a legal hold keeps that the policy would have removed: expired refresh
-/// tokens, MFA challenges and deleted users of the `held` users, or of everyone when `tenant`.
+/// tokens, MFA challenges, deleted users and closed data-subject requests of the `held` users, or
+/// of everyone when `tenant`.
 pub async fn count_held(
     tx: &mut TenantTx,
     policy: &crate::domain::retention::RetentionPolicy,
@@ -140,13 +173,16 @@ pub async fn count_held(
                       + (SELECT count(*) FROM mfa_challenges
                           WHERE expires_at < now() - make_interval(days => $2) AND ($4 OR user_id = ANY($3)))
                       + (SELECT count(*) FROM users WHERE status = 'deleted'
-                            AND deleted_at < now() - make_interval(days => $5) AND ($4 OR id = ANY($3)))",
+                            AND deleted_at < now() - make_interval(days => $5) AND ($4 OR id = ANY($3)))
+                      + (SELECT count(*) FROM privacy_requests WHERE closed_at < now() - make_interval(days => $6)
+                            AND ($4 OR (subject_kind = 'user' AND subject_id = ANY($3::text[]))))",
             )
             .bind(policy.ended_sessions_days)
             .bind(policy.mfa_challenges_days)
             .bind(held)
             .bind(tenant)
             .bind(policy.erased_users_days)
+            .bind(policy.privacy_requests_days)
             .persistent(false),
         )
         .await?;

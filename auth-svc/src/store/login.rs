@@ -35,7 +35,9 @@ pub struct LoginUser {
     pub id: uuid::Uuid,
     pub password_hash: Option<String>,
     pub status: String,
-    pub suspension_reason: Option<String>,
+    /// Sealed under the user's key (plain in rows from before sealing, and for the reasons
+    /// auth-svc itself writes).
+    pub suspension_reason: crate::personal::Stored,
 }
 
 /// What a login reads before the password hash.
@@ -59,11 +61,12 @@ pub async fn login_facts(tx: &mut TenantTx, blinds: &Blinds, plain: &str) -> Res
         password_hash: Option<String>,
         status: Option<String>,
         suspension_reason: Option<String>,
+        suspension_reason_sealed: Option<String>,
         #[sqlx(flatten)]
         access: UserAccess,
     }
     let sql = format!(
-        "SELECT {POLICY_COLUMNS}, u.id, u.password_hash, u.status, u.suspension_reason,
+        "SELECT {POLICY_COLUMNS}, u.id, u.password_hash, u.status, u.suspension_reason, u.suspension_reason_sealed,
                 EXISTS (SELECT 1 FROM mfa_totp m WHERE m.user_id = u.id AND m.confirmed_at IS NOT NULL) AS has_totp,
                 {}
            FROM tenant_policy p
@@ -81,7 +84,7 @@ pub async fn login_facts(tx: &mut TenantTx, blinds: &Blinds, plain: &str) -> Res
             id,
             password_hash: facts.password_hash,
             status,
-            suspension_reason: facts.suspension_reason,
+            suspension_reason: crate::personal::Stored::of(facts.suspension_reason_sealed, facts.suspension_reason),
         }),
         _ => None,
     };

@@ -7,18 +7,21 @@ use crate::domain::retention::RetentionPolicy;
 
 /// The tenant's retention policy and when it last changed.
 pub async fn get(tx: &mut TenantTx) -> Result<(RetentionPolicy, DateTime<Utc>), ApiError> {
-    let (ended_sessions_days, mfa_challenges_days, erased_users_days, updated_at) = tx
+    let (ended_sessions_days, mfa_challenges_days, erased_users_days, privacy_requests_days, updated_at) = tx
         .one(sqlx::query_as(
-            "SELECT ended_sessions_days, mfa_challenges_days, erased_users_days, updated_at FROM identity_retention_policy",
+            "SELECT ended_sessions_days, mfa_challenges_days, erased_users_days, privacy_requests_days, updated_at
+               FROM identity_retention_policy",
         ))
         .await?;
-    Ok((RetentionPolicy { ended_sessions_days, mfa_challenges_days, erased_users_days }, updated_at))
+    let policy = RetentionPolicy { ended_sessions_days, mfa_challenges_days, erased_users_days, privacy_requests_days };
+    Ok((policy, updated_at))
 }
 
 /// The policy, locked until the transaction ends (an update reads what it replaces).
 pub async fn get_for_update(tx: &mut TenantTx) -> Result<RetentionPolicy, ApiError> {
     tx.one(sqlx::query_as(
-        "SELECT ended_sessions_days, mfa_challenges_days, erased_users_days FROM identity_retention_policy FOR UPDATE",
+        "SELECT ended_sessions_days, mfa_challenges_days, erased_users_days, privacy_requests_days
+           FROM identity_retention_policy FOR UPDATE",
     ))
     .await
 }
@@ -28,12 +31,13 @@ pub async fn update(tx: &mut TenantTx, p: &RetentionPolicy) -> Result<DateTime<U
     tx.scalar(
         sqlx::query_scalar(
             "UPDATE identity_retention_policy SET ended_sessions_days = $1, mfa_challenges_days = $2, erased_users_days = $3,
-                updated_at = now()
+                privacy_requests_days = $4, updated_at = now()
              RETURNING updated_at",
         )
         .bind(p.ended_sessions_days)
         .bind(p.mfa_challenges_days)
-        .bind(p.erased_users_days),
+        .bind(p.erased_users_days)
+        .bind(p.privacy_requests_days),
     )
     .await
 }

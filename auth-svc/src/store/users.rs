@@ -7,7 +7,7 @@ use proto::auth::v1 as pb;
 
 use crate::email_index::Blinds;
 use crate::error::AuthError;
-use crate::personal::{Item, Stored, USER_DISPLAY_NAME, USER_EMAIL};
+use crate::personal::{Item, Stored, USER_DISPLAY_NAME, USER_EMAIL, USER_SUSPENSION_REASON};
 use crate::store::roles::{self, Grantee};
 
 #[derive(sqlx::FromRow)]
@@ -20,6 +20,7 @@ struct UserRow {
     display_name: Option<String>,
     status: String,
     suspension_reason: Option<String>,
+    suspension_reason_sealed: Option<String>,
     created_at: chrono::DateTime<chrono::Utc>,
     last_login_at: Option<chrono::DateTime<chrono::Utc>>,
     mfa_enabled: bool,
@@ -27,7 +28,7 @@ struct UserRow {
 }
 
 const USER_COLUMNS: &str = "u.id, u.email_sealed, u.display_name_sealed, u.email, u.display_name, u.status,
-    u.suspension_reason, u.created_at, u.last_login_at, (u.erasure_deferred_at IS NOT NULL OR u.restricted_at IS NOT NULL) AS restricted,
+    u.suspension_reason, u.suspension_reason_sealed, u.created_at, u.last_login_at, (u.erasure_deferred_at IS NOT NULL OR u.restricted_at IS NOT NULL) AS restricted,
     EXISTS (SELECT 1 FROM mfa_totp m WHERE m.user_id = u.id AND m.confirmed_at IS NOT NULL) AS mfa_enabled";
 
 /// A user with its effective roles.
@@ -45,6 +46,7 @@ pub struct StoredUser {
     pub id: uuid::Uuid,
     pub email: Stored,
     pub display_name: Stored,
+    pub suspension_reason: Stored,
     /// Its erasure waits for a legal hold to end: its personal fields show only through an
     /// audited reveal.
     pub restricted: bool,
@@ -63,7 +65,7 @@ impl From<WithRoles> for StoredUser {
                 "suspended" => pb::UserStatus::Suspended,
                 _ => pb::UserStatus::Deleted,
             } as i32,
-            suspension_reason: r.suspension_reason.unwrap_or_default(),
+            suspension_reason: String::new(),
             mfa_enabled: r.mfa_enabled,
             roles: row.roles,
             create_time: Some(to_pb(r.created_at)),
@@ -73,6 +75,7 @@ impl From<WithRoles> for StoredUser {
             id: r.id,
             email: Stored::of(r.email_sealed, r.email),
             display_name: Stored::of(r.display_name_sealed, r.display_name),
+            suspension_reason: Stored::of(r.suspension_reason_sealed, r.suspension_reason),
             restricted: r.restricted,
             user,
         }
@@ -81,14 +84,18 @@ impl From<WithRoles> for StoredUser {
 
 impl StoredUser {
     /// The sealed fields, to open in one call with others.
-    pub fn personal(&self) -> [Item<Stored>; 2] {
+    pub fn personal(&self) -> [Item<Stored>; 3] {
         let item = |field, value: &Stored| Item { field, row: self.id, subject: self.id, value: value.clone() };
-        [item(USER_EMAIL, &self.email), item(USER_DISPLAY_NAME, &self.display_name)]
+        [
+            item(USER_EMAIL, &self.email),
+            item(USER_DISPLAY_NAME, &self.display_name),
+            item(USER_SUSPENSION_REASON, &self.suspension_reason),
+        ]
     }
 
-    /// The user as the API shows it, with its opened email and display name.
-    pub fn into_pb(self, email: String, display_name: String) -> pb::User {
-        pb::User { email, display_name, ..self.user }
+    /// The user as the API shows it, with its opened email, display name and suspension reason.
+    pub fn into_pb(self, email: String, display_name: String, suspension_reason: String) -> pb::User {
+        pb::User { email, display_name, suspension_reason, ..self.user }
     }
 }
 
@@ -257,10 +264,12 @@ pub async fn set_display_name(tx: &mut TenantTx, id: uuid::Uuid, sealed: Option<
     Ok(())
 }
 
-/// Suspends a user who is not deleted, with `reason`; `USER_NOT_FOUND` otherwise.
-pub async fn suspend(tx: &mut TenantTx, id: uuid::Uuid, reason: &str) -> Result<(), ApiError> {
-    let sql = "UPDATE users SET status = 'suspended', suspension_reason = $2, updated_at = now() WHERE id = $1 AND status <> 'deleted'";
-    update_one(tx, sql, id, Some(reason), AuthError::UserNotFound).await
+/// Suspends a user who is not deleted, with their reason sealed; `USER_NOT_FOUND` otherwise.
+pub async fn suspend(tx: &mut TenantTx, id: uuid::Uuid, reason_sealed: &str) -> Result<(), ApiError> {
+    let sql = "UPDATE users SET status = 'suspended', suspension_reason_sealed = $2, suspension_reason = NULL,
+                    updated_at = now()
+                WHERE id = $1 AND status <> 'deleted'";
+    update_one(tx, sql, id, Some(reason_sealed), AuthError::UserNotFound).await
 }
 
 /// Reactivates a suspended user; `NOT_SUSPENDED` otherwise, `USER_RESTRICTED` when their
@@ -272,7 +281,8 @@ pub async fn reactivate(tx: &mut TenantTx, id: uuid::Uuid) -> Result<(), ApiErro
     if restricted == Some(true) {
         return Err(AuthError::UserRestricted.into());
     }
-    let sql = "UPDATE users SET status = 'active', suspension_reason = NULL, restricted_at = NULL, updated_at = now()
+    let sql = "UPDATE users SET status = 'active', suspension_reason = NULL, suspension_reason_sealed = NULL,
+                    restricted_at = NULL, updated_at = now()
                 WHERE id = $1 AND status = 'suspended'";
     update_one(tx, sql, id, None, AuthError::NotSuspended).await
 }
@@ -290,7 +300,7 @@ pub async fn lock(tx: &mut TenantTx, id: uuid::Uuid) -> Result<(), ApiError> {
 /// Restricts a user whose erasure a legal hold defers: suspended with `reason` (no login), their
 /// sealed fields kept, and since when their erasure waits (the first time it was asked for).
 pub async fn restrict(tx: &mut TenantTx, id: uuid::Uuid, reason: &str) -> Result<(), ApiError> {
-    let sql = "UPDATE users SET status = 'suspended', suspension_reason = $2,
+    let sql = "UPDATE users SET status = 'suspended', suspension_reason = $2, suspension_reason_sealed = NULL,
                     erasure_deferred_at = coalesce(erasure_deferred_at, now()), updated_at = now()
               WHERE id = $1 AND status <> 'deleted'";
     update_one(tx, sql, id, Some(reason), AuthError::UserNotFound).await
@@ -299,7 +309,7 @@ pub async fn restrict(tx: &mut TenantTx, id: uuid::Uuid, reason: &str) -> Result
 /// Restricts the processing of a user's data at their request: suspended with `reason` (no
 /// login), their sealed fields shown only through an audited reveal, until reactivated.
 pub async fn restrict_processing(tx: &mut TenantTx, id: uuid::Uuid, reason: &str) -> Result<(), ApiError> {
-    let sql = "UPDATE users SET status = 'suspended', suspension_reason = $2,
+    let sql = "UPDATE users SET status = 'suspended', suspension_reason = $2, suspension_reason_sealed = NULL,
                     restricted_at = coalesce(restricted_at, now()), updated_at = now()
               WHERE id = $1 AND status <> 'deleted'";
     update_one(tx, sql, id, Some(reason), AuthError::UserNotFound).await
@@ -313,7 +323,7 @@ pub async fn restrict_processing(tx: &mut TenantTx, id: uuid::Uuid, reason: &str
 /// or it is deleted already.
 pub async fn erase(tx: &mut TenantTx, id: uuid::Uuid) -> Result<(), ApiError> {
     let sql = "UPDATE users SET status = 'deleted', email = NULL, display_name = NULL, email_sealed = NULL,
-                    display_name_sealed = NULL, password_hash = NULL, suspension_reason = NULL,
+                    display_name_sealed = NULL, password_hash = NULL, suspension_reason = NULL, suspension_reason_sealed = NULL,
                     last_login_at = NULL, erasure_deferred_at = NULL, deleted_at = now(), updated_at = now()
               WHERE id = $1 AND status <> 'deleted'";
     update_one(tx, sql, id, None, AuthError::UserNotFound).await?;

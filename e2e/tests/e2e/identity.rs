@@ -419,12 +419,38 @@ async fn suspension_reason_only_after_the_right_password_and_sessions_end() {
     let pool = fx.c.db.admin_pool().await;
     let audited: i64 = sqlx::query_scalar(
         "SELECT count(DISTINCT event_id) FROM (SELECT event_id, action, details FROM t_alpha.audit_outbox UNION ALL SELECT event_id, action, details FROM t_alpha.audit_log) a
-          WHERE action = 'login.suspended' AND details->>'suspension_reason' = 'KYC documents expired'",
+          WHERE action = 'login.suspended'",
     )
     .fetch_one(&pool)
     .await
     .expect("audit");
     assert_eq!(audited, 1);
+    // The reason is about Dave: sealed under his key in his row and in the suspension's record,
+    // in plain nowhere in the database.
+    let (plain, sealed): (Option<String>, Option<String>) =
+        sqlx::query_as("SELECT suspension_reason, suspension_reason_sealed FROM t_alpha.users WHERE id = $1::uuid")
+            .bind(&dave.id)
+            .fetch_one(&pool)
+            .await
+            .expect("dave");
+    assert_eq!(plain, None);
+    assert!(sealed.is_some_and(|s| !s.contains("KYC")));
+    let in_trail: Vec<String> = sqlx::query_scalar(
+        "SELECT details->>'suspension_reason_sealed' FROM (SELECT action, details FROM t_alpha.audit_outbox
+            UNION ALL SELECT action, details FROM t_alpha.audit_log) a WHERE action = 'user.suspend'",
+    )
+    .fetch_all(&pool)
+    .await
+    .expect("audit");
+    assert!(!in_trail.is_empty() && in_trail.iter().all(|s| !s.is_empty() && !s.contains("KYC")), "{in_trail:?}");
+    let anywhere: i64 = sqlx::query_scalar(
+        "SELECT (SELECT count(*) FROM t_alpha.audit_outbox WHERE details::text LIKE '%KYC documents%')
+              + (SELECT count(*) FROM t_alpha.audit_log WHERE details::text LIKE '%KYC documents%')",
+    )
+    .fetch_one(&pool)
+    .await
+    .expect("audit");
+    assert_eq!(anywhere, 0);
 
     // A user with TOTP and an API key, suspended between the password and the second factor: the
     // pending login cannot be finished, and the API key stops at once, at every service.
@@ -1229,8 +1255,9 @@ async fn housekeeping_removes_only_what_ended_long_ago_and_audits_it() {
         details,
         [serde_json::json!({
             "refreshes": 2, "sessions": 1, "mfa_challenges": 1, "signing_keys": 1, "erased_users": 0,
-            "erased_user_rows": 0,
-            "retention_days": { "ended_sessions_days": 365, "mfa_challenges_days": 1, "erased_users_days": 30 },
+            "erased_user_rows": 0, "privacy_requests": 0,
+            "retention_days": { "ended_sessions_days": 365, "mfa_challenges_days": 1, "erased_users_days": 30,
+                                "privacy_requests_days": 1095 },
         })]
     );
     assert_eq!(auth_svc::housekeeping::purge(&db, &tenant).await.expect("again"), Default::default());

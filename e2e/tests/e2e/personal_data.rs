@@ -3,7 +3,8 @@
 //! through the keyed blind index; deleting a user makes every copy of their data unreadable; a
 //! sealed value moved to another row does not open; reading a user costs one transit call; a
 //! login is recorded on the user and the session holds its access token's `jti`; rows written
-//! before sealing are sealed by auth-svc's sweep.
+//! before sealing are sealed by auth-svc's sweep; the login throttle's Redis keys are no
+//! brute-forceable pseudonym of an email or an address.
 
 use std::collections::HashMap;
 
@@ -36,8 +37,12 @@ impl Fx {
     }
 
     async fn start(with_gateway: bool) -> Self {
+        Self::on(Constellation::start(with_gateway).await).await
+    }
+
+    /// On a constellation of the caller's (e.g. on a Redis of the test's own).
+    async fn on(c: Constellation) -> Self {
         let _ = kit::telemetry::init("e2e", &kit::config::TelemetryConfig { otlp_endpoint: None, log: "error".into() });
-        let c = Constellation::start(with_gateway).await;
         let (alpha, owner, _) = c.create_tenant_with_owner("alpha", "Owner.Quill@Alpha.example").await;
         let signer = TestSigner::generate();
         signer.publish(&c.db.admin_pool().await).await;
@@ -72,10 +77,21 @@ impl Fx {
     }
 
     async fn login(&self, tenant: &str, email: &str, ip: &str, agent: &str) -> Result<pb::Tokens, tonic::Status> {
+        self.login_with(tenant, email, PASSWORD, ip, agent).await
+    }
+
+    async fn login_with(
+        &self,
+        tenant: &str,
+        email: &str,
+        password: &str,
+        ip: &str,
+        agent: &str,
+    ) -> Result<pb::Tokens, tonic::Status> {
         let msg = pb::LoginRequest {
             tenant: tenant.into(),
             email: email.into(),
-            password: PASSWORD.into(),
+            password: password.into(),
             client: Some(pb::ClientInfo { ip: ip.into(), user_agent: agent.into() }),
         };
         let answer = AuthenticationServiceClient::new(self.c.channel_as("gateway", "auth"))
@@ -124,9 +140,22 @@ fn hex(s: &str) -> String {
     s.bytes().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The first 16 bytes of SHA-256 of `tenant\0value`, in hex: how the login throttle named an
+/// account or an address in Redis before its keys were keyed (anyone reading Redis could confirm
+/// a guessed email, or run through the IPv4 space).
+fn unkeyed_pseudonym(tenant: &str, value: &str) -> String {
+    use sha2::Digest;
+    hex::encode(&sha2::Sha256::digest(format!("{tenant}\0{value}").as_bytes())[..16])
+}
+
+/// Also Redis (a dump, `MONITOR`, a replica): the login throttle's keys after failed logins,
+/// of a known tenant and of an unknown one, hold no email or address, neither plain nor as an
+/// unkeyed hash.
 #[tokio::test]
 async fn a_database_dump_holds_no_email_name_address_or_user_agent() {
-    let f = Fx::new().await;
+    // A Redis of this test's own: every throttle key in it is this test's.
+    let redis = e2e::PrivateRedis::start().await;
+    let f = Fx::on(Constellation::start_with(kit::testing::TestDb::create().await, redis.url(), false).await).await;
     let admin = f.admin(f.alpha, &f.owner);
     let (email, name) = ("Zebedee.Quartermain@Probe.example", "Zebedee Quartermain-Probe");
     let (ip, agent) = ("198.51.100.213", "ProbeAgent/9.9 (dump-check)");
@@ -144,6 +173,32 @@ async fn a_database_dump_holds_no_email_name_address_or_user_agent() {
     for plain in [email, &email.to_lowercase(), name, ip, agent, "owner.quill@alpha.example"] {
         assert!(!dump.contains(plain), "{plain:?} is in the dump");
         assert!(!dump.contains(&hex(plain)), "{plain:?} is in the dump as hex");
+    }
+
+    let ghost = "ghostalpha";
+    for tenant in ["alpha", ghost] {
+        let err = f.login_with(tenant, email, "a wrong password", ip, agent).await.expect_err("wrong password");
+        assert_eq!(reason(&err), "INVALID_CREDENTIALS");
+    }
+    let mut conn = f.c.redis_client().get_multiplexed_async_connection().await.expect("redis");
+    let keys: Vec<String> = redis::cmd("KEYS").arg("strongroom:login:*").query_async(&mut conn).await.expect("keys");
+    for kind in ["acct", "acctip", "ip"] {
+        let n = keys.iter().filter(|k| k.split(':').nth(2) == Some(kind)).count();
+        assert!(n >= 2, "the known and the unknown tenant's {kind} counters are kept: {keys:?}");
+    }
+    let (lower, alpha) = (email.to_lowercase(), f.alpha.to_string());
+    let unknown = format!("unknown:{ghost}");
+    let mut pseudonyms = Vec::new();
+    for tenant in [alpha.as_str(), unknown.as_str()] {
+        pseudonyms.extend([email, &lower, ip].map(|v| unkeyed_pseudonym(tenant, v)));
+    }
+    for key in &keys {
+        for plain in [email, &lower, ip, &hex(&lower), &hex(ip)] {
+            assert!(!key.contains(plain), "{plain:?} is in the Redis key {key}");
+        }
+        for old in &pseudonyms {
+            assert!(!key.contains(old), "the unkeyed pseudonym {old} is in the Redis key {key}");
+        }
     }
     f.c.stop().await;
 }
@@ -669,7 +724,13 @@ async fn a_suspended_user_appeals_is_asked_for_more_and_the_decision_lifts_the_s
         ["appeal.answer", "appeal.decide", "appeal.file", "appeal.information_request", "user.reactivate"]
     );
     let dump = e2e::pg_dump(&f.c.db);
-    for plain in [statement, "Which device did you use?", "My phone."] {
+    for plain in [
+        statement,
+        "Which device did you use?",
+        "My phone.",
+        "logins from an unusual country",
+        "Confirmed with the ticket",
+    ] {
         assert!(!dump.contains(plain), "{plain:?} is in the dump");
     }
     f.c.stop().await;

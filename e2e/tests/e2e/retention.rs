@@ -91,8 +91,8 @@ async fn the_policy_round_trips_over_http_refuses_values_out_of_bounds_and_is_au
     let (s, p) = call(&c, Method::GET, "/v1/tenant/retention", &owner, Value::Null).await;
     assert_eq!(s, 200, "{p}");
     assert_eq!(
-        (&p["ended_sessions_days"], &p["mfa_challenges_days"], &p["erased_users_days"]),
-        (&json!(365), &json!(1), &json!(30)),
+        (&p["ended_sessions_days"], &p["mfa_challenges_days"], &p["erased_users_days"], &p["privacy_requests_days"]),
+        (&json!(365), &json!(1), &json!(30), &json!(1095)),
         "the defaults: {p}"
     );
 
@@ -104,8 +104,21 @@ async fn the_policy_round_trips_over_http_refuses_values_out_of_bounds_and_is_au
     let (s, read) = call(&c, Method::GET, "/v1/tenant/retention", &owner, Value::Null).await;
     assert_eq!((s, &read), (200, &p), "read back as written");
 
+    // Left out, the retention of request records stays; given, it changes.
+    assert_eq!(p["privacy_requests_days"], 1095, "{p}");
+    let mut longer = wanted.clone();
+    longer["privacy_requests_days"] = json!(2000);
+    let (s, p) = call(&c, Method::PUT, "/v1/tenant/retention", &owner, longer).await;
+    assert_eq!((s, &p["privacy_requests_days"]), (200, &json!(2000)), "{p}");
+
     // Out of bounds, each named; unknown fields and missing ones refused; nothing changes.
-    for (field, days) in [("ended_sessions_days", 0), ("mfa_challenges_days", 3651), ("erased_users_days", 0)] {
+    for (field, days) in [
+        ("ended_sessions_days", 0),
+        ("mfa_challenges_days", 3651),
+        ("erased_users_days", 0),
+        ("privacy_requests_days", 0),
+        ("privacy_requests_days", 3651),
+    ] {
         let mut body = wanted.clone();
         body[field] = json!(days);
         let (s, e) = call(&c, Method::PUT, "/v1/tenant/retention", &owner, body).await;
@@ -130,14 +143,20 @@ async fn the_policy_round_trips_over_http_refuses_values_out_of_bounds_and_is_au
     let (s, e) = call(&c, Method::PUT, "/v1/tenant/retention", vera, wanted.clone()).await;
     assert_eq!(s, 403, "{e}");
 
-    // One record of the change, with what changed before and after (not what stayed).
+    // One record of each change, with what changed before and after (not what stayed).
     let admin = c.db.admin_pool().await;
+    // In the outbox or the log, whichever order the drain left them in.
+    let mut records = audited(&admin, "tenant.retention_update").await;
+    records.sort_by_key(Value::to_string);
     assert_eq!(
-        audited(&admin, "tenant.retention_update").await,
-        [json!({
-            "ended_sessions_days": { "previous": 365, "new": 90 },
-            "mfa_challenges_days": { "previous": 1, "new": 2 },
-        })]
+        records,
+        [
+            json!({
+                "ended_sessions_days": { "previous": 365, "new": 90 },
+                "mfa_challenges_days": { "previous": 1, "new": 2 },
+            }),
+            json!({ "privacy_requests_days": { "previous": 1095, "new": 2000 } }),
+        ]
     );
 
     // Retention classes of vault-svc, under the same permission.
@@ -163,7 +182,8 @@ async fn the_policy_round_trips_over_http_refuses_values_out_of_bounds_and_is_au
 async fn housekeeping_removes_what_ended_longer_ago_than_the_policy_and_keeps_the_rest() {
     let c = Constellation::start(true).await;
     let owner = owner(&c).await;
-    let policy = json!({ "ended_sessions_days": 30, "mfa_challenges_days": 1, "erased_users_days": 30 });
+    let policy = json!({ "ended_sessions_days": 30, "mfa_challenges_days": 1, "erased_users_days": 30,
+                         "privacy_requests_days": 365 });
     let (s, p) = call(&c, Method::PUT, "/v1/tenant/retention", &owner, policy).await;
     assert_eq!(s, 200, "{p}");
 
@@ -214,6 +234,32 @@ async fn housekeeping_removes_what_ended_longer_ago_than_the_policy_and_keeps_th
     };
     assert_eq!(indexed_keys().await, 1, "erin's revoked key");
 
+    // Data-subject requests about an external contact: one closed 366 days ago (removed with its
+    // steps), one closed 364 days ago and one still open since long ago (both kept).
+    let officer = json!({ "type": "erasure", "external_subject": "contact:5" });
+    let mut requests = Vec::new();
+    for _ in 0..3 {
+        let (s, r) = call(&c, Method::POST, "/v1/privacy/requests", &owner, officer.clone()).await;
+        assert_eq!(s, 200, "{r}");
+        requests.push(r["id"].as_str().expect("id").to_owned());
+    }
+    for id in &requests[..2] {
+        let body = json!({ "status": "rejected", "note": "not our data" });
+        let (s, r) = call(&c, Method::POST, &format!("/v1/privacy/requests/{id}/update"), &owner, body).await;
+        assert_eq!(s, 200, "{r}");
+    }
+    for (id, age) in [(&requests[0], "366 days"), (&requests[1], "364 days"), (&requests[2], "900 days")] {
+        sqlx::query(
+            "UPDATE t_alpha.privacy_requests SET closed_at = closed_at - $2::interval,
+                    created_at = created_at - $2::interval WHERE id = $1::uuid",
+        )
+        .bind(id)
+        .bind(age)
+        .execute(&admin)
+        .await
+        .expect("age request");
+    }
+
     let db = kit::Db::connect_lazy(&c.db.runtime_url("auth"), 2).expect("pool");
     let tenant = db.tenant(&kit::TenantSlug::parse("alpha").expect("slug")).await.expect("tenant");
     let purged = auth_svc::housekeeping::purge(&db, &tenant).await.expect("purge");
@@ -225,9 +271,24 @@ async fn housekeeping_removes_what_ended_longer_ago_than_the_policy_and_keeps_th
             erased_users: 1,
             // Her session, its refresh token, her API key and its index row.
             erased_user_rows: 4,
+            privacy_requests: 1,
             ..Default::default()
         }
     );
+    let kept: Vec<String> = sqlx::query_scalar(
+        "SELECT id::text FROM t_alpha.privacy_requests WHERE subject_id = 'contact:5' ORDER BY created_at DESC",
+    )
+    .fetch_all(&admin)
+    .await
+    .expect("requests");
+    assert_eq!(kept, requests[1..], "the request closed 366 days ago is gone, the others stay");
+    let steps: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM t_alpha.privacy_request_steps WHERE request_id = $1::uuid")
+            .bind(&requests[0])
+            .fetch_one(&admin)
+            .await
+            .expect("steps");
+    assert_eq!(steps, 0, "with its steps");
     let left: Vec<uuid::Uuid> = sqlx::query_scalar("SELECT id FROM t_alpha.sessions WHERE id = ANY($1)")
         .bind(vec![old, recent, live])
         .fetch_all(&admin)
@@ -260,8 +321,9 @@ async fn housekeeping_removes_what_ended_longer_ago_than_the_policy_and_keeps_th
         audited(&admin, "auth.purge_expired").await,
         [json!({
             "refreshes": 1, "sessions": 1, "mfa_challenges": 0, "signing_keys": 0, "erased_users": 1,
-            "erased_user_rows": 4,
-            "retention_days": { "ended_sessions_days": 30, "mfa_challenges_days": 1, "erased_users_days": 30 },
+            "erased_user_rows": 4, "privacy_requests": 1,
+            "retention_days": { "ended_sessions_days": 30, "mfa_challenges_days": 1, "erased_users_days": 30,
+                                "privacy_requests_days": 365 },
         })]
     );
     assert_eq!(auth_svc::housekeeping::purge(&db, &tenant).await.expect("again"), Default::default());
@@ -275,6 +337,7 @@ async fn housekeeping_removes_what_ended_longer_ago_than_the_policy_and_keeps_th
         ("mfa_challenges", 0.0),
         ("erased_users", 1.0),
         ("erased_user_rows", 4.0),
+        ("privacy_requests", 1.0),
     ] {
         let series = format!("strongroom_retention_rows_removed_total{{service=\"auth\",data_type=\"{data_type}\"}}");
         assert_eq!(sample(&text, &series), Some(n), "{series} in:\n{text}");

@@ -2,7 +2,9 @@
 //! past its class's retention loses its key and every ciphertext of it refuses to decrypt, while
 //! newer periods' still decrypt; the job is audited once per run that destroyed something and
 //! does nothing twice; a class is its tenant's alone; a batch over many subjects answers each item
-//! in place. Time is moved by backdating a period's row and by the job's `now`, never by sleeping.
+//! in place. The same job deletes idempotency records older than ninety days, after which a retry
+//! of such a request id is a new request. Time is moved by backdating a period's or a record's
+//! row and by the job's `now`, never by sleeping.
 
 use std::collections::HashMap;
 
@@ -112,6 +114,11 @@ impl F {
 /// The context a messaging platform binds a message to.
 fn messages_context() -> HashMap<String, String> {
     [("conversation".to_owned(), "c-17".to_owned())].into()
+}
+
+fn request_records_removed() -> u64 {
+    let label = kit::metrics::RetentionLabels { service: "vault".into(), data_type: "request_records".into() };
+    kit::metrics::Metrics::global().retention_removed.get_or_create(&label).get()
 }
 
 fn destroyed_count() -> i64 {
@@ -403,5 +410,113 @@ async fn a_decrypt_batch_over_a_hundred_subjects_answers_each_item_in_place() {
             other => panic!("item {i} answered {other:?}"),
         }
     }
+    f.c.stop().await;
+}
+
+#[tokio::test]
+async fn request_records_older_than_ninety_days_are_removed_and_their_ids_act_anew() {
+    let f = F::new().await;
+    let admin = f.c.db.admin_pool().await;
+    let keys = KeyManagementServiceClient::new(f.c.channel_as("operator", "vault"));
+    let (old_id, new_id) = (uuid::Uuid::new_v4().to_string(), uuid::Uuid::new_v4().to_string());
+    let rotate = |id: &str| {
+        let msg = pb::RotateTenantKeyRequest { request_id: id.to_owned() };
+        let mut keys = keys.clone();
+        async move {
+            keys.rotate_tenant_key(req("alpha", None, msg))
+                .await
+                .expect("rotate")
+                .into_inner()
+                .key
+                .expect("key")
+                .version
+        }
+    };
+    assert_eq!(rotate(&old_id).await, 2);
+    assert_eq!(rotate(&new_id).await, 3);
+    assert_eq!(rotate(&old_id).await, 2, "a retry within ninety days is answered from its record");
+    let records = || async {
+        let ids: Vec<uuid::Uuid> =
+            sqlx::query_scalar("SELECT request_id FROM t_alpha.idempotency_keys ORDER BY created_at")
+                .fetch_all(&admin)
+                .await
+                .expect("records");
+        ids.into_iter().map(|id| id.to_string()).collect::<Vec<_>>()
+    };
+    assert_eq!(records().await, vec![old_id.clone(), new_id.clone()]);
+    let backdated = sqlx::query(
+        "UPDATE t_alpha.idempotency_keys SET created_at = now() - interval '91 days' WHERE request_id = $1::uuid",
+    )
+    .bind(&old_id)
+    .execute(&admin)
+    .await
+    .expect("backdate");
+    assert_eq!(backdated.rows_affected(), 1);
+    let db = f.vault_db();
+
+    // Under a tenant-wide legal hold the record stays, and nothing is audited.
+    let hold = uuid::Uuid::new_v4();
+    sqlx::query(
+        "INSERT INTO t_alpha.legal_holds (tenant_id, id, scope, reason, placed_by) \
+         VALUES ($1, $2, 'tenant', 'inquiry', 'test')",
+    )
+    .bind(f.alpha)
+    .bind(hold)
+    .execute(&admin)
+    .await
+    .expect("hold");
+    vault_svc::retention::run_once(&db, Utc::now()).await.expect("held run");
+    assert_eq!(records().await.len(), 2, "kept by the hold");
+    assert!(f.audited(vault_svc::retention::REMOVE_REQUEST_RECORDS_ACTION).await.is_empty());
+    sqlx::query("UPDATE t_alpha.legal_holds SET released_at = now(), released_by = 'test' WHERE id = $1")
+        .bind(hold)
+        .execute(&admin)
+        .await
+        .expect("release");
+
+    // Released: the run removes exactly the old record, counted and audited with its count only.
+    let metric_before = request_records_removed();
+    assert_eq!(vault_svc::retention::run_once(&db, Utc::now()).await.expect("run"), 0, "no period key");
+    assert_eq!(records().await, vec![new_id.clone()]);
+    assert_eq!(request_records_removed(), metric_before + 1);
+    let audited = f.audited(vault_svc::retention::REMOVE_REQUEST_RECORDS_ACTION).await;
+    assert_eq!(audited.len(), 1);
+    assert_eq!(audited[0]["request_records_removed"], 1);
+    assert_eq!(audited[0]["older_than_days"], vault_svc::retention::REQUEST_RECORD_DAYS);
+    assert!(!audited[0].to_string().contains(&old_id), "no request id in the record");
+
+    // Again: nothing more to remove, nothing more audited.
+    vault_svc::retention::run_once(&db, Utc::now()).await.expect("rerun");
+    assert_eq!(records().await, vec![new_id.clone()]);
+    assert_eq!(f.audited(vault_svc::retention::REMOVE_REQUEST_RECORDS_ACTION).await.len(), 1);
+
+    // A backlog larger than one batch goes in several transactions, each audited with its count.
+    let metric_before = request_records_removed();
+    let backlog = vault_svc::retention::REQUEST_RECORD_BATCH + 1;
+    sqlx::query(
+        "INSERT INTO t_alpha.idempotency_keys (tenant_id, request_id, operation, digest, response, created_at) \
+         SELECT $1, gen_random_uuid(), 'put_secret', '\\x', '\\x', now() - interval '100 days' \
+         FROM generate_series(1, $2)",
+    )
+    .bind(f.alpha)
+    .bind(backlog)
+    .execute(&admin)
+    .await
+    .expect("backlog");
+    vault_svc::retention::run_once(&db, Utc::now()).await.expect("backlog run");
+    assert_eq!(records().await, vec![new_id.clone()]);
+    assert_eq!(request_records_removed(), metric_before + backlog as u64);
+    let counts: Vec<i64> = f
+        .audited(vault_svc::retention::REMOVE_REQUEST_RECORDS_ACTION)
+        .await
+        .iter()
+        .map(|d| d["request_records_removed"].as_i64().expect("count"))
+        .collect();
+    assert_eq!(counts.iter().sum::<i64>(), 1 + backlog);
+    assert_eq!(counts.len(), 3, "one record, then a full batch and the rest: {counts:?}");
+
+    // The old id now rotates anew; the recent one is still answered from its record.
+    assert_eq!(rotate(&old_id).await, 4, "an id past ninety days is a new request");
+    assert_eq!(rotate(&new_id).await, 3);
     f.c.stop().await;
 }

@@ -1,5 +1,6 @@
 //! SQL of retention classes (`retention_classes`) and their period keys (`period_keys`, each
-//! sealed by a tenant key; a destroyed one keeps its row without the sealed key).
+//! sealed by a tenant key; a destroyed one keeps its row without the sealed key), and of the
+//! retention job's deletion of old idempotency records (`idempotency_keys`).
 
 use chrono::{DateTime, Utc};
 use kit::{ApiError, TenantTx};
@@ -171,6 +172,21 @@ pub async fn destroy_period_keys(tx: &mut TenantTx, class: &str, ended_by: DateT
         )
         .bind(class)
         .bind(ended_by),
+    )
+    .await
+}
+
+/// Deletes up to `limit` idempotency records created before `before` (oldest first, by the index
+/// of vault tenant migration 0008); returns how many. A record another transaction deletes first
+/// is skipped once that one commits: each is deleted, and counted, once.
+pub async fn delete_request_records(tx: &mut TenantTx, before: DateTime<Utc>, limit: i64) -> Result<u64, ApiError> {
+    tx.execute(
+        sqlx::query(
+            "DELETE FROM idempotency_keys WHERE request_id IN \
+             (SELECT request_id FROM idempotency_keys WHERE created_at < $1 ORDER BY created_at LIMIT $2)",
+        )
+        .bind(before)
+        .bind(limit),
     )
     .await
 }
