@@ -76,6 +76,7 @@ pub const KIT: MigrationSet = MigrationSet {
         migration!("control", "0001_create_tenants"),
         migration!("control", "0002_create_outbox_notify"),
         migration!("control", "0003_register_tenants_by_operator_only"),
+        migration!("control", "0004_notify_tenant_status"),
     ],
     tenant: &[
         migration!("tenant", "0001_create_audit_outbox"),

@@ -191,6 +191,8 @@ pub async fn run_service(
     let reloader = certs.spawn_reloader(config.tls.reload_interval());
     let db = Db::connect_lazy(&config.database.url, config.database.max_connections)?;
     crate::metrics::Metrics::global().watch_pool(name, db.control_pool());
+    // A suspension or termination made anywhere reaches this replica's registry cache at once.
+    let registry_listener = db.spawn_registry_listener();
     let auth_url =
         config.upstreams.auth.clone().ok_or_else(|| ServeError::Config("upstreams.auth is required".into()))?;
     let jwks_channel = client::channel(&certs, &auth_url, &Identity::new(Identity::AUTH)?, config.upstreams.timeout())
@@ -223,6 +225,7 @@ pub async fn run_service(
     )
     .await;
     reloader.abort();
+    registry_listener.abort();
     let _ = admin.await;
     result
 }

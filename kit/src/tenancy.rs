@@ -148,12 +148,19 @@ impl TryFrom<TenantRow> for Tenant {
 
 const REGISTRY_TTL: Duration = Duration::from_secs(10);
 
+/// Where a change of a tenant's registry row is announced (payload: its slug), by a trigger on
+/// `control.tenants` (kit control migration 0004).
+pub const TENANT_REGISTRY_CHANNEL: &str = "strongroom_tenant_registry";
+
 /// The service's runtime connection pool (its own role), reachable only through [`TenantTx`] and
 /// the registry reads below.
 #[derive(Clone)]
 pub struct Db {
     pool: PgPool,
     health: PgPool,
+    /// The tenant registry listener's one connection, apart from `pool` (a `PgListener` keeps the
+    /// connection it takes for good: on the runtime pool it would take one of its permits).
+    registry_notices: PgPool,
     registry: Arc<RwLock<HashMap<TenantSlug, (Tenant, Instant)>>>,
     waker: crate::outbox::Waker,
 }
@@ -206,9 +213,14 @@ impl Db {
             .min_connections(0)
             .acquire_timeout(Duration::from_secs(3))
             .idle_timeout(Duration::from_secs(60))
+            .connect_lazy_with(options.clone());
+        let registry_notices = PgPoolOptions::new()
+            .max_connections(1)
+            .min_connections(0)
+            .acquire_timeout(Duration::from_secs(5))
             .connect_lazy_with(options);
         let waker = crate::outbox::Waker::new(pool.clone());
-        Ok(Self { pool, health, registry: Arc::default(), waker })
+        Ok(Self { pool, health, registry_notices, registry: Arc::default(), waker })
     }
 
     /// The pool, for tables of the `control` schema only. Tenant tables stay unreachable through
@@ -268,9 +280,43 @@ impl Db {
     }
 
     /// Drops this replica's cached registry entry of `slug` (after changing it); other replicas
-    /// see the change within the cache's lifetime (10 s).
+    /// drop theirs when the change is announced ([`Self::spawn_registry_listener`]), at the latest
+    /// after the cache's lifetime (10 s).
     pub async fn forget_tenant(&self, slug: &TenantSlug) {
         self.registry.write().await.remove(slug);
+    }
+
+    /// Listens for changes of the tenant registry ([`TENANT_REGISTRY_CHANNEL`]) and drops the
+    /// cached entry of each changed tenant as its change commits: a suspension or termination made
+    /// on any replica (or by hand) is refused here within the second, not after the cache's
+    /// lifetime. Each dropped entry counts `strongroom_events_total{event="tenant_registry_invalidated"}`.
+    /// While the listener is not connected (PostgreSQL restarting) nothing is announced, so the
+    /// whole cache is dropped on every (re)connection.
+    pub fn spawn_registry_listener(&self) -> tokio::task::JoinHandle<()> {
+        let (pool, registry) = (self.registry_notices.clone(), self.registry.clone());
+        tokio::spawn(async move {
+            loop {
+                let listen = async {
+                    let mut listener = sqlx::postgres::PgListener::connect_with(&pool).await?;
+                    listener.listen(TENANT_REGISTRY_CHANNEL).await?;
+                    registry.write().await.clear();
+                    loop {
+                        let n = listener.recv().await?;
+                        if let Ok(slug) = TenantSlug::parse(n.payload()) {
+                            registry.write().await.remove(&slug);
+                            crate::metrics::Metrics::global().event("tenant_registry_invalidated");
+                        }
+                    }
+                    #[allow(unreachable_code)]
+                    Ok::<(), sqlx::Error>(())
+                };
+                if let Err(e) = listen.await {
+                    tracing::warn!(error = %e, "tenant registry listener lost; dropping the cache and reconnecting");
+                    registry.write().await.clear();
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        })
     }
 
     /// Spawns a task that runs `job` for every active tenant, one tenant after another, every

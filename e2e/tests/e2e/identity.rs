@@ -964,6 +964,14 @@ async fn tenant_policy_and_tenant_suspension() {
         assert!(std::time::Instant::now() < deadline, "still served after suspension: {reasons:?}");
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+    // vault-svc dropped its cached entry because the change was announced, not because it aged.
+    let text = e2e::scrape_metrics(fx.c.services["vault"].admin).await;
+    let dropped = text
+        .lines()
+        .find(|l| l.starts_with("strongroom_events_total{") && l.contains("event=\"tenant_registry_invalidated\""))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<f64>().ok());
+    assert!(dropped.is_some_and(|n| n >= 1.0), "no announced registry change reached vault-svc: {dropped:?}");
     let err = fx.login("vic@alpha.example", "a long enough password").await.expect_err("suspended tenant");
     assert_eq!(reason(&err), "INVALID_CREDENTIALS");
     tenants.reactivate_tenant(pb::GetTenantRequest { slug: "alpha".into() }).await.expect("reactivate");
