@@ -332,15 +332,8 @@ async fn an_erasure_request_waits_for_a_legal_hold_and_completes_at_its_release(
     }
     assert_eq!(f.user_status(&cleo).await.0, "deleted");
     assert_eq!(f.live_subject_keys(&cleo).await, 0);
-    let contact_key = {
-        use sha2::Digest;
-        let digest = sha2::Sha256::digest(b"external:contact:77");
-        let mut b = [0u8; 16];
-        b.copy_from_slice(&digest[..16]);
-        b[6] = (b[6] & 0x0f) | 0x80;
-        b[8] = (b[8] & 0x3f) | 0x80;
-        uuid::Uuid::from_bytes(b).to_string()
-    };
+    // The key that seals the contact's notes, named as auth-svc names it.
+    let contact_key = auth_svc::domain::privacy_requests::Subject::External("contact:77".into()).key().to_string();
     let versions: i64 = sqlx::query_scalar("SELECT count(*) FROM t_alpha.subject_keys WHERE subject = $1")
         .bind(&contact_key)
         .fetch_one(&f.admin)
