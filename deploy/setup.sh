@@ -40,6 +40,7 @@ requirements=(
     "redis-server|command -v redis-server && command -v redis-cli"
     "softhsm2|command -v softhsm2-util"
     "opensc|command -v pkcs11-tool"
+    "pgbackrest|command -v pgbackrest"
     "procps|command -v ps && command -v pgrep"
     "util-linux|command -v runuser"
 )

@@ -153,6 +153,9 @@ pub fn spawn(db: Db, shutdown: kit::server::Shutdown, every: Duration, full_ever
         let mut listed_at: Option<tokio::time::Instant> = None;
         loop {
             if listed_at.is_none_or(|t| t.elapsed() >= TENANTS_FRESH) {
+                // Not terminated tenants: the recipient verifies their exported log offline
+                // (`strongroom audit verify --bundle`), and a mismatch record logged now would
+                // grow the log past the checkpoint the export ends with.
                 match db.tenants().await {
                     Ok(t) => {
                         tenants = t;

@@ -2,13 +2,15 @@
 //! outbox into contiguous, RFC 9162 Merkle-hashed entries. Nobody updates or deletes an entry (the
 //! database refuses it). Checkpoints, proofs over gRPC, queries and the gateway routes are the rest
 //! of the Audit issue; a background job verifies every tenant's log continuously (`integrity`),
-//! and another exports each tenant's outbox backlog and checkpoint staleness (`signals`).
+//! and another exports each tenant's outbox backlog and checkpoint staleness (`signals`). A
+//! terminated tenant's log goes into its export bundle, whose manifest audit-svc signs (`export`).
 
 pub mod api;
 pub mod checkpoint;
 pub mod config;
 pub mod domain;
 pub mod error;
+pub mod export;
 pub mod ingest;
 pub mod integrity;
 pub mod pseudonym;
@@ -78,6 +80,7 @@ pub async fn run(
             sequencer::spawn(ctx.db.clone(), ctx.shutdown.clone(), signer.clone(), checkpoint_interval, sweep_interval);
         let wake = stream::Wake::spawn(ctx.db.clone(), ctx.shutdown.clone());
         retention::spawn(ctx.db.clone(), ctx.shutdown.clone());
+        export::spawn(ctx.db.clone(), signer.clone(), ctx.shutdown.clone());
         integrity::spawn(ctx.db.clone(), ctx.shutdown.clone(), integrity_interval, integrity_full_interval);
         let signals_db = Db::connect_lazy(&ctx.config.database.url, 1).map_err(|e| e.to_string())?;
         signals::spawn(signals_db, ctx.shutdown.clone(), signals_interval);

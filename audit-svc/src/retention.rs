@@ -85,6 +85,7 @@ pub fn spawn(db: Db, shutdown: kit::server::Shutdown) {
     let task = tokio::spawn(async move {
         loop {
             tokio::time::sleep(EVERY).await;
+            // Not terminated tenants: their log is exported whole, and kept until the purge.
             let Ok(tenants) = db.tenants().await else { continue };
             for tenant in tenants {
                 let provisioned = async {

@@ -7,6 +7,7 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
+use kit::tenancy::TenantStatus;
 use kit::{ApiError, Db, Tenant, TenantTx};
 use uuid::Uuid;
 
@@ -245,6 +246,19 @@ async fn tend(
     if !may_sign {
         return Checkpointed::Waiting;
     }
+    if tenant.status == TenantStatus::Terminated {
+        // A terminated tenant's log is checkpointed for its export bundle only: once the manifest
+        // is signed, vault-svc refuses its signatures, and what is logged later stays unsigned.
+        match kit::export::is_exporting(db, tenant).await {
+            Ok(true) => {}
+            // Nothing more to sign: the tenant owes no checkpoint.
+            Ok(false) => return Checkpointed::Signed,
+            Err(e) => {
+                tracing::warn!(tenant = %tenant.slug, reason = %e.reason, "checkpoint not signed");
+                return Checkpointed::Failed;
+            }
+        }
+    }
     match crate::checkpoint::make(db, signer, tenant).await {
         Ok(Some(size)) => {
             tracing::debug!(tenant = %tenant.slug, size, "checkpoint signed");
@@ -389,12 +403,14 @@ pub fn spawn(
             }
             let stale = listed_at.is_none_or(|t| t.elapsed() >= TENANTS_FRESH);
             if stale || woken.iter().any(|id| !listed.contains(id)) {
-                match db.tenants().await {
+                // Terminated tenants too, until they are purged: their outbox (the termination
+                // record) is drained and their log checkpointed for the export bundle.
+                match db.registered_tenants().await {
                     Ok(t) => {
                         tenants = t;
                         listed = tenants.iter().map(|t| t.id.0).collect();
                         listed_at = Some(tokio::time::Instant::now());
-                        // Tenants no longer listed (suspended, removed) owe nothing here.
+                        // Tenants no longer listed (purged) owe nothing here.
                         checkpoints.owed.retain(|id| listed.contains(id));
                         sweep.retain(&listed);
                     }

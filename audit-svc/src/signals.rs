@@ -47,6 +47,8 @@ pub fn spawn(db: Db, shutdown: kit::server::Shutdown, every: Duration) {
     let task = tokio::spawn(async move {
         let mut exported: HashSet<String> = HashSet::new();
         loop {
+            // Not terminated tenants: their log is signed no more once the export is, so its
+            // staleness would only grow (the export's progress is kit's `tenant_export` metrics).
             match db.tenants().await {
                 Ok(tenants) => exported = measure_all(&db, &tenants, exported).await,
                 Err(e) => tracing::debug!(reason = %e.reason, "audit pipeline signals cannot list tenants"),

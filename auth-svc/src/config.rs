@@ -41,6 +41,10 @@ pub struct AuthSettings {
     /// otpauth:// issuer label.
     #[serde(default = "default_totp_issuer")]
     pub totp_issuer: String,
+    /// Days a terminated tenant's export bundle is kept for fetching before the purge
+    /// (`strongroom tenant purge --due`) deletes the tenant.
+    #[serde(default = "default_export_window_days")]
+    pub export_window_days: u32,
 }
 
 impl Default for AuthSettings {
@@ -56,8 +60,13 @@ impl Default for AuthSettings {
             account_failure_factor: default_account_factor(),
             purge_every_secs: default_purge_every(),
             totp_issuer: default_totp_issuer(),
+            export_window_days: default_export_window_days(),
         }
     }
+}
+
+fn default_export_window_days() -> u32 {
+    30
 }
 
 fn default_account_factor() -> u32 {

@@ -7,6 +7,7 @@ pub mod core;
 pub mod domain;
 pub mod email_index;
 pub mod error;
+pub mod export;
 pub mod housekeeping;
 pub mod passwords;
 pub mod personal;
@@ -125,6 +126,8 @@ pub async fn run(
             let every = std::time::Duration::from_secs(settings.purge_every_secs);
             sealing::spawn(ctx.db.clone(), personal.clone(), email_index.clone(), every, ctx.shutdown.clone());
         }
+        let part = export::AuthPart { db: ctx.db.clone(), personal: personal.clone() };
+        kit::export::spawn(ctx.db.clone(), std::sync::Arc::new(part), ctx.shutdown.clone());
         let core = core::Core {
             db: ctx.db.clone(),
             hasher,

@@ -426,8 +426,8 @@ pub async fn up(dir: &Path, observability: bool) -> anyhow::Result<()> {
             let owner = json!({ "tenant": "demo", "email": DEMO_OWNER, "password": password });
             kit::pki::write_private(&dir.join("demo-owner.json"), &serde_json::to_string_pretty(&owner)?)?;
         }
-        let mut doc =
-            json!({ "gateway": gateway, "auth": url(0), "vault": url(1), "audit": url(2), "ledger": url(3), "ca": ca });
+        let mut doc = json!({ "gateway": gateway, "auth": url(0), "vault": url(1), "audit": url(2), "ledger": url(3), "ca": ca,
+                    "redis": redis_url });
         if let Some(addr) = prometheus {
             doc["prometheus"] = json!(format!("http://{addr}"));
         }

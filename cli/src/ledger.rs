@@ -1,5 +1,6 @@
 //! `strongroom ledger verify` (the receipt chain of a tenant, recomputed by ledger-svc from the
-//! stored transfers, signatures checked against vault-svc's public key) and `strongroom bench
+//! stored transfers, signatures checked against vault-svc's public key; or offline, from the
+//! ledger part of a terminated tenant's export bundle, [`verify_bundle`]) and `strongroom bench
 //! ledger`: transfers/s and latency over gRPC and over the gateway, single transfers from 64
 //! clients and 8,190-transfer batches, uniform and hot-account, next to a `pgbench` simple-update
 //! ceiling measured on the same PostgreSQL in the same run. Traffic goes only to the endpoints of
@@ -51,6 +52,99 @@ pub async fn verify(endpoints: &Endpoints, tenant: &str, from_seq: u64) -> anyho
         v.unsigned
     );
     Ok(())
+}
+
+/// What [`verify_bundle`] verified of a bundle's ledger part.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BundleReport {
+    /// The tenant the manifest names.
+    pub tenant: String,
+    pub files: usize,
+    pub ledgers: u64,
+    pub accounts: u64,
+    pub transfers: u64,
+    pub resolutions: u64,
+    /// Receipts recomputed from the transfers and resolutions, chain and signatures checked.
+    pub receipts: u64,
+    /// The newest receipts, left unsigned when the tenant was terminated.
+    pub unsigned: u64,
+    pub head_hash: Vec<u8>,
+    /// The versions of the receipt signing key the bundle holds.
+    pub key_versions: Vec<i32>,
+}
+
+impl std::fmt::Display for BundleReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "valid: {} receipts of tenant {} recomputed from {} transfers and {} resolutions ({} files); \
+             {} accounts balance with their transfers and every ledger's debits equal its credits; chain head {}; \
+             {} newest not signed",
+            self.receipts,
+            self.tenant,
+            self.transfers,
+            self.resolutions,
+            self.files,
+            self.accounts,
+            hex::encode(&self.head_hash),
+            self.unsigned
+        )
+    }
+}
+
+/// Verifies the ledger part of a terminated tenant's export bundle offline, in `dir` as fetched
+/// (`manifest.json`, `ledger/<seq>-<kind>.jsonl.age`): each file's SHA-256 and line count against
+/// the manifest, each file decrypted with `identity`, then every receipt recomputed from the
+/// transfers and checked as `VerifyReceipts` checks the stored chain (signatures with the
+/// bundle's receipt keys), and every account's balances replayed from its transfers
+/// (`ledger_svc::export::verify`). The manifest's own signature is checked by
+/// [`crate::audit::verify_bundle`], which should run first.
+pub fn verify_bundle(dir: &Path, identity: &age::x25519::Identity) -> anyhow::Result<BundleReport> {
+    use ledger_svc::export::{PART, verify::PartVerifier};
+
+    // Canonical and of the bundle format; its signature is checked by `audit::verify_bundle`.
+    let (_, manifest) = crate::audit::bundle_manifest(dir)?;
+    let mut files: Vec<&kit::export::FileEntry> = manifest.files.iter().filter(|f| f.part == PART).collect();
+    files.sort_by_key(|f| f.seq);
+    if files.is_empty() {
+        bail!("the manifest lists no file of the {PART} part");
+    }
+    let mut part = PartVerifier::new();
+    for (expected, file) in (1..).zip(&files) {
+        if file.seq != expected {
+            bail!("{PART} file {expected} is missing from the manifest");
+        }
+        // The manifest names a file, never a path: nothing outside the bundle is read.
+        let safe = !file.name.is_empty()
+            && !file.name.starts_with('.')
+            && file.name.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+        if !safe {
+            bail!("the manifest names a file outside the bundle: {PART}/{}", file.name);
+        }
+        let path = dir.join(PART).join(&file.name);
+        let sealed = std::fs::read(&path).with_context(|| format!("{}", path.display()))?;
+        if kit::export::sha256_hex(&sealed) != file.sha256 {
+            bail!("{PART}/{} does not match its SHA-256 in the manifest", file.name);
+        }
+        let body = kit::export::open(identity, &sealed).map_err(|e| anyhow!("{PART}/{}: {e}", file.name))?;
+        let rows = part.file(&file.name, &body)?;
+        if i64::try_from(rows).ok() != Some(file.rows) {
+            bail!("{PART}/{} holds {rows} lines, the manifest says {}", file.name, file.rows);
+        }
+    }
+    let v = part.finish()?;
+    Ok(BundleReport {
+        tenant: manifest.slug,
+        files: v.files,
+        ledgers: v.ledgers,
+        accounts: v.accounts,
+        transfers: v.transfers,
+        resolutions: v.resolutions,
+        receipts: v.receipts,
+        unsigned: v.unsigned,
+        head_hash: v.head_hash,
+        key_versions: v.key_versions,
+    })
 }
 
 #[derive(Debug, Clone)]
@@ -466,4 +560,144 @@ pub async fn bench(opts: &BenchOptions) -> anyhow::Result<()> {
     }
     println!("{}", json!({ "bench": "ledger", "concurrency": opts.concurrency, "results": report }));
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use ed25519_dalek::{Signer, SigningKey};
+    use ledger_svc::domain::receipt::{self, Receipt};
+    use ledger_svc::domain::{Account, Balances, Transfer, TransferState};
+    use ledger_svc::export::Kind;
+    use ledger_svc::export::format::{AccountLine, HeadLine, KeyLine, LedgerLine, ReceiptLine, TransferLine};
+    use ledger_svc::store::ReceiptRecord;
+
+    use super::*;
+
+    fn jsonl<T: serde::Serialize>(rows: &[T]) -> Vec<u8> {
+        rows.iter().flat_map(|r| [serde_json::to_vec(r).expect("json"), b"\n".to_vec()].concat()).collect()
+    }
+
+    fn account(n: u128, balances: Balances) -> AccountLine {
+        AccountLine::from(&Account {
+            id: Uuid::from_u128(n),
+            ledger: "USD".into(),
+            code: 1,
+            owner: String::new(),
+            flags: 0,
+            metadata: BTreeMap::new(),
+            balances,
+            ts: 1,
+        })
+    }
+
+    /// Writes a bundle whose ledger part holds one transfer of 250 from account 1 to account 2,
+    /// under one receipt signed with `key`; `stored` is the transfer as the bundle holds it.
+    fn write_bundle(dir: &Path, identity: &age::x25519::Identity, key: &SigningKey, stored: impl Fn(&mut Transfer)) {
+        let mut transfer = Transfer {
+            id: Uuid::from_u128(10),
+            debit_account_id: Uuid::from_u128(1),
+            credit_account_id: Uuid::from_u128(2),
+            amount: 250,
+            pending_id: None,
+            timeout_seconds: 0,
+            ledger: "USD".into(),
+            code: 1,
+            flags: 0,
+            metadata: BTreeMap::new(),
+            ts: 1_700_000_000_000_000_000,
+            state: TransferState::Posted,
+            expires_at: None,
+            receipt_seq: 1,
+        };
+        let content = receipt::content_hash(std::slice::from_ref(&transfer), &[]);
+        let hash = receipt::chain_hash(1, &receipt::GENESIS, &content);
+        let signature = key.sign(&receipt::signed_message(&hash)).to_bytes().to_vec();
+        stored(&mut transfer);
+        let record = ReceiptRecord {
+            receipt: Receipt {
+                seq: 1,
+                prev_hash: receipt::GENESIS.to_vec(),
+                content_hash: content,
+                hash: hash.clone(),
+                entries: 1,
+                signature: Some(signature),
+                key_version: Some(1),
+            },
+            first_ts: transfer.ts,
+            last_ts: transfer.ts,
+            created_at: chrono::Utc::now(),
+        };
+        let debit = Balances { debits_posted: 250, ..Balances::default() };
+        let credit = Balances { credits_posted: 250, ..Balances::default() };
+        let ledger =
+            LedgerLine { code: "USD".into(), scale: 2, description: String::new(), created_at: chrono::Utc::now() };
+        let bodies: Vec<(Kind, Vec<u8>, i64)> = vec![
+            (Kind::Ledgers, jsonl(&[ledger]), 1),
+            (Kind::Accounts, jsonl(&[account(1, debit), account(2, credit)]), 2),
+            (Kind::BalanceHistory, Vec::new(), 0),
+            (Kind::Transfers, jsonl(&[TransferLine::from(&transfer)]), 1),
+            (Kind::Resolutions, Vec::new(), 0),
+            (Kind::Receipts, jsonl(&[ReceiptLine::from(&record)]), 1),
+            (Kind::ReceiptHead, jsonl(&[HeadLine { seq: 1, hash, last_ts: transfer.ts }]), 1),
+            (Kind::ReceiptKeys, jsonl(&[KeyLine::new(1, &key.verifying_key())]), 1),
+        ];
+        let recipient = identity.to_public();
+        std::fs::create_dir_all(dir.join("ledger")).expect("dir");
+        let mut files = Vec::new();
+        for (seq, (kind, body, rows)) in (1..).zip(bodies) {
+            let name = format!("{seq:04}-{}.age", kind.file_name());
+            let sealed = kit::export::seal(&recipient, &body).expect("seal");
+            std::fs::write(dir.join("ledger").join(&name), &sealed).expect("write");
+            let sha256 = kit::export::sha256_hex(&sealed);
+            files.push(kit::export::FileEntry { part: "ledger".into(), seq, name, rows, sha256 });
+        }
+        let manifest = kit::export::Manifest {
+            format: kit::export::FORMAT.into(),
+            tenant_id: Uuid::from_u128(7),
+            slug: "acme".into(),
+            created_at: chrono::Utc::now(),
+            terminated_at: chrono::Utc::now(),
+            terminated_by: "operator".into(),
+            recipient: recipient.to_string(),
+            files,
+            final_checkpoint: String::new(),
+            verifier_key: String::new(),
+        };
+        std::fs::write(dir.join("manifest.json"), manifest.canonical().expect("canonical")).expect("manifest");
+    }
+
+    #[test]
+    fn a_bundles_ledger_part_verifies_offline() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let identity = age::x25519::Identity::generate();
+        let key = SigningKey::from_bytes(&[3; 32]);
+        write_bundle(dir.path(), &identity, &key, |_| {});
+        let report = verify_bundle(dir.path(), &identity).expect("verifies");
+        assert_eq!((report.files, report.accounts, report.transfers, report.receipts), (8, 2, 1, 1));
+        assert_eq!(
+            (report.unsigned, report.key_versions.as_slice(), report.tenant.as_str()),
+            (0, [1].as_slice(), "acme")
+        );
+        let other = age::x25519::Identity::generate();
+        assert!(verify_bundle(dir.path(), &other).is_err(), "another identity opens nothing");
+    }
+
+    #[test]
+    fn a_bundle_with_an_edited_transfer_or_file_does_not_verify() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let identity = age::x25519::Identity::generate();
+        let key = SigningKey::from_bytes(&[3; 32]);
+        write_bundle(dir.path(), &identity, &key, |t| {
+            t.metadata.insert("note".into(), "edited".into());
+        });
+        let err = verify_bundle(dir.path(), &identity).expect_err("edited");
+        assert!(err.to_string().contains("receipt 1 does not verify: stored transfers do not match"), "{err}");
+
+        write_bundle(dir.path(), &identity, &key, |_| {});
+        std::fs::write(dir.path().join("ledger/0004-transfers.jsonl.age"), b"swapped").expect("write");
+        let err = verify_bundle(dir.path(), &identity).expect_err("swapped");
+        assert!(err.to_string().contains("does not match its SHA-256"), "{err}");
+    }
 }

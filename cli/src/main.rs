@@ -8,6 +8,7 @@ mod bench_audit;
 mod bench_auth;
 mod dev;
 mod ledger;
+mod lifecycle;
 mod migrate;
 mod ops;
 mod prometheus;
@@ -84,23 +85,40 @@ enum AuditCommand {
         #[arg(long)]
         out: PathBuf,
     },
-    /// Verifies an export offline against the tenant's verifier key (`GET /v1/audit/verifier-key`).
+    /// Verifies an export offline against the tenant's verifier key (`GET /v1/audit/verifier-key`),
+    /// or a terminated tenant's bundle (`--bundle DIR --identity FILE`): the manifest's signature,
+    /// every file's digest, and the whole log up to the final checkpoint.
     Verify {
+        #[arg(long, required_unless_present = "bundle", requires = "verifier_key")]
+        export: Option<PathBuf>,
         #[arg(long)]
-        export: PathBuf,
+        verifier_key: Option<String>,
+        /// A bundle fetched with `strongroom tenant export`.
+        #[arg(long, conflicts_with = "export", requires = "identity")]
+        bundle: Option<PathBuf>,
+        /// The recipient's age identity file (`AGE-SECRET-KEY-1…`).
         #[arg(long)]
-        verifier_key: String,
+        identity: Option<PathBuf>,
     },
 }
 
 #[derive(Subcommand, Debug)]
 enum LedgerCommand {
-    /// Recomputes every receipt from the stored transfers and checks the chain and signatures.
+    /// Recomputes every receipt from the stored transfers and checks the chain and signatures; or,
+    /// offline, the ledger part of a terminated tenant's bundle (`--bundle DIR --identity FILE`:
+    /// also every balance replayed from the transfers, and debits equal to credits per ledger).
     Verify {
-        #[arg(long)]
-        tenant: String,
+        #[arg(long, required_unless_present = "bundle")]
+        tenant: Option<String>,
         #[arg(long, default_value_t = 0)]
         from_seq: u64,
+        /// A bundle fetched with `strongroom tenant export` (its manifest's signature is checked by
+        /// `strongroom audit verify --bundle`).
+        #[arg(long, conflicts_with = "tenant", requires = "identity")]
+        bundle: Option<PathBuf>,
+        /// The recipient's age identity file (`AGE-SECRET-KEY-1…`).
+        #[arg(long)]
+        identity: Option<PathBuf>,
     },
 }
 
@@ -222,6 +240,62 @@ enum TenantCommand {
     },
     /// Reactivates a suspended tenant.
     Reactivate { slug: String },
+    /// Terminates a tenant: it is refused everywhere at once, and every service writes its part of
+    /// the export bundle, each file encrypted with age to `--recipient`; follows the export until
+    /// its manifest is signed (a progress bar on a terminal, plain lines otherwise).
+    Terminate {
+        slug: String,
+        /// The age X25519 public key (`age1…`) the bundle is encrypted to (the tenant's).
+        #[arg(long)]
+        recipient: String,
+        /// Why (1–500 characters; recorded in the tenant's last audit entry).
+        #[arg(long)]
+        reason: String,
+        /// Return once terminated, without following the export.
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// A terminated tenant's termination and export progress (JSON).
+    Status {
+        slug: String,
+        /// Follow the export until its manifest is signed.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Fetches a terminated tenant's signed export bundle into DIR (`manifest.json`,
+    /// `manifest.sig`, `<part>/<file>.age`), checking every file against the manifest.
+    Export {
+        slug: String,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Deletes a terminated tenant after its export window (or earlier with `--purge-now`, once
+    /// its bundle was fetched): its Redis keys, its rows in `control`, its schema with its keys;
+    /// keeps a tombstone and prints it. With `--due` instead of a slug: every tenant whose window
+    /// has ended. Needs the administrative URL and the Redis URL.
+    Purge {
+        #[arg(required_unless_present = "due")]
+        slug: Option<String>,
+        #[arg(long, conflicts_with = "slug")]
+        due: bool,
+        #[arg(long)]
+        purge_now: bool,
+        /// Redis, where the tenant's rate-limit buckets and revocation markers are.
+        #[arg(long, env = "STRONGROOM_REDIS_URL", hide_env_values = true)]
+        redis_url: Option<String>,
+    },
+    /// The tombstone of a purged tenant (JSON).
+    Tombstone { slug: String },
+}
+
+/// The recipient's age identity from its file.
+fn read_identity(path: Option<&std::path::Path>) -> anyhow::Result<age::x25519::Identity> {
+    let path = path.ok_or_else(|| anyhow::anyhow!("--identity is required with --bundle"))?;
+    let text = secrecy::SecretString::from(
+        std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?,
+    );
+    kit::export::parse_identity(secrecy::ExposeSecret::expose_secret(&text))
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
 }
 
 fn main() -> ExitCode {
@@ -253,7 +327,26 @@ fn main() -> ExitCode {
                 println!("exported {n} entries and the latest checkpoint to {}", out.display());
                 Ok(())
             }
-            Command::Audit { command: AuditCommand::Verify { export, verifier_key } } => {
+            Command::Audit { command: AuditCommand::Verify { bundle: Some(bundle), identity, .. } } => {
+                let identity = read_identity(identity.as_deref())?;
+                let (_, manifest) = audit::bundle_manifest(&bundle)?;
+                match audit::verify_bundle(&bundle, &identity)? {
+                    audit::Verdict::Valid { entries } => {
+                        println!(
+                            "valid: bundle of {} signed by {}; {entries} entries, chain, Merkle root and final checkpoint verified",
+                            manifest.slug, manifest.verifier_key
+                        );
+                        Ok(())
+                    }
+                    audit::Verdict::Mismatch { seq, reason } => {
+                        Err(anyhow::anyhow!("first mismatch at seq {seq}: {reason}"))
+                    }
+                }
+            }
+            Command::Audit { command: AuditCommand::Verify { export, verifier_key, .. } } => {
+                let (export, verifier_key) = export
+                    .zip(verifier_key)
+                    .ok_or_else(|| anyhow::anyhow!("--export and --verifier-key, or --bundle and --identity"))?;
                 match audit::verify(&export, &verifier_key)? {
                     audit::Verdict::Valid { entries } => {
                         println!("valid: {entries} entries, chain, Merkle root and checkpoint signature verified");
@@ -300,7 +393,13 @@ fn main() -> ExitCode {
                 };
                 bench_audit::run(&opts).await
             }
-            Command::Ledger { command: LedgerCommand::Verify { tenant, from_seq } } => {
+            Command::Ledger { command: LedgerCommand::Verify { bundle: Some(bundle), identity, .. } } => {
+                let identity = read_identity(identity.as_deref())?;
+                println!("{}", ledger::verify_bundle(&bundle, &identity)?);
+                Ok(())
+            }
+            Command::Ledger { command: LedgerCommand::Verify { tenant, from_seq, .. } } => {
+                let tenant = tenant.unwrap_or_default();
                 kit::TenantSlug::parse(&tenant).map_err(|e| anyhow::anyhow!("{e}"))?;
                 let endpoints = cli.conn.resolve()?;
                 ledger::verify(&endpoints, &tenant, from_seq).await
@@ -338,6 +437,48 @@ fn main() -> ExitCode {
                 kit::TenantSlug::parse(&slug).map_err(|e| anyhow::anyhow!("{e}"))?;
                 let endpoints = cli.conn.resolve()?;
                 println!("{}", serde_json::to_string(&ops::set_tenant_status(&endpoints, &slug, None).await?)?);
+                Ok(())
+            }
+            Command::Tenant { command: TenantCommand::Terminate { slug, recipient, reason, no_wait } } => {
+                kit::TenantSlug::parse(&slug).map_err(|e| anyhow::anyhow!("{e}"))?;
+                let endpoints = cli.conn.resolve()?;
+                let t = lifecycle::terminate(&endpoints, &slug, &recipient, &reason, !no_wait).await?;
+                println!("{}", serde_json::to_string(&t)?);
+                Ok(())
+            }
+            Command::Tenant { command: TenantCommand::Status { slug, wait } } => {
+                kit::TenantSlug::parse(&slug).map_err(|e| anyhow::anyhow!("{e}"))?;
+                let endpoints = cli.conn.resolve()?;
+                println!("{}", serde_json::to_string(&lifecycle::termination(&endpoints, &slug, wait).await?)?);
+                Ok(())
+            }
+            Command::Tenant { command: TenantCommand::Export { slug, out } } => {
+                kit::TenantSlug::parse(&slug).map_err(|e| anyhow::anyhow!("{e}"))?;
+                let endpoints = cli.conn.resolve()?;
+                println!("{}", serde_json::to_string(&lifecycle::export(&endpoints, &slug, &out).await?)?);
+                Ok(())
+            }
+            Command::Tenant { command: TenantCommand::Purge { slug, due, purge_now, redis_url } } => {
+                let admin_url = cli.conn.admin_url()?;
+                let redis_url = redis_url.or_else(|| cli.conn.dev_redis_url()).map(secrecy::SecretString::from);
+                if due {
+                    let purged = lifecycle::purge_due(&admin_url, redis_url.as_ref()).await?;
+                    println!("{}", serde_json::json!({ "purged": purged }));
+                } else {
+                    let slug = slug.unwrap_or_default();
+                    let tombstone = lifecycle::purge(&admin_url, redis_url.as_ref(), &slug, purge_now).await?;
+                    println!("{}", serde_json::to_string(&tombstone)?);
+                }
+                Ok(())
+            }
+            Command::Tenant { command: TenantCommand::Tombstone { slug } } => {
+                let slug = kit::TenantSlug::parse(&slug).map_err(|e| anyhow::anyhow!("{e}"))?;
+                let admin_url = cli.conn.admin_url()?;
+                let tombstone = migrate::migrator(&admin_url)?
+                    .tombstone(&slug)
+                    .await?
+                    .ok_or_else(|| anyhow::anyhow!("tenant {slug} has no tombstone (not purged)"))?;
+                println!("{}", serde_json::to_string(&tombstone)?);
                 Ok(())
             }
             Command::Tenant { command: TenantCommand::RotateSigningKey { slug } } => {

@@ -28,7 +28,7 @@ pub fn dev_admin_url(dev_dir: &Path) -> anyhow::Result<String> {
     Ok(url.trim().to_owned())
 }
 
-fn migrator(admin_url: &SecretString) -> anyhow::Result<Migrator> {
+pub(crate) fn migrator(admin_url: &SecretString) -> anyhow::Result<Migrator> {
     let parsed =
         url::Url::parse(admin_url.expose_secret()).map_err(|_| anyhow!("the administrative URL is not a URL"))?;
     if !matches!(parsed.scheme(), "postgres" | "postgresql") {

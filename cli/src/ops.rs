@@ -65,6 +65,13 @@ impl ConnectArgs {
         }
     }
 
+    /// The Redis URL of a running `strongroom dev up`, if any.
+    pub fn dev_redis_url(&self) -> Option<String> {
+        let dev: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(self.dev_dir.join("endpoints.json")).ok()?).ok()?;
+        dev["redis"].as_str().map(str::to_owned)
+    }
+
     pub fn resolve(&self) -> anyhow::Result<Endpoints> {
         let dev: Option<serde_json::Value> = std::fs::read_to_string(self.dev_dir.join("endpoints.json"))
             .ok()
@@ -93,7 +100,7 @@ impl ConnectArgs {
     }
 }
 
-fn channel(certs: &CertStore, url: &str, name: &str) -> anyhow::Result<kit::client::Channel> {
+pub(crate) fn channel(certs: &CertStore, url: &str, name: &str) -> anyhow::Result<kit::client::Channel> {
     kit::client::channel(certs, url, &Identity::new(name)?, Duration::from_secs(30))
         .with_context(|| format!("{name} at {url}"))
 }

@@ -467,6 +467,12 @@ async fn send(client: &mut AuditIngestServiceClient<kit::client::Channel>, tenan
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(5));
             }
+            Err(s) if kit::ApiError::from_status(&s).reason == "TENANT_TERMINATED" => {
+                // The tenant's log is closed; the requests were refused with TENANT_TERMINATED.
+                failed("gateway_audit_tenant_terminated", n);
+                tracing::info!(tenant, events = n, "requests of a terminated tenant not recorded: its log is closed");
+                return;
+            }
             Err(s) => {
                 failed("gateway_audit_failed", n);
                 let ids: Vec<&str> = batch.events.iter().map(|e| e.request_id.as_str()).collect();

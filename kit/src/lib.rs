@@ -13,6 +13,7 @@ pub mod client;
 pub mod config;
 pub mod datakey;
 pub mod error;
+pub mod export;
 pub mod metrics;
 pub mod migrate;
 pub mod outbox;

@@ -220,6 +220,9 @@ pub struct Metrics {
     pub db_pool_timeouts: Family<ServiceLabels, Counter>,
     /// Rows (keys, entries) retention jobs removed (`strongroom_retention_rows_removed_total`).
     pub retention_removed: Family<RetentionLabels, Counter>,
+    /// Rows written into terminated tenants' export bundles, by service part
+    /// (`strongroom_tenant_export_rows_total`).
+    pub export_rows: Family<ServiceLabels, Counter>,
     /// When each service's retention job last completed a run (Unix seconds).
     pub retention_last_run: Family<ServiceLabels, Gauge>,
     /// Open data-subject requests past their due date, over every tenant.
@@ -357,6 +360,12 @@ impl Metrics {
                 "Rows, keys or entries a retention job removed because the tenant's retention for them ran out",
                 retention_removed.clone(),
             );
+            let export_rows = Family::<ServiceLabels, Counter>::default();
+            registry.register(
+                "strongroom_tenant_export_rows",
+                "Rows written into terminated tenants' export bundles, by the service whose part they are in",
+                export_rows.clone(),
+            );
             let retention_last_run = Family::<ServiceLabels, Gauge>::default();
             registry.register_with_unit(
                 "strongroom_retention_last_run_timestamp",
@@ -394,6 +403,7 @@ impl Metrics {
                 gateway_recorder_queue_depth,
                 db_pool_timeouts,
                 retention_removed,
+                export_rows,
                 retention_last_run,
                 privacy_requests_overdue,
                 scraped,
@@ -497,6 +507,11 @@ impl Metrics {
     pub fn retention_removed(&self, service: &str, data_type: &str, rows: u64) {
         let labels = RetentionLabels { service: service.to_owned(), data_type: data_type.to_owned() };
         self.retention_removed.get_or_create(&labels).inc_by(rows);
+    }
+
+    /// Counts `rows` written into a terminated tenant's export bundle by `service`'s part.
+    pub fn export_rows(&self, service: &str, rows: u64) {
+        self.export_rows.get_or_create(&ServiceLabels { service: service.to_owned() }).inc_by(rows);
     }
 
     /// Notes that the retention job of `service` completed a run now.

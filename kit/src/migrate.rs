@@ -77,6 +77,7 @@ pub const KIT: MigrationSet = MigrationSet {
         migration!("control", "0002_create_outbox_notify"),
         migration!("control", "0003_register_tenants_by_operator_only"),
         migration!("control", "0004_notify_tenant_status"),
+        migration!("control", "0005_create_tenant_terminations"),
     ],
     tenant: &[
         migration!("tenant", "0001_create_audit_outbox"),
@@ -107,6 +108,10 @@ pub enum MigrateError {
     NotAServiceRole(String),
     #[error("tenant {0} is terminated")]
     Terminated(String),
+    #[error("tenant {0} was purged; its slug is not used again")]
+    Purged(String),
+    #[error("tenant {slug} cannot be purged yet: {why}")]
+    NotPurgeable { slug: String, why: String },
     #[error("{failed} tenant(s) could not be migrated ({current} current): {each}")]
     TenantsFailed { failed: usize, current: usize, each: String },
 }
@@ -288,6 +293,14 @@ impl Migrator {
     ) -> Result<(Tenant, bool, Vec<String>), MigrateError> {
         let mut tx = self.admin.begin().await?;
         exec(&mut tx, &lock_key(&slug.schema())).await?;
+        let purged: bool =
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM control.tenant_tombstones WHERE slug = $1)")
+                .bind(slug.as_str())
+                .fetch_one(&mut *tx)
+                .await?;
+        if purged {
+            return Err(MigrateError::Purged(slug.to_string()));
+        }
         let inserted: Option<(uuid::Uuid,)> =
             sqlx::query_as("INSERT INTO control.tenants (slug) VALUES ($1) ON CONFLICT (slug) DO NOTHING RETURNING id")
                 .bind(slug.as_str())
@@ -342,6 +355,120 @@ impl Migrator {
             crate::outbox::send_wake(&self.admin, &[tenant.id.0]).await;
         }
         Ok(())
+    }
+
+    /// Deletes a terminated tenant whose export bundle is signed, once its export window has ended
+    /// (or at once with `early`, when the bundle was fetched): in one transaction, keeps a
+    /// tombstone (slug, id, created and terminated times, the final checkpoint, the manifest's
+    /// digest, who terminated and who purged it), deletes every row of `control` that names the
+    /// tenant (its termination and bundle included) and drops the tenant's schema with all it held
+    /// (the wrapped tenant, subject and period keys with it). Returns the tombstone.
+    pub async fn purge(&self, slug: &TenantSlug, purged_by: &str, early: bool) -> Result<Tombstone, MigrateError> {
+        let not_yet = |why: &str| MigrateError::NotPurgeable { slug: slug.to_string(), why: why.to_owned() };
+        let mut tx = self.admin.begin().await?;
+        exec(&mut tx, &lock_key(&slug.schema())).await?;
+        let tenant = registered(&mut tx, slug).await?;
+        if tenant.status != crate::tenancy::TenantStatus::Terminated {
+            return Err(not_yet("it is not terminated (strongroom tenant terminate)"));
+        }
+        let row: Option<PurgeState> = sqlx::query_as(
+            "SELECT terminated_by, manifest, manifest_sha256, export_until <= now() AS window_over,
+                        fetched_at IS NOT NULL AS fetched, terminated_at
+                 FROM control.tenant_terminations WHERE tenant_id = $1 FOR UPDATE",
+        )
+        .bind(tenant.id.0)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(PurgeState { terminated_by, manifest, manifest_sha256, window_over, fetched, terminated_at }) = row
+        else {
+            return Err(not_yet("it has no termination record"));
+        };
+        let Some(manifest) = manifest else { return Err(not_yet("its export bundle is not complete")) };
+        let allowed = window_over || (early && fetched);
+        if !allowed {
+            return Err(not_yet(if early {
+                "the export bundle has not been fetched (strongroom tenant export)"
+            } else {
+                "its export window has not ended (--purge-now after fetching the export)"
+            }));
+        }
+        let final_checkpoint = serde_json::from_str::<serde_json::Value>(&manifest)
+            .ok()
+            .and_then(|m| m["final_checkpoint"].as_str().map(str::to_owned));
+        let tombstone: Tombstone = sqlx::query_as(
+            "INSERT INTO control.tenant_tombstones
+                 (tenant_id, slug, created_at, terminated_at, terminated_by, purged_by, final_checkpoint, manifest_sha256)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+             RETURNING tenant_id, slug, created_at, terminated_at, terminated_by, purged_at, purged_by,
+                       final_checkpoint, manifest_sha256",
+        )
+        .bind(tenant.id.0)
+        .bind(slug.as_str())
+        .bind(tenant.created_at)
+        .bind(terminated_at)
+        .bind(&terminated_by)
+        .bind(purged_by)
+        .bind(final_checkpoint)
+        .bind(manifest_sha256)
+        .fetch_one(&mut *tx)
+        .await?;
+        // Every control table that names tenants, whichever service made it (tombstones and the
+        // registry itself aside; the termination's parts and files go with it by cascade).
+        let tables: Vec<String> = sqlx::query_scalar(
+            "SELECT format('%I.%I', c.table_schema, c.table_name) FROM information_schema.columns c
+             JOIN information_schema.tables t USING (table_schema, table_name)
+             WHERE c.table_schema = 'control' AND c.column_name = 'tenant_id' AND t.table_type = 'BASE TABLE'
+               AND c.table_name NOT IN ('tenant_tombstones', 'tenants')
+             ORDER BY c.table_name = 'tenant_terminations', 1",
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        for table in tables {
+            sqlx::query(&format!("DELETE FROM {table} WHERE tenant_id = $1"))
+                .bind(tenant.id.0)
+                .execute(&mut *tx)
+                .await?;
+        }
+        exec(&mut tx, &format!("DROP SCHEMA IF EXISTS {} CASCADE", slug.schema())).await?;
+        sqlx::query("DELETE FROM control.schema_migrations WHERE schema_name = $1")
+            .bind(slug.schema())
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM control.tenants WHERE id = $1").bind(tenant.id.0).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(tombstone)
+    }
+
+    /// The ids of a registered tenant's sessions and API keys (their revocation markers in Redis
+    /// are removed at the purge).
+    pub async fn credential_ids(&self, slug: &TenantSlug) -> Result<Vec<uuid::Uuid>, MigrateError> {
+        let schema = slug.schema();
+        Ok(sqlx::query_scalar(&format!("SELECT id FROM {schema}.sessions UNION ALL SELECT id FROM {schema}.api_keys"))
+            .fetch_all(&self.admin)
+            .await?)
+    }
+
+    /// The terminated tenants whose export window has ended and whose bundle is signed
+    /// (`strongroom tenant purge --due`).
+    pub async fn purge_due(&self) -> Result<Vec<TenantSlug>, MigrateError> {
+        let slugs: Vec<String> = sqlx::query_scalar(
+            "SELECT slug FROM control.tenant_terminations WHERE export_until <= now() AND manifest IS NOT NULL ORDER BY slug",
+        )
+        .fetch_all(&self.admin)
+        .await?;
+        Ok(slugs.iter().filter_map(|s| TenantSlug::parse(s).ok()).collect())
+    }
+
+    /// The tombstone of a purged tenant.
+    pub async fn tombstone(&self, slug: &TenantSlug) -> Result<Option<Tombstone>, MigrateError> {
+        Ok(sqlx::query_as(
+            "SELECT tenant_id, slug, created_at, terminated_at, terminated_by, purged_at, purged_by,
+                    final_checkpoint, manifest_sha256
+             FROM control.tenant_tombstones WHERE slug = $1",
+        )
+        .bind(slug.as_str())
+        .fetch_optional(&self.admin)
+        .await?)
     }
 
     /// Looks a tenant up with the administrative connection.
@@ -401,6 +528,31 @@ impl Migrator {
         }
         Ok((current, failed))
     }
+}
+
+/// A termination as the purge checks it.
+#[derive(sqlx::FromRow)]
+struct PurgeState {
+    terminated_by: String,
+    manifest: Option<String>,
+    manifest_sha256: Option<String>,
+    window_over: bool,
+    fetched: bool,
+    terminated_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// What stays of a purged tenant (`control.tenant_tombstones`).
+#[derive(Debug, Clone, sqlx::FromRow, serde::Serialize)]
+pub struct Tombstone {
+    pub tenant_id: uuid::Uuid,
+    pub slug: String,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    pub terminated_at: chrono::DateTime<chrono::Utc>,
+    pub terminated_by: String,
+    pub purged_at: chrono::DateTime<chrono::Utc>,
+    pub purged_by: String,
+    pub final_checkpoint: Option<String>,
+    pub manifest_sha256: Option<String>,
 }
 
 async fn registered(conn: &mut PgConnection, slug: &TenantSlug) -> Result<Tenant, MigrateError> {

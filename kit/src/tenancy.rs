@@ -279,6 +279,11 @@ impl Db {
         Ok(tenant)
     }
 
+    /// The runtime pool, for kit's own cross-tenant bookkeeping in `control` (exports).
+    pub(crate) fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
     /// Drops this replica's cached registry entry of `slug` (after changing it); other replicas
     /// drop theirs when the change is announced ([`Self::spawn_registry_listener`]), at the latest
     /// after the cache's lifetime (10 s).
@@ -350,6 +355,18 @@ impl Db {
         .fetch_all(&self.pool)
         .await
         .map_err(db_error)?;
+        rows.into_iter().map(Tenant::try_from).collect()
+    }
+
+    /// Every registered tenant, terminated ones included (a terminated tenant stays registered,
+    /// refused by every request, until it is purged): audit-svc keeps sequencing and
+    /// checkpointing a terminated tenant's log for its export.
+    pub async fn registered_tenants(&self) -> Result<Vec<Tenant>, ApiError> {
+        let rows: Vec<TenantRow> =
+            sqlx::query_as("SELECT id, slug, status, created_at FROM control.tenants ORDER BY slug")
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db_error)?;
         rows.into_iter().map(Tenant::try_from).collect()
     }
 

@@ -8,6 +8,7 @@ pub mod batcher;
 pub mod config;
 pub mod domain;
 pub mod error;
+pub mod export;
 pub mod integrity;
 pub mod receipts;
 pub mod store;
@@ -70,6 +71,8 @@ pub async fn run(
         receipts::spawn_signer(ctx.db.clone(), signer.clone(), unsigned, ctx.shutdown.clone());
         sweeper::spawn(ctx.db.clone(), batcher.clone(), expiries, ctx.shutdown.clone());
         integrity::spawn(ctx.db.clone(), signer.clone(), schedule, ctx.shutdown.clone());
+        let part = export::LedgerPart { db: ctx.db.clone(), signer: signer.clone() };
+        kit::export::spawn(ctx.db.clone(), std::sync::Arc::new(part), ctx.shutdown.clone());
         let ledger = api::Ledger { db: ctx.db.clone(), batcher, signer };
         Ok(Api::new()
             .service(LedgerServiceServer::new(ledger).max_decoding_message_size(16 * 1024 * 1024))

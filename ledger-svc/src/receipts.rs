@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use ed25519_dalek::{Signature, Verifier, VerifyingKey};
+use ed25519_dalek::VerifyingKey;
 use kit::client::{Channel, with_context};
 use kit::server::Shutdown;
 use kit::{ApiError, Db, Tenant, TenantTx};
@@ -17,7 +17,7 @@ use proto::vault::v1 as vault;
 use proto::vault::v1::signing_service_client::SigningServiceClient;
 
 use crate::batcher::Unsigned;
-use crate::domain::receipt::{self, Link};
+use crate::domain::receipt::{self, ChainCheck, Link};
 use crate::store;
 
 pub const KEY_NAME: &str = "ledger";
@@ -69,15 +69,7 @@ async fn sign_newest(db: &Db, signer: &SigningServiceClient<Channel>, tenant: &T
     tx.commit().await
 }
 
-/// The outcome of a verification.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Verification {
-    pub checked: u64,
-    pub first_bad_seq: u64,
-    pub problem: String,
-    pub unsigned: u64,
-    pub head_hash: Vec<u8>,
-}
+pub use crate::domain::receipt::Verification;
 
 /// A verification that continues the chain: what it found, and the link the next one may continue
 /// from.
@@ -168,81 +160,45 @@ async fn check(
     (head_seq, head_hash): (i64, Vec<u8>),
 ) -> Result<Continued, ApiError> {
     const PAGE: i64 = 500;
-    let mut out = Verification::default();
-    let mut seq = from.seq as i64 + 1;
-    let mut prev = from.hash.clone();
-    let mut resume = from;
+    let mut chain = ChainCheck::new(from, signer.is_some());
     let mut keys: HashMap<i32, VerifyingKey> = HashMap::new();
-    let bad = |out: &mut Verification, seq: i64, problem: &str| {
-        if out.first_bad_seq == 0 {
-            out.first_bad_seq = seq as u64;
-            out.problem = problem.to_owned();
-        }
-    };
-    while seq <= head_seq {
+    while chain.next_seq() <= head_seq {
+        let seq = chain.next_seq();
         let rows = store::receipts(tx, seq, PAGE).await?;
         let Some(last) = rows.last().map(|r| r.seq.min(head_seq)) else {
-            bad(&mut out, seq, "receipt is missing");
+            chain.missing();
             break;
         };
-        let entries = store::receipt_entries(tx, seq, last).await?;
+        let mut entries = store::receipt_entries(tx, seq, last).await?;
         for r in rows.iter().filter(|r| r.seq <= head_seq) {
-            if r.seq != seq {
-                bad(&mut out, seq, "receipt is missing");
+            if r.seq != chain.next_seq() {
+                chain.missing();
                 break;
             }
-            if r.prev_hash != prev {
-                bad(&mut out, seq, "previous hash does not match the previous receipt");
-            }
-            let (transfers, resolutions) = entries.get(&seq).cloned().unwrap_or_default();
-            let content = receipt::content_hash(&transfers, &resolutions);
-            if content != r.content_hash || (transfers.len() + resolutions.len()) as i32 != r.entries {
-                bad(&mut out, seq, "stored transfers do not match the receipt");
-            }
-            let hash = receipt::chain_hash(seq, &prev, &content);
-            if hash != r.hash {
-                bad(&mut out, seq, "receipt hash does not match");
-            }
-            match (&r.signature, r.key_version, signer) {
-                (Some(sig), Some(version), Some(signer)) => {
-                    let key = match keys.get(&version) {
-                        Some(k) => *k,
-                        None => {
-                            let k = public_key(signer, tenant, version).await?;
-                            keys.insert(version, k);
-                            k
-                        }
-                    };
-                    let ok = Signature::from_slice(sig)
-                        .ok()
-                        .is_some_and(|s| key.verify(&receipt::signed_message(&r.hash), &s).is_ok());
-                    if !ok {
-                        bad(&mut out, seq, "signature does not verify");
+            let key = match (chain.key_version(r), signer) {
+                (Some(version), Some(signer)) => Some(match keys.get(&version) {
+                    Some(k) => *k,
+                    None => {
+                        let k = public_key(signer, tenant, version).await?;
+                        keys.insert(version, k);
+                        k
                     }
-                    out.unsigned = 0;
-                }
-                (Some(_), _, _) => bad(&mut out, seq, "signature cannot be checked"),
-                (None, _, _) => out.unsigned += 1,
-            }
-            if out.first_bad_seq == 0 && (signer.is_none() || r.signature.is_some()) {
-                resume = Link { seq: seq as u64, hash: hash.clone() };
-            }
-            prev = hash;
-            out.checked += 1;
-            seq += 1;
+                }),
+                _ => None,
+            };
+            let (transfers, resolutions) = entries.remove(&r.seq).unwrap_or_default();
+            chain.receipt(r, &transfers, &resolutions, key.as_ref());
         }
-        if out.first_bad_seq != 0 {
+        if chain.is_broken() {
             break;
         }
     }
-    if out.first_bad_seq == 0 && seq > head_seq && prev != head_hash {
-        bad(&mut out, head_seq, "chain head does not match the newest receipt");
-    }
-    out.head_hash = prev;
-    Ok(Continued { verification: out, resume })
+    let (verification, resume) = chain.finish(head_seq, &head_hash);
+    Ok(Continued { verification, resume })
 }
 
-async fn public_key(
+/// Version `version` of the tenant's receipt signing key, from vault-svc.
+pub(crate) async fn public_key(
     signer: &SigningServiceClient<Channel>,
     tenant: &Tenant,
     version: i32,

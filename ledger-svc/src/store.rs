@@ -18,7 +18,8 @@ use kit::tenancy::db_error;
 use kit::{ApiError, TenantTx};
 use uuid::Uuid;
 
-use crate::domain::engine::{Effects, Prior, Resolution, ResolutionKind};
+use crate::domain::engine::{Effects, HistoryRow, Prior, Resolution, ResolutionKind};
+use crate::domain::receipt::Receipt;
 use crate::domain::{Account, Balances, Transfer, TransferInput, TransferState};
 
 fn amount(raw: &str) -> Result<u128, ApiError> {
@@ -734,27 +735,67 @@ pub async fn move_head(tx: &mut TenantTx, seq: i64, hash: &[u8], last_ts: i64) -
     Ok(())
 }
 
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct ReceiptRow {
-    pub seq: i64,
-    pub prev_hash: Vec<u8>,
-    pub content_hash: Vec<u8>,
-    pub hash: Vec<u8>,
-    pub entries: i32,
-    pub signature: Option<Vec<u8>>,
-    pub key_version: Option<i32>,
+#[derive(sqlx::FromRow)]
+struct ReceiptRow {
+    seq: i64,
+    prev_hash: Vec<u8>,
+    content_hash: Vec<u8>,
+    hash: Vec<u8>,
+    entries: i32,
+    signature: Option<Vec<u8>>,
+    key_version: Option<i32>,
+    first_ts: i64,
+    last_ts: i64,
+    created_at: chrono::DateTime<chrono::Utc>,
 }
 
-pub async fn receipts(tx: &mut TenantTx, from: i64, limit: i64) -> Result<Vec<ReceiptRow>, ApiError> {
-    tx.all(
-        sqlx::query_as(
-            "SELECT seq, prev_hash, content_hash, hash, entries, signature, key_version FROM receipts \
-         WHERE seq >= $1 ORDER BY seq LIMIT $2",
+impl ReceiptRow {
+    fn into_record(self) -> ReceiptRecord {
+        ReceiptRecord {
+            receipt: Receipt {
+                seq: self.seq,
+                prev_hash: self.prev_hash,
+                content_hash: self.content_hash,
+                hash: self.hash,
+                entries: self.entries,
+                signature: self.signature,
+                key_version: self.key_version,
+            },
+            first_ts: self.first_ts,
+            last_ts: self.last_ts,
+            created_at: self.created_at,
+        }
+    }
+}
+
+/// A receipt with what is stored besides its link of the chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReceiptRecord {
+    pub receipt: Receipt,
+    /// The timestamps of its first and last entries.
+    pub first_ts: i64,
+    pub last_ts: i64,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// Up to `limit` receipts from `from` on, by sequence number.
+pub async fn receipts(tx: &mut TenantTx, from: i64, limit: i64) -> Result<Vec<Receipt>, ApiError> {
+    Ok(receipt_records(tx, from, limit).await?.into_iter().map(|r| r.receipt).collect())
+}
+
+/// Up to `limit` receipts from `from` on, by sequence number, with their timestamps.
+pub async fn receipt_records(tx: &mut TenantTx, from: i64, limit: i64) -> Result<Vec<ReceiptRecord>, ApiError> {
+    let rows: Vec<ReceiptRow> = tx
+        .all(
+            sqlx::query_as(
+                "SELECT seq, prev_hash, content_hash, hash, entries, signature, key_version, first_ts, last_ts, \
+                 created_at FROM receipts WHERE seq >= $1 ORDER BY seq LIMIT $2",
+            )
+            .bind(from)
+            .bind(limit),
         )
-        .bind(from)
-        .bind(limit),
-    )
-    .await
+        .await?;
+    Ok(rows.into_iter().map(ReceiptRow::into_record).collect())
 }
 
 /// The transfers and resolutions of receipts `from..=to`, grouped by receipt, in timestamp order.
@@ -788,14 +829,160 @@ pub async fn receipt_entries(
         )
         .await?;
     for (pending_id, kind, transfer_id, a, ts, seq) in res {
-        let kind = match kind.as_str() {
-            "posted" => ResolutionKind::Posted,
-            "voided" => ResolutionKind::Voided,
-            _ => ResolutionKind::Expired,
-        };
+        let kind = ResolutionKind::parse(&kind).unwrap_or(ResolutionKind::Expired);
         out.entry(seq).or_default().1.push(Resolution { pending_id, kind, transfer_id, amount: amount(&a)?, ts });
     }
     Ok(out)
+}
+
+// What a terminated tenant's export reads (`export`): every row, a page at a time in key order,
+// each page one range of the table's primary key. The first page starts at the key's smallest
+// value inclusively (`after: None`), so even a row keyed by a nil UUID is exported.
+
+/// `>` after a key, `>=` from the smallest one.
+fn past(after: bool) -> &'static str {
+    if after { ">" } else { ">=" }
+}
+
+/// Up to `limit` ledgers after code `after`, by code: `(code, scale, description, created_at)`.
+pub async fn ledgers_page(
+    tx: &mut TenantTx,
+    after: Option<&str>,
+    limit: i64,
+) -> Result<Vec<(String, i16, String, chrono::DateTime<chrono::Utc>)>, ApiError> {
+    tx.all(
+        sqlx::query_as(&format!(
+            "SELECT code, scale, description, created_at FROM ledgers WHERE code {} $1 ORDER BY code LIMIT $2",
+            past(after.is_some())
+        ))
+        .bind(after.unwrap_or_default())
+        .bind(limit),
+    )
+    .await
+}
+
+/// Up to `limit` accounts after id `after`, by id.
+pub async fn accounts_page(tx: &mut TenantTx, after: Option<Uuid>, limit: i64) -> Result<Vec<Account>, ApiError> {
+    let rows: Vec<AccountRow> = tx
+        .all(
+            sqlx::query_as(&format!(
+                "SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id {} $1 ORDER BY id LIMIT $2",
+                past(after.is_some())
+            ))
+            .bind(after.unwrap_or_default())
+            .bind(limit)
+            .persistent(false),
+        )
+        .await?;
+    rows.into_iter().map(Account::try_from).collect()
+}
+
+/// Up to `limit` balance changes after `(account_id, ts)` `after`, by account and time.
+pub async fn balance_history_page(
+    tx: &mut TenantTx,
+    after: Option<(Uuid, i64)>,
+    limit: i64,
+) -> Result<Vec<HistoryRow>, ApiError> {
+    let (account, ts) = after.unwrap_or((Uuid::nil(), i64::MIN));
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        account_id: Uuid,
+        ts: i64,
+        transfer_id: Uuid,
+        debits_pending: String,
+        debits_posted: String,
+        credits_pending: String,
+        credits_posted: String,
+        owner: String,
+    }
+    let rows: Vec<Row> = tx
+        .all(
+            sqlx::query_as(&format!(
+                "SELECT account_id, ts, transfer_id, debits_pending::text AS debits_pending, \
+                 debits_posted::text AS debits_posted, credits_pending::text AS credits_pending, \
+                 credits_posted::text AS credits_posted, owner FROM balance_history \
+                 WHERE (account_id, ts) {} ($1, $2) ORDER BY account_id, ts LIMIT $3",
+                past(after.is_some())
+            ))
+            .bind(account)
+            .bind(ts)
+            .bind(limit)
+            .persistent(false),
+        )
+        .await?;
+    rows.into_iter()
+        .map(|r| {
+            Ok(HistoryRow {
+                account_id: r.account_id,
+                ts: r.ts,
+                transfer_id: r.transfer_id,
+                balances: Balances {
+                    debits_pending: amount(&r.debits_pending)?,
+                    debits_posted: amount(&r.debits_posted)?,
+                    credits_pending: amount(&r.credits_pending)?,
+                    credits_posted: amount(&r.credits_posted)?,
+                },
+                owner: r.owner,
+            })
+        })
+        .collect()
+}
+
+/// Up to `limit` transfers after id `after`, by id.
+pub async fn transfers_page(tx: &mut TenantTx, after: Option<Uuid>, limit: i64) -> Result<Vec<Transfer>, ApiError> {
+    let rows: Vec<TransferRow> = tx
+        .all(
+            sqlx::query_as(&format!(
+                "SELECT {TRANSFER_COLUMNS} FROM transfers WHERE id {} $1 ORDER BY id LIMIT $2",
+                past(after.is_some())
+            ))
+            .bind(after.unwrap_or_default())
+            .bind(limit)
+            .persistent(false),
+        )
+        .await?;
+    rows.into_iter().map(|r| r.into_transfer().map(|(t, _)| t)).collect()
+}
+
+/// Up to `limit` resolutions of pending transfers after pending id `after`, by pending id, each
+/// with the receipt that covers it.
+pub async fn resolutions_page(
+    tx: &mut TenantTx,
+    after: Option<Uuid>,
+    limit: i64,
+) -> Result<Vec<(Resolution, i64)>, ApiError> {
+    let rows: Vec<(Uuid, String, Option<Uuid>, String, i64, i64)> = tx
+        .all(
+            sqlx::query_as(&format!(
+                "SELECT pending_id, kind, transfer_id, amount::text, ts, receipt_seq FROM pending_resolutions \
+                 WHERE pending_id {} $1 ORDER BY pending_id LIMIT $2",
+                past(after.is_some())
+            ))
+            .bind(after.unwrap_or_default())
+            .bind(limit)
+            .persistent(false),
+        )
+        .await?;
+    rows.into_iter()
+        .map(|(pending_id, kind, transfer_id, a, ts, seq)| {
+            let kind = ResolutionKind::parse(&kind)
+                .ok_or_else(|| ApiError::internal(&format!("stored resolution kind {kind:?}")))?;
+            Ok((Resolution { pending_id, kind, transfer_id, amount: amount(&a)?, ts }, seq))
+        })
+        .collect()
+}
+
+/// The chain head `(seq, hash, last_ts)`, if a batch ever ran.
+pub async fn head_record(tx: &mut TenantTx) -> Result<Option<(i64, Vec<u8>, i64)>, ApiError> {
+    tx.optional(sqlx::query_as("SELECT seq, hash, last_ts FROM receipt_head")).await
+}
+
+/// The versions of the signing key that signed the tenant's receipts, ascending.
+pub async fn receipt_key_versions(tx: &mut TenantTx) -> Result<Vec<i32>, ApiError> {
+    tx.scalars(sqlx::query_scalar(
+        "SELECT DISTINCT key_version FROM receipts WHERE key_version IS NOT NULL ORDER BY key_version",
+    ))
+    .await
 }
 
 /// The newest unsigned receipt, if any.

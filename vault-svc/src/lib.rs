@@ -8,6 +8,7 @@ pub mod api;
 pub mod config;
 pub mod domain;
 pub mod error;
+pub mod export;
 pub mod keyring;
 pub mod kms;
 pub mod retention;
@@ -85,6 +86,9 @@ pub async fn run(
         let retention_classes = api::Retention { db: ctx.db.clone() };
         // Period keys past their class's retention are destroyed on every replica's schedule.
         retention::spawn(ctx.db.clone(), retention_every, ctx.shutdown.clone());
+        // A terminated tenant's secrets leave only in its export bundle, sealed to its recipient.
+        let part = export::VaultPart { db: ctx.db.clone(), keyring: keyring.clone() };
+        kit::export::spawn(ctx.db.clone(), Arc::new(part), ctx.shutdown.clone());
         let signing = api::Signing { db: ctx.db.clone(), keyring, tally };
         let verifiers = [Identity::AUDIT, Identity::LEDGER, Identity::GATEWAY, Identity::OPERATOR];
         Ok(Api::new()

@@ -25,9 +25,16 @@ impl Tally {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Counts `n` operations `action` on `resource` by `caller` (a workload identity).
+    /// Counts `n` operations `action` on `resource` by `caller` (a workload identity). Operations
+    /// for a terminated tenant (its export: auth-svc opening personal fields, audit-svc signing the
+    /// last checkpoint and the manifest) are counted in metrics only: its log ends with the
+    /// checkpoint the bundle holds, and the termination record and the signed manifest say what
+    /// the export did.
     pub fn count(&self, tenant: &Tenant, action: &'static str, resource: &str, caller: &str, n: u64) {
         kit::metrics::Metrics::global().event(action);
+        if tenant.status == kit::tenancy::TenantStatus::Terminated {
+            return;
+        }
         let mut map = self.map();
         let key = (tenant.id.0, action, resource.to_owned(), caller.to_owned());
         map.entry(key).or_insert((tenant.clone(), 0)).1 += n;

@@ -70,3 +70,26 @@ pub async fn unsigned_age(tx: &mut TenantTx) -> Result<f64, ApiError> {
     ))
     .await
 }
+
+/// A stored checkpoint as a tenant's export bundle lists it.
+#[derive(Debug, sqlx::FromRow)]
+pub struct Stored {
+    pub tree_size: i64,
+    pub root_hash: Vec<u8>,
+    pub signed_note: String,
+    pub key_version: i32,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// Up to `limit` checkpoints with `tree_size > after`, by tree size.
+pub async fn after(tx: &mut TenantTx, after: u64, limit: i64) -> Result<Vec<Stored>, ApiError> {
+    tx.all(
+        sqlx::query_as(
+            "SELECT tree_size, root_hash, signed_note, key_version, created_at FROM checkpoints \
+             WHERE tree_size > $1 ORDER BY tree_size LIMIT $2",
+        )
+        .bind(bigint(after))
+        .bind(limit),
+    )
+    .await
+}

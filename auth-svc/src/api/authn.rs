@@ -210,6 +210,13 @@ impl Authn {
         if !login::plausible_credentials(email, &password) {
             return Err(AuthError::InvalidCredentials.into());
         }
+        // A terminated tenant's users are told so (until the purge, after which it is unknown).
+        if let Ok(slug) = TenantSlug::parse(tenant_raw)
+            && let Ok(t) = self.core.db.tenant(&slug).await
+            && t.status == TenantStatus::Terminated
+        {
+            return Err(AuthError::TenantTerminated.into());
+        }
         let Some(tenant) = self.active_tenant(tenant_raw).await else {
             // An unknown (or suspended) tenant answers as a known one with an unknown email: the
             // same throttle (keyed by the name as given, under this replica's own key, with the

@@ -36,8 +36,153 @@ pub struct Tenants {
     pub core: crate::core::Core,
 }
 
+fn termination_pb(
+    tenant: &Tenant,
+    t: store::terminations::Termination,
+    parts: Vec<store::terminations::Part>,
+) -> pb::Termination {
+    pb::Termination {
+        tenant: Some(tenant_pb(tenant)),
+        recipient: t.recipient,
+        reason: t.reason,
+        terminated_by: t.terminated_by,
+        terminate_time: Some(kit::time::to_pb(t.terminated_at)),
+        export_until: Some(kit::time::to_pb(t.export_until)),
+        parts: parts
+            .into_iter()
+            .map(|p| pb::ExportPartProgress {
+                part: p.part,
+                rows_done: u64::try_from(p.rows_done).unwrap_or_default(),
+                rows_total: p.rows_total.and_then(|n| u64::try_from(n).ok()).unwrap_or_default(),
+                files: u32::try_from(p.files).unwrap_or_default(),
+                complete: p.completed_at.is_some(),
+                start_time: p.started_at.map(kit::time::to_pb),
+                complete_time: p.completed_at.map(kit::time::to_pb),
+            })
+            .collect(),
+        manifest_sha256: t.manifest_sha256.unwrap_or_default(),
+        export_time: t.exported_at.map(kit::time::to_pb),
+        fetch_time: t.fetched_at.map(kit::time::to_pb),
+    }
+}
+
+/// Files of a bundle are streamed one at a time.
+pub type ExportItems = tokio_stream::wrappers::ReceiverStream<Result<pb::ExportItem, Status>>;
+
 #[tonic::async_trait]
 impl pb::tenant_service_server::TenantService for Tenants {
+    type FetchExportStream = ExportItems;
+
+    async fn terminate_tenant(
+        &self,
+        request: Request<pb::TerminateTenantRequest>,
+    ) -> Result<Response<pb::Termination>, Status> {
+        let ctx = RequestContext::of(&request)?;
+        let req = request.into_inner();
+        let slug = parse_slug(&req.slug)?;
+        let request_id = ctx.request_id_or(req.request_id)?;
+        let recipient = kit::export::parse_recipient(&req.recipient)?.to_string();
+        let reason = req.reason.trim();
+        if reason.is_empty() || reason.chars().count() > 500 {
+            return Err(ApiError::invalid_field("reason", "1 to 500 characters").into());
+        }
+        let operator = req.operator.trim();
+        if operator.chars().count() > 100 || operator.chars().any(char::is_control) {
+            return Err(ApiError::invalid_field("operator", "at most 100 printable characters").into());
+        }
+        let by = if operator.is_empty() { ctx.caller.identity.name().to_owned() } else { operator.to_owned() };
+        let tenant = self.db.tenant(&slug).await?;
+        if tenant.status != TenantStatus::Terminated {
+            let mut tx = self.db.begin(&tenant).await?;
+            let window = self.core.settings.export_window_days;
+            if store::terminations::terminate(&mut tx, &recipient, reason, &by, window).await? {
+                // The last entry of the tenant's log: audit-svc still sequences it, then exports.
+                let record = AuditRecord::new(
+                    SERVICE,
+                    Actor::Service(by.clone()),
+                    "tenant.terminate",
+                    &format!("tenant/{slug}"),
+                    Outcome::Success,
+                )
+                .request_id(request_id)
+                .detail("reason", reason)
+                .detail("recipient", recipient.clone())
+                .detail("export_window_days", window);
+                tx.record(record).await?;
+                tx.commit().await?;
+                tracing::info!(tenant = %slug, "tenant terminated; its export begins");
+            } else {
+                tx.rollback().await?;
+            }
+            self.db.forget_tenant(&slug).await;
+        }
+        let tenant = self.db.tenant(&slug).await?;
+        let (termination, parts) =
+            store::terminations::get(&self.db, tenant.id.0).await?.ok_or(AuthError::TenantTerminated)?;
+        if termination.recipient != recipient {
+            return Err(AuthError::TenantTerminated.into());
+        }
+        Ok(Response::new(termination_pb(&tenant, termination, parts)))
+    }
+
+    async fn get_termination(
+        &self,
+        request: Request<pb::GetTenantRequest>,
+    ) -> Result<Response<pb::Termination>, Status> {
+        let slug = parse_slug(&request.get_ref().slug)?;
+        let tenant = self.db.tenant(&slug).await?;
+        let (termination, parts) = store::terminations::get(&self.db, tenant.id.0)
+            .await?
+            .ok_or_else(|| ApiError::not_found("TERMINATION_NOT_FOUND", format!("tenant {slug} is not terminated")))?;
+        Ok(Response::new(termination_pb(&tenant, termination, parts)))
+    }
+
+    async fn fetch_export(
+        &self,
+        request: Request<pb::GetTenantRequest>,
+    ) -> Result<Response<Self::FetchExportStream>, Status> {
+        let slug = parse_slug(&request.get_ref().slug)?;
+        let tenant = self.db.tenant(&slug).await?;
+        let Some((canonical, signature, sha256)) = store::terminations::manifest(&self.db, tenant.id.0).await? else {
+            return Err(ApiError::failed_precondition(
+                "EXPORT_NOT_READY",
+                "the export bundle is not complete yet (see GetTermination)",
+            )
+            .into());
+        };
+        let files = kit::export::files(&self.db, tenant.id.0).await?;
+        let (send, receive) = tokio::sync::mpsc::channel(2);
+        let db = self.db.clone();
+        tokio::spawn(async move {
+            let manifest = pb::ExportManifest { canonical: canonical.into_bytes(), signature, sha256 };
+            if send.send(Ok(pb::ExportItem { item: Some(pb::export_item::Item::Manifest(manifest)) })).await.is_err() {
+                return;
+            }
+            for f in files {
+                let item = match store::terminations::file_data(&db, tenant.id.0, &f.part, f.seq).await {
+                    Ok(data) => Ok(pb::ExportItem {
+                        item: Some(pb::export_item::Item::File(pb::ExportFile {
+                            part: f.part,
+                            seq: f.seq,
+                            name: f.name,
+                            rows: f.rows,
+                            sha256: f.sha256,
+                            data,
+                        })),
+                    }),
+                    Err(e) => Err(Status::from(e)),
+                };
+                let failed = item.is_err();
+                if send.send(item).await.is_err() || failed {
+                    return;
+                }
+            }
+            if let Err(e) = store::terminations::mark_fetched(&db, tenant.id.0).await {
+                tracing::error!(error = %e, "could not record the export's fetch");
+            }
+        });
+        Ok(Response::new(tokio_stream::wrappers::ReceiverStream::new(receive)))
+    }
     async fn create_tenant(
         &self,
         request: Request<pb::CreateTenantRequest>,

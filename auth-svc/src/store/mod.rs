@@ -20,6 +20,7 @@ pub mod roles;
 pub mod sealing;
 pub mod sessions;
 pub mod signing_keys;
+pub mod terminations;
 pub mod users;
 
 use kit::tenancy::db_error;

@@ -1409,6 +1409,8 @@ async fn a_stuck_outbox_and_an_unsigned_log_show_on_metrics_until_drained_and_ch
         .execute(&mut *held)
         .await
         .expect("sequencer lock");
+    // What was sequenced before the lock (a count of signatures vault-svc flushed meanwhile, say).
+    let size = count(&c, "SELECT count(*) FROM t_alpha.audit_log").await;
     sqlx::query(
         "INSERT INTO t_alpha.audit_outbox (event_id, tenant_id, occurred_at, service, actor, action, resource, outcome) \
          SELECT gen_random_uuid(), $1, now(), 'vault', 'user:u1', 'test.event', 'held/' || i, 'success' \

@@ -23,6 +23,7 @@ mod privacy_requests;
 mod retention;
 mod signals;
 mod tenancy;
+mod tenant_termination;
 mod tracing;
 mod vault;
 mod vault_keys;

@@ -62,6 +62,25 @@ pub enum ResolutionKind {
 }
 
 impl ResolutionKind {
+    /// The kind stored as `s` ([`Self::as_str`]).
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "posted" => Some(Self::Posted),
+            "voided" => Some(Self::Voided),
+            "expired" => Some(Self::Expired),
+            _ => None,
+        }
+    }
+
+    /// The state a pending transfer is left in once resolved so.
+    pub fn pending_state(self) -> TransferState {
+        match self {
+            Self::Posted => TransferState::PendingPosted,
+            Self::Voided => TransferState::PendingVoided,
+            Self::Expired => TransferState::PendingExpired,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Posted => "posted",

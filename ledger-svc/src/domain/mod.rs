@@ -5,7 +5,7 @@ pub mod engine;
 pub mod integrity;
 pub mod receipt;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
@@ -145,12 +145,18 @@ impl TransferState {
     }
 
     pub fn parse(s: &str) -> Self {
+        Self::try_parse(s).unwrap_or(Self::Posted)
+    }
+
+    /// The state named `s` ([`Self::as_str`]), if it is one.
+    pub fn try_parse(s: &str) -> Option<Self> {
         match s {
-            "pending" => Self::Pending,
-            "pending_posted" => Self::PendingPosted,
-            "pending_voided" => Self::PendingVoided,
-            "pending_expired" => Self::PendingExpired,
-            _ => Self::Posted,
+            "posted" => Some(Self::Posted),
+            "pending" => Some(Self::Pending),
+            "pending_posted" => Some(Self::PendingPosted),
+            "pending_voided" => Some(Self::PendingVoided),
+            "pending_expired" => Some(Self::PendingExpired),
+            _ => None,
         }
     }
 }
@@ -218,4 +224,33 @@ impl Account {
     pub fn has(&self, flag: i32) -> bool {
         self.flags & flag != 0
     }
+}
+
+/// The balances that `transfers`, every transfer ever applied, leave on the accounts they name:
+/// what the engine keeps up to date transfer by transfer, recomputed from the transfers alone. A
+/// posted transfer (a post of a pending one too, with the amount it posts) adds its amount to
+/// both sides' posted balances; a pending transfer holds its amount as pending on both sides
+/// until it is posted, voided or expired (its `state`); a void moves nothing of its own.
+pub fn replay_balances<'a>(transfers: impl IntoIterator<Item = &'a Transfer>) -> HashMap<Uuid, Balances> {
+    let mut out: HashMap<Uuid, Balances> = HashMap::new();
+    for t in transfers {
+        let pending = if t.flags & transfer_flags::PENDING != 0 {
+            if t.state != TransferState::Pending {
+                continue;
+            }
+            true
+        } else if t.flags & transfer_flags::VOID_PENDING != 0 {
+            continue;
+        } else {
+            false
+        };
+        // Wrapping: a sum beyond u128 (stored balances never are) shows as a mismatch, not a panic.
+        let dr = out.entry(t.debit_account_id).or_default();
+        let debits = if pending { &mut dr.debits_pending } else { &mut dr.debits_posted };
+        *debits = debits.wrapping_add(t.amount);
+        let cr = out.entry(t.credit_account_id).or_default();
+        let credits = if pending { &mut cr.credits_pending } else { &mut cr.credits_posted };
+        *credits = credits.wrapping_add(t.amount);
+    }
+    out
 }

@@ -36,6 +36,36 @@ pub(crate) async fn call<T>(db: &Db, request: &Request<T>) -> Result<(RequestCon
     Ok((ctx, tenant))
 }
 
+/// The tenant of a workload's call that may reach a terminated tenant while its export is under
+/// way (`kit::export::is_exporting`): exactly the calls the exporting services make for their own
+/// parts, workload `allowed` calling without a token (auth-svc opening users' sealed personal
+/// fields, audit-svc signing the final checkpoint and the manifest). Every other call for a
+/// terminated tenant stays refused (`TENANT_TERMINATED`), and so does this one once the bundle is
+/// signed: termination must not leave the tenant's keys usable by anyone else, nor for long.
+pub(crate) async fn tenant_for_export(db: &Db, ctx: &RequestContext, allowed: &str) -> Result<Tenant, ApiError> {
+    match tenant(db, ctx).await {
+        Err(refused) if refused.reason == "TENANT_TERMINATED" => {
+            if ctx.principal.is_some() || ctx.caller.identity.name() != allowed {
+                return Err(refused);
+            }
+            let terminated = db.tenant(&ctx.tenant_slug()?).await?;
+            if kit::export::is_exporting(db, &terminated).await? { Ok(terminated) } else { Err(refused) }
+        }
+        other => other,
+    }
+}
+
+/// The context of a workload's call and its tenant, terminated or not (see [`tenant_for_export`]).
+pub(crate) async fn call_for_export<T>(
+    db: &Db,
+    request: &Request<T>,
+    allowed: &str,
+) -> Result<(RequestContext, Tenant), ApiError> {
+    let ctx = RequestContext::of(request)?;
+    let tenant = tenant_for_export(db, &ctx, allowed).await?;
+    Ok((ctx, tenant))
+}
+
 /// Who acts: the principal when a token came with the call, else the calling workload.
 pub(crate) fn actor(ctx: &RequestContext) -> Actor {
     match &ctx.principal {

@@ -9,7 +9,7 @@
 use ed25519_dalek::Signer;
 use kit::access::RequestContext;
 use kit::outbox::{AuditRecord, Outcome};
-use kit::{ApiError, Db, Tenant};
+use kit::{ApiError, Db, Identity, Tenant};
 use proto::vault::v1 as pb;
 use tonic::{Request, Response, Status};
 
@@ -70,7 +70,8 @@ impl pb::signing_service_server::SigningService for Signing {
         let req = request.into_inner();
         check_name(&req.key_name)?;
         check_message(&req.message)?;
-        let tenant = super::tenant(&self.db, &ctx).await?;
+        // audit-svc signs a terminated tenant's final checkpoint and its export's manifest.
+        let tenant = super::tenant_for_export(&self.db, &ctx, Identity::AUDIT).await?;
         self.require_owner(&ctx, &tenant, &req.key_name, ACTION, false).await?;
         let mut tx = self.db.begin(&tenant).await?;
         let active = signing_keys::active(&self.keyring, &mut tx, &req.key_name).await?;
@@ -114,7 +115,9 @@ impl pb::signing_service_server::SigningService for Signing {
         let ctx = RequestContext::of(&request)?;
         let req = request.into_inner();
         check_name(&req.key_name)?;
-        let tenant = super::tenant(&self.db, &ctx).await?;
+        // Public keys go into a terminated tenant's bundle too: ledger-svc's receipt keys.
+        let exporter = if ctx.caller.identity.name() == Identity::AUDIT { Identity::AUDIT } else { Identity::LEDGER };
+        let tenant = super::tenant_for_export(&self.db, &ctx, exporter).await?;
         let mut tx = self.db.begin(&tenant).await?;
         let version = (req.version != 0).then_some(req.version);
         let row = store::public_key(&mut tx, &req.key_name, version).await?;

@@ -1,10 +1,12 @@
 //! All of vault-svc's SQL, over a `TenantTx` (row-level security confines every statement to the
 //! tenant): `secrets` (stored secrets and their versions), `keys` (the tenant keys of the keyring
 //! and data-subject keys), `signing` (workload signing keys), `retention` (retention classes and
-//! their period keys); here, what they share: the replay of
-//! idempotent requests and the walk over every table sealed under a tenant key (the rewrap).
+//! their period keys), `export` (the reads of a terminated tenant's export); here, what they share:
+//! the replay of idempotent requests and the walk over every table sealed under a tenant key (the
+//! rewrap).
 //! Nothing here unwraps, seals or decides: rows in, rows out.
 
+pub mod export;
 pub mod keys;
 pub mod retention;
 pub mod secrets;
