@@ -83,9 +83,13 @@ fn free_addr() -> anyhow::Result<SocketAddr> {
     Ok(SocketAddr::from(([127, 0, 0, 1], free_port()?)))
 }
 
-fn start_postgres(stack: &mut Stack) -> anyhow::Result<String> {
+fn start_postgres(stack: &mut Stack, wal_spool: Option<&Path>) -> anyhow::Result<String> {
     // A development cluster: a commit may be lost if PostgreSQL itself crashes.
     let mut options = "-c max_connections=200 -c synchronous_commit=off -c autovacuum_naptime=10s".to_owned();
+    if let Some(spool) = wal_spool {
+        let command = crate::backup::archive_command(spool);
+        options.push_str(&format!(" -c archive_mode=on -c 'archive_command={command}'"));
+    }
     // Per-statement timings for whoever profiles the dev stack (`CREATE EXTENSION pg_stat_statements`),
     // when this PostgreSQL ships the module; a server without it must still start.
     if kit::localpg::LocalPostgres::has_module("pg_stat_statements") {
@@ -292,7 +296,46 @@ async fn wait_ready(
 
 /// Runs the constellation from `dir` until SIGINT/SIGTERM; with `observability`, also a Prometheus
 /// that scrapes every process and evaluates the alert rules.
-pub async fn up(dir: &Path, observability: bool) -> anyhow::Result<()> {
+/// With `--backups`: the WAL spool (writable by the cluster's server) and the backup settings
+/// under the dev directory, sealed by the development HSM token.
+fn backup_settings(dir: &Path, kms: &serde_json::Value, data_directory: &Path, port: &str) -> anyhow::Result<PathBuf> {
+    let root = dir.join("backups");
+    let spool = root.join("spool");
+    std::fs::create_dir_all(&spool)?;
+    let mut kms = kms["kms"].clone();
+    if kms["provider"] == "pkcs11" {
+        kms["key_label"] = json!("strongroom-backup");
+    }
+    let settings = json!({
+        "backup": {
+            "repository": root.join("repository"),
+            "spool": spool,
+            "data_directory": data_directory,
+            "port": port.parse::<u16>()?,
+            "socket_directory": data_directory.parent().unwrap_or(data_directory),
+            "sealed_passphrase": root.join("passphrase.sealed"),
+        },
+        "kms": kms,
+    });
+    let path = dir.join("backup.toml");
+    kit::pki::write_private(&path, &toml::to_string(&settings)?)?;
+    Ok(path)
+}
+
+/// Lets the cluster's server (`postgres` when dev up runs as root) write the WAL spool.
+fn spool_for_postgres(spool: &Path) -> anyhow::Result<()> {
+    if !nix::unistd::geteuid().is_root() {
+        return Ok(());
+    }
+    let id = |flag: &str| -> anyhow::Result<u32> {
+        let out = Command::new("id").args([flag, "postgres"]).output()?;
+        Ok(String::from_utf8_lossy(&out.stdout).trim().parse()?)
+    };
+    std::os::unix::fs::chown(spool, Some(id("-u")?), Some(id("-g")?))?;
+    Ok(())
+}
+
+pub async fn up(dir: &Path, observability: bool, backups: bool) -> anyhow::Result<()> {
     // Installed before anything starts, so SIGTERM during start-up still stops what was started.
     let signal = kit::server::shutdown_signal();
     tokio::pin!(signal);
@@ -309,9 +352,17 @@ pub async fn up(dir: &Path, observability: bool) -> anyhow::Result<()> {
         std::env::current_exe()?.parent().map(Path::to_path_buf).ok_or_else(|| anyhow!("no binary directory"))?;
 
     let mut stack = Stack::default();
+    let spool = dir.join("backups").join("spool");
+    if backups {
+        if std::env::var("DATABASE_URL").is_ok_and(|u| !u.is_empty()) {
+            bail!("--backups needs the cluster dev up starts itself (unset DATABASE_URL)");
+        }
+        std::fs::create_dir_all(&spool)?;
+        spool_for_postgres(&spool)?;
+    }
     let admin_url = match std::env::var("DATABASE_URL") {
         Ok(url) if !url.is_empty() => url,
-        _ => start_postgres(&mut stack)?,
+        _ => start_postgres(&mut stack, backups.then_some(spool.as_path()))?,
     };
     let redis_url = match std::env::var("REDIS_URL") {
         Ok(url) if !url.is_empty() => url,
@@ -341,6 +392,41 @@ pub async fn up(dir: &Path, observability: bool) -> anyhow::Result<()> {
         Err(_) => json!({ "log": "info" }),
     };
     let (vault_settings, vault_env) = vault_kms(&dir)?;
+    if let Some(cluster) = stack.postgres.as_ref().filter(|_| backups) {
+        let port = cluster.url().rsplit_once(':').and_then(|(_, p)| p.split('/').next()).unwrap_or("5432").to_owned();
+        let config = backup_settings(&dir, &vault_settings, &cluster.dir().join("data"), &port)?;
+        let strongroom = bin_dir.join("strongroom");
+        let out = Command::new(&strongroom)
+            .args(["backup", "--backup-config"])
+            .arg(&config)
+            .arg("init")
+            .envs(vault_env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .output()
+            .context("strongroom backup init")?;
+        if !out.status.success() {
+            stack.shutdown();
+            bail!("strongroom backup init: {}", String::from_utf8_lossy(&out.stderr).trim());
+        }
+        let log = std::fs::File::create(logs.join("backup-archive.log"))?;
+        let child = Command::new(&strongroom)
+            .args(["backup", "--backup-config"])
+            .arg(&config)
+            .args(["archive", "--watch", "5"])
+            .envs(vault_env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("strongroom backup archive")?;
+        stack.services.push(("backup-archive".to_owned(), child));
+        let env: Vec<String> = vault_env.iter().map(|(k, v)| format!("{k}={}", v.display())).collect();
+        println!(
+            "strongroom dev up: backups on: {} strongroom backup --backup-config {} run|list|verify|expire|restore",
+            env.join(" "),
+            config.display()
+        );
+    }
     // Each process's admin listener, named as its binary: Prometheus's scrape targets.
     let mut admin_addrs = Vec::new();
     for (i, name) in SERVICES.iter().enumerate() {

@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 mod audit;
+mod backup;
 mod bench;
 mod bench_audit;
 mod bench_auth;
@@ -69,6 +70,15 @@ enum Command {
         #[command(subcommand)]
         command: LedgerCommand,
     },
+    /// Physical backups of the whole cluster with pgBackRest: encrypted repository (its passphrase
+    /// sealed under the vault's master key), WAL archiving through a spool, point-in-time restore.
+    Backup {
+        /// The deployment's backup settings (`[backup]`, `[kms]`; see docs/operations.md).
+        #[arg(long = "backup-config", env = "STRONGROOM_BACKUP_CONFIG")]
+        config: PathBuf,
+        #[command(subcommand)]
+        command: BackupCommand,
+    },
     /// Benchmarks against a running `strongroom dev up` (loopback only, bounded in time).
     Bench {
         #[command(subcommand)]
@@ -99,6 +109,38 @@ enum AuditCommand {
         /// The recipient's age identity file (`AGE-SECRET-KEY-1…`).
         #[arg(long)]
         identity: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum BackupCommand {
+    /// Seals a new repository passphrase (once), creates the repository and the stanza, and prints
+    /// the `archive_command` PostgreSQL needs.
+    Init,
+    /// Pushes the WAL segments waiting in the spool into the repository (every `--watch` seconds
+    /// until interrupted, or once).
+    Archive {
+        #[arg(long)]
+        watch: Option<u64>,
+    },
+    /// Takes a backup and waits until the WAL it needs is in the repository.
+    Run {
+        #[arg(long = "type", default_value = "full")]
+        kind: String,
+    },
+    /// The backups in the repository and the WAL range it holds (JSON).
+    List,
+    /// Removes the backups no longer needed to restore any point of the retention window.
+    Expire,
+    /// Reads every backup file and WAL segment in the repository and checks their checksums.
+    Verify,
+    /// Restores the cluster as it was at `--to` into a new data directory (start PostgreSQL on it).
+    Restore {
+        /// RFC 3339, e.g. 2026-12-07T16:37:32Z.
+        #[arg(long)]
+        to: String,
+        #[arg(long)]
+        into: PathBuf,
     },
 }
 
@@ -208,6 +250,11 @@ enum DevCommand {
         /// on a loopback port, scraping every process each second with the alert rules loaded.
         #[arg(long)]
         observability: bool,
+        /// Also archive WAL and keep an encrypted pgBackRest repository under DIR/backups (its
+        /// passphrase sealed by the dev HSM token), pushed every 5 s; needs the cluster dev up
+        /// starts (no DATABASE_URL).
+        #[arg(long)]
+        backups: bool,
     },
 }
 
@@ -319,7 +366,9 @@ fn main() -> ExitCode {
                 );
                 Ok(())
             }
-            Command::Dev { command: DevCommand::Up { dir, observability } } => dev::up(&dir, observability).await,
+            Command::Dev { command: DevCommand::Up { dir, observability, backups } } => {
+                dev::up(&dir, observability, backups).await
+            }
             Command::Audit { command: AuditCommand::Export { tenant, out } } => {
                 kit::TenantSlug::parse(&tenant).map_err(|e| anyhow::anyhow!("{e}"))?;
                 let endpoints = cli.conn.resolve()?;
@@ -414,6 +463,23 @@ fn main() -> ExitCode {
                     phases,
                 };
                 ledger::bench(&opts).await
+            }
+            Command::Backup { config, command } => {
+                let cfg = backup::BackupConfig::load(&config)?;
+                let out = match command {
+                    BackupCommand::Init => backup::init(&cfg)?,
+                    BackupCommand::Archive { watch } => {
+                        let watch = watch.map(|s| std::time::Duration::from_secs(s.clamp(1, 3600)));
+                        serde_json::json!({ "pushed": backup::archive(&cfg, watch).await? })
+                    }
+                    BackupCommand::Run { kind } => backup::run(&cfg, &kind).await?,
+                    BackupCommand::List => backup::list(&cfg)?,
+                    BackupCommand::Expire => backup::expire(&cfg)?,
+                    BackupCommand::Verify => backup::verify(&cfg)?,
+                    BackupCommand::Restore { to, into } => backup::restore(&cfg, &to, &into)?,
+                };
+                println!("{out}");
+                Ok(())
             }
             Command::Migrate { login_urls } => {
                 let admin_url = cli.conn.admin_url()?;

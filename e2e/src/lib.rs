@@ -288,6 +288,12 @@ impl Constellation {
     /// [`Self::start_with`] under the caller's PKI (whose CA also signed, say, the certificates of
     /// a Redis or a PostgreSQL reached over TLS).
     pub async fn start_with_pki(db: TestDb, redis: String, with_gateway: bool, pki: TestPki) -> Self {
+        Self::start_with_keys(db, redis, with_gateway, pki, SoftHsm::create()).await
+    }
+
+    /// [`Self::start_with_pki`] with the master key in `hsm`: a constellation started again on
+    /// data it wrote before (e.g. restored from a backup), see [`Self::stop_keeping_keys`].
+    pub async fn start_with_keys(db: TestDb, redis: String, with_gateway: bool, pki: TestPki, hsm: SoftHsm) -> Self {
         kit::tls::install_crypto_provider();
         let migrator = migrate(&db).await;
         let mut bound = Vec::new();
@@ -304,16 +310,7 @@ impl Constellation {
             ledger: addr("ledger"),
             timeout_ms: 10_000,
         };
-        let mut c = Constellation {
-            db,
-            migrator,
-            pki,
-            services: HashMap::new(),
-            gateway: None,
-            hsm: SoftHsm::create(),
-            redis,
-            upstreams,
-        };
+        let mut c = Constellation { db, migrator, pki, services: HashMap::new(), gateway: None, hsm, redis, upstreams };
         for (name, listeners, grpc, admin) in bound {
             c.spawn_service(name, listeners, grpc, admin);
         }
@@ -572,6 +569,18 @@ impl Constellation {
             let _ = s.stop().await;
         }
     }
+
+    /// Stops everything and hands back the PKI and the HSM token with the master key, to start
+    /// the services again on the same data ([`Self::start_with_keys`]).
+    pub async fn stop_keeping_keys(mut self) -> (TestPki, SoftHsm) {
+        if let Some(g) = self.gateway.take() {
+            let _ = g.stop().await;
+        }
+        for (_, s) in self.services.drain() {
+            let _ = s.stop().await;
+        }
+        (self.pki, self.hsm)
+    }
 }
 
 /// The header (`part` 0) or the claims (`part` 1) of a JWT, decoded without verifying anything:
@@ -581,6 +590,17 @@ pub fn jwt_part(token: &str, part: usize) -> serde_json::Value {
     let raw = token.split('.').nth(part).expect("a JWT part");
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(raw).expect("base64url");
     serde_json::from_slice(&bytes).expect("JSON")
+}
+
+/// A binary of this workspace built next to the test executable (`cargo build --workspace --bins`
+/// first; deploy/test.sh does).
+#[allow(clippy::expect_used)]
+pub fn binary(name: &str) -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("test exe");
+    let dir = exe.parent().and_then(|p| p.parent()).expect("target dir");
+    let path = dir.join(name);
+    assert!(path.is_file(), "{} missing: run `cargo build --workspace --bins` first", path.display());
+    path
 }
 
 /// `ErrorInfo.reason` of a status.

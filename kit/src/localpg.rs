@@ -102,6 +102,24 @@ impl LocalPostgres {
         if !out.status.success() {
             return Err(format!("initdb failed: {}", String::from_utf8_lossy(&out.stderr).trim()));
         }
+        Self::serve(dir, pg_ctl, as_postgres_user, options)
+    }
+
+    /// Starts a cluster whose data directory is already in `dir` (`dir/data`, e.g. restored from a
+    /// backup; owned by `postgres` when running as root) on a free port, with the settings of
+    /// [`Self::start`]; stopped and removed on drop like one this made.
+    pub fn start_existing(dir: tempfile::TempDir, options: &str) -> Result<Self, String> {
+        let pg_ctl = binary("pg_ctl")?;
+        let as_postgres_user = running_as_root();
+        if as_postgres_user {
+            let (uid, gid) = (id_of_postgres("-u")?, id_of_postgres("-g")?);
+            std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid)).map_err(|e| format!("chown: {e}"))?;
+        }
+        Self::serve(dir, pg_ctl, as_postgres_user, options)
+    }
+
+    /// Starts the server on `dir/data` on a free port.
+    fn serve(dir: tempfile::TempDir, pg_ctl: PathBuf, as_postgres_user: bool, options: &str) -> Result<Self, String> {
         let port = free_port()?;
         let options =
             format!("-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off {options}", dir.path().display());

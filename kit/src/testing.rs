@@ -56,6 +56,12 @@ impl TestDb {
         Self { name, base }
     }
 
+    /// The database `name` that already exists on the server `base` names (e.g. one restored
+    /// from a backup); dropped afterwards like one this made.
+    pub fn existing_on(base: &str, name: &str) -> Self {
+        Self { name: name.to_owned(), base: url::Url::parse(base).expect("test database url") }
+    }
+
     fn url_for(&self, user: Option<&str>) -> url::Url {
         let mut url = self.base.clone();
         url.set_path(&format!("/{}", self.name));

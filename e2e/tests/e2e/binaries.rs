@@ -7,16 +7,8 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn binary(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("test exe");
-    let dir = exe.parent().and_then(|p| p.parent()).expect("target dir");
-    let path = dir.join(name);
-    assert!(path.is_file(), "{} missing: run `cargo build --workspace --bins` first", path.display());
-    path
-}
-
 fn clean_command(name: &str) -> Command {
-    let mut cmd = Command::new(binary(name));
+    let mut cmd = Command::new(e2e::binary(name));
     cmd.env_clear().env("PATH", std::env::var("PATH").unwrap_or_default()).stdin(Stdio::null());
     cmd
 }
@@ -117,7 +109,7 @@ impl DevUp {
     /// waits for it to print `ready`; returns it with how long that took.
     fn start_from_nothing() -> (Self, Duration) {
         let dir = tempfile::tempdir().expect("tmp");
-        let mut cmd = Command::new(binary("strongroom"));
+        let mut cmd = Command::new(e2e::binary("strongroom"));
         cmd.args(["dev", "up", "--dir"])
             .arg(dir.path())
             .stdin(Stdio::null())
@@ -177,7 +169,7 @@ impl DevUp {
 
     /// Runs the operator CLI against this dev directory; returns its JSON answer.
     fn cli(&self, args: &[&str]) -> serde_json::Value {
-        let out = Command::new(binary("strongroom"))
+        let out = Command::new(e2e::binary("strongroom"))
             .arg("--dev-dir")
             .arg(self.dir.path())
             .args(args)

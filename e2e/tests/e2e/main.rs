@@ -6,6 +6,7 @@
 mod audit;
 mod audit_durability;
 mod audit_ingest;
+mod backups;
 mod binaries;
 mod browser;
 mod gateway_http;

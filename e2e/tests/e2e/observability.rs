@@ -16,14 +16,6 @@ use serde_json::{Value, json};
 /// Every process `dev up` starts and Prometheus scrapes.
 const TARGETS: [&str; 5] = ["auth-svc", "vault-svc", "audit-svc", "ledger-svc", "gateway"];
 
-fn binary(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("test exe");
-    let dir = exe.parent().and_then(|p| p.parent()).expect("target dir");
-    let path = dir.join(name);
-    assert!(path.is_file(), "{} missing: run `cargo build --workspace --bins` first", path.display());
-    path
-}
-
 fn pid_alive(pid: i64) -> bool {
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), None).is_ok()
 }
@@ -40,7 +32,7 @@ impl ObservedDevUp {
     /// `ready`.
     fn start() -> Self {
         let dir = tempfile::tempdir().expect("tmp");
-        let mut cmd = Command::new(binary("strongroom"));
+        let mut cmd = Command::new(e2e::binary("strongroom"));
         cmd.args(["dev", "up", "--observability", "--dir"])
             .arg(dir.path())
             .stdin(Stdio::null())

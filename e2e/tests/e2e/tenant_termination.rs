@@ -15,14 +15,6 @@ use http::Method;
 use kit::testing::TestSigner;
 use serde_json::{Value, json};
 
-fn binary(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("test exe");
-    let dir = exe.parent().and_then(|p| p.parent()).expect("target dir");
-    let path = dir.join(name);
-    assert!(path.is_file(), "{} missing: run `cargo build --workspace --bins` first", path.display());
-    path
-}
-
 struct Fx {
     c: Constellation,
     signer: TestSigner,
@@ -34,7 +26,7 @@ impl Fx {
     /// The operator CLI against this constellation; its stdout and stderr, or a failure's stderr.
     fn cli(&self, args: &[&str]) -> Result<(String, String), String> {
         let addr = |n: &str| kit::testing::https(self.c.addr(n));
-        let out = Command::new(binary("strongroom"))
+        let out = Command::new(e2e::binary("strongroom"))
             .arg("--ca")
             .arg(self.c.pki.path("ca.pem"))
             .arg("--cert")
