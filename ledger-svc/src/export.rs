@@ -135,6 +135,19 @@ impl PartWriter for LedgerPart {
         PART
     }
 
+    /// The part waits until the newest receipt is signed (vault-svc signs for ledger-svc while the
+    /// export is under way): the chain it exports then verifies to its head.
+    async fn ready(&self, tenant: &Tenant) -> Result<bool, ApiError> {
+        let Some(signer) = &self.signer else { return Ok(true) };
+        let mut tx = self.db.begin(tenant).await?;
+        let unsigned = if store::has_tables(&mut tx).await? { store::newest_unsigned(&mut tx).await? } else { None };
+        tx.commit().await?;
+        if unsigned.is_some() {
+            crate::receipts::sign_newest(&self.db, signer, tenant).await?;
+        }
+        Ok(true)
+    }
+
     async fn next(&self, tenant: &Tenant, resume_after: Option<&str>) -> Result<Chunk, ApiError> {
         let resume = Resume::parse(resume_after)?;
         let kind = resume.kind;

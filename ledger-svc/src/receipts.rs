@@ -41,6 +41,11 @@ pub fn spawn_signer(db: Db, signer: Option<SigningServiceClient<Channel>>, unsig
         loop {
             for tenant in unsigned.take() {
                 if let Err(e) = sign_newest(&db, &signer, &tenant).await {
+                    if e.reason == "TENANT_TERMINATED" {
+                        // Its export signs what is left (`export::LedgerPart::ready`), or nothing can.
+                        tracing::info!(tenant = %tenant.slug, "tenant terminated; its receipts are signed by its export");
+                        continue;
+                    }
                     tracing::warn!(tenant = %tenant.slug, reason = %e.reason, "receipt not signed yet");
                     // Try again on the next round.
                     unsigned.tenants.lock().unwrap_or_else(|e| e.into_inner()).insert(tenant.id, tenant);
@@ -57,7 +62,11 @@ pub fn spawn_signer(db: Db, signer: Option<SigningServiceClient<Channel>>, unsig
     });
 }
 
-async fn sign_newest(db: &Db, signer: &SigningServiceClient<Channel>, tenant: &Tenant) -> Result<(), ApiError> {
+pub(crate) async fn sign_newest(
+    db: &Db,
+    signer: &SigningServiceClient<Channel>,
+    tenant: &Tenant,
+) -> Result<(), ApiError> {
     let mut tx = db.begin(tenant).await?;
     let newest = if store::has_tables(&mut tx).await? { store::newest_unsigned(&mut tx).await? } else { None };
     tx.commit().await?;

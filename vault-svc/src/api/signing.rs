@@ -70,8 +70,10 @@ impl pb::signing_service_server::SigningService for Signing {
         let req = request.into_inner();
         check_name(&req.key_name)?;
         check_message(&req.message)?;
-        // audit-svc signs a terminated tenant's final checkpoint and its export's manifest.
-        let tenant = super::tenant_for_export(&self.db, &ctx, Identity::AUDIT).await?;
+        // While a terminated tenant's export is under way, audit-svc signs its final checkpoint
+        // and the manifest, and ledger-svc its last receipts (each only with its own keys).
+        let exporter = if ctx.caller.identity.name() == Identity::LEDGER { Identity::LEDGER } else { Identity::AUDIT };
+        let tenant = super::tenant_for_export(&self.db, &ctx, exporter).await?;
         self.require_owner(&ctx, &tenant, &req.key_name, ACTION, false).await?;
         let mut tx = self.db.begin(&tenant).await?;
         let active = signing_keys::active(&self.keyring, &mut tx, &req.key_name).await?;
