@@ -424,7 +424,7 @@ pub fn verify(cfg: &BackupConfig) -> anyhow::Result<serde_json::Value> {
 /// `backup restore`: the cluster as it was at `to`, into the new data directory `into` (absent or
 /// empty), with the WAL it replays already fetched beside it (`<into>.wal`), owned by the owner of
 /// the configured data directory. Start PostgreSQL on it: it replays to `to` and promotes.
-pub fn restore(cfg: &BackupConfig, to: &str, into: &Path) -> anyhow::Result<serde_json::Value> {
+pub async fn restore(cfg: &BackupConfig, to: &str, into: &Path) -> anyhow::Result<serde_json::Value> {
     let target = chrono::DateTime::parse_from_rfc3339(to)
         .map_err(|_| anyhow!("--to must be an RFC 3339 time, e.g. 2026-12-07T16:37:32.636Z"))?
         .with_timezone(&chrono::Utc);
@@ -473,13 +473,107 @@ pub fn restore(cfg: &BackupConfig, to: &str, into: &Path) -> anyhow::Result<serd
         chown_tree(dir, uid, gid)?;
     }
     std::fs::set_permissions(into, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
+    let audited = record_restore(cfg, into, (uid, gid), &base.label, &target).await?;
     Ok(serde_json::json!({
         "restored_into": into,
         "target": target.to_rfc3339(),
         "from_backup": base.label,
         "wal_segments_fetched": fetched,
         "wal_directory": wal,
+        "tenants_audited": audited,
     }))
+}
+
+/// Starts the restored cluster once on a private socket (no TCP, no archiving) so that it replays
+/// to the target and promotes, writes `backup.restore` into every live tenant's audit outbox
+/// (audit-svc logs it when the services start), and stops it. Returns the tenants recorded.
+async fn record_restore(
+    cfg: &BackupConfig,
+    data: &Path,
+    (uid, gid): (u32, u32),
+    label: &str,
+    target: &chrono::DateTime<chrono::Utc>,
+) -> anyhow::Result<usize> {
+    let socket = tempfile::Builder::new().prefix("strongroom-restore-").tempdir()?;
+    std::os::unix::fs::chown(socket.path(), Some(uid), Some(gid))?;
+    let pg_ctl = kit::localpg::binary("pg_ctl").map_err(|e| anyhow!(e))?;
+    let as_owner = |args: &[&str]| {
+        let mut cmd = if nix::unistd::geteuid().as_raw() == uid {
+            Command::new(&pg_ctl)
+        } else {
+            let owner = nix::unistd::User::from_uid(uid.into()).ok().flatten().map(|u| u.name).unwrap_or_default();
+            let mut c = Command::new("runuser");
+            c.args(["-u", &owner, "--"]).arg(&pg_ctl);
+            c
+        };
+        cmd.arg("-D").arg(data).args(args).current_dir("/").stdin(Stdio::null()).stdout(Stdio::null());
+        cmd
+    };
+    let log = socket.path().join("postgres.log");
+    let options = format!("-c listen_addresses='' -k {} -p 5432 -c archive_mode=off", socket.path().display());
+    let out = as_owner(&["-o", &options, "-l", log.to_str().unwrap_or_default(), "-w", "-t", "600", "start"])
+        .stderr(Stdio::piped())
+        .output()?;
+    if !out.status.success() {
+        let tail = std::fs::read_to_string(&log).unwrap_or_default();
+        bail!(
+            "the restored cluster did not start: {} {}",
+            String::from_utf8_lossy(&out.stderr).trim(),
+            tail.lines().rev().take(3).collect::<Vec<_>>().join(" | ")
+        );
+    }
+    let recorded = async {
+        let url = |db: &str| {
+            format!("postgres://{}@localhost/{db}?host={}&port=5432", cfg.backup.user, socket.path().display())
+        };
+        let postgres = sqlx::PgPool::connect(&url("postgres")).await.context("the restored cluster")?;
+        // pg_ctl returns once read-only connections are accepted; the replay goes on to the point.
+        let deadline = Instant::now() + Duration::from_secs(3600);
+        while sqlx::query_scalar::<_, bool>("SELECT pg_is_in_recovery()").fetch_one(&postgres).await? {
+            if Instant::now() > deadline {
+                bail!("the restored cluster is still replaying WAL after an hour");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let databases: Vec<String> =
+            sqlx::query_scalar("SELECT datname FROM pg_database WHERE datallowconn AND NOT datistemplate")
+                .fetch_all(&postgres)
+                .await?;
+        postgres.close().await;
+        let by = crate::lifecycle::operator_name();
+        let mut recorded = 0;
+        for db in databases {
+            let pool = sqlx::PgPool::connect(&url(&db)).await?;
+            let strongroom: bool =
+                sqlx::query_scalar("SELECT to_regclass('control.tenants') IS NOT NULL").fetch_one(&pool).await?;
+            pool.close().await;
+            if !strongroom {
+                continue;
+            }
+            let migrator = crate::migrate::migrator(&SecretString::from(url(&db)))?;
+            recorded += migrator
+                .record_in_every_tenant(|tenant| {
+                    kit::outbox::AuditRecord::new(
+                        "backup",
+                        kit::outbox::Actor::Service(by.clone()),
+                        "backup.restore",
+                        &format!("tenant/{}", tenant.slug),
+                        kit::outbox::Outcome::Success,
+                    )
+                    .detail("restored_to", target.to_rfc3339())
+                    .detail("from_backup", label)
+                })
+                .await?;
+        }
+        Ok::<usize, anyhow::Error>(recorded)
+    }
+    .await;
+    let stopped = as_owner(&["-m", "fast", "-w", "-t", "120", "stop"]).stderr(Stdio::null()).status();
+    let recorded = recorded?;
+    if !stopped.is_ok_and(|s| s.success()) {
+        bail!("the restored cluster did not stop (pg_ctl stop -D {})", data.display());
+    }
+    Ok(recorded)
 }
 
 fn chown_tree(path: &Path, uid: u32, gid: u32) -> anyhow::Result<()> {

@@ -476,7 +476,7 @@ fn main() -> ExitCode {
                     BackupCommand::List => backup::list(&cfg)?,
                     BackupCommand::Expire => backup::expire(&cfg)?,
                     BackupCommand::Verify => backup::verify(&cfg)?,
-                    BackupCommand::Restore { to, into } => backup::restore(&cfg, &to, &into)?,
+                    BackupCommand::Restore { to, into } => backup::restore(&cfg, &to, &into).await?,
                 };
                 println!("{out}");
                 Ok(())

@@ -448,6 +448,31 @@ impl Migrator {
             .await?)
     }
 
+    /// Writes the record `record` makes for each tenant that is not terminated into that tenant's
+    /// outbox (one transaction each), e.g. `backup.restore` after a restore; audit-svc logs them
+    /// when it starts. Returns how many tenants got one.
+    pub async fn record_in_every_tenant(&self, record: impl Fn(&Tenant) -> AuditRecord) -> Result<usize, MigrateError> {
+        let slugs: Vec<String> =
+            sqlx::query_scalar("SELECT slug FROM control.tenants WHERE status <> 'terminated' ORDER BY slug")
+                .fetch_all(&self.admin)
+                .await?;
+        let mut recorded = 0;
+        for slug in slugs.iter().filter_map(|s| TenantSlug::parse(s).ok()) {
+            let tenant = self.registered_tenant(&slug).await?;
+            let mut tx = self.admin.begin().await?;
+            let scope = format!(
+                "SET LOCAL search_path TO {}; SET LOCAL strongroom.tenant_id TO '{}'",
+                slug.schema(),
+                tenant.id.0.hyphenated()
+            );
+            exec(&mut tx, &scope).await?;
+            crate::outbox::insert(&mut tx, record(&tenant)).await.map_err(|e| MigrateError::Audit(e.to_string()))?;
+            tx.commit().await?;
+            recorded += 1;
+        }
+        Ok(recorded)
+    }
+
     /// The terminated tenants whose export window has ended and whose bundle is signed
     /// (`strongroom tenant purge --due`).
     pub async fn purge_due(&self) -> Result<Vec<TenantSlug>, MigrateError> {

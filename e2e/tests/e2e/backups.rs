@@ -171,6 +171,7 @@ create_key = true
     let into = restored_dir.path().join("data");
     let restored = backup(&config, &["restore", "--to", &point.to_rfc3339(), "--into", into.to_str().expect("path")]);
     assert_eq!(restored["from_backup"], full["label"], "{restored}");
+    assert_eq!(restored["tenants_audited"], 1, "{restored}");
     let redis = c.redis.clone();
     let (pki, hsm) = c.stop_keeping_keys().await;
     let pg2 = LocalPostgres::start_existing(restored_dir, "").expect("restored cluster starts");
@@ -184,6 +185,22 @@ create_key = true
         sqlx::query_scalar("SELECT count(*) FROM t_alpha.secrets").fetch_one(&admin2).await.expect("secrets");
     assert_eq!(secrets, 1);
     let c2 = Constellation::start_with_keys(db2, redis, false, pki, hsm).await;
+    // The restore is the first entry after the point in the tenant's log.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let logged: Option<Value> = sqlx::query_scalar(
+            "SELECT details FROM t_alpha.audit_log WHERE action = 'backup.restore' ORDER BY seq DESC LIMIT 1",
+        )
+        .fetch_optional(&admin2)
+        .await
+        .expect("log");
+        if let Some(details) = logged {
+            assert_eq!(details["from_backup"], full["label"], "{details}");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the restore was not logged");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let mut log =
         proto::audit::v1::audit_log_service_client::AuditLogServiceClient::new(c2.channel_as("operator", "audit"));
     let req = |msg| kit::client::with_context(tonic::Request::new(msg), Some("alpha"), None, None);
