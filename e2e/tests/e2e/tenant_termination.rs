@@ -510,3 +510,68 @@ async fn an_interrupted_part_resumes_from_its_last_file_and_only_the_exporting_c
     assert!(status.parts.iter().all(|p| p.complete && p.files > 0), "{:?}", status.parts);
     assert_eq!(status.manifest_sha256.len(), 64);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_termination_with_bad_input_or_from_a_non_operator_is_refused_and_changes_nothing() {
+    let c = Constellation::start(false).await;
+    let keep = c.create_tenant("keep").await;
+    let admin = c.db.admin_pool().await;
+    let recipient = age::x25519::Identity::generate().to_public().to_string();
+    let request = |slug: &str, recipient: &str, reason: &str, operator: &str| proto::auth::v1::TerminateTenantRequest {
+        slug: slug.into(),
+        recipient: recipient.into(),
+        reason: reason.into(),
+        operator: operator.into(),
+        request_id: String::new(),
+    };
+    // Only the operator identity may call TenantService at all.
+    for identity in ["gateway", "vault", "ledger"] {
+        let mut client =
+            proto::auth::v1::tenant_service_client::TenantServiceClient::new(c.channel_as(identity, "auth"));
+        let e = client.terminate_tenant(request("keep", &recipient, "x", "")).await.expect_err("not the operator");
+        assert_eq!(e.code(), tonic::Code::PermissionDenied, "{identity}: {e:?}");
+    }
+    let mut tenants =
+        proto::auth::v1::tenant_service_client::TenantServiceClient::new(c.channel_as("operator", "auth"));
+    let long_reason = "r".repeat(501);
+    let long_operator = "o".repeat(101);
+    let huge_key = format!("age1{}", "q".repeat(100_000));
+    for (slug, key, reason, operator, field) in [
+        ("keep", "age1notakey", "contract ended", "", "recipient"),
+        ("keep", "", "contract ended", "", "recipient"),
+        ("keep", "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAA", "contract ended", "", "recipient"),
+        ("keep", huge_key.as_str(), "contract ended", "", "recipient"),
+        ("keep", recipient.as_str(), "", "", "reason"),
+        ("keep", recipient.as_str(), "   ", "", "reason"),
+        ("keep", recipient.as_str(), long_reason.as_str(), "", "reason"),
+        ("keep", recipient.as_str(), "ok", "bell\u{7}", "operator"),
+        ("keep", recipient.as_str(), "ok", long_operator.as_str(), "operator"),
+        ("Not A Slug", recipient.as_str(), "ok", "", "slug"),
+    ] {
+        let e = tenants.terminate_tenant(request(slug, key, reason, operator)).await.expect_err("bad input");
+        assert_eq!(e.code(), tonic::Code::InvalidArgument, "{field}: {e:?}");
+        assert!(e.message().contains(field) || format!("{:?}", e.details()).contains(field), "{field}: {e:?}");
+    }
+    let e = tenants.terminate_tenant(request("nobody_here", &recipient, "ok", "")).await.expect_err("unknown");
+    assert_eq!(e.code(), tonic::Code::NotFound, "{e:?}");
+    // Nothing to read or fetch for a tenant that is not terminated.
+    let get = || proto::auth::v1::GetTenantRequest { slug: "keep".into() };
+    let e = tenants.get_termination(get()).await.expect_err("not terminated");
+    assert_eq!(e2e::reason(&e), "TERMINATION_NOT_FOUND");
+    let e = tenants.fetch_export(get()).await.expect_err("no bundle");
+    assert_eq!(e2e::reason(&e), "EXPORT_NOT_READY");
+
+    // No partial write anywhere.
+    let (status, terminations, parts, recorded): (String, i64, i64, i64) = sqlx::query_as(
+        "SELECT (SELECT status FROM control.tenants WHERE id = $1),
+                (SELECT count(*) FROM control.tenant_terminations),
+                (SELECT count(*) FROM control.tenant_export_parts),
+                (SELECT count(*) FROM t_keep.audit_outbox WHERE action = 'tenant.terminate')
+                  + (SELECT count(*) FROM t_keep.audit_log WHERE action = 'tenant.terminate')",
+    )
+    .bind(keep)
+    .fetch_one(&admin)
+    .await
+    .expect("state");
+    assert_eq!((status.as_str(), terminations, parts, recorded), ("active", 0, 0, 0));
+}
