@@ -45,6 +45,11 @@ pub struct AuthSettings {
     /// (`strongroom tenant purge --due`) deletes the tenant.
     #[serde(default = "default_export_window_days")]
     pub export_window_days: u32,
+    /// The erasure journal's directory (`kit::journal`, docs/operations.md): every tenant
+    /// termination is written there before it commits, so that a restore from a backup does not
+    /// bring the tenant back. Shared by every replica, kept beside the backup repository.
+    #[serde(default)]
+    pub erasure_journal: Option<std::path::PathBuf>,
 }
 
 impl Default for AuthSettings {
@@ -61,6 +66,7 @@ impl Default for AuthSettings {
             purge_every_secs: default_purge_every(),
             totp_issuer: default_totp_issuer(),
             export_window_days: default_export_window_days(),
+            erasure_journal: None,
         }
     }
 }
@@ -102,7 +108,12 @@ fn default_totp_issuer() -> String {
 }
 
 impl kit::config::ServiceSettings for AuthSettings {
-    fn validate(&self, _env: kit::config::Environment) -> Result<(), String> {
+    fn validate(&self, env: kit::config::Environment) -> Result<(), String> {
+        if env == kit::config::Environment::Production && self.erasure_journal.is_none() {
+            return Err(
+                "service.erasure_journal is required in production: without it a restore from a backup brings back terminated tenants".into()
+            );
+        }
         let Some(url) = &self.redis_url else {
             return Err("service.redis_url is required (login throttling and revocations)".into());
         };
@@ -141,11 +152,23 @@ mod tests {
 
     #[test]
     fn keys_cannot_rotate_faster_than_they_are_published_ahead() {
-        let mut s = AuthSettings { redis_url: Some("redis://127.0.0.1:6379".to_owned().into()), ..Default::default() };
+        let mut s = AuthSettings {
+            redis_url: Some("redis://127.0.0.1:6379".to_owned().into()),
+            erasure_journal: Some("/var/lib/strongroom/erasure-journal".into()),
+            ..Default::default()
+        };
         assert!(s.validate(kit::config::Environment::Production).is_ok(), "defaults are valid");
         s.signing_key_rotate_after_secs = s.signing_key_publish_ahead_secs;
         assert!(s.validate(kit::config::Environment::Production).is_err());
         s.signing_key_rotate_after_secs = 0;
         assert!(s.validate(kit::config::Environment::Production).is_ok(), "0: only on request");
+    }
+
+    #[test]
+    fn production_needs_the_erasure_journal() {
+        let s = AuthSettings { redis_url: Some("redis://127.0.0.1:6379".to_owned().into()), ..Default::default() };
+        assert!(s.validate(kit::config::Environment::Development).is_ok());
+        let e = s.validate(kit::config::Environment::Production).expect_err("no journal");
+        assert!(e.contains("service.erasure_journal"), "{e}");
     }
 }

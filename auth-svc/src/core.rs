@@ -37,6 +37,8 @@ pub struct Core {
     pub email_index: EmailIndex,
     pub settings: Arc<AuthSettings>,
     pub profiles: Profiles,
+    /// Where every termination is written before it commits (`service.erasure_journal`).
+    pub journal: Option<kit::journal::Journal>,
 }
 
 /// How long this replica shows a user's profile (`GetMe`) without reading it again: the bound a

@@ -9,6 +9,7 @@ pub mod email_index;
 pub mod error;
 pub mod export;
 pub mod housekeeping;
+pub mod journal;
 pub mod passwords;
 pub mod personal;
 pub mod privacy_signals;
@@ -128,6 +129,8 @@ pub async fn run(
         }
         let part = export::AuthPart { db: ctx.db.clone(), personal: personal.clone() };
         kit::export::spawn(ctx.db.clone(), std::sync::Arc::new(part), ctx.shutdown.clone());
+        let journal = kit::journal::from_setting(settings.erasure_journal.as_deref(), &ctx.certs, SERVICE)
+            .map_err(|e| e.to_string())?;
         let core = core::Core {
             db: ctx.db.clone(),
             hasher,
@@ -139,6 +142,7 @@ pub async fn run(
             email_index,
             settings,
             profiles,
+            journal,
         };
         let tenants = api::tenants::Tenants { db: ctx.db.clone(), core: core.clone() };
         let keys = api::tenants::Keys { db: ctx.db.clone() };

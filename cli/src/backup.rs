@@ -55,6 +55,11 @@ pub struct BackupSettings {
     pub retention_secs: u64,
     /// The repository passphrase, sealed under the master key (written by `backup init`).
     pub sealed_passphrase: PathBuf,
+    /// The erasure journal (vault-svc's and auth-svc's `service.erasure_journal`, the purge's
+    /// `--journal`): a restore applies every entry before any service serves the restored cluster.
+    pub journal: PathBuf,
+    /// The CA the journal's signers' certificates chain to (the deployment's `ca.pem`).
+    pub journal_ca: PathBuf,
 }
 
 fn default_stanza() -> String {
@@ -307,11 +312,13 @@ pub fn init(cfg: &BackupConfig) -> anyhow::Result<serde_json::Value> {
     let made = seal_new_passphrase(cfg)?;
     std::fs::create_dir_all(&cfg.backup.repository)?;
     std::fs::create_dir_all(&cfg.backup.spool)?;
+    std::fs::create_dir_all(&cfg.backup.journal)?;
     PgBackRest::new(cfg)?.run("stanza-create", &[])?;
     Ok(serde_json::json!({
         "stanza": cfg.backup.stanza,
         "repository": cfg.backup.repository,
         "spool": cfg.backup.spool,
+        "journal": cfg.backup.journal,
         "passphrase_sealed_now": made,
         "archive_command": archive_command(&cfg.backup.spool),
     }))
@@ -473,7 +480,12 @@ pub async fn restore(cfg: &BackupConfig, to: &str, into: &Path) -> anyhow::Resul
         chown_tree(dir, uid, gid)?;
     }
     std::fs::set_permissions(into, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
-    let audited = record_restore(cfg, into, (uid, gid), &base.label, &target).await?;
+    // Read (and every entry verified) before the cluster starts: a journal that cannot be trusted
+    // stops the restore here.
+    let ca = std::fs::read(&cfg.backup.journal_ca)
+        .with_context(|| format!("{} (backup.journal_ca)", cfg.backup.journal_ca.display()))?;
+    let journal = kit::journal::read(&cfg.backup.journal, &ca)?;
+    let (audited, replayed) = record_restore(cfg, into, (uid, gid), &base.label, &target, &journal).await?;
     Ok(serde_json::json!({
         "restored_into": into,
         "target": target.to_rfc3339(),
@@ -481,19 +493,68 @@ pub async fn restore(cfg: &BackupConfig, to: &str, into: &Path) -> anyhow::Resul
         "wal_segments_fetched": fetched,
         "wal_directory": wal,
         "tenants_audited": audited,
+        "journal": replayed,
     }))
 }
 
+/// What replaying the erasure journal on a restored database did.
+#[derive(Debug, Default, serde::Serialize)]
+struct Replayed {
+    /// Entries in the journal (all of them are applied; those already in the database change nothing).
+    entries: usize,
+    subject_keys_destroyed: u64,
+    users_erased: usize,
+    tenant_keys_destroyed: u64,
+    tenants_terminated: usize,
+    tenants_purged: usize,
+}
+
+/// Applies every journal entry, oldest first, to the restored database `migrator` administers:
+/// shredded keys are shredded again, deleted users erased again, terminated tenants terminated
+/// again and purged ones purged again; each change is audited in the tenant's log.
+async fn replay_journal(
+    migrator: &kit::migrate::Migrator,
+    entries: &[kit::journal::Verified],
+    by: &str,
+) -> anyhow::Result<Replayed> {
+    use kit::journal::Erasure;
+    let mut done = Replayed { entries: entries.len(), ..Default::default() };
+    for verified in entries {
+        let entry = &verified.entry;
+        let failed = |e: &dyn std::fmt::Display| anyhow!("replaying journal entry {}: {e}", verified.file);
+        match &entry.erasure {
+            Erasure::SubjectShred { .. } | Erasure::TenantShred => {
+                let Some(mut tx) = migrator.begin_tenant(entry.tenant_id).await? else { continue };
+                let destroyed = vault_svc::journal::replay(&mut tx, entry, by).await.map_err(|e| failed(&e))?;
+                let erased = auth_svc::journal::replay(&mut tx, entry, by).await.map_err(|e| failed(&e))?;
+                tx.commit().await.map_err(|e| failed(&e))?;
+                match entry.erasure {
+                    Erasure::TenantShred => done.tenant_keys_destroyed += destroyed.unwrap_or_default(),
+                    _ => done.subject_keys_destroyed += destroyed.unwrap_or_default(),
+                }
+                done.users_erased += usize::from(erased.is_some());
+            }
+            Erasure::TenantTerminate { .. } => {
+                done.tenants_terminated += usize::from(migrator.replay_termination(entry, by).await?);
+            }
+            Erasure::TenantPurge { .. } => done.tenants_purged += usize::from(migrator.replay_purge(entry).await?),
+        }
+    }
+    Ok(done)
+}
+
 /// Starts the restored cluster once on a private socket (no TCP, no archiving) so that it replays
-/// to the target and promotes, writes `backup.restore` into every live tenant's audit outbox
-/// (audit-svc logs it when the services start), and stops it. Returns the tenants recorded.
+/// to the target and promotes, applies the erasure `journal` ([`replay_journal`]), writes
+/// `backup.restore` into every live tenant's audit outbox (audit-svc logs it when the services
+/// start), and stops it. Returns the tenants recorded and what the replay did.
 async fn record_restore(
     cfg: &BackupConfig,
     data: &Path,
     (uid, gid): (u32, u32),
     label: &str,
     target: &chrono::DateTime<chrono::Utc>,
-) -> anyhow::Result<usize> {
+    journal: &[kit::journal::Verified],
+) -> anyhow::Result<(usize, Replayed)> {
     let socket = tempfile::Builder::new().prefix("strongroom-restore-").tempdir()?;
     std::os::unix::fs::chown(socket.path(), Some(uid), Some(gid))?;
     let pg_ctl = kit::localpg::binary("pg_ctl").map_err(|e| anyhow!(e))?;
@@ -542,6 +603,7 @@ async fn record_restore(
         postgres.close().await;
         let by = crate::lifecycle::operator_name();
         let mut recorded = 0;
+        let mut replayed = Replayed::default();
         for db in databases {
             let pool = sqlx::PgPool::connect(&url(&db)).await?;
             let strongroom: bool =
@@ -551,6 +613,7 @@ async fn record_restore(
                 continue;
             }
             let migrator = crate::migrate::migrator(&SecretString::from(url(&db)))?;
+            replayed = replay_journal(&migrator, journal, &by).await?;
             recorded += migrator
                 .record_in_every_tenant(|tenant| {
                     kit::outbox::AuditRecord::new(
@@ -565,7 +628,7 @@ async fn record_restore(
                 })
                 .await?;
         }
-        Ok::<usize, anyhow::Error>(recorded)
+        Ok::<(usize, Replayed), anyhow::Error>((recorded, replayed))
     }
     .await;
     let stopped = as_owner(&["-m", "fast", "-w", "-t", "120", "stop"]).stderr(Stdio::null()).status();

@@ -314,6 +314,8 @@ fn backup_settings(dir: &Path, kms: &serde_json::Value, data_directory: &Path, p
             "port": port.parse::<u16>()?,
             "socket_directory": data_directory.parent().unwrap_or(data_directory),
             "sealed_passphrase": root.join("passphrase.sealed"),
+            "journal": root.join("journal"),
+            "journal_ca": dir.join("pki").join("ca.pem"),
         },
         "kms": kms,
     });
@@ -391,7 +393,9 @@ pub async fn up(dir: &Path, observability: bool, backups: bool) -> anyhow::Resul
         Ok(endpoint) => json!({ "log": "info", "otlp_endpoint": endpoint }),
         Err(_) => json!({ "log": "info" }),
     };
-    let (vault_settings, vault_env) = vault_kms(&dir)?;
+    let (mut vault_settings, vault_env) = vault_kms(&dir)?;
+    // With backups, erasures and terminations are journaled beside the repository.
+    let journal = backups.then(|| dir.join("backups").join("journal"));
     if let Some(cluster) = stack.postgres.as_ref().filter(|_| backups) {
         let port = cluster.url().rsplit_once(':').and_then(|(_, p)| p.split('/').next()).unwrap_or("5432").to_owned();
         let config = backup_settings(&dir, &vault_settings, &cluster.dir().join("data"), &port)?;
@@ -427,6 +431,9 @@ pub async fn up(dir: &Path, observability: bool, backups: bool) -> anyhow::Resul
             config.display()
         );
     }
+    if let Some(journal) = &journal {
+        vault_settings["erasure_journal"] = json!(journal);
+    }
     // Each process's admin listener, named as its binary: Prometheus's scrape targets.
     let mut admin_addrs = Vec::new();
     for (i, name) in SERVICES.iter().enumerate() {
@@ -448,6 +455,9 @@ pub async fn up(dir: &Path, observability: bool, backups: bool) -> anyhow::Resul
         } else {
             if *name == "auth" {
                 config["service"] = json!({ "redis_url": redis_url });
+                if let Some(journal) = &journal {
+                    config["service"]["erasure_journal"] = json!(journal);
+                }
             }
             Vec::new()
         };
@@ -516,6 +526,9 @@ pub async fn up(dir: &Path, observability: bool, backups: bool) -> anyhow::Resul
                     "redis": redis_url });
         if let Some(addr) = prometheus {
             doc["prometheus"] = json!(format!("http://{addr}"));
+        }
+        if let Some(journal) = &journal {
+            doc["journal"] = json!(journal);
         }
         std::fs::write(dir.join("endpoints.json"), serde_json::to_string_pretty(&doc)?)?;
         let state = json!({

@@ -221,12 +221,14 @@ pub async fn export(endpoints: &Endpoints, slug: &str, out: &Path) -> anyhow::Re
 
 /// `strongroom tenant purge`: deletes a terminated tenant whose bundle is signed, after its
 /// window (or with `early`, once fetched): its Redis keys, then, in one transaction, its rows in
-/// `control` and its schema, keeping a tombstone.
+/// `control` and its schema, keeping a tombstone, which goes into the erasure `journal` (signed
+/// with the operator certificate) before the transaction commits.
 pub async fn purge(
     admin_url: &SecretString,
     redis_url: Option<&SecretString>,
     slug: &str,
     early: bool,
+    journal: Option<&kit::journal::Journal>,
 ) -> anyhow::Result<kit::migrate::Tombstone> {
     let slug = TenantSlug::parse(slug).map_err(|e| anyhow!("{e}"))?;
     let migrator = crate::migrate::migrator(admin_url)?;
@@ -242,15 +244,35 @@ pub async fn purge(
         }
         None => bail!("the Redis URL is needed to remove the tenant's keys there: --redis-url or STRONGROOM_REDIS_URL"),
     }
-    Ok(migrator.purge(&slug, &operator_name(), early).await?)
+    Ok(migrator.purge(&slug, &operator_name(), early, journal).await?)
+}
+
+/// The erasure journal a purge writes to: `--journal`, else `strongroom dev up --backups`'s,
+/// signed with the operator's certificate. None, with a warning, when the deployment has none.
+pub fn operator_journal(
+    dir: Option<&Path>,
+    tls: &kit::config::TlsConfig,
+) -> anyhow::Result<Option<kit::journal::Journal>> {
+    let Some(dir) = dir else {
+        eprintln!(
+            "warning: no erasure journal (--journal): a restore from a backup taken before this purge would bring the tenant back"
+        );
+        return Ok(None);
+    };
+    let certs = CertStore::load(tls).context("operator certificate (signs the journal entry)")?;
+    Ok(Some(kit::journal::Journal::open(dir, certs)?))
 }
 
 /// Purges every tenant whose export window has ended (run daily, e.g. by a timer or CronJob).
-pub async fn purge_due(admin_url: &SecretString, redis_url: Option<&SecretString>) -> anyhow::Result<Vec<String>> {
+pub async fn purge_due(
+    admin_url: &SecretString,
+    redis_url: Option<&SecretString>,
+    journal: Option<&kit::journal::Journal>,
+) -> anyhow::Result<Vec<String>> {
     let due = crate::migrate::migrator(admin_url)?.purge_due().await?;
     let mut purged = Vec::new();
     for slug in due {
-        let tombstone = purge(admin_url, redis_url, slug.as_str(), false).await?;
+        let tombstone = purge(admin_url, redis_url, slug.as_str(), false, journal).await?;
         purged.push(tombstone.slug);
     }
     Ok(purged)

@@ -330,6 +330,11 @@ enum TenantCommand {
         /// Redis, where the tenant's rate-limit buckets and revocation markers are.
         #[arg(long, env = "STRONGROOM_REDIS_URL", hide_env_values = true)]
         redis_url: Option<String>,
+        /// The erasure journal (docs/operations.md): the purge is written there, signed with the
+        /// operator certificate, so that no restore brings the tenant back. Without it,
+        /// `strongroom dev up --backups`'s.
+        #[arg(long, env = "STRONGROOM_ERASURE_JOURNAL")]
+        journal: Option<std::path::PathBuf>,
     },
     /// The tombstone of a purged tenant (JSON).
     Tombstone { slug: String },
@@ -524,15 +529,18 @@ fn main() -> ExitCode {
                 println!("{}", serde_json::to_string(&lifecycle::export(&endpoints, &slug, &out).await?)?);
                 Ok(())
             }
-            Command::Tenant { command: TenantCommand::Purge { slug, due, purge_now, redis_url } } => {
+            Command::Tenant { command: TenantCommand::Purge { slug, due, purge_now, redis_url, journal } } => {
                 let admin_url = cli.conn.admin_url()?;
                 let redis_url = redis_url.or_else(|| cli.conn.dev_redis_url()).map(secrecy::SecretString::from);
+                let journal = journal.or_else(|| cli.conn.dev_value("journal").map(std::path::PathBuf::from));
+                let journal = lifecycle::operator_journal(journal.as_deref(), &cli.conn.tls())?;
                 if due {
-                    let purged = lifecycle::purge_due(&admin_url, redis_url.as_ref()).await?;
+                    let purged = lifecycle::purge_due(&admin_url, redis_url.as_ref(), journal.as_ref()).await?;
                     println!("{}", serde_json::json!({ "purged": purged }));
                 } else {
                     let slug = slug.unwrap_or_default();
-                    let tombstone = lifecycle::purge(&admin_url, redis_url.as_ref(), &slug, purge_now).await?;
+                    let tombstone =
+                        lifecycle::purge(&admin_url, redis_url.as_ref(), &slug, purge_now, journal.as_ref()).await?;
                     println!("{}", serde_json::to_string(&tombstone)?);
                 }
                 Ok(())

@@ -65,33 +65,40 @@ impl ConnectArgs {
         }
     }
 
-    /// The Redis URL of a running `strongroom dev up`, if any.
-    pub fn dev_redis_url(&self) -> Option<String> {
+    /// A value a running `strongroom dev up` keeps in `--dev-dir`'s `endpoints.json`, if any.
+    pub fn dev_value(&self, key: &str) -> Option<String> {
         let dev: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(self.dev_dir.join("endpoints.json")).ok()?).ok()?;
-        dev["redis"].as_str().map(str::to_owned)
+        dev[key].as_str().map(str::to_owned)
+    }
+
+    /// The Redis URL of a running `strongroom dev up`, if any.
+    pub fn dev_redis_url(&self) -> Option<String> {
+        self.dev_value("redis")
+    }
+
+    /// The operator's certificate, key and CA: the flags, else `--dev-dir`'s.
+    pub fn tls(&self) -> TlsConfig {
+        let pki = self.dev_dir.join("pki");
+        let ca =
+            self.ca.clone().or_else(|| self.dev_value("ca").map(PathBuf::from)).unwrap_or_else(|| pki.join("ca.pem"));
+        TlsConfig {
+            ca,
+            cert: self.cert.clone().unwrap_or_else(|| pki.join("operator.pem")),
+            key: self.key.clone().unwrap_or_else(|| pki.join("operator-key.pem")),
+            reload_interval_ms: 60_000,
+        }
     }
 
     pub fn resolve(&self) -> anyhow::Result<Endpoints> {
-        let dev: Option<serde_json::Value> = std::fs::read_to_string(self.dev_dir.join("endpoints.json"))
-            .ok()
-            .and_then(|s| serde_json::from_str(&s).ok());
-        let from_dev = |key: &str| dev.as_ref().and_then(|d| d[key].as_str()).map(str::to_owned);
         let pick = |flag: &Option<String>, key: &str| {
             flag.clone()
-                .or_else(|| from_dev(key))
+                .or_else(|| self.dev_value(key))
                 .ok_or_else(|| anyhow!("--{key} is required (no {}/endpoints.json)", self.dev_dir.display()))
         };
-        let pki = self.dev_dir.join("pki");
-        let ca = self.ca.clone().or_else(|| from_dev("ca").map(PathBuf::from)).unwrap_or_else(|| pki.join("ca.pem"));
         Ok(Endpoints {
             admin_url: self.admin_url().ok(),
-            tls: TlsConfig {
-                ca,
-                cert: self.cert.clone().unwrap_or_else(|| pki.join("operator.pem")),
-                key: self.key.clone().unwrap_or_else(|| pki.join("operator-key.pem")),
-                reload_interval_ms: 60_000,
-            },
+            tls: self.tls(),
             auth: pick(&self.auth, "auth")?,
             vault: pick(&self.vault, "vault")?,
             audit: pick(&self.audit, "audit")?,

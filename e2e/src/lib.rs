@@ -126,6 +126,7 @@ impl SoftHsm {
             key_cache_size: 1000,
             count_audit_interval_secs: 60,
             retention_interval_ms: 3_600_000,
+            erasure_journal: None,
         }
     }
 
@@ -326,7 +327,7 @@ impl Constellation {
 
     fn spawn_service(&mut self, name: &'static str, listeners: Listeners, grpc: SocketAddr, admin: SocketAddr) {
         let cfg = self.service_config(name, grpc, admin);
-        let running = spawn_with(name, cfg, listeners, self.hsm.vault_settings(), self.auth_settings());
+        let running = spawn_with(name, cfg, listeners, self.vault_settings(), self.auth_settings());
         self.services.insert(name, running);
     }
 
@@ -342,9 +343,24 @@ impl Constellation {
         kit::redis::client(&self.redis, Some(&self.pki.path("ca.pem"))).expect("redis url")
     }
 
-    /// auth-svc's test settings, on this constellation's Redis.
+    /// auth-svc's test settings, on this constellation's Redis, journaling terminations.
     fn auth_settings(&self) -> auth_svc::AuthSettings {
-        auth_svc::AuthSettings { redis_url: Some(self.redis.clone().into()), ..auth_settings() }
+        auth_svc::AuthSettings {
+            redis_url: Some(self.redis.clone().into()),
+            erasure_journal: Some(self.journal_dir()),
+            ..auth_settings()
+        }
+    }
+
+    /// vault-svc's test settings: the master key in this constellation's HSM token, journaling shreds.
+    pub fn vault_settings(&self) -> vault_svc::VaultSettings {
+        vault_svc::VaultSettings { erasure_journal: Some(self.journal_dir()), ..self.hsm.vault_settings() }
+    }
+
+    /// The erasure journal every service of this constellation writes (kept with the PKI, so a
+    /// constellation started again with [`Self::start_with_keys`] writes the same one).
+    pub fn journal_dir(&self) -> std::path::PathBuf {
+        self.pki.path("erasure-journal")
     }
 
     /// Waits until auth-svc has marked the revocation list complete: until then every verifier
@@ -365,7 +381,7 @@ impl Constellation {
 
     /// Starts another replica of `name` on new ports (same database); returns it.
     pub async fn start_replica(&self, name: &'static str) -> Running {
-        self.start_replica_with(name, self.hsm.vault_settings()).await
+        self.start_replica_with(name, self.vault_settings()).await
     }
 
     /// Starts another replica; a vault replica gets `vault_settings`.
@@ -377,7 +393,7 @@ impl Constellation {
     pub async fn start_auth_replica_with(&self, adjust: impl FnOnce(&mut auth_svc::AuthSettings)) -> Running {
         let mut settings = self.auth_settings();
         adjust(&mut settings);
-        self.replica("auth", self.hsm.vault_settings(), settings).await
+        self.replica("auth", self.vault_settings(), settings).await
     }
 
     async fn replica(

@@ -14,6 +14,7 @@ pub mod config;
 pub mod datakey;
 pub mod error;
 pub mod export;
+pub mod journal;
 pub mod metrics;
 pub mod migrate;
 pub mod outbox;

@@ -112,6 +112,8 @@ pub enum MigrateError {
     Purged(String),
     #[error("tenant {slug} cannot be purged yet: {why}")]
     NotPurgeable { slug: String, why: String },
+    #[error("{0}")]
+    Journal(String),
     #[error("{failed} tenant(s) could not be migrated ({current} current): {each}")]
     TenantsFailed { failed: usize, current: usize, each: String },
 }
@@ -363,7 +365,15 @@ impl Migrator {
     /// digest, who terminated and who purged it), deletes every row of `control` that names the
     /// tenant (its termination and bundle included) and drops the tenant's schema with all it held
     /// (the wrapped tenant, subject and period keys with it). Returns the tombstone.
-    pub async fn purge(&self, slug: &TenantSlug, purged_by: &str, early: bool) -> Result<Tombstone, MigrateError> {
+    /// With `journal`, the purge (its tombstone) is journaled before it commits, and nothing is
+    /// deleted when that fails.
+    pub async fn purge(
+        &self,
+        slug: &TenantSlug,
+        purged_by: &str,
+        early: bool,
+        journal: Option<&crate::journal::Journal>,
+    ) -> Result<Tombstone, MigrateError> {
         let not_yet = |why: &str| MigrateError::NotPurgeable { slug: slug.to_string(), why: why.to_owned() };
         let mut tx = self.admin.begin().await?;
         exec(&mut tx, &lock_key(&slug.schema())).await?;
@@ -412,31 +422,140 @@ impl Migrator {
         .bind(manifest_sha256)
         .fetch_one(&mut *tx)
         .await?;
-        // Every control table that names tenants, whichever service made it (tombstones and the
-        // registry itself aside; the termination's parts and files go with it by cascade).
-        let tables: Vec<String> = sqlx::query_scalar(
-            "SELECT format('%I.%I', c.table_schema, c.table_name) FROM information_schema.columns c
-             JOIN information_schema.tables t USING (table_schema, table_name)
-             WHERE c.table_schema = 'control' AND c.column_name = 'tenant_id' AND t.table_type = 'BASE TABLE'
-               AND c.table_name NOT IN ('tenant_tombstones', 'tenants')
-             ORDER BY c.table_name = 'tenant_terminations', 1",
-        )
-        .fetch_all(&mut *tx)
-        .await?;
-        for table in tables {
-            sqlx::query(&format!("DELETE FROM {table} WHERE tenant_id = $1"))
-                .bind(tenant.id.0)
-                .execute(&mut *tx)
-                .await?;
+        erase_tenant(&mut tx, &tenant).await?;
+        if let Some(journal) = journal {
+            journal
+                .append(tenant.id.0, slug.as_str(), tombstone.erasure())
+                .await
+                .map_err(|e| MigrateError::Journal(e.to_string()))?;
         }
-        exec(&mut tx, &format!("DROP SCHEMA IF EXISTS {} CASCADE", slug.schema())).await?;
-        sqlx::query("DELETE FROM control.schema_migrations WHERE schema_name = $1")
-            .bind(slug.schema())
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("DELETE FROM control.tenants WHERE id = $1").bind(tenant.id.0).execute(&mut *tx).await?;
         tx.commit().await?;
         Ok(tombstone)
+    }
+
+    /// A transaction of the administrative connection scoped to tenant `id` (as a service's
+    /// would be), if it is registered: for work on a database no service serves yet, such as
+    /// replaying the erasure journal on a restored one.
+    pub async fn begin_tenant(&self, id: uuid::Uuid) -> Result<Option<crate::TenantTx>, MigrateError> {
+        let slug: Option<String> = sqlx::query_scalar("SELECT slug FROM control.tenants WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.admin)
+            .await?;
+        let Some(slug) = slug.and_then(|s| TenantSlug::parse(&s).ok()) else { return Ok(None) };
+        let tenant = self.registered_tenant(&slug).await?;
+        let begin = format!(
+            "BEGIN; SET LOCAL search_path TO {}; SET LOCAL strongroom.tenant_id TO '{}'",
+            slug.schema(),
+            id.hyphenated()
+        );
+        let tx = self.admin.begin_with(begin).await?;
+        Ok(Some(crate::TenantTx::from_parts(tx, tenant, crate::outbox::Waker::new(self.admin.clone()))))
+    }
+
+    /// Replays a termination from the erasure journal: a tenant the restored database still has
+    /// live is terminated again as it was (recipient, reason, who, window), its export parts
+    /// pending so the services export what the restored database holds, and its log gets
+    /// `tenant.terminate.replay`. False when it is terminated already or not registered.
+    pub async fn replay_termination(&self, entry: &crate::journal::Entry, by: &str) -> Result<bool, MigrateError> {
+        let crate::journal::Erasure::TenantTerminate { recipient, reason, terminated_by, export_until } =
+            &entry.erasure
+        else {
+            return Ok(false);
+        };
+        let Some(mut tx) = self.begin_tenant(entry.tenant_id).await? else { return Ok(false) };
+        let flipped = tx
+            .execute(
+                sqlx::query(
+                    "UPDATE control.tenants SET status = 'terminated', terminated_at = $2 WHERE id = $1 AND status <> 'terminated'",
+                )
+                .bind(entry.tenant_id)
+                .bind(entry.time),
+            )
+            .await
+            .map_err(|e| MigrateError::Journal(e.to_string()))?;
+        if flipped == 0 {
+            return Ok(false);
+        }
+        let statements = [
+            sqlx::query(
+                "INSERT INTO control.tenant_terminations
+                     (tenant_id, slug, recipient, reason, terminated_by, terminated_at, export_until)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
+            )
+            .bind(entry.tenant_id)
+            .bind(&entry.tenant_slug)
+            .bind(recipient)
+            .bind(reason)
+            .bind(terminated_by)
+            .bind(entry.time)
+            .bind(export_until),
+            sqlx::query(
+                "INSERT INTO control.tenant_export_parts (tenant_id, part) SELECT $1, unnest($2::text[]) ON CONFLICT DO NOTHING",
+            )
+            .bind(entry.tenant_id)
+            .bind(crate::export::PARTS.map(str::to_owned).to_vec()),
+        ];
+        for statement in statements {
+            tx.execute(statement).await.map_err(|e| MigrateError::Journal(e.to_string()))?;
+        }
+        let record = AuditRecord::new(
+            MIGRATE_SERVICE,
+            Actor::Service(by.to_owned()),
+            "tenant.terminate.replay",
+            &format!("tenant/{}", entry.tenant_slug),
+            Outcome::Success,
+        )
+        .detail("journal_entry", entry.id.to_string())
+        .detail("terminated_at", entry.time.to_rfc3339())
+        .detail("terminated_by", terminated_by.clone())
+        .detail("recipient", recipient.clone());
+        tx.record(record).await.map_err(|e| MigrateError::Journal(e.to_string()))?;
+        tx.commit().await.map_err(|e| MigrateError::Journal(e.to_string()))?;
+        Ok(true)
+    }
+
+    /// Replays a purge from the erasure journal: the tenant (if the restored database has it) is
+    /// deleted as the purge deleted it, whatever its export's state, and the tombstone it kept is
+    /// written again. False when the tombstone is there already.
+    pub async fn replay_purge(&self, entry: &crate::journal::Entry) -> Result<bool, MigrateError> {
+        let crate::journal::Erasure::TenantPurge {
+            created_at,
+            terminated_at,
+            terminated_by,
+            purged_by,
+            final_checkpoint,
+            manifest_sha256,
+        } = &entry.erasure
+        else {
+            return Ok(false);
+        };
+        let slug = TenantSlug::parse(&entry.tenant_slug).map_err(|e| MigrateError::Journal(e.to_string()))?;
+        let mut tx = self.admin.begin().await?;
+        exec(&mut tx, &lock_key(&slug.schema())).await?;
+        let inserted = sqlx::query(
+            "INSERT INTO control.tenant_tombstones
+                 (tenant_id, slug, created_at, terminated_at, terminated_by, purged_at, purged_by, final_checkpoint, manifest_sha256)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING",
+        )
+        .bind(entry.tenant_id)
+        .bind(slug.as_str())
+        .bind(created_at)
+        .bind(terminated_at)
+        .bind(terminated_by)
+        .bind(entry.time)
+        .bind(purged_by)
+        .bind(final_checkpoint)
+        .bind(manifest_sha256)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if let Ok(tenant) = registered(&mut tx, &slug).await
+            && tenant.id.0 == entry.tenant_id
+        {
+            erase_tenant(&mut tx, &tenant).await?;
+        }
+        tx.commit().await?;
+        Ok(inserted == 1)
     }
 
     /// The ids of a registered tenant's sessions and API keys (their revocation markers in Redis
@@ -578,6 +697,46 @@ pub struct Tombstone {
     pub purged_by: String,
     pub final_checkpoint: Option<String>,
     pub manifest_sha256: Option<String>,
+}
+
+impl Tombstone {
+    /// The erasure journal's entry of this purge.
+    pub fn erasure(&self) -> crate::journal::Erasure {
+        crate::journal::Erasure::TenantPurge {
+            created_at: self.created_at,
+            terminated_at: self.terminated_at,
+            terminated_by: self.terminated_by.clone(),
+            purged_by: self.purged_by.clone(),
+            final_checkpoint: self.final_checkpoint.clone(),
+            manifest_sha256: self.manifest_sha256.clone(),
+        }
+    }
+}
+
+/// Deletes a tenant in `tx` as a purge does: every `control` row naming it (found by column, so
+/// whichever service made the table; the termination's parts and files go by cascade), its schema
+/// with everything in it, its migration rows and its registry row. The tombstone stays.
+async fn erase_tenant(tx: &mut PgConnection, tenant: &Tenant) -> Result<(), MigrateError> {
+    let slug = &tenant.slug;
+    let tables: Vec<String> = sqlx::query_scalar(
+        "SELECT format('%I.%I', c.table_schema, c.table_name) FROM information_schema.columns c
+         JOIN information_schema.tables t USING (table_schema, table_name)
+         WHERE c.table_schema = 'control' AND c.column_name = 'tenant_id' AND t.table_type = 'BASE TABLE'
+           AND c.table_name NOT IN ('tenant_tombstones', 'tenants')
+         ORDER BY c.table_name = 'tenant_terminations', 1",
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    for table in tables {
+        sqlx::query(&format!("DELETE FROM {table} WHERE tenant_id = $1")).bind(tenant.id.0).execute(&mut *tx).await?;
+    }
+    exec(tx, &format!("DROP SCHEMA IF EXISTS {} CASCADE", slug.schema())).await?;
+    sqlx::query("DELETE FROM control.schema_migrations WHERE schema_name = $1")
+        .bind(slug.schema())
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("DELETE FROM control.tenants WHERE id = $1").bind(tenant.id.0).execute(&mut *tx).await?;
+    Ok(())
 }
 
 async fn registered(conn: &mut PgConnection, slug: &TenantSlug) -> Result<Tenant, MigrateError> {

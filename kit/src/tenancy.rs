@@ -424,6 +424,11 @@ impl fmt::Debug for TenantTx {
 }
 
 impl TenantTx {
+    /// A transaction already scoped to `tenant` (`Db::begin` makes the ordinary ones).
+    pub(crate) fn from_parts(tx: Transaction<'static, Postgres>, tenant: Tenant, waker: crate::outbox::Waker) -> Self {
+        Self { tx, tenant, waker, recorded: false }
+    }
+
     pub fn tenant(&self) -> &Tenant {
         &self.tenant
     }

@@ -125,6 +125,65 @@ fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
+/// The schemes [`CertStore::sign`] signs with, in order of preference.
+const SIGNING_SCHEMES: &[SignatureScheme] = &[
+    SignatureScheme::ED25519,
+    SignatureScheme::ECDSA_NISTP256_SHA256,
+    SignatureScheme::ECDSA_NISTP384_SHA384,
+    SignatureScheme::RSA_PSS_SHA256,
+];
+
+/// A signature by a workload's certificate key: the certificate chain (leaf first, DER), the TLS
+/// signature scheme (its IANA number) and the signature.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Signed {
+    pub chain: Vec<Vec<u8>>,
+    pub scheme: u16,
+    pub value: Vec<u8>,
+}
+
+impl fmt::Debug for Signed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Signed").field("scheme", &SignatureScheme::from(self.scheme)).finish_non_exhaustive()
+    }
+}
+
+/// Verifies that `signed` signs `message` with the key of a certificate that chained to one of
+/// `ca_pem`'s CAs, for client authentication, at `at` (when the signature was made), and returns
+/// that certificate's identity. Built from rustls's own verifier (webpki) and its algorithms.
+pub fn verify_signed(ca_pem: &[u8], message: &[u8], signed: &Signed, at: UnixTime) -> Result<Identity, TlsError> {
+    let anchors: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(ca_pem)
+        .collect::<Result<_, _>>()
+        .map_err(|e| TlsError::Verifier(format!("CA: {e}")))?;
+    let anchors: Vec<rustls_pki_types::TrustAnchor<'_>> = anchors
+        .iter()
+        .map(|der| webpki::anchor_from_trusted_cert(der).map_err(|e| TlsError::Verifier(format!("CA: {e}"))))
+        .collect::<Result<_, _>>()?;
+    if anchors.is_empty() {
+        return Err(TlsError::Verifier("no CA certificate".into()));
+    }
+    let (leaf, intermediates) =
+        signed.chain.split_first().ok_or_else(|| TlsError::Verifier("no certificate".into()))?;
+    let leaf = CertificateDer::from(leaf.as_slice());
+    let intermediates: Vec<CertificateDer<'_>> =
+        intermediates.iter().map(|c| CertificateDer::from(c.as_slice())).collect();
+    let cert = webpki::EndEntityCert::try_from(&leaf).map_err(|e| TlsError::Verifier(format!("certificate: {e}")))?;
+    let algorithms = rustls::crypto::ring::default_provider().signature_verification_algorithms;
+    cert.verify_for_usage(algorithms.all, &anchors, &intermediates, at, webpki::KeyUsage::client_auth(), None, None)
+        .map_err(|e| TlsError::Verifier(format!("certificate: {e}")))?;
+    let scheme = SignatureScheme::from(signed.scheme);
+    let candidates = algorithms
+        .mapping
+        .iter()
+        .find(|(s, _)| *s == scheme)
+        .map(|(_, algs)| *algs)
+        .ok_or_else(|| TlsError::Verifier(format!("unsupported signature scheme {scheme:?}")))?;
+    if !candidates.iter().any(|alg| cert.verify_signature(*alg, message, &signed.value).is_ok()) {
+        return Err(TlsError::Verifier("bad signature".into()));
+    }
+    Identity::of_certificate(&leaf)
+}
+
 /// One consistent generation of certificate, key and trust anchors.
 struct Materials {
     fingerprint: [u8; 32],
@@ -277,6 +336,19 @@ impl CertStore {
                 }
             }
         })
+    }
+
+    /// Signs `message` with our own certificate's key (as in a TLS 1.3 CertificateVerify, the
+    /// scheme chosen for the key): what a workload attests outside a connection, e.g. an entry of
+    /// the erasure journal. [`verify_signed`] checks it against a CA.
+    pub fn sign(&self, message: &[u8]) -> Result<Signed, TlsError> {
+        let materials = self.current.load();
+        let key = &materials.certified_key;
+        let signer = key.key.choose_scheme(SIGNING_SCHEMES).ok_or_else(|| {
+            pem_err(&self.paths.key, format!("no signature scheme for a {:?} key", key.key.algorithm()))
+        })?;
+        let value = signer.sign(message)?;
+        Ok(Signed { chain: key.cert.iter().map(|c| c.to_vec()).collect(), scheme: signer.scheme().into(), value })
     }
 
     /// Server config for an internal (mTLS) port: TLS 1.3, client certificate required.

@@ -28,6 +28,11 @@ pub struct VaultSettings {
     /// (milliseconds, [`RETENTION_INTERVAL_MS`]; default one hour).
     #[serde(default = "default_retention_interval")]
     pub retention_interval_ms: u64,
+    /// The erasure journal's directory (`kit::journal`, docs/operations.md): every subject or
+    /// tenant key shredded is written there before it commits, so that a restore from a backup
+    /// does not bring it back. Shared by every replica, kept beside the backup repository.
+    #[serde(default)]
+    pub erasure_journal: Option<std::path::PathBuf>,
 }
 
 /// Bounds of `service.retention_interval_ms`: 1 second – 1 day.
@@ -88,6 +93,9 @@ impl kit::config::ServiceSettings for VaultSettings {
             Some(KmsConfig::Pkcs11 { create_key: true, .. }) if env == kit::config::Environment::Production => {
                 Err("service.kms.create_key is for development; provision the master key in the HSM".into())
             }
+            _ if env == kit::config::Environment::Production && self.erasure_journal.is_none() => {
+                Err("service.erasure_journal is required in production: without it a restore from a backup brings back shredded data".into())
+            }
             _ if self.key_cache_ttl_secs > 3600 => Err("service.key_cache_ttl_secs must be at most 3600".into()),
             _ if self.key_cache_size == 0 => Err("service.key_cache_size must be positive".into()),
             _ if !(1..=3600).contains(&self.count_audit_interval_secs) => {
@@ -125,5 +133,21 @@ mod tests {
         }
         let e = VaultSettings { retention_interval_ms: 0, ..local() }.validate(Environment::Development);
         assert_eq!(e.expect_err("zero"), "service.retention_interval_ms must be 1000–86400000");
+    }
+
+    #[test]
+    fn production_needs_the_erasure_journal() {
+        let kms = KmsConfig::Pkcs11 {
+            module: "/usr/lib/softhsm/libsofthsm2.so".into(),
+            token_label: "strongroom".into(),
+            pin: "1234".to_owned().into(),
+            key_label: "master".into(),
+            create_key: false,
+        };
+        let hsm = VaultSettings { kms: Some(kms), ..local() };
+        let e = hsm.validate(Environment::Production).expect_err("no journal");
+        assert!(e.starts_with("service.erasure_journal is required in production"), "{e}");
+        let journaled = VaultSettings { erasure_journal: Some("/var/lib/strongroom/erasure-journal".into()), ..hsm };
+        assert!(journaled.validate(Environment::Production).is_ok());
     }
 }

@@ -9,6 +9,7 @@ pub mod config;
 pub mod domain;
 pub mod error;
 pub mod export;
+pub mod journal;
 pub mod keyring;
 pub mod kms;
 pub mod retention;
@@ -63,6 +64,7 @@ pub async fn run(
     tracing::info!(master_key = provider.key_id(), "master key provider ready");
     let audit_interval_secs = settings.count_audit_interval_secs;
     let retention_every = Duration::from_millis(settings.retention_interval_ms);
+    let journal_dir = settings.erasure_journal.clone();
     let keyring = keyring::Keyring::new(
         Arc::from(provider),
         previous,
@@ -82,7 +84,9 @@ pub async fn run(
         let tally = tally::Tally::default();
         tally.spawn_flusher(ctx.db.clone(), Duration::from_secs(audit_interval_secs));
         let transit = api::Transit { db: ctx.db.clone(), keyring: keyring.clone(), tally: tally.clone() };
-        let admin = api::KeyManagement { db: ctx.db.clone(), keyring: keyring.clone() };
+        let journal =
+            kit::journal::from_setting(journal_dir.as_deref(), &ctx.certs, SERVICE).map_err(|e| e.to_string())?;
+        let admin = api::KeyManagement { db: ctx.db.clone(), keyring: keyring.clone(), journal };
         let retention_classes = api::Retention { db: ctx.db.clone() };
         // Period keys past their class's retention are destroyed on every replica's schedule.
         retention::spawn(ctx.db.clone(), retention_every, ctx.shutdown.clone());

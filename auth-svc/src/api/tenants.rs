@@ -95,7 +95,8 @@ impl pb::tenant_service_server::TenantService for Tenants {
         if tenant.status != TenantStatus::Terminated {
             let mut tx = self.db.begin(&tenant).await?;
             let window = self.core.settings.export_window_days;
-            if store::terminations::terminate(&mut tx, &recipient, reason, &by, window).await? {
+            if let Some(export_until) = store::terminations::terminate(&mut tx, &recipient, reason, &by, window).await?
+            {
                 // The last entry of the tenant's log: audit-svc still sequences it, then exports.
                 let record = AuditRecord::new(
                     SERVICE,
@@ -109,6 +110,18 @@ impl pb::tenant_service_server::TenantService for Tenants {
                 .detail("recipient", recipient.clone())
                 .detail("export_window_days", window);
                 tx.record(record).await?;
+                if let Some(journal) = &self.core.journal {
+                    let erasure = kit::journal::Erasure::TenantTerminate {
+                        recipient: recipient.clone(),
+                        reason: reason.to_owned(),
+                        terminated_by: by.clone(),
+                        export_until,
+                    };
+                    journal
+                        .append(tenant.id.0, slug.as_str(), erasure)
+                        .await
+                        .map_err(|e| kit::journal::unavailable(&e))?;
+                }
                 tx.commit().await?;
                 tracing::info!(tenant = %slug, "tenant terminated; its export begins");
             } else {

@@ -30,14 +30,15 @@ pub struct Part {
 }
 
 /// Flips the transaction's tenant to `terminated` and records the termination with one pending
-/// part per service. False when the tenant was terminated meanwhile (nothing written).
+/// part per service; returns the end of its export window. None when the tenant was terminated
+/// meanwhile (nothing written).
 pub async fn terminate(
     tx: &mut TenantTx,
     recipient: &str,
     reason: &str,
     by: &str,
     window_days: u32,
-) -> Result<bool, ApiError> {
+) -> Result<Option<chrono::DateTime<chrono::Utc>>, ApiError> {
     let tenant = tx.tenant().clone();
     let flipped = tx
         .execute(
@@ -49,28 +50,29 @@ pub async fn terminate(
         )
         .await?;
     if flipped == 0 {
-        return Ok(false);
+        return Ok(None);
     }
-    tx.execute(
-        sqlx::query(
-            "INSERT INTO control.tenant_terminations (tenant_id, slug, recipient, reason, terminated_by, export_until)
-             VALUES ($1, $2, $3, $4, $5, now() + make_interval(days => $6))",
+    let export_until: chrono::DateTime<chrono::Utc> = tx
+        .scalar(
+            sqlx::query_scalar(
+                "INSERT INTO control.tenant_terminations (tenant_id, slug, recipient, reason, terminated_by, export_until)
+                 VALUES ($1, $2, $3, $4, $5, now() + make_interval(days => $6)) RETURNING export_until",
+            )
+            .bind(tenant.id.0)
+            .bind(tenant.slug.as_str())
+            .bind(recipient)
+            .bind(reason)
+            .bind(by)
+            .bind(i32::try_from(window_days).unwrap_or(i32::MAX)),
         )
-        .bind(tenant.id.0)
-        .bind(tenant.slug.as_str())
-        .bind(recipient)
-        .bind(reason)
-        .bind(by)
-        .bind(i32::try_from(window_days).unwrap_or(i32::MAX)),
-    )
-    .await?;
+        .await?;
     tx.execute(
         sqlx::query("INSERT INTO control.tenant_export_parts (tenant_id, part) SELECT $1, unnest($2::text[])")
             .bind(tenant.id.0)
             .bind(kit::export::PARTS.map(str::to_owned).to_vec()),
     )
     .await?;
-    Ok(true)
+    Ok(Some(export_until))
 }
 
 /// The termination of `tenant_id` with its parts, if it is terminated.

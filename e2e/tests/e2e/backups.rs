@@ -1,8 +1,10 @@
 //! Physical backups with the real pgBackRest on a PostgreSQL cluster of the test's own, its
 //! repository passphrase sealed in SoftHSM2: a point-in-time restore brings back exactly what was
-//! committed before the point, the services start on the restored cluster and its audit log and
-//! ledger receipts verify; expiry removes only what the retention window no longer needs; the
-//! passphrase is nowhere in plain.
+//! committed before the point, but never what was erased after it (the erasure journal is
+//! replayed: a user deleted after the point stays deleted and their sealed data unreadable, a
+//! tenant terminated after it stays terminated); the services start on the restored cluster and
+//! the surviving tenant's audit log and ledger receipts verify; expiry removes only what the
+//! retention window no longer needs; the passphrase is nowhere in plain.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -42,6 +44,10 @@ fn backup(config: &Path, args: &[&str]) -> Value {
         .unwrap_or_else(|e| panic!("{args:?}: {e}: {}", String::from_utf8_lossy(&out.stdout)))
 }
 
+fn grpc<T>(tenant: &str, token: Option<&str>, msg: T) -> tonic::Request<T> {
+    kit::client::with_context(tonic::Request::new(msg), Some(tenant), None, token)
+}
+
 async fn http(c: &Constellation, method: Method, path: &str, token: &str, body: Value) -> (u16, Value) {
     let bearer = format!("Bearer {token}");
     let headers =
@@ -52,15 +58,20 @@ async fn http(c: &Constellation, method: Method, path: &str, token: &str, body: 
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_point_in_time_restore_brings_back_what_was_committed_before_the_point_and_it_verifies() {
+async fn a_point_in_time_restore_brings_back_what_was_committed_before_the_point_but_nothing_erased_after_it() {
     let _ = kit::telemetry::init("e2e", &kit::config::TelemetryConfig { otlp_endpoint: None, log: "error".into() });
     let work = tempfile::tempdir().expect("tmp");
     let spool = shared_dir(work.path(), "spool");
     let archive_command = format!("test ! -f {0}/%f && cp %p {0}/%f.part && mv {0}/%f.part {0}/%f", spool.display());
     let pg =
         LocalPostgres::start(&format!("-c archive_mode=on -c 'archive_command={archive_command}'")).expect("cluster");
-    let hsm = e2e::SoftHsm::create();
+    // The services on that cluster (journaling erasures), a tenant with a ledger and a secret.
+    let db = TestDb::create_on(&pg.url()).await;
+    let db_name = db.name.clone();
+    let c = Constellation::start_on(db, true).await;
     let config = work.path().join("backup.toml");
+    // The repository passphrase is sealed in an HSM token of its own.
+    let hsm = e2e::SoftHsm::create();
     let (module, token, pin) = (e2e::SoftHsm::module(), hsm.label.clone(), hsm.pin.clone());
     std::fs::write(
         &config,
@@ -74,6 +85,8 @@ port = {port}
 socket_directory = "{socket}"
 retention_secs = 3
 sealed_passphrase = "{sealed}"
+journal = "{journal}"
+journal_ca = "{ca}"
 
 [kms]
 provider = "pkcs11"
@@ -89,6 +102,8 @@ create_key = true
             port = pg.url().rsplit_once(':').and_then(|(_, rest)| rest.split('/').next()).expect("port"),
             socket = pg.dir().display(),
             sealed = work.path().join("passphrase.sealed").display(),
+            journal = c.journal_dir().display(),
+            ca = c.pki.path("ca.pem").display(),
             module = module.display(),
         ),
     )
@@ -100,11 +115,6 @@ create_key = true
     assert_eq!(backup(&config, &["init"])["passphrase_sealed_now"], false, "sealed once");
     let sealed = std::fs::read_to_string(work.path().join("passphrase.sealed")).expect("sealed");
     assert!(sealed.contains("wrapped") && !sealed.contains("cipher"), "{sealed}");
-
-    // The services on that cluster, a tenant with a ledger and a secret.
-    let db = TestDb::create_on(&pg.url()).await;
-    let db_name = db.name.clone();
-    let c = Constellation::start_on(db, true).await;
     let (alpha, owner, _) = c.create_tenant_with_owner("alpha", "owner@alpha.example").await;
     let signer = TestSigner::generate();
     let admin = c.db.admin_pool().await;
@@ -112,6 +122,8 @@ create_key = true
     let mut claims = TestSigner::claims(alpha, &owner);
     claims["permissions"] = json!([
         "vault.secrets.write",
+        "users.write",
+        "users.delete",
         "ledger.ledgers.create",
         "ledger.accounts.create",
         "ledger.transfers.create",
@@ -128,6 +140,42 @@ create_key = true
         assert_eq!(st, 200, "{e}");
     }
     let transfer = |id: uuid::Uuid, amount: &str| json!({ "id": id, "debit_account_id": house, "credit_account_id": client, "amount": amount, "ledger": "USD", "code": 1 });
+    // A user who will be deleted after the point, and a tenant that will be terminated after it.
+    let users = || proto::auth::v1::user_service_client::UserServiceClient::new(c.channel_as("gateway", "auth"));
+    let leaving = users()
+        .create_user(grpc(
+            "alpha",
+            Some(&token),
+            proto::auth::v1::CreateUserRequest {
+                email: "leaving@alpha.example".into(),
+                display_name: "Lea Ving".into(),
+                password: "correct horse battery staple".into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .expect("create user")
+        .into_inner();
+    let leaving_id: uuid::Uuid = leaving.id.parse().expect("id");
+    // Their email as sealed in the database (and so in every backup).
+    let sealed_email: String = sqlx::query_scalar("SELECT email_sealed FROM t_alpha.users WHERE id = $1")
+        .bind(leaving_id)
+        .fetch_one(&admin)
+        .await
+        .expect("sealed email");
+    let beta = c.create_tenant("beta").await;
+    let mut beta_claims = TestSigner::claims(beta, &uuid::Uuid::now_v7().to_string());
+    beta_claims["permissions"] = json!(["vault.secrets.write", "vault.secrets.read"]);
+    let beta_token = signer.sign(&beta_claims);
+    let mut secrets =
+        proto::vault::v1::secrets_service_client::SecretsServiceClient::new(c.channel_as("gateway", "vault"));
+    let put = proto::vault::v1::PutSecretRequest {
+        path: "beta/key".into(),
+        value: b"beta's secret".to_vec(),
+        ..Default::default()
+    };
+    secrets.put_secret(grpc("beta", Some(&beta_token), put)).await.expect("beta secret");
+
     let full = backup(&config, &["run", "--type", "full"]);
     assert_eq!(full["type"], "full", "{full}");
 
@@ -143,6 +191,31 @@ create_key = true
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let (st, e) = http(&c, Method::POST, "/v1/ledger/transfers", &token, transfer(after, "990")).await;
     assert_eq!(st, 200, "{e}");
+    // After the point too: the user is deleted (their subject key shredded) and beta terminated.
+    users()
+        .delete_user(grpc("alpha", Some(&token), proto::auth::v1::DeleteUserRequest { id: leaving.id.clone() }))
+        .await
+        .expect("delete user");
+    let recipient = age::x25519::Identity::generate().to_public().to_string();
+    proto::auth::v1::tenant_service_client::TenantServiceClient::new(c.channel_as("operator", "auth"))
+        .terminate_tenant(proto::auth::v1::TerminateTenantRequest {
+            slug: "beta".into(),
+            recipient: recipient.clone(),
+            reason: "contract ended".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("terminate beta");
+    // Both are in the journal (signed by vault-svc and auth-svc), which names no person.
+    let journal = c.journal_dir();
+    let ca = std::fs::read(c.pki.path("ca.pem")).expect("ca");
+    let kinds: Vec<&'static str> =
+        kit::journal::read(&journal, &ca).expect("journal verifies").iter().map(|v| v.entry.erasure.kind()).collect();
+    assert!(kinds.contains(&"subject_shred") && kinds.contains(&"tenant_terminate"), "{kinds:?}");
+    for entry in walk(&journal) {
+        let text = std::fs::read_to_string(&entry).expect("entry");
+        assert!(!text.contains(&leaving.id) && !text.contains("leaving@"), "{text}");
+    }
     // Everything up to now reaches the repository: the segment holding the last commit, once
     // switched (complete), archived into the spool and pushed.
     let last: String =
@@ -171,9 +244,15 @@ create_key = true
     let into = restored_dir.path().join("data");
     let restored = backup(&config, &["restore", "--to", &point.to_rfc3339(), "--into", into.to_str().expect("path")]);
     assert_eq!(restored["from_backup"], full["label"], "{restored}");
+    // The journal was replayed before anything served: the user erased again, their key shredded
+    // again, beta terminated again. Only alpha is live, so only alpha's log records the restore.
+    let replayed = &restored["journal"];
+    assert_eq!(replayed["users_erased"], 1, "{restored}");
+    assert_eq!(replayed["tenants_terminated"], 1, "{restored}");
+    assert!(replayed["subject_keys_destroyed"].as_u64() >= Some(1), "{restored}");
     assert_eq!(restored["tenants_audited"], 1, "{restored}");
     let redis = c.redis.clone();
-    let (pki, hsm) = c.stop_keeping_keys().await;
+    let (pki, c_hsm) = c.stop_keeping_keys().await;
     let pg2 = LocalPostgres::start_existing(restored_dir, "").expect("restored cluster starts");
     let db2 = TestDb::existing_on(&pg2.url(), &db_name);
     let admin2 = db2.admin_pool().await;
@@ -184,8 +263,50 @@ create_key = true
     let secrets: i64 =
         sqlx::query_scalar("SELECT count(*) FROM t_alpha.secrets").fetch_one(&admin2).await.expect("secrets");
     assert_eq!(secrets, 1);
-    let c2 = Constellation::start_with_keys(db2, redis, false, pki, hsm).await;
-    // The restore is the first entry after the point in the tenant's log.
+    let (status, email_sealed, index): (String, Option<String>, i64) = sqlx::query_as(
+        "SELECT status, email_sealed, (SELECT count(*) FROM t_alpha.user_email_index WHERE user_id = $1)
+           FROM t_alpha.users WHERE id = $1",
+    )
+    .bind(leaving_id)
+    .fetch_one(&admin2)
+    .await
+    .expect("erased user");
+    assert_eq!((status.as_str(), email_sealed, index), ("deleted", None, 0), "the deleted user came back");
+    let live_keys: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM t_alpha.subject_keys WHERE subject = $1 AND (state <> 'destroyed' OR wrapped IS NOT NULL)",
+    )
+    .bind(&leaving.id)
+    .fetch_one(&admin2)
+    .await
+    .expect("subject keys");
+    assert_eq!(live_keys, 0, "the shredded subject key came back");
+    let (beta_status, beta_recipient): (String, Option<String>) = sqlx::query_as(
+        "SELECT t.status, x.recipient FROM control.tenants t
+           LEFT JOIN control.tenant_terminations x ON x.tenant_id = t.id WHERE t.slug = 'beta'",
+    )
+    .fetch_one(&admin2)
+    .await
+    .expect("beta");
+    assert_eq!((beta_status.as_str(), beta_recipient.as_deref()), ("terminated", Some(recipient.as_str())));
+    let c2 = Constellation::start_with_keys(db2, redis, false, pki, c_hsm).await;
+    // The erased user's sealed email (copied before the deletion, as any backup holds it) opens no
+    // more; beta refuses service; neither the user's login nor beta's secret is back.
+    let mut transit =
+        proto::vault::v1::transit_service_client::TransitServiceClient::new(c2.channel_as("auth", "vault"));
+    let context = std::collections::HashMap::from([
+        ("table".to_owned(), "users".to_owned()),
+        ("column".to_owned(), "email".to_owned()),
+        ("row".to_owned(), leaving.id.clone()),
+    ]);
+    let open = proto::vault::v1::DecryptRequest { ciphertext: sealed_email, context, subject: leaving.id.clone() };
+    let e = transit.decrypt(grpc("alpha", None, open)).await.expect_err("the erased email opened");
+    assert_eq!(e2e::reason(&e), "KEY_DESTROYED", "{e:?}");
+    let mut secrets2 =
+        proto::vault::v1::secrets_service_client::SecretsServiceClient::new(c2.channel_as("gateway", "vault"));
+    let get = proto::vault::v1::GetSecretRequest { path: "beta/key".into() };
+    let e = secrets2.get_secret(grpc("beta", Some(&beta_token), get)).await.expect_err("beta serves");
+    assert_eq!(e2e::reason(&e), "TENANT_TERMINATED", "{e:?}");
+    // After the point, the tenant's log has the journal's replays, then the restore.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
         let logged: Option<Value> = sqlx::query_scalar(
@@ -201,6 +322,13 @@ create_key = true
         assert!(tokio::time::Instant::now() < deadline, "the restore was not logged");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    let mut replays: Vec<String> =
+        sqlx::query_scalar("SELECT action FROM t_alpha.audit_log WHERE action LIKE '%.replay'")
+            .fetch_all(&admin2)
+            .await
+            .expect("replays");
+    replays.sort();
+    assert_eq!(replays, ["user.delete.replay", "vault.shred.replay"]);
     let mut log =
         proto::audit::v1::audit_log_service_client::AuditLogServiceClient::new(c2.channel_as("operator", "audit"));
     let req = |msg| kit::client::with_context(tonic::Request::new(msg), Some("alpha"), None, None);

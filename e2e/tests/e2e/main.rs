@@ -9,6 +9,7 @@ mod audit_ingest;
 mod backups;
 mod binaries;
 mod browser;
+mod erasure_journal;
 mod gateway_http;
 mod identity;
 mod identity_http;

@@ -38,6 +38,7 @@ impl Fx {
             .args(args)
             .env("STRONGROOM_DATABASE__ADMIN_URL", secrecy::ExposeSecret::expose_secret(&self.c.db.admin_url()))
             .env("STRONGROOM_REDIS_URL", &self.c.redis)
+            .env("STRONGROOM_ERASURE_JOURNAL", self.c.journal_dir())
             .env("USER", "e2e-operator")
             .stdin(Stdio::null())
             .output()
@@ -276,6 +277,22 @@ async fn a_terminated_tenant_is_refused_at_once_exported_verifiably_and_purged_t
         "{tombstone}"
     );
     assert_eq!(f.cli_json(&["tenant", "tombstone", "victim"])["tenant_id"], victim.to_string().as_str());
+    // The termination (by auth-svc) and the purge (by the operator) are in the erasure journal,
+    // the purge with its tombstone, so that no restore brings the tenant back.
+    let ca = std::fs::read(f.c.pki.path("ca.pem")).expect("ca");
+    let journal = kit::journal::read(&f.c.journal_dir(), &ca).expect("journal verifies");
+    let victims: Vec<(&str, &str)> = journal
+        .iter()
+        .filter(|v| v.entry.tenant_id == victim)
+        .map(|v| (v.entry.erasure.kind(), v.signer.name()))
+        .collect();
+    assert_eq!(victims, [("tenant_terminate", "auth"), ("tenant_purge", "operator")]);
+    let kit::journal::Erasure::TenantPurge { manifest_sha256: journaled, .. } =
+        &journal.iter().rfind(|v| v.entry.tenant_id == victim).expect("purge").entry.erasure
+    else {
+        panic!("not a purge")
+    };
+    assert_eq!(journaled.as_deref(), Some(manifest_sha256.as_str()));
 
     let schema: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = 't_victim')")
         .fetch_one(&f.admin)

@@ -6,6 +6,7 @@
 
 use kit::access::RequestContext;
 use kit::authz::Permission;
+use kit::journal::{Erasure, Journal};
 use kit::outbox::Outcome;
 use kit::time::opt_to_pb;
 use kit::{ApiError, Db, Identity};
@@ -24,6 +25,22 @@ use crate::store::{self, keys as key_store};
 pub struct KeyManagement {
     pub db: Db,
     pub keyring: Keyring,
+    /// Where every shred is written before it commits (`service.erasure_journal`).
+    pub journal: Option<Journal>,
+}
+
+impl KeyManagement {
+    /// Journals `erasure` of `tenant` (when the deployment keeps a journal); call before the
+    /// shred commits, and do not commit when it fails.
+    async fn journal(&self, tenant: &kit::Tenant, erasure: Erasure) -> Result<(), ApiError> {
+        if let Some(journal) = &self.journal {
+            journal
+                .append(tenant.id.0, tenant.slug.as_str(), erasure)
+                .await
+                .map_err(|e| kit::journal::unavailable(&e))?;
+        }
+        Ok(())
+    }
 }
 
 /// Most secrets a subject's description lists.
@@ -141,6 +158,8 @@ impl pb::key_management_service_server::KeyManagementService for KeyManagement {
         let shredded =
             tenant_record(&ctx, "vault.subject.shred", &tenant).detail("subject_digest", subject_digest(subject));
         tx.record(shredded.detail("destroyed_versions", destroyed)).await?;
+        // Journaled (even when nothing was left to destroy) so that no restore brings it back.
+        self.journal(&tenant, Erasure::SubjectShred { subject_sha256: kit::journal::subject_sha256(subject) }).await?;
         tx.commit().await?;
         Operation::Shred.done();
         Ok(Response::new(pb::ShredSubjectResponse { destroyed_versions: destroyed }))
@@ -211,6 +230,7 @@ impl pb::key_management_service_server::KeyManagementService for KeyManagement {
         let destroyed = key_store::destroy_tenant_keys(&mut tx).await? as u32;
         key_store::notify_key_change(&mut tx).await?;
         tx.record(tenant_record(&ctx, "vault.tenant.shred", &tenant).detail("destroyed_versions", destroyed)).await?;
+        self.journal(&tenant, Erasure::TenantShred).await?;
         tx.commit().await?;
         self.keyring.invalidate(tenant.id.0);
         Operation::Shred.done();

@@ -218,6 +218,19 @@ pub async fn subject_key_versions(tx: &mut TenantTx, subject: &str) -> Result<Ve
     .await
 }
 
+/// Crypto-shreds every version of the key of the data subject whose id has the hex SHA-256
+/// `subject_sha256` (as the erasure journal names it); returns how many were live.
+pub async fn destroy_subject_keys_by_digest(tx: &mut TenantTx, subject_sha256: &str) -> Result<u64, ApiError> {
+    tx.execute(
+        sqlx::query(
+            "UPDATE subject_keys SET state = 'destroyed', wrapped = NULL, destroyed_at = now() \
+         WHERE encode(sha256(convert_to(subject, 'UTF8')), 'hex') = $1 AND state <> 'destroyed'",
+        )
+        .bind(subject_sha256),
+    )
+    .await
+}
+
 /// Crypto-shreds every version of a data subject's key; returns how many were live.
 pub async fn destroy_subject_keys(tx: &mut TenantTx, subject: &str) -> Result<u64, ApiError> {
     tx.execute(
