@@ -715,7 +715,8 @@ impl Tombstone {
 
 /// Deletes a tenant in `tx` as a purge does: every `control` row naming it (found by column, so
 /// whichever service made the table; the termination's parts and files go by cascade), its schema
-/// with everything in it, its migration rows and its registry row. The tombstone stays.
+/// with everything in it, its migration rows and its registry row, and has every replica forget its
+/// cached keys. The tombstone stays.
 async fn erase_tenant(tx: &mut PgConnection, tenant: &Tenant) -> Result<(), MigrateError> {
     let slug = &tenant.slug;
     let tables: Vec<String> = sqlx::query_scalar(
@@ -736,6 +737,12 @@ async fn erase_tenant(tx: &mut PgConnection, tenant: &Tenant) -> Result<(), Migr
         .execute(&mut *tx)
         .await?;
     sqlx::query("DELETE FROM control.tenants WHERE id = $1").bind(tenant.id.0).execute(&mut *tx).await?;
+    // Every replica of every service drops the tenant's cached keys as this commits.
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(crate::tenancy::KEY_INVALIDATION_CHANNEL)
+        .bind(tenant.id.0.to_string())
+        .execute(&mut *tx)
+        .await?;
     Ok(())
 }
 
