@@ -60,6 +60,10 @@ pub struct BackupSettings {
     pub journal: PathBuf,
     /// The CA the journal's signers' certificates chain to (the deployment's `ca.pem`).
     pub journal_ca: PathBuf,
+    /// A directory for node_exporter's textfile collector: the backup commands keep their
+    /// metrics there (`strongroom_backup_*`, [`Metrics`]), for the backup alerts.
+    #[serde(default)]
+    pub metrics_dir: Option<PathBuf>,
 }
 
 fn default_stanza() -> String {
@@ -324,10 +328,119 @@ pub fn init(cfg: &BackupConfig) -> anyhow::Result<serde_json::Value> {
     }))
 }
 
+/// The metrics the backup commands keep in `backup.metrics_dir`, one file per command so that
+/// each rewrites only its own (node_exporter's textfile collector reads every `*.prom` there).
+struct Metrics<'a> {
+    cfg: &'a BackupConfig,
+}
+
+impl Metrics<'_> {
+    /// Writes `<name>.prom` (under a temporary name, then renamed: the collector never reads half
+    /// a file). A failure is reported and does not fail the backup command.
+    fn write(&self, name: &str, gauges: &[(&str, &str, Option<&str>, i64)]) {
+        let Some(dir) = &self.cfg.backup.metrics_dir else { return };
+        let stanza = &self.cfg.backup.stanza;
+        let mut text = String::new();
+        let mut described = std::collections::BTreeSet::new();
+        for (metric, help, kind, value) in gauges {
+            if described.insert(*metric) {
+                text.push_str(&format!("# HELP {metric} {help}\n# TYPE {metric} gauge\n"));
+            }
+            let labels = match kind {
+                Some(kind) => format!("stanza=\"{stanza}\",type=\"{kind}\""),
+                None => format!("stanza=\"{stanza}\""),
+            };
+            text.push_str(&format!("{metric}{{{labels}}} {value}\n"));
+        }
+        let path = dir.join(format!("{name}.prom"));
+        let temporary = dir.join(format!(".{name}.prom.tmp"));
+        let written = std::fs::create_dir_all(dir)
+            .and_then(|()| std::fs::write(&temporary, text))
+            .and_then(|()| std::fs::rename(&temporary, &path));
+        if let Err(e) = written {
+            eprintln!("strongroom: backup metrics not written to {}: {e}", path.display());
+        }
+    }
+
+    /// What the repository holds: when the newest backup of each type finished, how many there
+    /// are, and the oldest point a restore can reach.
+    fn repository(&self, info: &Info) {
+        let mut gauges = Vec::new();
+        for kind in ["full", "diff", "incr"] {
+            if let Some(b) = info.backup.iter().rfind(|b| b.kind == kind) {
+                gauges.push((
+                    "strongroom_backup_last_completed_timestamp_seconds",
+                    "When the newest backup of each type finished.",
+                    Some(kind),
+                    b.timestamp.stop,
+                ));
+            }
+        }
+        gauges.push((
+            "strongroom_backup_count",
+            "Backups in the repository.",
+            None,
+            i64::try_from(info.backup.len()).unwrap_or(i64::MAX),
+        ));
+        if let Some(oldest) = info.backup.first() {
+            gauges.push((
+                "strongroom_backup_oldest_restorable_timestamp_seconds",
+                "The earliest point a restore can reach (the oldest backup's end).",
+                None,
+                oldest.timestamp.stop,
+            ));
+        }
+        self.write("strongroom_backup_repository", &gauges);
+    }
+
+    /// A push of the spool succeeded now, leaving `waiting` segments.
+    fn pushed(&self, waiting: usize) {
+        self.write(
+            "strongroom_backup_archive",
+            &[
+                (
+                    "strongroom_backup_archive_pushed_timestamp_seconds",
+                    "When the WAL spool was last pushed into the repository.",
+                    None,
+                    chrono::Utc::now().timestamp(),
+                ),
+                (
+                    "strongroom_backup_spool_segments",
+                    "WAL segments waiting in the spool after that push.",
+                    None,
+                    i64::try_from(waiting).unwrap_or(i64::MAX),
+                ),
+            ],
+        );
+    }
+
+    /// `backup verify` passed now.
+    fn verified(&self) {
+        self.write(
+            "strongroom_backup_verify",
+            &[(
+                "strongroom_backup_verified_timestamp_seconds",
+                "When backup verify last read and checked the whole repository.",
+                None,
+                chrono::Utc::now().timestamp(),
+            )],
+        );
+    }
+}
+
+/// Segments in the spool (complete ones; parts being copied are not counted).
+fn spool_waiting(cfg: &BackupConfig) -> usize {
+    std::fs::read_dir(&cfg.backup.spool)
+        .map(|rd| rd.filter_map(Result::ok).filter(|e| e.file_name().to_str().is_some_and(is_wal_file)).count())
+        .unwrap_or_default()
+}
+
 /// `backup archive`: pushes the spool once, or every `watch` until interrupted.
 pub async fn archive(cfg: &BackupConfig, watch: Option<Duration>) -> anyhow::Result<usize> {
     let pgbr = PgBackRest::new(cfg)?;
+    let metrics = Metrics { cfg };
     let mut pushed = pgbr.push_spool()?;
+    metrics.pushed(spool_waiting(cfg));
     let Some(every) = watch else { return Ok(pushed) };
     loop {
         tokio::select! {
@@ -335,7 +448,10 @@ pub async fn archive(cfg: &BackupConfig, watch: Option<Duration>) -> anyhow::Res
             () = tokio::time::sleep(every) => {}
         }
         match pgbr.push_spool() {
-            Ok(n) => pushed += n,
+            Ok(n) => {
+                pushed += n;
+                metrics.pushed(spool_waiting(cfg));
+            }
             Err(e) => eprintln!("strongroom: pushing WAL failed, retrying: {e:#}"),
         }
     }
@@ -370,6 +486,7 @@ pub async fn run(cfg: &BackupConfig, kind: &str) -> anyhow::Result<serde_json::V
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    Metrics { cfg }.repository(&pgbr.info()?);
     Ok(backup_json(&latest))
 }
 
@@ -416,6 +533,7 @@ pub fn expire(cfg: &BackupConfig) -> anyhow::Result<serde_json::Value> {
     if !out.status.success() {
         bail!("pgbackrest expire failed: {}", String::from_utf8_lossy(&out.stderr).trim());
     }
+    Metrics { cfg }.repository(&pgbr.info()?);
     Ok(serde_json::json!({ "expired": labels, "remaining": list(cfg)?["backups"] }))
 }
 
@@ -425,6 +543,7 @@ pub fn verify(cfg: &BackupConfig) -> anyhow::Result<serde_json::Value> {
     let pgbr = PgBackRest::new(cfg)?;
     pgbr.push_spool()?;
     let out = pgbr.run("verify", &["--output=text"])?;
+    Metrics { cfg }.verified();
     Ok(serde_json::json!({ "verified": true, "report": out.trim() }))
 }
 

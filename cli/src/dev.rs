@@ -316,6 +316,7 @@ fn backup_settings(dir: &Path, kms: &serde_json::Value, data_directory: &Path, p
             "sealed_passphrase": root.join("passphrase.sealed"),
             "journal": root.join("journal"),
             "journal_ca": dir.join("pki").join("ca.pem"),
+            "metrics_dir": root.join("metrics"),
         },
         "kms": kms,
     });

@@ -87,6 +87,7 @@ retention_secs = 3
 sealed_passphrase = "{sealed}"
 journal = "{journal}"
 journal_ca = "{ca}"
+metrics_dir = "{metrics}"
 
 [kms]
 provider = "pkcs11"
@@ -104,6 +105,7 @@ create_key = true
             sealed = work.path().join("passphrase.sealed").display(),
             journal = c.journal_dir().display(),
             ca = c.pki.path("ca.pem").display(),
+            metrics = work.path().join("metrics").display(),
             module = module.display(),
         ),
     )
@@ -233,6 +235,24 @@ create_key = true
     }
     let verified = backup(&config, &["verify"]);
     assert_eq!(verified["verified"], true, "{verified}");
+    // The commands kept their metrics for node_exporter's textfile collector (the backup alerts).
+    let gauge = |file: &str, series: &str| -> i64 {
+        let text = std::fs::read_to_string(work.path().join("metrics").join(file)).expect("metrics file");
+        let line = text.lines().find(|l| l.starts_with(series)).unwrap_or_else(|| panic!("{series} in {text}"));
+        line.rsplit_once(' ').and_then(|(_, v)| v.parse().ok()).unwrap_or_else(|| panic!("{line}"))
+    };
+    let now = chrono::Utc::now().timestamp();
+    let completed = gauge(
+        "strongroom_backup_repository.prom",
+        r#"strongroom_backup_last_completed_timestamp_seconds{stanza="strongroom",type="full"}"#,
+    );
+    assert!((now - 300..=now).contains(&completed), "{completed}");
+    assert_eq!(gauge("strongroom_backup_repository.prom", "strongroom_backup_count{"), 1);
+    let pushed = gauge("strongroom_backup_archive.prom", "strongroom_backup_archive_pushed_timestamp_seconds{");
+    assert!((now - 300..=now).contains(&pushed), "{pushed}");
+    assert_eq!(gauge("strongroom_backup_archive.prom", "strongroom_backup_spool_segments{"), 0);
+    let checked = gauge("strongroom_backup_verify.prom", "strongroom_backup_verified_timestamp_seconds{");
+    assert!((now - 300..=now).contains(&checked), "{checked}");
 
     // Nothing in the repository or anywhere on disk holds the passphrase in plain: unsealed only
     // for pgBackRest's own environment. The repository's files are encrypted (no plain WAL header).
