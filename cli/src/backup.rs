@@ -192,7 +192,17 @@ impl<'a> PgBackRest<'a> {
 
     /// Pushes every segment waiting in the spool into the repository, oldest first, removing each
     /// once pushed. Returns how many were pushed.
+    /// One pusher at a time per repository (the `--watch` service and a backup's own pushes would
+    /// otherwise push the same segments at once), by an advisory lock beside pgBackRest's.
     fn push_spool(&self) -> anyhow::Result<usize> {
+        let locks = self.cfg.backup.repository.join("lock");
+        std::fs::create_dir_all(&locks)?;
+        let lock = std::fs::File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(locks.join("strongroom-push.lock"))?;
+        lock.lock().context("locking the WAL spool")?;
         let spool = &self.cfg.backup.spool;
         let mut names: Vec<PathBuf> = std::fs::read_dir(spool)
             .with_context(|| spool.display().to_string())?
