@@ -18,7 +18,7 @@ const PAGE: i64 = 500;
 
 /// The metadata-only kinds: a file name and the query of one page (`$1` limit, `$2` offset), each
 /// row one JSON object; personal and secret columns are left out by name.
-const KINDS: [(&str, &str); 8] = [
+const KINDS: [(&str, &str); 9] = [
     ("policy.jsonl", "SELECT to_jsonb(p) - 'tenant_id' FROM tenant_policy p LIMIT $1 OFFSET $2"),
     ("retention_policy.jsonl", "SELECT to_jsonb(p) - 'tenant_id' FROM identity_retention_policy p LIMIT $1 OFFSET $2"),
     ("roles.jsonl", "SELECT to_jsonb(r) - 'tenant_id' FROM roles r ORDER BY id LIMIT $1 OFFSET $2"),
@@ -41,6 +41,10 @@ const KINDS: [(&str, &str); 8] = [
                 'scopes', scopes, 'minted_with_mfa', minted_with_mfa, 'created_at', created_at,
                 'expires_at', expires_at, 'last_used_at', last_used_at, 'revoked_at', revoked_at)
          FROM api_keys ORDER BY id LIMIT $1 OFFSET $2",
+    ),
+    (
+        "oauth_clients.jsonl",
+        "SELECT to_jsonb(c) - 'tenant_id' - 'secret_hash' FROM oauth_clients c ORDER BY id LIMIT $1 OFFSET $2",
     ),
 ];
 
@@ -179,7 +183,7 @@ mod tests {
     fn the_cursor_walks_every_kind_once_and_ends() {
         assert_eq!(parse_cursor(None).expect("none"), (0, 0));
         assert_eq!(parse_cursor(Some("3:1500")).expect("cursor"), (3, 1500));
-        assert!(parse_cursor(Some("9:0")).is_err());
+        assert!(parse_cursor(Some("10:0")).is_err());
         assert!(parse_cursor(Some("x")).is_err());
         // A full page stays on its kind; a short one moves on; the last kind's short page ends.
         assert_eq!(after(0, PAGE, PAGE).as_deref(), Some("0:500"));

@@ -55,6 +55,7 @@ pub const MIGRATIONS: MigrationSet = MigrationSet {
         kit::migration!("tenant", "0013_privacy_request_execution"),
         kit::migration!("tenant", "0014_retain_privacy_request_records"),
         kit::migration!("tenant", "0015_seal_suspension_and_decision_reasons"),
+        kit::migration!("tenant", "0016_create_oauth_clients"),
     ],
 };
 
@@ -88,9 +89,9 @@ pub async fn run(
         use proto::auth::v1::{
             access_service_server::AccessServiceServer, appeal_service_server::AppealServiceServer,
             authentication_service_server::AuthenticationServiceServer, identity_service_server::IdentityServiceServer,
-            keys_service_server::KeysServiceServer, privacy_service_server::PrivacyServiceServer,
-            session_service_server::SessionServiceServer, tenant_service_server::TenantServiceServer,
-            user_service_server::UserServiceServer,
+            keys_service_server::KeysServiceServer, o_auth_client_service_server::OAuthClientServiceServer,
+            privacy_service_server::PrivacyServiceServer, session_service_server::SessionServiceServer,
+            tenant_service_server::TenantServiceServer, user_service_server::UserServiceServer,
         };
         let cfg = &ctx.config;
         let vault_url = cfg.upstreams.vault.clone().ok_or("upstreams.vault is required (TOTP seeds, signing keys)")?;
@@ -166,6 +167,8 @@ pub async fn run(
             .allow("/strongroom.auth.v1.AppealService/*", FRONT)
             .service(PrivacyServiceServer::new(api::privacy::Privacy { core: core.clone() }))
             .allow("/strongroom.auth.v1.PrivacyService/*", FRONT)
+            .service(OAuthClientServiceServer::new(api::oauth::OAuthClients { core: core.clone() }))
+            .allow("/strongroom.auth.v1.OAuthClientService/*", FRONT)
             .service(SessionServiceServer::new(api::sessions::Sessions { core }))
             .allow("/strongroom.auth.v1.SessionService/*", FRONT)
             .service(TenantServiceServer::new(tenants))

@@ -15,7 +15,7 @@ use utoipa_axum::routes;
 
 use crate::AppState;
 use crate::http_layer::{HttpError, JsonError, RequestId, observe};
-use crate::identity::{appeals, directory, login, me, privacy};
+use crate::identity::{appeals, directory, login, me, oauth, privacy};
 use crate::openapi::ErrorBody;
 use crate::upstream::{Call, upstream};
 
@@ -70,6 +70,9 @@ fn api_parts() -> (OpenApiRouter<AppState>, OpenApiRouter<AppState>) {
         .routes(routes!(directory::add_member, directory::remove_member))
         .routes(routes!(directory::list_api_keys, directory::create_api_key))
         .routes(routes!(directory::revoke_api_key))
+        .routes(routes!(oauth::list_clients, oauth::create_client))
+        .routes(routes!(oauth::get_client, oauth::put_client, oauth::delete_client))
+        .routes(routes!(oauth::rotate_secret))
         .routes(routes!(directory::get_policy, directory::put_policy))
         .routes(routes!(crate::retention::get_policy, crate::retention::put_policy))
         .routes(routes!(crate::retention::list_classes))

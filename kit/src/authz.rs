@@ -47,6 +47,10 @@ permissions! {
     ApiKeysCreate => "api_keys.create",
     ApiKeysRead => "api_keys.read",
     ApiKeysRevoke => "api_keys.revoke",
+    /// The tenant's OAuth / OpenID Connect clients: see them.
+    OAuthClientsRead => "oauth.clients.read",
+    /// The tenant's OAuth / OpenID Connect clients: register, change, rotate secrets, delete.
+    OAuthClientsWrite => "oauth.clients.write",
     TenantPolicyWrite => "tenant.policy.write",
     AuditEventsRead => "audit.events.read",
     VaultSecretsRead => "vault.secrets.read",

@@ -20,35 +20,6 @@ pub struct Sessions {
     pub core: Core,
 }
 
-/// Where a page of API keys (newest first) ends: the last key's creation time and id, so a key
-/// deleted meanwhile does not lose the place.
-struct KeyCursor {
-    created_at: chrono::DateTime<chrono::Utc>,
-    id: uuid::Uuid,
-}
-
-impl KeyCursor {
-    fn parse(token: &str) -> Result<Self, ApiError> {
-        if token.is_empty() {
-            // Later than any key (9999-12-31): the first page.
-            let end = chrono::DateTime::from_timestamp(253_402_300_799, 0).unwrap_or_default();
-            return Ok(Self { created_at: end, id: uuid::Uuid::max() });
-        }
-        let bad = || ApiError::invalid_field("page_token", "must be a next_page_token of this listing");
-        let (micros, id) = token.split_once('.').ok_or_else(bad)?;
-        let created_at = micros
-            .parse::<i64>()
-            .ok()
-            .and_then(chrono::DateTime::<chrono::Utc>::from_timestamp_micros)
-            .ok_or_else(bad)?;
-        Ok(Self { created_at, id: uuid::Uuid::parse_str(id).map_err(|_| bad())? })
-    }
-
-    fn token(&self) -> String {
-        format!("{}.{}", self.created_at.timestamp_micros(), self.id)
-    }
-}
-
 fn key_pb(k: KeyRow) -> pb::ApiKey {
     pb::ApiKey {
         id: k.id.to_string(),
@@ -239,13 +210,13 @@ impl pb::session_service_server::SessionService for Sessions {
         let user = me.user_id()?;
         let req = request.into_inner();
         let size = ApiError::page_size(req.page_size, 100, 500)?;
-        let after = KeyCursor::parse(&req.page_token)?;
+        let after = super::CreatedCursor::parse(&req.page_token)?;
         let mut tx = self.core.db.begin(&me.tenant).await?;
         let holder = if all { None } else { Some(user) };
         let rows = api_keys::page(&mut tx, holder, (after.created_at, after.id), size + 1).await?;
         tx.commit().await?;
         let (rows, next_page_token) =
-            super::page(rows, size, |last| KeyCursor { created_at: last.created_at, id: last.id }.token());
+            super::page(rows, size, |last| super::CreatedCursor { created_at: last.created_at, id: last.id }.token());
         Ok(Response::new(pb::ListApiKeysResponse { keys: rows.into_iter().map(key_pb).collect(), next_page_token }))
     }
 

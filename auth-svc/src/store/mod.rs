@@ -12,6 +12,7 @@ pub mod housekeeping;
 pub mod legal_holds;
 pub mod login;
 pub mod mfa;
+pub mod oauth_clients;
 pub mod policy;
 pub mod privacy_requests;
 pub mod retention;

@@ -109,6 +109,16 @@ fn valid_request(method: &Method, path: String) -> (String, Value) {
         ("POST", p) if p.ends_with("/grant") || p.ends_with("/revoke") => (path, json!({ "user_id": uuid })),
         ("POST", "/v1/groups") => (path, json!({ "name": "spies" })),
         ("POST", "/v1/api-keys") => (path, json!({ "name": "k", "scopes": ["users.read"], "ttl_days": 1 })),
+        ("POST", "/v1/oauth/clients") => (
+            path,
+            json!({ "kind": "public", "name": "spa", "redirect_uris": ["https://mallory.example/cb"],
+                    "allowed_scopes": ["openid"], "grant_types": ["authorization_code"] }),
+        ),
+        ("PUT", p) if p.starts_with("/v1/oauth/clients/") => (
+            path,
+            json!({ "name": "spa", "redirect_uris": ["https://mallory.example/cb"], "allowed_scopes": ["openid"],
+                    "grant_types": ["authorization_code"] }),
+        ),
         ("PUT", "/v1/tenant/policy") => (
             path,
             json!({ "lockout_threshold": 5, "lockout_window_secs": 900, "access_token_ttl_secs": 600,

@@ -18,6 +18,7 @@ mod ledger;
 mod legal_holds;
 mod lifecycle;
 mod mtls;
+mod oauth_clients;
 mod observability;
 mod personal_data;
 mod privacy_execution;

@@ -349,10 +349,10 @@ pub struct PageQuery {
     /// 0 or absent: the default page
     #[serde(default)]
     #[param(minimum = 0, maximum = 500)]
-    page_size: i32,
+    pub(crate) page_size: i32,
     /// next_page_token of the previous page
     #[serde(default)]
-    page_token: String,
+    pub(crate) page_token: String,
 }
 
 /// A page of a group's members (up to 1,000).

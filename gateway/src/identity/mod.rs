@@ -9,6 +9,7 @@ pub mod appeals;
 pub mod directory;
 pub mod login;
 pub mod me;
+pub mod oauth;
 pub mod privacy;
 
 use proto::auth::v1::access_service_client::AccessServiceClient;
