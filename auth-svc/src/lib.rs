@@ -56,6 +56,7 @@ pub const MIGRATIONS: MigrationSet = MigrationSet {
         kit::migration!("tenant", "0014_retain_privacy_request_records"),
         kit::migration!("tenant", "0015_seal_suspension_and_decision_reasons"),
         kit::migration!("tenant", "0016_create_oauth_clients"),
+        kit::migration!("tenant", "0017_create_oauth_codes"),
     ],
 };
 
@@ -90,8 +91,9 @@ pub async fn run(
             access_service_server::AccessServiceServer, appeal_service_server::AppealServiceServer,
             authentication_service_server::AuthenticationServiceServer, identity_service_server::IdentityServiceServer,
             keys_service_server::KeysServiceServer, o_auth_client_service_server::OAuthClientServiceServer,
-            privacy_service_server::PrivacyServiceServer, session_service_server::SessionServiceServer,
-            tenant_service_server::TenantServiceServer, user_service_server::UserServiceServer,
+            o_auth_service_server::OAuthServiceServer, privacy_service_server::PrivacyServiceServer,
+            session_service_server::SessionServiceServer, tenant_service_server::TenantServiceServer,
+            user_service_server::UserServiceServer,
         };
         let cfg = &ctx.config;
         let vault_url = cfg.upstreams.vault.clone().ok_or("upstreams.vault is required (TOTP seeds, signing keys)")?;
@@ -169,6 +171,11 @@ pub async fn run(
             .allow("/strongroom.auth.v1.PrivacyService/*", FRONT)
             .service(OAuthClientServiceServer::new(api::oauth::OAuthClients { core: core.clone() }))
             .allow("/strongroom.auth.v1.OAuthClientService/*", FRONT)
+            .service(OAuthServiceServer::new(api::oauth::OAuthFlow {
+                core: core.clone(),
+                authn: api::authn::Authn { core: core.clone() },
+            }))
+            .allow("/strongroom.auth.v1.OAuthService/*", FRONT)
             .service(SessionServiceServer::new(api::sessions::Sessions { core }))
             .allow("/strongroom.auth.v1.SessionService/*", FRONT)
             .service(TenantServiceServer::new(tenants))

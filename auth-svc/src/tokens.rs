@@ -86,6 +86,23 @@ impl std::fmt::Debug for Signer {
     }
 }
 
+/// The claims of an OpenID Connect ID token (Core 1.0, section 2).
+#[derive(Debug, Serialize)]
+pub struct IdClaims {
+    pub iss: String,
+    pub sub: String,
+    /// The client_id.
+    pub aud: String,
+    pub azp: String,
+    pub exp: i64,
+    pub iat: i64,
+    pub auth_time: i64,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub nonce: String,
+    pub amr: Vec<String>,
+    pub sid: String,
+}
+
 /// The claims of an access token.
 #[derive(Debug, Serialize)]
 pub struct AccessClaims {
@@ -266,11 +283,31 @@ impl Signer {
 
     /// Signs `claims` with the tenant's active key.
     pub async fn mint(&self, db: &kit::Db, tenant: &Tenant, claims: &AccessClaims) -> Result<String, ApiError> {
+        self.sign(db, tenant, "at+jwt", claims).await
+    }
+
+    /// Signs an OpenID Connect ID token with the tenant's active key (the same JWKS verifies it).
+    pub async fn mint_id_token(&self, db: &kit::Db, tenant: &Tenant, claims: &IdClaims) -> Result<String, ApiError> {
+        self.sign(db, tenant, "JWT", claims).await
+    }
+
+    async fn sign(
+        &self,
+        db: &kit::Db,
+        tenant: &Tenant,
+        typ: &str,
+        claims: &impl Serialize,
+    ) -> Result<String, ApiError> {
         let key = self.active_key(db, tenant).await?;
         let mut header = Header::new(Algorithm::EdDSA);
-        header.typ = Some("at+jwt".into());
+        header.typ = Some(typ.into());
         header.kid = Some(key.kid.clone());
         jsonwebtoken::encode(&header, claims, &key.key).map_err(|e| ApiError::internal(&e))
+    }
+
+    /// The issuer of `tenant`'s OpenID Connect tokens: the token issuer, then `/t/<slug>`.
+    pub fn tenant_issuer(&self, tenant: &Tenant) -> String {
+        format!("{}/t/{}", self.issuer.trim_end_matches('/'), tenant.slug)
     }
 
     /// Fills the standard claims.

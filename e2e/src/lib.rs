@@ -642,6 +642,11 @@ pub fn reason(status: &tonic::Status) -> String {
 /// key and `at+jwt`, the EdDSA signature verifies, and the token has not expired. Returns the
 /// claims.
 pub fn verify_with_jwk(token: &str, jwk: &serde_json::Value) -> Result<serde_json::Value, String> {
+    verify_typed_with_jwk(token, jwk, "at+jwt")
+}
+
+/// [`verify_with_jwk`] for a JWT whose header says `typ` (an ID token's is `JWT`).
+pub fn verify_typed_with_jwk(token: &str, jwk: &serde_json::Value, typ: &str) -> Result<serde_json::Value, String> {
     use jwt_compact::{Algorithm, AlgorithmExt, TimeOptions, UntrustedToken, alg::Ed25519, jwk::JsonWebKey};
     let key: JsonWebKey<'_> = serde_json::from_value(jwk.clone()).map_err(|e| format!("jwk: {e}"))?;
     let key = <Ed25519 as Algorithm>::VerifyingKey::try_from(&key).map_err(|e| format!("jwk key: {e}"))?;
@@ -650,7 +655,7 @@ pub fn verify_with_jwk(token: &str, jwk: &serde_json::Value) -> Result<serde_jso
     if header.key_id.as_deref() != jwk["kid"].as_str() {
         return Err(format!("kid {:?} is not the key's", header.key_id));
     }
-    if header.token_type.as_deref() != Some("at+jwt") {
+    if header.token_type.as_deref() != Some(typ) {
         return Err(format!("typ {:?}", header.token_type));
     }
     let token: jwt_compact::Token<serde_json::Value> =

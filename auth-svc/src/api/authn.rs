@@ -29,6 +29,8 @@ pub struct Authn {
 
 /// What a new session needs.
 pub struct NewSession<'a> {
+    /// The session's id (chosen by the caller, e.g. to record it with what opened it).
+    pub id: uuid::Uuid,
     pub user: uuid::Uuid,
     pub amr: Vec<String>,
     pub mfa: bool,
@@ -147,7 +149,7 @@ impl Authn {
         let UserAccess { roles, permissions, has_totp } = access;
         let enrollment_only = login::enrollment_only(policy.privileged(&roles, &permissions), s.mfa, has_totp);
         let refresh = tokens::new_refresh_token(&tenant.slug)?;
-        let (session, jti) = (uuid::Uuid::new_v4(), uuid::Uuid::now_v7());
+        let (session, jti) = (s.id, uuid::Uuid::now_v7());
         let client = [
             Item { field: SESSION_IP, row: session, subject: s.user, value: s.ip },
             Item { field: SESSION_USER_AGENT, row: session, subject: s.user, value: s.user_agent },
@@ -310,7 +312,16 @@ impl Authn {
         }
         let cause = audit(actor, "login.success", &resource, Outcome::Success, request_id.clone());
         let amr = vec!["pwd".into()];
-        let s = NewSession { user: user.id, amr, mfa: false, ip: &ip, user_agent: &user_agent, request_id, cause };
+        let s = NewSession {
+            id: uuid::Uuid::new_v4(),
+            user: user.id,
+            amr,
+            mfa: false,
+            ip: &ip,
+            user_agent: &user_agent,
+            request_id,
+            cause,
+        };
         let tokens = self.open_session(tx, &policy, access, s).await?;
         Ok(pb::LoginResponse { result: Some(pb::login_response::Result::Tokens(tokens)) })
     }
@@ -399,7 +410,16 @@ impl Authn {
             audit(actor, "mfa.success", &resource, Outcome::Success, request_id.clone()).detail("method", method);
         let access = crate::store::login::user_access(&mut tx, user).await?;
         let amr = vec!["pwd".into(), login::amr_of(method).into()];
-        let s = NewSession { user, amr, mfa: true, ip: &ip, user_agent: &user_agent, request_id, cause };
+        let s = NewSession {
+            id: uuid::Uuid::new_v4(),
+            user,
+            amr,
+            mfa: true,
+            ip: &ip,
+            user_agent: &user_agent,
+            request_id,
+            cause,
+        };
         let tokens = self.open_session(tx, &policy, access, s).await?;
         Ok(pb::LoginResponse { result: Some(pb::login_response::Result::Tokens(tokens)) })
     }

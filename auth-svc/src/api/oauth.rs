@@ -178,3 +178,225 @@ impl pb::o_auth_client_service_server::OAuthClientService for OAuthClients {
         Ok(Response::new(pb::DeleteClientResponse {}))
     }
 }
+
+/// `OAuthService`: the authorization-code flow with PKCE, server side.
+#[derive(Clone, Debug)]
+pub struct OAuthFlow {
+    pub core: Core,
+    pub authn: super::authn::Authn,
+}
+
+/// A random code (256 bits, base64url) and the SHA-256 that is stored of it.
+fn new_code() -> Result<(Zeroizing<String>, Vec<u8>), ApiError> {
+    let (code, hash) = new_secret()?;
+    Ok((code, hash.to_vec()))
+}
+
+fn sha256(value: &str) -> Vec<u8> {
+    sha2::Sha256::digest(value.as_bytes()).to_vec()
+}
+
+/// Checks a request for a code against the client; the scopes it grants.
+fn check_authorization(req: &pb::AuthorizeRequest, client: &ClientRow) -> Result<Vec<String>, ApiError> {
+    if !client.redirect_uris.contains(&req.redirect_uri) {
+        return Err(oauth::oauth_error("INVALID_REQUEST", "redirect_uri is not registered for this client"));
+    }
+    if req.response_type != "code" {
+        return Err(oauth::oauth_error("UNSUPPORTED_RESPONSE_TYPE", "response_type must be code"));
+    }
+    if !client.grant_types.iter().any(|g| g == "authorization_code") {
+        return Err(oauth::oauth_error("UNAUTHORIZED_CLIENT", "this client may not use the authorization code flow"));
+    }
+    oauth::check_challenge(&req.code_challenge_method, &req.code_challenge)?;
+    let scopes = oauth::requested_scopes(&req.scope, &client.allowed_scopes)?;
+    if req.state.chars().count() > 500 || req.nonce.chars().count() > 255 {
+        return Err(oauth::oauth_error("INVALID_REQUEST", "state is at most 500 characters, nonce at most 255"));
+    }
+    if !client.first_party && !req.consent_given {
+        return Err(oauth::oauth_error("CONSENT_REQUIRED", "the user has not agreed to share these scopes"));
+    }
+    Ok(scopes)
+}
+
+#[tonic::async_trait]
+impl pb::o_auth_service_server::OAuthService for OAuthFlow {
+    async fn authorize(
+        &self,
+        request: Request<pb::AuthorizeRequest>,
+    ) -> Result<Response<pb::AuthorizeResponse>, Status> {
+        let me = self.core.authed(&request).await?;
+        if me.principal.amr.iter().any(|m| m == "api_key") {
+            return Err(
+                ApiError::permission_denied("USER_REQUIRED", "only a signed-in user authorizes a client").into()
+            );
+        }
+        let user = me.user_id()?;
+        let req = request.into_inner();
+        let client_id = parse_id("client_id", &req.client_id)?;
+        let mut tx = self.core.db.begin(&me.tenant).await?;
+        let client = oauth_clients::get(&mut tx, client_id)
+            .await?
+            .ok_or_else(|| oauth::oauth_error("INVALID_CLIENT", "no such client"))?;
+        let resource = format!("oauth_client/{client_id}");
+        let scopes = match check_authorization(&req, &client) {
+            Ok(scopes) => scopes,
+            Err(e) => {
+                let refused =
+                    me.audit("oauth.authorize", &resource, Outcome::Denied).detail("refused", e.reason.to_string());
+                tx.record(refused.detail("redirect_uri", req.redirect_uri.clone())).await?;
+                tx.commit().await?;
+                return Err(e.into());
+            }
+        };
+        let (code, hash) = new_code()?;
+        let new = oauth_clients::NewCode {
+            hash: &hash,
+            client: client_id,
+            user,
+            redirect_uri: &req.redirect_uri,
+            scopes: &scopes,
+            nonce: &req.nonce,
+            code_challenge: &req.code_challenge,
+            amr: &me.principal.amr,
+            mfa: me.principal.mfa_time.is_some(),
+            auth_time: chrono::Utc::now(),
+        };
+        oauth_clients::insert_code(&mut tx, &new).await?;
+        tx.record(me.audit("oauth.authorize", &resource, Outcome::Success).detail("scopes", scopes)).await?;
+        tx.commit().await?;
+        let mut redirect = url::Url::parse(&req.redirect_uri).map_err(|e| ApiError::internal(&e))?;
+        {
+            let mut query = redirect.query_pairs_mut();
+            query.append_pair("code", &code);
+            if !req.state.is_empty() {
+                query.append_pair("state", &req.state);
+            }
+            query.append_pair("iss", &self.core.signer.tenant_issuer(&me.tenant));
+        }
+        Ok(Response::new(pb::AuthorizeResponse { code: code.to_string(), redirect_to: redirect.into() }))
+    }
+
+    async fn exchange_code(
+        &self,
+        request: Request<pb::ExchangeCodeRequest>,
+    ) -> Result<Response<pb::OAuthTokens>, Status> {
+        let ctx = kit::access::RequestContext::of(&request)?;
+        let invalid_client = || oauth::oauth_error("INVALID_CLIENT", "client authentication failed");
+        let tenant = match self.core.db.tenant(&ctx.tenant_slug()?).await {
+            Ok(t) if t.status == kit::tenancy::TenantStatus::Active => t,
+            _ => return Err(invalid_client().into()),
+        };
+        let req = request.into_inner();
+        let client_id = uuid::Uuid::parse_str(&req.client_id).map_err(|_| invalid_client())?;
+        let resource = format!("oauth_client/{client_id}");
+        let actor = kit::outbox::Actor::Service(resource.clone());
+        let request_id = ctx.request_id.clone();
+        let record =
+            |outcome, action: &str| crate::core::audit(actor.clone(), action, &resource, outcome, request_id.clone());
+        let mut tx = self.core.db.begin(&tenant).await?;
+        let Some(client) = oauth_clients::get(&mut tx, client_id).await? else { return Err(invalid_client().into()) };
+        let authenticated = match Kind::stored(&client.kind) {
+            Kind::Confidential => {
+                !req.client_secret.is_empty()
+                    && oauth_clients::secret_hash(&mut tx, client_id).await?.as_deref()
+                        == Some(sha256(&req.client_secret).as_slice())
+            }
+            Kind::Public => req.client_secret.is_empty(),
+        };
+        if !authenticated {
+            tx.record(record(Outcome::Denied, "oauth.token").detail("refused", "INVALID_CLIENT")).await?;
+            tx.commit().await?;
+            return Err(invalid_client().into());
+        }
+        let hash = sha256(&req.code);
+        let invalid_grant = |why: &str| oauth::oauth_error("INVALID_GRANT", format!("the code is {why}"));
+        let Some(code) = oauth_clients::code_for_update(&mut tx, &hash).await? else {
+            tx.record(record(Outcome::Denied, "oauth.token").detail("refused", "unknown code")).await?;
+            tx.commit().await?;
+            return Err(invalid_grant("unknown, expired or used").into());
+        };
+        if code.used {
+            // A code used twice was stolen from one of the two: what the first use opened ends.
+            let ended = match code.issued_session {
+                Some(session) => crate::store::sessions::end(&mut tx, session, "oauth_code_replay").await?,
+                None => false,
+            };
+            let replay = record(Outcome::Denied, "oauth.code.replay")
+                .detail("user_id", code.user_id.to_string())
+                .detail("session_ended", ended);
+            tx.record(replay).await?;
+            tx.commit().await?;
+            self.core.publish_revocations_soon(&tenant).await;
+            return Err(invalid_grant("unknown, expired or used").into());
+        }
+        let refused = if code.expired {
+            Some("expired code")
+        } else if code.client_id != client_id {
+            Some("code of another client")
+        } else if code.redirect_uri != req.redirect_uri {
+            Some("redirect_uri mismatch")
+        } else if !oauth::verifier_matches(&req.code_verifier, &code.code_challenge) {
+            Some("PKCE verifier mismatch")
+        } else {
+            None
+        };
+        if let Some(why) = refused {
+            tx.record(record(Outcome::Denied, "oauth.token").detail("refused", why)).await?;
+            tx.commit().await?;
+            return Err(invalid_grant("unknown, expired or used, or not this client's, redirect or verifier").into());
+        }
+        let status: Option<String> =
+            tx.optional_scalar(sqlx::query_scalar("SELECT status FROM users WHERE id = $1").bind(code.user_id)).await?;
+        if status.as_deref() != Some("active") {
+            tx.record(record(Outcome::Denied, "oauth.token").detail("refused", "user not active")).await?;
+            tx.commit().await?;
+            return Err(invalid_grant("not usable: the user is not active").into());
+        }
+        let session = uuid::Uuid::new_v4();
+        oauth_clients::use_code(&mut tx, &hash, session).await?;
+        let policy = crate::store::policy::get(&mut tx).await?;
+        let access = crate::store::login::user_access(&mut tx, code.user_id).await?;
+        let cause = record(Outcome::Success, "oauth.token")
+            .detail("scopes", code.scopes.clone())
+            .detail("session_id", session.to_string());
+        let s = super::authn::NewSession {
+            id: session,
+            user: code.user_id,
+            amr: code.amr.clone(),
+            mfa: code.mfa,
+            ip: "",
+            user_agent: "",
+            request_id: ctx.request_id.clone(),
+            cause,
+        };
+        let tokens = self.authn.open_session(tx, &policy, access, s).await?;
+        let has = |scope: &str| code.scopes.iter().any(|s| s == scope);
+        let id_token = if has("openid") {
+            let now = chrono::Utc::now().timestamp();
+            let claims = crate::tokens::IdClaims {
+                iss: self.core.signer.tenant_issuer(&tenant),
+                sub: code.user_id.to_string(),
+                aud: client_id.to_string(),
+                azp: client_id.to_string(),
+                exp: now + i64::from(policy.access_token_ttl_secs),
+                iat: now,
+                auth_time: code.auth_time.timestamp(),
+                nonce: code.nonce.clone(),
+                amr: code.amr.clone(),
+                sid: session.to_string(),
+            };
+            self.core.signer.mint_id_token(&self.core.db, &tenant, &claims).await?
+        } else {
+            String::new()
+        };
+        let refresh = has("offline_access") && client.grant_types.iter().any(|g| g == "refresh_token");
+        Ok(Response::new(pb::OAuthTokens {
+            access_token: tokens.access_token,
+            token_type: "Bearer".into(),
+            expires_in: tokens.expires_in,
+            refresh_token: if refresh { tokens.refresh_token } else { String::new() },
+            id_token,
+            scope: code.scopes.join(" "),
+        }))
+    }
+}

@@ -168,9 +168,73 @@ pub fn redirect_uri(uri: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
+/// An OAuth error of the code flow: its reason (RFC 6749 error code, upper-cased) and message.
+pub fn oauth_error(reason: &'static str, message: impl Into<String>) -> ApiError {
+    let code = match reason {
+        "INVALID_CLIENT" => kit::error::ErrorCode::Unauthenticated,
+        "INVALID_GRANT" | "CONSENT_REQUIRED" | "UNAUTHORIZED_CLIENT" => kit::error::ErrorCode::FailedPrecondition,
+        _ => kit::error::ErrorCode::InvalidArgument,
+    };
+    ApiError::new(code, reason, message)
+}
+
+/// Checks a PKCE challenge: S256 only (`plain` would hand the verifier to whoever sees the
+/// authorization request), and 43 base64url characters (a SHA-256).
+pub fn check_challenge(method: &str, challenge: &str) -> Result<(), ApiError> {
+    match method {
+        "S256" => {}
+        "plain" => return Err(oauth_error("INVALID_REQUEST", "code_challenge_method plain is refused; use S256")),
+        "" => return Err(oauth_error("INVALID_REQUEST", "PKCE is required: code_challenge_method S256")),
+        _ => return Err(oauth_error("INVALID_REQUEST", "code_challenge_method must be S256")),
+    }
+    if challenge.len() != 43 || !challenge.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+        return Err(oauth_error("INVALID_REQUEST", "code_challenge must be BASE64URL(SHA-256(code_verifier))"));
+    }
+    Ok(())
+}
+
+/// Whether `verifier` (43–128 unreserved characters, RFC 7636) hashes to `challenge`.
+pub fn verifier_matches(verifier: &str, challenge: &str) -> bool {
+    use base64::Engine;
+    use sha2::Digest;
+    let well_formed = (43..=128).contains(&verifier.len())
+        && verifier.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'));
+    well_formed
+        && base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(verifier.as_bytes()))
+            == challenge
+}
+
+/// The requested scopes (space-separated), each one the client may ask for; sorted, no repeats.
+pub fn requested_scopes(scope: &str, allowed: &[String]) -> Result<Vec<String>, ApiError> {
+    let mut scopes: Vec<String> = scope.split(' ').filter(|s| !s.is_empty()).map(str::to_owned).collect();
+    if let Some(s) = scopes.iter().find(|s| !allowed.contains(s)) {
+        return Err(oauth_error("INVALID_SCOPE", format!("scope {s:?} is not allowed to this client")));
+    }
+    scopes.sort();
+    scopes.dedup();
+    Ok(scopes)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pkce_is_s256_only_and_the_verifier_must_hash_to_the_challenge() {
+        // RFC 7636, appendix B.
+        let verifier = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
+        let challenge = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
+        assert!(check_challenge("S256", challenge).is_ok());
+        assert!(verifier_matches(verifier, challenge));
+        assert!(!verifier_matches(&verifier.replace('d', "e"), challenge));
+        assert!(!verifier_matches("short", challenge));
+        assert_eq!(check_challenge("plain", verifier).expect_err("plain").reason, "INVALID_REQUEST");
+        assert!(check_challenge("", challenge).is_err());
+        assert!(check_challenge("S256", "not+base64url/characters=====================").is_err());
+        let allowed = vec!["openid".to_owned(), "email".to_owned()];
+        assert_eq!(requested_scopes("openid  email openid", &allowed).expect("ok"), ["email", "openid"]);
+        assert_eq!(requested_scopes("openid admin", &allowed).expect_err("admin").reason, "INVALID_SCOPE");
+    }
 
     fn settings(uris: &[&str], grants: &[&str]) -> pb::ClientSettings {
         pb::ClientSettings {

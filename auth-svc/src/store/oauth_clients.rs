@@ -113,3 +113,94 @@ pub async fn set_secret(tx: &mut TenantTx, id: uuid::Uuid, secret_hash: &[u8]) -
 pub async fn delete(tx: &mut TenantTx, id: uuid::Uuid) -> Result<bool, ApiError> {
     Ok(tx.execute(sqlx::query("DELETE FROM oauth_clients WHERE id = $1").bind(id)).await? == 1)
 }
+
+/// The SHA-256 of client `id`'s secret (confidential clients).
+pub async fn secret_hash(tx: &mut TenantTx, id: uuid::Uuid) -> Result<Option<Vec<u8>>, ApiError> {
+    Ok(tx
+        .optional_scalar(sqlx::query_scalar("SELECT secret_hash FROM oauth_clients WHERE id = $1").bind(id))
+        .await?
+        .flatten())
+}
+
+/// A code being issued.
+#[derive(Debug)]
+pub struct NewCode<'a> {
+    pub hash: &'a [u8],
+    pub client: uuid::Uuid,
+    pub user: uuid::Uuid,
+    pub redirect_uri: &'a str,
+    pub scopes: &'a [String],
+    pub nonce: &'a str,
+    pub code_challenge: &'a str,
+    pub amr: &'a [String],
+    pub mfa: bool,
+    pub auth_time: chrono::DateTime<chrono::Utc>,
+}
+
+/// How long a code lives.
+pub const CODE_TTL_SECS: f64 = 60.0;
+
+/// Stores a code (its hash) for [`CODE_TTL_SECS`].
+pub async fn insert_code(tx: &mut TenantTx, c: &NewCode<'_>) -> Result<(), ApiError> {
+    tx.execute(
+        sqlx::query(
+            "INSERT INTO oauth_codes (code_hash, client_id, user_id, redirect_uri, scopes, nonce, code_challenge, amr,
+                                      mfa, auth_time, expires_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, now() + make_interval(secs => $11))",
+        )
+        .bind(c.hash)
+        .bind(c.client)
+        .bind(c.user)
+        .bind(c.redirect_uri)
+        .bind(c.scopes)
+        .bind(c.nonce)
+        .bind(c.code_challenge)
+        .bind(c.amr)
+        .bind(c.mfa)
+        .bind(c.auth_time)
+        .bind(CODE_TTL_SECS),
+    )
+    .await?;
+    Ok(())
+}
+
+/// A stored code, locked until the transaction ends.
+#[derive(Debug, sqlx::FromRow)]
+pub struct CodeRow {
+    pub client_id: uuid::Uuid,
+    pub user_id: uuid::Uuid,
+    pub redirect_uri: String,
+    pub scopes: Vec<String>,
+    pub nonce: String,
+    pub code_challenge: String,
+    pub amr: Vec<String>,
+    pub mfa: bool,
+    pub auth_time: chrono::DateTime<chrono::Utc>,
+    pub expired: bool,
+    pub used: bool,
+    pub issued_session: Option<uuid::Uuid>,
+}
+
+/// The code whose hash is `hash`, locked (a concurrent exchange of it waits, then sees it used).
+pub async fn code_for_update(tx: &mut TenantTx, hash: &[u8]) -> Result<Option<CodeRow>, ApiError> {
+    tx.optional(
+        sqlx::query_as(
+            "SELECT client_id, user_id, redirect_uri, scopes, nonce, code_challenge, amr, mfa, auth_time,
+                    expires_at <= now() AS expired, used_at IS NOT NULL AS used, issued_session
+               FROM oauth_codes WHERE code_hash = $1 FOR UPDATE",
+        )
+        .bind(hash),
+    )
+    .await
+}
+
+/// Marks the code used, by the exchange that opened `session`.
+pub async fn use_code(tx: &mut TenantTx, hash: &[u8], session: uuid::Uuid) -> Result<(), ApiError> {
+    tx.execute(
+        sqlx::query("UPDATE oauth_codes SET used_at = now(), issued_session = $2 WHERE code_hash = $1")
+            .bind(hash)
+            .bind(session),
+    )
+    .await?;
+    Ok(())
+}

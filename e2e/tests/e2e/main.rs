@@ -19,6 +19,7 @@ mod legal_holds;
 mod lifecycle;
 mod mtls;
 mod oauth_clients;
+mod oauth_flow;
 mod observability;
 mod personal_data;
 mod privacy_execution;
