@@ -48,7 +48,7 @@ pub struct ErrorFields {
 struct ApiDoc;
 
 /// The operations reached without a credential (`security: []`), and with no tenant header.
-pub const PUBLIC: [&str; 11] = [
+pub const PUBLIC: [&str; 12] = [
     "/healthz",
     "/readyz",
     "/openapi.json",
@@ -60,6 +60,7 @@ pub const PUBLIC: [&str; 11] = [
     "/v1/auth/appeal",
     "/v1/auth/appeal/status",
     "/v1/auth/appeal/answer",
+    "/t/{tenant}/oauth/token",
 ];
 
 /// The document (built once).

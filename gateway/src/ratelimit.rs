@@ -243,7 +243,7 @@ pub enum RouteClass {
 
 impl RouteClass {
     pub fn of(method: &Method, path: &str) -> Self {
-        if path.starts_with("/v1/auth/") {
+        if path.starts_with("/v1/auth/") || path.starts_with("/t/") {
             Self::Auth
         } else if matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE) {
             Self::Read
@@ -553,6 +553,17 @@ const NO_TOKEN_ROUTES: [&str; 7] = [
     "/v1/auth/appeal/answer",
 ];
 
+/// Whether `path` is a route a client reaches without an access token: the sign-in routes, and a
+/// tenant's OAuth token endpoint (`/t/<slug>/oauth/token`, where a client authenticates itself,
+/// possibly with `Authorization: Basic`).
+fn no_token_route(path: &str) -> bool {
+    NO_TOKEN_ROUTES.contains(&path)
+        || path
+            .strip_prefix("/t/")
+            .and_then(|rest| rest.split_once('/'))
+            .is_some_and(|(slug, rest)| !slug.is_empty() && rest == "oauth/token")
+}
+
 /// Middleware: charges the request to its buckets (429 when one is empty), and refuses a request
 /// that carries a body without a valid credential before the body is read. In that order: the
 /// address's bucket before any token is verified (a flood of tokens, or of well-formed `srk_` keys,
@@ -586,7 +597,7 @@ pub async fn limit(State(state): State<AppState>, mut req: Request, next: Next) 
     };
     // A body is read only for a caller who proved who they are (or on the routes that prove it):
     // 16 MiB from anyone, buffered before the handler authenticated, was a cheap amplifier.
-    if carries_body(&req) && !NO_TOKEN_ROUTES.contains(&req.uri().path()) {
+    if carries_body(&req) && !no_token_route(req.uri().path()) {
         let refusal =
             match (verification.as_ref().map(|v| &v.result), req.headers().contains_key(http::header::AUTHORIZATION)) {
                 (Some(Ok(_)), _) => None,
@@ -752,6 +763,19 @@ mod tests {
         assert_eq!(RouteClass::of(&Method::POST, "/v1/auth/login"), RouteClass::Auth);
         assert_eq!(RouteClass::of(&Method::PUT, "/v1/secrets/a"), RouteClass::Write);
         assert_eq!(RouteClass::of(&Method::GET, "/v1/secrets/a"), RouteClass::Read);
+        assert_eq!(RouteClass::of(&Method::POST, "/t/acme/oauth/token"), RouteClass::Auth);
+    }
+
+    #[test]
+    fn only_sign_in_routes_and_token_endpoints_take_a_body_without_a_token() {
+        for path in ["/v1/auth/login", "/t/acme/oauth/token"] {
+            assert!(no_token_route(path), "{path}");
+        }
+        for path in
+            ["/v1/users", "/t//oauth/token", "/t/acme/oauth/token/x", "/t/acme/oauth/clients", "/x/acme/oauth/token"]
+        {
+            assert!(!no_token_route(path), "{path}");
+        }
     }
 
     #[test]

@@ -399,7 +399,8 @@ pub async fn record(State(recorder): State<Recorder>, mut req: Request, next: Ne
     // An authentication request is recorded one by one only when its handler ran and named its
     // tenant (not a header anyone sets), and was not a 429: a flood of logins naming a victim in
     // `x-strongroom-tenant`, refused by the rate limiter, is summed up like any other.
-    let authentication = route.starts_with("/v1/auth/") && named_by_handler.is_some() && status != 429;
+    let authentication =
+        (route.starts_with("/v1/auth/") || route.starts_with("/t/")) && named_by_handler.is_some() && status != 429;
     if refused && actor == "anonymous" && !authentication {
         recorder.refusals.add(Refusal {
             tenant,

@@ -4,7 +4,8 @@
 //! library. Then the attacks: an unregistered redirect URI (exact match), `plain` or missing PKCE,
 //! a wrong verifier, a replayed code (which ends what its first use opened), a code of another
 //! client, a wrong or unexpected client secret, a scope not allowed, no consent for a third-party
-//! client, another tenant's user: each refused and audited.
+//! client, another tenant's user: each refused and audited. And the gateway's token endpoint
+//! (`/t/<slug>/oauth/token`, RFC 6749 form posts and errors) in front of the exchange.
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -40,7 +41,7 @@ struct Fx {
 impl Fx {
     async fn new() -> Self {
         let _ = kit::telemetry::init("e2e", &kit::config::TelemetryConfig { otlp_endpoint: None, log: "error".into() });
-        let c = Constellation::start(false).await;
+        let c = Constellation::start(true).await;
         let alpha = c.create_tenant("alpha").await;
         c.create_tenant("beta").await;
         let signer = TestSigner::generate();
@@ -319,5 +320,105 @@ async fn every_attack_on_the_code_flow_is_refused_and_audited() {
     ] {
         assert!(refusals.iter().any(|r| r == expected), "{expected} not audited: {refusals:?}");
     }
+    f.c.stop().await;
+}
+
+impl Fx {
+    /// A form post to the gateway's token endpoint of `tenant`; (status, headers, JSON).
+    async fn token_endpoint(
+        &self,
+        tenant: &str,
+        form: &[(&str, &str)],
+        basic: Option<(&str, &str)>,
+    ) -> (u16, http::HeaderMap, serde_json::Value) {
+        let body = url::form_urlencoded::Serializer::new(String::new()).extend_pairs(form).finish();
+        let authorization = basic.map(|(id, secret)| {
+            let encode = |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+            format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", encode(id), encode(secret)))
+            )
+        });
+        let mut headers = vec![("content-type", "application/x-www-form-urlencoded")];
+        if let Some(value) = authorization.as_deref() {
+            headers.push(("authorization", value));
+        }
+        let path = format!("/t/{tenant}/oauth/token");
+        let (status, headers, json) =
+            self.c.gateway_request(http::Method::POST, &path, &headers, body.into_bytes()).await.expect("request");
+        (status.as_u16(), headers, json)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_token_endpoint_speaks_rfc_6749_over_the_gateway() {
+    let f = Fx::new().await;
+    let (verifier, challenge) = pkce();
+    // A public client: client_id in the form, no secret.
+    let code = f.authorize(f.authorization(&f.spa, SPA_CB, &challenge)).await.expect("code").code;
+    let form = [
+        ("grant_type", "authorization_code"),
+        ("code", code.as_str()),
+        ("redirect_uri", SPA_CB),
+        ("code_verifier", verifier.as_str()),
+        ("client_id", f.spa.as_str()),
+    ];
+    let (st, headers, tokens) = f.token_endpoint("alpha", &form, None).await;
+    assert_eq!(st, 200, "{tokens}");
+    assert_eq!(headers["cache-control"], "no-store");
+    assert_eq!(tokens["token_type"], "Bearer");
+    assert!(tokens["id_token"].is_string() && tokens["refresh_token"].is_string(), "{tokens}");
+    // The same code again: invalid_grant, in RFC 6749's shape.
+    let (st, _, e) = f.token_endpoint("alpha", &form, None).await;
+    assert_eq!((st, e["error"].as_str()), (400, Some("invalid_grant")), "{e}");
+    assert!(e["error_description"].is_string());
+
+    // A confidential client with client_secret_basic; a wrong secret is 401 with a challenge.
+    let partner = "https://partner.example/oauth/cb";
+    let mut consented = f.authorization(&f.backend, partner, &challenge);
+    consented.consent_given = true;
+    consented.scope = "openid".into();
+    let code = f.authorize(consented).await.expect("code").code;
+    let form = [
+        ("grant_type", "authorization_code"),
+        ("code", code.as_str()),
+        ("redirect_uri", partner),
+        ("code_verifier", verifier.as_str()),
+    ];
+    let (st, headers, e) = f.token_endpoint("alpha", &form, Some((&f.backend, "wrong"))).await;
+    assert_eq!((st, e["error"].as_str()), (401, Some("invalid_client")), "{e}");
+    assert_eq!(headers["www-authenticate"], "Basic realm=\"strongroom\"");
+    // Both Basic and a secret in the form: refused, whatever they say.
+    let mut both = form.to_vec();
+    both.push(("client_secret", f.backend_secret.as_str()));
+    let (st, _, e) = f.token_endpoint("alpha", &both, Some((&f.backend, &f.backend_secret))).await;
+    assert_eq!((st, e["error"].as_str()), (400, Some("invalid_request")), "{e}");
+    let (st, _, tokens) = f.token_endpoint("alpha", &form, Some((&f.backend, &f.backend_secret))).await;
+    assert_eq!(st, 200, "{tokens}");
+    assert!(tokens.get("refresh_token").is_none(), "no offline_access, no refresh token: {tokens}");
+
+    // Another grant type, another body type, another tenant's issuer.
+    let (st, _, e) = f.token_endpoint("alpha", &[("grant_type", "password")], None).await;
+    assert_eq!((st, e["error"].as_str()), (400, Some("unsupported_grant_type")), "{e}");
+    let (status, _, e) =
+        f.c.gateway_request(
+            http::Method::POST,
+            "/t/alpha/oauth/token",
+            &[("content-type", "application/json")],
+            b"{}".to_vec(),
+        )
+        .await
+        .expect("request");
+    assert_eq!((status.as_u16(), e["error"].as_str()), (400, Some("invalid_request")), "{e}");
+    let code = f.authorize(f.authorization(&f.spa, SPA_CB, &challenge)).await.expect("code").code;
+    let form = [
+        ("grant_type", "authorization_code"),
+        ("code", code.as_str()),
+        ("redirect_uri", SPA_CB),
+        ("code_verifier", verifier.as_str()),
+        ("client_id", f.spa.as_str()),
+    ];
+    let (st, _, e) = f.token_endpoint("beta", &form, None).await;
+    assert_eq!((st, e["error"].as_str()), (401, Some("invalid_client")), "alpha's client at beta's issuer: {e}");
     f.c.stop().await;
 }

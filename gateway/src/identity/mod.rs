@@ -35,6 +35,9 @@ fn access(state: &AppState) -> AccessServiceClient<kit::client::Channel> {
 fn sessions(state: &AppState) -> SessionServiceClient<kit::client::Channel> {
     SessionServiceClient::new(state.upstreams.auth.clone())
 }
+fn oauth_flow(state: &AppState) -> proto::auth::v1::o_auth_service_client::OAuthServiceClient<kit::client::Channel> {
+    proto::auth::v1::o_auth_service_client::OAuthServiceClient::new(state.upstreams.auth.clone())
+}
 
 /// A revocation was saved.
 #[derive(Debug, Serialize, ToSchema)]

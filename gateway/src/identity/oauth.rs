@@ -2,8 +2,11 @@
 //! (`oauth.clients.read` / `oauth.clients.write`; auth-svc checks again and audits every change).
 //! A confidential client's secret is in the answer that makes it and in no other.
 
-use axum::Json;
+use axum::body::Bytes;
 use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use kit::authz::Permission;
 use kit::time::rfc3339;
 use proto::auth::v1 as pb;
@@ -14,7 +17,7 @@ use utoipa::ToSchema;
 use super::Refusals;
 use super::directory::PageQuery;
 use crate::AppState;
-use crate::http_layer::HttpError;
+use crate::http_layer::{HttpError, RequestId};
 use crate::input::{JsonBody, PathParams, QueryParams};
 use crate::upstream::{Call, upstream};
 
@@ -274,4 +277,164 @@ pub async fn rotate_secret(
     let msg = pb::RotateClientSecretRequest { id };
     let r = clients(&state).rotate_client_secret(call.request(msg)).await.map_err(upstream)?.into_inner();
     Ok(Json(r.into()))
+}
+
+// ---- The token endpoint (RFC 6749, section 3.2) ----
+
+/// The token endpoint's form (`application/x-www-form-urlencoded`; RFC 6749 4.1.3).
+#[derive(Debug, Default, Deserialize, ToSchema)]
+pub struct TokenForm {
+    /// `authorization_code`.
+    grant_type: String,
+    #[serde(default)]
+    code: String,
+    #[serde(default)]
+    redirect_uri: String,
+    /// The PKCE verifier (RFC 7636).
+    #[serde(default)]
+    code_verifier: String,
+    /// A public client's id, or a confidential client's with `client_secret_post`.
+    #[serde(default)]
+    client_id: String,
+    /// `client_secret_post` (or the `Authorization: Basic` header, `client_secret_basic`; not both).
+    #[serde(default)]
+    client_secret: String,
+}
+
+/// Tokens (RFC 6749 5.1); sent with `Cache-Control: no-store`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TokenAnswer {
+    access_token: String,
+    /// `Bearer`.
+    token_type: String,
+    expires_in: u32,
+    /// With the `offline_access` scope, to a client that may refresh.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    refresh_token: Option<String>,
+    /// With the `openid` scope.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id_token: Option<String>,
+    scope: String,
+}
+
+/// An OAuth error (RFC 6749 5.2).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OAuthErrorBody {
+    /// `invalid_request`, `invalid_client`, `invalid_grant`, `unauthorized_client`,
+    /// `unsupported_grant_type`, `invalid_scope` or `temporarily_unavailable`.
+    error: String,
+    error_description: String,
+}
+
+/// An OAuth error answer; `invalid_client` after Basic authentication asks for it again.
+fn oauth_refusal(status: StatusCode, error: &str, description: &str, basic: bool) -> Response {
+    let body = OAuthErrorBody { error: error.to_owned(), error_description: description.to_owned() };
+    let mut resp = (status, no_store(), Json(body)).into_response();
+    if basic && status == StatusCode::UNAUTHORIZED {
+        resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"strongroom\""));
+    }
+    resp
+}
+
+fn no_store() -> [(header::HeaderName, HeaderValue); 2] {
+    [
+        (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+        (header::PRAGMA, HeaderValue::from_static("no-cache")),
+    ]
+}
+
+/// The client's id and secret from `Authorization: Basic` (each form-urlencoded, RFC 6749 2.3.1).
+fn basic_credentials(headers: &HeaderMap) -> Option<Result<(String, String), ()>> {
+    use base64::Engine;
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let encoded = value.strip_prefix("Basic ")?;
+    let decode = || -> Option<(String, String)> {
+        let raw = String::from_utf8(base64::engine::general_purpose::STANDARD.decode(encoded.trim()).ok()?).ok()?;
+        let (id, secret) = raw.split_once(':')?;
+        let part =
+            |s: &str| percent_encoding::percent_decode_str(&s.replace('+', " ")).decode_utf8().ok().map(String::from);
+        Some((part(id)?, part(secret)?))
+    };
+    Some(decode().ok_or(()))
+}
+
+/// Exchanges an authorization code (with its PKCE verifier) for tokens: the client authenticates
+/// with `client_secret_basic` or `client_secret_post`, a public client sends only its `client_id`.
+/// Errors are RFC 6749's (`{"error": …}`), not the API's.
+#[utoipa::path(post, path = "/t/{tenant}/oauth/token", operation_id = "oauthToken",
+    params(("tenant" = String, Path, description = "the tenant's slug (its issuer is /t/<slug>)")),
+    request_body(content = TokenForm, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 200, description = "tokens", body = TokenAnswer),
+        (status = 400, description = "invalid_request, invalid_grant, unsupported_grant_type, …", body = OAuthErrorBody),
+        (status = 401, description = "invalid_client", body = OAuthErrorBody),
+        (status = 503, description = "temporarily_unavailable", body = OAuthErrorBody),
+    ))]
+pub async fn token(
+    State(state): State<AppState>,
+    Extension(id): Extension<RequestId>,
+    PathParams(tenant): PathParams<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let bad = |description: &str| oauth_refusal(StatusCode::BAD_REQUEST, "invalid_request", description, false);
+    let Ok(tenant) = kit::TenantSlug::parse(&tenant) else { return bad("no such issuer") };
+    let form_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| {
+        v.split(';').next().is_some_and(|t| t.trim().eq_ignore_ascii_case("application/x-www-form-urlencoded"))
+    });
+    if !form_type {
+        return bad("the body must be application/x-www-form-urlencoded");
+    }
+    let Ok(form) = serde_urlencoded::from_bytes::<TokenForm>(&body) else { return bad("the form does not parse") };
+    let basic = basic_credentials(&headers);
+    let used_basic = matches!(basic, Some(Ok(_)));
+    let (client_id, client_secret) = match basic {
+        Some(Err(())) => {
+            return oauth_refusal(StatusCode::UNAUTHORIZED, "invalid_client", "malformed Basic credentials", true);
+        }
+        Some(Ok(_)) if !form.client_secret.is_empty() => return bad("use one client authentication method"),
+        Some(Ok((id, secret))) if form.client_id.is_empty() || form.client_id == id => (id, secret),
+        Some(Ok(_)) => return bad("client_id differs from the authenticated client"),
+        None => (form.client_id.clone(), form.client_secret.clone()),
+    };
+    if form.grant_type != "authorization_code" {
+        let error = if form.grant_type.is_empty() { "invalid_request" } else { "unsupported_grant_type" };
+        return oauth_refusal(StatusCode::BAD_REQUEST, error, "grant_type must be authorization_code", false);
+    }
+    let msg = pb::ExchangeCodeRequest {
+        client_id,
+        client_secret,
+        code: form.code,
+        redirect_uri: form.redirect_uri,
+        code_verifier: form.code_verifier,
+    };
+    let answer = match super::oauth_flow(&state).exchange_code(super::login::anonymous(tenant.as_str(), &id, msg)).await
+    {
+        Ok(r) => {
+            let t = r.into_inner();
+            let answer = TokenAnswer {
+                access_token: t.access_token,
+                token_type: t.token_type,
+                expires_in: t.expires_in,
+                refresh_token: Some(t.refresh_token).filter(|s| !s.is_empty()),
+                id_token: Some(t.id_token).filter(|s| !s.is_empty()),
+                scope: t.scope,
+            };
+            (StatusCode::OK, no_store(), Json(answer)).into_response()
+        }
+        Err(status) => {
+            let e = upstream(status);
+            let (code, error) = match e.reason.as_ref() {
+                "INVALID_CLIENT" => (StatusCode::UNAUTHORIZED, "invalid_client"),
+                "INVALID_GRANT" => (StatusCode::BAD_REQUEST, "invalid_grant"),
+                "UNAUTHORIZED_CLIENT" => (StatusCode::BAD_REQUEST, "unauthorized_client"),
+                "INVALID_SCOPE" => (StatusCode::BAD_REQUEST, "invalid_scope"),
+                _ if e.code == kit::ErrorCode::InvalidArgument => (StatusCode::BAD_REQUEST, "invalid_request"),
+                _ => (StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable"),
+            };
+            let description = if code == StatusCode::SERVICE_UNAVAILABLE { "try again" } else { e.message.as_str() };
+            oauth_refusal(code, error, description, used_basic)
+        }
+    };
+    super::login::recorded_in(answer, Some(tenant.to_string()))
 }
