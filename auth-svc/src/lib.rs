@@ -57,6 +57,7 @@ pub const MIGRATIONS: MigrationSet = MigrationSet {
         kit::migration!("tenant", "0015_seal_suspension_and_decision_reasons"),
         kit::migration!("tenant", "0016_create_oauth_clients"),
         kit::migration!("tenant", "0017_create_oauth_codes"),
+        kit::migration!("tenant", "0018_bind_sessions_to_oauth_clients"),
     ],
 };
 

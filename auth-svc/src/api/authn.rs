@@ -31,6 +31,8 @@ pub struct Authn {
 pub struct NewSession<'a> {
     /// The session's id (chosen by the caller, e.g. to record it with what opened it).
     pub id: uuid::Uuid,
+    /// The OAuth client it is opened for (the code flow), which alone refreshes it.
+    pub oauth_client: Option<uuid::Uuid>,
     pub user: uuid::Uuid,
     pub amr: Vec<String>,
     pub mfa: bool,
@@ -167,6 +169,7 @@ impl Authn {
             enrollment_only,
             ttl_secs: f64::from(policy.refresh_token_ttl_secs),
             refresh_hash: &tokens::digest(&refresh),
+            oauth_client: s.oauth_client,
         };
         crate::store::login::open_session(&mut tx, &row).await?;
         let created = audit(
@@ -314,6 +317,7 @@ impl Authn {
         let amr = vec!["pwd".into()];
         let s = NewSession {
             id: uuid::Uuid::new_v4(),
+            oauth_client: None,
             user: user.id,
             amr,
             mfa: false,
@@ -412,6 +416,7 @@ impl Authn {
         let amr = vec!["pwd".into(), login::amr_of(method).into()];
         let s = NewSession {
             id: uuid::Uuid::new_v4(),
+            oauth_client: None,
             user,
             amr,
             mfa: true,
@@ -424,7 +429,14 @@ impl Authn {
         Ok(pb::LoginResponse { result: Some(pb::login_response::Result::Tokens(tokens)) })
     }
 
-    async fn refresh(&self, req: pb::RefreshRequest, request_id: Option<String>) -> Result<pb::Tokens, ApiError> {
+    /// Rotates a refresh token of a first-party session (`client` none) or of OAuth client
+    /// `client`'s session; a token of another's session is refused unrotated.
+    pub async fn refresh(
+        &self,
+        req: pb::RefreshRequest,
+        request_id: Option<String>,
+        client: Option<uuid::Uuid>,
+    ) -> Result<pb::Tokens, ApiError> {
         let presented = Zeroizing::new(req.refresh_token);
         if !presented.starts_with("srr_") || presented.len() > 100 {
             return Err(AuthError::InvalidRefreshToken.into());
@@ -434,6 +446,10 @@ impl Authn {
             return Err(AuthError::InvalidRefreshToken.into());
         };
         let mut tx = self.core.db.begin(&tenant).await?;
+        let owner = crate::store::sessions::oauth_client_of_refresh_token(&mut tx, &tokens::digest(&presented)).await?;
+        if owner.is_some_and(|owner| owner != client) {
+            return Err(AuthError::InvalidRefreshToken.into());
+        }
         let next = tokens::new_refresh_token(&tenant.slug)?;
         let jti = uuid::Uuid::now_v7();
         let (grant, successor) =
@@ -557,7 +573,7 @@ impl pb::authentication_service_server::AuthenticationService for Authn {
 
     async fn refresh(&self, request: Request<pb::RefreshRequest>) -> Result<Response<pb::Tokens>, Status> {
         let ctx = RequestContext::of(&request)?;
-        Ok(Response::new(Authn::refresh(self, request.into_inner(), ctx.request_id).await?))
+        Ok(Response::new(Authn::refresh(self, request.into_inner(), ctx.request_id, None).await?))
     }
 
     async fn logout(&self, request: Request<pb::LogoutRequest>) -> Result<Response<pb::LogoutResponse>, Status> {

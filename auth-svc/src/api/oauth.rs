@@ -173,8 +173,14 @@ impl pb::o_auth_client_service_server::OAuthClientService for OAuthClients {
         if !oauth_clients::delete(&mut tx, id).await? {
             return Err(not_found().into());
         }
-        tx.record(me.audit("oauth.client.delete", &format!("oauth_client/{id}"), Outcome::Success)).await?;
+        // What the client was given ends with it.
+        let ended = crate::store::sessions::end_of_oauth_client(&mut tx, id).await?;
+        let record = me.audit("oauth.client.delete", &format!("oauth_client/{id}"), Outcome::Success);
+        tx.record(record.detail("sessions_ended", ended)).await?;
         tx.commit().await?;
+        if ended > 0 {
+            self.core.publish_revocations_soon(&me.tenant).await;
+        }
         Ok(Response::new(pb::DeleteClientResponse {}))
     }
 }
@@ -194,6 +200,18 @@ fn new_code() -> Result<(Zeroizing<String>, Vec<u8>), ApiError> {
 
 fn sha256(value: &str) -> Vec<u8> {
     sha2::Sha256::digest(value.as_bytes()).to_vec()
+}
+
+/// Whether `secret` authenticates `client`: a confidential client's matches its stored hash, a
+/// public client sends none.
+async fn client_authenticated(tx: &mut kit::TenantTx, client: &ClientRow, secret: &str) -> Result<bool, ApiError> {
+    Ok(match Kind::stored(&client.kind) {
+        Kind::Confidential => {
+            !secret.is_empty()
+                && oauth_clients::secret_hash(tx, client.id).await?.as_deref() == Some(sha256(secret).as_slice())
+        }
+        Kind::Public => secret.is_empty(),
+    })
 }
 
 /// Checks a request for a code against the client; the scopes it grants.
@@ -295,15 +313,7 @@ impl pb::o_auth_service_server::OAuthService for OAuthFlow {
             |outcome, action: &str| crate::core::audit(actor.clone(), action, &resource, outcome, request_id.clone());
         let mut tx = self.core.db.begin(&tenant).await?;
         let Some(client) = oauth_clients::get(&mut tx, client_id).await? else { return Err(invalid_client().into()) };
-        let authenticated = match Kind::stored(&client.kind) {
-            Kind::Confidential => {
-                !req.client_secret.is_empty()
-                    && oauth_clients::secret_hash(&mut tx, client_id).await?.as_deref()
-                        == Some(sha256(&req.client_secret).as_slice())
-            }
-            Kind::Public => req.client_secret.is_empty(),
-        };
-        if !authenticated {
+        if !client_authenticated(&mut tx, &client, &req.client_secret).await? {
             tx.record(record(Outcome::Denied, "oauth.token").detail("refused", "INVALID_CLIENT")).await?;
             tx.commit().await?;
             return Err(invalid_client().into());
@@ -361,6 +371,7 @@ impl pb::o_auth_service_server::OAuthService for OAuthFlow {
             .detail("session_id", session.to_string());
         let s = super::authn::NewSession {
             id: session,
+            oauth_client: Some(client_id),
             user: code.user_id,
             amr: code.amr.clone(),
             mfa: code.mfa,
@@ -397,6 +408,52 @@ impl pb::o_auth_service_server::OAuthService for OAuthFlow {
             refresh_token: if refresh { tokens.refresh_token } else { String::new() },
             id_token,
             scope: code.scopes.join(" "),
+        }))
+    }
+
+    async fn refresh_token(
+        &self,
+        request: Request<pb::RefreshTokenRequest>,
+    ) -> Result<Response<pb::OAuthTokens>, Status> {
+        let ctx = kit::access::RequestContext::of(&request)?;
+        let invalid_client = || oauth::oauth_error("INVALID_CLIENT", "client authentication failed");
+        let tenant = match self.core.db.tenant(&ctx.tenant_slug()?).await {
+            Ok(t) if t.status == kit::tenancy::TenantStatus::Active => t,
+            _ => return Err(invalid_client().into()),
+        };
+        let req = request.into_inner();
+        let client_id = uuid::Uuid::parse_str(&req.client_id).map_err(|_| invalid_client())?;
+        let resource = format!("oauth_client/{client_id}");
+        let mut tx = self.core.db.begin(&tenant).await?;
+        let Some(client) = oauth_clients::get(&mut tx, client_id).await? else { return Err(invalid_client().into()) };
+        if !client_authenticated(&mut tx, &client, &req.client_secret).await? {
+            let actor = kit::outbox::Actor::Service(resource.clone());
+            let refused =
+                crate::core::audit(actor, "oauth.refresh", &resource, Outcome::Denied, ctx.request_id.clone());
+            tx.record(refused.detail("refused", "INVALID_CLIENT")).await?;
+            tx.commit().await?;
+            return Err(invalid_client().into());
+        }
+        tx.commit().await?;
+        if !client.grant_types.iter().any(|g| g == "refresh_token") {
+            return Err(oauth::oauth_error("UNAUTHORIZED_CLIENT", "this client may not refresh").into());
+        }
+        let msg =
+            pb::RefreshRequest { tenant: tenant.slug.to_string(), refresh_token: req.refresh_token, client: None };
+        let tokens = self.authn.refresh(msg, ctx.request_id.clone(), Some(client_id)).await.map_err(|e| {
+            if matches!(e.code, kit::ErrorCode::Unavailable | kit::ErrorCode::Internal) {
+                e
+            } else {
+                oauth::oauth_error("INVALID_GRANT", "the refresh token is unknown, used, expired or not this client's")
+            }
+        })?;
+        Ok(Response::new(pb::OAuthTokens {
+            access_token: tokens.access_token,
+            token_type: "Bearer".into(),
+            expires_in: tokens.expires_in,
+            refresh_token: tokens.refresh_token,
+            id_token: String::new(),
+            scope: String::new(),
         }))
     }
 }

@@ -108,6 +108,8 @@ pub struct NewSessionRow<'a> {
     pub ttl_secs: f64,
     /// The digest of its first refresh token.
     pub refresh_hash: &'a [u8],
+    /// The OAuth client it was opened for (the code flow), which alone refreshes it.
+    pub oauth_client: Option<uuid::Uuid>,
 }
 
 /// Inserts the session and its first refresh token, and notes the user's login, in one statement.
@@ -116,8 +118,8 @@ pub async fn open_session(tx: &mut TenantTx, s: &NewSessionRow<'_>) -> Result<()
         sqlx::query(
             "WITH s AS (
              INSERT INTO sessions (id, user_id, ip_sealed, user_agent_sealed, access_jti, amr, mfa_at, enrollment_only,
-                                   expires_at)
-             VALUES ($9, $1, $2, $3, $10, $4, CASE WHEN $5 THEN now() END, $6, now() + make_interval(secs => $7))
+                                   expires_at, oauth_client_id)
+             VALUES ($9, $1, $2, $3, $10, $4, CASE WHEN $5 THEN now() END, $6, now() + make_interval(secs => $7), $11)
              RETURNING id
          ), r AS (
              INSERT INTO refresh_tokens (token_hash, session_id, generation, expires_at)
@@ -134,7 +136,8 @@ pub async fn open_session(tx: &mut TenantTx, s: &NewSessionRow<'_>) -> Result<()
         .bind(s.ttl_secs)
         .bind(s.refresh_hash)
         .bind(s.id)
-        .bind(s.access_jti),
+        .bind(s.access_jti)
+        .bind(s.oauth_client),
     )
     .await
     .map(drop)

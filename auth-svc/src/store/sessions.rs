@@ -160,6 +160,34 @@ pub async fn of_refresh_token(
     .await
 }
 
+/// The OAuth client whose session a refresh token (its digest) belongs to: `Some(None)` for a
+/// first-party session, `None` for no such token.
+pub async fn oauth_client_of_refresh_token(
+    tx: &mut TenantTx,
+    token_hash: &[u8],
+) -> Result<Option<Option<uuid::Uuid>>, ApiError> {
+    tx.optional_scalar(
+        sqlx::query_scalar(
+            "SELECT s.oauth_client_id FROM refresh_tokens rt JOIN sessions s ON s.id = rt.session_id
+              WHERE rt.token_hash = $1",
+        )
+        .bind(token_hash),
+    )
+    .await
+}
+
+/// Ends every live session of OAuth client `client` (deleted); returns how many.
+pub async fn end_of_oauth_client(tx: &mut TenantTx, client: uuid::Uuid) -> Result<u64, ApiError> {
+    tx.execute(
+        sqlx::query(
+            "UPDATE sessions SET revoke_reason = 'oauth_client_deleted', revoked_at = now()
+              WHERE oauth_client_id = $1 AND revoked_at IS NULL",
+        )
+        .bind(client),
+    )
+    .await
+}
+
 /// Session `id` has passed a second factor again (`amr` its method) and gets a new access token
 /// (`access_jti`); returns its methods now.
 pub async fn stepped_up(

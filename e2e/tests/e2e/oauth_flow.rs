@@ -30,6 +30,7 @@ fn pkce() -> (String, String) {
 
 struct Fx {
     c: Constellation,
+    admin: String,
     alpha: uuid::Uuid,
     user: String,
     user_token: String,
@@ -99,6 +100,7 @@ impl Fx {
             .expect("backend")
             .into_inner();
         let fx = Self {
+            admin,
             user_token: String::new(),
             alpha,
             user,
@@ -420,5 +422,57 @@ async fn the_token_endpoint_speaks_rfc_6749_over_the_gateway() {
     ];
     let (st, _, e) = f.token_endpoint("beta", &form, None).await;
     assert_eq!((st, e["error"].as_str()), (401, Some("invalid_client")), "alpha's client at beta's issuer: {e}");
+    f.c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_clients_refresh_token_is_rotated_only_for_that_client_and_dies_with_it() {
+    let f = Fx::new().await;
+    let (verifier, challenge) = pkce();
+    let code = f.authorize(f.authorization(&f.spa, SPA_CB, &challenge)).await.expect("code").code;
+    let form = [
+        ("grant_type", "authorization_code"),
+        ("code", code.as_str()),
+        ("redirect_uri", SPA_CB),
+        ("code_verifier", verifier.as_str()),
+        ("client_id", f.spa.as_str()),
+    ];
+    let (st, _, first) = f.token_endpoint("alpha", &form, None).await;
+    assert_eq!(st, 200, "{first}");
+    let refresh = first["refresh_token"].as_str().expect("refresh token").to_owned();
+
+    // Not at the first-party refresh, not by another client: refused, and nothing rotated.
+    let e = f.refresh(&refresh).await.expect_err("the OAuth session's token at /v1/auth/refresh");
+    assert_eq!(e2e::reason(&e), "INVALID_REFRESH_TOKEN");
+    let stolen = [("grant_type", "refresh_token"), ("refresh_token", refresh.as_str())];
+    let (st, _, e) = f.token_endpoint("alpha", &stolen, Some((&f.backend, &f.backend_secret))).await;
+    assert_eq!((st, e["error"].as_str()), (400, Some("invalid_grant")), "{e}");
+
+    // Its client rotates it.
+    let own = [("grant_type", "refresh_token"), ("refresh_token", refresh.as_str()), ("client_id", f.spa.as_str())];
+    let (st, _, rotated) = f.token_endpoint("alpha", &own, None).await;
+    assert_eq!(st, 200, "{rotated}");
+    let next = rotated["refresh_token"].as_str().expect("successor").to_owned();
+    assert_ne!(next, refresh);
+    assert!(rotated["access_token"].is_string());
+
+    // Deleting the client ends the session it was given.
+    let mut clients =
+        pb::o_auth_client_service_client::OAuthClientServiceClient::new(f.c.channel_as("gateway", "auth"));
+    clients
+        .delete_client(req("alpha", Some(&f.admin), pb::DeleteClientRequest { id: f.spa.clone() }))
+        .await
+        .expect("delete");
+    let admin = f.c.db.admin_pool().await;
+    let reasons: Vec<Option<String>> =
+        sqlx::query_scalar("SELECT revoke_reason FROM t_alpha.sessions WHERE oauth_client_id = $1::uuid")
+            .bind(&f.spa)
+            .fetch_all(&admin)
+            .await
+            .expect("sessions");
+    assert_eq!(reasons, [Some("oauth_client_deleted".to_owned())]);
+    let after = [("grant_type", "refresh_token"), ("refresh_token", next.as_str()), ("client_id", f.spa.as_str())];
+    let (st, _, e) = f.token_endpoint("alpha", &after, None).await;
+    assert_eq!((st, e["error"].as_str()), (401, Some("invalid_client")), "{e}");
     f.c.stop().await;
 }

@@ -284,8 +284,11 @@ pub async fn rotate_secret(
 /// The token endpoint's form (`application/x-www-form-urlencoded`; RFC 6749 4.1.3).
 #[derive(Debug, Default, Deserialize, ToSchema)]
 pub struct TokenForm {
-    /// `authorization_code`.
+    /// `authorization_code` or `refresh_token`.
     grant_type: String,
+    /// With `refresh_token`: the refresh token (rotated: use the one answered next time).
+    #[serde(default)]
+    refresh_token: String,
     #[serde(default)]
     code: String,
     #[serde(default)]
@@ -358,9 +361,10 @@ fn basic_credentials(headers: &HeaderMap) -> Option<Result<(String, String), ()>
     Some(decode().ok_or(()))
 }
 
-/// Exchanges an authorization code (with its PKCE verifier) for tokens: the client authenticates
-/// with `client_secret_basic` or `client_secret_post`, a public client sends only its `client_id`.
-/// Errors are RFC 6749's (`{"error": …}`), not the API's.
+/// Exchanges an authorization code (with its PKCE verifier), or a refresh token the code flow gave
+/// the client, for tokens: the client authenticates with `client_secret_basic` or
+/// `client_secret_post`, a public client sends only its `client_id`. Errors are RFC 6749's
+/// (`{"error": …}`), not the API's.
 #[utoipa::path(post, path = "/t/{tenant}/oauth/token", operation_id = "oauthToken",
     params(("tenant" = String, Path, description = "the tenant's slug (its issuer is /t/<slug>)")),
     request_body(content = TokenForm, content_type = "application/x-www-form-urlencoded"),
@@ -397,19 +401,29 @@ pub async fn token(
         Some(Ok(_)) => return bad("client_id differs from the authenticated client"),
         None => (form.client_id.clone(), form.client_secret.clone()),
     };
-    if form.grant_type != "authorization_code" {
-        let error = if form.grant_type.is_empty() { "invalid_request" } else { "unsupported_grant_type" };
-        return oauth_refusal(StatusCode::BAD_REQUEST, error, "grant_type must be authorization_code", false);
-    }
-    let msg = pb::ExchangeCodeRequest {
-        client_id,
-        client_secret,
-        code: form.code,
-        redirect_uri: form.redirect_uri,
-        code_verifier: form.code_verifier,
+    let mut flow = super::oauth_flow(&state);
+    let called = match form.grant_type.as_str() {
+        "authorization_code" => {
+            let msg = pb::ExchangeCodeRequest {
+                client_id,
+                client_secret,
+                code: form.code,
+                redirect_uri: form.redirect_uri,
+                code_verifier: form.code_verifier,
+            };
+            flow.exchange_code(super::login::anonymous(tenant.as_str(), &id, msg)).await
+        }
+        "refresh_token" => {
+            let msg = pb::RefreshTokenRequest { client_id, client_secret, refresh_token: form.refresh_token };
+            flow.refresh_token(super::login::anonymous(tenant.as_str(), &id, msg)).await
+        }
+        "" => return bad("grant_type is required"),
+        _ => {
+            let why = "grant_type must be authorization_code or refresh_token";
+            return oauth_refusal(StatusCode::BAD_REQUEST, "unsupported_grant_type", why, false);
+        }
     };
-    let answer = match super::oauth_flow(&state).exchange_code(super::login::anonymous(tenant.as_str(), &id, msg)).await
-    {
+    let answer = match called {
         Ok(r) => {
             let t = r.into_inner();
             let answer = TokenAnswer {
