@@ -192,6 +192,37 @@ pub struct OAuthFlow {
     pub authn: super::authn::Authn,
 }
 
+impl OAuthFlow {
+    /// The active tenant the request names, a transaction of it, and the client `client_id` that
+    /// authenticated with `secret`. Anything else is `INVALID_CLIENT` (which tenants and clients
+    /// exist is not told); a wrong secret of a known client is audited (`action`, denied).
+    async fn client_of(
+        &self,
+        ctx: &kit::access::RequestContext,
+        client_id: &str,
+        secret: &str,
+        action: &str,
+    ) -> Result<(kit::Tenant, kit::TenantTx, ClientRow), ApiError> {
+        let invalid_client = || oauth::oauth_error("INVALID_CLIENT", "client authentication failed");
+        let tenant = match self.core.db.tenant(&ctx.tenant_slug()?).await {
+            Ok(t) if t.status == kit::tenancy::TenantStatus::Active => t,
+            _ => return Err(invalid_client()),
+        };
+        let id = uuid::Uuid::parse_str(client_id).map_err(|_| invalid_client())?;
+        let mut tx = self.core.db.begin(&tenant).await?;
+        let Some(client) = oauth_clients::get(&mut tx, id).await? else { return Err(invalid_client()) };
+        if !client_authenticated(&mut tx, &client, secret).await? {
+            let resource = format!("oauth_client/{id}");
+            let actor = kit::outbox::Actor::Service(resource.clone());
+            let refused = crate::core::audit(actor, action, &resource, Outcome::Denied, ctx.request_id.clone());
+            tx.record(refused.detail("refused", "INVALID_CLIENT")).await?;
+            tx.commit().await?;
+            return Err(invalid_client());
+        }
+        Ok((tenant, tx, client))
+    }
+}
+
 /// A random code (256 bits, base64url) and the SHA-256 that is stored of it.
 fn new_code() -> Result<(Zeroizing<String>, Vec<u8>), ApiError> {
     let (code, hash) = new_secret()?;
@@ -299,25 +330,14 @@ impl pb::o_auth_service_server::OAuthService for OAuthFlow {
         request: Request<pb::ExchangeCodeRequest>,
     ) -> Result<Response<pb::OAuthTokens>, Status> {
         let ctx = kit::access::RequestContext::of(&request)?;
-        let invalid_client = || oauth::oauth_error("INVALID_CLIENT", "client authentication failed");
-        let tenant = match self.core.db.tenant(&ctx.tenant_slug()?).await {
-            Ok(t) if t.status == kit::tenancy::TenantStatus::Active => t,
-            _ => return Err(invalid_client().into()),
-        };
         let req = request.into_inner();
-        let client_id = uuid::Uuid::parse_str(&req.client_id).map_err(|_| invalid_client())?;
+        let (tenant, mut tx, client) = self.client_of(&ctx, &req.client_id, &req.client_secret, "oauth.token").await?;
+        let client_id = client.id;
         let resource = format!("oauth_client/{client_id}");
         let actor = kit::outbox::Actor::Service(resource.clone());
         let request_id = ctx.request_id.clone();
         let record =
             |outcome, action: &str| crate::core::audit(actor.clone(), action, &resource, outcome, request_id.clone());
-        let mut tx = self.core.db.begin(&tenant).await?;
-        let Some(client) = oauth_clients::get(&mut tx, client_id).await? else { return Err(invalid_client().into()) };
-        if !client_authenticated(&mut tx, &client, &req.client_secret).await? {
-            tx.record(record(Outcome::Denied, "oauth.token").detail("refused", "INVALID_CLIENT")).await?;
-            tx.commit().await?;
-            return Err(invalid_client().into());
-        }
         let hash = sha256(&req.code);
         let invalid_grant = |why: &str| oauth::oauth_error("INVALID_GRANT", format!("the code is {why}"));
         let Some(code) = oauth_clients::code_for_update(&mut tx, &hash).await? else {
@@ -416,24 +436,9 @@ impl pb::o_auth_service_server::OAuthService for OAuthFlow {
         request: Request<pb::RefreshTokenRequest>,
     ) -> Result<Response<pb::OAuthTokens>, Status> {
         let ctx = kit::access::RequestContext::of(&request)?;
-        let invalid_client = || oauth::oauth_error("INVALID_CLIENT", "client authentication failed");
-        let tenant = match self.core.db.tenant(&ctx.tenant_slug()?).await {
-            Ok(t) if t.status == kit::tenancy::TenantStatus::Active => t,
-            _ => return Err(invalid_client().into()),
-        };
         let req = request.into_inner();
-        let client_id = uuid::Uuid::parse_str(&req.client_id).map_err(|_| invalid_client())?;
-        let resource = format!("oauth_client/{client_id}");
-        let mut tx = self.core.db.begin(&tenant).await?;
-        let Some(client) = oauth_clients::get(&mut tx, client_id).await? else { return Err(invalid_client().into()) };
-        if !client_authenticated(&mut tx, &client, &req.client_secret).await? {
-            let actor = kit::outbox::Actor::Service(resource.clone());
-            let refused =
-                crate::core::audit(actor, "oauth.refresh", &resource, Outcome::Denied, ctx.request_id.clone());
-            tx.record(refused.detail("refused", "INVALID_CLIENT")).await?;
-            tx.commit().await?;
-            return Err(invalid_client().into());
-        }
+        let (tenant, tx, client) = self.client_of(&ctx, &req.client_id, &req.client_secret, "oauth.refresh").await?;
+        let client_id = client.id;
         tx.commit().await?;
         if !client.grant_types.iter().any(|g| g == "refresh_token") {
             return Err(oauth::oauth_error("UNAUTHORIZED_CLIENT", "this client may not refresh").into());
