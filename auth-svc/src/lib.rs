@@ -175,6 +175,7 @@ pub async fn run(
             .service(OAuthServiceServer::new(api::oauth::OAuthFlow {
                 core: core.clone(),
                 authn: api::authn::Authn { core: core.clone() },
+                verifier: ctx.verifier.clone(),
             }))
             .allow("/strongroom.auth.v1.OAuthService/*", FRONT)
             .service(SessionServiceServer::new(api::sessions::Sessions { core }))

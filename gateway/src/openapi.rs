@@ -48,7 +48,7 @@ pub struct ErrorFields {
 struct ApiDoc;
 
 /// The operations reached without a credential (`security: []`), and with no tenant header.
-pub const PUBLIC: [&str; 12] = [
+pub const PUBLIC: [&str; 14] = [
     "/healthz",
     "/readyz",
     "/openapi.json",
@@ -61,6 +61,8 @@ pub const PUBLIC: [&str; 12] = [
     "/v1/auth/appeal/status",
     "/v1/auth/appeal/answer",
     "/t/{tenant}/oauth/token",
+    "/t/{tenant}/oauth/revoke",
+    "/t/{tenant}/oauth/introspect",
 ];
 
 /// The document (built once).

@@ -243,7 +243,8 @@ pub enum RouteClass {
 
 impl RouteClass {
     pub fn of(method: &Method, path: &str) -> Self {
-        if path.starts_with("/v1/auth/") || path.starts_with("/t/") {
+        // The token endpoint is a sign-in; introspection and revocation are a client's ordinary calls.
+        if path.starts_with("/v1/auth/") || (path.starts_with("/t/") && path.ends_with("/oauth/token")) {
             Self::Auth
         } else if matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE) {
             Self::Read
@@ -554,14 +555,13 @@ const NO_TOKEN_ROUTES: [&str; 7] = [
 ];
 
 /// Whether `path` is a route a client reaches without an access token: the sign-in routes, and a
-/// tenant's OAuth token endpoint (`/t/<slug>/oauth/token`, where a client authenticates itself,
-/// possibly with `Authorization: Basic`).
+/// tenant's OAuth token, revocation and introspection endpoints (`/t/<slug>/oauth/token|revoke|
+/// introspect`, where a client authenticates itself, possibly with `Authorization: Basic`).
 fn no_token_route(path: &str) -> bool {
     NO_TOKEN_ROUTES.contains(&path)
-        || path
-            .strip_prefix("/t/")
-            .and_then(|rest| rest.split_once('/'))
-            .is_some_and(|(slug, rest)| !slug.is_empty() && rest == "oauth/token")
+        || path.strip_prefix("/t/").and_then(|rest| rest.split_once('/')).is_some_and(|(slug, rest)| {
+            !slug.is_empty() && matches!(rest, "oauth/token" | "oauth/revoke" | "oauth/introspect")
+        })
 }
 
 /// Middleware: charges the request to its buckets (429 when one is empty), and refuses a request
@@ -764,11 +764,12 @@ mod tests {
         assert_eq!(RouteClass::of(&Method::PUT, "/v1/secrets/a"), RouteClass::Write);
         assert_eq!(RouteClass::of(&Method::GET, "/v1/secrets/a"), RouteClass::Read);
         assert_eq!(RouteClass::of(&Method::POST, "/t/acme/oauth/token"), RouteClass::Auth);
+        assert_eq!(RouteClass::of(&Method::POST, "/t/acme/oauth/introspect"), RouteClass::Write);
     }
 
     #[test]
     fn only_sign_in_routes_and_token_endpoints_take_a_body_without_a_token() {
-        for path in ["/v1/auth/login", "/t/acme/oauth/token"] {
+        for path in ["/v1/auth/login", "/t/acme/oauth/token", "/t/acme/oauth/revoke", "/t/acme/oauth/introspect"] {
             assert!(no_token_route(path), "{path}");
         }
         for path in

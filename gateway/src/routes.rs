@@ -74,6 +74,8 @@ fn api_parts() -> (OpenApiRouter<AppState>, OpenApiRouter<AppState>) {
         .routes(routes!(oauth::get_client, oauth::put_client, oauth::delete_client))
         .routes(routes!(oauth::rotate_secret))
         .routes(routes!(oauth::token))
+        .routes(routes!(oauth::revoke))
+        .routes(routes!(oauth::introspect))
         .routes(routes!(directory::get_policy, directory::put_policy))
         .routes(routes!(crate::retention::get_policy, crate::retention::put_policy))
         .routes(routes!(crate::retention::list_classes))

@@ -190,6 +190,8 @@ impl pb::o_auth_client_service_server::OAuthClientService for OAuthClients {
 pub struct OAuthFlow {
     pub core: Core,
     pub authn: super::authn::Authn,
+    /// Verifies access tokens presented for introspection or revocation.
+    pub verifier: kit::principal::TokenVerifier,
 }
 
 impl OAuthFlow {
@@ -220,6 +222,28 @@ impl OAuthFlow {
             return Err(invalid_client());
         }
         Ok((tenant, tx, client))
+    }
+
+    /// The live session `token` (a refresh token, or an access token of `tenant`) names, if the
+    /// client was given it: (session, user, expiry, token type).
+    async fn session_of(
+        &self,
+        tx: &mut kit::TenantTx,
+        tenant: &kit::Tenant,
+        client: uuid::Uuid,
+        token: &str,
+    ) -> Result<Option<(uuid::Uuid, uuid::Uuid, chrono::DateTime<chrono::Utc>, &'static str)>, ApiError> {
+        if token.starts_with("srr_") {
+            let hash = crate::tokens::digest(token);
+            let found = crate::store::sessions::live_of_oauth_client(tx, client, None, Some(&hash)).await?;
+            return Ok(found.map(|(s, u, exp)| (s, u, exp, "refresh_token")));
+        }
+        let Ok(principal) = self.verifier.verify(token).await else { return Ok(None) };
+        let session = principal.session_id.as_deref().and_then(|s| uuid::Uuid::parse_str(s).ok());
+        let (Some(session), true) = (session, principal.tenant_id == tenant.id) else { return Ok(None) };
+        let found = crate::store::sessions::live_of_oauth_client(tx, client, Some(session), None).await?;
+        let exp = chrono::DateTime::from_timestamp(principal.expires_at, 0).unwrap_or_default();
+        Ok(found.map(|(s, u, _)| (s, u, exp, "access_token")))
     }
 }
 
@@ -459,6 +483,52 @@ impl pb::o_auth_service_server::OAuthService for OAuthFlow {
             refresh_token: tokens.refresh_token,
             id_token: String::new(),
             scope: String::new(),
+        }))
+    }
+
+    async fn revoke_token(
+        &self,
+        request: Request<pb::ClientTokenRequest>,
+    ) -> Result<Response<pb::RevokeTokenResponse>, Status> {
+        let ctx = kit::access::RequestContext::of(&request)?;
+        let req = request.into_inner();
+        let (tenant, mut tx, client) = self.client_of(&ctx, &req.client_id, &req.client_secret, "oauth.revoke").await?;
+        let Some((session, user, _, kind)) = self.session_of(&mut tx, &tenant, client.id, &req.token).await? else {
+            tx.commit().await?;
+            return Ok(Response::new(pb::RevokeTokenResponse { revoked: false }));
+        };
+        let ended = crate::store::sessions::end(&mut tx, session, "oauth_revoked").await?;
+        let resource = format!("session/{session}");
+        let actor = kit::outbox::Actor::Service(format!("oauth_client/{}", client.id));
+        let record = crate::core::audit(actor, "oauth.revoke", &resource, Outcome::Success, ctx.request_id.clone())
+            .detail("user_id", user.to_string())
+            .detail("presented", kind);
+        tx.record(record).await?;
+        tx.commit().await?;
+        self.core.publish_revocations_soon(&tenant).await;
+        Ok(Response::new(pb::RevokeTokenResponse { revoked: ended }))
+    }
+
+    async fn introspect_token(
+        &self,
+        request: Request<pb::ClientTokenRequest>,
+    ) -> Result<Response<pb::IntrospectTokenResponse>, Status> {
+        let ctx = kit::access::RequestContext::of(&request)?;
+        let req = request.into_inner();
+        let (tenant, mut tx, client) =
+            self.client_of(&ctx, &req.client_id, &req.client_secret, "oauth.introspect").await?;
+        let found = self.session_of(&mut tx, &tenant, client.id, &req.token).await?;
+        tx.commit().await?;
+        Ok(Response::new(match found {
+            Some((session, user, exp, kind)) => pb::IntrospectTokenResponse {
+                active: true,
+                sub: user.to_string(),
+                client_id: client.id.to_string(),
+                token_type: kind.into(),
+                exp: exp.timestamp(),
+                sid: session.to_string(),
+            },
+            None => pb::IntrospectTokenResponse::default(),
         }))
     }
 }

@@ -176,6 +176,31 @@ pub async fn oauth_client_of_refresh_token(
     .await
 }
 
+/// A live session that OAuth client `client` was given: its user and when it (or the refresh token
+/// naming it, `refresh_hash`) expires. None for an ended, expired or another's session, or a used
+/// or expired refresh token.
+pub async fn live_of_oauth_client(
+    tx: &mut TenantTx,
+    client: uuid::Uuid,
+    session: Option<uuid::Uuid>,
+    refresh_hash: Option<&[u8]>,
+) -> Result<Option<(uuid::Uuid, uuid::Uuid, chrono::DateTime<chrono::Utc>)>, ApiError> {
+    tx.optional(
+        sqlx::query_as(
+            "SELECT s.id, s.user_id, coalesce(rt.expires_at, s.expires_at)
+               FROM sessions s LEFT JOIN refresh_tokens rt ON rt.session_id = s.id AND rt.token_hash = $3
+              WHERE s.oauth_client_id = $1 AND s.revoked_at IS NULL AND s.expires_at > now()
+                AND ($2::uuid IS NULL OR s.id = $2)
+                AND ($3::bytea IS NULL OR (rt.token_hash IS NOT NULL AND rt.used_at IS NULL AND rt.expires_at > now()))
+              LIMIT 1",
+        )
+        .bind(client)
+        .bind(session)
+        .bind(refresh_hash),
+    )
+    .await
+}
+
 /// Ends every live session of OAuth client `client` (deleted); returns how many.
 pub async fn end_of_oauth_client(tx: &mut TenantTx, client: uuid::Uuid) -> Result<u64, ApiError> {
     tx.execute(

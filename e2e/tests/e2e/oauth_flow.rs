@@ -326,6 +326,22 @@ async fn every_attack_on_the_code_flow_is_refused_and_audited() {
 }
 
 impl Fx {
+    /// The tokens the SPA gets from the token endpoint for a fresh code (JSON).
+    async fn spa_tokens(&self) -> serde_json::Value {
+        let (verifier, challenge) = pkce();
+        let code = self.authorize(self.authorization(&self.spa, SPA_CB, &challenge)).await.expect("code").code;
+        let form = [
+            ("grant_type", "authorization_code"),
+            ("code", code.as_str()),
+            ("redirect_uri", SPA_CB),
+            ("code_verifier", verifier.as_str()),
+            ("client_id", self.spa.as_str()),
+        ];
+        let (st, _, tokens) = self.token_endpoint("alpha", &form, None).await;
+        assert_eq!(st, 200, "{tokens}");
+        tokens
+    }
+
     /// A form post to the gateway's token endpoint of `tenant`; (status, headers, JSON).
     async fn token_endpoint(
         &self,
@@ -474,5 +490,61 @@ async fn a_clients_refresh_token_is_rotated_only_for_that_client_and_dies_with_i
     let after = [("grant_type", "refresh_token"), ("refresh_token", next.as_str()), ("client_id", f.spa.as_str())];
     let (st, _, e) = f.token_endpoint("alpha", &after, None).await;
     assert_eq!((st, e["error"].as_str()), (401, Some("invalid_client")), "{e}");
+    f.c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_introspects_and_revokes_only_what_it_was_given() {
+    let f = Fx::new().await;
+    let tokens = f.spa_tokens().await;
+    let access = tokens["access_token"].as_str().expect("access").to_owned();
+    let refresh = tokens["refresh_token"].as_str().expect("refresh").to_owned();
+    let post = async |path: &str, form: &[(&str, &str)], basic: Option<(&str, &str)>| {
+        let body = url::form_urlencoded::Serializer::new(String::new()).extend_pairs(form).finish();
+        let authorization = basic.map(|(id, secret)| {
+            format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{id}:{secret}")))
+        });
+        let mut headers = vec![("content-type", "application/x-www-form-urlencoded")];
+        if let Some(value) = authorization.as_deref() {
+            headers.push(("authorization", value));
+        }
+        let (status, _, json) =
+            f.c.gateway_request(http::Method::POST, path, &headers, body.into_bytes()).await.expect("request");
+        (status.as_u16(), json)
+    };
+    let introspect = "/t/alpha/oauth/introspect";
+    // Its client sees both tokens active, with whose they are.
+    for (token, kind) in [(access.as_str(), "access_token"), (refresh.as_str(), "refresh_token")] {
+        let (st, answer) = post(introspect, &[("token", token), ("client_id", f.spa.as_str())], None).await;
+        assert_eq!(st, 200, "{answer}");
+        assert_eq!((answer["active"].as_bool(), answer["token_type"].as_str()), (Some(true), Some(kind)), "{answer}");
+        assert_eq!(answer["sub"], f.user.as_str());
+        assert_eq!(answer["client_id"], f.spa.as_str());
+    }
+    // Another client learns nothing, and cannot revoke it; a wrong secret is invalid_client.
+    let (st, answer) = post(introspect, &[("token", access.as_str())], Some((&f.backend, &f.backend_secret))).await;
+    assert_eq!((st, answer), (200, json!({ "active": false })));
+    let (st, _) =
+        post("/t/alpha/oauth/revoke", &[("token", refresh.as_str())], Some((&f.backend, &f.backend_secret))).await;
+    assert_eq!(st, 200, "answered like any revocation");
+    let (st, e) = post(introspect, &[("token", access.as_str())], Some((&f.backend, "wrong"))).await;
+    assert_eq!((st, e["error"].as_str()), (401, Some("invalid_client")), "{e}");
+    let (st, answer) = post(introspect, &[("token", refresh.as_str()), ("client_id", f.spa.as_str())], None).await;
+    assert_eq!(answer["active"], true, "{st} {answer}: another client's revocation changed nothing");
+    // A first-party token is not the client's either.
+    let first_party = f.login().await.access_token;
+    let (_, answer) = post(introspect, &[("token", first_party.as_str()), ("client_id", f.spa.as_str())], None).await;
+    assert_eq!(answer, json!({ "active": false }));
+
+    // Its client revokes the refresh token: the session ends, both tokens are inactive.
+    let (st, _) =
+        post("/t/alpha/oauth/revoke", &[("token", refresh.as_str()), ("client_id", f.spa.as_str())], None).await;
+    assert_eq!(st, 200);
+    for token in [access.as_str(), refresh.as_str()] {
+        let (_, answer) = post(introspect, &[("token", token), ("client_id", f.spa.as_str())], None).await;
+        assert_eq!(answer, json!({ "active": false }));
+    }
+    let (st, e) = post("/t/alpha/oauth/revoke", &[("client_id", f.spa.as_str())], None).await;
+    assert_eq!((st, e["error"].as_str()), (400, Some("invalid_request")), "{e}");
     f.c.stop().await;
 }

@@ -361,6 +361,75 @@ fn basic_credentials(headers: &HeaderMap) -> Option<Result<(String, String), ()>
     Some(decode().ok_or(()))
 }
 
+/// A form every client-authenticated endpoint of a tenant's issuer takes.
+trait ClientForm: serde::de::DeserializeOwned {
+    /// The `client_id` and `client_secret` in the form (`client_secret_post`, or a public client).
+    fn credentials(&self) -> (&str, &str);
+}
+
+impl ClientForm for TokenForm {
+    fn credentials(&self) -> (&str, &str) {
+        (&self.client_id, &self.client_secret)
+    }
+}
+
+/// A client-authenticated request to a tenant's issuer, read.
+struct ClientRequest<T> {
+    tenant: kit::TenantSlug,
+    form: T,
+    client_id: String,
+    client_secret: String,
+    /// The client authenticated with `Authorization: Basic`.
+    basic: bool,
+}
+
+/// Reads what every client-authenticated endpoint reads first: the tenant of the path, the form
+/// (`application/x-www-form-urlencoded`), and the client's credentials from `Authorization: Basic`
+/// or the form, never both (RFC 6749 2.3). A refusal is RFC 6749's answer.
+fn client_request<T: ClientForm>(
+    tenant: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<ClientRequest<T>, Box<Response>> {
+    let bad =
+        |description: &str| Box::new(oauth_refusal(StatusCode::BAD_REQUEST, "invalid_request", description, false));
+    let Ok(tenant) = kit::TenantSlug::parse(tenant) else { return Err(bad("no such issuer")) };
+    let form_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| {
+        v.split(';').next().is_some_and(|t| t.trim().eq_ignore_ascii_case("application/x-www-form-urlencoded"))
+    });
+    if !form_type {
+        return Err(bad("the body must be application/x-www-form-urlencoded"));
+    }
+    let Ok(form) = serde_urlencoded::from_bytes::<T>(body) else { return Err(bad("the form does not parse")) };
+    let (form_id, form_secret) = form.credentials();
+    let (client_id, client_secret, basic) = match basic_credentials(headers) {
+        Some(Err(())) => {
+            let why = "malformed Basic credentials";
+            return Err(Box::new(oauth_refusal(StatusCode::UNAUTHORIZED, "invalid_client", why, true)));
+        }
+        Some(Ok(_)) if !form_secret.is_empty() => return Err(bad("use one client authentication method")),
+        Some(Ok((id, secret))) if form_id.is_empty() || form_id == id => (id, secret, true),
+        Some(Ok(_)) => return Err(bad("client_id differs from the authenticated client")),
+        None => (form_id.to_owned(), form_secret.to_owned(), false),
+    };
+    Ok(ClientRequest { tenant, form, client_id, client_secret, basic })
+}
+
+/// auth-svc's refusal of a client-authenticated call as RFC 6749's answer.
+fn oauth_failure(status: tonic::Status, basic: bool) -> Response {
+    let e = upstream(status);
+    let (code, error) = match e.reason.as_ref() {
+        "INVALID_CLIENT" => (StatusCode::UNAUTHORIZED, "invalid_client"),
+        "INVALID_GRANT" => (StatusCode::BAD_REQUEST, "invalid_grant"),
+        "UNAUTHORIZED_CLIENT" => (StatusCode::BAD_REQUEST, "unauthorized_client"),
+        "INVALID_SCOPE" => (StatusCode::BAD_REQUEST, "invalid_scope"),
+        _ if e.code == kit::ErrorCode::InvalidArgument => (StatusCode::BAD_REQUEST, "invalid_request"),
+        _ => (StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable"),
+    };
+    let description = if code == StatusCode::SERVICE_UNAVAILABLE { "try again" } else { e.message.as_str() };
+    oauth_refusal(code, error, description, basic)
+}
+
 /// Exchanges an authorization code (with its PKCE verifier), or a refresh token the code flow gave
 /// the client, for tokens: the client authenticates with `client_secret_basic` or
 /// `client_secret_post`, a public client sends only its `client_id`. Errors are RFC 6749's
@@ -381,26 +450,12 @@ pub async fn token(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let bad = |description: &str| oauth_refusal(StatusCode::BAD_REQUEST, "invalid_request", description, false);
-    let Ok(tenant) = kit::TenantSlug::parse(&tenant) else { return bad("no such issuer") };
-    let form_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| {
-        v.split(';').next().is_some_and(|t| t.trim().eq_ignore_ascii_case("application/x-www-form-urlencoded"))
-    });
-    if !form_type {
-        return bad("the body must be application/x-www-form-urlencoded");
-    }
-    let Ok(form) = serde_urlencoded::from_bytes::<TokenForm>(&body) else { return bad("the form does not parse") };
-    let basic = basic_credentials(&headers);
-    let used_basic = matches!(basic, Some(Ok(_)));
-    let (client_id, client_secret) = match basic {
-        Some(Err(())) => {
-            return oauth_refusal(StatusCode::UNAUTHORIZED, "invalid_client", "malformed Basic credentials", true);
-        }
-        Some(Ok(_)) if !form.client_secret.is_empty() => return bad("use one client authentication method"),
-        Some(Ok((id, secret))) if form.client_id.is_empty() || form.client_id == id => (id, secret),
-        Some(Ok(_)) => return bad("client_id differs from the authenticated client"),
-        None => (form.client_id.clone(), form.client_secret.clone()),
+    let request = match client_request::<TokenForm>(&tenant, &headers, &body) {
+        Ok(r) => r,
+        Err(refusal) => return *refusal,
     };
+    let ClientRequest { tenant, form, client_id, client_secret, basic } = request;
+    let bad = |description: &str| oauth_refusal(StatusCode::BAD_REQUEST, "invalid_request", description, false);
     let mut flow = super::oauth_flow(&state);
     let called = match form.grant_type.as_str() {
         "authorization_code" => {
@@ -436,19 +491,133 @@ pub async fn token(
             };
             (StatusCode::OK, no_store(), Json(answer)).into_response()
         }
-        Err(status) => {
-            let e = upstream(status);
-            let (code, error) = match e.reason.as_ref() {
-                "INVALID_CLIENT" => (StatusCode::UNAUTHORIZED, "invalid_client"),
-                "INVALID_GRANT" => (StatusCode::BAD_REQUEST, "invalid_grant"),
-                "UNAUTHORIZED_CLIENT" => (StatusCode::BAD_REQUEST, "unauthorized_client"),
-                "INVALID_SCOPE" => (StatusCode::BAD_REQUEST, "invalid_scope"),
-                _ if e.code == kit::ErrorCode::InvalidArgument => (StatusCode::BAD_REQUEST, "invalid_request"),
-                _ => (StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable"),
-            };
-            let description = if code == StatusCode::SERVICE_UNAVAILABLE { "try again" } else { e.message.as_str() };
-            oauth_refusal(code, error, description, used_basic)
-        }
+        Err(status) => oauth_failure(status, basic),
     };
     super::login::recorded_in(answer, Some(tenant.to_string()))
+}
+
+/// The form of revocation (RFC 7009) and introspection (RFC 7662).
+#[derive(Debug, Default, Deserialize, ToSchema)]
+pub struct ClientTokenForm {
+    /// A refresh or access token the client was given.
+    token: String,
+    /// `access_token` or `refresh_token` (a hint: both are tried).
+    #[serde(default)]
+    token_type_hint: String,
+    #[serde(default)]
+    client_id: String,
+    #[serde(default)]
+    client_secret: String,
+}
+
+impl ClientForm for ClientTokenForm {
+    fn credentials(&self) -> (&str, &str) {
+        (&self.client_id, &self.client_secret)
+    }
+}
+
+/// What a token is (RFC 7662 2.2); only `active` when it is not.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Introspection {
+    active: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sub: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client_id: Option<String>,
+    /// `access_token` or `refresh_token`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    token_type: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    exp: Option<i64>,
+    /// The session.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sid: Option<String>,
+}
+
+/// Calls `call` with a client-authenticated token form; RFC 6749 refusals.
+async fn with_token_form<T>(
+    tenant: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+    call: impl AsyncFnOnce(kit::TenantSlug, pb::ClientTokenRequest) -> Result<T, tonic::Status>,
+) -> Result<(kit::TenantSlug, T), Box<Response>> {
+    let ClientRequest { tenant, form, client_id, client_secret, basic } =
+        client_request::<ClientTokenForm>(tenant, headers, body)?;
+    if form.token.is_empty() {
+        return Err(Box::new(oauth_refusal(StatusCode::BAD_REQUEST, "invalid_request", "token is required", false)));
+    }
+    let msg =
+        pb::ClientTokenRequest { client_id, client_secret, token: form.token, token_type_hint: form.token_type_hint };
+    match call(tenant.clone(), msg).await {
+        Ok(answer) => Ok((tenant, answer)),
+        Err(status) => Err(Box::new(oauth_failure(status, basic))),
+    }
+}
+
+/// Revokes a refresh or access token the client was given: the session it belongs to ends (RFC
+/// 7009). An unknown, invalid or another client's token is answered the same, and changes nothing.
+#[utoipa::path(post, path = "/t/{tenant}/oauth/revoke", operation_id = "oauthRevoke",
+    params(("tenant" = String, Path, description = "the tenant's slug")),
+    request_body(content = ClientTokenForm, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 200, description = "revoked, or nothing to revoke (no body)"),
+        (status = 400, description = "invalid_request", body = OAuthErrorBody),
+        (status = 401, description = "invalid_client", body = OAuthErrorBody),
+        (status = 503, description = "temporarily_unavailable", body = OAuthErrorBody),
+    ))]
+pub async fn revoke(
+    State(state): State<AppState>,
+    Extension(id): Extension<RequestId>,
+    PathParams(tenant): PathParams<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let call = async |tenant: kit::TenantSlug, msg| {
+        super::oauth_flow(&state).revoke_token(super::login::anonymous(tenant.as_str(), &id, msg)).await
+    };
+    match with_token_form(&tenant, &headers, &body, call).await {
+        Ok((tenant, _)) => {
+            super::login::recorded_in((StatusCode::OK, no_store()).into_response(), Some(tenant.to_string()))
+        }
+        Err(refusal) => *refusal,
+    }
+}
+
+/// Whether a refresh or access token the client was given is active, and whose (RFC 7662); any
+/// other token is `{"active": false}`.
+#[utoipa::path(post, path = "/t/{tenant}/oauth/introspect", operation_id = "oauthIntrospect",
+    params(("tenant" = String, Path, description = "the tenant's slug")),
+    request_body(content = ClientTokenForm, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 200, description = "what the token is", body = Introspection),
+        (status = 400, description = "invalid_request", body = OAuthErrorBody),
+        (status = 401, description = "invalid_client", body = OAuthErrorBody),
+        (status = 503, description = "temporarily_unavailable", body = OAuthErrorBody),
+    ))]
+pub async fn introspect(
+    State(state): State<AppState>,
+    Extension(id): Extension<RequestId>,
+    PathParams(tenant): PathParams<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let call = async |tenant: kit::TenantSlug, msg| {
+        super::oauth_flow(&state).introspect_token(super::login::anonymous(tenant.as_str(), &id, msg)).await
+    };
+    match with_token_form(&tenant, &headers, &body, call).await {
+        Ok((_, answer)) => {
+            let t = answer.into_inner();
+            let some = |v: String| Some(v).filter(|_| t.active);
+            let answer = Introspection {
+                active: t.active,
+                sub: some(t.sub.clone()),
+                client_id: some(t.client_id.clone()),
+                token_type: some(t.token_type.clone()),
+                exp: Some(t.exp).filter(|_| t.active),
+                sid: some(t.sid.clone()),
+            };
+            (StatusCode::OK, no_store(), Json(answer)).into_response()
+        }
+        Err(refusal) => *refusal,
+    }
 }
