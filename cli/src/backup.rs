@@ -60,6 +60,10 @@ pub struct BackupSettings {
     pub journal: PathBuf,
     /// The CA the journal's signers' certificates chain to (the deployment's `ca.pem`).
     pub journal_ca: PathBuf,
+    /// `backup expire` deletes the journal entries written this long (seconds) before the oldest
+    /// backup it keeps began: an allowance for the clocks of the writers (default one hour).
+    #[serde(default = "default_prune_margin")]
+    pub journal_prune_margin_secs: u64,
     /// A directory for node_exporter's textfile collector: the backup commands keep their
     /// metrics there (`strongroom_backup_*`, [`Metrics`]), for the backup alerts.
     #[serde(default)]
@@ -77,6 +81,9 @@ fn default_socket() -> PathBuf {
 }
 fn default_user() -> String {
     "postgres".into()
+}
+fn default_prune_margin() -> u64 {
+    3600
 }
 fn default_retention() -> u64 {
     90 * 24 * 3600
@@ -543,8 +550,19 @@ pub fn expire(cfg: &BackupConfig) -> anyhow::Result<serde_json::Value> {
     if !out.status.success() {
         bail!("pgbackrest expire failed: {}", String::from_utf8_lossy(&out.stderr).trim());
     }
-    Metrics { cfg }.repository(&pgbr.info()?);
-    Ok(serde_json::json!({ "expired": labels, "remaining": list(cfg)?["backups"] }))
+    let info = pgbr.info()?;
+    Metrics { cfg }.repository(&info);
+    // Every backup kept already holds what the journal recorded before the oldest one began.
+    let pruned = match info.backup.first() {
+        Some(oldest) => {
+            let margin = i64::try_from(cfg.backup.journal_prune_margin_secs).unwrap_or(i64::MAX);
+            let cut = chrono::DateTime::from_timestamp(oldest.timestamp.start.saturating_sub(margin), 0)
+                .ok_or_else(|| anyhow!("backup {} has no start time", oldest.label))?;
+            kit::journal::prune(&cfg.backup.journal, cut)?
+        }
+        None => 0,
+    };
+    Ok(serde_json::json!({ "expired": labels, "remaining": list(cfg)?["backups"], "journal_pruned": pruned }))
 }
 
 /// `backup verify`: pgBackRest reads every file of every backup and every WAL segment in the

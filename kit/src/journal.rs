@@ -179,7 +179,7 @@ impl Journal {
             },
         };
         let bytes = serde_json::to_vec_pretty(&file)?;
-        let name = format!("{}-{}.json", entry.time.format("%Y%m%dT%H%M%S%.6fZ"), entry.id);
+        let name = file_name(entry.time, entry.id);
         let dir = self.dir.clone();
         tokio::task::spawn_blocking(move || write_durably(&dir, &name, &bytes))
             .await
@@ -216,6 +216,36 @@ pub fn unavailable(e: &JournalError) -> crate::ApiError {
         "ERASURE_JOURNAL_UNAVAILABLE",
         "the erasure journal cannot be written; nothing was changed",
     )
+}
+
+/// The file name of an entry written at `time`.
+fn file_name(time: DateTime<Utc>, id: Uuid) -> String {
+    format!("{}-{id}.json", time.format("%Y%m%dT%H%M%S%.6fZ"))
+}
+
+/// When the entry named `name` was written, from its name.
+fn written_at(name: &str) -> Option<DateTime<Utc>> {
+    let (time, _) = name.split_once('-')?;
+    chrono::NaiveDateTime::parse_from_str(time, "%Y%m%dT%H%M%S%.6fZ").ok().map(|t| t.and_utc())
+}
+
+/// Deletes the entries written before `before` (and flushes the directory); returns how many.
+/// Call with the start of the oldest backup kept, less an allowance for the writers' clocks: every
+/// backup a restore can start from already holds what those entries record, so no restore needs
+/// them. Files whose name is not an entry's are left alone.
+pub fn prune(dir: &Path, before: DateTime<Utc>) -> Result<usize, JournalError> {
+    let mut pruned = 0;
+    for entry in std::fs::read_dir(dir).map_err(io(dir))?.filter_map(Result::ok) {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.ends_with(".json") && written_at(&name).is_some_and(|t| t < before) {
+            std::fs::remove_file(entry.path()).map_err(io(&entry.path()))?;
+            pruned += 1;
+        }
+    }
+    if pruned > 0 {
+        std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))?;
+    }
+    Ok(pruned)
 }
 
 /// Writes `bytes` as `dir/name`, complete or not at all, and flushes file and directory.
@@ -345,6 +375,28 @@ mod tests {
             let text = std::fs::read_to_string(file.expect("entry").path()).expect("read");
             assert!(!text.contains("user-1@acme.example"), "{text}");
         }
+    }
+
+    #[tokio::test]
+    async fn pruning_deletes_only_entries_written_before_the_cut() {
+        crate::tls::install_crypto_provider();
+        let pki = TestPki::new();
+        let dir = tempfile::tempdir().expect("tmp");
+        let vault = journal(&pki, "vault", dir.path());
+        let old = vault.append(Uuid::now_v7(), "acme", Erasure::TenantShred).await.expect("append");
+        let cut = Utc::now();
+        let new = vault.append(Uuid::now_v7(), "acme", Erasure::TenantShred).await.expect("append");
+        std::fs::write(dir.path().join("README"), "kept").expect("other file");
+        assert_eq!(
+            written_at(&file_name(old.time, old.id)).map(|t| t.timestamp_micros()),
+            Some(old.time.timestamp_micros())
+        );
+        assert_eq!(prune(dir.path(), cut).expect("prune"), 1);
+        let left = read(dir.path(), &std::fs::read(pki.path("ca.pem")).expect("ca"));
+        assert!(left.is_err(), "README is not an entry and stays");
+        std::fs::remove_file(dir.path().join("README")).expect("rm");
+        let left = read(dir.path(), &std::fs::read(pki.path("ca.pem")).expect("ca")).expect("read");
+        assert_eq!(left.iter().map(|v| v.entry.id).collect::<Vec<_>>(), [new.id]);
     }
 
     #[tokio::test]
