@@ -43,6 +43,12 @@ requirements=(
     "pgbackrest|command -v pgbackrest"
     "procps|command -v ps && command -v pgrep"
     "util-linux|command -v runuser"
+    # The hosted login page's browser tests (e2e/browser): Debian's Chromium, driven by
+    # playwright-core from npm (never a downloaded browser), and Python for the authlib client.
+    "chromium|test -x /usr/bin/chromium"
+    "nodejs|command -v node"
+    "npm|command -v npm"
+    "python3-venv|python3 -m venv --help"
 )
 
 dpkg_installed() {

@@ -46,6 +46,10 @@ fi
 step "cargo clippy --workspace --all-targets --locked -- -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+step "the hosted login's real clients: playwright-core (Debian's Chromium) and Authlib"
+STRONGROOM_BROWSER_PYTHON=$(bash deploy/browser.sh)
+export STRONGROOM_BROWSER_PYTHON
+
 step "cargo build --workspace --bins --locked"
 cargo build --workspace --bins --locked
 

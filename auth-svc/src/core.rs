@@ -185,6 +185,19 @@ impl Core {
         users.pop().ok_or_else(|| ApiError::internal(&"an opened user went missing"))
     }
 
+    /// User `id` as the API shows it, from the cache of opened profiles or the database.
+    pub async fn profile(&self, tenant: &Tenant, id: uuid::Uuid) -> Result<proto::auth::v1::User, ApiError> {
+        if let Some(user) = self.profiles.get(tenant, id) {
+            return Ok(user);
+        }
+        let mut tx = self.db.begin(tenant).await?;
+        let user = crate::store::users::load_user(&mut tx, id).await?;
+        tx.commit().await?;
+        let user = self.open_user(tenant, user).await?;
+        self.profiles.put(tenant, id, user.clone());
+        Ok(user)
+    }
+
     /// The verified caller of a request, in its own tenant.
     pub async fn authed<T>(&self, request: &tonic::Request<T>) -> Result<Authed, ApiError> {
         let ctx = RequestContext::of(request)?;

@@ -438,7 +438,7 @@ impl Constellation {
                 listen: http_addr,
                 body_limit_bytes: 64 * 1024,
                 batch_body_limit_bytes: 4 * 1024 * 1024,
-                public_url: None,
+                public_url: Some(https(http_addr)),
                 header_read_timeout_ms: 10_000,
                 write_timeout_ms: 30_000,
                 max_streams: 256,

@@ -72,6 +72,9 @@ const SECURITY_HEADERS: [(&str, &str); 7] = [
     ("cross-origin-resource-policy", "same-origin"),
 ];
 
+/// The security headers a handler may set otherwise.
+const HANDLER_MAY_SET: [&str; 2] = ["content-security-policy", "cache-control"];
+
 /// Request id, span, metrics, security headers and JSON errors around every request.
 pub async fn observe(mut req: Request, next: Next) -> Response {
     let request_id = req
@@ -119,15 +122,34 @@ pub async fn observe(mut req: Request, next: Next) -> Response {
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.starts_with("application/json"));
-        if !is_json {
-            // Keep the framework's status (a 405 stays a 405); only the body is made uniform.
-            resp = JsonError(error_for_status(status), request_id.clone()).into_response();
-            *resp.status_mut() = status;
+        let is_page = resp
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("text/html"));
+        if !is_json && !is_page {
+            // Keep the framework's status (a 405 stays a 405) and headers (`WWW-Authenticate`);
+            // only the body is made uniform.
+            let (mut parts, _) = resp.into_parts();
+            let (json, body) = JsonError(error_for_status(status), request_id.clone()).into_response().into_parts();
+            parts.headers.remove(header::CONTENT_LENGTH);
+            for (name, value) in &json.headers {
+                parts.headers.entry(name).or_insert_with(|| value.clone());
+            }
+            if let Some(json_type) = json.headers.get(header::CONTENT_TYPE) {
+                parts.headers.insert(header::CONTENT_TYPE, json_type.clone());
+            }
+            resp = Response::from_parts(parts, body);
         }
     }
     span.record(kit::telemetry::semconv::HTTP_RESPONSE_STATUS_CODE, status.as_u16());
     let headers = resp.headers_mut();
     for (name, value) in SECURITY_HEADERS {
+        // A handler may set its own CSP (the hosted login pages: their stylesheet and forms) and
+        // caching (public documents); every other header is the same on every answer.
+        if HANDLER_MAY_SET.contains(&name) && headers.contains_key(name) {
+            continue;
+        }
         headers.insert(name, HeaderValue::from_static(value));
     }
     if let Ok(v) = HeaderValue::from_str(&request_id) {

@@ -48,7 +48,7 @@ pub struct ErrorFields {
 struct ApiDoc;
 
 /// The operations reached without a credential (`security: []`), and with no tenant header.
-pub const PUBLIC: [&str; 14] = [
+pub const PUBLIC: [&str; 15] = [
     "/healthz",
     "/readyz",
     "/openapi.json",
@@ -63,6 +63,7 @@ pub const PUBLIC: [&str; 14] = [
     "/t/{tenant}/oauth/token",
     "/t/{tenant}/oauth/revoke",
     "/t/{tenant}/oauth/introspect",
+    "/t/{tenant}/.well-known/openid-configuration",
 ];
 
 /// The document (built once).

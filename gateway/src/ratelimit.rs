@@ -244,7 +244,10 @@ pub enum RouteClass {
 impl RouteClass {
     pub fn of(method: &Method, path: &str) -> Self {
         // The token endpoint is a sign-in; introspection and revocation are a client's ordinary calls.
-        if path.starts_with("/v1/auth/") || (path.starts_with("/t/") && path.ends_with("/oauth/token")) {
+        if path.starts_with("/v1/auth/")
+            || (path.starts_with("/t/") && path.ends_with("/oauth/token"))
+            || (path.starts_with("/t/") && path.ends_with("/oauth/authorize") && *method == Method::POST)
+        {
             Self::Auth
         } else if matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE) {
             Self::Read
@@ -560,7 +563,7 @@ const NO_TOKEN_ROUTES: [&str; 7] = [
 fn no_token_route(path: &str) -> bool {
     NO_TOKEN_ROUTES.contains(&path)
         || path.strip_prefix("/t/").and_then(|rest| rest.split_once('/')).is_some_and(|(slug, rest)| {
-            !slug.is_empty() && matches!(rest, "oauth/token" | "oauth/revoke" | "oauth/introspect")
+            !slug.is_empty() && matches!(rest, "oauth/token" | "oauth/revoke" | "oauth/introspect" | "oauth/authorize")
         })
 }
 
@@ -764,12 +767,20 @@ mod tests {
         assert_eq!(RouteClass::of(&Method::PUT, "/v1/secrets/a"), RouteClass::Write);
         assert_eq!(RouteClass::of(&Method::GET, "/v1/secrets/a"), RouteClass::Read);
         assert_eq!(RouteClass::of(&Method::POST, "/t/acme/oauth/token"), RouteClass::Auth);
+        assert_eq!(RouteClass::of(&Method::POST, "/t/acme/oauth/authorize"), RouteClass::Auth, "a sign-in form");
+        assert_eq!(RouteClass::of(&Method::GET, "/t/acme/oauth/authorize"), RouteClass::Read);
         assert_eq!(RouteClass::of(&Method::POST, "/t/acme/oauth/introspect"), RouteClass::Write);
     }
 
     #[test]
     fn only_sign_in_routes_and_token_endpoints_take_a_body_without_a_token() {
-        for path in ["/v1/auth/login", "/t/acme/oauth/token", "/t/acme/oauth/revoke", "/t/acme/oauth/introspect"] {
+        for path in [
+            "/v1/auth/login",
+            "/t/acme/oauth/token",
+            "/t/acme/oauth/revoke",
+            "/t/acme/oauth/introspect",
+            "/t/acme/oauth/authorize",
+        ] {
             assert!(no_token_route(path), "{path}");
         }
         for path in

@@ -15,7 +15,7 @@ use utoipa_axum::routes;
 
 use crate::AppState;
 use crate::http_layer::{HttpError, JsonError, RequestId, observe};
-use crate::identity::{appeals, directory, login, me, oauth, privacy};
+use crate::identity::{appeals, directory, hosted, login, me, oauth, oidc, privacy};
 use crate::openapi::ErrorBody;
 use crate::upstream::{Call, upstream};
 
@@ -76,6 +76,12 @@ fn api_parts() -> (OpenApiRouter<AppState>, OpenApiRouter<AppState>) {
         .routes(routes!(oauth::token))
         .routes(routes!(oauth::revoke))
         .routes(routes!(oauth::introspect))
+        .routes(routes!(oidc::discovery))
+        .routes(routes!(oidc::userinfo))
+        // The hosted login pages (HTML, documented in docs/identity.md, not in the API document).
+        .route("/t/{tenant}/oauth/authorize", get(hosted::authorize_page).post(hosted::authorize_step))
+        .route("/t/{tenant}/oauth/logout", get(hosted::logout))
+        .route("/oauth/assets/hosted.css", get(hosted::stylesheet))
         .routes(routes!(directory::get_policy, directory::put_policy))
         .routes(routes!(crate::retention::get_policy, crate::retention::put_policy))
         .routes(routes!(crate::retention::list_classes))

@@ -456,6 +456,46 @@ impl TokenVerifier {
         cache.insert(digest, (principal.clone(), until));
     }
 
+    /// Checks an OpenID Connect ID token of `tenant` (issuer `issuer`) offered as a hint (RP-initiated
+    /// logout's `id_token_hint`): header, signature, issuer and the signing key's tenant. Its
+    /// expiry is not checked: an expired ID token still names the session it was issued with.
+    pub async fn verify_id_token_hint(
+        &self,
+        token: &str,
+        issuer: &str,
+        tenant: TenantId,
+    ) -> Result<IdTokenHint, ApiError> {
+        let header = jsonwebtoken::decode_header(token).map_err(|_| invalid("MALFORMED_TOKEN"))?;
+        if !matches!(header.alg, Algorithm::EdDSA | Algorithm::ES256) {
+            return Err(invalid("ALGORITHM_NOT_ALLOWED"));
+        }
+        if !header.typ.as_deref().is_some_and(|t| t.eq_ignore_ascii_case("JWT")) {
+            return Err(invalid("WRONG_TOKEN_TYPE"));
+        }
+        let kid = header.kid.ok_or_else(|| invalid("MISSING_KEY_ID"))?;
+        let key = self.key(&kid).await?;
+        if key.alg != header.alg {
+            return Err(invalid("ALGORITHM_MISMATCH"));
+        }
+        if key.tenant.is_some_and(|t| t != tenant.0) {
+            return Err(invalid("KEY_TENANT_MISMATCH"));
+        }
+        let mut validation = Validation::new(key.alg);
+        validation.set_issuer(&[issuer]);
+        validation.set_required_spec_claims(&["iss", "aud", "sub"]);
+        validation.validate_exp = false;
+        validation.validate_aud = false;
+        let data = jsonwebtoken::decode::<IdTokenHint>(token, &key.key, &validation).map_err(|e| {
+            use jsonwebtoken::errors::ErrorKind;
+            match e.kind() {
+                ErrorKind::InvalidIssuer => invalid("WRONG_ISSUER"),
+                ErrorKind::InvalidSignature => invalid("BAD_SIGNATURE"),
+                _ => invalid("INVALID_TOKEN"),
+            }
+        })?;
+        Ok(data.claims)
+    }
+
     /// Checks an access token's header, signature and claims (not its revocation).
     async fn verify_signed(&self, token: &str) -> Result<Principal, ApiError> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| invalid("MALFORMED_TOKEN"))?;
@@ -511,6 +551,17 @@ impl TokenVerifier {
             enrollment_only: claims.mfa_enrollment_required,
         })
     }
+}
+
+/// What an ID token offered as a hint says ([`TokenVerifier::verify_id_token_hint`]).
+#[derive(Debug, Clone, Deserialize)]
+pub struct IdTokenHint {
+    pub sub: String,
+    /// The client it was issued to.
+    pub aud: String,
+    /// The session it was issued with.
+    #[serde(default)]
+    pub sid: String,
 }
 
 /// The bearer token of an `authorization` header value, if it is one.

@@ -27,12 +27,19 @@ pub struct Authn {
     pub core: Core,
 }
 
+/// The client an OAuth session is opened for and the scopes the user granted it.
+pub struct OAuthGrant {
+    pub client: uuid::Uuid,
+    pub scopes: Vec<String>,
+}
+
 /// What a new session needs.
 pub struct NewSession<'a> {
     /// The session's id (chosen by the caller, e.g. to record it with what opened it).
     pub id: uuid::Uuid,
-    /// The OAuth client it is opened for (the code flow), which alone refreshes it.
-    pub oauth_client: Option<uuid::Uuid>,
+    /// The OAuth client it is opened for (the code flow), which alone refreshes it, and the
+    /// scopes the user granted it.
+    pub oauth: Option<OAuthGrant>,
     pub user: uuid::Uuid,
     pub amr: Vec<String>,
     pub mfa: bool,
@@ -169,7 +176,8 @@ impl Authn {
             enrollment_only,
             ttl_secs: f64::from(policy.refresh_token_ttl_secs),
             refresh_hash: &tokens::digest(&refresh),
-            oauth_client: s.oauth_client,
+            oauth_client: s.oauth.as_ref().map(|o| o.client),
+            oauth_scopes: s.oauth.as_ref().map(|o| o.scopes.as_slice()),
         };
         crate::store::login::open_session(&mut tx, &row).await?;
         let created = audit(
@@ -317,7 +325,7 @@ impl Authn {
         let amr = vec!["pwd".into()];
         let s = NewSession {
             id: uuid::Uuid::new_v4(),
-            oauth_client: None,
+            oauth: None,
             user: user.id,
             amr,
             mfa: false,
@@ -416,7 +424,7 @@ impl Authn {
         let amr = vec!["pwd".into(), login::amr_of(method).into()];
         let s = NewSession {
             id: uuid::Uuid::new_v4(),
-            oauth_client: None,
+            oauth: None,
             user,
             amr,
             mfa: true,

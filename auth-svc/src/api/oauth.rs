@@ -269,11 +269,18 @@ async fn client_authenticated(tx: &mut kit::TenantTx, client: &ClientRow, secret
     })
 }
 
-/// Checks a request for a code against the client; the scopes it grants.
-fn check_authorization(req: &pb::AuthorizeRequest, client: &ClientRow) -> Result<Vec<String>, ApiError> {
-    if !client.redirect_uris.contains(&req.redirect_uri) {
-        return Err(oauth::oauth_error("INVALID_REQUEST", "redirect_uri is not registered for this client"));
+/// Whether the request's redirect URI is one the client registered (exactly): a request that fails
+/// this is answered to the user, never sent to the URI.
+fn check_redirect(req: &pb::AuthorizeRequest, client: &ClientRow) -> Result<(), ApiError> {
+    if client.redirect_uris.contains(&req.redirect_uri) {
+        Ok(())
+    } else {
+        Err(oauth::oauth_error("INVALID_REDIRECT_URI", "redirect_uri is not registered for this client"))
     }
+}
+
+/// Checks the rest of a request for a code (its redirect URI checked); the scopes it grants.
+fn check_request(req: &pb::AuthorizeRequest, client: &ClientRow) -> Result<Vec<String>, ApiError> {
     if req.response_type != "code" {
         return Err(oauth::oauth_error("UNSUPPORTED_RESPONSE_TYPE", "response_type must be code"));
     }
@@ -285,10 +292,29 @@ fn check_authorization(req: &pb::AuthorizeRequest, client: &ClientRow) -> Result
     if req.state.chars().count() > 500 || req.nonce.chars().count() > 255 {
         return Err(oauth::oauth_error("INVALID_REQUEST", "state is at most 500 characters, nonce at most 255"));
     }
+    Ok(scopes)
+}
+
+/// Checks a request for a code against the client, with the user's consent; the scopes it grants.
+fn check_authorization(req: &pb::AuthorizeRequest, client: &ClientRow) -> Result<Vec<String>, ApiError> {
+    check_redirect(req, client)?;
+    let scopes = check_request(req, client)?;
     if !client.first_party && !req.consent_given {
         return Err(oauth::oauth_error("CONSENT_REQUIRED", "the user has not agreed to share these scopes"));
     }
     Ok(scopes)
+}
+
+/// `uri` with `pairs` added to its query.
+fn with_query(uri: &str, pairs: &[(&str, &str)]) -> Result<String, ApiError> {
+    let mut url = url::Url::parse(uri).map_err(|e| ApiError::internal(&e))?;
+    {
+        let mut query = url.query_pairs_mut();
+        for (k, v) in pairs.iter().filter(|(_, v)| !v.is_empty()) {
+            query.append_pair(k, v);
+        }
+    }
+    Ok(url.into())
 }
 
 #[tonic::async_trait]
@@ -337,16 +363,9 @@ impl pb::o_auth_service_server::OAuthService for OAuthFlow {
         oauth_clients::insert_code(&mut tx, &new).await?;
         tx.record(me.audit("oauth.authorize", &resource, Outcome::Success).detail("scopes", scopes)).await?;
         tx.commit().await?;
-        let mut redirect = url::Url::parse(&req.redirect_uri).map_err(|e| ApiError::internal(&e))?;
-        {
-            let mut query = redirect.query_pairs_mut();
-            query.append_pair("code", &code);
-            if !req.state.is_empty() {
-                query.append_pair("state", &req.state);
-            }
-            query.append_pair("iss", &self.core.signer.tenant_issuer(&me.tenant));
-        }
-        Ok(Response::new(pb::AuthorizeResponse { code: code.to_string(), redirect_to: redirect.into() }))
+        let issuer = self.core.signer.tenant_issuer(&me.tenant);
+        let redirect_to = with_query(&req.redirect_uri, &[("code", &code), ("state", &req.state), ("iss", &issuer)])?;
+        Ok(Response::new(pb::AuthorizeResponse { code: code.to_string(), redirect_to }))
     }
 
     async fn exchange_code(
@@ -415,7 +434,7 @@ impl pb::o_auth_service_server::OAuthService for OAuthFlow {
             .detail("session_id", session.to_string());
         let s = super::authn::NewSession {
             id: session,
-            oauth_client: Some(client_id),
+            oauth: Some(super::authn::OAuthGrant { client: client_id, scopes: code.scopes.clone() }),
             user: code.user_id,
             amr: code.amr.clone(),
             mfa: code.mfa,
@@ -530,5 +549,123 @@ impl pb::o_auth_service_server::OAuthService for OAuthFlow {
             },
             None => pb::IntrospectTokenResponse::default(),
         }))
+    }
+
+    async fn check_authorization(
+        &self,
+        request: Request<pb::AuthorizeRequest>,
+    ) -> Result<Response<pb::AuthorizationCheck>, Status> {
+        let ctx = kit::access::RequestContext::of(&request)?;
+        let req = request.into_inner();
+        let unknown = || oauth::oauth_error("INVALID_CLIENT", "no such client");
+        let tenant = match self.core.db.tenant(&ctx.tenant_slug()?).await {
+            Ok(t) if t.status == kit::tenancy::TenantStatus::Active => t,
+            _ => return Err(unknown().into()),
+        };
+        let id = uuid::Uuid::parse_str(&req.client_id).map_err(|_| unknown())?;
+        let mut tx = self.core.db.begin(&tenant).await?;
+        let client = oauth_clients::get(&mut tx, id).await?.ok_or_else(unknown)?;
+        tx.commit().await?;
+        check_redirect(&req, &client)?;
+        let mut answer = pb::AuthorizationCheck {
+            client_name: client.name.clone(),
+            consent_required: !client.first_party,
+            ..Default::default()
+        };
+        match check_request(&req, &client) {
+            Ok(scopes) => answer.scopes = scopes,
+            Err(e) => {
+                answer.error = e.reason.to_ascii_lowercase();
+                answer.error_description = e.message;
+            }
+        }
+        Ok(Response::new(answer))
+    }
+
+    async fn user_info(&self, request: Request<pb::UserInfoRequest>) -> Result<Response<pb::UserInfoResponse>, Status> {
+        let me = self.core.authed(&request).await?;
+        let user = me.user_id()?;
+        let session = me.principal.session_id.as_deref().and_then(|s| uuid::Uuid::parse_str(s).ok());
+        let not_oauth =
+            || ApiError::unauthenticated("INVALID_TOKEN", "not an access token of an OAuth client's session");
+        let session = session.ok_or_else(not_oauth)?;
+        let mut tx = self.core.db.begin(&me.tenant).await?;
+        let scopes: Option<Option<Vec<String>>> = tx
+            .optional_scalar(
+                sqlx::query_scalar("SELECT oauth_scopes FROM sessions WHERE id = $1 AND revoked_at IS NULL")
+                    .bind(session),
+            )
+            .await?;
+        tx.commit().await?;
+        let scopes = scopes.flatten().ok_or_else(not_oauth)?;
+        let has = |scope: &str| scopes.iter().any(|s| s == scope);
+        if !has("openid") {
+            return Err(ApiError::permission_denied("INSUFFICIENT_SCOPE", "the openid scope was not granted").into());
+        }
+        let profile = self.core.profile(&me.tenant, user).await?;
+        Ok(Response::new(pb::UserInfoResponse {
+            sub: user.to_string(),
+            email: if has("email") { profile.email } else { String::new() },
+            name: if has("profile") { profile.display_name } else { String::new() },
+        }))
+    }
+
+    async fn end_session(
+        &self,
+        request: Request<pb::EndSessionRequest>,
+    ) -> Result<Response<pb::EndSessionResponse>, Status> {
+        let ctx = kit::access::RequestContext::of(&request)?;
+        let req = request.into_inner();
+        let refused = |why: &str| oauth::oauth_error("INVALID_REQUEST", format!("logout refused: {why}"));
+        let tenant = match self.core.db.tenant(&ctx.tenant_slug()?).await {
+            Ok(t) if t.status == kit::tenancy::TenantStatus::Active => t,
+            _ => return Err(refused("no such tenant").into()),
+        };
+        let issuer = self.core.signer.tenant_issuer(&tenant);
+        let hint = self
+            .verifier
+            .verify_id_token_hint(&req.id_token_hint, &issuer, tenant.id)
+            .await
+            .map_err(|_| refused("id_token_hint is not an ID token of this tenant"))?;
+        if !req.client_id.is_empty() && req.client_id != hint.aud {
+            return Err(refused("id_token_hint was issued to another client").into());
+        }
+        if req.state.chars().count() > 500 {
+            return Err(refused("state is at most 500 characters").into());
+        }
+        let client = uuid::Uuid::parse_str(&hint.aud).map_err(|_| refused("unknown client"))?;
+        let session = uuid::Uuid::parse_str(&hint.sid).map_err(|_| refused("id_token_hint names no session"))?;
+        let mut tx = self.core.db.begin(&tenant).await?;
+        let registered = oauth_clients::get(&mut tx, client).await?.map(|c| c.post_logout_redirect_uris);
+        let Some(registered) = registered else { return Err(refused("unknown client").into()) };
+        if !req.post_logout_redirect_uri.is_empty() && !registered.contains(&req.post_logout_redirect_uri) {
+            return Err(refused("post_logout_redirect_uri is not registered for this client").into());
+        }
+        // Only a session that client was given: an ID token names nothing else.
+        let live = crate::store::sessions::live_of_oauth_client(&mut tx, client, Some(session), None).await?;
+        let ended = match live {
+            Some(_) => crate::store::sessions::end(&mut tx, session, "oauth_logout").await?,
+            None => false,
+        };
+        if ended {
+            let actor = kit::outbox::Actor::User(hint.sub.clone());
+            let record = crate::core::audit(
+                actor,
+                "oauth.logout",
+                &format!("session/{session}"),
+                Outcome::Success,
+                ctx.request_id.clone(),
+            );
+            tx.record(record.detail("client_id", client.to_string())).await?;
+        }
+        tx.commit().await?;
+        if ended {
+            self.core.publish_revocations_soon(&tenant).await;
+        }
+        let redirect_to = match req.post_logout_redirect_uri.as_str() {
+            "" => String::new(),
+            uri => with_query(uri, &[("state", &req.state)])?,
+        };
+        Ok(Response::new(pb::EndSessionResponse { redirect_to, ended }))
     }
 }

@@ -311,17 +311,7 @@ impl pb::user_service_server::UserService for Users {
     async fn get_me(&self, request: Request<pb::GetMeRequest>) -> Result<Response<pb::Me>, Status> {
         let me = self.core.authed(&request).await?;
         let id = me.user_id()?;
-        let user = match self.core.profiles.get(&me.tenant, id) {
-            Some(user) => user,
-            None => {
-                let mut tx = self.core.db.begin(&me.tenant).await?;
-                let user = load_user(&mut tx, id).await?;
-                tx.commit().await?;
-                let user = self.core.open_user(&me.tenant, user).await?;
-                self.core.profiles.put(&me.tenant, id, user.clone());
-                user
-            }
-        };
+        let user = self.core.profile(&me.tenant, id).await?;
         Ok(Response::new(pb::Me {
             user: Some(user),
             permissions: me.principal.permissions.clone(),

@@ -110,6 +110,8 @@ pub struct NewSessionRow<'a> {
     pub refresh_hash: &'a [u8],
     /// The OAuth client it was opened for (the code flow), which alone refreshes it.
     pub oauth_client: Option<uuid::Uuid>,
+    /// The scopes the user granted that client.
+    pub oauth_scopes: Option<&'a [String]>,
 }
 
 /// Inserts the session and its first refresh token, and notes the user's login, in one statement.
@@ -118,8 +120,9 @@ pub async fn open_session(tx: &mut TenantTx, s: &NewSessionRow<'_>) -> Result<()
         sqlx::query(
             "WITH s AS (
              INSERT INTO sessions (id, user_id, ip_sealed, user_agent_sealed, access_jti, amr, mfa_at, enrollment_only,
-                                   expires_at, oauth_client_id)
-             VALUES ($9, $1, $2, $3, $10, $4, CASE WHEN $5 THEN now() END, $6, now() + make_interval(secs => $7), $11)
+                                   expires_at, oauth_client_id, oauth_scopes)
+             VALUES ($9, $1, $2, $3, $10, $4, CASE WHEN $5 THEN now() END, $6, now() + make_interval(secs => $7), $11,
+                     $12)
              RETURNING id
          ), r AS (
              INSERT INTO refresh_tokens (token_hash, session_id, generation, expires_at)
@@ -137,7 +140,8 @@ pub async fn open_session(tx: &mut TenantTx, s: &NewSessionRow<'_>) -> Result<()
         .bind(s.refresh_hash)
         .bind(s.id)
         .bind(s.access_jti)
-        .bind(s.oauth_client),
+        .bind(s.oauth_client)
+        .bind(s.oauth_scopes),
     )
     .await
     .map(drop)

@@ -37,7 +37,12 @@ async fn owner_session(c: &Constellation, tenant: &str, email: &str, password: &
 }
 
 /// The owner's full session (after TOTP enrolment) and their TOTP secret.
-async fn owner_session_and_secret(c: &Constellation, tenant: &str, email: &str, password: &str) -> (String, String) {
+pub(crate) async fn owner_session_and_secret(
+    c: &Constellation,
+    tenant: &str,
+    email: &str,
+    password: &str,
+) -> (String, String) {
     let (s, _, t) =
         call(c, Method::POST, "/v1/auth/login", &[], json!({ "tenant": tenant, "email": email, "password": password }))
             .await;
@@ -74,6 +79,7 @@ fn fill_path(path: &str) -> String {
         .replace("{user_id}", "00000000-0000-0000-0000-000000000002")
         .replace("{seq}", "0")
         .replace("{path}", "a/b")
+        .replace("{tenant}", "alpha")
 }
 
 /// A valid request (path with query, and body) for each documented operation whose path

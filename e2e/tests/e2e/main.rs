@@ -11,6 +11,7 @@ mod binaries;
 mod browser;
 mod erasure_journal;
 mod gateway_http;
+mod hosted_login;
 mod identity;
 mod identity_http;
 mod jwt;

@@ -248,7 +248,11 @@ async fn every_attack_on_the_code_flow_is_refused_and_audited() {
 
     // The redirect URI matches exactly: not a trailing slash, not another path, not http.
     for uri in ["https://app.alpha.example/cb/", "https://app.alpha.example/cb2", "http://app.alpha.example/cb"] {
-        assert_eq!(refused(f.authorize(f.authorization(&f.spa, uri, &challenge)).await), "INVALID_REQUEST", "{uri}");
+        assert_eq!(
+            refused(f.authorize(f.authorization(&f.spa, uri, &challenge)).await),
+            "INVALID_REDIRECT_URI",
+            "{uri}"
+        );
     }
     let mut plain = f.authorization(&f.spa, SPA_CB, &verifier);
     plain.code_challenge_method = "plain".into();

@@ -23,7 +23,7 @@ use crate::input::{JsonBody, PathParams, QueryParams};
 use crate::openapi::ErrorBody;
 use crate::upstream::{Call, upstream};
 
-fn appeals(state: &AppState) -> AppealServiceClient<kit::client::Channel> {
+pub(super) fn appeals(state: &AppState) -> AppealServiceClient<kit::client::Channel> {
     AppealServiceClient::new(state.upstreams.auth.clone())
 }
 

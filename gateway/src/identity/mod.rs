@@ -7,10 +7,13 @@
 
 pub mod appeals;
 pub mod directory;
+pub mod hosted;
 pub mod login;
 pub mod me;
 pub mod oauth;
+pub mod oidc;
 pub mod privacy;
+pub mod strings;
 
 use proto::auth::v1::access_service_client::AccessServiceClient;
 use proto::auth::v1::authentication_service_client::AuthenticationServiceClient;
