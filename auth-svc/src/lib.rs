@@ -59,6 +59,7 @@ pub const MIGRATIONS: MigrationSet = MigrationSet {
         kit::migration!("tenant", "0017_create_oauth_codes"),
         kit::migration!("tenant", "0018_bind_sessions_to_oauth_clients"),
         kit::migration!("tenant", "0019_record_oauth_session_scopes"),
+        kit::migration!("tenant", "0020_let_oauth_clients_act_for_themselves"),
     ],
 };
 

@@ -112,6 +112,8 @@ pub struct AccessClaims {
     pub tid: String,
     /// The tenant's slug: a call with the token needs no `x-strongroom-tenant` header.
     pub tenant: String,
+    /// The session; none for a client's own token (client_credentials).
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub sid: String,
     pub jti: String,
     pub iat: i64,
@@ -125,6 +127,9 @@ pub struct AccessClaims {
     pub mfa_time: Option<i64>,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub mfa_enrollment_required: bool,
+    /// The OAuth client a client_credentials token was minted for (RFC 9068).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
 }
 
 fn seal_context(kid: &str) -> HashMap<String, String> {
@@ -340,6 +345,7 @@ impl Signer {
             permissions,
             mfa_time,
             mfa_enrollment_required: false,
+            client_id: None,
         }
     }
 }

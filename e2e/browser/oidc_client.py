@@ -146,4 +146,11 @@ check(logout.headers["location"] == task["post_logout_redirect_uri"] + "?state=b
 check(not introspect(second["access_token"])["active"], "logout ended the session")
 seen["logged_out"] = True
 
+# The client acting for itself (client_credentials): a token with the client's permissions.
+machine = OAuth2Session(task["client_id"], task["client_secret"], token_endpoint_auth_method="client_secret_basic")
+own = machine.fetch_token(meta["token_endpoint"], grant_type="client_credentials")
+users = requests.get(f"{task['gateway']}/v1/users", headers={"Authorization": f"Bearer {own['access_token']}"}, timeout=30)
+check(users.status_code == 200, f"the client's own token lists users: {users.status_code} {users.text}")
+seen["machine"] = {"scope": own["scope"], "users": len(users.json()["users"])}
+
 print(json.dumps(seen))

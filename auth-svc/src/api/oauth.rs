@@ -15,7 +15,7 @@ use tonic::{Request, Response, Status};
 use zeroize::Zeroizing;
 
 use super::CreatedCursor;
-use crate::core::Core;
+use crate::core::{Authed, Core};
 use crate::domain::input::parse_id;
 use crate::domain::oauth::{self, Kind, Settings};
 use crate::store::oauth_clients::{self, ClientRow};
@@ -50,6 +50,7 @@ fn client_pb(c: ClientRow) -> pb::OAuthClient {
             allowed_scopes: c.allowed_scopes,
             grant_types: c.grant_types,
             first_party: c.first_party,
+            permissions: c.permissions,
         }),
         created_by: c.created_by,
         create_time: opt_to_pb(Some(c.created_at)),
@@ -66,6 +67,20 @@ fn described(record: kit::outbox::AuditRecord, s: &Settings) -> kit::outbox::Aud
         .detail("allowed_scopes", s.allowed_scopes.clone())
         .detail("grant_types", s.grant_types.clone())
         .detail("first_party", s.first_party)
+        .detail("permissions", s.permissions.clone())
+}
+
+/// Whether the caller may give a client `settings.permissions`: known ones, each held by the
+/// caller, a sensitive one (privileged or step-up) only with a recent second factor: registering
+/// a client must not launder a permission the caller could not use directly.
+async fn check_permissions(me: &Authed, tx: &mut kit::TenantTx, settings: &Settings) -> Result<(), ApiError> {
+    crate::rbac::check_known(&settings.permissions)?;
+    crate::rbac::check_subset(&settings.permissions, &me.principal.permissions)?;
+    let policy = crate::store::policy::get(tx).await?;
+    if settings.permissions.iter().any(|p| policy.sensitive(p)) {
+        me.principal.require_recent_mfa()?;
+    }
+    Ok(())
 }
 
 #[tonic::async_trait]
@@ -85,6 +100,7 @@ impl pb::o_auth_client_service_server::OAuthClientService for OAuthClients {
         };
         let id = uuid::Uuid::now_v7();
         let mut tx = self.core.db.begin(&me.tenant).await?;
+        check_permissions(&me, &mut tx, &settings).await?;
         let by = me.principal.subject.clone();
         let hash = secret.as_ref().map(|(_, h)| h.as_slice());
         let row = oauth_clients::insert(&mut tx, id, kind.as_str(), &settings, hash, &by).await?;
@@ -136,6 +152,7 @@ impl pb::o_auth_client_service_server::OAuthClientService for OAuthClients {
         let mut tx = self.core.db.begin(&me.tenant).await?;
         let current = oauth_clients::get(&mut tx, id).await?.ok_or_else(not_found)?;
         let settings = oauth::check(Kind::stored(&current.kind), req.settings.as_ref())?;
+        check_permissions(&me, &mut tx, &settings).await?;
         let row = oauth_clients::update(&mut tx, id, &settings).await?.ok_or_else(not_found)?;
         let record = me.audit("oauth.client.update", &format!("oauth_client/{id}"), Outcome::Success);
         tx.record(described(record, &settings)).await?;
@@ -224,27 +241,50 @@ impl OAuthFlow {
         Ok((tenant, tx, client))
     }
 
-    /// The live session `token` (a refresh token, or an access token of `tenant`) names, if the
-    /// client was given it: (session, user, expiry, token type).
-    async fn session_of(
+    /// What `token` (a refresh token, or an access token of `tenant`) is, if the client was given
+    /// it and it is live: a token of a session the code flow opened, or the client's own access
+    /// token (client_credentials, no session).
+    async fn token_of(
         &self,
         tx: &mut kit::TenantTx,
         tenant: &kit::Tenant,
         client: uuid::Uuid,
         token: &str,
-    ) -> Result<Option<(uuid::Uuid, uuid::Uuid, chrono::DateTime<chrono::Utc>, &'static str)>, ApiError> {
+    ) -> Result<Option<Given>, ApiError> {
         if token.starts_with("srr_") {
             let hash = crate::tokens::digest(token);
             let found = crate::store::sessions::live_of_oauth_client(tx, client, None, Some(&hash)).await?;
-            return Ok(found.map(|(s, u, exp)| (s, u, exp, "refresh_token")));
+            return Ok(found.map(|(s, u, exp)| Given {
+                session: Some(s),
+                sub: u.to_string(),
+                exp,
+                kind: "refresh_token",
+            }));
         }
         let Ok(principal) = self.verifier.verify(token).await else { return Ok(None) };
-        let session = principal.session_id.as_deref().and_then(|s| uuid::Uuid::parse_str(s).ok());
-        let (Some(session), true) = (session, principal.tenant_id == tenant.id) else { return Ok(None) };
-        let found = crate::store::sessions::live_of_oauth_client(tx, client, Some(session), None).await?;
+        if principal.tenant_id != tenant.id {
+            return Ok(None);
+        }
         let exp = chrono::DateTime::from_timestamp(principal.expires_at, 0).unwrap_or_default();
-        Ok(found.map(|(s, u, _)| (s, u, exp, "access_token")))
+        if principal.session_id.is_none() && principal.subject == format!("oauth_client/{client}") {
+            return Ok(Some(Given { session: None, sub: principal.subject, exp, kind: "access_token" }));
+        }
+        let Some(session) = principal.session_id.as_deref().and_then(|s| uuid::Uuid::parse_str(s).ok()) else {
+            return Ok(None);
+        };
+        let found = crate::store::sessions::live_of_oauth_client(tx, client, Some(session), None).await?;
+        Ok(found.map(|(s, u, _)| Given { session: Some(s), sub: u.to_string(), exp, kind: "access_token" }))
     }
+}
+
+/// A live token a client was given ([`OAuthFlow::token_of`]).
+struct Given {
+    /// None for the client's own token.
+    session: Option<uuid::Uuid>,
+    /// The user, or `oauth_client/<id>`.
+    sub: String,
+    exp: chrono::DateTime<chrono::Utc>,
+    kind: &'static str,
 }
 
 /// A random code (256 bits, base64url) and the SHA-256 that is stored of it.
@@ -505,6 +545,69 @@ impl pb::o_auth_service_server::OAuthService for OAuthFlow {
         }))
     }
 
+    async fn client_credentials(
+        &self,
+        request: Request<pb::ClientCredentialsRequest>,
+    ) -> Result<Response<pb::OAuthTokens>, Status> {
+        let ctx = kit::access::RequestContext::of(&request)?;
+        let req = request.into_inner();
+        let (tenant, mut tx, client) = self.client_of(&ctx, &req.client_id, &req.client_secret, "oauth.token").await?;
+        let resource = format!("oauth_client/{}", client.id);
+        let actor = kit::outbox::Actor::Service(resource.clone());
+        let record = |outcome| {
+            crate::core::audit(actor.clone(), "oauth.token", &resource, outcome, ctx.request_id.clone())
+                .detail("grant_type", "client_credentials")
+        };
+        let refusal = if !client.grant_types.iter().any(|g| g == "client_credentials") {
+            Some(oauth::oauth_error("UNAUTHORIZED_CLIENT", "this client may not use client_credentials"))
+        } else {
+            req.scope
+                .split(' ')
+                .find(|s| !s.is_empty() && !client.permissions.iter().any(|p| p == s))
+                .map(|s| oauth::oauth_error("INVALID_SCOPE", format!("{s:?} is not one of the client's permissions")))
+        };
+        if let Some(e) = refusal {
+            tx.record(record(Outcome::Denied).detail("refused", e.reason.to_string())).await?;
+            tx.commit().await?;
+            return Err(e.into());
+        }
+        // What the client's registrant still holds (nothing once they are gone or suspended).
+        let registrant = uuid::Uuid::parse_str(&client.created_by).ok();
+        let active: Option<String> = match registrant {
+            Some(id) => {
+                tx.optional_scalar(sqlx::query_scalar("SELECT status FROM users WHERE id = $1").bind(id)).await?
+            }
+            None => None,
+        };
+        let held = match (registrant, active.as_deref()) {
+            (Some(id), Some("active")) => crate::store::login::user_access(&mut tx, id).await?.permissions,
+            _ => Vec::new(),
+        };
+        let asked: Vec<&str> = req.scope.split(' ').filter(|s| !s.is_empty()).collect();
+        let granted: Vec<String> = client
+            .permissions
+            .iter()
+            .filter(|p| (asked.is_empty() || asked.contains(&p.as_str())) && crate::rbac::covers(&held, p))
+            .cloned()
+            .collect();
+        let policy = crate::store::policy::get(&mut tx).await?;
+        let ttl = i64::from(policy.access_token_ttl_secs);
+        let mut claims =
+            self.core.signer.claims(&tenant, &resource, "", ttl, Vec::new(), Vec::new(), granted.clone(), None);
+        claims.client_id = Some(client.id.to_string());
+        let access_token = self.core.signer.mint(&self.core.db, &tenant, &claims).await?;
+        tx.record(record(Outcome::Success).detail("permissions", granted.clone())).await?;
+        tx.commit().await?;
+        Ok(Response::new(pb::OAuthTokens {
+            access_token,
+            token_type: "Bearer".into(),
+            expires_in: u32::try_from(claims.exp - claims.iat).unwrap_or_default(),
+            refresh_token: String::new(),
+            id_token: String::new(),
+            scope: granted.join(" "),
+        }))
+    }
+
     async fn revoke_token(
         &self,
         request: Request<pb::ClientTokenRequest>,
@@ -512,7 +615,9 @@ impl pb::o_auth_service_server::OAuthService for OAuthFlow {
         let ctx = kit::access::RequestContext::of(&request)?;
         let req = request.into_inner();
         let (tenant, mut tx, client) = self.client_of(&ctx, &req.client_id, &req.client_secret, "oauth.revoke").await?;
-        let Some((session, user, _, kind)) = self.session_of(&mut tx, &tenant, client.id, &req.token).await? else {
+        // A client's own token has no session to end: it expires within the access-token lifetime.
+        let given = self.token_of(&mut tx, &tenant, client.id, &req.token).await?;
+        let Some(Given { session: Some(session), sub: user, kind, .. }) = given else {
             tx.commit().await?;
             return Ok(Response::new(pb::RevokeTokenResponse { revoked: false }));
         };
@@ -520,7 +625,7 @@ impl pb::o_auth_service_server::OAuthService for OAuthFlow {
         let resource = format!("session/{session}");
         let actor = kit::outbox::Actor::Service(format!("oauth_client/{}", client.id));
         let record = crate::core::audit(actor, "oauth.revoke", &resource, Outcome::Success, ctx.request_id.clone())
-            .detail("user_id", user.to_string())
+            .detail("user_id", user)
             .detail("presented", kind);
         tx.record(record).await?;
         tx.commit().await?;
@@ -536,16 +641,16 @@ impl pb::o_auth_service_server::OAuthService for OAuthFlow {
         let req = request.into_inner();
         let (tenant, mut tx, client) =
             self.client_of(&ctx, &req.client_id, &req.client_secret, "oauth.introspect").await?;
-        let found = self.session_of(&mut tx, &tenant, client.id, &req.token).await?;
+        let found = self.token_of(&mut tx, &tenant, client.id, &req.token).await?;
         tx.commit().await?;
         Ok(Response::new(match found {
-            Some((session, user, exp, kind)) => pb::IntrospectTokenResponse {
+            Some(given) => pb::IntrospectTokenResponse {
                 active: true,
-                sub: user.to_string(),
+                sub: given.sub,
                 client_id: client.id.to_string(),
-                token_type: kind.into(),
-                exp: exp.timestamp(),
-                sid: session.to_string(),
+                token_type: given.kind.into(),
+                exp: given.exp.timestamp(),
+                sid: given.session.map(|s| s.to_string()).unwrap_or_default(),
             },
             None => pb::IntrospectTokenResponse::default(),
         }))

@@ -60,6 +60,9 @@ pub struct Settings {
     pub allowed_scopes: Vec<String>,
     pub grant_types: Vec<String>,
     pub first_party: bool,
+    /// What its client_credentials tokens may do (known permissions; whether the registrant holds
+    /// them is checked with the registrant).
+    pub permissions: Vec<String>,
 }
 
 /// Checks a client's settings for its kind; the first field at fault is named in the error.
@@ -69,21 +72,31 @@ pub fn check(kind: Kind, settings: Option<&pb::ClientSettings>) -> Result<Settin
     if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
         return Err(ApiError::invalid_field("name", "1 to 100 printable characters"));
     }
-    if s.redirect_uris.is_empty() {
+    let grant_types = one_of("grant_types", &s.grant_types, &GRANT_TYPES)?;
+    if grant_types.is_empty() {
+        return Err(ApiError::invalid_field("grant_types", "at least one"));
+    }
+    let code_flow = grant_types.iter().any(|g| g == "authorization_code");
+    if s.redirect_uris.is_empty() && code_flow {
         return Err(ApiError::invalid_field("redirect_uris", "at least one"));
     }
     let redirect_uris = uris("redirect_uris", &s.redirect_uris)?;
     let post_logout_redirect_uris = uris("post_logout_redirect_uris", &s.post_logout_redirect_uris)?;
     let allowed_scopes = one_of("allowed_scopes", &s.allowed_scopes, &SCOPES)?;
-    if allowed_scopes.is_empty() {
+    if allowed_scopes.is_empty() && code_flow {
         return Err(ApiError::invalid_field(
             "allowed_scopes",
             "at least one of openid, profile, email, offline_access",
         ));
     }
-    let grant_types = one_of("grant_types", &s.grant_types, &GRANT_TYPES)?;
-    if grant_types.is_empty() {
-        return Err(ApiError::invalid_field("grant_types", "at least one"));
+    let mut permissions = s.permissions.clone();
+    permissions.sort();
+    permissions.dedup();
+    if !permissions.is_empty() && !grant_types.iter().any(|g| g == "client_credentials") {
+        return Err(ApiError::invalid_field("permissions", "only for a client with client_credentials"));
+    }
+    if permissions.len() > 100 {
+        return Err(ApiError::invalid_field("permissions", "at most 100"));
     }
     if kind == Kind::Public && grant_types.iter().any(|g| g == "client_credentials") {
         return Err(ApiError::invalid_field("grant_types", "client_credentials needs a confidential client"));
@@ -98,6 +111,7 @@ pub fn check(kind: Kind, settings: Option<&pb::ClientSettings>) -> Result<Settin
         allowed_scopes,
         grant_types,
         first_party: s.first_party,
+        permissions,
     })
 }
 
@@ -244,6 +258,7 @@ mod tests {
             allowed_scopes: vec!["openid".into(), "email".into(), "openid".into()],
             grant_types: grants.iter().map(|g| (*g).to_owned()).collect(),
             first_party: true,
+            permissions: Vec::new(),
         }
     }
 
@@ -293,5 +308,21 @@ mod tests {
         let mut many = settings(&["https://a.example/cb"], &["authorization_code"]);
         many.redirect_uris = (0..11).map(|i| format!("https://a.example/{i}")).collect();
         assert_eq!(check(Kind::Public, Some(&many)).expect_err("11").message, "redirect_uris: at most 10");
+    }
+
+    #[test]
+    fn a_machine_client_needs_no_redirect_uri_and_only_it_has_permissions() {
+        let mut machine = settings(&[], &["client_credentials"]);
+        machine.allowed_scopes.clear();
+        machine.permissions = vec!["users.read".into(), "audit.read".into(), "users.read".into()];
+        let s = check(Kind::Confidential, Some(&machine)).expect("machine client");
+        assert_eq!(s.permissions, ["audit.read", "users.read"]);
+        let mut browser = settings(&["https://a.example/cb"], &["authorization_code"]);
+        browser.permissions = vec!["users.read".into()];
+        let e = check(Kind::Confidential, Some(&browser)).expect_err("permissions without the grant");
+        assert_eq!(e.message, "permissions: only for a client with client_credentials");
+        let mut no_scope = settings(&["https://a.example/cb"], &["authorization_code"]);
+        no_scope.allowed_scopes.clear();
+        assert!(check(Kind::Public, Some(&no_scope)).is_err(), "the code flow needs a scope");
     }
 }

@@ -15,6 +15,7 @@ pub struct ClientRow {
     pub allowed_scopes: Vec<String>,
     pub grant_types: Vec<String>,
     pub first_party: bool,
+    pub permissions: Vec<String>,
     pub created_by: String,
     pub created_at: chrono::DateTime<chrono::Utc>,
     pub updated_at: chrono::DateTime<chrono::Utc>,
@@ -22,7 +23,7 @@ pub struct ClientRow {
 }
 
 const COLUMNS: &str = "id, kind, name, redirect_uris, post_logout_redirect_uris, allowed_scopes, grant_types, \
-                       first_party, created_by, created_at, updated_at, secret_created_at";
+                       first_party, permissions, created_by, created_at, updated_at, secret_created_at";
 
 /// Registers a client; `secret_hash` for a confidential one.
 pub async fn insert(
@@ -36,8 +37,9 @@ pub async fn insert(
     tx.one(
         sqlx::query_as(&format!(
             "INSERT INTO oauth_clients (id, kind, name, redirect_uris, post_logout_redirect_uris, allowed_scopes,
-                                        grant_types, first_party, secret_hash, secret_created_at, created_by)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, CASE WHEN $9 IS NULL THEN NULL ELSE now() END, $10)
+                                        grant_types, first_party, secret_hash, secret_created_at, created_by,
+                                        permissions)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, CASE WHEN $9 IS NULL THEN NULL ELSE now() END, $10, $11)
              RETURNING {COLUMNS}"
         ))
         .bind(id)
@@ -49,7 +51,8 @@ pub async fn insert(
         .bind(&s.grant_types)
         .bind(s.first_party)
         .bind(secret_hash)
-        .bind(created_by),
+        .bind(created_by)
+        .bind(&s.permissions),
     )
     .await
 }
@@ -82,7 +85,7 @@ pub async fn update(tx: &mut TenantTx, id: uuid::Uuid, s: &Settings) -> Result<O
     tx.optional(
         sqlx::query_as(&format!(
             "UPDATE oauth_clients SET name = $2, redirect_uris = $3, post_logout_redirect_uris = $4,
-                    allowed_scopes = $5, grant_types = $6, first_party = $7, updated_at = now()
+                    allowed_scopes = $5, grant_types = $6, first_party = $7, permissions = $8, updated_at = now()
               WHERE id = $1 RETURNING {COLUMNS}"
         ))
         .bind(id)
@@ -91,7 +94,8 @@ pub async fn update(tx: &mut TenantTx, id: uuid::Uuid, s: &Settings) -> Result<O
         .bind(&s.post_logout_redirect_uris)
         .bind(&s.allowed_scopes)
         .bind(&s.grant_types)
-        .bind(s.first_party),
+        .bind(s.first_party)
+        .bind(&s.permissions),
     )
     .await
 }

@@ -74,7 +74,8 @@ impl Fx {
                 "redirect_uris": [REDIRECT],
                 "post_logout_redirect_uris": [AFTER_LOGOUT],
                 "allowed_scopes": ["openid", "profile", "email", "offline_access"],
-                "grant_types": ["authorization_code", "refresh_token"],
+                "grant_types": ["authorization_code", "refresh_token", "client_credentials"],
+                "permissions": ["users.read"],
                 "first_party": false
             }),
         )
@@ -234,6 +235,7 @@ async fn authlib_signs_in_through_the_hosted_page_in_chromium() {
     assert_eq!(report["userinfo"]["email"], "pat@alpha.example", "{report}");
     assert_eq!(report["id_token"]["amr"], json!(["pwd"]), "{report}");
     assert_eq!(report["logged_out"], true);
+    assert_eq!(report["machine"]["scope"], "users.read", "{report}");
 
     // A user with TOTP: the browser passes the second step too, and the ID token says so.
     let member = "totp@alpha.example";
@@ -413,5 +415,85 @@ async fn the_hosted_page_refuses_what_it_must_and_walks_every_step() {
     )
     .await;
     assert_eq!(st, 400, "{body}");
+    f.c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_machine_client_acts_for_itself_with_the_permissions_it_was_given() {
+    let f = Fx::new().await;
+    let basic = format!(
+        "Basic {}",
+        base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            format!("{}:{}", f.client_id, f.client_secret)
+        )
+    );
+    let token = |form: &'static str| {
+        let basic = basic.clone();
+        let c = &f.c;
+        async move {
+            let headers = [("content-type", "application/x-www-form-urlencoded"), ("authorization", basic.as_str())];
+            let (st, h, body) = c
+                .gateway_request(Method::POST, "/t/alpha/oauth/token", &headers, form.as_bytes().to_vec())
+                .await
+                .expect("token");
+            (st.as_u16(), h, body)
+        }
+    };
+    let (st, headers, t) = token("grant_type=client_credentials").await;
+    assert_eq!(st, 200, "{t}");
+    assert_eq!(headers["cache-control"], "no-store");
+    assert_eq!(
+        (t["scope"].as_str(), t.get("refresh_token"), t.get("id_token")),
+        (Some("users.read"), None, None),
+        "{t}"
+    );
+    let access = t["access_token"].as_str().expect("token").to_owned();
+    let claims = e2e::jwt_part(&access, 1);
+    assert_eq!(claims["sub"], format!("oauth_client/{}", f.client_id));
+    assert_eq!(claims["client_id"], f.client_id.as_str());
+    assert!(claims.get("sid").is_none(), "no session: {claims}");
+
+    // It may do what it was given, and nothing else; it is nobody's session.
+    let (st, users) = call(&f.c, &access, Method::GET, "/v1/users", Value::Null).await;
+    assert_eq!(st, 200, "{users}");
+    let body = json!({ "email": "x@alpha.example", "password": PASSWORD });
+    let (st, e) = call(&f.c, &access, Method::POST, "/v1/users", body).await;
+    assert_eq!((st, e["error"]["reason"].as_str()), (403, Some("MISSING_PERMISSION")), "{e}");
+    let (st, e) = call(&f.c, &access, Method::GET, "/v1/me", Value::Null).await;
+    assert!((400..500).contains(&st), "{st} {e}");
+
+    // A permission it was not given, in `scope`: invalid_scope, audited.
+    let (st, _, e) = token("grant_type=client_credentials&scope=users.write").await;
+    assert_eq!((st, e["error"].as_str()), (400, Some("invalid_scope")), "{e}");
+    // Introspection knows the client's own token.
+    let form = format!("token={access}");
+    let headers = [("content-type", "application/x-www-form-urlencoded"), ("authorization", basic.as_str())];
+    let (st, _, i) =
+        f.c.gateway_request(Method::POST, "/t/alpha/oauth/introspect", &headers, form.into_bytes())
+            .await
+            .expect("introspect");
+    assert_eq!(st.as_u16(), 200);
+    assert_eq!(
+        (i["active"].as_bool(), i["sub"].as_str()),
+        (Some(true), Some(format!("oauth_client/{}", f.client_id).as_str())),
+        "{i}"
+    );
+
+    // A client registered with a permission nobody has, or a public one with the grant: refused.
+    let refused = |body: Value| call(&f.c, &f.owner, Method::POST, "/v1/oauth/clients", body);
+    let (st, e) = refused(json!({
+        "kind": "confidential", "name": "Robot", "grant_types": ["client_credentials"], "permissions": ["no.such.permission"]
+    }))
+    .await;
+    assert_eq!(st, 400, "{e}");
+    let (st, e) = refused(json!({ "kind": "public", "name": "Robot", "grant_types": ["client_credentials"] })).await;
+    assert_eq!(st, 400, "{e}");
+    // A machine-only client needs no redirect URI or scope.
+    let (st, robot) = refused(json!({
+        "kind": "confidential", "name": "Robot", "grant_types": ["client_credentials"], "permissions": ["users.read"]
+    }))
+    .await;
+    assert_eq!(st, 200, "{robot}");
     f.c.stop().await;
 }

@@ -74,6 +74,7 @@ impl Fx {
             allowed_scopes: vec!["openid".into(), "email".into(), "offline_access".into()],
             grant_types: vec!["authorization_code".into(), "refresh_token".into()],
             first_party,
+            permissions: Vec::new(),
         };
         let spa = clients
             .create_client(req(

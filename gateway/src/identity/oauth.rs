@@ -52,11 +52,14 @@ pub struct ClientSettings {
     name: String,
     /// 1–10 exact redirect URIs: https, http on 127.0.0.1 or [::1] (native apps, any port), or a
     /// private-use scheme with a dot (com.example.app:/cb); no fragment, user info or wildcard.
+    /// None for a client without authorization_code.
+    #[serde(default)]
     redirect_uris: Vec<String>,
     /// 0–10 URIs RP-initiated logout may return to, the same rules.
     #[serde(default)]
     post_logout_redirect_uris: Vec<String>,
-    /// Of openid, profile, email, offline_access.
+    /// Of openid, profile, email, offline_access (at least one with authorization_code).
+    #[serde(default)]
     allowed_scopes: Vec<String>,
     /// Of authorization_code, refresh_token (with authorization_code), client_credentials
     /// (confidential clients only).
@@ -64,6 +67,10 @@ pub struct ClientSettings {
     /// A first-party client's users are not asked for consent.
     #[serde(default)]
     first_party: bool,
+    /// What the client's own tokens (client_credentials) may do, e.g. `users.read`: each held by
+    /// the caller (a sensitive one with a recent second factor). Only with client_credentials.
+    #[serde(default)]
+    permissions: Vec<String>,
 }
 
 impl From<ClientSettings> for pb::ClientSettings {
@@ -75,6 +82,7 @@ impl From<ClientSettings> for pb::ClientSettings {
             allowed_scopes: s.allowed_scopes,
             grant_types: s.grant_types,
             first_party: s.first_party,
+            permissions: s.permissions,
         }
     }
 }
@@ -91,6 +99,8 @@ pub struct OAuthClient {
     allowed_scopes: Vec<String>,
     grant_types: Vec<String>,
     first_party: bool,
+    /// What its client_credentials tokens may do.
+    permissions: Vec<String>,
     created_by: String,
     #[schema(format = DateTime)]
     created_at: Option<String>,
@@ -117,6 +127,7 @@ impl From<pb::OAuthClient> for OAuthClient {
             allowed_scopes: s.allowed_scopes,
             grant_types: s.grant_types,
             first_party: s.first_party,
+            permissions: s.permissions,
             created_by: c.created_by,
             created_at: rfc3339(&c.create_time),
             updated_at: rfc3339(&c.update_time),
@@ -155,13 +166,18 @@ pub struct NewClientBody {
     /// 1–100 characters, shown to users on the consent screen.
     name: String,
     /// 1–10 exact redirect URIs (see ClientSettings).
+    #[serde(default)]
     redirect_uris: Vec<String>,
     #[serde(default)]
     post_logout_redirect_uris: Vec<String>,
+    #[serde(default)]
     allowed_scopes: Vec<String>,
     grant_types: Vec<String>,
     #[serde(default)]
     first_party: bool,
+    /// What its client_credentials tokens may do (see ClientSettings).
+    #[serde(default)]
+    permissions: Vec<String>,
 }
 
 impl NewClientBody {
@@ -174,6 +190,7 @@ impl NewClientBody {
             allowed_scopes: self.allowed_scopes,
             grant_types: self.grant_types,
             first_party: self.first_party,
+            permissions: self.permissions,
         };
         pb::CreateClientRequest { kind: kind.into(), settings: Some(settings.into()) }
     }
@@ -284,8 +301,11 @@ pub async fn rotate_secret(
 /// The token endpoint's form (`application/x-www-form-urlencoded`; RFC 6749 4.1.3).
 #[derive(Debug, Default, Deserialize, ToSchema)]
 pub struct TokenForm {
-    /// `authorization_code` or `refresh_token`.
+    /// `authorization_code`, `refresh_token` or `client_credentials`.
     grant_type: String,
+    /// With `client_credentials`: some of the client's permissions, space-separated (default all).
+    #[serde(default)]
+    scope: String,
     /// With `refresh_token`: the refresh token (rotated: use the one answered next time).
     #[serde(default)]
     refresh_token: String,
@@ -472,9 +492,13 @@ pub async fn token(
             let msg = pb::RefreshTokenRequest { client_id, client_secret, refresh_token: form.refresh_token };
             flow.refresh_token(super::login::anonymous(tenant.as_str(), &id, msg)).await
         }
+        "client_credentials" => {
+            let msg = pb::ClientCredentialsRequest { client_id, client_secret, scope: form.scope };
+            flow.client_credentials(super::login::anonymous(tenant.as_str(), &id, msg)).await
+        }
         "" => return bad("grant_type is required"),
         _ => {
-            let why = "grant_type must be authorization_code or refresh_token";
+            let why = "grant_type must be authorization_code, refresh_token or client_credentials";
             return oauth_refusal(StatusCode::BAD_REQUEST, "unsupported_grant_type", why, false);
         }
     };

@@ -83,7 +83,7 @@ pub async fn discovery(
         scopes_supported: vec!["openid", "profile", "email", "offline_access"],
         response_types_supported: vec!["code"],
         response_modes_supported: vec!["query"],
-        grant_types_supported: vec!["authorization_code", "refresh_token"],
+        grant_types_supported: vec!["authorization_code", "refresh_token", "client_credentials"],
         subject_types_supported: vec!["public"],
         id_token_signing_alg_values_supported: vec!["EdDSA"],
         token_endpoint_auth_methods_supported: vec!["client_secret_basic", "client_secret_post", "none"],
