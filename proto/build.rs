@@ -14,6 +14,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "strongroom/auth/v1/appeals.proto",
         "strongroom/auth/v1/privacy.proto",
         "strongroom/auth/v1/oauth.proto",
+        "strongroom/auth/v1/passkeys.proto",
         "strongroom/vault/v1/secrets.proto",
         "strongroom/vault/v1/transit.proto",
         "strongroom/vault/v1/keys.proto",

@@ -50,6 +50,54 @@ pub struct AuthSettings {
     /// bring the tenant back. Shared by every replica, kept beside the backup repository.
     #[serde(default)]
     pub erasure_journal: Option<std::path::PathBuf>,
+    /// Passkeys (WebAuthn): the relying party browsers see. Without `rp_id`, passkeys are off
+    /// (`PASSKEYS_UNAVAILABLE`).
+    #[serde(default)]
+    pub webauthn: WebauthnSettings,
+}
+
+/// The WebAuthn relying party: the gateway's host as browsers reach it (docs/identity.md).
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebauthnSettings {
+    /// The relying party id: the gateway's host name (`auth.example.com`), never an IP address.
+    #[serde(default)]
+    pub rp_id: Option<String>,
+    /// Shown by authenticators; default `Strongroom`.
+    #[serde(default)]
+    pub rp_name: Option<String>,
+    /// The origins the browser may assert from (`https://auth.example.com`): the first one, and
+    /// any further ones (the host or its subdomains).
+    #[serde(default)]
+    pub origins: Vec<String>,
+    /// Accept an origin's host on any port (development only: the dev constellation's ports are
+    /// chosen at start).
+    #[serde(default)]
+    pub allow_any_port: bool,
+}
+
+impl WebauthnSettings {
+    /// The verifier, or none when passkeys are off.
+    pub fn build(&self, env: kit::config::Environment) -> Result<Option<webauthn_rs::Webauthn>, String> {
+        let Some(rp_id) = self.rp_id.as_deref() else { return Ok(None) };
+        if self.allow_any_port && env == kit::config::Environment::Production {
+            return Err("service.webauthn.allow_any_port is for development only".into());
+        }
+        let origins: Vec<url::Url> = self
+            .origins
+            .iter()
+            .map(|o| url::Url::parse(o).map_err(|e| format!("service.webauthn.origins: {o}: {e}")))
+            .collect::<Result<_, _>>()?;
+        let first = origins.first().ok_or("service.webauthn.origins: at least one with rp_id")?;
+        let mut builder = webauthn_rs::WebauthnBuilder::new(rp_id, first)
+            .map_err(|e| format!("service.webauthn: {e}"))?
+            .rp_name(self.rp_name.as_deref().unwrap_or("Strongroom"))
+            .allow_any_port(self.allow_any_port);
+        for origin in &origins[1..] {
+            builder = builder.append_allowed_origin(origin);
+        }
+        builder.build().map(Some).map_err(|e| format!("service.webauthn: {e}"))
+    }
 }
 
 impl Default for AuthSettings {
@@ -67,6 +115,7 @@ impl Default for AuthSettings {
             totp_issuer: default_totp_issuer(),
             export_window_days: default_export_window_days(),
             erasure_journal: None,
+            webauthn: WebauthnSettings::default(),
         }
     }
 }

@@ -39,6 +39,8 @@ pub struct Core {
     pub profiles: Profiles,
     /// Where every termination is written before it commits (`service.erasure_journal`).
     pub journal: Option<kit::journal::Journal>,
+    /// Passkeys' verifier (`service.webauthn`); none when they are off.
+    pub webauthn: Option<Arc<webauthn_rs::Webauthn>>,
 }
 
 /// How long this replica shows a user's profile (`GetMe`) without reading it again: the bound a

@@ -27,7 +27,7 @@ use kit::Identity;
 use kit::migrate::MigrationSet;
 use kit::server::{Api, Listeners, ServeError};
 
-pub use config::AuthSettings;
+pub use config::{AuthSettings, WebauthnSettings};
 
 pub const SERVICE: &str = "auth";
 
@@ -60,6 +60,7 @@ pub const MIGRATIONS: MigrationSet = MigrationSet {
         kit::migration!("tenant", "0018_bind_sessions_to_oauth_clients"),
         kit::migration!("tenant", "0019_record_oauth_session_scopes"),
         kit::migration!("tenant", "0020_let_oauth_clients_act_for_themselves"),
+        kit::migration!("tenant", "0021_create_passkeys"),
     ],
 };
 
@@ -94,9 +95,9 @@ pub async fn run(
             access_service_server::AccessServiceServer, appeal_service_server::AppealServiceServer,
             authentication_service_server::AuthenticationServiceServer, identity_service_server::IdentityServiceServer,
             keys_service_server::KeysServiceServer, o_auth_client_service_server::OAuthClientServiceServer,
-            o_auth_service_server::OAuthServiceServer, privacy_service_server::PrivacyServiceServer,
-            session_service_server::SessionServiceServer, tenant_service_server::TenantServiceServer,
-            user_service_server::UserServiceServer,
+            o_auth_service_server::OAuthServiceServer, passkey_service_server::PasskeyServiceServer,
+            privacy_service_server::PrivacyServiceServer, session_service_server::SessionServiceServer,
+            tenant_service_server::TenantServiceServer, user_service_server::UserServiceServer,
         };
         let cfg = &ctx.config;
         let vault_url = cfg.upstreams.vault.clone().ok_or("upstreams.vault is required (TOTP seeds, signing keys)")?;
@@ -137,6 +138,7 @@ pub async fn run(
         kit::export::spawn(ctx.db.clone(), std::sync::Arc::new(part), ctx.shutdown.clone());
         let journal = kit::journal::from_setting(settings.erasure_journal.as_deref(), &ctx.certs, SERVICE)
             .map_err(|e| e.to_string())?;
+        let webauthn = settings.webauthn.build(cfg.env)?.map(std::sync::Arc::new);
         let core = core::Core {
             db: ctx.db.clone(),
             hasher,
@@ -149,6 +151,7 @@ pub async fn run(
             settings,
             profiles,
             journal,
+            webauthn,
         };
         let tenants = api::tenants::Tenants { db: ctx.db.clone(), core: core.clone() };
         let keys = api::tenants::Keys { db: ctx.db.clone() };
@@ -180,6 +183,11 @@ pub async fn run(
                 verifier: ctx.verifier.clone(),
             }))
             .allow("/strongroom.auth.v1.OAuthService/*", FRONT)
+            .service(PasskeyServiceServer::new(api::passkeys::Passkeys {
+                core: core.clone(),
+                authn: api::authn::Authn { core: core.clone() },
+            }))
+            .allow("/strongroom.auth.v1.PasskeyService/*", FRONT)
             .service(SessionServiceServer::new(api::sessions::Sessions { core }))
             .allow("/strongroom.auth.v1.SessionService/*", FRONT)
             .service(TenantServiceServer::new(tenants))

@@ -455,7 +455,10 @@ pub async fn up(dir: &Path, observability: bool, backups: bool) -> anyhow::Resul
             vault_env.clone()
         } else {
             if *name == "auth" {
-                config["service"] = json!({ "redis_url": redis_url });
+                // Passkeys: browsers reach the gateway as https://localhost:<port>.
+                let webauthn =
+                    json!({ "rp_id": "localhost", "origins": ["https://localhost"], "allow_any_port": true });
+                config["service"] = json!({ "redis_url": redis_url, "webauthn": webauthn });
                 if let Some(journal) = &journal {
                     config["service"]["erasure_journal"] = json!(journal);
                 }
@@ -474,7 +477,10 @@ pub async fn up(dir: &Path, observability: bool, backups: bool) -> anyhow::Resul
         "http": { "listen": format!("127.0.0.1:{gateway_port}") },
         "admin": { "listen": gateway_admin.to_string() },
         "tls": tls(&pki, "gateway"),
-        "browser": { "csrf_key": csrf_key()?, "allowed_origins": [format!("https://127.0.0.1:{gateway_port}")] },
+        "browser": {
+            "csrf_key": csrf_key()?,
+            "allowed_origins": [format!("https://127.0.0.1:{gateway_port}"), format!("https://localhost:{gateway_port}")],
+        },
         "upstreams": upstreams,
         "redis": { "url": redis_url },
         "telemetry": telemetry,

@@ -4,23 +4,10 @@
 //   { url, redirect_uri, email, password, totp?: code, cancel?: bool }
 // and prints { callback, titles, csp_violations } as JSON on stdout. The browser's request to the
 // redirect URI is watched for: nothing needs to listen there.
-import { chromium } from "playwright-core";
+import { readTask, withChromium } from "./chromium.mjs";
 
-const task = JSON.parse(await new Promise((resolve) => {
-  let data = "";
-  process.stdin.on("data", (c) => (data += c));
-  process.stdin.on("end", () => resolve(data));
-}));
-
-const browser = await chromium.launch({
-  executablePath: process.env.STRONGROOM_CHROMIUM || "/usr/bin/chromium",
-  args: [
-    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-  ],
-});
-const bounded = setTimeout(() => { console.error("login.mjs: timed out"); process.exit(2); }, 60_000);
-try {
+const task = await readTask();
+await withChromium("login.mjs", 60, async (browser) => {
   // The gateway's certificate is signed by the test constellation's own CA.
   const context = await browser.newContext({ ignoreHTTPSErrors: true });
   const page = await context.newPage();
@@ -57,7 +44,4 @@ try {
     throw new Error(`not sent back to the client: ${page.url()} ${error.join(" ")} ${console_.join(" | ")}`);
   }
   process.stdout.write(JSON.stringify({ callback, titles, csp_violations: cspViolations }));
-} finally {
-  clearTimeout(bounded);
-  await browser.close();
-}
+});

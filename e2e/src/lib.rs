@@ -219,6 +219,13 @@ pub fn auth_settings() -> auth_svc::AuthSettings {
         signing_key_rotate_after_secs: 0,
         // Short, so tests see a reuse after the grace window quickly.
         refresh_grace_secs: 2,
+        // Browsers reach the gateway as https://localhost:<port> (an IP address is no RP id).
+        webauthn: auth_svc::WebauthnSettings {
+            rp_id: Some("localhost".into()),
+            rp_name: None,
+            origins: vec!["https://localhost".into()],
+            allow_any_port: true,
+        },
         ..Default::default()
     }
 }
@@ -606,6 +613,46 @@ pub fn jwt_part(token: &str, part: usize) -> serde_json::Value {
     let raw = token.split('.').nth(part).expect("a JWT part");
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(raw).expect("base64url");
     serde_json::from_slice(&bytes).expect("JSON")
+}
+
+/// Runs `program args…` with `task` as JSON on its stdin and answers what it printed on stdout,
+/// as JSON: the real clients of the tests (e2e/browser: Chromium drivers, the Authlib client).
+/// Panics, with its stderr, when it fails or outlives `limit` (it is killed then).
+pub async fn run_json_tool(
+    program: &str,
+    args: &[&str],
+    task: &serde_json::Value,
+    limit: Duration,
+) -> serde_json::Value {
+    use tokio::io::AsyncWriteExt;
+    let mut child = tokio::process::Command::new(program)
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {program}: {e}"));
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin.write_all(task.to_string().as_bytes()).await.expect("task");
+    drop(stdin);
+    let out = tokio::time::timeout(limit, child.wait_with_output())
+        .await
+        .unwrap_or_else(|_| panic!("{program} {args:?} did not stop within {limit:?}"))
+        .expect("output");
+    assert!(out.status.success(), "{program} {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("a JSON report")
+}
+
+/// The e2e/browser directory (the browser drivers and the Authlib client), checked to be set up.
+pub fn browser_tools() -> std::path::PathBuf {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("browser");
+    assert!(
+        dir.join("node_modules/playwright-core").exists(),
+        "no playwright-core in {}: run `bash deploy/browser.sh` (deploy/test.sh does)",
+        dir.display()
+    );
+    dir
 }
 
 /// A binary of this workspace built next to the test executable (`cargo build --workspace --bins`

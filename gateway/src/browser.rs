@@ -33,7 +33,14 @@ pub const CSRF_COOKIE: &str = "__Host-strongroom_csrf";
 pub const CSRF_HEADER: &str = "x-csrf-token";
 /// Routes used before a session exists: no CSRF token to check, but a browser's request must come
 /// from an allowed origin (login CSRF would log the victim into the attacker's account).
-pub const PRE_SESSION_ROUTES: [&str; 2] = ["/v1/auth/login", "/v1/auth/mfa"];
+pub const PRE_SESSION_ROUTES: [&str; 6] = [
+    "/v1/auth/login",
+    "/v1/auth/mfa",
+    "/v1/auth/passkey/options",
+    "/v1/auth/passkey",
+    "/v1/auth/mfa/passkey/options",
+    "/v1/auth/mfa/passkey",
+];
 
 const NONCE_LEN: usize = 16;
 const MIN_KEY_LEN: usize = 32;

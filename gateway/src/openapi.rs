@@ -48,7 +48,7 @@ pub struct ErrorFields {
 struct ApiDoc;
 
 /// The operations reached without a credential (`security: []`), and with no tenant header.
-pub const PUBLIC: [&str; 15] = [
+pub const PUBLIC: [&str; 19] = [
     "/healthz",
     "/readyz",
     "/openapi.json",
@@ -56,6 +56,10 @@ pub const PUBLIC: [&str; 15] = [
     "/.well-known/openid-configuration",
     "/v1/auth/login",
     "/v1/auth/mfa",
+    "/v1/auth/passkey/options",
+    "/v1/auth/passkey",
+    "/v1/auth/mfa/passkey/options",
+    "/v1/auth/mfa/passkey",
     "/v1/auth/refresh",
     "/v1/auth/appeal",
     "/v1/auth/appeal/status",

@@ -547,9 +547,13 @@ fn limited(retry_after: Duration, request_id: String) -> Response {
 }
 
 /// Routes a request with a body may reach without an access token.
-const NO_TOKEN_ROUTES: [&str; 7] = [
+const NO_TOKEN_ROUTES: [&str; 11] = [
     "/v1/auth/login",
     "/v1/auth/mfa",
+    "/v1/auth/passkey/options",
+    "/v1/auth/passkey",
+    "/v1/auth/mfa/passkey/options",
+    "/v1/auth/mfa/passkey",
     "/v1/auth/refresh",
     "/v1/auth/logout",
     "/v1/auth/appeal",

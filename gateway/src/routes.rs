@@ -15,7 +15,7 @@ use utoipa_axum::routes;
 
 use crate::AppState;
 use crate::http_layer::{HttpError, JsonError, RequestId, observe};
-use crate::identity::{appeals, directory, hosted, login, me, oauth, oidc, privacy};
+use crate::identity::{appeals, directory, hosted, login, me, oauth, oidc, passkeys, privacy};
 use crate::openapi::ErrorBody;
 use crate::upstream::{Call, upstream};
 
@@ -35,6 +35,15 @@ fn api_parts() -> (OpenApiRouter<AppState>, OpenApiRouter<AppState>) {
         .routes(routes!(login::refresh))
         .routes(routes!(login::logout))
         .routes(routes!(login::step_up))
+        .routes(routes!(passkeys::start_login))
+        .routes(routes!(passkeys::login))
+        .routes(routes!(passkeys::start_second_factor))
+        .routes(routes!(passkeys::second_factor))
+        .routes(routes!(passkeys::start_step_up))
+        .routes(routes!(passkeys::step_up))
+        .routes(routes!(passkeys::list, passkeys::register))
+        .routes(routes!(passkeys::start_registration))
+        .routes(routes!(passkeys::delete))
         .routes(routes!(appeals::file))
         .routes(routes!(appeals::status))
         .routes(routes!(appeals::answer))

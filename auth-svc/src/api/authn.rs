@@ -106,6 +106,18 @@ impl SecondFactor {
     }
 }
 
+/// The second factors a password login may finish with (an MFA challenge's `methods`).
+fn second_factor_methods(access: &UserAccess) -> Vec<String> {
+    let mut methods = Vec::new();
+    if access.has_totp {
+        methods.extend(["totp".to_owned(), "backup_code".to_owned()]);
+    }
+    if access.has_passkey {
+        methods.push("passkey".to_owned());
+    }
+    methods
+}
+
 /// The tokens of a session: a new access token under `policy`, and `refresh` (empty: none).
 fn session_tokens(
     access: String,
@@ -125,7 +137,7 @@ fn session_tokens(
 }
 
 impl Authn {
-    async fn active_tenant(&self, raw: &str) -> Option<Tenant> {
+    pub(crate) async fn active_tenant(&self, raw: &str) -> Option<Tenant> {
         let slug = TenantSlug::parse(raw).ok()?;
         self.core.db.tenant(&slug).await.ok().filter(|t| t.status == TenantStatus::Active)
     }
@@ -133,12 +145,46 @@ impl Authn {
     /// The active tenant of a request that carries a token naming its tenant (MFA challenge,
     /// refresh): the one `given`, else the token's; `None` when they differ. A token that names
     /// none (issued before tokens did) needs `given`.
-    async fn tenant_of_token(&self, given: &str, named_by_token: Option<TenantSlug>) -> Option<Tenant> {
+    pub(crate) async fn tenant_of_token(&self, given: &str, named_by_token: Option<TenantSlug>) -> Option<Tenant> {
         match (given, named_by_token) {
             ("", Some(slug)) => self.active_tenant(slug.as_str()).await,
             (given, Some(slug)) if given != slug.as_str() => None,
             (given, _) => self.active_tenant(given).await,
         }
+    }
+
+    /// Finishes a step-up of the caller's `session` that passed a second factor (`amr` its RFC
+    /// 8176 value, `method` as audited): notes it on the session, audits it and answers the
+    /// session's new access token, with `mfa_time` now.
+    pub(crate) async fn stepped_up(
+        &self,
+        me: &crate::core::Authed,
+        mut tx: TenantTx,
+        policy: &Policy,
+        session: uuid::Uuid,
+        amr: &str,
+        method: &str,
+    ) -> Result<pb::Tokens, ApiError> {
+        let user = me.user_id()?;
+        let resource = format!("session/{session}");
+        let jti = uuid::Uuid::now_v7();
+        let amr = sessions::stepped_up(&mut tx, session, amr, jti).await?;
+        tx.record(me.audit("mfa.step_up", &resource, Outcome::Success).detail("method", method.to_owned())).await?;
+        let (roles, permissions, _) = self.core.access_of(&mut tx, user, policy).await?;
+        tx.commit().await?;
+        let mut claims = self.core.signer.claims(
+            &me.tenant,
+            &me.principal.subject,
+            &session.to_string(),
+            i64::from(policy.access_token_ttl_secs),
+            amr,
+            roles,
+            permissions,
+            Some(chrono::Utc::now().timestamp()),
+        );
+        claims.jti = jti.to_string();
+        let access = self.core.signer.mint(&self.core.db, &me.tenant, &claims).await?;
+        Ok(session_tokens(access, policy, String::new(), session, false))
     }
 
     /// The login limits under `policy`.
@@ -155,8 +201,9 @@ impl Authn {
         s: NewSession<'_>,
     ) -> Result<pb::Tokens, ApiError> {
         let tenant = tx.tenant().clone();
-        let UserAccess { roles, permissions, has_totp } = access;
-        let enrollment_only = login::enrollment_only(policy.privileged(&roles, &permissions), s.mfa, has_totp);
+        let second_factor = access.has_second_factor();
+        let UserAccess { roles, permissions, .. } = access;
+        let enrollment_only = login::enrollment_only(policy.privileged(&roles, &permissions), s.mfa, second_factor);
         let refresh = tokens::new_refresh_token(&tenant.slug)?;
         let (session, jti) = (s.id, uuid::Uuid::now_v7());
         let client = [
@@ -306,7 +353,7 @@ impl Authn {
             tx.record(audit(actor.clone(), "user.password_rehash", &resource, Outcome::Success, request_id.clone()))
                 .await?;
         }
-        if access.has_totp {
+        if access.has_second_factor() {
             // The token names its tenant (`srm_<slug>.<random>`): the second step needs no more.
             let token = tokens::opaque(&format!("{MFA_PREFIX}{}.", tenant.slug))?;
             let secs = MFA_CHALLENGE_SECS as f64;
@@ -317,7 +364,7 @@ impl Authn {
                 result: Some(pb::login_response::Result::Mfa(pb::MfaChallenge {
                     mfa_token: token.to_string(),
                     expires_in: MFA_CHALLENGE_SECS as u32,
-                    methods: vec!["totp".into(), "backup_code".into()],
+                    methods: second_factor_methods(&access),
                 })),
             });
         }
@@ -626,24 +673,10 @@ impl pb::authentication_service_server::AuthenticationService for Authn {
                 return Err(err.into());
             }
         };
-        let jti = uuid::Uuid::now_v7();
-        let amr = sessions::stepped_up(&mut tx, session, login::amr_of(method), jti).await?;
-        tx.record(me.audit("mfa.step_up", &resource, Outcome::Success).detail("method", method)).await?;
-        let (roles, permissions, _) = self.core.access_of(&mut tx, user, &policy).await?;
-        tx.commit().await?;
-        let mut claims = self.core.signer.claims(
-            &me.tenant,
-            &me.principal.subject,
-            &session.to_string(),
-            i64::from(policy.access_token_ttl_secs),
-            amr,
-            roles,
-            permissions,
-            Some(chrono::Utc::now().timestamp()),
-        );
-        claims.jti = jti.to_string();
-        let access = self.core.signer.mint(&self.core.db, &me.tenant, &claims).await?;
-        Ok(Response::new(session_tokens(access, &policy, String::new(), session, false)))
+        self.stepped_up(&me, tx, &policy, session, login::amr_of(method), method)
+            .await
+            .map(Response::new)
+            .map_err(Into::into)
     }
 
     async fn introspect_api_key(

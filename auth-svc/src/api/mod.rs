@@ -5,6 +5,7 @@ pub mod access;
 pub mod appeals;
 pub mod authn;
 pub mod oauth;
+pub mod passkeys;
 pub mod privacy;
 pub mod sessions;
 pub mod tenants;

@@ -53,6 +53,16 @@ pub async fn delete_expired_mfa_challenges(
     limit: i64,
     held: &[uuid::Uuid],
 ) -> Result<u64, ApiError> {
+    // WebAuthn ceremonies live five minutes, and go when they expired.
+    tx.execute(
+        sqlx::query(
+            "DELETE FROM webauthn_ceremonies WHERE ctid = ANY(ARRAY(
+             SELECT ctid FROM webauthn_ceremonies WHERE expires_at < now() LIMIT $1))",
+        )
+        .bind(limit)
+        .persistent(false),
+    )
+    .await?;
     // OAuth authorization codes live a minute; a day after they expired they go too.
     tx.execute(
         sqlx::query(
@@ -104,7 +114,7 @@ pub async fn lock_erased_users(
 /// second factors, memberships, grants and email index rows (`users::erase`); they are here too,
 /// so that nothing a foreign key protects can keep the row. Revoked API keys leave the control
 /// schema's index of key hashes too.
-const USER_REFERENCES: [&str; 13] = [
+const USER_REFERENCES: [&str; 15] = [
     "DELETE FROM refresh_tokens t USING sessions s WHERE s.id = t.session_id AND s.user_id = ANY($1)",
     "DELETE FROM sessions WHERE user_id = ANY($1)",
     "DELETE FROM control.api_key_index i USING api_keys k WHERE k.key_hash = i.key_hash AND k.user_id = ANY($1)",
@@ -118,6 +128,8 @@ const USER_REFERENCES: [&str; 13] = [
     "DELETE FROM role_grants WHERE user_id = ANY($1)",
     "DELETE FROM user_email_index WHERE user_id = ANY($1)",
     "DELETE FROM oauth_codes WHERE user_id = ANY($1)",
+    "DELETE FROM passkeys WHERE user_id = ANY($1)",
+    "DELETE FROM webauthn_ceremonies WHERE user_id = ANY($1)",
 ];
 
 /// Deletes the (locked, deleted) `users` and every row that refers to them; returns `(users,

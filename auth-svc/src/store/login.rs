@@ -18,12 +18,22 @@ pub struct UserAccess {
     pub permissions: Vec<String>,
     /// A confirmed TOTP second factor.
     pub has_totp: bool,
+    /// A passkey (a second factor too).
+    pub has_passkey: bool,
+}
+
+impl UserAccess {
+    /// Whether the user has a second factor of either kind.
+    pub fn has_second_factor(&self) -> bool {
+        self.has_totp || self.has_passkey
+    }
 }
 
 /// The [`UserAccess`] of `user`, in one statement.
 pub async fn user_access(tx: &mut TenantTx, user: uuid::Uuid) -> Result<UserAccess, ApiError> {
     let sql = format!(
-        "SELECT EXISTS (SELECT 1 FROM mfa_totp WHERE user_id = $1 AND confirmed_at IS NOT NULL) AS has_totp, {}",
+        "SELECT EXISTS (SELECT 1 FROM mfa_totp WHERE user_id = $1 AND confirmed_at IS NOT NULL) AS has_totp,
+                EXISTS (SELECT 1 FROM passkeys WHERE user_id = $1) AS has_passkey, {}",
         super::roles::effective_columns("$1")
     );
     tx.one(sqlx::query_as(&sql).bind(user)).await
@@ -68,6 +78,7 @@ pub async fn login_facts(tx: &mut TenantTx, blinds: &Blinds, plain: &str) -> Res
     let sql = format!(
         "SELECT {POLICY_COLUMNS}, u.id, u.password_hash, u.status, u.suspension_reason, u.suspension_reason_sealed,
                 EXISTS (SELECT 1 FROM mfa_totp m WHERE m.user_id = u.id AND m.confirmed_at IS NOT NULL) AS has_totp,
+                EXISTS (SELECT 1 FROM passkeys k WHERE k.user_id = u.id) AS has_passkey,
                 {}
            FROM tenant_policy p
            LEFT JOIN users u ON u.id = coalesce(

@@ -13,6 +13,7 @@ pub mod legal_holds;
 pub mod login;
 pub mod mfa;
 pub mod oauth_clients;
+pub mod passkeys;
 pub mod policy;
 pub mod privacy_requests;
 pub mod retention;

@@ -335,6 +335,8 @@ pub async fn erase(tx: &mut TenantTx, id: uuid::Uuid) -> Result<(), ApiError> {
         "DELETE FROM role_grants WHERE user_id = $1",
         "DELETE FROM user_email_index WHERE user_id = $1",
         "DELETE FROM oauth_codes WHERE user_id = $1",
+        "DELETE FROM passkeys WHERE user_id = $1",
+        "DELETE FROM webauthn_ceremonies WHERE user_id = $1",
         "UPDATE sessions SET ip = '', user_agent = '', ip_sealed = NULL, user_agent_sealed = NULL WHERE user_id = $1",
     ] {
         tx.execute(sqlx::query(sql).bind(id)).await?;

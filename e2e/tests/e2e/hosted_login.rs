@@ -157,27 +157,9 @@ impl Fx {
             "password": password,
             "totp_secret": totp_secret,
         });
-        let script = format!("{}/browser/oidc_client.py", env!("CARGO_MANIFEST_DIR"));
-        let mut child = tokio::process::Command::new(&python)
-            .arg(&script)
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start the Authlib client");
-        {
-            use tokio::io::AsyncWriteExt;
-            let mut stdin = child.stdin.take().expect("stdin");
-            stdin.write_all(task.to_string().as_bytes()).await.expect("task");
-        }
-        let out = tokio::time::timeout(std::time::Duration::from_secs(300), child.wait_with_output())
-            .await
-            .expect("the Authlib client stops by itself")
-            .expect("output");
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(out.status.success(), "the Authlib client failed: {stderr}");
-        serde_json::from_slice(&out.stdout).expect("its report")
+        let script = e2e::browser_tools().join("oidc_client.py");
+        let limit = std::time::Duration::from_secs(300);
+        e2e::run_json_tool(&python, &[script.to_str().expect("path")], &task, limit).await
     }
 }
 

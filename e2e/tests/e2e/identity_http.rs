@@ -97,6 +97,12 @@ fn valid_request(method: &Method, path: String) -> (String, Value) {
             json!({ "id": uuid, "debit_account_id": uuid, "credit_account_id": uuid, "amount": "1", "ledger": "USD", "code": 1 }),
         ),
         ("POST", "/v1/auth/step-up" | "/v1/me/mfa/totp/confirm") => (path, json!({ "code": "123456" })),
+        ("POST", "/v1/auth/step-up/passkey") => {
+            (path, json!({ "ceremony_id": "00000000-0000-0000-0000-000000000003", "credential": {} }))
+        }
+        ("POST", "/v1/me/passkeys") => {
+            (path, json!({ "ceremony_id": "00000000-0000-0000-0000-000000000003", "credential": {}, "name": "Laptop" }))
+        }
         ("POST", "/v1/users") => (
             path,
             json!({ "email": "mallory@alpha.example", "password": "a long enough password", "roles": ["viewer"] }),

@@ -22,6 +22,7 @@ mod mtls;
 mod oauth_clients;
 mod oauth_flow;
 mod observability;
+mod passkeys;
 mod personal_data;
 mod privacy_execution;
 mod privacy_requests;

@@ -120,6 +120,12 @@ pub struct SteppedUp {
     expires_in: u32,
 }
 
+impl From<&pb::Tokens> for SteppedUp {
+    fn from(t: &pb::Tokens) -> Self {
+        Self { access_token: t.access_token.clone(), token_type: TokenType::Bearer, expires_in: t.expires_in }
+    }
+}
+
 /// A public key that verifies access tokens (RFC 7517).
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Jwk {
@@ -275,7 +281,7 @@ pub(super) fn recorded_in(mut resp: Response, tenant: Option<String>) -> Respons
 
 /// The answer to a sign-in, recorded in `tenant`'s audit log: tokens as JSON, or (browsers) in
 /// `__Host-` cookies with a CSRF token; or the refusal.
-fn session_response(
+pub(super) fn session_response(
     state: &AppState,
     result: Result<pb::LoginResponse, ApiError>,
     cookie: bool,
@@ -355,7 +361,10 @@ pub async fn mfa(
 }
 
 /// The tenant a body names, else the one its token names (auth-svc refuses the two differing).
-fn tenant_or_token(given: Option<&str>, named_by_token: Option<kit::TenantSlug>) -> Result<String, ApiError> {
+pub(super) fn tenant_or_token(
+    given: Option<&str>,
+    named_by_token: Option<kit::TenantSlug>,
+) -> Result<String, ApiError> {
     match (given, named_by_token) {
         (Some(t), _) => check_tenant(t),
         (None, Some(slug)) => Ok(slug.to_string()),
@@ -475,12 +484,7 @@ pub async fn step_up(
     JsonBody(body): JsonBody<CodeBody>,
 ) -> Result<Json<SteppedUp>, HttpError> {
     let t = authn(&state).step_up(call.request(pb::StepUpRequest { code: body.code })).await.map_err(upstream)?;
-    let t = t.get_ref();
-    Ok(Json(SteppedUp {
-        access_token: t.access_token.clone(),
-        token_type: TokenType::Bearer,
-        expires_in: t.expires_in,
-    }))
+    Ok(Json(SteppedUp::from(t.get_ref())))
 }
 
 /// How long the gateway serves a fetched JWKS document before asking auth-svc again. Far below

@@ -12,6 +12,7 @@ pub mod login;
 pub mod me;
 pub mod oauth;
 pub mod oidc;
+pub mod passkeys;
 pub mod privacy;
 pub mod strings;
 
