@@ -2,18 +2,23 @@
 // platform authenticator with resident keys and user verification), against the gateway's API from
 // a page of its own origin, https://localhost:<port> (an IP address is no WebAuthn RP id). Driven
 // by e2e/tests/e2e/passkeys.rs; reads its task as JSON on stdin:
-//   { origin, tenant, email, password, access_token }
-// registers a passkey for the signed-in user, lists it, signs in without a password, signs in with
-// the password and the passkey as second factor, steps up by passkey; prints what each answered as
-// JSON (the assertions too, for the test's replay and tamper attacks).
+//   { origin, tenant, email, password, access_token, authorize_url, redirect_uri }
+// From the hosted login page (whose CSP lets its own origin be fetched) it registers a passkey for
+// the signed-in user over the API, lists it, signs in without a password, signs in with the
+// password and the passkey as second factor, steps up by passkey; then it uses the page's own
+// passkey buttons, passwordless and as second factor, as a user would. Prints what each answered
+// as JSON (the assertions too, for the test's replay and tamper attacks).
 import { readTask, withChromium } from "./chromium.mjs";
 
 const task = await readTask();
 await withChromium("passkeys.mjs", 90, async (browser) => {
-  // The test CA is not the browser's; the API's own CSP (connect-src 'none') is for its JSON
-  // answers, not for this driver's page.
-  const context = await browser.newContext({ ignoreHTTPSErrors: true, bypassCSP: true });
+  // The test CA is not the browser's.
+  const context = await browser.newContext({ ignoreHTTPSErrors: true });
   const page = await context.newPage();
+  const cspViolations = [];
+  page.on("console", (m) => { if (/Content Security Policy/i.test(m.text())) cspViolations.push(m.text()); });
+  const callbacks = [];
+  page.on("request", (r) => { if (r.url().startsWith(task.redirect_uri)) callbacks.push(r.url()); });
   const cdp = await context.newCDPSession(page);
   await cdp.send("WebAuthn.enable");
   await cdp.send("WebAuthn.addVirtualAuthenticator", {
@@ -22,7 +27,7 @@ await withChromium("passkeys.mjs", 90, async (browser) => {
       hasUserVerification: true, isUserVerified: true, automaticPresenceSimulation: true,
     },
   });
-  await page.goto(`${task.origin}/healthz`);
+  await page.goto(task.authorize_url);
   const report = await page.evaluate(async (task) => {
     const api = async (method, path, body, token) => {
       const headers = { "content-type": "application/json" };
@@ -65,5 +70,22 @@ await withChromium("passkeys.mjs", 90, async (browser) => {
     out.step_up = await api("POST", "/v1/auth/step-up/passkey", { ceremony_id: up.body.ceremony_id, credential: await get(up.body.options) }, token);
     return out;
   }, task);
+
+  // The hosted page's own buttons: passwordless, then as the second factor after the password.
+  await page.goto(task.authorize_url);
+  await page.locator("#passkey").click();
+  // Sent to the client's redirect URI (the test answers there).
+  const atClient = (u) => u.href.startsWith(task.redirect_uri);
+  await page.waitForURL(atClient);
+  await page.goto(task.authorize_url);
+  await page.getByLabel("Email address").fill(task.email);
+  await page.getByLabel("Password").fill(task.password);
+  await page.locator("button[value=allow]").click();
+  await page.waitForLoadState();
+  report.mfa_page_title = await page.title();
+  await page.locator("#passkey").click();
+  await page.waitForURL(atClient);
+  report.hosted_callbacks = callbacks;
+  report.csp_violations = cspViolations;
   process.stdout.write(JSON.stringify(report));
 });

@@ -91,6 +91,7 @@ fn api_parts() -> (OpenApiRouter<AppState>, OpenApiRouter<AppState>) {
         .route("/t/{tenant}/oauth/authorize", get(hosted::authorize_page).post(hosted::authorize_step))
         .route("/t/{tenant}/oauth/logout", get(hosted::logout))
         .route("/oauth/assets/hosted.css", get(hosted::stylesheet))
+        .route("/oauth/assets/hosted.js", get(hosted::script))
         .routes(routes!(directory::get_policy, directory::put_policy))
         .routes(routes!(crate::retention::get_policy, crate::retention::put_policy))
         .routes(routes!(crate::retention::list_classes))

@@ -292,12 +292,13 @@ async fn the_hosted_page_refuses_what_it_must_and_walks_every_step() {
     let (st, headers, body) = page(&f.c, Method::GET, &f.authorize_path(REDIRECT, &[]), &[], "").await;
     assert_eq!(st, 200);
     let csp = headers["content-security-policy"].to_str().expect("csp");
-    assert!(csp.starts_with("default-src 'none'; style-src 'self';"), "{csp}");
+    assert!(csp.starts_with("default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'self';"), "{csp}");
     assert!(
         csp.contains("form-action 'self' http://127.0.0.1:48123;") && csp.contains("frame-ancestors 'none'"),
         "{csp}"
     );
-    assert!(!body.contains("<script") && !body.contains("style="), "{body}");
+    assert_eq!(body.matches("<script").count(), 1, "one script, the gateway's own file: {body}");
+    assert!(body.contains("<script src=\"/oauth/assets/hosted.js\" defer>") && !body.contains("style="), "{body}");
     assert!(body.contains("<label for=\"email\">") && body.contains("Partner Portal"), "{body}");
     assert!(body.contains("see your email address"), "the consent list: {body}");
 

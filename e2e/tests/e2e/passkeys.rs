@@ -48,10 +48,45 @@ async fn passkeys_sign_in_alone_as_a_second_factor_and_for_step_up_in_chromium()
     let (_, _, password) = c.create_tenant_with_owner("alpha", email).await;
     let (owner, _) = crate::identity_http::owner_session_and_secret(&c, "alpha", email, &password).await;
     let origin = c.gateway_url().replace("127.0.0.1", "localhost");
-    let task =
-        json!({ "origin": origin, "tenant": "alpha", "email": email, "password": password, "access_token": owner });
+    // The client's redirect URI: something answers there, so the browser lands on it.
+    let client_end = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("listener");
+    let redirect = format!("http://{}/cb", client_end.local_addr().expect("addr"));
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        while let Ok((mut socket, _)) = client_end.accept().await {
+            let mut request = [0u8; 8192];
+            let _ = socket.read(&mut request).await;
+            let answer =
+                b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok";
+            let _ = socket.write_all(answer).await;
+        }
+    });
+    let client = json!({
+        "kind": "public", "name": "Console", "redirect_uris": [&redirect], "allowed_scopes": ["openid"],
+        "grant_types": ["authorization_code"], "first_party": true
+    });
+    let (st, client) = call(&c, Some(&owner), Method::POST, "/v1/oauth/clients", client).await;
+    assert_eq!(st, 200, "{client}");
+    let authorize_url = format!(
+        "{origin}/t/alpha/oauth/authorize?client_id={}&redirect_uri={}&response_type=code&scope=openid&state=s-1\
+         &code_challenge=E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM&code_challenge_method=S256",
+        client["client"]["id"].as_str().expect("id"),
+        url::form_urlencoded::byte_serialize(redirect.as_bytes()).collect::<String>(),
+    );
+    let task = json!({
+        "origin": origin, "tenant": "alpha", "email": email, "password": password, "access_token": owner,
+        "authorize_url": authorize_url, "redirect_uri": redirect,
+    });
     let script = e2e::browser_tools().join("passkeys.mjs");
     let r = e2e::run_json_tool("node", &[script.to_str().expect("path")], &task, Duration::from_secs(180)).await;
+
+    // The hosted page's passkey buttons sent the browser back to the client with a code, twice
+    // (passwordless; after the password), and its CSP let its script and fetches through.
+    assert_eq!(r["csp_violations"], json!([]), "{}", r["csp_violations"]);
+    assert_eq!(r["mfa_page_title"], "Second factor");
+    let callbacks = r["hosted_callbacks"].as_array().expect("callbacks");
+    assert_eq!(callbacks.len(), 2, "{callbacks:?}");
+    assert!(callbacks.iter().all(|u| u.as_str().is_some_and(|u| u.contains("code=") && u.contains("state=s-1"))));
 
     // Registration asked for a discoverable credential with user verification.
     let selection = &r["registration_options"]["publicKey"]["authenticatorSelection"];

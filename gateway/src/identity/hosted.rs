@@ -40,6 +40,8 @@ const FORM_COOKIE: &str = "__Host-strongroom_authorize";
 const ENROL_COOKIE: &str = "__Host-strongroom_enrol";
 /// The stylesheet of the pages.
 pub const STYLESHEET: &str = include_str!("../../assets/hosted.css");
+/// The script of the pages (the passkey buttons; the pages work without it).
+pub const SCRIPT: &str = include_str!("../../assets/hosted.js");
 
 /// The parameters of an authorization request (OpenID Connect Core 3.1.2.1), from the query or,
 /// carried along, from the form.
@@ -128,6 +130,14 @@ struct StepForm {
     enrol_uri: String,
     #[serde(default)]
     statement: String,
+    /// A passkey's answer (the page's script): its ceremony and `PublicKeyCredential` JSON.
+    #[serde(default)]
+    ceremony_id: String,
+    #[serde(default)]
+    credential: String,
+    /// The MFA page offered a passkey.
+    #[serde(default)]
+    passkey_offered: String,
 }
 
 fn no_secret() -> SecretString {
@@ -137,6 +147,7 @@ fn no_secret() -> SecretString {
 /// What every page of a request shows and carries.
 struct Frame {
     t: &'static Strings,
+    tenant: String,
     /// Where its forms post.
     action: String,
     csrf: String,
@@ -159,6 +170,8 @@ struct MfaPage<'a> {
     f: &'a Frame,
     mfa_token: &'a str,
     error: &'a str,
+    /// The user has a passkey: offer it.
+    passkey: bool,
 }
 
 #[derive(Template)]
@@ -211,7 +224,8 @@ fn csp(redirect_uri: Option<&str>) -> String {
         None => "'self'".to_owned(),
     };
     format!(
-        "default-src 'none'; style-src 'self'; img-src 'self'; form-action {form_action}; frame-ancestors 'none'; base-uri 'none'"
+        "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'self'; img-src 'self'; \
+         form-action {form_action}; frame-ancestors 'none'; base-uri 'none'"
     )
 }
 
@@ -244,7 +258,7 @@ fn cookie_value(name: &str, value: &str, max_age: u32) -> String {
 
 /// The message page (an error the user cannot fix here, or the end of a logout).
 fn message(t: &'static Strings, status: StatusCode, title: &str, text: &str, detail: &str) -> Response {
-    let f = Frame { t, action: String::new(), csrf: String::new(), hidden: Vec::new() };
+    let f = Frame { t, tenant: String::new(), action: String::new(), csrf: String::new(), hidden: Vec::new() };
     let page = MessagePage { f: &f, title, message: text, detail };
     html(status, page.render(), &csp(None), &[])
 }
@@ -341,6 +355,7 @@ fn frame(
 ) -> Result<Frame, ApiError> {
     Ok(Frame {
         t,
+        tenant: tenant.to_owned(),
         action: format!("/t/{tenant}/oauth/authorize"),
         csrf: state.browser.csrf_token(nonce)?,
         hidden: params.hidden(),
@@ -466,7 +481,9 @@ async fn step(
         Step { state, tenant, id, client: client_info(state, addr, headers), params: form.params.clone(), f, checked };
     match form.step.as_str() {
         "password" => s.password(&form.email, form.password).await,
-        "mfa" => s.mfa(form.mfa_token, form.code).await,
+        "mfa" => s.mfa(form.mfa_token, form.code, form.passkey_offered == "1").await,
+        "passkey" => s.passkey(&form.ceremony_id, &form.credential).await,
+        "mfa_passkey" => s.mfa_passkey(form.mfa_token, &form.ceremony_id, &form.credential).await,
         "enrol" => {
             let refresh = crate::browser::cookie(headers, ENROL_COOKIE).map(str::to_owned);
             s.enrol(refresh, &form.enrol_secret, &form.enrol_uri, form.code).await
@@ -506,8 +523,8 @@ impl Step<'_> {
         self.page(status, page.render())
     }
 
-    fn mfa_page(&self, status: StatusCode, mfa_token: &str, error: &str) -> Response {
-        self.page(status, MfaPage { f: &self.f, mfa_token, error }.render())
+    fn mfa_page(&self, status: StatusCode, mfa_token: &str, error: &str, passkey: bool) -> Response {
+        self.page(status, MfaPage { f: &self.f, mfa_token, error, passkey }.render())
     }
 
     /// The answer to a refused sign-in step, shown on the page that asked.
@@ -538,14 +555,17 @@ impl Step<'_> {
         match authn(self.state).login(anonymous(self.tenant, self.id, msg)).await {
             Ok(r) => match r.into_inner().result {
                 Some(pb::login_response::Result::Tokens(tokens)) => self.signed_in(tokens).await,
-                Some(pb::login_response::Result::Mfa(m)) => self.mfa_page(StatusCode::OK, &m.mfa_token, ""),
+                Some(pb::login_response::Result::Mfa(m)) => {
+                    let passkey = m.methods.iter().any(|m| m == "passkey");
+                    self.mfa_page(StatusCode::OK, &m.mfa_token, "", passkey)
+                }
                 None => unavailable(self.t()),
             },
             Err(status) => self.refused(&upstream(status), email),
         }
     }
 
-    async fn mfa(&self, mfa_token: SecretString, code: SecretString) -> Response {
+    async fn mfa(&self, mfa_token: SecretString, code: SecretString, passkey: bool) -> Response {
         let msg = pb::VerifyMfaRequest {
             tenant: self.tenant.to_owned(),
             mfa_token: mfa_token.expose_secret().to_owned(),
@@ -560,9 +580,69 @@ impl Step<'_> {
             Err(status) => {
                 let e = upstream(status);
                 if e.reason == "INVALID_MFA" {
-                    self.mfa_page(StatusCode::UNAUTHORIZED, mfa_token.expose_secret(), self.t().wrong_code)
+                    self.mfa_page(StatusCode::UNAUTHORIZED, mfa_token.expose_secret(), self.t().wrong_code, passkey)
                 } else {
                     self.refused(&e, "")
+                }
+            }
+        }
+    }
+
+    /// A passwordless sign-in by passkey (the page's script answered the ceremony).
+    async fn passkey(&self, ceremony_id: &str, credential: &str) -> Response {
+        let msg = pb::FinishPasskeyLoginRequest {
+            tenant: self.tenant.to_owned(),
+            ceremony_id: ceremony_id.to_owned(),
+            credential_json: credential.to_owned(),
+            client: Some(self.client.clone()),
+        };
+        match super::passkeys::client(self.state).finish_login(anonymous(self.tenant, self.id, msg)).await {
+            Ok(r) => match r.into_inner().result {
+                Some(pb::login_response::Result::Tokens(tokens)) => self.signed_in(tokens).await,
+                _ => unavailable(self.t()),
+            },
+            Err(status) => {
+                let e = upstream(status);
+                match e.reason.as_ref() {
+                    "USER_SUSPENDED" => {
+                        let reason = e.message.strip_prefix("account suspended: ").unwrap_or_default();
+                        let page =
+                            SuspendedPage { f: &self.f, reason, email: "", notice: "", error: "", appeal_form: false };
+                        self.page(StatusCode::FORBIDDEN, page.render())
+                    }
+                    _ if matches!(e.code, kit::ErrorCode::Unavailable | kit::ErrorCode::Internal) => {
+                        unavailable(self.t())
+                    }
+                    _ => self.login_page(StatusCode::UNAUTHORIZED, "", self.t().passkey_rejected),
+                }
+            }
+        }
+    }
+
+    /// The second step of a password sign-in by passkey.
+    async fn mfa_passkey(&self, mfa_token: SecretString, ceremony_id: &str, credential: &str) -> Response {
+        let msg = pb::FinishPasskeySecondFactorRequest {
+            tenant: self.tenant.to_owned(),
+            mfa_token: mfa_token.expose_secret().to_owned(),
+            ceremony_id: ceremony_id.to_owned(),
+            credential_json: credential.to_owned(),
+            client: Some(self.client.clone()),
+        };
+        match super::passkeys::client(self.state).finish_second_factor(anonymous(self.tenant, self.id, msg)).await {
+            Ok(r) => match r.into_inner().result {
+                Some(pb::login_response::Result::Tokens(tokens)) => self.signed_in(tokens).await,
+                _ => unavailable(self.t()),
+            },
+            Err(status) => {
+                let e = upstream(status);
+                match e.reason.as_ref() {
+                    "PASSKEY_REJECTED" | "CEREMONY_NOT_FOUND" => self.mfa_page(
+                        StatusCode::UNAUTHORIZED,
+                        mfa_token.expose_secret(),
+                        self.t().passkey_rejected,
+                        true,
+                    ),
+                    _ => self.refused(&e, ""),
                 }
             }
         }
@@ -769,6 +849,11 @@ pub async fn stylesheet() -> Response {
     ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], STYLESHEET).into_response()
 }
 
+/// The pages' script: the passkey buttons.
+pub async fn script() -> Response {
+    ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8")], SCRIPT).into_response()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -777,7 +862,10 @@ mod tests {
     fn forms_may_post_only_to_the_page_and_the_clients_redirect_origin() {
         let policy = csp(Some("https://app.example.com:8443/cb?x=1"));
         assert!(policy.contains("form-action 'self' https://app.example.com:8443;"), "{policy}");
-        assert!(policy.starts_with("default-src 'none'; style-src 'self';"), "no inline style or script: {policy}");
+        assert!(
+            policy.starts_with("default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'self';"),
+            "no inline style or script: {policy}"
+        );
         assert!(csp(Some("com.example.app:/cb")).contains("form-action 'self' com.example.app:;"));
         assert!(csp(None).contains("form-action 'self';"));
     }
@@ -788,12 +876,14 @@ mod tests {
         assert_eq!(params.hidden(), vec![("client_id", "c".to_owned()), ("state", "s\"<".to_owned())]);
         let f = Frame {
             t: &super::super::strings::EN,
+            tenant: "acme".into(),
             action: "/t/acme/oauth/authorize".into(),
             csrf: "k".into(),
             hidden: params.hidden(),
         };
-        let page = MfaPage { f: &f, mfa_token: "m", error: "" }.render().expect("page");
+        let page = MfaPage { f: &f, mfa_token: "m", error: "", passkey: false }.render().expect("page");
         assert!(page.contains("name=\"state\" value=\"s&#34;&#60;\""), "escaped: {page}");
-        assert!(!page.contains("<script"));
+        assert!(page.contains("<script src=\"/oauth/assets/hosted.js\" defer></script>"));
+        assert_eq!(page.matches("<script").count(), 1, "no inline script: {page}");
     }
 }

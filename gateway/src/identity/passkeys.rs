@@ -28,7 +28,7 @@ use crate::input::{JsonBody, PathParams};
 use crate::openapi::ErrorBody;
 use crate::upstream::{Call, upstream};
 
-fn passkeys(state: &AppState) -> PasskeyServiceClient<kit::client::Channel> {
+pub(super) fn client(state: &AppState) -> PasskeyServiceClient<kit::client::Channel> {
     PasskeyServiceClient::new(state.upstreams.auth.clone())
 }
 
@@ -103,7 +103,7 @@ pub struct NewPasskeyBody {
     (status = 200, description = "the passkeys", body = Passkeys), Refusals,
 ))]
 pub async fn list(State(state): State<AppState>, call: Call) -> Result<Json<Passkeys>, HttpError> {
-    let r = passkeys(&state).list_passkeys(call.request(pb::ListPasskeysRequest {})).await.map_err(upstream)?;
+    let r = client(&state).list_passkeys(call.request(pb::ListPasskeysRequest {})).await.map_err(upstream)?;
     Ok(Json(Passkeys { passkeys: r.into_inner().passkeys.into_iter().map(Passkey::from).collect() }))
 }
 
@@ -114,7 +114,7 @@ pub async fn list(State(state): State<AppState>, call: Call) -> Result<Json<Pass
     Refusals,
 ))]
 pub async fn start_registration(State(state): State<AppState>, call: Call) -> Result<Json<CeremonyOptions>, HttpError> {
-    let r = passkeys(&state).start_registration(call.request(pb::StartRegistrationRequest {})).await;
+    let r = client(&state).start_registration(call.request(pb::StartRegistrationRequest {})).await;
     Ok(Json(r.map_err(upstream)?.into_inner().try_into()?))
 }
 
@@ -136,7 +136,7 @@ pub async fn register(
         credential_json: body.credential.to_string(),
         name: body.name,
     };
-    let r = passkeys(&state).finish_registration(call.request(msg)).await.map_err(upstream)?;
+    let r = client(&state).finish_registration(call.request(msg)).await.map_err(upstream)?;
     Ok(Json(r.into_inner().into()))
 }
 
@@ -149,7 +149,7 @@ pub async fn delete(
     call: Call,
     PathParams(id): PathParams<String>,
 ) -> Result<StatusCode, HttpError> {
-    passkeys(&state).delete_passkey(call.request(pb::DeletePasskeyRequest { id })).await.map_err(upstream)?;
+    client(&state).delete_passkey(call.request(pb::DeletePasskeyRequest { id })).await.map_err(upstream)?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -189,7 +189,7 @@ pub async fn start_login(
 ) -> Result<Json<CeremonyOptions>, HttpError> {
     let tenant = super::login::check_tenant(&body.tenant)?;
     let msg = pb::StartPasskeyLoginRequest { tenant: tenant.clone() };
-    let r = passkeys(&state).start_login(anonymous(&tenant, &id, msg)).await.map_err(upstream)?;
+    let r = client(&state).start_login(anonymous(&tenant, &id, msg)).await.map_err(upstream)?;
     Ok(Json(r.into_inner().try_into()?))
 }
 
@@ -219,7 +219,7 @@ pub async fn login(
             client: Some(client_info(&state, &addr, &headers)),
         };
         Ok::<_, ApiError>(
-            passkeys(&state).finish_login(anonymous(&tenant, &id, msg)).await.map_err(upstream)?.into_inner(),
+            client(&state).finish_login(anonymous(&tenant, &id, msg)).await.map_err(upstream)?.into_inner(),
         )
     }
     .await;
@@ -262,7 +262,7 @@ pub async fn start_second_factor(
 ) -> Result<Json<CeremonyOptions>, HttpError> {
     let tenant = tenant_or_token(body.tenant.as_deref(), kit::TenantSlug::of_mfa_token(&body.mfa_token))?;
     let msg = pb::StartPasskeySecondFactorRequest { tenant: tenant.clone(), mfa_token: body.mfa_token };
-    let r = passkeys(&state).start_second_factor(anonymous(&tenant, &id, msg)).await.map_err(upstream)?;
+    let r = client(&state).start_second_factor(anonymous(&tenant, &id, msg)).await.map_err(upstream)?;
     Ok(Json(r.into_inner().try_into()?))
 }
 
@@ -292,7 +292,7 @@ pub async fn second_factor(
             credential_json: body.credential.to_string(),
             client: Some(client_info(&state, &addr, &headers)),
         };
-        let r = passkeys(&state).finish_second_factor(anonymous(&tenant, &id, msg)).await.map_err(upstream)?;
+        let r = client(&state).finish_second_factor(anonymous(&tenant, &id, msg)).await.map_err(upstream)?;
         Ok::<_, ApiError>(r.into_inner())
     }
     .await;
@@ -315,7 +315,7 @@ pub struct PasskeyStepUpBody {
     Refusals,
 ))]
 pub async fn start_step_up(State(state): State<AppState>, call: Call) -> Result<Json<CeremonyOptions>, HttpError> {
-    let r = passkeys(&state).start_step_up(call.request(pb::StartStepUpRequest {})).await.map_err(upstream)?;
+    let r = client(&state).start_step_up(call.request(pb::StartStepUpRequest {})).await.map_err(upstream)?;
     Ok(Json(r.into_inner().try_into()?))
 }
 
@@ -332,6 +332,6 @@ pub async fn step_up(
     JsonBody(body): JsonBody<PasskeyStepUpBody>,
 ) -> Result<Json<SteppedUp>, HttpError> {
     let msg = pb::FinishStepUpRequest { ceremony_id: body.ceremony_id, credential_json: body.credential.to_string() };
-    let t = passkeys(&state).finish_step_up(call.request(msg)).await.map_err(upstream)?.into_inner();
+    let t = client(&state).finish_step_up(call.request(msg)).await.map_err(upstream)?.into_inner();
     Ok(Json(SteppedUp::from(&t)))
 }
