@@ -28,8 +28,6 @@ fn api_parts() -> (OpenApiRouter<AppState>, OpenApiRouter<AppState>) {
         .routes(routes!(readyz))
         .routes(routes!(openapi))
         .routes(routes!(whoami))
-        .routes(routes!(login::jwks))
-        .routes(routes!(login::openid_configuration))
         .routes(routes!(login::login))
         .routes(routes!(login::mfa))
         .routes(routes!(login::refresh))
@@ -82,11 +80,6 @@ fn api_parts() -> (OpenApiRouter<AppState>, OpenApiRouter<AppState>) {
         .routes(routes!(oauth::list_clients, oauth::create_client))
         .routes(routes!(oauth::get_client, oauth::put_client, oauth::delete_client))
         .routes(routes!(oauth::rotate_secret))
-        .routes(routes!(oauth::token))
-        .routes(routes!(oauth::revoke))
-        .routes(routes!(oauth::introspect))
-        .routes(routes!(oidc::discovery))
-        .routes(routes!(oidc::userinfo))
         // The hosted login pages (HTML, documented in docs/identity.md, not in the API document).
         .route("/t/{tenant}/oauth/authorize", get(hosted::authorize_page).post(hosted::authorize_step))
         .route("/t/{tenant}/oauth/logout", get(hosted::logout))
@@ -118,7 +111,29 @@ fn api_parts() -> (OpenApiRouter<AppState>, OpenApiRouter<AppState>) {
         // `{id}:post` and `{id}:void`: documented in `openapi::ApiDoc`.
         .route("/v1/ledger/transfers/{id}", post(crate::ledger::resolve))
         .routes(routes!(crate::ledger::verify));
-    (routes, batches)
+    (routes.merge(relying_party_routes()), batches)
+}
+
+/// What a relying party's code calls from the browser (an SPA with oidc-client-ts on its own
+/// origin): the discovery documents, the JWKS, and the token, UserInfo, revocation and
+/// introspection endpoints. They answer CORS from any origin, without credentials: none of them
+/// reads a cookie (a client proves itself in the request), so no other site gains anything a
+/// script could not do from a server.
+fn relying_party_routes() -> OpenApiRouter<AppState> {
+    let cors = tower_http::cors::CorsLayer::new()
+        .allow_origin(tower_http::cors::Any)
+        .allow_methods([http::Method::GET, http::Method::POST])
+        .allow_headers([http::header::AUTHORIZATION, http::header::CONTENT_TYPE])
+        .max_age(Duration::from_secs(600));
+    OpenApiRouter::new()
+        .routes(routes!(login::jwks))
+        .routes(routes!(login::openid_configuration))
+        .routes(routes!(oidc::discovery))
+        .routes(routes!(oauth::token))
+        .routes(routes!(oauth::revoke))
+        .routes(routes!(oauth::introspect))
+        .routes(routes!(oidc::userinfo))
+        .layer(cors)
 }
 
 /// Every route with its documentation (the OpenAPI document's source).

@@ -264,6 +264,22 @@ async fn the_hosted_page_refuses_what_it_must_and_walks_every_step() {
     assert_eq!(doc["code_challenge_methods_supported"], json!(["S256"]));
     assert!(doc["authorization_endpoint"].as_str().expect("endpoint").ends_with("/t/alpha/oauth/authorize"));
 
+    // A single-page app on its own origin may call the relying-party endpoints (CORS, no
+    // credentials), and nothing else.
+    let spa = [
+        ("origin", "https://spa.example"),
+        ("access-control-request-method", "POST"),
+        ("access-control-request-headers", "content-type"),
+    ];
+    let (st, headers, _) = page(&f.c, Method::OPTIONS, "/t/alpha/oauth/token", &spa, "").await;
+    assert_eq!(st, 200);
+    assert_eq!(headers["access-control-allow-origin"], "*");
+    assert!(headers.get("access-control-allow-credentials").is_none());
+    let (_, headers, _) = page(&f.c, Method::GET, "/t/alpha/.well-known/openid-configuration", &spa[..1], "").await;
+    assert_eq!(headers["access-control-allow-origin"], "*");
+    let (_, headers, _) = page(&f.c, Method::GET, "/v1/users", &spa[..1], "").await;
+    assert!(headers.get("access-control-allow-origin").is_none(), "the API itself is not shared");
+
     // An unregistered redirect URI (exact match: a longer path is another URI) is never sent to.
     for bad in ["http://127.0.0.1:48123/cb/evil", "https://attacker.example/cb"] {
         let (st, headers, body) = page(&f.c, Method::GET, &f.authorize_path(bad, &[]), &[], "").await;
