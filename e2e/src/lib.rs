@@ -644,6 +644,48 @@ pub async fn run_json_tool(
     serde_json::from_slice(&out.stdout).expect("a JSON report")
 }
 
+/// Files a test serves: path → (content type, body); the test may add some while they are served.
+pub type ServedFiles = std::sync::Arc<std::sync::RwLock<std::collections::HashMap<String, (&'static str, Vec<u8>)>>>;
+
+/// Serves `files` over plain HTTP on a free loopback port until the test ends; any other path is
+/// 404. For the tests' stand-ins of a relying party's web app (an SPA's origin, a redirect URI
+/// that must answer). Answers the request line's path, query ignored.
+pub async fn serve_files(files: ServedFiles) -> SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("listener");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let files = files.clone();
+            tokio::spawn(async move {
+                let mut request = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !request.windows(4).any(|w| w == b"\r\n\r\n") && request.len() < 65536 {
+                    match socket.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => request.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let line = String::from_utf8_lossy(&request);
+                let target = line.split(' ').nth(1).unwrap_or("/");
+                let path = target.split('?').next().unwrap_or("/");
+                let found = files.read().ok().and_then(|f| f.get(path).cloned());
+                let (status, kind, body) = match found {
+                    Some((kind, body)) => ("200 OK", kind, body),
+                    None => ("404 Not Found", "text/plain", b"not found".to_vec()),
+                };
+                let head = format!(
+                    "HTTP/1.1 {status}\r\ncontent-type: {kind}\r\ncontent-length: {}\r\ncache-control: no-store\r\nconnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = socket.write_all(head.as_bytes()).await;
+                let _ = socket.write_all(&body).await;
+            });
+        }
+    });
+    addr
+}
+
 /// The e2e/browser directory (the browser drivers and the Authlib client), checked to be set up.
 pub fn browser_tools() -> std::path::PathBuf {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("browser");

@@ -351,10 +351,10 @@ pub async fn csrf(State(state): State<AppState>, req: Request, next: Next) -> Re
     let headers = req.headers();
     let by_cookie = headers.get(header::AUTHORIZATION).is_none()
         && (has_cookie(headers, SESSION_COOKIE) || has_cookie(headers, REFRESH_COOKIE));
-    // The hosted login page's forms: before any session, like the sign-in routes (their own
-    // form token is checked by the page).
+    // The hosted login page's forms (posts): before any session, like the sign-in routes (their
+    // own form token is checked by the page). Its GET is where other sites send their users.
     let path = req.uri().path();
-    let hosted_form = path.starts_with("/t/") && path.ends_with("/oauth/authorize");
+    let hosted_form = is_unsafe(req.method()) && path.starts_with("/t/") && path.ends_with("/oauth/authorize");
     let verdict = if PRE_SESSION_ROUTES.contains(&path) || hosted_form {
         state.browser.check_origin(headers)
     } else if by_cookie && is_unsafe(req.method()) {

@@ -318,6 +318,12 @@ async fn the_hosted_page_refuses_what_it_must_and_walks_every_step() {
     assert!(body.contains("<label for=\"email\">") && body.contains("Partner Portal"), "{body}");
     assert!(body.contains("see your email address"), "the consent list: {body}");
 
+    // Another site sends its users here: a cross-site navigation is welcome, a cross-site post is not.
+    let navigation =
+        [("sec-fetch-site", "cross-site"), ("sec-fetch-mode", "navigate"), ("origin", "https://spa.example")];
+    let (st, _, body) = page(&f.c, Method::GET, &f.authorize_path(REDIRECT, &[]), &navigation, "").await;
+    assert_eq!(st, 200, "{body}");
+
     // A form from another site, or without the page's token, is refused before anything is read.
     let (cookie, hidden) = f.open(&[]).await;
     let creds = [("step", "password"), ("action", "allow"), ("email", "owner@alpha.example"), ("password", "x")];
@@ -494,5 +500,63 @@ async fn a_machine_client_acts_for_itself_with_the_permissions_it_was_given() {
     }))
     .await;
     assert_eq!(st, 200, "{robot}");
+    f.c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_spa_with_oidc_client_ts_on_its_own_origin_signs_in_renews_and_signs_out() {
+    let f = Fx::new().await;
+    let sub = f.user("ivy@alpha.example", &[]).await;
+    let tools = e2e::browser_tools();
+    let read = |path: &str| std::fs::read(tools.join(path)).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let index = read("spa/index.html");
+    let files: e2e::ServedFiles = Default::default();
+    {
+        let mut f = files.write().expect("files");
+        f.insert("/".to_owned(), ("text/html; charset=utf-8", index.clone()));
+        f.insert("/callback".to_owned(), ("text/html; charset=utf-8", index));
+        f.insert("/app.js".to_owned(), ("text/javascript", read("spa/app.js")));
+        let bundle = read("node_modules/oidc-client-ts/dist/browser/oidc-client-ts.min.js");
+        f.insert("/oidc-client-ts.min.js".to_owned(), ("text/javascript", bundle));
+    }
+    // The app's origin is its address; its client is registered once it listens.
+    let origin = format!("http://{}", e2e::serve_files(files.clone()).await);
+    let body = json!({
+        "kind": "public",
+        "name": "Ivy's SPA",
+        "redirect_uris": [format!("{origin}/callback")],
+        "post_logout_redirect_uris": [format!("{origin}/")],
+        "allowed_scopes": ["openid", "email", "profile", "offline_access"],
+        "grant_types": ["authorization_code", "refresh_token"],
+        "first_party": true
+    });
+    let (st, client) = call(&f.c, &f.owner, Method::POST, "/v1/oauth/clients", body).await;
+    assert_eq!(st, 200, "{client}");
+    // The exact discovery URL docs/identity.md gives: the gateway, then /t/<slug>.
+    let config = json!({
+        "authority": format!("{}/t/alpha", f.c.gateway_url().replace("127.0.0.1", "localhost")),
+        "client_id": client["client"]["id"],
+    });
+    let script = format!("window.config = {config};").into_bytes();
+    files.write().expect("files").insert("/config.js".to_owned(), ("text/javascript", script));
+
+    let driver = tools.join("spa.mjs");
+    let task = json!({ "app": origin, "email": "ivy@alpha.example", "password": PASSWORD });
+    let r =
+        e2e::run_json_tool("node", &[driver.to_str().expect("path")], &task, std::time::Duration::from_secs(180)).await;
+    let signed_in = &r["signed_in"];
+    assert_eq!(
+        (signed_in["sub"].as_str(), signed_in["email"].as_str()),
+        (Some(sub.as_str()), Some("ivy@alpha.example")),
+        "{r}"
+    );
+    assert_eq!(signed_in["has_refresh_token"], true, "{r}");
+    assert_eq!(r["renewed"]["sub"], sub.as_str(), "{r}");
+    assert_ne!(r["renewed"]["access_token"], signed_in["access_token"], "a new access token: {r}");
+    assert!(r["signed_out_at"].as_str().is_some_and(|u| u.starts_with(&format!("{origin}/"))), "{r}");
+    // The renewed session was revoked by the app: its access token is refused now.
+    let token = r["renewed"]["access_token"].as_str().expect("token");
+    let (st, e) = call(&f.c, token, Method::GET, "/v1/me", Value::Null).await;
+    assert_eq!(st, 401, "{e}");
     f.c.stop().await;
 }
