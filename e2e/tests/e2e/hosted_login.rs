@@ -93,6 +93,28 @@ impl Fx {
         user["id"].as_str().expect("id").to_owned()
     }
 
+    /// A user with a confirmed TOTP second factor: their id and TOTP secret.
+    async fn totp_user(&self, email: &str) -> (String, String) {
+        let id = self.user(email, &[]).await;
+        let body = json!({ "tenant": "alpha", "email": email, "password": PASSWORD });
+        let bytes = serde_json::to_vec(&body).expect("json");
+        let headers = [("content-type", "application/json")];
+        let (st, _, login) =
+            self.c.gateway_request(Method::POST, "/v1/auth/login", &headers, bytes).await.expect("login");
+        assert_eq!(st.as_u16(), 200, "{login}");
+        let token = login["access_token"].as_str().expect("token");
+        let (st, enrol) = call(&self.c, token, Method::POST, "/v1/me/mfa/totp", Value::Null).await;
+        assert_eq!(st, 200, "{enrol}");
+        let secret = enrol["secret"].as_str().expect("secret").to_owned();
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs();
+        let seed = totp_rs::Secret::Encoded(secret.clone()).to_bytes().expect("base32");
+        let totp = totp_rs::TOTP::new(totp_rs::Algorithm::SHA1, 6, 1, 30, seed, None, "x".into()).expect("totp");
+        let body = json!({ "code": totp.generate(now) });
+        let (st, confirmed) = call(&self.c, token, Method::POST, "/v1/me/mfa/totp/confirm", body).await;
+        assert_eq!(st, 200, "{confirmed}");
+        (id, secret)
+    }
+
     /// The path of an authorization request with `extra` parameters.
     fn authorize_path(&self, redirect: &str, extra: &[(&str, &str)]) -> String {
         let challenge = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
@@ -221,31 +243,7 @@ async fn authlib_signs_in_through_the_hosted_page_in_chromium() {
 
     // A user with TOTP: the browser passes the second step too, and the ID token says so.
     let member = "totp@alpha.example";
-    let id = f.user(member, &[]).await;
-    let (st, login) = {
-        let body = json!({ "tenant": "alpha", "email": member, "password": PASSWORD });
-        let (s, _, t) =
-            f.c.gateway_request(
-                Method::POST,
-                "/v1/auth/login",
-                &[("content-type", "application/json")],
-                serde_json::to_vec(&body).expect("json"),
-            )
-            .await
-            .expect("login");
-        (s.as_u16(), t)
-    };
-    assert_eq!(st, 200, "{login}");
-    let token = login["access_token"].as_str().expect("token");
-    let (st, enrol) = call(&f.c, token, Method::POST, "/v1/me/mfa/totp", Value::Null).await;
-    assert_eq!(st, 200, "{enrol}");
-    let secret = enrol["secret"].as_str().expect("secret").to_owned();
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs();
-    let seed = totp_rs::Secret::Encoded(secret.clone()).to_bytes().expect("base32");
-    let code =
-        totp_rs::TOTP::new(totp_rs::Algorithm::SHA1, 6, 1, 30, seed, None, "x".into()).expect("totp").generate(now);
-    let (st, confirmed) = call(&f.c, token, Method::POST, "/v1/me/mfa/totp/confirm", json!({ "code": code })).await;
-    assert_eq!(st, 200, "{confirmed}");
+    let (id, secret) = f.totp_user(member).await;
     let report = f.run_client(member, PASSWORD, Some(&secret)).await;
     assert_eq!(report["id_token"]["amr"], json!(["pwd", "otp"]), "{report}");
     assert_eq!(report["titles"], json!(["Sign in", "Second factor"]), "{report}");
@@ -558,5 +556,33 @@ async fn an_spa_with_oidc_client_ts_on_its_own_origin_signs_in_renews_and_signs_
     let token = r["renewed"]["access_token"].as_str().expect("token");
     let (st, e) = call(&f.c, token, Method::GET, "/v1/me", Value::Null).await;
     assert_eq!(st, 401, "{e}");
+    f.c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_hosted_pages_pass_an_automated_accessibility_check() {
+    let f = Fx::new().await;
+    f.totp_user("tia@alpha.example").await;
+    f.user("ada@alpha.example", &["admin"]).await;
+    let base = f.c.gateway_url();
+    let task = json!({
+        "authorize_url": format!("{base}{}", f.authorize_path(REDIRECT, &[])),
+        "error_url": format!("{base}{}", f.authorize_path("https://attacker.example/cb", &[])),
+        "totp_user": { "email": "tia@alpha.example", "password": PASSWORD },
+        "enrolling_user": { "email": "ada@alpha.example", "password": PASSWORD },
+    });
+    let driver = e2e::browser_tools().join("a11y.mjs");
+    let r =
+        e2e::run_json_tool("node", &[driver.to_str().expect("path")], &task, std::time::Duration::from_secs(180)).await;
+    for (page, title) in [
+        ("sign_in", "Sign in"),
+        ("error", "This sign-in request cannot be used"),
+        ("second_factor", "Second factor"),
+        ("enrolment", "Set up a second factor"),
+    ] {
+        assert_eq!(r[page]["title"], title, "{page}: {r}");
+        assert_eq!(r[page]["violations"], json!([]), "{page}: serious accessibility violations: {}", r[page]);
+        assert!(r[page]["passes"].as_u64().unwrap_or(0) > 5, "{page}: axe ran: {}", r[page]);
+    }
     f.c.stop().await;
 }
