@@ -479,6 +479,19 @@ impl Constellation {
         }
     }
 
+    /// A constellation whose gateway leaves room for many sign-in calls from one address (the
+    /// hosted login page's steps and passkey ceremonies are in the sign-in rate class).
+    pub async fn start_with_room_to_sign_in() -> Self {
+        let mut c = Self::start(false).await;
+        c.start_gateway_with(|cfg| {
+            let room = Some(gateway::ratelimit::Limit::per_minute(600, 100));
+            cfg.rate_limits.auth.per_ip = room;
+            cfg.rate_limits.auth.per_principal = room;
+        })
+        .await;
+        c
+    }
+
     pub fn addr(&self, name: &str) -> SocketAddr {
         self.services[name].grpc
     }

@@ -73,6 +73,11 @@ fn parsed(stored: serde_json::Value) -> Result<Passkey, ApiError> {
     serde_json::from_value(stored).map_err(internal)
 }
 
+/// `user`'s passkeys as webauthn-rs takes them.
+async fn passkeys_of(tx: &mut kit::TenantTx, user: uuid::Uuid) -> Result<Vec<Passkey>, ApiError> {
+    passkeys::credentials(tx, user).await?.into_iter().map(parsed).collect()
+}
+
 fn options_json(options: &impl serde::Serialize) -> Result<String, ApiError> {
     serde_json::to_string(options).map_err(internal)
 }
@@ -91,8 +96,7 @@ impl Passkeys {
         purpose: &str,
     ) -> Result<pb::Ceremony, ApiError> {
         let webauthn = self.webauthn()?;
-        let mine: Vec<Passkey> =
-            passkeys::credentials(tx, user).await?.into_iter().map(parsed).collect::<Result<_, _>>()?;
+        let mine = passkeys_of(tx, user).await?;
         if mine.is_empty() {
             return Err(ApiError::failed_precondition("NO_PASSKEY", "the user has no passkey"));
         }
@@ -174,8 +178,7 @@ impl pb::passkey_service_server::PasskeyService for Passkeys {
         let webauthn = self.webauthn()?;
         let profile = self.core.profile(&me.tenant, user).await?;
         let mut tx = self.core.db.begin(&me.tenant).await?;
-        let mine: Vec<Passkey> =
-            passkeys::credentials(&mut tx, user).await?.into_iter().map(parsed).collect::<Result<_, _>>()?;
+        let mine = passkeys_of(&mut tx, user).await?;
         let exclude = mine.iter().map(|p| p.cred_id().clone()).collect();
         let display = if profile.display_name.is_empty() { &profile.email } else { &profile.display_name };
         let (mut options, state) =

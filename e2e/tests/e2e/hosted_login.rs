@@ -52,14 +52,7 @@ async fn page(
 impl Fx {
     async fn new() -> Self {
         let _ = kit::telemetry::init("e2e", &kit::config::TelemetryConfig { otlp_endpoint: None, log: "error".into() });
-        let mut c = Constellation::start(false).await;
-        // The page's steps are sign-ins (the auth rate class): room for every step of a test.
-        c.start_gateway_with(|cfg| {
-            let room = Some(gateway::ratelimit::Limit::per_minute(600, 100));
-            cfg.rate_limits.auth.per_ip = room;
-            cfg.rate_limits.auth.per_principal = room;
-        })
-        .await;
+        let c = Constellation::start_with_room_to_sign_in().await;
         let (_, _, owner_password) = c.create_tenant_with_owner("alpha", "owner@alpha.example").await;
         let (owner, _) =
             crate::identity_http::owner_session_and_secret(&c, "alpha", "owner@alpha.example", &owner_password).await;

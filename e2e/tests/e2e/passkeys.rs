@@ -36,14 +36,7 @@ fn totp(secret: &str, at: u64) -> String {
 #[tokio::test(flavor = "multi_thread")]
 async fn passkeys_sign_in_alone_as_a_second_factor_and_for_step_up_in_chromium() {
     let _ = kit::telemetry::init("e2e", &kit::config::TelemetryConfig { otlp_endpoint: None, log: "error".into() });
-    let mut c = Constellation::start(false).await;
-    // Every ceremony is two sign-in calls: room for all of them.
-    c.start_gateway_with(|cfg| {
-        let room = Some(gateway::ratelimit::Limit::per_minute(600, 100));
-        cfg.rate_limits.auth.per_ip = room;
-        cfg.rate_limits.auth.per_principal = room;
-    })
-    .await;
+    let c = Constellation::start_with_room_to_sign_in().await;
     let email = "owner@alpha.example";
     let (_, _, password) = c.create_tenant_with_owner("alpha", email).await;
     let (owner, _) = crate::identity_http::owner_session_and_secret(&c, "alpha", email, &password).await;

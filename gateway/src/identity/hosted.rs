@@ -553,14 +553,7 @@ impl Step<'_> {
             client: Some(self.client.clone()),
         };
         match authn(self.state).login(anonymous(self.tenant, self.id, msg)).await {
-            Ok(r) => match r.into_inner().result {
-                Some(pb::login_response::Result::Tokens(tokens)) => self.signed_in(tokens).await,
-                Some(pb::login_response::Result::Mfa(m)) => {
-                    let passkey = m.methods.iter().any(|m| m == "passkey");
-                    self.mfa_page(StatusCode::OK, &m.mfa_token, "", passkey)
-                }
-                None => unavailable(self.t()),
-            },
+            Ok(r) => self.answered(r.into_inner()).await,
             Err(status) => self.refused(&upstream(status), email),
         }
     }
@@ -573,10 +566,7 @@ impl Step<'_> {
             client: Some(self.client.clone()),
         };
         match authn(self.state).verify_mfa(anonymous(self.tenant, self.id, msg)).await {
-            Ok(r) => match r.into_inner().result {
-                Some(pb::login_response::Result::Tokens(tokens)) => self.signed_in(tokens).await,
-                _ => unavailable(self.t()),
-            },
+            Ok(r) => self.answered(r.into_inner()).await,
             Err(status) => {
                 let e = upstream(status);
                 if e.reason == "INVALID_MFA" {
@@ -597,10 +587,7 @@ impl Step<'_> {
             client: Some(self.client.clone()),
         };
         match super::passkeys::client(self.state).finish_login(anonymous(self.tenant, self.id, msg)).await {
-            Ok(r) => match r.into_inner().result {
-                Some(pb::login_response::Result::Tokens(tokens)) => self.signed_in(tokens).await,
-                _ => unavailable(self.t()),
-            },
+            Ok(r) => self.answered(r.into_inner()).await,
             Err(status) => {
                 let e = upstream(status);
                 match e.reason.as_ref() {
@@ -629,10 +616,7 @@ impl Step<'_> {
             client: Some(self.client.clone()),
         };
         match super::passkeys::client(self.state).finish_second_factor(anonymous(self.tenant, self.id, msg)).await {
-            Ok(r) => match r.into_inner().result {
-                Some(pb::login_response::Result::Tokens(tokens)) => self.signed_in(tokens).await,
-                _ => unavailable(self.t()),
-            },
+            Ok(r) => self.answered(r.into_inner()).await,
             Err(status) => {
                 let e = upstream(status);
                 match e.reason.as_ref() {
@@ -645,6 +629,19 @@ impl Step<'_> {
                     _ => self.refused(&e, ""),
                 }
             }
+        }
+    }
+
+    /// The next page after a sign-in step auth-svc accepted: the second factor it asks for, or
+    /// the signed-in user's way on.
+    async fn answered(&self, r: pb::LoginResponse) -> Response {
+        match r.result {
+            Some(pb::login_response::Result::Tokens(tokens)) => self.signed_in(tokens).await,
+            Some(pb::login_response::Result::Mfa(m)) => {
+                let passkey = m.methods.iter().any(|m| m == "passkey");
+                self.mfa_page(StatusCode::OK, &m.mfa_token, "", passkey)
+            }
+            None => unavailable(self.t()),
         }
     }
 
